@@ -1,0 +1,25 @@
+# One declarative call per library and per test, after Abseil's absl_cc_library/absl_cc_test.
+#
+#   gantry_library(NAME engine_gguf SRCS a.cpp b.cpp DEPS gantry_core)
+#   gantry_test(NAME gguf_test SRCS gguf_test.cpp DEPS gantry_engine_gguf)
+#
+# Libraries are named gantry_<NAME>; includes are rooted at src/ ("engine/gguf/gguf.h").
+function(gantry_library)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_library(gantry_${ARG_NAME} STATIC ${ARG_SRCS})
+  target_include_directories(gantry_${ARG_NAME} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(gantry_${ARG_NAME} PUBLIC ${ARG_DEPS})
+endfunction()
+
+function(gantry_test)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  target_include_directories(${ARG_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
+  target_compile_definitions(${ARG_NAME} PRIVATE
+    GANTRY_TEST_DATA_DIR="${GANTRY_TEST_DATA_DIR}"
+    GANTRY_MODELS_DIR="${GANTRY_MODELS_DIR}"
+    GANTRY_BINARY="$<TARGET_FILE_DIR:gantry>/gantry")
+  gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST
+    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT 300)
+endfunction()
