@@ -1,0 +1,230 @@
+#include "engine/batch/engine.h"
+
+#include <algorithm>
+
+namespace gantry::engine {
+
+const char *finish_reason_name(FinishReason r) {
+  switch (r) {
+  case FinishReason::kNone: return "";
+  case FinishReason::kStop: return "stop";
+  case FinishReason::kLength: return "length";
+  case FinishReason::kCancelled: return "cancelled";
+  }
+  return "";
+}
+
+namespace {
+int context_for(const Model &m, const EngineConfig &c) {
+  int n = m.config().n_ctx_train;
+  if (c.n_ctx > 0) n = c.n_ctx;
+  return std::max(n, 1);
+}
+} // namespace
+
+Engine::Engine(const Model &model, const EngineConfig &config)
+    : model_(model), config_(config), n_ctx_(context_for(model, config)),
+      pool_(config.n_threads),
+      kv_(model.config().n_layer, model.config().kv_dim(),
+          KvCache::blocks_for_budget(model.config().n_layer, model.config().kv_dim(),
+                                     config.kv_bytes)),
+      seed_rng_(std::random_device{}()) {
+  config_.max_batch_tokens = std::max(config_.max_batch_tokens, 1);
+  config_.max_seqs = std::max(config_.max_seqs, 1);
+}
+
+Result<SeqId> Engine::submit(GenerationRequest req) {
+  if (req.prompt.empty()) return Err(Error::invalid("the prompt is empty", "prompt"));
+  const int n_vocab = model_.config().n_vocab;
+  for (int32_t t : req.prompt) {
+    if (t < 0 || t >= n_vocab) {
+      return Err(Error::invalid("prompt token id " + std::to_string(t) + " is out of range",
+                                "prompt"));
+    }
+  }
+  if (req.max_tokens < 1) return Err(Error::invalid("max_tokens must be at least 1", "max_tokens"));
+  GANTRY_TRY(req.sampling.validate());
+  const size_t total = req.prompt.size() + static_cast<size_t>(req.max_tokens);
+  if (total > static_cast<size_t>(n_ctx_)) {
+    return Err(ErrorCode::kContextLengthExceeded,
+               "This model's maximum context length is " + std::to_string(n_ctx_) +
+                   " tokens. However, you requested " + std::to_string(total) + " tokens (" +
+                   std::to_string(req.prompt.size()) + " in the messages, " +
+                   std::to_string(req.max_tokens) +
+                   " in the completion). Please reduce the length of the messages or completion.",
+               "messages");
+  }
+  if (KvCache::blocks_for_tokens(static_cast<int>(total)) > kv_.n_blocks()) {
+    return Err(ErrorCode::kContextLengthExceeded,
+               "the request needs " + std::to_string(total) +
+                   " tokens of KV cache but the server's whole KV budget holds " +
+                   std::to_string(kv_.n_blocks() * KvCache::kBlockSize),
+               "max_tokens");
+  }
+  auto s = std::make_unique<Sequence>();
+  s->id = next_id_++;
+  uint64_t seed = req.sampling.seed ? *req.sampling.seed : seed_rng_();
+  s->sampler = std::make_unique<Sampler>(req.sampling, seed);
+  s->text = std::make_unique<TextStream>(req.stop);
+  s->tokens = req.prompt;
+  s->n_prompt = req.prompt.size();
+  s->req = std::move(req);
+  SeqId id = s->id;
+  waiting_.push_back(std::move(s));
+  return id;
+}
+
+void Engine::cancel(SeqId id) {
+  if (has_sequence(id)) cancelled_.push_back(id);
+}
+
+bool Engine::has_sequence(SeqId id) const {
+  for (const auto &s : running_)
+    if (s->id == id) return true;
+  for (const auto &s : waiting_)
+    if (s->id == id) return true;
+  return false;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats st = totals_;
+  st.running = static_cast<int>(running_.size());
+  st.waiting = static_cast<int>(waiting_.size());
+  st.kv_blocks_used = kv_.n_used();
+  st.kv_blocks_total = kv_.n_blocks();
+  return st;
+}
+
+bool Engine::admit(Sequence &s) {
+  const int need = KvCache::blocks_for_tokens(static_cast<int>(s.n_prompt + s.req.max_tokens));
+  if (need > kv_.n_free()) return false;
+  s.blocks.reserve(need);
+  for (int i = 0; i < need; ++i) s.blocks.push_back(*kv_.allocate());
+  return true;
+}
+
+void Engine::release(Sequence &s) {
+  for (int32_t b : s.blocks) kv_.release(b);
+  s.blocks.clear();
+}
+
+TokenEvent Engine::finish_event(Sequence &s, FinishReason r) {
+  TokenEvent ev;
+  ev.seq = s.id;
+  ev.finish = r;
+  ev.n_prompt = static_cast<int>(s.n_prompt);
+  ev.n_generated = static_cast<int>(s.tokens.size() - s.n_prompt);
+  return ev;
+}
+
+std::vector<TokenEvent> Engine::step() {
+  std::vector<TokenEvent> events;
+
+  // Cancellations first, so that their memory is available to this step's admissions.
+  for (SeqId id : cancelled_) {
+    auto rit = std::find_if(running_.begin(), running_.end(),
+                            [id](const auto &s) { return s->id == id; });
+    if (rit != running_.end()) {
+      release(**rit);
+      events.push_back(finish_event(**rit, FinishReason::kCancelled));
+      running_.erase(rit);
+      continue;
+    }
+    auto wit = std::find_if(waiting_.begin(), waiting_.end(),
+                            [id](const auto &s) { return s->id == id; });
+    if (wit != waiting_.end()) {
+      events.push_back(finish_event(**wit, FinishReason::kCancelled));
+      waiting_.erase(wit);
+    }
+  }
+  cancelled_.clear();
+
+  // FIFO admission: the head of the queue waits for memory rather than being overtaken, so a
+  // long request cannot starve behind a stream of short ones.
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < config_.max_seqs &&
+         admit(*waiting_.front())) {
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  if (running_.empty()) return events;
+
+  // Decode tokens first (one per generating sequence), then prompt chunks in arrival order.
+  batch_.clear();
+  batch_owner_.clear();
+  int budget = config_.max_batch_tokens;
+  for (auto &s : running_) {
+    if (s->n_evaluated < s->n_prompt || budget == 0) continue;
+    BatchToken bt;
+    bt.token = s->tokens[s->n_evaluated];
+    bt.pos = static_cast<int32_t>(s->n_evaluated);
+    bt.blocks = &s->blocks;
+    bt.want_logits = true;
+    batch_.push_back(bt);
+    batch_owner_.push_back(s.get());
+    ++s->n_evaluated; // the forward pass below writes its K/V
+    --budget;
+  }
+  for (auto &s : running_) {
+    if (s->n_evaluated >= s->n_prompt || budget == 0) continue;
+    const size_t take = std::min<size_t>(budget, s->n_prompt - s->n_evaluated);
+    for (size_t i = 0; i < take; ++i) {
+      BatchToken bt;
+      bt.pos = static_cast<int32_t>(s->n_evaluated + i);
+      bt.token = s->tokens[bt.pos];
+      bt.blocks = &s->blocks;
+      bt.want_logits = s->n_evaluated + i + 1 == s->n_prompt;
+      batch_.push_back(bt);
+      if (bt.want_logits) batch_owner_.push_back(s.get());
+    }
+    s->n_evaluated += take;
+    budget -= static_cast<int>(take);
+    totals_.prompt_tokens += take;
+  }
+  if (batch_.empty()) return events;
+
+  model_.forward(batch_, kv_, ws_, pool_, logits_);
+  ++totals_.steps;
+
+  // Decode tokens' owners come first in batch_owner_, prompt owners after, both in batch order,
+  // which is also the order of the logits rows.
+  const int n_vocab = model_.config().n_vocab;
+  const Tokenizer &tok = model_.tokenizer();
+  std::vector<Sequence *> finished;
+  for (size_t row = 0; row < batch_owner_.size(); ++row) {
+    Sequence &s = *batch_owner_[row];
+    std::span<float> lg(logits_.data() + row * static_cast<size_t>(n_vocab), n_vocab);
+    const int32_t t = s.sampler->sample(lg, s.tokens, s.n_prompt);
+    TokenEvent ev;
+    ev.seq = s.id;
+    ev.token = t;
+    ev.logprob = s.sampler->last_logprob(t);
+    s.tokens.push_back(t);
+    ++totals_.generated_tokens;
+    const int n_gen = static_cast<int>(s.tokens.size() - s.n_prompt);
+    if (!s.req.ignore_eos && tok.is_eog(t)) {
+      ev.finish = FinishReason::kStop;
+      ev.text = s.text->flush();
+    } else {
+      bool stopped = false;
+      ev.text = s.text->push(tok.token_to_piece(t), stopped);
+      if (stopped) {
+        ev.finish = FinishReason::kStop;
+      } else if (n_gen >= s.req.max_tokens) {
+        ev.finish = FinishReason::kLength;
+        ev.text += s.text->flush();
+      }
+    }
+    ev.n_prompt = static_cast<int>(s.n_prompt);
+    ev.n_generated = n_gen;
+    if (ev.finish != FinishReason::kNone) finished.push_back(&s);
+    events.push_back(std::move(ev));
+  }
+  for (Sequence *s : finished) {
+    release(*s);
+    running_.erase(std::find_if(running_.begin(), running_.end(),
+                                [s](const auto &p) { return p.get() == s; }));
+  }
+  return events;
+}
+
+} // namespace gantry::engine

@@ -1,0 +1,128 @@
+// The batched stepping engine: the contract continuous batching is built on.
+//
+// Callers submit() sequences and call step() repeatedly. Each step runs ONE forward pass over a
+// set of sequences: one decode token for every running sequence plus chunks of waiting prompts
+// (chunked prefill, up to max_batch_tokens in all), so each weight matrix is read once per step
+// however many sequences share it. Sequences join and leave between steps; cancel() takes
+// effect at the next step.
+//
+// Memory: the KV cache has a fixed budget (EngineConfig::kv_bytes). A sequence is admitted only
+// when blocks for its whole context (prompt + max_tokens) can be reserved, so a running
+// sequence never runs out of KV memory mid-generation; until then it waits in FIFO order. A
+// request that could never fit is refused at submit() with kContextLengthExceeded.
+//
+// Thread ownership: one engine thread owns an Engine; nothing here is thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/result.h"
+#include "engine/batch/text_stream.h"
+#include "engine/kernels/thread_pool.h"
+#include "engine/kv/kv_cache.h"
+#include "engine/model/model.h"
+#include "engine/sampling/sampler.h"
+
+namespace gantry::engine {
+
+using SeqId = uint64_t;
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled };
+const char *finish_reason_name(FinishReason r);
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int max_tokens = 16;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+};
+
+struct TokenEvent {
+  SeqId seq = 0;
+  int32_t token = -1;  // -1 when the event carries no new token (cancellation)
+  std::string text;    // text released by this event (UTF-8 complete, stop-string safe)
+  FinishReason finish = FinishReason::kNone;
+  int n_prompt = 0;
+  int n_generated = 0;
+  float logprob = 0;   // of `token` under the model's distribution
+};
+
+struct EngineConfig {
+  int max_batch_tokens = 512; // tokens per forward pass (decode + prefill chunks)
+  int max_seqs = 16;          // sequences generating at once
+  size_t kv_bytes = size_t{256} << 20;
+  int n_threads = 0;          // 0 = one per core
+  int n_ctx = 0;              // per-sequence context; 0 = the model's training context
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  int kv_blocks_used = 0;
+  int kv_blocks_total = 0;
+  uint64_t steps = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t generated_tokens = 0;
+};
+
+class Engine {
+public:
+  Engine(const Model &model, const EngineConfig &config);
+
+  // Validates and queues a sequence; it starts at a later step().
+  Result<SeqId> submit(GenerationRequest req);
+  // Finishes the sequence with kCancelled at the next step (no-op when unknown or finished).
+  void cancel(SeqId id);
+  // One forward pass; returns the events it produced (at most one per sequence, plus
+  // cancellations). Returns nothing when idle.
+  std::vector<TokenEvent> step();
+
+  bool idle() const { return running_.empty() && waiting_.empty() && cancelled_.empty(); }
+  bool has_sequence(SeqId id) const;
+  EngineStats stats() const;
+  int n_ctx() const { return n_ctx_; }
+  const Model &model() const { return model_; }
+  kernels::ThreadPool &pool() { return pool_; }
+
+private:
+  struct Sequence {
+    SeqId id = 0;
+    GenerationRequest req;
+    std::vector<int32_t> tokens; // prompt, then generated
+    size_t n_prompt = 0;
+    size_t n_evaluated = 0; // tokens whose K/V are in the cache
+    std::vector<int32_t> blocks;
+    std::unique_ptr<Sampler> sampler;
+    std::unique_ptr<TextStream> text;
+  };
+
+  bool admit(Sequence &s);
+  void release(Sequence &s);
+  TokenEvent finish_event(Sequence &s, FinishReason r);
+
+  const Model &model_;
+  EngineConfig config_;
+  int n_ctx_;
+  kernels::ThreadPool pool_;
+  KvCache kv_;
+  Workspace ws_;
+  std::vector<float> logits_;
+  std::vector<BatchToken> batch_;
+  std::vector<Sequence *> batch_owner_; // sequence of each want_logits row
+  SeqId next_id_ = 1;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<SeqId> cancelled_;
+  std::mt19937_64 seed_rng_;
+  EngineStats totals_;
+};
+
+} // namespace gantry::engine

@@ -1,0 +1,290 @@
+#include "engine/model/model.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace gantry::engine {
+namespace {
+
+using kernels::WeightView;
+
+Result<const gguf::TensorInfo *> need_tensor(const gguf::GgufFile &f, const std::string &name) {
+  const gguf::TensorInfo *t = f.tensor(name);
+  if (!t) return Err(Error::corrupt("missing tensor '" + name + "'"));
+  return t;
+}
+
+Result<WeightView> matrix(const gguf::GgufFile &f, const std::string &name, int64_t rows,
+                          int64_t cols) {
+  GANTRY_ASSIGN_OR_RETURN(const gguf::TensorInfo *t, need_tensor(f, name));
+  if (!kernels::is_supported(t->type)) {
+    return Err(Error::unsupported("tensor '" + name + "' has type " +
+                                  std::string(gguf::type_traits(t->type).name) +
+                                  ", which this engine does not support (supported: F32, F16, "
+                                  "BF16, Q8_0, Q4_0, Q4_K, Q6_K)"));
+  }
+  if (t->dims.size() != 2 || t->dims[0] != static_cast<uint64_t>(cols) ||
+      t->dims[1] != static_cast<uint64_t>(rows)) {
+    return Err(Error::corrupt("tensor '" + name + "' has shape [" +
+                              std::to_string(t->dims[0]) + ", " +
+                              std::to_string(t->dims.size() > 1 ? t->dims[1] : 1) +
+                              "], expected [" + std::to_string(cols) + ", " +
+                              std::to_string(rows) + "]"));
+  }
+  return kernels::make_weight_view(t->type, t->data, rows, cols);
+}
+
+Result<std::vector<float>> vector_f32(const gguf::GgufFile &f, const std::string &name,
+                                      int64_t n) {
+  GANTRY_ASSIGN_OR_RETURN(const gguf::TensorInfo *t, need_tensor(f, name));
+  if (t->n_elements != static_cast<uint64_t>(n)) {
+    return Err(Error::corrupt("tensor '" + name + "' has " + std::to_string(t->n_elements) +
+                              " elements, expected " + std::to_string(n)));
+  }
+  if (!kernels::is_supported(t->type)) {
+    return Err(Error::unsupported("tensor '" + name + "' has unsupported type " +
+                                  std::string(gguf::type_traits(t->type).name)));
+  }
+  std::vector<float> out(n);
+  kernels::dequantize_row(t->type, t->data, out.data(), n);
+  return out;
+}
+
+// RoPE as ggml computes it: theta_i = pos * base^(-2i/n_dims), built by repeated float
+// multiplication so that rounding matches llama.cpp and greedy outputs agree token for token.
+void rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float base, float freq_scale,
+          bool neox, const std::vector<float> &freq_factors) {
+  const float theta_scale = std::pow(base, -2.0f / static_cast<float>(n_rot));
+  float cs[512];
+  float sn[512];
+  float theta = static_cast<float>(pos);
+  for (int i = 0; i < n_rot / 2; ++i) {
+    float ff = freq_factors.empty() ? 1.0f : freq_factors[i];
+    float t = freq_scale * (theta / ff);
+    cs[i] = std::cos(t);
+    sn[i] = std::sin(t);
+    theta *= theta_scale;
+  }
+  for (int h = 0; h < n_heads; ++h) {
+    float *v = x + static_cast<size_t>(h) * head_dim;
+    if (!neox) {
+      for (int i = 0; i < n_rot / 2; ++i) {
+        float x0 = v[2 * i], x1 = v[2 * i + 1];
+        v[2 * i] = x0 * cs[i] - x1 * sn[i];
+        v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+      }
+    } else {
+      const int half = n_rot / 2;
+      for (int i = 0; i < half; ++i) {
+        float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * cs[i] - x1 * sn[i];
+        v[i + half] = x0 * sn[i] + x1 * cs[i];
+      }
+    }
+  }
+}
+
+template <typename T> void grow(std::vector<T> &v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+} // namespace
+
+Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progress &progress) {
+  std::unique_ptr<Model> m(new Model());
+  GANTRY_ASSIGN_OR_RETURN(m->file_, gguf::GgufFile::open(path));
+  GANTRY_ASSIGN_OR_RETURN(m->config_, read_model_config(*m->file_));
+  if (m->config_.name.empty()) {
+    auto slash = path.find_last_of('/');
+    std::string stem = slash == std::string::npos ? path : path.substr(slash + 1);
+    if (stem.size() > 5 && stem.ends_with(".gguf")) stem.resize(stem.size() - 5);
+    m->config_.name = stem;
+  }
+  if (m->config_.rope_dim > 1024) return Err(Error::unsupported("rope dimension above 1024"));
+  GANTRY_ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::from_gguf(*m->file_));
+  if (m->tokenizer_->n_vocab() != m->config_.n_vocab) {
+    return Err(Error::corrupt("tokenizer has " + std::to_string(m->tokenizer_->n_vocab()) +
+                              " tokens but token_embd.weight has " +
+                              std::to_string(m->config_.n_vocab) + " rows"));
+  }
+  GANTRY_TRY(m->bind_weights());
+  // Touch every weight page once so that the first request does not pay for page faults and
+  // a long load shows progress; the pages stay shared with the page cache (no copy).
+  if (progress) {
+    uint64_t total = 0, done = 0;
+    for (const auto &t : m->file_->tensors()) total += t.n_bytes;
+    volatile uint8_t sink = 0;
+    for (const auto &t : m->file_->tensors()) {
+      for (uint64_t off = 0; off < t.n_bytes; off += 4096) sink = sink + t.data[off];
+      done += t.n_bytes;
+      progress(done, total);
+    }
+    (void)sink;
+  }
+  return m;
+}
+
+Status Model::bind_weights() {
+  const auto &c = config_;
+  const auto &f = *file_;
+  token_embd_ = f.tensor("token_embd.weight");
+  if (!kernels::is_supported(token_embd_->type)) {
+    return Err(Error::unsupported("tensor 'token_embd.weight' has unsupported type " +
+                                  std::string(gguf::type_traits(token_embd_->type).name)));
+  }
+  GANTRY_ASSIGN_OR_RETURN(output_norm_, vector_f32(f, "output_norm.weight", c.n_embd));
+  if (c.tied_output) {
+    output_ = kernels::make_weight_view(token_embd_->type, token_embd_->data, c.n_vocab, c.n_embd);
+  } else {
+    GANTRY_ASSIGN_OR_RETURN(output_, matrix(f, "output.weight", c.n_vocab, c.n_embd));
+  }
+  if (f.tensor("rope_freqs.weight")) {
+    GANTRY_ASSIGN_OR_RETURN(rope_freq_factors_, vector_f32(f, "rope_freqs.weight", c.rope_dim / 2));
+  }
+  layers_.resize(c.n_layer);
+  for (int i = 0; i < c.n_layer; ++i) {
+    Layer &l = layers_[i];
+    const std::string p = "blk." + std::to_string(i) + ".";
+    GANTRY_ASSIGN_OR_RETURN(l.attn_norm, vector_f32(f, p + "attn_norm.weight", c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.ffn_norm, vector_f32(f, p + "ffn_norm.weight", c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.wq, matrix(f, p + "attn_q.weight", c.q_dim(), c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.wk, matrix(f, p + "attn_k.weight", c.kv_dim(), c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.wv, matrix(f, p + "attn_v.weight", c.kv_dim(), c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.wo, matrix(f, p + "attn_output.weight", c.n_embd, c.q_dim()));
+    GANTRY_ASSIGN_OR_RETURN(l.w_gate, matrix(f, p + "ffn_gate.weight", c.n_ff, c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.w_up, matrix(f, p + "ffn_up.weight", c.n_ff, c.n_embd));
+    GANTRY_ASSIGN_OR_RETURN(l.w_down, matrix(f, p + "ffn_down.weight", c.n_embd, c.n_ff));
+    if (c.qkv_bias) {
+      GANTRY_ASSIGN_OR_RETURN(l.bq, vector_f32(f, p + "attn_q.bias", c.q_dim()));
+      GANTRY_ASSIGN_OR_RETURN(l.bk, vector_f32(f, p + "attn_k.bias", c.kv_dim()));
+      GANTRY_ASSIGN_OR_RETURN(l.bv, vector_f32(f, p + "attn_v.bias", c.kv_dim()));
+    }
+  }
+  return Ok();
+}
+
+void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv, Workspace &ws,
+                      kernels::ThreadPool &pool) const {
+  const auto &c = config_;
+  const int n = static_cast<int>(batch.size());
+  const int hd = c.head_dim;
+  const int group = c.n_head / c.n_head_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  if (static_cast<int>(ws.scores.size()) < pool.size()) ws.scores.resize(pool.size());
+
+  // One work item per (token, head): independent, and plentiful enough to balance.
+  pool.parallel_for(static_cast<int64_t>(n) * c.n_head, 4, [&](int64_t b, int64_t e, int thread) {
+    std::vector<float> &scores = ws.scores[thread];
+    for (int64_t item = b; item < e; ++item) {
+      const int t = static_cast<int>(item / c.n_head);
+      const int h = static_cast<int>(item % c.n_head);
+      const int g = h / group;
+      const BatchToken &bt = batch[t];
+      const int n_ctx = bt.pos + 1;
+      grow(scores, n_ctx);
+      const float *q = ws.q.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
+      const auto &blocks = *bt.blocks;
+      float mx = -INFINITY;
+      for (int j = 0; j < n_ctx; ++j) {
+        const float *kr =
+            kv.k(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
+        float s = kernels::dot_f32(q, kr, hd) * scale;
+        scores[j] = s;
+        mx = s > mx ? s : mx;
+      }
+      double sum = 0;
+      for (int j = 0; j < n_ctx; ++j) {
+        float e2 = std::exp(scores[j] - mx);
+        scores[j] = e2;
+        sum += e2;
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      float *out = ws.attn.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
+      std::memset(out, 0, sizeof(float) * hd);
+      for (int j = 0; j < n_ctx; ++j) {
+        const float *vr =
+            kv.v(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
+        kernels::axpy(scores[j] * inv, vr, out, hd);
+      }
+    }
+  });
+}
+
+void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                    kernels::ThreadPool &pool, std::vector<float> &logits) const {
+  const auto &c = config_;
+  const int n = static_cast<int>(batch.size());
+  const size_t d = c.n_embd;
+  grow(ws.x, n * d);
+  grow(ws.xn, n * d);
+  grow(ws.q, static_cast<size_t>(n) * c.q_dim());
+  grow(ws.k, static_cast<size_t>(n) * c.kv_dim());
+  grow(ws.v, static_cast<size_t>(n) * c.kv_dim());
+  grow(ws.attn, static_cast<size_t>(n) * c.q_dim());
+  grow(ws.gate, static_cast<size_t>(n) * c.n_ff);
+  grow(ws.up, static_cast<size_t>(n) * c.n_ff);
+  grow(ws.out, n * d);
+
+  const size_t embd_row = token_embd_->row_bytes();
+  for (int t = 0; t < n; ++t) {
+    kernels::dequantize_row(token_embd_->type, token_embd_->data + embd_row * batch[t].token,
+                            ws.x.data() + t * d, c.n_embd);
+  }
+
+  for (int li = 0; li < c.n_layer; ++li) {
+    const Layer &l = layers_[li];
+    for (int t = 0; t < n; ++t) {
+      kernels::rmsnorm(ws.x.data() + t * d, l.attn_norm.data(), ws.xn.data() + t * d, c.n_embd,
+                       c.rms_eps);
+    }
+    kernels::matmul(l.wq, ws.xn.data(), n, ws.q.data(), pool);
+    kernels::matmul(l.wk, ws.xn.data(), n, ws.k.data(), pool);
+    kernels::matmul(l.wv, ws.xn.data(), n, ws.v.data(), pool);
+    for (int t = 0; t < n; ++t) {
+      float *q = ws.q.data() + static_cast<size_t>(t) * c.q_dim();
+      float *k = ws.k.data() + static_cast<size_t>(t) * c.kv_dim();
+      float *v = ws.v.data() + static_cast<size_t>(t) * c.kv_dim();
+      if (c.qkv_bias) {
+        kernels::add(q, l.bq.data(), q, c.q_dim());
+        kernels::add(k, l.bk.data(), k, c.kv_dim());
+        kernels::add(v, l.bv.data(), v, c.kv_dim());
+      }
+      rope(q, c.n_head, c.head_dim, c.rope_dim, batch[t].pos, c.rope_freq_base,
+           c.rope_freq_scale, c.rope_neox, rope_freq_factors_);
+      rope(k, c.n_head_kv, c.head_dim, c.rope_dim, batch[t].pos, c.rope_freq_base,
+           c.rope_freq_scale, c.rope_neox, rope_freq_factors_);
+      const int32_t block = (*batch[t].blocks)[batch[t].pos / KvCache::kBlockSize];
+      const int slot = batch[t].pos % KvCache::kBlockSize;
+      std::memcpy(kv.k(li, block, slot), k, sizeof(float) * c.kv_dim());
+      std::memcpy(kv.v(li, block, slot), v, sizeof(float) * c.kv_dim());
+    }
+    attention(batch, li, kv, ws, pool);
+    kernels::matmul(l.wo, ws.attn.data(), n, ws.out.data(), pool);
+    kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
+
+    for (int t = 0; t < n; ++t) {
+      kernels::rmsnorm(ws.x.data() + t * d, l.ffn_norm.data(), ws.xn.data() + t * d, c.n_embd,
+                       c.rms_eps);
+    }
+    kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool);
+    kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool);
+    kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
+                      static_cast<int64_t>(n) * c.n_ff);
+    kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool);
+    kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
+  }
+
+  // Only the rows that will be sampled go through the output head: for a prompt chunk that is
+  // one row out of hundreds, and the head is the largest matrix of small models.
+  int n_out = 0;
+  for (int t = 0; t < n; ++t) {
+    if (!batch[t].want_logits) continue;
+    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), ws.xn.data() + n_out * d,
+                     c.n_embd, c.rms_eps);
+    ++n_out;
+  }
+  logits.resize(static_cast<size_t>(n_out) * c.n_vocab);
+  if (n_out > 0) kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool);
+}
+
+} // namespace gantry::engine

@@ -1,0 +1,79 @@
+// A loaded Llama-family model: config, tokenizer and weight views into the mapped GGUF file.
+// Weights are never copied; resident memory grows only as pages are touched.
+//
+// Thread safety: immutable after load(); forward() is called by one engine thread at a time per
+// (KvCache, Workspace) pair and uses the given ThreadPool for its kernels.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "engine/gguf/gguf.h"
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/thread_pool.h"
+#include "engine/kv/kv_cache.h"
+#include "engine/model/model_config.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace gantry::engine {
+
+// One token of a forward pass. Tokens of one sequence appear in position order; a token may
+// attend to every earlier position of its sequence, including ones earlier in the same batch.
+struct BatchToken {
+  int32_t token = 0;
+  int32_t pos = 0;
+  const std::vector<int32_t> *blocks = nullptr; // the sequence's KV block table
+  bool want_logits = false;
+};
+
+// Scratch memory for forward(), grown on demand and reused across steps so that a steady state
+// allocates nothing.
+struct Workspace {
+  std::vector<float> x, xn, q, k, v, attn, gate, up, out, logits_in;
+  std::vector<std::vector<float>> scores; // one per pool thread
+};
+
+class Model {
+public:
+  using Progress = std::function<void(uint64_t done, uint64_t total)>;
+
+  static Result<std::unique_ptr<Model>> load(const std::string &path,
+                                             const Progress &progress = nullptr);
+
+  const ModelConfig &config() const { return config_; }
+  const Tokenizer &tokenizer() const { return *tokenizer_; }
+  const gguf::GgufFile &file() const { return *file_; }
+
+  // Runs the batch through the network, writing K/V of every token into the cache and the
+  // logits (n_vocab floats each) of tokens with want_logits into `logits`, in batch order.
+  void forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+               kernels::ThreadPool &pool, std::vector<float> &logits) const;
+
+private:
+  struct Layer {
+    // Norm weights and biases are small and may be stored in any type; they are dequantized
+    // once at load.
+    std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
+    kernels::WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
+  };
+
+  Model() = default;
+  Status bind_weights();
+  void attention(std::span<const BatchToken> batch, int layer, KvCache &kv, Workspace &ws,
+                 kernels::ThreadPool &pool) const;
+
+  std::unique_ptr<gguf::GgufFile> file_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelConfig config_;
+  std::vector<Layer> layers_;
+  const gguf::TensorInfo *token_embd_ = nullptr;
+  std::vector<float> output_norm_;
+  kernels::WeightView output_;
+  std::vector<float> rope_freq_factors_; // Llama 3.1 "rope_freqs.weight"; empty when absent
+};
+
+} // namespace gantry::engine
