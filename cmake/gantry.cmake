@@ -19,7 +19,7 @@ function(gantry_test)
   target_compile_definitions(${ARG_NAME} PRIVATE
     GANTRY_TEST_DATA_DIR="${GANTRY_TEST_DATA_DIR}"
     GANTRY_MODELS_DIR="${GANTRY_MODELS_DIR}"
-    GANTRY_BINARY="$<TARGET_FILE_DIR:gantry>/gantry")
+    GANTRY_BINARY="${CMAKE_BINARY_DIR}/gantry")
   gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST
     PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT 300)
 endfunction()

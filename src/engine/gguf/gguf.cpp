@@ -299,10 +299,12 @@ Status GgufFile::parse_all() {
   // A key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at
   // least 8 + 4 + 4 + 8. Counts beyond that cannot be honest.
   if (n_kv > c.remaining() / 13) {
-    return Err(Error::corrupt("metadata count " + std::to_string(n_kv) + " exceeds the file"));
+    return Err(Error::corrupt("metadata count " + std::to_string(n_kv) + " at offset 16" +
+                              " exceeds what the file can hold"));
   }
   if (n_tensors > c.remaining() / 24) {
-    return Err(Error::corrupt("tensor count " + std::to_string(n_tensors) + " exceeds the file"));
+    return Err(Error::corrupt("tensor count " + std::to_string(n_tensors) + " at offset 8" +
+                              " exceeds what the file can hold"));
   }
 
   kv_.reserve(n_kv);

@@ -1,5 +1,7 @@
 #include "engine/model/model.h"
 
+#include "engine/model/ops.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -48,40 +50,6 @@ Result<std::vector<float>> vector_f32(const gguf::GgufFile &f, const std::string
   std::vector<float> out(n);
   kernels::dequantize_row(t->type, t->data, out.data(), n);
   return out;
-}
-
-// RoPE as ggml computes it: theta_i = pos * base^(-2i/n_dims), built by repeated float
-// multiplication so that rounding matches llama.cpp and greedy outputs agree token for token.
-void rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float base, float freq_scale,
-          bool neox, const std::vector<float> &freq_factors) {
-  const float theta_scale = std::pow(base, -2.0f / static_cast<float>(n_rot));
-  float cs[512];
-  float sn[512];
-  float theta = static_cast<float>(pos);
-  for (int i = 0; i < n_rot / 2; ++i) {
-    float ff = freq_factors.empty() ? 1.0f : freq_factors[i];
-    float t = freq_scale * (theta / ff);
-    cs[i] = std::cos(t);
-    sn[i] = std::sin(t);
-    theta *= theta_scale;
-  }
-  for (int h = 0; h < n_heads; ++h) {
-    float *v = x + static_cast<size_t>(h) * head_dim;
-    if (!neox) {
-      for (int i = 0; i < n_rot / 2; ++i) {
-        float x0 = v[2 * i], x1 = v[2 * i + 1];
-        v[2 * i] = x0 * cs[i] - x1 * sn[i];
-        v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
-      }
-    } else {
-      const int half = n_rot / 2;
-      for (int i = 0; i < half; ++i) {
-        float x0 = v[i], x1 = v[i + half];
-        v[i] = x0 * cs[i] - x1 * sn[i];
-        v[i + half] = x0 * sn[i] + x1 * cs[i];
-      }
-    }
-  }
 }
 
 template <typename T> void grow(std::vector<T> &v, size_t n) {
@@ -184,28 +152,16 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
       grow(scores, n_ctx);
       const float *q = ws.q.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
       const auto &blocks = *bt.blocks;
-      float mx = -INFINITY;
-      for (int j = 0; j < n_ctx; ++j) {
-        const float *kr =
-            kv.k(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
-        float s = kernels::dot_f32(q, kr, hd) * scale;
-        scores[j] = s;
-        mx = s > mx ? s : mx;
-      }
-      double sum = 0;
-      for (int j = 0; j < n_ctx; ++j) {
-        float e2 = std::exp(scores[j] - mx);
-        scores[j] = e2;
-        sum += e2;
-      }
-      const float inv = static_cast<float>(1.0 / sum);
       float *out = ws.attn.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
-      std::memset(out, 0, sizeof(float) * hd);
-      for (int j = 0; j < n_ctx; ++j) {
-        const float *vr =
-            kv.v(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
-        kernels::axpy(scores[j] * inv, vr, out, hd);
-      }
+      attention_head(
+          q, n_ctx, hd, scale,
+          [&](int j) {
+            return kv.k(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
+          },
+          [&](int j) {
+            return kv.v(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
+          },
+          scores.data(), out);
     }
   });
 }
@@ -225,6 +181,12 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
   grow(ws.up, static_cast<size_t>(n) * c.n_ff);
   grow(ws.out, n * d);
 
+  RopeParams rp;
+  rp.n_rot = c.rope_dim;
+  rp.freq_base = c.rope_freq_base;
+  rp.freq_scale = c.rope_freq_scale;
+  rp.neox = c.rope_neox;
+  rp.freq_factors = &rope_freq_factors_;
   const size_t embd_row = token_embd_->row_bytes();
   for (int t = 0; t < n; ++t) {
     kernels::dequantize_row(token_embd_->type, token_embd_->data + embd_row * batch[t].token,
@@ -249,10 +211,8 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
         kernels::add(k, l.bk.data(), k, c.kv_dim());
         kernels::add(v, l.bv.data(), v, c.kv_dim());
       }
-      rope(q, c.n_head, c.head_dim, c.rope_dim, batch[t].pos, c.rope_freq_base,
-           c.rope_freq_scale, c.rope_neox, rope_freq_factors_);
-      rope(k, c.n_head_kv, c.head_dim, c.rope_dim, batch[t].pos, c.rope_freq_base,
-           c.rope_freq_scale, c.rope_neox, rope_freq_factors_);
+      rope(q, c.n_head, c.head_dim, batch[t].pos, rp);
+      rope(k, c.n_head_kv, c.head_dim, batch[t].pos, rp);
       const int32_t block = (*batch[t].blocks)[batch[t].pos / KvCache::kBlockSize];
       const int slot = batch[t].pos % KvCache::kBlockSize;
       std::memcpy(kv.k(li, block, slot), k, sizeof(float) * c.kv_dim());

@@ -1,0 +1,151 @@
+// `gantry bench engine`: llama-bench-style throughput of the native engine: prompt processing
+// (pp, one 512-token prompt), generation (tg, 128 tokens of one sequence) and batched
+// generation (8 sequences decoding together). Medians over repetitions.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "engine/batch/engine.h"
+
+namespace gantry::cli {
+namespace {
+
+struct BenchOptions {
+  std::string model;
+  int threads = 0;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int n_seqs = 8;
+  int reps = 3;
+  bool json = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::vector<int32_t> random_prompt(int n, int n_vocab, uint64_t seed) {
+  std::vector<int32_t> p(n);
+  uint64_t s = seed;
+  for (auto &t : p) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    // Skip the first ids, which are control and byte tokens in most vocabularies.
+    t = static_cast<int32_t>(300 + (s >> 33) % static_cast<uint64_t>(std::max(1, n_vocab - 300)));
+    if (t >= n_vocab) t = n_vocab - 1;
+  }
+  return p;
+}
+
+// Runs n_seqs sequences of `prompt_len` tokens generating `gen` tokens each; returns
+// {seconds until every sequence produced its first token, seconds of pure decoding after}.
+std::pair<double, double> run(engine::Engine &eng, int n_vocab, int n_seqs, int prompt_len,
+                              int gen, uint64_t seed) {
+  for (int i = 0; i < n_seqs; ++i) {
+    engine::GenerationRequest r;
+    r.prompt = random_prompt(prompt_len, n_vocab, seed + i);
+    r.max_tokens = gen;
+    r.sampling.temperature = 0;
+    r.ignore_eos = true;
+    if (!eng.submit(std::move(r))) return {0, 0};
+  }
+  auto t0 = Clock::now();
+  int started = 0;
+  Clock::time_point t_first;
+  while (!eng.idle()) {
+    for (const auto &ev : eng.step()) {
+      if (ev.n_generated == 1 && ++started == n_seqs) t_first = Clock::now();
+    }
+  }
+  auto t_end = Clock::now();
+  return {std::chrono::duration<double>(t_first - t0).count(),
+          std::chrono::duration<double>(t_end - t_first).count()};
+}
+
+int run_bench(BenchOptions o) {
+  if (o.model.empty()) o.model = default_model_path();
+  Progress bar("loading " + o.model);
+  auto model = engine::Model::load(o.model, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
+  bar.finish();
+  if (!model) {
+    std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
+    return 1;
+  }
+  const auto &cfg = (*model)->config();
+  engine::EngineConfig ec;
+  ec.n_threads = o.threads;
+  ec.max_seqs = std::max(o.n_seqs, 1);
+  ec.max_batch_tokens = o.n_prompt;
+  ec.n_ctx = std::max(o.n_prompt + 8, o.n_gen + 8);
+  const size_t per_token = engine::KvCache::bytes_per_block(cfg.n_layer, cfg.kv_dim()) /
+                           engine::KvCache::kBlockSize;
+  ec.kv_bytes = per_token * (static_cast<size_t>(o.n_seqs) * (o.n_gen + 32) + o.n_prompt + 64);
+  engine::Engine eng(**model, ec);
+
+  // Warm-up: touches the weights and the workspace once.
+  run(eng, cfg.n_vocab, 1, 16, 4, 1);
+
+  std::vector<double> pp, tg, btg;
+  Progress prog("bench", stderr);
+  const int total = o.reps * 3;
+  int done = 0;
+  for (int r = 0; r < o.reps; ++r) {
+    auto [p_s, _] = run(eng, cfg.n_vocab, 1, o.n_prompt, 1, 100 + r);
+    pp.push_back(o.n_prompt / p_s);
+    prog.update(++done, total);
+    auto [f_s, g_s] = run(eng, cfg.n_vocab, 1, 1, o.n_gen + 1, 200 + r);
+    (void)f_s;
+    tg.push_back(o.n_gen / g_s);
+    prog.update(++done, total);
+    auto [bf_s, bg_s] = run(eng, cfg.n_vocab, o.n_seqs, 1, o.n_gen + 1, 300 + r);
+    (void)bf_s;
+    btg.push_back(static_cast<double>(o.n_seqs) * o.n_gen / bg_s);
+    prog.update(++done, total);
+  }
+  prog.finish();
+  boost::json::object j;
+  j["model"] = o.model;
+  j["name"] = cfg.name;
+  j["threads"] = eng.pool().size();
+  j["n_prompt"] = o.n_prompt;
+  j["n_gen"] = o.n_gen;
+  j["batched_seqs"] = o.n_seqs;
+  j["repetitions"] = o.reps;
+  j["pp_tokens_per_s"] = median(pp);
+  j["tg_tokens_per_s"] = median(tg);
+  j["batched_tg_tokens_per_s"] = median(btg);
+  if (o.json) {
+    std::printf("%s\n", boost::json::serialize(j).c_str());
+  } else {
+    std::printf("%s: pp%d %.1f tok/s, tg%d %.1f tok/s, %d-seq batched tg %.1f tok/s (%d threads)\n",
+                cfg.name.c_str(), o.n_prompt, median(pp), o.n_gen, median(tg), o.n_seqs,
+                median(btg), eng.pool().size());
+  }
+  return 0;
+}
+
+} // namespace
+
+void register_bench_command(CLI::App &app, int &rc) {
+  auto *bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  static BenchOptions o;
+  auto *eng = bench->add_subcommand("engine", "pp512 / tg128 / batched tg of the native engine");
+  eng->add_option("--model", o.model, "GGUF model (default: the bundled model)");
+  eng->add_option("--threads,-t", o.threads, "compute threads (0 = one per core)");
+  eng->add_option("--prompt-tokens", o.n_prompt, "prompt length for pp")->default_val(512);
+  eng->add_option("--gen-tokens", o.n_gen, "tokens generated for tg")->default_val(128);
+  eng->add_option("--seqs", o.n_seqs, "sequences for batched tg")->default_val(8);
+  eng->add_option("--reps,-r", o.reps, "repetitions (median reported)")->default_val(3);
+  eng->add_flag("--json", o.json, "one JSON line");
+  eng->callback([&rc] { rc = run_bench(o); });
+}
+
+} // namespace gantry::cli

@@ -1,0 +1,33 @@
+// The position-dependent pieces of the Llama forward pass, separate from the model so that
+// tests can check them on small hand-made tensors.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/kernels/kernels.h"
+
+namespace gantry::engine {
+
+struct RopeParams {
+  int n_rot = 0; // rotated dimensions per head (<= head_dim)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  bool neox = false; // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+  const std::vector<float> *freq_factors = nullptr;
+};
+
+// Rotates n_heads heads of head_dim floats in place for position pos. Angles are built as
+// ggml does (theta *= base^(-2/n_rot) in float), so results match llama.cpp bit for bit in the
+// angles.
+void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p);
+
+// One attention head for one query: softmax(q·K^T * scale) · V over n_ctx positions, where
+// row(j) gives the K (or V) row of position j. `scores` is scratch of at least n_ctx floats.
+template <typename KRow, typename VRow>
+void attention_head(const float *q, int n_ctx, int head_dim, float scale, KRow k_row, VRow v_row,
+                    float *scores, float *out);
+
+} // namespace gantry::engine
+
+#include "engine/model/ops_inl.h"
