@@ -1,0 +1,29 @@
+// x-request-id handling: accept a client's id if it is safe to log and echo, else make one.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+
+namespace gantry::http {
+
+inline constexpr std::size_t kMaxRequestIdLength = 128;
+
+// Keeps only [A-Za-z0-9._-] and truncates to kMaxRequestIdLength, so that a client cannot
+// inject header or log syntax. Empty when nothing usable is left.
+std::string sanitize_request_id(std::string_view raw);
+
+// Generates 128-bit random ids as 32 hex digits. Owned by one I/O thread (no locking); each
+// server thread has its own, seeded once from std::random_device.
+class RequestIdGenerator {
+public:
+  RequestIdGenerator();
+  explicit RequestIdGenerator(std::uint64_t seed) : rng_(seed) {}
+  std::string next();
+
+private:
+  std::mt19937_64 rng_;
+};
+
+} // namespace gantry::http

@@ -1,0 +1,958 @@
+// The Beast/Asio implementation of HttpServer: the only translation unit that includes them
+// for the server side.
+//
+// Threading: one io_context per I/O thread (concurrency hint 1, so no strands are needed); a
+// connection is bound to one thread for its whole life. The acceptor lives on thread 0 and
+// hands sockets round-robin to the threads. Producers on other threads reach a connection only
+// through its Exchange (the ResponseWriter), which queues bytes under a mutex and posts one
+// flush per batch onto the connection's thread.
+//
+// Parsing feeds Beast's parser by hand (put() over a per-connection flat_buffer) instead of
+// using http::async_read: that keeps a single outstanding read per connection, lets the same
+// read double as the disconnect detector while a handler runs, and gives exact control over
+// the header/body/idle deadlines. Responses are serialized by hand into one flat string per
+// batch, which is then written with one async_write.
+#include "http/server.h"
+
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <ctime>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/url/parse.hpp>
+
+#include "http/request_id.h"
+
+namespace gantry::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+// While a handler runs, the connection keeps reading to notice a disconnect; bytes the client
+// pipelines meanwhile are kept for the next request, up to this much.
+constexpr std::size_t kWatchBufferCap = 64 * 1024;
+constexpr std::size_t kReadChunk = 8 * 1024;
+// Buffers that grew for a large response are not kept for the next one.
+constexpr std::size_t kKeepBufferCapacity = 256 * 1024;
+
+struct Counters {
+  std::atomic<std::uint64_t> active_connections{0};
+  std::atomic<std::uint64_t> connections_accepted{0};
+  std::atomic<std::uint64_t> requests_served{0};
+  std::atomic<std::uint64_t> requests_in_flight{0};
+  std::atomic<std::uint64_t> header_timeouts{0};
+  std::atomic<std::uint64_t> body_timeouts{0};
+  std::atomic<std::uint64_t> idle_timeouts{0};
+  std::atomic<std::uint64_t> write_timeouts{0};
+  std::atomic<std::uint64_t> payload_too_large{0};
+  std::atomic<std::uint64_t> headers_too_large{0};
+  std::atomic<std::uint64_t> bad_requests{0};
+  std::atomic<std::uint64_t> client_disconnects{0};
+  std::atomic<std::uint64_t> slow_client_overflows{0};
+  std::atomic<std::uint64_t> abandoned_responses{0};
+};
+
+// Shared, read-mostly state of one server. Outlives every connection (see Impl's member
+// order). Written only by the control thread before start, except the atomics.
+struct Core {
+  ServerOptions options;
+  Handler handler;
+  ErrorRenderer render;
+  Counters counters;
+  std::atomic<bool> draining{false};
+  std::mutex idle_mu; // guards the wait for requests_in_flight == 0
+  std::condition_variable idle_cv;
+
+  void request_finished() {
+    if (counters.requests_in_flight.fetch_sub(1) == 1) {
+      std::lock_guard lock(idle_mu);
+      idle_cv.notify_all();
+    }
+  }
+};
+
+// Date header text, recomputed at most once per second per thread.
+const std::string &http_date() {
+  thread_local std::time_t cached = -1;
+  thread_local std::string text;
+  std::time_t now = std::time(nullptr);
+  if (now != cached) {
+    cached = now;
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[64];
+    std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    text.assign(buf, n);
+  }
+  return text;
+}
+
+void append_number(std::string &out, std::uint64_t v, int base = 10) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, base);
+  out.append(buf, r.ptr);
+}
+
+bool safe_header_text(std::string_view s) {
+  return s.find_first_of("\r\n") == std::string_view::npos;
+}
+
+enum class Framing { kLength, kChunked, kUntilClose };
+
+// Writes a status line and headers. `length` is used with Framing::kLength.
+void append_head(std::string &out, int status, std::string_view content_type, const Headers &extra,
+                 Framing framing, std::size_t length, bool keep_alive, bool http10,
+                 std::string_view request_id) {
+  out += "HTTP/1.1 ";
+  append_number(out, static_cast<unsigned>(status));
+  out += ' ';
+  out += bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
+  out += "\r\nServer: gantry\r\nDate: ";
+  out += http_date();
+  out += "\r\n";
+  if (!content_type.empty() && safe_header_text(content_type)) {
+    out += "Content-Type: ";
+    out += content_type;
+    out += "\r\n";
+  }
+  switch (framing) {
+  case Framing::kLength:
+    if (status != 204 && status != 304) {
+      out += "Content-Length: ";
+      append_number(out, length);
+      out += "\r\n";
+    }
+    break;
+  case Framing::kChunked: out += "Transfer-Encoding: chunked\r\n"; break;
+  case Framing::kUntilClose: break;
+  }
+  out += "x-request-id: ";
+  out += request_id;
+  out += "\r\n";
+  if (!keep_alive) {
+    out += "Connection: close\r\n";
+  } else if (http10) {
+    out += "Connection: keep-alive\r\n";
+  }
+  for (const Header &h : extra) {
+    // Dropping rather than escaping: a CR/LF here is a bug or an injection attempt.
+    if (!safe_header_text(h.name) || !safe_header_text(h.value) || h.name.empty())
+      continue;
+    out += h.name;
+    out += ": ";
+    out += h.value;
+    out += "\r\n";
+  }
+  out += "\r\n";
+}
+
+Method to_method(bhttp::verb v) {
+  switch (v) {
+  case bhttp::verb::get: return Method::kGet;
+  case bhttp::verb::head: return Method::kHead;
+  case bhttp::verb::post: return Method::kPost;
+  case bhttp::verb::put: return Method::kPut;
+  case bhttp::verb::delete_: return Method::kDelete;
+  case bhttp::verb::patch: return Method::kPatch;
+  case bhttp::verb::options: return Method::kOptions;
+  default: return Method::kOther;
+  }
+}
+
+class Connection;
+
+// The per-request ResponseWriter. Shared between the connection's I/O thread and producer
+// threads; every field is guarded by mu_. Holds only a weak reference to the connection, so
+// a producer that keeps a writer past the server's lifetime touches no Asio object.
+class Exchange final : public ResponseWriter {
+public:
+  enum class State { kFresh, kStreaming, kDone };
+
+  Exchange(std::weak_ptr<Connection> conn, const Core &core, std::string request_id,
+           std::string buffer, bool keep_alive, bool http10, bool head)
+      : conn_(std::move(conn)), core_(&core), request_id_(std::move(request_id)),
+        pending_(std::move(buffer)), keep_alive_(keep_alive), http10_(http10), head_(head) {
+    pending_.clear();
+  }
+
+  void respond(Response response) override {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kFresh || closed_locked())
+      return;
+    append_response_locked(response);
+    state_ = State::kDone;
+    schedule_locked();
+  }
+
+  void start_sse(Headers headers) override {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kFresh || closed_locked())
+      return;
+    headers.push_back({"Cache-Control", "no-cache"});
+    // Tells nginx (deploy/) not to buffer the stream.
+    headers.push_back({"X-Accel-Buffering", "no"});
+    if (http10_)
+      keep_alive_ = false; // no chunked encoding in 1.0: the close ends the body
+    append_head(pending_, 200, "text/event-stream", headers,
+                http10_ ? Framing::kUntilClose : Framing::kChunked, 0, keep_alive_locked(), http10_,
+                request_id_);
+    state_ = State::kStreaming;
+    schedule_locked();
+  }
+
+  bool send_event(std::string data) override {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kStreaming || closed_locked())
+      return false;
+    std::size_t payload = 1; // the blank line ending the event
+    for_each_line(data, [&](std::string_view line) { payload += 6 + line.size() + 1; });
+    if (!http10_) {
+      append_number(pending_, payload, 16);
+      pending_ += "\r\n";
+    }
+    for_each_line(data, [&](std::string_view line) {
+      pending_ += "data: ";
+      pending_ += line;
+      pending_ += '\n';
+    });
+    pending_ += '\n';
+    if (!http10_)
+      pending_ += "\r\n";
+    if (pending_.size() > core_->options.max_pending_write_bytes) {
+      overflow_ = true;
+      aborted_ = true;
+      pending_.clear();
+      pending_.shrink_to_fit();
+    }
+    schedule_locked();
+    return !overflow_;
+  }
+
+  void end() override {
+    std::lock_guard lock(mu_);
+    if (state_ == State::kStreaming && !closed_locked()) {
+      if (!http10_)
+        pending_ += "0\r\n\r\n";
+      state_ = State::kDone;
+      schedule_locked();
+    }
+  }
+
+  bool is_closed() const override {
+    std::lock_guard lock(mu_);
+    return closed_locked();
+  }
+
+  void on_close(std::function<void()> callback) override {
+    {
+      std::lock_guard lock(mu_);
+      if (finished_)
+        return;
+      if (!aborted_) {
+        callbacks_.push_back(std::move(callback));
+        return;
+      }
+    }
+    callback();
+  }
+
+  const std::string &request_id() const override { return request_id_; }
+
+  // --- Called on the connection's I/O thread only. ---
+
+  // While the handler runs inline on the I/O thread, nothing is posted: the connection
+  // flushes right after the handler returns, which saves a post per request.
+  void set_inline(bool on) {
+    std::lock_guard lock(mu_);
+    inline_ = on;
+  }
+
+  struct Batch {
+    bool done = false;     // the response is complete once these bytes are written
+    bool overflow = false; // the writer exceeded max_pending_write_bytes
+    bool abandoned = false;
+  };
+  // Swaps the queued bytes into `out` (which must be empty) and says what they complete.
+  Batch take(std::string &out) {
+    std::lock_guard lock(mu_);
+    flush_scheduled_ = false;
+    out.swap(pending_);
+    Batch b{state_ == State::kDone, overflow_, abandoned_};
+    abandoned_ = false;
+    return b;
+  }
+
+  // The response was fully written. Hands the spare buffer back for the next request.
+  void finish(std::string &spare) {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+    conn_.reset();
+    callbacks_.clear();
+    spare.swap(pending_);
+  }
+
+  // The connection closed before the response finished. Returns the callbacks to run.
+  std::vector<std::function<void()>> abort() {
+    std::lock_guard lock(mu_);
+    if (finished_)
+      return {};
+    aborted_ = true;
+    conn_.reset();
+    pending_.clear();
+    return std::move(callbacks_);
+  }
+
+  // The handler dropped its last reference (any thread).
+  void release() {
+    std::lock_guard lock(mu_);
+    if (state_ == State::kDone || closed_locked())
+      return;
+    if (state_ == State::kFresh) {
+      Response r = core_->render(Error::internal("The handler produced no response"));
+      append_response_locked(r);
+    } else if (!http10_) {
+      pending_ += "0\r\n\r\n";
+    }
+    state_ = State::kDone;
+    abandoned_ = true;
+    schedule_locked();
+  }
+
+  void respond_internal_error(std::string_view what) {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kFresh || closed_locked())
+      return;
+    Response r = core_->render(Error::internal(std::string(what)));
+    append_response_locked(r);
+    state_ = State::kDone;
+  }
+
+private:
+  bool closed_locked() const { return finished_ || aborted_; }
+  // Reading `draining` is safe here: mu_ is held and the exchange is not closed, so the
+  // connection (and so the server that owns Core) cannot be torn down meanwhile.
+  bool keep_alive_locked() const { return keep_alive_ && !core_->draining.load(); }
+
+  void append_response_locked(const Response &r) {
+    append_head(pending_, r.status, r.content_type, r.headers, Framing::kLength, r.body.size(),
+                keep_alive_locked(), http10_, request_id_);
+    if (!head_)
+      pending_ += r.body;
+  }
+
+  template <typename F> static void for_each_line(std::string_view data, F &&f) {
+    std::size_t start = 0;
+    while (true) {
+      std::size_t nl = data.find('\n', start);
+      std::string_view line = data.substr(start, nl == std::string_view::npos ? nl : nl - start);
+      if (!line.empty() && line.back() == '\r')
+        line.remove_suffix(1);
+      f(line);
+      if (nl == std::string_view::npos)
+        break;
+      start = nl + 1;
+    }
+  }
+
+  void schedule_locked();
+
+  mutable std::mutex mu_;
+  std::weak_ptr<Connection> conn_;
+  const Core *core_;
+  const std::string request_id_;
+  std::string pending_;
+  State state_ = State::kFresh;
+  bool keep_alive_;
+  const bool http10_;
+  const bool head_;
+  bool inline_ = false;
+  bool flush_scheduled_ = false;
+  bool finished_ = false;
+  bool aborted_ = false;
+  bool overflow_ = false;
+  bool abandoned_ = false;
+  std::vector<std::function<void()>> callbacks_;
+};
+
+// Everything one I/O thread owns.
+struct Worker {
+  asio::io_context ioc{1};
+  std::list<std::shared_ptr<Connection>> connections; // owners until close
+  RequestIdGenerator ids;
+  std::thread thread;
+};
+
+// One TCP connection. Owned by its Worker's list and touched only on that worker's thread.
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+  Connection(tcp::socket socket, Core &core, Worker &worker)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), core_(core), worker_(worker) {
+    beast::error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    if (!ec)
+      remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  asio::any_io_executor executor() { return socket_.get_executor(); }
+
+  void start(std::list<std::shared_ptr<Connection>>::iterator self) {
+    self_ = self;
+    core_.counters.active_connections.fetch_add(1);
+    core_.counters.connections_accepted.fetch_add(1);
+    // A client that connects and stays silent is treated like a slow header.
+    set_deadline(core_.options.header_timeout, Deadline::kHeader);
+    if (core_.draining.load())
+      keep_alive_default_ = false;
+    do_read();
+  }
+
+  // Graceful shutdown: drop connections that are between requests.
+  void drain() {
+    keep_alive_default_ = false;
+    if (phase_ == Phase::kIdle && buffer_.size() == 0)
+      close(Why::kShutdown);
+  }
+
+  enum class Why { kPeer, kTimeout, kOverflow, kShutdown, kDone };
+
+  void close(Why why) {
+    if (phase_ == Phase::kClosed)
+      return;
+    auto self = shared_from_this(); // erasing from the worker's list may drop the last owner
+    phase_ = Phase::kClosed;
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    timer_.cancel();
+    if (current_) {
+      if (why == Why::kPeer)
+        core_.counters.client_disconnects.fetch_add(1);
+      auto callbacks = current_->abort();
+      current_.reset();
+      core_.request_finished();
+      for (auto &cb : callbacks) {
+        try {
+          cb();
+        } catch (...) {
+          // A producer's callback must not take the I/O thread down.
+        }
+      }
+    }
+    core_.counters.active_connections.fetch_sub(1);
+    worker_.connections.erase(self_);
+  }
+
+  void flush() {
+    if (phase_ == Phase::kClosed || writing_ || !current_)
+      return;
+    Exchange::Batch batch = current_->take(out_);
+    if (batch.abandoned)
+      core_.counters.abandoned_responses.fetch_add(1);
+    if (batch.overflow) {
+      core_.counters.slow_client_overflows.fetch_add(1);
+      out_.clear();
+      close(Why::kOverflow);
+      return;
+    }
+    if (out_.empty()) {
+      if (batch.done)
+        finish_exchange();
+      return;
+    }
+    write(batch.done);
+  }
+
+private:
+  enum class Phase { kIdle, kHeader, kBody, kHandling, kLinger, kClosed };
+  enum class Deadline { kNone, kIdle, kHeader, kBody, kWrite, kLinger };
+
+  // --- Deadlines: one timer per connection, re-armed lazily. Moving a deadline later (the
+  // common case: every keep-alive request) only stores it; the timer re-arms when it fires.
+
+  void set_deadline(std::chrono::milliseconds in, Deadline kind) {
+    deadline_kind_ = kind;
+    deadline_ = SteadyClock::now() + in;
+    if (!timer_armed_ || deadline_ < timer_expiry_)
+      arm(deadline_);
+  }
+  void clear_deadline() { deadline_kind_ = Deadline::kNone; }
+
+  void arm(SteadyClock::time_point at) {
+    timer_armed_ = true;
+    timer_expiry_ = at;
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) { self->on_timer(ec); });
+  }
+
+  void on_timer(beast::error_code ec) {
+    if (ec == asio::error::operation_aborted || phase_ == Phase::kClosed)
+      return;
+    timer_armed_ = false;
+    if (deadline_kind_ == Deadline::kNone)
+      return;
+    if (SteadyClock::now() < deadline_) {
+      arm(deadline_);
+      return;
+    }
+    auto &c = core_.counters;
+    switch (deadline_kind_) {
+    case Deadline::kIdle: c.idle_timeouts.fetch_add(1); break;
+    case Deadline::kHeader: c.header_timeouts.fetch_add(1); break;
+    case Deadline::kBody: c.body_timeouts.fetch_add(1); break;
+    case Deadline::kWrite: c.write_timeouts.fetch_add(1); break;
+    case Deadline::kLinger:
+    case Deadline::kNone: break;
+    }
+    close(Why::kTimeout);
+  }
+
+  // --- Reading: at most one read in flight, whatever the phase.
+
+  void do_read() {
+    if (reading_ || phase_ == Phase::kClosed)
+      return;
+    reading_ = true;
+    socket_.async_read_some(
+        buffer_.prepare(kReadChunk),
+        [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read(ec, n); });
+  }
+
+  void on_read(beast::error_code ec, std::size_t n) {
+    reading_ = false;
+    if (phase_ == Phase::kClosed)
+      return;
+    if (ec) {
+      close(phase_ == Phase::kLinger ? Why::kDone : Why::kPeer);
+      return;
+    }
+    buffer_.commit(n);
+    switch (phase_) {
+    case Phase::kLinger:
+      buffer_.consume(buffer_.size());
+      do_read();
+      return;
+    case Phase::kHandling:
+      if (buffer_.size() < kWatchBufferCap)
+        do_read();
+      return;
+    case Phase::kIdle:
+    case Phase::kHeader:
+    case Phase::kBody: parse(); return;
+    case Phase::kClosed: return;
+    }
+  }
+
+  void parse() {
+    while (true) {
+      if (buffer_.size() == 0) {
+        do_read();
+        return;
+      }
+      if (!parser_) {
+        parser_.emplace();
+        parser_->header_limit(static_cast<std::uint32_t>(core_.options.max_header_bytes));
+        parser_->body_limit(core_.options.max_body_bytes);
+      }
+      if (phase_ == Phase::kIdle) {
+        phase_ = Phase::kHeader;
+        set_deadline(core_.options.header_timeout, Deadline::kHeader);
+      }
+      beast::error_code ec;
+      std::size_t n = parser_->put(buffer_.data(), ec);
+      buffer_.consume(n);
+      if (ec == bhttp::error::need_more) {
+        do_read();
+        return;
+      }
+      if (ec) {
+        reject(ec);
+        return;
+      }
+      if (parser_->is_done()) {
+        on_request();
+        return;
+      }
+      if (parser_->is_header_done() && phase_ == Phase::kHeader) {
+        phase_ = Phase::kBody;
+        set_deadline(core_.options.body_timeout, Deadline::kBody);
+      }
+      if (n == 0) {
+        do_read();
+        return;
+      }
+    }
+  }
+
+  // Answers a request we could not parse or accept, then closes.
+  void reject(beast::error_code ec) {
+    Error err;
+    int status = 400;
+    if (ec == bhttp::error::body_limit) {
+      core_.counters.payload_too_large.fetch_add(1);
+      err = Error{ErrorCode::kPayloadTooLarge,
+                  "Request body exceeds the limit of " +
+                      std::to_string(core_.options.max_body_bytes) + " bytes",
+                  {}};
+      status = 413;
+    } else if (ec == bhttp::error::header_limit) {
+      core_.counters.headers_too_large.fetch_add(1);
+      err = Error::invalid("Request headers exceed the limit of " +
+                           std::to_string(core_.options.max_header_bytes) + " bytes");
+      status = 431;
+    } else {
+      core_.counters.bad_requests.fetch_add(1);
+      err = Error::invalid("Malformed HTTP request: " + ec.message());
+    }
+    Response r = core_.render(err);
+    r.status = status;
+    reject_with(r);
+  }
+
+  void reject_with(const Response &r) {
+    parser_.reset();
+    phase_ = Phase::kHandling;
+    clear_deadline();
+    out_.clear();
+    append_head(out_, r.status, r.content_type, r.headers, Framing::kLength, r.body.size(), false,
+                false, worker_.ids.next());
+    out_ += r.body;
+    keep_alive_ = false;
+    write(/*final=*/true);
+  }
+
+  void on_request() {
+    auto &msg = parser_->get();
+    Request req;
+    req.method = to_method(msg.method());
+    std::string_view target = msg.target();
+    req.target.assign(target);
+    if (target.find_first_of("?%") == std::string_view::npos) {
+      req.path.assign(target);
+    } else {
+      auto url = boost::urls::parse_origin_form(target);
+      if (!url) {
+        core_.counters.bad_requests.fetch_add(1);
+        Response r = core_.render(Error::invalid("Malformed request target"));
+        r.status = 400;
+        reject_with(r);
+        return;
+      }
+      req.path = url->path();
+      for (auto p : url->params())
+        req.query.emplace_back(p.key, p.value);
+    }
+    req.headers.reserve(static_cast<std::size_t>(std::distance(msg.begin(), msg.end())));
+    std::string_view client_id;
+    for (const auto &f : msg) {
+      std::string_view name = f.name_string();
+      if (f.name() == bhttp::field::unknown && beast::iequals(name, "x-request-id")) {
+        client_id = f.value();
+      }
+      req.headers.push_back({std::string(name), std::string(f.value())});
+    }
+    if (!client_id.empty())
+      req.request_id = sanitize_request_id(client_id);
+    if (req.request_id.empty())
+      req.request_id = worker_.ids.next();
+    req.body = std::move(msg.body());
+    req.remote_address = remote_;
+    req.keep_alive = msg.keep_alive();
+    const bool http10 = msg.version() == 10;
+    parser_.reset();
+
+    phase_ = Phase::kHandling;
+    clear_deadline();
+    keep_alive_ = req.keep_alive && keep_alive_default_ && !core_.draining.load();
+    core_.counters.requests_in_flight.fetch_add(1);
+    current_ =
+        std::make_shared<Exchange>(weak_from_this(), core_, req.request_id, std::move(spare_),
+                                   keep_alive_, http10, req.method == Method::kHead);
+    current_->set_inline(true);
+    Exchange *exchange = current_.get();
+    {
+      // The handler's reference is a second owner whose release tells the exchange that no
+      // answer can come any more.
+      std::shared_ptr<ResponseWriter> handle(current_.get(),
+                                             [ex = current_](ResponseWriter *) { ex->release(); });
+      try {
+        core_.handler(std::move(req), std::move(handle));
+      } catch (const std::exception &e) {
+        exchange->respond_internal_error(e.what());
+      } catch (...) {
+        exchange->respond_internal_error("Unknown error in handler");
+      }
+    }
+    exchange->set_inline(false);
+    flush();
+    // Watch the socket for a disconnect while an asynchronous handler or a stream runs. A
+    // response already being written will notice a dead peer through the write.
+    if (phase_ == Phase::kHandling && !writing_final_)
+      do_read();
+  }
+
+  // --- Writing.
+
+  void write(bool final) {
+    writing_ = true;
+    writing_final_ = final;
+    set_deadline(core_.options.write_timeout, Deadline::kWrite);
+    asio::async_write(
+        socket_, asio::buffer(out_),
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
+  }
+
+  void on_write(beast::error_code ec) {
+    writing_ = false;
+    if (phase_ == Phase::kClosed)
+      return;
+    if (ec) {
+      close(Why::kPeer);
+      return;
+    }
+    if (out_.capacity() > kKeepBufferCapacity) {
+      std::string().swap(out_);
+    } else {
+      out_.clear();
+    }
+    if (writing_final_) {
+      writing_final_ = false;
+      finish_exchange();
+      return;
+    }
+    clear_deadline();
+    flush();
+  }
+
+  void finish_exchange() {
+    if (current_) {
+      current_->finish(spare_);
+      if (spare_.capacity() > kKeepBufferCapacity)
+        std::string().swap(spare_);
+      current_.reset();
+      core_.counters.requests_served.fetch_add(1);
+      core_.request_finished();
+    }
+    if (!keep_alive_ || !keep_alive_default_ || core_.draining.load()) {
+      linger();
+      return;
+    }
+    phase_ = Phase::kIdle;
+    set_deadline(core_.options.idle_timeout, Deadline::kIdle);
+    parse();
+  }
+
+  // Half-closes and drains what the client still sends, so that it reads our last response
+  // instead of a reset caused by unread data.
+  void linger() {
+    phase_ = Phase::kLinger;
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    buffer_.consume(buffer_.size());
+    set_deadline(core_.options.linger_timeout, Deadline::kLinger);
+    do_read();
+  }
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  Core &core_;
+  Worker &worker_;
+  std::list<std::shared_ptr<Connection>>::iterator self_;
+  std::string remote_;
+
+  Phase phase_ = Phase::kIdle;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  bool reading_ = false;
+
+  std::shared_ptr<Exchange> current_;
+  std::string out_;   // bytes of the write in flight
+  std::string spare_; // capacity lent to the next exchange
+  bool writing_ = false;
+  bool writing_final_ = false;
+  bool keep_alive_ = true;
+  bool keep_alive_default_ = true; // false once the server drains
+
+  Deadline deadline_kind_ = Deadline::kNone;
+  SteadyClock::time_point deadline_{};
+  SteadyClock::time_point timer_expiry_{};
+  bool timer_armed_ = false;
+};
+
+void Exchange::schedule_locked() {
+  if (inline_ || flush_scheduled_ || finished_)
+    return;
+  // After an abort the connection is gone; nothing to flush.
+  if (auto c = conn_.lock()) {
+    flush_scheduled_ = true;
+    asio::post(c->executor(), [c] { c->flush(); });
+  }
+}
+
+} // namespace
+
+struct HttpServer::Impl {
+  // Member order matters: core outlives the workers whose connections point into it.
+  Core core;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::optional<tcp::acceptor> acceptor;
+  std::size_t next_worker = 0; // acceptor thread only
+  std::uint16_t port = 0;
+  bool running = false;
+
+  void do_accept() {
+    Worker &w = *workers[next_worker];
+    next_worker = (next_worker + 1) % workers.size();
+    acceptor->async_accept(w.ioc, [this, &w](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open())
+        return;
+      if (!ec) {
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        asio::post(w.ioc, [this, &w, s = std::move(socket)]() mutable {
+          auto conn = std::make_shared<Connection>(std::move(s), core, w);
+          w.connections.push_front(conn);
+          conn->start(w.connections.begin());
+        });
+      }
+      do_accept();
+    });
+  }
+
+  void on_each_connection(void (*fn)(Connection &)) {
+    for (auto &w : workers) {
+      asio::post(w->ioc, [&w = *w, fn] {
+        // Copy: closing a connection erases it from the list.
+        std::vector<std::shared_ptr<Connection>> conns(w.connections.begin(), w.connections.end());
+        for (auto &c : conns)
+          fn(*c);
+      });
+    }
+  }
+};
+
+HttpServer::HttpServer(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
+  impl_->core.render =
+      options.error_renderer ? options.error_renderer : ErrorRenderer(&error_response);
+  impl_->core.options = std::move(options);
+  impl_->core.handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() { shutdown(std::chrono::milliseconds(0)); }
+
+Status HttpServer::start() {
+  Impl &m = *impl_;
+  const ServerOptions &o = m.core.options;
+  if (m.running)
+    return Err(ErrorCode::kInternal, "HttpServer already started");
+  if (o.io_threads < 1)
+    return Error::invalid("io_threads must be at least 1", "io_threads");
+  if (!m.core.handler)
+    return Error::invalid("HttpServer needs a handler");
+  for (int i = 0; i < o.io_threads; ++i)
+    m.workers.push_back(std::make_unique<Worker>());
+  try {
+    asio::io_context &ioc = m.workers[0]->ioc;
+    tcp::resolver resolver(ioc);
+    auto results = resolver.resolve(o.host, std::to_string(o.port),
+                                    tcp::resolver::passive | tcp::resolver::numeric_service);
+    if (results.empty())
+      return Error::io("Cannot resolve listen host " + o.host);
+    tcp::endpoint ep = results.begin()->endpoint();
+    m.acceptor.emplace(ioc);
+    m.acceptor->open(ep.protocol());
+    m.acceptor->set_option(tcp::acceptor::reuse_address(true));
+    m.acceptor->bind(ep);
+    m.acceptor->listen(o.backlog);
+    m.port = m.acceptor->local_endpoint().port();
+  } catch (const boost::system::system_error &e) {
+    m.acceptor.reset();
+    m.workers.clear();
+    return Error::io("Cannot listen on " + o.host + ":" + std::to_string(o.port) + ": " +
+                     e.code().message());
+  }
+  m.do_accept();
+  for (auto &w : m.workers) {
+    m.guards.push_back(asio::make_work_guard(w->ioc));
+    w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
+  }
+  m.running = true;
+  return Ok();
+}
+
+std::uint16_t HttpServer::port() const { return impl_->port; }
+
+void HttpServer::stop_accepting() {
+  Impl &m = *impl_;
+  if (!m.running || m.core.draining.exchange(true))
+    return;
+  asio::post(m.workers[0]->ioc, [&m] {
+    beast::error_code ec;
+    m.acceptor->close(ec);
+  });
+  m.on_each_connection([](Connection &c) { c.drain(); });
+}
+
+bool HttpServer::shutdown(std::chrono::milliseconds grace) {
+  Impl &m = *impl_;
+  if (!m.running)
+    return true;
+  stop_accepting();
+  bool drained;
+  {
+    std::unique_lock lock(m.core.idle_mu);
+    drained = m.core.idle_cv.wait_for(
+        lock, grace, [&] { return m.core.counters.requests_in_flight.load() == 0; });
+  }
+  m.on_each_connection([](Connection &c) { c.close(Connection::Why::kShutdown); });
+  // Closed connections issue no more I/O and their timers are cancelled, so once the guards
+  // are gone each run() returns after the aborted operations' handlers ran.
+  m.guards.clear();
+  for (auto &w : m.workers)
+    w->thread.join();
+  m.acceptor.reset();
+  m.workers.clear();
+  m.running = false;
+  return drained;
+}
+
+ServerStats HttpServer::stats() const {
+  const Counters &c = impl_->core.counters;
+  ServerStats s;
+  s.active_connections = c.active_connections.load();
+  s.connections_accepted = c.connections_accepted.load();
+  s.requests_served = c.requests_served.load();
+  s.requests_in_flight = c.requests_in_flight.load();
+  s.header_timeouts = c.header_timeouts.load();
+  s.body_timeouts = c.body_timeouts.load();
+  s.idle_timeouts = c.idle_timeouts.load();
+  s.write_timeouts = c.write_timeouts.load();
+  s.payload_too_large = c.payload_too_large.load();
+  s.headers_too_large = c.headers_too_large.load();
+  s.bad_requests = c.bad_requests.load();
+  s.client_disconnects = c.client_disconnects.load();
+  s.slow_client_overflows = c.slow_client_overflows.load();
+  s.abandoned_responses = c.abandoned_responses.load();
+  return s;
+}
+
+} // namespace gantry::http
