@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Generates unicode_tables.cpp: the general-category class of every code point, as sorted
-ranges, for the pre-tokenizer regexes (\\p{L}, \\p{N}, ...) and the hand-written splits.
+ranges, for the pre-tokenizer regexes (\\p{L}, \\p{N}, ...) and the hand-written splits; plus,
+for WordPiece (BERT) only, one-to-one lowercase and NFD-first-code-point maps.
 
 Usage: python3 gen_unicode_tables.py > unicode_tables.cpp
 
@@ -57,6 +58,32 @@ def main() -> None:
     w(", ".join("0x%04X" % c for c in WHITE_SPACE))
     w(",\n};\n")
     w("const size_t kWhitespaceCount = %d;\n\n" % len(WHITE_SPACE))
+
+    # llama.cpp keeps only the first code point of a multi-character lowercase or NFD result.
+    lower = [(c, ord(chr(c).lower()[0])) for c in range(0x110000)]
+    lower = [(c, l) for c, l in lower if c != l]
+    w("// (code point, lowercase), sorted.\n")
+    w("const CodePointMap kLowercase[] = {\n")
+    for i in range(0, len(lower), 6):
+        w("    " + " ".join("{0x%05X, 0x%05X}," % p for p in lower[i:i + 6]) + "\n")
+    w("};\n")
+    w("const size_t kLowercaseCount = %d;\n\n" % len(lower))
+
+    nfd = []  # (first, last, nfd) over runs of consecutive code points with the same result
+    for c in range(0x110000):
+        n = ord(unicodedata.normalize("NFD", chr(c))[0])
+        if n == c:
+            continue
+        if nfd and nfd[-1][1] == c - 1 and nfd[-1][2] == n:
+            nfd[-1] = (nfd[-1][0], c, n)
+        else:
+            nfd.append((c, c, n))
+    w("// (first, last, first code point of the NFD form), sorted.\n")
+    w("const NfdRange kNfd[] = {\n")
+    for i in range(0, len(nfd), 4):
+        w("    " + " ".join("{0x%05X, 0x%05X, 0x%05X}," % r for r in nfd[i:i + 4]) + "\n")
+    w("};\n")
+    w("const size_t kNfdCount = %d;\n\n" % len(nfd))
     w("} // namespace gantry::engine::unicode\n")
 
 

@@ -69,6 +69,23 @@ bool is_whitespace(uint32_t cp) {
   return std::binary_search(kWhitespace, kWhitespace + kWhitespaceCount, cp);
 }
 
+uint32_t to_lower(uint32_t cp) {
+  const CodePointMap *end = kLowercase + kLowercaseCount;
+  const CodePointMap *it = std::lower_bound(
+      kLowercase, end, cp, [](const CodePointMap &m, uint32_t v) { return m.from < v; });
+  return it != end && it->from == cp ? it->to : cp;
+}
+
+uint32_t nfd_first(uint32_t cp) {
+  const NfdRange *end = kNfd + kNfdCount;
+  const NfdRange *it =
+      std::upper_bound(kNfd, end, cp, [](uint32_t v, const NfdRange &r) { return v < r.first; });
+  if (it == kNfd)
+    return cp;
+  --it;
+  return cp <= it->last ? it->nfd : cp;
+}
+
 size_t utf8_len(uint8_t lead) {
   static constexpr size_t kLen[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
   return kLen[lead >> 4];

@@ -29,14 +29,29 @@ struct CategoryRange {
   uint32_t first;
   uint8_t cls;
 };
+struct CodePointMap {
+  uint32_t from, to;
+};
+struct NfdRange {
+  uint32_t first, last, nfd;
+};
 extern const CategoryRange kCategoryRanges[];
 extern const size_t kCategoryRangeCount;
 extern const uint32_t kWhitespace[];
 extern const size_t kWhitespaceCount;
+extern const CodePointMap kLowercase[];
+extern const size_t kLowercaseCount;
+extern const NfdRange kNfd[];
+extern const size_t kNfdCount;
 
 Class class_of(uint32_t cp);
 // Unicode White_Space (not Python's isspace, which adds U+001C..U+001F).
 bool is_whitespace(uint32_t cp);
+
+// One-to-one lowercase (first code point of the full mapping), for WordPiece.
+uint32_t to_lower(uint32_t cp);
+// First code point of the canonical decomposition (NFD), for WordPiece accent stripping.
+uint32_t nfd_first(uint32_t cp);
 
 // Length of the UTF-8 sequence a lead byte announces (1 for stray continuation bytes), judged
 // from the lead byte alone as llama.cpp does.

@@ -68,6 +68,7 @@ struct Vocab {
   std::vector<int32_t> special;    // control/user-defined/unknown ids, longest text first
   std::unordered_set<int32_t> eog;
   bool lowercase = false, strip_accents = false; // WordPiece normalizer
+  size_t max_token_len = 0;
 
   int32_t n() const { return static_cast<int32_t>(text.size()); }
   int32_t find(std::string_view s) const {

@@ -234,6 +234,7 @@ Result<std::unique_ptr<Vocab>> load_vocab(const gguf::GgufFile &file) {
     v->text[i] = std::string((*tokens)[i]);
     if (v->text[i].empty())
       v->text[i] = "[EMPTY_" + std::to_string(i) + "]";
+    v->max_token_len = std::max(v->max_token_len, v->text[i].size());
     if (*scores)
       v->score[i] = (**scores)[i];
     if (*types)
@@ -301,7 +302,7 @@ Result<std::unique_ptr<Vocab>> load_vocab(const gguf::GgufFile &file) {
                               " is not set"));
   }
   if (v->type == VocabType::kWpm) {
-    v->lowercase = file.get_bool(key("normalizer.lowercase")).value_or(false);
+    v->lowercase = file.get_bool(key("normalizer.lowercase")).value_or(true);
     v->strip_accents = file.get_bool(key("normalizer.strip_accents")).value_or(v->lowercase);
   }
 
