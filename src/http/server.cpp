@@ -15,9 +15,7 @@
 #include "http/server.h"
 
 #include <atomic>
-#include <charconv>
 #include <condition_variable>
-#include <ctime>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -35,7 +33,9 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/url/parse.hpp>
 
+#include "http/exchange.h"
 #include "http/request_id.h"
+#include "http/wire.h"
 
 namespace gantry::http {
 
@@ -44,6 +44,12 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
+
+using detail::append_head;
+using detail::append_number;
+using detail::Exchange;
+using detail::ExchangeContext;
+using detail::Framing;
 
 namespace {
 
@@ -79,6 +85,7 @@ struct Core {
   ErrorRenderer render;
   Counters counters;
   std::atomic<bool> draining{false};
+  ExchangeContext exchange{0, &render, &draining};
   std::mutex idle_mu; // guards the wait for requests_in_flight == 0
   std::condition_variable idle_cv;
 
@@ -89,81 +96,6 @@ struct Core {
     }
   }
 };
-
-// Date header text, recomputed at most once per second per thread.
-const std::string &http_date() {
-  thread_local std::time_t cached = -1;
-  thread_local std::string text;
-  std::time_t now = std::time(nullptr);
-  if (now != cached) {
-    cached = now;
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    char buf[64];
-    std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    text.assign(buf, n);
-  }
-  return text;
-}
-
-void append_number(std::string &out, std::uint64_t v, int base = 10) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v, base);
-  out.append(buf, r.ptr);
-}
-
-bool safe_header_text(std::string_view s) {
-  return s.find_first_of("\r\n") == std::string_view::npos;
-}
-
-enum class Framing { kLength, kChunked, kUntilClose };
-
-// Writes a status line and headers. `length` is used with Framing::kLength.
-void append_head(std::string &out, int status, std::string_view content_type, const Headers &extra,
-                 Framing framing, std::size_t length, bool keep_alive, bool http10,
-                 std::string_view request_id) {
-  out += "HTTP/1.1 ";
-  append_number(out, static_cast<unsigned>(status));
-  out += ' ';
-  out += bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
-  out += "\r\nServer: gantry\r\nDate: ";
-  out += http_date();
-  out += "\r\n";
-  if (!content_type.empty() && safe_header_text(content_type)) {
-    out += "Content-Type: ";
-    out += content_type;
-    out += "\r\n";
-  }
-  switch (framing) {
-  case Framing::kLength:
-    if (status != 204 && status != 304) {
-      out += "Content-Length: ";
-      append_number(out, length);
-      out += "\r\n";
-    }
-    break;
-  case Framing::kChunked: out += "Transfer-Encoding: chunked\r\n"; break;
-  case Framing::kUntilClose: break;
-  }
-  out += "x-request-id: ";
-  out += request_id;
-  out += "\r\n";
-  if (!keep_alive) {
-    out += "Connection: close\r\n";
-  } else if (http10) {
-    out += "Connection: keep-alive\r\n";
-  }
-  for (const Header &h : extra) {
-    // Dropping rather than escaping: a CR/LF here is a bug or an injection attempt.
-    if (!safe_header_text(h.name) || !safe_header_text(h.value) || h.name.empty())
-      continue;
-    out += h.name;
-    out += ": ";
-    out += h.value;
-    out += "\r\n";
-  }
-  out += "\r\n";
-}
 
 Method to_method(bhttp::verb v) {
   switch (v) {
@@ -180,219 +112,6 @@ Method to_method(bhttp::verb v) {
 
 class Connection;
 
-// The per-request ResponseWriter. Shared between the connection's I/O thread and producer
-// threads; every field is guarded by mu_. Holds only a weak reference to the connection, so
-// a producer that keeps a writer past the server's lifetime touches no Asio object.
-class Exchange final : public ResponseWriter {
-public:
-  enum class State { kFresh, kStreaming, kDone };
-
-  Exchange(std::weak_ptr<Connection> conn, const Core &core, std::string request_id,
-           std::string buffer, bool keep_alive, bool http10, bool head)
-      : conn_(std::move(conn)), core_(&core), request_id_(std::move(request_id)),
-        pending_(std::move(buffer)), keep_alive_(keep_alive), http10_(http10), head_(head) {
-    pending_.clear();
-  }
-
-  void respond(Response response) override {
-    std::lock_guard lock(mu_);
-    if (state_ != State::kFresh || closed_locked())
-      return;
-    append_response_locked(response);
-    state_ = State::kDone;
-    schedule_locked();
-  }
-
-  void start_sse(Headers headers) override {
-    std::lock_guard lock(mu_);
-    if (state_ != State::kFresh || closed_locked())
-      return;
-    headers.push_back({"Cache-Control", "no-cache"});
-    // Tells nginx (deploy/) not to buffer the stream.
-    headers.push_back({"X-Accel-Buffering", "no"});
-    if (http10_)
-      keep_alive_ = false; // no chunked encoding in 1.0: the close ends the body
-    append_head(pending_, 200, "text/event-stream", headers,
-                http10_ ? Framing::kUntilClose : Framing::kChunked, 0, keep_alive_locked(), http10_,
-                request_id_);
-    state_ = State::kStreaming;
-    schedule_locked();
-  }
-
-  bool send_event(std::string data) override {
-    std::lock_guard lock(mu_);
-    if (state_ != State::kStreaming || closed_locked())
-      return false;
-    std::size_t payload = 1; // the blank line ending the event
-    for_each_line(data, [&](std::string_view line) { payload += 6 + line.size() + 1; });
-    if (!http10_) {
-      append_number(pending_, payload, 16);
-      pending_ += "\r\n";
-    }
-    for_each_line(data, [&](std::string_view line) {
-      pending_ += "data: ";
-      pending_ += line;
-      pending_ += '\n';
-    });
-    pending_ += '\n';
-    if (!http10_)
-      pending_ += "\r\n";
-    if (pending_.size() > core_->options.max_pending_write_bytes) {
-      overflow_ = true;
-      aborted_ = true;
-      pending_.clear();
-      pending_.shrink_to_fit();
-    }
-    schedule_locked();
-    return !overflow_;
-  }
-
-  void end() override {
-    std::lock_guard lock(mu_);
-    if (state_ == State::kStreaming && !closed_locked()) {
-      if (!http10_)
-        pending_ += "0\r\n\r\n";
-      state_ = State::kDone;
-      schedule_locked();
-    }
-  }
-
-  bool is_closed() const override {
-    std::lock_guard lock(mu_);
-    return closed_locked();
-  }
-
-  void on_close(std::function<void()> callback) override {
-    {
-      std::lock_guard lock(mu_);
-      if (finished_)
-        return;
-      if (!aborted_) {
-        callbacks_.push_back(std::move(callback));
-        return;
-      }
-    }
-    callback();
-  }
-
-  const std::string &request_id() const override { return request_id_; }
-
-  // --- Called on the connection's I/O thread only. ---
-
-  // While the handler runs inline on the I/O thread, nothing is posted: the connection
-  // flushes right after the handler returns, which saves a post per request.
-  void set_inline(bool on) {
-    std::lock_guard lock(mu_);
-    inline_ = on;
-  }
-
-  struct Batch {
-    bool done = false;     // the response is complete once these bytes are written
-    bool overflow = false; // the writer exceeded max_pending_write_bytes
-    bool abandoned = false;
-  };
-  // Swaps the queued bytes into `out` (which must be empty) and says what they complete.
-  Batch take(std::string &out) {
-    std::lock_guard lock(mu_);
-    flush_scheduled_ = false;
-    out.swap(pending_);
-    Batch b{state_ == State::kDone, overflow_, abandoned_};
-    abandoned_ = false;
-    return b;
-  }
-
-  // The response was fully written. Hands the spare buffer back for the next request.
-  void finish(std::string &spare) {
-    std::lock_guard lock(mu_);
-    finished_ = true;
-    conn_.reset();
-    callbacks_.clear();
-    spare.swap(pending_);
-  }
-
-  // The connection closed before the response finished. Returns the callbacks to run.
-  std::vector<std::function<void()>> abort() {
-    std::lock_guard lock(mu_);
-    if (finished_)
-      return {};
-    aborted_ = true;
-    conn_.reset();
-    pending_.clear();
-    return std::move(callbacks_);
-  }
-
-  // The handler dropped its last reference (any thread).
-  void release() {
-    std::lock_guard lock(mu_);
-    if (state_ == State::kDone || closed_locked())
-      return;
-    if (state_ == State::kFresh) {
-      Response r = core_->render(Error::internal("The handler produced no response"));
-      append_response_locked(r);
-    } else if (!http10_) {
-      pending_ += "0\r\n\r\n";
-    }
-    state_ = State::kDone;
-    abandoned_ = true;
-    schedule_locked();
-  }
-
-  void respond_internal_error(std::string_view what) {
-    std::lock_guard lock(mu_);
-    if (state_ != State::kFresh || closed_locked())
-      return;
-    Response r = core_->render(Error::internal(std::string(what)));
-    append_response_locked(r);
-    state_ = State::kDone;
-  }
-
-private:
-  bool closed_locked() const { return finished_ || aborted_; }
-  // Reading `draining` is safe here: mu_ is held and the exchange is not closed, so the
-  // connection (and so the server that owns Core) cannot be torn down meanwhile.
-  bool keep_alive_locked() const { return keep_alive_ && !core_->draining.load(); }
-
-  void append_response_locked(const Response &r) {
-    append_head(pending_, r.status, r.content_type, r.headers, Framing::kLength, r.body.size(),
-                keep_alive_locked(), http10_, request_id_);
-    if (!head_)
-      pending_ += r.body;
-  }
-
-  template <typename F> static void for_each_line(std::string_view data, F &&f) {
-    std::size_t start = 0;
-    while (true) {
-      std::size_t nl = data.find('\n', start);
-      std::string_view line = data.substr(start, nl == std::string_view::npos ? nl : nl - start);
-      if (!line.empty() && line.back() == '\r')
-        line.remove_suffix(1);
-      f(line);
-      if (nl == std::string_view::npos)
-        break;
-      start = nl + 1;
-    }
-  }
-
-  void schedule_locked();
-
-  mutable std::mutex mu_;
-  std::weak_ptr<Connection> conn_;
-  const Core *core_;
-  const std::string request_id_;
-  std::string pending_;
-  State state_ = State::kFresh;
-  bool keep_alive_;
-  const bool http10_;
-  const bool head_;
-  bool inline_ = false;
-  bool flush_scheduled_ = false;
-  bool finished_ = false;
-  bool aborted_ = false;
-  bool overflow_ = false;
-  bool abandoned_ = false;
-  std::vector<std::function<void()>> callbacks_;
-};
-
 // Everything one I/O thread owns.
 struct Worker {
   asio::io_context ioc{1};
@@ -402,7 +121,8 @@ struct Worker {
 };
 
 // One TCP connection. Owned by its Worker's list and touched only on that worker's thread.
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection final : public std::enable_shared_from_this<Connection>,
+                         public detail::FlushTarget {
 public:
   Connection(tcp::socket socket, Core &core, Worker &worker)
       : socket_(std::move(socket)), timer_(socket_.get_executor()), core_(core), worker_(worker) {
@@ -412,7 +132,10 @@ public:
       remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
   }
 
-  asio::any_io_executor executor() { return socket_.get_executor(); }
+  // Any thread: the executor is fixed at construction.
+  void post_flush() override {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->flush(); });
+  }
 
   void start(std::list<std::shared_ptr<Connection>>::iterator self) {
     self_ = self;
@@ -683,9 +406,9 @@ private:
     clear_deadline();
     keep_alive_ = req.keep_alive && keep_alive_default_ && !core_.draining.load();
     core_.counters.requests_in_flight.fetch_add(1);
-    current_ =
-        std::make_shared<Exchange>(weak_from_this(), core_, req.request_id, std::move(spare_),
-                                   keep_alive_, http10, req.method == Method::kHead);
+    current_ = std::make_shared<Exchange>(weak_from_this(), core_.exchange, req.request_id,
+                                          std::move(spare_), keep_alive_, http10,
+                                          req.method == Method::kHead);
     current_->set_inline(true);
     Exchange *exchange = current_.get();
     {
@@ -797,16 +520,6 @@ private:
   bool timer_armed_ = false;
 };
 
-void Exchange::schedule_locked() {
-  if (inline_ || flush_scheduled_ || finished_)
-    return;
-  // After an abort the connection is gone; nothing to flush.
-  if (auto c = conn_.lock()) {
-    flush_scheduled_ = true;
-    asio::post(c->executor(), [c] { c->flush(); });
-  }
-}
-
 } // namespace
 
 struct HttpServer::Impl {
@@ -853,6 +566,7 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
   impl_->core.render =
       options.error_renderer ? options.error_renderer : ErrorRenderer(&error_response);
+  impl_->core.exchange.max_pending_write_bytes = options.max_pending_write_bytes;
   impl_->core.options = std::move(options);
   impl_->core.handler = std::move(handler);
 }

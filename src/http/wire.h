@@ -1,0 +1,28 @@
+// Hand-written HTTP/1.1 response heads, internal to src/http. Serializing by hand into one
+// flat buffer per write is cheaper than Beast's serializer for our small, fixed set of headers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "http/request.h"
+
+namespace gantry::http::detail {
+
+enum class Framing { kLength, kChunked, kUntilClose };
+
+std::string_view reason_phrase(int status);
+
+// The Date header text, recomputed at most once per second per thread.
+const std::string &http_date();
+
+void append_number(std::string &out, std::uint64_t v, int base = 10);
+
+// Appends a status line and headers up to the blank line. `length` is used with
+// Framing::kLength. Extra headers containing CR or LF are dropped.
+void append_head(std::string &out, int status, std::string_view content_type, const Headers &extra,
+                 Framing framing, std::size_t length, bool keep_alive, bool http10,
+                 std::string_view request_id);
+
+} // namespace gantry::http::detail
