@@ -97,7 +97,8 @@ void clean_spaces(std::string &s) {
     if (x == '\'' && i > 0 && i + 1 < a.size() && a[i - 1] == ' ' && a[i + 1] == ' ') {
       b.pop_back(); // " ' " -> "'"
       b.push_back(x);
-      ++i;
+      // llama.cpp blanks the swallowed space in place, so a following " ' " check sees no space.
+      a[++i] = '\0';
       continue;
     }
     b.push_back(x);

@@ -220,6 +220,13 @@ TEST(SpecialTokens, ParsedOnlyWhenAsked) {
   EXPECT_EQ(tok.kind(), "gpt2");
 }
 
+TEST(Decode, DetokenizeCleansSpacesLikeLlamaCpp) {
+  const Tokenizer &tok = tokenizer_for(kData / "vocab" / "ggml-vocab-gpt-2.gguf");
+  const auto ids = tok.encode("Hello , world ! It 's ok", false, false);
+  EXPECT_EQ(tok.decode(ids), "Hello , world ! It 's ok");
+  EXPECT_EQ(tok.detokenize(ids), "Hello, world! It's ok");
+}
+
 TEST(Decode, RoundTripsByteLevelText) {
   const Tokenizer &tok = tokenizer_for(kData / "vocab" / "ggml-vocab-qwen2-rebuilt.gguf");
   const std::string text =
