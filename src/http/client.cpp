@@ -232,21 +232,25 @@ Result<ClientResponse> HttpClient::request(Method method, std::string_view targe
     }
     // Even after a failed write (the server may answer 413 and close before reading the whole
     // body) a response may be waiting.
-    bhttp::response_parser<bhttp::string_body> parser;
-    parser.body_limit(kMaxResponseBody);
-    if (method == Method::kHead)
-      parser.skip(true);
-    m.stream->expires_after(m.options.timeout);
-    beast::error_code ec = run(m.ioc, [&](auto handler) {
-      bhttp::async_read(*m.stream, m.buffer, parser, std::move(handler));
-    });
+    std::optional<bhttp::response_parser<bhttp::string_body>> parser;
+    beast::error_code ec;
+    do { // interim 1xx responses (100 Continue) precede the real one
+      parser.emplace();
+      parser->body_limit(kMaxResponseBody);
+      if (method == Method::kHead)
+        parser->skip(true);
+      m.stream->expires_after(m.options.timeout);
+      ec = run(m.ioc, [&](auto handler) {
+        bhttp::async_read(*m.stream, m.buffer, *parser, std::move(handler));
+      });
+    } while (!ec && parser->get().result_int() / 100 == 1);
     if (ec) {
       m.drop();
-      if (!fresh && !parser.got_some())
+      if (!fresh && !parser->got_some())
         continue;
       return io_error(write_ec ? "Writing request" : "Reading response", write_ec ? write_ec : ec);
     }
-    auto &res = parser.get();
+    auto &res = parser->get();
     ClientResponse out;
     out.status = static_cast<int>(res.result_int());
     out.headers = to_headers(res.base());

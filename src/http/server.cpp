@@ -317,12 +317,36 @@ private:
       if (parser_->is_header_done() && phase_ == Phase::kHeader) {
         phase_ = Phase::kBody;
         set_deadline(core_.options.body_timeout, Deadline::kBody);
+        maybe_send_continue();
       }
       if (n == 0) {
         do_read();
         return;
       }
     }
+  }
+
+  // Clients such as curl send "Expect: 100-continue" with large bodies and wait (curl: 1 s)
+  // for permission before sending the body. The body limit was already checked.
+  void maybe_send_continue() {
+    auto expect = parser_->get().find(bhttp::field::expect);
+    if (expect == parser_->get().end() || !beast::iequals(expect->value(), "100-continue")) {
+      return;
+    }
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    writing_ = true; // no exchange exists yet, so nothing else can be writing
+    asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        self->writing_ = false;
+                        if (self->phase_ == Phase::kClosed)
+                          return;
+                        if (ec) {
+                          self->close(Why::kPeer);
+                          return;
+                        }
+                        // The handler may already have answered while this was in flight.
+                        self->flush();
+                      });
   }
 
   // Answers a request we could not parse or accept, then closes.

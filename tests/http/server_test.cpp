@@ -188,6 +188,15 @@ TEST_F(ServerTest, OversizedBodyIs413) {
   EXPECT_EQ(ok->status, 200);
 }
 
+TEST_F(ServerTest, ExpectContinueGetsInterimResponse) {
+  start();
+  HttpClient client(client_options());
+  auto r = client.post("/echo", "payload", {{"Expect", "100-continue"}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "payload");
+}
+
 TEST_F(ServerTest, OversizedHeaderIs431) {
   ServerOptions o;
   o.max_header_bytes = 1024;
