@@ -1,0 +1,107 @@
+// Compute kernels of the CPU inference engine: quantized matrix multiply, (de)quantization of
+// ggml block formats, and the vector helpers the forward pass needs.
+//
+// Every entry point has an AVX2+FMA+F16C implementation chosen at run time and a portable
+// scalar one that agrees within float rounding (set GANTRY_NO_AVX2=1 to force the scalar one).
+// Kernels cannot fail: callers check is_supported() when loading a model, and violating a
+// documented precondition (e.g. n not a multiple of the block size) is a bug.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/gguf/tensor_type.h"
+#include "engine/kernels/thread_pool.h"
+
+namespace gantry::engine::kernels {
+
+using gguf::TensorType;
+
+// ---- capabilities ---------------------------------------------------------------------------
+
+// Weight types matmul() and dequantize_row() accept: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+bool is_supported(TensorType t);
+
+// Bytes of one row of `cols` elements; cols must be a multiple of the type's block size.
+size_t row_bytes(TensorType t, int64_t cols);
+
+enum class Isa { kScalar, kAvx2 };
+// The best instruction set this CPU offers, honouring GANTRY_NO_AVX2=1.
+Isa detected_isa();
+// The instruction set kernels use now. set_active_isa exists so tests can cover both paths; it
+// clamps to detected_isa() and must not race with running kernels.
+Isa active_isa();
+void set_active_isa(Isa isa);
+
+// ---- fp16 / bf16 ----------------------------------------------------------------------------
+
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f); // round to nearest even
+float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f); // round to nearest even
+void fp16_to_fp32_row(const uint16_t *src, float *dst, int64_t n);
+void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n);
+void fp32_to_bf16_row(const float *src, uint16_t *dst, int64_t n);
+
+// ---- (de)quantization -----------------------------------------------------------------------
+
+// dst[0..n) = the values of the n elements at src, for any supported type (embedding lookup).
+void dequantize_row(TensorType t, const void *src, float *dst, int64_t n);
+
+// Writes row_bytes(t, n) bytes in ggml's layout. n must be a multiple of the block size.
+void quantize_row_q8_0(const float *src, void *dst, int64_t n);
+void quantize_row_q4_0(const float *src, void *dst, int64_t n);
+// Simple (not ggml's search-based) K-quant encoders: good enough for synthetic models and tests.
+void quantize_row_q4_k(const float *src, void *dst, int64_t n);
+void quantize_row_q6_k(const float *src, void *dst, int64_t n);
+// Any supported type, F32/F16/BF16 included.
+void quantize_row(TensorType t, const float *src, void *dst, int64_t n);
+
+// ---- matrix multiply ------------------------------------------------------------------------
+
+// A borrowed weight matrix: `rows` rows of `cols` elements of `type`, row r starting at
+// data + r * row_stride bytes (row_stride >= row_bytes(type, cols); usually equal).
+struct WeightView {
+  TensorType type = TensorType::kF32;
+  const void *data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_stride = 0;
+
+  const void *row(int64_t r) const {
+    return static_cast<const char *>(data) + static_cast<size_t>(r) * row_stride;
+  }
+};
+// A view over a dense matrix (row_stride = row_bytes(type, cols)).
+WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int64_t cols);
+
+// y[t * rows + r] = dot(W row r, x[t * cols ...]) for t < n_tokens, r < W.rows.
+// x is n_tokens x W.cols floats, y is n_tokens x W.rows floats (must not alias x).
+// The activations are quantized once per call to the format the weight type multiplies with
+// (Q8_0 for Q8_0/Q4_0, Q8_K for K-quants; float for F32/F16/BF16), then W is read from memory
+// once for all tokens, so a batch of n tokens costs far less than n calls.
+// Scratch lives in thread-local buffers of the calling thread; steady state does not allocate.
+void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool);
+
+// Same, with y's rows `ldy` floats apart (ldy >= W.rows) so that several matmuls can write
+// side by side into one output (e.g. fused Q/K/V).
+void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int64_t ldy,
+            ThreadPool &pool);
+
+// ---- vector helpers for the forward pass -------------------------------------------------------
+
+// out = x / sqrt(mean(x^2) + eps) * weight. out may alias x.
+void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps);
+// In-place softmax over x[0..n), numerically stable (subtracts the max).
+void softmax(float *x, int64_t n);
+// out = silu(gate) * up (SwiGLU). out may alias gate or up.
+void silu_mul(const float *gate, const float *up, float *out, int64_t n);
+// out = a + b. out may alias a or b.
+void add(const float *a, const float *b, float *out, int64_t n);
+// x *= s.
+void scale(float *x, float s, int64_t n);
+float dot_f32(const float *a, const float *b, int64_t n);
+// y += a * x.
+void axpy(float a, const float *x, float *y, int64_t n);
+
+} // namespace gantry::engine::kernels

@@ -1,0 +1,222 @@
+// Portable kernels: the reference the AVX2 path is tested against, and the path for CPUs
+// without AVX2. Written for clarity first; the compiler auto-vectorizes the float loops.
+#include <algorithm>
+#include <cmath>
+
+#include "engine/kernels/kernels_impl.h"
+
+namespace gantry::engine::kernels::scalar {
+namespace {
+
+float dot_row(const WeightView &w, const void *row, const Activations &a, int64_t t) {
+  const int64_t n = w.cols;
+  switch (w.type) {
+  case TensorType::kF32: {
+    const auto *wr = static_cast<const float *>(row);
+    return dot_f32(wr, a.x + t * n, n);
+  }
+  case TensorType::kF16: {
+    const auto *wr = static_cast<const uint16_t *>(row);
+    const float *x = a.x + t * n;
+    float sum = 0;
+    for (int64_t i = 0; i < n; ++i)
+      sum += fp16_to_fp32(wr[i]) * x[i];
+    return sum;
+  }
+  case TensorType::kBF16: {
+    const auto *wr = static_cast<const uint16_t *>(row);
+    const float *x = a.x + t * n;
+    float sum = 0;
+    for (int64_t i = 0; i < n; ++i)
+      sum += bf16_to_fp32(wr[i]) * x[i];
+    return sum;
+  }
+  case TensorType::kQ8_0: {
+    const auto *b = static_cast<const BlockQ8_0 *>(row);
+    const int8_t *q = a.qs + t * n;
+    const float *d = a.d + t * n / kQK;
+    float sum = 0;
+    for (int64_t i = 0; i < n / kQK; ++i, q += kQK) {
+      int isum = 0;
+      for (int j = 0; j < kQK; ++j)
+        isum += b[i].qs[j] * q[j];
+      sum += fp16_to_fp32(b[i].d) * d[i] * static_cast<float>(isum);
+    }
+    return sum;
+  }
+  case TensorType::kQ4_0: {
+    const auto *b = static_cast<const BlockQ4_0 *>(row);
+    const int8_t *q = a.qs + t * n;
+    const float *d = a.d + t * n / kQK;
+    float sum = 0;
+    for (int64_t i = 0; i < n / kQK; ++i, q += kQK) {
+      int isum = 0;
+      for (int j = 0; j < kQK / 2; ++j) {
+        isum += ((b[i].qs[j] & 0x0F) - 8) * q[j] + ((b[i].qs[j] >> 4) - 8) * q[j + kQK / 2];
+      }
+      sum += fp16_to_fp32(b[i].d) * d[i] * static_cast<float>(isum);
+    }
+    return sum;
+  }
+  case TensorType::kQ4_K: {
+    const auto *b = static_cast<const BlockQ4_K *>(row);
+    const int8_t *q = a.qs + t * n;
+    const float *d = a.d + t * n / kQKK;
+    const int16_t *bs = a.bsums + t * n / 16;
+    float sum = 0;
+    for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK, bs += 16) {
+      int sumi = 0, summ = 0;
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        scale_min_k4(j, b[i].scales, &sc, &m);
+        const uint8_t *qs = b[i].qs + 32 * (j / 2);
+        const int shift = (j % 2) * 4;
+        int isum = 0;
+        for (int l = 0; l < 32; ++l)
+          isum += ((qs[l] >> shift) & 0x0F) * q[32 * j + l];
+        sumi += sc * isum;
+        summ += m * (bs[2 * j] + bs[2 * j + 1]);
+      }
+      sum += d[i] * (fp16_to_fp32(b[i].d) * static_cast<float>(sumi) -
+                     fp16_to_fp32(b[i].dmin) * static_cast<float>(summ));
+    }
+    return sum;
+  }
+  case TensorType::kQ6_K: {
+    const auto *b = static_cast<const BlockQ6_K *>(row);
+    const int8_t *q = a.qs + t * n;
+    const float *d = a.d + t * n / kQKK;
+    float sum = 0;
+    for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK) {
+      int sumi = 0;
+      for (int half = 0; half < 2; ++half) {
+        const uint8_t *ql = b[i].ql + 64 * half;
+        const uint8_t *qh = b[i].qh + 32 * half;
+        const int8_t *qa = q + 128 * half;
+        const int8_t *sc = b[i].scales + 8 * half;
+        for (int quarter = 0; quarter < 4; ++quarter) {
+          int isum[2] = {0, 0};
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t lo = ql[l + ((quarter & 1) ? 32 : 0)];
+            const int low4 = quarter < 2 ? (lo & 0x0F) : (lo >> 4);
+            const int v = (low4 | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
+            isum[l / 16] += v * qa[32 * quarter + l];
+          }
+          sumi += sc[2 * quarter] * isum[0] + sc[2 * quarter + 1] * isum[1];
+        }
+      }
+      sum += d[i] * fp16_to_fp32(b[i].d) * static_cast<float>(sumi);
+    }
+    return sum;
+  }
+  default: return 0;
+  }
+}
+
+} // namespace
+
+void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
+                 int64_t r1, float *y, int64_t ldy) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const void *row = w.row(r);
+    for (int64_t t = t0; t < t1; ++t)
+      y[t * ldy + r] = dot_row(w, row, a, t);
+  }
+}
+
+void quantize_act_q8(const float *x, int8_t *qs, float *d, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, qs += kQK) {
+    float amax = 0;
+    for (int j = 0; j < kQK; ++j)
+      amax = std::max(amax, std::fabs(x[j]));
+    d[b] = amax / 127.0f;
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < kQK; ++j)
+      qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+  }
+}
+
+void quantize_act_q8k(const float *x, int8_t *qs, float *d, int16_t *bsums, int64_t n) {
+  for (int64_t b = 0; b < n / kQKK; ++b, x += kQKK, qs += kQKK) {
+    float amax = 0;
+    for (int j = 0; j < kQKK; ++j)
+      amax = std::max(amax, std::fabs(x[j]));
+    d[b] = amax / 127.0f;
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < kQKK; ++j)
+      qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    for (int g = 0; g < kQKK / 16; ++g) {
+      int s = 0;
+      for (int l = 0; l < 16; ++l)
+        s += qs[16 * g + l];
+      *bsums++ = static_cast<int16_t>(s);
+    }
+  }
+}
+
+void fp16_to_fp32_row(const uint16_t *src, float *dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    dst[i] = kernels::fp16_to_fp32(src[i]);
+}
+void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    dst[i] = kernels::fp32_to_fp16(src[i]);
+}
+
+void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
+  double ss = 0; // double: n can be 8k+ and the sum spans orders of magnitude
+  for (int64_t i = 0; i < n; ++i)
+    ss += static_cast<double>(x[i]) * x[i];
+  const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = x[i] * inv * weight[i];
+}
+
+void softmax(float *x, int64_t n) {
+  if (n <= 0)
+    return;
+  const float mx = *std::max_element(x, x + n);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i)
+    x[i] *= inv;
+}
+
+void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void add(const float *a, const float *b, float *out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = a[i] + b[i];
+}
+
+void scale(float *x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] *= s;
+}
+
+float dot_f32(const float *a, const float *b, int64_t n) {
+  // Four partial sums: shorter dependency chains and closer to the AVX2 path's rounding.
+  float s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k)
+      s[k] += a[i + k] * b[i + k];
+  }
+  for (; i < n; ++i)
+    s[0] += a[i] * b[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+void axpy(float a, const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] += a * x[i];
+}
+
+} // namespace gantry::engine::kernels::scalar

@@ -1,0 +1,125 @@
+// The matmul driver: quantizes the activations once, then splits weight rows across the pool.
+#include <algorithm>
+#include <cassert>
+#include <vector>
+
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/kernels_impl.h"
+
+namespace gantry::engine::kernels {
+namespace {
+
+// Below this many multiply-adds a job finishes in a few microseconds and waking the pool would
+// cost as much as the work (the bundled 64-dim model lives entirely down here).
+constexpr int64_t kMinParallelMacs = int64_t{1} << 17;
+// Tokens processed against one chunk of weight rows before moving on; bounds the quantized
+// activations a thread touches (64 x 5632 bytes) so they stay in L2 while W's rows sit in L1.
+constexpr int64_t kTokenChunk = 64;
+
+// Scratch for quantized activations, owned by the thread that calls matmul (the engine thread)
+// and only read by pool workers during that call. Grows to the largest call, then stays.
+struct ActScratch {
+  std::vector<int8_t> qs;
+  std::vector<float> d;
+  std::vector<int16_t> bsums;
+};
+thread_local ActScratch t_scratch;
+
+template <typename T> T *ensure(std::vector<T> &v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n)
+    v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+inline bool use_avx2() { return active_isa() == Isa::kAvx2; }
+#endif
+
+void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t cols, Activations &a,
+                     ThreadPool &pool) {
+  a.x = x;
+  a.cols = cols;
+  if (kind == ActKind::kFloat)
+    return;
+  auto &s = t_scratch;
+  int8_t *qs = ensure(s.qs, n_tokens * cols);
+  const int64_t block = kind == ActKind::kQ8 ? kQK : kQKK;
+  float *d = ensure(s.d, n_tokens * cols / block);
+  int16_t *bsums = kind == ActKind::kQ8K ? ensure(s.bsums, n_tokens * cols / 16) : nullptr;
+  a.qs = qs;
+  a.d = d;
+  a.bsums = bsums;
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+  const bool avx2 = use_avx2();
+#endif
+  auto one = [&](int64_t t) {
+    const float *xt = x + t * cols;
+    if (kind == ActKind::kQ8) {
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+      if (avx2) {
+        avx2::quantize_act_q8(xt, qs + t * cols, d + t * cols / kQK, cols);
+        return;
+      }
+#endif
+      scalar::quantize_act_q8(xt, qs + t * cols, d + t * cols / kQK, cols);
+    } else {
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+      if (avx2) {
+        avx2::quantize_act_q8k(xt, qs + t * cols, d + t * cols / kQKK, bsums + t * cols / 16, cols);
+        return;
+      }
+#endif
+      scalar::quantize_act_q8k(xt, qs + t * cols, d + t * cols / kQKK, bsums + t * cols / 16, cols);
+    }
+  };
+  if (n_tokens * cols < 65536) {
+    for (int64_t t = 0; t < n_tokens; ++t)
+      one(t);
+  } else {
+    pool.parallel_for(n_tokens, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        one(t);
+    });
+  }
+}
+
+} // namespace
+
+WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int64_t cols) {
+  return WeightView{type, data, rows, cols, row_bytes(type, cols)};
+}
+
+void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool) {
+  matmul(w, x, n_tokens, y, w.rows, pool);
+}
+
+void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int64_t ldy,
+            ThreadPool &pool) {
+  assert(is_supported(w.type) && ldy >= w.rows);
+  if (n_tokens <= 0 || w.rows <= 0)
+    return;
+  Activations a;
+  quantize_tokens(act_kind(w.type), x, n_tokens, w.cols, a, pool);
+
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+  const auto rows_fn = use_avx2() ? &avx2::matmul_rows : &scalar::matmul_rows;
+#else
+  const auto rows_fn = &scalar::matmul_rows;
+#endif
+  auto work = [&](int64_t r0, int64_t r1) {
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenChunk) {
+      rows_fn(w, a, t0, std::min(n_tokens, t0 + kTokenChunk), r0, r1, y, ldy);
+    }
+  };
+  if (w.rows * w.cols * n_tokens < kMinParallelMacs || pool.size() == 1) {
+    work(0, w.rows);
+    return;
+  }
+  // Chunks are multiples of 4 rows (the kernels' row tile); several per thread so that a thread
+  // slowed by other processes on the machine does not leave the others idle at the end.
+  const int64_t chunks = pool.size() * (n_tokens > 1 ? 8 : 4);
+  const int64_t grain = std::max<int64_t>(4, (w.rows / chunks + 3) / 4 * 4);
+  pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
+}
+
+} // namespace gantry::engine::kernels

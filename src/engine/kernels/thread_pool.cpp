@@ -1,0 +1,93 @@
+#include "engine/kernels/thread_pool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace gantry::engine::kernels {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// How long a worker polls for the next job before sleeping. Between two matmuls of a layer the
+// engine thread does ~10-100 us of serial work (norms, attention); polling across that gap is
+// what keeps dispatch at a few microseconds. ~20k pauses is ~100-600 us depending on the CPU.
+constexpr int kWorkerSpins = 20000;
+// How long the caller polls for stragglers before yielding its core (on a machine with more
+// runnable threads than cores, a descheduled worker needs the core the caller spins on).
+constexpr int kCallerSpins = 4000;
+
+} // namespace
+
+ThreadPool::ThreadPool(int n_threads) {
+  if (n_threads <= 0)
+    n_threads = static_cast<int>(std::thread::hardware_concurrency());
+  n_threads_ = std::max(1, n_threads);
+  workers_.reserve(static_cast<size_t>(n_threads_ - 1));
+  for (int i = 1; i < n_threads_; ++i)
+    workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  stop_.store(true, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  generation_.notify_all();
+  for (auto &t : workers_)
+    t.join();
+}
+
+void ThreadPool::run(FunctionRef<void(int)> fn) {
+  if (n_threads_ == 1) {
+    fn(0);
+    return;
+  }
+  job_ = &fn;
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  // seq_cst pairs with the worker's sleepers_ increment: either the worker sees the new
+  // generation before sleeping or we see it asleep and pay for the futex wake.
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0)
+    generation_.notify_all();
+
+  fn(0);
+
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kCallerSpins) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  job_ = nullptr;
+}
+
+void ThreadPool::worker_loop(int index) {
+  // Not generation_.load(): run() may already have bumped it before this thread got going.
+  uint32_t seen = 0;
+  for (;;) {
+    uint32_t gen = generation_.load(std::memory_order_acquire);
+    for (int spins = 0; gen == seen && spins < kWorkerSpins; ++spins) {
+      cpu_relax();
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    while (gen == seen) {
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      generation_.wait(seen, std::memory_order_seq_cst);
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    seen = gen;
+    if (stop_.load(std::memory_order_relaxed))
+      return;
+    (*job_)(index);
+    pending_.fetch_sub(1, std::memory_order_release);
+  }
+}
+
+} // namespace gantry::engine::kernels

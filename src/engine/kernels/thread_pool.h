@@ -1,0 +1,94 @@
+// A fixed pool of compute threads for the engine's kernels (matmul, quantization).
+//
+// Thread ownership: a ThreadPool is owned and driven by exactly one thread (the engine thread);
+// run()/parallel_for() must not be called concurrently or from inside a job. That thread takes
+// part in every job as thread index 0, so a pool of N threads starts N-1 workers. Workers spin
+// briefly after each job (a forward pass dispatches hundreds of jobs per token, so waking from a
+// futex each time would cost more than the work) and then sleep on a futex until the next job.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace gantry::engine::kernels {
+
+// A non-owning reference to a callable, so that dispatch never allocates (std::function may).
+template <typename Sig> class FunctionRef;
+template <typename R, typename... Args> class FunctionRef<R(Args...)> {
+public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F &&f) // NOLINT(google-explicit-constructor): used like a function parameter
+      : obj_(const_cast<void *>(static_cast<const void *>(&f))),
+        call_([](void *obj, Args... args) -> R {
+          return (*static_cast<std::remove_reference_t<F> *>(obj))(std::forward<Args>(args)...);
+        }) {}
+  R operator()(Args... args) const { return call_(obj_, std::forward<Args>(args)...); }
+
+private:
+  void *obj_;
+  R (*call_)(void *, Args...);
+};
+
+class ThreadPool {
+public:
+  // n_threads <= 0 means one thread per hardware thread (std::thread::hardware_concurrency).
+  explicit ThreadPool(int n_threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool &) = delete;
+  ThreadPool &operator=(const ThreadPool &) = delete;
+
+  // Total threads taking part in a job, the calling thread included.
+  int size() const { return n_threads_; }
+
+  // Runs fn(thread) once on every thread, thread in [0, size()), the caller being 0; returns
+  // when all have finished.
+  void run(FunctionRef<void(int)> fn);
+
+  // Splits [0, n) into chunks of `grain` items (the last may be shorter) handed out dynamically,
+  // so a thread that was descheduled on a busy machine does not hold everyone back. Calls
+  // fn(begin, end, thread) for each chunk. Runs inline when a single chunk covers n.
+  template <typename F> void parallel_for(int64_t n, int64_t grain, F &&fn) {
+    if (n <= 0)
+      return;
+    grain = std::max<int64_t>(grain, 1);
+    if (n <= grain || n_threads_ == 1) {
+      for (int64_t b = 0; b < n; b += grain)
+        fn(b, std::min(n, b + grain), 0);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    run([&](int thread) {
+      for (;;) {
+        const int64_t b = next.fetch_add(grain, std::memory_order_relaxed);
+        if (b >= n)
+          break;
+        fn(b, std::min(n, b + grain), thread);
+      }
+    });
+  }
+
+  // Like parallel_for with a grain chosen to give each thread a few chunks.
+  template <typename F> void parallel_for(int64_t n, F &&fn) {
+    const int64_t chunks = static_cast<int64_t>(n_threads_) * 4;
+    parallel_for(n, (n + chunks - 1) / chunks, std::forward<F>(fn));
+  }
+
+private:
+  void worker_loop(int index);
+
+  int n_threads_ = 1;
+  std::vector<std::thread> workers_;
+  // Bumped once per job; workers wait for it to change.
+  alignas(64) std::atomic<uint32_t> generation_{0};
+  alignas(64) std::atomic<int> sleepers_{0};
+  alignas(64) std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  const FunctionRef<void(int)> *job_ = nullptr;
+};
+
+} // namespace gantry::engine::kernels

@@ -1,0 +1,197 @@
+// matmul against a double-precision reference on dequantized weights, for every weight type,
+// both instruction sets, several token counts and thread counts.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/kernels/kernels.h"
+#include "kernels_test_util.h"
+
+namespace gantry::engine::kernels {
+namespace {
+
+using testing::available_isas;
+using testing::isa_name;
+using testing::random_floats;
+using testing::ScopedIsa;
+
+const TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
+                                TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                                TensorType::kQ6_K};
+
+std::string name(TensorType t) { return std::string(gguf::type_traits(t).name); }
+
+// A weight matrix built by quantizing random floats (or, for `raw`, from random bytes with
+// sane block scales, so that every bit pattern of the quants and packed scales is exercised).
+struct Matrix {
+  TensorType type;
+  int64_t rows, cols;
+  std::vector<uint8_t> data;
+  std::vector<float> dequant; // rows x cols, what the kernels should be computing with
+
+  WeightView view() const { return make_weight_view(type, data.data(), rows, cols); }
+};
+
+Matrix make_matrix(TensorType t, int64_t rows, int64_t cols, uint32_t seed, bool raw) {
+  Matrix m{t, rows, cols, {}, {}};
+  const size_t rb = row_bytes(t, cols);
+  m.data.resize(rb * static_cast<size_t>(rows));
+  if (raw && t != TensorType::kF32 && t != TensorType::kF16 && t != TensorType::kBF16) {
+    std::mt19937 rng(seed);
+    for (auto &b : m.data)
+      b = static_cast<uint8_t>(rng());
+    // Overwrite the fp16 scales with small positive/negative values.
+    const auto tr = gguf::type_traits(t);
+    std::uniform_real_distribution<float> dist(-0.02f, 0.02f);
+    for (size_t off = 0; off < m.data.size(); off += tr.block_bytes) {
+      auto put = [&](size_t at) {
+        const uint16_t h = fp32_to_fp16(dist(rng));
+        std::memcpy(&m.data[off + at], &h, 2);
+      };
+      if (t == TensorType::kQ8_0 || t == TensorType::kQ4_0)
+        put(0);
+      if (t == TensorType::kQ4_K) {
+        put(0);
+        put(2);
+      }
+      if (t == TensorType::kQ6_K)
+        put(208);
+    }
+  } else {
+    auto w = random_floats(rows * cols, seed, 0.05f);
+    for (int64_t r = 0; r < rows; ++r) {
+      quantize_row(t, w.data() + r * cols, m.data.data() + static_cast<size_t>(r) * rb, cols);
+    }
+  }
+  m.dequant.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(t, m.data.data() + static_cast<size_t>(r) * rb, m.dequant.data() + r * cols,
+                   cols);
+  }
+  return m;
+}
+
+// |error| allowed for one output: activation quantization error (half a step of the 8-bit
+// block scale, summed over |w|) plus float accumulation error.
+double tolerance(const Matrix &m, int64_t r, const float *x, bool quantized_acts) {
+  const int64_t block = (m.type == TensorType::kQ4_K || m.type == TensorType::kQ6_K) ? 256 : 32;
+  double tol = 0, mag = 0;
+  for (int64_t b = 0; b < m.cols; b += block) {
+    double amax = 0, wsum = 0;
+    for (int64_t i = b; i < b + block; ++i) {
+      amax = std::max(amax, std::fabs(static_cast<double>(x[i])));
+      wsum += std::fabs(static_cast<double>(m.dequant[static_cast<size_t>(r * m.cols + i)]));
+      mag += std::fabs(static_cast<double>(m.dequant[static_cast<size_t>(r * m.cols + i)]) * x[i]);
+    }
+    if (quantized_acts)
+      tol += wsum * amax / 127.0 * 0.5;
+  }
+  return tol * 1.01 + mag * 2e-5 + 1e-6;
+}
+
+void check_matmul(const Matrix &m, int64_t n_tokens, ThreadPool &pool, uint32_t seed,
+                  const std::string &what) {
+  auto x = random_floats(n_tokens * m.cols, seed);
+  const int64_t ldy = m.rows + 3; // also checks that the padding is left alone
+  std::vector<float> y(static_cast<size_t>(n_tokens * ldy), -777.0f);
+  matmul(m.view(), x.data(), n_tokens, y.data(), ldy, pool);
+  const bool quantized =
+      m.type != TensorType::kF32 && m.type != TensorType::kF16 && m.type != TensorType::kBF16;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float *xt = x.data() + t * m.cols;
+    for (int64_t r = 0; r < m.rows; ++r) {
+      double want = 0;
+      for (int64_t i = 0; i < m.cols; ++i) {
+        want += static_cast<double>(m.dequant[static_cast<size_t>(r * m.cols + i)]) * xt[i];
+      }
+      const float got = y[static_cast<size_t>(t * ldy + r)];
+      ASSERT_NEAR(got, want, tolerance(m, r, xt, quantized))
+          << what << " token " << t << " row " << r;
+    }
+    for (int64_t r = m.rows; r < ldy; ++r) {
+      ASSERT_EQ(y[static_cast<size_t>(t * ldy + r)], -777.0f) << what << " wrote padding";
+    }
+  }
+}
+
+TEST(MatmulTest, AllTypesTokenCountsAndIsas) {
+  ThreadPool pool(2);
+  for (Isa isa : available_isas()) {
+    ScopedIsa scope(isa);
+    for (TensorType t : kAllTypes) {
+      for (bool raw : {false, true}) {
+        for (int64_t rows : {int64_t{1}, int64_t{7}, int64_t{37}}) {
+          const Matrix m = make_matrix(t, rows, 512, static_cast<uint32_t>(rows) + 1, raw);
+          for (int64_t n : {1, 3, 8, 33}) {
+            check_matmul(m, n, pool, static_cast<uint32_t>(n) * 13,
+                         std::string(isa_name(isa)) + " " + name(t) + (raw ? " raw" : "") +
+                             " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Big enough to be split across threads and across token chunks.
+TEST(MatmulTest, ThreadedAndChunked) {
+  for (int threads : {1, 3}) {
+    ThreadPool pool(threads);
+    for (Isa isa : available_isas()) {
+      ScopedIsa scope(isa);
+      for (TensorType t : kAllTypes) {
+        const Matrix m = make_matrix(t, 101, 768, 7, false);
+        for (int64_t n : {2, 70}) {
+          check_matmul(m, n, pool, 99,
+                       std::string(isa_name(isa)) + " " + name(t) +
+                           " threads=" + std::to_string(threads) + " n=" + std::to_string(n));
+        }
+      }
+    }
+  }
+}
+
+// The tiny bundled model: 64-wide F32 matrices.
+TEST(MatmulTest, TinyF32) {
+  ThreadPool pool(2);
+  for (Isa isa : available_isas()) {
+    ScopedIsa scope(isa);
+    const Matrix m = make_matrix(TensorType::kF32, 64, 64, 3, false);
+    for (int64_t n : {1, 5})
+      check_matmul(m, n, pool, 5, isa_name(isa));
+    const Matrix odd = make_matrix(TensorType::kF32, 5, 13, 3, false);
+    check_matmul(odd, 3, pool, 5, std::string(isa_name(isa)) + " 5x13");
+  }
+}
+
+// The AVX2 path must agree with the scalar one far more closely than with the float reference:
+// both see the same quantized activations.
+TEST(MatmulTest, Avx2MatchesScalar) {
+  if (detected_isa() != Isa::kAvx2)
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  ThreadPool pool(2);
+  for (TensorType t : kAllTypes) {
+    const Matrix m = make_matrix(t, 19, 1024, 11, true);
+    const int64_t n = 9;
+    auto x = random_floats(n * m.cols, 17);
+    std::vector<float> ys(static_cast<size_t>(n * m.rows)), yv(ys.size());
+    {
+      ScopedIsa scope(Isa::kScalar);
+      matmul(m.view(), x.data(), n, ys.data(), pool);
+    }
+    {
+      ScopedIsa scope(Isa::kAvx2);
+      matmul(m.view(), x.data(), n, yv.data(), pool);
+    }
+    for (size_t i = 0; i < ys.size(); ++i) {
+      ASSERT_NEAR(yv[i], ys[i], 1e-4 * std::fabs(ys[i]) + 1e-4) << name(t) << " at " << i;
+    }
+  }
+}
+
+} // namespace
+} // namespace gantry::engine::kernels
