@@ -37,7 +37,10 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);
-  generation_.notify_all();
+  {
+    std::lock_guard<std::mutex> lk(sleep_mu_);
+  }
+  sleep_cv_.notify_all();
   for (auto &t : workers_)
     t.join();
 }
@@ -52,8 +55,13 @@ void ThreadPool::run(FunctionRef<void(int)> fn) {
   // seq_cst pairs with the worker's sleepers_ increment: either the worker sees the new
   // generation before sleeping or we see it asleep and pay for the futex wake.
   generation_.fetch_add(1, std::memory_order_seq_cst);
-  if (sleepers_.load(std::memory_order_seq_cst) > 0)
-    generation_.notify_all();
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    // Taking the mutex orders this notify after a worker that counted itself as a sleeper has
+    // either seen the new generation or entered the wait (libstdc++ 12's atomic::wait lost
+    // wake-ups here and hung the engine).
+    { std::lock_guard<std::mutex> lk(sleep_mu_); }
+    sleep_cv_.notify_all();
+  }
 
   fn(0);
 
@@ -76,11 +84,11 @@ void ThreadPool::worker_loop(int index) {
       cpu_relax();
       gen = generation_.load(std::memory_order_acquire);
     }
-    while (gen == seen) {
+    if (gen == seen) {
+      std::unique_lock<std::mutex> lk(sleep_mu_);
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
-      generation_.wait(seen, std::memory_order_seq_cst);
+      while ((gen = generation_.load(std::memory_order_seq_cst)) == seen) sleep_cv_.wait(lk);
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
-      gen = generation_.load(std::memory_order_acquire);
     }
     seen = gen;
     if (stop_.load(std::memory_order_relaxed))

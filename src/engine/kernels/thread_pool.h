@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <thread>
 #include <type_traits>
@@ -88,6 +90,8 @@ private:
   alignas(64) std::atomic<int> sleepers_{0};
   alignas(64) std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::mutex sleep_mu_;
+  std::condition_variable sleep_cv_;
   const FunctionRef<void(int)> *job_ = nullptr;
 };
 

@@ -6,7 +6,8 @@ namespace gantry::engine {
 
 KvCache::KvCache(int n_layer, int kv_dim, int n_blocks)
     : n_layer_(n_layer), kv_dim_(kv_dim), n_blocks_(n_blocks),
-      data_(static_cast<size_t>(n_layer) * 2 * n_blocks * kBlockSize * kv_dim, 0.0f),
+      size_(static_cast<size_t>(n_layer) * 2 * n_blocks * kBlockSize * kv_dim),
+      data_(new float[size_]),
       refs_(n_blocks, 0) {
   free_.reserve(n_blocks);
   // Lowest ids on top so that allocation order is predictable in tests.

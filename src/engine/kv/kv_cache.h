@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -28,7 +29,7 @@ public:
   int n_blocks() const { return n_blocks_; }
   int n_free() const { return static_cast<int>(free_.size()); }
   int n_used() const { return n_blocks_ - n_free(); }
-  size_t bytes() const { return data_.size() * sizeof(float); }
+  size_t bytes() const { return size_ * sizeof(float); }
 
   std::optional<int32_t> allocate();
   // Adds a reference to an allocated block (prefix sharing).
@@ -50,13 +51,16 @@ public:
 private:
   float *row(int layer, int kv, int32_t block, int slot) {
     size_t idx = ((static_cast<size_t>(layer) * 2 + kv) * n_blocks_ + block) * kBlockSize + slot;
-    return data_.data() + idx * kv_dim_;
+    return data_.get() + idx * kv_dim_;
   }
 
   int n_layer_;
   int kv_dim_;
   int n_blocks_;
-  std::vector<float> data_;
+  size_t size_;
+  // Not zero-initialised: pages are only committed when a sequence first writes them, so a
+  // large budget costs nothing until it is used.
+  std::unique_ptr<float[]> data_;
   std::vector<int32_t> free_; // stack of free block ids
   std::vector<int32_t> refs_;
 };

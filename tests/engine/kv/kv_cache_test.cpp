@@ -1,0 +1,46 @@
+#include "engine/kv/kv_cache.h"
+
+#include <gtest/gtest.h>
+
+namespace gantry::engine {
+namespace {
+
+TEST(KvCacheTest, AllocatesUntilTheBudgetAndRecyclesReleasedBlocks) {
+  const int n_layer = 2, kv_dim = 8;
+  const size_t budget = KvCache::bytes_per_block(n_layer, kv_dim) * 3 + 100;
+  const int n = KvCache::blocks_for_budget(n_layer, kv_dim, budget);
+  EXPECT_EQ(n, 3);
+  KvCache kv(n_layer, kv_dim, n);
+  EXPECT_LE(kv.bytes(), budget);
+  auto a = kv.allocate(), b = kv.allocate(), c = kv.allocate();
+  ASSERT_TRUE(a && b && c);
+  EXPECT_FALSE(kv.allocate().has_value()) << "the budget is fixed";
+  kv.retain(*b);
+  kv.release(*b);
+  EXPECT_EQ(kv.n_free(), 0) << "a shared block stays allocated until its last release";
+  kv.release(*b);
+  EXPECT_EQ(kv.n_free(), 1);
+  EXPECT_EQ(kv.allocate(), b);
+}
+
+TEST(KvCacheTest, RowsOfDifferentLayersBlocksAndSlotsDoNotOverlap) {
+  KvCache kv(2, 4, 2);
+  for (int l = 0; l < 2; ++l)
+    for (int b = 0; b < 2; ++b)
+      for (int s = 0; s < KvCache::kBlockSize; ++s) {
+        kv.k(l, b, s)[3] = static_cast<float>(l * 1000 + b * 100 + s);
+        kv.v(l, b, s)[0] = -static_cast<float>(l * 1000 + b * 100 + s);
+      }
+  EXPECT_EQ(kv.k(1, 1, 15)[3], 1115.0f);
+  EXPECT_EQ(kv.v(0, 1, 2)[0], -102.0f);
+  EXPECT_EQ(kv.k(0, 0, 0)[3], 0.0f);
+}
+
+TEST(KvCacheTest, BlocksForTokensRoundsUp) {
+  EXPECT_EQ(KvCache::blocks_for_tokens(1), 1);
+  EXPECT_EQ(KvCache::blocks_for_tokens(16), 1);
+  EXPECT_EQ(KvCache::blocks_for_tokens(17), 2);
+}
+
+} // namespace
+} // namespace gantry::engine
