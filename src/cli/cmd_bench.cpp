@@ -93,7 +93,7 @@ int run_bench(BenchOptions o) {
   run(eng, cfg.n_vocab, 1, 16, 4, 1);
 
   std::vector<double> pp, tg, btg;
-  Progress prog("bench", stderr);
+  Progress prog("bench", /*bytes=*/false);
   const int total = o.reps * 3;
   int done = 0;
   for (int r = 0; r < o.reps; ++r) {

@@ -4,11 +4,12 @@
 
 namespace gantry::cli {
 
-Progress::Progress(std::string label, FILE *out)
-    : label_(std::move(label)), out_(out), tty_(isatty(fileno(out)) != 0) {}
+Progress::Progress(std::string label, bool bytes, FILE *out)
+    : label_(std::move(label)), out_(out), bytes_(bytes), tty_(isatty(fileno(out)) != 0) {}
 
 void Progress::update(uint64_t done, uint64_t total) {
   if (total == 0 || finished_) return;
+  if (bytes_ && total < (uint64_t{64} << 20)) return;
   const double frac = static_cast<double>(done) / static_cast<double>(total);
   if (tty_) {
     constexpr int kWidth = 40;
@@ -17,8 +18,14 @@ void Progress::update(uint64_t done, uint64_t total) {
     last_width_ = filled;
     std::string bar(filled, '#');
     bar.resize(kWidth, '.');
-    std::fprintf(out_, "\r%s [%s] %3d%% (%.1f/%.1f MiB)", label_.c_str(), bar.c_str(),
-                 static_cast<int>(frac * 100), done / 1048576.0, total / 1048576.0);
+    if (bytes_) {
+      std::fprintf(out_, "\r%s [%s] %3d%% (%.1f/%.1f MiB)", label_.c_str(), bar.c_str(),
+                   static_cast<int>(frac * 100), done / 1048576.0, total / 1048576.0);
+    } else {
+      std::fprintf(out_, "\r%s [%s] %3d%% (%llu/%llu)", label_.c_str(), bar.c_str(),
+                   static_cast<int>(frac * 100), static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(total));
+    }
     std::fflush(out_);
   } else {
     int decile = static_cast<int>(frac * 10);

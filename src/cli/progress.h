@@ -12,13 +12,16 @@ namespace gantry::cli {
 
 class Progress {
 public:
-  Progress(std::string label, FILE *out = stderr);
+  // `bytes`: totals are byte counts (shown in MiB, and work under 64 MiB is too quick to need
+  // a progress display); otherwise totals are plain steps.
+  Progress(std::string label, bool bytes = true, FILE *out = stderr);
   void update(uint64_t done, uint64_t total);
   void finish();
 
 private:
   std::string label_;
   FILE *out_;
+  bool bytes_;
   bool tty_;
   int last_decile_ = -1;
   int last_width_ = -1;
