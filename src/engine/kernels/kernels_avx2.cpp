@@ -41,12 +41,13 @@ template <TensorType kType> GANTRY_AVX2_INLINE __m256i load_weights(const void *
     return _mm256_loadu_si256(
         reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(block)->qs));
   } else {
-    const __m128i packed = _mm_loadu_si128(
-        reinterpret_cast<const __m128i *>(static_cast<const BlockQ4_0 *>(block)->qs));
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_and_si128(packed, mask);
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+    // Both 128-bit lanes get the 16 packed bytes; shifting the upper lane's 64-bit words right
+    // by 4 brings each byte's high nibble down (the bits shifted in are masked off).
+    const __m256i packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+        reinterpret_cast<const __m128i *>(static_cast<const BlockQ4_0 *>(block)->qs)));
+    const __m256i nibbles = _mm256_and_si256(
+        _mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
+    return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
   }
 }
 

@@ -12,9 +12,11 @@ namespace {
 // Below this many multiply-adds a job finishes in a few microseconds and waking the pool would
 // cost as much as the work (the bundled 64-dim model lives entirely down here).
 constexpr int64_t kMinParallelMacs = int64_t{1} << 17;
-// Tokens processed against one chunk of weight rows before moving on; bounds the quantized
-// activations a thread touches (64 x 5632 bytes) so they stay in L2 while W's rows sit in L1.
-constexpr int64_t kTokenChunk = 64;
+// Bytes of activations (int8 or float, per token row) one pass over a chunk of weight rows
+// touches, and bytes of weights in such a chunk: both sized to share a 512 KiB L2 (Zen3), so
+// that for a long prompt each weight byte comes from DRAM once and is reused from cache.
+constexpr int64_t kActChunkBytes = 128 * 1024;
+constexpr int64_t kWeightChunkBytes = 192 * 1024;
 
 // Scratch for quantized activations, owned by the thread that calls matmul (the engine thread)
 // and only read by pool workers during that call. Grows to the largest call, then stays.
@@ -106,9 +108,11 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
 #else
   const auto rows_fn = &scalar::matmul_rows;
 #endif
+  const int64_t act_row_bytes = w.cols * (act_kind(w.type) == ActKind::kFloat ? 4 : 1);
+  const int64_t token_chunk = std::max<int64_t>(4, kActChunkBytes / act_row_bytes);
   auto work = [&](int64_t r0, int64_t r1) {
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenChunk) {
-      rows_fn(w, a, t0, std::min(n_tokens, t0 + kTokenChunk), r0, r1, y, ldy);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += token_chunk) {
+      rows_fn(w, a, t0, std::min(n_tokens, t0 + token_chunk), r0, r1, y, ldy);
     }
   };
   if (w.rows * w.cols * n_tokens < kMinParallelMacs || pool.size() == 1) {
@@ -117,8 +121,12 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   }
   // Chunks are multiples of 4 rows (the kernels' row tile); several per thread so that a thread
   // slowed by other processes on the machine does not leave the others idle at the end.
-  const int64_t chunks = pool.size() * (n_tokens > 1 ? 8 : 4);
-  const int64_t grain = std::max<int64_t>(4, (w.rows / chunks + 3) / 4 * 4);
+  int64_t grain = w.rows / (pool.size() * 4);
+  if (n_tokens > token_chunk) {
+    // Several token chunks per row chunk: keep the row chunk cache-sized.
+    grain = std::min<int64_t>(grain, kWeightChunkBytes / static_cast<int64_t>(w.row_stride));
+  }
+  grain = std::max<int64_t>(4, (grain + 3) / 4 * 4);
   pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
 }
 

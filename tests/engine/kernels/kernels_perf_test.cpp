@@ -1,6 +1,7 @@
 // Throughput of matmul on TinyLlama-sized matrices. Disabled by default: it takes seconds and its
 // numbers mean something only on a quiet machine. Run with
 //   kernels_test --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Perf*'
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -38,6 +39,25 @@ TEST(KernelsPerf, DISABLED_PerfTinyLlamaFfn) {
   std::printf("isa=%s threads=%d, W = %lld x %lld\n",
               active_isa() == Isa::kAvx2 ? "avx2" : "scalar", pool.size(),
               static_cast<long long>(rows), static_cast<long long>(cols));
+  {
+    // What the memory system gives two threads, to judge the n=1 numbers against.
+    const std::vector<float> big(size_t{64} << 20, 1.0f);
+    const int64_t n = static_cast<int64_t>(big.size());
+    std::atomic<int64_t> sink{0};
+    auto read_all = [&] {
+      pool.parallel_for(n, n / 8, [&](int64_t b, int64_t e, int) {
+        sink += static_cast<int64_t>(dot_f32(big.data() + b, big.data() + b, e - b) > 0);
+      });
+    };
+    read_all();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 5; ++i)
+      read_all();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 5;
+    std::printf("read bandwidth (dot_f32, 256 MB): %.1f GB/s\n",
+                static_cast<double>(n) * 4 / 1e9 / s);
+  }
   for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kF16, TensorType::kQ4_K,
                        TensorType::kQ6_K}) {
     const size_t rb = row_bytes(t, cols);
