@@ -1,0 +1,83 @@
+// The OpenAI wire format: JSON request bodies parsed into native request types at the edge, and
+// native results rendered back into OpenAI-shaped JSON and SSE chunks. Nothing else in Gantry
+// knows the JSON field names.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/chat_template.h"
+#include "core/result.h"
+#include "engine/sampling/sampler.h"
+
+namespace gantry::api {
+
+enum class Endpoint { kChatCompletions, kCompletions };
+
+// Largest `n` we accept: each choice is a sequence in the engine, so n multiplies the cost.
+constexpr int kMaxChoices = 16;
+
+struct InferenceRequest {
+  Endpoint endpoint = Endpoint::kChatCompletions;
+  std::string model;
+  std::vector<ChatMessage> messages;          // chat
+  std::string prompt;                          // completions, text form
+  std::optional<std::vector<int32_t>> prompt_ids; // completions, token-id form
+  engine::SamplingParams sampling;
+  std::optional<int> max_tokens; // absent: up to the context (capped by the server's default)
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false; // stream_options.include_usage
+  int n = 1;
+  bool echo = false;       // completions: prepend the prompt to the text
+  bool ignore_eos = false; // vLLM extension
+  std::string user;
+};
+
+// Parses and validates a body. Errors carry the offending field in `param` and a message in
+// OpenAI's style; unknown fields are rejected (as the OpenAI API does) so that typos surface.
+Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_view body);
+
+struct Usage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  int cached_tokens = 0;
+};
+
+struct Choice {
+  int index = 0;
+  std::string text;
+  std::string finish_reason; // "stop" | "length"
+};
+
+struct ResponseMeta {
+  std::string id; // "chatcmpl-..." / "cmpl-..."
+  std::string model;
+  int64_t created = 0; // unix seconds
+};
+
+std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
+                            const std::vector<Choice> &choices, const Usage &usage);
+
+// One streaming chunk for choice `index`. `role_delta` adds {"role":"assistant"} (first chat
+// chunk); `finish_reason` empty means null. include_usage adds "usage":null as OpenAI does.
+std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
+                         std::string_view text, bool role_delta, std::string_view finish_reason,
+                         bool include_usage);
+// The final usage-only chunk of stream_options.include_usage (empty choices).
+std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, const Usage &usage);
+
+struct ModelCard {
+  std::string id;
+  int64_t created = 0;
+  int context_length = 0;
+};
+std::string render_model_list(const std::vector<ModelCard> &models);
+std::string render_model(const ModelCard &model);
+
+std::string id_prefix(Endpoint endpoint);
+
+} // namespace gantry::api

@@ -1,0 +1,170 @@
+// `gantry serve`: the OpenAI-compatible server. Defaults < --config TOML < GANTRY_* < flags.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <pthread.h>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "server/gateway.h"
+
+namespace gantry::cli {
+namespace {
+
+struct ServeFlags {
+  std::string config_file;
+  std::string host;
+  int port = -1;
+  std::vector<std::string> models;
+  std::string data_dir;
+  int threads = -1;
+  int max_seqs = -1;
+  int max_batch_tokens = -1;
+  int kv_mb = -1;
+  int ctx = -1;
+  int io_threads = -1;
+  int max_queued_requests = -1;
+  int64_t max_queued_tokens = -1;
+  int default_max_tokens = -1;
+  std::string chat_template;
+};
+
+int run_serve(const ServeFlags &f) {
+  server::ServerConfig cfg;
+  if (!f.config_file.empty()) {
+    auto st = server::apply_toml_file(f.config_file, cfg);
+    if (!st) {
+      std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
+      return 2;
+    }
+  }
+  if (auto st = server::apply_env(server::process_env(), cfg); !st) {
+    std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
+    return 2;
+  }
+  if (!f.host.empty()) cfg.host = f.host;
+  if (f.port >= 0) cfg.port = f.port;
+  if (!f.data_dir.empty()) cfg.data_dir = f.data_dir;
+  if (f.io_threads > 0) cfg.io_threads = f.io_threads;
+  if (f.max_queued_requests > 0) cfg.max_queued_requests = f.max_queued_requests;
+  if (f.max_queued_tokens > 0) cfg.max_queued_tokens = f.max_queued_tokens;
+  if (f.default_max_tokens > 0) cfg.default_max_tokens = f.default_max_tokens;
+  if (!f.models.empty()) {
+    cfg.models.clear();
+    for (const auto &m : f.models) {
+      auto spec = server::parse_model_arg(m);
+      if (!spec) {
+        std::fprintf(stderr, "error: %s\n", spec.error().message.c_str());
+        return 2;
+      }
+      cfg.models.push_back(*spec);
+    }
+  }
+  if (cfg.models.empty()) {
+    auto spec = server::parse_model_arg(default_model_path());
+    cfg.models.push_back(*spec);
+  }
+  for (auto &m : cfg.models) {
+    if (f.threads >= 0) m.threads = f.threads;
+    if (f.max_seqs > 0) m.max_seqs = f.max_seqs;
+    if (f.max_batch_tokens > 0) m.max_batch_tokens = f.max_batch_tokens;
+    if (f.kv_mb > 0) m.kv_mb = f.kv_mb;
+    if (f.ctx > 0) m.ctx = f.ctx;
+    if (!f.chat_template.empty()) m.chat_template = f.chat_template;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.data_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "error: config 'data_dir': cannot create %s: %s\n", cfg.data_dir.c_str(),
+                 ec.message().c_str());
+    return 2;
+  }
+
+  // Signals are taken synchronously by this thread (sigwait) so that shutdown runs as normal
+  // code, not in a signal handler. Block them before any thread starts so all inherit the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  SystemClock clock;
+  std::unique_ptr<Progress> bar;
+  std::string bar_model;
+  auto gw = server::Gateway::create(cfg, clock, [&](const std::string &m, uint64_t d, uint64_t t) {
+    if (m != bar_model) {
+      if (bar) bar->finish();
+      bar = std::make_unique<Progress>("loading " + m);
+      bar_model = m;
+    }
+    bar->update(d, t);
+  });
+  if (bar) bar->finish();
+  if (!gw) {
+    std::fprintf(stderr, "error: %s\n", gw.error().message.c_str());
+    return 1;
+  }
+  for (const auto &m : (*gw)->models()) {
+    if (!m->template_recognized) {
+      std::fprintf(stderr,
+                   "warning: model '%s': chat template not recognised; using %s. Set "
+                   "chat_template in the config to choose one.\n",
+                   m->spec.name.c_str(), std::string(api::chat_format_name(m->chat_format)).c_str());
+    }
+  }
+  if (auto st = (*gw)->start(); !st) {
+    std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
+    return 1;
+  }
+  const auto &first = (*gw)->models().front()->spec.name;
+  const std::string url = "http://" + cfg.host + ":" + std::to_string((*gw)->port());
+  std::printf("Gantry listening on %s\n", url.c_str());
+  for (const auto &m : (*gw)->models()) {
+    std::printf("  model %-20s %s (chat template: %s)\n", m->spec.name.c_str(),
+                m->spec.path.c_str(), std::string(api::chat_format_name(m->chat_format)).c_str());
+  }
+  std::printf("Try:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+              "    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon "
+              "a time\"}],\"max_tokens\":64}'\n",
+              url.c_str(), first.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  std::printf("received %s, shutting down (grace %llds)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+              static_cast<long long>(cfg.shutdown_grace.count() / 1000));
+  std::fflush(stdout);
+  const bool clean = (*gw)->shutdown();
+  std::printf("shutdown %s\n", clean ? "complete" : "complete (in-flight requests cancelled)");
+  return 0;
+}
+
+} // namespace
+
+void register_serve_command(CLI::App &app, int &rc) {
+  static ServeFlags f;
+  auto *cmd = app.add_subcommand("serve", "Serve models over an OpenAI-compatible HTTP API");
+  cmd->add_option("--config", f.config_file, "TOML config file");
+  cmd->add_option("--host", f.host, "bind address (default 127.0.0.1)");
+  cmd->add_option("--port", f.port, "port (default 8080; 0 = any free port)");
+  cmd->add_option("--model,-m", f.models,
+                  "model to serve, NAME=PATH or PATH (repeatable; default: the bundled model)");
+  cmd->add_option("--data-dir", f.data_dir, "where state lives (default ./gantry-data)");
+  cmd->add_option("--threads,-t", f.threads, "compute threads per model (0 = one per core)");
+  cmd->add_option("--max-seqs", f.max_seqs, "sequences generating together per model");
+  cmd->add_option("--max-batch-tokens", f.max_batch_tokens, "tokens per engine step");
+  cmd->add_option("--kv-mb", f.kv_mb, "KV cache budget per model in MiB");
+  cmd->add_option("--ctx", f.ctx, "context length per sequence (default: the model's)");
+  cmd->add_option("--io-threads", f.io_threads, "HTTP I/O threads");
+  cmd->add_option("--max-queued-requests", f.max_queued_requests, "waiting requests before 429");
+  cmd->add_option("--max-queued-tokens", f.max_queued_tokens, "waiting prompt tokens before 429");
+  cmd->add_option("--default-max-tokens", f.default_max_tokens,
+                  "completion length when a request sets no max_tokens");
+  cmd->add_option("--chat-template", f.chat_template, "force a chat template family by name");
+  cmd->callback([&rc] { rc = run_serve(f); });
+}
+
+} // namespace gantry::cli

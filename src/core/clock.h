@@ -1,0 +1,44 @@
+// Time as an injected dependency: code that reads the time takes a Clock&, so tests can drive a
+// fake clock instead of sleeping.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace gantry {
+
+class Clock {
+public:
+  virtual ~Clock() = default;
+  virtual std::chrono::steady_clock::time_point now() const = 0;
+  virtual int64_t unix_seconds() const = 0;
+};
+
+class SystemClock final : public Clock {
+public:
+  std::chrono::steady_clock::time_point now() const override {
+    return std::chrono::steady_clock::now();
+  }
+  int64_t unix_seconds() const override {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+};
+
+// A clock that only moves when told to. Thread-compatible (tests drive it from one thread).
+class FakeClock final : public Clock {
+public:
+  std::chrono::steady_clock::time_point now() const override { return now_; }
+  int64_t unix_seconds() const override { return unix_; }
+  void advance(std::chrono::nanoseconds d) {
+    now_ += d;
+    unix_ += std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  }
+
+private:
+  std::chrono::steady_clock::time_point now_{};
+  int64_t unix_ = 1'700'000'000;
+};
+
+} // namespace gantry

@@ -1,0 +1,225 @@
+#include "server/config.h"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <filesystem>
+
+extern char **environ;
+
+namespace gantry::server {
+namespace {
+
+Error config_error(const std::string &key, const std::string &msg) {
+  return Error{ErrorCode::kInvalidArgument, "config '" + key + "': " + msg, key};
+}
+
+Result<int64_t> to_int(const std::string &key, const std::string &v) {
+  int64_t out = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size()) {
+    return config_error(key, "expected an integer, got '" + v + "'");
+  }
+  return out;
+}
+
+std::string stem(const std::string &path) {
+  return std::filesystem::path(path).stem().string();
+}
+
+template <typename T>
+Status read_int(const toml::table &t, const char *key, T &out, const std::string &prefix) {
+  if (auto n = t.get(key)) {
+    auto v = n->value<int64_t>();
+    if (!v) return config_error(prefix + key, "expected an integer");
+    out = static_cast<T>(*v);
+  }
+  return Ok();
+}
+
+Status read_string(const toml::table &t, const char *key, std::string &out,
+                   const std::string &prefix) {
+  if (auto n = t.get(key)) {
+    auto v = n->value<std::string>();
+    if (!v) return config_error(prefix + key, "expected a string");
+    out = *v;
+  }
+  return Ok();
+}
+
+Status read_ms(const toml::table &t, const char *key, std::chrono::milliseconds &out) {
+  if (auto n = t.get(key)) {
+    auto v = n->value<double>();
+    if (!v || *v < 0) return config_error(key, "expected a non-negative number of seconds");
+    out = std::chrono::milliseconds(static_cast<int64_t>(*v * 1000));
+  }
+  return Ok();
+}
+
+} // namespace
+
+Result<ModelSpec> parse_model_arg(const std::string &arg) {
+  ModelSpec m;
+  auto eq = arg.find('=');
+  if (eq == std::string::npos) {
+    m.path = arg;
+    m.name = stem(arg);
+  } else {
+    m.name = arg.substr(0, eq);
+    m.path = arg.substr(eq + 1);
+  }
+  if (m.name.empty() || m.path.empty()) {
+    return config_error("model", "expected NAME=PATH or PATH, got '" + arg + "'");
+  }
+  return m;
+}
+
+Status ServerConfig::validate() const {
+  if (port < 0 || port > 65535) return config_error("port", "must be 0..65535");
+  if (io_threads < 1 || io_threads > 256) return config_error("io_threads", "must be 1..256");
+  if (models.empty()) return config_error("models", "no model configured");
+  for (size_t i = 0; i < models.size(); ++i) {
+    const auto &m = models[i];
+    const std::string p = "models[" + std::to_string(i) + "].";
+    if (m.name.empty()) return config_error(p + "name", "must not be empty");
+    for (size_t j = 0; j < i; ++j) {
+      if (models[j].name == m.name) return config_error(p + "name", "duplicate model name '" + m.name + "'");
+    }
+    if (m.max_seqs < 1) return config_error(p + "max_seqs", "must be at least 1");
+    if (m.max_batch_tokens < 1) return config_error(p + "max_batch_tokens", "must be at least 1");
+    if (m.kv_mb < 1) return config_error(p + "kv_mb", "must be at least 1");
+    if (m.threads < 0) return config_error(p + "threads", "must be 0 (auto) or positive");
+  }
+  if (max_queued_requests < 1) return config_error("max_queued_requests", "must be at least 1");
+  if (max_queued_tokens < 1) return config_error("max_queued_tokens", "must be at least 1");
+  if (default_max_tokens < 1) return config_error("default_max_tokens", "must be at least 1");
+  return Ok();
+}
+
+Status apply_toml_file(const std::string &path, ServerConfig &c) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error &e) {
+    return Error{ErrorCode::kInvalidArgument,
+                 "config file " + path + ": " + std::string(e.description()) + " at line " +
+                     std::to_string(e.source().begin.line),
+                 "config"};
+  }
+  static const char *kKnown[] = {"host",          "port",
+                                 "data_dir",      "io_threads",
+                                 "models",        "max_queued_requests",
+                                 "max_queued_tokens", "default_max_tokens",
+                                 "max_body_bytes", "header_timeout_s",
+                                 "body_timeout_s", "idle_timeout_s",
+                                 "shutdown_grace_s", "ready_cache_s"};
+  for (const auto &[k, v] : t) {
+    bool known = false;
+    for (const char *kk : kKnown) known |= k.str() == kk;
+    if (!known) return config_error(std::string(k.str()), "unknown key in " + path);
+  }
+  GANTRY_TRY(read_string(t, "host", c.host, ""));
+  GANTRY_TRY(read_int(t, "port", c.port, ""));
+  GANTRY_TRY(read_string(t, "data_dir", c.data_dir, ""));
+  GANTRY_TRY(read_int(t, "io_threads", c.io_threads, ""));
+  GANTRY_TRY(read_int(t, "max_queued_requests", c.max_queued_requests, ""));
+  GANTRY_TRY(read_int(t, "max_queued_tokens", c.max_queued_tokens, ""));
+  GANTRY_TRY(read_int(t, "default_max_tokens", c.default_max_tokens, ""));
+  GANTRY_TRY(read_int(t, "max_body_bytes", c.max_body_bytes, ""));
+  GANTRY_TRY(read_ms(t, "header_timeout_s", c.header_timeout));
+  GANTRY_TRY(read_ms(t, "body_timeout_s", c.body_timeout));
+  GANTRY_TRY(read_ms(t, "idle_timeout_s", c.idle_timeout));
+  GANTRY_TRY(read_ms(t, "shutdown_grace_s", c.shutdown_grace));
+  GANTRY_TRY(read_ms(t, "ready_cache_s", c.ready_cache));
+  if (auto *arr = t["models"].as_array()) {
+    c.models.clear();
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const std::string p = "models[" + std::to_string(i) + "].";
+      auto *m = (*arr)[i].as_table();
+      if (!m) return config_error("models[" + std::to_string(i) + "]", "expected a table");
+      ModelSpec s;
+      GANTRY_TRY(read_string(*m, "path", s.path, p));
+      if (s.path.empty()) return config_error(p + "path", "is required");
+      // Relative model paths are relative to the config file, so a config can be run from
+      // anywhere.
+      if (std::filesystem::path(s.path).is_relative() && !std::filesystem::exists(s.path)) {
+        auto alt = std::filesystem::path(path).parent_path() / s.path;
+        if (std::filesystem::exists(alt)) s.path = alt.string();
+      }
+      s.name = stem(s.path);
+      GANTRY_TRY(read_string(*m, "name", s.name, p));
+      GANTRY_TRY(read_int(*m, "threads", s.threads, p));
+      GANTRY_TRY(read_int(*m, "max_seqs", s.max_seqs, p));
+      GANTRY_TRY(read_int(*m, "max_batch_tokens", s.max_batch_tokens, p));
+      GANTRY_TRY(read_int(*m, "kv_mb", s.kv_mb, p));
+      GANTRY_TRY(read_int(*m, "ctx", s.ctx, p));
+      GANTRY_TRY(read_string(*m, "chat_template", s.chat_template, p));
+      for (const auto &[k, v] : *m) {
+        static const char *kModelKeys[] = {"path", "name", "threads", "max_seqs",
+                                           "max_batch_tokens", "kv_mb", "ctx", "chat_template"};
+        bool known = false;
+        for (const char *kk : kModelKeys) known |= k.str() == kk;
+        if (!known) return config_error(p + std::string(k.str()), "unknown key");
+      }
+      c.models.push_back(std::move(s));
+    }
+  }
+  return Ok();
+}
+
+std::vector<std::pair<std::string, std::string>> process_env() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (char **e = environ; e && *e; ++e) {
+    std::string kv(*e);
+    if (!kv.starts_with("GANTRY_")) continue;
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) continue;
+    out.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return out;
+}
+
+Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, ServerConfig &c) {
+  for (const auto &[k, v] : env) {
+    if (k == "GANTRY_HOST") {
+      c.host = v;
+    } else if (k == "GANTRY_PORT") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t p, to_int(k, v));
+      c.port = static_cast<int>(p);
+    } else if (k == "GANTRY_DATA_DIR") {
+      c.data_dir = v;
+    } else if (k == "GANTRY_IO_THREADS") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
+      c.io_threads = static_cast<int>(n);
+    } else if (k == "GANTRY_MODEL") {
+      // Comma-separated NAME=PATH list; replaces the configured models.
+      c.models.clear();
+      size_t start = 0;
+      while (start <= v.size()) {
+        size_t comma = v.find(',', start);
+        std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!one.empty()) {
+          GANTRY_ASSIGN_OR_RETURN(ModelSpec m, parse_model_arg(one));
+          c.models.push_back(std::move(m));
+        }
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    } else if (k == "GANTRY_THREADS") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
+      for (auto &m : c.models) m.threads = static_cast<int>(n);
+    } else if (k == "GANTRY_MAX_QUEUED_REQUESTS") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
+      c.max_queued_requests = static_cast<int>(n);
+    } else if (k == "GANTRY_MAX_QUEUED_TOKENS") {
+      GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
+    } else if (k == "GANTRY_DEFAULT_MAX_TOKENS") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
+      c.default_max_tokens = static_cast<int>(n);
+    }
+    // Other GANTRY_* names belong to other subcommands or later features; ignored here.
+  }
+  return Ok();
+}
+
+} // namespace gantry::server

@@ -1,0 +1,71 @@
+// The composition root of `gantry serve`: loads the models, starts one ModelWorker per model and
+// the HTTP server, and wires the OpenAI routes between them.
+//
+// Threading: constructed and shut down on the main thread; route handlers run on I/O threads;
+// token sinks run on each model's engine thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "api/chat_template.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "http/server.h"
+#include "server/config.h"
+#include "server/model_worker.h"
+
+namespace gantry::server {
+
+struct ServedModel {
+  ModelSpec spec;
+  std::unique_ptr<ModelWorker> worker;
+  api::ChatFormat chat_format = api::ChatFormat::kPlain;
+  bool template_recognized = true;
+  int64_t created = 0;
+  // /readyz: last one-token probe (guarded by Gateway::ready_mu_).
+  std::chrono::steady_clock::time_point probe_at{};
+  bool probe_ok = false;
+  std::string probe_error;
+  bool probe_running = false;
+};
+
+class Gateway {
+public:
+  using LoadProgress = std::function<void(const std::string &model, uint64_t, uint64_t)>;
+
+  // Loads every model (errors name the model and file) and starts the engines; the HTTP server
+  // is not started yet.
+  static Result<std::unique_ptr<Gateway>> create(ServerConfig config, const Clock &clock,
+                                                 const LoadProgress &progress = nullptr);
+  ~Gateway();
+
+  Status start();
+  uint16_t port() const;
+  // Graceful: refuse new requests (503), let in-flight ones finish up to the configured grace,
+  // cancel what is left, close connections. Returns true when nothing had to be cut off.
+  bool shutdown();
+
+  const std::vector<std::unique_ptr<ServedModel>> &models() const { return models_; }
+  http::ServerStats http_stats() const { return http_->stats(); }
+  const ServerConfig &config() const { return config_; }
+
+private:
+  Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
+  http::Handler build_routes();
+  ServedModel *find_model(std::string_view name);
+  void handle_inference(int endpoint, http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
+  void handle_ready(std::shared_ptr<http::ResponseWriter> w);
+
+  ServerConfig config_;
+  const Clock &clock_;
+  std::vector<std::unique_ptr<ServedModel>> models_;
+  std::unique_ptr<http::HttpServer> http_;
+  std::atomic<bool> shutting_down_{false};
+  std::mutex ready_mu_;
+};
+
+} // namespace gantry::server

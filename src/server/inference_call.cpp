@@ -1,0 +1,138 @@
+#include "server/inference_call.h"
+
+#include <algorithm>
+
+namespace gantry::server {
+
+InferenceCall::InferenceCall(api::Endpoint endpoint, api::ResponseMeta meta, bool stream,
+                             bool include_usage, std::string echo_prefix, int prompt_tokens,
+                             std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker)
+    : endpoint_(endpoint), meta_(std::move(meta)), stream_(stream), include_usage_(include_usage),
+      echo_prefix_(std::move(echo_prefix)), prompt_tokens_(prompt_tokens),
+      writer_(std::move(writer)), worker_(worker) {}
+
+Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choices) {
+  std::unique_lock<std::mutex> lk(mu_);
+  choices_.resize(choices.size());
+  for (size_t i = 0; i < choices.size(); ++i) {
+    auto t = worker_.submit(choices[i], shared_from_this());
+    if (!t) {
+      for (size_t j = 0; j < i; ++j) worker_.cancel(choices_[j].ticket);
+      // The cancelled ones will still report; make sure they render nothing.
+      responded_ = true;
+      return t.take_error();
+    }
+    choices_[i].ticket = *t;
+  }
+  if (stream_) {
+    writer_->start_sse();
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      std::string head = api::render_chunk(endpoint_, meta_, static_cast<int>(i), echo_prefix_,
+                                           endpoint_ == api::Endpoint::kChatCompletions, "",
+                                           include_usage_);
+      if (endpoint_ == api::Endpoint::kChatCompletions || !echo_prefix_.empty()) {
+        writer_->send_event(std::move(head));
+      }
+    }
+  }
+  lk.unlock(); // on_close may run its callback inline, which takes mu_
+  // A client that goes away cancels its sequences at the engine's next step.
+  std::weak_ptr<InferenceCall> weak = shared_from_this();
+  writer_->on_close([weak] {
+    if (auto self = weak.lock()) self->cancel_all();
+  });
+  return Ok();
+}
+
+void InferenceCall::cancel_all() {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const auto &c : choices_) {
+    if (!c.done) worker_.cancel(c.ticket);
+  }
+}
+
+int InferenceCall::index_of(Ticket t) const {
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    if (choices_[i].ticket == t) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const int i = index_of(ticket);
+  if (i < 0) return;
+  ChoiceState &c = choices_[i];
+  if (ev.finish == engine::FinishReason::kCancelled) {
+    c.done = true;
+    c.generated = ev.n_generated;
+    if (!failure_) failure_ = Error{ErrorCode::kUnavailable, "the request was cancelled", ""};
+    finish_if_done();
+    return;
+  }
+  c.generated = ev.n_generated;
+  c.text += ev.text;
+  const bool finished = ev.finish != engine::FinishReason::kNone;
+  if (finished) {
+    c.done = true;
+    c.finish = engine::finish_reason_name(ev.finish);
+  }
+  if (stream_ && !responded_) {
+    if (!ev.text.empty()) {
+      writer_->send_event(
+          api::render_chunk(endpoint_, meta_, i, ev.text, false, "", include_usage_));
+    }
+    if (finished) {
+      writer_->send_event(api::render_chunk(endpoint_, meta_, i, "", false, c.finish,
+                                            include_usage_));
+    }
+  }
+  if (finished) finish_if_done();
+}
+
+void InferenceCall::on_rejected(Ticket ticket, const Error &error) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const int i = index_of(ticket);
+  if (i < 0) return;
+  choices_[i].done = true;
+  failure_ = error;
+  for (const auto &c : choices_) {
+    if (!c.done) worker_.cancel(c.ticket);
+  }
+  finish_if_done();
+}
+
+void InferenceCall::finish_if_done() {
+  for (const auto &c : choices_) {
+    if (!c.done) return;
+  }
+  if (responded_) return;
+  responded_ = true;
+  const bool failed = failure_.has_value() &&
+                      std::any_of(choices_.begin(), choices_.end(),
+                                  [](const ChoiceState &c) { return c.finish.empty(); });
+  api::Usage usage;
+  usage.prompt_tokens = prompt_tokens_;
+  for (const auto &c : choices_) usage.completion_tokens += c.generated;
+  if (stream_) {
+    if (failed) {
+      writer_->send_event(http::error_response(*failure_).body);
+    } else if (include_usage_) {
+      writer_->send_event(api::render_usage_chunk(endpoint_, meta_, usage));
+    }
+    writer_->send_event("[DONE]");
+    writer_->end();
+    return;
+  }
+  if (failed) {
+    writer_->respond(http::error_response(*failure_));
+    return;
+  }
+  std::vector<api::Choice> out;
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    out.push_back({static_cast<int>(i), echo_prefix_ + choices_[i].text, choices_[i].finish});
+  }
+  writer_->respond(http::Response::json(200, api::render_response(endpoint_, meta_, out, usage)));
+}
+
+} // namespace gantry::server

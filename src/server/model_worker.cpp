@@ -1,0 +1,167 @@
+#include "server/model_worker.h"
+
+namespace gantry::server {
+
+ModelWorker::ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config)
+    : model_(std::move(model)), config_(std::move(config)),
+      n_ctx_(config_.engine.n_ctx > 0 ? config_.engine.n_ctx : model_->config().n_ctx_train) {
+  thread_ = std::thread([this] { run(); });
+}
+
+ModelWorker::~ModelWorker() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+    cancel_all_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
+                                   std::shared_ptr<TokenSink> sink) {
+  if (!accepting_.load()) {
+    return Err(ErrorCode::kUnavailable, "the server is shutting down");
+  }
+  const auto tokens = static_cast<int64_t>(request.prompt.size());
+  // Reserve a queue slot optimistically, then undo if over the bounds: two racing submitters
+  // can never both take the last slot.
+  if (queued_requests_.fetch_add(1) + 1 > config_.max_queued_requests) {
+    queued_requests_.fetch_sub(1);
+    ++rejected_queue_full_;
+    return Err(ErrorCode::kQueueFull,
+               "model '" + config_.name + "' has " + std::to_string(config_.max_queued_requests) +
+                   " requests waiting; retry shortly");
+  }
+  if (queued_tokens_.fetch_add(tokens) + tokens > config_.max_queued_tokens &&
+      queued_requests_.load() > 1) {
+    queued_tokens_.fetch_sub(tokens);
+    queued_requests_.fetch_sub(1);
+    ++rejected_queue_full_;
+    return Err(ErrorCode::kQueueFull, "model '" + config_.name +
+                                          "' has too many prompt tokens waiting; retry shortly");
+  }
+  const Ticket t = next_ticket_.fetch_add(1);
+  ++in_flight_;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    inbox_.push_back({t, std::move(request), std::move(sink)});
+  }
+  cv_.notify_one();
+  return t;
+}
+
+void ModelWorker::cancel(Ticket ticket) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    cancels_.push_back(ticket);
+  }
+  cv_.notify_one();
+}
+
+void ModelWorker::cancel_all() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    cancel_all_ = true;
+  }
+  cv_.notify_one();
+}
+
+WorkerStats ModelWorker::stats() const {
+  WorkerStats s;
+  s.running = running_.load();
+  s.waiting = waiting_.load();
+  s.queued_requests = queued_requests_.load();
+  s.queued_tokens = queued_tokens_.load();
+  s.kv_blocks_used = kv_used_.load();
+  s.kv_blocks_total = kv_total_.load();
+  s.steps = steps_.load();
+  s.prompt_tokens = prompt_tokens_.load();
+  s.generated_tokens = generated_tokens_.load();
+  s.rejected_queue_full = rejected_queue_full_.load();
+  s.cancelled = cancelled_.load();
+  s.in_flight = in_flight_.load();
+  return s;
+}
+
+void ModelWorker::account_started(Active &a) {
+  if (a.started) return;
+  a.started = true;
+  queued_requests_.fetch_sub(1);
+  queued_tokens_.fetch_sub(a.prompt_tokens);
+}
+
+void ModelWorker::run() {
+  engine::Engine eng(*model_, config_.engine);
+  std::unordered_map<engine::SeqId, Active> active;
+  std::unordered_map<Ticket, engine::SeqId> by_ticket;
+  std::deque<Pending> inbox;
+  std::vector<Ticket> cancels;
+  auto publish = [&] {
+    auto st = eng.stats();
+    running_.store(st.running);
+    waiting_.store(st.waiting);
+    kv_used_.store(st.kv_blocks_used);
+    kv_total_.store(st.kv_blocks_total);
+    steps_.store(st.steps);
+    prompt_tokens_.store(st.prompt_tokens);
+    generated_tokens_.store(st.generated_tokens);
+  };
+  publish();
+
+  for (;;) {
+    bool cancel_everything = false;
+    bool stopping = false;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] {
+        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !eng.idle();
+      });
+      inbox.swap(inbox_);
+      cancels.swap(cancels_);
+      cancel_everything = cancel_all_;
+      cancel_all_ = false;
+      stopping = stop_;
+    }
+    for (auto &p : inbox) {
+      const int64_t n_prompt = static_cast<int64_t>(p.request.prompt.size());
+      auto seq = eng.submit(std::move(p.request));
+      if (!seq) {
+        queued_requests_.fetch_sub(1);
+        queued_tokens_.fetch_sub(n_prompt);
+        --in_flight_;
+        p.sink->on_rejected(p.ticket, seq.error());
+        continue;
+      }
+      active.emplace(*seq, Active{p.ticket, std::move(p.sink), n_prompt});
+      by_ticket.emplace(p.ticket, *seq);
+    }
+    inbox.clear();
+    if (cancel_everything) {
+      for (auto &[seq, a] : active) eng.cancel(seq);
+    }
+    for (Ticket t : cancels) {
+      auto it = by_ticket.find(t);
+      if (it != by_ticket.end()) eng.cancel(it->second);
+    }
+    cancels.clear();
+
+    for (const auto &ev : eng.step()) {
+      auto it = active.find(ev.seq);
+      if (it == active.end()) continue;
+      Active &a = it->second;
+      account_started(a);
+      if (ev.finish == engine::FinishReason::kCancelled) ++cancelled_;
+      a.sink->on_event(a.ticket, ev);
+      if (ev.finish != engine::FinishReason::kNone) {
+        by_ticket.erase(a.ticket);
+        active.erase(it);
+        --in_flight_;
+      }
+    }
+    publish();
+    if (stopping && eng.idle()) break;
+  }
+}
+
+} // namespace gantry::server

@@ -1,0 +1,118 @@
+// A ModelWorker owns one model, its Engine and the engine thread that steps it: the continuous
+// batching scheduler between HTTP connections and the engine.
+//
+// Threading: submit(), cancel() and stats() are thread-safe (called from I/O threads). They post
+// into an inbox guarded by a mutex and wake the engine thread through a condition variable — no
+// polling. Everything else (the Engine, the sinks' callbacks) runs on the engine thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/result.h"
+#include "engine/batch/engine.h"
+
+namespace gantry::server {
+
+using Ticket = uint64_t;
+
+// Receives one request's events. Called on the engine thread only; keep it quick (render a
+// chunk, hand it to the connection).
+class TokenSink {
+public:
+  virtual ~TokenSink() = default;
+  virtual void on_event(Ticket ticket, const engine::TokenEvent &event) = 0;
+  // The engine refused the request when it reached it (e.g. context too long).
+  virtual void on_rejected(Ticket ticket, const Error &error) = 0;
+};
+
+struct WorkerConfig {
+  std::string name;
+  engine::EngineConfig engine;
+  int max_queued_requests = 256;         // requests admitted but not yet generating
+  int64_t max_queued_tokens = 1 << 20;   // their prompt tokens
+};
+
+struct WorkerStats {
+  int running = 0;
+  int waiting = 0;
+  int queued_requests = 0;
+  int64_t queued_tokens = 0;
+  int kv_blocks_used = 0;
+  int kv_blocks_total = 0;
+  uint64_t steps = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t generated_tokens = 0;
+  uint64_t rejected_queue_full = 0;
+  uint64_t cancelled = 0;
+  int in_flight = 0; // submitted and not finished
+};
+
+class ModelWorker {
+public:
+  ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config);
+  ~ModelWorker(); // cancels everything and joins the engine thread
+
+  const engine::Model &model() const { return *model_; }
+  const std::string &name() const { return config_.name; }
+  int n_ctx() const { return n_ctx_; }
+
+  // Queues a request. kQueueFull when the waiting queue is over its bounds, kUnavailable after
+  // stop(). The sink is kept until the request's final event.
+  Result<Ticket> submit(engine::GenerationRequest request, std::shared_ptr<TokenSink> sink);
+  // The request finishes with kCancelled at the engine's next step. Safe for unknown tickets.
+  void cancel(Ticket ticket);
+  void cancel_all();
+  WorkerStats stats() const;
+  // Refuses new submissions; running ones continue.
+  void stop_accepting() { accepting_.store(false); }
+
+private:
+  struct Pending {
+    Ticket ticket;
+    engine::GenerationRequest request;
+    std::shared_ptr<TokenSink> sink;
+  };
+  struct Active {
+    Ticket ticket;
+    std::shared_ptr<TokenSink> sink;
+    int64_t prompt_tokens;
+    bool started = false;
+  };
+
+  void run();
+  void account_started(Active &a);
+
+  std::unique_ptr<engine::Model> model_;
+  WorkerConfig config_;
+  int n_ctx_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> inbox_;
+  std::vector<Ticket> cancels_;
+  bool cancel_all_ = false;
+  bool stop_ = false;
+
+  std::atomic<bool> accepting_{true};
+  std::atomic<Ticket> next_ticket_{1};
+  std::atomic<int> queued_requests_{0};
+  std::atomic<int64_t> queued_tokens_{0};
+  std::atomic<int> in_flight_{0};
+  std::atomic<uint64_t> rejected_queue_full_{0};
+  std::atomic<uint64_t> cancelled_{0};
+  // Published by the engine thread after each step.
+  std::atomic<int> running_{0}, waiting_{0}, kv_used_{0}, kv_total_{0};
+  std::atomic<uint64_t> steps_{0}, prompt_tokens_{0}, generated_tokens_{0};
+
+  std::thread thread_; // last: starts after every member above exists
+};
+
+} // namespace gantry::server
