@@ -6,6 +6,7 @@
 #include "api/openai.h"
 #include "http/router.h"
 #include "server/inference_call.h"
+#include "server/metrics_text.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -126,6 +127,11 @@ http::Handler Gateway::build_routes() {
   http::Router r;
   r.get("/healthz", [](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     w->respond(http::Response::json(200, R"({"status":"ok"})"));
+  });
+  r.get("/metrics", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
+    http::Response resp = http::Response::text(200, render_metrics(*this));
+    resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    w->respond(std::move(resp));
   });
   r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     handle_ready(std::move(w));
