@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 #include "engine/kernels/kernels_impl.h"
 
@@ -34,92 +36,224 @@ GANTRY_AVX2_INLINE int hsum_i32(__m256i v) {
 GANTRY_AVX2_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
 // ---- Q8_0 / Q4_0 weights x Q8 activations ---------------------------------------------------
-
-// The 32 signed weights of a block as int8 lanes.
-template <TensorType kType> GANTRY_AVX2_INLINE __m256i load_weights(const void *block) {
-  if constexpr (kType == TensorType::kQ8_0) {
-    return _mm256_loadu_si256(
-        reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(block)->qs));
-  } else {
-    // Both 128-bit lanes get the 16 packed bytes; shifting the upper lane's 64-bit words right
-    // by 4 brings each byte's high nibble down (the bits shifted in are masked off).
-    const __m256i packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-        reinterpret_cast<const __m128i *>(static_cast<const BlockQ4_0 *>(block)->qs)));
-    const __m256i nibbles = _mm256_and_si256(
-        _mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
-    return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
-  }
-}
-
-template <TensorType kType> GANTRY_AVX2_INLINE float weight_scale(const void *block) {
-  if constexpr (kType == TensorType::kQ8_0) {
-    return half_to_float(static_cast<const BlockQ8_0 *>(block)->d);
-  } else {
-    return half_to_float(static_cast<const BlockQ4_0 *>(block)->d);
-  }
-}
+//
+// Every output is computed with the same arithmetic whatever the tile shape, thread or batch
+// (the server promises that a request gives the same text alone or batched): per 32-block the
+// exact int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the blocks in order,
+// starting from 0. Both kernels below follow it; only which lanes hold which outputs differ.
+//
+// Q4_0 weights are used as unsigned nibbles u = w + 8, so that maddubs takes them directly:
+// sum(u * x) - 8 * sum(x) = sum(w * x), with sum(x) per block precomputed (Activations::sum8).
+// Q8_0 weights use the sign trick: maddubs(|w|, sign(x, w)); |w| <= 128 and |x| <= 127 keep the
+// pairwise int16 sums below 32768.
 
 template <TensorType kType>
 constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
 
-// Sums of int8 products as 8 int32 lanes, via the sign trick: maddubs multiplies unsigned by
-// signed bytes, so move w's sign onto x and use |w|. |w| <= 128 and |x| <= 127 keep the pairwise
-// int16 sums below 32768.
-GANTRY_AVX2_INLINE __m256i dot_i8(__m256i abs_w, __m256i w, __m256i x) {
-  const __m256i p16 = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(x, w));
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+// The 32 nibbles of a Q4_0 block as unsigned bytes 0..15, in element order. Both 128-bit lanes
+// get the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's
+// high nibble down (the bits shifted in are masked off).
+GANTRY_AVX2_INLINE __m256i unpack_q4(const BlockQ4_0 *blk) {
+  const __m256i packed =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk->qs)));
+  return _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)),
+                          _mm256_set1_epi8(0x0F));
 }
 
-template <TensorType kType, int R, int T>
-GANTRY_AVX2_INLINE void tile_q8(const WeightView &w, const Activations &a, int64_t r, int64_t t,
-                                float *y, int64_t ldy) {
-  const int64_t nb = w.cols / kQK;
-  const char *rows[R];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-    rows[i] = static_cast<const char *>(w.row(r + i));
-  const int8_t *xq[T];
-  const float *xd[T];
-#pragma GCC unroll 8
-  for (int j = 0; j < T; ++j) {
-    xq[j] = a.qs + (t + j) * w.cols;
-    xd[j] = a.d + (t + j) * nb;
-  }
-  __m256 acc[R][T];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < T; ++j)
-      acc[i][j] = _mm256_setzero_ps();
-  }
+GANTRY_AVX2_INLINE float block_scale(const void *blk) {
+  // d is the first member of both block types.
+  return half_to_float(*static_cast<const uint16_t *>(blk));
+}
 
+// One row block against one token block: 8 int32 lanes whose sum is sum(u * x) for Q4_0 (before
+// the -8 * sum(x) correction) or sum(w * x) for Q8_0.
+template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_dot(const void *blk, __m256i x) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (kType == TensorType::kQ8_0) {
+    const __m256i wv = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(blk)->qs));
+    return _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv)), ones);
+  } else {
+    return _mm256_madd_epi16(
+        _mm256_maddubs_epi16(unpack_q4(static_cast<const BlockQ4_0 *>(blk)), x), ones);
+  }
+}
+
+// Lane i = sum of the 8 lanes of m[i].
+GANTRY_AVX2_INLINE __m256i hsum8_i32(const __m256i m[8]) {
+  const __m256i h01 = _mm256_hadd_epi32(m[0], m[1]), h23 = _mm256_hadd_epi32(m[2], m[3]);
+  const __m256i h45 = _mm256_hadd_epi32(m[4], m[5]), h67 = _mm256_hadd_epi32(m[6], m[7]);
+  // q0123 = [m0..m3 sums of lanes 0..3 | m0..m3 sums of lanes 4..7], likewise q4567.
+  const __m256i q0123 = _mm256_hadd_epi32(h01, h23), q4567 = _mm256_hadd_epi32(h45, h67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(q0123, q4567, 0x20),
+                          _mm256_permute2x128_si256(q0123, q4567, 0x31));
+}
+
+// Rows [r, min(r + 8, r1)) against one token t: lane i of the accumulator is row r + i. Used for
+// decode, where each weight byte is used once and memory bandwidth is the limit.
+template <TensorType kType>
+GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int64_t r, int64_t r1,
+                                 int64_t t, float *y, int64_t ldy) {
+  const int64_t nb = w.cols / kQK;
+  const char *rows[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    rows[i] = static_cast<const char *>(w.row(std::min(r + i, r1 - 1)));
+  const int8_t *xq = a.qs + t * w.cols;
+  const float *xd = a.d + t * nb;
+  const int32_t *xs = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    __m256i wv[R], aw[R];
-    float dw[R];
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + b * kQK));
+    __m256i m[8];
+    __m128i dh = _mm_setzero_si128();
 #pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
+    for (int i = 0; i < 8; ++i) {
       const char *blk = rows[i] + b * kBlockBytes<kType>;
-      wv[i] = load_weights<kType>(blk);
-      aw[i] = _mm256_sign_epi8(wv[i], wv[i]);
-      dw[i] = weight_scale<kType>(blk);
+      m[i] = block_dot<kType>(blk, xv);
+      dh = _mm_insert_epi16(dh, *reinterpret_cast<const uint16_t *>(blk), i);
     }
-#pragma GCC unroll 8
-    for (int j = 0; j < T; ++j) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq[j] + b * kQK));
-      const float dx = xd[j][b];
-#pragma GCC unroll 8
-      for (int i = 0; i < R; ++i) {
-        const __m256 p = _mm256_cvtepi32_ps(dot_i8(aw[i], wv[i], xv));
-        acc[i][j] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[i] * dx), acc[i][j]);
+    __m256i isum = hsum8_i32(m);
+    if constexpr (kType == TensorType::kQ4_0)
+      isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[b * kTokGroup]));
+    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(xd[b]));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+  }
+  alignas(32) float out[8];
+  _mm256_store_ps(out, acc);
+  for (int64_t i = 0; i < std::min<int64_t>(8, r1 - r); ++i)
+    y[t * ldy + r + i] = out[i];
+}
+
+// R weight rows unpacked once for all the token groups they meet: per row `cols` bytes of |w|
+// (Q8_0) or u = w + 8 (Q4_0), then for Q8_0 `cols` bytes of w; and the float block scales.
+template <int R> struct RowTile {
+  const int8_t *q[R];
+  const int8_t *sgn[R];
+  const float *d[R];
+};
+
+template <TensorType kType, int R>
+GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t *qbuf,
+                                          float *dbuf) {
+  const int64_t nb = w.cols / kQK;
+  const int64_t stride = kType == TensorType::kQ8_0 ? 2 * w.cols : w.cols;
+  RowTile<R> tile;
+  for (int i = 0; i < R; ++i) {
+    const char *row = static_cast<const char *>(w.row(r + i));
+    int8_t *q = qbuf + i * stride;
+    float *d = dbuf + i * nb;
+    tile.q[i] = q;
+    tile.sgn[i] = q + w.cols;
+    tile.d[i] = d;
+    for (int64_t b = 0; b < nb; ++b) {
+      const char *blk = row + b * kBlockBytes<kType>;
+      d[b] = block_scale(blk);
+      if constexpr (kType == TensorType::kQ8_0) {
+        const __m256i wv = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i *>(reinterpret_cast<const BlockQ8_0 *>(blk)->qs));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK), _mm256_sign_epi8(wv, wv));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + w.cols + b * kQK), wv);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK),
+                            unpack_q4(reinterpret_cast<const BlockQ4_0 *>(blk)));
       }
     }
   }
+  return tile;
+}
+
+GANTRY_AVX2_INLINE __m256i broadcast4(const int8_t *p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// R unpacked rows against the 8 tokens of group g, storing only tokens in [t0, t1): lane j of
+// acc[i] is row r + i, token 8g + j. Each step broadcasts 4 weights of a row and multiplies them
+// with the same 4 elements of all 8 tokens (one 32-byte load of the interleaved activations).
+template <TensorType kType, int R>
+GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a, int64_t cols,
+                                      int64_t r, int64_t g, int64_t t0, int64_t t1, float *y,
+                                      int64_t ldy) {
+  const int64_t nb = cols / kQK;
+  const int8_t *xg = a.qs8 + g * nb * kTokGroup * kQK;
+  const float *dg = a.d8 + g * nb * kTokGroup;
+  const int32_t *sg = a.sum8 + g * nb * kTokGroup;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i)
+    acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t *xb = xg + b * kTokGroup * kQK;
+    __m256i sum[R];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+      sum[i] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < T; ++j)
-      y[(t + j) * ldy + r + i] = hsum(acc[i][j]);
+    for (int k = 0; k < kQK / 4; ++k) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xb + k * 32));
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) {
+        const __m256i wb = broadcast4(rt.q[i] + b * kQK + 4 * k);
+        if constexpr (kType == TensorType::kQ8_0) {
+          const __m256i ws = broadcast4(rt.sgn[i] + b * kQK + 4 * k);
+          const __m256i p = _mm256_maddubs_epi16(wb, _mm256_sign_epi8(x, ws));
+          sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(p, ones));
+        } else {
+          // int16 is enough: 8 steps of 2 * 15 * 127.
+          sum[i] = _mm256_add_epi16(sum[i], _mm256_maddubs_epi16(wb, x));
+        }
+      }
+    }
+    const __m256 dx = _mm256_loadu_ps(dg + b * kTokGroup);
+    __m256i corr = _mm256_setzero_si256();
+    if constexpr (kType == TensorType::kQ4_0) {
+      corr = _mm256_slli_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sg + b * kTokGroup)), 3);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) {
+      __m256i isum = sum[i];
+      if constexpr (kType == TensorType::kQ4_0)
+        isum = _mm256_sub_epi32(_mm256_madd_epi16(isum, ones), corr);
+      const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(rt.d[i] + b), dx);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+    }
   }
+  const int64_t j0 = std::max<int64_t>(t0 - g * kTokGroup, 0);
+  const int64_t j1 = std::min<int64_t>(t1 - g * kTokGroup, kTokGroup);
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i) {
+    alignas(32) float out[kTokGroup];
+    _mm256_store_ps(out, acc[i]);
+    for (int64_t j = j0; j < j1; ++j)
+      y[(g * kTokGroup + j) * ldy + r + i] = out[j];
+  }
+}
+
+// Scratch of the unpacked rows, per thread (pool workers run matmul_rows concurrently).
+struct UnpackScratch {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+};
+thread_local UnpackScratch t_unpack;
+
+template <TensorType kType, int R>
+GANTRY_AVX2 void rows_q8_groups(const WeightView &w, const Activations &a, int64_t r, int64_t t0,
+                                int64_t t1, float *y, int64_t ldy) {
+  auto &s = t_unpack;
+  const auto need_q = static_cast<size_t>(R * 2 * w.cols);
+  const auto need_d = static_cast<size_t>(R * w.cols / kQK);
+  if (s.q.size() < need_q)
+    s.q.resize(need_q);
+  if (s.d.size() < need_d)
+    s.d.resize(need_d);
+  const RowTile<R> rt = unpack_rows<kType, R>(w, r, s.q.data(), s.d.data());
+  for (int64_t g = t0 / kTokGroup; g * kTokGroup < t1; ++g)
+    tile_q8_group<kType, R>(rt, a, w.cols, r, g, t0, t1, y, ldy);
 }
 
 // ---- float weights (F32 / F16 / BF16) x float activations -------------------------------------
@@ -274,34 +408,24 @@ GANTRY_AVX2_INLINE float dot_q6_k(const BlockQ6_K *b, const int8_t *q, const flo
 
 // ---- tiling drivers -------------------------------------------------------------------------
 
-template <TensorType kType, int R>
-GANTRY_AVX2 void rows_q8(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                         int64_t r, float *y, int64_t ldy) {
-  int64_t t = t0;
-  for (; t + 4 <= t1; t += 4)
-    tile_q8<kType, R, 4>(w, a, r, t, y, ldy);
-  switch (t1 - t) {
-  case 3: tile_q8<kType, R, 3>(w, a, r, t, y, ldy); break;
-  case 2: tile_q8<kType, R, 2>(w, a, r, t, y, ldy); break;
-  case 1: tile_q8<kType, R, 1>(w, a, r, t, y, ldy); break;
-  default: break;
-  }
-}
+// Below this many tokens the 8-token groups would mostly multiply padding.
+constexpr int64_t kMinGroupTokens = 4;
 
 template <TensorType kType>
 GANTRY_AVX2 void matmul_q8(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                            int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  int64_t r = r0;
-  if (t1 - t0 == 1) {
-    // Decode: four rows at once keeps four independent accumulation chains in flight.
-    for (; r + 4 <= r1; r += 4)
-      tile_q8<kType, 4, 1>(w, a, r, t0, y, ldy);
-  } else {
-    for (; r + 2 <= r1; r += 2)
-      rows_q8<kType, 2>(w, a, t0, t1, r, y, ldy);
+  if (t1 - t0 < kMinGroupTokens) {
+    for (int64_t r = r0; r < r1; r += 8) {
+      for (int64_t t = t0; t < t1; ++t)
+        rows8_q8<kType>(w, a, r, r1, t, y, ldy);
+    }
+    return;
   }
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4)
+    rows_q8_groups<kType, 4>(w, a, r, t0, t1, y, ldy);
   for (; r < r1; ++r)
-    rows_q8<kType, 1>(w, a, t0, t1, r, y, ldy);
+    rows_q8_groups<kType, 1>(w, a, r, t0, t1, y, ldy);
 }
 
 template <TensorType kType, int R>

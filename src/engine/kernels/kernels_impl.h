@@ -59,11 +59,21 @@ inline void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
 //   Q8 (for Q8_0/Q4_0): qs[t*cols + i], d[t*cols/32 + b]
 //   Q8K (for K-quants): qs as above, d[t*cols/256 + b], bsums[t*cols/16 + g] = sum of 16 qs
 //   Float types use x directly.
+// The AVX2 path additionally gets the Q8 activations in groups of kTokGroup tokens, interleaved
+// 4 bytes at a time so that one 32-byte load holds the same 4 elements of all 8 tokens (a
+// broadcast weight word then multiplies every token of the group at once):
+//   qs8[((g*nb + b)*8 + k)*32 + j*4 + i] = qs[(8g+j)*cols + 32b + 4k + i]   (k < 8, i < 4)
+//   d8[(g*nb + b)*8 + j] = d[(8g+j)*nb + b],  sum8[(g*nb + b)*8 + j] = sum of that block's qs
+// with tokens past the end of the call padded with zeros (nb = cols/32, g = token / 8).
+constexpr int kTokGroup = 8;
 struct Activations {
   const float *x = nullptr;
   const int8_t *qs = nullptr;
   const float *d = nullptr;
   const int16_t *bsums = nullptr;
+  const int8_t *qs8 = nullptr;
+  const float *d8 = nullptr;
+  const int32_t *sum8 = nullptr;
   int64_t cols = 0;
 };
 

@@ -1,6 +1,7 @@
 // The matmul driver: quantizes the activations once, then splits weight rows across the pool.
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <vector>
 
 #include "engine/kernels/kernels.h"
@@ -24,6 +25,9 @@ struct ActScratch {
   std::vector<int8_t> qs;
   std::vector<float> d;
   std::vector<int16_t> bsums;
+  std::vector<int8_t> qs8;
+  std::vector<float> d8;
+  std::vector<int32_t> sum8;
 };
 thread_local ActScratch t_scratch;
 
@@ -36,6 +40,55 @@ template <typename T> T *ensure(std::vector<T> &v, int64_t n) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
 inline bool use_avx2() { return active_isa() == Isa::kAvx2; }
 #endif
+
+// Token groups [g0, g1) of a.qs/a.d into the interleaved layout described at Activations.
+void pack_groups(const Activations &a, int64_t n_tokens, int64_t g0, int64_t g1, int8_t *qs8,
+                 float *d8, int32_t *sum8) {
+  const int64_t cols = a.cols, nb = cols / kQK;
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t j = 0; j < kTokGroup; ++j) {
+      const int64_t t = g * kTokGroup + j;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t at = (g * nb + b) * kTokGroup + j;
+        int8_t *out = qs8 + (g * nb + b) * kTokGroup * kQK + j * 4;
+        if (t >= n_tokens) {
+          for (int k = 0; k < kQK / 4; ++k)
+            std::memset(out + k * kTokGroup * 4, 0, 4);
+          d8[at] = 0;
+          sum8[at] = 0;
+          continue;
+        }
+        const int8_t *in = a.qs + t * cols + b * kQK;
+        int32_t sum = 0;
+        for (int i = 0; i < kQK; ++i)
+          sum += in[i];
+        for (int k = 0; k < kQK / 4; ++k)
+          std::memcpy(out + k * kTokGroup * 4, in + 4 * k, 4);
+        d8[at] = a.d[t * nb + b];
+        sum8[at] = sum;
+      }
+    }
+  }
+}
+
+void pack_tokens(Activations &a, int64_t n_tokens, ThreadPool &pool) {
+  auto &s = t_scratch;
+  const int64_t groups = (n_tokens + kTokGroup - 1) / kTokGroup;
+  const int64_t nb = a.cols / kQK;
+  int8_t *qs8 = ensure(s.qs8, groups * kTokGroup * a.cols);
+  float *d8 = ensure(s.d8, groups * kTokGroup * nb);
+  int32_t *sum8 = ensure(s.sum8, groups * kTokGroup * nb);
+  a.qs8 = qs8;
+  a.d8 = d8;
+  a.sum8 = sum8;
+  if (n_tokens * a.cols < 65536) {
+    pack_groups(a, n_tokens, 0, groups, qs8, d8, sum8);
+  } else {
+    pool.parallel_for(groups, 1, [&](int64_t b, int64_t e, int) {
+      pack_groups(a, n_tokens, b, e, qs8, d8, sum8);
+    });
+  }
+}
 
 void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t cols, Activations &a,
                      ThreadPool &pool) {
@@ -105,28 +158,38 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
 
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   const auto rows_fn = use_avx2() ? &avx2::matmul_rows : &scalar::matmul_rows;
+  if (use_avx2() && act_kind(w.type) == ActKind::kQ8)
+    pack_tokens(a, n_tokens, pool);
 #else
   const auto rows_fn = &scalar::matmul_rows;
 #endif
   const int64_t act_row_bytes = w.cols * (act_kind(w.type) == ActKind::kFloat ? 4 : 1);
-  const int64_t token_chunk = std::max<int64_t>(4, kActChunkBytes / act_row_bytes);
+  // Whole token groups, so that a group is never split between two chunks.
+  const int64_t token_chunk =
+      std::max<int64_t>(kTokGroup, kActChunkBytes / act_row_bytes / kTokGroup * kTokGroup);
   auto work = [&](int64_t r0, int64_t r1) {
     for (int64_t t0 = 0; t0 < n_tokens; t0 += token_chunk) {
       rows_fn(w, a, t0, std::min(n_tokens, t0 + token_chunk), r0, r1, y, ldy);
     }
   };
   if (w.rows * w.cols * n_tokens < kMinParallelMacs || pool.size() == 1) {
-    work(0, w.rows);
+    // Alone, still go through cache-sized row chunks when there are several token chunks.
+    const int64_t rows_per_chunk =
+        n_tokens > token_chunk
+            ? std::max<int64_t>(8, kWeightChunkBytes / static_cast<int64_t>(w.row_stride) / 8 * 8)
+            : w.rows;
+    for (int64_t r0 = 0; r0 < w.rows; r0 += rows_per_chunk)
+      work(r0, std::min(w.rows, r0 + rows_per_chunk));
     return;
   }
-  // Chunks are multiples of 4 rows (the kernels' row tile); several per thread so that a thread
-  // slowed by other processes on the machine does not leave the others idle at the end.
+  // Chunks are multiples of 8 rows (the kernels' widest row tile); several per thread so that a
+  // thread slowed by other processes on the machine does not leave the others idle at the end.
   int64_t grain = w.rows / (pool.size() * 4);
   if (n_tokens > token_chunk) {
     // Several token chunks per row chunk: keep the row chunk cache-sized.
     grain = std::min<int64_t>(grain, kWeightChunkBytes / static_cast<int64_t>(w.row_stride));
   }
-  grain = std::max<int64_t>(4, (grain + 3) / 4 * 4);
+  grain = std::max<int64_t>(8, (grain + 7) / 8 * 8);
   pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -165,6 +166,47 @@ TEST(MatmulTest, TinyF32) {
       check_matmul(m, n, pool, 5, isa_name(isa));
     const Matrix odd = make_matrix(TensorType::kF32, 5, 13, 3, false);
     check_matmul(odd, 3, pool, 5, std::string(isa_name(isa)) + " 5x13");
+  }
+}
+
+// The server promises that a request gives the same greedy text alone or batched with others,
+// so an output must not depend on how many tokens share the call, where the token sits in it,
+// or which tile or thread computed it: bit for bit, for every type and instruction set.
+TEST(MatmulTest, SameBitsAloneOrBatched) {
+  ThreadPool pool1(1), pool3(3);
+  for (Isa isa : available_isas()) {
+    ScopedIsa scope(isa);
+    for (TensorType t : kAllTypes) {
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 512}, {101, 768}}) {
+        const Matrix m = make_matrix(t, rows, cols, 5, true);
+        const int64_t n_max = 70;
+        auto x = random_floats(n_max * cols, 23);
+        std::vector<float> alone(static_cast<size_t>(n_max * rows));
+        for (int64_t tok = 0; tok < n_max; ++tok) {
+          matmul(m.view(), x.data() + tok * cols, 1, alone.data() + tok * rows, pool1);
+        }
+        for (int64_t n : {2, 3, 8, 9, 33, 70}) {
+          for (ThreadPool *pool : {&pool1, &pool3}) {
+            // Start at token 1 too, so that tokens move to other positions within a group.
+            for (int64_t first : {int64_t{0}, int64_t{1}}) {
+              if (first + n > n_max)
+                continue;
+              std::vector<float> y(static_cast<size_t>(n * rows));
+              matmul(m.view(), x.data() + first * cols, n, y.data(), *pool);
+              for (int64_t i = 0; i < n * rows; ++i) {
+                const float want = alone[static_cast<size_t>(first * rows + i)];
+                const float got = y[static_cast<size_t>(i)];
+                ASSERT_EQ(std::memcmp(&got, &want, sizeof got), 0)
+                    << isa_name(isa) << " " << name(t) << " " << rows << "x" << cols << " n=" << n
+                    << " first=" << first << " threads=" << pool->size() << ": token " << i / rows
+                    << " row " << i % rows << " gave " << got << " batched but " << want
+                    << " alone";
+              }
+            }
+          }
+        }
+      }
+    }
   }
 }
 
