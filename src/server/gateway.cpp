@@ -239,11 +239,13 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
   }
   // Engine-side validation (context, KV budget) runs here too so that errors are plain HTTP
   // errors rather than failures inside a started stream.
-  if (n_prompt + max_tokens > n_ctx) {
+  // In 64 bits: max_tokens may be as large as INT32_MAX.
+  const int64_t requested = static_cast<int64_t>(n_prompt) + max_tokens;
+  if (requested > n_ctx) {
     w->respond(http::error_response(
         {ErrorCode::kContextLengthExceeded,
          "This model's maximum context length is " + std::to_string(n_ctx) +
-             " tokens. However, you requested " + std::to_string(n_prompt + max_tokens) +
+             " tokens. However, you requested " + std::to_string(requested) +
              " tokens (" + std::to_string(n_prompt) + " in the messages, " +
              std::to_string(max_tokens) +
              " in the completion). Please reduce the length of the messages or completion.",
