@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <cmath>
+
 namespace gantry::api {
 namespace json = boost::json;
 namespace {
@@ -23,8 +25,11 @@ Result<int64_t> integer(const json::value &v, const std::string &name) {
     if (v.as_uint64() > static_cast<uint64_t>(INT64_MAX)) return bad("'" + name + "' is too large", name);
     return static_cast<int64_t>(v.as_uint64());
   }
-  if (v.is_double() && v.as_double() == static_cast<double>(static_cast<int64_t>(v.as_double()))) {
-    return static_cast<int64_t>(v.as_double());
+  // Only a whole double inside int64's range converts without undefined behaviour (1e300 as
+  // max_tokens must be an error, not a float-cast overflow).
+  if (v.is_double()) {
+    const double d = v.as_double();
+    if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d)) return static_cast<int64_t>(d);
   }
   return bad("'" + name + "' must be an integer", name);
 }
