@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need beyond the C++ build: the official `openai` npm
-# client (tests/e2e/package.json, pinned by package-lock.json). Idempotent and quick when done.
+# client, exactly as pinned by tests/e2e/package-lock.json (`npm ci`). Idempotent and quick when
+# already done; `make test` runs it, and tests/e2e/run_e2e.sh runs it when node_modules is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/e2e"
-if [ -f package.json ] && [ ! -d node_modules/openai ]; then
-  npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
+if [ ! -d node_modules/openai ]; then
+  command -v npm >/dev/null 2>&1 || {
+    echo "test_deps: npm is not installed (run scripts/bootstrap.sh)" >&2
+    exit 1
+  }
+  npm ci --no-audit --no-fund --loglevel=error
 fi

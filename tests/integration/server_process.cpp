@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 
+extern char **environ;
+
 namespace gantry::testing {
 namespace {
 
@@ -45,6 +47,13 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
   for (auto &a : args)
     argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The server reads GANTRY_* variables; a developer's must not change what the test runs.
+  std::vector<char *> envp;
+  for (char **e = environ; e && *e; ++e) {
+    if (std::strncmp(*e, "GANTRY_", 7) != 0)
+      envp.push_back(*e);
+  }
+  envp.push_back(nullptr);
 
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
@@ -62,7 +71,7 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
     if (getppid() != parent)
       _exit(127);
     dup2(fds[1], STDOUT_FILENO);
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   close(fds[1]);

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs the official `openai` npm client's tests (openai_sdk.test.mjs) against a real server:
+# starts `gantry serve --port 0`, exports its URL as GANTRY_BASE_URL, runs `node --test`, then
+# stops the server with SIGTERM and checks that it exits 0.
+#
+#   tests/e2e/run_e2e.sh build/gantry
+#
+# Fails (never skips) when Node.js or the npm client is missing: `make test` installs them.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="${1:?usage: run_e2e.sh PATH_TO_GANTRY_BINARY}"
+
+fail() {
+  echo "e2e: FAIL: $*" >&2
+  exit 1
+}
+
+command -v node >/dev/null 2>&1 ||
+  fail "node is not installed; the end-to-end test needs Node.js >= 20 (run scripts/bootstrap.sh)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || fail "Node.js >= 20 is required, found $(node --version)"
+if [ ! -d "$here/node_modules/openai" ]; then
+  "$here/../../scripts/test_deps.sh" || fail "could not install the openai npm package"
+fi
+[ -d "$here/node_modules/openai" ] || fail "tests/e2e/node_modules/openai is missing"
+[ -x "$bin" ] || fail "no gantry binary at $bin"
+
+tmp="$(mktemp -d /tmp/gantry-e2e-XXXXXX)"
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# The server reads GANTRY_* variables; the test's server must not pick up a developer's.
+for v in $(compgen -e | grep '^GANTRY_' || true); do
+  [ "$v" = GANTRY_BASE_URL ] || unset "$v"
+done
+"$bin" serve --port 0 --data-dir "$tmp/data" --threads 1 >"$tmp/stdout" 2>"$tmp/stderr" &
+pid=$!
+
+url=""
+for _ in $(seq 300); do # up to 30 s for the model to load
+  url="$(sed -n 's/^Gantry listening on \(http:\/\/[^ ]*\).*/\1/p' "$tmp/stdout" | head -n1)"
+  [ -n "$url" ] && break
+  kill -0 "$pid" 2>/dev/null || {
+    cat "$tmp/stderr" >&2
+    fail "gantry serve exited before listening"
+  }
+  sleep 0.1
+done
+[ -n "$url" ] || fail "gantry serve did not print its listening line within 30 s"
+echo "e2e: gantry serve at $url (pid $pid)"
+
+set +e
+GANTRY_BASE_URL="$url" node --test --test-reporter=spec "$here/openai_sdk.test.mjs"
+rc=$?
+set -e
+
+kill -TERM "$pid"
+exit_code=0
+for _ in $(seq 100); do # the grace: 10 s
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+if kill -0 "$pid" 2>/dev/null; then
+  fail "gantry serve did not exit within 10 s of SIGTERM"
+fi
+wait "$pid" || exit_code=$?
+pid=""
+if [ "$exit_code" -ne 0 ]; then
+  cat "$tmp/stderr" >&2
+  fail "gantry serve exited with $exit_code after SIGTERM"
+fi
+[ "$rc" -eq 0 ] || fail "node --test failed (exit $rc)"
+echo "e2e: passed"
