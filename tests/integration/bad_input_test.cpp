@@ -2,6 +2,8 @@
 // prompts longer than the context, 10 MB bodies, slowloris-style clients, abrupt disconnects —
 // each get the right error or are cut off, while a long stream keeps running and then completes
 // correctly.
+#include <algorithm>
+#include <cstdio>
 #include <future>
 #include <thread>
 
@@ -17,7 +19,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kCtx = 3072;
-constexpr int kLongTokens = 3000; // long enough to outlive every bad input below
+constexpr int kMaxLongTokens = 3000; // kCtx bounds the long stream
 constexpr int kPrefixTokens = 100;
 
 // Short network deadlines so that the slow clients are cut off within a second.
@@ -145,18 +147,28 @@ TEST(BadInputTest, EachBadInputGetsItsErrorWhileAStreamKeepsRunning) {
 
   // The greedy prefix the long stream must start with.
   http::HttpClient client(server.client_options());
+  const auto t_prefix = Clock::now();
   auto prefix_r = client.post(
       "/v1/completions",
       completion_body("Once upon a time",
                       {{"max_tokens", kPrefixTokens}, {"temperature", 0}, {"ignore_eos", true}}));
   ASSERT_TRUE(prefix_r && prefix_r->status == 200);
   const std::string prefix = choice_text(parse_object(prefix_r->body));
+  // The long stream must outlive every bad input below (about a second of work): aim for 3 s at
+  // the measured speed, so that slow builds (ASan, -O0) do not run for minutes. Longer
+  // sequences decode more slowly, so this errs long.
+  const double prefix_s = std::chrono::duration<double>(Clock::now() - t_prefix).count();
+  const int long_tokens =
+      std::clamp(static_cast<int>(3.0 / std::max(prefix_s, 1e-3) * kPrefixTokens),
+                 kPrefixTokens * 4, kMaxLongTokens);
+  std::printf("  %d greedy tokens took %.0f ms; the long stream generates %d\n", kPrefixTokens,
+              prefix_s * 1000, long_tokens);
 
   // The long stream, read on its own thread the whole time.
   auto long_stream = std::async(std::launch::async, [&] {
     return stream_request(
         opts, "/v1/completions",
-        completion_body("Once upon a time", {{"max_tokens", kLongTokens},
+        completion_body("Once upon a time", {{"max_tokens", long_tokens},
                                              {"temperature", 0},
                                              {"ignore_eos", true},
                                              {"stream", true},
@@ -259,7 +271,7 @@ TEST(BadInputTest, EachBadInputGetsItsErrorWhileAStreamKeepsRunning) {
 
     RawConnection mid(server.port());
     const std::string b =
-        completion_body("Once upon a time", {{"max_tokens", kLongTokens}, {"ignore_eos", true}});
+        completion_body("Once upon a time", {{"max_tokens", long_tokens}, {"ignore_eos", true}});
     mid.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: " +
              std::to_string(b.size()) + "\r\n\r\n" + b);
@@ -272,7 +284,7 @@ TEST(BadInputTest, EachBadInputGetsItsErrorWhileAStreamKeepsRunning) {
     auto s = sc.open_sse(
         http::Method::kPost, "/v1/chat/completions",
         chat_body("Once upon a time",
-                  {{"max_tokens", kLongTokens}, {"ignore_eos", true}, {"stream", true}}));
+                  {{"max_tokens", long_tokens}, {"ignore_eos", true}, {"stream", true}}));
     ASSERT_TRUE(s) << s.error().message;
     auto first = read_stream(*s, 2);
     EXPECT_EQ(first.events.size(), 2u);
@@ -302,7 +314,7 @@ TEST(BadInputTest, EachBadInputGetsItsErrorWhileAStreamKeepsRunning) {
   const auto bad_elapsed = Clock::now() - bad_start;
   EXPECT_TRUE(still) << "the long stream finished before the bad inputs did ("
                      << std::chrono::duration_cast<std::chrono::milliseconds>(bad_elapsed).count()
-                     << " ms); raise kLongTokens";
+                     << " ms); raise the stream's length";
 
   // The long stream completes correctly.
   ASSERT_EQ(long_stream.wait_for(120s), std::future_status::ready);
@@ -313,7 +325,7 @@ TEST(BadInputTest, EachBadInputGetsItsErrorWhileAStreamKeepsRunning) {
   EXPECT_TRUE(s.done);
   EXPECT_EQ(s.finish_reason[0], "length");
   ASSERT_TRUE(s.usage);
-  EXPECT_EQ(s.usage->at("completion_tokens").as_int64(), kLongTokens);
+  EXPECT_EQ(s.usage->at("completion_tokens").as_int64(), long_tokens);
   EXPECT_TRUE(s.text[0].starts_with(prefix))
       << "stream text diverged from the greedy completion:\n  stream: "
       << s.text[0].substr(0, prefix.size()) << "\n  greedy: " << prefix;
