@@ -69,18 +69,29 @@ Status synth_model(const SynthOptions &o, const std::function<void(uint64_t, uin
     for (const auto &s : synth_shapes()) names += (names.empty() ? "" : ", ") + s.name;
     return Err(Error::invalid("unknown shape '" + o.like + "' (known: " + names + ")", "like"));
   }
-  if (o.type != gguf::TensorType::kF16 && o.type != gguf::TensorType::kQ8_0 &&
-      o.type != gguf::TensorType::kQ4_0 && o.type != gguf::TensorType::kF32) {
-    return Err(Error::invalid("type must be f32, f16, q8_0 or q4_0", "type"));
+  return synth_model_shape(*shape, o, progress);
+}
+
+Status synth_model_shape(const SynthShape &shape, const SynthOptions &o,
+                         const std::function<void(uint64_t, uint64_t)> &progress) {
+  if (!kernels::is_supported(o.type)) {
+    return Err(Error::invalid("unsupported weight type", "type"));
   }
   GANTRY_ASSIGN_OR_RETURN(auto vocab, gguf::GgufFile::open(o.vocab_path));
   const auto *tokens = vocab->get_string_array("tokenizer.ggml.tokens");
   if (!tokens) return Err(Error::corrupt(o.vocab_path + " has no tokenizer.ggml.tokens"));
   const int n_vocab = static_cast<int>(tokens->size());
-  const SynthShape &s = *shape;
+  const SynthShape &s = shape;
   const int n_layer = o.n_layer_override > 0 ? o.n_layer_override : s.n_layer;
   const int head_dim = s.n_embd / s.n_head;
   const std::string a = s.arch + ".";
+  const uint32_t block = gguf::type_traits(o.type).block_elems;
+  if (s.n_embd % block != 0 || s.n_ff % block != 0 || (s.n_head * head_dim) % block != 0) {
+    return Err(Error::invalid("the shape's widths are not multiples of the " +
+                                  std::string(gguf::type_traits(o.type).name) + " block size " +
+                                  std::to_string(block),
+                              "type"));
+  }
 
   gguf::GgufWriter w;
   w.set_string("general.architecture", s.arch);

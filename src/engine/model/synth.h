@@ -34,4 +34,8 @@ struct SynthOptions {
 Status synth_model(const SynthOptions &opts,
                    const std::function<void(uint64_t, uint64_t)> &progress = nullptr);
 
+// Same, for an explicit shape (tests build tiny models of every architecture this way).
+Status synth_model_shape(const SynthShape &shape, const SynthOptions &opts,
+                         const std::function<void(uint64_t, uint64_t)> &progress = nullptr);
+
 } // namespace gantry::engine
