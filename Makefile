@@ -28,7 +28,7 @@ test: build
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs it too).
 test-asan: bootstrap
-	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGANTRY_SANITIZE=ON -DGANTRY_BUILD_BENCH=OFF
+	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGANTRY_SANITIZE=ON -DGANTRY_BUILD_BENCH=OFF
 	cmake --build build-asan -j $(JOBS)
 	./scripts/test_deps.sh
 	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE slow

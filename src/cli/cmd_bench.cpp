@@ -27,6 +27,19 @@ struct BenchOptions {
 
 using Clock = std::chrono::steady_clock;
 
+// Resident memory of this process in MiB (VmRSS), to check that weights are mapped, not copied.
+double rss_mib() {
+  FILE *f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  double kb = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "VmRSS: %lf kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb / 1024.0;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -88,6 +101,7 @@ int run_bench(BenchOptions o) {
                            engine::KvCache::kBlockSize;
   ec.kv_bytes = per_token * (static_cast<size_t>(o.n_seqs) * (o.n_gen + 32) + o.n_prompt + 64);
   engine::Engine eng(**model, ec);
+  const double rss_after_load = rss_mib();
 
   // Warm-up: touches the weights and the workspace once.
   run(eng, cfg.n_vocab, 1, 16, 4, 1);
@@ -121,6 +135,10 @@ int run_bench(BenchOptions o) {
   j["pp_tokens_per_s"] = median(pp);
   j["tg_tokens_per_s"] = median(tg);
   j["batched_tg_tokens_per_s"] = median(btg);
+  j["file_mib"] = static_cast<double>((*model)->file().file_size()) / 1048576.0;
+  j["kv_budget_mib"] = static_cast<double>(ec.kv_bytes) / 1048576.0;
+  j["rss_after_load_mib"] = rss_after_load;
+  j["rss_after_bench_mib"] = rss_mib();
   if (o.json) {
     std::printf("%s\n", boost::json::serialize(j).c_str());
   } else {
