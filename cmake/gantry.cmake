@@ -20,6 +20,9 @@ function(gantry_test)
     GANTRY_TEST_DATA_DIR="${GANTRY_TEST_DATA_DIR}"
     GANTRY_MODELS_DIR="${GANTRY_MODELS_DIR}"
     GANTRY_BINARY="${CMAKE_BINARY_DIR}/gantry")
-  gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST
-    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT 300)
+  set(_props TIMEOUT 300)
+  if(ARG_LABELS)
+    list(APPEND _props LABELS "${ARG_LABELS}")
+  endif()
+  gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST PROPERTIES ${_props})
 endfunction()
