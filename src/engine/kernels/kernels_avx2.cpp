@@ -281,6 +281,17 @@ template <TensorType kType> GANTRY_AVX2_INLINE float load1(const void *row, int6
   }
 }
 
+// An output from its 8 lane sums over columns [0, k) and the columns [k, n) left over. Every
+// float kernel ends this way, so that an output has the same bits whichever computed it.
+template <TensorType kType>
+GANTRY_AVX2_INLINE float finish_float(__m256 acc, const void *row, const float *x, int64_t k,
+                                      int64_t n) {
+  float s = hsum(acc);
+  for (int64_t kk = k; kk < n; ++kk)
+    s += load1<kType>(row, kk) * x[kk];
+  return s;
+}
+
 template <TensorType kType, int R, int T>
 GANTRY_AVX2_INLINE void tile_float(const WeightView &w, const Activations &a, int64_t r, int64_t t,
                                    float *y, int64_t ldy) {
@@ -317,12 +328,8 @@ GANTRY_AVX2_INLINE void tile_float(const WeightView &w, const Activations &a, in
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
 #pragma GCC unroll 8
-    for (int j = 0; j < T; ++j) {
-      float s = hsum(acc[i][j]);
-      for (int64_t kk = k; kk < n; ++kk)
-        s += load1<kType>(rows[i], kk) * x[j][kk];
-      y[(t + j) * ldy + r + i] = s;
-    }
+    for (int j = 0; j < T; ++j)
+      y[(t + j) * ldy + r + i] = finish_float<kType>(acc[i][j], rows[i], x[j], k, n);
   }
 }
 
@@ -432,21 +439,31 @@ template <TensorType kType, int R>
 GANTRY_AVX2 void rows_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                             int64_t r, float *y, int64_t ldy) {
   int64_t t = t0;
-  for (; t + 3 <= t1; t += 3)
-    tile_float<kType, R, 3>(w, a, r, t, y, ldy);
+  for (; t + 4 <= t1; t += 4)
+    tile_float<kType, R, 4>(w, a, r, t, y, ldy);
   switch (t1 - t) {
+  case 3: tile_float<kType, R, 3>(w, a, r, t, y, ldy); break;
   case 2: tile_float<kType, R, 2>(w, a, r, t, y, ldy); break;
   case 1: tile_float<kType, R, 1>(w, a, r, t, y, ldy); break;
   default: break;
   }
 }
 
+// Tiles of 3 rows x 4 tokens: 12 accumulators, 3 weight vectors and one activation vector fill
+// the 16 ymm registers without spilling. Decode (one token) takes 4 rows at a time instead.
+// Every tile shape accumulates an output the same way (8 lanes over the columns, then hsum), so
+// the result does not depend on the tiling.
 template <TensorType kType>
 GANTRY_AVX2 void matmul_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                               int64_t r0, int64_t r1, float *y, int64_t ldy) {
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4)
-    rows_float<kType, 4>(w, a, t0, t1, r, y, ldy);
+  if (t1 - t0 == 1) {
+    for (; r + 4 <= r1; r += 4)
+      tile_float<kType, 4, 1>(w, a, r, t0, y, ldy);
+  } else {
+    for (; r + 3 <= r1; r += 3)
+      rows_float<kType, 3>(w, a, t0, t1, r, y, ldy);
+  }
   for (; r < r1; ++r)
     rows_float<kType, 1>(w, a, t0, t1, r, y, ldy);
 }
