@@ -83,6 +83,12 @@ struct Ref {
         }
         rope(q[t], c.n_head, t);
         rope(k[t], c.n_head_kv, t);
+        // The KV cache holds f16-precision values, like llama.cpp's default cache type.
+        for (auto *kv : {&k[t], &v[t]}) {
+          for (double &e : *kv) {
+            e = kernels::fp16_to_fp32(kernels::fp32_to_fp16(static_cast<float>(e)));
+          }
+        }
       }
       for (int t = 0; t < n; ++t) {
         std::vector<double> att(c.q_dim(), 0.0);
