@@ -140,28 +140,33 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   if (static_cast<int>(ws.scores.size()) < pool.size()) ws.scores.resize(pool.size());
 
-  // One work item per (token, head): independent, and plentiful enough to balance.
-  pool.parallel_for(static_cast<int64_t>(n) * c.n_head, 4, [&](int64_t b, int64_t e, int thread) {
+  // One work item per (token, KV head): independent, plentiful enough to balance, and each
+  // K/V row is read once for all the query heads that share it.
+  pool.parallel_for(static_cast<int64_t>(n) * c.n_head_kv, 2, [&](int64_t b, int64_t e, int thread) {
     std::vector<float> &scores = ws.scores[thread];
+    const float *qs[64];
+    float *outs[64];
     for (int64_t item = b; item < e; ++item) {
-      const int t = static_cast<int>(item / c.n_head);
-      const int h = static_cast<int>(item % c.n_head);
-      const int g = h / group;
+      const int t = static_cast<int>(item / c.n_head_kv);
+      const int g = static_cast<int>(item % c.n_head_kv);
       const BatchToken &bt = batch[t];
       const int n_ctx = bt.pos + 1;
-      grow(scores, n_ctx);
-      const float *q = ws.q.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
+      grow(scores, static_cast<size_t>(n_ctx) * group);
+      for (int i = 0; i < group; ++i) {
+        const int h = g * group + i;
+        qs[i] = ws.q.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
+        outs[i] = ws.attn.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
+      }
       const auto &blocks = *bt.blocks;
-      float *out = ws.attn.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;
-      attention_head(
-          q, n_ctx, hd, scale,
+      attention_group(
+          qs, outs, group, n_ctx, hd, scale,
           [&](int j) {
             return kv.k(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
           },
           [&](int j) {
             return kv.v(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
           },
-          scores.data(), out);
+          scores.data());
     }
   });
 }

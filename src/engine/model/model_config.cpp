@@ -48,6 +48,9 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
     GANTRY_ASSIGN_OR_RETURN(c.head_dim, need_int(f, a + "attention.key_length", 1 << 12));
   }
   if (c.head_dim % 2 != 0) return Err(Error::corrupt("head dimension must be even"));
+  if (c.n_head / c.n_head_kv > 64) {
+    return Err(Error::unsupported("more than 64 query heads per KV head"));
+  }
   c.rope_dim = c.head_dim;
   if (f.find(a + "rope.dimension_count")) {
     GANTRY_ASSIGN_OR_RETURN(c.rope_dim, need_int(f, a + "rope.dimension_count", c.head_dim));
