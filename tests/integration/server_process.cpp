@@ -173,6 +173,9 @@ std::optional<int> ServerProcess::wait_exit(std::chrono::milliseconds timeout) {
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+      // The child's end of the pipe is closed: let the drainer read the last of its output.
+      if (drainer_.joinable())
+        drainer_.join();
       return exit_code_;
     }
     if (r < 0 && errno != EINTR)

@@ -58,7 +58,7 @@ TEST(ShutdownTest, SigtermLetsARunningStreamFinishAndExitsZero) {
       [](const std::string &t) {
         return metric_or_zero(t, model_series("gantry:num_requests_running")) == 1;
       },
-      0ms);
+      5s); // the gauges are published after the engine step whose events we already read
   EXPECT_TRUE(running) << "the stream was not running when SIGTERM was sent:\n" << m;
 
   server.signal(SIGTERM);
