@@ -97,6 +97,9 @@ public:
       aborted_ = true;
       pending_.clear();
       pending_.shrink_to_fit();
+      // A flush may be "scheduled" only in the sense that the connection will look again when
+      // its stuck write completes, which a non-reading client never lets happen: post anew.
+      flush_scheduled_ = false;
     }
     schedule_locked();
     return !overflow_;
@@ -146,6 +149,12 @@ public:
     bool overflow = false; // the writer exceeded max_pending_write_bytes
     bool abandoned = false;
   };
+  // True once a writer exceeded max_pending_write_bytes (checked even while a write is stuck).
+  bool overflowed() const {
+    std::lock_guard lock(mu_);
+    return overflow_;
+  }
+
   // Swaps the queued bytes into `out` (which must be empty) and says what they complete.
   Batch take(std::string &out) {
     std::lock_guard lock(mu_);

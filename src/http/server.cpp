@@ -185,8 +185,17 @@ public:
   }
 
   void flush() {
-    if (phase_ == Phase::kClosed || writing_ || !current_)
+    if (phase_ == Phase::kClosed || !current_)
       return;
+    if (writing_) {
+      // A reader that stopped reading leaves our write pending forever; the producer's
+      // overflow must still end the connection now, not at the write timeout.
+      if (current_->overflowed()) {
+        core_.counters.slow_client_overflows.fetch_add(1);
+        close(Why::kOverflow); // out_ stays alive until the aborted write's handler runs
+      }
+      return;
+    }
     Exchange::Batch batch = current_->take(out_);
     if (batch.abandoned)
       core_.counters.abandoned_responses.fetch_add(1);

@@ -1,0 +1,88 @@
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace gantry::server {
+namespace {
+
+std::string write_file(const std::string &name, const std::string &text) {
+  std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigTest, TomlThenEnvOverride) {
+  auto path = write_file("gantry.toml", R"(
+host = "0.0.0.0"
+port = 9000
+max_queued_requests = 7
+header_timeout_s = 0.5
+[[models]]
+name = "a"
+path = "/models/a.gguf"
+threads = 3
+max_seqs = 4
+[[models]]
+path = "/models/b-q8.gguf"
+)");
+  ServerConfig c;
+  ASSERT_TRUE(apply_toml_file(path, c).ok());
+  EXPECT_EQ(c.host, "0.0.0.0");
+  EXPECT_EQ(c.port, 9000);
+  EXPECT_EQ(c.max_queued_requests, 7);
+  EXPECT_EQ(c.header_timeout.count(), 500);
+  ASSERT_EQ(c.models.size(), 2u);
+  EXPECT_EQ(c.models[0].threads, 3);
+  EXPECT_EQ(c.models[0].max_seqs, 4);
+  EXPECT_EQ(c.models[1].name, "b-q8") << "name defaults to the file stem";
+
+  ASSERT_TRUE(apply_env({{"GANTRY_PORT", "9100"}, {"GANTRY_THREADS", "1"}}, c).ok());
+  EXPECT_EQ(c.port, 9100) << "environment overrides the file";
+  EXPECT_EQ(c.models[0].threads, 1);
+  EXPECT_TRUE(c.validate().ok());
+}
+
+TEST(ConfigTest, ErrorsNameTheKey) {
+  ServerConfig c;
+  auto unknown = apply_toml_file(write_file("typo.toml", "prot = 1\n"), c);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("prot"), std::string::npos);
+
+  auto wrong_type = apply_toml_file(write_file("type.toml", "port = \"x\"\n"), c);
+  ASSERT_FALSE(wrong_type.ok());
+  EXPECT_NE(wrong_type.error().message.find("port"), std::string::npos);
+
+  auto syntax = apply_toml_file(write_file("syntax.toml", "port = = 1\n"), c);
+  ASSERT_FALSE(syntax.ok());
+  EXPECT_NE(syntax.error().message.find("line 1"), std::string::npos) << syntax.error().message;
+
+  auto env = apply_env({{"GANTRY_PORT", "eighty"}}, c);
+  ASSERT_FALSE(env.ok());
+  EXPECT_NE(env.error().message.find("GANTRY_PORT"), std::string::npos);
+
+  ServerConfig dup;
+  dup.models = {*parse_model_arg("m=/a.gguf"), *parse_model_arg("m=/b.gguf")};
+  auto st = dup.validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("duplicate"), std::string::npos);
+}
+
+TEST(ConfigTest, ModelArguments) {
+  auto a = parse_model_arg("tiny=/x/y.gguf");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->name, "tiny");
+  EXPECT_EQ(a->path, "/x/y.gguf");
+  auto b = parse_model_arg("models/stories260K.gguf");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->name, "stories260K");
+  EXPECT_FALSE(parse_model_arg("=x").ok());
+  ServerConfig c;
+  ASSERT_TRUE(apply_env({{"GANTRY_MODEL", "a=/a.gguf,b=/b.gguf"}}, c).ok());
+  ASSERT_EQ(c.models.size(), 2u);
+  EXPECT_EQ(c.models[1].path, "/b.gguf");
+}
+
+} // namespace
+} // namespace gantry::server
