@@ -83,7 +83,7 @@ double tolerance(const Matrix &m, int64_t r, const float *x, bool quantized_acts
   double tol = 0, mag = 0;
   for (int64_t b = 0; b < m.cols; b += block) {
     double amax = 0, wsum = 0;
-    for (int64_t i = b; i < b + block; ++i) {
+    for (int64_t i = b; i < std::min(b + block, m.cols); ++i) {
       amax = std::max(amax, std::fabs(static_cast<double>(x[i])));
       wsum += std::fabs(static_cast<double>(m.dequant[static_cast<size_t>(r * m.cols + i)]));
       mag += std::fabs(static_cast<double>(m.dequant[static_cast<size_t>(r * m.cols + i)]) * x[i]);
