@@ -36,7 +36,7 @@ ThreadPool::ThreadPool(int n_threads) {
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  generation_.store(++last_generation_, std::memory_order_seq_cst);
   {
     std::lock_guard<std::mutex> lk(sleep_mu_);
   }
@@ -45,16 +45,17 @@ ThreadPool::~ThreadPool() {
     t.join();
 }
 
-void ThreadPool::run(FunctionRef<void(int)> fn) {
-  if (n_threads_ == 1) {
-    fn(0);
-    return;
-  }
-  job_ = &fn;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+namespace {
+constexpr uint64_t kMandatory = 1ull << 31; // every worker must run it (run())
+constexpr uint64_t kClosed = 1ull << 30;    // no more workers may join (parallel_for)
+constexpr uint64_t kCountMask = kClosed - 1;
+} // namespace
+
+void ThreadPool::publish(uint64_t gate) {
+  gate_.store(gate, std::memory_order_release);
   // seq_cst pairs with the worker's sleepers_ increment: either the worker sees the new
-  // generation before sleeping or we see it asleep and pay for the futex wake.
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  // generation before sleeping or we see it asleep and pay for the wake-up.
+  generation_.store(last_generation_, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     // Taking the mutex orders this notify after a worker that counted itself as a sleeper has
     // either seen the new generation or entered the wait (libstdc++ 12's atomic::wait lost
@@ -62,10 +63,19 @@ void ThreadPool::run(FunctionRef<void(int)> fn) {
     { std::lock_guard<std::mutex> lk(sleep_mu_); }
     sleep_cv_.notify_all();
   }
+}
 
+void ThreadPool::run(FunctionRef<void(int)> fn) {
+  if (n_threads_ == 1) {
+    fn(0);
+    return;
+  }
+  job_ = &fn;
+  done_.store(0, std::memory_order_relaxed);
+  ++last_generation_;
+  publish((static_cast<uint64_t>(last_generation_) << 32) | kMandatory);
   fn(0);
-
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+  for (int spins = 0; done_.load(std::memory_order_acquire) != n_threads_ - 1; ++spins) {
     if (spins < kCallerSpins) {
       cpu_relax();
     } else {
@@ -75,8 +85,38 @@ void ThreadPool::run(FunctionRef<void(int)> fn) {
   job_ = nullptr;
 }
 
+void ThreadPool::work_chunks(int thread) {
+  for (;;) {
+    const int64_t b = next_.fetch_add(chunk_grain_, std::memory_order_relaxed);
+    if (b >= chunk_n_) break;
+    (*chunk_fn_)(b, std::min(chunk_n_, b + chunk_grain_), thread);
+  }
+}
+
+void ThreadPool::run_chunks(int64_t n, int64_t grain, ChunkFn fn) {
+  chunk_fn_ = &fn;
+  chunk_n_ = n;
+  chunk_grain_ = grain;
+  next_.store(0, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  ++last_generation_;
+  publish(static_cast<uint64_t>(last_generation_) << 32);
+  work_chunks(0);
+  // Every chunk is claimed: close the gate and wait only for the workers already inside.
+  const uint64_t s = gate_.fetch_or(kClosed, std::memory_order_acq_rel);
+  const int joined = static_cast<int>(s & kCountMask);
+  for (int spins = 0; done_.load(std::memory_order_acquire) != joined; ++spins) {
+    if (spins < kCallerSpins) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  chunk_fn_ = nullptr;
+}
+
 void ThreadPool::worker_loop(int index) {
-  // Not generation_.load(): run() may already have bumped it before this thread got going.
+  // Not generation_.load(): a job may already be published before this thread got going.
   uint32_t seen = 0;
   for (;;) {
     uint32_t gen = generation_.load(std::memory_order_acquire);
@@ -90,11 +130,27 @@ void ThreadPool::worker_loop(int index) {
       while ((gen = generation_.load(std::memory_order_seq_cst)) == seen) sleep_cv_.wait(lk);
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    seen = gen;
-    if (stop_.load(std::memory_order_relaxed))
-      return;
-    (*job_)(index);
-    pending_.fetch_sub(1, std::memory_order_release);
+    if (stop_.load(std::memory_order_relaxed)) return;
+    uint64_t s = gate_.load(std::memory_order_acquire);
+    seen = static_cast<uint32_t>(s >> 32);
+    if (s & kMandatory) {
+      (*job_)(index);
+      done_.fetch_add(1, std::memory_order_release);
+      continue;
+    }
+    // Join the parallel_for if it is still open; the CAS fails if the gate changed (another
+    // worker joined: retry; the caller closed it or moved on: skip).
+    bool joined = false;
+    while ((s >> 32) == seen && !(s & kClosed)) {
+      if (gate_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
+        joined = true;
+        break;
+      }
+    }
+    if (joined) {
+      work_chunks(index);
+      done_.fetch_add(1, std::memory_order_release);
+    }
   }
 }
 

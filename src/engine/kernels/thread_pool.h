@@ -55,23 +55,13 @@ public:
   // so a thread that was descheduled on a busy machine does not hold everyone back. Calls
   // fn(begin, end, thread) for each chunk. Runs inline when a single chunk covers n.
   template <typename F> void parallel_for(int64_t n, int64_t grain, F &&fn) {
-    if (n <= 0)
-      return;
+    if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
     if (n <= grain || n_threads_ == 1) {
-      for (int64_t b = 0; b < n; b += grain)
-        fn(b, std::min(n, b + grain), 0);
+      for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain), 0);
       return;
     }
-    std::atomic<int64_t> next{0};
-    run([&](int thread) {
-      for (;;) {
-        const int64_t b = next.fetch_add(grain, std::memory_order_relaxed);
-        if (b >= n)
-          break;
-        fn(b, std::min(n, b + grain), thread);
-      }
-    });
+    run_chunks(n, grain, fn);
   }
 
   // Like parallel_for with a grain chosen to give each thread a few chunks.
@@ -81,6 +71,13 @@ public:
   }
 
 private:
+  using ChunkFn = FunctionRef<void(int64_t, int64_t, int)>;
+  // parallel_for's engine: workers join only while chunks remain, and the caller waits only for
+  // workers that joined. On a machine with more runnable threads than cores a descheduled worker
+  // then costs nothing: the caller does its share instead of waiting for it to wake up.
+  void run_chunks(int64_t n, int64_t grain, ChunkFn fn);
+  void publish(uint64_t gate);
+  void work_chunks(int thread);
   void worker_loop(int index);
 
   int n_threads_ = 1;
@@ -88,7 +85,16 @@ private:
   // Bumped once per job; workers wait for it to change.
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int> sleepers_{0};
-  alignas(64) std::atomic<int> pending_{0};
+  // The current job: (generation << 32) | kMandatory | kClosed | joined workers. Workers act
+  // only on what the gate says, so a late worker can never run a job twice or touch a job
+  // whose caller has moved on.
+  alignas(64) std::atomic<uint64_t> gate_{0};
+  alignas(64) std::atomic<int> done_{0};   // workers finished with the current job
+  alignas(64) std::atomic<int64_t> next_{0}; // next chunk start of a parallel_for
+  uint32_t last_generation_ = 0;           // caller only
+  const ChunkFn *chunk_fn_ = nullptr;
+  int64_t chunk_n_ = 0;
+  int64_t chunk_grain_ = 0;
   std::atomic<bool> stop_{false};
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;

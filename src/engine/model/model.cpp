@@ -142,7 +142,13 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
 
   // One work item per (token, KV head): independent, plentiful enough to balance, and each
   // K/V row is read once for all the query heads that share it.
-  pool.parallel_for(static_cast<int64_t>(n) * c.n_head_kv, 2, [&](int64_t b, int64_t e, int thread) {
+  // Waking the pool costs microseconds (far more on a busy machine), so small attention work
+  // (decode of a tiny model) runs on the engine thread alone.
+  int64_t work = 0;
+  for (const auto &bt : batch) work += static_cast<int64_t>(bt.pos + 1) * c.n_head * hd * 2;
+  const int64_t items = static_cast<int64_t>(n) * c.n_head_kv;
+  const int64_t grain = work < (int64_t{1} << 16) ? items : 2;
+  pool.parallel_for(items, grain, [&](int64_t b, int64_t e, int thread) {
     std::vector<float> &scores = ws.scores[thread];
     const float *qs[64];
     float *outs[64];
