@@ -29,6 +29,7 @@ struct ServeFlags {
   int64_t max_queued_tokens = -1;
   int default_max_tokens = -1;
   std::string chat_template;
+  bool no_prefix_cache = false;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -73,6 +74,7 @@ int run_serve(const ServeFlags &f) {
     if (f.kv_mb > 0) m.kv_mb = f.kv_mb;
     if (f.ctx > 0) m.ctx = f.ctx;
     if (!f.chat_template.empty()) m.chat_template = f.chat_template;
+    if (f.no_prefix_cache) m.prefix_cache = false;
   }
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
@@ -164,6 +166,8 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--default-max-tokens", f.default_max_tokens,
                   "completion length when a request sets no max_tokens");
   cmd->add_option("--chat-template", f.chat_template, "force a chat template family by name");
+  cmd->add_flag("--no-prefix-cache", f.no_prefix_cache,
+                "do not reuse KV blocks across requests that share a prompt prefix");
   cmd->callback([&rc] { rc = run_serve(f); });
 }
 

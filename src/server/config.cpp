@@ -154,9 +154,15 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
       GANTRY_TRY(read_int(*m, "kv_mb", s.kv_mb, p));
       GANTRY_TRY(read_int(*m, "ctx", s.ctx, p));
       GANTRY_TRY(read_string(*m, "chat_template", s.chat_template, p));
+      if (auto n = m->get("prefix_cache")) {
+        auto v = n->value<bool>();
+        if (!v) return config_error(p + "prefix_cache", "expected true or false");
+        s.prefix_cache = *v;
+      }
       for (const auto &[k, v] : *m) {
         static const char *kModelKeys[] = {"path", "name", "threads", "max_seqs",
-                                           "max_batch_tokens", "kv_mb", "ctx", "chat_template"};
+                                           "max_batch_tokens", "kv_mb", "ctx", "chat_template",
+                                           "prefix_cache"};
         bool known = false;
         for (const char *kk : kModelKeys) known |= k.str() == kk;
         if (!known) return config_error(p + std::string(k.str()), "unknown key");

@@ -21,6 +21,7 @@ struct ModelSpec {
   int kv_mb = 1024;            // KV cache budget
   int ctx = 0;                 // per-sequence context; 0 = the model's
   std::string chat_template;   // force a template family by name; empty = detect from GGUF
+  bool prefix_cache = true;    // reuse KV blocks across requests sharing a prompt prefix
 };
 
 struct ServerConfig {

@@ -70,6 +70,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     wc.engine.max_batch_tokens = spec.max_batch_tokens;
     wc.engine.kv_bytes = static_cast<size_t>(spec.kv_mb) << 20;
     wc.engine.n_ctx = spec.ctx;
+    wc.engine.prefix_cache = spec.prefix_cache;
     wc.max_queued_requests = g->config_.max_queued_requests;
     wc.max_queued_tokens = g->config_.max_queued_tokens;
     sm->worker = std::make_unique<ModelWorker>(std::move(model).value(), wc);

@@ -71,6 +71,7 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
     return;
   }
   c.generated = ev.n_generated;
+  c.cached = ev.n_cached;
   c.text += ev.text;
   const bool finished = ev.finish != engine::FinishReason::kNone;
   if (finished) {
@@ -114,6 +115,8 @@ void InferenceCall::finish_if_done() {
   api::Usage usage;
   usage.prompt_tokens = prompt_tokens_;
   for (const auto &c : choices_) usage.completion_tokens += c.generated;
+  // The prompt is counted once for all choices; report the best reuse among them.
+  for (const auto &c : choices_) usage.cached_tokens = std::max(usage.cached_tokens, c.cached);
   if (stream_) {
     if (failed) {
       writer_->send_event(http::error_response(*failure_).body);

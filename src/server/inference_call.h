@@ -37,6 +37,7 @@ private:
     std::string text;
     std::string finish;
     int generated = 0;
+    int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
   };
   int index_of(Ticket t) const;

@@ -43,6 +43,14 @@ std::string render_metrics(const Gateway &g) {
             [](const WorkerStats &s) { return s.prompt_tokens; });
   per_model("generation_tokens_total", "counter", "Tokens generated.",
             [](const WorkerStats &s) { return s.generated_tokens; });
+  per_model("prefix_cache_queries_total", "counter",
+            "Prompt tokens looked up in the prefix cache (full blocks).",
+            [](const WorkerStats &s) { return s.prefix_queried_tokens; });
+  per_model("prefix_cache_hits_total", "counter",
+            "Prompt tokens whose KV was reused from the prefix cache.",
+            [](const WorkerStats &s) { return s.prefix_hit_tokens; });
+  per_model("kv_cache_cached_blocks", "gauge", "KV blocks held by the prefix cache.",
+            [](const WorkerStats &s) { return s.kv_blocks_cached; });
   per_model("engine_steps_total", "counter", "Forward passes run by the engine.",
             [](const WorkerStats &s) { return s.steps; });
   per_model("request_cancelled_total", "counter",

@@ -78,6 +78,9 @@ WorkerStats ModelWorker::stats() const {
   s.steps = steps_.load();
   s.prompt_tokens = prompt_tokens_.load();
   s.generated_tokens = generated_tokens_.load();
+  s.prefix_queried_tokens = prefix_queried_.load();
+  s.prefix_hit_tokens = prefix_hits_.load();
+  s.kv_blocks_cached = kv_cached_.load();
   s.rejected_queue_full = rejected_queue_full_.load();
   s.cancelled = cancelled_.load();
   s.in_flight = in_flight_.load();
@@ -106,6 +109,9 @@ void ModelWorker::run() {
     steps_.store(st.steps);
     prompt_tokens_.store(st.prompt_tokens);
     generated_tokens_.store(st.generated_tokens);
+    prefix_queried_.store(st.prefix_queried_tokens);
+    prefix_hits_.store(st.prefix_hit_tokens);
+    kv_cached_.store(st.kv_blocks_cached);
   };
   publish();
 

@@ -50,6 +50,9 @@ struct WorkerStats {
   uint64_t steps = 0;
   uint64_t prompt_tokens = 0;
   uint64_t generated_tokens = 0;
+  uint64_t prefix_queried_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
+  int kv_blocks_cached = 0;
   uint64_t rejected_queue_full = 0;
   uint64_t cancelled = 0;
   int in_flight = 0; // submitted and not finished
@@ -111,6 +114,8 @@ private:
   // Published by the engine thread after each step.
   std::atomic<int> running_{0}, waiting_{0}, kv_used_{0}, kv_total_{0};
   std::atomic<uint64_t> steps_{0}, prompt_tokens_{0}, generated_tokens_{0};
+  std::atomic<uint64_t> prefix_queried_{0}, prefix_hits_{0};
+  std::atomic<int> kv_cached_{0};
 
   std::thread thread_; // last: starts after every member above exists
 };

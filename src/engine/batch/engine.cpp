@@ -1,6 +1,7 @@
 #include "engine/batch/engine.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace gantry::engine {
 
@@ -28,7 +29,7 @@ Engine::Engine(const Model &model, const EngineConfig &config)
       kv_(model.config().n_layer, model.config().kv_dim(),
           KvCache::blocks_for_budget(model.config().n_layer, model.config().kv_dim(),
                                      config.kv_bytes)),
-      seed_rng_(std::random_device{}()) {
+      prefix_(kv_), seed_rng_(std::random_device{}()) {
   config_.max_batch_tokens = std::max(config_.max_batch_tokens, 1);
   config_.max_seqs = std::max(config_.max_seqs, 1);
 }
@@ -90,17 +91,52 @@ EngineStats Engine::stats() const {
   EngineStats st = totals_;
   st.running = static_cast<int>(running_.size());
   st.waiting = static_cast<int>(waiting_.size());
-  st.kv_blocks_used = kv_.n_used();
+  st.kv_blocks_used = kv_.n_used() - prefix_.evictable();
+  st.kv_blocks_cached = prefix_.size();
   st.kv_blocks_total = kv_.n_blocks();
+  st.prefix_queried_tokens = prefix_.queried_tokens();
+  st.prefix_hit_tokens = prefix_.hit_tokens();
   return st;
 }
 
 bool Engine::admit(Sequence &s) {
-  const int need = KvCache::blocks_for_tokens(static_cast<int>(s.n_prompt + s.req.max_tokens));
-  if (need > kv_.n_free()) return false;
-  s.blocks.reserve(need);
+  const int total = KvCache::blocks_for_tokens(static_cast<int>(s.n_prompt + s.req.max_tokens));
+  // At least the last prompt token is evaluated, since its logits pick the first new token.
+  std::vector<int32_t> reused;
+  if (config_.prefix_cache) {
+    reused = prefix_.acquire(std::span<const int32_t>(s.tokens.data(), s.n_prompt - 1),
+                             std::numeric_limits<int>::max());
+  }
+  const int need = total - static_cast<int>(reused.size());
+  while (kv_.n_free() < need && prefix_.evict_one()) {
+  }
+  if (kv_.n_free() < need) {
+    for (int32_t b : reused) kv_.release(b);
+    return false;
+  }
+  s.blocks = std::move(reused);
+  s.n_registered = s.blocks.size();
+  s.n_cached = s.blocks.size() * KvCache::kBlockSize;
+  s.n_evaluated = s.n_cached;
+  for (size_t i = 0; i < s.n_registered; ++i) {
+    s.last_hash = PrefixCache::chain_hash(
+        s.last_hash, std::span<const int32_t>(s.tokens.data() + i * KvCache::kBlockSize,
+                                              KvCache::kBlockSize));
+  }
+  s.blocks.reserve(total);
   for (int i = 0; i < need; ++i) s.blocks.push_back(*kv_.allocate());
   return true;
+}
+
+void Engine::register_blocks(Sequence &s) {
+  if (!config_.prefix_cache) return;
+  while ((s.n_registered + 1) * KvCache::kBlockSize <= s.n_evaluated) {
+    std::span<const int32_t> blk(s.tokens.data() + s.n_registered * KvCache::kBlockSize,
+                                 KvCache::kBlockSize);
+    s.last_hash = PrefixCache::chain_hash(s.last_hash, blk);
+    prefix_.insert(s.last_hash, blk, s.blocks[s.n_registered]);
+    ++s.n_registered;
+  }
 }
 
 void Engine::release(Sequence &s) {
@@ -114,6 +150,7 @@ TokenEvent Engine::finish_event(Sequence &s, FinishReason r) {
   ev.finish = r;
   ev.n_prompt = static_cast<int>(s.n_prompt);
   ev.n_generated = static_cast<int>(s.tokens.size() - s.n_prompt);
+  ev.n_cached = static_cast<int>(s.n_cached);
   return ev;
 }
 
@@ -184,6 +221,8 @@ std::vector<TokenEvent> Engine::step() {
 
   model_.forward(batch_, kv_, ws_, pool_, logits_);
   ++totals_.steps;
+  // Blocks completed by this pass become reusable by later sequences.
+  for (auto &s : running_) register_blocks(*s);
 
   // Decode tokens' owners come first in batch_owner_, prompt owners after, both in batch order,
   // which is also the order of the logits rows.
@@ -216,6 +255,7 @@ std::vector<TokenEvent> Engine::step() {
     }
     ev.n_prompt = static_cast<int>(s.n_prompt);
     ev.n_generated = n_gen;
+    ev.n_cached = static_cast<int>(s.n_cached);
     if (ev.finish != FinishReason::kNone) finished.push_back(&s);
     events.push_back(std::move(ev));
   }

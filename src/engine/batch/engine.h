@@ -27,6 +27,7 @@
 #include "engine/batch/text_stream.h"
 #include "engine/kernels/thread_pool.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/kv/prefix_cache.h"
 #include "engine/model/model.h"
 #include "engine/sampling/sampler.h"
 
@@ -52,6 +53,7 @@ struct TokenEvent {
   FinishReason finish = FinishReason::kNone;
   int n_prompt = 0;
   int n_generated = 0;
+  int n_cached = 0;    // prompt tokens whose KV came from the prefix cache
   float logprob = 0;   // of `token` under the model's distribution
 };
 
@@ -61,13 +63,17 @@ struct EngineConfig {
   size_t kv_bytes = size_t{256} << 20;
   int n_threads = 0;          // 0 = one per core
   int n_ctx = 0;              // per-sequence context; 0 = the model's training context
+  bool prefix_cache = true;   // reuse KV blocks of earlier sequences with the same prefix
 };
 
 struct EngineStats {
   int running = 0;
   int waiting = 0;
-  int kv_blocks_used = 0;
+  int kv_blocks_used = 0;   // held by sequences (cached-only blocks are reclaimable, not used)
+  int kv_blocks_cached = 0; // in the prefix cache (some may also be in use)
   int kv_blocks_total = 0;
+  uint64_t prefix_queried_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
   uint64_t steps = 0;
   uint64_t prompt_tokens = 0;
   uint64_t generated_tokens = 0;
@@ -99,13 +105,17 @@ private:
     std::vector<int32_t> tokens; // prompt, then generated
     size_t n_prompt = 0;
     size_t n_evaluated = 0; // tokens whose K/V are in the cache
+    size_t n_cached = 0;    // of those, taken from the prefix cache at admission
     std::vector<int32_t> blocks;
+    size_t n_registered = 0;    // leading blocks offered to the prefix cache
+    uint64_t last_hash = 0;     // chain hash of block n_registered - 1
     std::unique_ptr<Sampler> sampler;
     std::unique_ptr<TextStream> text;
   };
 
   bool admit(Sequence &s);
   void release(Sequence &s);
+  void register_blocks(Sequence &s);
   TokenEvent finish_event(Sequence &s, FinishReason r);
 
   const Model &model_;
@@ -113,6 +123,7 @@ private:
   int n_ctx_;
   kernels::ThreadPool pool_;
   KvCache kv_;
+  PrefixCache prefix_;
   Workspace ws_;
   std::vector<float> logits_;
   std::vector<BatchToken> batch_;

@@ -208,6 +208,48 @@ TEST_F(EngineTest, StopStringsAndMaxTokensSetTheFinishReason) {
   EXPECT_EQ(ids[*b].size(), 5u);
 }
 
+TEST_F(EngineTest, PrefixReuseGivesTheSameTokensAndReportsCachedTokens) {
+  auto cases = load_cases();
+  // A 40-token prompt: the story of case 0 followed by its own greedy continuation.
+  std::vector<int32_t> prompt = cases[0].prompt_ids;
+  prompt.insert(prompt.end(), cases[0].expected.begin(), cases[0].expected.begin() + 35);
+  auto run = [&](Engine &eng, std::vector<int32_t> p, int *cached) {
+    auto id = eng.submit(greedy(std::move(p), 20));
+    EXPECT_TRUE(id.ok());
+    std::vector<int32_t> out;
+    while (!eng.idle()) {
+      for (auto &ev : eng.step()) {
+        if (ev.seq != *id) continue;
+        out.push_back(ev.token);
+        *cached = ev.n_cached;
+      }
+    }
+    return out;
+  };
+  EngineConfig off;
+  off.prefix_cache = false;
+  Engine plain(*model_, off);
+  int c0 = -1;
+  const auto want = run(plain, prompt, &c0);
+  EXPECT_EQ(c0, 0);
+
+  EngineConfig ec;
+  Engine eng(*model_, ec);
+  int c1 = -1, c2 = -1, c3 = -1;
+  EXPECT_EQ(run(eng, prompt, &c1), want);
+  EXPECT_EQ(c1, 0) << "nothing cached yet";
+  EXPECT_EQ(run(eng, prompt, &c2), want) << "reused KV must give the same tokens";
+  EXPECT_EQ(c2, 32) << "two full 16-token blocks of the 40-token prompt";
+  // A prompt that shares only the first block.
+  auto other = prompt;
+  other[20] = 300;
+  run(eng, other, &c3);
+  EXPECT_EQ(c3, 16);
+  EXPECT_GT(eng.stats().prefix_hit_tokens, 0u);
+  EXPECT_EQ(eng.stats().kv_blocks_used, 0) << "cached blocks are reclaimable, not in use";
+  EXPECT_GT(eng.stats().kv_blocks_cached, 0);
+}
+
 TEST_F(EngineTest, SeededSamplingIsReproducible) {
   auto cases = load_cases();
   auto run = [&](uint64_t seed) {
