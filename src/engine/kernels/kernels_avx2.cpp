@@ -107,13 +107,16 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
   for (int64_t b = 0; b < nb; ++b) {
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + b * kQK));
     __m256i m[8];
-    __m128i dh = _mm_setzero_si128();
+    // The 8 rows' fp16 scales, gathered through memory: _mm_insert_epi16 needs a constant lane
+    // and would only compile where the loop happens to be unrolled (not at -O0).
+    alignas(16) uint16_t d16[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {
       const char *blk = rows[i] + b * kBlockBytes<kType>;
       m[i] = block_dot<kType>(blk, xv);
-      dh = _mm_insert_epi16(dh, *reinterpret_cast<const uint16_t *>(blk), i);
+      std::memcpy(&d16[i], blk, sizeof(uint16_t));
     }
+    const __m128i dh = _mm_load_si128(reinterpret_cast<const __m128i *>(d16));
     __m256i isum = hsum8_i32(m);
     if constexpr (kType == TensorType::kQ4_0)
       isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[b * kTokGroup]));
