@@ -388,5 +388,13 @@ float dot_f32(const float *a, const float *b, int64_t n) {
   return GANTRY_DISPATCH(dot_f32(a, b, n));
 }
 void axpy(float a, const float *x, float *y, int64_t n) { GANTRY_DISPATCH(axpy(a, x, y, n)); }
+void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
+              float scale, float *out) {
+  GANTRY_DISPATCH(dot_rows(q, rows, stride, n_rows, n, scale, out));
+}
+void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
+               float *y) {
+  GANTRY_DISPATCH(axpy_rows(w, rows, stride, n_rows, n, y));
+}
 
 } // namespace gantry::engine::kernels

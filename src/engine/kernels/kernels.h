@@ -103,5 +103,12 @@ void scale(float *x, float s, int64_t n);
 float dot_f32(const float *a, const float *b, int64_t n);
 // y += a * x.
 void axpy(float a, const float *x, float *y, int64_t n);
+// out[r] = dot_f32(q, rows + r*stride, n) * scale for r < n_rows, with exactly dot_f32's
+// arithmetic; one dispatch for a run of rows (attention over a KV block).
+void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
+              float scale, float *out);
+// y += w[r] * (rows + r*stride) for r < n_rows, in order, each step exactly axpy's arithmetic.
+void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
+               float *y);
 
 } // namespace gantry::engine::kernels

@@ -645,4 +645,15 @@ GANTRY_AVX2 void axpy(float a, const float *x, float *y, int64_t n) {
     y[i] += a * x[i];
 }
 
+
+GANTRY_AVX2 void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
+              float scale, float *out) {
+  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_f32(q, rows + r * stride, n) * scale;
+}
+
+GANTRY_AVX2 void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
+               float *y) {
+  for (int64_t r = 0; r < n_rows; ++r) axpy(w[r], rows + r * stride, y, n);
+}
+
 } // namespace gantry::engine::kernels::avx2

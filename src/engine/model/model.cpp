@@ -172,7 +172,7 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
           [&](int j) {
             return kv.v(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
           },
-          scores.data());
+          c.kv_dim(), KvCache::kBlockSize, scores.data());
     }
   });
 }

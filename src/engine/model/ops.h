@@ -2,6 +2,7 @@
 // tests can check them on small hand-made tensors.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -23,10 +24,12 @@ struct RopeParams {
 void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p);
 
 // The query heads that share one KV head (grouped-query attention) for one token: each K and V
-// row is read once for the whole group. `scores` is scratch of n_q * n_ctx floats.
+// row is read once for the whole group. Rows j..(end of j's run of `run` positions) are
+// `stride` floats apart starting at k_row(j) / v_row(j). `scores` is scratch of n_q * n_ctx.
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
-                     float scale, KRow k_row, VRow v_row, float *scores);
+                     float scale, KRow k_row, VRow v_row, int64_t stride, int run,
+                     float *scores);
 
 // One attention head for one query: softmax(q·K^T * scale) · V over n_ctx positions, where
 // row(j) gives the K (or V) row of position j. `scores` is scratch of at least n_ctx floats.

@@ -9,17 +9,19 @@ namespace gantry::engine {
 
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
-                     float scale, KRow k_row, VRow v_row, float *scores) {
-  constexpr int kMaxGroup = 64;
-  assert(n_q <= kMaxGroup);
-  // Each K and V row is loaded once for all query heads of the group.
-  for (int j = 0; j < n_ctx; ++j) {
-    const float *kr = k_row(j);
+                     float scale, KRow k_row, VRow v_row, int64_t stride, int run,
+                     float *scores) {
+  assert(n_q <= 64); // model_config refuses larger GQA groups
+  // Positions come in runs of `run` rows `stride` floats apart (one KV block); each run is one
+  // kernel call, and each K and V row is loaded once for all query heads of the group.
+  for (int j0 = 0; j0 < n_ctx;) {
+    const int j1 = std::min(n_ctx, (j0 / run + 1) * run);
+    const float *kr = k_row(j0);
     for (int h = 0; h < n_q; ++h) {
-      scores[h * n_ctx + j] = kernels::dot_f32(q[h], kr, head_dim) * scale;
+      kernels::dot_rows(q[h], kr, stride, j1 - j0, head_dim, scale, scores + h * n_ctx + j0);
     }
+    j0 = j1;
   }
-  float inv[kMaxGroup];
   for (int h = 0; h < n_q; ++h) {
     float *s = scores + h * n_ctx;
     float mx = -INFINITY;
@@ -30,21 +32,24 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
       s[j] = e;
       sum += e;
     }
-    inv[h] = static_cast<float>(1.0 / sum);
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int j = 0; j < n_ctx; ++j) s[j] *= inv;
     std::memset(out[h], 0, sizeof(float) * head_dim);
   }
-  for (int j = 0; j < n_ctx; ++j) {
-    const float *vr = v_row(j);
+  for (int j0 = 0; j0 < n_ctx;) {
+    const int j1 = std::min(n_ctx, (j0 / run + 1) * run);
+    const float *vr = v_row(j0);
     for (int h = 0; h < n_q; ++h) {
-      kernels::axpy(scores[h * n_ctx + j] * inv[h], vr, out[h], head_dim);
+      kernels::axpy_rows(scores + h * n_ctx + j0, vr, stride, j1 - j0, head_dim, out[h]);
     }
+    j0 = j1;
   }
 }
 
 template <typename KRow, typename VRow>
 void attention_head(const float *q, int n_ctx, int head_dim, float scale, KRow k_row, VRow v_row,
                     float *scores, float *out) {
-  attention_group(&q, &out, 1, n_ctx, head_dim, scale, k_row, v_row, scores);
+  attention_group(&q, &out, 1, n_ctx, head_dim, scale, k_row, v_row, 0, 1, scores);
 }
 
 } // namespace gantry::engine
