@@ -307,13 +307,11 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
     pending->remaining = static_cast<int>(stale.size());
   }
   for (ServedModel *m : stale) {
-    auto started = clock_.now();
-    auto done = [this, m, pending, render, started](bool ok, std::string err) {
+    auto done = [this, m, pending, render](bool ok, std::string err) {
       std::lock_guard<std::mutex> lk(ready_mu_);
       m->probe_ok = ok;
       m->probe_error = std::move(err);
       m->probe_at = clock_.now();
-      (void)started;
       if (--pending->remaining == 0) pending->writer->respond(render());
     };
     engine::GenerationRequest probe;

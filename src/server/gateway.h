@@ -30,7 +30,6 @@ struct ServedModel {
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;
   std::string probe_error;
-  bool probe_running = false;
 };
 
 class Gateway {
