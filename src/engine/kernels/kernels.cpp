@@ -396,5 +396,13 @@ void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows
                float *y) {
   GANTRY_DISPATCH(axpy_rows(w, rows, stride, n_rows, n, y));
 }
+void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+              float scale, float *out) {
+  GANTRY_DISPATCH(dot_rows(q, rows, stride, n_rows, n, scale, out));
+}
+void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+               float *y) {
+  GANTRY_DISPATCH(axpy_rows(w, rows, stride, n_rows, n, y));
+}
 
 } // namespace gantry::engine::kernels

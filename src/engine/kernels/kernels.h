@@ -110,5 +110,11 @@ void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows,
 // y += w[r] * (rows + r*stride) for r < n_rows, in order, each step exactly axpy's arithmetic.
 void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
                float *y);
+// The same over fp16 rows (the KV cache). fp16 -> fp32 is exact, so these give the very bits
+// the float versions give on the converted rows.
+void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+              float scale, float *out);
+void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+               float *y);
 
 } // namespace gantry::engine::kernels

@@ -656,4 +656,43 @@ GANTRY_AVX2 void axpy_rows(const float *w, const float *rows, int64_t stride, in
   for (int64_t r = 0; r < n_rows; ++r) axpy(w[r], rows + r * stride, y, n);
 }
 
+
+// fp16 rows: dot_f32 / axpy with the loads converted (same loop structure, same rounding).
+GANTRY_AVX2_INLINE __m256 load_h8(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+GANTRY_AVX2 void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows,
+                          int64_t n, float scale, float *out) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint16_t *b = rows + r * stride;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(b + i), s0);
+      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load_h8(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(b + i), s0);
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; i < n; ++i)
+      s += q[i] * _cvtsh_ss(b[i]);
+    out[r] = s * scale;
+  }
+}
+
+GANTRY_AVX2 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows,
+                           int64_t n, float *y) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint16_t *x = rows + r * stride;
+    const __m256 va = _mm256_set1_ps(w[r]);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_h8(x + i), _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; ++i)
+      y[i] += w[r] * _cvtsh_ss(x[i]);
+  }
+}
+
 } // namespace gantry::engine::kernels::avx2

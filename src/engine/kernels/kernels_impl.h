@@ -98,6 +98,10 @@ ActKind act_kind(TensorType t);
   void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,     \
                 float scale, float *out);                                                         \
   void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,    \
+                 float *y);                                                                        \
+  void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,  \
+                float scale, float *out);                                                         \
+  void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n, \
                  float *y);
 
 namespace scalar {

@@ -230,4 +230,35 @@ void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows
   for (int64_t r = 0; r < n_rows; ++r) axpy(w[r], rows + r * stride, y, n);
 }
 
+
+void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+              float scale, float *out) {
+  float tmp[512];
+  for (int64_t r = 0; r < n_rows; ++r) {
+    float s = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 512) {
+      const int64_t m = std::min<int64_t>(512, n - i0);
+      fp16_to_fp32_row(rows + r * stride + i0, tmp, m);
+      if (i0 == 0 && m == n) {
+        s = dot_f32(q, tmp, n);
+      } else {
+        s += dot_f32(q + i0, tmp, m);
+      }
+    }
+    out[r] = s * scale;
+  }
+}
+
+void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+               float *y) {
+  float tmp[512];
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t i0 = 0; i0 < n; i0 += 512) {
+      const int64_t m = std::min<int64_t>(512, n - i0);
+      fp16_to_fp32_row(rows + r * stride + i0, tmp, m);
+      axpy(w[r], tmp, y + i0, m);
+    }
+  }
+}
+
 } // namespace gantry::engine::kernels::scalar

@@ -7,7 +7,7 @@ namespace gantry::engine {
 KvCache::KvCache(int n_layer, int kv_dim, int n_blocks)
     : n_layer_(n_layer), kv_dim_(kv_dim), n_blocks_(n_blocks),
       size_(static_cast<size_t>(n_layer) * 2 * n_blocks * kBlockSize * kv_dim),
-      data_(new float[size_]),
+      data_(new uint16_t[size_]),
       refs_(n_blocks, 0) {
   free_.reserve(n_blocks);
   // Lowest ids on top so that allocation order is predictable in tests.
@@ -15,7 +15,7 @@ KvCache::KvCache(int n_layer, int kv_dim, int n_blocks)
 }
 
 size_t KvCache::bytes_per_block(int n_layer, int kv_dim) {
-  return static_cast<size_t>(n_layer) * 2 * kBlockSize * kv_dim * sizeof(float);
+  return static_cast<size_t>(n_layer) * 2 * kBlockSize * kv_dim * sizeof(uint16_t);
 }
 
 int KvCache::blocks_for_budget(int n_layer, int kv_dim, size_t budget_bytes) {

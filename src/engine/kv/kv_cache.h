@@ -1,4 +1,5 @@
-// Paged KV cache with a fixed memory budget. Memory is divided into blocks of kBlockSize token
+// Paged KV cache with a fixed memory budget, holding K and V as fp16 (like llama.cpp's default
+// cache type: half the memory of f32, and the same rounding). Memory is divided into blocks of kBlockSize token
 // positions; each sequence owns a block table (vector of block ids) that maps its positions to
 // blocks. Blocks are reference-counted so that a later prefix cache can share them.
 //
@@ -29,7 +30,7 @@ public:
   int n_blocks() const { return n_blocks_; }
   int n_free() const { return static_cast<int>(free_.size()); }
   int n_used() const { return n_blocks_ - n_free(); }
-  size_t bytes() const { return size_ * sizeof(float); }
+  size_t bytes() const { return size_ * sizeof(uint16_t); }
 
   std::optional<int32_t> allocate();
   // Adds a reference to an allocated block (prefix sharing).
@@ -38,18 +39,18 @@ public:
   void release(int32_t block);
   int refcount(int32_t block) const { return refs_[block]; }
 
-  float *k(int layer, int32_t block, int slot) { return row(layer, 0, block, slot); }
-  float *v(int layer, int32_t block, int slot) { return row(layer, 1, block, slot); }
-  const float *k(int layer, int32_t block, int slot) const {
+  uint16_t *k(int layer, int32_t block, int slot) { return row(layer, 0, block, slot); }
+  uint16_t *v(int layer, int32_t block, int slot) { return row(layer, 1, block, slot); }
+  const uint16_t *k(int layer, int32_t block, int slot) const {
     return const_cast<KvCache *>(this)->row(layer, 0, block, slot);
   }
-  const float *v(int layer, int32_t block, int slot) const {
+  const uint16_t *v(int layer, int32_t block, int slot) const {
     return const_cast<KvCache *>(this)->row(layer, 1, block, slot);
   }
   int kv_dim() const { return kv_dim_; }
 
 private:
-  float *row(int layer, int kv, int32_t block, int slot) {
+  uint16_t *row(int layer, int kv, int32_t block, int slot) {
     size_t idx = ((static_cast<size_t>(layer) * 2 + kv) * n_blocks_ + block) * kBlockSize + slot;
     return data_.get() + idx * kv_dim_;
   }
@@ -60,7 +61,7 @@ private:
   size_t size_;
   // Not zero-initialised: pages are only committed when a sequence first writes them, so a
   // large budget costs nothing until it is used.
-  std::unique_ptr<float[]> data_;
+  std::unique_ptr<uint16_t[]> data_;
   std::vector<int32_t> free_; // stack of free block ids
   std::vector<int32_t> refs_;
 };

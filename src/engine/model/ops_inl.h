@@ -16,7 +16,7 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
   // kernel call, and each K and V row is loaded once for all query heads of the group.
   for (int j0 = 0; j0 < n_ctx;) {
     const int j1 = std::min(n_ctx, (j0 / run + 1) * run);
-    const float *kr = k_row(j0);
+    const auto *kr = k_row(j0);
     for (int h = 0; h < n_q; ++h) {
       kernels::dot_rows(q[h], kr, stride, j1 - j0, head_dim, scale, scores + h * n_ctx + j0);
     }
@@ -38,7 +38,7 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
   }
   for (int j0 = 0; j0 < n_ctx;) {
     const int j1 = std::min(n_ctx, (j0 / run + 1) * run);
-    const float *vr = v_row(j0);
+    const auto *vr = v_row(j0);
     for (int h = 0; h < n_q; ++h) {
       kernels::axpy_rows(scores + h * n_ctx + j0, vr, stride, j1 - j0, head_dim, out[h]);
     }

@@ -28,12 +28,12 @@ TEST(KvCacheTest, RowsOfDifferentLayersBlocksAndSlotsDoNotOverlap) {
   for (int l = 0; l < 2; ++l)
     for (int b = 0; b < 2; ++b)
       for (int s = 0; s < KvCache::kBlockSize; ++s) {
-        kv.k(l, b, s)[3] = static_cast<float>(l * 1000 + b * 100 + s);
-        kv.v(l, b, s)[0] = -static_cast<float>(l * 1000 + b * 100 + s);
+        kv.k(l, b, s)[3] = static_cast<uint16_t>(l * 1000 + b * 100 + s);
+        kv.v(l, b, s)[0] = static_cast<uint16_t>(50000 + l * 1000 + b * 100 + s);
       }
-  EXPECT_EQ(kv.k(1, 1, 15)[3], 1115.0f);
-  EXPECT_EQ(kv.v(0, 1, 2)[0], -102.0f);
-  EXPECT_EQ(kv.k(0, 0, 0)[3], 0.0f);
+  EXPECT_EQ(kv.k(1, 1, 15)[3], 1115);
+  EXPECT_EQ(kv.v(0, 1, 2)[0], 50102);
+  EXPECT_EQ(kv.k(0, 0, 0)[3], 0);
 }
 
 TEST(KvCacheTest, BlocksForTokensRoundsUp) {
