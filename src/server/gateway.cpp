@@ -215,17 +215,18 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
     w->respond(http::error_response(Error::invalid("the prompt is empty", "prompt")));
     return;
   }
-  if (n_prompt >= n_ctx) {
-    w->respond(http::error_response(
-        {ErrorCode::kContextLengthExceeded,
-         "This model's maximum context length is " + std::to_string(n_ctx) +
-             " tokens. However, your messages resulted in " + std::to_string(n_prompt) +
-             " tokens. Please reduce the length of the messages.",
-         endpoint == api::Endpoint::kChatCompletions ? "messages" : "prompt"}));
+  const int max_tokens = ir.max_tokens
+                             ? *ir.max_tokens
+                             : std::min(config_.default_max_tokens, std::max(n_ctx - n_prompt, 1));
+  // The engine checks this too; checking here makes the error a plain 400 rather than a failure
+  // inside a stream that has already started.
+  if (auto st = engine::check_context(
+          n_prompt, max_tokens, n_ctx,
+          endpoint == api::Endpoint::kChatCompletions ? "messages" : "prompt");
+      !st) {
+    w->respond(http::error_response(st.error()));
     return;
   }
-  const int max_tokens =
-      ir.max_tokens ? *ir.max_tokens : std::min(config_.default_max_tokens, n_ctx - n_prompt);
 
   std::vector<engine::GenerationRequest> choices(ir.n);
   for (int i = 0; i < ir.n; ++i) {
@@ -237,21 +238,6 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
     g.max_tokens = max_tokens;
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
-  }
-  // Engine-side validation (context, KV budget) runs here too so that errors are plain HTTP
-  // errors rather than failures inside a started stream.
-  // In 64 bits: max_tokens may be as large as INT32_MAX.
-  const int64_t requested = static_cast<int64_t>(n_prompt) + max_tokens;
-  if (requested > n_ctx) {
-    w->respond(http::error_response(
-        {ErrorCode::kContextLengthExceeded,
-         "This model's maximum context length is " + std::to_string(n_ctx) +
-             " tokens. However, you requested " + std::to_string(requested) +
-             " tokens (" + std::to_string(n_prompt) + " in the messages, " +
-             std::to_string(max_tokens) +
-             " in the completion). Please reduce the length of the messages or completion.",
-         "max_tokens"}));
-    return;
   }
   api::ResponseMeta meta{api::id_prefix(endpoint) + req.request_id, m->spec.name,
                          clock_.unix_seconds()};

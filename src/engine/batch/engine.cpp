@@ -15,6 +15,27 @@ const char *finish_reason_name(FinishReason r) {
   return "";
 }
 
+Status check_context(int64_t n_prompt, int64_t max_tokens, int n_ctx,
+                     std::string_view prompt_param) {
+  const std::string limit = "This model's maximum context length is " + std::to_string(n_ctx) +
+                            " tokens. However, ";
+  if (n_prompt >= n_ctx) {
+    return Err(ErrorCode::kContextLengthExceeded,
+               limit + "your messages resulted in " + std::to_string(n_prompt) +
+                   " tokens. Please reduce the length of the messages.",
+               std::string(prompt_param));
+  }
+  // In 64 bits: max_tokens may be as large as INT32_MAX.
+  if (n_prompt + max_tokens > n_ctx) {
+    return Err(ErrorCode::kContextLengthExceeded,
+               limit + "you requested " + std::to_string(n_prompt + max_tokens) + " tokens (" +
+                   std::to_string(n_prompt) + " in the messages, " + std::to_string(max_tokens) +
+                   " in the completion). Please reduce the length of the messages or completion.",
+               "max_tokens");
+  }
+  return Ok();
+}
+
 namespace {
 int context_for(const Model &m, const EngineConfig &c) {
   int n = m.config().n_ctx_train;
@@ -45,16 +66,9 @@ Result<SeqId> Engine::submit(GenerationRequest req) {
   }
   if (req.max_tokens < 1) return Err(Error::invalid("max_tokens must be at least 1", "max_tokens"));
   GANTRY_TRY(req.sampling.validate());
+  GANTRY_TRY(check_context(static_cast<int64_t>(req.prompt.size()), req.max_tokens, n_ctx_,
+                           "prompt"));
   const size_t total = req.prompt.size() + static_cast<size_t>(req.max_tokens);
-  if (total > static_cast<size_t>(n_ctx_)) {
-    return Err(ErrorCode::kContextLengthExceeded,
-               "This model's maximum context length is " + std::to_string(n_ctx_) +
-                   " tokens. However, you requested " + std::to_string(total) + " tokens (" +
-                   std::to_string(req.prompt.size()) + " in the messages, " +
-                   std::to_string(req.max_tokens) +
-                   " in the completion). Please reduce the length of the messages or completion.",
-               "messages");
-  }
   if (KvCache::blocks_for_tokens(static_cast<int>(total)) > kv_.n_blocks()) {
     return Err(ErrorCode::kContextLengthExceeded,
                "the request needs " + std::to_string(total) +

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -56,6 +57,12 @@ struct TokenEvent {
   int n_cached = 0;    // prompt tokens whose KV came from the prefix cache
   float logprob = 0;   // of `token` under the model's distribution
 };
+
+// The OpenAI-style context check shared by the engine and the HTTP edge (which runs it before a
+// stream starts so the error is a plain 400): a prompt that fills the context names
+// `prompt_param`; a prompt + max_tokens over it names "max_tokens".
+Status check_context(int64_t n_prompt, int64_t max_tokens, int n_ctx,
+                     std::string_view prompt_param);
 
 struct EngineConfig {
   int max_batch_tokens = 512; // tokens per forward pass (decode + prefill chunks)

@@ -68,7 +68,6 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
     if (stem.size() > 5 && stem.ends_with(".gguf")) stem.resize(stem.size() - 5);
     m->config_.name = stem;
   }
-  if (m->config_.rope_dim > 1024) return Err(Error::unsupported("rope dimension above 1024"));
   GANTRY_ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::from_gguf(*m->file_));
   if (m->tokenizer_->n_vocab() != m->config_.n_vocab) {
     return Err(Error::corrupt("tokenizer has " + std::to_string(m->tokenizer_->n_vocab()) +
@@ -198,6 +197,12 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
   rp.freq_scale = c.rope_freq_scale;
   rp.neox = c.rope_neox;
   rp.freq_factors = &rope_freq_factors_;
+  const int half = c.rope_dim / 2;
+  grow(ws.rope_cos, static_cast<size_t>(n) * half);
+  grow(ws.rope_sin, static_cast<size_t>(n) * half);
+  for (int t = 0; t < n; ++t) {
+    rope_angles(batch[t].pos, rp, ws.rope_cos.data() + t * half, ws.rope_sin.data() + t * half);
+  }
   const size_t embd_row = token_embd_->row_bytes();
   for (int t = 0; t < n; ++t) {
     kernels::dequantize_row(token_embd_->type, token_embd_->data + embd_row * batch[t].token,
@@ -222,8 +227,9 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
         kernels::add(k, l.bk.data(), k, c.kv_dim());
         kernels::add(v, l.bv.data(), v, c.kv_dim());
       }
-      rope(q, c.n_head, c.head_dim, batch[t].pos, rp);
-      rope(k, c.n_head_kv, c.head_dim, batch[t].pos, rp);
+      const float *cs = ws.rope_cos.data() + t * half, *sn = ws.rope_sin.data() + t * half;
+      rope_apply(q, c.n_head, c.head_dim, rp, cs, sn);
+      rope_apply(k, c.n_head_kv, c.head_dim, rp, cs, sn);
       const int32_t block = (*batch[t].blocks)[batch[t].pos / KvCache::kBlockSize];
       const int slot = batch[t].pos % KvCache::kBlockSize;
       // fp16 like llama.cpp's cache: besides halving the memory, the same rounding brings our

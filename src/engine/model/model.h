@@ -33,7 +33,8 @@ struct BatchToken {
 // Scratch memory for forward(), grown on demand and reused across steps so that a steady state
 // allocates nothing.
 struct Workspace {
-  std::vector<float> x, xn, q, k, v, attn, gate, up, out, logits_in;
+  std::vector<float> x, xn, q, k, v, attn, gate, up, out;
+  std::vector<float> rope_cos, rope_sin; // per token, n_rot/2 each
   std::vector<std::vector<float>> scores; // one per pool thread
 };
 

@@ -1,22 +1,25 @@
 #include "engine/model/ops.h"
 
 #include <cmath>
+#include <vector>
 
 namespace gantry::engine {
 
-void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p) {
-  const int half = p.n_rot / 2;
+void rope_angles(int pos, const RopeParams &p, float *cs, float *sn) {
   const float theta_scale = std::pow(p.freq_base, -2.0f / static_cast<float>(p.n_rot));
-  float cs[512];
-  float sn[512];
   float theta = static_cast<float>(pos);
-  for (int i = 0; i < half; ++i) {
+  for (int i = 0; i < p.n_rot / 2; ++i) {
     const float ff = p.freq_factors && !p.freq_factors->empty() ? (*p.freq_factors)[i] : 1.0f;
     const float t = p.freq_scale * (theta / ff);
     cs[i] = std::cos(t);
     sn[i] = std::sin(t);
     theta *= theta_scale;
   }
+}
+
+void rope_apply(float *x, int n_heads, int head_dim, const RopeParams &p, const float *cs,
+                const float *sn) {
+  const int half = p.n_rot / 2;
   for (int h = 0; h < n_heads; ++h) {
     float *v = x + static_cast<size_t>(h) * head_dim;
     for (int i = 0; i < half; ++i) {
@@ -27,6 +30,12 @@ void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p) {
       v[b] = x0 * sn[i] + x1 * cs[i];
     }
   }
+}
+
+void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p) {
+  std::vector<float> cs(p.n_rot / 2), sn(p.n_rot / 2);
+  rope_angles(pos, p, cs.data(), sn.data());
+  rope_apply(x, n_heads, head_dim, p, cs.data(), sn.data());
 }
 
 } // namespace gantry::engine

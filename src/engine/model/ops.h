@@ -18,9 +18,14 @@ struct RopeParams {
   const std::vector<float> *freq_factors = nullptr;
 };
 
-// Rotates n_heads heads of head_dim floats in place for position pos. Angles are built as
-// ggml does (theta *= base^(-2/n_rot) in float), so results match llama.cpp bit for bit in the
-// angles.
+// cos and sin of the n_rot/2 rotation angles at position pos, built as ggml does
+// (theta *= base^(-2/n_rot) in float) so that the angles match llama.cpp bit for bit. They
+// depend only on the position, so a forward pass computes them once per token for all layers.
+void rope_angles(int pos, const RopeParams &p, float *cs, float *sn);
+// Rotates n_heads heads of head_dim floats in place by precomputed angles.
+void rope_apply(float *x, int n_heads, int head_dim, const RopeParams &p, const float *cs,
+                const float *sn);
+// Both at once, for one vector.
 void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p);
 
 // The query heads that share one KV head (grouped-query attention) for one token: each K and V
