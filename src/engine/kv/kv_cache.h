@@ -38,6 +38,10 @@ public:
   // Drops a reference; the block returns to the free list at zero.
   void release(int32_t block);
   int refcount(int32_t block) const { return refs_[block]; }
+  // Marks a block as held by the prefix cache (which owns one of its references), so that the
+  // number of blocks only that cache holds — reclaimable on demand — is kept without a scan.
+  void set_cached(int32_t block, bool cached);
+  int n_idle_cached() const { return idle_cached_; }
 
   uint16_t *k(int layer, int32_t block, int slot) { return row(layer, 0, block, slot); }
   uint16_t *v(int layer, int32_t block, int slot) { return row(layer, 1, block, slot); }
@@ -64,6 +68,8 @@ private:
   std::unique_ptr<uint16_t[]> data_;
   std::vector<int32_t> free_; // stack of free block ids
   std::vector<int32_t> refs_;
+  std::vector<uint8_t> cached_;
+  int idle_cached_ = 0; // cached blocks whose only reference is the cache's
 };
 
 } // namespace gantry::engine

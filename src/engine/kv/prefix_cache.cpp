@@ -51,6 +51,7 @@ void PrefixCache::insert(uint64_t hash, std::span<const int32_t> block_tokens, i
   lru_.push_front(hash);
   e.lru = lru_.begin();
   kv_.retain(block);
+  kv_.set_cached(block, true);
   entries_.emplace(hash, e);
 }
 
@@ -58,6 +59,7 @@ bool PrefixCache::evict_one() {
   for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
     auto e = entries_.find(*it);
     if (kv_.refcount(e->second.block) != 1) continue; // a sequence still reads it
+    kv_.set_cached(e->second.block, false);
     kv_.release(e->second.block);
     lru_.erase(std::next(it).base());
     entries_.erase(e);
@@ -66,10 +68,6 @@ bool PrefixCache::evict_one() {
   return false;
 }
 
-int PrefixCache::evictable() const {
-  int n = 0;
-  for (const auto &[h, e] : entries_) n += kv_.refcount(e.block) == 1;
-  return n;
-}
+int PrefixCache::evictable() const { return kv_.n_idle_cached(); }
 
 } // namespace gantry::engine

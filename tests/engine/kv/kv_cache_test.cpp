@@ -44,3 +44,26 @@ TEST(KvCacheTest, BlocksForTokensRoundsUp) {
 
 } // namespace
 } // namespace gantry::engine
+
+namespace gantry::engine {
+namespace {
+
+TEST(KvCacheTest, CountsCachedBlocksThatOnlyTheCacheHolds) {
+  KvCache kv(1, 4, 4);
+  auto b = *kv.allocate(); // a sequence's reference
+  kv.retain(b);            // the cache's reference
+  kv.set_cached(b, true);
+  EXPECT_EQ(kv.n_idle_cached(), 0) << "the sequence still reads it";
+  kv.release(b); // the sequence finished
+  EXPECT_EQ(kv.n_idle_cached(), 1);
+  kv.retain(b); // a new sequence reuses it
+  EXPECT_EQ(kv.n_idle_cached(), 0);
+  kv.release(b);
+  kv.set_cached(b, false); // evicted
+  EXPECT_EQ(kv.n_idle_cached(), 0);
+  kv.release(b);
+  EXPECT_EQ(kv.n_free(), 4);
+}
+
+} // namespace
+} // namespace gantry::engine
