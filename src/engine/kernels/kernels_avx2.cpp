@@ -574,20 +574,41 @@ GANTRY_AVX2 void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n) {
     dst[i] = kernels::fp32_to_fp16(src[i]);
 }
 
-GANTRY_AVX2 float dot_f32(const float *a, const float *b, int64_t n) {
+// Loads of 8 and of 1 element from float or fp16 rows; fp16 -> fp32 is exact, so a kernel
+// written once over these gives the same bits on a row and on its fp16 copy.
+GANTRY_AVX2_INLINE __m256 load8f(const float *p) { return _mm256_loadu_ps(p); }
+GANTRY_AVX2_INLINE __m256 load8f(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+GANTRY_AVX2_INLINE float load1f(const float *p) { return *p; }
+GANTRY_AVX2_INLINE float load1f(const uint16_t *p) { return _cvtsh_ss(*p); }
+
+template <typename T> GANTRY_AVX2_INLINE float dot_any(const float *a, const T *b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8f(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8f(b + i + 8), s1);
   }
   for (; i + 8 <= n; i += 8)
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8f(b + i), s0);
   float s = hsum(_mm256_add_ps(s0, s1));
   for (; i < n; ++i)
-    s += a[i] * b[i];
+    s += a[i] * load1f(b + i);
   return s;
 }
+
+template <typename T> GANTRY_AVX2_INLINE void axpy_any(float a, const T *x, float *y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8f(x + i), _mm256_loadu_ps(y + i)));
+  }
+  for (; i < n; ++i)
+    y[i] += a * load1f(x + i);
+}
+
+GANTRY_AVX2 float dot_f32(const float *a, const float *b, int64_t n) { return dot_any(a, b, n); }
 
 GANTRY_AVX2 void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
   __m256 s = _mm256_setzero_ps();
@@ -635,64 +656,27 @@ GANTRY_AVX2 void scale(float *x, float s, int64_t n) {
     x[i] *= s;
 }
 
-GANTRY_AVX2 void axpy(float a, const float *x, float *y, int64_t n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  }
-  for (; i < n; ++i)
-    y[i] += a * x[i];
+GANTRY_AVX2 void axpy(float a, const float *x, float *y, int64_t n) { axpy_any(a, x, y, n); }
+
+
+GANTRY_AVX2 void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                          int64_t n, float scale, float *out) {
+  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_any(q, rows + r * stride, n) * scale;
 }
 
-
-GANTRY_AVX2 void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
-              float scale, float *out) {
-  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_f32(q, rows + r * stride, n) * scale;
-}
-
-GANTRY_AVX2 void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
-               float *y) {
-  for (int64_t r = 0; r < n_rows; ++r) axpy(w[r], rows + r * stride, y, n);
-}
-
-
-// fp16 rows: dot_f32 / axpy with the loads converted (same loop structure, same rounding).
-GANTRY_AVX2_INLINE __m256 load_h8(const uint16_t *p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+GANTRY_AVX2 void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows,
+                           int64_t n, float *y) {
+  for (int64_t r = 0; r < n_rows; ++r) axpy_any(w[r], rows + r * stride, y, n);
 }
 
 GANTRY_AVX2 void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows,
                           int64_t n, float scale, float *out) {
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const uint16_t *b = rows + r * stride;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(b + i), s0);
-      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load_h8(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8)
-      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(b + i), s0);
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < n; ++i)
-      s += q[i] * _cvtsh_ss(b[i]);
-    out[r] = s * scale;
-  }
+  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_any(q, rows + r * stride, n) * scale;
 }
 
 GANTRY_AVX2 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows,
                            int64_t n, float *y) {
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const uint16_t *x = rows + r * stride;
-    const __m256 va = _mm256_set1_ps(w[r]);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_h8(x + i), _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; ++i)
-      y[i] += w[r] * _cvtsh_ss(x[i]);
-  }
+  for (int64_t r = 0; r < n_rows; ++r) axpy_any(w[r], rows + r * stride, y, n);
 }
 
 } // namespace gantry::engine::kernels::avx2
