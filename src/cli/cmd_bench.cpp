@@ -83,15 +83,9 @@ std::pair<double, double> run(engine::Engine &eng, int n_vocab, int n_seqs, int 
 }
 
 int run_bench(BenchOptions o) {
-  if (o.model.empty()) o.model = default_model_path();
-  Progress bar("loading " + o.model);
-  auto model = engine::Model::load(o.model, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
-  bar.finish();
-  if (!model) {
-    std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
-    return 1;
-  }
-  const auto &cfg = (*model)->config();
+  auto model = load_model_or_report(o.model);
+  if (!model) return 1;
+  const auto &cfg = model->config();
   engine::EngineConfig ec;
   ec.n_threads = o.threads;
   ec.max_seqs = std::max(o.n_seqs, 1);
@@ -100,7 +94,7 @@ int run_bench(BenchOptions o) {
   const size_t per_token = engine::KvCache::bytes_per_block(cfg.n_layer, cfg.kv_dim()) /
                            engine::KvCache::kBlockSize;
   ec.kv_bytes = per_token * (static_cast<size_t>(o.n_seqs) * (o.n_gen + 32) + o.n_prompt + 64);
-  engine::Engine eng(**model, ec);
+  engine::Engine eng(*model, ec);
   const double rss_after_load = rss_mib();
 
   // Warm-up: touches the weights and the workspace once.
@@ -135,7 +129,7 @@ int run_bench(BenchOptions o) {
   j["pp_tokens_per_s"] = median(pp);
   j["tg_tokens_per_s"] = median(tg);
   j["batched_tg_tokens_per_s"] = median(btg);
-  j["file_mib"] = static_cast<double>((*model)->file().file_size()) / 1048576.0;
+  j["file_mib"] = static_cast<double>(model->file().file_size()) / 1048576.0;
   j["kv_budget_mib"] = static_cast<double>(ec.kv_bytes) / 1048576.0;
   j["rss_after_load_mib"] = rss_after_load;
   j["rss_after_bench_mib"] = rss_mib();
@@ -174,13 +168,9 @@ double ttft(engine::Engine &eng, std::vector<int32_t> prompt) {
 // Time to first token of a prompt that shares a prefix with the previous request, with and
 // without prefix reuse (issue: at least 5x faster with reuse for 1,000 tokens sharing 900).
 int run_prefix_bench(PrefixOptions o) {
-  if (o.model.empty()) o.model = default_model_path();
-  auto model = engine::Model::load(o.model);
-  if (!model) {
-    std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
-    return 1;
-  }
-  const auto &cfg = (*model)->config();
+  auto model = load_model_or_report(o.model);
+  if (!model) return 1;
+  const auto &cfg = model->config();
   auto make = [&](bool prefix) {
     engine::EngineConfig ec;
     ec.n_threads = o.threads;
@@ -189,7 +179,7 @@ int run_prefix_bench(PrefixOptions o) {
     ec.prefix_cache = prefix;
     ec.kv_bytes = engine::KvCache::bytes_per_block(cfg.n_layer, cfg.kv_dim()) *
                   (3 * engine::KvCache::blocks_for_tokens(o.n_prompt + 8) + 4);
-    return std::make_unique<engine::Engine>(**model, ec);
+    return std::make_unique<engine::Engine>(*model, ec);
   };
   auto with = make(true), without = make(false);
   std::vector<double> warm, cold;

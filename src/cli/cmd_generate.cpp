@@ -33,23 +33,17 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }
 
 int run_generate(GenerateOptions o) {
-  if (o.model.empty()) o.model = default_model_path();
   auto t_load = std::chrono::steady_clock::now();
-  Progress bar("loading " + o.model);
-  auto model = engine::Model::load(o.model, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
-  bar.finish();
-  if (!model) {
-    std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
-    return 1;
-  }
+  auto model = load_model_or_report(o.model);
+  if (!model) return 1;
   const double load_ms = ms_since(t_load);
   engine::EngineConfig ec;
   ec.n_threads = o.threads;
   ec.max_seqs = 1;
-  engine::Engine eng(**model, ec);
+  engine::Engine eng(*model, ec);
 
   engine::GenerationRequest req;
-  req.prompt = (*model)->tokenizer().encode(o.prompt, true, true);
+  req.prompt = model->tokenizer().encode(o.prompt, true, true);
   req.max_tokens = o.max_tokens;
   req.sampling.temperature = o.temperature;
   req.sampling.top_k = o.top_k;
@@ -94,7 +88,7 @@ int run_generate(GenerateOptions o) {
     boost::json::array p, g;
     for (auto t : prompt_ids) p.push_back(t);
     for (auto t : out_ids) g.push_back(t);
-    j["model"] = (*model)->config().name;
+    j["model"] = model->config().name;
     j["prompt"] = o.prompt;
     j["prompt_token_ids"] = std::move(p);
     j["generated_token_ids"] = std::move(g);
