@@ -100,20 +100,16 @@ bool Gateway::shutdown() {
   shutting_down_.store(true);
   for (auto &m : models_) m->worker->stop_accepting();
   http_->stop_accepting();
-  const auto deadline = clock_.now() + config_.shutdown_grace;
-  auto busy = [&] {
-    for (auto &m : models_)
-      if (m->worker->stats().in_flight > 0) return true;
-    return false;
-  };
-  // The engine threads finish the work; this only waits for them, in short sleeps, because a
-  // shutdown is rare and must not depend on any request's cooperation.
-  while (busy() && clock_.now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The engine threads finish the work; the grace is shared by all models.
+  const auto deadline = std::chrono::steady_clock::now() + config_.shutdown_grace;
+  bool clean = true;
+  for (auto &m : models_) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    clean = m->worker->wait_idle(std::max(left, std::chrono::milliseconds(0))) && clean;
   }
-  const bool clean = !busy();
   for (auto &m : models_) m->worker->cancel_all();
-  for (int i = 0; i < 100 && busy(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
   return clean;
 }

@@ -87,6 +87,18 @@ WorkerStats ModelWorker::stats() const {
   return s;
 }
 
+void ModelWorker::finished_one() {
+  if (in_flight_.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lk(mu_);
+    idle_cv_.notify_all();
+  }
+}
+
+bool ModelWorker::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  return idle_cv_.wait_for(lk, timeout, [&] { return in_flight_.load() == 0; });
+}
+
 void ModelWorker::account_started(Active &a) {
   if (a.started) return;
   a.started = true;
@@ -135,8 +147,8 @@ void ModelWorker::run() {
       if (!seq) {
         queued_requests_.fetch_sub(1);
         queued_tokens_.fetch_sub(n_prompt);
-        --in_flight_;
         p.sink->on_rejected(p.ticket, seq.error());
+        finished_one();
         continue;
       }
       active.emplace(*seq, Active{p.ticket, std::move(p.sink), n_prompt});
@@ -162,7 +174,7 @@ void ModelWorker::run() {
       if (ev.finish != engine::FinishReason::kNone) {
         by_ticket.erase(a.ticket);
         active.erase(it);
-        --in_flight_;
+        finished_one();
       }
     }
     publish();

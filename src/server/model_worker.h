@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -76,6 +77,8 @@ public:
   WorkerStats stats() const;
   // Refuses new submissions; running ones continue.
   void stop_accepting() { accepting_.store(false); }
+  // Blocks until no request is in flight or the timeout passes; true when idle.
+  bool wait_idle(std::chrono::milliseconds timeout);
 
 private:
   struct Pending {
@@ -92,6 +95,7 @@ private:
 
   void run();
   void account_started(Active &a);
+  void finished_one(); // a submitted request ended (any way)
 
   std::unique_ptr<engine::Model> model_;
   WorkerConfig config_;
@@ -99,6 +103,7 @@ private:
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable idle_cv_; // in_flight_ reached 0
   std::deque<Pending> inbox_;
   std::vector<Ticket> cancels_;
   bool cancel_all_ = false;

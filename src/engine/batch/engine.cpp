@@ -250,7 +250,6 @@ std::vector<TokenEvent> Engine::step() {
     TokenEvent ev;
     ev.seq = s.id;
     ev.token = t;
-    ev.logprob = s.sampler->last_logprob(t);
     s.tokens.push_back(t);
     ++totals_.generated_tokens;
     const int n_gen = static_cast<int>(s.tokens.size() - s.n_prompt);

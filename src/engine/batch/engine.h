@@ -55,7 +55,6 @@ struct TokenEvent {
   int n_prompt = 0;
   int n_generated = 0;
   int n_cached = 0;    // prompt tokens whose KV came from the prefix cache
-  float logprob = 0;   // of `token` under the model's distribution
 };
 
 // The OpenAI-style context check shared by the engine and the HTTP edge (which runs it before a
