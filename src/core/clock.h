@@ -12,6 +12,7 @@ public:
   virtual ~Clock() = default;
   virtual std::chrono::steady_clock::time_point now() const = 0;
   virtual int64_t unix_seconds() const = 0;
+  virtual int64_t unix_millis() const { return unix_seconds() * 1000; }
 };
 
 class SystemClock final : public Clock {

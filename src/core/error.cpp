@@ -19,11 +19,17 @@ int http_status(ErrorCode code) {
     return 413;
   case ErrorCode::kRateLimited:
   case ErrorCode::kQueueFull:
+  case ErrorCode::kQuotaExceeded:
     return 429;
+  case ErrorCode::kConflict:
+    return 409;
+  case ErrorCode::kUnprocessable:
+    return 422;
   case ErrorCode::kCancelled:
     return 499;
   case ErrorCode::kResourceExhausted:
   case ErrorCode::kUnavailable:
+  case ErrorCode::kCircuitOpen:
     return 503;
   case ErrorCode::kIo:
   case ErrorCode::kInternal:
@@ -40,7 +46,11 @@ std::string_view openai_error_type(ErrorCode code) {
   case ErrorCode::kUnsupported:
   case ErrorCode::kPayloadTooLarge:
   case ErrorCode::kNotFound:
+  case ErrorCode::kConflict:
+  case ErrorCode::kUnprocessable:
     return "invalid_request_error";
+  case ErrorCode::kQuotaExceeded:
+    return "insufficient_quota";
   case ErrorCode::kUnauthorized:
     return "authentication_error";
   case ErrorCode::kPermissionDenied:
@@ -51,6 +61,7 @@ std::string_view openai_error_type(ErrorCode code) {
   case ErrorCode::kCancelled:
   case ErrorCode::kResourceExhausted:
   case ErrorCode::kUnavailable:
+  case ErrorCode::kCircuitOpen:
   case ErrorCode::kIo:
   case ErrorCode::kInternal:
     return "server_error";
@@ -76,6 +87,14 @@ std::string_view error_code_name(ErrorCode code) {
     return "rate_limit_exceeded";
   case ErrorCode::kQueueFull:
     return "queue_full";
+  case ErrorCode::kQuotaExceeded:
+    return "insufficient_quota";
+  case ErrorCode::kConflict:
+    return "idempotency_key_in_use";
+  case ErrorCode::kUnprocessable:
+    return "idempotency_key_reused";
+  case ErrorCode::kCircuitOpen:
+    return "circuit_open";
   case ErrorCode::kResourceExhausted:
     return "resource_exhausted";
   case ErrorCode::kUnavailable:

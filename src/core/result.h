@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cassert>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,6 +22,10 @@ enum class ErrorCode {
   kPayloadTooLarge,       // 413 invalid_request_error
   kRateLimited,           // 429 rate_limit_error
   kQueueFull,             // 429 rate_limit_error (server overloaded)
+  kQuotaExceeded,         // 429 insufficient_quota (a token quota or budget is spent: no retry)
+  kConflict,              // 409 (an idempotent request with the same key is still running)
+  kUnprocessable,         // 422 (an idempotency key reused with a different body)
+  kCircuitOpen,           // 503 server_error, code circuit_open (spend-rate breaker tripped)
   kResourceExhausted,     // 503 server_error (e.g. KV cache full)
   kUnavailable,           // 503 server_error (not ready, shutting down)
   kCancelled,             // 499-ish; never sent to a client that is still there
@@ -34,6 +39,7 @@ struct Error {
   ErrorCode code = ErrorCode::kInternal;
   std::string message;
   std::string param; // the request field at fault, if any (OpenAI "param")
+  int64_t retry_after_ms = 0; // for 429/503: when a retry can succeed (Retry-After headers)
 
   static Error invalid(std::string msg, std::string param = {}) {
     return {ErrorCode::kInvalidArgument, std::move(msg), std::move(param)};

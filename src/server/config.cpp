@@ -47,6 +47,16 @@ Status read_string(const toml::table &t, const char *key, std::string &out,
   return Ok();
 }
 
+Status read_double(const toml::table &t, const char *key, double &out,
+                   const std::string &prefix) {
+  if (auto n = t.get(key)) {
+    auto v = n->value<double>();
+    if (!v || *v < 0) return config_error(prefix + key, "expected a non-negative number");
+    out = *v;
+  }
+  return Ok();
+}
+
 Status read_ms(const toml::table &t, const char *key, std::chrono::milliseconds &out) {
   if (auto n = t.get(key)) {
     auto v = n->value<double>();
@@ -93,6 +103,22 @@ Status ServerConfig::validate() const {
   if (max_queued_requests < 1) return config_error("max_queued_requests", "must be at least 1");
   if (max_queued_tokens < 1) return config_error("max_queued_tokens", "must be at least 1");
   if (default_max_tokens < 1) return config_error("default_max_tokens", "must be at least 1");
+  if (auth != "auto" && auth != "required") {
+    return config_error("auth", "must be \"auto\" or \"required\", got '" + auth + "'");
+  }
+  if (global_rpm < 0 || global_tpm < 0 || global_max_concurrent < 0) {
+    return config_error("limits", "limits must be non-negative (0 = none)");
+  }
+  if (!alert_webhook_url.empty() && !alert_webhook_url.starts_with("http://")) {
+    return config_error("alerts.webhook_url", "only http:// URLs are supported (put a TLS "
+                                              "proxy in front for https)");
+  }
+  for (size_t i = 0; i < models.size(); ++i) {
+    const auto &m = models[i];
+    const std::string p = "models[" + std::to_string(i) + "].";
+    if (m.breaker_window_s < 1) return config_error(p + "breaker_window_s", "must be at least 1");
+    if (m.breaker_cooldown_s < 0) return config_error(p + "breaker_cooldown_s", "must be >= 0");
+  }
   return Ok();
 }
 
@@ -112,7 +138,9 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "max_queued_tokens", "default_max_tokens",
                                  "max_body_bytes", "header_timeout_s",
                                  "body_timeout_s", "idle_timeout_s",
-                                 "shutdown_grace_s", "ready_cache_s"};
+                                 "shutdown_grace_s", "ready_cache_s",
+                                 "auth",          "limits",
+                                 "alerts",        "ledger_flush_ms"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -131,6 +159,34 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_ms(t, "idle_timeout_s", c.idle_timeout));
   GANTRY_TRY(read_ms(t, "shutdown_grace_s", c.shutdown_grace));
   GANTRY_TRY(read_ms(t, "ready_cache_s", c.ready_cache));
+  GANTRY_TRY(read_string(t, "auth", c.auth, ""));
+  if (auto n = t.get("ledger_flush_ms")) {
+    auto v = n->value<int64_t>();
+    if (!v || *v < 1) return config_error("ledger_flush_ms", "expected a positive integer");
+    c.ledger_flush = std::chrono::milliseconds(*v);
+  }
+  if (auto *l = t["limits"].as_table()) {
+    for (const auto &[k, v] : *l) {
+      if (k.str() != "rpm" && k.str() != "tpm" && k.str() != "max_concurrent") {
+        return config_error("limits." + std::string(k.str()), "unknown key");
+      }
+    }
+    GANTRY_TRY(read_int(*l, "rpm", c.global_rpm, "limits."));
+    GANTRY_TRY(read_int(*l, "tpm", c.global_tpm, "limits."));
+    GANTRY_TRY(read_int(*l, "max_concurrent", c.global_max_concurrent, "limits."));
+  }
+  if (auto *a = t["alerts"].as_table()) {
+    for (const auto &[k, v] : *a) {
+      if (k.str() != "webhook_url") {
+        return config_error("alerts." + std::string(k.str()),
+                            k.str() == "webhook_secret"
+                                ? "secrets are not read from the config file; set "
+                                  "GANTRY_ALERT_WEBHOOK_SECRET"
+                                : "unknown key");
+      }
+    }
+    GANTRY_TRY(read_string(*a, "webhook_url", c.alert_webhook_url, "alerts."));
+  }
   if (auto *arr = t["models"].as_array()) {
     c.models.clear();
     for (size_t i = 0; i < arr->size(); ++i) {
@@ -159,10 +215,19 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
         if (!v) return config_error(p + "prefix_cache", "expected true or false");
         s.prefix_cache = *v;
       }
+      GANTRY_TRY(read_double(*m, "price_input_per_mtok", s.price_input_per_mtok, p));
+      GANTRY_TRY(read_double(*m, "price_output_per_mtok", s.price_output_per_mtok, p));
+      GANTRY_TRY(read_double(*m, "price_per_hour", s.price_per_hour, p));
+      GANTRY_TRY(read_double(*m, "breaker_usd_per_minute", s.breaker_usd_per_minute, p));
+      GANTRY_TRY(read_int(*m, "breaker_window_s", s.breaker_window_s, p));
+      GANTRY_TRY(read_int(*m, "breaker_cooldown_s", s.breaker_cooldown_s, p));
       for (const auto &[k, v] : *m) {
         static const char *kModelKeys[] = {"path", "name", "threads", "max_seqs",
                                            "max_batch_tokens", "kv_mb", "ctx", "chat_template",
-                                           "prefix_cache"};
+                                           "prefix_cache", "price_input_per_mtok",
+                                           "price_output_per_mtok", "price_per_hour",
+                                           "breaker_usd_per_minute", "breaker_window_s",
+                                           "breaker_cooldown_s"};
         bool known = false;
         for (const char *kk : kModelKeys) known |= k.str() == kk;
         if (!known) return config_error(p + std::string(k.str()), "unknown key");
@@ -219,6 +284,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.max_queued_requests = static_cast<int>(n);
     } else if (k == "GANTRY_MAX_QUEUED_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
+    } else if (k == "GANTRY_AUTH") {
+      c.auth = v;
     } else if (k == "GANTRY_DEFAULT_MAX_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
       c.default_max_tokens = static_cast<int>(n);

@@ -22,6 +22,15 @@ struct ModelSpec {
   int ctx = 0;                 // per-sequence context; 0 = the model's
   std::string chat_template;   // force a template family by name; empty = detect from GGUF
   bool prefix_cache = true;    // reuse KV blocks across requests sharing a prompt prefix
+  // Cost: per million tokens, and/or per hour of this model's engine (split between the
+  // requests of each engine step by their tokens).
+  double price_input_per_mtok = 0;
+  double price_output_per_mtok = 0;
+  double price_per_hour = 0;
+  // Spend-rate breaker: 503 circuit_open when spend over the window exceeds this per minute.
+  double breaker_usd_per_minute = 0; // 0 = off
+  int breaker_window_s = 60;
+  int breaker_cooldown_s = 300;
 };
 
 struct ServerConfig {
@@ -40,6 +49,15 @@ struct ServerConfig {
   std::chrono::milliseconds idle_timeout{60'000};
   std::chrono::milliseconds shutdown_grace{30'000};
   std::chrono::milliseconds ready_cache{5'000};
+
+  // Control plane. Secrets (key pepper, admin token, alert webhook secret) come only from the
+  // environment or files named there, never from this config.
+  std::string auth = "auto"; // "auto": keys required once one exists; "required": always
+  int64_t global_rpm = 0;    // server-wide limits; 0 = none
+  int64_t global_tpm = 0;
+  int64_t global_max_concurrent = 0;
+  std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
+  std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
 
   Status validate() const;
 };

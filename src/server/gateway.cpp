@@ -1,12 +1,24 @@
 #include "server/gateway.h"
 
 #include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <openssl/sha.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "api/openai.h"
+#include "control/api_key.h"
+#include "control/sqlite_store.h"
+#include "control/webhook_signature.h"
+#include "http/client.h"
 #include "http/router.h"
+#include "server/admin_api.h"
 #include "server/inference_call.h"
 #include "server/metrics_text.h"
+#include "server/recording_writer.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -14,11 +26,71 @@ namespace {
 
 http::Response error_with_retry(const Error &e) {
   http::Response r = http::error_response(e);
-  if (e.code == ErrorCode::kQueueFull || e.code == ErrorCode::kRateLimited) {
-    r.headers.push_back({"Retry-After", "1"});
-    r.headers.push_back({"retry-after-ms", "1000"});
+  if (e.code == ErrorCode::kQueueFull || e.code == ErrorCode::kRateLimited ||
+      e.code == ErrorCode::kCircuitOpen) {
+    const int64_t ms = e.retry_after_ms > 0 ? e.retry_after_ms : 1000;
+    r.headers.push_back({"Retry-After", std::to_string((ms + 999) / 1000)});
+    r.headers.push_back({"retry-after-ms", std::to_string(ms)});
   }
   return r;
+}
+
+http::Headers rate_headers(const control::RateSnapshot &s) {
+  http::Headers h;
+  if (s.limit_requests >= 0) {
+    h.push_back({"x-ratelimit-limit-requests", std::to_string(s.limit_requests)});
+    h.push_back({"x-ratelimit-remaining-requests", std::to_string(s.remaining_requests)});
+    h.push_back({"x-ratelimit-reset-requests", control::format_reset(s.reset_requests)});
+  }
+  if (s.limit_tokens >= 0) {
+    h.push_back({"x-ratelimit-limit-tokens", std::to_string(s.limit_tokens)});
+    h.push_back({"x-ratelimit-remaining-tokens", std::to_string(s.remaining_tokens)});
+    h.push_back({"x-ratelimit-reset-tokens", control::format_reset(s.reset_tokens)});
+  }
+  return h;
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char *>(data.data()), data.size(), md);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(2 * SHA256_DIGEST_LENGTH, '0');
+  for (int i = 0; i < SHA256_DIGEST_LENGTH; ++i) {
+    out[2 * i] = kHex[md[i] >> 4];
+    out[2 * i + 1] = kHex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string env_or_file(const char *var, const char *file_var) {
+  if (const char *v = std::getenv(var); v && *v) return v;
+  if (const char *f = std::getenv(file_var); f && *f) {
+    std::ifstream in(f);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string s = ss.str();
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+    return s;
+  }
+  return {};
+}
+
+// POSTs a webhook body to an http:// URL (budget alerts); returns the status.
+Result<int> post_webhook(const std::string &url, const std::string &body,
+                         const std::vector<std::pair<std::string, std::string>> &headers) {
+  auto u = boost::urls::parse_uri(url);
+  if (!u || u->scheme() != "http") return Err(Error::invalid("not an http:// URL: " + url));
+  http::ClientOptions o;
+  o.host = std::string(u->host());
+  o.port = static_cast<uint16_t>(u->has_port() ? u->port_number() : 80);
+  o.timeout = std::chrono::seconds(5);
+  http::HttpClient client(o);
+  http::Headers hs{{"Content-Type", "application/json"}};
+  for (const auto &[k, v] : headers) hs.push_back({k, v});
+  std::string target(u->encoded_target());
+  if (target.empty()) target = "/";
+  GANTRY_ASSIGN_OR_RETURN(auto resp, client.post(target, body, std::move(hs)));
+  return resp.status;
 }
 
 // Probes a model with a one-token greedy generation for /readyz.
@@ -76,6 +148,46 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     sm->worker = std::make_unique<ModelWorker>(std::move(model).value(), wc);
     g->models_.push_back(std::move(sm));
   }
+
+  // The control plane: keys, limits, quotas, cost, ledger (SQLite under the data directory).
+  GANTRY_ASSIGN_OR_RETURN(auto store, control::SqliteStore::open(g->config_.data_dir));
+  GANTRY_ASSIGN_OR_RETURN(std::string pepper, control::load_pepper(g->config_.data_dir));
+  control::ControlConfig cc;
+  cc.auth = g->config_.auth == "required" ? control::AuthMode::kRequired : control::AuthMode::kAuto;
+  cc.global = {g->config_.global_rpm, g->config_.global_tpm, g->config_.global_max_concurrent};
+  cc.ledger_flush = g->config_.ledger_flush;
+  cc.alert_webhook_url = g->config_.alert_webhook_url;
+  if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
+    std::istringstream in(sec);
+    for (std::string one; in >> one;) cc.alert_webhook_secrets.push_back(one);
+  }
+  if (!cc.alert_webhook_url.empty()) {
+    if (cc.alert_webhook_secrets.empty()) {
+      return Err(Error::invalid("alerts.webhook_url is set but GANTRY_ALERT_WEBHOOK_SECRET is "
+                                "not (generate one with `gantry keys webhook-secret`)"));
+    }
+    for (const auto &sec : cc.alert_webhook_secrets) {
+      if (auto k = control::webhook_key(sec); !k) {
+        return Err(Error::invalid("GANTRY_ALERT_WEBHOOK_SECRET: " + k.error().message));
+      }
+    }
+  }
+  std::vector<control::ModelControl> mcs;
+  for (const auto &spec : g->config_.models) {
+    control::ModelControl mc;
+    mc.name = spec.name;
+    mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, spec.price_per_hour};
+    mc.breaker.usd_per_minute = spec.breaker_usd_per_minute;
+    mc.breaker.window = std::chrono::seconds(spec.breaker_window_s);
+    mc.breaker.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
+    mcs.push_back(std::move(mc));
+  }
+  g->control_ = std::make_unique<control::ControlPlane>(
+      std::move(store), std::move(pepper), std::move(cc), std::move(mcs), clock, post_webhook,
+      [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+  GANTRY_TRY(g->control_->start());
+  g->admin_token_ = env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE");
+
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -91,6 +203,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 Gateway::~Gateway() {
   if (http_) http_->shutdown(std::chrono::milliseconds(0));
   models_.clear(); // joins engine threads before the HTTP layer's writers go away
+  if (control_) control_->stop();
 }
 
 Status Gateway::start() { return http_->start(); }
@@ -111,6 +224,7 @@ bool Gateway::shutdown() {
   for (auto &m : models_) m->worker->cancel_all();
   for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
+  control_->stop(); // flushes the last ledger rows
   return clean;
 }
 
@@ -133,12 +247,23 @@ http::Handler Gateway::build_routes() {
   r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     handle_ready(std::move(w));
   });
-  r.get("/v1/models", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
+  r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto principal = authenticate(req, w);
+    if (!principal) return;
     std::vector<api::ModelCard> cards;
-    for (const auto &m : models_) cards.push_back({m->spec.name, m->created, m->worker->n_ctx()});
+    for (const auto &m : models_) {
+      const auto &p = *principal;
+      if (p && !p->models.empty() &&
+          std::find(p->models.begin(), p->models.end(), m->spec.name) == p->models.end()) {
+        continue; // a key limited to some models sees only those
+      }
+      cards.push_back({m->spec.name, m->created, m->worker->n_ctx()});
+    }
     w->respond(http::Response::json(200, api::render_model_list(cards)));
   });
   r.get("/v1/models/{id}", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto principal = authenticate(req, w);
+    if (!principal) return;
     ServedModel *m = find_model(req.path_param("id"));
     if (!m) {
       w->respond(http::error_response(
@@ -157,16 +282,98 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/completions", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     handle_inference(static_cast<int>(api::Endpoint::kCompletions), std::move(req), std::move(w));
   });
+  add_admin_routes(r, *control_, admin_token_, clock_);
   return std::move(r).into_handler();
+}
+
+std::optional<std::optional<control::Principal>>
+Gateway::authenticate(const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w) {
+  auto p = control_->authenticate(req.header("Authorization"));
+  if (!p) {
+    http::Response r = http::error_response(p.error());
+    if (p.error().code == ErrorCode::kUnauthorized) {
+      r.headers.push_back({"WWW-Authenticate", "Bearer"});
+      control_->record_rejection(nullptr, "", req.path, req.request_id, p.error(),
+                                 clock_.unix_millis());
+    }
+    w->respond(std::move(r));
+    return std::nullopt;
+  }
+  return std::move(p).value();
 }
 
 void Gateway::handle_inference(int endpoint_int, http::Request &&req,
                                std::shared_ptr<http::ResponseWriter> w) {
+  const auto arrived = std::chrono::steady_clock::now();
+  const int64_t arrived_ms = clock_.unix_millis();
   const auto endpoint = static_cast<api::Endpoint>(endpoint_int);
   if (shutting_down_.load()) {
     w->respond(http::error_response({ErrorCode::kUnavailable, "the server is shutting down", ""}));
     return;
   }
+  auto principal = authenticate(req, w);
+  if (!principal) return;
+  if (auto idem = req.header("Idempotency-Key")) {
+    if (idem->empty() || idem->size() > 255) {
+      w->respond(http::error_response(
+          Error::invalid("Idempotency-Key must be 1 to 255 characters", "Idempotency-Key")));
+      return;
+    }
+    // Scoped by caller and endpoint: one tenant can neither collide with nor read another's.
+    const std::string scope = (*principal ? (*principal)->key_id : std::string("-")) + "|" +
+                              req.path + "|" + std::string(*idem);
+    auto &store = control_->idempotency();
+    auto b = store.begin(scope, sha256_hex(req.body));
+    using O = control::IdempotencyStore::Outcome;
+    if (b.outcome == O::kMismatch) {
+      w->respond(http::error_response(
+          {ErrorCode::kUnprocessable,
+           "This Idempotency-Key was already used with a different request body.",
+           "Idempotency-Key"}));
+      return;
+    }
+    if (b.outcome == O::kInFlight) {
+      w->respond(http::error_response(
+          {ErrorCode::kConflict,
+           "A request with this Idempotency-Key is still being processed; retry later.",
+           "Idempotency-Key"}));
+      return;
+    }
+    if (b.outcome == O::kReplay) {
+      const auto &sr = *b.response;
+      http::Headers hs;
+      for (const auto &[k, v] : sr.headers) hs.push_back({k, v});
+      hs.push_back({"idempotent-replayed", "true"});
+      if (sr.sse) {
+        w->start_sse(std::move(hs));
+        for (const auto &ev : sr.events) w->send_event(ev);
+        w->end();
+      } else {
+        http::Response r{sr.status, sr.content_type, std::move(hs), sr.body};
+        w->respond(std::move(r));
+      }
+      return;
+    }
+    w = std::make_shared<RecordingWriter>(
+        std::move(w), [&store, scope](bool complete, control::StoredResponse r) {
+          bool ok = complete && r.status >= 200 && r.status < 300;
+          for (const auto &ev : r.events) ok = ok && !ev.starts_with("{\"error\"");
+          if (ok) {
+            store.complete(scope, std::move(r));
+          } else {
+            store.abandon(scope); // a failed or cut-off first attempt may be retried for real
+          }
+        });
+  }
+  run_inference(endpoint, std::move(req), std::move(w), std::move(*principal), arrived_ms,
+                arrived);
+}
+
+void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
+                            std::shared_ptr<http::ResponseWriter> w,
+                            std::optional<control::Principal> principal, int64_t arrived_ms,
+                            std::chrono::steady_clock::time_point arrived) {
+  const std::string endpoint_path = req.path;
   auto parsed = api::parse_inference_request(endpoint, req.body);
   if (!parsed) {
     w->respond(http::error_response(parsed.error()));
@@ -235,12 +442,54 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
   }
+  control::AdmitRequest ar;
+  ar.principal = principal ? &*principal : nullptr;
+  ar.model = m->spec.name;
+  ar.endpoint = endpoint_path;
+  ar.request_id = req.request_id;
+  ar.prompt_tokens = n_prompt;
+  ar.max_output_tokens = static_cast<int64_t>(max_tokens) * ir.n;
+  ar.arrived_ms = arrived_ms;
+  control::RateSnapshot refusal;
+  auto adm = control_->admit(ar, &refusal);
+  if (!adm) {
+    http::Response r = error_with_retry(adm.error());
+    for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+    w->respond(std::move(r));
+    return;
+  }
+  std::shared_ptr<control::Admission> admission = std::move(adm).value();
+
+  CallHooks hooks;
+  hooks.arrived = arrived;
+  hooks.headers = rate_headers(admission->snapshot);
+  hooks.on_finish = [ctl = control_.get(), admission](const CallResult &r, http::Headers &add) {
+    control::Outcome o;
+    o.status = r.status;
+    o.input_tokens = r.prompt_tokens;
+    o.output_tokens = r.completion_tokens;
+    o.cached_tokens = r.cached_tokens;
+    o.engine_seconds = r.engine_seconds;
+    o.ttft_ms = r.ttft_ms;
+    o.latency_ms = r.latency_ms;
+    o.finish_reason = r.finish_reason;
+    const double cost = ctl->finish(*admission, o);
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.8f", cost);
+    add.push_back({"x-gantry-cost-usd", buf});
+  };
   api::ResponseMeta meta{api::id_prefix(endpoint) + req.request_id, m->spec.name,
                          clock_.unix_seconds()};
   auto call = std::make_shared<InferenceCall>(endpoint, meta, ir.stream, ir.include_usage, echo,
-                                              n_prompt, w, *m->worker);
+                                              n_prompt, w, *m->worker, std::move(hooks));
   auto st = call->start(choices);
-  if (!st) w->respond(error_with_retry(st.error()));
+  if (!st) {
+    control::Outcome o;
+    o.status = http_status(st.error().code);
+    o.finish_reason = std::string(error_code_name(st.error().code));
+    control_->finish(*admission, o);
+    w->respond(error_with_retry(st.error()));
+  }
 }
 
 void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {

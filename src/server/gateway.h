@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "api/chat_template.h"
+#include "api/openai.h"
+#include "control/control_plane.h"
 #include "core/clock.h"
 #include "core/result.h"
 #include "http/server.h"
@@ -51,6 +53,7 @@ public:
   const std::vector<std::unique_ptr<ServedModel>> &models() const { return models_; }
   http::ServerStats http_stats() const { return http_->stats(); }
   const ServerConfig &config() const { return config_; }
+  control::ControlPlane &control() { return *control_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
@@ -58,10 +61,19 @@ private:
   ServedModel *find_model(std::string_view name);
   void handle_inference(int endpoint, http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
   void handle_ready(std::shared_ptr<http::ResponseWriter> w);
+  // 401 (answered here) when the call needs a key and has no valid one.
+  std::optional<std::optional<control::Principal>>
+  authenticate(const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w);
+  void run_inference(api::Endpoint endpoint, http::Request &&req,
+                     std::shared_ptr<http::ResponseWriter> w,
+                     std::optional<control::Principal> principal, int64_t arrived_ms,
+                     std::chrono::steady_clock::time_point arrived);
 
   ServerConfig config_;
   const Clock &clock_;
   std::vector<std::unique_ptr<ServedModel>> models_;
+  std::unique_ptr<control::ControlPlane> control_;
+  std::string admin_token_;
   std::unique_ptr<http::HttpServer> http_;
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;

@@ -6,10 +6,11 @@ namespace gantry::server {
 
 InferenceCall::InferenceCall(api::Endpoint endpoint, api::ResponseMeta meta, bool stream,
                              bool include_usage, std::string echo_prefix, int prompt_tokens,
-                             std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker)
+                             std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker,
+                             CallHooks hooks)
     : endpoint_(endpoint), meta_(std::move(meta)), stream_(stream), include_usage_(include_usage),
       echo_prefix_(std::move(echo_prefix)), prompt_tokens_(prompt_tokens),
-      writer_(std::move(writer)), worker_(worker) {}
+      writer_(std::move(writer)), worker_(worker), hooks_(std::move(hooks)) {}
 
 Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choices) {
   std::unique_lock<std::mutex> lk(mu_);
@@ -25,7 +26,7 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
     choices_[i].ticket = *t;
   }
   if (stream_) {
-    writer_->start_sse();
+    writer_->start_sse(hooks_.headers);
     for (size_t i = 0; i < choices_.size(); ++i) {
       std::string head = api::render_chunk(endpoint_, meta_, static_cast<int>(i), echo_prefix_,
                                            endpoint_ == api::Endpoint::kChatCompletions, "",
@@ -73,6 +74,7 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
   c.generated = ev.n_generated;
   c.cached = ev.n_cached;
   c.text += ev.text;
+  if (!first_token_ && ev.token >= 0) first_token_ = std::chrono::steady_clock::now();
   const bool finished = ev.finish != engine::FinishReason::kNone;
   if (finished) {
     c.done = true;
@@ -103,6 +105,29 @@ void InferenceCall::on_rejected(Ticket ticket, const Error &error) {
   finish_if_done();
 }
 
+void InferenceCall::on_compute(Ticket, double engine_seconds) {
+  std::lock_guard<std::mutex> lk(mu_);
+  engine_seconds_ += engine_seconds;
+}
+
+http::Headers InferenceCall::run_finish_hook(int status, const api::Usage &usage) {
+  http::Headers add;
+  if (!hooks_.on_finish) return add;
+  using ms = std::chrono::duration<double, std::milli>;
+  CallResult r;
+  r.status = status;
+  r.prompt_tokens = usage.prompt_tokens;
+  r.completion_tokens = usage.completion_tokens;
+  r.cached_tokens = usage.cached_tokens;
+  r.engine_seconds = engine_seconds_;
+  const auto now = std::chrono::steady_clock::now();
+  r.latency_ms = ms(now - hooks_.arrived).count();
+  r.ttft_ms = first_token_ ? ms(*first_token_ - hooks_.arrived).count() : r.latency_ms;
+  r.finish_reason = status == 200 && !choices_.empty() ? choices_[0].finish : "error";
+  hooks_.on_finish(r, add);
+  return add;
+}
+
 void InferenceCall::finish_if_done() {
   for (const auto &c : choices_) {
     if (!c.done) return;
@@ -117,6 +142,8 @@ void InferenceCall::finish_if_done() {
   for (const auto &c : choices_) usage.completion_tokens += c.generated;
   // The prompt is counted once for all choices; report the best reuse among them.
   for (const auto &c : choices_) usage.cached_tokens = std::max(usage.cached_tokens, c.cached);
+  const int status = failed ? http_status(failure_->code) : 200;
+  http::Headers added = run_finish_hook(status, usage);
   if (stream_) {
     if (failed) {
       writer_->send_event(http::error_response(*failure_).body);
@@ -128,14 +155,20 @@ void InferenceCall::finish_if_done() {
     return;
   }
   if (failed) {
-    writer_->respond(http::error_response(*failure_));
+    http::Response r = http::error_response(*failure_);
+    for (auto &h : hooks_.headers) r.headers.push_back(h);
+    for (auto &h : added) r.headers.push_back(std::move(h));
+    writer_->respond(std::move(r));
     return;
   }
   std::vector<api::Choice> out;
   for (size_t i = 0; i < choices_.size(); ++i) {
     out.push_back({static_cast<int>(i), echo_prefix_ + choices_[i].text, choices_[i].finish});
   }
-  writer_->respond(http::Response::json(200, api::render_response(endpoint_, meta_, out, usage)));
+  http::Response r = http::Response::json(200, api::render_response(endpoint_, meta_, out, usage));
+  for (auto &h : hooks_.headers) r.headers.push_back(h);
+  for (auto &h : added) r.headers.push_back(std::move(h));
+  writer_->respond(std::move(r));
 }
 
 } // namespace gantry::server

@@ -6,6 +6,8 @@
 // an I/O thread (cancel). mu_ orders them.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,11 +20,32 @@
 
 namespace gantry::server {
 
+// How the call ended, for the control plane (cost, ledger, limits).
+struct CallResult {
+  int status = 200;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;
+  double engine_seconds = 0;
+  double ttft_ms = 0;
+  double latency_ms = 0;
+  std::string finish_reason; // of the first choice; "error" when it failed
+};
+
+struct CallHooks {
+  http::Headers headers; // added to the response (x-ratelimit-*)
+  // Runs once when the call ends, before the response is sent (for a stream, before its last
+  // event); may add headers to a non-streamed response (x-gantry-cost-usd).
+  std::function<void(const CallResult &, http::Headers &)> on_finish;
+  std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
+};
+
 class InferenceCall final : public TokenSink, public std::enable_shared_from_this<InferenceCall> {
 public:
   InferenceCall(api::Endpoint endpoint, api::ResponseMeta meta, bool stream, bool include_usage,
                 std::string echo_prefix, int prompt_tokens,
-                std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker);
+                std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker,
+                CallHooks hooks = {});
 
   // Submits one sequence per choice; on failure nothing stays queued and the error is returned
   // for the caller to send.
@@ -30,6 +53,7 @@ public:
 
   void on_event(Ticket ticket, const engine::TokenEvent &event) override;
   void on_rejected(Ticket ticket, const Error &error) override;
+  void on_compute(Ticket ticket, double engine_seconds) override;
 
 private:
   struct ChoiceState {
@@ -42,6 +66,7 @@ private:
   };
   int index_of(Ticket t) const;
   void finish_if_done();
+  http::Headers run_finish_hook(int status, const api::Usage &usage);
   void cancel_all();
 
   const api::Endpoint endpoint_;
@@ -57,6 +82,9 @@ private:
   std::vector<ChoiceState> choices_;
   bool responded_ = false;
   std::optional<Error> failure_;
+  CallHooks hooks_;
+  double engine_seconds_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> first_token_;
 };
 
 } // namespace gantry::server

@@ -164,12 +164,24 @@ void ModelWorker::run() {
     }
     cancels.clear();
 
-    for (const auto &ev : eng.step()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto events = eng.step();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    int step_total = 0;
+    for (const auto &[seq, n] : eng.last_step_tokens()) step_total += n;
+    if (step_total > 0) {
+      for (const auto &[seq, n] : eng.last_step_tokens()) {
+        auto it = active.find(seq);
+        if (it != active.end()) it->second.engine_seconds += dt * n / step_total;
+      }
+    }
+    for (const auto &ev : events) {
       auto it = active.find(ev.seq);
       if (it == active.end()) continue;
       Active &a = it->second;
       account_started(a);
       if (ev.finish == engine::FinishReason::kCancelled) ++cancelled_;
+      if (ev.finish != engine::FinishReason::kNone) a.sink->on_compute(a.ticket, a.engine_seconds);
       a.sink->on_event(a.ticket, ev);
       if (ev.finish != engine::FinishReason::kNone) {
         by_ticket.erase(a.ticket);

@@ -32,6 +32,9 @@ public:
   virtual void on_event(Ticket ticket, const engine::TokenEvent &event) = 0;
   // The engine refused the request when it reached it (e.g. context too long).
   virtual void on_rejected(Ticket ticket, const Error &error) = 0;
+  // Just before the final event: the request's share of engine time (each step's duration split
+  // between its sequences by their tokens in the step), for per-hour pricing.
+  virtual void on_compute(Ticket, double /*engine_seconds*/) {}
 };
 
 struct WorkerConfig {
@@ -91,6 +94,7 @@ private:
     std::shared_ptr<TokenSink> sink;
     int64_t prompt_tokens;
     bool started = false;
+    double engine_seconds = 0;
   };
 
   void run();

@@ -170,6 +170,7 @@ TokenEvent Engine::finish_event(Sequence &s, FinishReason r) {
 
 std::vector<TokenEvent> Engine::step() {
   std::vector<TokenEvent> events;
+  step_tokens_.clear();
 
   // Cancellations first, so that their memory is available to this step's admissions.
   for (SeqId id : cancelled_) {
@@ -212,6 +213,7 @@ std::vector<TokenEvent> Engine::step() {
     bt.want_logits = true;
     batch_.push_back(bt);
     batch_owner_.push_back(s.get());
+    step_tokens_.emplace_back(s->id, 1);
     ++s->n_evaluated; // the forward pass below writes its K/V
     --budget;
   }
@@ -228,6 +230,7 @@ std::vector<TokenEvent> Engine::step() {
       if (bt.want_logits) batch_owner_.push_back(s.get());
     }
     s->n_evaluated += take;
+    step_tokens_.emplace_back(s->id, static_cast<int>(take));
     budget -= static_cast<int>(take);
     totals_.prompt_tokens += take;
   }

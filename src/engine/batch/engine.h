@@ -97,6 +97,10 @@ public:
   // cancellations). Returns nothing when idle.
   std::vector<TokenEvent> step();
 
+  // Tokens each sequence had in the last step's forward pass (decode token or prompt chunk), so
+  // a caller timing step() can split its cost between the sequences.
+  const std::vector<std::pair<SeqId, int>> &last_step_tokens() const { return step_tokens_; }
+
   bool idle() const { return running_.empty() && waiting_.empty() && cancelled_.empty(); }
   bool has_sequence(SeqId id) const;
   EngineStats stats() const;
@@ -133,6 +137,7 @@ private:
   Workspace ws_;
   std::vector<float> logits_;
   std::vector<BatchToken> batch_;
+  std::vector<std::pair<SeqId, int>> step_tokens_;
   std::vector<Sequence *> batch_owner_; // sequence of each want_logits row
   SeqId next_id_ = 1;
   std::deque<std::unique_ptr<Sequence>> waiting_;

@@ -1,0 +1,172 @@
+// The control plane on the request path: who is calling (keys), may they (model allow-list,
+// rate limits, quotas and budgets, the spend breaker), and what did it cost (pricing, the usage
+// ledger, budget alerts). The gateway calls authenticate() → admit() → finish(); everything
+// that touches disk happens on background threads (the ledger writer, the key watcher, the
+// alert dispatcher), so the per-request cost is a few map lookups and one HMAC.
+//
+// Threading: every public method is thread-safe. finish() may run on an engine thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "control/breaker.h"
+#include "control/idempotency.h"
+#include "control/key_authenticator.h"
+#include "control/ledger_writer.h"
+#include "control/pricing.h"
+#include "control/quota.h"
+#include "control/rate_limiter.h"
+#include "control/store.h"
+#include "core/clock.h"
+
+namespace gantry::control {
+
+struct ControlConfig {
+  AuthMode auth = AuthMode::kAuto;
+  Limits global; // protects the server's total capacity
+  std::chrono::milliseconds ledger_flush{200};
+  std::chrono::milliseconds key_poll{250};
+  std::string alert_webhook_url;
+  std::vector<std::string> alert_webhook_secrets; // "whsec_..."; the first signs, all verify
+};
+
+struct ModelControl {
+  std::string name;
+  Price price;
+  BreakerConfig breaker;
+};
+
+struct AdmitRequest {
+  const Principal *principal = nullptr; // null when auth is off for this call
+  std::string model;
+  std::string endpoint;
+  std::string request_id;
+  int64_t prompt_tokens = 0;
+  int64_t max_output_tokens = 0; // max_tokens × n
+  int64_t arrived_ms = 0;        // unix ms
+};
+
+// One admitted request's reservations; finish() settles them exactly once.
+struct Admission {
+  std::string request_id, key_id, project, model, endpoint;
+  int64_t arrived_ms = 0;
+  RateLease rate;
+  QuotaLease quota;
+  RateSnapshot snapshot;
+  std::atomic<bool> finished{false};
+};
+
+struct Outcome {
+  int status = 200;
+  int64_t input_tokens = 0;
+  int64_t output_tokens = 0;
+  int64_t cached_tokens = 0;
+  bool cached = false; // served from the response cache: costs nothing
+  double engine_seconds = 0;
+  double ttft_ms = 0;
+  double latency_ms = 0;
+  std::string finish_reason;
+};
+
+struct ControlCounters {
+  std::map<std::string, uint64_t> rejected;                        // by reason
+  std::map<std::pair<std::string, std::string>, double> cost_usd;  // (model, project)
+  std::map<int, uint64_t> alerts;                                  // by threshold
+};
+
+class ControlPlane {
+public:
+  // Delivers one alert body to the webhook URL with the given headers; returns the HTTP status
+  // (or an error). Provided by the composition root (the HTTP client lives there).
+  using WebhookPost = std::function<Result<int>(
+      const std::string &url, const std::string &body,
+      const std::vector<std::pair<std::string, std::string>> &headers)>;
+  using EventLog = std::function<void(const std::string &json_line)>;
+
+  ControlPlane(std::unique_ptr<Store> store, std::string pepper, ControlConfig config,
+               std::vector<ModelControl> models, const Clock &clock, WebhookPost post,
+               EventLog log);
+  ~ControlPlane();
+
+  // Loads budgets and keys, starts the background threads.
+  Status start();
+  void stop(); // flushes the ledger
+
+  Result<std::optional<Principal>> authenticate(std::optional<std::string_view> authorization) {
+    return keys_.authenticate(authorization);
+  }
+  bool auth_required() const { return keys_.required(); }
+
+  // Errors: kPermissionDenied (model not allowed for the key), kRateLimited (retry_after_ms
+  // set), kQuotaExceeded, kCircuitOpen, kIo. A refusal is written to the ledger with its status.
+  // `refusal` (optional) receives the rate-limit numbers of a refused request for its headers.
+  Result<std::shared_ptr<Admission>> admit(const AdmitRequest &request,
+                                           RateSnapshot *refusal = nullptr);
+  // Settles the reservations with the actual usage, writes the ledger row, feeds the breaker
+  // and the budget alerts. Returns the cost in USD. Only the first call per admission counts.
+  double finish(Admission &admission, const Outcome &outcome);
+
+  // A refusal before admission (the request never ran): counted and written to the ledger.
+  void record_rejection(const Principal *principal, const std::string &model,
+                        const std::string &endpoint, const std::string &request_id,
+                        const Error &error, int64_t arrived_ms);
+
+  Store &store() { return *store_; }
+  KeyAuthenticator &keys() { return keys_; }
+  QuotaTracker &quotas() { return quotas_; }
+  IdempotencyStore &idempotency() { return idempotency_; }
+  LedgerWriter &ledger() { return *ledger_; }
+  SpendBreaker *breaker(const std::string &model);
+  std::vector<std::string> breaker_models() const;
+  Status reload_budgets();
+  ControlCounters counters();
+  const ControlConfig &config() const { return config_; }
+
+private:
+  struct ModelState {
+    std::unique_ptr<CostEstimator> cost;
+    std::unique_ptr<SpendBreaker> breaker;
+  };
+  Result<Limits> project_limits(const std::string &project);
+  void count_rejection(std::string_view reason);
+  void alert_loop();
+  void key_loop();
+
+  std::unique_ptr<Store> store_;
+  ControlConfig config_;
+  const Clock &clock_;
+  WebhookPost post_;
+  EventLog log_;
+  std::unique_ptr<LedgerWriter> ledger_;
+  KeyAuthenticator keys_;
+  MemoryRateLimiter limiter_;
+  QuotaTracker quotas_;
+  IdempotencyStore idempotency_;
+  std::map<std::string, ModelState> models_;
+
+  std::mutex projects_mu_;
+  std::map<std::string, std::pair<Limits, std::chrono::steady_clock::time_point>> projects_;
+
+  std::mutex counters_mu_;
+  ControlCounters counters_;
+
+  std::mutex bg_mu_;
+  std::condition_variable bg_cv_;
+  bool stopping_ = false;
+  std::deque<BudgetAlert> alerts_;
+  std::thread alert_thread_;
+  std::thread key_thread_;
+};
+
+} // namespace gantry::control

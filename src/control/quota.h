@@ -1,0 +1,90 @@
+// Token quotas and spend budgets per key and per project over a UTC day or month.
+//
+// Reserve-then-commit: admission reserves the request's worst case (prompt + max_tokens, and its
+// price) and is refused only when what is used plus what is reserved already reaches the limit.
+// So any number of concurrent requests overshoot a budget by at most one request's reservation,
+// and an admitted request is never cut off mid-generation. Counters live in memory (one mutex,
+// no database read on the request path except the first time an owner is seen after start-up,
+// when its period's usage is loaded from the ledger).
+//
+// Threshold crossings (50/80/100% by default) are returned by commit() for the AlertDispatcher,
+// which makes them exactly-once per period through Store::record_alert.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "control/store.h"
+#include "core/clock.h"
+
+namespace gantry::control {
+
+// Start of the UTC day or month containing `unix_seconds`.
+int64_t period_start(Period period, int64_t unix_seconds);
+
+struct QuotaLease {
+  std::vector<std::tuple<OwnerKind, std::string, Period>> owners;
+  int64_t period_starts[8] = {};
+  int64_t tokens = 0;
+  double usd = 0;
+  bool held = false;
+};
+
+struct BudgetAlert {
+  Budget budget;
+  int64_t period_start = 0;
+  int threshold = 0;   // percent
+  double used_usd = 0;
+  int64_t used_tokens = 0;
+};
+
+struct BudgetState {
+  Budget budget;
+  int64_t period_start = 0;
+  int64_t used_tokens = 0;
+  double used_usd = 0;
+  int64_t reserved_tokens = 0;
+  double reserved_usd = 0;
+};
+
+class QuotaTracker {
+public:
+  QuotaTracker(Store &store, const Clock &clock) : store_(store), clock_(clock) {}
+
+  // Replaces the budget set (start-up, and after an admin change); usage counters are kept.
+  void set_budgets(const std::vector<Budget> &budgets);
+  bool has_budgets() const;
+
+  // kQuotaExceeded naming the owner and the limit when a budget of the key or its project is
+  // spent. kIo if the store cannot be read the first time an owner is seen.
+  Result<QuotaLease> reserve(const std::string &key_id, const std::string &project,
+                             int64_t tokens, double usd);
+  // The request ended: the reservation becomes the actual usage. Returns the thresholds crossed.
+  std::vector<BudgetAlert> commit(QuotaLease &lease, int64_t tokens, double usd);
+
+  std::vector<BudgetState> snapshot();
+
+private:
+  using OwnerKey = std::tuple<OwnerKind, std::string, Period>;
+  struct State {
+    Budget budget;
+    int64_t period_start = -1;
+    int64_t used_tokens = 0;
+    double used_usd = 0;
+    int64_t reserved_tokens = 0;
+    double reserved_usd = 0;
+    bool loaded = false;
+  };
+  Status roll(State &s, int64_t now); // loads or resets the counters for the current period
+
+  Store &store_;
+  const Clock &clock_;
+  mutable std::mutex mu_;
+  std::map<OwnerKey, State> states_;
+};
+
+} // namespace gantry::control

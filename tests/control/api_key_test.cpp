@@ -1,0 +1,67 @@
+#include "control/api_key.h"
+#include "control/webhook_signature.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace gantry::control {
+namespace {
+
+TEST(ApiKey, FormatParseRoundTripAndRejectsLookalikes) {
+  KeyParts p = generate_key();
+  std::string key = format_key(p);
+  EXPECT_EQ(key.substr(0, 4), "gsk_");
+  auto back = parse_key(key);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->id, p.id);
+  EXPECT_EQ(back->secret, p.secret);
+  EXPECT_FALSE(parse_key(key.substr(0, key.size() - 1)));
+  EXPECT_FALSE(parse_key(key + "x"));
+  EXPECT_FALSE(parse_key("sk-" + key.substr(4)));
+  std::string bad = key;
+  bad[20] = '-';
+  EXPECT_FALSE(parse_key(bad));
+  EXPECT_FALSE(parse_key(""));
+}
+
+TEST(ApiKey, KeysAreUnique) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 1000; ++i) ids.insert(format_key(generate_key()));
+  EXPECT_EQ(ids.size(), 1000u);
+}
+
+TEST(ApiKey, HashDependsOnPepperAndSecret) {
+  EXPECT_EQ(hash_secret("pepper", "s"), hash_secret("pepper", "s"));
+  EXPECT_NE(hash_secret("pepper", "s"), hash_secret("pepper2", "s"));
+  EXPECT_NE(hash_secret("pepper", "s"), hash_secret("pepper", "t"));
+  EXPECT_EQ(hash_secret("pepper", "s").size(), 64u);
+  EXPECT_TRUE(hashes_equal(hash_secret("p", "s"), hash_secret("p", "s")));
+  EXPECT_FALSE(hashes_equal(hash_secret("p", "s"), hash_secret("p", "t")));
+  EXPECT_FALSE(hashes_equal("", ""));
+}
+
+TEST(WebhookSignature, MatchesTheStandardWebhooksReferenceVector) {
+  // From the Standard Webhooks specification's test vectors.
+  const std::string secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  const std::string id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+  const std::string body = R"({"test": 2432232314})";
+  auto h = sign_webhook({secret}, id, 1614265330, body);
+  ASSERT_TRUE(h);
+  EXPECT_EQ((*h)[2].second, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+  EXPECT_TRUE(verify_webhook(secret, id, "1614265330", body, (*h)[2].second));
+  EXPECT_FALSE(verify_webhook(secret, id, "1614265331", body, (*h)[2].second));
+}
+
+TEST(WebhookSignature, RotationSignsWithEverySecret) {
+  const std::string a = generate_webhook_secret(), b = generate_webhook_secret();
+  auto h = sign_webhook({a, b}, "msg_1", 100, "{}");
+  ASSERT_TRUE(h);
+  EXPECT_TRUE(verify_webhook(a, "msg_1", "100", "{}", (*h)[2].second));
+  EXPECT_TRUE(verify_webhook(b, "msg_1", "100", "{}", (*h)[2].second));
+  EXPECT_FALSE(verify_webhook(generate_webhook_secret(), "msg_1", "100", "{}", (*h)[2].second));
+  EXPECT_FALSE(sign_webhook({"whsec_!!"}, "m", 1, "{}"));
+}
+
+} // namespace
+} // namespace gantry::control

@@ -1,0 +1,131 @@
+#include "control/key_authenticator.h"
+
+#include <gtest/gtest.h>
+
+#include "control/api_key.h"
+#include "control/key_service.h"
+#include "control/test_store.h"
+
+namespace gantry::control {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TempStore;
+
+std::string bearer(const std::string &k) { return "Bearer " + k; }
+
+TEST(KeyAuth, OpenUntilTheFirstKeyThenRequired) {
+  TempStore store;
+  FakeClock clock;
+  KeyAuthenticator auth(*store, "pepper-0123456789", clock, AuthMode::kAuto);
+  ASSERT_TRUE(auth.refresh());
+  auto open = auth.authenticate(std::nullopt);
+  ASSERT_TRUE(open);
+  EXPECT_FALSE(open->has_value());
+  auto k = create_key(*store, "pepper-0123456789", {"p", "n", {}, {}, 0}, clock.unix_seconds());
+  ASSERT_TRUE(k);
+  ASSERT_TRUE(auth.refresh());
+  auto none = auth.authenticate(std::nullopt);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kUnauthorized);
+  auto ok = auth.authenticate(bearer(k->key));
+  ASSERT_TRUE(ok);
+  ASSERT_TRUE(ok->has_value());
+  EXPECT_EQ((*ok)->key_id, k->record.id);
+  EXPECT_EQ((*ok)->project, "p");
+}
+
+TEST(KeyAuth, WrongSecretUnknownIdAndMessagesNeverEchoTheKey) {
+  TempStore store;
+  FakeClock clock;
+  KeyAuthenticator auth(*store, "pepper-0123456789", clock, AuthMode::kRequired);
+  ASSERT_TRUE(auth.refresh());
+  auto k = create_key(*store, "pepper-0123456789", {"p", "", {}, {}, 0}, 0);
+  ASSERT_TRUE(k);
+  std::string wrong = k->key;
+  wrong.back() = wrong.back() == 'a' ? 'b' : 'a';
+  for (const std::string &bad : {wrong, format_key(generate_key()), std::string("gsk_short")}) {
+    auto r = auth.authenticate(bearer(bad));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kUnauthorized);
+    EXPECT_EQ(r.error().message.find(bad), std::string::npos);
+    EXPECT_EQ(r.error().message.find(k->key.substr(4, 12)), std::string::npos);
+  }
+  // A key from another pepper (another installation) does not work here.
+  KeyAuthenticator other(*store, "another-pepper-xyz", clock, AuthMode::kRequired);
+  EXPECT_FALSE(other.authenticate(bearer(k->key)));
+}
+
+TEST(KeyAuth, RotationGraceAcceptsBothSecretsUntilItEnds) {
+  TempStore store;
+  FakeClock clock;
+  const std::string pepper = "pepper-0123456789";
+  KeyAuthenticator auth(*store, pepper, clock, AuthMode::kRequired);
+  auto old_key = create_key(*store, pepper, {"p", "", {}, {}, 0}, clock.unix_seconds());
+  ASSERT_TRUE(old_key);
+  auto new_key = rotate_key(*store, pepper, old_key->record.id, 3600, clock.unix_seconds());
+  ASSERT_TRUE(new_key);
+  ASSERT_TRUE(auth.refresh());
+  EXPECT_TRUE(auth.authenticate(bearer(old_key->key)));
+  EXPECT_TRUE(auth.authenticate(bearer(new_key->key)));
+  clock.advance(3599s);
+  EXPECT_TRUE(auth.authenticate(bearer(old_key->key)));
+  clock.advance(1s);
+  EXPECT_FALSE(auth.authenticate(bearer(old_key->key)));
+  EXPECT_TRUE(auth.authenticate(bearer(new_key->key)));
+  // Rotating without grace cuts the previous secret off at once.
+  auto third = rotate_key(*store, pepper, old_key->record.id, 0, clock.unix_seconds());
+  ASSERT_TRUE(third);
+  ASSERT_TRUE(auth.refresh());
+  EXPECT_FALSE(auth.authenticate(bearer(new_key->key)));
+  EXPECT_TRUE(auth.authenticate(bearer(third->key)));
+}
+
+TEST(KeyAuth, RevocationFromAnotherConnectionIsSeenAtTheNextRefresh) {
+  TempStore store;
+  FakeClock clock;
+  const std::string pepper = "pepper-0123456789";
+  KeyAuthenticator auth(*store, pepper, clock, AuthMode::kRequired);
+  auto k = create_key(*store, pepper, {"p", "", {}, {}, 0}, 0);
+  ASSERT_TRUE(k);
+  ASSERT_TRUE(auth.refresh());
+  ASSERT_TRUE(auth.authenticate(bearer(k->key))); // now cached
+  {
+    // `gantry keys revoke` in another process: a second connection to the same database.
+    auto other = SqliteStore::open(store.dir());
+    ASSERT_TRUE(other);
+    ASSERT_TRUE(revoke_key(**other, k->record.id, 5));
+  }
+  ASSERT_TRUE(auth.refresh());
+  auto r = auth.authenticate(bearer(k->key));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("revoked"), std::string::npos);
+}
+
+TEST(KeyAuth, ExpiredKeysAreRefused) {
+  TempStore store;
+  FakeClock clock;
+  const std::string pepper = "pepper-0123456789";
+  KeyAuthenticator auth(*store, pepper, clock, AuthMode::kRequired);
+  auto k = create_key(*store, pepper, {"p", "", {}, {}, 60}, clock.unix_seconds());
+  ASSERT_TRUE(k);
+  EXPECT_TRUE(auth.authenticate(bearer(k->key)));
+  clock.advance(60s);
+  auto r = auth.authenticate(bearer(k->key));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("expired"), std::string::npos);
+}
+
+TEST(KeyService, DurationsParse) {
+  EXPECT_EQ(*parse_duration_s("30d"), 30 * 86400);
+  EXPECT_EQ(*parse_duration_s("24h"), 86400);
+  EXPECT_EQ(*parse_duration_s("90m"), 5400);
+  EXPECT_EQ(*parse_duration_s("45s"), 45);
+  EXPECT_EQ(*parse_duration_s("120"), 120);
+  EXPECT_FALSE(parse_duration_s("1w"));
+  EXPECT_FALSE(parse_duration_s("-5s"));
+  EXPECT_FALSE(parse_duration_s(""));
+}
+
+} // namespace
+} // namespace gantry::control
