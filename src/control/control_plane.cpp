@@ -139,6 +139,8 @@ void ControlPlane::record_rejection(const Principal *principal, const std::strin
                                     const std::string &endpoint, const std::string &request_id,
                                     const Error &error, int64_t arrived_ms) {
   count_rejection(rejection_reason(error.code));
+  // Unauthenticated callers are only counted: a scanner must not be able to fill the ledger.
+  if (!principal && error.code == ErrorCode::kUnauthorized) return;
   UsageRecord r;
   r.request_id = request_id;
   if (principal) {

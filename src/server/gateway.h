@@ -53,7 +53,7 @@ public:
   const std::vector<std::unique_ptr<ServedModel>> &models() const { return models_; }
   http::ServerStats http_stats() const { return http_->stats(); }
   const ServerConfig &config() const { return config_; }
-  control::ControlPlane &control() { return *control_; }
+  control::ControlPlane &control() const { return *control_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}

@@ -61,6 +61,46 @@ std::string render_metrics(const Gateway &g) {
     o << "gantry:requests_rejected_total{model_name=\"" << r.model
       << "\",reason=\"queue_full\"} " << r.s.rejected_queue_full << '\n';
   }
+  auto &ctl = g.control();
+  const auto cc = ctl.counters();
+  for (const char *reason :
+       {"unauthorized", "rate_limit", "quota", "breaker", "model_not_allowed"}) {
+    auto it = cc.rejected.find(reason);
+    o << "gantry:requests_rejected_total{reason=\"" << reason << "\"} "
+      << (it == cc.rejected.end() ? 0 : it->second) << '\n';
+  }
+  family(o, "cost_usd_total", "counter", "Cost attributed to requests, by model and project.");
+  for (const auto &[k, usd] : cc.cost_usd) {
+    o << "gantry:cost_usd_total{model_name=\"" << k.first << "\",project=\"" << k.second
+      << "\"} " << usd << '\n';
+  }
+  family(o, "budget_alerts_total", "counter", "Budget threshold alerts sent, by threshold.");
+  for (const auto &[t, n] : cc.alerts) {
+    o << "gantry:budget_alerts_total{threshold=\"" << t << "\"} " << n << '\n';
+  }
+  family(o, "budget_used_ratio", "gauge",
+         "Spend (or tokens, for token quotas) used in the current period over the limit.");
+  for (const auto &b : ctl.quotas().snapshot()) {
+    const double ratio = b.budget.spend_limit_usd > 0
+                             ? b.used_usd / b.budget.spend_limit_usd
+                             : static_cast<double>(b.used_tokens) /
+                                   static_cast<double>(std::max<int64_t>(b.budget.token_quota, 1));
+    o << "gantry:budget_used_ratio{owner_kind=\"" << control::to_string(b.budget.owner_kind)
+      << "\",owner=\"" << b.budget.owner_id << "\",period=\""
+      << control::to_string(b.budget.period) << "\"} " << ratio << '\n';
+  }
+  family(o, "circuit_breaker_open", "gauge", "1 while a model's spend-rate breaker is open.");
+  for (const auto &m : ctl.breaker_models()) {
+    o << "gantry:circuit_breaker_open{model_name=\"" << m << "\"} "
+      << (ctl.breaker(m)->state().open ? 1 : 0) << '\n';
+  }
+  family(o, "ledger_rows_written_total", "counter", "Usage ledger rows committed.");
+  o << "gantry:ledger_rows_written_total " << ctl.ledger().rows_written() << '\n';
+  family(o, "ledger_rows_pending", "gauge", "Usage ledger rows waiting for the next batch.");
+  o << "gantry:ledger_rows_pending " << ctl.ledger().pending() << '\n';
+  family(o, "ledger_rows_dropped_total", "counter",
+         "Usage ledger rows dropped because the store stayed unwritable.");
+  o << "gantry:ledger_rows_dropped_total " << ctl.ledger().dropped() << '\n';
   const auto h = g.http_stats();
   family(o, "http_connections_active", "gauge", "Open HTTP connections.");
   o << "gantry:http_connections_active " << h.active_connections << '\n';

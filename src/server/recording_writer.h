@@ -32,9 +32,9 @@ public:
       for (const auto &h : r.headers) rec_.headers.emplace_back(h.name, h.value);
       rec_.body = r.body;
     }
-    const bool delivered = !inner_->is_closed();
+    // Recorded before the client can see the response, so its immediate retry is a replay.
+    finish(!inner_->is_closed());
     inner_->respond(std::move(r));
-    finish(delivered);
   }
   void start_sse(http::Headers headers) override {
     {
@@ -46,16 +46,18 @@ public:
     inner_->start_sse(std::move(headers));
   }
   bool send_event(std::string data) override {
+    const bool last = data == "[DONE]";
     {
       std::lock_guard<std::mutex> lk(mu_);
       rec_.events.push_back(data);
     }
+    // An OpenAI stream is complete at [DONE]; record it before the client can read it.
+    if (last) finish(!inner_->is_closed());
     return inner_->send_event(std::move(data));
   }
   void end() override {
-    const bool delivered = !inner_->is_closed();
+    finish(!inner_->is_closed());
     inner_->end();
-    finish(delivered);
   }
   bool is_closed() const override { return inner_->is_closed(); }
   void on_close(std::function<void()> cb) override { inner_->on_close(std::move(cb)); }

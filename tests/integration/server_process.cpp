@@ -53,6 +53,8 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
     if (std::strncmp(*e, "GANTRY_", 7) != 0)
       envp.push_back(*e);
   }
+  for (auto &e : options.env)
+    envp.push_back(e.data());
   envp.push_back(nullptr);
 
   int fds[2];

@@ -28,6 +28,8 @@ struct ServerProcessOptions {
   // When non-empty, written to <tmp>/gantry.toml and passed as --config.
   std::string config_toml;
   std::chrono::milliseconds start_timeout{30'000};
+  // Extra environment ("GANTRY_ADMIN_TOKEN=..."); the caller's GANTRY_* variables are dropped.
+  std::vector<std::string> env;
 };
 
 class ServerProcess {
@@ -47,6 +49,7 @@ public:
   ServerProcess &operator=(const ServerProcess &) = delete;
 
   std::uint16_t port() const { return port_; }
+  std::string data_dir() const { return tmp_dir_ + "/data"; }
   pid_t pid() const { return pid_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   http::ClientOptions

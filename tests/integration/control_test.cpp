@@ -1,0 +1,422 @@
+// The control plane against the real server: keys, rate limits, budgets, cost, breakers,
+// idempotency, budget alert webhooks, and the ledger surviving kill -9.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "control/sqlite_store.h"
+#include "control/webhook_signature.h"
+#include "http/server.h"
+#include "integration/api_helpers.h"
+#include "integration/server_process.h"
+
+namespace gantry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr const char *kAdminToken = "test-admin-token-1234";
+
+std::unique_ptr<ServerProcess> start_server(std::string toml = {},
+                                            std::vector<std::string> env = {}) {
+  ServerProcessOptions o;
+  o.config_toml = std::move(toml);
+  o.env = std::move(env);
+  o.env.push_back(std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken);
+  auto s = ServerProcess::start(std::move(o));
+  EXPECT_TRUE(s) << (s ? "" : s.error().message);
+  return s ? std::move(s).value() : nullptr;
+}
+
+// Runs the gantry CLI and returns its stdout.
+std::string run_cli(const std::string &args) {
+  std::string cmd = std::string(GANTRY_BINARY) + " " + args + " 2>&1";
+  FILE *f = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (f && fgets(buf, sizeof(buf), f)) out += buf;
+  if (f) {
+    EXPECT_EQ(pclose(f), 0) << cmd << "\n" << out;
+  }
+  return out;
+}
+
+http::Headers admin() { return {{"Authorization", std::string("Bearer ") + kAdminToken}}; }
+http::Headers bearer(const std::string &key) { return {{"Authorization", "Bearer " + key}}; }
+
+// Creates a key through the admin API; returns {id, key}.
+std::pair<std::string, std::string> admin_create_key(http::HttpClient &c, json::object body) {
+  auto r = c.post("/admin/v1/keys", json::serialize(body), admin());
+  EXPECT_TRUE(r);
+  if (!r) return {};
+  EXPECT_EQ(r->status, 201) << r->body;
+  auto o = parse_object(r->body);
+  return {std::string(o["id"].as_string()), std::string(o["key"].as_string())};
+}
+
+std::string toml_for_model(const std::string &model_extra, const std::string &top = {}) {
+  return top + "\n[[models]]\npath = \"" + std::string(GANTRY_MODELS_DIR) +
+         "/stories260K.gguf\"\n" + model_extra + "\n";
+}
+
+TEST(Control, KeysGateEveryV1CallOnceOneExists) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  // No keys yet: open (a laptop's first run), whatever token a client sends.
+  auto open = c.get("/v1/models", bearer("sk-anything"));
+  ASSERT_TRUE(open);
+  EXPECT_EQ(open->status, 200);
+
+  const std::string out =
+      run_cli("keys create --project alpha --json --data-dir " + s->data_dir());
+  auto created = parse_object(out);
+  const std::string key(created["key"].as_string());
+  ASSERT_EQ(key.substr(0, 4), "gsk_");
+  // The server polls the key generation every 250 ms.
+  const auto deadline = SteadyClock::now() + 2s;
+  int status = 0;
+  while (SteadyClock::now() < deadline) {
+    auto r = c.get("/v1/models");
+    ASSERT_TRUE(r);
+    status = r->status;
+    if (status == 401) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(status, 401);
+  auto none = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 2}}));
+  ASSERT_TRUE(none);
+  auto err = expect_error(*none, 401, "authentication_error", "");
+  EXPECT_EQ(err["code"], "invalid_api_key");
+  auto wrong = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 2}}),
+                      bearer(key.substr(0, key.size() - 1) + (key.back() == 'a' ? "b" : "a")));
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  EXPECT_EQ(wrong->body.find(key.substr(4)), std::string::npos) << "the key leaked";
+  auto ok = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 2}}), bearer(key));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  ASSERT_TRUE(ok->header("x-gantry-cost-usd"));
+  // The key never shows up in what the server exposes.
+  auto metrics = c.get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->body.find(key.substr(4)), std::string::npos);
+  auto list = c.get("/admin/v1/keys", admin());
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->body.find(key.substr(17)), std::string::npos) << "a secret leaked";
+  EXPECT_NE(list->body.find(std::string(created["id"].as_string())), std::string::npos);
+}
+
+TEST(Control, RevokedKeyIsRefusedWithinASecond) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "p"}});
+  auto ok = c.get("/v1/models", bearer(key));
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200);
+  // Revoked from another process, as an operator would.
+  run_cli("keys revoke " + id + " --data-dir " + s->data_dir());
+  const auto t0 = SteadyClock::now();
+  int status = 200;
+  while (SteadyClock::now() - t0 < 3s) {
+    auto r = c.get("/v1/models", bearer(key));
+    ASSERT_TRUE(r);
+    status = r->status;
+    if (status == 401) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  const auto took = SteadyClock::now() - t0;
+  EXPECT_EQ(status, 401);
+  EXPECT_LT(took, 1s);
+}
+
+TEST(Control, RotationKeepsTheOldSecretDuringGrace) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, old_key] = admin_create_key(c, {{"project", "p"}});
+  auto r = c.post("/admin/v1/keys/" + id + "/rotate", R"({"grace":"1h"})", admin());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string new_key(parse_object(r->body)["key"].as_string());
+  EXPECT_NE(new_key, old_key);
+  EXPECT_EQ(c.get("/v1/models", bearer(old_key))->status, 200);
+  EXPECT_EQ(c.get("/v1/models", bearer(new_key))->status, 200);
+  auto r0 = c.post("/admin/v1/keys/" + id + "/rotate", R"({"grace":0})", admin());
+  ASSERT_TRUE(r0);
+  const std::string third(parse_object(r0->body)["key"].as_string());
+  EXPECT_EQ(c.get("/v1/models", bearer(new_key))->status, 401);
+  EXPECT_EQ(c.get("/v1/models", bearer(third))->status, 200);
+}
+
+TEST(Control, OverRpmIs429WithOpenAIHeaders) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "p"}, {"rpm", 2}, {"tpm", 1000}});
+  const std::string body = completion_body("Once", {{"max_tokens", 4}});
+  auto a = c.post("/v1/completions", body, bearer(key));
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->status, 200) << a->body;
+  EXPECT_EQ(a->header("x-ratelimit-limit-requests").value_or(""), "2");
+  EXPECT_EQ(a->header("x-ratelimit-remaining-requests").value_or(""), "1");
+  EXPECT_EQ(a->header("x-ratelimit-limit-tokens").value_or(""), "1000");
+  ASSERT_TRUE(a->header("x-ratelimit-reset-requests"));
+  EXPECT_TRUE(a->header("x-ratelimit-reset-requests")->ends_with("s"));
+  ASSERT_TRUE(a->header("x-ratelimit-remaining-tokens"));
+  ASSERT_EQ(c.post("/v1/completions", body, bearer(key))->status, 200);
+  auto over = c.post("/v1/completions", body, bearer(key));
+  ASSERT_TRUE(over);
+  auto err = expect_error(*over, 429, "rate_limit_error", "");
+  EXPECT_EQ(err["code"], "rate_limit_exceeded");
+  ASSERT_TRUE(over->header("Retry-After"));
+  ASSERT_TRUE(over->header("retry-after-ms"));
+  EXPECT_GT(std::stoi(std::string(*over->header("retry-after-ms"))), 0);
+  EXPECT_EQ(over->header("x-ratelimit-remaining-requests").value_or(""), "0");
+  auto metrics = c.get("/metrics");
+  EXPECT_EQ(metric_or_zero(metrics->body, "gantry:requests_rejected_total{reason=\"rate_limit\"}"),
+            1.0);
+}
+
+TEST(Control, BudgetOf10RequestsAdmitsAtMost11Of100Concurrent) {
+  // $1 per output token: max_tokens 10 reserves $10; a $100 budget fits 10 such requests.
+  auto s = start_server(toml_for_model("price_output_per_mtok = 1000000.0\nmax_seqs = 16"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "spend"}});
+  auto b = c.post("/admin/v1/budgets",
+                  R"({"owner_kind":"project","owner_id":"spend","period":"month","spend_limit_usd":100})",
+                  admin());
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  std::atomic<int> ok{0}, quota{0}, other{0};
+  std::vector<std::thread> ts;
+  const std::string body =
+      completion_body("Once upon", {{"max_tokens", 10}, {"ignore_eos", true}});
+  for (int i = 0; i < 100; ++i) {
+    ts.emplace_back([&] {
+      http::HttpClient cc(s->client_options(60s));
+      auto r = cc.post("/v1/completions", body, bearer(key));
+      if (!r) {
+        ++other;
+      } else if (r->status == 200) {
+        ++ok;
+      } else if (r->status == 429 && r->body.find("insufficient_quota") != std::string::npos) {
+        ++quota;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto &t : ts) t.join();
+  EXPECT_GE(ok.load(), 10);
+  EXPECT_LE(ok.load(), 11);
+  EXPECT_EQ(ok + quota, 100);
+  EXPECT_EQ(other.load(), 0);
+  // Once spent, a single request gets the non-retryable error.
+  auto r = c.post("/v1/completions", body, bearer(key));
+  ASSERT_TRUE(r);
+  auto err = expect_error(*r, 429, "insufficient_quota", "");
+  EXPECT_EQ(err["code"], "insufficient_quota");
+  EXPECT_FALSE(r->header("Retry-After")) << "a client must not retry";
+  // Usage by model and by key adds up to what the responses cost.
+  auto u = c.get("/admin/v1/usage?group_by=key", admin());
+  ASSERT_TRUE(u);
+  auto uo = parse_object(u->body);
+  double total = 0;
+  int64_t requests = 0;
+  for (const auto &row : uo["data"].as_array()) {
+    if (row.as_object().at("key").as_string() != id) continue;
+    total += row.as_object().at("cost_usd").to_number<double>();
+    requests += row.as_object().at("requests").as_int64();
+  }
+  EXPECT_NEAR(total, 10.0 * ok.load(), 1e-6);
+}
+
+TEST(Control, SpendBreakerOpensAndAdminResetCloses) {
+  auto s = start_server(toml_for_model(
+      "price_output_per_mtok = 1000000.0\nbreaker_usd_per_minute = 5.0\nbreaker_cooldown_s = 600"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const std::string body = completion_body("Once", {{"max_tokens", 8}, {"ignore_eos", true}});
+  auto first = c.post("/v1/completions", body);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200);
+  EXPECT_EQ(first->header("x-gantry-cost-usd").value_or(""), "8.00000000");
+  auto tripped = c.post("/v1/completions", body);
+  ASSERT_TRUE(tripped);
+  auto err = expect_error(*tripped, 503, "server_error", "model");
+  EXPECT_EQ(err["code"], "circuit_open");
+  auto reset = c.post("/admin/v1/breakers/stories260K/reset", "", admin());
+  ASSERT_TRUE(reset);
+  EXPECT_EQ(reset->status, 200);
+  EXPECT_EQ(c.post("/v1/completions", body)->status, 200);
+}
+
+TEST(Control, IdempotencyKeyReplaysConflictsAndMismatches) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const std::string body = completion_body("Once", {{"max_tokens", 6}, {"temperature", 1.0}});
+  http::Headers h{{"Idempotency-Key", "order-42"}};
+  auto a = c.post("/v1/completions", body, h);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->status, 200);
+  auto b = c.post("/v1/completions", body, h);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->status, 200);
+  EXPECT_EQ(b->body, a->body) << "a sampled response replayed must be identical";
+  EXPECT_EQ(b->header("idempotent-replayed").value_or(""), "true");
+  auto mismatch = c.post("/v1/completions", completion_body("Other", {{"max_tokens", 6}}), h);
+  ASSERT_TRUE(mismatch);
+  EXPECT_EQ(mismatch->status, 422);
+  // While the first is still generating, a retry is 409.
+  const std::string slow = completion_body("Once", {{"max_tokens", 1500}, {"ignore_eos", true},
+                                                    {"stream", true}});
+  http::Headers h2{{"Idempotency-Key", "slow-1"}};
+  http::HttpClient c2(s->client_options());
+  auto stream = c2.open_sse(http::Method::kPost, "/v1/completions", slow, h2);
+  ASSERT_TRUE(stream);
+  auto conflict = c.post("/v1/completions", slow, h2);
+  ASSERT_TRUE(conflict);
+  EXPECT_EQ(conflict->status, 409);
+  auto first = read_stream(*stream);
+  EXPECT_TRUE(first.done);
+  // Finished: a retry replays the same stream.
+  auto replay = stream_request(s->client_options(), "/v1/completions", slow, h2);
+  EXPECT_TRUE(replay.done);
+  EXPECT_EQ(replay.text[0], first.text[0]);
+  EXPECT_EQ(replay.id, first.id);
+  // Two callers may use the same idempotency key without seeing each other's responses.
+  auto [id, key] = admin_create_key(c, {{"project", "p"}});
+  auto other = c.post("/v1/completions", body, {{"Idempotency-Key", "order-42"},
+                                                {"Authorization", "Bearer " + key}});
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 200);
+  EXPECT_FALSE(other->header("idempotent-replayed"));
+}
+
+TEST(Control, AdminApiNeedsTheToken) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  EXPECT_EQ(c.get("/admin/v1/keys")->status, 401);
+  EXPECT_EQ(c.get("/admin/v1/keys", bearer("wrong"))->status, 401);
+  EXPECT_EQ(c.get("/admin/v1/keys", admin())->status, 200);
+  auto bad = c.post("/admin/v1/keys", R"({"name":"no project"})", admin());
+  ASSERT_TRUE(bad);
+  expect_error(*bad, 400, "invalid_request_error", "project");
+  auto bad_budget = c.post("/admin/v1/budgets", R"({"owner_id":"p","period":"year","spend_limit_usd":1})", admin());
+  ASSERT_TRUE(bad_budget);
+  EXPECT_EQ(bad_budget->status, 400);
+}
+
+// A loopback receiver for budget alert webhooks.
+struct Receiver {
+  std::mutex mu;
+  std::vector<http::Request> got;
+  std::unique_ptr<http::HttpServer> server;
+  Receiver() {
+    http::ServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    server = std::make_unique<http::HttpServer>(
+        o, [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+          {
+            std::lock_guard<std::mutex> lk(mu);
+            got.push_back(req);
+          }
+          w->respond(http::Response::json(200, "{}"));
+        });
+    EXPECT_TRUE(server->start());
+  }
+  ~Receiver() { server->shutdown(std::chrono::milliseconds(0)); }
+  size_t count() {
+    std::lock_guard<std::mutex> lk(mu);
+    return got.size();
+  }
+};
+
+TEST(Control, BudgetAlertsAreSignedWebhooksSentOncePerThreshold) {
+  Receiver rx;
+  const std::string secret = control::generate_webhook_secret();
+  auto s = start_server(
+      toml_for_model("price_output_per_mtok = 1000000.0",
+                     "[alerts]\nwebhook_url = \"http://127.0.0.1:" +
+                         std::to_string(rx.server->port()) + "/hooks/budget\"\n"),
+      {"GANTRY_ALERT_WEBHOOK_SECRET=" + secret});
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "team"}});
+  ASSERT_EQ(c.post("/admin/v1/budgets",
+                   R"({"owner_kind":"key","owner_id":")" + id +
+                       R"(","period":"day","spend_limit_usd":20})",
+                   admin())
+                ->status,
+            200);
+  // $4 per request: 4, 8, 12 (50%), 16 (80%), 20 (100%), then refused.
+  const std::string body = completion_body("Once", {{"max_tokens", 4}, {"ignore_eos", true}});
+  int ok = 0;
+  for (int i = 0; i < 7; ++i) {
+    auto r = c.post("/v1/completions", body, bearer(key));
+    ASSERT_TRUE(r);
+    if (r->status == 200) ++ok;
+  }
+  EXPECT_EQ(ok, 5);
+  const auto deadline = SteadyClock::now() + 5s;
+  while (rx.count() < 3 && SteadyClock::now() < deadline) std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(300ms); // a duplicate would arrive now
+  std::lock_guard<std::mutex> lk(rx.mu);
+  ASSERT_EQ(rx.got.size(), 3u);
+  std::vector<int64_t> thresholds;
+  for (const auto &req : rx.got) {
+    EXPECT_EQ(req.path, "/hooks/budget");
+    auto wid = req.header("webhook-id"), ts = req.header("webhook-timestamp"),
+         sig = req.header("webhook-signature");
+    ASSERT_TRUE(wid && ts && sig);
+    EXPECT_TRUE(control::verify_webhook(secret, *wid, *ts, req.body, *sig));
+    EXPECT_FALSE(control::verify_webhook(control::generate_webhook_secret(), *wid, *ts, req.body,
+                                         *sig));
+    auto o = parse_object(req.body);
+    EXPECT_EQ(o["type"], "budget.threshold_reached");
+    thresholds.push_back(o["data"].as_object()["threshold_percent"].as_int64());
+  }
+  std::sort(thresholds.begin(), thresholds.end());
+  EXPECT_EQ(thresholds, (std::vector<int64_t>{50, 80, 100}));
+}
+
+TEST(Control, LedgerSurvivesKill9) {
+  auto s = start_server("ledger_flush_ms = 100\n" + toml_for_model("price_input_per_mtok = 1.0"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "p"}});
+  constexpr int kRequests = 40;
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = c.post("/v1/completions", completion_body("Once", {{"max_tokens", 2}}), bearer(key));
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200);
+  }
+  std::this_thread::sleep_for(600ms); // well past the 100 ms batch window
+  // And a burst right before the kill that may or may not make it.
+  for (int i = 0; i < 5; ++i) {
+    (void)c.post("/v1/completions", completion_body("Once", {{"max_tokens", 1}}), bearer(key));
+  }
+  s->signal(SIGKILL);
+  ASSERT_TRUE(s->wait_exit(5s));
+  auto store = control::SqliteStore::open(s->data_dir());
+  ASSERT_TRUE(store) << store.error().message;
+  auto ic = (*store)->integrity_check();
+  ASSERT_TRUE(ic);
+  EXPECT_EQ(*ic, "ok");
+  auto usage = (*store)->usage_of(control::OwnerKind::kKey, id, 0);
+  ASSERT_TRUE(usage);
+  EXPECT_GE(usage->requests, kRequests);
+  EXPECT_LE(usage->requests, kRequests + 5);
+}
+
+} // namespace
+} // namespace gantry::testing
