@@ -515,6 +515,17 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
       ok = ok && m->probe_ok;
       checks.push_back(std::move(c));
     }
+    {
+      // The store backs keys, limits and the ledger: a read and a write round trip.
+      const auto t0 = std::chrono::steady_clock::now();
+      auto st = control_->store().check();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      json::object c{{"name", "store"}, {"status", st ? "ok" : "failed"}, {"latency_ms", ms}};
+      if (!st) c["error"] = st.error().message;
+      ok = ok && st.ok();
+      checks.push_back(std::move(c));
+    }
     json::object body{{"status", ok ? "ok" : "unavailable"}, {"checks", std::move(checks)}};
     return http::Response::json(ok ? 200 : 503, json::serialize(body));
   };

@@ -265,9 +265,11 @@ TEST_F(ServerTest, HealthAndReadiness) {
   auto o = parse_object(r.body);
   EXPECT_EQ(o.at("status").as_string(), "ok");
   const auto &checks = o.at("checks").as_array();
-  ASSERT_EQ(checks.size(), 1u);
+  ASSERT_EQ(checks.size(), 2u);
   EXPECT_EQ(checks[0].at("name").as_string(), std::string("model:") + kModel);
   EXPECT_EQ(checks[0].at("status").as_string(), "ok");
+  EXPECT_EQ(checks[1].at("name").as_string(), "store");
+  EXPECT_EQ(checks[1].at("status").as_string(), "ok");
 
   auto m = get("/metrics");
   ASSERT_EQ(m.status, 200);
