@@ -140,7 +140,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "body_timeout_s", "idle_timeout_s",
                                  "shutdown_grace_s", "ready_cache_s",
                                  "auth",          "limits",
-                                 "alerts",        "ledger_flush_ms"};
+                                 "alerts",        "ledger_flush_ms",
+                                 "backup"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -174,6 +175,21 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
     GANTRY_TRY(read_int(*l, "rpm", c.global_rpm, "limits."));
     GANTRY_TRY(read_int(*l, "tpm", c.global_tpm, "limits."));
     GANTRY_TRY(read_int(*l, "max_concurrent", c.global_max_concurrent, "limits."));
+  }
+  if (auto *b = t["backup"].as_table()) {
+    for (const auto &[k, v] : *b) {
+      if (k.str() != "interval_h" && k.str() != "keep" && k.str() != "dir") {
+        return config_error("backup." + std::string(k.str()), "unknown key");
+      }
+    }
+    if (auto n = b->get("interval_h")) {
+      auto v = n->value<double>();
+      if (!v || *v < 0) return config_error("backup.interval_h", "expected hours >= 0");
+      c.backup_interval = std::chrono::seconds(static_cast<int64_t>(*v * 3600));
+    }
+    GANTRY_TRY(read_int(*b, "keep", c.backup_keep, "backup."));
+    GANTRY_TRY(read_string(*b, "dir", c.backup_dir, "backup."));
+    if (c.backup_keep < 1) return config_error("backup.keep", "must be at least 1");
   }
   if (auto *a = t["alerts"].as_table()) {
     for (const auto &[k, v] : *a) {

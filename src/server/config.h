@@ -58,6 +58,10 @@ struct ServerConfig {
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
   std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
+  // Scheduled online backups of the database; 0 = off.
+  std::chrono::seconds backup_interval{0};
+  int backup_keep = 7;
+  std::string backup_dir; // default <data_dir>/backups
 
   Status validate() const;
 };

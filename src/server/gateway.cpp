@@ -186,6 +186,14 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
       std::move(store), std::move(pepper), std::move(cc), std::move(mcs), clock, post_webhook,
       [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   GANTRY_TRY(g->control_->start());
+  control::BackupOptions bo;
+  bo.interval = g->config_.backup_interval;
+  bo.keep = g->config_.backup_keep;
+  bo.dir = g->config_.backup_dir.empty() ? g->config_.data_dir + "/backups"
+                                         : g->config_.backup_dir;
+  g->backups_ = std::make_unique<control::BackupScheduler>(
+      g->control_->store(), bo, clock,
+      [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   g->admin_token_ = env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE");
 
   http::ServerOptions opts;
@@ -203,6 +211,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 Gateway::~Gateway() {
   if (http_) http_->shutdown(std::chrono::milliseconds(0));
   models_.clear(); // joins engine threads before the HTTP layer's writers go away
+  backups_.reset();
   if (control_) control_->stop();
 }
 

@@ -13,6 +13,7 @@
 
 #include "api/chat_template.h"
 #include "api/openai.h"
+#include "control/backup_scheduler.h"
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "core/result.h"
@@ -73,6 +74,7 @@ private:
   const Clock &clock_;
   std::vector<std::unique_ptr<ServedModel>> models_;
   std::unique_ptr<control::ControlPlane> control_;
+  std::unique_ptr<control::BackupScheduler> backups_;
   std::string admin_token_;
   std::unique_ptr<http::HttpServer> http_;
   std::atomic<bool> shutting_down_{false};
