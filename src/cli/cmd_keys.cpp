@@ -28,8 +28,10 @@ struct KeysFlags {
 };
 
 std::string resolve_data_dir(const std::string &flag) {
-  if (!flag.empty()) return flag;
-  if (const char *e = std::getenv("GANTRY_DATA_DIR"); e && *e) return e;
+  if (!flag.empty())
+    return flag;
+  if (const char *e = std::getenv("GANTRY_DATA_DIR"); e && *e)
+    return e;
   return "./gantry-data";
 }
 
@@ -50,7 +52,8 @@ std::unique_ptr<control::SqliteStore> open_store(const KeysFlags &f, int &rc) {
 }
 
 std::string fmt_time(int64_t t) {
-  if (t == 0) return "-";
+  if (t == 0)
+    return "-";
   std::time_t tt = static_cast<std::time_t>(t);
   std::tm tm{};
   gmtime_r(&tt, &tm);
@@ -68,26 +71,32 @@ void print_issued(const control::IssuedKey &k, const char *what) {
 int run_create(const KeysFlags &f) {
   int rc = 0;
   auto store = open_store(f, rc);
-  if (!store) return rc;
+  if (!store)
+    return rc;
   auto pepper = control::load_pepper(resolve_data_dir(f.data_dir));
-  if (!pepper) return fail(pepper.error());
+  if (!pepper)
+    return fail(pepper.error());
   control::CreateKeyOptions o;
   o.project = f.project;
   o.name = f.name;
   o.limits = {f.rpm, f.tpm, f.max_concurrent};
   for (size_t s = 0; s < f.models.size();) {
     size_t c = f.models.find(',', s);
-    if (c == std::string::npos) c = f.models.size();
-    if (c > s) o.models.push_back(f.models.substr(s, c - s));
+    if (c == std::string::npos)
+      c = f.models.size();
+    if (c > s)
+      o.models.push_back(f.models.substr(s, c - s));
     s = c + 1;
   }
   if (!f.expires.empty()) {
     auto d = control::parse_duration_s(f.expires);
-    if (!d) return fail(d.error());
+    if (!d)
+      return fail(d.error());
     o.expires_in_s = *d;
   }
   auto issued = control::create_key(*store, *pepper, o, now_s());
-  if (!issued) return fail(issued.error());
+  if (!issued)
+    return fail(issued.error());
   if (f.as_json) {
     json::object out = control::key_json(issued->record, now_s());
     out["key"] = issued->key;
@@ -101,12 +110,15 @@ int run_create(const KeysFlags &f) {
 int run_list(const KeysFlags &f) {
   int rc = 0;
   auto store = open_store(f, rc);
-  if (!store) return rc;
+  if (!store)
+    return rc;
   auto keys = store->list_keys(f.project);
-  if (!keys) return fail(keys.error());
+  if (!keys)
+    return fail(keys.error());
   if (f.as_json) {
     json::array a;
-    for (const auto &k : *keys) a.push_back(control::key_json(k, now_s()));
+    for (const auto &k : *keys)
+      a.push_back(control::key_json(k, now_s()));
     std::printf("%s\n", json::serialize(a).c_str());
     return 0;
   }
@@ -114,12 +126,11 @@ int run_list(const KeysFlags &f) {
               "CREATED (UTC)", "LAST USED", "LIMITS");
   for (const auto &k : *keys) {
     auto j = control::key_json(k, now_s());
-    std::string limits = "rpm=" + std::to_string(k.limits.rpm) +
-                         " tpm=" + std::to_string(k.limits.tpm);
+    std::string limits =
+        "rpm=" + std::to_string(k.limits.rpm) + " tpm=" + std::to_string(k.limits.tpm);
     std::printf("%-14s %-16s %-16s %-8s %-17s %-17s %s\n", k.id.c_str(), k.project.c_str(),
                 k.name.c_str(), std::string(j["status"].as_string()).c_str(),
-                fmt_time(k.created_at).c_str(), fmt_time(k.last_used_at).c_str(),
-                limits.c_str());
+                fmt_time(k.created_at).c_str(), fmt_time(k.last_used_at).c_str(), limits.c_str());
   }
   return 0;
 }
@@ -127,13 +138,17 @@ int run_list(const KeysFlags &f) {
 int run_rotate(const KeysFlags &f) {
   int rc = 0;
   auto store = open_store(f, rc);
-  if (!store) return rc;
+  if (!store)
+    return rc;
   auto pepper = control::load_pepper(resolve_data_dir(f.data_dir));
-  if (!pepper) return fail(pepper.error());
+  if (!pepper)
+    return fail(pepper.error());
   auto grace = control::parse_duration_s(f.grace);
-  if (!grace) return fail(grace.error());
+  if (!grace)
+    return fail(grace.error());
   auto issued = control::rotate_key(*store, *pepper, f.id, *grace, now_s());
-  if (!issued) return fail(issued.error());
+  if (!issued)
+    return fail(issued.error());
   if (f.as_json) {
     json::object out = control::key_json(issued->record, now_s());
     out["key"] = issued->key;
@@ -151,9 +166,11 @@ int run_rotate(const KeysFlags &f) {
 int run_revoke(const KeysFlags &f) {
   int rc = 0;
   auto store = open_store(f, rc);
-  if (!store) return rc;
+  if (!store)
+    return rc;
   auto k = control::revoke_key(*store, f.id, now_s());
-  if (!k) return fail(k.error());
+  if (!k)
+    return fail(k.error());
   std::printf("Revoked key %s (project %s)\n", k->id.c_str(), k->project.c_str());
   return 0;
 }
@@ -198,8 +215,8 @@ void register_keys_command(CLI::App &app, int &rc) {
   add_dir(revoke);
   revoke->callback([f, &rc] { rc = run_revoke(*f); });
 
-  auto *whsec = keys->add_subcommand("webhook-secret",
-                                     "Print a new whsec_ secret for signing webhooks");
+  auto *whsec =
+      keys->add_subcommand("webhook-secret", "Print a new whsec_ secret for signing webhooks");
   whsec->callback([&rc] {
     std::printf("%s\n", control::generate_webhook_secret().c_str());
     rc = 0;

@@ -21,13 +21,15 @@ constexpr std::string_view kAlphabet =
 
 bool is_base62(std::string_view s) {
   for (char c : s) {
-    if (kAlphabet.find(c) == std::string_view::npos) return false;
+    if (kAlphabet.find(c) == std::string_view::npos)
+      return false;
   }
   return true;
 }
 
 std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
+    s.pop_back();
   return s;
 }
 
@@ -38,12 +40,15 @@ std::string random_base62(size_t n) {
   out.reserve(n);
   unsigned char buf[64];
   while (out.size() < n) {
-    if (RAND_bytes(buf, sizeof(buf)) != 1) throw std::runtime_error("RAND_bytes failed");
+    if (RAND_bytes(buf, sizeof(buf)) != 1)
+      throw std::runtime_error("RAND_bytes failed");
     for (unsigned char b : buf) {
       // Rejection sampling keeps every character equally likely (248 = 4 * 62).
-      if (b >= 248) continue;
+      if (b >= 248)
+        continue;
       out.push_back(kAlphabet[b % 62]);
-      if (out.size() == n) break;
+      if (out.size() == n)
+        break;
     }
   }
   return out;
@@ -56,13 +61,17 @@ std::string format_key(const KeyParts &parts) {
 }
 
 std::optional<KeyParts> parse_key(std::string_view key) {
-  if (key.size() != kKeyPrefix.size() + kKeyIdLength + 1 + kKeySecretLength) return std::nullopt;
-  if (key.substr(0, kKeyPrefix.size()) != kKeyPrefix) return std::nullopt;
+  if (key.size() != kKeyPrefix.size() + kKeyIdLength + 1 + kKeySecretLength)
+    return std::nullopt;
+  if (key.substr(0, kKeyPrefix.size()) != kKeyPrefix)
+    return std::nullopt;
   key.remove_prefix(kKeyPrefix.size());
   std::string_view id = key.substr(0, kKeyIdLength);
-  if (key[kKeyIdLength] != '_') return std::nullopt;
+  if (key[kKeyIdLength] != '_')
+    return std::nullopt;
   std::string_view secret = key.substr(kKeyIdLength + 1);
-  if (!is_base62(id) || !is_base62(secret)) return std::nullopt;
+  if (!is_base62(id) || !is_base62(secret))
+    return std::nullopt;
   return KeyParts{std::string(id), std::string(secret)};
 }
 
@@ -81,12 +90,14 @@ std::string hash_secret(std::string_view pepper, std::string_view secret) {
 }
 
 bool hashes_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size() || a.empty()) return false;
+  if (a.size() != b.size() || a.empty())
+    return false;
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 Result<std::string> load_pepper(const std::string &data_dir) {
-  if (const char *p = std::getenv("GANTRY_KEY_PEPPER"); p && *p) return std::string(p);
+  if (const char *p = std::getenv("GANTRY_KEY_PEPPER"); p && *p)
+    return std::string(p);
   std::string path;
   bool create = false;
   if (const char *f = std::getenv("GANTRY_KEY_PEPPER_FILE"); f && *f) {
@@ -98,7 +109,8 @@ Result<std::string> load_pepper(const std::string &data_dir) {
   std::error_code ec;
   if (std::filesystem::exists(path, ec)) {
     std::ifstream in(path);
-    if (!in) return Err(Error::io("cannot read the key pepper file " + path));
+    if (!in)
+      return Err(Error::io("cannot read the key pepper file " + path));
     std::stringstream ss;
     ss << in.rdbuf();
     std::string pepper = trim(ss.str());
@@ -107,7 +119,8 @@ Result<std::string> load_pepper(const std::string &data_dir) {
     }
     return pepper;
   }
-  if (!create) return Err(Error::io("the key pepper file " + path + " does not exist"));
+  if (!create)
+    return Err(Error::io("the key pepper file " + path + " does not exist"));
   std::filesystem::create_directories(data_dir, ec);
   const std::string pepper = random_base62(43);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -116,14 +129,17 @@ Result<std::string> load_pepper(const std::string &data_dir) {
     const mode_t old = ::umask(077);
     std::ofstream out(tmp, std::ios::trunc);
     ::umask(old);
-    if (!out) return Err(Error::io("cannot create the key pepper file " + tmp));
+    if (!out)
+      return Err(Error::io("cannot create the key pepper file " + tmp));
     out << pepper << "\n";
-    if (!out.flush()) return Err(Error::io("cannot write the key pepper file " + tmp));
+    if (!out.flush())
+      return Err(Error::io("cannot write the key pepper file " + tmp));
   }
   // Two processes creating it at once: link() fails for the second, which then reads the first's.
   std::filesystem::create_hard_link(tmp, path, ec);
   std::filesystem::remove(tmp);
-  if (ec) return load_pepper(data_dir);
+  if (ec)
+    return load_pepper(data_dir);
   return pepper;
 }
 

@@ -13,7 +13,8 @@ namespace fs = std::filesystem;
 BackupScheduler::BackupScheduler(Store &store, BackupOptions options, const Clock &clock,
                                  std::function<void(const std::string &)> log)
     : store_(store), options_(std::move(options)), clock_(clock), log_(std::move(log)) {
-  if (options_.interval.count() > 0) thread_ = std::thread([this] { loop(); });
+  if (options_.interval.count() > 0)
+    thread_ = std::thread([this] { loop(); });
 }
 
 BackupScheduler::~BackupScheduler() {
@@ -22,7 +23,8 @@ BackupScheduler::~BackupScheduler() {
     stop_ = true;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable())
+    thread_.join();
 }
 
 std::vector<std::string> BackupScheduler::list() const {
@@ -30,7 +32,8 @@ std::vector<std::string> BackupScheduler::list() const {
   std::error_code ec;
   for (const auto &e : fs::directory_iterator(options_.dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.starts_with("gantry-") && name.ends_with(".db")) out.push_back(e.path().string());
+    if (name.starts_with("gantry-") && name.ends_with(".db"))
+      out.push_back(e.path().string());
   }
   // The timestamp in the name sorts chronologically.
   std::sort(out.begin(), out.end());
@@ -40,7 +43,8 @@ std::vector<std::string> BackupScheduler::list() const {
 Result<std::string> BackupScheduler::run_once() {
   std::error_code ec;
   fs::create_directories(options_.dir, ec);
-  if (ec) return Err(Error::io("cannot create " + options_.dir + ": " + ec.message()));
+  if (ec)
+    return Err(Error::io("cannot create " + options_.dir + ": " + ec.message()));
   std::time_t t = static_cast<std::time_t>(clock_.unix_seconds());
   std::tm tm{};
   gmtime_r(&t, &tm);
@@ -50,7 +54,8 @@ Result<std::string> BackupScheduler::run_once() {
   GANTRY_TRY(store_.backup_to(path));
   auto files = list();
   const size_t keep = static_cast<size_t>(std::max(options_.keep, 1));
-  for (size_t i = 0; i + keep < files.size(); ++i) fs::remove(files[i], ec);
+  for (size_t i = 0; i + keep < files.size(); ++i)
+    fs::remove(files[i], ec);
   return path;
 }
 

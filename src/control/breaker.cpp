@@ -17,7 +17,8 @@ void SpendBreaker::advance(steady_clock::time_point now) {
     return;
   }
   const int64_t steps = idx - head_index_;
-  if (steps <= 0) return;
+  if (steps <= 0)
+    return;
   for (int64_t i = 0; i < std::min<int64_t>(steps, kSlots); ++i) {
     head_ = (head_ + 1) % kSlots;
     slots_[head_] = 0;
@@ -27,12 +28,14 @@ void SpendBreaker::advance(steady_clock::time_point now) {
 
 double SpendBreaker::window_sum() const {
   double s = 0;
-  for (double v : slots_) s += v;
+  for (double v : slots_)
+    s += v;
   return s;
 }
 
 Status SpendBreaker::check() {
-  if (config_.usd_per_minute <= 0) return Ok();
+  if (config_.usd_per_minute <= 0)
+    return Ok();
   std::lock_guard<std::mutex> lk(mu_);
   const auto now = clock_.now();
   if (open_ && now >= open_until_) {
@@ -40,7 +43,8 @@ Status SpendBreaker::check() {
     // Start the next window clean, or the spend that tripped it would trip it again at once.
     slots_.fill(0);
   }
-  if (!open_) return Ok();
+  if (!open_)
+    return Ok();
   const auto left = duration_cast<seconds>(open_until_ - now).count() + 1;
   char buf[64];
   std::snprintf(buf, sizeof(buf), "$%.4f", config_.usd_per_minute);
@@ -53,7 +57,8 @@ Status SpendBreaker::check() {
 }
 
 void SpendBreaker::record(double usd) {
-  if (config_.usd_per_minute <= 0 || usd <= 0) return;
+  if (config_.usd_per_minute <= 0 || usd <= 0)
+    return;
   std::lock_guard<std::mutex> lk(mu_);
   const auto now = clock_.now();
   advance(now);
@@ -79,7 +84,8 @@ BreakerState SpendBreaker::state() {
   BreakerState s;
   s.open = open_ && now < open_until_;
   s.window_usd = window_sum();
-  if (s.open) s.open_for = duration_cast<milliseconds>(open_until_ - now);
+  if (s.open)
+    s.open_for = duration_cast<milliseconds>(open_until_ - now);
   s.trips = trips_;
   return s;
 }

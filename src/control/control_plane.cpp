@@ -43,7 +43,8 @@ Status ControlPlane::start() {
   GANTRY_ASSIGN_OR_RETURN(auto projects, store_->list_projects());
   {
     std::lock_guard<std::mutex> lk(projects_mu_);
-    for (const auto &p : projects) projects_[p.id] = {p.limits, {}};
+    for (const auto &p : projects)
+      projects_[p.id] = {p.limits, {}};
   }
   alert_thread_ = std::thread([this] { alert_loop(); });
   key_thread_ = std::thread([this] { key_loop(); });
@@ -53,13 +54,17 @@ Status ControlPlane::start() {
 void ControlPlane::stop() {
   {
     std::lock_guard<std::mutex> lk(bg_mu_);
-    if (stopping_) return;
+    if (stopping_)
+      return;
     stopping_ = true;
   }
   bg_cv_.notify_all();
-  if (alert_thread_.joinable()) alert_thread_.join();
-  if (key_thread_.joinable()) key_thread_.join();
-  if (ledger_) (void)ledger_->flush();
+  if (alert_thread_.joinable())
+    alert_thread_.join();
+  if (key_thread_.joinable())
+    key_thread_.join();
+  if (ledger_)
+    (void)ledger_->flush();
 }
 
 Status ControlPlane::reload_budgets() {
@@ -73,13 +78,14 @@ void ControlPlane::key_loop() {
   while (!stopping_) {
     lk.unlock();
     if (auto st = keys_.refresh(); !st && log_) {
-      log_(json::serialize(json::object{{"event", "key_refresh_failed"},
-                                        {"error", st.error().message}}));
+      log_(json::serialize(
+          json::object{{"event", "key_refresh_failed"}, {"error", st.error().message}}));
     }
     if (auto projects = store_->list_projects()) {
       std::lock_guard<std::mutex> plk(projects_mu_);
       projects_.clear();
-      for (const auto &p : *projects) projects_[p.id] = {p.limits, {}};
+      for (const auto &p : *projects)
+        projects_[p.id] = {p.limits, {}};
     }
     lk.lock();
     bg_cv_.wait_for(lk, config_.key_poll, [&] { return stopping_; });
@@ -89,7 +95,8 @@ void ControlPlane::key_loop() {
 Result<Limits> ControlPlane::project_limits(const std::string &project) {
   std::lock_guard<std::mutex> lk(projects_mu_);
   auto it = projects_.find(project);
-  if (it == projects_.end()) return Limits{};
+  if (it == projects_.end())
+    return Limits{};
   return it->second.first;
 }
 
@@ -100,7 +107,8 @@ SpendBreaker *ControlPlane::breaker(const std::string &model) {
 
 std::vector<std::string> ControlPlane::breaker_models() const {
   std::vector<std::string> out;
-  for (const auto &[name, s] : models_) out.push_back(name);
+  for (const auto &[name, s] : models_)
+    out.push_back(name);
   return out;
 }
 
@@ -117,20 +125,13 @@ ControlCounters ControlPlane::counters() {
 namespace {
 std::string_view rejection_reason(ErrorCode code) {
   switch (code) {
-  case ErrorCode::kRateLimited:
-    return "rate_limit";
-  case ErrorCode::kQuotaExceeded:
-    return "quota";
-  case ErrorCode::kCircuitOpen:
-    return "breaker";
-  case ErrorCode::kQueueFull:
-    return "queue_full";
-  case ErrorCode::kPermissionDenied:
-    return "model_not_allowed";
-  case ErrorCode::kUnauthorized:
-    return "unauthorized";
-  default:
-    return "other";
+  case ErrorCode::kRateLimited: return "rate_limit";
+  case ErrorCode::kQuotaExceeded: return "quota";
+  case ErrorCode::kCircuitOpen: return "breaker";
+  case ErrorCode::kQueueFull: return "queue_full";
+  case ErrorCode::kPermissionDenied: return "model_not_allowed";
+  case ErrorCode::kUnauthorized: return "unauthorized";
+  default: return "other";
   }
 }
 } // namespace
@@ -140,7 +141,8 @@ void ControlPlane::record_rejection(const Principal *principal, const std::strin
                                     const Error &error, int64_t arrived_ms) {
   count_rejection(rejection_reason(error.code));
   // Unauthenticated callers are only counted: a scanner must not be able to fill the ledger.
-  if (!principal && error.code == ErrorCode::kUnauthorized) return;
+  if (!principal && error.code == ErrorCode::kUnauthorized)
+    return;
   UsageRecord r;
   r.request_id = request_id;
   if (principal) {
@@ -169,14 +171,16 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
   }
   auto mit = models_.find(req.model);
   if (mit != models_.end()) {
-    if (auto st = mit->second.breaker->check(); !st) return fail(st.error());
+    if (auto st = mit->second.breaker->check(); !st)
+      return fail(st.error());
   }
   const int64_t tokens = req.prompt_tokens + req.max_output_tokens;
   std::vector<LimitRule> rules;
   if (p) {
     rules.push_back({"key:" + p->key_id, p->limits});
     GANTRY_ASSIGN_OR_RETURN(Limits pl, project_limits(p->project));
-    if (pl.rpm || pl.tpm || pl.max_concurrent) rules.push_back({"project:" + p->project, pl});
+    if (pl.rpm || pl.tpm || pl.max_concurrent)
+      rules.push_back({"project:" + p->project, pl});
   }
   if (config_.global.rpm || config_.global.tpm || config_.global.max_concurrent) {
     rules.push_back({"global", config_.global});
@@ -193,7 +197,8 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
   if (!rules.empty()) {
     RateDecision d = limiter_.acquire(rules, tokens);
     if (!d.allowed) {
-      if (refusal) *refusal = d.snapshot;
+      if (refusal)
+        *refusal = d.snapshot;
       Error e{ErrorCode::kRateLimited, d.message, {}};
       e.retry_after_ms = std::max<int64_t>(d.retry_after.count(), 1);
       return fail(std::move(e));
@@ -216,13 +221,13 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
 }
 
 double ControlPlane::finish(Admission &adm, const Outcome &out) {
-  if (adm.finished.exchange(true)) return 0;
+  if (adm.finished.exchange(true))
+    return 0;
   double cost = 0;
   auto mit = models_.find(adm.model);
   if (!out.cached && mit != models_.end()) {
     const Price &price = mit->second.cost->price();
-    cost = price.cost(out.input_tokens - out.cached_tokens, out.output_tokens,
-                      out.engine_seconds);
+    cost = price.cost(out.input_tokens - out.cached_tokens, out.output_tokens, out.engine_seconds);
     mit->second.cost->observe(out.input_tokens + out.output_tokens, out.engine_seconds);
     mit->second.breaker->record(cost);
   }
@@ -232,7 +237,8 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
   auto alerts = quotas_.commit(adm.quota, used, cost);
   if (!alerts.empty()) {
     std::lock_guard<std::mutex> lk(bg_mu_);
-    for (auto &a : alerts) alerts_.push_back(std::move(a));
+    for (auto &a : alerts)
+      alerts_.push_back(std::move(a));
     bg_cv_.notify_all();
   }
   if (cost > 0) {
@@ -263,13 +269,14 @@ void ControlPlane::alert_loop() {
   std::unique_lock<std::mutex> lk(bg_mu_);
   for (;;) {
     bg_cv_.wait(lk, [&] { return stopping_ || !alerts_.empty(); });
-    if (alerts_.empty() && stopping_) return;
+    if (alerts_.empty() && stopping_)
+      return;
     BudgetAlert a = std::move(alerts_.front());
     alerts_.pop_front();
     lk.unlock();
     // The store makes it once per period across restarts and processes.
-    auto first = store_->record_alert(a.budget.owner_kind, a.budget.owner_id, a.period_start,
-                                      a.threshold);
+    auto first =
+        store_->record_alert(a.budget.owner_kind, a.budget.owner_id, a.period_start, a.threshold);
     if (first && *first) {
       {
         std::lock_guard<std::mutex> clk(counters_mu_);
@@ -277,16 +284,15 @@ void ControlPlane::alert_loop() {
       }
       json::object body{{"type", "budget.threshold_reached"},
                         {"timestamp", clock_.unix_seconds()},
-                        {"data",
-                         json::object{{"owner_kind", to_string(a.budget.owner_kind)},
-                                      {"owner_id", a.budget.owner_id},
-                                      {"period", to_string(a.budget.period)},
-                                      {"period_start", a.period_start},
-                                      {"threshold_percent", a.threshold},
-                                      {"spend_limit_usd", a.budget.spend_limit_usd},
-                                      {"token_quota", a.budget.token_quota},
-                                      {"used_usd", a.used_usd},
-                                      {"used_tokens", a.used_tokens}}}};
+                        {"data", json::object{{"owner_kind", to_string(a.budget.owner_kind)},
+                                              {"owner_id", a.budget.owner_id},
+                                              {"period", to_string(a.budget.period)},
+                                              {"period_start", a.period_start},
+                                              {"threshold_percent", a.threshold},
+                                              {"spend_limit_usd", a.budget.spend_limit_usd},
+                                              {"token_quota", a.budget.token_quota},
+                                              {"used_usd", a.used_usd},
+                                              {"used_tokens", a.used_tokens}}}};
       const std::string text = json::serialize(body);
       if (log_) {
         json::object ev{{"event", "budget_alert"}, {"alert", body}};
@@ -300,8 +306,10 @@ void ControlPlane::alert_loop() {
           // A few quick retries; a budget alert that cannot be delivered is still in the log.
           for (int attempt = 0; attempt < 3; ++attempt) {
             auto st = post_(config_.alert_webhook_url, text, *headers);
-            if (st && *st >= 200 && *st < 300) break;
-            if (st && *st == 410) break;
+            if (st && *st >= 200 && *st < 300)
+              break;
+            if (st && *st == 410)
+              break;
             std::unique_lock<std::mutex> wlk(bg_mu_);
             if (bg_cv_.wait_for(wlk, std::chrono::milliseconds(500 << attempt),
                                 [&] { return stopping_; })) {

@@ -80,18 +80,18 @@ struct Outcome {
 };
 
 struct ControlCounters {
-  std::map<std::string, uint64_t> rejected;                        // by reason
-  std::map<std::pair<std::string, std::string>, double> cost_usd;  // (model, project)
-  std::map<int, uint64_t> alerts;                                  // by threshold
+  std::map<std::string, uint64_t> rejected;                       // by reason
+  std::map<std::pair<std::string, std::string>, double> cost_usd; // (model, project)
+  std::map<int, uint64_t> alerts;                                 // by threshold
 };
 
 class ControlPlane {
 public:
   // Delivers one alert body to the webhook URL with the given headers; returns the HTTP status
   // (or an error). Provided by the composition root (the HTTP client lives there).
-  using WebhookPost = std::function<Result<int>(
-      const std::string &url, const std::string &body,
-      const std::vector<std::pair<std::string, std::string>> &headers)>;
+  using WebhookPost =
+      std::function<Result<int>(const std::string &url, const std::string &body,
+                                const std::vector<std::pair<std::string, std::string>> &headers)>;
   using EventLog = std::function<void(const std::string &json_line)>;
 
   ControlPlane(std::unique_ptr<Store> store, std::string pepper, ControlConfig config,

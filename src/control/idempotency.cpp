@@ -5,10 +5,12 @@ namespace gantry::control {
 void IdempotencyStore::expire(std::chrono::steady_clock::time_point now) {
   while (!order_.empty()) {
     auto it = entries_.find(order_.front());
-    const bool stale = it == entries_.end() || it->second.expires <= now ||
-                       entries_.size() > max_entries_;
-    if (!stale) break;
-    if (it != entries_.end()) entries_.erase(it);
+    const bool stale =
+        it == entries_.end() || it->second.expires <= now || entries_.size() > max_entries_;
+    if (!stale)
+      break;
+    if (it != entries_.end())
+      entries_.erase(it);
     order_.pop_front();
   }
 }
@@ -21,8 +23,10 @@ IdempotencyStore::Begin IdempotencyStore::begin(const std::string &key,
   auto it = entries_.find(key);
   if (it != entries_.end()) {
     const Entry &e = it->second;
-    if (e.digest != body_digest) return {Outcome::kMismatch, nullptr};
-    if (!e.done) return {Outcome::kInFlight, nullptr};
+    if (e.digest != body_digest)
+      return {Outcome::kMismatch, nullptr};
+    if (!e.done)
+      return {Outcome::kInFlight, nullptr};
     return {Outcome::kReplay, e.response};
   }
   order_.push_back(key);
@@ -38,7 +42,8 @@ IdempotencyStore::Begin IdempotencyStore::begin(const std::string &key,
 void IdempotencyStore::complete(const std::string &key, StoredResponse response) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = entries_.find(key);
-  if (it == entries_.end()) return;
+  if (it == entries_.end())
+    return;
   it->second.done = true;
   it->second.response = std::make_shared<const StoredResponse>(std::move(response));
 }
@@ -46,7 +51,8 @@ void IdempotencyStore::complete(const std::string &key, StoredResponse response)
 void IdempotencyStore::abandon(const std::string &key) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = entries_.find(key);
-  if (it == entries_.end()) return;
+  if (it == entries_.end())
+    return;
   order_.erase(it->second.order);
   entries_.erase(it);
 }

@@ -24,7 +24,8 @@ Status KeyAuthenticator::refresh() {
   GANTRY_ASSIGN_OR_RETURN(int64_t gen, store_.keys_generation());
   GANTRY_ASSIGN_OR_RETURN(int64_t active, store_.count_active_keys(clock_.unix_seconds()));
   active_keys_.store(active);
-  if (generation_.exchange(gen) != gen) invalidate();
+  if (generation_.exchange(gen) != gen)
+    invalidate();
   return Ok();
 }
 
@@ -37,12 +38,14 @@ Result<std::optional<ApiKey>> KeyAuthenticator::lookup(const std::string &id) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = cache_.find(id);
-    if (it != cache_.end()) return it->second.key;
+    if (it != cache_.end())
+      return it->second.key;
   }
   GANTRY_ASSIGN_OR_RETURN(auto key, store_.get_key(id));
   std::lock_guard<std::mutex> lk(mu_);
   // Random ids from a scanner would otherwise grow the negative cache without bound.
-  if (cache_.size() >= kMaxCached) cache_.clear();
+  if (cache_.size() >= kMaxCached)
+    cache_.clear();
   cache_[id] = Cached{key};
   return key;
 }
@@ -50,44 +53,50 @@ Result<std::optional<ApiKey>> KeyAuthenticator::lookup(const std::string &id) {
 Result<std::optional<Principal>>
 KeyAuthenticator::authenticate(std::optional<std::string_view> authorization) {
   if (!authorization || authorization->empty()) {
-    if (!required()) return std::optional<Principal>{};
+    if (!required())
+      return std::optional<Principal>{};
     return Err(unauthorized("You didn't provide an API key. You need to provide your API key in "
                             "an Authorization header using Bearer auth (i.e. Authorization: "
                             "Bearer YOUR_KEY)."));
   }
   std::string_view v = *authorization;
   constexpr std::string_view kBearer = "Bearer ";
-  if (v.size() < kBearer.size() || !std::equal(kBearer.begin(), kBearer.end(), v.begin(),
-                                               [](char a, char b) {
-                                                 return std::tolower(static_cast<unsigned char>(
-                                                            a)) ==
-                                                        std::tolower(static_cast<unsigned char>(b));
-                                               })) {
+  if (v.size() < kBearer.size() ||
+      !std::equal(kBearer.begin(), kBearer.end(), v.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) ==
+               std::tolower(static_cast<unsigned char>(b));
+      })) {
     return Err(unauthorized("The Authorization header must be 'Bearer YOUR_KEY'."));
   }
   v.remove_prefix(kBearer.size());
-  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-  while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+  while (!v.empty() && v.front() == ' ')
+    v.remove_prefix(1);
+  while (!v.empty() && v.back() == ' ')
+    v.remove_suffix(1);
   auto parts = parse_key(v);
   if (!parts) {
     // Without keys, clients that always send some token (the openai SDK insists on one) work.
-    if (!required()) return std::optional<Principal>{};
+    if (!required())
+      return std::optional<Principal>{};
     return Err(unauthorized("Incorrect API key provided. Gantry keys look like gsk_..."));
   }
   GANTRY_ASSIGN_OR_RETURN(auto key, lookup(parts->id));
-  if (!key) return Err(unauthorized("Incorrect API key provided."));
+  if (!key)
+    return Err(unauthorized("Incorrect API key provided."));
   const int64_t now = clock_.unix_seconds();
   const std::string h = hash_secret(pepper_, parts->secret);
   const bool current = hashes_equal(h, key->hash);
-  const bool previous =
-      !current && !key->prev_hash.empty() && now < key->prev_expires_at &&
-      hashes_equal(h, key->prev_hash);
-  if (!current && !previous) return Err(unauthorized("Incorrect API key provided."));
-  if (key->revoked_at != 0) return Err(unauthorized("This API key has been revoked."));
+  const bool previous = !current && !key->prev_hash.empty() && now < key->prev_expires_at &&
+                        hashes_equal(h, key->prev_hash);
+  if (!current && !previous)
+    return Err(unauthorized("Incorrect API key provided."));
+  if (key->revoked_at != 0)
+    return Err(unauthorized("This API key has been revoked."));
   if (key->expires_at != 0 && now >= key->expires_at) {
     return Err(unauthorized("This API key has expired."));
   }
-  if (on_used_) on_used_(key->id, now);
+  if (on_used_)
+    on_used_(key->id, now);
   return std::optional<Principal>{Principal{key->id, key->project, key->models, key->limits}};
 }
 

@@ -38,7 +38,8 @@ public:
                static_cast<double>(input_tokens + output_tokens);
   }
   void observe(int64_t tokens, double engine_seconds) {
-    if (price_.usd_per_hour <= 0 || tokens <= 0) return;
+    if (price_.usd_per_hour <= 0 || tokens <= 0)
+      return;
     const double sample = price_.compute_cost(engine_seconds) / static_cast<double>(tokens);
     double cur = per_token_.load(std::memory_order_relaxed);
     const double next = cur == 0 ? sample : 0.9 * cur + 0.1 * sample;

@@ -6,7 +6,8 @@
 namespace gantry::control {
 
 int64_t period_start(Period period, int64_t unix_seconds) {
-  if (period == Period::kDay) return unix_seconds - (((unix_seconds % 86400) + 86400) % 86400);
+  if (period == Period::kDay)
+    return unix_seconds - (((unix_seconds % 86400) + 86400) % 86400);
   std::time_t t = static_cast<std::time_t>(unix_seconds);
   std::tm tm{};
   gmtime_r(&t, &tm);
@@ -36,7 +37,8 @@ bool QuotaTracker::has_budgets() const {
 
 Status QuotaTracker::roll(State &s, int64_t now) {
   const int64_t start = period_start(s.budget.period, now);
-  if (s.loaded && s.period_start == start) return Ok();
+  if (s.loaded && s.period_start == start)
+    return Ok();
   if (!s.loaded) {
     // First sight since start-up: the period so far is in the ledger.
     GANTRY_ASSIGN_OR_RETURN(auto totals,
@@ -65,7 +67,8 @@ Result<QuotaLease> QuotaTracker::reserve(const std::string &key_id, const std::s
     const auto &[kind, owner, period] = k;
     const bool mine = (kind == OwnerKind::kKey && !key_id.empty() && owner == key_id) ||
                       (kind == OwnerKind::kProject && !project.empty() && owner == project);
-    if (!mine) continue;
+    if (!mine)
+      continue;
     GANTRY_TRY(roll(s, now));
     const Budget &b = s.budget;
     if (b.token_quota > 0 && s.used_tokens + s.reserved_tokens >= b.token_quota) {
@@ -78,11 +81,11 @@ Result<QuotaLease> QuotaTracker::reserve(const std::string &key_id, const std::s
     if (b.spend_limit_usd > 0 && s.used_usd + s.reserved_usd >= b.spend_limit_usd) {
       char buf[64];
       std::snprintf(buf, sizeof(buf), "$%.4f", b.spend_limit_usd);
-      return Err(ErrorCode::kQuotaExceeded,
-                 "You exceeded the " + std::string(to_string(b.period)) + "ly budget of " +
-                     std::string(to_string(kind)) + " '" + owner + "' (" + buf +
-                     "). It resets at the start of the next " +
-                     std::string(to_string(b.period)) + " (UTC).");
+      return Err(ErrorCode::kQuotaExceeded, "You exceeded the " + std::string(to_string(b.period)) +
+                                                "ly budget of " + std::string(to_string(kind)) +
+                                                " '" + owner + "' (" + buf +
+                                                "). It resets at the start of the next " +
+                                                std::string(to_string(b.period)) + " (UTC).");
     }
     hit.push_back(&s);
   }
@@ -100,20 +103,23 @@ Result<QuotaLease> QuotaTracker::reserve(const std::string &key_id, const std::s
 
 std::vector<BudgetAlert> QuotaTracker::commit(QuotaLease &lease, int64_t tokens, double usd) {
   std::vector<BudgetAlert> alerts;
-  if (!lease.held) return alerts;
+  if (!lease.held)
+    return alerts;
   lease.held = false;
   const int64_t now = clock_.unix_seconds();
   std::lock_guard<std::mutex> lk(mu_);
   for (size_t i = 0; i < lease.owners.size(); ++i) {
     auto it = states_.find(lease.owners[i]);
-    if (it == states_.end()) continue; // the budget was removed meanwhile
+    if (it == states_.end())
+      continue; // the budget was removed meanwhile
     State &s = it->second;
     // A reservation made in the previous period was already dropped by the reset.
     if (s.period_start == lease.period_starts[i]) {
       s.reserved_tokens = std::max<int64_t>(0, s.reserved_tokens - lease.tokens);
       s.reserved_usd = std::max(0.0, s.reserved_usd - lease.usd);
     }
-    if (!roll(s, now)) continue;
+    if (!roll(s, now))
+      continue;
     const double before_usd = s.used_usd;
     const int64_t before_tok = s.used_tokens;
     s.used_tokens += tokens;
@@ -126,10 +132,11 @@ std::vector<BudgetAlert> QuotaTracker::commit(QuotaLease &lease, int64_t tokens,
         crossed = before_usd < line && s.used_usd >= line;
       } else if (b.token_quota > 0) {
         const double line = static_cast<double>(b.token_quota) * t / 100.0;
-        crossed = static_cast<double>(before_tok) < line &&
-                  static_cast<double>(s.used_tokens) >= line;
+        crossed =
+            static_cast<double>(before_tok) < line && static_cast<double>(s.used_tokens) >= line;
       }
-      if (crossed) alerts.push_back({b, s.period_start, t, s.used_usd, s.used_tokens});
+      if (crossed)
+        alerts.push_back({b, s.period_start, t, s.used_usd, s.used_tokens});
     }
   }
   return alerts;
@@ -141,8 +148,8 @@ std::vector<BudgetState> QuotaTracker::snapshot() {
   std::lock_guard<std::mutex> lk(mu_);
   for (auto &[k, s] : states_) {
     (void)roll(s, now);
-    out.push_back({s.budget, s.period_start, s.used_tokens, s.used_usd, s.reserved_tokens,
-                   s.reserved_usd});
+    out.push_back(
+        {s.budget, s.period_start, s.used_tokens, s.used_usd, s.reserved_tokens, s.reserved_usd});
   }
   return out;
 }

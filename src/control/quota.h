@@ -37,7 +37,7 @@ struct QuotaLease {
 struct BudgetAlert {
   Budget budget;
   int64_t period_start = 0;
-  int threshold = 0;   // percent
+  int threshold = 0; // percent
   double used_usd = 0;
   int64_t used_tokens = 0;
 };
@@ -61,8 +61,8 @@ public:
 
   // kQuotaExceeded naming the owner and the limit when a budget of the key or its project is
   // spent. kIo if the store cannot be read the first time an owner is seen.
-  Result<QuotaLease> reserve(const std::string &key_id, const std::string &project,
-                             int64_t tokens, double usd);
+  Result<QuotaLease> reserve(const std::string &key_id, const std::string &project, int64_t tokens,
+                             double usd);
   // The request ended: the reservation becomes the actual usage. Returns the thresholds crossed.
   std::vector<BudgetAlert> commit(QuotaLease &lease, int64_t tokens, double usd);
 

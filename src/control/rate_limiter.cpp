@@ -10,7 +10,8 @@ namespace {
 using namespace std::chrono;
 
 milliseconds time_to(double missing, int64_t per_minute) {
-  if (missing <= 0 || per_minute <= 0) return milliseconds(0);
+  if (missing <= 0 || per_minute <= 0)
+    return milliseconds(0);
   return milliseconds(static_cast<int64_t>(std::ceil(missing * 60'000.0 / per_minute)));
 }
 
@@ -18,21 +19,25 @@ milliseconds time_to(double missing, int64_t per_minute) {
 
 std::string format_reset(milliseconds d) {
   int64_t ms = std::max<int64_t>(d.count(), 0);
-  if (ms < 1000) return std::to_string(ms) + "ms";
+  if (ms < 1000)
+    return std::to_string(ms) + "ms";
   const int64_t h = ms / 3'600'000;
   ms -= h * 3'600'000;
   const int64_t m = ms / 60'000;
   ms -= m * 60'000;
   std::string out;
-  if (h > 0) out += std::to_string(h) + "h";
-  if (h > 0 || m > 0) out += std::to_string(m) + "m";
+  if (h > 0)
+    out += std::to_string(h) + "h";
+  if (h > 0 || m > 0)
+    out += std::to_string(m) + "m";
   const int64_t s = ms / 1000, frac = ms % 1000;
   out += std::to_string(s);
   if (frac != 0) {
     char buf[8];
     std::snprintf(buf, sizeof(buf), ".%03d", static_cast<int>(frac));
     std::string f(buf);
-    while (f.back() == '0') f.pop_back();
+    while (f.back() == '0')
+      f.pop_back();
     out += f;
   }
   return out + "s";
@@ -77,8 +82,8 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
         d.what = "requests";
         d.retry_after = time_to(1.0 - s.requests.level, l.rpm);
         d.message = "Rate limit reached for " + r.scope + " on requests per minute (RPM): limit " +
-                    std::to_string(l.rpm) + ". Please try again in " +
-                    format_reset(d.retry_after) + ".";
+                    std::to_string(l.rpm) + ". Please try again in " + format_reset(d.retry_after) +
+                    ".";
         d.snapshot.limit_requests = l.rpm;
         d.snapshot.remaining_requests = 0;
         d.snapshot.reset_requests = time_to(l.rpm - s.requests.level, l.rpm);
@@ -138,7 +143,8 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
         d.snapshot.reset_tokens = time_to(l.tpm - s.tokens.level, l.tpm);
       }
     }
-    if (l.max_concurrent > 0) ++s.concurrent;
+    if (l.max_concurrent > 0)
+      ++s.concurrent;
     held.rules.emplace_back(r.scope, l);
   }
   d.allowed = true;
@@ -148,15 +154,18 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
 }
 
 void MemoryRateLimiter::release(const RateLease &lease, int64_t used_tokens) {
-  if (lease.id == 0) return;
+  if (lease.id == 0)
+    return;
   const auto now = clock_.now();
   std::lock_guard<std::mutex> lk(mu_);
   auto it = held_.find(lease.id);
-  if (it == held_.end()) return;
+  if (it == held_.end())
+    return;
   const double refund = static_cast<double>(it->second.tokens - used_tokens);
   for (const auto &[scope, l] : it->second.rules) {
     ScopeState &s = scopes_[scope];
-    if (l.max_concurrent > 0 && s.concurrent > 0) --s.concurrent;
+    if (l.max_concurrent > 0 && s.concurrent > 0)
+      --s.concurrent;
     if (l.tpm > 0) {
       refill(s.tokens, l.tpm, now);
       // A negative refund (more used than reserved) is debt the bucket pays back by refilling.

@@ -48,8 +48,8 @@ struct RateDecision {
   RateLease lease;
   RateSnapshot snapshot;
   // When refused:
-  std::string scope;  // which rule refused
-  std::string what;   // "requests", "tokens" or "concurrent requests"
+  std::string scope; // which rule refused
+  std::string what;  // "requests", "tokens" or "concurrent requests"
   std::string message;
   std::chrono::milliseconds retry_after{0};
 };

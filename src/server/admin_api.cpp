@@ -20,32 +20,39 @@ void send_json(const W &w, int status, const json::value &v) {
 }
 
 Result<json::object> body_object(const http::Request &req) {
-  if (req.body.empty()) return json::object{};
+  if (req.body.empty())
+    return json::object{};
   boost::system::error_code ec;
   json::value v = json::parse(req.body, ec);
-  if (ec || !v.is_object()) return Err(Error::invalid("the body must be a JSON object"));
+  if (ec || !v.is_object())
+    return Err(Error::invalid("the body must be a JSON object"));
   return v.as_object();
 }
 
 Result<int64_t> get_int(const json::object &o, std::string_view key, int64_t dflt = 0) {
   auto it = o.find(key);
-  if (it == o.end() || it->value().is_null()) return dflt;
-  if (it->value().is_int64()) return it->value().as_int64();
-  if (it->value().is_uint64()) return static_cast<int64_t>(it->value().as_uint64());
+  if (it == o.end() || it->value().is_null())
+    return dflt;
+  if (it->value().is_int64())
+    return it->value().as_int64();
+  if (it->value().is_uint64())
+    return static_cast<int64_t>(it->value().as_uint64());
   return Err(Error::invalid("'" + std::string(key) + "' must be an integer", std::string(key)));
 }
 
 Result<double> get_number(const json::object &o, std::string_view key, double dflt = 0) {
   auto it = o.find(key);
-  if (it == o.end() || it->value().is_null()) return dflt;
-  if (it->value().is_number()) return it->value().to_number<double>();
+  if (it == o.end() || it->value().is_null())
+    return dflt;
+  if (it->value().is_number())
+    return it->value().to_number<double>();
   return Err(Error::invalid("'" + std::string(key) + "' must be a number", std::string(key)));
 }
 
-Result<std::string> get_string(const json::object &o, std::string_view key,
-                               std::string dflt = {}) {
+Result<std::string> get_string(const json::object &o, std::string_view key, std::string dflt = {}) {
   auto it = o.find(key);
-  if (it == o.end() || it->value().is_null()) return dflt;
+  if (it == o.end() || it->value().is_null())
+    return dflt;
   if (!it->value().is_string()) {
     return Err(Error::invalid("'" + std::string(key) + "' must be a string", std::string(key)));
   }
@@ -55,8 +62,10 @@ Result<std::string> get_string(const json::object &o, std::string_view key,
 // A duration given as seconds (number) or text ("30d").
 Result<int64_t> get_duration(const json::object &o, std::string_view key) {
   auto it = o.find(key);
-  if (it == o.end() || it->value().is_null()) return 0;
-  if (it->value().is_string()) return control::parse_duration_s(it->value().as_string());
+  if (it == o.end() || it->value().is_null())
+    return 0;
+  if (it->value().is_string())
+    return control::parse_duration_s(it->value().as_string());
   return get_int(o, key);
 }
 
@@ -64,7 +73,8 @@ Result<int64_t> get_duration(const json::object &o, std::string_view key) {
 Result<int64_t> parse_time(std::string_view v, const char *name) {
   int64_t n = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec == std::errc() && p == v.data() + v.size()) return n;
+  if (ec == std::errc() && p == v.data() + v.size())
+    return n;
   std::tm tm{};
   if (v.size() == 10 && strptime(std::string(v).c_str(), "%Y-%m-%d", &tm)) {
     return static_cast<int64_t>(timegm(&tm));
@@ -74,13 +84,11 @@ Result<int64_t> parse_time(std::string_view v, const char *name) {
 
 json::object budget_json(const control::Budget &b) {
   json::array th;
-  for (int t : b.alert_thresholds) th.push_back(t);
-  return {{"owner_kind", to_string(b.owner_kind)},
-          {"owner_id", b.owner_id},
-          {"period", to_string(b.period)},
-          {"token_quota", b.token_quota},
-          {"spend_limit_usd", b.spend_limit_usd},
-          {"alert_thresholds", std::move(th)}};
+  for (int t : b.alert_thresholds)
+    th.push_back(t);
+  return {{"owner_kind", to_string(b.owner_kind)}, {"owner_id", b.owner_id},
+          {"period", to_string(b.period)},         {"token_quota", b.token_quota},
+          {"spend_limit_usd", b.spend_limit_usd},  {"alert_thresholds", std::move(th)}};
 }
 
 json::object project_json(const control::Project &p) {
@@ -117,14 +125,17 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
 
   r.get("/admin/v1/keys", guard([&ctl, &clock](http::Request &&req, W w) {
           auto keys = ctl.store().list_keys(req.query_param("project").value_or(""));
-          if (!keys) return send_error(w, keys.error());
+          if (!keys)
+            return send_error(w, keys.error());
           json::array data;
-          for (const auto &k : *keys) data.push_back(control::key_json(k, clock.unix_seconds()));
+          for (const auto &k : *keys)
+            data.push_back(control::key_json(k, clock.unix_seconds()));
           send_json(w, 200, json::object{{"object", "list"}, {"data", std::move(data)}});
         }));
   r.post("/admin/v1/keys", guard([&ctl, &clock](http::Request &&req, W w) {
            auto body = body_object(req);
-           if (!body) return send_error(w, body.error());
+           if (!body)
+             return send_error(w, body.error());
            control::CreateKeyOptions o;
            auto project = get_string(*body, "project");
            auto name = get_string(*body, "name");
@@ -132,13 +143,13 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
            auto tpm = get_int(*body, "tpm");
            auto conc = get_int(*body, "max_concurrent");
            auto exp = get_duration(*body, "expires_in");
-           for (const Status &st : {project.ok() ? Ok() : Status(project.error()),
-                                    name.ok() ? Ok() : Status(name.error()),
-                                    rpm.ok() ? Ok() : Status(rpm.error()),
-                                    tpm.ok() ? Ok() : Status(tpm.error()),
-                                    conc.ok() ? Ok() : Status(conc.error()),
-                                    exp.ok() ? Ok() : Status(exp.error())}) {
-             if (!st) return send_error(w, st.error());
+           for (const Status &st :
+                {project.ok() ? Ok() : Status(project.error()),
+                 name.ok() ? Ok() : Status(name.error()), rpm.ok() ? Ok() : Status(rpm.error()),
+                 tpm.ok() ? Ok() : Status(tpm.error()), conc.ok() ? Ok() : Status(conc.error()),
+                 exp.ok() ? Ok() : Status(exp.error())}) {
+             if (!st)
+               return send_error(w, st.error());
            }
            o.project = *project;
            o.name = *name;
@@ -155,9 +166,10 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
                o.models.emplace_back(m.as_string());
              }
            }
-           auto issued = control::create_key(ctl.store(), ctl.keys().pepper(), o,
-                                             clock.unix_seconds());
-           if (!issued) return send_error(w, issued.error());
+           auto issued =
+               control::create_key(ctl.store(), ctl.keys().pepper(), o, clock.unix_seconds());
+           if (!issued)
+             return send_error(w, issued.error());
            (void)ctl.keys().refresh();
            json::object out = control::key_json(issued->record, clock.unix_seconds());
            out["key"] = issued->key;
@@ -165,13 +177,16 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
          }));
   r.post("/admin/v1/keys/{id}/rotate", guard([&ctl, &clock](http::Request &&req, W w) {
            auto body = body_object(req);
-           if (!body) return send_error(w, body.error());
+           if (!body)
+             return send_error(w, body.error());
            auto grace = get_duration(*body, "grace");
-           if (!grace) return send_error(w, grace.error());
-           auto issued = control::rotate_key(ctl.store(), ctl.keys().pepper(),
-                                             std::string(req.path_param("id")), *grace,
-                                             clock.unix_seconds());
-           if (!issued) return send_error(w, issued.error());
+           if (!grace)
+             return send_error(w, grace.error());
+           auto issued =
+               control::rotate_key(ctl.store(), ctl.keys().pepper(),
+                                   std::string(req.path_param("id")), *grace, clock.unix_seconds());
+           if (!issued)
+             return send_error(w, issued.error());
            (void)ctl.keys().refresh();
            json::object out = control::key_json(issued->record, clock.unix_seconds());
            out["key"] = issued->key;
@@ -180,33 +195,40 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
   r.post("/admin/v1/keys/{id}/revoke", guard([&ctl, &clock](http::Request &&req, W w) {
            auto k = control::revoke_key(ctl.store(), std::string(req.path_param("id")),
                                         clock.unix_seconds());
-           if (!k) return send_error(w, k.error());
+           if (!k)
+             return send_error(w, k.error());
            (void)ctl.keys().refresh();
            send_json(w, 200, control::key_json(*k, clock.unix_seconds()));
          }));
 
   r.get("/admin/v1/projects", guard([&ctl](http::Request &&, W w) {
           auto ps = ctl.store().list_projects();
-          if (!ps) return send_error(w, ps.error());
+          if (!ps)
+            return send_error(w, ps.error());
           json::array data;
-          for (const auto &p : *ps) data.push_back(project_json(p));
+          for (const auto &p : *ps)
+            data.push_back(project_json(p));
           send_json(w, 200, json::object{{"object", "list"}, {"data", std::move(data)}});
         }));
   r.post("/admin/v1/projects", guard([&ctl, &clock](http::Request &&req, W w) {
            auto body = body_object(req);
-           if (!body) return send_error(w, body.error());
+           if (!body)
+             return send_error(w, body.error());
            auto id = get_string(*body, "id");
            auto rpm = get_int(*body, "rpm");
            auto tpm = get_int(*body, "tpm");
            auto conc = get_int(*body, "max_concurrent");
-           if (!id || id->empty()) return send_error(w, Error::invalid("'id' is required", "id"));
+           if (!id || id->empty())
+             return send_error(w, Error::invalid("'id' is required", "id"));
            if (!rpm || !tpm || !conc || *rpm < 0 || *tpm < 0 || *conc < 0) {
              return send_error(w, Error::invalid("rpm, tpm and max_concurrent must be "
                                                  "non-negative integers"));
            }
            control::Project p{*id, {*rpm, *tpm, *conc}, clock.unix_seconds()};
-           if (auto old = ctl.store().get_project(*id); old && *old) p.created_at = (*old)->created_at;
-           if (auto st = ctl.store().put_project(p); !st) return send_error(w, st.error());
+           if (auto old = ctl.store().get_project(*id); old && *old)
+             p.created_at = (*old)->created_at;
+           if (auto st = ctl.store().put_project(p); !st)
+             return send_error(w, st.error());
            send_json(w, 200, project_json(p));
          }));
 
@@ -225,7 +247,8 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
         }));
   r.post("/admin/v1/budgets", guard([&ctl](http::Request &&req, W w) {
            auto body = body_object(req);
-           if (!body) return send_error(w, body.error());
+           if (!body)
+             return send_error(w, body.error());
            control::Budget b;
            auto kind = get_string(*body, "owner_kind", "project");
            auto owner = get_string(*body, "owner_id");
@@ -233,8 +256,8 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
            auto quota = get_int(*body, "token_quota");
            auto usd = get_number(*body, "spend_limit_usd");
            if (!kind || !control::owner_kind_from(*kind)) {
-             return send_error(w, Error::invalid("owner_kind must be 'key' or 'project'",
-                                                 "owner_kind"));
+             return send_error(
+                 w, Error::invalid("owner_kind must be 'key' or 'project'", "owner_kind"));
            }
            if (!owner || owner->empty()) {
              return send_error(w, Error::invalid("'owner_id' is required", "owner_id"));
@@ -254,7 +277,8 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
            if (auto it = body->find("alert_thresholds"); it != body->end()) {
              if (!it->value().is_array()) {
                return send_error(w, Error::invalid("alert_thresholds must be an array of "
-                                                   "percentages", "alert_thresholds"));
+                                                   "percentages",
+                                                   "alert_thresholds"));
              }
              b.alert_thresholds.clear();
              for (const auto &t : it->value().as_array()) {
@@ -265,8 +289,10 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
                b.alert_thresholds.push_back(static_cast<int>(t.as_int64()));
              }
            }
-           if (auto st = ctl.store().put_budget(b); !st) return send_error(w, st.error());
-           if (auto st = ctl.reload_budgets(); !st) return send_error(w, st.error());
+           if (auto st = ctl.store().put_budget(b); !st)
+             return send_error(w, st.error());
+           if (auto st = ctl.reload_budgets(); !st)
+             return send_error(w, st.error());
            send_json(w, 200, budget_json(b));
          }));
   r.del("/admin/v1/budgets", guard([&ctl](http::Request &&req, W w) {
@@ -279,7 +305,8 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
           if (auto st = ctl.store().delete_budget(*kind, *owner, *period); !st) {
             return send_error(w, st.error());
           }
-          if (auto st = ctl.reload_budgets(); !st) return send_error(w, st.error());
+          if (auto st = ctl.reload_budgets(); !st)
+            return send_error(w, st.error());
           send_json(w, 200, json::object{{"deleted", true}});
         }));
 
@@ -293,24 +320,27 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
           } else if (g == "model") {
             gb = control::GroupBy::kModel;
           } else {
-            return send_error(w, Error::invalid("group_by must be key, project or model",
-                                                "group_by"));
+            return send_error(w,
+                              Error::invalid("group_by must be key, project or model", "group_by"));
           }
           int64_t from = 0, to = clock.unix_seconds() + 1;
           if (auto f = req.query_param("from")) {
             auto v = parse_time(*f, "from");
-            if (!v) return send_error(w, v.error());
+            if (!v)
+              return send_error(w, v.error());
             from = *v;
           }
           if (auto t = req.query_param("to")) {
             auto v = parse_time(*t, "to");
-            if (!v) return send_error(w, v.error());
+            if (!v)
+              return send_error(w, v.error());
             to = *v;
           }
           // Rows still waiting for the next batch are included, so the report is current.
           (void)ctl.ledger().flush();
           auto rows = ctl.store().usage_report(gb, from * 1000, to * 1000);
-          if (!rows) return send_error(w, rows.error());
+          if (!rows)
+            return send_error(w, rows.error());
           json::array data;
           for (const auto &row : *rows) {
             data.push_back(json::object{{g, row.group},

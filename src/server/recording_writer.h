@@ -21,7 +21,8 @@ public:
       : inner_(std::move(inner)), done_(std::move(done)) {}
   ~RecordingWriter() override {
     // Dropped without answering: the inner writer sends its 500; nothing to replay.
-    if (!finished_ && done_) done_(false, std::move(rec_));
+    if (!finished_ && done_)
+      done_(false, std::move(rec_));
   }
 
   void respond(http::Response r) override {
@@ -29,7 +30,8 @@ public:
       std::lock_guard<std::mutex> lk(mu_);
       rec_.status = r.status;
       rec_.content_type = r.content_type;
-      for (const auto &h : r.headers) rec_.headers.emplace_back(h.name, h.value);
+      for (const auto &h : r.headers)
+        rec_.headers.emplace_back(h.name, h.value);
       rec_.body = r.body;
     }
     // Recorded before the client can see the response, so its immediate retry is a replay.
@@ -41,7 +43,8 @@ public:
       std::lock_guard<std::mutex> lk(mu_);
       rec_.sse = true;
       rec_.status = 200;
-      for (const auto &h : headers) rec_.headers.emplace_back(h.name, h.value);
+      for (const auto &h : headers)
+        rec_.headers.emplace_back(h.name, h.value);
     }
     inner_->start_sse(std::move(headers));
   }
@@ -52,7 +55,8 @@ public:
       rec_.events.push_back(data);
     }
     // An OpenAI stream is complete at [DONE]; record it before the client can read it.
-    if (last) finish(!inner_->is_closed());
+    if (last)
+      finish(!inner_->is_closed());
     return inner_->send_event(std::move(data));
   }
   void end() override {
@@ -68,11 +72,13 @@ private:
     control::StoredResponse r;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (finished_) return;
+      if (finished_)
+        return;
       finished_ = true;
       r = std::move(rec_);
     }
-    if (done_) done_(complete, std::move(r));
+    if (done_)
+      done_(complete, std::move(r));
   }
 
   std::shared_ptr<http::ResponseWriter> inner_;

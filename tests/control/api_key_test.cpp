@@ -27,7 +27,8 @@ TEST(ApiKey, FormatParseRoundTripAndRejectsLookalikes) {
 
 TEST(ApiKey, KeysAreUnique) {
   std::set<std::string> ids;
-  for (int i = 0; i < 1000; ++i) ids.insert(format_key(generate_key()));
+  for (int i = 0; i < 1000; ++i)
+    ids.insert(format_key(generate_key()));
   EXPECT_EQ(ids.size(), 1000u);
 }
 

@@ -38,7 +38,8 @@ TEST(Idempotency, AbandonedKeysRunAgainAndEntriesExpire) {
 TEST(Idempotency, BoundedByEntryCount) {
   FakeClock clock;
   IdempotencyStore s(clock, 3600s, 3);
-  for (int i = 0; i < 10; ++i) s.begin("k" + std::to_string(i), "b");
+  for (int i = 0; i < 10; ++i)
+    s.begin("k" + std::to_string(i), "b");
   EXPECT_LE(s.size(), 3u);
   EXPECT_EQ(s.begin("k9", "b").outcome, O::kInFlight); // the newest survive
 }

@@ -80,7 +80,8 @@ TEST(Quota, ThresholdsFireOnceEachInOrder) {
   for (double usd : {4.0, 0.5, 0.5, 2.9, 0.2, 3.0}) {
     auto l = q.reserve("k", "p", 1, usd);
     ASSERT_TRUE(l) << usd;
-    for (const auto &a : q.commit(*l, 1, usd)) fired.push_back(a.threshold);
+    for (const auto &a : q.commit(*l, 1, usd))
+      fired.push_back(a.threshold);
   }
   // 4 → 4.5 → 5.0 (50%) → 7.9 → 8.1 (80%) → 11.1 (100%) → then refused.
   EXPECT_EQ(fired, (std::vector<int>{50, 80, 100}));

@@ -14,7 +14,8 @@ TEST(RateLimiter, AdmitsExactlyTheRpmThenRefillsOverTime) {
   FakeClock clock;
   MemoryRateLimiter rl(clock);
   std::vector<LimitRule> rules{{"key:a", {60, 0, 0}}};
-  for (int i = 0; i < 60; ++i) ASSERT_TRUE(rl.acquire(rules, 0).allowed) << i;
+  for (int i = 0; i < 60; ++i)
+    ASSERT_TRUE(rl.acquire(rules, 0).allowed) << i;
   RateDecision d = rl.acquire(rules, 0);
   EXPECT_FALSE(d.allowed);
   EXPECT_EQ(d.what, "requests");
@@ -34,11 +35,13 @@ TEST(RateLimiter, ManyThreadsHammeringOneKeyAdmitExactlyTheLimit) {
   for (int t = 0; t < 8; ++t) {
     ts.emplace_back([&] {
       for (int i = 0; i < 200; ++i) {
-        if (rl.acquire(rules, 0).allowed) ++admitted;
+        if (rl.acquire(rules, 0).allowed)
+          ++admitted;
       }
     });
   }
-  for (auto &t : ts) t.join();
+  for (auto &t : ts)
+    t.join();
   EXPECT_EQ(admitted.load(), 500);
 }
 
@@ -75,11 +78,13 @@ TEST(RateLimiter, RefusalByOneScopeTakesNothingFromTheOthers) {
   MemoryRateLimiter rl(clock);
   std::vector<LimitRule> tight{{"key:a", {10, 0, 0}}, {"project:p", {1, 0, 0}}};
   ASSERT_TRUE(rl.acquire(tight, 0).allowed);
-  for (int i = 0; i < 5; ++i) EXPECT_FALSE(rl.acquire(tight, 0).allowed);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_FALSE(rl.acquire(tight, 0).allowed);
   // key:a paid for exactly one request: 9 remain for it under a looser project.
   std::vector<LimitRule> loose{{"key:a", {10, 0, 0}}};
   int ok = 0;
-  while (rl.acquire(loose, 0).allowed) ++ok;
+  while (rl.acquire(loose, 0).allowed)
+    ++ok;
   EXPECT_EQ(ok, 9);
 }
 

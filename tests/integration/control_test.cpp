@@ -37,7 +37,8 @@ std::string run_cli(const std::string &args) {
   FILE *f = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
-  while (f && fgets(buf, sizeof(buf), f)) out += buf;
+  while (f && fgets(buf, sizeof(buf), f))
+    out += buf;
   if (f) {
     EXPECT_EQ(pclose(f), 0) << cmd << "\n" << out;
   }
@@ -51,7 +52,8 @@ http::Headers bearer(const std::string &key) { return {{"Authorization", "Bearer
 std::pair<std::string, std::string> admin_create_key(http::HttpClient &c, json::object body) {
   auto r = c.post("/admin/v1/keys", json::serialize(body), admin());
   EXPECT_TRUE(r);
-  if (!r) return {};
+  if (!r)
+    return {};
   EXPECT_EQ(r->status, 201) << r->body;
   auto o = parse_object(r->body);
   return {std::string(o["id"].as_string()), std::string(o["key"].as_string())};
@@ -71,8 +73,7 @@ TEST(Control, KeysGateEveryV1CallOnceOneExists) {
   ASSERT_TRUE(open);
   EXPECT_EQ(open->status, 200);
 
-  const std::string out =
-      run_cli("keys create --project alpha --json --data-dir " + s->data_dir());
+  const std::string out = run_cli("keys create --project alpha --json --data-dir " + s->data_dir());
   auto created = parse_object(out);
   const std::string key(created["key"].as_string());
   ASSERT_EQ(key.substr(0, 4), "gsk_");
@@ -83,7 +84,8 @@ TEST(Control, KeysGateEveryV1CallOnceOneExists) {
     auto r = c.get("/v1/models");
     ASSERT_TRUE(r);
     status = r->status;
-    if (status == 401) break;
+    if (status == 401)
+      break;
     std::this_thread::sleep_for(50ms);
   }
   ASSERT_EQ(status, 401);
@@ -126,7 +128,8 @@ TEST(Control, RevokedKeyIsRefusedWithinASecond) {
     auto r = c.get("/v1/models", bearer(key));
     ASSERT_TRUE(r);
     status = r->status;
-    if (status == 401) break;
+    if (status == 401)
+      break;
     std::this_thread::sleep_for(20ms);
   }
   const auto took = SteadyClock::now() - t0;
@@ -188,15 +191,15 @@ TEST(Control, BudgetOf10RequestsAdmitsAtMost11Of100Concurrent) {
   ASSERT_TRUE(s);
   http::HttpClient c(s->client_options());
   auto [id, key] = admin_create_key(c, {{"project", "spend"}});
-  auto b = c.post("/admin/v1/budgets",
-                  R"({"owner_kind":"project","owner_id":"spend","period":"month","spend_limit_usd":100})",
-                  admin());
+  auto b = c.post(
+      "/admin/v1/budgets",
+      R"({"owner_kind":"project","owner_id":"spend","period":"month","spend_limit_usd":100})",
+      admin());
   ASSERT_TRUE(b);
   ASSERT_EQ(b->status, 200) << b->body;
   std::atomic<int> ok{0}, quota{0}, other{0};
   std::vector<std::thread> ts;
-  const std::string body =
-      completion_body("Once upon", {{"max_tokens", 10}, {"ignore_eos", true}});
+  const std::string body = completion_body("Once upon", {{"max_tokens", 10}, {"ignore_eos", true}});
   for (int i = 0; i < 100; ++i) {
     ts.emplace_back([&] {
       http::HttpClient cc(s->client_options(60s));
@@ -212,7 +215,8 @@ TEST(Control, BudgetOf10RequestsAdmitsAtMost11Of100Concurrent) {
       }
     });
   }
-  for (auto &t : ts) t.join();
+  for (auto &t : ts)
+    t.join();
   EXPECT_GE(ok.load(), 10);
   EXPECT_LE(ok.load(), 11);
   EXPECT_EQ(ok + quota, 100);
@@ -230,7 +234,8 @@ TEST(Control, BudgetOf10RequestsAdmitsAtMost11Of100Concurrent) {
   double total = 0;
   int64_t requests = 0;
   for (const auto &row : uo["data"].as_array()) {
-    if (row.as_object().at("key").as_string() != id) continue;
+    if (row.as_object().at("key").as_string() != id)
+      continue;
     total += row.as_object().at("cost_usd").to_number<double>();
     requests += row.as_object().at("requests").as_int64();
   }
@@ -275,8 +280,8 @@ TEST(Control, IdempotencyKeyReplaysConflictsAndMismatches) {
   ASSERT_TRUE(mismatch);
   EXPECT_EQ(mismatch->status, 422);
   // While the first is still generating, a retry is 409.
-  const std::string slow = completion_body("Once", {{"max_tokens", 1500}, {"ignore_eos", true},
-                                                    {"stream", true}});
+  const std::string slow =
+      completion_body("Once", {{"max_tokens", 1500}, {"ignore_eos", true}, {"stream", true}});
   http::Headers h2{{"Idempotency-Key", "slow-1"}};
   http::HttpClient c2(s->client_options());
   auto stream = c2.open_sse(http::Method::kPost, "/v1/completions", slow, h2);
@@ -293,8 +298,8 @@ TEST(Control, IdempotencyKeyReplaysConflictsAndMismatches) {
   EXPECT_EQ(replay.id, first.id);
   // Two callers may use the same idempotency key without seeing each other's responses.
   auto [id, key] = admin_create_key(c, {{"project", "p"}});
-  auto other = c.post("/v1/completions", body, {{"Idempotency-Key", "order-42"},
-                                                {"Authorization", "Bearer " + key}});
+  auto other = c.post("/v1/completions", body,
+                      {{"Idempotency-Key", "order-42"}, {"Authorization", "Bearer " + key}});
   ASSERT_TRUE(other);
   EXPECT_EQ(other->status, 200);
   EXPECT_FALSE(other->header("idempotent-replayed"));
@@ -310,7 +315,8 @@ TEST(Control, AdminApiNeedsTheToken) {
   auto bad = c.post("/admin/v1/keys", R"({"name":"no project"})", admin());
   ASSERT_TRUE(bad);
   expect_error(*bad, 400, "invalid_request_error", "project");
-  auto bad_budget = c.post("/admin/v1/budgets", R"({"owner_id":"p","period":"year","spend_limit_usd":1})", admin());
+  auto bad_budget = c.post("/admin/v1/budgets",
+                           R"({"owner_id":"p","period":"year","spend_limit_usd":1})", admin());
   ASSERT_TRUE(bad_budget);
   EXPECT_EQ(bad_budget->status, 400);
 }
@@ -344,11 +350,10 @@ struct Receiver {
 TEST(Control, BudgetAlertsAreSignedWebhooksSentOncePerThreshold) {
   Receiver rx;
   const std::string secret = control::generate_webhook_secret();
-  auto s = start_server(
-      toml_for_model("price_output_per_mtok = 1000000.0",
-                     "[alerts]\nwebhook_url = \"http://127.0.0.1:" +
-                         std::to_string(rx.server->port()) + "/hooks/budget\"\n"),
-      {"GANTRY_ALERT_WEBHOOK_SECRET=" + secret});
+  auto s = start_server(toml_for_model("price_output_per_mtok = 1000000.0",
+                                       "[alerts]\nwebhook_url = \"http://127.0.0.1:" +
+                                           std::to_string(rx.server->port()) + "/hooks/budget\"\n"),
+                        {"GANTRY_ALERT_WEBHOOK_SECRET=" + secret});
   ASSERT_TRUE(s);
   http::HttpClient c(s->client_options());
   auto [id, key] = admin_create_key(c, {{"project", "team"}});
@@ -364,11 +369,13 @@ TEST(Control, BudgetAlertsAreSignedWebhooksSentOncePerThreshold) {
   for (int i = 0; i < 7; ++i) {
     auto r = c.post("/v1/completions", body, bearer(key));
     ASSERT_TRUE(r);
-    if (r->status == 200) ++ok;
+    if (r->status == 200)
+      ++ok;
   }
   EXPECT_EQ(ok, 5);
   const auto deadline = SteadyClock::now() + 5s;
-  while (rx.count() < 3 && SteadyClock::now() < deadline) std::this_thread::sleep_for(20ms);
+  while (rx.count() < 3 && SteadyClock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(300ms); // a duplicate would arrive now
   std::lock_guard<std::mutex> lk(rx.mu);
   ASSERT_EQ(rx.got.size(), 3u);
@@ -379,8 +386,8 @@ TEST(Control, BudgetAlertsAreSignedWebhooksSentOncePerThreshold) {
          sig = req.header("webhook-signature");
     ASSERT_TRUE(wid && ts && sig);
     EXPECT_TRUE(control::verify_webhook(secret, *wid, *ts, req.body, *sig));
-    EXPECT_FALSE(control::verify_webhook(control::generate_webhook_secret(), *wid, *ts, req.body,
-                                         *sig));
+    EXPECT_FALSE(
+        control::verify_webhook(control::generate_webhook_secret(), *wid, *ts, req.body, *sig));
     auto o = parse_object(req.body);
     EXPECT_EQ(o["type"], "budget.threshold_reached");
     thresholds.push_back(o["data"].as_object()["threshold_percent"].as_int64());
