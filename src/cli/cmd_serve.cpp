@@ -30,6 +30,9 @@ struct ServeFlags {
   int default_max_tokens = -1;
   std::string chat_template;
   bool no_prefix_cache = false;
+  std::string request_log;
+  std::string auth;
+  bool no_metrics = false;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -52,6 +55,9 @@ int run_serve(const ServeFlags &f) {
   if (f.max_queued_requests > 0) cfg.max_queued_requests = f.max_queued_requests;
   if (f.max_queued_tokens > 0) cfg.max_queued_tokens = f.max_queued_tokens;
   if (f.default_max_tokens > 0) cfg.default_max_tokens = f.default_max_tokens;
+  if (!f.request_log.empty()) cfg.request_log = f.request_log;
+  if (!f.auth.empty()) cfg.auth = f.auth;
+  if (f.no_metrics) cfg.metrics = false;
   if (!f.models.empty()) {
     cfg.models.clear();
     for (const auto &m : f.models) {
@@ -166,6 +172,10 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--default-max-tokens", f.default_max_tokens,
                   "completion length when a request sets no max_tokens");
   cmd->add_option("--chat-template", f.chat_template, "force a chat template family by name");
+  cmd->add_option("--request-log", f.request_log,
+                  "one JSON line per inference call: - (stdout, default), a file, or off");
+  cmd->add_option("--auth", f.auth, "auto (keys required once one exists) or required");
+  cmd->add_flag("--no-metrics", f.no_metrics, "skip request histograms/counters (benchmarks)");
   cmd->add_flag("--no-prefix-cache", f.no_prefix_cache,
                 "do not reuse KV blocks across requests that share a prompt prefix");
   cmd->callback([&rc] { rc = run_serve(f); });

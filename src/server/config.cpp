@@ -103,6 +103,8 @@ Status ServerConfig::validate() const {
   if (max_queued_requests < 1) return config_error("max_queued_requests", "must be at least 1");
   if (max_queued_tokens < 1) return config_error("max_queued_tokens", "must be at least 1");
   if (default_max_tokens < 1) return config_error("default_max_tokens", "must be at least 1");
+  if (request_log_max_mb < 1) return config_error("request_log_max_mb", "must be at least 1");
+  if (request_log_keep < 0) return config_error("request_log_keep", "must be >= 0");
   if (auth != "auto" && auth != "required") {
     return config_error("auth", "must be \"auto\" or \"required\", got '" + auth + "'");
   }
@@ -141,7 +143,9 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "shutdown_grace_s", "ready_cache_s",
                                  "auth",          "limits",
                                  "alerts",        "ledger_flush_ms",
-                                 "backup"};
+                                 "backup",        "metrics",
+                                 "request_log",   "request_log_max_mb",
+                                 "request_log_keep", "instance_id"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -161,6 +165,15 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_ms(t, "shutdown_grace_s", c.shutdown_grace));
   GANTRY_TRY(read_ms(t, "ready_cache_s", c.ready_cache));
   GANTRY_TRY(read_string(t, "auth", c.auth, ""));
+  GANTRY_TRY(read_string(t, "request_log", c.request_log, ""));
+  GANTRY_TRY(read_int(t, "request_log_max_mb", c.request_log_max_mb, ""));
+  GANTRY_TRY(read_int(t, "request_log_keep", c.request_log_keep, ""));
+  GANTRY_TRY(read_string(t, "instance_id", c.instance_id, ""));
+  if (auto n = t.get("metrics")) {
+    auto v = n->value<bool>();
+    if (!v) return config_error("metrics", "expected true or false");
+    c.metrics = *v;
+  }
   if (auto n = t.get("ledger_flush_ms")) {
     auto v = n->value<int64_t>();
     if (!v || *v < 1) return config_error("ledger_flush_ms", "expected a positive integer");
@@ -300,6 +313,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.max_queued_requests = static_cast<int>(n);
     } else if (k == "GANTRY_MAX_QUEUED_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
+    } else if (k == "GANTRY_REQUEST_LOG") {
+      c.request_log = v;
     } else if (k == "GANTRY_AUTH") {
       c.auth = v;
     } else if (k == "GANTRY_DEFAULT_MAX_TOKENS") {

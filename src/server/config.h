@@ -58,6 +58,12 @@ struct ServerConfig {
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
   std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
+  // Observability.
+  bool metrics = true;             // request histograms and counters (off only to measure them)
+  std::string request_log = "-";   // one JSON line per inference call: "-" stdout, a path, "off"
+  int request_log_max_mb = 100;    // rotate the file beyond this
+  int request_log_keep = 5;
+  std::string instance_id;         // "worker" in log lines; default hostname:pid
   // Scheduled online backups of the database; 0 = off.
   std::chrono::seconds backup_interval{0};
   int backup_keep = 7;

@@ -6,8 +6,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <sstream>
+#include <unistd.h>
 
 #include "api/openai.h"
 #include "control/api_key.h"
@@ -195,6 +197,19 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
       g->control_->store(), bo, clock,
       [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   g->admin_token_ = env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE");
+  if (g->config_.request_log != "off") {
+    telemetry::RequestLogOptions lo;
+    lo.path = g->config_.request_log;
+    lo.max_bytes = static_cast<uint64_t>(g->config_.request_log_max_mb) << 20;
+    lo.keep = g->config_.request_log_keep;
+    GANTRY_ASSIGN_OR_RETURN(g->request_log_, telemetry::RequestLog::open(lo));
+  }
+  g->instance_id_ = g->config_.instance_id;
+  if (g->instance_id_.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    g->instance_id_ = std::string(host) + ":" + std::to_string(::getpid());
+  }
 
   http::ServerOptions opts;
   opts.host = g->config_.host;
@@ -313,8 +328,12 @@ Gateway::authenticate(const http::Request &req, const std::shared_ptr<http::Resp
 
 void Gateway::handle_inference(int endpoint_int, http::Request &&req,
                                std::shared_ptr<http::ResponseWriter> w) {
-  const auto arrived = std::chrono::steady_clock::now();
-  const int64_t arrived_ms = clock_.unix_millis();
+  auto rec = std::make_shared<CallRecord>();
+  rec->arrived_unix_ms = clock_.unix_millis();
+  rec->request_id = req.request_id;
+  rec->endpoint = req.path;
+  w = std::make_shared<ObservedWriter>(std::move(w), rec,
+                                       [this](CallRecord &r) { record_call(r); });
   const auto endpoint = static_cast<api::Endpoint>(endpoint_int);
   if (shutting_down_.load()) {
     w->respond(http::error_response({ErrorCode::kUnavailable, "the server is shutting down", ""}));
@@ -322,6 +341,10 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
   }
   auto principal = authenticate(req, w);
   if (!principal) return;
+  if (*principal) {
+    rec->key_id = (*principal)->key_id;
+    rec->project = (*principal)->project;
+  }
   if (auto idem = req.header("Idempotency-Key")) {
     if (idem->empty() || idem->size() > 255) {
       w->respond(http::error_response(
@@ -374,15 +397,15 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
           }
         });
   }
-  run_inference(endpoint, std::move(req), std::move(w), std::move(*principal), arrived_ms,
-                arrived);
+  run_inference(endpoint, std::move(req), std::move(w), std::move(*principal), std::move(rec));
 }
 
 void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
                             std::shared_ptr<http::ResponseWriter> w,
-                            std::optional<control::Principal> principal, int64_t arrived_ms,
-                            std::chrono::steady_clock::time_point arrived) {
+                            std::optional<control::Principal> principal,
+                            std::shared_ptr<CallRecord> rec) {
   const std::string endpoint_path = req.path;
+  const int64_t arrived_ms = rec->arrived_unix_ms;
   auto parsed = api::parse_inference_request(endpoint, req.body);
   if (!parsed) {
     w->respond(http::error_response(parsed.error()));
@@ -395,6 +418,8 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
         {ErrorCode::kNotFound, "The model '" + ir.model + "' does not exist", "model"}));
     return;
   }
+  rec->model = m->spec.name;
+  rec->stream = ir.stream;
   const engine::Model &model = m->worker->model();
   const auto &tok = model.tokenizer();
 
@@ -470,9 +495,15 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   std::shared_ptr<control::Admission> admission = std::move(adm).value();
 
   CallHooks hooks;
-  hooks.arrived = arrived;
+  hooks.arrived = rec->arrived;
   hooks.headers = rate_headers(admission->snapshot);
-  hooks.on_finish = [ctl = control_.get(), admission](const CallResult &r, http::Headers &add) {
+  if (config_.metrics) {
+    hooks.inter_token = &metrics_.histogram(
+        "inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
+        {{"model_name", m->spec.name}}, telemetry::Registry::token_latency_buckets());
+  }
+  hooks.on_finish = [ctl = control_.get(), admission, rec](const CallResult &r,
+                                                           http::Headers &add) {
     control::Outcome o;
     o.status = r.status;
     o.input_tokens = r.prompt_tokens;
@@ -483,6 +514,16 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     o.latency_ms = r.latency_ms;
     o.finish_reason = r.finish_reason;
     const double cost = ctl->finish(*admission, o);
+    rec->input_tokens = r.prompt_tokens;
+    rec->output_tokens = r.completion_tokens;
+    rec->cached_tokens = r.cached_tokens;
+    rec->ttft_ms = r.ttft_ms;
+    rec->queue_ms = r.queue_ms;
+    rec->prefill_ms = r.prefill_ms;
+    rec->decode_ms = r.decode_ms;
+    rec->engine_ms = r.engine_seconds * 1000;
+    rec->cost_usd = cost;
+    rec->finish_reason = r.finish_reason;
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%.8f", cost);
     add.push_back({"x-gantry-cost-usd", buf});
@@ -499,6 +540,86 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     control_->finish(*admission, o);
     w->respond(error_with_retry(st.error()));
   }
+}
+
+void Gateway::record_call(CallRecord &r) {
+  const bool failed = r.status >= 400 || !r.error.empty();
+  if (config_.metrics) {
+    const std::string model = r.model.empty() ? "none" : r.model;
+    metrics_
+        .counter("requests_total", "Inference calls answered, by model, endpoint, status, project.",
+                 {{"model_name", model},
+                  {"endpoint", r.endpoint},
+                  {"status", std::to_string(r.status)},
+                  {"project", r.project}})
+        .inc();
+    const auto &lat = telemetry::Registry::latency_buckets();
+    metrics_
+        .histogram("e2e_request_latency_seconds", "Arrival to the last byte of the response.",
+                   {{"model_name", model}, {"endpoint", r.endpoint}}, lat)
+        .observe(r.latency_ms / 1000);
+    if (!failed && r.ttft_ms >= 0) {
+      const telemetry::Labels ml{{"model_name", model}};
+      metrics_.histogram("time_to_first_token_seconds", "Arrival to the first generated token.",
+                         ml, lat)
+          .observe(r.ttft_ms / 1000);
+      metrics_.histogram("request_queue_time_seconds", "Waiting for the engine to schedule it.",
+                         ml, lat)
+          .observe(r.queue_ms / 1000);
+      metrics_.histogram("request_prefill_time_seconds", "First engine step to first token.", ml,
+                         lat)
+          .observe(r.prefill_ms / 1000);
+      metrics_.histogram("request_decode_time_seconds", "First token to last token.", ml, lat)
+          .observe(r.decode_ms / 1000);
+      metrics_
+          .histogram("gateway_overhead_seconds",
+                     "Time spent in Gantry outside the engine (parse, auth, limits, "
+                     "tokenize, render, queue hand-off).",
+                     ml, lat)
+          .observe(std::max(0.0, r.latency_ms - r.queue_ms - r.prefill_ms - r.decode_ms) /
+                   1000);
+      metrics_
+          .counter("request_success_total", "Requests finished, by finish reason.",
+                   {{"model_name", model}, {"finished_reason", r.finish_reason}})
+          .inc();
+    }
+    if (r.status >= 500 || (!r.error.empty() && r.status < 400)) {
+      metrics_.counter("errors_total", "Server-side failures, by error type.",
+                       {{"type", r.error_type.empty() ? "unknown" : r.error_type}})
+          .inc();
+    }
+  }
+  if (!request_log_) return;
+  char ts[40];
+  {
+    const std::time_t secs = static_cast<std::time_t>(r.arrived_unix_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char base[24];
+    std::strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(ts, sizeof(ts), "%s.%03dZ", base, static_cast<int>(r.arrived_unix_ms % 1000));
+  }
+  json::object line{{"timestamp", ts},
+                    {"request_id", r.request_id},
+                    {"project", r.project},
+                    {"key_id", r.key_id},
+                    {"model", r.model},
+                    {"endpoint", r.endpoint},
+                    {"stream", r.stream},
+                    {"input_tokens", r.input_tokens},
+                    {"output_tokens", r.output_tokens},
+                    {"cached_tokens", r.cached_tokens},
+                    {"ttft_ms", r.ttft_ms >= 0 ? json::value(r.ttft_ms) : json::value(nullptr)},
+                    {"latency_ms", r.latency_ms},
+                    {"queue_ms", r.queue_ms >= 0 ? json::value(r.queue_ms) : json::value(nullptr)},
+                    {"worker", instance_id_},
+                    {"cost_usd", r.cost_usd},
+                    {"cached", r.cached},
+                    {"status", r.status},
+                    {"finish_reason", r.finish_reason.empty() ? json::value(nullptr)
+                                                              : json::value(r.finish_reason)},
+                    {"error", r.error.empty() ? json::value(nullptr) : json::value(r.error)}};
+  request_log_->write(json::serialize(line));
 }
 
 void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {

@@ -20,6 +20,9 @@
 #include "http/server.h"
 #include "server/config.h"
 #include "server/model_worker.h"
+#include "server/observed_writer.h"
+#include "telemetry/metrics.h"
+#include "telemetry/request_log.h"
 
 namespace gantry::server {
 
@@ -55,6 +58,8 @@ public:
   http::ServerStats http_stats() const { return http_->stats(); }
   const ServerConfig &config() const { return config_; }
   control::ControlPlane &control() const { return *control_; }
+  const telemetry::Registry &metrics() const { return metrics_; }
+  const telemetry::RequestLog *request_log() const { return request_log_.get(); }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
@@ -67,14 +72,19 @@ private:
   authenticate(const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w);
   void run_inference(api::Endpoint endpoint, http::Request &&req,
                      std::shared_ptr<http::ResponseWriter> w,
-                     std::optional<control::Principal> principal, int64_t arrived_ms,
-                     std::chrono::steady_clock::time_point arrived);
+                     std::optional<control::Principal> principal,
+                     std::shared_ptr<CallRecord> rec);
+  // Metrics and the JSON log line of one finished inference call.
+  void record_call(CallRecord &rec);
 
   ServerConfig config_;
   const Clock &clock_;
   std::vector<std::unique_ptr<ServedModel>> models_;
   std::unique_ptr<control::ControlPlane> control_;
   std::unique_ptr<control::BackupScheduler> backups_;
+  telemetry::Registry metrics_;
+  std::unique_ptr<telemetry::RequestLog> request_log_;
+  std::string instance_id_;
   std::string admin_token_;
   std::unique_ptr<http::HttpServer> http_;
   std::atomic<bool> shutting_down_{false};

@@ -74,7 +74,14 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
   c.generated = ev.n_generated;
   c.cached = ev.n_cached;
   c.text += ev.text;
-  if (!first_token_ && ev.token >= 0) first_token_ = std::chrono::steady_clock::now();
+  if (ev.token >= 0) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!first_token_) first_token_ = now;
+    if (hooks_.inter_token && c.last_token != std::chrono::steady_clock::time_point{}) {
+      hooks_.inter_token->observe(std::chrono::duration<double>(now - c.last_token).count());
+    }
+    c.last_token = now;
+  }
   const bool finished = ev.finish != engine::FinishReason::kNone;
   if (finished) {
     c.done = true;
@@ -105,9 +112,10 @@ void InferenceCall::on_rejected(Ticket ticket, const Error &error) {
   finish_if_done();
 }
 
-void InferenceCall::on_compute(Ticket, double engine_seconds) {
+void InferenceCall::on_timing(Ticket, const SeqTiming &timing) {
   std::lock_guard<std::mutex> lk(mu_);
-  engine_seconds_ += engine_seconds;
+  engine_seconds_ += timing.engine_seconds;
+  if (!timing_) timing_ = timing;
 }
 
 http::Headers InferenceCall::run_finish_hook(int status, const api::Usage &usage) {
@@ -124,6 +132,13 @@ http::Headers InferenceCall::run_finish_hook(int status, const api::Usage &usage
   r.latency_ms = ms(now - hooks_.arrived).count();
   r.ttft_ms = first_token_ ? ms(*first_token_ - hooks_.arrived).count() : r.latency_ms;
   r.finish_reason = status == 200 && !choices_.empty() ? choices_[0].finish : "error";
+  if (timing_) {
+    using T = std::chrono::steady_clock::time_point;
+    auto span = [](T a, T b) { return a == T{} || b == T{} ? 0.0 : ms(b - a).count(); };
+    r.queue_ms = span(timing_->submitted, timing_->scheduled);
+    r.prefill_ms = span(timing_->scheduled, timing_->first_token);
+    r.decode_ms = span(timing_->first_token, timing_->finished);
+  }
   hooks_.on_finish(r, add);
   return add;
 }

@@ -17,6 +17,7 @@
 #include "api/openai.h"
 #include "http/response_writer.h"
 #include "server/model_worker.h"
+#include "telemetry/metrics.h"
 
 namespace gantry::server {
 
@@ -29,6 +30,9 @@ struct CallResult {
   double engine_seconds = 0;
   double ttft_ms = 0;
   double latency_ms = 0;
+  double queue_ms = 0;   // submitted → first engine step (of the first choice)
+  double prefill_ms = 0; // first engine step → first token
+  double decode_ms = 0;  // first token → last token
   std::string finish_reason; // of the first choice; "error" when it failed
 };
 
@@ -38,6 +42,7 @@ struct CallHooks {
   // event); may add headers to a non-streamed response (x-gantry-cost-usd).
   std::function<void(const CallResult &, http::Headers &)> on_finish;
   std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
+  telemetry::Histogram *inter_token = nullptr; // observes each gap between a choice's tokens
 };
 
 class InferenceCall final : public TokenSink, public std::enable_shared_from_this<InferenceCall> {
@@ -53,7 +58,7 @@ public:
 
   void on_event(Ticket ticket, const engine::TokenEvent &event) override;
   void on_rejected(Ticket ticket, const Error &error) override;
-  void on_compute(Ticket ticket, double engine_seconds) override;
+  void on_timing(Ticket ticket, const SeqTiming &timing) override;
 
 private:
   struct ChoiceState {
@@ -63,6 +68,7 @@ private:
     int generated = 0;
     int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
+    std::chrono::steady_clock::time_point last_token{};
   };
   int index_of(Ticket t) const;
   void finish_if_done();
@@ -84,6 +90,7 @@ private:
   std::optional<Error> failure_;
   CallHooks hooks_;
   double engine_seconds_ = 0;
+  std::optional<SeqTiming> timing_; // of the first choice to finish
   std::optional<std::chrono::steady_clock::time_point> first_token_;
 };
 

@@ -114,6 +114,7 @@ std::string render_metrics(const Gateway &g) {
   o << "gantry:http_timeouts_total{kind=\"header\"} " << h.header_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"body\"} " << h.body_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"idle\"} " << h.idle_timeouts << '\n';
+  o << g.metrics().render();
   return o.str();
 }
 

@@ -45,7 +45,7 @@ Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
   ++in_flight_;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    inbox_.push_back({t, std::move(request), std::move(sink)});
+    inbox_.push_back({t, std::move(request), std::move(sink), std::chrono::steady_clock::now()});
   }
   cv_.notify_one();
   return t;
@@ -151,7 +151,12 @@ void ModelWorker::run() {
         finished_one();
         continue;
       }
-      active.emplace(*seq, Active{p.ticket, std::move(p.sink), n_prompt});
+      Active a;
+      a.ticket = p.ticket;
+      a.sink = std::move(p.sink);
+      a.prompt_tokens = n_prompt;
+      a.timing.submitted = p.submitted;
+      active.emplace(*seq, std::move(a));
       by_ticket.emplace(p.ticket, *seq);
     }
     inbox.clear();
@@ -166,13 +171,17 @@ void ModelWorker::run() {
 
     const auto t0 = std::chrono::steady_clock::now();
     auto events = eng.step();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto t1 = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(t1 - t0).count();
     int step_total = 0;
     for (const auto &[seq, n] : eng.last_step_tokens()) step_total += n;
     if (step_total > 0) {
       for (const auto &[seq, n] : eng.last_step_tokens()) {
         auto it = active.find(seq);
-        if (it != active.end()) it->second.engine_seconds += dt * n / step_total;
+        if (it == active.end()) continue;
+        SeqTiming &tm = it->second.timing;
+        if (tm.scheduled == std::chrono::steady_clock::time_point{}) tm.scheduled = t0;
+        tm.engine_seconds += dt * n / step_total;
       }
     }
     for (const auto &ev : events) {
@@ -181,7 +190,13 @@ void ModelWorker::run() {
       Active &a = it->second;
       account_started(a);
       if (ev.finish == engine::FinishReason::kCancelled) ++cancelled_;
-      if (ev.finish != engine::FinishReason::kNone) a.sink->on_compute(a.ticket, a.engine_seconds);
+      if (ev.token >= 0 && a.timing.first_token == std::chrono::steady_clock::time_point{}) {
+        a.timing.first_token = t1;
+      }
+      if (ev.finish != engine::FinishReason::kNone) {
+        a.timing.finished = t1;
+        a.sink->on_timing(a.ticket, a.timing);
+      }
       a.sink->on_event(a.ticket, ev);
       if (ev.finish != engine::FinishReason::kNone) {
         by_ticket.erase(a.ticket);

@@ -32,9 +32,18 @@ public:
   virtual void on_event(Ticket ticket, const engine::TokenEvent &event) = 0;
   // The engine refused the request when it reached it (e.g. context too long).
   virtual void on_rejected(Ticket ticket, const Error &error) = 0;
-  // Just before the final event: the request's share of engine time (each step's duration split
-  // between its sequences by their tokens in the step), for per-hour pricing.
-  virtual void on_compute(Ticket, double /*engine_seconds*/) {}
+  // Just before the final event: where the request's time went.
+  virtual void on_timing(Ticket, const struct SeqTiming & /*timing*/) {}
+};
+
+struct SeqTiming {
+  std::chrono::steady_clock::time_point submitted{}; // entered the worker's inbox
+  std::chrono::steady_clock::time_point scheduled{}; // first engine step that included it
+  std::chrono::steady_clock::time_point first_token{};
+  std::chrono::steady_clock::time_point finished{};
+  // Its share of engine time: each step's duration split between the sequences in it by their
+  // tokens in the step (per-hour pricing).
+  double engine_seconds = 0;
 };
 
 struct WorkerConfig {
@@ -88,13 +97,14 @@ private:
     Ticket ticket;
     engine::GenerationRequest request;
     std::shared_ptr<TokenSink> sink;
+    std::chrono::steady_clock::time_point submitted;
   };
   struct Active {
-    Ticket ticket;
+    Ticket ticket = 0;
     std::shared_ptr<TokenSink> sink;
-    int64_t prompt_tokens;
+    int64_t prompt_tokens = 0;
     bool started = false;
-    double engine_seconds = 0;
+    SeqTiming timing;
   };
 
   void run();
