@@ -69,10 +69,15 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
   // And one without the now-required key = 401. Total: 11 inference calls.
   ASSERT_EQ(c.post("/v1/completions", completion_body("Once", {{"max_tokens", 2}}))->status, 401);
 
-  auto m = c.get("/metrics", auth);
-  ASSERT_TRUE(m);
-  ASSERT_EQ(m->status, 200);
-  const std::string &t = m->body;
+  // The engine publishes its token counters right after the step that answered the last call.
+  auto [settled, t] = wait_for_metrics(
+      s->client_options(),
+      [](const std::string &text) {
+        return metric_or_zero(text, "gantry:generation_tokens_total{model_name=\"stories260K\"}") ==
+               23;
+      },
+      5s);
+  EXPECT_TRUE(settled);
   auto v = [&](const std::string &series) { return metric_or_zero(t, series); };
   const std::string sm = "model_name=\"stories260K\"";
   EXPECT_EQ(v("gantry:requests_total{" + sm +
