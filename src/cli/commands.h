@@ -26,5 +26,6 @@ void register_model_commands(CLI::App &app, int &rc);
 void register_generate_command(CLI::App &app, int &rc);
 void register_bench_command(CLI::App &app, int &rc);
 void register_serve_command(CLI::App &app, int &rc);
+void register_db_command(CLI::App &app, int &rc);
 
 } // namespace gantry::cli

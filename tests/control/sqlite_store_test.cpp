@@ -483,6 +483,9 @@ TEST(SqliteStoreTest, RestoreRefusesWhileTheDatabaseIsOpen) {
   const std::string backup = tmp.sub("backup.db");
   auto store = open_ok(live_dir);
   ASSERT_TRUE(store->backup_to(backup).ok());
+  auto self = store->backup_to(tmp.sub("live/gantry.db"));
+  ASSERT_FALSE(self.ok()) << "a backup over the live file would destroy it";
+  EXPECT_EQ(self.error().code, ErrorCode::kInvalidArgument);
   auto st = restore_database(backup, live_dir);
   ASSERT_FALSE(st.ok()) << "a server still has the database open";
   EXPECT_EQ(st.error().code, ErrorCode::kUnavailable) << st.error().message;
