@@ -27,5 +27,6 @@ void register_generate_command(CLI::App &app, int &rc);
 void register_bench_command(CLI::App &app, int &rc);
 void register_serve_command(CLI::App &app, int &rc);
 void register_keys_command(CLI::App &app, int &rc);
+void register_db_command(CLI::App &app, int &rc);
 
 } // namespace gantry::cli

@@ -33,6 +33,7 @@ int main(int argc, char **argv) {
   gantry::cli::register_bench_command(app, rc);
   gantry::cli::register_serve_command(app, rc);
   gantry::cli::register_keys_command(app, rc);
+  gantry::cli::register_db_command(app, rc);
   CLI11_PARSE(app, argc, argv);
   return rc;
 }

@@ -38,6 +38,7 @@ struct LedgerWriterOptions {
 
 class LedgerWriter {
 public:
+  // Throws std::invalid_argument unless 0 < max_batch <= max_pending (a start-up mistake).
   explicit LedgerWriter(Store &store, LedgerWriterOptions options = {});
   ~LedgerWriter();
 

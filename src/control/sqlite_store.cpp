@@ -966,6 +966,10 @@ Status SqliteStore::check() {
 }
 
 Status SqliteStore::backup_to(const std::string &path) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(path, path_, ec)) {
+    return Error::invalid("backup target " + path + " is the live database itself");
+  }
   // Its own read connection: the copy is one read transaction, which in WAL mode blocks no
   // writer, and the store's mutex stays free for them meanwhile.
   GANTRY_ASSIGN_OR_RETURN(DbPtr src, open_connection(path_, SQLITE_OPEN_READONLY));
@@ -991,9 +995,12 @@ Status verify_database_file(const std::string &file) {
   if (!version)
     return Error::corrupt(file + " is not a readable SQLite database (" + version.error().message +
                           ")");
-  GANTRY_ASSIGN_OR_RETURN(std::string integrity, run_integrity_check(db.get()));
-  if (integrity != "ok")
-    return Error::corrupt(file + " failed integrity_check: " + integrity);
+  auto integrity = run_integrity_check(db.get());
+  if (!integrity) {
+    return Error::corrupt(file + " failed integrity_check: " + integrity.error().message);
+  }
+  if (*integrity != "ok")
+    return Error::corrupt(file + " failed integrity_check: " + *integrity);
   if (*version == 0)
     return Error::invalid(file + " is not a Gantry database (no schema version)");
   return check_known_version(*version, file);

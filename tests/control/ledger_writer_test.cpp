@@ -1,0 +1,257 @@
+#include "control/ledger_writer.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+
+#include "control/sqlite_store.h"
+#include "control/temp_dir.h"
+
+namespace gantry::control {
+namespace {
+
+using gantry::testing::TempDir;
+using namespace std::chrono_literals;
+
+UsageRecord row(int64_t id) {
+  UsageRecord r;
+  r.request_id = "req-" + std::to_string(id);
+  r.key_id = "k";
+  r.project = "p";
+  r.model = "m";
+  r.endpoint = "/v1/completions";
+  r.input_tokens = 1;
+  r.created_at_ms = id;
+  return r;
+}
+
+// Forwards to a real store, failing append_usage / touch_keys while `failing` is set, and
+// signals each successful append (so tests wait on an event, never on a sleep).
+class FlakyStore final : public Store {
+public:
+  explicit FlakyStore(Store &real) : real_(real) {}
+
+  std::atomic<int> fail_appends{0}; // the next this many appends fail
+  std::atomic<bool> fail_touches{false};
+  std::atomic<int> append_calls{0};
+
+  std::future<void> next_append() {
+    std::lock_guard lock(mu_);
+    appended_ = std::promise<void>();
+    armed_ = true;
+    return appended_.get_future();
+  }
+
+  Status append_usage(const std::vector<UsageRecord> &rows) override {
+    append_calls.fetch_add(1);
+    if (fail_appends.load() > 0) {
+      fail_appends.fetch_sub(1);
+      return Error::io("disk unplugged (test)");
+    }
+    GANTRY_TRY(real_.append_usage(rows));
+    std::lock_guard lock(mu_);
+    if (armed_) {
+      armed_ = false;
+      appended_.set_value();
+    }
+    return Ok();
+  }
+  Status touch_keys(const std::vector<std::pair<std::string, int64_t>> &t) override {
+    if (fail_touches.load())
+      return Error::io("disk unplugged (test)");
+    return real_.touch_keys(t);
+  }
+
+  Status put_project(const Project &p) override { return real_.put_project(p); }
+  Result<std::optional<Project>> get_project(std::string_view id) override {
+    return real_.get_project(id);
+  }
+  Result<std::vector<Project>> list_projects() override { return real_.list_projects(); }
+  Status insert_key(const ApiKey &k) override { return real_.insert_key(k); }
+  Status update_key(const ApiKey &k) override { return real_.update_key(k); }
+  Result<std::optional<ApiKey>> get_key(std::string_view id) override { return real_.get_key(id); }
+  Result<std::vector<ApiKey>> list_keys(std::string_view project) override {
+    return real_.list_keys(project);
+  }
+  Result<int64_t> count_active_keys(int64_t now) override { return real_.count_active_keys(now); }
+  Result<int64_t> keys_generation() override { return real_.keys_generation(); }
+  Result<UsageTotals> usage_of(OwnerKind kind, std::string_view id, int64_t from) override {
+    return real_.usage_of(kind, id, from);
+  }
+  Result<std::vector<UsageGroup>> usage_report(GroupBy g, int64_t from, int64_t to) override {
+    return real_.usage_report(g, from, to);
+  }
+  Result<int64_t> count_usage() override { return real_.count_usage(); }
+  Status put_budget(const Budget &b) override { return real_.put_budget(b); }
+  Status delete_budget(OwnerKind k, std::string_view id, Period p) override {
+    return real_.delete_budget(k, id, p);
+  }
+  Result<std::vector<Budget>> list_budgets() override { return real_.list_budgets(); }
+  Result<bool> record_alert(OwnerKind k, std::string_view id, int64_t start, int t) override {
+    return real_.record_alert(k, id, start, t);
+  }
+  Status check() override { return real_.check(); }
+  Status backup_to(const std::string &path) override { return real_.backup_to(path); }
+
+private:
+  Store &real_;
+  std::mutex mu_;
+  std::promise<void> appended_;
+  bool armed_ = false;
+};
+
+class LedgerWriterTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto s = SqliteStore::open(tmp_.path());
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    store_ = std::move(s).value();
+    flaky_ = std::make_unique<FlakyStore>(*store_);
+  }
+
+  // Only explicit flush() calls (and max_batch) write: the interval never elapses in a test.
+  LedgerWriterOptions quiet(size_t max_batch = 512) {
+    LedgerWriterOptions o;
+    o.flush_interval = 1h;
+    o.max_batch = max_batch;
+    o.log = [this](std::string_view line) {
+      std::lock_guard lock(log_mu_);
+      log_.emplace_back(line);
+    };
+    return o;
+  }
+  std::vector<std::string> log_lines() {
+    std::lock_guard lock(log_mu_);
+    return log_;
+  }
+
+  TempDir tmp_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<FlakyStore> flaky_;
+  std::mutex log_mu_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(LedgerWriterTest, WritesOneTransactionPerMaxBatchRows) {
+  LedgerWriter w(*flaky_, quiet(100));
+  for (int64_t i = 0; i < 1234; ++i)
+    w.record(row(i));
+  ASSERT_TRUE(w.flush().ok());
+  EXPECT_EQ(w.batches(), 13u) << "ceil(1234 / 100) transactions";
+  EXPECT_EQ(flaky_->append_calls.load(), 13);
+  EXPECT_EQ(w.rows_written(), 1234u);
+  EXPECT_EQ(w.pending(), 0u);
+  EXPECT_EQ(w.dropped(), 0u);
+  EXPECT_EQ(*store_->count_usage(), 1234);
+}
+
+TEST_F(LedgerWriterTest, KeepsRowsWhenTheStoreFailsAndWritesThemLater) {
+  LedgerWriter w(*flaky_, quiet(4));
+  for (int64_t i = 0; i < 10; ++i)
+    w.record(row(i));
+  flaky_->fail_appends = 2;
+  auto st = w.flush();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kIo);
+  EXPECT_EQ(w.pending(), 10u);
+  EXPECT_EQ(w.failures(), 1u);
+  EXPECT_EQ(w.rows_written(), 0u);
+  EXPECT_FALSE(w.flush().ok());
+  EXPECT_EQ(w.failures(), 2u);
+  w.record(row(10));
+  ASSERT_TRUE(w.flush().ok());
+  EXPECT_EQ(w.pending(), 0u);
+  EXPECT_EQ(w.rows_written(), 11u);
+  EXPECT_EQ(w.batches(), 3u);
+  EXPECT_EQ(*store_->count_usage(), 11);
+  auto lines = log_lines();
+  ASSERT_EQ(lines.size(), 2u) << "one line when failing starts, one on recovery";
+  EXPECT_NE(lines[0].find("write failed"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find("recovered"), std::string::npos) << lines[1];
+}
+
+// A row that already reached the ledger (an attempt whose commit landed but whose answer was
+// lost) is written again by the retry and must not be counted twice.
+TEST_F(LedgerWriterTest, RewritingARowAlreadyInTheLedgerCountsItOnce) {
+  LedgerWriter w(*flaky_, quiet(5));
+  for (int64_t i = 0; i < 12; ++i)
+    w.record(row(i));
+  ASSERT_TRUE(store_->append_usage({row(5)}).ok());
+  ASSERT_TRUE(w.flush().ok());
+  EXPECT_EQ(*store_->count_usage(), 12);
+  auto days = store_->usage_daily("0000", "9999");
+  ASSERT_EQ(days->size(), 1u);
+  EXPECT_EQ((*days)[0].totals.requests, 12);
+}
+
+TEST_F(LedgerWriterTest, DropsTheOldestRowsBeyondMaxPending) {
+  auto o = quiet(5);
+  o.max_pending = 10;
+  LedgerWriter w(*flaky_, o);
+  flaky_->fail_appends = 1'000'000;
+  for (int64_t i = 0; i < 25; ++i) {
+    w.record(row(i));
+    (void)w.flush();
+  }
+  EXPECT_EQ(w.pending(), 10u);
+  EXPECT_EQ(w.dropped(), 15u);
+  flaky_->fail_appends = 0;
+  ASSERT_TRUE(w.flush().ok());
+  auto kept = store_->usage_report(GroupBy::kKey, 15, 25);
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].totals.requests, 10) << "the newest 10 rows survive";
+  EXPECT_EQ(*store_->count_usage(), 10);
+}
+
+TEST_F(LedgerWriterTest, TouchedKeepsTheLatestTimePerKeyWithoutBumpingTheGeneration) {
+  ApiKey k;
+  k.id = "k";
+  k.project = "p";
+  k.hash = "h";
+  ASSERT_TRUE(store_->insert_key(k).ok());
+  const int64_t gen = *store_->keys_generation();
+  LedgerWriter w(*flaky_, quiet());
+  flaky_->fail_touches = true;
+  w.touched("k", 100);
+  w.touched("k", 300);
+  EXPECT_FALSE(w.flush().ok());
+  flaky_->fail_touches = false;
+  w.touched("k", 200);
+  ASSERT_TRUE(w.flush().ok());
+  EXPECT_EQ((*store_->get_key("k"))->last_used_at, 300);
+  EXPECT_EQ(*store_->keys_generation(), gen);
+}
+
+TEST_F(LedgerWriterTest, TheWriterThreadFlushesOnItsInterval) {
+  auto o = quiet();
+  o.flush_interval = 10ms;
+  auto appended = flaky_->next_append();
+  LedgerWriter w(*flaky_, o);
+  w.record(row(1));
+  ASSERT_EQ(appended.wait_for(10s), std::future_status::ready) << "no flush after the interval";
+  EXPECT_EQ(*store_->count_usage(), 1);
+}
+
+TEST_F(LedgerWriterTest, TheWriterThreadWakesWhenABatchIsFull) {
+  auto appended = flaky_->next_append();
+  LedgerWriter w(*flaky_, quiet(8)); // the interval (1 h) never elapses
+  for (int64_t i = 0; i < 8; ++i)
+    w.record(row(i));
+  ASSERT_EQ(appended.wait_for(10s), std::future_status::ready) << "a full batch waited";
+  EXPECT_EQ(*store_->count_usage(), 8);
+}
+
+TEST_F(LedgerWriterTest, TheDestructorFlushes) {
+  {
+    LedgerWriter w(*flaky_, quiet());
+    for (int64_t i = 0; i < 7; ++i)
+      w.record(row(i));
+    w.touched("nobody", 5);
+  }
+  EXPECT_EQ(*store_->count_usage(), 7);
+}
+
+} // namespace
+} // namespace gantry::control
