@@ -48,7 +48,7 @@ struct ServerConfig {
   std::chrono::milliseconds body_timeout{30'000};
   std::chrono::milliseconds idle_timeout{60'000};
   std::chrono::milliseconds shutdown_grace{30'000};
-  std::chrono::milliseconds ready_cache{5'000};
+  std::chrono::milliseconds ready_cache{1'000}; // model probe reuse: readiness flips within ~1 s
 
   // Control plane. Secrets (key pepper, admin token, alert webhook secret) come only from the
   // environment or files named there, never from this config.

@@ -263,6 +263,14 @@ http::Handler Gateway::build_routes() {
   r.get("/healthz", [](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     w->respond(http::Response::json(200, R"({"status":"ok"})"));
   });
+  // The listener opens only after every model is loaded, so once this answers, start-up is over
+  // (a Kubernetes startupProbe fails with "connection refused" until then).
+  r.get("/startupz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
+    json::array models;
+    for (const auto &m : models_) models.push_back(json::value(m->spec.name));
+    w->respond(http::Response::json(
+        200, json::serialize(json::object{{"status", "started"}, {"models", std::move(models)}})));
+  });
   r.get("/metrics", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     http::Response resp = http::Response::text(200, render_metrics(*this));
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
