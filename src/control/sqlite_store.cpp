@@ -1,113 +1,19 @@
 #include "control/sqlite_store.h"
 
+#include "control/sqlite_schema.h"
+
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <unordered_map>
 
 namespace gantry::control {
 namespace {
-
-// The schema, one migration per version: migration i takes user_version i to i + 1. Append new
-// migrations; never edit one that has shipped, since databases in the field already ran it.
-constexpr const char *kMigrations[] = {
-    R"sql(
-CREATE TABLE projects (
-  id             TEXT PRIMARY KEY,
-  rpm            INTEGER NOT NULL DEFAULT 0,
-  tpm            INTEGER NOT NULL DEFAULT 0,
-  max_concurrent INTEGER NOT NULL DEFAULT 0,
-  created_at     INTEGER NOT NULL DEFAULT 0
-);
-
--- A key may name a project that has no row (it then has no project limits), so project is not
--- a foreign key.
-CREATE TABLE api_keys (
-  id              TEXT PRIMARY KEY,
-  project         TEXT NOT NULL,
-  name            TEXT NOT NULL DEFAULT '',
-  hash            TEXT NOT NULL,
-  prev_hash       TEXT NOT NULL DEFAULT '',
-  prev_expires_at INTEGER NOT NULL DEFAULT 0,
-  models          TEXT NOT NULL DEFAULT '[]', -- JSON array of model names; [] = all
-  rpm             INTEGER NOT NULL DEFAULT 0,
-  tpm             INTEGER NOT NULL DEFAULT 0,
-  max_concurrent  INTEGER NOT NULL DEFAULT 0,
-  created_at      INTEGER NOT NULL DEFAULT 0,
-  expires_at      INTEGER NOT NULL DEFAULT 0,
-  revoked_at      INTEGER NOT NULL DEFAULT 0,
-  last_used_at    INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX api_keys_project ON api_keys(project);
-
-CREATE TABLE meta (
-  k TEXT PRIMARY KEY,
-  v
-);
-INSERT INTO meta(k, v) VALUES ('keys_generation', 0);
-
-CREATE TABLE usage_ledger (
-  id             INTEGER PRIMARY KEY,
-  request_id     TEXT NOT NULL UNIQUE,
-  key_id         TEXT NOT NULL,
-  project        TEXT NOT NULL,
-  model          TEXT NOT NULL,
-  endpoint       TEXT NOT NULL,
-  input_tokens   INTEGER NOT NULL,
-  output_tokens  INTEGER NOT NULL,
-  cached_tokens  INTEGER NOT NULL,
-  cached         INTEGER NOT NULL,
-  latency_ms     REAL NOT NULL,
-  ttft_ms        REAL NOT NULL,
-  cost_usd       REAL NOT NULL,
-  status         INTEGER NOT NULL,
-  finish_reason  TEXT NOT NULL,
-  created_at_ms  INTEGER NOT NULL
-);
-CREATE INDEX usage_ledger_key ON usage_ledger(key_id, created_at_ms);
-CREATE INDEX usage_ledger_project ON usage_ledger(project, created_at_ms);
-CREATE INDEX usage_ledger_time ON usage_ledger(created_at_ms);
-
-CREATE TABLE usage_daily (
-  day           TEXT NOT NULL, -- 'YYYY-MM-DD', UTC
-  key_id        TEXT NOT NULL,
-  project       TEXT NOT NULL,
-  model         TEXT NOT NULL,
-  requests      INTEGER NOT NULL,
-  input_tokens  INTEGER NOT NULL,
-  output_tokens INTEGER NOT NULL,
-  cost_usd      REAL NOT NULL,
-  PRIMARY KEY (day, key_id, project, model)
-);
-
-CREATE TABLE budgets (
-  owner_kind       TEXT NOT NULL, -- 'key' | 'project'
-  owner_id         TEXT NOT NULL,
-  period           TEXT NOT NULL, -- 'day' | 'month'
-  token_quota      INTEGER NOT NULL,
-  spend_limit_usd  REAL NOT NULL,
-  alert_thresholds TEXT NOT NULL, -- comma-separated percentages, '50,80,100'
-  PRIMARY KEY (owner_kind, owner_id, period)
-);
-
-CREATE TABLE budget_alerts (
-  owner_kind   TEXT NOT NULL,
-  owner_id     TEXT NOT NULL,
-  period_start INTEGER NOT NULL,
-  threshold    INTEGER NOT NULL,
-  fired_at     INTEGER NOT NULL,
-  PRIMARY KEY (owner_kind, owner_id, period_start, threshold)
-);
-)sql",
-};
-
-constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
 // Writers wait this long for another connection (the CLI beside a server) before failing.
 constexpr int kBusyTimeoutMs = 5000;
@@ -248,10 +154,10 @@ Result<std::string> run_integrity_check(sqlite3 *db) {
 }
 
 Status check_known_version(int64_t version, const std::string &path) {
-  if (version > kSchemaVersion) {
+  if (version > sqlite_schema_version()) {
     return Error::unsupported("database " + path + " has schema version " +
                               std::to_string(version) + ", newer than this Gantry knows (" +
-                              std::to_string(kSchemaVersion) +
+                              std::to_string(sqlite_schema_version()) +
                               "); it was written by a newer release: upgrade Gantry");
   }
   return Ok();
@@ -265,9 +171,9 @@ Status migrate(sqlite3 *db, const std::string &path) {
     auto step = [&]() -> Result<bool> {
       GANTRY_ASSIGN_OR_RETURN(int64_t v, user_version(db));
       GANTRY_TRY(check_known_version(v, path));
-      if (v == kSchemaVersion)
+      if (v == sqlite_schema_version())
         return false;
-      GANTRY_TRY(exec(db, kMigrations[v]));
+      GANTRY_TRY(exec(db, sqlite_migrations()[static_cast<size_t>(v)]));
       // PRAGMA takes no bound parameters; the value is our own integer.
       GANTRY_TRY(exec(db, "PRAGMA user_version = " + std::to_string(v + 1)));
       return true;
@@ -362,73 +268,6 @@ Status copy_database(sqlite3 *src, const std::string &dest_path) {
   return fsync_path(parent_dir(dest_path), true);
 }
 
-std::string models_json(const std::vector<std::string> &models) {
-  std::string out = "[";
-  for (const auto &m : models) {
-    if (out.size() > 1)
-      out += ',';
-    out += '"';
-    for (char c : m) {
-      if (c == '"' || c == '\\')
-        out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "]";
-}
-
-Status check_models(const std::vector<std::string> &models) {
-  for (const auto &m : models) {
-    if (m.empty())
-      return Error::invalid("an allowed model name is empty", "models");
-    for (unsigned char c : m) {
-      if (c < 0x20)
-        return Error::invalid("model name has a control character", "models");
-    }
-  }
-  return Ok();
-}
-
-// The models column is decoded by SQLite's JSON reader into names joined by U+001F, which
-// check_models keeps out of names.
-std::vector<std::string> split_models(const std::string &joined) {
-  std::vector<std::string> out;
-  if (joined.empty())
-    return out;
-  size_t start = 0;
-  for (;;) {
-    size_t sep = joined.find('\x1f', start);
-    out.push_back(joined.substr(start, sep == std::string::npos ? sep : sep - start));
-    if (sep == std::string::npos)
-      return out;
-    start = sep + 1;
-  }
-}
-
-std::string thresholds_text(const std::vector<int> &t) {
-  std::string out;
-  for (int v : t)
-    out += (out.empty() ? "" : ",") + std::to_string(v);
-  return out;
-}
-
-Result<std::vector<int>> parse_thresholds(const std::string &s) {
-  std::vector<int> out;
-  const char *p = s.data();
-  const char *end = s.data() + s.size();
-  while (p < end) {
-    int v = 0;
-    auto [next, ec] = std::from_chars(p, end, v);
-    if (ec != std::errc() || (next != end && *next != ',')) {
-      return Error::corrupt("database: bad alert_thresholds '" + s + "'");
-    }
-    out.push_back(v);
-    p = next == end ? end : next + 1;
-  }
-  return out;
-}
-
 constexpr const char *kKeyColumns =
     "SELECT id, project, name, hash, prev_hash, prev_expires_at, "
     "(SELECT group_concat(value, char(31)) FROM json_each(api_keys.models)), rpm, tpm, "
@@ -457,7 +296,7 @@ UsageTotals read_totals(const Query &q, int first) {
 
 } // namespace
 
-int sqlite_schema_version() { return kSchemaVersion; }
+int sqlite_schema_version() { return static_cast<int>(sqlite_migrations().size()); }
 
 std::string database_path(const std::string &data_dir) {
   return (std::filesystem::path(data_dir) / "gantry.db").string();
