@@ -213,9 +213,10 @@ std::string redact_secrets(std::string_view text) {
     if (all_alnum(text, at + 4, kKeyIdLength) && sep + 1 < text.size() && text[sep] == '_' &&
         is_alnum(text[sep + 1])) {
       // Deliberately wider than the exact 43-character secret: a mistyped or truncated secret
-      // is still most of a secret.
+      // is still most of a secret, and '_' is included so that a second key glued onto the
+      // first ("gsk_<id>_<secret>gsk_<id>_<secret>") cannot leave its secret behind.
       std::size_t end = sep + 1;
-      while (end < text.size() && is_alnum(text[end]))
+      while (end < text.size() && (is_alnum(text[end]) || text[end] == '_'))
         ++end;
       out.append(text.substr(i, sep + 1 - i));
       out += "***";
