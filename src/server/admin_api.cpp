@@ -102,7 +102,7 @@ json::object project_json(const control::Project &p) {
 } // namespace
 
 void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::string &token,
-                      const Clock &clock) {
+                      const Clock &clock, const observe::ErrorTracker *errors) {
   // Wraps a handler with the admin-token check (constant-time).
   auto guard = [&token](auto fn) {
     return [&token, fn](http::Request &&req, W w) {
@@ -357,6 +357,18 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
                                  {"data", std::move(data)}});
         }));
 
+  r.get("/admin/v1/errors", guard([errors](http::Request &&req, W w) {
+          size_t limit = 100;
+          if (auto l = req.query_param("limit")) {
+            int64_t n = 0;
+            auto [p, ec] = std::from_chars(l->data(), l->data() + l->size(), n);
+            if (ec != std::errc() || p != l->data() + l->size() || n < 1 || n > 1000) {
+              return send_error(w, Error::invalid("limit must be 1..1000", "limit"));
+            }
+            limit = static_cast<size_t>(n);
+          }
+          w->respond(http::Response::json(200, errors->render_json(limit)));
+        }));
   r.get("/admin/v1/breakers", guard([&ctl](http::Request &&, W w) {
           json::array data;
           for (const auto &m : ctl.breaker_models()) {

@@ -8,10 +8,12 @@
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "http/router.h"
+#include "observe/error_tracker.h"
 
 namespace gantry::server {
 
 void add_admin_routes(http::Router &router, control::ControlPlane &control,
-                      const std::string &admin_token, const Clock &clock);
+                      const std::string &admin_token, const Clock &clock,
+                      const observe::ErrorTracker *errors);
 
 } // namespace gantry::server

@@ -145,7 +145,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "alerts",        "ledger_flush_ms",
                                  "backup",        "metrics",
                                  "request_log",   "request_log_max_mb",
-                                 "request_log_keep", "instance_id"};
+                                 "request_log_keep", "instance_id",
+                                 "sentry_dsn",    "environment"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -169,6 +170,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_int(t, "request_log_max_mb", c.request_log_max_mb, ""));
   GANTRY_TRY(read_int(t, "request_log_keep", c.request_log_keep, ""));
   GANTRY_TRY(read_string(t, "instance_id", c.instance_id, ""));
+  GANTRY_TRY(read_string(t, "sentry_dsn", c.sentry_dsn, ""));
+  GANTRY_TRY(read_string(t, "environment", c.environment, ""));
   if (auto n = t.get("metrics")) {
     auto v = n->value<bool>();
     if (!v) return config_error("metrics", "expected true or false");
@@ -313,6 +316,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.max_queued_requests = static_cast<int>(n);
     } else if (k == "GANTRY_MAX_QUEUED_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
+    } else if (k == "GANTRY_SENTRY_DSN") {
+      c.sentry_dsn = v;
     } else if (k == "GANTRY_REQUEST_LOG") {
       c.request_log = v;
     } else if (k == "GANTRY_AUTH") {

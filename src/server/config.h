@@ -64,6 +64,8 @@ struct ServerConfig {
   int request_log_max_mb = 100;    // rotate the file beyond this
   int request_log_keep = 5;
   std::string instance_id;         // "worker" in log lines; default hostname:pid
+  std::string sentry_dsn;          // forward error groups to Sentry (http:// only); "" = off
+  std::string environment = "production"; // Sentry's environment tag
   // Scheduled online backups of the database; 0 = off.
   std::chrono::seconds backup_interval{0};
   int backup_keep = 7;

@@ -17,6 +17,7 @@
 #include "control/webhook_signature.h"
 #include "http/client.h"
 #include "http/router.h"
+#include "observe/http_poster.h"
 #include "server/admin_api.h"
 #include "server/inference_call.h"
 #include "server/metrics_text.h"
@@ -204,6 +205,21 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     lo.keep = g->config_.request_log_keep;
     GANTRY_ASSIGN_OR_RETURN(g->request_log_, telemetry::RequestLog::open(lo));
   }
+  if (!g->config_.sentry_dsn.empty()) {
+    GANTRY_ASSIGN_OR_RETURN(auto dsn, observe::parse_dsn(g->config_.sentry_dsn));
+    if (auto st = observe::check_postable_url(dsn.envelope_url()); !st) {
+      return Err(Error::invalid("sentry_dsn: " + st.error().message +
+                                " (Gantry posts plain http; point the DSN at a local Sentry "
+                                "Relay or a TLS-terminating proxy)",
+                                "sentry_dsn"));
+    }
+    observe::SentryOptions so;
+    so.context.environment = g->config_.environment;
+    g->sentry_ = std::make_unique<observe::SentryForwarder>(dsn, so, observe::make_http_poster(),
+                                                            clock);
+  }
+  g->errors_ = std::make_unique<observe::ErrorTracker>(clock, observe::ErrorTrackerOptions{},
+                                                       g->sentry_.get());
   g->instance_id_ = g->config_.instance_id;
   if (g->instance_id_.empty()) {
     char host[256] = {};
@@ -249,6 +265,7 @@ bool Gateway::shutdown() {
   for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
   control_->stop(); // flushes the last ledger rows
+  if (sentry_) (void)sentry_->flush(std::chrono::milliseconds(2000));
   return clean;
 }
 
@@ -314,7 +331,7 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/completions", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     handle_inference(static_cast<int>(api::Endpoint::kCompletions), std::move(req), std::move(w));
   });
-  add_admin_routes(r, *control_, admin_token_, clock_);
+  add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
   return std::move(r).into_handler();
 }
 
@@ -596,6 +613,16 @@ void Gateway::record_call(CallRecord &r) {
                        {{"type", r.error_type.empty() ? "unknown" : r.error_type}})
           .inc();
     }
+  }
+  if (r.status >= 500 || (!r.error.empty() && r.status < 400)) {
+    observe::ErrorEvent ev;
+    ev.type = r.error_type.empty() ? "server_error" : r.error_type;
+    ev.message = r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
+    ev.location = r.status < 400 ? "inference.stream" : "inference.response";
+    ev.status = r.status;
+    ev.tags = {{"model", r.model},       {"project", r.project},   {"key_id", r.key_id},
+               {"request_id", r.request_id}, {"endpoint", r.endpoint}};
+    errors_->capture(std::move(ev));
   }
   if (!request_log_) return;
   char ts[40];

@@ -19,6 +19,8 @@
 #include "core/result.h"
 #include "http/server.h"
 #include "server/config.h"
+#include "observe/error_tracker.h"
+#include "observe/sentry.h"
 #include "server/model_worker.h"
 #include "server/observed_writer.h"
 #include "telemetry/metrics.h"
@@ -83,6 +85,9 @@ private:
   std::unique_ptr<control::ControlPlane> control_;
   std::unique_ptr<control::BackupScheduler> backups_;
   telemetry::Registry metrics_;
+  // The forwarder outlives the tracker that feeds it (declared first, destroyed last).
+  std::unique_ptr<observe::SentryForwarder> sentry_;
+  std::unique_ptr<observe::ErrorTracker> errors_;
   std::unique_ptr<telemetry::RequestLog> request_log_;
   std::string instance_id_;
   std::string admin_token_;

@@ -256,6 +256,16 @@ TEST(Control, SpendBreakerOpensAndAdminResetCloses) {
   ASSERT_TRUE(tripped);
   auto err = expect_error(*tripped, 503, "server_error", "model");
   EXPECT_EQ(err["code"], "circuit_open");
+  // Every 5xx lands in the error tracker, grouped, with its tags.
+  ASSERT_EQ(c.post("/v1/completions", body)->status, 503);
+  auto groups = c.get("/admin/v1/errors", admin());
+  ASSERT_TRUE(groups);
+  ASSERT_EQ(groups->status, 200) << groups->body;
+  auto g = parse_object(groups->body);
+  ASSERT_EQ(g["data"].as_array().size(), 1u) << groups->body;
+  auto g0 = g["data"].as_array()[0].as_object();
+  EXPECT_EQ(g0["count"].as_int64(), 2);
+  EXPECT_EQ(g0["sample"].as_object()["tags"].as_object()["model"], "stories260K");
   auto reset = c.post("/admin/v1/breakers/stories260K/reset", "", admin());
   ASSERT_TRUE(reset);
   EXPECT_EQ(reset->status, 200);
