@@ -30,6 +30,9 @@ struct ServeFlags {
   int default_max_tokens = -1;
   std::string chat_template;
   bool no_prefix_cache = false;
+  bool no_cache = false;
+  int64_t cache_max_bytes = -1;
+  int64_t cache_ttl_s = -1;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -52,6 +55,9 @@ int run_serve(const ServeFlags &f) {
   if (f.max_queued_requests > 0) cfg.max_queued_requests = f.max_queued_requests;
   if (f.max_queued_tokens > 0) cfg.max_queued_tokens = f.max_queued_tokens;
   if (f.default_max_tokens > 0) cfg.default_max_tokens = f.default_max_tokens;
+  if (f.no_cache) cfg.cache.enabled = false;
+  if (f.cache_max_bytes >= 0) cfg.cache.max_bytes = static_cast<uint64_t>(f.cache_max_bytes);
+  if (f.cache_ttl_s >= 0) cfg.cache.ttl = std::chrono::seconds(f.cache_ttl_s);
   if (!f.models.empty()) {
     cfg.models.clear();
     for (const auto &m : f.models) {
@@ -168,6 +174,10 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--chat-template", f.chat_template, "force a chat template family by name");
   cmd->add_flag("--no-prefix-cache", f.no_prefix_cache,
                 "do not reuse KV blocks across requests that share a prompt prefix");
+  cmd->add_flag("--no-cache", f.no_cache, "disable the response and embedding caches");
+  cmd->add_option("--cache-max-bytes", f.cache_max_bytes,
+                  "response cache budget in bytes (default 64 MiB)");
+  cmd->add_option("--cache-ttl-s", f.cache_ttl_s, "default cache entry lifetime (default 3600)");
   cmd->callback([&rc] { rc = run_serve(f); });
 }
 

@@ -24,6 +24,14 @@ struct ModelSpec {
   bool prefix_cache = true;    // reuse KV blocks across requests sharing a prompt prefix
 };
 
+// The response and embedding caches (README, "Caching"); `[cache]` in TOML.
+struct CacheConfig {
+  bool enabled = true;
+  uint64_t max_bytes = uint64_t{64} << 20;           // response cache, keys + values + overhead
+  uint64_t embedding_max_bytes = uint64_t{16} << 20; // embedding cache, likewise
+  std::chrono::seconds ttl{3600};                    // default lifetime of an entry
+};
+
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -40,6 +48,7 @@ struct ServerConfig {
   std::chrono::milliseconds idle_timeout{60'000};
   std::chrono::milliseconds shutdown_grace{30'000};
   std::chrono::milliseconds ready_cache{5'000};
+  CacheConfig cache;
 
   Status validate() const;
 };

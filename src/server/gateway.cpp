@@ -4,9 +4,12 @@
 #include <cstdio>
 
 #include "api/openai.h"
+#include "cache/memory_cache.h"
 #include "http/router.h"
+#include "server/cache_replay.h"
 #include "server/inference_call.h"
 #include "server/metrics_text.h"
+#include "server/model_digest.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -55,6 +58,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     auto sm = std::make_unique<ServedModel>();
     sm->spec = spec;
     sm->created = clock.unix_seconds();
+    sm->digest = model_digest((*model)->file());
     if (!spec.chat_template.empty()) {
       GANTRY_ASSIGN_OR_RETURN(sm->chat_format, api::chat_format_from_name(spec.chat_template));
     } else {
@@ -76,6 +80,10 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     sm->worker = std::make_unique<ModelWorker>(std::move(model).value(), wc);
     g->models_.push_back(std::move(sm));
   }
+  const CacheConfig &cc = g->config_.cache;
+  g->response_cache_ =
+      std::make_unique<ResponseCache>(std::make_unique<cache::MemoryCache>(cc.max_bytes, clock),
+                                      ResponseCacheConfig{cc.enabled, cc.ttl});
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -237,10 +245,25 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
   }
   api::ResponseMeta meta{api::id_prefix(endpoint) + req.request_id, m->spec.name,
                          clock_.unix_seconds()};
+  auto cached = response_cache_->lookup({m->spec.name, m->digest}, endpoint, ir.n, choices[0],
+                                        cache_policy(req.header("cache-control"), ir.cache));
+  const http::Header cache_header{"x-gantry-cache",
+                                  std::string(cache_outcome_name(cached.outcome))};
+  if (cached.hit) {
+    replay_cached(endpoint, meta, ir.stream, ir.include_usage, echo, *cached.hit, {cache_header},
+                  *w);
+    return;
+  }
   auto call = std::make_shared<InferenceCall>(endpoint, meta, ir.stream, ir.include_usage, echo,
                                               n_prompt, w, *m->worker);
+  call->add_header(cache_header.name, cache_header.value);
+  if (cached.store_key) call->store_result_in(*response_cache_, *cached.store_key, cached.ttl);
   auto st = call->start(choices);
-  if (!st) w->respond(error_with_retry(st.error()));
+  if (!st) {
+    http::Response r = error_with_retry(st.error());
+    r.headers.push_back(cache_header);
+    w->respond(std::move(r));
+  }
 }
 
 void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {

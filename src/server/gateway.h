@@ -17,6 +17,7 @@
 #include "http/server.h"
 #include "server/config.h"
 #include "server/model_worker.h"
+#include "server/response_cache.h"
 
 namespace gantry::server {
 
@@ -26,6 +27,7 @@ struct ServedModel {
   api::ChatFormat chat_format = api::ChatFormat::kPlain;
   bool template_recognized = true;
   int64_t created = 0;
+  std::string digest; // model_digest() of the file: part of every cache key
   // /readyz: last one-token probe (guarded by Gateway::ready_mu_).
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;
@@ -51,6 +53,7 @@ public:
   const std::vector<std::unique_ptr<ServedModel>> &models() const { return models_; }
   http::ServerStats http_stats() const { return http_->stats(); }
   const ServerConfig &config() const { return config_; }
+  const ResponseCache &response_cache() const { return *response_cache_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
@@ -63,6 +66,7 @@ private:
   const Clock &clock_;
   std::vector<std::unique_ptr<ServedModel>> models_;
   std::unique_ptr<http::HttpServer> http_;
+  std::unique_ptr<ResponseCache> response_cache_;
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;
 };

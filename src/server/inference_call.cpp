@@ -11,6 +11,17 @@ InferenceCall::InferenceCall(api::Endpoint endpoint, api::ResponseMeta meta, boo
       echo_prefix_(std::move(echo_prefix)), prompt_tokens_(prompt_tokens),
       writer_(std::move(writer)), worker_(worker) {}
 
+void InferenceCall::add_header(std::string name, std::string value) {
+  headers_.push_back({std::move(name), std::move(value)});
+}
+
+void InferenceCall::store_result_in(ResponseCache &cache, std::string key,
+                                    std::chrono::seconds ttl) {
+  cache_ = &cache;
+  cache_key_ = std::move(key);
+  cache_ttl_ = ttl;
+}
+
 Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choices) {
   std::unique_lock<std::mutex> lk(mu_);
   choices_.resize(choices.size());
@@ -25,7 +36,7 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
     choices_[i].ticket = *t;
   }
   if (stream_) {
-    writer_->start_sse();
+    writer_->start_sse(headers_);
     for (size_t i = 0; i < choices_.size(); ++i) {
       std::string head = api::render_chunk(endpoint_, meta_, static_cast<int>(i), echo_prefix_,
                                            endpoint_ == api::Endpoint::kChatCompletions, "",
@@ -73,6 +84,7 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
   c.generated = ev.n_generated;
   c.cached = ev.n_cached;
   c.text += ev.text;
+  if (cache_ && !ev.text.empty()) c.pieces.push_back(ev.text);
   const bool finished = ev.finish != engine::FinishReason::kNone;
   if (finished) {
     c.done = true;
@@ -117,6 +129,7 @@ void InferenceCall::finish_if_done() {
   for (const auto &c : choices_) usage.completion_tokens += c.generated;
   // The prompt is counted once for all choices; report the best reuse among them.
   for (const auto &c : choices_) usage.cached_tokens = std::max(usage.cached_tokens, c.cached);
+  if (cache_ && !failure_) store_result();
   if (stream_) {
     if (failed) {
       writer_->send_event(http::error_response(*failure_).body);
@@ -128,14 +141,28 @@ void InferenceCall::finish_if_done() {
     return;
   }
   if (failed) {
-    writer_->respond(http::error_response(*failure_));
+    http::Response r = http::error_response(*failure_);
+    r.headers.insert(r.headers.end(), headers_.begin(), headers_.end());
+    writer_->respond(std::move(r));
     return;
   }
   std::vector<api::Choice> out;
   for (size_t i = 0; i < choices_.size(); ++i) {
     out.push_back({static_cast<int>(i), echo_prefix_ + choices_[i].text, choices_[i].finish});
   }
-  writer_->respond(http::Response::json(200, api::render_response(endpoint_, meta_, out, usage)));
+  http::Response r = http::Response::json(200, api::render_response(endpoint_, meta_, out, usage));
+  r.headers = headers_;
+  writer_->respond(std::move(r));
+}
+
+void InferenceCall::store_result() {
+  CachedCompletion result;
+  result.prompt_tokens = prompt_tokens_;
+  for (auto &c : choices_) {
+    if (c.finish != "stop" && c.finish != "length") return;
+    result.choices.push_back({std::move(c.pieces), c.finish, c.generated});
+  }
+  cache_->store(cache_key_, cache_ttl_, result);
 }
 
 } // namespace gantry::server

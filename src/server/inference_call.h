@@ -6,6 +6,7 @@
 // an I/O thread (cancel). mu_ orders them.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "api/openai.h"
 #include "http/response_writer.h"
 #include "server/model_worker.h"
+#include "server/response_cache.h"
 
 namespace gantry::server {
 
@@ -23,6 +25,12 @@ public:
   InferenceCall(api::Endpoint endpoint, api::ResponseMeta meta, bool stream, bool include_usage,
                 std::string echo_prefix, int prompt_tokens,
                 std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker);
+
+  // Both before start(). A header added to whichever response is sent (x-gantry-cache).
+  void add_header(std::string name, std::string value);
+  // Stores the result under `key` once every choice finished with stop or length; a cancelled
+  // or failed call stores nothing.
+  void store_result_in(ResponseCache &cache, std::string key, std::chrono::seconds ttl);
 
   // Submits one sequence per choice; on failure nothing stays queued and the error is returned
   // for the caller to send.
@@ -39,10 +47,12 @@ private:
     int generated = 0;
     int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
+    std::vector<std::string> pieces; // each event's text, kept only for the response cache
   };
   int index_of(Ticket t) const;
   void finish_if_done();
   void cancel_all();
+  void store_result();
 
   const api::Endpoint endpoint_;
   const api::ResponseMeta meta_;
@@ -52,6 +62,10 @@ private:
   const int prompt_tokens_;
   std::shared_ptr<http::ResponseWriter> writer_;
   ModelWorker &worker_;
+  http::Headers headers_;
+  ResponseCache *cache_ = nullptr;
+  std::string cache_key_;
+  std::chrono::seconds cache_ttl_{0};
 
   std::mutex mu_;
   std::vector<ChoiceState> choices_;
