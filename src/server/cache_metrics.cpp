@@ -27,6 +27,7 @@ void family(std::ostream &o, const std::vector<Row> &rows, std::string_view name
 void render_cache_metrics(std::ostream &o, const Gateway &g) {
   std::vector<Row> rows;
   rows.push_back({"response", g.response_cache().counters(), g.response_cache().store_stats()});
+  rows.push_back({"embedding", g.embeddings().counters(), g.embeddings().store_stats()});
   family(o, rows, "cache_hits_total", "counter",
          "Requests (or embedding inputs) served from cache.",
          [](const Row &r) { return r.counters.hits; });

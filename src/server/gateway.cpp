@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <cstdio>
 
+#include "api/embeddings.h"
 #include "api/openai.h"
 #include "cache/memory_cache.h"
 #include "http/router.h"
@@ -84,6 +85,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   g->response_cache_ =
       std::make_unique<ResponseCache>(std::make_unique<cache::MemoryCache>(cc.max_bytes, clock),
                                       ResponseCacheConfig{cc.enabled, cc.ttl});
+  g->embeddings_ = std::make_unique<EmbeddingService>(
+      std::make_unique<cache::MemoryCache>(cc.embedding_max_bytes, clock), cc.enabled, cc.ttl);
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -165,7 +168,29 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/completions", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     handle_inference(static_cast<int>(api::Endpoint::kCompletions), std::move(req), std::move(w));
   });
+  r.post("/v1/embeddings", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    handle_embeddings(std::move(req), std::move(w));
+  });
   return std::move(r).into_handler();
+}
+
+void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+  if (shutting_down_.load()) {
+    w->respond(http::error_response({ErrorCode::kUnavailable, "the server is shutting down", ""}));
+    return;
+  }
+  auto parsed = api::parse_embedding_request(req.body);
+  if (!parsed) {
+    w->respond(http::error_response(parsed.error()));
+    return;
+  }
+  ServedModel *m = find_model(parsed->model);
+  if (!m) {
+    w->respond(http::error_response(
+        {ErrorCode::kNotFound, "The model '" + parsed->model + "' does not exist", "model"}));
+    return;
+  }
+  embeddings_->handle(*m, std::move(parsed).value(), req.header("cache-control"), std::move(w));
 }
 
 void Gateway::handle_inference(int endpoint_int, http::Request &&req,

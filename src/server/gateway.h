@@ -16,6 +16,7 @@
 #include "core/result.h"
 #include "http/server.h"
 #include "server/config.h"
+#include "server/embedding_service.h"
 #include "server/model_worker.h"
 #include "server/response_cache.h"
 
@@ -54,6 +55,7 @@ public:
   http::ServerStats http_stats() const { return http_->stats(); }
   const ServerConfig &config() const { return config_; }
   const ResponseCache &response_cache() const { return *response_cache_; }
+  const EmbeddingService &embeddings() const { return *embeddings_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
@@ -61,12 +63,14 @@ private:
   ServedModel *find_model(std::string_view name);
   void handle_inference(int endpoint, http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
   void handle_ready(std::shared_ptr<http::ResponseWriter> w);
+  void handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
 
   ServerConfig config_;
   const Clock &clock_;
   std::vector<std::unique_ptr<ServedModel>> models_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ResponseCache> response_cache_;
+  std::unique_ptr<EmbeddingService> embeddings_;
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;
 };

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +34,10 @@ public:
   // The engine refused the request when it reached it (e.g. context too long).
   virtual void on_rejected(Ticket ticket, const Error &error) = 0;
 };
+
+// Receives the vectors of one embed() call, in input order, or why it failed. Called once, on
+// the engine thread.
+using EmbedDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
 
 struct WorkerConfig {
   std::string name;
@@ -71,6 +76,11 @@ public:
   // Queues a request. kQueueFull when the waiting queue is over its bounds, kUnavailable after
   // stop(). The sink is kept until the request's final event.
   Result<Ticket> submit(engine::GenerationRequest request, std::shared_ptr<TokenSink> sink);
+  // Queues embeddings of `inputs` (token ids), computed between engine steps one input at a
+  // time, so generation keeps running. Counts as one waiting request for the queue bounds;
+  // kQueueFull / kUnavailable like submit(). Input errors (too long, bad ids) arrive in `done`
+  // naming "input" or "input[i]".
+  Status embed(std::vector<std::vector<int32_t>> inputs, EmbedDone done);
   // The request finishes with kCancelled at the engine's next step. Safe for unknown tickets.
   void cancel(Ticket ticket);
   void cancel_all();
@@ -86,6 +96,12 @@ private:
     engine::GenerationRequest request;
     std::shared_ptr<TokenSink> sink;
   };
+  struct EmbedJob {
+    std::vector<std::vector<int32_t>> inputs;
+    EmbedDone done;
+    int64_t tokens = 0;
+    std::vector<std::vector<float>> out;
+  };
   struct Active {
     Ticket ticket;
     std::shared_ptr<TokenSink> sink;
@@ -96,6 +112,10 @@ private:
   void run();
   void account_started(Active &a);
   void finished_one(); // a submitted request ended (any way)
+  Result<int64_t> reserve_queue_slot(int64_t tokens); // tokens reserved, or kQueueFull
+  // Runs the next input of the first job; false when it must wait for KV blocks.
+  bool embed_next(engine::Engine &eng, std::deque<EmbedJob> &jobs);
+  void finish_job(std::deque<EmbedJob> &jobs, Result<std::vector<std::vector<float>>> result);
 
   std::unique_ptr<engine::Model> model_;
   WorkerConfig config_;
@@ -105,6 +125,7 @@ private:
   std::condition_variable cv_;
   std::condition_variable idle_cv_; // in_flight_ reached 0
   std::deque<Pending> inbox_;
+  std::deque<EmbedJob> embed_inbox_;
   std::vector<Ticket> cancels_;
   bool cancel_all_ = false;
   bool stop_ = false;
