@@ -82,6 +82,12 @@ KeyBuilder &KeyBuilder::add(std::string_view name, uint64_t value) {
   return field(name, 'u', b);
 }
 
+KeyBuilder &KeyBuilder::add(std::string_view name, const std::optional<uint64_t> &value) {
+  if (!value.has_value())
+    return field(name, 'n', {});
+  return add(name, value.value());
+}
+
 KeyBuilder &KeyBuilder::add(std::string_view name, bool value) {
   return field(name, 'b', value ? "\1" : std::string_view("\0", 1));
 }

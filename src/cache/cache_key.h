@@ -48,11 +48,8 @@ public:
   KeyBuilder &add(std::string_view name, bool value);
   KeyBuilder &add(std::string_view name, float value);
   KeyBuilder &add(std::string_view name, std::span<const int32_t> values);
-  template <typename T> KeyBuilder &add(std::string_view name, const std::optional<T> &value) {
-    if (!value)
-      return field(name, 'n', {});
-    return add(name, *value);
-  }
+  // An absent value has its own encoding, distinct from every present one.
+  KeyBuilder &add(std::string_view name, const std::optional<uint64_t> &value);
 
   std::string finish() const;
 
