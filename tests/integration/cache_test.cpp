@@ -247,6 +247,30 @@ TEST_F(CacheTest, NChoicesAreCachedTogether) {
   EXPECT_EQ(parse_object(b.body).at("choices").as_array().size(), 3u);
 }
 
+// A stream cut off by its client is cancelled in the engine; its partial result must not be
+// stored (a later identical request would otherwise get a truncated answer).
+TEST(CacheCancelTest, CancelledResultIsNotStored) {
+  auto started = ServerProcess::start({"--threads", "1", "--ctx", "4096"});
+  ASSERT_TRUE(started) << started.error().message;
+  const auto opts = (*started)->client_options();
+  const std::string cancelled = model_series("gantry:request_cancelled_total");
+  json::object extra{
+      {"max_tokens", 4000}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true}};
+  http::HttpClient c(opts);
+  auto s =
+      c.open_sse(http::Method::kPost, "/v1/chat/completions", chat_body("Once upon a time", extra));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(find_header(s->headers(), "x-gantry-cache").value_or(""), "miss");
+  ASSERT_EQ(read_stream(*s, 3).events.size(), 3u);
+  s->close();
+  auto [done, m] = wait_for_metrics(
+      opts, [&](const std::string &m) { return metric_or_zero(m, cancelled) == 1; },
+      std::chrono::seconds(10));
+  ASSERT_TRUE(done) << "the stream was not cancelled:\n" << m;
+  EXPECT_EQ(metric_or_zero(m, "gantry:cache_stores_total{cache=\"response\"}"), 0) << m;
+  EXPECT_EQ(metric_or_zero(m, "gantry:cache_entries{cache=\"response\"}"), 0) << m;
+}
+
 TEST(CacheDisabledTest, NoCacheFlagBypassesEverything) {
   auto s = ServerProcess::start({"--threads", "1", "--no-cache"});
   ASSERT_TRUE(s) << s.error().message;
