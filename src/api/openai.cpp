@@ -160,6 +160,31 @@ Status parse_stop(const json::value &v, InferenceRequest &r) {
   return Ok();
 }
 
+} // namespace
+
+Result<CacheOption> parse_cache_option(const json::value &v) {
+  CacheOption c;
+  if (v.is_bool()) {
+    c.enabled = v.as_bool();
+    return c;
+  }
+  if (!v.is_object())
+    return bad("'cache' must be a boolean or an object like {\"ttl\": 60}", "cache");
+  for (const auto &[k, val] : v.as_object()) {
+    if (k != "ttl")
+      return bad("Unrecognized cache option: " + std::string(k), "cache." + std::string(k));
+    GANTRY_ASSIGN_OR_RETURN(int64_t ttl, integer(val, "cache.ttl"));
+    if (ttl < 0 || ttl > kMaxCacheTtlS) {
+      return bad("'cache.ttl' must be between 0 and " + std::to_string(kMaxCacheTtlS) + " seconds",
+                 "cache.ttl");
+    }
+    c.ttl_s = ttl;
+  }
+  return c;
+}
+
+namespace {
+
 // Fields accepted and ignored: they do not change generation here.
 bool ignored_field(std::string_view k) {
   return k == "store" || k == "metadata" || k == "service_tier" || k == "parallel_tool_calls" ||
@@ -242,6 +267,8 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
       GANTRY_TRY(parse_stop(v, r));
     } else if (key == "user") {
       GANTRY_ASSIGN_OR_RETURN(r.user, string(v, key));
+    } else if (key == "cache") {
+      GANTRY_ASSIGN_OR_RETURN(r.cache, parse_cache_option(v));
     } else if (key == "ignore_eos") {
       GANTRY_ASSIGN_OR_RETURN(r.ignore_eos, boolean(v, key));
     } else if (!chat && key == "echo") {

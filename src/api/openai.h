@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/cache_option.h"
 #include "api/chat_template.h"
 #include "core/result.h"
 #include "engine/sampling/sampler.h"
@@ -35,6 +36,7 @@ struct InferenceRequest {
   bool echo = false;       // completions: prepend the prompt to the text
   bool ignore_eos = false; // vLLM extension
   std::string user;
+  CacheOption cache;
 };
 
 // Parses and validates a body. Errors carry the offending field in `param` and a message in

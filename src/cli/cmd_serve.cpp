@@ -33,6 +33,9 @@ struct ServeFlags {
   std::string request_log;
   std::string auth;
   bool no_metrics = false;
+  bool no_cache = false;
+  int64_t cache_max_bytes = -1;
+  int64_t cache_ttl_s = -1;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -58,6 +61,9 @@ int run_serve(const ServeFlags &f) {
   if (!f.request_log.empty()) cfg.request_log = f.request_log;
   if (!f.auth.empty()) cfg.auth = f.auth;
   if (f.no_metrics) cfg.metrics = false;
+  if (f.no_cache) cfg.cache.enabled = false;
+  if (f.cache_max_bytes >= 0) cfg.cache.max_bytes = static_cast<uint64_t>(f.cache_max_bytes);
+  if (f.cache_ttl_s >= 0) cfg.cache.ttl = std::chrono::seconds(f.cache_ttl_s);
   if (!f.models.empty()) {
     cfg.models.clear();
     for (const auto &m : f.models) {
@@ -178,6 +184,10 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_flag("--no-metrics", f.no_metrics, "skip request histograms/counters (benchmarks)");
   cmd->add_flag("--no-prefix-cache", f.no_prefix_cache,
                 "do not reuse KV blocks across requests that share a prompt prefix");
+  cmd->add_flag("--no-cache", f.no_cache, "disable the response and embedding caches");
+  cmd->add_option("--cache-max-bytes", f.cache_max_bytes,
+                  "response cache budget in bytes (default 64 MiB)");
+  cmd->add_option("--cache-ttl-s", f.cache_ttl_s, "default cache entry lifetime (default 3600)");
   cmd->callback([&rc] { rc = run_serve(f); });
 }
 

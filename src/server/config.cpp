@@ -66,6 +66,33 @@ Status read_ms(const toml::table &t, const char *key, std::chrono::milliseconds 
   return Ok();
 }
 
+Status read_cache_table(const toml::node &n, CacheConfig &c) {
+  const toml::table *t = n.as_table();
+  if (!t) return config_error("cache", "expected a table");
+  for (const auto &[k, v] : *t) {
+    if (k.str() != "enabled" && k.str() != "max_bytes" && k.str() != "embedding_max_bytes" &&
+        k.str() != "ttl_s") {
+      return config_error("cache." + std::string(k.str()), "unknown key");
+    }
+  }
+  if (auto e = t->get("enabled")) {
+    // value<bool>() would also accept 0 and 1; a typed TOML boolean is asked for.
+    if (!e->is_boolean()) return config_error("cache.enabled", "expected true or false");
+    c.enabled = *e->value<bool>();
+  }
+  for (auto [key, out] : {std::pair{"max_bytes", &c.max_bytes},
+                          std::pair{"embedding_max_bytes", &c.embedding_max_bytes}}) {
+    auto n = static_cast<int64_t>(*out);
+    GANTRY_TRY(read_int(*t, key, n, "cache."));
+    if (n < 0) return config_error("cache." + std::string(key), "must not be negative");
+    *out = static_cast<uint64_t>(n);
+  }
+  int64_t ttl = c.ttl.count();
+  GANTRY_TRY(read_int(*t, "ttl_s", ttl, "cache."));
+  c.ttl = std::chrono::seconds(ttl);
+  return Ok();
+}
+
 } // namespace
 
 Result<ModelSpec> parse_model_arg(const std::string &arg) {
@@ -121,6 +148,7 @@ Status ServerConfig::validate() const {
     if (m.breaker_window_s < 1) return config_error(p + "breaker_window_s", "must be at least 1");
     if (m.breaker_cooldown_s < 0) return config_error(p + "breaker_cooldown_s", "must be >= 0");
   }
+  if (cache.ttl.count() < 1) return config_error("cache.ttl_s", "must be at least 1");
   return Ok();
 }
 
@@ -146,7 +174,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "backup",        "metrics",
                                  "request_log",   "request_log_max_mb",
                                  "request_log_keep", "instance_id",
-                                 "sentry_dsn",    "environment"};
+                                 "sentry_dsn",    "environment",
+                                 "cache"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -219,6 +248,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
     }
     GANTRY_TRY(read_string(*a, "webhook_url", c.alert_webhook_url, "alerts."));
   }
+  if (auto n = t.get("cache")) GANTRY_TRY(read_cache_table(*n, c.cache));
   if (auto *arr = t["models"].as_array()) {
     c.models.clear();
     for (size_t i = 0; i < arr->size(); ++i) {
@@ -325,6 +355,18 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
     } else if (k == "GANTRY_DEFAULT_MAX_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
       c.default_max_tokens = static_cast<int>(n);
+    } else if (k == "GANTRY_CACHE") {
+      if (v != "0" && v != "1" && v != "true" && v != "false") {
+        return config_error(k, "expected 0, 1, true or false, got '" + v + "'");
+      }
+      c.cache.enabled = v == "1" || v == "true";
+    } else if (k == "GANTRY_CACHE_MAX_BYTES") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
+      if (n < 0) return config_error(k, "must not be negative");
+      c.cache.max_bytes = static_cast<uint64_t>(n);
+    } else if (k == "GANTRY_CACHE_TTL_S") {
+      GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
+      c.cache.ttl = std::chrono::seconds(n);
     }
     // Other GANTRY_* names belong to other subcommands or later features; ignored here.
   }

@@ -33,6 +33,14 @@ struct ModelSpec {
   int breaker_cooldown_s = 300;
 };
 
+// The response and embedding caches (README, "Caching"); `[cache]` in TOML.
+struct CacheConfig {
+  bool enabled = true;
+  uint64_t max_bytes = uint64_t{64} << 20;           // response cache, keys + values + overhead
+  uint64_t embedding_max_bytes = uint64_t{16} << 20; // embedding cache, likewise
+  std::chrono::seconds ttl{3600};                    // default lifetime of an entry
+};
+
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -70,6 +78,7 @@ struct ServerConfig {
   std::chrono::seconds backup_interval{0};
   int backup_keep = 7;
   std::string backup_dir; // default <data_dir>/backups
+  CacheConfig cache;
 
   Status validate() const;
 };

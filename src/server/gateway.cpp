@@ -11,7 +11,9 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "api/embeddings.h"
 #include "api/openai.h"
+#include "cache/memory_cache.h"
 #include "control/api_key.h"
 #include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
@@ -19,8 +21,10 @@
 #include "http/router.h"
 #include "observe/http_poster.h"
 #include "server/admin_api.h"
+#include "server/cache_replay.h"
 #include "server/inference_call.h"
 #include "server/metrics_text.h"
+#include "server/model_digest.h"
 #include "server/recording_writer.h"
 
 namespace gantry::server {
@@ -130,6 +134,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     auto sm = std::make_unique<ServedModel>();
     sm->spec = spec;
     sm->created = clock.unix_seconds();
+    sm->digest = model_digest((*model)->file());
     if (!spec.chat_template.empty()) {
       GANTRY_ASSIGN_OR_RETURN(sm->chat_format, api::chat_format_from_name(spec.chat_template));
     } else {
@@ -227,6 +232,13 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     g->instance_id_ = std::string(host) + ":" + std::to_string(::getpid());
   }
 
+  const CacheConfig &cache_cfg = g->config_.cache;
+  g->response_cache_ = std::make_unique<ResponseCache>(
+      std::make_unique<cache::MemoryCache>(cache_cfg.max_bytes, clock),
+      ResponseCacheConfig{cache_cfg.enabled, cache_cfg.ttl});
+  g->embeddings_ = std::make_unique<EmbeddingService>(
+      std::make_unique<cache::MemoryCache>(cache_cfg.embedding_max_bytes, clock),
+      cache_cfg.enabled, cache_cfg.ttl);
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -331,8 +343,70 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/completions", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     handle_inference(static_cast<int>(api::Endpoint::kCompletions), std::move(req), std::move(w));
   });
+  r.post("/v1/embeddings", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    handle_embeddings(std::move(req), std::move(w));
+  });
   add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
   return std::move(r).into_handler();
+}
+
+void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+  if (shutting_down_.load()) {
+    w->respond(http::error_response({ErrorCode::kUnavailable, "the server is shutting down", ""}));
+    return;
+  }
+  auto rec = std::make_shared<CallRecord>();
+  rec->arrived_unix_ms = clock_.unix_millis();
+  rec->request_id = req.request_id;
+  rec->endpoint = req.path;
+  // Filled once admitted; settled when the response is complete (the record's done callback).
+  auto admission = std::make_shared<std::shared_ptr<control::Admission>>();
+  w = std::make_shared<ObservedWriter>(std::move(w), rec, [this, admission](CallRecord &r) {
+    if (*admission) {
+      control::Outcome o;
+      o.status = r.status;
+      o.latency_ms = r.latency_ms;
+      o.finish_reason = r.status == 200 ? "stop" : "error";
+      control_->finish(**admission, o);
+    }
+    record_call(r);
+  });
+  auto principal = authenticate(req, w);
+  if (!principal) return;
+  if (*principal) {
+    rec->key_id = (*principal)->key_id;
+    rec->project = (*principal)->project;
+  }
+  auto parsed = api::parse_embedding_request(req.body);
+  if (!parsed) {
+    w->respond(http::error_response(parsed.error()));
+    return;
+  }
+  ServedModel *m = find_model(parsed->model);
+  if (!m) {
+    w->respond(http::error_response(
+        {ErrorCode::kNotFound, "The model '" + parsed->model + "' does not exist", "model"}));
+    return;
+  }
+  rec->model = m->spec.name;
+  // Embeddings count against the request limits, the model allow-list and the breaker; their
+  // tokens are known only after tokenization inside the service, so none are reserved.
+  control::AdmitRequest ar;
+  ar.principal = *principal ? &**principal : nullptr;
+  ar.model = m->spec.name;
+  ar.endpoint = req.path;
+  ar.request_id = req.request_id;
+  ar.arrived_ms = rec->arrived_unix_ms;
+  control::RateSnapshot refusal;
+  auto adm = control_->admit(ar, &refusal);
+  if (!adm) {
+    http::Response r = error_with_retry(adm.error());
+    for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+    w->respond(std::move(r));
+    return;
+  }
+  *admission = std::move(adm).value();
+  embeddings_->handle(*m, std::move(parsed).value(), req.header("cache-control"), std::move(w));
 }
 
 std::optional<std::optional<control::Principal>>
@@ -555,15 +629,48 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   };
   api::ResponseMeta meta{api::id_prefix(endpoint) + req.request_id, m->spec.name,
                          clock_.unix_seconds()};
+  auto cached = response_cache_->lookup({m->spec.name, m->digest}, endpoint, ir.n, choices[0],
+                                        cache_policy(req.header("cache-control"), ir.cache));
+  const http::Header cache_header{"x-gantry-cache",
+                                  std::string(cache_outcome_name(cached.outcome))};
+  if (cached.hit) {
+    // A hit ran no engine work: the admission is settled as cached (cost 0, every reserved
+    // token refunded) but still counts as a request against RPM, and gets its ledger row.
+    control::Outcome o;
+    o.cached = true;
+    o.input_tokens = cached.hit->prompt_tokens;
+    for (const auto &c : cached.hit->choices) o.output_tokens += c.completion_tokens;
+    o.cached_tokens = o.input_tokens;
+    o.finish_reason = cached.hit->choices.empty() ? "" : cached.hit->choices[0].finish_reason;
+    o.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             rec->arrived)
+                       .count();
+    o.ttft_ms = o.latency_ms;
+    control_->finish(*admission, o);
+    rec->cached = true;
+    rec->input_tokens = o.input_tokens;
+    rec->output_tokens = o.output_tokens;
+    rec->cached_tokens = o.cached_tokens;
+    rec->finish_reason = o.finish_reason;
+    http::Headers hs = rate_headers(admission->snapshot);
+    hs.push_back(cache_header);
+    hs.push_back({"x-gantry-cost-usd", "0.00000000"});
+    replay_cached(endpoint, meta, ir.stream, ir.include_usage, echo, *cached.hit, hs, *w);
+    return;
+  }
   auto call = std::make_shared<InferenceCall>(endpoint, meta, ir.stream, ir.include_usage, echo,
                                               n_prompt, w, *m->worker, std::move(hooks));
+  call->add_header(cache_header.name, cache_header.value);
+  if (cached.store_key) call->store_result_in(*response_cache_, *cached.store_key, cached.ttl);
   auto st = call->start(choices);
   if (!st) {
     control::Outcome o;
     o.status = http_status(st.error().code);
     o.finish_reason = std::string(error_code_name(st.error().code));
     control_->finish(*admission, o);
-    w->respond(error_with_retry(st.error()));
+    http::Response r = error_with_retry(st.error());
+    r.headers.push_back(cache_header);
+    w->respond(std::move(r));
   }
 }
 

@@ -25,6 +25,9 @@
 #include "server/observed_writer.h"
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
+#include "server/embedding_service.h"
+#include "server/model_worker.h"
+#include "server/response_cache.h"
 
 namespace gantry::server {
 
@@ -34,6 +37,7 @@ struct ServedModel {
   api::ChatFormat chat_format = api::ChatFormat::kPlain;
   bool template_recognized = true;
   int64_t created = 0;
+  std::string digest; // model_digest() of the file: part of every cache key
   // /readyz: last one-token probe (guarded by Gateway::ready_mu_).
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;
@@ -62,6 +66,8 @@ public:
   control::ControlPlane &control() const { return *control_; }
   const telemetry::Registry &metrics() const { return metrics_; }
   const telemetry::RequestLog *request_log() const { return request_log_.get(); }
+  const ResponseCache &response_cache() const { return *response_cache_; }
+  const EmbeddingService &embeddings() const { return *embeddings_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
@@ -78,6 +84,7 @@ private:
                      std::shared_ptr<CallRecord> rec);
   // Metrics and the JSON log line of one finished inference call.
   void record_call(CallRecord &rec);
+  void handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
 
   ServerConfig config_;
   const Clock &clock_;
@@ -92,6 +99,8 @@ private:
   std::string instance_id_;
   std::string admin_token_;
   std::unique_ptr<http::HttpServer> http_;
+  std::unique_ptr<ResponseCache> response_cache_;
+  std::unique_ptr<EmbeddingService> embeddings_;
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;
 };

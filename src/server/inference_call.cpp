@@ -12,6 +12,17 @@ InferenceCall::InferenceCall(api::Endpoint endpoint, api::ResponseMeta meta, boo
       echo_prefix_(std::move(echo_prefix)), prompt_tokens_(prompt_tokens),
       writer_(std::move(writer)), worker_(worker), hooks_(std::move(hooks)) {}
 
+void InferenceCall::add_header(std::string name, std::string value) {
+  headers_.push_back({std::move(name), std::move(value)});
+}
+
+void InferenceCall::store_result_in(ResponseCache &cache, std::string key,
+                                    std::chrono::seconds ttl) {
+  cache_ = &cache;
+  cache_key_ = std::move(key);
+  cache_ttl_ = ttl;
+}
+
 Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choices) {
   std::unique_lock<std::mutex> lk(mu_);
   choices_.resize(choices.size());
@@ -26,7 +37,9 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
     choices_[i].ticket = *t;
   }
   if (stream_) {
-    writer_->start_sse(hooks_.headers);
+    http::Headers sse_headers = hooks_.headers;
+    sse_headers.insert(sse_headers.end(), headers_.begin(), headers_.end());
+    writer_->start_sse(std::move(sse_headers));
     for (size_t i = 0; i < choices_.size(); ++i) {
       std::string head = api::render_chunk(endpoint_, meta_, static_cast<int>(i), echo_prefix_,
                                            endpoint_ == api::Endpoint::kChatCompletions, "",
@@ -82,6 +95,7 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
     }
     c.last_token = now;
   }
+  if (cache_ && !ev.text.empty()) c.pieces.push_back(ev.text);
   const bool finished = ev.finish != engine::FinishReason::kNone;
   if (finished) {
     c.done = true;
@@ -157,6 +171,7 @@ void InferenceCall::finish_if_done() {
   for (const auto &c : choices_) usage.completion_tokens += c.generated;
   // The prompt is counted once for all choices; report the best reuse among them.
   for (const auto &c : choices_) usage.cached_tokens = std::max(usage.cached_tokens, c.cached);
+  if (cache_ && !failure_) store_result();
   const int status = failed ? http_status(failure_->code) : 200;
   http::Headers added = run_finish_hook(status, usage);
   if (stream_) {
@@ -171,6 +186,7 @@ void InferenceCall::finish_if_done() {
   }
   if (failed) {
     http::Response r = http::error_response(*failure_);
+    r.headers.insert(r.headers.end(), headers_.begin(), headers_.end());
     for (auto &h : hooks_.headers) r.headers.push_back(h);
     for (auto &h : added) r.headers.push_back(std::move(h));
     writer_->respond(std::move(r));
@@ -181,9 +197,20 @@ void InferenceCall::finish_if_done() {
     out.push_back({static_cast<int>(i), echo_prefix_ + choices_[i].text, choices_[i].finish});
   }
   http::Response r = http::Response::json(200, api::render_response(endpoint_, meta_, out, usage));
+  r.headers.insert(r.headers.end(), headers_.begin(), headers_.end());
   for (auto &h : hooks_.headers) r.headers.push_back(h);
   for (auto &h : added) r.headers.push_back(std::move(h));
   writer_->respond(std::move(r));
+}
+
+void InferenceCall::store_result() {
+  CachedCompletion result;
+  result.prompt_tokens = prompt_tokens_;
+  for (auto &c : choices_) {
+    if (c.finish != "stop" && c.finish != "length") return;
+    result.choices.push_back({std::move(c.pieces), c.finish, c.generated});
+  }
+  cache_->store(cache_key_, cache_ttl_, result);
 }
 
 } // namespace gantry::server

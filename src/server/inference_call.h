@@ -18,6 +18,7 @@
 #include "http/response_writer.h"
 #include "server/model_worker.h"
 #include "telemetry/metrics.h"
+#include "server/response_cache.h"
 
 namespace gantry::server {
 
@@ -52,6 +53,12 @@ public:
                 std::shared_ptr<http::ResponseWriter> writer, ModelWorker &worker,
                 CallHooks hooks = {});
 
+  // Both before start(). A header added to whichever response is sent (x-gantry-cache).
+  void add_header(std::string name, std::string value);
+  // Stores the result under `key` once every choice finished with stop or length; a cancelled
+  // or failed call stores nothing.
+  void store_result_in(ResponseCache &cache, std::string key, std::chrono::seconds ttl);
+
   // Submits one sequence per choice; on failure nothing stays queued and the error is returned
   // for the caller to send.
   Status start(const std::vector<engine::GenerationRequest> &choices);
@@ -69,11 +76,13 @@ private:
     int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
     std::chrono::steady_clock::time_point last_token{};
+    std::vector<std::string> pieces; // each event's text, kept only for the response cache
   };
   int index_of(Ticket t) const;
   void finish_if_done();
   http::Headers run_finish_hook(int status, const api::Usage &usage);
   void cancel_all();
+  void store_result();
 
   const api::Endpoint endpoint_;
   const api::ResponseMeta meta_;
@@ -83,6 +92,10 @@ private:
   const int prompt_tokens_;
   std::shared_ptr<http::ResponseWriter> writer_;
   ModelWorker &worker_;
+  http::Headers headers_;
+  ResponseCache *cache_ = nullptr;
+  std::string cache_key_;
+  std::chrono::seconds cache_ttl_{0};
 
   std::mutex mu_;
   std::vector<ChoiceState> choices_;

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "server/cache_metrics.h"
 #include "server/gateway.h"
 
 namespace gantry::server {
@@ -114,6 +115,7 @@ std::string render_metrics(const Gateway &g) {
   o << "gantry:http_timeouts_total{kind=\"header\"} " << h.header_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"body\"} " << h.body_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"idle\"} " << h.idle_timeouts << '\n';
+  render_cache_metrics(o, g);
   o << g.metrics().render();
   return o.str();
 }

@@ -18,12 +18,7 @@ ModelWorker::~ModelWorker() {
   thread_.join();
 }
 
-Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
-                                   std::shared_ptr<TokenSink> sink) {
-  if (!accepting_.load()) {
-    return Err(ErrorCode::kUnavailable, "the server is shutting down");
-  }
-  const auto tokens = static_cast<int64_t>(request.prompt.size());
+Result<int64_t> ModelWorker::reserve_queue_slot(int64_t tokens) {
   // Reserve a queue slot optimistically, then undo if over the bounds: two racing submitters
   // can never both take the last slot.
   if (queued_requests_.fetch_add(1) + 1 > config_.max_queued_requests) {
@@ -41,6 +36,15 @@ Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
     return Err(ErrorCode::kQueueFull, "model '" + config_.name +
                                           "' has too many prompt tokens waiting; retry shortly");
   }
+  return tokens;
+}
+
+Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
+                                   std::shared_ptr<TokenSink> sink) {
+  if (!accepting_.load()) {
+    return Err(ErrorCode::kUnavailable, "the server is shutting down");
+  }
+  GANTRY_TRY(reserve_queue_slot(static_cast<int64_t>(request.prompt.size())));
   const Ticket t = next_ticket_.fetch_add(1);
   ++in_flight_;
   {
@@ -49,6 +53,51 @@ Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
   }
   cv_.notify_one();
   return t;
+}
+
+Status ModelWorker::embed(std::vector<std::vector<int32_t>> inputs, EmbedDone done) {
+  if (!accepting_.load()) {
+    return Err(ErrorCode::kUnavailable, "the server is shutting down");
+  }
+  int64_t tokens = 0;
+  for (const auto &in : inputs) tokens += static_cast<int64_t>(in.size());
+  GANTRY_TRY(reserve_queue_slot(tokens));
+  ++in_flight_;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    embed_inbox_.push_back({std::move(inputs), std::move(done), tokens, {}});
+  }
+  cv_.notify_one();
+  return Ok();
+}
+
+void ModelWorker::finish_job(std::deque<EmbedJob> &jobs,
+                             Result<std::vector<std::vector<float>>> result) {
+  EmbedJob job = std::move(jobs.front());
+  jobs.pop_front();
+  queued_requests_.fetch_sub(1);
+  queued_tokens_.fetch_sub(job.tokens);
+  job.done(std::move(result));
+  finished_one();
+}
+
+bool ModelWorker::embed_next(engine::Engine &eng, std::deque<EmbedJob> &jobs) {
+  EmbedJob &job = jobs.front();
+  const size_t i = job.out.size();
+  const std::string param = job.inputs.size() == 1 ? "input" : "input[" + std::to_string(i) + "]";
+  auto v = eng.embed(job.inputs[i], param);
+  if (!v) {
+    // Running sequences hold the KV blocks: wait for them unless nothing else would free any.
+    if (v.error().code == ErrorCode::kResourceExhausted && !eng.idle()) return false;
+    finish_job(jobs, v.take_error());
+    return true;
+  }
+  job.out.push_back(std::move(v).value());
+  if (job.out.size() == job.inputs.size()) {
+    std::vector<std::vector<float>> out = std::move(job.out);
+    finish_job(jobs, std::move(out));
+  }
+  return true;
 }
 
 void ModelWorker::cancel(Ticket ticket) {
@@ -111,6 +160,7 @@ void ModelWorker::run() {
   std::unordered_map<engine::SeqId, Active> active;
   std::unordered_map<Ticket, engine::SeqId> by_ticket;
   std::deque<Pending> inbox;
+  std::deque<EmbedJob> embeds; // jobs in arrival order; the first one runs
   std::vector<Ticket> cancels;
   auto publish = [&] {
     auto st = eng.stats();
@@ -133,9 +183,12 @@ void ModelWorker::run() {
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] {
-        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !eng.idle();
+        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !eng.idle() ||
+               !embed_inbox_.empty() || !embeds.empty();
       });
       inbox.swap(inbox_);
+      for (auto &j : embed_inbox_) embeds.push_back(std::move(j));
+      embed_inbox_.clear();
       cancels.swap(cancels_);
       cancel_everything = cancel_all_;
       cancel_all_ = false;
@@ -162,7 +215,13 @@ void ModelWorker::run() {
     inbox.clear();
     if (cancel_everything) {
       for (auto &[seq, a] : active) eng.cancel(seq);
+      while (!embeds.empty()) {
+        finish_job(embeds, Error{ErrorCode::kUnavailable, "the server is shutting down", ""});
+      }
     }
+    // One input per iteration, so that a large batch of embeddings delays each decode step by
+    // at most one input's forward passes.
+    if (!embeds.empty()) (void)embed_next(eng, embeds);
     for (Ticket t : cancels) {
       auto it = by_ticket.find(t);
       if (it != by_ticket.end()) eng.cancel(it->second);
@@ -205,7 +264,7 @@ void ModelWorker::run() {
       }
     }
     publish();
-    if (stopping && eng.idle()) break;
+    if (stopping && eng.idle() && embeds.empty()) break;
   }
 }
 

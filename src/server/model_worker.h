@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,6 +46,10 @@ struct SeqTiming {
   // tokens in the step (per-hour pricing).
   double engine_seconds = 0;
 };
+
+// Receives the vectors of one embed() call, in input order, or why it failed. Called once, on
+// the engine thread.
+using EmbedDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
 
 struct WorkerConfig {
   std::string name;
@@ -83,6 +88,11 @@ public:
   // Queues a request. kQueueFull when the waiting queue is over its bounds, kUnavailable after
   // stop(). The sink is kept until the request's final event.
   Result<Ticket> submit(engine::GenerationRequest request, std::shared_ptr<TokenSink> sink);
+  // Queues embeddings of `inputs` (token ids), computed between engine steps one input at a
+  // time, so generation keeps running. Counts as one waiting request for the queue bounds;
+  // kQueueFull / kUnavailable like submit(). Input errors (too long, bad ids) arrive in `done`
+  // naming "input" or "input[i]".
+  Status embed(std::vector<std::vector<int32_t>> inputs, EmbedDone done);
   // The request finishes with kCancelled at the engine's next step. Safe for unknown tickets.
   void cancel(Ticket ticket);
   void cancel_all();
@@ -99,6 +109,12 @@ private:
     std::shared_ptr<TokenSink> sink;
     std::chrono::steady_clock::time_point submitted;
   };
+  struct EmbedJob {
+    std::vector<std::vector<int32_t>> inputs;
+    EmbedDone done;
+    int64_t tokens = 0;
+    std::vector<std::vector<float>> out;
+  };
   struct Active {
     Ticket ticket = 0;
     std::shared_ptr<TokenSink> sink;
@@ -110,6 +126,10 @@ private:
   void run();
   void account_started(Active &a);
   void finished_one(); // a submitted request ended (any way)
+  Result<int64_t> reserve_queue_slot(int64_t tokens); // tokens reserved, or kQueueFull
+  // Runs the next input of the first job; false when it must wait for KV blocks.
+  bool embed_next(engine::Engine &eng, std::deque<EmbedJob> &jobs);
+  void finish_job(std::deque<EmbedJob> &jobs, Result<std::vector<std::vector<float>>> result);
 
   std::unique_ptr<engine::Model> model_;
   WorkerConfig config_;
@@ -119,6 +139,7 @@ private:
   std::condition_variable cv_;
   std::condition_variable idle_cv_; // in_flight_ reached 0
   std::deque<Pending> inbox_;
+  std::deque<EmbedJob> embed_inbox_;
   std::vector<Ticket> cancels_;
   bool cancel_all_ = false;
   bool stop_ = false;

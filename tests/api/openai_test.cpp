@@ -94,6 +94,27 @@ TEST(OpenAiParseTest, NullsMeanDefaults) {
   EXPECT_FLOAT_EQ(r->sampling.temperature, 1.0f);
 }
 
+TEST(OpenAiParseTest, CacheField) {
+  auto on = chat(R"({"model":"m","messages":[{"role":"user","content":"x"}]})");
+  ASSERT_TRUE(on.ok());
+  EXPECT_TRUE(on->cache.enabled);
+  EXPECT_FALSE(on->cache.ttl_s.has_value());
+  auto off = chat(R"({"model":"m","messages":[{"role":"user","content":"x"}],"cache":false})");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->cache.enabled);
+  auto ttl = chat(R"({"model":"m","messages":[{"role":"user","content":"x"}],"cache":{"ttl":60}})");
+  ASSERT_TRUE(ttl.ok());
+  EXPECT_TRUE(ttl->cache.enabled);
+  EXPECT_EQ(ttl->cache.ttl_s, 60);
+  for (const char *bad : {R"("cache":"yes")", R"("cache":{"ttl":-1})", R"("cache":{"ttl":1.5})",
+                          R"("cache":{"ttl":99999999})", R"("cache":{"tll":1})"}) {
+    auto r = chat(std::string(R"({"model":"m","messages":[{"role":"user","content":"x"}],)") + bad +
+                  "}");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_TRUE(r.error().param.starts_with("cache")) << bad << " -> " << r.error().param;
+  }
+}
+
 TEST(OpenAiRenderTest, ChatResponseHasTheOpenAiShape) {
   ResponseMeta m{"chatcmpl-1", "stories", 1700000000};
   auto s = render_response(Endpoint::kChatCompletions, m, {{0, "Hello", "stop"}}, {5, 1, 0});

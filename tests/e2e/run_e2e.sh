@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the official `openai` npm client's tests (openai_sdk.test.mjs) against a real server:
+# Runs the official `openai` npm client's tests (*.test.mjs) against a real server:
 # starts `gantry serve --port 0`, exports its URL as GANTRY_BASE_URL, runs `node --test`, then
 # stops the server with SIGTERM and checks that it exits 0.
 #
@@ -58,7 +58,8 @@ done
 echo "e2e: gantry serve at $url (pid $pid)"
 
 set +e
-GANTRY_BASE_URL="$url" node --test --test-reporter=spec "$here/openai_sdk.test.mjs"
+GANTRY_BASE_URL="$url" node --test --test-reporter=spec "$here/openai_sdk.test.mjs" \
+  "$here/cache_embeddings.test.mjs"
 rc=$?
 set -e
 

@@ -1,6 +1,7 @@
 #include "engine/batch/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace gantry::engine {
@@ -281,6 +282,69 @@ std::vector<TokenEvent> Engine::step() {
                                 [s](const auto &p) { return p.get() == s; }));
   }
   return events;
+}
+
+Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens,
+                                         std::string_view param) {
+  const int n = static_cast<int>(tokens.size());
+  const int n_vocab = model_.config().n_vocab;
+  if (tokens.empty()) return Err(Error::invalid("the input is empty", std::string(param)));
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= n_vocab) {
+      return Err(Error::invalid("token id " + std::to_string(t) + " is outside the vocabulary",
+                                std::string(param)));
+    }
+  }
+  if (n > n_ctx_ || KvCache::blocks_for_tokens(n) > kv_.n_blocks()) {
+    return Err(ErrorCode::kContextLengthExceeded,
+               "This model's maximum context length is " +
+                   std::to_string(std::min(n_ctx_, kv_.n_blocks() * KvCache::kBlockSize)) +
+                   " tokens, however you requested " + std::to_string(n) +
+                   " tokens in the input. Please reduce the length of the input.",
+               std::string(param));
+  }
+  const int need = KvCache::blocks_for_tokens(n);
+  while (kv_.n_free() < need && prefix_.evict_one()) {
+  }
+  if (kv_.n_free() < need) {
+    return Err(ErrorCode::kResourceExhausted, "the KV cache is busy; retry after a step");
+  }
+  std::vector<int32_t> blocks;
+  blocks.reserve(need);
+  for (int i = 0; i < need; ++i) blocks.push_back(*kv_.allocate());
+
+  const size_t d = model_.config().n_embd;
+  const Pooling pooling = model_.config().pooling;
+  std::vector<float> out(d, 0.0f);
+  std::vector<double> sum(pooling == Pooling::kMean ? d : 0, 0.0);
+  std::vector<BatchToken> batch;
+  for (int start = 0; start < n; start += config_.max_batch_tokens) {
+    const int end = std::min(n, start + config_.max_batch_tokens);
+    batch.clear();
+    for (int p = start; p < end; ++p) batch.push_back({tokens[p], p, &blocks, false});
+    model_.forward_hidden(batch, kv_, ws_, pool_, hidden_);
+    for (int p = start; p < end; ++p) {
+      const float *h = hidden_.data() + static_cast<size_t>(p - start) * d;
+      if (pooling == Pooling::kMean) {
+        for (size_t i = 0; i < d; ++i) sum[i] += h[i];
+      } else if ((pooling == Pooling::kCls && p == 0) ||
+                 (pooling == Pooling::kLast && p == n - 1)) {
+        std::copy(h, h + d, out.begin());
+      }
+    }
+  }
+  for (int32_t b : blocks) kv_.release(b);
+  if (pooling == Pooling::kMean) {
+    for (size_t i = 0; i < d; ++i) out[i] = static_cast<float>(sum[i] / n);
+  }
+  double norm = 0;
+  for (float v : out) norm += static_cast<double>(v) * v;
+  norm = std::sqrt(norm);
+  if (norm > 0) {
+    for (float &v : out) v = static_cast<float>(v / norm);
+  }
+  totals_.prompt_tokens += static_cast<uint64_t>(n);
+  return out;
 }
 
 } // namespace gantry::engine

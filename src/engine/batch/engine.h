@@ -93,6 +93,14 @@ public:
   Result<SeqId> submit(GenerationRequest req);
   // Finishes the sequence with kCancelled at the next step (no-op when unknown or finished).
   void cancel(SeqId id);
+  // The embedding of one input, computed between steps: its tokens run through the network in
+  // chunks of max_batch_tokens on temporary KV blocks (never shared with the prefix cache, freed
+  // before returning); the final hidden states are pooled as the model declares
+  // (ModelConfig::pooling) and L2-normalised. kResourceExhausted means the free KV blocks cannot
+  // hold the input while other sequences run: retry after later steps. Inputs longer than the
+  // context are kContextLengthExceeded, naming `param`.
+  Result<std::vector<float>> embed(std::span<const int32_t> tokens, std::string_view param);
+
   // One forward pass; returns the events it produced (at most one per sequence, plus
   // cancellations). Returns nothing when idle.
   std::vector<TokenEvent> step();
@@ -136,6 +144,7 @@ private:
   PrefixCache prefix_;
   Workspace ws_;
   std::vector<float> logits_;
+  std::vector<float> hidden_; // embed()'s per-chunk hidden states
   std::vector<BatchToken> batch_;
   std::vector<std::pair<SeqId, int>> step_tokens_;
   std::vector<Sequence *> batch_owner_; // sequence of each want_logits row

@@ -84,6 +84,8 @@ public:
   uint64_t file_size() const { return size_; }
   uint64_t data_offset() const { return data_offset_; }
   const std::string &path() const { return path_; }
+  // The whole file as mapped (header, metadata, tensor table and data).
+  std::span<const uint8_t> bytes() const { return {base_, static_cast<size_t>(size_)}; }
 
   // Metadata in file order.
   const std::vector<std::pair<std::string, Value>> &metadata() const { return kv_; }

@@ -176,8 +176,8 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
   });
 }
 
-void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
-                    kernels::ThreadPool &pool, std::vector<float> &logits) const {
+void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                       kernels::ThreadPool &pool) const {
   const auto &c = config_;
   const int n = static_cast<int>(batch.size());
   const size_t d = c.n_embd;
@@ -254,6 +254,14 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
     kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool);
     kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
   }
+}
+
+void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                    kernels::ThreadPool &pool, std::vector<float> &logits) const {
+  const auto &c = config_;
+  const int n = static_cast<int>(batch.size());
+  const size_t d = c.n_embd;
+  run_layers(batch, kv, ws, pool);
 
   // Only the rows that will be sampled go through the output head: for a prompt chunk that is
   // one row out of hundreds, and the head is the largest matrix of small models.
@@ -266,6 +274,18 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
   }
   logits.resize(static_cast<size_t>(n_out) * c.n_vocab);
   if (n_out > 0) kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool);
+}
+
+void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                           kernels::ThreadPool &pool, std::vector<float> &hidden) const {
+  const auto &c = config_;
+  const size_t d = c.n_embd;
+  run_layers(batch, kv, ws, pool);
+  hidden.resize(batch.size() * d);
+  for (size_t t = 0; t < batch.size(); ++t) {
+    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), hidden.data() + t * d, c.n_embd,
+                     c.rms_eps);
+  }
 }
 
 } // namespace gantry::engine

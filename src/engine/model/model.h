@@ -53,6 +53,10 @@ public:
   // logits (n_vocab floats each) of tokens with want_logits into `logits`, in batch order.
   void forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
                kernels::ThreadPool &pool, std::vector<float> &logits) const;
+  // The same pass without the output head: writes the final hidden state of every token (after
+  // the final norm; n_embd floats each, in batch order) into `hidden`. For embeddings.
+  void forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                      kernels::ThreadPool &pool, std::vector<float> &hidden) const;
 
 private:
   struct Layer {
@@ -66,6 +70,9 @@ private:
   Status bind_weights();
   void attention(std::span<const BatchToken> batch, int layer, KvCache &kv, Workspace &ws,
                  kernels::ThreadPool &pool) const;
+  // Every layer; leaves the residual stream of each token in ws.x.
+  void run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                  kernels::ThreadPool &pool) const;
 
   std::unique_ptr<gguf::GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;

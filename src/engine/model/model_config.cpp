@@ -62,6 +62,10 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
   if (auto e = f.get_float(a + "attention.layer_norm_rms_epsilon")) {
     c.rms_eps = static_cast<float>(*e);
   }
+  if (auto p = f.get_uint(a + "pooling_type")) {
+    if (*p == 2) c.pooling = Pooling::kCls;
+    if (*p == 3) c.pooling = Pooling::kLast;
+  }
   c.rope_neox = c.arch == "qwen2";
   c.qkv_bias = c.arch == "qwen2";
 

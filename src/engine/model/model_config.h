@@ -8,6 +8,11 @@
 
 namespace gantry::engine {
 
+// How a sequence's final hidden states become one embedding (GGUF `<arch>.pooling_type`:
+// 1 mean, 2 cls, 3 last; 0 "none" and absent mean the average too, since an embedding endpoint
+// needs one vector per input).
+enum class Pooling { kMean, kCls, kLast };
+
 struct ModelConfig {
   std::string arch; // "llama" or "qwen2"
   std::string name; // general.name, or the file stem
@@ -26,6 +31,7 @@ struct ModelConfig {
   bool rope_neox = false; // qwen2 rotates (x[i], x[i+d/2]) pairs; llama rotates adjacent pairs
   bool qkv_bias = false;
   bool tied_output = false;
+  Pooling pooling = Pooling::kMean;
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }

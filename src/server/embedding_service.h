@@ -1,0 +1,49 @@
+// POST /v1/embeddings: tokenizes each input, answers what it can from the embedding cache and
+// has the model's engine thread compute only the misses (ModelWorker::embed), then renders the
+// OpenAI response. Vectors are cached per input, keyed by the model (name and file digest), its
+// pooling and the input's token ids, so a text and the same text sent as token ids share one
+// entry, and a batch mixing known and new inputs computes only the new ones.
+//
+// The x-gantry-cache header is "hit" when every input came from the cache, "miss" when any was
+// computed, "bypass" when the request or the configuration turned the cache off.
+//
+// Threading: handle() runs on an I/O thread; the completion runs on the model's engine thread.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "api/embeddings.h"
+#include "cache/cache.h"
+#include "http/response_writer.h"
+#include "server/response_cache.h"
+
+namespace gantry::server {
+
+struct ServedModel;
+
+class EmbeddingService {
+public:
+  EmbeddingService(std::unique_ptr<cache::Cache> store, bool enabled,
+                   std::chrono::seconds default_ttl);
+
+  void handle(ServedModel &model, api::EmbeddingRequest request,
+              std::optional<std::string_view> cache_control,
+              std::shared_ptr<http::ResponseWriter> writer);
+
+  // hits / misses count inputs; bypass counts requests.
+  ResponseCacheCounters counters() const;
+  cache::CacheStats store_stats() const { return store_->stats(); }
+
+private:
+  std::unique_ptr<cache::Cache> store_;
+  const bool enabled_;
+  const std::chrono::seconds default_ttl_;
+  std::atomic<uint64_t> hits_{0}, misses_{0}, bypass_{0}, stored_{0}, errors_{0};
+};
+
+} // namespace gantry::server

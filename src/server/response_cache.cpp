@@ -1,0 +1,231 @@
+#include "server/response_cache.h"
+
+#include <cctype>
+
+#include "cache/cache_key.h"
+
+namespace gantry::server {
+namespace {
+
+constexpr std::string_view kMagic = "GRC1";
+
+void put_u32(std::string &out, uint32_t v) {
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_str(std::string &out, std::string_view s) {
+  put_u32(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+// Reads the encode_completion() format with every length checked against what is left.
+class Reader {
+public:
+  explicit Reader(std::string_view b) : b_(b) {}
+  bool u32(uint32_t &v) {
+    if (b_.size() < 4)
+      return false;
+    v = 0;
+    for (int i = 0; i < 4; ++i)
+      v |= uint32_t{static_cast<uint8_t>(b_[i])} << (8 * i);
+    b_.remove_prefix(4);
+    return true;
+  }
+  bool str(std::string &s) {
+    uint32_t n = 0;
+    if (!u32(n) || b_.size() < n)
+      return false;
+    s.assign(b_.substr(0, n));
+    b_.remove_prefix(n);
+    return true;
+  }
+  bool take(std::string_view literal) {
+    if (!b_.starts_with(literal))
+      return false;
+    b_.remove_prefix(literal.size());
+    return true;
+  }
+  size_t left() const { return b_.size(); }
+
+private:
+  std::string_view b_;
+};
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char &c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+} // namespace
+
+std::string encode_completion(const CachedCompletion &c) {
+  std::string out(kMagic);
+  put_u32(out, static_cast<uint32_t>(c.prompt_tokens));
+  put_u32(out, static_cast<uint32_t>(c.choices.size()));
+  for (const auto &ch : c.choices) {
+    put_u32(out, static_cast<uint32_t>(ch.completion_tokens));
+    put_str(out, ch.finish_reason);
+    put_u32(out, static_cast<uint32_t>(ch.pieces.size()));
+    for (const auto &p : ch.pieces)
+      put_str(out, p);
+  }
+  return out;
+}
+
+Result<CachedCompletion> decode_completion(std::string_view bytes) {
+  const Error corrupt = Error::corrupt("malformed cached completion");
+  Reader r(bytes);
+  CachedCompletion c;
+  uint32_t prompt = 0, n = 0;
+  if (!r.take(kMagic) || !r.u32(prompt) || !r.u32(n))
+    return corrupt;
+  // Each choice takes at least 12 bytes, so a corrupt count cannot make us allocate much.
+  if (n == 0 || n > r.left() / 12)
+    return corrupt;
+  c.prompt_tokens = static_cast<int>(prompt);
+  c.choices.resize(n);
+  for (auto &ch : c.choices) {
+    uint32_t gen = 0, pieces = 0;
+    if (!r.u32(gen) || !r.str(ch.finish_reason) || !r.u32(pieces))
+      return corrupt;
+    if (pieces > r.left() / 4)
+      return corrupt;
+    if (ch.finish_reason != "stop" && ch.finish_reason != "length")
+      return corrupt;
+    ch.completion_tokens = static_cast<int>(gen);
+    ch.pieces.resize(pieces);
+    for (auto &p : ch.pieces) {
+      if (!r.str(p))
+        return corrupt;
+    }
+  }
+  if (r.left() != 0)
+    return corrupt;
+  return c;
+}
+
+std::string_view cache_outcome_name(CacheOutcome o) {
+  switch (o) {
+  case CacheOutcome::kHit: return "hit";
+  case CacheOutcome::kMiss: return "miss";
+  case CacheOutcome::kBypass: return "bypass";
+  }
+  return "bypass";
+}
+
+CachePolicy cache_policy(std::optional<std::string_view> cache_control,
+                         const api::CacheOption &option) {
+  CachePolicy p;
+  if (cache_control) {
+    // A comma-separated list of directives (RFC 9111 5.2); only the two request directives that
+    // matter here are honoured, case-insensitively.
+    std::string_view rest = *cache_control;
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      std::string_view d = rest.substr(0, comma);
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      while (!d.empty() && (d.front() == ' ' || d.front() == '\t'))
+        d.remove_prefix(1);
+      while (!d.empty() && (d.back() == ' ' || d.back() == '\t'))
+        d.remove_suffix(1);
+      const std::string dl = lower(d);
+      if (dl == "no-store") {
+        p.read = false;
+        p.write = false;
+      } else if (dl == "no-cache") {
+        p.read = false;
+      }
+    }
+  }
+  if (!option.enabled) {
+    p.read = false;
+    p.write = false;
+  }
+  if (option.ttl_s) {
+    p.ttl = std::chrono::seconds(*option.ttl_s);
+    if (*option.ttl_s == 0)
+      p.write = false;
+  }
+  return p;
+}
+
+std::string completion_key(const ModelIdentity &model, api::Endpoint endpoint, int n,
+                           const engine::GenerationRequest &req) {
+  // Every field of GenerationRequest and SamplingParams: a field added there must be added here,
+  // or two requests that generate differently would share an entry.
+  const auto &s = req.sampling;
+  cache::KeyBuilder k("resp.v1");
+  k.add("model", model.name)
+      .add("digest", model.digest)
+      .add("endpoint", endpoint == api::Endpoint::kChatCompletions ? "chat" : "completions")
+      .add("prompt", std::span<const int32_t>(req.prompt))
+      .add("n", n)
+      .add("max_tokens", req.max_tokens)
+      .add("ignore_eos", req.ignore_eos)
+      .add("temperature", s.temperature)
+      .add("top_k", s.top_k)
+      .add("top_p", s.top_p)
+      .add("min_p", s.min_p)
+      .add("repetition_penalty", s.repetition_penalty)
+      .add("repeat_last_n", s.repeat_last_n)
+      .add("frequency_penalty", s.frequency_penalty)
+      .add("presence_penalty", s.presence_penalty)
+      .add("seed", s.seed)
+      .add("stop_count", static_cast<int64_t>(req.stop.size()));
+  for (const auto &stop : req.stop)
+    k.add("stop", stop);
+  return k.finish();
+}
+
+ResponseCache::ResponseCache(std::unique_ptr<cache::Cache> store, ResponseCacheConfig config)
+    : store_(std::move(store)), config_(config) {}
+
+ResponseCache::Decision ResponseCache::lookup(const ModelIdentity &model, api::Endpoint endpoint,
+                                              int n, const engine::GenerationRequest &request,
+                                              const CachePolicy &policy) {
+  Decision d;
+  if (!config_.enabled || !request.sampling.deterministic() || (!policy.read && !policy.write)) {
+    ++bypass_;
+    return d;
+  }
+  std::string key = completion_key(model, endpoint, n, request);
+  if (policy.read) {
+    auto got = store_->get(key);
+    if (got.ok() && got->has_value()) {
+      auto decoded = decode_completion(**got);
+      if (decoded.ok() && static_cast<int>(decoded->choices.size()) == n) {
+        ++hits_;
+        d.outcome = CacheOutcome::kHit;
+        d.hit = std::move(decoded).value();
+        return d;
+      }
+      ++errors_;
+    } else if (!got.ok()) {
+      ++errors_;
+    }
+  }
+  ++misses_;
+  d.outcome = CacheOutcome::kMiss;
+  if (policy.write) {
+    d.store_key = std::move(key);
+    d.ttl = policy.ttl.value_or(config_.default_ttl);
+  }
+  return d;
+}
+
+void ResponseCache::store(const std::string &key, std::chrono::seconds ttl,
+                          const CachedCompletion &result) {
+  if (store_->put(key, encode_completion(result), ttl).ok()) {
+    ++stored_;
+  } else {
+    ++errors_;
+  }
+}
+
+ResponseCacheCounters ResponseCache::counters() const {
+  return {hits_.load(), misses_.load(), bypass_.load(), stored_.load(), errors_.load()};
+}
+
+} // namespace gantry::server
