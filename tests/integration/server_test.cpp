@@ -11,7 +11,10 @@ namespace {
 class ServerTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    auto s = ServerProcess::start({"--threads", "1"});
+    // Without the response cache: these tests compare live generations with each other (e.g.
+    // streamed against non-streamed), which a cache hit would replace by a replay.
+    // cache_test.cpp covers the cache.
+    auto s = ServerProcess::start({"--threads", "1", "--no-cache"});
     ASSERT_TRUE(s) << s.error().message;
     server_ = std::move(*s);
     client_ = std::make_unique<http::HttpClient>(server_->client_options());
