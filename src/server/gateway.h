@@ -84,6 +84,12 @@ private:
                      std::shared_ptr<CallRecord> rec);
   // Metrics and the JSON log line of one finished inference call.
   void record_call(CallRecord &rec);
+  struct CallSeries {
+    telemetry::Counter *requests = nullptr, *success = nullptr;
+    telemetry::Histogram *e2e = nullptr, *ttft = nullptr, *queue = nullptr, *prefill = nullptr,
+                         *decode = nullptr, *overhead = nullptr;
+  };
+  CallSeries &call_series(const CallRecord &rec);
   void handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
 
   ServerConfig config_;
@@ -97,6 +103,8 @@ private:
   std::unique_ptr<observe::ErrorTracker> errors_;
   std::unique_ptr<telemetry::RequestLog> request_log_;
   std::string instance_id_;
+  static inline std::atomic<uint64_t> next_instance_{1};
+  const uint64_t instance_ = next_instance_.fetch_add(1);
   std::string admin_token_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ResponseCache> response_cache_;
