@@ -77,4 +77,4 @@ o, k, ro, rb = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 print(f"control plane: p50 open {st.median(o):.1f} us, keyed {st.median(k):.1f} us, added {st.median(k)-st.median(o):+.1f} us at the median")
 print(f"metrics+log: wrk open {st.median(ro):.0f} req/s, bare {st.median(rb):.0f} req/s, ratio {st.median(ro)/st.median(rb):.3f}")
 PY
-grep -c . "$tmp/open.log" | sed 's/^/request log lines (open): /'
+cat "$tmp"/open.log* | grep -c . | sed 's/^/request log lines (open): /'

@@ -25,6 +25,11 @@ public:
                std::chrono::system_clock::now().time_since_epoch())
         .count();
   }
+  int64_t unix_millis() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
 };
 
 // A clock that only moves when told to. Thread-compatible (tests drive it from one thread).
