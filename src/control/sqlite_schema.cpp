@@ -97,6 +97,109 @@ CREATE TABLE budget_alerts (
   PRIMARY KEY (owner_kind, owner_id, period_start, threshold)
 );
 )sql",
+    // 2: async jobs (src/jobs): the durable queue, webhook deliveries and per-project signing
+    // secrets, and the OpenAI Batch API's files and batches.
+    R"sql(
+CREATE TABLE jobs (
+  id             TEXT PRIMARY KEY, -- 'job_' + 16 hex digits: sorts in creation order
+  project        TEXT NOT NULL,
+  key_id         TEXT NOT NULL,
+  endpoint       TEXT NOT NULL,
+  body           TEXT NOT NULL,
+  webhook_url    TEXT NOT NULL DEFAULT '',
+  webhook_events TEXT NOT NULL DEFAULT '', -- comma-separated
+  metadata       TEXT NOT NULL DEFAULT '{}',
+  batch_id       TEXT NOT NULL DEFAULT '',
+  custom_id      TEXT NOT NULL DEFAULT '',
+  priority       INTEGER NOT NULL DEFAULT 0,
+  status         TEXT NOT NULL, -- queued|running|succeeded|failed|canceled|expired
+  attempts       INTEGER NOT NULL DEFAULT 0,
+  max_attempts   INTEGER NOT NULL,
+  created_ms     INTEGER NOT NULL,
+  started_ms     INTEGER NOT NULL DEFAULT 0,
+  finished_ms    INTEGER NOT NULL DEFAULT 0,
+  not_before_ms  INTEGER NOT NULL DEFAULT 0,
+  expires_at_ms  INTEGER NOT NULL DEFAULT 0,
+  lease_until_ms INTEGER NOT NULL DEFAULT 0,
+  result_status  INTEGER NOT NULL DEFAULT 0,
+  result         TEXT NOT NULL DEFAULT '',
+  error          TEXT NOT NULL DEFAULT '',
+  input_tokens   INTEGER NOT NULL DEFAULT 0,
+  output_tokens  INTEGER NOT NULL DEFAULT 0,
+  cost_usd       REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_project ON jobs(project, id);
+CREATE INDEX jobs_status ON jobs(status);
+CREATE INDEX jobs_batch ON jobs(batch_id, id) WHERE batch_id <> '';
+
+CREATE TABLE job_deliveries (
+  id           TEXT PRIMARY KEY, -- the webhook-id, stable across retries
+  job_id       TEXT NOT NULL,
+  project      TEXT NOT NULL,
+  url          TEXT NOT NULL,
+  event        TEXT NOT NULL,
+  payload      TEXT NOT NULL,
+  status       TEXT NOT NULL, -- pending|delivered|failed|disabled
+  attempts     INTEGER NOT NULL DEFAULT 0,
+  next_at_ms   INTEGER NOT NULL,
+  last_status  INTEGER NOT NULL DEFAULT 0,
+  last_error   TEXT NOT NULL DEFAULT '',
+  created_ms   INTEGER NOT NULL,
+  delivered_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX job_deliveries_due ON job_deliveries(status, next_at_ms);
+CREATE INDEX job_deliveries_job ON job_deliveries(job_id);
+
+CREATE TABLE webhook_secrets (
+  project    TEXT NOT NULL,
+  secret     TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL DEFAULT 0, -- 0 = current; else still signs until then (rotation)
+  PRIMARY KEY (project, secret)
+);
+
+CREATE TABLE webhook_disabled (
+  url         TEXT PRIMARY KEY, -- an endpoint that answered 410 Gone
+  disabled_ms INTEGER NOT NULL
+);
+
+CREATE TABLE files (
+  id         TEXT PRIMARY KEY,
+  project    TEXT NOT NULL,
+  purpose    TEXT NOT NULL,
+  filename   TEXT NOT NULL,
+  bytes      INTEGER NOT NULL,
+  content    BLOB NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+
+CREATE TABLE batches (
+  id                TEXT PRIMARY KEY,
+  project           TEXT NOT NULL,
+  key_id            TEXT NOT NULL,
+  endpoint          TEXT NOT NULL,
+  input_file_id     TEXT NOT NULL,
+  completion_window TEXT NOT NULL,
+  status            TEXT NOT NULL,
+  output_file_id    TEXT NOT NULL DEFAULT '',
+  error_file_id     TEXT NOT NULL DEFAULT '',
+  errors            TEXT NOT NULL DEFAULT '',
+  total             INTEGER NOT NULL DEFAULT 0,
+  completed         INTEGER NOT NULL DEFAULT 0,
+  failed            INTEGER NOT NULL DEFAULT 0,
+  metadata          TEXT NOT NULL DEFAULT 'null',
+  created_ms        INTEGER NOT NULL,
+  in_progress_ms    INTEGER NOT NULL DEFAULT 0,
+  finalizing_ms     INTEGER NOT NULL DEFAULT 0,
+  completed_ms      INTEGER NOT NULL DEFAULT 0,
+  failed_ms         INTEGER NOT NULL DEFAULT 0,
+  expired_ms        INTEGER NOT NULL DEFAULT 0,
+  cancelling_ms     INTEGER NOT NULL DEFAULT 0,
+  cancelled_ms      INTEGER NOT NULL DEFAULT 0,
+  expires_ms        INTEGER NOT NULL
+);
+CREATE INDEX batches_status ON batches(status);
+)sql",
 };
 
 } // namespace

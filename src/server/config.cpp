@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <filesystem>
+#include <tuple>
 
 extern char **environ;
 
@@ -93,6 +94,42 @@ Status read_cache_table(const toml::node &n, CacheConfig &c) {
   return Ok();
 }
 
+Status read_jobs_table(const toml::node &n, JobsConfig &c) {
+  const toml::table *t = n.as_table();
+  if (!t) return config_error("jobs", "expected a table");
+  static const char *kJobKeys[] = {"workers",        "max_queued_jobs",        "max_attempts",
+                                   "visibility_s",   "retry_base_ms",          "retention_h",
+                                   "webhook_retry_base_ms", "webhook_allow_loopback",
+                                   "webhook_allow_private", "max_wait_s"};
+  for (const auto &[k, v] : *t) {
+    bool known = false;
+    for (const char *kk : kJobKeys) known |= k.str() == kk;
+    if (!known) return config_error("jobs." + std::string(k.str()), "unknown key");
+  }
+  GANTRY_TRY(read_int(*t, "workers", c.workers, "jobs."));
+  GANTRY_TRY(read_int(*t, "max_queued_jobs", c.max_queued_jobs, "jobs."));
+  GANTRY_TRY(read_int(*t, "max_attempts", c.max_attempts, "jobs."));
+  GANTRY_TRY(read_int(*t, "max_wait_s", c.max_wait_s, "jobs."));
+  for (auto [key, out, scale] :
+       {std::tuple{"visibility_s", &c.visibility, 1000.0}, std::tuple{"retry_base_ms", &c.retry_base, 1.0},
+        std::tuple{"retention_h", &c.retention, 3'600'000.0},
+        std::tuple{"webhook_retry_base_ms", &c.webhook_retry_base, 1.0}}) {
+    if (auto v = t->get(key)) {
+      auto d = v->value<double>();
+      if (!d || *d < 0) return config_error("jobs." + std::string(key), "expected a non-negative number");
+      *out = std::chrono::milliseconds(static_cast<int64_t>(*d * scale));
+    }
+  }
+  for (auto [key, out] : {std::pair{"webhook_allow_loopback", &c.webhook_allow_loopback},
+                          std::pair{"webhook_allow_private", &c.webhook_allow_private}}) {
+    if (auto e = t->get(key)) {
+      if (!e->is_boolean()) return config_error("jobs." + std::string(key), "expected true or false");
+      *out = *e->value<bool>();
+    }
+  }
+  return Ok();
+}
+
 } // namespace
 
 Result<ModelSpec> parse_model_arg(const std::string &arg) {
@@ -149,6 +186,10 @@ Status ServerConfig::validate() const {
     if (m.breaker_cooldown_s < 0) return config_error(p + "breaker_cooldown_s", "must be >= 0");
   }
   if (cache.ttl.count() < 1) return config_error("cache.ttl_s", "must be at least 1");
+  if (jobs.workers < 0) return config_error("jobs.workers", "must be 0 (auto) or positive");
+  if (jobs.max_queued_jobs < 1) return config_error("jobs.max_queued_jobs", "must be at least 1");
+  if (jobs.max_attempts < 1) return config_error("jobs.max_attempts", "must be at least 1");
+  if (jobs.visibility.count() < 1000) return config_error("jobs.visibility_s", "must be at least 1");
   return Ok();
 }
 
@@ -175,7 +216,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "request_log",   "request_log_max_mb",
                                  "request_log_keep", "instance_id",
                                  "sentry_dsn",    "environment",
-                                 "cache"};
+                                 "cache",         "jobs"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -249,6 +290,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
     GANTRY_TRY(read_string(*a, "webhook_url", c.alert_webhook_url, "alerts."));
   }
   if (auto n = t.get("cache")) GANTRY_TRY(read_cache_table(*n, c.cache));
+  if (auto n = t.get("jobs")) GANTRY_TRY(read_jobs_table(*n, c.jobs));
   if (auto *arr = t["models"].as_array()) {
     c.models.clear();
     for (size_t i = 0; i < arr->size(); ++i) {

@@ -41,6 +41,20 @@ struct CacheConfig {
   std::chrono::seconds ttl{3600};                    // default lifetime of an entry
 };
 
+// Async jobs, webhooks and the Batch API (README, "Async jobs"); `[jobs]` in TOML.
+struct JobsConfig {
+  int workers = 0;                    // concurrent job executions; 0 = the models' max_seqs summed
+  int64_t max_queued_jobs = 10'000;   // per project, beyond which POST /v1/jobs answers 429
+  int max_attempts = 3;               // executions of a job whose worker died or failed (5xx)
+  std::chrono::milliseconds visibility{30'000};    // lease length before a job is retried
+  std::chrono::milliseconds retry_base{1'000};     // job retry backoff: base * 2^(attempt-1)
+  std::chrono::milliseconds retention{std::chrono::hours(24 * 7)}; // finished jobs kept
+  std::chrono::milliseconds webhook_retry_base{5'000}; // ×4 per attempt, ±20%, up to a day
+  bool webhook_allow_loopback = false; // 127.0.0.0/8, ::1 (tests, local receivers)
+  bool webhook_allow_private = false;  // RFC 1918, link-local, ULA, CGNAT
+  int64_t max_wait_s = 600;            // cap on `Prefer: wait=N`
+};
+
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -79,6 +93,7 @@ struct ServerConfig {
   int backup_keep = 7;
   std::string backup_dir; // default <data_dir>/backups
   CacheConfig cache;
+  JobsConfig jobs;
 
   Status validate() const;
 };

@@ -240,6 +240,19 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   g->embeddings_ = std::make_unique<EmbeddingService>(
       std::make_unique<cache::MemoryCache>(cache_cfg.embedding_max_bytes, clock),
       cache_cfg.enabled, cache_cfg.ttl);
+  Gateway *gp = g.get();
+  GANTRY_ASSIGN_OR_RETURN(
+      g->jobs_,
+      JobsService::create(
+          g->config_, *g->control_, clock,
+          [gp](const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w) {
+            return gp->authenticate(req, w);
+          },
+          [gp](api::Endpoint e, http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
+               std::optional<control::Principal> p) {
+            gp->execute_job(e, std::move(req), std::move(w), std::move(p));
+          },
+          post_webhook, g->admin_token_));
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -254,16 +267,22 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 
 Gateway::~Gateway() {
   if (http_) http_->shutdown(std::chrono::milliseconds(0));
+  if (jobs_) jobs_->stop();
   models_.clear(); // joins engine threads before the HTTP layer's writers go away
   backups_.reset();
   if (control_) control_->stop();
 }
 
-Status Gateway::start() { return http_->start(); }
+Status Gateway::start() {
+  GANTRY_TRY(http_->start());
+  jobs_->start();
+  return Ok();
+}
 uint16_t Gateway::port() const { return http_->port(); }
 
 bool Gateway::shutdown() {
   shutting_down_.store(true);
+  jobs_->stop_leasing();
   for (auto &m : models_) m->worker->stop_accepting();
   http_->stop_accepting();
   // The engine threads finish the work; the grace is shared by all models.
@@ -275,6 +294,7 @@ bool Gateway::shutdown() {
     clean = m->worker->wait_idle(std::max(left, std::chrono::milliseconds(0))) && clean;
   }
   for (auto &m : models_) m->worker->cancel_all();
+  jobs_->stop(); // cut-off jobs go back to the queue for the next start
   for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
   control_->stop(); // flushes the last ledger rows
@@ -348,6 +368,7 @@ http::Handler Gateway::build_routes() {
     handle_embeddings(std::move(req), std::move(w));
   });
   add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
+  jobs_->add_routes(r);
   return std::move(r).into_handler();
 }
 
@@ -498,6 +519,26 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
         });
   }
   run_inference(endpoint, std::move(req), std::move(w), std::move(*principal), std::move(rec));
+}
+
+void Gateway::execute_job(api::Endpoint endpoint, http::Request &&req,
+                          std::shared_ptr<http::ResponseWriter> w,
+                          std::optional<control::Principal> principal) {
+  auto rec = std::make_shared<CallRecord>();
+  rec->arrived_unix_ms = clock_.unix_millis();
+  rec->request_id = req.request_id;
+  rec->endpoint = req.path;
+  if (principal) {
+    rec->key_id = principal->key_id;
+    rec->project = principal->project;
+  }
+  w = std::make_shared<ObservedWriter>(std::move(w), rec,
+                                       [this](CallRecord &r) { record_call(r); });
+  if (shutting_down_.load()) {
+    w->respond(http::error_response({ErrorCode::kUnavailable, "the server is shutting down", ""}));
+    return;
+  }
+  run_inference(endpoint, std::move(req), std::move(w), std::move(principal), std::move(rec));
 }
 
 void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,

@@ -26,6 +26,7 @@
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
 #include "server/embedding_service.h"
+#include "server/jobs_api.h"
 #include "server/model_worker.h"
 #include "server/response_cache.h"
 
@@ -78,6 +79,10 @@ private:
   // 401 (answered here) when the call needs a key and has no valid one.
   std::optional<std::optional<control::Principal>>
   authenticate(const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w);
+  // A job's request (JobsService's executor): metrics and log like a call, then run_inference.
+  void execute_job(api::Endpoint endpoint, http::Request &&req,
+                   std::shared_ptr<http::ResponseWriter> w,
+                   std::optional<control::Principal> principal);
   void run_inference(api::Endpoint endpoint, http::Request &&req,
                      std::shared_ptr<http::ResponseWriter> w,
                      std::optional<control::Principal> principal,
@@ -109,6 +114,7 @@ private:
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ResponseCache> response_cache_;
   std::unique_ptr<EmbeddingService> embeddings_;
+  std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;
 };

@@ -1,0 +1,124 @@
+// The durable job queue port: jobs are persisted before they are acknowledged, leased by workers
+// with a visibility timeout, renewed while they run, retried with backoff when a lease lapses
+// (the worker died) and recorded exactly once through a conditional write on (id, attempt).
+//
+// The interface is shaped so that a Redis Streams adapter fits without changing callers: enqueue
+// is XADD, lease is XREADGROUP (blocking up to `wait`) plus a lease record, renew is XCLAIM with
+// the same consumer, reclaim() is XAUTOCLAIM of pending entries idle past their visibility, and
+// the exactly-once result is a compare-and-set on the job hash's attempt field.
+//
+// Threading: implementations are safe to call from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace gantry::jobs {
+
+enum class JobStatus { kQueued, kRunning, kSucceeded, kFailed, kCanceled, kExpired };
+
+std::string_view job_status_name(JobStatus s);
+std::optional<JobStatus> parse_job_status(std::string_view s);
+inline bool is_terminal(JobStatus s) { return s != JobStatus::kQueued && s != JobStatus::kRunning; }
+
+struct Job {
+  std::string id;
+  std::string project;  // the fairness and visibility scope
+  std::string key_id;   // the key that submitted it: the job runs as that key
+  std::string endpoint; // "/v1/chat/completions" | "/v1/completions"
+  std::string body;     // the request body, "stream" already forced off
+  std::string webhook_url;
+  std::vector<std::string> webhook_events; // "started", "completed"
+  std::string metadata = "{}";             // JSON object text
+  std::string batch_id;                    // set for lines of a batch
+  std::string custom_id;
+  int priority = 0; // higher first, inside a project
+  JobStatus status = JobStatus::kQueued;
+  int attempts = 0; // leases handed out so far; the lease token
+  int max_attempts = 3;
+  int64_t created_ms = 0;
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  int64_t not_before_ms = 0; // backoff: not leased before this
+  int64_t expires_at_ms = 0; // Cancel-After; 0 = never
+  int result_status = 0;     // HTTP status of the recorded response
+  std::string result;        // the response body (success) or the error body (failure)
+  std::string error;         // why it failed / was canceled / expired
+  int64_t input_tokens = 0;
+  int64_t output_tokens = 0;
+  double cost_usd = 0;
+};
+
+// A job handed to one worker. `attempt` is the lease token: every write about the outcome is
+// conditional on it, so a worker whose lease lapsed cannot overwrite its successor's result.
+struct Lease {
+  Job job;
+  int attempt = 0;
+};
+
+struct JobOutcome {
+  bool success = false;
+  int status = 0;
+  std::string body;
+  std::string error;
+  int64_t input_tokens = 0;
+  int64_t output_tokens = 0;
+  double cost_usd = 0;
+};
+
+struct ListFilter {
+  std::string project;
+  std::optional<JobStatus> status;
+  std::string after; // job id cursor (exclusive), in creation order
+  int limit = 20;
+  std::string batch_id;
+};
+
+// What maintenance changed, for the runner to act on (cancel running executions, webhooks).
+struct Reclaimed {
+  std::vector<Job> requeued; // leases that lapsed and went back to the queue
+  std::vector<Job> failed;   // leases that lapsed on their last attempt
+  std::vector<Job> expired;  // Cancel-After passed
+  int64_t purged = 0;        // finished jobs past retention, deleted
+};
+
+class JobQueue {
+public:
+  virtual ~JobQueue() = default;
+
+  // Persists the jobs (all or none) before returning. kQueueFull when a project would exceed its
+  // bound of queued jobs.
+  virtual Status enqueue(std::vector<Job> jobs) = 0;
+  // The next job by the fair schedule, marked running with a fresh attempt and a lease that lapses
+  // after `visibility` unless renewed; std::nullopt when nothing is ready within `wait`.
+  virtual Result<std::optional<Lease>> lease(std::string_view worker_id,
+                                             std::chrono::milliseconds visibility,
+                                             std::chrono::milliseconds wait) = 0;
+  // False when the lease is no longer this worker's (lapsed, canceled).
+  virtual Result<bool> renew(const Lease &lease, std::chrono::milliseconds visibility) = 0;
+  // Records the outcome exactly once: true when this call wrote it, false when the lease was lost
+  // (another attempt, a cancel or an expiry got there first).
+  virtual Result<bool> complete(const Lease &lease, const JobOutcome &outcome) = 0;
+  // The attempt failed: back to the queue after `delay`, or failed for good when it was the last
+  // attempt. `count_attempt` false gives the attempt back (overload, shutdown: not the job's
+  // fault).
+  virtual Result<bool> retry(const Lease &lease, std::string_view error,
+                             std::chrono::milliseconds delay, bool count_attempt) = 0;
+  // Marks a queued or running job canceled; the job as it is afterwards, std::nullopt when the
+  // project has no such job.
+  virtual Result<std::optional<Job>> cancel(std::string_view project, std::string_view id) = 0;
+  virtual Result<std::optional<Job>> get(std::string_view id) = 0;
+  virtual Result<std::vector<Job>> list(const ListFilter &filter) = 0;
+  // Lapsed leases back to the queue (or failed), Cancel-After expiries, retention purge.
+  virtual Result<Reclaimed> reclaim() = 0;
+  // Wakes every lease() that is waiting (shutdown).
+  virtual void wake_all() = 0;
+};
+
+} // namespace gantry::jobs

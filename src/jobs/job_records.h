@@ -1,0 +1,110 @@
+// The jobs module's other persisted records: webhook deliveries and signing secrets, and the
+// Batch API's files and batches. A port like JobQueue; SqliteJobRecords is the embedded adapter.
+//
+// Threading: implementations are safe to call from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace gantry::jobs {
+
+struct Delivery {
+  std::string id; // the webhook-id header: one per event, stable across retries
+  std::string job_id;
+  std::string project;
+  std::string url;
+  std::string event; // "job.started", "job.completed"
+  std::string payload;
+  std::string status = "pending"; // pending|delivered|failed|disabled
+  int attempts = 0;
+  int64_t next_at_ms = 0;
+  int last_status = 0;
+  std::string last_error;
+  int64_t created_ms = 0;
+  int64_t delivered_ms = 0;
+};
+
+struct StoredFile {
+  std::string id;
+  std::string project;
+  std::string purpose;
+  std::string filename;
+  int64_t bytes = 0;
+  int64_t created_ms = 0;
+  std::string content;
+};
+
+struct Batch {
+  std::string id;
+  std::string project;
+  std::string key_id;
+  std::string endpoint;
+  std::string input_file_id;
+  std::string completion_window;
+  std::string
+      status; // validating|in_progress|finalizing|completed|failed|expired|cancelling|cancelled
+  std::string output_file_id;
+  std::string error_file_id;
+  std::string errors; // JSON array text of {line, message}, "" when none
+  int64_t total = 0;
+  int64_t completed = 0;
+  int64_t failed = 0;
+  std::string metadata = "null";
+  int64_t created_ms = 0;
+  int64_t in_progress_ms = 0;
+  int64_t finalizing_ms = 0;
+  int64_t completed_ms = 0;
+  int64_t failed_ms = 0;
+  int64_t expired_ms = 0;
+  int64_t cancelling_ms = 0;
+  int64_t cancelled_ms = 0;
+  int64_t expires_ms = 0;
+};
+
+// Job counts of one batch by outcome.
+struct BatchCounts {
+  int64_t total = 0;
+  int64_t succeeded = 0;
+  int64_t failed = 0; // failed, canceled, expired
+};
+
+class JobRecords {
+public:
+  virtual ~JobRecords() = default;
+
+  virtual Status add_delivery(const Delivery &d) = 0;
+  virtual Status update_delivery(const Delivery &d) = 0;
+  // Pending deliveries due at `now_ms`, oldest first.
+  virtual Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int limit) = 0;
+  // The earliest next_at_ms of a pending delivery, 0 when none.
+  virtual Result<int64_t> next_delivery_at() = 0;
+  virtual Result<std::vector<Delivery>> deliveries_of(std::string_view job_id) = 0;
+
+  // The project's signing secrets that are still valid at `now_ms`, newest first.
+  virtual Result<std::vector<std::string>> webhook_secrets(std::string_view project,
+                                                           int64_t now_ms) = 0;
+  // Adds `secret` as the project's current one; the previous ones keep signing until
+  // now_ms + grace_ms (a rotation: receivers may verify either while they switch).
+  virtual Status rotate_webhook_secret(std::string_view project, std::string_view secret,
+                                       int64_t now_ms, int64_t grace_ms) = 0;
+  virtual Status disable_endpoint(std::string_view url, int64_t now_ms) = 0;
+  virtual Result<bool> endpoint_disabled(std::string_view url) = 0;
+
+  virtual Status put_file(const StoredFile &f) = 0;
+  virtual Result<std::optional<StoredFile>> get_file(std::string_view id) = 0;
+
+  virtual Status put_batch(const Batch &b) = 0; // insert or replace
+  virtual Result<std::optional<Batch>> get_batch(std::string_view id) = 0;
+  virtual Result<std::vector<Batch>> active_batches() = 0; // in_progress, finalizing, cancelling
+  virtual Result<std::vector<Batch>> list_batches(std::string_view project, std::string_view after,
+                                                  int limit) = 0;
+  virtual Result<BatchCounts> batch_counts(std::string_view batch_id) = 0;
+};
+
+} // namespace gantry::jobs

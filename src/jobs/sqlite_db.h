@@ -1,0 +1,83 @@
+// A thin connection wrapper for the jobs adapters (sqlite_job_queue, sqlite_job_records): one
+// connection to <data_dir>/gantry.db, cached prepared statements and typed binds. The schema is
+// created and migrated by control::SqliteStore::open, which must run first.
+//
+// Threading: not thread-safe; each adapter guards its Db with its own mutex.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/result.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace gantry::jobs {
+
+// A prepared statement in use; reset when destroyed so the cache can hand it out again.
+class Query {
+public:
+  Query(sqlite3 *db, sqlite3_stmt *stmt) : db_(db), stmt_(stmt) {}
+  Query(Query &&o) noexcept;
+  Query(const Query &) = delete;
+  Query &operator=(const Query &) = delete;
+  Query &operator=(Query &&) = delete;
+  ~Query();
+
+  Query &i64(int64_t v);
+  Query &f64(double v);
+  Query &text(std::string_view v);
+  Query &blob(std::string_view v);
+
+  Result<bool> step(); // true: a row is available
+  Status run();
+  int changes() const;
+
+  int64_t col_i64(int i) const;
+  double col_f64(int i) const;
+  std::string col_text(int i) const;
+
+private:
+  sqlite3 *db_;
+  sqlite3_stmt *stmt_;
+  int next_ = 0;
+};
+
+class Db {
+public:
+  // Opens an existing, migrated database (WAL, synchronous=NORMAL: a killed process loses no
+  // committed transaction; a power loss may lose the last few).
+  static Result<std::unique_ptr<Db>> open(const std::string &path);
+  ~Db();
+  Db(const Db &) = delete;
+  Db &operator=(const Db &) = delete;
+
+  Status exec(const char *sql);
+  // Statements are prepared once per connection and kept for its lifetime.
+  Result<Query> query(const char *sql);
+
+private:
+  explicit Db(sqlite3 *db) : db_(db) {}
+  sqlite3 *db_;
+  std::unordered_map<const char *, sqlite3_stmt *> cache_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT, rolled back unless commit() succeeded.
+class Transaction {
+public:
+  static Result<Transaction> begin(Db &db);
+  Transaction(Transaction &&o) noexcept : db_(o.db_), open_(std::exchange(o.open_, false)) {}
+  ~Transaction();
+  Status commit();
+
+private:
+  explicit Transaction(Db &db) : db_(db), open_(true) {}
+  Db &db_;
+  bool open_;
+};
+
+} // namespace gantry::jobs

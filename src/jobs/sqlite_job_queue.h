@@ -1,0 +1,119 @@
+// The embedded JobQueue: jobs live in the `jobs` table of gantry.db (its own connection); the
+// fair schedule is kept in memory over it and rebuilt from the table at open(), where every job
+// still marked running belonged to a process that died and is retried (or failed on its last
+// attempt).
+//
+// Scheduling: weighted round-robin between projects that have ready jobs (a project with weight
+// w is served w jobs per turn), highest priority first inside a project, then oldest first. So a
+// tenant with 10,000 queued jobs delays another tenant's single job by at most one turn.
+//
+// Threading: every method may be called from any thread; one mutex guards the connection and
+// the schedule, and lease() waits on a condition variable (no polling).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "core/clock.h"
+#include "jobs/job_queue.h"
+
+namespace gantry::jobs {
+
+class Db;
+
+struct JobQueueOptions {
+  int64_t max_queued_per_project = 10'000; // beyond this enqueue answers kQueueFull (429)
+  std::chrono::milliseconds retention{std::chrono::hours(24 * 7)}; // finished jobs kept
+  std::chrono::milliseconds retry_base{1000}; // backoff after a lapsed lease: base * 2^(n-1)
+  std::chrono::milliseconds retry_max{std::chrono::minutes(5)};
+  std::map<std::string, int> weights; // project → round-robin weight (default 1)
+};
+
+// Backoff before attempt `attempt + 1`, after `attempt` failed ones.
+std::chrono::milliseconds retry_delay(const JobQueueOptions &o, int attempt);
+
+class SqliteJobQueue final : public JobQueue {
+public:
+  // `db_path` must already be migrated (control::SqliteStore::open).
+  static Result<std::unique_ptr<SqliteJobQueue>> open(const std::string &db_path,
+                                                      JobQueueOptions options, const Clock &clock);
+  ~SqliteJobQueue() override;
+
+  Status enqueue(std::vector<Job> jobs) override;
+  Result<std::optional<Lease>> lease(std::string_view worker_id,
+                                     std::chrono::milliseconds visibility,
+                                     std::chrono::milliseconds wait) override;
+  Result<bool> renew(const Lease &lease, std::chrono::milliseconds visibility) override;
+  Result<bool> complete(const Lease &lease, const JobOutcome &outcome) override;
+  Result<bool> retry(const Lease &lease, std::string_view error, std::chrono::milliseconds delay,
+                     bool count_attempt) override;
+  Result<std::optional<Job>> cancel(std::string_view project, std::string_view id) override;
+  Result<std::optional<Job>> get(std::string_view id) override;
+  Result<std::vector<Job>> list(const ListFilter &filter) override;
+  Result<Reclaimed> reclaim() override;
+  void wake_all() override;
+
+  // A new, unique job id that sorts after every earlier one ("job_" + 16 hex digits).
+  std::string next_id(std::string_view prefix = "job_");
+  // Jobs queued (ready or waiting out a backoff) for `project`.
+  int64_t queued_count(const std::string &project);
+
+private:
+  struct Entry {
+    int priority;
+    std::string id;
+    bool operator<(const Entry &o) const {
+      return priority != o.priority ? priority > o.priority : id < o.id;
+    }
+  };
+  struct ProjectQueue {
+    std::set<Entry> ready;
+    int64_t queued = 0; // ready + delayed
+    int served = 0;     // jobs served in the current round-robin turn
+  };
+  struct Delayed {
+    std::string project;
+    Entry entry;
+  };
+
+  SqliteJobQueue(std::unique_ptr<Db> db, JobQueueOptions options, const Clock &clock);
+  Status recover();
+  // All under mu_.
+  void push_ready(const std::string &project, Entry e);
+  void push_queued(const std::string &project, Entry e, int64_t not_before_ms);
+  void promote_due(int64_t now_ms);
+  std::optional<std::pair<std::string, Entry>> pick();
+  void forget_queued(const std::string &id);
+  Result<bool> requeue_or_fail(const std::string &id, int attempt, int max_attempts,
+                               std::string_view error, std::chrono::milliseconds delay,
+                               bool count_attempt, std::vector<Job> *failed);
+  Result<std::optional<Job>> get_locked(std::string_view id);
+
+  std::unique_ptr<Db> db_;
+  const JobQueueOptions options_;
+  const Clock &clock_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t wake_gen_ = 0;
+  uint64_t last_seq_ = 0;
+  std::map<std::string, ProjectQueue> projects_;
+  std::deque<std::string> ring_; // projects with ready jobs, in turn order
+  std::multimap<int64_t, Delayed> delayed_;
+  std::unordered_map<std::string, std::string> queued_; // id → project, for the bound and cancel
+  struct Running {
+    int attempt;
+    int max_attempts;
+    int64_t lease_until_ms;
+  };
+  std::unordered_map<std::string, Running> running_;
+};
+
+} // namespace gantry::jobs

@@ -1,0 +1,293 @@
+#include "jobs/sqlite_job_records.h"
+
+#include "jobs/sqlite_db.h"
+
+namespace gantry::jobs {
+namespace {
+
+#define DELIVERY_COLUMNS                                                                           \
+  "id, job_id, project, url, event, payload, status, attempts, next_at_ms, last_status, "          \
+  "last_error, created_ms, delivered_ms"
+
+#define BATCH_COLUMNS                                                                              \
+  "id, project, key_id, endpoint, input_file_id, completion_window, status, output_file_id, "      \
+  "error_file_id, errors, total, completed, failed, metadata, created_ms, in_progress_ms, "        \
+  "finalizing_ms, completed_ms, failed_ms, expired_ms, cancelling_ms, cancelled_ms, expires_ms"
+
+Delivery read_delivery(const Query &q) {
+  Delivery d;
+  d.id = q.col_text(0);
+  d.job_id = q.col_text(1);
+  d.project = q.col_text(2);
+  d.url = q.col_text(3);
+  d.event = q.col_text(4);
+  d.payload = q.col_text(5);
+  d.status = q.col_text(6);
+  d.attempts = static_cast<int>(q.col_i64(7));
+  d.next_at_ms = q.col_i64(8);
+  d.last_status = static_cast<int>(q.col_i64(9));
+  d.last_error = q.col_text(10);
+  d.created_ms = q.col_i64(11);
+  d.delivered_ms = q.col_i64(12);
+  return d;
+}
+
+Batch read_batch(const Query &q) {
+  Batch b;
+  b.id = q.col_text(0);
+  b.project = q.col_text(1);
+  b.key_id = q.col_text(2);
+  b.endpoint = q.col_text(3);
+  b.input_file_id = q.col_text(4);
+  b.completion_window = q.col_text(5);
+  b.status = q.col_text(6);
+  b.output_file_id = q.col_text(7);
+  b.error_file_id = q.col_text(8);
+  b.errors = q.col_text(9);
+  b.total = q.col_i64(10);
+  b.completed = q.col_i64(11);
+  b.failed = q.col_i64(12);
+  b.metadata = q.col_text(13);
+  b.created_ms = q.col_i64(14);
+  b.in_progress_ms = q.col_i64(15);
+  b.finalizing_ms = q.col_i64(16);
+  b.completed_ms = q.col_i64(17);
+  b.failed_ms = q.col_i64(18);
+  b.expired_ms = q.col_i64(19);
+  b.cancelling_ms = q.col_i64(20);
+  b.cancelled_ms = q.col_i64(21);
+  b.expires_ms = q.col_i64(22);
+  return b;
+}
+
+template <typename T, typename F> Result<std::vector<T>> collect(Query &q, F read) {
+  std::vector<T> out;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row)
+      return out;
+    out.push_back(read(q));
+  }
+}
+
+} // namespace
+
+SqliteJobRecords::SqliteJobRecords(std::unique_ptr<Db> db) : db_(std::move(db)) {}
+SqliteJobRecords::~SqliteJobRecords() = default;
+
+Result<std::unique_ptr<SqliteJobRecords>> SqliteJobRecords::open(const std::string &db_path) {
+  GANTRY_ASSIGN_OR_RETURN(auto db, Db::open(db_path));
+  return std::unique_ptr<SqliteJobRecords>(new SqliteJobRecords(std::move(db)));
+}
+
+Status SqliteJobRecords::add_delivery(const Delivery &d) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO job_deliveries(" DELIVERY_COLUMNS
+                                              ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                                              "ON CONFLICT(id) DO NOTHING"));
+  return q.text(d.id)
+      .text(d.job_id)
+      .text(d.project)
+      .text(d.url)
+      .text(d.event)
+      .text(d.payload)
+      .text(d.status)
+      .i64(d.attempts)
+      .i64(d.next_at_ms)
+      .i64(d.last_status)
+      .text(d.last_error)
+      .i64(d.created_ms)
+      .i64(d.delivered_ms)
+      .run();
+}
+
+Status SqliteJobRecords::update_delivery(const Delivery &d) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("UPDATE job_deliveries SET status = ?, attempts = ?, next_at_ms = ?, "
+                          "last_status = ?, last_error = ?, delivered_ms = ? WHERE id = ?"));
+  return q.text(d.status)
+      .i64(d.attempts)
+      .i64(d.next_at_ms)
+      .i64(d.last_status)
+      .text(d.last_error)
+      .i64(d.delivered_ms)
+      .text(d.id)
+      .run();
+}
+
+Result<std::vector<Delivery>> SqliteJobRecords::due_deliveries(int64_t now_ms, int limit) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query("SELECT " DELIVERY_COLUMNS " FROM job_deliveries WHERE "
+                                     "status = 'pending' AND next_at_ms <= ? ORDER BY next_at_ms "
+                                     "LIMIT ?"));
+  q.i64(now_ms).i64(limit);
+  return collect<Delivery>(q, read_delivery);
+}
+
+Result<int64_t> SqliteJobRecords::next_delivery_at() {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("SELECT MIN(next_at_ms) FROM job_deliveries WHERE status = 'pending'"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
+  return row ? q.col_i64(0) : 0;
+}
+
+Result<std::vector<Delivery>> SqliteJobRecords::deliveries_of(std::string_view job_id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT " DELIVERY_COLUMNS " FROM job_deliveries "
+                                              "WHERE job_id = ? ORDER BY created_ms, id"));
+  q.text(job_id);
+  return collect<Delivery>(q, read_delivery);
+}
+
+Result<std::vector<std::string>> SqliteJobRecords::webhook_secrets(std::string_view project,
+                                                                   int64_t now_ms) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query("SELECT secret FROM webhook_secrets WHERE project = ? AND "
+                                     "(expires_ms = 0 OR expires_ms > ?) ORDER BY created_ms "
+                                     "DESC, expires_ms = 0 DESC"));
+  q.text(project).i64(now_ms);
+  return collect<std::string>(q, [](const Query &r) { return r.col_text(0); });
+}
+
+Status SqliteJobRecords::rotate_webhook_secret(std::string_view project, std::string_view secret,
+                                               int64_t now_ms, int64_t grace_ms) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("UPDATE webhook_secrets SET expires_ms = ? WHERE "
+                                                "project = ? AND expires_ms = 0"));
+    GANTRY_TRY(q.i64(now_ms + grace_ms).text(project).run());
+  }
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO webhook_secrets(project, secret, "
+                                                "created_ms, expires_ms) VALUES (?, ?, ?, 0)"));
+    GANTRY_TRY(q.text(project).text(secret).i64(now_ms).run());
+  }
+  return tx.commit();
+}
+
+Status SqliteJobRecords::disable_endpoint(std::string_view url, int64_t now_ms) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO webhook_disabled(url, disabled_ms) "
+                                              "VALUES (?, ?) ON CONFLICT(url) DO NOTHING"));
+  return q.text(url).i64(now_ms).run();
+}
+
+Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view url) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT 1 FROM webhook_disabled WHERE url = ?"));
+  return q.text(url).step();
+}
+
+Status SqliteJobRecords::put_file(const StoredFile &f) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query("INSERT INTO files(id, project, purpose, filename, bytes, "
+                                     "content, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+  return q.text(f.id)
+      .text(f.project)
+      .text(f.purpose)
+      .text(f.filename)
+      .i64(f.bytes)
+      .blob(f.content)
+      .i64(f.created_ms)
+      .run();
+}
+
+Result<std::optional<StoredFile>> SqliteJobRecords::get_file(std::string_view id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT id, project, purpose, filename, bytes, "
+                                              "content, created_ms FROM files WHERE id = ?"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
+  if (!row)
+    return std::optional<StoredFile>();
+  return std::optional<StoredFile>(StoredFile{q.col_text(0), q.col_text(1), q.col_text(2),
+                                              q.col_text(3), q.col_i64(4), q.col_i64(6),
+                                              q.col_text(5)});
+}
+
+Status SqliteJobRecords::put_batch(const Batch &b) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("INSERT OR REPLACE INTO batches(" BATCH_COLUMNS ") VALUES (?, ?, ?, ?, "
+                          "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  return q.text(b.id)
+      .text(b.project)
+      .text(b.key_id)
+      .text(b.endpoint)
+      .text(b.input_file_id)
+      .text(b.completion_window)
+      .text(b.status)
+      .text(b.output_file_id)
+      .text(b.error_file_id)
+      .text(b.errors)
+      .i64(b.total)
+      .i64(b.completed)
+      .i64(b.failed)
+      .text(b.metadata)
+      .i64(b.created_ms)
+      .i64(b.in_progress_ms)
+      .i64(b.finalizing_ms)
+      .i64(b.completed_ms)
+      .i64(b.failed_ms)
+      .i64(b.expired_ms)
+      .i64(b.cancelling_ms)
+      .i64(b.cancelled_ms)
+      .i64(b.expires_ms)
+      .run();
+}
+
+Result<std::optional<Batch>> SqliteJobRecords::get_batch(std::string_view id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE id = ?"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
+  if (!row)
+    return std::optional<Batch>();
+  return std::optional<Batch>(read_batch(q));
+}
+
+Result<std::vector<Batch>> SqliteJobRecords::active_batches() {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE "
+                                              "status IN ('validating', 'in_progress', "
+                                              "'finalizing', 'cancelling') ORDER BY id"));
+  return collect<Batch>(q, read_batch);
+}
+
+Result<std::vector<Batch>> SqliteJobRecords::list_batches(std::string_view project,
+                                                          std::string_view after, int limit) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE project = ? "
+                                     "AND (? = '' OR id < ?) ORDER BY id DESC LIMIT ?"));
+  q.text(project).text(after).text(after).i64(limit);
+  return collect<Batch>(q, read_batch);
+}
+
+Result<BatchCounts> SqliteJobRecords::batch_counts(std::string_view batch_id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT status, COUNT(*) FROM jobs WHERE batch_id "
+                                              "= ? GROUP BY status"));
+  q.text(batch_id);
+  BatchCounts c;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row)
+      break;
+    const std::string s = q.col_text(0);
+    const int64_t n = q.col_i64(1);
+    c.total += n;
+    if (s == "succeeded")
+      c.succeeded += n;
+    else if (s == "failed" || s == "canceled" || s == "expired")
+      c.failed += n;
+  }
+  return c;
+}
+
+} // namespace gantry::jobs

@@ -1,0 +1,49 @@
+// The embedded JobRecords: tables job_deliveries, webhook_secrets, webhook_disabled, files and
+// batches of gantry.db, over its own connection.
+//
+// Threading: every method may be called from any thread (one mutex guards the connection).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "jobs/job_records.h"
+
+namespace gantry::jobs {
+
+class Db;
+
+class SqliteJobRecords final : public JobRecords {
+public:
+  // `db_path` must already be migrated (control::SqliteStore::open).
+  static Result<std::unique_ptr<SqliteJobRecords>> open(const std::string &db_path);
+  ~SqliteJobRecords() override;
+
+  Status add_delivery(const Delivery &d) override;
+  Status update_delivery(const Delivery &d) override;
+  Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int limit) override;
+  Result<int64_t> next_delivery_at() override;
+  Result<std::vector<Delivery>> deliveries_of(std::string_view job_id) override;
+  Result<std::vector<std::string>> webhook_secrets(std::string_view project,
+                                                   int64_t now_ms) override;
+  Status rotate_webhook_secret(std::string_view project, std::string_view secret, int64_t now_ms,
+                               int64_t grace_ms) override;
+  Status disable_endpoint(std::string_view url, int64_t now_ms) override;
+  Result<bool> endpoint_disabled(std::string_view url) override;
+  Status put_file(const StoredFile &f) override;
+  Result<std::optional<StoredFile>> get_file(std::string_view id) override;
+  Status put_batch(const Batch &b) override;
+  Result<std::optional<Batch>> get_batch(std::string_view id) override;
+  Result<std::vector<Batch>> active_batches() override;
+  Result<std::vector<Batch>> list_batches(std::string_view project, std::string_view after,
+                                          int limit) override;
+  Result<BatchCounts> batch_counts(std::string_view batch_id) override;
+
+private:
+  explicit SqliteJobRecords(std::unique_ptr<Db> db);
+  std::mutex mu_;
+  std::unique_ptr<Db> db_;
+};
+
+} // namespace gantry::jobs

@@ -1,0 +1,131 @@
+#include "jobs/webhook_dispatcher.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace gantry::jobs {
+
+std::chrono::milliseconds webhook_retry_delay(const WebhookOptions &o, std::string_view id,
+                                              int attempts) {
+  double d = static_cast<double>(o.retry_base.count());
+  for (int i = 1; i < attempts; ++i)
+    d = std::min(d * 4, static_cast<double>(o.retry_max.count()));
+  // FNV-1a of id and attempt → a factor in [0.8, 1.2).
+  uint64_t h = 1469598103934665603ull;
+  for (char c : id)
+    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  h = (h ^ static_cast<uint64_t>(attempts)) * 1099511628211ull;
+  const double jitter = 0.8 + 0.4 * static_cast<double>(h % 10'000) / 10'000.0;
+  return std::chrono::milliseconds(static_cast<int64_t>(d * jitter));
+}
+
+WebhookDispatcher::WebhookDispatcher(JobRecords &records, WebhookOptions options,
+                                     const Clock &clock, Post post, Sign sign)
+    : records_(records), options_(options), clock_(clock), post_(std::move(post)),
+      sign_(std::move(sign)) {}
+
+WebhookDispatcher::~WebhookDispatcher() { stop(); }
+
+void WebhookDispatcher::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void WebhookDispatcher::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+Status WebhookDispatcher::enqueue(const Job &job, std::string_view event,
+                                  const std::string &payload_json) {
+  if (job.webhook_url.empty())
+    return Ok();
+  const std::string short_event(event);
+  if (std::find(job.webhook_events.begin(), job.webhook_events.end(), short_event) ==
+      job.webhook_events.end()) {
+    return Ok();
+  }
+  Delivery d;
+  d.id = "msg_" + job.id + "_" + short_event;
+  d.job_id = job.id;
+  d.project = job.project;
+  d.url = job.webhook_url;
+  d.event = "job." + short_event;
+  d.payload = payload_json;
+  d.created_ms = clock_.unix_millis();
+  d.next_at_ms = d.created_ms;
+  GANTRY_TRY(records_.add_delivery(d));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    dirty_ = true;
+  }
+  cv_.notify_all();
+  return Ok();
+}
+
+void WebhookDispatcher::loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stopping_) {
+    dirty_ = false;
+    lk.unlock();
+    auto due = records_.due_deliveries(clock_.unix_millis(), 32);
+    if (!due) {
+      std::fprintf(stderr, "jobs: webhook deliveries: %s\n", due.error().message.c_str());
+    } else {
+      for (auto &d : *due)
+        deliver(std::move(d));
+    }
+    auto next = records_.next_delivery_at();
+    lk.lock();
+    if (stopping_ || dirty_ || (due && due->size() == 32))
+      continue;
+    // Sleep until the next retry is due or a new event arrives.
+    auto wait = std::chrono::milliseconds(60'000);
+    if (next && *next > 0)
+      wait = std::chrono::milliseconds(std::max<int64_t>(*next - clock_.unix_millis(), 1));
+    cv_.wait_for(lk, wait, [&] { return stopping_ || dirty_; });
+  }
+}
+
+void WebhookDispatcher::deliver(Delivery d) {
+  const int64_t now = clock_.unix_millis();
+  if (auto off = records_.endpoint_disabled(d.url); off && *off) {
+    d.status = "disabled";
+    d.last_error = "the endpoint answered 410 Gone earlier and is disabled";
+    (void)records_.update_delivery(d);
+    return;
+  }
+  d.attempts++;
+  auto headers = sign_(d, now / 1000);
+  Result<int> status =
+      headers ? post_(d.url, d.payload, *headers) : Result<int>(Err(headers.error()));
+  if (status && *status >= 200 && *status < 300) {
+    d.status = "delivered";
+    d.last_status = *status;
+    d.last_error.clear();
+    d.delivered_ms = now;
+  } else if (status && *status == 410) {
+    d.status = "disabled";
+    d.last_status = 410;
+    d.last_error = "410 Gone: endpoint disabled";
+    (void)records_.disable_endpoint(d.url, now);
+  } else {
+    d.last_status = status ? *status : 0;
+    d.last_error = status ? "HTTP " + std::to_string(*status) : status.error().message;
+    const auto delay = webhook_retry_delay(options_, d.id, d.attempts);
+    if (now + delay.count() - d.created_ms > options_.give_up_after.count()) {
+      d.status = "failed";
+    } else {
+      d.next_at_ms = now + delay.count();
+    }
+  }
+  if (auto st = records_.update_delivery(d); !st)
+    std::fprintf(stderr, "jobs: webhook delivery %s: %s\n", d.id.c_str(),
+                 st.error().message.c_str());
+}
+
+} // namespace gantry::jobs

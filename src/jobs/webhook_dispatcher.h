@@ -1,0 +1,74 @@
+// Delivers job events to the job's webhook URL, signed per Standard Webhooks with the project's
+// secrets (every valid secret signs during a rotation). Each event is one persisted Delivery
+// whose id is the webhook-id header, derived from the job and the event so it stays the same
+// across retries and across re-executions of the job (receivers deduplicate on it).
+//
+// Retries: exponential backoff from `retry_base` (×4 per attempt, capped at `retry_max`) with
+// ±20% jitter, until `give_up_after` since the event (a day by default). A 410 Gone disables the
+// endpoint: later deliveries to it are not attempted.
+//
+// Threading: one dispatcher thread sends; notify() may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "jobs/job_queue.h"
+#include "jobs/job_records.h"
+
+namespace gantry::jobs {
+
+struct WebhookOptions {
+  std::chrono::milliseconds retry_base{5'000};
+  std::chrono::milliseconds retry_max{std::chrono::hours(6)};
+  std::chrono::milliseconds give_up_after{std::chrono::hours(24)};
+};
+
+// The delay before attempt `attempts + 1` of delivery `id` (deterministic jitter from the id, so
+// no random source is needed and retries of many deliveries still spread out).
+std::chrono::milliseconds webhook_retry_delay(const WebhookOptions &o, std::string_view id,
+                                              int attempts);
+
+class WebhookDispatcher {
+public:
+  // Sends one signed body; the HTTP status, or an error (refused destination, network).
+  using Post = std::function<Result<int>(const std::string &url, const std::string &body,
+                                         const std::vector<std::pair<std::string, std::string>> &)>;
+  // The Standard Webhooks headers for a body, signed with the project's secrets.
+  using Sign = std::function<Result<std::vector<std::pair<std::string, std::string>>>(
+      const Delivery &d, int64_t unix_seconds)>;
+
+  WebhookDispatcher(JobRecords &records, WebhookOptions options, const Clock &clock, Post post,
+                    Sign sign);
+  ~WebhookDispatcher();
+
+  void start();
+  void stop();
+  // Records the event's delivery when the job asked for it; the payload is `payload_json`.
+  Status enqueue(const Job &job, std::string_view event, const std::string &payload_json);
+
+private:
+  void loop();
+  void deliver(Delivery d);
+
+  JobRecords &records_;
+  const WebhookOptions options_;
+  const Clock &clock_;
+  Post post_;
+  Sign sign_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool dirty_ = false;
+  std::thread thread_;
+};
+
+} // namespace gantry::jobs

@@ -1,0 +1,92 @@
+// Async jobs over HTTP: /v1/jobs (submit, get, list, cancel, deliveries), the OpenAI Batch API
+// (/v1/files, /v1/batches) and the admin route that rotates a project's webhook secret. Owns
+// the durable queue, the runner (executing jobs through the gateway's inference path as the key
+// that submitted them), the webhook dispatcher and the batch coordinator.
+//
+// Threading: routes run on I/O threads; the runner's workers, the dispatcher and the
+// coordinator have their own threads (see JobRunner, WebhookDispatcher). create() and stop()
+// run on the main thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "api/openai.h"
+#include "control/control_plane.h"
+#include "core/clock.h"
+#include "http/router.h"
+#include "jobs/job_runner.h"
+#include "jobs/sqlite_job_queue.h"
+#include "jobs/sqlite_job_records.h"
+#include "jobs/webhook_dispatcher.h"
+#include "server/config.h"
+
+namespace gantry::server {
+
+class JobsService {
+public:
+  // The gateway's hooks: authenticate a request (answers 401 itself and returns nullopt), and
+  // run one inference request as `principal`.
+  using Authenticate = std::function<std::optional<std::optional<control::Principal>>(
+      const http::Request &, const std::shared_ptr<http::ResponseWriter> &)>;
+  using Execute =
+      std::function<void(api::Endpoint, http::Request &&, std::shared_ptr<http::ResponseWriter>,
+                         std::optional<control::Principal>)>;
+  using WebhookPost = jobs::WebhookDispatcher::Post;
+
+  static Result<std::unique_ptr<JobsService>>
+  create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
+         Authenticate authenticate, Execute execute, WebhookPost post, std::string admin_token);
+  ~JobsService();
+
+  void add_routes(http::Router &router);
+  void start();
+  // Stops leasing new jobs (graceful shutdown begins); running ones go on.
+  void stop_leasing();
+  // Cancels what still runs (those attempts go back to the queue unspent) and joins the threads.
+  void stop();
+
+  const jobs::RunnerCounters &counters() const { return runner_->counters(); }
+
+private:
+  class Executor;
+  struct Waiter;
+  JobsService(const ServerConfig &config, control::ControlPlane &control, const Clock &clock);
+
+  void submit(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
+  void on_event(const jobs::Job &job, std::string_view event);
+  void coordinate(); // the coordinator thread: Prefer-wait deadlines and batch progress
+  Status advance_batch(jobs::Batch b);
+  Result<std::string> sign_key_secrets(const std::string &project);
+
+  void create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
+                   const std::string &project);
+  void create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
+                    const control::Principal *principal);
+
+  const JobsConfig config_;
+  const std::vector<ModelSpec> models_;
+  control::ControlPlane &control_;
+  const Clock &clock_;
+  Authenticate authenticate_;
+  Execute execute_;
+  std::string admin_token_;
+  std::unique_ptr<jobs::SqliteJobQueue> queue_;
+  std::unique_ptr<jobs::SqliteJobRecords> records_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<jobs::JobRunner> runner_;
+  std::unique_ptr<jobs::WebhookDispatcher> webhooks_;
+
+  std::mutex mu_; // guards waiters_, stopping_
+  std::condition_variable cv_;
+  std::multimap<std::string, std::shared_ptr<Waiter>> waiters_; // job id → POST held by Prefer
+  bool stopping_ = false;
+  bool batches_dirty_ = true;
+  std::thread coordinator_;
+};
+
+} // namespace gantry::server
