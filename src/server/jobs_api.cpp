@@ -172,6 +172,10 @@ json::object render_job(const Job &j) {
   o["started_at"] = seconds_or_null(j.started_ms);
   o["finished_at"] = seconds_or_null(j.finished_ms);
   o["expires_at"] = seconds_or_null(j.expires_at_ms);
+  // Millisecond twins of the timestamps: ordering checks (fairness) need more than seconds.
+  o["created_at_ms"] = j.created_ms;
+  o["started_at_ms"] = j.started_ms;
+  o["finished_at_ms"] = j.finished_ms;
   o["attempts"] = j.attempts;
   o["max_attempts"] = j.max_attempts;
   if (!j.webhook_url.empty()) {
@@ -385,7 +389,49 @@ public:
     req.body = job.body;
     req.request_id = job.id; // the ledger dedups on it: a re-executed job is billed once
     req.headers.push_back({"Content-Type", "application/json"});
-    auto w = std::make_shared<Capture>(job.id, std::move(done));
+    // The usage row is written before the outcome is recorded, with the job id as its request
+    // id: a crash in between re-runs the job, whose row the ledger then ignores, so usage is
+    // counted once however often the job ran. (The ledger writer's batched row for the same id
+    // is the same usage; whichever lands first is kept.)
+    auto settle = [this, job, started = svc_.clock_.unix_millis(),
+                   done = std::move(done)](jobs::ExecResult r) {
+      if (r.status >= 200 && r.status < 300) {
+        boost::system::error_code ec;
+        json::value v = json::parse(r.body, ec);
+        if (!ec && v.is_object()) {
+          const json::object &o = v.as_object();
+          control::UsageRecord u;
+          u.request_id = job.id;
+          u.key_id = job.key_id;
+          u.project = job.project;
+          if (auto *m = o.if_contains("model"); m && m->is_string())
+            u.model = std::string(m->as_string());
+          u.endpoint = job.endpoint;
+          if (auto *us = o.if_contains("usage"); us && us->is_object()) {
+            if (auto *p = us->as_object().if_contains("prompt_tokens"); p && p->is_int64())
+              u.input_tokens = p->as_int64();
+            if (auto *c = us->as_object().if_contains("completion_tokens"); c && c->is_int64())
+              u.output_tokens = c->as_int64();
+          }
+          if (auto *ch = o.if_contains("choices");
+              ch && ch->is_array() && !ch->as_array().empty()) {
+            if (auto *f = ch->as_array()[0].as_object().if_contains("finish_reason");
+                f && f->is_string())
+              u.finish_reason = std::string(f->as_string());
+          }
+          u.cost_usd = r.cost_usd;
+          u.status = r.status;
+          u.created_at_ms = started;
+          u.latency_ms = static_cast<double>(svc_.clock_.unix_millis() - started);
+          if (auto st = svc_.control_.store().append_usage({u}); !st) {
+            // Without its usage row the job must not be recorded as done: run it again later.
+            r = {503, R"({"error":{"message":"usage could not be recorded"}})", 0, 1000};
+          }
+        }
+      }
+      done(std::move(r));
+    };
+    auto w = std::make_shared<Capture>(job.id, std::move(settle));
     std::weak_ptr<Capture> weak = w;
     svc_.execute_(endpoint.value_or(api::Endpoint::kChatCompletions), std::move(req), std::move(w),
                   std::move(principal));

@@ -30,6 +30,8 @@ struct ServerProcessOptions {
   std::chrono::milliseconds start_timeout{30'000};
   // Extra environment ("GANTRY_ADMIN_TOKEN=..."); the caller's GANTRY_* variables are dropped.
   std::vector<std::string> env;
+  // When non-empty, the data directory to use instead of a fresh one (a restart after a crash).
+  std::string data_dir;
 };
 
 class ServerProcess {

@@ -1,0 +1,396 @@
+// Async jobs against the real server: the job API, kill -9 in the middle of 500 jobs, fairness
+// between projects, signed webhooks with retries, and the Batch API's files and batches.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <csignal>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "control/sqlite_store.h"
+#include "control/webhook_signature.h"
+#include "http/server.h"
+#include "integration/api_helpers.h"
+#include "integration/server_process.h"
+
+namespace gantry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr const char *kAdminToken = "jobs-admin-token-5678";
+
+std::string jobs_toml(const std::string &jobs_table, const std::string &model_extra = {}) {
+  return "request_log = \"off\"\n[jobs]\n" + jobs_table + "\n[[models]]\npath = \"" +
+         std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf\"\n" + model_extra + "\n";
+}
+
+std::unique_ptr<ServerProcess> start(const std::string &toml, const std::string &data_dir = {}) {
+  ServerProcessOptions o;
+  o.config_toml = toml;
+  o.args = {"--no-cache"};
+  o.env.push_back(std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken);
+  o.data_dir = data_dir;
+  auto s = ServerProcess::start(std::move(o));
+  EXPECT_TRUE(s) << (s ? "" : s.error().message);
+  return s ? std::move(s).value() : nullptr;
+}
+
+std::string str(const json::value &v) {
+  return v.is_string() ? std::string(v.as_string()) : json::serialize(v);
+}
+
+http::Headers admin() { return {{"Authorization", std::string("Bearer ") + kAdminToken}}; }
+http::Headers bearer(const std::string &key) { return {{"Authorization", "Bearer " + key}}; }
+
+std::string create_key(http::HttpClient &c, const std::string &project) {
+  auto r = c.post("/admin/v1/keys", json::serialize(json::object{{"project", project}}), admin());
+  EXPECT_TRUE(r && r->status == 201) << (r ? r->body : r.error().message);
+  if (!r || r->status != 201)
+    return {};
+  return std::string(parse_object(r->body)["key"].as_string());
+}
+
+std::string job_request(const std::string &prompt, int max_tokens, json::object extra = {}) {
+  json::object o{{"endpoint", "/v1/completions"},
+                 {"body", json::object{{"model", kModel},
+                                       {"prompt", prompt},
+                                       {"max_tokens", max_tokens},
+                                       {"temperature", 0}}}};
+  for (auto &[k, v] : extra)
+    o[k] = v;
+  return json::serialize(o);
+}
+
+// Every job of the caller, all pages.
+std::vector<json::object> list_all(http::HttpClient &c, const http::Headers &h,
+                                   const std::string &status = {}) {
+  std::vector<json::object> out;
+  std::string after;
+  for (;;) {
+    std::string target = "/v1/jobs?limit=1000";
+    if (!status.empty())
+      target += "&status=" + status;
+    if (!after.empty())
+      target += "&after=" + after;
+    auto r = c.get(target, h);
+    if (!r || r->status != 200) {
+      ADD_FAILURE() << "GET " << target << ": " << (r ? r->body : r.error().message);
+      return out;
+    }
+    auto o = parse_object(r->body);
+    for (auto &j : o["data"].as_array())
+      out.push_back(j.as_object());
+    if (!o["has_more"].as_bool())
+      return out;
+    after = std::string(out.back()["id"].as_string());
+  }
+}
+
+json::object get_job(http::HttpClient &c, const std::string &id, const http::Headers &h = {}) {
+  auto r = c.get("/v1/jobs/" + id, h);
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : r.error().message);
+  return r && r->status == 200 ? parse_object(r->body) : json::object{};
+}
+
+// Submits `n` jobs from `threads` clients; returns their ids.
+std::vector<std::string> submit_many(const ServerProcess &s, int n, int threads,
+                                     const std::function<std::string(int)> &body,
+                                     const http::Headers &h = {}) {
+  std::vector<std::string> ids(static_cast<size_t>(n));
+  std::atomic<int> next{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&] {
+      http::HttpClient c(s.client_options());
+      for (int i = next++; i < n; i = next++) {
+        auto r = c.post("/v1/jobs", body(i), h);
+        if (!r || r->status != 202) {
+          ADD_FAILURE() << "job " << i << ": " << (r ? r->body : r.error().message);
+          continue;
+        }
+        ids[static_cast<size_t>(i)] = std::string(parse_object(r->body)["id"].as_string());
+      }
+    });
+  }
+  for (auto &t : ts)
+    t.join();
+  return ids;
+}
+
+TEST(Jobs, SubmitGetListCancelPreferWaitAndValidation) {
+  auto s = start(jobs_toml("workers = 2"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+
+  auto r = c.post("/v1/jobs", job_request("Once upon a time", 8, {{"metadata", {{"k", "v"}}}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  auto queued = parse_object(r->body);
+  const std::string id(queued["id"].as_string());
+  EXPECT_EQ(queued["status"], "queued");
+  EXPECT_EQ(str(queued["urls"].as_object()["get"]), "/v1/jobs/" + id);
+  EXPECT_EQ(str(queued["urls"].as_object()["cancel"]), "/v1/jobs/" + id + "/cancel");
+
+  // Prefer: wait answers 200 with the result when the job finishes in time.
+  auto waited = c.post("/v1/jobs", job_request("The cat", 8), {{"Prefer", "wait=20"}});
+  ASSERT_TRUE(waited);
+  ASSERT_EQ(waited->status, 200) << waited->body;
+  auto done = parse_object(waited->body);
+  EXPECT_EQ(done["status"], "succeeded");
+  EXPECT_EQ(done["result"].as_object()["object"], "text_completion");
+  EXPECT_EQ(done["usage"].as_object()["completion_tokens"].as_int64(), 8);
+
+  const auto deadline = SteadyClock::now() + 20s;
+  json::object first;
+  do {
+    first = get_job(c, id);
+  } while (first["status"] != "succeeded" && SteadyClock::now() < deadline);
+  EXPECT_EQ(first["status"], "succeeded") << json::serialize(first);
+  EXPECT_EQ(first["metadata"].as_object()["k"], "v");
+  EXPECT_EQ(first["attempts"].as_int64(), 1);
+
+  auto listed = list_all(c, {}, "succeeded");
+  EXPECT_EQ(listed.size(), 2u);
+
+  // A long job is canceled while it runs; the result is never recorded afterwards.
+  auto long_job = c.post(
+      "/v1/jobs", json::serialize(json::object{{"endpoint", "/v1/completions"},
+                                               {"body", json::object{{"model", kModel},
+                                                                     {"prompt", "A"},
+                                                                     {"max_tokens", 200},
+                                                                     {"ignore_eos", true}}}}));
+  ASSERT_TRUE(long_job && long_job->status == 202);
+  const std::string long_id(parse_object(long_job->body)["id"].as_string());
+  auto canceled = c.post("/v1/jobs/" + long_id + "/cancel", "");
+  ASSERT_TRUE(canceled);
+  EXPECT_EQ(canceled->status, 200) << canceled->body;
+  EXPECT_EQ(parse_object(canceled->body)["status"], "canceled");
+  EXPECT_EQ(get_job(c, long_id)["status"], "canceled");
+
+  // Cancel-After that has already passed by the next maintenance tick expires a queued job.
+  auto expiring =
+      c.post("/v1/jobs", job_request("B", 200, {{"priority", -100}}), {{"Cancel-After", "1ms"}});
+  ASSERT_TRUE(expiring && expiring->status == 202) << (expiring ? expiring->body : "");
+
+  // Bad submissions are 400s at the door, never queued.
+  EXPECT_EQ(c.post("/v1/jobs", R"({"endpoint":"/v1/embeddings","body":{}})")->status, 400);
+  EXPECT_EQ(c.post("/v1/jobs", R"({"endpoint":"/v1/completions","body":{"prompt":"x"}})")->status,
+            400);
+  EXPECT_EQ(c.post("/v1/jobs", job_request("x", 4), {{"Cancel-After", "soon"}})->status, 400);
+  EXPECT_EQ(c.post("/v1/jobs", job_request("x", 4, {{"webhook", "http://127.0.0.1:9/h"}}))->status,
+            403)
+      << "loopback webhooks are refused unless jobs.webhook_allow_loopback";
+  EXPECT_EQ(c.get("/v1/jobs/job_0000000000000000")->status, 404);
+}
+
+TEST(Jobs, KillNineWhileRunningEveryJobSucceedsExactlyOnce) {
+  const std::string toml = jobs_toml("retry_base_ms = 20\nmax_attempts = 5", "max_seqs = 16");
+  auto s1 = start(toml);
+  ASSERT_TRUE(s1);
+  constexpr int kJobs = 500;
+  auto ids = submit_many(*s1, kJobs, 4, [](int i) {
+    return job_request("Once upon a time " + std::to_string(i), 48, {{"metadata", {{"n", i}}}});
+  });
+  // Kill once some have finished and the rest are queued or running.
+  http::HttpClient c1(s1->client_options());
+  const auto deadline = SteadyClock::now() + 30s;
+  size_t done_at_kill = 0;
+  while (SteadyClock::now() < deadline) {
+    done_at_kill = list_all(c1, {}, "succeeded").size();
+    if (done_at_kill >= 20)
+      break;
+  }
+  s1->signal(SIGKILL);
+  ASSERT_TRUE(s1->wait_exit(10s).has_value());
+  ASSERT_LT(done_at_kill, static_cast<size_t>(kJobs)) << "the kill came after every job was done";
+
+  auto s2 = start(toml, s1->data_dir());
+  ASSERT_TRUE(s2);
+  http::HttpClient c2(s2->client_options());
+  std::vector<json::object> all;
+  const auto finish_by = SteadyClock::now() + 90s;
+  while (SteadyClock::now() < finish_by) {
+    all = list_all(c2, {});
+    size_t open = 0;
+    for (auto &j : all)
+      open += j["status"] == "queued" || j["status"] == "running";
+    if (open == 0)
+      break;
+    std::this_thread::sleep_for(100ms); // polling interval, not an assertion
+  }
+  ASSERT_EQ(all.size(), static_cast<size_t>(kJobs)) << "no job may be lost";
+  std::set<std::string> submitted(ids.begin(), ids.end());
+  int retried = 0;
+  for (auto &j : all) {
+    const std::string id(j["id"].as_string());
+    EXPECT_TRUE(submitted.count(id)) << id;
+    ASSERT_EQ(j["status"], "succeeded") << json::serialize(j);
+    EXPECT_EQ(j["usage"].as_object()["completion_tokens"].as_int64(), 48) << id;
+    EXPECT_EQ(str(j["result"].as_object()["id"]), "cmpl-" + id) << "one result, from this job";
+    retried += j["attempts"].as_int64() > 1;
+  }
+  EXPECT_GT(retried, 0) << "some jobs were running at the kill and ran again";
+  // Usage is keyed by the job id in the ledger: a job that ran twice is counted once.
+  s2->signal(SIGTERM);
+  ASSERT_TRUE(s2->wait_exit(30s).has_value());
+  auto store = control::SqliteStore::open(s1->data_dir());
+  ASSERT_TRUE(store);
+  auto rows = (*store)->count_usage();
+  ASSERT_TRUE(rows);
+  EXPECT_EQ(*rows, kJobs) << "one usage row per job, however often it ran";
+}
+
+TEST(Jobs, OneProjectsThousandJobsDoNotStarveAnothersFive) {
+  auto s = start(jobs_toml("workers = 4"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const std::string key_a = create_key(c, "tenant-a");
+  const std::string key_b = create_key(c, "tenant-b");
+  ASSERT_FALSE(key_a.empty());
+  ASSERT_FALSE(key_b.empty());
+  auto body = [](int i) { return job_request("Story " + std::to_string(i), 32); };
+  auto a_ids = submit_many(*s, 1000, 8, body, bearer(key_a));
+  auto b_ids = submit_many(*s, 5, 1, body, bearer(key_b));
+
+  int64_t b_last_finish = 0;
+  const auto deadline = SteadyClock::now() + 60s;
+  for (const auto &id : b_ids) {
+    json::object j;
+    do {
+      j = get_job(c, id, bearer(key_b));
+    } while (j["status"] != "succeeded" && SteadyClock::now() < deadline);
+    ASSERT_EQ(j["status"], "succeeded") << json::serialize(j);
+    b_last_finish = std::max(b_last_finish, j["finished_at_ms"].as_int64());
+  }
+  auto a_jobs = list_all(c, bearer(key_a));
+  ASSERT_EQ(a_jobs.size(), 1000u) << "a project sees only its own jobs";
+  int a_before = 0;
+  for (auto &j : a_jobs) {
+    const int64_t f = j["finished_at_ms"].as_int64();
+    a_before += f > 0 && f <= b_last_finish;
+  }
+  EXPECT_LT(a_before, 100) << "project B's 5 jobs finished after " << a_before << " of project A's";
+  // B cannot see A's jobs.
+  EXPECT_EQ(c.get("/v1/jobs/" + a_ids[0], bearer(key_b))->status, 404);
+}
+
+// A loopback receiver that answers `fail_first` requests with 500, then 200 (or `final`).
+struct Receiver {
+  std::mutex mu;
+  std::vector<http::Request> got;
+  int fail_first = 0;
+  int final_status = 200;
+  std::unique_ptr<http::HttpServer> server;
+  Receiver(int fail, int final_st) : fail_first(fail), final_status(final_st) {
+    http::ServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    server = std::make_unique<http::HttpServer>(
+        o, [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+          int n;
+          {
+            std::lock_guard<std::mutex> lk(mu);
+            got.push_back(req);
+            n = static_cast<int>(got.size());
+          }
+          w->respond(http::Response::json(n <= fail_first ? 500 : final_status, "{}"));
+        });
+    EXPECT_TRUE(server->start());
+  }
+  ~Receiver() { server->shutdown(std::chrono::milliseconds(0)); }
+  size_t count() {
+    std::lock_guard<std::mutex> lk(mu);
+    return got.size();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server->port()) + "/hook"; }
+};
+
+TEST(Jobs, WebhooksAreSignedRetriedWithAStableIdAndDisabledBy410) {
+  Receiver rx(2, 200);
+  auto s = start(jobs_toml("webhook_allow_loopback = true\nwebhook_retry_base_ms = 100"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const std::string key = create_key(c, "hooks");
+  // Two rotations: the old secret stays valid during its grace, so both sign.
+  auto r1 = c.post("/admin/v1/projects/hooks/webhook_secrets", "", admin());
+  auto r2 = c.post("/admin/v1/projects/hooks/webhook_secrets", R"({"grace_s":3600})", admin());
+  ASSERT_TRUE(r1 && r1->status == 201 && r2 && r2->status == 201);
+  const std::string old_secret(parse_object(r1->body)["secret"].as_string());
+  const std::string new_secret(parse_object(r2->body)["secret"].as_string());
+
+  auto r = c.post("/v1/jobs", job_request("Hello", 4, {{"webhook", rx.url()}}), bearer(key));
+  ASSERT_TRUE(r && r->status == 202) << (r ? r->body : "");
+  const std::string id(parse_object(r->body)["id"].as_string());
+  const auto deadline = SteadyClock::now() + 30s;
+  while (rx.count() < 3 && SteadyClock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(rx.count(), 3u) << "two failures, then delivered on the third attempt";
+  std::lock_guard<std::mutex> lk(rx.mu);
+  const auto msg_id = rx.got[0].header("webhook-id");
+  ASSERT_TRUE(msg_id);
+  for (const auto &req : rx.got) {
+    ASSERT_TRUE(req.header("webhook-id") && req.header("webhook-timestamp") &&
+                req.header("webhook-signature"));
+    EXPECT_EQ(std::string(*req.header("webhook-id")), std::string(*msg_id))
+        << "webhook-id is stable across retries";
+    for (const auto &secret : {old_secret, new_secret}) {
+      EXPECT_TRUE(control::verify_webhook(secret, *req.header("webhook-id"),
+                                          *req.header("webhook-timestamp"), req.body,
+                                          *req.header("webhook-signature")));
+    }
+    EXPECT_FALSE(control::verify_webhook(
+        control::generate_webhook_secret(), *req.header("webhook-id"),
+        *req.header("webhook-timestamp"), req.body, *req.header("webhook-signature")));
+  }
+  auto payload = parse_object(rx.got[2].body);
+  EXPECT_EQ(payload["type"], "job.completed");
+  EXPECT_EQ(str(payload["data"].as_object()["id"]), id);
+  EXPECT_EQ(payload["data"].as_object()["status"], "succeeded");
+
+  // The delivery record: delivered after 3 attempts.
+  json::object d;
+  const auto rec_deadline = SteadyClock::now() + 10s;
+  do {
+    auto dr = c.get("/v1/jobs/" + id + "/deliveries", bearer(key));
+    ASSERT_TRUE(dr && dr->status == 200);
+    auto data = parse_object(dr->body)["data"].as_array();
+    ASSERT_EQ(data.size(), 1u);
+    d = data[0].as_object();
+  } while (d["status"] != "delivered" && SteadyClock::now() < rec_deadline);
+  EXPECT_EQ(d["status"], "delivered");
+  EXPECT_EQ(d["attempts"].as_int64(), 3);
+  EXPECT_EQ(str(d["id"]), std::string(*msg_id));
+
+  // 410 Gone disables the endpoint: no retries.
+  Receiver gone(0, 410);
+  auto g = c.post("/v1/jobs",
+                  job_request("Bye", 4,
+                              {{"webhook", gone.url()},
+                               {"webhook_events", json::array{"started", "completed"}}}),
+                  bearer(key));
+  ASSERT_TRUE(g && g->status == 202);
+  const std::string gid(parse_object(g->body)["id"].as_string());
+  json::array ds;
+  const auto gone_deadline = SteadyClock::now() + 20s;
+  for (;;) {
+    auto dr = c.get("/v1/jobs/" + gid + "/deliveries", bearer(key));
+    ASSERT_TRUE(dr && dr->status == 200);
+    ds = parse_object(dr->body)["data"].as_array();
+    bool settled = ds.size() == 2;
+    for (auto &x : ds)
+      settled = settled && x.as_object()["status"] != "pending";
+    if (settled || SteadyClock::now() > gone_deadline)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(ds.size(), 2u);
+  for (auto &x : ds)
+    EXPECT_EQ(x.as_object()["status"], "disabled") << json::serialize(x);
+  EXPECT_EQ(gone.count(), 1u) << "one 410, then the endpoint is never called again";
+}
+
+} // namespace
+} // namespace gantry::testing
