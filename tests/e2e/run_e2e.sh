@@ -59,7 +59,7 @@ echo "e2e: gantry serve at $url (pid $pid)"
 
 set +e
 GANTRY_BASE_URL="$url" node --test --test-reporter=spec "$here/openai_sdk.test.mjs" \
-  "$here/cache_embeddings.test.mjs"
+  "$here/cache_embeddings.test.mjs" "$here/batch_jobs.test.mjs"
 rc=$?
 set -e
 
