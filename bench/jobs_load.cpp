@@ -76,8 +76,8 @@ int main(int argc, char **argv) {
       gantry::http::HttpClient c(co);
       for (int i = 0; Clock::now() < end; ++i) {
         const auto t0 = Clock::now();
-        auto r = c.post("/v1/jobs", job_body(t * 1'000'000 + i),
-                        {{"Content-Type", "application/json"}});
+        auto r =
+            c.post("/v1/jobs", job_body(t * 1'000'000 + i), {{"Content-Type", "application/json"}});
         const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
         if (!r) {
           errors++;
@@ -123,7 +123,7 @@ int main(int argc, char **argv) {
               "\"submit_to_start_p99_ms\":%.1f}\n",
               clients, wall, static_cast<long long>(accepted.load()),
               static_cast<double>(accepted.load()) / wall, static_cast<long long>(refused.load()),
-              static_cast<long long>(errors.load()), pct(all, 0.5), pct(all, 0.99),
-              overhead.size(), pct(overhead, 0.5), pct(overhead, 0.99));
+              static_cast<long long>(errors.load()), pct(all, 0.5), pct(all, 0.99), overhead.size(),
+              pct(overhead, 0.5), pct(overhead, 0.99));
   return 0;
 }

@@ -114,6 +114,7 @@ CREATE TABLE jobs (
   priority       INTEGER NOT NULL DEFAULT 0,
   status         TEXT NOT NULL, -- queued|running|succeeded|failed|canceled|expired
   attempts       INTEGER NOT NULL DEFAULT 0,
+  deferrals      INTEGER NOT NULL DEFAULT 0, -- attempts given back (overload): new request ids
   max_attempts   INTEGER NOT NULL,
   created_ms     INTEGER NOT NULL,
   started_ms     INTEGER NOT NULL DEFAULT 0,

@@ -41,6 +41,9 @@ struct Job {
   int priority = 0; // higher first, inside a project
   JobStatus status = JobStatus::kQueued;
   int attempts = 0; // leases handed out so far; the lease token
+  // Times the job was put back without spending an attempt (overload). Each deferral gives the
+  // next execution a new request id, since the refused one already has its ledger row.
+  int deferrals = 0;
   int max_attempts = 3;
   int64_t created_ms = 0;
   int64_t started_ms = 0;
@@ -73,11 +76,11 @@ struct JobOutcome {
 };
 
 struct ListFilter {
-  std::string project;
+  std::string project; // "" is the project of unauthenticated callers, not "any"
   std::optional<JobStatus> status;
   std::string after; // job id cursor (exclusive), in creation order
   int limit = 20;
-  std::string batch_id;
+  std::string batch_id; // when set: the batch's lines, whatever the project
 };
 
 // What maintenance changed, for the runner to act on (cancel running executions, webhooks).

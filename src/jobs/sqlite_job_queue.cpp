@@ -15,7 +15,7 @@ constexpr const char *kStatusNames[] = {"queued", "running",  "succeeded",
   "id, project, key_id, endpoint, body, webhook_url, webhook_events, metadata, batch_id, "         \
   "custom_id, priority, status, attempts, max_attempts, created_ms, started_ms, finished_ms, "     \
   "not_before_ms, expires_at_ms, result_status, result, error, input_tokens, output_tokens, "      \
-  "cost_usd"
+  "cost_usd, deferrals"
 
 std::vector<std::string> split_events(const std::string &s) {
   std::vector<std::string> out;
@@ -65,6 +65,7 @@ Job read_job(const Query &q) {
   j.input_tokens = q.col_i64(22);
   j.output_tokens = q.col_i64(23);
   j.cost_usd = q.col_f64(24);
+  j.deferrals = static_cast<int>(q.col_i64(25));
   return j;
 }
 
@@ -383,11 +384,14 @@ Result<bool> SqliteJobQueue::requeue_or_fail(const std::string &id, int attempt,
     return won;
   }
   GANTRY_ASSIGN_OR_RETURN(
-      Query q, db_->query("UPDATE jobs SET status = 'queued', not_before_ms = ?, error = ?, "
-                          "attempts = attempts - ?, lease_until_ms = 0 WHERE id = ? AND "
-                          "attempts = ? AND status = 'running' RETURNING project, priority"));
+      Query q,
+      db_->query(
+          "UPDATE jobs SET status = 'queued', not_before_ms = ?, error = ?, "
+          "attempts = attempts - ?, deferrals = deferrals + ?, lease_until_ms = 0 WHERE id = ? AND "
+          "attempts = ? AND status = 'running' RETURNING project, priority"));
   GANTRY_ASSIGN_OR_RETURN(bool row, q.i64(now + delay.count())
                                         .text(error)
+                                        .i64(count_attempt ? 0 : 1)
                                         .i64(count_attempt ? 0 : 1)
                                         .text(id)
                                         .i64(attempt)
@@ -444,14 +448,17 @@ Result<std::optional<Job>> SqliteJobQueue::cancel(std::string_view project, std:
 
 Result<std::vector<Job>> SqliteJobQueue::list(const ListFilter &f) {
   std::lock_guard<std::mutex> lk(mu_);
-  // One statement for every filter combination: an empty filter value matches everything.
-  GANTRY_ASSIGN_OR_RETURN(
-      Query q, db_->query("SELECT " JOB_COLUMNS " FROM jobs WHERE (project = ? OR ? = '') AND "
-                          "(status = ? OR ? = '') AND id > ? AND (batch_id = ? OR ? = '') ORDER "
-                          "BY id LIMIT ?"));
+  // A batch's lines (any project) or one project's jobs, each walking its own index in id
+  // order; the status filter matches everything when empty.
   const std::string status = f.status ? std::string(job_status_name(*f.status)) : "";
-  q.text(f.project).text(f.project).text(status).text(status).text(f.after);
-  q.text(f.batch_id).text(f.batch_id).i64(f.limit);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, f.batch_id.empty()
+                   ? db_->query("SELECT " JOB_COLUMNS " FROM jobs WHERE project = ? AND id > ? "
+                                "AND (status = ? OR ? = '') ORDER BY id LIMIT ?")
+                   : db_->query("SELECT " JOB_COLUMNS " FROM jobs WHERE batch_id = ? AND id > ? "
+                                "AND (status = ? OR ? = '') ORDER BY id LIMIT ?"));
+  q.text(f.batch_id.empty() ? f.project : f.batch_id).text(f.after).text(status).text(status);
+  q.i64(f.limit);
   std::vector<Job> out;
   for (;;) {
     GANTRY_ASSIGN_OR_RETURN(bool row, q.step());

@@ -96,6 +96,7 @@ void WebhookDispatcher::deliver(Delivery d) {
   if (auto off = records_.endpoint_disabled(d.url); off && *off) {
     d.status = "disabled";
     d.last_error = "the endpoint answered 410 Gone earlier and is disabled";
+    counters_.disabled++;
     (void)records_.update_delivery(d);
     return;
   }
@@ -108,17 +109,21 @@ void WebhookDispatcher::deliver(Delivery d) {
     d.last_status = *status;
     d.last_error.clear();
     d.delivered_ms = now;
+    counters_.delivered++;
   } else if (status && *status == 410) {
     d.status = "disabled";
     d.last_status = 410;
     d.last_error = "410 Gone: endpoint disabled";
+    counters_.disabled++;
     (void)records_.disable_endpoint(d.url, now);
   } else {
     d.last_status = status ? *status : 0;
     d.last_error = status ? "HTTP " + std::to_string(*status) : status.error().message;
+    counters_.failed_attempts++;
     const auto delay = webhook_retry_delay(options_, d.id, d.attempts);
     if (now + delay.count() - d.created_ms > options_.give_up_after.count()) {
       d.status = "failed";
+      counters_.gave_up++;
     } else {
       d.next_at_ms = now + delay.count();
     }

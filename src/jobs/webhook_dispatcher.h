@@ -10,6 +10,7 @@
 // Threading: one dispatcher thread sends; notify() may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -37,6 +38,10 @@ struct WebhookOptions {
 std::chrono::milliseconds webhook_retry_delay(const WebhookOptions &o, std::string_view id,
                                               int attempts);
 
+struct WebhookCounters {
+  std::atomic<uint64_t> delivered{0}, failed_attempts{0}, gave_up{0}, disabled{0};
+};
+
 class WebhookDispatcher {
 public:
   // Sends one signed body; the HTTP status, or an error (refused destination, network).
@@ -54,6 +59,7 @@ public:
   void stop();
   // Records the event's delivery when the job asked for it; the payload is `payload_json`.
   Status enqueue(const Job &job, std::string_view event, const std::string &payload_json);
+  const WebhookCounters &counters() const { return counters_; }
 
 private:
   void loop();
@@ -68,6 +74,7 @@ private:
   std::condition_variable cv_;
   bool stopping_ = false;
   bool dirty_ = false;
+  WebhookCounters counters_;
   std::thread thread_;
 };
 

@@ -69,6 +69,7 @@ public:
   const telemetry::RequestLog *request_log() const { return request_log_.get(); }
   const ResponseCache &response_cache() const { return *response_cache_; }
   const EmbeddingService &embeddings() const { return *embeddings_; }
+  const JobsService &jobs() const { return *jobs_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}

@@ -387,13 +387,18 @@ public:
     req.target = job.endpoint;
     req.path = job.endpoint;
     req.body = job.body;
-    req.request_id = job.id; // the ledger dedups on it: a re-executed job is billed once
+    // The ledger dedups on the request id, so a job re-executed after a crash is billed once.
+    // A deferral (overload) already left a refusal row under the current id: the next
+    // execution takes a new one.
+    const std::string request_id =
+        job.deferrals == 0 ? job.id : job.id + "." + std::to_string(job.deferrals);
+    req.request_id = request_id;
     req.headers.push_back({"Content-Type", "application/json"});
     // The usage row is written before the outcome is recorded, with the job id as its request
     // id: a crash in between re-runs the job, whose row the ledger then ignores, so usage is
     // counted once however often the job ran. (The ledger writer's batched row for the same id
     // is the same usage; whichever lands first is kept.)
-    auto settle = [this, job, started = svc_.clock_.unix_millis(),
+    auto settle = [this, job, request_id, started = svc_.clock_.unix_millis(),
                    done = std::move(done)](jobs::ExecResult r) {
       if (r.status >= 200 && r.status < 300) {
         boost::system::error_code ec;
@@ -401,7 +406,7 @@ public:
         if (!ec && v.is_object()) {
           const json::object &o = v.as_object();
           control::UsageRecord u;
-          u.request_id = job.id;
+          u.request_id = request_id;
           u.key_id = job.key_id;
           u.project = job.project;
           if (auto *m = o.if_contains("model"); m && m->is_string())
@@ -600,6 +605,25 @@ void JobsService::stop() {
       wt->w->respond(http::Response::json(202, json::serialize(render_job(**j))));
   }
   waiters_.clear();
+}
+
+void JobsService::render_metrics(std::ostream &o) const {
+  const auto &r = runner_->counters();
+  o << "# HELP gantry:jobs_total Job executions by outcome (retried, deferred and lost_lease are "
+       "degraded paths).\n# TYPE gantry:jobs_total counter\n";
+  for (auto [name, v] :
+       {std::pair{"started", r.started.load()}, std::pair{"succeeded", r.succeeded.load()},
+        std::pair{"failed", r.failed.load()}, std::pair{"retried", r.retried.load()},
+        std::pair{"deferred", r.deferred.load()}, std::pair{"lost_lease", r.lost_leases.load()},
+        std::pair{"reclaimed", r.reclaimed.load()}, std::pair{"expired", r.expired.load()}})
+    o << "gantry:jobs_total{outcome=\"" << name << "\"} " << v << '\n';
+  const auto &w = webhooks_->counters();
+  o << "# HELP gantry:webhook_attempts_total Webhook delivery attempts and their ends.\n"
+       "# TYPE gantry:webhook_attempts_total counter\n";
+  for (auto [name, v] :
+       {std::pair{"delivered", w.delivered.load()}, std::pair{"failed", w.failed_attempts.load()},
+        std::pair{"gave_up", w.gave_up.load()}, std::pair{"disabled", w.disabled.load()}})
+    o << "gantry:webhook_attempts_total{outcome=\"" << name << "\"} " << v << '\n';
 }
 
 void JobsService::on_event(const Job &job, std::string_view event) {
@@ -810,10 +834,6 @@ void JobsService::add_routes(http::Router &r) {
     }
     if (auto a = req.query_param("after"))
       f.after = std::string(*a);
-    // The scope is the caller's project even when it lists all jobs: "" is only the
-    // unauthenticated project.
-    if (!*p)
-      f.project = "";
     f.limit += 1; // one more tells whether there is a next page
     auto list = queue_->list(f);
     if (!list)
@@ -822,10 +842,8 @@ void JobsService::add_routes(http::Router &r) {
     if (more)
       list->pop_back();
     json::array data;
-    for (const auto &j : *list) {
-      if (j.project == f.project)
-        data.push_back(render_job(j));
-    }
+    for (const auto &j : *list)
+      data.push_back(render_job(j));
     json::object out{{"object", "list"}, {"data", std::move(data)}, {"has_more", more}};
     out["first_id"] = list->empty() ? json::value(nullptr) : json::value(list->front().id);
     out["last_id"] = list->empty() ? json::value(nullptr) : json::value(list->back().id);

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <thread>
 
@@ -50,7 +51,8 @@ public:
   // Cancels what still runs (those attempts go back to the queue unspent) and joins the threads.
   void stop();
 
-  const jobs::RunnerCounters &counters() const { return runner_->counters(); }
+  // The jobs and webhook counters in Prometheus text (for /metrics).
+  void render_metrics(std::ostream &out) const;
 
 private:
   class Executor;

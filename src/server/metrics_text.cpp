@@ -116,6 +116,7 @@ std::string render_metrics(const Gateway &g) {
   o << "gantry:http_timeouts_total{kind=\"body\"} " << h.body_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"idle\"} " << h.idle_timeouts << '\n';
   render_cache_metrics(o, g);
+  g.jobs().render_metrics(o);
   o << g.metrics().render();
   return o.str();
 }

@@ -236,6 +236,7 @@ TEST_F(JobQueueTest, OverloadGivesTheAttemptBack) {
   auto again = lease();
   ASSERT_TRUE(again);
   EXPECT_EQ(again->attempt, 1) << "a deferral is not an attempt";
+  EXPECT_EQ(again->job.deferrals, 1) << "but it is counted, for the next request id";
 }
 
 TEST_F(JobQueueTest, ListPagesInCreationOrderPerProject) {

@@ -69,6 +69,31 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   EXPECT_NE(st.error().message.find("duplicate"), std::string::npos);
 }
 
+TEST(ConfigTest, JobsTable) {
+  ServerConfig c;
+  ASSERT_TRUE(apply_toml_file(write_file("jobs.toml", "[jobs]\nworkers = 3\nmax_queued_jobs = 5\n"
+                                                      "visibility_s = 2.5\nretry_base_ms = 20\n"
+                                                      "retention_h = 1\nwebhook_allow_loopback = "
+                                                      "true\n"),
+                              c)
+                  .ok());
+  EXPECT_EQ(c.jobs.workers, 3);
+  EXPECT_EQ(c.jobs.max_queued_jobs, 5);
+  EXPECT_EQ(c.jobs.visibility, std::chrono::milliseconds(2500));
+  EXPECT_EQ(c.jobs.retry_base, std::chrono::milliseconds(20));
+  EXPECT_EQ(c.jobs.retention, std::chrono::hours(1));
+  EXPECT_TRUE(c.jobs.webhook_allow_loopback);
+  EXPECT_FALSE(c.jobs.webhook_allow_private);
+
+  ServerConfig d;
+  auto typo = apply_toml_file(write_file("jobs_typo.toml", "[jobs]\nworker = 1\n"), d);
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.error().message.find("jobs.worker"), std::string::npos) << typo.error().message;
+  auto bad = apply_toml_file(write_file("jobs_bad.toml", "[jobs]\nwebhook_allow_private = 1\n"), d);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("jobs.webhook_allow_private"), std::string::npos);
+}
+
 TEST(ConfigTest, ModelArguments) {
   auto a = parse_model_arg("tiny=/x/y.gguf");
   ASSERT_TRUE(a.ok());
