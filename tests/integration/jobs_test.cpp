@@ -155,20 +155,35 @@ TEST(Jobs, SubmitGetListCancelPreferWaitAndValidation) {
   auto listed = list_all(c, {}, "succeeded");
   EXPECT_EQ(listed.size(), 2u);
 
-  // A long job is canceled while it runs; the result is never recorded afterwards.
+  // A long job is canceled while it runs: the generation stops at the engine's next step and
+  // the result is never recorded afterwards.
   auto long_job = c.post(
       "/v1/jobs", json::serialize(json::object{{"endpoint", "/v1/completions"},
                                                {"body", json::object{{"model", kModel},
                                                                      {"prompt", "A"},
-                                                                     {"max_tokens", 200},
+                                                                     {"max_tokens", 400},
                                                                      {"ignore_eos", true}}}}));
   ASSERT_TRUE(long_job && long_job->status == 202);
   const std::string long_id(parse_object(long_job->body)["id"].as_string());
+  const auto running_by = SteadyClock::now() + 10s;
+  while (get_job(c, long_id)["status"] != "running" && SteadyClock::now() < running_by) {
+  }
+  ASSERT_EQ(get_job(c, long_id)["status"], "running");
   auto canceled = c.post("/v1/jobs/" + long_id + "/cancel", "");
   ASSERT_TRUE(canceled);
   EXPECT_EQ(canceled->status, 200) << canceled->body;
   EXPECT_EQ(parse_object(canceled->body)["status"], "canceled");
-  EXPECT_EQ(get_job(c, long_id)["status"], "canceled");
+  const auto stopped_by = SteadyClock::now() + 10s;
+  double cancelled = 0;
+  while (cancelled < 1 && SteadyClock::now() < stopped_by) {
+    auto m = c.get("/metrics");
+    ASSERT_TRUE(m);
+    cancelled = metric_or_zero(m->body, model_series("gantry:request_cancelled_total"));
+  }
+  EXPECT_EQ(cancelled, 1) << "the running generation was cancelled in the engine";
+  auto after = get_job(c, long_id);
+  EXPECT_EQ(after["status"], "canceled");
+  EXPECT_TRUE(after["result"].is_null());
 
   // Bad submissions are 400s at the door, never queued.
   EXPECT_EQ(c.post("/v1/jobs", R"({"endpoint":"/v1/embeddings","body":{}})")->status, 400);
