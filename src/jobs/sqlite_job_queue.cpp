@@ -104,13 +104,6 @@ SqliteJobQueue::open(const std::string &db_path, JobQueueOptions options, const 
 Status SqliteJobQueue::recover() {
   std::lock_guard<std::mutex> lk(mu_);
   const int64_t now = clock_.unix_millis();
-  {
-    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT MAX(id) FROM jobs"));
-    GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
-    std::string max_id = row ? q.col_text(0) : "";
-    if (max_id.size() == 20)
-      last_seq_ = std::stoull(max_id.substr(4), nullptr, 16);
-  }
   struct Row {
     std::string id, project, status;
     int priority, attempts, max_attempts;
@@ -154,16 +147,6 @@ Status SqliteJobQueue::recover() {
     push_queued(r.project, Entry{r.priority, r.id}, r.not_before);
   }
   return tx.commit();
-}
-
-std::string SqliteJobQueue::next_id(std::string_view prefix) {
-  std::lock_guard<std::mutex> lk(mu_);
-  // Time-based so ids stay ordered across restarts even after old rows were purged.
-  const auto base = static_cast<uint64_t>(clock_.unix_millis()) << 12;
-  last_seq_ = std::max(last_seq_ + 1, base);
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(last_seq_));
-  return std::string(prefix) + buf;
 }
 
 int64_t SqliteJobQueue::queued_count(const std::string &project) {

@@ -61,8 +61,6 @@ public:
   Result<Reclaimed> reclaim() override;
   void wake_all() override;
 
-  // A new, unique job id that sorts after every earlier one ("job_" + 16 hex digits).
-  std::string next_id(std::string_view prefix = "job_");
   // Jobs queued (ready or waiting out a backoff) for `project`.
   int64_t queued_count(const std::string &project);
 
@@ -103,7 +101,6 @@ private:
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t wake_gen_ = 0;
-  uint64_t last_seq_ = 0;
   std::map<std::string, ProjectQueue> projects_;
   std::deque<std::string> ring_; // projects with ready jobs, in turn order
   std::multimap<int64_t, Delayed> delayed_;

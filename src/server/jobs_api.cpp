@@ -16,6 +16,8 @@
 
 #include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
+#include "jobs/sqlite_job_queue.h"
+#include "jobs/sqlite_job_records.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -513,7 +515,7 @@ private:
 
 JobsService::JobsService(const ServerConfig &config, control::ControlPlane &control,
                          const Clock &clock)
-    : config_(config.jobs), models_(config.models), control_(control), clock_(clock) {}
+    : config_(config.jobs), models_(config.models), control_(control), clock_(clock), ids_(clock) {}
 
 JobsService::~JobsService() { stop(); }
 
@@ -781,7 +783,7 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
           w, Error::invalid("Cancel-After must be a duration like 30s, 5m or 2h", "Cancel-After"));
     job.expires_at_ms = now + *ms;
   }
-  job.id = queue_->next_id();
+  job.id = ids_.next("job_");
   job.project = principal ? principal->project : "";
   job.key_id = principal ? principal->key_id : "";
   job.max_attempts = config_.max_attempts;
@@ -1061,7 +1063,7 @@ void JobsService::create_file(http::Request &&req, std::shared_ptr<http::Respons
   if (f.purpose != "batch")
     return send_error(
         w, Error::invalid("purpose must be \"batch\" (the only one served here)", "purpose"));
-  f.id = queue_->next_id("file-");
+  f.id = ids_.next("file-");
   f.project = project;
   f.bytes = static_cast<int64_t>(f.content.size());
   f.created_ms = clock_.unix_millis();
@@ -1099,7 +1101,7 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
     return send_error(w, not_found("file", fid->as_string()));
   const int64_t now = clock_.unix_millis();
   jobs::Batch b;
-  b.id = queue_->next_id("batch_");
+  b.id = ids_.next("batch_");
   b.project = project;
   b.key_id = principal ? principal->key_id : "";
   b.endpoint = std::string(ep->as_string());
@@ -1172,7 +1174,7 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
       continue;
     }
     Job j;
-    j.id = queue_->next_id();
+    j.id = ids_.next("job_");
     j.project = project;
     j.key_id = b.key_id;
     j.endpoint = b.endpoint;
@@ -1288,7 +1290,7 @@ Status JobsService::advance_batch(jobs::Batch b) {
   }
   auto put = [&](std::string content, std::string &id_out) -> Status {
     jobs::StoredFile file;
-    file.id = queue_->next_id("file-");
+    file.id = ids_.next("file-");
     file.project = b.project;
     file.purpose = "batch_output";
     file.filename = b.id + (&id_out == &b.output_file_id ? "_output.jsonl" : "_error.jsonl");

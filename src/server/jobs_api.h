@@ -20,9 +20,10 @@
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "http/router.h"
+#include "jobs/job_ids.h"
+#include "jobs/job_queue.h"
+#include "jobs/job_records.h"
 #include "jobs/job_runner.h"
-#include "jobs/sqlite_job_queue.h"
-#include "jobs/sqlite_job_records.h"
 #include "jobs/webhook_dispatcher.h"
 #include "server/config.h"
 
@@ -77,8 +78,10 @@ private:
   Authenticate authenticate_;
   Execute execute_;
   std::string admin_token_;
-  std::unique_ptr<jobs::SqliteJobQueue> queue_;
-  std::unique_ptr<jobs::SqliteJobRecords> records_;
+  jobs::JobIds ids_;
+  // The ports; create() picks the embedded SQLite adapters.
+  std::unique_ptr<jobs::JobQueue> queue_;
+  std::unique_ptr<jobs::JobRecords> records_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<jobs::JobRunner> runner_;
   std::unique_ptr<jobs::WebhookDispatcher> webhooks_;

@@ -6,6 +6,7 @@
 
 #include "control/sqlite_store.h"
 #include "control/temp_dir.h"
+#include "jobs/job_ids.h"
 #include "jobs/sqlite_job_queue.h"
 #include "jobs/webhook_dispatcher.h"
 
@@ -30,7 +31,7 @@ protected:
   }
   Job job(const std::string &project, int priority = 0) {
     Job j;
-    j.id = queue_->next_id();
+    j.id = ids_.next("job_");
     j.project = project;
     j.endpoint = "/v1/completions";
     j.body = "{}";
@@ -61,6 +62,7 @@ protected:
 
   TempDir dir_;
   FakeClock clock_;
+  JobIds ids_{clock_};
   JobQueueOptions options_;
   std::unique_ptr<SqliteJobQueue> queue_;
 };
@@ -258,6 +260,21 @@ TEST_F(JobQueueTest, ListPagesInCreationOrderPerProject) {
   f.project = "p";
   f.status = JobStatus::kRunning;
   EXPECT_TRUE(queue_->list(f)->empty());
+}
+
+TEST(JobIds, UniqueAndOrderedEvenWithinOneMillisecond) {
+  FakeClock clock;
+  JobIds ids(clock);
+  std::string prev = ids.next("job_");
+  for (int i = 0; i < 5000; ++i) {
+    std::string id = ids.next("job_");
+    ASSERT_EQ(id.size(), 20u);
+    ASSERT_LT(prev, id);
+    prev = id;
+  }
+  JobIds after_restart(clock);
+  clock.advance(1s);
+  EXPECT_LT(prev, after_restart.next("job_")) << "a restart a moment later still sorts after";
 }
 
 TEST(WebhookRetryDelay, GrowsWithJitterUpToTheCap) {
