@@ -665,7 +665,8 @@ void JobsService::coordinate() {
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     for (auto &[id, wt] : waiters_)
       until = std::min(until, wt->deadline);
-    cv_.wait_until(lk, until, [&] { return stopping_ || batches_dirty_; });
+    cv_.wait_until(lk, until, [&] { return stopping_ || batches_dirty_ || waiters_added_; });
+    waiters_added_ = false;
     if (stopping_)
       break;
     // Prefer-wait deadlines that passed: answer 202 with the job as it is.
@@ -797,6 +798,7 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
                    std::chrono::seconds(std::min(*wait, config_.max_wait_s));
     std::lock_guard<std::mutex> lk(mu_);
     waiters_.emplace(job.id, std::move(wt));
+    waiters_added_ = true; // the coordinator recomputes its next deadline
   }
   const std::string id = job.id;
   Job shown = job;
@@ -806,7 +808,7 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
     return send_error(w, st.error());
   }
   if (wait && *wait > 0) {
-    cv_.notify_all(); // the coordinator recomputes its next deadline
+    cv_.notify_all();
     return;
   }
   http::Response r = http::Response::json(202, json::serialize(render_job(shown)));

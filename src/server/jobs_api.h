@@ -91,6 +91,7 @@ private:
   std::multimap<std::string, std::shared_ptr<Waiter>> waiters_; // job id → POST held by Prefer
   bool stopping_ = false;
   bool batches_dirty_ = true;
+  bool waiters_added_ = false;
   std::thread coordinator_;
 };
 
