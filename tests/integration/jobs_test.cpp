@@ -287,6 +287,32 @@ TEST(Jobs, OneProjectsThousandJobsDoNotStarveAnothersFive) {
   EXPECT_EQ(c.get("/v1/jobs/" + a_ids[0], bearer(key_b))->status, 404);
 }
 
+TEST(Jobs, AProjectBeyondMaxQueuedJobsGets429) {
+  auto s = start(jobs_toml("workers = 1\nmax_queued_jobs = 2"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const std::string slow = json::serialize(json::object{
+      {"endpoint", "/v1/completions"},
+      {"body",
+       json::object{
+           {"model", kModel}, {"prompt", "A"}, {"max_tokens", 400}, {"ignore_eos", true}}}});
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto r = c.post("/v1/jobs", slow);
+    ASSERT_TRUE(r);
+    if (r->status == 202) {
+      accepted++;
+    } else {
+      EXPECT_EQ(r->status, 429) << r->body;
+      EXPECT_TRUE(r->header("Retry-After").has_value());
+      refused++;
+    }
+  }
+  // One running and two queued at most while the first 400-token job runs.
+  EXPECT_LE(accepted, 4);
+  EXPECT_GE(refused, 6);
+}
+
 // A loopback receiver that answers `fail_first` requests with 500, then 200 (or `final`).
 struct Receiver {
   std::mutex mu;
