@@ -66,6 +66,7 @@ private:
   Status advance_batch(jobs::Batch b);
   Result<std::string> sign_key_secrets(const std::string &project);
 
+  void add_batch_routes(http::Router &router); // batch_api.cpp
   void create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
                    const std::string &project);
   void create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,

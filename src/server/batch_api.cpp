@@ -1,0 +1,398 @@
+// The OpenAI Batch API on the job queue: /v1/files (multipart upload, content), /v1/batches
+// (create with validation of every line, retrieve, list, cancel) and the coordinator's step that
+// moves a batch to finalizing and writes its output and error files.
+#include <boost/json.hpp>
+
+#include <set>
+
+#include "server/jobs_api.h"
+#include "server/jobs_wire.h"
+
+namespace gantry::server {
+namespace json = boost::json;
+using jobs::Job;
+using jobs::JobStatus;
+
+void JobsService::add_batch_routes(http::Router &r) {
+  // The OpenAI Batch API.
+  r.post("/v1/files", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto p = authenticate_(req, w);
+    if (!p)
+      return;
+    create_file(std::move(req), std::move(w), *p ? (*p)->project : "");
+  });
+  auto owned_file =
+      [this](http::Request &req,
+             const std::shared_ptr<http::ResponseWriter> &w) -> std::optional<jobs::StoredFile> {
+    auto p = authenticate_(req, w);
+    if (!p)
+      return std::nullopt;
+    const std::string id(req.path_param("id"));
+    auto f = records_->get_file(id);
+    if (!f) {
+      send_error(w, f.error());
+      return std::nullopt;
+    }
+    if (!*f || (*f)->project != (*p ? (*p)->project : "")) {
+      send_error(w, not_found("file", id));
+      return std::nullopt;
+    }
+    return std::move(**f);
+  };
+  r.get("/v1/files/{id}",
+        [owned_file](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+          if (auto f = owned_file(req, w))
+            w->respond(http::Response::json(200, json::serialize(render_file(*f))));
+        });
+  r.get("/v1/files/{id}/content",
+        [owned_file](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+          if (auto f = owned_file(req, w))
+            w->respond(http::Response{200, "application/jsonl", {}, std::move(f->content)});
+        });
+  r.post("/v1/batches", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto p = authenticate_(req, w);
+    if (!p)
+      return;
+    create_batch(std::move(req), std::move(w), *p ? &**p : nullptr);
+  });
+  r.get("/v1/batches", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto p = authenticate_(req, w);
+    if (!p)
+      return;
+    int limit = 20;
+    if (auto l = req.query_param("limit"))
+      limit = std::clamp(std::atoi(std::string(*l).c_str()), 1, 100);
+    auto list = records_->list_batches(*p ? (*p)->project : "",
+                                       req.query_param("after").value_or(""), limit + 1);
+    if (!list)
+      return send_error(w, list.error());
+    const bool more = static_cast<int>(list->size()) > limit;
+    if (more)
+      list->pop_back();
+    json::array data;
+    for (const auto &b : *list)
+      data.push_back(render_batch(b));
+    w->respond(http::Response::json(
+        200, json::serialize(
+                 json::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", more}})));
+  });
+  auto owned_batch =
+      [this](http::Request &req,
+             const std::shared_ptr<http::ResponseWriter> &w) -> std::optional<jobs::Batch> {
+    auto p = authenticate_(req, w);
+    if (!p)
+      return std::nullopt;
+    const std::string id(req.path_param("id"));
+    auto b = records_->get_batch(id);
+    if (!b) {
+      send_error(w, b.error());
+      return std::nullopt;
+    }
+    if (!*b || (*b)->project != (*p ? (*p)->project : "")) {
+      send_error(w, not_found("batch", id));
+      return std::nullopt;
+    }
+    return std::move(**b);
+  };
+  r.get("/v1/batches/{id}",
+        [owned_batch](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+          if (auto b = owned_batch(req, w))
+            w->respond(http::Response::json(200, json::serialize(render_batch(*b))));
+        });
+  r.post("/v1/batches/{id}/cancel",
+         [this, owned_batch](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+           auto b = owned_batch(req, w);
+           if (!b)
+             return;
+           if (b->status == "validating" || b->status == "in_progress") {
+             b->status = "cancelling";
+             b->cancelling_ms = clock_.unix_millis();
+             if (auto st = records_->put_batch(*b); !st)
+               return send_error(w, st.error());
+             {
+               std::lock_guard<std::mutex> lk(mu_);
+               batches_dirty_ = true;
+             }
+             cv_.notify_all();
+           }
+           w->respond(http::Response::json(200, json::serialize(render_batch(*b))));
+         });
+}
+
+void JobsService::create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
+                              const std::string &project) {
+  auto ct = req.header("Content-Type");
+  if (!ct || ct->find("multipart/form-data") == std::string_view::npos)
+    return send_error(w, Error::invalid("upload the file as multipart/form-data", "file"));
+  auto parts = parse_multipart(*ct, req.body);
+  if (!parts)
+    return send_error(w, parts.error());
+  jobs::StoredFile f;
+  bool have_file = false;
+  for (auto &part : *parts) {
+    if (part.name == "purpose") {
+      f.purpose = part.content;
+    } else if (part.name == "file") {
+      f.filename = part.filename.empty() ? "upload.jsonl" : part.filename;
+      f.content = std::move(part.content);
+      have_file = true;
+    }
+  }
+  if (!have_file)
+    return send_error(w, Error::invalid("the 'file' part is missing", "file"));
+  if (f.purpose != "batch")
+    return send_error(
+        w, Error::invalid("purpose must be \"batch\" (the only one served here)", "purpose"));
+  f.id = ids_.next("file-");
+  f.project = project;
+  f.bytes = static_cast<int64_t>(f.content.size());
+  f.created_ms = clock_.unix_millis();
+  if (auto st = records_->put_file(f); !st)
+    return send_error(w, st.error());
+  w->respond(http::Response::json(200, json::serialize(render_file(f))));
+}
+
+void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
+                               const control::Principal *principal) {
+  boost::system::error_code ec;
+  json::value v = json::parse(req.body, ec);
+  if (ec || !v.is_object())
+    return send_error(w, Error::invalid("the body must be a JSON object"));
+  const json::object &o = v.as_object();
+  const json::value *fid = o.if_contains("input_file_id");
+  const json::value *ep = o.if_contains("endpoint");
+  const json::value *win = o.if_contains("completion_window");
+  if (!fid || !fid->is_string())
+    return send_error(w, Error::invalid("input_file_id is required", "input_file_id"));
+  if (!ep || !ep->is_string() || !endpoint_of(ep->as_string()))
+    return send_error(w, Error::invalid("endpoint must be /v1/chat/completions or "
+                                        "/v1/completions",
+                                        "endpoint"));
+  std::optional<int64_t> window_ms = win && win->is_string() ? parse_duration_ms(win->as_string())
+                                                             : std::optional<int64_t>(86'400'000);
+  if (!window_ms || *window_ms <= 0)
+    return send_error(
+        w, Error::invalid("completion_window must be a duration such as 24h", "completion_window"));
+  const std::string project = principal ? principal->project : "";
+  auto file = records_->get_file(fid->as_string());
+  if (!file)
+    return send_error(w, file.error());
+  if (!*file || (*file)->project != project)
+    return send_error(w, not_found("file", fid->as_string()));
+  const int64_t now = clock_.unix_millis();
+  jobs::Batch b;
+  b.id = ids_.next("batch_");
+  b.project = project;
+  b.key_id = principal ? principal->key_id : "";
+  b.endpoint = std::string(ep->as_string());
+  b.input_file_id = (*file)->id;
+  b.completion_window = win && win->is_string() ? std::string(win->as_string()) : "24h";
+  if (const json::value *md = o.if_contains("metadata"); md && !md->is_null())
+    b.metadata = json::serialize(*md);
+  b.created_ms = now;
+  b.expires_ms = now + *window_ms;
+
+  // Validation: every line must be a request this server can run; any bad line fails the batch.
+  std::vector<Job> lines;
+  json::array errors;
+  std::set<std::string> seen;
+  const std::string &content = (*file)->content;
+  size_t start = 0;
+  int line_no = 0;
+  while (start < content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string::npos)
+      end = content.size();
+    std::string_view line(content.data() + start, end - start);
+    start = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r')
+      line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos)
+      continue;
+    auto fail = [&](std::string msg) {
+      if (errors.size() < 100)
+        errors.push_back(json::object{{"code", "invalid_request"},
+                                      {"message", std::move(msg)},
+                                      {"param", nullptr},
+                                      {"line", line_no}});
+    };
+    boost::system::error_code lec;
+    json::value lv = json::parse(line, lec);
+    if (lec || !lv.is_object()) {
+      fail("line is not a JSON object");
+      continue;
+    }
+    const json::object &lo = lv.as_object();
+    const json::value *cid = lo.if_contains("custom_id");
+    const json::value *url = lo.if_contains("url");
+    const json::value *method = lo.if_contains("method");
+    const json::value *body = lo.if_contains("body");
+    if (!cid || !cid->is_string() || cid->as_string().empty()) {
+      fail("custom_id is required");
+      continue;
+    }
+    if (!seen.insert(std::string(cid->as_string())).second) {
+      fail("custom_id '" + std::string(cid->as_string()) + "' is repeated");
+      continue;
+    }
+    if (method && (!method->is_string() || method->as_string() != "POST")) {
+      fail("method must be POST");
+      continue;
+    }
+    if (!url || !url->is_string() || url->as_string() != b.endpoint) {
+      fail("url must be the batch's endpoint " + b.endpoint);
+      continue;
+    }
+    auto jb = body ? job_body(*body) : Result<std::string>(Err(Error::invalid("body is required")));
+    if (!jb) {
+      fail(jb.error().message);
+      continue;
+    }
+    if (auto parsed = api::parse_inference_request(*endpoint_of(b.endpoint), *jb); !parsed) {
+      fail(parsed.error().message);
+      continue;
+    }
+    Job j;
+    j.id = ids_.next("job_");
+    j.project = project;
+    j.key_id = b.key_id;
+    j.endpoint = b.endpoint;
+    j.body = std::move(*jb);
+    j.batch_id = b.id;
+    j.custom_id = std::string(cid->as_string());
+    j.priority = -50; // batch lines yield to interactive jobs of the same project
+    j.max_attempts = config_.max_attempts;
+    j.created_ms = now;
+    j.expires_at_ms = b.expires_ms;
+    lines.push_back(std::move(j));
+  }
+  if (lines.empty() && errors.empty())
+    errors.push_back(json::object{{"code", "empty_file"},
+                                  {"message", "the input file has no requests"},
+                                  {"param", nullptr},
+                                  {"line", nullptr}});
+  if (!errors.empty()) {
+    b.status = "failed";
+    b.failed_ms = now;
+    b.errors = json::serialize(json::object{{"object", "list"}, {"data", std::move(errors)}});
+  } else {
+    b.status = "in_progress";
+    b.in_progress_ms = now;
+    b.total = static_cast<int64_t>(lines.size());
+  }
+  // The batch row first: the coordinator never sees jobs of a batch it does not know.
+  if (auto st = records_->put_batch(b); !st)
+    return send_error(w, st.error());
+  if (!lines.empty() && errors.empty()) {
+    if (auto st = queue_->enqueue(std::move(lines)); !st) {
+      b.status = "failed";
+      b.failed_ms = now;
+      b.total = 0;
+      b.errors = json::serialize(
+          json::object{{"object", "list"},
+                       {"data", json::array{json::object{{"code", "queue_full"},
+                                                         {"message", st.error().message},
+                                                         {"param", nullptr},
+                                                         {"line", nullptr}}}}});
+      (void)records_->put_batch(b);
+    }
+  }
+  w->respond(http::Response::json(200, json::serialize(render_batch(b))));
+}
+
+Status JobsService::advance_batch(jobs::Batch b) {
+  const int64_t now = clock_.unix_millis();
+  GANTRY_ASSIGN_OR_RETURN(auto counts, records_->batch_counts(b.id));
+  b.completed = counts.succeeded;
+  b.failed = counts.failed;
+  const bool expired = b.status == "in_progress" && now >= b.expires_ms;
+  if (b.status == "cancelling" || expired) {
+    // Stop what is left; the coordinator finishes the batch once every line is terminal.
+    jobs::ListFilter f;
+    f.batch_id = b.id;
+    f.limit = 1000;
+    for (;;) {
+      GANTRY_ASSIGN_OR_RETURN(auto page, queue_->list(f));
+      for (const auto &j : page) {
+        if (!jobs::is_terminal(j.status)) {
+          (void)queue_->cancel(j.project, j.id);
+          runner_->cancel(j.id);
+        }
+      }
+      if (static_cast<int>(page.size()) < f.limit)
+        break;
+      f.after = page.back().id;
+    }
+    GANTRY_ASSIGN_OR_RETURN(counts, records_->batch_counts(b.id));
+    b.completed = counts.succeeded;
+    b.failed = counts.failed;
+    if (expired) {
+      b.status = "expired";
+      b.expired_ms = now;
+    }
+  }
+  if (counts.succeeded + counts.failed < b.total) {
+    return records_->put_batch(b); // progress only
+  }
+  // Every line is done: write the output and error files, then the final state.
+  if (b.status == "in_progress") {
+    b.finalizing_ms = now;
+    b.status = "finalizing";
+    GANTRY_TRY(records_->put_batch(b));
+  }
+  std::string out, err;
+  jobs::ListFilter f;
+  f.batch_id = b.id;
+  f.limit = 1000;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(auto page, queue_->list(f));
+    for (const auto &j : page) {
+      json::object line{{"id", "batch_req_" + j.id}, {"custom_id", j.custom_id}};
+      json::value response = nullptr;
+      if (j.result_status != 0)
+        response = json::object{{"status_code", j.result_status},
+                                {"request_id", j.id},
+                                {"body", parse_or_string(j.result)}};
+      line["response"] = response;
+      if (j.status == JobStatus::kSucceeded) {
+        line["error"] = nullptr;
+        out += json::serialize(line) + "\n";
+      } else {
+        line["error"] = json::object{{"code", std::string(jobs::job_status_name(j.status))},
+                                     {"message", j.error}};
+        err += json::serialize(line) + "\n";
+      }
+    }
+    if (static_cast<int>(page.size()) < f.limit)
+      break;
+    f.after = page.back().id;
+  }
+  auto put = [&](std::string content, std::string &id_out) -> Status {
+    jobs::StoredFile file;
+    file.id = ids_.next("file-");
+    file.project = b.project;
+    file.purpose = "batch_output";
+    file.filename = b.id + (&id_out == &b.output_file_id ? "_output.jsonl" : "_error.jsonl");
+    file.bytes = static_cast<int64_t>(content.size());
+    file.content = std::move(content);
+    file.created_ms = now;
+    GANTRY_TRY(records_->put_file(file));
+    id_out = file.id;
+    return Ok();
+  };
+  if (!out.empty())
+    GANTRY_TRY(put(std::move(out), b.output_file_id));
+  if (!err.empty())
+    GANTRY_TRY(put(std::move(err), b.error_file_id));
+  if (b.status == "cancelling") {
+    b.status = "cancelled";
+    b.cancelled_ms = now;
+  } else if (b.status == "finalizing") {
+    b.status = "completed";
+    b.completed_ms = now;
+  }
+  return records_->put_batch(b);
+}
+
+} // namespace gantry::server

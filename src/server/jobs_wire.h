@@ -1,0 +1,57 @@
+// The jobs API's wire format and request parsing, shared by jobs_api.cpp (/v1/jobs) and
+// batch_api.cpp (/v1/files, /v1/batches): JSON renderings of jobs, deliveries, files and batches,
+// header values (Prefer, Cancel-After), multipart bodies, and the webhook destination check.
+#pragma once
+
+#include <boost/json.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/openai.h"
+#include "core/result.h"
+#include "http/response_writer.h"
+#include "jobs/job_queue.h"
+#include "jobs/job_records.h"
+#include "server/config.h"
+
+namespace gantry::server {
+
+// An error response, with Retry-After for errors that carry retry_after_ms.
+void send_error(const std::shared_ptr<http::ResponseWriter> &w, const Error &e);
+Error not_found(std::string_view what, std::string_view id);
+// "500ms", "30s", "5m", "2h", "1d", or plain seconds.
+std::optional<int64_t> parse_duration_ms(std::string_view s);
+// `Prefer: respond-async, wait=10` → 10.
+std::optional<int64_t> prefer_wait_s(std::optional<std::string_view> header);
+// Refuses webhook destinations in loopback or private ranges unless configured, so a tenant
+// cannot make the server call into its own network (SSRF). Every resolved address is checked.
+Status check_destination(const std::string &url, const JobsConfig &config);
+
+boost::json::value seconds_or_null(int64_t ms);
+// Stored JSON text as a value (a string when it does not parse).
+boost::json::value parse_or_string(const std::string &s);
+boost::json::object render_job(const jobs::Job &j);
+boost::json::object render_delivery(const jobs::Delivery &d);
+boost::json::object render_file(const jobs::StoredFile &f);
+boost::json::object render_batch(const jobs::Batch &b);
+std::string iso8601(int64_t unix_s);
+
+// The body of a job's request as the gateway will run it: an object, never streamed (a job's
+// result is one response).
+Result<std::string> job_body(const boost::json::value &body);
+std::optional<api::Endpoint> endpoint_of(std::string_view path);
+
+struct MultipartPart {
+  std::string name;
+  std::string filename;
+  std::string content;
+};
+// multipart/form-data (RFC 7578) as the openai SDK's FormData sends it.
+Result<std::vector<MultipartPart>> parse_multipart(std::string_view content_type,
+                                                   std::string_view body);
+
+} // namespace gantry::server
