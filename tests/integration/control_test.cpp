@@ -272,6 +272,29 @@ TEST(Control, SpendBreakerOpensAndAdminResetCloses) {
   EXPECT_EQ(c.post("/v1/completions", body)->status, 200);
 }
 
+TEST(Control, HourlyPricedModelChargesEachRequestItsShareOfEngineTime) {
+  // $3600/hour = $1 per engine-second: the cost header is the request's engine time.
+  auto s = start_server(toml_for_model("price_per_hour = 3600.0"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const auto t0 = SteadyClock::now();
+  auto r = c.post("/v1/completions",
+                  completion_body("Once upon a time", {{"max_tokens", 64}, {"ignore_eos", true},
+                                                       {"cache", false}}));
+  const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const double cost = std::stod(std::string(r->header("x-gantry-cost-usd").value_or("-1")));
+  EXPECT_GT(cost, 0.0);
+  EXPECT_LT(cost, wall); // a share of the engine's time, never more than the request took
+  // The ledger has the same figure.
+  auto u = c.get("/admin/v1/usage?group_by=model", admin());
+  ASSERT_TRUE(u);
+  auto rows = parse_object(u->body)["data"].as_array();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_NEAR(rows[0].as_object()["cost_usd"].to_number<double>(), cost, 1e-6);
+}
+
 TEST(Control, IdempotencyKeyReplaysConflictsAndMismatches) {
   auto s = start_server();
   ASSERT_TRUE(s);
