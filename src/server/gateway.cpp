@@ -886,6 +886,7 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
       auto st = m->worker->stats();
       json::object c{{"name", "model:" + m->spec.name},
                      {"status", m->probe_ok ? "ok" : "failed"},
+                     {"latency_ms", m->probe_ms},
                      {"running", st.running},
                      {"waiting", st.waiting}};
       if (!m->probe_ok) c["error"] = m->probe_error;
@@ -926,11 +927,15 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
     pending->remaining = static_cast<int>(stale.size());
   }
   for (ServedModel *m : stale) {
-    auto done = [this, m, pending, render](bool ok, std::string err) {
+    const auto probe_start = std::chrono::steady_clock::now();
+    auto done = [this, m, pending, render, probe_start](bool ok, std::string err) {
       std::lock_guard<std::mutex> lk(ready_mu_);
       m->probe_ok = ok;
       m->probe_error = std::move(err);
       m->probe_at = clock_.now();
+      m->probe_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              probe_start)
+                        .count();
       if (--pending->remaining == 0) pending->writer->respond(render());
     };
     engine::GenerationRequest probe;

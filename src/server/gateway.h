@@ -41,6 +41,7 @@ struct ServedModel {
   // /readyz: last one-token probe (guarded by Gateway::ready_mu_).
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;
+  double probe_ms = 0; // how long the last probe took
   std::string probe_error;
 };
 

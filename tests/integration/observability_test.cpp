@@ -150,3 +150,45 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
 
 } // namespace
 } // namespace gantry::testing
+
+namespace gantry::testing {
+namespace {
+
+TEST(Observability, ReadinessFailsWithinTwoSecondsWhenTheStoreGoesAway) {
+  auto started = ServerProcess::start(std::vector<std::string>{});
+  ASSERT_TRUE(started) << started.error().message;
+  auto &s = *started;
+  http::HttpClient c(s->client_options());
+  auto ok = c.get("/readyz");
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  // The database file disappears under the running server (a wiped volume).
+  std::filesystem::remove(s->data_dir() + "/gantry.db");
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 200;
+  std::string body;
+  while (std::chrono::steady_clock::now() - t0 < 2s) {
+    auto r = c.get("/readyz");
+    ASSERT_TRUE(r);
+    status = r->status;
+    body = r->body;
+    if (status == 503) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(status, 503);
+  auto o = parse_object(body);
+  bool store_failed = false;
+  for (const auto &chk : o["checks"].as_array()) {
+    if (chk.as_object().at("name") == "store") {
+      store_failed = chk.as_object().at("status") == "failed";
+      EXPECT_TRUE(chk.as_object().contains("error"));
+      EXPECT_TRUE(chk.as_object().contains("latency_ms"));
+    }
+  }
+  EXPECT_TRUE(store_failed) << body;
+  // Liveness is unaffected: the process is fine, only a dependency is not.
+  EXPECT_EQ(c.get("/healthz")->status, 200);
+}
+
+} // namespace
+} // namespace gantry::testing
