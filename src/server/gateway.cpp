@@ -576,19 +576,26 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
   }
+  // Looked up before admission: a hit costs no tokens, so it reserves none (it still counts as
+  // a request for RPM and concurrency, and needs the key's model access and budget).
+  auto cached = response_cache_->lookup({m->spec.name, m->digest}, endpoint, ir.n, choices[0],
+                                        cache_policy(req.header("cache-control"), ir.cache));
+  const http::Header cache_header{"x-gantry-cache",
+                                  std::string(cache_outcome_name(cached.outcome))};
   control::AdmitRequest ar;
   ar.principal = principal ? &*principal : nullptr;
   ar.model = m->spec.name;
   ar.endpoint = endpoint_path;
   ar.request_id = req.request_id;
-  ar.prompt_tokens = n_prompt;
-  ar.max_output_tokens = static_cast<int64_t>(max_tokens) * ir.n;
+  ar.prompt_tokens = cached.hit ? 0 : n_prompt;
+  ar.max_output_tokens = cached.hit ? 0 : static_cast<int64_t>(max_tokens) * ir.n;
   ar.arrived_ms = arrived_ms;
   control::RateSnapshot refusal;
   auto adm = control_->admit(ar, &refusal);
   if (!adm) {
     http::Response r = error_with_retry(adm.error());
     for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+    r.headers.push_back(cache_header);
     w->respond(std::move(r));
     return;
   }
@@ -630,10 +637,6 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   };
   api::ResponseMeta meta{api::id_prefix(endpoint) + req.request_id, m->spec.name,
                          clock_.unix_seconds()};
-  auto cached = response_cache_->lookup({m->spec.name, m->digest}, endpoint, ir.n, choices[0],
-                                        cache_policy(req.header("cache-control"), ir.cache));
-  const http::Header cache_header{"x-gantry-cache",
-                                  std::string(cache_outcome_name(cached.outcome))};
   if (cached.hit) {
     // A hit ran no engine work: the admission is settled as cached (cost 0, every reserved
     // token refunded) but still counts as a request against RPM, and gets its ledger row.
