@@ -249,17 +249,31 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   opts.body_timeout = g->config_.body_timeout;
   opts.idle_timeout = g->config_.idle_timeout;
   g->http_ = std::make_unique<http::HttpServer>(opts, g->build_routes());
+  if (g->config_.admin_port >= 0) {
+    // Health, metrics and the admin API also on their own port, so operators can keep it off
+    // the public load balancer (it is also served on the main port).
+    http::ServerOptions aopts = opts;
+    aopts.host = g->config_.admin_host.empty() ? g->config_.host : g->config_.admin_host;
+    aopts.port = static_cast<uint16_t>(g->config_.admin_port);
+    aopts.io_threads = 1;
+    g->admin_http_ = std::make_unique<http::HttpServer>(aopts, g->build_ops_routes());
+  }
   return g;
 }
 
 Gateway::~Gateway() {
   if (http_) http_->shutdown(std::chrono::milliseconds(0));
+  if (admin_http_) admin_http_->shutdown(std::chrono::milliseconds(0));
   models_.clear(); // joins engine threads before the HTTP layer's writers go away
   backups_.reset();
   if (control_) control_->stop();
 }
 
-Status Gateway::start() { return http_->start(); }
+Status Gateway::start() {
+  if (admin_http_) GANTRY_TRY(admin_http_->start());
+  return http_->start();
+}
+uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
 uint16_t Gateway::port() const { return http_->port(); }
 
 bool Gateway::shutdown() {
@@ -277,6 +291,7 @@ bool Gateway::shutdown() {
   for (auto &m : models_) m->worker->cancel_all();
   for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
+  if (admin_http_) admin_http_->shutdown(std::chrono::milliseconds(500));
   control_->stop(); // flushes the last ledger rows
   if (sentry_) (void)sentry_->flush(std::chrono::milliseconds(2000));
   return clean;
@@ -288,8 +303,7 @@ ServedModel *Gateway::find_model(std::string_view name) {
   return nullptr;
 }
 
-http::Handler Gateway::build_routes() {
-  http::Router r;
+void Gateway::add_ops_routes(http::Router &r) {
   r.get("/healthz", [](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     w->respond(http::Response::json(200, R"({"status":"ok"})"));
   });
@@ -309,6 +323,29 @@ http::Handler Gateway::build_routes() {
   r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     handle_ready(std::move(w));
   });
+  add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
+}
+
+http::Handler Gateway::guarded(http::Router &&r) {
+  // An exception escaping a handler is a bug: the HTTP layer answers 500, and the error tracker
+  // gets it with its type and route, so it shows up grouped at /admin/v1/errors (and Sentry).
+  return [this, inner = std::move(r).into_handler()](http::Request &&req,
+                                                     std::shared_ptr<http::ResponseWriter> w) {
+    std::string path = req.path;
+    try {
+      inner(std::move(req), w);
+    } catch (const std::exception &e) {
+      auto ev = observe::exception_event(e, "http " + path);
+      ev.tags = {{"endpoint", path}, {"request_id", w->request_id()}};
+      errors_->capture(std::move(ev));
+      throw;
+    }
+  };
+}
+
+http::Handler Gateway::build_routes() {
+  http::Router r;
+  add_ops_routes(r);
   r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = authenticate(req, w);
     if (!principal) return;
@@ -347,8 +384,13 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/embeddings", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     handle_embeddings(std::move(req), std::move(w));
   });
-  add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
-  return std::move(r).into_handler();
+  return guarded(std::move(r));
+}
+
+http::Handler Gateway::build_ops_routes() {
+  http::Router r;
+  add_ops_routes(r);
+  return guarded(std::move(r));
 }
 
 void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {

@@ -192,3 +192,42 @@ TEST(Observability, ReadinessFailsWithinTwoSecondsWhenTheStoreGoesAway) {
 
 } // namespace
 } // namespace gantry::testing
+
+namespace gantry::testing {
+namespace {
+
+TEST(Observability, AdminPortServesHealthMetricsAndAdminButNotTheApi) {
+  ServerProcessOptions o;
+  o.args = {"--admin-port", "0"};
+  o.env = {"GANTRY_ADMIN_TOKEN=admin-port-token"};
+  auto started = ServerProcess::start(std::move(o));
+  ASSERT_TRUE(started) << started.error().message;
+  auto &s = *started;
+  // "  admin port: http://127.0.0.1:PORT (...)" follows the listening line.
+  uint16_t admin = 0;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s;
+       admin == 0 && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(20ms)) {
+    const std::string out = s->output();
+    const auto at = out.find("admin port: http://127.0.0.1:");
+    if (at != std::string::npos) {
+      admin = static_cast<uint16_t>(std::stoi(out.substr(at + 29)));
+    }
+  }
+  ASSERT_NE(admin, 0);
+  http::ClientOptions co = s->client_options();
+  co.port = admin;
+  http::HttpClient a(co);
+  EXPECT_EQ(a.get("/healthz")->status, 200);
+  EXPECT_EQ(a.get("/readyz")->status, 200);
+  auto m = a.get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("gantry:model_loaded"), std::string::npos);
+  EXPECT_EQ(a.get("/admin/v1/keys", {{"Authorization", "Bearer admin-port-token"}})->status, 200);
+  EXPECT_EQ(a.get("/v1/models")->status, 404); // the API stays on the main port
+  http::HttpClient c(s->client_options());
+  EXPECT_EQ(c.get("/v1/models")->status, 200);
+}
+
+} // namespace
+} // namespace gantry::testing
