@@ -6,7 +6,10 @@
 #      stories260K;
 #   2. server: bench/stream_load (streaming chat clients at 1, 4, 8, 16 concurrency, 64 tokens
 #      each, temperature 0, ignore_eos) against `gantry serve` on TinyLlama Q8_0;
-#   3. HTTP: wrk on GET /v1/models, 64 keep-alive connections, against the bundled model server.
+#   3. HTTP: wrk on GET /v1/models, 64 keep-alive connections, against the bundled model server;
+#   4. cheap-path overheads (raw outputs only, by hand into docs/BENCHMARKS.md): bench/cache_hit.sh
+#      (response-cache hit latency and throughput) and bench/overhead.sh (control-plane latency at
+#      5,000 req/s, metrics + request-log throughput cost).
 #
 # Prints ratios against the recorded llama.cpp anchors (bench/report.py) and rewrites the
 # results section of docs/BENCHMARKS.md. Raw outputs stay in bench/out/results/ (git-ignored).
@@ -14,7 +17,7 @@
 # Knobs (environment): BUILD (build dir, default build), THREADS (2), REPS (3), GEN_TOKENS (16,
 # tg length for the 1.1B models; stories260K always uses 128), LEVELS (1,4,8,16), ROUNDS
 # (requests per client, per level: 2,2,2,1),
-# WRK_SECONDS (10), SKIP_ENGINE=1, SKIP_SERVER=1, SKIP_WRK=1, NO_DOCS=1 (do not touch
+# WRK_SECONDS (10), SKIP_ENGINE=1, SKIP_SERVER=1, SKIP_WRK=1, SKIP_OVERHEAD=1, NO_DOCS=1 (do not touch
 # docs/BENCHMARKS.md), TYPES ("q8_0 q4_0 f16").
 set -euo pipefail
 
@@ -85,7 +88,7 @@ if grep -q '^GANTRY_BUILD_BENCH:BOOL=OFF' "$BUILD/CMakeCache.txt" 2>/dev/null; t
 fi
 log "building gantry and stream_load in $BUILD"
 BUILD_STATE=fresh
-if ! cmake --build "$BUILD" --target gantry stream_load -j "$(nproc)" >"$OUT/build.log" 2>&1; then
+if ! cmake --build "$BUILD" --target gantry stream_load fixed_rate control_bench -j "$(nproc)" >"$OUT/build.log" 2>&1; then
   [[ -x $GANTRY && -x $LOAD ]] || die "build failed (see $OUT/build.log)"
   BUILD_STATE="stale (build failed, see $OUT/build.log)"
   log "warning: build failed; benchmarking the existing binaries (see $OUT/build.log)"
@@ -157,6 +160,16 @@ if [[ ${SKIP_WRK:-0} != 1 ]]; then
   timeout $((WRK_SECONDS + 30)) wrk -t2 -c64 -d"${WRK_SECONDS}s" \
     "http://127.0.0.1:$PORT/v1/models" >"$RES/wrk.txt" || die "wrk failed"
   stop_server
+fi
+
+# --- 4. cheap-path overheads: response-cache hits, control plane, metrics + request log --------
+if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
+  log "cache hits: bench/cache_hit.sh"
+  BUILD=$BUILD SECONDS_EACH=$WRK_SECONDS bench/cache_hit.sh >"$RES/cache_hit.txt" 2>&1 ||
+    die "cache_hit.sh failed"
+  log "overheads: bench/overhead.sh (control plane at 5,000 req/s; metrics + log)"
+  BUILD=$BUILD bench/overhead.sh >"$RES/overhead.txt" 2>&1 || die "overhead.sh failed"
+  tail -3 "$RES/overhead.txt" >&2
 fi
 
 echo "load_end=$(uptime | sed 's/.*load average: //')" >>"$RES/meta.txt"

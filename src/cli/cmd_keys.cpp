@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <optional>
 
 #include "cli/commands.h"
 #include "control/api_key.h"
@@ -62,20 +63,39 @@ std::string fmt_time(int64_t t) {
   return buf;
 }
 
-void print_issued(const control::IssuedKey &k, const char *what) {
+// The one place a secret is ever shown.
+void print_issued(const control::IssuedKey &k, const char *what, bool as_json) {
+  if (as_json) {
+    json::object out = control::key_json(k.record, now_s());
+    out["key"] = k.key;
+    std::printf("%s\n", json::serialize(out).c_str());
+    return;
+  }
   std::printf("%s key %s for project %s\n", what, k.record.id.c_str(), k.record.project.c_str());
   std::printf("\n  %s\n\n", k.key.c_str());
   std::printf("This secret is shown once; it cannot be recovered, only rotated.\n");
 }
 
+// The store and the pepper, for the commands that hash secrets.
+struct Opened {
+  std::unique_ptr<control::SqliteStore> store;
+  std::string pepper;
+};
+std::optional<Opened> open_with_pepper(const KeysFlags &f, int &rc) {
+  auto store = open_store(f, rc);
+  if (!store) return std::nullopt;
+  auto pepper = control::load_pepper(resolve_data_dir(f.data_dir));
+  if (!pepper) {
+    rc = fail(pepper.error());
+    return std::nullopt;
+  }
+  return Opened{std::move(store), std::move(pepper).value()};
+}
+
 int run_create(const KeysFlags &f) {
   int rc = 0;
-  auto store = open_store(f, rc);
-  if (!store)
-    return rc;
-  auto pepper = control::load_pepper(resolve_data_dir(f.data_dir));
-  if (!pepper)
-    return fail(pepper.error());
+  auto opened = open_with_pepper(f, rc);
+  if (!opened) return rc;
   control::CreateKeyOptions o;
   o.project = f.project;
   o.name = f.name;
@@ -94,16 +114,9 @@ int run_create(const KeysFlags &f) {
       return fail(d.error());
     o.expires_in_s = *d;
   }
-  auto issued = control::create_key(*store, *pepper, o, now_s());
-  if (!issued)
-    return fail(issued.error());
-  if (f.as_json) {
-    json::object out = control::key_json(issued->record, now_s());
-    out["key"] = issued->key;
-    std::printf("%s\n", json::serialize(out).c_str());
-  } else {
-    print_issued(*issued, "Created");
-  }
+  auto issued = control::create_key(*opened->store, opened->pepper, o, now_s());
+  if (!issued) return fail(issued.error());
+  print_issued(*issued, "Created", f.as_json);
   return 0;
 }
 
@@ -137,26 +150,15 @@ int run_list(const KeysFlags &f) {
 
 int run_rotate(const KeysFlags &f) {
   int rc = 0;
-  auto store = open_store(f, rc);
-  if (!store)
-    return rc;
-  auto pepper = control::load_pepper(resolve_data_dir(f.data_dir));
-  if (!pepper)
-    return fail(pepper.error());
+  auto opened = open_with_pepper(f, rc);
+  if (!opened) return rc;
   auto grace = control::parse_duration_s(f.grace);
   if (!grace)
     return fail(grace.error());
-  auto issued = control::rotate_key(*store, *pepper, f.id, *grace, now_s());
-  if (!issued)
-    return fail(issued.error());
-  if (f.as_json) {
-    json::object out = control::key_json(issued->record, now_s());
-    out["key"] = issued->key;
-    std::printf("%s\n", json::serialize(out).c_str());
-    return 0;
-  }
-  print_issued(*issued, "Rotated");
-  if (*grace > 0) {
+  auto issued = control::rotate_key(*opened->store, opened->pepper, f.id, *grace, now_s());
+  if (!issued) return fail(issued.error());
+  print_issued(*issued, "Rotated", f.as_json);
+  if (!f.as_json && *grace > 0) {
     std::printf("The previous secret keeps working until %s UTC.\n",
                 fmt_time(issued->record.prev_expires_at).c_str());
   }

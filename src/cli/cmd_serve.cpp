@@ -33,6 +33,7 @@ struct ServeFlags {
   std::string request_log;
   std::string auth;
   bool no_metrics = false;
+  int admin_port = -2;
   bool no_cache = false;
   int64_t cache_max_bytes = -1;
   int64_t cache_ttl_s = -1;
@@ -61,6 +62,7 @@ int run_serve(const ServeFlags &f) {
   if (!f.request_log.empty()) cfg.request_log = f.request_log;
   if (!f.auth.empty()) cfg.auth = f.auth;
   if (f.no_metrics) cfg.metrics = false;
+  if (f.admin_port >= -1) cfg.admin_port = f.admin_port;
   if (f.no_cache) cfg.cache.enabled = false;
   if (f.cache_max_bytes >= 0) cfg.cache.max_bytes = static_cast<uint64_t>(f.cache_max_bytes);
   if (f.cache_ttl_s >= 0) cfg.cache.ttl = std::chrono::seconds(f.cache_ttl_s);
@@ -136,6 +138,11 @@ int run_serve(const ServeFlags &f) {
   const auto &first = (*gw)->models().front()->spec.name;
   const std::string url = "http://" + cfg.host + ":" + std::to_string((*gw)->port());
   std::printf("Gantry listening on %s\n", url.c_str());
+  if ((*gw)->admin_port() != 0) {
+    std::printf("  admin port: http://%s:%u (health, metrics, /admin/v1)\n",
+                (cfg.admin_host.empty() ? cfg.host : cfg.admin_host).c_str(),
+                static_cast<unsigned>((*gw)->admin_port()));
+  }
   for (const auto &m : (*gw)->models()) {
     std::printf("  model %-20s %s (chat template: %s)\n", m->spec.name.c_str(),
                 m->spec.path.c_str(), std::string(api::chat_format_name(m->chat_format)).c_str());
@@ -181,6 +188,8 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--request-log", f.request_log,
                   "one JSON line per inference call: - (stdout, default), a file, or off");
   cmd->add_option("--auth", f.auth, "auto (keys required once one exists) or required");
+  cmd->add_option("--admin-port", f.admin_port,
+                  "also serve health, metrics and the admin API on this port (-1 = off)");
   cmd->add_flag("--no-metrics", f.no_metrics, "skip request histograms/counters (benchmarks)");
   cmd->add_flag("--no-prefix-cache", f.no_prefix_cache,
                 "do not reuse KV blocks across requests that share a prompt prefix");

@@ -167,6 +167,9 @@ Status ServerConfig::validate() const {
   if (max_queued_requests < 1) return config_error("max_queued_requests", "must be at least 1");
   if (max_queued_tokens < 1) return config_error("max_queued_tokens", "must be at least 1");
   if (default_max_tokens < 1) return config_error("default_max_tokens", "must be at least 1");
+  if (admin_port < -1 || admin_port > 65535) {
+    return config_error("admin_port", "must be -1 (off) or 0..65535");
+  }
   if (request_log_max_mb < 1) return config_error("request_log_max_mb", "must be at least 1");
   if (request_log_keep < 0) return config_error("request_log_keep", "must be >= 0");
   if (auth != "auto" && auth != "required") {
@@ -216,7 +219,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "request_log",   "request_log_max_mb",
                                  "request_log_keep", "instance_id",
                                  "sentry_dsn",    "environment",
-                                 "cache",         "jobs"};
+                                 "cache",         "admin_port",
+                                 "admin_host",    "jobs"};
   for (const auto &[k, v] : t) {
     bool known = false;
     for (const char *kk : kKnown) known |= k.str() == kk;
@@ -237,6 +241,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_ms(t, "ready_cache_s", c.ready_cache));
   GANTRY_TRY(read_string(t, "auth", c.auth, ""));
   GANTRY_TRY(read_string(t, "request_log", c.request_log, ""));
+  GANTRY_TRY(read_int(t, "admin_port", c.admin_port, ""));
+  GANTRY_TRY(read_string(t, "admin_host", c.admin_host, ""));
   GANTRY_TRY(read_int(t, "request_log_max_mb", c.request_log_max_mb, ""));
   GANTRY_TRY(read_int(t, "request_log_keep", c.request_log_keep, ""));
   GANTRY_TRY(read_string(t, "instance_id", c.instance_id, ""));

@@ -58,6 +58,8 @@ struct JobsConfig {
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
+  int admin_port = -1;    // health, metrics and the admin API on their own port too; -1 = off
+  std::string admin_host; // default: host
   std::string data_dir = "./gantry-data";
   int io_threads = 2;
   std::vector<ModelSpec> models;

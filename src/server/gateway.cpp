@@ -262,11 +262,21 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   opts.body_timeout = g->config_.body_timeout;
   opts.idle_timeout = g->config_.idle_timeout;
   g->http_ = std::make_unique<http::HttpServer>(opts, g->build_routes());
+  if (g->config_.admin_port >= 0) {
+    // Health, metrics and the admin API also on their own port, so operators can keep it off
+    // the public load balancer (it is also served on the main port).
+    http::ServerOptions aopts = opts;
+    aopts.host = g->config_.admin_host.empty() ? g->config_.host : g->config_.admin_host;
+    aopts.port = static_cast<uint16_t>(g->config_.admin_port);
+    aopts.io_threads = 1;
+    g->admin_http_ = std::make_unique<http::HttpServer>(aopts, g->build_ops_routes());
+  }
   return g;
 }
 
 Gateway::~Gateway() {
   if (http_) http_->shutdown(std::chrono::milliseconds(0));
+  if (admin_http_) admin_http_->shutdown(std::chrono::milliseconds(0));
   if (jobs_) jobs_->stop();
   models_.clear(); // joins engine threads before the HTTP layer's writers go away
   backups_.reset();
@@ -274,10 +284,12 @@ Gateway::~Gateway() {
 }
 
 Status Gateway::start() {
+  if (admin_http_) GANTRY_TRY(admin_http_->start());
   GANTRY_TRY(http_->start());
   jobs_->start();
   return Ok();
 }
+uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
 uint16_t Gateway::port() const { return http_->port(); }
 
 bool Gateway::shutdown() {
@@ -297,6 +309,7 @@ bool Gateway::shutdown() {
   jobs_->stop(); // cut-off jobs go back to the queue for the next start
   for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
+  if (admin_http_) admin_http_->shutdown(std::chrono::milliseconds(500));
   control_->stop(); // flushes the last ledger rows
   if (sentry_) (void)sentry_->flush(std::chrono::milliseconds(2000));
   return clean;
@@ -308,8 +321,7 @@ ServedModel *Gateway::find_model(std::string_view name) {
   return nullptr;
 }
 
-http::Handler Gateway::build_routes() {
-  http::Router r;
+void Gateway::add_ops_routes(http::Router &r) {
   r.get("/healthz", [](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     w->respond(http::Response::json(200, R"({"status":"ok"})"));
   });
@@ -329,6 +341,30 @@ http::Handler Gateway::build_routes() {
   r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     handle_ready(std::move(w));
   });
+  add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
+  jobs_->add_admin_routes(r);
+}
+
+http::Handler Gateway::guarded(http::Router &&r) {
+  // An exception escaping a handler is a bug: the HTTP layer answers 500, and the error tracker
+  // gets it with its type and route, so it shows up grouped at /admin/v1/errors (and Sentry).
+  return [this, inner = std::move(r).into_handler()](http::Request &&req,
+                                                     std::shared_ptr<http::ResponseWriter> w) {
+    std::string path = req.path;
+    try {
+      inner(std::move(req), w);
+    } catch (const std::exception &e) {
+      auto ev = observe::exception_event(e, "http " + path);
+      ev.tags = {{"endpoint", path}, {"request_id", w->request_id()}};
+      errors_->capture(std::move(ev));
+      throw;
+    }
+  };
+}
+
+http::Handler Gateway::build_routes() {
+  http::Router r;
+  add_ops_routes(r);
   r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = authenticate(req, w);
     if (!principal) return;
@@ -367,9 +403,14 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/embeddings", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     handle_embeddings(std::move(req), std::move(w));
   });
-  add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
   jobs_->add_routes(r);
-  return std::move(r).into_handler();
+  return guarded(std::move(r));
+}
+
+http::Handler Gateway::build_ops_routes() {
+  http::Router r;
+  add_ops_routes(r);
+  return guarded(std::move(r));
 }
 
 void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
@@ -617,19 +658,26 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
   }
+  // Looked up before admission: a hit costs no tokens, so it reserves none (it still counts as
+  // a request for RPM and concurrency, and needs the key's model access and budget).
+  auto cached = response_cache_->lookup({m->spec.name, m->digest}, endpoint, ir.n, choices[0],
+                                        cache_policy(req.header("cache-control"), ir.cache));
+  const http::Header cache_header{"x-gantry-cache",
+                                  std::string(cache_outcome_name(cached.outcome))};
   control::AdmitRequest ar;
   ar.principal = principal ? &*principal : nullptr;
   ar.model = m->spec.name;
   ar.endpoint = endpoint_path;
   ar.request_id = req.request_id;
-  ar.prompt_tokens = n_prompt;
-  ar.max_output_tokens = static_cast<int64_t>(max_tokens) * ir.n;
+  ar.prompt_tokens = cached.hit ? 0 : n_prompt;
+  ar.max_output_tokens = cached.hit ? 0 : static_cast<int64_t>(max_tokens) * ir.n;
   ar.arrived_ms = arrived_ms;
   control::RateSnapshot refusal;
   auto adm = control_->admit(ar, &refusal);
   if (!adm) {
     http::Response r = error_with_retry(adm.error());
     for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+    r.headers.push_back(cache_header);
     w->respond(std::move(r));
     return;
   }
@@ -671,10 +719,6 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   };
   api::ResponseMeta meta{api::id_prefix(endpoint) + req.request_id, m->spec.name,
                          clock_.unix_seconds()};
-  auto cached = response_cache_->lookup({m->spec.name, m->digest}, endpoint, ir.n, choices[0],
-                                        cache_policy(req.header("cache-control"), ir.cache));
-  const http::Header cache_header{"x-gantry-cache",
-                                  std::string(cache_outcome_name(cached.outcome))};
   if (cached.hit) {
     // A hit ran no engine work: the admission is settled as cached (cost 0, every reserved
     // token refunded) but still counts as a request against RPM, and gets its ledger row.
@@ -927,6 +971,7 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
       auto st = m->worker->stats();
       json::object c{{"name", "model:" + m->spec.name},
                      {"status", m->probe_ok ? "ok" : "failed"},
+                     {"latency_ms", m->probe_ms},
                      {"running", st.running},
                      {"waiting", st.waiting}};
       if (!m->probe_ok) c["error"] = m->probe_error;
@@ -967,11 +1012,15 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
     pending->remaining = static_cast<int>(stale.size());
   }
   for (ServedModel *m : stale) {
-    auto done = [this, m, pending, render](bool ok, std::string err) {
+    const auto probe_start = std::chrono::steady_clock::now();
+    auto done = [this, m, pending, render, probe_start](bool ok, std::string err) {
       std::lock_guard<std::mutex> lk(ready_mu_);
       m->probe_ok = ok;
       m->probe_error = std::move(err);
       m->probe_at = clock_.now();
+      m->probe_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              probe_start)
+                        .count();
       if (--pending->remaining == 0) pending->writer->respond(render());
     };
     engine::GenerationRequest probe;

@@ -17,6 +17,7 @@
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "http/router.h"
 #include "http/server.h"
 #include "server/config.h"
 #include "observe/error_tracker.h"
@@ -42,6 +43,7 @@ struct ServedModel {
   // /readyz: last one-token probe (guarded by Gateway::ready_mu_).
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;
+  double probe_ms = 0; // how long the last probe took
   std::string probe_error;
 };
 
@@ -57,6 +59,7 @@ public:
 
   Status start();
   uint16_t port() const;
+  uint16_t admin_port() const; // 0 when there is no separate admin port
   // Graceful: refuse new requests (503), let in-flight ones finish up to the configured grace,
   // cancel what is left, close connections. Returns true when nothing had to be cut off.
   bool shutdown();
@@ -74,6 +77,9 @@ public:
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
   http::Handler build_routes();
+  http::Handler build_ops_routes(); // the admin port: health, metrics, admin API
+  void add_ops_routes(http::Router &r);
+  http::Handler guarded(http::Router &&r);
   ServedModel *find_model(std::string_view name);
   void handle_inference(int endpoint, http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
   void handle_ready(std::shared_ptr<http::ResponseWriter> w);
@@ -113,6 +119,7 @@ private:
   const uint64_t instance_ = next_instance_.fetch_add(1);
   std::string admin_token_;
   std::unique_ptr<http::HttpServer> http_;
+  std::unique_ptr<http::HttpServer> admin_http_;
   std::unique_ptr<ResponseCache> response_cache_;
   std::unique_ptr<EmbeddingService> embeddings_;
   std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on

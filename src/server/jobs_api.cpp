@@ -569,6 +569,10 @@ void JobsService::add_routes(http::Router &r) {
           w->respond(http::Response::json(
               200, json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}})));
         });
+  add_batch_routes(r);
+}
+
+void JobsService::add_admin_routes(http::Router &r) {
   r.post("/admin/v1/projects/{id}/webhook_secrets", [this](
                                                         http::Request &&req,
                                                         std::shared_ptr<http::ResponseWriter> w) {
@@ -600,8 +604,6 @@ void JobsService::add_routes(http::Router &r) {
         json::serialize(json::object{
             {"project", project}, {"secret", secret}, {"previous_valid_for_s", grace_ms / 1000}})));
   });
-
-  add_batch_routes(r);
 }
 
 } // namespace gantry::server

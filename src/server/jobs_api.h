@@ -45,7 +45,8 @@ public:
          Authenticate authenticate, Execute execute, WebhookPost post, std::string admin_token);
   ~JobsService();
 
-  void add_routes(http::Router &router);
+  void add_routes(http::Router &router);       // /v1/jobs, /v1/files, /v1/batches
+  void add_admin_routes(http::Router &router); // admin token: webhook secret rotation
   void start();
   // Stops leasing new jobs (graceful shutdown begins); running ones go on.
   void stop_leasing();

@@ -19,6 +19,9 @@ const client = new OpenAI({
   apiKey: 'unused',
   maxRetries: 0, // an error case must surface, not be retried
   timeout: 30_000,
+  // These tests compare live generations (streamed vs not, seeds); the response cache would
+  // replay the first answer. cache_embeddings.test.mjs covers the cache.
+  defaultHeaders: { 'Cache-Control': 'no-store' },
 });
 
 async function collectChat(stream) {

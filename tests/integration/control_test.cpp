@@ -272,6 +272,68 @@ TEST(Control, SpendBreakerOpensAndAdminResetCloses) {
   EXPECT_EQ(c.post("/v1/completions", body)->status, 200);
 }
 
+TEST(Control, ResponseCacheHitsCostNoTokensAndNothing) {
+  auto s = start_server(toml_for_model("price_output_per_mtok = 1000000.0"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  // TPM 100: the first (greedy, cacheable) request reserves 2 + 64 tokens and uses them.
+  auto [id, key] = admin_create_key(c, {{"project", "p"}, {"tpm", 100}});
+  const std::string body = completion_body(
+      "Once", {{"max_tokens", 64}, {"ignore_eos", true}, {"temperature", 0}});
+  auto miss = c.post("/v1/completions", body, bearer(key));
+  ASSERT_TRUE(miss);
+  ASSERT_EQ(miss->status, 200) << miss->body;
+  EXPECT_EQ(miss->header("x-gantry-cache").value_or(""), "miss");
+  const std::string left(miss->header("x-ratelimit-remaining-tokens").value_or(""));
+  // A live repeat would need 66 tokens and be refused; hits reserve none and cost $0.
+  for (int i = 0; i < 5; ++i) {
+    auto hit = c.post("/v1/completions", body, bearer(key));
+    ASSERT_TRUE(hit);
+    ASSERT_EQ(hit->status, 200) << hit->body;
+    EXPECT_EQ(hit->header("x-gantry-cache").value_or(""), "hit");
+    EXPECT_EQ(hit->header("x-gantry-cost-usd").value_or(""), "0.00000000");
+  }
+  auto live = c.post("/v1/completions", body, {{"Authorization", "Bearer " + key},
+                                               {"Cache-Control", "no-cache"}});
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 429) << live->body;
+  // The ledger has all 7 calls (one refused), the hits marked as cached at cost 0.
+  auto u = c.get("/admin/v1/usage?group_by=key", admin());
+  ASSERT_TRUE(u);
+  auto usage = parse_object(u->body);
+  bool found = false;
+  for (const auto &row : usage["data"].as_array()) {
+    if (row.as_object().at("key").as_string() != id) continue;
+    found = true;
+    EXPECT_EQ(row.as_object().at("requests").as_int64(), 7);
+    EXPECT_NEAR(row.as_object().at("cost_usd").to_number<double>(), 64.0, 1e-6);
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST(Control, HourlyPricedModelChargesEachRequestItsShareOfEngineTime) {
+  // $3600/hour = $1 per engine-second: the cost header is the request's engine time.
+  auto s = start_server(toml_for_model("price_per_hour = 3600.0"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const auto t0 = SteadyClock::now();
+  auto r = c.post("/v1/completions",
+                  completion_body("Once upon a time", {{"max_tokens", 64}, {"ignore_eos", true},
+                                                       {"cache", false}}));
+  const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const double cost = std::stod(std::string(r->header("x-gantry-cost-usd").value_or("-1")));
+  EXPECT_GT(cost, 0.0);
+  EXPECT_LT(cost, wall); // a share of the engine's time, never more than the request took
+  // The ledger has the same figure.
+  auto u = c.get("/admin/v1/usage?group_by=model", admin());
+  ASSERT_TRUE(u);
+  auto rows = parse_object(u->body)["data"].as_array();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_NEAR(rows[0].as_object()["cost_usd"].to_number<double>(), cost, 1e-6);
+}
+
 TEST(Control, IdempotencyKeyReplaysConflictsAndMismatches) {
   auto s = start_server();
   ASSERT_TRUE(s);

@@ -150,3 +150,84 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
 
 } // namespace
 } // namespace gantry::testing
+
+namespace gantry::testing {
+namespace {
+
+TEST(Observability, ReadinessFailsWithinTwoSecondsWhenTheStoreGoesAway) {
+  auto started = ServerProcess::start(std::vector<std::string>{});
+  ASSERT_TRUE(started) << started.error().message;
+  auto &s = *started;
+  http::HttpClient c(s->client_options());
+  auto ok = c.get("/readyz");
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  // The database file disappears under the running server (a wiped volume).
+  std::filesystem::remove(s->data_dir() + "/gantry.db");
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 200;
+  std::string body;
+  while (std::chrono::steady_clock::now() - t0 < 2s) {
+    auto r = c.get("/readyz");
+    ASSERT_TRUE(r);
+    status = r->status;
+    body = r->body;
+    if (status == 503) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(status, 503);
+  auto o = parse_object(body);
+  bool store_failed = false;
+  for (const auto &chk : o["checks"].as_array()) {
+    if (chk.as_object().at("name") == "store") {
+      store_failed = chk.as_object().at("status") == "failed";
+      EXPECT_TRUE(chk.as_object().contains("error"));
+      EXPECT_TRUE(chk.as_object().contains("latency_ms"));
+    }
+  }
+  EXPECT_TRUE(store_failed) << body;
+  // Liveness is unaffected: the process is fine, only a dependency is not.
+  EXPECT_EQ(c.get("/healthz")->status, 200);
+}
+
+} // namespace
+} // namespace gantry::testing
+
+namespace gantry::testing {
+namespace {
+
+TEST(Observability, AdminPortServesHealthMetricsAndAdminButNotTheApi) {
+  ServerProcessOptions o;
+  o.args = {"--admin-port", "0"};
+  o.env = {"GANTRY_ADMIN_TOKEN=admin-port-token"};
+  auto started = ServerProcess::start(std::move(o));
+  ASSERT_TRUE(started) << started.error().message;
+  auto &s = *started;
+  // "  admin port: http://127.0.0.1:PORT (...)" follows the listening line.
+  uint16_t admin = 0;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s;
+       admin == 0 && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(20ms)) {
+    const std::string out = s->output();
+    const auto at = out.find("admin port: http://127.0.0.1:");
+    if (at != std::string::npos) {
+      admin = static_cast<uint16_t>(std::stoi(out.substr(at + 29)));
+    }
+  }
+  ASSERT_NE(admin, 0);
+  http::ClientOptions co = s->client_options();
+  co.port = admin;
+  http::HttpClient a(co);
+  EXPECT_EQ(a.get("/healthz")->status, 200);
+  EXPECT_EQ(a.get("/readyz")->status, 200);
+  auto m = a.get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("gantry:model_loaded"), std::string::npos);
+  EXPECT_EQ(a.get("/admin/v1/keys", {{"Authorization", "Bearer admin-port-token"}})->status, 200);
+  EXPECT_EQ(a.get("/v1/models")->status, 404); // the API stays on the main port
+  http::HttpClient c(s->client_options());
+  EXPECT_EQ(c.get("/v1/models")->status, 200);
+}
+
+} // namespace
+} // namespace gantry::testing
