@@ -100,7 +100,7 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   static const char *kJobKeys[] = {"workers",        "max_queued_jobs",        "max_attempts",
                                    "visibility_s",   "retry_base_ms",          "retention_h",
                                    "webhook_retry_base_ms", "webhook_allow_loopback",
-                                   "webhook_allow_private", "max_wait_s"};
+                                   "webhook_allow_private", "max_wait_s", "weights"};
   for (const auto &[k, v] : *t) {
     bool known = false;
     for (const char *kk : kJobKeys) known |= k.str() == kk;
@@ -110,6 +110,16 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   GANTRY_TRY(read_int(*t, "max_queued_jobs", c.max_queued_jobs, "jobs."));
   GANTRY_TRY(read_int(*t, "max_attempts", c.max_attempts, "jobs."));
   GANTRY_TRY(read_int(*t, "max_wait_s", c.max_wait_s, "jobs."));
+  if (auto w = t->get("weights")) {
+    const toml::table *wt = w->as_table();
+    if (!wt) return config_error("jobs.weights", "expected a table of project = weight");
+    for (const auto &[project, v] : *wt) {
+      auto n = v.value<int64_t>();
+      if (!n || *n < 1 || *n > 1000)
+        return config_error("jobs.weights." + std::string(project.str()), "expected 1..1000");
+      c.weights[std::string(project.str())] = static_cast<int>(*n);
+    }
+  }
   for (auto [key, out, scale] :
        {std::tuple{"visibility_s", &c.visibility, 1000.0}, std::tuple{"retry_base_ms", &c.retry_base, 1.0},
         std::tuple{"retention_h", &c.retention, 3'600'000.0},

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,7 @@ struct JobsConfig {
   bool webhook_allow_loopback = false; // 127.0.0.0/8, ::1 (tests, local receivers)
   bool webhook_allow_private = false;  // RFC 1918, link-local, ULA, CGNAT
   int64_t max_wait_s = 600;            // cap on `Prefer: wait=N`
+  std::map<std::string, int> weights;  // project → round-robin weight (default 1)
 };
 
 struct ServerConfig {

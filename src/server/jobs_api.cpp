@@ -197,6 +197,7 @@ JobsService::create(const ServerConfig &config, control::ControlPlane &control, 
   qo.max_queued_per_project = config.jobs.max_queued_jobs;
   qo.retention = config.jobs.retention;
   qo.retry_base = config.jobs.retry_base;
+  qo.weights = config.jobs.weights;
   GANTRY_ASSIGN_OR_RETURN(s->queue_, jobs::SqliteJobQueue::open(db, qo, clock));
   GANTRY_ASSIGN_OR_RETURN(s->records_, jobs::SqliteJobRecords::open(db));
   s->executor_ = std::make_unique<Executor>(*s);

@@ -74,7 +74,7 @@ TEST(ConfigTest, JobsTable) {
   ASSERT_TRUE(apply_toml_file(write_file("jobs.toml", "[jobs]\nworkers = 3\nmax_queued_jobs = 5\n"
                                                       "visibility_s = 2.5\nretry_base_ms = 20\n"
                                                       "retention_h = 1\nwebhook_allow_loopback = "
-                                                      "true\n"),
+                                                      "true\n[jobs.weights]\nbig = 4\n"),
                               c)
                   .ok());
   EXPECT_EQ(c.jobs.workers, 3);
@@ -84,11 +84,15 @@ TEST(ConfigTest, JobsTable) {
   EXPECT_EQ(c.jobs.retention, std::chrono::hours(1));
   EXPECT_TRUE(c.jobs.webhook_allow_loopback);
   EXPECT_FALSE(c.jobs.webhook_allow_private);
+  EXPECT_EQ(c.jobs.weights.at("big"), 4);
 
   ServerConfig d;
   auto typo = apply_toml_file(write_file("jobs_typo.toml", "[jobs]\nworker = 1\n"), d);
   ASSERT_FALSE(typo.ok());
   EXPECT_NE(typo.error().message.find("jobs.worker"), std::string::npos) << typo.error().message;
+  auto zero = apply_toml_file(write_file("jobs_w.toml", "[jobs.weights]\nx = 0\n"), d);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.error().message.find("jobs.weights.x"), std::string::npos);
   auto bad = apply_toml_file(write_file("jobs_bad.toml", "[jobs]\nwebhook_allow_private = 1\n"), d);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("jobs.webhook_allow_private"), std::string::npos);
