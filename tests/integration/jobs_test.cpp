@@ -313,6 +313,37 @@ TEST(Jobs, AProjectBeyondMaxQueuedJobsGets429) {
   EXPECT_GE(refused, 6);
 }
 
+TEST(Jobs, RateLimitedJobsAreDeferredAndPreferWaitTimesOutWith202) {
+  auto s = start(jobs_toml("workers = 2"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto k = c.post("/admin/v1/keys", R"({"project":"slow","rpm":1})", admin());
+  ASSERT_TRUE(k && k->status == 201);
+  const std::string key(parse_object(k->body)["key"].as_string());
+
+  auto first = c.post("/v1/jobs", job_request("One", 4),
+                      {{"Authorization", "Bearer " + key}, {"Prefer", "wait=20"}});
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+
+  // The key's one request per minute is spent: the next job is refused by the rate limiter,
+  // put back without spending an attempt, and the held POST answers 202 at its deadline.
+  const auto t0 = SteadyClock::now();
+  auto second = c.post("/v1/jobs", job_request("Two", 4),
+                       {{"Authorization", "Bearer " + key}, {"Prefer", "wait=1"}});
+  const auto held = SteadyClock::now() - t0;
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 202) << second->body;
+  EXPECT_GE(held, 900ms);
+  EXPECT_LT(held, 5s);
+  auto job = parse_object(second->body);
+  EXPECT_EQ(job["status"], "queued");
+  EXPECT_EQ(job["attempts"].as_int64(), 0) << "a deferral does not spend an attempt";
+  auto m = c.get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_GE(metric_or_zero(m->body, "gantry:jobs_total{outcome=\"deferred\"}"), 1);
+}
+
 // A loopback receiver that answers `fail_first` requests with 500, then 200 (or `final`).
 struct Receiver {
   std::mutex mu;
