@@ -90,9 +90,37 @@ template <int P> struct PairTile {
   const float *d[P];
 };
 
+// The unsigned bytes of one block of each of two rows in the PairTile order (row0's 4 bytes,
+// row1's 4 bytes, for k = 0..7), built in one zmm and placed by one dword permute.
+template <TensorType kType>
+GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
+  if constexpr (kType == TensorType::kQ8_0) {
+    const auto *q0 = reinterpret_cast<const __m256i *>(blk0 + offsetof(BlockQ8_0, qs));
+    const auto *q1 = reinterpret_cast<const __m256i *>(blk1 + offsetof(BlockQ8_0, qs));
+    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(q0)),
+                                            _mm256_loadu_si256(q1), 1);
+    const __m512i u = _mm512_xor_si512(both, _mm512_set1_epi8(static_cast<char>(0x80)));
+    return _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), u);
+  } else {
+    const auto *q0 = reinterpret_cast<const __m128i *>(blk0 + offsetof(BlockQ4_0, qs));
+    const auto *q1 = reinterpret_cast<const __m128i *>(blk1 + offsetof(BlockQ4_0, qs));
+    const __m256i packed = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(q0)),
+                                                   _mm_loadu_si128(q1), 1);
+    // Low nibbles (elements 0..15) from the lower copy, high nibbles (16..31) from the upper one,
+    // whose 64-bit words are shifted right by 4: dwords 0-3 = row0 k0-3, 4-7 = row1 k0-3,
+    // 8-11 = row0 k4-7, 12-15 = row1 k4-7.
+    const __m512i u = _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(packed),
+                                                         _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4)),
+                                       _mm512_set1_epi8(0x0F));
+    return _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), u);
+  }
+}
+
 template <TensorType kType, int P>
 GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint8_t *qbuf,
-                                            float *dbuf) {
+                                            float *dbuf, uint16_t *hbuf) {
   const int64_t nb = w.cols / kQK;
   PairTile<P> tile;
   for (int p = 0; p < P; ++p) {
@@ -105,18 +133,19 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     for (int64_t b = 0; b < nb; ++b) {
       const char *blk0 = row0 + b * kBlockBytes<kType>;
       const char *blk1 = row1 + b * kBlockBytes<kType>;
-      d[2 * b] = block_scale(blk0);
-      d[2 * b + 1] = block_scale(blk1);
-      const __m256i u0 = unsigned_block<kType>(blk0), u1 = unsigned_block<kType>(blk1);
-      // unpacklo/hi_epi32 interleave dwords within each 128-bit lane: lo = [u0 d0, u1 d0, u0 d1,
-      // u1 d1 | u0 d4, u1 d4, ...], hi likewise with d2, d3 | d6, d7. The permute restores
-      // element order across lanes.
-      const __m256i lo = _mm256_unpacklo_epi32(u0, u1), hi = _mm256_unpackhi_epi32(u0, u1);
-      _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * 64),
-                          _mm256_permute2x128_si256(lo, hi, 0x20));
-      _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * 64 + 32),
-                          _mm256_permute2x128_si256(lo, hi, 0x31));
+      // d is the first member of both block types. The fp16 scales are converted 16 at a time
+      // below: one by one, the conversions would cost nearly as much as the byte shuffling.
+      std::memcpy(&hbuf[2 * b], blk0, sizeof(uint16_t));
+      std::memcpy(&hbuf[2 * b + 1], blk1, sizeof(uint16_t));
+      _mm512_storeu_si512(q + b * 64, unsigned_pair<kType>(blk0, blk1));
     }
+    int64_t i = 0;
+    for (; i + 16 <= 2 * nb; i += 16) {
+      _mm512_storeu_ps(
+          d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(hbuf + i))));
+    }
+    for (; i < 2 * nb; ++i)
+      d[i] = _cvtsh_ss(hbuf[i]);
   }
   return tile;
 }
@@ -236,6 +265,7 @@ GANTRY_VNNI_INLINE void rows_group(const uint8_t *const *q, const float *const *
 struct UnpackScratch {
   std::vector<uint8_t> q;
   std::vector<float> d;
+  std::vector<uint16_t> h;
 };
 thread_local UnpackScratch t_unpack;
 
@@ -249,7 +279,9 @@ GANTRY_VNNI void pairs_groups(const WeightView &w, const Activations &a, int64_t
     s.q.resize(need_q);
   if (s.d.size() < need_d)
     s.d.resize(need_d);
-  const PairTile<P> pt = unpack_pairs<kType, P>(w, r, s.q.data(), s.d.data());
+  if (s.h.size() < need_d)
+    s.h.resize(need_d);
+  const PairTile<P> pt = unpack_pairs<kType, P>(w, r, s.q.data(), s.d.data(), s.h.data());
   for (int64_t g = t0 / kTokGroup; g * kTokGroup < t1; ++g)
     tile_pairs_group<kType, P>(pt, a, w.cols, r, g, t0, t1, y, ldy);
 }
