@@ -3,8 +3,9 @@
 //
 // Every entry point has an AVX2+FMA+F16C implementation chosen at run time and a portable
 // scalar one that agrees within float rounding (set GANTRY_NO_AVX2=1 to force the scalar one).
-// On CPUs with AVX-512 VNNI the Q8_0/Q4_0 matmul tiles use vpdpbusd instead, giving the very
-// bits the AVX2 tiles give (set GANTRY_NO_AVX512=1 to force the AVX2 ones).
+// On CPUs with AVX-512 VNNI the matmul tiles for batches (Q8_0/Q4_0 with vpdpbusd, F32/F16/BF16
+// with 512-bit fma) replace the AVX2 ones, giving the very bits the AVX2 tiles give (set
+// GANTRY_NO_AVX512=1 to force the AVX2 ones).
 // Kernels cannot fail: callers check is_supported() when loading a model, and violating a
 // documented precondition (e.g. n not a multiple of the block size) is a bug.
 #pragma once
