@@ -13,19 +13,30 @@
 namespace gantry::engine::kernels {
 namespace {
 
+bool env_flag(const char *name) {
+  const char *v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+
 Isa detect() {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
-  const char *no_avx2 = std::getenv("GANTRY_NO_AVX2");
-  if (no_avx2 != nullptr && no_avx2[0] != '\0' && std::strcmp(no_avx2, "0") != 0) {
+  if (env_flag("GANTRY_NO_AVX2"))
+    return Isa::kScalar;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+      !__builtin_cpu_supports("f16c")) {
     return Isa::kScalar;
   }
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
-    return Isa::kAvx2;
+  // libgcc reports the AVX-512 features only when the OS also saves the zmm state (XCR0).
+  if (!env_flag("GANTRY_NO_AVX512") && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512vnni")) {
+    return Isa::kAvx512Vnni;
   }
-#endif
+  return Isa::kAvx2;
+#else
   return Isa::kScalar;
+#endif
 }
 
 // Global by necessity: the CPU does not change while we run, and every kernel call reads it.
@@ -36,7 +47,7 @@ std::atomic<Isa> &active_isa_ref() {
 
 inline bool use_avx2() {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
-  return active_isa_ref().load(std::memory_order_relaxed) == Isa::kAvx2;
+  return active_isa_ref().load(std::memory_order_relaxed) != Isa::kScalar;
 #else
   return false;
 #endif
@@ -96,8 +107,7 @@ Isa detected_isa() {
 }
 Isa active_isa() { return active_isa_ref().load(std::memory_order_relaxed); }
 void set_active_isa(Isa isa) {
-  active_isa_ref().store(detected_isa() == Isa::kScalar ? Isa::kScalar : isa,
-                         std::memory_order_relaxed);
+  active_isa_ref().store(std::min(isa, detected_isa()), std::memory_order_relaxed);
 }
 
 // ---- fp16 / bf16 ----------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 //
 // Every entry point has an AVX2+FMA+F16C implementation chosen at run time and a portable
 // scalar one that agrees within float rounding (set GANTRY_NO_AVX2=1 to force the scalar one).
+// On CPUs with AVX-512 VNNI the matmul tiles for batches (Q8_0/Q4_0 with vpdpbusd, F32/F16/BF16
+// with 512-bit fma) replace the AVX2 ones, giving the very bits the AVX2 tiles give (set
+// GANTRY_NO_AVX512=1 to force the AVX2 ones).
 // Kernels cannot fail: callers check is_supported() when loading a model, and violating a
 // documented precondition (e.g. n not a multiple of the block size) is a bug.
 #pragma once
@@ -25,8 +28,10 @@ bool is_supported(TensorType t);
 // Bytes of one row of `cols` elements; cols must be a multiple of the type's block size.
 size_t row_bytes(TensorType t, int64_t cols);
 
-enum class Isa { kScalar, kAvx2 };
-// The best instruction set this CPU offers, honouring GANTRY_NO_AVX2=1.
+// Ordered: each level includes the one before (kAvx512Vnni runs the AVX2 kernels for everything
+// but the Q8_0/Q4_0 tiles).
+enum class Isa { kScalar, kAvx2, kAvx512Vnni };
+// The best instruction set this CPU offers, honouring GANTRY_NO_AVX2=1 and GANTRY_NO_AVX512=1.
 Isa detected_isa();
 // The instruction set kernels use now. set_active_isa exists so tests can cover both paths; it
 // clamps to detected_isa() and must not race with running kernels.

@@ -112,6 +112,12 @@ GANTRY_KERNELS_ISA_FUNCTIONS
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
 }
+// AVX-512 VNNI only replaces the Q8_0/Q4_0 tiles of the matmul; everything else it shares with
+// (and forwards to) the AVX2 kernels, so Isa::kAvx512Vnni runs the avx2 functions above too.
+namespace avx512vnni {
+void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
+                 int64_t r1, float *y, int64_t ldy);
+}
 #endif
 
 } // namespace gantry::engine::kernels

@@ -38,7 +38,8 @@ template <typename T> T *ensure(std::vector<T> &v, int64_t n) {
 }
 
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
-inline bool use_avx2() { return active_isa() == Isa::kAvx2; }
+// AVX-512 VNNI shares the AVX2 activation formats (and kernels, but for the Q8 tiles).
+inline bool use_avx2() { return active_isa() != Isa::kScalar; }
 #endif
 
 // Token groups [g0, g1) of a.qs/a.d into the interleaved layout described at Activations.
@@ -157,7 +158,10 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   quantize_tokens(act_kind(w.type), x, n_tokens, w.cols, a, pool);
 
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
-  const auto rows_fn = use_avx2() ? &avx2::matmul_rows : &scalar::matmul_rows;
+  const Isa isa = active_isa();
+  const auto rows_fn = isa == Isa::kAvx512Vnni ? &avx512vnni::matmul_rows
+                       : isa == Isa::kAvx2     ? &avx2::matmul_rows
+                                               : &scalar::matmul_rows;
   if (use_avx2() && act_kind(w.type) == ActKind::kQ8)
     pack_tokens(a, n_tokens, pool);
 #else

@@ -37,7 +37,7 @@ TEST(KernelsPerf, DISABLED_PerfTinyLlamaFfn) {
   auto x = random_floats(512 * cols, 2);
   std::vector<float> y(static_cast<size_t>(512 * rows));
   std::printf("isa=%s threads=%d, W = %lld x %lld\n",
-              active_isa() == Isa::kAvx2 ? "avx2" : "scalar", pool.size(),
+              testing::isa_name(active_isa()), pool.size(),
               static_cast<long long>(rows), static_cast<long long>(cols));
   {
     // What the memory system gives two threads, to judge the n=1 numbers against.

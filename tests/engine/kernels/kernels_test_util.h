@@ -30,13 +30,21 @@ private:
   Isa saved_;
 };
 
-inline const char *isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "scalar"; }
+inline const char *isa_name(Isa isa) {
+  switch (isa) {
+  case Isa::kAvx512Vnni: return "avx512vnni";
+  case Isa::kAvx2: return "avx2";
+  default: return "scalar";
+  }
+}
 
 // The instruction sets this machine can run; the scalar one always.
 inline std::vector<Isa> available_isas() {
   std::vector<Isa> v{Isa::kScalar};
-  if (detected_isa() == Isa::kAvx2)
+  if (detected_isa() >= Isa::kAvx2)
     v.push_back(Isa::kAvx2);
+  if (detected_isa() >= Isa::kAvx512Vnni)
+    v.push_back(Isa::kAvx512Vnni);
   return v;
 }
 

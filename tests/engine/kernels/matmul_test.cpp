@@ -213,7 +213,7 @@ TEST(MatmulTest, SameBitsAloneOrBatched) {
 // The AVX2 path must agree with the scalar one far more closely than with the float reference:
 // both see the same quantized activations.
 TEST(MatmulTest, Avx2MatchesScalar) {
-  if (detected_isa() != Isa::kAvx2)
+  if (detected_isa() < Isa::kAvx2)
     GTEST_SKIP() << "no AVX2 on this CPU";
   ThreadPool pool(2);
   for (TensorType t : kAllTypes) {
@@ -233,6 +233,65 @@ TEST(MatmulTest, Avx2MatchesScalar) {
       ASSERT_NEAR(yv[i], ys[i], 1e-4 * std::fabs(ys[i]) + 1e-4) << name(t) << " at " << i;
     }
   }
+}
+
+// The VNNI tiles against the scalar path (same quantized activations, so only float rounding
+// differs) and against the AVX2 path (bit for bit: same int32 block sums, same float ops), on
+// odd shapes: row counts that leave 2-row and 1-row tails after the 8-row tiles, column counts
+// of one and of an odd number of blocks, token counts that are not whole 8-token groups, and
+// a token chunk starting mid-group (first = 1 via an offset y). Raw matrices put every byte
+// value in the weights, Q8_0's -128 included.
+TEST(MatmulTest, Avx512VnniMatchesScalarAndAvx2) {
+  if (detected_isa() < Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
+  ThreadPool pool1(1), pool2(2);
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 32}, {3, 96}, {11, 32}, {13, 224},
+                                                {19, 1024}, {42, 288}, {75, 544}};
+  for (TensorType t : kAllTypes) {
+    for (bool raw : {false, true}) {
+      for (auto [rows, cols] : shapes) {
+        if (cols % gguf::type_traits(t).block_elems != 0)
+          continue;
+        const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 7 + cols), raw);
+        for (int64_t n : {1, 4, 5, 8, 9, 15, 17, 70}) {
+          auto x = random_floats(n * cols, static_cast<uint32_t>(n + rows));
+          std::vector<float> ys(static_cast<size_t>(n * rows)), ya(ys.size()), yv(ys.size());
+          for (ThreadPool *pool : {&pool1, &pool2}) {
+            {
+              ScopedIsa scope(Isa::kScalar);
+              matmul(m.view(), x.data(), n, ys.data(), *pool);
+            }
+            {
+              ScopedIsa scope(Isa::kAvx2);
+              matmul(m.view(), x.data(), n, ya.data(), *pool);
+            }
+            {
+              ScopedIsa scope(Isa::kAvx512Vnni);
+              ASSERT_EQ(active_isa(), Isa::kAvx512Vnni);
+              matmul(m.view(), x.data(), n, yv.data(), *pool);
+            }
+            const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) +
+                                     "x" + std::to_string(cols) + " n=" + std::to_string(n) +
+                                     " threads=" + std::to_string(pool->size());
+            for (size_t i = 0; i < ys.size(); ++i) {
+              ASSERT_NEAR(yv[i], ys[i], 1e-4 * std::fabs(ys[i]) + 1e-4) << what << " at " << i;
+              ASSERT_EQ(std::memcmp(&yv[i], &ya[i], sizeof(float)), 0)
+                  << what << " at " << i << ": vnni " << yv[i] << " avx2 " << ya[i];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// GANTRY_NO_AVX512 and set_active_isa() clamp as documented: asking for more than the CPU
+// offers gives what it does offer.
+TEST(MatmulTest, SetActiveIsaClampsToDetected) {
+  ScopedIsa scope(Isa::kAvx512Vnni);
+  EXPECT_EQ(active_isa(), detected_isa());
+  set_active_isa(Isa::kScalar);
+  EXPECT_EQ(active_isa(), Isa::kScalar);
 }
 
 } // namespace
