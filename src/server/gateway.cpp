@@ -4,6 +4,7 @@
 #include <boost/url/parse.hpp>
 #include <openssl/sha.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -783,8 +784,19 @@ void append_json_string(std::string &out, std::string_view v) {
 
 void append_number(std::string &out, double v) {
   char buf[32];
-  const int n = std::snprintf(buf, sizeof(buf), "%.3f", v);
-  out.append(buf, static_cast<size_t>(n));
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed, 3);
+  if (ec != std::errc()) {
+    out += "null";
+    return;
+  }
+  out.append(buf, static_cast<size_t>(end - buf));
+}
+
+void append_int(std::string &out, int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  (void)ec; // 24 bytes always hold an int64
+  out.append(buf, static_cast<size_t>(end - buf));
 }
 
 } // namespace
@@ -876,17 +888,29 @@ void Gateway::record_call(CallRecord &r) {
   if (!request_log_) return;
   // Built by hand: a boost::json::object of 19 members costs more than the rest of a cached
   // request (measured with bench/overhead.sh).
-  std::string line;
-  line.reserve(512);
+  // Per-thread buffer and second-resolution timestamp prefix: both are reused across lines.
+  thread_local std::string line;
+  thread_local int64_t prefix_second = -1;
+  thread_local std::string prefix;
+  line.clear();
   {
-    const std::time_t secs = static_cast<std::time_t>(r.arrived_unix_ms / 1000);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char ts[48];
-    const size_t n = std::strftime(ts, sizeof(ts), "{\"timestamp\":\"%Y-%m-%dT%H:%M:%S", &tm);
-    line.append(ts, n);
-    std::snprintf(ts, sizeof(ts), ".%03dZ\"", static_cast<int>(r.arrived_unix_ms % 1000));
-    line += ts;
+    const int64_t second = r.arrived_unix_ms / 1000;
+    if (second != prefix_second) {
+      const std::time_t secs = static_cast<std::time_t>(second);
+      std::tm tm{};
+      gmtime_r(&secs, &tm);
+      char ts[48];
+      const size_t n =
+          std::strftime(ts, sizeof(ts), "{\"timestamp\":\"%Y-%m-%dT%H:%M:%S.", &tm);
+      prefix.assign(ts, n);
+      prefix_second = second;
+    }
+    line += prefix;
+    const int ms = static_cast<int>(r.arrived_unix_ms % 1000);
+    line.push_back(static_cast<char>('0' + ms / 100));
+    line.push_back(static_cast<char>('0' + ms / 10 % 10));
+    line.push_back(static_cast<char>('0' + ms % 10));
+    line += "Z\"";
   }
   auto str = [&](const char *k, std::string_view v) {
     line += ",\"";
@@ -904,7 +928,7 @@ void Gateway::record_call(CallRecord &r) {
     line += ",\"";
     line += k;
     line += "\":";
-    line += std::to_string(v);
+    append_int(line, v);
   };
   auto raw = [&](const char *k, const char *v) {
     line += ",\"";
@@ -935,8 +959,14 @@ void Gateway::record_call(CallRecord &r) {
   str("worker", instance_id_);
   {
     char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.8f", r.cost_usd);
-    raw("cost_usd", buf);
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf) - 1, r.cost_usd,
+                                   std::chars_format::fixed, 8);
+    if (ec == std::errc()) {
+      *end = '\0';
+      raw("cost_usd", buf);
+    } else {
+      raw("cost_usd", "null");
+    }
   }
   raw("cached", r.cached ? "true" : "false");
   integer("status", r.status);
@@ -951,7 +981,7 @@ void Gateway::record_call(CallRecord &r) {
     str("error", r.error);
   }
   line.push_back('}');
-  request_log_->write(std::move(line));
+  request_log_->write(line);
 }
 
 void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
