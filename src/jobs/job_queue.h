@@ -91,6 +91,11 @@ struct Reclaimed {
   int64_t purged = 0;        // finished jobs past retention, deleted
 };
 
+struct QueueDepth {
+  int64_t queued = 0;
+  int64_t oldest_created_ms = 0;
+};
+
 class JobQueue {
 public:
   virtual ~JobQueue() = default;
@@ -122,6 +127,8 @@ public:
   virtual Result<Reclaimed> reclaim() = 0;
   // Wakes every lease() that is waiting (shutdown).
   virtual void wake_all() = 0;
+  // For /metrics: how many jobs wait, and since when the oldest (0 when none).
+  virtual Result<QueueDepth> depth() = 0;
 };
 
 } // namespace gantry::jobs

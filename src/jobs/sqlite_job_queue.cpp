@@ -407,6 +407,20 @@ Result<std::optional<Job>> SqliteJobQueue::get_locked(std::string_view id) {
   return std::optional<Job>(read_job(q));
 }
 
+Result<QueueDepth> SqliteJobQueue::depth() {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("SELECT COUNT(*), COALESCE(MIN(created_ms), 0) FROM jobs WHERE status = "
+                          "'queued'"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
+  QueueDepth d;
+  if (row) {
+    d.queued = q.col_i64(0);
+    d.oldest_created_ms = q.col_i64(1);
+  }
+  return d;
+}
+
 Result<std::optional<Job>> SqliteJobQueue::get(std::string_view id) {
   std::lock_guard<std::mutex> lk(mu_);
   return get_locked(id);

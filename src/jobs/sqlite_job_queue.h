@@ -63,6 +63,7 @@ public:
 
   // Jobs queued (ready or waiting out a backoff) for `project`.
   int64_t queued_count(const std::string &project);
+  Result<QueueDepth> depth() override;
 
 private:
   struct Entry {

@@ -276,6 +276,20 @@ void JobsService::stop() {
 }
 
 void JobsService::render_metrics(std::ostream &o) const {
+  if (auto d = queue_->depth()) {
+    o << "# HELP gantry:jobs_queued Jobs waiting to run (ready or in a retry backoff).\n"
+         "# TYPE gantry:jobs_queued gauge\ngantry:jobs_queued "
+      << d->queued << '\n';
+    const double age =
+        d->oldest_created_ms > 0
+            ? std::max<double>(0, static_cast<double>(clock_.unix_millis() - d->oldest_created_ms) /
+                                      1000.0)
+            : 0.0;
+    o << "# HELP gantry:oldest_queued_job_age_seconds Age of the oldest waiting job.\n"
+         "# TYPE gantry:oldest_queued_job_age_seconds gauge\n"
+         "gantry:oldest_queued_job_age_seconds "
+      << age << '\n';
+  }
   const auto &r = runner_->counters();
   o << "# HELP gantry:jobs_total Job executions by outcome (retried, deferred and lost_lease are "
        "degraded paths).\n# TYPE gantry:jobs_total counter\n";

@@ -297,3 +297,30 @@ TEST(WebhookRetryDelay, GrowsWithJitterUpToTheCap) {
 
 } // namespace
 } // namespace gantry::jobs
+
+namespace gantry::jobs {
+namespace {
+
+TEST_F(JobQueueTest, DepthCountsWaitingJobsAndTheOldestOnesAge) {
+  auto empty = queue_->depth();
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->queued, 0);
+  EXPECT_EQ(empty->oldest_created_ms, 0);
+  const int64_t first = clock_.unix_millis();
+  add("a");
+  clock_.advance(5s);
+  add("b");
+  add("a");
+  auto d = queue_->depth();
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->queued, 3);
+  EXPECT_EQ(d->oldest_created_ms, first);
+  auto l = lease(); // the oldest starts running: no longer waiting
+  ASSERT_TRUE(l);
+  d = queue_->depth();
+  EXPECT_EQ(d->queued, 2);
+  EXPECT_EQ(d->oldest_created_ms, first + 5000);
+}
+
+} // namespace
+} // namespace gantry::jobs
