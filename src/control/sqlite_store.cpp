@@ -1,5 +1,6 @@
 #include "control/sqlite_store.h"
 
+#include "control/sqlite_db.h"
 #include "control/sqlite_schema.h"
 
 #include <fcntl.h>
@@ -17,20 +18,6 @@ namespace {
 
 // Writers wait this long for another connection (the CLI beside a server) before failing.
 constexpr int kBusyTimeoutMs = 5000;
-
-Error sqlite_error(int rc, std::string_view what, sqlite3 *db) {
-  std::string msg = "database: " + std::string(what) + ": " +
-                    (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  switch (rc & 0xff) {
-  case SQLITE_BUSY:
-  case SQLITE_LOCKED:
-    return {ErrorCode::kUnavailable, msg + " (another process holds the database)", {}};
-  case SQLITE_CORRUPT:
-  case SQLITE_NOTADB: return Error::corrupt(msg);
-  case SQLITE_CONSTRAINT: return Error::invalid(msg);
-  default: return Error::io(msg);
-  }
-}
 
 struct DbCloser {
   void operator()(sqlite3 *db) const { sqlite3_close_v2(db); }
@@ -54,81 +41,6 @@ Status exec(sqlite3 *db, const std::string &sql) {
   if (rc != SQLITE_OK)
     return sqlite_error(rc, sql.substr(0, 60), db);
   return Ok();
-}
-
-// A prepared statement in use: binds positionally, steps, reads columns. Borrowed from a cache
-// (or owned, for one-off connections); reset on destruction so the cache can hand it out again.
-class Query {
-public:
-  Query(sqlite3 *db, sqlite3_stmt *stmt, bool owned) : db_(db), stmt_(stmt), owned_(owned) {}
-  Query(Query &&o) noexcept
-      : db_(o.db_), stmt_(std::exchange(o.stmt_, nullptr)), owned_(o.owned_), next_(o.next_) {}
-  Query(const Query &) = delete;
-  Query &operator=(const Query &) = delete;
-  Query &operator=(Query &&) = delete;
-  ~Query() {
-    if (stmt_ == nullptr)
-      return;
-    if (owned_) {
-      sqlite3_finalize(stmt_);
-    } else {
-      sqlite3_reset(stmt_);
-      sqlite3_clear_bindings(stmt_);
-    }
-  }
-
-  Query &i64(int64_t v) {
-    sqlite3_bind_int64(stmt_, ++next_, v);
-    return *this;
-  }
-  Query &f64(double v) {
-    sqlite3_bind_double(stmt_, ++next_, v);
-    return *this;
-  }
-  Query &text(std::string_view v) {
-    sqlite3_bind_text(stmt_, ++next_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-
-  // True when a row is available, false when the statement is done.
-  Result<bool> step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW)
-      return true;
-    if (rc == SQLITE_DONE)
-      return false;
-    return sqlite_error(rc, sqlite3_sql(stmt_), db_);
-  }
-  Status run() {
-    for (;;) {
-      GANTRY_ASSIGN_OR_RETURN(bool row, step());
-      if (!row)
-        return Ok();
-    }
-  }
-  // Rows changed by the last run() (for INSERT ... ON CONFLICT DO NOTHING and UPDATE).
-  int changes() const { return sqlite3_changes(db_); }
-
-  int64_t col_i64(int i) const { return sqlite3_column_int64(stmt_, i); }
-  double col_f64(int i) const { return sqlite3_column_double(stmt_, i); }
-  std::string col_text(int i) const {
-    const auto *p = reinterpret_cast<const char *>(sqlite3_column_text(stmt_, i));
-    return p == nullptr ? std::string() : std::string(p, sqlite3_column_bytes(stmt_, i));
-  }
-
-private:
-  sqlite3 *db_;
-  sqlite3_stmt *stmt_;
-  bool owned_;
-  int next_ = 0;
-};
-
-Result<Query> prepare_once(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *stmt = nullptr;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
-  if (rc != SQLITE_OK)
-    return sqlite_error(rc, std::string("prepare ") + sql, db);
-  return Query(db, stmt, true);
 }
 
 Result<int64_t> user_version(sqlite3 *db) {

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "jobs/sqlite_db.h"
+#include "control/sqlite_db.h"
 
 namespace gantry::jobs {
+
+using control::Query;
+using control::Transaction;
 namespace {
 
 constexpr const char *kStatusNames[] = {"queued", "running",  "succeeded",

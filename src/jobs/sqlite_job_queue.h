@@ -25,9 +25,13 @@
 #include "core/clock.h"
 #include "jobs/job_queue.h"
 
+namespace gantry::control {
+class Db;
+}
+
 namespace gantry::jobs {
 
-class Db;
+using control::Db;
 
 struct JobQueueOptions {
   int64_t max_queued_per_project = 10'000; // beyond this enqueue answers kQueueFull (429)

@@ -1,8 +1,11 @@
 #include "jobs/sqlite_job_records.h"
 
-#include "jobs/sqlite_db.h"
+#include "control/sqlite_db.h"
 
 namespace gantry::jobs {
+
+using control::Query;
+using control::Transaction;
 namespace {
 
 #define DELIVERY_COLUMNS                                                                           \

@@ -10,9 +10,13 @@
 
 #include "jobs/job_records.h"
 
+namespace gantry::control {
+class Db;
+}
+
 namespace gantry::jobs {
 
-class Db;
+using control::Db;
 
 class SqliteJobRecords final : public JobRecords {
 public:

@@ -1,8 +1,9 @@
-// A thin connection wrapper for the jobs adapters (sqlite_job_queue, sqlite_job_records): one
-// connection to <data_dir>/gantry.db, cached prepared statements and typed binds. The schema is
-// created and migrated by control::SqliteStore::open, which must run first.
+// The one SQLite wrapper of the embedded adapters (SqliteStore, and the jobs adapters
+// sqlite_job_queue / sqlite_job_records): typed binds and reads on prepared statements, a
+// connection with a statement cache, IMMEDIATE transactions, and SQLite result codes mapped to
+// Gantry's error codes. The schema is created and migrated by control::SqliteStore::open.
 //
-// Threading: not thread-safe; each adapter guards its Db with its own mutex.
+// Threading: not thread-safe; each adapter guards its connection with its own mutex.
 #pragma once
 
 #include <cstdint>
@@ -16,12 +17,18 @@
 struct sqlite3;
 struct sqlite3_stmt;
 
-namespace gantry::jobs {
+namespace gantry::control {
 
-// A prepared statement in use; reset when destroyed so the cache can hand it out again.
+// BUSY/LOCKED → kUnavailable, CORRUPT/NOTADB → kCorruptData, CONSTRAINT → kInvalidArgument,
+// anything else → kIo; the message names `what` and SQLite's own explanation.
+Error sqlite_error(int rc, std::string_view what, sqlite3 *db);
+
+// A prepared statement in use. Borrowed from a cache (reset on destruction so the cache can
+// hand it out again) or owned (finalized on destruction: prepare_once, one-off connections).
 class Query {
 public:
-  Query(sqlite3 *db, sqlite3_stmt *stmt) : db_(db), stmt_(stmt) {}
+  Query(sqlite3 *db, sqlite3_stmt *stmt, bool owned = false)
+      : db_(db), stmt_(stmt), owned_(owned) {}
   Query(Query &&o) noexcept;
   Query(const Query &) = delete;
   Query &operator=(const Query &) = delete;
@@ -44,8 +51,12 @@ public:
 private:
   sqlite3 *db_;
   sqlite3_stmt *stmt_;
+  bool owned_;
   int next_ = 0;
 };
+
+// A statement prepared for one use on `db` (pragmas on a connection without a cache).
+Result<Query> prepare_once(sqlite3 *db, const char *sql);
 
 class Db {
 public:
@@ -80,4 +91,4 @@ private:
   bool open_;
 };
 
-} // namespace gantry::jobs
+} // namespace gantry::control

@@ -1,11 +1,10 @@
-#include "jobs/sqlite_db.h"
+#include "control/sqlite_db.h"
 
 #include <sqlite3.h>
 
 #include <utility>
 
-namespace gantry::jobs {
-namespace {
+namespace gantry::control {
 
 Error sqlite_error(int rc, std::string_view what, sqlite3 *db) {
   std::string msg = "database: " + std::string(what) + ": " +
@@ -21,16 +20,26 @@ Error sqlite_error(int rc, std::string_view what, sqlite3 *db) {
   }
 }
 
-} // namespace
-
 Query::Query(Query &&o) noexcept
-    : db_(o.db_), stmt_(std::exchange(o.stmt_, nullptr)), next_(o.next_) {}
+    : db_(o.db_), stmt_(std::exchange(o.stmt_, nullptr)), owned_(o.owned_), next_(o.next_) {}
 
 Query::~Query() {
   if (stmt_ == nullptr)
     return;
+  if (owned_) {
+    sqlite3_finalize(stmt_);
+    return;
+  }
   sqlite3_reset(stmt_);
   sqlite3_clear_bindings(stmt_);
+}
+
+Result<Query> prepare_once(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+  if (rc != SQLITE_OK)
+    return sqlite_error(rc, std::string("prepare ") + sql, db);
+  return Query(db, stmt, true);
 }
 
 Query &Query::i64(int64_t v) {
@@ -130,4 +139,4 @@ Status Transaction::commit() {
   return Ok();
 }
 
-} // namespace gantry::jobs
+} // namespace gantry::control
