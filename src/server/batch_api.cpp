@@ -21,23 +21,29 @@ void JobsService::add_batch_routes(http::Router &r) {
       return;
     create_file(std::move(req), std::move(w), *p ? (*p)->project : "");
   });
-  auto owned_file =
-      [this](http::Request &req,
-             const std::shared_ptr<http::ResponseWriter> &w) -> std::optional<jobs::StoredFile> {
+  // The caller's own file or batch `id`, or nullopt once the refusal was sent (401, 404 for
+  // another project's record as for a missing one, or the store's error).
+  auto owned = [this](http::Request &req, const std::shared_ptr<http::ResponseWriter> &w,
+                      const char *kind, auto get)
+      -> std::optional<std::decay_t<decltype(**get(std::string()))>> {
     auto p = authenticate_(req, w);
     if (!p)
       return std::nullopt;
     const std::string id(req.path_param("id"));
-    auto f = records_->get_file(id);
-    if (!f) {
-      send_error(w, f.error());
+    auto found = get(id);
+    if (!found) {
+      send_error(w, found.error());
       return std::nullopt;
     }
-    if (!*f || (*f)->project != (*p ? (*p)->project : "")) {
-      send_error(w, not_found("file", id));
+    if (!*found || (*found)->project != (*p ? (*p)->project : "")) {
+      send_error(w, not_found(kind, id));
       return std::nullopt;
     }
-    return std::move(**f);
+    return std::move(**found);
+  };
+  auto owned_file = [this, owned](http::Request &req,
+                                  const std::shared_ptr<http::ResponseWriter> &w) {
+    return owned(req, w, "file", [this](const std::string &id) { return records_->get_file(id); });
   };
   r.get("/v1/files/{id}",
         [owned_file](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
@@ -76,23 +82,10 @@ void JobsService::add_batch_routes(http::Router &r) {
         200, json::serialize(
                  json::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", more}})));
   });
-  auto owned_batch =
-      [this](http::Request &req,
-             const std::shared_ptr<http::ResponseWriter> &w) -> std::optional<jobs::Batch> {
-    auto p = authenticate_(req, w);
-    if (!p)
-      return std::nullopt;
-    const std::string id(req.path_param("id"));
-    auto b = records_->get_batch(id);
-    if (!b) {
-      send_error(w, b.error());
-      return std::nullopt;
-    }
-    if (!*b || (*b)->project != (*p ? (*p)->project : "")) {
-      send_error(w, not_found("batch", id));
-      return std::nullopt;
-    }
-    return std::move(**b);
+  auto owned_batch = [this, owned](http::Request &req,
+                                   const std::shared_ptr<http::ResponseWriter> &w) {
+    return owned(req, w, "batch",
+                 [this](const std::string &id) { return records_->get_batch(id); });
   };
   r.get("/v1/batches/{id}",
         [owned_batch](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {

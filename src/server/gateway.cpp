@@ -2,7 +2,6 @@
 
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
-#include <openssl/sha.h>
 
 #include <charconv>
 #include <cstdio>
@@ -15,6 +14,7 @@
 
 #include "api/embeddings.h"
 #include "api/openai.h"
+#include "cache/cache_key.h"
 #include "cache/memory_cache.h"
 #include "control/api_key.h"
 #include "control/sqlite_store.h"
@@ -59,16 +59,18 @@ http::Headers rate_headers(const control::RateSnapshot &s) {
   return h;
 }
 
+// An admission refused by the control plane: the error, Retry-After and the x-ratelimit-* numbers
+// of the scope that refused it.
+http::Response refusal_response(const Error &e, const control::RateSnapshot &refusal) {
+  http::Response r = error_with_retry(e);
+  for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+  return r;
+}
+
 std::string sha256_hex(std::string_view data) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char *>(data.data()), data.size(), md);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(2 * SHA256_DIGEST_LENGTH, '0');
-  for (int i = 0; i < SHA256_DIGEST_LENGTH; ++i) {
-    out[2 * i] = kHex[md[i] >> 4];
-    out[2 * i + 1] = kHex[md[i] & 15];
-  }
-  return out;
+  cache::Sha256 h;
+  h.update(data);
+  return h.hex_digest();
 }
 
 std::string env_or_file(const char *var, const char *file_var) {
@@ -464,9 +466,7 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
   control::RateSnapshot refusal;
   auto adm = control_->admit(ar, &refusal);
   if (!adm) {
-    http::Response r = error_with_retry(adm.error());
-    for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
-    w->respond(std::move(r));
+    w->respond(refusal_response(adm.error(), refusal));
     return;
   }
   *admission = std::move(adm).value();
@@ -676,8 +676,7 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   control::RateSnapshot refusal;
   auto adm = control_->admit(ar, &refusal);
   if (!adm) {
-    http::Response r = error_with_retry(adm.error());
-    for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+    http::Response r = refusal_response(adm.error(), refusal);
     r.headers.push_back(cache_header);
     w->respond(std::move(r));
     return;
