@@ -31,7 +31,8 @@ struct Fixture {
     std::string tmpl = std::filesystem::temp_directory_path().string() + "/gantry_cb_XXXXXX";
     dir = mkdtemp(tmpl.data());
     auto store = SqliteStore::open(dir);
-    if (!store) std::abort();
+    if (!store)
+      std::abort();
     const std::string pepper = "bench-pepper-0123456789";
     if (with_key) {
       CreateKeyOptions o;
@@ -49,11 +50,12 @@ struct Fixture {
     }
     ControlConfig cc;
     cc.global = with_key ? Limits{1'000'000'000'000, 0, 0} : Limits{};
-    ModelControl mc{"m", Price{0.15, 0.60, 0}, BreakerConfig{1e9, std::chrono::seconds(60),
-                                                             std::chrono::seconds(300)}};
+    ModelControl mc{"m", Price{0.15, 0.60, 0},
+                    BreakerConfig{1e9, std::chrono::seconds(60), std::chrono::seconds(300)}};
     cp = std::make_unique<ControlPlane>(std::move(store).value(), pepper, cc,
                                         std::vector<ModelControl>{mc}, clock, nullptr, nullptr);
-    if (!cp->start()) std::abort();
+    if (!cp->start())
+      std::abort();
   }
   ~Fixture() {
     cp.reset();
@@ -62,7 +64,8 @@ struct Fixture {
 
   void one_request() {
     auto p = cp->authenticate(key.empty() ? std::nullopt : std::optional<std::string_view>(key));
-    if (!p) std::abort();
+    if (!p)
+      std::abort();
     AdmitRequest ar;
     ar.principal = p->has_value() ? &**p : nullptr;
     ar.model = "m";
@@ -72,7 +75,8 @@ struct Fixture {
     ar.max_output_tokens = 200;
     ar.arrived_ms = clock.unix_millis();
     auto adm = cp->admit(ar);
-    if (!adm) std::abort();
+    if (!adm)
+      std::abort();
     Outcome o;
     o.input_tokens = 100;
     o.output_tokens = 150;
@@ -85,8 +89,10 @@ struct Fixture {
 
 void BM_RequestPath(benchmark::State &state) {
   static Fixture *fx = nullptr;
-  if (state.thread_index() == 0) fx = new Fixture(state.range(0) != 0);
-  for (auto _ : state) fx->one_request();
+  if (state.thread_index() == 0)
+    fx = new Fixture(state.range(0) != 0);
+  for (auto _ : state)
+    fx->one_request();
   if (state.thread_index() == 0) {
     delete fx;
     fx = nullptr;

@@ -36,7 +36,8 @@ struct Options {
 };
 
 double pct(std::vector<double> &v, double p) {
-  if (v.empty()) return 0;
+  if (v.empty())
+    return 0;
   size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
   return v[std::min(i, v.size() - 1)];
 }
@@ -47,18 +48,27 @@ int main(int argc, char **argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--port") o.port = std::atoi(v.c_str());
-    else if (k == "--rate") o.rate = std::atof(v.c_str());
-    else if (k == "--seconds") o.seconds = std::atof(v.c_str());
-    else if (k == "--connections") o.connections = std::atoi(v.c_str());
-    else if (k == "--method") o.method = v;
-    else if (k == "--path") o.path = v;
-    else if (k == "--body") o.body = v;
+    if (k == "--port")
+      o.port = std::atoi(v.c_str());
+    else if (k == "--rate")
+      o.rate = std::atof(v.c_str());
+    else if (k == "--seconds")
+      o.seconds = std::atof(v.c_str());
+    else if (k == "--connections")
+      o.connections = std::atoi(v.c_str());
+    else if (k == "--method")
+      o.method = v;
+    else if (k == "--path")
+      o.path = v;
+    else if (k == "--body")
+      o.body = v;
     else if (k == "--header") {
       auto c = v.find(':');
-      if (c == std::string::npos) return 2;
+      if (c == std::string::npos)
+        return 2;
       std::string val = v.substr(c + 1);
-      while (!val.empty() && val.front() == ' ') val.erase(0, 1);
+      while (!val.empty() && val.front() == ' ')
+        val.erase(0, 1);
       o.headers.push_back({v.substr(0, c), val});
     } else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
@@ -70,9 +80,9 @@ int main(int argc, char **argv) {
                          "--method M --path P --body B --header 'K: V']\n");
     return 2;
   }
-  if (!o.body.empty()) o.headers.push_back({"Content-Type", "application/json"});
-  const auto method =
-      o.method == "POST" ? gantry::http::Method::kPost : gantry::http::Method::kGet;
+  if (!o.body.empty())
+    o.headers.push_back({"Content-Type", "application/json"});
+  const auto method = o.method == "POST" ? gantry::http::Method::kPost : gantry::http::Method::kGet;
   const long total = static_cast<long>(o.rate * o.seconds);
   const auto interval = std::chrono::duration<double>(1.0 / o.rate);
   std::vector<std::vector<double>> lat(o.connections);
@@ -94,12 +104,14 @@ int main(int argc, char **argv) {
           ++errors[c];
           continue;
         }
-        if (r->status < 200 || r->status >= 300) ++non2xx[c];
+        if (r->status < 200 || r->status >= 300)
+          ++non2xx[c];
         lat[c].push_back(us);
       }
     });
   }
-  for (auto &t : ts) t.join();
+  for (auto &t : ts)
+    t.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   std::vector<double> all;
   long err = 0, bad = 0;
@@ -111,7 +123,7 @@ int main(int argc, char **argv) {
   std::sort(all.begin(), all.end());
   std::printf("{\"rate\":%.0f,\"achieved\":%.1f,\"requests\":%zu,\"errors\":%ld,\"non_2xx\":%ld,"
               "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f}\n",
-              o.rate, static_cast<double>(all.size()) / wall, all.size(), err, bad,
-              pct(all, 0.5), pct(all, 0.9), pct(all, 0.99), all.empty() ? 0.0 : all.back());
+              o.rate, static_cast<double>(all.size()) / wall, all.size(), err, bad, pct(all, 0.5),
+              pct(all, 0.9), pct(all, 0.99), all.empty() ? 0.0 : all.back());
   return err > 0 ? 1 : 0;
 }

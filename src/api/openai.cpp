@@ -13,34 +13,42 @@ Error bad(std::string msg, std::string param) {
 }
 
 Result<double> number(const json::value &v, const std::string &name) {
-  if (v.is_double()) return v.as_double();
-  if (v.is_int64()) return static_cast<double>(v.as_int64());
-  if (v.is_uint64()) return static_cast<double>(v.as_uint64());
+  if (v.is_double())
+    return v.as_double();
+  if (v.is_int64())
+    return static_cast<double>(v.as_int64());
+  if (v.is_uint64())
+    return static_cast<double>(v.as_uint64());
   return bad("'" + name + "' must be a number", name);
 }
 
 Result<int64_t> integer(const json::value &v, const std::string &name) {
-  if (v.is_int64()) return v.as_int64();
+  if (v.is_int64())
+    return v.as_int64();
   if (v.is_uint64()) {
-    if (v.as_uint64() > static_cast<uint64_t>(INT64_MAX)) return bad("'" + name + "' is too large", name);
+    if (v.as_uint64() > static_cast<uint64_t>(INT64_MAX))
+      return bad("'" + name + "' is too large", name);
     return static_cast<int64_t>(v.as_uint64());
   }
   // Only a whole double inside int64's range converts without undefined behaviour (1e300 as
   // max_tokens must be an error, not a float-cast overflow).
   if (v.is_double()) {
     const double d = v.as_double();
-    if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d)) return static_cast<int64_t>(d);
+    if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d))
+      return static_cast<int64_t>(d);
   }
   return bad("'" + name + "' must be an integer", name);
 }
 
 Result<bool> boolean(const json::value &v, const std::string &name) {
-  if (!v.is_bool()) return bad("'" + name + "' must be a boolean", name);
+  if (!v.is_bool())
+    return bad("'" + name + "' must be a boolean", name);
   return v.as_bool();
 }
 
 Result<std::string> string(const json::value &v, const std::string &name) {
-  if (!v.is_string()) return bad("'" + name + "' must be a string", name);
+  if (!v.is_string())
+    return bad("'" + name + "' must be a string", name);
   return std::string(v.as_string());
 }
 
@@ -56,40 +64,50 @@ Result<float> ranged(const json::value &v, const std::string &name, double lo, d
 
 // Message content: a string, or an array of {"type":"text","text":...} parts (joined).
 Result<std::string> content(const json::value &v, const std::string &name) {
-  if (v.is_null()) return std::string();
-  if (v.is_string()) return std::string(v.as_string());
-  if (!v.is_array()) return bad("'" + name + "' must be a string or an array of parts", name);
+  if (v.is_null())
+    return std::string();
+  if (v.is_string())
+    return std::string(v.as_string());
+  if (!v.is_array())
+    return bad("'" + name + "' must be a string or an array of parts", name);
   std::string out;
   for (size_t i = 0; i < v.as_array().size(); ++i) {
     const auto &part = v.as_array()[i];
     const std::string pname = name + "[" + std::to_string(i) + "]";
-    if (!part.is_object()) return bad("'" + pname + "' must be an object", pname);
+    if (!part.is_object())
+      return bad("'" + pname + "' must be an object", pname);
     const auto *type = part.as_object().if_contains("type");
     if (!type || !type->is_string() || type->as_string() != "text") {
       return bad("only text content parts are supported ('" + pname + ".type' must be 'text')",
                  pname + ".type");
     }
     const auto *text = part.as_object().if_contains("text");
-    if (!text || !text->is_string()) return bad("'" + pname + ".text' must be a string", pname + ".text");
+    if (!text || !text->is_string())
+      return bad("'" + pname + ".text' must be a string", pname + ".text");
     out += text->as_string();
   }
   return out;
 }
 
 Status parse_messages(const json::value &v, InferenceRequest &r) {
-  if (!v.is_array()) return bad("'messages' must be an array", "messages");
-  if (v.as_array().empty()) return bad("'messages' must contain at least one message", "messages");
+  if (!v.is_array())
+    return bad("'messages' must be an array", "messages");
+  if (v.as_array().empty())
+    return bad("'messages' must contain at least one message", "messages");
   for (size_t i = 0; i < v.as_array().size(); ++i) {
     const auto &m = v.as_array()[i];
     const std::string p = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) return bad("'" + p + "' must be an object", p);
+    if (!m.is_object())
+      return bad("'" + p + "' must be an object", p);
     ChatMessage msg;
     const auto *role = m.as_object().if_contains("role");
-    if (!role || !role->is_string()) return bad("'" + p + ".role' must be a string", p + ".role");
+    if (!role || !role->is_string())
+      return bad("'" + p + ".role' must be a string", p + ".role");
     msg.role = std::string(role->as_string());
     if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" &&
         msg.role != "tool" && msg.role != "developer") {
-      return bad("'" + msg.role + "' is not a valid role (system, developer, user, assistant, tool)",
+      return bad("'" + msg.role +
+                     "' is not a valid role (system, developer, user, assistant, tool)",
                  p + ".role");
     }
     const auto *c = m.as_object().if_contains("content");
@@ -121,9 +139,11 @@ Status parse_prompt(const json::value &v, InferenceRequest &r) {
     if (!a.empty() && (a[0].is_int64() || a[0].is_uint64())) {
       std::vector<int32_t> ids;
       for (const auto &t : a) {
-        if (!t.is_int64() && !t.is_uint64()) return bad("'prompt' token ids must be integers", "prompt");
+        if (!t.is_int64() && !t.is_uint64())
+          return bad("'prompt' token ids must be integers", "prompt");
         int64_t id = t.is_int64() ? t.as_int64() : static_cast<int64_t>(t.as_uint64());
-        if (id < 0 || id > INT32_MAX) return bad("'prompt' token id out of range", "prompt");
+        if (id < 0 || id > INT32_MAX)
+          return bad("'prompt' token id out of range", "prompt");
         ids.push_back(static_cast<int32_t>(id));
       }
       r.prompt_ids = std::move(ids);
@@ -133,10 +153,12 @@ Status parse_prompt(const json::value &v, InferenceRequest &r) {
       InferenceRequest tmp;
       GANTRY_TRY(parse_prompt(a[0], tmp));
       r.prompt_ids = std::move(tmp.prompt_ids);
-      if (!r.prompt_ids) return bad("'prompt' must be a string or token ids", "prompt");
+      if (!r.prompt_ids)
+        return bad("'prompt' must be a string or token ids", "prompt");
       return Ok();
     }
-    if (a.empty()) return bad("'prompt' must not be empty", "prompt");
+    if (a.empty())
+      return bad("'prompt' must not be empty", "prompt");
     return bad("batched prompts (several prompts in one request) are not supported; send one "
                "request per prompt",
                "prompt");
@@ -146,16 +168,22 @@ Status parse_prompt(const json::value &v, InferenceRequest &r) {
 }
 
 Status parse_stop(const json::value &v, InferenceRequest &r) {
-  if (v.is_null()) return Ok();
+  if (v.is_null())
+    return Ok();
   if (v.is_string()) {
-    if (!v.as_string().empty()) r.stop.emplace_back(v.as_string());
+    if (!v.as_string().empty())
+      r.stop.emplace_back(v.as_string());
     return Ok();
   }
-  if (!v.is_array()) return bad("'stop' must be a string or an array of strings", "stop");
-  if (v.as_array().size() > 4) return bad("'stop' accepts at most 4 sequences", "stop");
+  if (!v.is_array())
+    return bad("'stop' must be a string or an array of strings", "stop");
+  if (v.as_array().size() > 4)
+    return bad("'stop' accepts at most 4 sequences", "stop");
   for (const auto &s : v.as_array()) {
-    if (!s.is_string()) return bad("'stop' must be a string or an array of strings", "stop");
-    if (!s.as_string().empty()) r.stop.emplace_back(s.as_string());
+    if (!s.is_string())
+      return bad("'stop' must be a string or an array of strings", "stop");
+    if (!s.as_string().empty())
+      r.stop.emplace_back(s.as_string());
   }
   return Ok();
 }
@@ -201,7 +229,8 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
                    "). The OpenAI API expects a JSON payload.",
                "");
   }
-  if (!doc.is_object()) return bad("the request body must be a JSON object", "");
+  if (!doc.is_object())
+    return bad("the request body must be a JSON object", "");
   const auto &o = doc.as_object();
   InferenceRequest r;
   r.endpoint = endpoint;
@@ -211,7 +240,8 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
 
   for (const auto &[key_sv, v] : o) {
     const std::string key(key_sv);
-    if (v.is_null() && key != "messages" && key != "prompt" && key != "model") continue;
+    if (v.is_null() && key != "messages" && key != "prompt" && key != "model")
+      continue;
     if (key == "model") {
       GANTRY_ASSIGN_OR_RETURN(r.model, string(v, key));
       have_model = true;
@@ -223,18 +253,21 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
       have_input = true;
     } else if (key == "max_tokens" || (chat && key == "max_completion_tokens")) {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, integer(v, key));
-      if (n < 1) return bad("'" + key + "' must be at least 1", key);
+      if (n < 1)
+        return bad("'" + key + "' must be at least 1", key);
       r.max_tokens = static_cast<int>(std::min<int64_t>(n, INT32_MAX));
     } else if (key == "temperature") {
       GANTRY_ASSIGN_OR_RETURN(r.sampling.temperature, ranged(v, key, 0, 2));
     } else if (key == "top_p") {
       GANTRY_ASSIGN_OR_RETURN(r.sampling.top_p, ranged(v, key, 0, 1));
-      if (r.sampling.top_p <= 0) return bad("'top_p' must be greater than 0", key);
+      if (r.sampling.top_p <= 0)
+        return bad("'top_p' must be greater than 0", key);
     } else if (key == "min_p") {
       GANTRY_ASSIGN_OR_RETURN(r.sampling.min_p, ranged(v, key, 0, 1));
     } else if (key == "top_k") {
       GANTRY_ASSIGN_OR_RETURN(int64_t k, integer(v, key));
-      if (k < -1) return bad("'top_k' must be -1 or 0 (disabled) or positive", key);
+      if (k < -1)
+        return bad("'top_k' must be -1 or 0 (disabled) or positive", key);
       r.sampling.top_k = k <= 0 ? 0 : static_cast<int>(std::min<int64_t>(k, INT32_MAX));
     } else if (key == "presence_penalty") {
       GANTRY_ASSIGN_OR_RETURN(r.sampling.presence_penalty, ranged(v, key, -2, 2));
@@ -254,7 +287,8 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
     } else if (key == "stream") {
       GANTRY_ASSIGN_OR_RETURN(r.stream, boolean(v, key));
     } else if (key == "stream_options") {
-      if (!v.is_object()) return bad("'stream_options' must be an object", key);
+      if (!v.is_object())
+        return bad("'stream_options' must be an object", key);
       for (const auto &[k2, v2] : v.as_object()) {
         if (k2 == "include_usage") {
           GANTRY_ASSIGN_OR_RETURN(r.include_usage, boolean(v2, "stream_options.include_usage"));
@@ -284,22 +318,29 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
       }
     } else if (key == "top_logprobs") {
       GANTRY_ASSIGN_OR_RETURN(int64_t t, integer(v, key));
-      if (t > 0) return bad("logprobs are not supported yet", key);
+      if (t > 0)
+        return bad("logprobs are not supported yet", key);
     } else if (key == "logit_bias") {
-      if (!v.is_object()) return bad("'logit_bias' must be an object", key);
-      if (!v.as_object().empty()) return bad("'logit_bias' is not supported yet", key);
+      if (!v.is_object())
+        return bad("'logit_bias' must be an object", key);
+      if (!v.as_object().empty())
+        return bad("'logit_bias' is not supported yet", key);
     } else if (chat && key == "response_format") {
       const auto *t = v.is_object() ? v.as_object().if_contains("type") : nullptr;
-      if (!t || !t->is_string()) return bad("'response_format.type' must be a string", key);
+      if (!t || !t->is_string())
+        return bad("'response_format.type' must be a string", key);
       if (t->as_string() != "text") {
         return bad("response_format '" + std::string(t->as_string()) + "' is not supported",
                    "response_format.type");
       }
     } else if (chat && (key == "tools" || key == "functions")) {
-      if (!v.is_array()) return bad("'" + key + "' must be an array", key);
-      if (!v.as_array().empty()) return bad("tool calling is not supported", key);
+      if (!v.is_array())
+        return bad("'" + key + "' must be an array", key);
+      if (!v.as_array().empty())
+        return bad("tool calling is not supported", key);
     } else if (chat && (key == "tool_choice" || key == "function_call")) {
-      if (!(v.is_string() && v.as_string() == "none") && !(v.is_string() && v.as_string() == "auto")) {
+      if (!(v.is_string() && v.as_string() == "none") &&
+          !(v.is_string() && v.as_string() == "auto")) {
         return bad("tool calling is not supported", key);
       }
     } else if (ignored_field(key)) {
@@ -308,12 +349,14 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
       return bad("Unrecognized request argument supplied: " + key, key);
     }
   }
-  if (!have_model) return bad("you must provide a model parameter", "model");
+  if (!have_model)
+    return bad("you must provide a model parameter", "model");
   if (!have_input) {
     return chat ? bad("'messages' is a required property", "messages")
                 : bad("'prompt' is a required property", "prompt");
   }
-  if (best_of && *best_of != r.n) return bad("'best_of' must equal 'n' if given", "best_of");
+  if (best_of && *best_of != r.n)
+    return bad("'best_of' must equal 'n' if given", "best_of");
   if (r.include_usage && !r.stream) {
     return bad("'stream_options' is only allowed when 'stream' is true", "stream_options");
   }
@@ -380,8 +423,10 @@ std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
   ch["index"] = index;
   if (endpoint == Endpoint::kChatCompletions) {
     json::object delta;
-    if (role_delta) delta["role"] = "assistant";
-    if (!text.empty() || role_delta) delta["content"] = text;
+    if (role_delta)
+      delta["role"] = "assistant";
+    if (!text.empty() || role_delta)
+      delta["content"] = text;
     ch["delta"] = std::move(delta);
   } else {
     ch["text"] = text;
@@ -389,7 +434,8 @@ std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
   ch["logprobs"] = nullptr;
   ch["finish_reason"] = finish_value(finish_reason);
   o["choices"] = json::array{std::move(ch)};
-  if (include_usage) o["usage"] = nullptr;
+  if (include_usage)
+    o["usage"] = nullptr;
   return json::serialize(o);
 }
 
@@ -402,13 +448,15 @@ std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, cons
 
 std::string render_model(const ModelCard &m) {
   json::object o{{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "gantry"}};
-  if (m.context_length > 0) o["context_length"] = m.context_length;
+  if (m.context_length > 0)
+    o["context_length"] = m.context_length;
   return json::serialize(o);
 }
 
 std::string render_model_list(const std::vector<ModelCard> &models) {
   json::array data;
-  for (const auto &m : models) data.push_back(json::parse(render_model(m)));
+  for (const auto &m : models)
+    data.push_back(json::parse(render_model(m)));
   return json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}});
 }
 

@@ -24,8 +24,8 @@ constexpr int kMaxChoices = 16;
 struct InferenceRequest {
   Endpoint endpoint = Endpoint::kChatCompletions;
   std::string model;
-  std::vector<ChatMessage> messages;          // chat
-  std::string prompt;                          // completions, text form
+  std::vector<ChatMessage> messages;              // chat
+  std::string prompt;                             // completions, text form
   std::optional<std::vector<int32_t>> prompt_ids; // completions, token-id form
   engine::SamplingParams sampling;
   std::optional<int> max_tokens; // absent: up to the context (capped by the server's default)

@@ -30,11 +30,13 @@ using Clock = std::chrono::steady_clock;
 // Resident memory of this process in MiB (VmRSS), to check that weights are mapped, not copied.
 double rss_mib() {
   FILE *f = std::fopen("/proc/self/status", "r");
-  if (!f) return 0;
+  if (!f)
+    return 0;
   char line[256];
   double kb = 0;
   while (std::fgets(line, sizeof line, f)) {
-    if (std::sscanf(line, "VmRSS: %lf kB", &kb) == 1) break;
+    if (std::sscanf(line, "VmRSS: %lf kB", &kb) == 1)
+      break;
   }
   std::fclose(f);
   return kb / 1024.0;
@@ -52,29 +54,32 @@ std::vector<int32_t> random_prompt(int n, int n_vocab, uint64_t seed) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     // Skip the first ids, which are control and byte tokens in most vocabularies.
     t = static_cast<int32_t>(300 + (s >> 33) % static_cast<uint64_t>(std::max(1, n_vocab - 300)));
-    if (t >= n_vocab) t = n_vocab - 1;
+    if (t >= n_vocab)
+      t = n_vocab - 1;
   }
   return p;
 }
 
 // Runs n_seqs sequences of `prompt_len` tokens generating `gen` tokens each; returns
 // {seconds until every sequence produced its first token, seconds of pure decoding after}.
-std::pair<double, double> run(engine::Engine &eng, int n_vocab, int n_seqs, int prompt_len,
-                              int gen, uint64_t seed) {
+std::pair<double, double> run(engine::Engine &eng, int n_vocab, int n_seqs, int prompt_len, int gen,
+                              uint64_t seed) {
   for (int i = 0; i < n_seqs; ++i) {
     engine::GenerationRequest r;
     r.prompt = random_prompt(prompt_len, n_vocab, seed + i);
     r.max_tokens = gen;
     r.sampling.temperature = 0;
     r.ignore_eos = true;
-    if (!eng.submit(std::move(r))) return {0, 0};
+    if (!eng.submit(std::move(r)))
+      return {0, 0};
   }
   auto t0 = Clock::now();
   int started = 0;
   Clock::time_point t_first;
   while (!eng.idle()) {
     for (const auto &ev : eng.step()) {
-      if (ev.n_generated == 1 && ++started == n_seqs) t_first = Clock::now();
+      if (ev.n_generated == 1 && ++started == n_seqs)
+        t_first = Clock::now();
     }
   }
   auto t_end = Clock::now();
@@ -84,15 +89,16 @@ std::pair<double, double> run(engine::Engine &eng, int n_vocab, int n_seqs, int 
 
 int run_bench(BenchOptions o) {
   auto model = load_model_or_report(o.model);
-  if (!model) return 1;
+  if (!model)
+    return 1;
   const auto &cfg = model->config();
   engine::EngineConfig ec;
   ec.n_threads = o.threads;
   ec.max_seqs = std::max(o.n_seqs, 1);
   ec.max_batch_tokens = o.n_prompt;
   ec.n_ctx = std::max(o.n_prompt + 8, o.n_gen + 8);
-  const size_t per_token = engine::KvCache::bytes_per_block(cfg.n_layer, cfg.kv_dim()) /
-                           engine::KvCache::kBlockSize;
+  const size_t per_token =
+      engine::KvCache::bytes_per_block(cfg.n_layer, cfg.kv_dim()) / engine::KvCache::kBlockSize;
   ec.kv_bytes = per_token * (static_cast<size_t>(o.n_seqs) * (o.n_gen + 32) + o.n_prompt + 64);
   engine::Engine eng(*model, ec);
   const double rss_after_load = rss_mib();
@@ -160,8 +166,10 @@ double ttft(engine::Engine &eng, std::vector<int32_t> prompt) {
   r.sampling.temperature = 0;
   r.ignore_eos = true;
   auto t0 = Clock::now();
-  if (!eng.submit(std::move(r))) return 0;
-  while (!eng.idle()) eng.step();
+  if (!eng.submit(std::move(r)))
+    return 0;
+  while (!eng.idle())
+    eng.step();
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
@@ -169,7 +177,8 @@ double ttft(engine::Engine &eng, std::vector<int32_t> prompt) {
 // without prefix reuse (issue: at least 5x faster with reuse for 1,000 tokens sharing 900).
 int run_prefix_bench(PrefixOptions o) {
   auto model = load_model_or_report(o.model);
-  if (!model) return 1;
+  if (!model)
+    return 1;
   const auto &cfg = model->config();
   auto make = [&](bool prefix) {
     engine::EngineConfig ec;
@@ -193,9 +202,12 @@ int run_prefix_bench(PrefixOptions o) {
     cold.push_back(ttft(*without, second));
   }
   const double w = median(warm), c = median(cold);
-  boost::json::object j{{"model", o.model},         {"n_prompt", o.n_prompt},
-                        {"n_shared", o.n_shared},   {"ttft_without_reuse_s", c},
-                        {"ttft_with_reuse_s", w},   {"speedup", w > 0 ? c / w : 0.0},
+  boost::json::object j{{"model", o.model},
+                        {"n_prompt", o.n_prompt},
+                        {"n_shared", o.n_shared},
+                        {"ttft_without_reuse_s", c},
+                        {"ttft_with_reuse_s", w},
+                        {"speedup", w > 0 ? c / w : 0.0},
                         {"threads", with->pool().size()}};
   if (o.json) {
     std::printf("%s\n", boost::json::serialize(j).c_str());

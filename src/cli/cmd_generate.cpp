@@ -35,7 +35,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 int run_generate(GenerateOptions o) {
   auto t_load = std::chrono::steady_clock::now();
   auto model = load_model_or_report(o.model);
-  if (!model) return 1;
+  if (!model)
+    return 1;
   const double load_ms = ms_since(t_load);
   engine::EngineConfig ec;
   ec.n_threads = o.threads;
@@ -50,7 +51,8 @@ int run_generate(GenerateOptions o) {
   req.sampling.top_p = o.top_p;
   req.sampling.min_p = o.min_p;
   req.sampling.repetition_penalty = o.repeat_penalty;
-  if (o.seed >= 0) req.sampling.seed = static_cast<uint64_t>(o.seed);
+  if (o.seed >= 0)
+    req.sampling.seed = static_cast<uint64_t>(o.seed);
   req.stop = o.stop;
   req.ignore_eos = o.ignore_eos;
   const auto prompt_ids = req.prompt;
@@ -68,7 +70,8 @@ int run_generate(GenerateOptions o) {
   while (!eng.idle()) {
     for (auto &ev : eng.step()) {
       if (ev.token >= 0) {
-        if (out_ids.empty()) prompt_ms = ms_since(t0);
+        if (out_ids.empty())
+          prompt_ms = ms_since(t0);
         out_ids.push_back(ev.token);
       }
       text += ev.text;
@@ -76,7 +79,8 @@ int run_generate(GenerateOptions o) {
         std::fputs(ev.text.c_str(), stdout);
         std::fflush(stdout);
       }
-      if (ev.finish != engine::FinishReason::kNone) finish = engine::finish_reason_name(ev.finish);
+      if (ev.finish != engine::FinishReason::kNone)
+        finish = engine::finish_reason_name(ev.finish);
     }
   }
   const double total_ms = ms_since(t0);
@@ -86,8 +90,10 @@ int run_generate(GenerateOptions o) {
   if (o.json) {
     boost::json::object j;
     boost::json::array p, g;
-    for (auto t : prompt_ids) p.push_back(t);
-    for (auto t : out_ids) g.push_back(t);
+    for (auto t : prompt_ids)
+      p.push_back(t);
+    for (auto t : out_ids)
+      g.push_back(t);
     j["model"] = model->config().name;
     j["prompt"] = o.prompt;
     j["prompt_token_ids"] = std::move(p);

@@ -83,7 +83,8 @@ struct Opened {
 };
 std::optional<Opened> open_with_pepper(const KeysFlags &f, int &rc) {
   auto store = open_store(f, rc);
-  if (!store) return std::nullopt;
+  if (!store)
+    return std::nullopt;
   auto pepper = control::load_pepper(resolve_data_dir(f.data_dir));
   if (!pepper) {
     rc = fail(pepper.error());
@@ -95,7 +96,8 @@ std::optional<Opened> open_with_pepper(const KeysFlags &f, int &rc) {
 int run_create(const KeysFlags &f) {
   int rc = 0;
   auto opened = open_with_pepper(f, rc);
-  if (!opened) return rc;
+  if (!opened)
+    return rc;
   control::CreateKeyOptions o;
   o.project = f.project;
   o.name = f.name;
@@ -115,7 +117,8 @@ int run_create(const KeysFlags &f) {
     o.expires_in_s = *d;
   }
   auto issued = control::create_key(*opened->store, opened->pepper, o, now_s());
-  if (!issued) return fail(issued.error());
+  if (!issued)
+    return fail(issued.error());
   print_issued(*issued, "Created", f.as_json);
   return 0;
 }
@@ -151,12 +154,14 @@ int run_list(const KeysFlags &f) {
 int run_rotate(const KeysFlags &f) {
   int rc = 0;
   auto opened = open_with_pepper(f, rc);
-  if (!opened) return rc;
+  if (!opened)
+    return rc;
   auto grace = control::parse_duration_s(f.grace);
   if (!grace)
     return fail(grace.error());
   auto issued = control::rotate_key(*opened->store, opened->pepper, f.id, *grace, now_s());
-  if (!issued) return fail(issued.error());
+  if (!issued)
+    return fail(issued.error());
   print_issued(*issued, "Rotated", f.as_json);
   if (!f.as_json && *grace > 0) {
     std::printf("The previous secret keeps working until %s UTC.\n",

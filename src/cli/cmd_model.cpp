@@ -22,12 +22,13 @@ std::string describe_value(const gguf::Value &v) {
   case ValueType::kString: {
     std::string s(v.str.substr(0, 80));
     for (auto &c : s)
-      if (c == '\n') c = ' ';
+      if (c == '\n')
+        c = ' ';
     return "\"" + s + (v.str.size() > 80 ? "...\"" : "\"");
   }
   case ValueType::kArray:
-    return "[" + std::string(gguf::value_type_name(v.elem_type)) + " x " +
-           std::to_string(v.count) + "]";
+    return "[" + std::string(gguf::value_type_name(v.elem_type)) + " x " + std::to_string(v.count) +
+           "]";
   case ValueType::kFloat32:
   case ValueType::kFloat64: return std::to_string(v.f64);
   case ValueType::kBool: return v.u64 ? "true" : "false";
@@ -88,7 +89,8 @@ int model_info(const std::string &path, bool all_keys) {
   std::printf("tensors:\n");
   for (const auto &t : g.tensors()) {
     std::string dims;
-    for (auto d : t.dims) dims += (dims.empty() ? "" : " x ") + std::to_string(d);
+    for (auto d : t.dims)
+      dims += (dims.empty() ? "" : " x ") + std::to_string(d);
     std::printf("  %-32s %-6s [%s] %.2f MiB%s\n", t.name.c_str(),
                 std::string(gguf::type_traits(t.type).name).c_str(), dims.c_str(),
                 t.n_bytes / 1048576.0,
@@ -104,10 +106,14 @@ int model_info(const std::string &path, bool all_keys) {
 }
 
 Result<gguf::TensorType> parse_type(const std::string &s) {
-  if (s == "f32") return gguf::TensorType::kF32;
-  if (s == "f16") return gguf::TensorType::kF16;
-  if (s == "q8_0") return gguf::TensorType::kQ8_0;
-  if (s == "q4_0") return gguf::TensorType::kQ4_0;
+  if (s == "f32")
+    return gguf::TensorType::kF32;
+  if (s == "f16")
+    return gguf::TensorType::kF16;
+  if (s == "q8_0")
+    return gguf::TensorType::kQ8_0;
+  if (s == "q4_0")
+    return gguf::TensorType::kQ4_0;
   return Err(Error::invalid("unknown --type '" + s + "' (f32, f16, q8_0, q4_0)"));
 }
 
@@ -129,7 +135,8 @@ void register_model_commands(CLI::App &app, int &rc) {
   static std::string type_name = "q8_0";
   static int layers = 0;
   std::string shapes;
-  for (const auto &s : engine::synth_shapes()) shapes += (shapes.empty() ? "" : "|") + s.name;
+  for (const auto &s : engine::synth_shapes())
+    shapes += (shapes.empty() ? "" : "|") + s.name;
   synth->add_option("--like", so.like, shapes)->required();
   synth->add_option("--type", type_name, "f16|q8_0|q4_0")->default_val("q8_0");
   synth->add_option("--vocab", so.vocab_path, "vocab-only GGUF to copy the tokenizer from")
@@ -165,7 +172,8 @@ void register_model_commands(CLI::App &app, int &rc) {
   tok->add_flag("--no-special", no_special,
                 "no BOS/EOS and no parsing of special-token text (default: both, like llama.cpp)");
   tok->callback([&rc] {
-    if (tok_model.empty()) tok_model = default_model_path();
+    if (tok_model.empty())
+      tok_model = default_model_path();
     auto f = gguf::GgufFile::open(tok_model);
     if (!f) {
       std::fprintf(stderr, "error: %s\n", f.error().message.c_str());
@@ -180,7 +188,8 @@ void register_model_commands(CLI::App &app, int &rc) {
     }
     auto ids = (*t)->encode(tok_text, !no_special, !no_special);
     boost::json::array a;
-    for (auto id : ids) a.push_back(id);
+    for (auto id : ids)
+      a.push_back(id);
     std::printf("%s\n", boost::json::serialize(a).c_str());
   });
 }

@@ -52,20 +52,34 @@ int run_serve(const ServeFlags &f) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 2;
   }
-  if (!f.host.empty()) cfg.host = f.host;
-  if (f.port >= 0) cfg.port = f.port;
-  if (!f.data_dir.empty()) cfg.data_dir = f.data_dir;
-  if (f.io_threads > 0) cfg.io_threads = f.io_threads;
-  if (f.max_queued_requests > 0) cfg.max_queued_requests = f.max_queued_requests;
-  if (f.max_queued_tokens > 0) cfg.max_queued_tokens = f.max_queued_tokens;
-  if (f.default_max_tokens > 0) cfg.default_max_tokens = f.default_max_tokens;
-  if (!f.request_log.empty()) cfg.request_log = f.request_log;
-  if (!f.auth.empty()) cfg.auth = f.auth;
-  if (f.no_metrics) cfg.metrics = false;
-  if (f.admin_port >= -1) cfg.admin_port = f.admin_port;
-  if (f.no_cache) cfg.cache.enabled = false;
-  if (f.cache_max_bytes >= 0) cfg.cache.max_bytes = static_cast<uint64_t>(f.cache_max_bytes);
-  if (f.cache_ttl_s >= 0) cfg.cache.ttl = std::chrono::seconds(f.cache_ttl_s);
+  if (!f.host.empty())
+    cfg.host = f.host;
+  if (f.port >= 0)
+    cfg.port = f.port;
+  if (!f.data_dir.empty())
+    cfg.data_dir = f.data_dir;
+  if (f.io_threads > 0)
+    cfg.io_threads = f.io_threads;
+  if (f.max_queued_requests > 0)
+    cfg.max_queued_requests = f.max_queued_requests;
+  if (f.max_queued_tokens > 0)
+    cfg.max_queued_tokens = f.max_queued_tokens;
+  if (f.default_max_tokens > 0)
+    cfg.default_max_tokens = f.default_max_tokens;
+  if (!f.request_log.empty())
+    cfg.request_log = f.request_log;
+  if (!f.auth.empty())
+    cfg.auth = f.auth;
+  if (f.no_metrics)
+    cfg.metrics = false;
+  if (f.admin_port >= -1)
+    cfg.admin_port = f.admin_port;
+  if (f.no_cache)
+    cfg.cache.enabled = false;
+  if (f.cache_max_bytes >= 0)
+    cfg.cache.max_bytes = static_cast<uint64_t>(f.cache_max_bytes);
+  if (f.cache_ttl_s >= 0)
+    cfg.cache.ttl = std::chrono::seconds(f.cache_ttl_s);
   if (!f.models.empty()) {
     cfg.models.clear();
     for (const auto &m : f.models) {
@@ -82,13 +96,20 @@ int run_serve(const ServeFlags &f) {
     cfg.models.push_back(*spec);
   }
   for (auto &m : cfg.models) {
-    if (f.threads >= 0) m.threads = f.threads;
-    if (f.max_seqs > 0) m.max_seqs = f.max_seqs;
-    if (f.max_batch_tokens > 0) m.max_batch_tokens = f.max_batch_tokens;
-    if (f.kv_mb > 0) m.kv_mb = f.kv_mb;
-    if (f.ctx > 0) m.ctx = f.ctx;
-    if (!f.chat_template.empty()) m.chat_template = f.chat_template;
-    if (f.no_prefix_cache) m.prefix_cache = false;
+    if (f.threads >= 0)
+      m.threads = f.threads;
+    if (f.max_seqs > 0)
+      m.max_seqs = f.max_seqs;
+    if (f.max_batch_tokens > 0)
+      m.max_batch_tokens = f.max_batch_tokens;
+    if (f.kv_mb > 0)
+      m.kv_mb = f.kv_mb;
+    if (f.ctx > 0)
+      m.ctx = f.ctx;
+    if (!f.chat_template.empty())
+      m.chat_template = f.chat_template;
+    if (f.no_prefix_cache)
+      m.prefix_cache = false;
   }
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
@@ -112,13 +133,15 @@ int run_serve(const ServeFlags &f) {
   std::string bar_model;
   auto gw = server::Gateway::create(cfg, clock, [&](const std::string &m, uint64_t d, uint64_t t) {
     if (m != bar_model) {
-      if (bar) bar->finish();
+      if (bar)
+        bar->finish();
       bar = std::make_unique<Progress>("loading " + m);
       bar_model = m;
     }
     bar->update(d, t);
   });
-  if (bar) bar->finish();
+  if (bar)
+    bar->finish();
   if (!gw) {
     std::fprintf(stderr, "error: %s\n", gw.error().message.c_str());
     return 1;
@@ -128,7 +151,8 @@ int run_serve(const ServeFlags &f) {
       std::fprintf(stderr,
                    "warning: model '%s': chat template not recognised; using %s. Set "
                    "chat_template in the config to choose one.\n",
-                   m->spec.name.c_str(), std::string(api::chat_format_name(m->chat_format)).c_str());
+                   m->spec.name.c_str(),
+                   std::string(api::chat_format_name(m->chat_format)).c_str());
     }
   }
   if (auto st = (*gw)->start(); !st) {

@@ -7,7 +7,8 @@
 namespace gantry::cli {
 
 std::unique_ptr<engine::Model> load_model_or_report(std::string &path) {
-  if (path.empty()) path = default_model_path();
+  if (path.empty())
+    path = default_model_path();
   Progress bar("loading " + path);
   auto model = engine::Model::load(path, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
   bar.finish();

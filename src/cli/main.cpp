@@ -9,14 +9,16 @@ namespace gantry::cli {
 
 std::string default_model_path() {
   const std::string rel = "models/stories260K.gguf";
-  if (std::filesystem::exists(rel)) return rel;
+  if (std::filesystem::exists(rel))
+    return rel;
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
          dir = dir.parent_path()) {
       auto candidate = dir / rel;
-      if (std::filesystem::exists(candidate)) return candidate.string();
+      if (std::filesystem::exists(candidate))
+        return candidate.string();
     }
   }
   return rel;

@@ -8,13 +8,16 @@ Progress::Progress(std::string label, bool bytes, FILE *out)
     : label_(std::move(label)), out_(out), bytes_(bytes), tty_(isatty(fileno(out)) != 0) {}
 
 void Progress::update(uint64_t done, uint64_t total) {
-  if (total == 0 || finished_) return;
-  if (bytes_ && total < (uint64_t{64} << 20)) return;
+  if (total == 0 || finished_)
+    return;
+  if (bytes_ && total < (uint64_t{64} << 20))
+    return;
   const double frac = static_cast<double>(done) / static_cast<double>(total);
   if (tty_) {
     constexpr int kWidth = 40;
     int filled = static_cast<int>(frac * kWidth);
-    if (filled == last_width_ && done != total) return;
+    if (filled == last_width_ && done != total)
+      return;
     last_width_ = filled;
     std::string bar(filled, '#');
     bar.resize(kWidth, '.');
@@ -29,17 +32,21 @@ void Progress::update(uint64_t done, uint64_t total) {
     std::fflush(out_);
   } else {
     int decile = static_cast<int>(frac * 10);
-    if (decile == last_decile_) return;
+    if (decile == last_decile_)
+      return;
     last_decile_ = decile;
     std::fprintf(out_, "%s: %d%%\n", label_.c_str(), decile * 10);
   }
-  if (done >= total) finish();
+  if (done >= total)
+    finish();
 }
 
 void Progress::finish() {
-  if (finished_) return;
+  if (finished_)
+    return;
   finished_ = true;
-  if (tty_ && last_width_ >= 0) std::fprintf(out_, "\n");
+  if (tty_ && last_width_ >= 0)
+    std::fprintf(out_, "\n");
 }
 
 } // namespace gantry::cli

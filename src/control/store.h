@@ -19,8 +19,8 @@ namespace gantry::control {
 
 // 0 means "no limit" for every field.
 struct Limits {
-  int64_t rpm = 0;        // requests per minute
-  int64_t tpm = 0;        // tokens per minute (prompt + max_tokens reserved at admission)
+  int64_t rpm = 0; // requests per minute
+  int64_t tpm = 0; // tokens per minute (prompt + max_tokens reserved at admission)
   int64_t max_concurrent = 0;
 };
 
@@ -31,10 +31,10 @@ struct Project {
 };
 
 struct ApiKey {
-  std::string id;      // public id: safe to log; the key string is "gsk_" + id + "_" + secret
+  std::string id; // public id: safe to log; the key string is "gsk_" + id + "_" + secret
   std::string project;
   std::string name;
-  std::string hash;    // hex HMAC-SHA256(pepper, secret)
+  std::string hash; // hex HMAC-SHA256(pepper, secret)
   // During a rotation's grace the previous secret still works until prev_expires_at.
   std::string prev_hash;
   int64_t prev_expires_at = 0;
@@ -49,8 +49,8 @@ struct ApiKey {
 // One row per request that reached the inference path (admitted or not).
 struct UsageRecord {
   std::string request_id;
-  std::string key_id;   // empty when auth is off
-  std::string project;  // empty when auth is off
+  std::string key_id;  // empty when auth is off
+  std::string project; // empty when auth is off
   std::string model;
   std::string endpoint; // "/v1/chat/completions"
   int64_t input_tokens = 0;
@@ -60,7 +60,7 @@ struct UsageRecord {
   double latency_ms = 0;
   double ttft_ms = 0;
   double cost_usd = 0;
-  int status = 200;          // HTTP status sent
+  int status = 200; // HTTP status sent
   std::string finish_reason;
   int64_t created_at_ms = 0; // unix milliseconds when the request arrived
 };
@@ -78,8 +78,8 @@ struct Budget {
   OwnerKind owner_kind = OwnerKind::kProject;
   std::string owner_id;
   Period period = Period::kMonth;
-  int64_t token_quota = 0;     // input + output tokens per period; 0 = none
-  double spend_limit_usd = 0;  // 0 = none
+  int64_t token_quota = 0;                           // input + output tokens per period; 0 = none
+  double spend_limit_usd = 0;                        // 0 = none
   std::vector<int> alert_thresholds = {50, 80, 100}; // percent of the spend limit (or quota)
 };
 
@@ -133,8 +133,8 @@ public:
   virtual Result<std::vector<Budget>> list_budgets() = 0;
   // Records that `threshold` (percent) fired for this owner in the period starting at
   // `period_start` (unix seconds). True the first time only, across restarts and processes.
-  virtual Result<bool> record_alert(OwnerKind kind, std::string_view owner_id,
-                                    int64_t period_start, int threshold) = 0;
+  virtual Result<bool> record_alert(OwnerKind kind, std::string_view owner_id, int64_t period_start,
+                                    int threshold) = 0;
 
   // A read and a write round trip, for /readyz.
   virtual Status check() = 0;

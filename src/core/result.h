@@ -38,7 +38,7 @@ enum class ErrorCode {
 struct Error {
   ErrorCode code = ErrorCode::kInternal;
   std::string message;
-  std::string param; // the request field at fault, if any (OpenAI "param")
+  std::string param;          // the request field at fault, if any (OpenAI "param")
   int64_t retry_after_ms = 0; // for 429/503: when a retry can succeed (Retry-After headers)
 
   static Error invalid(std::string msg, std::string param = {}) {
@@ -131,7 +131,8 @@ inline Status Ok() { return {}; }
 #define GANTRY_TRY(expr)                                                                           \
   do {                                                                                             \
     auto &&_gantry_r = (expr);                                                                     \
-    if (!_gantry_r.ok()) return ::gantry::Err(_gantry_r.take_error());                             \
+    if (!_gantry_r.ok())                                                                           \
+      return ::gantry::Err(_gantry_r.take_error());                                                \
   } while (0)
 
 #define GANTRY_CONCAT_INNER(a, b) a##b

@@ -24,8 +24,8 @@ void JobsService::add_batch_routes(http::Router &r) {
   // The caller's own file or batch `id`, or nullopt once the refusal was sent (401, 404 for
   // another project's record as for a missing one, or the store's error).
   auto owned = [this](http::Request &req, const std::shared_ptr<http::ResponseWriter> &w,
-                      const char *kind, auto get)
-      -> std::optional<std::decay_t<decltype(**get(std::string()))>> {
+                      const char *kind,
+                      auto get) -> std::optional<std::decay_t<decltype(**get(std::string()))>> {
     auto p = authenticate_(req, w);
     if (!p)
       return std::nullopt;

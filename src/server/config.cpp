@@ -24,15 +24,14 @@ Result<int64_t> to_int(const std::string &key, const std::string &v) {
   return out;
 }
 
-std::string stem(const std::string &path) {
-  return std::filesystem::path(path).stem().string();
-}
+std::string stem(const std::string &path) { return std::filesystem::path(path).stem().string(); }
 
 template <typename T>
 Status read_int(const toml::table &t, const char *key, T &out, const std::string &prefix) {
   if (auto n = t.get(key)) {
     auto v = n->value<int64_t>();
-    if (!v) return config_error(prefix + key, "expected an integer");
+    if (!v)
+      return config_error(prefix + key, "expected an integer");
     out = static_cast<T>(*v);
   }
   return Ok();
@@ -42,17 +41,18 @@ Status read_string(const toml::table &t, const char *key, std::string &out,
                    const std::string &prefix) {
   if (auto n = t.get(key)) {
     auto v = n->value<std::string>();
-    if (!v) return config_error(prefix + key, "expected a string");
+    if (!v)
+      return config_error(prefix + key, "expected a string");
     out = *v;
   }
   return Ok();
 }
 
-Status read_double(const toml::table &t, const char *key, double &out,
-                   const std::string &prefix) {
+Status read_double(const toml::table &t, const char *key, double &out, const std::string &prefix) {
   if (auto n = t.get(key)) {
     auto v = n->value<double>();
-    if (!v || *v < 0) return config_error(prefix + key, "expected a non-negative number");
+    if (!v || *v < 0)
+      return config_error(prefix + key, "expected a non-negative number");
     out = *v;
   }
   return Ok();
@@ -61,7 +61,8 @@ Status read_double(const toml::table &t, const char *key, double &out,
 Status read_ms(const toml::table &t, const char *key, std::chrono::milliseconds &out) {
   if (auto n = t.get(key)) {
     auto v = n->value<double>();
-    if (!v || *v < 0) return config_error(key, "expected a non-negative number of seconds");
+    if (!v || *v < 0)
+      return config_error(key, "expected a non-negative number of seconds");
     out = std::chrono::milliseconds(static_cast<int64_t>(*v * 1000));
   }
   return Ok();
@@ -69,7 +70,8 @@ Status read_ms(const toml::table &t, const char *key, std::chrono::milliseconds 
 
 Status read_cache_table(const toml::node &n, CacheConfig &c) {
   const toml::table *t = n.as_table();
-  if (!t) return config_error("cache", "expected a table");
+  if (!t)
+    return config_error("cache", "expected a table");
   for (const auto &[k, v] : *t) {
     if (k.str() != "enabled" && k.str() != "max_bytes" && k.str() != "embedding_max_bytes" &&
         k.str() != "ttl_s") {
@@ -78,14 +80,16 @@ Status read_cache_table(const toml::node &n, CacheConfig &c) {
   }
   if (auto e = t->get("enabled")) {
     // value<bool>() would also accept 0 and 1; a typed TOML boolean is asked for.
-    if (!e->is_boolean()) return config_error("cache.enabled", "expected true or false");
+    if (!e->is_boolean())
+      return config_error("cache.enabled", "expected true or false");
     c.enabled = *e->value<bool>();
   }
   for (auto [key, out] : {std::pair{"max_bytes", &c.max_bytes},
                           std::pair{"embedding_max_bytes", &c.embedding_max_bytes}}) {
     auto n = static_cast<int64_t>(*out);
     GANTRY_TRY(read_int(*t, key, n, "cache."));
-    if (n < 0) return config_error("cache." + std::string(key), "must not be negative");
+    if (n < 0)
+      return config_error("cache." + std::string(key), "must not be negative");
     *out = static_cast<uint64_t>(n);
   }
   int64_t ttl = c.ttl.count();
@@ -96,15 +100,25 @@ Status read_cache_table(const toml::node &n, CacheConfig &c) {
 
 Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   const toml::table *t = n.as_table();
-  if (!t) return config_error("jobs", "expected a table");
-  static const char *kJobKeys[] = {"workers",        "max_queued_jobs",        "max_attempts",
-                                   "visibility_s",   "retry_base_ms",          "retention_h",
-                                   "webhook_retry_base_ms", "webhook_allow_loopback",
-                                   "webhook_allow_private", "max_wait_s", "weights"};
+  if (!t)
+    return config_error("jobs", "expected a table");
+  static const char *kJobKeys[] = {"workers",
+                                   "max_queued_jobs",
+                                   "max_attempts",
+                                   "visibility_s",
+                                   "retry_base_ms",
+                                   "retention_h",
+                                   "webhook_retry_base_ms",
+                                   "webhook_allow_loopback",
+                                   "webhook_allow_private",
+                                   "max_wait_s",
+                                   "weights"};
   for (const auto &[k, v] : *t) {
     bool known = false;
-    for (const char *kk : kJobKeys) known |= k.str() == kk;
-    if (!known) return config_error("jobs." + std::string(k.str()), "unknown key");
+    for (const char *kk : kJobKeys)
+      known |= k.str() == kk;
+    if (!known)
+      return config_error("jobs." + std::string(k.str()), "unknown key");
   }
   GANTRY_TRY(read_int(*t, "workers", c.workers, "jobs."));
   GANTRY_TRY(read_int(*t, "max_queued_jobs", c.max_queued_jobs, "jobs."));
@@ -112,7 +126,8 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   GANTRY_TRY(read_int(*t, "max_wait_s", c.max_wait_s, "jobs."));
   if (auto w = t->get("weights")) {
     const toml::table *wt = w->as_table();
-    if (!wt) return config_error("jobs.weights", "expected a table of project = weight");
+    if (!wt)
+      return config_error("jobs.weights", "expected a table of project = weight");
     for (const auto &[project, v] : *wt) {
       auto n = v.value<int64_t>();
       if (!n || *n < 1 || *n > 1000)
@@ -120,20 +135,22 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
       c.weights[std::string(project.str())] = static_cast<int>(*n);
     }
   }
-  for (auto [key, out, scale] :
-       {std::tuple{"visibility_s", &c.visibility, 1000.0}, std::tuple{"retry_base_ms", &c.retry_base, 1.0},
-        std::tuple{"retention_h", &c.retention, 3'600'000.0},
-        std::tuple{"webhook_retry_base_ms", &c.webhook_retry_base, 1.0}}) {
+  for (auto [key, out, scale] : {std::tuple{"visibility_s", &c.visibility, 1000.0},
+                                 std::tuple{"retry_base_ms", &c.retry_base, 1.0},
+                                 std::tuple{"retention_h", &c.retention, 3'600'000.0},
+                                 std::tuple{"webhook_retry_base_ms", &c.webhook_retry_base, 1.0}}) {
     if (auto v = t->get(key)) {
       auto d = v->value<double>();
-      if (!d || *d < 0) return config_error("jobs." + std::string(key), "expected a non-negative number");
+      if (!d || *d < 0)
+        return config_error("jobs." + std::string(key), "expected a non-negative number");
       *out = std::chrono::milliseconds(static_cast<int64_t>(*d * scale));
     }
   }
   for (auto [key, out] : {std::pair{"webhook_allow_loopback", &c.webhook_allow_loopback},
                           std::pair{"webhook_allow_private", &c.webhook_allow_private}}) {
     if (auto e = t->get(key)) {
-      if (!e->is_boolean()) return config_error("jobs." + std::string(key), "expected true or false");
+      if (!e->is_boolean())
+        return config_error("jobs." + std::string(key), "expected true or false");
       *out = *e->value<bool>();
     }
   }
@@ -159,29 +176,43 @@ Result<ModelSpec> parse_model_arg(const std::string &arg) {
 }
 
 Status ServerConfig::validate() const {
-  if (port < 0 || port > 65535) return config_error("port", "must be 0..65535");
-  if (io_threads < 1 || io_threads > 256) return config_error("io_threads", "must be 1..256");
-  if (models.empty()) return config_error("models", "no model configured");
+  if (port < 0 || port > 65535)
+    return config_error("port", "must be 0..65535");
+  if (io_threads < 1 || io_threads > 256)
+    return config_error("io_threads", "must be 1..256");
+  if (models.empty())
+    return config_error("models", "no model configured");
   for (size_t i = 0; i < models.size(); ++i) {
     const auto &m = models[i];
     const std::string p = "models[" + std::to_string(i) + "].";
-    if (m.name.empty()) return config_error(p + "name", "must not be empty");
+    if (m.name.empty())
+      return config_error(p + "name", "must not be empty");
     for (size_t j = 0; j < i; ++j) {
-      if (models[j].name == m.name) return config_error(p + "name", "duplicate model name '" + m.name + "'");
+      if (models[j].name == m.name)
+        return config_error(p + "name", "duplicate model name '" + m.name + "'");
     }
-    if (m.max_seqs < 1) return config_error(p + "max_seqs", "must be at least 1");
-    if (m.max_batch_tokens < 1) return config_error(p + "max_batch_tokens", "must be at least 1");
-    if (m.kv_mb < 1) return config_error(p + "kv_mb", "must be at least 1");
-    if (m.threads < 0) return config_error(p + "threads", "must be 0 (auto) or positive");
+    if (m.max_seqs < 1)
+      return config_error(p + "max_seqs", "must be at least 1");
+    if (m.max_batch_tokens < 1)
+      return config_error(p + "max_batch_tokens", "must be at least 1");
+    if (m.kv_mb < 1)
+      return config_error(p + "kv_mb", "must be at least 1");
+    if (m.threads < 0)
+      return config_error(p + "threads", "must be 0 (auto) or positive");
   }
-  if (max_queued_requests < 1) return config_error("max_queued_requests", "must be at least 1");
-  if (max_queued_tokens < 1) return config_error("max_queued_tokens", "must be at least 1");
-  if (default_max_tokens < 1) return config_error("default_max_tokens", "must be at least 1");
+  if (max_queued_requests < 1)
+    return config_error("max_queued_requests", "must be at least 1");
+  if (max_queued_tokens < 1)
+    return config_error("max_queued_tokens", "must be at least 1");
+  if (default_max_tokens < 1)
+    return config_error("default_max_tokens", "must be at least 1");
   if (admin_port < -1 || admin_port > 65535) {
     return config_error("admin_port", "must be -1 (off) or 0..65535");
   }
-  if (request_log_max_mb < 1) return config_error("request_log_max_mb", "must be at least 1");
-  if (request_log_keep < 0) return config_error("request_log_keep", "must be >= 0");
+  if (request_log_max_mb < 1)
+    return config_error("request_log_max_mb", "must be at least 1");
+  if (request_log_keep < 0)
+    return config_error("request_log_keep", "must be >= 0");
   if (auth != "auto" && auth != "required") {
     return config_error("auth", "must be \"auto\" or \"required\", got '" + auth + "'");
   }
@@ -195,14 +226,21 @@ Status ServerConfig::validate() const {
   for (size_t i = 0; i < models.size(); ++i) {
     const auto &m = models[i];
     const std::string p = "models[" + std::to_string(i) + "].";
-    if (m.breaker_window_s < 1) return config_error(p + "breaker_window_s", "must be at least 1");
-    if (m.breaker_cooldown_s < 0) return config_error(p + "breaker_cooldown_s", "must be >= 0");
+    if (m.breaker_window_s < 1)
+      return config_error(p + "breaker_window_s", "must be at least 1");
+    if (m.breaker_cooldown_s < 0)
+      return config_error(p + "breaker_cooldown_s", "must be >= 0");
   }
-  if (cache.ttl.count() < 1) return config_error("cache.ttl_s", "must be at least 1");
-  if (jobs.workers < 0) return config_error("jobs.workers", "must be 0 (auto) or positive");
-  if (jobs.max_queued_jobs < 1) return config_error("jobs.max_queued_jobs", "must be at least 1");
-  if (jobs.max_attempts < 1) return config_error("jobs.max_attempts", "must be at least 1");
-  if (jobs.visibility.count() < 1000) return config_error("jobs.visibility_s", "must be at least 1");
+  if (cache.ttl.count() < 1)
+    return config_error("cache.ttl_s", "must be at least 1");
+  if (jobs.workers < 0)
+    return config_error("jobs.workers", "must be 0 (auto) or positive");
+  if (jobs.max_queued_jobs < 1)
+    return config_error("jobs.max_queued_jobs", "must be at least 1");
+  if (jobs.max_attempts < 1)
+    return config_error("jobs.max_attempts", "must be at least 1");
+  if (jobs.visibility.count() < 1000)
+    return config_error("jobs.visibility_s", "must be at least 1");
   return Ok();
 }
 
@@ -216,25 +254,42 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                      std::to_string(e.source().begin.line),
                  "config"};
   }
-  static const char *kKnown[] = {"host",          "port",
-                                 "data_dir",      "io_threads",
-                                 "models",        "max_queued_requests",
-                                 "max_queued_tokens", "default_max_tokens",
-                                 "max_body_bytes", "header_timeout_s",
-                                 "body_timeout_s", "idle_timeout_s",
-                                 "shutdown_grace_s", "ready_cache_s",
-                                 "auth",          "limits",
-                                 "alerts",        "ledger_flush_ms",
-                                 "backup",        "metrics",
-                                 "request_log",   "request_log_max_mb",
-                                 "request_log_keep", "instance_id",
-                                 "sentry_dsn",    "environment",
-                                 "cache",         "admin_port",
-                                 "admin_host",    "jobs"};
+  static const char *kKnown[] = {"host",
+                                 "port",
+                                 "data_dir",
+                                 "io_threads",
+                                 "models",
+                                 "max_queued_requests",
+                                 "max_queued_tokens",
+                                 "default_max_tokens",
+                                 "max_body_bytes",
+                                 "header_timeout_s",
+                                 "body_timeout_s",
+                                 "idle_timeout_s",
+                                 "shutdown_grace_s",
+                                 "ready_cache_s",
+                                 "auth",
+                                 "limits",
+                                 "alerts",
+                                 "ledger_flush_ms",
+                                 "backup",
+                                 "metrics",
+                                 "request_log",
+                                 "request_log_max_mb",
+                                 "request_log_keep",
+                                 "instance_id",
+                                 "sentry_dsn",
+                                 "environment",
+                                 "cache",
+                                 "admin_port",
+                                 "admin_host",
+                                 "jobs"};
   for (const auto &[k, v] : t) {
     bool known = false;
-    for (const char *kk : kKnown) known |= k.str() == kk;
-    if (!known) return config_error(std::string(k.str()), "unknown key in " + path);
+    for (const char *kk : kKnown)
+      known |= k.str() == kk;
+    if (!known)
+      return config_error(std::string(k.str()), "unknown key in " + path);
   }
   GANTRY_TRY(read_string(t, "host", c.host, ""));
   GANTRY_TRY(read_int(t, "port", c.port, ""));
@@ -260,12 +315,14 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_string(t, "environment", c.environment, ""));
   if (auto n = t.get("metrics")) {
     auto v = n->value<bool>();
-    if (!v) return config_error("metrics", "expected true or false");
+    if (!v)
+      return config_error("metrics", "expected true or false");
     c.metrics = *v;
   }
   if (auto n = t.get("ledger_flush_ms")) {
     auto v = n->value<int64_t>();
-    if (!v || *v < 1) return config_error("ledger_flush_ms", "expected a positive integer");
+    if (!v || *v < 1)
+      return config_error("ledger_flush_ms", "expected a positive integer");
     c.ledger_flush = std::chrono::milliseconds(*v);
   }
   if (auto *l = t["limits"].as_table()) {
@@ -286,12 +343,14 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
     }
     if (auto n = b->get("interval_h")) {
       auto v = n->value<double>();
-      if (!v || *v < 0) return config_error("backup.interval_h", "expected hours >= 0");
+      if (!v || *v < 0)
+        return config_error("backup.interval_h", "expected hours >= 0");
       c.backup_interval = std::chrono::seconds(static_cast<int64_t>(*v * 3600));
     }
     GANTRY_TRY(read_int(*b, "keep", c.backup_keep, "backup."));
     GANTRY_TRY(read_string(*b, "dir", c.backup_dir, "backup."));
-    if (c.backup_keep < 1) return config_error("backup.keep", "must be at least 1");
+    if (c.backup_keep < 1)
+      return config_error("backup.keep", "must be at least 1");
   }
   if (auto *a = t["alerts"].as_table()) {
     for (const auto &[k, v] : *a) {
@@ -305,22 +364,27 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
     }
     GANTRY_TRY(read_string(*a, "webhook_url", c.alert_webhook_url, "alerts."));
   }
-  if (auto n = t.get("cache")) GANTRY_TRY(read_cache_table(*n, c.cache));
-  if (auto n = t.get("jobs")) GANTRY_TRY(read_jobs_table(*n, c.jobs));
+  if (auto n = t.get("cache"))
+    GANTRY_TRY(read_cache_table(*n, c.cache));
+  if (auto n = t.get("jobs"))
+    GANTRY_TRY(read_jobs_table(*n, c.jobs));
   if (auto *arr = t["models"].as_array()) {
     c.models.clear();
     for (size_t i = 0; i < arr->size(); ++i) {
       const std::string p = "models[" + std::to_string(i) + "].";
       auto *m = (*arr)[i].as_table();
-      if (!m) return config_error("models[" + std::to_string(i) + "]", "expected a table");
+      if (!m)
+        return config_error("models[" + std::to_string(i) + "]", "expected a table");
       ModelSpec s;
       GANTRY_TRY(read_string(*m, "path", s.path, p));
-      if (s.path.empty()) return config_error(p + "path", "is required");
+      if (s.path.empty())
+        return config_error(p + "path", "is required");
       // Relative model paths are relative to the config file, so a config can be run from
       // anywhere.
       if (std::filesystem::path(s.path).is_relative() && !std::filesystem::exists(s.path)) {
         auto alt = std::filesystem::path(path).parent_path() / s.path;
-        if (std::filesystem::exists(alt)) s.path = alt.string();
+        if (std::filesystem::exists(alt))
+          s.path = alt.string();
       }
       s.name = stem(s.path);
       GANTRY_TRY(read_string(*m, "name", s.name, p));
@@ -332,7 +396,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
       GANTRY_TRY(read_string(*m, "chat_template", s.chat_template, p));
       if (auto n = m->get("prefix_cache")) {
         auto v = n->value<bool>();
-        if (!v) return config_error(p + "prefix_cache", "expected true or false");
+        if (!v)
+          return config_error(p + "prefix_cache", "expected true or false");
         s.prefix_cache = *v;
       }
       GANTRY_TRY(read_double(*m, "price_input_per_mtok", s.price_input_per_mtok, p));
@@ -342,15 +407,26 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
       GANTRY_TRY(read_int(*m, "breaker_window_s", s.breaker_window_s, p));
       GANTRY_TRY(read_int(*m, "breaker_cooldown_s", s.breaker_cooldown_s, p));
       for (const auto &[k, v] : *m) {
-        static const char *kModelKeys[] = {"path", "name", "threads", "max_seqs",
-                                           "max_batch_tokens", "kv_mb", "ctx", "chat_template",
-                                           "prefix_cache", "price_input_per_mtok",
-                                           "price_output_per_mtok", "price_per_hour",
-                                           "breaker_usd_per_minute", "breaker_window_s",
+        static const char *kModelKeys[] = {"path",
+                                           "name",
+                                           "threads",
+                                           "max_seqs",
+                                           "max_batch_tokens",
+                                           "kv_mb",
+                                           "ctx",
+                                           "chat_template",
+                                           "prefix_cache",
+                                           "price_input_per_mtok",
+                                           "price_output_per_mtok",
+                                           "price_per_hour",
+                                           "breaker_usd_per_minute",
+                                           "breaker_window_s",
                                            "breaker_cooldown_s"};
         bool known = false;
-        for (const char *kk : kModelKeys) known |= k.str() == kk;
-        if (!known) return config_error(p + std::string(k.str()), "unknown key");
+        for (const char *kk : kModelKeys)
+          known |= k.str() == kk;
+        if (!known)
+          return config_error(p + std::string(k.str()), "unknown key");
       }
       c.models.push_back(std::move(s));
     }
@@ -362,9 +438,11 @@ std::vector<std::pair<std::string, std::string>> process_env() {
   std::vector<std::pair<std::string, std::string>> out;
   for (char **e = environ; e && *e; ++e) {
     std::string kv(*e);
-    if (!kv.starts_with("GANTRY_")) continue;
+    if (!kv.starts_with("GANTRY_"))
+      continue;
     auto eq = kv.find('=');
-    if (eq == std::string::npos) continue;
+    if (eq == std::string::npos)
+      continue;
     out.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
   return out;
@@ -388,17 +466,20 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       size_t start = 0;
       while (start <= v.size()) {
         size_t comma = v.find(',', start);
-        std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        std::string one =
+            v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
         if (!one.empty()) {
           GANTRY_ASSIGN_OR_RETURN(ModelSpec m, parse_model_arg(one));
           c.models.push_back(std::move(m));
         }
-        if (comma == std::string::npos) break;
+        if (comma == std::string::npos)
+          break;
         start = comma + 1;
       }
     } else if (k == "GANTRY_THREADS") {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
-      for (auto &m : c.models) m.threads = static_cast<int>(n);
+      for (auto &m : c.models)
+        m.threads = static_cast<int>(n);
     } else if (k == "GANTRY_MAX_QUEUED_REQUESTS") {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
       c.max_queued_requests = static_cast<int>(n);
@@ -420,7 +501,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.cache.enabled = v == "1" || v == "true";
     } else if (k == "GANTRY_CACHE_MAX_BYTES") {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
-      if (n < 0) return config_error(k, "must not be negative");
+      if (n < 0)
+        return config_error(k, "must not be negative");
       c.cache.max_bytes = static_cast<uint64_t>(n);
     } else if (k == "GANTRY_CACHE_TTL_S") {
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));

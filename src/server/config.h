@@ -16,13 +16,13 @@ namespace gantry::server {
 struct ModelSpec {
   std::string name; // served as this "model" id
   std::string path;
-  int threads = 0;             // 0 = one per core
-  int max_seqs = 16;           // sequences generating together
-  int max_batch_tokens = 512;  // tokens per engine step (decode + prefill chunks)
-  int kv_mb = 1024;            // KV cache budget
-  int ctx = 0;                 // per-sequence context; 0 = the model's
-  std::string chat_template;   // force a template family by name; empty = detect from GGUF
-  bool prefix_cache = true;    // reuse KV blocks across requests sharing a prompt prefix
+  int threads = 0;            // 0 = one per core
+  int max_seqs = 16;          // sequences generating together
+  int max_batch_tokens = 512; // tokens per engine step (decode + prefill chunks)
+  int kv_mb = 1024;           // KV cache budget
+  int ctx = 0;                // per-sequence context; 0 = the model's
+  std::string chat_template;  // force a template family by name; empty = detect from GGUF
+  bool prefix_cache = true;   // reuse KV blocks across requests sharing a prompt prefix
   // Cost: per million tokens, and/or per hour of this model's engine (split between the
   // requests of each engine step by their tokens).
   double price_input_per_mtok = 0;
@@ -44,17 +44,17 @@ struct CacheConfig {
 
 // Async jobs, webhooks and the Batch API (README, "Async jobs"); `[jobs]` in TOML.
 struct JobsConfig {
-  int workers = 0;                    // concurrent job executions; 0 = the models' max_seqs summed
-  int64_t max_queued_jobs = 10'000;   // per project, beyond which POST /v1/jobs answers 429
-  int max_attempts = 3;               // executions of a job whose worker died or failed (5xx)
-  std::chrono::milliseconds visibility{30'000};    // lease length before a job is retried
-  std::chrono::milliseconds retry_base{1'000};     // job retry backoff: base * 2^(attempt-1)
+  int workers = 0;                  // concurrent job executions; 0 = the models' max_seqs summed
+  int64_t max_queued_jobs = 10'000; // per project, beyond which POST /v1/jobs answers 429
+  int max_attempts = 3;             // executions of a job whose worker died or failed (5xx)
+  std::chrono::milliseconds visibility{30'000}; // lease length before a job is retried
+  std::chrono::milliseconds retry_base{1'000};  // job retry backoff: base * 2^(attempt-1)
   std::chrono::milliseconds retention{std::chrono::hours(24 * 7)}; // finished jobs kept
   std::chrono::milliseconds webhook_retry_base{5'000}; // ×4 per attempt, ±20%, up to a day
-  bool webhook_allow_loopback = false; // 127.0.0.0/8, ::1 (tests, local receivers)
-  bool webhook_allow_private = false;  // RFC 1918, link-local, ULA, CGNAT
-  int64_t max_wait_s = 600;            // cap on `Prefer: wait=N`
-  std::map<std::string, int> weights;  // project → round-robin weight (default 1)
+  bool webhook_allow_loopback = false;                 // 127.0.0.0/8, ::1 (tests, local receivers)
+  bool webhook_allow_private = false;                  // RFC 1918, link-local, ULA, CGNAT
+  int64_t max_wait_s = 600;                            // cap on `Prefer: wait=N`
+  std::map<std::string, int> weights;                  // project → round-robin weight (default 1)
 };
 
 struct ServerConfig {
@@ -68,7 +68,7 @@ struct ServerConfig {
 
   int max_queued_requests = 256; // per model, beyond which requests get 429
   int64_t max_queued_tokens = 1 << 20;
-  int default_max_tokens = 512;  // when a request gives no max_tokens (capped by the context)
+  int default_max_tokens = 512; // when a request gives no max_tokens (capped by the context)
   size_t max_body_bytes = 8 << 20;
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{30'000};
@@ -85,12 +85,12 @@ struct ServerConfig {
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
   std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
   // Observability.
-  bool metrics = true;             // request histograms and counters (off only to measure them)
-  std::string request_log = "-";   // one JSON line per inference call: "-" stdout, a path, "off"
-  int request_log_max_mb = 100;    // rotate the file beyond this
+  bool metrics = true;           // request histograms and counters (off only to measure them)
+  std::string request_log = "-"; // one JSON line per inference call: "-" stdout, a path, "off"
+  int request_log_max_mb = 100;  // rotate the file beyond this
   int request_log_keep = 5;
-  std::string instance_id;         // "worker" in log lines; default hostname:pid
-  std::string sentry_dsn;          // forward error groups to Sentry (http:// only); "" = off
+  std::string instance_id;                // "worker" in log lines; default hostname:pid
+  std::string sentry_dsn;                 // forward error groups to Sentry (http:// only); "" = off
   std::string environment = "production"; // Sentry's environment tag
   // Scheduled online backups of the database; 0 = off.
   std::chrono::seconds backup_interval{0};
@@ -108,8 +108,7 @@ Result<ModelSpec> parse_model_arg(const std::string &arg);
 // Applies a TOML file onto `config`. Unknown keys are errors (they are usually typos).
 Status apply_toml_file(const std::string &path, ServerConfig &config);
 // Applies GANTRY_* variables from `env` (pairs of name, value).
-Status apply_env(const std::vector<std::pair<std::string, std::string>> &env,
-                 ServerConfig &config);
+Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, ServerConfig &config);
 std::vector<std::pair<std::string, std::string>> process_env();
 
 } // namespace gantry::server

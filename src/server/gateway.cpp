@@ -9,8 +9,8 @@
 #include <ctime>
 #include <fstream>
 #include <sstream>
-#include <unordered_map>
 #include <unistd.h>
+#include <unordered_map>
 
 #include "api/embeddings.h"
 #include "api/openai.h"
@@ -63,7 +63,8 @@ http::Headers rate_headers(const control::RateSnapshot &s) {
 // of the scope that refused it.
 http::Response refusal_response(const Error &e, const control::RateSnapshot &refusal) {
   http::Response r = error_with_retry(e);
-  for (auto &h : rate_headers(refusal)) r.headers.push_back(std::move(h));
+  for (auto &h : rate_headers(refusal))
+    r.headers.push_back(std::move(h));
   return r;
 }
 
@@ -74,13 +75,15 @@ std::string sha256_hex(std::string_view data) {
 }
 
 std::string env_or_file(const char *var, const char *file_var) {
-  if (const char *v = std::getenv(var); v && *v) return v;
+  if (const char *v = std::getenv(var); v && *v)
+    return v;
   if (const char *f = std::getenv(file_var); f && *f) {
     std::ifstream in(f);
     std::stringstream ss;
     ss << in.rdbuf();
     std::string s = ss.str();
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
+      s.pop_back();
     return s;
   }
   return {};
@@ -90,16 +93,19 @@ std::string env_or_file(const char *var, const char *file_var) {
 Result<int> post_webhook(const std::string &url, const std::string &body,
                          const std::vector<std::pair<std::string, std::string>> &headers) {
   auto u = boost::urls::parse_uri(url);
-  if (!u || u->scheme() != "http") return Err(Error::invalid("not an http:// URL: " + url));
+  if (!u || u->scheme() != "http")
+    return Err(Error::invalid("not an http:// URL: " + url));
   http::ClientOptions o;
   o.host = std::string(u->host());
   o.port = static_cast<uint16_t>(u->has_port() ? u->port_number() : 80);
   o.timeout = std::chrono::seconds(5);
   http::HttpClient client(o);
   http::Headers hs{{"Content-Type", "application/json"}};
-  for (const auto &[k, v] : headers) hs.push_back({k, v});
+  for (const auto &[k, v] : headers)
+    hs.push_back({k, v});
   std::string target(u->encoded_target());
-  if (target.empty()) target = "/";
+  if (target.empty())
+    target = "/";
   GANTRY_ASSIGN_OR_RETURN(auto resp, client.post(target, body, std::move(hs)));
   return resp.status;
 }
@@ -110,7 +116,8 @@ public:
   using Done = std::function<void(bool ok, std::string error)>;
   explicit ProbeSink(Done done) : done_(std::move(done)) {}
   void on_event(Ticket, const engine::TokenEvent &ev) override {
-    if (ev.finish == engine::FinishReason::kNone) return;
+    if (ev.finish == engine::FinishReason::kNone)
+      return;
     done_(ev.finish != engine::FinishReason::kCancelled && ev.n_generated >= 1,
           ev.finish == engine::FinishReason::kCancelled ? "probe cancelled" : "");
   }
@@ -128,7 +135,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   std::unique_ptr<Gateway> g(new Gateway(std::move(config), clock));
   for (const auto &spec : g->config_.models) {
     auto model = engine::Model::load(spec.path, [&](uint64_t d, uint64_t t) {
-      if (progress) progress(spec.name, d, t);
+      if (progress)
+        progress(spec.name, d, t);
     });
     if (!model) {
       Error e = model.take_error();
@@ -171,7 +179,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   cc.alert_webhook_url = g->config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
-    for (std::string one; in >> one;) cc.alert_webhook_secrets.push_back(one);
+    for (std::string one; in >> one;)
+      cc.alert_webhook_secrets.push_back(one);
   }
   if (!cc.alert_webhook_url.empty()) {
     if (cc.alert_webhook_secrets.empty()) {
@@ -201,8 +210,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   control::BackupOptions bo;
   bo.interval = g->config_.backup_interval;
   bo.keep = g->config_.backup_keep;
-  bo.dir = g->config_.backup_dir.empty() ? g->config_.data_dir + "/backups"
-                                         : g->config_.backup_dir;
+  bo.dir = g->config_.backup_dir.empty() ? g->config_.data_dir + "/backups" : g->config_.backup_dir;
   g->backups_ = std::make_unique<control::BackupScheduler>(
       g->control_->store(), bo, clock,
       [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
@@ -218,14 +226,14 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     GANTRY_ASSIGN_OR_RETURN(auto dsn, observe::parse_dsn(g->config_.sentry_dsn));
     if (auto st = observe::check_postable_url(dsn.envelope_url()); !st) {
       return Err(Error::invalid("sentry_dsn: " + st.error().message +
-                                " (Gantry posts plain http; point the DSN at a local Sentry "
-                                "Relay or a TLS-terminating proxy)",
+                                    " (Gantry posts plain http; point the DSN at a local Sentry "
+                                    "Relay or a TLS-terminating proxy)",
                                 "sentry_dsn"));
     }
     observe::SentryOptions so;
     so.context.environment = g->config_.environment;
-    g->sentry_ = std::make_unique<observe::SentryForwarder>(dsn, so, observe::make_http_poster(),
-                                                            clock);
+    g->sentry_ =
+        std::make_unique<observe::SentryForwarder>(dsn, so, observe::make_http_poster(), clock);
   }
   g->errors_ = std::make_unique<observe::ErrorTracker>(clock, observe::ErrorTrackerOptions{},
                                                        g->sentry_.get());
@@ -241,8 +249,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
       std::make_unique<cache::MemoryCache>(cache_cfg.max_bytes, clock),
       ResponseCacheConfig{cache_cfg.enabled, cache_cfg.ttl});
   g->embeddings_ = std::make_unique<EmbeddingService>(
-      std::make_unique<cache::MemoryCache>(cache_cfg.embedding_max_bytes, clock),
-      cache_cfg.enabled, cache_cfg.ttl);
+      std::make_unique<cache::MemoryCache>(cache_cfg.embedding_max_bytes, clock), cache_cfg.enabled,
+      cache_cfg.ttl);
   Gateway *gp = g.get();
   GANTRY_ASSIGN_OR_RETURN(
       g->jobs_,
@@ -278,16 +286,21 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 }
 
 Gateway::~Gateway() {
-  if (http_) http_->shutdown(std::chrono::milliseconds(0));
-  if (admin_http_) admin_http_->shutdown(std::chrono::milliseconds(0));
-  if (jobs_) jobs_->stop();
+  if (http_)
+    http_->shutdown(std::chrono::milliseconds(0));
+  if (admin_http_)
+    admin_http_->shutdown(std::chrono::milliseconds(0));
+  if (jobs_)
+    jobs_->stop();
   models_.clear(); // joins engine threads before the HTTP layer's writers go away
   backups_.reset();
-  if (control_) control_->stop();
+  if (control_)
+    control_->stop();
 }
 
 Status Gateway::start() {
-  if (admin_http_) GANTRY_TRY(admin_http_->start());
+  if (admin_http_)
+    GANTRY_TRY(admin_http_->start());
   GANTRY_TRY(http_->start());
   jobs_->start();
   return Ok();
@@ -298,7 +311,8 @@ uint16_t Gateway::port() const { return http_->port(); }
 bool Gateway::shutdown() {
   shutting_down_.store(true);
   jobs_->stop_leasing();
-  for (auto &m : models_) m->worker->stop_accepting();
+  for (auto &m : models_)
+    m->worker->stop_accepting();
   http_->stop_accepting();
   // The engine threads finish the work; the grace is shared by all models.
   const auto deadline = std::chrono::steady_clock::now() + config_.shutdown_grace;
@@ -308,19 +322,24 @@ bool Gateway::shutdown() {
         deadline - std::chrono::steady_clock::now());
     clean = m->worker->wait_idle(std::max(left, std::chrono::milliseconds(0))) && clean;
   }
-  for (auto &m : models_) m->worker->cancel_all();
+  for (auto &m : models_)
+    m->worker->cancel_all();
   jobs_->stop(); // cut-off jobs go back to the queue for the next start
-  for (auto &m : models_) (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
+  for (auto &m : models_)
+    (void)m->worker->wait_idle(std::chrono::milliseconds(1000));
   http_->shutdown(std::chrono::milliseconds(2000));
-  if (admin_http_) admin_http_->shutdown(std::chrono::milliseconds(500));
+  if (admin_http_)
+    admin_http_->shutdown(std::chrono::milliseconds(500));
   control_->stop(); // flushes the last ledger rows
-  if (sentry_) (void)sentry_->flush(std::chrono::milliseconds(2000));
+  if (sentry_)
+    (void)sentry_->flush(std::chrono::milliseconds(2000));
   return clean;
 }
 
 ServedModel *Gateway::find_model(std::string_view name) {
   for (auto &m : models_)
-    if (m->spec.name == name) return m.get();
+    if (m->spec.name == name)
+      return m.get();
   return nullptr;
 }
 
@@ -332,7 +351,8 @@ void Gateway::add_ops_routes(http::Router &r) {
   // (a Kubernetes startupProbe fails with "connection refused" until then).
   r.get("/startupz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     json::array models;
-    for (const auto &m : models_) models.push_back(json::value(m->spec.name));
+    for (const auto &m : models_)
+      models.push_back(json::value(m->spec.name));
     w->respond(http::Response::json(
         200, json::serialize(json::object{{"status", "started"}, {"models", std::move(models)}})));
   });
@@ -370,7 +390,8 @@ http::Handler Gateway::build_routes() {
   add_ops_routes(r);
   r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = authenticate(req, w);
-    if (!principal) return;
+    if (!principal)
+      return;
     std::vector<api::ModelCard> cards;
     for (const auto &m : models_) {
       const auto &p = *principal;
@@ -384,7 +405,8 @@ http::Handler Gateway::build_routes() {
   });
   r.get("/v1/models/{id}", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = authenticate(req, w);
-    if (!principal) return;
+    if (!principal)
+      return;
     ServedModel *m = find_model(req.path_param("id"));
     if (!m) {
       w->respond(http::error_response(
@@ -438,7 +460,8 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
     record_call(r);
   });
   auto principal = authenticate(req, w);
-  if (!principal) return;
+  if (!principal)
+    return;
   if (*principal) {
     rec->key_id = (*principal)->key_id;
     rec->project = (*principal)->project;
@@ -503,7 +526,8 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
     return;
   }
   auto principal = authenticate(req, w);
-  if (!principal) return;
+  if (!principal)
+    return;
   if (*principal) {
     rec->key_id = (*principal)->key_id;
     rec->project = (*principal)->project;
@@ -537,11 +561,13 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
     if (b.outcome == O::kReplay) {
       const auto &sr = *b.response;
       http::Headers hs;
-      for (const auto &[k, v] : sr.headers) hs.push_back({k, v});
+      for (const auto &[k, v] : sr.headers)
+        hs.push_back({k, v});
       hs.push_back({"idempotent-replayed", "true"});
       if (sr.sse) {
         w->start_sse(std::move(hs));
-        for (const auto &ev : sr.events) w->send_event(ev);
+        for (const auto &ev : sr.events)
+          w->send_event(ev);
         w->end();
       } else {
         http::Response r{sr.status, sr.content_type, std::move(hs), sr.body};
@@ -552,7 +578,8 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
     w = std::make_shared<RecordingWriter>(
         std::move(w), [&store, scope](bool complete, control::StoredResponse r) {
           bool ok = complete && r.status >= 200 && r.status < 300;
-          for (const auto &ev : r.events) ok = ok && !ev.starts_with("{\"error\"");
+          for (const auto &ev : r.events)
+            ok = ok && !ev.starts_with("{\"error\"");
           if (ok) {
             store.complete(scope, std::move(r));
           } else {
@@ -624,10 +651,12 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
         return;
       }
     }
-    if (ir.echo) echo = tok.decode(prompt);
+    if (ir.echo)
+      echo = tok.decode(prompt);
   } else {
     prompt = tok.encode(ir.prompt, true, true);
-    if (ir.echo) echo = ir.prompt;
+    if (ir.echo)
+      echo = ir.prompt;
   }
   const int n_ctx = m->worker->n_ctx();
   const int n_prompt = static_cast<int>(prompt.size());
@@ -640,9 +669,9 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
                              : std::min(config_.default_max_tokens, std::max(n_ctx - n_prompt, 1));
   // The engine checks this too; checking here makes the error a plain 400 rather than a failure
   // inside a stream that has already started.
-  if (auto st = engine::check_context(
-          n_prompt, max_tokens, n_ctx,
-          endpoint == api::Endpoint::kChatCompletions ? "messages" : "prompt");
+  if (auto st = engine::check_context(n_prompt, max_tokens, n_ctx,
+                                      endpoint == api::Endpoint::kChatCompletions ? "messages"
+                                                                                  : "prompt");
       !st) {
     w->respond(http::error_response(st.error()));
     return;
@@ -654,7 +683,8 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     g.prompt = prompt;
     g.sampling = ir.sampling;
     // Each choice of a seeded request gets its own, still reproducible, seed.
-    if (g.sampling.seed && i > 0) g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(i);
+    if (g.sampling.seed && i > 0)
+      g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(i);
     g.max_tokens = max_tokens;
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
@@ -725,12 +755,13 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     control::Outcome o;
     o.cached = true;
     o.input_tokens = cached.hit->prompt_tokens;
-    for (const auto &c : cached.hit->choices) o.output_tokens += c.completion_tokens;
+    for (const auto &c : cached.hit->choices)
+      o.output_tokens += c.completion_tokens;
     o.cached_tokens = o.input_tokens;
     o.finish_reason = cached.hit->choices.empty() ? "" : cached.hit->choices[0].finish_reason;
-    o.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                             rec->arrived)
-                       .count();
+    o.latency_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - rec->arrived)
+            .count();
     o.ttft_ms = o.latency_ms;
     control_->finish(*admission, o);
     rec->cached = true;
@@ -747,7 +778,8 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   auto call = std::make_shared<InferenceCall>(endpoint, meta, ir.stream, ir.include_usage, echo,
                                               n_prompt, w, *m->worker, std::move(hooks));
   call->add_header(cache_header.name, cache_header.value);
-  if (cached.store_key) call->store_result_in(*response_cache_, *cached.store_key, cached.ttl);
+  if (cached.store_key)
+    call->store_result_in(*response_cache_, *cached.store_key, cached.ttl);
   auto st = call->start(choices);
   if (!st) {
     control::Outcome o;
@@ -817,18 +849,20 @@ Gateway::CallSeries &Gateway::call_series(const CallRecord &r) {
   key.append(r.project).push_back('\x1f');
   key.append(r.finish_reason);
   auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  if (cache.size() > 4096) cache.clear();
+  if (it != cache.end())
+    return it->second;
+  if (cache.size() > 4096)
+    cache.clear();
   const std::string model = r.model.empty() ? "none" : r.model;
   const auto &lat = telemetry::Registry::latency_buckets();
   const telemetry::Labels ml{{"model_name", model}};
   CallSeries cs;
-  cs.requests = &metrics_.counter(
-      "requests_total", "Inference calls answered, by model, endpoint, status, project.",
-      {{"model_name", model},
-       {"endpoint", r.endpoint},
-       {"status", std::to_string(r.status)},
-       {"project", r.project}});
+  cs.requests = &metrics_.counter("requests_total",
+                                  "Inference calls answered, by model, endpoint, status, project.",
+                                  {{"model_name", model},
+                                   {"endpoint", r.endpoint},
+                                   {"status", std::to_string(r.status)},
+                                   {"project", r.project}});
   cs.e2e = &metrics_.histogram("e2e_request_latency_seconds",
                                "Arrival to the last byte of the response.",
                                {{"model_name", model}, {"endpoint", r.endpoint}}, lat);
@@ -844,11 +878,11 @@ Gateway::CallSeries &Gateway::call_series(const CallRecord &r) {
                                     "Time spent in Gantry outside the engine (parse, auth, "
                                     "limits, tokenize, render, queue hand-off).",
                                     ml, lat);
-  cs.success = r.finish_reason.empty()
-                   ? nullptr
-                   : &metrics_.counter("request_success_total",
-                                       "Requests finished, by finish reason.",
-                                       {{"model_name", model}, {"finished_reason", r.finish_reason}});
+  cs.success =
+      r.finish_reason.empty()
+          ? nullptr
+          : &metrics_.counter("request_success_total", "Requests finished, by finish reason.",
+                              {{"model_name", model}, {"finished_reason", r.finish_reason}});
   return cache.emplace(std::move(key), cs).first->second;
 }
 
@@ -864,13 +898,15 @@ void Gateway::record_call(CallRecord &r) {
       cs.queue->observe(r.queue_ms / 1000);
       cs.prefill->observe(r.prefill_ms / 1000);
       cs.decode->observe(r.decode_ms / 1000);
-      cs.overhead->observe(
-          std::max(0.0, r.latency_ms - r.queue_ms - r.prefill_ms - r.decode_ms) / 1000);
+      cs.overhead->observe(std::max(0.0, r.latency_ms - r.queue_ms - r.prefill_ms - r.decode_ms) /
+                           1000);
     }
-    if (!failed && cs.success) cs.success->inc();
+    if (!failed && cs.success)
+      cs.success->inc();
     if (server_error) {
-      metrics_.counter("errors_total", "Server-side failures, by error type.",
-                       {{"type", r.error_type.empty() ? "unknown" : r.error_type}})
+      metrics_
+          .counter("errors_total", "Server-side failures, by error type.",
+                   {{"type", r.error_type.empty() ? "unknown" : r.error_type}})
           .inc();
     }
   }
@@ -880,11 +916,15 @@ void Gateway::record_call(CallRecord &r) {
     ev.message = r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
     ev.location = r.status < 400 ? "inference.stream" : "inference.response";
     ev.status = r.status;
-    ev.tags = {{"model", r.model},       {"project", r.project},   {"key_id", r.key_id},
-               {"request_id", r.request_id}, {"endpoint", r.endpoint}};
+    ev.tags = {{"model", r.model},
+               {"project", r.project},
+               {"key_id", r.key_id},
+               {"request_id", r.request_id},
+               {"endpoint", r.endpoint}};
     errors_->capture(std::move(ev));
   }
-  if (!request_log_) return;
+  if (!request_log_)
+    return;
   // Built by hand: a boost::json::object of 19 members costs more than the rest of a cached
   // request (measured with bench/overhead.sh).
   // Per-thread buffer and second-resolution timestamp prefix: both are reused across lines.
@@ -899,8 +939,7 @@ void Gateway::record_call(CallRecord &r) {
       std::tm tm{};
       gmtime_r(&secs, &tm);
       char ts[48];
-      const size_t n =
-          std::strftime(ts, sizeof(ts), "{\"timestamp\":\"%Y-%m-%dT%H:%M:%S.", &tm);
+      const size_t n = std::strftime(ts, sizeof(ts), "{\"timestamp\":\"%Y-%m-%dT%H:%M:%S.", &tm);
       prefix.assign(ts, n);
       prefix_second = second;
     }
@@ -958,8 +997,8 @@ void Gateway::record_call(CallRecord &r) {
   str("worker", instance_id_);
   {
     char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf) - 1, r.cost_usd,
-                                   std::chars_format::fixed, 8);
+    auto [end, ec] =
+        std::to_chars(buf, buf + sizeof(buf) - 1, r.cost_usd, std::chars_format::fixed, 8);
     if (ec == std::errc()) {
       *end = '\0';
       raw("cost_usd", buf);
@@ -1003,7 +1042,8 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
                      {"latency_ms", m->probe_ms},
                      {"running", st.running},
                      {"waiting", st.waiting}};
-      if (!m->probe_ok) c["error"] = m->probe_error;
+      if (!m->probe_ok)
+        c["error"] = m->probe_error;
       ok = ok && m->probe_ok;
       checks.push_back(std::move(c));
     }
@@ -1014,7 +1054,8 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       json::object c{{"name", "store"}, {"status", st ? "ok" : "failed"}, {"latency_ms", ms}};
-      if (!st) c["error"] = st.error().message;
+      if (!st)
+        c["error"] = st.error().message;
       ok = ok && st.ok();
       checks.push_back(std::move(c));
     }
@@ -1047,10 +1088,11 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
       m->probe_ok = ok;
       m->probe_error = std::move(err);
       m->probe_at = clock_.now();
-      m->probe_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              probe_start)
-                        .count();
-      if (--pending->remaining == 0) pending->writer->respond(render());
+      m->probe_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - probe_start)
+              .count();
+      if (--pending->remaining == 0)
+        pending->writer->respond(render());
     };
     engine::GenerationRequest probe;
     const auto &tok = m->worker->model().tokenizer();
@@ -1059,7 +1101,8 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
     probe.sampling.temperature = 0;
     probe.ignore_eos = true;
     auto t = m->worker->submit(std::move(probe), std::make_shared<ProbeSink>(done));
-    if (!t) done(false, t.error().message);
+    if (!t)
+      done(false, t.error().message);
   }
 }
 

@@ -19,17 +19,16 @@
 #include "core/result.h"
 #include "http/router.h"
 #include "http/server.h"
-#include "server/config.h"
 #include "observe/error_tracker.h"
 #include "observe/sentry.h"
-#include "server/model_worker.h"
-#include "server/observed_writer.h"
-#include "telemetry/metrics.h"
-#include "telemetry/request_log.h"
+#include "server/config.h"
 #include "server/embedding_service.h"
 #include "server/jobs_api.h"
 #include "server/model_worker.h"
+#include "server/observed_writer.h"
 #include "server/response_cache.h"
+#include "telemetry/metrics.h"
+#include "telemetry/request_log.h"
 
 namespace gantry::server {
 
@@ -92,8 +91,7 @@ private:
                    std::optional<control::Principal> principal);
   void run_inference(api::Endpoint endpoint, http::Request &&req,
                      std::shared_ptr<http::ResponseWriter> w,
-                     std::optional<control::Principal> principal,
-                     std::shared_ptr<CallRecord> rec);
+                     std::optional<control::Principal> principal, std::shared_ptr<CallRecord> rec);
   // Metrics and the JSON log line of one finished inference call.
   void record_call(CallRecord &rec);
   struct CallSeries {

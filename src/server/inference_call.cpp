@@ -29,7 +29,8 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
   for (size_t i = 0; i < choices.size(); ++i) {
     auto t = worker_.submit(choices[i], shared_from_this());
     if (!t) {
-      for (size_t j = 0; j < i; ++j) worker_.cancel(choices_[j].ticket);
+      for (size_t j = 0; j < i; ++j)
+        worker_.cancel(choices_[j].ticket);
       // The cancelled ones will still report; make sure they render nothing.
       responded_ = true;
       return t.take_error();
@@ -41,9 +42,9 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
     sse_headers.insert(sse_headers.end(), headers_.begin(), headers_.end());
     writer_->start_sse(std::move(sse_headers));
     for (size_t i = 0; i < choices_.size(); ++i) {
-      std::string head = api::render_chunk(endpoint_, meta_, static_cast<int>(i), echo_prefix_,
-                                           endpoint_ == api::Endpoint::kChatCompletions, "",
-                                           include_usage_);
+      std::string head =
+          api::render_chunk(endpoint_, meta_, static_cast<int>(i), echo_prefix_,
+                            endpoint_ == api::Endpoint::kChatCompletions, "", include_usage_);
       if (endpoint_ == api::Endpoint::kChatCompletions || !echo_prefix_.empty()) {
         writer_->send_event(std::move(head));
       }
@@ -53,7 +54,8 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
   // A client that goes away cancels its sequences at the engine's next step.
   std::weak_ptr<InferenceCall> weak = shared_from_this();
   writer_->on_close([weak] {
-    if (auto self = weak.lock()) self->cancel_all();
+    if (auto self = weak.lock())
+      self->cancel_all();
   });
   return Ok();
 }
@@ -61,13 +63,15 @@ Status InferenceCall::start(const std::vector<engine::GenerationRequest> &choice
 void InferenceCall::cancel_all() {
   std::lock_guard<std::mutex> lk(mu_);
   for (const auto &c : choices_) {
-    if (!c.done) worker_.cancel(c.ticket);
+    if (!c.done)
+      worker_.cancel(c.ticket);
   }
 }
 
 int InferenceCall::index_of(Ticket t) const {
   for (size_t i = 0; i < choices_.size(); ++i) {
-    if (choices_[i].ticket == t) return static_cast<int>(i);
+    if (choices_[i].ticket == t)
+      return static_cast<int>(i);
   }
   return -1;
 }
@@ -75,12 +79,14 @@ int InferenceCall::index_of(Ticket t) const {
 void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
   std::lock_guard<std::mutex> lk(mu_);
   const int i = index_of(ticket);
-  if (i < 0) return;
+  if (i < 0)
+    return;
   ChoiceState &c = choices_[i];
   if (ev.finish == engine::FinishReason::kCancelled) {
     c.done = true;
     c.generated = ev.n_generated;
-    if (!failure_) failure_ = Error{ErrorCode::kUnavailable, "the request was cancelled", ""};
+    if (!failure_)
+      failure_ = Error{ErrorCode::kUnavailable, "the request was cancelled", ""};
     finish_if_done();
     return;
   }
@@ -89,13 +95,15 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
   c.text += ev.text;
   if (ev.token >= 0) {
     const auto now = std::chrono::steady_clock::now();
-    if (!first_token_) first_token_ = now;
+    if (!first_token_)
+      first_token_ = now;
     if (hooks_.inter_token && c.last_token != std::chrono::steady_clock::time_point{}) {
       hooks_.inter_token->observe(std::chrono::duration<double>(now - c.last_token).count());
     }
     c.last_token = now;
   }
-  if (cache_ && !ev.text.empty()) c.pieces.push_back(ev.text);
+  if (cache_ && !ev.text.empty())
+    c.pieces.push_back(ev.text);
   const bool finished = ev.finish != engine::FinishReason::kNone;
   if (finished) {
     c.done = true;
@@ -107,21 +115,24 @@ void InferenceCall::on_event(Ticket ticket, const engine::TokenEvent &ev) {
           api::render_chunk(endpoint_, meta_, i, ev.text, false, "", include_usage_));
     }
     if (finished) {
-      writer_->send_event(api::render_chunk(endpoint_, meta_, i, "", false, c.finish,
-                                            include_usage_));
+      writer_->send_event(
+          api::render_chunk(endpoint_, meta_, i, "", false, c.finish, include_usage_));
     }
   }
-  if (finished) finish_if_done();
+  if (finished)
+    finish_if_done();
 }
 
 void InferenceCall::on_rejected(Ticket ticket, const Error &error) {
   std::lock_guard<std::mutex> lk(mu_);
   const int i = index_of(ticket);
-  if (i < 0) return;
+  if (i < 0)
+    return;
   choices_[i].done = true;
   failure_ = error;
   for (const auto &c : choices_) {
-    if (!c.done) worker_.cancel(c.ticket);
+    if (!c.done)
+      worker_.cancel(c.ticket);
   }
   finish_if_done();
 }
@@ -129,12 +140,14 @@ void InferenceCall::on_rejected(Ticket ticket, const Error &error) {
 void InferenceCall::on_timing(Ticket, const SeqTiming &timing) {
   std::lock_guard<std::mutex> lk(mu_);
   engine_seconds_ += timing.engine_seconds;
-  if (!timing_) timing_ = timing;
+  if (!timing_)
+    timing_ = timing;
 }
 
 http::Headers InferenceCall::run_finish_hook(int status, const api::Usage &usage) {
   http::Headers add;
-  if (!hooks_.on_finish) return add;
+  if (!hooks_.on_finish)
+    return add;
   using ms = std::chrono::duration<double, std::milli>;
   CallResult r;
   r.status = status;
@@ -159,19 +172,24 @@ http::Headers InferenceCall::run_finish_hook(int status, const api::Usage &usage
 
 void InferenceCall::finish_if_done() {
   for (const auto &c : choices_) {
-    if (!c.done) return;
+    if (!c.done)
+      return;
   }
-  if (responded_) return;
+  if (responded_)
+    return;
   responded_ = true;
-  const bool failed = failure_.has_value() &&
-                      std::any_of(choices_.begin(), choices_.end(),
-                                  [](const ChoiceState &c) { return c.finish.empty(); });
+  const bool failed =
+      failure_.has_value() && std::any_of(choices_.begin(), choices_.end(),
+                                          [](const ChoiceState &c) { return c.finish.empty(); });
   api::Usage usage;
   usage.prompt_tokens = prompt_tokens_;
-  for (const auto &c : choices_) usage.completion_tokens += c.generated;
+  for (const auto &c : choices_)
+    usage.completion_tokens += c.generated;
   // The prompt is counted once for all choices; report the best reuse among them.
-  for (const auto &c : choices_) usage.cached_tokens = std::max(usage.cached_tokens, c.cached);
-  if (cache_ && !failure_) store_result();
+  for (const auto &c : choices_)
+    usage.cached_tokens = std::max(usage.cached_tokens, c.cached);
+  if (cache_ && !failure_)
+    store_result();
   const int status = failed ? http_status(failure_->code) : 200;
   http::Headers added = run_finish_hook(status, usage);
   if (stream_) {
@@ -187,8 +205,10 @@ void InferenceCall::finish_if_done() {
   if (failed) {
     http::Response r = http::error_response(*failure_);
     r.headers.insert(r.headers.end(), headers_.begin(), headers_.end());
-    for (auto &h : hooks_.headers) r.headers.push_back(h);
-    for (auto &h : added) r.headers.push_back(std::move(h));
+    for (auto &h : hooks_.headers)
+      r.headers.push_back(h);
+    for (auto &h : added)
+      r.headers.push_back(std::move(h));
     writer_->respond(std::move(r));
     return;
   }
@@ -198,8 +218,10 @@ void InferenceCall::finish_if_done() {
   }
   http::Response r = http::Response::json(200, api::render_response(endpoint_, meta_, out, usage));
   r.headers.insert(r.headers.end(), headers_.begin(), headers_.end());
-  for (auto &h : hooks_.headers) r.headers.push_back(h);
-  for (auto &h : added) r.headers.push_back(std::move(h));
+  for (auto &h : hooks_.headers)
+    r.headers.push_back(h);
+  for (auto &h : added)
+    r.headers.push_back(std::move(h));
   writer_->respond(std::move(r));
 }
 
@@ -207,7 +229,8 @@ void InferenceCall::store_result() {
   CachedCompletion result;
   result.prompt_tokens = prompt_tokens_;
   for (auto &c : choices_) {
-    if (c.finish != "stop" && c.finish != "length") return;
+    if (c.finish != "stop" && c.finish != "length")
+      return;
     result.choices.push_back({std::move(c.pieces), c.finish, c.generated});
   }
   cache_->store(cache_key_, cache_ttl_, result);

@@ -17,8 +17,8 @@
 #include "api/openai.h"
 #include "http/response_writer.h"
 #include "server/model_worker.h"
-#include "telemetry/metrics.h"
 #include "server/response_cache.h"
+#include "telemetry/metrics.h"
 
 namespace gantry::server {
 
@@ -31,9 +31,9 @@ struct CallResult {
   double engine_seconds = 0;
   double ttft_ms = 0;
   double latency_ms = 0;
-  double queue_ms = 0;   // submitted → first engine step (of the first choice)
-  double prefill_ms = 0; // first engine step → first token
-  double decode_ms = 0;  // first token → last token
+  double queue_ms = 0;       // submitted → first engine step (of the first choice)
+  double prefill_ms = 0;     // first engine step → first token
+  double decode_ms = 0;      // first token → last token
   std::string finish_reason; // of the first choice; "error" when it failed
 };
 

@@ -9,8 +9,7 @@ namespace gantry::server {
 namespace {
 
 void family(std::ostringstream &o, const char *name, const char *type, const char *help) {
-  o << "# HELP gantry:" << name << ' ' << help << "\n# TYPE gantry:" << name << ' ' << type
-    << '\n';
+  o << "# HELP gantry:" << name << ' ' << help << "\n# TYPE gantry:" << name << ' ' << type << '\n';
 }
 
 } // namespace
@@ -22,7 +21,8 @@ std::string render_metrics(const Gateway &g) {
     WorkerStats s;
   };
   std::vector<Row> rows;
-  for (const auto &m : g.models()) rows.push_back({m->spec.name, m->worker->stats()});
+  for (const auto &m : g.models())
+    rows.push_back({m->spec.name, m->worker->stats()});
   auto per_model = [&](const char *name, const char *type, const char *help, auto value) {
     family(o, name, type, help);
     for (const auto &r : rows) {
@@ -59,8 +59,8 @@ std::string render_metrics(const Gateway &g) {
             [](const WorkerStats &s) { return s.cancelled; });
   family(o, "requests_rejected_total", "counter", "Requests refused before running.");
   for (const auto &r : rows) {
-    o << "gantry:requests_rejected_total{model_name=\"" << r.model
-      << "\",reason=\"queue_full\"} " << r.s.rejected_queue_full << '\n';
+    o << "gantry:requests_rejected_total{model_name=\"" << r.model << "\",reason=\"queue_full\"} "
+      << r.s.rejected_queue_full << '\n';
   }
   auto &ctl = g.control();
   const auto cc = ctl.counters();
@@ -72,8 +72,8 @@ std::string render_metrics(const Gateway &g) {
   }
   family(o, "cost_usd_total", "counter", "Cost attributed to requests, by model and project.");
   for (const auto &[k, usd] : cc.cost_usd) {
-    o << "gantry:cost_usd_total{model_name=\"" << k.first << "\",project=\"" << k.second
-      << "\"} " << usd << '\n';
+    o << "gantry:cost_usd_total{model_name=\"" << k.first << "\",project=\"" << k.second << "\"} "
+      << usd << '\n';
   }
   family(o, "budget_alerts_total", "counter", "Budget threshold alerts sent, by threshold.");
   for (const auto &[t, n] : cc.alerts) {
@@ -87,8 +87,8 @@ std::string render_metrics(const Gateway &g) {
                              : static_cast<double>(b.used_tokens) /
                                    static_cast<double>(std::max<int64_t>(b.budget.token_quota, 1));
     o << "gantry:budget_used_ratio{owner_kind=\"" << control::to_string(b.budget.owner_kind)
-      << "\",owner=\"" << b.budget.owner_id << "\",period=\""
-      << control::to_string(b.budget.period) << "\"} " << ratio << '\n';
+      << "\",owner=\"" << b.budget.owner_id << "\",period=\"" << control::to_string(b.budget.period)
+      << "\"} " << ratio << '\n';
   }
   family(o, "circuit_breaker_open", "gauge", "1 while a model's spend-rate breaker is open.");
   for (const auto &m : ctl.breaker_models()) {

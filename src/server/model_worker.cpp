@@ -24,17 +24,17 @@ Result<int64_t> ModelWorker::reserve_queue_slot(int64_t tokens) {
   if (queued_requests_.fetch_add(1) + 1 > config_.max_queued_requests) {
     queued_requests_.fetch_sub(1);
     ++rejected_queue_full_;
-    return Err(ErrorCode::kQueueFull,
-               "model '" + config_.name + "' has " + std::to_string(config_.max_queued_requests) +
-                   " requests waiting; retry shortly");
+    return Err(ErrorCode::kQueueFull, "model '" + config_.name + "' has " +
+                                          std::to_string(config_.max_queued_requests) +
+                                          " requests waiting; retry shortly");
   }
   if (queued_tokens_.fetch_add(tokens) + tokens > config_.max_queued_tokens &&
       queued_requests_.load() > 1) {
     queued_tokens_.fetch_sub(tokens);
     queued_requests_.fetch_sub(1);
     ++rejected_queue_full_;
-    return Err(ErrorCode::kQueueFull, "model '" + config_.name +
-                                          "' has too many prompt tokens waiting; retry shortly");
+    return Err(ErrorCode::kQueueFull,
+               "model '" + config_.name + "' has too many prompt tokens waiting; retry shortly");
   }
   return tokens;
 }
@@ -60,7 +60,8 @@ Status ModelWorker::embed(std::vector<std::vector<int32_t>> inputs, EmbedDone do
     return Err(ErrorCode::kUnavailable, "the server is shutting down");
   }
   int64_t tokens = 0;
-  for (const auto &in : inputs) tokens += static_cast<int64_t>(in.size());
+  for (const auto &in : inputs)
+    tokens += static_cast<int64_t>(in.size());
   GANTRY_TRY(reserve_queue_slot(tokens));
   ++in_flight_;
   {
@@ -88,7 +89,8 @@ bool ModelWorker::embed_next(engine::Engine &eng, std::deque<EmbedJob> &jobs) {
   auto v = eng.embed(job.inputs[i], param);
   if (!v) {
     // Running sequences hold the KV blocks: wait for them unless nothing else would free any.
-    if (v.error().code == ErrorCode::kResourceExhausted && !eng.idle()) return false;
+    if (v.error().code == ErrorCode::kResourceExhausted && !eng.idle())
+      return false;
     finish_job(jobs, v.take_error());
     return true;
   }
@@ -149,7 +151,8 @@ bool ModelWorker::wait_idle(std::chrono::milliseconds timeout) {
 }
 
 void ModelWorker::account_started(Active &a) {
-  if (a.started) return;
+  if (a.started)
+    return;
   a.started = true;
   queued_requests_.fetch_sub(1);
   queued_tokens_.fetch_sub(a.prompt_tokens);
@@ -187,7 +190,8 @@ void ModelWorker::run() {
                !embed_inbox_.empty() || !embeds.empty();
       });
       inbox.swap(inbox_);
-      for (auto &j : embed_inbox_) embeds.push_back(std::move(j));
+      for (auto &j : embed_inbox_)
+        embeds.push_back(std::move(j));
       embed_inbox_.clear();
       cancels.swap(cancels_);
       cancel_everything = cancel_all_;
@@ -214,17 +218,20 @@ void ModelWorker::run() {
     }
     inbox.clear();
     if (cancel_everything) {
-      for (auto &[seq, a] : active) eng.cancel(seq);
+      for (auto &[seq, a] : active)
+        eng.cancel(seq);
       while (!embeds.empty()) {
         finish_job(embeds, Error{ErrorCode::kUnavailable, "the server is shutting down", ""});
       }
     }
     // One input per iteration, so that a large batch of embeddings delays each decode step by
     // at most one input's forward passes.
-    if (!embeds.empty()) (void)embed_next(eng, embeds);
+    if (!embeds.empty())
+      (void)embed_next(eng, embeds);
     for (Ticket t : cancels) {
       auto it = by_ticket.find(t);
-      if (it != by_ticket.end()) eng.cancel(it->second);
+      if (it != by_ticket.end())
+        eng.cancel(it->second);
     }
     cancels.clear();
 
@@ -233,22 +240,27 @@ void ModelWorker::run() {
     const auto t1 = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
     int step_total = 0;
-    for (const auto &[seq, n] : eng.last_step_tokens()) step_total += n;
+    for (const auto &[seq, n] : eng.last_step_tokens())
+      step_total += n;
     if (step_total > 0) {
       for (const auto &[seq, n] : eng.last_step_tokens()) {
         auto it = active.find(seq);
-        if (it == active.end()) continue;
+        if (it == active.end())
+          continue;
         SeqTiming &tm = it->second.timing;
-        if (tm.scheduled == std::chrono::steady_clock::time_point{}) tm.scheduled = t0;
+        if (tm.scheduled == std::chrono::steady_clock::time_point{})
+          tm.scheduled = t0;
         tm.engine_seconds += dt * n / step_total;
       }
     }
     for (const auto &ev : events) {
       auto it = active.find(ev.seq);
-      if (it == active.end()) continue;
+      if (it == active.end())
+        continue;
       Active &a = it->second;
       account_started(a);
-      if (ev.finish == engine::FinishReason::kCancelled) ++cancelled_;
+      if (ev.finish == engine::FinishReason::kCancelled)
+        ++cancelled_;
       if (ev.token >= 0 && a.timing.first_token == std::chrono::steady_clock::time_point{}) {
         a.timing.first_token = t1;
       }
@@ -264,7 +276,8 @@ void ModelWorker::run() {
       }
     }
     publish();
-    if (stopping && eng.idle() && embeds.empty()) break;
+    if (stopping && eng.idle() && embeds.empty())
+      break;
   }
 }
 

@@ -54,8 +54,8 @@ using EmbedDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
 struct WorkerConfig {
   std::string name;
   engine::EngineConfig engine;
-  int max_queued_requests = 256;         // requests admitted but not yet generating
-  int64_t max_queued_tokens = 1 << 20;   // their prompt tokens
+  int max_queued_requests = 256;       // requests admitted but not yet generating
+  int64_t max_queued_tokens = 1 << 20; // their prompt tokens
 };
 
 struct WorkerStats {
@@ -125,7 +125,7 @@ private:
 
   void run();
   void account_started(Active &a);
-  void finished_one(); // a submitted request ended (any way)
+  void finished_one();                                // a submitted request ended (any way)
   Result<int64_t> reserve_queue_slot(int64_t tokens); // tokens reserved, or kQueueFull
   // Runs the next input of the first job; false when it must wait for KV blocks.
   bool embed_next(engine::Engine &eng, std::deque<EmbedJob> &jobs);

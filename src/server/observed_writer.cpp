@@ -13,7 +13,8 @@ void ObservedWriter::note_error(const std::string &body) {
     return;
   }
   const auto *e = v.as_object().if_contains("error");
-  if (!e || !e->is_object()) return;
+  if (!e || !e->is_object())
+    return;
   const auto &o = e->as_object();
   if (const auto *t = o.if_contains("type"); t && t->is_string()) {
     rec_->error_type = std::string(t->as_string());

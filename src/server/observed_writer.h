@@ -48,7 +48,8 @@ public:
 
   void respond(http::Response r) override {
     rec_->status = r.status;
-    if (r.status >= 400) note_error(r.body);
+    if (r.status >= 400)
+      note_error(r.body);
     finish();
     inner_->respond(std::move(r));
   }
@@ -57,7 +58,8 @@ public:
     inner_->start_sse(std::move(headers));
   }
   bool send_event(std::string data) override {
-    if (data.starts_with("{\"error\"")) note_error(data);
+    if (data.starts_with("{\"error\""))
+      note_error(data);
     return inner_->send_event(std::move(data));
   }
   void end() override {
@@ -72,11 +74,13 @@ public:
 private:
   void note_error(const std::string &body);
   void finish() {
-    if (finished_.exchange(true)) return;
+    if (finished_.exchange(true))
+      return;
     rec_->latency_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - rec_->arrived)
             .count();
-    if (done_) done_(*rec_);
+    if (done_)
+      done_(*rec_);
   }
 
   std::shared_ptr<http::ResponseWriter> inner_;

@@ -30,11 +30,12 @@ Result<std::unique_ptr<RequestLog>> RequestLog::open(RequestLogOptions options) 
 Status RequestLog::open_file() {
   std::error_code ec;
   auto parent = std::filesystem::path(options_.path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (!parent.empty())
+    std::filesystem::create_directories(parent, ec);
   fd_ = ::open(options_.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (fd_ < 0) {
-    return Err(Error::io("cannot open the request log " + options_.path + ": " +
-                         std::strerror(errno)));
+    return Err(
+        Error::io("cannot open the request log " + options_.path + ": " + std::strerror(errno)));
   }
   owns_fd_ = true;
   struct stat st {};
@@ -48,8 +49,10 @@ RequestLog::~RequestLog() {
     stop_ = true;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-  if (owns_fd_ && fd_ >= 0) ::close(fd_);
+  if (thread_.joinable())
+    thread_.join();
+  if (owns_fd_ && fd_ >= 0)
+    ::close(fd_);
 }
 
 void RequestLog::write(std::string_view line) {
@@ -66,7 +69,8 @@ void RequestLog::write(std::string_view line) {
     ++enqueued_;
     wake = buf_.size() >= kWakeBytes && buf_.size() - line.size() - 1 < kWakeBytes;
   }
-  if (wake) cv_.notify_one();
+  if (wake)
+    cv_.notify_one();
 }
 
 void RequestLog::flush() {
@@ -88,7 +92,8 @@ uint64_t RequestLog::dropped() const {
 }
 
 void RequestLog::rotate() {
-  if (!owns_fd_) return;
+  if (!owns_fd_)
+    return;
   ::close(fd_);
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -102,18 +107,22 @@ void RequestLog::rotate() {
   } else {
     fs::remove(p, ec);
   }
-  if (!open_file()) fd_ = -1;
+  if (!open_file())
+    fd_ = -1;
   size_ = 0;
 }
 
 void RequestLog::emit(const char *data, size_t n) {
   size_ += n;
-  if (fd_ < 0) return;
+  if (fd_ < 0)
+    return;
   size_t off = 0;
   while (off < n) {
     ssize_t w = ::write(fd_, data + off, n - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return;
     off += static_cast<size_t>(w);
   }
 }
@@ -138,7 +147,8 @@ void RequestLog::write_out(const std::string &chunk) {
       end = cut + 1;
       emit(chunk.data() + pos, end - pos);
       pos = end;
-      if (pos < chunk.size()) rotate();
+      if (pos < chunk.size())
+        rotate();
       continue;
     }
     emit(chunk.data() + pos, end - pos);
@@ -160,11 +170,13 @@ void RequestLog::run() {
     const uint64_t n = buffered_lines_;
     buffered_lines_ = 0;
     lk.unlock();
-    if (!chunk.empty()) write_out(chunk);
+    if (!chunk.empty())
+      write_out(chunk);
     lk.lock();
     written_ += n;
     done_cv_.notify_all();
-    if (stopping && buf_.empty()) break;
+    if (stopping && buf_.empty())
+      break;
   }
 }
 

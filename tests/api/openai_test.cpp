@@ -132,7 +132,8 @@ TEST(OpenAiRenderTest, ChunksAndUsageChunk) {
   EXPECT_EQ(first.at("choices").at(0).at("delta").at("role"), "assistant");
   EXPECT_TRUE(first.at("choices").at(0).at("finish_reason").is_null());
   EXPECT_TRUE(first.at("usage").is_null());
-  auto last = json::parse(render_chunk(Endpoint::kChatCompletions, m, 0, "", false, "length", false));
+  auto last =
+      json::parse(render_chunk(Endpoint::kChatCompletions, m, 0, "", false, "length", false));
   EXPECT_EQ(last.at("choices").at(0).at("finish_reason"), "length");
   EXPECT_TRUE(last.at("choices").at(0).at("delta").as_object().empty());
   auto u = json::parse(render_usage_chunk(Endpoint::kChatCompletions, m, {3, 4, 0}));

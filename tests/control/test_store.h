@@ -18,7 +18,8 @@ public:
     std::string tmpl = ::testing::TempDir() + "gantry_ctl_XXXXXX";
     dir_ = mkdtemp(tmpl.data());
     auto s = SqliteStore::open(dir_);
-    if (!s) throw std::runtime_error(s.error().message);
+    if (!s)
+      throw std::runtime_error(s.error().message);
     store_ = std::move(s).value();
   }
   ~TempStore() {

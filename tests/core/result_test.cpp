@@ -6,7 +6,8 @@ namespace gantry {
 namespace {
 
 Result<int> parse_positive(int v) {
-  if (v <= 0) return Err(Error::invalid("must be positive", "v"));
+  if (v <= 0)
+    return Err(Error::invalid("must be positive", "v"));
   return v;
 }
 

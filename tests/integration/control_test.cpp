@@ -278,8 +278,8 @@ TEST(Control, ResponseCacheHitsCostNoTokensAndNothing) {
   http::HttpClient c(s->client_options());
   // TPM 100: the first (greedy, cacheable) request reserves 2 + 64 tokens and uses them.
   auto [id, key] = admin_create_key(c, {{"project", "p"}, {"tpm", 100}});
-  const std::string body = completion_body(
-      "Once", {{"max_tokens", 64}, {"ignore_eos", true}, {"temperature", 0}});
+  const std::string body =
+      completion_body("Once", {{"max_tokens", 64}, {"ignore_eos", true}, {"temperature", 0}});
   auto miss = c.post("/v1/completions", body, bearer(key));
   ASSERT_TRUE(miss);
   ASSERT_EQ(miss->status, 200) << miss->body;
@@ -293,8 +293,8 @@ TEST(Control, ResponseCacheHitsCostNoTokensAndNothing) {
     EXPECT_EQ(hit->header("x-gantry-cache").value_or(""), "hit");
     EXPECT_EQ(hit->header("x-gantry-cost-usd").value_or(""), "0.00000000");
   }
-  auto live = c.post("/v1/completions", body, {{"Authorization", "Bearer " + key},
-                                               {"Cache-Control", "no-cache"}});
+  auto live = c.post("/v1/completions", body,
+                     {{"Authorization", "Bearer " + key}, {"Cache-Control", "no-cache"}});
   ASSERT_TRUE(live);
   EXPECT_EQ(live->status, 429) << live->body;
   // The ledger has all 7 calls (one refused), the hits marked as cached at cost 0.
@@ -303,7 +303,8 @@ TEST(Control, ResponseCacheHitsCostNoTokensAndNothing) {
   auto usage = parse_object(u->body);
   bool found = false;
   for (const auto &row : usage["data"].as_array()) {
-    if (row.as_object().at("key").as_string() != id) continue;
+    if (row.as_object().at("key").as_string() != id)
+      continue;
     found = true;
     EXPECT_EQ(row.as_object().at("requests").as_int64(), 7);
     EXPECT_NEAR(row.as_object().at("cost_usd").to_number<double>(), 64.0, 1e-6);
@@ -318,8 +319,8 @@ TEST(Control, HourlyPricedModelChargesEachRequestItsShareOfEngineTime) {
   http::HttpClient c(s->client_options());
   const auto t0 = SteadyClock::now();
   auto r = c.post("/v1/completions",
-                  completion_body("Once upon a time", {{"max_tokens", 64}, {"ignore_eos", true},
-                                                       {"cache", false}}));
+                  completion_body("Once upon a time",
+                                  {{"max_tokens", 64}, {"ignore_eos", true}, {"cache", false}}));
   const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;

@@ -23,7 +23,8 @@ std::vector<json::object> read_log(const std::string &path) {
     boost::system::error_code ec;
     auto v = json::parse(line, ec);
     EXPECT_FALSE(ec) << "not JSON: " << line;
-    if (!ec && v.is_object()) out.push_back(v.as_object());
+    if (!ec && v.is_object())
+      out.push_back(v.as_object());
   }
   return out;
 }
@@ -106,9 +107,9 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
             1);
   EXPECT_EQ(v("gantry:time_to_first_token_seconds_count{" + sm + "}"), 6);
   EXPECT_EQ(v("gantry:request_success_total{" + sm + ",finished_reason=\"length\"}"), 6);
-  EXPECT_EQ(v("gantry:e2e_request_latency_seconds_count{" + sm +
-              ",endpoint=\"/v1/chat/completions\"}"),
-            3);
+  EXPECT_EQ(
+      v("gantry:e2e_request_latency_seconds_count{" + sm + ",endpoint=\"/v1/chat/completions\"}"),
+      3);
   EXPECT_EQ(v("gantry:requests_rejected_total{reason=\"rate_limit\"}"), 1);
   EXPECT_EQ(v("gantry:requests_rejected_total{reason=\"unauthorized\"}"), 1);
   // 4 + 4 + 3 + 5 + 5 + 2 tokens; each choice's first token has no gap before it.
@@ -121,7 +122,8 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
   for (auto deadline = std::chrono::steady_clock::now() + 5s;
        std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
     lines = read_log(log);
-    if (lines.size() >= 11) break;
+    if (lines.size() >= 11)
+      break;
   }
   std::this_thread::sleep_for(200ms);
   lines = read_log(log);
@@ -172,7 +174,8 @@ TEST(Observability, ReadinessFailsWithinTwoSecondsWhenTheStoreGoesAway) {
     ASSERT_TRUE(r);
     status = r->status;
     body = r->body;
-    if (status == 503) break;
+    if (status == 503)
+      break;
     std::this_thread::sleep_for(50ms);
   }
   ASSERT_EQ(status, 503);

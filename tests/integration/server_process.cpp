@@ -33,10 +33,10 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
     return start_error(std::string("mkdtemp: ") + std::strerror(errno));
   p->tmp_dir_ = tmpl;
 
-  std::vector<std::string> args = {GANTRY_BINARY, "serve",      "--port",
-                                   "0",           "--data-dir",
-                                   options.data_dir.empty() ? p->tmp_dir_ + "/data"
-                                                            : options.data_dir};
+  std::vector<std::string> args = {
+      GANTRY_BINARY, "serve",
+      "--port",      "0",
+      "--data-dir",  options.data_dir.empty() ? p->tmp_dir_ + "/data" : options.data_dir};
   if (!options.config_toml.empty()) {
     const std::string path = p->tmp_dir_ + "/gantry.toml";
     std::ofstream(path) << options.config_toml;

@@ -18,8 +18,8 @@ const char *finish_reason_name(FinishReason r) {
 
 Status check_context(int64_t n_prompt, int64_t max_tokens, int n_ctx,
                      std::string_view prompt_param) {
-  const std::string limit = "This model's maximum context length is " + std::to_string(n_ctx) +
-                            " tokens. However, ";
+  const std::string limit =
+      "This model's maximum context length is " + std::to_string(n_ctx) + " tokens. However, ";
   if (n_prompt >= n_ctx) {
     return Err(ErrorCode::kContextLengthExceeded,
                limit + "your messages resulted in " + std::to_string(n_prompt) +
@@ -40,14 +40,14 @@ Status check_context(int64_t n_prompt, int64_t max_tokens, int n_ctx,
 namespace {
 int context_for(const Model &m, const EngineConfig &c) {
   int n = m.config().n_ctx_train;
-  if (c.n_ctx > 0) n = c.n_ctx;
+  if (c.n_ctx > 0)
+    n = c.n_ctx;
   return std::max(n, 1);
 }
 } // namespace
 
 Engine::Engine(const Model &model, const EngineConfig &config)
-    : model_(model), config_(config), n_ctx_(context_for(model, config)),
-      pool_(config.n_threads),
+    : model_(model), config_(config), n_ctx_(context_for(model, config)), pool_(config.n_threads),
       kv_(model.config().n_layer, model.config().kv_dim(),
           KvCache::blocks_for_budget(model.config().n_layer, model.config().kv_dim(),
                                      config.kv_bytes)),
@@ -57,18 +57,20 @@ Engine::Engine(const Model &model, const EngineConfig &config)
 }
 
 Result<SeqId> Engine::submit(GenerationRequest req) {
-  if (req.prompt.empty()) return Err(Error::invalid("the prompt is empty", "prompt"));
+  if (req.prompt.empty())
+    return Err(Error::invalid("the prompt is empty", "prompt"));
   const int n_vocab = model_.config().n_vocab;
   for (int32_t t : req.prompt) {
     if (t < 0 || t >= n_vocab) {
-      return Err(Error::invalid("prompt token id " + std::to_string(t) + " is out of range",
-                                "prompt"));
+      return Err(
+          Error::invalid("prompt token id " + std::to_string(t) + " is out of range", "prompt"));
     }
   }
-  if (req.max_tokens < 1) return Err(Error::invalid("max_tokens must be at least 1", "max_tokens"));
+  if (req.max_tokens < 1)
+    return Err(Error::invalid("max_tokens must be at least 1", "max_tokens"));
   GANTRY_TRY(req.sampling.validate());
-  GANTRY_TRY(check_context(static_cast<int64_t>(req.prompt.size()), req.max_tokens, n_ctx_,
-                           "prompt"));
+  GANTRY_TRY(
+      check_context(static_cast<int64_t>(req.prompt.size()), req.max_tokens, n_ctx_, "prompt"));
   const size_t total = req.prompt.size() + static_cast<size_t>(req.max_tokens);
   if (KvCache::blocks_for_tokens(static_cast<int>(total)) > kv_.n_blocks()) {
     return Err(ErrorCode::kContextLengthExceeded,
@@ -91,14 +93,17 @@ Result<SeqId> Engine::submit(GenerationRequest req) {
 }
 
 void Engine::cancel(SeqId id) {
-  if (has_sequence(id)) cancelled_.push_back(id);
+  if (has_sequence(id))
+    cancelled_.push_back(id);
 }
 
 bool Engine::has_sequence(SeqId id) const {
   for (const auto &s : running_)
-    if (s->id == id) return true;
+    if (s->id == id)
+      return true;
   for (const auto &s : waiting_)
-    if (s->id == id) return true;
+    if (s->id == id)
+      return true;
   return false;
 }
 
@@ -126,7 +131,8 @@ bool Engine::admit(Sequence &s) {
   while (kv_.n_free() < need && prefix_.evict_one()) {
   }
   if (kv_.n_free() < need) {
-    for (int32_t b : reused) kv_.release(b);
+    for (int32_t b : reused)
+      kv_.release(b);
     return false;
   }
   s.blocks = std::move(reused);
@@ -135,16 +141,18 @@ bool Engine::admit(Sequence &s) {
   s.n_evaluated = s.n_cached;
   for (size_t i = 0; i < s.n_registered; ++i) {
     s.last_hash = PrefixCache::chain_hash(
-        s.last_hash, std::span<const int32_t>(s.tokens.data() + i * KvCache::kBlockSize,
-                                              KvCache::kBlockSize));
+        s.last_hash,
+        std::span<const int32_t>(s.tokens.data() + i * KvCache::kBlockSize, KvCache::kBlockSize));
   }
   s.blocks.reserve(total);
-  for (int i = 0; i < need; ++i) s.blocks.push_back(*kv_.allocate());
+  for (int i = 0; i < need; ++i)
+    s.blocks.push_back(*kv_.allocate());
   return true;
 }
 
 void Engine::register_blocks(Sequence &s) {
-  if (!config_.prefix_cache) return;
+  if (!config_.prefix_cache)
+    return;
   while ((s.n_registered + 1) * KvCache::kBlockSize <= s.n_evaluated) {
     std::span<const int32_t> blk(s.tokens.data() + s.n_registered * KvCache::kBlockSize,
                                  KvCache::kBlockSize);
@@ -155,7 +163,8 @@ void Engine::register_blocks(Sequence &s) {
 }
 
 void Engine::release(Sequence &s) {
-  for (int32_t b : s.blocks) kv_.release(b);
+  for (int32_t b : s.blocks)
+    kv_.release(b);
   s.blocks.clear();
 }
 
@@ -175,16 +184,16 @@ std::vector<TokenEvent> Engine::step() {
 
   // Cancellations first, so that their memory is available to this step's admissions.
   for (SeqId id : cancelled_) {
-    auto rit = std::find_if(running_.begin(), running_.end(),
-                            [id](const auto &s) { return s->id == id; });
+    auto rit =
+        std::find_if(running_.begin(), running_.end(), [id](const auto &s) { return s->id == id; });
     if (rit != running_.end()) {
       release(**rit);
       events.push_back(finish_event(**rit, FinishReason::kCancelled));
       running_.erase(rit);
       continue;
     }
-    auto wit = std::find_if(waiting_.begin(), waiting_.end(),
-                            [id](const auto &s) { return s->id == id; });
+    auto wit =
+        std::find_if(waiting_.begin(), waiting_.end(), [id](const auto &s) { return s->id == id; });
     if (wit != waiting_.end()) {
       events.push_back(finish_event(**wit, FinishReason::kCancelled));
       waiting_.erase(wit);
@@ -199,14 +208,16 @@ std::vector<TokenEvent> Engine::step() {
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
-  if (running_.empty()) return events;
+  if (running_.empty())
+    return events;
 
   // Decode tokens first (one per generating sequence), then prompt chunks in arrival order.
   batch_.clear();
   batch_owner_.clear();
   int budget = config_.max_batch_tokens;
   for (auto &s : running_) {
-    if (s->n_evaluated < s->n_prompt || budget == 0) continue;
+    if (s->n_evaluated < s->n_prompt || budget == 0)
+      continue;
     BatchToken bt;
     bt.token = s->tokens[s->n_evaluated];
     bt.pos = static_cast<int32_t>(s->n_evaluated);
@@ -219,7 +230,8 @@ std::vector<TokenEvent> Engine::step() {
     --budget;
   }
   for (auto &s : running_) {
-    if (s->n_evaluated >= s->n_prompt || budget == 0) continue;
+    if (s->n_evaluated >= s->n_prompt || budget == 0)
+      continue;
     const size_t take = std::min<size_t>(budget, s->n_prompt - s->n_evaluated);
     for (size_t i = 0; i < take; ++i) {
       BatchToken bt;
@@ -228,19 +240,22 @@ std::vector<TokenEvent> Engine::step() {
       bt.blocks = &s->blocks;
       bt.want_logits = s->n_evaluated + i + 1 == s->n_prompt;
       batch_.push_back(bt);
-      if (bt.want_logits) batch_owner_.push_back(s.get());
+      if (bt.want_logits)
+        batch_owner_.push_back(s.get());
     }
     s->n_evaluated += take;
     step_tokens_.emplace_back(s->id, static_cast<int>(take));
     budget -= static_cast<int>(take);
     totals_.prompt_tokens += take;
   }
-  if (batch_.empty()) return events;
+  if (batch_.empty())
+    return events;
 
   model_.forward(batch_, kv_, ws_, pool_, logits_);
   ++totals_.steps;
   // Blocks completed by this pass become reusable by later sequences.
-  for (auto &s : running_) register_blocks(*s);
+  for (auto &s : running_)
+    register_blocks(*s);
 
   // Decode tokens' owners come first in batch_owner_, prompt owners after, both in batch order,
   // which is also the order of the logits rows.
@@ -273,7 +288,8 @@ std::vector<TokenEvent> Engine::step() {
     ev.n_prompt = static_cast<int>(s.n_prompt);
     ev.n_generated = n_gen;
     ev.n_cached = static_cast<int>(s.n_cached);
-    if (ev.finish != FinishReason::kNone) finished.push_back(&s);
+    if (ev.finish != FinishReason::kNone)
+      finished.push_back(&s);
     events.push_back(std::move(ev));
   }
   for (Sequence *s : finished) {
@@ -284,11 +300,11 @@ std::vector<TokenEvent> Engine::step() {
   return events;
 }
 
-Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens,
-                                         std::string_view param) {
+Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens, std::string_view param) {
   const int n = static_cast<int>(tokens.size());
   const int n_vocab = model_.config().n_vocab;
-  if (tokens.empty()) return Err(Error::invalid("the input is empty", std::string(param)));
+  if (tokens.empty())
+    return Err(Error::invalid("the input is empty", std::string(param)));
   for (int32_t t : tokens) {
     if (t < 0 || t >= n_vocab) {
       return Err(Error::invalid("token id " + std::to_string(t) + " is outside the vocabulary",
@@ -311,7 +327,8 @@ Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens,
   }
   std::vector<int32_t> blocks;
   blocks.reserve(need);
-  for (int i = 0; i < need; ++i) blocks.push_back(*kv_.allocate());
+  for (int i = 0; i < need; ++i)
+    blocks.push_back(*kv_.allocate());
 
   const size_t d = model_.config().n_embd;
   const Pooling pooling = model_.config().pooling;
@@ -321,27 +338,33 @@ Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens,
   for (int start = 0; start < n; start += config_.max_batch_tokens) {
     const int end = std::min(n, start + config_.max_batch_tokens);
     batch.clear();
-    for (int p = start; p < end; ++p) batch.push_back({tokens[p], p, &blocks, false});
+    for (int p = start; p < end; ++p)
+      batch.push_back({tokens[p], p, &blocks, false});
     model_.forward_hidden(batch, kv_, ws_, pool_, hidden_);
     for (int p = start; p < end; ++p) {
       const float *h = hidden_.data() + static_cast<size_t>(p - start) * d;
       if (pooling == Pooling::kMean) {
-        for (size_t i = 0; i < d; ++i) sum[i] += h[i];
+        for (size_t i = 0; i < d; ++i)
+          sum[i] += h[i];
       } else if ((pooling == Pooling::kCls && p == 0) ||
                  (pooling == Pooling::kLast && p == n - 1)) {
         std::copy(h, h + d, out.begin());
       }
     }
   }
-  for (int32_t b : blocks) kv_.release(b);
+  for (int32_t b : blocks)
+    kv_.release(b);
   if (pooling == Pooling::kMean) {
-    for (size_t i = 0; i < d; ++i) out[i] = static_cast<float>(sum[i] / n);
+    for (size_t i = 0; i < d; ++i)
+      out[i] = static_cast<float>(sum[i] / n);
   }
   double norm = 0;
-  for (float v : out) norm += static_cast<double>(v) * v;
+  for (float v : out)
+    norm += static_cast<double>(v) * v;
   norm = std::sqrt(norm);
   if (norm > 0) {
-    for (float &v : out) v = static_cast<float>(v / norm);
+    for (float &v : out)
+      v = static_cast<float>(v / norm);
   }
   totals_.prompt_tokens += static_cast<uint64_t>(n);
   return out;

@@ -49,12 +49,12 @@ struct GenerationRequest {
 
 struct TokenEvent {
   SeqId seq = 0;
-  int32_t token = -1;  // -1 when the event carries no new token (cancellation)
-  std::string text;    // text released by this event (UTF-8 complete, stop-string safe)
+  int32_t token = -1; // -1 when the event carries no new token (cancellation)
+  std::string text;   // text released by this event (UTF-8 complete, stop-string safe)
   FinishReason finish = FinishReason::kNone;
   int n_prompt = 0;
   int n_generated = 0;
-  int n_cached = 0;    // prompt tokens whose KV came from the prefix cache
+  int n_cached = 0; // prompt tokens whose KV came from the prefix cache
 };
 
 // The OpenAI-style context check shared by the engine and the HTTP edge (which runs it before a
@@ -67,9 +67,9 @@ struct EngineConfig {
   int max_batch_tokens = 512; // tokens per forward pass (decode + prefill chunks)
   int max_seqs = 16;          // sequences generating at once
   size_t kv_bytes = size_t{256} << 20;
-  int n_threads = 0;          // 0 = one per core
-  int n_ctx = 0;              // per-sequence context; 0 = the model's training context
-  bool prefix_cache = true;   // reuse KV blocks of earlier sequences with the same prefix
+  int n_threads = 0;        // 0 = one per core
+  int n_ctx = 0;            // per-sequence context; 0 = the model's training context
+  bool prefix_cache = true; // reuse KV blocks of earlier sequences with the same prefix
 };
 
 struct EngineStats {
@@ -125,8 +125,8 @@ private:
     size_t n_evaluated = 0; // tokens whose K/V are in the cache
     size_t n_cached = 0;    // of those, taken from the prefix cache at admission
     std::vector<int32_t> blocks;
-    size_t n_registered = 0;    // leading blocks offered to the prefix cache
-    uint64_t last_hash = 0;     // chain hash of block n_registered - 1
+    size_t n_registered = 0; // leading blocks offered to the prefix cache
+    uint64_t last_hash = 0;  // chain hash of block n_registered - 1
     std::unique_ptr<Sampler> sampler;
     std::unique_ptr<TextStream> text;
   };

@@ -12,16 +12,21 @@ size_t utf8_complete_prefix(const std::string &s) {
   int cont = 0;
   while (i > 0 && cont < 4) {
     unsigned char c = static_cast<unsigned char>(s[i - 1]);
-    if ((c & 0xC0) != 0x80) break;
+    if ((c & 0xC0) != 0x80)
+      break;
     --i;
     ++cont;
   }
-  if (i == 0) return cont > 0 ? 0 : n;
+  if (i == 0)
+    return cont > 0 ? 0 : n;
   unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-  int need = (lead & 0x80) == 0 ? 0 : (lead & 0xE0) == 0xC0 ? 1 : (lead & 0xF0) == 0xE0 ? 2
-                                                                  : (lead & 0xF8) == 0xF0 ? 3
-                                                                                         : -1;
-  if (need < 0) return n; // invalid lead byte: nothing to wait for
+  int need = (lead & 0x80) == 0      ? 0
+             : (lead & 0xE0) == 0xC0 ? 1
+             : (lead & 0xF0) == 0xE0 ? 2
+             : (lead & 0xF8) == 0xF0 ? 3
+                                     : -1;
+  if (need < 0)
+    return n; // invalid lead byte: nothing to wait for
   return cont >= need ? n : i - 1;
 }
 
@@ -32,9 +37,11 @@ std::string TextStream::push(const std::string &piece, bool &stopped) {
   // suffix of it could start a stop string.
   size_t cut = std::string::npos;
   for (const auto &s : stops_) {
-    if (s.empty()) continue;
+    if (s.empty())
+      continue;
     size_t pos = pending_.find(s);
-    if (pos != std::string::npos) cut = std::min(cut, pos);
+    if (pos != std::string::npos)
+      cut = std::min(cut, pos);
   }
   if (cut != std::string::npos) {
     stopped = true;

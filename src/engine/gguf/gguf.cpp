@@ -68,22 +68,17 @@ int scalar_size(ValueType t) {
   switch (t) {
   case ValueType::kUint8:
   case ValueType::kInt8:
-  case ValueType::kBool:
-    return 1;
+  case ValueType::kBool: return 1;
   case ValueType::kUint16:
-  case ValueType::kInt16:
-    return 2;
+  case ValueType::kInt16: return 2;
   case ValueType::kUint32:
   case ValueType::kInt32:
-  case ValueType::kFloat32:
-    return 4;
+  case ValueType::kFloat32: return 4;
   case ValueType::kUint64:
   case ValueType::kInt64:
-  case ValueType::kFloat64:
-    return 8;
+  case ValueType::kFloat64: return 8;
   case ValueType::kString:
-  case ValueType::kArray:
-    return 0;
+  case ValueType::kArray: return 0;
   }
   return -1;
 }
@@ -173,7 +168,8 @@ Result<Value> read_value(Cursor &c, ValueType type, const std::string &key, int 
       return v;
     }
     // Nested arrays are legal in the format but no model uses them: parse to skip them.
-    if (depth > 4) return Err(Error::corrupt("key '" + key + "': arrays nested too deeply"));
+    if (depth > 4)
+      return Err(Error::corrupt("key '" + key + "': arrays nested too deeply"));
     for (uint64_t i = 0; i < v.count; ++i) {
       GANTRY_TRY(read_value(c, ValueType::kArray, key, depth + 1));
     }
@@ -222,28 +218,29 @@ bool Value::is_integer() const {
   case ValueType::kUint32:
   case ValueType::kInt32:
   case ValueType::kUint64:
-  case ValueType::kInt64:
-    return true;
-  default:
-    return false;
+  case ValueType::kInt64: return true;
+  default: return false;
   }
 }
 
 uint64_t TensorInfo::rows() const {
   uint64_t r = 1;
-  for (size_t i = 1; i < dims.size(); ++i) r *= dims[i];
+  for (size_t i = 1; i < dims.size(); ++i)
+    r *= dims[i];
   return r;
 }
 
 uint64_t TensorInfo::row_bytes() const {
   auto tt = type_traits(type);
-  if (dims.empty() || tt.block_elems == 0) return 0;
+  if (dims.empty() || tt.block_elems == 0)
+    return 0;
   return dims[0] / tt.block_elems * tt.block_bytes;
 }
 
 Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string &path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Err(Error::io("cannot open " + path + ": " + std::strerror(errno)));
+  if (fd < 0)
+    return Err(Error::io("cannot open " + path + ": " + std::strerror(errno)));
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -280,13 +277,15 @@ Result<std::unique_ptr<GgufFile>> GgufFile::parse(std::span<const uint8_t> bytes
 }
 
 GgufFile::~GgufFile() {
-  if (mapping_) munmap(mapping_, size_);
+  if (mapping_)
+    munmap(mapping_, size_);
 }
 
 Status GgufFile::parse_all() {
   Cursor c(base_, size_);
   GANTRY_ASSIGN_OR_RETURN(uint32_t magic, c.read<uint32_t>("magic"));
-  if (magic != kMagic) return Err(Error::corrupt("not a GGUF file (bad magic at offset 0)"));
+  if (magic != kMagic)
+    return Err(Error::corrupt("not a GGUF file (bad magic at offset 0)"));
   GANTRY_ASSIGN_OR_RETURN(version_, c.read<uint32_t>("version"));
   if (version_ == 1) {
     return Err(Error::unsupported("GGUF version 1 is not supported (only versions 2 and 3)"));
@@ -318,7 +317,8 @@ Status GgufFile::parse_all() {
                                 at(start)));
     }
     GANTRY_ASSIGN_OR_RETURN(Value v, read_value(c, static_cast<ValueType>(t), k, 0));
-    if (kv_index_.count(k)) return Err(Error::corrupt("duplicate metadata key '" + k + "'"));
+    if (kv_index_.count(k))
+      return Err(Error::corrupt("duplicate metadata key '" + k + "'"));
     kv_index_.emplace(k, kv_.size());
     kv_.emplace_back(std::move(k), std::move(v));
   }
@@ -356,8 +356,8 @@ Status GgufFile::parse_all() {
     ti.type = static_cast<TensorType>(type);
     auto tt = type_traits(ti.type);
     if (tt.block_elems == 0) {
-      return Err(Error::corrupt("tensor '" + ti.name + "' has unknown type " +
-                                std::to_string(type)));
+      return Err(
+          Error::corrupt("tensor '" + ti.name + "' has unknown type " + std::to_string(type)));
     }
     if (ti.dims[0] % tt.block_elems != 0) {
       return Err(Error::corrupt("tensor '" + ti.name + "': row of " + std::to_string(ti.dims[0]) +
@@ -388,8 +388,8 @@ Status GgufFile::parse_all() {
     if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
       return Err(Error::corrupt("tensor '" + t.name + "' (" + std::to_string(t.n_bytes) +
                                 " bytes at data offset " + std::to_string(t.offset) +
-                                ") extends past the end of the file (" +
-                                std::to_string(size_) + " bytes)"));
+                                ") extends past the end of the file (" + std::to_string(size_) +
+                                " bytes)"));
     }
     t.data = base_ + data_offset_ + t.offset;
   }
@@ -403,49 +403,58 @@ const Value *GgufFile::find(std::string_view key) const {
 
 std::optional<uint64_t> GgufFile::get_uint(std::string_view key) const {
   const Value *v = find(key);
-  if (!v || !(v->is_integer() || v->type == ValueType::kBool)) return std::nullopt;
-  if (v->i64 < 0 && v->u64 == 0) return std::nullopt;
+  if (!v || !(v->is_integer() || v->type == ValueType::kBool))
+    return std::nullopt;
+  if (v->i64 < 0 && v->u64 == 0)
+    return std::nullopt;
   return v->u64;
 }
 
 std::optional<int64_t> GgufFile::get_int(std::string_view key) const {
   const Value *v = find(key);
-  if (!v || !v->is_integer()) return std::nullopt;
+  if (!v || !v->is_integer())
+    return std::nullopt;
   return v->i64;
 }
 
 std::optional<double> GgufFile::get_float(std::string_view key) const {
   const Value *v = find(key);
-  if (!v || !(v->is_float() || v->is_integer())) return std::nullopt;
+  if (!v || !(v->is_float() || v->is_integer()))
+    return std::nullopt;
   return v->f64;
 }
 
 std::optional<bool> GgufFile::get_bool(std::string_view key) const {
   const Value *v = find(key);
-  if (!v || !(v->type == ValueType::kBool || v->is_integer())) return std::nullopt;
+  if (!v || !(v->type == ValueType::kBool || v->is_integer()))
+    return std::nullopt;
   return v->u64 != 0;
 }
 
 std::optional<std::string_view> GgufFile::get_string(std::string_view key) const {
   const Value *v = find(key);
-  if (!v || v->type != ValueType::kString) return std::nullopt;
+  if (!v || v->type != ValueType::kString)
+    return std::nullopt;
   return v->str;
 }
 
 Result<std::optional<std::vector<float>>> GgufFile::get_f32_array(std::string_view key) const {
   const Value *v = find(key);
-  if (!v) return std::optional<std::vector<float>>();
+  if (!v)
+    return std::optional<std::vector<float>>();
   if (v->type != ValueType::kArray || v->elem_type != ValueType::kFloat32) {
     return Err(Error::corrupt("key '" + std::string(key) + "' is not an array of f32"));
   }
   std::vector<float> out(v->count);
-  if (v->count) std::memcpy(out.data(), v->elems, v->count * sizeof(float));
+  if (v->count)
+    std::memcpy(out.data(), v->elems, v->count * sizeof(float));
   return std::optional<std::vector<float>>(std::move(out));
 }
 
 Result<std::optional<std::vector<int64_t>>> GgufFile::get_int_array(std::string_view key) const {
   const Value *v = find(key);
-  if (!v) return std::optional<std::vector<int64_t>>();
+  if (!v)
+    return std::optional<std::vector<int64_t>>();
   int es = scalar_size(v->elem_type);
   if (v->type != ValueType::kArray || es <= 0 || v->elem_type == ValueType::kFloat32 ||
       v->elem_type == ValueType::kFloat64) {
@@ -462,7 +471,8 @@ Result<std::optional<std::vector<int64_t>>> GgufFile::get_int_array(std::string_
 
 const std::vector<std::string_view> *GgufFile::get_string_array(std::string_view key) const {
   const Value *v = find(key);
-  if (!v || v->type != ValueType::kArray || v->elem_type != ValueType::kString) return nullptr;
+  if (!v || v->type != ValueType::kArray || v->elem_type != ValueType::kString)
+    return nullptr;
   return &v->strs;
 }
 

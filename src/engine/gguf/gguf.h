@@ -41,15 +41,15 @@ std::string_view value_type_name(ValueType t);
 // the typed accessors on GgufFile, which copy.
 struct Value {
   ValueType type = ValueType::kUint8;
-  uint64_t u64 = 0;  // unsigned integers and bool
-  int64_t i64 = 0;   // signed integers (also set for unsigned values that fit)
-  double f64 = 0;    // floats (also set for every integer)
+  uint64_t u64 = 0; // unsigned integers and bool
+  int64_t i64 = 0;  // signed integers (also set for unsigned values that fit)
+  double f64 = 0;   // floats (also set for every integer)
   std::string_view str;
   // Arrays.
   ValueType elem_type = ValueType::kUint8;
   uint64_t count = 0;
-  const uint8_t *elems = nullptr;      // numeric arrays: raw little-endian elements
-  std::vector<std::string_view> strs;  // string arrays
+  const uint8_t *elems = nullptr;     // numeric arrays: raw little-endian elements
+  std::vector<std::string_view> strs; // string arrays
 
   bool is_integer() const;
   bool is_float() const { return type == ValueType::kFloat32 || type == ValueType::kFloat64; }

@@ -55,19 +55,22 @@ void GgufWriter::set_string_array(std::string key, const std::vector<std::string
   put_key(key, ValueType::kArray);
   put<uint32_t>(kv_bytes_, static_cast<uint32_t>(ValueType::kString));
   put<uint64_t>(kv_bytes_, v.size());
-  for (auto s : v) put_str(kv_bytes_, s);
+  for (auto s : v)
+    put_str(kv_bytes_, s);
 }
 void GgufWriter::set_f32_array(std::string key, const std::vector<float> &v) {
   put_key(key, ValueType::kArray);
   put<uint32_t>(kv_bytes_, static_cast<uint32_t>(ValueType::kFloat32));
   put<uint64_t>(kv_bytes_, v.size());
-  for (float f : v) put(kv_bytes_, f);
+  for (float f : v)
+    put(kv_bytes_, f);
 }
 void GgufWriter::set_i32_array(std::string key, const std::vector<int32_t> &v) {
   put_key(key, ValueType::kArray);
   put<uint32_t>(kv_bytes_, static_cast<uint32_t>(ValueType::kInt32));
   put<uint64_t>(kv_bytes_, v.size());
-  for (int32_t i : v) put(kv_bytes_, i);
+  for (int32_t i : v)
+    put(kv_bytes_, i);
 }
 
 void GgufWriter::copy_value(const std::string &key, const Value &v) {
@@ -95,7 +98,8 @@ void GgufWriter::copy_value(const std::string &key, const Value &v) {
       return;
     }
     int es = scalar_bytes(v.elem_type);
-    if (es == 0) return; // nested arrays are not copied
+    if (es == 0)
+      return; // nested arrays are not copied
     put_key(key, ValueType::kArray);
     put<uint32_t>(kv_bytes_, static_cast<uint32_t>(v.elem_type));
     put<uint64_t>(kv_bytes_, v.count);
@@ -126,7 +130,8 @@ void GgufWriter::add_tensor(std::string name, TensorType type, std::vector<uint6
                             Fill fill) {
   auto tt = type_traits(type);
   uint64_t n = 1;
-  for (auto d : dims) n *= d;
+  for (auto d : dims)
+    n *= d;
   uint64_t bytes = tt.block_elems ? n / tt.block_elems * tt.block_bytes : 0;
   data_size_ = align_up(data_size_, alignment_);
   tensors_.push_back({std::move(name), type, std::move(dims), bytes, data_size_, std::move(fill)});
@@ -143,7 +148,8 @@ std::vector<uint8_t> GgufWriter::header_bytes() const {
   for (const auto &t : tensors_) {
     put_str(out, t.name);
     put<uint32_t>(out, static_cast<uint32_t>(t.dims.size()));
-    for (auto d : t.dims) put<uint64_t>(out, d);
+    for (auto d : t.dims)
+      put<uint64_t>(out, d);
     put<uint32_t>(out, static_cast<uint32_t>(t.type));
     put<uint64_t>(out, t.offset);
   }
@@ -158,7 +164,8 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
   size_t base = out.size();
   out.resize(base + total_data_bytes(), 0);
   for (const auto &t : tensors_) {
-    if (t.fill) t.fill(out.data() + base + t.offset, t.n_bytes);
+    if (t.fill)
+      t.fill(out.data() + base + t.offset, t.n_bytes);
   }
   return out;
 }
@@ -166,7 +173,8 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
 Status GgufWriter::write(const std::string &path, const Progress &progress) const {
   std::string tmp = path + ".tmp";
   FILE *f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return Err(Error::io("cannot create " + tmp));
+  if (!f)
+    return Err(Error::io("cannot create " + tmp));
   auto fail = [&](const std::string &why) {
     std::fclose(f);
     std::remove(tmp.c_str());
@@ -181,18 +189,23 @@ Status GgufWriter::write(const std::string &path, const Progress &progress) cons
   for (const auto &t : tensors_) {
     if (written < t.offset) {
       std::vector<uint8_t> pad(t.offset - written, 0);
-      if (std::fwrite(pad.data(), 1, pad.size(), f) != pad.size()) return fail("write failed");
+      if (std::fwrite(pad.data(), 1, pad.size(), f) != pad.size())
+        return fail("write failed");
       written = t.offset;
     }
     buf.assign(t.n_bytes, 0);
-    if (t.fill) t.fill(buf.data(), buf.size());
-    if (std::fwrite(buf.data(), 1, buf.size(), f) != buf.size()) return fail("write failed");
+    if (t.fill)
+      t.fill(buf.data(), buf.size());
+    if (std::fwrite(buf.data(), 1, buf.size(), f) != buf.size())
+      return fail("write failed");
     written += t.n_bytes;
-    if (progress) progress(written, total);
+    if (progress)
+      progress(written, total);
   }
   if (written < total) {
     std::vector<uint8_t> pad(total - written, 0);
-    if (std::fwrite(pad.data(), 1, pad.size(), f) != pad.size()) return fail("write failed");
+    if (std::fwrite(pad.data(), 1, pad.size(), f) != pad.size())
+      return fail("write failed");
   }
   if (std::fclose(f) != 0) {
     std::remove(tmp.c_str());

@@ -658,25 +658,28 @@ GANTRY_AVX2 void scale(float *x, float s, int64_t n) {
 
 GANTRY_AVX2 void axpy(float a, const float *x, float *y, int64_t n) { axpy_any(a, x, y, n); }
 
-
 GANTRY_AVX2 void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows,
                           int64_t n, float scale, float *out) {
-  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_any(q, rows + r * stride, n) * scale;
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_any(q, rows + r * stride, n) * scale;
 }
 
 GANTRY_AVX2 void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows,
                            int64_t n, float *y) {
-  for (int64_t r = 0; r < n_rows; ++r) axpy_any(w[r], rows + r * stride, y, n);
+  for (int64_t r = 0; r < n_rows; ++r)
+    axpy_any(w[r], rows + r * stride, y, n);
 }
 
 GANTRY_AVX2 void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows,
                           int64_t n, float scale, float *out) {
-  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_any(q, rows + r * stride, n) * scale;
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_any(q, rows + r * stride, n) * scale;
 }
 
 GANTRY_AVX2 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows,
                            int64_t n, float *y) {
-  for (int64_t r = 0; r < n_rows; ++r) axpy_any(w[r], rows + r * stride, y, n);
+  for (int64_t r = 0; r < n_rows; ++r)
+    axpy_any(w[r], rows + r * stride, y, n);
 }
 
 } // namespace gantry::engine::kernels::avx2

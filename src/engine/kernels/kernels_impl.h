@@ -94,14 +94,14 @@ ActKind act_kind(TensorType t);
   void add(const float *a, const float *b, float *out, int64_t n);                                 \
   void scale(float *x, float s, int64_t n);                                                        \
   float dot_f32(const float *a, const float *b, int64_t n);                                        \
-  void axpy(float a, const float *x, float *y, int64_t n);                                        \
-  void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,     \
-                float scale, float *out);                                                         \
-  void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,    \
+  void axpy(float a, const float *x, float *y, int64_t n);                                         \
+  void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,      \
+                float scale, float *out);                                                          \
+  void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,     \
                  float *y);                                                                        \
-  void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,  \
-                float scale, float *out);                                                         \
-  void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n, \
+  void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,   \
+                float scale, float *out);                                                          \
+  void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,  \
                  float *y);
 
 namespace scalar {

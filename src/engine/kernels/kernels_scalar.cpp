@@ -219,17 +219,17 @@ void axpy(float a, const float *x, float *y, int64_t n) {
     y[i] += a * x[i];
 }
 
-
 void dot_rows(const float *q, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
               float scale, float *out) {
-  for (int64_t r = 0; r < n_rows; ++r) out[r] = dot_f32(q, rows + r * stride, n) * scale;
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_f32(q, rows + r * stride, n) * scale;
 }
 
 void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows, int64_t n,
                float *y) {
-  for (int64_t r = 0; r < n_rows; ++r) axpy(w[r], rows + r * stride, y, n);
+  for (int64_t r = 0; r < n_rows; ++r)
+    axpy(w[r], rows + r * stride, y, n);
 }
-
 
 void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
               float scale, float *out) {

@@ -37,9 +37,7 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.store(++last_generation_, std::memory_order_seq_cst);
-  {
-    std::lock_guard<std::mutex> lk(sleep_mu_);
-  }
+  { std::lock_guard<std::mutex> lk(sleep_mu_); }
   sleep_cv_.notify_all();
   for (auto &t : workers_)
     t.join();
@@ -88,7 +86,8 @@ void ThreadPool::run(FunctionRef<void(int)> fn) {
 void ThreadPool::work_chunks(int thread) {
   for (;;) {
     const int64_t b = next_.fetch_add(chunk_grain_, std::memory_order_relaxed);
-    if (b >= chunk_n_) break;
+    if (b >= chunk_n_)
+      break;
     (*chunk_fn_)(b, std::min(chunk_n_, b + chunk_grain_), thread);
   }
 }
@@ -127,10 +126,12 @@ void ThreadPool::worker_loop(int index) {
     if (gen == seen) {
       std::unique_lock<std::mutex> lk(sleep_mu_);
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
-      while ((gen = generation_.load(std::memory_order_seq_cst)) == seen) sleep_cv_.wait(lk);
+      while ((gen = generation_.load(std::memory_order_seq_cst)) == seen)
+        sleep_cv_.wait(lk);
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    if (stop_.load(std::memory_order_relaxed)) return;
+    if (stop_.load(std::memory_order_relaxed))
+      return;
     uint64_t s = gate_.load(std::memory_order_acquire);
     seen = static_cast<uint32_t>(s >> 32);
     if (s & kMandatory) {

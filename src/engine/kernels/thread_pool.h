@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <mutex>
 #include <cstdint>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -55,10 +55,12 @@ public:
   // so a thread that was descheduled on a busy machine does not hold everyone back. Calls
   // fn(begin, end, thread) for each chunk. Runs inline when a single chunk covers n.
   template <typename F> void parallel_for(int64_t n, int64_t grain, F &&fn) {
-    if (n <= 0) return;
+    if (n <= 0)
+      return;
     grain = std::max<int64_t>(grain, 1);
     if (n <= grain || n_threads_ == 1) {
-      for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain), 0);
+      for (int64_t b = 0; b < n; b += grain)
+        fn(b, std::min(n, b + grain), 0);
       return;
     }
     run_chunks(n, grain, fn);
@@ -89,9 +91,9 @@ private:
   // only on what the gate says, so a late worker can never run a job twice or touch a job
   // whose caller has moved on.
   alignas(64) std::atomic<uint64_t> gate_{0};
-  alignas(64) std::atomic<int> done_{0};   // workers finished with the current job
+  alignas(64) std::atomic<int> done_{0};     // workers finished with the current job
   alignas(64) std::atomic<int64_t> next_{0}; // next chunk start of a parallel_for
-  uint32_t last_generation_ = 0;           // caller only
+  uint32_t last_generation_ = 0;             // caller only
   const ChunkFn *chunk_fn_ = nullptr;
   int64_t chunk_n_ = 0;
   int64_t chunk_grain_ = 0;

@@ -1,7 +1,7 @@
 // Paged KV cache with a fixed memory budget, holding K and V as fp16 (like llama.cpp's default
-// cache type: half the memory of f32, and the same rounding). Memory is divided into blocks of kBlockSize token
-// positions; each sequence owns a block table (vector of block ids) that maps its positions to
-// blocks. Blocks are reference-counted so that a later prefix cache can share them.
+// cache type: half the memory of f32, and the same rounding). Memory is divided into blocks of
+// kBlockSize token positions; each sequence owns a block table (vector of block ids) that maps its
+// positions to blocks. Blocks are reference-counted so that a later prefix cache can share them.
 //
 // Thread ownership: the engine thread. The forward pass reads/writes K/V rows from pool workers
 // while the engine thread waits, and never allocates blocks there.

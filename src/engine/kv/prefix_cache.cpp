@@ -21,7 +21,8 @@ uint64_t PrefixCache::chain_hash(uint64_t parent, std::span<const int32_t> block
 
 std::vector<int32_t> PrefixCache::acquire(std::span<const int32_t> tokens, int max_blocks) {
   std::vector<int32_t> out;
-  const int n_full = std::min<int>(max_blocks, static_cast<int>(tokens.size()) / KvCache::kBlockSize);
+  const int n_full =
+      std::min<int>(max_blocks, static_cast<int>(tokens.size()) / KvCache::kBlockSize);
   queried_tokens_ += static_cast<uint64_t>(std::max(n_full, 0)) * KvCache::kBlockSize;
   uint64_t h = 0;
   for (int b = 0; b < n_full; ++b) {
@@ -58,7 +59,8 @@ void PrefixCache::insert(uint64_t hash, std::span<const int32_t> block_tokens, i
 bool PrefixCache::evict_one() {
   for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
     auto e = entries_.find(*it);
-    if (kv_.refcount(e->second.block) != 1) continue; // a sequence still reads it
+    if (kv_.refcount(e->second.block) != 1)
+      continue; // a sequence still reads it
     kv_.set_cached(e->second.block, false);
     kv_.release(e->second.block);
     lru_.erase(std::next(it).base());

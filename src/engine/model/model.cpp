@@ -12,7 +12,8 @@ using kernels::WeightView;
 
 Result<const gguf::TensorInfo *> need_tensor(const gguf::GgufFile &f, const std::string &name) {
   const gguf::TensorInfo *t = f.tensor(name);
-  if (!t) return Err(Error::corrupt("missing tensor '" + name + "'"));
+  if (!t)
+    return Err(Error::corrupt("missing tensor '" + name + "'"));
   return t;
 }
 
@@ -27,17 +28,15 @@ Result<WeightView> matrix(const gguf::GgufFile &f, const std::string &name, int6
   }
   if (t->dims.size() != 2 || t->dims[0] != static_cast<uint64_t>(cols) ||
       t->dims[1] != static_cast<uint64_t>(rows)) {
-    return Err(Error::corrupt("tensor '" + name + "' has shape [" +
-                              std::to_string(t->dims[0]) + ", " +
-                              std::to_string(t->dims.size() > 1 ? t->dims[1] : 1) +
-                              "], expected [" + std::to_string(cols) + ", " +
-                              std::to_string(rows) + "]"));
+    return Err(Error::corrupt("tensor '" + name + "' has shape [" + std::to_string(t->dims[0]) +
+                              ", " + std::to_string(t->dims.size() > 1 ? t->dims[1] : 1) +
+                              "], expected [" + std::to_string(cols) + ", " + std::to_string(rows) +
+                              "]"));
   }
   return kernels::make_weight_view(t->type, t->data, rows, cols);
 }
 
-Result<std::vector<float>> vector_f32(const gguf::GgufFile &f, const std::string &name,
-                                      int64_t n) {
+Result<std::vector<float>> vector_f32(const gguf::GgufFile &f, const std::string &name, int64_t n) {
   GANTRY_ASSIGN_OR_RETURN(const gguf::TensorInfo *t, need_tensor(f, name));
   if (t->n_elements != static_cast<uint64_t>(n)) {
     return Err(Error::corrupt("tensor '" + name + "' has " + std::to_string(t->n_elements) +
@@ -53,7 +52,8 @@ Result<std::vector<float>> vector_f32(const gguf::GgufFile &f, const std::string
 }
 
 template <typename T> void grow(std::vector<T> &v, size_t n) {
-  if (v.size() < n) v.resize(n);
+  if (v.size() < n)
+    v.resize(n);
 }
 
 } // namespace
@@ -65,7 +65,8 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
   if (m->config_.name.empty()) {
     auto slash = path.find_last_of('/');
     std::string stem = slash == std::string::npos ? path : path.substr(slash + 1);
-    if (stem.size() > 5 && stem.ends_with(".gguf")) stem.resize(stem.size() - 5);
+    if (stem.size() > 5 && stem.ends_with(".gguf"))
+      stem.resize(stem.size() - 5);
     m->config_.name = stem;
   }
   GANTRY_ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::from_gguf(*m->file_));
@@ -79,10 +80,12 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
   // a long load shows progress; the pages stay shared with the page cache (no copy).
   if (progress) {
     uint64_t total = 0, done = 0;
-    for (const auto &t : m->file_->tensors()) total += t.n_bytes;
+    for (const auto &t : m->file_->tensors())
+      total += t.n_bytes;
     volatile uint8_t sink = 0;
     for (const auto &t : m->file_->tensors()) {
-      for (uint64_t off = 0; off < t.n_bytes; off += 4096) sink = sink + t.data[off];
+      for (uint64_t off = 0; off < t.n_bytes; off += 4096)
+        sink = sink + t.data[off];
       done += t.n_bytes;
       progress(done, total);
     }
@@ -137,14 +140,16 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
   const int hd = c.head_dim;
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  if (static_cast<int>(ws.scores.size()) < pool.size()) ws.scores.resize(pool.size());
+  if (static_cast<int>(ws.scores.size()) < pool.size())
+    ws.scores.resize(pool.size());
 
   // One work item per (token, KV head): independent, plentiful enough to balance, and each
   // K/V row is read once for all the query heads that share it.
   // Waking the pool costs microseconds (far more on a busy machine), so small attention work
   // (decode of a tiny model) runs on the engine thread alone.
   int64_t work = 0;
-  for (const auto &bt : batch) work += static_cast<int64_t>(bt.pos + 1) * c.n_head * hd * 2;
+  for (const auto &bt : batch)
+    work += static_cast<int64_t>(bt.pos + 1) * c.n_head * hd * 2;
   const int64_t items = static_cast<int64_t>(n) * c.n_head_kv;
   const int64_t grain = work < (int64_t{1} << 16) ? items : 2;
   pool.parallel_for(items, grain, [&](int64_t b, int64_t e, int thread) {
@@ -267,13 +272,15 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
   // one row out of hundreds, and the head is the largest matrix of small models.
   int n_out = 0;
   for (int t = 0; t < n; ++t) {
-    if (!batch[t].want_logits) continue;
-    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), ws.xn.data() + n_out * d,
-                     c.n_embd, c.rms_eps);
+    if (!batch[t].want_logits)
+      continue;
+    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), ws.xn.data() + n_out * d, c.n_embd,
+                     c.rms_eps);
     ++n_out;
   }
   logits.resize(static_cast<size_t>(n_out) * c.n_vocab);
-  if (n_out > 0) kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool);
+  if (n_out > 0)
+    kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool);
 }
 
 void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,

@@ -34,7 +34,7 @@ struct BatchToken {
 // allocates nothing.
 struct Workspace {
   std::vector<float> x, xn, q, k, v, attn, gate, up, out;
-  std::vector<float> rope_cos, rope_sin; // per token, n_rot/2 each
+  std::vector<float> rope_cos, rope_sin;  // per token, n_rot/2 each
   std::vector<std::vector<float>> scores; // one per pool thread
 };
 

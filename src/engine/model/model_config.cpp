@@ -5,10 +5,11 @@ namespace {
 
 Result<int> need_int(const gguf::GgufFile &f, const std::string &key, int64_t max) {
   auto v = f.get_uint(key);
-  if (!v) return Err(Error::corrupt("missing or non-integer metadata key '" + key + "'"));
+  if (!v)
+    return Err(Error::corrupt("missing or non-integer metadata key '" + key + "'"));
   if (*v == 0 || *v > static_cast<uint64_t>(max)) {
-    return Err(Error::corrupt("metadata key '" + key + "' has out-of-range value " +
-                              std::to_string(*v)));
+    return Err(
+        Error::corrupt("metadata key '" + key + "' has out-of-range value " + std::to_string(*v)));
   }
   return static_cast<int>(*v);
 }
@@ -18,13 +19,15 @@ Result<int> need_int(const gguf::GgufFile &f, const std::string &key, int64_t ma
 Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
   ModelConfig c;
   auto arch = f.get_string("general.architecture");
-  if (!arch) return Err(Error::corrupt("missing metadata key 'general.architecture'"));
+  if (!arch)
+    return Err(Error::corrupt("missing metadata key 'general.architecture'"));
   c.arch = std::string(*arch);
   if (c.arch != "llama" && c.arch != "qwen2") {
-    return Err(Error::unsupported("unsupported architecture '" + c.arch +
-                                  "' (supported: llama, qwen2)"));
+    return Err(
+        Error::unsupported("unsupported architecture '" + c.arch + "' (supported: llama, qwen2)"));
   }
-  if (auto n = f.get_string("general.name")) c.name = std::string(*n);
+  if (auto n = f.get_string("general.name"))
+    c.name = std::string(*n);
   const std::string a = c.arch + ".";
   GANTRY_ASSIGN_OR_RETURN(c.n_embd, need_int(f, a + "embedding_length", 1 << 16));
   GANTRY_ASSIGN_OR_RETURN(c.n_layer, need_int(f, a + "block_count", 1024));
@@ -47,7 +50,8 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
   if (f.find(a + "attention.key_length")) {
     GANTRY_ASSIGN_OR_RETURN(c.head_dim, need_int(f, a + "attention.key_length", 1 << 12));
   }
-  if (c.head_dim % 2 != 0) return Err(Error::corrupt("head dimension must be even"));
+  if (c.head_dim % 2 != 0)
+    return Err(Error::corrupt("head dimension must be even"));
   if (c.n_head / c.n_head_kv > 64) {
     return Err(Error::unsupported("more than 64 query heads per KV head"));
   }
@@ -55,16 +59,20 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
   if (f.find(a + "rope.dimension_count")) {
     GANTRY_ASSIGN_OR_RETURN(c.rope_dim, need_int(f, a + "rope.dimension_count", c.head_dim));
   }
-  if (auto b = f.get_float(a + "rope.freq_base")) c.rope_freq_base = static_cast<float>(*b);
+  if (auto b = f.get_float(a + "rope.freq_base"))
+    c.rope_freq_base = static_cast<float>(*b);
   if (auto s = f.get_float(a + "rope.scale_linear")) {
-    if (*s > 0) c.rope_freq_scale = 1.0f / static_cast<float>(*s);
+    if (*s > 0)
+      c.rope_freq_scale = 1.0f / static_cast<float>(*s);
   }
   if (auto e = f.get_float(a + "attention.layer_norm_rms_epsilon")) {
     c.rms_eps = static_cast<float>(*e);
   }
   if (auto p = f.get_uint(a + "pooling_type")) {
-    if (*p == 2) c.pooling = Pooling::kCls;
-    if (*p == 3) c.pooling = Pooling::kLast;
+    if (*p == 2)
+      c.pooling = Pooling::kCls;
+    if (*p == 3)
+      c.pooling = Pooling::kLast;
   }
   c.rope_neox = c.arch == "qwen2";
   c.qkv_bias = c.arch == "qwen2";

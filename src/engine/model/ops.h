@@ -33,8 +33,7 @@ void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p);
 // `stride` floats apart starting at k_row(j) / v_row(j). `scores` is scratch of n_q * n_ctx.
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
-                     float scale, KRow k_row, VRow v_row, int64_t stride, int run,
-                     float *scores);
+                     float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores);
 
 // One attention head for one query: softmax(q·K^T * scale) · V over n_ctx positions, where
 // row(j) gives the K (or V) row of position j. `scores` is scratch of at least n_ctx floats.

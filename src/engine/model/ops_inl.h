@@ -9,8 +9,7 @@ namespace gantry::engine {
 
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
-                     float scale, KRow k_row, VRow v_row, int64_t stride, int run,
-                     float *scores) {
+                     float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores) {
   assert(n_q <= 64); // model_config refuses larger GQA groups
   // Positions come in runs of `run` rows `stride` floats apart (one KV block); each run is one
   // kernel call, and each K and V row is loaded once for all query heads of the group.
@@ -25,7 +24,8 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
   for (int h = 0; h < n_q; ++h) {
     float *s = scores + h * n_ctx;
     float mx = -INFINITY;
-    for (int j = 0; j < n_ctx; ++j) mx = s[j] > mx ? s[j] : mx;
+    for (int j = 0; j < n_ctx; ++j)
+      mx = s[j] > mx ? s[j] : mx;
     double sum = 0;
     for (int j = 0; j < n_ctx; ++j) {
       const float e = std::exp(s[j] - mx);
@@ -33,7 +33,8 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
       sum += e;
     }
     const float inv = static_cast<float>(1.0 / sum);
-    for (int j = 0; j < n_ctx; ++j) s[j] *= inv;
+    for (int j = 0; j < n_ctx; ++j)
+      s[j] *= inv;
     std::memset(out[h], 0, sizeof(float) * head_dim);
   }
   for (int j0 = 0; j0 < n_ctx;) {

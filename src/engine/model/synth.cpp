@@ -40,7 +40,8 @@ gguf::GgufWriter::Fill random_fill(gguf::TensorType type, int64_t cols, float sc
     const size_t row_bytes = kernels::row_bytes(type, cols);
     std::vector<float> row(cols);
     for (uint64_t off = 0; off + row_bytes <= n_bytes; off += row_bytes) {
-      for (auto &v : row) v = rng.next() * scale;
+      for (auto &v : row)
+        v = rng.next() * scale;
       if (type == gguf::TensorType::kF32) {
         std::memcpy(dst + off, row.data(), row_bytes);
       } else if (type == gguf::TensorType::kF16) {
@@ -54,7 +55,8 @@ gguf::GgufWriter::Fill random_fill(gguf::TensorType type, int64_t cols, float sc
 
 gguf::GgufWriter::Fill const_fill(float value) {
   return [=](uint8_t *dst, uint64_t n_bytes) {
-    for (uint64_t off = 0; off + 4 <= n_bytes; off += 4) std::memcpy(dst + off, &value, 4);
+    for (uint64_t off = 0; off + 4 <= n_bytes; off += 4)
+      std::memcpy(dst + off, &value, 4);
   };
 }
 
@@ -63,10 +65,12 @@ gguf::GgufWriter::Fill const_fill(float value) {
 Status synth_model(const SynthOptions &o, const std::function<void(uint64_t, uint64_t)> &progress) {
   const SynthShape *shape = nullptr;
   for (const auto &s : synth_shapes())
-    if (s.name == o.like) shape = &s;
+    if (s.name == o.like)
+      shape = &s;
   if (!shape) {
     std::string names;
-    for (const auto &s : synth_shapes()) names += (names.empty() ? "" : ", ") + s.name;
+    for (const auto &s : synth_shapes())
+      names += (names.empty() ? "" : ", ") + s.name;
     return Err(Error::invalid("unknown shape '" + o.like + "' (known: " + names + ")", "like"));
   }
   return synth_model_shape(*shape, o, progress);
@@ -79,7 +83,8 @@ Status synth_model_shape(const SynthShape &shape, const SynthOptions &o,
   }
   GANTRY_ASSIGN_OR_RETURN(auto vocab, gguf::GgufFile::open(o.vocab_path));
   const auto *tokens = vocab->get_string_array("tokenizer.ggml.tokens");
-  if (!tokens) return Err(Error::corrupt(o.vocab_path + " has no tokenizer.ggml.tokens"));
+  if (!tokens)
+    return Err(Error::corrupt(o.vocab_path + " has no tokenizer.ggml.tokens"));
   const int n_vocab = static_cast<int>(tokens->size());
   const SynthShape &s = shape;
   const int n_layer = o.n_layer_override > 0 ? o.n_layer_override : s.n_layer;
@@ -108,7 +113,8 @@ Status synth_model_shape(const SynthShape &shape, const SynthOptions &o,
   w.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
   w.set_u32(a + "vocab_size", n_vocab);
   for (const auto &[key, value] : vocab->metadata()) {
-    if (key.starts_with("tokenizer.")) w.copy_value(key, value);
+    if (key.starts_with("tokenizer."))
+      w.copy_value(key, value);
   }
 
   uint64_t seed = o.seed;
@@ -126,7 +132,8 @@ Status synth_model_shape(const SynthShape &shape, const SynthOptions &o,
   };
   mat("token_embd.weight", n_vocab, s.n_embd, o.type);
   vec("output_norm.weight", s.n_embd, 1.0f);
-  if (!s.tied_output) mat("output.weight", n_vocab, s.n_embd, o.type);
+  if (!s.tied_output)
+    mat("output.weight", n_vocab, s.n_embd, o.type);
   const int q_dim = s.n_head * head_dim, kv_dim = s.n_head_kv * head_dim;
   for (int l = 0; l < n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";

@@ -22,9 +22,9 @@ struct SynthShape {
 const std::vector<SynthShape> &synth_shapes();
 
 struct SynthOptions {
-  std::string like;         // a SynthShape name
-  gguf::TensorType type;    // type of the 2-D weight matrices
-  std::string vocab_path;   // GGUF whose tokenizer metadata is copied
+  std::string like;       // a SynthShape name
+  gguf::TensorType type;  // type of the 2-D weight matrices
+  std::string vocab_path; // GGUF whose tokenizer metadata is copied
   std::string out_path;
   uint64_t seed = 42;
   // Limits the layer count (tests build small files with real widths); 0 = the shape's.

@@ -12,7 +12,8 @@ Status SamplingParams::validate() const {
   if (!(top_p > 0.0f) || top_p > 1.0f) {
     return Err(Error::invalid("top_p must be greater than 0 and at most 1", "top_p"));
   }
-  if (top_k < 0) return Err(Error::invalid("top_k must be 0 (disabled) or positive", "top_k"));
+  if (top_k < 0)
+    return Err(Error::invalid("top_k must be 0 (disabled) or positive", "top_k"));
   if (!(min_p >= 0.0f) || min_p > 1.0f) {
     return Err(Error::invalid("min_p must be between 0 and 1", "min_p"));
   }
@@ -49,18 +50,22 @@ void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> 
     size_t n = params_.repeat_last_n < 0 ? context.size()
                                          : std::min<size_t>(params_.repeat_last_n, context.size());
     counts_.clear();
-    for (size_t i = context.size() - n; i < context.size(); ++i) counts_[context[i]] = 1;
+    for (size_t i = context.size() - n; i < context.size(); ++i)
+      counts_[context[i]] = 1;
     for (auto [tok, _] : counts_) {
-      if (tok < 0 || tok >= n_vocab) continue;
+      if (tok < 0 || tok >= n_vocab)
+        continue;
       float &l = logits[tok];
       l = l > 0 ? l / params_.repetition_penalty : l * params_.repetition_penalty;
     }
   }
   if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) {
     counts_.clear();
-    for (size_t i = n_prompt; i < context.size(); ++i) ++counts_[context[i]];
+    for (size_t i = n_prompt; i < context.size(); ++i)
+      ++counts_[context[i]];
     for (auto [tok, cnt] : counts_) {
-      if (tok < 0 || tok >= n_vocab) continue;
+      if (tok < 0 || tok >= n_vocab)
+        continue;
       logits[tok] -= static_cast<float>(cnt) * params_.frequency_penalty +
                      (cnt > 0 ? params_.presence_penalty : 0.0f);
     }
@@ -71,11 +76,13 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> contex
                         size_t n_prompt) {
   apply_penalties(logits, context, n_prompt);
   last_logits_ = logits;
-  if (params_.greedy()) return argmax(logits);
+  if (params_.greedy())
+    return argmax(logits);
 
   const auto n_vocab = static_cast<int32_t>(logits.size());
   cands_.resize(n_vocab);
-  for (int32_t i = 0; i < n_vocab; ++i) cands_[i] = {logits[i], i};
+  for (int32_t i = 0; i < n_vocab; ++i)
+    cands_[i] = {logits[i], i};
   auto by_logit = [](const Cand &a, const Cand &b) {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
   };
@@ -110,7 +117,8 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> contex
   if (params_.min_p > 0.0f) {
     // p[0] is the maximum (sorted), exp(0) = 1.
     size_t keep = 1;
-    while (keep < n && p[keep] >= params_.min_p) ++keep;
+    while (keep < n && p[keep] >= params_.min_p)
+      ++keep;
     n = keep;
   }
   // Temperature, then draw.
@@ -124,7 +132,8 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> contex
   double r = u(rng_);
   for (size_t i = 0; i < n; ++i) {
     r -= p[i];
-    if (r <= 0) return cands_[i].id;
+    if (r <= 0)
+      return cands_[i].id;
   }
   return cands_[n - 1].id;
 }
@@ -134,9 +143,11 @@ float Sampler::last_logprob(int32_t token) const {
     return -INFINITY;
   }
   float mx = -INFINITY;
-  for (float l : last_logits_) mx = std::max(mx, l);
+  for (float l : last_logits_)
+    mx = std::max(mx, l);
   double sum = 0;
-  for (float l : last_logits_) sum += std::exp(static_cast<double>(l - mx));
+  for (float l : last_logits_)
+    sum += std::exp(static_cast<double>(l - mx));
   return static_cast<float>(last_logits_[token] - mx - std::log(sum));
 }
 

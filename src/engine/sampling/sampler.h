@@ -51,8 +51,7 @@ public:
   const SamplingParams &params() const { return params_; }
 
 private:
-  void apply_penalties(std::span<float> logits, std::span<const int32_t> context,
-                       size_t n_prompt);
+  void apply_penalties(std::span<float> logits, std::span<const int32_t> context, size_t n_prompt);
 
   SamplingParams params_;
   std::mt19937_64 rng_;

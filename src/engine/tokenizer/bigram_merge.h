@@ -41,11 +41,14 @@ void merge_bigrams(std::string_view text, std::vector<MergeSymbol> &sym, Priorit
   };
   std::priority_queue<Bigram, std::vector<Bigram>, Lower> queue;
   auto try_add = [&](int left, int right) {
-    if (left < 0 || right < 0) return;
+    if (left < 0 || right < 0)
+      return;
     std::optional<double> p = priority(sym[left], sym[right]);
-    if (p) queue.push({left, right, *p, sym[left].n + sym[right].n});
+    if (p)
+      queue.push({left, right, *p, sym[left].n + sym[right].n});
   };
-  for (int i = 1; i < static_cast<int>(sym.size()); ++i) try_add(i - 1, i);
+  for (int i = 1; i < static_cast<int>(sym.size()); ++i)
+    try_add(i - 1, i);
 
   while (!queue.empty()) {
     const Bigram b = queue.top();
@@ -54,11 +57,13 @@ void merge_bigrams(std::string_view text, std::vector<MergeSymbol> &sym, Priorit
     MergeSymbol &r = sym[b.right];
     // Symbols only grow by swallowing their right neighbour, so an unchanged total size with
     // both sides alive means the pair is still the one that was queued.
-    if (l.n == 0 || r.n == 0 || l.n + r.n != b.size) continue;
+    if (l.n == 0 || r.n == 0 || l.n + r.n != b.size)
+      continue;
     l.n += r.n;
     r.n = 0;
     l.next = r.next;
-    if (r.next >= 0) sym[r.next].prev = b.left;
+    if (r.next >= 0)
+      sym[r.next].prev = b.left;
     try_add(l.prev, b.left);
     try_add(b.left, l.next);
   }

@@ -20,7 +20,8 @@ void merge_word(const Vocab &vocab, std::string_view word, std::vector<MergeSymb
       word, sym,
       [&](const MergeSymbol &l, const MergeSymbol &r) -> std::optional<double> {
         const int32_t rank = vocab.rank(word.substr(l.off, l.n), word.substr(r.off, r.n));
-        if (rank < 0) return std::nullopt;
+        if (rank < 0)
+          return std::nullopt;
         return -static_cast<double>(rank); // lowest rank first
       },
       [&](std::string_view piece) {
@@ -32,7 +33,8 @@ void merge_word(const Vocab &vocab, std::string_view word, std::vector<MergeSymb
         // As llama.cpp: look the raw bytes up one at a time and drop those that are not tokens.
         for (size_t k = 0; k < piece.size(); ++k) {
           const int32_t b = vocab.find(piece.substr(k, 1));
-          if (b >= 0) out.push_back(b);
+          if (b >= 0)
+            out.push_back(b);
         }
       });
 }

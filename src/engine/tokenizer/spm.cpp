@@ -25,7 +25,8 @@ void spm_tokenize(const Vocab &vocab, std::string_view text, std::vector<int32_t
       text, sym,
       [&](const MergeSymbol &l, const MergeSymbol &r) -> std::optional<double> {
         const int32_t id = vocab.find(text.substr(l.off, l.n + r.n));
-        if (id < 0) return std::nullopt;
+        if (id < 0)
+          return std::nullopt;
         return vocab.score[id]; // highest score first
       },
       [&](std::string_view piece) {

@@ -63,9 +63,12 @@ protected:
     int guard = 0;
     while (!eng.idle() && ++guard < 100000) {
       for (auto &ev : eng.step()) {
-        if (ev.token >= 0) ids[ev.seq].push_back(ev.token);
-        if (text) (*text)[ev.seq] += ev.text;
-        if (finish && ev.finish != FinishReason::kNone) (*finish)[ev.seq] = ev.finish;
+        if (ev.token >= 0)
+          ids[ev.seq].push_back(ev.token);
+        if (text)
+          (*text)[ev.seq] += ev.text;
+        if (finish && ev.finish != FinishReason::kNone)
+          (*finish)[ev.seq] = ev.finish;
       }
     }
   }
@@ -116,7 +119,8 @@ TEST_F(EngineTest, BatchedSequencesMatchTheirSoloRuns) {
   for (size_t i = 0; i < seqs.size(); ++i) {
     const auto &c = cases[i % cases.size()];
     std::vector<int32_t> want = c.expected;
-    if (i >= cases.size()) want.resize(20);
+    if (i >= cases.size())
+      want.resize(20);
     EXPECT_EQ(ids[seqs[i]], want) << "sequence " << i << " (" << c.prompt << ")";
   }
   EXPECT_EQ(eng.stats().kv_blocks_used, 0) << "finished sequences return their KV blocks";
@@ -161,7 +165,8 @@ TEST_F(EngineTest, FullKvMakesLaterSequencesWaitNotFail) {
   auto b = eng.submit(greedy(cases[0].prompt_ids, 27));
   ASSERT_TRUE(a.ok() && b.ok());
   std::map<SeqId, std::vector<int32_t>> ids;
-  for (auto &ev : eng.step()) ids[ev.seq].push_back(ev.token);
+  for (auto &ev : eng.step())
+    ids[ev.seq].push_back(ev.token);
   EXPECT_EQ(eng.stats().running, 1);
   EXPECT_EQ(eng.stats().waiting, 1) << "the second sequence waits for KV memory";
   drain(eng, ids);
@@ -219,7 +224,8 @@ TEST_F(EngineTest, PrefixReuseGivesTheSameTokensAndReportsCachedTokens) {
     std::vector<int32_t> out;
     while (!eng.idle()) {
       for (auto &ev : eng.step()) {
-        if (ev.seq != *id) continue;
+        if (ev.seq != *id)
+          continue;
         out.push_back(ev.token);
         *cached = ev.n_cached;
       }

@@ -27,9 +27,8 @@ std::vector<uint8_t> small_file() {
       std::memcpy(d + 4 * i, &f, 4);
     }
   });
-  w.add_tensor("t1", TensorType::kQ8_0, {64, 3}, [](uint8_t *d, uint64_t n) {
-    std::memset(d, 7, n);
-  });
+  w.add_tensor("t1", TensorType::kQ8_0, {64, 3},
+               [](uint8_t *d, uint64_t n) { std::memset(d, 7, n); });
   return w.to_bytes();
 }
 
@@ -110,8 +109,8 @@ TEST(GgufTest, TruncatedRealModelNamesTheProblem) {
   ASSERT_NE(fp, nullptr);
   ASSERT_EQ(std::fread(all.data(), 1, all.size(), fp), all.size());
   std::fclose(fp);
-  for (size_t len : {size_t{3}, size_t{10}, size_t{100}, size_t{5000}, all.size() / 2,
-                     all.size() - 1}) {
+  for (size_t len :
+       {size_t{3}, size_t{10}, size_t{100}, size_t{5000}, all.size() / 2, all.size() - 1}) {
     std::vector<uint8_t> cut(all.begin(), all.begin() + len);
     auto g = GgufFile::parse(cut);
     ASSERT_FALSE(g.ok()) << len;
@@ -183,7 +182,8 @@ std::vector<uint8_t> tensor_file(uint32_t n_dims, std::vector<uint64_t> dims, ui
   put64(1);
   b.push_back('w');
   put32(n_dims);
-  for (auto d : dims) put64(d);
+  for (auto d : dims)
+    put64(d);
   put32(type);
   put64(offset);
   b.resize((b.size() + 31) / 32 * 32, 0);
@@ -225,7 +225,8 @@ TEST(GgufTest, SurvivesRandomCorruption) {
   for (int i = 0; i < 3000; ++i) {
     auto b = good;
     int flips = 1 + static_cast<int>(rng() % 4);
-    for (int k = 0; k < flips; ++k) b[rng() % b.size()] = static_cast<uint8_t>(rng());
+    for (int k = 0; k < flips; ++k)
+      b[rng() % b.size()] = static_cast<uint8_t>(rng());
     auto f = GgufFile::parse(b);
     if (f.ok()) {
       ++accepted; // a flip inside tensor data or a string is still a valid file
@@ -240,7 +241,8 @@ TEST(GgufTest, SurvivesRandomCorruption) {
 TEST(GgufTest, WriterRoundTripsThroughAFile) {
   GgufWriter w;
   w.set_string("general.architecture", "llama");
-  w.add_tensor("x", TensorType::kF16, {32, 4}, [](uint8_t *d, uint64_t n) { std::memset(d, 1, n); });
+  w.add_tensor("x", TensorType::kF16, {32, 4},
+               [](uint8_t *d, uint64_t n) { std::memset(d, 1, n); });
   std::string path = ::testing::TempDir() + "/roundtrip.gguf";
   ASSERT_TRUE(w.write(path).ok());
   auto f = GgufFile::open(path);

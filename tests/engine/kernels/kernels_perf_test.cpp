@@ -36,8 +36,7 @@ TEST(KernelsPerf, DISABLED_PerfTinyLlamaFfn) {
   auto wf = random_floats(rows * cols, 1, 0.05f);
   auto x = random_floats(512 * cols, 2);
   std::vector<float> y(static_cast<size_t>(512 * rows));
-  std::printf("isa=%s threads=%d, W = %lld x %lld\n",
-              testing::isa_name(active_isa()), pool.size(),
+  std::printf("isa=%s threads=%d, W = %lld x %lld\n", testing::isa_name(active_isa()), pool.size(),
               static_cast<long long>(rows), static_cast<long long>(cols));
   {
     // What the memory system gives two threads, to judge the n=1 numbers against.

@@ -245,7 +245,7 @@ TEST(MatmulTest, Avx512VnniMatchesScalarAndAvx2) {
   if (detected_isa() < Isa::kAvx512Vnni)
     GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
   ThreadPool pool1(1), pool2(2);
-  const std::pair<int64_t, int64_t> shapes[] = {{1, 32}, {3, 96}, {11, 32}, {13, 224},
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 32},    {3, 96},   {11, 32}, {13, 224},
                                                 {19, 1024}, {42, 288}, {75, 544}};
   for (TensorType t : kAllTypes) {
     for (bool raw : {false, true}) {
@@ -270,8 +270,8 @@ TEST(MatmulTest, Avx512VnniMatchesScalarAndAvx2) {
               ASSERT_EQ(active_isa(), Isa::kAvx512Vnni);
               matmul(m.view(), x.data(), n, yv.data(), *pool);
             }
-            const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) +
-                                     "x" + std::to_string(cols) + " n=" + std::to_string(n) +
+            const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" +
+                                     std::to_string(cols) + " n=" + std::to_string(n) +
                                      " threads=" + std::to_string(pool->size());
             for (size_t i = 0; i < ys.size(); ++i) {
               ASSERT_NEAR(yv[i], ys[i], 1e-4 * std::fabs(ys[i]) + 1e-4) << what << " at " << i;

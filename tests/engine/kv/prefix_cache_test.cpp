@@ -31,7 +31,8 @@ TEST(PrefixCacheTest, ReusesTheLongestCachedPrefixOnly) {
   PrefixCache pc(kv);
   auto a = seq(48); // three full blocks
   auto blocks = fill(kv, pc, a);
-  for (int32_t b : blocks) kv.release(b); // the sequence finished; the cache keeps them
+  for (int32_t b : blocks)
+    kv.release(b); // the sequence finished; the cache keeps them
   EXPECT_EQ(pc.evictable(), 3);
 
   auto b = seq(40); // same first two blocks, then a partial block

@@ -36,18 +36,21 @@ struct Ref {
     for (size_t r = 0; r < y.size(); ++r) {
       auto w = row(name, static_cast<int64_t>(r));
       double s = 0;
-      for (size_t i = 0; i < x.size(); ++i) s += w[i] * x[i];
+      for (size_t i = 0; i < x.size(); ++i)
+        s += w[i] * x[i];
       y[r] = s;
     }
     return y;
   }
   std::vector<double> rmsnorm(const std::vector<double> &x, const std::string &w) const {
     double ss = 0;
-    for (double v : x) ss += v * v;
+    for (double v : x)
+      ss += v * v;
     const double k = 1.0 / std::sqrt(ss / x.size() + c.rms_eps);
     auto g = vec(w);
     std::vector<double> y(x.size());
-    for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * k * g[i];
+    for (size_t i = 0; i < x.size(); ++i)
+      y[i] = x[i] * k * g[i];
     return y;
   }
   void rope(std::vector<double> &x, int n_heads, int pos) const {
@@ -67,7 +70,8 @@ struct Ref {
   std::vector<double> run(const std::vector<int32_t> &tokens) const {
     const int n = static_cast<int>(tokens.size()), d = c.n_embd, hd = c.head_dim;
     std::vector<std::vector<double>> x(n);
-    for (int t = 0; t < n; ++t) x[t] = row("token_embd.weight", tokens[t]);
+    for (int t = 0; t < n; ++t)
+      x[t] = row("token_embd.weight", tokens[t]);
     for (int l = 0; l < c.n_layer; ++l) {
       const std::string p = "blk." + std::to_string(l) + ".";
       std::vector<std::vector<double>> q(n), k(n), v(n);
@@ -77,9 +81,12 @@ struct Ref {
         k[t] = matvec(p + "attn_k.weight", xn);
         v[t] = matvec(p + "attn_v.weight", xn);
         if (c.qkv_bias) {
-          auto bq = vec(p + "attn_q.bias"), bk = vec(p + "attn_k.bias"), bv = vec(p + "attn_v.bias");
-          for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq[i];
-          for (size_t i = 0; i < k[t].size(); ++i) k[t][i] += bk[i], v[t][i] += bv[i];
+          auto bq = vec(p + "attn_q.bias"), bk = vec(p + "attn_k.bias"),
+               bv = vec(p + "attn_v.bias");
+          for (size_t i = 0; i < q[t].size(); ++i)
+            q[t][i] += bq[i];
+          for (size_t i = 0; i < k[t].size(); ++i)
+            k[t][i] += bk[i], v[t][i] += bv[i];
         }
         rope(q[t], c.n_head, t);
         rope(k[t], c.n_head_kv, t);
@@ -98,22 +105,28 @@ struct Ref {
           double mx = -1e300;
           for (int j = 0; j <= t; ++j) {
             double dot = 0;
-            for (int i = 0; i < hd; ++i) dot += q[t][h * hd + i] * k[j][g * hd + i];
+            for (int i = 0; i < hd; ++i)
+              dot += q[t][h * hd + i] * k[j][g * hd + i];
             s[j] = dot / std::sqrt(static_cast<double>(hd));
             mx = std::max(mx, s[j]);
           }
           double sum = 0;
-          for (auto &e : s) sum += (e = std::exp(e - mx));
+          for (auto &e : s)
+            sum += (e = std::exp(e - mx));
           for (int j = 0; j <= t; ++j)
-            for (int i = 0; i < hd; ++i) att[h * hd + i] += s[j] / sum * v[j][g * hd + i];
+            for (int i = 0; i < hd; ++i)
+              att[h * hd + i] += s[j] / sum * v[j][g * hd + i];
         }
         auto o = matvec(p + "attn_output.weight", att);
-        for (int i = 0; i < d; ++i) x[t][i] += o[i];
+        for (int i = 0; i < d; ++i)
+          x[t][i] += o[i];
         auto xn = rmsnorm(x[t], p + "ffn_norm.weight");
         auto gate = matvec(p + "ffn_gate.weight", xn), up = matvec(p + "ffn_up.weight", xn);
-        for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
+        for (size_t i = 0; i < gate.size(); ++i)
+          gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
         auto down = matvec(p + "ffn_down.weight", gate);
-        for (int i = 0; i < d; ++i) x[t][i] += down[i];
+        for (int i = 0; i < d; ++i)
+          x[t][i] += down[i];
       }
     }
     auto xn = rmsnorm(x[n - 1], "output_norm.weight");
@@ -134,8 +147,8 @@ TEST_P(ForwardVsReference, LastTokenLogitsAgree) {
   const Case &pc = GetParam();
   // K-quants need rows that are multiples of 256 elements.
   const bool k_quant = gguf::type_traits(pc.type).block_elems == 256;
-  SynthShape shape{"tiny", pc.arch, k_quant ? 256 : 64, 2, 4, 2, k_quant ? 512 : 96, 256,
-                   10000.0f, 1e-5f, pc.tied};
+  SynthShape shape{"tiny", pc.arch, k_quant ? 256 : 64, 2, 4, 2, k_quant ? 512 : 96, 256, 10000.0f,
+                   1e-5f,  pc.tied};
   SynthOptions o;
   o.type = pc.type;
   o.vocab_path = std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf";
@@ -172,20 +185,20 @@ TEST_P(ForwardVsReference, LastTokenLogitsAgree) {
   EXPECT_LT(err, pc.tol * mx) << "max |logit| " << mx;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Archs, ForwardVsReference,
-    ::testing::Values(Case{"llama", TensorType::kF32, false, 1e-4},
-                      Case{"llama", TensorType::kF16, true, 1e-3},
-                      Case{"llama", TensorType::kQ8_0, false, 2e-2},
-                      Case{"llama", TensorType::kQ4_0, false, 5e-2},
-                      Case{"llama", TensorType::kQ4_K, false, 5e-2},
-                      Case{"llama", TensorType::kQ6_K, false, 5e-2},
-                      Case{"qwen2", TensorType::kF32, true, 1e-4},
-                      Case{"qwen2", TensorType::kQ8_0, true, 2e-2}),
-    [](const auto &info) {
-      return std::string(info.param.arch) + "_" +
-             std::string(gguf::type_traits(info.param.type).name) + (info.param.tied ? "_tied" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
+                         ::testing::Values(Case{"llama", TensorType::kF32, false, 1e-4},
+                                           Case{"llama", TensorType::kF16, true, 1e-3},
+                                           Case{"llama", TensorType::kQ8_0, false, 2e-2},
+                                           Case{"llama", TensorType::kQ4_0, false, 5e-2},
+                                           Case{"llama", TensorType::kQ4_K, false, 5e-2},
+                                           Case{"llama", TensorType::kQ6_K, false, 5e-2},
+                                           Case{"qwen2", TensorType::kF32, true, 1e-4},
+                                           Case{"qwen2", TensorType::kQ8_0, true, 2e-2}),
+                         [](const auto &info) {
+                           return std::string(info.param.arch) + "_" +
+                                  std::string(gguf::type_traits(info.param.type).name) +
+                                  (info.param.tied ? "_tied" : "");
+                         });
 
 TEST(ModelLoadTest, RefusesUnsupportedArchitecturesAndTypesByName) {
   gguf::GgufWriter w;

@@ -55,7 +55,8 @@ TEST(SamplerTest, TopPAndMinPCutTheTail) {
     auto l = logits();
     ++seen[s.sample(l, {}, 0)];
   }
-  for (auto [t, n] : seen) EXPECT_TRUE(t == 1 || t == 5) << "token " << t << " x" << n;
+  for (auto [t, n] : seen)
+    EXPECT_TRUE(t == 1 || t == 5) << "token " << t << " x" << n;
 
   SamplingParams m;
   m.temperature = 1.0f;
@@ -104,7 +105,8 @@ TEST(SamplerTest, LogprobIsNormalised) {
   auto l = logits();
   int32_t t = s.sample(l, {}, 0);
   double total = 0;
-  for (int i = 0; i < 6; ++i) total += std::exp(s.last_logprob(i));
+  for (int i = 0; i < 6; ++i)
+    total += std::exp(s.last_logprob(i));
   EXPECT_NEAR(total, 1.0, 1e-5);
   EXPECT_LT(s.last_logprob(t), 0.0f);
 }
