@@ -14,8 +14,7 @@ bool SettlementWorker::post(std::function<void()> task) {
       ++inline_runs_;
       return false;
     }
-    queue_.push_back(std::move(task));
-    ++posted_;
+    queue_.emplace_back(++posted_, std::move(task));
   }
   work_cv_.notify_one();
   return true;
@@ -32,7 +31,30 @@ void SettlementWorker::barrier() {
     return; // a task waiting for itself would never finish
   std::unique_lock<std::mutex> lk(mu_);
   const uint64_t target = posted_;
-  done_cv_.wait(lk, [&] { return done_ >= target; });
+  while (done_prefix_ < target) {
+    if (!queue_.empty() && queue_.front().first <= target) {
+      // Run it here: waiting for the worker to wake would only take longer.
+      auto [seq, task] = std::move(queue_.front());
+      queue_.pop_front();
+      lk.unlock();
+      task();
+      lk.lock();
+      ++helped_;
+      completed(seq);
+      continue;
+    }
+    done_cv_.wait(lk); // the rest is running on the worker
+  }
+}
+
+void SettlementWorker::completed(uint64_t seq) {
+  ++run_;
+  done_later_.insert(seq);
+  while (!done_later_.empty() && *done_later_.begin() == done_prefix_ + 1) {
+    done_later_.erase(done_later_.begin());
+    ++done_prefix_;
+  }
+  done_cv_.notify_all();
 }
 
 void SettlementWorker::stop() {
@@ -47,7 +69,7 @@ void SettlementWorker::stop() {
 
 SettlementWorkerStats SettlementWorker::stats() const {
   std::lock_guard<std::mutex> lk(mu_);
-  return {posted_, done_, inline_runs_, queue_.size()};
+  return {posted_, run_, helped_, inline_runs_, queue_.size()};
 }
 
 void SettlementWorker::loop() {
@@ -56,13 +78,12 @@ void SettlementWorker::loop() {
     work_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty())
       return; // stopping, and everything queued has run
-    auto task = std::move(queue_.front());
+    auto [seq, task] = std::move(queue_.front());
     queue_.pop_front();
     lk.unlock();
     task();
     lk.lock();
-    ++done_;
-    done_cv_.notify_all();
+    completed(seq);
   }
 }
 

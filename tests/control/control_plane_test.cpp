@@ -110,10 +110,12 @@ TEST_F(ControlPlaneTest, FinishRunsOffTheCallingThread) {
   start({}, std::move(ports));
   auto a = cp_->admit(ask("r1"));
   ASSERT_TRUE(a);
-  cp_->finish(**a, {});
+  std::thread engine([&] { cp_->finish(**a, {}); });
+  const auto engine_id = engine.get_id();
+  engine.join();
   ASSERT_TRUE(cp_->flush());
   EXPECT_NE(seen->settled_on, std::thread::id{});
-  EXPECT_NE(seen->settled_on, std::this_thread::get_id());
+  EXPECT_NE(seen->settled_on, engine_id) << "settlement must not run on the engine thread";
 }
 
 TEST_F(ControlPlaneTest, StopRunsEverySettlementStillQueued) {

@@ -44,6 +44,34 @@ TEST(SettlementWorker, AFullQueueRunsTheTaskOnTheCallerAndCountsIt) {
   EXPECT_EQ(w.stats().run, 2u);
 }
 
+TEST(SettlementWorker, ABarrierRunsWhatIsQueuedInsteadOfWaiting) {
+  SettlementWorker w;
+  std::promise<void> release, started;
+  std::shared_future<void> gate = release.get_future().share();
+  ASSERT_TRUE(w.post([&] {
+    started.set_value();
+    gate.wait();
+  }));
+  started.get_future().wait(); // the worker is busy with the first task
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(w.post([&] { ++ran; }));
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    w.barrier();
+    returned = true;
+  });
+  // The waiter runs the ten queued tasks itself, then still waits for the first one.
+  while (ran.load() < 10)
+    std::this_thread::yield();
+  EXPECT_FALSE(returned.load()) << "the barrier must wait for the task still running";
+  release.set_value();
+  waiter.join();
+  EXPECT_TRUE(returned.load());
+  EXPECT_EQ(w.stats().run, 11u);
+  EXPECT_EQ(w.stats().helped, 10u);
+}
+
 TEST(SettlementWorker, StopRunsEverythingQueuedFirst) {
   std::atomic<int> ran{0};
   std::promise<void> release;
