@@ -63,6 +63,10 @@ public:
         size_ += 4 + data.size();
         rec_.events.push_back(data);
         check_size();
+      } else if (data.starts_with("{\"error\"")) {
+        // Kept past the cap: a stream that failed is abandoned (retried for real), not "too
+        // large".
+        rec_.events.push_back(data);
       }
     }
     // An OpenAI stream is complete at [DONE]; record it before the client can read it.

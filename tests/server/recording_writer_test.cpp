@@ -77,6 +77,25 @@ TEST(RecordingWriter, StopsCopyingPastTheCapButForwardsEverything) {
   EXPECT_TRUE(got.response.events.empty()) << "nothing past the cap is held";
 }
 
+TEST(RecordingWriter, AnErrorEventPastTheCapIsStillSeen) {
+  auto inner = std::make_shared<CountingWriter>();
+  Recorded got;
+  RecordingWriter w(
+      inner,
+      [&](bool complete, control::StoredResponse r) {
+        got = {true, complete, std::move(r)};
+      },
+      1000);
+  w.start_sse({});
+  w.send_event(std::string(2000, 'x'));
+  w.send_event("{\"error\":{\"message\":\"engine failed\"}}");
+  w.send_event("[DONE]");
+  ASSERT_TRUE(got.called);
+  EXPECT_TRUE(got.response.truncated);
+  ASSERT_EQ(got.response.events.size(), 1u);
+  EXPECT_TRUE(got.response.events[0].starts_with("{\"error\""));
+}
+
 TEST(RecordingWriter, ABodyOverTheCapIsReportedTruncated) {
   auto inner = std::make_shared<CountingWriter>();
   Recorded got;
