@@ -221,6 +221,9 @@ Status ServerConfig::validate() const {
   if (global_rpm < 0 || global_tpm < 0 || global_max_concurrent < 0) {
     return config_error("limits", "limits must be non-negative (0 = none)");
   }
+  if (idempotency_max_bytes < 0) {
+    return config_error("idempotency_max_bytes", "must not be negative (0 = store nothing)");
+  }
   if (!alert_webhook_url.empty() && !alert_webhook_url.starts_with("http://")) {
     return config_error("alerts.webhook_url", "only http:// URLs are supported (put a TLS "
                                               "proxy in front for https)");
@@ -409,6 +412,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "limits",
                                  "alerts",
                                  "ledger_flush_ms",
+                                 "idempotency_max_bytes",
                                  "backup",
                                  "metrics",
                                  "request_log",
@@ -450,6 +454,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_string(t, "instance_id", c.instance_id, ""));
   GANTRY_TRY(read_string(t, "sentry_dsn", c.sentry_dsn, ""));
   GANTRY_TRY(read_string(t, "environment", c.environment, ""));
+  GANTRY_TRY(read_int(t, "idempotency_max_bytes", c.idempotency_max_bytes, ""));
   if (auto n = t.get("metrics")) {
     auto v = n->value<bool>();
     if (!v)
