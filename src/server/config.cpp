@@ -114,7 +114,15 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
                                    "webhook_allow_loopback",
                                    "webhook_allow_private",
                                    "max_wait_s",
-                                   "weights"};
+                                   "weights",
+                                   "node_id",
+                                   "max_stored_jobs",
+                                   "max_stored_job_bytes",
+                                   "max_files",
+                                   "max_file_bytes",
+                                   "file_retention_h",
+                                   "max_batch_output_bytes",
+                                   "max_waiters"};
   for (const auto &[k, v] : *t) {
     bool known = false;
     for (const char *kk : kJobKeys)
@@ -126,6 +134,21 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   GANTRY_TRY(read_int(*t, "max_queued_jobs", c.max_queued_jobs, "jobs."));
   GANTRY_TRY(read_int(*t, "max_attempts", c.max_attempts, "jobs."));
   GANTRY_TRY(read_int(*t, "max_wait_s", c.max_wait_s, "jobs."));
+  for (auto [key, out] :
+       {std::pair{"max_stored_jobs", &c.max_stored_jobs},
+        std::pair{"max_stored_job_bytes", &c.max_stored_job_bytes},
+        std::pair{"max_files", &c.max_files}, std::pair{"max_file_bytes", &c.max_file_bytes},
+        std::pair{"max_batch_output_bytes", &c.max_batch_output_bytes},
+        std::pair{"max_waiters", &c.max_waiters}}) {
+    GANTRY_TRY(read_int(*t, key, *out, "jobs."));
+    if (*out < 0)
+      return config_error("jobs." + std::string(key), "must be 0 (unbounded) or positive");
+  }
+  if (auto n = t->get("node_id")) {
+    if (!n->is_string() || n->value<std::string>()->empty() || n->value<std::string>()->size() > 64)
+      return config_error("jobs.node_id", "expected a non-empty string of at most 64 characters");
+    c.node_id = *n->value<std::string>();
+  }
   if (auto w = t->get("weights")) {
     const toml::table *wt = w->as_table();
     if (!wt)
@@ -140,6 +163,7 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   for (auto [key, out, scale] : {std::tuple{"visibility_s", &c.visibility, 1000.0},
                                  std::tuple{"retry_base_ms", &c.retry_base, 1.0},
                                  std::tuple{"retention_h", &c.retention, 3'600'000.0},
+                                 std::tuple{"file_retention_h", &c.file_retention, 3'600'000.0},
                                  std::tuple{"webhook_retry_base_ms", &c.webhook_retry_base, 1.0}}) {
     if (auto v = t->get(key)) {
       auto d = v->value<double>();
