@@ -17,7 +17,6 @@
 #include "cache/cache_key.h"
 #include "cache/memory_cache.h"
 #include "control/api_key.h"
-#include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
 #include "http/client.h"
 #include "http/router.h"
@@ -28,6 +27,7 @@
 #include "server/metrics_text.h"
 #include "server/model_digest.h"
 #include "server/recording_writer.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::server {
 namespace json = boost::json;

@@ -7,12 +7,12 @@
 #include <atomic>
 #include <cstdio>
 
-#include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
 #include "jobs/in_process_job_events.h"
-#include "jobs/sqlite_job_queue.h"
-#include "jobs/sqlite_job_records.h"
 #include "server/jobs_wire.h"
+#include "store/sqlite/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_job_records.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::server {
 namespace json = boost::json;

@@ -4,11 +4,11 @@
 
 #include <cmath>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
 #include "jobs/job_ids.h"
-#include "jobs/sqlite_job_queue.h"
 #include "jobs/webhook_dispatcher.h"
+#include "store/sqlite/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::jobs {
 namespace {

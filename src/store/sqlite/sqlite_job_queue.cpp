@@ -1,10 +1,10 @@
-#include "jobs/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_job_queue.h"
 
 #include <algorithm>
 #include <cstdio>
 
-#include "control/sqlite_db.h"
 #include "jobs/job_ids.h"
+#include "store/sqlite/sqlite_db.h"
 
 namespace gantry::jobs {
 

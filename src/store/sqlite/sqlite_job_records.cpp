@@ -1,6 +1,6 @@
-#include "jobs/sqlite_job_records.h"
+#include "store/sqlite/sqlite_job_records.h"
 
-#include "control/sqlite_db.h"
+#include "store/sqlite/sqlite_db.h"
 
 namespace gantry::jobs {
 

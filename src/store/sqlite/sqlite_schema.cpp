@@ -1,4 +1,4 @@
-#include "control/sqlite_schema.h"
+#include "store/sqlite/sqlite_schema.h"
 
 #include <charconv>
 #include <iterator>
