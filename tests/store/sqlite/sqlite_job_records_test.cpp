@@ -6,10 +6,10 @@
 #include <atomic>
 #include <thread>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
 #include "jobs/job_ids.h"
-#include "jobs/sqlite_job_records.h"
+#include "store/sqlite/sqlite_job_records.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::jobs {
 namespace {
