@@ -53,8 +53,9 @@ struct JobsConfig {
   std::chrono::milliseconds webhook_retry_base{5'000}; // ×4 per attempt, ±20%, up to a day
   bool webhook_allow_loopback = false;                 // 127.0.0.0/8, ::1 (tests, local receivers)
   bool webhook_allow_private = false;                  // RFC 1918, link-local, ULA, CGNAT
-  int64_t max_wait_s = 600;                            // cap on `Prefer: wait=N`
-  std::map<std::string, int> weights;                  // project → round-robin weight (default 1)
+  int webhook_workers = 4;  // concurrent deliveries; one project holds at most half of them
+  int64_t max_wait_s = 600; // cap on `Prefer: wait=N`
+  std::map<std::string, int> weights; // project → round-robin weight (default 1)
 };
 
 struct ServerConfig {
@@ -83,14 +84,17 @@ struct ServerConfig {
   int64_t global_tpm = 0;
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
-  std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
+  std::string alert_webhook_url;               // budget alerts are POSTed here (http or https)
+  // Extra trusted CAs (PEM) for outbound https (webhooks, alerts, Sentry), besides the system
+  // store: private CAs and tests. GANTRY_TLS_CA_FILE.
+  std::string tls_ca_file;
   // Observability.
   bool metrics = true;           // request histograms and counters (off only to measure them)
   std::string request_log = "-"; // one JSON line per inference call: "-" stdout, a path, "off"
   int request_log_max_mb = 100;  // rotate the file beyond this
   int request_log_keep = 5;
   std::string instance_id;                // "worker" in log lines; default hostname:pid
-  std::string sentry_dsn;                 // forward error groups to Sentry (http:// only); "" = off
+  std::string sentry_dsn;                 // forward error groups to Sentry; "" = off
   std::string environment = "production"; // Sentry's environment tag
   // Scheduled online backups of the database; 0 = off.
   std::chrono::seconds backup_interval{0};
