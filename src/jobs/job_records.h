@@ -86,8 +86,10 @@ public:
 
   virtual Status add_delivery(const Delivery &d) = 0;
   virtual Status update_delivery(const Delivery &d) = 0;
-  // Pending deliveries due at `now_ms`, oldest first.
-  virtual Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int limit) = 0;
+  // Pending deliveries due at `now_ms`, oldest first, at most `per_project` of each project
+  // (the oldest of each), `limit` in all.
+  virtual Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int per_project,
+                                                       int limit) = 0;
   // The earliest next_at_ms of a pending delivery, 0 when none.
   virtual Result<int64_t> next_delivery_at() = 0;
   virtual Result<std::vector<Delivery>> deliveries_of(std::string_view job_id) = 0;
@@ -99,8 +101,10 @@ public:
   // now_ms + grace_ms (a rotation: receivers may verify either while they switch).
   virtual Status rotate_webhook_secret(std::string_view project, std::string_view secret,
                                        int64_t now_ms, int64_t grace_ms) = 0;
-  virtual Status disable_endpoint(std::string_view url, int64_t now_ms) = 0;
-  virtual Result<bool> endpoint_disabled(std::string_view url) = 0;
+  // A 410 Gone disables `url` for `project` only (another project may register the same URL).
+  virtual Status disable_endpoint(std::string_view project, std::string_view url,
+                                  int64_t now_ms) = 0;
+  virtual Result<bool> endpoint_disabled(std::string_view project, std::string_view url) = 0;
 
   // Stores the file unless its project would then exceed `quota` (kQuotaExceeded; the check and
   // the insert are one transaction).

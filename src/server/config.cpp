@@ -113,6 +113,7 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
                                    "webhook_retry_base_ms",
                                    "webhook_allow_loopback",
                                    "webhook_allow_private",
+                                   "webhook_workers",
                                    "max_wait_s",
                                    "weights",
                                    "node_id",
@@ -149,6 +150,7 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
       return config_error("jobs.node_id", "expected a non-empty string of at most 64 characters");
     c.node_id = *n->value<std::string>();
   }
+  GANTRY_TRY(read_int(*t, "webhook_workers", c.webhook_workers, "jobs."));
   if (auto w = t->get("weights")) {
     const toml::table *wt = w->as_table();
     if (!wt)
@@ -248,10 +250,12 @@ Status ServerConfig::validate() const {
   if (idempotency_max_bytes < 0) {
     return config_error("idempotency_max_bytes", "must not be negative (0 = store nothing)");
   }
-  if (!alert_webhook_url.empty() && !alert_webhook_url.starts_with("http://")) {
-    return config_error("alerts.webhook_url", "only http:// URLs are supported (put a TLS "
-                                              "proxy in front for https)");
+  if (!alert_webhook_url.empty() && !alert_webhook_url.starts_with("http://") &&
+      !alert_webhook_url.starts_with("https://")) {
+    return config_error("alerts.webhook_url", "must be an http:// or https:// URL");
   }
+  if (jobs.webhook_workers < 1)
+    return config_error("jobs.webhook_workers", "must be at least 1");
   for (size_t i = 0; i < models.size(); ++i) {
     const auto &m = models[i];
     const std::string p = "models[" + std::to_string(i) + "].";
@@ -444,6 +448,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "request_log_keep",
                                  "instance_id",
                                  "sentry_dsn",
+                                 "tls_ca_file",
                                  "environment",
                                  "cache",
                                  "admin_port",
@@ -477,6 +482,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_int(t, "request_log_keep", c.request_log_keep, ""));
   GANTRY_TRY(read_string(t, "instance_id", c.instance_id, ""));
   GANTRY_TRY(read_string(t, "sentry_dsn", c.sentry_dsn, ""));
+  GANTRY_TRY(read_string(t, "tls_ca_file", c.tls_ca_file, ""));
   GANTRY_TRY(read_string(t, "environment", c.environment, ""));
   GANTRY_TRY(read_int(t, "idempotency_max_bytes", c.idempotency_max_bytes, ""));
   if (auto n = t.get("metrics")) {
@@ -653,6 +659,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
     } else if (k == "GANTRY_SENTRY_DSN") {
       c.sentry_dsn = v;
+    } else if (k == "GANTRY_TLS_CA_FILE") {
+      c.tls_ca_file = v;
     } else if (k == "GANTRY_REQUEST_LOG") {
       c.request_log = v;
     } else if (k == "GANTRY_AUTH") {

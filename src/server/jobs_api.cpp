@@ -221,16 +221,12 @@ JobsService::create(const ServerConfig &config, control::ControlPlane &control, 
   });
   jobs::WebhookOptions wo;
   wo.retry_base = config.jobs.webhook_retry_base;
-  const JobsConfig jc = config.jobs;
-  auto guarded = [jc, post = std::move(post)](
-                     const std::string &url, const std::string &body,
-                     const std::vector<std::pair<std::string, std::string>> &h) -> Result<int> {
-    // Checked again at delivery: the name may resolve elsewhere than at submission.
-    GANTRY_TRY(check_destination(url, jc));
-    return post(url, body, h);
-  };
+  wo.workers = config.jobs.webhook_workers;
+  wo.per_project_in_flight = std::max(1, wo.workers / 2);
+  // `post` resolves, checks every address and pins the connection (server/outbound.h): the
+  // destination check at delivery lives there, off the HTTP I/O threads.
   s->webhooks_ = std::make_unique<jobs::WebhookDispatcher>(
-      *s->records_, wo, clock, std::move(guarded),
+      *s->records_, wo, clock, std::move(post),
       [self](const jobs::Delivery &d,
              int64_t ts) -> Result<std::vector<std::pair<std::string, std::string>>> {
         GANTRY_ASSIGN_OR_RETURN(

@@ -119,13 +119,16 @@ Status SqliteJobRecords::update_delivery(const Delivery &d) {
       .run();
 }
 
-Result<std::vector<Delivery>> SqliteJobRecords::due_deliveries(int64_t now_ms, int limit) {
+Result<std::vector<Delivery>> SqliteJobRecords::due_deliveries(int64_t now_ms, int per_project,
+                                                               int limit) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q,
-                          db_->query("SELECT " DELIVERY_COLUMNS " FROM job_deliveries WHERE "
-                                     "status = 'pending' AND next_at_ms <= ? ORDER BY next_at_ms "
-                                     "LIMIT ?"));
-  q.i64(now_ms).i64(limit);
+  // At most `per_project` rows of each project, so one project's backlog cannot fill the page.
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("SELECT " DELIVERY_COLUMNS " FROM (SELECT " DELIVERY_COLUMNS
+                          ", row_number() OVER (PARTITION BY project ORDER BY next_at_ms, id) AS "
+                          "rn FROM job_deliveries WHERE status = 'pending' AND next_at_ms <= ?) "
+                          "WHERE rn <= ? ORDER BY next_at_ms, id LIMIT ?"));
+  q.i64(now_ms).i64(per_project).i64(limit);
   return collect<Delivery>(q, read_delivery);
 }
 
@@ -173,17 +176,24 @@ Status SqliteJobRecords::rotate_webhook_secret(std::string_view project, std::st
   return tx.commit();
 }
 
-Status SqliteJobRecords::disable_endpoint(std::string_view url, int64_t now_ms) {
+// The webhook_disabled key is "<project> <url>" (a URL holds no space), so a 410 disables the URL
+// only for the project that registered it.
+static std::string disabled_key(std::string_view project, std::string_view url) {
+  return std::string(project) + " " + std::string(url);
+}
+
+Status SqliteJobRecords::disable_endpoint(std::string_view project, std::string_view url,
+                                          int64_t now_ms) {
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO webhook_disabled(url, disabled_ms) "
                                               "VALUES (?, ?) ON CONFLICT(url) DO NOTHING"));
-  return q.text(url).i64(now_ms).run();
+  return q.text(disabled_key(project, url)).i64(now_ms).run();
 }
 
-Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view url) {
+Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view project, std::string_view url) {
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT 1 FROM webhook_disabled WHERE url = ?"));
-  return q.text(url).step();
+  return q.text(disabled_key(project, url)).step();
 }
 
 Status SqliteJobRecords::put_file(const StoredFile &f, const FileQuota &quota) {
