@@ -94,7 +94,9 @@ struct ServerConfig {
   int64_t global_tpm = 0;
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
-  std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
+  // Idempotency-Key records kept for replay (README, "Idempotency"): the in-memory store's bound.
+  int64_t idempotency_max_bytes = int64_t{64} << 20;
+  std::string alert_webhook_url; // budget alerts are POSTed here (http://)
   // Observability.
   bool metrics = true;           // request histograms and counters (off only to measure them)
   std::string request_log = "-"; // one JSON line per inference call: "-" stdout, a path, "off"
