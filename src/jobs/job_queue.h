@@ -1,11 +1,12 @@
 // The durable job queue port: jobs are persisted before they are acknowledged, leased by workers
 // with a visibility timeout, renewed while they run, retried with backoff when a lease lapses
-// (the worker died) and recorded exactly once through a conditional write on (id, attempt).
+// (the worker or its node died) and recorded exactly once through a conditional write on
+// (id, attempt, owner node).
 //
-// The interface is shaped so that a Redis Streams adapter fits without changing callers: enqueue
-// is XADD, lease is XREADGROUP (blocking up to `wait`) plus a lease record, renew is XCLAIM with
-// the same consumer, reclaim() is XAUTOCLAIM of pending entries idle past their visibility, and
-// the exactly-once result is a compare-and-set on the job hash's attempt field.
+// Several nodes may share one queue: a lease names its owner node and expiry, and a node only
+// ever takes back a lease that lapsed. The interface fits a PostgreSQL adapter without changing
+// callers: lease is `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)` woken by
+// LISTEN/NOTIFY, renew and complete are conditional updates, reclaim() selects lapsed leases.
 //
 // Threading: implementations are safe to call from any thread.
 #pragma once
@@ -78,7 +79,7 @@ struct JobOutcome {
 struct ListFilter {
   std::string project; // "" is the project of unauthenticated callers, not "any"
   std::optional<JobStatus> status;
-  std::string after; // job id cursor (exclusive), in creation order
+  std::string after; // job id cursor (exclusive), in insertion order (ids are random)
   int limit = 20;
   std::string batch_id; // when set: the batch's lines, whatever the project
 };
@@ -122,8 +123,10 @@ public:
   // project has no such job.
   virtual Result<std::optional<Job>> cancel(std::string_view project, std::string_view id) = 0;
   virtual Result<std::optional<Job>> get(std::string_view id) = 0;
+  // Without the request bodies (Job::body is empty): a page must not load them (audit M3).
   virtual Result<std::vector<Job>> list(const ListFilter &filter) = 0;
-  // Lapsed leases back to the queue (or failed), Cancel-After expiries, retention purge.
+  // Lapsed leases of any node back to the queue (or failed), Cancel-After expiries, retention
+  // purge.
   virtual Result<Reclaimed> reclaim() = 0;
   // Wakes every lease() that is waiting (shutdown).
   virtual void wake_all() = 0;

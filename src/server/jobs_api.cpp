@@ -627,8 +627,9 @@ void JobsService::add_admin_routes(http::Router &r) {
       if (ec || !v.is_object())
         return send_error(w, Error::invalid("the body must be a JSON object"));
       if (auto *g = v.as_object().if_contains("grace_s")) {
-        if (!g->is_int64() || g->as_int64() < 0)
-          return send_error(w, Error::invalid("grace_s must be >= 0", "grace_s"));
+        // Bounded so that grace_s * 1000 cannot overflow (audit I).
+        if (!g->is_int64() || g->as_int64() < 0 || g->as_int64() > 366 * 86'400)
+          return send_error(w, Error::invalid("grace_s must be 0..31622400 (a year)", "grace_s"));
         grace_ms = g->as_int64() * 1000;
       }
     }

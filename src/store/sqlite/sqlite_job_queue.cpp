@@ -300,7 +300,7 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
 Result<std::optional<Lease>> SqliteJobQueue::lease(std::string_view,
                                                    std::chrono::milliseconds visibility,
                                                    std::chrono::milliseconds wait) {
-  const auto deadline = std::chrono::steady_clock::now() + wait;
+  const auto deadline = clock_.now() + wait;
   std::unique_lock<std::mutex> lk(mu_);
   const uint64_t gen = wake_gen_;
   for (;;) {
@@ -324,15 +324,13 @@ Result<std::optional<Lease>> SqliteJobQueue::lease(std::string_view,
       running_[l.job.id] = {l.attempt, l.job.max_attempts, until};
       return std::optional<Lease>(std::move(l));
     }
-    if (wake_gen_ != gen || std::chrono::steady_clock::now() >= deadline)
+    if (wake_gen_ != gen || clock_.now() >= deadline)
       return std::optional<Lease>();
-    auto until = deadline;
-    if (!delayed_.empty()) {
-      const auto due = std::chrono::steady_clock::now() +
-                       std::chrono::milliseconds(delayed_.begin()->first - now);
-      until = std::min(until, due);
-    }
-    cv_.wait_until(lk, until);
+    // A relative wait, so that it means the same on the Clock as on the condition variable's.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_.now());
+    if (!delayed_.empty())
+      left = std::min(left, std::chrono::milliseconds(delayed_.begin()->first - now));
+    cv_.wait_for(lk, left);
   }
 }
 
