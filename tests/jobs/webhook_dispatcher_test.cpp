@@ -7,11 +7,11 @@
 
 #include <functional>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
 #include "http/test_receivers.h"
 #include "http/webhook_client.h"
-#include "jobs/sqlite_job_records.h"
+#include "store/sqlite/sqlite_job_records.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::jobs {
 namespace {
