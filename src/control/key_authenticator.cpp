@@ -17,13 +17,14 @@ KeyAuthenticator::KeyAuthenticator(Store &store, std::string pepper, const Clock
       on_used_(std::move(on_used)) {}
 
 bool KeyAuthenticator::required() const {
-  return mode_ == AuthMode::kRequired || active_keys_.load(std::memory_order_relaxed) > 0;
+  return mode_ == AuthMode::kRequired || keys_ever_.load(std::memory_order_relaxed) > 0;
 }
 
 Status KeyAuthenticator::refresh() {
   GANTRY_ASSIGN_OR_RETURN(int64_t gen, store_.keys_generation());
-  GANTRY_ASSIGN_OR_RETURN(int64_t active, store_.count_active_keys(clock_.unix_seconds()));
-  active_keys_.store(active);
+  // Revoked and expired keys count: once a key has existed, "auto" never falls open again.
+  GANTRY_ASSIGN_OR_RETURN(int64_t ever, store_.count_keys_ever());
+  keys_ever_.store(ever);
   if (generation_.exchange(gen) != gen)
     invalidate();
   return Ok();

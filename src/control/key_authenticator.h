@@ -18,7 +18,7 @@
 namespace gantry::control {
 
 enum class AuthMode {
-  kAuto,     // a key is required as soon as one active key exists
+  kAuto,     // open only while no key has ever existed; closed for good once one has (audit H3)
   kRequired, // always required (no key exists yet = nobody gets in)
 };
 
@@ -58,7 +58,7 @@ private:
   const Clock &clock_;
   const AuthMode mode_;
   UsedCallback on_used_;
-  std::atomic<int64_t> active_keys_{0};
+  std::atomic<int64_t> keys_ever_{0};
   std::atomic<int64_t> generation_{-1};
   std::mutex mu_;
   std::unordered_map<std::string, Cached> cache_;

@@ -109,8 +109,12 @@ public:
   virtual Status update_key(const ApiKey &key) = 0; // kNotFound if absent
   virtual Result<std::optional<ApiKey>> get_key(std::string_view id) = 0;
   virtual Result<std::vector<ApiKey>> list_keys(std::string_view project = {}) = 0; // "" = all
-  // Keys neither revoked nor expired at `now` (unix seconds): auth is required when > 0.
+  // Keys neither revoked nor expired at `now` (unix seconds).
   virtual Result<int64_t> count_active_keys(int64_t now) = 0;
+  // Every key row ever inserted, revoked and expired included (keys are never deleted). In
+  // `auth = "auto"` a key is required once this is > 0, so revoking the last key never reopens
+  // the API (audit H3).
+  virtual Result<int64_t> count_keys_ever() = 0;
   // Batched last-used updates: (key id, unix seconds).
   virtual Status touch_keys(const std::vector<std::pair<std::string, int64_t>> &last_used) = 0;
   // A number that changes whenever any process inserts or updates a key, so a server can drop

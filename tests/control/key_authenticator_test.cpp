@@ -35,6 +35,29 @@ TEST(KeyAuth, OpenUntilTheFirstKeyThenRequired) {
   EXPECT_EQ((*ok)->project, "p");
 }
 
+// Audit H3: revoking (or expiring) the last key must not reopen the API in "auto" mode, neither
+// in this process nor in one started later on the same database.
+TEST(KeyAuth, AutoStaysClosedAfterEveryKeyIsRevokedOrExpired) {
+  TempStore store;
+  FakeClock clock;
+  KeyAuthenticator auth(*store, "pepper-0123456789", clock, AuthMode::kAuto);
+  auto a = create_key(*store, "pepper-0123456789", {"p", "a", {}, {}, 0}, clock.unix_seconds());
+  auto b = create_key(*store, "pepper-0123456789", {"p", "b", {}, {}, 60}, clock.unix_seconds());
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(revoke_key(*store, a->record.id, clock.unix_seconds()));
+  clock.advance(std::chrono::seconds(120)); // b has expired
+  ASSERT_EQ(*store->count_active_keys(clock.unix_seconds()), 0);
+  ASSERT_TRUE(auth.refresh());
+  auto none = auth.authenticate(std::nullopt);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kUnauthorized);
+  EXPECT_FALSE(auth.authenticate(bearer("not-a-key")));
+  EXPECT_FALSE(auth.authenticate(bearer(a->key)));
+  KeyAuthenticator restarted(*store, "pepper-0123456789", clock, AuthMode::kAuto);
+  ASSERT_TRUE(restarted.refresh());
+  EXPECT_FALSE(restarted.authenticate(std::nullopt));
+}
+
 TEST(KeyAuth, WrongSecretUnknownIdAndMessagesNeverEchoTheKey) {
   TempStore store;
   FakeClock clock;

@@ -76,6 +76,7 @@ public:
     return real_.list_keys(project);
   }
   Result<int64_t> count_active_keys(int64_t now) override { return real_.count_active_keys(now); }
+  Result<int64_t> count_keys_ever() override { return real_.count_keys_ever(); }
   Result<int64_t> keys_generation() override { return real_.keys_generation(); }
   Result<UsageTotals> usage_of(OwnerKind kind, std::string_view id, int64_t from) override {
     return real_.usage_of(kind, id, from);

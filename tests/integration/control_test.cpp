@@ -137,6 +137,41 @@ TEST(Control, RevokedKeyIsRefusedWithinASecond) {
   EXPECT_LT(took, 1s);
 }
 
+// Audit H3, reproduced: two keys, revoke both, and the anonymous API must stay closed.
+TEST(Control, RevokingEveryKeyNeverReopensTheApi) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id1, key1] = admin_create_key(c, {{"project", "p"}});
+  auto [id2, key2] = admin_create_key(c, {{"project", "p"}});
+  auto anon = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 2}}));
+  ASSERT_TRUE(anon);
+  ASSERT_EQ(anon->status, 401);
+  for (const std::string &id : {id1, id2}) {
+    auto r = c.post("/admin/v1/keys/" + id + "/revoke", "{}", admin());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+  }
+  // Once the revoked key is refused, the server has re-read the keys (it polls every 250 ms).
+  const auto deadline = SteadyClock::now() + 3s;
+  int status = 0;
+  while (SteadyClock::now() < deadline) {
+    auto r = c.get("/v1/models", bearer(key2));
+    ASSERT_TRUE(r);
+    status = r->status;
+    if (status == 401)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(status, 401);
+  auto after = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 2}}));
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 401) << after->body;
+  auto jobs = c.get("/v1/jobs");
+  ASSERT_TRUE(jobs);
+  EXPECT_EQ(jobs->status, 401) << jobs->body;
+}
+
 TEST(Control, RotationKeepsTheOldSecretDuringGrace) {
   auto s = start_server();
   ASSERT_TRUE(s);

@@ -455,6 +455,13 @@ Result<int64_t> SqliteStore::count_active_keys(int64_t now) {
   return q.col_i64(0);
 }
 
+Result<int64_t> SqliteStore::count_keys_ever() {
+  std::lock_guard lock(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, impl_->query("SELECT count(*) FROM api_keys"));
+  GANTRY_TRY(q.step());
+  return q.col_i64(0);
+}
+
 Status SqliteStore::touch_keys(const std::vector<std::pair<std::string, int64_t>> &last_used) {
   if (last_used.empty())
     return Ok();

@@ -58,6 +58,7 @@ public:
   Result<std::optional<ApiKey>> get_key(std::string_view id) override;
   Result<std::vector<ApiKey>> list_keys(std::string_view project = {}) override;
   Result<int64_t> count_active_keys(int64_t now) override;
+  Result<int64_t> count_keys_ever() override;
   Status touch_keys(const std::vector<std::pair<std::string, int64_t>> &last_used) override;
   // Bumped by insert_key, update_key and put_project (project limits live in the same cache).
   Result<int64_t> keys_generation() override;
