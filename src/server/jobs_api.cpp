@@ -9,8 +9,10 @@
 
 #include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
+#include "core/utf8.h"
 #include "jobs/sqlite_job_queue.h"
 #include "jobs/sqlite_job_records.h"
+#include "server/admin_api.h"
 #include "server/jobs_wire.h"
 
 namespace gantry::server {
@@ -421,8 +423,9 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
     return send_error(w, e);
   } else if (std::none_of(models_.begin(), models_.end(),
                           [&](const ModelSpec &m) { return m.name == parsed->model; })) {
-    return send_error(w, {ErrorCode::kNotFound, "The model '" + parsed->model + "' does not exist",
-                          "body.model"});
+    return send_error(w,
+                      {ErrorCode::kNotFound,
+                       "The model '" + echoed(parsed->model) + "' does not exist", "body.model"});
   }
   job.body = std::move(*jb);
   if (const json::value *wh = o.if_contains("webhook"); wh && !wh->is_null()) {
@@ -588,37 +591,33 @@ void JobsService::add_routes(http::Router &r) {
 }
 
 void JobsService::add_admin_routes(http::Router &r) {
-  r.post("/admin/v1/projects/{id}/webhook_secrets", [this](
-                                                        http::Request &&req,
-                                                        std::shared_ptr<http::ResponseWriter> w) {
-    const std::string want = "Bearer " + admin_token_;
-    auto h = req.header("Authorization");
-    if (admin_token_.empty() || !h || h->size() != want.size() ||
-        CRYPTO_memcmp(h->data(), want.data(), want.size()) != 0) {
-      return send_error(w, {ErrorCode::kUnauthorized, "A valid admin token is required.", ""});
-    }
-    int64_t grace_ms = 24 * 3'600'000;
-    if (!req.body.empty()) {
-      boost::system::error_code ec;
-      auto v = json::parse(req.body, ec);
-      if (ec || !v.is_object())
-        return send_error(w, Error::invalid("the body must be a JSON object"));
-      if (auto *g = v.as_object().if_contains("grace_s")) {
-        if (!g->is_int64() || g->as_int64() < 0)
-          return send_error(w, Error::invalid("grace_s must be >= 0", "grace_s"));
-        grace_ms = g->as_int64() * 1000;
-      }
-    }
-    const std::string project(req.path_param("id"));
-    const std::string secret = control::generate_webhook_secret();
-    if (auto st = records_->rotate_webhook_secret(project, secret, clock_.unix_millis(), grace_ms);
-        !st)
-      return send_error(w, st.error());
-    w->respond(http::Response::json(
-        201,
-        json::serialize(json::object{
-            {"project", project}, {"secret", secret}, {"previous_valid_for_s", grace_ms / 1000}})));
-  });
+  r.post("/admin/v1/projects/{id}/webhook_secrets",
+         [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+           if (auto refused = check_admin_token(req, admin_token_))
+             return send_error(w, *refused);
+           int64_t grace_ms = 24 * 3'600'000;
+           if (!req.body.empty()) {
+             boost::system::error_code ec;
+             auto v = json::parse(req.body, ec);
+             if (ec || !v.is_object())
+               return send_error(w, Error::invalid("the body must be a JSON object"));
+             if (auto *g = v.as_object().if_contains("grace_s")) {
+               if (!g->is_int64() || g->as_int64() < 0)
+                 return send_error(w, Error::invalid("grace_s must be >= 0", "grace_s"));
+               grace_ms = g->as_int64() * 1000;
+             }
+           }
+           const std::string project(req.path_param("id"));
+           const std::string secret = control::generate_webhook_secret();
+           if (auto st =
+                   records_->rotate_webhook_secret(project, secret, clock_.unix_millis(), grace_ms);
+               !st)
+             return send_error(w, st.error());
+           w->respond(http::Response::json(
+               201, json::serialize(json::object{{"project", project},
+                                                 {"secret", secret},
+                                                 {"previous_valid_for_s", grace_ms / 1000}})));
+         });
 }
 
 } // namespace gantry::server
