@@ -186,19 +186,42 @@ Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view url) {
   return q.text(url).step();
 }
 
-Status SqliteJobRecords::put_file(const StoredFile &f) {
+Status SqliteJobRecords::put_file(const StoredFile &f, const FileQuota &quota) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q,
-                          db_->query("INSERT INTO files(id, project, purpose, filename, bytes, "
-                                     "content, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
-  return q.text(f.id)
-      .text(f.project)
-      .text(f.purpose)
-      .text(f.filename)
-      .i64(f.bytes)
-      .blob(f.content)
-      .i64(f.created_ms)
-      .run();
+  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+  if (quota.max_files > 0 || quota.max_bytes > 0) {
+    // Covered by the (project, bytes) index: no content is read.
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM "
+                                                "files WHERE project = ?"));
+    GANTRY_ASSIGN_OR_RETURN(bool row, q.text(f.project).step());
+    const int64_t count = row ? q.col_i64(0) : 0;
+    const int64_t bytes = row ? q.col_i64(1) : 0;
+    if (quota.max_files > 0 && count + 1 > quota.max_files)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "the project stores " + std::to_string(count) + " files; the limit is " +
+                       std::to_string(quota.max_files) + ". Delete files you no longer need.",
+                   "file"};
+    if (quota.max_bytes > 0 && bytes + f.bytes > quota.max_bytes)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "the project's files would take " + std::to_string(bytes + f.bytes) +
+                       " bytes; the limit is " + std::to_string(quota.max_bytes) +
+                       ". Delete files you no longer need.",
+                   "file"};
+  }
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q,
+                            db_->query("INSERT INTO files(id, project, purpose, filename, bytes, "
+                                       "content, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+    GANTRY_TRY(q.text(f.id)
+                   .text(f.project)
+                   .text(f.purpose)
+                   .text(f.filename)
+                   .i64(f.bytes)
+                   .blob(f.content)
+                   .i64(f.created_ms)
+                   .run());
+  }
+  return tx.commit();
 }
 
 Result<std::optional<StoredFile>> SqliteJobRecords::get_file(std::string_view id) {
@@ -211,6 +234,31 @@ Result<std::optional<StoredFile>> SqliteJobRecords::get_file(std::string_view id
   return std::optional<StoredFile>(StoredFile{q.col_text(0), q.col_text(1), q.col_text(2),
                                               q.col_text(3), q.col_i64(4), q.col_i64(6),
                                               q.col_text(5)});
+}
+
+Result<std::optional<StoredFile>> SqliteJobRecords::get_file_info(std::string_view id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT id, project, purpose, filename, bytes, "
+                                              "created_ms FROM files WHERE id = ?"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
+  if (!row)
+    return std::optional<StoredFile>();
+  return std::optional<StoredFile>(StoredFile{q.col_text(0), q.col_text(1), q.col_text(2),
+                                              q.col_text(3), q.col_i64(4), q.col_i64(5), ""});
+}
+
+Result<bool> SqliteJobRecords::delete_file(std::string_view project, std::string_view id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE id = ? AND project = ?"));
+  GANTRY_TRY(q.text(id).text(project).run());
+  return q.changes() == 1;
+}
+
+Result<int64_t> SqliteJobRecords::purge_files(int64_t created_before_ms) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE created_ms < ?"));
+  GANTRY_TRY(q.i64(created_before_ms).run());
+  return q.changes();
 }
 
 Status SqliteJobRecords::put_batch(const Batch &b) {
@@ -244,6 +292,33 @@ Status SqliteJobRecords::put_batch(const Batch &b) {
       .run();
 }
 
+Result<bool> SqliteJobRecords::transition_batch(const Batch &b, std::string_view from_status) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("UPDATE batches SET status = ?, output_file_id = ?, error_file_id = ?, "
+                          "errors = ?, total = ?, completed = ?, failed = ?, in_progress_ms = ?, "
+                          "finalizing_ms = ?, completed_ms = ?, failed_ms = ?, expired_ms = ?, "
+                          "cancelling_ms = ?, cancelled_ms = ? WHERE id = ? AND status = ?"));
+  GANTRY_TRY(q.text(b.status)
+                 .text(b.output_file_id)
+                 .text(b.error_file_id)
+                 .text(b.errors)
+                 .i64(b.total)
+                 .i64(b.completed)
+                 .i64(b.failed)
+                 .i64(b.in_progress_ms)
+                 .i64(b.finalizing_ms)
+                 .i64(b.completed_ms)
+                 .i64(b.failed_ms)
+                 .i64(b.expired_ms)
+                 .i64(b.cancelling_ms)
+                 .i64(b.cancelled_ms)
+                 .text(b.id)
+                 .text(from_status)
+                 .run());
+  return q.changes() == 1;
+}
+
 Result<std::optional<Batch>> SqliteJobRecords::get_batch(std::string_view id) {
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q,
@@ -267,7 +342,8 @@ Result<std::vector<Batch>> SqliteJobRecords::list_batches(std::string_view proje
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q,
                           db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE project = ? "
-                                     "AND (? = '' OR id < ?) ORDER BY id DESC LIMIT ?"));
+                                     "AND (? = '' OR rowid < (SELECT rowid FROM batches WHERE "
+                                     "id = ?)) ORDER BY rowid DESC LIMIT ?"));
   q.text(project).text(after).text(after).i64(limit);
   return collect<Batch>(q, read_batch);
 }

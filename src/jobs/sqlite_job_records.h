@@ -35,9 +35,13 @@ public:
                                int64_t grace_ms) override;
   Status disable_endpoint(std::string_view url, int64_t now_ms) override;
   Result<bool> endpoint_disabled(std::string_view url) override;
-  Status put_file(const StoredFile &f) override;
+  Status put_file(const StoredFile &f, const FileQuota &quota) override;
   Result<std::optional<StoredFile>> get_file(std::string_view id) override;
+  Result<std::optional<StoredFile>> get_file_info(std::string_view id) override;
+  Result<bool> delete_file(std::string_view project, std::string_view id) override;
+  Result<int64_t> purge_files(int64_t created_before_ms) override;
   Status put_batch(const Batch &b) override;
+  Result<bool> transition_batch(const Batch &b, std::string_view from_status) override;
   Result<std::optional<Batch>> get_batch(std::string_view id) override;
   Result<std::vector<Batch>> active_batches() override;
   Result<std::vector<Batch>> list_batches(std::string_view project, std::string_view after,

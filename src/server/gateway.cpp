@@ -170,6 +170,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   cc.auth = g->config_.auth == "required" ? control::AuthMode::kRequired : control::AuthMode::kAuto;
   cc.global = {g->config_.global_rpm, g->config_.global_tpm, g->config_.global_max_concurrent};
   cc.ledger_flush = g->config_.ledger_flush;
+  cc.idempotency_max_bytes = static_cast<size_t>(g->config_.idempotency_max_bytes);
   cc.alert_webhook_url = g->config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
@@ -557,6 +558,14 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
            "Idempotency-Key"}));
       return;
     }
+    if (b.outcome == O::kNotStored) {
+      w->respond(http::error_response(
+          {ErrorCode::kConflict,
+           "The response to the first request with this Idempotency-Key was too large to store "
+           "for replay; send a new Idempotency-Key to run the request again.",
+           "Idempotency-Key"}));
+      return;
+    }
     if (b.outcome == O::kReplay) {
       const auto &sr = *b.response;
       http::Headers hs;
@@ -575,7 +584,8 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
       return;
     }
     w = std::make_shared<RecordingWriter>(
-        std::move(w), [&store, scope](bool complete, control::StoredResponse r) {
+        std::move(w),
+        [&store, scope](bool complete, control::StoredResponse r) {
           bool ok = complete && r.status >= 200 && r.status < 300;
           for (const auto &ev : r.events)
             ok = ok && !ev.starts_with("{\"error\"");
@@ -584,7 +594,8 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
           } else {
             store.abandon(scope); // a failed or cut-off first attempt may be retried for real
           }
-        });
+        },
+        store.max_entry_bytes());
   }
   run_inference(endpoint, std::move(req), std::move(w), std::move(*principal), std::move(rec));
 }
