@@ -386,6 +386,11 @@ http::Handler Gateway::guarded(http::Router &&r) {
 http::Handler Gateway::build_routes() {
   http::Router r;
   add_ops_routes(r);
+  // With an admin listener, the operator surface (/admin/*, the errors and webhook-secret
+  // routes, /metrics) lives only there, so keeping that port off the public load balancer
+  // really keeps it private (audit M1). Without one, the public port serves it as before.
+  if (config_.admin_port < 0)
+    add_operator_routes(r);
   r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = authenticate(req, w);
     if (!principal)

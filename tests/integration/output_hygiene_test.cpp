@@ -24,7 +24,7 @@ constexpr const char *kLoneByteEcho =
     R"({"model":"stories260K","prompt":[231],"echo":true,"max_tokens":1)";
 
 TEST(OutputHygiene, EchoOfAByteTokenIsValidUtf8) {
-  auto started = ServerProcess::start({});
+  auto started = ServerProcess::start(ServerProcessOptions{});
   ASSERT_TRUE(started) << started.error().message;
   auto &s = *started;
   http::HttpClient c(s->client_options());
