@@ -5,6 +5,8 @@
 #include <bit>
 #include <cstring>
 
+#include "core/utf8.h"
+
 namespace gantry::api {
 namespace json = boost::json;
 namespace {
@@ -119,7 +121,7 @@ Result<EmbeddingRequest> parse_embedding_request(std::string_view body) {
         continue;
       GANTRY_ASSIGN_OR_RETURN(r.cache, parse_cache_option(v));
     } else {
-      return bad("Unrecognized request argument supplied: " + key, key);
+      return bad("Unrecognized request argument supplied: " + echoed(key), echoed(key));
     }
   }
   if (!have_model)

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "core/utf8.h"
+
 namespace gantry::api {
 namespace json = boost::json;
 namespace {
@@ -346,7 +348,7 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
     } else if (ignored_field(key)) {
       // accepted for compatibility; no effect
     } else {
-      return bad("Unrecognized request argument supplied: " + key, key);
+      return bad("Unrecognized request argument supplied: " + echoed(key), echoed(key));
     }
   }
   if (!have_model)

@@ -26,8 +26,19 @@ static Response render(int status, std::string_view type, std::string_view code,
 }
 
 Response error_response(const Error &error) {
-  return render(http_status(error.code), openai_error_type(error.code), error_code_name(error.code),
-                error.message, error.param);
+  Response r = render(http_status(error.code), openai_error_type(error.code),
+                      error_code_name(error.code), error.message, error.param);
+  // The one retry policy on the wire: every retryable refusal says when to come back, in
+  // seconds for standard clients and in milliseconds for ours.
+  const bool retryable = error.code == ErrorCode::kQueueFull ||
+                         error.code == ErrorCode::kRateLimited ||
+                         error.code == ErrorCode::kCircuitOpen;
+  if (retryable || error.retry_after_ms > 0) {
+    const int64_t ms = error.retry_after_ms > 0 ? error.retry_after_ms : 1000;
+    r.headers.push_back({"Retry-After", std::to_string((ms + 999) / 1000)});
+    r.headers.push_back({"retry-after-ms", std::to_string(ms)});
+  }
+  return r;
 }
 
 Response status_error_response(int status, std::string_view type, std::string_view code,

@@ -101,24 +101,26 @@ json::object project_json(const control::Project &p) {
 
 } // namespace
 
+std::optional<Error> check_admin_token(const http::Request &req, const std::string &token) {
+  if (token.empty())
+    return Error{ErrorCode::kPermissionDenied,
+                 "The admin API is disabled. Set GANTRY_ADMIN_TOKEN (or "
+                 "GANTRY_ADMIN_TOKEN_FILE) to enable it.",
+                 ""};
+  auto h = req.header("Authorization");
+  const std::string want = "Bearer " + token;
+  if (!h || h->size() != want.size() || CRYPTO_memcmp(h->data(), want.data(), want.size()))
+    return Error{ErrorCode::kUnauthorized, "A valid admin token is required.", ""};
+  return std::nullopt;
+}
+
 void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::string &token,
                       const Clock &clock, const observe::ErrorTracker *errors) {
   // Wraps a handler with the admin-token check (constant-time).
   auto guard = [&token](auto fn) {
     return [&token, fn](http::Request &&req, W w) {
-      if (token.empty()) {
-        send_error(w, {ErrorCode::kPermissionDenied,
-                       "The admin API is disabled. Set GANTRY_ADMIN_TOKEN (or "
-                       "GANTRY_ADMIN_TOKEN_FILE) to enable it.",
-                       ""});
-        return;
-      }
-      auto h = req.header("Authorization");
-      const std::string want = "Bearer " + token;
-      if (!h || h->size() != want.size() || CRYPTO_memcmp(h->data(), want.data(), want.size())) {
-        send_error(w, {ErrorCode::kUnauthorized, "A valid admin token is required.", ""});
-        return;
-      }
+      if (auto refused = check_admin_token(req, token))
+        return send_error(w, *refused);
       fn(std::move(req), std::move(w));
     };
   };

@@ -47,12 +47,7 @@ http::Response with_header(http::Response r, std::string_view outcome) {
 }
 
 http::Response error_reply(const Error &e, std::string_view outcome) {
-  http::Response r = http::error_response(e);
-  if (e.code == ErrorCode::kQueueFull) {
-    r.headers.push_back({"Retry-After", "1"});
-    r.headers.push_back({"retry-after-ms", "1000"});
-  }
-  return with_header(std::move(r), outcome);
+  return with_header(http::error_response(e), outcome); // Retry-After: one wire policy
 }
 
 } // namespace

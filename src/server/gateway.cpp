@@ -18,8 +18,10 @@
 #include "cache/memory_cache.h"
 #include "control/api_key.h"
 #include "control/webhook_signature.h"
+#include "core/utf8.h"
 #include "http/client.h"
 #include "http/router.h"
+#include "observe/error_tracker.h"
 #include "observe/http_poster.h"
 #include "server/admin_api.h"
 #include "server/cache_replay.h"
@@ -33,16 +35,8 @@ namespace gantry::server {
 namespace json = boost::json;
 namespace {
 
-http::Response error_with_retry(const Error &e) {
-  http::Response r = http::error_response(e);
-  if (e.code == ErrorCode::kQueueFull || e.code == ErrorCode::kRateLimited ||
-      e.code == ErrorCode::kCircuitOpen) {
-    const int64_t ms = e.retry_after_ms > 0 ? e.retry_after_ms : 1000;
-    r.headers.push_back({"Retry-After", std::to_string((ms + 999) / 1000)});
-    r.headers.push_back({"retry-after-ms", std::to_string(ms)});
-  }
-  return r;
-}
+// Bytes of an error message kept in a request-log line (audit L6).
+constexpr std::size_t kMaxLoggedError = 256;
 
 http::Headers rate_headers(const control::RateSnapshot &s) {
   http::Headers h;
@@ -62,7 +56,7 @@ http::Headers rate_headers(const control::RateSnapshot &s) {
 // An admission refused by the control plane: the error, Retry-After and the x-ratelimit-* numbers
 // of the scope that refused it.
 http::Response refusal_response(const Error &e, const control::RateSnapshot &refusal) {
-  http::Response r = error_with_retry(e);
+  http::Response r = http::error_response(e);
   for (auto &h : rate_headers(refusal))
     r.headers.push_back(std::move(h));
   return r;
@@ -253,8 +247,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   opts.idle_timeout = g->config_.idle_timeout;
   g->http_ = std::make_unique<http::HttpServer>(opts, g->build_routes());
   if (g->config_.admin_port >= 0) {
-    // Health, metrics and the admin API also on their own port, so operators can keep it off
-    // the public load balancer (it is also served on the main port).
+    // Health, metrics and the admin API on their own port, so operators can keep them off the
+    // public load balancer (metrics and admin are then not served on the main port).
     http::ServerOptions aopts = opts;
     aopts.host = g->config_.admin_host.empty() ? g->config_.host : g->config_.admin_host;
     aopts.port = static_cast<uint16_t>(g->config_.admin_port);
@@ -335,13 +329,16 @@ void Gateway::add_ops_routes(http::Router &r) {
     w->respond(http::Response::json(
         200, json::serialize(json::object{{"status", "started"}, {"models", std::move(models)}})));
   });
+  r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
+    handle_ready(std::move(w));
+  });
+}
+
+void Gateway::add_operator_routes(http::Router &r) {
   r.get("/metrics", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     http::Response resp = http::Response::text(200, render_metrics(*this));
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     w->respond(std::move(resp));
-  });
-  r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
-    handle_ready(std::move(w));
   });
   add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
   jobs_->add_admin_routes(r);
@@ -367,6 +364,11 @@ http::Handler Gateway::guarded(http::Router &&r) {
 http::Handler Gateway::build_routes() {
   http::Router r;
   add_ops_routes(r);
+  // With an admin listener, the operator surface (/admin/*, the errors and webhook-secret
+  // routes, /metrics) lives only there, so keeping that port off the public load balancer
+  // really keeps it private (audit M1). Without one, the public port serves it as before.
+  if (config_.admin_port < 0)
+    add_operator_routes(r);
   r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = authenticate(req, w);
     if (!principal)
@@ -390,7 +392,7 @@ http::Handler Gateway::build_routes() {
     if (!m) {
       w->respond(http::error_response(
           Error{ErrorCode::kNotFound,
-                "The model '" + std::string(req.path_param("id")) + "' does not exist", "model"}));
+                "The model '" + echoed(req.path_param("id")) + "' does not exist", "model"}));
       return;
     }
     w->respond(http::Response::json(
@@ -414,6 +416,7 @@ http::Handler Gateway::build_routes() {
 http::Handler Gateway::build_ops_routes() {
   http::Router r;
   add_ops_routes(r);
+  add_operator_routes(r);
   return guarded(std::move(r));
 }
 
@@ -452,8 +455,9 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
   }
   ServedModel *m = find_model(parsed->model);
   if (!m) {
-    w->respond(http::error_response(
-        {ErrorCode::kNotFound, "The model '" + parsed->model + "' does not exist", "model"}));
+    w->respond(http::error_response({ErrorCode::kNotFound,
+                                     "The model '" + echoed(parsed->model) + "' does not exist",
+                                     "model"}));
     return;
   }
   rec->model = m->spec.name;
@@ -475,8 +479,8 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
   embeddings_->handle(*m, std::move(parsed).value(), req.header("cache-control"), std::move(w));
 }
 
-std::optional<std::optional<control::Principal>>
-Gateway::authenticate(const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w) {
+AuthOutcome Gateway::authenticate(const http::Request &req,
+                                  const std::shared_ptr<http::ResponseWriter> &w) {
   auto p = control_->authenticate(req.header("Authorization"));
   if (!p) {
     http::Response r = http::error_response(p.error());
@@ -486,9 +490,9 @@ Gateway::authenticate(const http::Request &req, const std::shared_ptr<http::Resp
                                  clock_.unix_millis());
     }
     w->respond(std::move(r));
-    return std::nullopt;
+    return AuthOutcome::refused();
   }
-  return std::move(p).value();
+  return AuthOutcome::allow(std::move(p).value());
 }
 
 void Gateway::handle_inference(int endpoint_int, http::Request &&req,
@@ -614,7 +618,7 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   ServedModel *m = find_model(ir.model);
   if (!m) {
     w->respond(http::error_response(
-        {ErrorCode::kNotFound, "The model '" + ir.model + "' does not exist", "model"}));
+        {ErrorCode::kNotFound, "The model '" + echoed(ir.model) + "' does not exist", "model"}));
     return;
   }
   rec->model = m->spec.name;
@@ -640,8 +644,10 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
         return;
       }
     }
+    // Token ids can decode to lone bytes (byte-fallback tokens); echo must be valid UTF-8
+    // like every other text we send (audit L2).
     if (ir.echo)
-      echo = tok.decode(prompt);
+      echo = utf8_sanitize(tok.decode(prompt));
   } else {
     prompt = tok.encode(ir.prompt, true, true);
     if (ir.echo)
@@ -775,7 +781,7 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
     o.status = http_status(st.error().code);
     o.finish_reason = std::string(error_code_name(st.error().code));
     control_->finish(*admission, o);
-    http::Response r = error_with_retry(st.error());
+    http::Response r = http::error_response(st.error());
     r.headers.push_back(cache_header);
     w->respond(std::move(r));
   }
@@ -1005,7 +1011,10 @@ void Gateway::record_call(CallRecord &r) {
   if (r.error.empty()) {
     raw("error", "null");
   } else {
-    str("error", r.error);
+    // The message can echo client text (a field name, a model name, a key pasted as the
+    // model): redact secrets before cutting, so a cut cannot leave a key unrecognisable, and
+    // bound the line (audit L6).
+    str("error", utf8_truncate(observe::redact_secrets(r.error), kMaxLoggedError));
   }
   line.push_back('}');
   request_log_->write(line);

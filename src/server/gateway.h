@@ -21,6 +21,7 @@
 #include "http/server.h"
 #include "observe/error_tracker.h"
 #include "observe/sentry.h"
+#include "server/auth_outcome.h"
 #include "server/config.h"
 #include "server/embedding_service.h"
 #include "server/jobs_api.h"
@@ -77,15 +78,16 @@ public:
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
   http::Handler build_routes();
-  http::Handler build_ops_routes(); // the admin port: health, metrics, admin API
-  void add_ops_routes(http::Router &r);
+  http::Handler build_ops_routes();          // the admin port: health, metrics, admin API
+  void add_ops_routes(http::Router &r);      // health probes: on every listener
+  void add_operator_routes(http::Router &r); // metrics and /admin/*: the admin listener if any
   http::Handler guarded(http::Router &&r);
   ServedModel *find_model(std::string_view name);
   void handle_inference(int endpoint, http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
   void handle_ready(std::shared_ptr<http::ResponseWriter> w);
   // 401 (answered here) when the call needs a key and has no valid one.
-  std::optional<std::optional<control::Principal>>
-  authenticate(const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w);
+  AuthOutcome authenticate(const http::Request &req,
+                           const std::shared_ptr<http::ResponseWriter> &w);
   // A job's request (JobsService's executor): metrics and log like a call, then run_inference.
   void execute_job(api::Endpoint endpoint, http::Request &&req,
                    std::shared_ptr<http::ResponseWriter> w,

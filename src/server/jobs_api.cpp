@@ -8,7 +8,9 @@
 #include <cstdio>
 
 #include "control/webhook_signature.h"
+#include "core/utf8.h"
 #include "jobs/in_process_job_events.h"
+#include "server/admin_api.h"
 #include "server/jobs_wire.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
@@ -437,8 +439,9 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
     return send_error(w, e);
   } else if (std::none_of(models_.begin(), models_.end(),
                           [&](const ModelSpec &m) { return m.name == parsed->model; })) {
-    return send_error(w, {ErrorCode::kNotFound, "The model '" + parsed->model + "' does not exist",
-                          "body.model"});
+    return send_error(w,
+                      {ErrorCode::kNotFound,
+                       "The model '" + echoed(parsed->model) + "' does not exist", "body.model"});
   }
   job.body = std::move(*jb);
   if (const json::value *wh = o.if_contains("webhook"); wh && !wh->is_null()) {
@@ -614,12 +617,8 @@ void JobsService::add_admin_routes(http::Router &r) {
   r.post("/admin/v1/projects/{id}/webhook_secrets", [this](
                                                         http::Request &&req,
                                                         std::shared_ptr<http::ResponseWriter> w) {
-    const std::string want = "Bearer " + admin_token_;
-    auto h = req.header("Authorization");
-    if (admin_token_.empty() || !h || h->size() != want.size() ||
-        CRYPTO_memcmp(h->data(), want.data(), want.size()) != 0) {
-      return send_error(w, {ErrorCode::kUnauthorized, "A valid admin token is required.", ""});
-    }
+    if (auto refused = check_admin_token(req, admin_token_))
+      return send_error(w, *refused);
     int64_t grace_ms = 24 * 3'600'000;
     if (!req.body.empty()) {
       boost::system::error_code ec;

@@ -26,6 +26,7 @@
 #include "jobs/job_records.h"
 #include "jobs/job_runner.h"
 #include "jobs/webhook_dispatcher.h"
+#include "server/auth_outcome.h"
 #include "server/config.h"
 
 namespace gantry::server {
@@ -34,8 +35,8 @@ class JobsService {
 public:
   // The gateway's hooks: authenticate a request (answers 401 itself and returns nullopt), and
   // run one inference request as `principal`.
-  using Authenticate = std::function<std::optional<std::optional<control::Principal>>(
-      const http::Request &, const std::shared_ptr<http::ResponseWriter> &)>;
+  using Authenticate = std::function<AuthOutcome(const http::Request &,
+                                                 const std::shared_ptr<http::ResponseWriter> &)>;
   using Execute =
       std::function<void(api::Endpoint, http::Request &&, std::shared_ptr<http::ResponseWriter>,
                          std::optional<control::Principal>)>;

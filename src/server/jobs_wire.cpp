@@ -13,12 +13,7 @@ using jobs::Job;
 using jobs::JobStatus;
 
 void send_error(const std::shared_ptr<http::ResponseWriter> &w, const Error &e) {
-  http::Response r = http::error_response(e);
-  if (e.retry_after_ms > 0) {
-    r.headers.push_back({"Retry-After", std::to_string((e.retry_after_ms + 999) / 1000)});
-    r.headers.push_back({"retry-after-ms", std::to_string(e.retry_after_ms)});
-  }
-  w->respond(std::move(r));
+  w->respond(http::error_response(e)); // Retry-After comes with it (one wire policy)
 }
 
 Error not_found(std::string_view what, std::string_view id) {

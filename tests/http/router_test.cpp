@@ -101,6 +101,21 @@ TEST(ErrorResponseTest, PayloadTooLargeShape) {
   EXPECT_EQ(r.body,
             "{\"error\":{\"message\":\"too \\\"big\\\"\",\"type\":\"invalid_request_error\","
             "\"param\":null,\"code\":\"payload_too_large\"}}");
+  EXPECT_TRUE(r.headers.empty()) << "a non-retryable error has no Retry-After";
+}
+
+// One retry policy for every renderer (the gateway, jobs and embeddings used to differ).
+TEST(ErrorResponseTest, RetryableErrorsSayWhenToComeBack) {
+  for (auto code : {ErrorCode::kQueueFull, ErrorCode::kRateLimited, ErrorCode::kCircuitOpen}) {
+    Response r = error_response(Error{code, "busy", {}});
+    EXPECT_EQ(find_header(r.headers, "retry-after"), "1");
+    EXPECT_EQ(find_header(r.headers, "retry-after-ms"), "1000");
+  }
+  Error e{ErrorCode::kRateLimited, "slow down", {}};
+  e.retry_after_ms = 2500;
+  Response r = error_response(e);
+  EXPECT_EQ(find_header(r.headers, "retry-after"), "3");
+  EXPECT_EQ(find_header(r.headers, "retry-after-ms"), "2500");
 }
 
 } // namespace

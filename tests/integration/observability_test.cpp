@@ -230,6 +230,15 @@ TEST(Observability, AdminPortServesHealthMetricsAndAdminButNotTheApi) {
   EXPECT_EQ(a.get("/v1/models")->status, 404); // the API stays on the main port
   http::HttpClient c(s->client_options());
   EXPECT_EQ(c.get("/v1/models")->status, 200);
+  // Audit M1: with an admin port, the operator surface is not on the public port at all.
+  const http::Headers admin_auth{{"Authorization", "Bearer admin-port-token"}};
+  EXPECT_EQ(c.get("/admin/v1/keys", admin_auth)->status, 404);
+  EXPECT_EQ(c.get("/admin/v1/errors", admin_auth)->status, 404);
+  EXPECT_EQ(c.post("/admin/v1/projects/p/webhook_secrets", "", admin_auth)->status, 404);
+  EXPECT_EQ(c.get("/metrics")->status, 404);
+  EXPECT_EQ(c.get("/healthz")->status, 200); // probes stay on both
+  EXPECT_EQ(a.get("/admin/v1/errors", admin_auth)->status, 200);
+  EXPECT_EQ(a.post("/admin/v1/projects/p/webhook_secrets", "", admin_auth)->status, 201);
 }
 
 } // namespace

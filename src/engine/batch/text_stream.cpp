@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/utf8.h"
+
 namespace gantry::engine {
 
 size_t utf8_complete_prefix(const std::string &s) {
@@ -45,7 +47,7 @@ std::string TextStream::push(const std::string &piece, bool &stopped) {
   }
   if (cut != std::string::npos) {
     stopped = true;
-    std::string out = pending_.substr(0, cut);
+    std::string out = utf8_sanitize(std::string_view(pending_).substr(0, cut));
     pending_.clear();
     return out;
   }
@@ -60,13 +62,18 @@ std::string TextStream::push(const std::string &piece, bool &stopped) {
     }
   }
   size_t release = utf8_complete_prefix(pending_.substr(0, pending_.size() - hold));
-  std::string out = pending_.substr(0, release);
+  // The released prefix ends on a boundary but may still hold ill-formed bytes (a byte-fallback
+  // continuation byte, a lead byte followed by ASCII): they become U+FFFD so every piece is
+  // valid UTF-8 on its own (audit L2).
+  std::string out = utf8_sanitize(std::string_view(pending_).substr(0, release));
   pending_.erase(0, release);
   return out;
 }
 
 std::string TextStream::flush() {
-  std::string out = std::move(pending_);
+  // A generation cut inside a character leaves an incomplete sequence here; it is reported as
+  // U+FFFD rather than sent as raw bytes that strict JSON parsers reject (audit L2).
+  std::string out = utf8_sanitize(pending_);
   pending_.clear();
   return out;
 }

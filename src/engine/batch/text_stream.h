@@ -19,7 +19,8 @@ public:
   // string itself and anything after it are dropped.
   std::string push(const std::string &piece, bool &stopped);
   // Releases what is held back at the end of generation (an incomplete stop-string prefix or
-  // an incomplete UTF-8 sequence, which is passed through as is).
+  // an incomplete UTF-8 sequence, which becomes U+FFFD). Everything push() and flush() return
+  // is valid UTF-8.
   std::string flush();
 
 private:

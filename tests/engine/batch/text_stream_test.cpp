@@ -38,7 +38,22 @@ TEST(TextStreamTest, WaitsForCompleteUtf8) {
   EXPECT_EQ(ts.push(euro.substr(1, 1), stopped), "");
   EXPECT_EQ(ts.push(euro.substr(2, 1) + "x", stopped), euro + "x");
   EXPECT_EQ(ts.push("\xF0\x9F", stopped), "");
-  EXPECT_EQ(ts.flush(), "\xF0\x9F") << "flush passes incomplete bytes through";
+  // Audit L2: a generation cut inside a character must not leak raw bytes into JSON.
+  EXPECT_EQ(ts.flush(), "\xEF\xBF\xBD") << "flush reports an incomplete sequence as U+FFFD";
+}
+
+TEST(TextStreamTest, IllFormedBytesBecomeReplacementCharacters) {
+  TextStream ts({});
+  bool stopped = false;
+  // A byte-fallback lead byte followed by ASCII, and a stray continuation byte.
+  EXPECT_EQ(ts.push("\xE4", stopped), "");
+  EXPECT_EQ(ts.push("a", stopped), "\xEF\xBF\xBD"
+                                   "a");
+  EXPECT_EQ(ts.push("\x80"
+                    "b",
+                    stopped),
+            "\xEF\xBF\xBD"
+            "b");
 }
 
 TEST(TextStreamTest, Utf8CompletePrefix) {
