@@ -263,6 +263,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "max_queued_tokens",
                                  "default_max_tokens",
                                  "max_body_bytes",
+                                 "max_connections",
+                                 "max_inflight_body_bytes",
                                  "header_timeout_s",
                                  "body_timeout_s",
                                  "idle_timeout_s",
@@ -299,6 +301,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_int(t, "max_queued_tokens", c.max_queued_tokens, ""));
   GANTRY_TRY(read_int(t, "default_max_tokens", c.default_max_tokens, ""));
   GANTRY_TRY(read_int(t, "max_body_bytes", c.max_body_bytes, ""));
+  GANTRY_TRY(read_int(t, "max_connections", c.max_connections, ""));
+  GANTRY_TRY(read_int(t, "max_inflight_body_bytes", c.max_inflight_body_bytes, ""));
   GANTRY_TRY(read_ms(t, "header_timeout_s", c.header_timeout));
   GANTRY_TRY(read_ms(t, "body_timeout_s", c.body_timeout));
   GANTRY_TRY(read_ms(t, "idle_timeout_s", c.idle_timeout));
