@@ -180,6 +180,9 @@ Status ServerConfig::validate() const {
     return config_error("port", "must be 0..65535");
   if (io_threads < 1 || io_threads > 256)
     return config_error("io_threads", "must be 1..256");
+  // A chunked body reserves max_body_bytes up front; a smaller budget would refuse them all.
+  if (max_inflight_body_bytes < max_body_bytes)
+    return config_error("max_inflight_body_bytes", "must be at least max_body_bytes");
   if (models.empty())
     return config_error("models", "no model configured");
   for (size_t i = 0; i < models.size(); ++i) {

@@ -285,6 +285,17 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     r.headers.push_back({"WWW-Authenticate", "Bearer"});
     gp->control_->record_rejection(nullptr, "", req.path, req.request_id, p.error(),
                                    gp->clock_.unix_millis());
+    if (req.path == "/v1/chat/completions" || req.path == "/v1/completions" ||
+        req.path == "/v1/embeddings") {
+      CallRecord rec; // the metrics and request log an ObservedWriter would have written
+      rec.arrived_unix_ms = gp->clock_.unix_millis();
+      rec.request_id = req.request_id;
+      rec.endpoint = req.path;
+      rec.status = r.status;
+      rec.error_type = "authentication_error";
+      rec.error = p.error().message;
+      gp->record_call(rec);
+    }
     return r;
   };
   g->http_ = std::make_unique<http::HttpServer>(opts, g->build_routes());
