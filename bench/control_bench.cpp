@@ -13,7 +13,7 @@
 
 #include "control/control_plane.h"
 #include "control/key_service.h"
-#include "control/sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace {
 

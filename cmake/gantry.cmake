@@ -1,14 +1,19 @@
 # One declarative call per library and per test, after Abseil's absl_cc_library/absl_cc_test.
 #
 #   gantry_library(NAME engine_gguf SRCS a.cpp b.cpp DEPS gantry_core)
+#   gantry_library(NAME api SRCS openai.cpp DEPS gantry_engine_sampling PUBLIC_DEPS Boost::json)
 #   gantry_test(NAME gguf_test SRCS gguf_test.cpp DEPS gantry_engine_gguf)
 #
 # Libraries are named gantry_<NAME>; includes are rooted at src/ ("engine/gguf/gguf.h").
+# DEPS are PRIVATE: a library's users do not see them, so the build (not only the include
+# discipline) keeps SQLite and Beast out of the logic libraries. PUBLIC_DEPS are for what the
+# library's own headers include (Boost.JSON in api/ headers, say). Static libraries still carry
+# PRIVATE deps to the final link.
 function(gantry_library)
-  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;PUBLIC_DEPS" ${ARGN})
   add_library(gantry_${ARG_NAME} STATIC ${ARG_SRCS})
   target_include_directories(gantry_${ARG_NAME} PUBLIC ${PROJECT_SOURCE_DIR}/src)
-  target_link_libraries(gantry_${ARG_NAME} PUBLIC ${ARG_DEPS})
+  target_link_libraries(gantry_${ARG_NAME} PRIVATE ${ARG_DEPS} PUBLIC ${ARG_PUBLIC_DEPS})
 endfunction()
 
 function(gantry_test)

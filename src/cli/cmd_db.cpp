@@ -7,8 +7,8 @@
 #include <filesystem>
 
 #include "cli/commands.h"
-#include "control/sqlite_store.h"
 #include "server/config.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::cli {
 namespace {

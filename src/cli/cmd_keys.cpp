@@ -13,8 +13,8 @@
 #include "cli/commands.h"
 #include "control/api_key.h"
 #include "control/key_service.h"
-#include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::cli {
 namespace {

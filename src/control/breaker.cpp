@@ -87,6 +87,7 @@ BreakerState SpendBreaker::state() {
   if (s.open)
     s.open_for = duration_cast<milliseconds>(open_until_ - now);
   s.trips = trips_;
+  s.usd_per_minute = config_.usd_per_minute;
   return s;
 }
 

@@ -25,6 +25,7 @@ struct BreakerState {
   double window_usd = 0;
   std::chrono::milliseconds open_for{0}; // remaining cool-down
   uint64_t trips = 0;
+  double usd_per_minute = 0; // the configured threshold; 0 = off
 };
 
 class SpendBreaker {

@@ -2,9 +2,11 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "control/api_key.h"
+#include "control/memory_admission_store.h"
 #include "control/webhook_signature.h"
 
 namespace gantry::control {
@@ -16,21 +18,43 @@ LedgerWriterOptions ledger_options(std::chrono::milliseconds flush) {
   o.flush_interval = flush;
   return o;
 }
+
+std::unique_ptr<AdmissionStore>
+embedded_admission(Store &store, const std::vector<ModelControl> &models, const Clock &clock) {
+  std::vector<BreakerSpec> breakers;
+  for (const auto &m : models)
+    breakers.push_back({m.name, m.breaker});
+  return std::make_unique<MemoryAdmissionStore>(
+      clock, std::move(breakers), [&store](OwnerKind k, std::string_view id, int64_t from_ms) {
+        return store.usage_of(k, id, from_ms);
+      });
+}
+
+std::unique_ptr<IdempotencyStore> embedded_idempotency(const ControlConfig &config,
+                                                       const Clock &clock) {
+  IdempotencyLimits l;
+  l.max_bytes = config.idempotency_max_bytes;
+  l.max_entry_bytes = std::min(l.max_entry_bytes, config.idempotency_max_bytes);
+  return std::make_unique<MemoryIdempotencyStore>(clock, l);
+}
 } // namespace
 
 ControlPlane::ControlPlane(std::unique_ptr<Store> store, std::string pepper, ControlConfig config,
                            std::vector<ModelControl> models, const Clock &clock, WebhookPost post,
-                           EventLog log)
+                           EventLog log, ControlPorts ports)
     : store_(std::move(store)), config_(std::move(config)), clock_(clock), post_(std::move(post)),
       log_(std::move(log)),
       ledger_(std::make_unique<LedgerWriter>(*store_, ledger_options(config_.ledger_flush))),
       keys_(*store_, std::move(pepper), clock, config_.auth,
             [this](const std::string &id, int64_t t) { ledger_->touched(id, t); }),
-      limiter_(clock), quotas_(*store_, clock), idempotency_(clock) {
+      admission_(ports.admission ? std::move(ports.admission)
+                                 : embedded_admission(*store_, models, clock)),
+      idempotency_(ports.idempotency ? std::move(ports.idempotency)
+                                     : embedded_idempotency(config_, clock)),
+      settlement_(config_.settlement_queue) {
   for (auto &m : models) {
     ModelState s;
     s.cost = std::make_unique<CostEstimator>(m.price);
-    s.breaker = std::make_unique<SpendBreaker>(m.name, m.breaker, clock);
     models_.emplace(m.name, std::move(s));
   }
 }
@@ -52,6 +76,9 @@ Status ControlPlane::start() {
 }
 
 void ControlPlane::stop() {
+  // Settlements first, while the alert thread still runs: they queue the last ledger rows and
+  // budget alerts.
+  settlement_.stop();
   {
     std::lock_guard<std::mutex> lk(bg_mu_);
     if (stopping_)
@@ -67,9 +94,14 @@ void ControlPlane::stop() {
     (void)ledger_->flush();
 }
 
+Status ControlPlane::flush() {
+  settlement_.barrier();
+  return ledger_->flush();
+}
+
 Status ControlPlane::reload_budgets() {
   GANTRY_ASSIGN_OR_RETURN(auto budgets, store_->list_budgets());
-  quotas_.set_budgets(budgets);
+  admission_->set_budgets(budgets);
   return Ok();
 }
 
@@ -100,18 +132,6 @@ Result<Limits> ControlPlane::project_limits(const std::string &project) {
   return it->second.first;
 }
 
-SpendBreaker *ControlPlane::breaker(const std::string &model) {
-  auto it = models_.find(model);
-  return it == models_.end() ? nullptr : it->second.breaker.get();
-}
-
-std::vector<std::string> ControlPlane::breaker_models() const {
-  std::vector<std::string> out;
-  for (const auto &[name, s] : models_)
-    out.push_back(name);
-  return out;
-}
-
 void ControlPlane::count_rejection(std::string_view reason) {
   std::lock_guard<std::mutex> lk(counters_mu_);
   ++counters_.rejected[std::string(reason)];
@@ -119,7 +139,9 @@ void ControlPlane::count_rejection(std::string_view reason) {
 
 ControlCounters ControlPlane::counters() {
   std::lock_guard<std::mutex> lk(counters_mu_);
-  return counters_;
+  ControlCounters c = counters_;
+  c.settlement = settlement_.stats();
+  return c;
 }
 
 namespace {
@@ -169,22 +191,29 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
     return fail({ErrorCode::kPermissionDenied,
                  "This API key is not allowed to use model '" + req.model + "'.", "model"});
   }
-  auto mit = models_.find(req.model);
-  if (mit != models_.end()) {
-    if (auto st = mit->second.breaker->check(); !st)
-      return fail(st.error());
-  }
   const int64_t tokens = req.prompt_tokens + req.max_output_tokens;
-  std::vector<LimitRule> rules;
+  AdmissionAsk ask;
+  ask.model = req.model;
+  ask.tokens = tokens;
   if (p) {
-    rules.push_back({"key:" + p->key_id, p->limits});
+    ask.key_id = p->key_id;
+    ask.project = p->project;
+    ask.rules.push_back({"key:" + p->key_id, p->limits});
     GANTRY_ASSIGN_OR_RETURN(Limits pl, project_limits(p->project));
     if (pl.rpm || pl.tpm || pl.max_concurrent)
-      rules.push_back({"project:" + p->project, pl});
+      ask.rules.push_back({"project:" + p->project, pl});
   }
   if (config_.global.rpm || config_.global.tpm || config_.global.max_concurrent) {
-    rules.push_back({"global", config_.global});
+    ask.rules.push_back({"global", config_.global});
   }
+  if (auto mit = models_.find(req.model); mit != models_.end())
+    ask.usd = mit->second.cost->estimate(req.prompt_tokens, req.max_output_tokens);
+  // Read-your-writes: a caller that has seen its previous response is admitted against that
+  // response's settlement (see settlement_worker.h).
+  settlement_.barrier();
+  auto lease = admission_->reserve(ask, refusal);
+  if (!lease)
+    return fail(lease.take_error());
   auto adm = std::make_shared<Admission>();
   adm->request_id = req.request_id;
   adm->model = req.model;
@@ -194,29 +223,8 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
     adm->key_id = p->key_id;
     adm->project = p->project;
   }
-  if (!rules.empty()) {
-    RateDecision d = limiter_.acquire(rules, tokens);
-    if (!d.allowed) {
-      if (refusal)
-        *refusal = d.snapshot;
-      Error e{ErrorCode::kRateLimited, d.message, {}};
-      e.retry_after_ms = std::max<int64_t>(d.retry_after.count(), 1);
-      return fail(std::move(e));
-    }
-    adm->rate = d.lease;
-    adm->snapshot = d.snapshot;
-  }
-  if (p && quotas_.has_budgets()) {
-    const double usd = mit != models_.end()
-                           ? mit->second.cost->estimate(req.prompt_tokens, req.max_output_tokens)
-                           : 0.0;
-    auto q = quotas_.reserve(p->key_id, p->project, tokens, usd);
-    if (!q) {
-      limiter_.release(adm->rate, 0);
-      return fail(q.take_error());
-    }
-    adm->quota = std::move(q).value();
-  }
+  adm->snapshot = lease->snapshot;
+  adm->lease = std::move(lease).value();
   return adm;
 }
 
@@ -229,22 +237,14 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
     const Price &price = mit->second.cost->price();
     cost = price.cost(out.input_tokens - out.cached_tokens, out.output_tokens, out.engine_seconds);
     mit->second.cost->observe(out.input_tokens + out.output_tokens, out.engine_seconds);
-    mit->second.breaker->record(cost);
   }
-  // A response-cache hit used no engine capacity: everything it reserved goes back.
-  const int64_t used = out.cached ? 0 : out.input_tokens + out.output_tokens;
-  limiter_.release(adm.rate, used);
-  auto alerts = quotas_.commit(adm.quota, used, cost);
-  if (!alerts.empty()) {
-    std::lock_guard<std::mutex> lk(bg_mu_);
-    for (auto &a : alerts)
-      alerts_.push_back(std::move(a));
-    bg_cv_.notify_all();
-  }
-  if (cost > 0) {
-    std::lock_guard<std::mutex> lk(counters_mu_);
-    counters_.cost_usd[{adm.model, adm.project}] += cost;
-  }
+  // The caller may drop the admission once this returns: the task keeps its own copy.
+  settlement_.run([this, lease = adm.lease, r = usage_record(adm, out, cost), cached = out.cached,
+                   cost]() mutable { settle(lease, std::move(r), cached, cost); });
+  return cost;
+}
+
+UsageRecord ControlPlane::usage_record(const Admission &adm, const Outcome &out, double cost) {
   UsageRecord r;
   r.request_id = adm.request_id;
   r.key_id = adm.key_id;
@@ -261,8 +261,24 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
   r.status = out.status;
   r.finish_reason = out.finish_reason;
   r.created_at_ms = adm.arrived_ms;
-  ledger_->record(std::move(r));
-  return cost;
+  return r;
+}
+
+void ControlPlane::settle(const AdmissionLease &lease, UsageRecord row, bool cached, double cost) {
+  // A response-cache hit used no engine capacity: everything it reserved goes back.
+  const int64_t used = cached ? 0 : row.input_tokens + row.output_tokens;
+  auto alerts = admission_->settle(lease, {used, cost});
+  if (!alerts.empty()) {
+    std::lock_guard<std::mutex> lk(bg_mu_);
+    for (auto &a : alerts)
+      alerts_.push_back(std::move(a));
+    bg_cv_.notify_all();
+  }
+  if (cost > 0) {
+    std::lock_guard<std::mutex> lk(counters_mu_);
+    counters_.cost_usd[{row.model, row.project}] += cost;
+  }
+  ledger_->record(std::move(row));
 }
 
 void ControlPlane::alert_loop() {

@@ -4,6 +4,14 @@
 // that touches disk happens on background threads (the ledger writer, the key watcher, the
 // alert dispatcher), so the per-request cost is a few map lookups and one HMAC.
 //
+// Limits, quotas, budgets and breakers sit behind one port, AdmissionStore (one reserve() per
+// admission, one settle() per finish), and Idempotency-Key records behind IdempotencyStore; the
+// composition root chooses their adapters (ControlPorts), the embedded in-memory ones by default.
+// finish() prices the request on the calling thread (the cost is a response header) and posts
+// the settlement — the store's settle(), the budget alerts, the ledger row — to a bounded
+// SettlementWorker, so nothing stateful runs on an engine thread; admit() waits for settlements
+// posted before it (read-your-writes, see settlement_worker.h).
+//
 // Threading: every public method is thread-safe. finish() may run on an engine thread.
 #pragma once
 
@@ -20,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "control/admission_store.h"
 #include "control/breaker.h"
 #include "control/idempotency.h"
 #include "control/key_authenticator.h"
@@ -27,6 +36,7 @@
 #include "control/pricing.h"
 #include "control/quota.h"
 #include "control/rate_limiter.h"
+#include "control/settlement_worker.h"
 #include "control/store.h"
 #include "core/clock.h"
 
@@ -38,7 +48,15 @@ struct ControlConfig {
   std::chrono::milliseconds ledger_flush{200};
   std::chrono::milliseconds key_poll{250};
   std::string alert_webhook_url;
-  std::vector<std::string> alert_webhook_secrets; // "whsec_..."; the first signs, all verify
+  std::vector<std::string> alert_webhook_secrets;      // "whsec_..."; the first signs, all verify
+  size_t idempotency_max_bytes = kIdempotencyMaxBytes; // the embedded idempotency store's bound
+  size_t settlement_queue = 4096; // settlements waiting for the worker before finish() runs inline
+};
+
+// The adapters of the control plane's state ports; a null one gets the embedded adapter.
+struct ControlPorts {
+  std::unique_ptr<AdmissionStore> admission;
+  std::unique_ptr<IdempotencyStore> idempotency;
 };
 
 struct ModelControl {
@@ -61,9 +79,8 @@ struct AdmitRequest {
 struct Admission {
   std::string request_id, key_id, project, model, endpoint;
   int64_t arrived_ms = 0;
-  RateLease rate;
-  QuotaLease quota;
-  RateSnapshot snapshot;
+  AdmissionLease lease;
+  RateSnapshot snapshot; // the lease's, for the x-ratelimit-* headers
   std::atomic<bool> finished{false};
 };
 
@@ -83,6 +100,7 @@ struct ControlCounters {
   std::map<std::string, uint64_t> rejected;                       // by reason
   std::map<std::pair<std::string, std::string>, double> cost_usd; // (model, project)
   std::map<int, uint64_t> alerts;                                 // by threshold
+  SettlementWorkerStats settlement;
 };
 
 class ControlPlane {
@@ -95,13 +113,13 @@ public:
   using EventLog = std::function<void(const std::string &json_line)>;
 
   ControlPlane(std::unique_ptr<Store> store, std::string pepper, ControlConfig config,
-               std::vector<ModelControl> models, const Clock &clock, WebhookPost post,
-               EventLog log);
+               std::vector<ModelControl> models, const Clock &clock, WebhookPost post, EventLog log,
+               ControlPorts ports = {});
   ~ControlPlane();
 
   // Loads budgets and keys, starts the background threads.
   Status start();
-  void stop(); // flushes the ledger
+  void stop(); // runs the queued settlements, then flushes the ledger
 
   Result<std::optional<Principal>> authenticate(std::optional<std::string_view> authorization) {
     return keys_.authenticate(authorization);
@@ -113,9 +131,13 @@ public:
   // `refusal` (optional) receives the rate-limit numbers of a refused request for its headers.
   Result<std::shared_ptr<Admission>> admit(const AdmitRequest &request,
                                            RateSnapshot *refusal = nullptr);
-  // Settles the reservations with the actual usage, writes the ledger row, feeds the breaker
-  // and the budget alerts. Returns the cost in USD. Only the first call per admission counts.
+  // Prices the request and posts its settlement (the admission store's settle() with the actual
+  // usage, the ledger row, the budget alerts). Returns the cost in USD. Only the first call per
+  // admission counts; `admission` may be destroyed as soon as it returns.
   double finish(Admission &admission, const Outcome &outcome);
+  // Waits for the settlements posted so far, then writes the ledger's pending rows (a usage
+  // report is then current).
+  Status flush();
 
   // A refusal before admission (the request never ran): counted and written to the ledger.
   void record_rejection(const Principal *principal, const std::string &model,
@@ -124,11 +146,15 @@ public:
 
   Store &store() { return *store_; }
   KeyAuthenticator &keys() { return keys_; }
-  QuotaTracker &quotas() { return quotas_; }
-  IdempotencyStore &idempotency() { return idempotency_; }
+  AdmissionStore &admission() { return *admission_; }
+  IdempotencyStore &idempotency() { return *idempotency_; }
   LedgerWriter &ledger() { return *ledger_; }
-  SpendBreaker *breaker(const std::string &model);
-  std::vector<std::string> breaker_models() const;
+  std::vector<BudgetState> budget_states() { return admission_->budgets(); }
+  std::vector<std::string> breaker_models() const { return admission_->breaker_models(); }
+  std::optional<BreakerState> breaker_state(const std::string &model) {
+    return admission_->breaker_state(model);
+  }
+  bool reset_breaker(const std::string &model) { return admission_->reset_breaker(model); }
   Status reload_budgets();
   ControlCounters counters();
   const ControlConfig &config() const { return config_; }
@@ -136,10 +162,12 @@ public:
 private:
   struct ModelState {
     std::unique_ptr<CostEstimator> cost;
-    std::unique_ptr<SpendBreaker> breaker;
   };
   Result<Limits> project_limits(const std::string &project);
   void count_rejection(std::string_view reason);
+  static UsageRecord usage_record(const Admission &admission, const Outcome &outcome, double cost);
+  // On the settlement worker.
+  void settle(const AdmissionLease &lease, UsageRecord row, bool cached, double cost);
   void alert_loop();
   void key_loop();
 
@@ -150,9 +178,8 @@ private:
   EventLog log_;
   std::unique_ptr<LedgerWriter> ledger_;
   KeyAuthenticator keys_;
-  MemoryRateLimiter limiter_;
-  QuotaTracker quotas_;
-  IdempotencyStore idempotency_;
+  std::unique_ptr<AdmissionStore> admission_;
+  std::unique_ptr<IdempotencyStore> idempotency_;
   std::map<std::string, ModelState> models_;
 
   std::mutex projects_mu_;
@@ -167,6 +194,8 @@ private:
   std::deque<BudgetAlert> alerts_;
   std::thread alert_thread_;
   std::thread key_thread_;
+  // Last member: destroyed (drained) first, while everything its tasks touch is still alive.
+  SettlementWorker settlement_;
 };
 
 } // namespace gantry::control

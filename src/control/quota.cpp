@@ -42,7 +42,7 @@ Status QuotaTracker::roll(State &s, int64_t now) {
   if (!s.loaded) {
     // First sight since start-up: the period so far is in the ledger.
     GANTRY_ASSIGN_OR_RETURN(auto totals,
-                            store_.usage_of(s.budget.owner_kind, s.budget.owner_id, start * 1000));
+                            usage_(s.budget.owner_kind, s.budget.owner_id, start * 1000));
     s.used_tokens = totals.input_tokens + totals.output_tokens;
     s.used_usd = totals.cost_usd;
     s.loaded = true;

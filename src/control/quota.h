@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -25,6 +26,11 @@ namespace gantry::control {
 
 // Start of the UTC day or month containing `unix_seconds`.
 int64_t period_start(Period period, int64_t unix_seconds);
+
+// The usage an owner has in the ledger since `from_ms`: how a counter is seeded the first time its
+// owner is seen after start-up.
+using UsageLoader =
+    std::function<Result<UsageTotals>(OwnerKind kind, std::string_view owner_id, int64_t from_ms)>;
 
 struct QuotaLease {
   std::vector<std::tuple<OwnerKind, std::string, Period>> owners;
@@ -53,7 +59,11 @@ struct BudgetState {
 
 class QuotaTracker {
 public:
-  QuotaTracker(Store &store, const Clock &clock) : store_(store), clock_(clock) {}
+  QuotaTracker(UsageLoader usage, const Clock &clock) : usage_(std::move(usage)), clock_(clock) {}
+  QuotaTracker(Store &store, const Clock &clock)
+      : QuotaTracker([&store](OwnerKind k, std::string_view id,
+                              int64_t from_ms) { return store.usage_of(k, id, from_ms); },
+                     clock) {}
 
   // Replaces the budget set (start-up, and after an admin change); usage counters are kept.
   void set_budgets(const std::vector<Budget> &budgets);
@@ -81,7 +91,7 @@ private:
   };
   Status roll(State &s, int64_t now); // loads or resets the counters for the current period
 
-  Store &store_;
+  UsageLoader usage_;
   const Clock &clock_;
   mutable std::mutex mu_;
   std::map<OwnerKey, State> states_;

@@ -154,6 +154,12 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
 }
 
 void MemoryRateLimiter::release(const RateLease &lease, int64_t used_tokens) {
+  give_back(lease, used_tokens, false);
+}
+
+void MemoryRateLimiter::rollback(const RateLease &lease) { give_back(lease, 0, true); }
+
+void MemoryRateLimiter::give_back(const RateLease &lease, int64_t used_tokens, bool request_too) {
   if (lease.id == 0)
     return;
   const auto now = clock_.now();
@@ -166,6 +172,10 @@ void MemoryRateLimiter::release(const RateLease &lease, int64_t used_tokens) {
     ScopeState &s = scopes_[scope];
     if (l.max_concurrent > 0 && s.concurrent > 0)
       --s.concurrent;
+    if (request_too && l.rpm > 0) {
+      refill(s.requests, l.rpm, now);
+      s.requests.level = std::min(static_cast<double>(l.rpm), s.requests.level + 1.0);
+    }
     if (l.tpm > 0) {
       refill(s.tokens, l.tpm, now);
       // A negative refund (more used than reserved) is debt the bucket pays back by refilling.

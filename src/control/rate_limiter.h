@@ -63,6 +63,9 @@ public:
   // The request ended having used `used_tokens`: refunds the rest of its reservation (a request
   // cancelled early gets most of it back) and frees its concurrency slot. Idempotent per lease.
   virtual void release(const RateLease &lease, int64_t used_tokens) = 0;
+  // Undoes acquire() entirely — the request unit too — for an admission refused by a later
+  // check (a quota), so that a refusal takes nothing from any scope.
+  virtual void rollback(const RateLease &lease) = 0;
 };
 
 class MemoryRateLimiter final : public RateLimiter {
@@ -70,6 +73,7 @@ public:
   explicit MemoryRateLimiter(const Clock &clock) : clock_(clock) {}
   RateDecision acquire(const std::vector<LimitRule> &rules, int64_t tokens) override;
   void release(const RateLease &lease, int64_t used_tokens) override;
+  void rollback(const RateLease &lease) override;
 
 private:
   struct Bucket {
@@ -86,6 +90,7 @@ private:
     int64_t tokens = 0;
   };
   void refill(Bucket &b, int64_t per_minute, std::chrono::steady_clock::time_point now);
+  void give_back(const RateLease &lease, int64_t used_tokens, bool request_too);
 
   const Clock &clock_;
   std::mutex mu_;

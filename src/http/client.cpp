@@ -1,30 +1,73 @@
-// Beast implementation of HttpClient. Each blocking call runs asynchronous Beast operations on
-// a private io_context, because only the asynchronous tcp_stream operations honour timeouts.
+// Beast implementation of the outbound client. Each blocking call runs asynchronous Beast
+// operations on the connection's own io_context, because only the asynchronous tcp_stream
+// operations honour timeouts; a connection can therefore move between threads (the pool) while
+// it is idle.
 #include "http/client.h"
 
+#include <algorithm>
 #include <limits>
+#include <map>
 #include <optional>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/url/parse.hpp>
 
 namespace gantry::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using BeastRequest = bhttp::request<bhttp::string_body>;
+
+struct Connection {
+  asio::io_context ioc;
+  std::shared_ptr<ssl::context> ctx; // declared before the streams: outlives them
+  std::optional<beast::tcp_stream> tcp;
+  std::optional<TlsStream> tls;
+  beast::flat_buffer buffer;
+  asio::steady_timer total{ioc};
+  uint64_t total_generation = 0; // a stale total-deadline handler must not cancel a later request
+  bool total_expired = false;
+
+  beast::tcp_stream &lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+  bool open() const { return tcp.has_value() || tls.has_value(); }
+  template <typename F> beast::error_code with(F &&f) {
+    if (tls)
+      return f(*tls);
+    return f(*tcp);
+  }
+  void close() {
+    if (open()) {
+      beast::error_code ec;
+      lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+      lowest().socket().close(ec);
+    }
+    tls.reset();
+    tcp.reset();
+    buffer.clear();
+  }
+  ~Connection() { close(); }
+};
 
 namespace {
 
-constexpr std::uint64_t kMaxResponseBody = 256ull * 1024 * 1024;
+constexpr size_t kReadChunk = 16 * 1024;
 
 bhttp::verb to_verb(Method m) {
   switch (m) {
@@ -40,37 +83,148 @@ bhttp::verb to_verb(Method m) {
   return bhttp::verb::unknown;
 }
 
-// Runs one asynchronous operation to completion on `ioc` and returns its error code.
-template <typename Initiate> beast::error_code run(asio::io_context &ioc, Initiate &&initiate) {
+// Runs one asynchronous operation to completion on the connection's io_context. Other handlers
+// (the total deadline) may stay pending.
+template <typename Initiate> beast::error_code run(Connection &c, Initiate &&initiate) {
   beast::error_code result = asio::error::would_block;
-  initiate([&result](beast::error_code ec, auto &&...) { result = ec; });
-  ioc.restart();
-  ioc.run();
+  bool done = false;
+  initiate([&result, &done](beast::error_code ec, auto &&...) {
+    result = ec;
+    done = true;
+  });
+  c.ioc.restart();
+  while (!done && c.ioc.run_one() > 0) {
+  }
   return result;
 }
 
-Result<beast::tcp_stream> connect(asio::io_context &ioc, const ClientOptions &o) {
-  beast::tcp_stream stream(ioc);
-  tcp::resolver resolver(ioc);
-  beast::error_code ec;
-  auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
-  if (ec)
-    return Error::io("Cannot resolve " + o.host + ": " + ec.message());
-  stream.expires_after(o.timeout);
-  ec = run(ioc, [&](auto handler) { stream.async_connect(results, std::move(handler)); });
-  if (ec) {
-    return Error::io("Cannot connect to " + o.host + ":" + std::to_string(o.port) + ": " +
-                     ec.message());
+// Arms the total deadline of one request on `c`: when it fires, the pending operation is
+// cancelled and reported as a timeout.
+class TotalDeadline {
+public:
+  TotalDeadline(Connection &c, std::chrono::milliseconds total) : c_(c) {
+    c.total_expired = false;
+    const uint64_t gen = ++c.total_generation;
+    if (total.count() <= 0)
+      return;
+    c.total.expires_after(total);
+    c.total.async_wait([&c, gen](beast::error_code ec) {
+      if (ec || gen != c.total_generation)
+        return;
+      c.total_expired = true;
+      if (c.open())
+        c.lowest().cancel();
+    });
   }
-  stream.socket().set_option(tcp::no_delay(true), ec);
-  return stream;
+  ~TotalDeadline() {
+    ++c_.total_generation;
+    c_.total.cancel();
+  }
+  TotalDeadline(const TotalDeadline &) = delete;
+  TotalDeadline &operator=(const TotalDeadline &) = delete;
+
+private:
+  Connection &c_;
+};
+
+std::chrono::milliseconds phase(const ClientOptions &o, std::chrono::milliseconds p) {
+  return p.count() > 0 ? p : o.timeout;
 }
 
-bhttp::request<bhttp::string_body> make_request(const ClientOptions &o, Method method,
-                                                std::string_view target, std::string body,
-                                                Headers &headers) {
-  bhttp::request<bhttp::string_body> req{to_verb(method), target, 11};
-  req.set(bhttp::field::host, o.host + ":" + std::to_string(o.port));
+Error classed(std::string_view cls, std::string message) {
+  Error e = Error::io(std::move(message));
+  e.param = std::string(cls);
+  return e;
+}
+
+Error fail(const Connection &c, std::string_view cls, std::string what, beast::error_code ec) {
+  if (ec == beast::error::timeout || c.total_expired)
+    return classed(kTimeout, what + ": timed out");
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
+    return classed(kBadResponse, what + ": " + ec.message());
+  return classed(cls, what + ": " + ec.message());
+}
+
+std::string authority(const ClientOptions &o) {
+  std::string h = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
+  if (o.port != (o.tls ? 443 : 80))
+    h += ":" + std::to_string(o.port);
+  return h;
+}
+
+// The TLS client contexts, one per CA file (a handful at most: they come from configuration).
+Result<std::shared_ptr<ssl::context>> tls_context(const std::string &ca_file) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<ssl::context>> cache; // bounded below
+  std::lock_guard<std::mutex> lk(mu);
+  if (auto it = cache.find(ca_file); it != cache.end())
+    return it->second;
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  ctx->set_default_verify_paths(ec); // the system store; a missing one only fails verification
+  if (!ca_file.empty()) {
+    ctx->load_verify_file(ca_file, ec);
+    if (ec)
+      return Err(classed(kTlsFailed, "tls_ca_file '" + ca_file + "': " + ec.message()));
+  }
+  ctx->set_verify_mode(ssl::verify_peer);
+  if (cache.size() < 8)
+    cache.emplace(ca_file, ctx);
+  return ctx;
+}
+
+Status open(Connection &c, const ClientOptions &o) {
+  beast::error_code ec;
+  std::vector<tcp::endpoint> endpoints;
+  const std::string where = o.host + ":" + std::to_string(o.port);
+  if (!o.connect_address.empty()) {
+    auto a = asio::ip::make_address(o.connect_address, ec);
+    if (ec)
+      return Err(classed(kConnectFailed, "Bad connect address '" + o.connect_address + "'"));
+    endpoints.emplace_back(a, o.port);
+  } else {
+    // Blocking resolution, for callers that trust the name (tests on 127.0.0.1, the operator's
+    // Sentry DSN). Webhooks resolve on their own resolver and pass connect_address.
+    tcp::resolver resolver(c.ioc);
+    auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
+    if (ec)
+      return Err(classed(kConnectFailed, "Cannot resolve " + o.host + ": " + ec.message()));
+    for (const auto &r : results)
+      endpoints.push_back(r.endpoint());
+  }
+  c.tcp.emplace(c.ioc);
+  c.tcp->expires_after(phase(o, o.connect_timeout));
+  ec = run(c, [&](auto handler) { c.tcp->async_connect(endpoints, std::move(handler)); });
+  if (ec)
+    return Err(fail(c, kConnectFailed, "Cannot connect to " + where, ec));
+  c.tcp->socket().set_option(tcp::no_delay(true), ec);
+  if (!o.tls)
+    return Ok();
+  GANTRY_ASSIGN_OR_RETURN(c.ctx, tls_context(o.tls_ca_file));
+  c.tls.emplace(std::move(*c.tcp), *c.ctx);
+  c.tcp.reset();
+  beast::error_code not_ip;
+  (void)asio::ip::make_address(o.host, not_ip);
+  if (not_ip) // SNI carries names only (RFC 6066)
+    SSL_set_tlsext_host_name(c.tls->native_handle(), o.host.c_str());
+  c.tls->set_verify_mode(ssl::verify_peer);
+  c.tls->set_verify_callback(ssl::host_name_verification(o.host));
+  c.lowest().expires_after(phase(o, o.connect_timeout));
+  ec = run(c, [&](auto handler) {
+    c.tls->async_handshake(ssl::stream_base::client, std::move(handler));
+  });
+  if (ec)
+    return Err(fail(c, kTlsFailed, "TLS handshake with " + where, ec));
+  return Ok();
+}
+
+BeastRequest make_request(const ClientOptions &o, Method method, std::string_view target,
+                          std::string body, Headers &headers) {
+  BeastRequest req{to_verb(method), target, 11};
+  req.set(bhttp::field::host, authority(o));
   req.set(bhttp::field::user_agent, "gantry");
   for (Header &h : headers)
     req.set(h.name, h.value);
@@ -86,21 +240,159 @@ template <typename Fields> Headers to_headers(const Fields &fields) {
   return out;
 }
 
-Error io_error(std::string_view what, beast::error_code ec) {
-  if (ec == beast::error::timeout)
-    return Error::io(std::string(what) + ": timed out");
-  return Error::io(std::string(what) + ": " + ec.message());
+struct Exchange {
+  std::optional<Result<ClientResponse>> result;
+  bool stale = false;    // a reused connection the server had closed: retry on a fresh one
+  bool reusable = false; // the connection may carry another request
+};
+
+// Writes `req` and reads the response, keeping at most max_response_body bytes of the body.
+Exchange exchange(Connection &c, const ClientOptions &o, Method method, const BeastRequest &req,
+                  bool fresh) {
+  Exchange x;
+  c.lowest().expires_after(phase(o, o.write_timeout));
+  const beast::error_code write_ec = c.with([&](auto &s) {
+    return run(c, [&](auto handler) { bhttp::async_write(s, req, std::move(handler)); });
+  });
+  if (write_ec && !fresh && !c.total_expired) {
+    x.stale = true;
+    return x;
+  }
+  // Even after a failed write (the server may answer 413 and close before reading the whole
+  // body) a response may be waiting.
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
+  beast::error_code ec;
+  do { // interim 1xx responses (100 Continue) precede the real one
+    parser.emplace();
+    parser->body_limit(std::numeric_limits<std::uint64_t>::max()); // capped while reading
+    if (method == Method::kHead)
+      parser->skip(true);
+    c.lowest().expires_after(phase(o, o.first_byte_timeout));
+    ec = c.with([&](auto &s) {
+      return run(c, [&](auto handler) {
+        bhttp::async_read_header(s, c.buffer, *parser, std::move(handler));
+      });
+    });
+  } while (!ec && parser->get().result_int() / 100 == 1);
+  if (ec) {
+    if (!fresh && !parser->got_some() && !c.total_expired) {
+      x.stale = true;
+      return x;
+    }
+    x.result = write_ec ? Err(fail(c, kConnectFailed, "Writing request", write_ec))
+                        : Err(fail(c, kConnectFailed, "Reading response", ec));
+    return x;
+  }
+  ClientResponse out;
+  char chunk[kReadChunk];
+  while (!parser->is_done()) {
+    parser->get().body().data = chunk;
+    parser->get().body().size = sizeof chunk;
+    c.lowest().expires_after(o.timeout);
+    ec = c.with([&](auto &s) {
+      return run(
+          c, [&](auto handler) { bhttp::async_read(s, c.buffer, *parser, std::move(handler)); });
+    });
+    if (ec == bhttp::error::need_buffer)
+      ec = {};
+    if (ec == bhttp::error::end_of_stream && parser->is_done())
+      ec = {};
+    if (ec) {
+      x.result = Err(fail(c, kConnectFailed, "Reading response body", ec));
+      return x;
+    }
+    const size_t n = sizeof chunk - parser->get().body().size;
+    const size_t room =
+        o.max_response_body - std::min<uint64_t>(out.body.size(), o.max_response_body);
+    out.body.append(chunk, std::min(n, room));
+    if (n > room) { // the rest is never read: the connection closes instead
+      out.body_truncated = true;
+      break;
+    }
+  }
+  const auto &res = parser->get();
+  out.status = static_cast<int>(res.result_int());
+  out.headers = to_headers(res.base());
+  x.reusable = !out.body_truncated && parser->is_done() && res.keep_alive() && !write_ec;
+  x.result = std::move(out);
+  return x;
+}
+
+// One request over `conn` (kept or pooled; null opens a fresh one). On return `conn` holds the
+// connection only when it may carry another request.
+Result<ClientResponse> perform(std::unique_ptr<Connection> &conn, const ClientOptions &o,
+                               Method method, const BeastRequest &req, int &opened) {
+  try {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool fresh = !conn;
+      if (fresh)
+        conn = std::make_unique<Connection>();
+      Exchange x;
+      {
+        TotalDeadline deadline(*conn, o.total_timeout);
+        if (fresh) {
+          if (auto st = open(*conn, o); !st)
+            x.result = Err(st.take_error());
+          else
+            ++opened;
+        }
+        if (!x.result)
+          x = exchange(*conn, o, method, req, fresh);
+      }
+      if (!x.reusable)
+        conn.reset();
+      if (x.stale)
+        continue;
+      return std::move(*x.result);
+    }
+    return Err(classed(kConnectFailed, "Connection closed by server"));
+  } catch (const std::exception &e) {
+    // Asio may throw (e.g. resource exhaustion); callers expect values.
+    conn.reset();
+    return Err(classed(kConnectFailed, std::string("HTTP client: ") + e.what()));
+  }
 }
 
 } // namespace
+
+Result<ParsedUrl> parse_url(std::string_view url, ClientOptions base) {
+  auto u = boost::urls::parse_uri(url);
+  if (!u)
+    return Err(Error::invalid("not a URL: " + std::string(url)));
+  if (u->scheme_id() == boost::urls::scheme::https) {
+    base.tls = true;
+    base.port = 443;
+  } else if (u->scheme_id() == boost::urls::scheme::http) {
+    base.tls = false;
+    base.port = 80;
+  } else {
+    return Err(Error::invalid("only http:// and https:// URLs are supported"));
+  }
+  if (u->host_type() == boost::urls::host_type::ipvfuture)
+    return Err(Error::invalid("unsupported host in URL: " + std::string(url)));
+  base.host = u->host_address(); // without the brackets of an IPv6 literal
+  if (base.host.empty())
+    return Err(Error::invalid("URL without a host: " + std::string(url)));
+  if (u->has_port()) {
+    if (u->port().empty() || u->port_number() == 0)
+      return Err(Error::invalid("bad port in URL: " + std::string(url)));
+    base.port = u->port_number();
+  }
+  ParsedUrl p;
+  p.target = std::string(u->encoded_path());
+  if (p.target.empty())
+    p.target = "/";
+  if (u->has_query())
+    p.target += "?" + std::string(u->encoded_query());
+  p.options = std::move(base);
+  return p;
+}
 
 // --- SseStream
 
 struct SseStream::Impl {
   ClientOptions options;
-  asio::io_context ioc;
-  std::optional<beast::tcp_stream> stream;
-  beast::flat_buffer buffer;
+  std::unique_ptr<Connection> conn;
   bhttp::response_parser<bhttp::buffer_body> parser;
   Headers head;
   std::string text; // body bytes not yet split into lines
@@ -119,12 +411,8 @@ int SseStream::status() const { return static_cast<int>(impl_->parser.get().resu
 const Headers &SseStream::headers() const { return impl_->head; }
 
 void SseStream::close() {
-  if (!impl_ || !impl_->stream)
-    return;
-  beast::error_code ec;
-  impl_->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
-  impl_->stream->socket().close(ec);
-  impl_->stream.reset();
+  if (impl_)
+    impl_->conn.reset();
 }
 
 Result<std::optional<std::string>> SseStream::next_event() {
@@ -154,7 +442,7 @@ Result<std::optional<std::string>> SseStream::next_event() {
       } // other fields (event:, id:, retry:) and ":" comments are ignored
       m.text.erase(0, nl + 1);
     }
-    if (m.done || !m.stream)
+    if (m.done || !m.conn)
       return std::optional<std::string>();
     if (m.parser.is_done()) {
       m.done = true;
@@ -163,16 +451,19 @@ Result<std::optional<std::string>> SseStream::next_event() {
     char chunk[4096];
     m.parser.get().body().data = chunk;
     m.parser.get().body().size = sizeof chunk;
-    m.stream->expires_after(m.options.timeout);
-    beast::error_code ec = run(m.ioc, [&](auto handler) {
-      bhttp::async_read_some(*m.stream, m.buffer, m.parser, std::move(handler));
+    Connection &c = *m.conn;
+    c.lowest().expires_after(m.options.timeout);
+    beast::error_code ec = c.with([&](auto &s) {
+      return run(c, [&](auto handler) {
+        bhttp::async_read_some(s, c.buffer, m.parser, std::move(handler));
+      });
     });
     if (ec == bhttp::error::need_buffer)
       ec = {};
     if (ec == bhttp::error::end_of_stream && m.parser.is_done())
       ec = {};
     if (ec)
-      return io_error("Reading event stream", ec);
+      return Err(fail(c, kConnectFailed, "Reading event stream", ec));
     m.text.append(chunk, sizeof chunk - m.parser.get().body().size);
     if (m.parser.is_done())
       m.done = true;
@@ -181,112 +472,122 @@ Result<std::optional<std::string>> SseStream::next_event() {
 
 // --- HttpClient
 
-struct HttpClient::Impl {
-  ClientOptions options;
-  asio::io_context ioc;
-  std::optional<beast::tcp_stream> stream;
-  beast::flat_buffer buffer;
-  int opened = 0;
+HttpClient::HttpClient(ClientOptions options) : options_(std::move(options)) {}
 
-  void drop() {
-    if (!stream)
-      return;
-    beast::error_code ec;
-    stream->socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream->socket().close(ec);
-    stream.reset();
-    buffer.clear();
-  }
-};
+HttpClient::~HttpClient() = default;
 
-HttpClient::HttpClient(ClientOptions options) : impl_(std::make_unique<Impl>()) {
-  impl_->options = std::move(options);
-}
-
-HttpClient::~HttpClient() { impl_->drop(); }
-
-int HttpClient::connections_opened() const { return impl_->opened; }
+int HttpClient::connections_opened() const { return opened_; }
 
 Result<ClientResponse> HttpClient::request(Method method, std::string_view target, std::string body,
                                            Headers headers) {
-  Impl &m = *impl_;
-  auto req = make_request(m.options, method, target, std::move(body), headers);
-  // A reused keep-alive connection may have been closed by the server meanwhile; then one
-  // retry on a fresh connection is safe because the server never saw the request.
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    bool fresh = false;
-    if (!m.stream) {
-      auto s = connect(m.ioc, m.options);
-      if (!s)
-        return s.take_error();
-      m.stream.emplace(std::move(*s));
-      ++m.opened;
-      fresh = true;
-    }
-    m.stream->expires_after(m.options.timeout);
-    beast::error_code write_ec =
-        run(m.ioc, [&](auto handler) { bhttp::async_write(*m.stream, req, std::move(handler)); });
-    if (write_ec && !fresh) {
-      m.drop();
-      continue;
-    }
-    // Even after a failed write (the server may answer 413 and close before reading the whole
-    // body) a response may be waiting.
-    std::optional<bhttp::response_parser<bhttp::string_body>> parser;
-    beast::error_code ec;
-    do { // interim 1xx responses (100 Continue) precede the real one
-      parser.emplace();
-      parser->body_limit(kMaxResponseBody);
-      if (method == Method::kHead)
-        parser->skip(true);
-      m.stream->expires_after(m.options.timeout);
-      ec = run(m.ioc, [&](auto handler) {
-        bhttp::async_read(*m.stream, m.buffer, *parser, std::move(handler));
-      });
-    } while (!ec && parser->get().result_int() / 100 == 1);
-    if (ec) {
-      m.drop();
-      if (!fresh && !parser->got_some())
-        continue;
-      return io_error(write_ec ? "Writing request" : "Reading response", write_ec ? write_ec : ec);
-    }
-    auto &res = parser->get();
-    ClientResponse out;
-    out.status = static_cast<int>(res.result_int());
-    out.headers = to_headers(res.base());
-    out.body = std::move(res.body());
-    if (!res.keep_alive() || write_ec)
-      m.drop();
-    return out;
-  }
-  return Error::io("Connection closed by server");
+  const BeastRequest req = make_request(options_, method, target, std::move(body), headers);
+  return perform(conn_, options_, method, req, opened_);
 }
 
 Result<SseStream> HttpClient::open_sse(Method method, std::string_view target, std::string body,
                                        Headers headers) {
   auto impl = std::make_unique<SseStream::Impl>();
-  impl->options = impl_->options;
-  auto s = connect(impl->ioc, impl->options);
-  if (!s)
-    return s.take_error();
-  impl->stream.emplace(std::move(*s));
-  ++impl_->opened;
-  headers.push_back({"Accept", "text/event-stream"});
-  auto req = make_request(impl->options, method, target, std::move(body), headers);
-  impl->stream->expires_after(impl->options.timeout);
-  beast::error_code ec = run(
-      impl->ioc, [&](auto handler) { bhttp::async_write(*impl->stream, req, std::move(handler)); });
-  if (ec)
-    return io_error("Writing request", ec);
-  impl->parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-  impl->stream->expires_after(impl->options.timeout);
-  ec = run(impl->ioc, [&](auto handler) {
-    bhttp::async_read_header(*impl->stream, impl->buffer, impl->parser, std::move(handler));
-  });
-  if (ec)
-    return io_error("Reading response head", ec);
+  impl->options = options_;
+  impl->conn = std::make_unique<Connection>();
+  Connection &c = *impl->conn;
+  try {
+    GANTRY_TRY(open(c, impl->options));
+    ++opened_;
+    headers.push_back({"Accept", "text/event-stream"});
+    const BeastRequest req = make_request(impl->options, method, target, std::move(body), headers);
+    c.lowest().expires_after(impl->options.timeout);
+    beast::error_code ec = c.with([&](auto &s) {
+      return run(c, [&](auto handler) { bhttp::async_write(s, req, std::move(handler)); });
+    });
+    if (ec)
+      return Err(fail(c, kConnectFailed, "Writing request", ec));
+    impl->parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+    c.lowest().expires_after(impl->options.timeout);
+    ec = c.with([&](auto &s) {
+      return run(c, [&](auto handler) {
+        bhttp::async_read_header(s, c.buffer, impl->parser, std::move(handler));
+      });
+    });
+    if (ec)
+      return Err(fail(c, kConnectFailed, "Reading response head", ec));
+  } catch (const std::exception &e) {
+    return Err(classed(kConnectFailed, std::string("HTTP client: ") + e.what()));
+  }
   impl->head = to_headers(impl->parser.get().base());
   return SseStream(std::move(impl));
+}
+
+// --- OutboundClient
+
+OutboundClient::OutboundClient(Options options, const Clock &clock)
+    : options_(options), clock_(clock) {}
+
+OutboundClient::~OutboundClient() = default;
+
+int OutboundClient::connections_opened() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return opened_;
+}
+
+int OutboundClient::idle_connections() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return idle_count_;
+}
+
+std::unique_ptr<Connection> OutboundClient::take(const std::string &key) {
+  std::unique_ptr<Connection> out;
+  std::vector<std::unique_ptr<Connection>> expired; // closed outside the lock
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = idle_.find(key);
+    if (it == idle_.end())
+      return nullptr;
+    const auto now = clock_.now();
+    auto &v = it->second;
+    while (!v.empty() && !out) {
+      Idle i = std::move(v.back());
+      v.pop_back();
+      --idle_count_;
+      if (now - i.since > options_.idle_timeout)
+        expired.push_back(std::move(i.conn));
+      else
+        out = std::move(i.conn);
+    }
+    if (v.empty())
+      idle_.erase(it);
+  }
+  return out;
+}
+
+void OutboundClient::put(const std::string &key, std::unique_ptr<Connection> c) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto &v = idle_[key];
+  if (static_cast<int>(v.size()) >= options_.max_idle_per_origin ||
+      idle_count_ >= options_.max_idle_total) {
+    if (v.empty())
+      idle_.erase(key);
+    return; // closed by the destructor
+  }
+  v.push_back({std::move(c), clock_.now()});
+  ++idle_count_;
+}
+
+Result<ClientResponse> OutboundClient::request(const ClientOptions &o, Method method,
+                                               std::string_view target, std::string body,
+                                               Headers headers) {
+  const std::string key = std::string(o.tls ? "https|" : "http|") + o.host + "|" +
+                          std::to_string(o.port) + "|" + o.connect_address + "|" + o.tls_ca_file;
+  const BeastRequest req = make_request(o, method, target, std::move(body), headers);
+  std::unique_ptr<Connection> conn = take(key);
+  int opened = 0;
+  auto r = perform(conn, o, method, req, opened);
+  if (opened > 0) {
+    std::lock_guard<std::mutex> lk(mu_);
+    opened_ += opened;
+  }
+  if (conn)
+    put(key, std::move(conn));
+  return r;
 }
 
 } // namespace gantry::http

@@ -1,28 +1,25 @@
-// Ids for jobs, files and batches: prefix + 16 hex digits of (unix ms << 12 | counter), so they
-// are unique, sort in creation order (the list APIs page by id) and keep increasing across
-// restarts without reading the store.
+// Ids for jobs, files and batches: the prefix (`job_`, `file-`, `batch_`, as OpenAI spells them)
+// and 128 bits from the operating system's CSPRNG, written as 22 base62 characters. The ids are
+// unique across nodes without coordination (two nodes minting in the same millisecond collide
+// with probability ~2^-128) and unguessable, so one tenant cannot predict or pre-claim another's
+// job id (audit H4). They carry no order: the list APIs page in insertion order instead.
 //
 // Threading: next() may be called from any thread.
 #pragma once
 
-#include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
-
-#include "core/clock.h"
 
 namespace gantry::jobs {
 
 class JobIds {
 public:
-  explicit JobIds(const Clock &clock) : clock_(clock) {}
+  // Throws std::runtime_error when the CSPRNG fails (as the key generator does): an id that
+  // might repeat must never be handed out.
   std::string next(std::string_view prefix);
-
-private:
-  const Clock &clock_;
-  std::mutex mu_;
-  uint64_t last_ = 0;
 };
+
+// True when `id` is `prefix` followed by exactly the 22 base62 characters next() writes.
+bool is_well_formed_id(std::string_view id, std::string_view prefix);
 
 } // namespace gantry::jobs

@@ -37,7 +37,13 @@ struct StoredFile {
   std::string filename;
   int64_t bytes = 0;
   int64_t created_ms = 0;
-  std::string content;
+  std::string content; // empty when read with get_file_info()
+};
+
+// A project's bound on stored files (audit M3); 0 = unbounded.
+struct FileQuota {
+  int64_t max_files = 0;
+  int64_t max_bytes = 0;
 };
 
 struct Batch {
@@ -80,8 +86,10 @@ public:
 
   virtual Status add_delivery(const Delivery &d) = 0;
   virtual Status update_delivery(const Delivery &d) = 0;
-  // Pending deliveries due at `now_ms`, oldest first.
-  virtual Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int limit) = 0;
+  // Pending deliveries due at `now_ms`, oldest first, at most `per_project` of each project
+  // (the oldest of each), `limit` in all.
+  virtual Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int per_project,
+                                                       int limit) = 0;
   // The earliest next_at_ms of a pending delivery, 0 when none.
   virtual Result<int64_t> next_delivery_at() = 0;
   virtual Result<std::vector<Delivery>> deliveries_of(std::string_view job_id) = 0;
@@ -93,13 +101,26 @@ public:
   // now_ms + grace_ms (a rotation: receivers may verify either while they switch).
   virtual Status rotate_webhook_secret(std::string_view project, std::string_view secret,
                                        int64_t now_ms, int64_t grace_ms) = 0;
-  virtual Status disable_endpoint(std::string_view url, int64_t now_ms) = 0;
-  virtual Result<bool> endpoint_disabled(std::string_view url) = 0;
+  // A 410 Gone disables `url` for `project` only (another project may register the same URL).
+  virtual Status disable_endpoint(std::string_view project, std::string_view url,
+                                  int64_t now_ms) = 0;
+  virtual Result<bool> endpoint_disabled(std::string_view project, std::string_view url) = 0;
 
-  virtual Status put_file(const StoredFile &f) = 0;
-  virtual Result<std::optional<StoredFile>> get_file(std::string_view id) = 0;
+  // Stores the file unless its project would then exceed `quota` (kQuotaExceeded; the check and
+  // the insert are one transaction).
+  virtual Status put_file(const StoredFile &f, const FileQuota &quota) = 0;
+  virtual Result<std::optional<StoredFile>> get_file(std::string_view id) = 0;      // with content
+  virtual Result<std::optional<StoredFile>> get_file_info(std::string_view id) = 0; // without
+  // True when the project's file existed and is gone now.
+  virtual Result<bool> delete_file(std::string_view project, std::string_view id) = 0;
+  // Retention: deletes files created before `created_before_ms`; how many.
+  virtual Result<int64_t> purge_files(int64_t created_before_ms) = 0;
 
-  virtual Status put_batch(const Batch &b) = 0; // insert or replace
+  virtual Status put_batch(const Batch &b) = 0; // insert or replace: creation only
+  // The batch's new state, written only while its stored status is still `from_status` (a
+  // compare-and-set): true when this caller won the transition, false when another node (or
+  // a cancel) changed the batch first. Every change after creation goes through here.
+  virtual Result<bool> transition_batch(const Batch &b, std::string_view from_status) = 0;
   virtual Result<std::optional<Batch>> get_batch(std::string_view id) = 0;
   virtual Result<std::vector<Batch>> active_batches() = 0; // in_progress, finalizing, cancelling
   virtual Result<std::vector<Batch>> list_batches(std::string_view project, std::string_view after,

@@ -27,7 +27,9 @@ WebhookDispatcher::WebhookDispatcher(JobRecords &records, WebhookOptions options
 WebhookDispatcher::~WebhookDispatcher() { stop(); }
 
 void WebhookDispatcher::start() {
-  thread_ = std::thread([this] { loop(); });
+  scheduler_ = std::thread([this] { schedule(); });
+  for (int i = 0; i < std::max(1, options_.workers); ++i)
+    workers_.emplace_back([this] { work(); });
 }
 
 void WebhookDispatcher::stop() {
@@ -36,8 +38,13 @@ void WebhookDispatcher::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  if (thread_.joinable())
-    thread_.join();
+  if (scheduler_.joinable())
+    scheduler_.join();
+  for (auto &w : workers_) {
+    if (w.joinable())
+      w.join();
+  }
+  workers_.clear();
 }
 
 Status WebhookDispatcher::enqueue(const Job &job, std::string_view event,
@@ -67,33 +74,91 @@ Status WebhookDispatcher::enqueue(const Job &job, std::string_view event,
   return Ok();
 }
 
-void WebhookDispatcher::loop() {
+namespace {
+constexpr int kScanLimit = 256;
+constexpr size_t kMaxTaken = 256; // deliveries queued or in flight, all projects together
+} // namespace
+
+void WebhookDispatcher::schedule() {
+  const int cap = std::max(1, options_.per_project_in_flight);
   std::unique_lock<std::mutex> lk(mu_);
   while (!stopping_) {
     dirty_ = false;
     lk.unlock();
-    auto due = records_.due_deliveries(clock_.unix_millis(), 32);
-    if (!due) {
+    const int64_t now = clock_.unix_millis();
+    auto due = records_.due_deliveries(now, cap, kScanLimit);
+    if (!due)
       std::fprintf(stderr, "jobs: webhook deliveries: %s\n", due.error().message.c_str());
-    } else {
-      for (auto &d : *due)
-        deliver(std::move(d));
-    }
     auto next = records_.next_delivery_at();
     lk.lock();
-    if (stopping_ || dirty_ || (due && due->size() == 32))
+    bool added = false, held_back = false;
+    if (due) {
+      for (auto &d : *due) {
+        if (taken_.count(d.id))
+          continue; // queued or in flight already
+        int &n = project_taken_[d.project];
+        if (n >= cap || taken_.size() >= kMaxTaken) {
+          held_back = true;
+          if (n == 0)
+            project_taken_.erase(d.project);
+          continue;
+        }
+        ++n;
+        taken_.insert(d.id);
+        ready_.push_back(std::move(d));
+        added = true;
+      }
+    }
+    if (added)
+      cv_.notify_all();
+    if (stopping_ || dirty_ || (added && due && due->size() == kScanLimit))
       continue;
-    // Sleep until the next retry is due or a new event arrives.
+    // Sleep until the next retry is due, a new event arrives or a worker frees a slot. Rows
+    // that are due but queued or in flight wake us through their worker (dirty_).
     auto wait = std::chrono::milliseconds(60'000);
-    if (next && *next > 0)
-      wait = std::chrono::milliseconds(std::max<int64_t>(*next - clock_.unix_millis(), 1));
+    if (next && *next > now)
+      wait = std::chrono::milliseconds(*next - now);
+    else if ((next && *next > 0) || held_back)
+      wait = std::chrono::milliseconds(1'000);
     cv_.wait_for(lk, wait, [&] { return stopping_ || dirty_; });
   }
 }
 
+void WebhookDispatcher::work() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (true) {
+    cv_.wait(lk, [&] { return stopping_ || !ready_.empty(); });
+    if (stopping_)
+      return;
+    Delivery d = std::move(ready_.front());
+    ready_.pop_front();
+    const std::string id = d.id, project = d.project;
+    lk.unlock();
+    deliver(std::move(d));
+    lk.lock();
+    taken_.erase(id);
+    if (auto it = project_taken_.find(project); it != project_taken_.end() && --it->second <= 0)
+      project_taken_.erase(it);
+    dirty_ = true; // the scheduler may hand out this project's next delivery
+    cv_.notify_all();
+  }
+}
+
+namespace {
+// The coarse class of a failed attempt; the raw text (addresses, ports, resolver messages)
+// stays out of what the tenant can read.
+std::string error_class(const Error &e) {
+  for (const char *c : kErrorClasses) {
+    if (e.param == c)
+      return c;
+  }
+  return "connect_failed";
+}
+} // namespace
+
 void WebhookDispatcher::deliver(Delivery d) {
   const int64_t now = clock_.unix_millis();
-  if (auto off = records_.endpoint_disabled(d.url); off && *off) {
+  if (auto off = records_.endpoint_disabled(d.project, d.url); off && *off) {
     d.status = "disabled";
     d.last_error = "the endpoint answered 410 Gone earlier and is disabled";
     counters_.disabled++;
@@ -115,10 +180,11 @@ void WebhookDispatcher::deliver(Delivery d) {
     d.last_status = 410;
     d.last_error = "410 Gone: endpoint disabled";
     counters_.disabled++;
-    (void)records_.disable_endpoint(d.url, now);
+    (void)records_.disable_endpoint(d.project, d.url, now);
   } else {
     d.last_status = status ? *status : 0;
-    d.last_error = status ? "HTTP " + std::to_string(*status) : status.error().message;
+    d.last_error =
+        status ? "non_2xx:" + std::to_string(*status / 100) + "xx" : error_class(status.error());
     counters_.failed_attempts++;
     const auto delay = webhook_retry_delay(options_, d.id, d.attempts);
     if (now + delay.count() - d.created_ms > options_.give_up_after.count()) {

@@ -5,18 +5,32 @@
 //
 // Retries: exponential backoff from `retry_base` (×4 per attempt, capped at `retry_max`) with
 // ±20% jitter, until `give_up_after` since the event (a day by default). A 410 Gone disables the
-// endpoint: later deliveries to it are not attempted.
+// endpoint for the project that registered it: that project's later deliveries to it are not
+// attempted.
 //
-// Threading: one dispatcher thread sends; notify() may be called from any thread.
+// Fairness (audit L4): `workers` threads send; a project has at most `per_project_in_flight`
+// deliveries queued or in flight, so one tenant's blackhole receiver holds at most that many
+// workers while the others keep delivering. Each attempt is bounded by the Post (a total
+// deadline, DNS included).
+//
+// What a tenant sees (audit H6, the oracle): last_error is a coarse class, never the client's
+// text: the Post's Error::param when it is one of kErrorClasses, else "connect_failed"; a non-2xx
+// answer records "non_2xx:4xx" (the status class).
+//
+// Threading: a scheduler thread reads due deliveries and hands them to the worker threads;
+// enqueue() may be called from any thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -31,7 +45,13 @@ struct WebhookOptions {
   std::chrono::milliseconds retry_base{5'000};
   std::chrono::milliseconds retry_max{std::chrono::hours(6)};
   std::chrono::milliseconds give_up_after{std::chrono::hours(24)};
+  int workers = 4;
+  int per_project_in_flight = 2;
 };
+
+// The error classes a delivery records (Post errors carry one in Error::param).
+inline constexpr const char *kErrorClasses[] = {"blocked_destination", "connect_failed", "timeout",
+                                                "tls_failed", "bad_response"};
 
 // The delay before attempt `attempts + 1` of delivery `id` (deterministic jitter from the id, so
 // no random source is needed and retries of many deliveries still spread out).
@@ -44,7 +64,8 @@ struct WebhookCounters {
 
 class WebhookDispatcher {
 public:
-  // Sends one signed body; the HTTP status, or an error (refused destination, network).
+  // Sends one signed body within its own total deadline; the HTTP status, or an error whose
+  // param is its class (kErrorClasses). Called from several worker threads at once.
   using Post = std::function<Result<int>(const std::string &url, const std::string &body,
                                          const std::vector<std::pair<std::string, std::string>> &)>;
   // The Standard Webhooks headers for a body, signed with the project's secrets.
@@ -62,7 +83,8 @@ public:
   const WebhookCounters &counters() const { return counters_; }
 
 private:
-  void loop();
+  void schedule();
+  void work();
   void deliver(Delivery d);
 
   JobRecords &records_;
@@ -74,8 +96,12 @@ private:
   std::condition_variable cv_;
   bool stopping_ = false;
   bool dirty_ = false;
+  std::deque<Delivery> ready_;                         // handed to workers; bounded by the cap
+  std::unordered_set<std::string> taken_;              // ids queued or in flight
+  std::unordered_map<std::string, int> project_taken_; // per project: queued + in flight
   WebhookCounters counters_;
-  std::thread thread_;
+  std::thread scheduler_;
+  std::vector<std::thread> workers_;
 };
 
 } // namespace gantry::jobs

@@ -234,7 +234,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
 
   r.get("/admin/v1/budgets", guard([&ctl](http::Request &&, W w) {
           json::array data;
-          for (const auto &s : ctl.quotas().snapshot()) {
+          for (const auto &s : ctl.budget_states()) {
             json::object o = budget_json(s.budget);
             o["period_start"] = s.period_start;
             o["used_tokens"] = s.used_tokens;
@@ -337,7 +337,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
             to = *v;
           }
           // Rows still waiting for the next batch are included, so the report is current.
-          (void)ctl.ledger().flush();
+          (void)ctl.flush();
           auto rows = ctl.store().usage_report(gb, from * 1000, to * 1000);
           if (!rows)
             return send_error(w, rows.error());
@@ -372,12 +372,14 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
   r.get("/admin/v1/breakers", guard([&ctl](http::Request &&, W w) {
           json::array data;
           for (const auto &m : ctl.breaker_models()) {
-            auto *b = ctl.breaker(m);
-            auto s = b->state();
+            auto st = ctl.breaker_state(m);
+            if (!st)
+              continue;
+            const auto &s = *st;
             data.push_back(json::object{{"model", m},
-                                        {"enabled", b->config().usd_per_minute > 0},
+                                        {"enabled", s.usd_per_minute > 0},
                                         {"open", s.open},
-                                        {"threshold_usd_per_minute", b->config().usd_per_minute},
+                                        {"threshold_usd_per_minute", s.usd_per_minute},
                                         {"window_usd", s.window_usd},
                                         {"open_for_ms", s.open_for.count()},
                                         {"trips", s.trips}});
@@ -385,13 +387,11 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
           send_json(w, 200, json::object{{"object", "list"}, {"data", std::move(data)}});
         }));
   r.post("/admin/v1/breakers/{model}/reset", guard([&ctl](http::Request &&req, W w) {
-           auto *b = ctl.breaker(std::string(req.path_param("model")));
-           if (!b) {
+           if (!ctl.reset_breaker(std::string(req.path_param("model")))) {
              return send_error(w, {ErrorCode::kNotFound,
                                    "no model '" + std::string(req.path_param("model")) + "'",
                                    "model"});
            }
-           b->reset();
            send_json(w, 200, json::object{{"model", req.path_param("model")}, {"open", false}});
          }));
 }

@@ -19,7 +19,7 @@ void JobsService::add_batch_routes(http::Router &r) {
     auto p = authenticate_(req, w);
     if (!p)
       return;
-    create_file(std::move(req), std::move(w), *p ? (*p)->project : "");
+    create_file(std::move(req), std::move(w), *p ? &**p : nullptr);
   });
   // The caller's own file or batch `id`, or nullopt once the refusal was sent (401, 404 for
   // another project's record as for a missing one, or the store's error).
@@ -43,17 +43,40 @@ void JobsService::add_batch_routes(http::Router &r) {
   };
   auto owned_file = [this, owned](http::Request &req,
                                   const std::shared_ptr<http::ResponseWriter> &w) {
-    return owned(req, w, "file", [this](const std::string &id) { return records_->get_file(id); });
+    // Metadata only: the content is read by the /content route alone (audit M3).
+    return owned(req, w, "file",
+                 [this](const std::string &id) { return records_->get_file_info(id); });
   };
   r.get("/v1/files/{id}",
         [owned_file](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
           if (auto f = owned_file(req, w))
             w->respond(http::Response::json(200, json::serialize(render_file(*f))));
         });
+  r.del("/v1/files/{id}", [this, owned_file](http::Request &&req,
+                                             std::shared_ptr<http::ResponseWriter> w) {
+    auto f = owned_file(req, w);
+    if (!f)
+      return;
+    auto gone = records_->delete_file(f->project, f->id);
+    if (!gone)
+      return send_error(w, gone.error());
+    if (!*gone)
+      return send_error(w, not_found("file", f->id)); // deleted meanwhile
+    w->respond(http::Response::json(
+        200, json::serialize(json::object{{"id", f->id}, {"object", "file"}, {"deleted", true}})));
+  });
   r.get("/v1/files/{id}/content",
-        [owned_file](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
-          if (auto f = owned_file(req, w))
-            w->respond(http::Response{200, "application/jsonl", {}, std::move(f->content)});
+        [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+          auto p = authenticate_(req, w);
+          if (!p)
+            return;
+          const std::string id(req.path_param("id"));
+          auto f = records_->get_file(id);
+          if (!f)
+            return send_error(w, f.error());
+          if (!*f || (*f)->project != (*p ? (*p)->project : ""))
+            return send_error(w, not_found("file", id));
+          w->respond(http::Response{200, "application/jsonl", {}, std::move((*f)->content)});
         });
   r.post("/v1/batches", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto p = authenticate_(req, w);
@@ -98,10 +121,18 @@ void JobsService::add_batch_routes(http::Router &r) {
            if (!b)
              return;
            if (b->status == "validating" || b->status == "in_progress") {
+             const std::string from = b->status;
              b->status = "cancelling";
              b->cancelling_ms = clock_.unix_millis();
-             if (auto st = records_->put_batch(*b); !st)
-               return send_error(w, st.error());
+             auto won = records_->transition_batch(*b, from);
+             if (!won)
+               return send_error(w, won.error());
+             if (!*won) { // the batch moved on meanwhile (finished, or another cancel)
+               auto now_is = records_->get_batch(b->id);
+               if (!now_is || !*now_is)
+                 return send_error(w, now_is ? not_found("batch", b->id) : now_is.error());
+               *b = std::move(**now_is);
+             }
              {
                std::lock_guard<std::mutex> lk(mu_);
                batches_dirty_ = true;
@@ -113,7 +144,11 @@ void JobsService::add_batch_routes(http::Router &r) {
 }
 
 void JobsService::create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
-                              const std::string &project) {
+                              const control::Principal *principal) {
+  const std::string project = principal ? principal->project : "";
+  const std::string id = ids_.next("file-");
+  if (auto st = admit_submission(principal, "/v1/files", id); !st)
+    return send_error(w, st.error());
   auto ct = req.header("Content-Type");
   if (!ct || ct->find("multipart/form-data") == std::string_view::npos)
     return send_error(w, Error::invalid("upload the file as multipart/form-data", "file"));
@@ -136,11 +171,16 @@ void JobsService::create_file(http::Request &&req, std::shared_ptr<http::Respons
   if (f.purpose != "batch")
     return send_error(
         w, Error::invalid("purpose must be \"batch\" (the only one served here)", "purpose"));
-  f.id = ids_.next("file-");
+  f.id = id;
   f.project = project;
   f.bytes = static_cast<int64_t>(f.content.size());
   f.created_ms = clock_.unix_millis();
-  if (auto st = records_->put_file(f); !st)
+  if (config_.max_file_bytes > 0 && f.bytes > config_.max_file_bytes)
+    return send_error(w, Error::invalid("the file has " + std::to_string(f.bytes) +
+                                            " bytes; a project may store at most " +
+                                            std::to_string(config_.max_file_bytes),
+                                        "file"));
+  if (auto st = records_->put_file(f, {config_.max_files, config_.max_file_bytes}); !st)
     return send_error(w, st.error());
   w->respond(http::Response::json(200, json::serialize(render_file(f))));
 }
@@ -167,6 +207,9 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
     return send_error(
         w, Error::invalid("completion_window must be a duration such as 24h", "completion_window"));
   const std::string project = principal ? principal->project : "";
+  const std::string batch_id = ids_.next("batch_");
+  if (auto st = admit_submission(principal, "/v1/batches", batch_id); !st)
+    return send_error(w, st.error());
   auto file = records_->get_file(fid->as_string());
   if (!file)
     return send_error(w, file.error());
@@ -174,7 +217,7 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
     return send_error(w, not_found("file", fid->as_string()));
   const int64_t now = clock_.unix_millis();
   jobs::Batch b;
-  b.id = ids_.next("batch_");
+  b.id = batch_id;
   b.project = project;
   b.key_id = principal ? principal->key_id : "";
   b.endpoint = std::string(ep->as_string());
@@ -279,6 +322,7 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
     return send_error(w, st.error());
   if (!lines.empty() && errors.empty()) {
     if (auto st = queue_->enqueue(std::move(lines)); !st) {
+      const std::string from = b.status;
       b.status = "failed";
       b.failed_ms = now;
       b.total = 0;
@@ -288,14 +332,30 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
                                                          {"message", st.error().message},
                                                          {"param", nullptr},
                                                          {"line", nullptr}}}}});
-      (void)records_->put_batch(b);
+      (void)records_->transition_batch(b, from);
     }
   }
   w->respond(http::Response::json(200, json::serialize(render_batch(b))));
 }
 
+// One coordinator step for an active batch. Every write is a compare-and-set on the status the
+// batch had when it was read, so when several nodes' coordinators step the same batch, exactly
+// one wins each transition and only the winner acts on it (writes the output files).
 Status JobsService::advance_batch(jobs::Batch b) {
   const int64_t now = clock_.unix_millis();
+  std::string from = b.status;
+  if (b.status == "finalizing") {
+    // Left by a coordinator that died while writing the output (a live one finishes within its
+    // step): after a grace, put back so that one coordinator wins finalizing it again.
+    constexpr int64_t kFinalizeGraceMs = 10 * 60'000;
+    if (now - b.finalizing_ms < kFinalizeGraceMs)
+      return Ok();
+    b.status = "in_progress";
+    GANTRY_ASSIGN_OR_RETURN(bool won, records_->transition_batch(b, from));
+    if (!won)
+      return Ok();
+    from = b.status;
+  }
   GANTRY_ASSIGN_OR_RETURN(auto counts, records_->batch_counts(b.id));
   b.completed = counts.succeeded;
   b.failed = counts.failed;
@@ -310,7 +370,7 @@ Status JobsService::advance_batch(jobs::Batch b) {
       for (const auto &j : page) {
         if (!jobs::is_terminal(j.status)) {
           (void)queue_->cancel(j.project, j.id);
-          runner_->cancel(j.id);
+          events_->publish({j.id, jobs::JobEventKind::kCanceled});
         }
       }
       if (static_cast<int>(page.size()) < f.limit)
@@ -326,14 +386,38 @@ Status JobsService::advance_batch(jobs::Batch b) {
     }
   }
   if (counts.succeeded + counts.failed < b.total) {
-    return records_->put_batch(b); // progress only
+    // Progress only (or the expiry); lost to a concurrent change, the next step sees it.
+    GANTRY_ASSIGN_OR_RETURN(bool won, records_->transition_batch(b, from));
+    (void)won;
+    return Ok();
   }
-  // Every line is done: write the output and error files, then the final state.
+  // Every line is done: claim the finalization, write the output and error files, then the
+  // final state.
   if (b.status == "in_progress") {
     b.finalizing_ms = now;
     b.status = "finalizing";
-    GANTRY_TRY(records_->put_batch(b));
+    GANTRY_ASSIGN_OR_RETURN(bool won, records_->transition_batch(b, from));
+    if (!won)
+      return Ok(); // another coordinator finalizes it
+    from = b.status;
   }
+  // The output is capped (audit M3): past the cap the batch fails rather than building a
+  // string SQLite cannot store and retrying it every second.
+  const int64_t cap = config_.max_batch_output_bytes;
+  auto fail = [&](const std::string &code, const std::string &message) -> Status {
+    b.status = "failed";
+    b.failed_ms = now;
+    b.output_file_id.clear();
+    b.error_file_id.clear();
+    b.errors = json::serialize(json::object{
+        {"object", "list"},
+        {"data",
+         json::array{json::object{
+             {"code", code}, {"message", message}, {"param", nullptr}, {"line", nullptr}}}}});
+    GANTRY_ASSIGN_OR_RETURN(bool won, records_->transition_batch(b, from));
+    (void)won;
+    return Ok();
+  };
   std::string out, err;
   jobs::ListFilter f;
   f.batch_id = b.id;
@@ -356,11 +440,15 @@ Status JobsService::advance_batch(jobs::Batch b) {
                                      {"message", j.error}};
         err += json::serialize(line) + "\n";
       }
+      if (cap > 0 && static_cast<int64_t>(out.size() + err.size()) > cap)
+        return fail("output_too_large", "the batch's output exceeds " + std::to_string(cap) +
+                                            " bytes (jobs.max_batch_output_bytes)");
     }
     if (static_cast<int>(page.size()) < f.limit)
       break;
     f.after = page.back().id;
   }
+  std::vector<std::string> written;
   auto put = [&](std::string content, std::string &id_out) -> Status {
     jobs::StoredFile file;
     file.id = ids_.next("file-");
@@ -370,14 +458,24 @@ Status JobsService::advance_batch(jobs::Batch b) {
     file.bytes = static_cast<int64_t>(content.size());
     file.content = std::move(content);
     file.created_ms = now;
-    GANTRY_TRY(records_->put_file(file));
+    // Bounded by the output cap instead of the project's file quota: a finished batch's
+    // results are not refused for the files its owner keeps.
+    GANTRY_TRY(records_->put_file(file, {}));
     id_out = file.id;
+    written.push_back(file.id);
     return Ok();
   };
+  Status stored = Ok();
   if (!out.empty())
-    GANTRY_TRY(put(std::move(out), b.output_file_id));
-  if (!err.empty())
-    GANTRY_TRY(put(std::move(err), b.error_file_id));
+    stored = put(std::move(out), b.output_file_id);
+  if (stored && !err.empty())
+    stored = put(std::move(err), b.error_file_id);
+  if (!stored) {
+    for (const auto &id : written)
+      (void)records_->delete_file(b.project, id);
+    return fail("output_not_stored",
+                "the batch's output could not be stored: " + stored.error().message);
+  }
   if (b.status == "cancelling") {
     b.status = "cancelled";
     b.cancelled_ms = now;
@@ -385,7 +483,12 @@ Status JobsService::advance_batch(jobs::Batch b) {
     b.status = "completed";
     b.completed_ms = now;
   }
-  return records_->put_batch(b);
+  GANTRY_ASSIGN_OR_RETURN(bool won, records_->transition_batch(b, from));
+  if (!won) {
+    for (const auto &id : written)
+      (void)records_->delete_file(b.project, id);
+  }
+  return Ok();
 }
 
 } // namespace gantry::server

@@ -3,7 +3,9 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <tuple>
 
 extern char **environ;
@@ -111,8 +113,17 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
                                    "webhook_retry_base_ms",
                                    "webhook_allow_loopback",
                                    "webhook_allow_private",
+                                   "webhook_workers",
                                    "max_wait_s",
-                                   "weights"};
+                                   "weights",
+                                   "node_id",
+                                   "max_stored_jobs",
+                                   "max_stored_job_bytes",
+                                   "max_files",
+                                   "max_file_bytes",
+                                   "file_retention_h",
+                                   "max_batch_output_bytes",
+                                   "max_waiters"};
   for (const auto &[k, v] : *t) {
     bool known = false;
     for (const char *kk : kJobKeys)
@@ -124,6 +135,22 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   GANTRY_TRY(read_int(*t, "max_queued_jobs", c.max_queued_jobs, "jobs."));
   GANTRY_TRY(read_int(*t, "max_attempts", c.max_attempts, "jobs."));
   GANTRY_TRY(read_int(*t, "max_wait_s", c.max_wait_s, "jobs."));
+  for (auto [key, out] :
+       {std::pair{"max_stored_jobs", &c.max_stored_jobs},
+        std::pair{"max_stored_job_bytes", &c.max_stored_job_bytes},
+        std::pair{"max_files", &c.max_files}, std::pair{"max_file_bytes", &c.max_file_bytes},
+        std::pair{"max_batch_output_bytes", &c.max_batch_output_bytes},
+        std::pair{"max_waiters", &c.max_waiters}}) {
+    GANTRY_TRY(read_int(*t, key, *out, "jobs."));
+    if (*out < 0)
+      return config_error("jobs." + std::string(key), "must be 0 (unbounded) or positive");
+  }
+  if (auto n = t->get("node_id")) {
+    if (!n->is_string() || n->value<std::string>()->empty() || n->value<std::string>()->size() > 64)
+      return config_error("jobs.node_id", "expected a non-empty string of at most 64 characters");
+    c.node_id = *n->value<std::string>();
+  }
+  GANTRY_TRY(read_int(*t, "webhook_workers", c.webhook_workers, "jobs."));
   if (auto w = t->get("weights")) {
     const toml::table *wt = w->as_table();
     if (!wt)
@@ -138,6 +165,7 @@ Status read_jobs_table(const toml::node &n, JobsConfig &c) {
   for (auto [key, out, scale] : {std::tuple{"visibility_s", &c.visibility, 1000.0},
                                  std::tuple{"retry_base_ms", &c.retry_base, 1.0},
                                  std::tuple{"retention_h", &c.retention, 3'600'000.0},
+                                 std::tuple{"file_retention_h", &c.file_retention, 3'600'000.0},
                                  std::tuple{"webhook_retry_base_ms", &c.webhook_retry_base, 1.0}}) {
     if (auto v = t->get(key)) {
       auto d = v->value<double>();
@@ -222,10 +250,15 @@ Status ServerConfig::validate() const {
   if (global_rpm < 0 || global_tpm < 0 || global_max_concurrent < 0) {
     return config_error("limits", "limits must be non-negative (0 = none)");
   }
-  if (!alert_webhook_url.empty() && !alert_webhook_url.starts_with("http://")) {
-    return config_error("alerts.webhook_url", "only http:// URLs are supported (put a TLS "
-                                              "proxy in front for https)");
+  if (idempotency_max_bytes < 0) {
+    return config_error("idempotency_max_bytes", "must not be negative (0 = store nothing)");
   }
+  if (!alert_webhook_url.empty() && !alert_webhook_url.starts_with("http://") &&
+      !alert_webhook_url.starts_with("https://")) {
+    return config_error("alerts.webhook_url", "must be an http:// or https:// URL");
+  }
+  if (jobs.webhook_workers < 1)
+    return config_error("jobs.webhook_workers", "must be at least 1");
   for (size_t i = 0; i < models.size(); ++i) {
     const auto &m = models[i];
     const std::string p = "models[" + std::to_string(i) + "].";
@@ -247,10 +280,145 @@ Status ServerConfig::validate() const {
   return Ok();
 }
 
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable when its whitespace classifier meets code
+// points U+00A1..U+0499, even inside strings of a malformed document (found by
+// tests/fuzz/config_toml_fuzz). So toml++ only ever sees ASCII: non-ASCII characters in basic
+// strings become \uXXXX escapes, literal strings become basic strings, comments lose them, and
+// anywhere else (where TOML does not allow them) the file is refused with the line number.
+struct AsciiToml {
+  std::string text;
+  std::string error; // empty when ok
+};
+
+static bool decode_utf8(std::string_view s, size_t &i, uint32_t &cp) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  int len = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : b0 >= 0xC0 ? 2 : 0;
+  if (b0 >= 0xF8 || len == 0 || i + len > s.size())
+    return false;
+  cp = b0 & (0x7F >> len);
+  for (int k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0) != 0x80)
+      return false;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+    return false;
+  i += len;
+  return true;
+}
+
+static AsciiToml ascii_toml(std::string_view in) {
+  AsciiToml out;
+  std::string &o = out.text;
+  o.reserve(in.size());
+  int line = 1;
+  size_t i = 0;
+  auto fail = [&](const char *what) {
+    out.error = std::string(what) + " at line " + std::to_string(line);
+    return out;
+  };
+  auto starts = [&](std::string_view t) { return in.substr(i, t.size()) == t; };
+  // Copies one character of string content as ASCII: escapes are kept as they are in basic
+  // strings; in literal strings (converted to basic) backslashes and quotes are escaped.
+  auto put_char = [&](bool literal) -> bool {
+    const char ch = in[i];
+    if (static_cast<unsigned char>(ch) < 0x80) {
+      if (ch == '\n')
+        ++line;
+      if (literal && (ch == '\\' || ch == '"'))
+        o += '\\';
+      o += ch;
+      ++i;
+      return true;
+    }
+    uint32_t cp = 0;
+    if (!decode_utf8(in, i, cp))
+      return false;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, cp > 0xFFFF ? "\\U%08X" : "\\u%04X", cp);
+    o += buf;
+    return true;
+  };
+  while (i < in.size()) {
+    const char ch = in[i];
+    if (ch == '#') {
+      while (i < in.size() && in[i] != '\n') {
+        if (static_cast<unsigned char>(in[i]) < 0x80)
+          o += in[i];
+        ++i;
+      }
+    } else if (starts("\"\"\"") || starts("'''")) {
+      const bool literal = ch == '\'';
+      const std::string_view close = in.substr(i, 3);
+      o += "\"\"\"";
+      i += 3;
+      while (i < in.size() && !starts(close)) {
+        if (!literal && in[i] == '\\' && i + 1 < in.size()) {
+          o += in[i++];
+          if (in[i] == '\n')
+            ++line;
+          o += in[i++];
+          continue;
+        }
+        if (!put_char(literal))
+          return fail("invalid UTF-8 in a string");
+      }
+      if (i < in.size()) {
+        o += "\"\"\"";
+        i += 3;
+      }
+    } else if (ch == '"' || ch == '\'') {
+      const bool literal = ch == '\'';
+      o += '"';
+      ++i;
+      while (i < in.size() && in[i] != ch && in[i] != '\n') {
+        if (!literal && in[i] == '\\' && i + 1 < in.size() && in[i + 1] != '\n') {
+          o += in[i++];
+          if (static_cast<unsigned char>(in[i]) >= 0x80)
+            return fail("invalid escape in a string");
+          o += in[i++];
+          continue;
+        }
+        if (!put_char(literal))
+          return fail("invalid UTF-8 in a string");
+      }
+      if (i < in.size() && in[i] == ch) {
+        o += '"';
+        ++i;
+      }
+    } else if (static_cast<unsigned char>(ch) >= 0x80) {
+      return fail("a non-ASCII character outside a string or comment");
+    } else {
+      if (ch == '\n')
+        ++line;
+      o += ch;
+      ++i;
+    }
+  }
+  return out;
+}
+
 Status apply_toml_file(const std::string &path, ServerConfig &c) {
   toml::table t;
   try {
-    t = toml::parse_file(path);
+    std::string text;
+    if (FILE *f = std::fopen(path.c_str(), "rb")) {
+      char buf[65536];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() < (64u << 20))
+        text.append(buf, n);
+      std::fclose(f);
+    } else {
+      return Error{ErrorCode::kInvalidArgument, "config file " + path + ": cannot be read",
+                   "config"};
+    }
+    AsciiToml ascii = ascii_toml(text);
+    if (!ascii.error.empty())
+      return Error{ErrorCode::kInvalidArgument, "config file " + path + ": " + ascii.error,
+                   "config"};
+    t = toml::parse(ascii.text, path);
   } catch (const toml::parse_error &e) {
     return Error{ErrorCode::kInvalidArgument,
                  "config file " + path + ": " + std::string(e.description()) + " at line " +
@@ -277,6 +445,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "limits",
                                  "alerts",
                                  "ledger_flush_ms",
+                                 "idempotency_max_bytes",
                                  "backup",
                                  "metrics",
                                  "request_log",
@@ -284,6 +453,7 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "request_log_keep",
                                  "instance_id",
                                  "sentry_dsn",
+                                 "tls_ca_file",
                                  "environment",
                                  "cache",
                                  "admin_port",
@@ -319,7 +489,9 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_int(t, "request_log_keep", c.request_log_keep, ""));
   GANTRY_TRY(read_string(t, "instance_id", c.instance_id, ""));
   GANTRY_TRY(read_string(t, "sentry_dsn", c.sentry_dsn, ""));
+  GANTRY_TRY(read_string(t, "tls_ca_file", c.tls_ca_file, ""));
   GANTRY_TRY(read_string(t, "environment", c.environment, ""));
+  GANTRY_TRY(read_int(t, "idempotency_max_bytes", c.idempotency_max_bytes, ""));
   if (auto n = t.get("metrics")) {
     auto v = n->value<bool>();
     if (!v)
@@ -494,6 +666,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
     } else if (k == "GANTRY_SENTRY_DSN") {
       c.sentry_dsn = v;
+    } else if (k == "GANTRY_TLS_CA_FILE") {
+      c.tls_ca_file = v;
     } else if (k == "GANTRY_REQUEST_LOG") {
       c.request_log = v;
     } else if (k == "GANTRY_AUTH") {

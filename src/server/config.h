@@ -53,8 +53,20 @@ struct JobsConfig {
   std::chrono::milliseconds webhook_retry_base{5'000}; // ×4 per attempt, ±20%, up to a day
   bool webhook_allow_loopback = false;                 // 127.0.0.0/8, ::1 (tests, local receivers)
   bool webhook_allow_private = false;                  // RFC 1918, link-local, ULA, CGNAT
-  int64_t max_wait_s = 600;                            // cap on `Prefer: wait=N`
-  std::map<std::string, int> weights;                  // project → round-robin weight (default 1)
+  int webhook_workers = 4;  // concurrent deliveries; one project holds at most half of them
+  int64_t max_wait_s = 600; // cap on `Prefer: wait=N`
+  std::map<std::string, int> weights; // project → round-robin weight (default 1)
+  // This node's id, the owner recorded on its job leases; "" = random at start. Give each node
+  // sharing a database its own; a restart under the same id reclaims its own leases at once.
+  std::string node_id;
+  // Storage bounds per project (audit M3); 0 = unbounded.
+  int64_t max_stored_jobs = 100'000;               // jobs of any status until retention
+  int64_t max_stored_job_bytes = int64_t{1} << 30; // their request bodies and results
+  int64_t max_files = 1'000;                       // files in /v1/files
+  int64_t max_file_bytes = int64_t{1} << 30;       // their contents
+  std::chrono::milliseconds file_retention{std::chrono::hours(24 * 30)}; // 0 = kept until deleted
+  int64_t max_batch_output_bytes = int64_t{256} << 20; // a batch's output + error files
+  int64_t max_waiters = 10'000; // POSTs held by `Prefer: wait`; beyond, they answer 202 at once
 };
 
 struct ServerConfig {
@@ -85,14 +97,19 @@ struct ServerConfig {
   int64_t global_tpm = 0;
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
-  std::string alert_webhook_url;               // budget alerts are POSTed here (http://)
+  // Idempotency-Key records kept for replay (README, "Idempotency"): the in-memory store's bound.
+  int64_t idempotency_max_bytes = int64_t{64} << 20;
+  std::string alert_webhook_url; // budget alerts are POSTed here (http or https)
+  // Extra trusted CAs (PEM) for outbound https (webhooks, alerts, Sentry), besides the system
+  // store: private CAs and tests. GANTRY_TLS_CA_FILE.
+  std::string tls_ca_file;
   // Observability.
   bool metrics = true;           // request histograms and counters (off only to measure them)
   std::string request_log = "-"; // one JSON line per inference call: "-" stdout, a path, "off"
   int request_log_max_mb = 100;  // rotate the file beyond this
   int request_log_keep = 5;
   std::string instance_id;                // "worker" in log lines; default hostname:pid
-  std::string sentry_dsn;                 // forward error groups to Sentry (http:// only); "" = off
+  std::string sentry_dsn;                 // forward error groups to Sentry; "" = off
   std::string environment = "production"; // Sentry's environment tag
   // Scheduled online backups of the database; 0 = off.
   std::chrono::seconds backup_interval{0};

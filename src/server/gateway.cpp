@@ -17,7 +17,6 @@
 #include "cache/cache_key.h"
 #include "cache/memory_cache.h"
 #include "control/api_key.h"
-#include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
 #include "http/client.h"
 #include "http/router.h"
@@ -28,6 +27,7 @@
 #include "server/metrics_text.h"
 #include "server/model_digest.h"
 #include "server/recording_writer.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -87,27 +87,6 @@ std::string env_or_file(const char *var, const char *file_var) {
     return s;
   }
   return {};
-}
-
-// POSTs a webhook body to an http:// URL (budget alerts); returns the status.
-Result<int> post_webhook(const std::string &url, const std::string &body,
-                         const std::vector<std::pair<std::string, std::string>> &headers) {
-  auto u = boost::urls::parse_uri(url);
-  if (!u || u->scheme() != "http")
-    return Err(Error::invalid("not an http:// URL: " + url));
-  http::ClientOptions o;
-  o.host = std::string(u->host());
-  o.port = static_cast<uint16_t>(u->has_port() ? u->port_number() : 80);
-  o.timeout = std::chrono::seconds(5);
-  http::HttpClient client(o);
-  http::Headers hs{{"Content-Type", "application/json"}};
-  for (const auto &[k, v] : headers)
-    hs.push_back({k, v});
-  std::string target(u->encoded_target());
-  if (target.empty())
-    target = "/";
-  GANTRY_ASSIGN_OR_RETURN(auto resp, client.post(target, body, std::move(hs)));
-  return resp.status;
 }
 
 // Probes a model with a one-token greedy generation for /readyz.
@@ -170,12 +149,14 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   }
 
   // The control plane: keys, limits, quotas, cost, ledger (SQLite under the data directory).
+  g->outbound_ = std::make_unique<Outbound>(g->config_, clock);
   GANTRY_ASSIGN_OR_RETURN(auto store, control::SqliteStore::open(g->config_.data_dir));
   GANTRY_ASSIGN_OR_RETURN(std::string pepper, control::load_pepper(g->config_.data_dir));
   control::ControlConfig cc;
   cc.auth = g->config_.auth == "required" ? control::AuthMode::kRequired : control::AuthMode::kAuto;
   cc.global = {g->config_.global_rpm, g->config_.global_tpm, g->config_.global_max_concurrent};
   cc.ledger_flush = g->config_.ledger_flush;
+  cc.idempotency_max_bytes = static_cast<size_t>(g->config_.idempotency_max_bytes);
   cc.alert_webhook_url = g->config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
@@ -204,7 +185,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     mcs.push_back(std::move(mc));
   }
   g->control_ = std::make_unique<control::ControlPlane>(
-      std::move(store), std::move(pepper), std::move(cc), std::move(mcs), clock, post_webhook,
+      std::move(store), std::move(pepper), std::move(cc), std::move(mcs), clock,
+      g->outbound_->alert_post(),
       [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   GANTRY_TRY(g->control_->start());
   control::BackupOptions bo;
@@ -225,15 +207,12 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   if (!g->config_.sentry_dsn.empty()) {
     GANTRY_ASSIGN_OR_RETURN(auto dsn, observe::parse_dsn(g->config_.sentry_dsn));
     if (auto st = observe::check_postable_url(dsn.envelope_url()); !st) {
-      return Err(Error::invalid("sentry_dsn: " + st.error().message +
-                                    " (Gantry posts plain http; point the DSN at a local Sentry "
-                                    "Relay or a TLS-terminating proxy)",
-                                "sentry_dsn"));
+      return Err(Error::invalid("sentry_dsn: " + st.error().message, "sentry_dsn"));
     }
     observe::SentryOptions so;
     so.context.environment = g->config_.environment;
-    g->sentry_ =
-        std::make_unique<observe::SentryForwarder>(dsn, so, observe::make_http_poster(), clock);
+    g->sentry_ = std::make_unique<observe::SentryForwarder>(
+        dsn, so, observe::make_http_poster(std::chrono::seconds(5), g->config_.tls_ca_file), clock);
   }
   g->errors_ = std::make_unique<observe::ErrorTracker>(clock, observe::ErrorTrackerOptions{},
                                                        g->sentry_.get());
@@ -263,7 +242,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
                std::optional<control::Principal> p) {
             gp->execute_job(e, std::move(req), std::move(w), std::move(p));
           },
-          post_webhook, g->admin_token_));
+          g->outbound_->webhook_post(), g->admin_token_));
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -585,6 +564,14 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
            "Idempotency-Key"}));
       return;
     }
+    if (b.outcome == O::kNotStored) {
+      w->respond(http::error_response(
+          {ErrorCode::kConflict,
+           "The response to the first request with this Idempotency-Key was too large to store "
+           "for replay; send a new Idempotency-Key to run the request again.",
+           "Idempotency-Key"}));
+      return;
+    }
     if (b.outcome == O::kReplay) {
       const auto &sr = *b.response;
       http::Headers hs;
@@ -603,7 +590,8 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
       return;
     }
     w = std::make_shared<RecordingWriter>(
-        std::move(w), [&store, scope](bool complete, control::StoredResponse r) {
+        std::move(w),
+        [&store, scope](bool complete, control::StoredResponse r) {
           bool ok = complete && r.status >= 200 && r.status < 300;
           for (const auto &ev : r.events)
             ok = ok && !ev.starts_with("{\"error\"");
@@ -612,7 +600,8 @@ void Gateway::handle_inference(int endpoint_int, http::Request &&req,
           } else {
             store.abandon(scope); // a failed or cut-off first attempt may be retried for real
           }
-        });
+        },
+        store.max_entry_bytes());
   }
   run_inference(endpoint, std::move(req), std::move(w), std::move(*principal), std::move(rec));
 }

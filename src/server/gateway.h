@@ -26,6 +26,7 @@
 #include "server/jobs_api.h"
 #include "server/model_worker.h"
 #include "server/observed_writer.h"
+#include "server/outbound.h"
 #include "server/response_cache.h"
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
@@ -104,6 +105,7 @@ private:
 
   ServerConfig config_;
   const Clock &clock_;
+  std::unique_ptr<Outbound> outbound_; // first: the control plane and jobs post through it
   std::vector<std::unique_ptr<ServedModel>> models_;
   std::unique_ptr<control::ControlPlane> control_;
   std::unique_ptr<control::BackupScheduler> backups_;

@@ -7,22 +7,17 @@
 #include <atomic>
 #include <cstdio>
 
-#include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
-#include "jobs/sqlite_job_queue.h"
-#include "jobs/sqlite_job_records.h"
+#include "jobs/in_process_job_events.h"
 #include "server/jobs_wire.h"
+#include "store/sqlite/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_job_records.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::server {
 namespace json = boost::json;
 using jobs::Job;
 using jobs::JobStatus;
-
-// The POST held open by `Prefer: wait=N`.
-struct JobsService::Waiter {
-  std::shared_ptr<http::ResponseWriter> w;
-  std::chrono::steady_clock::time_point deadline;
-};
 
 // Runs a job through the gateway as the key that submitted it and captures the one response.
 class JobsService::Executor final : public jobs::JobExecutor {
@@ -180,7 +175,7 @@ private:
 
 JobsService::JobsService(const ServerConfig &config, control::ControlPlane &control,
                          const Clock &clock)
-    : config_(config.jobs), models_(config.models), control_(control), clock_(clock), ids_(clock) {}
+    : config_(config.jobs), models_(config.models), control_(control), clock_(clock) {}
 
 JobsService::~JobsService() { stop(); }
 
@@ -194,12 +189,17 @@ JobsService::create(const ServerConfig &config, control::ControlPlane &control, 
   s->admin_token_ = std::move(admin_token);
   const std::string db = control::database_path(config.data_dir);
   jobs::JobQueueOptions qo;
+  qo.node_id = config.jobs.node_id;
   qo.max_queued_per_project = config.jobs.max_queued_jobs;
+  qo.max_stored_per_project = config.jobs.max_stored_jobs;
+  qo.max_stored_bytes_per_project = config.jobs.max_stored_job_bytes;
   qo.retention = config.jobs.retention;
   qo.retry_base = config.jobs.retry_base;
   qo.weights = config.jobs.weights;
   GANTRY_ASSIGN_OR_RETURN(s->queue_, jobs::SqliteJobQueue::open(db, qo, clock));
   GANTRY_ASSIGN_OR_RETURN(s->records_, jobs::SqliteJobRecords::open(db));
+  s->events_ = std::make_unique<jobs::InProcessJobEvents>(
+      clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));
   s->executor_ = std::make_unique<Executor>(*s);
   jobs::RunnerOptions ro;
   ro.workers = config.jobs.workers;
@@ -214,18 +214,19 @@ JobsService::create(const ServerConfig &config, control::ControlPlane &control, 
   s->runner_ = std::make_unique<jobs::JobRunner>(
       *s->queue_, *s->executor_, ro,
       [self](const Job &job, std::string_view event) { self->on_event(job, event); });
+  // A cancel stops the job on whichever node runs it, at the engine's next step.
+  s->events_->listen([self](const jobs::JobEvent &e) {
+    if (e.kind == jobs::JobEventKind::kCanceled)
+      self->runner_->cancel(e.job_id);
+  });
   jobs::WebhookOptions wo;
   wo.retry_base = config.jobs.webhook_retry_base;
-  const JobsConfig jc = config.jobs;
-  auto guarded = [jc, post = std::move(post)](
-                     const std::string &url, const std::string &body,
-                     const std::vector<std::pair<std::string, std::string>> &h) -> Result<int> {
-    // Checked again at delivery: the name may resolve elsewhere than at submission.
-    GANTRY_TRY(check_destination(url, jc));
-    return post(url, body, h);
-  };
+  wo.workers = config.jobs.webhook_workers;
+  wo.per_project_in_flight = std::max(1, wo.workers / 2);
+  // `post` resolves, checks every address and pins the connection (server/outbound.h): the
+  // destination check at delivery lives there, off the HTTP I/O threads.
   s->webhooks_ = std::make_unique<jobs::WebhookDispatcher>(
-      *s->records_, wo, clock, std::move(guarded),
+      *s->records_, wo, clock, std::move(post),
       [self](const jobs::Delivery &d,
              int64_t ts) -> Result<std::vector<std::pair<std::string, std::string>>> {
         GANTRY_ASSIGN_OR_RETURN(
@@ -267,12 +268,8 @@ void JobsService::stop() {
     webhooks_->stop();
   if (coordinator_.joinable())
     coordinator_.join();
-  std::lock_guard<std::mutex> lk(mu_);
-  for (auto &[id, wt] : waiters_) {
-    if (auto j = queue_->get(id); j && *j)
-      wt->w->respond(http::Response::json(202, json::serialize(render_job(**j))));
-  }
-  waiters_.clear();
+  if (events_)
+    events_->shutdown(); // held POSTs answer 202 with the job as it is
 }
 
 void JobsService::render_metrics(std::ostream &o) const {
@@ -321,57 +318,76 @@ void JobsService::on_event(const Job &job, std::string_view event) {
   }
   if (event != "completed")
     return;
-  std::vector<std::shared_ptr<Waiter>> ready;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto [a, b] = waiters_.equal_range(job.id);
-    for (auto it = a; it != b; ++it)
-      ready.push_back(it->second);
-    waiters_.erase(a, b);
-    if (!job.batch_id.empty())
+  if (!job.batch_id.empty()) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
       batches_dirty_ = true;
-  }
-  if (!job.batch_id.empty())
+    }
     cv_.notify_all();
-  const std::string body = json::serialize(data);
-  for (auto &wt : ready)
-    wt->w->respond(http::Response::json(200, body));
+  }
+  events_->publish({job.id, jobs::JobEventKind::kCompleted});
+}
+
+void JobsService::answer_wait(const std::shared_ptr<http::ResponseWriter> &w,
+                              const std::string &id) {
+  auto j = queue_->get(id);
+  if (!j)
+    return send_error(w, j.error());
+  if (!*j)
+    return send_error(w, not_found("job", id));
+  const bool done = jobs::is_terminal((*j)->status);
+  http::Response r = http::Response::json(done ? 200 : 202, json::serialize(render_job(**j)));
+  if (!done)
+    r.headers.push_back({"Location", "/v1/jobs/" + id});
+  w->respond(std::move(r));
+}
+
+Status JobsService::admit_submission(const control::Principal *principal, std::string_view endpoint,
+                                     const std::string &id) {
+  if (principal == nullptr)
+    return Ok(); // auth is off: no key whose limits apply
+  // A submission names no model the key's allow-list could refuse; the job's own call is
+  // checked when it runs. The ledger row's id is in a namespace a client's X-Request-Id
+  // cannot reach (':' is never kept by the request-id sanitizer).
+  control::Principal p = *principal;
+  p.models.clear();
+  control::AdmitRequest req;
+  req.principal = &p;
+  req.endpoint = std::string(endpoint);
+  req.request_id = ":submit:" + id;
+  req.arrived_ms = clock_.unix_millis();
+  GANTRY_ASSIGN_OR_RETURN(auto admission, control_.admit(req));
+  control::Outcome out;
+  out.status = 200;
+  control_.finish(*admission, out);
+  return Ok();
 }
 
 void JobsService::coordinate() {
   std::unique_lock<std::mutex> lk(mu_);
-  auto last_batch_scan = std::chrono::steady_clock::now();
+  auto last_batch_scan = clock_.now();
+  auto last_file_purge = clock_.now() - std::chrono::hours(1);
+  int64_t next_deadline = 0; // the earliest Prefer-wait deadline, unix ms; 0 = none
   while (!stopping_) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    for (auto &[id, wt] : waiters_)
-      until = std::min(until, wt->deadline);
+    auto until = clock_.now() + std::chrono::seconds(1);
+    if (next_deadline > 0)
+      until = std::min(until, clock_.now() + std::chrono::milliseconds(std::max<int64_t>(
+                                                 0, next_deadline - clock_.unix_millis())));
     cv_.wait_until(lk, until, [&] { return stopping_ || batches_dirty_ || waiters_added_; });
     waiters_added_ = false;
     if (stopping_)
       break;
-    // Prefer-wait deadlines that passed: answer 202 with the job as it is.
-    const auto now = std::chrono::steady_clock::now();
-    std::vector<std::pair<std::string, std::shared_ptr<Waiter>>> due;
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->second->deadline <= now) {
-        due.emplace_back(it->first, it->second);
-        it = waiters_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    const auto now = clock_.now();
     const bool scan = batches_dirty_ || now - last_batch_scan > std::chrono::seconds(1);
     batches_dirty_ = false;
     lk.unlock();
-    for (auto &[id, wt] : due) {
-      auto j = queue_->get(id);
-      if (j && *j) {
-        http::Response r = http::Response::json(202, json::serialize(render_job(**j)));
-        r.headers.push_back({"Location", "/v1/jobs/" + id});
-        wt->w->respond(std::move(r));
-      } else {
-        wt->w->respond(http::error_response(not_found("job", id)));
-      }
+    // Prefer-wait deadlines that passed: those POSTs answer 202 with the job as it is.
+    next_deadline = events_->expire_due();
+    // File retention, with the job retention sweep's cadence in mind: once a minute is plenty.
+    if (config_.file_retention.count() > 0 && now - last_file_purge >= std::chrono::minutes(1)) {
+      last_file_purge = now;
+      if (auto n = records_->purge_files(clock_.unix_millis() - config_.file_retention.count()); !n)
+        std::fprintf(stderr, "jobs: file retention: %s\n", n.error().message.c_str());
     }
     if (scan) {
       last_batch_scan = now;
@@ -469,28 +485,34 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
   job.key_id = principal ? principal->key_id : "";
   job.max_attempts = config_.max_attempts;
   job.created_ms = now;
+  if (auto st = admit_submission(principal, "/v1/jobs", job.id); !st)
+    return send_error(w, st.error());
   const auto wait = prefer_wait_s(req.header("Prefer"));
+  std::optional<uint64_t> held;
   if (wait && *wait > 0) {
-    // Registered before the job exists, so a job that finishes at once still finds it.
-    auto wt = std::make_shared<Waiter>();
-    wt->w = w;
-    wt->deadline = std::chrono::steady_clock::now() +
-                   std::chrono::seconds(std::min(*wait, config_.max_wait_s));
-    std::lock_guard<std::mutex> lk(mu_);
-    waiters_.emplace(job.id, std::move(wt));
-    waiters_added_ = true; // the coordinator recomputes its next deadline
+    // Registered before the job exists, so a job that finishes at once still finds it. Over
+    // the bound on held requests the POST answers 202 at once, as without Prefer.
+    const int64_t deadline = now + std::min(*wait, config_.max_wait_s) * 1000;
+    auto h = events_->wait(job.id, deadline,
+                           [this, w, id = job.id](jobs::WaitOutcome) { answer_wait(w, id); });
+    if (h) {
+      held = *h;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        waiters_added_ = true; // the coordinator recomputes its next deadline
+      }
+      cv_.notify_all();
+    }
   }
   const std::string id = job.id;
   Job shown = job;
   if (auto st = queue_->enqueue({std::move(job)}); !st) {
-    std::lock_guard<std::mutex> lk(mu_);
-    waiters_.erase(id);
-    return send_error(w, st.error());
-  }
-  if (wait && *wait > 0) {
-    cv_.notify_all();
+    if (!held || events_->cancel_wait(*held))
+      send_error(w, st.error());
     return;
   }
+  if (held)
+    return;
   http::Response r = http::Response::json(202, json::serialize(render_job(shown)));
   r.headers.push_back({"Location", "/v1/jobs/" + id});
   w->respond(std::move(r));
@@ -565,7 +587,8 @@ void JobsService::add_routes(http::Router &r) {
            auto c = queue_->cancel(j->project, j->id);
            if (!c || !*c)
              return send_error(w, c ? not_found("job", j->id) : c.error());
-           runner_->cancel(j->id); // stops the generation at the engine's next step
+           // Stops the generation at the engine's next step, on the node that runs it.
+           events_->publish({j->id, jobs::JobEventKind::kCanceled});
            if (was_open && (*c)->status == JobStatus::kCanceled)
              on_event(**c, "completed");
            w->respond(http::Response::json(200, json::serialize(render_job(**c))));

@@ -20,6 +20,7 @@
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "http/router.h"
+#include "jobs/job_events.h"
 #include "jobs/job_ids.h"
 #include "jobs/job_queue.h"
 #include "jobs/job_records.h"
@@ -58,10 +59,15 @@ public:
 
 private:
   class Executor;
-  struct Waiter;
   JobsService(const ServerConfig &config, control::ControlPlane &control, const Clock &clock);
 
   void submit(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
+  // Submissions (/v1/jobs, /v1/files, /v1/batches) count against the key's rate limits like
+  // inference calls (audit M3). The one call into the control plane's admission.
+  Status admit_submission(const control::Principal *principal, std::string_view endpoint,
+                          const std::string &id);
+  // Answers a POST held by `Prefer: wait` once its wait ended: 200 with a finished job, else 202.
+  void answer_wait(const std::shared_ptr<http::ResponseWriter> &w, const std::string &id);
   void on_event(const jobs::Job &job, std::string_view event);
   void coordinate(); // the coordinator thread: Prefer-wait deadlines and batch progress
   Status advance_batch(jobs::Batch b);
@@ -69,7 +75,7 @@ private:
 
   void add_batch_routes(http::Router &router); // batch_api.cpp
   void create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
-                   const std::string &project);
+                   const control::Principal *principal);
   void create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
                     const control::Principal *principal);
 
@@ -84,13 +90,13 @@ private:
   // The ports; create() picks the embedded SQLite adapters.
   std::unique_ptr<jobs::JobQueue> queue_;
   std::unique_ptr<jobs::JobRecords> records_;
+  std::unique_ptr<jobs::JobEvents> events_; // Prefer-wait completions and cancels
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<jobs::JobRunner> runner_;
   std::unique_ptr<jobs::WebhookDispatcher> webhooks_;
 
-  std::mutex mu_; // guards waiters_, stopping_
+  std::mutex mu_; // guards stopping_ and the coordinator's flags
   std::condition_variable cv_;
-  std::multimap<std::string, std::shared_ptr<Waiter>> waiters_; // job id → POST held by Prefer
   bool stopping_ = false;
   bool batches_dirty_ = true;
   bool waiters_added_ = false;

@@ -1,10 +1,8 @@
 #include "server/jobs_wire.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <sys/socket.h>
-
 #include <boost/url/parse.hpp>
+
+#include "http/destination.h"
 
 #include <cstring>
 #include <ctime>
@@ -72,74 +70,10 @@ std::optional<int64_t> prefer_wait_s(std::optional<std::string_view> h) {
   return any ? std::optional<int64_t>(v) : std::nullopt;
 }
 
-namespace {
-
-bool address_is_private(const sockaddr *sa, bool *loopback) {
-  *loopback = false;
-  if (sa->sa_family == AF_INET) {
-    const auto a = ntohl(reinterpret_cast<const sockaddr_in *>(sa)->sin_addr.s_addr);
-    const auto b0 = a >> 24, b1 = (a >> 16) & 0xff;
-    if (b0 == 127) {
-      *loopback = true;
-      return true;
-    }
-    return b0 == 10 || b0 == 0 || (b0 == 172 && (b1 & 0xf0) == 16) || (b0 == 192 && b1 == 168) ||
-           (b0 == 169 && b1 == 254) || (b0 == 100 && (b1 & 0xc0) == 64) || b0 >= 224;
-  }
-  if (sa->sa_family == AF_INET6) {
-    const auto *a = reinterpret_cast<const sockaddr_in6 *>(sa)->sin6_addr.s6_addr;
-    if (IN6_IS_ADDR_LOOPBACK(reinterpret_cast<const in6_addr *>(a))) {
-      *loopback = true;
-      return true;
-    }
-    const bool v4mapped = IN6_IS_ADDR_V4MAPPED(reinterpret_cast<const in6_addr *>(a));
-    if (v4mapped) {
-      sockaddr_in v4{};
-      v4.sin_family = AF_INET;
-      std::memcpy(&v4.sin_addr, a + 12, 4);
-      return address_is_private(reinterpret_cast<const sockaddr *>(&v4), loopback);
-    }
-    return (a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) ||
-           IN6_IS_ADDR_UNSPECIFIED(reinterpret_cast<const in6_addr *>(a)) || a[0] == 0xff;
-  }
-  return true;
-}
-
-} // namespace
-
-// Refuses webhook destinations in loopback or private ranges unless configured, so a tenant
-// cannot make the server call into its own network (SSRF). Every resolved address is checked.
+// Syntax and literal addresses only: this runs on an HTTP I/O thread, so no DNS (audit H7). Names
+// are resolved, checked and pinned at delivery (http/webhook_client.h).
 Status check_destination(const std::string &url, const JobsConfig &c) {
-  auto u = boost::urls::parse_uri(url);
-  if (!u || u->scheme() != "http" || u->host().empty())
-    return Error::invalid("webhook must be an http:// URL (put a TLS proxy in front for https)",
-                          "webhook");
-  const std::string host(u->host_name().empty() ? std::string(u->encoded_host())
-                                                : std::string(u->host_name()));
-  std::string h = host;
-  if (h.size() > 2 && h.front() == '[')
-    h = h.substr(1, h.size() - 2);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo *res = nullptr;
-  if (getaddrinfo(h.c_str(), nullptr, &hints, &res) != 0 || res == nullptr)
-    return Error::invalid("webhook host '" + host + "' does not resolve", "webhook");
-  Status st = Ok();
-  for (addrinfo *ai = res; ai != nullptr && st; ai = ai->ai_next) {
-    bool loopback = false;
-    if (!address_is_private(ai->ai_addr, &loopback))
-      continue;
-    if (loopback ? !c.webhook_allow_loopback : !c.webhook_allow_private) {
-      st = Error{ErrorCode::kPermissionDenied,
-                 "webhook host '" + host + "' is in a " +
-                     std::string(loopback ? "loopback" : "private") +
-                     " address range, which this server does not call (jobs.webhook_allow_" +
-                     (loopback ? "loopback" : "private") + ")",
-                 "webhook"};
-    }
-  }
-  freeaddrinfo(res);
-  return st;
+  return http::check_webhook_url(url, {c.webhook_allow_loopback, c.webhook_allow_private});
 }
 
 json::value seconds_or_null(int64_t ms) {

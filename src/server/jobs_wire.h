@@ -27,8 +27,9 @@ Error not_found(std::string_view what, std::string_view id);
 std::optional<int64_t> parse_duration_ms(std::string_view s);
 // `Prefer: respond-async, wait=10` → 10.
 std::optional<int64_t> prefer_wait_s(std::optional<std::string_view> header);
-// Refuses webhook destinations in loopback or private ranges unless configured, so a tenant
-// cannot make the server call into its own network (SSRF). Every resolved address is checked.
+// The webhook URL's check at submission: http(s) syntax, and a literal IP must be global unicast
+// (loopback and private ranges only when configured). No DNS here (it runs on an I/O thread);
+// names are resolved, checked and pinned at each delivery (http/webhook_client.h).
 Status check_destination(const std::string &url, const JobsConfig &config);
 
 boost::json::value seconds_or_null(int64_t ms);

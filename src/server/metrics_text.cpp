@@ -81,7 +81,7 @@ std::string render_metrics(const Gateway &g) {
   }
   family(o, "budget_used_ratio", "gauge",
          "Spend (or tokens, for token quotas) used in the current period over the limit.");
-  for (const auto &b : ctl.quotas().snapshot()) {
+  for (const auto &b : ctl.budget_states()) {
     const double ratio = b.budget.spend_limit_usd > 0
                              ? b.used_usd / b.budget.spend_limit_usd
                              : static_cast<double>(b.used_tokens) /
@@ -93,7 +93,7 @@ std::string render_metrics(const Gateway &g) {
   family(o, "circuit_breaker_open", "gauge", "1 while a model's spend-rate breaker is open.");
   for (const auto &m : ctl.breaker_models()) {
     o << "gantry:circuit_breaker_open{model_name=\"" << m << "\"} "
-      << (ctl.breaker(m)->state().open ? 1 : 0) << '\n';
+      << (ctl.breaker_state(m).value_or(control::BreakerState{}).open ? 1 : 0) << '\n';
   }
   family(o, "ledger_rows_written_total", "counter", "Usage ledger rows committed.");
   o << "gantry:ledger_rows_written_total " << ctl.ledger().rows_written() << '\n';
@@ -102,6 +102,18 @@ std::string render_metrics(const Gateway &g) {
   family(o, "ledger_rows_dropped_total", "counter",
          "Usage ledger rows dropped because the store stayed unwritable.");
   o << "gantry:ledger_rows_dropped_total " << ctl.ledger().dropped() << '\n';
+  const auto idem = ctl.idempotency().stats();
+  family(o, "idempotency_entries", "gauge", "Idempotency-Key records held.");
+  o << "gantry:idempotency_entries " << idem.entries << '\n';
+  family(o, "idempotency_bytes", "gauge",
+         "Bytes the Idempotency-Key records are charged (bounded by idempotency_max_bytes).");
+  o << "gantry:idempotency_bytes " << idem.bytes << '\n';
+  family(o, "idempotency_evictions_total", "counter",
+         "Idempotency-Key records dropped for room before their 24 h were up.");
+  o << "gantry:idempotency_evictions_total " << idem.evictions << '\n';
+  family(o, "idempotency_not_stored_total", "counter",
+         "Responses over the per-entry cap, not kept for replay (a retry gets 409).");
+  o << "gantry:idempotency_not_stored_total " << idem.too_large << '\n';
   const auto h = g.http_stats();
   family(o, "http_connections_active", "gauge", "Open HTTP connections.");
   o << "gantry:http_connections_active " << h.active_connections << '\n';

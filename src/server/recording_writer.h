@@ -2,6 +2,10 @@
 // of what was sent, handing it to `done` once the response is complete. Idempotency-Key replays
 // are built from it. A response that never completed (client gone, server shutdown) reports
 // complete = false, so it is not replayed.
+//
+// The copy is bounded: past `max_bytes` of encoded response (the store's per-entry cap) it stops
+// copying, drops what it holds and reports the response as truncated, so a large stream costs no
+// memory here and its key is remembered as "not stored" (security audit H8).
 #pragma once
 
 #include <functional>
@@ -17,8 +21,9 @@ class RecordingWriter final : public http::ResponseWriter {
 public:
   using Done = std::function<void(bool complete, control::StoredResponse response)>;
 
-  RecordingWriter(std::shared_ptr<http::ResponseWriter> inner, Done done)
-      : inner_(std::move(inner)), done_(std::move(done)) {}
+  RecordingWriter(std::shared_ptr<http::ResponseWriter> inner, Done done,
+                  size_t max_bytes = control::kIdempotencyMaxEntryBytes)
+      : inner_(std::move(inner)), done_(std::move(done)), max_bytes_(max_bytes) {}
   ~RecordingWriter() override {
     // Dropped without answering: the inner writer sends its 500; nothing to replay.
     if (!finished_ && done_)
@@ -33,6 +38,7 @@ public:
       for (const auto &h : r.headers)
         rec_.headers.emplace_back(h.name, h.value);
       rec_.body = r.body;
+      check_size();
     }
     // Recorded before the client can see the response, so its immediate retry is a replay.
     finish(!inner_->is_closed());
@@ -45,6 +51,7 @@ public:
       rec_.status = 200;
       for (const auto &h : headers)
         rec_.headers.emplace_back(h.name, h.value);
+      check_size();
     }
     inner_->start_sse(std::move(headers));
   }
@@ -52,7 +59,15 @@ public:
     const bool last = data == "[DONE]";
     {
       std::lock_guard<std::mutex> lk(mu_);
-      rec_.events.push_back(data);
+      if (!rec_.truncated) {
+        size_ += 4 + data.size();
+        rec_.events.push_back(data);
+        check_size();
+      } else if (data.starts_with("{\"error\"")) {
+        // Kept past the cap: a stream that failed is abandoned (retried for real), not "too
+        // large".
+        rec_.events.push_back(data);
+      }
     }
     // An OpenAI stream is complete at [DONE]; record it before the client can read it.
     if (last)
@@ -68,6 +83,20 @@ public:
   const std::string &request_id() const override { return inner_->request_id(); }
 
 private:
+  // Called with mu_ held after the record grew.
+  void check_size() {
+    if (rec_.truncated)
+      return;
+    if (!rec_.sse || size_ == 0)
+      size_ = control::encoded_size(rec_);
+    if (size_ > max_bytes_) {
+      rec_.truncated = true;
+      rec_.body.clear();
+      rec_.body.shrink_to_fit();
+      rec_.events = {};
+    }
+  }
+
   void finish(bool complete) {
     control::StoredResponse r;
     {
@@ -84,7 +113,9 @@ private:
   std::shared_ptr<http::ResponseWriter> inner_;
   Done done_;
   std::mutex mu_;
+  const size_t max_bytes_;
   control::StoredResponse rec_;
+  size_t size_ = 0; // encoded size of rec_ so far
   bool finished_ = false;
 };
 

@@ -182,6 +182,8 @@ std::string completion_key(const ModelIdentity &model, api::Endpoint endpoint, i
 ResponseCache::ResponseCache(std::unique_ptr<cache::Cache> store, ResponseCacheConfig config)
     : store_(std::move(store)), config_(config) {}
 
+ResponseCache::~ResponseCache() { writes_.stop(); }
+
 ResponseCache::Decision ResponseCache::lookup(const ModelIdentity &model, api::Endpoint endpoint,
                                               int n, const engine::GenerationRequest &request,
                                               const CachePolicy &policy) {
@@ -192,6 +194,7 @@ ResponseCache::Decision ResponseCache::lookup(const ModelIdentity &model, api::E
   }
   std::string key = completion_key(model, endpoint, n, request);
   if (policy.read) {
+    writes_.barrier();
     auto got = store_->get(key);
     if (got.ok() && got->has_value()) {
       auto decoded = decode_completion(**got);
@@ -217,14 +220,17 @@ ResponseCache::Decision ResponseCache::lookup(const ModelIdentity &model, api::E
 
 void ResponseCache::store(const std::string &key, std::chrono::seconds ttl,
                           const CachedCompletion &result) {
-  if (store_->put(key, encode_completion(result), ttl).ok()) {
-    ++stored_;
-  } else {
-    ++errors_;
-  }
+  writes_.run([this, key, ttl, bytes = encode_completion(result)]() mutable {
+    if (store_->put(key, std::move(bytes), ttl).ok()) {
+      ++stored_;
+    } else {
+      ++errors_;
+    }
+  });
 }
 
 ResponseCacheCounters ResponseCache::counters() const {
+  writes_.barrier();
   return {hits_.load(), misses_.load(), bypass_.load(), stored_.load(), errors_.load()};
 }
 

@@ -11,7 +11,10 @@
 // Only requests whose output is reproducible are cached: greedy, or sampled with a fixed seed.
 // Anything else is a bypass, whatever the client asks.
 //
-// Threading: thread-safe. lookup() runs on I/O threads, store() on engine threads.
+// Threading: thread-safe. lookup() runs on I/O threads; store() is called on engine threads and
+// posts the put to this cache's own SettlementWorker, so a shared (network) cache never stalls a
+// decode step. lookup() waits for the puts posted before it, so a repeat sent after a response
+// was read finds that response's entry.
 #pragma once
 
 #include <atomic>
@@ -25,6 +28,7 @@
 #include "api/cache_option.h"
 #include "api/openai.h"
 #include "cache/cache.h"
+#include "control/settlement_worker.h"
 #include "engine/batch/engine.h"
 
 namespace gantry::server {
@@ -84,6 +88,7 @@ struct ResponseCacheCounters {
 class ResponseCache {
 public:
   ResponseCache(std::unique_ptr<cache::Cache> store, ResponseCacheConfig config);
+  ~ResponseCache();
 
   struct Decision {
     CacheOutcome outcome = CacheOutcome::kBypass;
@@ -95,15 +100,22 @@ public:
   // `request` is choice 0's generation request (the others differ only by derived seeds).
   Decision lookup(const ModelIdentity &model, api::Endpoint endpoint, int n,
                   const engine::GenerationRequest &request, const CachePolicy &policy);
+  // Encodes the result here and posts the put (it has happened once lookup() or flush() returns).
   void store(const std::string &key, std::chrono::seconds ttl, const CachedCompletion &result);
+  void flush() const { writes_.barrier(); }
 
   ResponseCacheCounters counters() const;
-  cache::CacheStats store_stats() const { return store_->stats(); }
+  cache::CacheStats store_stats() const {
+    writes_.barrier();
+    return store_->stats();
+  }
 
 private:
   std::unique_ptr<cache::Cache> store_;
   const ResponseCacheConfig config_;
   std::atomic<uint64_t> hits_{0}, misses_{0}, bypass_{0}, stored_{0}, errors_{0};
+  // Last member: stopped (its queue run) first, while store_ is still alive.
+  mutable control::SettlementWorker writes_{256};
 };
 
 } // namespace gantry::server

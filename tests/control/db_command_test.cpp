@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::control {
 namespace {

@@ -1,3 +1,5 @@
+// The embedded idempotency store's own details and the stored-response encoding; the behaviour
+// every adapter shares is in tests/contract/idempotency_contract_test.cpp.
 #include "control/idempotency.h"
 
 #include <gtest/gtest.h>
@@ -8,40 +10,79 @@ namespace {
 using namespace std::chrono_literals;
 using O = IdempotencyStore::Outcome;
 
-TEST(Idempotency, FirstThenInFlightThenReplayAndMismatch) {
-  FakeClock clock;
-  IdempotencyStore s(clock);
-  EXPECT_EQ(s.begin("k", "body1").outcome, O::kFirst);
-  EXPECT_EQ(s.begin("k", "body1").outcome, O::kInFlight);
-  EXPECT_EQ(s.begin("k", "body2").outcome, O::kMismatch);
+StoredResponse sample() {
   StoredResponse r;
-  r.status = 200;
-  r.body = "{\"x\":1}";
+  r.status = 201;
+  r.content_type = "application/json";
+  r.headers = {{"a", "1"}, {"x-empty", ""}};
+  r.body = std::string("{\"x\":\"\0\xff\"}", 11);
+  r.sse = true;
+  r.events = {"{\"choices\":[]}", "", "[DONE]"};
+  return r;
+}
+
+TEST(StoredResponseEncoding, RoundTripsEveryField) {
+  const StoredResponse r = sample();
+  const std::string bytes = encode_stored_response(r);
+  EXPECT_EQ(bytes.size(), encoded_size(r));
+  auto back = decode_stored_response(bytes);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->status, r.status);
+  EXPECT_EQ(back->content_type, r.content_type);
+  EXPECT_EQ(back->headers, r.headers);
+  EXPECT_EQ(back->body, r.body);
+  EXPECT_EQ(back->sse, r.sse);
+  EXPECT_EQ(back->events, r.events);
+}
+
+TEST(StoredResponseEncoding, RefusesTruncatedCorruptedOrForeignBytes) {
+  const std::string bytes = encode_stored_response(sample());
+  for (size_t n = 0; n < bytes.size(); ++n)
+    EXPECT_FALSE(decode_stored_response(std::string_view(bytes).substr(0, n))) << "prefix " << n;
+  EXPECT_FALSE(decode_stored_response(bytes + "x")) << "trailing bytes";
+  std::string other_version = bytes;
+  other_version[3] = 2;
+  EXPECT_FALSE(decode_stored_response(other_version));
+  // A header count far beyond the bytes left is corruption, not an allocation.
+  std::string huge_count = encode_stored_response(StoredResponse{});
+  huge_count[4 + 4 + 4 + 4 + 3] = '\x7f';
+  EXPECT_FALSE(decode_stored_response(huge_count));
+}
+
+TEST(MemoryIdempotencyStore, ChargesEachKeyItsBytesAndGivesThemBackOnAbandon) {
+  FakeClock clock;
+  MemoryIdempotencyStore s(clock);
+  ASSERT_EQ(s.begin("k", "digest").outcome, O::kFirst);
+  const uint64_t claimed = s.stats().bytes;
+  EXPECT_EQ(claimed, 1 + 6 + MemoryIdempotencyStore::kEntryOverhead);
+  const StoredResponse r = sample();
   s.complete("k", r);
-  auto b = s.begin("k", "body1");
-  ASSERT_EQ(b.outcome, O::kReplay);
-  EXPECT_EQ(b.response->body, "{\"x\":1}");
-  EXPECT_EQ(s.begin("k", "body2").outcome, O::kMismatch);
-}
-
-TEST(Idempotency, AbandonedKeysRunAgainAndEntriesExpire) {
-  FakeClock clock;
-  IdempotencyStore s(clock, 60s, 10);
-  EXPECT_EQ(s.begin("k", "b").outcome, O::kFirst);
+  EXPECT_EQ(s.stats().bytes, claimed + encoded_size(r));
+  EXPECT_EQ(s.stats().stored, 1u);
   s.abandon("k");
-  EXPECT_EQ(s.begin("k", "b").outcome, O::kFirst);
-  s.complete("k", {});
-  clock.advance(61s);
-  EXPECT_EQ(s.begin("k", "b").outcome, O::kFirst);
+  EXPECT_EQ(s.stats().bytes, 0u);
+  EXPECT_EQ(s.size(), 0u);
 }
 
-TEST(Idempotency, BoundedByEntryCount) {
+TEST(MemoryIdempotencyStore, ExpiredEntriesGiveTheirBytesBack) {
   FakeClock clock;
-  IdempotencyStore s(clock, 3600s, 3);
-  for (int i = 0; i < 10; ++i)
-    s.begin("k" + std::to_string(i), "b");
-  EXPECT_LE(s.size(), 3u);
-  EXPECT_EQ(s.begin("k9", "b").outcome, O::kInFlight); // the newest survive
+  MemoryIdempotencyStore s(clock, {.ttl = 60s});
+  ASSERT_EQ(s.begin("a", "d").outcome, O::kFirst);
+  s.complete("a", sample());
+  clock.advance(61s);
+  ASSERT_EQ(s.begin("b", "d").outcome, O::kFirst); // any call drops what expired
+  EXPECT_EQ(s.size(), 1u);
+  EXPECT_EQ(s.stats().bytes, 1 + 1 + MemoryIdempotencyStore::kEntryOverhead);
+  EXPECT_EQ(s.stats().evictions, 0u) << "expiry is not eviction";
+}
+
+TEST(MemoryIdempotencyStore, ACompletionAfterEvictionKeepsNothing) {
+  FakeClock clock;
+  MemoryIdempotencyStore s(clock, {.max_entries = 1});
+  ASSERT_EQ(s.begin("a", "d").outcome, O::kFirst);
+  ASSERT_EQ(s.begin("b", "d").outcome, O::kFirst); // evicts "a" while it runs
+  s.complete("a", sample());
+  EXPECT_EQ(s.begin("a", "d").outcome, O::kFirst);
 }
 
 } // namespace

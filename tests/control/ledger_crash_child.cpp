@@ -5,7 +5,7 @@
 #include <string>
 
 #include "control/ledger_writer.h"
-#include "control/sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 
 int main(int argc, char **argv) {
   if (argc != 2) {

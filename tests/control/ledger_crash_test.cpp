@@ -9,8 +9,8 @@
 #include <chrono>
 #include <string>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::control {
 namespace {

@@ -6,8 +6,8 @@
 #include <future>
 #include <mutex>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::control {
 namespace {

@@ -120,5 +120,18 @@ TEST(RateLimiter, ResetDurationsUseOpenAIsFormat) {
   EXPECT_EQ(format_reset(3723000ms), "1h2m3s");
 }
 
+TEST(RateLimiter, RollbackGivesBackTheRequestUnitTooButReleaseDoesNot) {
+  FakeClock clock;
+  MemoryRateLimiter rl(clock);
+  const std::vector<LimitRule> rules{{"key:k", {1, 100, 1}}};
+  auto a = rl.acquire(rules, 10);
+  ASSERT_TRUE(a.allowed);
+  rl.rollback(a.lease); // refused later by a quota: as if it never came
+  auto b = rl.acquire(rules, 10);
+  ASSERT_TRUE(b.allowed) << b.message;
+  rl.release(b.lease, 10); // it ran: the request counts
+  EXPECT_FALSE(rl.acquire(rules, 10).allowed);
+}
+
 } // namespace
 } // namespace gantry::control

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "control/sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::control::testing {
 

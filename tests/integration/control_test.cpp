@@ -12,11 +12,11 @@
 #include <cstdio>
 #include <thread>
 
-#include "control/sqlite_store.h"
 #include "control/webhook_signature.h"
 #include "http/server.h"
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::testing {
 namespace {

@@ -132,4 +132,31 @@ TEST(ConfigTest, HttpResourceBounds) {
 }
 
 } // namespace
+// Non-ASCII is legal TOML only inside strings and comments; elsewhere it is refused with the line,
+// and toml++ (3.3 reaches __builtin_unreachable on U+00A1..U+0499) only ever sees ASCII. The
+// last input is a crash config_toml_fuzz found.
+TEST(ConfigTest, NonAsciiOutsideStringsIsRefusedWithTheLine) {
+  ServerConfig c;
+  auto bad = apply_toml_file(write_file("nonascii.toml", "port = 8080\nhost = 0 \xcf\xb1\n"), c);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("non-ASCII character outside a string or comment at line 2"),
+            std::string::npos)
+      << bad.error().message;
+  ServerConfig d;
+  auto good = apply_toml_file(
+      write_file("ascii_ok.toml", "# caf\xc3\xa9 \xcf\xb1\nhost = \"127.0.0.1\" # \xcf\xb1\n"
+                                  "[[models]]\nname = \"caf\xc3\xa9\"\npath = 'x\xcf\xb1.gguf'\n"
+                                  "chat_template = \"\"\"\n\xcf\xb1\n\"\"\"\n"),
+      d);
+  ASSERT_TRUE(good.ok()) << good.error().message;
+  ASSERT_EQ(d.models.size(), 1u);
+  EXPECT_EQ(d.models[0].name, "caf\xc3\xa9");
+  EXPECT_EQ(d.models[0].chat_template, "\xcf\xb1\n");
+  ServerConfig e;
+  auto fuzz = apply_toml_file(write_file("fuzz.toml", "host = 999999999999\"1\xc8\xa9"
+                                                      "27.0.0.1\"\nporthost < \"2/\xb9 = 8\"/"),
+                              e);
+  EXPECT_FALSE(fuzz.ok());
+}
+
 } // namespace gantry::server

@@ -141,6 +141,7 @@ TEST(ResponseCacheTest, EntriesExpireWithTheirTtl) {
   ASSERT_TRUE(d.store_key.has_value());
   EXPECT_EQ(d.ttl, seconds(10));
   rc->store(*d.store_key, d.ttl, sample_result());
+  rc->flush(); // the put runs on the cache's worker; its ttl starts when it has run
   clock.advance(seconds(9));
   EXPECT_EQ(rc->lookup(kModel, api::Endpoint::kCompletions, 1, base_request(), {}).outcome,
             CacheOutcome::kHit);

@@ -1,5 +1,7 @@
 // Type checks, instruction-set selection, fp16/bf16 scalars, (de)quantization of single rows and
 // dispatch of the vector helpers. The matmul driver is in matmul.cpp.
+#include <cpuid.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cassert>
@@ -18,13 +20,20 @@ bool env_flag(const char *name) {
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+// CPUID.1:ECX bit 29. Read directly because clang's __builtin_cpu_supports has no "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
 Isa detect() {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   if (env_flag("GANTRY_NO_AVX2"))
     return Isa::kScalar;
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-      !__builtin_cpu_supports("f16c")) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !cpu_has_f16c()) {
     return Isa::kScalar;
   }
   // libgcc reports the AVX-512 features only when the OS also saves the zmm state (XCR0).

@@ -5,7 +5,7 @@
 namespace gantry::engine {
 
 KvCache::KvCache(int n_layer, int kv_dim, int n_blocks)
-    : n_layer_(n_layer), kv_dim_(kv_dim), n_blocks_(n_blocks),
+    : kv_dim_(kv_dim), n_blocks_(n_blocks),
       size_(static_cast<size_t>(n_layer) * 2 * n_blocks * kBlockSize * kv_dim),
       data_(new uint16_t[size_]), refs_(n_blocks, 0), cached_(n_blocks, 0) {
   free_.reserve(n_blocks);

@@ -59,7 +59,6 @@ private:
     return data_.get() + idx * kv_dim_;
   }
 
-  int n_layer_;
   int kv_dim_;
   int n_blocks_;
   size_t size_;

@@ -1,7 +1,12 @@
 // The embedded JobQueue: jobs live in the `jobs` table of gantry.db (its own connection); the
-// fair schedule is kept in memory over it and rebuilt from the table at open(), where every job
-// still marked running belonged to a process that died and is retried (or failed on its last
-// attempt).
+// fair schedule is kept in memory over it and rebuilt from the table at open().
+//
+// Leases and nodes: several processes ("nodes") may share one database. Each has a node id, and
+// every lease records its owner node and an expiry (lease_until_ms). A running job is reclaimed
+// (retried, or failed on its last attempt) only when its lease has lapsed, by whichever node's
+// reclaim() sees it first, or at open() when it is this node id's own (its predecessor died);
+// a live lease of another node is never touched. Every outcome write is conditional on
+// (id, attempt, owner), so a stale lease holder cannot record a result.
 //
 // Scheduling: weighted round-robin between projects that have ready jobs (a project with weight
 // w is served w jobs per turn), highest priority first inside a project, then oldest first. So a
@@ -34,7 +39,14 @@ namespace gantry::jobs {
 using control::Db;
 
 struct JobQueueOptions {
+  // This process's node id, recorded as the owner of its leases. Must be unique among the live
+  // processes sharing the database; "" picks a random one at open().
+  std::string node_id;
   int64_t max_queued_per_project = 10'000; // beyond this enqueue answers kQueueFull (429)
+  // Stored jobs (any status, until retention purges them) per project, and their bytes (request
+  // body + result); beyond either enqueue answers kQuotaExceeded (audit M3). 0 = unbounded.
+  int64_t max_stored_per_project = 100'000;
+  int64_t max_stored_bytes_per_project = int64_t{1} << 30;
   std::chrono::milliseconds retention{std::chrono::hours(24 * 7)}; // finished jobs kept
   std::chrono::milliseconds retry_base{1000}; // backoff after a lapsed lease: base * 2^(n-1)
   std::chrono::milliseconds retry_max{std::chrono::minutes(5)};
@@ -67,14 +79,23 @@ public:
 
   // Jobs queued (ready or waiting out a backoff) for `project`.
   int64_t queued_count(const std::string &project);
+  const std::string &node_id() const { return options_.node_id; }
   Result<QueueDepth> depth() override;
 
 private:
+  // Ids are random, so the order inside a priority is the creation time, then the order in
+  // which this process learned of the job.
   struct Entry {
     int priority;
+    int64_t created_ms;
+    uint64_t seq;
     std::string id;
     bool operator<(const Entry &o) const {
-      return priority != o.priority ? priority > o.priority : id < o.id;
+      if (priority != o.priority)
+        return priority > o.priority;
+      if (created_ms != o.created_ms)
+        return created_ms < o.created_ms;
+      return seq < o.seq;
     }
   };
   struct ProjectQueue {
@@ -95,17 +116,25 @@ private:
   void promote_due(int64_t now_ms);
   std::optional<std::pair<std::string, Entry>> pick();
   void forget_queued(const std::string &id);
+  Entry entry(int priority, int64_t created_ms, std::string id) {
+    return Entry{priority, created_ms, next_seq_++, std::move(id)};
+  }
+  // `owner`: the lease's node ("" = any, for a lapsed lease found by reclaim(), which then also
+  // requires the lease to be lapsed at the time of the write).
   Result<bool> requeue_or_fail(const std::string &id, int attempt, int max_attempts,
-                               std::string_view error, std::chrono::milliseconds delay,
-                               bool count_attempt, std::vector<Job> *failed);
+                               std::string_view owner, std::string_view error,
+                               std::chrono::milliseconds delay, bool count_attempt,
+                               std::vector<Job> *failed);
+  Status check_storage(const std::map<std::string, std::pair<int64_t, int64_t>> &adding);
   Result<std::optional<Job>> get_locked(std::string_view id);
 
   std::unique_ptr<Db> db_;
-  const JobQueueOptions options_;
+  JobQueueOptions options_; // node_id is filled in at open(), then never changes
   const Clock &clock_;
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t wake_gen_ = 0;
+  uint64_t next_seq_ = 0;
   std::map<std::string, ProjectQueue> projects_;
   std::deque<std::string> ring_; // projects with ready jobs, in turn order
   std::multimap<int64_t, Delayed> delayed_;

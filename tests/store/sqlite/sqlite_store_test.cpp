@@ -1,4 +1,4 @@
-#include "control/sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

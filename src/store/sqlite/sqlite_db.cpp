@@ -1,4 +1,4 @@
-#include "control/sqlite_db.h"
+#include "store/sqlite/sqlite_db.h"
 
 #include <sqlite3.h>
 

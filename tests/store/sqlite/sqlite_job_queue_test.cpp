@@ -4,11 +4,11 @@
 
 #include <cmath>
 
-#include "control/sqlite_store.h"
 #include "control/temp_dir.h"
 #include "jobs/job_ids.h"
-#include "jobs/sqlite_job_queue.h"
 #include "jobs/webhook_dispatcher.h"
+#include "store/sqlite/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::jobs {
 namespace {
@@ -19,6 +19,7 @@ using gantry::testing::TempDir;
 class JobQueueTest : public ::testing::Test {
 protected:
   void SetUp() override {
+    options_.node_id = "node-a";                          // reopen() is the same node restarting
     auto store = control::SqliteStore::open(dir_.path()); // creates and migrates gantry.db
     ASSERT_TRUE(store) << store.error().message;
     reopen();
@@ -62,7 +63,7 @@ protected:
 
   TempDir dir_;
   FakeClock clock_;
-  JobIds ids_{clock_};
+  JobIds ids_;
   JobQueueOptions options_;
   std::unique_ptr<SqliteJobQueue> queue_;
 };
@@ -130,7 +131,7 @@ TEST_F(JobQueueTest, TheLastAttemptLapsingFailsTheJobWithTheReason) {
   EXPECT_NE(got->error.find("lease lapsed"), std::string::npos) << got->error;
 }
 
-TEST_F(JobQueueTest, JobsRunningWhenTheProcessDiedAreRetriedAfterReopen) {
+TEST_F(JobQueueTest, JobsRunningWhenTheSameNodeDiedAreRetriedAfterReopen) {
   options_.retry_base = 1s;
   reopen();
   const std::string a = add("p"), b = add("p");
@@ -262,21 +263,6 @@ TEST_F(JobQueueTest, ListPagesInCreationOrderPerProject) {
   EXPECT_TRUE(queue_->list(f)->empty());
 }
 
-TEST(JobIds, UniqueAndOrderedEvenWithinOneMillisecond) {
-  FakeClock clock;
-  JobIds ids(clock);
-  std::string prev = ids.next("job_");
-  for (int i = 0; i < 5000; ++i) {
-    std::string id = ids.next("job_");
-    ASSERT_EQ(id.size(), 20u);
-    ASSERT_LT(prev, id);
-    prev = id;
-  }
-  JobIds after_restart(clock);
-  clock.advance(1s);
-  EXPECT_LT(prev, after_restart.next("job_")) << "a restart a moment later still sorts after";
-}
-
 TEST(WebhookRetryDelay, GrowsWithJitterUpToTheCap) {
   WebhookOptions o;
   o.retry_base = 1000ms;
@@ -320,6 +306,136 @@ TEST_F(JobQueueTest, DepthCountsWaitingJobsAndTheOldestOnesAge) {
   d = queue_->depth();
   EXPECT_EQ(d->queued, 2);
   EXPECT_EQ(d->oldest_created_ms, first + 5000);
+}
+
+} // namespace
+} // namespace gantry::jobs
+
+namespace gantry::jobs {
+namespace {
+
+// Two nodes: two queues over one database file, each with its own node id and connection.
+class TwoNodesTest : public JobQueueTest {
+protected:
+  std::unique_ptr<SqliteJobQueue> open_node(const std::string &node) {
+    JobQueueOptions o = options_;
+    o.node_id = node;
+    auto q = SqliteJobQueue::open(control::database_path(dir_.path()), o, clock_);
+    EXPECT_TRUE(q) << q.error().message;
+    return q ? std::move(q).value() : nullptr;
+  }
+};
+
+TEST_F(TwoNodesTest, ANodeStartingLeavesAnotherNodesLiveLeaseAlone) {
+  options_.retry_base = 1s;
+  reopen();
+  const std::string id = add("p");
+  auto on_a = lease(10s);
+  ASSERT_TRUE(on_a);
+  auto b = open_node("node-b"); // recover() runs here
+  ASSERT_TRUE(b);
+  EXPECT_EQ((*b->get(id))->status, JobStatus::kRunning) << "B's start did not requeue A's job";
+  EXPECT_FALSE(*b->lease("w", 10s, 0ms)) << "nothing for B to run";
+  EXPECT_TRUE(b->reclaim()->requeued.empty()) << "A's lease is live";
+  clock_.advance(5s);
+  EXPECT_TRUE(*queue_->renew(*on_a, 10s)) << "A still holds its lease";
+  EXPECT_TRUE(*queue_->complete(*on_a, ok()));
+  EXPECT_EQ((*b->get(id))->status, JobStatus::kSucceeded);
+}
+
+TEST_F(TwoNodesTest, ALapsedLeaseIsTakenOverAndTheStaleHolderCannotCompleteIt) {
+  options_.retry_base = 1s;
+  reopen();
+  const std::string id = add("p");
+  auto on_a = lease(10s);
+  ASSERT_TRUE(on_a);
+  auto b = open_node("node-b");
+  ASSERT_TRUE(b);
+  clock_.advance(11s); // A stalls (or died): its lease lapses
+  auto r = b->reclaim();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->requeued.size(), 1u) << "any node reclaims a lapsed lease";
+  EXPECT_FALSE(*queue_->complete(*on_a, ok())) << "requeued: the stale holder is refused";
+  clock_.advance(1s);
+  auto on_b = b->lease("w", 10s, 0ms);
+  ASSERT_TRUE(on_b && *on_b);
+  EXPECT_EQ((*on_b)->job.id, id);
+  EXPECT_EQ((*on_b)->attempt, 2);
+  EXPECT_FALSE(*queue_->renew(*on_a, 10s)) << "the stale holder cannot renew";
+  EXPECT_FALSE(*queue_->complete(*on_a, ok())) << "nor complete while B runs it";
+  JobOutcome from_b = ok();
+  from_b.body = R"({"from":"b"})";
+  EXPECT_TRUE(*b->complete(**on_b, from_b));
+  EXPECT_FALSE(*b->complete(**on_b, ok())) << "never completed twice";
+  EXPECT_FALSE(*queue_->complete(*on_a, ok()));
+  auto j = *b->get(id);
+  EXPECT_EQ(j->result, R"({"from":"b"})");
+  EXPECT_EQ(j->attempts, 2);
+}
+
+TEST_F(TwoNodesTest, ANodeStartingAfterTheLeaseLapsedReclaimsIt) {
+  options_.retry_base = 1s;
+  reopen();
+  const std::string id = add("p");
+  auto on_a = lease(10s);
+  ASSERT_TRUE(on_a);
+  clock_.advance(11s);
+  auto b = open_node("node-b");
+  ASSERT_TRUE(b);
+  EXPECT_EQ((*b->get(id))->status, JobStatus::kQueued);
+  clock_.advance(1s);
+  auto on_b = b->lease("w", 10s, 0ms);
+  ASSERT_TRUE(on_b && *on_b);
+  EXPECT_EQ((*on_b)->job.id, id);
+  EXPECT_FALSE(*queue_->complete(*on_a, ok()));
+}
+
+TEST_F(TwoNodesTest, AJobBothNodesKnowIsLeasedByOnlyOne) {
+  const std::string id = add("p");
+  auto b = open_node("node-b"); // B's schedule learns of the queued job at start
+  ASSERT_TRUE(b);
+  auto on_b = b->lease("w", 10s, 0ms);
+  ASSERT_TRUE(on_b && *on_b);
+  EXPECT_EQ((*on_b)->job.id, id);
+  EXPECT_FALSE(lease()) << "A's conditional lease finds the job no longer queued";
+  EXPECT_FALSE(*b->cancel("other-project", id)) << "cancel stays per project across nodes";
+}
+
+TEST_F(JobQueueTest, StoredJobsAreBoundedPerProjectInCountAndBytes) {
+  options_.max_stored_per_project = 3;
+  options_.max_stored_bytes_per_project = 1000;
+  options_.retention = 60s;
+  reopen();
+  for (int i = 0; i < 3; ++i)
+    add("p");
+  auto l = lease();
+  ASSERT_TRUE(*queue_->complete(*l, ok()));
+  auto st = queue_->enqueue({job("p")});
+  ASSERT_FALSE(st) << "finished jobs still count until retention removes them";
+  EXPECT_EQ(st.error().code, ErrorCode::kQuotaExceeded);
+  EXPECT_TRUE(queue_->enqueue({job("q")})) << "per project";
+  Job big = job("q");
+  big.body = std::string(1001, 'x');
+  st = queue_->enqueue({big});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, ErrorCode::kQuotaExceeded);
+  EXPECT_NE(st.error().message.find("bytes"), std::string::npos) << st.error().message;
+  clock_.advance(61s);
+  ASSERT_EQ(queue_->reclaim()->purged, 1);
+  EXPECT_TRUE(queue_->enqueue({job("p")})) << "retention frees the room";
+}
+
+TEST_F(JobQueueTest, ListingLoadsNoRequestBodies) {
+  Job j = job("p");
+  j.body = R"({"prompt":"a long request body"})";
+  ASSERT_TRUE(queue_->enqueue({j}));
+  ListFilter f;
+  f.project = "p";
+  auto page = *queue_->list(f);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].id, j.id);
+  EXPECT_TRUE(page[0].body.empty());
+  EXPECT_EQ((*queue_->get(j.id))->body, j.body) << "get() still has it, for the runner";
 }
 
 } // namespace

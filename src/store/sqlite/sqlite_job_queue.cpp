@@ -1,9 +1,10 @@
-#include "jobs/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_job_queue.h"
 
 #include <algorithm>
 #include <cstdio>
 
-#include "control/sqlite_db.h"
+#include "jobs/job_ids.h"
+#include "store/sqlite/sqlite_db.h"
 
 namespace gantry::jobs {
 
@@ -14,11 +15,13 @@ namespace {
 constexpr const char *kStatusNames[] = {"queued", "running",  "succeeded",
                                         "failed", "canceled", "expired"};
 
-#define JOB_COLUMNS                                                                                \
-  "id, project, key_id, endpoint, body, webhook_url, webhook_events, metadata, batch_id, "         \
-  "custom_id, priority, status, attempts, max_attempts, created_ms, started_ms, finished_ms, "     \
-  "not_before_ms, expires_at_ms, result_status, result, error, input_tokens, output_tokens, "      \
-  "cost_usd, deferrals"
+#define JOB_COLUMNS_AFTER_BODY                                                                     \
+  "webhook_url, webhook_events, metadata, batch_id, custom_id, priority, status, attempts, "       \
+  "max_attempts, created_ms, started_ms, finished_ms, not_before_ms, expires_at_ms, "              \
+  "result_status, result, error, input_tokens, output_tokens, cost_usd, deferrals"
+#define JOB_COLUMNS "id, project, key_id, endpoint, body, " JOB_COLUMNS_AFTER_BODY
+// Listings never load the request bodies (up to the body limit each, audit M3): '' in its place.
+#define JOB_LIST_COLUMNS "id, project, key_id, endpoint, '', " JOB_COLUMNS_AFTER_BODY
 
 std::vector<std::string> split_events(const std::string &s) {
   std::vector<std::string> out;
@@ -99,6 +102,8 @@ SqliteJobQueue::~SqliteJobQueue() = default;
 Result<std::unique_ptr<SqliteJobQueue>>
 SqliteJobQueue::open(const std::string &db_path, JobQueueOptions options, const Clock &clock) {
   GANTRY_ASSIGN_OR_RETURN(auto db, Db::open(db_path));
+  if (options.node_id.empty())
+    options.node_id = JobIds().next("node_");
   std::unique_ptr<SqliteJobQueue> q(new SqliteJobQueue(std::move(db), std::move(options), clock));
   GANTRY_TRY(q->recover());
   return q;
@@ -108,46 +113,59 @@ Status SqliteJobQueue::recover() {
   std::lock_guard<std::mutex> lk(mu_);
   const int64_t now = clock_.unix_millis();
   struct Row {
-    std::string id, project, status;
+    std::string id, project, status, owner;
     int priority, attempts, max_attempts;
-    int64_t not_before;
+    int64_t not_before, created, lease_until;
   };
   std::vector<Row> rows;
   {
     GANTRY_ASSIGN_OR_RETURN(
         Query q, db_->query("SELECT id, project, status, priority, attempts, max_attempts, "
-                            "not_before_ms FROM jobs WHERE status IN ('queued', 'running')"));
+                            "not_before_ms, created_ms, lease_owner, lease_until_ms FROM jobs "
+                            "WHERE status IN ('queued', 'running') ORDER BY created_ms, rowid"));
     for (;;) {
       GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
       if (!row)
         break;
-      rows.push_back({q.col_text(0), q.col_text(1), q.col_text(2), static_cast<int>(q.col_i64(3)),
-                      static_cast<int>(q.col_i64(4)), static_cast<int>(q.col_i64(5)),
-                      q.col_i64(6)});
+      rows.push_back({q.col_text(0), q.col_text(1), q.col_text(2), q.col_text(8),
+                      static_cast<int>(q.col_i64(3)), static_cast<int>(q.col_i64(4)),
+                      static_cast<int>(q.col_i64(5)), q.col_i64(6), q.col_i64(7), q.col_i64(9)});
     }
   }
   GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
   for (auto &r : rows) {
     if (r.status == "running") {
-      // Its worker was this process's predecessor, which died: the attempt is spent.
+      // A live lease of another node: that node runs it (and its reclaim() or ours takes it
+      // back if the lease lapses).
+      if (r.owner != options_.node_id && r.lease_until >= now)
+        continue;
+      // Its lease lapsed, or its worker was this node's predecessor, which died: the attempt is
+      // spent. Conditional on the row as read, so a concurrent node's write wins.
       if (r.attempts >= r.max_attempts) {
         GANTRY_ASSIGN_OR_RETURN(
             Query u, db_->query("UPDATE jobs SET status = 'failed', finished_ms = ?, error = ?, "
-                                "lease_until_ms = 0 WHERE id = ?"));
+                                "lease_until_ms = 0, lease_owner = '' WHERE id = ? AND "
+                                "status = 'running' AND attempts = ? AND lease_owner = ?"));
         GANTRY_TRY(u.i64(now)
                        .text("the worker running it was lost on each of " +
                              std::to_string(r.attempts) + " attempts")
                        .text(r.id)
+                       .i64(r.attempts)
+                       .text(r.owner)
                        .run());
         continue;
       }
       r.not_before = now + retry_delay(options_, r.attempts).count();
       GANTRY_ASSIGN_OR_RETURN(Query u,
-                              db_->query("UPDATE jobs SET status = 'queued', not_before_ms = ?, "
-                                         "lease_until_ms = 0 WHERE id = ?"));
-      GANTRY_TRY(u.i64(r.not_before).text(r.id).run());
+                              db_->query("UPDATE jobs SET status = 'queued', "
+                                         "not_before_ms = ?, lease_until_ms = 0, "
+                                         "lease_owner = '' WHERE id = ? AND status = "
+                                         "'running' AND attempts = ? AND lease_owner = ?"));
+      GANTRY_TRY(u.i64(r.not_before).text(r.id).i64(r.attempts).text(r.owner).run());
+      if (u.changes() != 1)
+        continue;
     }
-    push_queued(r.project, Entry{r.priority, r.id}, r.not_before);
+    push_queued(r.project, entry(r.priority, r.created, r.id), r.not_before);
   }
   return tx.commit();
 }
@@ -225,10 +243,13 @@ void SqliteJobQueue::forget_queued(const std::string &id) {
 
 Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
   std::unique_lock<std::mutex> lk(mu_);
-  std::map<std::string, int64_t> adding;
-  for (const auto &j : jobs)
-    adding[j.project]++;
-  for (const auto &[project, n] : adding) {
+  std::map<std::string, std::pair<int64_t, int64_t>> adding; // project → (jobs, bytes)
+  for (const auto &j : jobs) {
+    adding[j.project].first++;
+    adding[j.project].second += static_cast<int64_t>(j.body.size());
+  }
+  for (const auto &[project, add] : adding) {
+    const int64_t n = add.first;
     auto it = projects_.find(project);
     const int64_t have = it == projects_.end() ? 0 : it->second.queued;
     if (have + n > options_.max_queued_per_project) {
@@ -240,14 +261,15 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
       return e;
     }
   }
+  GANTRY_TRY(check_storage(adding));
   {
     GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
     for (const auto &j : jobs) {
       GANTRY_ASSIGN_OR_RETURN(
           Query q, db_->query("INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
                               "webhook_events, metadata, batch_id, custom_id, priority, status, "
-                              "max_attempts, created_ms, not_before_ms, expires_at_ms) VALUES "
-                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"));
+                              "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)"));
       GANTRY_TRY(q.text(j.id)
                      .text(j.project)
                      .text(j.key_id)
@@ -263,12 +285,13 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
                      .i64(j.created_ms)
                      .i64(j.not_before_ms)
                      .i64(j.expires_at_ms)
+                     .i64(static_cast<int64_t>(j.body.size()))
                      .run());
     }
     GANTRY_TRY(tx.commit());
   }
   for (auto &j : jobs)
-    push_queued(j.project, Entry{j.priority, j.id}, j.not_before_ms);
+    push_queued(j.project, entry(j.priority, j.created_ms, j.id), j.not_before_ms);
   lk.unlock();
   cv_.notify_all();
   return Ok();
@@ -289,9 +312,10 @@ Result<std::optional<Lease>> SqliteJobQueue::lease(std::string_view,
       GANTRY_ASSIGN_OR_RETURN(
           Query q,
           db_->query("UPDATE jobs SET status = 'running', attempts = attempts + 1, started_ms = "
-                     "CASE WHEN started_ms = 0 THEN ? ELSE started_ms END, lease_until_ms = ? "
-                     "WHERE id = ? AND status = 'queued' RETURNING " JOB_COLUMNS));
-      GANTRY_ASSIGN_OR_RETURN(bool row, q.i64(now).i64(until).text(picked->second.id).step());
+                     "CASE WHEN started_ms = 0 THEN ? ELSE started_ms END, lease_until_ms = ?, "
+                     "lease_owner = ? WHERE id = ? AND status = 'queued' RETURNING " JOB_COLUMNS));
+      GANTRY_ASSIGN_OR_RETURN(
+          bool row, q.i64(now).i64(until).text(options_.node_id).text(picked->second.id).step());
       if (!row)
         continue; // changed under us (canceled by another process)
       Lease l{read_job(q), 0};
@@ -312,12 +336,42 @@ Result<std::optional<Lease>> SqliteJobQueue::lease(std::string_view,
   }
 }
 
+Status
+SqliteJobQueue::check_storage(const std::map<std::string, std::pair<int64_t, int64_t>> &adding) {
+  if (options_.max_stored_per_project <= 0 && options_.max_stored_bytes_per_project <= 0)
+    return Ok();
+  for (const auto &[project, add] : adding) {
+    // Covered by the (project, bytes) index: no job row is read.
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM "
+                                                "jobs WHERE project = ?"));
+    GANTRY_ASSIGN_OR_RETURN(bool row, q.text(project).step());
+    const int64_t count = row ? q.col_i64(0) : 0;
+    const int64_t bytes = row ? q.col_i64(1) : 0;
+    const auto &o = options_;
+    if (o.max_stored_per_project > 0 && count + add.first > o.max_stored_per_project)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "project '" + project + "' stores " + std::to_string(count) +
+                       " jobs; the limit is " + std::to_string(o.max_stored_per_project) +
+                       " (finished jobs count until retention removes them)",
+                   ""};
+    if (o.max_stored_bytes_per_project > 0 && bytes + add.second > o.max_stored_bytes_per_project)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "project '" + project + "' stores " + std::to_string(bytes) +
+                       " bytes of jobs; the limit is " +
+                       std::to_string(o.max_stored_bytes_per_project) +
+                       " (finished jobs count until retention removes them)",
+                   ""};
+  }
+  return Ok();
+}
+
 Result<bool> SqliteJobQueue::renew(const Lease &l, std::chrono::milliseconds visibility) {
   std::lock_guard<std::mutex> lk(mu_);
   const int64_t until = clock_.unix_millis() + visibility.count();
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("UPDATE jobs SET lease_until_ms = ? WHERE id = ? "
-                                              "AND attempts = ? AND status = 'running'"));
-  GANTRY_TRY(q.i64(until).text(l.job.id).i64(l.attempt).run());
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query("UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND "
+                                     "attempts = ? AND status = 'running' AND lease_owner = ?"));
+  GANTRY_TRY(q.i64(until).text(l.job.id).i64(l.attempt).text(options_.node_id).run());
   if (q.changes() != 1)
     return false;
   if (auto it = running_.find(l.job.id); it != running_.end())
@@ -330,8 +384,8 @@ Result<bool> SqliteJobQueue::complete(const Lease &l, const JobOutcome &o) {
   GANTRY_ASSIGN_OR_RETURN(
       Query q, db_->query("UPDATE jobs SET status = ?, finished_ms = ?, result_status = ?, "
                           "result = ?, error = ?, input_tokens = ?, output_tokens = ?, "
-                          "cost_usd = ?, lease_until_ms = 0 WHERE id = ? AND attempts = ? AND "
-                          "status = 'running'"));
+                          "cost_usd = ?, lease_until_ms = 0, bytes = bytes + ? WHERE id = ? AND "
+                          "attempts = ? AND status = 'running' AND lease_owner = ?"));
   GANTRY_TRY(q.text(o.success ? "succeeded" : "failed")
                  .i64(clock_.unix_millis())
                  .i64(o.status)
@@ -340,8 +394,10 @@ Result<bool> SqliteJobQueue::complete(const Lease &l, const JobOutcome &o) {
                  .i64(o.input_tokens)
                  .i64(o.output_tokens)
                  .f64(o.cost_usd)
+                 .i64(static_cast<int64_t>(o.body.size() + o.error.size()))
                  .text(l.job.id)
                  .i64(l.attempt)
+                 .text(options_.node_id)
                  .run());
   const bool won = q.changes() == 1;
   if (auto it = running_.find(l.job.id); it != running_.end() && it->second.attempt == l.attempt)
@@ -350,16 +406,27 @@ Result<bool> SqliteJobQueue::complete(const Lease &l, const JobOutcome &o) {
 }
 
 Result<bool> SqliteJobQueue::requeue_or_fail(const std::string &id, int attempt, int max_attempts,
-                                             std::string_view error,
+                                             std::string_view owner, std::string_view error,
                                              std::chrono::milliseconds delay, bool count_attempt,
                                              std::vector<Job> *failed) {
   const int64_t now = clock_.unix_millis();
+  // Either the lease is this owner's, or (owner "") it must have lapsed: a lease renewed by its
+  // node between reclaim()'s read and this write is left alone.
+  const int64_t lapsed_before = owner.empty() ? now : INT64_MAX;
   if (count_attempt && attempt >= max_attempts) {
     GANTRY_ASSIGN_OR_RETURN(
         Query q, db_->query("UPDATE jobs SET status = 'failed', finished_ms = ?, error = ?, "
-                            "lease_until_ms = 0 WHERE id = ? AND attempts = ? AND status = "
-                            "'running'"));
-    GANTRY_TRY(q.i64(now).text(error).text(id).i64(attempt).run());
+                            "lease_until_ms = 0, lease_owner = '' WHERE id = ? AND attempts = ? "
+                            "AND status = 'running' AND (lease_owner = ? OR ? = '') AND "
+                            "lease_until_ms < ?"));
+    GANTRY_TRY(q.i64(now)
+                   .text(error)
+                   .text(id)
+                   .i64(attempt)
+                   .text(owner)
+                   .text(owner)
+                   .i64(lapsed_before)
+                   .run());
     const bool won = q.changes() == 1;
     running_.erase(id);
     if (won && failed != nullptr) {
@@ -373,30 +440,36 @@ Result<bool> SqliteJobQueue::requeue_or_fail(const std::string &id, int attempt,
       Query q,
       db_->query(
           "UPDATE jobs SET status = 'queued', not_before_ms = ?, error = ?, "
-          "attempts = attempts - ?, deferrals = deferrals + ?, lease_until_ms = 0 WHERE id = ? AND "
-          "attempts = ? AND status = 'running' RETURNING project, priority"));
+          "attempts = attempts - ?, deferrals = deferrals + ?, lease_until_ms = 0, lease_owner = "
+          "'' WHERE id = ? AND attempts = ? AND status = 'running' AND (lease_owner = ? OR ? = "
+          "'') AND lease_until_ms < ? RETURNING project, priority, created_ms"));
   GANTRY_ASSIGN_OR_RETURN(bool row, q.i64(now + delay.count())
                                         .text(error)
                                         .i64(count_attempt ? 0 : 1)
                                         .i64(count_attempt ? 0 : 1)
                                         .text(id)
                                         .i64(attempt)
+                                        .text(owner)
+                                        .text(owner)
+                                        .i64(lapsed_before)
                                         .step());
   running_.erase(id);
   if (!row)
     return false;
   const std::string project = q.col_text(0);
   const int priority = static_cast<int>(q.col_i64(1));
+  const int64_t created = q.col_i64(2);
   GANTRY_TRY(q.run());
-  push_queued(project, Entry{priority, id}, now + delay.count());
+  push_queued(project, entry(priority, created, id), now + delay.count());
   return true;
 }
 
 Result<bool> SqliteJobQueue::retry(const Lease &l, std::string_view error,
                                    std::chrono::milliseconds delay, bool count_attempt) {
   std::unique_lock<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(bool done, requeue_or_fail(l.job.id, l.attempt, l.job.max_attempts, error,
-                                                     delay, count_attempt, nullptr));
+  GANTRY_ASSIGN_OR_RETURN(bool done,
+                          requeue_or_fail(l.job.id, l.attempt, l.job.max_attempts, options_.node_id,
+                                          error, delay, count_attempt, nullptr));
   lk.unlock();
   cv_.notify_all();
   return done;
@@ -438,8 +511,8 @@ Result<std::optional<Job>> SqliteJobQueue::cancel(std::string_view project, std:
     return job;
   GANTRY_ASSIGN_OR_RETURN(
       Query q, db_->query("UPDATE jobs SET status = 'canceled', finished_ms = ?, error = "
-                          "'canceled by the caller', lease_until_ms = 0 WHERE id = ? AND status "
-                          "IN ('queued', 'running')"));
+                          "'canceled by the caller', lease_until_ms = 0, lease_owner = '' WHERE "
+                          "id = ? AND status IN ('queued', 'running')"));
   GANTRY_TRY(q.i64(clock_.unix_millis()).text(id).run());
   forget_queued(std::string(id));
   running_.erase(std::string(id));
@@ -451,14 +524,18 @@ Result<std::vector<Job>> SqliteJobQueue::list(const ListFilter &f) {
   // A batch's lines (any project) or one project's jobs, each walking its own index in id
   // order; the status filter matches everything when empty.
   const std::string status = f.status ? std::string(job_status_name(*f.status)) : "";
+  // Ids are random: pages follow the insertion order (rowid), the cursor being the rowid of the
+  // `after` job (an unknown cursor gives an empty page).
   GANTRY_ASSIGN_OR_RETURN(
       Query q, f.batch_id.empty()
-                   ? db_->query("SELECT " JOB_COLUMNS " FROM jobs WHERE project = ? AND id > ? "
-                                "AND (status = ? OR ? = '') ORDER BY id LIMIT ?")
-                   : db_->query("SELECT " JOB_COLUMNS " FROM jobs WHERE batch_id = ? AND id > ? "
-                                "AND (status = ? OR ? = '') ORDER BY id LIMIT ?"));
-  q.text(f.batch_id.empty() ? f.project : f.batch_id).text(f.after).text(status).text(status);
-  q.i64(f.limit);
+                   ? db_->query("SELECT " JOB_LIST_COLUMNS " FROM jobs WHERE project = ? AND "
+                                "(? = '' OR rowid > (SELECT rowid FROM jobs WHERE id = ?)) AND "
+                                "(status = ? OR ? = '') ORDER BY rowid LIMIT ?")
+                   : db_->query("SELECT " JOB_LIST_COLUMNS " FROM jobs WHERE batch_id = ? AND "
+                                "(? = '' OR rowid > (SELECT rowid FROM jobs WHERE id = ?)) AND "
+                                "(status = ? OR ? = '') ORDER BY rowid LIMIT ?"));
+  q.text(f.batch_id.empty() ? f.project : f.batch_id).text(f.after).text(f.after);
+  q.text(status).text(status).i64(f.limit);
   std::vector<Job> out;
   for (;;) {
     GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
@@ -473,15 +550,26 @@ Result<Reclaimed> SqliteJobQueue::reclaim() {
   std::unique_lock<std::mutex> lk(mu_);
   Reclaimed out;
   const int64_t now = clock_.unix_millis();
+  // Every lapsed lease in the table, whichever node held it: a node that died is noticed by
+  // the others once its leases lapse. (Each write below re-checks that the lease still lapsed.)
   std::vector<std::pair<std::string, Running>> lapsed;
-  for (const auto &[id, r] : running_) {
-    if (r.lease_until_ms < now)
-      lapsed.emplace_back(id, r);
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q,
+                            db_->query("SELECT id, attempts, max_attempts, lease_until_ms FROM "
+                                       "jobs WHERE status = 'running' AND lease_until_ms < ?"));
+    q.i64(now);
+    for (;;) {
+      GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row)
+        break;
+      lapsed.emplace_back(q.col_text(0), Running{static_cast<int>(q.col_i64(1)),
+                                                 static_cast<int>(q.col_i64(2)), q.col_i64(3)});
+    }
   }
   for (const auto &[id, r] : lapsed) {
     std::vector<Job> failed;
     GANTRY_ASSIGN_OR_RETURN(bool changed,
-                            requeue_or_fail(id, r.attempt, r.max_attempts,
+                            requeue_or_fail(id, r.attempt, r.max_attempts, "",
                                             "the lease lapsed (worker stalled or lost)",
                                             retry_delay(options_, r.attempt), true, &failed));
     if (!changed)
@@ -496,10 +584,11 @@ Result<Reclaimed> SqliteJobQueue::reclaim() {
   }
   {
     GANTRY_ASSIGN_OR_RETURN(
-        Query q, db_->query("UPDATE jobs SET status = 'expired', finished_ms = ?, error = "
-                            "'Cancel-After passed before the job finished', lease_until_ms = 0 "
-                            "WHERE expires_at_ms > 0 AND expires_at_ms <= ? AND status IN "
-                            "('queued', 'running') RETURNING " JOB_COLUMNS));
+        Query q,
+        db_->query("UPDATE jobs SET status = 'expired', finished_ms = ?, error = "
+                   "'Cancel-After passed before the job finished', lease_until_ms = 0, "
+                   "lease_owner = '' WHERE expires_at_ms > 0 AND expires_at_ms <= ? AND status IN "
+                   "('queued', 'running') RETURNING " JOB_COLUMNS));
     q.i64(now).i64(now);
     for (;;) {
       GANTRY_ASSIGN_OR_RETURN(bool row, q.step());

@@ -1,7 +1,7 @@
-#include "control/sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 
-#include "control/sqlite_db.h"
-#include "control/sqlite_schema.h"
+#include "store/sqlite/sqlite_db.h"
+#include "store/sqlite/sqlite_schema.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>

@@ -26,18 +26,22 @@ public:
 
   Status add_delivery(const Delivery &d) override;
   Status update_delivery(const Delivery &d) override;
-  Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int limit) override;
+  Result<std::vector<Delivery>> due_deliveries(int64_t now_ms, int per_project, int limit) override;
   Result<int64_t> next_delivery_at() override;
   Result<std::vector<Delivery>> deliveries_of(std::string_view job_id) override;
   Result<std::vector<std::string>> webhook_secrets(std::string_view project,
                                                    int64_t now_ms) override;
   Status rotate_webhook_secret(std::string_view project, std::string_view secret, int64_t now_ms,
                                int64_t grace_ms) override;
-  Status disable_endpoint(std::string_view url, int64_t now_ms) override;
-  Result<bool> endpoint_disabled(std::string_view url) override;
-  Status put_file(const StoredFile &f) override;
+  Status disable_endpoint(std::string_view project, std::string_view url, int64_t now_ms) override;
+  Result<bool> endpoint_disabled(std::string_view project, std::string_view url) override;
+  Status put_file(const StoredFile &f, const FileQuota &quota) override;
   Result<std::optional<StoredFile>> get_file(std::string_view id) override;
+  Result<std::optional<StoredFile>> get_file_info(std::string_view id) override;
+  Result<bool> delete_file(std::string_view project, std::string_view id) override;
+  Result<int64_t> purge_files(int64_t created_before_ms) override;
   Status put_batch(const Batch &b) override;
+  Result<bool> transition_batch(const Batch &b, std::string_view from_status) override;
   Result<std::optional<Batch>> get_batch(std::string_view id) override;
   Result<std::vector<Batch>> active_batches() override;
   Result<std::vector<Batch>> list_batches(std::string_view project, std::string_view after,

@@ -1,6 +1,6 @@
-#include "jobs/sqlite_job_records.h"
+#include "store/sqlite/sqlite_job_records.h"
 
-#include "control/sqlite_db.h"
+#include "store/sqlite/sqlite_db.h"
 
 namespace gantry::jobs {
 
@@ -119,13 +119,16 @@ Status SqliteJobRecords::update_delivery(const Delivery &d) {
       .run();
 }
 
-Result<std::vector<Delivery>> SqliteJobRecords::due_deliveries(int64_t now_ms, int limit) {
+Result<std::vector<Delivery>> SqliteJobRecords::due_deliveries(int64_t now_ms, int per_project,
+                                                               int limit) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q,
-                          db_->query("SELECT " DELIVERY_COLUMNS " FROM job_deliveries WHERE "
-                                     "status = 'pending' AND next_at_ms <= ? ORDER BY next_at_ms "
-                                     "LIMIT ?"));
-  q.i64(now_ms).i64(limit);
+  // At most `per_project` rows of each project, so one project's backlog cannot fill the page.
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("SELECT " DELIVERY_COLUMNS " FROM (SELECT " DELIVERY_COLUMNS
+                          ", row_number() OVER (PARTITION BY project ORDER BY next_at_ms, id) AS "
+                          "rn FROM job_deliveries WHERE status = 'pending' AND next_at_ms <= ?) "
+                          "WHERE rn <= ? ORDER BY next_at_ms, id LIMIT ?"));
+  q.i64(now_ms).i64(per_project).i64(limit);
   return collect<Delivery>(q, read_delivery);
 }
 
@@ -173,32 +176,62 @@ Status SqliteJobRecords::rotate_webhook_secret(std::string_view project, std::st
   return tx.commit();
 }
 
-Status SqliteJobRecords::disable_endpoint(std::string_view url, int64_t now_ms) {
+// The webhook_disabled key is "<project> <url>" (a URL holds no space), so a 410 disables the URL
+// only for the project that registered it.
+static std::string disabled_key(std::string_view project, std::string_view url) {
+  return std::string(project) + " " + std::string(url);
+}
+
+Status SqliteJobRecords::disable_endpoint(std::string_view project, std::string_view url,
+                                          int64_t now_ms) {
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO webhook_disabled(url, disabled_ms) "
                                               "VALUES (?, ?) ON CONFLICT(url) DO NOTHING"));
-  return q.text(url).i64(now_ms).run();
+  return q.text(disabled_key(project, url)).i64(now_ms).run();
 }
 
-Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view url) {
+Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view project, std::string_view url) {
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT 1 FROM webhook_disabled WHERE url = ?"));
-  return q.text(url).step();
+  return q.text(disabled_key(project, url)).step();
 }
 
-Status SqliteJobRecords::put_file(const StoredFile &f) {
+Status SqliteJobRecords::put_file(const StoredFile &f, const FileQuota &quota) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q,
-                          db_->query("INSERT INTO files(id, project, purpose, filename, bytes, "
-                                     "content, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
-  return q.text(f.id)
-      .text(f.project)
-      .text(f.purpose)
-      .text(f.filename)
-      .i64(f.bytes)
-      .blob(f.content)
-      .i64(f.created_ms)
-      .run();
+  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+  if (quota.max_files > 0 || quota.max_bytes > 0) {
+    // Covered by the (project, bytes) index: no content is read.
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM "
+                                                "files WHERE project = ?"));
+    GANTRY_ASSIGN_OR_RETURN(bool row, q.text(f.project).step());
+    const int64_t count = row ? q.col_i64(0) : 0;
+    const int64_t bytes = row ? q.col_i64(1) : 0;
+    if (quota.max_files > 0 && count + 1 > quota.max_files)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "the project stores " + std::to_string(count) + " files; the limit is " +
+                       std::to_string(quota.max_files) + ". Delete files you no longer need.",
+                   "file"};
+    if (quota.max_bytes > 0 && bytes + f.bytes > quota.max_bytes)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "the project's files would take " + std::to_string(bytes + f.bytes) +
+                       " bytes; the limit is " + std::to_string(quota.max_bytes) +
+                       ". Delete files you no longer need.",
+                   "file"};
+  }
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q,
+                            db_->query("INSERT INTO files(id, project, purpose, filename, bytes, "
+                                       "content, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+    GANTRY_TRY(q.text(f.id)
+                   .text(f.project)
+                   .text(f.purpose)
+                   .text(f.filename)
+                   .i64(f.bytes)
+                   .blob(f.content)
+                   .i64(f.created_ms)
+                   .run());
+  }
+  return tx.commit();
 }
 
 Result<std::optional<StoredFile>> SqliteJobRecords::get_file(std::string_view id) {
@@ -211,6 +244,31 @@ Result<std::optional<StoredFile>> SqliteJobRecords::get_file(std::string_view id
   return std::optional<StoredFile>(StoredFile{q.col_text(0), q.col_text(1), q.col_text(2),
                                               q.col_text(3), q.col_i64(4), q.col_i64(6),
                                               q.col_text(5)});
+}
+
+Result<std::optional<StoredFile>> SqliteJobRecords::get_file_info(std::string_view id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT id, project, purpose, filename, bytes, "
+                                              "created_ms FROM files WHERE id = ?"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
+  if (!row)
+    return std::optional<StoredFile>();
+  return std::optional<StoredFile>(StoredFile{q.col_text(0), q.col_text(1), q.col_text(2),
+                                              q.col_text(3), q.col_i64(4), q.col_i64(5), ""});
+}
+
+Result<bool> SqliteJobRecords::delete_file(std::string_view project, std::string_view id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE id = ? AND project = ?"));
+  GANTRY_TRY(q.text(id).text(project).run());
+  return q.changes() == 1;
+}
+
+Result<int64_t> SqliteJobRecords::purge_files(int64_t created_before_ms) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE created_ms < ?"));
+  GANTRY_TRY(q.i64(created_before_ms).run());
+  return q.changes();
 }
 
 Status SqliteJobRecords::put_batch(const Batch &b) {
@@ -244,6 +302,33 @@ Status SqliteJobRecords::put_batch(const Batch &b) {
       .run();
 }
 
+Result<bool> SqliteJobRecords::transition_batch(const Batch &b, std::string_view from_status) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("UPDATE batches SET status = ?, output_file_id = ?, error_file_id = ?, "
+                          "errors = ?, total = ?, completed = ?, failed = ?, in_progress_ms = ?, "
+                          "finalizing_ms = ?, completed_ms = ?, failed_ms = ?, expired_ms = ?, "
+                          "cancelling_ms = ?, cancelled_ms = ? WHERE id = ? AND status = ?"));
+  GANTRY_TRY(q.text(b.status)
+                 .text(b.output_file_id)
+                 .text(b.error_file_id)
+                 .text(b.errors)
+                 .i64(b.total)
+                 .i64(b.completed)
+                 .i64(b.failed)
+                 .i64(b.in_progress_ms)
+                 .i64(b.finalizing_ms)
+                 .i64(b.completed_ms)
+                 .i64(b.failed_ms)
+                 .i64(b.expired_ms)
+                 .i64(b.cancelling_ms)
+                 .i64(b.cancelled_ms)
+                 .text(b.id)
+                 .text(from_status)
+                 .run());
+  return q.changes() == 1;
+}
+
 Result<std::optional<Batch>> SqliteJobRecords::get_batch(std::string_view id) {
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q,
@@ -267,7 +352,8 @@ Result<std::vector<Batch>> SqliteJobRecords::list_batches(std::string_view proje
   std::lock_guard<std::mutex> lk(mu_);
   GANTRY_ASSIGN_OR_RETURN(Query q,
                           db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE project = ? "
-                                     "AND (? = '' OR id < ?) ORDER BY id DESC LIMIT ?"));
+                                     "AND (? = '' OR rowid < (SELECT rowid FROM batches WHERE "
+                                     "id = ?)) ORDER BY rowid DESC LIMIT ?"));
   q.text(project).text(after).text(after).i64(limit);
   return collect<Batch>(q, read_batch);
 }

@@ -1,4 +1,4 @@
-#include "control/sqlite_schema.h"
+#include "store/sqlite/sqlite_schema.h"
 
 #include <charconv>
 #include <iterator>
@@ -200,6 +200,24 @@ CREATE TABLE batches (
   expires_ms        INTEGER NOT NULL
 );
 CREATE INDEX batches_status ON batches(status);
+)sql",
+    // 3: jobs for many nodes and bounded storage (src/jobs). Ids became random, so lists page
+    // in insertion order (rowid) through indexes on the filter column alone; leases record
+    // their owner node; jobs and files carry their size for per-project quotas, summed from
+    // covering indexes without reading the rows.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''; -- node id of the lease
+ALTER TABLE jobs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;     -- body + result, for quotas
+UPDATE jobs SET bytes = length(CAST(body AS BLOB)) + length(CAST(result AS BLOB));
+DROP INDEX jobs_project;
+DROP INDEX jobs_batch;
+CREATE INDEX jobs_project_order ON jobs(project);
+CREATE INDEX jobs_project_bytes ON jobs(project, bytes);
+CREATE INDEX jobs_batch_order ON jobs(batch_id) WHERE batch_id <> '';
+CREATE INDEX jobs_running ON jobs(status, lease_until_ms);
+CREATE INDEX files_project_bytes ON files(project, bytes);
+CREATE INDEX files_created ON files(created_ms);
+CREATE INDEX batches_project_order ON batches(project);
 )sql",
 };
 

@@ -1,0 +1,146 @@
+// ControlPlane over the embedded adapters and a real SqliteStore: admission goes through the
+// AdmissionStore port, settlement happens exactly once, off the calling thread, and shutdown
+// runs every settlement still queued.
+#include "control/control_plane.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "control/memory_admission_store.h"
+#include "control/test_store.h"
+
+namespace gantry::control {
+namespace {
+
+using testing::TempStore;
+
+class ControlPlaneTest : public ::testing::Test {
+protected:
+  void start(ControlConfig cc, ControlPorts ports = {}) {
+    std::vector<ModelControl> models(1);
+    models[0].name = "m";
+    models[0].price = {0, 1'000'000.0, 0}; // $1 per output token
+    auto s = SqliteStore::open(tmp_.dir() + "/cp");
+    ASSERT_TRUE(s) << s.error().message;
+    store_ = s->get();
+    cp_ = std::make_unique<ControlPlane>(std::move(s).value(), "pepper-for-tests-0123456789abcdef",
+                                         std::move(cc), std::move(models), clock_, nullptr, nullptr,
+                                         std::move(ports));
+    ASSERT_TRUE(cp_->start());
+  }
+  AdmitRequest ask(std::string id) {
+    AdmitRequest r;
+    r.model = "m";
+    r.endpoint = "/v1/completions";
+    r.request_id = std::move(id);
+    r.prompt_tokens = 2;
+    r.max_output_tokens = 8;
+    return r;
+  }
+  int64_t ledger_rows() {
+    auto rows = store_->usage_report(GroupBy::kModel, 0, INT64_MAX);
+    EXPECT_TRUE(rows);
+    int64_t n = 0;
+    for (const auto &g : *rows)
+      n += g.totals.requests;
+    return n;
+  }
+
+  TempStore tmp_;
+  SystemClock clock_; // the key and alert threads run on real time; nothing here waits on it
+  Store *store_ = nullptr;
+  std::unique_ptr<ControlPlane> cp_;
+};
+
+TEST_F(ControlPlaneTest, SettlesEachAdmissionExactlyOnceAndFreesItsSlot) {
+  ControlConfig cc;
+  cc.global = {.max_concurrent = 1};
+  start(cc);
+  auto a = cp_->admit(ask("r1"));
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(cp_->admit(ask("r2")).error().code, ErrorCode::kRateLimited);
+  Outcome o;
+  o.input_tokens = 2;
+  o.output_tokens = 3;
+  EXPECT_DOUBLE_EQ(cp_->finish(**a, o), 3.0); // priced on the caller: the cost header needs it
+  EXPECT_DOUBLE_EQ(cp_->finish(**a, o), 0.0);
+  a->reset(); // the caller may drop the admission at once
+  // admit() waits for the settlements posted before it: the slot is free.
+  auto b = cp_->admit(ask("r3"));
+  ASSERT_TRUE(b) << b.error().message;
+  cp_->finish(**b, o);
+  ASSERT_TRUE(cp_->flush());
+  const auto c = cp_->counters();
+  EXPECT_EQ(c.settlement.posted + c.settlement.inline_runs, 2u);
+  EXPECT_EQ(c.settlement.run, c.settlement.posted);
+  EXPECT_DOUBLE_EQ((c.cost_usd.at({"m", ""})), 6.0);
+  EXPECT_EQ(c.rejected.at("rate_limit"), 1u);
+  EXPECT_EQ(ledger_rows(), 3); // two settled, one refusal
+}
+
+TEST_F(ControlPlaneTest, FinishRunsOffTheCallingThread) {
+  // An adapter that notes the thread it settles on.
+  struct ThreadNoting final : AdmissionStore {
+    explicit ThreadNoting(const Clock &c)
+        : inner(c, {}, [](OwnerKind, std::string_view, int64_t) -> Result<UsageTotals> {
+            return UsageTotals{};
+          }) {}
+    Result<AdmissionLease> reserve(const AdmissionAsk &a, RateSnapshot *r) override {
+      return inner.reserve(a, r);
+    }
+    std::vector<BudgetAlert> settle(const AdmissionLease &l, const Usage &u) override {
+      settled_on = std::this_thread::get_id();
+      return inner.settle(l, u);
+    }
+    void set_budgets(const std::vector<Budget> &b) override { inner.set_budgets(b); }
+    std::vector<BudgetState> budgets() override { return inner.budgets(); }
+    std::vector<std::string> breaker_models() const override { return inner.breaker_models(); }
+    std::optional<BreakerState> breaker_state(const std::string &m) override {
+      return inner.breaker_state(m);
+    }
+    bool reset_breaker(const std::string &m) override { return inner.reset_breaker(m); }
+    MemoryAdmissionStore inner;
+    std::thread::id settled_on;
+  };
+  auto noting = std::make_unique<ThreadNoting>(clock_);
+  ThreadNoting *seen = noting.get();
+  ControlPorts ports;
+  ports.admission = std::move(noting);
+  start({}, std::move(ports));
+  auto a = cp_->admit(ask("r1"));
+  ASSERT_TRUE(a);
+  std::thread engine([&] { cp_->finish(**a, {}); });
+  const auto engine_id = engine.get_id();
+  engine.join();
+  ASSERT_TRUE(cp_->flush());
+  EXPECT_NE(seen->settled_on, std::thread::id{});
+  EXPECT_NE(seen->settled_on, engine_id) << "settlement must not run on the engine thread";
+}
+
+TEST_F(ControlPlaneTest, StopRunsEverySettlementStillQueued) {
+  start({});
+  constexpr int kThreads = 4, kEach = 100;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        auto a = cp_->admit(ask("r" + std::to_string(t) + "_" + std::to_string(i)));
+        ASSERT_TRUE(a);
+        Outcome o;
+        o.output_tokens = 1;
+        cp_->finish(**a, o);
+      }
+    });
+  }
+  for (auto &t : ts)
+    t.join();
+  cp_->stop(); // no flush() first: stop() itself must run what is queued, then flush the ledger
+  EXPECT_EQ(ledger_rows(), kThreads * kEach);
+  const auto c = cp_->counters();
+  EXPECT_EQ(c.settlement.run + c.settlement.inline_runs, static_cast<uint64_t>(kThreads * kEach));
+  EXPECT_DOUBLE_EQ(c.cost_usd.at({"m", ""}), kThreads * kEach * 1.0);
+}
+
+} // namespace
+} // namespace gantry::control
