@@ -14,6 +14,9 @@
 // batch, which is then written with one async_write.
 #include "http/server.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <list>
@@ -57,6 +60,37 @@ namespace {
 // pipelines meanwhile are kept for the next request, up to this much.
 constexpr std::size_t kWatchBufferCap = 64 * 1024;
 constexpr std::size_t kReadChunk = 8 * 1024;
+// After a failed accept (EMFILE, ENFILE, ENOBUFS) the pending connection stays in the backlog,
+// so retrying at once fails the same way in a tight loop (audit H2).
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(75);
+constexpr std::size_t kFdReserve = 128; // SQLite, logs, outbound clients
+constexpr std::size_t kMaxConnectionsDefault = 10'000;
+
+// Collapses runs of '/' so that "/v1//x" routes and is labelled as "/v1/x" (audit L1), and
+// refuses "." and ".." segments, which no route uses. False: refuse with 400.
+bool normalize_path(std::string &path) {
+  std::string out;
+  out.reserve(path.size());
+  std::size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      if (out.empty() || out.back() != '/')
+        out += '/';
+      ++i;
+      continue;
+    }
+    std::size_t end = path.find('/', i);
+    if (end == std::string::npos)
+      end = path.size();
+    std::string_view seg(path.data() + i, end - i);
+    if (seg == "." || seg == "..")
+      return false;
+    out += seg;
+    i = end;
+  }
+  path = std::move(out);
+  return true;
+}
 // Buffers that grew for a large response are not kept for the next one.
 constexpr std::size_t kKeepBufferCapacity = 256 * 1024;
 
@@ -75,6 +109,11 @@ struct Counters {
   std::atomic<std::uint64_t> client_disconnects{0};
   std::atomic<std::uint64_t> slow_client_overflows{0};
   std::atomic<std::uint64_t> abandoned_responses{0};
+  std::atomic<std::uint64_t> accept_pauses{0};
+  std::atomic<std::uint64_t> accept_errors{0};
+  std::atomic<std::uint64_t> body_budget_refusals{0};
+  std::atomic<std::uint64_t> head_refusals{0};
+  std::atomic<std::uint64_t> unsupported_encodings{0};
 };
 
 // Shared, read-mostly state of one server. Outlives every connection (see Impl's member
@@ -86,7 +125,28 @@ struct Core {
   Counters counters;
   std::atomic<bool> draining{false};
   ExchangeContext exchange{0, &render, &draining};
-  std::mutex idle_mu; // guards the wait for requests_in_flight == 0
+  std::mutex idle_mu;                              // guards the wait for requests_in_flight == 0
+  std::size_t max_connections = 0;                 // resolved by start()
+  std::atomic<std::size_t> open_sockets{0};        // accepted, not yet closed
+  std::atomic<bool> accept_paused{false};          // listener waits for a close
+  std::function<void()> resume_accept;             // set by Impl, safe from any thread
+  std::atomic<std::size_t> inflight_body_bytes{0}; // reserved by bodies being read
+
+  // Returns false when the global body budget cannot take `n` more bytes.
+  bool reserve_body(std::size_t n) {
+    std::size_t cur = inflight_body_bytes.load();
+    do {
+      if (n > options.max_inflight_body_bytes || cur > options.max_inflight_body_bytes - n)
+        return false;
+    } while (!inflight_body_bytes.compare_exchange_weak(cur, cur + n));
+    return true;
+  }
+
+  void socket_closed() {
+    open_sockets.fetch_sub(1);
+    if (accept_paused.load() && resume_accept)
+      resume_accept();
+  }
   std::condition_variable idle_cv;
 
   void request_finished() {
@@ -180,7 +240,9 @@ public:
         }
       }
     }
+    release_body();
     core_.counters.active_connections.fetch_sub(1);
+    core_.socket_closed();
     worker_.connections.erase(self_);
   }
 
@@ -312,12 +374,29 @@ private:
       std::size_t n = parser_->put(buffer_.data(), ec);
       buffer_.consume(n);
       if (ec == bhttp::error::need_more) {
+        // Body data is consumed as it arrives and an oversized head fails with header_limit,
+        // so unconsumed bytes beyond the header limit can only be a chunk-size line (with
+        // extensions) or a trailer section that never ends (audit H1): refuse it rather
+        // than buffer it.
+        if (buffer_.size() > core_.options.max_header_bytes) {
+          core_.counters.headers_too_large.fetch_add(1);
+          Response r = core_.render(
+              Error::invalid("Chunk header or trailer section exceeds the limit of " +
+                             std::to_string(core_.options.max_header_bytes) + " bytes"));
+          r.status = 431;
+          reject_with(r);
+          return;
+        }
         do_read();
         return;
       }
       if (ec) {
         reject(ec);
         return;
+      }
+      if (parser_->is_header_done() && !head_) {
+        if (!accept_head())
+          return;
       }
       if (parser_->is_done()) {
         on_request();
@@ -385,6 +464,8 @@ private:
 
   void reject_with(const Response &r) {
     parser_.reset();
+    head_.reset();
+    release_body();
     phase_ = Phase::kHandling;
     clear_deadline();
     out_.clear();
@@ -395,8 +476,40 @@ private:
     write(/*final=*/true);
   }
 
-  void on_request() {
+  void release_body() {
+    if (body_reserved_ != 0) {
+      core_.inflight_body_bytes.fetch_sub(body_reserved_);
+      body_reserved_ = 0;
+    }
+  }
+
+  Response refusal(int status, Error err) {
+    Response r = core_.render(err);
+    r.status = status;
+    return r;
+  }
+
+  // Runs once per request when its head is complete, before any body byte is read. Builds
+  // head_ and applies the checks that must not wait for the body. False: answered, closing.
+  bool accept_head() {
     auto &msg = parser_->get();
+    // RFC 9112 §6.3: only "chunked" frames a request body here. Beast treats any other coding
+    // as "no body", which would parse the body as a pipelined request (audit L5).
+    if (auto te = msg.find(bhttp::field::transfer_encoding); te != msg.end()) {
+      std::string_view v = te->value();
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+        v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+        v.remove_suffix(1);
+      if (!beast::iequals(v, "chunked") || msg.count(bhttp::field::transfer_encoding) != 1) {
+        core_.counters.unsupported_encodings.fetch_add(1);
+        reject_with(refusal(
+            501, Error::unsupported("Transfer-Encoding other than \"chunked\" is not supported")));
+        return false;
+      }
+    }
+    // "Upgrade" (h2c, websocket) is ignored: we never answer 101, so the connection stays
+    // HTTP/1.1 and the request is served as an ordinary one (RFC 9110 §7.8 allows ignoring it).
     Request req;
     req.method = to_method(msg.method());
     std::string_view target = msg.target();
@@ -407,14 +520,27 @@ private:
       auto url = boost::urls::parse_origin_form(target);
       if (!url) {
         core_.counters.bad_requests.fetch_add(1);
-        Response r = core_.render(Error::invalid("Malformed request target"));
-        r.status = 400;
-        reject_with(r);
-        return;
+        reject_with(refusal(400, Error::invalid("Malformed request target")));
+        return false;
+      }
+      // An encoded "/" would reach the handler as a separator the client did not send.
+      std::string_view raw_path = url->encoded_path();
+      for (std::size_t i = 0; i + 2 < raw_path.size(); ++i) {
+        if (raw_path[i] == '%' && raw_path[i + 1] == '2' &&
+            (raw_path[i + 2] == 'f' || raw_path[i + 2] == 'F')) {
+          core_.counters.bad_requests.fetch_add(1);
+          reject_with(refusal(400, Error::invalid("Encoded '/' in the request path")));
+          return false;
+        }
       }
       req.path = url->path();
       for (auto p : url->params())
         req.query.emplace_back(p.key, p.value);
+    }
+    if (!normalize_path(req.path)) {
+      core_.counters.bad_requests.fetch_add(1);
+      reject_with(refusal(400, Error::invalid("'.' or '..' segment in the request path")));
+      return false;
     }
     req.headers.reserve(static_cast<std::size_t>(std::distance(msg.begin(), msg.end())));
     std::string_view client_id;
@@ -429,9 +555,46 @@ private:
       req.request_id = sanitize_request_id(client_id);
     if (req.request_id.empty())
       req.request_id = worker_.ids.next();
-    req.body = std::move(msg.body());
     req.remote_address = remote_;
     req.keep_alive = msg.keep_alive();
+    head_ = std::move(req);
+    if (parser_->is_done())
+      return true; // no body to protect
+    if (core_.options.on_headers) {
+      std::optional<Response> early;
+      try {
+        early = core_.options.on_headers(*head_);
+      } catch (const std::exception &e) {
+        early = refusal(500, Error{ErrorCode::kInternal, e.what(), {}});
+      }
+      if (early) {
+        core_.counters.head_refusals.fetch_add(1);
+        reject_with(*early);
+        return false;
+      }
+    }
+    const auto declared = parser_->content_length();
+    const std::size_t want =
+        declared ? static_cast<std::size_t>(*declared) : core_.options.max_body_bytes;
+    if (!core_.reserve_body(want)) {
+      core_.counters.body_budget_refusals.fetch_add(1);
+      Response r = refusal(
+          503,
+          Error{ErrorCode::kUnavailable, "Too many request bodies in flight; retry later", {}});
+      r.headers.push_back({"Retry-After", "1"});
+      reject_with(r);
+      return false;
+    }
+    body_reserved_ = want;
+    return true;
+  }
+
+  void on_request() {
+    auto &msg = parser_->get();
+    Request req = std::move(*head_);
+    head_.reset();
+    req.body = std::move(msg.body());
+    release_body();
     const bool http10 = msg.version() == 10;
     parser_.reset();
 
@@ -537,6 +700,8 @@ private:
   Phase phase_ = Phase::kIdle;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<Request> head_;   // the current request's head, once accept_head() passed
+  std::size_t body_reserved_ = 0; // share of Core::inflight_body_bytes held by this body
   bool reading_ = false;
 
   std::shared_ptr<Exchange> current_;
@@ -561,7 +726,8 @@ struct HttpServer::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::optional<tcp::acceptor> acceptor;
-  std::size_t next_worker = 0; // acceptor thread only
+  std::optional<asio::steady_timer> accept_timer; // back-off after an accept error
+  std::size_t next_worker = 0;                    // acceptor thread only
   std::uint16_t port = 0;
   bool running = false;
 
@@ -571,7 +737,17 @@ struct HttpServer::Impl {
     acceptor->async_accept(w.ioc, [this, &w](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted || !acceptor->is_open())
         return;
-      if (!ec) {
+      if (ec) {
+        core.counters.accept_errors.fetch_add(1);
+        accept_timer->expires_after(kAcceptBackoff);
+        accept_timer->async_wait([this](beast::error_code tec) {
+          if (!tec && acceptor->is_open())
+            do_accept();
+        });
+        return;
+      }
+      {
+        core.open_sockets.fetch_add(1);
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
         asio::post(w.ioc, [this, &w, s = std::move(socket)]() mutable {
@@ -580,7 +756,27 @@ struct HttpServer::Impl {
           conn->start(w.connections.begin());
         });
       }
-      do_accept();
+      if (core.open_sockets.load() < core.max_connections) {
+        do_accept();
+        return;
+      }
+      // At the cap: stop accepting until a connection closes (Core::socket_closed). New
+      // clients wait in the kernel backlog and are served in order once there is room;
+      // accepting and closing would spend a descriptor and a reset on each of them.
+      core.counters.accept_pauses.fetch_add(1);
+      core.accept_paused.store(true);
+      // A close between the check and the store above would have missed the flag.
+      if (core.open_sockets.load() < core.max_connections && core.accept_paused.exchange(false))
+        do_accept();
+    });
+  }
+
+  // Any thread: the listener and its handlers live on worker 0.
+  void resume() {
+    asio::post(workers[0]->ioc, [this] {
+      if (core.open_sockets.load() < core.max_connections && core.accept_paused.exchange(false) &&
+          acceptor && acceptor->is_open())
+        do_accept();
     });
   }
 
@@ -637,6 +833,17 @@ Status HttpServer::start() {
     return Error::io("Cannot listen on " + o.host + ":" + std::to_string(o.port) + ": " +
                      e.code().message());
   }
+  m.core.max_connections = o.max_connections;
+  if (m.core.max_connections == 0) {
+    m.core.max_connections = kMaxConnectionsDefault;
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+      m.core.max_connections = std::min<std::size_t>(
+          kMaxConnectionsDefault,
+          rl.rlim_cur > kFdReserve * 2 ? rl.rlim_cur - kFdReserve : rl.rlim_cur / 2);
+  }
+  m.core.resume_accept = [&m] { m.resume(); };
+  m.accept_timer.emplace(m.workers[0]->ioc);
   m.do_accept();
   for (auto &w : m.workers) {
     m.guards.push_back(asio::make_work_guard(w->ioc));
@@ -655,6 +862,7 @@ void HttpServer::stop_accepting() {
   asio::post(m.workers[0]->ioc, [&m] {
     beast::error_code ec;
     m.acceptor->close(ec);
+    m.accept_timer->cancel();
   });
   m.on_each_connection([](Connection &c) { c.drain(); });
 }
@@ -676,7 +884,9 @@ bool HttpServer::shutdown(std::chrono::milliseconds grace) {
   m.guards.clear();
   for (auto &w : m.workers)
     w->thread.join();
+  m.accept_timer.reset();
   m.acceptor.reset();
+  m.core.resume_accept = nullptr;
   m.workers.clear();
   m.running = false;
   return drained;
@@ -699,6 +909,11 @@ ServerStats HttpServer::stats() const {
   s.client_disconnects = c.client_disconnects.load();
   s.slow_client_overflows = c.slow_client_overflows.load();
   s.abandoned_responses = c.abandoned_responses.load();
+  s.accept_pauses = c.accept_pauses.load();
+  s.accept_errors = c.accept_errors.load();
+  s.body_budget_refusals = c.body_budget_refusals.load();
+  s.head_refusals = c.head_refusals.load();
+  s.unsupported_encodings = c.unsupported_encodings.load();
   return s;
 }
 

@@ -5,10 +5,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/result.h"
+#include "http/request.h"
 #include "http/response.h"
 #include "http/response_writer.h"
 
@@ -36,6 +39,20 @@ struct ServerOptions {
   // drained for this long so that the client sees the response instead of a reset.
   std::chrono::milliseconds linger_timeout{1'000};
 
+  // Resource bounds (audit H2, M6). At max_connections the listener pauses until a
+  // connection closes: pending clients wait in the kernel backlog instead of being accepted
+  // and dropped, which would cost a file descriptor and a reset each. 0 = automatic:
+  // min(RLIMIT_NOFILE - 128, 10000), the reserve being for SQLite, logs and outbound clients.
+  std::size_t max_connections = 0;
+  // Sum of the bodies being read across all connections (declared Content-Length, or
+  // max_body_bytes for a chunked body). A request that does not fit gets 503 + Retry-After
+  // before its body is read.
+  std::size_t max_inflight_body_bytes = 256 * 1024 * 1024;
+  // Called once a request head is complete, before the body is read (the Request has no
+  // body yet). A returned response is sent instead and the connection closes, so a caller
+  // can refuse e.g. unauthenticated uploads without buffering them.
+  std::function<std::optional<Response>(const Request &)> on_headers;
+
   // Renders 400/413/431/500 bodies the server raises itself (default: error_response).
   ErrorRenderer error_renderer;
 };
@@ -56,6 +73,11 @@ struct ServerStats {
   std::uint64_t client_disconnects = 0;    // peer left before its response finished
   std::uint64_t slow_client_overflows = 0; // dropped for exceeding max_pending_write_bytes
   std::uint64_t abandoned_responses = 0;   // handler dropped the writer without answering
+  std::uint64_t accept_pauses = 0;         // listener paused at max_connections
+  std::uint64_t accept_errors = 0;         // accept failed (EMFILE…); retried after a back-off
+  std::uint64_t body_budget_refusals = 0;  // 503: max_inflight_body_bytes exhausted
+  std::uint64_t head_refusals = 0;         // answered by on_headers before the body was read
+  std::uint64_t unsupported_encodings = 0; // 501: Transfer-Encoding other than "chunked"
 };
 
 // Created, started and shut down from one control thread; it runs its own I/O threads.

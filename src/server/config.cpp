@@ -208,6 +208,9 @@ Status ServerConfig::validate() const {
     return config_error("port", "must be 0..65535");
   if (io_threads < 1 || io_threads > 256)
     return config_error("io_threads", "must be 1..256");
+  // A chunked body reserves max_body_bytes up front; a smaller budget would refuse them all.
+  if (max_inflight_body_bytes < max_body_bytes)
+    return config_error("max_inflight_body_bytes", "must be at least max_body_bytes");
   if (models.empty())
     return config_error("models", "no model configured");
   for (size_t i = 0; i < models.size(); ++i) {
@@ -431,6 +434,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
                                  "max_queued_tokens",
                                  "default_max_tokens",
                                  "max_body_bytes",
+                                 "max_connections",
+                                 "max_inflight_body_bytes",
                                  "header_timeout_s",
                                  "body_timeout_s",
                                  "idle_timeout_s",
@@ -469,6 +474,8 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
   GANTRY_TRY(read_int(t, "max_queued_tokens", c.max_queued_tokens, ""));
   GANTRY_TRY(read_int(t, "default_max_tokens", c.default_max_tokens, ""));
   GANTRY_TRY(read_int(t, "max_body_bytes", c.max_body_bytes, ""));
+  GANTRY_TRY(read_int(t, "max_connections", c.max_connections, ""));
+  GANTRY_TRY(read_int(t, "max_inflight_body_bytes", c.max_inflight_body_bytes, ""));
   GANTRY_TRY(read_ms(t, "header_timeout_s", c.header_timeout));
   GANTRY_TRY(read_ms(t, "body_timeout_s", c.body_timeout));
   GANTRY_TRY(read_ms(t, "idle_timeout_s", c.idle_timeout));

@@ -82,6 +82,8 @@ struct ServerConfig {
   int64_t max_queued_tokens = 1 << 20;
   int default_max_tokens = 512; // when a request gives no max_tokens (capped by the context)
   size_t max_body_bytes = 8 << 20;
+  size_t max_connections = 0;                 // 0 = min(RLIMIT_NOFILE - 128, 10000)
+  size_t max_inflight_body_bytes = 256 << 20; // all request bodies being read, together
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{30'000};
   std::chrono::milliseconds idle_timeout{60'000};

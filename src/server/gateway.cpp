@@ -245,6 +245,32 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   opts.header_timeout = g->config_.header_timeout;
   opts.body_timeout = g->config_.body_timeout;
   opts.idle_timeout = g->config_.idle_timeout;
+  opts.max_connections = g->config_.max_connections;
+  opts.max_inflight_body_bytes = g->config_.max_inflight_body_bytes;
+  // Audit M6: an upload without a valid key gets its 401 before its body is read.
+  opts.on_headers = [gp](const http::Request &req) -> std::optional<http::Response> {
+    if (req.method != http::Method::kPost || !req.path.starts_with("/v1/"))
+      return std::nullopt;
+    auto p = gp->control_->authenticate(req.header("Authorization"));
+    if (p || p.error().code != ErrorCode::kUnauthorized)
+      return std::nullopt; // accepted, or a store error the normal path reports
+    http::Response r = http::error_response(p.error());
+    r.headers.push_back({"WWW-Authenticate", "Bearer"});
+    gp->control_->record_rejection(nullptr, "", req.path, req.request_id, p.error(),
+                                   gp->clock_.unix_millis());
+    if (req.path == "/v1/chat/completions" || req.path == "/v1/completions" ||
+        req.path == "/v1/embeddings") {
+      CallRecord rec; // the metrics and request log an ObservedWriter would have written
+      rec.arrived_unix_ms = gp->clock_.unix_millis();
+      rec.request_id = req.request_id;
+      rec.endpoint = req.path;
+      rec.status = r.status;
+      rec.error_type = "authentication_error";
+      rec.error = p.error().message;
+      gp->record_call(rec);
+    }
+    return r;
+  };
   g->http_ = std::make_unique<http::HttpServer>(opts, g->build_routes());
   if (g->config_.admin_port >= 0) {
     // Health, metrics and the admin API on their own port, so operators can keep them off the
@@ -253,6 +279,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     aopts.host = g->config_.admin_host.empty() ? g->config_.host : g->config_.admin_host;
     aopts.port = static_cast<uint16_t>(g->config_.admin_port);
     aopts.io_threads = 1;
+    aopts.on_headers = nullptr;
     g->admin_http_ = std::make_unique<http::HttpServer>(aopts, g->build_ops_routes());
   }
   return g;

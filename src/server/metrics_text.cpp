@@ -127,6 +127,13 @@ std::string render_metrics(const Gateway &g) {
   o << "gantry:http_timeouts_total{kind=\"header\"} " << h.header_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"body\"} " << h.body_timeouts << '\n';
   o << "gantry:http_timeouts_total{kind=\"idle\"} " << h.idle_timeouts << '\n';
+  family(o, "http_refusals_total", "counter",
+         "Connections or requests refused by a resource bound.");
+  o << "gantry:http_refusals_total{kind=\"accept_pause\"} " << h.accept_pauses << '\n';
+  o << "gantry:http_refusals_total{kind=\"accept_error\"} " << h.accept_errors << '\n';
+  o << "gantry:http_refusals_total{kind=\"body_budget\"} " << h.body_budget_refusals << '\n';
+  o << "gantry:http_refusals_total{kind=\"before_body\"} " << h.head_refusals << '\n';
+  o << "gantry:http_refusals_total{kind=\"transfer_encoding\"} " << h.unsupported_encodings << '\n';
   render_cache_metrics(o, g);
   g.jobs().render_metrics(o);
   o << g.metrics().render();

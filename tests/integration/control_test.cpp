@@ -1,5 +1,11 @@
 // The control plane against the real server: keys, rate limits, budgets, cost, breakers,
 // idempotency, budget alert webhooks, and the ledger surviving kill -9.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -531,6 +537,41 @@ TEST(Control, LedgerSurvivesKill9) {
   ASSERT_TRUE(usage);
   EXPECT_GE(usage->requests, kRequests);
   EXPECT_LE(usage->requests, kRequests + 5);
+}
+
+// Audit M6: an unauthenticated upload is refused from its head alone, so nobody can make the
+// server buffer 8 MiB per connection without a key.
+TEST(Control, UnauthenticatedUploadIsRefusedBeforeTheBody) {
+  ServerProcessOptions o;
+  o.args = {"--auth", "required"};
+  auto started = ServerProcess::start(std::move(o));
+  ASSERT_TRUE(started) << started.error().message;
+  auto &s = *started;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(s->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0);
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           "Content-Type: application/json\r\nContent-Length: 8388608\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
+  // Only the head was sent: an answer now means the body was never waited for.
+  std::string got;
+  for (int i = 0; i < 100 && got.find("\r\n\r\n") == std::string::npos; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0)
+      continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0)
+      break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+  EXPECT_NE(got.find("WWW-Authenticate: Bearer"), std::string::npos) << got;
 }
 
 } // namespace

@@ -113,6 +113,24 @@ TEST(ConfigTest, ModelArguments) {
   EXPECT_EQ(c.models[1].path, "/b.gguf");
 }
 
+TEST(ConfigTest, HttpResourceBounds) {
+  ServerConfig c;
+  EXPECT_EQ(c.max_connections, 0u) << "0 = derived from RLIMIT_NOFILE";
+  EXPECT_EQ(c.max_inflight_body_bytes, 256u << 20);
+  ASSERT_TRUE(apply_toml_file(write_file("bounds.toml", "max_connections = 50\n"
+                                                        "max_inflight_body_bytes = 16777216\n"),
+                              c)
+                  .ok());
+  EXPECT_EQ(c.max_connections, 50u);
+  EXPECT_EQ(c.max_inflight_body_bytes, 16u << 20);
+  c.models = {*parse_model_arg("m=/a.gguf")};
+  EXPECT_TRUE(c.validate().ok());
+  c.max_inflight_body_bytes = c.max_body_bytes - 1;
+  auto st = c.validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("max_inflight_body_bytes"), std::string::npos);
+}
+
 } // namespace
 // Non-ASCII is legal TOML only inside strings and comments; elsewhere it is refused with the line,
 // and toml++ (3.3 reaches __builtin_unreachable on U+00A1..U+0499) only ever sees ASCII. The
