@@ -61,7 +61,7 @@ ResponseCacheCounters EmbeddingService::counters() const {
 }
 
 void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
-                              std::optional<std::string_view> cache_control,
+                              std::optional<std::string_view> cache_control, EmbeddingHooks hooks,
                               std::shared_ptr<http::ResponseWriter> w) {
   const auto &tok = m.worker->model().tokenizer();
   const size_t n = req.size();
@@ -94,6 +94,9 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
     }
     prompt_tokens += static_cast<int64_t>(inputs[i].size());
   }
+  // Admitted with the real token count, before any cache read or engine work (H5).
+  if (hooks.admit && !hooks.admit(prompt_tokens))
+    return;
 
   const CachePolicy policy = cache_policy(cache_control, req.cache);
   const bool use_cache = enabled_ && (policy.read || policy.write);
@@ -103,6 +106,7 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
   std::vector<std::vector<float>> vectors(n);
   std::vector<std::string> keys(use_cache ? n : 0);
   std::vector<size_t> missing; // indices of inputs to compute
+  int64_t cached_tokens = 0;
   for (size_t i = 0; i < n; ++i) {
     if (use_cache)
       keys[i] = embedding_key(m, inputs[i]);
@@ -113,6 +117,7 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
       if (got.ok() && got->has_value()) {
         if (auto v = decode_vector(**got, dims)) {
           vectors[i] = std::move(*v);
+          cached_tokens += static_cast<int64_t>(inputs[i].size());
           ++hits_;
           continue;
         }
@@ -125,7 +130,10 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
   }
   const std::string model_name = m.spec.name;
   const bool base64 = req.base64;
+  auto report = std::move(hooks.usage);
   if (missing.empty()) {
+    if (report)
+      report({prompt_tokens, cached_tokens});
     w->respond(with_header(http::Response::json(200, api::render_embeddings(model_name, vectors,
                                                                             base64, prompt_tokens)),
                            "hit"));
@@ -140,8 +148,9 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
   const auto ttl = policy.ttl.value_or(default_ttl_);
   // The engine names inputs by their position in `work`; errors are renamed to the request's.
   auto done = [this, w, vectors = std::move(vectors), keys = std::move(keys), missing, store, ttl,
-               model_name, base64, prompt_tokens, outcome,
-               many](Result<std::vector<std::vector<float>>> computed) mutable {
+               model_name, base64, prompt_tokens, cached_tokens, outcome, many,
+               report =
+                   std::move(report)](Result<std::vector<std::vector<float>>> computed) mutable {
     if (!computed) {
       Error e = computed.take_error();
       if (e.param.starts_with("input[")) {
@@ -164,6 +173,8 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
         }
       }
     }
+    if (report)
+      report({prompt_tokens, cached_tokens});
     w->respond(with_header(http::Response::json(200, api::render_embeddings(model_name, vectors,
                                                                             base64, prompt_tokens)),
                            outcome));

@@ -7,12 +7,17 @@
 // The x-gantry-cache header is "hit" when every input came from the cache, "miss" when any was
 // computed, "bypass" when the request or the configuration turned the cache off.
 //
+// Metering: the inputs are tokenized first, then `hooks.admit` admits the request with its real
+// token count (TPM, token quotas and spend budgets apply) before any cache read or engine work;
+// `hooks.usage` reports the tokens to settle just before the response is written.
+//
 // Threading: handle() runs on an I/O thread; the completion runs on the model's engine thread.
 // Thread-safe.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -26,13 +31,26 @@ namespace gantry::server {
 
 struct ServedModel;
 
+struct EmbeddingUsage {
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0; // of inputs answered from the embedding cache (not charged)
+};
+
+struct EmbeddingHooks {
+  // Called once, synchronously inside handle(), after tokenization. On refusal it has answered
+  // the writer and returns false.
+  std::function<bool(int64_t prompt_tokens)> admit;
+  // Called (on any thread) right before a successful response is written.
+  std::function<void(const EmbeddingUsage &)> usage;
+};
+
 class EmbeddingService {
 public:
   EmbeddingService(std::unique_ptr<cache::Cache> store, bool enabled,
                    std::chrono::seconds default_ttl);
 
   void handle(ServedModel &model, api::EmbeddingRequest request,
-              std::optional<std::string_view> cache_control,
+              std::optional<std::string_view> cache_control, EmbeddingHooks hooks,
               std::shared_ptr<http::ResponseWriter> writer);
 
   // hits / misses count inputs; bypass counts requests.

@@ -460,11 +460,18 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
   auto admission = std::make_shared<std::shared_ptr<control::Admission>>();
   w = std::make_shared<ObservedWriter>(std::move(w), rec, [this, admission](CallRecord &r) {
     if (*admission) {
+      // Tokens are charged only for a response that was answered (the usage hook filled
+      // them); a failure settles with none, as a completion whose engine call failed.
       control::Outcome o;
       o.status = r.status;
       o.latency_ms = r.latency_ms;
       o.finish_reason = r.status == 200 ? "stop" : "error";
-      control_->finish(**admission, o);
+      if (r.status == 200) {
+        o.input_tokens = r.input_tokens;
+        o.cached_tokens = r.cached_tokens;
+        o.cached = r.cached;
+      }
+      r.cost_usd = control_->finish(**admission, o);
     }
     record_call(r);
   });
@@ -488,22 +495,35 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
     return;
   }
   rec->model = m->spec.name;
-  // Embeddings count against the request limits, the model allow-list and the breaker; their
-  // tokens are known only after tokenization inside the service, so none are reserved.
+  // Embeddings are metered like completions (H5): the service tokenizes the inputs, then admits
+  // with the real prompt token count, so RPM, concurrency, TPM, token quotas, budgets, the model
+  // allow-list and the breaker all apply; the settlement charges those tokens at the model's
+  // input price. RPM is checked in the same admission, after tokenization (see M4).
   control::AdmitRequest ar;
   ar.principal = *principal ? &**principal : nullptr;
   ar.model = m->spec.name;
   ar.endpoint = req.path;
   ar.request_id = req.request_id;
   ar.arrived_ms = rec->arrived_unix_ms;
-  control::RateSnapshot refusal;
-  auto adm = control_->admit(ar, &refusal);
-  if (!adm) {
-    w->respond(refusal_response(adm.error(), refusal));
-    return;
-  }
-  *admission = std::move(adm).value();
-  embeddings_->handle(*m, std::move(parsed).value(), req.header("cache-control"), std::move(w));
+  EmbeddingHooks hooks;
+  hooks.admit = [this, ar = std::move(ar), admission, w](int64_t prompt_tokens) mutable {
+    ar.prompt_tokens = prompt_tokens;
+    control::RateSnapshot refusal;
+    auto adm = control_->admit(ar, &refusal);
+    if (!adm) {
+      w->respond(refusal_response(adm.error(), refusal));
+      return false;
+    }
+    *admission = std::move(adm).value();
+    return true;
+  };
+  hooks.usage = [rec](const EmbeddingUsage &u) {
+    rec->input_tokens = u.prompt_tokens;
+    rec->cached_tokens = u.cached_tokens;
+    rec->cached = u.prompt_tokens > 0 && u.cached_tokens == u.prompt_tokens;
+  };
+  embeddings_->handle(*m, std::move(parsed).value(), req.header("cache-control"), std::move(hooks),
+                      std::move(w));
 }
 
 AuthOutcome Gateway::authenticate(const http::Request &req,

@@ -353,6 +353,64 @@ TEST(Control, ResponseCacheHitsCostNoTokensAndNothing) {
   EXPECT_TRUE(found);
 }
 
+// Audit H5: embeddings were admitted with 0 tokens and settled with none, so a key with
+// tpm=100 and a 100-token day quota pushed thousands of tokens through them at no cost.
+TEST(Control, EmbeddingsAreMeteredAgainstTpmQuotaAndCost) {
+  // $1 per input token, so the ledger's cost is the charged input tokens.
+  auto s = start_server(toml_for_model("price_input_per_mtok = 1000000.0"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "emb"}, {"tpm", 100}});
+  auto b = c.post("/admin/v1/budgets",
+                  json::serialize(json::object{{"owner_kind", "key"},
+                                               {"owner_id", id},
+                                               {"period", "day"},
+                                               {"token_quota", 100},
+                                               {"spend_limit_usd", 0}}),
+                  admin());
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  json::object body{{"model", kModel},
+                    {"input", json::array{"Once upon a time there was a little girl",
+                                          "She liked to play in the park", "The sun was warm"}}};
+  const std::string text = json::serialize(body);
+  const http::Headers h{{"Authorization", "Bearer " + key}, {"Cache-Control", "no-store"}};
+  int64_t accepted_tokens = 0;
+  int ok = 0;
+  http::ClientResponse refused;
+  for (int i = 0; i < 30; ++i) { // 30 × the prompt is far over 100 tokens
+    auto r = c.post("/v1/embeddings", text, h);
+    ASSERT_TRUE(r);
+    if (r->status != 200) {
+      refused = *r;
+      break;
+    }
+    ++ok;
+    const int64_t pt =
+        parse_object(r->body)["usage"].as_object()["prompt_tokens"].to_number<int64_t>();
+    ASSERT_GT(pt, 0);
+    accepted_tokens += pt;
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_LE(accepted_tokens, 100);
+  ASSERT_EQ(refused.status, 429) << "embeddings were never refused: " << accepted_tokens
+                                 << " tokens through a 100-token key";
+  // The ledger has the accepted calls' input tokens, priced at the model's input price.
+  auto u = c.get("/admin/v1/usage?group_by=key", admin());
+  ASSERT_TRUE(u);
+  bool found = false;
+  for (const auto &row : parse_object(u->body)["data"].as_array()) {
+    if (row.as_object().at("key").as_string() != id)
+      continue;
+    found = true;
+    EXPECT_EQ(row.as_object().at("requests").as_int64(), ok + 1);
+    EXPECT_EQ(row.as_object().at("input_tokens").as_int64(), accepted_tokens);
+    EXPECT_NEAR(row.as_object().at("cost_usd").to_number<double>(),
+                static_cast<double>(accepted_tokens), 1e-6);
+  }
+  EXPECT_TRUE(found) << u->body;
+}
+
 TEST(Control, HourlyPricedModelChargesEachRequestItsShareOfEngineTime) {
   // $3600/hour = $1 per engine-second: the cost header is the request's engine time.
   auto s = start_server(toml_for_model("price_per_hour = 3600.0"));
