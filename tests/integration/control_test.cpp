@@ -398,8 +398,9 @@ TEST(Control, EmbeddingsAreMeteredAgainstTpmQuotaAndCost) {
   // The ledger has the accepted calls' input tokens, priced at the model's input price.
   auto u = c.get("/admin/v1/usage?group_by=key", admin());
   ASSERT_TRUE(u);
+  auto usage = parse_object(u->body);
   bool found = false;
-  for (const auto &row : parse_object(u->body)["data"].as_array()) {
+  for (const auto &row : usage["data"].as_array()) {
     if (row.as_object().at("key").as_string() != id)
       continue;
     found = true;
