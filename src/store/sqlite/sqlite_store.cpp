@@ -495,12 +495,13 @@ Status SqliteStore::append_usage(const std::vector<UsageRecord> &rows) {
   for (const auto &r : rows) {
     GANTRY_ASSIGN_OR_RETURN(
         Query ins,
-        impl_->query("INSERT INTO usage_ledger(request_id, key_id, project, model, endpoint, "
-                     "input_tokens, output_tokens, cached_tokens, cached, latency_ms, ttft_ms, "
-                     "cost_usd, status, finish_reason, created_at_ms) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        impl_->query("INSERT INTO usage_ledger(request_id, client_request_id, key_id, project, "
+                     "model, endpoint, input_tokens, output_tokens, cached_tokens, cached, "
+                     "latency_ms, ttft_ms, cost_usd, status, finish_reason, created_at_ms) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT(request_id) DO NOTHING"));
     GANTRY_TRY(ins.text(r.request_id)
+                   .text(r.client_request_id)
                    .text(r.key_id)
                    .text(r.project)
                    .text(r.model)
