@@ -112,7 +112,11 @@ int run_serve(const ServeFlags &f) {
       m.prefix_cache = false;
   }
   std::error_code ec;
-  std::filesystem::create_directories(cfg.data_dir, ec);
+  // Private from the start (audit M5); the store also tightens a directory that existed.
+  if (std::filesystem::create_directories(cfg.data_dir, ec)) {
+    std::filesystem::permissions(cfg.data_dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+  }
   if (ec) {
     std::fprintf(stderr, "error: config 'data_dir': cannot create %s: %s\n", cfg.data_dir.c_str(),
                  ec.message().c_str());

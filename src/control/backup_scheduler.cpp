@@ -42,7 +42,10 @@ std::vector<std::string> BackupScheduler::list() const {
 
 Result<std::string> BackupScheduler::run_once() {
   std::error_code ec;
-  fs::create_directories(options_.dir, ec);
+  // Backups are full copies of the database: owner-only, as the data directory (audit M5).
+  // The backup files themselves are created 0600 by the store.
+  if (fs::create_directories(options_.dir, ec))
+    fs::permissions(options_.dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec)
     return Err(Error::io("cannot create " + options_.dir + ": " + ec.message()));
   std::time_t t = static_cast<std::time_t>(clock_.unix_seconds());

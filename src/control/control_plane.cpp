@@ -160,13 +160,15 @@ std::string_view rejection_reason(ErrorCode code) {
 
 void ControlPlane::record_rejection(const Principal *principal, const std::string &model,
                                     const std::string &endpoint, const std::string &request_id,
-                                    const Error &error, int64_t arrived_ms) {
+                                    const Error &error, int64_t arrived_ms,
+                                    const std::string &client_request_id) {
   count_rejection(rejection_reason(error.code));
   // Unauthenticated callers are only counted: a scanner must not be able to fill the ledger.
   if (!principal && error.code == ErrorCode::kUnauthorized)
     return;
   UsageRecord r;
   r.request_id = request_id;
+  r.client_request_id = client_request_id;
   if (principal) {
     r.key_id = principal->key_id;
     r.project = principal->project;
@@ -182,7 +184,8 @@ void ControlPlane::record_rejection(const Principal *principal, const std::strin
 Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
                                                        RateSnapshot *refusal) {
   auto fail = [&](Error e) -> Result<std::shared_ptr<Admission>> {
-    record_rejection(req.principal, req.model, req.endpoint, req.request_id, e, req.arrived_ms);
+    record_rejection(req.principal, req.model, req.endpoint, req.request_id, e, req.arrived_ms,
+                     req.client_request_id);
     return Err(std::move(e));
   };
   const Principal *p = req.principal;
@@ -216,6 +219,7 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
     return fail(lease.take_error());
   auto adm = std::make_shared<Admission>();
   adm->request_id = req.request_id;
+  adm->client_request_id = req.client_request_id;
   adm->model = req.model;
   adm->endpoint = req.endpoint;
   adm->arrived_ms = req.arrived_ms;
@@ -247,6 +251,7 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
 UsageRecord ControlPlane::usage_record(const Admission &adm, const Outcome &out, double cost) {
   UsageRecord r;
   r.request_id = adm.request_id;
+  r.client_request_id = adm.client_request_id;
   r.key_id = adm.key_id;
   r.project = adm.project;
   r.model = adm.model;

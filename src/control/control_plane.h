@@ -69,7 +69,8 @@ struct AdmitRequest {
   const Principal *principal = nullptr; // null when auth is off for this call
   std::string model;
   std::string endpoint;
-  std::string request_id;
+  std::string request_id;        // server-generated: the ledger's unique key (audit H4)
+  std::string client_request_id; // the x-request-id echoed to the client; not unique
   int64_t prompt_tokens = 0;
   int64_t max_output_tokens = 0; // max_tokens × n
   int64_t arrived_ms = 0;        // unix ms
@@ -77,7 +78,7 @@ struct AdmitRequest {
 
 // One admitted request's reservations; finish() settles them exactly once.
 struct Admission {
-  std::string request_id, key_id, project, model, endpoint;
+  std::string request_id, client_request_id, key_id, project, model, endpoint;
   int64_t arrived_ms = 0;
   AdmissionLease lease;
   RateSnapshot snapshot; // the lease's, for the x-ratelimit-* headers
@@ -140,9 +141,11 @@ public:
   Status flush();
 
   // A refusal before admission (the request never ran): counted and written to the ledger.
+  // request_id is the server's call id (the ledger key), client_request_id the echoed one.
   void record_rejection(const Principal *principal, const std::string &model,
                         const std::string &endpoint, const std::string &request_id,
-                        const Error &error, int64_t arrived_ms);
+                        const Error &error, int64_t arrived_ms,
+                        const std::string &client_request_id = {});
 
   Store &store() { return *store_; }
   KeyAuthenticator &keys() { return keys_; }

@@ -48,9 +48,12 @@ struct ApiKey {
 
 // One row per request that reached the inference path (admitted or not).
 struct UsageRecord {
+  // The ledger's unique key: always server-generated (an HTTP call id, a job id), never the
+  // client's x-request-id, which a client could repeat to be billed once for many calls (H4).
   std::string request_id;
-  std::string key_id;  // empty when auth is off
-  std::string project; // empty when auth is off
+  std::string client_request_id; // the x-request-id echoed to the client; not unique
+  std::string key_id;            // empty when auth is off
+  std::string project;           // empty when auth is off
   std::string model;
   std::string endpoint; // "/v1/chat/completions"
   int64_t input_tokens = 0;

@@ -38,6 +38,9 @@ struct Request {
   std::string body;
   std::string remote_address; // "ip:port" of the peer
   std::string request_id;     // sanitized x-request-id from the client, or a generated one
+  // Server-generated and unique per call (next_call_id()): the usage ledger's key. Never the
+  // client's id, which a client could repeat to have calls deduplicated out of billing (H4).
+  std::string call_id;
   bool keep_alive = true;
 
   std::optional<std::string_view> header(std::string_view name) const {

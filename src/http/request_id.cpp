@@ -1,5 +1,7 @@
 #include "http/request_id.h"
 
+#include <atomic>
+
 namespace gantry::http {
 
 static bool allowed(char c) {
@@ -32,6 +34,22 @@ std::string RequestIdGenerator::next() {
     }
   }
   return id;
+}
+
+std::string next_call_id() {
+  static const std::string prefix = [] {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::random_device rd; // 4 draws: 128 bits, not a 64-bit seed's worth
+    std::string p;
+    for (int i = 0; i < 4; ++i) {
+      std::uint32_t bits = rd();
+      for (int j = 0; j < 8; ++j, bits >>= 4)
+        p.push_back(kHex[bits & 0xF]);
+    }
+    return p + ":";
+  }();
+  static std::atomic<std::uint64_t> counter{0};
+  return prefix + std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
 }
 
 } // namespace gantry::http

@@ -26,4 +26,9 @@ private:
   std::mt19937_64 rng_;
 };
 
+// A process-unique call id, "<128 random bits per process, hex>:<counter>". The ':' puts it in
+// a namespace sanitize_request_id cannot produce, so no client id equals one (audit H4); the
+// random part keeps ids of different processes (restarts, nodes) apart. Thread-safe.
+std::string next_call_id();
+
 } // namespace gantry::http

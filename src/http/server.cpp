@@ -555,6 +555,7 @@ private:
       req.request_id = sanitize_request_id(client_id);
     if (req.request_id.empty())
       req.request_id = worker_.ids.next();
+    req.call_id = next_call_id();
     req.remote_address = remote_;
     req.keep_alive = msg.keep_alive();
     head_ = std::move(req);

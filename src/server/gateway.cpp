@@ -20,6 +20,7 @@
 #include "control/webhook_signature.h"
 #include "core/utf8.h"
 #include "http/client.h"
+#include "http/request_id.h"
 #include "http/router.h"
 #include "observe/error_tracker.h"
 #include "observe/http_poster.h"
@@ -256,7 +257,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
       return std::nullopt; // accepted, or a store error the normal path reports
     http::Response r = http::error_response(p.error());
     r.headers.push_back({"WWW-Authenticate", "Bearer"});
-    gp->control_->record_rejection(nullptr, "", req.path, req.request_id, p.error(),
+    gp->control_->record_rejection(nullptr, "", req.path, req.call_id, p.error(),
                                    gp->clock_.unix_millis());
     if (req.path == "/v1/chat/completions" || req.path == "/v1/completions" ||
         req.path == "/v1/embeddings") {
@@ -448,6 +449,8 @@ http::Handler Gateway::build_ops_routes() {
 }
 
 void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+  if (req.call_id.empty()) // an in-process caller that named no ledger key
+    req.call_id = http::next_call_id();
   if (shutting_down_.load()) {
     w->respond(http::error_response({ErrorCode::kUnavailable, "the server is shutting down", ""}));
     return;
@@ -503,7 +506,8 @@ void Gateway::handle_embeddings(http::Request &&req, std::shared_ptr<http::Respo
   ar.principal = *principal ? &**principal : nullptr;
   ar.model = m->spec.name;
   ar.endpoint = req.path;
-  ar.request_id = req.request_id;
+  ar.request_id = req.call_id;
+  ar.client_request_id = req.request_id;
   ar.arrived_ms = rec->arrived_unix_ms;
   EmbeddingHooks hooks;
   hooks.admit = [this, ar = std::move(ar), admission, w](int64_t prompt_tokens) mutable {
@@ -533,7 +537,7 @@ AuthOutcome Gateway::authenticate(const http::Request &req,
     http::Response r = http::error_response(p.error());
     if (p.error().code == ErrorCode::kUnauthorized) {
       r.headers.push_back({"WWW-Authenticate", "Bearer"});
-      control_->record_rejection(nullptr, "", req.path, req.request_id, p.error(),
+      control_->record_rejection(nullptr, "", req.path, req.call_id, p.error(),
                                  clock_.unix_millis());
     }
     w->respond(std::move(r));
@@ -544,6 +548,8 @@ AuthOutcome Gateway::authenticate(const http::Request &req,
 
 void Gateway::handle_inference(int endpoint_int, http::Request &&req,
                                std::shared_ptr<http::ResponseWriter> w) {
+  if (req.call_id.empty()) // an in-process caller that named no ledger key
+    req.call_id = http::next_call_id();
   auto rec = std::make_shared<CallRecord>();
   rec->arrived_unix_ms = clock_.unix_millis();
   rec->request_id = req.request_id;
@@ -741,7 +747,8 @@ void Gateway::run_inference(api::Endpoint endpoint, http::Request &&req,
   ar.principal = principal ? &*principal : nullptr;
   ar.model = m->spec.name;
   ar.endpoint = endpoint_path;
-  ar.request_id = req.request_id;
+  ar.request_id = req.call_id;
+  ar.client_request_id = req.request_id;
   ar.prompt_tokens = cached.hit ? 0 : n_prompt;
   ar.max_output_tokens = cached.hit ? 0 : static_cast<int64_t>(max_tokens) * ir.n;
   ar.arrived_ms = arrived_ms;

@@ -53,10 +53,12 @@ public:
     req.body = job.body;
     // The ledger dedups on the request id, so a job re-executed after a crash is billed once.
     // A deferral (overload) already left a refusal row under the current id: the next
-    // execution takes a new one.
+    // execution takes a new one. The id is server-owned: a client's x-request-id never
+    // becomes a ledger key (audit H4), so no tenant can pre-claim a job's row.
     const std::string request_id =
         job.deferrals == 0 ? job.id : job.id + "." + std::to_string(job.deferrals);
     req.request_id = request_id;
+    req.call_id = request_id;
     req.headers.push_back({"Content-Type", "application/json"});
     // The usage row is written before the outcome is recorded, with the job id as its request
     // id: a crash in between re-runs the job, whose row the ledger then ignores, so usage is

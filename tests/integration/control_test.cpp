@@ -598,6 +598,100 @@ TEST(Control, LedgerSurvivesKill9) {
   EXPECT_LE(usage->requests, kRequests + 5);
 }
 
+// Usage of `key_id` from /admin/v1/usage?group_by=key: {requests, input + output tokens}.
+std::pair<int64_t, int64_t> key_usage(http::HttpClient &c, const std::string &key_id) {
+  auto u = c.get("/admin/v1/usage?group_by=key", admin());
+  EXPECT_TRUE(u);
+  if (!u)
+    return {};
+  EXPECT_EQ(u->status, 200) << u->body;
+  auto o = parse_object(u->body);
+  for (const auto &row : o["data"].as_array()) {
+    const auto &r = row.as_object();
+    if (r.at("key").as_string() == key_id)
+      return {r.at("requests").as_int64(),
+              r.at("input_tokens").as_int64() + r.at("output_tokens").as_int64()};
+  }
+  return {0, 0};
+}
+
+// Audit H4: a client that repeats its X-Request-Id is still billed for every call.
+TEST(Control, RepeatedClientRequestIdIsBilledEveryTime) {
+  auto s = start_server(toml_for_model(""));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "p"}});
+  const std::string body = completion_body("Once upon", {{"max_tokens", 5}, {"ignore_eos", true}});
+  int64_t tokens = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.post("/v1/completions", body,
+                    {{"Authorization", "Bearer " + key},
+                     {"X-Request-Id", "same-id-1"},
+                     {"Cache-Control", "no-cache"}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->header("x-request-id").value_or(""), "same-id-1"); // still echoed
+    auto usage = parse_object(r->body)["usage"].as_object();
+    tokens += usage["prompt_tokens"].as_int64() + usage["completion_tokens"].as_int64();
+  }
+  auto [requests, used] = key_usage(c, id);
+  EXPECT_EQ(requests, 3);
+  EXPECT_EQ(used, tokens);
+  EXPECT_GT(tokens, 15); // 3 × (prompt + 5)
+}
+
+// Audit H4: a day token quota holds across a restart even when every call repeats one
+// X-Request-Id (quotas are rebuilt from the ledger when a process starts).
+TEST(Control, RepeatedClientRequestIdCannotBypassATokenQuota) {
+  const std::string toml = toml_for_model("");
+  auto s = start_server(toml);
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "p"}});
+  auto b =
+      c.post("/admin/v1/budgets",
+             R"({"owner_kind":"key","owner_id":")" + id + R"(","period":"day","token_quota":60})",
+             admin());
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  const std::string body = completion_body("Once upon", {{"max_tokens", 10}, {"ignore_eos", true}});
+  const http::Headers headers{
+      {"Authorization", "Bearer " + key}, {"X-Request-Id", "dup"}, {"Cache-Control", "no-cache"}};
+  int ok = 0;
+  bool refused = false;
+  for (int i = 0; i < 10 && !refused; ++i) {
+    auto r = c.post("/v1/completions", body, headers);
+    ASSERT_TRUE(r);
+    if (r->status == 200) {
+      ++ok;
+    } else {
+      expect_error(*r, 429, "insufficient_quota", "");
+      refused = true;
+    }
+  }
+  ASSERT_TRUE(refused);
+  ASSERT_GE(ok, 2);
+  const auto before = key_usage(c, id);
+  EXPECT_GE(before.second, 60);
+  s->signal(SIGTERM);
+  ASSERT_TRUE(s->wait_exit(30s));
+
+  ServerProcessOptions o;
+  o.config_toml = toml;
+  o.data_dir = s->data_dir();
+  o.env.push_back(std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken);
+  auto again = ServerProcess::start(std::move(o));
+  ASSERT_TRUE(again) << again.error().message;
+  http::HttpClient c2((*again)->client_options());
+  // The new process counts the day's tokens from the ledger: still over the quota.
+  auto r = c2.post("/v1/completions", body, headers);
+  ASSERT_TRUE(r);
+  expect_error(*r, 429, "insufficient_quota", "");
+  const auto after = key_usage(c2, id);
+  EXPECT_EQ(after.second, before.second);
+  EXPECT_GE(after.first, ok);
+}
+
 // Audit M6: an unauthenticated upload is refused from its head alone, so nobody can make the
 // server buffer 8 MiB per connection without a key.
 TEST(Control, UnauthenticatedUploadIsRefusedBeforeTheBody) {

@@ -219,6 +219,11 @@ CREATE INDEX files_project_bytes ON files(project, bytes);
 CREATE INDEX files_created ON files(created_ms);
 CREATE INDEX batches_project_order ON batches(project);
 )sql",
+    // 4: the ledger's unique request_id is server-generated (audit H4); the x-request-id the
+    // client sent (or was given) is kept beside it, not unique, for correlation only.
+    R"sql(
+ALTER TABLE usage_ledger ADD COLUMN client_request_id TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 } // namespace

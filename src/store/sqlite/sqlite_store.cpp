@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <unordered_map>
 
 namespace gantry::control {
@@ -24,9 +25,46 @@ struct DbCloser {
 };
 using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
 
+// Audit M5: the database holds key hashes, webhook secrets, prompts and results, so every file
+// SQLite creates (the database, its -wal, -shm and -journal, a backup) is the owner's alone.
+// umask is per process: the guards are serialized so that overlapping ones cannot restore a
+// stale mask, and a file another thread creates meanwhile only comes out more private.
+class PrivateUmask {
+public:
+  PrivateUmask() : lock_(mu()), old_(::umask(077)) {}
+  ~PrivateUmask() { ::umask(old_); }
+  PrivateUmask(const PrivateUmask &) = delete;
+  PrivateUmask &operator=(const PrivateUmask &) = delete;
+
+private:
+  static std::mutex &mu() {
+    static std::mutex m;
+    return m;
+  }
+  std::lock_guard<std::mutex> lock_;
+  mode_t old_;
+};
+
+// Takes group and other bits off `path` when it exists, is ours and has any; a file or
+// directory left by an older version (created under the default umask) is tightened in place.
+Status make_private(const std::string &path, mode_t mode) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0)
+    return errno == ENOENT ? Ok() : Error::io("stat " + path + ": " + std::strerror(errno));
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) == 0 || S_ISLNK(st.st_mode))
+    return Ok();
+  if (::chmod(path.c_str(), mode) != 0)
+    return Error::io("chmod " + path + ": " + std::strerror(errno));
+  return Ok();
+}
+
 Result<DbPtr> open_connection(const std::string &path, int flags) {
   sqlite3 *raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  int rc = 0;
+  {
+    PrivateUmask private_files;
+    rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  }
   DbPtr db(raw); // a failed open still returns a handle that must be closed
   if (rc != SQLITE_OK)
     return sqlite_error(rc, "open " + path, db.get());
@@ -103,14 +141,15 @@ Status migrate(sqlite3 *db, const std::string &path) {
 
 Status make_data_dir(const std::string &data_dir) {
   std::error_code ec;
-  // Keys' hashes and the ledger live here: only the owner may read them.
-  if (std::filesystem::create_directories(data_dir, ec)) {
-    std::filesystem::permissions(data_dir, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::replace, ec);
+  // Keys' hashes and the ledger live here: only the owner may read them, also when the
+  // directory already existed (gantry serve, an operator or an older version made it).
+  {
+    PrivateUmask private_files;
+    std::filesystem::create_directories(data_dir, ec);
   }
   if (ec)
     return Error::io("cannot create data directory " + data_dir + ": " + ec.message());
-  return Ok();
+  return make_private(data_dir, 0700);
 }
 
 Status fsync_path(const std::string &path, bool directory) {
@@ -282,6 +321,10 @@ SqliteStore::~SqliteStore() = default;
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string &data_dir) {
   GANTRY_TRY(make_data_dir(data_dir));
   std::string path = database_path(data_dir);
+  // A database an older version created under the default umask: SQLite gives its new -wal
+  // and -shm the main file's mode, so tightening the three keeps them all private.
+  for (const char *suffix : {"", "-wal", "-shm"})
+    GANTRY_TRY(make_private(path + suffix, 0600));
   GANTRY_ASSIGN_OR_RETURN(
       DbPtr db,
       open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX));
@@ -495,12 +538,13 @@ Status SqliteStore::append_usage(const std::vector<UsageRecord> &rows) {
   for (const auto &r : rows) {
     GANTRY_ASSIGN_OR_RETURN(
         Query ins,
-        impl_->query("INSERT INTO usage_ledger(request_id, key_id, project, model, endpoint, "
-                     "input_tokens, output_tokens, cached_tokens, cached, latency_ms, ttft_ms, "
-                     "cost_usd, status, finish_reason, created_at_ms) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        impl_->query("INSERT INTO usage_ledger(request_id, client_request_id, key_id, project, "
+                     "model, endpoint, input_tokens, output_tokens, cached_tokens, cached, "
+                     "latency_ms, ttft_ms, cost_usd, status, finish_reason, created_at_ms) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT(request_id) DO NOTHING"));
     GANTRY_TRY(ins.text(r.request_id)
+                   .text(r.client_request_id)
                    .text(r.key_id)
                    .text(r.project)
                    .text(r.model)

@@ -518,5 +518,46 @@ TEST(StoreNamesTest, RoundTrip) {
   EXPECT_FALSE(period_from("week").has_value());
 }
 
+mode_t mode_of(const std::string &path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+// Audit M5: the data directory, the database with its -wal and -shm, and backups are the
+// owner's alone, whatever the umask, and a looser directory or database left by an older
+// version is tightened when the store opens it.
+TEST(SqliteStoreFiles, DataDirectoryDatabaseAndBackupsAreOwnerOnly) {
+  const mode_t old_mask = ::umask(022); // the usual default, under which SQLite made 0644
+  TempDir tmp;
+  const std::string fresh = tmp.sub("fresh");
+  {
+    auto store = open_ok(fresh);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->append_usage({make_row("r1", "k", "p", "m", 1000)}).ok());
+    EXPECT_EQ(mode_of(fresh), 0700u);
+    for (const char *f : {"/gantry.db", "/gantry.db-wal", "/gantry.db-shm"})
+      EXPECT_EQ(mode_of(fresh + f), 0600u) << f;
+    const std::string backup = tmp.sub("backup.db");
+    ASSERT_TRUE(store->backup_to(backup).ok());
+    EXPECT_EQ(mode_of(backup), 0600u);
+  }
+  // An existing, world-readable directory and database are tightened on open.
+  const std::string old = tmp.sub("old");
+  std::filesystem::create_directories(old);
+  std::filesystem::copy_file(tmp.sub("backup.db"), old + "/gantry.db");
+  ::chmod(old.c_str(), 0755);
+  ::chmod((old + "/gantry.db").c_str(), 0644);
+  {
+    auto store = open_ok(old);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->append_usage({make_row("r2", "k", "p", "m", 2000)}).ok());
+    EXPECT_EQ(mode_of(old), 0700u);
+    for (const char *f : {"/gantry.db", "/gantry.db-wal", "/gantry.db-shm"})
+      EXPECT_EQ(mode_of(old + f), 0600u) << f;
+  }
+  ::umask(old_mask);
+}
+
 } // namespace
 } // namespace gantry::control
