@@ -52,7 +52,7 @@ fuzz:
 
 # Style and layering checks CI runs before the suite: clang-format, the include rules of
 # STYLE.md, and time read only through Clock.
-lint:
+lint: bootstrap
 	./scripts/check_format.sh
 	./scripts/check_layering.sh
 	./scripts/check_clock.sh
