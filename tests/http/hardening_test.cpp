@@ -227,6 +227,11 @@ TEST_F(HardeningTest, ConnectionCapPausesAcceptingUntilOneCloses) {
 
 // H2: with descriptors exhausted, failed accepts back off instead of spinning on a core.
 TEST(HardeningProcessTest, AcceptErrorsDoNotBusyLoop) {
+#if defined(__SANITIZE_ADDRESS__)
+  // A CPU-time bound means nothing under the sanitizers' overhead, and UBSan's vptr check trips
+  // on Boost.System's error_category in the forked child once its descriptors run out.
+  GTEST_SKIP() << "CPU-time bound; checked in the plain build";
+#endif
   int ports[2];
   ASSERT_EQ(::pipe(ports), 0);
   pid_t child = ::fork();
