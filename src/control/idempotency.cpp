@@ -1,46 +1,13 @@
 #include "control/idempotency.h"
 
+#include "core/byte_codec.h"
+
 #include <cstring>
 
 namespace gantry::control {
 namespace {
 
 constexpr char kMagic[4] = {'G', 'I', 'R', 1}; // Gantry idempotency record, version 1
-
-void put_u32(std::string &out, uint32_t v) {
-  for (int i = 0; i < 4; ++i)
-    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_str(std::string &out, std::string_view s) {
-  put_u32(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-struct Reader {
-  std::string_view in;
-  bool ok = true;
-  uint32_t u32() {
-    if (in.size() < 4) {
-      ok = false;
-      return 0;
-    }
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i)
-      v |= static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << (8 * i);
-    in.remove_prefix(4);
-    return v;
-  }
-  std::string str() {
-    const uint32_t n = u32();
-    if (!ok || in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string s(in.substr(0, n));
-    in.remove_prefix(n);
-    return s;
-  }
-};
 
 } // namespace
 
@@ -76,7 +43,7 @@ Result<StoredResponse> decode_stored_response(std::string_view bytes) {
   auto bad = [] { return Err(ErrorCode::kInternal, "malformed stored idempotent response"); };
   if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
     return bad();
-  Reader rd{bytes.substr(sizeof(kMagic))};
+  ByteReader rd{bytes.substr(sizeof(kMagic))};
   StoredResponse r;
   r.status = static_cast<int>(rd.u32());
   const uint32_t sse = rd.u32();

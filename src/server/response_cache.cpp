@@ -1,5 +1,7 @@
 #include "server/response_cache.h"
 
+#include "core/byte_codec.h"
+
 #include <cctype>
 
 #include "cache/cache_key.h"
@@ -8,48 +10,6 @@ namespace gantry::server {
 namespace {
 
 constexpr std::string_view kMagic = "GRC1";
-
-void put_u32(std::string &out, uint32_t v) {
-  for (int i = 0; i < 4; ++i)
-    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_str(std::string &out, std::string_view s) {
-  put_u32(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-// Reads the encode_completion() format with every length checked against what is left.
-class Reader {
-public:
-  explicit Reader(std::string_view b) : b_(b) {}
-  bool u32(uint32_t &v) {
-    if (b_.size() < 4)
-      return false;
-    v = 0;
-    for (int i = 0; i < 4; ++i)
-      v |= uint32_t{static_cast<uint8_t>(b_[i])} << (8 * i);
-    b_.remove_prefix(4);
-    return true;
-  }
-  bool str(std::string &s) {
-    uint32_t n = 0;
-    if (!u32(n) || b_.size() < n)
-      return false;
-    s.assign(b_.substr(0, n));
-    b_.remove_prefix(n);
-    return true;
-  }
-  bool take(std::string_view literal) {
-    if (!b_.starts_with(literal))
-      return false;
-    b_.remove_prefix(literal.size());
-    return true;
-  }
-  size_t left() const { return b_.size(); }
-
-private:
-  std::string_view b_;
-};
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -76,7 +36,7 @@ std::string encode_completion(const CachedCompletion &c) {
 
 Result<CachedCompletion> decode_completion(std::string_view bytes) {
   const Error corrupt = Error::corrupt("malformed cached completion");
-  Reader r(bytes);
+  ByteReader r{bytes};
   CachedCompletion c;
   uint32_t prompt = 0, n = 0;
   if (!r.take(kMagic) || !r.u32(prompt) || !r.u32(n))

@@ -396,6 +396,23 @@ Result<std::vector<Project>> SqliteStore::list_projects() {
   }
 }
 
+// The 13 columns after `id` that insert_key and update_key both write, in the same order.
+static Query &bind_key_fields(Query &q, const ApiKey &k) {
+  return q.text(k.project)
+      .text(k.name)
+      .text(k.hash)
+      .text(k.prev_hash)
+      .i64(k.prev_expires_at)
+      .text(models_json(k.models))
+      .i64(k.limits.rpm)
+      .i64(k.limits.tpm)
+      .i64(k.limits.max_concurrent)
+      .i64(k.created_at)
+      .i64(k.expires_at)
+      .i64(k.revoked_at)
+      .i64(k.last_used_at);
+}
+
 Status SqliteStore::insert_key(const ApiKey &k) {
   GANTRY_TRY(check_models(k.models));
   std::lock_guard lock(mu_);
@@ -407,21 +424,7 @@ Status SqliteStore::insert_key(const ApiKey &k) {
                    "models, rpm, tpm, max_concurrent, created_at, expires_at, revoked_at, "
                    "last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                    "ON CONFLICT(id) DO NOTHING"));
-  GANTRY_TRY(q.text(k.id)
-                 .text(k.project)
-                 .text(k.name)
-                 .text(k.hash)
-                 .text(k.prev_hash)
-                 .i64(k.prev_expires_at)
-                 .text(models_json(k.models))
-                 .i64(k.limits.rpm)
-                 .i64(k.limits.tpm)
-                 .i64(k.limits.max_concurrent)
-                 .i64(k.created_at)
-                 .i64(k.expires_at)
-                 .i64(k.revoked_at)
-                 .i64(k.last_used_at)
-                 .run());
+  GANTRY_TRY(bind_key_fields(q.text(k.id), k).run());
   if (q.changes() == 0)
     return Error::invalid("API key id '" + k.id + "' already exists", "id");
   GANTRY_TRY(impl_->bump_generation());
@@ -438,21 +441,7 @@ Status SqliteStore::update_key(const ApiKey &k) {
                             "prev_expires_at = ?, models = ?, rpm = ?, tpm = ?, "
                             "max_concurrent = ?, created_at = ?, expires_at = ?, revoked_at = ?, "
                             "last_used_at = max(last_used_at, ?) WHERE id = ?"));
-  GANTRY_TRY(q.text(k.project)
-                 .text(k.name)
-                 .text(k.hash)
-                 .text(k.prev_hash)
-                 .i64(k.prev_expires_at)
-                 .text(models_json(k.models))
-                 .i64(k.limits.rpm)
-                 .i64(k.limits.tpm)
-                 .i64(k.limits.max_concurrent)
-                 .i64(k.created_at)
-                 .i64(k.expires_at)
-                 .i64(k.revoked_at)
-                 .i64(k.last_used_at)
-                 .text(k.id)
-                 .run());
+  GANTRY_TRY(bind_key_fields(q, k).text(k.id).run());
   if (q.changes() == 0)
     return Err(ErrorCode::kNotFound, "no API key with id '" + k.id + "'");
   GANTRY_TRY(impl_->bump_generation());
