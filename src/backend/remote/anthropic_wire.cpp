@@ -1,0 +1,244 @@
+// The Anthropic Messages API (kind `anthropic`): chat completions translated to a Messages
+// request and its answer back to OpenAI's shape, streaming included (message_start /
+// content_block_delta / message_delta / message_stop become OpenAI chunks). Usage, stop reasons
+// and errors are mapped; Anthropic has no legacy completions and no `n`.
+#include <boost/json.hpp>
+
+#include "backend/remote/wire.h"
+#include "core/utf8.h"
+
+namespace gantry::backend::remote {
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view kApiVersion = "2023-06-01";
+
+json::parse_options lenient() {
+  json::parse_options po;
+  po.allow_invalid_utf8 = true;
+  po.max_depth = 64;
+  return po;
+}
+
+std::string text_of(const json::value *v) {
+  if (!v || !v->is_string())
+    return {};
+  return utf8_sanitize(std::string_view(v->as_string()));
+}
+
+int64_t int_of(const json::object &o, std::string_view key) {
+  const json::value *v = o.if_contains(key);
+  if (v && v->is_int64())
+    return std::max<int64_t>(0, v->as_int64());
+  if (v && v->is_uint64())
+    return static_cast<int64_t>(std::min<uint64_t>(v->as_uint64(), INT64_MAX));
+  return 0;
+}
+
+// end_turn / stop_sequence / max_tokens / tool_use / refusal → OpenAI's finish reasons.
+std::string finish_of(std::string_view stop_reason) {
+  if (stop_reason == "max_tokens")
+    return "length";
+  if (stop_reason == "tool_use")
+    return "tool_calls";
+  if (stop_reason == "refusal")
+    return "content_filter";
+  return "stop";
+}
+
+// Anthropic counts cache reads and writes apart from input_tokens; OpenAI's prompt_tokens
+// includes them, with the reads as cached_tokens.
+void add_usage(const json::object &u, UpstreamUsage &out) {
+  const int64_t read = int_of(u, "cache_read_input_tokens");
+  const int64_t created = int_of(u, "cache_creation_input_tokens");
+  if (u.contains("input_tokens"))
+    out.prompt_tokens = int_of(u, "input_tokens") + read + created;
+  if (u.contains("cache_read_input_tokens"))
+    out.cached_tokens = read;
+  if (u.contains("output_tokens"))
+    out.completion_tokens = int_of(u, "output_tokens");
+}
+
+Error normalise(int status, std::string_view type, const std::string &message) {
+  const std::string shown =
+      "upstream: " + (message.empty() ? "HTTP " + std::to_string(status)
+                                      : scrub_upstream_message(message, {}));
+  if (message.find("prompt is too long") != std::string::npos ||
+      message.find("context window") != std::string::npos)
+    return Error{ErrorCode::kContextLengthExceeded, shown, {}};
+  if (type == "invalid_request_error" || status == 400)
+    return Error{ErrorCode::kInvalidArgument, shown, {}};
+  if (type == "request_too_large" || status == 413)
+    return Error{ErrorCode::kPayloadTooLarge, shown, {}};
+  if (type == "rate_limit_error" || status == 429)
+    return Error{ErrorCode::kRateLimited, shown, {}};
+  // authentication/permission/not_found: Gantry's configuration, not the client's fault;
+  // api_error (500) and overloaded_error (529): the upstream is unavailable.
+  return Error{ErrorCode::kUnavailable, shown, {}};
+}
+
+Error error_object(const json::value *e, int status) {
+  if (!e || !e->is_object())
+    return normalise(status, "", "");
+  const json::object &eo = e->as_object();
+  return normalise(status, text_of(eo.if_contains("type")), text_of(eo.if_contains("message")));
+}
+
+class AnthropicStreamDecoder final : public StreamDecoder {
+public:
+  Result<StreamStep> on_event(const SseEvent &event) override {
+    StreamStep step;
+    json::error_code ec;
+    json::value v = json::parse(event.data, ec, {}, lenient());
+    if (ec || !v.is_object())
+      return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid stream event", {}});
+    const json::object &o = v.as_object();
+    const std::string type = text_of(o.if_contains("type"));
+    if (type == "error")
+      return Err(error_object(o.if_contains("error"), 500));
+    if (type == "message_start") {
+      if (const json::value *m = o.if_contains("message"); m && m->is_object())
+        if (const json::value *u = m->as_object().if_contains("usage"); u && u->is_object())
+          add_usage(u->as_object(), usage_);
+    } else if (type == "content_block_delta") {
+      const json::value *d = o.if_contains("delta");
+      if (d && d->is_object() && text_of(d->as_object().if_contains("type")) == "text_delta") {
+        std::string t = text_of(d->as_object().if_contains("text"));
+        if (!t.empty())
+          step.deltas.push_back({0, std::move(t), {}});
+      }
+    } else if (type == "message_delta") {
+      if (const json::value *d = o.if_contains("delta"); d && d->is_object()) {
+        const json::value *sr = d->as_object().if_contains("stop_reason");
+        if (sr && sr->is_string())
+          step.deltas.push_back({0, {}, finish_of(text_of(sr))});
+      }
+      if (const json::value *u = o.if_contains("usage"); u && u->is_object())
+        add_usage(u->as_object(), usage_);
+    } else if (type == "message_stop") {
+      step.usage = usage_;
+      step.done = true;
+    } // ping, content_block_start/stop and unknown events carry nothing for us
+    return step;
+  }
+
+private:
+  UpstreamUsage usage_;
+};
+
+class AnthropicCodec final : public WireCodec {
+public:
+  BackendKind kind() const override { return BackendKind::kAnthropic; }
+
+  Result<std::string> path(api::Endpoint endpoint) const override {
+    if (endpoint != api::Endpoint::kChatCompletions)
+      return Err(Error{ErrorCode::kInvalidArgument,
+                       "this model is served by the Anthropic Messages API, which has no "
+                       "legacy completions; use /v1/chat/completions",
+                       {}});
+    return std::string("/messages");
+  }
+
+  Result<std::string> request_body(const api::InferenceRequest &r, std::string_view model,
+                                   bool stream, int default_max_tokens) const override {
+    if (r.endpoint != api::Endpoint::kChatCompletions)
+      return Err(path(r.endpoint).error());
+    if (r.n != 1)
+      return Err(Error::invalid("n > 1 is not supported by this model's backend (Anthropic)",
+                                "n"));
+    json::object b;
+    b["model"] = model;
+    b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens; // required there
+    std::string system;
+    json::array msgs;
+    for (const auto &m : r.messages) {
+      if (m.role == "system" || m.role == "developer") {
+        system += (system.empty() ? "" : "\n\n") + m.content;
+        continue;
+      }
+      const std::string role = m.role == "assistant" ? "assistant" : "user";
+      // Messages must alternate; consecutive turns of one role are joined.
+      if (!msgs.empty() && msgs.back().as_object().at("role").as_string() == role) {
+        json::string &c = msgs.back().as_object()["content"].as_string();
+        c.append("\n\n");
+        c.append(m.content);
+        continue;
+      }
+      msgs.push_back(json::object{{"role", role}, {"content", m.content}});
+    }
+    if (msgs.empty() || msgs.front().as_object().at("role").as_string() != "user")
+      msgs.insert(msgs.begin(), json::object{{"role", "user"}, {"content", "(no input)"}});
+    if (!system.empty())
+      b["system"] = system;
+    b["messages"] = std::move(msgs);
+    const auto &s = r.sampling;
+    b["temperature"] = std::min(1.0f, std::max(0.0f, s.temperature)); // Anthropic's range
+    if (s.top_p < 1.0f)
+      b["top_p"] = s.top_p;
+    if (s.top_k > 0)
+      b["top_k"] = s.top_k;
+    if (!r.stop.empty()) {
+      json::array stop;
+      for (const auto &x : r.stop)
+        stop.push_back(json::string(x));
+      b["stop_sequences"] = std::move(stop);
+    }
+    if (!r.user.empty())
+      b["metadata"] = json::object{{"user_id", r.user}};
+    if (stream)
+      b["stream"] = true;
+    return json::serialize(b);
+  }
+
+  std::vector<WireHeader> auth_headers(const std::string &api_key) const override {
+    std::vector<WireHeader> h{{"anthropic-version", std::string(kApiVersion)}};
+    if (!api_key.empty())
+      h.push_back({"x-api-key", api_key});
+    return h;
+  }
+
+  Result<UpstreamResult> parse_response(std::string_view body) const override {
+    json::error_code ec;
+    json::value v = json::parse(body, ec, {}, lenient());
+    if (ec || !v.is_object())
+      return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid JSON response", {}});
+    const json::object &o = v.as_object();
+    if (text_of(o.if_contains("type")) == "error")
+      return Err(error_object(o.if_contains("error"), 500));
+    const json::value *content = o.if_contains("content");
+    if (!content || !content->is_array())
+      return Err(Error{ErrorCode::kUnavailable, "upstream response has no content", {}});
+    UpstreamChoice ch;
+    for (const json::value &block : content->as_array())
+      if (block.is_object() && text_of(block.as_object().if_contains("type")) == "text")
+        ch.text += text_of(block.as_object().if_contains("text"));
+    ch.finish_reason = finish_of(text_of(o.if_contains("stop_reason")));
+    UpstreamResult out;
+    out.choices.push_back(std::move(ch));
+    if (const json::value *u = o.if_contains("usage"); u && u->is_object()) {
+      UpstreamUsage usage;
+      add_usage(u->as_object(), usage);
+      out.usage = usage;
+    }
+    return out;
+  }
+
+  std::unique_ptr<StreamDecoder> stream_decoder() const override {
+    return std::make_unique<AnthropicStreamDecoder>();
+  }
+
+  Error error_from(int status, std::string_view body) const override {
+    json::error_code ec;
+    json::value v = json::parse(body.substr(0, 64 * 1024), ec, {}, lenient());
+    if (ec || !v.is_object())
+      return normalise(status, "", "");
+    return error_object(v.as_object().if_contains("error"), status);
+  }
+};
+
+} // namespace
+
+std::unique_ptr<WireCodec> make_anthropic_codec() { return std::make_unique<AnthropicCodec>(); }
+
+} // namespace gantry::backend::remote

@@ -1,0 +1,278 @@
+// The OpenAI wire (kinds `openai-compatible` and `openai`): Gantry's typed request back into an
+// OpenAI body for the upstream model, and the upstream's body or chunks into typed results.
+#include <boost/json.hpp>
+
+#include "backend/remote/wire.h"
+#include "core/utf8.h"
+
+namespace gantry::backend::remote {
+namespace json = boost::json;
+
+namespace {
+
+json::parse_options lenient() {
+  json::parse_options po;
+  po.allow_invalid_utf8 = true; // repaired field by field below
+  po.max_depth = 64;
+  return po;
+}
+
+std::string text_of(const json::value *v) {
+  if (!v || !v->is_string())
+    return {};
+  return utf8_sanitize(std::string_view(v->as_string()));
+}
+
+int64_t int_of(const json::object &o, std::string_view key) {
+  const json::value *v = o.if_contains(key);
+  if (!v)
+    return 0;
+  if (v->is_int64())
+    return std::max<int64_t>(0, v->as_int64());
+  if (v->is_uint64())
+    return static_cast<int64_t>(std::min<uint64_t>(v->as_uint64(), INT64_MAX));
+  return 0;
+}
+
+std::optional<UpstreamUsage> usage_of(const json::object &o) {
+  const json::value *u = o.if_contains("usage");
+  if (!u || !u->is_object())
+    return std::nullopt;
+  const json::object &uo = u->as_object();
+  UpstreamUsage out;
+  out.prompt_tokens = int_of(uo, "prompt_tokens");
+  out.completion_tokens = int_of(uo, "completion_tokens");
+  if (const json::value *d = uo.if_contains("prompt_tokens_details"); d && d->is_object())
+    out.cached_tokens = int_of(d->as_object(), "cached_tokens");
+  return out;
+}
+
+int index_of(const json::object &c, int fallback) {
+  const json::value *i = c.if_contains("index");
+  if (i && i->is_int64() && i->as_int64() >= 0 && i->as_int64() < api::kMaxChoices)
+    return static_cast<int>(i->as_int64());
+  if (i && i->is_uint64() && i->as_uint64() < api::kMaxChoices)
+    return static_cast<int>(i->as_uint64());
+  return fallback;
+}
+
+std::optional<Error> embedded_error(const json::object &o) {
+  const json::value *e = o.if_contains("error");
+  if (!e || e->is_null())
+    return std::nullopt;
+  std::string msg = "upstream error";
+  if (e->is_object())
+    msg = "upstream: " + scrub_upstream_message(text_of(e->as_object().if_contains("message")), {});
+  else if (e->is_string())
+    msg = "upstream: " + scrub_upstream_message(text_of(e), {});
+  return Error{ErrorCode::kUnavailable, std::move(msg), {}};
+}
+
+class OpenAIStreamDecoder final : public StreamDecoder {
+public:
+  Result<StreamStep> on_event(const SseEvent &event) override {
+    StreamStep step;
+    if (event.data == "[DONE]") {
+      step.done = true;
+      return step;
+    }
+    json::error_code ec;
+    json::value v = json::parse(event.data, ec, {}, lenient());
+    if (ec || !v.is_object())
+      return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid stream chunk", {}});
+    const json::object &o = v.as_object();
+    if (auto e = embedded_error(o))
+      return Err(std::move(*e));
+    if (const json::value *cs = o.if_contains("choices"); cs && cs->is_array()) {
+      int pos = 0;
+      for (const json::value &c : cs->as_array()) {
+        if (!c.is_object())
+          continue;
+        const json::object &co = c.as_object();
+        UpstreamChoice d;
+        d.index = index_of(co, pos++);
+        if (const json::value *delta = co.if_contains("delta"); delta && delta->is_object())
+          d.text = text_of(delta->as_object().if_contains("content"));
+        else
+          d.text = text_of(co.if_contains("text")); // completions
+        d.finish_reason = text_of(co.if_contains("finish_reason"));
+        if (!d.text.empty() || !d.finish_reason.empty())
+          step.deltas.push_back(std::move(d));
+      }
+    }
+    step.usage = usage_of(o);
+    return step;
+  }
+};
+
+class OpenAICodec final : public WireCodec {
+public:
+  explicit OpenAICodec(BackendKind kind) : kind_(kind) {}
+  BackendKind kind() const override { return kind_; }
+
+  Result<std::string> path(api::Endpoint endpoint) const override {
+    return std::string(endpoint == api::Endpoint::kChatCompletions ? "/chat/completions"
+                                                                     : "/completions");
+  }
+
+  Result<std::string> request_body(const api::InferenceRequest &r, std::string_view model,
+                                   bool stream, int default_max_tokens) const override {
+    json::object b;
+    b["model"] = model;
+    if (r.endpoint == api::Endpoint::kChatCompletions) {
+      json::array msgs;
+      for (const auto &m : r.messages)
+        msgs.push_back(json::object{{"role", m.role}, {"content", m.content}});
+      b["messages"] = std::move(msgs);
+    } else if (r.prompt_ids) {
+      json::array ids;
+      for (int32_t id : *r.prompt_ids)
+        ids.push_back(id);
+      b["prompt"] = std::move(ids);
+    } else {
+      b["prompt"] = r.prompt;
+    }
+    // The server's default bounds an open-ended request here as it does for local models, so
+    // the admission's reservation and the upstream's work agree.
+    b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens;
+    const auto &s = r.sampling;
+    b["temperature"] = s.temperature;
+    b["top_p"] = s.top_p;
+    if (s.frequency_penalty != 0)
+      b["frequency_penalty"] = s.frequency_penalty;
+    if (s.presence_penalty != 0)
+      b["presence_penalty"] = s.presence_penalty;
+    if (s.seed)
+      b["seed"] = *s.seed;
+    if (kind_ == BackendKind::kOpenAICompatible) { // extensions vLLM, SGLang, llama.cpp accept
+      if (s.top_k > 0)
+        b["top_k"] = s.top_k;
+      if (s.min_p > 0)
+        b["min_p"] = s.min_p;
+      if (s.repetition_penalty != 1.0f)
+        b["repetition_penalty"] = s.repetition_penalty;
+      if (r.ignore_eos)
+        b["ignore_eos"] = true;
+    }
+    if (!r.stop.empty()) {
+      json::array stop;
+      for (const auto &x : r.stop)
+        stop.push_back(json::string(x));
+      b["stop"] = std::move(stop);
+    }
+    if (r.n != 1)
+      b["n"] = r.n;
+    if (r.echo)
+      b["echo"] = true;
+    if (!r.user.empty())
+      b["user"] = r.user;
+    if (stream) {
+      b["stream"] = true;
+      // Always asked for, so every call is billed on the upstream's real usage; the client sees
+      // a usage chunk only when it asked for one (Gantry renders its own).
+      b["stream_options"] = json::object{{"include_usage", true}};
+    }
+    return json::serialize(b);
+  }
+
+  std::vector<WireHeader> auth_headers(const std::string &api_key) const override {
+    if (api_key.empty())
+      return {};
+    return {{"Authorization", "Bearer " + api_key}};
+  }
+
+  Result<UpstreamResult> parse_response(std::string_view body) const override {
+    json::error_code ec;
+    json::value v = json::parse(body, ec, {}, lenient());
+    if (ec || !v.is_object())
+      return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid JSON response", {}});
+    const json::object &o = v.as_object();
+    if (auto e = embedded_error(o))
+      return Err(std::move(*e));
+    const json::value *cs = o.if_contains("choices");
+    if (!cs || !cs->is_array())
+      return Err(Error{ErrorCode::kUnavailable, "upstream response has no choices", {}});
+    UpstreamResult out;
+    int pos = 0;
+    for (const json::value &c : cs->as_array()) {
+      if (!c.is_object() || out.choices.size() >= static_cast<std::size_t>(api::kMaxChoices))
+        continue;
+      const json::object &co = c.as_object();
+      UpstreamChoice ch;
+      ch.index = index_of(co, pos++);
+      if (const json::value *m = co.if_contains("message"); m && m->is_object())
+        ch.text = text_of(m->as_object().if_contains("content"));
+      else
+        ch.text = text_of(co.if_contains("text"));
+      ch.finish_reason = text_of(co.if_contains("finish_reason"));
+      if (ch.finish_reason.empty())
+        ch.finish_reason = "stop";
+      out.choices.push_back(std::move(ch));
+    }
+    out.usage = usage_of(o);
+    return out;
+  }
+
+  std::unique_ptr<StreamDecoder> stream_decoder() const override {
+    return std::make_unique<OpenAIStreamDecoder>();
+  }
+
+  Error error_from(int status, std::string_view body) const override {
+    std::string message, code, type, param;
+    json::error_code ec;
+    json::value v = json::parse(body.substr(0, 64 * 1024), ec, {}, lenient());
+    if (!ec && v.is_object()) {
+      const json::value *e = v.as_object().if_contains("error");
+      if (e && e->is_object()) {
+        const json::object &eo = e->as_object();
+        message = text_of(eo.if_contains("message"));
+        code = text_of(eo.if_contains("code"));
+        type = text_of(eo.if_contains("type"));
+        param = text_of(eo.if_contains("param"));
+      } else if (e && e->is_string()) {
+        message = text_of(e); // llama.cpp server's older shape
+      } else {
+        message = text_of(v.as_object().if_contains("message")); // TGI, FastAPI "detail"
+        if (message.empty())
+          message = text_of(v.as_object().if_contains("detail"));
+      }
+    }
+    return normalise_openai_error(status, message, code, type, param);
+  }
+
+  static Error normalise_openai_error(int status, const std::string &message,
+                                      const std::string &code, const std::string &type,
+                                      const std::string &param) {
+    const std::string shown =
+        "upstream: " + (message.empty() ? "HTTP " + std::to_string(status)
+                                        : scrub_upstream_message(message, {}));
+    auto mk = [&](ErrorCode c) { return Error{c, shown, echoed(param)}; };
+    if (code == "context_length_exceeded" ||
+        message.find("maximum context length") != std::string::npos ||
+        message.find("context length") != std::string::npos)
+      return mk(ErrorCode::kContextLengthExceeded);
+    switch (status) {
+    case 400:
+    case 422: return mk(ErrorCode::kInvalidArgument);
+    case 413: return mk(ErrorCode::kPayloadTooLarge);
+    case 429: return type == "insufficient_quota" || code == "insufficient_quota"
+                         ? Error{ErrorCode::kUnavailable, shown, {}}
+                         : mk(ErrorCode::kRateLimited);
+    default: break;
+    }
+    // 401/403/404 mean Gantry's configuration of the backend is wrong (key, model): the client
+    // did nothing wrong, so it sees a server error, never the upstream's auth failure.
+    return Error{ErrorCode::kUnavailable, shown, {}};
+  }
+
+private:
+  BackendKind kind_;
+};
+
+} // namespace
+
+std::unique_ptr<WireCodec> make_openai_codec(BackendKind kind) {
+  return std::make_unique<OpenAICodec>(kind);
+}
+
+} // namespace gantry::backend::remote

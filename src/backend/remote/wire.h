@@ -1,0 +1,107 @@
+// The wire formats Gantry speaks to a remote engine, one codec per backend kind:
+// `openai-compatible` and `openai` (the OpenAI API: vLLM, SGLang, TGI, llama.cpp server, another
+// Gantry, or OpenAI itself) and `anthropic` (the Messages API, translated to and from the OpenAI
+// shape). A codec turns Gantry's typed request into the upstream body and the upstream's answer
+// (one JSON body, or SSE events) into typed results; it does no I/O, so it is tested on bytes.
+//
+// Upstream text is never trusted: invalid UTF-8 is repaired (U+FFFD), malformed JSON is an
+// error, and error messages are cut to a bound and scrubbed of credentials before a client sees
+// them (see scrub_upstream_message).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/openai.h"
+#include "backend/remote/sse_parser.h"
+#include "core/result.h"
+
+namespace gantry::backend::remote {
+
+enum class BackendKind { kOpenAICompatible, kOpenAI, kAnthropic };
+Result<BackendKind> backend_kind_from_name(std::string_view name);
+std::string_view backend_kind_name(BackendKind kind);
+
+struct UpstreamUsage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;
+};
+
+struct UpstreamChoice {
+  int index = 0;
+  std::string text;
+  std::string finish_reason; // OpenAI's words: "stop" | "length" | "content_filter" | ...
+};
+
+struct UpstreamResult {
+  std::vector<UpstreamChoice> choices;
+  std::optional<UpstreamUsage> usage;
+};
+
+// What one upstream event means.
+struct StreamStep {
+  std::vector<UpstreamChoice> deltas; // text pieces, and a finish_reason when a choice ends
+  std::optional<UpstreamUsage> usage; // the usage chunk (stream_options.include_usage)
+  bool done = false;                  // the stream's own end marker ([DONE], message_stop)
+};
+
+// A header the codec adds (authentication, API version).
+struct WireHeader {
+  std::string name;
+  std::string value;
+};
+
+// The state of one streamed response. Owned by the thread reading it.
+class StreamDecoder {
+public:
+  virtual ~StreamDecoder() = default;
+  // An upstream error inside the stream (an `error` event) is returned as an Error.
+  virtual Result<StreamStep> on_event(const SseEvent &event) = 0;
+};
+
+class WireCodec {
+public:
+  virtual ~WireCodec() = default;
+  virtual BackendKind kind() const = 0;
+  // The path below the backend's base URL (".../v1") for `endpoint`; kUnsupported when the
+  // kind has none (Anthropic has no legacy completions).
+  virtual Result<std::string> path(api::Endpoint endpoint) const = 0;
+  // `max_tokens` is the request's, or the server's default when it gave none.
+  virtual Result<std::string> request_body(const api::InferenceRequest &request,
+                                           std::string_view upstream_model, bool stream,
+                                           int default_max_tokens) const = 0;
+  virtual std::vector<WireHeader> auth_headers(const std::string &api_key) const = 0;
+  virtual Result<UpstreamResult> parse_response(std::string_view body) const = 0;
+  virtual std::unique_ptr<StreamDecoder> stream_decoder() const = 0;
+  // A non-2xx answer, normalised to Gantry's error codes (hence OpenAI's shape on the wire).
+  virtual Error error_from(int status, std::string_view body) const = 0;
+};
+
+std::unique_ptr<WireCodec> make_codec(BackendKind kind);
+
+// The model ids of a /v1/models body (OpenAI's list shape).
+Result<std::vector<std::string>> parse_model_list(std::string_view body);
+
+// The upstream model to call: the configured one, else the only one /v1/models lists; an
+// ambiguous or empty list is a start-up error naming the backend and the choices.
+Result<std::string> choose_upstream_model(std::string_view configured,
+                                          const std::vector<std::string> &listed,
+                                          std::string_view backend_label);
+
+// Removes what must never reach a client from upstream text: URL user-info
+// ("https://user:secret@host" → "https://***@host"), bearer tokens, "sk-..."-style keys and the
+// given secrets (the backend's own API key). Cut to `max_bytes`, valid UTF-8.
+std::string scrub_upstream_message(std::string_view text, const std::vector<std::string> &secrets,
+                                   std::size_t max_bytes = 512);
+
+// Retry-After (delta-seconds) or retry-after-ms of an upstream answer, in milliseconds; 0 when
+// absent or unparsable. HTTP-dates are not honoured (treated as absent).
+int64_t retry_after_ms(std::optional<std::string_view> retry_after,
+                       std::optional<std::string_view> retry_after_ms_header);
+
+} // namespace gantry::backend::remote

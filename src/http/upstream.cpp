@@ -1,0 +1,440 @@
+// Beast implementation of the upstream client. Like client.cpp, each blocking call runs
+// asynchronous Beast operations on the connection's own io_context (only those honour
+// timeouts), so an idle connection can move between threads through the pool, and a cancel
+// from another thread is a handler posted to that io_context.
+#include "http/upstream.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include "http/client.h"
+
+namespace gantry::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+
+struct UpstreamConnection {
+  asio::io_context ioc;
+  std::shared_ptr<ssl::context> ctx; // outlives the streams
+  std::optional<beast::tcp_stream> tcp;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+
+  beast::tcp_stream &lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+  bool open() const { return tcp.has_value() || tls.has_value(); }
+  template <typename F> beast::error_code with(F &&f) {
+    if (tls)
+      return f(*tls);
+    return f(*tcp);
+  }
+  ~UpstreamConnection() {
+    if (open()) {
+      beast::error_code ec;
+      lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+      lowest().socket().close(ec);
+    }
+  }
+};
+
+struct UpstreamCall::Parser {
+  bhttp::response_parser<bhttp::buffer_body> p;
+};
+
+// --- CancelSignal
+
+void CancelSignal::cancel() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (cancelled_)
+    return;
+  cancelled_ = true;
+  if (abort_)
+    abort_();
+}
+
+bool CancelSignal::cancelled() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return cancelled_;
+}
+
+void CancelSignal::attach(std::function<void()> abort) {
+  std::lock_guard<std::mutex> lk(mu_);
+  abort_ = std::move(abort);
+  if (cancelled_)
+    abort_();
+}
+
+void CancelSignal::detach() {
+  std::lock_guard<std::mutex> lk(mu_);
+  abort_ = nullptr;
+}
+
+namespace {
+
+constexpr std::size_t kPiece = 16 * 1024;
+
+Error classed(std::string_view cls, std::string message) {
+  Error e = Error::io(std::move(message));
+  e.param = std::string(cls);
+  return e;
+}
+
+bhttp::verb to_verb(Method m) {
+  switch (m) {
+  case Method::kGet: return bhttp::verb::get;
+  case Method::kHead: return bhttp::verb::head;
+  case Method::kPost: return bhttp::verb::post;
+  case Method::kPut: return bhttp::verb::put;
+  case Method::kDelete: return bhttp::verb::delete_;
+  case Method::kPatch: return bhttp::verb::patch;
+  case Method::kOptions: return bhttp::verb::options;
+  case Method::kOther: return bhttp::verb::unknown;
+  }
+  return bhttp::verb::unknown;
+}
+
+template <typename Initiate> beast::error_code run(UpstreamConnection &c, Initiate &&initiate) {
+  beast::error_code result = asio::error::would_block;
+  bool done = false;
+  initiate([&result, &done](beast::error_code ec, auto &&...) {
+    result = ec;
+    done = true;
+  });
+  c.ioc.restart();
+  while (!done && c.ioc.run_one() > 0) {
+  }
+  return result;
+}
+
+Result<std::shared_ptr<ssl::context>> tls_context(const std::string &ca_file) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<ssl::context>> cache; // a few CA files at most
+  std::lock_guard<std::mutex> lk(mu);
+  if (auto it = cache.find(ca_file); it != cache.end())
+    return it->second;
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  ctx->set_default_verify_paths(ec);
+  if (!ca_file.empty()) {
+    ctx->load_verify_file(ca_file, ec);
+    if (ec)
+      return Err(classed(kTlsFailed, "tls_ca_file '" + ca_file + "': " + ec.message()));
+  }
+  ctx->set_verify_mode(ssl::verify_peer);
+  if (cache.size() < 8)
+    cache.emplace(ca_file, ctx);
+  return ctx;
+}
+
+std::string authority(const UpstreamOptions &o) {
+  std::string h = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
+  if (o.port != (o.tls ? 443 : 80))
+    h += ":" + std::to_string(o.port);
+  return h;
+}
+
+using Deadline = std::chrono::steady_clock::time_point;
+
+// The tighter of a phase's timeout and what is left of the total, and the class of the error
+// if it fires.
+struct Phase {
+  std::chrono::steady_clock::duration limit;
+  std::string_view cls;
+};
+Phase phase(std::chrono::milliseconds timeout, std::string_view cls, Deadline total,
+            const Clock &clock) {
+  if (total == Deadline::max())
+    return {timeout, cls};
+  const auto left = std::max<std::chrono::steady_clock::duration>(total - clock.now(),
+                                                                  std::chrono::milliseconds(1));
+  if (left < timeout)
+    return {left, kTotalTimeout};
+  return {timeout, cls};
+}
+
+Error failed(const Phase &ph, const CancelSignal *cancel, std::string_view cls, std::string what,
+             beast::error_code ec) {
+  if (cancel && cancel->cancelled())
+    return classed(kCancelledCall, what + ": cancelled");
+  if (ec == beast::error::timeout)
+    return classed(ph.cls, what + ": " + std::string(ph.cls));
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
+    return classed(kBadResponse, what + ": " + ec.message());
+  return classed(cls, what + ": " + ec.message());
+}
+
+Status connect(UpstreamConnection &c, const UpstreamOptions &o, const Phase &ph,
+               const CancelSignal *cancel) {
+  beast::error_code ec;
+  tcp::resolver resolver(c.ioc); // backends are configured by the operator: names are trusted
+  auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
+  const std::string where = o.host + ":" + std::to_string(o.port);
+  if (ec)
+    return Err(classed(kConnectFailed, "Cannot resolve " + o.host + ": " + ec.message()));
+  c.tcp.emplace(c.ioc);
+  c.tcp->expires_after(ph.limit);
+  ec = run(c, [&](auto handler) { c.tcp->async_connect(results, std::move(handler)); });
+  if (ec)
+    return Err(failed(ph, cancel, kConnectFailed, "Cannot connect to " + where, ec));
+  c.tcp->socket().set_option(tcp::no_delay(true), ec);
+  if (!o.tls)
+    return Ok();
+  GANTRY_ASSIGN_OR_RETURN(c.ctx, tls_context(o.tls_ca_file));
+  c.tls.emplace(std::move(*c.tcp), *c.ctx);
+  c.tcp.reset();
+  beast::error_code not_ip;
+  (void)asio::ip::make_address(o.host, not_ip);
+  if (not_ip)
+    SSL_set_tlsext_host_name(c.tls->native_handle(), o.host.c_str());
+  c.tls->set_verify_mode(ssl::verify_peer);
+  c.tls->set_verify_callback(ssl::host_name_verification(o.host));
+  c.lowest().expires_after(ph.limit);
+  ec = run(c, [&](auto handler) {
+    c.tls->async_handshake(ssl::stream_base::client, std::move(handler));
+  });
+  if (ec)
+    return Err(failed(ph, cancel, kTlsFailed, "TLS handshake with " + where, ec));
+  return Ok();
+}
+
+template <typename Fields> Headers to_headers(const Fields &fields) {
+  Headers out;
+  for (const auto &f : fields)
+    out.push_back({std::string(f.name_string()), std::string(f.value())});
+  return out;
+}
+
+} // namespace
+
+// --- UpstreamCall
+
+UpstreamCall::UpstreamCall(UpstreamClient &client, std::unique_ptr<UpstreamConnection> conn,
+                           std::unique_ptr<Parser> parser, std::shared_ptr<CancelSignal> cancel,
+                           Deadline deadline)
+    : client_(client), conn_(std::move(conn)), parser_(std::move(parser)),
+      cancel_(std::move(cancel)), deadline_(deadline) {
+  status_ = static_cast<int>(parser_->p.get().result_int());
+  headers_ = to_headers(parser_->p.get().base());
+  done_ = parser_->p.is_done();
+}
+
+UpstreamCall::~UpstreamCall() {
+  if (cancel_)
+    cancel_->detach();
+  const bool reusable = conn_ && done_ && !failed_ && parser_->p.get().keep_alive() &&
+                        !(cancel_ && cancel_->cancelled());
+  if (reusable)
+    client_.put_back(std::move(conn_));
+}
+
+Result<std::optional<std::string>> UpstreamCall::read_some() {
+  if (done_)
+    return std::optional<std::string>();
+  if (failed_ || !conn_)
+    return Err(classed(kUpstreamReset, "upstream response already failed"));
+  UpstreamConnection &c = *conn_;
+  auto &p = parser_->p;
+  std::string out(kPiece, '\0');
+  while (true) {
+    p.get().body().data = out.data();
+    p.get().body().size = out.size();
+    const Phase ph = phase(client_.options_.idle_timeout, kIdleTimeout, deadline_, client_.clock_);
+    c.lowest().expires_after(ph.limit);
+    beast::error_code ec;
+    try {
+      ec = c.with([&](auto &s) {
+        return run(c,
+                   [&](auto handler) { bhttp::async_read_some(s, c.buffer, p, std::move(handler)); });
+      });
+    } catch (const std::exception &e) {
+      failed_ = true;
+      return Err(classed(kUpstreamReset, std::string("upstream read: ") + e.what()));
+    }
+    if (ec == bhttp::error::need_buffer)
+      ec = {};
+    if (ec == bhttp::error::end_of_stream && p.is_done())
+      ec = {};
+    if (ec) {
+      failed_ = true;
+      return Err(failed(ph, cancel_.get(), kUpstreamReset, "Reading upstream response", ec));
+    }
+    const std::size_t n = out.size() - p.get().body().size;
+    if (p.is_done())
+      done_ = true;
+    if (n > 0) {
+      out.resize(n);
+      return std::optional<std::string>(std::move(out));
+    }
+    if (done_)
+      return std::optional<std::string>();
+  }
+}
+
+Result<std::string> UpstreamCall::read_all(std::size_t max_bytes) {
+  std::string body;
+  while (true) {
+    GANTRY_ASSIGN_OR_RETURN(auto piece, read_some());
+    if (!piece)
+      return body;
+    if (body.size() + piece->size() > max_bytes) {
+      failed_ = true;
+      return Err(classed(kResponseTooLarge, "upstream response larger than " +
+                                                std::to_string(max_bytes) + " bytes"));
+    }
+    body += *piece;
+  }
+}
+
+// --- UpstreamClient
+
+UpstreamClient::UpstreamClient(UpstreamOptions options, const Clock &clock)
+    : options_(std::move(options)), clock_(clock) {}
+
+UpstreamClient::~UpstreamClient() = default;
+
+int UpstreamClient::connections_opened() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return opened_;
+}
+
+int UpstreamClient::idle_connections() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return static_cast<int>(idle_.size());
+}
+
+std::unique_ptr<UpstreamConnection> UpstreamClient::take() {
+  std::vector<std::unique_ptr<UpstreamConnection>> expired; // closed outside the lock
+  std::unique_ptr<UpstreamConnection> out;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const auto now = clock_.now();
+    while (!idle_.empty() && !out) {
+      auto [conn, since] = std::move(idle_.back());
+      idle_.pop_back();
+      if (now - since > options_.keep_idle)
+        expired.push_back(std::move(conn));
+      else
+        out = std::move(conn);
+    }
+  }
+  return out;
+}
+
+void UpstreamClient::put_back(std::unique_ptr<UpstreamConnection> conn) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (static_cast<int>(idle_.size()) >= options_.max_idle)
+    return; // closed by the destructor
+  idle_.emplace_back(std::move(conn), clock_.now());
+}
+
+Result<std::unique_ptr<UpstreamCall>> UpstreamClient::start(Method method,
+                                                            std::string_view target,
+                                                            std::string body, Headers headers,
+                                                            std::shared_ptr<CancelSignal> cancel) {
+  const Deadline deadline = options_.total_timeout.count() > 0
+                                ? clock_.now() + options_.total_timeout
+                                : Deadline::max();
+  bhttp::request<bhttp::string_body> req{to_verb(method), target, 11};
+  req.set(bhttp::field::host, authority(options_));
+  req.set(bhttp::field::user_agent, "gantry");
+  for (Header &h : headers)
+    req.set(h.name, h.value);
+  req.body() = std::move(body);
+  req.prepare_payload();
+
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (cancel && cancel->cancelled())
+      return Err(classed(kCancelledCall, "cancelled"));
+    std::unique_ptr<UpstreamConnection> conn = attempt == 0 ? take() : nullptr;
+    const bool fresh = !conn;
+    if (fresh)
+      conn = std::make_unique<UpstreamConnection>();
+    UpstreamConnection *raw = conn.get();
+    if (cancel) // a cancel aborts whatever operation is pending on this connection's thread
+      cancel->attach([raw] {
+        asio::post(raw->ioc, [raw] {
+          if (raw->open())
+            raw->lowest().cancel();
+        });
+      });
+    struct Detach {
+      CancelSignal *c;
+      ~Detach() {
+        if (c)
+          c->detach();
+      }
+    };
+    auto parser = std::make_unique<UpstreamCall::Parser>();
+    try {
+      std::optional<Detach> detach_on_fail(Detach{cancel.get()});
+      if (fresh) {
+        const Phase ph = phase(options_.connect_timeout, kConnectTimeout, deadline, clock_);
+        GANTRY_TRY(connect(*conn, options_, ph, cancel.get()));
+        std::lock_guard<std::mutex> lk(mu_);
+        ++opened_;
+      }
+      const Phase wph = phase(options_.first_byte_timeout, kFirstByteTimeout, deadline, clock_);
+      conn->lowest().expires_after(wph.limit);
+      const beast::error_code write_ec = conn->with([&](auto &s) {
+        return run(*conn, [&](auto handler) { bhttp::async_write(s, req, std::move(handler)); });
+      });
+      if (write_ec && !fresh && !(cancel && cancel->cancelled()))
+        continue; // a kept-alive connection the server had closed: once more on a fresh one
+      beast::error_code ec;
+      Phase ph = phase(options_.first_byte_timeout, kFirstByteTimeout, deadline, clock_);
+      while (true) { // 1xx interim responses precede the real one
+        parser = std::make_unique<UpstreamCall::Parser>();
+        parser->p.body_limit(std::numeric_limits<std::uint64_t>::max()); // read piece by piece
+        parser->p.header_limit(64 * 1024);
+        ph = phase(options_.first_byte_timeout, kFirstByteTimeout, deadline, clock_);
+        conn->lowest().expires_after(ph.limit);
+        ec = conn->with([&](auto &s) {
+          return run(*conn, [&](auto handler) {
+            bhttp::async_read_header(s, conn->buffer, parser->p, std::move(handler));
+          });
+        });
+        if (ec || parser->p.get().result_int() / 100 != 1)
+          break;
+      }
+      if (ec) {
+        const bool stale = !fresh && !parser->p.got_some() && ec != beast::error::timeout &&
+                           !(cancel && cancel->cancelled());
+        if (stale)
+          continue; // a kept-alive connection the server had closed: once more on a fresh one
+        return Err(write_ec
+                       ? failed(ph, cancel.get(), kConnectFailed, "Writing request", write_ec)
+                       : failed(ph, cancel.get(), kUpstreamReset, "Reading response head", ec));
+      }
+      detach_on_fail->c = nullptr; // the call keeps the cancel attached
+      return std::unique_ptr<UpstreamCall>(
+          new UpstreamCall(*this, std::move(conn), std::move(parser), cancel, deadline));
+    } catch (const std::exception &e) {
+      return Err(classed(kConnectFailed, std::string("upstream client: ") + e.what()));
+    }
+  }
+  return Err(classed(kConnectFailed, "Connection closed by upstream"));
+}
+
+} // namespace gantry::http

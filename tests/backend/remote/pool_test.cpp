@@ -1,0 +1,220 @@
+#include "backend/remote/pool.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace gantry::backend::remote {
+namespace {
+
+std::vector<EndpointSpec> two(int w0 = 1, int w1 = 1, int max0 = 0, int max1 = 0) {
+  return {{"a", w0, max0}, {"b", w1, max1}};
+}
+
+TEST(Pool, LeastOutstandingSpreadsSequentialLoadEvenly) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  std::map<int, int> got;
+  for (int i = 0; i < 1000; ++i) {
+    auto l = pool.acquire({}, std::nullopt);
+    ASSERT_TRUE(l.ok());
+    ++got[l->index];
+    pool.release(*l, Outcome::kSuccess);
+  }
+  EXPECT_GT(got[0], 300);
+  EXPECT_GT(got[1], 300);
+}
+
+TEST(Pool, PowerOfTwoPrefersTheLessLoaded) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  auto first = *pool.acquire({}, std::nullopt);
+  // With two backends both are always drawn: the idle one wins every time.
+  for (int i = 0; i < 20; ++i) {
+    auto l = *pool.acquire({}, std::nullopt);
+    EXPECT_NE(l.index, first.index);
+    pool.release(l, Outcome::kSuccess);
+  }
+  pool.release(first, Outcome::kSuccess);
+}
+
+TEST(Pool, WeightsShiftTheShare) {
+  FakeClock clock;
+  Pool pool({{"a", 1, 0}, {"b", 3, 0}, {"c", 1, 0}}, {}, clock);
+  std::vector<Pool::Lease> held;
+  std::map<int, int> got;
+  for (int i = 0; i < 50; ++i) { // held concurrently: per-weight load decides
+    auto l = *pool.acquire({}, std::nullopt);
+    ++got[l.index];
+    held.push_back(l);
+  }
+  EXPECT_GT(got[1], got[0] + 10);
+  EXPECT_GT(got[1], got[2] + 10);
+  for (auto &l : held)
+    pool.release(l, Outcome::kSuccess);
+}
+
+TEST(Pool, MaxConcurrentAndBoundedQueue) {
+  FakeClock clock;
+  PoolOptions o;
+  o.max_queue = 0;
+  Pool pool(two(1, 1, 1, 1), o, clock);
+  auto a = *pool.acquire({}, std::nullopt);
+  auto b = *pool.acquire({}, std::nullopt);
+  EXPECT_NE(a.index, b.index);
+  auto c = pool.acquire({}, std::nullopt);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, ErrorCode::kQueueFull);
+  EXPECT_GT(c.error().retry_after_ms, 0);
+  EXPECT_EQ(pool.stats().queue_rejected, 1u);
+  pool.release(a, Outcome::kSuccess);
+  EXPECT_TRUE(pool.acquire({}, std::nullopt).ok());
+}
+
+TEST(Pool, QueuedRequestTakesTheFreedSlot) {
+  FakeClock clock;
+  PoolOptions o;
+  o.max_queue = 4;
+  o.max_queue_wait = std::chrono::seconds(30);
+  Pool pool({{"a", 1, 1}}, o, clock);
+  auto a = *pool.acquire({}, std::nullopt);
+  std::thread t([&] {
+    while (pool.stats().queued == 0)
+      std::this_thread::yield();
+    pool.release(a, Outcome::kSuccess);
+  });
+  auto b = pool.acquire({}, std::nullopt);
+  t.join();
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->index, 0);
+}
+
+TEST(Pool, ConsecutiveFailuresEjectWithBackoffAndTrialBringsBack) {
+  FakeClock clock;
+  PoolOptions o;
+  o.eject_after = 2;
+  o.eject_base = std::chrono::seconds(1);
+  Pool pool(two(), o, clock);
+  for (int i = 0; i < 2; ++i)
+    pool.release(*pool.acquire({1}, std::nullopt), Outcome::kFailure, ErrorKind::kConnect);
+  EXPECT_TRUE(pool.stats().endpoints[0].ejected);
+  EXPECT_EQ(pool.stats().endpoints[0].errors[static_cast<int>(ErrorKind::kConnect)], 2u);
+  for (int i = 0; i < 10; ++i) { // all traffic to b while a is out
+    auto l = *pool.acquire({}, std::nullopt);
+    EXPECT_EQ(l.index, 1);
+    pool.release(l, Outcome::kSuccess);
+  }
+  EXPECT_FALSE(pool.acquire({1}, std::nullopt).ok()) << "only a left, and it is ejected";
+  clock.advance(std::chrono::milliseconds(1001));
+  auto trial = *pool.acquire({}, std::nullopt);
+  EXPECT_EQ(trial.index, 0);
+  EXPECT_TRUE(trial.trial);
+  pool.release(trial, Outcome::kFailure, ErrorKind::kStatus5xx); // fails: out for 2 s now
+  clock.advance(std::chrono::milliseconds(1500));
+  EXPECT_EQ(pool.acquire({}, std::nullopt)->index, 1);
+  clock.advance(std::chrono::milliseconds(600));
+  auto trial2 = *pool.acquire({}, std::nullopt);
+  EXPECT_TRUE(trial2.trial);
+  pool.release(trial2, Outcome::kSuccess);
+  EXPECT_FALSE(pool.stats().endpoints[0].ejected);
+  EXPECT_EQ(pool.stats().endpoints[0].ejections, 2u);
+}
+
+TEST(Pool, AllEjectedIsUnavailableWithRetryAfterAndNotReady) {
+  FakeClock clock;
+  PoolOptions o;
+  o.eject_after = 1;
+  Pool pool({{"a", 1, 0}}, o, clock);
+  EXPECT_TRUE(pool.ready());
+  pool.release(*pool.acquire({}, std::nullopt), Outcome::kFailure, ErrorKind::kConnect);
+  EXPECT_FALSE(pool.ready());
+  auto r = pool.acquire({}, std::nullopt);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  EXPECT_GT(r.error().retry_after_ms, 0);
+  pool.probe_result(0, true); // an active probe passes: back at once
+  EXPECT_TRUE(pool.ready());
+  EXPECT_TRUE(pool.acquire({}, std::nullopt).ok());
+}
+
+TEST(Pool, RetryAfterCoolsABackendDownWithoutEjecting) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  pool.release(*pool.acquire({1}, std::nullopt), Outcome::kOverloaded, ErrorKind::kStatus429,
+               2000);
+  EXPECT_FALSE(pool.stats().endpoints[0].ejected);
+  for (int i = 0; i < 5; ++i) {
+    auto l = *pool.acquire({}, std::nullopt);
+    EXPECT_EQ(l.index, 1);
+    pool.release(l, Outcome::kSuccess);
+  }
+  auto only_a = pool.acquire({1}, std::nullopt);
+  ASSERT_FALSE(only_a.ok());
+  EXPECT_NEAR(static_cast<double>(only_a.error().retry_after_ms), 2000, 1);
+  clock.advance(std::chrono::seconds(2));
+  EXPECT_TRUE(pool.acquire({1}, std::nullopt).ok());
+}
+
+TEST(Pool, RetryBudgetIsAShareOfTraffic) {
+  FakeClock clock;
+  PoolOptions o;
+  o.retry_ratio = 0.1;
+  o.min_retries = 2;
+  Pool pool(two(), o, clock);
+  for (int i = 0; i < 50; ++i)
+    pool.record_request();
+  int allowed = 0;
+  for (int i = 0; i < 20; ++i)
+    allowed += pool.allow_retry();
+  EXPECT_EQ(allowed, 5);
+  EXPECT_EQ(pool.stats().retries_refused, 15u);
+  clock.advance(o.budget_window);
+  pool.record_request();
+  EXPECT_TRUE(pool.allow_retry()) << "a new window";
+}
+
+TEST(Pool, PrefixAffinityIsStickyWithBoundedLoad) {
+  FakeClock clock;
+  PoolOptions o;
+  o.prefix_affinity = true;
+  Pool pool({{"a", 1, 0}, {"b", 1, 0}, {"c", 1, 0}}, o, clock);
+  const uint64_t key = prefix_key("a long shared system prompt ...");
+  const int home = pool.acquire({}, key)->index;
+  pool.release({home, false}, Outcome::kSuccess);
+  for (int i = 0; i < 20; ++i) { // sequential: always the same backend
+    auto l = *pool.acquire({}, key);
+    EXPECT_EQ(l.index, home);
+    pool.release(l, Outcome::kSuccess);
+  }
+  std::vector<Pool::Lease> held; // concurrent: spills once home carries more than its share
+  std::map<int, int> got;
+  for (int i = 0; i < 30; ++i) {
+    held.push_back(*pool.acquire({}, key));
+    ++got[held.back().index];
+  }
+  EXPECT_LT(got[home], 30);
+  EXPECT_LE(got[home], 30 * 1.5 / 3 + 2);
+  for (auto &l : held)
+    pool.release(l, Outcome::kSuccess);
+  std::map<int, int> homes; // different prefixes spread
+  for (int i = 0; i < 300; ++i)
+    ++homes[pool.acquire({}, prefix_key("prompt " + std::to_string(i)))->index];
+  EXPECT_EQ(homes.size(), 3u);
+}
+
+TEST(Pool, BackoffHonoursRetryAfterAndCap) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  using ms = std::chrono::milliseconds;
+  for (int i = 0; i < 20; ++i) {
+    auto b = pool.backoff(1, 0, ms(100), ms(1000));
+    EXPECT_GE(b, ms(50));
+    EXPECT_LT(b, ms(100));
+  }
+  EXPECT_EQ(pool.backoff(1, 700, ms(100), ms(1000)), ms(700));
+  EXPECT_EQ(pool.backoff(1, 5000, ms(100), ms(1000)), ms(1000));
+  EXPECT_LE(pool.backoff(10, 0, ms(100), ms(1000)), ms(1000));
+}
+
+} // namespace
+} // namespace gantry::backend::remote

@@ -1,0 +1,205 @@
+#include "backend/remote/wire.h"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+namespace gantry::backend::remote {
+namespace {
+namespace json = boost::json;
+
+api::InferenceRequest chat(bool stream) {
+  api::InferenceRequest r;
+  r.endpoint = api::Endpoint::kChatCompletions;
+  r.model = "client-name";
+  r.messages = {{"system", "be brief"}, {"user", "hi"}, {"user", "there"}};
+  r.stream = stream;
+  r.stop = {"\n\n"};
+  r.sampling.temperature = 0.0f;
+  return r;
+}
+
+TEST(OpenAIWire, RequestRewritesModelAndAsksForUsageWhenStreaming) {
+  auto codec = make_codec(BackendKind::kOpenAICompatible);
+  auto body = codec->request_body(chat(true), "upstream-id", true, 77);
+  ASSERT_TRUE(body.ok());
+  json::object o = json::parse(*body).as_object();
+  EXPECT_EQ(o["model"].as_string(), "upstream-id");
+  EXPECT_TRUE(o["stream"].as_bool());
+  EXPECT_TRUE(o["stream_options"].as_object()["include_usage"].as_bool());
+  EXPECT_EQ(o["max_tokens"].as_int64(), 77);
+  EXPECT_EQ(o["messages"].as_array().size(), 3u);
+  EXPECT_EQ(o["stop"].as_array()[0].as_string(), "\n\n");
+  auto plain = json::parse(*codec->request_body(chat(false), "m", false, 5)).as_object();
+  EXPECT_FALSE(plain.contains("stream_options"));
+  EXPECT_EQ(*codec->path(api::Endpoint::kCompletions), "/completions");
+}
+
+TEST(OpenAIWire, HostedKindSendsNoEngineExtensions) {
+  auto r = chat(false);
+  r.sampling.top_k = 5;
+  auto compat = json::parse(*make_codec(BackendKind::kOpenAICompatible)->request_body(r, "m", false, 5));
+  auto hosted = json::parse(*make_codec(BackendKind::kOpenAI)->request_body(r, "m", false, 5));
+  EXPECT_TRUE(compat.as_object().contains("top_k"));
+  EXPECT_FALSE(hosted.as_object().contains("top_k"));
+  EXPECT_EQ(make_codec(BackendKind::kOpenAI)->auth_headers("sk-x")[0].value, "Bearer sk-x");
+}
+
+TEST(OpenAIWire, ParsesResponseAndUsage) {
+  auto codec = make_codec(BackendKind::kOpenAICompatible);
+  auto r = codec->parse_response(
+      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hel\xfflo"},)"
+      R"("finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":3,)"
+      R"("prompt_tokens_details":{"cached_tokens":8}}})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->choices.size(), 1u);
+  EXPECT_EQ(r->choices[0].text, "Hel\xEF\xBF\xBDlo") << "invalid UTF-8 repaired";
+  EXPECT_EQ(r->choices[0].finish_reason, "length");
+  ASSERT_TRUE(r->usage);
+  EXPECT_EQ(r->usage->prompt_tokens, 12);
+  EXPECT_EQ(r->usage->completion_tokens, 3);
+  EXPECT_EQ(r->usage->cached_tokens, 8);
+}
+
+TEST(OpenAIWire, MalformedBodiesAreCleanErrors) {
+  auto codec = make_codec(BackendKind::kOpenAICompatible);
+  for (std::string_view bad : {"", "not json", "[1,2]", "{\"choices\":3}", "{\"choices\":[", "{}"}) {
+    auto r = codec->parse_response(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  }
+}
+
+TEST(OpenAIWire, StreamChunksUsageAndDone) {
+  auto d = make_codec(BackendKind::kOpenAICompatible)->stream_decoder();
+  auto s1 = d->on_event({"", R"({"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]})"});
+  ASSERT_TRUE(s1.ok());
+  ASSERT_EQ(s1->deltas.size(), 1u);
+  EXPECT_EQ(s1->deltas[0].text, "Hi");
+  auto s2 = d->on_event({"", R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})"});
+  ASSERT_TRUE(s2.ok());
+  EXPECT_EQ(s2->deltas[0].finish_reason, "stop");
+  auto s3 = d->on_event({"", R"({"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}})"});
+  ASSERT_TRUE(s3.ok());
+  ASSERT_TRUE(s3->usage);
+  EXPECT_EQ(s3->usage->completion_tokens, 2);
+  EXPECT_TRUE(d->on_event({"", "[DONE]"})->done);
+  EXPECT_FALSE(d->on_event({"", "{\"choices\":[{\"delta\":"}).ok());
+  auto err = d->on_event({"", R"({"error":{"message":"boom"}})"});
+  ASSERT_FALSE(err.ok());
+  EXPECT_NE(err.error().message.find("boom"), std::string::npos);
+}
+
+TEST(OpenAIWire, ErrorsAreNormalised) {
+  auto codec = make_codec(BackendKind::kOpenAICompatible);
+  auto ctx = codec->error_from(400, R"({"error":{"message":"This model's maximum context length is 4096 tokens","code":"context_length_exceeded"}})");
+  EXPECT_EQ(ctx.code, ErrorCode::kContextLengthExceeded);
+  EXPECT_EQ(codec->error_from(429, R"({"error":{"message":"slow down"}})").code, ErrorCode::kRateLimited);
+  EXPECT_EQ(codec->error_from(401, R"({"error":{"message":"bad key"}})").code, ErrorCode::kUnavailable)
+      << "the backend's auth failure is not the client's";
+  EXPECT_EQ(codec->error_from(503, "<html>oops</html>").code, ErrorCode::kUnavailable);
+  EXPECT_EQ(codec->error_from(422, R"({"detail":"bad"})").code, ErrorCode::kInvalidArgument);
+}
+
+TEST(Wire, ScrubRemovesCredentials) {
+  const std::string msg = "failed calling https://admin:hunter2secret@10.0.0.1/v1 with "
+                          "Authorization: Bearer abcdefghijklmnop and key sk-proj-ABCDEFGH1234 "
+                          "or MYSECRETKEY99";
+  const std::string s = scrub_upstream_message(msg, {"MYSECRETKEY99"});
+  EXPECT_EQ(s.find("hunter2"), std::string::npos) << s;
+  EXPECT_EQ(s.find("abcdefghijklmnop"), std::string::npos) << s;
+  EXPECT_EQ(s.find("sk-proj"), std::string::npos) << s;
+  EXPECT_EQ(s.find("MYSECRETKEY99"), std::string::npos) << s;
+  EXPECT_NE(s.find("https://***@10.0.0.1"), std::string::npos) << s;
+  EXPECT_LE(scrub_upstream_message(std::string(100000, 'a'), {}, 512).size(), 515u);
+}
+
+TEST(Wire, RetryAfterHeaders) {
+  EXPECT_EQ(retry_after_ms(std::string_view("2"), std::nullopt), 2000);
+  EXPECT_EQ(retry_after_ms(std::string_view("2"), std::string_view("150")), 150);
+  EXPECT_EQ(retry_after_ms(std::string_view("Wed, 21 Oct 2015 07:28:00 GMT"), std::nullopt), 0);
+  EXPECT_EQ(retry_after_ms(std::nullopt, std::nullopt), 0);
+  EXPECT_EQ(retry_after_ms(std::string_view("-3"), std::nullopt), 0);
+}
+
+TEST(Wire, ModelDiscovery) {
+  auto ids = parse_model_list(R"({"object":"list","data":[{"id":"llama"}]})");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*choose_upstream_model("", *ids, "b1"), "llama");
+  auto two = *parse_model_list(R"({"data":[{"id":"a"},{"id":"b"}]})");
+  auto amb = choose_upstream_model("", two, "http://127.0.0.1:1/v1");
+  ASSERT_FALSE(amb.ok());
+  EXPECT_NE(amb.error().message.find("name the one"), std::string::npos);
+  EXPECT_EQ(*choose_upstream_model("b", two, "x"), "b");
+  EXPECT_FALSE(parse_model_list("nope").ok());
+}
+
+TEST(AnthropicWire, RequestTranslation) {
+  auto codec = make_codec(BackendKind::kAnthropic);
+  auto r = chat(true);
+  r.sampling.temperature = 1.7f;
+  auto body = codec->request_body(r, "claude-x", true, 64);
+  ASSERT_TRUE(body.ok());
+  json::object o = json::parse(*body).as_object();
+  EXPECT_EQ(o["model"].as_string(), "claude-x");
+  EXPECT_EQ(o["system"].as_string(), "be brief");
+  ASSERT_EQ(o["messages"].as_array().size(), 1u) << "consecutive user turns joined";
+  EXPECT_EQ(o["messages"].as_array()[0].as_object()["content"].as_string(), "hi\n\nthere");
+  EXPECT_EQ(o["max_tokens"].as_int64(), 64);
+  EXPECT_DOUBLE_EQ(o["temperature"].as_double(), 1.0);
+  EXPECT_EQ(o["stop_sequences"].as_array().size(), 1u);
+  EXPECT_TRUE(o["stream"].as_bool());
+  r.n = 2;
+  EXPECT_FALSE(codec->request_body(r, "m", false, 5).ok());
+  EXPECT_FALSE(codec->path(api::Endpoint::kCompletions).ok());
+  auto h = codec->auth_headers("k");
+  EXPECT_EQ(h.size(), 2u);
+}
+
+TEST(AnthropicWire, ResponseAndUsage) {
+  auto codec = make_codec(BackendKind::kAnthropic);
+  auto r = codec->parse_response(
+      R"({"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hello"}],)"
+      R"("stop_reason":"max_tokens","usage":{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":4}})");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->choices[0].text, "Hello");
+  EXPECT_EQ(r->choices[0].finish_reason, "length");
+  EXPECT_EQ(r->usage->prompt_tokens, 14);
+  EXPECT_EQ(r->usage->cached_tokens, 4);
+  EXPECT_EQ(r->usage->completion_tokens, 5);
+}
+
+TEST(AnthropicWire, StreamEvents) {
+  auto d = make_codec(BackendKind::kAnthropic)->stream_decoder();
+  ASSERT_TRUE(d->on_event({"message_start", R"({"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}})"}).ok());
+  ASSERT_TRUE(d->on_event({"ping", R"({"type":"ping"})"}).ok());
+  auto t = d->on_event({"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})"});
+  ASSERT_TRUE(t.ok());
+  ASSERT_EQ(t->deltas.size(), 1u);
+  EXPECT_EQ(t->deltas[0].text, "Hi");
+  auto md = d->on_event({"message_delta", R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}})"});
+  ASSERT_TRUE(md.ok());
+  EXPECT_EQ(md->deltas[0].finish_reason, "stop");
+  auto stop = d->on_event({"message_stop", R"({"type":"message_stop"})"});
+  ASSERT_TRUE(stop.ok());
+  EXPECT_TRUE(stop->done);
+  ASSERT_TRUE(stop->usage);
+  EXPECT_EQ(stop->usage->prompt_tokens, 9);
+  EXPECT_EQ(stop->usage->completion_tokens, 7);
+  auto err = d->on_event({"error", R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})"});
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.error().code, ErrorCode::kUnavailable);
+}
+
+TEST(AnthropicWire, Errors) {
+  auto codec = make_codec(BackendKind::kAnthropic);
+  EXPECT_EQ(codec->error_from(400, R"({"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 300000 tokens > 200000 maximum"}})").code,
+            ErrorCode::kContextLengthExceeded);
+  EXPECT_EQ(codec->error_from(429, R"({"type":"error","error":{"type":"rate_limit_error","message":"x"}})").code,
+            ErrorCode::kRateLimited);
+  EXPECT_EQ(codec->error_from(529, R"({"type":"error","error":{"type":"overloaded_error","message":"x"}})").code,
+            ErrorCode::kUnavailable);
+  EXPECT_EQ(codec->error_from(401, "garbage").code, ErrorCode::kUnavailable);
+}
+
+} // namespace
+} // namespace gantry::backend::remote
