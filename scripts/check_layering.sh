@@ -20,7 +20,7 @@ rule() {
   fi
 }
 
-GANTRY='api/|http/|server/|control/|jobs/|cache/|telemetry/|observe/|backends/|store/|cli/'
+GANTRY='api/|http/|server/|control/|jobs/|cache/|telemetry/|observe/|backends?/|store/|cli/'
 THIRD_PARTY_IO='boost/|sqlite3\.h|libpq|postgresql/|hiredis/'
 
 rule core "engine/|$GANTRY|$THIRD_PARTY_IO" "core depends on nothing else"
@@ -39,6 +39,22 @@ rule observe "server/|store/|backends/|cli/|engine/|sqlite3\.h|libpq|hiredis/" \
   "observe/ is error tracking and Sentry only"
 rule backends "server/|cli/|store/|sqlite3\.h|libpq|hiredis/" \
   "backends/ are ModelBackend adapters: never the composition root or a store"
+# backend/: the ModelBackend port (its top-level headers) and its adapters (local/, remote/...).
+# Adapters may speak HTTP (a remote engine) but never reach the composition root, the control
+# plane or a store: admission, caching and settlement live above the port, in server/.
+rule backend "server/|cli/|store/|control/|jobs/|cache/|sqlite3\.h|libpq|postgresql/|hiredis/" \
+  "backend/ is the ModelBackend port and its adapters: never the service above it or a store"
+hits=$(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](boost/|http/|engine/model|engine/batch)' \
+  src/backend/*.h 2>/dev/null || true)
+if [ -n "$hits" ]; then
+  echo "layering: the port headers (src/backend/*.h) are core: no Boost, HTTP or engine internals"
+  echo "$hits" | sed 's/^/  /'
+  fail=1
+fi
+# backend/remote/: wire formats and pool policy are logic over bytes; the transport (Beast) is
+# http/upstream.cpp, reached only through its Beast-free header.
+rule backend/remote "boost/beast|boost/asio|engine/" \
+  "backend/remote/ speaks HTTP only through http/upstream.h; Beast stays in http/"
 rule store "server/|cli/|http/|api/|boost/beast|boost/asio" "store/ adapters implement ports only"
 
 # Below the composition root nothing includes it (server/gateway.h is the root's header).
