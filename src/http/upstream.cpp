@@ -388,7 +388,7 @@ Result<std::unique_ptr<UpstreamCall>> UpstreamClient::start(Method method,
     };
     auto parser = std::make_unique<UpstreamCall::Parser>();
     try {
-      std::optional<Detach> detach_on_fail(Detach{cancel.get()});
+      Detach detach_on_fail{cancel.get()};
       if (fresh) {
         const Phase ph = phase(options_.connect_timeout, kConnectTimeout, deadline, clock_);
         GANTRY_TRY(connect(*conn, options_, ph, cancel.get()));
@@ -427,7 +427,7 @@ Result<std::unique_ptr<UpstreamCall>> UpstreamClient::start(Method method,
                        ? failed(ph, cancel.get(), kConnectFailed, "Writing request", write_ec)
                        : failed(ph, cancel.get(), kUpstreamReset, "Reading response head", ec));
       }
-      detach_on_fail->c = nullptr; // the call keeps the cancel attached
+      detach_on_fail.c = nullptr; // the call keeps the cancel attached
       return std::unique_ptr<UpstreamCall>(
           new UpstreamCall(*this, std::move(conn), std::move(parser), cancel, deadline));
     } catch (const std::exception &e) {

@@ -2,6 +2,8 @@
 // head (and its Content-Length body) and then plays a script of writes and pauses.
 #include "http/upstream.h"
 
+#include "http/client.h"
+
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
@@ -176,7 +178,7 @@ TEST(UpstreamClient, ChunkedStreamArrivesPieceByPiece) {
 TEST(UpstreamClient, EachTimeoutIsItsOwnError) {
   SystemClock clock;
   { // first byte
-    ScriptServer s([](int) { return std::vector<Step>{{fixed("{}"), 3s}}; });
+    ScriptServer s([](int) { return std::vector<Step>{{fixed("{}"), 1s}}; });
     auto o = opts(s.port());
     o.first_byte_timeout = 200ms;
     UpstreamClient client(o, clock);
@@ -187,7 +189,7 @@ TEST(UpstreamClient, EachTimeoutIsItsOwnError) {
   { // idle gap between chunks
     ScriptServer s([](int) {
       return std::vector<Step>{{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"},
-                               {"0\r\n\r\n", 3s}};
+                               {"0\r\n\r\n", 1s}};
     });
     auto o = opts(s.port());
     o.idle_timeout = 200ms;
@@ -234,7 +236,7 @@ TEST(UpstreamClient, EachTimeoutIsItsOwnError) {
 TEST(UpstreamClient, CancelAbortsAPendingReadAtOnce) {
   ScriptServer s([](int) {
     return std::vector<Step>{{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"},
-                             {"0\r\n\r\n", 5s}};
+                             {"0\r\n\r\n", 3s}};
   });
   SystemClock clock;
   auto o = opts(s.port());

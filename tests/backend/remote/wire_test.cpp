@@ -47,7 +47,8 @@ TEST(OpenAIWire, HostedKindSendsNoEngineExtensions) {
 TEST(OpenAIWire, ParsesResponseAndUsage) {
   auto codec = make_codec(BackendKind::kOpenAICompatible);
   auto r = codec->parse_response(
-      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hel\xfflo"},)"
+      std::string(R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hel)") +
+      "\xff" + R"(lo"},)"
       R"("finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":3,)"
       R"("prompt_tokens_details":{"cached_tokens":8}}})");
   ASSERT_TRUE(r.ok()) << r.error().message;

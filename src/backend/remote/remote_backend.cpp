@@ -1,0 +1,843 @@
+#include "backend/remote/remote_backend.h"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/utf8.h"
+#include "http/client.h"
+#include "http/upstream.h"
+
+namespace gantry::backend::remote {
+namespace json = boost::json;
+
+struct RemoteBackend::Endpoint {
+  std::string name;      // host:port (never the URL's credentials)
+  std::string base_path; // the URL's path, ".../v1"
+  std::string model;     // upstream model id
+  std::string api_key;
+  std::unique_ptr<WireCodec> codec;
+  std::unique_ptr<http::UpstreamClient> client;
+};
+
+// One call in flight. Shared by the call thread, the handle and cancel_all().
+struct RemoteBackend::Call {
+  struct State {
+    api::InferenceRequest request;
+    int64_t prompt_estimate = 0;
+    int default_max_tokens = 0;
+    std::optional<uint64_t> affinity;
+  };
+  std::shared_ptr<const State> state;
+  std::shared_ptr<CallSink> sink;
+  std::shared_ptr<http::CancelSignal> cancel = std::make_shared<http::CancelSignal>();
+  std::mutex mu; // wakes a back-off wait on cancel
+  std::condition_variable cv;
+};
+
+namespace {
+
+using Steady = std::chrono::steady_clock;
+
+double ms_between(Steady::time_point a, Steady::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// A rough token count for admission when no tokenizer is known: ~4 bytes a token plus a few
+// per message; settled later on the upstream's usage.
+int64_t estimate_tokens(std::string_view text) {
+  return static_cast<int64_t>((text.size() + 3) / 4);
+}
+
+ErrorKind kind_of(const Error &e) {
+  if (e.param == http::kConnectFailed || e.param == http::kTlsFailed)
+    return ErrorKind::kConnect;
+  if (e.param == http::kConnectTimeout || e.param == http::kFirstByteTimeout ||
+      e.param == http::kIdleTimeout || e.param == http::kTotalTimeout)
+    return ErrorKind::kTimeout;
+  if (e.param == http::kBadResponse || e.param == http::kResponseTooLarge)
+    return ErrorKind::kBadResponse;
+  return ErrorKind::kOther;
+}
+
+// What a client sees of a transport failure: a 503 (or 504-like timeout) naming the phase,
+// never the upstream's address.
+Error client_error(const Error &transport, std::string_view model) {
+  std::string what = "the upstream of model '" + echoed(model) + "' ";
+  if (transport.param == http::kConnectTimeout)
+    what += "did not accept a connection in time (connect timeout)";
+  else if (transport.param == http::kFirstByteTimeout)
+    what += "did not start answering in time (first-byte timeout)";
+  else if (transport.param == http::kIdleTimeout)
+    what += "stopped sending mid-response (idle timeout)";
+  else if (transport.param == http::kTotalTimeout)
+    what += "did not finish in time (total timeout)";
+  else if (transport.param == http::kConnectFailed)
+    what += "cannot be reached";
+  else if (transport.param == http::kTlsFailed)
+    what += "failed the TLS handshake or certificate check";
+  else if (transport.param == http::kResponseTooLarge)
+    what += "sent a response larger than the limit";
+  else if (transport.param == http::kCancelledCall)
+    return Error{ErrorCode::kCancelled, "cancelled", {}};
+  else
+    what += "broke the connection";
+  Error e{ErrorCode::kUnavailable, std::move(what), {}};
+  e.param = std::string(transport.param); // the class, for logs (http::error_response omits
+                                          // param on 5xx? it renders it: a class name is safe)
+  return e;
+}
+
+bool retryable_status(int status) {
+  return status == 429 || status == 500 || status == 502 || status == 503 || status == 504 ||
+         status == 529;
+}
+
+void cancel_call(RemoteBackend::Call &c) {
+  c.cancel->cancel();
+  std::lock_guard<std::mutex> lk(c.mu);
+  c.cv.notify_all();
+}
+
+class Handle final : public CallHandle {
+public:
+  Handle(std::shared_ptr<RemoteBackend::Call> call, Pool &pool)
+      : call_(std::move(call)), pool_(pool) {}
+  void cancel() override;
+
+private:
+  std::shared_ptr<RemoteBackend::Call> call_;
+  Pool &pool_;
+};
+
+} // namespace
+
+void Handle::cancel() {
+  cancel_call(*call_);
+  pool_.wake_waiters();
+}
+
+// --- construction
+
+RemoteBackend::RemoteBackend(RemoteModelConfig config, const Clock &clock)
+    : config_(std::move(config)), clock_(clock) {}
+
+Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig config,
+                                                             const Clock &clock) {
+  if (config.endpoints.empty())
+    return Err(Error::invalid("model '" + config.name + "': no backends"));
+  std::unique_ptr<RemoteBackend> b(new RemoteBackend(std::move(config), clock));
+  const RemoteModelConfig &c = b->config_;
+  std::vector<EndpointSpec> specs;
+  std::string identity = "remote";
+  for (const auto &ec : c.endpoints) {
+    auto parsed = http::parse_url(ec.url);
+    if (!parsed)
+      return Err(Error::invalid("model '" + c.name + "': backend url: " + parsed.error().message));
+    auto ep = std::make_unique<Endpoint>();
+    const auto &po = parsed->options;
+    ep->name = (po.host.find(':') != std::string::npos ? "[" + po.host + "]" : po.host) + ":" +
+               std::to_string(po.port);
+    ep->base_path = parsed->target;
+    if (const auto q = ep->base_path.find('?'); q != std::string::npos)
+      ep->base_path.erase(q);
+    while (!ep->base_path.empty() && ep->base_path.back() == '/')
+      ep->base_path.pop_back();
+    ep->api_key = ec.api_key;
+    if (!ec.api_key.empty())
+      b->secrets_.push_back(ec.api_key);
+    ep->codec = make_codec(ec.kind);
+    http::UpstreamOptions uo;
+    uo.host = po.host;
+    uo.port = po.port;
+    uo.tls = po.tls;
+    uo.tls_ca_file = ec.tls_ca_file;
+    uo.connect_timeout = c.connect_timeout;
+    uo.first_byte_timeout = c.first_byte_timeout;
+    uo.idle_timeout = c.idle_timeout;
+    uo.total_timeout = c.total_timeout;
+    uo.max_idle = std::max(8, ec.max_concurrent > 0 ? ec.max_concurrent : 64);
+    ep->client = std::make_unique<http::UpstreamClient>(uo, clock);
+    ep->model = ec.model;
+    if (ep->model.empty()) {
+      if (ec.kind == BackendKind::kAnthropic)
+        return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
+                                  " (anthropic) needs `model = \"...\"`"));
+      http::Headers h;
+      for (auto &w : ep->codec->auth_headers(ep->api_key))
+        h.push_back({w.name, w.value});
+      auto call = ep->client->start(http::Method::kGet, ep->base_path + "/models", {}, h);
+      if (!call)
+        return Err(Error::invalid("model '" + c.name + "': cannot list the models of backend " +
+                                  ep->name + " (" + call.error().message +
+                                  "); name one with `model = \"...\"`"));
+      auto body = (*call)->read_all(1 << 20);
+      if (!body || (*call)->status() != 200)
+        return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
+                                  " answered /models with HTTP " +
+                                  std::to_string((*call)->status())));
+      GANTRY_ASSIGN_OR_RETURN(auto ids, parse_model_list(*body));
+      auto chosen = choose_upstream_model("", ids, ep->name);
+      if (!chosen)
+        return Err(Error::invalid("model '" + c.name + "': " + chosen.error().message));
+      ep->model = *chosen;
+    }
+    identity += "|" + std::string(backend_kind_name(ec.kind)) + "|" + ep->name + "|" + ep->model;
+    specs.push_back({ep->name, ec.weight, ec.max_concurrent});
+    b->endpoints_.push_back(std::move(ep));
+  }
+  b->pool_ = std::make_unique<Pool>(std::move(specs), c.pool, clock);
+  b->info_.name = c.name;
+  b->info_.kind = std::string(backend_kind_name(c.endpoints.front().kind));
+  b->info_.created = clock.unix_seconds();
+  b->info_.identity = identity;
+  if (!c.probe_path.empty() && c.probe_interval.count() > 0)
+    b->prober_ = std::thread([p = b.get()] { p->prober(); });
+  return b;
+}
+
+RemoteBackend::~RemoteBackend() {
+  cancel_all();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  prober_cv_.notify_all();
+  pool_->wake_waiters();
+  if (prober_.joinable())
+    prober_.join();
+  for (auto &t : threads_)
+    t.join();
+}
+
+// --- call threads
+
+Status RemoteBackend::post(std::function<void()> task) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (stopping_)
+    return Err(Error{ErrorCode::kUnavailable, "shutting down", {}});
+  if (static_cast<int>(tasks_.size()) >= config_.max_queued_calls) {
+    ++rejected_;
+    Error e{ErrorCode::kQueueFull, "too many calls queued for model '" + config_.name + "'", {}};
+    e.retry_after_ms = 1000;
+    return Err(std::move(e));
+  }
+  tasks_.push_back(std::move(task));
+  if (idle_threads_ < static_cast<int>(tasks_.size()) &&
+      static_cast<int>(threads_.size()) < config_.max_threads)
+    threads_.emplace_back([this] { call_thread(); });
+  lk.unlock();
+  work_cv_.notify_one();
+  return Ok();
+}
+
+void RemoteBackend::call_thread() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (true) {
+    ++idle_threads_;
+    work_cv_.wait(lk, [&] { return stopping_ || !tasks_.empty(); });
+    --idle_threads_;
+    if (tasks_.empty())
+      return; // stopping
+    auto task = std::move(tasks_.front());
+    tasks_.pop_front();
+    lk.unlock();
+    task();
+    lk.lock();
+  }
+}
+
+// --- prepare / start
+
+Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request,
+                                            const PrepareOptions &options) {
+  const WireCodec &codec = *endpoints_.front()->codec;
+  GANTRY_TRY(codec.path(request.endpoint));
+  auto state = std::make_shared<Call::State>();
+  state->request = request;
+  state->request.echo = false; // the service prepends the echo itself
+  state->default_max_tokens = options.default_max_tokens;
+  int64_t prompt = 0;
+  std::string affinity_text;
+  if (request.endpoint == api::Endpoint::kChatCompletions) {
+    for (const auto &m : request.messages) {
+      prompt += estimate_tokens(m.content) + 4;
+      if (affinity_text.size() < 4096)
+        affinity_text += m.role + ":" + m.content.substr(0, 4096) + "\n";
+    }
+  } else if (request.prompt_ids) {
+    prompt = static_cast<int64_t>(request.prompt_ids->size());
+    if (request.echo)
+      return Err(Error::invalid("echo with token-id prompts is not supported for remote models",
+                                "echo"));
+    for (std::size_t i = 0; i < request.prompt_ids->size() && i < 1024; ++i)
+      affinity_text += std::to_string((*request.prompt_ids)[i]) + ",";
+  } else {
+    prompt = estimate_tokens(request.prompt);
+    affinity_text = request.prompt.substr(0, 4096);
+  }
+  state->prompt_estimate = std::max<int64_t>(prompt, 1);
+  if (config_.pool.prefix_affinity)
+    state->affinity = prefix_key(affinity_text);
+  // Built once here to surface request errors (Anthropic's n > 1) before admission.
+  GANTRY_TRY(codec.request_body(state->request, "m", false, options.default_max_tokens));
+
+  PreparedCall p;
+  p.endpoint = request.endpoint;
+  p.n = request.n;
+  p.prompt_tokens = state->prompt_estimate;
+  p.prompt_tokens_estimated = true;
+  p.max_output_tokens = request.max_tokens ? *request.max_tokens : options.default_max_tokens;
+  if (request.echo && request.endpoint == api::Endpoint::kCompletions)
+    p.echo = request.prompt;
+  if (request.sampling.deterministic()) {
+    auto plain = state->request;
+    plain.stream = false;
+    plain.include_usage = false;
+    p.cache_material = info_.identity + "\n" +
+                       *codec.request_body(plain, "", false, options.default_max_tokens);
+  }
+  p.state = std::move(state);
+  return p;
+}
+
+Result<std::unique_ptr<CallHandle>> RemoteBackend::start(const PreparedCall &prepared,
+                                                         std::shared_ptr<CallSink> sink) {
+  if (!accepting_.load())
+    return Err(Error{ErrorCode::kUnavailable, "model '" + config_.name + "' is shutting down", {}});
+  auto call = std::make_shared<Call>();
+  call->state = std::static_pointer_cast<const Call::State>(prepared.state);
+  if (!call->state)
+    return Err(Error::internal("remote call without its prepared state"));
+  call->sink = std::move(sink);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++in_flight_;
+    std::erase_if(calls_, [](const std::weak_ptr<Call> &w) { return w.expired(); });
+    calls_.push_back(call);
+  }
+  auto posted = post([this, call] { run_call(call); });
+  if (!posted) {
+    std::lock_guard<std::mutex> lk(mu_);
+    --in_flight_;
+    idle_cv_.notify_all();
+    return Err(posted.take_error());
+  }
+  return std::unique_ptr<CallHandle>(std::make_unique<Handle>(call, *pool_));
+}
+
+// One call, from the pool's choice to the summary. Runs on a call thread.
+void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
+  const Call::State &st = *call->state;
+  CallSummary summary;
+  bool output_started = false;
+  const auto t_start = clock_.now();
+  std::optional<Steady::time_point> first_token, last_token, sent;
+  std::vector<bool> finished(static_cast<std::size_t>(std::max(1, st.request.n)), false);
+  std::string text0; // for a usage estimate when the upstream reports none
+  int64_t delta_count = 0;
+
+  auto emit = [&](const UpstreamChoice &d) {
+    ChoiceEvent ev;
+    ev.choice = d.index;
+    ev.text = d.text;
+    ev.tokens = d.text.empty() ? 0 : 1;
+    ev.finish_reason = d.finish_reason;
+    if (!d.text.empty()) {
+      const auto now = clock_.now();
+      if (!first_token)
+        first_token = now;
+      last_token = now;
+      ++delta_count;
+      text0 += d.index == 0 && text0.size() < (1 << 20) ? d.text : "";
+    }
+    if (!d.finish_reason.empty() && d.index >= 0 &&
+        static_cast<std::size_t>(d.index) < finished.size()) {
+      finished[d.index] = true;
+      if (d.index == 0)
+        summary.finish_reason = d.finish_reason;
+    }
+    output_started = true;
+    call->sink->on_event(ev);
+  };
+
+  pool_->record_request();
+  std::vector<int> exclude;
+  std::optional<UpstreamUsage> usage;
+  std::optional<Error> failure;
+  for (int attempt = 1;; ++attempt) {
+    failure.reset();
+    int64_t wait_ms = 0;
+    bool retry = false;
+    auto lease = pool_->acquire(exclude, st.affinity, [&] { return call->cancel->cancelled(); });
+    if (!lease) {
+      failure = lease.error();
+      // Every usable backend is cooling down (Retry-After) or ejected: wait it out when short.
+      if (lease.error().code == ErrorCode::kUnavailable && !exclude.empty() &&
+          lease.error().retry_after_ms <= config_.max_retry_wait.count()) {
+        exclude.clear();
+        wait_ms = lease.error().retry_after_ms;
+        retry = attempt < config_.max_attempts && pool_->allow_retry();
+      } else if (lease.error().code == ErrorCode::kUnavailable && exclude.empty() &&
+                 lease.error().retry_after_ms <= config_.max_retry_wait.count() &&
+                 attempt < config_.max_attempts && pool_->allow_retry()) {
+        wait_ms = lease.error().retry_after_ms;
+        retry = true;
+      }
+    } else {
+      Endpoint &ep = *endpoints_[lease->index];
+      summary.served_by = config_.name + "@" + ep.name;
+      Outcome outcome = Outcome::kSuccess;
+      std::optional<ErrorKind> ekind;
+      int64_t retry_after = 0;
+      const auto attempt_start = clock_.now();
+      const bool stream = st.request.stream;
+      auto body = ep.codec->request_body(st.request, ep.model, stream, st.default_max_tokens);
+      http::Headers headers{{"Content-Type", "application/json"}};
+      if (stream)
+        headers.push_back({"Accept", "text/event-stream"});
+      for (auto &w : ep.codec->auth_headers(ep.api_key))
+        headers.push_back({w.name, w.value});
+      auto up = body ? ep.client->start(http::Method::kPost,
+                                        ep.base_path + *ep.codec->path(st.request.endpoint),
+                                        std::move(*body), std::move(headers), call->cancel)
+                     : Result<std::unique_ptr<http::UpstreamCall>>(Err(body.error()));
+      sent = clock_.now();
+      if (!up) {
+        const Error &e = up.error();
+        if (e.param == http::kCancelledCall) {
+          outcome = Outcome::kNeutral;
+          failure = Error{ErrorCode::kCancelled, "cancelled", {}};
+        } else {
+          outcome = Outcome::kFailure;
+          ekind = kind_of(e);
+          failure = client_error(e, config_.name);
+          // Connect errors and resets before the head are safe to retry; a first-byte timeout
+          // may mean the upstream is still working on it: not retried.
+          retry = e.param != http::kFirstByteTimeout && e.param != http::kTotalTimeout &&
+                  e.param.size() > 0;
+        }
+      } else if ((*up)->status() < 200 || (*up)->status() > 299) {
+        const int status = (*up)->status();
+        auto err_body = (*up)->read_all(64 * 1024);
+        Error e = ep.codec->error_from(status, err_body ? *err_body : std::string());
+        e.message = scrub_upstream_message(e.message, secrets_);
+        retry_after = retry_after_ms((*up)->header("retry-after"), (*up)->header("retry-after-ms"));
+        if (status == 429) {
+          outcome = Outcome::kOverloaded;
+          ekind = ErrorKind::kStatus429;
+        } else if (status >= 500) {
+          outcome = Outcome::kFailure;
+          ekind = ErrorKind::kStatus5xx;
+        }
+        if (retry_after > 0)
+          e.retry_after_ms = retry_after;
+        retry = retryable_status(status);
+        failure = std::move(e);
+      } else {
+        http::UpstreamCall &u = **up;
+        const std::string_view ctype = u.header("content-type").value_or("");
+        if (ctype.find("text/event-stream") != std::string_view::npos) {
+          SseParser parser(config_.sse);
+          auto decoder = ep.codec->stream_decoder();
+          std::vector<SseEvent> events;
+          bool done = false;
+          while (!done && !failure) {
+            auto piece = u.read_some();
+            if (!piece) {
+              failure = client_error(piece.error(), config_.name);
+              if (failure->code != ErrorCode::kCancelled) {
+                outcome = Outcome::kFailure;
+                ekind = kind_of(piece.error());
+              } else {
+                outcome = Outcome::kNeutral;
+              }
+              break;
+            }
+            if (!*piece) {
+              bool all_finished = std::all_of(finished.begin(), finished.end(), [](bool f) { return f; });
+              if (!parser.at_boundary() || !all_finished) {
+                failure = Error{ErrorCode::kUnavailable,
+                                "the upstream of model '" + config_.name +
+                                    "' ended its stream early (cut mid-response)",
+                                {}};
+                outcome = Outcome::kFailure;
+                ekind = ErrorKind::kBadResponse;
+              }
+              break;
+            }
+            events.clear();
+            if (auto fed = parser.feed(**piece, events); !fed) {
+              failure = Error{ErrorCode::kUnavailable,
+                              "the upstream of model '" + config_.name +
+                                  "' sent a malformed event stream: " + fed.error().message,
+                              {}};
+              outcome = Outcome::kFailure;
+              ekind = ErrorKind::kBadResponse;
+              break;
+            }
+            for (const SseEvent &ev : events) {
+              auto step = decoder->on_event(ev);
+              if (!step) {
+                failure = step.error();
+                failure->message = scrub_upstream_message(failure->message, secrets_);
+                ekind = ErrorKind::kBadResponse;
+                outcome = Outcome::kFailure;
+                break;
+              }
+              for (const auto &d : step->deltas)
+                emit(d);
+              if (step->usage)
+                usage = step->usage;
+              if (step->done) {
+                done = true;
+                break;
+              }
+            }
+          }
+          if (!failure && !done && !std::all_of(finished.begin(), finished.end(),
+                                                [](bool f) { return f; })) {
+            failure = Error{ErrorCode::kUnavailable, "upstream stream ended early", {}};
+            outcome = Outcome::kFailure;
+            ekind = ErrorKind::kBadResponse;
+          }
+          if (done && !failure) { // drain to the end so the connection can be kept
+            for (int i = 0; i < 4; ++i) {
+              auto rest = u.read_some();
+              if (!rest || !*rest)
+                break;
+            }
+          }
+          retry = failure && !output_started && outcome == Outcome::kFailure &&
+                  ekind != ErrorKind::kTimeout;
+        } else {
+          auto all = u.read_all(config_.max_response_bytes);
+          if (!all) {
+            failure = client_error(all.error(), config_.name);
+            outcome = failure->code == ErrorCode::kCancelled ? Outcome::kNeutral : Outcome::kFailure;
+            ekind = kind_of(all.error());
+            retry = all.error().param == http::kUpstreamReset;
+          } else if (auto parsed = ep.codec->parse_response(*all); !parsed) {
+            failure = parsed.error();
+            failure->message = scrub_upstream_message(failure->message, secrets_);
+            outcome = Outcome::kFailure;
+            ekind = ErrorKind::kBadResponse;
+          } else {
+            for (const auto &ch : parsed->choices)
+              emit(ch);
+            usage = parsed->usage;
+          }
+        }
+      }
+      const auto attempt_end = clock_.now();
+      pool_->release(*lease, outcome, ekind, retry_after,
+                     std::chrono::duration<double>(attempt_end - attempt_start));
+      if (failure && failure->code == ErrorCode::kCancelled)
+        break;
+      if (failure && retry && !output_started && attempt < config_.max_attempts &&
+          pool_->allow_retry()) {
+        exclude.push_back(lease->index);
+        if (static_cast<int>(exclude.size()) >= pool_->size())
+          exclude.clear(); // every backend tried: the same ones again, after the back-off
+        wait_ms = pool_->backoff(attempt, 0, config_.retry_backoff, config_.max_retry_wait).count();
+      } else {
+        retry = false;
+      }
+      if (!retry)
+        break;
+    }
+    if (!retry || output_started)
+      break;
+    if (wait_ms > 0) { // back-off, cut short by a cancel
+      std::unique_lock<std::mutex> lk(call->mu);
+      call->cv.wait_for(lk, std::chrono::milliseconds(wait_ms),
+                        [&] { return call->cancel->cancelled(); });
+    }
+    if (call->cancel->cancelled()) {
+      failure = Error{ErrorCode::kCancelled, "cancelled", {}};
+      break;
+    }
+  }
+
+  if (usage) {
+    summary.usage.prompt_tokens = usage->prompt_tokens;
+    summary.usage.completion_tokens = usage->completion_tokens;
+    summary.usage.cached_tokens = usage->cached_tokens;
+  } else if (output_started) { // the upstream reported none: the estimates stand
+    summary.usage.prompt_tokens = st.prompt_estimate;
+    summary.usage.completion_tokens = std::max<int64_t>(delta_count, estimate_tokens(text0));
+  }
+  if (sent) {
+    summary.timings.queue_ms = ms_between(t_start, *sent);
+    if (first_token) {
+      summary.timings.prefill_ms = ms_between(*sent, *first_token);
+      summary.timings.decode_ms = ms_between(*first_token, *last_token);
+    }
+  }
+  if (failure) {
+    if (failure->code == ErrorCode::kCancelled)
+      ++cancelled_;
+    summary.error = BackendError{std::move(*failure), !output_started};
+  }
+  call->sink->on_done(summary);
+  call->sink.reset();
+  std::lock_guard<std::mutex> lk(mu_);
+  --in_flight_;
+  idle_cv_.notify_all();
+}
+
+// --- embeddings
+
+namespace {
+struct EmbedState {
+  api::EmbeddingRequest request;
+};
+} // namespace
+
+Result<PreparedEmbeddings> RemoteBackend::prepare_embeddings(const api::EmbeddingRequest &request) {
+  if (endpoints_.front()->codec->kind() == BackendKind::kAnthropic)
+    return Err(Error::invalid("model '" + config_.name + "' (Anthropic) has no embeddings",
+                              "model"));
+  PreparedEmbeddings p;
+  p.tokens_estimated = true;
+  for (std::size_t i = 0; i < request.size(); ++i) {
+    const int64_t n = request.texts.empty()
+                          ? static_cast<int64_t>(request.token_inputs[i].size())
+                          : std::max<int64_t>(1, estimate_tokens(request.texts[i]));
+    p.input_tokens.push_back(n);
+    std::string material = info_.identity + "\n";
+    if (request.texts.empty()) {
+      for (int32_t id : request.token_inputs[i])
+        material += std::to_string(id) + ",";
+    } else {
+      material += request.texts[i];
+    }
+    p.cache_material.push_back(std::move(material));
+  }
+  auto st = std::make_shared<EmbedState>();
+  st->request = request;
+  p.state = std::move(st);
+  return p;
+}
+
+Status RemoteBackend::embed(const PreparedEmbeddings &prepared, std::vector<size_t> indices,
+                            EmbedDone done) {
+  if (!accepting_.load())
+    return Err(Error{ErrorCode::kUnavailable, "model '" + config_.name + "' is shutting down", {}});
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++in_flight_;
+  }
+  auto posted = post([this, prepared, indices = std::move(indices), done = std::move(done)] {
+    run_embed(prepared, indices, done);
+    std::lock_guard<std::mutex> lk(mu_);
+    --in_flight_;
+    idle_cv_.notify_all();
+  });
+  if (!posted) {
+    std::lock_guard<std::mutex> lk(mu_);
+    --in_flight_;
+    return posted;
+  }
+  return Ok();
+}
+
+void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
+                              const std::vector<size_t> &indices, const EmbedDone &done) {
+  const auto &req = std::static_pointer_cast<const EmbedState>(prepared.state)->request;
+  pool_->record_request();
+  std::vector<int> exclude;
+  Error last{ErrorCode::kUnavailable, "no backend answered", {}};
+  for (int attempt = 1; attempt <= config_.max_attempts; ++attempt) {
+    auto lease = pool_->acquire(exclude, std::nullopt);
+    if (!lease)
+      return done(Err(lease.error()));
+    Endpoint &ep = *endpoints_[lease->index];
+    json::array input;
+    for (size_t i : indices) {
+      if (req.texts.empty()) {
+        json::array ids;
+        for (int32_t id : req.token_inputs[i])
+          ids.push_back(id);
+        input.push_back(std::move(ids));
+      } else {
+        input.push_back(json::string(req.texts[i]));
+      }
+    }
+    json::object b{{"model", ep.model}, {"input", std::move(input)}};
+    http::Headers headers{{"Content-Type", "application/json"}};
+    for (auto &w : ep.codec->auth_headers(ep.api_key))
+      headers.push_back({w.name, w.value});
+    const auto t0 = clock_.now();
+    auto up = ep.client->start(http::Method::kPost, ep.base_path + "/embeddings",
+                               json::serialize(b), std::move(headers));
+    bool retry = false;
+    Outcome outcome = Outcome::kSuccess;
+    std::optional<ErrorKind> ekind;
+    std::optional<EmbedResult> result;
+    if (!up) {
+      last = client_error(up.error(), config_.name);
+      outcome = Outcome::kFailure;
+      ekind = kind_of(up.error());
+      retry = up.error().param == http::kConnectFailed || up.error().param == http::kConnectTimeout;
+    } else {
+      auto body = (*up)->read_all(config_.max_response_bytes);
+      const int status = (*up)->status();
+      if (!body) {
+        last = client_error(body.error(), config_.name);
+        outcome = Outcome::kFailure;
+        ekind = kind_of(body.error());
+      } else if (status < 200 || status > 299) {
+        last = ep.codec->error_from(status, *body);
+        last.message = scrub_upstream_message(last.message, secrets_);
+        retry = retryable_status(status);
+        outcome = status == 429 ? Outcome::kOverloaded
+                                : (status >= 500 ? Outcome::kFailure : Outcome::kSuccess);
+        ekind = status == 429 ? std::optional(ErrorKind::kStatus429)
+                              : (status >= 500 ? std::optional(ErrorKind::kStatus5xx)
+                                               : std::nullopt);
+      } else {
+        json::parse_options po;
+        po.allow_invalid_utf8 = true;
+        json::error_code jec;
+        json::value v = json::parse(*body, jec, {}, po);
+        const json::value *data =
+            !jec && v.is_object() ? v.as_object().if_contains("data") : nullptr;
+        if (!data || !data->is_array() || data->as_array().size() != indices.size()) {
+          last = Error{ErrorCode::kUnavailable, "upstream sent an invalid embeddings response", {}};
+          outcome = Outcome::kFailure;
+          ekind = ErrorKind::kBadResponse;
+        } else {
+          EmbedResult r;
+          r.vectors.resize(indices.size());
+          bool ok = true;
+          std::size_t pos = 0;
+          for (const json::value &d : data->as_array()) {
+            const json::object *o = d.if_object();
+            const json::value *emb = o ? o->if_contains("embedding") : nullptr;
+            std::size_t at = pos++;
+            if (o)
+              if (const json::value *ix = o->if_contains("index"); ix && ix->is_int64() &&
+                                                                   ix->as_int64() >= 0 &&
+                                                                   static_cast<std::size_t>(ix->as_int64()) < indices.size())
+                at = static_cast<std::size_t>(ix->as_int64());
+            if (!emb || !emb->is_array()) {
+              ok = false;
+              break;
+            }
+            for (const json::value &x : emb->as_array()) {
+              if (!x.is_number()) {
+                ok = false;
+                break;
+              }
+              r.vectors[at].push_back(static_cast<float>(x.to_number<double>()));
+            }
+          }
+          if (const json::value *u = v.as_object().if_contains("usage"); u && u->is_object())
+            if (const json::value *pt = u->as_object().if_contains("prompt_tokens");
+                pt && pt->is_int64())
+              r.prompt_tokens = pt->as_int64();
+          if (r.prompt_tokens == 0)
+            for (size_t i : indices)
+              r.prompt_tokens += prepared.input_tokens[i];
+          r.served_by = config_.name + "@" + ep.name;
+          if (ok)
+            result = std::move(r);
+          else {
+            last = Error{ErrorCode::kUnavailable, "upstream sent an invalid embedding", {}};
+            outcome = Outcome::kFailure;
+            ekind = ErrorKind::kBadResponse;
+          }
+        }
+      }
+    }
+    pool_->release(*lease, outcome, ekind, 0,
+                   std::chrono::duration<double>(clock_.now() - t0));
+    if (result)
+      return done(std::move(*result));
+    if (!retry || !pool_->allow_retry())
+      break;
+    exclude.push_back(lease->index);
+    if (static_cast<int>(exclude.size()) >= pool_->size())
+      exclude.clear();
+  }
+  done(Err(std::move(last)));
+}
+
+// --- health
+
+void RemoteBackend::prober() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stopping_) {
+    prober_cv_.wait_for(lk, config_.probe_interval, [&] { return stopping_; });
+    if (stopping_)
+      return;
+    lk.unlock();
+    for (int i = 0; i < static_cast<int>(endpoints_.size()); ++i) {
+      Endpoint &ep = *endpoints_[i];
+      http::Headers h;
+      for (auto &w : ep.codec->auth_headers(ep.api_key))
+        h.push_back({w.name, w.value});
+      auto up = ep.client->start(http::Method::kGet, ep.base_path + config_.probe_path, {}, h);
+      bool ok = false;
+      if (up) {
+        auto body = (*up)->read_all(1 << 20);
+        ok = body.ok() && (*up)->status() >= 200 && (*up)->status() < 300;
+      }
+      pool_->probe_result(i, ok);
+    }
+    lk.lock();
+  }
+}
+
+void RemoteBackend::probe(ProbeDone done) {
+  const auto t0 = clock_.now();
+  auto posted = post([this, done, t0] {
+    ProbeResult r;
+    r.ok = pool_->ready();
+    if (!r.ok)
+      r.error = "every backend of model '" + config_.name + "' is ejected";
+    r.latency_ms = ms_between(t0, clock_.now());
+    done(std::move(r));
+  });
+  if (!posted)
+    done(ProbeResult{false, posted.error().message, 0});
+}
+
+BackendStats RemoteBackend::stats() const {
+  BackendStats s;
+  const PoolStats ps = pool_->stats();
+  for (const auto &e : ps.endpoints)
+    s.running += e.in_flight;
+  s.waiting = ps.queued;
+  s.queued_requests = ps.queued;
+  s.cancelled = cancelled_.load();
+  s.rejected_queue_full = ps.queue_rejected + rejected_.load();
+  std::lock_guard<std::mutex> lk(mu_);
+  s.in_flight = in_flight_;
+  return s;
+}
+
+void RemoteBackend::stop_accepting() { accepting_.store(false); }
+
+bool RemoteBackend::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  return idle_cv_.wait_for(lk, timeout, [&] { return in_flight_ == 0; });
+}
+
+void RemoteBackend::cancel_all() {
+  std::vector<std::shared_ptr<Call>> live;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto &w : calls_)
+      if (auto c = w.lock())
+        live.push_back(std::move(c));
+  }
+  for (auto &c : live)
+    cancel_call(*c);
+  pool_->wake_waiters();
+}
+
+} // namespace gantry::backend::remote

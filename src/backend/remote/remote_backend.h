@@ -1,0 +1,132 @@
+// RemoteBackend: the ModelBackend adapter for a model served elsewhere — one or more upstream
+// engines speaking the OpenAI API (vLLM, SGLang, TGI, llama.cpp server, another Gantry), the
+// hosted OpenAI API, or Anthropic's Messages API. It joins the wire codecs (wire.h), the pool
+// policy (pool.h) and the upstream transport (http/upstream.h):
+//
+//   start() → a call thread acquires a backend from the pool → request on a kept-alive
+//   connection → the response (JSON body, or SSE read piece by piece) becomes ChoiceEvents →
+//   one CallSummary with the upstream's real usage and the backend's name (served_by).
+//
+// Failures before any output reached the sink (connect errors, resets, 429, 5xx) are retried on
+// another backend of the pool, with back-off honouring Retry-After, inside the pool's retry
+// budget; a failure after output began is never retried (the summary says before_output=false).
+// cancel() closes the upstream request at once.
+//
+// Threading: thread-safe. Calls run on the backend's call threads (grown on demand up to
+// max_threads), blocking on their own connection; a prober thread runs the active health
+// checks. Sinks are called on call threads, never inside start()/embed()/probe().
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/model_backend.h"
+#include "backend/remote/pool.h"
+#include "backend/remote/wire.h"
+#include "core/clock.h"
+
+namespace gantry::http {
+class UpstreamClient;
+}
+
+namespace gantry::backend::remote {
+
+struct RemoteEndpointConfig {
+  std::string url;   // http(s)://host[:port]/.../v1
+  std::string model; // the upstream model id; empty = the only one /v1/models lists
+  int weight = 1;
+  int max_concurrent = 0;
+  std::string api_key; // resolved from api_key_env / api_key_file by the config, never inline
+  BackendKind kind = BackendKind::kOpenAICompatible;
+  std::string tls_ca_file;
+};
+
+struct RemoteModelConfig {
+  std::string name; // the served model name
+  std::vector<RemoteEndpointConfig> endpoints;
+  PoolOptions pool;
+  std::chrono::milliseconds connect_timeout{5'000};
+  std::chrono::milliseconds first_byte_timeout{120'000};
+  std::chrono::milliseconds idle_timeout{60'000};
+  std::chrono::milliseconds total_timeout{600'000};
+  int max_attempts = 3;                            // per call, across the pool
+  std::chrono::milliseconds retry_backoff{50};     // base of the jittered exponential back-off
+  std::chrono::milliseconds max_retry_wait{2'000}; // longest Retry-After a call waits out
+  std::string probe_path = "/models";              // below the base URL; "" = no active probes
+  std::chrono::milliseconds probe_interval{5'000};
+  std::size_t max_response_bytes = 8 << 20; // a non-streamed body; beyond: an error
+  SseLimits sse;                            // a streamed line / event
+  int max_threads = 512;                    // call threads; beyond, calls queue
+  int max_queued_calls = 4096;              // beyond: 429
+};
+
+class RemoteBackend final : public ModelBackend {
+public:
+  // Resolves each endpoint's upstream model (asking /v1/models when none is named) and starts
+  // the prober. Start-up errors name the model and the endpoint.
+  static Result<std::unique_ptr<RemoteBackend>> create(RemoteModelConfig config,
+                                                       const Clock &clock);
+  ~RemoteBackend() override;
+
+  const BackendInfo &info() const override { return info_; }
+  Result<PreparedCall> prepare(const api::InferenceRequest &request,
+                               const PrepareOptions &options) override;
+  Result<std::unique_ptr<CallHandle>> start(const PreparedCall &prepared,
+                                            std::shared_ptr<CallSink> sink) override;
+  Result<PreparedEmbeddings> prepare_embeddings(const api::EmbeddingRequest &request) override;
+  Status embed(const PreparedEmbeddings &prepared, std::vector<size_t> indices,
+               EmbedDone done) override;
+  void probe(ProbeDone done) override;
+  BackendStats stats() const override;
+  void stop_accepting() override;
+  bool wait_idle(std::chrono::milliseconds timeout) override;
+  void cancel_all() override;
+
+  // Per-backend state for /metrics and /readyz.
+  PoolStats pool_stats() const { return pool_->stats(); }
+  bool ready() const { return pool_->ready(); }
+  const std::string &endpoint_name(int i) const { return pool_->name(i); }
+  int endpoint_count() const { return pool_->size(); }
+
+  struct Endpoint; // remote_backend.cpp
+  struct Call;
+
+private:
+  RemoteBackend(RemoteModelConfig config, const Clock &clock);
+  // Runs `task` on a call thread; kQueueFull beyond max_queued_calls, kUnavailable when stopped.
+  Status post(std::function<void()> task);
+  void call_thread();
+  void prober();
+  void run_call(const std::shared_ptr<Call> &call);
+  void run_embed(const PreparedEmbeddings &prepared, const std::vector<size_t> &indices,
+                 const EmbedDone &done);
+
+  RemoteModelConfig config_;
+  const Clock &clock_;
+  BackendInfo info_;
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  std::unique_ptr<Pool> pool_;
+  std::vector<std::string> secrets_; // API keys: scrubbed from any upstream text
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_, idle_cv_, prober_cv_;
+  std::deque<std::function<void()>> tasks_; // bounded by max_queued_calls
+  std::vector<std::thread> threads_;
+  int idle_threads_ = 0;
+  bool stopping_ = false;
+  std::atomic<bool> accepting_{true};
+  int in_flight_ = 0;
+  std::vector<std::weak_ptr<Call>> calls_; // for cancel_all; pruned as calls end
+  std::atomic<uint64_t> cancelled_{0}, rejected_{0};
+  std::thread prober_;
+};
+
+} // namespace gantry::backend::remote
