@@ -82,7 +82,15 @@ int run_serve(const ServeFlags &f) {
     cfg.cache.ttl = std::chrono::seconds(f.cache_ttl_s);
   if (!f.models.empty()) {
     cfg.models.clear();
+    cfg.remote_models.clear();
     for (const auto &m : f.models) {
+      if (server::is_remote_model_arg(m)) { // NAME=http(s)://.../v1: a remote model
+        if (auto st = server::add_remote_model_arg(m, cfg.remote_models); !st) {
+          std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
+          return 2;
+        }
+        continue;
+      }
       auto spec = server::parse_model_arg(m);
       if (!spec) {
         std::fprintf(stderr, "error: %s\n", spec.error().message.c_str());
@@ -91,7 +99,7 @@ int run_serve(const ServeFlags &f) {
       cfg.models.push_back(*spec);
     }
   }
-  if (cfg.models.empty()) {
+  if (cfg.models.empty() && cfg.remote_models.empty()) {
     auto spec = server::parse_model_arg(default_model_path());
     cfg.models.push_back(*spec);
   }

@@ -265,8 +265,8 @@ Result<std::optional<std::string>> UpstreamCall::read_some() {
     beast::error_code ec;
     try {
       ec = c.with([&](auto &s) {
-        return run(c,
-                   [&](auto handler) { bhttp::async_read_some(s, c.buffer, p, std::move(handler)); });
+        return run(
+            c, [&](auto handler) { bhttp::async_read_some(s, c.buffer, p, std::move(handler)); });
       });
     } catch (const std::exception &e) {
       failed_ = true;
@@ -300,8 +300,8 @@ Result<std::string> UpstreamCall::read_all(std::size_t max_bytes) {
       return body;
     if (body.size() + piece->size() > max_bytes) {
       failed_ = true;
-      return Err(classed(kResponseTooLarge, "upstream response larger than " +
-                                                std::to_string(max_bytes) + " bytes"));
+      return Err(classed(kResponseTooLarge,
+                         "upstream response larger than " + std::to_string(max_bytes) + " bytes"));
     }
     body += *piece;
   }
@@ -349,13 +349,11 @@ void UpstreamClient::put_back(std::unique_ptr<UpstreamConnection> conn) {
   idle_.emplace_back(std::move(conn), clock_.now());
 }
 
-Result<std::unique_ptr<UpstreamCall>> UpstreamClient::start(Method method,
-                                                            std::string_view target,
+Result<std::unique_ptr<UpstreamCall>> UpstreamClient::start(Method method, std::string_view target,
                                                             std::string body, Headers headers,
                                                             std::shared_ptr<CancelSignal> cancel) {
-  const Deadline deadline = options_.total_timeout.count() > 0
-                                ? clock_.now() + options_.total_timeout
-                                : Deadline::max();
+  const Deadline deadline =
+      options_.total_timeout.count() > 0 ? clock_.now() + options_.total_timeout : Deadline::max();
   bhttp::request<bhttp::string_body> req{to_verb(method), target, 11};
   req.set(bhttp::field::host, authority(options_));
   req.set(bhttp::field::user_agent, "gantry");

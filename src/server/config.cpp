@@ -1,4 +1,5 @@
 #include "server/config.h"
+#include "server/remote_models_toml.h"
 
 #include <toml++/toml.h>
 
@@ -211,8 +212,13 @@ Status ServerConfig::validate() const {
   // A chunked body reserves max_body_bytes up front; a smaller budget would refuse them all.
   if (max_inflight_body_bytes < max_body_bytes)
     return config_error("max_inflight_body_bytes", "must be at least max_body_bytes");
-  if (models.empty())
+  if (models.empty() && remote_models.empty())
     return config_error("models", "no model configured");
+  GANTRY_TRY(validate_remote_models(remote_models));
+  for (const auto &r : remote_models)
+    for (const auto &m : models)
+      if (m.name == r.name)
+        return config_error("models", "duplicate model name '" + r.name + "'");
   for (size_t i = 0; i < models.size(); ++i) {
     const auto &m = models[i];
     const std::string p = "models[" + std::to_string(i) + "].";
@@ -549,11 +555,17 @@ Status apply_toml_file(const std::string &path, ServerConfig &c) {
     GANTRY_TRY(read_jobs_table(*n, c.jobs));
   if (auto *arr = t["models"].as_array()) {
     c.models.clear();
+    c.remote_models.clear();
     for (size_t i = 0; i < arr->size(); ++i) {
       const std::string p = "models[" + std::to_string(i) + "].";
       auto *m = (*arr)[i].as_table();
       if (!m)
         return config_error("models[" + std::to_string(i) + "]", "expected a table");
+      if (m->contains("backends")) { // a remote model
+        GANTRY_ASSIGN_OR_RETURN(RemoteModelSpec r, read_remote_model_table(*m, p));
+        c.remote_models.push_back(std::move(r));
+        continue;
+      }
       ModelSpec s;
       GANTRY_TRY(read_string(*m, "path", s.path, p));
       if (s.path.empty())
@@ -640,14 +652,17 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       GANTRY_ASSIGN_OR_RETURN(int64_t n, to_int(k, v));
       c.io_threads = static_cast<int>(n);
     } else if (k == "GANTRY_MODEL") {
-      // Comma-separated NAME=PATH list; replaces the configured models.
+      // Comma-separated NAME=PATH (or NAME=URL) list; replaces the configured models.
       c.models.clear();
+      c.remote_models.clear();
       size_t start = 0;
       while (start <= v.size()) {
         size_t comma = v.find(',', start);
         std::string one =
             v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (!one.empty()) {
+        if (!one.empty() && is_remote_model_arg(one)) {
+          GANTRY_TRY(add_remote_model_arg(one, c.remote_models));
+        } else if (!one.empty()) {
           GANTRY_ASSIGN_OR_RETURN(ModelSpec m, parse_model_arg(one));
           c.models.push_back(std::move(m));
         }

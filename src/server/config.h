@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "server/remote_models_config.h"
 
 namespace gantry::server {
 
@@ -77,6 +78,7 @@ struct ServerConfig {
   std::string data_dir = "./gantry-data";
   int io_threads = 2;
   std::vector<ModelSpec> models;
+  std::vector<RemoteModelSpec> remote_models; // served from other engines (remote_models_config.h)
 
   int max_queued_requests = 256; // per model, beyond which requests get 429
   int64_t max_queued_tokens = 1 << 20;

@@ -149,11 +149,11 @@ TEST(UpstreamClient, KeepAliveReusesOneConnection) {
 
 TEST(UpstreamClient, ChunkedStreamArrivesPieceByPiece) {
   ScriptServer s([](int) {
-    return std::vector<Step>{
-        {"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"},
-        {"6\r\ndata: \r\n"},
-        {"3\r\nab\n\r\n", 50ms},
-        {"0\r\n\r\n", 50ms}};
+    return std::vector<Step>{{"HTTP/1.1 200 OK\r\nContent-Type: "
+                              "text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"},
+                             {"6\r\ndata: \r\n"},
+                             {"3\r\nab\n\r\n", 50ms},
+                             {"0\r\n\r\n", 50ms}};
   });
   SystemClock clock;
   UpstreamClient client(opts(s.port()), clock);

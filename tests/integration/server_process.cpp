@@ -35,7 +35,7 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
 
   std::vector<std::string> args = {
       GANTRY_BINARY, "serve",
-      "--port",      "0",
+      "--port",      std::to_string(options.port),
       "--data-dir",  options.data_dir.empty() ? p->tmp_dir_ + "/data" : options.data_dir};
   if (!options.config_toml.empty()) {
     const std::string path = p->tmp_dir_ + "/gantry.toml";

@@ -32,6 +32,8 @@ struct ServerProcessOptions {
   std::vector<std::string> env;
   // When non-empty, the data directory to use instead of a fresh one (a restart after a crash).
   std::string data_dir;
+  // The port to listen on; 0 = any free one (a restarted backend must keep its address).
+  std::uint16_t port = 0;
 };
 
 class ServerProcess {

@@ -61,9 +61,8 @@ void add_usage(const json::object &u, UpstreamUsage &out) {
 }
 
 Error normalise(int status, std::string_view type, const std::string &message) {
-  const std::string shown =
-      "upstream: " + (message.empty() ? "HTTP " + std::to_string(status)
-                                      : scrub_upstream_message(message, {}));
+  const std::string shown = "upstream: " + (message.empty() ? "HTTP " + std::to_string(status)
+                                                            : scrub_upstream_message(message, {}));
   if (message.find("prompt is too long") != std::string::npos ||
       message.find("context window") != std::string::npos)
     return Error{ErrorCode::kContextLengthExceeded, shown, {}};
@@ -145,8 +144,7 @@ public:
     if (r.endpoint != api::Endpoint::kChatCompletions)
       return Err(path(r.endpoint).error());
     if (r.n != 1)
-      return Err(Error::invalid("n > 1 is not supported by this model's backend (Anthropic)",
-                                "n"));
+      return Err(Error::invalid("n > 1 is not supported by this model's backend (Anthropic)", "n"));
     json::object b;
     b["model"] = model;
     b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens; // required there

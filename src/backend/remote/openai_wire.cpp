@@ -112,7 +112,7 @@ public:
 
   Result<std::string> path(api::Endpoint endpoint) const override {
     return std::string(endpoint == api::Endpoint::kChatCompletions ? "/chat/completions"
-                                                                     : "/completions");
+                                                                   : "/completions");
   }
 
   Result<std::string> request_body(const api::InferenceRequest &r, std::string_view model,
@@ -244,8 +244,8 @@ public:
                                       const std::string &code, const std::string &type,
                                       const std::string &param) {
     const std::string shown =
-        "upstream: " + (message.empty() ? "HTTP " + std::to_string(status)
-                                        : scrub_upstream_message(message, {}));
+        "upstream: " +
+        (message.empty() ? "HTTP " + std::to_string(status) : scrub_upstream_message(message, {}));
     auto mk = [&](ErrorCode c) { return Error{c, shown, echoed(param)}; };
     if (code == "context_length_exceeded" ||
         message.find("maximum context length") != std::string::npos ||
@@ -255,9 +255,10 @@ public:
     case 400:
     case 422: return mk(ErrorCode::kInvalidArgument);
     case 413: return mk(ErrorCode::kPayloadTooLarge);
-    case 429: return type == "insufficient_quota" || code == "insufficient_quota"
-                         ? Error{ErrorCode::kUnavailable, shown, {}}
-                         : mk(ErrorCode::kRateLimited);
+    case 429:
+      return type == "insufficient_quota" || code == "insufficient_quota"
+                 ? Error{ErrorCode::kUnavailable, shown, {}}
+                 : mk(ErrorCode::kRateLimited);
     default: break;
     }
     // 401/403/404 mean Gantry's configuration of the backend is wrong (key, model): the client

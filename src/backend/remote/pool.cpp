@@ -78,9 +78,8 @@ std::optional<Pool::Lease> Pool::choose(const std::vector<int> &exclude,
       break;
     case Usable::kFull: any_full = true; break;
     case Usable::kOut: {
-      const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             eps_[i].out_until - now)
-                             .count();
+      const int64_t ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(eps_[i].out_until - now).count();
       if (ms > 0 && (out_ms < 0 || ms < out_ms))
         out_ms = ms;
       break;
@@ -256,8 +255,8 @@ void Pool::record_request() {
 
 bool Pool::allow_retry() {
   std::lock_guard<std::mutex> lk(mu_);
-  const double allowed = std::max<double>(options_.min_retries,
-                                          options_.retry_ratio * static_cast<double>(window_requests_));
+  const double allowed = std::max<double>(
+      options_.min_retries, options_.retry_ratio * static_cast<double>(window_requests_));
   if (static_cast<double>(window_retries_) + 1 > allowed) {
     ++retries_refused_;
     return false;

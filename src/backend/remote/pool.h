@@ -30,9 +30,9 @@ struct EndpointSpec {
 };
 
 struct PoolOptions {
-  bool prefix_affinity = false;     // routing = "prefix"
+  bool prefix_affinity = false;      // routing = "prefix"
   double affinity_load_factor = 1.5; // a backend takes an affine request below c × mean load + 1
-  int max_queue = 64;               // requests waiting for a free slot; beyond: 429
+  int max_queue = 64;                // requests waiting for a free slot; beyond: 429
   std::chrono::milliseconds max_queue_wait{5'000};
   // Outlier detection: this many consecutive failures (connect errors, 5xx) eject a backend for
   // base × 2^(ejections-1), capped; then one trial request decides.
@@ -47,10 +47,10 @@ struct PoolOptions {
 
 // How one attempt on a backend ended.
 enum class Outcome {
-  kSuccess,      // a usable answer (any 2xx, or a client error the backend rightly gave)
-  kFailure,      // connect error, reset, timeout, 5xx: counts towards ejection
-  kOverloaded,   // 429: a cool-down of Retry-After, no ejection
-  kNeutral,      // cancelled by the client: says nothing about the backend
+  kSuccess,    // a usable answer (any 2xx, or a client error the backend rightly gave)
+  kFailure,    // connect error, reset, timeout, 5xx: counts towards ejection
+  kOverloaded, // 429: a cool-down of Retry-After, no ejection
+  kNeutral,    // cancelled by the client: says nothing about the backend
 };
 
 // Error kinds counted per backend (metrics: errors by kind).
@@ -60,20 +60,20 @@ std::string_view error_kind_name(ErrorKind kind);
 struct EndpointStats {
   std::string name;
   int in_flight = 0;
-  bool ejected = false;   // out of rotation now (ejected and not yet due for a trial)
-  bool healthy = true;    // the last active probe (true before the first)
-  uint64_t requests = 0;  // attempts sent
+  bool ejected = false;  // out of rotation now (ejected and not yet due for a trial)
+  bool healthy = true;   // the last active probe (true before the first)
+  uint64_t requests = 0; // attempts sent
   uint64_t errors[static_cast<int>(ErrorKind::kCount)] = {};
-  uint64_t ejections = 0; // times ejected
+  uint64_t ejections = 0;         // times ejected
   double latency_seconds_sum = 0; // of successful attempts, start to end
   uint64_t latency_count = 0;
 };
 
 struct PoolStats {
   std::vector<EndpointStats> endpoints;
-  uint64_t retries = 0;          // attempts after the first
-  uint64_t retries_refused = 0;  // retries the budget refused
-  uint64_t queue_rejected = 0;   // 429s for a full wait queue
+  uint64_t retries = 0;         // attempts after the first
+  uint64_t retries_refused = 0; // retries the budget refused
+  uint64_t queue_rejected = 0;  // 429s for a full wait queue
   int queued = 0;
 };
 
@@ -118,8 +118,7 @@ public:
   // A jittered exponential back-off for retry `attempt` (1, 2, ...) honouring the upstream's
   // retry-after: max(retry_after_ms, base × 2^(attempt-1) × [0.5, 1)), at most `cap`.
   std::chrono::milliseconds backoff(int attempt, int64_t retry_after_ms,
-                                    std::chrono::milliseconds base,
-                                    std::chrono::milliseconds cap);
+                                    std::chrono::milliseconds base, std::chrono::milliseconds cap);
 
 private:
   struct Endpoint {
@@ -128,7 +127,7 @@ private:
     int consecutive_failures = 0;
     int ejection_count = 0; // consecutive ejections without a success in between
     std::chrono::steady_clock::time_point out_until{}; // ejected or cooling down until
-    bool ejected = false;   // needs a successful trial (or probe) to return
+    bool ejected = false; // needs a successful trial (or probe) to return
     bool trial_in_flight = false;
     bool probe_ok = true;
     EndpointStats stats;

@@ -205,7 +205,8 @@ RemoteBackend::~RemoteBackend() {
   }
   work_cv_.notify_all();
   prober_cv_.notify_all();
-  pool_->wake_waiters();
+  if (pool_)
+    pool_->wake_waiters();
   if (prober_.joinable())
     prober_.join();
   for (auto &t : threads_)
@@ -270,8 +271,8 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
   } else if (request.prompt_ids) {
     prompt = static_cast<int64_t>(request.prompt_ids->size());
     if (request.echo)
-      return Err(Error::invalid("echo with token-id prompts is not supported for remote models",
-                                "echo"));
+      return Err(
+          Error::invalid("echo with token-id prompts is not supported for remote models", "echo"));
     for (std::size_t i = 0; i < request.prompt_ids->size() && i < 1024; ++i)
       affinity_text += std::to_string((*request.prompt_ids)[i]) + ",";
   } else {
@@ -296,8 +297,8 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
     auto plain = state->request;
     plain.stream = false;
     plain.include_usage = false;
-    p.cache_material = info_.identity + "\n" +
-                       *codec.request_body(plain, "", false, options.default_max_tokens);
+    p.cache_material =
+        info_.identity + "\n" + *codec.request_body(plain, "", false, options.default_max_tokens);
   }
   p.state = std::move(state);
   return p;
@@ -367,13 +368,14 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
   std::vector<int> exclude;
   std::optional<UpstreamUsage> usage;
   std::optional<Error> failure;
+  std::optional<Error> upstream_failure; // the last answer of an upstream, kept over pool errors
   for (int attempt = 1;; ++attempt) {
     failure.reset();
     int64_t wait_ms = 0;
     bool retry = false;
     auto lease = pool_->acquire(exclude, st.affinity, [&] { return call->cancel->cancelled(); });
     if (!lease) {
-      failure = lease.error();
+      failure = upstream_failure ? *upstream_failure : lease.error();
       // Every usable backend is cooling down (Retry-After) or ejected: wait it out when short.
       if (lease.error().code == ErrorCode::kUnavailable && !exclude.empty() &&
           lease.error().retry_after_ms <= config_.max_retry_wait.count()) {
@@ -457,7 +459,8 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
               break;
             }
             if (!*piece) {
-              bool all_finished = std::all_of(finished.begin(), finished.end(), [](bool f) { return f; });
+              bool all_finished =
+                  std::all_of(finished.begin(), finished.end(), [](bool f) { return f; });
               if (!parser.at_boundary() || !all_finished) {
                 failure = Error{ErrorCode::kUnavailable,
                                 "the upstream of model '" + config_.name +
@@ -497,8 +500,8 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
               }
             }
           }
-          if (!failure && !done && !std::all_of(finished.begin(), finished.end(),
-                                                [](bool f) { return f; })) {
+          if (!failure && !done &&
+              !std::all_of(finished.begin(), finished.end(), [](bool f) { return f; })) {
             failure = Error{ErrorCode::kUnavailable, "upstream stream ended early", {}};
             outcome = Outcome::kFailure;
             ekind = ErrorKind::kBadResponse;
@@ -516,7 +519,8 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
           auto all = u.read_all(config_.max_response_bytes);
           if (!all) {
             failure = client_error(all.error(), config_.name);
-            outcome = failure->code == ErrorCode::kCancelled ? Outcome::kNeutral : Outcome::kFailure;
+            outcome =
+                failure->code == ErrorCode::kCancelled ? Outcome::kNeutral : Outcome::kFailure;
             ekind = kind_of(all.error());
             retry = all.error().param == http::kUpstreamReset;
           } else if (auto parsed = ep.codec->parse_response(*all); !parsed) {
@@ -531,17 +535,25 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
           }
         }
       }
+      if (failure && failure->code != ErrorCode::kCancelled)
+        upstream_failure = failure;
       const auto attempt_end = clock_.now();
       pool_->release(*lease, outcome, ekind, retry_after,
                      std::chrono::duration<double>(attempt_end - attempt_start));
       if (failure && failure->code == ErrorCode::kCancelled)
         break;
+      // Another backend is tried after a short back-off; when every one was tried, the same
+      // ones again after their Retry-After (when it is short enough to wait out).
+      const bool all_tried = static_cast<int>(exclude.size()) + 1 >= pool_->size();
       if (failure && retry && !output_started && attempt < config_.max_attempts &&
-          pool_->allow_retry()) {
+          !(all_tried && retry_after > config_.max_retry_wait.count()) && pool_->allow_retry()) {
         exclude.push_back(lease->index);
-        if (static_cast<int>(exclude.size()) >= pool_->size())
-          exclude.clear(); // every backend tried: the same ones again, after the back-off
-        wait_ms = pool_->backoff(attempt, 0, config_.retry_backoff, config_.max_retry_wait).count();
+        if (all_tried)
+          exclude.clear();
+        wait_ms = pool_
+                      ->backoff(attempt, all_tried ? retry_after : 0, config_.retry_backoff,
+                                config_.max_retry_wait)
+                      .count();
       } else {
         retry = false;
       }
@@ -598,8 +610,8 @@ struct EmbedState {
 
 Result<PreparedEmbeddings> RemoteBackend::prepare_embeddings(const api::EmbeddingRequest &request) {
   if (endpoints_.front()->codec->kind() == BackendKind::kAnthropic)
-    return Err(Error::invalid("model '" + config_.name + "' (Anthropic) has no embeddings",
-                              "model"));
+    return Err(
+        Error::invalid("model '" + config_.name + "' (Anthropic) has no embeddings", "model"));
   PreparedEmbeddings p;
   p.tokens_estimated = true;
   for (std::size_t i = 0; i < request.size(); ++i) {
@@ -695,9 +707,9 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
         retry = retryable_status(status);
         outcome = status == 429 ? Outcome::kOverloaded
                                 : (status >= 500 ? Outcome::kFailure : Outcome::kSuccess);
-        ekind = status == 429 ? std::optional(ErrorKind::kStatus429)
-                              : (status >= 500 ? std::optional(ErrorKind::kStatus5xx)
-                                               : std::nullopt);
+        ekind = status == 429
+                    ? std::optional(ErrorKind::kStatus429)
+                    : (status >= 500 ? std::optional(ErrorKind::kStatus5xx) : std::nullopt);
       } else {
         json::parse_options po;
         po.allow_invalid_utf8 = true;
@@ -719,9 +731,9 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
             const json::value *emb = o ? o->if_contains("embedding") : nullptr;
             std::size_t at = pos++;
             if (o)
-              if (const json::value *ix = o->if_contains("index"); ix && ix->is_int64() &&
-                                                                   ix->as_int64() >= 0 &&
-                                                                   static_cast<std::size_t>(ix->as_int64()) < indices.size())
+              if (const json::value *ix = o->if_contains("index");
+                  ix && ix->is_int64() && ix->as_int64() >= 0 &&
+                  static_cast<std::size_t>(ix->as_int64()) < indices.size())
                 at = static_cast<std::size_t>(ix->as_int64());
             if (!emb || !emb->is_array()) {
               ok = false;
@@ -753,8 +765,7 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
         }
       }
     }
-    pool_->release(*lease, outcome, ekind, 0,
-                   std::chrono::duration<double>(clock_.now() - t0));
+    pool_->release(*lease, outcome, ekind, 0, std::chrono::duration<double>(clock_.now() - t0));
     if (result)
       return done(std::move(*result));
     if (!retry || !pool_->allow_retry())
@@ -837,7 +848,8 @@ void RemoteBackend::cancel_all() {
   }
   for (auto &c : live)
     cancel_call(*c);
-  pool_->wake_waiters();
+  if (pool_)
+    pool_->wake_waiters();
 }
 
 } // namespace gantry::backend::remote

@@ -58,7 +58,8 @@ Status SseParser::line(std::string_view l, std::vector<SseEvent> &out) {
     return Ok(); // comment (keep-alive pings)
   const std::size_t colon = l.find(':');
   std::string_view field = l.substr(0, colon);
-  std::string_view value = colon == std::string_view::npos ? std::string_view() : l.substr(colon + 1);
+  std::string_view value =
+      colon == std::string_view::npos ? std::string_view() : l.substr(colon + 1);
   if (!value.empty() && value.front() == ' ')
     value.remove_prefix(1);
   if (field == "data") {

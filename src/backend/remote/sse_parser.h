@@ -40,7 +40,7 @@ private:
   Status line(std::string_view l, std::vector<SseEvent> &out);
 
   SseLimits limits_;
-  std::string line_; // the incomplete line so far
+  std::string line_;     // the incomplete line so far
   bool skip_lf_ = false; // a CR ended the last line; a following LF belongs to it
   std::string data_;
   std::string event_;

@@ -140,8 +140,7 @@ TEST(Pool, AllEjectedIsUnavailableWithRetryAfterAndNotReady) {
 TEST(Pool, RetryAfterCoolsABackendDownWithoutEjecting) {
   FakeClock clock;
   Pool pool(two(), {}, clock);
-  pool.release(*pool.acquire({1}, std::nullopt), Outcome::kOverloaded, ErrorKind::kStatus429,
-               2000);
+  pool.release(*pool.acquire({1}, std::nullopt), Outcome::kOverloaded, ErrorKind::kStatus429, 2000);
   EXPECT_FALSE(pool.stats().endpoints[0].ejected);
   for (int i = 0; i < 5; ++i) {
     auto l = *pool.acquire({}, std::nullopt);

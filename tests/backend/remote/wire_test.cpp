@@ -37,7 +37,8 @@ TEST(OpenAIWire, RequestRewritesModelAndAsksForUsageWhenStreaming) {
 TEST(OpenAIWire, HostedKindSendsNoEngineExtensions) {
   auto r = chat(false);
   r.sampling.top_k = 5;
-  auto compat = json::parse(*make_codec(BackendKind::kOpenAICompatible)->request_body(r, "m", false, 5));
+  auto compat =
+      json::parse(*make_codec(BackendKind::kOpenAICompatible)->request_body(r, "m", false, 5));
   auto hosted = json::parse(*make_codec(BackendKind::kOpenAI)->request_body(r, "m", false, 5));
   EXPECT_TRUE(compat.as_object().contains("top_k"));
   EXPECT_FALSE(hosted.as_object().contains("top_k"));
@@ -48,7 +49,8 @@ TEST(OpenAIWire, ParsesResponseAndUsage) {
   auto codec = make_codec(BackendKind::kOpenAICompatible);
   auto r = codec->parse_response(
       std::string(R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hel)") +
-      "\xff" + R"(lo"},)"
+      "\xff" +
+      R"(lo"},)"
       R"("finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":3,)"
       R"("prompt_tokens_details":{"cached_tokens":8}}})");
   ASSERT_TRUE(r.ok()) << r.error().message;
@@ -63,7 +65,8 @@ TEST(OpenAIWire, ParsesResponseAndUsage) {
 
 TEST(OpenAIWire, MalformedBodiesAreCleanErrors) {
   auto codec = make_codec(BackendKind::kOpenAICompatible);
-  for (std::string_view bad : {"", "not json", "[1,2]", "{\"choices\":3}", "{\"choices\":[", "{}"}) {
+  for (std::string_view bad :
+       {"", "not json", "[1,2]", "{\"choices\":3}", "{\"choices\":[", "{}"}) {
     auto r = codec->parse_response(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
@@ -72,14 +75,16 @@ TEST(OpenAIWire, MalformedBodiesAreCleanErrors) {
 
 TEST(OpenAIWire, StreamChunksUsageAndDone) {
   auto d = make_codec(BackendKind::kOpenAICompatible)->stream_decoder();
-  auto s1 = d->on_event({"", R"({"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]})"});
+  auto s1 =
+      d->on_event({"", R"({"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]})"});
   ASSERT_TRUE(s1.ok());
   ASSERT_EQ(s1->deltas.size(), 1u);
   EXPECT_EQ(s1->deltas[0].text, "Hi");
   auto s2 = d->on_event({"", R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})"});
   ASSERT_TRUE(s2.ok());
   EXPECT_EQ(s2->deltas[0].finish_reason, "stop");
-  auto s3 = d->on_event({"", R"({"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}})"});
+  auto s3 =
+      d->on_event({"", R"({"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}})"});
   ASSERT_TRUE(s3.ok());
   ASSERT_TRUE(s3->usage);
   EXPECT_EQ(s3->usage->completion_tokens, 2);
@@ -92,10 +97,14 @@ TEST(OpenAIWire, StreamChunksUsageAndDone) {
 
 TEST(OpenAIWire, ErrorsAreNormalised) {
   auto codec = make_codec(BackendKind::kOpenAICompatible);
-  auto ctx = codec->error_from(400, R"({"error":{"message":"This model's maximum context length is 4096 tokens","code":"context_length_exceeded"}})");
+  auto ctx = codec->error_from(
+      400,
+      R"({"error":{"message":"This model's maximum context length is 4096 tokens","code":"context_length_exceeded"}})");
   EXPECT_EQ(ctx.code, ErrorCode::kContextLengthExceeded);
-  EXPECT_EQ(codec->error_from(429, R"({"error":{"message":"slow down"}})").code, ErrorCode::kRateLimited);
-  EXPECT_EQ(codec->error_from(401, R"({"error":{"message":"bad key"}})").code, ErrorCode::kUnavailable)
+  EXPECT_EQ(codec->error_from(429, R"({"error":{"message":"slow down"}})").code,
+            ErrorCode::kRateLimited);
+  EXPECT_EQ(codec->error_from(401, R"({"error":{"message":"bad key"}})").code,
+            ErrorCode::kUnavailable)
       << "the backend's auth failure is not the client's";
   EXPECT_EQ(codec->error_from(503, "<html>oops</html>").code, ErrorCode::kUnavailable);
   EXPECT_EQ(codec->error_from(422, R"({"detail":"bad"})").code, ErrorCode::kInvalidArgument);
@@ -171,13 +180,21 @@ TEST(AnthropicWire, ResponseAndUsage) {
 
 TEST(AnthropicWire, StreamEvents) {
   auto d = make_codec(BackendKind::kAnthropic)->stream_decoder();
-  ASSERT_TRUE(d->on_event({"message_start", R"({"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}})"}).ok());
+  ASSERT_TRUE(
+      d->on_event(
+           {"message_start",
+            R"({"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}})"})
+          .ok());
   ASSERT_TRUE(d->on_event({"ping", R"({"type":"ping"})"}).ok());
-  auto t = d->on_event({"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})"});
+  auto t = d->on_event(
+      {"content_block_delta",
+       R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})"});
   ASSERT_TRUE(t.ok());
   ASSERT_EQ(t->deltas.size(), 1u);
   EXPECT_EQ(t->deltas[0].text, "Hi");
-  auto md = d->on_event({"message_delta", R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}})"});
+  auto md = d->on_event(
+      {"message_delta",
+       R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}})"});
   ASSERT_TRUE(md.ok());
   EXPECT_EQ(md->deltas[0].finish_reason, "stop");
   auto stop = d->on_event({"message_stop", R"({"type":"message_stop"})"});
@@ -186,19 +203,31 @@ TEST(AnthropicWire, StreamEvents) {
   ASSERT_TRUE(stop->usage);
   EXPECT_EQ(stop->usage->prompt_tokens, 9);
   EXPECT_EQ(stop->usage->completion_tokens, 7);
-  auto err = d->on_event({"error", R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})"});
+  auto err = d->on_event(
+      {"error", R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})"});
   ASSERT_FALSE(err.ok());
   EXPECT_EQ(err.error().code, ErrorCode::kUnavailable);
 }
 
 TEST(AnthropicWire, Errors) {
   auto codec = make_codec(BackendKind::kAnthropic);
-  EXPECT_EQ(codec->error_from(400, R"({"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 300000 tokens > 200000 maximum"}})").code,
-            ErrorCode::kContextLengthExceeded);
-  EXPECT_EQ(codec->error_from(429, R"({"type":"error","error":{"type":"rate_limit_error","message":"x"}})").code,
-            ErrorCode::kRateLimited);
-  EXPECT_EQ(codec->error_from(529, R"({"type":"error","error":{"type":"overloaded_error","message":"x"}})").code,
-            ErrorCode::kUnavailable);
+  EXPECT_EQ(
+      codec
+          ->error_from(
+              400,
+              R"({"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 300000 tokens > 200000 maximum"}})")
+          .code,
+      ErrorCode::kContextLengthExceeded);
+  EXPECT_EQ(
+      codec
+          ->error_from(429, R"({"type":"error","error":{"type":"rate_limit_error","message":"x"}})")
+          .code,
+      ErrorCode::kRateLimited);
+  EXPECT_EQ(
+      codec
+          ->error_from(529, R"({"type":"error","error":{"type":"overloaded_error","message":"x"}})")
+          .code,
+      ErrorCode::kUnavailable);
   EXPECT_EQ(codec->error_from(401, "garbage").code, ErrorCode::kUnavailable);
 }
 

@@ -1,0 +1,252 @@
+#include "server/remote_models_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "backend/remote/remote_backend.h"
+#include "server/remote_models_toml.h"
+
+namespace gantry::server {
+namespace {
+
+Error config_error(const std::string &key, const std::string &msg) {
+  return Error{ErrorCode::kInvalidArgument, "config '" + key + "': " + msg, key};
+}
+
+Status check_url(const std::string &key, const std::string &url) {
+  if (!url.starts_with("http://") && !url.starts_with("https://"))
+    return config_error(key, "expected an http:// or https:// URL, got '" + url + "'");
+  std::string u = url;
+  while (!u.empty() && u.back() == '/')
+    u.pop_back();
+  if (!u.ends_with("/v1"))
+    return config_error(key, "the URL must end in /v1 (the OpenAI API's base), got '" + url + "'");
+  return Ok();
+}
+
+template <typename T>
+Status get(const toml::table &t, const char *key, T &out, const std::string &prefix) {
+  if (auto n = t.get(key)) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      auto v = n->value<std::string>();
+      if (!v)
+        return config_error(prefix + key, "expected a string");
+      out = *v;
+    } else if constexpr (std::is_same_v<T, double>) {
+      auto v = n->value<double>();
+      if (!v || *v < 0)
+        return config_error(prefix + key, "expected a non-negative number");
+      out = *v;
+    } else {
+      auto v = n->value<int64_t>();
+      if (!v || *v < 0)
+        return config_error(prefix + key, "expected a non-negative integer");
+      out = static_cast<T>(*v);
+    }
+  }
+  return Ok();
+}
+
+Status only_keys(const toml::table &t, std::initializer_list<const char *> keys,
+                 const std::string &prefix) {
+  for (const auto &[k, v] : t) {
+    bool known = false;
+    for (const char *kk : keys)
+      known |= k.str() == kk;
+    if (!known) {
+      if (k.str() == "api_key")
+        return config_error(prefix + "api_key",
+                            "API keys never go in the config: use api_key_env or api_key_file");
+      return config_error(prefix + std::string(k.str()), "unknown key");
+    }
+  }
+  return Ok();
+}
+
+std::string read_key_file(const std::string &path) {
+  std::ifstream in(path);
+  if (!in)
+    return {};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
+    s.pop_back();
+  return s;
+}
+
+} // namespace
+
+bool is_remote_model_arg(const std::string &arg) {
+  const auto eq = arg.find('=');
+  if (eq == std::string::npos)
+    return false;
+  const std::string v = arg.substr(eq + 1);
+  return v.starts_with("http://") || v.starts_with("https://");
+}
+
+Status add_remote_model_arg(const std::string &arg, std::vector<RemoteModelSpec> &models) {
+  const auto eq = arg.find('=');
+  const std::string name = arg.substr(0, eq);
+  const std::string url = arg.substr(eq + 1);
+  if (name.empty())
+    return config_error("model", "expected NAME=URL, got '" + arg + "'");
+  GANTRY_TRY(check_url("model", url));
+  RemoteBackendSpec b;
+  b.url = url;
+  for (auto &m : models) {
+    if (m.name == name) {
+      m.backends.push_back(std::move(b));
+      return Ok();
+    }
+  }
+  RemoteModelSpec m;
+  m.name = name;
+  m.backends.push_back(std::move(b));
+  models.push_back(std::move(m));
+  return Ok();
+}
+
+Result<RemoteModelSpec> read_remote_model_table(const toml::table &t, const std::string &p) {
+  GANTRY_TRY(only_keys(t,
+                       {"name", "backends", "fallbacks", "routing", "price_input_per_mtok",
+                        "price_output_per_mtok", "breaker_usd_per_minute", "breaker_window_s",
+                        "breaker_cooldown_s", "timeout_connect_s", "timeout_first_byte_s",
+                        "timeout_idle_s", "timeout_total_s", "max_attempts", "max_queue",
+                        "probe_path", "probe_interval_s", "eject_after", "eject_base_s"},
+                       p));
+  RemoteModelSpec s;
+  GANTRY_TRY(get(t, "name", s.name, p));
+  if (s.name.empty())
+    return config_error(p + "name", "is required for a remote model");
+  GANTRY_TRY(get(t, "routing", s.routing, p));
+  GANTRY_TRY(get(t, "price_input_per_mtok", s.price_input_per_mtok, p));
+  GANTRY_TRY(get(t, "price_output_per_mtok", s.price_output_per_mtok, p));
+  GANTRY_TRY(get(t, "breaker_usd_per_minute", s.breaker_usd_per_minute, p));
+  GANTRY_TRY(get(t, "breaker_window_s", s.breaker_window_s, p));
+  GANTRY_TRY(get(t, "breaker_cooldown_s", s.breaker_cooldown_s, p));
+  GANTRY_TRY(get(t, "timeout_connect_s", s.timeout_connect_s, p));
+  GANTRY_TRY(get(t, "timeout_first_byte_s", s.timeout_first_byte_s, p));
+  GANTRY_TRY(get(t, "timeout_idle_s", s.timeout_idle_s, p));
+  GANTRY_TRY(get(t, "timeout_total_s", s.timeout_total_s, p));
+  GANTRY_TRY(get(t, "max_attempts", s.max_attempts, p));
+  GANTRY_TRY(get(t, "max_queue", s.max_queue, p));
+  GANTRY_TRY(get(t, "probe_path", s.probe_path, p));
+  GANTRY_TRY(get(t, "probe_interval_s", s.probe_interval_s, p));
+  GANTRY_TRY(get(t, "eject_after", s.eject_after, p));
+  GANTRY_TRY(get(t, "eject_base_s", s.eject_base_s, p));
+  if (auto n = t.get("fallbacks")) {
+    const toml::array *a = n->as_array();
+    if (!a)
+      return config_error(p + "fallbacks", "expected a list of model names");
+    for (const auto &f : *a) {
+      auto v = f.value<std::string>();
+      if (!v)
+        return config_error(p + "fallbacks", "expected a list of model names");
+      s.fallbacks.push_back(*v);
+    }
+  }
+  const toml::array *bs = t.get("backends") ? t.get("backends")->as_array() : nullptr;
+  if (!bs || bs->empty())
+    return config_error(p + "backends", "expected a non-empty list of backend tables");
+  for (std::size_t i = 0; i < bs->size(); ++i) {
+    const std::string bp = p + "backends[" + std::to_string(i) + "].";
+    const toml::table *bt = (*bs)[i].as_table();
+    if (!bt)
+      return config_error(bp, "expected a table { url = ... }");
+    GANTRY_TRY(only_keys(*bt,
+                         {"url", "model", "weight", "max_concurrent", "api_key_env", "api_key_file",
+                          "kind", "tls_ca_file"},
+                         bp));
+    RemoteBackendSpec b;
+    GANTRY_TRY(get(*bt, "url", b.url, bp));
+    GANTRY_TRY(check_url(bp + "url", b.url));
+    GANTRY_TRY(get(*bt, "model", b.model, bp));
+    GANTRY_TRY(get(*bt, "weight", b.weight, bp));
+    GANTRY_TRY(get(*bt, "max_concurrent", b.max_concurrent, bp));
+    GANTRY_TRY(get(*bt, "api_key_env", b.api_key_env, bp));
+    GANTRY_TRY(get(*bt, "api_key_file", b.api_key_file, bp));
+    GANTRY_TRY(get(*bt, "kind", b.kind, bp));
+    GANTRY_TRY(get(*bt, "tls_ca_file", b.tls_ca_file, bp));
+    s.backends.push_back(std::move(b));
+  }
+  return s;
+}
+
+Status validate_remote_models(const std::vector<RemoteModelSpec> &models) {
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    const auto &m = models[i];
+    const std::string p = "models." + m.name + ".";
+    if (m.routing != "least" && m.routing != "prefix")
+      return config_error(p + "routing", "must be \"least\" or \"prefix\"");
+    if (m.max_attempts < 1)
+      return config_error(p + "max_attempts", "must be at least 1");
+    if (m.eject_after < 1)
+      return config_error(p + "eject_after", "must be at least 1");
+    if (m.breaker_window_s < 1)
+      return config_error(p + "breaker_window_s", "must be at least 1");
+    for (std::size_t j = 0; j < m.backends.size(); ++j) {
+      const auto &b = m.backends[j];
+      const std::string bp = p + "backends[" + std::to_string(j) + "].";
+      if (auto k = backend::remote::backend_kind_from_name(b.kind); !k)
+        return config_error(bp + "kind", k.error().message);
+      if (b.weight < 1)
+        return config_error(bp + "weight", "must be at least 1");
+      if (!b.api_key_env.empty() && !b.api_key_file.empty())
+        return config_error(bp + "api_key_env", "give api_key_env or api_key_file, not both");
+    }
+    for (const auto &f : m.fallbacks)
+      if (f == m.name)
+        return config_error(p + "fallbacks", "a model cannot fall back to itself");
+  }
+  return Ok();
+}
+
+Result<backend::remote::RemoteModelConfig>
+resolve_remote_model(const RemoteModelSpec &spec,
+                     const std::function<const char *(const char *)> &getenv,
+                     const std::string &default_tls_ca_file) {
+  using namespace std::chrono;
+  backend::remote::RemoteModelConfig c;
+  c.name = spec.name;
+  auto ms = [](double s) { return milliseconds(static_cast<int64_t>(s * 1000)); };
+  c.connect_timeout = ms(spec.timeout_connect_s);
+  c.first_byte_timeout = ms(spec.timeout_first_byte_s);
+  c.idle_timeout = ms(spec.timeout_idle_s);
+  c.total_timeout = ms(spec.timeout_total_s);
+  c.max_attempts = spec.max_attempts;
+  c.probe_path = spec.probe_path;
+  c.probe_interval = ms(spec.probe_interval_s);
+  c.pool.prefix_affinity = spec.routing == "prefix";
+  c.pool.max_queue = spec.max_queue;
+  c.pool.eject_after = spec.eject_after;
+  c.pool.eject_base = ms(spec.eject_base_s);
+  for (std::size_t i = 0; i < spec.backends.size(); ++i) {
+    const auto &b = spec.backends[i];
+    const std::string key = "models." + spec.name + ".backends[" + std::to_string(i) + "]";
+    backend::remote::RemoteEndpointConfig e;
+    e.url = b.url;
+    e.model = b.model;
+    e.weight = b.weight;
+    e.max_concurrent = b.max_concurrent;
+    GANTRY_ASSIGN_OR_RETURN(e.kind, backend::remote::backend_kind_from_name(b.kind));
+    e.tls_ca_file = b.tls_ca_file.empty() ? default_tls_ca_file : b.tls_ca_file;
+    if (!b.api_key_env.empty()) {
+      if (const char *v = getenv(b.api_key_env.c_str()))
+        e.api_key = v;
+      if (e.api_key.empty())
+        return config_error(key + ".api_key_env",
+                            "the environment variable " + b.api_key_env + " is not set");
+    } else if (!b.api_key_file.empty()) {
+      e.api_key = read_key_file(b.api_key_file);
+      if (e.api_key.empty())
+        return config_error(key + ".api_key_file", "cannot read a key from " + b.api_key_file);
+    } else if (e.kind != backend::remote::BackendKind::kOpenAICompatible) {
+      return config_error(key, "a hosted backend needs api_key_env or api_key_file");
+    }
+    c.endpoints.push_back(std::move(e));
+  }
+  return c;
+}
+
+} // namespace gantry::server

@@ -1,0 +1,473 @@
+// The RemoteBackend adapter against real upstreams on 127.0.0.1: other `gantry serve`
+// processes and nginx serving fixed (and hostile) responses. No fakes.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "backend/remote/remote_backend.h"
+#include "integration/nginx_process.h"
+#include "integration/server_process.h"
+
+namespace gantry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using backend::remote::ErrorKind;
+using backend::remote::RemoteBackend;
+using backend::remote::RemoteModelConfig;
+
+// Collects one call's events and waits for its summary.
+class Collect final : public backend::CallSink {
+public:
+  void on_event(const backend::ChoiceEvent &e) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    text[e.choice] += e.text;
+    if (!e.finish_reason.empty())
+      finish[e.choice] = e.finish_reason;
+    ++events;
+  }
+  void on_done(const backend::CallSummary &s) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    summary = s;
+    done = true;
+    cv_.notify_all();
+  }
+  bool wait(std::chrono::milliseconds t = 30s) {
+    std::unique_lock<std::mutex> lk(mu_);
+    return cv_.wait_for(lk, t, [&] { return done; });
+  }
+  std::map<int, std::string> text, finish;
+  int events = 0;
+  int events_now() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return events;
+  }
+  backend::CallSummary summary;
+  bool done = false;
+
+private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+api::InferenceRequest chat(bool stream, int max_tokens = 8, std::string content = "Once upon") {
+  api::InferenceRequest r;
+  r.endpoint = api::Endpoint::kChatCompletions;
+  r.model = "remote";
+  r.messages = {{"user", std::move(content)}};
+  r.max_tokens = max_tokens;
+  r.stream = stream;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+std::unique_ptr<Collect> call(RemoteBackend &b, const api::InferenceRequest &r) {
+  auto sink = std::make_shared<Collect>();
+  auto p = b.prepare(r, {});
+  EXPECT_TRUE(p.ok()) << p.error().message;
+  if (!p)
+    return std::make_unique<Collect>();
+  auto h = b.start(*p, sink);
+  EXPECT_TRUE(h.ok()) << h.error().message;
+  if (!h)
+    return std::make_unique<Collect>();
+  EXPECT_TRUE(sink->wait()) << "no summary in time";
+  auto out = std::make_unique<Collect>();
+  out->text = sink->text;
+  out->finish = sink->finish;
+  out->events = sink->events;
+  out->summary = sink->summary;
+  out->done = sink->done;
+  return out;
+}
+
+std::unique_ptr<ServerProcess> gantry_upstream(std::uint16_t port = 0, std::string data_dir = {}) {
+  ServerProcessOptions o;
+  o.args = {"--threads", "1"};
+  o.port = port;
+  o.data_dir = std::move(data_dir);
+  auto s = ServerProcess::start(std::move(o));
+  EXPECT_TRUE(s.ok()) << s.error().message;
+  return s ? std::move(*s) : nullptr;
+}
+
+RemoteModelConfig config_for(std::vector<std::string> urls) {
+  RemoteModelConfig c;
+  c.name = "remote";
+  for (auto &u : urls) {
+    backend::remote::RemoteEndpointConfig e;
+    e.url = u;
+    c.endpoints.push_back(e);
+  }
+  c.probe_interval = 200ms;
+  c.first_byte_timeout = 20s;
+  return c;
+}
+
+TEST(RemoteBackend, ChatAgainstAnotherGantryNonStreamedAndStreamed) {
+  auto up = gantry_upstream();
+  ASSERT_TRUE(up);
+  SystemClock clock;
+  auto b = RemoteBackend::create(config_for({up->base_url() + "/v1"}), clock);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  auto plain = call(**b, chat(false));
+  ASSERT_FALSE(plain->summary.error) << plain->summary.error->error.message;
+  EXPECT_FALSE(plain->text[0].empty());
+  EXPECT_EQ(plain->finish[0], "length");
+  EXPECT_GT(plain->summary.usage.prompt_tokens, 0);
+  EXPECT_EQ(plain->summary.usage.completion_tokens, 8) << "the upstream's own usage";
+  EXPECT_NE(plain->summary.served_by.find(std::to_string(up->port())), std::string::npos);
+
+  auto streamed = call(**b, chat(true));
+  ASSERT_FALSE(streamed->summary.error) << streamed->summary.error->error.message;
+  EXPECT_EQ(streamed->text[0], plain->text[0]) << "greedy: the same text either way";
+  EXPECT_GT(streamed->events, 2) << "arrived piece by piece";
+  EXPECT_EQ(streamed->summary.usage.completion_tokens, 8) << "include_usage was injected";
+  EXPECT_EQ(streamed->summary.usage.prompt_tokens, plain->summary.usage.prompt_tokens);
+  EXPECT_GE(streamed->summary.timings.prefill_ms, 0);
+}
+
+TEST(RemoteBackend, EmbeddingsAreForwarded) {
+  auto up = gantry_upstream();
+  ASSERT_TRUE(up);
+  SystemClock clock;
+  auto b = RemoteBackend::create(config_for({up->base_url() + "/v1"}), clock);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  api::EmbeddingRequest r;
+  r.texts = {"hello", "world"};
+  auto p = (*b)->prepare_embeddings(r);
+  ASSERT_TRUE(p.ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<backend::EmbedResult>> got;
+  ASSERT_TRUE((*b)->embed(*p, {0, 1},
+                          [&](Result<backend::EmbedResult> res) {
+                            std::lock_guard<std::mutex> lk(mu);
+                            got = std::move(res);
+                            cv.notify_all();
+                          })
+                  .ok());
+  std::unique_lock<std::mutex> lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, 30s, [&] { return got.has_value(); }));
+  ASSERT_TRUE(got->ok()) << got->error().message;
+  ASSERT_EQ((*got)->vectors.size(), 2u);
+  EXPECT_GT((*got)->vectors[0].size(), 0u);
+  EXPECT_NE((*got)->vectors[0], (*got)->vectors[1]);
+  EXPECT_GT((*got)->prompt_tokens, 0);
+}
+
+TEST(RemoteBackend, PoolOfTwoSharesLoad) {
+  auto a = gantry_upstream();
+  auto c = gantry_upstream();
+  ASSERT_TRUE(a && c);
+  SystemClock clock;
+  auto b = RemoteBackend::create(config_for({a->base_url() + "/v1", c->base_url() + "/v1"}), clock);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  std::atomic<int> errors{0};
+  std::mutex mu;
+  std::map<std::string, int> by;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        auto r = call(**b, chat(i % 2 == 0, 2));
+        if (r->summary.error)
+          ++errors;
+        std::lock_guard<std::mutex> lk(mu);
+        ++by[r->summary.served_by];
+      }
+    });
+  for (auto &t : ts)
+    t.join();
+  EXPECT_EQ(errors.load(), 0);
+  ASSERT_EQ(by.size(), 2u);
+  for (auto &[who, n] : by) {
+    EXPECT_GE(n, 30) << who;
+    EXPECT_LE(n, 70) << who;
+  }
+}
+
+TEST(RemoteBackend, KilledBackendIsEjectedWithoutClientErrorsAndComesBackAfterRestart) {
+  const std::uint16_t port_a = free_loopback_port();
+  auto a = gantry_upstream(port_a);
+  auto c = gantry_upstream();
+  ASSERT_TRUE(a && c);
+  const std::string a_dir = a->data_dir();
+  SystemClock clock;
+  auto cfg = config_for({a->base_url() + "/v1", c->base_url() + "/v1"});
+  cfg.pool.eject_base = 300ms;
+  auto b = RemoteBackend::create(cfg, clock);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  std::atomic<int> done{0}, errors{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 15; ++i) {
+        auto r = call(**b, chat(false, 4));
+        if (r->summary.error)
+          ++errors;
+        ++done;
+      }
+    });
+  while (done.load() < 10)
+    std::this_thread::sleep_for(5ms);
+  a.reset(); // SIGKILL under load
+  for (auto &t : ts)
+    t.join();
+  EXPECT_EQ(errors.load(), 0) << "non-streamed calls that had not produced output are retried";
+  auto st = (*b)->pool_stats();
+  const auto &ea = st.endpoints[0];
+  EXPECT_GT(ea.errors[static_cast<int>(ErrorKind::kConnect)] +
+                ea.errors[static_cast<int>(ErrorKind::kOther)] +
+                ea.errors[static_cast<int>(ErrorKind::kBadResponse)],
+            0u);
+  EXPECT_GE(ea.ejections, 1u);
+  EXPECT_GT(st.retries, 0u);
+
+  ServerProcessOptions o; // restart on the same address
+  o.args = {"--threads", "1"};
+  o.port = port_a;
+  auto again = ServerProcess::start(o);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  const uint64_t before = (*b)->pool_stats().endpoints[0].requests;
+  bool back = false;
+  for (int i = 0; i < 200 && !back; ++i) { // the prober brings it back within its interval
+    auto r = call(**b, chat(false, 1));
+    EXPECT_FALSE(r->summary.error);
+    back = (*b)->pool_stats().endpoints[0].requests > before &&
+           !(*b)->pool_stats().endpoints[0].ejected;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(back) << "the restarted backend is in rotation again";
+}
+
+TEST(RemoteBackend, HangingBackendTimesOut) {
+  // A socket that listens and never answers: connect succeeds, the first byte never comes.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+  SystemClock clock;
+  auto cfg = config_for({"http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/v1"});
+  cfg.endpoints[0].model = "m";
+  cfg.first_byte_timeout = 300ms;
+  cfg.probe_path = "";
+  auto b = RemoteBackend::create(cfg, clock);
+  ASSERT_TRUE(b.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = call(**b, chat(true));
+  ::close(fd);
+  ASSERT_TRUE(r->summary.error);
+  EXPECT_EQ(r->summary.error->error.code, ErrorCode::kUnavailable);
+  EXPECT_NE(r->summary.error->error.message.find("first-byte timeout"), std::string::npos)
+      << r->summary.error->error.message;
+  EXPECT_TRUE(r->summary.error->before_output);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_EQ((*b)->pool_stats().endpoints[0].errors[static_cast<int>(ErrorKind::kTimeout)], 1u)
+      << "a first-byte timeout is not retried (the upstream may still be working on it)";
+}
+
+const char *kOkBody =
+    R"({"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,)"
+    R"("message":{"role":"assistant","content":"fixed"},"finish_reason":"stop"}],)"
+    R"("usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}})";
+
+TEST(RemoteBackend, RetryAfterIsHonoured) {
+  if (!NginxProcess::available())
+    GTEST_SKIP() << "nginx not installed (scripts/bootstrap.sh installs nginx-light)";
+  NginxOptions o;
+  o.locations = R"(
+    location /busy/ { add_header Retry-After 1 always; default_type application/json;
+                      return 429 '{"error":{"message":"slow down","type":"rate_limit_error"}}'; }
+    location /ok/ { default_type application/json; return 200 ')" +
+                std::string(kOkBody) + R"('; }
+  )";
+  auto ngx = NginxProcess::start(o);
+  ASSERT_TRUE(ngx.ok()) << ngx.error().message;
+  SystemClock clock;
+  { // a pool: the 429 backend cools down for its Retry-After, the other one answers
+    auto cfg = config_for({(*ngx)->url() + "/busy/v1", (*ngx)->url() + "/ok/v1"});
+    for (auto &e : cfg.endpoints)
+      e.model = "m";
+    cfg.probe_path = "";
+    auto b = RemoteBackend::create(cfg, clock);
+    ASSERT_TRUE(b.ok());
+    for (int i = 0; i < 10; ++i) {
+      auto r = call(**b, chat(false));
+      ASSERT_FALSE(r->summary.error) << r->summary.error->error.message;
+      EXPECT_EQ(r->text[0], "fixed");
+      EXPECT_EQ(r->summary.usage.prompt_tokens, 5);
+    }
+    EXPECT_EQ((*b)->pool_stats().endpoints[0].requests, 1u)
+        << "after its 429 the busy backend got nothing for its Retry-After second";
+  }
+  { // alone: the call waits the Retry-After out once, then reports the 429 with its delay
+    auto cfg = config_for({(*ngx)->url() + "/busy/v1"});
+    cfg.endpoints[0].model = "m";
+    cfg.probe_path = "";
+    cfg.max_attempts = 2;
+    auto b = RemoteBackend::create(cfg, clock);
+    ASSERT_TRUE(b.ok());
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = call(**b, chat(false));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_TRUE(r->summary.error);
+    EXPECT_EQ(r->summary.error->error.code, ErrorCode::kRateLimited);
+    EXPECT_EQ(r->summary.error->error.retry_after_ms, 1000);
+    EXPECT_GE(took, 900ms) << "the retry waited for Retry-After";
+    EXPECT_EQ((*b)->pool_stats().endpoints[0].requests, 2u);
+  }
+}
+
+TEST(RemoteBackend, HostileResponsesEndCleanly) {
+  if (!NginxProcess::available())
+    GTEST_SKIP() << "nginx not installed";
+  NginxOptions o;
+  const std::uint16_t port = free_loopback_port();
+  o.port = port;
+  auto file = [&](const char *name) {
+    return "{ proxy_method GET; proxy_pass_request_body off; proxy_pass http://127.0.0.1:" +
+           std::to_string(port) + "/files/" + name + "; }\n";
+  };
+  o.locations = std::string(R"(
+    location /files/ { alias DIRWWW/; default_type text/event-stream; }
+    location /badjson/ { default_type application/json; return 200 '{"choices":[{"message":'; }
+    location /cut/v1/chat/completions )") +
+                file("cut.sse") + "location /huge/v1/chat/completions " + file("huge.sse") +
+                "location /utf8/v1/chat/completions " + file("utf8.sse") +
+                "location /hugejson/v1/chat/completions { default_type application/json; "
+                "proxy_method GET; proxy_pass_request_body off; proxy_pass http://127.0.0.1:" +
+                std::to_string(port) + "/json/huge.json; }\n" +
+                "location /json/ { alias DIRWWW/; default_type application/json; }\n";
+  char tmpl[] = "/tmp/gantry-hostile-XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::string www = tmpl;
+  std::string loc = o.locations;
+  for (std::size_t p; (p = loc.find("DIRWWW")) != std::string::npos;)
+    loc.replace(p, 6, www);
+  o.locations = loc;
+  const std::string chunk =
+      R"(data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]})"
+      "\n\n";
+  std::ofstream(www + "/cut.sse") << chunk << R"(data: {"choices":[{"index":0,"del)";
+  std::ofstream(www + "/huge.sse") << "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\""
+                                   << std::string(10 << 20, 'a') << "\"}}]}\n\n";
+  std::ofstream(www + "/utf8.sse")
+      << "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\xff\xfe\"}}]}\n\n"
+      << "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+      << "data: [DONE]\n\n";
+  std::ofstream(www + "/huge.json")
+      << "{\"choices\":[{\"message\":{\"content\":\"" << std::string(10 << 20, 'b') << "\"}}]}";
+  auto ngx = NginxProcess::start(o);
+  ASSERT_TRUE(ngx.ok()) << ngx.error().message;
+  SystemClock clock;
+  auto backend_at = [&](const std::string &prefix) {
+    auto cfg = config_for({(*ngx)->url() + prefix + "/v1"});
+    cfg.endpoints[0].model = "m";
+    cfg.probe_path = "";
+    cfg.max_attempts = 1;
+    auto b = RemoteBackend::create(cfg, clock);
+    EXPECT_TRUE(b.ok());
+    return std::move(*b);
+  };
+  {
+    auto r = call(*backend_at("/badjson"), chat(false));
+    ASSERT_TRUE(r->summary.error);
+    EXPECT_EQ(r->summary.error->error.code, ErrorCode::kUnavailable);
+    EXPECT_NE(r->summary.error->error.message.find("invalid JSON"), std::string::npos);
+  }
+  {
+    auto r = call(*backend_at("/cut"), chat(true));
+    ASSERT_TRUE(r->summary.error);
+    EXPECT_FALSE(r->summary.error->before_output) << "'hi' was delivered first";
+    EXPECT_EQ(r->text[0], "hi");
+  }
+  {
+    auto r = call(*backend_at("/huge"), chat(true));
+    ASSERT_TRUE(r->summary.error);
+    EXPECT_NE(r->summary.error->error.message.find("malformed event stream"), std::string::npos)
+        << r->summary.error->error.message;
+    EXPECT_TRUE(r->summary.error->before_output);
+  }
+  {
+    auto r = call(*backend_at("/utf8"), chat(true));
+    ASSERT_FALSE(r->summary.error) << r->summary.error->error.message;
+    EXPECT_EQ(r->text[0], "ok\xEF\xBF\xBD\xEF\xBF\xBD") << "invalid UTF-8 repaired to U+FFFD";
+  }
+  {
+    auto r = call(*backend_at("/hugejson"), chat(false));
+    ASSERT_TRUE(r->summary.error);
+    EXPECT_NE(r->summary.error->error.message.find("larger than the limit"), std::string::npos)
+        << r->summary.error->error.message;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(www, ec);
+}
+
+TEST(RemoteBackend, AmbiguousUpstreamModelIsAStartupError) {
+  if (!NginxProcess::available())
+    GTEST_SKIP() << "nginx not installed";
+  NginxOptions o;
+  o.locations = R"(location = /v1/models { default_type application/json;
+      return 200 '{"object":"list","data":[{"id":"a"},{"id":"b"}]}'; })";
+  auto ngx = NginxProcess::start(o);
+  ASSERT_TRUE(ngx.ok()) << ngx.error().message;
+  SystemClock clock;
+  auto b = RemoteBackend::create(config_for({(*ngx)->url() + "/v1"}), clock);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("serves 2 models"), std::string::npos) << b.error().message;
+}
+
+TEST(RemoteBackend, CancelAbortsTheUpstreamCallAtOnce) {
+  // An upstream that accepted the request and is still thinking (never answers): the cancel
+  // must not wait for the 30 s first-byte timeout.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+  SystemClock clock;
+  auto cfg = config_for({"http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/v1"});
+  cfg.endpoints[0].model = "m";
+  cfg.first_byte_timeout = 30s;
+  cfg.probe_path = "";
+  auto b = RemoteBackend::create(cfg, clock);
+  ASSERT_TRUE(b.ok());
+  auto sink = std::make_shared<Collect>();
+  auto p = (*b)->prepare(chat(true), {});
+  ASSERT_TRUE(p.ok());
+  auto h = (*b)->start(*p, sink);
+  ASSERT_TRUE(h.ok());
+  for (int i = 0; i < 1000 && (*b)->pool_stats().endpoints[0].in_flight == 0; ++i)
+    std::this_thread::sleep_for(2ms);
+  std::this_thread::sleep_for(50ms); // the request is written and waiting for its answer
+  const auto t0 = std::chrono::steady_clock::now();
+  (*h)->cancel();
+  ASSERT_TRUE(sink->wait(5s));
+  ::close(fd);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  ASSERT_TRUE(sink->summary.error);
+  EXPECT_EQ(sink->summary.error->error.code, ErrorCode::kCancelled);
+  EXPECT_EQ((*b)->pool_stats().endpoints[0].errors[static_cast<int>(ErrorKind::kTimeout)], 0u);
+  EXPECT_FALSE((*b)->pool_stats().endpoints[0].ejected) << "a cancel says nothing of the backend";
+}
+
+} // namespace
+} // namespace gantry::testing
