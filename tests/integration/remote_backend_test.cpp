@@ -469,5 +469,109 @@ TEST(RemoteBackend, CancelAbortsTheUpstreamCallAtOnce) {
   EXPECT_FALSE((*b)->pool_stats().endpoints[0].ejected) << "a cancel says nothing of the backend";
 }
 
+// Hosted APIs are the only fakes allowed: here nginx serves Anthropic's documented Messages
+// wire format (a JSON message and an SSE stream) and OpenAI's, and the adapter must send each
+// its own authentication headers.
+TEST(RemoteBackend, HostedKindsSpeakTheirWireFormats) {
+  if (!NginxProcess::available())
+    GTEST_SKIP() << "nginx not installed";
+  char tmpl[] = "/tmp/gantry-hosted-XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::string www = tmpl;
+  std::ofstream(www + "/message.json")
+      << R"({"id":"msg_01","type":"message","role":"assistant","model":"claude-test",)"
+      << R"("content":[{"type":"text","text":"Bonjour"}],"stop_reason":"end_turn",)"
+      << R"("usage":{"input_tokens":11,"output_tokens":3,"cache_read_input_tokens":2}})";
+  std::ofstream(www + "/message.sse")
+      << "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\","
+         "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":"
+         "11,\"output_tokens\":1}}}\n\n"
+      << "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+         "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+      << "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+      << "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+         "\"delta\":{\"type\":\"text_delta\",\"text\":\"Bon\"}}\n\n"
+      << "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+         "\"delta\":{\"type\":\"text_delta\",\"text\":\"jour\"}}\n\n"
+      << "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+      << "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+         "\"max_tokens\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}}\n\n"
+      << "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+  std::ofstream(www + "/openai.json") << kOkBody;
+  const std::uint16_t port = free_loopback_port();
+  NginxOptions o;
+  o.port = port;
+  const std::string self = "http://127.0.0.1:" + std::to_string(port);
+  // Each route answers only when the request carries the kind's own credentials.
+  o.locations = "location /files/ { alias " + www +
+                "/; types { text/event-stream sse; application/json json; } }\n" +
+                "location = /anthropic/v1/messages {\n"
+                "  if ($http_x_api_key != \"ant-test-key\") { return 401; }\n"
+                "  if ($http_anthropic_version = \"\") { return 400; }\n"
+                "  set $f message.json;\n"
+                "  if ($http_accept ~ event-stream) { set $f message.sse; }\n"
+                "  proxy_method GET; proxy_pass_request_body off;\n"
+                "  proxy_pass " +
+                self + "/files/$f; }\n" +
+                "location = /openai/v1/chat/completions {\n"
+                "  if ($http_authorization != \"Bearer sk-test-openai-key\") { return 401; }\n"
+                "  proxy_method GET; proxy_pass_request_body off;\n"
+                "  proxy_pass " +
+                self + "/files/openai.json; }\n";
+  auto ngx = NginxProcess::start(o);
+  ASSERT_TRUE(ngx.ok()) << ngx.error().message;
+  SystemClock clock;
+  {
+    auto cfg = config_for({self + "/anthropic/v1"});
+    cfg.endpoints[0].kind = backend::remote::BackendKind::kAnthropic;
+    cfg.endpoints[0].model = "claude-test";
+    cfg.endpoints[0].api_key = "ant-test-key";
+    cfg.probe_path = "";
+    auto b = RemoteBackend::create(cfg, clock);
+    ASSERT_TRUE(b.ok()) << b.error().message;
+    auto plain = call(**b, chat(false));
+    ASSERT_FALSE(plain->summary.error) << plain->summary.error->error.message;
+    EXPECT_EQ(plain->text[0], "Bonjour");
+    EXPECT_EQ(plain->finish[0], "stop");
+    EXPECT_EQ(plain->summary.usage.prompt_tokens, 13);
+    EXPECT_EQ(plain->summary.usage.cached_tokens, 2);
+    EXPECT_EQ(plain->summary.usage.completion_tokens, 3);
+    auto streamed = call(**b, chat(true));
+    ASSERT_FALSE(streamed->summary.error) << streamed->summary.error->error.message;
+    EXPECT_EQ(streamed->text[0], "Bonjour");
+    EXPECT_EQ(streamed->finish[0], "length");
+    EXPECT_EQ(streamed->summary.usage.prompt_tokens, 11);
+    EXPECT_EQ(streamed->summary.usage.completion_tokens, 3);
+  }
+  {
+    auto cfg = config_for({self + "/anthropic/v1"});
+    cfg.endpoints[0].kind = backend::remote::BackendKind::kAnthropic;
+    cfg.endpoints[0].model = "claude-test";
+    cfg.endpoints[0].api_key = "wrong-key-1234567";
+    cfg.probe_path = "";
+    auto b = RemoteBackend::create(cfg, clock);
+    ASSERT_TRUE(b.ok());
+    auto r = call(**b, chat(false));
+    ASSERT_TRUE(r->summary.error);
+    EXPECT_EQ(r->summary.error->error.code, ErrorCode::kUnavailable)
+        << "the backend's auth failure is a server error, not the client's 401";
+    EXPECT_EQ(r->summary.error->error.message.find("wrong-key"), std::string::npos);
+  }
+  {
+    auto cfg = config_for({self + "/openai/v1"});
+    cfg.endpoints[0].kind = backend::remote::BackendKind::kOpenAI;
+    cfg.endpoints[0].model = "gpt-test";
+    cfg.endpoints[0].api_key = "sk-test-openai-key";
+    cfg.probe_path = "";
+    auto b = RemoteBackend::create(cfg, clock);
+    ASSERT_TRUE(b.ok());
+    auto r = call(**b, chat(false));
+    ASSERT_FALSE(r->summary.error) << r->summary.error->error.message;
+    EXPECT_EQ(r->text[0], "fixed");
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(www, ec);
+}
+
 } // namespace
 } // namespace gantry::testing
