@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "backend/remote/fallback.h"
 #include "backend/remote/remote_backend.h"
 #include "integration/nginx_process.h"
 #include "integration/server_process.h"
@@ -71,7 +72,7 @@ api::InferenceRequest chat(bool stream, int max_tokens = 8, std::string content 
   return r;
 }
 
-std::unique_ptr<Collect> call(RemoteBackend &b, const api::InferenceRequest &r) {
+std::unique_ptr<Collect> call(backend::ModelBackend &b, const api::InferenceRequest &r) {
   auto sink = std::make_shared<Collect>();
   auto p = b.prepare(r, {});
   EXPECT_TRUE(p.ok()) << p.error().message;
@@ -571,6 +572,45 @@ TEST(RemoteBackend, HostedKindsSpeakTheirWireFormats) {
   }
   std::error_code ec;
   std::filesystem::remove_all(www, ec);
+}
+
+TEST(RemoteBackend, FallbacksTakeOverBeforeOutput) {
+  if (!NginxProcess::available())
+    GTEST_SKIP() << "nginx not installed";
+  NginxOptions o;
+  o.locations = std::string("location /ok/ { default_type application/json; return 200 '") +
+                kOkBody + "'; }\n" +
+                "location /ctx/ { default_type application/json; return 400 "
+                "'{\"error\":{\"message\":\"This model\\'s maximum context length is 8 tokens\","
+                "\"code\":\"context_length_exceeded\"}}'; }\n";
+  auto ngx = NginxProcess::start(o);
+  ASSERT_TRUE(ngx.ok()) << ngx.error().message;
+  SystemClock clock;
+  auto make = [&](const std::string &name, const std::string &url) {
+    auto cfg = config_for({url});
+    cfg.name = name;
+    cfg.endpoints[0].model = "m";
+    cfg.probe_path = "";
+    cfg.max_attempts = 1;
+    auto b = RemoteBackend::create(cfg, clock);
+    EXPECT_TRUE(b.ok());
+    return std::move(*b);
+  };
+  auto backup = make("backup", (*ngx)->url() + "/ok/v1");
+  std::map<std::string, backend::ModelBackend *, std::less<>> models{{"backup", backup.get()}};
+  backend::remote::FindBackend find = [&](std::string_view n) -> backend::ModelBackend * {
+    auto it = models.find(n);
+    return it == models.end() ? nullptr : it->second;
+  };
+  const std::string dead = "http://127.0.0.1:" + std::to_string(free_loopback_port()) + "/v1";
+  for (const std::string &primary_url : {dead, (*ngx)->url() + "/ctx/v1"}) {
+    backend::remote::FallbackBackend fb(make("main", primary_url), {"missing", "backup"}, find);
+    auto r = call(fb, chat(false));
+    ASSERT_FALSE(r->summary.error) << primary_url << ": " << r->summary.error->error.message;
+    EXPECT_EQ(r->text[0], "fixed");
+    EXPECT_NE(r->summary.served_by.find("backup@"), std::string::npos) << r->summary.served_by;
+    EXPECT_EQ(fb.fallbacks_taken(), 1u);
+  }
 }
 
 } // namespace
