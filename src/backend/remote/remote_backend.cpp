@@ -261,27 +261,39 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
   state->request.echo = false; // the service prepends the echo itself
   state->default_max_tokens = options.default_max_tokens;
   int64_t prompt = 0;
+  // The affinity key covers the part of the prompt that requests are likely to share: every
+  // chat message but the last (system prompt, few-shot examples, the conversation so far) and
+  // the first half of the last one (a shared document before the question), at most 2 KiB.
   std::string affinity_text;
+  auto leading = [](std::string_view text) {
+    return text.substr(0, std::min<std::size_t>(text.size() / 2, 2048));
+  };
   if (request.endpoint == api::Endpoint::kChatCompletions) {
-    for (const auto &m : request.messages) {
+    for (std::size_t i = 0; i < request.messages.size(); ++i) {
+      const auto &m = request.messages[i];
       prompt += estimate_tokens(m.content) + 4;
-      if (affinity_text.size() < 4096)
-        affinity_text += m.role + ":" + m.content.substr(0, 4096) + "\n";
+      if (affinity_text.size() < 2048) {
+        affinity_text += m.role + ":";
+        affinity_text += i + 1 < request.messages.size()
+                             ? std::string_view(m.content).substr(0, 2048)
+                             : leading(m.content);
+        affinity_text += "\n";
+      }
     }
   } else if (request.prompt_ids) {
     prompt = static_cast<int64_t>(request.prompt_ids->size());
     if (request.echo)
       return Err(
           Error::invalid("echo with token-id prompts is not supported for remote models", "echo"));
-    for (std::size_t i = 0; i < request.prompt_ids->size() && i < 1024; ++i)
+    for (std::size_t i = 0; i < request.prompt_ids->size() / 2 && i < 512; ++i)
       affinity_text += std::to_string((*request.prompt_ids)[i]) + ",";
   } else {
     prompt = estimate_tokens(request.prompt);
-    affinity_text = request.prompt.substr(0, 4096);
+    affinity_text = leading(request.prompt);
   }
   state->prompt_estimate = std::max<int64_t>(prompt, 1);
   if (config_.pool.prefix_affinity)
-    state->affinity = prefix_key(affinity_text);
+    state->affinity = prefix_key(affinity_text, affinity_text.size());
   // Built once here to surface request errors (Anthropic's n > 1) before admission.
   GANTRY_TRY(codec.request_body(state->request, "m", false, options.default_max_tokens));
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Gantry in front of a remote engine vs nginx proxy_pass, side by side (issue 12, "How it is
+# judged"). The upstream is nginx answering every chat completion with a fixed OpenAI body
+# (`return 200`), so what is measured is the proxy: HTTP in, the upstream call on a kept-alive
+# connection, the response out — and for Gantry also auth with a key, rate limits, the budget
+# check and the ledger row.
+#
+#   bench/remote_overhead.sh      # BUILD=build SECONDS_EACH=5 ROUNDS=2 CONNS=64
+#
+# Three targets on 127.0.0.1, measured alternately (ROUNDS times):
+#   direct — the upstream itself
+#   nginx  — nginx proxy_pass to it (upstream keepalive 64)
+#   gantry — gantry serve --model bench=http://127.0.0.1:UP/v1, keyed request with limits + budget
+# 1. throughput at CONNS connections (fixed_rate far above capacity: achieved req/s);
+# 2. latency at one connection and a low rate: p50 over the direct call.
+# Everything (nginx workers, gantry, the load generator) shares the machine's 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+SECONDS_EACH=${SECONDS_EACH:-5}
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-64}
+GANTRY=$BUILD/gantry
+FIXED=$BUILD/bench/fixed_rate
+tmp=$(mktemp -d /tmp/gantry-remote-bench-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+BODY_OUT='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a fixed answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}'
+REQ='{"model":"bench","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
+
+nginx_conf() { # dir port server-body
+  mkdir -p "$1"
+  cat >"$1/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+user root;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/f;
+  uwsgi_temp_path $1/u; scgi_temp_path $1/s;
+  keepalive_requests 1000000;
+  $4
+  server { listen 127.0.0.1:$2; $3 }
+}
+CONF
+}
+UP=$(free_port)
+nginx_conf "$tmp/up" "$UP" "
+  location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }
+  location / { default_type application/json; return 200 '$BODY_OUT'; }" ""
+nginx -p "$tmp/up" -c "$tmp/up/nginx.conf" & pids+=($!)
+PROXY=$(free_port)
+nginx_conf "$tmp/proxy" "$PROXY" "
+  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
+  "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
+nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
+sleep 0.5
+GPORT=$(free_port)
+GANTRY_ADMIN_TOKEN=bench-admin "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
+  --io-threads 2 --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" \
+  >"$tmp/gantry.out" 2>&1 & pids+=($!)
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin' \
+  -d '{"project":"bench","rpm":100000000,"tpm":100000000000}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])')
+curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/budgets" -H 'Authorization: Bearer bench-admin' \
+  -d '{"owner_kind":"project","owner_id":"bench","period":"month","token_quota":1000000000000}' >/dev/null
+sleep 0.5 # the key watcher's poll
+curl -fs "http://127.0.0.1:$GPORT/v1/chat/completions" -H "Authorization: Bearer $KEY" \
+  -H 'Content-Type: application/json' -d "$REQ" >/dev/null
+
+run() { # port conns rate [header]
+  local extra=()
+  [ -n "${4:-}" ] && extra=(--header "$4")
+  "$FIXED" --port "$1" --rate "$3" --seconds "$SECONDS_EACH" --connections "$2" --method POST \
+    --path /v1/chat/completions --body "$REQ" --header 'Content-Type: application/json' "${extra[@]}"
+}
+field() { python3 -c "import sys,json; print(json.load(sys.stdin)['$1'])"; }
+rps_n=(); rps_g=(); p50_d=(); p50_n=(); p50_g=()
+for r in $(seq "$ROUNDS"); do
+  n=$(run "$PROXY" "$CONNS" 1000000); g=$(run "$GPORT" "$CONNS" 1000000 "Authorization: Bearer $KEY")
+  echo "round $r c=$CONNS nginx : $n"; echo "round $r c=$CONNS gantry: $g"
+  rps_n+=($(echo "$n" | field achieved)); rps_g+=($(echo "$g" | field achieved))
+  d=$(run "$UP" 1 300); n=$(run "$PROXY" 1 300); g=$(run "$GPORT" 1 300 "Authorization: Bearer $KEY")
+  echo "round $r c=1 direct: $d"; echo "round $r c=1 nginx : $n"; echo "round $r c=1 gantry: $g"
+  p50_d+=($(echo "$d" | field p50_us)); p50_n+=($(echo "$n" | field p50_us)); p50_g+=($(echo "$g" | field p50_us))
+done
+python3 - "${rps_n[*]}" "${rps_g[*]}" "${p50_d[*]}" "${p50_n[*]}" "${p50_g[*]}" <<'PY'
+import sys, statistics as st
+rn, rg, d, n, g = ([float(x) for x in a.split()] for a in sys.argv[1:6])
+print(f"throughput at the connection count: nginx {st.median(rn):.0f} req/s, gantry {st.median(rg):.0f} req/s, ratio {st.median(rg)/st.median(rn):.2f}x")
+print(f"p50 at 1 connection: direct {st.median(d):.0f} us, nginx {st.median(n):.0f} us (+{st.median(n)-st.median(d):.0f}), gantry {st.median(g):.0f} us (+{st.median(g)-st.median(d):.0f})")
+PY
+echo "request log lines: $(grep -c . "$tmp/requests.log" || true)"
