@@ -51,6 +51,7 @@ public:
   void cancel_all() override { primary_->cancel_all(); }
 
   ModelBackend &primary() { return *primary_; }
+  const ModelBackend &primary() const { return *primary_; }
   uint64_t fallbacks_taken() const { return taken_.load(); }
 
   struct Attempt; // fallback.cpp
