@@ -51,7 +51,8 @@ int64_t estimate_tokens(std::string_view text) {
 }
 
 ErrorKind kind_of(const Error &e) {
-  if (e.param == http::kConnectFailed || e.param == http::kTlsFailed)
+  if (e.param == http::kConnectFailed || e.param == http::kTlsFailed ||
+      e.param == http::kUpstreamReset)
     return ErrorKind::kConnect;
   if (e.param == http::kConnectTimeout || e.param == http::kFirstByteTimeout ||
       e.param == http::kIdleTimeout || e.param == http::kTotalTimeout)
@@ -83,10 +84,7 @@ Error client_error(const Error &transport, std::string_view model) {
     return Error{ErrorCode::kCancelled, "cancelled", {}};
   else
     what += "broke the connection";
-  Error e{ErrorCode::kUnavailable, std::move(what), {}};
-  e.param = std::string(transport.param); // the class, for logs (http::error_response omits
-                                          // param on 5xx? it renders it: a class name is safe)
-  return e;
+  return Error{ErrorCode::kUnavailable, std::move(what), {}};
 }
 
 bool retryable_status(int status) {
