@@ -7,7 +7,9 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "core/clock.h"
 #include "server/config.h"
+#include "server/stores.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gantry::cli {
@@ -48,12 +50,19 @@ int run_backup(const DbFlags &f) {
     std::fprintf(stderr, "error: no database at %s (check --data-dir)\n", live.c_str());
     return 1;
   }
-  auto store = control::SqliteStore::open(*dir);
-  if (!store) {
-    std::fprintf(stderr, "error: %s\n", store.error().message.c_str());
+  server::ServerConfig cfg;
+  cfg.data_dir = *dir;
+  const SystemClock clock;
+  auto stores = server::open_stores(cfg, clock, server::StoreSet::kControlOnly);
+  if (!stores) {
+    std::fprintf(stderr, "error: %s\n", stores.error().message.c_str());
     return 1;
   }
-  if (auto st = (*store)->backup_to(f.file); !st) {
+  if (!stores->backup_to) {
+    std::fprintf(stderr, "error: this store has no database file to back up\n");
+    return 1;
+  }
+  if (auto st = stores->backup_to(f.file); !st) {
     std::fprintf(stderr, "error: backup to %s failed: %s\n", f.file.c_str(),
                  st.error().message.c_str());
     return 1;
