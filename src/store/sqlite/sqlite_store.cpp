@@ -1,3 +1,6 @@
+// SqliteStore: what only a SQLite file has (on no port): opening and migrating it, the readiness
+// check against the path, backup_to, verify_database_file and restore_database. The three ports'
+// methods are in sqlite_key_store.cpp, sqlite_usage_ledger.cpp and sqlite_budget_store.cpp.
 #include "store/sqlite/sqlite_store.h"
 
 #include "store/sqlite/sqlite_db.h"
