@@ -8,7 +8,9 @@
 
 #include "contract/store_factories.h"
 #include "jobs/job_ids.h"
+#include "jobs/job_queue.h"
 #include "jobs/job_records.h"
+#include "support/fake_clock.h"
 
 namespace gantry::jobs {
 namespace {
@@ -271,6 +273,42 @@ TYPED_TEST(JobRecordsContract, ABatchRoundTripsAndActiveListsOnlyUnfinishedOnes)
   auto active = *this->b_->active_batches();
   ASSERT_EQ(active.size(), 1u);
   EXPECT_EQ(active[0].id, b.id);
+}
+
+TYPED_TEST(JobRecordsContract, BatchCountsFollowItsJobsInTheQueue) {
+  // The records and the queue share one backend: a batch's counts are its lines' outcomes.
+  FakeClock clock;
+  JobQueueOptions o;
+  o.node_id = "node-a";
+  auto queue = this->factory_.job_queue(o, clock);
+  ASSERT_TRUE(queue);
+  std::vector<Job> lines;
+  for (int i = 0; i < 3; ++i) {
+    Job j;
+    j.id = this->ids_.next("job_");
+    j.project = "p";
+    j.endpoint = "/v1/completions";
+    j.body = "{}";
+    j.batch_id = "batch_1";
+    j.custom_id = "line-" + std::to_string(i);
+    j.created_ms = clock.unix_millis();
+    lines.push_back(j);
+  }
+  ASSERT_TRUE(queue->enqueue(lines));
+  auto l = queue->lease("w", std::chrono::seconds(10), std::chrono::milliseconds(0));
+  ASSERT_TRUE(l && *l);
+  JobOutcome ok;
+  ok.success = true;
+  ok.status = 200;
+  ok.body = "{}";
+  ASSERT_TRUE(*queue->complete(**l, ok));
+  const std::string other = (*l)->job.id == lines[0].id ? lines[1].id : lines[0].id;
+  ASSERT_TRUE(*queue->cancel("p", other));
+  auto c = *this->a_->batch_counts("batch_1");
+  EXPECT_EQ(c.total, 3);
+  EXPECT_EQ(c.succeeded, 1);
+  EXPECT_EQ(c.failed, 1) << "canceled counts as failed";
+  EXPECT_EQ(this->a_->batch_counts("batch_other")->total, 0);
 }
 
 } // namespace
