@@ -15,7 +15,6 @@
 #include "api/embeddings.h"
 #include "api/openai.h"
 #include "cache/cache_key.h"
-#include "cache/memory_cache.h"
 #include "control/api_key.h"
 #include "control/webhook_signature.h"
 #include "core/utf8.h"
@@ -30,7 +29,7 @@
 #include "server/metrics_text.h"
 #include "server/model_digest.h"
 #include "server/recording_writer.h"
-#include "store/sqlite/sqlite_store.h"
+#include "server/stores.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -143,15 +142,15 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     g->models_.push_back(std::move(sm));
   }
 
-  // The control plane: keys, limits, quotas, cost, ledger (SQLite under the data directory).
+  // Every state port's adapter, chosen in one place (server/stores.h).
+  GANTRY_ASSIGN_OR_RETURN(Stores stores, open_stores(g->config_, clock));
+  // The control plane: keys, limits, quotas, cost, ledger.
   g->outbound_ = std::make_unique<Outbound>(g->config_, clock);
-  GANTRY_ASSIGN_OR_RETURN(auto store, control::SqliteStore::open(g->config_.data_dir));
   GANTRY_ASSIGN_OR_RETURN(std::string pepper, control::load_pepper(g->config_.data_dir));
   control::ControlConfig cc;
   cc.auth = g->config_.auth == "required" ? control::AuthMode::kRequired : control::AuthMode::kAuto;
   cc.global = {g->config_.global_rpm, g->config_.global_tpm, g->config_.global_max_concurrent};
   cc.ledger_flush = g->config_.ledger_flush;
-  cc.idempotency_max_bytes = static_cast<size_t>(g->config_.idempotency_max_bytes);
   cc.alert_webhook_url = g->config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
@@ -174,13 +173,10 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
     control::ModelControl mc;
     mc.name = spec.name;
     mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, spec.price_per_hour};
-    mc.breaker.usd_per_minute = spec.breaker_usd_per_minute;
-    mc.breaker.window = std::chrono::seconds(spec.breaker_window_s);
-    mc.breaker.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
     mcs.push_back(std::move(mc));
   }
   g->control_ = std::make_unique<control::ControlPlane>(
-      std::move(store), std::move(pepper), std::move(cc), std::move(mcs), clock,
+      std::move(stores.control), std::move(pepper), std::move(cc), std::move(mcs), clock,
       g->outbound_->alert_post(),
       [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   GANTRY_TRY(g->control_->start());
@@ -189,7 +185,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   bo.keep = g->config_.backup_keep;
   bo.dir = g->config_.backup_dir.empty() ? g->config_.data_dir + "/backups" : g->config_.backup_dir;
   g->backups_ = std::make_unique<control::BackupScheduler>(
-      g->control_->store(), bo, clock,
+      stores.backup_to, bo, clock,
       [](const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   g->admin_token_ = env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE");
   if (g->config_.request_log != "off") {
@@ -220,16 +216,14 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 
   const CacheConfig &cache_cfg = g->config_.cache;
   g->response_cache_ = std::make_unique<ResponseCache>(
-      std::make_unique<cache::MemoryCache>(cache_cfg.max_bytes, clock),
-      ResponseCacheConfig{cache_cfg.enabled, cache_cfg.ttl});
-  g->embeddings_ = std::make_unique<EmbeddingService>(
-      std::make_unique<cache::MemoryCache>(cache_cfg.embedding_max_bytes, clock), cache_cfg.enabled,
-      cache_cfg.ttl);
+      std::move(stores.responses), ResponseCacheConfig{cache_cfg.enabled, cache_cfg.ttl});
+  g->embeddings_ = std::make_unique<EmbeddingService>(std::move(stores.embeddings),
+                                                      cache_cfg.enabled, cache_cfg.ttl);
   Gateway *gp = g.get();
   GANTRY_ASSIGN_OR_RETURN(
       g->jobs_,
       JobsService::create(
-          g->config_, *g->control_, clock,
+          g->config_, *g->control_, clock, std::move(stores.jobs),
           [gp](const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w) {
             return gp->authenticate(req, w);
           },
@@ -1102,7 +1096,7 @@ void Gateway::handle_ready(std::shared_ptr<http::ResponseWriter> w) {
     {
       // The store backs keys, limits and the ledger: a read and a write round trip.
       const auto t0 = std::chrono::steady_clock::now();
-      auto st = control_->store().check();
+      auto st = control_->check_stores();
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       json::object c{{"name", "store"}, {"status", st ? "ok" : "failed"}, {"latency_ms", ms}};

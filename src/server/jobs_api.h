@@ -28,6 +28,7 @@
 #include "jobs/webhook_dispatcher.h"
 #include "server/auth_outcome.h"
 #include "server/config.h"
+#include "server/stores.h"
 
 namespace gantry::server {
 
@@ -42,9 +43,11 @@ public:
                          std::optional<control::Principal>)>;
   using WebhookPost = jobs::WebhookDispatcher::Post;
 
-  static Result<std::unique_ptr<JobsService>>
-  create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
-         Authenticate authenticate, Execute execute, WebhookPost post, std::string admin_token);
+  static Result<std::unique_ptr<JobsService>> create(const ServerConfig &config,
+                                                     control::ControlPlane &control,
+                                                     const Clock &clock, JobStores stores,
+                                                     Authenticate authenticate, Execute execute,
+                                                     WebhookPost post, std::string admin_token);
   ~JobsService();
 
   void add_routes(http::Router &router);       // /v1/jobs, /v1/files, /v1/batches
@@ -88,7 +91,7 @@ private:
   Execute execute_;
   std::string admin_token_;
   jobs::JobIds ids_;
-  // The ports; create() picks the embedded SQLite adapters.
+  // The ports, from open_stores().
   std::unique_ptr<jobs::JobQueue> queue_;
   std::unique_ptr<jobs::JobRecords> records_;
   std::unique_ptr<jobs::JobEvents> events_; // Prefer-wait completions and cancels
