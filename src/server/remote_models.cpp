@@ -34,10 +34,19 @@ std::vector<control::ModelControl> remote_model_controls(const ServerConfig &con
     control::ModelControl mc;
     mc.name = spec.name;
     mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, 0};
-    mc.breaker.usd_per_minute = spec.breaker_usd_per_minute;
-    mc.breaker.window = std::chrono::seconds(spec.breaker_window_s);
-    mc.breaker.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
     out.push_back(std::move(mc));
+  }
+  return out;
+}
+
+std::vector<control::BreakerSpec> remote_model_breakers(const ServerConfig &config) {
+  std::vector<control::BreakerSpec> out;
+  for (const auto &spec : config.remote_models) {
+    control::BreakerConfig b;
+    b.usd_per_minute = spec.breaker_usd_per_minute;
+    b.window = std::chrono::seconds(spec.breaker_window_s);
+    b.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
+    out.push_back({spec.name, b});
   }
   return out;
 }

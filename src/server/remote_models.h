@@ -9,6 +9,7 @@
 #include "backend/model_backend.h"
 #include "backend/remote/fallback.h"
 #include "control/control_plane.h"
+#include "control/memory_admission_store.h"
 #include "core/clock.h"
 #include "core/result.h"
 #include "server/config.h"
@@ -26,8 +27,10 @@ Result<std::vector<std::unique_ptr<backend::ModelBackend>>>
 create_remote_backends(const ServerConfig &config, const Clock &clock,
                        backend::remote::FindBackend find);
 
-// Prices and breakers of the remote models, for ControlPlane's model list.
+// Prices of the remote models (ControlPlane's model list) and their spend breakers (the
+// AdmissionStore's).
 std::vector<control::ModelControl> remote_model_controls(const ServerConfig &config);
+std::vector<control::BreakerSpec> remote_model_breakers(const ServerConfig &config);
 
 // The RemoteBackend behind a served model (through a FallbackBackend), or nullptr.
 const backend::remote::RemoteBackend *as_remote(const backend::ModelBackend &backend);
