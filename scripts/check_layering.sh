@@ -42,7 +42,7 @@ rule backends "server/|cli/|store/|sqlite3\.h|libpq|hiredis/" \
 # backend/: the ModelBackend port (its top-level headers) and its adapters (local/, remote/...).
 # Adapters may speak HTTP (a remote engine) but never reach the composition root, the control
 # plane or a store: admission, caching and settlement live above the port, in server/.
-rule backend "server/|cli/|store/|control/|jobs/|cache/|sqlite3\.h|libpq|postgresql/|hiredis/" \
+rule backend "server/|cli/|store/|control/|jobs/|cache/cache\.h|cache/memory|sqlite3\.h|libpq|postgresql/|hiredis/" \
   "backend/ is the ModelBackend port and its adapters: never the service above it or a store"
 hits=$(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](boost/|http/|engine/model|engine/batch)' \
   src/backend/*.h 2>/dev/null || true)
