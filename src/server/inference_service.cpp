@@ -5,6 +5,10 @@
 #include "core/utf8.h"
 
 namespace gantry::server {
+namespace {
+// The byte bound of a prompt before tokenizing: context × this many bytes.
+constexpr size_t kMaxBytesPerToken = 16;
+} // namespace
 
 // One call in flight: the backend's sink, and the owner of the call's state from admission to
 // the outcome. Backend events arrive on the backend's thread; mu_ orders them with start().
@@ -25,6 +29,23 @@ public:
       return;
     }
     out_.model = backend_->info().name;
+    // A prompt far longer than the context is refused before anything tokenizes it (audit M4):
+    // no tokenizer emits fewer than one token per ~16 bytes of text.
+    if (const int ctx = backend_->info().context_length; ctx > 0) {
+      const size_t limit = static_cast<size_t>(ctx) * kMaxBytesPerToken;
+      size_t bytes = ir.prompt.size();
+      for (const auto &m : ir.messages)
+        bytes += m.content.size();
+      if (bytes > limit) {
+        fail({ErrorCode::kContextLengthExceeded,
+              "This model's maximum context length is " + std::to_string(ctx) +
+                  " tokens; the prompt (" + std::to_string(bytes) +
+                  " bytes) is far longer. Please reduce the length of the " +
+                  (ir.endpoint == api::Endpoint::kChatCompletions ? "messages." : "prompt."),
+              ir.endpoint == api::Endpoint::kChatCompletions ? "messages" : "prompt"});
+        return;
+      }
+    }
     // Templating and tokenizing run on the prepare pool, never on an I/O thread (audit M4);
     // a full pool is an overload like a full engine queue.
     auto self = shared_from_this();
