@@ -13,6 +13,7 @@
 
 #include "control/control_plane.h"
 #include "control/key_service.h"
+#include "control/memory_admission_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace {
@@ -30,30 +31,43 @@ struct Fixture {
   explicit Fixture(bool with_key) {
     std::string tmpl = std::filesystem::temp_directory_path().string() + "/gantry_cb_XXXXXX";
     dir = mkdtemp(tmpl.data());
-    auto store = SqliteStore::open(dir);
-    if (!store)
+    auto opened = SqliteStore::open(dir);
+    if (!opened)
       std::abort();
+    std::shared_ptr<SqliteStore> store = std::move(opened).value();
     const std::string pepper = "bench-pepper-0123456789";
     if (with_key) {
       CreateKeyOptions o;
       o.project = "bench";
       o.limits = {1'000'000'000'000, 1'000'000'000'000'000, 0};
-      auto k = create_key(**store, pepper, o, clock.unix_seconds());
+      auto k = create_key(*store, pepper, o, clock.unix_seconds());
       key = "Bearer " + k->key;
       Project p{"bench", {1'000'000'000'000, 1'000'000'000'000'000, 0}, 0};
-      (void)(*store)->put_project(p);
+      (void)store->put_project(p);
       Budget b;
       b.owner_kind = OwnerKind::kProject;
       b.owner_id = "bench";
       b.spend_limit_usd = 1e12;
-      (void)(*store)->put_budget(b);
+      (void)store->put_budget(b);
     }
     ControlConfig cc;
     cc.global = with_key ? Limits{1'000'000'000'000, 0, 0} : Limits{};
-    ModelControl mc{"m", Price{0.15, 0.60, 0},
-                    BreakerConfig{1e9, std::chrono::seconds(60), std::chrono::seconds(300)}};
-    cp = std::make_unique<ControlPlane>(std::move(store).value(), pepper, cc,
-                                        std::vector<ModelControl>{mc}, clock, nullptr, nullptr);
+    ModelControl mc{"m", Price{0.15, 0.60, 0}};
+    // The embedded adapters, as open_stores() picks them for a server.
+    ControlPorts ports;
+    ports.keys = store;
+    ports.ledger = store;
+    ports.budgets = store;
+    ports.admission = std::make_unique<MemoryAdmissionStore>(
+        clock,
+        std::vector<BreakerSpec>{
+            {"m", BreakerConfig{1e9, std::chrono::seconds(60), std::chrono::seconds(300)}}},
+        [store](OwnerKind k, std::string_view id, int64_t from) {
+          return store->usage_of(k, id, from);
+        });
+    ports.idempotency = std::make_unique<MemoryIdempotencyStore>(clock);
+    cp = std::make_unique<ControlPlane>(std::move(ports), pepper, cc, std::vector<ModelControl>{mc},
+                                        clock, nullptr, nullptr);
     if (!cp->start())
       std::abort();
   }

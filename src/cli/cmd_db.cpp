@@ -7,7 +7,9 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "core/clock.h"
 #include "server/config.h"
+#include "server/stores.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gantry::cli {
@@ -19,14 +21,14 @@ struct DbFlags {
   std::string config_file;
 };
 
-Result<std::string> resolve_data_dir(const DbFlags &f) {
+Result<server::ServerConfig> resolve_config(const DbFlags &f) {
   server::ServerConfig cfg;
   if (!f.config_file.empty())
     GANTRY_TRY(server::apply_toml_file(f.config_file, cfg));
   GANTRY_TRY(server::apply_env(server::process_env(), cfg));
   if (!f.data_dir.empty())
     cfg.data_dir = f.data_dir;
-  return cfg.data_dir;
+  return cfg;
 }
 
 std::string file_size_text(const std::string &path) {
@@ -36,24 +38,29 @@ std::string file_size_text(const std::string &path) {
 }
 
 int run_backup(const DbFlags &f) {
-  auto dir = resolve_data_dir(f);
-  if (!dir) {
-    std::fprintf(stderr, "error: %s\n", dir.error().message.c_str());
+  auto cfg = resolve_config(f);
+  if (!cfg) {
+    std::fprintf(stderr, "error: %s\n", cfg.error().message.c_str());
     return 2;
   }
-  const std::string live = control::database_path(*dir);
+  const std::string live = control::database_path(cfg->data_dir);
   std::error_code ec;
   // Opening would create an empty database; a backup of nothing is a mistake to report.
   if (!std::filesystem::exists(live, ec)) {
     std::fprintf(stderr, "error: no database at %s (check --data-dir)\n", live.c_str());
     return 1;
   }
-  auto store = control::SqliteStore::open(*dir);
-  if (!store) {
-    std::fprintf(stderr, "error: %s\n", store.error().message.c_str());
+  const SystemClock clock;
+  auto stores = server::open_stores(*cfg, clock, server::StoreSet::kControlOnly);
+  if (!stores) {
+    std::fprintf(stderr, "error: %s\n", stores.error().message.c_str());
     return 1;
   }
-  if (auto st = (*store)->backup_to(f.file); !st) {
+  if (!stores->backup_to) {
+    std::fprintf(stderr, "error: this store has no database file to back up\n");
+    return 1;
+  }
+  if (auto st = stores->backup_to(f.file); !st) {
     std::fprintf(stderr, "error: backup to %s failed: %s\n", f.file.c_str(),
                  st.error().message.c_str());
     return 1;
@@ -63,17 +70,19 @@ int run_backup(const DbFlags &f) {
   return 0;
 }
 
+// Restoring replaces the embedded database's file, so it is the SQLite adapter's own operation
+// (no port has it) and needs the database closed: nothing is opened through open_stores().
 int run_restore(const DbFlags &f) {
-  auto dir = resolve_data_dir(f);
-  if (!dir) {
-    std::fprintf(stderr, "error: %s\n", dir.error().message.c_str());
+  auto cfg = resolve_config(f);
+  if (!cfg) {
+    std::fprintf(stderr, "error: %s\n", cfg.error().message.c_str());
     return 2;
   }
-  if (auto st = control::restore_database(f.file, *dir); !st) {
+  if (auto st = control::restore_database(f.file, cfg->data_dir); !st) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 1;
   }
-  const std::string live = control::database_path(*dir);
+  const std::string live = control::database_path(cfg->data_dir);
   std::printf("restored %s to %s (%s)\n", f.file.c_str(), live.c_str(),
               file_size_text(live).c_str());
   return 0;

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "core/clock.h"
 #include "engine/batch/engine.h"
 
 namespace gantry::cli {
@@ -28,16 +29,16 @@ struct GenerateOptions {
   std::vector<std::string> stop;
 };
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+double ms_since(const Clock &clock, std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock.now() - t0).count();
 }
 
-int run_generate(GenerateOptions o) {
-  auto t_load = std::chrono::steady_clock::now();
+int run_generate(GenerateOptions o, const Clock &clock) {
+  auto t_load = clock.now();
   auto model = load_model_or_report(o.model);
   if (!model)
     return 1;
-  const double load_ms = ms_since(t_load);
+  const double load_ms = ms_since(clock, t_load);
   engine::EngineConfig ec;
   ec.n_threads = o.threads;
   ec.max_seqs = 1;
@@ -65,13 +66,13 @@ int run_generate(GenerateOptions o) {
   std::vector<int32_t> out_ids;
   std::string text;
   std::string finish;
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = clock.now();
   double prompt_ms = 0;
   while (!eng.idle()) {
     for (auto &ev : eng.step()) {
       if (ev.token >= 0) {
         if (out_ids.empty())
-          prompt_ms = ms_since(t0);
+          prompt_ms = ms_since(clock, t0);
         out_ids.push_back(ev.token);
       }
       text += ev.text;
@@ -83,7 +84,7 @@ int run_generate(GenerateOptions o) {
         finish = engine::finish_reason_name(ev.finish);
     }
   }
-  const double total_ms = ms_since(t0);
+  const double total_ms = ms_since(clock, t0);
   const double gen_ms = total_ms - prompt_ms;
   const double gen_tps = out_ids.size() > 1 ? (out_ids.size() - 1) / (gen_ms / 1000.0) : 0.0;
   const double pp_tps = prompt_ms > 0 ? prompt_ids.size() / (prompt_ms / 1000.0) : 0.0;
@@ -135,7 +136,10 @@ void register_generate_command(CLI::App &app, int &rc) {
   cmd->add_option("--stop", o.stop, "stop string (repeatable)");
   cmd->add_flag("--ignore-eos", o.ignore_eos, "keep generating after end-of-sequence");
   cmd->add_flag("--json", o.json, "print prompt ids, generated ids, text and timings as JSON");
-  cmd->callback([&rc] { rc = run_generate(o); });
+  cmd->callback([&rc] {
+    const SystemClock clock;
+    rc = run_generate(o, clock);
+  });
 }
 
 } // namespace gantry::cli

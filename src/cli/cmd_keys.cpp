@@ -8,13 +8,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <memory>
 #include <optional>
 
 #include "cli/commands.h"
 #include "control/api_key.h"
 #include "control/key_service.h"
 #include "control/webhook_signature.h"
-#include "store/sqlite/sqlite_store.h"
+#include "core/clock.h"
+#include "server/stores.h"
 
 namespace gantry::cli {
 namespace {
@@ -36,20 +38,29 @@ std::string resolve_data_dir(const std::string &flag) {
   return "./gantry-data";
 }
 
-int64_t now_s() { return static_cast<int64_t>(std::time(nullptr)); }
+// The one clock of a `gantry keys` command.
+const SystemClock &cli_clock() {
+  static const SystemClock c;
+  return c;
+}
+
+int64_t now_s() { return cli_clock().unix_seconds(); }
 
 int fail(const Error &e) {
   std::fprintf(stderr, "error: %s\n", e.message.c_str());
   return 1;
 }
 
-std::unique_ptr<control::SqliteStore> open_store(const KeysFlags &f, int &rc) {
-  auto store = control::SqliteStore::open(resolve_data_dir(f.data_dir));
-  if (!store) {
-    rc = fail(store.error());
+// The key store open_stores() chooses for this data directory (the server's own choice).
+std::shared_ptr<control::KeyStore> open_store(const KeysFlags &f, int &rc) {
+  server::ServerConfig cfg;
+  cfg.data_dir = resolve_data_dir(f.data_dir);
+  auto stores = server::open_stores(cfg, cli_clock(), server::StoreSet::kControlOnly);
+  if (!stores) {
+    rc = fail(stores.error());
     return nullptr;
   }
-  return std::move(store).value();
+  return std::move(stores->control.keys);
 }
 
 std::string fmt_time(int64_t t) {
@@ -78,7 +89,7 @@ void print_issued(const control::IssuedKey &k, const char *what, bool as_json) {
 
 // The store and the pepper, for the commands that hash secrets.
 struct Opened {
-  std::unique_ptr<control::SqliteStore> store;
+  std::shared_ptr<control::KeyStore> store;
   std::string pepper;
 };
 std::optional<Opened> open_with_pepper(const KeysFlags &f, int &rc) {

@@ -10,9 +10,10 @@ namespace gantry::control {
 
 namespace fs = std::filesystem;
 
-BackupScheduler::BackupScheduler(Store &store, BackupOptions options, const Clock &clock,
+BackupScheduler::BackupScheduler(CopyTo copy_to, BackupOptions options, const Clock &clock,
                                  std::function<void(const std::string &)> log)
-    : store_(store), options_(std::move(options)), clock_(clock), log_(std::move(log)) {
+    : copy_to_(std::move(copy_to)), options_(std::move(options)), clock_(clock),
+      log_(std::move(log)) {
   if (options_.interval.count() > 0)
     thread_ = std::thread([this] { loop(); });
 }
@@ -43,7 +44,7 @@ std::vector<std::string> BackupScheduler::list() const {
 Result<std::string> BackupScheduler::run_once() {
   std::error_code ec;
   // Backups are full copies of the database: owner-only, as the data directory (audit M5).
-  // The backup files themselves are created 0600 by the store.
+  // The backup files themselves are created 0600 by the adapter.
   if (fs::create_directories(options_.dir, ec))
     fs::permissions(options_.dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec)
@@ -54,7 +55,7 @@ Result<std::string> BackupScheduler::run_once() {
   char name[64];
   std::strftime(name, sizeof(name), "gantry-%Y%m%dT%H%M%SZ.db", &tm);
   const std::string path = (fs::path(options_.dir) / name).string();
-  GANTRY_TRY(store_.backup_to(path));
+  GANTRY_TRY(copy_to_(path));
   auto files = list();
   const size_t keep = static_cast<size_t>(std::max(options_.keep, 1));
   for (size_t i = 0; i + keep < files.size(); ++i)

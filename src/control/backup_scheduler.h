@@ -1,4 +1,5 @@
-// Optional scheduled online backups: every `interval`, Store::backup_to writes
+// Optional scheduled online backups: every `interval`, the given copy function (the SQLite
+// adapter's backup_to; a backend without file copies has no scheduler) writes
 // <dir>/gantry-YYYYmmddTHHMMSSZ.db (consistent while the server writes) and all but the newest
 // `keep` such files are deleted. Failures are logged and retried at the next interval.
 #pragma once
@@ -11,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "control/store.h"
 #include "core/clock.h"
+#include "core/result.h"
 
 namespace gantry::control {
 
@@ -24,7 +25,10 @@ struct BackupOptions {
 
 class BackupScheduler {
 public:
-  BackupScheduler(Store &store, BackupOptions options, const Clock &clock,
+  // Writes a consistent copy of the live database at the path, or fails.
+  using CopyTo = std::function<Status(const std::string &path)>;
+
+  BackupScheduler(CopyTo copy_to, BackupOptions options, const Clock &clock,
                   std::function<void(const std::string &)> log);
   ~BackupScheduler();
 
@@ -35,7 +39,7 @@ public:
 private:
   void loop();
 
-  Store &store_;
+  CopyTo copy_to_;
   BackupOptions options_;
   const Clock &clock_;
   std::function<void(const std::string &)> log_;

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 
 #include "control/api_key.h"
-#include "control/memory_admission_store.h"
 #include "control/webhook_signature.h"
 
 namespace gantry::control {
@@ -19,38 +19,26 @@ LedgerWriterOptions ledger_options(std::chrono::milliseconds flush) {
   return o;
 }
 
-std::unique_ptr<AdmissionStore>
-embedded_admission(Store &store, const std::vector<ModelControl> &models, const Clock &clock) {
-  std::vector<BreakerSpec> breakers;
-  for (const auto &m : models)
-    breakers.push_back({m.name, m.breaker});
-  return std::make_unique<MemoryAdmissionStore>(
-      clock, std::move(breakers), [&store](OwnerKind k, std::string_view id, int64_t from_ms) {
-        return store.usage_of(k, id, from_ms);
-      });
-}
-
-std::unique_ptr<IdempotencyStore> embedded_idempotency(const ControlConfig &config,
-                                                       const Clock &clock) {
-  IdempotencyLimits l;
-  l.max_bytes = config.idempotency_max_bytes;
-  l.max_entry_bytes = std::min(l.max_entry_bytes, config.idempotency_max_bytes);
-  return std::make_unique<MemoryIdempotencyStore>(clock, l);
+template <typename T> T required(T port, const char *name) {
+  if (!port)
+    throw std::invalid_argument(std::string("ControlPlane: no ") + name + " adapter");
+  return port;
 }
 } // namespace
 
-ControlPlane::ControlPlane(std::unique_ptr<Store> store, std::string pepper, ControlConfig config,
+ControlPlane::ControlPlane(ControlPorts ports, std::string pepper, ControlConfig config,
                            std::vector<ModelControl> models, const Clock &clock, WebhookPost post,
-                           EventLog log, ControlPorts ports)
-    : store_(std::move(store)), config_(std::move(config)), clock_(clock), post_(std::move(post)),
-      log_(std::move(log)),
-      ledger_(std::make_unique<LedgerWriter>(*store_, ledger_options(config_.ledger_flush))),
-      keys_(*store_, std::move(pepper), clock, config_.auth,
+                           EventLog log)
+    : key_store_(required(std::move(ports.keys), "key store")),
+      usage_ledger_(required(std::move(ports.ledger), "usage ledger")),
+      budget_store_(required(std::move(ports.budgets), "budget store")), config_(std::move(config)),
+      clock_(clock), post_(std::move(post)), log_(std::move(log)),
+      ledger_(std::make_unique<LedgerWriter>(*usage_ledger_, *key_store_,
+                                             ledger_options(config_.ledger_flush))),
+      keys_(*key_store_, std::move(pepper), clock, config_.auth,
             [this](const std::string &id, int64_t t) { ledger_->touched(id, t); }),
-      admission_(ports.admission ? std::move(ports.admission)
-                                 : embedded_admission(*store_, models, clock)),
-      idempotency_(ports.idempotency ? std::move(ports.idempotency)
-                                     : embedded_idempotency(config_, clock)),
+      admission_(required(std::move(ports.admission), "admission store")),
+      idempotency_(required(std::move(ports.idempotency), "idempotency store")),
       settlement_(config_.settlement_queue) {
   for (auto &m : models) {
     ModelState s;
@@ -61,10 +49,24 @@ ControlPlane::ControlPlane(std::unique_ptr<Store> store, std::string pepper, Con
 
 ControlPlane::~ControlPlane() { stop(); }
 
+Status ControlPlane::check_stores() {
+  // One adapter may implement several aggregates (the embedded database does all three): each
+  // backend is checked once.
+  const void *keys = dynamic_cast<const void *>(key_store_.get());
+  const void *ledger = dynamic_cast<const void *>(usage_ledger_.get());
+  const void *budgets = dynamic_cast<const void *>(budget_store_.get());
+  GANTRY_TRY(key_store_->check());
+  if (ledger != keys)
+    GANTRY_TRY(usage_ledger_->check());
+  if (budgets != keys && budgets != ledger)
+    GANTRY_TRY(budget_store_->check());
+  return Ok();
+}
+
 Status ControlPlane::start() {
   GANTRY_TRY(keys_.refresh());
   GANTRY_TRY(reload_budgets());
-  GANTRY_ASSIGN_OR_RETURN(auto projects, store_->list_projects());
+  GANTRY_ASSIGN_OR_RETURN(auto projects, key_store_->list_projects());
   {
     std::lock_guard<std::mutex> lk(projects_mu_);
     for (const auto &p : projects)
@@ -100,7 +102,7 @@ Status ControlPlane::flush() {
 }
 
 Status ControlPlane::reload_budgets() {
-  GANTRY_ASSIGN_OR_RETURN(auto budgets, store_->list_budgets());
+  GANTRY_ASSIGN_OR_RETURN(auto budgets, budget_store_->list_budgets());
   admission_->set_budgets(budgets);
   return Ok();
 }
@@ -113,7 +115,7 @@ void ControlPlane::key_loop() {
       log_(json::serialize(
           json::object{{"event", "key_refresh_failed"}, {"error", st.error().message}}));
     }
-    if (auto projects = store_->list_projects()) {
+    if (auto projects = key_store_->list_projects()) {
       std::lock_guard<std::mutex> plk(projects_mu_);
       projects_.clear();
       for (const auto &p : *projects)
@@ -296,8 +298,8 @@ void ControlPlane::alert_loop() {
     alerts_.pop_front();
     lk.unlock();
     // The store makes it once per period across restarts and processes.
-    auto first =
-        store_->record_alert(a.budget.owner_kind, a.budget.owner_id, a.period_start, a.threshold);
+    auto first = budget_store_->record_alert(a.budget.owner_kind, a.budget.owner_id, a.period_start,
+                                             a.threshold);
     if (first && *first) {
       {
         std::lock_guard<std::mutex> clk(counters_mu_);

@@ -4,9 +4,10 @@
 // that touches disk happens on background threads (the ledger writer, the key watcher, the
 // alert dispatcher), so the per-request cost is a few map lookups and one HMAC.
 //
-// Limits, quotas, budgets and breakers sit behind one port, AdmissionStore (one reserve() per
-// admission, one settle() per finish), and Idempotency-Key records behind IdempotencyStore; the
-// composition root chooses their adapters (ControlPorts), the embedded in-memory ones by default.
+// The state lives behind ports the composition root hands in (ControlPorts, chosen by
+// open_stores()): keys and projects (KeyStore), the usage ledger (UsageLedger), budgets and alert
+// state (BudgetStore), limits, quotas, budgets and breakers (AdmissionStore: one reserve() per
+// admission, one settle() per finish) and Idempotency-Key records (IdempotencyStore).
 // finish() prices the request on the calling thread (the cost is a response header) and posts
 // the settlement — the store's settle(), the budget alerts, the ledger row — to a bounded
 // SettlementWorker, so nothing stateful runs on an engine thread; admit() waits for settlements
@@ -30,14 +31,17 @@
 
 #include "control/admission_store.h"
 #include "control/breaker.h"
+#include "control/budget_store.h"
 #include "control/idempotency.h"
 #include "control/key_authenticator.h"
+#include "control/key_store.h"
 #include "control/ledger_writer.h"
 #include "control/pricing.h"
 #include "control/quota.h"
 #include "control/rate_limiter.h"
 #include "control/settlement_worker.h"
 #include "control/store.h"
+#include "control/usage_ledger.h"
 #include "core/clock.h"
 
 namespace gantry::control {
@@ -48,13 +52,17 @@ struct ControlConfig {
   std::chrono::milliseconds ledger_flush{200};
   std::chrono::milliseconds key_poll{250};
   std::string alert_webhook_url;
-  std::vector<std::string> alert_webhook_secrets;      // "whsec_..."; the first signs, all verify
-  size_t idempotency_max_bytes = kIdempotencyMaxBytes; // the embedded idempotency store's bound
+  std::vector<std::string> alert_webhook_secrets; // "whsec_..."; the first signs, all verify
   size_t settlement_queue = 4096; // settlements waiting for the worker before finish() runs inline
 };
 
-// The adapters of the control plane's state ports; a null one gets the embedded adapter.
+// The adapters of the control plane's state ports, all required. The store aggregates are shared:
+// one embedded database implements all three, and the backup scheduler and the admission store's
+// usage loader hold them too.
 struct ControlPorts {
+  std::shared_ptr<KeyStore> keys;
+  std::shared_ptr<UsageLedger> ledger;
+  std::shared_ptr<BudgetStore> budgets;
   std::unique_ptr<AdmissionStore> admission;
   std::unique_ptr<IdempotencyStore> idempotency;
 };
@@ -62,7 +70,6 @@ struct ControlPorts {
 struct ModelControl {
   std::string name;
   Price price;
-  BreakerConfig breaker;
 };
 
 struct AdmitRequest {
@@ -113,9 +120,10 @@ public:
                                 const std::vector<std::pair<std::string, std::string>> &headers)>;
   using EventLog = std::function<void(const std::string &json_line)>;
 
-  ControlPlane(std::unique_ptr<Store> store, std::string pepper, ControlConfig config,
-               std::vector<ModelControl> models, const Clock &clock, WebhookPost post, EventLog log,
-               ControlPorts ports = {});
+  // Throws std::invalid_argument when a port is missing (a wiring bug).
+  ControlPlane(ControlPorts ports, std::string pepper, ControlConfig config,
+               std::vector<ModelControl> models, const Clock &clock, WebhookPost post,
+               EventLog log);
   ~ControlPlane();
 
   // Loads budgets and keys, starts the background threads.
@@ -147,7 +155,11 @@ public:
                         const Error &error, int64_t arrived_ms,
                         const std::string &client_request_id = {});
 
-  Store &store() { return *store_; }
+  KeyStore &key_store() { return *key_store_; }
+  UsageLedger &usage_ledger() { return *usage_ledger_; }
+  BudgetStore &budget_store() { return *budget_store_; }
+  // Every store aggregate's round trip, for /readyz.
+  Status check_stores();
   KeyAuthenticator &keys() { return keys_; }
   AdmissionStore &admission() { return *admission_; }
   IdempotencyStore &idempotency() { return *idempotency_; }
@@ -174,7 +186,9 @@ private:
   void alert_loop();
   void key_loop();
 
-  std::unique_ptr<Store> store_;
+  std::shared_ptr<KeyStore> key_store_;
+  std::shared_ptr<UsageLedger> usage_ledger_;
+  std::shared_ptr<BudgetStore> budget_store_;
   ControlConfig config_;
   const Clock &clock_;
   WebhookPost post_;

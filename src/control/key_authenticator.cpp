@@ -11,7 +11,7 @@ Error unauthorized(std::string msg) { return {ErrorCode::kUnauthorized, std::mov
 
 } // namespace
 
-KeyAuthenticator::KeyAuthenticator(Store &store, std::string pepper, const Clock &clock,
+KeyAuthenticator::KeyAuthenticator(KeyStore &store, std::string pepper, const Clock &clock,
                                    AuthMode mode, UsedCallback on_used)
     : store_(store), pepper_(std::move(pepper)), clock_(clock), mode_(mode),
       on_used_(std::move(on_used)) {}

@@ -1,6 +1,6 @@
 // Turns an Authorization header into the caller's identity without touching the database on the
 // hot path: verified key records are cached in memory, and a watcher (refresh(), called every
-// 250 ms by the ControlPlane) drops the cache whenever Store::keys_generation() moves, which is
+// 250 ms by the ControlPlane) drops the cache whenever KeyStore::keys_generation() moves, which is
 // how a `gantry keys revoke` in another process takes effect within a second.
 #pragma once
 
@@ -12,7 +12,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "control/store.h"
+#include "control/key_store.h"
 #include "core/clock.h"
 
 namespace gantry::control {
@@ -33,7 +33,7 @@ class KeyAuthenticator {
 public:
   using UsedCallback = std::function<void(const std::string &key_id, int64_t unix_seconds)>;
 
-  KeyAuthenticator(Store &store, std::string pepper, const Clock &clock, AuthMode mode,
+  KeyAuthenticator(KeyStore &store, std::string pepper, const Clock &clock, AuthMode mode,
                    UsedCallback on_used = nullptr);
 
   // nullopt when auth is not required and no key was sent. kUnauthorized for a missing, unknown,
@@ -53,7 +53,7 @@ private:
   };
   Result<std::optional<ApiKey>> lookup(const std::string &id);
 
-  Store &store_;
+  KeyStore &store_;
   const std::string pepper_;
   const Clock &clock_;
   const AuthMode mode_;

@@ -32,7 +32,7 @@ Result<int64_t> parse_duration_s(std::string_view text) {
   return n * mult;
 }
 
-Result<IssuedKey> create_key(Store &store, const std::string &pepper, const CreateKeyOptions &o,
+Result<IssuedKey> create_key(KeyStore &store, const std::string &pepper, const CreateKeyOptions &o,
                              int64_t now) {
   if (o.project.empty())
     return Err(Error::invalid("a key needs a project", "project"));
@@ -59,7 +59,7 @@ Result<IssuedKey> create_key(Store &store, const std::string &pepper, const Crea
   return out;
 }
 
-Result<IssuedKey> rotate_key(Store &store, const std::string &pepper, const std::string &id,
+Result<IssuedKey> rotate_key(KeyStore &store, const std::string &pepper, const std::string &id,
                              int64_t grace_s, int64_t now) {
   GANTRY_ASSIGN_OR_RETURN(auto key, store.get_key(id));
   if (!key)
@@ -78,7 +78,7 @@ Result<IssuedKey> rotate_key(Store &store, const std::string &pepper, const std:
   return out;
 }
 
-Result<ApiKey> revoke_key(Store &store, const std::string &id, int64_t now) {
+Result<ApiKey> revoke_key(KeyStore &store, const std::string &id, int64_t now) {
   GANTRY_ASSIGN_OR_RETURN(auto key, store.get_key(id));
   if (!key)
     return Err(ErrorCode::kNotFound, "no API key with id '" + id + "'", "id");

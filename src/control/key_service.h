@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "control/store.h"
+#include "control/key_store.h"
 
 namespace gantry::control {
 
@@ -27,12 +27,12 @@ struct IssuedKey {
 // "30d", "24h", "90m", "45s", plain seconds; kInvalidArgument otherwise.
 Result<int64_t> parse_duration_s(std::string_view text);
 
-Result<IssuedKey> create_key(Store &store, const std::string &pepper,
+Result<IssuedKey> create_key(KeyStore &store, const std::string &pepper,
                              const CreateKeyOptions &options, int64_t now);
 // The new secret works at once; the old one keeps working for `grace_s` seconds.
-Result<IssuedKey> rotate_key(Store &store, const std::string &pepper, const std::string &id,
+Result<IssuedKey> rotate_key(KeyStore &store, const std::string &pepper, const std::string &id,
                              int64_t grace_s, int64_t now);
-Result<ApiKey> revoke_key(Store &store, const std::string &id, int64_t now);
+Result<ApiKey> revoke_key(KeyStore &store, const std::string &id, int64_t now);
 
 // The public view of a key (no hash, no secret).
 boost::json::object key_json(const ApiKey &key, int64_t now);

@@ -8,8 +8,8 @@
 
 namespace gantry::control {
 
-LedgerWriter::LedgerWriter(Store &store, LedgerWriterOptions options)
-    : store_(store), options_(std::move(options)) {
+LedgerWriter::LedgerWriter(UsageLedger &ledger, KeyStore &keys, LedgerWriterOptions options)
+    : ledger_(ledger), keys_(keys), options_(std::move(options)) {
   if (options_.max_batch == 0 || options_.max_pending < options_.max_batch) {
     throw std::invalid_argument("LedgerWriter: need 0 < max_batch <= max_pending");
   }
@@ -81,7 +81,7 @@ Status LedgerWriter::write(Mode mode) {
   }
   if (!touches.empty()) {
     std::vector<std::pair<std::string, int64_t>> list(touches.begin(), touches.end());
-    if (auto st = store_.touch_keys(list); !st) {
+    if (auto st = keys_.touch_keys(list); !st) {
       failures_.fetch_add(1);
       std::lock_guard lock(mu_);
       for (auto &[id, at] : touches) {
@@ -106,7 +106,7 @@ Status LedgerWriter::write(Mode mode) {
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
       in_flight_ = n;
     }
-    Status st = store_.append_usage(batch);
+    Status st = ledger_.append_usage(batch);
     std::lock_guard lock(mu_);
     in_flight_ = 0;
     if (!st) {

@@ -1,9 +1,10 @@
-// Batches usage rows and key last-used times off the request path into Store transactions.
+// Batches usage rows and key last-used times off the request path into UsageLedger and KeyStore
+// writes.
 //
 // A request thread calls record() / touched(): a push under a mutex, never a disk wait. A
-// background thread writes the rows, one Store::append_usage transaction per max_batch rows,
+// background thread writes the rows, one UsageLedger::append_usage transaction per max_batch rows,
 // every flush_interval or as soon as max_batch rows wait. A failed write keeps its rows and
-// retries after the next interval; the Store ignores request ids it already has, so a retry never
+// retries after the next interval; the ledger ignores request ids it already has, so a retry never
 // counts a row twice. While the store stays down the queue is bounded: beyond max_pending the
 // oldest rows are dropped and counted.
 //
@@ -23,7 +24,8 @@
 #include <thread>
 #include <unordered_map>
 
-#include "control/store.h"
+#include "control/key_store.h"
+#include "control/usage_ledger.h"
 
 namespace gantry::control {
 
@@ -39,7 +41,7 @@ struct LedgerWriterOptions {
 class LedgerWriter {
 public:
   // Throws std::invalid_argument unless 0 < max_batch <= max_pending (a start-up mistake).
-  explicit LedgerWriter(Store &store, LedgerWriterOptions options = {});
+  LedgerWriter(UsageLedger &ledger, KeyStore &keys, LedgerWriterOptions options = {});
   ~LedgerWriter();
 
   LedgerWriter(const LedgerWriter &) = delete;
@@ -66,7 +68,8 @@ private:
   void drop_overflow(); // requires mu_
   void log(const std::string &line) const;
 
-  Store &store_;
+  UsageLedger &ledger_;
+  KeyStore &keys_;
   const LedgerWriterOptions options_;
 
   mutable std::mutex mu_; // guards the fields down to stop_

@@ -8,7 +8,7 @@
 // when its period's usage is loaded from the ledger).
 //
 // Threshold crossings (50/80/100% by default) are returned by commit() for the AlertDispatcher,
-// which makes them exactly-once per period through Store::record_alert.
+// which makes them exactly-once per period through BudgetStore::record_alert.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "control/store.h"
+#include "control/usage_ledger.h"
 #include "core/clock.h"
 
 namespace gantry::control {
@@ -60,9 +61,9 @@ struct BudgetState {
 class QuotaTracker {
 public:
   QuotaTracker(UsageLoader usage, const Clock &clock) : usage_(std::move(usage)), clock_(clock) {}
-  QuotaTracker(Store &store, const Clock &clock)
-      : QuotaTracker([&store](OwnerKind k, std::string_view id,
-                              int64_t from_ms) { return store.usage_of(k, id, from_ms); },
+  QuotaTracker(UsageLedger &ledger, const Clock &clock)
+      : QuotaTracker([&ledger](OwnerKind k, std::string_view id,
+                               int64_t from_ms) { return ledger.usage_of(k, id, from_ms); },
                      clock) {}
 
   // Replaces the budget set (start-up, and after an admin change); usage counters are kept.

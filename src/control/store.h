@@ -1,10 +1,13 @@
-// The control plane's persistent state behind one small interface: projects, API keys, the usage
-// ledger with its daily roll-ups, budgets and the alerts already sent.
+// The records of the control plane's persistent state: projects, API keys, usage rows and their
+// totals, budgets. Three ports hold them, split along the systems they will live in:
+// KeyStore (key_store.h: keys and projects), UsageLedger (usage_ledger.h: the ledger and its
+// roll-ups) and BudgetStore (budget_store.h: budgets and the alerts already sent). The embedded
+// adapter (store/sqlite/sqlite_store.h) implements all three on one SQLite file; open_stores()
+// (server/stores.h) is the one place that chooses adapters.
 //
-// The embedded implementation is SQLite in WAL mode (sqlite_store.h); a PostgreSQL one comes
-// with the multi-node issue. Callers never see SQL. Every method is thread-safe and may block on
-// disk, so nothing on an I/O thread's hot path calls it: keys are cached (KeyAuthenticator),
-// ledger rows are batched by LedgerWriter, and quota counters live in memory (QuotaTracker).
+// Callers never see SQL. Every port method is thread-safe and may block on disk or the network,
+// so nothing on an I/O thread's hot path calls one: keys are cached (KeyAuthenticator), ledger
+// rows are batched by LedgerWriter, and quota counters live in the AdmissionStore.
 #pragma once
 
 #include <cstdint>
@@ -99,54 +102,5 @@ struct UsageGroup {
 };
 
 enum class GroupBy { kKey, kProject, kModel };
-
-class Store {
-public:
-  virtual ~Store() = default;
-
-  virtual Status put_project(const Project &project) = 0; // insert or update
-  virtual Result<std::optional<Project>> get_project(std::string_view id) = 0;
-  virtual Result<std::vector<Project>> list_projects() = 0;
-
-  virtual Status insert_key(const ApiKey &key) = 0; // kInvalidArgument if the id exists
-  virtual Status update_key(const ApiKey &key) = 0; // kNotFound if absent
-  virtual Result<std::optional<ApiKey>> get_key(std::string_view id) = 0;
-  virtual Result<std::vector<ApiKey>> list_keys(std::string_view project = {}) = 0; // "" = all
-  // Keys neither revoked nor expired at `now` (unix seconds).
-  virtual Result<int64_t> count_active_keys(int64_t now) = 0;
-  // Every key row ever inserted, revoked and expired included (keys are never deleted). In
-  // `auth = "auto"` a key is required once this is > 0, so revoking the last key never reopens
-  // the API (audit H3).
-  virtual Result<int64_t> count_keys_ever() = 0;
-  // Batched last-used updates: (key id, unix seconds).
-  virtual Status touch_keys(const std::vector<std::pair<std::string, int64_t>> &last_used) = 0;
-  // A number that changes whenever any process inserts or updates a key, so a server can drop
-  // its key cache within a poll interval when `gantry keys revoke` runs beside it.
-  virtual Result<int64_t> keys_generation() = 0;
-
-  // One transaction: the rows and their daily roll-ups (by UTC day, key, project, model).
-  // Rows whose request_id is already present are ignored (a retried flush writes nothing twice).
-  virtual Status append_usage(const std::vector<UsageRecord> &rows) = 0;
-  // Totals for one owner from `from_ms` (inclusive, unix ms) on, from the ledger.
-  virtual Result<UsageTotals> usage_of(OwnerKind kind, std::string_view owner_id,
-                                       int64_t from_ms) = 0;
-  // Totals grouped by key, project or model over [from_ms, to_ms).
-  virtual Result<std::vector<UsageGroup>> usage_report(GroupBy group_by, int64_t from_ms,
-                                                       int64_t to_ms) = 0;
-  virtual Result<int64_t> count_usage() = 0;
-
-  virtual Status put_budget(const Budget &budget) = 0; // keyed by (owner kind, owner id, period)
-  virtual Status delete_budget(OwnerKind kind, std::string_view owner_id, Period period) = 0;
-  virtual Result<std::vector<Budget>> list_budgets() = 0;
-  // Records that `threshold` (percent) fired for this owner in the period starting at
-  // `period_start` (unix seconds). True the first time only, across restarts and processes.
-  virtual Result<bool> record_alert(OwnerKind kind, std::string_view owner_id, int64_t period_start,
-                                    int threshold) = 0;
-
-  // A read and a write round trip, for /readyz.
-  virtual Status check() = 0;
-  // A consistent copy of the live database at `path` while other connections keep writing.
-  virtual Status backup_to(const std::string &path) = 0;
-};
 
 } // namespace gantry::control

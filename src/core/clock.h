@@ -1,5 +1,6 @@
 // Time as an injected dependency: code that reads the time takes a Clock&, so tests can drive a
-// fake clock instead of sleeping.
+// fake clock instead of sleeping (FakeClock, tests/support/fake_clock.h). SystemClock is the only
+// code that reads the steady and wall clocks (scripts/check_clock.sh).
 #pragma once
 
 #include <chrono>
@@ -30,21 +31,6 @@ public:
                std::chrono::system_clock::now().time_since_epoch())
         .count();
   }
-};
-
-// A clock that only moves when told to. Thread-compatible (tests drive it from one thread).
-class FakeClock final : public Clock {
-public:
-  std::chrono::steady_clock::time_point now() const override { return now_; }
-  int64_t unix_seconds() const override { return unix_; }
-  void advance(std::chrono::nanoseconds d) {
-    now_ += d;
-    unix_ += std::chrono::duration_cast<std::chrono::seconds>(d).count();
-  }
-
-private:
-  std::chrono::steady_clock::time_point now_{};
-  int64_t unix_ = 1'700'000'000;
 };
 
 } // namespace gantry

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <ctime>
 
+#include "core/clock.h"
+
 namespace gantry::http::detail {
 
 std::string_view reason_phrase(int status) {
@@ -40,10 +42,10 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-const std::string &http_date() {
+const std::string &http_date(std::int64_t unix_seconds) {
   thread_local std::time_t cached = -1;
   thread_local std::string text;
-  std::time_t now = std::time(nullptr);
+  const auto now = static_cast<std::time_t>(unix_seconds);
   if (now != cached) {
     cached = now;
     std::tm tm{};
@@ -73,7 +75,10 @@ void append_head(std::string &out, int status, std::string_view content_type, co
   out += ' ';
   out += reason_phrase(status);
   out += "\r\nServer: gantry\r\nDate: ";
-  out += http_date();
+  // The Date header informs the client and decides nothing, so it reads the system clock
+  // (through Clock, the one place that does) instead of a clock injected down every writer.
+  static const SystemClock clock;
+  out += http_date(clock.unix_seconds());
   out += "\r\n";
   if (!content_type.empty() && safe_header_text(content_type)) {
     out += "Content-Type: ";

@@ -14,8 +14,8 @@ enum class Framing { kLength, kChunked, kUntilClose };
 
 std::string_view reason_phrase(int status);
 
-// The Date header text, recomputed at most once per second per thread.
-const std::string &http_date();
+// The Date header text for `unix_seconds`, formatted at most once per second per thread.
+const std::string &http_date(std::int64_t unix_seconds);
 
 void append_number(std::string &out, std::uint64_t v, int base = 10);
 

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -95,6 +96,22 @@ struct Reclaimed {
 struct QueueDepth {
   int64_t queued = 0;
   int64_t oldest_created_ms = 0;
+};
+
+// How an adapter is opened: the node it runs for, the bounds and the schedule.
+struct JobQueueOptions {
+  // This process's node id, recorded as the owner of its leases. Must be unique among the live
+  // processes sharing the database; "" picks a random one at open().
+  std::string node_id;
+  int64_t max_queued_per_project = 10'000; // beyond this enqueue answers kQueueFull (429)
+  // Stored jobs (any status, until retention purges them) per project, and their bytes (request
+  // body + result); beyond either enqueue answers kQuotaExceeded (audit M3). 0 = unbounded.
+  int64_t max_stored_per_project = 100'000;
+  int64_t max_stored_bytes_per_project = int64_t{1} << 30;
+  std::chrono::milliseconds retention{std::chrono::hours(24 * 7)}; // finished jobs kept
+  std::chrono::milliseconds retry_base{1000}; // backoff after a lapsed lease: base * 2^(n-1)
+  std::chrono::milliseconds retry_max{std::chrono::minutes(5)};
+  std::map<std::string, int> weights; // project → round-robin weight (default 1)
 };
 
 class JobQueue {

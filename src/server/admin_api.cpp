@@ -126,7 +126,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
   };
 
   r.get("/admin/v1/keys", guard([&ctl, &clock](http::Request &&req, W w) {
-          auto keys = ctl.store().list_keys(req.query_param("project").value_or(""));
+          auto keys = ctl.key_store().list_keys(req.query_param("project").value_or(""));
           if (!keys)
             return send_error(w, keys.error());
           json::array data;
@@ -169,7 +169,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
              }
            }
            auto issued =
-               control::create_key(ctl.store(), ctl.keys().pepper(), o, clock.unix_seconds());
+               control::create_key(ctl.key_store(), ctl.keys().pepper(), o, clock.unix_seconds());
            if (!issued)
              return send_error(w, issued.error());
            (void)ctl.keys().refresh();
@@ -185,7 +185,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
            if (!grace)
              return send_error(w, grace.error());
            auto issued =
-               control::rotate_key(ctl.store(), ctl.keys().pepper(),
+               control::rotate_key(ctl.key_store(), ctl.keys().pepper(),
                                    std::string(req.path_param("id")), *grace, clock.unix_seconds());
            if (!issued)
              return send_error(w, issued.error());
@@ -195,7 +195,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
            send_json(w, 200, out);
          }));
   r.post("/admin/v1/keys/{id}/revoke", guard([&ctl, &clock](http::Request &&req, W w) {
-           auto k = control::revoke_key(ctl.store(), std::string(req.path_param("id")),
+           auto k = control::revoke_key(ctl.key_store(), std::string(req.path_param("id")),
                                         clock.unix_seconds());
            if (!k)
              return send_error(w, k.error());
@@ -204,7 +204,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
          }));
 
   r.get("/admin/v1/projects", guard([&ctl](http::Request &&, W w) {
-          auto ps = ctl.store().list_projects();
+          auto ps = ctl.key_store().list_projects();
           if (!ps)
             return send_error(w, ps.error());
           json::array data;
@@ -227,9 +227,9 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
                                                  "non-negative integers"));
            }
            control::Project p{*id, {*rpm, *tpm, *conc}, clock.unix_seconds()};
-           if (auto old = ctl.store().get_project(*id); old && *old)
+           if (auto old = ctl.key_store().get_project(*id); old && *old)
              p.created_at = (*old)->created_at;
-           if (auto st = ctl.store().put_project(p); !st)
+           if (auto st = ctl.key_store().put_project(p); !st)
              return send_error(w, st.error());
            send_json(w, 200, project_json(p));
          }));
@@ -291,7 +291,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
                b.alert_thresholds.push_back(static_cast<int>(t.as_int64()));
              }
            }
-           if (auto st = ctl.store().put_budget(b); !st)
+           if (auto st = ctl.budget_store().put_budget(b); !st)
              return send_error(w, st.error());
            if (auto st = ctl.reload_budgets(); !st)
              return send_error(w, st.error());
@@ -304,7 +304,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
           if (!kind || !period || !owner) {
             return send_error(w, Error::invalid("give owner_kind, owner_id and period"));
           }
-          if (auto st = ctl.store().delete_budget(*kind, *owner, *period); !st) {
+          if (auto st = ctl.budget_store().delete_budget(*kind, *owner, *period); !st) {
             return send_error(w, st.error());
           }
           if (auto st = ctl.reload_budgets(); !st)
@@ -340,7 +340,7 @@ void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::st
           }
           // Rows still waiting for the next batch are included, so the report is current.
           (void)ctl.flush();
-          auto rows = ctl.store().usage_report(gb, from * 1000, to * 1000);
+          auto rows = ctl.usage_ledger().usage_report(gb, from * 1000, to * 1000);
           if (!rows)
             return send_error(w, rows.error());
           json::array data;

@@ -9,14 +9,13 @@
 #include <unistd.h>
 
 #include "backend/local/local_backend.h"
-#include "cache/memory_cache.h"
 #include "control/api_key.h"
 #include "control/webhook_signature.h"
 #include "observe/http_poster.h"
 #include "server/admin_api.h"
 #include "server/metrics_text.h"
 #include "server/model_digest.h"
-#include "store/sqlite/sqlite_store.h"
+#include "server/stores.h"
 
 namespace gantry::server {
 namespace {
@@ -50,9 +49,11 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   GANTRY_TRY(config.validate());
   std::unique_ptr<Gateway> g(new Gateway(std::move(config), clock));
   GANTRY_TRY(g->load_models(progress));
-  GANTRY_TRY(g->build_control());
+  // Every state port's adapter, chosen in one place (server/stores.h).
+  GANTRY_ASSIGN_OR_RETURN(Stores stores, open_stores(g->config_, clock));
+  GANTRY_TRY(g->build_control(stores));
   GANTRY_TRY(g->build_observability());
-  GANTRY_TRY(g->build_services());
+  GANTRY_TRY(g->build_services(stores));
   g->build_servers();
   return g;
 }
@@ -103,16 +104,14 @@ Status Gateway::load_models(const LoadProgress &progress) {
   return Ok();
 }
 
-// The control plane: keys, limits, quotas, cost, ledger (SQLite under the data directory).
-Status Gateway::build_control() {
+// The control plane: keys, limits, quotas, cost, ledger.
+Status Gateway::build_control(Stores &stores) {
   outbound_ = std::make_unique<Outbound>(config_, clock_);
-  GANTRY_ASSIGN_OR_RETURN(auto store, control::SqliteStore::open(config_.data_dir));
   GANTRY_ASSIGN_OR_RETURN(std::string pepper, control::load_pepper(config_.data_dir));
   control::ControlConfig cc;
   cc.auth = config_.auth == "required" ? control::AuthMode::kRequired : control::AuthMode::kAuto;
   cc.global = {config_.global_rpm, config_.global_tpm, config_.global_max_concurrent};
   cc.ledger_flush = config_.ledger_flush;
-  cc.idempotency_max_bytes = static_cast<size_t>(config_.idempotency_max_bytes);
   cc.alert_webhook_url = config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
@@ -135,12 +134,9 @@ Status Gateway::build_control() {
     control::ModelControl mc;
     mc.name = spec.name;
     mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, spec.price_per_hour};
-    mc.breaker.usd_per_minute = spec.breaker_usd_per_minute;
-    mc.breaker.window = std::chrono::seconds(spec.breaker_window_s);
-    mc.breaker.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
     mcs.push_back(std::move(mc));
   }
-  control_ = std::make_unique<control::ControlPlane>(std::move(store), std::move(pepper),
+  control_ = std::make_unique<control::ControlPlane>(std::move(stores.control), std::move(pepper),
                                                      std::move(cc), std::move(mcs), clock_,
                                                      outbound_->alert_post(), log_line);
   GANTRY_TRY(control_->start());
@@ -148,7 +144,7 @@ Status Gateway::build_control() {
   bo.interval = config_.backup_interval;
   bo.keep = config_.backup_keep;
   bo.dir = config_.backup_dir.empty() ? config_.data_dir + "/backups" : config_.backup_dir;
-  backups_ = std::make_unique<control::BackupScheduler>(control_->store(), bo, clock_, log_line);
+  backups_ = std::make_unique<control::BackupScheduler>(stores.backup_to, bo, clock_, log_line);
   admin_token_ = env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE");
   return Ok();
 }
@@ -187,14 +183,12 @@ Status Gateway::build_observability() {
 }
 
 // The caches, the inference pipeline and the route classes over them.
-Status Gateway::build_services() {
+Status Gateway::build_services(Stores &stores) {
   const CacheConfig &cache_cfg = config_.cache;
   response_cache_ = std::make_unique<ResponseCache>(
-      std::make_unique<cache::MemoryCache>(cache_cfg.max_bytes, clock_),
-      ResponseCacheConfig{cache_cfg.enabled, cache_cfg.ttl});
-  embeddings_ = std::make_unique<EmbeddingService>(
-      std::make_unique<cache::MemoryCache>(cache_cfg.embedding_max_bytes, clock_),
-      cache_cfg.enabled, cache_cfg.ttl);
+      std::move(stores.responses), ResponseCacheConfig{cache_cfg.enabled, cache_cfg.ttl});
+  embeddings_ = std::make_unique<EmbeddingService>(std::move(stores.embeddings), cache_cfg.enabled,
+                                                   cache_cfg.ttl);
   prepare_pool_ = std::make_unique<PreparePool>(kPrepareThreads, kPrepareQueue);
   InferenceServiceConfig ic;
   ic.prepare.default_max_tokens = config_.default_max_tokens;
@@ -209,7 +203,7 @@ Status Gateway::build_services() {
   ApiCalls *calls = calls_.get();
   GANTRY_ASSIGN_OR_RETURN(
       jobs_, JobsService::create(
-                 config_, *control_, clock_,
+                 config_, *control_, clock_, std::move(stores.jobs),
                  [calls](const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w) {
                    return calls->authenticate(req, *w, nullptr);
                  },

@@ -40,6 +40,7 @@
 #include "server/outbound.h"
 #include "server/prepare_pool.h"
 #include "server/response_cache.h"
+#include "server/stores.h"
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
 
@@ -76,9 +77,9 @@ public:
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
   Status load_models(const LoadProgress &progress);
-  Status build_control();
+  Status build_control(Stores &stores);
   Status build_observability();
-  Status build_services();
+  Status build_services(Stores &stores);
   void build_servers();
   http::Handler build_routes();
   http::Handler build_ops_routes();          // the admin port: health, metrics, admin API

@@ -79,7 +79,7 @@ http::Response HealthRoutes::render_ready() {
   {
     // The store backs keys, limits and the ledger: a read and a write round trip.
     const auto t0 = clock_.now();
-    auto st = control_.store().check();
+    auto st = control_.check_stores();
     const double ms = std::chrono::duration<double, std::milli>(clock_.now() - t0).count();
     json::object c{{"name", "store"}, {"status", st ? "ok" : "failed"}, {"latency_ms", ms}};
     if (!st)

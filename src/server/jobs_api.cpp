@@ -9,12 +9,8 @@
 
 #include "control/webhook_signature.h"
 #include "core/utf8.h"
-#include "jobs/in_process_job_events.h"
 #include "server/admin_api.h"
 #include "server/jobs_wire.h"
-#include "store/sqlite/sqlite_job_queue.h"
-#include "store/sqlite/sqlite_job_records.h"
-#include "store/sqlite/sqlite_store.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -30,7 +26,7 @@ public:
   std::function<void()> start(const Job &job, std::function<void(jobs::ExecResult)> done) override {
     std::optional<control::Principal> principal;
     if (!job.key_id.empty()) {
-      auto key = svc_.control_.store().get_key(job.key_id);
+      auto key = svc_.control_.key_store().get_key(job.key_id);
       if (!key) {
         done({503, R"({"error":{"message":"the key store is unavailable"}})", 0, 1000});
         return [] {};
@@ -168,26 +164,16 @@ JobsService::~JobsService() { stop(); }
 
 Result<std::unique_ptr<JobsService>>
 JobsService::create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
-                    Authenticate authenticate, ApiCalls &calls, InferenceService &inference,
-                    WebhookPost post, std::string admin_token) {
+                    JobStores stores, Authenticate authenticate, ApiCalls &calls,
+                    InferenceService &inference, WebhookPost post, std::string admin_token) {
   std::unique_ptr<JobsService> s(new JobsService(config, control, clock));
   s->authenticate_ = std::move(authenticate);
   s->calls_ = &calls;
   s->inference_ = &inference;
   s->admin_token_ = std::move(admin_token);
-  const std::string db = control::database_path(config.data_dir);
-  jobs::JobQueueOptions qo;
-  qo.node_id = config.jobs.node_id;
-  qo.max_queued_per_project = config.jobs.max_queued_jobs;
-  qo.max_stored_per_project = config.jobs.max_stored_jobs;
-  qo.max_stored_bytes_per_project = config.jobs.max_stored_job_bytes;
-  qo.retention = config.jobs.retention;
-  qo.retry_base = config.jobs.retry_base;
-  qo.weights = config.jobs.weights;
-  GANTRY_ASSIGN_OR_RETURN(s->queue_, jobs::SqliteJobQueue::open(db, qo, clock));
-  GANTRY_ASSIGN_OR_RETURN(s->records_, jobs::SqliteJobRecords::open(db));
-  s->events_ = std::make_unique<jobs::InProcessJobEvents>(
-      clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));
+  s->queue_ = std::move(stores.queue);
+  s->records_ = std::move(stores.records);
+  s->events_ = std::move(stores.events);
   s->executor_ = std::make_unique<Executor>(*s);
   jobs::RunnerOptions ro;
   ro.workers = config.jobs.workers;

@@ -30,6 +30,7 @@
 #include "server/auth_outcome.h"
 #include "server/config.h"
 #include "server/inference_service.h"
+#include "server/stores.h"
 
 namespace gantry::server {
 
@@ -41,11 +42,10 @@ public:
                                                  const std::shared_ptr<http::ResponseWriter> &)>;
   using WebhookPost = jobs::WebhookDispatcher::Post;
 
-  static Result<std::unique_ptr<JobsService>> create(const ServerConfig &config,
-                                                     control::ControlPlane &control,
-                                                     const Clock &clock, Authenticate authenticate,
-                                                     ApiCalls &calls, InferenceService &inference,
-                                                     WebhookPost post, std::string admin_token);
+  static Result<std::unique_ptr<JobsService>>
+  create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
+         JobStores stores, Authenticate authenticate, ApiCalls &calls, InferenceService &inference,
+         WebhookPost post, std::string admin_token);
   ~JobsService();
 
   void add_routes(http::Router &router);       // /v1/jobs, /v1/files, /v1/batches
@@ -90,7 +90,7 @@ private:
   InferenceService *inference_ = nullptr; // the typed call a job runs
   std::string admin_token_;
   jobs::JobIds ids_;
-  // The ports; create() picks the embedded SQLite adapters.
+  // The ports, from open_stores().
   std::unique_ptr<jobs::JobQueue> queue_;
   std::unique_ptr<jobs::JobRecords> records_;
   std::unique_ptr<jobs::JobEvents> events_; // Prefer-wait completions and cancels

@@ -1,4 +1,5 @@
 #include "cache/memory_cache.h"
+#include "support/fake_clock.h"
 
 #include <gtest/gtest.h>
 

@@ -11,6 +11,7 @@
 
 #include "control/admission_store.h"
 #include "control/memory_admission_store.h"
+#include "support/fake_clock.h"
 
 namespace gantry::control {
 namespace {

@@ -8,6 +8,7 @@
 
 #include "cache/cache.h"
 #include "cache/memory_cache.h"
+#include "support/fake_clock.h"
 
 namespace gantry::cache {
 namespace {

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "control/idempotency.h"
+#include "support/fake_clock.h"
 
 namespace gantry::control {
 namespace {

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "control/test_store.h"
+#include "support/fake_clock.h"
 
 namespace gantry::control {
 namespace {
@@ -18,7 +19,8 @@ TEST(BackupScheduler, WritesSoundCopiesAndKeepsTheNewest) {
   BackupOptions o;
   o.keep = 2;
   o.dir = store.dir() + "/backups";
-  BackupScheduler b(*store, o, clock, nullptr); // interval 0: no thread, run_once only
+  BackupScheduler b([&store](const std::string &path) { return store->backup_to(path); }, o, clock,
+                    nullptr); // interval 0: no thread, run_once only
   std::vector<std::string> written;
   for (int i = 0; i < 3; ++i) {
     auto f = b.run_once();

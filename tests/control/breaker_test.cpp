@@ -1,4 +1,5 @@
 #include "control/breaker.h"
+#include "support/fake_clock.h"
 
 #include <gtest/gtest.h>
 

@@ -23,10 +23,22 @@ protected:
     models[0].price = {0, 1'000'000.0, 0}; // $1 per output token
     auto s = SqliteStore::open(tmp_.dir() + "/cp");
     ASSERT_TRUE(s) << s.error().message;
-    store_ = s->get();
-    cp_ = std::make_unique<ControlPlane>(std::move(s).value(), "pepper-for-tests-0123456789abcdef",
-                                         std::move(cc), std::move(models), clock_, nullptr, nullptr,
-                                         std::move(ports));
+    std::shared_ptr<SqliteStore> db = std::move(s).value();
+    store_ = db.get();
+    // The embedded adapters, as open_stores() picks them; a test may bring its own admission.
+    ports.keys = db;
+    ports.ledger = db;
+    ports.budgets = db;
+    if (!ports.admission) {
+      ports.admission = std::make_unique<MemoryAdmissionStore>(
+          clock_, std::vector<BreakerSpec>{}, [db](OwnerKind k, std::string_view id, int64_t from) {
+            return db->usage_of(k, id, from);
+          });
+    }
+    ports.idempotency = std::make_unique<MemoryIdempotencyStore>(clock_);
+    cp_ =
+        std::make_unique<ControlPlane>(std::move(ports), "pepper-for-tests-0123456789abcdef",
+                                       std::move(cc), std::move(models), clock_, nullptr, nullptr);
     ASSERT_TRUE(cp_->start());
   }
   AdmitRequest ask(std::string id) {
@@ -49,7 +61,7 @@ protected:
 
   TempStore tmp_;
   SystemClock clock_; // the key and alert threads run on real time; nothing here waits on it
-  Store *store_ = nullptr;
+  SqliteStore *store_ = nullptr;
   std::unique_ptr<ControlPlane> cp_;
 };
 

@@ -1,6 +1,7 @@
 // The embedded idempotency store's own details and the stored-response encoding; the behaviour
 // every adapter shares is in tests/contract/idempotency_contract_test.cpp.
 #include "control/idempotency.h"
+#include "support/fake_clock.h"
 
 #include <gtest/gtest.h>
 

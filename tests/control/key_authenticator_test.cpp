@@ -5,6 +5,7 @@
 #include "control/api_key.h"
 #include "control/key_service.h"
 #include "control/test_store.h"
+#include "support/fake_clock.h"
 
 namespace gantry::control {
 namespace {

@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
   }
   gantry::control::LedgerWriterOptions options;
   options.flush_interval = std::chrono::milliseconds(100);
-  gantry::control::LedgerWriter writer(**store, options);
+  gantry::control::LedgerWriter writer(**store, **store, options);
   for (int64_t id = 1;; ++id) {
     gantry::control::UsageRecord r;
     r.request_id = "crash-" + std::to_string(id);

@@ -29,9 +29,9 @@ UsageRecord row(int64_t id) {
 
 // Forwards to a real store, failing append_usage / touch_keys while `failing` is set, and
 // signals each successful append (so tests wait on an event, never on a sleep).
-class FlakyStore final : public Store {
+class FlakyStore final : public UsageLedger, public KeyStore {
 public:
-  explicit FlakyStore(Store &real) : real_(real) {}
+  explicit FlakyStore(SqliteStore &real) : real_(real) {}
 
   std::atomic<int> fail_appends{0}; // the next this many appends fail
   std::atomic<bool> fail_touches{false};
@@ -85,19 +85,10 @@ public:
     return real_.usage_report(g, from, to);
   }
   Result<int64_t> count_usage() override { return real_.count_usage(); }
-  Status put_budget(const Budget &b) override { return real_.put_budget(b); }
-  Status delete_budget(OwnerKind k, std::string_view id, Period p) override {
-    return real_.delete_budget(k, id, p);
-  }
-  Result<std::vector<Budget>> list_budgets() override { return real_.list_budgets(); }
-  Result<bool> record_alert(OwnerKind k, std::string_view id, int64_t start, int t) override {
-    return real_.record_alert(k, id, start, t);
-  }
   Status check() override { return real_.check(); }
-  Status backup_to(const std::string &path) override { return real_.backup_to(path); }
 
 private:
-  Store &real_;
+  SqliteStore &real_;
   std::mutex mu_;
   std::promise<void> appended_;
   bool armed_ = false;
@@ -136,7 +127,7 @@ protected:
 };
 
 TEST_F(LedgerWriterTest, WritesOneTransactionPerMaxBatchRows) {
-  LedgerWriter w(*flaky_, quiet(100));
+  LedgerWriter w(*flaky_, *flaky_, quiet(100));
   for (int64_t i = 0; i < 1234; ++i)
     w.record(row(i));
   ASSERT_TRUE(w.flush().ok());
@@ -149,7 +140,7 @@ TEST_F(LedgerWriterTest, WritesOneTransactionPerMaxBatchRows) {
 }
 
 TEST_F(LedgerWriterTest, KeepsRowsWhenTheStoreFailsAndWritesThemLater) {
-  LedgerWriter w(*flaky_, quiet(4));
+  LedgerWriter w(*flaky_, *flaky_, quiet(4));
   for (int64_t i = 0; i < 10; ++i)
     w.record(row(i));
   flaky_->fail_appends = 2;
@@ -176,7 +167,7 @@ TEST_F(LedgerWriterTest, KeepsRowsWhenTheStoreFailsAndWritesThemLater) {
 // A row that already reached the ledger (an attempt whose commit landed but whose answer was
 // lost) is written again by the retry and must not be counted twice.
 TEST_F(LedgerWriterTest, RewritingARowAlreadyInTheLedgerCountsItOnce) {
-  LedgerWriter w(*flaky_, quiet(5));
+  LedgerWriter w(*flaky_, *flaky_, quiet(5));
   for (int64_t i = 0; i < 12; ++i)
     w.record(row(i));
   ASSERT_TRUE(store_->append_usage({row(5)}).ok());
@@ -190,7 +181,7 @@ TEST_F(LedgerWriterTest, RewritingARowAlreadyInTheLedgerCountsItOnce) {
 TEST_F(LedgerWriterTest, DropsTheOldestRowsBeyondMaxPending) {
   auto o = quiet(5);
   o.max_pending = 10;
-  LedgerWriter w(*flaky_, o);
+  LedgerWriter w(*flaky_, *flaky_, o);
   flaky_->fail_appends = 1'000'000;
   for (int64_t i = 0; i < 25; ++i) {
     w.record(row(i));
@@ -213,7 +204,7 @@ TEST_F(LedgerWriterTest, TouchedKeepsTheLatestTimePerKeyWithoutBumpingTheGenerat
   k.hash = "h";
   ASSERT_TRUE(store_->insert_key(k).ok());
   const int64_t gen = *store_->keys_generation();
-  LedgerWriter w(*flaky_, quiet());
+  LedgerWriter w(*flaky_, *flaky_, quiet());
   flaky_->fail_touches = true;
   w.touched("k", 100);
   w.touched("k", 300);
@@ -229,7 +220,7 @@ TEST_F(LedgerWriterTest, TheWriterThreadFlushesOnItsInterval) {
   auto o = quiet();
   o.flush_interval = 10ms;
   auto appended = flaky_->next_append();
-  LedgerWriter w(*flaky_, o);
+  LedgerWriter w(*flaky_, *flaky_, o);
   w.record(row(1));
   ASSERT_EQ(appended.wait_for(10s), std::future_status::ready) << "no flush after the interval";
   EXPECT_EQ(*store_->count_usage(), 1);
@@ -237,7 +228,7 @@ TEST_F(LedgerWriterTest, TheWriterThreadFlushesOnItsInterval) {
 
 TEST_F(LedgerWriterTest, TheWriterThreadWakesWhenABatchIsFull) {
   auto appended = flaky_->next_append();
-  LedgerWriter w(*flaky_, quiet(8)); // the interval (1 h) never elapses
+  LedgerWriter w(*flaky_, *flaky_, quiet(8)); // the interval (1 h) never elapses
   for (int64_t i = 0; i < 8; ++i)
     w.record(row(i));
   ASSERT_EQ(appended.wait_for(10s), std::future_status::ready) << "a full batch waited";
@@ -246,7 +237,7 @@ TEST_F(LedgerWriterTest, TheWriterThreadWakesWhenABatchIsFull) {
 
 TEST_F(LedgerWriterTest, TheDestructorFlushes) {
   {
-    LedgerWriter w(*flaky_, quiet());
+    LedgerWriter w(*flaky_, *flaky_, quiet());
     for (int64_t i = 0; i < 7; ++i)
       w.record(row(i));
     w.touched("nobody", 5);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "control/test_store.h"
+#include "support/fake_clock.h"
 
 namespace gantry::control {
 namespace {

@@ -1,4 +1,5 @@
 #include "control/rate_limiter.h"
+#include "support/fake_clock.h"
 
 #include <gtest/gtest.h>
 

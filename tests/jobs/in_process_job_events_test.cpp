@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "jobs/in_process_job_events.h"
+#include "support/fake_clock.h"
 
 namespace gantry::jobs {
 namespace {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <functional>
 
 #include "control/temp_dir.h"
@@ -152,6 +154,24 @@ TEST_F(DispatcherTest, GoneDisablesTheUrlOnlyForItsProject) {
   ASSERT_TRUE(wait_for([&] { return delivery("job_a2").status == "disabled"; }, 5s));
   EXPECT_EQ(delivery("job_a2").attempts, 0);
   EXPECT_EQ(gone.requests(), 2);
+}
+
+TEST(WebhookRetryDelay, GrowsWithJitterUpToTheCap) {
+  WebhookOptions o;
+  o.retry_base = 1000ms;
+  o.retry_max = 60'000ms;
+  std::chrono::milliseconds prev{0};
+  for (int attempt = 1; attempt <= 4; ++attempt) {
+    auto d = webhook_retry_delay(o, "msg_x", attempt);
+    const double nominal = std::min(1000.0 * std::pow(4.0, attempt - 1), 60'000.0);
+    EXPECT_GE(d.count(), static_cast<int64_t>(nominal * 0.8)) << attempt;
+    EXPECT_LE(d.count(), static_cast<int64_t>(nominal * 1.2)) << attempt;
+    EXPECT_GT(d, prev);
+    prev = d;
+  }
+  EXPECT_LE(webhook_retry_delay(o, "msg_x", 30).count(), 72'000);
+  EXPECT_NE(webhook_retry_delay(o, "msg_a", 2), webhook_retry_delay(o, "msg_b", 2))
+      << "jitter spreads deliveries that failed together";
 }
 
 } // namespace

@@ -1,4 +1,5 @@
 #include "observe/error_tracker.h"
+#include "support/fake_clock.h"
 
 #include <gtest/gtest.h>
 

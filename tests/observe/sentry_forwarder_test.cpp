@@ -9,6 +9,7 @@
 #include "observe/envelope_check.h"
 #include "observe/http_poster.h"
 #include "observe/sentry.h"
+#include "support/fake_clock.h"
 
 namespace gantry::observe {
 namespace {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "cache/memory_cache.h"
+#include "support/fake_clock.h"
 
 namespace gantry::server {
 namespace {

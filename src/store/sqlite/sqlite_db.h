@@ -1,7 +1,8 @@
 // The one SQLite wrapper of the embedded adapters (SqliteStore, and the jobs adapters
 // sqlite_job_queue / sqlite_job_records): typed binds and reads on prepared statements, a
 // connection with a statement cache, IMMEDIATE transactions, and SQLite result codes mapped to
-// Gantry's error codes. The schema is created and migrated by control::SqliteStore::open.
+// Gantry's error codes. The schema is created and migrated by SqliteStore::open (open_stores opens
+// it first).
 //
 // Threading: not thread-safe; each adapter guards its connection with its own mutex.
 #pragma once

@@ -5,75 +5,71 @@
 
 #include "jobs/job_ids.h"
 #include "store/sqlite/sqlite_db.h"
+#include "store/sqlite/sqlite_record.h"
 
 namespace gantry::jobs {
 
+using control::col;
+using control::Columns;
+using control::join_list;
 using control::Query;
+using control::split_list;
 using control::Transaction;
 namespace {
 
 constexpr const char *kStatusNames[] = {"queued", "running",  "succeeded",
                                         "failed", "canceled", "expired"};
 
-#define JOB_COLUMNS_AFTER_BODY                                                                     \
-  "webhook_url, webhook_events, metadata, batch_id, custom_id, priority, status, attempts, "       \
-  "max_attempts, created_ms, started_ms, finished_ms, not_before_ms, expires_at_ms, "              \
-  "result_status, result, error, input_tokens, output_tokens, cost_usd, deferrals"
-#define JOB_COLUMNS "id, project, key_id, endpoint, body, " JOB_COLUMNS_AFTER_BODY
+const Columns<Job> &job_columns() {
+  static const Columns<Job> c{
+      col<&Job::id>("id"),
+      col<&Job::project>("project"),
+      col<&Job::key_id>("key_id"),
+      col<&Job::endpoint>("endpoint"),
+      col<&Job::body>("body"),
+      col<&Job::webhook_url>("webhook_url"),
+      {"webhook_events", [](Query &q, const Job &j) { q.text(join_list(j.webhook_events, ',')); },
+       [](const Query &q, int i, Job &j) { j.webhook_events = split_list(q.col_text(i), ','); }},
+      col<&Job::metadata>("metadata"),
+      col<&Job::batch_id>("batch_id"),
+      col<&Job::custom_id>("custom_id"),
+      col<&Job::priority>("priority"),
+      {"status", [](Query &q, const Job &j) { q.text(job_status_name(j.status)); },
+       [](const Query &q, int i, Job &j) {
+         j.status = parse_job_status(q.col_text(i)).value_or(JobStatus::kFailed);
+       }},
+      col<&Job::attempts>("attempts"),
+      col<&Job::max_attempts>("max_attempts"),
+      col<&Job::created_ms>("created_ms"),
+      col<&Job::started_ms>("started_ms"),
+      col<&Job::finished_ms>("finished_ms"),
+      col<&Job::not_before_ms>("not_before_ms"),
+      col<&Job::expires_at_ms>("expires_at_ms"),
+      col<&Job::result_status>("result_status"),
+      col<&Job::result>("result"),
+      col<&Job::error>("error"),
+      col<&Job::input_tokens>("input_tokens"),
+      col<&Job::output_tokens>("output_tokens"),
+      col<&Job::cost_usd>("cost_usd"),
+      col<&Job::deferrals>("deferrals"),
+  };
+  return c;
+}
+
+// `sql` followed by the job's SELECT list (for SELECT and RETURNING), kept for the statement
+// cache, which holds statements by the address of their text.
+#define JOB_SQL(before, after)                                                                     \
+  [] {                                                                                             \
+    static const std::string sql = std::string(before) + job_columns().select_list() + (after);    \
+    return sql.c_str();                                                                            \
+  }()
 // Listings never load the request bodies (up to the body limit each, audit M3): '' in its place.
-#define JOB_LIST_COLUMNS "id, project, key_id, endpoint, '', " JOB_COLUMNS_AFTER_BODY
-
-std::vector<std::string> split_events(const std::string &s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t comma = s.find(',', start);
-    if (comma == std::string::npos)
-      comma = s.size();
-    if (comma > start)
-      out.push_back(s.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
-}
-
-std::string join_events(const std::vector<std::string> &v) {
-  std::string out;
-  for (const auto &e : v)
-    out += (out.empty() ? "" : ",") + e;
-  return out;
-}
-
-Job read_job(const Query &q) {
-  Job j;
-  j.id = q.col_text(0);
-  j.project = q.col_text(1);
-  j.key_id = q.col_text(2);
-  j.endpoint = q.col_text(3);
-  j.body = q.col_text(4);
-  j.webhook_url = q.col_text(5);
-  j.webhook_events = split_events(q.col_text(6));
-  j.metadata = q.col_text(7);
-  j.batch_id = q.col_text(8);
-  j.custom_id = q.col_text(9);
-  j.priority = static_cast<int>(q.col_i64(10));
-  j.status = parse_job_status(q.col_text(11)).value_or(JobStatus::kFailed);
-  j.attempts = static_cast<int>(q.col_i64(12));
-  j.max_attempts = static_cast<int>(q.col_i64(13));
-  j.created_ms = q.col_i64(14);
-  j.started_ms = q.col_i64(15);
-  j.finished_ms = q.col_i64(16);
-  j.not_before_ms = q.col_i64(17);
-  j.expires_at_ms = q.col_i64(18);
-  j.result_status = static_cast<int>(q.col_i64(19));
-  j.result = q.col_text(20);
-  j.error = q.col_text(21);
-  j.input_tokens = q.col_i64(22);
-  j.output_tokens = q.col_i64(23);
-  j.cost_usd = q.col_f64(24);
-  j.deferrals = static_cast<int>(q.col_i64(25));
-  return j;
-}
+#define JOB_LIST_SQL(before, after)                                                                \
+  [] {                                                                                             \
+    static const std::string sql =                                                                 \
+        std::string(before) + job_columns().select_list("body") + (after);                         \
+    return sql.c_str();                                                                            \
+  }()
 
 } // namespace
 
@@ -276,7 +272,7 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
                      .text(j.endpoint)
                      .text(j.body)
                      .text(j.webhook_url)
-                     .text(join_events(j.webhook_events))
+                     .text(join_list(j.webhook_events, ','))
                      .text(j.metadata.empty() ? "{}" : j.metadata)
                      .text(j.batch_id)
                      .text(j.custom_id)
@@ -311,14 +307,16 @@ Result<std::optional<Lease>> SqliteJobQueue::lease(std::string_view,
       const int64_t until = now + visibility.count();
       GANTRY_ASSIGN_OR_RETURN(
           Query q,
-          db_->query("UPDATE jobs SET status = 'running', attempts = attempts + 1, started_ms = "
-                     "CASE WHEN started_ms = 0 THEN ? ELSE started_ms END, lease_until_ms = ?, "
-                     "lease_owner = ? WHERE id = ? AND status = 'queued' RETURNING " JOB_COLUMNS));
+          db_->query(JOB_SQL("UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+                             "started_ms = CASE WHEN started_ms = 0 THEN ? ELSE started_ms END, "
+                             "lease_until_ms = ?, lease_owner = ? WHERE id = ? AND "
+                             "status = 'queued' RETURNING ",
+                             "")));
       GANTRY_ASSIGN_OR_RETURN(
           bool row, q.i64(now).i64(until).text(options_.node_id).text(picked->second.id).step());
       if (!row)
         continue; // changed under us (canceled by another process)
-      Lease l{read_job(q), 0};
+      Lease l{job_columns().read(q), 0};
       l.attempt = l.job.attempts;
       GANTRY_TRY(q.run()); // finish the statement so the change is committed
       running_[l.job.id] = {l.attempt, l.job.max_attempts, until};
@@ -474,11 +472,11 @@ Result<bool> SqliteJobQueue::retry(const Lease &l, std::string_view error,
 }
 
 Result<std::optional<Job>> SqliteJobQueue::get_locked(std::string_view id) {
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?"));
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query(JOB_SQL("SELECT ", " FROM jobs WHERE id = ?")));
   GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
   if (!row)
     return std::optional<Job>();
-  return std::optional<Job>(read_job(q));
+  return std::optional<Job>(job_columns().read(q));
 }
 
 Result<QueueDepth> SqliteJobQueue::depth() {
@@ -525,13 +523,16 @@ Result<std::vector<Job>> SqliteJobQueue::list(const ListFilter &f) {
   // Ids are random: pages follow the insertion order (rowid), the cursor being the rowid of the
   // `after` job (an unknown cursor gives an empty page).
   GANTRY_ASSIGN_OR_RETURN(
-      Query q, f.batch_id.empty()
-                   ? db_->query("SELECT " JOB_LIST_COLUMNS " FROM jobs WHERE project = ? AND "
-                                "(? = '' OR rowid > (SELECT rowid FROM jobs WHERE id = ?)) AND "
-                                "(status = ? OR ? = '') ORDER BY rowid LIMIT ?")
-                   : db_->query("SELECT " JOB_LIST_COLUMNS " FROM jobs WHERE batch_id = ? AND "
-                                "(? = '' OR rowid > (SELECT rowid FROM jobs WHERE id = ?)) AND "
-                                "(status = ? OR ? = '') ORDER BY rowid LIMIT ?"));
+      Query q,
+      f.batch_id.empty()
+          ? db_->query(JOB_LIST_SQL("SELECT ",
+                                    " FROM jobs WHERE project = ? AND "
+                                    "(? = '' OR rowid > (SELECT rowid FROM jobs WHERE id = ?)) AND "
+                                    "(status = ? OR ? = '') ORDER BY rowid LIMIT ?"))
+          : db_->query(JOB_LIST_SQL("SELECT ",
+                                    " FROM jobs WHERE batch_id = ? AND "
+                                    "(? = '' OR rowid > (SELECT rowid FROM jobs WHERE id = ?)) AND "
+                                    "(status = ? OR ? = '') ORDER BY rowid LIMIT ?")));
   q.text(f.batch_id.empty() ? f.project : f.batch_id).text(f.after).text(f.after);
   q.text(status).text(status).i64(f.limit);
   std::vector<Job> out;
@@ -539,7 +540,7 @@ Result<std::vector<Job>> SqliteJobQueue::list(const ListFilter &f) {
     GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
     if (!row)
       break;
-    out.push_back(read_job(q));
+    out.push_back(job_columns().read(q));
   }
   return out;
 }
@@ -583,16 +584,17 @@ Result<Reclaimed> SqliteJobQueue::reclaim() {
   {
     GANTRY_ASSIGN_OR_RETURN(
         Query q,
-        db_->query("UPDATE jobs SET status = 'expired', finished_ms = ?, error = "
-                   "'Cancel-After passed before the job finished', lease_until_ms = 0, "
-                   "lease_owner = '' WHERE expires_at_ms > 0 AND expires_at_ms <= ? AND status IN "
-                   "('queued', 'running') RETURNING " JOB_COLUMNS));
+        db_->query(JOB_SQL("UPDATE jobs SET status = 'expired', finished_ms = ?, error = "
+                           "'Cancel-After passed before the job finished', lease_until_ms = 0, "
+                           "lease_owner = '' WHERE expires_at_ms > 0 AND expires_at_ms <= ? AND "
+                           "status IN ('queued', 'running') RETURNING ",
+                           "")));
     q.i64(now).i64(now);
     for (;;) {
       GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
       if (!row)
         break;
-      out.expired.push_back(read_job(q));
+      out.expired.push_back(job_columns().read(q));
     }
   }
   for (const auto &j : out.expired) {

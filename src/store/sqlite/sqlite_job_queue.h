@@ -38,27 +38,12 @@ namespace gantry::jobs {
 
 using control::Db;
 
-struct JobQueueOptions {
-  // This process's node id, recorded as the owner of its leases. Must be unique among the live
-  // processes sharing the database; "" picks a random one at open().
-  std::string node_id;
-  int64_t max_queued_per_project = 10'000; // beyond this enqueue answers kQueueFull (429)
-  // Stored jobs (any status, until retention purges them) per project, and their bytes (request
-  // body + result); beyond either enqueue answers kQuotaExceeded (audit M3). 0 = unbounded.
-  int64_t max_stored_per_project = 100'000;
-  int64_t max_stored_bytes_per_project = int64_t{1} << 30;
-  std::chrono::milliseconds retention{std::chrono::hours(24 * 7)}; // finished jobs kept
-  std::chrono::milliseconds retry_base{1000}; // backoff after a lapsed lease: base * 2^(n-1)
-  std::chrono::milliseconds retry_max{std::chrono::minutes(5)};
-  std::map<std::string, int> weights; // project → round-robin weight (default 1)
-};
-
 // Backoff before attempt `attempt + 1`, after `attempt` failed ones.
 std::chrono::milliseconds retry_delay(const JobQueueOptions &o, int attempt);
 
 class SqliteJobQueue final : public JobQueue {
 public:
-  // `db_path` must already be migrated (control::SqliteStore::open).
+  // `db_path` must already be migrated (SqliteStore::open; open_stores() does both).
   static Result<std::unique_ptr<SqliteJobQueue>> open(const std::string &db_path,
                                                       JobQueueOptions options, const Clock &clock);
   ~SqliteJobQueue() override;

@@ -1,67 +1,74 @@
 #include "store/sqlite/sqlite_job_records.h"
 
 #include "store/sqlite/sqlite_db.h"
+#include "store/sqlite/sqlite_record.h"
 
 namespace gantry::jobs {
 
+using control::col;
+using control::Columns;
 using control::Query;
 using control::Transaction;
 namespace {
 
-#define DELIVERY_COLUMNS                                                                           \
-  "id, job_id, project, url, event, payload, status, attempts, next_at_ms, last_status, "          \
-  "last_error, created_ms, delivered_ms"
-
-#define BATCH_COLUMNS                                                                              \
-  "id, project, key_id, endpoint, input_file_id, completion_window, status, output_file_id, "      \
-  "error_file_id, errors, total, completed, failed, metadata, created_ms, in_progress_ms, "        \
-  "finalizing_ms, completed_ms, failed_ms, expired_ms, cancelling_ms, cancelled_ms, expires_ms"
-
-Delivery read_delivery(const Query &q) {
-  Delivery d;
-  d.id = q.col_text(0);
-  d.job_id = q.col_text(1);
-  d.project = q.col_text(2);
-  d.url = q.col_text(3);
-  d.event = q.col_text(4);
-  d.payload = q.col_text(5);
-  d.status = q.col_text(6);
-  d.attempts = static_cast<int>(q.col_i64(7));
-  d.next_at_ms = q.col_i64(8);
-  d.last_status = static_cast<int>(q.col_i64(9));
-  d.last_error = q.col_text(10);
-  d.created_ms = q.col_i64(11);
-  d.delivered_ms = q.col_i64(12);
-  return d;
+const Columns<Delivery> &delivery_columns() {
+  static const Columns<Delivery> c{
+      col<&Delivery::id>("id"),
+      col<&Delivery::job_id>("job_id"),
+      col<&Delivery::project>("project"),
+      col<&Delivery::url>("url"),
+      col<&Delivery::event>("event"),
+      col<&Delivery::payload>("payload"),
+      col<&Delivery::status>("status"),
+      col<&Delivery::attempts>("attempts"),
+      col<&Delivery::next_at_ms>("next_at_ms"),
+      col<&Delivery::last_status>("last_status"),
+      col<&Delivery::last_error>("last_error"),
+      col<&Delivery::created_ms>("created_ms"),
+      col<&Delivery::delivered_ms>("delivered_ms"),
+  };
+  return c;
 }
 
-Batch read_batch(const Query &q) {
-  Batch b;
-  b.id = q.col_text(0);
-  b.project = q.col_text(1);
-  b.key_id = q.col_text(2);
-  b.endpoint = q.col_text(3);
-  b.input_file_id = q.col_text(4);
-  b.completion_window = q.col_text(5);
-  b.status = q.col_text(6);
-  b.output_file_id = q.col_text(7);
-  b.error_file_id = q.col_text(8);
-  b.errors = q.col_text(9);
-  b.total = q.col_i64(10);
-  b.completed = q.col_i64(11);
-  b.failed = q.col_i64(12);
-  b.metadata = q.col_text(13);
-  b.created_ms = q.col_i64(14);
-  b.in_progress_ms = q.col_i64(15);
-  b.finalizing_ms = q.col_i64(16);
-  b.completed_ms = q.col_i64(17);
-  b.failed_ms = q.col_i64(18);
-  b.expired_ms = q.col_i64(19);
-  b.cancelling_ms = q.col_i64(20);
-  b.cancelled_ms = q.col_i64(21);
-  b.expires_ms = q.col_i64(22);
-  return b;
+const Columns<Batch> &batch_columns() {
+  static const Columns<Batch> c{
+      col<&Batch::id>("id"),
+      col<&Batch::project>("project"),
+      col<&Batch::key_id>("key_id"),
+      col<&Batch::endpoint>("endpoint"),
+      col<&Batch::input_file_id>("input_file_id"),
+      col<&Batch::completion_window>("completion_window"),
+      col<&Batch::status>("status"),
+      col<&Batch::output_file_id>("output_file_id"),
+      col<&Batch::error_file_id>("error_file_id"),
+      col<&Batch::errors>("errors"),
+      col<&Batch::total>("total"),
+      col<&Batch::completed>("completed"),
+      col<&Batch::failed>("failed"),
+      col<&Batch::metadata>("metadata"),
+      col<&Batch::created_ms>("created_ms"),
+      col<&Batch::in_progress_ms>("in_progress_ms"),
+      col<&Batch::finalizing_ms>("finalizing_ms"),
+      col<&Batch::completed_ms>("completed_ms"),
+      col<&Batch::failed_ms>("failed_ms"),
+      col<&Batch::expired_ms>("expired_ms"),
+      col<&Batch::cancelling_ms>("cancelling_ms"),
+      col<&Batch::cancelled_ms>("cancelled_ms"),
+      col<&Batch::expires_ms>("expires_ms"),
+  };
+  return c;
 }
+
+Delivery read_delivery(const Query &q) { return delivery_columns().read(q); }
+Batch read_batch(const Query &q) { return batch_columns().read(q); }
+
+// Statement text built from a record's columns, kept for the statement cache (which holds
+// statements by the address of their text).
+#define RECORD_SQL(expr)                                                                           \
+  [&] {                                                                                            \
+    static const std::string sql = (expr);                                                         \
+    return sql.c_str();                                                                            \
+  }()
 
 template <typename T, typename F> Result<std::vector<T>> collect(Query &q, F read) {
   std::vector<T> out;
@@ -85,23 +92,11 @@ Result<std::unique_ptr<SqliteJobRecords>> SqliteJobRecords::open(const std::stri
 
 Status SqliteJobRecords::add_delivery(const Delivery &d) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO job_deliveries(" DELIVERY_COLUMNS
-                                              ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                                              "ON CONFLICT(id) DO NOTHING"));
-  return q.text(d.id)
-      .text(d.job_id)
-      .text(d.project)
-      .text(d.url)
-      .text(d.event)
-      .text(d.payload)
-      .text(d.status)
-      .i64(d.attempts)
-      .i64(d.next_at_ms)
-      .i64(d.last_status)
-      .text(d.last_error)
-      .i64(d.created_ms)
-      .i64(d.delivered_ms)
-      .run();
+  const auto &c = delivery_columns();
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query(RECORD_SQL("INSERT INTO job_deliveries(" + c.names() + ") VALUES (" +
+                                     c.placeholders() + ") ON CONFLICT(id) DO NOTHING")));
+  return c.bind(q, d).run();
 }
 
 Status SqliteJobRecords::update_delivery(const Delivery &d) {
@@ -124,10 +119,13 @@ Result<std::vector<Delivery>> SqliteJobRecords::due_deliveries(int64_t now_ms, i
   std::lock_guard<std::mutex> lk(mu_);
   // At most `per_project` rows of each project, so one project's backlog cannot fill the page.
   GANTRY_ASSIGN_OR_RETURN(
-      Query q, db_->query("SELECT " DELIVERY_COLUMNS " FROM (SELECT " DELIVERY_COLUMNS
-                          ", row_number() OVER (PARTITION BY project ORDER BY next_at_ms, id) AS "
-                          "rn FROM job_deliveries WHERE status = 'pending' AND next_at_ms <= ?) "
-                          "WHERE rn <= ? ORDER BY next_at_ms, id LIMIT ?"));
+      Query q,
+      db_->query(RECORD_SQL(
+          "SELECT " + delivery_columns().select_list() + " FROM (SELECT " +
+          delivery_columns().select_list() +
+          ", row_number() OVER (PARTITION BY project ORDER BY next_at_ms, id) AS rn FROM "
+          "job_deliveries WHERE status = 'pending' AND next_at_ms <= ?) WHERE rn <= ? ORDER BY "
+          "next_at_ms, id LIMIT ?")));
   q.i64(now_ms).i64(per_project).i64(limit);
   return collect<Delivery>(q, read_delivery);
 }
@@ -142,8 +140,10 @@ Result<int64_t> SqliteJobRecords::next_delivery_at() {
 
 Result<std::vector<Delivery>> SqliteJobRecords::deliveries_of(std::string_view job_id) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT " DELIVERY_COLUMNS " FROM job_deliveries "
-                                              "WHERE job_id = ? ORDER BY created_ms, id"));
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query(RECORD_SQL("SELECT " + delivery_columns().select_list() +
+                                                " FROM job_deliveries WHERE job_id = ? "
+                                                "ORDER BY created_ms, id")));
   q.text(job_id);
   return collect<Delivery>(q, read_delivery);
 }
@@ -273,33 +273,11 @@ Result<int64_t> SqliteJobRecords::purge_files(int64_t created_before_ms) {
 
 Status SqliteJobRecords::put_batch(const Batch &b) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(
-      Query q, db_->query("INSERT OR REPLACE INTO batches(" BATCH_COLUMNS ") VALUES (?, ?, ?, ?, "
-                          "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  return q.text(b.id)
-      .text(b.project)
-      .text(b.key_id)
-      .text(b.endpoint)
-      .text(b.input_file_id)
-      .text(b.completion_window)
-      .text(b.status)
-      .text(b.output_file_id)
-      .text(b.error_file_id)
-      .text(b.errors)
-      .i64(b.total)
-      .i64(b.completed)
-      .i64(b.failed)
-      .text(b.metadata)
-      .i64(b.created_ms)
-      .i64(b.in_progress_ms)
-      .i64(b.finalizing_ms)
-      .i64(b.completed_ms)
-      .i64(b.failed_ms)
-      .i64(b.expired_ms)
-      .i64(b.cancelling_ms)
-      .i64(b.cancelled_ms)
-      .i64(b.expires_ms)
-      .run();
+  const auto &c = batch_columns();
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          db_->query(RECORD_SQL("INSERT OR REPLACE INTO batches(" + c.names() +
+                                                ") VALUES (" + c.placeholders() + ")")));
+  return c.bind(q, b).run();
 }
 
 Result<bool> SqliteJobRecords::transition_batch(const Batch &b, std::string_view from_status) {
@@ -331,8 +309,8 @@ Result<bool> SqliteJobRecords::transition_batch(const Batch &b, std::string_view
 
 Result<std::optional<Batch>> SqliteJobRecords::get_batch(std::string_view id) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q,
-                          db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE id = ?"));
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query(RECORD_SQL("SELECT " + batch_columns().select_list() +
+                                                         " FROM batches WHERE id = ?")));
   GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
   if (!row)
     return std::optional<Batch>();
@@ -341,19 +319,21 @@ Result<std::optional<Batch>> SqliteJobRecords::get_batch(std::string_view id) {
 
 Result<std::vector<Batch>> SqliteJobRecords::active_batches() {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE "
-                                              "status IN ('validating', 'in_progress', "
-                                              "'finalizing', 'cancelling') ORDER BY id"));
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query(RECORD_SQL("SELECT " + batch_columns().select_list() +
+                                     " FROM batches WHERE status IN ('validating', "
+                                     "'in_progress', 'finalizing', 'cancelling') ORDER BY id")));
   return collect<Batch>(q, read_batch);
 }
 
 Result<std::vector<Batch>> SqliteJobRecords::list_batches(std::string_view project,
                                                           std::string_view after, int limit) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q,
-                          db_->query("SELECT " BATCH_COLUMNS " FROM batches WHERE project = ? "
-                                     "AND (? = '' OR rowid < (SELECT rowid FROM batches WHERE "
-                                     "id = ?)) ORDER BY rowid DESC LIMIT ?"));
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query(RECORD_SQL("SELECT " + batch_columns().select_list() +
+                                     " FROM batches WHERE project = ? AND (? = '' OR rowid < "
+                                     "(SELECT rowid FROM batches WHERE id = ?)) ORDER BY rowid "
+                                     "DESC LIMIT ?")));
   q.text(project).text(after).text(after).i64(limit);
   return collect<Batch>(q, read_batch);
 }

@@ -20,7 +20,7 @@ using control::Db;
 
 class SqliteJobRecords final : public JobRecords {
 public:
-  // `db_path` must already be migrated (control::SqliteStore::open).
+  // `db_path` must already be migrated (SqliteStore::open; open_stores() does both).
   static Result<std::unique_ptr<SqliteJobRecords>> open(const std::string &db_path);
   ~SqliteJobRecords() override;
 

@@ -1,5 +1,7 @@
 #include "store/sqlite/sqlite_schema.h"
 
+#include "store/sqlite/sqlite_record.h"
+
 #include <charconv>
 #include <iterator>
 
@@ -261,17 +263,31 @@ Status check_models(const std::vector<std::string> &models) {
 // The models column is decoded by SQLite's JSON reader into names joined by U+001F, which
 // check_models keeps out of names.
 std::vector<std::string> split_models(const std::string &joined) {
-  std::vector<std::string> out;
-  if (joined.empty())
-    return out;
-  size_t start = 0;
-  for (;;) {
-    size_t sep = joined.find('\x1f', start);
-    out.push_back(joined.substr(start, sep == std::string::npos ? sep : sep - start));
-    if (sep == std::string::npos)
-      return out;
-    start = sep + 1;
+  return split_list(joined, '\x1f');
+}
+
+std::string join_list(const std::vector<std::string> &items, char sep) {
+  std::string out;
+  for (const auto &item : items) {
+    if (!out.empty())
+      out += sep;
+    out += item;
   }
+  return out;
+}
+
+std::vector<std::string> split_list(std::string_view text, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(sep, start);
+    if (end == std::string_view::npos)
+      end = text.size();
+    if (end > start)
+      out.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string thresholds_text(const std::vector<int> &t) {

@@ -1,5 +1,5 @@
 // The SQLite schema as data, and how list-valued fields are stored in a column. Kept apart from
-// sqlite_store.cpp (the only file that talks to SQLite) so the schema reads on its own.
+// the adapters (store/sqlite/) so the schema reads on its own.
 #pragma once
 
 #include <span>
@@ -18,7 +18,7 @@ std::string models_json(const std::vector<std::string> &models);
 // Names may be neither empty nor hold control characters: split_models relies on that.
 Status check_models(const std::vector<std::string> &models);
 // The names as SQLite's json_each yields them, joined by U+001F (the api_keys query in
-// sqlite_store.cpp).
+// sqlite_key_store.cpp).
 std::vector<std::string> split_models(const std::string &joined);
 
 // budgets.alert_thresholds: "50,80,100".

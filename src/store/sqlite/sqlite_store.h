@@ -1,11 +1,16 @@
-// The embedded Store: one SQLite file, <data_dir>/gantry.db, in WAL mode.
+// The embedded adapter of the three control-plane store ports (KeyStore, UsageLedger,
+// BudgetStore): one SQLite file, <data_dir>/gantry.db, in WAL mode. The methods of each port are
+// in their own file (sqlite_key_store.cpp, sqlite_usage_ledger.cpp, sqlite_budget_store.cpp);
+// this header's own file holds what only a SQLite file has: open and migrate, the readiness
+// check, backup_to, verify and restore (BackupScheduler and `gantry db` use them; they are on no
+// port, since PostgreSQL has no "copy to path").
 //
 // The server and the CLI (`gantry keys create`, `gantry db backup`) open the same file from
 // different processes; SQLite's file locks serialise their writes and busy_timeout makes a writer
 // wait for the other instead of failing at once.
 //
 // Threading: every method may be called from any thread. One connection serves them all, guarded
-// by one mutex, so calls are serialised; nothing on a request's hot path calls the store
+// by one mutex, so calls are serialised; nothing on a request's hot path calls a store
 // (store.h), so the simplicity is worth more than parallel reads would be. backup_to() reads
 // through its own connection and does not hold the mutex while it copies.
 //
@@ -19,7 +24,9 @@
 #include <string_view>
 #include <vector>
 
-#include "control/store.h"
+#include "control/budget_store.h"
+#include "control/key_store.h"
+#include "control/usage_ledger.h"
 
 namespace gantry::control {
 
@@ -38,7 +45,7 @@ struct DailyUsage {
   UsageTotals totals;
 };
 
-class SqliteStore final : public Store {
+class SqliteStore final : public KeyStore, public UsageLedger, public BudgetStore {
 public:
   // Creates `data_dir` (mode 0700) and the database when missing, then migrates the schema.
   static Result<std::unique_ptr<SqliteStore>> open(const std::string &data_dir);
@@ -53,7 +60,6 @@ public:
 
   // Model names may not contain control characters (kInvalidArgument).
   Status insert_key(const ApiKey &key) override;
-  // last_used_at never moves backwards: the larger of the stored and the given value is kept.
   Status update_key(const ApiKey &key) override;
   Result<std::optional<ApiKey>> get_key(std::string_view id) override;
   Result<std::vector<ApiKey>> list_keys(std::string_view project = {}) override;
@@ -76,12 +82,13 @@ public:
   Result<bool> record_alert(OwnerKind kind, std::string_view owner_id, int64_t period_start,
                             int threshold) override;
 
-  // Fails when the file was removed or replaced under the open connection, or can no longer be
-  // written by this user, even though the open descriptor still could.
+  // All three ports' check(): fails when the file was removed or replaced under the open
+  // connection, or can no longer be written by this user, even though the open descriptor still
+  // could.
   Status check() override;
   // Writes `path` + ".tmp", checks it, then renames it to `path`. The copy is a self-contained
   // file (rollback journal mode, no -wal beside it).
-  Status backup_to(const std::string &path) override;
+  Status backup_to(const std::string &path);
 
   // The daily roll-ups with from_day <= day < to_day ("YYYY-MM-DD"), ordered by their key.
   Result<std::vector<DailyUsage>> usage_daily(std::string_view from_day, std::string_view to_day);

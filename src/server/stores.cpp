@@ -1,0 +1,85 @@
+#include "server/stores.h"
+
+#include <algorithm>
+
+#include "cache/memory_cache.h"
+#include "control/idempotency.h"
+#include "control/memory_admission_store.h"
+#include "jobs/in_process_job_events.h"
+#include "store/sqlite/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_job_records.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace gantry::server {
+namespace {
+
+std::unique_ptr<control::AdmissionStore>
+embedded_admission(const ServerConfig &config, std::shared_ptr<control::UsageLedger> ledger,
+                   const Clock &clock) {
+  std::vector<control::BreakerSpec> breakers;
+  for (const auto &spec : config.models) {
+    control::BreakerConfig b;
+    b.usd_per_minute = spec.breaker_usd_per_minute;
+    b.window = std::chrono::seconds(spec.breaker_window_s);
+    b.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
+    breakers.push_back({spec.name, b});
+  }
+  // A counter is seeded from the ledger the first time its owner is seen after start-up.
+  return std::make_unique<control::MemoryAdmissionStore>(
+      clock, std::move(breakers),
+      [ledger = std::move(ledger)](control::OwnerKind k, std::string_view id, int64_t from_ms) {
+        return ledger->usage_of(k, id, from_ms);
+      });
+}
+
+std::unique_ptr<control::IdempotencyStore> embedded_idempotency(const ServerConfig &config,
+                                                                const Clock &clock) {
+  control::IdempotencyLimits l;
+  l.max_bytes = static_cast<size_t>(config.idempotency_max_bytes);
+  l.max_entry_bytes = std::min(l.max_entry_bytes, l.max_bytes);
+  return std::make_unique<control::MemoryIdempotencyStore>(clock, l);
+}
+
+jobs::JobQueueOptions queue_options(const JobsConfig &j) {
+  jobs::JobQueueOptions qo;
+  qo.node_id = j.node_id;
+  qo.max_queued_per_project = j.max_queued_jobs;
+  qo.max_stored_per_project = j.max_stored_jobs;
+  qo.max_stored_bytes_per_project = j.max_stored_job_bytes;
+  qo.retention = j.retention;
+  qo.retry_base = j.retry_base;
+  qo.weights = j.weights;
+  return qo;
+}
+
+} // namespace
+
+Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, StoreSet set) {
+  Stores s;
+  // The embedded database: one SQLite file holds every store aggregate and the jobs tables. It
+  // is opened (created, migrated) first; the job adapters then open their own connections.
+  GANTRY_ASSIGN_OR_RETURN(std::shared_ptr<control::SqliteStore> db,
+                          control::SqliteStore::open(config.data_dir));
+  s.control.keys = db;
+  s.control.ledger = db;
+  s.control.budgets = db;
+  s.backup_to = [db](const std::string &path) { return db->backup_to(path); };
+  if (set == StoreSet::kControlOnly)
+    return s;
+
+  s.control.admission = embedded_admission(config, db, clock);
+  s.control.idempotency = embedded_idempotency(config, clock);
+
+  const std::string path = control::database_path(config.data_dir);
+  GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
+                          jobs::SqliteJobQueue::open(path, queue_options(config.jobs), clock));
+  GANTRY_ASSIGN_OR_RETURN(s.jobs.records, jobs::SqliteJobRecords::open(path));
+  s.jobs.events = std::make_unique<jobs::InProcessJobEvents>(
+      clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));
+
+  s.responses = std::make_unique<cache::MemoryCache>(config.cache.max_bytes, clock);
+  s.embeddings = std::make_unique<cache::MemoryCache>(config.cache.embedding_max_bytes, clock);
+  return s;
+}
+
+} // namespace gantry::server

@@ -1,0 +1,54 @@
+// open_stores(): the one place that chooses the adapters of every state port. The server
+// (Gateway::create) and the CLI (`gantry keys`, `gantry db`) both call it, so a new backend
+// (PostgreSQL for keys, the ledger and jobs; Redis for admission, idempotency and caches) is one
+// branch here and one factory in each contract suite (tests/contract/).
+//
+// Today every port gets its embedded adapter: the SQLite database under data_dir for the store
+// aggregates and the job queue and records, the in-memory admission and idempotency stores, the
+// in-process job events and the in-memory caches.
+//
+// Threading: open_stores() runs on the main thread at start-up; what it returns is moved into the
+// services that own each port.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cache/cache.h"
+#include "control/control_plane.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "jobs/job_events.h"
+#include "jobs/job_queue.h"
+#include "jobs/job_records.h"
+#include "server/config.h"
+
+namespace gantry::server {
+
+// The jobs module's ports (JobsService owns them).
+struct JobStores {
+  std::unique_ptr<jobs::JobQueue> queue;
+  std::unique_ptr<jobs::JobRecords> records;
+  std::unique_ptr<jobs::JobEvents> events; // Prefer-wait completions and cancels
+};
+
+struct Stores {
+  control::ControlPorts control; // keys, ledger, budgets, admission, idempotency
+  JobStores jobs;
+  std::unique_ptr<cache::Cache> responses;
+  std::unique_ptr<cache::Cache> embeddings;
+  // A consistent copy of the live database at a path (the SQLite adapter's backup_to); empty
+  // when the backend has no file to copy. BackupScheduler and `gantry db backup` use it.
+  std::function<Status(const std::string &path)> backup_to;
+};
+
+// What a process needs: the server all of it, a CLI command only the store aggregates (opening
+// the job queue would recover its leases, and the caches are per server).
+enum class StoreSet { kServer, kControlOnly };
+
+// Creates the data directory and migrates the database when needed. Errors name the backend.
+Result<Stores> open_stores(const ServerConfig &config, const Clock &clock,
+                           StoreSet set = StoreSet::kServer);
+
+} // namespace gantry::server
