@@ -29,6 +29,21 @@ public:
       return;
     }
     out_.model = backend_->info().name;
+    // A caller over its RPM or concurrency limits is refused before anything templates or
+    // tokenizes its prompt (audit M4); the admission after prepare still decides the rest.
+    control::AdmitRequest pre;
+    pre.principal = in_.principal ? &*in_.principal : nullptr;
+    pre.model = out_.model;
+    pre.endpoint = out_.endpoint;
+    pre.request_id = in_.call_id;
+    pre.client_request_id = out_.request_id;
+    pre.arrived_ms = out_.arrived_unix_ms;
+    control::RateSnapshot refusal;
+    if (auto st = svc_.control_.precheck(pre, &refusal); !st) {
+      out_.rate = refusal;
+      fail(st.error());
+      return;
+    }
     // A prompt far longer than the context is refused before anything tokenizes it (audit M4):
     // no tokenizer emits fewer than one token per ~16 bytes of text.
     if (const int ctx = backend_->info().context_length; ctx > 0) {

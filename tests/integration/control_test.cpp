@@ -790,5 +790,31 @@ TEST(Control, APromptFarOverTheContextIsRefusedBeforeTokenizing) {
   EXPECT_EQ(h->status, 200);
 }
 
+// Audit M4, the rate-limit half: a key already over its RPM sent a 4 MB prompt and got its 400
+// only after the I/O thread tokenized it. RPM and concurrency need no token count, so the
+// request is now refused (429, Retry-After) before its prompt is templated or tokenized.
+TEST(Control, AKeyOverItsRpmIsRefusedBeforeItsPromptIsTokenized) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "m4"}, {"rpm", 1}});
+  auto first = c.post("/v1/completions", completion_body("Once upon a time", {{"max_tokens", 2}}),
+                      bearer(key));
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+  std::string big;
+  big.reserve(4u << 20);
+  while (big.size() < (4u << 20))
+    big += "Once upon a time there was a little girl. ";
+  auto r = c.post("/v1/completions", completion_body(big, {{"max_tokens", 4}}), bearer(key));
+  ASSERT_TRUE(r);
+  // Before the fix: 400 context_length_exceeded (the prompt was tokenized first).
+  expect_error(*r, 429, "rate_limit_error", "");
+  EXPECT_TRUE(http::find_header(r->headers, "Retry-After"));
+  auto h = c.get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
 } // namespace
 } // namespace gantry::testing
