@@ -441,10 +441,14 @@ std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
   return json::serialize(o);
 }
 
-std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, const Usage &usage) {
+std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, const Usage &usage,
+                               std::optional<double> cost_usd) {
   json::object o = envelope(endpoint, meta, true);
   o["choices"] = json::array();
-  o["usage"] = usage_json(usage);
+  json::object u = usage_json(usage);
+  if (cost_usd)
+    u["cost_usd"] = *cost_usd;
+  o["usage"] = std::move(u);
   return json::serialize(o);
 }
 

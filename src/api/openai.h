@@ -69,8 +69,11 @@ std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
 std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
                          std::string_view text, bool role_delta, std::string_view finish_reason,
                          bool include_usage);
-// The final usage-only chunk of stream_options.include_usage (empty choices).
-std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, const Usage &usage);
+// The final usage-only chunk of stream_options.include_usage (empty choices). `cost_usd`, when
+// given, is added as usage.cost_usd (a streamed response has no x-gantry-cost-usd header; the
+// official clients pass unknown usage fields through).
+std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, const Usage &usage,
+                               std::optional<double> cost_usd = std::nullopt);
 
 struct ModelCard {
   std::string id;

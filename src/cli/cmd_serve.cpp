@@ -158,20 +158,19 @@ int run_serve(const ServeFlags &f) {
     std::fprintf(stderr, "error: %s\n", gw.error().message.c_str());
     return 1;
   }
-  for (const auto &m : (*gw)->models()) {
-    if (!m->template_recognized) {
+  for (const auto &m : (*gw)->local_models()) {
+    if (!m.template_recognized) {
       std::fprintf(stderr,
                    "warning: model '%s': chat template not recognised; using %s. Set "
                    "chat_template in the config to choose one.\n",
-                   m->spec.name.c_str(),
-                   std::string(api::chat_format_name(m->chat_format)).c_str());
+                   m.spec.name.c_str(), std::string(api::chat_format_name(m.chat_format)).c_str());
     }
   }
   if (auto st = (*gw)->start(); !st) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 1;
   }
-  const auto &first = (*gw)->models().front()->spec.name;
+  const auto &first = (*gw)->models().models().front()->name();
   const std::string url = "http://" + cfg.host + ":" + std::to_string((*gw)->port());
   std::printf("Gantry listening on %s\n", url.c_str());
   if ((*gw)->admin_port() != 0) {
@@ -179,9 +178,9 @@ int run_serve(const ServeFlags &f) {
                 (cfg.admin_host.empty() ? cfg.host : cfg.admin_host).c_str(),
                 static_cast<unsigned>((*gw)->admin_port()));
   }
-  for (const auto &m : (*gw)->models()) {
-    std::printf("  model %-20s %s (chat template: %s)\n", m->spec.name.c_str(),
-                m->spec.path.c_str(), std::string(api::chat_format_name(m->chat_format)).c_str());
+  for (const auto &m : (*gw)->local_models()) {
+    std::printf("  model %-20s %s (chat template: %s)\n", m.spec.name.c_str(), m.spec.path.c_str(),
+                std::string(api::chat_format_name(m.chat_format)).c_str());
   }
   std::printf("Try:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n"
               "    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon "

@@ -60,6 +60,10 @@ public:
   // Every scope or none. `refusal`, when not null, receives the rate-limit numbers of a request
   // refused with kRateLimited.
   virtual Result<AdmissionLease> reserve(const AdmissionAsk &ask, RateSnapshot *refusal) = 0;
+  // Refuses (kRateLimited, like reserve) a request its RPM or concurrency limits would refuse,
+  // taking nothing: run before the request is parsed and tokenized, so a caller over its limits
+  // costs no CPU (audit M4). Only `ask.rules` is read. The default allows everything.
+  virtual Status precheck(const AdmissionAsk & /*ask*/, RateSnapshot * /*refusal*/) { return Ok(); }
   // Commits `used` and refunds the rest of the lease. Returns the budget thresholds crossed (the
   // control plane sends the alerts).
   virtual std::vector<BudgetAlert> settle(const AdmissionLease &lease, const Usage &used) = 0;

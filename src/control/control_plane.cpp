@@ -183,6 +183,35 @@ void ControlPlane::record_rejection(const Principal *principal, const std::strin
   ledger_->record(std::move(r));
 }
 
+Result<std::vector<LimitRule>> ControlPlane::limit_rules(const Principal *p) {
+  std::vector<LimitRule> rules;
+  if (p) {
+    rules.push_back({"key:" + p->key_id, p->limits});
+    GANTRY_ASSIGN_OR_RETURN(Limits pl, project_limits(p->project));
+    if (pl.rpm || pl.tpm || pl.max_concurrent)
+      rules.push_back({"project:" + p->project, pl});
+  }
+  if (config_.global.rpm || config_.global.tpm || config_.global.max_concurrent) {
+    rules.push_back({"global", config_.global});
+  }
+  return rules;
+}
+
+Status ControlPlane::precheck(const AdmitRequest &req, RateSnapshot *refusal) {
+  AdmissionAsk ask;
+  GANTRY_ASSIGN_OR_RETURN(ask.rules, limit_rules(req.principal));
+  if (ask.rules.empty())
+    return Ok();
+  // Read-your-writes, as in admit(): a finished request's concurrency slot is back.
+  settlement_.barrier();
+  if (auto st = admission_->precheck(ask, refusal); !st) {
+    record_rejection(req.principal, req.model, req.endpoint, req.request_id, st.error(),
+                     req.arrived_ms, req.client_request_id);
+    return st;
+  }
+  return Ok();
+}
+
 Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
                                                        RateSnapshot *refusal) {
   auto fail = [&](Error e) -> Result<std::shared_ptr<Admission>> {
@@ -203,14 +232,8 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
   if (p) {
     ask.key_id = p->key_id;
     ask.project = p->project;
-    ask.rules.push_back({"key:" + p->key_id, p->limits});
-    GANTRY_ASSIGN_OR_RETURN(Limits pl, project_limits(p->project));
-    if (pl.rpm || pl.tpm || pl.max_concurrent)
-      ask.rules.push_back({"project:" + p->project, pl});
   }
-  if (config_.global.rpm || config_.global.tpm || config_.global.max_concurrent) {
-    ask.rules.push_back({"global", config_.global});
-  }
+  GANTRY_ASSIGN_OR_RETURN(ask.rules, limit_rules(p));
   if (auto mit = models_.find(req.model); mit != models_.end())
     ask.usd = mit->second.cost->estimate(req.prompt_tokens, req.max_output_tokens);
   // Read-your-writes: a caller that has seen its previous response is admitted against that

@@ -140,6 +140,9 @@ public:
   // `refusal` (optional) receives the rate-limit numbers of a refused request for its headers.
   Result<std::shared_ptr<Admission>> admit(const AdmitRequest &request,
                                            RateSnapshot *refusal = nullptr);
+  // Before parsing: refuses (and records) a request its RPM or concurrency limits would refuse,
+  // taking nothing (audit M4); admit() still decides. `model` may be empty (not parsed yet).
+  Status precheck(const AdmitRequest &request, RateSnapshot *refusal = nullptr);
   // Prices the request and posts its settlement (the admission store's settle() with the actual
   // usage, the ledger row, the budget alerts). Returns the cost in USD. Only the first call per
   // admission counts; `admission` may be destroyed as soon as it returns.
@@ -179,6 +182,7 @@ private:
     std::unique_ptr<CostEstimator> cost;
   };
   Result<Limits> project_limits(const std::string &project);
+  Result<std::vector<LimitRule>> limit_rules(const Principal *principal);
   void count_rejection(std::string_view reason);
   static UsageRecord usage_record(const Admission &admission, const Outcome &outcome, double cost);
   // On the settlement worker.

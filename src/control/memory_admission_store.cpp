@@ -11,6 +11,20 @@ MemoryAdmissionStore::MemoryAdmissionStore(const Clock &clock, std::vector<Break
     breakers_.emplace(b.model, std::make_unique<SpendBreaker>(b.model, b.config, clock));
 }
 
+Status MemoryAdmissionStore::precheck(const AdmissionAsk &ask, RateSnapshot *refusal) {
+  if (ask.rules.empty())
+    return Ok();
+  std::lock_guard<std::mutex> lk(mu_);
+  RateDecision d = limiter_.check(ask.rules);
+  if (d.allowed)
+    return Ok();
+  if (refusal)
+    *refusal = d.snapshot;
+  Error e{ErrorCode::kRateLimited, d.message, {}};
+  e.retry_after_ms = std::max<int64_t>(d.retry_after.count(), 1);
+  return Err(std::move(e));
+}
+
 Result<AdmissionLease> MemoryAdmissionStore::reserve(const AdmissionAsk &ask,
                                                      RateSnapshot *refusal) {
   std::lock_guard<std::mutex> lk(mu_);

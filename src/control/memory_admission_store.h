@@ -25,6 +25,7 @@ public:
   MemoryAdmissionStore(const Clock &clock, std::vector<BreakerSpec> breakers, UsageLoader usage);
 
   Result<AdmissionLease> reserve(const AdmissionAsk &ask, RateSnapshot *refusal) override;
+  Status precheck(const AdmissionAsk &ask, RateSnapshot *refusal) override;
   std::vector<BudgetAlert> settle(const AdmissionLease &lease, const Usage &used) override;
   void set_budgets(const std::vector<Budget> &budgets) override;
   std::vector<BudgetState> budgets() override;

@@ -58,12 +58,16 @@ void MemoryRateLimiter::refill(Bucket &b, int64_t per_minute, steady_clock::time
   }
 }
 
-RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int64_t tokens) {
+RateDecision MemoryRateLimiter::check(const std::vector<LimitRule> &rules) {
   RateDecision d;
   const auto now = clock_.now();
   std::lock_guard<std::mutex> lk(mu_);
-  // Check every rule before taking anything, so a refusal leaves no partial reservation.
-  double tightest_req = 2.0, tightest_tok = 2.0;
+  d.allowed = !refuse(rules, 0, false, now, d);
+  return d;
+}
+
+bool MemoryRateLimiter::refuse(const std::vector<LimitRule> &rules, int64_t tokens, bool tokens_too,
+                               std::chrono::steady_clock::time_point now, RateDecision &d) {
   for (const auto &r : rules) {
     ScopeState &s = scopes_[r.scope];
     const Limits &l = r.limits;
@@ -73,7 +77,7 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
       d.message = "Rate limit reached for " + r.scope + " on concurrent requests: limit " +
                   std::to_string(l.max_concurrent) + ". Retry when a request finishes.";
       d.retry_after = milliseconds(1000);
-      return d;
+      return true;
     }
     if (l.rpm > 0) {
       refill(s.requests, l.rpm, now);
@@ -87,10 +91,10 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
         d.snapshot.limit_requests = l.rpm;
         d.snapshot.remaining_requests = 0;
         d.snapshot.reset_requests = time_to(l.rpm - s.requests.level, l.rpm);
-        return d;
+        return true;
       }
     }
-    if (l.tpm > 0) {
+    if (l.tpm > 0 && tokens_too) {
       refill(s.tokens, l.tpm, now);
       if (tokens > l.tpm) {
         d.scope = r.scope;
@@ -99,7 +103,7 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
                     std::to_string(l.tpm) + ", requested " + std::to_string(tokens) +
                     " (prompt + max_tokens). Lower max_tokens or the prompt.";
         d.retry_after = milliseconds(60'000);
-        return d;
+        return true;
       }
       if (s.tokens.level < static_cast<double>(tokens)) {
         d.scope = r.scope;
@@ -113,10 +117,21 @@ RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int
         d.snapshot.limit_tokens = l.tpm;
         d.snapshot.remaining_tokens = static_cast<int64_t>(std::max(0.0, s.tokens.level));
         d.snapshot.reset_tokens = time_to(l.tpm - s.tokens.level, l.tpm);
-        return d;
+        return true;
       }
     }
   }
+  return false;
+}
+
+RateDecision MemoryRateLimiter::acquire(const std::vector<LimitRule> &rules, int64_t tokens) {
+  RateDecision d;
+  const auto now = clock_.now();
+  std::lock_guard<std::mutex> lk(mu_);
+  // Check every rule before taking anything, so a refusal leaves no partial reservation.
+  if (refuse(rules, tokens, true, now, d))
+    return d;
+  double tightest_req = 2.0, tightest_tok = 2.0;
   Held held;
   held.tokens = tokens;
   for (const auto &r : rules) {

@@ -60,6 +60,14 @@ public:
   // Takes one request and `tokens` tokens from every rule's buckets, and a concurrency slot, or
   // nothing at all.
   virtual RateDecision acquire(const std::vector<LimitRule> &rules, int64_t tokens) = 0;
+  // Whether a request would be refused by RPM or concurrency (which need no token count), taking
+  // nothing: checked before a request is parsed and tokenized (audit M4). Adapters that cannot
+  // tell cheaply allow it; acquire() still decides.
+  virtual RateDecision check(const std::vector<LimitRule> & /*rules*/) {
+    RateDecision d;
+    d.allowed = true;
+    return d;
+  }
   // The request ended having used `used_tokens`: refunds the rest of its reservation (a request
   // cancelled early gets most of it back) and frees its concurrency slot. Idempotent per lease.
   virtual void release(const RateLease &lease, int64_t used_tokens) = 0;
@@ -72,6 +80,7 @@ class MemoryRateLimiter final : public RateLimiter {
 public:
   explicit MemoryRateLimiter(const Clock &clock) : clock_(clock) {}
   RateDecision acquire(const std::vector<LimitRule> &rules, int64_t tokens) override;
+  RateDecision check(const std::vector<LimitRule> &rules) override;
   void release(const RateLease &lease, int64_t used_tokens) override;
   void rollback(const RateLease &lease) override;
 
@@ -90,6 +99,9 @@ private:
     int64_t tokens = 0;
   };
   void refill(Bucket &b, int64_t per_minute, std::chrono::steady_clock::time_point now);
+  // Fills `d` and returns true when a rule refuses (TPM only when tokens_too). Holds mu_.
+  bool refuse(const std::vector<LimitRule> &rules, int64_t tokens, bool tokens_too,
+              std::chrono::steady_clock::time_point now, RateDecision &d);
   void give_back(const RateLease &lease, int64_t used_tokens, bool request_too);
 
   const Clock &clock_;

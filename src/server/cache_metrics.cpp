@@ -3,8 +3,6 @@
 #include <string_view>
 #include <vector>
 
-#include "server/gateway.h"
-
 namespace gantry::server {
 namespace {
 
@@ -24,10 +22,11 @@ void family(std::ostream &o, const std::vector<Row> &rows, std::string_view name
 
 } // namespace
 
-void render_cache_metrics(std::ostream &o, const Gateway &g) {
+void render_cache_metrics(std::ostream &o, const ResponseCache &response,
+                          const EmbeddingService &embeddings) {
   std::vector<Row> rows;
-  rows.push_back({"response", g.response_cache().counters(), g.response_cache().store_stats()});
-  rows.push_back({"embedding", g.embeddings().counters(), g.embeddings().store_stats()});
+  rows.push_back({"response", response.counters(), response.store_stats()});
+  rows.push_back({"embedding", embeddings.counters(), embeddings.store_stats()});
   family(o, rows, "cache_hits_total", "counter",
          "Requests (or embedding inputs) served from cache.",
          [](const Row &r) { return r.counters.hits; });

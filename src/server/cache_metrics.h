@@ -4,10 +4,12 @@
 
 #include <ostream>
 
+#include "server/embedding_service.h"
+#include "server/response_cache.h"
+
 namespace gantry::server {
 
-class Gateway;
-
-void render_cache_metrics(std::ostream &o, const Gateway &g);
+void render_cache_metrics(std::ostream &o, const ResponseCache &response,
+                          const EmbeddingService &embeddings);
 
 } // namespace gantry::server

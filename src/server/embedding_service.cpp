@@ -1,10 +1,10 @@
 #include "server/embedding_service.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
 #include "cache/cache_key.h"
-#include "server/gateway.h"
 
 namespace gantry::server {
 namespace {
@@ -32,15 +32,6 @@ std::optional<std::vector<float>> decode_vector(std::string_view bytes, size_t d
   return v;
 }
 
-std::string embedding_key(const ServedModel &m, std::span<const int32_t> tokens) {
-  return cache::KeyBuilder("emb.v1")
-      .add("model", m.spec.name)
-      .add("digest", m.digest)
-      .add("pooling", static_cast<int>(m.worker->model().config().pooling))
-      .add("tokens", tokens)
-      .finish();
-}
-
 http::Response with_header(http::Response r, std::string_view outcome) {
   r.headers.push_back({"x-gantry-cache", std::string(outcome)});
   return r;
@@ -60,40 +51,21 @@ ResponseCacheCounters EmbeddingService::counters() const {
   return {hits_.load(), misses_.load(), bypass_.load(), stored_.load(), errors_.load()};
 }
 
-void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
+void EmbeddingService::handle(backend::ModelBackend &m, api::EmbeddingRequest req,
                               std::optional<std::string_view> cache_control, EmbeddingHooks hooks,
                               std::shared_ptr<http::ResponseWriter> w) {
-  const auto &tok = m.worker->model().tokenizer();
-  const size_t n = req.size();
-  const bool many = n > 1;
-  auto param = [&](size_t i) { return many ? "input[" + std::to_string(i) + "]" : "input"; };
-
-  std::vector<std::vector<int32_t>> inputs(n);
-  int64_t prompt_tokens = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (!req.texts.empty()) {
-      inputs[i] = tok.encode(req.texts[i], true, true);
-    } else {
-      inputs[i] = std::move(req.token_inputs[i]);
-      for (int32_t t : inputs[i]) {
-        if (t >= tok.n_vocab()) {
-          w->respond(http::error_response(Error::invalid(
-              "token id " + std::to_string(t) + " is outside the vocabulary", param(i))));
-          return;
-        }
-      }
-    }
-    if (static_cast<int>(inputs[i].size()) > m.worker->n_ctx()) {
-      w->respond(http::error_response(
-          {ErrorCode::kContextLengthExceeded,
-           "This model's maximum context length is " + std::to_string(m.worker->n_ctx()) +
-               " tokens, however you requested " + std::to_string(inputs[i].size()) +
-               " tokens in the input. Please reduce the length of the input.",
-           param(i)}));
-      return;
-    }
-    prompt_tokens += static_cast<int64_t>(inputs[i].size());
+  auto fail = [&hooks, &w](const Error &e, std::string_view outcome) {
+    if (hooks.error)
+      hooks.error(e);
+    w->respond(outcome.empty() ? http::error_response(e) : error_reply(e, outcome));
+  };
+  auto prepared = m.prepare_embeddings(req);
+  if (!prepared) {
+    fail(prepared.error(), "");
+    return;
   }
+  const size_t n = req.size();
+  const int64_t prompt_tokens = prepared->total_tokens();
   // Admitted with the real token count, before any cache read or engine work (H5).
   if (hooks.admit && !hooks.admit(prompt_tokens))
     return;
@@ -102,22 +74,23 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
   const bool use_cache = enabled_ && (policy.read || policy.write);
   if (!use_cache)
     ++bypass_;
-  const size_t dims = static_cast<size_t>(m.worker->model().config().n_embd);
+  const size_t dims = static_cast<size_t>(std::max(0, m.info().embedding_dims));
   std::vector<std::vector<float>> vectors(n);
   std::vector<std::string> keys(use_cache ? n : 0);
   std::vector<size_t> missing; // indices of inputs to compute
   int64_t cached_tokens = 0;
   for (size_t i = 0; i < n; ++i) {
-    if (use_cache)
-      keys[i] = embedding_key(m, inputs[i]);
-    if (use_cache && policy.read) {
+    const bool cacheable = use_cache && !prepared->cache_material[i].empty();
+    if (cacheable)
+      keys[i] = cache::KeyBuilder("emb.v2").add("material", prepared->cache_material[i]).finish();
+    if (cacheable && policy.read) {
       auto got = store_->get(keys[i]);
       if (!got.ok())
         ++errors_;
       if (got.ok() && got->has_value()) {
-        if (auto v = decode_vector(**got, dims)) {
+        if (auto v = decode_vector(**got, dims ? dims : (**got).size() / 4)) {
           vectors[i] = std::move(*v);
-          cached_tokens += static_cast<int64_t>(inputs[i].size());
+          cached_tokens += prepared->input_tokens[i];
           ++hits_;
           continue;
         }
@@ -128,7 +101,7 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
       ++misses_;
     missing.push_back(i);
   }
-  const std::string model_name = m.spec.name;
+  const std::string model_name = m.info().name;
   const bool base64 = req.base64;
   auto report = std::move(hooks.usage);
   if (missing.empty()) {
@@ -140,32 +113,21 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
     return;
   }
   const std::string_view outcome = use_cache ? "miss" : "bypass";
-  std::vector<std::vector<int32_t>> work;
-  work.reserve(missing.size());
-  for (size_t i : missing)
-    work.push_back(std::move(inputs[i]));
   const bool store = use_cache && policy.write;
   const auto ttl = policy.ttl.value_or(default_ttl_);
-  // The engine names inputs by their position in `work`; errors are renamed to the request's.
   auto done = [this, w, vectors = std::move(vectors), keys = std::move(keys), missing, store, ttl,
-               model_name, base64, prompt_tokens, cached_tokens, outcome, many,
-               report =
-                   std::move(report)](Result<std::vector<std::vector<float>>> computed) mutable {
+               model_name, base64, prompt_tokens, cached_tokens, outcome,
+               report = std::move(report),
+               on_error = hooks.error](Result<backend::EmbedResult> computed) mutable {
     if (!computed) {
-      Error e = computed.take_error();
-      if (e.param.starts_with("input[")) {
-        const size_t j = std::stoul(e.param.substr(6));
-        if (j < missing.size())
-          e.param = "input[" + std::to_string(missing[j]) + "]";
-      } else if (e.param == "input" && many) {
-        e.param = "input[" + std::to_string(missing[0]) + "]";
-      }
-      w->respond(error_reply(e, outcome));
+      if (on_error)
+        on_error(computed.error());
+      w->respond(error_reply(computed.error(), outcome));
       return;
     }
     for (size_t j = 0; j < missing.size(); ++j) {
-      vectors[missing[j]] = std::move((*computed)[j]);
-      if (store) {
+      vectors[missing[j]] = std::move(computed->vectors[j]);
+      if (store && !keys[missing[j]].empty()) {
         if (store_->put(keys[missing[j]], encode_vector(vectors[missing[j]]), ttl).ok()) {
           ++stored_;
         } else {
@@ -179,9 +141,8 @@ void EmbeddingService::handle(ServedModel &m, api::EmbeddingRequest req,
                                                                             base64, prompt_tokens)),
                            outcome));
   };
-  if (auto st = m.worker->embed(std::move(work), std::move(done)); !st) {
-    w->respond(error_reply(st.error(), outcome));
-  }
+  if (auto st = m.embed(*prepared, std::move(missing), std::move(done)); !st)
+    fail(st.error(), outcome);
 }
 
 } // namespace gantry::server

@@ -1,8 +1,8 @@
-// POST /v1/embeddings: tokenizes each input, answers what it can from the embedding cache and
-// has the model's engine thread compute only the misses (ModelWorker::embed), then renders the
-// OpenAI response. Vectors are cached per input, keyed by the model (name and file digest), its
-// pooling and the input's token ids, so a text and the same text sent as token ids share one
-// entry, and a batch mixing known and new inputs computes only the new ones.
+// POST /v1/embeddings: has the model's backend prepare (tokenize) each input, answers what it can
+// from the embedding cache and has the backend compute only the misses (ModelBackend::embed),
+// then renders the OpenAI response. Vectors are cached per input, keyed by the model (name and file
+// digest), its pooling and the input's token ids, so a text and the same text sent as token ids
+// share one entry, and a batch mixing known and new inputs computes only the new ones.
 //
 // The x-gantry-cache header is "hit" when every input came from the cache, "miss" when any was
 // computed, "bypass" when the request or the configuration turned the cache off.
@@ -11,8 +11,8 @@
 // token count (TPM, token quotas and spend budgets apply) before any cache read or engine work;
 // `hooks.usage` reports the tokens to settle just before the response is written.
 //
-// Threading: handle() runs on an I/O thread; the completion runs on the model's engine thread.
-// Thread-safe.
+// Threading: handle() runs on the prepare pool (tokenizing is CPU work, audit M4); the completion
+// runs on the backend's thread (the engine thread). Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -23,13 +23,12 @@
 #include <string_view>
 
 #include "api/embeddings.h"
+#include "backend/model_backend.h"
 #include "cache/cache.h"
 #include "http/response_writer.h"
 #include "server/response_cache.h"
 
 namespace gantry::server {
-
-struct ServedModel;
 
 struct EmbeddingUsage {
   int64_t prompt_tokens = 0;
@@ -42,6 +41,8 @@ struct EmbeddingHooks {
   std::function<bool(int64_t prompt_tokens)> admit;
   // Called (on any thread) right before a successful response is written.
   std::function<void(const EmbeddingUsage &)> usage;
+  // Called before an error response is written, with the error (the call's typed record).
+  std::function<void(const Error &)> error;
 };
 
 class EmbeddingService {
@@ -49,7 +50,7 @@ public:
   EmbeddingService(std::unique_ptr<cache::Cache> store, bool enabled,
                    std::chrono::seconds default_ttl);
 
-  void handle(ServedModel &model, api::EmbeddingRequest request,
+  void handle(backend::ModelBackend &model, api::EmbeddingRequest request,
               std::optional<std::string_view> cache_control, EmbeddingHooks hooks,
               std::shared_ptr<http::ResponseWriter> writer);
 

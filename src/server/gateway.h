@@ -1,18 +1,24 @@
-// The composition root of `gantry serve`: loads the models, starts one ModelWorker per model and
-// the HTTP server, and wires the OpenAI routes between them.
+// The composition root of `gantry serve`: loads the models (one LocalBackend each, in the
+// ModelRegistry), builds the control plane, the caches, the InferenceService and the route
+// classes, and starts the HTTP listeners. Nothing else chooses adapters or wires services; the
+// request path itself lives in the classes it builds:
+//
+//   InferenceRoutes  /v1/chat/completions, /v1/completions → InferenceService → ModelBackend
+//   EmbeddingsRoute  /v1/embeddings → EmbeddingService → ModelBackend
+//   HealthRoutes     /healthz, /startupz, /readyz, /v1/models
+//   JobsService      /v1/jobs, /v1/files, /v1/batches (its executor calls InferenceService)
+//   CallRecorder     metrics and the request log of every call (from its CallOutcome)
 //
 // Threading: constructed and shut down on the main thread; route handlers run on I/O threads;
-// token sinks run on each model's engine thread.
+// backend events on each model's engine thread; templating and tokenizing on the prepare pool.
 #pragma once
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "api/chat_template.h"
-#include "api/openai.h"
 #include "control/backup_scheduler.h"
 #include "control/control_plane.h"
 #include "core/clock.h"
@@ -21,31 +27,30 @@
 #include "http/server.h"
 #include "observe/error_tracker.h"
 #include "observe/sentry.h"
-#include "server/auth_outcome.h"
+#include "server/api_call.h"
+#include "server/call_recorder.h"
 #include "server/config.h"
 #include "server/embedding_service.h"
+#include "server/embeddings_route.h"
+#include "server/health_routes.h"
+#include "server/inference_routes.h"
+#include "server/inference_service.h"
 #include "server/jobs_api.h"
-#include "server/model_worker.h"
-#include "server/observed_writer.h"
+#include "server/model_registry.h"
 #include "server/outbound.h"
+#include "server/prepare_pool.h"
 #include "server/response_cache.h"
+#include "server/stores.h"
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
 
 namespace gantry::server {
 
-struct ServedModel {
+// A model this process loaded, as `gantry serve` reports it at start-up.
+struct LocalModel {
   ModelSpec spec;
-  std::unique_ptr<ModelWorker> worker;
   api::ChatFormat chat_format = api::ChatFormat::kPlain;
   bool template_recognized = true;
-  int64_t created = 0;
-  std::string digest; // model_digest() of the file: part of every cache key
-  // /readyz: last one-token probe (guarded by Gateway::ready_mu_).
-  std::chrono::steady_clock::time_point probe_at{};
-  bool probe_ok = false;
-  double probe_ms = 0; // how long the last probe took
-  std::string probe_error;
 };
 
 class Gateway {
@@ -65,50 +70,29 @@ public:
   // cancel what is left, close connections. Returns true when nothing had to be cut off.
   bool shutdown();
 
-  const std::vector<std::unique_ptr<ServedModel>> &models() const { return models_; }
-  http::ServerStats http_stats() const { return http_->stats(); }
+  const std::vector<LocalModel> &local_models() const { return local_models_; }
+  const ModelRegistry &models() const { return registry_; }
   const ServerConfig &config() const { return config_; }
-  control::ControlPlane &control() const { return *control_; }
-  const telemetry::Registry &metrics() const { return metrics_; }
-  const telemetry::RequestLog *request_log() const { return request_log_.get(); }
-  const ResponseCache &response_cache() const { return *response_cache_; }
-  const EmbeddingService &embeddings() const { return *embeddings_; }
-  const JobsService &jobs() const { return *jobs_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
+  Status load_models(const LoadProgress &progress);
+  Status build_control(Stores &stores);
+  Status build_observability();
+  Status build_services(Stores &stores);
+  void build_servers();
   http::Handler build_routes();
   http::Handler build_ops_routes();          // the admin port: health, metrics, admin API
-  void add_ops_routes(http::Router &r);      // health probes: on every listener
   void add_operator_routes(http::Router &r); // metrics and /admin/*: the admin listener if any
   http::Handler guarded(http::Router &&r);
-  ServedModel *find_model(std::string_view name);
-  void handle_inference(int endpoint, http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
-  void handle_ready(std::shared_ptr<http::ResponseWriter> w);
-  // 401 (answered here) when the call needs a key and has no valid one.
-  AuthOutcome authenticate(const http::Request &req,
-                           const std::shared_ptr<http::ResponseWriter> &w);
-  // A job's request (JobsService's executor): metrics and log like a call, then run_inference.
-  void execute_job(api::Endpoint endpoint, http::Request &&req,
-                   std::shared_ptr<http::ResponseWriter> w,
-                   std::optional<control::Principal> principal);
-  void run_inference(api::Endpoint endpoint, http::Request &&req,
-                     std::shared_ptr<http::ResponseWriter> w,
-                     std::optional<control::Principal> principal, std::shared_ptr<CallRecord> rec);
-  // Metrics and the JSON log line of one finished inference call.
-  void record_call(CallRecord &rec);
-  struct CallSeries {
-    telemetry::Counter *requests = nullptr, *success = nullptr;
-    telemetry::Histogram *e2e = nullptr, *ttft = nullptr, *queue = nullptr, *prefill = nullptr,
-                         *decode = nullptr, *overhead = nullptr;
-  };
-  CallSeries &call_series(const CallRecord &rec);
-  void handle_embeddings(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
+  // Audit M6: an upload without a valid key gets its 401 before its body is read.
+  std::optional<http::Response> refuse_before_body(const http::Request &req);
 
   ServerConfig config_;
   const Clock &clock_;
   std::unique_ptr<Outbound> outbound_; // first: the control plane and jobs post through it
-  std::vector<std::unique_ptr<ServedModel>> models_;
+  std::vector<LocalModel> local_models_;
+  ModelRegistry registry_;
   std::unique_ptr<control::ControlPlane> control_;
   std::unique_ptr<control::BackupScheduler> backups_;
   telemetry::Registry metrics_;
@@ -117,16 +101,20 @@ private:
   std::unique_ptr<observe::ErrorTracker> errors_;
   std::unique_ptr<telemetry::RequestLog> request_log_;
   std::string instance_id_;
-  static inline std::atomic<uint64_t> next_instance_{1};
-  const uint64_t instance_ = next_instance_.fetch_add(1);
   std::string admin_token_;
-  std::unique_ptr<http::HttpServer> http_;
-  std::unique_ptr<http::HttpServer> admin_http_;
+  std::unique_ptr<CallRecorder> recorder_;
+  std::unique_ptr<ApiCalls> calls_;
   std::unique_ptr<ResponseCache> response_cache_;
   std::unique_ptr<EmbeddingService> embeddings_;
+  std::unique_ptr<PreparePool> prepare_pool_; // drained before the services its tasks call
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<InferenceRoutes> inference_routes_;
+  std::unique_ptr<EmbeddingsRoute> embeddings_route_;
+  std::unique_ptr<HealthRoutes> health_routes_;
   std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on
+  std::unique_ptr<http::HttpServer> http_;
+  std::unique_ptr<http::HttpServer> admin_http_;
   std::atomic<bool> shutting_down_{false};
-  std::mutex ready_mu_;
 };
 
 } // namespace gantry::server

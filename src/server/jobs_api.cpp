@@ -1,3 +1,6 @@
+// Over ~500 lines for now: JobsService's wiring, /v1/jobs routes, the Prefer-wait coordinator and
+// the job executor (a typed InferenceService call) still share this file; splitting them into
+// jobs_routes.cpp / job_executor.cpp is the next step of issue 11 (review section 2.2).
 #include "server/jobs_api.h"
 
 #include <openssl/crypto.h>
@@ -17,7 +20,8 @@ namespace json = boost::json;
 using jobs::Job;
 using jobs::JobStatus;
 
-// Runs a job through the gateway as the key that submitted it and captures the one response.
+// Runs a job as the key that submitted it: one typed call to the InferenceService, whose
+// CallOutcome becomes the job's result (the rendered response body, the cost, the retry delay).
 class JobsService::Executor final : public jobs::JobExecutor {
 public:
   Executor(JobsService &svc) : svc_(svc) {}
@@ -41,133 +45,115 @@ public:
       }
       principal = control::Principal{(*key)->id, (*key)->project, (*key)->models, (*key)->limits};
     }
-    auto endpoint = endpoint_of(job.endpoint);
-    http::Request req;
-    req.method = http::Method::kPost;
-    req.target = job.endpoint;
-    req.path = job.endpoint;
-    req.body = job.body;
     // The ledger dedups on the request id, so a job re-executed after a crash is billed once.
     // A deferral (overload) already left a refusal row under the current id: the next
     // execution takes a new one. The id is server-owned: a client's x-request-id never
     // becomes a ledger key (audit H4), so no tenant can pre-claim a job's row.
     const std::string request_id =
         job.deferrals == 0 ? job.id : job.id + "." + std::to_string(job.deferrals);
-    req.request_id = request_id;
-    req.call_id = request_id;
-    req.headers.push_back({"Content-Type", "application/json"});
-    // The usage row is written before the outcome is recorded, with the job id as its request
-    // id: a crash in between re-runs the job, whose row the ledger then ignores, so usage is
-    // counted once however often the job ran. (The ledger writer's batched row for the same id
-    // is the same usage; whichever lands first is kept.)
-    auto settle = [this, job, request_id, started = svc_.clock_.unix_millis(),
-                   done = std::move(done)](jobs::ExecResult r) {
-      if (r.status >= 200 && r.status < 300) {
-        boost::system::error_code ec;
-        json::value v = json::parse(r.body, ec);
-        if (!ec && v.is_object()) {
-          const json::object &o = v.as_object();
-          control::UsageRecord u;
-          u.request_id = request_id;
-          u.key_id = job.key_id;
-          u.project = job.project;
-          if (auto *m = o.if_contains("model"); m && m->is_string())
-            u.model = std::string(m->as_string());
-          u.endpoint = job.endpoint;
-          if (auto *us = o.if_contains("usage"); us && us->is_object()) {
-            if (auto *p = us->as_object().if_contains("prompt_tokens"); p && p->is_int64())
-              u.input_tokens = p->as_int64();
-            if (auto *c = us->as_object().if_contains("completion_tokens"); c && c->is_int64())
-              u.output_tokens = c->as_int64();
-          }
-          if (auto *ch = o.if_contains("choices");
-              ch && ch->is_array() && !ch->as_array().empty()) {
-            if (auto *f = ch->as_array()[0].as_object().if_contains("finish_reason");
-                f && f->is_string())
-              u.finish_reason = std::string(f->as_string());
-          }
-          u.cost_usd = r.cost_usd;
-          u.status = r.status;
-          u.created_at_ms = started;
-          u.latency_ms = static_cast<double>(svc_.clock_.unix_millis() - started);
-          if (auto st = svc_.control_.usage_ledger().append_usage({u}); !st) {
-            // Without its usage row the job must not be recorded as done: run it again later.
-            r = {503, R"({"error":{"message":"usage could not be recorded"}})", 0, 1000};
-          }
-        }
-      }
-      done(std::move(r));
-    };
-    auto w = std::make_shared<Capture>(job.id, std::move(settle));
-    std::weak_ptr<Capture> weak = w;
-    svc_.execute_(endpoint.value_or(api::Endpoint::kChatCompletions), std::move(req), std::move(w),
-                  std::move(principal));
+    CallOutcome outcome = svc_.calls_->outcome(request_id, job.endpoint);
+    outcome.key_id = job.key_id;
+    outcome.project = job.project;
+    auto sink = std::make_shared<Sink>(svc_, std::move(done));
+    if (svc_.calls_->shutting_down()) {
+      Error e{ErrorCode::kUnavailable, "the server is shutting down", ""};
+      outcome.status = http_status(e.code);
+      outcome.error = std::move(e);
+      sink->on_complete(nullptr, outcome, {});
+      return [] {};
+    }
+    const auto endpoint = endpoint_of(job.endpoint).value_or(api::Endpoint::kChatCompletions);
+    auto parsed = api::parse_inference_request(endpoint, job.body);
+    if (!parsed) {
+      outcome.status = http_status(parsed.error().code);
+      outcome.error = parsed.take_error();
+      sink->on_complete(nullptr, outcome, {});
+      return [] {};
+    }
+    InferenceInput in;
+    in.request = std::move(parsed).value();
+    in.principal = std::move(principal);
+    in.call_id = request_id;
+    svc_.inference_->run(std::move(in), std::move(outcome), sink);
+    std::weak_ptr<Sink> weak = sink;
     return [weak] {
-      if (auto c = weak.lock())
-        c->cancel();
+      if (auto s = weak.lock())
+        s->cancel();
     };
   }
 
 private:
-  class Capture final : public http::ResponseWriter {
+  // Receives the typed outcome. The usage row is the control plane's settlement (one row, keyed
+  // by the job's request id); it is flushed to the store before the job is recorded as done, so
+  // a crash in between re-runs the job, whose row the ledger then ignores.
+  class Sink final : public InferenceSink {
   public:
-    Capture(std::string id, std::function<void(jobs::ExecResult)> done)
-        : id_(std::move(id)), done_(std::move(done)) {}
-    ~Capture() override { finish({0, "", 0, 0}); }
-    void respond(http::Response r) override {
-      jobs::ExecResult e{r.status, std::move(r.body), 0, 0};
-      if (auto c = http::find_header(r.headers, "x-gantry-cost-usd"))
-        e.cost_usd = std::atof(std::string(*c).c_str());
-      if (auto ra = http::find_header(r.headers, "retry-after-ms"))
-        e.retry_after_ms = std::atoll(std::string(*ra).c_str());
-      finish(std::move(e));
-    }
-    void start_sse(http::Headers) override {}
-    bool send_event(std::string) override { return !closed_.load(); }
-    void end() override {
-      finish({500, R"({"error":{"message":"a job produced a stream"}})", 0, 0});
-    }
-    bool is_closed() const override { return closed_.load(); }
-    void on_close(std::function<void()> cb) override {
+    Sink(JobsService &svc, std::function<void(jobs::ExecResult)> done)
+        : svc_(svc), done_(std::move(done)) {}
+
+    void on_head(const CallHead &, const CallOutcome &, std::function<void()> cancel) override {
+      bool now = false;
       {
         std::lock_guard<std::mutex> lk(mu_);
-        if (!closed_.load()) {
-          callbacks_.push_back(std::move(cb));
-          return;
+        cancel_ = std::move(cancel);
+        now = cancelled_;
+      }
+      if (now)
+        cancel_();
+    }
+    void on_event(const CallHead &, const backend::ChoiceEvent &) override {}
+
+    void on_complete(const CallHead *head, CallOutcome &outcome,
+                     const CallOutput &output) override {
+      svc_.calls_->record(outcome); // metrics and the request log, like any call
+      jobs::ExecResult r;
+      r.status = outcome.status;
+      r.cost_usd = outcome.cost_usd;
+      if (outcome.error) {
+        const Error &e = *outcome.error;
+        r.body = http::error_response(e).body;
+        const bool retryable = e.code == ErrorCode::kQueueFull ||
+                               e.code == ErrorCode::kRateLimited ||
+                               e.code == ErrorCode::kCircuitOpen;
+        if (retryable || e.retry_after_ms > 0)
+          r.retry_after_ms = e.retry_after_ms > 0 ? e.retry_after_ms : 1000;
+      } else if (head) {
+        api::Usage u{static_cast<int>(outcome.input_tokens),
+                     static_cast<int>(outcome.output_tokens),
+                     static_cast<int>(outcome.cached_tokens)};
+        r.body = api::render_response(head->endpoint, head->meta, output.choices, u);
+        if (auto st = svc_.control_.flush(); !st) {
+          // Without its usage row the job must not be recorded as done: run it again later.
+          r = {503, R"({"error":{"message":"usage could not be recorded"}})", 0, 1000};
         }
       }
-      cb();
-    }
-    const std::string &request_id() const override { return id_; }
-    void cancel() {
-      std::vector<std::function<void()>> cbs;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (closed_.exchange(true))
-          return;
-        cbs.swap(callbacks_);
-      }
-      for (auto &cb : cbs)
-        cb();
-    }
-
-  private:
-    void finish(jobs::ExecResult r) {
       std::function<void(jobs::ExecResult)> d;
       {
         std::lock_guard<std::mutex> lk(mu_);
         d.swap(done_);
-        closed_.store(true);
-        callbacks_.clear(); // a finished response is not a disconnect
+        cancel_ = nullptr;
       }
       if (d)
         d(std::move(r));
     }
-    const std::string id_;
+
+    void cancel() {
+      std::function<void()> c;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        cancelled_ = true;
+        c = cancel_;
+      }
+      if (c)
+        c();
+    }
+
+  private:
+    JobsService &svc_;
     std::mutex mu_;
     std::function<void(jobs::ExecResult)> done_;
-    std::vector<std::function<void()>> callbacks_;
-    std::atomic<bool> closed_{false};
+    std::function<void()> cancel_;
+    bool cancelled_ = false;
   };
 
   JobsService &svc_;
@@ -181,11 +167,12 @@ JobsService::~JobsService() { stop(); }
 
 Result<std::unique_ptr<JobsService>>
 JobsService::create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
-                    JobStores stores, Authenticate authenticate, Execute execute, WebhookPost post,
-                    std::string admin_token) {
+                    JobStores stores, Authenticate authenticate, ApiCalls &calls,
+                    InferenceService &inference, WebhookPost post, std::string admin_token) {
   std::unique_ptr<JobsService> s(new JobsService(config, control, clock));
   s->authenticate_ = std::move(authenticate);
-  s->execute_ = std::move(execute);
+  s->calls_ = &calls;
+  s->inference_ = &inference;
   s->admin_token_ = std::move(admin_token);
   s->queue_ = std::move(stores.queue);
   s->records_ = std::move(stores.records);

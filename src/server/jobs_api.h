@@ -26,28 +26,26 @@
 #include "jobs/job_records.h"
 #include "jobs/job_runner.h"
 #include "jobs/webhook_dispatcher.h"
+#include "server/api_call.h"
 #include "server/auth_outcome.h"
 #include "server/config.h"
+#include "server/inference_service.h"
 #include "server/stores.h"
 
 namespace gantry::server {
 
 class JobsService {
 public:
-  // The gateway's hooks: authenticate a request (answers 401 itself and returns nullopt), and
-  // run one inference request as `principal`.
+  // The gateway's hook: authenticate a request (answers 401 itself and returns nullopt). Jobs
+  // run through `inference` (the typed call) and are recorded through `calls`.
   using Authenticate = std::function<AuthOutcome(const http::Request &,
                                                  const std::shared_ptr<http::ResponseWriter> &)>;
-  using Execute =
-      std::function<void(api::Endpoint, http::Request &&, std::shared_ptr<http::ResponseWriter>,
-                         std::optional<control::Principal>)>;
   using WebhookPost = jobs::WebhookDispatcher::Post;
 
-  static Result<std::unique_ptr<JobsService>> create(const ServerConfig &config,
-                                                     control::ControlPlane &control,
-                                                     const Clock &clock, JobStores stores,
-                                                     Authenticate authenticate, Execute execute,
-                                                     WebhookPost post, std::string admin_token);
+  static Result<std::unique_ptr<JobsService>>
+  create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
+         JobStores stores, Authenticate authenticate, ApiCalls &calls, InferenceService &inference,
+         WebhookPost post, std::string admin_token);
   ~JobsService();
 
   void add_routes(http::Router &router);       // /v1/jobs, /v1/files, /v1/batches
@@ -88,7 +86,8 @@ private:
   control::ControlPlane &control_;
   const Clock &clock_;
   Authenticate authenticate_;
-  Execute execute_;
+  ApiCalls *calls_ = nullptr;             // outcomes and their records (metrics, request log)
+  InferenceService *inference_ = nullptr; // the typed call a job runs
   std::string admin_token_;
   jobs::JobIds ids_;
   // The ports, from open_stores().

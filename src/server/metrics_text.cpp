@@ -3,7 +3,6 @@
 #include <sstream>
 
 #include "server/cache_metrics.h"
-#include "server/gateway.h"
 
 namespace gantry::server {
 namespace {
@@ -14,15 +13,15 @@ void family(std::ostringstream &o, const char *name, const char *type, const cha
 
 } // namespace
 
-std::string render_metrics(const Gateway &g) {
+std::string render_metrics(const MetricsSources &g) {
   std::ostringstream o;
   struct Row {
     std::string model;
-    WorkerStats s;
+    backend::BackendStats s;
   };
   std::vector<Row> rows;
-  for (const auto &m : g.models())
-    rows.push_back({m->spec.name, m->worker->stats()});
+  for (const auto &m : g.models.models())
+    rows.push_back({m->name(), m->backend->stats()});
   auto per_model = [&](const char *name, const char *type, const char *help, auto value) {
     family(o, name, type, help);
     for (const auto &r : rows) {
@@ -30,39 +29,39 @@ std::string render_metrics(const Gateway &g) {
     }
   };
   per_model("model_loaded", "gauge", "1 when the model is loaded and serving.",
-            [](const WorkerStats &) { return 1; });
+            [](const backend::BackendStats &) { return 1; });
   per_model("num_requests_running", "gauge", "Sequences generating in the engine.",
-            [](const WorkerStats &s) { return s.running; });
+            [](const backend::BackendStats &s) { return s.running; });
   per_model("num_requests_waiting", "gauge", "Requests admitted but not yet generating.",
-            [](const WorkerStats &s) { return s.queued_requests; });
+            [](const backend::BackendStats &s) { return s.queued_requests; });
   per_model("kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (0..1).",
-            [](const WorkerStats &s) {
+            [](const backend::BackendStats &s) {
               return s.kv_blocks_total ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total
                                        : 0.0;
             });
   per_model("prompt_tokens_total", "counter", "Prompt tokens processed.",
-            [](const WorkerStats &s) { return s.prompt_tokens; });
+            [](const backend::BackendStats &s) { return s.prompt_tokens; });
   per_model("generation_tokens_total", "counter", "Tokens generated.",
-            [](const WorkerStats &s) { return s.generated_tokens; });
+            [](const backend::BackendStats &s) { return s.generated_tokens; });
   per_model("prefix_cache_queries_total", "counter",
             "Prompt tokens looked up in the prefix cache (full blocks).",
-            [](const WorkerStats &s) { return s.prefix_queried_tokens; });
+            [](const backend::BackendStats &s) { return s.prefix_queried_tokens; });
   per_model("prefix_cache_hits_total", "counter",
             "Prompt tokens whose KV was reused from the prefix cache.",
-            [](const WorkerStats &s) { return s.prefix_hit_tokens; });
+            [](const backend::BackendStats &s) { return s.prefix_hit_tokens; });
   per_model("kv_cache_cached_blocks", "gauge", "KV blocks held by the prefix cache.",
-            [](const WorkerStats &s) { return s.kv_blocks_cached; });
+            [](const backend::BackendStats &s) { return s.kv_blocks_cached; });
   per_model("engine_steps_total", "counter", "Forward passes run by the engine.",
-            [](const WorkerStats &s) { return s.steps; });
+            [](const backend::BackendStats &s) { return s.steps; });
   per_model("request_cancelled_total", "counter",
             "Sequences cancelled (client disconnect or shutdown).",
-            [](const WorkerStats &s) { return s.cancelled; });
+            [](const backend::BackendStats &s) { return s.cancelled; });
   family(o, "requests_rejected_total", "counter", "Requests refused before running.");
   for (const auto &r : rows) {
     o << "gantry:requests_rejected_total{model_name=\"" << r.model << "\",reason=\"queue_full\"} "
       << r.s.rejected_queue_full << '\n';
   }
-  auto &ctl = g.control();
+  auto &ctl = g.control;
   const auto cc = ctl.counters();
   for (const char *reason :
        {"unauthorized", "rate_limit", "quota", "breaker", "model_not_allowed"}) {
@@ -114,7 +113,7 @@ std::string render_metrics(const Gateway &g) {
   family(o, "idempotency_not_stored_total", "counter",
          "Responses over the per-entry cap, not kept for replay (a retry gets 409).");
   o << "gantry:idempotency_not_stored_total " << idem.too_large << '\n';
-  const auto h = g.http_stats();
+  const auto &h = g.http;
   family(o, "http_connections_active", "gauge", "Open HTTP connections.");
   o << "gantry:http_connections_active " << h.active_connections << '\n';
   family(o, "http_requests_in_flight", "gauge", "HTTP requests being handled.");
@@ -134,9 +133,9 @@ std::string render_metrics(const Gateway &g) {
   o << "gantry:http_refusals_total{kind=\"body_budget\"} " << h.body_budget_refusals << '\n';
   o << "gantry:http_refusals_total{kind=\"before_body\"} " << h.head_refusals << '\n';
   o << "gantry:http_refusals_total{kind=\"transfer_encoding\"} " << h.unsupported_encodings << '\n';
-  render_cache_metrics(o, g);
-  g.jobs().render_metrics(o);
-  o << g.metrics().render();
+  render_cache_metrics(o, g.response_cache, g.embeddings);
+  g.jobs.render_metrics(o);
+  o << g.metrics.render();
   return o.str();
 }
 

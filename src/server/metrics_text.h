@@ -4,7 +4,25 @@
 
 #include <string>
 
+#include "control/control_plane.h"
+#include "http/server.h"
+#include "server/embedding_service.h"
+#include "server/jobs_api.h"
+#include "server/model_registry.h"
+#include "server/response_cache.h"
+#include "telemetry/metrics.h"
+
 namespace gantry::server {
-class Gateway;
-std::string render_metrics(const Gateway &gateway);
+// What GET /metrics reads: the served models, the control plane, the HTTP server's counters,
+// the caches, the jobs and the registry of request metrics.
+struct MetricsSources {
+  const ModelRegistry &models;
+  control::ControlPlane &control;
+  http::ServerStats http;
+  const ResponseCache &response_cache;
+  const EmbeddingService &embeddings;
+  const JobsService &jobs;
+  const telemetry::Registry &metrics;
+};
+std::string render_metrics(const MetricsSources &g);
 } // namespace gantry::server

@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "backend/local/local_backend.h"
 #include "cache/cache_key.h"
 
 namespace gantry::server {
@@ -113,30 +114,7 @@ CachePolicy cache_policy(std::optional<std::string_view> cache_control,
 
 std::string completion_key(const ModelIdentity &model, api::Endpoint endpoint, int n,
                            const engine::GenerationRequest &req) {
-  // Every field of GenerationRequest and SamplingParams: a field added there must be added here,
-  // or two requests that generate differently would share an entry.
-  const auto &s = req.sampling;
-  cache::KeyBuilder k("resp.v1");
-  k.add("model", model.name)
-      .add("digest", model.digest)
-      .add("endpoint", endpoint == api::Endpoint::kChatCompletions ? "chat" : "completions")
-      .add("prompt", std::span<const int32_t>(req.prompt))
-      .add("n", n)
-      .add("max_tokens", req.max_tokens)
-      .add("ignore_eos", req.ignore_eos)
-      .add("temperature", s.temperature)
-      .add("top_k", s.top_k)
-      .add("top_p", s.top_p)
-      .add("min_p", s.min_p)
-      .add("repetition_penalty", s.repetition_penalty)
-      .add("repeat_last_n", s.repeat_last_n)
-      .add("frequency_penalty", s.frequency_penalty)
-      .add("presence_penalty", s.presence_penalty)
-      .add("seed", s.seed)
-      .add("stop_count", static_cast<int64_t>(req.stop.size()));
-  for (const auto &stop : req.stop)
-    k.add("stop", stop);
-  return k.finish();
+  return backend::completion_material(model.name, model.digest, endpoint, n, req);
 }
 
 ResponseCache::ResponseCache(std::unique_ptr<cache::Cache> store, ResponseCacheConfig config)
@@ -152,7 +130,23 @@ ResponseCache::Decision ResponseCache::lookup(const ModelIdentity &model, api::E
     ++bypass_;
     return d;
   }
-  std::string key = completion_key(model, endpoint, n, request);
+  return decide(completion_key(model, endpoint, n, request), n, policy);
+}
+
+ResponseCache::Decision ResponseCache::lookup_material(std::string_view material, int n,
+                                                       const CachePolicy &policy,
+                                                       std::string_view scope) {
+  if (!config_.enabled || material.empty() || (!policy.read && !policy.write)) {
+    ++bypass_;
+    return {};
+  }
+  // The material is any bytes a backend chose; the key is always a fixed-size hash of it.
+  return decide(cache::KeyBuilder("resp.v2").add("scope", scope).add("material", material).finish(),
+                n, policy);
+}
+
+ResponseCache::Decision ResponseCache::decide(std::string key, int n, const CachePolicy &policy) {
+  Decision d;
   if (policy.read) {
     writes_.barrier();
     auto got = store_->get(key);

@@ -100,6 +100,11 @@ public:
   // `request` is choice 0's generation request (the others differ only by derived seeds).
   Decision lookup(const ModelIdentity &model, api::Endpoint endpoint, int n,
                   const engine::GenerationRequest &request, const CachePolicy &policy);
+  // The same decision for a backend's cache material (ModelBackend::prepare: bytes that identify
+  // the output; empty = not reproducible, a bypass). `scope` partitions the entries (e.g. per
+  // project); empty = shared by every caller.
+  Decision lookup_material(std::string_view material, int n, const CachePolicy &policy,
+                           std::string_view scope);
   // Encodes the result here and posts the put (it has happened once lookup() or flush() returns).
   void store(const std::string &key, std::chrono::seconds ttl, const CachedCompletion &result);
   void flush() const { writes_.barrier(); }
@@ -111,6 +116,8 @@ public:
   }
 
 private:
+  Decision decide(std::string key, int n, const CachePolicy &policy);
+
   std::unique_ptr<cache::Cache> store_;
   const ResponseCacheConfig config_;
   std::atomic<uint64_t> hits_{0}, misses_{0}, bypass_{0}, stored_{0}, errors_{0};

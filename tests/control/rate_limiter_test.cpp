@@ -27,6 +27,28 @@ TEST(RateLimiter, AdmitsExactlyTheRpmThenRefillsOverTime) {
   EXPECT_TRUE(rl.acquire(rules, 0).allowed);
 }
 
+// Audit M4: the check before tokenizing sees RPM and concurrency, ignores tokens, takes nothing.
+TEST(RateLimiter, CheckSeesRpmAndConcurrencyAndTakesNothing) {
+  FakeClock clock;
+  MemoryRateLimiter rl(clock);
+  std::vector<LimitRule> rules{{"key:a", {2, 10, 1}}};
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(rl.check(rules).allowed) << "check must not consume: " << i;
+  RateDecision first = rl.acquire(rules, 5);
+  ASSERT_TRUE(first.allowed);
+  RateDecision busy = rl.check(rules);
+  EXPECT_FALSE(busy.allowed);
+  EXPECT_EQ(busy.what, "concurrent requests");
+  rl.release(first.lease, 5);
+  ASSERT_TRUE(rl.check(rules).allowed);
+  RateDecision second = rl.acquire(rules, 0);
+  ASSERT_TRUE(second.allowed);
+  rl.release(second.lease, 0);
+  RateDecision over = rl.check(rules);
+  EXPECT_FALSE(over.allowed);
+  EXPECT_EQ(over.what, "requests");
+}
+
 TEST(RateLimiter, ManyThreadsHammeringOneKeyAdmitExactlyTheLimit) {
   FakeClock clock; // frozen: no refill while the threads race
   MemoryRateLimiter rl(clock);

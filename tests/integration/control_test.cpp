@@ -727,5 +727,94 @@ TEST(Control, UnauthenticatedUploadIsRefusedBeforeTheBody) {
   EXPECT_NE(got.find("WWW-Authenticate: Bearer"), std::string::npos) << got;
 }
 
+// Issue 12 item 8: a streamed response has no x-gantry-cost-usd header, so its cost rides in
+// the final usage chunk (usage.cost_usd), which the official clients pass through.
+TEST(Control, StreamedUsageChunkCarriesTheCost) {
+  // $1 per input and per output token: the cost is the tokens counted.
+  auto s = start_server(
+      toml_for_model("price_input_per_mtok = 1000000.0\nprice_output_per_mtok = 1000000.0"));
+  ASSERT_TRUE(s);
+  json::object extra{{"max_tokens", 8},
+                     {"temperature", 0},
+                     {"ignore_eos", true},
+                     {"stream", true},
+                     {"stream_options", {{"include_usage", true}}}};
+  const http::Headers no_cache{{"Cache-Control", "no-store"}};
+  auto st = stream_request(s->client_options(), "/v1/chat/completions",
+                           chat_body("Once upon a time", extra), no_cache);
+  ASSERT_EQ(st.status, 200);
+  ASSERT_TRUE(st.done);
+  ASSERT_TRUE(st.usage) << "no usage chunk";
+  ASSERT_TRUE(st.usage->contains("cost_usd")) << json::serialize(*st.usage);
+  const double tokens = static_cast<double>(st.usage->at("prompt_tokens").as_int64() +
+                                            st.usage->at("completion_tokens").as_int64());
+  EXPECT_NEAR(st.usage->at("cost_usd").to_number<double>(), tokens, 1e-6);
+  // Without include_usage there is no usage chunk (and so no cost) in the stream.
+  extra.erase("stream_options");
+  auto plain = stream_request(s->client_options(), "/v1/chat/completions",
+                              chat_body("Once upon a time", extra), no_cache);
+  ASSERT_EQ(plain.status, 200);
+  EXPECT_FALSE(plain.usage);
+  // Non-streamed calls keep the header.
+  extra.erase("stream");
+  http::HttpClient c(s->client_options());
+  auto r = c.post("/v1/chat/completions", chat_body("Once upon a time", extra), no_cache);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_TRUE(http::find_header(r->headers, "x-gantry-cost-usd"));
+}
+
+// Audit M4: a multi-megabyte prompt was tokenized on the I/O thread before anything looked at
+// its size (1.2 s for 4 MB, /healthz stuck behind it). A prompt far over the context is now
+// refused by its byte length before any tokenizing, with the usual context error.
+TEST(Control, APromptFarOverTheContextIsRefusedBeforeTokenizing) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  std::string big;
+  big.reserve(4u << 20);
+  while (big.size() < (4u << 20))
+    big += "Once upon a time there was a little girl. ";
+  for (const bool chat : {true, false}) {
+    auto r = c.post(chat ? "/v1/chat/completions" : "/v1/completions",
+                    chat ? chat_body(big, {{"max_tokens", 4}})
+                         : completion_body(big, {{"max_tokens", 4}}));
+    ASSERT_TRUE(r);
+    auto e = expect_error(*r, 400, "invalid_request_error", chat ? "messages" : "prompt");
+    EXPECT_EQ(e.at("code").as_string(), "context_length_exceeded");
+    EXPECT_NE(std::string(e.at("message").as_string()).find("bytes"), std::string::npos)
+        << "refused by the tokenizer, not by the byte bound: " << e.at("message");
+  }
+  auto h = c.get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+// Audit M4, the rate-limit half: a key already over its RPM sent a 4 MB prompt and got its 400
+// only after the I/O thread tokenized it. RPM and concurrency need no token count, so the
+// request is now refused (429, Retry-After) before its prompt is templated or tokenized.
+TEST(Control, AKeyOverItsRpmIsRefusedBeforeItsPromptIsTokenized) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, key] = admin_create_key(c, {{"project", "m4"}, {"rpm", 1}});
+  auto first = c.post("/v1/completions", completion_body("Once upon a time", {{"max_tokens", 2}}),
+                      bearer(key));
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+  std::string big;
+  big.reserve(4u << 20);
+  while (big.size() < (4u << 20))
+    big += "Once upon a time there was a little girl. ";
+  auto r = c.post("/v1/completions", completion_body(big, {{"max_tokens", 4}}), bearer(key));
+  ASSERT_TRUE(r);
+  // Before the fix: 400 context_length_exceeded (the prompt was tokenized first).
+  expect_error(*r, 429, "rate_limit_error", "");
+  EXPECT_TRUE(http::find_header(r->headers, "Retry-After"));
+  auto h = c.get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
 } // namespace
 } // namespace gantry::testing

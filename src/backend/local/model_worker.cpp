@@ -1,9 +1,10 @@
-#include "server/model_worker.h"
+#include "backend/local/model_worker.h"
 
-namespace gantry::server {
+namespace gantry::backend {
 
-ModelWorker::ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config)
-    : model_(std::move(model)), config_(std::move(config)),
+ModelWorker::ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config,
+                         const Clock &clock)
+    : model_(std::move(model)), config_(std::move(config)), clock_(clock),
       n_ctx_(config_.engine.n_ctx > 0 ? config_.engine.n_ctx : model_->config().n_ctx_train) {
   thread_ = std::thread([this] { run(); });
 }
@@ -49,13 +50,13 @@ Result<Ticket> ModelWorker::submit(engine::GenerationRequest request,
   ++in_flight_;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    inbox_.push_back({t, std::move(request), std::move(sink), std::chrono::steady_clock::now()});
+    inbox_.push_back({t, std::move(request), std::move(sink), clock_.now()});
   }
   cv_.notify_one();
   return t;
 }
 
-Status ModelWorker::embed(std::vector<std::vector<int32_t>> inputs, EmbedDone done) {
+Status ModelWorker::embed(std::vector<std::vector<int32_t>> inputs, WorkerEmbedDone done) {
   if (!accepting_.load()) {
     return Err(ErrorCode::kUnavailable, "the server is shutting down");
   }
@@ -235,9 +236,9 @@ void ModelWorker::run() {
     }
     cancels.clear();
 
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = clock_.now();
     auto events = eng.step();
-    const auto t1 = std::chrono::steady_clock::now();
+    const auto t1 = clock_.now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
     int step_total = 0;
     for (const auto &[seq, n] : eng.last_step_tokens())
@@ -281,4 +282,4 @@ void ModelWorker::run() {
   }
 }
 
-} // namespace gantry::server
+} // namespace gantry::backend

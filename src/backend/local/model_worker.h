@@ -18,10 +18,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "engine/batch/engine.h"
 
-namespace gantry::server {
+namespace gantry::backend {
 
 using Ticket = uint64_t;
 
@@ -49,7 +50,7 @@ struct SeqTiming {
 
 // Receives the vectors of one embed() call, in input order, or why it failed. Called once, on
 // the engine thread.
-using EmbedDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
+using WorkerEmbedDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
 
 struct WorkerConfig {
   std::string name;
@@ -78,7 +79,7 @@ struct WorkerStats {
 
 class ModelWorker {
 public:
-  ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config);
+  ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config, const Clock &clock);
   ~ModelWorker(); // cancels everything and joins the engine thread
 
   const engine::Model &model() const { return *model_; }
@@ -92,7 +93,7 @@ public:
   // time, so generation keeps running. Counts as one waiting request for the queue bounds;
   // kQueueFull / kUnavailable like submit(). Input errors (too long, bad ids) arrive in `done`
   // naming "input" or "input[i]".
-  Status embed(std::vector<std::vector<int32_t>> inputs, EmbedDone done);
+  Status embed(std::vector<std::vector<int32_t>> inputs, WorkerEmbedDone done);
   // The request finishes with kCancelled at the engine's next step. Safe for unknown tickets.
   void cancel(Ticket ticket);
   void cancel_all();
@@ -111,7 +112,7 @@ private:
   };
   struct EmbedJob {
     std::vector<std::vector<int32_t>> inputs;
-    EmbedDone done;
+    WorkerEmbedDone done;
     int64_t tokens = 0;
     std::vector<std::vector<float>> out;
   };
@@ -133,6 +134,7 @@ private:
 
   std::unique_ptr<engine::Model> model_;
   WorkerConfig config_;
+  const Clock &clock_;
   int n_ctx_;
 
   mutable std::mutex mu_;
@@ -160,4 +162,4 @@ private:
   std::thread thread_; // last: starts after every member above exists
 };
 
-} // namespace gantry::server
+} // namespace gantry::backend

@@ -1,0 +1,459 @@
+#include "backend/local/local_backend.h"
+
+#include <algorithm>
+#include <mutex>
+#include <optional>
+
+#include "cache/cache_key.h"
+#include "core/utf8.h"
+
+namespace gantry::backend {
+namespace {
+
+struct LocalState {
+  std::vector<engine::GenerationRequest> choices;
+};
+
+struct LocalEmbedState {
+  std::vector<std::vector<int32_t>> inputs;
+  bool many = false;
+};
+
+// One started call: the engine's per-ticket events become per-choice ChoiceEvents, and the
+// last one a CallSummary. Events arrive on the engine thread; cancel() on any thread.
+class LocalCall final : public TokenSink, public std::enable_shared_from_this<LocalCall> {
+public:
+  LocalCall(ModelWorker &worker, std::shared_ptr<CallSink> sink, int64_t prompt_tokens,
+            std::string served_by)
+      : worker_(worker), sink_(std::move(sink)), prompt_tokens_(prompt_tokens),
+        served_by_(std::move(served_by)) {}
+
+  Status start(const std::vector<engine::GenerationRequest> &choices) {
+    std::lock_guard<std::mutex> lk(mu_); // events wait until every ticket is known
+    choices_.resize(choices.size());
+    for (size_t i = 0; i < choices.size(); ++i) {
+      auto t = worker_.submit(choices[i], shared_from_this());
+      if (!t) {
+        for (size_t j = 0; j < i; ++j)
+          worker_.cancel(choices_[j].ticket);
+        silenced_ = true; // the cancelled ones still report; the sink must hear nothing
+        return t.take_error();
+      }
+      choices_[i].ticket = *t;
+    }
+    return Ok();
+  }
+
+  void cancel() {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const auto &c : choices_) {
+      if (!c.done)
+        worker_.cancel(c.ticket);
+    }
+  }
+
+  void on_event(Ticket ticket, const engine::TokenEvent &ev) override {
+    std::optional<ChoiceEvent> out;
+    std::optional<CallSummary> summary;
+    std::shared_ptr<CallSink> sink;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      const int i = index_of(ticket);
+      if (i < 0 || silenced_)
+        return;
+      Choice &c = choices_[i];
+      c.generated = ev.n_generated;
+      if (ev.finish == engine::FinishReason::kCancelled) {
+        c.done = true;
+        if (!failure_)
+          failure_ = Error{ErrorCode::kUnavailable, "the request was cancelled", ""};
+      } else {
+        c.cached = ev.n_cached;
+        ChoiceEvent e;
+        e.choice = i;
+        e.text = ev.text;
+        e.tokens = ev.token >= 0 ? 1 : 0;
+        if (ev.finish != engine::FinishReason::kNone) {
+          c.done = true;
+          c.finish = engine::finish_reason_name(ev.finish);
+          e.finish_reason = c.finish;
+        }
+        output_ = output_ || e.tokens > 0 || !e.text.empty();
+        out = std::move(e);
+      }
+      summary = summary_if_done();
+      sink = sink_;
+      if (summary)
+        sink_.reset(); // nothing more is delivered; breaks the sink → handle → call cycle
+    }
+    if (out)
+      sink->on_event(*out);
+    if (summary)
+      sink->on_done(*summary);
+  }
+
+  void on_rejected(Ticket ticket, const Error &error) override {
+    std::optional<CallSummary> summary;
+    std::shared_ptr<CallSink> sink;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      const int i = index_of(ticket);
+      if (i < 0 || silenced_)
+        return;
+      choices_[i].done = true;
+      failure_ = error;
+      for (const auto &c : choices_) {
+        if (!c.done)
+          worker_.cancel(c.ticket);
+      }
+      summary = summary_if_done();
+      sink = sink_;
+      if (summary)
+        sink_.reset();
+    }
+    if (summary)
+      sink->on_done(*summary);
+  }
+
+  void on_timing(Ticket, const SeqTiming &timing) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    engine_seconds_ += timing.engine_seconds;
+    if (!timing_)
+      timing_ = timing;
+  }
+
+private:
+  struct Choice {
+    Ticket ticket = 0;
+    std::string finish;
+    int generated = 0;
+    int cached = 0; // prompt tokens served from the prefix cache
+    bool done = false;
+  };
+
+  int index_of(Ticket t) const {
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (choices_[i].ticket == t)
+        return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  std::optional<CallSummary> summary_if_done() {
+    for (const auto &c : choices_) {
+      if (!c.done)
+        return std::nullopt;
+    }
+    if (finished_)
+      return std::nullopt;
+    finished_ = true;
+    CallSummary s;
+    s.served_by = served_by_;
+    s.usage.prompt_tokens = prompt_tokens_;
+    for (const auto &c : choices_) {
+      s.usage.completion_tokens += c.generated;
+      // The prompt is counted once for all choices; report the best reuse among them.
+      s.usage.cached_tokens = std::max<int64_t>(s.usage.cached_tokens, c.cached);
+    }
+    const bool failed =
+        failure_.has_value() && std::any_of(choices_.begin(), choices_.end(),
+                                            [](const Choice &c) { return c.finish.empty(); });
+    if (failed)
+      s.error = BackendError{*failure_, !output_};
+    else
+      s.finish_reason = choices_.empty() ? "" : choices_[0].finish;
+    s.timings.engine_seconds = engine_seconds_;
+    s.timings.queue_ms = s.timings.prefill_ms = s.timings.decode_ms = 0;
+    if (timing_) {
+      using T = std::chrono::steady_clock::time_point;
+      using ms = std::chrono::duration<double, std::milli>;
+      auto span = [](T a, T b) { return a == T{} || b == T{} ? 0.0 : ms(b - a).count(); };
+      s.timings.queue_ms = span(timing_->submitted, timing_->scheduled);
+      s.timings.prefill_ms = span(timing_->scheduled, timing_->first_token);
+      s.timings.decode_ms = span(timing_->first_token, timing_->finished);
+    }
+    return s;
+  }
+
+  ModelWorker &worker_;
+  std::shared_ptr<CallSink> sink_;
+  const int64_t prompt_tokens_;
+  const std::string served_by_;
+
+  std::mutex mu_;
+  std::vector<Choice> choices_;
+  bool silenced_ = false;
+  bool finished_ = false;
+  bool output_ = false;
+  std::optional<Error> failure_;
+  double engine_seconds_ = 0;
+  std::optional<SeqTiming> timing_; // of the first choice to finish
+};
+
+class LocalHandle final : public CallHandle {
+public:
+  explicit LocalHandle(std::weak_ptr<LocalCall> call) : call_(std::move(call)) {}
+  void cancel() override {
+    if (auto c = call_.lock())
+      c->cancel();
+  }
+
+private:
+  std::weak_ptr<LocalCall> call_;
+};
+
+// Probes a model with a one-token greedy generation for /readyz.
+class ProbeSink final : public TokenSink {
+public:
+  ProbeSink(ProbeDone done, const Clock &clock)
+      : done_(std::move(done)), clock_(clock), started_(clock.now()) {}
+  void on_event(Ticket, const engine::TokenEvent &ev) override {
+    if (ev.finish == engine::FinishReason::kNone)
+      return;
+    const bool cancelled = ev.finish == engine::FinishReason::kCancelled;
+    report(!cancelled && ev.n_generated >= 1, cancelled ? "probe cancelled" : "");
+  }
+  void on_rejected(Ticket, const Error &e) override { report(false, e.message); }
+
+private:
+  void report(bool ok, std::string error) {
+    ProbeResult r;
+    r.ok = ok;
+    r.error = std::move(error);
+    r.latency_ms = std::chrono::duration<double, std::milli>(clock_.now() - started_).count();
+    done_(std::move(r));
+  }
+  ProbeDone done_;
+  const Clock &clock_;
+  const std::chrono::steady_clock::time_point started_;
+};
+
+} // namespace
+
+std::string completion_material(std::string_view name, std::string_view digest,
+                                api::Endpoint endpoint, int n,
+                                const engine::GenerationRequest &req) {
+  const auto &s = req.sampling;
+  cache::KeyBuilder k("resp.v1");
+  k.add("model", name)
+      .add("digest", digest)
+      .add("endpoint", endpoint == api::Endpoint::kChatCompletions ? "chat" : "completions")
+      .add("prompt", std::span<const int32_t>(req.prompt))
+      .add("n", n)
+      .add("max_tokens", req.max_tokens)
+      .add("ignore_eos", req.ignore_eos)
+      .add("temperature", s.temperature)
+      .add("top_k", s.top_k)
+      .add("top_p", s.top_p)
+      .add("min_p", s.min_p)
+      .add("repetition_penalty", s.repetition_penalty)
+      .add("repeat_last_n", s.repeat_last_n)
+      .add("frequency_penalty", s.frequency_penalty)
+      .add("presence_penalty", s.presence_penalty)
+      .add("seed", s.seed)
+      .add("stop_count", static_cast<int64_t>(req.stop.size()));
+  for (const auto &stop : req.stop)
+    k.add("stop", stop);
+  return k.finish();
+}
+
+LocalBackend::LocalBackend(std::unique_ptr<ModelWorker> worker, LocalBackendConfig config,
+                           const Clock &clock)
+    : worker_(std::move(worker)), config_(std::move(config)), clock_(clock) {
+  info_.name = config_.name;
+  info_.kind = "local";
+  info_.context_length = worker_->n_ctx();
+  info_.created = config_.created;
+  info_.embedding_dims = worker_->model().config().n_embd;
+  info_.identity = config_.digest;
+}
+
+LocalBackend::~LocalBackend() = default;
+
+Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
+                                           const PrepareOptions &options) {
+  const auto &tok = worker_->model().tokenizer();
+  const bool chat = ir.endpoint == api::Endpoint::kChatCompletions;
+  PreparedCall p;
+  p.endpoint = ir.endpoint;
+  p.n = ir.n;
+  std::vector<int32_t> prompt;
+  if (chat) {
+    GANTRY_ASSIGN_OR_RETURN(std::string text,
+                            api::render_chat(config_.chat_format, ir.messages, true));
+    prompt = tok.encode(text, true, true);
+  } else if (ir.prompt_ids) {
+    prompt = *ir.prompt_ids;
+    for (int32_t t : prompt) {
+      if (t >= tok.n_vocab()) {
+        return Err(Error::invalid("token id " + std::to_string(t) + " is outside the vocabulary",
+                                  "prompt"));
+      }
+    }
+    // Token ids can decode to lone bytes (byte-fallback tokens); echo must be valid UTF-8
+    // like every other text we send (audit L2).
+    if (ir.echo)
+      p.echo = utf8_sanitize(tok.decode(prompt));
+  } else {
+    prompt = tok.encode(ir.prompt, true, true);
+    if (ir.echo)
+      p.echo = ir.prompt;
+  }
+  const int n_ctx = worker_->n_ctx();
+  const int n_prompt = static_cast<int>(prompt.size());
+  if (n_prompt == 0)
+    return Err(Error::invalid("the prompt is empty", "prompt"));
+  const int max_tokens = ir.max_tokens
+                             ? *ir.max_tokens
+                             : std::min(options.default_max_tokens, std::max(n_ctx - n_prompt, 1));
+  // The engine checks this too; checking here makes the error a plain 400 rather than a failure
+  // inside a stream that has already started.
+  GANTRY_TRY(engine::check_context(n_prompt, max_tokens, n_ctx, chat ? "messages" : "prompt"));
+
+  auto state = std::make_shared<LocalState>();
+  state->choices.resize(ir.n);
+  for (int i = 0; i < ir.n; ++i) {
+    auto &g = state->choices[i];
+    g.prompt = prompt;
+    g.sampling = ir.sampling;
+    // Each choice of a seeded request gets its own, still reproducible, seed.
+    if (g.sampling.seed && i > 0)
+      g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(i);
+    g.max_tokens = max_tokens;
+    g.stop = ir.stop;
+    g.ignore_eos = ir.ignore_eos;
+  }
+  p.prompt_tokens = n_prompt;
+  p.max_output_tokens = max_tokens;
+  if (ir.sampling.deterministic()) {
+    p.cache_material =
+        completion_material(config_.name, config_.digest, ir.endpoint, ir.n, state->choices[0]);
+  }
+  p.state = std::move(state);
+  return p;
+}
+
+Result<std::unique_ptr<CallHandle>> LocalBackend::start(const PreparedCall &prepared,
+                                                        std::shared_ptr<CallSink> sink) {
+  const auto *state = static_cast<const LocalState *>(prepared.state.get());
+  if (!state)
+    return Err(Error::internal("LocalBackend::start without a prepared call"));
+  auto call =
+      std::make_shared<LocalCall>(*worker_, std::move(sink), prepared.prompt_tokens, config_.name);
+  GANTRY_TRY(call->start(state->choices));
+  return std::unique_ptr<CallHandle>(std::make_unique<LocalHandle>(call));
+}
+
+Result<PreparedEmbeddings> LocalBackend::prepare_embeddings(const api::EmbeddingRequest &req) {
+  const auto &tok = worker_->model().tokenizer();
+  const size_t n = req.size();
+  auto state = std::make_shared<LocalEmbedState>();
+  state->many = n > 1;
+  auto param = [&](size_t i) { return state->many ? "input[" + std::to_string(i) + "]" : "input"; };
+  state->inputs.resize(n);
+  PreparedEmbeddings p;
+  p.input_tokens.resize(n);
+  p.cache_material.resize(n);
+  const int pooling = static_cast<int>(worker_->model().config().pooling);
+  for (size_t i = 0; i < n; ++i) {
+    auto &in = state->inputs[i];
+    if (!req.texts.empty()) {
+      in = tok.encode(req.texts[i], true, true);
+    } else {
+      in = req.token_inputs[i];
+      for (int32_t t : in) {
+        if (t >= tok.n_vocab()) {
+          return Err(Error::invalid("token id " + std::to_string(t) + " is outside the vocabulary",
+                                    param(i)));
+        }
+      }
+    }
+    if (static_cast<int>(in.size()) > worker_->n_ctx()) {
+      return Err(Error{ErrorCode::kContextLengthExceeded,
+                       "This model's maximum context length is " +
+                           std::to_string(worker_->n_ctx()) + " tokens, however you requested " +
+                           std::to_string(in.size()) +
+                           " tokens in the input. Please reduce the length of the input.",
+                       param(i)});
+    }
+    p.input_tokens[i] = static_cast<int64_t>(in.size());
+    // Keyed by the model, its pooling and the token ids: a text and the same text sent as
+    // token ids share one entry.
+    p.cache_material[i] = cache::KeyBuilder("emb.v1")
+                              .add("model", config_.name)
+                              .add("digest", config_.digest)
+                              .add("pooling", pooling)
+                              .add("tokens", std::span<const int32_t>(in))
+                              .finish();
+  }
+  p.state = std::move(state);
+  return p;
+}
+
+Status LocalBackend::embed(const PreparedEmbeddings &prepared, std::vector<size_t> indices,
+                           EmbedDone done) {
+  const auto *state = static_cast<const LocalEmbedState *>(prepared.state.get());
+  if (!state)
+    return Err(Error::internal("LocalBackend::embed without prepared inputs"));
+  std::vector<std::vector<int32_t>> work;
+  work.reserve(indices.size());
+  int64_t tokens = 0;
+  for (size_t i : indices) {
+    work.push_back(state->inputs.at(i));
+    tokens += static_cast<int64_t>(work.back().size());
+  }
+  // The worker names inputs by their position in `work`: renamed to the request's own index.
+  return worker_->embed(
+      std::move(work), [indices, many = state->many, tokens, name = config_.name,
+                        done = std::move(done)](Result<std::vector<std::vector<float>>> r) {
+        if (!r) {
+          Error e = r.take_error();
+          if (!indices.empty() && (e.param == "input" || e.param.starts_with("input["))) {
+            size_t j = 0;
+            if (e.param != "input")
+              j = static_cast<size_t>(std::strtoul(e.param.c_str() + 6, nullptr, 10));
+            if (j < indices.size())
+              e.param = many ? "input[" + std::to_string(indices[j]) + "]" : "input";
+          }
+          done(std::move(e));
+          return;
+        }
+        done(EmbedResult{std::move(r).value(), tokens, name});
+      });
+}
+
+void LocalBackend::probe(ProbeDone done) {
+  engine::GenerationRequest probe;
+  const auto &tok = worker_->model().tokenizer();
+  probe.prompt = {tok.bos_id() >= 0 ? tok.bos_id() : 0};
+  probe.max_tokens = 1;
+  probe.sampling.temperature = 0;
+  probe.ignore_eos = true;
+  auto sink = std::make_shared<ProbeSink>(done, clock_);
+  auto t = worker_->submit(std::move(probe), std::move(sink));
+  if (!t)
+    done(ProbeResult{false, t.error().message, 0});
+}
+
+BackendStats LocalBackend::stats() const {
+  const WorkerStats w = worker_->stats();
+  BackendStats s;
+  s.in_flight = w.in_flight;
+  s.running = w.running;
+  s.waiting = w.waiting;
+  s.queued_requests = w.queued_requests;
+  s.queued_tokens = w.queued_tokens;
+  s.kv_blocks_used = w.kv_blocks_used;
+  s.kv_blocks_total = w.kv_blocks_total;
+  s.kv_blocks_cached = w.kv_blocks_cached;
+  s.steps = w.steps;
+  s.prompt_tokens = w.prompt_tokens;
+  s.generated_tokens = w.generated_tokens;
+  s.prefix_queried_tokens = w.prefix_queried_tokens;
+  s.prefix_hit_tokens = w.prefix_hit_tokens;
+  s.rejected_queue_full = w.rejected_queue_full;
+  s.cancelled = w.cancelled;
+  return s;
+}
+
+} // namespace gantry::backend

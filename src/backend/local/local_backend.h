@@ -1,0 +1,66 @@
+// LocalBackend: the ModelBackend adapter of a model this process loaded — the engine worker
+// (ModelWorker) plus what turns a typed request into its input: the chat template, the
+// tokenizer, the context check. Prompt token counts are exact.
+//
+// Threading: thread-safe (see ModelBackend). prepare() and prepare_embeddings() run on the
+// caller's thread (templating and tokenizing: keep them off I/O threads); the sinks run on the
+// model's engine thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "api/chat_template.h"
+#include "backend/local/model_worker.h"
+#include "backend/model_backend.h"
+#include "core/clock.h"
+#include "engine/batch/engine.h"
+
+namespace gantry::backend {
+
+struct LocalBackendConfig {
+  std::string name; // the served model name
+  api::ChatFormat chat_format = api::ChatFormat::kPlain;
+  bool template_recognized = true;
+  int64_t created = 0; // unix seconds
+  std::string digest;  // the model file's digest (part of every cache material)
+};
+
+class LocalBackend final : public ModelBackend {
+public:
+  LocalBackend(std::unique_ptr<ModelWorker> worker, LocalBackendConfig config, const Clock &clock);
+  ~LocalBackend() override;
+
+  const BackendInfo &info() const override { return info_; }
+  Result<PreparedCall> prepare(const api::InferenceRequest &request,
+                               const PrepareOptions &options) override;
+  Result<std::unique_ptr<CallHandle>> start(const PreparedCall &prepared,
+                                            std::shared_ptr<CallSink> sink) override;
+  Result<PreparedEmbeddings> prepare_embeddings(const api::EmbeddingRequest &request) override;
+  Status embed(const PreparedEmbeddings &prepared, std::vector<size_t> indices,
+               EmbedDone done) override;
+  void probe(ProbeDone done) override;
+  BackendStats stats() const override;
+  void stop_accepting() override { worker_->stop_accepting(); }
+  bool wait_idle(std::chrono::milliseconds timeout) override { return worker_->wait_idle(timeout); }
+  void cancel_all() override { worker_->cancel_all(); }
+
+  ModelWorker &worker() { return *worker_; }
+  const LocalBackendConfig &config() const { return config_; }
+
+private:
+  std::unique_ptr<ModelWorker> worker_;
+  const LocalBackendConfig config_;
+  const Clock &clock_;
+  BackendInfo info_;
+};
+
+// What identifies the output of `request` (choice 0's; the others differ only by derived
+// seeds) on the model `name`/`digest`: every field of GenerationRequest and SamplingParams. A
+// field added there must be added here, or two requests that generate differently would share
+// a response-cache entry.
+std::string completion_material(std::string_view name, std::string_view digest,
+                                api::Endpoint endpoint, int n,
+                                const engine::GenerationRequest &request);
+
+} // namespace gantry::backend

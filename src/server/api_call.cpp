@@ -1,0 +1,102 @@
+#include "server/api_call.h"
+
+#include <cstdio>
+
+#include "http/request_id.h"
+#include "server/observed_writer.h"
+
+namespace gantry::server {
+
+http::Headers rate_headers(const control::RateSnapshot &s) {
+  http::Headers h;
+  if (s.limit_requests >= 0) {
+    h.push_back({"x-ratelimit-limit-requests", std::to_string(s.limit_requests)});
+    h.push_back({"x-ratelimit-remaining-requests", std::to_string(s.remaining_requests)});
+    h.push_back({"x-ratelimit-reset-requests", control::format_reset(s.reset_requests)});
+  }
+  if (s.limit_tokens >= 0) {
+    h.push_back({"x-ratelimit-limit-tokens", std::to_string(s.limit_tokens)});
+    h.push_back({"x-ratelimit-remaining-tokens", std::to_string(s.remaining_tokens)});
+    h.push_back({"x-ratelimit-reset-tokens", control::format_reset(s.reset_tokens)});
+  }
+  return h;
+}
+
+std::string format_cost(double usd) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.8f", usd);
+  return buf;
+}
+
+void add_outcome_headers(const CallOutcome &o, http::Headers &headers) {
+  if (o.rate) {
+    for (auto &h : rate_headers(*o.rate))
+      headers.push_back(std::move(h));
+  }
+  if (!o.cache.empty())
+    headers.push_back({"x-gantry-cache", o.cache});
+  if (o.priced && !o.stream)
+    headers.push_back({"x-gantry-cost-usd", format_cost(o.cost_usd)});
+}
+
+http::Response outcome_error_response(const CallOutcome &o) {
+  http::Response r = http::error_response(o.error ? *o.error : Error::internal("the call failed"));
+  add_outcome_headers(o, r.headers);
+  return r;
+}
+
+std::shared_ptr<CallOutcome> ApiCalls::begin(http::Request &req,
+                                             std::shared_ptr<http::ResponseWriter> &w) {
+  if (req.call_id.empty()) // an in-process caller that named no ledger key
+    req.call_id = http::next_call_id();
+  auto rec = std::make_shared<CallOutcome>(outcome(req.request_id, req.path));
+  w = std::make_shared<ObservedWriter>(std::move(w), rec, clock_,
+                                       [this](CallOutcome &r) { recorder_.record(r); });
+  return rec;
+}
+
+CallOutcome ApiCalls::outcome(const std::string &request_id, const std::string &endpoint) const {
+  CallOutcome o;
+  o.arrived = clock_.now();
+  o.arrived_unix_ms = clock_.unix_millis();
+  o.request_id = request_id;
+  o.endpoint = endpoint;
+  return o;
+}
+
+bool ApiCalls::open(http::ResponseWriter &w, CallOutcome &rec) {
+  if (!shutting_down_.load())
+    return true;
+  fail(w, rec, {ErrorCode::kUnavailable, "the server is shutting down", ""});
+  return false;
+}
+
+AuthOutcome ApiCalls::authenticate(const http::Request &req, http::ResponseWriter &w,
+                                   CallOutcome *rec) {
+  auto p = control_.authenticate(req.header("Authorization"));
+  if (!p) {
+    http::Response r = http::error_response(p.error());
+    if (p.error().code == ErrorCode::kUnauthorized) {
+      r.headers.push_back({"WWW-Authenticate", "Bearer"});
+      control_.record_rejection(nullptr, "", req.path, req.call_id, p.error(),
+                                clock_.unix_millis());
+    }
+    if (rec)
+      rec->error = p.error();
+    w.respond(std::move(r));
+    return AuthOutcome::refused();
+  }
+  if (rec && *p) {
+    rec->key_id = (*p)->key_id;
+    rec->project = (*p)->project;
+  }
+  return AuthOutcome::allow(std::move(p).value());
+}
+
+void ApiCalls::fail(http::ResponseWriter &w, CallOutcome &rec, Error error) {
+  rec.status = http_status(error.code);
+  rec.error = std::move(error);
+  w.respond(outcome_error_response(rec));
+}
+
+} // namespace gantry::server

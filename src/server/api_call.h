@@ -1,0 +1,63 @@
+// The prologue every metered API route shares (/v1/chat/completions, /v1/completions,
+// /v1/embeddings): a server-owned call id, the call's CallOutcome and the ObservedWriter that
+// records it exactly once, the shutdown check, authentication, and the one way an error is
+// answered (typed into the outcome, rendered by the HTTP edge).
+//
+// Threading: everything here runs on the I/O thread that received the request.
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "control/control_plane.h"
+#include "core/clock.h"
+#include "http/request.h"
+#include "http/response.h"
+#include "http/response_writer.h"
+#include "server/auth_outcome.h"
+#include "server/call_outcome.h"
+#include "server/call_recorder.h"
+
+namespace gantry::server {
+
+// x-ratelimit-* for a rate snapshot (only the limits that apply).
+http::Headers rate_headers(const control::RateSnapshot &s);
+// The headers a CallOutcome puts on its response: x-ratelimit-*, x-gantry-cache and, for a
+// non-streamed call that ran, x-gantry-cost-usd.
+void add_outcome_headers(const CallOutcome &outcome, http::Headers &headers);
+// The error response of a call (its Retry-After and the outcome's headers included).
+http::Response outcome_error_response(const CallOutcome &outcome);
+std::string format_cost(double usd); // "%.8f", as x-gantry-cost-usd has always carried it
+
+class ApiCalls {
+public:
+  ApiCalls(control::ControlPlane &control, const Clock &clock, CallRecorder &recorder,
+           const std::atomic<bool> &shutting_down)
+      : control_(control), clock_(clock), recorder_(recorder), shutting_down_(shutting_down) {}
+
+  // Starts the record of a call: fills who/what and wraps `w` so the record is written when
+  // the response ends. Gives `req` a call id when an in-process caller named none.
+  std::shared_ptr<CallOutcome> begin(http::Request &req, std::shared_ptr<http::ResponseWriter> &w);
+  // A fresh outcome for an in-process caller (a job), recorded by the caller via record().
+  CallOutcome outcome(const std::string &request_id, const std::string &endpoint) const;
+  void record(CallOutcome &outcome) { recorder_.record(outcome); }
+
+  // False when shutting down (answered 503).
+  bool open(http::ResponseWriter &w, CallOutcome &rec);
+  // Authenticates the call; a refusal is answered (401 + WWW-Authenticate) and recorded.
+  AuthOutcome authenticate(const http::Request &req, http::ResponseWriter &w, CallOutcome *rec);
+  // Answers `error` and types it into the record.
+  void fail(http::ResponseWriter &w, CallOutcome &rec, Error error);
+
+  control::ControlPlane &control() { return control_; }
+  const Clock &clock() const { return clock_; }
+  bool shutting_down() const { return shutting_down_.load(); }
+
+private:
+  control::ControlPlane &control_;
+  const Clock &clock_;
+  CallRecorder &recorder_;
+  const std::atomic<bool> &shutting_down_;
+};
+
+} // namespace gantry::server

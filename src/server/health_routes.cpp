@@ -1,0 +1,135 @@
+#include "server/health_routes.h"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+
+#include "api/openai.h"
+#include "core/utf8.h"
+
+namespace gantry::server {
+namespace json = boost::json;
+
+void HealthRoutes::add_probe_routes(http::Router &r) {
+  r.get("/healthz", [](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
+    w->respond(http::Response::json(200, R"({"status":"ok"})"));
+  });
+  // The listener opens only after every model is loaded, so once this answers, start-up is over
+  // (a Kubernetes startupProbe fails with "connection refused" until then).
+  r.get("/startupz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
+    json::array models;
+    for (const auto &m : models_.models())
+      models.push_back(json::value(m->name()));
+    w->respond(http::Response::json(
+        200, json::serialize(json::object{{"status", "started"}, {"models", std::move(models)}})));
+  });
+  r.get("/readyz",
+        [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) { ready(std::move(w)); });
+}
+
+void HealthRoutes::add_model_routes(http::Router &r) {
+  r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto principal = calls_.authenticate(req, *w, nullptr);
+    if (!principal)
+      return;
+    std::vector<api::ModelCard> cards;
+    for (const auto &m : models_.models()) {
+      const auto &p = *principal;
+      if (p && !p->models.empty() &&
+          std::find(p->models.begin(), p->models.end(), m->name()) == p->models.end()) {
+        continue; // a key limited to some models sees only those
+      }
+      const auto &info = m->backend->info();
+      cards.push_back({info.name, info.created, info.context_length});
+    }
+    w->respond(http::Response::json(200, api::render_model_list(cards)));
+  });
+  r.get("/v1/models/{id}", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    auto principal = calls_.authenticate(req, *w, nullptr);
+    if (!principal)
+      return;
+    backend::ModelBackend *m = models_.find(req.path_param("id"));
+    if (!m) {
+      w->respond(http::error_response(
+          Error{ErrorCode::kNotFound,
+                "The model '" + echoed(req.path_param("id")) + "' does not exist", "model"}));
+      return;
+    }
+    const auto &info = m->info();
+    w->respond(http::Response::json(
+        200, api::render_model({info.name, info.created, info.context_length})));
+  });
+}
+
+http::Response HealthRoutes::render_ready() {
+  json::array checks;
+  bool ok = true;
+  for (const auto &m : models_.models()) {
+    auto st = m->backend->stats();
+    json::object c{{"name", "model:" + m->name()},
+                   {"status", m->probe_ok ? "ok" : "failed"},
+                   {"latency_ms", m->probe_ms},
+                   {"running", st.running},
+                   {"waiting", st.waiting}};
+    if (!m->probe_ok)
+      c["error"] = m->probe_error;
+    ok = ok && m->probe_ok;
+    checks.push_back(std::move(c));
+  }
+  {
+    // The store backs keys, limits and the ledger: a read and a write round trip.
+    const auto t0 = clock_.now();
+    auto st = control_.check_stores();
+    const double ms = std::chrono::duration<double, std::milli>(clock_.now() - t0).count();
+    json::object c{{"name", "store"}, {"status", st ? "ok" : "failed"}, {"latency_ms", ms}};
+    if (!st)
+      c["error"] = st.error().message;
+    ok = ok && st.ok();
+    checks.push_back(std::move(c));
+  }
+  json::object body{{"status", ok ? "ok" : "unavailable"}, {"checks", std::move(checks)}};
+  return http::Response::json(ok ? 200 : 503, json::serialize(body));
+}
+
+void HealthRoutes::ready(std::shared_ptr<http::ResponseWriter> w) {
+  if (shutting_down_.load()) {
+    w->respond(http::Response::json(503, R"({"status":"shutting_down","checks":[]})"));
+    return;
+  }
+  // Shared by the probes of this request; responds when the last one reports.
+  struct Pending {
+    int remaining = 0;
+    std::shared_ptr<http::ResponseWriter> writer;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->writer = w;
+  std::vector<ServedModel *> stale;
+  {
+    std::lock_guard<std::mutex> lk(models_.probe_mu());
+    const auto now = clock_.now();
+    for (auto &m : models_.models()) {
+      if (m->probe_at == std::chrono::steady_clock::time_point{} ||
+          now - m->probe_at > ready_cache_) {
+        stale.push_back(m.get());
+      }
+    }
+    if (stale.empty()) {
+      w->respond(render_ready());
+      return;
+    }
+    pending->remaining = static_cast<int>(stale.size());
+  }
+  for (ServedModel *m : stale) {
+    m->backend->probe([this, m, pending](backend::ProbeResult r) {
+      std::lock_guard<std::mutex> lk(models_.probe_mu());
+      m->probe_ok = r.ok;
+      m->probe_error = std::move(r.error);
+      m->probe_at = clock_.now();
+      m->probe_ms = r.latency_ms;
+      if (--pending->remaining == 0)
+        pending->writer->respond(render_ready());
+    });
+  }
+}
+
+} // namespace gantry::server

@@ -1,0 +1,330 @@
+#include "server/inference_service.h"
+
+#include <mutex>
+
+#include "core/utf8.h"
+
+namespace gantry::server {
+namespace {
+// The byte bound of a prompt before tokenizing: context × this many bytes.
+constexpr size_t kMaxBytesPerToken = 16;
+} // namespace
+
+// One call in flight: the backend's sink, and the owner of the call's state from admission to
+// the outcome. Backend events arrive on the backend's thread; mu_ orders them with start().
+class InferenceService::Call final : public backend::CallSink,
+                                     public std::enable_shared_from_this<Call> {
+public:
+  Call(InferenceService &svc, InferenceInput in, CallOutcome out,
+       std::shared_ptr<InferenceSink> sink)
+      : svc_(svc), in_(std::move(in)), out_(std::move(out)), sink_(std::move(sink)) {}
+
+  // On the caller's thread: the parts that need no CPU to speak of.
+  void begin() {
+    const api::InferenceRequest &ir = in_.request;
+    out_.stream = ir.stream;
+    backend_ = svc_.models_.find(ir.model);
+    if (!backend_) {
+      fail({ErrorCode::kNotFound, "The model '" + echoed(ir.model) + "' does not exist", "model"});
+      return;
+    }
+    out_.model = backend_->info().name;
+    // A caller over its RPM or concurrency limits is refused before anything templates or
+    // tokenizes its prompt (audit M4); the admission after prepare still decides the rest.
+    control::AdmitRequest pre;
+    pre.principal = in_.principal ? &*in_.principal : nullptr;
+    pre.model = out_.model;
+    pre.endpoint = out_.endpoint;
+    pre.request_id = in_.call_id;
+    pre.client_request_id = out_.request_id;
+    pre.arrived_ms = out_.arrived_unix_ms;
+    control::RateSnapshot refusal;
+    if (auto st = svc_.control_.precheck(pre, &refusal); !st) {
+      out_.rate = refusal;
+      fail(st.error());
+      return;
+    }
+    // A prompt far longer than the context is refused before anything tokenizes it (audit M4):
+    // no tokenizer emits fewer than one token per ~16 bytes of text.
+    if (const int ctx = backend_->info().context_length; ctx > 0) {
+      const size_t limit = static_cast<size_t>(ctx) * kMaxBytesPerToken;
+      size_t bytes = ir.prompt.size();
+      for (const auto &m : ir.messages)
+        bytes += m.content.size();
+      if (bytes > limit) {
+        fail({ErrorCode::kContextLengthExceeded,
+              "This model's maximum context length is " + std::to_string(ctx) +
+                  " tokens; the prompt (" + std::to_string(bytes) +
+                  " bytes) is far longer. Please reduce the length of the " +
+                  (ir.endpoint == api::Endpoint::kChatCompletions ? "messages." : "prompt."),
+              ir.endpoint == api::Endpoint::kChatCompletions ? "messages" : "prompt"});
+        return;
+      }
+    }
+    // Templating and tokenizing run on the prepare pool, never on an I/O thread (audit M4);
+    // a full pool is an overload like a full engine queue.
+    auto self = shared_from_this();
+    if (!svc_.pool_.post([self] { self->prepare_and_start(); })) {
+      Error e{ErrorCode::kQueueFull, "the server is busy preparing other requests; retry shortly",
+              ""};
+      e.retry_after_ms = 1000;
+      fail(std::move(e));
+    }
+  }
+
+  void on_event(const backend::ChoiceEvent &ev) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (ev.choice < 0 || ev.choice >= static_cast<int>(choices_.size()))
+      return;
+    Choice &c = choices_[ev.choice];
+    c.tokens += ev.tokens;
+    if (ev.tokens > 0) {
+      const auto now = svc_.clock_.now();
+      if (!first_token_)
+        first_token_ = now;
+      if (inter_token_ && c.last_token != std::chrono::steady_clock::time_point{})
+        inter_token_->observe(std::chrono::duration<double>(now - c.last_token).count());
+      c.last_token = now;
+    }
+    if (store_key_ && !ev.text.empty())
+      c.pieces.push_back(ev.text);
+    if (!head_.stream)
+      c.text += ev.text;
+    if (!ev.finish_reason.empty())
+      c.finish = ev.finish_reason;
+    sink_->on_event(head_, ev);
+  }
+
+  void on_done(const backend::CallSummary &s) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    using ms = std::chrono::duration<double, std::milli>;
+    const auto now = svc_.clock_.now();
+    const bool failed = s.error.has_value();
+    out_.latency_ms = ms(now - out_.arrived).count();
+    out_.ttft_ms = first_token_ ? ms(*first_token_ - out_.arrived).count() : out_.latency_ms;
+    out_.input_tokens = s.usage.prompt_tokens;
+    out_.output_tokens = s.usage.completion_tokens;
+    out_.cached_tokens = s.usage.cached_tokens;
+    out_.queue_ms = std::max(0.0, s.timings.queue_ms);
+    out_.prefill_ms = std::max(0.0, s.timings.prefill_ms);
+    out_.decode_ms = std::max(0.0, s.timings.decode_ms);
+    out_.engine_ms = s.timings.engine_seconds * 1000;
+    out_.served_by = s.served_by;
+    out_.finish_reason = failed ? "error" : s.finish_reason;
+    // A stream that failed after its start still answered 200; the error travels in the stream.
+    const int status = failed ? http_status(s.error->error.code) : 200;
+    out_.status = failed && !head_.stream ? status : 200;
+    if (failed)
+      out_.error = s.error->error;
+    if (!failed && store_key_)
+      store_result(s);
+    out_.cost_usd = settle(status, s.timings.engine_seconds);
+    out_.priced = true;
+    handle_.reset();
+    complete(&head_);
+  }
+
+private:
+  struct Choice {
+    std::string text;                // non-streamed calls only
+    std::string finish;              // "" until the choice finished
+    std::vector<std::string> pieces; // each event's text, kept only for the response cache
+    std::chrono::steady_clock::time_point last_token{};
+    int tokens = 0; // generated so far
+  };
+
+  void prepare_and_start() {
+    const api::InferenceRequest &ir = in_.request;
+    auto prepared = backend_->prepare(ir, svc_.config_.prepare);
+    if (!prepared) {
+      fail(prepared.take_error());
+      return;
+    }
+    backend::PreparedCall &p = *prepared;
+    // Looked up before admission: a hit costs no tokens, so it reserves none (it still counts
+    // as a request for RPM and concurrency, and needs the key's model access and budget).
+    auto cached = svc_.cache_.lookup_material(
+        p.cache_material, p.n, cache_policy(in_.cache_control, ir.cache), /*scope=*/{});
+    out_.cache = std::string(cache_outcome_name(cached.outcome));
+    control::AdmitRequest ar;
+    ar.principal = in_.principal ? &*in_.principal : nullptr;
+    ar.model = out_.model;
+    ar.endpoint = out_.endpoint;
+    ar.request_id = in_.call_id;
+    ar.client_request_id = out_.request_id;
+    ar.prompt_tokens = cached.hit ? 0 : p.prompt_tokens;
+    ar.max_output_tokens = cached.hit ? 0 : p.max_output_tokens * p.n;
+    ar.arrived_ms = out_.arrived_unix_ms;
+    control::RateSnapshot refusal;
+    auto adm = svc_.control_.admit(ar, &refusal);
+    if (!adm) {
+      out_.rate = refusal;
+      fail(adm.take_error());
+      return;
+    }
+    admission_ = std::move(adm).value();
+    out_.rate = admission_->snapshot;
+
+    head_.meta = {api::id_prefix(ir.endpoint) + out_.request_id, out_.model,
+                  svc_.clock_.unix_seconds()};
+    head_.endpoint = ir.endpoint;
+    head_.n = p.n;
+    head_.echo = p.echo;
+    head_.stream = ir.stream;
+    head_.include_usage = ir.include_usage;
+    if (cached.hit) {
+      replay(*cached.hit);
+      return;
+    }
+    if (cached.store_key) {
+      store_key_ = std::move(cached.store_key);
+      store_ttl_ = cached.ttl;
+    }
+    if (svc_.config_.metrics) {
+      inter_token_ = &svc_.metrics_.histogram(
+          "inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
+          {{"model_name", out_.model}}, telemetry::Registry::token_latency_buckets());
+    }
+    std::unique_lock<std::mutex> lk(mu_); // events wait until the head is out
+    choices_.resize(static_cast<size_t>(p.n));
+    auto started = backend_->start(p, shared_from_this());
+    if (!started) {
+      lk.unlock();
+      control::Outcome o;
+      o.status = http_status(started.error().code);
+      o.finish_reason = std::string(error_code_name(started.error().code));
+      svc_.control_.finish(*admission_, o);
+      out_.rate.reset(); // answered like an error before the call: no x-ratelimit-*
+      fail(started.take_error());
+      return;
+    }
+    handle_ = std::shared_ptr<backend::CallHandle>(std::move(started).value());
+    sink_->on_head(head_, out_, [h = handle_] { h->cancel(); });
+  }
+
+  // A hit ran no engine work: the admission is settled as cached (cost 0, every reserved token
+  // refunded) but still counts as a request against RPM, and gets its ledger row. Its events
+  // are the stored pieces, so the sink renders it exactly like a live response.
+  void replay(const CachedCompletion &hit) {
+    control::Outcome o;
+    o.cached = true;
+    o.input_tokens = hit.prompt_tokens;
+    for (const auto &c : hit.choices)
+      o.output_tokens += c.completion_tokens;
+    o.cached_tokens = o.input_tokens;
+    o.finish_reason = hit.choices.empty() ? "" : hit.choices[0].finish_reason;
+    o.latency_ms =
+        std::chrono::duration<double, std::milli>(svc_.clock_.now() - out_.arrived).count();
+    o.ttft_ms = o.latency_ms;
+    out_.cost_usd = svc_.control_.finish(*admission_, o);
+    out_.priced = true;
+    out_.cached = true;
+    out_.status = 200;
+    out_.input_tokens = o.input_tokens;
+    out_.output_tokens = o.output_tokens;
+    out_.cached_tokens = o.cached_tokens;
+    out_.finish_reason = o.finish_reason;
+    out_.latency_ms = o.latency_ms;
+    sink_->on_head(head_, out_, [] {});
+    CallOutput output;
+    for (size_t i = 0; i < hit.choices.size(); ++i) {
+      const auto &c = hit.choices[i];
+      std::string text;
+      for (const auto &piece : c.pieces) {
+        if (piece.empty())
+          continue;
+        if (!head_.stream) {
+          text += piece;
+          continue;
+        }
+        backend::ChoiceEvent ev;
+        ev.choice = static_cast<int>(i);
+        ev.text = piece;
+        sink_->on_event(head_, ev);
+      }
+      if (head_.stream) {
+        backend::ChoiceEvent fin;
+        fin.choice = static_cast<int>(i);
+        fin.finish_reason = c.finish_reason;
+        sink_->on_event(head_, fin);
+      }
+      output.choices.push_back({static_cast<int>(i), head_.echo + text, c.finish_reason});
+    }
+    sink_->on_complete(&head_, out_, output);
+  }
+
+  double settle(int status, double engine_seconds) {
+    control::Outcome o;
+    o.status = status;
+    o.input_tokens = out_.input_tokens;
+    o.output_tokens = out_.output_tokens;
+    o.cached_tokens = out_.cached_tokens;
+    o.engine_seconds = engine_seconds;
+    o.ttft_ms = out_.ttft_ms;
+    o.latency_ms = out_.latency_ms;
+    o.finish_reason = out_.finish_reason;
+    return svc_.control_.finish(*admission_, o);
+  }
+
+  void store_result(const backend::CallSummary &s) {
+    CachedCompletion result;
+    result.prompt_tokens = static_cast<int>(s.usage.prompt_tokens);
+    for (auto &c : choices_) {
+      if (c.finish != "stop" && c.finish != "length")
+        return;
+      result.choices.push_back({std::move(c.pieces), c.finish, c.tokens});
+    }
+    svc_.cache_.store(*store_key_, store_ttl_, result);
+  }
+
+  // A call that never ran: no head, an error outcome.
+  void fail(Error e) {
+    out_.status = http_status(e.code);
+    out_.error = std::move(e);
+    out_.latency_ms =
+        std::chrono::duration<double, std::milli>(svc_.clock_.now() - out_.arrived).count();
+    complete(nullptr);
+  }
+
+  void complete(const CallHead *head) {
+    CallOutput output;
+    if (head && !head->stream) {
+      for (size_t i = 0; i < choices_.size(); ++i) {
+        output.choices.push_back(
+            {static_cast<int>(i), head->echo + choices_[i].text, choices_[i].finish});
+      }
+    }
+    sink_->on_complete(head, out_, output);
+  }
+
+  InferenceService &svc_;
+  InferenceInput in_;
+  CallOutcome out_;
+  std::shared_ptr<InferenceSink> sink_;
+  backend::ModelBackend *backend_ = nullptr;
+  std::shared_ptr<control::Admission> admission_;
+  CallHead head_;
+  std::optional<std::string> store_key_;
+  std::chrono::seconds store_ttl_{0};
+  telemetry::Histogram *inter_token_ = nullptr;
+
+  std::mutex mu_;
+  std::vector<Choice> choices_;
+  std::optional<std::chrono::steady_clock::time_point> first_token_;
+  std::shared_ptr<backend::CallHandle> handle_;
+};
+
+InferenceService::InferenceService(ModelRegistry &models, control::ControlPlane &control,
+                                   ResponseCache &cache, PreparePool &pool,
+                                   telemetry::Registry &metrics, const Clock &clock,
+                                   InferenceServiceConfig config)
+    : models_(models), control_(control), cache_(cache), pool_(pool), metrics_(metrics),
+      clock_(clock), config_(config) {}
+
+void InferenceService::run(InferenceInput input, CallOutcome outcome,
+                           std::shared_ptr<InferenceSink> sink) {
+  auto call = std::make_shared<Call>(*this, std::move(input), std::move(outcome), std::move(sink));
+  call->begin();
+}
+
+} // namespace gantry::server

@@ -1,0 +1,98 @@
+// InferenceService: one typed completion or chat call, from the parsed request to its
+// CallOutcome — the pipeline every caller shares (the HTTP routes, the job executor):
+//
+//   find the model's backend → prepare (template, tokenize, context check — on the prepare
+//   pool, never on an I/O thread) → response-cache lookup → admission (ControlPlane: limits,
+//   quotas, budgets, breaker) → the backend call (or the cached result, replayed as events) →
+//   settlement (cost, ledger) and the cache write → ONE CallOutcome.
+//
+// The caller hands in an InferenceSink: on_head() once the call is admitted and running, the
+// backend's ChoiceEvents, then exactly one on_complete() with the outcome (also for refusals and
+// errors, which never call on_head). The sink decides the wire format: JSON body or SSE for HTTP
+// (server/inference_routes), a typed result for a job.
+//
+// Threading: run() is called on any thread and returns quickly (the CPU-heavy prepare step is
+// posted to the bounded prepare pool). Sink methods run on the pool's thread, the backend's
+// event thread (the engine thread) or the caller's, one at a time and in order.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/openai.h"
+#include "backend/model_backend.h"
+#include "control/control_plane.h"
+#include "core/clock.h"
+#include "server/call_outcome.h"
+#include "server/model_registry.h"
+#include "server/prepare_pool.h"
+#include "server/response_cache.h"
+#include "telemetry/metrics.h"
+
+namespace gantry::server {
+
+struct InferenceInput {
+  api::InferenceRequest request;
+  std::optional<control::Principal> principal; // nullopt when auth is off
+  std::string call_id;                         // server-generated: the ledger's unique key
+  std::optional<std::string> cache_control;    // the request's Cache-Control header
+};
+
+// What a sink needs before the first event to start its response.
+struct CallHead {
+  api::ResponseMeta meta;
+  api::Endpoint endpoint = api::Endpoint::kChatCompletions;
+  int n = 1;
+  std::string echo; // completions' echo text (prepended to every choice)
+  bool stream = false;
+  bool include_usage = false;
+};
+
+// The generated choices (non-streamed calls only; a stream already delivered them as events).
+struct CallOutput {
+  std::vector<api::Choice> choices;
+};
+
+class InferenceSink {
+public:
+  virtual ~InferenceSink() = default;
+  // The call runs (admitted and started, or answered from the cache). `cancel` stops it (a
+  // client that went away); the outcome still follows.
+  virtual void on_head(const CallHead &head, const CallOutcome &so_far,
+                       std::function<void()> cancel) = 0;
+  virtual void on_event(const CallHead &head, const backend::ChoiceEvent &event) = 0;
+  // Exactly once. `head` is null when the call never started (a refusal or a bad request).
+  virtual void on_complete(const CallHead *head, CallOutcome &outcome,
+                           const CallOutput &output) = 0;
+};
+
+struct InferenceServiceConfig {
+  backend::PrepareOptions prepare;
+  bool metrics = true; // observe inter-token gaps
+};
+
+class InferenceService {
+public:
+  InferenceService(ModelRegistry &models, control::ControlPlane &control, ResponseCache &cache,
+                   PreparePool &pool, telemetry::Registry &metrics, const Clock &clock,
+                   InferenceServiceConfig config);
+
+  // `outcome` arrives with who/what already filled (arrival, request id, endpoint, key,
+  // project); the service fills the rest and hands it to sink->on_complete.
+  void run(InferenceInput input, CallOutcome outcome, std::shared_ptr<InferenceSink> sink);
+
+private:
+  class Call;
+  ModelRegistry &models_;
+  control::ControlPlane &control_;
+  ResponseCache &cache_;
+  PreparePool &pool_;
+  telemetry::Registry &metrics_;
+  const Clock &clock_;
+  const InferenceServiceConfig config_;
+};
+
+} // namespace gantry::server
