@@ -182,6 +182,10 @@ int run_serve(const ServeFlags &f) {
     std::printf("  model %-20s %s (chat template: %s)\n", m.spec.name.c_str(), m.spec.path.c_str(),
                 std::string(api::chat_format_name(m.chat_format)).c_str());
   }
+  for (const auto &m : cfg.remote_models) {
+    std::printf("  model %-20s remote, %zu backend(s)%s\n", m.name.c_str(), m.backends.size(),
+                m.routing == "prefix" ? ", prefix affinity" : "");
+  }
   std::printf("Try:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n"
               "    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon "
               "a time\"}],\"max_tokens\":64}'\n",

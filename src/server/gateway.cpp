@@ -15,6 +15,7 @@
 #include "server/admin_api.h"
 #include "server/metrics_text.h"
 #include "server/model_digest.h"
+#include "server/remote_models.h"
 #include "server/stores.h"
 
 namespace gantry::server {
@@ -101,6 +102,14 @@ Status Gateway::load_models(const LoadProgress &progress) {
         std::make_unique<backend::LocalBackend>(std::move(worker), std::move(bc), clock_));
     local_models_.push_back(std::move(lm));
   }
+  // Remote models (issue 12): one more registry entry each; fallbacks resolve by name at call
+  // time, so they may name local or remote models in any order.
+  GANTRY_ASSIGN_OR_RETURN(auto remote,
+                          create_remote_backends(config_, clock_, [this](std::string_view n) {
+                            return registry_.find(n);
+                          }));
+  for (auto &b : remote)
+    registry_.add(std::move(b));
   return Ok();
 }
 
@@ -136,6 +145,8 @@ Status Gateway::build_control(Stores &stores) {
     mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, spec.price_per_hour};
     mcs.push_back(std::move(mc));
   }
+  for (auto &mc : remote_model_controls(config_))
+    mcs.push_back(std::move(mc));
   control_ = std::make_unique<control::ControlPlane>(std::move(stores.control), std::move(pepper),
                                                      std::move(cc), std::move(mcs), clock_,
                                                      outbound_->alert_post(), log_line);

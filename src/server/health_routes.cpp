@@ -6,6 +6,8 @@
 
 #include "api/openai.h"
 #include "core/utf8.h"
+#include "server/remote_metrics.h"
+#include "server/remote_models.h"
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -73,6 +75,8 @@ http::Response HealthRoutes::render_ready() {
                    {"waiting", st.waiting}};
     if (!m->probe_ok)
       c["error"] = m->probe_error;
+    if (const auto *remote = as_remote(*m->backend)) // each backend of a remote pool
+      c["backends"] = remote_readiness(*remote);
     ok = ok && m->probe_ok;
     checks.push_back(std::move(c));
   }

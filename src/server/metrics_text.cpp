@@ -3,6 +3,8 @@
 #include <sstream>
 
 #include "server/cache_metrics.h"
+#include "server/remote_metrics.h"
+#include "server/remote_models.h"
 
 namespace gantry::server {
 namespace {
@@ -136,6 +138,11 @@ std::string render_metrics(const MetricsSources &g) {
   render_cache_metrics(o, g.response_cache, g.embeddings);
   g.jobs.render_metrics(o);
   o << g.metrics.render();
+  std::vector<RemoteModelRef> remote; // per-backend series of remote pools (issue 12)
+  for (const auto &m : g.models.models())
+    if (const auto *r = as_remote(*m->backend))
+      remote.push_back({m->name(), r});
+  render_remote_metrics(remote, o);
   return o.str();
 }
 

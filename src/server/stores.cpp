@@ -24,6 +24,13 @@ embedded_admission(const ServerConfig &config, std::shared_ptr<control::UsageLed
     b.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
     breakers.push_back({spec.name, b});
   }
+  for (const auto &spec : config.remote_models) { // remote models (issue 12) have breakers too
+    control::BreakerConfig b;
+    b.usd_per_minute = spec.breaker_usd_per_minute;
+    b.window = std::chrono::seconds(spec.breaker_window_s);
+    b.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
+    breakers.push_back({spec.name, b});
+  }
   // A counter is seeded from the ledger the first time its owner is seen after start-up.
   return std::make_unique<control::MemoryAdmissionStore>(
       clock, std::move(breakers),
