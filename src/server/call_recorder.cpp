@@ -224,7 +224,9 @@ void CallRecorder::write_log(const CallOutcome &r) {
   } else {
     raw("queue_ms", "null");
   }
-  str("worker", worker_);
+  // A remote model's calls name the backend that served them ("model@host:port", issue 12);
+  // local ones this instance.
+  str("worker", r.served_by.find('@') != std::string::npos ? r.served_by : worker_);
   {
     char buf[32];
     auto [end, ec] =

@@ -350,11 +350,11 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
   std::string text0; // for a usage estimate when the upstream reports none
   int64_t delta_count = 0;
 
-  auto emit = [&](const UpstreamChoice &d) {
+  auto emit = [&](const UpstreamChoice &d, int tokens = -1) {
     ChoiceEvent ev;
     ev.choice = d.index;
     ev.text = d.text;
-    ev.tokens = d.text.empty() ? 0 : 1;
+    ev.tokens = tokens >= 0 ? tokens : (d.text.empty() ? 0 : 1);
     ev.finish_reason = d.finish_reason;
     if (!d.text.empty()) {
       const auto now = clock_.now();
@@ -539,9 +539,15 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
             outcome = Outcome::kFailure;
             ekind = ErrorKind::kBadResponse;
           } else {
-            for (const auto &ch : parsed->choices)
-              emit(ch);
             usage = parsed->usage;
+            // One event per choice carries all its tokens (the response cache replays them).
+            const int64_t per_choice =
+                usage ? usage->completion_tokens /
+                            std::max<int64_t>(1, static_cast<int64_t>(parsed->choices.size()))
+                      : 0;
+            for (const auto &ch : parsed->choices)
+              emit(ch, per_choice > 0 ? static_cast<int>(per_choice)
+                                      : static_cast<int>(estimate_tokens(ch.text)));
           }
         }
       }
