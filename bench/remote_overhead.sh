@@ -14,6 +14,8 @@
 # 1. throughput at CONNS connections (fixed_rate far above capacity: achieved req/s);
 # 2. latency at one connection and a low rate: p50 over the direct call.
 # Everything (nginx workers, gantry, the load generator) shares the machine's 2 cores.
+# STATUS: unverified — its first run (2026-12-03) hung before printing a measurement; not yet
+# investigated (suspect: fixed_rate at a rate far above capacity, or the key set-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
