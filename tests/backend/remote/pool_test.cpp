@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <thread>
+
+#include "support/fake_clock.h"
 
 namespace gantry::backend::remote {
 namespace {
