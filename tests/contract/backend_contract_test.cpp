@@ -219,6 +219,10 @@ TYPED_TEST(BackendContract, AProbeReportsReady) {
   std::unique_lock<std::mutex> lk(mu);
   ASSERT_TRUE(cv.wait_for(lk, 60s, [&] { return got.has_value(); }));
   EXPECT_TRUE(got->ok) << got->error;
+  // The probe's callback may run just before the worker counts the request finished, so the
+  // backend must become idle soon after, not necessarily at the callback.
+  lk.unlock();
+  EXPECT_TRUE(this->backend_->wait_idle(std::chrono::milliseconds(5000)));
   EXPECT_EQ(this->backend_->stats().in_flight, 0);
 }
 
