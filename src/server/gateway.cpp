@@ -232,6 +232,15 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
             gp->execute_job(e, std::move(req), std::move(w), std::move(p));
           },
           g->outbound_->webhook_post(), g->admin_token_));
+  OperatorViewsDeps vd{&clock,
+                       g->control_.get(),
+                       g->errors_.get(),
+                       &g->admin_token_,
+                       &g->metrics_,
+                       [gp] { return render_metrics(*gp); },
+                       [gp](std::shared_ptr<http::ResponseWriter> w) { gp->handle_ready(w); },
+                       std::move(stores.readiness)};
+  g->views_ = std::make_unique<OperatorViews>(std::move(vd), operator_views_options_from_env());
   http::ServerOptions opts;
   opts.host = g->config_.host;
   opts.port = static_cast<uint16_t>(g->config_.port);
@@ -281,6 +290,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 }
 
 Gateway::~Gateway() {
+  if (views_)
+    views_->stop();
   if (http_)
     http_->shutdown(std::chrono::milliseconds(0));
   if (admin_http_)
@@ -298,6 +309,7 @@ Status Gateway::start() {
     GANTRY_TRY(admin_http_->start());
   GANTRY_TRY(http_->start());
   jobs_->start();
+  views_->start();
   return Ok();
 }
 uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
@@ -305,6 +317,7 @@ uint16_t Gateway::port() const { return http_->port(); }
 
 bool Gateway::shutdown() {
   shutting_down_.store(true);
+  views_->stop();
   jobs_->stop_leasing();
   for (auto &m : models_)
     m->worker->stop_accepting();
@@ -354,6 +367,7 @@ void Gateway::add_ops_routes(http::Router &r) {
   r.get("/readyz", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
     handle_ready(std::move(w));
   });
+  views_->add_status_routes(r);
 }
 
 void Gateway::add_operator_routes(http::Router &r) {
@@ -363,6 +377,7 @@ void Gateway::add_operator_routes(http::Router &r) {
     w->respond(std::move(resp));
   });
   add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
+  views_->add_dashboard_routes(r);
   jobs_->add_admin_routes(r);
 }
 

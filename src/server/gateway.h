@@ -27,6 +27,7 @@
 #include "server/jobs_api.h"
 #include "server/model_worker.h"
 #include "server/observed_writer.h"
+#include "server/operator_views.h"
 #include "server/outbound.h"
 #include "server/response_cache.h"
 #include "telemetry/metrics.h"
@@ -124,7 +125,8 @@ private:
   std::unique_ptr<http::HttpServer> admin_http_;
   std::unique_ptr<ResponseCache> response_cache_;
   std::unique_ptr<EmbeddingService> embeddings_;
-  std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on
+  std::unique_ptr<JobsService> jobs_;    // stopped before the models it runs on
+  std::unique_ptr<OperatorViews> views_; // /dashboard, /status: stopped first (reads the rest)
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;
 };
