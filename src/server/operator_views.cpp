@@ -32,7 +32,7 @@ constexpr const char *kDashboardCsp =
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 constexpr const char *kStatusCsp =
-    "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; "
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'";
 
 void secure_headers(http::Response &r, const char *csp) {
@@ -494,6 +494,7 @@ std::string OperatorViews::status_html() const {
       "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
       "<meta http-equiv=\"refresh\" content=\"30\"><title>Gantry status</title>"
+      "<link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">"
       "<link rel=\"stylesheet\" href=\"/status.css\"></head><body><main><h1>Service status</h1>";
   h += "<div class=\"overall " + ov + "\" id=\"overall\">";
   h += health_.empty()                ? "Checking…"
@@ -548,6 +549,8 @@ void OperatorViews::add_status_routes(http::Router &r) {
     w->respond(std::move(resp));
   });
   r.get("/status.css", [](http::Request &&, W w) { w->respond(asset("status.css", kStatusCsp)); });
+  r.get("/favicon.svg",
+        [](http::Request &&, W w) { w->respond(asset("favicon.svg", kStatusCsp)); });
   r.get("/status.json", [this](http::Request &&, W w) {
     http::Response resp = http::Response::json(200, status_json());
     resp.headers.push_back({"Cache-Control", "no-store"});

@@ -109,7 +109,7 @@ function chart(id, t, series, opts) {
   }
   const ago = document.createElementNS(SVG, 'text');
   ago.setAttribute('x', L); ago.setAttribute('y', H - 4);
-  ago.textContent = t.length ? Math.round(span / 60000) + ' min ago' : 'no samples yet';
+  ago.textContent = !t.length ? 'no samples yet' : span < 120000 ? Math.round(span / 1000) + ' s ago' : Math.round(span / 60000) + ' min ago';
   svg.appendChild(ago);
   series.forEach((s, i) => {
     let pts = [];
@@ -181,7 +181,7 @@ function budgetBar(b) {
   bar.appendChild(fill);
   for (const m of ['m50', 'm80', 'm100']) bar.appendChild(el('div', { class: 'mark ' + m }));
   const marks = el('div', { class: 'marks' });
-  for (const m of ['0', '', '', '', '', '50%', '', '', '80%', '', '100%']) marks.appendChild(el('span', {}, m));
+  for (const m of ['0', '50', '80', '100']) marks.appendChild(el('span', { class: 't' + m }, m === '0' ? '0' : m + '%'));
   wrap.append(label, bar, marks);
   return wrap;
 }
@@ -190,9 +190,15 @@ function render(d) {
   const p = d.points;
   const down = d.models.filter((m) => m.state === 'down').length;
   const degraded = d.models.filter((m) => m.state === 'degraded').length;
+  const breakers = d.models.filter((m) => m.breaker_open).length;
+  const exhausted = d.budgets.filter((b) => b.ratio >= 1).length;
   const s = $('summary');
-  s.textContent = down ? down + ' model(s) down' : degraded ? degraded + ' model(s) degraded' : 'all models up';
-  s.className = 'summary ' + (down ? 'bad' : degraded ? 'warn' : 'ok');
+  const parts = [down ? down + ' model(s) down' : degraded ? degraded + ' model(s) degraded' : 'all models up'];
+  if (breakers) parts.push(breakers + ' spend breaker(s) open');
+  if (exhausted) parts.push(exhausted + ' budget(s) exhausted');
+  if (d.errors.length) parts.push(d.errors.length + ' error group(s)');
+  s.textContent = parts.join(' · ');
+  s.className = 'summary ' + (down || breakers || exhausted ? 'bad' : degraded || d.errors.length ? 'warn' : 'ok');
   $('updated').textContent = 'updated ' + new Date(d.now_ms).toLocaleTimeString();
 
   const r5 = last(p.req_5xx) || 0;
