@@ -132,7 +132,9 @@ void SampleRing::add(int64_t t_ms, const std::vector<PromSample> &scrape) {
     p.tokens_in = delta(t.tokens_in, prev.tokens_in) / dt;
     p.tokens_out = delta(t.tokens_out, prev.tokens_out) / dt;
     p.errors = delta(t.errors, prev.errors) / dt;
-    const Totals &old = history_.front(); // the start of the quantile and ratio window
+    // The start of the quantile and ratio window: `window_` scrapes ago (or the oldest kept).
+    const Totals &old =
+        history_.size() >= window_ ? history_[history_.size() - window_] : history_.front();
     const auto ttft = bucket_delta(t.ttft, old.ttft);
     const auto e2e = bucket_delta(t.e2e, old.e2e);
     p.ttft_p50 = quantile(0.50, ttft);
@@ -151,7 +153,7 @@ void SampleRing::add(int64_t t_ms, const std::vector<PromSample> &scrape) {
     p.cache_hit_ratio = p.prefix_hit_ratio = kNaN;
   }
   history_.push_back(std::move(t));
-  while (history_.size() > window_ + 1)
+  while (history_.size() > window_)
     history_.pop_front();
   points_.push_back(p);
   while (points_.size() > capacity_)

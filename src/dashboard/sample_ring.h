@@ -83,7 +83,7 @@ private:
   const size_t capacity_, window_;
   mutable std::mutex mu_;
   std::deque<Point> points_;   // bounded by capacity_
-  std::deque<Totals> history_; // the last window_ + 1 scrapes
+  std::deque<Totals> history_; // the last window_ scrapes
   Latest latest_;
 };
 
