@@ -70,7 +70,8 @@ public:
   void add_status_routes(http::Router &r);
 
   // The JSON bodies (tests and the handlers).
-  std::string dashboard_json() const;
+  // Points after `since_ms` (unix ms; 0 = the last hour, thinned to 900 points).
+  std::string dashboard_json(int64_t since_ms = 0) const;
   std::string status_json() const;
   std::string status_html() const;
 

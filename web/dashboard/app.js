@@ -7,6 +7,8 @@ const TOKEN_KEY = 'gantry.admin_token';
 const POLL_MS = 1500;
 const SVG = 'http://www.w3.org/2000/svg';
 let timer = null;
+let series = null; // the chart columns held here: polls fetch only points newer than the last
+const HOUR_MS = 3600 * 1000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,9 +31,24 @@ const usd = (v) => '$' + Number(v || 0).toFixed(4);
 const secs = (v) => (v === null || v === undefined ? '–' : v < 1 ? (v * 1000).toFixed(0) + ' ms' : v.toFixed(2) + ' s');
 const last = (a) => (a && a.length ? a[a.length - 1] : null);
 
+// Appends the new points to the held columns and drops those older than an hour.
+function merge(d) {
+  if (!series) {
+    series = d.points;
+  } else {
+    for (const k of Object.keys(series)) series[k].push(...(d.points[k] || []));
+  }
+  const cut = d.now_ms - HOUR_MS;
+  let drop = 0;
+  while (drop < series.t.length && series.t[drop] < cut) drop++;
+  if (drop) for (const k of Object.keys(series)) series[k].splice(0, drop);
+  d.points = series;
+}
+
 function showSignin(message) {
   if (timer) clearTimeout(timer);
   timer = null;
+  series = null;
   $('board').hidden = true;
   $('signout').hidden = true;
   $('signin').hidden = false;
@@ -52,7 +69,8 @@ async function poll() {
   if (!token) return showSignin('');
   let resp;
   try {
-    resp = await fetch('/admin/v1/dashboard', {
+    const since = series && series.t.length ? '?since=' + series.t[series.t.length - 1] : '';
+    resp = await fetch('/admin/v1/dashboard' + since, {
       headers: { Authorization: 'Bearer ' + token },
       cache: 'no-store',
       credentials: 'omit',
@@ -76,6 +94,7 @@ async function poll() {
     return;
   }
   const data = await resp.json();
+  merge(data);
   showBoard();
   render(data);
   timer = setTimeout(poll, POLL_MS);
