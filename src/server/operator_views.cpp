@@ -451,6 +451,13 @@ std::string OperatorViews::dashboard_json(int64_t since_ms) const {
 
 namespace {
 
+int64_t samples_of(const std::vector<dashboard::UptimeCount> &v, const std::string &model) {
+  for (const auto &c : v)
+    if (c.model == model)
+      return c.total;
+  return 0;
+}
+
 double ratio_of(const std::vector<dashboard::UptimeCount> &v, const std::string &model) {
   for (const auto &c : v)
     if (c.model == model)
@@ -471,7 +478,8 @@ std::string OperatorViews::status_json() const {
                                   {"state", to_string(h.state)},
                                   {"checked_at", h.probed_at_ms / 1000},
                                   {"uptime_24h", d < 0 ? json::value(nullptr) : json::value(d)},
-                                  {"uptime_30d", m < 0 ? json::value(nullptr) : json::value(m)}});
+                                  {"uptime_30d", m < 0 ? json::value(nullptr) : json::value(m)},
+                                  {"samples_30d", samples_of(status_.month, h.name)}});
   }
   json::array incidents;
   for (const auto &i : status_.incidents) {

@@ -1,0 +1,121 @@
+// The operator's view through the real binary (issue 15): the admin API behind /dashboard refuses
+// without the admin token, /status and /status.json are public and say nothing sensitive, and the
+// readiness history survives a restart (it is in gantry.db). The browser and Prometheus checks
+// are in tests/observability/.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <thread>
+
+#include "integration/api_helpers.h"
+#include "integration/server_process.h"
+
+namespace gantry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+const std::string kAdmin = "ops-admin-token-0123456789abcdef0123456789";
+
+Result<std::unique_ptr<ServerProcess>> start_with(std::vector<std::string> env,
+                                                  std::string data_dir = {}) {
+  ServerProcessOptions o;
+  o.env = std::move(env);
+  o.data_dir = std::move(data_dir);
+  return ServerProcess::start(std::move(o));
+}
+
+// Polls /status.json until `pred` holds (the sampler probes once a second here).
+json::object wait_status(http::HttpClient &c, const std::function<bool(json::object &)> &pred) {
+  json::object o;
+  for (auto end = std::chrono::steady_clock::now() + 15s; std::chrono::steady_clock::now() < end;
+       std::this_thread::sleep_for(100ms)) {
+    auto r = c.get("/status.json");
+    if (!r || r->status != 200)
+      continue;
+    o = parse_object(r->body);
+    if (pred(o))
+      break;
+  }
+  return o;
+}
+
+TEST(OperatorViews, DashboardApiRefusesWithoutTheAdminToken) {
+  auto s = start_with({"GANTRY_ADMIN_TOKEN=" + kAdmin});
+  ASSERT_TRUE(s) << s.error().message;
+  http::HttpClient c((*s)->client_options());
+  auto none = c.get("/admin/v1/dashboard");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  auto wrong = c.get("/admin/v1/dashboard", {{"Authorization", "Bearer " + kAdmin + "x"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  auto ok = c.get("/admin/v1/dashboard", {{"Authorization", "Bearer " + kAdmin}});
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  auto o = parse_object(ok->body);
+  for (const char *k : {"points", "models", "jobs", "budgets", "spend", "errors"})
+    EXPECT_TRUE(o.contains(k)) << k;
+  auto bad = c.get("/admin/v1/dashboard?since=yesterday", {{"Authorization", "Bearer " + kAdmin}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  // The page itself is a static shell (no data) under a strict CSP.
+  auto page = c.get("/dashboard");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->header("Content-Security-Policy").value_or("").find("default-src 'none'"),
+            std::string::npos);
+}
+
+TEST(OperatorViews, DashboardApiIsDisabledWithoutAConfiguredToken) {
+  auto s = start_with({});
+  ASSERT_TRUE(s) << s.error().message;
+  http::HttpClient c((*s)->client_options());
+  auto r = c.get("/admin/v1/dashboard", {{"Authorization", "Bearer anything"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+}
+
+TEST(OperatorViews, StatusIsPublicAndItsHistorySurvivesARestart) {
+  std::string data_dir;
+  int64_t before = 0;
+  std::unique_ptr<ServerProcess> keep_dir; // the first server's temporary directory holds the db
+  {
+    auto s = start_with({"GANTRY_STATUS_PROBE_S=1", "GANTRY_ADMIN_TOKEN=" + kAdmin});
+    ASSERT_TRUE(s) << s.error().message;
+    http::HttpClient c((*s)->client_options());
+    auto o = wait_status(c, [](json::object &o) {
+      return o["models"].as_array().size() == 1 &&
+             o["models"].as_array()[0].as_object()["samples_30d"].to_number<int64_t>() >= 3;
+    });
+    ASSERT_EQ(o["status"], "up") << json::serialize(o);
+    auto m = o["models"].as_array()[0].as_object();
+    EXPECT_EQ(m["name"], "stories260K");
+    EXPECT_EQ(m["state"], "up");
+    EXPECT_EQ(m["uptime_24h"].to_number<double>(), 1.0);
+    before = m["samples_30d"].to_number<int64_t>();
+    auto html = c.get("/status");
+    ASSERT_TRUE(html);
+    EXPECT_EQ(html->status, 200);
+    EXPECT_NE(html->body.find("data-model=\"stories260K\" data-state=\"up\""), std::string::npos)
+        << html->body;
+    EXPECT_NE(html->header("Content-Security-Policy").value_or("").find("default-src 'none'"),
+              std::string::npos);
+    EXPECT_EQ(html->body.find(kAdmin), std::string::npos);
+    (*s)->signal(SIGTERM);
+    ASSERT_EQ((*s)->wait_exit(15s).value_or(-999), 0);
+    data_dir = (*s)->data_dir();
+    keep_dir = std::move(*s);
+  }
+  auto s = start_with({"GANTRY_STATUS_PROBE_S=1"}, data_dir);
+  ASSERT_TRUE(s) << s.error().message;
+  http::HttpClient c((*s)->client_options());
+  auto o = wait_status(c, [](json::object &o) { return o["models"].as_array().size() == 1; });
+  ASSERT_EQ(o["models"].as_array().size(), 1u) << json::serialize(o);
+  EXPECT_GT(o["models"].as_array()[0].as_object()["samples_30d"].to_number<int64_t>(), before)
+      << "the samples of the first run are still counted";
+}
+
+} // namespace
+} // namespace gantry::testing
