@@ -7,6 +7,8 @@
 #include <chrono>
 #include <csignal>
 #include <functional>
+#include <future>
+#include <optional>
 #include <thread>
 
 #include "integration/api_helpers.h"
@@ -115,6 +117,73 @@ TEST(OperatorViews, StatusIsPublicAndItsHistorySurvivesARestart) {
   ASSERT_EQ(o["models"].as_array().size(), 1u) << json::serialize(o);
   EXPECT_GT(o["models"].as_array()[0].as_object()["samples_30d"].to_number<int64_t>(), before)
       << "the samples of the first run are still counted";
+}
+
+// Issue 15 item 4: readiness a load balancer can trust. The model's one-token probe fails while
+// its queue is full (one sequence generating, one request waiting, max 1 queued): /readyz turns
+// 503 within 2 s, naming the model, and back to 200 within 2 s once the work is gone.
+TEST(OperatorViews, ReadinessFlipsWhenAModelProbeFailsAndRecovers) {
+  auto started = ServerProcess::start(
+      {"--threads", "1", "--ctx", "4096", "--max-seqs", "1", "--max-queued-requests", "1"});
+  ASSERT_TRUE(started) << started.error().message;
+  ServerProcess &server = **started;
+  const auto opts = server.client_options(std::chrono::seconds(120));
+  http::HttpClient c(opts);
+  ASSERT_EQ(c.get("/readyz")->status, 200);
+
+  // A occupies the only sequence slot; B waits in the only queue slot.
+  http::HttpClient ca(opts);
+  std::optional<http::SseStream> a;
+  {
+    auto opened = ca.open_sse(
+        http::Method::kPost, "/v1/completions",
+        completion_body("Once upon a time",
+                        {{"max_tokens", 4000}, {"ignore_eos", true}, {"stream", true}}));
+    ASSERT_TRUE(opened) << opened.error().message;
+    a.emplace(std::move(opened).value());
+  }
+  const std::string running = model_series("gantry:num_requests_running");
+  const std::string waiting = model_series("gantry:num_requests_waiting");
+  auto [a_running, m1] = wait_for_metrics(
+      opts, [&](const std::string &m) { return metric_or_zero(m, running) == 1; }, 5s);
+  ASSERT_TRUE(a_running) << m1;
+  auto b = std::async(std::launch::async, [&] {
+    http::HttpClient cb(opts);
+    return cb.post("/v1/completions", completion_body("Once upon a time", {{"max_tokens", 8}}));
+  });
+  auto [b_waiting, m2] = wait_for_metrics(
+      opts, [&](const std::string &m) { return metric_or_zero(m, waiting) == 1; }, 5s);
+  ASSERT_TRUE(b_waiting) << m2;
+
+  auto poll_until = [&](int want) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::pair<int, std::string> last{0, ""};
+    while (std::chrono::steady_clock::now() - t0 < 2s) {
+      auto r = c.get("/readyz");
+      if (r) {
+        last = {r->status, r->body};
+        if (r->status == want)
+          break;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    return last;
+  };
+  auto [down, down_body] = poll_until(503);
+  ASSERT_EQ(down, 503) << down_body;
+  auto o = parse_object(down_body);
+  bool model_failed = false;
+  for (const auto &chk : o["checks"].as_array()) {
+    if (chk.as_object().at("name") == "model:stories260K")
+      model_failed = chk.as_object().at("status") == "failed";
+  }
+  EXPECT_TRUE(model_failed) << down_body;
+  EXPECT_EQ(c.get("/healthz")->status, 200) << "liveness is unaffected";
+
+  a.reset(); // the client goes away: A is cancelled, B runs and finishes
+  ASSERT_TRUE(b.get());
+  auto [up, up_body] = poll_until(200);
+  EXPECT_EQ(up, 200) << up_body;
 }
 
 } // namespace
