@@ -125,8 +125,10 @@ private:
   std::unique_ptr<http::HttpServer> admin_http_;
   std::unique_ptr<ResponseCache> response_cache_;
   std::unique_ptr<EmbeddingService> embeddings_;
-  std::unique_ptr<JobsService> jobs_;    // stopped before the models it runs on
-  std::unique_ptr<OperatorViews> views_; // /dashboard, /status: stopped first (reads the rest)
+  std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on
+
+  // /dashboard and /status: declared after what its sampler reads, so destroyed before it.
+  std::unique_ptr<OperatorViews> views_;
   std::atomic<bool> shutting_down_{false};
   std::mutex ready_mu_;
 };
