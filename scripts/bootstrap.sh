@@ -9,6 +9,9 @@ PKGS=(
   libssl-dev libsqlite3-dev
   libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  # The operator's-view tests (tests/observability): a real Prometheus (with promtool),
+  # Alertmanager's amtool (checks the routing example) and the Chromium that playwright-core drives.
+  prometheus prometheus-alertmanager chromium
 )
 # `bootstrap.sh --fuzz`: clang and its libFuzzer/sanitizer runtimes for `make fuzz`.
 if [ "${1:-}" = "--fuzz" ]; then PKGS+=(clang libclang-rt-14-dev); fi

@@ -20,7 +20,7 @@ rule() {
   fi
 }
 
-GANTRY='api/|http/|server/|control/|jobs/|cache/|telemetry/|observe/|backends?/|store/|cli/'
+GANTRY='api/|http/|server/|control/|jobs/|cache/|telemetry/|observe/|dashboard/|backends?/|store/|cli/'
 THIRD_PARTY_IO='boost/|sqlite3\.h|libpq|postgresql/|hiredis/'
 
 rule core "engine/|$GANTRY|$THIRD_PARTY_IO" "core depends on nothing else"
@@ -35,6 +35,8 @@ for d in control jobs cache; do
 done
 rule telemetry "server/|store/|backends/|cli/|control/|jobs/|sqlite3\.h|libpq|hiredis/" \
   "telemetry/ is the metrics registry and the request log only"
+rule dashboard "server/|store/|backends/|cli/|http/|api/|control/|jobs/|engine/|$THIRD_PARTY_IO" \
+  "dashboard/ is logic over plain values (the sample ring, the status history and its port)"
 rule observe "server/|store/|backends/|cli/|engine/|sqlite3\.h|libpq|hiredis/" \
   "observe/ is error tracking and Sentry only"
 rule backends "server/|cli/|store/|sqlite3\.h|libpq|hiredis/" \

@@ -219,6 +219,22 @@ Status Gateway::build_services(Stores &stores) {
                    return calls->authenticate(req, *w, nullptr);
                  },
                  *calls_, *inference_, outbound_->webhook_post(), admin_token_));
+  OperatorViewsDeps vd{&clock_,
+                       control_.get(),
+                       errors_.get(),
+                       &admin_token_,
+                       &metrics_,
+                       [this] {
+                         const MetricsSources src{registry_,      *control_,    http_->stats(),
+                                                  *response_cache_, *embeddings_, *jobs_,
+                                                  metrics_};
+                         return render_metrics(src);
+                       },
+                       [this](std::shared_ptr<http::ResponseWriter> w) {
+                         health_routes_->ready(std::move(w));
+                       },
+                       std::move(stores.readiness)};
+  views_ = std::make_unique<OperatorViews>(std::move(vd), operator_views_options_from_env());
   return Ok();
 }
 
@@ -268,6 +284,8 @@ std::optional<http::Response> Gateway::refuse_before_body(const http::Request &r
 }
 
 Gateway::~Gateway() {
+  if (views_)
+    views_->stop();
   if (http_)
     http_->shutdown(std::chrono::milliseconds(0));
   if (admin_http_)
@@ -286,6 +304,7 @@ Status Gateway::start() {
     GANTRY_TRY(admin_http_->start());
   GANTRY_TRY(http_->start());
   jobs_->start();
+  views_->start();
   return Ok();
 }
 uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
@@ -293,6 +312,7 @@ uint16_t Gateway::port() const { return http_->port(); }
 
 bool Gateway::shutdown() {
   shutting_down_.store(true);
+  views_->stop();
   jobs_->stop_leasing();
   registry_.stop_accepting();
   http_->stop_accepting();
@@ -319,6 +339,7 @@ void Gateway::add_operator_routes(http::Router &r) {
     w->respond(std::move(resp));
   });
   add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
+  views_->add_dashboard_routes(r);
   jobs_->add_admin_routes(r);
 }
 
@@ -342,6 +363,7 @@ http::Handler Gateway::guarded(http::Router &&r) {
 http::Handler Gateway::build_routes() {
   http::Router r;
   health_routes_->add_probe_routes(r);
+  views_->add_status_routes(r);
   // With an admin listener, the operator surface (/admin/*, the errors and webhook-secret
   // routes, /metrics) lives only there, so keeping that port off the public load balancer
   // really keeps it private (audit M1). Without one, the public port serves it as before.
@@ -365,6 +387,7 @@ http::Handler Gateway::build_routes() {
 http::Handler Gateway::build_ops_routes() {
   http::Router r;
   health_routes_->add_probe_routes(r);
+  views_->add_status_routes(r);
   add_operator_routes(r);
   return guarded(std::move(r));
 }

@@ -37,6 +37,7 @@
 #include "server/inference_service.h"
 #include "server/jobs_api.h"
 #include "server/model_registry.h"
+#include "server/operator_views.h"
 #include "server/outbound.h"
 #include "server/prepare_pool.h"
 #include "server/response_cache.h"
@@ -114,6 +115,8 @@ private:
   std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<http::HttpServer> admin_http_;
+  // /dashboard and /status: declared after what its sampler reads, so destroyed before it.
+  std::unique_ptr<OperatorViews> views_;
   std::atomic<bool> shutting_down_{false};
 };
 

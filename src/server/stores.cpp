@@ -8,6 +8,7 @@
 #include "jobs/in_process_job_events.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
+#include "store/sqlite/sqlite_readiness_log.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gantry::server {
@@ -81,6 +82,7 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
                           jobs::SqliteJobQueue::open(path, queue_options(config.jobs), clock));
   GANTRY_ASSIGN_OR_RETURN(s.jobs.records, jobs::SqliteJobRecords::open(path));
+  GANTRY_ASSIGN_OR_RETURN(s.readiness, dashboard::SqliteReadinessLog::open(path));
   s.jobs.events = std::make_unique<jobs::InProcessJobEvents>(
       clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));
 

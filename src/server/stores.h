@@ -19,6 +19,7 @@
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "dashboard/status_history.h"
 #include "jobs/job_events.h"
 #include "jobs/job_queue.h"
 #include "jobs/job_records.h"
@@ -38,6 +39,7 @@ struct Stores {
   JobStores jobs;
   std::unique_ptr<cache::Cache> responses;
   std::unique_ptr<cache::Cache> embeddings;
+  std::unique_ptr<dashboard::ReadinessLog> readiness; // /status history (issue 15)
   // A consistent copy of the live database at a path (the SQLite adapter's backup_to); empty
   // when the backend has no file to copy. BackupScheduler and `gantry db backup` use it.
   std::function<Status(const std::string &path)> backup_to;

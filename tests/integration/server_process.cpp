@@ -57,6 +57,11 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
   }
   for (auto &e : options.env)
     envp.push_back(e.data());
+  // The /status sampler's one-token probes add to the engine's token counters, which many tests
+  // count exactly; a test that wants them sets GANTRY_STATUS_PROBE_S in options.env (the first
+  // definition wins).
+  static char no_status_probes[] = "GANTRY_STATUS_PROBE_S=0";
+  envp.push_back(no_status_probes);
   envp.push_back(nullptr);
 
   int fds[2];

@@ -226,6 +226,18 @@ CREATE INDEX batches_project_order ON batches(project);
     R"sql(
 ALTER TABLE usage_ledger ADD COLUMN client_request_id TEXT NOT NULL DEFAULT '';
 )sql",
+    // 5: readiness samples behind /status (src/dashboard): one row per model probe, kept 30
+    // days, for uptime over 24 h and 30 days and the incident list. No error text is kept.
+    R"sql(
+CREATE TABLE readiness_samples (
+  model      TEXT NOT NULL,
+  t_ms       INTEGER NOT NULL,
+  state      INTEGER NOT NULL, -- 0 down, 1 degraded, 2 up
+  latency_ms REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX readiness_samples_t ON readiness_samples(t_ms);
+CREATE INDEX readiness_samples_down ON readiness_samples(t_ms) WHERE state = 0;
+)sql",
 };
 
 } // namespace
