@@ -219,21 +219,19 @@ Status Gateway::build_services(Stores &stores) {
                    return calls->authenticate(req, *w, nullptr);
                  },
                  *calls_, *inference_, outbound_->webhook_post(), admin_token_));
-  OperatorViewsDeps vd{&clock_,
-                       control_.get(),
-                       errors_.get(),
-                       &admin_token_,
-                       &metrics_,
-                       [this] {
-                         const MetricsSources src{registry_,      *control_,    http_->stats(),
-                                                  *response_cache_, *embeddings_, *jobs_,
-                                                  metrics_};
-                         return render_metrics(src);
-                       },
-                       [this](std::shared_ptr<http::ResponseWriter> w) {
-                         health_routes_->ready(std::move(w));
-                       },
-                       std::move(stores.readiness)};
+  OperatorViewsDeps vd{
+      &clock_,
+      control_.get(),
+      errors_.get(),
+      &admin_token_,
+      &metrics_,
+      [this] {
+        const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
+                                 *embeddings_, *jobs_,    metrics_};
+        return render_metrics(src);
+      },
+      [this](std::shared_ptr<http::ResponseWriter> w) { health_routes_->ready(std::move(w)); },
+      std::move(stores.readiness)};
   views_ = std::make_unique<OperatorViews>(std::move(vd), operator_views_options_from_env());
   return Ok();
 }

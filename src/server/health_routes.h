@@ -28,9 +28,10 @@ public:
 
   void add_probe_routes(http::Router &r); // /healthz, /startupz, /readyz
   void add_model_routes(http::Router &r); // /v1/models, /v1/models/{id}
+  // Answers one /readyz (also sampled by the status page).
+  void ready(std::shared_ptr<http::ResponseWriter> w);
 
 private:
-  void ready(std::shared_ptr<http::ResponseWriter> w);
   http::Response render_ready();
 
   ModelRegistry &models_;
