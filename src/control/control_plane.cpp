@@ -8,6 +8,7 @@
 
 #include "control/api_key.h"
 #include "control/webhook_signature.h"
+#include "core/thread_guard.h"
 
 namespace gantry::control {
 namespace json = boost::json;
@@ -72,8 +73,18 @@ Status ControlPlane::start() {
     for (const auto &p : projects)
       projects_[p.id] = {p.limits, {}};
   }
-  alert_thread_ = std::thread([this] { alert_loop(); });
-  key_thread_ = std::thread([this] { key_loop(); });
+  auto stopping = [this] {
+    std::lock_guard<std::mutex> lk(bg_mu_);
+    return stopping_;
+  };
+  alert_thread_ = std::thread([this, stopping] {
+    guarded_loop(
+        "control.alerts", [this] { alert_loop(); }, stopping);
+  });
+  key_thread_ = std::thread([this, stopping] {
+    guarded_loop(
+        "control.keys", [this] { key_loop(); }, stopping);
+  });
   return Ok();
 }
 

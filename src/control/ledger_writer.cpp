@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/thread_guard.h"
+
 namespace gantry::control {
 
 LedgerWriter::LedgerWriter(UsageLedger &ledger, KeyStore &keys, LedgerWriterOptions options)
@@ -13,7 +15,14 @@ LedgerWriter::LedgerWriter(UsageLedger &ledger, KeyStore &keys, LedgerWriterOpti
   if (options_.max_batch == 0 || options_.max_pending < options_.max_batch) {
     throw std::invalid_argument("LedgerWriter: need 0 < max_batch <= max_pending");
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    guarded_loop(
+        "ledger.writer", [this] { run(); },
+        [this] {
+          std::lock_guard lock(mu_);
+          return stop_;
+        });
+  });
 }
 
 LedgerWriter::~LedgerWriter() {
@@ -70,6 +79,24 @@ void LedgerWriter::log(const std::string &line) const {
   }
 }
 
+namespace {
+
+// A store adapter that throws (a bug, or bad_alloc) must cost a retry, not the rows: the
+// exception is reported and becomes a failed write, so the batch goes back to the queue.
+template <class Call> Status guarded_call(const char *what, Call &&call) {
+  try {
+    return call();
+  } catch (const std::exception &e) {
+    report_failure("ledger.writer", e);
+    return Err(ErrorCode::kInternal, std::string(what) + " threw: " + e.what());
+  } catch (...) {
+    report_unknown_failure("ledger.writer");
+    return Err(ErrorCode::kInternal, std::string(what) + " threw");
+  }
+}
+
+} // namespace
+
 Status LedgerWriter::write(Mode mode) {
   std::lock_guard writing(write_mu_);
   Status result = Ok();
@@ -81,7 +108,7 @@ Status LedgerWriter::write(Mode mode) {
   }
   if (!touches.empty()) {
     std::vector<std::pair<std::string, int64_t>> list(touches.begin(), touches.end());
-    if (auto st = keys_.touch_keys(list); !st) {
+    if (auto st = guarded_call("touch_keys", [&] { return keys_.touch_keys(list); }); !st) {
       failures_.fetch_add(1);
       std::lock_guard lock(mu_);
       for (auto &[id, at] : touches) {
@@ -106,7 +133,7 @@ Status LedgerWriter::write(Mode mode) {
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
       in_flight_ = n;
     }
-    Status st = ledger_.append_usage(batch);
+    Status st = guarded_call("append_usage", [&] { return ledger_.append_usage(batch); });
     std::lock_guard lock(mu_);
     in_flight_ = 0;
     if (!st) {

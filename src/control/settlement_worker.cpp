@@ -1,9 +1,18 @@
 #include "control/settlement_worker.h"
 
+#include "core/thread_guard.h"
+
 namespace gantry::control {
 
 SettlementWorker::SettlementWorker(size_t capacity)
-    : capacity_(capacity), thread_([this] { loop(); }) {}
+    : capacity_(capacity), thread_([this] {
+        guarded_loop(
+            "settlement", [this] { loop(); },
+            [this] {
+              std::lock_guard<std::mutex> lk(mu_);
+              return stopping_ && queue_.empty();
+            });
+      }) {}
 
 SettlementWorker::~SettlementWorker() { stop(); }
 
@@ -23,7 +32,7 @@ bool SettlementWorker::post(std::function<void()> task) {
 void SettlementWorker::run(std::function<void()> task) {
   // Refused: run it here so that the bound never drops a settlement.
   if (!post(task))
-    task();
+    run_reporting("settlement", task);
 }
 
 void SettlementWorker::barrier() {
@@ -37,7 +46,8 @@ void SettlementWorker::barrier() {
       auto [seq, task] = std::move(queue_.front());
       queue_.pop_front();
       lk.unlock();
-      task();
+      // A task that throws still counts as done: its waiters must not hang on it.
+      run_reporting("settlement", task);
       lk.lock();
       ++helped_;
       completed(seq);
@@ -81,7 +91,7 @@ void SettlementWorker::loop() {
     auto [seq, task] = std::move(queue_.front());
     queue_.pop_front();
     lk.unlock();
-    task();
+    run_reporting("settlement", task);
     lk.lock();
     completed(seq);
   }

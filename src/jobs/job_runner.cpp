@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <future>
 
+#include "core/thread_guard.h"
+
 namespace gantry::jobs {
 namespace {
 
@@ -31,8 +33,14 @@ JobRunner::~JobRunner() { stop(); }
 
 void JobRunner::start() {
   for (int i = 0; i < options_.workers; ++i)
-    threads_.emplace_back([this, i] { work(i); });
-  maintenance_ = std::thread([this] { maintain(); });
+    threads_.emplace_back([this, i] {
+      guarded_loop(
+          "jobs.worker", [this, i] { work(i); }, [this] { return stopping_.load(); });
+    });
+  maintenance_ = std::thread([this] {
+    guarded_loop(
+        "jobs.maintenance", [this] { maintain(); }, [this] { return stopping_.load(); });
+  });
 }
 
 void JobRunner::stop_leasing() {
@@ -86,36 +94,48 @@ void JobRunner::work(int index) {
     }
     if (!*leased)
       continue;
-    Lease lease = std::move(**leased);
-    counters_.started++;
-    if (on_event_)
-      on_event_(lease.job, "started");
-    auto promise = std::make_shared<std::promise<ExecResult>>();
-    auto fut = promise->get_future();
-    auto once = std::make_shared<std::atomic<bool>>(false);
-    auto cancel = executor_.start(lease.job, [promise, once](ExecResult r) {
-      if (!once->exchange(true))
-        promise->set_value(std::move(r));
-    });
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      running_[lease.job.id] = cancel;
-    }
-    bool cancelled = false;
-    while (fut.wait_for(options_.visibility / 3) != std::future_status::ready) {
-      auto renewed = queue_.renew(lease, options_.visibility);
-      if (renewed && !*renewed && !cancelled) {
-        // Canceled, expired or reclaimed: the result could not be recorded anyway.
-        cancelled = true;
-        cancel();
+    const Lease lease = std::move(**leased);
+    if (!run_reporting("jobs.worker", [&] { run_leased(lease); })) {
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        running_.erase(lease.job.id);
       }
+      // Hand the job back now (as a failed attempt) rather than leave it leased until the
+      // visibility timeout; a job that keeps failing this way ends after max_attempts.
+      (void)queue_.retry(lease, "the job runner failed unexpectedly", options_.retry_base, true);
     }
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      running_.erase(lease.job.id);
-    }
-    finish(lease, fut.get());
   }
+}
+
+void JobRunner::run_leased(const Lease &lease) {
+  counters_.started++;
+  if (on_event_)
+    on_event_(lease.job, "started");
+  auto promise = std::make_shared<std::promise<ExecResult>>();
+  auto fut = promise->get_future();
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  auto cancel = executor_.start(lease.job, [promise, once](ExecResult r) {
+    if (!once->exchange(true))
+      promise->set_value(std::move(r));
+  });
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    running_[lease.job.id] = cancel;
+  }
+  bool cancelled = false;
+  while (fut.wait_for(options_.visibility / 3) != std::future_status::ready) {
+    auto renewed = queue_.renew(lease, options_.visibility);
+    if (renewed && !*renewed && !cancelled) {
+      // Canceled, expired or reclaimed: the result could not be recorded anyway.
+      cancelled = true;
+      cancel();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    running_.erase(lease.job.id);
+  }
+  finish(lease, fut.get());
 }
 
 void JobRunner::finish(const Lease &lease, const ExecResult &r) {

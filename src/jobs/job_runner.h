@@ -77,6 +77,7 @@ public:
 
 private:
   void work(int index);
+  void run_leased(const Lease &lease); // one job, start to finish; throws only on a bug
   void maintain();
   void finish(const Lease &lease, const ExecResult &r);
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/thread_guard.h"
+
 namespace gantry::jobs {
 
 std::chrono::milliseconds webhook_retry_delay(const WebhookOptions &o, std::string_view id,
@@ -27,9 +29,19 @@ WebhookDispatcher::WebhookDispatcher(JobRecords &records, WebhookOptions options
 WebhookDispatcher::~WebhookDispatcher() { stop(); }
 
 void WebhookDispatcher::start() {
-  scheduler_ = std::thread([this] { schedule(); });
+  auto stopping = [this] {
+    std::lock_guard<std::mutex> lk(mu_);
+    return stopping_;
+  };
+  scheduler_ = std::thread([this, stopping] {
+    guarded_loop(
+        "webhooks.scheduler", [this] { schedule(); }, stopping);
+  });
   for (int i = 0; i < std::max(1, options_.workers); ++i)
-    workers_.emplace_back([this] { work(); });
+    workers_.emplace_back([this, stopping] {
+      guarded_loop(
+          "webhooks.worker", [this] { work(); }, stopping);
+    });
 }
 
 void WebhookDispatcher::stop() {
@@ -134,7 +146,9 @@ void WebhookDispatcher::work() {
     ready_.pop_front();
     const std::string id = d.id, project = d.project;
     lk.unlock();
-    deliver(std::move(d));
+    // A delivery that throws keeps its row (the store still says when it is due), and its slot
+    // is given back below so the scheduler can take it again.
+    run_reporting("webhooks.worker", [&] { deliver(std::move(d)); });
     lk.lock();
     taken_.erase(id);
     if (auto it = project_taken_.find(project); it != project_taken_.end() && --it->second <= 0)

@@ -181,6 +181,14 @@ Status Gateway::build_observability() {
   }
   errors_ = std::make_unique<observe::ErrorTracker>(clock_, observe::ErrorTrackerOptions{},
                                                     sentry_.get());
+  // The engine, job runner, ledger writer, settlement, webhook and key threads report what escapes
+  // them here: grouped at /admin/v1/errors (and Sentry) instead of a silent std::terminate.
+  thread_failures_ = std::make_unique<ScopedFailureReporter>(
+      [errors = errors_.get()](std::string_view site, const std::exception &e) {
+        auto ev = observe::exception_event(e, std::string(site));
+        ev.tags = {{"thread", std::string(site)}};
+        errors->capture(std::move(ev));
+      });
   instance_id_ = config_.instance_id;
   if (instance_id_.empty()) {
     char host[256] = {};
@@ -219,6 +227,7 @@ Status Gateway::build_services(Stores &stores) {
                    return calls->authenticate(req, *w, nullptr);
                  },
                  *calls_, *inference_, outbound_->webhook_post(), admin_token_));
+  health_routes_->add_check("jobs", [jobs = jobs_.get()] { return jobs->check_queue(); });
   OperatorViewsDeps vd{
       &clock_,
       control_.get(),

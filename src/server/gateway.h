@@ -23,6 +23,7 @@
 #include "control/control_plane.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "core/thread_guard.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "observe/error_tracker.h"
@@ -100,6 +101,8 @@ private:
   // The forwarder outlives the tracker that feeds it (declared first, destroyed last).
   std::unique_ptr<observe::SentryForwarder> sentry_;
   std::unique_ptr<observe::ErrorTracker> errors_;
+  // Exceptions escaping background threads go to errors_; declared after it, so it ends first.
+  std::unique_ptr<ScopedFailureReporter> thread_failures_;
   std::unique_ptr<telemetry::RequestLog> request_log_;
   std::string instance_id_;
   std::string admin_token_;

@@ -63,6 +63,10 @@ void HealthRoutes::add_model_routes(http::Router &r) {
   });
 }
 
+void HealthRoutes::add_check(std::string name, DependencyCheck check) {
+  checks_.emplace_back(std::move(name), std::move(check));
+}
+
 http::Response HealthRoutes::render_ready() {
   json::array checks;
   bool ok = true;
@@ -89,6 +93,20 @@ http::Response HealthRoutes::render_ready() {
     if (!st)
       c["error"] = st.error().message;
     ok = ok && st.ok();
+    checks.push_back(std::move(c));
+  }
+  for (const auto &[name, check] : checks_) {
+    const auto t0 = clock_.now();
+    auto r = check();
+    const double ms = std::chrono::duration<double, std::milli>(clock_.now() - t0).count();
+    json::object c{{"name", name}, {"status", r ? "ok" : "failed"}, {"latency_ms", ms}};
+    if (r) {
+      for (const auto &[k, v] : *r)
+        c[k] = v;
+    } else {
+      c["error"] = r.error().message;
+    }
+    ok = ok && r.ok();
     checks.push_back(std::move(c));
   }
   json::object body{{"status", ok ? "ok" : "unavailable"}, {"checks", std::move(checks)}};

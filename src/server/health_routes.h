@@ -8,7 +8,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "control/control_plane.h"
 #include "core/clock.h"
@@ -31,6 +36,12 @@ public:
   // Answers one /readyz (also sampled by the status page).
   void ready(std::shared_ptr<http::ResponseWriter> w);
 
+  // One more dependency /readyz checks on every call, after the models and the store: a round
+  // trip that fails makes the node unready. The numbers it returns are shown beside its status
+  // (the job queue: queued jobs and the oldest one's age). Added at start-up, before serving.
+  using DependencyCheck = std::function<Result<std::map<std::string, int64_t>>()>;
+  void add_check(std::string name, DependencyCheck check);
+
 private:
   http::Response render_ready();
 
@@ -40,6 +51,7 @@ private:
   const Clock &clock_;
   const std::chrono::milliseconds ready_cache_;
   const std::atomic<bool> &shutting_down_;
+  std::vector<std::pair<std::string, DependencyCheck>> checks_;
 };
 
 } // namespace gantry::server

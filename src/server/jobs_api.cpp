@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "control/webhook_signature.h"
+#include "core/thread_guard.h"
 #include "core/utf8.h"
 #include "server/admin_api.h"
 #include "server/jobs_wire.h"
@@ -165,6 +166,15 @@ JobsService::JobsService(const ServerConfig &config, control::ControlPlane &cont
 
 JobsService::~JobsService() { stop(); }
 
+Result<std::map<std::string, int64_t>> JobsService::check_queue() {
+  GANTRY_ASSIGN_OR_RETURN(auto depth, queue_->depth());
+  const int64_t now = clock_.unix_millis();
+  const int64_t oldest_s =
+      depth.queued > 0 && depth.oldest_created_ms > 0 ? (now - depth.oldest_created_ms) / 1000 : 0;
+  return std::map<std::string, int64_t>{{"queued", depth.queued},
+                                        {"oldest_queued_s", std::max<int64_t>(0, oldest_s)}};
+}
+
 Result<std::unique_ptr<JobsService>>
 JobsService::create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
                     JobStores stores, Authenticate authenticate, ApiCalls &calls,
@@ -226,7 +236,14 @@ Result<std::string> JobsService::sign_key_secrets(const std::string &project) {
 void JobsService::start() {
   runner_->start();
   webhooks_->start();
-  coordinator_ = std::thread([this] { coordinate(); });
+  coordinator_ = std::thread([this] {
+    guarded_loop(
+        "jobs.coordinator", [this] { coordinate(); },
+        [this] {
+          std::lock_guard<std::mutex> lk(mu_);
+          return stopping_;
+        });
+  });
 }
 
 void JobsService::stop_leasing() { runner_->stop_leasing(); }

@@ -56,6 +56,10 @@ public:
   // Cancels what still runs (those attempts go back to the queue unspent) and joins the threads.
   void stop();
 
+  // /readyz's check of the job queue: a read round trip through its store, with the number of
+  // queued jobs and the oldest one's age in seconds.
+  Result<std::map<std::string, int64_t>> check_queue();
+
   // The jobs and webhook counters in Prometheus text (for /metrics).
   void render_metrics(std::ostream &out) const;
 

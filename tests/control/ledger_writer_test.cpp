@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "control/temp_dir.h"
+#include "core/thread_guard.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gantry::control {
@@ -33,7 +34,8 @@ class FlakyStore final : public UsageLedger, public KeyStore {
 public:
   explicit FlakyStore(SqliteStore &real) : real_(real) {}
 
-  std::atomic<int> fail_appends{0}; // the next this many appends fail
+  std::atomic<int> fail_appends{0};  // the next this many appends fail
+  std::atomic<int> throw_appends{0}; // the next this many appends throw (an adapter's bug)
   std::atomic<bool> fail_touches{false};
   std::atomic<int> append_calls{0};
 
@@ -46,6 +48,10 @@ public:
 
   Status append_usage(const std::vector<UsageRecord> &rows) override {
     append_calls.fetch_add(1);
+    if (throw_appends.load() > 0) {
+      throw_appends.fetch_sub(1);
+      throw std::runtime_error("adapter bug (test)");
+    }
     if (fail_appends.load() > 0) {
       fail_appends.fetch_sub(1);
       return Error::io("disk unplugged (test)");
@@ -166,6 +172,30 @@ TEST_F(LedgerWriterTest, KeepsRowsWhenTheStoreFailsAndWritesThemLater) {
   ASSERT_EQ(lines.size(), 2u) << "one line when failing starts, one on recovery";
   EXPECT_NE(lines[0].find("write failed"), std::string::npos) << lines[0];
   EXPECT_NE(lines[1].find("recovered"), std::string::npos) << lines[1];
+}
+
+// An adapter that throws costs a retry, not the rows, and the exception reaches the failure
+// reporter (the error tracker in a server) instead of ending the process (issue 15, item 4).
+TEST_F(LedgerWriterTest, AnAppendThatThrowsKeepsItsRowsAndIsReported) {
+  std::vector<std::string> reported;
+  ScopedFailureReporter scope([&](std::string_view site, const std::exception &e) {
+    reported.push_back(std::string(site) + ": " + e.what());
+  });
+  {
+    LedgerWriter w(*flaky_, *flaky_, quiet(4));
+    for (int64_t i = 0; i < 3; ++i)
+      w.record(row(i));
+    flaky_->throw_appends = 1;
+    auto st = w.flush();
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code, ErrorCode::kInternal);
+    EXPECT_EQ(w.pending(), 3u);
+    ASSERT_TRUE(w.flush().ok());
+    EXPECT_EQ(w.rows_written(), 3u);
+  }
+  EXPECT_EQ(*store_->count_usage(), 3);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0], "ledger.writer: adapter bug (test)");
 }
 
 // A row that already reached the ledger (an attempt whose commit landed but whose answer was

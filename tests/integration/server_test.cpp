@@ -268,11 +268,16 @@ TEST_F(ServerTest, HealthAndReadiness) {
   auto o = parse_object(r.body);
   EXPECT_EQ(o.at("status").as_string(), "ok");
   const auto &checks = o.at("checks").as_array();
-  ASSERT_EQ(checks.size(), 2u);
+  ASSERT_EQ(checks.size(), 3u);
   EXPECT_EQ(checks[0].at("name").as_string(), std::string("model:") + kModel);
   EXPECT_EQ(checks[0].at("status").as_string(), "ok");
   EXPECT_EQ(checks[1].at("name").as_string(), "store");
   EXPECT_EQ(checks[1].at("status").as_string(), "ok");
+  // The job queue is a dependency too (issue 15, item 4): a round trip with its depth.
+  EXPECT_EQ(checks[2].at("name").as_string(), "jobs");
+  EXPECT_EQ(checks[2].at("status").as_string(), "ok");
+  EXPECT_EQ(checks[2].at("queued").as_int64(), 0);
+  EXPECT_EQ(checks[2].at("oldest_queued_s").as_int64(), 0);
 
   auto m = get("/metrics");
   ASSERT_EQ(m.status, 200);

@@ -1,12 +1,25 @@
 #include "backend/local/model_worker.h"
 
+#include <optional>
+
+#include "core/thread_guard.h"
+
 namespace gantry::backend {
 
 ModelWorker::ModelWorker(std::unique_ptr<engine::Model> model, WorkerConfig config,
                          const Clock &clock)
     : model_(std::move(model)), config_(std::move(config)), clock_(clock),
       n_ctx_(config_.engine.n_ctx > 0 ? config_.engine.n_ctx : model_->config().n_ctx_train) {
-  thread_ = std::thread([this] { run(); });
+  // run() itself handles what escapes a step; the guard covers building the engine (bad_alloc
+  // for its KV cache), after which the requests still in the inbox are served by a new run().
+  thread_ = std::thread([this] {
+    guarded_loop(
+        "engine: " + config_.name, [this] { run(); },
+        [this] {
+          std::lock_guard<std::mutex> lk(mu_);
+          return stop_;
+        });
+  });
 }
 
 ModelWorker::~ModelWorker() {
@@ -160,14 +173,16 @@ void ModelWorker::account_started(Active &a) {
 }
 
 void ModelWorker::run() {
-  engine::Engine eng(*model_, config_.engine);
+  const std::string site = "engine: " + config_.name;
+  std::optional<engine::Engine> eng;
+  eng.emplace(*model_, config_.engine);
   std::unordered_map<engine::SeqId, Active> active;
   std::unordered_map<Ticket, engine::SeqId> by_ticket;
   std::deque<Pending> inbox;
   std::deque<EmbedJob> embeds; // jobs in arrival order; the first one runs
   std::vector<Ticket> cancels;
   auto publish = [&] {
-    auto st = eng.stats();
+    auto st = eng->stats();
     running_.store(st.running);
     waiting_.store(st.waiting);
     kv_used_.store(st.kv_blocks_used);
@@ -179,106 +194,157 @@ void ModelWorker::run() {
     prefix_hits_.store(st.prefix_hit_tokens);
     kv_cached_.store(st.kv_blocks_cached);
   };
+  // An exception escaped a step (a bug, or bad_alloc): the engine's state can no longer be
+  // trusted, so every request it held ends with an error (none is left hanging), and a fresh
+  // engine over the same weights takes the next ones. The failure is in the error tracker.
+  auto restart = [&](const std::string &why) {
+    const Error err{ErrorCode::kInternal, "the engine failed and was restarted: " + why, ""};
+    for (auto &[seq, a] : active) {
+      account_started(a);
+      run_reporting(site, [&] { a.sink->on_rejected(a.ticket, err); });
+      finished_one();
+    }
+    active.clear();
+    by_ticket.clear();
+    for (auto &p : inbox) {
+      queued_requests_.fetch_sub(1);
+      queued_tokens_.fetch_sub(static_cast<int64_t>(p.request.prompt.size()));
+      run_reporting(site, [&] { p.sink->on_rejected(p.ticket, err); });
+      finished_one();
+    }
+    inbox.clear();
+    while (!embeds.empty()) {
+      if (!run_reporting(site, [&] { finish_job(embeds, err); })) {
+        // finish_job pops the job before calling its callback; only the count is left to do.
+        finished_one();
+      }
+    }
+    cancels.clear();
+    eng.reset(); // frees the old KV cache before the new one is allocated
+    eng.emplace(*model_, config_.engine);
+  };
   publish();
 
   for (;;) {
-    bool cancel_everything = false;
-    bool stopping = false;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] {
-        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !eng.idle() ||
-               !embed_inbox_.empty() || !embeds.empty();
-      });
-      inbox.swap(inbox_);
-      for (auto &j : embed_inbox_)
-        embeds.push_back(std::move(j));
-      embed_inbox_.clear();
-      cancels.swap(cancels_);
-      cancel_everything = cancel_all_;
-      cancel_all_ = false;
-      stopping = stop_;
-    }
-    for (auto &p : inbox) {
-      const int64_t n_prompt = static_cast<int64_t>(p.request.prompt.size());
-      auto seq = eng.submit(std::move(p.request));
-      if (!seq) {
-        queued_requests_.fetch_sub(1);
-        queued_tokens_.fetch_sub(n_prompt);
-        p.sink->on_rejected(p.ticket, seq.error());
-        finished_one();
-        continue;
+    try {
+      bool cancel_everything = false;
+      bool stopping = false;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] {
+          return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !eng->idle() ||
+                 !embed_inbox_.empty() || !embeds.empty();
+        });
+        inbox.swap(inbox_);
+        for (auto &j : embed_inbox_)
+          embeds.push_back(std::move(j));
+        embed_inbox_.clear();
+        cancels.swap(cancels_);
+        cancel_everything = cancel_all_;
+        cancel_all_ = false;
+        stopping = stop_;
       }
-      Active a;
-      a.ticket = p.ticket;
-      a.sink = std::move(p.sink);
-      a.prompt_tokens = n_prompt;
-      a.timing.submitted = p.submitted;
-      active.emplace(*seq, std::move(a));
-      by_ticket.emplace(p.ticket, *seq);
-    }
-    inbox.clear();
-    if (cancel_everything) {
-      for (auto &[seq, a] : active)
-        eng.cancel(seq);
-      while (!embeds.empty()) {
-        finish_job(embeds, Error{ErrorCode::kUnavailable, "the server is shutting down", ""});
+      // One at a time off the front, so that after an exception `inbox` holds exactly the
+      // requests not yet handed to the engine.
+      while (!inbox.empty()) {
+        const int64_t n_prompt = static_cast<int64_t>(inbox.front().request.prompt.size());
+        // A copy, so the request stays whole in `inbox` if submit() throws (restart() fails it).
+        auto seq = eng->submit(inbox.front().request);
+        Pending p = std::move(inbox.front());
+        inbox.pop_front();
+        if (!seq) {
+          queued_requests_.fetch_sub(1);
+          queued_tokens_.fetch_sub(n_prompt);
+          run_reporting(site, [&] { p.sink->on_rejected(p.ticket, seq.error()); });
+          finished_one();
+          continue;
+        }
+        Active a;
+        a.ticket = p.ticket;
+        a.sink = std::move(p.sink);
+        a.prompt_tokens = n_prompt;
+        a.timing.submitted = p.submitted;
+        active.emplace(*seq, std::move(a));
+        by_ticket.emplace(p.ticket, *seq);
       }
-    }
-    // One input per iteration, so that a large batch of embeddings delays each decode step by
-    // at most one input's forward passes.
-    if (!embeds.empty())
-      (void)embed_next(eng, embeds);
-    for (Ticket t : cancels) {
-      auto it = by_ticket.find(t);
-      if (it != by_ticket.end())
-        eng.cancel(it->second);
-    }
-    cancels.clear();
+      if (cancel_everything) {
+        for (auto &[seq, a] : active)
+          eng->cancel(seq);
+        while (!embeds.empty()) {
+          finish_job(embeds, Error{ErrorCode::kUnavailable, "the server is shutting down", ""});
+        }
+      }
+      // One input per iteration, so that a large batch of embeddings delays each decode step by
+      // at most one input's forward passes.
+      if (!embeds.empty())
+        (void)embed_next(*eng, embeds);
+      for (Ticket t : cancels) {
+        auto it = by_ticket.find(t);
+        if (it != by_ticket.end())
+          eng->cancel(it->second);
+      }
+      cancels.clear();
 
-    const auto t0 = clock_.now();
-    auto events = eng.step();
-    const auto t1 = clock_.now();
-    const double dt = std::chrono::duration<double>(t1 - t0).count();
-    int step_total = 0;
-    for (const auto &[seq, n] : eng.last_step_tokens())
-      step_total += n;
-    if (step_total > 0) {
-      for (const auto &[seq, n] : eng.last_step_tokens()) {
-        auto it = active.find(seq);
+      const auto t0 = clock_.now();
+      auto events = eng->step();
+      const auto t1 = clock_.now();
+      const double dt = std::chrono::duration<double>(t1 - t0).count();
+      int step_total = 0;
+      for (const auto &[seq, n] : eng->last_step_tokens())
+        step_total += n;
+      if (step_total > 0) {
+        for (const auto &[seq, n] : eng->last_step_tokens()) {
+          auto it = active.find(seq);
+          if (it == active.end())
+            continue;
+          SeqTiming &tm = it->second.timing;
+          if (tm.scheduled == std::chrono::steady_clock::time_point{})
+            tm.scheduled = t0;
+          tm.engine_seconds += dt * n / step_total;
+        }
+      }
+      for (const auto &ev : events) {
+        auto it = active.find(ev.seq);
         if (it == active.end())
           continue;
-        SeqTiming &tm = it->second.timing;
-        if (tm.scheduled == std::chrono::steady_clock::time_point{})
-          tm.scheduled = t0;
-        tm.engine_seconds += dt * n / step_total;
-      }
-    }
-    for (const auto &ev : events) {
-      auto it = active.find(ev.seq);
-      if (it == active.end())
-        continue;
-      Active &a = it->second;
-      account_started(a);
-      if (ev.finish == engine::FinishReason::kCancelled)
-        ++cancelled_;
-      if (ev.token >= 0 && a.timing.first_token == std::chrono::steady_clock::time_point{}) {
-        a.timing.first_token = t1;
-      }
-      if (ev.finish != engine::FinishReason::kNone) {
+        Active &a = it->second;
+        account_started(a);
+        if (ev.finish == engine::FinishReason::kCancelled)
+          ++cancelled_;
+        if (ev.token >= 0 && a.timing.first_token == std::chrono::steady_clock::time_point{}) {
+          a.timing.first_token = t1;
+        }
+        // A sink that throws is a bug of that one request, not of the engine: it is reported
+        // and its sequence cancelled, and every other sequence keeps running.
+        if (ev.finish == engine::FinishReason::kNone) {
+          if (!run_reporting(site, [&] { a.sink->on_event(a.ticket, ev); }))
+            eng->cancel(ev.seq);
+          continue;
+        }
         a.timing.finished = t1;
-        a.sink->on_timing(a.ticket, a.timing);
-      }
-      a.sink->on_event(a.ticket, ev);
-      if (ev.finish != engine::FinishReason::kNone) {
-        by_ticket.erase(a.ticket);
+        std::shared_ptr<TokenSink> sink = std::move(a.sink);
+        const Ticket ticket = a.ticket;
+        const SeqTiming timing = a.timing;
+        by_ticket.erase(ticket);
         active.erase(it);
+        run_reporting(site, [&] {
+          sink->on_timing(ticket, timing);
+          sink->on_event(ticket, ev);
+        });
         finished_one();
       }
+      publish();
+      if (stopping && eng->idle() && embeds.empty())
+        break;
+    } catch (const std::exception &e) {
+      report_failure(site, e);
+      restart(e.what());
+      publish();
+    } catch (...) {
+      report_unknown_failure(site);
+      restart("an exception of an unknown type");
+      publish();
     }
-    publish();
-    if (stopping && eng.idle() && embeds.empty())
-      break;
   }
 }
 

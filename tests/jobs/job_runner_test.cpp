@@ -1,0 +1,90 @@
+// The job runner over a real SQLite queue: what happens when an executor throws (issue 15,
+// item 4: exceptions on the job-runner threads are captured, never the end of the process).
+#include "jobs/job_runner.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "control/temp_dir.h"
+#include "core/thread_guard.h"
+#include "jobs/job_ids.h"
+#include "store/sqlite/sqlite_job_queue.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace gantry::jobs {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Throws on its first start (a bug in the executor), answers 200 after that.
+class ThrowsOnce final : public JobExecutor {
+public:
+  std::function<void()> start(const Job &, std::function<void(ExecResult)> done) override {
+    if (starts_.fetch_add(1) == 0)
+      throw std::logic_error("executor bug");
+    done({200, R"({"usage":{"prompt_tokens":1,"completion_tokens":2}})", 0, 0});
+    return [] {};
+  }
+  std::atomic<int> starts_{0};
+};
+
+TEST(JobRunner, AnExecutorThatThrowsIsReportedAndItsJobRetriedWithoutWaitingForTheLease) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> reported;
+  ScopedFailureReporter scope([&](std::string_view site, const std::exception &e) {
+    std::lock_guard lk(mu);
+    reported.push_back(std::string(site) + ": " + e.what());
+  });
+
+  gantry::testing::TempDir dir;
+  SystemClock clock;
+  ASSERT_TRUE(control::SqliteStore::open(dir.path())); // creates the schema
+  JobQueueOptions qo;
+  qo.node_id = "n1";
+  auto q = SqliteJobQueue::open(control::database_path(dir.path()), qo, clock);
+  ASSERT_TRUE(q) << q.error().message;
+  Job j;
+  j.id = "job_1";
+  j.project = "p";
+  j.endpoint = "/v1/completions";
+  j.body = "{}";
+  j.max_attempts = 3;
+  j.created_ms = clock.unix_millis();
+  ASSERT_TRUE((*q)->enqueue({j}));
+
+  ThrowsOnce exec;
+  RunnerOptions ro;
+  ro.workers = 1;
+  ro.visibility = 1h; // a job left leased would wait an hour: the test would time out
+  ro.retry_base = 10ms;
+  bool completed = false;
+  JobRunner runner(**q, exec, ro, [&](const Job &job, std::string_view event) {
+    if (event == "completed" && job.id == "job_1") {
+      std::lock_guard lk(mu);
+      completed = true;
+      cv.notify_all();
+    }
+  });
+  runner.start();
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, 30s, [&] { return completed; }));
+  }
+  runner.stop();
+
+  auto got = (*q)->get("job_1");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->status, JobStatus::kSucceeded);
+  EXPECT_EQ((*got)->attempts, 2) << "the failed attempt counts, the second one succeeds";
+  EXPECT_EQ(exec.starts_.load(), 2);
+  EXPECT_EQ(runner.counters().succeeded.load(), 1u);
+  std::lock_guard lk(mu);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0], "jobs.worker: executor bug");
+}
+
+} // namespace
+} // namespace gantry::jobs
