@@ -228,13 +228,41 @@ void OperatorViews::record_readiness() {
       store_ok = false;
   std::vector<dashboard::ReadinessSample> samples;
   std::vector<ModelHealth> health;
+  std::vector<DependencyHealth> dependencies;
+  std::vector<BackendHealth> backends;
+  auto str = [](const json::object &o, const char *k) {
+    const auto *v = o.if_contains(k);
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
+  };
+  auto num = [](const json::object &o, const char *k) {
+    const auto *v = o.if_contains(k);
+    return v && v->is_number() ? v->to_number<double>() : 0.0;
+  };
   for (const auto &c : checks->as_array()) {
     if (!c.is_object())
       continue;
     const auto &o = c.as_object();
     const auto *name = o.if_contains("name");
-    if (!name || !name->is_string() || !name->as_string().starts_with("model:"))
+    if (!name || !name->is_string())
       continue;
+    if (!name->as_string().starts_with("model:")) {
+      dependencies.push_back({std::string(name->as_string()), str(o, "status") == "ok",
+                              num(o, "latency_ms"), str(o, "error")});
+      continue;
+    }
+    if (const auto *pool = o.if_contains("backends"); pool && pool->is_array()) {
+      for (const auto &b : pool->as_array()) {
+        if (!b.is_object())
+          continue;
+        const auto &bo = b.as_object();
+        const auto *ready = bo.if_contains("ready");
+        const auto *ejected = bo.if_contains("ejected");
+        backends.push_back({std::string(name->as_string()).substr(6), str(bo, "backend"),
+                            ready && ready->is_bool() && ready->as_bool(),
+                            ejected && ejected->is_bool() && ejected->as_bool(),
+                            static_cast<int64_t>(num(bo, "in_flight"))});
+      }
+    }
     ModelHealth h;
     h.name = std::string(name->as_string()).substr(6);
     const auto *lat = o.if_contains("latency_ms");
@@ -263,6 +291,8 @@ void OperatorViews::record_readiness() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     health_ = std::move(health);
+    dependencies_ = std::move(dependencies);
+    backends_ = std::move(backends);
   }
   refresh_status();
 }
@@ -385,6 +415,20 @@ std::string OperatorViews::dashboard_json(int64_t since_ms) const {
     }
     models.push_back(std::move(o));
   }
+  json::array dependencies;
+  for (const auto &d : dependencies_) {
+    json::object o{{"name", d.name}, {"ok", d.ok}, {"latency_ms", d.latency_ms}};
+    if (!d.error.empty())
+      o["error"] = d.error;
+    dependencies.push_back(std::move(o));
+  }
+  json::array backends;
+  for (const auto &b : backends_)
+    backends.push_back(json::object{{"model", b.model},
+                                    {"backend", b.backend},
+                                    {"ready", b.ready},
+                                    {"ejected", b.ejected},
+                                    {"in_flight", b.in_flight}});
   json::object by_outcome;
   for (const auto &[k, v] : latest.jobs_by_outcome)
     by_outcome[k] = v;
@@ -435,6 +479,8 @@ std::string OperatorViews::dashboard_json(int64_t since_ms) const {
       {"now_ms", deps_.clock->unix_millis()},
       {"points", std::move(p)},
       {"models", std::move(models)},
+      {"dependencies", std::move(dependencies)},
+      {"backends", std::move(backends)},
       {"jobs", json::object{{"queued", queued},
                             {"oldest_age_s", oldest},
                             {"by_outcome", std::move(by_outcome)}}},

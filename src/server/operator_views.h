@@ -82,6 +82,19 @@ private:
     double probe_ms = 0;
     int64_t probed_at_ms = 0;
   };
+  // What else the last /readyz checked (the store, the job queue; later Redis, PostgreSQL) and
+  // each member of a remote model's pool, shown on the dashboard beside the models.
+  struct DependencyHealth {
+    std::string name;
+    bool ok = false;
+    double latency_ms = 0;
+    std::string error;
+  };
+  struct BackendHealth {
+    std::string model, backend;
+    bool ready = false, ejected = false;
+    int64_t in_flight = 0;
+  };
   struct Spender {
     std::string id;
     double today_usd = 0, month_usd = 0;
@@ -108,6 +121,8 @@ private:
   bool stop_ = false;
   std::string ready_body_; // the last /readyz answer not yet recorded
   std::vector<ModelHealth> health_;
+  std::vector<DependencyHealth> dependencies_;
+  std::vector<BackendHealth> backends_;
   std::vector<Spender> projects_, keys_;
   double spend_today_ = 0, spend_month_ = 0;
   StatusSummary status_;

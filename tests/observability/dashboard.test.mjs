@@ -109,6 +109,12 @@ try {
   step = 'models show with their state';
   await page.waitForFunction((m) => /\bup\b|degraded|down/.test(document.getElementById('t-models').innerText) && document.getElementById('t-models').innerText.includes(m), MODEL, { timeout: 15000 });
 
+  step = 'dependencies show the store and the job queue';
+  await page.waitForFunction(() => {
+    const t = document.getElementById('t-deps').innerText;
+    return /store\s+up/.test(t) && /jobs\s+up/.test(t);
+  }, null, { timeout: 15000 });
+
   const shot = join(artifacts, 'dashboard.png');
   await page.screenshot({ path: shot, fullPage: true });
   console.log('screenshot:', shot);

@@ -249,6 +249,13 @@ function render(d) {
   table('t-models', ['model', 'state', 'probe', 'running', 'waiting', 'KV', 'breaker'], d.models.map((m) => [
     m.name, el('span', { class: 'state-' + m.state }, m.state), secs(m.probe_ms / 1000), m.running, m.waiting, pct(m.kv_usage), m.breaker_open ? 'OPEN' : 'closed',
   ]));
+  table('t-deps', ['dependency', 'state', 'latency', 'detail'], d.dependencies.map((x) => [
+    x.name, el('span', { class: 'state-' + (x.ok ? 'up' : 'down') }, x.ok ? 'up' : 'down'), secs(x.latency_ms / 1000), x.error || '',
+  ]));
+  $('t-backends').hidden = d.backends.length === 0; // only remote models have pools
+  table('t-backends', ['model', 'backend', 'state', 'in flight'], d.backends.map((x) => [
+    x.model, x.backend, el('span', { class: 'state-' + (x.ready ? 'up' : 'down') }, x.ready ? 'ready' : (x.ejected ? 'ejected' : 'unhealthy')), x.in_flight,
+  ]));
   const b = $('budgets');
   b.replaceChildren(...(d.budgets.length ? d.budgets.map(budgetBar) : [el('p', { class: 'muted' }, 'No budgets set (POST /admin/v1/budgets).')]));
   table('t-projects', ['project', 'today', 'this month'], d.spend.top_projects.map((x) => [x.id, usd(x.today_usd), usd(x.month_usd)]));
