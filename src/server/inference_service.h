@@ -83,6 +83,8 @@ public:
   // `outcome` arrives with who/what already filled (arrival, request id, endpoint, key,
   // project); the service fills the rest and hands it to sink->on_complete.
   void run(InferenceInput input, CallOutcome outcome, std::shared_ptr<InferenceSink> sink);
+  // Whether `model` is served here, local or remote (jobs and batches check at submission).
+  bool serves(std::string_view model) const { return models_.find(model) != nullptr; }
 
 private:
   class Call;

@@ -162,7 +162,7 @@ private:
 
 JobsService::JobsService(const ServerConfig &config, control::ControlPlane &control,
                          const Clock &clock)
-    : config_(config.jobs), models_(config.models), control_(control), clock_(clock) {}
+    : config_(config.jobs), control_(control), clock_(clock) {}
 
 JobsService::~JobsService() { stop(); }
 
@@ -429,8 +429,7 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
     Error e = parsed.error();
     e.param = "body." + e.param;
     return send_error(w, e);
-  } else if (std::none_of(models_.begin(), models_.end(),
-                          [&](const ModelSpec &m) { return m.name == parsed->model; })) {
+  } else if (!inference_->serves(parsed->model)) {
     return send_error(w,
                       {ErrorCode::kNotFound,
                        "The model '" + echoed(parsed->model) + "' does not exist", "body.model"});

@@ -86,7 +86,6 @@ private:
                     const control::Principal *principal);
 
   const JobsConfig config_;
-  const std::vector<ModelSpec> models_;
   control::ControlPlane &control_;
   const Clock &clock_;
   Authenticate authenticate_;

@@ -28,7 +28,11 @@ fi
 
 tmp="$(mktemp -d /tmp/gantry-e2e-XXXXXX)"
 pid=""
+gw_pid=""
 cleanup() {
+  if [ -n "$gw_pid" ] && kill -0 "$gw_pid" 2>/dev/null; then
+    kill -KILL "$gw_pid" 2>/dev/null || true
+  fi
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -57,11 +61,32 @@ done
 [ -n "$url" ] || fail "gantry serve did not print its listening line within 30 s"
 echo "e2e: gantry serve at $url (pid $pid)"
 
+# A second server in front of the first: its only model is remote (issue 12).
+"$bin" serve --port 0 --data-dir "$tmp/gateway" --threads 1 --model "remote=$url/v1" \
+  >"$tmp/gw-stdout" 2>"$tmp/gw-stderr" &
+gw_pid=$!
+gw_url=""
+for _ in $(seq 300); do
+  gw_url="$(sed -n 's/^Gantry listening on \(http:\/\/[^ ]*\).*/\1/p' "$tmp/gw-stdout" | head -n1)"
+  [ -n "$gw_url" ] && break
+  kill -0 "$gw_pid" 2>/dev/null || {
+    cat "$tmp/gw-stderr" >&2
+    fail "the gateway (gantry serve --model remote=...) exited before listening"
+  }
+  sleep 0.1
+done
+[ -n "$gw_url" ] || fail "the gateway did not print its listening line within 30 s"
+echo "e2e: gateway with a remote model at $gw_url (pid $gw_pid)"
+
 set +e
-GANTRY_BASE_URL="$url" node --test --test-reporter=spec "$here/openai_sdk.test.mjs" \
-  "$here/cache_embeddings.test.mjs" "$here/batch_jobs.test.mjs"
+GANTRY_BASE_URL="$url" GANTRY_REMOTE_BASE_URL="$gw_url" node --test --test-reporter=spec \
+  "$here/openai_sdk.test.mjs" "$here/cache_embeddings.test.mjs" "$here/batch_jobs.test.mjs" \
+  "$here/remote_model.test.mjs"
 rc=$?
 set -e
+kill -TERM "$gw_pid" 2>/dev/null || true
+wait "$gw_pid" 2>/dev/null || true
+gw_pid=""
 
 kill -TERM "$pid"
 exit_code=0
