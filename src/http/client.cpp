@@ -25,6 +25,8 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
+#include "http/transport.h"
+
 namespace gantry::http {
 
 namespace asio = boost::asio;
@@ -32,71 +34,22 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
-using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using BeastRequest = bhttp::request<bhttp::string_body>;
 
-struct Connection {
-  asio::io_context ioc;
-  std::shared_ptr<ssl::context> ctx; // declared before the streams: outlives them
-  std::optional<beast::tcp_stream> tcp;
-  std::optional<TlsStream> tls;
-  beast::flat_buffer buffer;
+// A transport plus the total-deadline timer HttpClient arms around each request.
+struct Connection : transport::Transport {
   asio::steady_timer total{ioc};
   uint64_t total_generation = 0; // a stale total-deadline handler must not cancel a later request
   bool total_expired = false;
-
-  beast::tcp_stream &lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
-  bool open() const { return tcp.has_value() || tls.has_value(); }
-  template <typename F> beast::error_code with(F &&f) {
-    if (tls)
-      return f(*tls);
-    return f(*tcp);
-  }
-  void close() {
-    if (open()) {
-      beast::error_code ec;
-      lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
-      lowest().socket().close(ec);
-    }
-    tls.reset();
-    tcp.reset();
-    buffer.clear();
-  }
-  ~Connection() { close(); }
 };
 
 namespace {
 
 constexpr size_t kReadChunk = 16 * 1024;
 
-bhttp::verb to_verb(Method m) {
-  switch (m) {
-  case Method::kGet: return bhttp::verb::get;
-  case Method::kHead: return bhttp::verb::head;
-  case Method::kPost: return bhttp::verb::post;
-  case Method::kPut: return bhttp::verb::put;
-  case Method::kDelete: return bhttp::verb::delete_;
-  case Method::kPatch: return bhttp::verb::patch;
-  case Method::kOptions: return bhttp::verb::options;
-  case Method::kOther: return bhttp::verb::unknown;
-  }
-  return bhttp::verb::unknown;
-}
-
-// Runs one asynchronous operation to completion on the connection's io_context. Other handlers
-// (the total deadline) may stay pending.
-template <typename Initiate> beast::error_code run(Connection &c, Initiate &&initiate) {
-  beast::error_code result = asio::error::would_block;
-  bool done = false;
-  initiate([&result, &done](beast::error_code ec, auto &&...) {
-    result = ec;
-    done = true;
-  });
-  c.ioc.restart();
-  while (!done && c.ioc.run_one() > 0) {
-  }
-  return result;
-}
+using transport::classed;
+using transport::run;
+using transport::to_verb;
 
 // Arms the total deadline of one request on `c`: when it fires, the pending operation is
 // cancelled and reported as a timeout.
@@ -131,12 +84,6 @@ std::chrono::milliseconds phase(const ClientOptions &o, std::chrono::millisecond
   return p.count() > 0 ? p : o.timeout;
 }
 
-Error classed(std::string_view cls, std::string message) {
-  Error e = Error::io(std::move(message));
-  e.param = std::string(cls);
-  return e;
-}
-
 Error fail(const Connection &c, std::string_view cls, std::string what, beast::error_code ec) {
   if (ec == beast::error::timeout || c.total_expired)
     return classed(kTimeout, what + ": timed out");
@@ -146,85 +93,22 @@ Error fail(const Connection &c, std::string_view cls, std::string what, beast::e
   return classed(cls, what + ": " + ec.message());
 }
 
-std::string authority(const ClientOptions &o) {
-  std::string h = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
-  if (o.port != (o.tls ? 443 : 80))
-    h += ":" + std::to_string(o.port);
-  return h;
-}
-
-// The TLS client contexts, one per CA file (a handful at most: they come from configuration).
-Result<std::shared_ptr<ssl::context>> tls_context(const std::string &ca_file) {
-  static std::mutex mu;
-  static std::map<std::string, std::shared_ptr<ssl::context>> cache; // bounded below
-  std::lock_guard<std::mutex> lk(mu);
-  if (auto it = cache.find(ca_file); it != cache.end())
-    return it->second;
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-  beast::error_code ec;
-  ctx->set_default_verify_paths(ec); // the system store; a missing one only fails verification
-  if (!ca_file.empty()) {
-    ctx->load_verify_file(ca_file, ec);
-    if (ec)
-      return Err(classed(kTlsFailed, "tls_ca_file '" + ca_file + "': " + ec.message()));
-  }
-  ctx->set_verify_mode(ssl::verify_peer);
-  if (cache.size() < 8)
-    cache.emplace(ca_file, ctx);
-  return ctx;
-}
-
 Status open(Connection &c, const ClientOptions &o) {
-  beast::error_code ec;
-  std::vector<tcp::endpoint> endpoints;
-  const std::string where = o.host + ":" + std::to_string(o.port);
-  if (!o.connect_address.empty()) {
-    auto a = asio::ip::make_address(o.connect_address, ec);
-    if (ec)
-      return Err(classed(kConnectFailed, "Bad connect address '" + o.connect_address + "'"));
-    endpoints.emplace_back(a, o.port);
-  } else {
-    // Blocking resolution, for callers that trust the name (tests on 127.0.0.1, the operator's
-    // Sentry DSN). Webhooks resolve on their own resolver and pass connect_address.
-    tcp::resolver resolver(c.ioc);
-    auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
-    if (ec)
-      return Err(classed(kConnectFailed, "Cannot resolve " + o.host + ": " + ec.message()));
-    for (const auto &r : results)
-      endpoints.push_back(r.endpoint());
-  }
-  c.tcp.emplace(c.ioc);
-  c.tcp->expires_after(phase(o, o.connect_timeout));
-  ec = run(c, [&](auto handler) { c.tcp->async_connect(endpoints, std::move(handler)); });
-  if (ec)
-    return Err(fail(c, kConnectFailed, "Cannot connect to " + where, ec));
-  c.tcp->socket().set_option(tcp::no_delay(true), ec);
-  if (!o.tls)
-    return Ok();
-  GANTRY_ASSIGN_OR_RETURN(c.ctx, tls_context(o.tls_ca_file));
-  c.tls.emplace(std::move(*c.tcp), *c.ctx);
-  c.tcp.reset();
-  beast::error_code not_ip;
-  (void)asio::ip::make_address(o.host, not_ip);
-  if (not_ip) // SNI carries names only (RFC 6066)
-    SSL_set_tlsext_host_name(c.tls->native_handle(), o.host.c_str());
-  c.tls->set_verify_mode(ssl::verify_peer);
-  c.tls->set_verify_callback(ssl::host_name_verification(o.host));
-  c.lowest().expires_after(phase(o, o.connect_timeout));
-  ec = run(c, [&](auto handler) {
-    c.tls->async_handshake(ssl::stream_base::client, std::move(handler));
-  });
-  if (ec)
-    return Err(fail(c, kTlsFailed, "TLS handshake with " + where, ec));
-  return Ok();
+  // Blocking resolution unless connect_address is set: callers that pass a name trust it (tests
+  // on 127.0.0.1, the operator's Sentry DSN); webhooks resolve on their own resolver and pin it.
+  GANTRY_ASSIGN_OR_RETURN(auto to, transport::endpoints(c, o.host, o.port, o.connect_address));
+  const transport::ConnectSpec spec{o.host, o.port, o.tls, o.tls_ca_file,
+                                    phase(o, o.connect_timeout)};
+  return transport::connect(c, to, spec,
+                            [&c](std::string_view cls, std::string what, beast::error_code ec) {
+                              return fail(c, cls, std::move(what), ec);
+                            });
 }
 
 BeastRequest make_request(const ClientOptions &o, Method method, std::string_view target,
                           std::string body, Headers &headers) {
   BeastRequest req{to_verb(method), target, 11};
-  req.set(bhttp::field::host, authority(o));
+  req.set(bhttp::field::host, transport::authority(o.host, o.port, o.tls));
   req.set(bhttp::field::user_agent, "gantry");
   for (Header &h : headers)
     req.set(h.name, h.value);

@@ -36,6 +36,13 @@ inline constexpr std::string_view kTimeout = "timeout";              // any dead
 inline constexpr std::string_view kTlsFailed = "tls_failed";         // handshake or verification
 inline constexpr std::string_view kBadResponse = "bad_response";     // unparsable response
 
+// An io Error whose param is one of the classes above (webhook deliveries record the class).
+inline Error classed_error(std::string_view cls, std::string message) {
+  Error e = Error::io(std::move(message));
+  e.param = std::string(cls);
+  return e;
+}
+
 struct ClientResponse {
   int status = 0;
   Headers headers;

@@ -35,14 +35,6 @@ AsioResolver::AsioResolver(int max_contexts) : max_contexts_(std::max(1, max_con
 
 AsioResolver::~AsioResolver() = default;
 
-namespace {
-Error classed(std::string_view cls, std::string message) {
-  Error e = Error::io(std::move(message));
-  e.param = std::string(cls);
-  return e;
-}
-} // namespace
-
 Result<std::vector<asio::ip::address>> AsioResolver::resolve(const std::string &host,
                                                              std::chrono::milliseconds deadline) {
   Context *ctx = nullptr;
@@ -59,7 +51,7 @@ Result<std::vector<asio::ip::address>> AsioResolver::resolve(const std::string &
       ctx = contexts_.back().get();
     }
     if (!ctx) // every context is stuck in a slow lookup
-      return Err(classed(kTimeout, "Resolving " + host + ": resolver busy"));
+      return Err(classed_error(kTimeout, "Resolving " + host + ": resolver busy"));
     ctx->busy = true;
   }
   using Answer = Result<std::vector<asio::ip::address>>;
@@ -75,20 +67,20 @@ Result<std::vector<asio::ip::address>> AsioResolver::resolve(const std::string &
           ctx->busy = false;
         }
         if (ec) {
-          promise->set_value(Err(classed(kConnectFailed, "Cannot resolve: " + ec.message())));
+          promise->set_value(Err(classed_error(kConnectFailed, "Cannot resolve: " + ec.message())));
           return;
         }
         std::vector<asio::ip::address> out;
         for (const auto &r : results)
           out.push_back(r.endpoint().address());
         if (out.empty())
-          promise->set_value(Err(classed(kConnectFailed, "Cannot resolve: no address")));
+          promise->set_value(Err(classed_error(kConnectFailed, "Cannot resolve: no address")));
         else
           promise->set_value(std::move(out));
       });
   if (answer.wait_for(deadline) != std::future_status::ready) {
     asio::post(ctx->ioc, [resolver] { resolver->cancel(); });
-    return Err(classed(kTimeout, "Resolving " + host + ": timed out"));
+    return Err(classed_error(kTimeout, "Resolving " + host + ": timed out"));
   }
   return answer.get();
 }

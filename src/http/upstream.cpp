@@ -24,6 +24,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "http/client.h"
+#include "http/transport.h"
 
 namespace gantry::http {
 
@@ -33,28 +34,7 @@ namespace bhttp = boost::beast::http;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
-struct UpstreamConnection {
-  asio::io_context ioc;
-  std::shared_ptr<ssl::context> ctx; // outlives the streams
-  std::optional<beast::tcp_stream> tcp;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
-  beast::flat_buffer buffer;
-
-  beast::tcp_stream &lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
-  bool open() const { return tcp.has_value() || tls.has_value(); }
-  template <typename F> beast::error_code with(F &&f) {
-    if (tls)
-      return f(*tls);
-    return f(*tcp);
-  }
-  ~UpstreamConnection() {
-    if (open()) {
-      beast::error_code ec;
-      lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
-      lowest().socket().close(ec);
-    }
-  }
-};
+struct UpstreamConnection : transport::Transport {};
 
 struct UpstreamCall::Parser {
   bhttp::response_parser<bhttp::buffer_body> p;
@@ -92,67 +72,9 @@ namespace {
 
 constexpr std::size_t kPiece = 16 * 1024;
 
-Error classed(std::string_view cls, std::string message) {
-  Error e = Error::io(std::move(message));
-  e.param = std::string(cls);
-  return e;
-}
-
-bhttp::verb to_verb(Method m) {
-  switch (m) {
-  case Method::kGet: return bhttp::verb::get;
-  case Method::kHead: return bhttp::verb::head;
-  case Method::kPost: return bhttp::verb::post;
-  case Method::kPut: return bhttp::verb::put;
-  case Method::kDelete: return bhttp::verb::delete_;
-  case Method::kPatch: return bhttp::verb::patch;
-  case Method::kOptions: return bhttp::verb::options;
-  case Method::kOther: return bhttp::verb::unknown;
-  }
-  return bhttp::verb::unknown;
-}
-
-template <typename Initiate> beast::error_code run(UpstreamConnection &c, Initiate &&initiate) {
-  beast::error_code result = asio::error::would_block;
-  bool done = false;
-  initiate([&result, &done](beast::error_code ec, auto &&...) {
-    result = ec;
-    done = true;
-  });
-  c.ioc.restart();
-  while (!done && c.ioc.run_one() > 0) {
-  }
-  return result;
-}
-
-Result<std::shared_ptr<ssl::context>> tls_context(const std::string &ca_file) {
-  static std::mutex mu;
-  static std::map<std::string, std::shared_ptr<ssl::context>> cache; // a few CA files at most
-  std::lock_guard<std::mutex> lk(mu);
-  if (auto it = cache.find(ca_file); it != cache.end())
-    return it->second;
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-  beast::error_code ec;
-  ctx->set_default_verify_paths(ec);
-  if (!ca_file.empty()) {
-    ctx->load_verify_file(ca_file, ec);
-    if (ec)
-      return Err(classed(kTlsFailed, "tls_ca_file '" + ca_file + "': " + ec.message()));
-  }
-  ctx->set_verify_mode(ssl::verify_peer);
-  if (cache.size() < 8)
-    cache.emplace(ca_file, ctx);
-  return ctx;
-}
-
-std::string authority(const UpstreamOptions &o) {
-  std::string h = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
-  if (o.port != (o.tls ? 443 : 80))
-    h += ":" + std::to_string(o.port);
-  return h;
-}
+using transport::classed;
+using transport::run;
+using transport::to_verb;
 
 using Deadline = std::chrono::steady_clock::time_point;
 
@@ -187,36 +109,13 @@ Error failed(const Phase &ph, const CancelSignal *cancel, std::string_view cls, 
 
 Status connect(UpstreamConnection &c, const UpstreamOptions &o, const Phase &ph,
                const CancelSignal *cancel) {
-  beast::error_code ec;
-  tcp::resolver resolver(c.ioc); // backends are configured by the operator: names are trusted
-  auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
-  const std::string where = o.host + ":" + std::to_string(o.port);
-  if (ec)
-    return Err(classed(kConnectFailed, "Cannot resolve " + o.host + ": " + ec.message()));
-  c.tcp.emplace(c.ioc);
-  c.tcp->expires_after(ph.limit);
-  ec = run(c, [&](auto handler) { c.tcp->async_connect(results, std::move(handler)); });
-  if (ec)
-    return Err(failed(ph, cancel, kConnectFailed, "Cannot connect to " + where, ec));
-  c.tcp->socket().set_option(tcp::no_delay(true), ec);
-  if (!o.tls)
-    return Ok();
-  GANTRY_ASSIGN_OR_RETURN(c.ctx, tls_context(o.tls_ca_file));
-  c.tls.emplace(std::move(*c.tcp), *c.ctx);
-  c.tcp.reset();
-  beast::error_code not_ip;
-  (void)asio::ip::make_address(o.host, not_ip);
-  if (not_ip)
-    SSL_set_tlsext_host_name(c.tls->native_handle(), o.host.c_str());
-  c.tls->set_verify_mode(ssl::verify_peer);
-  c.tls->set_verify_callback(ssl::host_name_verification(o.host));
-  c.lowest().expires_after(ph.limit);
-  ec = run(c, [&](auto handler) {
-    c.tls->async_handshake(ssl::stream_base::client, std::move(handler));
-  });
-  if (ec)
-    return Err(failed(ph, cancel, kTlsFailed, "TLS handshake with " + where, ec));
-  return Ok();
+  // Backends are configured by the operator: their names are trusted and resolved here.
+  GANTRY_ASSIGN_OR_RETURN(auto to, transport::endpoints(c, o.host, o.port));
+  const transport::ConnectSpec spec{o.host, o.port, o.tls, o.tls_ca_file, ph.limit};
+  return transport::connect(c, to, spec,
+                            [&](std::string_view cls, std::string what, beast::error_code ec) {
+                              return failed(ph, cancel, cls, std::move(what), ec);
+                            });
 }
 
 template <typename Fields> Headers to_headers(const Fields &fields) {
@@ -258,6 +157,13 @@ Result<std::optional<std::string>> UpstreamCall::read_some() {
   auto &p = parser_->p;
   std::string out(kPiece, '\0');
   while (true) {
+    // A cancel that arrived between two reads posted its abort while no operation was pending;
+    // a read that then completes from buffered bytes would not see it. Checked on every read, so
+    // a cancel ends the call at the next piece at the latest.
+    if (cancel_ && cancel_->cancelled()) {
+      failed_ = true;
+      return Err(classed(kCancelledCall, "Reading upstream response: cancelled"));
+    }
     p.get().body().data = out.data();
     p.get().body().size = out.size();
     const Phase ph = phase(client_.options_.idle_timeout, kIdleTimeout, deadline_, client_.clock_);
@@ -355,7 +261,7 @@ Result<std::unique_ptr<UpstreamCall>> UpstreamClient::start(Method method, std::
   const Deadline deadline =
       options_.total_timeout.count() > 0 ? clock_.now() + options_.total_timeout : Deadline::max();
   bhttp::request<bhttp::string_body> req{to_verb(method), target, 11};
-  req.set(bhttp::field::host, authority(options_));
+  req.set(bhttp::field::host, transport::authority(options_.host, options_.port, options_.tls));
   req.set(bhttp::field::user_agent, "gantry");
   for (Header &h : headers)
     req.set(h.name, h.value);

@@ -9,14 +9,6 @@ namespace ip = boost::asio::ip;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-namespace {
-Error classed(std::string_view cls, std::string message) {
-  Error e = Error::io(std::move(message));
-  e.param = std::string(cls);
-  return e;
-}
-} // namespace
-
 WebhookClient::WebhookClient(WebhookClientOptions options, Resolver &resolver,
                              OutboundClient &client, const Clock &clock)
     : options_(std::move(options)), resolver_(resolver), client_(client), clock_(clock) {}
@@ -28,7 +20,7 @@ Result<ClientResponse> WebhookClient::post(const std::string &url, std::string b
   base.tls_ca_file = options_.tls_ca_file;
   auto parsed = parse_url(url, base);
   if (!parsed)
-    return Err(classed(kConnectFailed, parsed.error().message));
+    return Err(classed_error(kConnectFailed, parsed.error().message));
   ClientOptions o = std::move(parsed->options);
   // Resolve once; every answer must pass, or none is used (a mixed answer is an attack or a
   // misconfiguration either way).
@@ -46,11 +38,11 @@ Result<ClientResponse> WebhookClient::post(const std::string &url, std::string b
   o.connect_timeout = options_.connect_timeout;
   o.max_response_body = options_.max_response_body;
   headers.push_back({"Content-Type", "application/json"});
-  Result<ClientResponse> last = Err(classed(kConnectFailed, "no address"));
+  Result<ClientResponse> last = Err(classed_error(kConnectFailed, "no address"));
   for (const auto &a : addresses) {
     const auto left = options_.deadline - duration_cast<milliseconds>(clock_.now() - start);
     if (left.count() <= 0)
-      return Err(classed(kTimeout, "webhook deadline passed"));
+      return Err(classed_error(kTimeout, "webhook deadline passed"));
     o.connect_address = a.to_string(); // pinned: the validated address, never a new lookup
     o.timeout = left;
     o.total_timeout = left;

@@ -317,9 +317,10 @@ TEST(RemoteGateway, JobsAndBatchesRunOnARemoteModel) {
 // A client that goes away mid-stream cancels the upstream request at once (issue 12, item 6):
 // the upstream Gantry counts a cancelled sequence and stops generating.
 TEST(RemoteGateway, AClientDisconnectCancelsTheUpstreamRequest) {
-  // A context long enough for a stream that outlives the test (3,000 tokens of the tiny model
-  // take seconds even in a Release build), so only a cancellation can end it early.
-  auto started = ServerProcess::start({"--threads", "1", "--ctx", "4096"});
+  // A context long enough for a stream that outlives the test (16,000 tokens of the tiny model
+  // take several seconds even in a Release build; 3,000 once finished first under load), so
+  // only a cancellation can end it early.
+  auto started = ServerProcess::start({"--threads", "1", "--ctx", "16384"});
   ASSERT_TRUE(started) << started.error().message;
   auto up = std::move(*started);
   auto g = priced_gateway(*up);
@@ -333,7 +334,7 @@ TEST(RemoteGateway, AClientDisconnectCancelsTheUpstreamRequest) {
   http::HttpClient sc(g->client_options());
   auto s = sc.open_sse(http::Method::kPost, "/v1/chat/completions",
                        remote_chat("Once upon a time",
-                                   {{"stream", true}, {"max_tokens", 3000}, {"ignore_eos", true}}),
+                                   {{"stream", true}, {"max_tokens", 16000}, {"ignore_eos", true}}),
                        {{"Authorization", "Bearer " + key}});
   ASSERT_TRUE(s) << s.error().message;
   auto first = read_stream(*s, 2);
