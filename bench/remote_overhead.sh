@@ -14,8 +14,6 @@
 # 1. throughput at CONNS connections (fixed_rate far above capacity: achieved req/s);
 # 2. latency at one connection and a low rate: p50 over the direct call.
 # Everything (nginx workers, gantry, the load generator) shares the machine's 2 cores.
-# STATUS: unverified — its first run (2026-12-03) hung before printing a measurement; not yet
-# investigated (suspect: fixed_rate at a rate far above capacity, or the key set-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -68,13 +66,13 @@ nginx_conf "$tmp/proxy" "$PROXY" "
 nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
 sleep 0.5
 GPORT=$(free_port)
-GANTRY_ADMIN_TOKEN=bench-admin "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
+GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
   --io-threads 2 --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" \
   >"$tmp/gantry.out" 2>&1 & pids+=($!)
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin' \
+KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
   -d '{"project":"bench","rpm":100000000,"tpm":100000000000}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])')
-curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/budgets" -H 'Authorization: Bearer bench-admin' \
+curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/budgets" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
   -d '{"owner_kind":"project","owner_id":"bench","period":"month","token_quota":1000000000000}' >/dev/null
 sleep 0.5 # the key watcher's poll
 curl -fs "http://127.0.0.1:$GPORT/v1/chat/completions" -H "Authorization: Bearer $KEY" \
