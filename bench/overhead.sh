@@ -36,7 +36,7 @@ start() { # name extra-args...
   local name=$1 port
   shift
   port=$(free_port)
-  GANTRY_ADMIN_TOKEN=bench-admin "$GANTRY" serve --port "$port" --data-dir "$tmp/$name" \
+  GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$port" --data-dir "$tmp/$name" \
     --threads 1 --io-threads 2 "$@" >"$tmp/$name.out" 2>&1 &
   pids+=($!)
   for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -45,9 +45,9 @@ start() { # name extra-args...
 OPEN=$(start open --request-log "$tmp/open.log")
 KEYED=$(start keyed --request-log "$tmp/keyed.log")
 BARE=$(start bare --no-metrics --request-log off)
-KEY=$(curl -fs -X POST "http://127.0.0.1:$KEYED/admin/v1/keys" -H 'Authorization: Bearer bench-admin' \
+KEY=$(curl -fs -X POST "http://127.0.0.1:$KEYED/admin/v1/keys" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
   -d '{"project":"bench","rpm":100000000,"tpm":100000000000}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])')
-curl -fs -X POST "http://127.0.0.1:$KEYED/admin/v1/budgets" -H 'Authorization: Bearer bench-admin' \
+curl -fs -X POST "http://127.0.0.1:$KEYED/admin/v1/budgets" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
   -d '{"owner_kind":"project","owner_id":"bench","period":"month","token_quota":1000000000000}' >/dev/null
 sleep 0.5 # the key watcher's poll
 prime() { curl -fs "http://127.0.0.1:$1/v1/chat/completions" -H 'Content-Type: application/json' "${@:2}" -d "$BODY" >/dev/null; }

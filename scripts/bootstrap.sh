@@ -12,6 +12,9 @@ PKGS=(
   # The operator's-view tests (tests/observability): a real Prometheus (with promtool),
   # Alertmanager's amtool (checks the routing example) and the Chromium that playwright-core drives.
   prometheus prometheus-alertmanager chromium
+  # nginx as a fixed-response upstream and as the load balancer in front of gateways
+  # (tests/integration), systemd-analyze and PyYAML for the deploy/ checks (tests/deploy).
+  nginx-light systemd python3-yaml
 )
 # `bootstrap.sh --fuzz`: clang and its libFuzzer/sanitizer runtimes for `make fuzz`.
 if [ "${1:-}" = "--fuzz" ]; then PKGS+=(clang libclang-rt-14-dev); fi

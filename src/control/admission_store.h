@@ -67,6 +67,11 @@ public:
   // Commits `used` and refunds the rest of the lease. Returns the budget thresholds crossed (the
   // control plane sends the alerts).
   virtual std::vector<BudgetAlert> settle(const AdmissionLease &lease, const Usage &used) = 0;
+  // True when settle() is a few microseconds of in-process work (no network round trip): the
+  // control plane then settles on the finishing thread instead of handing the task to its
+  // settlement thread, which costs a thread wake-up per request (and a wait in the next
+  // admission's barrier). Adapters that talk to a server keep the default.
+  virtual bool settles_in_process() const { return false; }
 
   // Replaces the budget set (start-up and after an admin change); counters are kept.
   virtual void set_budgets(const std::vector<Budget> &budgets) = 0;

@@ -278,6 +278,10 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
     cost = price.cost(out.input_tokens - out.cached_tokens, out.output_tokens, out.engine_seconds);
     mit->second.cost->observe(out.input_tokens + out.output_tokens, out.engine_seconds);
   }
+  if (admission_->settles_in_process()) {
+    settle(adm.lease, usage_record(adm, out, cost), out.cached, cost);
+    return cost;
+  }
   // The caller may drop the admission once this returns: the task keeps its own copy.
   settlement_.run([this, lease = adm.lease, r = usage_record(adm, out, cost), cached = out.cached,
                    cost]() mutable { settle(lease, std::move(r), cached, cost); });

@@ -27,6 +27,7 @@ public:
   Result<AdmissionLease> reserve(const AdmissionAsk &ask, RateSnapshot *refusal) override;
   Status precheck(const AdmissionAsk &ask, RateSnapshot *refusal) override;
   std::vector<BudgetAlert> settle(const AdmissionLease &lease, const Usage &used) override;
+  bool settles_in_process() const override { return true; }
   void set_budgets(const std::vector<Budget> &budgets) override;
   std::vector<BudgetState> budgets() override;
   std::vector<std::string> breaker_models() const override;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "control/memory_admission_store.h"
@@ -65,6 +66,31 @@ protected:
   std::unique_ptr<ControlPlane> cp_;
 };
 
+// The memory adapter behind a port that says its settle() is not in-process work (as a Redis
+// adapter's is not), noting the thread it settles on: the settlement thread's path.
+struct ThreadNoting final : AdmissionStore {
+  explicit ThreadNoting(const Clock &c)
+      : inner(c, {}, [](OwnerKind, std::string_view, int64_t) -> Result<UsageTotals> {
+          return UsageTotals{};
+        }) {}
+  Result<AdmissionLease> reserve(const AdmissionAsk &a, RateSnapshot *r) override {
+    return inner.reserve(a, r);
+  }
+  std::vector<BudgetAlert> settle(const AdmissionLease &l, const Usage &u) override {
+    settled_on = std::this_thread::get_id();
+    return inner.settle(l, u);
+  }
+  void set_budgets(const std::vector<Budget> &b) override { inner.set_budgets(b); }
+  std::vector<BudgetState> budgets() override { return inner.budgets(); }
+  std::vector<std::string> breaker_models() const override { return inner.breaker_models(); }
+  std::optional<BreakerState> breaker_state(const std::string &m) override {
+    return inner.breaker_state(m);
+  }
+  bool reset_breaker(const std::string &m) override { return inner.reset_breaker(m); }
+  MemoryAdmissionStore inner;
+  std::atomic<std::thread::id> settled_on{};
+};
+
 TEST_F(ControlPlaneTest, SettlesEachAdmissionExactlyOnceAndFreesItsSlot) {
   ControlConfig cc;
   cc.global = {.max_concurrent = 1};
@@ -84,37 +110,27 @@ TEST_F(ControlPlaneTest, SettlesEachAdmissionExactlyOnceAndFreesItsSlot) {
   cp_->finish(**b, o);
   ASSERT_TRUE(cp_->flush());
   const auto c = cp_->counters();
-  EXPECT_EQ(c.settlement.posted + c.settlement.inline_runs, 2u);
-  EXPECT_EQ(c.settlement.run, c.settlement.posted);
+  EXPECT_EQ(c.settlement.posted + c.settlement.inline_runs, 0u)
+      << "the memory adapter settles on the finishing thread: no hand-off";
   EXPECT_DOUBLE_EQ((c.cost_usd.at({"m", ""})), 6.0);
   EXPECT_EQ(c.rejected.at("rate_limit"), 1u);
   EXPECT_EQ(ledger_rows(), 3); // two settled, one refusal
 }
 
-TEST_F(ControlPlaneTest, FinishRunsOffTheCallingThread) {
-  // An adapter that notes the thread it settles on.
-  struct ThreadNoting final : AdmissionStore {
-    explicit ThreadNoting(const Clock &c)
-        : inner(c, {}, [](OwnerKind, std::string_view, int64_t) -> Result<UsageTotals> {
-            return UsageTotals{};
-          }) {}
-    Result<AdmissionLease> reserve(const AdmissionAsk &a, RateSnapshot *r) override {
-      return inner.reserve(a, r);
-    }
-    std::vector<BudgetAlert> settle(const AdmissionLease &l, const Usage &u) override {
-      settled_on = std::this_thread::get_id();
-      return inner.settle(l, u);
-    }
-    void set_budgets(const std::vector<Budget> &b) override { inner.set_budgets(b); }
-    std::vector<BudgetState> budgets() override { return inner.budgets(); }
-    std::vector<std::string> breaker_models() const override { return inner.breaker_models(); }
-    std::optional<BreakerState> breaker_state(const std::string &m) override {
-      return inner.breaker_state(m);
-    }
-    bool reset_breaker(const std::string &m) override { return inner.reset_breaker(m); }
-    MemoryAdmissionStore inner;
-    std::thread::id settled_on;
-  };
+TEST_F(ControlPlaneTest, AnInProcessAdapterSettlesOnTheFinishingThread) {
+  start({});
+  auto a = cp_->admit(ask("r1"));
+  ASSERT_TRUE(a);
+  Outcome o;
+  o.output_tokens = 1;
+  cp_->finish(**a, o);
+  // Settled before finish() returned: the concurrency slot is free and the row is recorded.
+  EXPECT_EQ(cp_->counters().settlement.posted, 0u);
+  ASSERT_TRUE(cp_->flush());
+  EXPECT_EQ(ledger_rows(), 1);
+}
+
+TEST_F(ControlPlaneTest, FinishRunsOffTheCallingThreadForAnAdapterThatIsNotInProcess) {
   auto noting = std::make_unique<ThreadNoting>(clock_);
   ThreadNoting *seen = noting.get();
   ControlPorts ports;
@@ -126,12 +142,14 @@ TEST_F(ControlPlaneTest, FinishRunsOffTheCallingThread) {
   const auto engine_id = engine.get_id();
   engine.join();
   ASSERT_TRUE(cp_->flush());
-  EXPECT_NE(seen->settled_on, std::thread::id{});
-  EXPECT_NE(seen->settled_on, engine_id) << "settlement must not run on the engine thread";
+  EXPECT_NE(seen->settled_on.load(), std::thread::id{});
+  EXPECT_NE(seen->settled_on.load(), engine_id) << "settlement must not run on the engine thread";
 }
 
 TEST_F(ControlPlaneTest, StopRunsEverySettlementStillQueued) {
-  start({});
+  ControlPorts ports;
+  ports.admission = std::make_unique<ThreadNoting>(clock_);
+  start({}, std::move(ports));
   constexpr int kThreads = 4, kEach = 100;
   std::vector<std::thread> ts;
   for (int t = 0; t < kThreads; ++t) {

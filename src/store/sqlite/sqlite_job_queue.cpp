@@ -286,6 +286,12 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
     }
     GANTRY_TRY(tx.commit());
   }
+  for (const auto &[project, add] : adding) {
+    if (auto it = stored_.find(project); it != stored_.end()) {
+      it->second.first += add.first;
+      it->second.second += add.second;
+    }
+  }
   for (auto &j : jobs)
     push_queued(j.project, entry(j.priority, j.created_ms, j.id), j.not_before_ms);
   lk.unlock();
@@ -337,12 +343,19 @@ SqliteJobQueue::check_storage(const std::map<std::string, std::pair<int64_t, int
   if (options_.max_stored_per_project <= 0 && options_.max_stored_bytes_per_project <= 0)
     return Ok();
   for (const auto &[project, add] : adding) {
-    // Covered by the (project, bytes) index: no job row is read.
-    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM "
-                                                "jobs WHERE project = ?"));
-    GANTRY_ASSIGN_OR_RETURN(bool row, q.text(project).step());
-    const int64_t count = row ? q.col_i64(0) : 0;
-    const int64_t bytes = row ? q.col_i64(1) : 0;
+    auto it = stored_.find(project);
+    if (it == stored_.end()) {
+      if (stored_.size() >= kMaxStoredEntries)
+        stored_.clear();
+      // Covered by the (project, bytes) index: no job row is read.
+      GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) "
+                                                  "FROM jobs WHERE project = ?"));
+      GANTRY_ASSIGN_OR_RETURN(bool row, q.text(project).step());
+      it =
+          stored_.emplace(project, std::pair{row ? q.col_i64(0) : 0, row ? q.col_i64(1) : 0}).first;
+    }
+    const int64_t count = it->second.first;
+    const int64_t bytes = it->second.second;
     const auto &o = options_;
     if (o.max_stored_per_project > 0 && count + add.first > o.max_stored_per_project)
       return Error{ErrorCode::kQuotaExceeded,
@@ -396,6 +409,10 @@ Result<bool> SqliteJobQueue::complete(const Lease &l, const JobOutcome &o) {
                  .text(options_.node_id)
                  .run());
   const bool won = q.changes() == 1;
+  if (won) {
+    if (auto it = stored_.find(l.job.project); it != stored_.end())
+      it->second.second += static_cast<int64_t>(o.body.size() + o.error.size());
+  }
   if (auto it = running_.find(l.job.id); it != running_.end() && it->second.attempt == l.attempt)
     running_.erase(it);
   return won;
@@ -606,6 +623,8 @@ Result<Reclaimed> SqliteJobQueue::reclaim() {
         Query q, db_->query("DELETE FROM jobs WHERE finished_ms > 0 AND finished_ms < ?"));
     GANTRY_TRY(q.i64(now - options_.retention.count()).run());
     out.purged = q.changes();
+    if (out.purged > 0)
+      stored_.clear(); // rows went away: each project's count is read again when needed
   }
   lk.unlock();
   cv_.notify_all();

@@ -130,6 +130,13 @@ private:
     int64_t lease_until_ms;
   };
   std::unordered_map<std::string, Running> running_;
+  // Stored jobs and their bytes per project, for the storage bounds (audit M3): read from the
+  // table once per project, then kept current by enqueue() and complete(); purge() and reclaim
+  // drop it (rows disappear), so the next check reads again. Counting on every enqueue instead
+  // scanned the project's index each time: 2,650 → 760 jobs accepted/s at 10k stored jobs.
+  // Bounded: beyond kMaxStoredEntries projects it is dropped and refilled as needed.
+  static constexpr size_t kMaxStoredEntries = 10'000;
+  std::unordered_map<std::string, std::pair<int64_t, int64_t>> stored_;
 };
 
 } // namespace gantry::jobs

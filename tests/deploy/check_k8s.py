@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Offline structural check of deploy/k8s/*.yaml (issue 13 item 5, issue 14 item 4).
+
+No cluster here, so this checks what `kubectl apply` and a reviewer would catch: every document
+has apiVersion/kind/name; a Deployment's selector matches its pod labels, every probe and
+Service targetPort names a declared container port, secrets are referenced by name and key;
+Services, PodDisruptionBudgets and KEDA ScaledObjects point at a Deployment that exists here,
+and a ScaledObject scales on Gantry's own gantry:desired_replicas. Exits 1 naming each problem.
+
+  tests/deploy/check_k8s.py deploy/k8s
+"""
+import glob
+import os
+import sys
+
+import yaml
+
+KNOWN = {
+    ('apps/v1', 'Deployment'), ('v1', 'Service'), ('policy/v1', 'PodDisruptionBudget'),
+    ('keda.sh/v1alpha1', 'ScaledObject'), ('v1', 'Secret'), ('v1', 'ConfigMap'),
+}
+
+
+def subset(a, b):
+    return all(b.get(k) == v for k, v in (a or {}).items())
+
+
+def check(directory):
+    problems = []
+    docs = []
+    for path in sorted(glob.glob(os.path.join(directory, '*.yaml'))):
+        with open(path) as f:
+            for i, d in enumerate(yaml.safe_load_all(f)):
+                if d is None:
+                    continue
+                where = f'{os.path.basename(path)}#{i}'
+                if not isinstance(d, dict):
+                    problems.append(f'{where}: not a mapping')
+                    continue
+                kind, api = d.get('kind'), d.get('apiVersion')
+                name = (d.get('metadata') or {}).get('name')
+                if not name:
+                    problems.append(f'{where}: metadata.name missing')
+                if (api, kind) not in KNOWN:
+                    problems.append(f'{where}: unexpected apiVersion/kind {api}/{kind}')
+                docs.append((where, d))
+    if not docs:
+        problems.append(f'no manifests in {directory}')
+    deployments = {d['metadata']['name']: (w, d) for w, d in docs if d.get('kind') == 'Deployment'}
+    pod_labels = {}
+    for name, (w, d) in deployments.items():
+        spec = d.get('spec') or {}
+        tmpl = spec.get('template') or {}
+        labels = (tmpl.get('metadata') or {}).get('labels') or {}
+        pod_labels[name] = labels
+        sel = (spec.get('selector') or {}).get('matchLabels')
+        if not sel or not subset(sel, labels):
+            problems.append(f'{w}: selector.matchLabels {sel} does not match the pod labels {labels}')
+        containers = (tmpl.get('spec') or {}).get('containers') or []
+        if not containers:
+            problems.append(f'{w}: no containers')
+        for c in containers:
+            cname = c.get('name', '?')
+            if not c.get('image'):
+                problems.append(f'{w}: container {cname} has no image')
+            ports = {p.get('name') for p in c.get('ports') or []} | {p.get('containerPort') for p in c.get('ports') or []}
+            for probe in ('startupProbe', 'readinessProbe', 'livenessProbe'):
+                p = c.get(probe)
+                if p is None:
+                    if probe != 'startupProbe':
+                        problems.append(f'{w}: container {cname} has no {probe}')
+                    continue
+                get = p.get('httpGet') or {}
+                if get.get('port') not in ports:
+                    problems.append(f'{w}: {probe} port {get.get("port")} is not a container port')
+                if probe == 'readinessProbe' and get.get('path') != '/readyz':
+                    problems.append(f'{w}: readinessProbe must use /readyz (it checks every dependency)')
+            for e in c.get('env') or []:
+                ref = ((e.get('valueFrom') or {}).get('secretKeyRef'))
+                if ref is not None and not (ref.get('name') and ref.get('key')):
+                    problems.append(f'{w}: env {e.get("name")} secretKeyRef needs name and key')
+                if e.get('value') and any(s in e.get('name', '') for s in ('TOKEN', 'PASSWORD', 'URL')):
+                    problems.append(f'{w}: env {e["name"]} holds a secret in plain text; use a secretKeyRef')
+    for w, d in docs:
+        kind = d.get('kind')
+        spec = d.get('spec') or {}
+        if kind == 'Service':
+            sel = spec.get('selector') or {}
+            targets = [n for n, l in pod_labels.items() if sel and subset(sel, l)]
+            if not targets:
+                problems.append(f'{w}: selector {sel} matches no Deployment here')
+            for p in spec.get('ports') or []:
+                tp = p.get('targetPort')
+                for n in targets:
+                    cs = deployments[n][1]['spec']['template']['spec']['containers']
+                    names = {q.get('name') for c in cs for q in c.get('ports') or []} | {q.get('containerPort') for c in cs for q in c.get('ports') or []}
+                    if tp not in names:
+                        problems.append(f'{w}: targetPort {tp} is not a port of {n}')
+        elif kind == 'PodDisruptionBudget':
+            sel = (spec.get('selector') or {}).get('matchLabels') or {}
+            if not any(subset(sel, l) for l in pod_labels.values()):
+                problems.append(f'{w}: selector {sel} matches no Deployment here')
+            if 'minAvailable' not in spec and 'maxUnavailable' not in spec:
+                problems.append(f'{w}: needs minAvailable or maxUnavailable')
+        elif kind == 'ScaledObject':
+            target = (spec.get('scaleTargetRef') or {}).get('name')
+            if target not in deployments:
+                problems.append(f'{w}: scaleTargetRef {target} is not a Deployment here')
+            if 'minReplicaCount' not in spec:
+                problems.append(f'{w}: minReplicaCount missing (0 scales to zero)')
+            trig = spec.get('triggers') or []
+            if not any(t.get('type') == 'prometheus' and 'gantry:desired_replicas' in str((t.get('metadata') or {}).get('query', '')) for t in trig):
+                problems.append(f'{w}: needs a prometheus trigger on gantry:desired_replicas')
+    return problems
+
+
+if __name__ == '__main__':
+    found = check(sys.argv[1] if len(sys.argv) > 1 else 'deploy/k8s')
+    for p in found:
+        print('k8s:', p)
+    if found:
+        sys.exit(1)
+    print('k8s: ok')
