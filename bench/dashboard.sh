@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-GANTRY_ADMIN_TOKEN=bench-admin "$BUILD/gantry" serve --port "$port" --data-dir "$tmp/data" \
+GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$BUILD/gantry" serve --port "$port" --data-dir "$tmp/data" \
   --threads 1 --io-threads 2 --request-log off >"$tmp/out" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -36,7 +36,7 @@ p50_off=(); p99_off=(); p50_on=(); p99_on=()
 for r in $(seq "$ROUNDS"); do
   off=$(measure)
   (while :; do
-    curl -fs -H 'Authorization: Bearer bench-admin' "http://127.0.0.1:$port/admin/v1/dashboard" -o /dev/null
+    curl -fs -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' "http://127.0.0.1:$port/admin/v1/dashboard" -o /dev/null
     sleep 1.5
   done) &
   poller=$!
@@ -49,7 +49,7 @@ for r in $(seq "$ROUNDS"); do
   p50_on+=($(echo "$on" | python3 -c 'import sys,json; print(json.load(sys.stdin)["p50_us"])'))
   p99_on+=($(echo "$on" | python3 -c 'import sys,json; print(json.load(sys.stdin)["p99_us"])'))
 done
-size=$(curl -fs -H 'Authorization: Bearer bench-admin' "http://127.0.0.1:$port/admin/v1/dashboard" | wc -c)
+size=$(curl -fs -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' "http://127.0.0.1:$port/admin/v1/dashboard" | wc -c)
 python3 - "${p50_off[*]}" "${p50_on[*]}" "${p99_off[*]}" "${p99_on[*]}" "$size" <<'PY'
 import sys, statistics as st
 a, b, c, d = ([float(x) for x in s.split()] for s in sys.argv[1:5])

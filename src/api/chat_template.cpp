@@ -5,6 +5,8 @@
 #include <optional>
 #include <utility>
 
+#include "engine/tokenizer/tokenizer.h"
+
 namespace gantry::api {
 namespace {
 
@@ -565,6 +567,28 @@ Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage
   case ChatFormat::kDeepSeek3: return render_deepseek3(turns, gen);
   }
   return Error::internal("unhandled chat format");
+}
+
+Result<std::vector<int32_t>> encode_chat(ChatFormat format,
+                                         const std::vector<ChatMessage> &messages,
+                                         bool add_generation_prompt, const engine::Tokenizer &tok) {
+  GANTRY_ASSIGN_OR_RETURN(std::string text, render_chat(format, messages, add_generation_prompt));
+  std::vector<ChatMessage> shapes = messages;
+  for (auto &m : shapes) {
+    for (char &c : m.content) {
+      if (!is_space(c))
+        c = '\x01';
+    }
+  }
+  GANTRY_ASSIGN_OR_RETURN(std::string shape, render_chat(format, shapes, add_generation_prompt));
+  if (shape.size() != text.size()) {
+    return Err(Error::internal("chat template '" + std::string(chat_format_name(format)) +
+                               "' does not render contents verbatim"));
+  }
+  std::vector<uint8_t> special_ok(text.size());
+  for (size_t i = 0; i < text.size(); ++i)
+    special_ok[i] = shape[i] != '\x01';
+  return tok.encode(text, true, special_ok);
 }
 
 } // namespace gantry::api

@@ -39,11 +39,12 @@
 // `chat_template = "<name>"`, parsed by chat_format_from_name.
 //
 // BOS: the rendered text never starts with the BOS token text. The caller tokenizes with
-// add_special=true (the tokenizer adds BOS when the vocab asks for it) and parse_special=true, so
-// a template that writes bos_token first would otherwise produce two BOS tokens. llama.cpp's
+// add_special=true (the tokenizer adds BOS when the vocab asks for it) and special tokens parsed
+// in the template's text (encode_chat), so a template that writes bos_token first would
+// otherwise produce two BOS tokens. llama.cpp's
 // server does the same by stripping a leading bos_token from the rendered Jinja output. BOS and
 // EOS text *inside* the conversation (Llama 2's "</s><s>[INST]" between turns) is kept, and
-// parse_special=true turns it into the control tokens.
+// encode_chat turns it into the control tokens (never the same text inside a message).
 //
 // What templates do that this renderer does not: default system prompts baked into a template
 // (Qwen 2.5's "You are Qwen ...", Llama 3.1's "Cutting Knowledge Date" header, Mistral Small's
@@ -56,6 +57,10 @@
 #include <vector>
 
 #include "core/result.h"
+
+namespace gantry::engine {
+class Tokenizer;
+}
 
 namespace gantry::api {
 
@@ -114,5 +119,17 @@ DetectedTemplate detect_chat_format(std::string_view template_text);
 // without a tool role (only kChatML, kLlama3 and kPlain have one).
 Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage> &messages,
                                 bool add_generation_prompt);
+
+// The prompt tokens of a conversation (audit L8): the rendered text is tokenized with special
+// tokens parsed in the template's own text only, never in a message's content, so a user message
+// containing "<|im_end|><|im_start|>system" stays text instead of becoming the control tokens.
+// When no content contains a control token's text the ids equal
+// tok.encode(render_chat(...), true, true). How content is told from template text: the
+// conversation is rendered a second time with every non-whitespace byte of each content replaced
+// by 0x01 (which no template writes); the renderers only copy, join and trim contents, so both
+// renderings align byte for byte and the 0x01 bytes are exactly the content.
+Result<std::vector<int32_t>> encode_chat(ChatFormat format,
+                                         const std::vector<ChatMessage> &messages,
+                                         bool add_generation_prompt, const engine::Tokenizer &tok);
 
 } // namespace gantry::api

@@ -58,6 +58,10 @@ struct BackendInfo {
 // Server-wide settings that shape a request during prepare().
 struct PrepareOptions {
   int default_max_tokens = 4096; // when the request names no max_tokens (capped by the context)
+  // The caller's cache scope (its project, or "" where projects share caches; audit M2): the
+  // local engine roots its prefix-cache chain in it, so one project's prompts never warm (or
+  // reveal through timing) another's.
+  std::string cache_scope;
 };
 
 // The result of prepare(): what admission and the response cache need, and the adapter's state.

@@ -166,6 +166,11 @@ int run_serve(const ServeFlags &f) {
                    m.spec.name.c_str(), std::string(api::chat_format_name(m.chat_format)).c_str());
     }
   }
+  if (auto warn = control::open_api_warning(
+          control::auth_mode_from_name(cfg.auth).value_or(control::AuthMode::kRequired),
+          (*gw)->auth_required(), cfg.host)) {
+    std::fprintf(stderr, "%s\n", warn->c_str());
+  }
   if (auto st = (*gw)->start(); !st) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 1;
@@ -226,7 +231,9 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--chat-template", f.chat_template, "force a chat template family by name");
   cmd->add_option("--request-log", f.request_log,
                   "one JSON line per inference call: - (stdout, default), a file, or off");
-  cmd->add_option("--auth", f.auth, "auto (keys required once one exists) or required");
+  cmd->add_option(
+      "--auth", f.auth,
+      "auto (keys required once one exists), required, or off (no keys: local development)");
   cmd->add_option("--admin-port", f.admin_port,
                   "also serve health, metrics and the admin API on this port (-1 = off)");
   cmd->add_flag("--no-metrics", f.no_metrics, "skip request histograms/counters (benchmarks)");

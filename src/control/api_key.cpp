@@ -96,8 +96,13 @@ bool hashes_equal(std::string_view a, std::string_view b) {
 }
 
 Result<std::string> load_pepper(const std::string &data_dir) {
-  if (const char *p = std::getenv("GANTRY_KEY_PEPPER"); p && *p)
-    return std::string(p);
+  // The same minimum as the file (audit I): a short pepper makes stolen hashes cheap to crack.
+  if (const char *p = std::getenv("GANTRY_KEY_PEPPER"); p && *p) {
+    std::string pepper(p); // as given: trimming would change every existing key's hash
+    if (pepper.size() < 16)
+      return Err(Error::invalid("GANTRY_KEY_PEPPER is shorter than 16 characters"));
+    return pepper;
+  }
   std::string path;
   bool create = false;
   if (const char *f = std::getenv("GANTRY_KEY_PEPPER_FILE"); f && *f) {

@@ -11,12 +11,45 @@ Error unauthorized(std::string msg) { return {ErrorCode::kUnauthorized, std::mov
 
 } // namespace
 
+std::optional<AuthMode> auth_mode_from_name(std::string_view name) {
+  if (name == "auto")
+    return AuthMode::kAuto;
+  if (name == "required")
+    return AuthMode::kRequired;
+  if (name == "off")
+    return AuthMode::kOff;
+  return std::nullopt;
+}
+
+std::optional<std::string> open_api_warning(AuthMode mode, bool keys_required,
+                                            std::string_view host) {
+  if (mode != AuthMode::kOff && keys_required)
+    return std::nullopt;
+  const bool loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
+  std::string w = "WARNING: ";
+  if (mode == AuthMode::kOff) {
+    w += "auth = \"off\": the API accepts every request without a key, and keys, limits and "
+         "quotas are not applied. For local development only.";
+  } else {
+    w += "no API key exists yet, so the API accepts every request without one (auth = "
+         "\"auto\"). Create a key (`gantry keys create --project NAME`) to require keys from "
+         "then on, or set auth = \"required\".";
+  }
+  if (!loopback) {
+    w += " The server listens on " + std::string(host) +
+         ", so anyone who can reach it over the network can use it.";
+  }
+  return w;
+}
+
 KeyAuthenticator::KeyAuthenticator(KeyStore &store, std::string pepper, const Clock &clock,
                                    AuthMode mode, UsedCallback on_used)
     : store_(store), pepper_(std::move(pepper)), clock_(clock), mode_(mode),
       on_used_(std::move(on_used)) {}
 
 bool KeyAuthenticator::required() const {
+  if (mode_ == AuthMode::kOff)
+    return false;
   return mode_ == AuthMode::kRequired || keys_ever_.load(std::memory_order_relaxed) > 0;
 }
 
@@ -53,6 +86,9 @@ Result<std::optional<ApiKey>> KeyAuthenticator::lookup(const std::string &id) {
 
 Result<std::optional<Principal>>
 KeyAuthenticator::authenticate(std::optional<std::string_view> authorization) {
+  // Off: no key is looked at, not even a valid one (so no call is attributed or limited).
+  if (mode_ == AuthMode::kOff)
+    return std::optional<Principal>{};
   if (!authorization || authorization->empty()) {
     if (!required())
       return std::optional<Principal>{};

@@ -20,7 +20,17 @@ namespace gantry::control {
 enum class AuthMode {
   kAuto,     // open only while no key has ever existed; closed for good once one has (audit H3)
   kRequired, // always required (no key exists yet = nobody gets in)
+  kOff,      // never checked, every call anonymous: local development only (loud warning)
 };
+
+// "auto" | "required" | "off"; nullopt for anything else.
+std::optional<AuthMode> auth_mode_from_name(std::string_view name);
+
+// The start-up warning for a server whose /v1 API answers without a key (audit H3): `auth =
+// "off"`, or "auto" before any key exists. nullopt when keys are required. `host` is the listen
+// address; a non-loopback one makes the warning say that the network can reach it.
+std::optional<std::string> open_api_warning(AuthMode mode, bool keys_required,
+                                            std::string_view host);
 
 struct Principal {
   std::string key_id;

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 #include "control/api_key.h"
@@ -54,7 +55,7 @@ Result<IssuedKey> create_key(KeyStore &store, const std::string &pepper, const C
   k.models = o.models;
   k.limits = o.limits;
   k.created_at = now;
-  k.expires_at = o.expires_in_s > 0 ? now + o.expires_in_s : 0;
+  k.expires_at = o.expires_in_s > 0 ? now + std::min(o.expires_in_s, kMaxDurationS) : 0;
   GANTRY_TRY(store.insert_key(k));
   return out;
 }
@@ -72,7 +73,7 @@ Result<IssuedKey> rotate_key(KeyStore &store, const std::string &pepper, const s
   out.key = format_key(parts);
   out.record = *key;
   out.record.prev_hash = grace_s > 0 ? key->hash : std::string();
-  out.record.prev_expires_at = grace_s > 0 ? now + grace_s : 0;
+  out.record.prev_expires_at = grace_s > 0 ? now + std::min(grace_s, kMaxDurationS) : 0;
   out.record.hash = hash_secret(pepper, parts.secret);
   GANTRY_TRY(store.update_key(out.record));
   return out;

@@ -4,6 +4,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,10 @@ struct IssuedKey {
   ApiKey record;
   std::string key; // "gsk_..." — shown once
 };
+
+// Longer expiries and grace periods are cut to this (100 years), so `now + d` cannot overflow
+// whatever number the admin API is sent (audit I).
+inline constexpr int64_t kMaxDurationS = int64_t{100} * 365 * 86400;
 
 // "30d", "24h", "90m", "45s", plain seconds; kInvalidArgument otherwise.
 Result<int64_t> parse_duration_s(std::string_view text);

@@ -52,4 +52,11 @@ std::string next_call_id() {
   return prefix + std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
 }
 
+std::string response_id(const Request &req) {
+  if (!req.call_id.empty() && req.call_id.find(':') == std::string::npos)
+    return req.call_id;
+  thread_local RequestIdGenerator gen;
+  return gen.next();
+}
+
 } // namespace gantry::http

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "http/request.h"
+
 namespace gantry::http {
 
 inline constexpr std::size_t kMaxRequestIdLength = 128;
@@ -30,5 +32,11 @@ private:
 // a namespace sanitize_request_id cannot produce, so no client id equals one (audit H4); the
 // random part keeps ids of different processes (restarts, nodes) apart. Thread-safe.
 std::string next_call_id();
+
+// The id of the response to a call (its "id" field). Never the client's X-Request-Id (audit I:
+// a client-chosen id lets responses share or spoof ids): 32 random hex digits for an HTTP call;
+// for a job's execution, whose call id is the server-owned job id (no ':'), that id, so a job's
+// result names its job. Thread-safe.
+std::string response_id(const Request &req);
 
 } // namespace gantry::http

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 
@@ -114,12 +115,89 @@ std::optional<Error> check_admin_token(const http::Request &req, const std::stri
   return std::nullopt;
 }
 
-void add_admin_routes(http::Router &r, control::ControlPlane &ctl, const std::string &token,
+Result<std::unique_ptr<AdminAuth>> AdminAuth::create(std::string token, const Clock &clock,
+                                                     Log log) {
+  if (!token.empty() && token.size() < kMinTokenLength) {
+    return Err(Error::invalid("GANTRY_ADMIN_TOKEN must be at least " +
+                                  std::to_string(kMinTokenLength) + " characters (it has " +
+                                  std::to_string(token.size()) +
+                                  "); generate one with `openssl rand -hex 32`",
+                              "GANTRY_ADMIN_TOKEN"));
+  }
+  return std::unique_ptr<AdminAuth>(new AdminAuth(std::move(token), clock, std::move(log)));
+}
+
+size_t AdminAuth::tracked_peers() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return peers_.size();
+}
+
+std::optional<Error> AdminAuth::check(const http::Request &req) {
+  if (token_.empty())
+    return check_admin_token(req, token_);
+  // The server writes "<address>:<port>" (IPv6 unbracketed): the throttle is per address,
+  // whatever the source port.
+  std::string peer = req.remote_address;
+  if (auto colon = peer.rfind(':'); colon != std::string::npos)
+    peer.resize(colon);
+  const auto now = clock_.now();
+  std::unique_lock<std::mutex> lk(mu_);
+  auto it = peers_.find(peer);
+  if (it != peers_.end() && now - it->second.window_start >= kWindow) {
+    peers_.erase(it);
+    it = peers_.end();
+  }
+  if (it != peers_.end() && it->second.count >= kMaxFailures) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(it->second.window_start + kWindow - now);
+    Error e{ErrorCode::kRateLimited,
+            "Too many failed admin authentications from this address; try again later.", ""};
+    e.retry_after_ms = std::max<int64_t>(left.count(), 1);
+    return e;
+  }
+  lk.unlock();
+  auto refused = check_admin_token(req, token_);
+  if (!refused)
+    return std::nullopt;
+  lk.lock();
+  it = peers_.find(peer);
+  if (it == peers_.end()) {
+    if (peers_.size() >= kMaxPeers) {
+      for (auto p = peers_.begin(); p != peers_.end();) {
+        p = now - p->second.window_start >= kWindow ? peers_.erase(p) : std::next(p);
+      }
+    }
+    if (peers_.size() >= kMaxPeers) {
+      auto oldest =
+          std::min_element(peers_.begin(), peers_.end(), [](const auto &a, const auto &b) {
+            return a.second.window_start < b.second.window_start;
+          });
+      peers_.erase(oldest);
+    }
+    it = peers_.emplace(peer, Failures{now, 0}).first;
+  }
+  const int n = ++it->second.count;
+  lk.unlock();
+  if (log_) {
+    // The peer is an address the server saw and the path went through the router; neither
+    // contains what the client sent as the token.
+    std::string line = "admin: failed authentication from " + peer + " (" + req.path + "), " +
+                       std::to_string(n) + " in this window";
+    if (n == kMaxFailures) {
+      line += "; further attempts from this address are refused for " +
+              std::to_string(kWindow.count()) + " s";
+    }
+    log_(line);
+  }
+  return refused;
+}
+
+void add_admin_routes(http::Router &r, control::ControlPlane &ctl, AdminAuth &auth,
                       const Clock &clock, const observe::ErrorTracker *errors) {
-  // Wraps a handler with the admin-token check (constant-time).
-  auto guard = [&token](auto fn) {
-    return [&token, fn](http::Request &&req, W w) {
-      if (auto refused = check_admin_token(req, token))
+  // Wraps a handler with the admin-token check (constant-time, throttled per peer).
+  auto guard = [&auth](auto fn) {
+    return [&auth, fn](http::Request &&req, W w) {
+      if (auto refused = auth.check(req))
         return send_error(w, *refused);
       fn(std::move(req), std::move(w));
     };

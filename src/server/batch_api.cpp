@@ -3,8 +3,6 @@
 // moves a batch to finalizing and writes its output and error files.
 #include <boost/json.hpp>
 
-#include <set>
-
 #include "server/jobs_api.h"
 #include "server/jobs_wire.h"
 
@@ -229,74 +227,18 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
   b.expires_ms = now + *window_ms;
 
   // Validation: every line must be a request this server can run; any bad line fails the batch.
+  BatchInput input = parse_batch_input((*file)->content, b.endpoint);
+  json::array errors = std::move(input.errors);
   std::vector<Job> lines;
-  json::array errors;
-  std::set<std::string> seen;
-  const std::string &content = (*file)->content;
-  size_t start = 0;
-  int line_no = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string::npos)
-      end = content.size();
-    std::string_view line(content.data() + start, end - start);
-    start = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r')
-      line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos)
-      continue;
-    auto fail = [&](std::string msg) {
-      if (errors.size() < 100)
-        errors.push_back(json::object{{"code", "invalid_request"},
-                                      {"message", std::move(msg)},
-                                      {"param", nullptr},
-                                      {"line", line_no}});
-    };
-    boost::system::error_code lec;
-    json::value lv = json::parse(line, lec);
-    if (lec || !lv.is_object()) {
-      fail("line is not a JSON object");
-      continue;
-    }
-    const json::object &lo = lv.as_object();
-    const json::value *cid = lo.if_contains("custom_id");
-    const json::value *url = lo.if_contains("url");
-    const json::value *method = lo.if_contains("method");
-    const json::value *body = lo.if_contains("body");
-    if (!cid || !cid->is_string() || cid->as_string().empty()) {
-      fail("custom_id is required");
-      continue;
-    }
-    if (!seen.insert(std::string(cid->as_string())).second) {
-      fail("custom_id '" + std::string(cid->as_string()) + "' is repeated");
-      continue;
-    }
-    if (method && (!method->is_string() || method->as_string() != "POST")) {
-      fail("method must be POST");
-      continue;
-    }
-    if (!url || !url->is_string() || url->as_string() != b.endpoint) {
-      fail("url must be the batch's endpoint " + b.endpoint);
-      continue;
-    }
-    auto jb = body ? job_body(*body) : Result<std::string>(Err(Error::invalid("body is required")));
-    if (!jb) {
-      fail(jb.error().message);
-      continue;
-    }
-    if (auto parsed = api::parse_inference_request(*endpoint_of(b.endpoint), *jb); !parsed) {
-      fail(parsed.error().message);
-      continue;
-    }
+  for (auto &l : input.lines) {
     Job j;
     j.id = ids_.next("job_");
     j.project = project;
     j.key_id = b.key_id;
     j.endpoint = b.endpoint;
-    j.body = std::move(*jb);
+    j.body = std::move(l.body);
     j.batch_id = b.id;
-    j.custom_id = std::string(cid->as_string());
+    j.custom_id = std::move(l.custom_id);
     j.priority = -50; // batch lines yield to interactive jobs of the same project
     j.max_attempts = config_.max_attempts;
     j.created_ms = now;

@@ -3,6 +3,8 @@
 #include <string_view>
 #include <vector>
 
+#include "server/metrics_text.h"
+
 namespace gantry::server {
 namespace {
 
@@ -16,7 +18,7 @@ void family(std::ostream &o, const std::vector<Row> &rows, std::string_view name
             std::string_view type, std::string_view help, uint64_t (*value)(const Row &)) {
   o << "# HELP gantry:" << name << ' ' << help << "\n# TYPE gantry:" << name << ' ' << type << '\n';
   for (const auto &r : rows) {
-    o << "gantry:" << name << "{cache=\"" << r.cache << "\"} " << value(r) << '\n';
+    o << "gantry:" << name << '{' << label("cache", r.cache) << "} " << value(r) << '\n';
   }
 }
 

@@ -9,6 +9,8 @@
 #include <optional>
 #include <tuple>
 
+#include "control/key_authenticator.h"
+
 extern char **environ;
 
 namespace gantry::server {
@@ -77,7 +79,7 @@ Status read_cache_table(const toml::node &n, CacheConfig &c) {
     return config_error("cache", "expected a table");
   for (const auto &[k, v] : *t) {
     if (k.str() != "enabled" && k.str() != "max_bytes" && k.str() != "embedding_max_bytes" &&
-        k.str() != "ttl_s") {
+        k.str() != "ttl_s" && k.str() != "share_across_projects") {
       return config_error("cache." + std::string(k.str()), "unknown key");
     }
   }
@@ -86,6 +88,11 @@ Status read_cache_table(const toml::node &n, CacheConfig &c) {
     if (!e->is_boolean())
       return config_error("cache.enabled", "expected true or false");
     c.enabled = *e->value<bool>();
+  }
+  if (auto e = t->get("share_across_projects")) {
+    if (!e->is_boolean())
+      return config_error("cache.share_across_projects", "expected true or false");
+    c.share_across_projects = *e->value<bool>();
   }
   for (auto [key, out] : {std::pair{"max_bytes", &c.max_bytes},
                           std::pair{"embedding_max_bytes", &c.embedding_max_bytes}}) {
@@ -250,8 +257,8 @@ Status ServerConfig::validate() const {
     return config_error("request_log_max_mb", "must be at least 1");
   if (request_log_keep < 0)
     return config_error("request_log_keep", "must be >= 0");
-  if (auth != "auto" && auth != "required") {
-    return config_error("auth", "must be \"auto\" or \"required\", got '" + auth + "'");
+  if (!control::auth_mode_from_name(auth)) {
+    return config_error("auth", "must be \"auto\", \"required\" or \"off\", got '" + auth + "'");
   }
   if (global_rpm < 0 || global_tpm < 0 || global_max_concurrent < 0) {
     return config_error("limits", "limits must be non-negative (0 = none)");

@@ -41,6 +41,10 @@ struct CacheConfig {
   uint64_t max_bytes = uint64_t{64} << 20;           // response cache, keys + values + overhead
   uint64_t embedding_max_bytes = uint64_t{16} << 20; // embedding cache, likewise
   std::chrono::seconds ttl{3600};                    // default lifetime of an entry
+  // Off: the response, embedding and prefix caches are scoped per project, so a hit or
+  // cached_tokens never reveals another tenant's prompt (audit M2). On: one tenant's entries
+  // serve every project (more hits; only for deployments whose projects trust each other).
+  bool share_across_projects = false;
 };
 
 // Async jobs, webhooks and the Batch API (README, "Async jobs"); `[jobs]` in TOML.
@@ -94,8 +98,9 @@ struct ServerConfig {
 
   // Control plane. Secrets (key pepper, admin token, alert webhook secret) come only from the
   // environment or files named there, never from this config.
-  std::string auth = "auto"; // "auto": keys required once one exists; "required": always
-  int64_t global_rpm = 0;    // server-wide limits; 0 = none
+  // "auto": keys required once one exists; "required": always; "off": never (development only)
+  std::string auth = "auto";
+  int64_t global_rpm = 0; // server-wide limits; 0 = none
   int64_t global_tpm = 0;
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often

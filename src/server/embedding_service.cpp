@@ -82,7 +82,10 @@ void EmbeddingService::handle(backend::ModelBackend &m, api::EmbeddingRequest re
   for (size_t i = 0; i < n; ++i) {
     const bool cacheable = use_cache && !prepared->cache_material[i].empty();
     if (cacheable)
-      keys[i] = cache::KeyBuilder("emb.v2").add("material", prepared->cache_material[i]).finish();
+      keys[i] = cache::KeyBuilder("emb.v2")
+                    .add("scope", hooks.cache_scope) // per project unless shared (audit M2)
+                    .add("material", prepared->cache_material[i])
+                    .finish();
     if (cacheable && policy.read) {
       auto got = store_->get(keys[i]);
       if (!got.ok())

@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "api/embeddings.h"
@@ -43,6 +44,9 @@ struct EmbeddingHooks {
   std::function<void(const EmbeddingUsage &)> usage;
   // Called before an error response is written, with the error (the call's typed record).
   std::function<void(const Error &)> error;
+  // Entries are shared only within one scope: the caller's project, or "" where projects share
+  // caches (audit M2).
+  std::string cache_scope;
 };
 
 class EmbeddingService {

@@ -3,6 +3,7 @@
 #include "api/embeddings.h"
 #include "core/utf8.h"
 #include "server/observed_writer.h"
+#include "server/response_cache.h"
 
 namespace gantry::server {
 
@@ -60,6 +61,7 @@ void EmbeddingsRoute::handle(http::Request &&req, std::shared_ptr<http::Response
   ar.client_request_id = req.request_id;
   ar.arrived_ms = rec->arrived_unix_ms;
   EmbeddingHooks hooks;
+  hooks.cache_scope = cache_scope(*principal, share_across_projects_);
   auto owner = std::make_shared<std::optional<control::Principal>>(std::move(*principal));
   hooks.admit = [this, ar = std::move(ar), admission, w, rec,
                  owner](int64_t prompt_tokens) mutable {

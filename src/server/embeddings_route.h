@@ -20,9 +20,11 @@ namespace gantry::server {
 
 class EmbeddingsRoute {
 public:
+  // `share_across_projects`: `[cache] share_across_projects` (one cache scope for all; audit M2).
   EmbeddingsRoute(ApiCalls &calls, ModelRegistry &models, EmbeddingService &service,
-                  PreparePool &pool)
-      : calls_(calls), models_(models), service_(service), pool_(pool) {}
+                  PreparePool &pool, bool share_across_projects)
+      : calls_(calls), models_(models), service_(service), pool_(pool),
+        share_across_projects_(share_across_projects) {}
 
   void handle(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
 
@@ -31,6 +33,7 @@ private:
   ModelRegistry &models_;
   EmbeddingService &service_;
   PreparePool &pool_;
+  const bool share_across_projects_;
 };
 
 } // namespace gantry::server

@@ -118,7 +118,7 @@ Status Gateway::build_control(Stores &stores) {
   outbound_ = std::make_unique<Outbound>(config_, clock_);
   GANTRY_ASSIGN_OR_RETURN(std::string pepper, control::load_pepper(config_.data_dir));
   control::ControlConfig cc;
-  cc.auth = config_.auth == "required" ? control::AuthMode::kRequired : control::AuthMode::kAuto;
+  cc.auth = control::auth_mode_from_name(config_.auth).value_or(control::AuthMode::kRequired);
   cc.global = {config_.global_rpm, config_.global_tpm, config_.global_max_concurrent};
   cc.ledger_flush = config_.ledger_flush;
   cc.alert_webhook_url = config_.alert_webhook_url;
@@ -156,7 +156,11 @@ Status Gateway::build_control(Stores &stores) {
   bo.keep = config_.backup_keep;
   bo.dir = config_.backup_dir.empty() ? config_.data_dir + "/backups" : config_.backup_dir;
   backups_ = std::make_unique<control::BackupScheduler>(stores.backup_to, bo, clock_, log_line);
-  admin_token_ = env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE");
+  // A token shorter than 32 characters stops start-up; failed attempts are throttled per peer
+  // (audit M1).
+  GANTRY_ASSIGN_OR_RETURN(
+      admin_auth_, AdminAuth::create(env_or_file("GANTRY_ADMIN_TOKEN", "GANTRY_ADMIN_TOKEN_FILE"),
+                                     clock_, log_line));
   return Ok();
 }
 
@@ -212,11 +216,12 @@ Status Gateway::build_services(Stores &stores) {
   InferenceServiceConfig ic;
   ic.prepare.default_max_tokens = config_.default_max_tokens;
   ic.metrics = config_.metrics;
+  ic.share_cache_across_projects = config_.cache.share_across_projects;
   inference_ = std::make_unique<InferenceService>(registry_, *control_, *response_cache_,
                                                   *prepare_pool_, metrics_, clock_, ic);
   inference_routes_ = std::make_unique<InferenceRoutes>(*calls_, *inference_);
-  embeddings_route_ =
-      std::make_unique<EmbeddingsRoute>(*calls_, registry_, *embeddings_, *prepare_pool_);
+  embeddings_route_ = std::make_unique<EmbeddingsRoute>(
+      *calls_, registry_, *embeddings_, *prepare_pool_, config_.cache.share_across_projects);
   health_routes_ = std::make_unique<HealthRoutes>(registry_, *control_, *calls_, clock_,
                                                   config_.ready_cache, shutting_down_);
   ApiCalls *calls = calls_.get();
@@ -226,13 +231,13 @@ Status Gateway::build_services(Stores &stores) {
                  [calls](const http::Request &req, const std::shared_ptr<http::ResponseWriter> &w) {
                    return calls->authenticate(req, *w, nullptr);
                  },
-                 *calls_, *inference_, outbound_->webhook_post(), admin_token_));
+                 *calls_, *inference_, outbound_->webhook_post(), *admin_auth_));
   health_routes_->add_check("jobs", [jobs = jobs_.get()] { return jobs->check_queue(); });
   OperatorViewsDeps vd{
       &clock_,
       control_.get(),
       errors_.get(),
-      &admin_token_,
+      admin_auth_.get(),
       &metrics_,
       [this] {
         const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
@@ -345,7 +350,7 @@ void Gateway::add_operator_routes(http::Router &r) {
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     w->respond(std::move(resp));
   });
-  add_admin_routes(r, *control_, admin_token_, clock_, errors_.get());
+  add_admin_routes(r, *control_, *admin_auth_, clock_, errors_.get());
   views_->add_dashboard_routes(r);
   jobs_->add_admin_routes(r);
 }

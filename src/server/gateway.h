@@ -28,7 +28,9 @@
 #include "http/server.h"
 #include "observe/error_tracker.h"
 #include "observe/sentry.h"
+#include "server/admin_api.h"
 #include "server/api_call.h"
+#include "server/auth_outcome.h"
 #include "server/call_recorder.h"
 #include "server/config.h"
 #include "server/embedding_service.h"
@@ -74,6 +76,8 @@ public:
 
   const std::vector<LocalModel> &local_models() const { return local_models_; }
   const ModelRegistry &models() const { return registry_; }
+  // Whether the API demands a key right now (the open-API start-up warning reads it).
+  bool auth_required() const { return control_->auth_required(); }
   const ServerConfig &config() const { return config_; }
 
 private:
@@ -105,7 +109,7 @@ private:
   std::unique_ptr<ScopedFailureReporter> thread_failures_;
   std::unique_ptr<telemetry::RequestLog> request_log_;
   std::string instance_id_;
-  std::string admin_token_;
+  std::unique_ptr<AdminAuth> admin_auth_;
   std::unique_ptr<CallRecorder> recorder_;
   std::unique_ptr<ApiCalls> calls_;
   std::unique_ptr<ResponseCache> response_cache_;

@@ -51,6 +51,11 @@ void HealthRoutes::add_model_routes(http::Router &r) {
     if (!principal)
       return;
     backend::ModelBackend *m = models_.find(req.path_param("id"));
+    const auto &p = *principal; // a key limited to some models knows of no others (audit I)
+    if (m && p && !p->models.empty() &&
+        std::find(p->models.begin(), p->models.end(), m->info().name) == p->models.end()) {
+      m = nullptr;
+    }
     if (!m) {
       w->respond(http::error_response(
           Error{ErrorCode::kNotFound,

@@ -1,6 +1,7 @@
 #include "server/inference_routes.h"
 
 #include "cache/cache_key.h"
+#include "http/request_id.h"
 #include "server/recording_writer.h"
 
 namespace gantry::server {
@@ -112,6 +113,7 @@ void InferenceRoutes::handle(api::Endpoint endpoint, http::Request &&req,
   in.request = std::move(parsed).value();
   in.principal = std::move(*principal);
   in.call_id = req.call_id;
+  in.response_id = http::response_id(req);
   if (auto cc = req.header("cache-control"))
     in.cache_control = std::string(*cc);
   CallOutcome outcome = *rec;

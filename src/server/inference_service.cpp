@@ -144,7 +144,11 @@ private:
 
   void prepare_and_start() {
     const api::InferenceRequest &ir = in_.request;
-    auto prepared = backend_->prepare(ir, svc_.config_.prepare);
+    // Cache entries and prefix-cache blocks are shared only within this scope (audit M2).
+    const std::string scope = cache_scope(in_.principal, svc_.config_.share_cache_across_projects);
+    backend::PrepareOptions options = svc_.config_.prepare;
+    options.cache_scope = scope;
+    auto prepared = backend_->prepare(ir, options);
     if (!prepared) {
       fail(prepared.take_error());
       return;
@@ -152,8 +156,8 @@ private:
     backend::PreparedCall &p = *prepared;
     // Looked up before admission: a hit costs no tokens, so it reserves none (it still counts
     // as a request for RPM and concurrency, and needs the key's model access and budget).
-    auto cached = svc_.cache_.lookup_material(
-        p.cache_material, p.n, cache_policy(in_.cache_control, ir.cache), /*scope=*/{});
+    auto cached = svc_.cache_.lookup_material(p.cache_material, p.n,
+                                              cache_policy(in_.cache_control, ir.cache), scope);
     out_.cache = std::string(cache_outcome_name(cached.outcome));
     control::AdmitRequest ar;
     ar.principal = in_.principal ? &*in_.principal : nullptr;
@@ -174,8 +178,9 @@ private:
     admission_ = std::move(adm).value();
     out_.rate = admission_->snapshot;
 
-    head_.meta = {api::id_prefix(ir.endpoint) + out_.request_id, out_.model,
-                  svc_.clock_.unix_seconds()};
+    head_.meta = {api::id_prefix(ir.endpoint) +
+                      (in_.response_id.empty() ? in_.call_id : in_.response_id),
+                  out_.model, svc_.clock_.unix_seconds()};
     head_.endpoint = ir.endpoint;
     head_.n = p.n;
     head_.echo = p.echo;

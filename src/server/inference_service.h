@@ -38,7 +38,10 @@ struct InferenceInput {
   api::InferenceRequest request;
   std::optional<control::Principal> principal; // nullopt when auth is off
   std::string call_id;                         // server-generated: the ledger's unique key
-  std::optional<std::string> cache_control;    // the request's Cache-Control header
+  // The response's "id" after its prefix: server-chosen, never the client's X-Request-Id
+  // (audit I; http::response_id). Empty: the call id.
+  std::string response_id;
+  std::optional<std::string> cache_control; // the request's Cache-Control header
 };
 
 // What a sink needs before the first event to start its response.
@@ -72,6 +75,8 @@ public:
 struct InferenceServiceConfig {
   backend::PrepareOptions prepare;
   bool metrics = true; // observe inter-token gaps
+  // `[cache] share_across_projects`: one cache scope for every project (audit M2 opt-in).
+  bool share_cache_across_projects = false;
 };
 
 class InferenceService {

@@ -75,6 +75,7 @@ public:
     in.request = std::move(parsed).value();
     in.principal = std::move(principal);
     in.call_id = request_id;
+    in.response_id = request_id; // the job's id: a job's result names its job
     svc_.inference_->run(std::move(in), std::move(outcome), sink);
     std::weak_ptr<Sink> weak = sink;
     return [weak] {
@@ -178,12 +179,12 @@ Result<std::map<std::string, int64_t>> JobsService::check_queue() {
 Result<std::unique_ptr<JobsService>>
 JobsService::create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
                     JobStores stores, Authenticate authenticate, ApiCalls &calls,
-                    InferenceService &inference, WebhookPost post, std::string admin_token) {
+                    InferenceService &inference, WebhookPost post, AdminAuth &admin_auth) {
   std::unique_ptr<JobsService> s(new JobsService(config, control, clock));
   s->authenticate_ = std::move(authenticate);
   s->calls_ = &calls;
   s->inference_ = &inference;
-  s->admin_token_ = std::move(admin_token);
+  s->admin_auth_ = &admin_auth;
   s->queue_ = std::move(stores.queue);
   s->records_ = std::move(stores.records);
   s->events_ = std::move(stores.events);
@@ -608,7 +609,7 @@ void JobsService::add_admin_routes(http::Router &r) {
   r.post("/admin/v1/projects/{id}/webhook_secrets", [this](
                                                         http::Request &&req,
                                                         std::shared_ptr<http::ResponseWriter> w) {
-    if (auto refused = check_admin_token(req, admin_token_))
+    if (auto refused = admin_auth_->check(req))
       return send_error(w, *refused);
     int64_t grace_ms = 24 * 3'600'000;
     if (!req.body.empty()) {

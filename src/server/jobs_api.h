@@ -26,6 +26,7 @@
 #include "jobs/job_records.h"
 #include "jobs/job_runner.h"
 #include "jobs/webhook_dispatcher.h"
+#include "server/admin_api.h"
 #include "server/api_call.h"
 #include "server/auth_outcome.h"
 #include "server/config.h"
@@ -45,7 +46,7 @@ public:
   static Result<std::unique_ptr<JobsService>>
   create(const ServerConfig &config, control::ControlPlane &control, const Clock &clock,
          JobStores stores, Authenticate authenticate, ApiCalls &calls, InferenceService &inference,
-         WebhookPost post, std::string admin_token);
+         WebhookPost post, AdminAuth &admin_auth);
   ~JobsService();
 
   void add_routes(http::Router &router);       // /v1/jobs, /v1/files, /v1/batches
@@ -91,7 +92,7 @@ private:
   Authenticate authenticate_;
   ApiCalls *calls_ = nullptr;             // outcomes and their records (metrics, request log)
   InferenceService *inference_ = nullptr; // the typed call a job runs
-  std::string admin_token_;
+  AdminAuth *admin_auth_ = nullptr;
   jobs::JobIds ids_;
   // The ports, from open_stores().
   std::unique_ptr<jobs::JobQueue> queue_;

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <ctime>
+#include <set>
 
 namespace gantry::server {
 namespace json = boost::json;
@@ -265,6 +266,71 @@ Result<std::vector<MultipartPart>> parse_multipart(std::string_view content_type
     pos = next + 2;
   }
   return parts;
+}
+
+BatchInput parse_batch_input(std::string_view content, std::string_view endpoint) {
+  BatchInput out;
+  const std::optional<api::Endpoint> ep = endpoint_of(endpoint);
+  std::set<std::string, std::less<>> seen;
+  size_t start = 0;
+  int line_no = 0;
+  while (start < content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string_view::npos)
+      end = content.size();
+    std::string_view line = content.substr(start, end - start);
+    start = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r')
+      line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos)
+      continue;
+    auto fail = [&](std::string msg) {
+      if (out.errors.size() < kMaxBatchInputErrors)
+        out.errors.push_back(json::object{{"code", "invalid_request"},
+                                          {"message", std::move(msg)},
+                                          {"param", nullptr},
+                                          {"line", line_no}});
+    };
+    boost::system::error_code lec;
+    json::value lv = json::parse(line, lec);
+    if (lec || !lv.is_object()) {
+      fail("line is not a JSON object");
+      continue;
+    }
+    const json::object &lo = lv.as_object();
+    const json::value *cid = lo.if_contains("custom_id");
+    const json::value *url = lo.if_contains("url");
+    const json::value *method = lo.if_contains("method");
+    const json::value *body = lo.if_contains("body");
+    if (!cid || !cid->is_string() || cid->as_string().empty()) {
+      fail("custom_id is required");
+      continue;
+    }
+    if (!seen.insert(std::string(cid->as_string())).second) {
+      fail("custom_id '" + std::string(cid->as_string()) + "' is repeated");
+      continue;
+    }
+    if (method && (!method->is_string() || method->as_string() != "POST")) {
+      fail("method must be POST");
+      continue;
+    }
+    if (!ep || !url || !url->is_string() || url->as_string() != endpoint) {
+      fail("url must be the batch's endpoint " + std::string(endpoint));
+      continue;
+    }
+    auto jb = body ? job_body(*body) : Result<std::string>(Err(Error::invalid("body is required")));
+    if (!jb) {
+      fail(jb.error().message);
+      continue;
+    }
+    if (auto parsed = api::parse_inference_request(*ep, *jb); !parsed) {
+      fail(parsed.error().message);
+      continue;
+    }
+    out.lines.push_back({line_no, std::string(cid->as_string()), std::move(*jb)});
+  }
+  return out;
 }
 
 } // namespace gantry::server

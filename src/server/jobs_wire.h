@@ -46,6 +46,23 @@ std::string iso8601(int64_t unix_s);
 Result<std::string> job_body(const boost::json::value &body);
 std::optional<api::Endpoint> endpoint_of(std::string_view path);
 
+// The Batch API's input file (JSONL): every non-blank line must be {"custom_id": unique
+// non-empty string, "method": "POST" (optional), "url": `endpoint`, "body": a request this
+// server can run}. Lines are split on '\n' (a trailing '\r' dropped). `errors` holds at most
+// kMaxBatchInputErrors OpenAI-shaped entries {code, message, param, line}; any error fails the
+// whole batch, so `lines` is meaningful only when there is none.
+inline constexpr size_t kMaxBatchInputErrors = 100;
+struct BatchInputLine {
+  int line_no = 0;
+  std::string custom_id;
+  std::string body; // job_body() of the line's body
+};
+struct BatchInput {
+  std::vector<BatchInputLine> lines;
+  boost::json::array errors;
+};
+BatchInput parse_batch_input(std::string_view content, std::string_view endpoint);
+
 struct MultipartPart {
   std::string name;
   std::string filename;

@@ -5,6 +5,7 @@
 #include "server/cache_metrics.h"
 #include "server/remote_metrics.h"
 #include "server/remote_models.h"
+#include "telemetry/metrics.h"
 
 namespace gantry::server {
 namespace {
@@ -14,6 +15,10 @@ void family(std::ostringstream &o, const char *name, const char *type, const cha
 }
 
 } // namespace
+
+std::string label(std::string_view name, std::string_view value) {
+  return std::string(name) + "=\"" + telemetry::escape_label(std::string(value)) + "\"";
+}
 
 std::string render_metrics(const MetricsSources &g) {
   std::ostringstream o;
@@ -27,7 +32,7 @@ std::string render_metrics(const MetricsSources &g) {
   auto per_model = [&](const char *name, const char *type, const char *help, auto value) {
     family(o, name, type, help);
     for (const auto &r : rows) {
-      o << "gantry:" << name << "{model_name=\"" << r.model << "\"} " << value(r.s) << '\n';
+      o << "gantry:" << name << '{' << label("model_name", r.model) << "} " << value(r.s) << '\n';
     }
   };
   per_model("model_loaded", "gauge", "1 when the model is loaded and serving.",
@@ -60,8 +65,8 @@ std::string render_metrics(const MetricsSources &g) {
             [](const backend::BackendStats &s) { return s.cancelled; });
   family(o, "requests_rejected_total", "counter", "Requests refused before running.");
   for (const auto &r : rows) {
-    o << "gantry:requests_rejected_total{model_name=\"" << r.model << "\",reason=\"queue_full\"} "
-      << r.s.rejected_queue_full << '\n';
+    o << "gantry:requests_rejected_total{" << label("model_name", r.model)
+      << ",reason=\"queue_full\"} " << r.s.rejected_queue_full << '\n';
   }
   auto &ctl = g.control;
   const auto cc = ctl.counters();
@@ -73,8 +78,8 @@ std::string render_metrics(const MetricsSources &g) {
   }
   family(o, "cost_usd_total", "counter", "Cost attributed to requests, by model and project.");
   for (const auto &[k, usd] : cc.cost_usd) {
-    o << "gantry:cost_usd_total{model_name=\"" << k.first << "\",project=\"" << k.second << "\"} "
-      << usd << '\n';
+    o << "gantry:cost_usd_total{" << label("model_name", k.first) << ','
+      << label("project", k.second) << "} " << usd << '\n';
   }
   family(o, "budget_alerts_total", "counter", "Budget threshold alerts sent, by threshold.");
   for (const auto &[t, n] : cc.alerts) {
@@ -88,12 +93,12 @@ std::string render_metrics(const MetricsSources &g) {
                              : static_cast<double>(b.used_tokens) /
                                    static_cast<double>(std::max<int64_t>(b.budget.token_quota, 1));
     o << "gantry:budget_used_ratio{owner_kind=\"" << control::to_string(b.budget.owner_kind)
-      << "\",owner=\"" << b.budget.owner_id << "\",period=\"" << control::to_string(b.budget.period)
-      << "\"} " << ratio << '\n';
+      << "\"," << label("owner", b.budget.owner_id) << ",period=\""
+      << control::to_string(b.budget.period) << "\"} " << ratio << '\n';
   }
   family(o, "circuit_breaker_open", "gauge", "1 while a model's spend-rate breaker is open.");
   for (const auto &m : ctl.breaker_models()) {
-    o << "gantry:circuit_breaker_open{model_name=\"" << m << "\"} "
+    o << "gantry:circuit_breaker_open{" << label("model_name", m) << "} "
       << (ctl.breaker_state(m).value_or(control::BreakerState{}).open ? 1 : 0) << '\n';
   }
   family(o, "ledger_rows_written_total", "counter", "Usage ledger rows committed.");

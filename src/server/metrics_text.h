@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "control/control_plane.h"
 #include "http/server.h"
@@ -25,4 +26,9 @@ struct MetricsSources {
   const telemetry::Registry &metrics;
 };
 std::string render_metrics(const MetricsSources &g);
+
+// `name="value"` with the value escaped as the text format requires (\\, \", \n): model,
+// project and budget-owner names come from operators and tenants, and an unescaped quote or
+// newline would corrupt the exposition or forge series (audit L1).
+std::string label(std::string_view name, std::string_view value);
 } // namespace gantry::server

@@ -591,7 +591,7 @@ void OperatorViews::add_dashboard_routes(http::Router &r) {
   r.get("/dashboard/app.css",
         [](http::Request &&, W w) { w->respond(asset("app.css", kDashboardCsp)); });
   r.get("/admin/v1/dashboard", [this](http::Request &&req, W w) {
-    if (auto refused = check_admin_token(req, *deps_.admin_token))
+    if (auto refused = deps_.admin_auth->check(req))
       return w->respond(http::error_response(*refused));
     int64_t since = 0;
     if (auto v = req.query_param("since")) {

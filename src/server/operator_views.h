@@ -26,6 +26,7 @@
 #include "dashboard/status_history.h"
 #include "http/router.h"
 #include "observe/error_tracker.h"
+#include "server/admin_api.h"
 #include "telemetry/metrics.h"
 
 namespace gantry::server {
@@ -42,7 +43,7 @@ struct OperatorViewsDeps {
   const Clock *clock = nullptr;
   control::ControlPlane *control = nullptr;
   const observe::ErrorTracker *errors = nullptr;
-  const std::string *admin_token = nullptr; // checked by check_admin_token (admin_api.h)
+  AdminAuth *admin_auth = nullptr; // the admin token, with the per-peer failure throttle
   // Optional: gets gantry:model_ready and gantry:model_probe_seconds per model after each status
   // probe, so Prometheus can alert on readiness without probing /readyz itself.
   telemetry::Registry *metrics = nullptr;

@@ -1,6 +1,7 @@
 #include "server/remote_metrics.h"
 
 #include "backend/remote/remote_backend.h"
+#include "server/metrics_text.h"
 
 namespace gantry::server {
 
@@ -19,7 +20,7 @@ void render_remote_metrics(const std::vector<RemoteModelRef> &models, std::ostre
   auto each = [&](auto &&f) {
     for (std::size_t i = 0; i < models.size(); ++i)
       for (const auto &e : stats[i].endpoints)
-        f("model_name=\"" + models[i].model + "\",backend=\"" + e.name + "\"", e);
+        f(label("model_name", models[i].model) + "," + label("backend", e.name), e);
   };
   family("backend_requests_total", "counter", "Attempts sent to each remote backend.");
   each([&](const std::string &l, const auto &e) {
@@ -51,11 +52,11 @@ void render_remote_metrics(const std::vector<RemoteModelRef> &models, std::ostre
   });
   family("backend_retries_total", "counter", "Retries on another backend, per remote model.");
   for (std::size_t i = 0; i < models.size(); ++i)
-    o << "gantry:backend_retries_total{model_name=\"" << models[i].model << "\"} "
+    o << "gantry:backend_retries_total{" << label("model_name", models[i].model) << "} "
       << stats[i].retries << '\n';
   family("backend_retries_refused_total", "counter", "Retries the retry budget refused.");
   for (std::size_t i = 0; i < models.size(); ++i)
-    o << "gantry:backend_retries_refused_total{model_name=\"" << models[i].model << "\"} "
+    o << "gantry:backend_retries_refused_total{" << label("model_name", models[i].model) << "} "
       << stats[i].retries_refused << '\n';
 }
 

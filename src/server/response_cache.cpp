@@ -112,6 +112,15 @@ CachePolicy cache_policy(std::optional<std::string_view> cache_control,
   return p;
 }
 
+std::string cache_scope(const std::optional<control::Principal> &principal,
+                        bool share_across_projects) {
+  if (!principal || share_across_projects)
+    return {};
+  // A project name can never be empty for a key, but an explicit prefix keeps "" (shared)
+  // apart from every project anyway.
+  return "project:" + principal->project;
+}
+
 std::string completion_key(const ModelIdentity &model, api::Endpoint endpoint, int n,
                            const engine::GenerationRequest &req) {
   return backend::completion_material(model.name, model.digest, endpoint, n, req);

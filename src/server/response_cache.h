@@ -3,10 +3,12 @@
 // The key is the SHA-256 of everything that decides the generated tokens: the model (name and
 // weights digest), the endpoint, the rendered prompt's token ids, `n` and every field of the
 // engine::GenerationRequest (all sampling parameters, seed, resolved max_tokens, stop strings,
-// ignore_eos). What only shapes the bytes of the answer — stream, include_usage, echo, user —
-// is left out: the value is the generated result (per choice: the text pieces in the order the
-// engine released them, the finish reason, the token count), and a hit is rendered by the same
-// api/ renderers as a live response, streamed or not.
+// ignore_eos, and the cache scope: the caller's project unless `[cache] share_across_projects`,
+// so one tenant's hit never reveals another tenant's prompt, audit M2). What only shapes the bytes
+// of the answer — stream, include_usage, echo, user — is left out: the value is the generated
+// result (per choice: the text pieces in the order the engine released them, the finish reason, the
+// token count), and a hit is rendered by the same api/ renderers as a live response, streamed or
+// not.
 //
 // Only requests whose output is reproducible are cached: greedy, or sampled with a fixed seed.
 // Anything else is a bypass, whatever the client asks.
@@ -28,6 +30,7 @@
 #include "api/cache_option.h"
 #include "api/openai.h"
 #include "cache/cache.h"
+#include "control/key_authenticator.h"
 #include "control/settlement_worker.h"
 #include "engine/batch/engine.h"
 
@@ -68,6 +71,11 @@ struct ModelIdentity {
   std::string_view name;
   std::string_view digest;
 };
+
+// The scope of a call's cache entries and prefix-cache blocks (audit M2): its project, or "" when
+// the deployment shares caches across projects or the server is open (no key, one tenant).
+std::string cache_scope(const std::optional<control::Principal> &principal,
+                        bool share_across_projects);
 
 std::string completion_key(const ModelIdentity &model, api::Endpoint endpoint, int n,
                            const engine::GenerationRequest &request);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <set>
 
 namespace gantry::control {
@@ -30,6 +31,19 @@ TEST(ApiKey, KeysAreUnique) {
   for (int i = 0; i < 1000; ++i)
     ids.insert(format_key(generate_key()));
   EXPECT_EQ(ids.size(), 1000u);
+}
+
+// Audit I: the pepper from the environment skipped the 16-character minimum of the file.
+TEST(ApiKey, PepperFromTheEnvironmentNeedsSixteenCharacters) {
+  ::setenv("GANTRY_KEY_PEPPER", "short-pepper", 1);
+  auto short_pepper = load_pepper("/nonexistent-gantry-data-dir");
+  ::setenv("GANTRY_KEY_PEPPER", "a-pepper-of-20-chars", 1);
+  auto ok = load_pepper("/nonexistent-gantry-data-dir");
+  ::unsetenv("GANTRY_KEY_PEPPER");
+  ASSERT_FALSE(short_pepper);
+  EXPECT_NE(short_pepper.error().message.find("16"), std::string::npos);
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(*ok, "a-pepper-of-20-chars");
 }
 
 TEST(ApiKey, HashDependsOnPepperAndSecret) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "control/api_key.h"
 #include "control/key_service.h"
 #include "control/test_store.h"
@@ -57,6 +59,64 @@ TEST(KeyAuth, AutoStaysClosedAfterEveryKeyIsRevokedOrExpired) {
   KeyAuthenticator restarted(*store, "pepper-0123456789", clock, AuthMode::kAuto);
   ASSERT_TRUE(restarted.refresh());
   EXPECT_FALSE(restarted.authenticate(std::nullopt));
+}
+
+// Audit H3: local development gets an explicit mode without keys instead of relying on "auto"
+// with an empty key table; it never looks at a key, even when keys exist.
+TEST(KeyAuth, OffModeAcceptsEveryCallAnonymously) {
+  TempStore store;
+  FakeClock clock;
+  auto k = create_key(*store, "pepper-0123456789", {"p", "n", {}, {}, 0}, clock.unix_seconds());
+  ASSERT_TRUE(k);
+  KeyAuthenticator auth(*store, "pepper-0123456789", clock, AuthMode::kOff);
+  ASSERT_TRUE(auth.refresh());
+  EXPECT_FALSE(auth.required());
+  for (const std::optional<std::string> &header :
+       std::vector<std::optional<std::string>>{std::nullopt, bearer("x"), bearer(k->key)}) {
+    auto r = auth.authenticate(header);
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(r->has_value()) << "off mode attributes no call to a key";
+  }
+  EXPECT_EQ(auth_mode_from_name("off"), AuthMode::kOff);
+  EXPECT_EQ(auth_mode_from_name("auto"), AuthMode::kAuto);
+  EXPECT_EQ(auth_mode_from_name("required"), AuthMode::kRequired);
+  EXPECT_FALSE(auth_mode_from_name("none"));
+}
+
+// Audit H3: a server whose API answers without a key says so loudly at start-up, and a closed
+// one says nothing.
+TEST(KeyAuth, StartUpWarningWheneverTheApiIsOpen) {
+  auto off = open_api_warning(AuthMode::kOff, false, "127.0.0.1");
+  ASSERT_TRUE(off);
+  EXPECT_NE(off->find("WARNING"), std::string::npos);
+  EXPECT_NE(off->find("off"), std::string::npos);
+  EXPECT_EQ(off->find("network"), std::string::npos) << "loopback only";
+  auto fresh = open_api_warning(AuthMode::kAuto, false, "0.0.0.0");
+  ASSERT_TRUE(fresh);
+  EXPECT_NE(fresh->find("no API key exists"), std::string::npos);
+  EXPECT_NE(fresh->find("network"), std::string::npos) << "0.0.0.0 is reachable from outside";
+  EXPECT_FALSE(open_api_warning(AuthMode::kAuto, true, "0.0.0.0"));
+  EXPECT_FALSE(open_api_warning(AuthMode::kRequired, true, "0.0.0.0"));
+}
+
+// Audit I: `now + expires_in` and `now + grace` overflowed int64 (undefined behaviour) for the
+// huge numbers the admin API accepts; they are clamped to a century.
+TEST(KeyAuth, HugeExpiryAndGraceAreClampedNotOverflowed) {
+  TempStore store;
+  FakeClock clock;
+  const int64_t now = clock.unix_seconds();
+  auto k = create_key(*store, "pepper-0123456789",
+                      {"p", "n", {}, {}, std::numeric_limits<int64_t>::max()}, now);
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->record.expires_at, now + kMaxDurationS);
+  auto rotated = rotate_key(*store, "pepper-0123456789", k->record.id,
+                            std::numeric_limits<int64_t>::max(), now);
+  ASSERT_TRUE(rotated);
+  EXPECT_EQ(rotated->record.prev_expires_at, now + kMaxDurationS);
+  KeyAuthenticator auth(*store, "pepper-0123456789", clock, AuthMode::kAuto);
+  ASSERT_TRUE(auth.refresh());
+  EXPECT_TRUE(auth.authenticate(bearer(k->key))) << "the old secret is in its grace period";
+  EXPECT_TRUE(auth.authenticate(bearer(rotated->key)));
 }
 
 TEST(KeyAuth, WrongSecretUnknownIdAndMessagesNeverEchoTheKey) {

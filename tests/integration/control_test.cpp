@@ -10,6 +10,8 @@
 
 #include <csignal>
 #include <cstdio>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "control/webhook_signature.h"
@@ -24,7 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr const char *kAdminToken = "test-admin-token-1234";
+constexpr const char *kAdminToken = "test-admin-token-0123456789abcdef01234";
 
 std::unique_ptr<ServerProcess> start_server(std::string toml = {},
                                             std::vector<std::string> env = {}) {
@@ -690,6 +692,183 @@ TEST(Control, RepeatedClientRequestIdCannotBypassATokenQuota) {
   const auto after = key_usage(c2, id);
   EXPECT_EQ(after.second, before.second);
   EXPECT_GE(after.first, ok);
+}
+
+// Audit M2: the caches were shared by every tenant of a model, so `x-gantry-cache: hit` and
+// `cached_tokens` told one project whether another had sent a prompt (and, 16 tokens at a time,
+// what it was). They are now scoped per project: another project's identical request misses
+// every cache, while the same project still hits. `[cache] share_across_projects` opts back in.
+TEST(Control, CachesNeverAnswerOneProjectWithAnothersPrompt) {
+  const std::string secret = "Acme will acquire Globex for 42 dollars a share on Friday, and the "
+                             "board will announce it after the market closes that afternoon.";
+  auto cached_tokens = [](const http::ClientResponse &r) {
+    return parse_object(r.body).at("usage").at("prompt_tokens_details").at("cached_tokens");
+  };
+  for (const bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "share_across_projects = true" : "default");
+    auto s =
+        start_server(toml_for_model("", shared ? "[cache]\nshare_across_projects = true" : ""));
+    ASSERT_TRUE(s);
+    http::HttpClient c(s->client_options());
+    auto [ida, acme] = admin_create_key(c, {{"project", "acme"}});
+    auto [idb, globex] = admin_create_key(c, {{"project", "globex"}});
+    const std::string greedy = chat_body(secret, {{"max_tokens", 4}, {"temperature", 0}});
+    auto a = c.post("/v1/chat/completions", greedy, bearer(acme));
+    ASSERT_TRUE(a);
+    ASSERT_EQ(a->status, 200) << a->body;
+    ASSERT_EQ(a->header("x-gantry-cache").value_or(""), "miss");
+    ASSERT_GT(parse_object(a->body).at("usage").at("prompt_tokens").as_int64(), 32);
+
+    // The extraction oracle: sampled (no response cache), so only the prefix cache can answer.
+    // (Sent first: globex's own requests below cache globex's blocks.)
+    const std::string sampled = chat_body(secret, {{"max_tokens", 2}, {"temperature", 1}});
+    auto bp = c.post("/v1/chat/completions", sampled, bearer(globex));
+    ASSERT_TRUE(bp);
+    ASSERT_EQ(bp->status, 200) << bp->body;
+    EXPECT_EQ(bp->header("x-gantry-cache").value_or(""), "bypass");
+    if (shared) {
+      EXPECT_GT(cached_tokens(*bp).as_int64(), 0);
+    } else {
+      EXPECT_EQ(cached_tokens(*bp).as_int64(), 0) << "globex reused acme's prompt KV";
+    }
+    // The membership oracle: the other project's identical request.
+    auto b = c.post("/v1/chat/completions", greedy, bearer(globex));
+    ASSERT_TRUE(b);
+    ASSERT_EQ(b->status, 200) << b->body;
+    EXPECT_EQ(b->header("x-gantry-cache").value_or(""), shared ? "hit" : "miss");
+    // The owner's own repeats still use both caches.
+    auto ap = c.post("/v1/chat/completions", sampled, bearer(acme));
+    ASSERT_TRUE(ap);
+    EXPECT_GT(cached_tokens(*ap).as_int64(), 0);
+    auto a2 = c.post("/v1/chat/completions", greedy, bearer(acme));
+    ASSERT_TRUE(a2);
+    EXPECT_EQ(a2->header("x-gantry-cache").value_or(""), "hit");
+
+    // The embedding cache, likewise.
+    const std::string emb =
+        json::serialize(json::object{{"model", "stories260K"}, {"input", secret}});
+    auto ea = c.post("/v1/embeddings", emb, bearer(acme));
+    ASSERT_TRUE(ea);
+    ASSERT_EQ(ea->status, 200) << ea->body;
+    ASSERT_EQ(ea->header("x-gantry-cache").value_or(""), "miss");
+    auto eb = c.post("/v1/embeddings", emb, bearer(globex));
+    ASSERT_TRUE(eb);
+    EXPECT_EQ(eb->header("x-gantry-cache").value_or(""), shared ? "hit" : "miss");
+    auto ea2 = c.post("/v1/embeddings", emb, bearer(acme));
+    ASSERT_TRUE(ea2);
+    EXPECT_EQ(ea2->header("x-gantry-cache").value_or(""), "hit");
+  }
+}
+
+// Audit I: GET /v1/models/{id} ignored the key's model allow-list (the list honoured it), so a
+// restricted key could probe which models a server has. Now it is a 404 like an unknown model.
+TEST(Control, ModelLookupHonoursTheKeysAllowList) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  auto [id, limited] = admin_create_key(c, {{"project", "p"}, {"models", json::array{"other"}}});
+  auto [id2, full] = admin_create_key(c, {{"project", "p"}});
+  auto hidden = c.get("/v1/models/stories260K", bearer(limited));
+  ASSERT_TRUE(hidden);
+  expect_error(*hidden, 404, "invalid_request_error", "model");
+  auto unknown = c.get("/v1/models/nope", bearer(limited));
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+  auto seen = c.get("/v1/models/stories260K", bearer(full));
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->status, 200) << seen->body;
+}
+
+// Audit H3: `auth = "off"` is the explicit mode for local development: every call is anonymous,
+// even with keys in the database.
+TEST(Control, AuthOffServesWithoutKeysEvenWhenKeysExist) {
+  ServerProcessOptions o;
+  o.args = {"--auth", "off"};
+  o.env.push_back(std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken);
+  auto s = ServerProcess::start(std::move(o));
+  ASSERT_TRUE(s) << s.error().message;
+  http::HttpClient c((*s)->client_options());
+  admin_create_key(c, {{"project", "p"}});
+  auto r = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 2}}));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+}
+
+// Audit M1: a short admin token (guessable online) stops the server at start-up, naming the
+// variable; 32 characters or more are accepted.
+TEST(Control, ShortAdminTokenIsAStartUpError) {
+  ServerProcessOptions o;
+  o.env = {"GANTRY_ADMIN_TOKEN=admin-token-1234"};
+  o.start_timeout = std::chrono::seconds(20);
+  auto s = ServerProcess::start(std::move(o));
+  ASSERT_FALSE(s) << "started with a 16-character admin token";
+  EXPECT_NE(s.error().message.find("exited before listening"), std::string::npos)
+      << s.error().message;
+}
+
+// Audit M1: failed admin authentications are throttled per peer: after 10 failures even the
+// right token gets 429 (with Retry-After) from that address for the rest of the minute.
+TEST(Control, AdminTokenGuessingIsThrottled) {
+  auto s = start_server();
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  for (int i = 0; i < 10; ++i) {
+    auto r = c.get("/admin/v1/keys", bearer("guess-" + std::to_string(i)));
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 401) << i;
+  }
+  auto locked = c.get("/admin/v1/keys", admin());
+  ASSERT_TRUE(locked);
+  EXPECT_EQ(locked->status, 429) << locked->body;
+  EXPECT_TRUE(locked->header("retry-after"));
+}
+
+// Audit L1: model, project and budget-owner names were written into /metrics without escaping,
+// so a tenant's project name with a quote and a newline could forge series (or break the scrape).
+// Every sample line must stay valid Prometheus text and the names must round-trip escaped.
+TEST(Control, MetricsEscapeModelProjectAndOwnerNames) {
+  const std::string model = "we\"ird\\name";
+  auto s = start_server(toml_for_model("name = \"we\\\"ird\\\\name\"\nprice_input_per_mtok = 1.0"));
+  ASSERT_TRUE(s);
+  http::HttpClient c(s->client_options());
+  const std::string project = "evil\"} 1\ngantry:injected_total{x=\"1\"} 1\n# \\";
+  auto [id, key] = admin_create_key(c, {{"project", project}});
+  auto b = c.post("/admin/v1/budgets",
+                  json::serialize(json::object{{"owner_kind", "project"},
+                                               {"owner_id", project},
+                                               {"period", "day"},
+                                               {"token_quota", 100000}}),
+                  admin());
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  auto r =
+      c.post("/v1/completions",
+             json::serialize(json::object{{"model", model}, {"prompt", "Once"}, {"max_tokens", 2}}),
+             bearer(key));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto m = c.get("/metrics", admin());
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200);
+  const std::regex sample(
+      R"re(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(\\[\\"n]|[^"\\])*"(,[a-zA-Z_][a-zA-Z0-9_]*="(\\[\\"n]|[^"\\])*")*\})? [^ ]+$)re");
+  std::istringstream lines(m->body);
+  int checked = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "))
+      continue;
+    EXPECT_TRUE(std::regex_match(line, sample)) << "not a valid sample line: " << line;
+    EXPECT_FALSE(line.starts_with("gantry:injected")) << line;
+    ++checked;
+  }
+  EXPECT_GT(checked, 50);
+  const std::string escaped_project = R"(evil\"} 1\ngantry:injected_total{x=\"1\"} 1\n# \\)";
+  EXPECT_NE(m->body.find("gantry:cost_usd_total{model_name=\"we\\\"ird\\\\name\",project=\"" +
+                         escaped_project + "\"}"),
+            std::string::npos);
+  EXPECT_NE(m->body.find("owner=\"" + escaped_project + "\""), std::string::npos);
+  EXPECT_NE(m->body.find("gantry:model_loaded{model_name=\"we\\\"ird\\\\name\"} 1"),
+            std::string::npos);
 }
 
 // Audit M6: an unauthenticated upload is refused from its head alone, so nobody can make the

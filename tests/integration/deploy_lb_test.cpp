@@ -46,8 +46,10 @@ double served(const ServerProcess &s) {
 TEST(DeployLb, ShippedNginxConfigSpreadsStreamsUnbufferedAndSurvivesAKilledGateway) {
   if (!NginxProcess::available())
     GTEST_SKIP() << "nginx not installed (scripts/bootstrap.sh installs nginx-light)";
-  auto a = ServerProcess::start({"--threads", "1", "--no-cache", "--ctx", "4096"});
-  auto b = ServerProcess::start({"--threads", "1", "--no-cache", "--ctx", "4096"});
+  // A context long enough that the stream of step 2 cannot finish before the test looks at it:
+  // 3,000 tokens of the tiny model finished within the test's two scrapes on a fast CI machine.
+  auto a = ServerProcess::start({"--threads", "1", "--no-cache", "--ctx", "16384"});
+  auto b = ServerProcess::start({"--threads", "1", "--no-cache", "--ctx", "16384"});
   ASSERT_TRUE(a && b);
   const std::uint16_t lb_port = free_loopback_port();
   NginxOptions n;
@@ -75,9 +77,10 @@ TEST(DeployLb, ShippedNginxConfigSpreadsStreamsUnbufferedAndSurvivesAKilledGatew
   // 2. A stream is not buffered: its first events arrive while the node is still generating.
   {
     http::HttpClient sc(lb);
-    auto s = sc.open_sse(http::Method::kPost, "/v1/chat/completions",
-                         chat_body("Once upon a time",
-                                   {{"stream", true}, {"max_tokens", 3000}, {"ignore_eos", true}}));
+    auto s =
+        sc.open_sse(http::Method::kPost, "/v1/chat/completions",
+                    chat_body("Once upon a time",
+                              {{"stream", true}, {"max_tokens", 16000}, {"ignore_eos", true}}));
     ASSERT_TRUE(s) << s.error().message;
     auto first = read_stream(*s, 2);
     ASSERT_EQ(first.events.size(), 2u);

@@ -21,7 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr const char *kAdminToken = "jobs-admin-token-5678";
+constexpr const char *kAdminToken = "jobs-admin-token-0123456789abcdef5678";
 
 std::string jobs_toml(const std::string &jobs_table, const std::string &model_extra = {}) {
   return "request_log = \"off\"\n[jobs]\n" + jobs_table + "\n[[models]]\npath = \"" +

@@ -35,7 +35,7 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
   const std::string log = dir + "/requests.log";
   ServerProcessOptions o;
   o.args = {"--request-log", log};
-  o.env = {"GANTRY_ADMIN_TOKEN=obs-admin-token"};
+  o.env = {"GANTRY_ADMIN_TOKEN=obs-admin-token-0123456789abcdef0123"};
   auto started = ServerProcess::start(std::move(o));
   ASSERT_TRUE(started) << started.error().message;
   auto &s = *started;
@@ -59,7 +59,7 @@ TEST(Observability, MetricsAndLogMatchAScriptedMixOfTraffic) {
             400);
   // Then a key with RPM 1: one OK, one rejected (429) = 2 more calls, in project "obs".
   auto k = c.post("/admin/v1/keys", R"({"project":"obs","rpm":1})",
-                  {{"Authorization", "Bearer obs-admin-token"}});
+                  {{"Authorization", "Bearer obs-admin-token-0123456789abcdef0123"}});
   ASSERT_EQ(k->status, 201);
   const std::string key(parse_object(k->body)["key"].as_string());
   http::Headers auth{{"Authorization", "Bearer " + key}};
@@ -202,7 +202,7 @@ namespace {
 TEST(Observability, AdminPortServesHealthMetricsAndAdminButNotTheApi) {
   ServerProcessOptions o;
   o.args = {"--admin-port", "0"};
-  o.env = {"GANTRY_ADMIN_TOKEN=admin-port-token"};
+  o.env = {"GANTRY_ADMIN_TOKEN=admin-port-token-0123456789abcdef012"};
   auto started = ServerProcess::start(std::move(o));
   ASSERT_TRUE(started) << started.error().message;
   auto &s = *started;
@@ -226,12 +226,15 @@ TEST(Observability, AdminPortServesHealthMetricsAndAdminButNotTheApi) {
   auto m = a.get("/metrics");
   ASSERT_TRUE(m);
   EXPECT_NE(m->body.find("gantry:model_loaded"), std::string::npos);
-  EXPECT_EQ(a.get("/admin/v1/keys", {{"Authorization", "Bearer admin-port-token"}})->status, 200);
+  EXPECT_EQ(
+      a.get("/admin/v1/keys", {{"Authorization", "Bearer admin-port-token-0123456789abcdef012"}})
+          ->status,
+      200);
   EXPECT_EQ(a.get("/v1/models")->status, 404); // the API stays on the main port
   http::HttpClient c(s->client_options());
   EXPECT_EQ(c.get("/v1/models")->status, 200);
   // Audit M1: with an admin port, the operator surface is not on the public port at all.
-  const http::Headers admin_auth{{"Authorization", "Bearer admin-port-token"}};
+  const http::Headers admin_auth{{"Authorization", "Bearer admin-port-token-0123456789abcdef012"}};
   EXPECT_EQ(c.get("/admin/v1/keys", admin_auth)->status, 404);
   EXPECT_EQ(c.get("/admin/v1/errors", admin_auth)->status, 404);
   EXPECT_EQ(c.post("/admin/v1/projects/p/webhook_secrets", "", admin_auth)->status, 404);

@@ -124,7 +124,9 @@ TEST(OperatorViews, StatusIsPublicAndItsHistorySurvivesARestart) {
 // 503 within 2 s, naming the model, and back to 200 within 2 s once the work is gone.
 TEST(OperatorViews, ReadinessFlipsWhenAModelProbeFailsAndRecovers) {
   auto started = ServerProcess::start(
-      {"--threads", "1", "--ctx", "4096", "--max-seqs", "1", "--max-queued-requests", "1"});
+      // 16k context: A must still be generating when the probe runs; 4,000 tokens of the tiny
+      // model can finish within a few scrapes on a fast machine.
+      {"--threads", "1", "--ctx", "16384", "--max-seqs", "1", "--max-queued-requests", "1"});
   ASSERT_TRUE(started) << started.error().message;
   ServerProcess &server = **started;
   const auto opts = server.client_options(std::chrono::seconds(120));
@@ -138,7 +140,7 @@ TEST(OperatorViews, ReadinessFlipsWhenAModelProbeFailsAndRecovers) {
     auto opened = ca.open_sse(
         http::Method::kPost, "/v1/completions",
         completion_body("Once upon a time",
-                        {{"max_tokens", 4000}, {"ignore_eos", true}, {"stream", true}}));
+                        {{"max_tokens", 16000}, {"ignore_eos", true}, {"stream", true}}));
     ASSERT_TRUE(opened) << opened.error().message;
     a.emplace(std::move(opened).value());
   }

@@ -53,7 +53,7 @@ TEST(RemoteGateway, ServesARemoteModelWithUsageLogAndMetrics) {
             "--model",       "remote=" + b->base_url() + "/v1",
             "--model",       "stories=" GANTRY_MODELS_DIR "/stories260K.gguf",
             "--request-log", log};
-  o.env = {"GANTRY_ADMIN_TOKEN=remote-admin"};
+  o.env = {"GANTRY_ADMIN_TOKEN=remote-admin-token-0123456789abcdef0123"};
   auto g = ServerProcess::start(o);
   ASSERT_TRUE(g.ok()) << g.error().message;
   http::HttpClient c((*g)->client_options());

@@ -279,9 +279,9 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   p.n = ir.n;
   std::vector<int32_t> prompt;
   if (chat) {
-    GANTRY_ASSIGN_OR_RETURN(std::string text,
-                            api::render_chat(config_.chat_format, ir.messages, true));
-    prompt = tok.encode(text, true, true);
+    // Special tokens are parsed only in the template's own text, never in message contents
+    // (audit L8): a user cannot forge a role switch or an end-of-turn.
+    GANTRY_ASSIGN_OR_RETURN(prompt, api::encode_chat(config_.chat_format, ir.messages, true, tok));
   } else if (ir.prompt_ids) {
     prompt = *ir.prompt_ids;
     for (int32_t t : prompt) {
@@ -322,6 +322,7 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
     g.max_tokens = max_tokens;
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
+    g.cache_scope = options.cache_scope;
   }
   p.prompt_tokens = n_prompt;
   p.max_output_tokens = max_tokens;

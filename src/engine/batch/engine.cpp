@@ -123,8 +123,9 @@ bool Engine::admit(Sequence &s) {
   const int total = KvCache::blocks_for_tokens(static_cast<int>(s.n_prompt + s.req.max_tokens));
   // At least the last prompt token is evaluated, since its logits pick the first new token.
   std::vector<int32_t> reused;
+  const uint64_t root = prefix_.root(s.req.cache_scope);
   if (config_.prefix_cache) {
-    reused = prefix_.acquire(std::span<const int32_t>(s.tokens.data(), s.n_prompt - 1),
+    reused = prefix_.acquire(root, std::span<const int32_t>(s.tokens.data(), s.n_prompt - 1),
                              std::numeric_limits<int>::max());
   }
   const int need = total - static_cast<int>(reused.size());
@@ -139,8 +140,9 @@ bool Engine::admit(Sequence &s) {
   s.n_registered = s.blocks.size();
   s.n_cached = s.blocks.size() * KvCache::kBlockSize;
   s.n_evaluated = s.n_cached;
+  s.last_hash = root;
   for (size_t i = 0; i < s.n_registered; ++i) {
-    s.last_hash = PrefixCache::chain_hash(
+    s.last_hash = prefix_.chain_hash(
         s.last_hash,
         std::span<const int32_t>(s.tokens.data() + i * KvCache::kBlockSize, KvCache::kBlockSize));
   }
@@ -156,8 +158,9 @@ void Engine::register_blocks(Sequence &s) {
   while ((s.n_registered + 1) * KvCache::kBlockSize <= s.n_evaluated) {
     std::span<const int32_t> blk(s.tokens.data() + s.n_registered * KvCache::kBlockSize,
                                  KvCache::kBlockSize);
-    s.last_hash = PrefixCache::chain_hash(s.last_hash, blk);
-    prefix_.insert(s.last_hash, blk, s.blocks[s.n_registered]);
+    const uint64_t parent = s.last_hash;
+    s.last_hash = prefix_.chain_hash(parent, blk);
+    prefix_.insert(parent, s.last_hash, blk, s.blocks[s.n_registered]);
     ++s.n_registered;
   }
 }

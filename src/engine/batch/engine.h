@@ -45,6 +45,9 @@ struct GenerationRequest {
   int max_tokens = 16;
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  // Who may share this request's prefix-cache blocks: the project, or "" where projects share
+  // caches (audit M2). Requests in different scopes never reuse each other's KV.
+  std::string cache_scope;
 };
 
 struct TokenEvent {
@@ -126,7 +129,7 @@ private:
     size_t n_cached = 0;    // of those, taken from the prefix cache at admission
     std::vector<int32_t> blocks;
     size_t n_registered = 0; // leading blocks offered to the prefix cache
-    uint64_t last_hash = 0;  // chain hash of block n_registered - 1
+    uint64_t last_hash = 0;  // chain hash of block n_registered - 1 (the root when none)
     std::unique_ptr<Sampler> sampler;
     std::unique_ptr<TextStream> text;
   };

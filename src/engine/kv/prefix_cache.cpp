@@ -4,32 +4,42 @@
 
 namespace gantry::engine {
 
-uint64_t PrefixCache::chain_hash(uint64_t parent, std::span<const int32_t> block_tokens) {
-  // splitmix64-style mixing of the parent hash and each token: collisions are also guarded by
-  // comparing the stored tokens on lookup.
-  uint64_t h = parent ^ 0x9E3779B97F4A7C15ull;
-  for (int32_t t : block_tokens) {
-    h ^= static_cast<uint32_t>(t) + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-    h ^= h >> 30;
-    h *= 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 27;
-    h *= 0x94D049BB133111EBull;
-    h ^= h >> 31;
-  }
-  return h;
+uint64_t PrefixCache::root(std::string_view scope) const {
+  // A tag byte keeps roots apart from chain hashes, whose input is always 8 + 64 bytes.
+  std::vector<uint8_t> bytes;
+  bytes.reserve(scope.size() + 1);
+  bytes.push_back('S');
+  bytes.insert(bytes.end(), scope.begin(), scope.end());
+  return siphash24(key_, bytes);
 }
 
-std::vector<int32_t> PrefixCache::acquire(std::span<const int32_t> tokens, int max_blocks) {
+uint64_t PrefixCache::chain_hash(uint64_t parent, std::span<const int32_t> block_tokens) const {
+  std::array<uint8_t, 8 + 4 * KvCache::kBlockSize> bytes{};
+  size_t n = 0;
+  for (int i = 0; i < 8; ++i)
+    bytes[n++] = static_cast<uint8_t>(parent >> (8 * i));
+  for (size_t t = 0; t < block_tokens.size() && n + 4 <= bytes.size(); ++t) {
+    const auto u = static_cast<uint32_t>(block_tokens[t]);
+    for (int i = 0; i < 4; ++i)
+      bytes[n++] = static_cast<uint8_t>(u >> (8 * i));
+  }
+  return siphash24(key_, std::span<const uint8_t>(bytes.data(), n));
+}
+
+std::vector<int32_t> PrefixCache::acquire(uint64_t root, std::span<const int32_t> tokens,
+                                          int max_blocks) {
   std::vector<int32_t> out;
   const int n_full =
       std::min<int>(max_blocks, static_cast<int>(tokens.size()) / KvCache::kBlockSize);
   queried_tokens_ += static_cast<uint64_t>(std::max(n_full, 0)) * KvCache::kBlockSize;
-  uint64_t h = 0;
+  uint64_t h = root;
   for (int b = 0; b < n_full; ++b) {
     auto blk = tokens.subspan(static_cast<size_t>(b) * KvCache::kBlockSize, KvCache::kBlockSize);
-    h = chain_hash(h, blk);
+    const uint64_t parent = h;
+    h = chain_hash(parent, blk);
     auto it = entries_.find(h);
-    if (it == entries_.end() || !std::equal(blk.begin(), blk.end(), it->second.tokens.begin())) {
+    if (it == entries_.end() || it->second.parent != parent ||
+        !std::equal(blk.begin(), blk.end(), it->second.tokens.begin())) {
       break;
     }
     kv_.retain(it->second.block);
@@ -40,7 +50,8 @@ std::vector<int32_t> PrefixCache::acquire(std::span<const int32_t> tokens, int m
   return out;
 }
 
-void PrefixCache::insert(uint64_t hash, std::span<const int32_t> block_tokens, int32_t block) {
+void PrefixCache::insert(uint64_t parent, uint64_t hash, std::span<const int32_t> block_tokens,
+                         int32_t block) {
   auto it = entries_.find(hash);
   if (it != entries_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -48,6 +59,7 @@ void PrefixCache::insert(uint64_t hash, std::span<const int32_t> block_tokens, i
   }
   Entry e;
   e.block = block;
+  e.parent = parent;
   std::copy(block_tokens.begin(), block_tokens.end(), e.tokens.begin());
   lru_.push_front(hash);
   e.lru = lru_.begin();

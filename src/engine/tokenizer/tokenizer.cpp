@@ -1,5 +1,6 @@
 #include "engine/tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "engine/tokenizer/vocab.h"
@@ -18,7 +19,10 @@ bool is_c_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 
 // Splits plain-text fragments around special-token text, longest tokens first, like llama.cpp's
 // tokenizer_st_partition. Control and unknown tokens only match when parse_special; user-defined
 // tokens always do.
-std::vector<Fragment> partition(const Vocab &v, std::string_view text, bool parse_special) {
+// `special_ok`, when not empty, is a per-byte mask over `text`: a control or unknown token
+// matches only where every byte of its text is marked (audit L8: chat content is unmarked).
+std::vector<Fragment> partition(const Vocab &v, std::string_view text, bool parse_special,
+                                std::span<const uint8_t> special_ok = {}) {
   std::vector<Fragment> frags;
   if (!text.empty())
     frags.push_back({-1, 0, text.size()});
@@ -37,13 +41,22 @@ std::vector<Fragment> partition(const Vocab &v, std::string_view text, bool pars
       }
       const size_t end = f.off + f.len;
       const std::string_view window = text.substr(0, end);
+      const bool masked = !special_ok.empty() && (attr & (kAttrControl | kAttrUnknown));
       size_t pos = f.off;
+      size_t from = pos;
       while (true) {
-        const size_t m = window.find(tok, pos);
+        const size_t m = window.find(tok, from);
         if (m == std::string_view::npos) {
           if (pos < end)
             next.push_back({-1, pos, end - pos});
           break;
+        }
+        if (masked &&
+            std::find(special_ok.begin() + static_cast<ptrdiff_t>(m),
+                      special_ok.begin() + static_cast<ptrdiff_t>(m + tok.size()),
+                      uint8_t{0}) != special_ok.begin() + static_cast<ptrdiff_t>(m + tok.size())) {
+          from = m + 1; // user text that looks like the token stays text
+          continue;
         }
         changed = true;
         size_t left = m - pos;
@@ -59,6 +72,7 @@ std::vector<Fragment> partition(const Vocab &v, std::string_view text, bool pars
           while (pos < end && is_c_space(text[pos]))
             ++pos;
         }
+        from = pos;
       }
     }
     if (changed)
@@ -137,10 +151,23 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const gguf::GgufFile &fi
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
+  return encode_fragments(text, add_special, parse_special, {});
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
+                                       std::span<const uint8_t> special_ok) const {
+  if (special_ok.size() != text.size())
+    return encode_fragments(text, add_special, false, {}); // no usable mask: trust nothing
+  return encode_fragments(text, add_special, true, special_ok);
+}
+
+std::vector<int32_t> Tokenizer::encode_fragments(std::string_view text, bool add_special,
+                                                 bool parse_special,
+                                                 std::span<const uint8_t> special_ok) const {
   const Vocab &v = *vocab_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
-  const std::vector<Fragment> frags = partition(v, text, parse_special);
+  const std::vector<Fragment> frags = partition(v, text, parse_special, special_ok);
   if (add_special && v.add_bos && v.type != VocabType::kWpm)
     out.push_back(v.bos);
   if (add_special && v.type == VocabType::kWpm && v.bos >= 0)

@@ -31,6 +31,12 @@ public:
   // add_special: BOS/EOS as the vocab asks (add_bos()/add_eos()). parse_special: text such as
   // "<|eot_id|>" becomes the control token; user-defined tokens are always matched whole.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
+  // parse_special for the bytes `special_ok` marks (non-zero) only: a control or unknown token
+  // whose text lies anywhere in unmarked bytes stays plain text. For a rendered chat template,
+  // whose own markers are marked and whose message contents are not, so a user cannot inject
+  // role or control tokens (audit L8). A mask of the wrong size marks nothing.
+  std::vector<int32_t> encode(std::string_view text, bool add_special,
+                              std::span<const uint8_t> special_ok) const;
 
   // The bytes a token stands for when detokenizing (SPM: U+2581 -> space, <0xNN> -> byte; BPE:
   // byte-level code points -> bytes). Control and unknown tokens render as "" unless
@@ -60,6 +66,8 @@ public:
 
 private:
   explicit Tokenizer(std::unique_ptr<Vocab> vocab);
+  std::vector<int32_t> encode_fragments(std::string_view text, bool add_special, bool parse_special,
+                                        std::span<const uint8_t> special_ok) const;
   std::unique_ptr<Vocab> vocab_;
 };
 
