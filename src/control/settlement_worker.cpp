@@ -41,20 +41,16 @@ void SettlementWorker::barrier() {
   std::unique_lock<std::mutex> lk(mu_);
   const uint64_t target = posted_;
   while (done_prefix_ < target) {
-    if (!busy_ && !queue_.empty() && queue_.front().first <= target) {
-      // Run it here: waiting for the worker to wake would only take longer. Only while no task
-      // runs elsewhere (busy_), so tasks still run one at a time and in order.
+    if (!queue_.empty() && queue_.front().first <= target) {
+      // Run it here: waiting for the worker to wake would only take longer.
       auto [seq, task] = std::move(queue_.front());
       queue_.pop_front();
-      busy_ = true;
       lk.unlock();
       // A task that throws still counts as done: its waiters must not hang on it.
       run_reporting("settlement", task);
       lk.lock();
-      busy_ = false;
       ++helped_;
       completed(seq);
-      work_cv_.notify_one(); // the worker may take the next one
       continue;
     }
     done_cv_.wait(lk); // the rest is running on the worker
@@ -89,16 +85,14 @@ SettlementWorkerStats SettlementWorker::stats() const {
 void SettlementWorker::loop() {
   std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
-    work_cv_.wait(lk, [&] { return (stopping_ && !busy_) || (!queue_.empty() && !busy_); });
+    work_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty())
       return; // stopping, and everything queued has run
     auto [seq, task] = std::move(queue_.front());
     queue_.pop_front();
-    busy_ = true;
     lk.unlock();
     run_reporting("settlement", task);
     lk.lock();
-    busy_ = false;
     completed(seq);
   }
 }

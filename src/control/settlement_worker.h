@@ -69,7 +69,6 @@ private:
   std::set<uint64_t> done_later_; // finished out of order (bounded by the queue's capacity)
   uint64_t run_ = 0, helped_ = 0, inline_runs_ = 0;
   bool stopping_ = false;
-  bool busy_ = false; // a task is running (on the worker or a barrier's caller): one at a time
   std::thread thread_;
 };
 
