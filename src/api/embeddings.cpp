@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstring>
 
+#include "api/json_body.h"
 #include "core/utf8.h"
 
 namespace gantry::api {
@@ -81,18 +82,10 @@ Status parse_input(const json::value &v, EmbeddingRequest &r) {
 } // namespace
 
 Result<EmbeddingRequest> parse_embedding_request(std::string_view body) {
-  json::error_code ec;
-  json::value doc = json::parse(body, ec);
-  if (ec) {
-    return bad("We could not parse the JSON body of your request (" + ec.message() +
-                   "). The OpenAI API expects a JSON payload.",
-               "");
-  }
-  if (!doc.is_object())
-    return bad("the request body must be a JSON object", "");
+  GANTRY_ASSIGN_OR_RETURN(json::object doc, parse_object_body(body));
   EmbeddingRequest r;
   bool have_model = false, have_input = false;
-  for (const auto &[key_sv, v] : doc.as_object()) {
+  for (const auto &[key_sv, v] : doc) {
     const std::string key(key_sv);
     if (key == "model") {
       if (!v.is_string())

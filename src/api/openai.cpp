@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "api/json_body.h"
 #include "core/utf8.h"
 
 namespace gantry::api {
@@ -224,16 +225,7 @@ bool ignored_field(std::string_view k) {
 } // namespace
 
 Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_view body) {
-  json::error_code ec;
-  json::value doc = json::parse(body, ec);
-  if (ec) {
-    return bad("We could not parse the JSON body of your request (" + ec.message() +
-                   "). The OpenAI API expects a JSON payload.",
-               "");
-  }
-  if (!doc.is_object())
-    return bad("the request body must be a JSON object", "");
-  const auto &o = doc.as_object();
+  GANTRY_ASSIGN_OR_RETURN(json::object o, parse_object_body(body));
   InferenceRequest r;
   r.endpoint = endpoint;
   const bool chat = endpoint == Endpoint::kChatCompletions;

@@ -16,6 +16,7 @@
 #include "control/key_service.h"
 #include "control/webhook_signature.h"
 #include "core/clock.h"
+#include "core/time_format.h"
 #include "server/stores.h"
 
 namespace gantry::cli {
@@ -66,12 +67,7 @@ std::shared_ptr<control::KeyStore> open_store(const KeysFlags &f, int &rc) {
 std::string fmt_time(int64_t t) {
   if (t == 0)
     return "-";
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M", &tm);
-  return buf;
+  return format_utc(t, "%Y-%m-%d %H:%M");
 }
 
 // The one place a secret is ever shown.

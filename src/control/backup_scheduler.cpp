@@ -1,5 +1,7 @@
 #include "control/backup_scheduler.h"
 
+#include "core/time_format.h"
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -49,11 +51,7 @@ Result<std::string> BackupScheduler::run_once() {
     fs::permissions(options_.dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec)
     return Err(Error::io("cannot create " + options_.dir + ": " + ec.message()));
-  std::time_t t = static_cast<std::time_t>(clock_.unix_seconds());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char name[64];
-  std::strftime(name, sizeof(name), "gantry-%Y%m%dT%H%M%SZ.db", &tm);
+  const std::string name = format_utc(clock_.unix_seconds(), "gantry-%Y%m%dT%H%M%SZ.db");
   const std::string path = (fs::path(options_.dir) / name).string();
   GANTRY_TRY(copy_to_(path));
   auto files = list();

@@ -1,5 +1,7 @@
 #include "control/quota.h"
 
+#include "core/time_format.h"
+
 #include <algorithm>
 #include <ctime>
 
@@ -8,12 +10,7 @@ namespace gantry::control {
 int64_t period_start(Period period, int64_t unix_seconds) {
   if (period == Period::kDay)
     return unix_seconds - (((unix_seconds % 86400) + 86400) % 86400);
-  std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  tm.tm_mday = 1;
-  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-  return static_cast<int64_t>(timegm(&tm));
+  return utc_month_start(unix_seconds);
 }
 
 void QuotaTracker::set_budgets(const std::vector<Budget> &budgets) {

@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "core/clock.h"
+#include "core/time_format.h"
 
 namespace gantry::http::detail {
 
@@ -48,11 +49,7 @@ const std::string &http_date(std::int64_t unix_seconds) {
   const auto now = static_cast<std::time_t>(unix_seconds);
   if (now != cached) {
     cached = now;
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    char buf[64];
-    std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    text.assign(buf, n);
+    text = format_utc(now, "%a, %d %b %Y %H:%M:%S GMT");
   }
   return text;
 }

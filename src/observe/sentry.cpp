@@ -1,5 +1,7 @@
 #include "observe/sentry.h"
 
+#include "core/time_format.h"
+
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -154,14 +156,9 @@ Result<SentryDsn> parse_dsn(std::string_view text) {
 }
 
 std::string rfc3339_millis(std::int64_t unix_millis) {
-  const std::time_t secs = static_cast<std::time_t>(unix_millis / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   char frac[8];
   std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(unix_millis % 1000));
-  return std::string(buf, n) + frac;
+  return format_utc(unix_millis / 1000, "%Y-%m-%dT%H:%M:%S") + frac;
 }
 
 std::string random_event_id() {

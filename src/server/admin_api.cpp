@@ -7,6 +7,7 @@
 #include <charconv>
 #include <ctime>
 
+#include "api/json_body.h"
 #include "control/key_service.h"
 
 namespace gantry::server {
@@ -23,11 +24,7 @@ void send_json(const W &w, int status, const json::value &v) {
 Result<json::object> body_object(const http::Request &req) {
   if (req.body.empty())
     return json::object{};
-  boost::system::error_code ec;
-  json::value v = json::parse(req.body, ec);
-  if (ec || !v.is_object())
-    return Err(Error::invalid("the body must be a JSON object"));
-  return v.as_object();
+  return api::parse_object_body(req.body);
 }
 
 Result<int64_t> get_int(const json::object &o, std::string_view key, int64_t dflt = 0) {

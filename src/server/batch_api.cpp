@@ -3,6 +3,7 @@
 // moves a batch to finalizing and writes its output and error files.
 #include <boost/json.hpp>
 
+#include "api/json_body.h"
 #include "server/jobs_api.h"
 #include "server/jobs_wire.h"
 
@@ -185,11 +186,10 @@ void JobsService::create_file(http::Request &&req, std::shared_ptr<http::Respons
 
 void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
                                const control::Principal *principal) {
-  boost::system::error_code ec;
-  json::value v = json::parse(req.body, ec);
-  if (ec || !v.is_object())
-    return send_error(w, Error::invalid("the body must be a JSON object"));
-  const json::object &o = v.as_object();
+  auto parsed = api::parse_object_body(req.body);
+  if (!parsed)
+    return send_error(w, parsed.error());
+  const json::object &o = *parsed;
   const json::value *fid = o.if_contains("input_file_id");
   const json::value *ep = o.if_contains("endpoint");
   const json::value *win = o.if_contains("completion_window");

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <unordered_map>
 
+#include "core/time_format.h"
 #include "core/utf8.h"
 
 namespace gantry::server {
@@ -165,12 +166,7 @@ void CallRecorder::write_log(const CallOutcome &r) {
   {
     const int64_t second = r.arrived_unix_ms / 1000;
     if (second != prefix_second) {
-      const std::time_t secs = static_cast<std::time_t>(second);
-      std::tm tm{};
-      gmtime_r(&secs, &tm);
-      char ts[48];
-      const size_t n = std::strftime(ts, sizeof(ts), "{\"timestamp\":\"%Y-%m-%dT%H:%M:%S.", &tm);
-      prefix.assign(ts, n);
+      prefix = format_utc(second, "{\"timestamp\":\"%Y-%m-%dT%H:%M:%S.");
       prefix_second = second;
     }
     line += prefix;

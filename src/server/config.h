@@ -128,6 +128,13 @@ struct ServerConfig {
   Status validate() const;
 };
 
+// The error every config reader returns: "config 'KEY': MSG", with KEY as the error's field.
+Error config_error(const std::string &key, const std::string &msg);
+
+// A secret kept in a file (API keys, tokens): its content without the trailing newline or spaces
+// an editor leaves; "" when it cannot be read.
+std::string read_secret_file(const std::string &path);
+
 // "name=path" or "path" (name = file stem).
 Result<ModelSpec> parse_model_arg(const std::string &arg);
 

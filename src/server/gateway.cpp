@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 #include <unistd.h>
 
@@ -29,15 +28,8 @@ constexpr size_t kPrepareQueue = 256;
 std::string env_or_file(const char *var, const char *file_var) {
   if (const char *v = std::getenv(var); v && *v)
     return v;
-  if (const char *f = std::getenv(file_var); f && *f) {
-    std::ifstream in(f);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string s = ss.str();
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
-      s.pop_back();
-    return s;
-  }
+  if (const char *f = std::getenv(file_var); f && *f)
+    return read_secret_file(f);
   return {};
 }
 

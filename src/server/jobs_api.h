@@ -65,7 +65,8 @@ public:
   void render_metrics(std::ostream &out) const;
 
 private:
-  class Executor;
+  class Executor; // job_executor.cpp
+  static std::unique_ptr<jobs::JobExecutor> make_executor(JobsService &svc);
   JobsService(const ServerConfig &config, control::ControlPlane &control, const Clock &clock);
 
   void submit(http::Request &&req, std::shared_ptr<http::ResponseWriter> w);
@@ -98,7 +99,7 @@ private:
   std::unique_ptr<jobs::JobQueue> queue_;
   std::unique_ptr<jobs::JobRecords> records_;
   std::unique_ptr<jobs::JobEvents> events_; // Prefer-wait completions and cancels
-  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<jobs::JobExecutor> executor_;
   std::unique_ptr<jobs::JobRunner> runner_;
   std::unique_ptr<jobs::WebhookDispatcher> webhooks_;
 

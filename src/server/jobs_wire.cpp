@@ -2,6 +2,7 @@
 
 #include <boost/url/parse.hpp>
 
+#include "core/time_format.h"
 #include "http/destination.h"
 
 #include <cstring>
@@ -193,14 +194,7 @@ json::object render_batch(const jobs::Batch &b) {
   return o;
 }
 
-std::string iso8601(int64_t unix_s) {
-  std::time_t t = static_cast<std::time_t>(unix_s);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string iso8601(int64_t unix_s) { return format_utc(unix_s, "%Y-%m-%dT%H:%M:%SZ"); }
 
 // The body of a job's request as the gateway will run it: an object, never streamed (a job's
 // result is one response).

@@ -1,17 +1,11 @@
 #include "server/remote_models_config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "backend/remote/remote_backend.h"
 #include "server/remote_models_toml.h"
+#include "server/toml_keys.h"
 
 namespace gantry::server {
 namespace {
-
-Error config_error(const std::string &key, const std::string &msg) {
-  return Error{ErrorCode::kInvalidArgument, "config '" + key + "': " + msg, key};
-}
 
 Status check_url(const std::string &key, const std::string &url) {
   if (!url.starts_with("http://") && !url.starts_with("https://"))
@@ -24,56 +18,79 @@ Status check_url(const std::string &key, const std::string &url) {
   return Ok();
 }
 
-template <typename T>
-Status get(const toml::table &t, const char *key, T &out, const std::string &prefix) {
-  if (auto n = t.get(key)) {
-    if constexpr (std::is_same_v<T, std::string>) {
-      auto v = n->value<std::string>();
-      if (!v)
-        return config_error(prefix + key, "expected a string");
-      out = *v;
-    } else if constexpr (std::is_same_v<T, double>) {
-      auto v = n->value<double>();
-      if (!v || *v < 0)
-        return config_error(prefix + key, "expected a non-negative number");
-      out = *v;
-    } else {
-      auto v = n->value<int64_t>();
-      if (!v || *v < 0)
-        return config_error(prefix + key, "expected a non-negative integer");
-      out = static_cast<T>(*v);
-    }
+using toml_keys::Custom;
+using toml_keys::Key;
+using toml_keys::Range;
+using toml_keys::read_table;
+using toml_keys::Refused;
+
+constexpr Refused kNoKeys{"API keys never go in the config: use api_key_env or api_key_file"};
+constexpr Range kNonNeg = Range::kNonNegative;
+
+const Key<RemoteBackendSpec> kBackendKeys[] = {
+    {"url", &RemoteBackendSpec::url},
+    {"model", &RemoteBackendSpec::model},
+    {"weight", &RemoteBackendSpec::weight, kNonNeg},
+    {"max_concurrent", &RemoteBackendSpec::max_concurrent, kNonNeg},
+    {"api_key_env", &RemoteBackendSpec::api_key_env},
+    {"api_key_file", &RemoteBackendSpec::api_key_file},
+    {"kind", &RemoteBackendSpec::kind},
+    {"tls_ca_file", &RemoteBackendSpec::tls_ca_file},
+    {"api_key", kNoKeys},
+};
+
+Status read_fallbacks(const toml::node &n, RemoteModelSpec &s, const std::string &key) {
+  const toml::array *a = n.as_array();
+  if (!a)
+    return config_error(key, "expected a list of model names");
+  for (const auto &f : *a) {
+    auto v = f.value<std::string>();
+    if (!v)
+      return config_error(key, "expected a list of model names");
+    s.fallbacks.push_back(*v);
   }
   return Ok();
 }
 
-Status only_keys(const toml::table &t, std::initializer_list<const char *> keys,
-                 const std::string &prefix) {
-  for (const auto &[k, v] : t) {
-    bool known = false;
-    for (const char *kk : keys)
-      known |= k.str() == kk;
-    if (!known) {
-      if (k.str() == "api_key")
-        return config_error(prefix + "api_key",
-                            "API keys never go in the config: use api_key_env or api_key_file");
-      return config_error(prefix + std::string(k.str()), "unknown key");
-    }
+Status read_backends(const toml::node &n, RemoteModelSpec &s, const std::string &key) {
+  const toml::array *bs = n.as_array();
+  if (!bs || bs->empty())
+    return config_error(key, "expected a non-empty list of backend tables");
+  for (std::size_t i = 0; i < bs->size(); ++i) {
+    const std::string bp = key + "[" + std::to_string(i) + "].";
+    const toml::table *bt = (*bs)[i].as_table();
+    if (!bt)
+      return config_error(bp, "expected a table { url = ... }");
+    RemoteBackendSpec b;
+    GANTRY_TRY(read_table(*bt, std::span(kBackendKeys), b, bp));
+    GANTRY_TRY(check_url(bp + "url", b.url));
+    s.backends.push_back(std::move(b));
   }
   return Ok();
 }
 
-std::string read_key_file(const std::string &path) {
-  std::ifstream in(path);
-  if (!in)
-    return {};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
-    s.pop_back();
-  return s;
-}
+const Key<RemoteModelSpec> kRemoteModelKeys[] = {
+    {"name", &RemoteModelSpec::name},
+    {"backends", Custom<RemoteModelSpec>{read_backends}},
+    {"fallbacks", Custom<RemoteModelSpec>{read_fallbacks}},
+    {"routing", &RemoteModelSpec::routing},
+    {"price_input_per_mtok", &RemoteModelSpec::price_input_per_mtok},
+    {"price_output_per_mtok", &RemoteModelSpec::price_output_per_mtok},
+    {"breaker_usd_per_minute", &RemoteModelSpec::breaker_usd_per_minute},
+    {"breaker_window_s", &RemoteModelSpec::breaker_window_s, kNonNeg},
+    {"breaker_cooldown_s", &RemoteModelSpec::breaker_cooldown_s, kNonNeg},
+    {"timeout_connect_s", &RemoteModelSpec::timeout_connect_s},
+    {"timeout_first_byte_s", &RemoteModelSpec::timeout_first_byte_s},
+    {"timeout_idle_s", &RemoteModelSpec::timeout_idle_s},
+    {"timeout_total_s", &RemoteModelSpec::timeout_total_s},
+    {"max_attempts", &RemoteModelSpec::max_attempts, kNonNeg},
+    {"max_queue", &RemoteModelSpec::max_queue, kNonNeg},
+    {"probe_path", &RemoteModelSpec::probe_path},
+    {"probe_interval_s", &RemoteModelSpec::probe_interval_s},
+    {"eject_after", &RemoteModelSpec::eject_after, kNonNeg},
+    {"eject_base_s", &RemoteModelSpec::eject_base_s},
+    {"api_key", kNoKeys},
+};
 
 } // namespace
 
@@ -108,68 +125,12 @@ Status add_remote_model_arg(const std::string &arg, std::vector<RemoteModelSpec>
 }
 
 Result<RemoteModelSpec> read_remote_model_table(const toml::table &t, const std::string &p) {
-  GANTRY_TRY(only_keys(t,
-                       {"name", "backends", "fallbacks", "routing", "price_input_per_mtok",
-                        "price_output_per_mtok", "breaker_usd_per_minute", "breaker_window_s",
-                        "breaker_cooldown_s", "timeout_connect_s", "timeout_first_byte_s",
-                        "timeout_idle_s", "timeout_total_s", "max_attempts", "max_queue",
-                        "probe_path", "probe_interval_s", "eject_after", "eject_base_s"},
-                       p));
   RemoteModelSpec s;
-  GANTRY_TRY(get(t, "name", s.name, p));
+  GANTRY_TRY(read_table(t, std::span(kRemoteModelKeys), s, p));
   if (s.name.empty())
     return config_error(p + "name", "is required for a remote model");
-  GANTRY_TRY(get(t, "routing", s.routing, p));
-  GANTRY_TRY(get(t, "price_input_per_mtok", s.price_input_per_mtok, p));
-  GANTRY_TRY(get(t, "price_output_per_mtok", s.price_output_per_mtok, p));
-  GANTRY_TRY(get(t, "breaker_usd_per_minute", s.breaker_usd_per_minute, p));
-  GANTRY_TRY(get(t, "breaker_window_s", s.breaker_window_s, p));
-  GANTRY_TRY(get(t, "breaker_cooldown_s", s.breaker_cooldown_s, p));
-  GANTRY_TRY(get(t, "timeout_connect_s", s.timeout_connect_s, p));
-  GANTRY_TRY(get(t, "timeout_first_byte_s", s.timeout_first_byte_s, p));
-  GANTRY_TRY(get(t, "timeout_idle_s", s.timeout_idle_s, p));
-  GANTRY_TRY(get(t, "timeout_total_s", s.timeout_total_s, p));
-  GANTRY_TRY(get(t, "max_attempts", s.max_attempts, p));
-  GANTRY_TRY(get(t, "max_queue", s.max_queue, p));
-  GANTRY_TRY(get(t, "probe_path", s.probe_path, p));
-  GANTRY_TRY(get(t, "probe_interval_s", s.probe_interval_s, p));
-  GANTRY_TRY(get(t, "eject_after", s.eject_after, p));
-  GANTRY_TRY(get(t, "eject_base_s", s.eject_base_s, p));
-  if (auto n = t.get("fallbacks")) {
-    const toml::array *a = n->as_array();
-    if (!a)
-      return config_error(p + "fallbacks", "expected a list of model names");
-    for (const auto &f : *a) {
-      auto v = f.value<std::string>();
-      if (!v)
-        return config_error(p + "fallbacks", "expected a list of model names");
-      s.fallbacks.push_back(*v);
-    }
-  }
-  const toml::array *bs = t.get("backends") ? t.get("backends")->as_array() : nullptr;
-  if (!bs || bs->empty())
+  if (s.backends.empty())
     return config_error(p + "backends", "expected a non-empty list of backend tables");
-  for (std::size_t i = 0; i < bs->size(); ++i) {
-    const std::string bp = p + "backends[" + std::to_string(i) + "].";
-    const toml::table *bt = (*bs)[i].as_table();
-    if (!bt)
-      return config_error(bp, "expected a table { url = ... }");
-    GANTRY_TRY(only_keys(*bt,
-                         {"url", "model", "weight", "max_concurrent", "api_key_env", "api_key_file",
-                          "kind", "tls_ca_file"},
-                         bp));
-    RemoteBackendSpec b;
-    GANTRY_TRY(get(*bt, "url", b.url, bp));
-    GANTRY_TRY(check_url(bp + "url", b.url));
-    GANTRY_TRY(get(*bt, "model", b.model, bp));
-    GANTRY_TRY(get(*bt, "weight", b.weight, bp));
-    GANTRY_TRY(get(*bt, "max_concurrent", b.max_concurrent, bp));
-    GANTRY_TRY(get(*bt, "api_key_env", b.api_key_env, bp));
-    GANTRY_TRY(get(*bt, "api_key_file", b.api_key_file, bp));
-    GANTRY_TRY(get(*bt, "kind", b.kind, bp));
-    GANTRY_TRY(get(*bt, "tls_ca_file", b.tls_ca_file, bp));
-    s.backends.push_back(std::move(b));
-  }
   return s;
 }
 
@@ -238,7 +199,7 @@ resolve_remote_model(const RemoteModelSpec &spec,
         return config_error(key + ".api_key_env",
                             "the environment variable " + b.api_key_env + " is not set");
     } else if (!b.api_key_file.empty()) {
-      e.api_key = read_key_file(b.api_key_file);
+      e.api_key = read_secret_file(b.api_key_file);
       if (e.api_key.empty())
         return config_error(key + ".api_key_file", "cannot read a key from " + b.api_key_file);
     } else if (e.kind != backend::remote::BackendKind::kOpenAICompatible) {

@@ -1,4 +1,4 @@
-// The TOML side of remote models (only config.cpp and remote_models_config.cpp include it, so
+// The TOML side of remote models (only config_file.cpp and remote_models_config.cpp include it, so
 // toml++ stays out of config.h's users).
 #pragma once
 
