@@ -96,6 +96,7 @@ void WebhookDispatcher::schedule() {
   std::unique_lock<std::mutex> lk(mu_);
   while (!stopping_) {
     dirty_ = false;
+    ended_during_scan_.clear();
     lk.unlock();
     const int64_t now = clock_.unix_millis();
     auto due = records_.due_deliveries(now, cap, kScanLimit);
@@ -106,8 +107,8 @@ void WebhookDispatcher::schedule() {
     bool added = false, held_back = false;
     if (due) {
       for (auto &d : *due) {
-        if (taken_.count(d.id))
-          continue; // queued or in flight already
+        if (taken_.count(d.id) || ended_during_scan_.count(d.id))
+          continue; // queued or in flight already, or its attempt ended after the read
         int &n = project_taken_[d.project];
         if (n >= cap || taken_.size() >= kMaxTaken) {
           held_back = true;
@@ -151,6 +152,7 @@ void WebhookDispatcher::work() {
     run_reporting("webhooks.worker", [&] { deliver(std::move(d)); });
     lk.lock();
     taken_.erase(id);
+    ended_during_scan_.insert(id);
     if (auto it = project_taken_.find(project); it != project_taken_.end() && --it->second <= 0)
       project_taken_.erase(it);
     dirty_ = true; // the scheduler may hand out this project's next delivery

@@ -99,6 +99,10 @@ private:
   std::deque<Delivery> ready_;                         // handed to workers; bounded by the cap
   std::unordered_set<std::string> taken_;              // ids queued or in flight
   std::unordered_map<std::string, int> project_taken_; // per project: queued + in flight
+  // Ids whose attempt ended while the scheduler read the due rows without the lock: that read may
+  // still list them as due, and taking them again would deliver twice. Cleared at each scan, so
+  // bounded by the attempts that end during one scan (at most kMaxTaken).
+  std::unordered_set<std::string> ended_during_scan_;
   WebhookCounters counters_;
   std::thread scheduler_;
   std::vector<std::thread> workers_;
