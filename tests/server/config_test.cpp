@@ -131,6 +131,44 @@ TEST(ConfigTest, HttpResourceBounds) {
   EXPECT_NE(st.error().message.find("max_inflight_body_bytes"), std::string::npos);
 }
 
+// The key tables (server/toml_keys.h): every table, nested or not, names the offending key, and
+// a value of the wrong shape is an error rather than silently ignored or wrapped.
+TEST(ConfigTest, KeyTablesNameTheKeyAndRefuseWrongShapes) {
+  struct Case {
+    const char *toml;
+    const char *key;
+  } cases[] = {
+      {"limits = 5\n", "limits"},
+      {"models = \"a.gguf\"\n", "models"},
+      {"max_body_bytes = -1\n", "max_body_bytes"},
+      {"[limits]\nrpn = 1\n", "limits.rpn"},
+      {"[backup]\nkeep = 0\n", "backup.keep"},
+      {"[alerts]\nwebhook_secret = \"s\"\n", "GANTRY_ALERT_WEBHOOK_SECRET"},
+      {"ledger_flush_ms = 0\n", "ledger_flush_ms"},
+      {"[[models]]\npath = \"/a.gguf\"\nmax_seq = 1\n", "models[0].max_seq"},
+      {"[[models]]\nname = \"r\"\nbackends = [{ url = \"http://127.0.0.1:1/v1\", "
+       "api_key = \"x\" }]\n",
+       "api_key_env"},
+      {"[[models]]\nname = \"r\"\nbackends = [{ url = \"http://127.0.0.1:1/v1\", "
+       "weight = -2 }]\n",
+       "models[0].backends[0].weight"},
+  };
+  for (const auto &c : cases) {
+    ServerConfig cfg;
+    auto st = apply_toml_file(write_file("keys.toml", c.toml), cfg);
+    ASSERT_FALSE(st.ok()) << c.toml;
+    EXPECT_NE(st.error().message.find(c.key), std::string::npos) << st.error().message;
+  }
+  ServerConfig good;
+  ASSERT_TRUE(apply_toml_file(write_file("keys_ok.toml", "ledger_flush_ms = 50\n[backup]\n"
+                                                         "interval_h = 0.5\nkeep = 2\n"),
+                              good)
+                  .ok());
+  EXPECT_EQ(good.ledger_flush.count(), 50);
+  EXPECT_EQ(good.backup_interval.count(), 1800);
+  EXPECT_EQ(good.backup_keep, 2);
+}
+
 } // namespace
 // Non-ASCII is legal TOML only inside strings and comments; elsewhere it is refused with the line,
 // and toml++ (3.3 reaches __builtin_unreachable on U+00A1..U+0499) only ever sees ASCII. The
