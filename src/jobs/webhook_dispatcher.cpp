@@ -109,6 +109,8 @@ void WebhookDispatcher::schedule() {
       for (auto &d : *due) {
         if (taken_.count(d.id) || ended_during_scan_.count(d.id))
           continue; // queued or in flight already, or its attempt ended after the read
+        if (endpoint_taken_.count(d.project + '\n' + d.url))
+          continue; // its endpoint's attempt in flight hands it on (dirty_) when it ends
         int &n = project_taken_[d.project];
         if (n >= cap || taken_.size() >= kMaxTaken) {
           held_back = true;
@@ -118,6 +120,7 @@ void WebhookDispatcher::schedule() {
         }
         ++n;
         taken_.insert(d.id);
+        endpoint_taken_.insert(d.project + '\n' + d.url);
         ready_.push_back(std::move(d));
         added = true;
       }
@@ -145,7 +148,7 @@ void WebhookDispatcher::work() {
       return;
     Delivery d = std::move(ready_.front());
     ready_.pop_front();
-    const std::string id = d.id, project = d.project;
+    const std::string id = d.id, project = d.project, endpoint = d.project + '\n' + d.url;
     lk.unlock();
     // A delivery that throws keeps its row (the store still says when it is due), and its slot
     // is given back below so the scheduler can take it again.
@@ -153,6 +156,7 @@ void WebhookDispatcher::work() {
     lk.lock();
     taken_.erase(id);
     ended_during_scan_.insert(id);
+    endpoint_taken_.erase(endpoint);
     if (auto it = project_taken_.find(project); it != project_taken_.end() && --it->second <= 0)
       project_taken_.erase(it);
     dirty_ = true; // the scheduler may hand out this project's next delivery

@@ -103,6 +103,10 @@ private:
   // still list them as due, and taking them again would deliver twice. Cleared at each scan, so
   // bounded by the attempts that end during one scan (at most kMaxTaken).
   std::unordered_set<std::string> ended_during_scan_;
+  // Endpoints (project + URL) with an attempt queued or in flight: one at a time each, so a
+  // job's "started" reaches a receiver before its "completed", and a 410 from the first attempt
+  // disables the endpoint before a second one is sent (at most kMaxTaken entries).
+  std::unordered_set<std::string> endpoint_taken_;
   WebhookCounters counters_;
   std::thread scheduler_;
   std::vector<std::thread> workers_;
