@@ -88,6 +88,8 @@ Status WebhookDispatcher::enqueue(const Job &job, std::string_view event,
 
 namespace {
 constexpr int kScanLimit = 256;
+// The receiver a delivery goes to, as endpoint_taken_ keys it.
+std::string endpoint_of(const Delivery &d) { return d.project + '\n' + d.url; }
 constexpr size_t kMaxTaken = 256; // deliveries queued or in flight, all projects together
 } // namespace
 
@@ -109,7 +111,7 @@ void WebhookDispatcher::schedule() {
       for (auto &d : *due) {
         if (taken_.count(d.id) || ended_during_scan_.count(d.id))
           continue; // queued or in flight already, or its attempt ended after the read
-        if (endpoint_taken_.count(d.project + '\n' + d.url))
+        if (endpoint_taken_.count(endpoint_of(d)))
           continue; // its endpoint's attempt in flight hands it on (dirty_) when it ends
         int &n = project_taken_[d.project];
         if (n >= cap || taken_.size() >= kMaxTaken) {
@@ -120,7 +122,7 @@ void WebhookDispatcher::schedule() {
         }
         ++n;
         taken_.insert(d.id);
-        endpoint_taken_.insert(d.project + '\n' + d.url);
+        endpoint_taken_.insert(endpoint_of(d));
         ready_.push_back(std::move(d));
         added = true;
       }
@@ -148,7 +150,7 @@ void WebhookDispatcher::work() {
       return;
     Delivery d = std::move(ready_.front());
     ready_.pop_front();
-    const std::string id = d.id, project = d.project, endpoint = d.project + '\n' + d.url;
+    const std::string id = d.id, project = d.project, endpoint = endpoint_of(d);
     lk.unlock();
     // A delivery that throws keeps its row (the store still says when it is due), and its slot
     // is given back below so the scheduler can take it again.

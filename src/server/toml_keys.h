@@ -61,6 +61,15 @@ inline Status check_range(double v, Range r, const std::string &key) {
   return Ok();
 }
 
+// Every number of the config (durations, prices) is non-negative, and within `r`.
+inline Result<double> number(const toml::node &n, Range r, const std::string &key) {
+  auto v = n.value<double>();
+  if (!v || *v < 0)
+    return config_error(key, "expected a non-negative number");
+  GANTRY_TRY(check_range(*v, r, key));
+  return *v;
+}
+
 template <typename S>
 Status read_one(const toml::node &n, const Key<S> &k, S &out, const std::string &key) {
   return std::visit(
@@ -71,18 +80,12 @@ Status read_one(const toml::node &n, const Key<S> &k, S &out, const std::string 
         } else if constexpr (std::is_same_v<F, Custom<S>>) {
           return f(n, out, key);
         } else if constexpr (std::is_same_v<F, Millis<S>>) {
-          auto v = n.value<double>();
-          if (!v || *v < 0)
-            return config_error(key, "expected a non-negative number");
-          GANTRY_TRY(check_range(*v, k.range, key));
-          out.*(f.field) = std::chrono::milliseconds(static_cast<int64_t>(*v * f.unit_ms));
+          GANTRY_ASSIGN_OR_RETURN(double v, number(n, k.range, key));
+          out.*(f.field) = std::chrono::milliseconds(static_cast<int64_t>(v * f.unit_ms));
           return Ok();
         } else if constexpr (std::is_same_v<F, Secs<S>>) {
-          auto v = n.value<double>();
-          if (!v || *v < 0)
-            return config_error(key, "expected a non-negative number");
-          GANTRY_TRY(check_range(*v, k.range, key));
-          out.*(f.field) = std::chrono::seconds(static_cast<int64_t>(*v * f.unit_s));
+          GANTRY_ASSIGN_OR_RETURN(double v, number(n, k.range, key));
+          out.*(f.field) = std::chrono::seconds(static_cast<int64_t>(v * f.unit_s));
           return Ok();
         } else if constexpr (std::is_same_v<F, std::string S::*>) {
           auto v = n.value<std::string>();
@@ -97,11 +100,7 @@ Status read_one(const toml::node &n, const Key<S> &k, S &out, const std::string 
           out.*f = *n.value<bool>();
           return Ok();
         } else if constexpr (std::is_same_v<F, double S::*>) {
-          auto v = n.value<double>();
-          if (!v || *v < 0)
-            return config_error(key, "expected a non-negative number");
-          GANTRY_TRY(check_range(*v, k.range, key));
-          out.*f = *v;
+          GANTRY_ASSIGN_OR_RETURN(out.*f, number(n, k.range, key));
           return Ok();
         } else {
           auto parsed = n.value<int64_t>();

@@ -19,6 +19,7 @@ namespace gantry::testing {
 namespace {
 
 using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
 
 std::string rendered_lb(std::uint16_t a, std::uint16_t b, std::uint16_t listen) {
   std::ifstream in(std::string(GANTRY_SOURCE_DIR) + "/deploy/nginx/gantry.conf");
@@ -85,12 +86,19 @@ TEST(DeployLb, ShippedNginxConfigSpreadsStreamsUnbufferedAndSurvivesAKilledGatew
     auto first = read_stream(*s, 2);
     ASSERT_EQ(first.events.size(), 2u);
     EXPECT_FALSE(first.done);
+    // The engine's running gauge is published after a step, so it may trail the first tokens by
+    // a moment: look for up to 2 s (the 16,000-token generation lasts far longer).
     const std::string running = model_series("gantry:num_requests_running");
-    auto ma = http::HttpClient((*a)->client_options()).get("/metrics");
-    auto mb = http::HttpClient((*b)->client_options()).get("/metrics");
-    ASSERT_TRUE(ma && mb);
-    EXPECT_EQ(metric_or_zero(ma->body, running) + metric_or_zero(mb->body, running), 1)
-        << "the first events reached the client before the generation ended";
+    double in_flight = 0;
+    for (auto until = SteadyClock::now() + 2s; in_flight != 1 && SteadyClock::now() < until;) {
+      auto ma = http::HttpClient((*a)->client_options()).get("/metrics");
+      auto mb = http::HttpClient((*b)->client_options()).get("/metrics");
+      ASSERT_TRUE(ma && mb);
+      in_flight = metric_or_zero(ma->body, running) + metric_or_zero(mb->body, running);
+      if (in_flight != 1)
+        std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(in_flight, 1) << "the first events reached the client before the generation ended";
     s->close();
   }
 
