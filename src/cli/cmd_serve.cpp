@@ -37,6 +37,7 @@ struct ServeFlags {
   bool no_cache = false;
   int64_t cache_max_bytes = -1;
   int64_t cache_ttl_s = -1;
+  std::string redis_url;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -74,6 +75,8 @@ int run_serve(const ServeFlags &f) {
     cfg.metrics = false;
   if (f.admin_port >= -1)
     cfg.admin_port = f.admin_port;
+  if (!f.redis_url.empty())
+    cfg.redis.url = f.redis_url;
   if (f.no_cache)
     cfg.cache.enabled = false;
   if (f.cache_max_bytes >= 0)
@@ -234,6 +237,9 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option(
       "--auth", f.auth,
       "auto (keys required once one exists), required, or off (no keys: local development)");
+  cmd->add_option("--redis-url", f.redis_url,
+                  "share limits, quotas, budgets and breakers with other nodes through this Redis "
+                  "(redis://[:password@]host[:port][/db]; also GANTRY_REDIS_URL)");
   cmd->add_option("--admin-port", f.admin_port,
                   "also serve health, metrics and the admin API on this port (-1 = off)");
   cmd->add_flag("--no-metrics", f.no_metrics, "skip request histograms/counters (benchmarks)");

@@ -69,6 +69,16 @@ Status ServerConfig::validate() const {
     return config_error("max_inflight_body_bytes", "must be at least max_body_bytes");
   if (models.empty() && remote_models.empty())
     return config_error("models", "no model configured");
+  for (const auto &[key, v] : {std::pair{"redis.fail_rate_limits", &redis.fail_rate_limits},
+                               std::pair{"redis.fail_budgets", &redis.fail_budgets}})
+    if (*v != "open" && *v != "closed")
+      return config_error(key, "must be \"open\" or \"closed\", got '" + *v + "'");
+  if (!redis.url.empty() && !redis.url.starts_with("redis://"))
+    return config_error("redis.url", "must start with redis://");
+  if (redis.pool_size < 1 || redis.pool_size > 1024)
+    return config_error("redis.pool_size", "must be 1..1024");
+  if (redis.lease_ttl < std::chrono::seconds(1))
+    return config_error("redis.lease_ttl_s", "must be at least 1");
   GANTRY_TRY(validate_remote_models(remote_models));
   for (const auto &r : remote_models)
     for (const auto &m : models)
@@ -195,6 +205,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.max_queued_requests = static_cast<int>(n);
     } else if (k == "GANTRY_MAX_QUEUED_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
+    } else if (k == "GANTRY_REDIS_URL") {
+      c.redis.url = v;
     } else if (k == "GANTRY_SENTRY_DSN") {
       c.sentry_dsn = v;
     } else if (k == "GANTRY_TLS_CA_FILE") {

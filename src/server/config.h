@@ -74,6 +74,19 @@ struct JobsConfig {
   int64_t max_waiters = 10'000; // POSTs held by `Prefer: wait`; beyond, they answer 202 at once
 };
 
+// The shared state of several nodes (issue 13). Empty url = this node keeps its limits in memory.
+struct RedisConfig {
+  std::string url;           // redis://[[user]:password@]host[:port][/db][?prefix=...]
+  std::string password_file; // the password, kept out of the URL and the config file
+  // While Redis is unreachable: "open" admits on this node's own limits (logged and counted),
+  // "closed" refuses with 503. Budgets and quotas default to closed (money), rate limits to open.
+  std::string fail_rate_limits = "open";
+  std::string fail_budgets = "closed";
+  std::chrono::milliseconds lease_ttl{60'000}; // a dead node's concurrency slots free after this
+  std::chrono::milliseconds timeout{1'000};    // connect and command timeout
+  int pool_size = 16;                          // connections per node
+};
+
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -124,6 +137,7 @@ struct ServerConfig {
   std::string backup_dir; // default <data_dir>/backups
   CacheConfig cache;
   JobsConfig jobs;
+  RedisConfig redis;
 
   Status validate() const;
 };

@@ -28,6 +28,18 @@ const Key<CacheConfig> kCacheKeys[] = {
     {"ttl_s", Secs<CacheConfig>{&CacheConfig::ttl, 1}},
 };
 
+const Key<RedisConfig> kRedisKeys[] = {
+    {"url", &RedisConfig::url},
+    {"password_file", &RedisConfig::password_file},
+    {"fail_rate_limits", &RedisConfig::fail_rate_limits},
+    {"fail_budgets", &RedisConfig::fail_budgets},
+    {"lease_ttl_s", Millis<RedisConfig>{&RedisConfig::lease_ttl, 1000}, Range::kPositive},
+    {"timeout_ms", Millis<RedisConfig>{&RedisConfig::timeout, 1}, Range::kPositive},
+    {"pool_size", &RedisConfig::pool_size, Range::kPositive},
+    {"password", Refused{"secrets are not read from the config file; use password_file or "
+                         "GANTRY_REDIS_URL"}},
+};
+
 Status read_node_id(const toml::node &n, JobsConfig &c, const std::string &key) {
   auto v = n.value<std::string>();
   if (!v || v->empty() || v->size() > 64)
@@ -188,6 +200,9 @@ const Key<ServerConfig> kTopKeys[] = {
      }}},
     {"jobs", Custom<ServerConfig>{[](const toml::node &n, ServerConfig &c, const std::string &k) {
        return read_table(n, std::span(kJobKeys), c.jobs, k);
+     }}},
+    {"redis", Custom<ServerConfig>{[](const toml::node &n, ServerConfig &c, const std::string &k) {
+       return read_table(n, std::span(kRedisKeys), c.redis, k);
      }}},
     {"models", Custom<ServerConfig>{[](const toml::node &, ServerConfig &, const std::string &) {
        return Ok(); // read below, with the file's path

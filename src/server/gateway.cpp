@@ -225,6 +225,8 @@ Status Gateway::build_services(Stores &stores) {
                  },
                  *calls_, *inference_, outbound_->webhook_post(), *admin_auth_));
   health_routes_->add_check("jobs", [jobs = jobs_.get()] { return jobs->check_queue(); });
+  if (stores.redis_check)
+    health_routes_->add_check("redis", std::move(stores.redis_check));
   OperatorViewsDeps vd{
       &clock_,
       control_.get(),

@@ -108,6 +108,10 @@ http::Response HealthRoutes::render_ready() {
     if (r) {
       for (const auto &[k, v] : *r)
         c[k] = v;
+      // A dependency the node can serve without (Redis under its fail policy) reports itself
+      // degraded: shown, but not a reason to take this node out of a load balancer.
+      if (auto d = r->find("degraded"); d != r->end() && d->second != 0)
+        c["status"] = "degraded";
     } else {
       c["error"] = r.error().message;
     }

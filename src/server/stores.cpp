@@ -1,11 +1,14 @@
 #include "server/stores.h"
 
 #include <algorithm>
+#include <cctype>
+#include <fstream>
 
 #include "cache/memory_cache.h"
 #include "control/idempotency.h"
 #include "control/memory_admission_store.h"
 #include "jobs/in_process_job_events.h"
+#include "store/redis/redis_admission_store.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
 #include "store/sqlite/sqlite_readiness_log.h"
@@ -14,9 +17,7 @@
 namespace gantry::server {
 namespace {
 
-std::unique_ptr<control::AdmissionStore>
-embedded_admission(const ServerConfig &config, std::shared_ptr<control::UsageLedger> ledger,
-                   const Clock &clock) {
+std::vector<control::BreakerSpec> breaker_specs(const ServerConfig &config) {
   std::vector<control::BreakerSpec> breakers;
   for (const auto &spec : config.models) {
     control::BreakerConfig b;
@@ -32,12 +33,40 @@ embedded_admission(const ServerConfig &config, std::shared_ptr<control::UsageLed
     b.cooldown = std::chrono::seconds(spec.breaker_cooldown_s);
     breakers.push_back({spec.name, b});
   }
-  // A counter is seeded from the ledger the first time its owner is seen after start-up.
-  return std::make_unique<control::MemoryAdmissionStore>(
-      clock, std::move(breakers),
-      [ledger = std::move(ledger)](control::OwnerKind k, std::string_view id, int64_t from_ms) {
-        return ledger->usage_of(k, id, from_ms);
-      });
+  return breakers;
+}
+
+// A counter is seeded from the ledger the first time its owner is seen after start-up.
+control::UsageLoader ledger_loader(std::shared_ptr<control::UsageLedger> ledger) {
+  return [ledger = std::move(ledger)](control::OwnerKind k, std::string_view id, int64_t from_ms) {
+    return ledger->usage_of(k, id, from_ms);
+  };
+}
+
+Result<std::shared_ptr<store::RedisClient>> connect_redis(const RedisConfig &rc,
+                                                          const Clock &clock) {
+  auto opts = store::parse_redis_url(rc.url);
+  if (!opts)
+    return Err(ErrorCode::kInvalidArgument, "config 'redis.url': " + opts.error().message,
+               "redis.url");
+  if (!rc.password_file.empty()) {
+    std::ifstream in(rc.password_file);
+    std::getline(in, opts->password);
+    while (!opts->password.empty() &&
+           std::isspace(static_cast<unsigned char>(opts->password.back())))
+      opts->password.pop_back();
+    if (opts->password.empty())
+      return Err(ErrorCode::kInvalidArgument,
+                 "config 'redis.password_file': cannot be read or is empty", "redis.password_file");
+  }
+  opts->connect_timeout = rc.timeout;
+  opts->command_timeout = rc.timeout;
+  opts->pool_size = static_cast<size_t>(rc.pool_size);
+  auto client = store::RedisClient::connect(*opts, clock);
+  if (!client)
+    return Err(client.error().code,
+               client.error().message + " (redis.url " + store::redact_redis_url(rc.url) + ")");
+  return std::shared_ptr<store::RedisClient>(std::move(client).value());
 }
 
 std::unique_ptr<control::IdempotencyStore> embedded_idempotency(const ServerConfig &config,
@@ -75,7 +104,28 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   if (set == StoreSet::kControlOnly)
     return s;
 
-  s.control.admission = embedded_admission(config, db, clock);
+  if (config.redis.url.empty()) {
+    s.control.admission = std::make_unique<control::MemoryAdmissionStore>(
+        clock, breaker_specs(config), ledger_loader(db));
+  } else {
+    GANTRY_ASSIGN_OR_RETURN(std::shared_ptr<store::RedisClient> redis,
+                            connect_redis(config.redis, clock));
+    store::RedisAdmissionOptions ro;
+    ro.lease_ttl = config.redis.lease_ttl;
+    ro.rate_fail_open = config.redis.fail_rate_limits == "open";
+    ro.budget_fail_open = config.redis.fail_budgets == "open";
+    auto admission = std::make_unique<store::RedisAdmissionStore>(
+        redis, clock, breaker_specs(config), ledger_loader(db), ro);
+    s.redis_check = [redis, a = admission.get()]() -> Result<std::map<std::string, int64_t>> {
+      auto pong = redis->command({"PING"});
+      return std::map<std::string, int64_t>{
+          {"degraded", pong ? 0 : 1},
+          {"fallback_admissions", static_cast<int64_t>(a->fallback_admissions())},
+          {"unavailable_refusals", static_cast<int64_t>(a->unavailable_refusals())},
+          {"pending_settlements", static_cast<int64_t>(a->pending_settles())}};
+    };
+    s.control.admission = std::move(admission);
+  }
   s.control.idempotency = embedded_idempotency(config, clock);
 
   const std::string path = control::database_path(config.data_dir);

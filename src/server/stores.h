@@ -3,15 +3,17 @@
 // (PostgreSQL for keys, the ledger and jobs; Redis for admission, idempotency and caches) is one
 // branch here and one factory in each contract suite (tests/contract/).
 //
-// Today every port gets its embedded adapter: the SQLite database under data_dir for the store
+// Every port gets its embedded adapter — the SQLite database under data_dir for the store
 // aggregates and the job queue and records, the in-memory admission and idempotency stores, the
-// in-process job events and the in-memory caches.
+// in-process job events and the in-memory caches — except that with a Redis URL admission (rate
+// limits, concurrency, quotas, budgets, breakers) is shared through Redis (store/redis/).
 //
 // Threading: open_stores() runs on the main thread at start-up; what it returns is moved into the
 // services that own each port.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -43,6 +45,10 @@ struct Stores {
   // A consistent copy of the live database at a path (the SQLite adapter's backup_to); empty
   // when the backend has no file to copy. BackupScheduler and `gantry db backup` use it.
   std::function<Status(const std::string &path)> backup_to;
+  // The shared-state dependency for /readyz (empty without Redis): a PING's result and the
+  // outage-policy counters. Degraded, never failed: with the fail policy a node keeps serving
+  // while Redis is down, and failing readiness would drain every node at once.
+  std::function<Result<std::map<std::string, int64_t>>()> redis_check;
 };
 
 // What a process needs: the server all of it, a CLI command only the store aggregates (opening

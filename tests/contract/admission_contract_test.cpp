@@ -44,8 +44,7 @@ struct RedisAdmissionFactory {
     if (!client)
       throw std::runtime_error(client.error().message);
     return std::make_unique<store::RedisAdmissionStore>(
-        std::shared_ptr<store::RedisClient>(std::move(client).value()), clock,
-        std::move(breakers),
+        std::shared_ptr<store::RedisClient>(std::move(client).value()), clock, std::move(breakers),
         [](OwnerKind, std::string_view, int64_t) -> Result<UsageTotals> { return UsageTotals{}; });
   }
 };

@@ -57,12 +57,23 @@ public:
     pid_ = ::fork();
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL); // never outlive the test
-      std::vector<std::string> args{kBinary,     "--port",       std::to_string(port_),
-                                    "--bind",    "127.0.0.1",    "--save",
-                                    "",          "--appendonly", "no",
-                                    "--dir",     dir_,           "--daemonize",
-                                    "no",        "--loglevel",   "warning",
-                                    "--logfile", dir_ + "/redis.log"};
+      std::vector<std::string> args{kBinary,
+                                    "--port",
+                                    std::to_string(port_),
+                                    "--bind",
+                                    "127.0.0.1",
+                                    "--save",
+                                    "",
+                                    "--appendonly",
+                                    "no",
+                                    "--dir",
+                                    dir_,
+                                    "--daemonize",
+                                    "no",
+                                    "--loglevel",
+                                    "warning",
+                                    "--logfile",
+                                    dir_ + "/redis.log"};
       args.insert(args.end(), extra_.begin(), extra_.end());
       std::vector<char *> argv;
       for (auto &a : args)

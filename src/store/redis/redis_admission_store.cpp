@@ -377,21 +377,19 @@ Error quota_refusal(const control::Budget &b, const std::string &what) {
 Error breaker_refusal(const std::string &model, const control::BreakerConfig &c, int64_t left_ms) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "$%.4f", c.usd_per_minute);
-  return Error{ErrorCode::kCircuitOpen,
-               "The spend-rate circuit breaker of model '" + model +
-                   "' is open: spending exceeded " + buf + " per minute. New requests are " +
-                   "refused for " + std::to_string(left_ms / 1000 + 1) +
-                   " s more, or until an admin resets it (POST /admin/v1/breakers/" + model +
-                   "/reset).",
-               "model"};
+  return Error{
+      ErrorCode::kCircuitOpen,
+      "The spend-rate circuit breaker of model '" + model + "' is open: spending exceeded " + buf +
+          " per minute. New requests are " + "refused for " + std::to_string(left_ms / 1000 + 1) +
+          " s more, or until an admin resets it (POST /admin/v1/breakers/" + model + "/reset).",
+      "model"};
 }
 
 } // namespace
 
 RedisAdmissionStore::RedisAdmissionStore(std::shared_ptr<RedisClient> redis, const Clock &clock,
                                          std::vector<control::BreakerSpec> breakers,
-                                         control::UsageLoader usage,
-                                         RedisAdmissionOptions options)
+                                         control::UsageLoader usage, RedisAdmissionOptions options)
     : redis_(std::move(redis)), clock_(clock), usage_(usage), options_(options),
       local_(clock, breakers, usage) {
   for (auto &b : breakers)
@@ -420,10 +418,9 @@ RedisAdmissionStore::budgets_for(const std::string &key_id, const std::string &p
   std::vector<BudgetRef> out;
   std::lock_guard<std::mutex> lk(mu_);
   for (const auto &b : budgets_) {
-    const bool mine = (b.owner_kind == control::OwnerKind::kKey && !key_id.empty() &&
-                       b.owner_id == key_id) ||
-                      (b.owner_kind == control::OwnerKind::kProject && !project.empty() &&
-                       b.owner_id == project);
+    const bool mine =
+        (b.owner_kind == control::OwnerKind::kKey && !key_id.empty() && b.owner_id == key_id) ||
+        (b.owner_kind == control::OwnerKind::kProject && !project.empty() && b.owner_id == project);
     if (!mine)
       continue;
     const int64_t start = control::period_start(b.period, now_s);
@@ -460,8 +457,8 @@ Status RedisAdmissionStore::precheck(const AdmissionAsk &ask, RateSnapshot *refu
       return Ok(); // reserve() refuses it with the policy's 503
     return Err(r.take_error());
   }
-  if (r->kind == RedisReply::Kind::kArray && !r->elements.empty() &&
-      r->elements[0].as_int() == 2 && r->elements.size() >= 7)
+  if (r->kind == RedisReply::Kind::kArray && !r->elements.empty() && r->elements[0].as_int() == 2 &&
+      r->elements.size() >= 7)
     return Err(rate_refusal(*r, 0, refusal));
   return Ok();
 }
@@ -587,16 +584,15 @@ Result<AdmissionLease> RedisAdmissionStore::reserve(const AdmissionAsk &ask,
       }
       continue;
     }
-    default:
-      break;
+    default: break;
     }
     return Err(ErrorCode::kInternal, "the admission script returned an unexpected reply");
   }
   return Err(ErrorCode::kInternal, "budget counters could not be seeded");
 }
 
-Result<std::vector<BudgetAlert>>
-RedisAdmissionStore::settle_remote(uint64_t id, const Held &held, const control::Usage &used) {
+Result<std::vector<BudgetAlert>> RedisAdmissionStore::settle_remote(uint64_t id, const Held &held,
+                                                                    const control::Usage &used) {
   const int64_t now = clock_.unix_millis();
   const control::BreakerConfig *br = breaker(held.model);
   std::vector<std::string> args{redis_->prefix(),
@@ -645,9 +641,8 @@ RedisAdmissionStore::settle_remote(uint64_t id, const Held &held, const control:
     a.used_tokens = r.elements[k + 3].as_int();
     alerts.push_back(std::move(a));
   }
-  std::sort(alerts.begin(), alerts.end(), [](const BudgetAlert &x, const BudgetAlert &y) {
-    return x.threshold < y.threshold;
-  });
+  std::sort(alerts.begin(), alerts.end(),
+            [](const BudgetAlert &x, const BudgetAlert &y) { return x.threshold < y.threshold; });
   return alerts;
 }
 
@@ -767,8 +762,8 @@ std::vector<control::BudgetState> RedisAdmissionStore::budgets() {
   }
   std::vector<std::vector<std::string>> cmds;
   for (const auto &r : refs)
-    cmds.push_back({"HMGET", redis_->prefix() + "q:" + r.counter, "ut", "uu", "rt", "ru",
-                    "seeded"});
+    cmds.push_back(
+        {"HMGET", redis_->prefix() + "q:" + r.counter, "ut", "uu", "rt", "ru", "seeded"});
   auto replies = redis_->pipeline(cmds);
   if (!replies)
     return local_.budgets(); // Redis is down: this node's view is the best there is
@@ -812,8 +807,9 @@ std::optional<control::BreakerState> RedisAdmissionStore::breaker_state(const st
   control::BreakerState s;
   s.usd_per_minute = c->usd_per_minute;
   const int64_t now = clock_.unix_millis();
-  auto replies = redis_->pipeline({{"HMGET", redis_->prefix() + "br:" + model, "open_until", "trips"},
-                                   {"HGETALL", redis_->prefix() + "brw:" + model}});
+  auto replies =
+      redis_->pipeline({{"HMGET", redis_->prefix() + "br:" + model, "open_until", "trips"},
+                        {"HGETALL", redis_->prefix() + "brw:" + model}});
   if (!replies || (*replies)[0].elements.size() < 2)
     return local_.breaker_state(model);
   const int64_t open_until = (*replies)[0].elements[0].as_int();

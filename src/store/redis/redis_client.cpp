@@ -44,8 +44,7 @@ RedisReply convert(const redisReply *r) {
     for (size_t i = 0; i < r->elements; ++i)
       out.elements.push_back(convert(r->element[i]));
     break;
-  default:
-    break; // nil
+  default: break; // nil
   }
   return out;
 }
@@ -223,9 +222,9 @@ Result<redisContext *> RedisClient::open_connection(bool first) {
     if (r.kind == RedisReply::Kind::kError) {
       redisFree(c);
       // A wrong password or db is a configuration error, not an outage: say what Redis said.
-      return Err(ErrorCode::kInvalidArgument,
-                 "Redis at " + o.host + ":" + std::to_string(o.port) + " refused the connection" +
-                     (first ? " at start-up" : "") + ": " + r.str);
+      return Err(ErrorCode::kInvalidArgument, "Redis at " + o.host + ":" + std::to_string(o.port) +
+                                                  " refused the connection" +
+                                                  (first ? " at start-up" : "") + ": " + r.str);
     }
   }
   return c;

@@ -36,7 +36,7 @@ struct RedisOptions {
   int db = 0;
   std::chrono::milliseconds connect_timeout{1000};
   std::chrono::milliseconds command_timeout{1000};
-  size_t pool_size = 16; // connections at most; a caller beyond them waits for one
+  size_t pool_size = 16;          // connections at most; a caller beyond them waits for one
   std::string prefix = "gantry:"; // every key this process writes starts with it
 };
 

@@ -28,9 +28,9 @@ TEST(RedisUrl, ParsesHostPortPasswordDbAndPrefix) {
 }
 
 TEST(RedisUrl, RefusesWhatItCannotHonour) {
-  for (const char *bad : {"127.0.0.1:6379", "http://127.0.0.1", "redis://", "rediss://127.0.0.1",
-                          "redis://127.0.0.1/16", "redis://127.0.0.1/x",
-                          "redis://127.0.0.1?timeout=1"}) {
+  for (const char *bad :
+       {"127.0.0.1:6379", "http://127.0.0.1", "redis://", "rediss://127.0.0.1",
+        "redis://127.0.0.1/16", "redis://127.0.0.1/x", "redis://127.0.0.1?timeout=1"}) {
     auto o = parse_redis_url(bad);
     EXPECT_FALSE(o) << bad;
     if (!o) {
@@ -64,16 +64,16 @@ TEST(RedisClient, StartUpErrorsNameRedisAndTheCause) {
   // A wrong password is a configuration error with Redis's own words, not an outage.
   auto locked = testing::RedisProcess::start_new({"--requirepass", "right-password"});
   ASSERT_TRUE(locked);
-  auto wrong = parse_redis_url("redis://:wrong-password@127.0.0.1:" +
-                               std::to_string(locked->port()));
+  auto wrong =
+      parse_redis_url("redis://:wrong-password@127.0.0.1:" + std::to_string(locked->port()));
   ASSERT_TRUE(wrong);
   auto denied = RedisClient::connect(*wrong, clock);
   ASSERT_FALSE(denied);
   EXPECT_EQ(denied.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(denied.error().message.find("refused"), std::string::npos) << denied.error().message;
   EXPECT_EQ(denied.error().message.find("wrong-password"), std::string::npos);
-  auto right = parse_redis_url("redis://:right-password@127.0.0.1:" +
-                               std::to_string(locked->port()) + "/3");
+  auto right =
+      parse_redis_url("redis://:right-password@127.0.0.1:" + std::to_string(locked->port()) + "/3");
   ASSERT_TRUE(right);
   auto ok = RedisClient::connect(*right, clock);
   ASSERT_TRUE(ok) << ok.error().message;

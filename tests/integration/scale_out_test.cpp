@@ -1,0 +1,226 @@
+// Several `gantry serve` nodes sharing state (issue 13): one real redis-server (started here on a
+// free loopback port) for limits, quotas, budgets and breakers, and one data directory for keys
+// and the ledger. What one node admits, every node counts.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "integration/api_helpers.h"
+#include "integration/server_process.h"
+#include "support/redis_process.h"
+
+namespace gantry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char *kAdminToken = "scale-out-admin-token-0123456789abcdef";
+
+std::string run_cli(const std::string &args) {
+  std::string cmd = std::string(GANTRY_BINARY) + " " + args + " 2>&1";
+  FILE *f = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (f && fgets(buf, sizeof(buf), f))
+    out += buf;
+  if (f) {
+    EXPECT_EQ(pclose(f), 0) << cmd << "\n" << out;
+  }
+  return out;
+}
+
+http::Headers bearer(const std::string &key) { return {{"Authorization", "Bearer " + key}}; }
+
+class ScaleOut : public ::testing::Test {
+protected:
+  void SetUp() override {
+    redis_ = RedisProcess::start_new();
+    ASSERT_TRUE(redis_) << "redis-server did not start (scripts/bootstrap.sh installs it)";
+    char tmpl[] = "/tmp/gantry-scale-XXXXXX";
+    ASSERT_TRUE(::mkdtemp(tmpl));
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    nodes_.clear();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::string create_key(const std::string &flags) {
+    auto created = parse_object(
+        run_cli("keys create --project alpha --json " + flags + " --data-dir " + dir_));
+    return created.contains("key") ? std::string(created["key"].as_string()) : "";
+  }
+
+  ServerProcess *start_node(std::vector<std::string> extra = {}) {
+    ServerProcessOptions o;
+    o.data_dir = dir_;
+    o.args = {"--redis-url", redis_->url()};
+    o.args.insert(o.args.end(), extra.begin(), extra.end());
+    o.env = {std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken};
+    auto s = ServerProcess::start(std::move(o));
+    EXPECT_TRUE(s) << (s ? "" : s.error().message);
+    if (!s)
+      return nullptr;
+    nodes_.push_back(std::move(s).value());
+    return nodes_.back().get();
+  }
+
+  std::unique_ptr<RedisProcess> redis_;
+  std::string dir_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+};
+
+TEST_F(ScaleOut, AKeysRpmHoldsExactlyAcrossTwoNodes) {
+  const std::string key = create_key("--rpm 50");
+  ASSERT_FALSE(key.empty());
+  ServerProcess *a = start_node();
+  ServerProcess *b = start_node();
+  ASSERT_TRUE(a && b);
+  std::atomic<int> ok{0}, limited{0}, other{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 6; ++t) {
+    ts.emplace_back([&, t] {
+      http::HttpClient c(((t % 2) ? b : a)->client_options());
+      for (int i = 0; i < 25; ++i) {
+        auto r = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
+        if (r && r->status == 200)
+          ++ok;
+        else if (r && r->status == 429)
+          ++limited;
+        else
+          ++other;
+      }
+    });
+  }
+  for (auto &t : ts)
+    t.join();
+  EXPECT_EQ(ok.load(), 50) << "150 requests through two nodes with RPM 50";
+  EXPECT_EQ(limited.load(), 100);
+  EXPECT_EQ(other.load(), 0);
+}
+
+TEST_F(ScaleOut, ConcurrencyAcrossNodesNeverExceedsTheCap) {
+  const std::string key = create_key("--max-concurrent 2");
+  ASSERT_FALSE(key.empty());
+  ServerProcess *a = start_node({"--ctx", "16384"});
+  ServerProcess *b = start_node({"--ctx", "16384"});
+  ASSERT_TRUE(a && b);
+  // Two long streams hold both slots (one on each node); a third request through either node is
+  // refused while they run.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> holders;
+  for (ServerProcess *n : {a, b}) {
+    holders.emplace_back([&, n] {
+      http::HttpClient c(n->client_options(60s));
+      (void)c.post("/v1/completions",
+                   completion_body("Once upon a time", {{"max_tokens", 16000}, {"stream", true}}),
+                   bearer(key));
+    });
+  }
+  // Wait until both slots are taken (the first tokens flowed), then probe.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  int third = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    http::HttpClient c(a->client_options(5s));
+    auto r = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
+    ASSERT_TRUE(r);
+    third = r->status;
+    if (third == 429)
+      break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(third, 429) << "two streams in flight on two nodes, max_concurrent 2";
+  http::HttpClient cb(b->client_options(5s));
+  auto via_b = cb.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
+  ASSERT_TRUE(via_b);
+  EXPECT_EQ(via_b->status, 429);
+  EXPECT_NE(via_b->body.find("concurrent"), std::string::npos) << via_b->body;
+  // Stopping the nodes ends the streams.
+  nodes_.clear();
+  for (auto &t : holders)
+    t.join();
+}
+
+TEST_F(ScaleOut, ARevokedKeyIsRefusedByEveryNodeWithinOneSecond) {
+  const std::string out = run_cli("keys create --project alpha --json --data-dir " + dir_);
+  auto created = parse_object(out);
+  const std::string key(created["key"].as_string()), id(created["id"].as_string());
+  ServerProcess *a = start_node();
+  ServerProcess *b = start_node();
+  ASSERT_TRUE(a && b);
+  http::HttpClient ca(a->client_options()), cb(b->client_options());
+  ASSERT_EQ(cb.get("/v1/models", bearer(key))->status, 200);
+  auto rev = ca.post("/admin/v1/keys/" + id + "/revoke", "{}",
+                     {{"Authorization", std::string("Bearer ") + kAdminToken}});
+  ASSERT_TRUE(rev);
+  ASSERT_EQ(rev->status, 200) << rev->body;
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 200;
+  while (std::chrono::steady_clock::now() - t0 < 1s) {
+    status = cb.get("/v1/models", bearer(key))->status;
+    if (status == 401)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(status, 401) << "node b still admitted the key 1 s after node a revoked it";
+}
+
+TEST_F(ScaleOut, WhileRedisIsDownRatesFailOpenAndReadinessSaysDegraded) {
+  const std::string key = create_key("--rpm 1000");
+  ServerProcess *a = start_node();
+  ASSERT_TRUE(a);
+  http::HttpClient c(a->client_options());
+  ASSERT_EQ(
+      c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key))->status,
+      200);
+  auto ready = c.get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_NE(ready->body.find(R"("name":"redis","status":"ok")"), std::string::npos) << ready->body;
+  redis_->kill();
+  // Rate limits fail open (the default): served on this node's own limits.
+  auto served = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->status, 200) << served->body;
+  auto degraded = c.get("/readyz");
+  ASSERT_TRUE(degraded);
+  EXPECT_EQ(degraded->status, 200) << "a Redis outage must not drain every node";
+  EXPECT_NE(degraded->body.find(R"("name":"redis","status":"degraded")"), std::string::npos)
+      << degraded->body;
+  EXPECT_NE(degraded->body.find(R"("fallback_admissions":1)"), std::string::npos) << degraded->body;
+  // Redis back: shared limits again (after the client's reconnect back-off, at most 2 s).
+  ASSERT_TRUE(redis_->start());
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  std::string body;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = c.get("/readyz");
+    body = r ? r->body : "";
+    if (body.find(R"("name":"redis","status":"ok")") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(body.find(R"("name":"redis","status":"ok")"), std::string::npos) << body;
+}
+
+TEST_F(ScaleOut, AnUnreachableRedisIsAStartUpErrorNamingIt) {
+  const std::string url = redis_->url();
+  redis_->kill();
+  const std::string cmd = std::string(GANTRY_BINARY) + " serve --port 0 --data-dir " + dir_ +
+                          " --redis-url " + url + " 2>&1";
+  FILE *f = popen(cmd.c_str(), "r");
+  ASSERT_TRUE(f);
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof(buf), f))
+    out += buf;
+  const int status = pclose(f);
+  EXPECT_NE(status, 0) << "started without its Redis: " << out;
+  EXPECT_NE(out.find("Redis at 127.0.0.1"), std::string::npos) << out;
+  EXPECT_NE(out.find("redis.url"), std::string::npos) << out;
+}
+
+} // namespace
+} // namespace gantry::testing
