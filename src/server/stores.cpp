@@ -9,6 +9,8 @@
 #include "control/memory_admission_store.h"
 #include "jobs/in_process_job_events.h"
 #include "store/redis/redis_admission_store.h"
+#include "store/redis/redis_cache.h"
+#include "store/redis/redis_idempotency_store.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
 #include "store/sqlite/sqlite_readiness_log.h"
@@ -104,29 +106,38 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   if (set == StoreSet::kControlOnly)
     return s;
 
-  if (config.redis.url.empty()) {
+  std::shared_ptr<store::RedisClient> redis;
+  if (!config.redis.url.empty()) {
+    GANTRY_ASSIGN_OR_RETURN(redis, connect_redis(config.redis, clock));
+  }
+  if (!redis) {
     s.control.admission = std::make_unique<control::MemoryAdmissionStore>(
         clock, breaker_specs(config), ledger_loader(db));
+    s.control.idempotency = embedded_idempotency(config, clock);
   } else {
-    GANTRY_ASSIGN_OR_RETURN(std::shared_ptr<store::RedisClient> redis,
-                            connect_redis(config.redis, clock));
     store::RedisAdmissionOptions ro;
     ro.lease_ttl = config.redis.lease_ttl;
     ro.rate_fail_open = config.redis.fail_rate_limits == "open";
     ro.budget_fail_open = config.redis.fail_budgets == "open";
     auto admission = std::make_unique<store::RedisAdmissionStore>(
         redis, clock, breaker_specs(config), ledger_loader(db), ro);
-    s.redis_check = [redis, a = admission.get()]() -> Result<std::map<std::string, int64_t>> {
+    control::IdempotencyLimits il;
+    il.max_bytes = static_cast<size_t>(config.idempotency_max_bytes);
+    il.max_entry_bytes = std::min(il.max_entry_bytes, il.max_bytes);
+    auto idempotency = std::make_unique<store::RedisIdempotencyStore>(redis, clock, il);
+    s.redis_check = [redis, a = admission.get(),
+                     i = idempotency.get()]() -> Result<std::map<std::string, int64_t>> {
       auto pong = redis->command({"PING"});
       return std::map<std::string, int64_t>{
           {"degraded", pong ? 0 : 1},
           {"fallback_admissions", static_cast<int64_t>(a->fallback_admissions())},
           {"unavailable_refusals", static_cast<int64_t>(a->unavailable_refusals())},
-          {"pending_settlements", static_cast<int64_t>(a->pending_settles())}};
+          {"pending_settlements", static_cast<int64_t>(a->pending_settles())},
+          {"idempotency_unprotected", static_cast<int64_t>(i->unprotected())}};
     };
     s.control.admission = std::move(admission);
+    s.control.idempotency = std::move(idempotency);
   }
-  s.control.idempotency = embedded_idempotency(config, clock);
 
   const std::string path = control::database_path(config.data_dir);
   GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
@@ -136,8 +147,14 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   s.jobs.events = std::make_unique<jobs::InProcessJobEvents>(
       clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));
 
-  s.responses = std::make_unique<cache::MemoryCache>(config.cache.max_bytes, clock);
-  s.embeddings = std::make_unique<cache::MemoryCache>(config.cache.embedding_max_bytes, clock);
+  if (redis) { // one cache for every node: stored through one, a hit through another
+    s.responses = std::make_unique<store::RedisCache>(redis, "resp", config.cache.max_bytes, clock);
+    s.embeddings =
+        std::make_unique<store::RedisCache>(redis, "emb", config.cache.embedding_max_bytes, clock);
+  } else {
+    s.responses = std::make_unique<cache::MemoryCache>(config.cache.max_bytes, clock);
+    s.embeddings = std::make_unique<cache::MemoryCache>(config.cache.embedding_max_bytes, clock);
+  }
   return s;
 }
 

@@ -8,14 +8,13 @@
 
 #include <atomic>
 #include <memory>
-#include <stdexcept>
 #include <thread>
 
 #include "control/admission_store.h"
 #include "control/memory_admission_store.h"
 #include "store/redis/redis_admission_store.h"
 #include "support/fake_clock.h"
-#include "support/redis_process.h"
+#include "support/redis_fixture.h"
 
 namespace gantry::control {
 namespace {
@@ -32,19 +31,8 @@ struct MemoryAdmissionFactory {
 
 struct RedisAdmissionFactory {
   std::unique_ptr<AdmissionStore> make(const Clock &clock, std::vector<BreakerSpec> breakers) {
-    static std::unique_ptr<testing::RedisProcess> redis = testing::RedisProcess::start_new();
-    if (!redis)
-      throw std::runtime_error("redis-server did not start (scripts/bootstrap.sh installs it)");
-    static int n = 0;
-    auto opts = store::parse_redis_url(redis->url());
-    if (!opts)
-      throw std::runtime_error(opts.error().message);
-    opts->prefix = "contract" + std::to_string(++n) + ":";
-    auto client = store::RedisClient::connect(*opts, clock);
-    if (!client)
-      throw std::runtime_error(client.error().message);
     return std::make_unique<store::RedisAdmissionStore>(
-        std::shared_ptr<store::RedisClient>(std::move(client).value()), clock, std::move(breakers),
+        testing::fresh_redis_client(clock), clock, std::move(breakers),
         [](OwnerKind, std::string_view, int64_t) -> Result<UsageTotals> { return UsageTotals{}; });
   }
 };

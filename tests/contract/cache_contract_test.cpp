@@ -1,14 +1,16 @@
-// The cache::Cache contract: every adapter passes the same suite. Adding an adapter (Redis)
-// means adding a factory to CacheAdapters below. The factory gets the byte budget; adapters
-// that cannot report process-local stats (a shared cache) report max_bytes = 0, and the checks
-// of the bound are skipped for them.
+// The cache::Cache contract: every adapter passes the same suite — the in-process one and the
+// shared Redis one (against a real redis-server, a fresh key prefix per cache). The factory gets
+// the byte budget; adapters that cannot report process-local stats (a shared cache) report
+// max_bytes = 0, and the checks of the bound are skipped for them.
 #include <gtest/gtest.h>
 
 #include <memory>
 
 #include "cache/cache.h"
 #include "cache/memory_cache.h"
+#include "store/redis/redis_cache.h"
 #include "support/fake_clock.h"
+#include "support/redis_fixture.h"
 
 namespace gantry::cache {
 namespace {
@@ -18,6 +20,13 @@ using namespace std::chrono_literals;
 struct MemoryCacheFactory {
   std::unique_ptr<Cache> make(const Clock &clock, uint64_t max_bytes) {
     return std::make_unique<MemoryCache>(max_bytes, clock);
+  }
+};
+
+struct RedisCacheFactory {
+  std::unique_ptr<Cache> make(const Clock &clock, uint64_t max_bytes) {
+    return std::make_unique<store::RedisCache>(testing::fresh_redis_client(clock), "resp",
+                                               max_bytes, clock);
   }
 };
 
@@ -35,7 +44,7 @@ protected:
   std::unique_ptr<Cache> cache_;
 };
 
-using CacheAdapters = ::testing::Types<MemoryCacheFactory>;
+using CacheAdapters = ::testing::Types<MemoryCacheFactory, RedisCacheFactory>;
 TYPED_TEST_SUITE(CacheContract, CacheAdapters);
 
 TYPED_TEST(CacheContract, PutGetReplaceErase) {

@@ -1,12 +1,14 @@
-// The IdempotencyStore contract: every adapter passes the same suite. Adding an adapter (Redis)
-// means adding a factory to IdempotencyAdapters below. The factory gets the limits the test
-// needs (ttl, byte bound, per-entry cap); the clock is the suite's FakeClock.
+// The IdempotencyStore contract: every adapter passes the same suite — the in-process one and the
+// shared Redis one (against a real redis-server, a fresh key prefix per store). The factory gets
+// the limits the test needs (ttl, byte bound, per-entry cap); the clock is the suite's FakeClock.
 #include <gtest/gtest.h>
 
 #include <memory>
 
 #include "control/idempotency.h"
+#include "store/redis/redis_idempotency_store.h"
 #include "support/fake_clock.h"
+#include "support/redis_fixture.h"
 
 namespace gantry::control {
 namespace {
@@ -17,6 +19,13 @@ using O = IdempotencyStore::Outcome;
 struct MemoryIdempotencyFactory {
   std::unique_ptr<IdempotencyStore> make(const Clock &clock, IdempotencyLimits limits) {
     return std::make_unique<MemoryIdempotencyStore>(clock, limits);
+  }
+};
+
+struct RedisIdempotencyFactory {
+  std::unique_ptr<IdempotencyStore> make(const Clock &clock, IdempotencyLimits limits) {
+    return std::make_unique<store::RedisIdempotencyStore>(testing::fresh_redis_client(clock), clock,
+                                                          limits);
   }
 };
 
@@ -47,7 +56,7 @@ protected:
   std::unique_ptr<IdempotencyStore> store_;
 };
 
-using IdempotencyAdapters = ::testing::Types<MemoryIdempotencyFactory>;
+using IdempotencyAdapters = ::testing::Types<MemoryIdempotencyFactory, RedisIdempotencyFactory>;
 TYPED_TEST_SUITE(IdempotencyContract, IdempotencyAdapters);
 
 TYPED_TEST(IdempotencyContract, FirstThenInFlightThenReplayAndMismatch) {

@@ -120,18 +120,24 @@ TEST_F(ScaleOut, ConcurrencyAcrossNodesNeverExceedsTheCap) {
                    bearer(key));
     });
   }
-  // Wait until both slots are taken (the first tokens flowed), then probe.
+  // Wait until each node runs its stream (its engine reports one running sequence), then probe.
   const auto deadline = std::chrono::steady_clock::now() + 10s;
-  int third = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    http::HttpClient c(a->client_options(5s));
-    auto r = c.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
-    ASSERT_TRUE(r);
-    third = r->status;
-    if (third == 429)
-      break;
-    std::this_thread::sleep_for(50ms);
+  bool both = false;
+  while (!both && std::chrono::steady_clock::now() < deadline) {
+    both = true;
+    for (ServerProcess *n : {a, b}) {
+      http::HttpClient c(n->client_options(5s));
+      auto r = c.get("/readyz");
+      both = both && r && r->body.find(R"("running":1)") != std::string::npos;
+    }
+    if (!both)
+      std::this_thread::sleep_for(20ms);
   }
+  ASSERT_TRUE(both) << "the two streams did not start";
+  http::HttpClient ca(a->client_options(5s));
+  auto probe = ca.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
+  ASSERT_TRUE(probe);
+  const int third = probe->status;
   EXPECT_EQ(third, 429) << "two streams in flight on two nodes, max_concurrent 2";
   http::HttpClient cb(b->client_options(5s));
   auto via_b = cb.post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
@@ -166,6 +172,43 @@ TEST_F(ScaleOut, ARevokedKeyIsRefusedByEveryNodeWithinOneSecond) {
     std::this_thread::sleep_for(20ms);
   }
   EXPECT_EQ(status, 401) << "node b still admitted the key 1 s after node a revoked it";
+}
+
+TEST_F(ScaleOut, ACachedResponseAndAnIdempotentReplayCrossNodes) {
+  const std::string key = create_key("");
+  ServerProcess *a = start_node();
+  ServerProcess *b = start_node();
+  ASSERT_TRUE(a && b);
+  http::HttpClient ca(a->client_options()), cb(b->client_options());
+  const std::string body =
+      completion_body("The cache is shared", {{"max_tokens", 12}, {"temperature", 0}});
+  auto first = ca.post("/v1/completions", body, bearer(key));
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+  EXPECT_EQ(first->header("x-gantry-cache").value_or(""), "miss");
+  auto second = cb.post("/v1/completions", body, bearer(key));
+  ASSERT_TRUE(second);
+  ASSERT_EQ(second->status, 200);
+  EXPECT_EQ(second->header("x-gantry-cache").value_or(""), "hit")
+      << "stored through node a, looked up through node b";
+  EXPECT_EQ(choice_text(parse_object(second->body)), choice_text(parse_object(first->body)));
+
+  // An Idempotency-Key used through node a replays through node b: one run, one bill.
+  http::Headers h = bearer(key);
+  h.push_back({"Idempotency-Key", "order-42"});
+  const std::string sampled =
+      completion_body("Once", {{"max_tokens", 12}, {"temperature", 1}, {"seed", 7}});
+  auto run = ca.post("/v1/completions", sampled, h);
+  ASSERT_TRUE(run);
+  ASSERT_EQ(run->status, 200) << run->body;
+  auto replay = cb.post("/v1/completions", sampled, h);
+  ASSERT_TRUE(replay);
+  ASSERT_EQ(replay->status, 200) << replay->body;
+  EXPECT_EQ(parse_object(replay->body)["id"], parse_object(run->body)["id"])
+      << "the stored response, not a second run";
+  auto other = cb.post("/v1/completions", completion_body("Different", {{"max_tokens", 2}}), h);
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 422) << "the same key with another body, on another node";
 }
 
 TEST_F(ScaleOut, WhileRedisIsDownRatesFailOpenAndReadinessSaysDegraded) {

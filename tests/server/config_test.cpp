@@ -169,6 +169,41 @@ TEST(ConfigTest, KeyTablesNameTheKeyAndRefuseWrongShapes) {
   EXPECT_EQ(good.backup_keep, 2);
 }
 
+TEST(ConfigTest, TheRedisTableIsReadAndChecked) {
+  ServerConfig cfg;
+  ASSERT_TRUE(
+      apply_toml_file(write_file("redis.toml", "[redis]\nurl = \"redis://127.0.0.1:6390/1\"\n"
+                                               "fail_rate_limits = \"closed\"\n"
+                                               "lease_ttl_s = 30\ntimeout_ms = 250\n"),
+                      cfg)
+          .ok());
+  EXPECT_EQ(cfg.redis.url, "redis://127.0.0.1:6390/1");
+  EXPECT_EQ(cfg.redis.fail_rate_limits, "closed");
+  EXPECT_EQ(cfg.redis.fail_budgets, "closed") << "budgets fail closed by default";
+  EXPECT_EQ(cfg.redis.lease_ttl.count(), 30'000);
+  EXPECT_EQ(cfg.redis.timeout.count(), 250);
+  // A password in the file is refused; the URL from the environment wins over the file.
+  ServerConfig refused;
+  auto st = apply_toml_file(write_file("redis_pw.toml", "[redis]\npassword = \"x\"\n"), refused);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("password_file"), std::string::npos) << st.error().message;
+  ASSERT_TRUE(apply_env({{"GANTRY_REDIS_URL", "redis://127.0.0.1:7000"}}, cfg).ok());
+  EXPECT_EQ(cfg.redis.url, "redis://127.0.0.1:7000");
+  // validate() names a bad policy or scheme.
+  cfg.models.push_back({});
+  cfg.models.back().name = "m";
+  cfg.models.back().path = "/m.gguf";
+  cfg.redis.fail_budgets = "maybe";
+  auto bad = cfg.validate();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("redis.fail_budgets"), std::string::npos);
+  cfg.redis.fail_budgets = "open";
+  cfg.redis.url = "http://127.0.0.1:6379";
+  bad = cfg.validate();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("redis.url"), std::string::npos);
+}
+
 } // namespace
 // Non-ASCII is legal TOML only inside strings and comments; elsewhere it is refused with the line,
 // and toml++ (3.3 reaches __builtin_unreachable on U+00A1..U+0499) only ever sees ASCII. The
