@@ -15,7 +15,7 @@ using control::RateSnapshot;
 // Lease ids from Redis (INCR) are below 2^53; local fallback leases have the top bit set.
 constexpr uint64_t kLocalBit = uint64_t{1} << 63;
 
-// Shared by the three scripts: argument cursor, the rule list and the token bucket of
+// Shared by the scripts: argument cursor, the rule list and the token bucket of
 // control/rate_limiter.cpp (a bucket holds one minute's allowance, refills continuously, starts
 // full; `now` never moves a bucket's time backwards).
 constexpr const char *kPrelude = R"lua(
@@ -47,7 +47,7 @@ local function ms_to(missing, per_minute)
   if missing <= 0 or per_minute <= 0 then return 0 end
   return math.ceil(missing * 60000 / per_minute)
 end
--- Checks one rule; returns a refusal array or nil. `tokens` nil: RPM and concurrency only.
+-- Checks one rule; returns a refusal array or nil.
 local function refuse(r, tokens)
   local rk = P .. 'rl:' .. r.scope
   if r.maxc > 0 then
@@ -174,16 +174,6 @@ end
 return {1, lease, snap[1], snap[2], snap[3], snap[4], snap[5], snap[6]}
 )lua";
 
-// ARGV: prefix, now_ms, rules. Returns {1} or a rate refusal as reserve's.
-constexpr const char *kPrecheckBody = R"lua(
-local rules = read_rules()
-for _, r in ipairs(rules) do
-  local no = refuse(r, nil)
-  if no then return no end
-end
-return {1}
-)lua";
-
 // ARGV: prefix, now_ms, lease, reserved tokens, used tokens, reserved usd, used usd, breaker
 // model ('' = none), breaker usd/min, window ms, cool-down ms, rules, budgets (the lease's
 // counter, this period's counter, token quota, spend limit, thresholds "50,80,100", expire-at).
@@ -280,10 +270,6 @@ return 1
 
 const RedisScript &reserve_script() {
   static const RedisScript s(std::string(kPrelude) + kReserveBody);
-  return s;
-}
-const RedisScript &precheck_script() {
-  static const RedisScript s(std::string(kPrelude) + kPrecheckBody);
   return s;
 }
 const RedisScript &settle_script() {
@@ -447,20 +433,37 @@ Status RedisAdmissionStore::seed(const std::vector<BudgetRef> &refs) {
 Status RedisAdmissionStore::precheck(const AdmissionAsk &ask, RateSnapshot *refusal) {
   if (ask.rules.empty())
     return Ok();
-  std::vector<std::string> args{redis_->prefix(), std::to_string(clock_.unix_millis())};
-  push_rules(args, ask.rules);
-  auto r = redis_->eval(precheck_script(), {}, args);
-  if (!r) {
-    if (r.error().code == ErrorCode::kIo && options_.rate_fail_open)
-      return local_.precheck(ask, refusal);
-    if (r.error().code == ErrorCode::kIo)
-      return Ok(); // reserve() refuses it with the policy's 503
-    return Err(r.take_error());
+  if (!redis_->reachable() && options_.rate_fail_open)
+    return local_.precheck(ask, refusal);
+  const int64_t now = clock_.unix_millis();
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const auto &r : ask.rules) {
+    auto it = refusals_.find(r.scope);
+    if (it == refusals_.end())
+      continue;
+    if (it->second.until_ms <= now) {
+      refusals_.erase(it);
+      continue;
+    }
+    if (refusal)
+      *refusal = it->second.snapshot;
+    Error e = it->second.error;
+    e.retry_after_ms = std::max<int64_t>(it->second.until_ms - now, 1);
+    return Err(std::move(e));
   }
-  if (r->kind == RedisReply::Kind::kArray && !r->elements.empty() && r->elements[0].as_int() == 2 &&
-      r->elements.size() >= 7)
-    return Err(rate_refusal(*r, 0, refusal));
   return Ok();
+}
+
+void RedisAdmissionStore::remember_refusal(const std::string &scope, const Error &e,
+                                           const RateSnapshot &snap) {
+  const int64_t now = clock_.unix_millis();
+  std::lock_guard<std::mutex> lk(mu_);
+  if (refusals_.size() >= kMaxRefusals) {
+    std::erase_if(refusals_, [&](const auto &kv) { return kv.second.until_ms <= now; });
+    if (refusals_.size() >= kMaxRefusals)
+      refusals_.clear(); // a memo, not state: losing it costs one round trip per scope
+  }
+  refusals_[scope] = {now + e.retry_after_ms, e, snap};
 }
 
 Result<AdmissionLease> RedisAdmissionStore::reserve_local(const AdmissionAsk &ask,
@@ -555,8 +558,18 @@ Result<AdmissionLease> RedisAdmissionStore::reserve(const AdmissionAsk &ask,
       return lease;
     }
     case 2:
-      if (e.size() >= 7)
-        return Err(rate_refusal(*r, ask.tokens, refusal));
+      if (e.size() >= 7) {
+        RateSnapshot snap;
+        Error err = rate_refusal(*r, ask.tokens, &snap);
+        if (refusal)
+          *refusal = snap;
+        // An RPM refusal holds for any request of the scope until retry-after. A TPM refusal
+        // depends on the request's size, and a concurrency slot may free any moment: those are
+        // not remembered.
+        if (e[2].str == "requests")
+          remember_refusal(e[1].str, err, snap);
+        return Err(std::move(err));
+      }
       break;
     case 3: {
       const auto i = static_cast<size_t>(e.size() >= 3 ? e[1].as_int() : 0);

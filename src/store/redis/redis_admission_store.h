@@ -119,6 +119,19 @@ private:
   std::deque<PendingSettle> pending_;       // bounded by max_pending_settles
   uint64_t next_local_id_ = 1;
 
+  // precheck() answers from this node's memory of recent RPM refusals, so the hot
+  // path stays one round trip (reserve) while a caller hammering past its limit still costs no
+  // parsing or tokenizing (audit M4): scope → when its refusal ends, and what it said.
+  struct Refusal {
+    int64_t until_ms = 0;
+    Error error;
+    control::RateSnapshot snapshot;
+  };
+  void remember_refusal(const std::string &scope, const Error &e,
+                        const control::RateSnapshot &snap);
+  static constexpr size_t kMaxRefusals = 10'000;
+  std::unordered_map<std::string, Refusal> refusals_; // guarded by mu_, bounded by kMaxRefusals
+
   std::atomic<uint64_t> fallback_admits_{0};
   std::atomic<uint64_t> unavailable_refusals_{0};
   std::atomic<int64_t> last_fallback_log_ms_{0};

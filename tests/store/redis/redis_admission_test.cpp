@@ -199,6 +199,27 @@ TEST_F(RedisAdmission, TheBreakerTripsForEveryNode) {
   EXPECT_TRUE(b->reserve(ask({}), nullptr));
 }
 
+TEST_F(RedisAdmission, PrecheckRefusesFromTheNodesMemoryOfAnRpmRefusal) {
+  auto n = node();
+  const auto req = ask({.rpm = 1});
+  EXPECT_TRUE(n->precheck(req, nullptr).ok());
+  ASSERT_TRUE(n->reserve(req, nullptr));
+  EXPECT_TRUE(n->precheck(req, nullptr).ok()) << "nothing refused yet: no round trip, no memo";
+  auto refused = n->reserve(req, nullptr);
+  ASSERT_FALSE(refused);
+  // Remembered: precheck refuses without asking Redis (it answers even with Redis gone).
+  redis_->kill();
+  control::RateSnapshot snap;
+  auto pre = n->precheck(req, &snap);
+  ASSERT_FALSE(pre.ok());
+  EXPECT_EQ(pre.error().code, ErrorCode::kRateLimited);
+  EXPECT_GT(pre.error().retry_after_ms, 0);
+  EXPECT_LE(pre.error().retry_after_ms, refused.error().retry_after_ms);
+  EXPECT_EQ(snap.limit_requests, 1);
+  clock_.advance(std::chrono::milliseconds(refused.error().retry_after_ms + 1));
+  EXPECT_TRUE(n->precheck(req, nullptr).ok()) << "the refusal ended";
+}
+
 TEST_F(RedisAdmission, WhileRedisIsDownRatesFailOpenAndBudgetsFailClosed) {
   auto n = node();
   auto closed_rates = node({.rate_fail_open = false});
