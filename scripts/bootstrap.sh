@@ -15,9 +15,9 @@ PKGS=(
   # nginx as a fixed-response upstream and as the load balancer in front of gateways
   # (tests/integration), systemd-analyze and PyYAML for the deploy/ checks (tests/deploy).
   nginx-light systemd python3-yaml
-  # Shared state of several nodes (issue 13): hiredis for the Redis adapters, and a real
-  # redis-server that the tests start on loopback ports.
-  libhiredis-dev redis-server
+  # Shared state of several nodes (issue 13): hiredis and libpq for the Redis and PostgreSQL
+  # adapters, and a real redis-server and PostgreSQL that the tests start on loopback ports.
+  libhiredis-dev redis-server libpq-dev postgresql
 )
 # `bootstrap.sh --fuzz`: clang and its libFuzzer/sanitizer runtimes for `make fuzz`.
 if [ "${1:-}" = "--fuzz" ]; then PKGS+=(clang libclang-rt-14-dev); fi

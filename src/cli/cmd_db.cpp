@@ -43,6 +43,11 @@ int run_backup(const DbFlags &f) {
     std::fprintf(stderr, "error: %s\n", cfg.error().message.c_str());
     return 2;
   }
+  if (!cfg->database_url.empty()) {
+    std::fprintf(stderr, "error: `gantry db backup` copies the SQLite file; with PostgreSQL "
+                         "(database_url) use pg_dump or your provider's backups\n");
+    return 1;
+  }
   const std::string live = control::database_path(cfg->data_dir);
   std::error_code ec;
   // Opening would create an empty database; a backup of nothing is a mistake to report.

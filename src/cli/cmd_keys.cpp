@@ -26,6 +26,7 @@ namespace json = boost::json;
 
 struct KeysFlags {
   std::string data_dir;
+  std::string database_url;
   std::string project, name, models, expires, id, grace = "0s";
   int64_t rpm = 0, tpm = 0, max_concurrent = 0;
   bool as_json = false;
@@ -56,6 +57,9 @@ int fail(const Error &e) {
 std::shared_ptr<control::KeyStore> open_store(const KeysFlags &f, int &rc) {
   server::ServerConfig cfg;
   cfg.data_dir = resolve_data_dir(f.data_dir);
+  cfg.database_url = f.database_url;
+  if (const char *e = std::getenv("GANTRY_DATABASE_URL"); cfg.database_url.empty() && e)
+    cfg.database_url = e;
   auto stores = server::open_stores(cfg, cli_clock(), server::StoreSet::kControlOnly);
   if (!stores) {
     rc = fail(stores.error());
@@ -198,6 +202,9 @@ void register_keys_command(CLI::App &app, int &rc) {
   auto add_dir = [f](CLI::App *c) {
     c->add_option("--data-dir", f->data_dir,
                   "Data directory (default $GANTRY_DATA_DIR or ./gantry-data)");
+    c->add_option("--database-url", f->database_url,
+                  "PostgreSQL the servers share (default $GANTRY_DATABASE_URL; else the data "
+                  "directory's SQLite file)");
     c->add_flag("--json", f->as_json, "Print JSON");
   };
 

@@ -38,6 +38,7 @@ struct ServeFlags {
   int64_t cache_max_bytes = -1;
   int64_t cache_ttl_s = -1;
   std::string redis_url;
+  std::string database_url;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -77,6 +78,8 @@ int run_serve(const ServeFlags &f) {
     cfg.admin_port = f.admin_port;
   if (!f.redis_url.empty())
     cfg.redis.url = f.redis_url;
+  if (!f.database_url.empty())
+    cfg.database_url = f.database_url;
   if (f.no_cache)
     cfg.cache.enabled = false;
   if (f.cache_max_bytes >= 0)
@@ -237,6 +240,9 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option(
       "--auth", f.auth,
       "auto (keys required once one exists), required, or off (no keys: local development)");
+  cmd->add_option("--database-url", f.database_url,
+                  "keep keys, projects, the ledger and budgets in PostgreSQL, shared with other "
+                  "nodes (postgresql://user@host:port/db; also GANTRY_DATABASE_URL)");
   cmd->add_option("--redis-url", f.redis_url,
                   "share limits, quotas, budgets and breakers with other nodes through this Redis "
                   "(redis://[:password@]host[:port][/db]; also GANTRY_REDIS_URL)");

@@ -73,6 +73,9 @@ Status ServerConfig::validate() const {
                                std::pair{"redis.fail_budgets", &redis.fail_budgets}})
     if (*v != "open" && *v != "closed")
       return config_error(key, "must be \"open\" or \"closed\", got '" + *v + "'");
+  if (!database_url.empty() && !database_url.starts_with("postgresql://") &&
+      !database_url.starts_with("postgres://"))
+    return config_error("database_url", "must start with postgresql://");
   if (!redis.url.empty() && !redis.url.starts_with("redis://"))
     return config_error("redis.url", "must start with redis://");
   if (redis.pool_size < 1 || redis.pool_size > 1024)
@@ -205,6 +208,8 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.max_queued_requests = static_cast<int>(n);
     } else if (k == "GANTRY_MAX_QUEUED_TOKENS") {
       GANTRY_ASSIGN_OR_RETURN(c.max_queued_tokens, to_int(k, v));
+    } else if (k == "GANTRY_DATABASE_URL") {
+      c.database_url = v;
     } else if (k == "GANTRY_REDIS_URL") {
       c.redis.url = v;
     } else if (k == "GANTRY_SENTRY_DSN") {

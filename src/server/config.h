@@ -93,6 +93,10 @@ struct ServerConfig {
   int admin_port = -1;    // health, metrics and the admin API on their own port too; -1 = off
   std::string admin_host; // default: host
   std::string data_dir = "./gantry-data";
+  // PostgreSQL for keys, projects, the ledger and budgets, shared by several nodes (issue 13):
+  // postgresql://user@host:port/db. Empty = the SQLite file under data_dir. The password is best
+  // left out of the URL: libpq reads PGPASSWORD and ~/.pgpass (PGPASSFILE).
+  std::string database_url;
   int io_threads = 2;
   std::vector<ModelSpec> models;
   std::vector<RemoteModelSpec> remote_models; // served from other engines (remote_models_config.h)

@@ -167,6 +167,7 @@ const Key<ServerConfig> kTopKeys[] = {
     {"host", &ServerConfig::host},
     {"port", &ServerConfig::port},
     {"data_dir", &ServerConfig::data_dir},
+    {"database_url", &ServerConfig::database_url},
     {"io_threads", &ServerConfig::io_threads},
     {"max_queued_requests", &ServerConfig::max_queued_requests},
     {"max_queued_tokens", &ServerConfig::max_queued_tokens},

@@ -8,6 +8,7 @@
 #include "control/idempotency.h"
 #include "control/memory_admission_store.h"
 #include "jobs/in_process_job_events.h"
+#include "store/postgres/pg_store.h"
 #include "store/redis/redis_admission_store.h"
 #include "store/redis/redis_cache.h"
 #include "store/redis/redis_idempotency_store.h"
@@ -99,10 +100,25 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   // is opened (created, migrated) first; the job adapters then open their own connections.
   GANTRY_ASSIGN_OR_RETURN(std::shared_ptr<control::SqliteStore> db,
                           control::SqliteStore::open(config.data_dir));
-  s.control.keys = db;
-  s.control.ledger = db;
-  s.control.budgets = db;
-  s.backup_to = [db](const std::string &path) { return db->backup_to(path); };
+  std::shared_ptr<control::UsageLedger> ledger = db;
+  if (config.database_url.empty()) {
+    s.control.keys = db;
+    s.control.ledger = db;
+    s.control.budgets = db;
+    s.backup_to = [db](const std::string &path) { return db->backup_to(path); };
+  } else {
+    // Keys, projects, the ledger and budgets shared by every node. (The job tables stay in the
+    // node's SQLite file until their PostgreSQL adapters land.)
+    store::PgOptions po;
+    po.url = config.database_url;
+    auto pg = store::PgStore::open(po, clock);
+    if (!pg)
+      return Err(pg.error().code, pg.error().message + " (database_url)");
+    s.control.keys = *pg;
+    s.control.ledger = *pg;
+    s.control.budgets = *pg;
+    ledger = *pg;
+  }
   if (set == StoreSet::kControlOnly)
     return s;
 
@@ -112,7 +128,7 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   }
   if (!redis) {
     s.control.admission = std::make_unique<control::MemoryAdmissionStore>(
-        clock, breaker_specs(config), ledger_loader(db));
+        clock, breaker_specs(config), ledger_loader(ledger));
     s.control.idempotency = embedded_idempotency(config, clock);
   } else {
     store::RedisAdmissionOptions ro;
@@ -120,7 +136,7 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
     ro.rate_fail_open = config.redis.fail_rate_limits == "open";
     ro.budget_fail_open = config.redis.fail_budgets == "open";
     auto admission = std::make_unique<store::RedisAdmissionStore>(
-        redis, clock, breaker_specs(config), ledger_loader(db), ro);
+        redis, clock, breaker_specs(config), ledger_loader(ledger), ro);
     control::IdempotencyLimits il;
     il.max_bytes = static_cast<size_t>(config.idempotency_max_bytes);
     il.max_entry_bytes = std::min(il.max_entry_bytes, il.max_bytes);

@@ -18,9 +18,11 @@
 #include "core/clock.h"
 #include "jobs/job_queue.h"
 #include "jobs/job_records.h"
+#include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
 #include "store/sqlite/sqlite_store.h"
+#include "support/postgres_process.h"
 
 namespace gantry::contract {
 
@@ -63,7 +65,41 @@ private:
   gantry::testing::TempDir dir_;
 };
 
+// PostgreSQL: one real server per test binary (initdb takes seconds), a fresh database per test.
+// Only the control-plane ports so far; the job ports' PostgreSQL adapters come next.
+class PostgresFactory {
+public:
+  static constexpr const char *kName = "postgres";
+
+  PostgresFactory() {
+    static std::string why;
+    static std::unique_ptr<gantry::testing::PostgresProcess> pg =
+        gantry::testing::PostgresProcess::start_new(&why);
+    if (!pg)
+      throw std::runtime_error(why);
+    static int n = 0;
+    url_ = pg->create_database("contract" + std::to_string(++n));
+  }
+
+  std::shared_ptr<store::PgStore> open_store() {
+    store::PgOptions o;
+    o.url = url_;
+    auto s = store::PgStore::open(o, clock_);
+    EXPECT_TRUE(s) << s.error().message;
+    return s ? std::move(s).value() : nullptr;
+  }
+  std::shared_ptr<control::KeyStore> key_store() { return open_store(); }
+  std::shared_ptr<control::UsageLedger> usage_ledger() { return open_store(); }
+  std::shared_ptr<control::BudgetStore> budget_store() { return open_store(); }
+
+private:
+  std::string url_;
+  SystemClock clock_;
+};
+
 using StoreAdapters = ::testing::Types<SqliteFactory>;
+// The control plane's store ports (KeyStore, UsageLedger, BudgetStore).
+using ControlStoreAdapters = ::testing::Types<SqliteFactory, PostgresFactory>;
 
 // Names each instantiation after its adapter ("KeyStoreContract/sqlite.…").
 struct AdapterName {

@@ -9,6 +9,8 @@
 
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
+#include "store/postgres/pg_store.h"
+#include "support/postgres_process.h"
 #include "support/redis_process.h"
 
 namespace gantry::testing {
@@ -263,6 +265,73 @@ TEST_F(ScaleOut, AnUnreachableRedisIsAStartUpErrorNamingIt) {
   EXPECT_NE(status, 0) << "started without its Redis: " << out;
   EXPECT_NE(out.find("Redis at 127.0.0.1"), std::string::npos) << out;
   EXPECT_NE(out.find("redis.url"), std::string::npos) << out;
+}
+
+// Nodes with nothing on disk in common: keys, the ledger and budgets in one PostgreSQL, limits in
+// one Redis, the key pepper shared through the environment.
+TEST(ScaleOutPostgres, NodesWithTheirOwnDiskShareKeysLimitsAndTheLedger) {
+  std::string why;
+  auto pg = PostgresProcess::start_new(&why);
+  ASSERT_TRUE(pg) << why;
+  const std::string db = pg->create_database("gantry");
+  auto redis = RedisProcess::start_new();
+  ASSERT_TRUE(redis);
+  const std::string pepper_value = "scale-out-pepper-0123456789abcdef";
+  const std::string pepper = "GANTRY_KEY_PEPPER=" + pepper_value;
+  // The CLI inherits this process's environment; the servers get theirs explicitly.
+  ::setenv("GANTRY_KEY_PEPPER", pepper_value.c_str(), 1);
+  auto created =
+      parse_object(run_cli("keys create --project alpha --rpm 20 --json --database-url " + db));
+  ::unsetenv("GANTRY_KEY_PEPPER");
+  ASSERT_TRUE(created.contains("key"));
+  const std::string key(created["key"].as_string()), id(created["id"].as_string());
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 0; i < 2; ++i) {
+    ServerProcessOptions o;
+    o.args = {"--database-url", db, "--redis-url", redis->url()};
+    o.env = {pepper, std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken};
+    auto s = ServerProcess::start(std::move(o));
+    ASSERT_TRUE(s) << s.error().message;
+    nodes.push_back(std::move(s).value());
+  }
+  http::HttpClient a(nodes[0]->client_options()), b(nodes[1]->client_options());
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto r = (i % 2 ? b : a)
+                 .post("/v1/completions", completion_body("Hi", {{"max_tokens", 1}}), bearer(key));
+    ASSERT_TRUE(r);
+    ok += r->status == 200;
+    limited += r->status == 429;
+  }
+  EXPECT_EQ(ok, 20) << "RPM 20 across two nodes with separate data directories";
+  EXPECT_EQ(limited, 10);
+  // Both nodes' ledger rows land in the one table (each node flushes within its flush window).
+  SystemClock clock;
+  store::PgOptions po;
+  po.url = db;
+  auto store = store::PgStore::open(po, clock);
+  ASSERT_TRUE(store) << store.error().message;
+  int64_t rows = 0;
+  for (int i = 0; i < 50 && rows < 30; ++i) {
+    auto n = (*store)->count_usage();
+    rows = n ? *n : -1;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(rows, 30) << "one ledger row per request, admitted or not, from both nodes";
+  // Revoked through node a: node b refuses it within a second.
+  auto rev = a.post("/admin/v1/keys/" + id + "/revoke", "{}",
+                    {{"Authorization", std::string("Bearer ") + kAdminToken}});
+  ASSERT_TRUE(rev);
+  ASSERT_EQ(rev->status, 200) << rev->body;
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  while (std::chrono::steady_clock::now() - t0 < 1s) {
+    status = b.get("/v1/models", bearer(key))->status;
+    if (status == 401)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(status, 401);
 }
 
 } // namespace

@@ -1,0 +1,124 @@
+// The PostgreSQL schema as data: migration i takes gantry_schema's version i to i + 1.
+#include <array>
+
+#include "store/postgres/pg_store.h"
+
+namespace gantry::store {
+namespace {
+
+// Any constant works as long as no other application on the database uses it.
+constexpr const char *kMigrationLock = "7316483401";
+
+constexpr std::array<const char *, 1> kMigrations = {
+    R"sql(
+CREATE TABLE projects (
+  id text PRIMARY KEY,
+  rpm bigint NOT NULL DEFAULT 0,
+  tpm bigint NOT NULL DEFAULT 0,
+  max_concurrent bigint NOT NULL DEFAULT 0,
+  created_at bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE api_keys (
+  id text PRIMARY KEY,
+  project text NOT NULL,
+  name text NOT NULL DEFAULT '',
+  hash text NOT NULL,
+  prev_hash text NOT NULL DEFAULT '',
+  prev_expires_at bigint NOT NULL DEFAULT 0,
+  models text NOT NULL DEFAULT '',
+  rpm bigint NOT NULL DEFAULT 0,
+  tpm bigint NOT NULL DEFAULT 0,
+  max_concurrent bigint NOT NULL DEFAULT 0,
+  created_at bigint NOT NULL DEFAULT 0,
+  expires_at bigint NOT NULL DEFAULT 0,
+  revoked_at bigint NOT NULL DEFAULT 0,
+  last_used_at bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX api_keys_project ON api_keys(project);
+CREATE TABLE meta (k text PRIMARY KEY, v bigint NOT NULL);
+INSERT INTO meta VALUES ('keys_generation', 0);
+CREATE TABLE usage_ledger (
+  request_id text PRIMARY KEY,
+  client_request_id text NOT NULL DEFAULT '',
+  key_id text NOT NULL DEFAULT '',
+  project text NOT NULL DEFAULT '',
+  model text NOT NULL DEFAULT '',
+  endpoint text NOT NULL DEFAULT '',
+  input_tokens bigint NOT NULL DEFAULT 0,
+  output_tokens bigint NOT NULL DEFAULT 0,
+  cached_tokens bigint NOT NULL DEFAULT 0,
+  cached boolean NOT NULL DEFAULT false,
+  latency_ms double precision NOT NULL DEFAULT 0,
+  ttft_ms double precision NOT NULL DEFAULT 0,
+  cost_usd double precision NOT NULL DEFAULT 0,
+  status integer NOT NULL DEFAULT 200,
+  finish_reason text NOT NULL DEFAULT '',
+  created_at_ms bigint NOT NULL
+);
+CREATE INDEX usage_ledger_key ON usage_ledger(key_id, created_at_ms);
+CREATE INDEX usage_ledger_project ON usage_ledger(project, created_at_ms);
+CREATE INDEX usage_ledger_time ON usage_ledger(created_at_ms);
+CREATE TABLE usage_daily (
+  day text NOT NULL,
+  key_id text NOT NULL,
+  project text NOT NULL,
+  model text NOT NULL,
+  requests bigint NOT NULL DEFAULT 0,
+  input_tokens bigint NOT NULL DEFAULT 0,
+  output_tokens bigint NOT NULL DEFAULT 0,
+  cost_usd double precision NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, key_id, project, model)
+);
+CREATE TABLE budgets (
+  owner_kind text NOT NULL,
+  owner_id text NOT NULL,
+  period text NOT NULL,
+  token_quota bigint NOT NULL DEFAULT 0,
+  spend_limit_usd double precision NOT NULL DEFAULT 0,
+  alert_thresholds text NOT NULL DEFAULT '50,80,100',
+  PRIMARY KEY (owner_kind, owner_id, period)
+);
+CREATE TABLE budget_alerts (
+  owner_kind text NOT NULL,
+  owner_id text NOT NULL,
+  period_start bigint NOT NULL,
+  threshold integer NOT NULL,
+  fired_at bigint NOT NULL,
+  PRIMARY KEY (owner_kind, owner_id, period_start, threshold)
+);
+)sql",
+};
+
+} // namespace
+
+int pg_schema_version() { return static_cast<int>(kMigrations.size()); }
+
+Status migrate_pg_schema(PgPool &pool) {
+  return pool.transaction([](PgConn &c) -> Status {
+    // Serialises nodes starting at once; released with the transaction.
+    GANTRY_TRY(c.exec(std::string("SELECT pg_advisory_xact_lock(") + kMigrationLock + ")"));
+    GANTRY_TRY(c.exec("CREATE TABLE IF NOT EXISTS gantry_schema (version integer NOT NULL)"));
+    GANTRY_ASSIGN_OR_RETURN(PgResult r, c.exec("SELECT coalesce(max(version), 0) FROM "
+                                               "gantry_schema"));
+    const int64_t have = r.rows() ? r.i64(0, 0) : 0;
+    if (have > pg_schema_version())
+      return Err(ErrorCode::kUnsupported,
+                 "the PostgreSQL database has schema version " + std::to_string(have) +
+                     ", newer than this Gantry knows (" + std::to_string(pg_schema_version()) +
+                     "): upgrade Gantry, or point it at another database");
+    for (int64_t v = have; v < pg_schema_version(); ++v) {
+      GANTRY_TRY(c.exec(kMigrations[static_cast<size_t>(v)]));
+      GANTRY_TRY(c.exec("DELETE FROM gantry_schema"));
+      GANTRY_TRY(c.exec("INSERT INTO gantry_schema VALUES ($1)", PgParams().i64(v + 1)));
+    }
+    return Ok();
+  });
+}
+
+Result<std::shared_ptr<PgStore>> PgStore::open(const PgOptions &options, const Clock &clock) {
+  GANTRY_ASSIGN_OR_RETURN(std::shared_ptr<PgPool> pool, PgPool::connect(options, clock));
+  GANTRY_TRY(migrate_pg_schema(*pool));
+  return std::make_shared<PgStore>(std::move(pool));
+}
+
+} // namespace gantry::store
