@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "jobs/job_queue.h"
 #include "jobs/job_records.h"
+#include "store/postgres/pg_job_queue.h"
 #include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
@@ -66,7 +67,7 @@ private:
 };
 
 // PostgreSQL: one real server per test binary (initdb takes seconds), a fresh database per test.
-// Only the control-plane ports so far; the job ports' PostgreSQL adapters come next.
+// The control-plane ports and the job queue; JobRecords' PostgreSQL adapter comes next.
 class PostgresFactory {
 public:
   static constexpr const char *kName = "postgres";
@@ -92,6 +93,20 @@ public:
   std::shared_ptr<control::UsageLedger> usage_ledger() { return open_store(); }
   std::shared_ptr<control::BudgetStore> budget_store() { return open_store(); }
 
+  // A node's queue on its own pool (a process starting: it reclaims what its node id held).
+  std::unique_ptr<jobs::JobQueue> job_queue(const jobs::JobQueueOptions &options,
+                                            const Clock &clock) {
+    store::PgOptions o;
+    o.url = url_;
+    auto pool = store::PgPool::connect(o, clock_);
+    EXPECT_TRUE(pool) << pool.error().message;
+    if (!pool)
+      return nullptr;
+    auto q = store::PgJobQueue::open(*pool, options, clock);
+    EXPECT_TRUE(q) << q.error().message;
+    return q ? std::move(q).value() : nullptr;
+  }
+
 private:
   std::string url_;
   SystemClock clock_;
@@ -100,6 +115,7 @@ private:
 using StoreAdapters = ::testing::Types<SqliteFactory>;
 // The control plane's store ports (KeyStore, UsageLedger, BudgetStore).
 using ControlStoreAdapters = ::testing::Types<SqliteFactory, PostgresFactory>;
+using JobQueueAdapters = ::testing::Types<SqliteFactory, PostgresFactory>;
 
 // Names each instantiation after its adapter ("KeyStoreContract/sqlite.…").
 struct AdapterName {

@@ -9,7 +9,7 @@ namespace {
 // Any constant works as long as no other application on the database uses it.
 constexpr const char *kMigrationLock = "7316483401";
 
-constexpr std::array<const char *, 1> kMigrations = {
+constexpr std::array<const char *, 2> kMigrations = {
     R"sql(
 CREATE TABLE projects (
   id text PRIMARY KEY,
@@ -85,6 +85,54 @@ CREATE TABLE budget_alerts (
   threshold integer NOT NULL,
   fired_at bigint NOT NULL,
   PRIMARY KEY (owner_kind, owner_id, period_start, threshold)
+);
+)sql",
+    // 2: the shared job queue (PgJobQueue). seq orders insertion (lists page by it); job_projects
+    // is the fair schedule's ring (turn) and each project's turns used (served).
+    R"sql(
+CREATE TABLE jobs (
+  seq bigserial UNIQUE,
+  id text PRIMARY KEY,
+  project text NOT NULL,
+  key_id text NOT NULL,
+  endpoint text NOT NULL,
+  body text NOT NULL,
+  webhook_url text NOT NULL DEFAULT '',
+  webhook_events text NOT NULL DEFAULT '',
+  metadata text NOT NULL DEFAULT '{}',
+  batch_id text NOT NULL DEFAULT '',
+  custom_id text NOT NULL DEFAULT '',
+  priority integer NOT NULL DEFAULT 0,
+  status text NOT NULL,
+  attempts integer NOT NULL DEFAULT 0,
+  deferrals integer NOT NULL DEFAULT 0,
+  max_attempts integer NOT NULL,
+  created_ms bigint NOT NULL,
+  started_ms bigint NOT NULL DEFAULT 0,
+  finished_ms bigint NOT NULL DEFAULT 0,
+  not_before_ms bigint NOT NULL DEFAULT 0,
+  expires_at_ms bigint NOT NULL DEFAULT 0,
+  lease_until_ms bigint NOT NULL DEFAULT 0,
+  lease_owner text NOT NULL DEFAULT '',
+  result_status integer NOT NULL DEFAULT 0,
+  result text NOT NULL DEFAULT '',
+  error text NOT NULL DEFAULT '',
+  input_tokens bigint NOT NULL DEFAULT 0,
+  output_tokens bigint NOT NULL DEFAULT 0,
+  cost_usd double precision NOT NULL DEFAULT 0,
+  bytes bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_ready ON jobs(project, priority DESC, created_ms, seq) WHERE status = 'queued';
+CREATE INDEX jobs_project_seq ON jobs(project, seq);
+CREATE INDEX jobs_batch_seq ON jobs(batch_id, seq) WHERE batch_id <> '';
+CREATE INDEX jobs_running ON jobs(lease_until_ms) WHERE status = 'running';
+CREATE INDEX jobs_finished ON jobs(finished_ms) WHERE finished_ms > 0;
+CREATE INDEX jobs_expiring ON jobs(expires_at_ms) WHERE expires_at_ms > 0;
+CREATE SEQUENCE job_turns;
+CREATE TABLE job_projects (
+  project text PRIMARY KEY,
+  turn bigint NOT NULL,
+  served integer NOT NULL DEFAULT 0
 );
 )sql",
 };

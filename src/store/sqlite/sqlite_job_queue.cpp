@@ -17,9 +17,6 @@ using control::split_list;
 using control::Transaction;
 namespace {
 
-constexpr const char *kStatusNames[] = {"queued", "running",  "succeeded",
-                                        "failed", "canceled", "expired"};
-
 const Columns<Job> &job_columns() {
   static const Columns<Job> c{
       col<&Job::id>("id"),
@@ -72,16 +69,6 @@ const Columns<Job> &job_columns() {
   }()
 
 } // namespace
-
-std::string_view job_status_name(JobStatus s) { return kStatusNames[static_cast<int>(s)]; }
-
-std::optional<JobStatus> parse_job_status(std::string_view s) {
-  for (int i = 0; i < 6; ++i) {
-    if (s == kStatusNames[i])
-      return static_cast<JobStatus>(i);
-  }
-  return std::nullopt;
-}
 
 std::chrono::milliseconds retry_delay(const JobQueueOptions &o, int attempt) {
   auto d = o.retry_base;

@@ -1,0 +1,76 @@
+// The PostgreSQL JobQueue: one queue shared by every node (issue 13). A job is committed before
+// enqueue() returns (the API answers 202 after that); lease() claims the next job with
+// `FOR UPDATE SKIP LOCKED`, so two nodes never take the same job and never wait on each other;
+// renew, complete and retry are conditional on (id, attempt, owner node), so a worker whose
+// lease lapsed cannot overwrite its successor's result; reclaim() takes back lapsed leases of
+// any node.
+//
+// The fair schedule lives in the database, not in a node's memory: job_projects holds each
+// project's place in a weighted round-robin ring (`turn`, a sequence) and how many turns it has
+// used (`served`), so every node serves projects in the same order the embedded adapter does.
+//
+// Idle workers are woken through LISTEN/NOTIFY (a listener thread on its own connection; enqueue
+// and retry NOTIFY in their transaction, delivered at commit), with a 1 s re-check for backoffs
+// coming due, not a polling loop as the main path.
+//
+// Threading: thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/clock.h"
+#include "jobs/job_queue.h"
+#include "store/postgres/pg_store.h"
+
+namespace gantry::store {
+
+class PgJobQueue final : public jobs::JobQueue {
+public:
+  // Migrates the job tables if needed, then recovers: this node's own running jobs (its previous
+  // process died) and every lapsed lease go back to the queue.
+  static Result<std::unique_ptr<PgJobQueue>>
+  open(std::shared_ptr<PgPool> pool, jobs::JobQueueOptions options, const Clock &clock);
+  ~PgJobQueue() override;
+
+  Status enqueue(std::vector<jobs::Job> jobs) override;
+  Result<std::optional<jobs::Lease>> lease(std::string_view worker_id,
+                                           std::chrono::milliseconds visibility,
+                                           std::chrono::milliseconds wait) override;
+  Result<bool> renew(const jobs::Lease &lease, std::chrono::milliseconds visibility) override;
+  Result<bool> complete(const jobs::Lease &lease, const jobs::JobOutcome &outcome) override;
+  Result<bool> retry(const jobs::Lease &lease, std::string_view error,
+                     std::chrono::milliseconds delay, bool count_attempt) override;
+  Result<std::optional<jobs::Job>> cancel(std::string_view project, std::string_view id) override;
+  Result<std::optional<jobs::Job>> get(std::string_view id) override;
+  Result<std::vector<jobs::Job>> list(const jobs::ListFilter &filter) override;
+  Result<jobs::Reclaimed> reclaim() override;
+  void wake_all() override;
+  Result<jobs::QueueDepth> depth() override;
+
+  uint64_t notifications() const { return notifications_.load(); } // wake-ups received
+
+private:
+  PgJobQueue(std::shared_ptr<PgPool> pool, jobs::JobQueueOptions options, const Clock &clock);
+  Status recover();
+  Result<std::optional<jobs::Lease>> try_lease(std::chrono::milliseconds visibility);
+  int weight(const std::string &project) const;
+  void listen_loop();
+
+  std::shared_ptr<PgPool> pool_;
+  jobs::JobQueueOptions options_;
+  const Clock &clock_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t wake_gen_ = 0; // bumped by wake_all(): waiting lease() calls return
+  uint64_t notify_gen_ = 0;
+  std::atomic<uint64_t> notifications_{0};
+  std::atomic<bool> stopping_{false};
+  std::thread listener_;
+};
+
+} // namespace gantry::store
