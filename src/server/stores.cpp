@@ -8,6 +8,8 @@
 #include "control/idempotency.h"
 #include "control/memory_admission_store.h"
 #include "jobs/in_process_job_events.h"
+#include "store/postgres/pg_job_queue.h"
+#include "store/postgres/pg_job_records.h"
 #include "store/postgres/pg_store.h"
 #include "store/redis/redis_admission_store.h"
 #include "store/redis/redis_cache.h"
@@ -101,14 +103,15 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   GANTRY_ASSIGN_OR_RETURN(std::shared_ptr<control::SqliteStore> db,
                           control::SqliteStore::open(config.data_dir));
   std::shared_ptr<control::UsageLedger> ledger = db;
+  std::shared_ptr<store::PgPool> pg_pool;
   if (config.database_url.empty()) {
     s.control.keys = db;
     s.control.ledger = db;
     s.control.budgets = db;
     s.backup_to = [db](const std::string &path) { return db->backup_to(path); };
   } else {
-    // Keys, projects, the ledger and budgets shared by every node. (The job tables stay in the
-    // node's SQLite file until their PostgreSQL adapters land.)
+    // Keys, projects, the ledger, budgets and (below) the job queue and records, shared by every
+    // node.
     store::PgOptions po;
     po.url = config.database_url;
     auto pg = store::PgStore::open(po, clock);
@@ -118,6 +121,7 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
     s.control.ledger = *pg;
     s.control.budgets = *pg;
     ledger = *pg;
+    pg_pool = (*pg)->pool();
   }
   if (set == StoreSet::kControlOnly)
     return s;
@@ -156,9 +160,15 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
   }
 
   const std::string path = control::database_path(config.data_dir);
-  GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
-                          jobs::SqliteJobQueue::open(path, queue_options(config.jobs), clock));
-  GANTRY_ASSIGN_OR_RETURN(s.jobs.records, jobs::SqliteJobRecords::open(path));
+  if (pg_pool) {
+    GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
+                            store::PgJobQueue::open(pg_pool, queue_options(config.jobs), clock));
+    GANTRY_ASSIGN_OR_RETURN(s.jobs.records, store::PgJobRecords::open(pg_pool));
+  } else {
+    GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
+                            jobs::SqliteJobQueue::open(path, queue_options(config.jobs), clock));
+    GANTRY_ASSIGN_OR_RETURN(s.jobs.records, jobs::SqliteJobRecords::open(path));
+  }
   GANTRY_ASSIGN_OR_RETURN(s.readiness, dashboard::SqliteReadinessLog::open(path));
   s.jobs.events = std::make_unique<jobs::InProcessJobEvents>(
       clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));

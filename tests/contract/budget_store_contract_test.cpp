@@ -20,7 +20,7 @@ protected:
   std::shared_ptr<BudgetStore> store_;
 };
 
-TYPED_TEST_SUITE(BudgetStoreContract, contract::ControlStoreAdapters, contract::AdapterName);
+TYPED_TEST_SUITE(BudgetStoreContract, contract::StoreAdapters, contract::AdapterName);
 
 TYPED_TEST(BudgetStoreContract, BudgetsPutListDelete) {
   auto &store = *this->store_;

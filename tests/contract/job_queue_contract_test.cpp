@@ -70,7 +70,7 @@ protected:
   std::unique_ptr<JobQueue> queue_;
 };
 
-TYPED_TEST_SUITE(JobQueueContract, contract::JobQueueAdapters, contract::AdapterName);
+TYPED_TEST_SUITE(JobQueueContract, contract::StoreAdapters, contract::AdapterName);
 
 TYPED_TEST(JobQueueContract, TheResultIsRecordedExactlyOnce) {
   const std::string id = this->add("p");

@@ -32,7 +32,7 @@ protected:
   std::shared_ptr<KeyStore> other_; // what a second process (the CLI beside a server) sees
 };
 
-TYPED_TEST_SUITE(KeyStoreContract, contract::ControlStoreAdapters, contract::AdapterName);
+TYPED_TEST_SUITE(KeyStoreContract, contract::StoreAdapters, contract::AdapterName);
 
 TYPED_TEST(KeyStoreContract, ProjectsInsertUpdateList) {
   auto &store = *this->store_;

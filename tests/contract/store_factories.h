@@ -19,6 +19,7 @@
 #include "jobs/job_queue.h"
 #include "jobs/job_records.h"
 #include "store/postgres/pg_job_queue.h"
+#include "store/postgres/pg_job_records.h"
 #include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
@@ -67,7 +68,7 @@ private:
 };
 
 // PostgreSQL: one real server per test binary (initdb takes seconds), a fresh database per test.
-// The control-plane ports and the job queue; JobRecords' PostgreSQL adapter comes next.
+// The control-plane ports and the job ports.
 class PostgresFactory {
 public:
   static constexpr const char *kName = "postgres";
@@ -106,16 +107,24 @@ public:
     EXPECT_TRUE(q) << q.error().message;
     return q ? std::move(q).value() : nullptr;
   }
+  std::unique_ptr<jobs::JobRecords> job_records() {
+    store::PgOptions o;
+    o.url = url_;
+    auto pool = store::PgPool::connect(o, clock_);
+    EXPECT_TRUE(pool) << pool.error().message;
+    if (!pool)
+      return nullptr;
+    auto r = store::PgJobRecords::open(*pool);
+    EXPECT_TRUE(r) << r.error().message;
+    return r ? std::move(r).value() : nullptr;
+  }
 
 private:
   std::string url_;
   SystemClock clock_;
 };
 
-using StoreAdapters = ::testing::Types<SqliteFactory>;
-// The control plane's store ports (KeyStore, UsageLedger, BudgetStore).
-using ControlStoreAdapters = ::testing::Types<SqliteFactory, PostgresFactory>;
-using JobQueueAdapters = ::testing::Types<SqliteFactory, PostgresFactory>;
+using StoreAdapters = ::testing::Types<SqliteFactory, PostgresFactory>;
 
 // Names each instantiation after its adapter ("KeyStoreContract/sqlite.…").
 struct AdapterName {

@@ -35,7 +35,7 @@ protected:
   std::shared_ptr<UsageLedger> ledger_;
 };
 
-TYPED_TEST_SUITE(UsageLedgerContract, contract::ControlStoreAdapters, contract::AdapterName);
+TYPED_TEST_SUITE(UsageLedgerContract, contract::StoreAdapters, contract::AdapterName);
 
 TYPED_TEST(UsageLedgerContract, EachServerCallIdCountsOnce) {
   auto &ledger = *this->ledger_;

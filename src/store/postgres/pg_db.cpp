@@ -90,16 +90,24 @@ PgConn::~PgConn() {
   pool_->give_back(c_, broken_ || PQstatus(c_) != CONNECTION_OK);
 }
 
-Result<PgResult> PgConn::exec(const std::string &sql, const PgParams &params) {
+Result<PgResult> PgConn::exec(const std::string &sql, const PgParams &params, bool binary_result) {
   const auto &v = params.values();
   std::vector<const char *> ptrs;
+  std::vector<int> lengths, formats(v.size(), 0);
   ptrs.reserve(v.size());
-  for (const auto &s : v)
+  lengths.reserve(v.size());
+  for (const auto &s : v) {
     ptrs.push_back(s.c_str());
+    lengths.push_back(static_cast<int>(s.size()));
+  }
+  for (size_t i = 0; i < params.formats().size(); ++i)
+    formats[i] = params.formats()[i];
   // Without parameters PQexec, which also runs several statements (a migration) in one call.
-  PGresult *raw = v.empty() ? PQexec(c_, sql.c_str())
-                            : PQexecParams(c_, sql.c_str(), static_cast<int>(v.size()), nullptr,
-                                           ptrs.data(), nullptr, nullptr, 0);
+  PGresult *raw =
+      v.empty() && !binary_result
+          ? PQexec(c_, sql.c_str())
+          : PQexecParams(c_, sql.c_str(), static_cast<int>(v.size()), nullptr, ptrs.data(),
+                         lengths.data(), formats.data(), binary_result ? 1 : 0);
   PgResult res(raw);
   const auto status = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
@@ -217,9 +225,9 @@ void PgPool::give_back(pg_conn *c, bool broken) {
   cv_.notify_one();
 }
 
-Result<PgResult> PgPool::exec(const std::string &sql, const PgParams &params) {
+Result<PgResult> PgPool::exec(const std::string &sql, const PgParams &params, bool binary_result) {
   GANTRY_ASSIGN_OR_RETURN(PgConn c, acquire());
-  return c.exec(sql, params);
+  return c.exec(sql, params, binary_result);
 }
 
 Status PgPool::transaction(const std::function<Status(PgConn &)> &work) {

@@ -32,7 +32,7 @@ namespace gantry::store {
 
 struct PgOptions {
   std::string url; // postgresql://user[:password]@host[:port]/db[?sslmode=...]
-  size_t pool_size = 8;
+  size_t pool_size = 16;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds statement_timeout{30'000};
 };
@@ -78,10 +78,20 @@ public:
     values_.push_back(v ? "true" : "false");
     return *this;
   }
+  // Raw bytes for a bytea column, sent in binary (no escaping, no hex doubling).
+  PgParams &bytes(std::string_view v) {
+    values_.emplace_back(v);
+    binary_.resize(values_.size(), 0);
+    binary_.back() = 1;
+    return *this;
+  }
   const std::vector<std::string> &values() const { return values_; }
+  // 1 for a binary parameter; shorter than values() when the last ones are text.
+  const std::vector<int> &formats() const { return binary_; }
 
 private:
   std::vector<std::string> values_;
+  std::vector<int> binary_;
 };
 
 class PgPool;
@@ -100,7 +110,9 @@ public:
 
   // kIo when the connection is lost (it is then dropped, not pooled); a statement error is
   // kInternal with PostgreSQL's message, or kConflict for a unique violation (SQLSTATE 23505).
-  Result<PgResult> exec(const std::string &sql, const PgParams &params = {});
+  // `binary_result`: columns come back as raw bytes (a bytea read without hex decoding).
+  Result<PgResult> exec(const std::string &sql, const PgParams &params = {},
+                        bool binary_result = false);
   Status begin();
   Status commit();
   pg_conn *raw() { return c_; } // LISTEN/NOTIFY waits on the socket
@@ -122,7 +134,8 @@ public:
   PgPool &operator=(const PgPool &) = delete;
 
   Result<PgConn> acquire();
-  Result<PgResult> exec(const std::string &sql, const PgParams &params = {});
+  Result<PgResult> exec(const std::string &sql, const PgParams &params = {},
+                        bool binary_result = false);
   // Runs `work` in a transaction on one connection: committed when it returns Ok, rolled back
   // otherwise (its error is returned).
   Status transaction(const std::function<Status(PgConn &)> &work);

@@ -9,7 +9,7 @@ namespace {
 // Any constant works as long as no other application on the database uses it.
 constexpr const char *kMigrationLock = "7316483401";
 
-constexpr std::array<const char *, 2> kMigrations = {
+constexpr std::array<const char *, 3> kMigrations = {
     R"sql(
 CREATE TABLE projects (
   id text PRIMARY KEY,
@@ -134,6 +134,80 @@ CREATE TABLE job_projects (
   turn bigint NOT NULL,
   served integer NOT NULL DEFAULT 0
 );
+)sql",
+    // 3: the jobs module's other records (PgJobRecords): webhook deliveries, signing secrets,
+    // endpoints disabled by a 410 (per project), Batch API files (bytea) and batches.
+    R"sql(
+CREATE TABLE job_deliveries (
+  id text PRIMARY KEY,
+  job_id text NOT NULL,
+  project text NOT NULL,
+  url text NOT NULL,
+  event text NOT NULL,
+  payload text NOT NULL,
+  status text NOT NULL,
+  attempts integer NOT NULL DEFAULT 0,
+  next_at_ms bigint NOT NULL,
+  last_status integer NOT NULL DEFAULT 0,
+  last_error text NOT NULL DEFAULT '',
+  created_ms bigint NOT NULL,
+  delivered_ms bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX job_deliveries_due ON job_deliveries(next_at_ms) WHERE status = 'pending';
+CREATE INDEX job_deliveries_job ON job_deliveries(job_id);
+CREATE TABLE webhook_secrets (
+  project text NOT NULL,
+  secret text NOT NULL,
+  created_ms bigint NOT NULL,
+  expires_ms bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (project, secret)
+);
+CREATE TABLE webhook_disabled (
+  project text NOT NULL,
+  url text NOT NULL,
+  disabled_ms bigint NOT NULL,
+  PRIMARY KEY (project, url)
+);
+CREATE TABLE files (
+  id text PRIMARY KEY,
+  project text NOT NULL,
+  purpose text NOT NULL,
+  filename text NOT NULL,
+  bytes bigint NOT NULL,
+  content bytea NOT NULL,
+  created_ms bigint NOT NULL
+);
+CREATE INDEX files_project ON files(project);
+CREATE INDEX files_created ON files(created_ms);
+CREATE TABLE batches (
+  seq bigserial UNIQUE,
+  id text PRIMARY KEY,
+  project text NOT NULL,
+  key_id text NOT NULL,
+  endpoint text NOT NULL,
+  input_file_id text NOT NULL,
+  completion_window text NOT NULL,
+  status text NOT NULL,
+  output_file_id text NOT NULL DEFAULT '',
+  error_file_id text NOT NULL DEFAULT '',
+  errors text NOT NULL DEFAULT '',
+  total bigint NOT NULL DEFAULT 0,
+  completed bigint NOT NULL DEFAULT 0,
+  failed bigint NOT NULL DEFAULT 0,
+  metadata text NOT NULL DEFAULT 'null',
+  created_ms bigint NOT NULL,
+  in_progress_ms bigint NOT NULL DEFAULT 0,
+  finalizing_ms bigint NOT NULL DEFAULT 0,
+  completed_ms bigint NOT NULL DEFAULT 0,
+  failed_ms bigint NOT NULL DEFAULT 0,
+  expired_ms bigint NOT NULL DEFAULT 0,
+  cancelling_ms bigint NOT NULL DEFAULT 0,
+  cancelled_ms bigint NOT NULL DEFAULT 0,
+  expires_ms bigint NOT NULL
+);
+CREATE INDEX batches_project_seq ON batches(project, seq);
+CREATE INDEX batches_active ON batches(status) WHERE status IN ('validating', 'in_progress',
+  'finalizing', 'cancelling');
 )sql",
 };
 
