@@ -3,6 +3,8 @@
 # clients, and the queue's submit → start overhead with idle workers.
 #
 #   bench/jobs.sh [BUILD_DIR]      (default build; needs BUILD_DIR/gantry and BUILD_DIR/bench/jobs_load)
+#   EXTRA_ARGS="--database-url postgresql://..." bench/jobs.sh   (the queue on PostgreSQL;
+#   bench/jobs_pg.sh starts a throwaway PostgreSQL and runs both side by side)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 build="${1:-$here/../build}"
@@ -23,7 +25,8 @@ max_queued_jobs = 10000000
 path = "$here/../models/stories260K.gguf"
 threads = 1
 TOML
-"$build/gantry" serve --port 0 --data-dir "$tmp/data" --config "$tmp/gantry.toml" --no-cache \
+# shellcheck disable=SC2086 # EXTRA_ARGS is a list of flags
+"$build/gantry" serve --port 0 --data-dir "$tmp/data" --config "$tmp/gantry.toml" --no-cache ${EXTRA_ARGS:-} \
   >"$tmp/stdout" 2>"$tmp/stderr" &
 pid=$!
 port=""
