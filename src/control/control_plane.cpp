@@ -14,9 +14,11 @@ namespace gantry::control {
 namespace json = boost::json;
 
 namespace {
-LedgerWriterOptions ledger_options(std::chrono::milliseconds flush) {
+LedgerWriterOptions ledger_options(const ControlConfig &c, const Clock &clock) {
   LedgerWriterOptions o;
-  o.flush_interval = flush;
+  o.flush_interval = c.ledger_flush;
+  o.retention = c.ledger_retention;
+  o.now_ms = [&clock] { return clock.unix_millis(); };
   return o;
 }
 
@@ -35,7 +37,7 @@ ControlPlane::ControlPlane(ControlPorts ports, std::string pepper, ControlConfig
       budget_store_(required(std::move(ports.budgets), "budget store")), config_(std::move(config)),
       clock_(clock), post_(std::move(post)), log_(std::move(log)),
       ledger_(std::make_unique<LedgerWriter>(*usage_ledger_, *key_store_,
-                                             ledger_options(config_.ledger_flush))),
+                                             ledger_options(config_, clock))),
       keys_(*key_store_, std::move(pepper), clock, config_.auth,
             [this](const std::string &id, int64_t t) { ledger_->touched(id, t); }),
       admission_(required(std::move(ports.admission), "admission store")),

@@ -50,6 +50,7 @@ struct ControlConfig {
   AuthMode auth = AuthMode::kAuto;
   Limits global; // protects the server's total capacity
   std::chrono::milliseconds ledger_flush{200};
+  std::chrono::milliseconds ledger_retention{0}; // raw usage rows kept; 0 = forever (roll-ups stay)
   std::chrono::milliseconds key_poll{250};
   std::string alert_webhook_url;
   std::vector<std::string> alert_webhook_secrets; // "whsec_..."; the first signs, all verify

@@ -161,8 +161,24 @@ Status LedgerWriter::write(Mode mode) {
   return result;
 }
 
+Status LedgerWriter::prune() {
+  if (options_.retention.count() <= 0 || !options_.now_ms)
+    return Ok();
+  auto n = ledger_.prune_usage(options_.now_ms() - options_.retention.count());
+  if (!n) {
+    log("usage ledger: pruning rows past retention failed: " + n.error().message);
+    return Err(n.take_error());
+  }
+  pruned_ += static_cast<uint64_t>(*n);
+  return Ok();
+}
+
 void LedgerWriter::run() {
   bool last_failed = false;
+  // Pruning runs on this thread between flushes, counted in flush intervals (no clock here).
+  const int64_t prune_ticks = std::max<int64_t>(
+      1, options_.prune_every.count() / std::max<int64_t>(1, options_.flush_interval.count()));
+  int64_t ticks = prune_ticks - 1; // once soon after start, then every prune_every
   std::unique_lock lock(mu_);
   while (!stop_) {
     // After a failure wait the whole interval, so a store that is down is not retried in a loop.
@@ -173,6 +189,10 @@ void LedgerWriter::run() {
       break;
     lock.unlock();
     last_failed = !write(full ? Mode::kFullBatches : Mode::kEverything).ok();
+    if (++ticks >= prune_ticks) {
+      ticks = 0;
+      (void)prune(); // logged; retried at the next turn
+    }
     lock.lock();
   }
 }

@@ -33,6 +33,11 @@ struct LedgerWriterOptions {
   std::chrono::milliseconds flush_interval{200};
   size_t max_batch = 512;       // rows per transaction; this many waiting wakes the writer
   size_t max_pending = 100'000; // rows kept while the store fails; the oldest go first
+  // Retention of the raw rows (roll-ups are kept): every prune_every the writer deletes rows
+  // older than `retention` before now_ms(). 0 or no now_ms = keep everything.
+  std::chrono::milliseconds retention{0};
+  std::chrono::milliseconds prune_every{std::chrono::hours(1)};
+  std::function<int64_t()> now_ms;
   // Told when writes start failing (once, not on every retry) and when they recover. Called on
   // the writing thread (the writer's, or flush()'s caller). Default: a line on stderr.
   std::function<void(std::string_view)> log;
@@ -59,6 +64,9 @@ public:
   uint64_t batches() const { return batches_.load(); }           // committed append_usage calls
   uint64_t failures() const { return failures_.load(); }         // failed append/touch calls
   uint64_t dropped() const { return dropped_.load(); }           // rows lost to max_pending
+  uint64_t pruned() const { return pruned_.load(); }             // rows deleted by retention
+  // Deletes the rows past retention now (the writer's hourly task; tests call it).
+  Status prune();
   size_t pending() const; // recorded, not yet committed (including a batch being written)
 
 private:
@@ -86,6 +94,7 @@ private:
   std::atomic<uint64_t> batches_{0};
   std::atomic<uint64_t> failures_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> pruned_{0};
 
   std::thread thread_; // last: starts after every field above is ready
 };

@@ -30,6 +30,9 @@ public:
   virtual Result<std::vector<UsageGroup>> usage_report(GroupBy group_by, int64_t from_ms,
                                                        int64_t to_ms) = 0;
   virtual Result<int64_t> count_usage() = 0;
+  // Retention: deletes the raw rows created before `before_ms`; the daily roll-ups (usage_daily,
+  // what reports over long periods read) are kept. Returns how many rows went.
+  virtual Result<int64_t> prune_usage(int64_t before_ms) = 0;
 
   // A read and a write round trip to the backend, for /readyz.
   virtual Status check() = 0;

@@ -78,6 +78,11 @@ Status ServerConfig::validate() const {
     return config_error("database_url", "must start with postgresql://");
   if (!redis.url.empty() && !redis.url.starts_with("redis://"))
     return config_error("redis.url", "must start with redis://");
+  // Budgets of a month are seeded from the current month's raw rows after a restart.
+  if (ledger_retention.count() > 0 && ledger_retention < std::chrono::hours(24 * 32))
+    return config_error("ledger_retention_days",
+                        "must be 0 (keep every row) or at least 32: a month's budget counters are "
+                        "seeded from that month's rows");
   if (redis.pool_size < 1 || redis.pool_size > 1024)
     return config_error("redis.pool_size", "must be 1..1024");
   if (redis.lease_ttl < std::chrono::seconds(1))

@@ -121,6 +121,9 @@ struct ServerConfig {
   int64_t global_tpm = 0;
   int64_t global_max_concurrent = 0;
   std::chrono::milliseconds ledger_flush{200}; // usage rows are written in batches this often
+  // Raw usage rows older than this are deleted hourly; the daily roll-ups (reports, budgets'
+  // periods come from the rows of the current period) are kept. 0 = keep every row.
+  std::chrono::milliseconds ledger_retention{0};
   // Idempotency-Key records kept for replay (README, "Idempotency"): the in-memory store's bound.
   int64_t idempotency_max_bytes = int64_t{64} << 20;
   std::string alert_webhook_url; // budget alerts are POSTed here (http or https)

@@ -113,6 +113,7 @@ Status Gateway::build_control(Stores &stores) {
   cc.auth = control::auth_mode_from_name(config_.auth).value_or(control::AuthMode::kRequired);
   cc.global = {config_.global_rpm, config_.global_tpm, config_.global_max_concurrent};
   cc.ledger_flush = config_.ledger_flush;
+  cc.ledger_retention = config_.ledger_retention;
   cc.alert_webhook_url = config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);

@@ -117,6 +117,20 @@ TYPED_TEST(UsageLedgerContract, UsageOfAndReportFilterByOwnerAndTime) {
   EXPECT_TRUE(ledger.usage_report(GroupBy::kKey, 5000, 6000)->empty());
 }
 
+TYPED_TEST(UsageLedgerContract, RetentionPrunesOldRowsOnly) {
+  ASSERT_TRUE(this->ledger_->append_usage({make_row("old1", "k", "p", "m", 1'000, 1, 1, 0.1),
+                                           make_row("old2", "k", "p", "m", 2'000, 1, 1, 0.1),
+                                           make_row("new", "k", "p", "m", 9'000, 5, 5, 0.5)}));
+  auto pruned = this->ledger_->prune_usage(5'000);
+  ASSERT_TRUE(pruned) << pruned.error().message;
+  EXPECT_EQ(*pruned, 2);
+  EXPECT_EQ(*this->ledger_->count_usage(), 1);
+  auto left = this->ledger_->usage_of(OwnerKind::kKey, "k", 0);
+  ASSERT_TRUE(left);
+  EXPECT_EQ(left->input_tokens, 5) << "the newer row is kept";
+  EXPECT_EQ(*this->ledger_->prune_usage(5'000), 0) << "nothing more to prune";
+}
+
 TYPED_TEST(UsageLedgerContract, CheckIsARoundTrip) { EXPECT_TRUE(this->ledger_->check().ok()); }
 
 } // namespace

@@ -91,6 +91,7 @@ public:
     return real_.usage_report(g, from, to);
   }
   Result<int64_t> count_usage() override { return real_.count_usage(); }
+  Result<int64_t> prune_usage(int64_t before_ms) override { return real_.prune_usage(before_ms); }
   Status check() override { return real_.check(); }
 
 private:
@@ -131,6 +132,25 @@ protected:
   std::mutex log_mu_;
   std::vector<std::string> log_;
 };
+
+TEST_F(LedgerWriterTest, RetentionPrunesRowsOlderThanItAndOnlyWhenSet) {
+  int64_t now = 10'000;
+  LedgerWriterOptions o = quiet();
+  o.now_ms = [&now] { return now; };
+  {
+    LedgerWriter keep_all(*flaky_, *flaky_, o); // retention 0: prune() deletes nothing
+    for (int64_t i = 1; i <= 10; ++i)
+      keep_all.record(row(i * 1000)); // created at 1 s .. 10 s
+    ASSERT_TRUE(keep_all.flush().ok());
+    ASSERT_TRUE(keep_all.prune().ok());
+    EXPECT_EQ(keep_all.pruned(), 0u);
+  }
+  o.retention = std::chrono::milliseconds(4'500);
+  LedgerWriter w(*flaky_, *flaky_, o);
+  ASSERT_TRUE(w.prune().ok());
+  EXPECT_EQ(w.pruned(), 5u) << "rows created before now - retention (5.5 s): 1 s .. 5 s";
+  EXPECT_EQ(*store_->count_usage(), 5);
+}
 
 TEST_F(LedgerWriterTest, WritesOneTransactionPerMaxBatchRows) {
   LedgerWriter w(*flaky_, *flaky_, quiet(100));

@@ -338,6 +338,13 @@ Result<int64_t> PgStore::count_usage() {
   return r.i64(0, 0);
 }
 
+Result<int64_t> PgStore::prune_usage(int64_t before_ms) {
+  GANTRY_ASSIGN_OR_RETURN(
+      PgResult r,
+      pool_->exec("DELETE FROM usage_ledger WHERE created_at_ms < $1", PgParams().i64(before_ms)));
+  return r.affected();
+}
+
 Status PgStore::put_budget(const Budget &b) {
   GANTRY_TRY(pool_->exec("INSERT INTO budgets(owner_kind, owner_id, period, token_quota, "
                          "spend_limit_usd, alert_thresholds) VALUES ($1, $2, $3, $4, $5, $6) "

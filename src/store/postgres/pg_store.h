@@ -48,6 +48,7 @@ public:
   Result<std::vector<control::UsageGroup>> usage_report(control::GroupBy group_by, int64_t from_ms,
                                                         int64_t to_ms) override;
   Result<int64_t> count_usage() override;
+  Result<int64_t> prune_usage(int64_t before_ms) override;
 
   Status put_budget(const control::Budget &budget) override;
   Status delete_budget(control::OwnerKind kind, std::string_view owner_id,

@@ -74,6 +74,7 @@ public:
   Result<std::vector<UsageGroup>> usage_report(GroupBy group_by, int64_t from_ms,
                                                int64_t to_ms) override;
   Result<int64_t> count_usage() override;
+  Result<int64_t> prune_usage(int64_t before_ms) override;
 
   Status put_budget(const Budget &budget) override;
   // kNotFound when no such budget exists.

@@ -130,6 +130,14 @@ Result<int64_t> SqliteStore::count_usage() {
   return q.col_i64(0);
 }
 
+Result<int64_t> SqliteStore::prune_usage(int64_t before_ms) {
+  std::lock_guard lock(mu_);
+  GANTRY_ASSIGN_OR_RETURN(Query q,
+                          impl_->query("DELETE FROM usage_ledger WHERE created_at_ms < ?"));
+  GANTRY_TRY(q.i64(before_ms).run());
+  return q.changes();
+}
+
 Result<std::vector<DailyUsage>> SqliteStore::usage_daily(std::string_view from_day,
                                                          std::string_view to_day) {
   std::lock_guard lock(mu_);
