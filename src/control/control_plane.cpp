@@ -135,8 +135,17 @@ void ControlPlane::key_loop() {
         projects_[p.id] = {p.limits, {}};
     }
     lk.lock();
-    bg_cv_.wait_for(lk, config_.key_poll, [&] { return stopping_; });
+    bg_cv_.wait_for(lk, config_.key_poll, [&] { return stopping_ || refresh_now_; });
+    refresh_now_ = false;
   }
+}
+
+void ControlPlane::keys_changed() {
+  {
+    std::lock_guard<std::mutex> lk(bg_mu_);
+    refresh_now_ = true;
+  }
+  bg_cv_.notify_all();
 }
 
 Result<Limits> ControlPlane::project_limits(const std::string &project) {

@@ -164,6 +164,9 @@ public:
   BudgetStore &budget_store() { return *budget_store_; }
   // Every store aggregate's round trip, for /readyz.
   Status check_stores();
+  // Another node changed a key or project (KeyEvents): refresh the key cache now rather than at
+  // the next poll.
+  void keys_changed();
   KeyAuthenticator &keys() { return keys_; }
   AdmissionStore &admission() { return *admission_; }
   IdempotencyStore &idempotency() { return *idempotency_; }
@@ -213,6 +216,7 @@ private:
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;
   bool stopping_ = false;
+  bool refresh_now_ = false; // guarded by bg_mu_
   std::deque<BudgetAlert> alerts_;
   std::thread alert_thread_;
   std::thread key_thread_;

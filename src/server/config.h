@@ -124,6 +124,9 @@ struct ServerConfig {
   // Raw usage rows older than this are deleted hourly; the daily roll-ups (reports, budgets'
   // periods come from the rows of the current period) are kept. 0 = keep every row.
   std::chrono::milliseconds ledger_retention{0};
+  // How often the key cache re-reads the key generation (keys changed by another process or
+  // node). With Redis, changes are also pushed over pub/sub and take effect at once.
+  std::chrono::milliseconds key_poll{250};
   // Idempotency-Key records kept for replay (README, "Idempotency"): the in-memory store's bound.
   int64_t idempotency_max_bytes = int64_t{64} << 20;
   std::string alert_webhook_url; // budget alerts are POSTed here (http or https)

@@ -182,6 +182,7 @@ const Key<ServerConfig> kTopKeys[] = {
     {"ready_cache_s", Millis<ServerConfig>{&ServerConfig::ready_cache, 1000}},
     {"auth", &ServerConfig::auth},
     {"ledger_flush_ms", Millis<ServerConfig>{&ServerConfig::ledger_flush, 1}, Range::kPositive},
+    {"key_poll_ms", Millis<ServerConfig>{&ServerConfig::key_poll, 1}, Range::kPositive},
     {"ledger_retention_days", Millis<ServerConfig>{&ServerConfig::ledger_retention, 86'400'000},
      Range::kNonNegative},
     {"idempotency_max_bytes", &ServerConfig::idempotency_max_bytes},

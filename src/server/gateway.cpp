@@ -114,6 +114,7 @@ Status Gateway::build_control(Stores &stores) {
   cc.global = {config_.global_rpm, config_.global_tpm, config_.global_max_concurrent};
   cc.ledger_flush = config_.ledger_flush;
   cc.ledger_retention = config_.ledger_retention;
+  cc.key_poll = config_.key_poll;
   cc.alert_webhook_url = config_.alert_webhook_url;
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
@@ -144,6 +145,10 @@ Status Gateway::build_control(Stores &stores) {
                                                      std::move(cc), std::move(mcs), clock_,
                                                      outbound_->alert_post(), log_line);
   GANTRY_TRY(control_->start());
+  if (stores.key_events) { // other nodes' key changes reach this node's cache at once
+    key_events_ = std::move(stores.key_events);
+    key_events_->subscribe([cp = control_.get()] { cp->keys_changed(); });
+  }
   control::BackupOptions bo;
   bo.interval = config_.backup_interval;
   bo.keep = config_.backup_keep;

@@ -21,6 +21,7 @@
 #include "api/chat_template.h"
 #include "control/backup_scheduler.h"
 #include "control/control_plane.h"
+#include "control/key_events.h"
 #include "core/clock.h"
 #include "core/result.h"
 #include "core/thread_guard.h"
@@ -100,6 +101,8 @@ private:
   std::vector<LocalModel> local_models_;
   ModelRegistry registry_;
   std::unique_ptr<control::ControlPlane> control_;
+  // After control_: destroyed (its subscriber thread joined) before the control plane it calls.
+  std::shared_ptr<control::KeyEvents> key_events_;
   std::unique_ptr<control::BackupScheduler> backups_;
   telemetry::Registry metrics_;
   // The forwarder outlives the tracker that feeds it (declared first, destroyed last).

@@ -14,6 +14,7 @@
 #include "store/redis/redis_admission_store.h"
 #include "store/redis/redis_cache.h"
 #include "store/redis/redis_idempotency_store.h"
+#include "store/redis/redis_key_events.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
 #include "store/sqlite/sqlite_readiness_log.h"
@@ -157,6 +158,10 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
     };
     s.control.admission = std::move(admission);
     s.control.idempotency = std::move(idempotency);
+    // Key and project changes made through this node are published; every node subscribes.
+    s.key_events = std::make_shared<store::RedisKeyEvents>(redis);
+    s.control.keys =
+        std::make_shared<control::PublishingKeyStore>(std::move(s.control.keys), s.key_events);
   }
 
   const std::string path = control::database_path(config.data_dir);

@@ -19,6 +19,7 @@
 
 #include "cache/cache.h"
 #include "control/control_plane.h"
+#include "control/key_events.h"
 #include "core/clock.h"
 #include "core/result.h"
 #include "dashboard/status_history.h"
@@ -49,6 +50,9 @@ struct Stores {
   // outage-policy counters. Degraded, never failed: with the fail policy a node keeps serving
   // while Redis is down, and failing readiness would drain every node at once.
   std::function<Result<std::map<std::string, int64_t>>()> redis_check;
+  // Key changes pushed between nodes (Redis pub/sub); null without Redis. The gateway subscribes
+  // once its control plane exists.
+  std::shared_ptr<control::KeyEvents> key_events;
 };
 
 // What a process needs: the server all of it, a CLI command only the store aggregates (opening

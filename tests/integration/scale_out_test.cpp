@@ -6,6 +6,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -72,8 +73,16 @@ protected:
     return nodes_.back().get();
   }
 
+  // A config file for start_node's --config.
+  std::string write_toml(const std::string &text) {
+    const std::string path = dir_ + "/node" + std::to_string(++tomls_) + ".toml";
+    std::ofstream(path) << text;
+    return path;
+  }
+
   std::unique_ptr<RedisProcess> redis_;
   std::string dir_;
+  int tomls_ = 0;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
 };
 
@@ -152,6 +161,33 @@ TEST_F(ScaleOut, ConcurrencyAcrossNodesNeverExceedsTheCap) {
   nodes_.clear();
   for (auto &t : holders)
     t.join();
+}
+
+TEST_F(ScaleOut, AKeyChangeIsPushedToTheOtherNodesAtOnce) {
+  // The generation poll is slowed to a minute: only the Redis push can make the revocation
+  // effective on node b within a second.
+  const std::string out = run_cli("keys create --project alpha --json --data-dir " + dir_);
+  auto created = parse_object(out);
+  const std::string key(created["key"].as_string()), id(created["id"].as_string());
+  ServerProcess *a = start_node({"--config", write_toml("key_poll_ms = 60000\n")});
+  ServerProcess *b = start_node({"--config", write_toml("key_poll_ms = 60000\n")});
+  ASSERT_TRUE(a && b);
+  http::HttpClient ca(a->client_options()), cb(b->client_options());
+  ASSERT_EQ(cb.get("/v1/models", bearer(key))->status, 200) << "node b caches the key";
+  std::this_thread::sleep_for(300ms); // both subscriptions are up
+  auto rev = ca.post("/admin/v1/keys/" + id + "/revoke", "{}",
+                     {{"Authorization", std::string("Bearer ") + kAdminToken}});
+  ASSERT_TRUE(rev);
+  ASSERT_EQ(rev->status, 200) << rev->body;
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 200;
+  while (std::chrono::steady_clock::now() - t0 < 1s) {
+    status = cb.get("/v1/models", bearer(key))->status;
+    if (status == 401)
+      break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(status, 401) << "the revocation was not pushed to node b";
 }
 
 TEST_F(ScaleOut, ARevokedKeyIsRefusedByEveryNodeWithinOneSecond) {

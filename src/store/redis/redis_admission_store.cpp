@@ -59,6 +59,7 @@ local function refuse(r, tokens)
   end
   if r.rpm > 0 then
     local l = level(rk, 'r', 'ra', r.rpm)
+    r.rl = l -- reused when taking, so each bucket is read once per script
     if l < 1 then
       return {2, r.scope, 'requests', r.rpm, tostring(l), ms_to(1 - l, r.rpm), ms_to(r.rpm - l, r.rpm)}
     end
@@ -68,6 +69,7 @@ local function refuse(r, tokens)
       return {2, r.scope, 'too_large', r.tpm, '0', 60000, 0}
     end
     local l = level(rk, 't', 'ta', r.tpm)
+    r.tl = l
     if l < tokens then
       return {2, r.scope, 'tokens', r.tpm, tostring(l), ms_to(tokens - l, r.tpm), ms_to(r.tpm - l, r.tpm)}
     end
@@ -140,7 +142,7 @@ local tight_req, tight_tok = 2, 2
 for _, r in ipairs(rules) do
   local rk = P .. 'rl:' .. r.scope
   if r.rpm > 0 then
-    local l = level(rk, 'r', 'ra', r.rpm) - 1
+    local l = r.rl - 1
     redis.call('HSET', rk, 'r', tostring(l), 'ra', now)
     if l / r.rpm < tight_req then
       tight_req = l / r.rpm
@@ -148,7 +150,7 @@ for _, r in ipairs(rules) do
     end
   end
   if r.tpm > 0 then
-    local l = level(rk, 't', 'ta', r.tpm) - tokens
+    local l = r.tl - tokens
     redis.call('HSET', rk, 't', tostring(l), 'ta', now)
     if l / r.tpm < tight_tok then
       tight_tok = l / r.tpm

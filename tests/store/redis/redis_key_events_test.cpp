@@ -1,0 +1,74 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "store/redis/redis_key_events.h"
+#include "support/fake_clock.h"
+#include "support/redis_process.h"
+
+namespace gantry::store {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool eventually(const std::function<bool()> &f, std::chrono::milliseconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < until) {
+    if (f())
+      return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return f();
+}
+
+TEST(RedisKeyEvents, APublishReachesEveryOtherNodeAndAReconnectCountsAsAChange) {
+  auto redis = testing::RedisProcess::start_new();
+  ASSERT_TRUE(redis);
+  FakeClock clock;
+  auto client = [&] {
+    auto c = RedisClient::connect(*parse_redis_url(redis->url()), clock);
+    EXPECT_TRUE(c);
+    return std::shared_ptr<RedisClient>(std::move(c).value());
+  };
+  RedisKeyEvents a(client()), b(client());
+  std::atomic<int> seen{0};
+  b.subscribe([&] { ++seen; });
+  // The subscription is set up asynchronously: publish until the first message lands.
+  ASSERT_TRUE(eventually(
+      [&] {
+        a.publish();
+        return seen.load() > 0;
+      },
+      2s));
+  const int before = seen.load();
+  a.publish();
+  EXPECT_TRUE(eventually([&] { return seen.load() > before; }, 1s)) << "within a second";
+
+  // Redis restarts: the subscriber reconnects and reports a change (messages were lost).
+  redis->kill();
+  ASSERT_TRUE(redis->start());
+  const int at_restart = seen.load();
+  EXPECT_TRUE(eventually([&] { return seen.load() > at_restart; }, 5s));
+}
+
+TEST(RedisKeyEvents, DestructionIsPromptWithRedisGone) {
+  auto redis = testing::RedisProcess::start_new();
+  ASSERT_TRUE(redis);
+  FakeClock clock;
+  auto c = RedisClient::connect(*parse_redis_url(redis->url()), clock);
+  ASSERT_TRUE(c);
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    RedisKeyEvents e(std::shared_ptr<RedisClient>(std::move(c).value()));
+    e.subscribe([] {});
+    std::this_thread::sleep_for(100ms);
+    redis->kill();
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+} // namespace
+} // namespace gantry::store
