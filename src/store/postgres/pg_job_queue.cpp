@@ -202,16 +202,13 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
   }
   return pool_->transaction([&](PgConn &c) -> Status {
     for (const auto &[project, add] : adding) {
-      // The project's ring entry, locked: enqueues of one project are serialised, so its bounds
-      // hold across nodes. A project with nothing queued joins at the back of the ring.
-      GANTRY_TRY(c.exec("INSERT INTO job_projects(project, turn) VALUES ($1, nextval('job_turns')) "
-                        "ON CONFLICT (project) DO NOTHING",
-                        PgParams().text(project)));
-      GANTRY_TRY(c.exec("SELECT 1 FROM job_projects WHERE project = $1 FOR UPDATE",
-                        PgParams().text(project)));
+      // The project's ring entry and counters (kept by the jobs_count trigger), locked in one
+      // statement: enqueues of one project are serialised, so its bounds hold across nodes. A
+      // project with nothing queued joins at the back of the ring (below).
       GANTRY_ASSIGN_OR_RETURN(PgResult r,
-                              c.exec("SELECT count(*) FILTER (WHERE status = 'queued'), count(*), "
-                                     "coalesce(sum(bytes), 0) FROM jobs WHERE project = $1",
+                              c.exec("INSERT INTO job_projects(project, turn) VALUES ($1, "
+                                     "nextval('job_turns')) ON CONFLICT (project) DO UPDATE SET "
+                                     "project = excluded.project RETURNING queued, stored, bytes",
                                      PgParams().text(project)));
       const int64_t queued = r.i64(0, 0), stored = r.i64(0, 1), bytes = r.i64(0, 2);
       const auto &o = options_;

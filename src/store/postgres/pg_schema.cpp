@@ -9,7 +9,7 @@ namespace {
 // Any constant works as long as no other application on the database uses it.
 constexpr const char *kMigrationLock = "7316483401";
 
-constexpr std::array<const char *, 3> kMigrations = {
+constexpr std::array<const char *, 4> kMigrations = {
     R"sql(
 CREATE TABLE projects (
   id text PRIMARY KEY,
@@ -208,6 +208,36 @@ CREATE TABLE batches (
 CREATE INDEX batches_project_seq ON batches(project, seq);
 CREATE INDEX batches_active ON batches(status) WHERE status IN ('validating', 'in_progress',
   'finalizing', 'cancelling');
+)sql",
+    // 4: per-project job counters kept by a trigger, so enqueue checks its bounds on one row
+    // instead of counting the project's jobs (an O(rows) scan per POST /v1/jobs).
+    R"sql(
+ALTER TABLE job_projects ADD COLUMN queued bigint NOT NULL DEFAULT 0;
+ALTER TABLE job_projects ADD COLUMN stored bigint NOT NULL DEFAULT 0;
+ALTER TABLE job_projects ADD COLUMN bytes bigint NOT NULL DEFAULT 0;
+INSERT INTO job_projects(project, turn)
+  SELECT DISTINCT project, nextval('job_turns') FROM jobs ON CONFLICT DO NOTHING;
+UPDATE job_projects p SET
+  queued = (SELECT count(*) FROM jobs j WHERE j.project = p.project AND j.status = 'queued'),
+  stored = (SELECT count(*) FROM jobs j WHERE j.project = p.project),
+  bytes = (SELECT coalesce(sum(bytes), 0) FROM jobs j WHERE j.project = p.project);
+CREATE FUNCTION gantry_jobs_count() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    UPDATE job_projects SET stored = stored + 1, bytes = bytes + NEW.bytes,
+      queued = queued + (NEW.status = 'queued')::int WHERE project = NEW.project;
+  ELSIF TG_OP = 'DELETE' THEN
+    UPDATE job_projects SET stored = stored - 1, bytes = bytes - OLD.bytes,
+      queued = queued - (OLD.status = 'queued')::int WHERE project = OLD.project;
+  ELSIF NEW.bytes <> OLD.bytes OR NEW.status <> OLD.status THEN
+    UPDATE job_projects SET bytes = bytes + NEW.bytes - OLD.bytes,
+      queued = queued + (NEW.status = 'queued')::int - (OLD.status = 'queued')::int
+      WHERE project = NEW.project;
+  END IF;
+  RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER jobs_count AFTER INSERT OR UPDATE OR DELETE ON jobs
+  FOR EACH ROW EXECUTE FUNCTION gantry_jobs_count();
 )sql",
 };
 
