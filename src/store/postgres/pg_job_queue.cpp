@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 #include <sys/select.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -105,13 +106,20 @@ PgJobQueue::open(std::shared_ptr<PgPool> pool, jobs::JobQueueOptions options, co
   std::unique_ptr<PgJobQueue> q(new PgJobQueue(std::move(pool), std::move(options), clock));
   GANTRY_TRY(q->recover());
   q->listener_ = std::thread([raw = q.get()] { raw->listen_loop(); });
+  q->notifier_ = std::thread([raw = q.get()] { raw->notify_loop(); });
   return q;
 }
 
 PgJobQueue::~PgJobQueue() {
-  stopping_.store(true);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_.store(true);
+  }
+  cv_.notify_all();
   if (listener_.joinable())
     listener_.join();
+  if (notifier_.joinable())
+    notifier_.join();
 }
 
 int PgJobQueue::weight(const std::string &project) const {
@@ -200,15 +208,18 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
     adding[j.project].first++;
     adding[j.project].second += static_cast<int64_t>(j.body.size());
   }
-  return pool_->transaction([&](PgConn &c) -> Status {
+  Status st = pool_->transaction([&](PgConn &c) -> Status {
     for (const auto &[project, add] : adding) {
-      // The project's ring entry and counters (kept by the jobs_count trigger), locked in one
-      // statement: enqueues of one project are serialised, so its bounds hold across nodes. A
-      // project with nothing queued joins at the back of the ring (below).
+      // The project's ring entry, then its counters (kept by the jobs_count trigger). Not
+      // locked: submissions of one project commit side by side, so concurrent ones may pass a
+      // bound together by at most their number (the bounds stop runaway clients; they are not
+      // exact quotas). A project with nothing queued joins at the back of the ring (below).
+      GANTRY_TRY(c.exec("INSERT INTO job_projects(project, turn) VALUES ($1, nextval('job_turns')) "
+                        "ON CONFLICT (project) DO NOTHING",
+                        PgParams().text(project)));
       GANTRY_ASSIGN_OR_RETURN(PgResult r,
-                              c.exec("INSERT INTO job_projects(project, turn) VALUES ($1, "
-                                     "nextval('job_turns')) ON CONFLICT (project) DO UPDATE SET "
-                                     "project = excluded.project RETURNING queued, stored, bytes",
+                              c.exec("SELECT coalesce(sum(queued), 0), coalesce(sum(stored), 0), "
+                                     "coalesce(sum(bytes), 0) FROM job_counts WHERE project = $1",
                                      PgParams().text(project)));
       const int64_t queued = r.i64(0, 0), stored = r.i64(0, 1), bytes = r.i64(0, 2);
       const auto &o = options_;
@@ -262,9 +273,11 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
               .i64(j.expires_at_ms)
               .i64(static_cast<int64_t>(j.body.size()))));
     }
-    GANTRY_TRY(c.exec("NOTIFY gantry_jobs"));
     return Ok();
   });
+  if (st)
+    announce();
+  return st;
 }
 
 Result<std::optional<Lease>> PgJobQueue::try_lease(std::chrono::milliseconds visibility) {
@@ -413,10 +426,10 @@ Result<bool> PgJobQueue::retry(const Lease &l, std::string_view error,
                    .i64(l.attempt)
                    .text(options_.node_id)));
     done = r.affected() == 1;
-    if (done)
-      GANTRY_TRY(c.exec("NOTIFY gantry_jobs"));
     return Ok();
   }));
+  if (done)
+    announce();
   return done;
 }
 
@@ -497,11 +510,41 @@ Result<jobs::Reclaimed> PgJobQueue::reclaim() {
                             c.exec("DELETE FROM jobs WHERE finished_ms > 0 AND finished_ms < $1",
                                    PgParams().i64(now - options_.retention.count())));
     out.purged = purged.affected();
-    if (!out.requeued.empty())
-      GANTRY_TRY(c.exec("NOTIFY gantry_jobs"));
     return Ok();
   }));
+  if (!out.requeued.empty())
+    announce();
   return out;
+}
+
+// New work is committed: wake this node's waiting lease() calls at once, and have the notifier
+// thread tell the other nodes. The NOTIFY is its own statement after the commit, coalesced over
+// a millisecond: PostgreSQL serialises every committing transaction that NOTIFYs on one global
+// lock, so a NOTIFY inside each submission capped acceptance at one WAL flush at a time.
+void PgJobQueue::announce() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++notify_gen_;
+    notify_pending_ = true;
+  }
+  cv_.notify_all();
+}
+
+void PgJobQueue::notify_loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stopping_.load()) {
+    cv_.wait_for(lk, std::chrono::milliseconds(200),
+                 [&] { return notify_pending_ || stopping_.load(); });
+    if (!notify_pending_)
+      continue;
+    lk.unlock();
+    ::usleep(1000); // let a burst of submissions share one NOTIFY
+    lk.lock();
+    notify_pending_ = false;
+    lk.unlock();
+    (void)pool_->exec("NOTIFY gantry_jobs"); // best effort: lease() re-checks every second
+    lk.lock();
+  }
 }
 
 void PgJobQueue::wake_all() {

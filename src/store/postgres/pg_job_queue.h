@@ -9,9 +9,10 @@
 // project's place in a weighted round-robin ring (`turn`, a sequence) and how many turns it has
 // used (`served`), so every node serves projects in the same order the embedded adapter does.
 //
-// Idle workers are woken through LISTEN/NOTIFY (a listener thread on its own connection; enqueue
-// and retry NOTIFY in their transaction, delivered at commit), with a 1 s re-check for backoffs
-// coming due, not a polling loop as the main path.
+// Idle workers are woken through LISTEN/NOTIFY (a listener thread on its own connection; after
+// enqueue, retry or a reclaim commits, a notifier thread sends one NOTIFY per burst), with a 1 s
+// re-check for backoffs coming due, not a polling loop as the main path. The node's own waiting
+// workers are woken directly.
 //
 // Threading: thread-safe.
 #pragma once
@@ -59,6 +60,8 @@ private:
   Result<std::optional<jobs::Lease>> try_lease(std::chrono::milliseconds visibility);
   int weight(const std::string &project) const;
   void listen_loop();
+  void announce();
+  void notify_loop();
 
   std::shared_ptr<PgPool> pool_;
   jobs::JobQueueOptions options_;
@@ -70,7 +73,9 @@ private:
   uint64_t notify_gen_ = 0;
   std::atomic<uint64_t> notifications_{0};
   std::atomic<bool> stopping_{false};
+  bool notify_pending_ = false; // guarded by mu_
   std::thread listener_;
+  std::thread notifier_;
 };
 
 } // namespace gantry::store
