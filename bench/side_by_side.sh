@@ -91,5 +91,6 @@ print(f'| metric (median of {rounds}) | old | new | new/old |')
 print('|---|---:|---:|---:|')
 for k in res['old']:
     o, n = st.median(res['old'][k]), st.median(res['new'].get(k, [float('nan')]))
-    print(f'| {k} | {o:.1f} | {n:.1f} | {n / o:.2f} |')
+    ratio = f'{n / o:.2f}' if o else '—'  # a 0 ms median (submit->start) has no ratio
+    print(f'| {k} | {o:.1f} | {n:.1f} | {ratio} |')
 PY
