@@ -37,7 +37,8 @@ serving() { # build
     [ -n "$port" ] && break
     sleep 0.1
   done
-  "$1/bench/stream_load" --port "$port" --clients 4 --rounds 4 --max-tokens 64 | tail -n1
+  "$1/bench/stream_load" --port "$port" --model stories260K --clients 4 --rounds 4 \
+    --max-tokens 64 | tail -n1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -87,10 +88,11 @@ for w in res:
             except Exception as e:
                 print(f'# {w} round {r} {ext}: could not parse ({e}); see the raw log', file=sys.stderr)
                 print(open(f'{base}.{ext}').read()[-2000:], file=sys.stderr)
-print(f'| metric (median of {rounds}) | old | new | new/old |')
-print('|---|---:|---:|---:|')
+print(f'| metric (median of {rounds}) | old | new | new/old | old rounds | new rounds |')
+print('|---|---:|---:|---:|---|---|')
 for k in res['old']:
     o, n = st.median(res['old'][k]), st.median(res['new'].get(k, [float('nan')]))
     ratio = f'{n / o:.2f}' if o else '—'  # a 0 ms median (submit->start) has no ratio
-    print(f'| {k} | {o:.1f} | {n:.1f} | {ratio} |')
+    each = lambda w: ', '.join(f'{v:.1f}' for v in res[w].get(k, []))
+    print(f'| {k} | {o:.1f} | {n:.1f} | {ratio} | {each("old")} | {each("new")} |')
 PY
