@@ -2,13 +2,16 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 
 namespace gantry::jobs {
 namespace {
 
 constexpr char kBase62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-constexpr size_t kDigits = 22; // 62^22 > 2^128
+constexpr size_t kDigits = 22;    // 62^22 > 2^128
+constexpr size_t kTimeDigits = 8; // with a clock: the time, then 14 random digits (> 2^83)
 
 } // namespace
 
@@ -21,7 +24,17 @@ std::string JobIds::next(std::string_view prefix) {
     v = (v << 8) | b;
   std::string out(prefix);
   out.resize(prefix.size() + kDigits);
-  for (size_t i = 0; i < kDigits; ++i) {
+  size_t random_digits = kDigits;
+  if (clock_ != nullptr) {
+    // 8 base62 digits of unix milliseconds (62^8 ms is ~6,900 years), most significant first.
+    uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(0, clock_->unix_millis()));
+    for (size_t i = 0; i < kTimeDigits; ++i) {
+      out[prefix.size() + kTimeDigits - 1 - i] = kBase62[ms % 62];
+      ms /= 62;
+    }
+    random_digits = kDigits - kTimeDigits;
+  }
+  for (size_t i = 0; i < random_digits; ++i) {
     out[out.size() - 1 - i] = kBase62[static_cast<size_t>(v % 62)];
     v /= 62;
   }

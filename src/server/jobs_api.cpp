@@ -23,7 +23,7 @@ using jobs::JobStatus;
 
 JobsService::JobsService(const ServerConfig &config, control::ControlPlane &control,
                          const Clock &clock)
-    : config_(config.jobs), control_(control), clock_(clock) {}
+    : config_(config.jobs), control_(control), clock_(clock), ids_(&clock) {}
 
 JobsService::~JobsService() { stop(); }
 

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "jobs/job_ids.h"
+#include "support/fake_clock.h"
 
 namespace gantry::jobs {
 namespace {
@@ -64,6 +65,34 @@ TEST(JobIds, ConsecutiveIdsShowNoSequence) {
     EXPECT_LT(c, 7'600);
   }
   EXPECT_EQ(used, 62);
+}
+
+} // namespace
+} // namespace gantry::jobs
+
+namespace gantry::jobs {
+namespace {
+
+// With a clock, ids sort by creation time (a primary-key index appends them) while keeping 83
+// random bits: unique and unguessable within one millisecond too.
+TEST(JobIds, WithAClockIdsSortByCreationAndStayRandomWithinAMillisecond) {
+  FakeClock clock;
+  JobIds ids(&clock);
+  std::string last;
+  std::set<std::string> same_ms;
+  for (int i = 0; i < 200; ++i) {
+    const std::string id = ids.next("job_");
+    EXPECT_TRUE(is_well_formed_id(id, "job_")) << id;
+    if (i % 20 == 0) {
+      clock.advance(std::chrono::milliseconds(1));
+      const std::string later = ids.next("job_");
+      EXPECT_LT(id, later) << "minted a millisecond later, sorts later";
+    }
+    last = id;
+  }
+  for (int i = 0; i < 1000; ++i)
+    same_ms.insert(ids.next("job_").substr(4 + 8));
+  EXPECT_EQ(same_ms.size(), 1000u) << "the random part differs within one millisecond";
 }
 
 } // namespace
