@@ -71,6 +71,15 @@ struct UsageRecord {
   int64_t created_at_ms = 0; // unix milliseconds when the request arrived
 };
 
+// How list-valued fields are written in a column, for every store adapter: names joined by a
+// separator (empty items dropped when split), budget thresholds as "50,80,100".
+std::string join_list(const std::vector<std::string> &items, char sep);
+std::vector<std::string> split_list(std::string_view text, char sep);
+// Allowed-model names may be neither empty nor hold control characters, so U+001F can join them.
+Status check_models(const std::vector<std::string> &models);
+std::string thresholds_text(const std::vector<int> &thresholds);
+Result<std::vector<int>> parse_thresholds(const std::string &text);
+
 // "key" or "project".
 enum class OwnerKind { kKey, kProject };
 std::string_view to_string(OwnerKind kind);

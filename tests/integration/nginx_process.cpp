@@ -22,29 +22,7 @@ constexpr const char *kNginx = "/usr/sbin/nginx";
 
 Error start_error(std::string msg) { return Error{ErrorCode::kInternal, std::move(msg), ""}; }
 
-bool accepts(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
 } // namespace
-
-std::uint16_t free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 bool NginxProcess::available() { return ::access(kNginx, X_OK) == 0; }
 
@@ -101,7 +79,7 @@ Result<std::unique_ptr<NginxProcess>> NginxProcess::start(NginxOptions o) {
   }
   p->pid_ = pid;
   for (int i = 0; i < 500; ++i) { // up to 5 s
-    if (accepts(p->port_))
+    if (loopback_accepts(p->port_))
       return p;
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/result.h"
+#include "support/loopback_port.h"
 
 namespace gantry::testing {
 
@@ -41,8 +42,5 @@ private:
   std::string dir_;
   bool master_ = false;
 };
-
-// A port on 127.0.0.1 that was free a moment ago.
-std::uint16_t free_loopback_port();
 
 } // namespace gantry::testing

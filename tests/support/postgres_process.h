@@ -19,6 +19,8 @@
 #include <memory>
 #include <string>
 
+#include "support/loopback_port.h"
+
 namespace gantry::testing {
 
 class PostgresProcess {
@@ -50,7 +52,7 @@ public:
                "/data -U gantry --auth=trust -E UTF8 --no-locale >" + p->dir_ + "/initdb.log 2>&1"))
       return fail("initdb failed; see " + p->dir_ + "/initdb.log");
     for (int attempt = 0; attempt < 5; ++attempt) {
-      p->port_ = free_port();
+      p->port_ = free_loopback_port();
       if (p->start())
         return p;
     }
@@ -93,18 +95,6 @@ public:
 private:
   PostgresProcess() = default;
   bool sh(const std::string &cmd) const { return std::system(cmd.c_str()) == 0; }
-
-  static std::uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-  }
 
   std::string dir_;
   std::string as_;

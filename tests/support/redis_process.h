@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/loopback_port.h"
+
 namespace gantry::testing {
 
 class RedisProcess {
@@ -38,7 +40,7 @@ public:
       return nullptr;
     p->dir_ = tmpl;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      p->port_ = free_port();
+      p->port_ = free_loopback_port();
       if (p->start())
         return p;
     }
@@ -83,7 +85,7 @@ public:
       ::_exit(127);
     }
     for (int i = 0; i < 500; ++i) {
-      if (accepts())
+      if (loopback_accepts(port_))
         return true;
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -112,29 +114,6 @@ private:
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
-  }
-
-  bool accepts() const {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port_);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-  }
-
-  static std::uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
   }
 
   pid_t pid_ = -1;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 
+#include "control/store.h"
 #include "jobs/job_ids.h"
 
 namespace gantry::store {
@@ -27,26 +28,6 @@ constexpr const char *kColumns = "id, project, key_id, endpoint, body, " JOB_COL
 constexpr const char *kListColumns =
     "id, project, key_id, endpoint, '' AS body, " JOB_COLUMNS_AFTER_BODY;
 
-std::vector<std::string> split_csv(const std::string &s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    const size_t end = s.find(',', start);
-    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos)
-      break;
-    start = end + 1;
-  }
-  return out;
-}
-
-std::string join_csv(const std::vector<std::string> &v) {
-  std::string out;
-  for (const auto &x : v)
-    out += (out.empty() ? "" : ",") + x;
-  return out;
-}
-
 Job read_job(const PgResult &r, int i) {
   Job j;
   j.id = r.text(i, 0);
@@ -55,7 +36,7 @@ Job read_job(const PgResult &r, int i) {
   j.endpoint = r.text(i, 3);
   j.body = r.text(i, 4);
   j.webhook_url = r.text(i, 5);
-  j.webhook_events = split_csv(r.text(i, 6));
+  j.webhook_events = control::split_list(r.text(i, 6), ',');
   j.metadata = r.text(i, 7);
   j.batch_id = r.text(i, 8);
   j.custom_id = r.text(i, 9);
@@ -262,7 +243,7 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
               .text(j.endpoint)
               .text(j.body)
               .text(j.webhook_url)
-              .text(join_csv(j.webhook_events))
+              .text(control::join_list(j.webhook_events, ','))
               .text(j.metadata.empty() ? "{}" : j.metadata)
               .text(j.batch_id)
               .text(j.custom_id)

@@ -1,7 +1,5 @@
 #include "store/postgres/pg_store.h"
 
-#include <charconv>
-
 namespace gantry::store {
 namespace {
 
@@ -14,58 +12,10 @@ using control::UsageGroup;
 using control::UsageRecord;
 using control::UsageTotals;
 
-// api_keys.models: the names joined by U+001F ("" = all models); names hold no control
-// characters (checked before writing), so the separator cannot occur inside one.
-Status check_models(const std::vector<std::string> &models) {
-  for (const auto &m : models) {
-    if (m.empty())
-      return Error::invalid("an allowed model name is empty", "models");
-    for (unsigned char c : m)
-      if (c < 0x20)
-        return Error::invalid("model name has a control character", "models");
-  }
-  return Ok();
-}
-
+// api_keys.models: the names joined by U+001F ("" = all models; check_models keeps the
+// separator out of names). thresholds_text/parse_thresholds: control/store.h.
 std::string join_models(const std::vector<std::string> &models) {
-  std::string out;
-  for (const auto &m : models)
-    out += (out.empty() ? "" : "\x1f") + m;
-  return out;
-}
-
-std::vector<std::string> split_models(const std::string &s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    const size_t end = s.find('\x1f', start);
-    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos)
-      break;
-    start = end + 1;
-  }
-  return out;
-}
-
-std::string thresholds_text(const std::vector<int> &t) {
-  std::string out;
-  for (int v : t)
-    out += (out.empty() ? "" : ",") + std::to_string(v);
-  return out;
-}
-
-Result<std::vector<int>> parse_thresholds(const std::string &s) {
-  std::vector<int> out;
-  const char *p = s.data(), *end = s.data() + s.size();
-  while (p < end) {
-    int v = 0;
-    auto [next, ec] = std::from_chars(p, end, v);
-    if (ec != std::errc() || (next != end && *next != ','))
-      return Error::corrupt("database: bad alert_thresholds '" + s + "'");
-    out.push_back(v);
-    p = next == end ? end : next + 1;
-  }
-  return out;
+  return control::join_list(models, '\x1f');
 }
 
 constexpr const char *kKeyColumns =
@@ -80,7 +30,7 @@ ApiKey read_key(const PgResult &r, int i) {
   k.hash = r.text(i, 3);
   k.prev_hash = r.text(i, 4);
   k.prev_expires_at = r.i64(i, 5);
-  k.models = split_models(r.text(i, 6));
+  k.models = control::split_list(r.text(i, 6), '\x1f');
   k.limits = {r.i64(i, 7), r.i64(i, 8), r.i64(i, 9)};
   k.created_at = r.i64(i, 10);
   k.expires_at = r.i64(i, 11);
@@ -164,7 +114,7 @@ Result<std::vector<Project>> PgStore::list_projects() {
 }
 
 Status PgStore::insert_key(const ApiKey &k) {
-  GANTRY_TRY(check_models(k.models));
+  GANTRY_TRY(control::check_models(k.models));
   return pool_->transaction([&](PgConn &c) -> Status {
     GANTRY_ASSIGN_OR_RETURN(
         PgResult r,
@@ -179,7 +129,7 @@ Status PgStore::insert_key(const ApiKey &k) {
 }
 
 Status PgStore::update_key(const ApiKey &k) {
-  GANTRY_TRY(check_models(k.models));
+  GANTRY_TRY(control::check_models(k.models));
   return pool_->transaction([&](PgConn &c) -> Status {
     // Every column but the id; last_used_at never moves backwards.
     GANTRY_ASSIGN_OR_RETURN(
@@ -358,7 +308,7 @@ Status PgStore::put_budget(const Budget &b) {
                              .text(control::to_string(b.period))
                              .i64(b.token_quota)
                              .f64(b.spend_limit_usd)
-                             .text(thresholds_text(b.alert_thresholds))));
+                             .text(control::thresholds_text(b.alert_thresholds))));
   return Ok();
 }
 
@@ -395,7 +345,7 @@ Result<std::vector<Budget>> PgStore::list_budgets() {
     b.period = *period;
     b.token_quota = r.i64(i, 3);
     b.spend_limit_usd = r.f64(i, 4);
-    GANTRY_ASSIGN_OR_RETURN(b.alert_thresholds, parse_thresholds(r.text(i, 5)));
+    GANTRY_ASSIGN_OR_RETURN(b.alert_thresholds, control::parse_thresholds(r.text(i, 5)));
     out.push_back(std::move(b));
   }
   return out;

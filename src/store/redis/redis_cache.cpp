@@ -115,11 +115,9 @@ cache::CacheStats RedisCache::stats() const {
   s.evictions = evictions_.load();
   s.expirations = expirations_.load();
   s.max_bytes = max_bytes_;
-  auto r = redis_->pipeline({{"ZCARD", ns_ + "lru"}, {"GET", ns_ + "bytes"}});
-  if (r && r->size() == 2) {
-    s.entries = static_cast<uint64_t>(std::max<int64_t>(0, (*r)[0].as_int()));
-    s.bytes = static_cast<uint64_t>(std::max<int64_t>(0, (*r)[1].as_int()));
-  }
+  const LruUsage u = lru_usage(*redis_, ns_);
+  s.entries = u.entries;
+  s.bytes = u.bytes;
   return s;
 }
 

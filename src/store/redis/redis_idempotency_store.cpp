@@ -150,11 +150,9 @@ control::IdempotencyStats RedisIdempotencyStore::stats() {
   s.too_large = too_large_.load();
   s.evictions = evictions_.load();
   s.max_bytes = limits_.max_bytes;
-  auto r = redis_->pipeline({{"ZCARD", ns_ + "lru"}, {"GET", ns_ + "bytes"}});
-  if (r && r->size() == 2) {
-    s.entries = static_cast<uint64_t>(std::max<int64_t>(0, (*r)[0].as_int()));
-    s.bytes = static_cast<uint64_t>(std::max<int64_t>(0, (*r)[1].as_int()));
-  }
+  const LruUsage u = lru_usage(*redis_, ns_);
+  s.entries = u.entries;
+  s.bytes = u.bytes;
   return s;
 }
 

@@ -10,7 +10,28 @@
 // stays counted until LRU eviction reaches them, which keeps the bound conservative.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "store/redis/redis_client.h"
+
 namespace gantry::store {
+
+// Entries and charged bytes of a namespace, for stats(); zeros when Redis cannot be reached.
+struct LruUsage {
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+};
+inline LruUsage lru_usage(RedisClient &redis, const std::string &ns) {
+  LruUsage u;
+  auto r = redis.pipeline({{"ZCARD", ns + "lru"}, {"GET", ns + "bytes"}});
+  if (r && r->size() == 2) {
+    u.entries = static_cast<uint64_t>(std::max<int64_t>(0, (*r)[0].as_int()));
+    u.bytes = static_cast<uint64_t>(std::max<int64_t>(0, (*r)[1].as_int()));
+  }
+  return u;
+}
 
 inline constexpr const char *kLruLua = R"lua(
 local function lru_drop(ns, k)

@@ -11,6 +11,8 @@
 // The generated SQL must outlive its cached statement: keep it in a function-local static.
 #pragma once
 
+#include "control/store.h"
+
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -33,8 +35,6 @@ inline void read_value(const Query &q, int i, double &v) { v = q.col_f64(i); }
 inline void read_value(const Query &q, int i, bool &v) { v = q.col_i64(i) != 0; }
 
 // Lists stored as one text column: "a,b,c" with `sep` between the items (empty = none).
-std::string join_list(const std::vector<std::string> &items, char sep);
-std::vector<std::string> split_list(std::string_view text, char sep);
 
 template <typename T> class Columns {
 public:

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "control/store.h"
 #include "core/result.h"
 
 namespace gantry::control {
@@ -15,14 +16,8 @@ std::span<const char *const> sqlite_migrations();
 
 // api_keys.models: a JSON array of names ("[]" = all models).
 std::string models_json(const std::vector<std::string> &models);
-// Names may be neither empty nor hold control characters: split_models relies on that.
-Status check_models(const std::vector<std::string> &models);
 // The names as SQLite's json_each yields them, joined by U+001F (the api_keys query in
 // sqlite_key_store.cpp).
 std::vector<std::string> split_models(const std::string &joined);
-
-// budgets.alert_thresholds: "50,80,100".
-std::string thresholds_text(const std::vector<int> &thresholds);
-Result<std::vector<int>> parse_thresholds(const std::string &text);
 
 } // namespace gantry::control
