@@ -54,8 +54,10 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "api/tools.h"
 #include "core/result.h"
 
 namespace gantry::engine {
@@ -67,8 +69,15 @@ namespace gantry::api {
 // role is one of system, user, assistant, tool, developer ("developer" is OpenAI's newer name
 // for "system" and is rendered as system).
 struct ChatMessage {
+  ChatMessage() = default;
+  // The common case, {"user", "Hi"}, without naming the tool fields.
+  ChatMessage(std::string r, std::string c) : role(std::move(r)), content(std::move(c)) {}
+
   std::string role;
   std::string content;
+  std::vector<ToolCall> tool_calls; // assistant: the calls it made
+  std::string tool_call_id;         // tool: the call this message answers
+  std::string name;                 // tool: the function's name (when the client sent it)
 };
 
 enum class ChatFormat {

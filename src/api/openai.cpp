@@ -409,24 +409,23 @@ std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
   return json::serialize(o);
 }
 
-std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
-                         std::string_view text, bool role_delta, std::string_view finish_reason,
+std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, const ChoiceDelta &d,
                          bool include_usage) {
   json::object o = envelope(endpoint, meta, true);
   json::object ch;
-  ch["index"] = index;
+  ch["index"] = d.index;
   if (endpoint == Endpoint::kChatCompletions) {
     json::object delta;
-    if (role_delta)
+    if (d.role)
       delta["role"] = "assistant";
-    if (!text.empty() || role_delta)
-      delta["content"] = text;
+    if (!d.text.empty() || d.role)
+      delta["content"] = d.text;
     ch["delta"] = std::move(delta);
   } else {
-    ch["text"] = text;
+    ch["text"] = d.text;
   }
   ch["logprobs"] = nullptr;
-  ch["finish_reason"] = finish_value(finish_reason);
+  ch["finish_reason"] = finish_value(d.finish_reason);
   o["choices"] = json::array{std::move(ch)};
   if (include_usage)
     o["usage"] = nullptr;

@@ -7,10 +7,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "api/cache_option.h"
 #include "api/chat_template.h"
+#include "api/tools.h"
 #include "core/result.h"
 #include "engine/sampling/sampler.h"
 
@@ -20,6 +22,22 @@ enum class Endpoint { kChatCompletions, kCompletions };
 
 // Largest `n` we accept: each choice is a sequence in the engine, so n multiplies the cost.
 constexpr int kMaxChoices = 16;
+
+// response_format: free text, any JSON object, or JSON matching a schema. Enforced by
+// constrained decoding for local models; passed through to remote backends.
+struct ResponseFormat {
+  enum class Type { kText, kJsonObject, kJsonSchema };
+  Type type = Type::kText;
+  std::string name;   // json_schema.name
+  std::string schema; // json_schema.schema as JSON text
+  bool strict = false;
+};
+
+// One prompt of a completions request: text, or token ids.
+struct Prompt {
+  std::string text;
+  std::optional<std::vector<int32_t>> ids;
+};
 
 struct InferenceRequest {
   Endpoint endpoint = Endpoint::kChatCompletions;
@@ -37,6 +55,20 @@ struct InferenceRequest {
   bool ignore_eos = false; // vLLM extension
   std::string user;
   CacheOption cache;
+
+  // Structured outputs (chat: response_format; both: the llama.cpp-style GBNF `grammar`).
+  ResponseFormat response_format;
+  std::string grammar;
+  // Tool calling (chat).
+  std::vector<FunctionTool> tools;
+  ToolChoice tool_choice;
+  bool parallel_tool_calls = true;
+  // Log-probabilities: chat's logprobs=true (+ top_logprobs 0..20); completions' logprobs=N sets
+  // logprobs=true and top_logprobs=N.
+  bool logprobs = false;
+  int top_logprobs = 0;
+  // logit_bias: token id -> bias added to its logit before sampling (-100..100).
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // Parses and validates a body. Errors carry the offending field in `param` and a message in
@@ -49,10 +81,25 @@ struct Usage {
   int cached_tokens = 0;
 };
 
+// The log-probability of one generated token, and the most likely alternatives at its step.
+struct TopLogprob {
+  std::string token; // the token's text (may be an incomplete UTF-8 piece)
+  std::string bytes; // the token's raw bytes (OpenAI's "bytes" array)
+  double logprob = 0;
+};
+struct TokenLogprob {
+  std::string token;
+  std::string bytes;
+  double logprob = 0;
+  std::vector<TopLogprob> top;
+};
+
 struct Choice {
   int index = 0;
   std::string text;
-  std::string finish_reason; // "stop" | "length"
+  std::string finish_reason; // "stop" | "length" | "tool_calls" | "content_filter"
+  std::optional<std::vector<TokenLogprob>> logprobs; // set when the request asked for them
+  std::vector<ToolCall> tool_calls;
 };
 
 struct ResponseMeta {
@@ -64,10 +111,19 @@ struct ResponseMeta {
 std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
                             const std::vector<Choice> &choices, const Usage &usage);
 
-// One streaming chunk for choice `index`. `role_delta` adds {"role":"assistant"} (first chat
-// chunk); `finish_reason` empty means null. include_usage adds "usage":null as OpenAI does.
-std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, int index,
-                         std::string_view text, bool role_delta, std::string_view finish_reason,
+// What one streaming chunk carries for one choice. `role` adds {"role":"assistant"} (the first
+// chat chunk); `finish_reason` empty means null; `logprobs` null means "logprobs": null.
+struct ChoiceDelta {
+  int index = 0;
+  std::string_view text;
+  bool role = false;
+  std::string_view finish_reason;
+  const std::vector<TokenLogprob> *logprobs = nullptr;
+  const std::vector<ToolCallDelta> *tool_calls = nullptr;
+};
+
+// One streaming chunk. include_usage adds "usage":null as OpenAI does.
+std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, const ChoiceDelta &delta,
                          bool include_usage);
 // The final usage-only chunk of stream_options.include_usage (empty choices). `cost_usd`, when
 // given, is added as usage.cost_usd (a streamed response has no x-gantry-cost-usd header; the

@@ -32,8 +32,11 @@ public:
       const bool chat = head.endpoint == api::Endpoint::kChatCompletions;
       if (chat || !head.echo.empty()) {
         for (int i = 0; i < head.n; ++i) {
-          w_->send_event(api::render_chunk(head.endpoint, head.meta, i, head.echo, chat, "",
-                                           head.include_usage));
+          api::ChoiceDelta d;
+          d.index = i;
+          d.text = head.echo;
+          d.role = chat;
+          w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
         }
       }
     }
@@ -44,13 +47,16 @@ public:
   void on_event(const CallHead &head, const backend::ChoiceEvent &ev) override {
     if (!head.stream)
       return;
+    api::ChoiceDelta d;
+    d.index = ev.choice;
     if (!ev.text.empty()) {
-      w_->send_event(api::render_chunk(head.endpoint, head.meta, ev.choice, ev.text, false, "",
-                                       head.include_usage));
+      d.text = ev.text;
+      w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
     }
     if (!ev.finish_reason.empty()) {
-      w_->send_event(api::render_chunk(head.endpoint, head.meta, ev.choice, "", false,
-                                       ev.finish_reason, head.include_usage));
+      d.text = {};
+      d.finish_reason = ev.finish_reason;
+      w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
     }
   }
 

@@ -262,7 +262,11 @@ private:
         fin.finish_reason = c.finish_reason;
         sink_->on_event(head_, fin);
       }
-      output.choices.push_back({static_cast<int>(i), head_.echo + text, c.finish_reason});
+      api::Choice ch;
+      ch.index = static_cast<int>(i);
+      ch.text = head_.echo + text;
+      ch.finish_reason = c.finish_reason;
+      output.choices.push_back(std::move(ch));
     }
     sink_->on_complete(&head_, out_, output);
   }
@@ -304,8 +308,11 @@ private:
     CallOutput output;
     if (head && !head->stream) {
       for (size_t i = 0; i < choices_.size(); ++i) {
-        output.choices.push_back(
-            {static_cast<int>(i), head->echo + choices_[i].text, choices_[i].finish});
+        api::Choice ch;
+        ch.index = static_cast<int>(i);
+        ch.text = head->echo + choices_[i].text;
+        ch.finish_reason = choices_[i].finish;
+        output.choices.push_back(std::move(ch));
       }
     }
     sink_->on_complete(head, out_, output);

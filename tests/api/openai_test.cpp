@@ -115,9 +115,21 @@ TEST(OpenAiParseTest, CacheField) {
   }
 }
 
+ChoiceDelta delta(int index, std::string_view text, bool role, std::string_view finish) {
+  ChoiceDelta d;
+  d.index = index;
+  d.text = text;
+  d.role = role;
+  d.finish_reason = finish;
+  return d;
+}
+
 TEST(OpenAiRenderTest, ChatResponseHasTheOpenAiShape) {
   ResponseMeta m{"chatcmpl-1", "stories", 1700000000};
-  auto s = render_response(Endpoint::kChatCompletions, m, {{0, "Hello", "stop"}}, {5, 1, 0});
+  Choice hello;
+  hello.text = "Hello";
+  hello.finish_reason = "stop";
+  auto s = render_response(Endpoint::kChatCompletions, m, {hello}, {5, 1, 0});
   auto j = json::parse(s).as_object();
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["choices"].as_array()[0].at("message").at("content"), "Hello");
@@ -127,19 +139,20 @@ TEST(OpenAiRenderTest, ChatResponseHasTheOpenAiShape) {
 
 TEST(OpenAiRenderTest, ChunksAndUsageChunk) {
   ResponseMeta m{"chatcmpl-1", "stories", 1};
-  auto first = json::parse(render_chunk(Endpoint::kChatCompletions, m, 0, "", true, "", true));
+  auto first =
+      json::parse(render_chunk(Endpoint::kChatCompletions, m, delta(0, "", true, ""), true));
   EXPECT_EQ(first.at("object"), "chat.completion.chunk");
   EXPECT_EQ(first.at("choices").at(0).at("delta").at("role"), "assistant");
   EXPECT_TRUE(first.at("choices").at(0).at("finish_reason").is_null());
   EXPECT_TRUE(first.at("usage").is_null());
-  auto last =
-      json::parse(render_chunk(Endpoint::kChatCompletions, m, 0, "", false, "length", false));
+  auto last = json::parse(
+      render_chunk(Endpoint::kChatCompletions, m, delta(0, "", false, "length"), false));
   EXPECT_EQ(last.at("choices").at(0).at("finish_reason"), "length");
   EXPECT_TRUE(last.at("choices").at(0).at("delta").as_object().empty());
   auto u = json::parse(render_usage_chunk(Endpoint::kChatCompletions, m, {3, 4, 0}));
   EXPECT_TRUE(u.at("choices").as_array().empty());
   EXPECT_EQ(u.at("usage").at("completion_tokens"), 4);
-  auto c = json::parse(render_chunk(Endpoint::kCompletions, m, 1, "x", false, "", false));
+  auto c = json::parse(render_chunk(Endpoint::kCompletions, m, delta(1, "x", false, ""), false));
   EXPECT_EQ(c.at("object"), "text_completion");
   EXPECT_EQ(c.at("choices").at(0).at("text"), "x");
 }

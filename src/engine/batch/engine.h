@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -30,6 +31,7 @@
 #include "engine/kv/kv_cache.h"
 #include "engine/kv/prefix_cache.h"
 #include "engine/model/model.h"
+#include "engine/sampling/constraint.h"
 #include "engine/sampling/sampler.h"
 
 namespace gantry::engine {
@@ -48,6 +50,12 @@ struct GenerationRequest {
   // Who may share this request's prefix-cache blocks: the project, or "" where projects share
   // caches (audit M2). Requests in different scopes never reuse each other's KV.
   std::string cache_scope;
+  // logit_bias: added to the token's logit before sampling (never to the reported logprobs).
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // -1: no log-probabilities; 0..20: the chosen token's logprob plus this many alternatives.
+  int logprobs = -1;
+  // Constrained decoding (structured outputs, forced tool calls); cloned per sequence.
+  std::shared_ptr<const TokenConstraint> constraint;
 };
 
 struct TokenEvent {
@@ -58,6 +66,11 @@ struct TokenEvent {
   int n_prompt = 0;
   int n_generated = 0;
   int n_cached = 0; // prompt tokens whose KV came from the prefix cache
+  // With GenerationRequest::logprobs >= 0: the chosen token's log-probability under the model's
+  // raw distribution (before penalties, bias, temperature and the constraint) and the top
+  // alternatives, most likely first.
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top_logprobs;
 };
 
 // The OpenAI-style context check shared by the engine and the HTTP edge (which runs it before a

@@ -1,0 +1,40 @@
+// Function tools and tool calls: the typed form of OpenAI's `tools`, `tool_choice` and
+// `message.tool_calls`, shared by the chat templates (which render tools into the prompt), the
+// parsers that read a model's tool calls back out of its text, and the renderers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gantry::api {
+
+struct FunctionTool {
+  std::string name;
+  std::string description;
+  std::string parameters; // the JSON Schema of the arguments as JSON text; "" = any object
+  bool strict = false;
+};
+
+struct ToolChoice {
+  enum class Mode { kAuto, kNone, kRequired, kFunction };
+  Mode mode = Mode::kAuto;
+  std::string function; // kFunction: the name the model must call
+};
+
+// A complete tool call (a request's assistant history, a non-streamed response).
+struct ToolCall {
+  std::string id; // "call_..."
+  std::string name;
+  std::string arguments; // JSON text, as the model wrote it
+};
+
+// One streamed fragment of a tool call: the first fragment of call `index` carries its id and
+// name, later ones only more argument text (OpenAI's delta.tool_calls).
+struct ToolCallDelta {
+  int index = 0;
+  std::string id;
+  std::string name;
+  std::string arguments;
+};
+
+} // namespace gantry::api
