@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the official `openai` npm client's tests (*.test.mjs) against a real server:
+# Runs the official `openai` and `@anthropic-ai/sdk` npm clients' tests (*.test.mjs) against a real server:
 # starts `gantry serve --port 0`, exports its URL as GANTRY_BASE_URL, runs `node --test`, then
 # stops the server with SIGTERM and checks that it exits 0.
 #
@@ -20,10 +20,12 @@ command -v node >/dev/null 2>&1 ||
   fail "node is not installed; the end-to-end test needs Node.js >= 20 (run scripts/bootstrap.sh)"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 20 ] || fail "Node.js >= 20 is required, found $(node --version)"
-if [ ! -d "$here/node_modules/openai" ]; then
-  "$here/../../scripts/test_deps.sh" || fail "could not install the openai npm package"
-fi
-[ -d "$here/node_modules/openai" ] || fail "tests/e2e/node_modules/openai is missing"
+for pkg in openai @anthropic-ai/sdk ajv zod; do
+  if [ ! -d "$here/node_modules/$pkg" ]; then
+    "$here/../../scripts/test_deps.sh" || fail "could not install the e2e npm packages"
+  fi
+  [ -d "$here/node_modules/$pkg" ] || fail "tests/e2e/node_modules/$pkg is missing"
+done
 [ -x "$bin" ] || fail "no gantry binary at $bin"
 
 tmp="$(mktemp -d /tmp/gantry-e2e-XXXXXX)"
