@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "api/json_body.h"
@@ -191,6 +193,78 @@ Status parse_stop(const json::value &v, InferenceRequest &r) {
   return Ok();
 }
 
+// A JSON Schema given as an object (or, for the vendor extensions, as JSON text), kept as
+// compact JSON text: the grammar compiler validates it, so a bad schema is its 400.
+Status schema_text(const json::value &v, const std::string &name, ResponseFormat &f) {
+  if (v.is_string()) {
+    std::error_code ec;
+    json::value parsed = json::parse(v.as_string(), ec);
+    if (ec || !parsed.is_object())
+      return bad("'" + name + "' must be a JSON Schema object", name);
+    f.schema = json::serialize(parsed);
+    return Ok();
+  }
+  if (!v.is_object())
+    return bad("'" + name + "' must be a JSON Schema object", name);
+  f.schema = json::serialize(v);
+  return Ok();
+}
+
+Status parse_response_format(const json::value &v, InferenceRequest &r) {
+  const std::string p = "response_format";
+  if (!v.is_object())
+    return bad("'response_format' must be an object", p);
+  const auto &o = v.as_object();
+  const auto *t = o.if_contains("type");
+  if (!t || !t->is_string())
+    return bad("'response_format.type' must be a string", p + ".type");
+  ResponseFormat f;
+  const std::string_view type = t->as_string();
+  if (type == "text") {
+    f.type = ResponseFormat::Type::kText;
+  } else if (type == "json_object") {
+    f.type = ResponseFormat::Type::kJsonObject;
+  } else if (type == "json_schema") {
+    f.type = ResponseFormat::Type::kJsonSchema;
+    const auto *js = o.if_contains("json_schema");
+    if (!js || !js->is_object())
+      return bad("'response_format.json_schema' must be an object", p + ".json_schema");
+    for (const auto &[k, val] : js->as_object()) {
+      const std::string field = p + ".json_schema." + std::string(k);
+      if (k == "name") {
+        GANTRY_ASSIGN_OR_RETURN(f.name, string(val, field));
+        const bool ok = !f.name.empty() && f.name.size() <= 64 &&
+                        std::all_of(f.name.begin(), f.name.end(), [](unsigned char c) {
+                          return std::isalnum(c) || c == '_' || c == '-';
+                        });
+        if (!ok) {
+          return bad("'" + field + "' must be 1 to 64 letters, digits, '_' or '-'", field);
+        }
+      } else if (k == "schema") {
+        GANTRY_TRY(schema_text(val, field, f));
+      } else if (k == "strict") {
+        if (!val.is_null()) {
+          GANTRY_ASSIGN_OR_RETURN(f.strict, boolean(val, field));
+        }
+      } else if (k != "description") {
+        return bad("Unrecognized response_format.json_schema field: " + echoed(std::string(k)),
+                   p + ".json_schema");
+      }
+    }
+    if (f.name.empty())
+      return bad("'response_format.json_schema.name' is required", p + ".json_schema.name");
+    if (f.schema.empty()) {
+      return bad("'response_format.json_schema.schema' is required", p + ".json_schema.schema");
+    }
+  } else {
+    return bad("response_format type '" + echoed(std::string(type)) +
+                   "' is not one of text, json_object, json_schema",
+               p + ".type");
+  }
+  r.response_format = std::move(f);
+  return Ok();
+}
+
 } // namespace
 
 Result<CacheOption> parse_cache_option(const json::value &v) {
@@ -319,14 +393,17 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
         return bad("'logit_bias' must be an object", key);
       if (!v.as_object().empty())
         return bad("'logit_bias' is not supported yet", key);
-    } else if (chat && key == "response_format") {
-      const auto *t = v.is_object() ? v.as_object().if_contains("type") : nullptr;
-      if (!t || !t->is_string())
-        return bad("'response_format.type' must be a string", key);
-      if (t->as_string() != "text") {
-        return bad("response_format '" + std::string(t->as_string()) + "' is not supported",
-                   "response_format.type");
-      }
+    } else if (key == "response_format") {
+      GANTRY_TRY(parse_response_format(v, r));
+    } else if (key == "grammar" || key == "guided_grammar") {
+      // llama.cpp's (and vLLM's) GBNF grammar extension.
+      GANTRY_ASSIGN_OR_RETURN(r.grammar, string(v, key));
+      if (r.grammar.empty())
+        return bad("'" + key + "' must not be empty", key);
+    } else if (key == "guided_json" || key == "json_schema") {
+      // vLLM's guided_json and llama.cpp's json_schema: a schema without the envelope.
+      GANTRY_TRY(schema_text(v, key, r.response_format));
+      r.response_format.type = ResponseFormat::Type::kJsonSchema;
     } else if (chat && (key == "tools" || key == "functions")) {
       if (!v.is_array())
         return bad("'" + key + "' must be an array", key);
@@ -351,6 +428,9 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
   }
   if (best_of && *best_of != r.n)
     return bad("'best_of' must equal 'n' if given", "best_of");
+  if (!r.grammar.empty() && r.response_format.type != ResponseFormat::Type::kText) {
+    return bad("'grammar' cannot be combined with a JSON response_format", "grammar");
+  }
   if (r.include_usage && !r.stream) {
     return bad("'stream_options' is only allowed when 'stream' is true", "stream_options");
   }

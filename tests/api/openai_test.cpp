@@ -78,6 +78,61 @@ TEST(OpenAiParseTest, BadInputNamesTheField) {
   }
 }
 
+TEST(OpenAiParseTest, ResponseFormatAndGrammar) {
+  const std::string head = R"({"model":"m","messages":[{"role":"user","content":"x"}],)";
+  auto obj = chat(head + R"("response_format":{"type":"json_object"}})");
+  ASSERT_TRUE(obj.ok()) << obj.error().message;
+  EXPECT_EQ(obj->response_format.type, ResponseFormat::Type::kJsonObject);
+
+  auto sch = chat(head + R"("response_format":{"type":"json_schema","json_schema":{"name":"p",)"
+                         R"("strict":true,"schema":{"type":"object","properties":{"a":{"type":)"
+                         R"("integer"}}}}}})");
+  ASSERT_TRUE(sch.ok()) << sch.error().message;
+  EXPECT_EQ(sch->response_format.type, ResponseFormat::Type::kJsonSchema);
+  EXPECT_EQ(sch->response_format.name, "p");
+  EXPECT_TRUE(sch->response_format.strict);
+  EXPECT_EQ(json::parse(sch->response_format.schema),
+            json::parse(R"({"type":"object","properties":{"a":{"type":"integer"}}})"));
+
+  // vLLM's guided_json (also as JSON text) and llama.cpp's json_schema, on completions too.
+  auto guided = parse_inference_request(
+      Endpoint::kCompletions,
+      R"({"model":"m","prompt":"x","guided_json":"{\"type\":\"string\"}"})");
+  ASSERT_TRUE(guided.ok()) << guided.error().message;
+  EXPECT_EQ(guided->response_format.type, ResponseFormat::Type::kJsonSchema);
+  EXPECT_EQ(guided->response_format.schema, R"({"type":"string"})");
+  auto gbnf = chat(head + R"("grammar":"root ::= \"yes\" | \"no\""})");
+  ASSERT_TRUE(gbnf.ok()) << gbnf.error().message;
+  EXPECT_EQ(gbnf->grammar, R"(root ::= "yes" | "no")");
+
+  struct Case {
+    std::string body;
+    const char *param;
+  } cases[] = {
+      {head + R"("response_format":{"type":"xml"}})", "response_format.type"},
+      {head + R"("response_format":"json"})", "response_format"},
+      {head + R"("response_format":{"type":"json_schema"}})", "response_format.json_schema"},
+      {head + R"("response_format":{"type":"json_schema","json_schema":{"schema":{}}}})",
+       "response_format.json_schema.name"},
+      {head +
+           R"("response_format":{"type":"json_schema","json_schema":{"name":"a b","schema":{}}}})",
+       "response_format.json_schema.name"},
+      {head + R"("response_format":{"type":"json_schema","json_schema":{"name":"a"}}})",
+       "response_format.json_schema.schema"},
+      {head +
+           R"("response_format":{"type":"json_schema","json_schema":{"name":"a","schema":[1]}}})",
+       "response_format.json_schema.schema"},
+      {head + R"("guided_json":"{not json"})", "guided_json"},
+      {head + R"("grammar":""})", "grammar"},
+      {head + R"("grammar":"root ::= \"a\"","response_format":{"type":"json_object"}})", "grammar"},
+  };
+  for (const auto &c : cases) {
+    auto r = chat(c.body);
+    ASSERT_FALSE(r.ok()) << c.body;
+    EXPECT_EQ(r.error().param, c.param) << c.body << " -> " << r.error().message;
+  }
+}
+
 TEST(OpenAiParseTest, MalformedJsonIsAnInvalidRequest) {
   for (const char *body : {"", "{", "[1,2]", "null", "{\"model\":", "\xff\xfe"}) {
     auto r = chat(body);

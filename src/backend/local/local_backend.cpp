@@ -277,6 +277,11 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   PreparedCall p;
   p.endpoint = ir.endpoint;
   p.n = ir.n;
+  // Until the grammar engine is wired, a constraint must be refused, never silently ignored.
+  if (ir.response_format.type != api::ResponseFormat::Type::kText)
+    return Err(Error::invalid("response_format is not enforced yet", "response_format"));
+  if (!ir.grammar.empty())
+    return Err(Error::invalid("'grammar' is not enforced yet", "grammar"));
   std::vector<int32_t> prompt;
   if (chat) {
     // Special tokens are parsed only in the template's own text, never in message contents

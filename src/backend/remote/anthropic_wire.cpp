@@ -145,6 +145,15 @@ public:
       return Err(path(r.endpoint).error());
     if (r.n != 1)
       return Err(Error::invalid("n > 1 is not supported by this model's backend (Anthropic)", "n"));
+    if (r.response_format.type != api::ResponseFormat::Type::kText) {
+      return Err(
+          Error::invalid("response_format is not supported by this model's backend (Anthropic)",
+                         "response_format"));
+    }
+    if (!r.grammar.empty()) {
+      return Err(Error::invalid("'grammar' is not supported by this model's backend (Anthropic)",
+                                "grammar"));
+    }
     json::object b;
     b["model"] = model;
     b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens; // required there

@@ -166,6 +166,29 @@ public:
       b["echo"] = true;
     if (!r.user.empty())
       b["user"] = r.user;
+    // Structured outputs are the upstream's to enforce: sent as the client wrote them.
+    switch (r.response_format.type) {
+    case api::ResponseFormat::Type::kText: break;
+    case api::ResponseFormat::Type::kJsonObject:
+      b["response_format"] = json::object{{"type", "json_object"}};
+      break;
+    case api::ResponseFormat::Type::kJsonSchema: {
+      json::object js{{"name", r.response_format.name.empty() ? "output" : r.response_format.name},
+                      {"schema", json::parse(r.response_format.schema)},
+                      {"strict", r.response_format.strict}};
+      b["response_format"] = json::object{{"type", "json_schema"}, {"json_schema", std::move(js)}};
+      break;
+    }
+    }
+    if (!r.grammar.empty()) {
+      if (kind_ != BackendKind::kOpenAICompatible) {
+        return Err(Error::invalid("'grammar' is a llama.cpp/vLLM extension that this model's "
+                                  "backend (OpenAI) does not accept",
+                                  "grammar"));
+      }
+      b["grammar"] = r.grammar;        // llama.cpp server
+      b["guided_grammar"] = r.grammar; // vLLM
+    }
     if (stream) {
       b["stream"] = true;
       // Always asked for, so every call is billed on the upstream's real usage; the client sees
