@@ -90,7 +90,7 @@ TEST(GrammarMatcher, Utf8SplitAcrossByteTokens) {
   for (int32_t t = 0; t < v.tok->n_vocab(); ++t)
     if (std::isfinite(logits[t])) {
       ++allowed;
-      EXPECT_EQ(v.tok->token_to_piece(t).substr(0, 2), std::string("\xc3\xa9").substr(0, 2));
+      EXPECT_EQ(v.tok->token_to_piece(t).substr(0, 1), "\xc3");
     }
   EXPECT_EQ(allowed, 2); // <0xC3> and the whole-character token
   EXPECT_TRUE(std::isfinite(logits[*c3]));
