@@ -32,7 +32,7 @@ const std::set<std::string, std::less<>> kStringKeys = {"minLength", "maxLength"
                                                         "format"};
 const std::set<std::string, std::less<>> kNumberKeys = {"minimum", "maximum", "exclusiveMinimum",
                                                         "exclusiveMaximum"};
-const std::set<std::string, std::less<>> kCombinators = {"$ref", "const", "enum",
+const std::set<std::string, std::less<>> kCombinators = {"$ref",  "const", "enum",
                                                          "anyOf", "oneOf", "allOf"};
 
 std::string pointer_child(const std::string &ptr, std::string_view key) {
@@ -154,15 +154,14 @@ public:
       const size_t slot = rules_.size();
       add_rule(kind, "");
       rules_[slot].second = prim("object") + " | " + prim("array") + " | " + prim("string") +
-                             " | " + prim("number") + " | " + prim("boolean") + " | " +
-                             prim("null");
+                            " | " + prim("number") + " | " + prim("boolean") + " | " + prim("null");
     } else if (kind == "object") {
       const std::string kv = prim("string") + " \":\" " + prim("space") + " " + prim("value");
-      add_rule(kind, "\"{\" " + prim("space") + " (" + kv + " (\",\" " + prim("space") + " " +
-                         kv + ")*)? \"}\" " + prim("space"));
+      add_rule(kind, "\"{\" " + prim("space") + " (" + kv + " (\",\" " + prim("space") + " " + kv +
+                         ")*)? \"}\" " + prim("space"));
     } else if (kind == "array") {
-      add_rule(kind, "\"[\" " + prim("space") + " (" + prim("value") + " (\",\" " +
-                         prim("space") + " " + prim("value") + ")*)? \"]\" " + prim("space"));
+      add_rule(kind, "\"[\" " + prim("space") + " (" + prim("value") + " (\",\" " + prim("space") +
+                         " " + prim("value") + ")*)? \"]\" " + prim("space"));
     }
     return p + kind;
   }
@@ -179,7 +178,11 @@ private:
     if (base.empty())
       base = "s";
     std::string name = base;
-    for (int i = 1; taken_.count(name) || have_.count(name) || name == "root"; ++i)
+    // The shared primitives' names are reserved: prim() may add them later.
+    static const std::set<std::string, std::less<>> kReserved = {
+        "root",   "space",   "char", "string", "integral", "integer",
+        "number", "boolean", "null", "value",  "object",   "array"};
+    for (int i = 1; taken_.count(name) || kReserved.count(name); ++i)
       name = base + "-" + std::to_string(i);
     taken_.insert(name);
     return name;
@@ -237,7 +240,8 @@ private:
         continue;
       for (const auto &kv : o)
         if (kv.key() != c && !kAnnotations.count(kv.key()) &&
-            !(kv.key() == "type" && (std::string_view(c) == "const" || std::string_view(c) == "enum")))
+            !(kv.key() == "type" &&
+              (std::string_view(c) == "const" || std::string_view(c) == "enum")))
           return unsupported("keyword '" + std::string(kv.key()) + "' alongside '" + c + "'", ptr);
     }
     if (const json::value *ref = o.if_contains("$ref")) {
@@ -509,8 +513,8 @@ private:
         excluded += c;
         body += (body.empty() ? "" : " | ") + gbnf_literal(std::string(1, c)) + " " + build(child);
       }
-      body += (body.empty() ? "" : " | ") + std::string(R"([^"\\\x7F\x00-\x1F)") + excluded +
-              "] " + rest + " | " + escape + " " + rest;
+      body += (body.empty() ? "" : " | ") + std::string(R"([^"\\\x7F\x00-\x1F)") + excluded + "] " +
+              rest + " | " + escape + " " + rest;
       if (!trie[at].end)
         body += " | " + quote;
       return "(" + body + ")";
@@ -541,10 +545,9 @@ private:
     if (props) {
       for (const auto &p : props->as_object()) {
         const std::string key(p.key());
-        GANTRY_ASSIGN_OR_RETURN(std::string value,
-                                visit(p.value(), pointer_child(pointer_child(ptr, "properties"),
-                                                               key),
-                                      depth + 1));
+        GANTRY_ASSIGN_OR_RETURN(
+            std::string value,
+            visit(p.value(), pointer_child(pointer_child(ptr, "properties"), key), depth + 1));
         kvs.emplace_back(key, gbnf_literal(json::serialize(json::value(key))) + " " +
                                   prim("space") + " \":\" " + prim("space") + " " + value);
         req.push_back(required.count(key) > 0);
@@ -571,8 +574,8 @@ private:
                                ptr);
       std::string value = prim("value");
       if (extra && extra->is_object()) {
-        GANTRY_ASSIGN_OR_RETURN(value,
-                                visit(*extra, pointer_child(ptr, "additionalProperties"), depth + 1));
+        GANTRY_ASSIGN_OR_RETURN(
+            value, visit(*extra, pointer_child(ptr, "additionalProperties"), depth + 1));
       }
       extra_kv = string_not_in(names) + " \":\" " + prim("space") + " " + value;
     }
@@ -581,8 +584,7 @@ private:
     const size_t n = kvs.size();
     const std::string comma = "\",\" " + prim("space") + " ";
     std::string t_next = extra_kv.empty() ? "" : "(" + comma + extra_kv + ")*";
-    std::string s_next =
-        extra_kv.empty() ? "" : "(" + extra_kv + " (" + comma + extra_kv + ")*)?";
+    std::string s_next = extra_kv.empty() ? "" : "(" + extra_kv + " (" + comma + extra_kv + ")*)?";
     for (size_t k = n; k-- > 0;) {
       const std::string &kv = kvs[k].second;
       std::string t = comma + kv + " " + t_next;
@@ -788,7 +790,8 @@ bool valid_prefix(std::string_view p) {
 
 } // namespace
 
-Result<std::string> json_schema_to_gbnf(std::string_view schema_json, std::string_view rule_prefix) {
+Result<std::string> json_schema_to_gbnf(std::string_view schema_json,
+                                        std::string_view rule_prefix) {
   if (!valid_prefix(rule_prefix))
     return Error::invalid("a grammar rule prefix may hold only letters, digits, '-' and '_'");
   if (schema_json.size() > 4 * engine::kMaxGrammarBytes)

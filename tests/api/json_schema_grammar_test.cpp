@@ -116,7 +116,8 @@ std::string validate(const json::value &v, const json::value &s, const json::val
   }
   if (v.is_object()) {
     const json::object &obj = v.as_object();
-    const json::object *props = o.contains("properties") ? &o.at("properties").as_object() : nullptr;
+    const json::object *props =
+        o.contains("properties") ? &o.at("properties").as_object() : nullptr;
     if (const auto *r = o.if_contains("required"))
       for (const auto &k : r->as_array())
         if (!obj.contains(k.as_string()))
@@ -252,6 +253,11 @@ TEST(JsonSchemaGrammar, ScalarsEnumsConsts) {
   EXPECT_TRUE(accepts(s, "\"ab\""));
   EXPECT_TRUE(accepts(s, "\"\\n\\u00e9\""));
   EXPECT_FALSE(accepts(s, "\"abcd\""));
+  // A bounded string's rule first, the shared string rule after: names must not collide.
+  auto both = compile(R"({"type":"object","properties":{"a":{"type":"string","maxLength":3},
+                          "b":{"type":"string"}},"required":["a","b"]})");
+  EXPECT_TRUE(accepts(both, R"({"a": "xyz", "b": "longer than three"})"));
+  EXPECT_FALSE(accepts(both, R"({"a": "wxyz", "b": ""})"));
 }
 
 TEST(JsonSchemaGrammar, NumberBounds) {
@@ -279,7 +285,8 @@ TEST(JsonSchemaGrammar, NumberBounds) {
 }
 
 TEST(JsonSchemaGrammar, CombinatorsAndRefs) {
-  auto any = compile(R"({"anyOf":[{"type":"integer"},{"type":"object","properties":{"x":{"type":"string"}},"required":["x"]}]})");
+  auto any = compile(
+      R"({"anyOf":[{"type":"integer"},{"type":"object","properties":{"x":{"type":"string"}},"required":["x"]}]})");
   EXPECT_TRUE(accepts(any, "5"));
   EXPECT_TRUE(accepts(any, R"({"x":"y"})"));
   EXPECT_FALSE(accepts(any, "\"5\""));
@@ -292,11 +299,14 @@ TEST(JsonSchemaGrammar, CombinatorsAndRefs) {
       "required":["v"]}}})");
   EXPECT_TRUE(accepts(rec, R"({"v":1,"kids":[{"v":2},{"v":3,"kids":[{"v":4,"kids":[]}]}]})"));
   EXPECT_FALSE(accepts(rec, R"({"v":1,"kids":[{"w":2}]})"));
-  auto self = compile(R"({"type":"object","properties":{"next":{"anyOf":[{"$ref":"#"},{"type":"null"}]}},"required":["next"]})");
+  auto self = compile(
+      R"({"type":"object","properties":{"next":{"anyOf":[{"$ref":"#"},{"type":"null"}]}},"required":["next"]})");
   EXPECT_TRUE(accepts(self, R"({"next":{"next":null}})"));
-  auto defs = compile(R"({"definitions":{"a":{"type":"integer"}},"type":"array","items":{"$ref":"#/definitions/a"}})");
+  auto defs = compile(
+      R"({"definitions":{"a":{"type":"integer"}},"type":"array","items":{"$ref":"#/definitions/a"}})");
   EXPECT_TRUE(accepts(defs, "[1,2]"));
-  auto all = compile(R"({"allOf":[{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]},
+  auto all =
+      compile(R"({"allOf":[{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]},
                                   {"properties":{"b":{"type":"string"}}}]})");
   EXPECT_TRUE(accepts(all, R"({"a":1,"b":"x"})"));
   EXPECT_TRUE(accepts(all, R"({"a":1})"));

@@ -68,8 +68,8 @@ std::shared_ptr<const TokenTrie> TokenTrie::build(const Tokenizer &tok) {
 }
 
 size_t TokenTrie::bytes() const {
-  return sizeof(*this) + eog_.size() + eog_list_.size() * 4 + bytes_.size() +
-         offsets_.size() * 4 + nodes_.size() * sizeof(Node) + tokens_.size() * 4;
+  return sizeof(*this) + eog_.size() + eog_list_.size() * 4 + bytes_.size() + offsets_.size() * 4 +
+         nodes_.size() * sizeof(Node) + tokens_.size() * 4;
 }
 
 } // namespace gantry::engine

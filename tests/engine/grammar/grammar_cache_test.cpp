@@ -76,7 +76,8 @@ TEST(GrammarCache, ConcurrentUse) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
         const std::string key = std::to_string((i + t) % 12);
-        auto g = cache.get_or_compile(key, [&] { return compile_gbnf("root ::= \"" + key + "\""); });
+        auto g =
+            cache.get_or_compile(key, [&] { return compile_gbnf("root ::= \"" + key + "\""); });
         if (!g.ok())
           ++failures;
       }

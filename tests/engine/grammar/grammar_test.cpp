@@ -78,7 +78,8 @@ TEST(Gbnf, RulesReferencesAndLines) {
 
 TEST(Gbnf, ErrorsNameLineAndColumn) {
   EXPECT_EQ(error_of("root ::= value\n"), "grammar line 1 column 10: undefined rule 'value'");
-  EXPECT_EQ(error_of("item ::= \"x\"\n"), "grammar line 1 column 1: the grammar has no 'root' rule");
+  EXPECT_EQ(error_of("item ::= \"x\"\n"),
+            "grammar line 1 column 1: the grammar has no 'root' rule");
   EXPECT_EQ(error_of("root ::= \"x\"\nroot ::= \"y\"\n"),
             "grammar line 2 column 1: rule 'root' is defined twice");
   EXPECT_EQ(error_of("root ::= \"x\n"), "grammar line 2 column 1: unterminated literal");
@@ -120,8 +121,8 @@ TEST(Gbnf, Bounds) {
   std::string deep = "root ::= " + std::string(kMaxNesting + 2, '(') + "\"x\"" +
                      std::string(kMaxNesting + 2, ')') + "\n";
   EXPECT_NE(error_of(deep).find("groups nest more than 64 deep"), std::string::npos);
-  std::string ok = "root ::= " + std::string(kMaxNesting, '(') + "\"x\"" +
-                   std::string(kMaxNesting, ')') + "\n";
+  std::string ok =
+      "root ::= " + std::string(kMaxNesting, '(') + "\"x\"" + std::string(kMaxNesting, ')') + "\n";
   EXPECT_TRUE(matches(ok, "x"));
 }
 
