@@ -19,7 +19,7 @@ namespace json = boost::json;
 
 namespace {
 
-constexpr int kMaxDigits = 16; // integer and fraction digits of generated numbers
+constexpr int kMaxDigits = kMaxRangeDigits; // integer and fraction digits of generated numbers
 
 const std::set<std::string, std::less<>> kAnnotations = {
     "title",    "description", "default",  "examples",  "$schema", "$id",
@@ -50,65 +50,6 @@ std::string pointer_child(const std::string &ptr, std::string_view key) {
 
 // The GBNF for a JSON value written exactly as serialized (enum members, const).
 std::string json_literal(const json::value &v) { return gbnf_literal(json::serialize(v)); }
-
-// Decimal integer strings in [lo, hi], both non-negative with the same number of digits.
-std::string same_len_range(const std::string &lo, const std::string &hi) {
-  if (lo == hi)
-    return gbnf_literal(lo);
-  size_t common = 0;
-  while (lo[common] == hi[common])
-    ++common;
-  const std::string prefix = common ? gbnf_literal(lo.substr(0, common)) + " " : "";
-  const size_t rest = lo.size() - common - 1;
-  const char a = lo[common], b = hi[common];
-  auto digit = [](char from, char to) {
-    return from == to ? std::string("\"") + from + "\"" : std::string("[") + from + "-" + to + "]";
-  };
-  auto any = [](size_t n) { return n ? " [0-9]{" + std::to_string(n) + "}" : std::string(); };
-  if (rest == 0)
-    return prefix + digit(a, b);
-  std::vector<std::string> alts;
-  const std::string lo_rest = lo.substr(common + 1), hi_rest = hi.substr(common + 1);
-  const bool lo_full = lo_rest == std::string(rest, '0');
-  const bool hi_full = hi_rest == std::string(rest, '9');
-  const char mid_from = lo_full ? a : static_cast<char>(a + 1);
-  const char mid_to = hi_full ? b : static_cast<char>(b - 1);
-  if (!lo_full)
-    alts.push_back(digit(a, a) + " (" + same_len_range(lo_rest, std::string(rest, '9')) + ")");
-  if (mid_from <= mid_to)
-    alts.push_back(digit(mid_from, mid_to) + any(rest));
-  if (!hi_full)
-    alts.push_back(digit(b, b) + " (" + same_len_range(std::string(rest, '0'), hi_rest) + ")");
-  std::string body;
-  for (const auto &a2 : alts)
-    body += (body.empty() ? "" : " | ") + a2;
-  return prefix + "(" + body + ")";
-}
-
-// Non-negative integers in [lo, hi] (hi < 0: no upper bound, up to kMaxDigits digits).
-std::string uint_range(int64_t lo, int64_t hi) {
-  std::vector<std::string> alts;
-  const std::string los = std::to_string(lo);
-  const size_t max_len = hi < 0 ? kMaxDigits : std::to_string(hi).size();
-  for (size_t len = los.size(); len <= max_len; ++len) {
-    const std::string first = len == 1 ? "0" : "1" + std::string(len - 1, '0');
-    const std::string last = std::string(len, '9');
-    const std::string from = len == los.size() ? los : first;
-    std::string to = last;
-    if (hi >= 0 && len == max_len)
-      to = std::to_string(hi);
-    if (hi < 0 && len > los.size()) { // every longer length at once
-      alts.push_back("[1-9] [0-9]{" + std::to_string(len - 1) + "," +
-                     std::to_string(kMaxDigits - 1) + "}");
-      break;
-    }
-    alts.push_back(same_len_range(from, to));
-  }
-  std::string body;
-  for (const auto &a : alts)
-    body += (body.empty() ? "" : " | ") + a;
-  return "(" + body + ")";
-}
 
 class Compiler {
 public:
@@ -751,10 +692,10 @@ private:
       std::vector<std::string> alts;
       if (!lo || *lo < 0) { // negative part: -(max(1,-hi) .. -lo)
         const int64_t from = hi && *hi < 0 ? -*hi : 1;
-        alts.push_back("\"-\" " + uint_range(from, lo ? -*lo : -1));
+        alts.push_back("\"-\" " + uint_range_gbnf(from, lo ? -*lo : -1));
       }
       if (!hi || *hi >= 0)
-        alts.push_back(uint_range(lo ? std::max<int64_t>(*lo, 0) : 0, hi ? *hi : -1));
+        alts.push_back(uint_range_gbnf(lo ? std::max<int64_t>(*lo, 0) : 0, hi ? *hi : -1));
       std::string body;
       for (const auto &a : alts)
         body += (body.empty() ? "" : " | ") + a;
@@ -768,7 +709,7 @@ private:
       body = gbnf_literal(std::to_string(*lo)) + " (\".\" \"0\"{1," + std::to_string(kMaxDigits) +
              "})?";
     else
-      body = uint_range(*lo, hi ? *hi - 1 : -1) + " " + frac +
+      body = uint_range_gbnf(*lo, hi ? *hi - 1 : -1) + " " + frac +
              (hi ? " | " + gbnf_literal(std::to_string(*hi)) : "");
     return named("number", "(" + body + ") " + prim("space"));
   }

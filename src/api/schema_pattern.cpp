@@ -414,6 +414,69 @@ std::string gbnf_literal(std::string_view s) {
   return out + "\"";
 }
 
+namespace {
+
+// Decimal integer strings in [lo, hi], both non-negative with the same number of digits.
+std::string same_len_range(const std::string &lo, const std::string &hi) {
+  if (lo == hi)
+    return gbnf_literal(lo);
+  size_t common = 0;
+  while (lo[common] == hi[common])
+    ++common;
+  const std::string prefix = common ? gbnf_literal(lo.substr(0, common)) + " " : "";
+  const size_t rest = lo.size() - common - 1;
+  const char a = lo[common], b = hi[common];
+  auto digit = [](char from, char to) {
+    return from == to ? std::string("\"") + from + "\"" : std::string("[") + from + "-" + to + "]";
+  };
+  auto any = [](size_t n) { return n ? " [0-9]{" + std::to_string(n) + "}" : std::string(); };
+  if (rest == 0)
+    return prefix + digit(a, b);
+  std::vector<std::string> alts;
+  const std::string lo_rest = lo.substr(common + 1), hi_rest = hi.substr(common + 1);
+  const bool lo_full = lo_rest == std::string(rest, '0');
+  const bool hi_full = hi_rest == std::string(rest, '9');
+  const char mid_from = lo_full ? a : static_cast<char>(a + 1);
+  const char mid_to = hi_full ? b : static_cast<char>(b - 1);
+  if (!lo_full)
+    alts.push_back(digit(a, a) + " (" + same_len_range(lo_rest, std::string(rest, '9')) + ")");
+  if (mid_from <= mid_to)
+    alts.push_back(digit(mid_from, mid_to) + any(rest));
+  if (!hi_full)
+    alts.push_back(digit(b, b) + " (" + same_len_range(std::string(rest, '0'), hi_rest) + ")");
+  std::string body;
+  for (const auto &a2 : alts)
+    body += (body.empty() ? "" : " | ") + a2;
+  return prefix + "(" + body + ")";
+}
+
+// Non-negative integers in [lo, hi] (hi < 0: no upper bound, up to kMaxRangeDigits digits).
+} // namespace
+
+std::string uint_range_gbnf(int64_t lo, int64_t hi) {
+  std::vector<std::string> alts;
+  const std::string los = std::to_string(lo);
+  const size_t max_len = hi < 0 ? kMaxRangeDigits : std::to_string(hi).size();
+  for (size_t len = los.size(); len <= max_len; ++len) {
+    const std::string first = len == 1 ? "0" : "1" + std::string(len - 1, '0');
+    const std::string last = std::string(len, '9');
+    const std::string from = len == los.size() ? los : first;
+    std::string to = last;
+    if (hi >= 0 && len == max_len)
+      to = std::to_string(hi);
+    if (hi < 0 && len > los.size()) { // every longer length at once
+      alts.push_back("[1-9] [0-9]{" + std::to_string(len - 1) + "," +
+                     std::to_string(kMaxRangeDigits - 1) + "}");
+      break;
+    }
+    alts.push_back(same_len_range(from, to));
+  }
+  std::string body;
+  for (const auto &a : alts)
+    body += (body.empty() ? "" : " | ") + a;
+  return "(" + body + ")";
+}
+
 Result<std::string> pattern_to_gbnf(std::string_view pattern, const std::string &any_char) {
   if (pattern.size() > 4096)
     return Error::invalid("pattern longer than 4096 bytes");
