@@ -76,7 +76,9 @@ public:
     if (kind == "space") {
       add_rule(kind, R"(| " " | "\n" [ \t]{0,20})");
     } else if (kind == "char") {
-      add_rule(kind, R"([^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}))");
+      // \u escapes stop short of surrogates: a lone one is not a character and parsers refuse it.
+      add_rule(kind, R"([^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" )"
+                     R"(([0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2})))");
     } else if (kind == "string") {
       add_rule(kind, "\"\\\"\" " + prim("char") + "* \"\\\"\" " + prim("space"));
     } else if (kind == "integral") {
@@ -445,7 +447,8 @@ private:
     }
     const std::string quote = R"("\"")";
     const std::string rest = prim("char") + "* " + quote;
-    const std::string escape = R"("\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}))";
+    const std::string escape = R"("\\" (["\\/bfnrt] | "u" ([0-9a-cA-CefEF] [0-9a-fA-F]{3} | )"
+                               R"([dD] [0-7] [0-9a-fA-F]{2})))";
     std::function<std::string(int)> build = [&](int at) {
       std::string excluded, body;
       for (const auto &[c, child] : trie[at].next) {

@@ -211,6 +211,7 @@ TEST(JsonSchemaGrammar, AdditionalProperties) {
   auto any = compile(R"({"type":"object"})");
   EXPECT_TRUE(accepts(any, R"({"k": [1, {"z": null}], "e": "\u00e9\n"})"));
   EXPECT_FALSE(accepts(any, "[]"));
+  EXPECT_FALSE(accepts(any, R"({"k": "\ud800"})")); // a lone surrogate is no character
   auto json_object = engine::compile_gbnf("root ::= x-root\n" + json_object_gbnf("x-"));
   ASSERT_TRUE(json_object.ok());
   EXPECT_TRUE(accepts(*json_object, R"({"a": {"b": [true, false, null, -1.5e3]}})"));
