@@ -4,8 +4,10 @@
 #include <mutex>
 #include <optional>
 
+#include "api/json_schema_grammar.h"
 #include "cache/cache_key.h"
 #include "core/utf8.h"
+#include "engine/grammar/matcher.h"
 
 namespace gantry::backend {
 namespace {
@@ -231,8 +233,8 @@ private:
 } // namespace
 
 std::string completion_material(std::string_view name, std::string_view digest,
-                                api::Endpoint endpoint, int n,
-                                const engine::GenerationRequest &req) {
+                                api::Endpoint endpoint, int n, const engine::GenerationRequest &req,
+                                std::string_view constraint) {
   const auto &s = req.sampling;
   cache::KeyBuilder k("resp.v1");
   k.add("model", name)
@@ -254,6 +256,7 @@ std::string completion_material(std::string_view name, std::string_view digest,
       .add("stop_count", static_cast<int64_t>(req.stop.size()));
   for (const auto &stop : req.stop)
     k.add("stop", stop);
+  k.add("constraint", constraint);
   return k.finish();
 }
 
@@ -277,11 +280,8 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   PreparedCall p;
   p.endpoint = ir.endpoint;
   p.n = ir.n;
-  // Until the grammar engine is wired, a constraint must be refused, never silently ignored.
-  if (ir.response_format.type != api::ResponseFormat::Type::kText)
-    return Err(Error::invalid("response_format is not enforced yet", "response_format"));
-  if (!ir.grammar.empty())
-    return Err(Error::invalid("'grammar' is not enforced yet", "grammar"));
+  std::string constraint_key;
+  GANTRY_ASSIGN_OR_RETURN(auto constraint, constraint_for(ir, constraint_key));
   std::vector<int32_t> prompt;
   if (chat) {
     // Special tokens are parsed only in the template's own text, never in message contents
@@ -328,15 +328,47 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
     g.cache_scope = options.cache_scope;
+    g.constraint = constraint;
   }
   p.prompt_tokens = n_prompt;
   p.max_output_tokens = max_tokens;
   if (ir.sampling.deterministic()) {
-    p.cache_material =
-        completion_material(config_.name, config_.digest, ir.endpoint, ir.n, state->choices[0]);
+    p.cache_material = completion_material(config_.name, config_.digest, ir.endpoint, ir.n,
+                                           state->choices[0], constraint_key);
   }
   p.state = std::move(state);
   return p;
+}
+
+Result<std::shared_ptr<const engine::TokenConstraint>>
+LocalBackend::constraint_for(const api::InferenceRequest &ir, std::string &key) {
+  std::string param;
+  engine::GrammarCache::Compile compile;
+  if (!ir.grammar.empty()) {
+    key = "gbnf:" + ir.grammar;
+    param = "grammar";
+    compile = [&ir] { return engine::compile_gbnf(ir.grammar); };
+  } else if (ir.response_format.type == api::ResponseFormat::Type::kJsonObject) {
+    key = "json_object";
+    param = "response_format";
+    compile = [] { return engine::compile_gbnf(api::json_object_gbnf("")); };
+  } else if (ir.response_format.type == api::ResponseFormat::Type::kJsonSchema) {
+    key = "schema:" + ir.response_format.schema;
+    param = "response_format.json_schema.schema";
+    compile = [&ir] { return api::compile_json_schema(ir.response_format.schema); };
+  } else {
+    return std::shared_ptr<const engine::TokenConstraint>();
+  }
+  auto grammar = grammars_.get_or_compile(key, compile);
+  if (!grammar) {
+    Error e = grammar.take_error();
+    e.param = param;
+    return Err(std::move(e));
+  }
+  std::call_once(trie_once_,
+                 [this] { trie_ = engine::TokenTrie::build(worker_->model().tokenizer()); });
+  return std::shared_ptr<const engine::TokenConstraint>(
+      engine::make_grammar_constraint(std::move(grammar).value(), trie_));
 }
 
 Result<std::unique_ptr<CallHandle>> LocalBackend::start(const PreparedCall &prepared,

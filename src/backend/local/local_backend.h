@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "api/chat_template.h"
@@ -15,6 +16,8 @@
 #include "backend/model_backend.h"
 #include "core/clock.h"
 #include "engine/batch/engine.h"
+#include "engine/grammar/grammar_cache.h"
+#include "engine/grammar/token_trie.h"
 
 namespace gantry::backend {
 
@@ -49,18 +52,31 @@ public:
   const LocalBackendConfig &config() const { return config_; }
 
 private:
+  // The grammar a request's output must match (response_format, grammar), as a constraint
+  // prototype the engine clones per choice; null when the output is free. `key` receives the
+  // text that identifies it (part of the response-cache material).
+  Result<std::shared_ptr<const engine::TokenConstraint>>
+  constraint_for(const api::InferenceRequest &request, std::string &key);
+
   std::unique_ptr<ModelWorker> worker_;
   const LocalBackendConfig config_;
   const Clock &clock_;
   BackendInfo info_;
+  // Compiled grammars by their text: a schema reused by many requests is compiled once.
+  engine::GrammarCache grammars_{256, size_t{64} << 20};
+  // The vocabulary's byte trie the matchers walk: built on the first constrained request.
+  std::once_flag trie_once_;
+  std::shared_ptr<const engine::TokenTrie> trie_;
 };
 
 // What identifies the output of `request` (choice 0's; the others differ only by derived
 // seeds) on the model `name`/`digest`: every field of GenerationRequest and SamplingParams. A
 // field added there must be added here, or two requests that generate differently would share
 // a response-cache entry.
+// `constraint` is the text of the grammar the output must match ("" when free).
 std::string completion_material(std::string_view name, std::string_view digest,
                                 api::Endpoint endpoint, int n,
-                                const engine::GenerationRequest &request);
+                                const engine::GenerationRequest &request,
+                                std::string_view constraint = {});
 
 } // namespace gantry::backend
