@@ -212,16 +212,15 @@ std::vector<Turn> generic_tool_turns(std::vector<Turn> turns, RenderCtx &ctx) {
       text += ctx.client(generic_tool_calls_text(t.msg->tool_calls));
       t.content = ctx.keep(std::move(text));
     } else if (t.role == Role::kTool) {
-      t.content = ctx.keep(ctx.client(generic_tool_result_text(
-          t.msg->tool_call_id, tool_name_of(turns, i), t.msg->content)));
+      t.content = ctx.keep(ctx.client(
+          generic_tool_result_text(t.msg->tool_call_id, tool_name_of(turns, i), t.msg->content)));
       t.role = Role::kUser;
     }
   }
   if (!ctx.tools.empty()) {
     const std::string instruction = ctx.client(generic_tools_instruction(ctx.tools));
     if (turns.front().role == Role::kSystem) {
-      turns.front().content =
-          ctx.keep(std::string(turns.front().content) + "\n\n" + instruction);
+      turns.front().content = ctx.keep(std::string(turns.front().content) + "\n\n" + instruction);
     } else {
       turns.insert(turns.begin(), Turn{Role::kSystem, ctx.keep(instruction), nullptr});
     }

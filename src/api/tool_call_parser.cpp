@@ -219,7 +219,7 @@ Verdict starts_like_call(std::string_view s, std::initializer_list<std::string_v
 ToolCallParser::ToolCallParser(ToolStyle style, bool parallel, uint64_t seed)
     : style_(style), parallel_(parallel), rng_(seed),
       mode_(style == ToolStyle::kHermes || style == ToolStyle::kMistral ? Mode::kText
-                                                                         : Mode::kStart) {}
+                                                                        : Mode::kStart) {}
 
 ToolParse ToolCallParser::push(std::string_view text) {
   ToolParse out;

@@ -50,8 +50,7 @@ Result<std::string> tool_call_grammar(ChatFormat format, const std::vector<Funct
     rules += *compiled;
     if (!rules.empty() && rules.back() != '\n')
       rules += '\n';
-    const std::string head =
-        "{\"name\": \"" + t.name + "\", \"" + std::string(args_key) + "\": ";
+    const std::string head = "{\"name\": \"" + t.name + "\", \"" + std::string(args_key) + "\": ";
     rules += "call" + std::to_string(i) + " ::= " + literal(head) + " " + prefix + "root " +
              literal("}") + "\n";
     if (!alternatives.empty())

@@ -3,15 +3,25 @@
 #include <algorithm>
 #include <mutex>
 #include <optional>
+#include <random>
 
+#include "api/tool_call_parser.h"
+#include "api/tool_prompt.h"
 #include "cache/cache_key.h"
 #include "core/utf8.h"
 
 namespace gantry::backend {
 namespace {
 
+// How a choice's text is read for tool calls (a request with tools and tool_choice != none).
+struct ToolParsing {
+  api::ToolStyle style = api::ToolStyle::kGeneric;
+  bool parallel = true;
+};
+
 struct LocalState {
   std::vector<engine::GenerationRequest> choices;
+  std::optional<ToolParsing> tools;
 };
 
 struct LocalEmbedState {
@@ -28,9 +38,17 @@ public:
       : worker_(worker), sink_(std::move(sink)), prompt_tokens_(prompt_tokens),
         served_by_(std::move(served_by)) {}
 
-  Status start(const std::vector<engine::GenerationRequest> &choices) {
+  Status start(const std::vector<engine::GenerationRequest> &choices,
+               const std::optional<ToolParsing> &tools) {
     std::lock_guard<std::mutex> lk(mu_); // events wait until every ticket is known
     choices_.resize(choices.size());
+    if (tools) {
+      std::random_device rd; // call ids only need to be unique, not reproducible
+      for (auto &c : choices_) {
+        const uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+        c.parser = std::make_unique<api::ToolCallParser>(tools->style, tools->parallel, seed);
+      }
+    }
     for (size_t i = 0; i < choices.size(); ++i) {
       auto t = worker_.submit(choices[i], shared_from_this());
       if (!t) {
@@ -73,12 +91,17 @@ public:
         e.choice = i;
         e.text = ev.text;
         e.tokens = ev.token >= 0 ? 1 : 0;
-        if (ev.finish != engine::FinishReason::kNone) {
+        const bool last = ev.finish != engine::FinishReason::kNone;
+        if (c.parser)
+          parse_tools(*c.parser, last, e);
+        if (last) {
           c.done = true;
           c.finish = engine::finish_reason_name(ev.finish);
+          if (c.parser && c.parser->calls() > 0)
+            c.finish = "tool_calls";
           e.finish_reason = c.finish;
         }
-        output_ = output_ || e.tokens > 0 || !e.text.empty();
+        output_ = output_ || e.tokens > 0 || !e.text.empty() || !e.tool_calls.empty();
         out = std::move(e);
       }
       summary = summary_if_done();
@@ -129,7 +152,22 @@ private:
     int generated = 0;
     int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
+    std::unique_ptr<api::ToolCallParser> parser; // when the request has tools
   };
+
+  // The event's text through the choice's tool-call parser: what is content stays text, calls
+  // become fragments; the last event releases whatever the parser still held.
+  static void parse_tools(api::ToolCallParser &parser, bool last, ChoiceEvent &e) {
+    api::ToolParse p = parser.push(e.text);
+    if (last) {
+      api::ToolParse rest = parser.finish();
+      p.content += rest.content;
+      for (auto &d : rest.calls)
+        p.calls.push_back(std::move(d));
+    }
+    e.text = std::move(p.content);
+    e.tool_calls = std::move(p.calls);
+  }
 
   int index_of(Ticket t) const {
     for (size_t i = 0; i < choices_.size(); ++i) {
@@ -254,6 +292,8 @@ std::string completion_material(std::string_view name, std::string_view digest,
       .add("stop_count", static_cast<int64_t>(req.stop.size()));
   for (const auto &stop : req.stop)
     k.add("stop", stop);
+  if (!req.rendered_controls.empty())
+    k.add("rendered_controls", std::span<const int32_t>(req.rendered_controls));
   return k.finish();
 }
 
@@ -278,10 +318,22 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   p.endpoint = ir.endpoint;
   p.n = ir.n;
   std::vector<int32_t> prompt;
+  // tool_choice "none" renders no tools and reads no calls: the model answers in text.
+  const bool tools =
+      chat && !ir.tools.empty() && ir.tool_choice.mode != api::ToolChoice::Mode::kNone;
+  if (tools && ir.tool_choice.mode != api::ToolChoice::Mode::kAuto) {
+    // Forcing a call needs the grammar engine (api/tool_grammar.h builds its grammar); until it
+    // is wired here, refuse rather than silently not force.
+    return Err(Error::invalid("tool_choice 'required' and named functions are not supported for "
+                              "this model yet; use 'auto'",
+                              "tool_choice"));
+  }
   if (chat) {
-    // Special tokens are parsed only in the template's own text, never in message contents
-    // (audit L8): a user cannot forge a role switch or an end-of-turn.
-    GANTRY_ASSIGN_OR_RETURN(prompt, api::encode_chat(config_.chat_format, ir.messages, true, tok));
+    // Special tokens are parsed only in the template's own text, never in message contents or
+    // tool definitions (audit L8): a user cannot forge a role switch or an end-of-turn.
+    static const std::vector<api::FunctionTool> kNoTools;
+    GANTRY_ASSIGN_OR_RETURN(prompt, api::encode_chat(config_.chat_format, ir.messages, true, tok,
+                                                     tools ? ir.tools : kNoTools));
   } else if (ir.prompt_ids) {
     prompt = *ir.prompt_ids;
     for (int32_t t : prompt) {
@@ -311,6 +363,14 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   GANTRY_TRY(engine::check_context(n_prompt, max_tokens, n_ctx, chat ? "messages" : "prompt"));
 
   auto state = std::make_shared<LocalState>();
+  std::vector<int32_t> markers;
+  if (tools) {
+    state->tools = ToolParsing{api::tool_style(config_.chat_format), ir.parallel_tool_calls};
+    for (std::string_view m : api::tool_output_markers(config_.chat_format)) {
+      if (auto id = tok.token_id(m); id && tok.is_control(*id))
+        markers.push_back(*id);
+    }
+  }
   state->choices.resize(ir.n);
   for (int i = 0; i < ir.n; ++i) {
     auto &g = state->choices[i];
@@ -323,12 +383,21 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
     g.stop = ir.stop;
     g.ignore_eos = ir.ignore_eos;
     g.cache_scope = options.cache_scope;
+    g.rendered_controls = markers;
   }
   p.prompt_tokens = n_prompt;
   p.max_output_tokens = max_tokens;
   if (ir.sampling.deterministic()) {
     p.cache_material =
         completion_material(config_.name, config_.digest, ir.endpoint, ir.n, state->choices[0]);
+    // Parsing changes what the same tokens answer (text or calls, and which calls are kept).
+    if (state->tools) {
+      p.cache_material = cache::KeyBuilder("resp.tools.v1")
+                             .add("base", p.cache_material)
+                             .add("style", static_cast<int>(state->tools->style))
+                             .add("parallel", state->tools->parallel)
+                             .finish();
+    }
   }
   p.state = std::move(state);
   return p;
@@ -341,7 +410,7 @@ Result<std::unique_ptr<CallHandle>> LocalBackend::start(const PreparedCall &prep
     return Err(Error::internal("LocalBackend::start without a prepared call"));
   auto call =
       std::make_shared<LocalCall>(*worker_, std::move(sink), prepared.prompt_tokens, config_.name);
-  GANTRY_TRY(call->start(state->choices));
+  GANTRY_TRY(call->start(state->choices, state->tools));
   return std::unique_ptr<CallHandle>(std::make_unique<LocalHandle>(call));
 }
 
