@@ -68,7 +68,7 @@ TEST(OpenAiParseTest, BadInputNamesTheField) {
        "stream_options"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true})", "logprobs"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})",
-       "tools"},
+       "tools[0].function"},
   };
   for (const auto &c : cases) {
     auto r = chat(c.body);
