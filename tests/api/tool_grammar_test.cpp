@@ -56,7 +56,8 @@ TEST(ToolGrammar, NamedFunctionAndEachFamilysRoot) {
   };
   const Expect cases[] = {
       {ChatFormat::kLlama3, "root ::= call (\"; \" call)*\n"},
-      {ChatFormat::kMistralV3, "root ::= \"[TOOL_CALLS]\" \" \"? \"[\" call (\", \" call)* \"]\"\n"},
+      {ChatFormat::kMistralV3,
+       "root ::= \"[TOOL_CALLS]\" \" \"? \"[\" call (\", \" call)* \"]\"\n"},
       {ChatFormat::kPlain, "root ::= \"{\\\"tool_calls\\\": [\" call (\", \" call)* \"]}\"\n"},
       {ChatFormat::kChatML,
        "root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\" (\"\\n\" \"<tool_call>\\n\" call "

@@ -21,8 +21,7 @@ std::vector<FunctionTool> weather_tools() {
   FunctionTool t;
   t.name = "get_weather";
   t.description = "Weather in a city";
-  t.parameters =
-      R"({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]})";
+  t.parameters = R"({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]})";
   return {t};
 }
 
@@ -124,10 +123,10 @@ TEST(ToolPrompt, MistralV3AndTekken) {
                 "\"id\": \"call_1\"}]</s>[TOOL_RESULTS]{\"content\": 18C, \"call_id\": "
                 "\"call_1\"}[/TOOL_RESULTS]");
   // v7: the tools sit right before the last user turn, the system prompt keeps its place.
-  EXPECT_EQ(render_ok(ChatFormat::kMistralV7Tekken, {{"system", "S"}, {"user", "Q"}},
-                      weather_tools()),
-            "[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][AVAILABLE_TOOLS]" + tools +
-                "[/AVAILABLE_TOOLS][INST]Q[/INST]");
+  EXPECT_EQ(
+      render_ok(ChatFormat::kMistralV7Tekken, {{"system", "S"}, {"user", "Q"}}, weather_tools()),
+      "[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][AVAILABLE_TOOLS]" + tools +
+          "[/AVAILABLE_TOOLS][INST]Q[/INST]");
 }
 
 TEST(ToolPrompt, GenericFallbackForOtherFormats) {
@@ -135,12 +134,13 @@ TEST(ToolPrompt, GenericFallbackForOtherFormats) {
   EXPECT_NE(instruction.find("{\"tool_calls\": [{\"name\": \"<tool name>\", \"arguments\": "),
             std::string::npos);
   EXPECT_NE(instruction.find(kToolJson), std::string::npos);
-  EXPECT_EQ(render_ok(ChatFormat::kGemma, weather_history(), weather_tools()),
-            "<start_of_turn>user\nBe brief\n\n" + instruction +
-                "\n\nWeather in Paris?<end_of_turn>\n<start_of_turn>model\n{\"tool_calls\": "
-                "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]}<end_of_turn>\n"
-                "<start_of_turn>user\n{\"tool_result\": {\"tool_call_id\": \"call_1\", \"name\": "
-                "\"get_weather\", \"content\": \"18C\"}}<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_EQ(
+      render_ok(ChatFormat::kGemma, weather_history(), weather_tools()),
+      "<start_of_turn>user\nBe brief\n\n" + instruction +
+          "\n\nWeather in Paris?<end_of_turn>\n<start_of_turn>model\n{\"tool_calls\": "
+          "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]}<end_of_turn>\n"
+          "<start_of_turn>user\n{\"tool_result\": {\"tool_call_id\": \"call_1\", \"name\": "
+          "\"get_weather\", \"content\": \"18C\"}}<end_of_turn>\n<start_of_turn>model\n");
   // No system prompt: the instruction is one, in front.
   EXPECT_EQ(render_ok(ChatFormat::kPlain, {{"user", "Hi"}}, weather_tools()),
             instruction + "\n\nHi");
