@@ -2,9 +2,11 @@
 
 #include <array>
 #include <cstddef>
+#include <deque>
 #include <optional>
 #include <utility>
 
+#include "api/tool_prompt.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace gantry::api {
@@ -117,10 +119,38 @@ enum class Role { kSystem, kUser, kAssistant, kTool };
 struct Turn {
   Role role;
   std::string_view content;
+  const ChatMessage *msg = nullptr; // the original (tool calls, ids); null for added turns
+};
+
+void mask(std::string &s) {
+  for (char &c : s) {
+    if (!is_space(c))
+      c = '\x01';
+  }
+}
+
+// One rendering. In the shape pass of encode_chat (shape = true) every byte that came from the
+// client — message contents and the tool text built by tool_prompt.h — is replaced by 0x01 where
+// it is not whitespace, so the two passes align byte for byte and the 0x01 bytes are exactly
+// the text that must never become control tokens.
+struct RenderCtx {
+  bool shape = false;
+  const std::vector<FunctionTool> &tools;
+  std::deque<std::string> store; // owns the text that turns point into
+
+  std::string client(std::string s) const {
+    if (shape)
+      mask(s);
+    return s;
+  }
+  std::string_view keep(std::string s) {
+    store.push_back(std::move(s));
+    return store.back();
+  }
 };
 
 // Validates roles once so that each renderer handles exactly four.
-Result<std::vector<Turn>> to_turns(const std::vector<ChatMessage> &messages) {
+Result<std::vector<Turn>> to_turns(const std::vector<ChatMessage> &messages, RenderCtx &ctx) {
   if (messages.empty()) {
     return Error::invalid("messages must contain at least one message", "messages");
   }
@@ -142,21 +172,60 @@ Result<std::vector<Turn>> to_turns(const std::vector<ChatMessage> &messages) {
                                 "]; expected system, developer, user, assistant or tool",
                             "messages[" + std::to_string(i) + "].role");
     }
-    turns.push_back({r, messages[i].content});
+    std::string_view content = messages[i].content;
+    if (ctx.shape)
+      content = ctx.keep(ctx.client(messages[i].content));
+    turns.push_back({r, content, &messages[i]});
   }
   return turns;
 }
 
-Status reject_tool_turns(ChatFormat format, const std::vector<Turn> &turns) {
-  for (std::size_t i = 0; i < turns.size(); ++i) {
-    if (turns[i].role == Role::kTool) {
-      return Error::invalid("role 'tool' in messages[" + std::to_string(i) +
-                                "] is not supported by the " +
-                                std::string(chat_format_name(format)) + " chat template",
-                            "messages[" + std::to_string(i) + "].role");
+bool has_calls(const Turn &t) {
+  return t.role == Role::kAssistant && t.msg && !t.msg->tool_calls.empty();
+}
+
+// The function a tool message answers: its own `name`, else the earlier call with its id.
+std::string_view tool_name_of(const std::vector<Turn> &turns, std::size_t i) {
+  const ChatMessage &m = *turns[i].msg;
+  if (!m.name.empty())
+    return m.name;
+  for (std::size_t j = i; j-- > 0;) {
+    if (!has_calls(turns[j]))
+      continue;
+    for (const auto &c : turns[j].msg->tool_calls) {
+      if (c.id == m.tool_call_id)
+        return c.name;
     }
   }
-  return Ok();
+  return "";
+}
+
+// The generic fallback (tool_prompt.h): tools become system text, earlier calls assistant text
+// and results user turns, so every renderer shows them without knowing about tools.
+std::vector<Turn> generic_tool_turns(std::vector<Turn> turns, RenderCtx &ctx) {
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    Turn &t = turns[i];
+    if (has_calls(t)) {
+      std::string text(t.content);
+      if (!text.empty())
+        text += '\n';
+      text += ctx.client(generic_tool_calls_text(t.msg->tool_calls));
+      t.content = ctx.keep(std::move(text));
+    } else if (t.role == Role::kTool) {
+      t.content = ctx.keep(ctx.client(
+          generic_tool_result_text(t.msg->tool_call_id, tool_name_of(turns, i), t.msg->content)));
+      t.role = Role::kUser;
+    }
+  }
+  if (!ctx.tools.empty()) {
+    const std::string instruction = ctx.client(generic_tools_instruction(ctx.tools));
+    if (turns.front().role == Role::kSystem) {
+      turns.front().content = ctx.keep(std::string(turns.front().content) + "\n\n" + instruction);
+    } else {
+      turns.insert(turns.begin(), Turn{Role::kSystem, ctx.keep(instruction), nullptr});
+    }
+  }
+  return turns;
 }
 
 std::string_view generic_role(Role r) {
@@ -203,28 +272,93 @@ std::string render_plain(const std::vector<Turn> &turns) {
   return out;
 }
 
-std::string render_chatml(const std::vector<Turn> &turns, bool add_gen) {
+// Qwen 2.5's template: tools in the first system turn, calls as <tool_call> blocks, a run of
+// tool results as one user turn of <tool_response> blocks.
+std::string render_chatml(const std::vector<Turn> &turns, bool add_gen, RenderCtx &ctx) {
   std::string out;
-  for (const Turn &t : turns) {
-    out += "<|im_start|>";
-    out += generic_role(t.role);
-    out += '\n';
-    out += t.content;
+  std::size_t first = 0;
+  if (!ctx.tools.empty()) {
+    out += "<|im_start|>system\n";
+    if (turns.front().role == Role::kSystem) {
+      out += turns.front().content;
+      out += "\n\n";
+      first = 1;
+    }
+    out += ctx.client(hermes_tools_block(ctx.tools));
     out += "<|im_end|>\n";
+  }
+  for (std::size_t i = first; i < turns.size(); ++i) {
+    const Turn &t = turns[i];
+    if (has_calls(t)) {
+      out += "<|im_start|>assistant";
+      if (!t.content.empty()) {
+        out += '\n';
+        out += t.content;
+      }
+      for (const auto &c : t.msg->tool_calls) {
+        out += "\n<tool_call>\n";
+        out += ctx.client(hermes_call_json(c));
+        out += "\n</tool_call>";
+      }
+      out += "<|im_end|>\n";
+    } else if (t.role == Role::kTool) {
+      if (i == 0 || turns[i - 1].role != Role::kTool)
+        out += "<|im_start|>user";
+      out += "\n<tool_response>\n";
+      out += t.content;
+      out += "\n</tool_response>";
+      if (i + 1 == turns.size() || turns[i + 1].role != Role::kTool)
+        out += "<|im_end|>\n";
+    } else {
+      out += "<|im_start|>";
+      out += generic_role(t.role);
+      out += '\n';
+      out += t.content;
+      out += "<|im_end|>\n";
+    }
   }
   if (add_gen)
     out += "<|im_start|>assistant\n";
   return out;
 }
 
-std::string render_llama3(const std::vector<Turn> &turns, bool add_gen) {
+// Llama 3.1's template with its default tools_in_user_message: the tool preamble opens the first
+// user turn; a call is the whole assistant turn; results are `ipython` turns (not trimmed).
+std::string render_llama3(const std::vector<Turn> &turns, bool add_gen, RenderCtx &ctx) {
   std::string out;
-  for (const Turn &t : turns) {
+  std::size_t first = 0;
+  if (!ctx.tools.empty()) {
+    out += "<|start_header_id|>system<|end_header_id|>\n\n";
+    out += ctx.client(llama3_system_preamble());
+    if (turns.front().role == Role::kSystem) {
+      out += trim(turns.front().content);
+      first = 1;
+    }
+    out += "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
+    out += ctx.client(llama3_user_preamble(ctx.tools));
+    if (first < turns.size() && turns[first].role == Role::kUser) {
+      out += trim(turns[first].content);
+      ++first;
+    }
+    out += "<|eot_id|>";
+  }
+  for (std::size_t i = first; i < turns.size(); ++i) {
+    const Turn &t = turns[i];
+    if (has_calls(t)) {
+      out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      for (std::size_t k = 0; k < t.msg->tool_calls.size(); ++k) {
+        if (k > 0)
+          out += '\n';
+        out += ctx.client(llama3_call_json(t.msg->tool_calls[k]));
+      }
+      out += "<|eot_id|>";
+      continue;
+    }
     out += "<|start_header_id|>";
     // Llama 3.1 names tool results "ipython".
     out += t.role == Role::kTool ? "ipython" : generic_role(t.role);
     out += "<|end_header_id|>\n\n";
-    out += trim(t.content);
+    out += t.role == Role::kTool ? t.content : trim(t.content);
     out += "<|eot_id|>";
   }
   if (add_gen)
@@ -292,7 +426,53 @@ std::string render_mistral_legacy(const std::vector<Turn> &turns) {
   return out;
 }
 
-std::string render_mistral_v1(const std::vector<Turn> &turns) {
+// Mistral's tool markers: the definitions before the last user turn, calls and results in
+// place of a reply or a turn. `space` follows each marker except in the tekken formats.
+struct MistralTools {
+  RenderCtx &ctx;
+  std::string_view space;
+
+  void available(std::string &out) const {
+    if (ctx.tools.empty())
+      return;
+    out += "[AVAILABLE_TOOLS]";
+    out += space;
+    out += ctx.client(tool_list_json(ctx.tools));
+    out += "[/AVAILABLE_TOOLS]";
+  }
+  // An assistant turn with calls or a tool result; false for other turns.
+  bool turn(std::string &out, const Turn &t) const {
+    if (has_calls(t)) {
+      out += "[TOOL_CALLS]";
+      out += space;
+      out += ctx.client(mistral_calls_json(t.msg->tool_calls));
+      out += "</s>";
+      return true;
+    }
+    if (t.role != Role::kTool)
+      return false;
+    out += "[TOOL_RESULTS]";
+    out += space;
+    out += ctx.client(mistral_result_head());
+    out += t.content;
+    out += ctx.client(mistral_result_tail(t.msg->tool_call_id));
+    out += "[/TOOL_RESULTS]";
+    return true;
+  }
+};
+
+std::size_t last_user_turn(const std::vector<Turn> &turns) {
+  std::size_t last = turns.size();
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    if (turns[i].role == Role::kUser)
+      last = i;
+  }
+  return last;
+}
+
+std::string render_mistral_v1(const std::vector<Turn> &turns, RenderCtx &ctx) {
+  const MistralTools tools{ctx, " "};
+  const std::size_t last_user = last_user_turn(turns);
   std::string out;
   PendingSystem system;
   auto emit_user = [&](std::string_view user) {
@@ -300,39 +480,46 @@ std::string render_mistral_v1(const std::vector<Turn> &turns) {
     out += system.merge_into(user, "\n\n");
     out += " [/INST]";
   };
-  for (const Turn &t : turns) {
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const Turn &t = turns[i];
     if (t.role == Role::kSystem) {
       system.add(t.content, "\n\n");
     } else if (t.role == Role::kUser) {
+      if (i == last_user)
+        tools.available(out);
       emit_user(t.content);
-    } else {
+    } else if (!tools.turn(out, t)) {
       out += ' ';
       out += t.content;
       out += "</s>";
     }
   }
-  if (!system.empty())
+  if (!system.empty()) {
+    if (last_user == turns.size())
+      tools.available(out);
     emit_user("");
+  }
   return out;
 }
 
 // The official v3 templates put the system prompt in front of the *last* user message (so it
 // stays close to the reply); llama.cpp's built-in renderer puts it first, its Jinja path last.
-std::string render_mistral_v3(const std::vector<Turn> &turns, bool tekken) {
+std::string render_mistral_v3(const std::vector<Turn> &turns, bool tekken, RenderCtx &ctx) {
   const std::string_view space = tekken ? "" : " ";
+  const MistralTools tools{ctx, space};
   std::string system;
-  std::size_t last_user = turns.size();
-  for (std::size_t i = 0; i < turns.size(); ++i) {
-    if (turns[i].role == Role::kSystem) {
+  const std::size_t last_user = last_user_turn(turns);
+  for (const Turn &t : turns) {
+    if (t.role == Role::kSystem) {
       if (!system.empty())
         system += "\n\n";
-      system += turns[i].content;
-    } else if (turns[i].role == Role::kUser) {
-      last_user = i;
+      system += t.content;
     }
   }
   std::string out;
   auto emit_user = [&](std::string_view user, bool with_system) {
+    if (with_system)
+      tools.available(out);
     out += "[INST]";
     out += space;
     if (with_system && !system.empty()) {
@@ -347,21 +534,28 @@ std::string render_mistral_v3(const std::vector<Turn> &turns, bool tekken) {
     const Turn &t = turns[i];
     if (t.role == Role::kUser) {
       emit_user(t.content, i == last_user);
+    } else if (tools.turn(out, t)) {
+      continue;
     } else if (t.role == Role::kAssistant) {
       out += space;
       out += tekken ? t.content : trim(t.content);
       out += "</s>";
     }
   }
-  if (last_user == turns.size() && !system.empty())
+  if (last_user == turns.size() && (!system.empty() || !ctx.tools.empty()))
     emit_user("", true);
   return out;
 }
 
-std::string render_mistral_v7(const std::vector<Turn> &turns, bool tekken) {
+std::string render_mistral_v7(const std::vector<Turn> &turns, bool tekken, RenderCtx &ctx) {
   const std::string_view space = tekken ? "" : " ";
+  const MistralTools tools{ctx, space};
+  const std::size_t last_user = last_user_turn(turns);
   std::string out;
-  for (const Turn &t : turns) {
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const Turn &t = turns[i];
+    if (tools.turn(out, t))
+      continue;
     switch (t.role) {
     case Role::kSystem:
       out += "[SYSTEM_PROMPT]";
@@ -370,19 +564,23 @@ std::string render_mistral_v7(const std::vector<Turn> &turns, bool tekken) {
       out += "[/SYSTEM_PROMPT]";
       break;
     case Role::kUser:
+      if (i == last_user)
+        tools.available(out);
       out += "[INST]";
       out += space;
       out += t.content;
       out += "[/INST]";
       break;
     case Role::kAssistant:
-    case Role::kTool: // rejected before rendering
+    case Role::kTool: // handled by tools.turn
       out += space;
       out += t.content;
       out += "</s>";
       break;
     }
   }
+  if (last_user == turns.size())
+    tools.available(out);
   return out;
 }
 
@@ -490,11 +688,6 @@ std::string render_deepseek3(const std::vector<Turn> &turns, bool add_gen) {
   return out;
 }
 
-bool has_tool_role(ChatFormat format) {
-  return format == ChatFormat::kPlain || format == ChatFormat::kChatML ||
-         format == ChatFormat::kLlama3;
-}
-
 } // namespace
 
 std::string_view chat_format_name(ChatFormat format) {
@@ -540,23 +733,25 @@ DetectedTemplate detect_chat_format(std::string_view template_text) {
   return {ChatFormat::kChatML, false};
 }
 
-Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage> &messages,
-                                bool add_generation_prompt) {
-  GANTRY_ASSIGN_OR_RETURN(std::vector<Turn> turns, to_turns(messages));
-  if (!has_tool_role(format))
-    GANTRY_TRY(reject_tool_turns(format, turns));
+namespace {
+
+Result<std::string> render(ChatFormat format, const std::vector<ChatMessage> &messages,
+                           bool add_generation_prompt, RenderCtx &ctx) {
+  GANTRY_ASSIGN_OR_RETURN(std::vector<Turn> turns, to_turns(messages, ctx));
+  if (tool_style(format) == ToolStyle::kGeneric)
+    turns = generic_tool_turns(std::move(turns), ctx);
   const bool gen = add_generation_prompt;
   switch (format) {
   case ChatFormat::kPlain: return render_plain(turns);
-  case ChatFormat::kChatML: return render_chatml(turns, gen);
+  case ChatFormat::kChatML: return render_chatml(turns, gen, ctx);
   case ChatFormat::kLlama2: return render_llama2(turns);
   case ChatFormat::kMistralLegacy: return render_mistral_legacy(turns);
-  case ChatFormat::kMistralV1: return render_mistral_v1(turns);
-  case ChatFormat::kMistralV3: return render_mistral_v3(turns, false);
-  case ChatFormat::kMistralV3Tekken: return render_mistral_v3(turns, true);
-  case ChatFormat::kMistralV7: return render_mistral_v7(turns, false);
-  case ChatFormat::kMistralV7Tekken: return render_mistral_v7(turns, true);
-  case ChatFormat::kLlama3: return render_llama3(turns, gen);
+  case ChatFormat::kMistralV1: return render_mistral_v1(turns, ctx);
+  case ChatFormat::kMistralV3: return render_mistral_v3(turns, false, ctx);
+  case ChatFormat::kMistralV3Tekken: return render_mistral_v3(turns, true, ctx);
+  case ChatFormat::kMistralV7: return render_mistral_v7(turns, false, ctx);
+  case ChatFormat::kMistralV7Tekken: return render_mistral_v7(turns, true, ctx);
+  case ChatFormat::kLlama3: return render_llama3(turns, gen, ctx);
   case ChatFormat::kGemma: return render_gemma(turns, gen);
   case ChatFormat::kPhi3: return render_tagged(turns, "<|end|>", gen);
   case ChatFormat::kPhi4: return render_phi4(turns, gen);
@@ -569,18 +764,24 @@ Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage
   return Error::internal("unhandled chat format");
 }
 
+} // namespace
+
+Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage> &messages,
+                                bool add_generation_prompt,
+                                const std::vector<FunctionTool> &tools) {
+  RenderCtx ctx{false, tools, {}};
+  return render(format, messages, add_generation_prompt, ctx);
+}
+
 Result<std::vector<int32_t>> encode_chat(ChatFormat format,
                                          const std::vector<ChatMessage> &messages,
-                                         bool add_generation_prompt, const engine::Tokenizer &tok) {
-  GANTRY_ASSIGN_OR_RETURN(std::string text, render_chat(format, messages, add_generation_prompt));
-  std::vector<ChatMessage> shapes = messages;
-  for (auto &m : shapes) {
-    for (char &c : m.content) {
-      if (!is_space(c))
-        c = '\x01';
-    }
-  }
-  GANTRY_ASSIGN_OR_RETURN(std::string shape, render_chat(format, shapes, add_generation_prompt));
+                                         bool add_generation_prompt, const engine::Tokenizer &tok,
+                                         const std::vector<FunctionTool> &tools) {
+  GANTRY_ASSIGN_OR_RETURN(std::string text,
+                          render_chat(format, messages, add_generation_prompt, tools));
+  RenderCtx shape_ctx{true, tools, {}};
+  GANTRY_ASSIGN_OR_RETURN(std::string shape,
+                          render(format, messages, add_generation_prompt, shape_ctx));
   if (shape.size() != text.size()) {
     return Err(Error::internal("chat template '" + std::string(chat_format_name(format)) +
                                "' does not render contents verbatim"));

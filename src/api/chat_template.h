@@ -48,8 +48,12 @@
 //
 // What templates do that this renderer does not: default system prompts baked into a template
 // (Qwen 2.5's "You are Qwen ...", Llama 3.1's "Cutting Knowledge Date" header, Mistral Small's
-// long default), tool definitions and tool calls, multimodal content parts, and templates that
-// raise errors on non-alternating roles (we render whatever order we are given).
+// long default), multimodal content parts, and templates that raise errors on non-alternating
+// roles (we render whatever order we are given).
+//
+// Tools: `tools` (the request's definitions; empty when it has none or tool_choice is "none"),
+// assistant tool_calls and tool messages are rendered in each family's own form, or the generic
+// JSON form for families without tool support (api/tool_prompt.h documents both).
 #pragma once
 
 #include <string>
@@ -124,10 +128,10 @@ DetectedTemplate detect_chat_format(std::string_view template_text);
 // Renders the conversation as prompt text. add_generation_prompt appends the assistant header so
 // the model's next tokens are the reply (ignored by kPlain and by the [INST] formats, whose user
 // turn already ends where the reply begins). Errors (kInvalidArgument): empty `messages`
-// (param "messages"); an unknown role (param "messages[i].role"); a tool message for a format
-// without a tool role (only kChatML, kLlama3 and kPlain have one).
+// (param "messages"); an unknown role (param "messages[i].role").
 Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage> &messages,
-                                bool add_generation_prompt);
+                                bool add_generation_prompt,
+                                const std::vector<FunctionTool> &tools = {});
 
 // The prompt tokens of a conversation (audit L8): the rendered text is tokenized with special
 // tokens parsed in the template's own text only, never in a message's content, so a user message
@@ -136,9 +140,12 @@ Result<std::string> render_chat(ChatFormat format, const std::vector<ChatMessage
 // tok.encode(render_chat(...), true, true). How content is told from template text: the
 // conversation is rendered a second time with every non-whitespace byte of each content replaced
 // by 0x01 (which no template writes); the renderers only copy, join and trim contents, so both
-// renderings align byte for byte and the 0x01 bytes are exactly the content.
+// renderings align byte for byte and the 0x01 bytes are exactly the content. Tool definitions,
+// call names, arguments and ids come from the client too and are masked the same way; only the
+// family's markers ([TOOL_CALLS], <tool_call>, ...) are template text.
 Result<std::vector<int32_t>> encode_chat(ChatFormat format,
                                          const std::vector<ChatMessage> &messages,
-                                         bool add_generation_prompt, const engine::Tokenizer &tok);
+                                         bool add_generation_prompt, const engine::Tokenizer &tok,
+                                         const std::vector<FunctionTool> &tools = {});
 
 } // namespace gantry::api

@@ -94,6 +94,60 @@ Result<std::string> content(const json::value &v, const std::string &name) {
   return out;
 }
 
+// Tool and function names as OpenAI accepts them: ^[a-zA-Z0-9_-]{1,64}$.
+bool valid_tool_name(std::string_view n) {
+  if (n.empty() || n.size() > 64)
+    return false;
+  for (char c : n) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-';
+    if (!ok)
+      return false;
+  }
+  return true;
+}
+
+const json::value *member(const json::value &v, std::string_view key) {
+  return v.is_object() ? v.as_object().if_contains(key) : nullptr;
+}
+
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name",
+// "arguments"}}].
+Status parse_tool_calls(const json::value &v, const std::string &p, ChatMessage &msg) {
+  if (!v.is_array())
+    return bad("'" + p + "' must be an array", p);
+  if (v.as_array().size() > kMaxTools)
+    return bad("'" + p + "' has more than " + std::to_string(kMaxTools) + " calls", p);
+  for (size_t i = 0; i < v.as_array().size(); ++i) {
+    const json::value &c = v.as_array()[i];
+    const std::string cp = p + "[" + std::to_string(i) + "]";
+    if (!c.is_object())
+      return bad("'" + cp + "' must be an object", cp);
+    ToolCall call;
+    const json::value *id = member(c, "id");
+    if (!id || !id->is_string())
+      return bad("'" + cp + ".id' must be a string", cp + ".id");
+    call.id = std::string(id->as_string());
+    if (const json::value *t = member(c, "type");
+        t && !(t->is_string() && t->as_string() == "function"))
+      return bad("'" + cp + ".type' must be 'function'", cp + ".type");
+    const json::value *fn = member(c, "function");
+    if (!fn || !fn->is_object())
+      return bad("'" + cp + ".function' must be an object", cp + ".function");
+    const json::value *name = member(*fn, "name");
+    if (!name || !name->is_string() || name->as_string().empty())
+      return bad("'" + cp + ".function.name' must be a non-empty string", cp + ".function.name");
+    call.name = std::string(name->as_string());
+    const json::value *args = member(*fn, "arguments");
+    if (!args || !args->is_string())
+      return bad("'" + cp + ".function.arguments' must be a string (JSON text)",
+                 cp + ".function.arguments");
+    call.arguments = std::string(args->as_string());
+    msg.tool_calls.push_back(std::move(call));
+  }
+  return Ok();
+}
+
 Status parse_messages(const json::value &v, InferenceRequest &r) {
   if (!v.is_array())
     return bad("'messages' must be an array", "messages");
@@ -123,7 +177,21 @@ Status parse_messages(const json::value &v, InferenceRequest &r) {
       GANTRY_ASSIGN_OR_RETURN(msg.content, content(*c, p + ".content"));
     }
     if (const auto *tc = m.as_object().if_contains("tool_calls"); tc && !tc->is_null()) {
-      return bad("tool calls are not supported", p + ".tool_calls");
+      if (msg.role != "assistant")
+        return bad("only assistant messages carry 'tool_calls'", p + ".tool_calls");
+      GANTRY_TRY(parse_tool_calls(*tc, p + ".tool_calls", msg));
+    }
+    if (const auto *fc = m.as_object().if_contains("function_call"); fc && !fc->is_null()) {
+      return bad("the deprecated 'function_call' is not supported; send 'tool_calls'",
+                 p + ".function_call");
+    }
+    if (msg.role == "tool") {
+      const auto *id = m.as_object().if_contains("tool_call_id");
+      if (!id || !id->is_string())
+        return bad("'" + p + ".tool_call_id' is required for role 'tool'", p + ".tool_call_id");
+      msg.tool_call_id = std::string(id->as_string());
+      if (const auto *n = m.as_object().if_contains("name"); n && n->is_string())
+        msg.name = std::string(n->as_string());
     }
     r.messages.push_back(std::move(msg));
   }
@@ -265,6 +333,123 @@ Status parse_response_format(const json::value &v, InferenceRequest &r) {
   return Ok();
 }
 
+// One entry of `tools`: {"type": "function", "function": {"name", "description", "parameters",
+// "strict"}}.
+Status parse_tool(const json::value &v, const std::string &p, InferenceRequest &r) {
+  if (!v.is_object())
+    return bad("'" + p + "' must be an object", p);
+  const json::value *type = member(v, "type");
+  if (!type || !type->is_string() || type->as_string() != "function")
+    return bad("'" + p + ".type' must be 'function'", p + ".type");
+  const json::value *fn = member(v, "function");
+  if (!fn || !fn->is_object())
+    return bad("'" + p + ".function' must be an object", p + ".function");
+  for (const auto &[k, val] : v.as_object()) {
+    if (k != "type" && k != "function")
+      return bad("Unrecognized tool field: " + echoed(k), p + "." + echoed(k));
+  }
+  FunctionTool tool;
+  const std::string fp = p + ".function";
+  bool have_name = false;
+  for (const auto &[k, val] : fn->as_object()) {
+    if (k == "name") {
+      if (!val.is_string() || !valid_tool_name(val.as_string())) {
+        return bad("'" + fp + ".name' must be 1 to 64 letters, digits, '_' or '-'", fp + ".name");
+      }
+      tool.name = std::string(val.as_string());
+      have_name = true;
+    } else if (k == "description") {
+      if (!val.is_null()) {
+        GANTRY_ASSIGN_OR_RETURN(tool.description, string(val, fp + ".description"));
+      }
+    } else if (k == "parameters") {
+      if (val.is_null())
+        continue;
+      if (!val.is_object())
+        return bad("'" + fp + ".parameters' must be a JSON Schema object", fp + ".parameters");
+      if (const json::value *t = val.as_object().if_contains("type");
+          t && !t->is_string() && !t->is_array()) {
+        return bad("'" + fp + ".parameters.type' must be a string or an array of strings",
+                   fp + ".parameters");
+      }
+      tool.parameters = json::serialize(val);
+      if (tool.parameters.size() > kMaxToolSchemaBytes) {
+        return bad("'" + fp + ".parameters' is larger than " + std::to_string(kMaxToolSchemaBytes) +
+                       " bytes",
+                   fp + ".parameters");
+      }
+    } else if (k == "strict") {
+      if (!val.is_null()) {
+        GANTRY_ASSIGN_OR_RETURN(tool.strict, boolean(val, fp + ".strict"));
+      }
+    } else {
+      return bad("Unrecognized function field: " + echoed(k), fp + "." + echoed(k));
+    }
+  }
+  if (!have_name)
+    return bad("'" + fp + ".name' is required", fp + ".name");
+  for (const auto &t : r.tools) {
+    if (t.name == tool.name)
+      return bad("two tools are named '" + tool.name + "'", fp + ".name");
+  }
+  r.tools.push_back(std::move(tool));
+  return Ok();
+}
+
+Status parse_tools(const json::value &v, InferenceRequest &r) {
+  if (!v.is_array())
+    return bad("'tools' must be an array", "tools");
+  if (v.as_array().size() > kMaxTools)
+    return bad("'tools' accepts at most " + std::to_string(kMaxTools) + " tools", "tools");
+  for (size_t i = 0; i < v.as_array().size(); ++i)
+    GANTRY_TRY(parse_tool(v.as_array()[i], "tools[" + std::to_string(i) + "]", r));
+  return Ok();
+}
+
+// "auto" | "none" | "required" | {"type": "function", "function": {"name": ...}}.
+Status parse_tool_choice(const json::value &v, InferenceRequest &r) {
+  if (v.is_string()) {
+    const std::string_view s = v.as_string();
+    if (s == "auto")
+      r.tool_choice.mode = ToolChoice::Mode::kAuto;
+    else if (s == "none")
+      r.tool_choice.mode = ToolChoice::Mode::kNone;
+    else if (s == "required")
+      r.tool_choice.mode = ToolChoice::Mode::kRequired;
+    else
+      return bad("'tool_choice' must be 'auto', 'none', 'required' or a function", "tool_choice");
+    return Ok();
+  }
+  const json::value *type = member(v, "type");
+  if (!type || !type->is_string() || type->as_string() != "function")
+    return bad("'tool_choice.type' must be 'function'", "tool_choice.type");
+  const json::value *fn = member(v, "function");
+  const json::value *name = fn ? member(*fn, "name") : nullptr;
+  if (!name || !name->is_string())
+    return bad("'tool_choice.function.name' must be a string", "tool_choice.function.name");
+  r.tool_choice.mode = ToolChoice::Mode::kFunction;
+  r.tool_choice.function = std::string(name->as_string());
+  return Ok();
+}
+
+Status check_tool_choice(const InferenceRequest &r) {
+  using Mode = ToolChoice::Mode;
+  if (r.tools.empty() &&
+      (r.tool_choice.mode == Mode::kRequired || r.tool_choice.mode == Mode::kFunction)) {
+    return bad("'tool_choice' is only allowed when 'tools' are specified", "tool_choice");
+  }
+  if (r.tool_choice.mode == Mode::kFunction) {
+    for (const auto &t : r.tools) {
+      if (t.name == r.tool_choice.function)
+        return Ok();
+    }
+    return bad("'tool_choice' names the function '" + echoed(r.tool_choice.function) +
+                   "', which is not in 'tools'",
+               "tool_choice.function.name");
+  }
+  return Ok();
+}
+
 } // namespace
 
 Result<CacheOption> parse_cache_option(const json::value &v) {
@@ -292,8 +477,8 @@ namespace {
 
 // Fields accepted and ignored: they do not change generation here.
 bool ignored_field(std::string_view k) {
-  return k == "store" || k == "metadata" || k == "service_tier" || k == "parallel_tool_calls" ||
-         k == "prediction" || k == "reasoning_effort" || k == "modalities" || k == "name";
+  return k == "store" || k == "metadata" || k == "service_tier" || k == "prediction" ||
+         k == "reasoning_effort" || k == "modalities" || k == "name";
 }
 
 } // namespace
@@ -404,15 +589,25 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
       // vLLM's guided_json and llama.cpp's json_schema: a schema without the envelope.
       GANTRY_TRY(schema_text(v, key, r.response_format));
       r.response_format.type = ResponseFormat::Type::kJsonSchema;
-    } else if (chat && (key == "tools" || key == "functions")) {
+    } else if (chat && key == "tools") {
+      GANTRY_TRY(parse_tools(v, r));
+    } else if (chat && key == "tool_choice") {
+      GANTRY_TRY(parse_tool_choice(v, r));
+    } else if (chat && key == "parallel_tool_calls") {
+      GANTRY_ASSIGN_OR_RETURN(r.parallel_tool_calls, boolean(v, key));
+    } else if (chat && key == "functions") {
+      // The deprecated form answers with message.function_call, a shape Gantry does not write;
+      // refusing it says so instead of answering in a shape the client does not read.
       if (!v.is_array())
-        return bad("'" + key + "' must be an array", key);
-      if (!v.as_array().empty())
-        return bad("tool calling is not supported", key);
-    } else if (chat && (key == "tool_choice" || key == "function_call")) {
-      if (!(v.is_string() && v.as_string() == "none") &&
-          !(v.is_string() && v.as_string() == "auto")) {
-        return bad("tool calling is not supported", key);
+        return bad("'functions' must be an array", key);
+      if (!v.as_array().empty()) {
+        return bad("the deprecated 'functions' is not supported; send the same definitions as "
+                   "'tools': [{\"type\": \"function\", \"function\": {...}}]",
+                   key);
+      }
+    } else if (chat && key == "function_call") {
+      if (!(v.is_string() && (v.as_string() == "none" || v.as_string() == "auto"))) {
+        return bad("the deprecated 'function_call' is not supported; use 'tool_choice'", key);
       }
     } else if (ignored_field(key)) {
       // accepted for compatibility; no effect
@@ -426,6 +621,7 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
     return chat ? bad("'messages' is a required property", "messages")
                 : bad("'prompt' is a required property", "prompt");
   }
+  GANTRY_TRY(check_tool_choice(r));
   if (best_of && *best_of != r.n)
     return bad("'best_of' must equal 'n' if given", "best_of");
   if (!r.grammar.empty() && r.response_format.type != ResponseFormat::Type::kText) {
@@ -466,6 +662,36 @@ json::value finish_value(std::string_view f) {
   return f.empty() ? json::value(nullptr) : json::value(json::string(f));
 }
 
+json::array tool_calls_json(const std::vector<ToolCall> &calls) {
+  json::array out;
+  for (const auto &c : calls) {
+    out.push_back({{"id", c.id},
+                   {"type", "function"},
+                   {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+  }
+  return out;
+}
+
+// OpenAI's delta.tool_calls: the first fragment of a call carries id, type and name.
+json::array tool_call_deltas_json(const std::vector<ToolCallDelta> &deltas) {
+  json::array out;
+  for (const auto &d : deltas) {
+    json::object o;
+    o["index"] = d.index;
+    json::object fn;
+    if (!d.id.empty()) {
+      o["id"] = d.id;
+      o["type"] = "function";
+    }
+    if (!d.name.empty())
+      fn["name"] = d.name;
+    fn["arguments"] = d.arguments;
+    o["function"] = std::move(fn);
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
 } // namespace
 
 std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
@@ -476,7 +702,13 @@ std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
     json::object ch;
     ch["index"] = c.index;
     if (endpoint == Endpoint::kChatCompletions) {
-      ch["message"] = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+      json::object msg{{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+      if (!c.tool_calls.empty()) {
+        if (c.text.empty())
+          msg["content"] = nullptr; // OpenAI's shape for a reply that is only calls
+        msg["tool_calls"] = tool_calls_json(c.tool_calls);
+      }
+      ch["message"] = std::move(msg);
     } else {
       ch["text"] = c.text;
     }
@@ -500,6 +732,8 @@ std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, const Choi
       delta["role"] = "assistant";
     if (!d.text.empty() || d.role)
       delta["content"] = d.text;
+    if (d.tool_calls && !d.tool_calls->empty())
+      delta["tool_calls"] = tool_call_deltas_json(*d.tool_calls);
     ch["delta"] = std::move(delta);
   } else {
     ch["text"] = d.text;

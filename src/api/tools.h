@@ -3,10 +3,15 @@
 // parsers that read a model's tool calls back out of its text, and the renderers.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
 namespace gantry::api {
+
+// Bounds of a request's tools: the count (OpenAI's own limit) and one schema's JSON text.
+constexpr std::size_t kMaxTools = 128;
+constexpr std::size_t kMaxToolSchemaBytes = 64 * 1024;
 
 struct FunctionTool {
   std::string name;

@@ -53,6 +53,14 @@ public:
       d.text = ev.text;
       w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
     }
+    // One chunk per tool-call fragment, as OpenAI streams them.
+    for (const auto &call : ev.tool_calls) {
+      const std::vector<api::ToolCallDelta> one{call};
+      api::ChoiceDelta t;
+      t.index = ev.choice;
+      t.tool_calls = &one;
+      w_->send_event(api::render_chunk(head.endpoint, head.meta, t, head.include_usage));
+    }
     if (!ev.finish_reason.empty()) {
       d.text = {};
       d.finish_reason = ev.finish_reason;

@@ -97,8 +97,10 @@ public:
     }
     if (store_key_ && !ev.text.empty())
       c.pieces.push_back(ev.text);
-    if (!head_.stream)
+    if (!head_.stream) {
       c.text += ev.text;
+      add_tool_calls(c, ev.tool_calls);
+    }
     if (!ev.finish_reason.empty())
       c.finish = ev.finish_reason;
     sink_->on_event(head_, ev);
@@ -139,8 +141,25 @@ private:
     std::string finish;              // "" until the choice finished
     std::vector<std::string> pieces; // each event's text, kept only for the response cache
     std::chrono::steady_clock::time_point last_token{};
-    int tokens = 0; // generated so far
+    int tokens = 0;                   // generated so far
+    std::vector<api::ToolCall> calls; // non-streamed calls only
   };
+
+  // Fragments into whole calls: a fragment with an id starts call `index`, the others add
+  // argument text to it. The backend numbers calls 0, 1, ... per choice.
+  static void add_tool_calls(Choice &c, const std::vector<api::ToolCallDelta> &deltas) {
+    for (const auto &d : deltas) {
+      if (d.index < 0 || static_cast<size_t>(d.index) >= api::kMaxTools)
+        continue;
+      if (static_cast<size_t>(d.index) >= c.calls.size())
+        c.calls.resize(static_cast<size_t>(d.index) + 1);
+      api::ToolCall &call = c.calls[static_cast<size_t>(d.index)];
+      if (!d.id.empty())
+        call.id = d.id;
+      call.name += d.name;
+      call.arguments += d.arguments;
+    }
+  }
 
   void prepare_and_start() {
     const api::InferenceRequest &ir = in_.request;
@@ -312,6 +331,7 @@ private:
         ch.index = static_cast<int>(i);
         ch.text = head->echo + choices_[i].text;
         ch.finish_reason = choices_[i].finish;
+        ch.tool_calls = std::move(choices_[i].calls);
         output.choices.push_back(std::move(ch));
       }
     }

@@ -177,23 +177,23 @@ TEST(ChatTemplateRender, MistralV3WithoutSystemPrompt) {
             "[INST] Hi[/INST] Yo</s>[INST] ?[/INST]");
 }
 
-TEST(ChatTemplateRender, ToolMessagesWhereTheFormatHasAToolRole) {
+TEST(ChatTemplateRender, ToolMessagesInEachFamilysForm) {
   const std::vector<ChatMessage> m = {{"user", "Weather?"}, {"tool", "{\"t\":72}"}};
+  // Qwen 2.5: a run of results is one user turn of <tool_response> blocks.
   EXPECT_EQ(render_ok(ChatFormat::kChatML, m),
-            "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>tool\n{\"t\":72}<|im_end|>\n"
-            "<|im_start|>assistant\n");
+            "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>user\n<tool_response>\n{\"t\":72}\n"
+            "</tool_response><|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(render_ok(ChatFormat::kLlama3, m, false),
             "<|start_header_id|>user<|end_header_id|>\n\nWeather?<|eot_id|>"
             "<|start_header_id|>ipython<|end_header_id|>\n\n{\"t\":72}<|eot_id|>");
-  EXPECT_EQ(render_ok(ChatFormat::kPlain, m), "Weather?\n\n{\"t\":72}");
-}
-
-TEST(ChatTemplateRender, ToolMessagesAreRejectedWhereTheFormatHasNoToolRole) {
-  auto r = render_chat(ChatFormat::kGemma, {{"user", "Weather?"}, {"tool", "72"}}, true);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_EQ(r.error().param, "messages[1].role");
-  EXPECT_NE(r.error().message.find("gemma"), std::string::npos) << r.error().message;
+  // Formats without a tool role get the generic JSON form as a user turn.
+  EXPECT_EQ(render_ok(ChatFormat::kPlain, m),
+            "Weather?\n\n{\"tool_result\": {\"tool_call_id\": \"\", \"name\": \"\", "
+            "\"content\": \"{\\\"t\\\":72}\"}}");
+  EXPECT_EQ(render_ok(ChatFormat::kGemma, m),
+            "<start_of_turn>user\nWeather?<end_of_turn>\n<start_of_turn>user\n{\"tool_result\": "
+            "{\"tool_call_id\": \"\", \"name\": \"\", \"content\": \"{\\\"t\\\":72}\"}}"
+            "<end_of_turn>\n<start_of_turn>model\n");
 }
 
 TEST(ChatTemplateRender, EmptyMessagesIsInvalid) {

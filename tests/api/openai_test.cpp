@@ -68,7 +68,7 @@ TEST(OpenAiParseTest, BadInputNamesTheField) {
        "stream_options"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true})", "logprobs"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})",
-       "tools"},
+       "tools[0].function"},
   };
   for (const auto &c : cases) {
     auto r = chat(c.body);
@@ -210,6 +210,137 @@ TEST(OpenAiRenderTest, ChunksAndUsageChunk) {
   auto c = json::parse(render_chunk(Endpoint::kCompletions, m, delta(1, "x", false, ""), false));
   EXPECT_EQ(c.at("object"), "text_completion");
   EXPECT_EQ(c.at("choices").at(0).at("text"), "x");
+}
+
+constexpr const char *kTool =
+    R"({"type":"function","function":{"name":"get_weather","description":"d",)"
+    R"("parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true}})";
+
+std::string with(const std::string &fields) {
+  return R"({"model":"m","messages":[{"role":"user","content":"x"}],)" + fields + "}";
+}
+
+TEST(OpenAiToolsTest, ParsesToolsChoiceAndHistory) {
+  auto r = chat(R"({"model":"m","tools":[)" + std::string(kTool) +
+                R"(],"tool_choice":{"type":"function","function":{"name":"get_weather"}},
+    "parallel_tool_calls":false,"messages":[{"role":"user","content":"Paris?"},
+    {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+      "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+    {"role":"tool","tool_call_id":"call_1","name":"get_weather","content":"18C"}]})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->tools.size(), 1u);
+  EXPECT_EQ(r->tools[0].name, "get_weather");
+  EXPECT_EQ(r->tools[0].description, "d");
+  EXPECT_EQ(json::parse(r->tools[0].parameters),
+            json::parse(R"({"type":"object","properties":{"city":{"type":"string"}}})"));
+  EXPECT_TRUE(r->tools[0].strict);
+  EXPECT_EQ(r->tool_choice.mode, ToolChoice::Mode::kFunction);
+  EXPECT_EQ(r->tool_choice.function, "get_weather");
+  EXPECT_FALSE(r->parallel_tool_calls);
+  ASSERT_EQ(r->messages.size(), 3u);
+  EXPECT_EQ(r->messages[1].content, "");
+  ASSERT_EQ(r->messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(r->messages[1].tool_calls[0].id, "call_1");
+  EXPECT_EQ(r->messages[1].tool_calls[0].arguments, R"({"city":"Paris"})");
+  EXPECT_EQ(r->messages[2].tool_call_id, "call_1");
+  EXPECT_EQ(r->messages[2].name, "get_weather");
+
+  for (const char *mode : {"auto", "none", "required"}) {
+    auto m = chat(with(R"("tools":[)" + std::string(kTool) + R"(],"tool_choice":")" + mode + "\""));
+    ASSERT_TRUE(m.ok()) << mode << ": " << m.error().message;
+  }
+  auto defaults = chat(with(R"("tools":[)" + std::string(kTool) + "]"));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->tool_choice.mode, ToolChoice::Mode::kAuto);
+  EXPECT_TRUE(defaults->parallel_tool_calls);
+  // The legacy forms with nothing in them are harmless.
+  EXPECT_TRUE(chat(with(R"("functions":[],"function_call":"none")")).ok());
+}
+
+TEST(OpenAiToolsTest, BadToolInputNamesTheField) {
+  const std::string fn = R"({"type":"function","function":)";
+  std::string many = R"("tools":[)";
+  for (int i = 0; i < 129; ++i)
+    many += (i ? "," : "") + fn + R"({"name":"f)" + std::to_string(i) + R"("}})";
+  many += "]";
+  const std::string huge = R"("tools":[)" + fn + R"({"name":"f","parameters":{"description":")" +
+                           std::string(70000, 'x') + R"("}}}])";
+  const std::pair<std::string, std::string> cases[] = {
+      {with(R"("tools":{})"), "tools"},
+      {with(many), "tools"},
+      {with(R"("tools":[1])"), "tools[0]"},
+      {with(R"("tools":[{"type":"code","function":{"name":"f"}}])"), "tools[0].type"},
+      {with(R"("tools":[)" + fn + R"({"description":"no name"}}])"), "tools[0].function.name"},
+      {with(R"("tools":[)" + fn + R"({"name":"has space"}}])"), "tools[0].function.name"},
+      {with(R"("tools":[)" + fn + R"({"name":")" + std::string(65, 'a') + R"("}}])"),
+       "tools[0].function.name"},
+      {with(R"("tools":[)" + fn + R"({"name":"f","parameters":"{}"}}])"),
+       "tools[0].function.parameters"},
+      {with(R"("tools":[)" + fn + R"({"name":"f","parameters":[1]}}])"),
+       "tools[0].function.parameters"},
+      {with(R"("tools":[)" + fn + R"({"name":"f","parameters":{"type":7}}}])"),
+       "tools[0].function.parameters"},
+      {with(huge), "tools[0].function.parameters"},
+      {with(R"("tools":[)" + fn + R"({"name":"f","bogus":1}}])"), "tools[0].function.bogus"},
+      {with(R"("tools":[)" + fn + R"({"name":"f"}},)" + fn + R"({"name":"f"}}])"),
+       "tools[1].function.name"},
+      {with(R"("tool_choice":"required")"), "tool_choice"},
+      {with(R"("tool_choice":"sometimes","tools":[)" + std::string(kTool) + "]"), "tool_choice"},
+      {with(R"("tool_choice":{"type":"function","function":{"name":"other"}},"tools":[)" +
+            std::string(kTool) + "]"),
+       "tool_choice.function.name"},
+      {with(R"("parallel_tool_calls":"yes")"), "parallel_tool_calls"},
+      {with(R"("functions":[{"name":"f"}])"), "functions"},
+      {with(R"("function_call":{"name":"f"})"), "function_call"},
+      {R"({"model":"m","messages":[{"role":"tool","content":"x"}]})", "messages[0].tool_call_id"},
+      {R"({"model":"m","messages":[{"role":"assistant","tool_calls":[{"type":"function",
+        "function":{"name":"f","arguments":"{}"}}]}]})",
+       "messages[0].tool_calls[0].id"},
+      {R"({"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c",
+        "function":{"name":"f","arguments":{}}}]}]})",
+       "messages[0].tool_calls[0].function.arguments"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x","tool_calls":[]}]})",
+       "messages[0].tool_calls"},
+  };
+  for (const auto &[body, param] : cases) {
+    auto r = chat(body);
+    ASSERT_FALSE(r.ok()) << body.substr(0, 200);
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << body.substr(0, 200);
+    EXPECT_EQ(r.error().param, param) << body.substr(0, 200) << " -> " << r.error().message;
+  }
+}
+
+TEST(OpenAiToolsTest, RendersToolCallsInOpenAIsShapes) {
+  const ResponseMeta m{"chatcmpl-1", "m", 1};
+  Choice c;
+  c.finish_reason = "tool_calls";
+  c.tool_calls.push_back({"call_1", "get_weather", R"({"city":"Paris"})"});
+  auto r = json::parse(render_response(Endpoint::kChatCompletions, m, {c}, {5, 1, 0}));
+  const auto &msg = r.at("choices").at(0).at("message");
+  EXPECT_TRUE(msg.at("content").is_null());
+  EXPECT_EQ(msg.at("tool_calls"), json::parse(R"([{"id":"call_1","type":"function",
+    "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}])"));
+  EXPECT_EQ(r.at("choices").at(0).at("finish_reason"), "tool_calls");
+  c.text = "Checking.";
+  auto with_text = json::parse(render_response(Endpoint::kChatCompletions, m, {c}, {5, 1, 0}));
+  EXPECT_EQ(with_text.at("choices").at(0).at("message").at("content"), "Checking.");
+  // Plain replies keep no tool_calls key.
+  Choice plain;
+  plain.text = "hi";
+  auto p = json::parse(render_response(Endpoint::kChatCompletions, m, {plain}, {5, 1, 0}));
+  EXPECT_FALSE(p.at("choices").at(0).at("message").as_object().contains("tool_calls"));
+
+  std::vector<ToolCallDelta> first{{0, "call_1", "get_weather", ""}};
+  ChoiceDelta d;
+  d.tool_calls = &first;
+  auto chunk = json::parse(render_chunk(Endpoint::kChatCompletions, m, d, false));
+  EXPECT_EQ(chunk.at("choices").at(0).at("delta"), json::parse(R"({"tool_calls":[{"index":0,
+    "id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]})"));
+  std::vector<ToolCallDelta> more{{0, "", "", "{\"city\""}};
+  d.tool_calls = &more;
+  chunk = json::parse(render_chunk(Endpoint::kChatCompletions, m, d, false));
+  EXPECT_EQ(chunk.at("choices").at(0).at("delta"),
+            json::parse(R"({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\""}}]})"));
 }
 
 } // namespace

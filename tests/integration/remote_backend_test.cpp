@@ -2,6 +2,8 @@
 // processes and nginx serving fixed (and hostile) responses. No fakes.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,6 +37,12 @@ public:
     text[e.choice] += e.text;
     if (!e.finish_reason.empty())
       finish[e.choice] = e.finish_reason;
+    for (const auto &d : e.tool_calls) {
+      if (!d.id.empty())
+        calls[e.choice].push_back({d.id, d.name, ""});
+      if (!calls[e.choice].empty())
+        calls[e.choice].back().arguments += d.arguments;
+    }
     ++events;
   }
   void on_done(const backend::CallSummary &s) override {
@@ -48,6 +56,7 @@ public:
     return cv_.wait_for(lk, t, [&] { return done; });
   }
   std::map<int, std::string> text, finish;
+  std::map<int, std::vector<api::ToolCall>> calls;
   int events = 0;
   int events_now() {
     std::lock_guard<std::mutex> lk(mu_);
@@ -86,6 +95,7 @@ std::unique_ptr<Collect> call(backend::ModelBackend &b, const api::InferenceRequ
   auto out = std::make_unique<Collect>();
   out->text = sink->text;
   out->finish = sink->finish;
+  out->calls = sink->calls;
   out->events = sink->events;
   out->summary = sink->summary;
   out->done = sink->done;
@@ -581,6 +591,71 @@ TEST(RemoteBackend, HostedKindsSpeakTheirWireFormats) {
     auto r = call(**b, chat(false));
     ASSERT_FALSE(r->summary.error) << r->summary.error->error.message;
     EXPECT_EQ(r->text[0], "fixed");
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(www, ec);
+}
+
+// Anthropic's tool_use blocks, streamed and not, arrive as OpenAI tool calls.
+TEST(RemoteBackend, AnthropicToolUseBecomesToolCalls) {
+  if (!NginxProcess::available())
+    GTEST_SKIP() << "nginx not installed";
+  char tmpl[] = "/tmp/gantry-tools-XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::string www = tmpl;
+  std::ofstream(www + "/message.json")
+      << R"({"id":"msg_01","type":"message","role":"assistant","model":"claude-test",)"
+      << R"("content":[{"type":"tool_use","id":"toolu_1","name":"get_weather",)"
+      << R"("input":{"city":"Paris"}}],"stop_reason":"tool_use",)"
+      << R"("usage":{"input_tokens":11,"output_tokens":3}})";
+  std::ofstream(www + "/message.sse")
+      << "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
+         "{\"input_tokens\":11,\"output_tokens\":1}}}\n\n"
+      << "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+         "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\","
+         "\"input\":{}}}\n\n"
+      << "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+         "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}\n\n"
+      << "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+         "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n"
+      << "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+      << "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+         "\"tool_use\"},\"usage\":{\"output_tokens\":3}}\n\n"
+      << "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+  const std::uint16_t port = free_loopback_port();
+  NginxOptions o;
+  o.port = port;
+  const std::string self = "http://127.0.0.1:" + std::to_string(port);
+  o.locations = "location /files/ { alias " + www +
+                "/; types { text/event-stream sse; application/json json; } }\n" +
+                "location = /anthropic/v1/messages {\n"
+                "  set $f message.json;\n"
+                "  if ($http_accept ~ event-stream) { set $f message.sse; }\n"
+                "  proxy_method GET; proxy_pass_request_body off;\n"
+                "  proxy_pass " +
+                self + "/files/$f; }\n";
+  auto ngx = NginxProcess::start(o);
+  ASSERT_TRUE(ngx.ok()) << ngx.error().message;
+  SystemClock clock;
+  auto cfg = config_for({self + "/anthropic/v1"});
+  cfg.endpoints[0].kind = backend::remote::BackendKind::kAnthropic;
+  cfg.endpoints[0].model = "claude-test";
+  cfg.probe_path = "";
+  auto b = RemoteBackend::create(cfg, clock);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  for (const bool stream : {false, true}) {
+    auto req = chat(stream);
+    api::FunctionTool t;
+    t.name = "get_weather";
+    req.tools = {t};
+    auto r = call(**b, req);
+    ASSERT_FALSE(r->summary.error) << r->summary.error->error.message;
+    EXPECT_EQ(r->finish[0], "tool_calls") << stream;
+    ASSERT_EQ(r->calls[0].size(), 1u) << stream;
+    EXPECT_EQ(r->calls[0][0].id, "toolu_1");
+    EXPECT_EQ(r->calls[0][0].name, "get_weather");
+    EXPECT_EQ(boost::json::parse(r->calls[0][0].arguments),
+              boost::json::parse(R"({"city":"Paris"})"));
   }
   std::error_code ec;
   std::filesystem::remove_all(www, ec);

@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <mutex>
 #include <optional>
+#include <random>
 
 #include "api/json_schema_grammar.h"
+#include "api/tool_call_parser.h"
+#include "api/tool_grammar.h"
+#include "api/tool_prompt.h"
 #include "cache/cache_key.h"
 #include "core/utf8.h"
 #include "engine/grammar/matcher.h"
@@ -12,8 +16,15 @@
 namespace gantry::backend {
 namespace {
 
+// How a choice's text is read for tool calls (a request with tools and tool_choice != none).
+struct ToolParsing {
+  api::ToolStyle style = api::ToolStyle::kGeneric;
+  bool parallel = true;
+};
+
 struct LocalState {
   std::vector<engine::GenerationRequest> choices;
+  std::optional<ToolParsing> tools;
 };
 
 struct LocalEmbedState {
@@ -30,9 +41,17 @@ public:
       : worker_(worker), sink_(std::move(sink)), prompt_tokens_(prompt_tokens),
         served_by_(std::move(served_by)) {}
 
-  Status start(const std::vector<engine::GenerationRequest> &choices) {
+  Status start(const std::vector<engine::GenerationRequest> &choices,
+               const std::optional<ToolParsing> &tools) {
     std::lock_guard<std::mutex> lk(mu_); // events wait until every ticket is known
     choices_.resize(choices.size());
+    if (tools) {
+      std::random_device rd; // call ids only need to be unique, not reproducible
+      for (auto &c : choices_) {
+        const uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+        c.parser = std::make_unique<api::ToolCallParser>(tools->style, tools->parallel, seed);
+      }
+    }
     for (size_t i = 0; i < choices.size(); ++i) {
       auto t = worker_.submit(choices[i], shared_from_this());
       if (!t) {
@@ -75,12 +94,17 @@ public:
         e.choice = i;
         e.text = ev.text;
         e.tokens = ev.token >= 0 ? 1 : 0;
-        if (ev.finish != engine::FinishReason::kNone) {
+        const bool last = ev.finish != engine::FinishReason::kNone;
+        if (c.parser)
+          parse_tools(*c.parser, last, e);
+        if (last) {
           c.done = true;
           c.finish = engine::finish_reason_name(ev.finish);
+          if (c.parser && c.parser->calls() > 0)
+            c.finish = "tool_calls";
           e.finish_reason = c.finish;
         }
-        output_ = output_ || e.tokens > 0 || !e.text.empty();
+        output_ = output_ || e.tokens > 0 || !e.text.empty() || !e.tool_calls.empty();
         out = std::move(e);
       }
       summary = summary_if_done();
@@ -131,7 +155,22 @@ private:
     int generated = 0;
     int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
+    std::unique_ptr<api::ToolCallParser> parser; // when the request has tools
   };
+
+  // The event's text through the choice's tool-call parser: what is content stays text, calls
+  // become fragments; the last event releases whatever the parser still held.
+  static void parse_tools(api::ToolCallParser &parser, bool last, ChoiceEvent &e) {
+    api::ToolParse p = parser.push(e.text);
+    if (last) {
+      api::ToolParse rest = parser.finish();
+      p.content += rest.content;
+      for (auto &d : rest.calls)
+        p.calls.push_back(std::move(d));
+    }
+    e.text = std::move(p.content);
+    e.tool_calls = std::move(p.calls);
+  }
 
   int index_of(Ticket t) const {
     for (size_t i = 0; i < choices_.size(); ++i) {
@@ -257,6 +296,8 @@ std::string completion_material(std::string_view name, std::string_view digest,
   for (const auto &stop : req.stop)
     k.add("stop", stop);
   k.add("constraint", constraint);
+  if (!req.rendered_controls.empty())
+    k.add("rendered_controls", std::span<const int32_t>(req.rendered_controls));
   return k.finish();
 }
 
@@ -280,13 +321,18 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   PreparedCall p;
   p.endpoint = ir.endpoint;
   p.n = ir.n;
-  std::string constraint_key;
-  GANTRY_ASSIGN_OR_RETURN(auto constraint, constraint_for(ir, constraint_key));
   std::vector<int32_t> prompt;
+  // tool_choice "none" renders no tools and reads no calls: the model answers in text.
+  const bool tools =
+      chat && !ir.tools.empty() && ir.tool_choice.mode != api::ToolChoice::Mode::kNone;
+  std::string constraint_key;
+  GANTRY_ASSIGN_OR_RETURN(auto constraint, constraint_for(ir, tools, constraint_key));
   if (chat) {
-    // Special tokens are parsed only in the template's own text, never in message contents
-    // (audit L8): a user cannot forge a role switch or an end-of-turn.
-    GANTRY_ASSIGN_OR_RETURN(prompt, api::encode_chat(config_.chat_format, ir.messages, true, tok));
+    // Special tokens are parsed only in the template's own text, never in message contents or
+    // tool definitions (audit L8): a user cannot forge a role switch or an end-of-turn.
+    static const std::vector<api::FunctionTool> kNoTools;
+    GANTRY_ASSIGN_OR_RETURN(prompt, api::encode_chat(config_.chat_format, ir.messages, true, tok,
+                                                     tools ? ir.tools : kNoTools));
   } else if (ir.prompt_ids) {
     prompt = *ir.prompt_ids;
     for (int32_t t : prompt) {
@@ -316,6 +362,14 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   GANTRY_TRY(engine::check_context(n_prompt, max_tokens, n_ctx, chat ? "messages" : "prompt"));
 
   auto state = std::make_shared<LocalState>();
+  std::vector<int32_t> markers;
+  if (tools) {
+    state->tools = ToolParsing{api::tool_style(config_.chat_format), ir.parallel_tool_calls};
+    for (std::string_view m : api::tool_output_markers(config_.chat_format)) {
+      if (auto id = tok.token_id(m); id && tok.is_control(*id))
+        markers.push_back(*id);
+    }
+  }
   state->choices.resize(ir.n);
   for (int i = 0; i < ir.n; ++i) {
     auto &g = state->choices[i];
@@ -329,30 +383,78 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
     g.ignore_eos = ir.ignore_eos;
     g.cache_scope = options.cache_scope;
     g.constraint = constraint;
+    g.rendered_controls = markers;
   }
   p.prompt_tokens = n_prompt;
   p.max_output_tokens = max_tokens;
   if (ir.sampling.deterministic()) {
     p.cache_material = completion_material(config_.name, config_.digest, ir.endpoint, ir.n,
                                            state->choices[0], constraint_key);
+    // Parsing changes what the same tokens answer (text or calls, and which calls are kept).
+    if (state->tools) {
+      p.cache_material = cache::KeyBuilder("resp.tools.v1")
+                             .add("base", p.cache_material)
+                             .add("style", static_cast<int>(state->tools->style))
+                             .add("parallel", state->tools->parallel)
+                             .finish();
+    }
   }
   p.state = std::move(state);
   return p;
 }
 
 Result<std::shared_ptr<const engine::TokenConstraint>>
-LocalBackend::constraint_for(const api::InferenceRequest &ir, std::string &key) {
+LocalBackend::constraint_for(const api::InferenceRequest &ir, bool tools, std::string &key) {
+  using Mode = api::ToolChoice::Mode;
+  using Type = api::ResponseFormat::Type;
+  const bool forced = tools && ir.tool_choice.mode != Mode::kAuto;
+  // With tools the model may call (auto) and a JSON response_format, the output is either a
+  // call or the document: the two grammars side by side.
+  const bool either = tools && !forced && ir.response_format.type != Type::kText;
   std::string param;
   engine::GrammarCache::Compile compile;
-  if (!ir.grammar.empty()) {
+  const auto tool_grammar = [this, &ir](api::ToolChoice choice) {
+    return api::tool_call_grammar(config_.chat_format, ir.tools, choice, ir.parallel_tool_calls,
+                                  api::json_schema_to_gbnf);
+  };
+  const auto format_gbnf = [&ir](std::string_view prefix) -> Result<std::string> {
+    if (ir.response_format.type == Type::kJsonObject)
+      return api::json_object_gbnf(prefix);
+    return api::json_schema_to_gbnf(ir.response_format.schema, prefix);
+  };
+  if (forced || either) {
+    // Every tool's schema and the choice shape the grammar; the template family its syntax.
+    key = "tools:" + std::to_string(static_cast<int>(config_.chat_format)) + ":" +
+          std::to_string(static_cast<int>(ir.tool_choice.mode)) + ":" + ir.tool_choice.function +
+          ":" + (ir.parallel_tool_calls ? "p" : "s") + ":" +
+          std::to_string(static_cast<int>(ir.response_format.type)) + ":" +
+          ir.response_format.schema;
+    for (const auto &t : ir.tools)
+      key += "\n" + t.name + "\t" + t.parameters;
+    param = forced ? "tool_choice" : "response_format";
+    compile = [&]() -> Result<std::shared_ptr<const engine::Grammar>> {
+      if (forced) {
+        GANTRY_ASSIGN_OR_RETURN(std::string g, tool_grammar(ir.tool_choice));
+        return engine::compile_gbnf(g);
+      }
+      api::ToolChoice any;
+      any.mode = Mode::kRequired;
+      GANTRY_ASSIGN_OR_RETURN(std::string calls, tool_grammar(any));
+      GANTRY_ASSIGN_OR_RETURN(std::string doc, format_gbnf("fmt-"));
+      // The call grammar's start rule is its first line's `root`: renamed, then either.
+      if (!calls.starts_with("root ::= "))
+        return Err(Error::internal("tool-call grammar without a leading root rule"));
+      return engine::compile_gbnf("root ::= tc-root | fmt-root\ntc-" + calls + "\n" + doc);
+    };
+  } else if (!ir.grammar.empty()) {
     key = "gbnf:" + ir.grammar;
     param = "grammar";
     compile = [&ir] { return engine::compile_gbnf(ir.grammar); };
-  } else if (ir.response_format.type == api::ResponseFormat::Type::kJsonObject) {
+  } else if (ir.response_format.type == Type::kJsonObject) {
     key = "json_object";
     param = "response_format";
     compile = [] { return engine::compile_gbnf(api::json_object_gbnf("")); };
-  } else if (ir.response_format.type == api::ResponseFormat::Type::kJsonSchema) {
+  } else if (ir.response_format.type == Type::kJsonSchema) {
     key = "schema:" + ir.response_format.schema;
     param = "response_format.json_schema.schema";
     compile = [&ir] { return api::compile_json_schema(ir.response_format.schema); };
@@ -362,7 +464,8 @@ LocalBackend::constraint_for(const api::InferenceRequest &ir, std::string &key) 
   auto grammar = grammars_.get_or_compile(key, compile);
   if (!grammar) {
     Error e = grammar.take_error();
-    e.param = param;
+    if (e.param.empty())
+      e.param = param;
     return Err(std::move(e));
   }
   std::call_once(trie_once_,
@@ -378,7 +481,7 @@ Result<std::unique_ptr<CallHandle>> LocalBackend::start(const PreparedCall &prep
     return Err(Error::internal("LocalBackend::start without a prepared call"));
   auto call =
       std::make_shared<LocalCall>(*worker_, std::move(sink), prepared.prompt_tokens, config_.name);
-  GANTRY_TRY(call->start(state->choices));
+  GANTRY_TRY(call->start(state->choices, state->tools));
   return std::unique_ptr<CallHandle>(std::make_unique<LocalHandle>(call));
 }
 

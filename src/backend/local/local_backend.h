@@ -52,11 +52,12 @@ public:
   const LocalBackendConfig &config() const { return config_; }
 
 private:
-  // The grammar a request's output must match (response_format, grammar), as a constraint
-  // prototype the engine clones per choice; null when the output is free. `key` receives the
-  // text that identifies it (part of the response-cache material).
+  // The grammar a request's output must match (a forced tool call, response_format, grammar),
+  // as a constraint prototype the engine clones per choice; null when the output is free.
+  // `tools`: the request's tools are rendered and parsed. `key` receives the text that
+  // identifies the grammar (part of the response-cache material).
   Result<std::shared_ptr<const engine::TokenConstraint>>
-  constraint_for(const api::InferenceRequest &request, std::string &key);
+  constraint_for(const api::InferenceRequest &request, bool tools, std::string &key);
 
   std::unique_ptr<ModelWorker> worker_;
   const LocalBackendConfig config_;

@@ -4,6 +4,8 @@
 // and errors are mapped; Anthropic has no legacy completions and no `n`.
 #include <boost/json.hpp>
 
+#include <map>
+
 #include "backend/remote/wire.h"
 #include "core/utf8.h"
 
@@ -100,18 +102,45 @@ public:
       if (const json::value *m = o.if_contains("message"); m && m->is_object())
         if (const json::value *u = m->as_object().if_contains("usage"); u && u->is_object())
           add_usage(u->as_object(), usage_);
+    } else if (type == "content_block_start") {
+      // A tool_use block opens a call: its id and name; the input follows as JSON pieces.
+      const json::value *b = o.if_contains("content_block");
+      if (b && b->is_object() && text_of(b->as_object().if_contains("type")) == "tool_use" &&
+          calls_ < static_cast<int>(api::kMaxTools)) {
+        block_call_[block_index(o)] = calls_;
+        UpstreamChoice d;
+        api::ToolCallDelta call;
+        call.index = calls_++;
+        call.id = text_of(b->as_object().if_contains("id"));
+        call.name = text_of(b->as_object().if_contains("name"));
+        d.tool_calls.push_back(std::move(call));
+        step.deltas.push_back(std::move(d));
+      }
     } else if (type == "content_block_delta") {
       const json::value *d = o.if_contains("delta");
-      if (d && d->is_object() && text_of(d->as_object().if_contains("type")) == "text_delta") {
+      const std::string dtype =
+          d && d->is_object() ? text_of(d->as_object().if_contains("type")) : "";
+      if (dtype == "text_delta") {
         std::string t = text_of(d->as_object().if_contains("text"));
         if (!t.empty())
-          step.deltas.push_back({0, std::move(t), {}});
+          step.deltas.push_back({0, std::move(t), {}, {}});
+      } else if (dtype == "input_json_delta") {
+        auto it = block_call_.find(block_index(o));
+        std::string part = text_of(d->as_object().if_contains("partial_json"));
+        if (it != block_call_.end() && !part.empty()) {
+          UpstreamChoice up;
+          api::ToolCallDelta call;
+          call.index = it->second;
+          call.arguments = std::move(part);
+          up.tool_calls.push_back(std::move(call));
+          step.deltas.push_back(std::move(up));
+        }
       }
     } else if (type == "message_delta") {
       if (const json::value *d = o.if_contains("delta"); d && d->is_object()) {
         const json::value *sr = d->as_object().if_contains("stop_reason");
         if (sr && sr->is_string())
-          step.deltas.push_back({0, {}, finish_of(text_of(sr))});
+          step.deltas.push_back({0, {}, finish_of(text_of(sr)), {}});
       }
       if (const json::value *u = o.if_contains("usage"); u && u->is_object())
         add_usage(u->as_object(), usage_);
@@ -123,8 +152,63 @@ public:
   }
 
 private:
+  static int64_t block_index(const json::object &o) { return int_of(o, "index"); }
+
   UpstreamUsage usage_;
+  std::map<int64_t, int> block_call_; // content block index -> call index (at most kMaxTools)
+  int calls_ = 0;
 };
+
+// Adds content blocks as a turn of `role`, joined to the previous turn when it has the same
+// role (Anthropic's turns alternate; tool results answering one turn's calls share a message).
+void append_blocks(json::array &msgs, const std::string &role, json::array blocks) {
+  if (!msgs.empty() && msgs.back().as_object().at("role").as_string() == role) {
+    json::value &c = msgs.back().as_object()["content"];
+    if (c.is_string()) {
+      json::array converted;
+      if (!c.as_string().empty())
+        converted.push_back(json::object{{"type", "text"}, {"text", c.as_string()}});
+      c = std::move(converted);
+    }
+    for (auto &b : blocks)
+      c.as_array().push_back(std::move(b));
+    return;
+  }
+  msgs.push_back(json::object{{"role", role}, {"content", std::move(blocks)}});
+}
+
+// OpenAI tools → Anthropic's: {"name", "description", "input_schema"}; tool_choice → {"type":
+// "auto" | "any" | "tool" | "none"}, with disable_parallel_tool_use for parallel_tool_calls=false.
+void add_tools(const api::InferenceRequest &r, json::object &b) {
+  if (r.tools.empty())
+    return;
+  json::array tools;
+  for (const auto &t : r.tools) {
+    json::object o{{"name", t.name}};
+    if (!t.description.empty())
+      o["description"] = t.description;
+    json::error_code ec;
+    json::value schema = t.parameters.empty() ? json::value() : json::parse(t.parameters, ec);
+    if (t.parameters.empty() || ec || !schema.is_object())
+      schema = json::object{{"type", "object"}};
+    o["input_schema"] = std::move(schema);
+    tools.push_back(std::move(o));
+  }
+  b["tools"] = std::move(tools);
+  json::object choice;
+  switch (r.tool_choice.mode) {
+  case api::ToolChoice::Mode::kAuto: choice["type"] = "auto"; break;
+  case api::ToolChoice::Mode::kNone: choice["type"] = "none"; break;
+  case api::ToolChoice::Mode::kRequired: choice["type"] = "any"; break;
+  case api::ToolChoice::Mode::kFunction:
+    choice["type"] = "tool";
+    choice["name"] = r.tool_choice.function;
+    break;
+  }
+  if (!r.parallel_tool_calls && r.tool_choice.mode != api::ToolChoice::Mode::kNone)
+    choice["disable_parallel_tool_use"] = true;
+  b["tool_choice"] = std::move(choice);
+}
 
 class AnthropicCodec final : public WireCodec {
 public:
@@ -159,23 +243,57 @@ public:
     b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens; // required there
     std::string system;
     json::array msgs;
-    for (const auto &m : r.messages) {
+    for (std::size_t i = 0; i < r.messages.size(); ++i) {
+      const auto &m = r.messages[i];
       if (m.role == "system" || m.role == "developer") {
         system += (system.empty() ? "" : "\n\n") + m.content;
         continue;
       }
       const std::string role = m.role == "assistant" ? "assistant" : "user";
+      if (m.role == "tool") {
+        json::array blocks{json::object{
+            {"type", "tool_result"}, {"tool_use_id", m.tool_call_id}, {"content", m.content}}};
+        append_blocks(msgs, role, std::move(blocks));
+        continue;
+      }
+      if (!m.tool_calls.empty()) {
+        json::array blocks;
+        if (!m.content.empty())
+          blocks.push_back(json::object{{"type", "text"}, {"text", m.content}});
+        for (std::size_t k = 0; k < m.tool_calls.size(); ++k) {
+          const auto &c = m.tool_calls[k];
+          json::error_code ec;
+          json::value input = json::parse(c.arguments, ec);
+          if (ec || !input.is_object()) {
+            const std::string p = "messages[" + std::to_string(i) + "].tool_calls[" +
+                                  std::to_string(k) + "].function.arguments";
+            return Err(Error::invalid("'" + p +
+                                          "' must be a JSON object for this model's backend "
+                                          "(Anthropic)",
+                                      p));
+          }
+          blocks.push_back(json::object{
+              {"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", std::move(input)}});
+        }
+        append_blocks(msgs, role, std::move(blocks));
+        continue;
+      }
       // Messages must alternate; consecutive turns of one role are joined.
       if (!msgs.empty() && msgs.back().as_object().at("role").as_string() == role) {
-        json::string &c = msgs.back().as_object()["content"].as_string();
-        c.append("\n\n");
-        c.append(m.content);
+        json::value &c = msgs.back().as_object()["content"];
+        if (c.is_string()) {
+          c.as_string().append("\n\n");
+          c.as_string().append(m.content);
+        } else if (!m.content.empty()) {
+          c.as_array().push_back(json::object{{"type", "text"}, {"text", m.content}});
+        }
         continue;
       }
       msgs.push_back(json::object{{"role", role}, {"content", m.content}});
     }
     if (msgs.empty() || msgs.front().as_object().at("role").as_string() != "user")
       msgs.insert(msgs.begin(), json::object{{"role", "user"}, {"content", "(no input)"}});
+    add_tools(r, b);
     if (!system.empty())
       b["system"] = system;
     b["messages"] = std::move(msgs);
@@ -217,9 +335,23 @@ public:
     if (!content || !content->is_array())
       return Err(Error{ErrorCode::kUnavailable, "upstream response has no content", {}});
     UpstreamChoice ch;
-    for (const json::value &block : content->as_array())
-      if (block.is_object() && text_of(block.as_object().if_contains("type")) == "text")
-        ch.text += text_of(block.as_object().if_contains("text"));
+    for (const json::value &block : content->as_array()) {
+      if (!block.is_object())
+        continue;
+      const json::object &bo = block.as_object();
+      const std::string type = text_of(bo.if_contains("type"));
+      if (type == "text") {
+        ch.text += text_of(bo.if_contains("text"));
+      } else if (type == "tool_use" && ch.tool_calls.size() < api::kMaxTools) {
+        api::ToolCallDelta call;
+        call.index = static_cast<int>(ch.tool_calls.size());
+        call.id = text_of(bo.if_contains("id"));
+        call.name = text_of(bo.if_contains("name"));
+        const json::value *input = bo.if_contains("input");
+        call.arguments = input ? utf8_sanitize(json::serialize(*input)) : "{}";
+        ch.tool_calls.push_back(std::move(call));
+      }
+    }
     ch.finish_reason = finish_of(text_of(o.if_contains("stop_reason")));
     UpstreamResult out;
     out.choices.push_back(std::move(ch));

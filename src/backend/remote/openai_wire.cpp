@@ -68,6 +68,33 @@ std::optional<Error> embedded_error(const json::object &o) {
   return Error{ErrorCode::kUnavailable, std::move(msg), {}};
 }
 
+// message.tool_calls / delta.tool_calls: [{"index", "id", "type", "function": {"name",
+// "arguments"}}] (a response body's calls have no index: their position is it).
+std::vector<api::ToolCallDelta> tool_calls_of(const json::object &message) {
+  std::vector<api::ToolCallDelta> out;
+  const json::value *tc = message.if_contains("tool_calls");
+  if (!tc || !tc->is_array())
+    return out;
+  int pos = 0;
+  for (const json::value &c : tc->as_array()) {
+    if (!c.is_object() || out.size() >= api::kMaxTools)
+      continue;
+    const json::object &co = c.as_object();
+    api::ToolCallDelta d;
+    d.index = pos++;
+    if (const json::value *i = co.if_contains("index");
+        i && i->is_int64() && i->as_int64() >= 0 && i->as_int64() < int64_t{api::kMaxTools})
+      d.index = static_cast<int>(i->as_int64());
+    d.id = text_of(co.if_contains("id"));
+    if (const json::value *fn = co.if_contains("function"); fn && fn->is_object()) {
+      d.name = text_of(fn->as_object().if_contains("name"));
+      d.arguments = text_of(fn->as_object().if_contains("arguments"));
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 class OpenAIStreamDecoder final : public StreamDecoder {
 public:
   Result<StreamStep> on_event(const SseEvent &event) override {
@@ -91,12 +118,14 @@ public:
         const json::object &co = c.as_object();
         UpstreamChoice d;
         d.index = index_of(co, pos++);
-        if (const json::value *delta = co.if_contains("delta"); delta && delta->is_object())
+        if (const json::value *delta = co.if_contains("delta"); delta && delta->is_object()) {
           d.text = text_of(delta->as_object().if_contains("content"));
-        else
+          d.tool_calls = tool_calls_of(delta->as_object());
+        } else {
           d.text = text_of(co.if_contains("text")); // completions
+        }
         d.finish_reason = text_of(co.if_contains("finish_reason"));
-        if (!d.text.empty() || !d.finish_reason.empty())
+        if (!d.text.empty() || !d.finish_reason.empty() || !d.tool_calls.empty())
           step.deltas.push_back(std::move(d));
       }
     }
@@ -122,8 +151,9 @@ public:
     if (r.endpoint == api::Endpoint::kChatCompletions) {
       json::array msgs;
       for (const auto &m : r.messages)
-        msgs.push_back(json::object{{"role", m.role}, {"content", m.content}});
+        msgs.push_back(message_json(m));
       b["messages"] = std::move(msgs);
+      add_tools(r, b);
     } else if (r.prompt_ids) {
       json::array ids;
       for (int32_t id : *r.prompt_ids)
@@ -223,9 +253,10 @@ public:
       const json::object &co = c.as_object();
       UpstreamChoice ch;
       ch.index = index_of(co, pos++);
-      if (const json::value *m = co.if_contains("message"); m && m->is_object())
+      if (const json::value *m = co.if_contains("message"); m && m->is_object()) {
         ch.text = text_of(m->as_object().if_contains("content"));
-      else
+        ch.tool_calls = tool_calls_of(m->as_object());
+      } else
         ch.text = text_of(co.if_contains("text"));
       ch.finish_reason = text_of(co.if_contains("finish_reason"));
       if (ch.finish_reason.empty())
@@ -290,6 +321,61 @@ public:
   }
 
 private:
+  // A message as the client sent it, tool fields included.
+  static json::object message_json(const api::ChatMessage &m) {
+    json::object o{{"role", m.role}, {"content", m.content}};
+    if (!m.tool_calls.empty()) {
+      json::array calls;
+      for (const auto &c : m.tool_calls) {
+        calls.push_back({{"id", c.id},
+                         {"type", "function"},
+                         {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+      }
+      o["tool_calls"] = std::move(calls);
+      if (m.content.empty())
+        o["content"] = nullptr;
+    }
+    if (m.role == "tool") {
+      o["tool_call_id"] = m.tool_call_id;
+      if (!m.name.empty())
+        o["name"] = m.name;
+    }
+    return o;
+  }
+
+  // tools, tool_choice and parallel_tool_calls, unchanged (only with tools: OpenAI refuses
+  // parallel_tool_calls without them).
+  static void add_tools(const api::InferenceRequest &r, json::object &b) {
+    if (r.tools.empty())
+      return;
+    json::array tools;
+    for (const auto &t : r.tools) {
+      json::object fn{{"name", t.name}};
+      if (!t.description.empty())
+        fn["description"] = t.description;
+      if (!t.parameters.empty()) {
+        json::error_code ec;
+        json::value params = json::parse(t.parameters, ec);
+        if (!ec)
+          fn["parameters"] = std::move(params);
+      }
+      if (t.strict)
+        fn["strict"] = true;
+      tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+    b["tools"] = std::move(tools);
+    switch (r.tool_choice.mode) {
+    case api::ToolChoice::Mode::kAuto: b["tool_choice"] = "auto"; break;
+    case api::ToolChoice::Mode::kNone: b["tool_choice"] = "none"; break;
+    case api::ToolChoice::Mode::kRequired: b["tool_choice"] = "required"; break;
+    case api::ToolChoice::Mode::kFunction:
+      b["tool_choice"] = {{"type", "function"}, {"function", {{"name", r.tool_choice.function}}}};
+      break;
+    }
+    if (!r.parallel_tool_calls)
+      b["parallel_tool_calls"] = false;
+  }
+
   BackendKind kind_;
 };
 

@@ -356,7 +356,8 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
     ev.text = d.text;
     ev.tokens = tokens >= 0 ? tokens : (d.text.empty() ? 0 : 1);
     ev.finish_reason = d.finish_reason;
-    if (!d.text.empty()) {
+    ev.tool_calls = d.tool_calls;
+    if (!d.text.empty() || !d.tool_calls.empty()) {
       const auto now = clock_.now();
       if (!first_token)
         first_token = now;

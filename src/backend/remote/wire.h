@@ -36,6 +36,9 @@ struct UpstreamChoice {
   int index = 0;
   std::string text;
   std::string finish_reason; // OpenAI's words: "stop" | "length" | "content_filter" | ...
+  // Tool calls: whole calls (a response body: one fragment each with id, name and arguments) or
+  // streamed fragments, numbered per choice.
+  std::vector<api::ToolCallDelta> tool_calls;
 };
 
 struct UpstreamResult {

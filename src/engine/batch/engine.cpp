@@ -280,7 +280,9 @@ std::vector<TokenEvent> Engine::step() {
       ev.text = s.text->flush();
     } else {
       bool stopped = false;
-      ev.text = s.text->push(tok.token_to_piece(t), stopped);
+      const auto &shown = s.req.rendered_controls;
+      const bool render = std::find(shown.begin(), shown.end(), t) != shown.end();
+      ev.text = s.text->push(tok.token_to_piece(t, render), stopped);
       if (stopped) {
         ev.finish = FinishReason::kStop;
       } else if (n_gen >= s.req.max_tokens) {

@@ -56,6 +56,9 @@ struct GenerationRequest {
   int logprobs = -1;
   // Constrained decoding (structured outputs, forced tool calls); cloned per sequence.
   std::shared_ptr<const TokenConstraint> constraint;
+  // Control tokens whose text is released like any other token's instead of dropped: the
+  // tool-call markers ([TOOL_CALLS], <|python_tag|>) the tool-call parser reads.
+  std::vector<int32_t> rendered_controls;
 };
 
 struct TokenEvent {

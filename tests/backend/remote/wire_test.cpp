@@ -231,5 +231,156 @@ TEST(AnthropicWire, Errors) {
   EXPECT_EQ(codec->error_from(401, "garbage").code, ErrorCode::kUnavailable);
 }
 
+api::InferenceRequest tool_chat() {
+  api::InferenceRequest r = chat(false);
+  api::FunctionTool t;
+  t.name = "get_weather";
+  t.description = "d";
+  t.parameters = R"({"type":"object","properties":{"city":{"type":"string"}}})";
+  r.tools = {t};
+  r.tool_choice.mode = api::ToolChoice::Mode::kFunction;
+  r.tool_choice.function = "get_weather";
+  r.parallel_tool_calls = false;
+  api::ChatMessage call("assistant", "");
+  call.tool_calls = {{"call_1", "get_weather", R"({"city":"Paris"})"},
+                     {"call_2", "get_weather", R"({"city":"Rome"})"}};
+  api::ChatMessage r1("tool", "18C"), r2("tool", "25C");
+  r1.tool_call_id = "call_1";
+  r2.tool_call_id = "call_2";
+  r2.name = "get_weather";
+  r.messages = {{"system", "be brief"}, {"user", "weather?"}, call, r1, r2};
+  return r;
+}
+
+TEST(OpenAIWire, ToolsAndToolHistoryPassThrough) {
+  auto o = json::parse(*make_codec(BackendKind::kOpenAI)->request_body(tool_chat(), "m", false, 5))
+               .as_object();
+  EXPECT_EQ(o["tools"], json::parse(R"([{"type":"function","function":{"name":"get_weather",
+    "description":"d","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}])"));
+  EXPECT_EQ(o["tool_choice"],
+            json::parse(R"({"type":"function","function":{"name":"get_weather"}})"));
+  EXPECT_EQ(o["parallel_tool_calls"], false);
+  const auto &msgs = o["messages"].as_array();
+  ASSERT_EQ(msgs.size(), 5u);
+  EXPECT_EQ(msgs[2], json::parse(R"({"role":"assistant","content":null,"tool_calls":[
+    {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+    {"id":"call_2","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}]})"));
+  EXPECT_EQ(msgs[3], json::parse(R"({"role":"tool","content":"18C","tool_call_id":"call_1"})"));
+  EXPECT_EQ(msgs[4], json::parse(R"({"role":"tool","content":"25C","tool_call_id":"call_2",
+    "name":"get_weather"})"));
+  // Without tools nothing tool-related is sent.
+  auto plain =
+      json::parse(*make_codec(BackendKind::kOpenAI)->request_body(chat(false), "m", false, 5));
+  EXPECT_FALSE(plain.as_object().contains("tools"));
+  EXPECT_FALSE(plain.as_object().contains("parallel_tool_calls"));
+}
+
+TEST(OpenAIWire, ToolCallsFromBodiesAndChunks) {
+  auto codec = make_codec(BackendKind::kOpenAICompatible);
+  auto r = codec->parse_response(R"({"choices":[{"index":0,"message":{"role":"assistant",
+    "content":null,"tool_calls":[{"id":"call_9","type":"function","function":{"name":"f",
+    "arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}]})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->choices[0].tool_calls.size(), 1u);
+  EXPECT_EQ(r->choices[0].tool_calls[0].id, "call_9");
+  EXPECT_EQ(r->choices[0].tool_calls[0].name, "f");
+  EXPECT_EQ(r->choices[0].tool_calls[0].arguments, R"({"a":1})");
+  EXPECT_EQ(r->choices[0].finish_reason, "tool_calls");
+  EXPECT_EQ(r->choices[0].text, "");
+
+  auto d = codec->stream_decoder();
+  auto first = d->on_event({"", R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,
+    "id":"call_2","type":"function","function":{"name":"g","arguments":""}}]}}]})"});
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->deltas.size(), 1u);
+  ASSERT_EQ(first->deltas[0].tool_calls.size(), 1u);
+  EXPECT_EQ(first->deltas[0].tool_calls[0].index, 1);
+  EXPECT_EQ(first->deltas[0].tool_calls[0].id, "call_2");
+  EXPECT_EQ(first->deltas[0].tool_calls[0].name, "g");
+  auto more = d->on_event({"", R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,
+    "function":{"arguments":"{\"b\":"}}]}}]})"});
+  ASSERT_TRUE(more.ok());
+  ASSERT_EQ(more->deltas.size(), 1u);
+  EXPECT_EQ(more->deltas[0].tool_calls[0].arguments, "{\"b\":");
+  EXPECT_TRUE(more->deltas[0].tool_calls[0].id.empty());
+  auto fin =
+      d->on_event({"", R"({"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})"});
+  ASSERT_TRUE(fin.ok());
+  EXPECT_EQ(fin->deltas[0].finish_reason, "tool_calls");
+}
+
+TEST(AnthropicWire, ToolsTranslated) {
+  auto codec = make_codec(BackendKind::kAnthropic);
+  auto body = codec->request_body(tool_chat(), "claude", false, 5);
+  ASSERT_TRUE(body.ok()) << body.error().message;
+  auto o = json::parse(*body).as_object();
+  EXPECT_EQ(o["tools"], json::parse(R"([{"name":"get_weather","description":"d",
+    "input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}])"));
+  EXPECT_EQ(
+      o["tool_choice"],
+      json::parse(R"({"type":"tool","name":"get_weather","disable_parallel_tool_use":true})"));
+  EXPECT_EQ(o["system"], "be brief");
+  EXPECT_EQ(o["messages"], json::parse(R"([
+    {"role":"user","content":"weather?"},
+    {"role":"assistant","content":[
+      {"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Paris"}},
+      {"type":"tool_use","id":"call_2","name":"get_weather","input":{"city":"Rome"}}]},
+    {"role":"user","content":[
+      {"type":"tool_result","tool_use_id":"call_1","content":"18C"},
+      {"type":"tool_result","tool_use_id":"call_2","content":"25C"}]}])"));
+  auto r = tool_chat();
+  r.tool_choice.mode = api::ToolChoice::Mode::kRequired;
+  r.parallel_tool_calls = true;
+  auto any = json::parse(*codec->request_body(r, "claude", false, 5)).as_object();
+  EXPECT_EQ(any["tool_choice"], json::parse(R"({"type":"any"})"));
+  r.messages[2].tool_calls[0].arguments = "[1]";
+  auto bad = codec->request_body(r, "claude", false, 5);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().param, "messages[2].tool_calls[0].function.arguments");
+}
+
+TEST(AnthropicWire, ToolUseBackIntoToolCalls) {
+  auto codec = make_codec(BackendKind::kAnthropic);
+  auto r = codec->parse_response(R"({"type":"message","content":[{"type":"text","text":"On it."},
+    {"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}],
+    "stop_reason":"tool_use","usage":{"input_tokens":3,"output_tokens":4}})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->choices[0].text, "On it.");
+  EXPECT_EQ(r->choices[0].finish_reason, "tool_calls");
+  ASSERT_EQ(r->choices[0].tool_calls.size(), 1u);
+  EXPECT_EQ(r->choices[0].tool_calls[0].id, "toolu_1");
+  EXPECT_EQ(r->choices[0].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(json::parse(r->choices[0].tool_calls[0].arguments), json::parse(R"({"city":"Paris"})"));
+
+  auto d = codec->stream_decoder();
+  auto text = d->on_event({"content_block_delta", R"({"type":"content_block_delta","index":0,
+    "delta":{"type":"text_delta","text":"On it."}})"});
+  ASSERT_TRUE(text.ok());
+  auto start = d->on_event({"content_block_start", R"({"type":"content_block_start","index":1,
+    "content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}})"});
+  ASSERT_TRUE(start.ok());
+  ASSERT_EQ(start->deltas.size(), 1u);
+  ASSERT_EQ(start->deltas[0].tool_calls.size(), 1u);
+  EXPECT_EQ(start->deltas[0].tool_calls[0].index, 0);
+  EXPECT_EQ(start->deltas[0].tool_calls[0].id, "toolu_1");
+  EXPECT_EQ(start->deltas[0].tool_calls[0].name, "get_weather");
+  std::string args;
+  for (const char *part : {R"({\"city\")", R"(: \"Paris\"})"}) {
+    auto step =
+        d->on_event({"content_block_delta",
+                     std::string(R"({"type":"content_block_delta","index":1,)") +
+                         R"("delta":{"type":"input_json_delta","partial_json":")" + part + "\"}}"});
+    ASSERT_TRUE(step.ok());
+    ASSERT_EQ(step->deltas.size(), 1u);
+    EXPECT_EQ(step->deltas[0].tool_calls[0].index, 0);
+    args += step->deltas[0].tool_calls[0].arguments;
+  }
+  EXPECT_EQ(args, R"({"city": "Paris"})");
+  auto md = d->on_event(
+      {"message_delta", R"({"type":"message_delta","delta":{"stop_reason":"tool_use"}})"});
+  ASSERT_TRUE(md.ok());
+  EXPECT_EQ(md->deltas[0].finish_reason, "tool_calls");
+}
+
 } // namespace
 } // namespace gantry::backend::remote
