@@ -36,6 +36,7 @@ struct UpstreamChoice {
   int index = 0;
   std::string text;
   std::string finish_reason; // OpenAI's words: "stop" | "length" | "content_filter" | ...
+  std::vector<api::TokenLogprob> logprobs; // the upstream's, when the request asked for them
 };
 
 struct UpstreamResult {
