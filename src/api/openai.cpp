@@ -198,46 +198,87 @@ Status parse_messages(const json::value &v, InferenceRequest &r) {
   return Ok();
 }
 
+Result<std::vector<int32_t>> token_ids(const json::array &a, const std::string &name) {
+  std::vector<int32_t> ids;
+  ids.reserve(a.size());
+  for (const auto &t : a) {
+    if (!t.is_int64() && !t.is_uint64())
+      return bad("'" + name + "' token ids must be integers", name);
+    const int64_t id = t.is_int64() ? t.as_int64() : static_cast<int64_t>(t.as_uint64());
+    if (id < 0 || id > INT32_MAX)
+      return bad("'" + name + "' token id out of range", name);
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+// A string, an array of token ids, an array of strings, or an array of token-id arrays; the
+// arrays of several prompts give one set of choices per prompt.
 Status parse_prompt(const json::value &v, InferenceRequest &r) {
   if (v.is_string()) {
-    r.prompt = std::string(v.as_string());
+    r.prompts.push_back({std::string(v.as_string()), std::nullopt});
     return Ok();
   }
-  if (v.is_array()) {
-    const auto &a = v.as_array();
-    if (a.size() == 1 && a[0].is_string()) {
-      r.prompt = std::string(a[0].as_string());
-      return Ok();
-    }
-    if (!a.empty() && (a[0].is_int64() || a[0].is_uint64())) {
-      std::vector<int32_t> ids;
-      for (const auto &t : a) {
-        if (!t.is_int64() && !t.is_uint64())
-          return bad("'prompt' token ids must be integers", "prompt");
-        int64_t id = t.is_int64() ? t.as_int64() : static_cast<int64_t>(t.as_uint64());
-        if (id < 0 || id > INT32_MAX)
-          return bad("'prompt' token id out of range", "prompt");
-        ids.push_back(static_cast<int32_t>(id));
-      }
-      r.prompt_ids = std::move(ids);
-      return Ok();
-    }
-    if (a.size() == 1 && a[0].is_array()) {
-      InferenceRequest tmp;
-      GANTRY_TRY(parse_prompt(a[0], tmp));
-      r.prompt_ids = std::move(tmp.prompt_ids);
-      if (!r.prompt_ids)
-        return bad("'prompt' must be a string or token ids", "prompt");
-      return Ok();
-    }
-    if (a.empty())
-      return bad("'prompt' must not be empty", "prompt");
-    return bad("batched prompts (several prompts in one request) are not supported; send one "
-               "request per prompt",
+  if (!v.is_array()) {
+    return bad("'prompt' must be a string, an array of strings, an array of token ids or an "
+               "array of token-id arrays",
                "prompt");
   }
-  return bad("'prompt' must be a string, an array with one string, or an array of token ids",
-             "prompt");
+  const auto &a = v.as_array();
+  if (a.empty())
+    return bad("'prompt' must not be empty", "prompt");
+  if (a[0].is_int64() || a[0].is_uint64()) {
+    GANTRY_ASSIGN_OR_RETURN(auto ids, token_ids(a, "prompt"));
+    r.prompts.push_back({{}, std::move(ids)});
+    return Ok();
+  }
+  if (a.size() > static_cast<size_t>(kMaxPrompts)) {
+    return bad("'prompt' holds at most " + std::to_string(kMaxPrompts) + " prompts, got " +
+                   std::to_string(a.size()),
+               "prompt");
+  }
+  const bool strings = a[0].is_string();
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string name = "prompt[" + std::to_string(i) + "]";
+    if (strings && a[i].is_string()) {
+      r.prompts.push_back({std::string(a[i].as_string()), std::nullopt});
+    } else if (!strings && a[i].is_array() && !a[i].as_array().empty()) {
+      GANTRY_ASSIGN_OR_RETURN(auto ids, token_ids(a[i].as_array(), name));
+      r.prompts.push_back({{}, std::move(ids)});
+    } else {
+      return bad("'prompt' must be an array of strings or an array of non-empty token-id arrays "
+                 "(not a mix)",
+                 name);
+    }
+  }
+  return Ok();
+}
+
+// {"token id": bias}: ids as decimal strings, biases in [-100, 100].
+Status parse_logit_bias(const json::value &v, InferenceRequest &r) {
+  if (!v.is_object())
+    return bad("'logit_bias' must be an object mapping token ids to numbers", "logit_bias");
+  const auto &o = v.as_object();
+  if (o.size() > static_cast<size_t>(kMaxLogitBias)) {
+    return bad("'logit_bias' holds at most " + std::to_string(kMaxLogitBias) + " token ids",
+               "logit_bias");
+  }
+  for (const auto &[k, b] : o) {
+    int64_t id = -1;
+    const bool digits = !k.empty() && k.size() <= 10 && std::all_of(k.begin(), k.end(), [](char c) {
+      return c >= '0' && c <= '9';
+    });
+    if (digits)
+      id = std::stoll(std::string(k));
+    if (!digits || id > INT32_MAX) {
+      return bad("'logit_bias' keys must be token ids (non-negative integers), got '" +
+                     echoed(std::string_view(k)) + "'",
+                 "logit_bias");
+    }
+    GANTRY_ASSIGN_OR_RETURN(float f, ranged(b, "logit_bias", -100, 100));
+    r.logit_bias.emplace_back(static_cast<int32_t>(id), f);
+  }
+  return Ok();
 }
 
 Status parse_stop(const json::value &v, InferenceRequest &r) {
@@ -488,7 +529,7 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
   InferenceRequest r;
   r.endpoint = endpoint;
   const bool chat = endpoint == Endpoint::kChatCompletions;
-  bool have_model = false, have_input = false;
+  bool have_model = false, have_input = false, have_top_logprobs = false;
   std::optional<int64_t> best_of;
 
   for (const auto &[key_sv, v] : o) {
@@ -565,19 +606,31 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
       best_of = b;
     } else if (!chat && key == "suffix") {
       return bad("'suffix' is not supported", key);
-    } else if (key == "logprobs") {
-      if ((v.is_bool() && v.as_bool()) || (v.is_int64() && v.as_int64() > 0)) {
-        return bad("logprobs are not supported yet", key);
-      }
-    } else if (key == "top_logprobs") {
+    } else if (chat && key == "logprobs") {
+      GANTRY_ASSIGN_OR_RETURN(r.logprobs, boolean(v, key));
+    } else if (chat && key == "top_logprobs") {
       GANTRY_ASSIGN_OR_RETURN(int64_t t, integer(v, key));
-      if (t > 0)
-        return bad("logprobs are not supported yet", key);
+      if (t < 0 || t > kMaxTopLogprobs) {
+        return bad("'top_logprobs' must be between 0 and " + std::to_string(kMaxTopLogprobs) +
+                       ", got " + std::to_string(t),
+                   key);
+      }
+      r.top_logprobs = static_cast<int>(t);
+      have_top_logprobs = true;
+    } else if (!chat && key == "logprobs") {
+      // The legacy form: how many alternatives per token (false: none asked).
+      if (v.is_bool() && !v.as_bool())
+        continue;
+      GANTRY_ASSIGN_OR_RETURN(int64_t t, integer(v, key));
+      if (t < 0 || t > kMaxTopLogprobs) {
+        return bad("'logprobs' must be between 0 and " + std::to_string(kMaxTopLogprobs) +
+                       ", got " + std::to_string(t),
+                   key);
+      }
+      r.logprobs = true;
+      r.top_logprobs = static_cast<int>(t);
     } else if (key == "logit_bias") {
-      if (!v.is_object())
-        return bad("'logit_bias' must be an object", key);
-      if (!v.as_object().empty())
-        return bad("'logit_bias' is not supported yet", key);
+      GANTRY_TRY(parse_logit_bias(v, r));
     } else if (key == "response_format") {
       GANTRY_TRY(parse_response_format(v, r));
     } else if (key == "grammar" || key == "guided_grammar") {
@@ -626,6 +679,13 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
     return bad("'best_of' must equal 'n' if given", "best_of");
   if (!r.grammar.empty() && r.response_format.type != ResponseFormat::Type::kText) {
     return bad("'grammar' cannot be combined with a JSON response_format", "grammar");
+  }
+  if (have_top_logprobs && !r.logprobs)
+    return bad("'logprobs' must be set to true if 'top_logprobs' is used", "top_logprobs");
+  if (r.prompts.size() * static_cast<size_t>(r.n) > static_cast<size_t>(kMaxTotalChoices)) {
+    return bad("prompts × n must be at most " + std::to_string(kMaxTotalChoices) + ", got " +
+                   std::to_string(r.prompts.size()) + " prompts × " + std::to_string(r.n),
+               "n");
   }
   if (r.include_usage && !r.stream) {
     return bad("'stream_options' is only allowed when 'stream' is true", "stream_options");
@@ -692,6 +752,62 @@ json::array tool_call_deltas_json(const std::vector<ToolCallDelta> &deltas) {
   return out;
 }
 
+// JSON has no -Infinity; OpenAI reports an impossible token as -9999.
+double finite_logprob(double lp) { return std::isfinite(lp) ? lp : -9999.0; }
+
+json::array bytes_json(std::string_view b) {
+  json::array a;
+  a.reserve(b.size());
+  for (unsigned char c : b)
+    a.push_back(static_cast<int64_t>(c));
+  return a;
+}
+
+// chat: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}],
+// "refusal": null}.
+json::object chat_logprobs(const std::vector<TokenLogprob> &lps) {
+  json::array content;
+  content.reserve(lps.size());
+  for (const auto &t : lps) {
+    json::array top;
+    for (const auto &a : t.top) {
+      top.push_back(json::object{{"token", a.token},
+                                 {"logprob", finite_logprob(a.logprob)},
+                                 {"bytes", bytes_json(a.bytes)}});
+    }
+    content.push_back(json::object{{"token", t.token},
+                                   {"logprob", finite_logprob(t.logprob)},
+                                   {"bytes", bytes_json(t.bytes)},
+                                   {"top_logprobs", std::move(top)}});
+  }
+  return {{"content", std::move(content)}, {"refusal", nullptr}};
+}
+
+// completions (the legacy form): parallel arrays, the alternatives as {token: logprob} maps
+// (two alternatives with the same text keep the more likely one, listed first).
+json::object completion_logprobs(const std::vector<TokenLogprob> &lps) {
+  json::array tokens, token_logprobs, top_logprobs, text_offset;
+  for (const auto &t : lps) {
+    tokens.push_back(json::string(t.token));
+    token_logprobs.push_back(finite_logprob(t.logprob));
+    json::object top;
+    for (const auto &a : t.top)
+      top.emplace(a.token, finite_logprob(a.logprob));
+    top_logprobs.push_back(std::move(top));
+    text_offset.push_back(t.text_offset);
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top_logprobs)},
+          {"text_offset", std::move(text_offset)}};
+}
+
+json::value logprobs_value(Endpoint endpoint, const std::vector<TokenLogprob> *lps) {
+  if (!lps)
+    return nullptr;
+  return endpoint == Endpoint::kChatCompletions ? chat_logprobs(*lps) : completion_logprobs(*lps);
+}
+
 } // namespace
 
 std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
@@ -712,7 +828,7 @@ std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
     } else {
       ch["text"] = c.text;
     }
-    ch["logprobs"] = nullptr;
+    ch["logprobs"] = logprobs_value(endpoint, c.logprobs ? &*c.logprobs : nullptr);
     ch["finish_reason"] = finish_value(c.finish_reason);
     arr.push_back(std::move(ch));
   }
@@ -738,7 +854,7 @@ std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, const Choi
   } else {
     ch["text"] = d.text;
   }
-  ch["logprobs"] = nullptr;
+  ch["logprobs"] = logprobs_value(endpoint, d.logprobs);
   ch["finish_reason"] = finish_value(d.finish_reason);
   o["choices"] = json::array{std::move(ch)};
   if (include_usage)

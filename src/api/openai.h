@@ -22,6 +22,15 @@ enum class Endpoint { kChatCompletions, kCompletions };
 
 // Largest `n` we accept: each choice is a sequence in the engine, so n multiplies the cost.
 constexpr int kMaxChoices = 16;
+// Completions may carry several prompts (each its own n choices; choice index =
+// prompt_index * n + j, as OpenAI and vLLM number them): at most this many prompts, and at most
+// kMaxTotalChoices sequences for the whole request.
+constexpr int kMaxPrompts = 32;
+constexpr int kMaxTotalChoices = 64;
+// top_logprobs (chat) and logprobs (completions) range over 0..kMaxTopLogprobs.
+constexpr int kMaxTopLogprobs = 20;
+// logit_bias holds at most this many token ids.
+constexpr int kMaxLogitBias = 1024;
 
 // response_format: free text, any JSON object, or JSON matching a schema. Enforced by
 // constrained decoding for local models; passed through to remote backends.
@@ -42,9 +51,8 @@ struct Prompt {
 struct InferenceRequest {
   Endpoint endpoint = Endpoint::kChatCompletions;
   std::string model;
-  std::vector<ChatMessage> messages;              // chat
-  std::string prompt;                             // completions, text form
-  std::optional<std::vector<int32_t>> prompt_ids; // completions, token-id form
+  std::vector<ChatMessage> messages; // chat
+  std::vector<Prompt> prompts;       // completions: one or more (kMaxPrompts), in order
   engine::SamplingParams sampling;
   std::optional<int> max_tokens; // absent: up to the context (capped by the server's default)
   std::vector<std::string> stop;
@@ -92,6 +100,9 @@ struct TokenLogprob {
   std::string bytes;
   double logprob = 0;
   std::vector<TopLogprob> top;
+  // Completions' text_offset: where the token's text starts in the choice's text (echo
+  // included), in characters; filled by the server as it renders, not by backends.
+  int64_t text_offset = 0;
 };
 
 struct Choice {

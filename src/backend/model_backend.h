@@ -28,6 +28,7 @@
 // never Beast, Asio, SQLite or server/.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -67,15 +68,25 @@ struct PrepareOptions {
 // The result of prepare(): what admission and the response cache need, and the adapter's state.
 struct PreparedCall {
   api::Endpoint endpoint = api::Endpoint::kChatCompletions;
-  int n = 1;                            // choices
-  int64_t prompt_tokens = 0;            // per choice (the prompt is counted once for all)
+  int n = 1;                  // choices in all: prompts × the request's n
+  int choices_per_prompt = 1; // the request's n; choice i answers prompt i / choices_per_prompt
+  // All prompts together, each counted once for its choices.
+  int64_t prompt_tokens = 0;
   bool prompt_tokens_estimated = false; // true: settle on the backend's reported usage
-  int64_t max_output_tokens = 0;        // per choice
-  std::string echo;                     // completions' echo=true: prepended to every choice
+  int64_t max_output_tokens = 0;        // per choice (the largest when prompts differ)
+  // Completions' echo=true: one text per prompt, prepended to that prompt's choices; empty: none.
+  std::vector<std::string> echo;
+  bool logprobs = false; // the choices' events carry TokenLogprobs
   // Bytes that identify the generated output (model identity, prompt, every sampling field);
   // empty when the output is not reproducible (sampled without a seed) and must not be cached.
   std::string cache_material;
   std::shared_ptr<void> state; // adapter-private (token ids for local; the upstream body remote)
+
+  const std::string &echo_of(int choice) const {
+    static const std::string none;
+    const size_t prompt = static_cast<size_t>(choice / std::max(choices_per_prompt, 1));
+    return prompt < echo.size() ? echo[prompt] : none;
+  }
 };
 
 // One piece of one choice's output.

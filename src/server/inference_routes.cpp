@@ -34,7 +34,7 @@ public:
         for (int i = 0; i < head.n; ++i) {
           api::ChoiceDelta d;
           d.index = i;
-          d.text = head.echo;
+          d.text = head.echo_of(i);
           d.role = chat;
           w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
         }
@@ -49,8 +49,10 @@ public:
       return;
     api::ChoiceDelta d;
     d.index = ev.choice;
-    if (!ev.text.empty()) {
+    // A token whose text is held back (stop string, split character) still sends its logprobs.
+    if (!ev.text.empty() || !ev.logprobs.empty()) {
       d.text = ev.text;
+      d.logprobs = ev.logprobs.empty() ? nullptr : &ev.logprobs;
       w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
     }
     // One chunk per tool-call fragment, as OpenAI streams them.
@@ -63,6 +65,7 @@ public:
     }
     if (!ev.finish_reason.empty()) {
       d.text = {};
+      d.logprobs = nullptr;
       d.finish_reason = ev.finish_reason;
       w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
     }

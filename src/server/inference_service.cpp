@@ -11,6 +11,9 @@ constexpr size_t kMaxBytesPerToken = 16;
 // Prompts up to this many bytes (text of the prompt or of all messages) are prepared on the
 // calling thread; tokenizing 4 KiB takes tens of microseconds on this machine's cores.
 constexpr size_t kInlinePrepareBytes = 4096;
+// A choice's logprobs kept for a non-streamed response: a bound on memory whatever max_tokens
+// the context allows (beyond it the list is cut; the text is not).
+constexpr size_t kMaxLogprobTokens = 32768;
 } // namespace
 
 // One call in flight: the backend's sink, and the owner of the call's state from admission to
@@ -47,9 +50,16 @@ public:
       fail(st.error());
       return;
     }
-    size_t bytes = ir.prompt.size();
+    // `bytes`: the longest prompt (each is checked against the context on its own); `total`:
+    // what prepare will tokenize.
+    size_t bytes = 0, total = 0;
+    for (const auto &pr : ir.prompts) {
+      bytes = std::max(bytes, pr.text.size());
+      total += pr.text.size();
+    }
     for (const auto &m : ir.messages)
       bytes += m.content.size();
+    total = std::max(total, bytes);
     // A prompt far longer than the context is refused before anything tokenizes it (audit M4):
     // no tokenizer emits fewer than one token per ~16 bytes of text.
     if (const int ctx = backend_->info().context_length; ctx > 0) {
@@ -68,7 +78,7 @@ public:
     // the two thread hand-offs the pool costs (a cache hit went from 121 to 261 us at the median
     // through the pool; bench/side_by_side.sh). Longer ones run on the prepare pool, never on an
     // I/O thread (audit M4), where a full pool is an overload like a full engine queue.
-    if (bytes <= kInlinePrepareBytes) {
+    if (total <= kInlinePrepareBytes) {
       prepare_and_start();
       return;
     }
@@ -103,7 +113,23 @@ public:
     }
     if (!ev.finish_reason.empty())
       c.finish = ev.finish_reason;
-    sink_->on_event(head_, ev);
+    if (ev.logprobs.empty()) {
+      sink_->on_event(head_, ev);
+      return;
+    }
+    // Completions' text_offset: where each token starts in the choice's text, echo included.
+    backend::ChoiceEvent out = ev;
+    if (!c.offset_started) {
+      c.offset = utf8_chars(head_.echo_of(ev.choice));
+      c.offset_started = true;
+    }
+    for (auto &lp : out.logprobs) {
+      lp.text_offset = c.offset;
+      c.offset += utf8_chars(lp.token);
+    }
+    if (!head_.stream && c.logprobs.size() + out.logprobs.size() <= kMaxLogprobTokens)
+      c.logprobs.insert(c.logprobs.end(), out.logprobs.begin(), out.logprobs.end());
+    sink_->on_event(head_, out);
   }
 
   void on_done(const backend::CallSummary &s) override {
@@ -141,8 +167,11 @@ private:
     std::string finish;              // "" until the choice finished
     std::vector<std::string> pieces; // each event's text, kept only for the response cache
     std::chrono::steady_clock::time_point last_token{};
-    int tokens = 0;                   // generated so far
-    std::vector<api::ToolCall> calls; // non-streamed calls only
+    int tokens = 0;                          // generated so far
+    std::vector<api::ToolCall> calls;        // non-streamed calls only
+    std::vector<api::TokenLogprob> logprobs; // non-streamed calls that asked for them
+    int64_t offset = 0;                      // characters of the choice's text so far
+    bool offset_started = false;
   };
 
   // Fragments into whole calls: a fragment with an id starts call `index`, the others add
@@ -159,6 +188,13 @@ private:
       call.name += d.name;
       call.arguments += d.arguments;
     }
+  }
+
+  static int64_t utf8_chars(std::string_view s) {
+    int64_t n = 0;
+    for (unsigned char ch : s)
+      n += (ch & 0xC0) != 0x80;
+    return n;
   }
 
   void prepare_and_start() {
@@ -202,7 +238,9 @@ private:
                   out_.model, svc_.clock_.unix_seconds()};
     head_.endpoint = ir.endpoint;
     head_.n = p.n;
+    head_.choices_per_prompt = p.choices_per_prompt;
     head_.echo = p.echo;
+    head_.logprobs = p.logprobs;
     head_.stream = ir.stream;
     head_.include_usage = ir.include_usage;
     if (cached.hit) {
@@ -283,7 +321,7 @@ private:
       }
       api::Choice ch;
       ch.index = static_cast<int>(i);
-      ch.text = head_.echo + text;
+      ch.text = head_.echo_of(static_cast<int>(i)) + text;
       ch.finish_reason = c.finish_reason;
       output.choices.push_back(std::move(ch));
     }
@@ -329,9 +367,11 @@ private:
       for (size_t i = 0; i < choices_.size(); ++i) {
         api::Choice ch;
         ch.index = static_cast<int>(i);
-        ch.text = head->echo + choices_[i].text;
+        ch.text = head->echo_of(static_cast<int>(i)) + choices_[i].text;
         ch.finish_reason = choices_[i].finish;
         ch.tool_calls = std::move(choices_[i].calls);
+        if (head->logprobs)
+          ch.logprobs = std::move(choices_[i].logprobs);
         output.choices.push_back(std::move(ch));
       }
     }

@@ -16,6 +16,7 @@
 // event thread (the engine thread) or the caller's, one at a time and in order.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -48,10 +49,18 @@ struct InferenceInput {
 struct CallHead {
   api::ResponseMeta meta;
   api::Endpoint endpoint = api::Endpoint::kChatCompletions;
-  int n = 1;
-  std::string echo; // completions' echo text (prepended to every choice)
+  int n = 1;                     // choices in all (prompts × the request's n)
+  int choices_per_prompt = 1;    // choice i answers prompt i / choices_per_prompt
+  std::vector<std::string> echo; // completions' echo text per prompt (empty: none)
   bool stream = false;
   bool include_usage = false;
+  bool logprobs = false; // choices carry logprobs (an empty list still renders as one)
+
+  const std::string &echo_of(int choice) const {
+    static const std::string none;
+    const size_t prompt = static_cast<size_t>(choice / std::max(choices_per_prompt, 1));
+    return prompt < echo.size() ? echo[prompt] : none;
+  }
 };
 
 // The generated choices (non-streamed calls only; a stream already delivered them as events).

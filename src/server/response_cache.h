@@ -11,7 +11,8 @@
 // not.
 //
 // Only requests whose output is reproducible are cached: greedy, or sampled with a fixed seed.
-// Anything else is a bypass, whatever the client asks.
+// Anything else is a bypass, whatever the client asks. So is a request that asks for logprobs:
+// an entry keeps text only, and a replay without the log-probabilities would be a wrong answer.
 //
 // Threading: thread-safe. lookup() runs on I/O threads; store() is called on engine threads and
 // posts the put to this cache's own SettlementWorker, so a shared (network) cache never stalls a

@@ -35,13 +35,22 @@ TEST(OpenAiParseTest, ParsesAFullChatRequest) {
 TEST(OpenAiParseTest, CompletionPromptForms) {
   auto a = parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":"abc"})");
   ASSERT_TRUE(a.ok());
-  EXPECT_EQ(a->prompt, "abc");
+  ASSERT_EQ(a->prompts.size(), 1u);
+  EXPECT_EQ(a->prompts[0].text, "abc");
+  EXPECT_FALSE(a->prompts[0].ids.has_value());
   auto b = parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":[1,2,3]})");
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(*b->prompt_ids, (std::vector<int32_t>{1, 2, 3}));
-  auto c = parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":["a","b"]})");
-  ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.error().param, "prompt");
+  ASSERT_EQ(b->prompts.size(), 1u);
+  EXPECT_EQ(*b->prompts[0].ids, (std::vector<int32_t>{1, 2, 3}));
+  auto c =
+      parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":["a","b"],"n":2})");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->prompts.size(), 2u);
+  EXPECT_EQ(c->prompts[1].text, "b");
+  auto d = parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":[[1,2],[3]]})");
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  ASSERT_EQ(d->prompts.size(), 2u);
+  EXPECT_EQ(*d->prompts[1].ids, std::vector<int32_t>{3});
 }
 
 TEST(OpenAiParseTest, BadInputNamesTheField) {
@@ -66,7 +75,7 @@ TEST(OpenAiParseTest, BadInputNamesTheField) {
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"stop":[1]})", "stop"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}})",
        "stream_options"},
-      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true})", "logprobs"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":1})", "logprobs"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})",
        "tools[0].function"},
   };
@@ -341,6 +350,130 @@ TEST(OpenAiToolsTest, RendersToolCallsInOpenAIsShapes) {
   chunk = json::parse(render_chunk(Endpoint::kChatCompletions, m, d, false));
   EXPECT_EQ(chunk.at("choices").at(0).at("delta"),
             json::parse(R"({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\""}}]})"));
+}
+
+TEST(OpenAiParseTest, LogprobsLogitBiasAndSeveralPrompts) {
+  auto r = chat(R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,
+    "top_logprobs":20,"logit_bias":{"15":-100,"7":2.5}})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->logprobs);
+  EXPECT_EQ(r->top_logprobs, 20);
+  ASSERT_EQ(r->logit_bias.size(), 2u);
+  EXPECT_EQ(r->logit_bias[0], (std::pair<int32_t, float>{15, -100.0f}));
+  EXPECT_EQ(r->logit_bias[1], (std::pair<int32_t, float>{7, 2.5f}));
+  auto plain = chat(R"({"model":"m","messages":[{"role":"user","content":"x"}]})");
+  EXPECT_FALSE(plain->logprobs);
+
+  auto legacy =
+      parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":"a","logprobs":3})");
+  ASSERT_TRUE(legacy.ok()) << legacy.error().message;
+  EXPECT_TRUE(legacy->logprobs);
+  EXPECT_EQ(legacy->top_logprobs, 3);
+  auto zero =
+      parse_inference_request(Endpoint::kCompletions, R"({"model":"m","prompt":"a","logprobs":0})");
+  EXPECT_TRUE(zero->logprobs);
+  EXPECT_EQ(zero->top_logprobs, 0);
+  for (const char *off : {"false", "null"}) {
+    auto o = parse_inference_request(Endpoint::kCompletions,
+                                     std::string(R"({"model":"m","prompt":"a","logprobs":)") + off +
+                                         "}");
+    ASSERT_TRUE(o.ok()) << off;
+    EXPECT_FALSE(o->logprobs) << off;
+  }
+}
+
+TEST(OpenAiParseTest, BadLogprobsBiasAndPromptsNameTheField) {
+  const std::string msgs = R"({"model":"m","messages":[{"role":"user","content":"x"}],)";
+  const std::string prompt = R"({"model":"m","prompt":"a",)";
+  std::string many = R"({"model":"m","prompt":[)";
+  for (int i = 0; i <= kMaxPrompts; ++i)
+    many += std::string(i ? "," : "") + "\"p\"";
+  many += "]}";
+  std::string big_bias = msgs + R"("logit_bias":{)";
+  for (int i = 0; i <= kMaxLogitBias; ++i)
+    big_bias += std::string(i ? "," : "") + "\"" + std::to_string(i) + "\":1";
+  big_bias += "}}";
+  struct Case {
+    Endpoint endpoint;
+    std::string body;
+    const char *param;
+  } cases[] = {
+      {Endpoint::kChatCompletions, msgs + R"("logprobs":true,"top_logprobs":21})", "top_logprobs"},
+      {Endpoint::kChatCompletions, msgs + R"("logprobs":true,"top_logprobs":-1})", "top_logprobs"},
+      {Endpoint::kChatCompletions, msgs + R"("top_logprobs":2})", "top_logprobs"},
+      {Endpoint::kChatCompletions, msgs + R"("logprobs":false,"top_logprobs":2})", "top_logprobs"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":{"abc":1}})", "logit_bias"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":{"-1":1}})", "logit_bias"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":{"1.5":1}})", "logit_bias"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":{"99999999999":1}})", "logit_bias"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":{"5":101}})", "logit_bias"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":{"5":"high"}})", "logit_bias"},
+      {Endpoint::kChatCompletions, msgs + R"("logit_bias":[1]})", "logit_bias"},
+      {Endpoint::kChatCompletions, big_bias, "logit_bias"},
+      {Endpoint::kCompletions, prompt + R"("logprobs":21})", "logprobs"},
+      {Endpoint::kCompletions, prompt + R"("logprobs":true})", "logprobs"},
+      {Endpoint::kCompletions, prompt + R"("logprobs":-1})", "logprobs"},
+      {Endpoint::kCompletions, many, "prompt"},
+      {Endpoint::kCompletions, R"({"model":"m","prompt":[]})", "prompt"},
+      {Endpoint::kCompletions, R"({"model":"m","prompt":["a",[1]]})", "prompt[1]"},
+      {Endpoint::kCompletions, R"({"model":"m","prompt":[[1],[]]})", "prompt[1]"},
+      {Endpoint::kCompletions, R"({"model":"m","prompt":[[1],["x"]]})", "prompt[1]"},
+      {Endpoint::kCompletions, R"({"model":"m","prompt":[1,"x"]})", "prompt"},
+      {Endpoint::kCompletions, R"({"model":"m","prompt":["a","b","c","d","e"],"n":16})", "n"},
+  };
+  for (const auto &c : cases) {
+    auto r = parse_inference_request(c.endpoint, c.body);
+    ASSERT_FALSE(r.ok()) << c.body;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << c.body;
+    EXPECT_EQ(r.error().param, c.param) << c.body << " -> " << r.error().message;
+  }
+}
+
+TEST(OpenAiRenderTest, LogprobsInBothShapesAndNullWithout) {
+  ResponseMeta m{"x-1", "stories", 1};
+  std::vector<TokenLogprob> lps(2);
+  lps[0].token = "Hi";
+  lps[0].bytes = "Hi";
+  lps[0].logprob = -0.25;
+  lps[0].top = {{"Hi", "Hi", -0.25}, {"\xef\xbf\xbd", "\xe2", -2.0}};
+  lps[1].token = "\xef\xbf\xbd"; // a byte-fallback piece: replaced in token, raw in bytes
+  lps[1].bytes = "\xe2";
+  lps[1].logprob = -INFINITY;
+  lps[1].text_offset = 2;
+  Choice c;
+  c.text = "Hi";
+  c.finish_reason = "stop";
+  c.logprobs = lps;
+  auto chat_j = json::parse(render_response(Endpoint::kChatCompletions, m, {c}, {1, 2, 0}));
+  const auto &lp = chat_j.at("choices").at(0).at("logprobs");
+  EXPECT_TRUE(lp.at("refusal").is_null());
+  const auto &content = lp.at("content").as_array();
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0].at("token"), "Hi");
+  EXPECT_EQ(content[0].at("logprob").as_double(), -0.25);
+  EXPECT_EQ(content[0].at("bytes"), (json::array{72, 105}));
+  EXPECT_EQ(content[0].at("top_logprobs").at(1).at("bytes"), json::array{226});
+  EXPECT_EQ(content[1].at("bytes"), json::array{226});
+  EXPECT_EQ(content[1].at("logprob").as_double(), -9999.0) << "JSON has no -Infinity";
+
+  auto legacy = json::parse(render_response(Endpoint::kCompletions, m, {c}, {1, 2, 0}));
+  const auto &l = legacy.at("choices").at(0).at("logprobs");
+  EXPECT_EQ(l.at("tokens"), (json::array{"Hi", "\xef\xbf\xbd"}));
+  EXPECT_EQ(l.at("token_logprobs").at(0).as_double(), -0.25);
+  EXPECT_EQ(l.at("top_logprobs").at(0).at("Hi").as_double(), -0.25);
+  EXPECT_EQ(l.at("text_offset"), (json::array{0, 2}));
+
+  ChoiceDelta d = delta(0, "Hi", false, "");
+  d.logprobs = &lps;
+  auto chunk = json::parse(render_chunk(Endpoint::kChatCompletions, m, d, false));
+  EXPECT_EQ(chunk.at("choices").at(0).at("logprobs").at("content").as_array().size(), 2u);
+
+  c.logprobs.reset();
+  auto none = json::parse(render_response(Endpoint::kChatCompletions, m, {c}, {1, 2, 0}));
+  EXPECT_TRUE(none.at("choices").at(0).at("logprobs").is_null());
+  auto none_chunk =
+      json::parse(render_chunk(Endpoint::kCompletions, m, delta(0, "x", false, ""), false));
+  EXPECT_TRUE(none_chunk.at("choices").at(0).at("logprobs").is_null());
 }
 
 } // namespace

@@ -24,7 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       meta.id = api::id_prefix(endpoint) + "fuzz";
       meta.model = r->model;
       api::Choice c;
-      c.text = r->prompt.substr(0, 64);
+      if (!r->prompts.empty())
+        c.text = r->prompts[0].text.substr(0, 64);
       c.finish_reason = "stop";
       (void)api::render_response(endpoint, meta, {c}, api::Usage{});
     }

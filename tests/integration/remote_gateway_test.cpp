@@ -127,6 +127,71 @@ TEST(RemoteGateway, ServesARemoteModelWithUsageLogAndMetrics) {
   }
 }
 
+// logprobs, logit_bias and several prompts pass through unchanged, and the upstream's logprobs
+// come back in both shapes, streamed and not.
+TEST(RemoteGateway, LogprobsAndSeveralPromptsPassThrough) {
+  auto a = upstream();
+  ASSERT_TRUE(a);
+  ServerProcessOptions o;
+  o.args = {"--threads", "1", "--model", "remote=" + a->base_url() + "/v1"};
+  auto g = ServerProcess::start(o);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  http::HttpClient direct(a->client_options()), gw((*g)->client_options());
+
+  const json::object chat_extra{
+      {"logprobs", true}, {"top_logprobs", 2}, {"logit_bias", {{"300", 5}}}};
+  auto d =
+      direct.post("/v1/chat/completions", chat_body("Once upon", {{"max_tokens", 6},
+                                                                  {"temperature", 0},
+                                                                  {"logprobs", true},
+                                                                  {"top_logprobs", 2},
+                                                                  {"logit_bias", {{"300", 5}}}}));
+  auto r = gw.post("/v1/chat/completions", remote_chat("Once upon", chat_extra));
+  ASSERT_TRUE(d && r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto want = parse_object(d->body).at("choices").at(0).at("logprobs");
+  const auto got = parse_object(r->body).at("choices").at(0).at("logprobs");
+  ASSERT_EQ(want.at("content").as_array().size(), 6u);
+  EXPECT_EQ(got, want) << "the upstream's logprobs, unchanged";
+
+  json::object streamed = chat_extra;
+  streamed["stream"] = true;
+  auto s = stream_request((*g)->client_options(), "/v1/chat/completions",
+                          remote_chat("Once upon", streamed));
+  json::array content;
+  for (const auto &e : s.events) {
+    if (e == "[DONE]")
+      continue;
+    const json::value chunk = json::parse(e); // outlives the loops over its parts
+    for (const auto &c : chunk.at("choices").as_array()) {
+      if (c.at("logprobs").is_null())
+        continue;
+      for (const auto &t : c.at("logprobs").at("content").as_array())
+        content.push_back(t);
+    }
+  }
+  EXPECT_EQ(content, want.at("content").as_array());
+
+  json::object comp{{"model", "remote"},
+                    {"prompt", json::array{"Once upon", "Lily"}},
+                    {"n", 2},
+                    {"max_tokens", 4},
+                    {"temperature", 0},
+                    {"logprobs", 1}};
+  auto c = gw.post("/v1/completions", json::serialize(comp));
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->status, 200) << c->body;
+  const auto co = parse_object(c->body);
+  const auto &choices = co.at("choices").as_array();
+  ASSERT_EQ(choices.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(choices[i].at("index"), static_cast<int64_t>(i));
+    EXPECT_EQ(choices[i].at("logprobs").at("tokens").as_array().size(), 4u) << i;
+  }
+  EXPECT_EQ(choices[0].at("text"), choices[1].at("text"));
+  EXPECT_NE(choices[0].at("text"), choices[2].at("text"));
+}
+
 TEST(RemoteGateway, AmbiguousUpstreamStopsStartUp) {
   if (!NginxProcess::available())
     GTEST_SKIP() << "nginx not installed";

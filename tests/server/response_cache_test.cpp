@@ -56,6 +56,14 @@ TEST(CompletionKeyTest, EveryOutputAffectingParameterChangesTheKey) {
          r.stop = {"a", "b"};
        }},
       {"stop joined", [](auto &, auto &, auto &, auto &r) { r.stop = {"ab"}; }},
+      {"logit_bias",
+       [](auto &, auto &, auto &, auto &r) {
+         r.logit_bias = {{5, 1.0f}};
+       }},
+      {"logit_bias value",
+       [](auto &, auto &, auto &, auto &r) {
+         r.logit_bias = {{5, 2.0f}};
+       }},
   };
   const std::string base =
       completion_key(kModel, api::Endpoint::kChatCompletions, 1, base_request());

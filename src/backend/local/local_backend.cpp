@@ -37,8 +37,9 @@ struct LocalEmbedState {
 class LocalCall final : public TokenSink, public std::enable_shared_from_this<LocalCall> {
 public:
   LocalCall(ModelWorker &worker, std::shared_ptr<CallSink> sink, int64_t prompt_tokens,
-            std::string served_by)
-      : worker_(worker), sink_(std::move(sink)), prompt_tokens_(prompt_tokens),
+            int choices_per_prompt, std::string served_by)
+      : worker_(worker), tok_(worker.model().tokenizer()), sink_(std::move(sink)),
+        prompt_tokens_(prompt_tokens), choices_per_prompt_(std::max(choices_per_prompt, 1)),
         served_by_(std::move(served_by)) {}
 
   Status start(const std::vector<engine::GenerationRequest> &choices,
@@ -52,6 +53,8 @@ public:
         c.parser = std::make_unique<api::ToolCallParser>(tools->style, tools->parallel, seed);
       }
     }
+    for (size_t i = 0; i < choices.size(); ++i)
+      choices_[i].logprobs = choices[i].logprobs >= 0;
     for (size_t i = 0; i < choices.size(); ++i) {
       auto t = worker_.submit(choices[i], shared_from_this());
       if (!t) {
@@ -94,6 +97,10 @@ public:
         e.choice = i;
         e.text = ev.text;
         e.tokens = ev.token >= 0 ? 1 : 0;
+        // Per token, on the event of that token, even when its text is held back for a stop
+        // string or an incomplete UTF-8 sequence.
+        if (c.logprobs && ev.token >= 0)
+          e.logprobs.push_back(token_logprob(ev));
         const bool last = ev.finish != engine::FinishReason::kNone;
         if (c.parser)
           parse_tools(*c.parser, last, e);
@@ -156,6 +163,7 @@ private:
     int cached = 0; // prompt tokens served from the prefix cache
     bool done = false;
     std::unique_ptr<api::ToolCallParser> parser; // when the request has tools
+    bool logprobs = false;
   };
 
   // The event's text through the choice's tool-call parser: what is content stays text, calls
@@ -170,6 +178,28 @@ private:
     }
     e.text = std::move(p.content);
     e.tool_calls = std::move(p.calls);
+  }
+
+  // `token` is valid UTF-8 for JSON (a byte-fallback piece becomes U+FFFD); `bytes` keeps the
+  // raw bytes so a client can reassemble split characters.
+  api::TopLogprob piece_of(int32_t id, float logprob) const {
+    api::TopLogprob t;
+    t.bytes = tok_.token_to_piece(id);
+    t.token = utf8_sanitize(t.bytes);
+    t.logprob = logprob;
+    return t;
+  }
+
+  api::TokenLogprob token_logprob(const engine::TokenEvent &ev) const {
+    api::TopLogprob chosen = piece_of(ev.token, ev.logprob);
+    api::TokenLogprob t;
+    t.token = std::move(chosen.token);
+    t.bytes = std::move(chosen.bytes);
+    t.logprob = chosen.logprob;
+    t.top.reserve(ev.top_logprobs.size());
+    for (const auto &[id, lp] : ev.top_logprobs)
+      t.top.push_back(piece_of(id, lp));
+    return t;
   }
 
   int index_of(Ticket t) const {
@@ -191,10 +221,17 @@ private:
     CallSummary s;
     s.served_by = served_by_;
     s.usage.prompt_tokens = prompt_tokens_;
-    for (const auto &c : choices_) {
+    // Each prompt is counted once for its choices: the best reuse among them, summed over the
+    // prompts.
+    int64_t best = 0;
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      const auto &c = choices_[i];
       s.usage.completion_tokens += c.generated;
-      // The prompt is counted once for all choices; report the best reuse among them.
-      s.usage.cached_tokens = std::max<int64_t>(s.usage.cached_tokens, c.cached);
+      best = std::max<int64_t>(best, c.cached);
+      if ((i + 1) % static_cast<size_t>(choices_per_prompt_) == 0 || i + 1 == choices_.size()) {
+        s.usage.cached_tokens += best;
+        best = 0;
+      }
     }
     const bool failed =
         failure_.has_value() && std::any_of(choices_.begin(), choices_.end(),
@@ -217,8 +254,10 @@ private:
   }
 
   ModelWorker &worker_;
+  const engine::Tokenizer &tok_;
   std::shared_ptr<CallSink> sink_;
   const int64_t prompt_tokens_;
+  const int choices_per_prompt_;
   const std::string served_by_;
 
   std::mutex mu_;
@@ -298,6 +337,12 @@ std::string completion_material(std::string_view name, std::string_view digest,
   k.add("constraint", constraint);
   if (!req.rendered_controls.empty())
     k.add("rendered_controls", std::span<const int32_t>(req.rendered_controls));
+  // Only when set, so that the keys of requests without it stay what they were.
+  if (!req.logit_bias.empty()) {
+    k.add("logit_bias_count", static_cast<int64_t>(req.logit_bias.size()));
+    for (const auto &[t, b] : req.logit_bias)
+      k.add("bias_token", static_cast<int64_t>(t)).add("bias", b);
+  }
   return k.finish();
 }
 
@@ -320,47 +365,58 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
   const bool chat = ir.endpoint == api::Endpoint::kChatCompletions;
   PreparedCall p;
   p.endpoint = ir.endpoint;
-  p.n = ir.n;
-  std::vector<int32_t> prompt;
+  std::string constraint_key;
   // tool_choice "none" renders no tools and reads no calls: the model answers in text.
   const bool tools =
       chat && !ir.tools.empty() && ir.tool_choice.mode != api::ToolChoice::Mode::kNone;
-  std::string constraint_key;
   GANTRY_ASSIGN_OR_RETURN(auto constraint, constraint_for(ir, tools, constraint_key));
+  p.choices_per_prompt = ir.n;
+  p.logprobs = ir.logprobs;
+  for (const auto &[t, b] : ir.logit_bias) {
+    if (t >= tok.n_vocab()) {
+      return Err(Error::invalid("logit_bias token id " + std::to_string(t) +
+                                    " is outside the vocabulary (" + std::to_string(tok.n_vocab()) +
+                                    " tokens)",
+                                "logit_bias"));
+    }
+  }
+  std::vector<std::vector<int32_t>> prompts;
   if (chat) {
     // Special tokens are parsed only in the template's own text, never in message contents or
     // tool definitions (audit L8): a user cannot forge a role switch or an end-of-turn.
     static const std::vector<api::FunctionTool> kNoTools;
-    GANTRY_ASSIGN_OR_RETURN(prompt, api::encode_chat(config_.chat_format, ir.messages, true, tok,
-                                                     tools ? ir.tools : kNoTools));
-  } else if (ir.prompt_ids) {
-    prompt = *ir.prompt_ids;
-    for (int32_t t : prompt) {
-      if (t >= tok.n_vocab()) {
-        return Err(Error::invalid("token id " + std::to_string(t) + " is outside the vocabulary",
-                                  "prompt"));
-      }
-    }
-    // Token ids can decode to lone bytes (byte-fallback tokens); echo must be valid UTF-8
-    // like every other text we send (audit L2).
-    if (ir.echo)
-      p.echo = utf8_sanitize(tok.decode(prompt));
+    GANTRY_ASSIGN_OR_RETURN(auto prompt, api::encode_chat(config_.chat_format, ir.messages, true,
+                                                          tok, tools ? ir.tools : kNoTools));
+    prompts.push_back(std::move(prompt));
   } else {
-    prompt = tok.encode(ir.prompt, true, true);
-    if (ir.echo)
-      p.echo = ir.prompt;
+    if (ir.prompts.empty())
+      return Err(Error::invalid("'prompt' is a required property", "prompt"));
+    for (size_t i = 0; i < ir.prompts.size(); ++i) {
+      const api::Prompt &in = ir.prompts[i];
+      const std::string param =
+          ir.prompts.size() == 1 ? "prompt" : "prompt[" + std::to_string(i) + "]";
+      std::vector<int32_t> prompt;
+      if (in.ids) {
+        prompt = *in.ids;
+        for (int32_t t : prompt) {
+          if (t >= tok.n_vocab()) {
+            return Err(Error::invalid(
+                "token id " + std::to_string(t) + " is outside the vocabulary", param));
+          }
+        }
+        // Token ids can decode to lone bytes (byte-fallback tokens); echo must be valid UTF-8
+        // like every other text we send (audit L2).
+        if (ir.echo)
+          p.echo.push_back(utf8_sanitize(tok.decode(prompt)));
+      } else {
+        prompt = tok.encode(in.text, true, true);
+        if (ir.echo)
+          p.echo.push_back(in.text);
+      }
+      prompts.push_back(std::move(prompt));
+    }
   }
   const int n_ctx = worker_->n_ctx();
-  const int n_prompt = static_cast<int>(prompt.size());
-  if (n_prompt == 0)
-    return Err(Error::invalid("the prompt is empty", "prompt"));
-  const int max_tokens = ir.max_tokens
-                             ? *ir.max_tokens
-                             : std::min(options.default_max_tokens, std::max(n_ctx - n_prompt, 1));
-  // The engine checks this too; checking here makes the error a plain 400 rather than a failure
-  // inside a stream that has already started.
-  GANTRY_TRY(engine::check_context(n_prompt, max_tokens, n_ctx, chat ? "messages" : "prompt"));
-
   auto state = std::make_shared<LocalState>();
   std::vector<int32_t> markers;
   if (tools) {
@@ -370,26 +426,58 @@ Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
         markers.push_back(*id);
     }
   }
-  state->choices.resize(ir.n);
-  for (int i = 0; i < ir.n; ++i) {
-    auto &g = state->choices[i];
-    g.prompt = prompt;
-    g.sampling = ir.sampling;
-    // Each choice of a seeded request gets its own, still reproducible, seed.
-    if (g.sampling.seed && i > 0)
-      g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(i);
-    g.max_tokens = max_tokens;
-    g.stop = ir.stop;
-    g.ignore_eos = ir.ignore_eos;
-    g.cache_scope = options.cache_scope;
-    g.constraint = constraint;
-    g.rendered_controls = markers;
+  state->choices.resize(prompts.size() * static_cast<size_t>(ir.n));
+  for (size_t pi = 0; pi < prompts.size(); ++pi) {
+    const std::string param = chat                  ? "messages"
+                              : prompts.size() == 1 ? "prompt"
+                                                    : "prompt[" + std::to_string(pi) + "]";
+    const int n_prompt = static_cast<int>(prompts[pi].size());
+    if (n_prompt == 0)
+      return Err(Error::invalid("the prompt is empty", param));
+    const int max_tokens =
+        ir.max_tokens ? *ir.max_tokens
+                      : std::min(options.default_max_tokens, std::max(n_ctx - n_prompt, 1));
+    // The engine checks this too; checking here makes the error a plain 400 rather than a
+    // failure inside a stream that has already started.
+    GANTRY_TRY(engine::check_context(n_prompt, max_tokens, n_ctx, param));
+    p.prompt_tokens += n_prompt;
+    p.max_output_tokens = std::max<int64_t>(p.max_output_tokens, max_tokens);
+    for (int j = 0; j < ir.n; ++j) {
+      const size_t i = pi * static_cast<size_t>(ir.n) + static_cast<size_t>(j);
+      auto &g = state->choices[i];
+      g.prompt = prompts[pi];
+      g.sampling = ir.sampling;
+      // Each choice of a seeded request gets its own, still reproducible, seed; each prompt
+      // the seeds it would get alone.
+      if (g.sampling.seed && j > 0)
+        g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(j);
+      g.max_tokens = max_tokens;
+      g.stop = ir.stop;
+      g.ignore_eos = ir.ignore_eos;
+      g.cache_scope = options.cache_scope;
+      g.logit_bias = ir.logit_bias;
+      g.logprobs = ir.logprobs ? ir.top_logprobs : -1;
+      g.constraint = constraint;
+      g.rendered_controls = markers;
+    }
   }
-  p.prompt_tokens = n_prompt;
-  p.max_output_tokens = max_tokens;
-  if (ir.sampling.deterministic()) {
-    p.cache_material = completion_material(config_.name, config_.digest, ir.endpoint, ir.n,
-                                           state->choices[0], constraint_key);
+  p.n = static_cast<int>(state->choices.size());
+  // The response cache keeps text, not log-probabilities: a request that asks for them is
+  // answered by the engine every time (a bypass) rather than from an entry that lacks them.
+  if (ir.sampling.deterministic() && !ir.logprobs) {
+    if (prompts.size() == 1) {
+      p.cache_material = completion_material(config_.name, config_.digest, ir.endpoint, ir.n,
+                                             state->choices[0], constraint_key);
+    } else {
+      cache::KeyBuilder k("resp.prompts.v1");
+      k.add("prompts", static_cast<int64_t>(prompts.size()));
+      for (size_t pi = 0; pi < prompts.size(); ++pi) {
+        k.add("prompt_material",
+              completion_material(config_.name, config_.digest, ir.endpoint, ir.n,
+                                  state->choices[pi * static_cast<size_t>(ir.n)], constraint_key));
+      }
+      p.cache_material = k.finish();
+    }
     // Parsing changes what the same tokens answer (text or calls, and which calls are kept).
     if (state->tools) {
       p.cache_material = cache::KeyBuilder("resp.tools.v1")
@@ -479,8 +567,8 @@ Result<std::unique_ptr<CallHandle>> LocalBackend::start(const PreparedCall &prep
   const auto *state = static_cast<const LocalState *>(prepared.state.get());
   if (!state)
     return Err(Error::internal("LocalBackend::start without a prepared call"));
-  auto call =
-      std::make_shared<LocalCall>(*worker_, std::move(sink), prepared.prompt_tokens, config_.name);
+  auto call = std::make_shared<LocalCall>(*worker_, std::move(sink), prepared.prompt_tokens,
+                                          prepared.choices_per_prompt, config_.name);
   GANTRY_TRY(call->start(state->choices, state->tools));
   return std::unique_ptr<CallHandle>(std::make_unique<LocalHandle>(call));
 }

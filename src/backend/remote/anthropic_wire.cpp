@@ -122,8 +122,11 @@ public:
           d && d->is_object() ? text_of(d->as_object().if_contains("type")) : "";
       if (dtype == "text_delta") {
         std::string t = text_of(d->as_object().if_contains("text"));
-        if (!t.empty())
-          step.deltas.push_back({0, std::move(t), {}, {}});
+        if (!t.empty()) {
+          UpstreamChoice d0;
+          d0.text = std::move(t);
+          step.deltas.push_back(std::move(d0));
+        }
       } else if (dtype == "input_json_delta") {
         auto it = block_call_.find(block_index(o));
         std::string part = text_of(d->as_object().if_contains("partial_json"));
@@ -139,8 +142,11 @@ public:
     } else if (type == "message_delta") {
       if (const json::value *d = o.if_contains("delta"); d && d->is_object()) {
         const json::value *sr = d->as_object().if_contains("stop_reason");
-        if (sr && sr->is_string())
-          step.deltas.push_back({0, {}, finish_of(text_of(sr)), {}});
+        if (sr && sr->is_string()) {
+          UpstreamChoice d0;
+          d0.finish_reason = finish_of(text_of(sr));
+          step.deltas.push_back(std::move(d0));
+        }
       }
       if (const json::value *u = o.if_contains("usage"); u && u->is_object())
         add_usage(u->as_object(), usage_);
@@ -237,6 +243,15 @@ public:
     if (!r.grammar.empty()) {
       return Err(Error::invalid("'grammar' is not supported by this model's backend (Anthropic)",
                                 "grammar"));
+    }
+    // The Messages API has neither: refused rather than silently dropped.
+    if (r.logprobs) {
+      return Err(Error::invalid("logprobs are not available from this model's backend (Anthropic)",
+                                "logprobs"));
+    }
+    if (!r.logit_bias.empty()) {
+      return Err(Error::invalid("logit_bias is not supported by this model's backend (Anthropic)",
+                                "logit_bias"));
     }
     json::object b;
     b["model"] = model;

@@ -49,11 +49,98 @@ std::optional<UpstreamUsage> usage_of(const json::object &o) {
 
 int index_of(const json::object &c, int fallback) {
   const json::value *i = c.if_contains("index");
-  if (i && i->is_int64() && i->as_int64() >= 0 && i->as_int64() < api::kMaxChoices)
+  if (i && i->is_int64() && i->as_int64() >= 0 && i->as_int64() < api::kMaxTotalChoices)
     return static_cast<int>(i->as_int64());
-  if (i && i->is_uint64() && i->as_uint64() < api::kMaxChoices)
+  if (i && i->is_uint64() && i->as_uint64() < api::kMaxTotalChoices)
     return static_cast<int>(i->as_uint64());
   return fallback;
+}
+
+double number_of(const json::value *v) {
+  if (v && v->is_double())
+    return v->as_double();
+  if (v && v->is_int64())
+    return static_cast<double>(v->as_int64());
+  if (v && v->is_uint64())
+    return static_cast<double>(v->as_uint64());
+  return -9999.0; // OpenAI's word for an impossible token; null or junk reads as it
+}
+
+// OpenAI's "bytes" (an array of 0..255), else the token's own text.
+std::string bytes_of(const json::value *v, const std::string &token) {
+  if (!v || !v->is_array())
+    return token;
+  std::string out;
+  for (const json::value &b : v->as_array()) {
+    if (b.is_int64() && b.as_int64() >= 0 && b.as_int64() <= 255)
+      out.push_back(static_cast<char>(b.as_int64()));
+    else
+      return token;
+  }
+  return out;
+}
+
+// Bounds on what an upstream's logprobs may make us hold.
+constexpr std::size_t kMaxUpstreamLogprobTokens = 1 << 16;
+
+// A choice's "logprobs": chat's {"content": [...]} or the legacy completions form
+// {"tokens", "token_logprobs", "top_logprobs"} — both into TokenLogprobs.
+std::vector<api::TokenLogprob> logprobs_of(const json::value *v) {
+  std::vector<api::TokenLogprob> out;
+  if (!v || !v->is_object())
+    return out;
+  const json::object &o = v->as_object();
+  if (const json::value *content = o.if_contains("content"); content && content->is_array()) {
+    for (const json::value &e : content->as_array()) {
+      if (!e.is_object() || out.size() >= kMaxUpstreamLogprobTokens)
+        break;
+      const json::object &eo = e.as_object();
+      api::TokenLogprob t;
+      t.token = text_of(eo.if_contains("token"));
+      t.bytes = bytes_of(eo.if_contains("bytes"), t.token);
+      t.logprob = number_of(eo.if_contains("logprob"));
+      if (const json::value *top = eo.if_contains("top_logprobs"); top && top->is_array()) {
+        for (const json::value &a : top->as_array()) {
+          if (!a.is_object() || t.top.size() >= static_cast<std::size_t>(api::kMaxTopLogprobs))
+            break;
+          api::TopLogprob alt;
+          alt.token = text_of(a.as_object().if_contains("token"));
+          alt.bytes = bytes_of(a.as_object().if_contains("bytes"), alt.token);
+          alt.logprob = number_of(a.as_object().if_contains("logprob"));
+          t.top.push_back(std::move(alt));
+        }
+      }
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+  const json::value *tokens = o.if_contains("tokens");
+  if (!tokens || !tokens->is_array())
+    return out;
+  const json::value *lps = o.if_contains("token_logprobs");
+  const json::value *tops = o.if_contains("top_logprobs");
+  const auto &ta = tokens->as_array();
+  for (std::size_t i = 0; i < ta.size() && i < kMaxUpstreamLogprobTokens; ++i) {
+    api::TokenLogprob t;
+    t.token = text_of(&ta[i]);
+    t.bytes = t.token;
+    if (lps && lps->is_array() && i < lps->as_array().size())
+      t.logprob = number_of(&lps->as_array()[i]);
+    if (tops && tops->is_array() && i < tops->as_array().size() &&
+        tops->as_array()[i].is_object()) {
+      for (const auto &[k, lp] : tops->as_array()[i].as_object()) {
+        if (t.top.size() >= static_cast<std::size_t>(api::kMaxTopLogprobs))
+          break;
+        api::TopLogprob alt;
+        alt.token = utf8_sanitize(std::string_view(k));
+        alt.bytes = alt.token;
+        alt.logprob = number_of(&lp);
+        t.top.push_back(std::move(alt));
+      }
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
 }
 
 std::optional<Error> embedded_error(const json::object &o) {
@@ -125,7 +212,9 @@ public:
           d.text = text_of(co.if_contains("text")); // completions
         }
         d.finish_reason = text_of(co.if_contains("finish_reason"));
-        if (!d.text.empty() || !d.finish_reason.empty() || !d.tool_calls.empty())
+        d.logprobs = logprobs_of(co.if_contains("logprobs"));
+        if (!d.text.empty() || !d.finish_reason.empty() || !d.tool_calls.empty() ||
+            !d.logprobs.empty())
           step.deltas.push_back(std::move(d));
       }
     }
@@ -154,13 +243,23 @@ public:
         msgs.push_back(message_json(m));
       b["messages"] = std::move(msgs);
       add_tools(r, b);
-    } else if (r.prompt_ids) {
-      json::array ids;
-      for (int32_t id : *r.prompt_ids)
-        ids.push_back(id);
-      b["prompt"] = std::move(ids);
     } else {
-      b["prompt"] = r.prompt;
+      auto one = [](const api::Prompt &p) -> json::value {
+        if (!p.ids)
+          return json::string(p.text);
+        json::array ids;
+        for (int32_t id : *p.ids)
+          ids.push_back(id);
+        return ids;
+      };
+      if (r.prompts.size() == 1) {
+        b["prompt"] = one(r.prompts[0]);
+      } else {
+        json::array all;
+        for (const auto &p : r.prompts)
+          all.push_back(one(p));
+        b["prompt"] = std::move(all);
+      }
     }
     // The server's default bounds an open-ended request here as it does for local models, so
     // the admission's reservation and the upstream's work agree.
@@ -192,6 +291,20 @@ public:
     }
     if (r.n != 1)
       b["n"] = r.n;
+    if (r.logprobs) {
+      if (r.endpoint == api::Endpoint::kChatCompletions) {
+        b["logprobs"] = true;
+        b["top_logprobs"] = r.top_logprobs;
+      } else {
+        b["logprobs"] = r.top_logprobs;
+      }
+    }
+    if (!r.logit_bias.empty()) {
+      json::object bias;
+      for (const auto &[t, v] : r.logit_bias)
+        bias[std::to_string(t)] = v;
+      b["logit_bias"] = std::move(bias);
+    }
     if (r.echo)
       b["echo"] = true;
     if (!r.user.empty())
@@ -248,7 +361,7 @@ public:
     UpstreamResult out;
     int pos = 0;
     for (const json::value &c : cs->as_array()) {
-      if (!c.is_object() || out.choices.size() >= static_cast<std::size_t>(api::kMaxChoices))
+      if (!c.is_object() || out.choices.size() >= static_cast<std::size_t>(api::kMaxTotalChoices))
         continue;
       const json::object &co = c.as_object();
       UpstreamChoice ch;
@@ -261,6 +374,7 @@ public:
       ch.finish_reason = text_of(co.if_contains("finish_reason"));
       if (ch.finish_reason.empty())
         ch.finish_reason = "stop";
+      ch.logprobs = logprobs_of(co.if_contains("logprobs"));
       out.choices.push_back(std::move(ch));
     }
     out.usage = usage_of(o);

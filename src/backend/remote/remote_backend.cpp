@@ -278,16 +278,28 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
         affinity_text += "\n";
       }
     }
-  } else if (request.prompt_ids) {
-    prompt = static_cast<int64_t>(request.prompt_ids->size());
-    if (request.echo)
-      return Err(
-          Error::invalid("echo with token-id prompts is not supported for remote models", "echo"));
-    for (std::size_t i = 0; i < request.prompt_ids->size() / 2 && i < 512; ++i)
-      affinity_text += std::to_string((*request.prompt_ids)[i]) + ",";
   } else {
-    prompt = estimate_tokens(request.prompt);
-    affinity_text = leading(request.prompt);
+    for (const api::Prompt &in : request.prompts) {
+      if (in.ids) {
+        prompt += static_cast<int64_t>(in.ids->size());
+        if (request.echo) {
+          return Err(Error::invalid("echo with token-id prompts is not supported for remote models",
+                                    "echo"));
+        }
+      } else {
+        prompt += estimate_tokens(in.text);
+      }
+    }
+    // The first prompt decides the affinity (several prompts share one upstream call).
+    if (!request.prompts.empty()) {
+      const api::Prompt &first = request.prompts.front();
+      if (first.ids) {
+        for (std::size_t i = 0; i < first.ids->size() / 2 && i < 512; ++i)
+          affinity_text += std::to_string((*first.ids)[i]) + ",";
+      } else {
+        affinity_text = leading(first.text);
+      }
+    }
   }
   state->prompt_estimate = std::max<int64_t>(prompt, 1);
   if (config_.pool.prefix_affinity)
@@ -297,13 +309,21 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
 
   PreparedCall p;
   p.endpoint = request.endpoint;
-  p.n = request.n;
+  const int prompts = request.endpoint == api::Endpoint::kCompletions
+                          ? std::max(1, static_cast<int>(request.prompts.size()))
+                          : 1;
+  p.n = prompts * request.n;
+  p.choices_per_prompt = request.n;
+  p.logprobs = request.logprobs;
   p.prompt_tokens = state->prompt_estimate;
   p.prompt_tokens_estimated = true;
   p.max_output_tokens = request.max_tokens ? *request.max_tokens : options.default_max_tokens;
-  if (request.echo && request.endpoint == api::Endpoint::kCompletions)
-    p.echo = request.prompt;
-  if (request.sampling.deterministic()) {
+  if (request.echo && request.endpoint == api::Endpoint::kCompletions) {
+    for (const api::Prompt &in : request.prompts)
+      p.echo.push_back(in.text);
+  }
+  // The response cache keeps no logprobs: such a request always goes upstream (a bypass).
+  if (request.sampling.deterministic() && !request.logprobs) {
     auto plain = state->request;
     plain.stream = false;
     plain.include_usage = false;
@@ -346,7 +366,11 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
   bool output_started = false;
   const auto t_start = clock_.now();
   std::optional<Steady::time_point> first_token, last_token, sent;
-  std::vector<bool> finished(static_cast<std::size_t>(std::max(1, st.request.n)), false);
+  const std::size_t n_prompts = st.request.endpoint == api::Endpoint::kCompletions
+                                    ? std::max<std::size_t>(1, st.request.prompts.size())
+                                    : 1;
+  std::vector<bool> finished(n_prompts * static_cast<std::size_t>(std::max(1, st.request.n)),
+                             false);
   std::string text0; // for a usage estimate when the upstream reports none
   int64_t delta_count = 0;
 
@@ -354,10 +378,14 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
     ChoiceEvent ev;
     ev.choice = d.index;
     ev.text = d.text;
-    ev.tokens = tokens >= 0 ? tokens : (d.text.empty() ? 0 : 1);
+    ev.tokens = tokens >= 0           ? tokens
+                : !d.logprobs.empty() ? static_cast<int>(d.logprobs.size())
+                : d.text.empty()      ? 0
+                                      : 1;
     ev.finish_reason = d.finish_reason;
     ev.tool_calls = d.tool_calls;
-    if (!d.text.empty() || !d.tool_calls.empty()) {
+    ev.logprobs = d.logprobs;
+    if (!d.text.empty() || !d.tool_calls.empty() || !d.logprobs.empty()) {
       const auto now = clock_.now();
       if (!first_token)
         first_token = now;

@@ -39,6 +39,7 @@ struct UpstreamChoice {
   // Tool calls: whole calls (a response body: one fragment each with id, name and arguments) or
   // streamed fragments, numbered per choice.
   std::vector<api::ToolCallDelta> tool_calls;
+  std::vector<api::TokenLogprob> logprobs; // the upstream's, when the request asked for them
 };
 
 struct UpstreamResult {

@@ -69,6 +69,18 @@ Result<SeqId> Engine::submit(GenerationRequest req) {
   if (req.max_tokens < 1)
     return Err(Error::invalid("max_tokens must be at least 1", "max_tokens"));
   GANTRY_TRY(req.sampling.validate());
+  for (const auto &[t, b] : req.logit_bias) {
+    if (t < 0 || t >= n_vocab) {
+      return Err(Error::invalid(
+          "logit_bias token id " + std::to_string(t) + " is outside the vocabulary", "logit_bias"));
+    }
+    if (!(b >= -100.0f && b <= 100.0f))
+      return Err(Error::invalid("logit_bias values must be between -100 and 100", "logit_bias"));
+  }
+  if (req.logprobs < -1 || req.logprobs > kMaxTopLogprobs) {
+    return Err(Error::invalid("logprobs must be between 0 and " + std::to_string(kMaxTopLogprobs),
+                              "logprobs"));
+  }
   GANTRY_TRY(
       check_context(static_cast<int64_t>(req.prompt.size()), req.max_tokens, n_ctx_, "prompt"));
   const size_t total = req.prompt.size() + static_cast<size_t>(req.max_tokens);
@@ -82,7 +94,9 @@ Result<SeqId> Engine::submit(GenerationRequest req) {
   auto s = std::make_unique<Sequence>();
   s->id = next_id_++;
   uint64_t seed = req.sampling.seed ? *req.sampling.seed : seed_rng_();
-  s->sampler = std::make_unique<Sampler>(req.sampling, seed);
+  s->sampler = std::make_unique<Sampler>(req.sampling, seed, req.logit_bias);
+  if (req.constraint)
+    s->constraint = req.constraint->clone();
   s->text = std::make_unique<TextStream>(req.stop);
   s->tokens = req.prompt;
   s->n_prompt = req.prompt.size();
@@ -181,6 +195,20 @@ TokenEvent Engine::finish_event(Sequence &s, FinishReason r) {
   return ev;
 }
 
+int32_t Engine::choose(Sequence &s, std::span<float> logits) {
+  if (!s.constraint)
+    return s.sampler->sample(logits, s.tokens, s.n_prompt);
+  s.sampler->adjust(logits, s.tokens, s.n_prompt);
+  int32_t t = s.sampler->pick(logits);
+  if (s.constraint->allows(t))
+    return t;
+  // Masking only when the cheap check fails; a second draw from the masked logits gives
+  // exactly the masked distribution (the rejected first draw carries no bias).
+  s.constraint->apply(logits);
+  t = s.sampler->pick(logits);
+  return logits[t] != -INFINITY && s.constraint->allows(t) ? t : -1;
+}
+
 std::vector<TokenEvent> Engine::step() {
   std::vector<TokenEvent> events;
   step_tokens_.clear();
@@ -268,10 +296,24 @@ std::vector<TokenEvent> Engine::step() {
   for (size_t row = 0; row < batch_owner_.size(); ++row) {
     Sequence &s = *batch_owner_[row];
     std::span<float> lg(logits_.data() + row * static_cast<size_t>(n_vocab), n_vocab);
-    const int32_t t = s.sampler->sample(lg, s.tokens, s.n_prompt);
+    const bool want_lp = s.req.logprobs >= 0;
+    if (want_lp)
+      raw_row_.assign(lg.begin(), lg.end()); // sampling rewrites the row in place
+    const int32_t t = choose(s, lg);
+    if (t < 0) {
+      // The constraint allows nothing (a dead grammar state): end rather than emit a token the
+      // constraint refuses.
+      TokenEvent ev = finish_event(s, FinishReason::kStop);
+      ev.text = s.text->flush();
+      finished.push_back(&s);
+      events.push_back(std::move(ev));
+      continue;
+    }
     TokenEvent ev;
     ev.seq = s.id;
     ev.token = t;
+    if (want_lp)
+      ev.logprob = token_logprobs(raw_row_, t, s.req.logprobs, lp_scratch_, ev.top_logprobs);
     s.tokens.push_back(t);
     ++totals_.generated_tokens;
     const int n_gen = static_cast<int>(s.tokens.size() - s.n_prompt);
@@ -279,12 +321,18 @@ std::vector<TokenEvent> Engine::step() {
       ev.finish = FinishReason::kStop;
       ev.text = s.text->flush();
     } else {
+      if (s.constraint)
+        s.constraint->accept(t);
       bool stopped = false;
       const auto &shown = s.req.rendered_controls;
       const bool render = std::find(shown.begin(), shown.end(), t) != shown.end();
       ev.text = s.text->push(tok.token_to_piece(t, render), stopped);
       if (stopped) {
         ev.finish = FinishReason::kStop;
+      } else if (s.constraint && s.constraint->finished()) {
+        // Nothing but the end can follow: stop here instead of spending a step on it.
+        ev.finish = FinishReason::kStop;
+        ev.text += s.text->flush();
       } else if (n_gen >= s.req.max_tokens) {
         ev.finish = FinishReason::kLength;
         ev.text += s.text->flush();

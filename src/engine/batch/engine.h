@@ -32,6 +32,7 @@
 #include "engine/kv/prefix_cache.h"
 #include "engine/model/model.h"
 #include "engine/sampling/constraint.h"
+#include "engine/sampling/logprobs.h"
 #include "engine/sampling/sampler.h"
 
 namespace gantry::engine {
@@ -148,12 +149,16 @@ private:
     uint64_t last_hash = 0;  // chain hash of block n_registered - 1 (the root when none)
     std::unique_ptr<Sampler> sampler;
     std::unique_ptr<TextStream> text;
+    std::unique_ptr<TokenConstraint> constraint; // this sequence's own state (req's clone)
   };
 
   bool admit(Sequence &s);
   void release(Sequence &s);
   void register_blocks(Sequence &s);
   TokenEvent finish_event(Sequence &s, FinishReason r);
+  // Samples the next token of `s` from its logits row (modified in place), honouring the
+  // constraint; -1 when the constraint allows no token at all.
+  int32_t choose(Sequence &s, std::span<float> logits);
 
   const Model &model_;
   EngineConfig config_;
@@ -163,6 +168,8 @@ private:
   PrefixCache prefix_;
   Workspace ws_;
   std::vector<float> logits_;
+  std::vector<float> raw_row_; // a row's raw logits, kept for logprobs
+  LogprobScratch lp_scratch_;
   std::vector<float> hidden_; // embed()'s per-chunk hidden states
   std::vector<BatchToken> batch_;
   std::vector<std::pair<SeqId, int>> step_tokens_;

@@ -41,7 +41,9 @@ int32_t argmax(std::span<const float> logits) {
   return best;
 }
 
-Sampler::Sampler(const SamplingParams &params, uint64_t seed) : params_(params), rng_(seed) {}
+Sampler::Sampler(const SamplingParams &params, uint64_t seed,
+                 std::vector<std::pair<int32_t, float>> logit_bias)
+    : params_(params), bias_(std::move(logit_bias)), rng_(seed) {}
 
 void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> context,
                               size_t n_prompt) {
@@ -74,8 +76,20 @@ void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> 
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> context,
                         size_t n_prompt) {
+  adjust(logits, context, n_prompt);
+  return pick(logits);
+}
+
+void Sampler::adjust(std::span<float> logits, std::span<const int32_t> context, size_t n_prompt) {
   apply_penalties(logits, context, n_prompt);
+  for (const auto &[tok, b] : bias_) {
+    if (tok >= 0 && static_cast<size_t>(tok) < logits.size())
+      logits[tok] += b;
+  }
   last_logits_ = logits;
+}
+
+int32_t Sampler::pick(std::span<const float> logits) {
   if (params_.greedy())
     return argmax(logits);
 
@@ -96,6 +110,8 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> contex
   // Probabilities at temperature 1 drive top-p and min-p (as in llama.cpp's default chain the
   // filters see the distribution before temperature scaling).
   const float mx = cands_[0].logit;
+  if (mx == -INFINITY)
+    return cands_[0].id; // every token masked: the caller sees that allows() refuses it
   std::vector<double> p(n);
   double sum = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -130,12 +146,15 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> contex
   }
   std::uniform_real_distribution<double> u(0.0, total);
   double r = u(rng_);
+  size_t last = 0; // the last candidate with a weight: rounding must not land on a masked one
   for (size_t i = 0; i < n; ++i) {
+    if (p[i] > 0)
+      last = i;
     r -= p[i];
-    if (r <= 0)
+    if (r <= 0 && p[i] > 0)
       return cands_[i].id;
   }
-  return cands_[n - 1].id;
+  return cands_[last].id;
 }
 
 float Sampler::last_logprob(int32_t token) const {

@@ -1,5 +1,6 @@
-// Token sampling for one sequence: penalties, then greedy or top-k / top-p / min-p /
-// temperature, then a draw from a seeded generator (same seed, same tokens).
+// Token sampling for one sequence: penalties and logit_bias (adjust), then greedy or top-k /
+// top-p / min-p / temperature and a draw from a seeded generator (pick; same seed, same tokens).
+// The two halves are apart so that a constraint can mask the adjusted logits and pick again.
 //
 // Thread ownership: the engine thread that steps the sequence.
 #pragma once
@@ -9,6 +10,7 @@
 #include <random>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -37,12 +39,20 @@ struct SamplingParams {
 
 class Sampler {
 public:
-  Sampler(const SamplingParams &params, uint64_t seed);
+  // `logit_bias`: token id -> value added to its logit after the penalties (ids outside the
+  // vocabulary are ignored; callers validate them).
+  Sampler(const SamplingParams &params, uint64_t seed,
+          std::vector<std::pair<int32_t, float>> logit_bias = {});
 
-  // Picks the next token. `logits` is modified in place (penalties, temperature).
+  // Picks the next token: adjust() then pick(). `logits` is modified in place.
   // `context` is the prompt followed by the tokens generated so far; `n_prompt` marks where the
   // generated part starts.
   int32_t sample(std::span<float> logits, std::span<const int32_t> context, size_t n_prompt);
+  // Penalties, then logit_bias, in place.
+  void adjust(std::span<float> logits, std::span<const int32_t> context, size_t n_prompt);
+  // Greedy or the seeded draw over adjusted logits; never a token whose logit is -inf unless
+  // every logit is. Each call of a non-greedy sampler consumes one draw of the generator.
+  int32_t pick(std::span<const float> logits);
 
   // Natural log of the probability the model assigned to `token` before sampling filters,
   // computed from the last logits passed to sample() (for `logprobs`).
@@ -54,6 +64,7 @@ private:
   void apply_penalties(std::span<float> logits, std::span<const int32_t> context, size_t n_prompt);
 
   SamplingParams params_;
+  std::vector<std::pair<int32_t, float>> bias_;
   std::mt19937_64 rng_;
   struct Cand {
     float logit;

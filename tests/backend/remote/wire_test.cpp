@@ -382,5 +382,82 @@ TEST(AnthropicWire, ToolUseBackIntoToolCalls) {
   EXPECT_EQ(md->deltas[0].finish_reason, "tool_calls");
 }
 
+TEST(OpenAIWire, LogprobsBiasAndPromptsPassThroughUnchanged) {
+  auto codec = make_codec(BackendKind::kOpenAI);
+  auto c = chat(false);
+  c.logprobs = true;
+  c.top_logprobs = 4;
+  c.logit_bias = {{15, -100.0f}, {7, 2.5f}};
+  auto o = json::parse(*codec->request_body(c, "m", false, 5)).as_object();
+  EXPECT_EQ(o.at("logprobs"), true);
+  EXPECT_EQ(o.at("top_logprobs"), 4);
+  EXPECT_EQ(o.at("logit_bias").at("15").to_number<double>(), -100.0);
+  EXPECT_EQ(o.at("logit_bias").at("7").to_number<double>(), 2.5);
+  auto plain = json::parse(*codec->request_body(chat(false), "m", false, 5)).as_object();
+  EXPECT_FALSE(plain.contains("logprobs"));
+  EXPECT_FALSE(plain.contains("logit_bias"));
+
+  api::InferenceRequest comp;
+  comp.endpoint = api::Endpoint::kCompletions;
+  comp.prompts = {{"a", std::nullopt}, {"", std::vector<int32_t>{1, 2}}};
+  comp.logprobs = true;
+  comp.top_logprobs = 3;
+  auto co = json::parse(*codec->request_body(comp, "m", false, 5)).as_object();
+  EXPECT_EQ(co.at("logprobs"), 3) << "the legacy integer form";
+  EXPECT_EQ(co.at("prompt"), (json::array{"a", json::array{1, 2}}));
+  comp.prompts.resize(1);
+  EXPECT_EQ(json::parse(*codec->request_body(comp, "m", false, 5)).at("prompt"), "a");
+}
+
+TEST(OpenAIWire, ParsesUpstreamLogprobsInBothShapesStreamedAndNot) {
+  auto codec = make_codec(BackendKind::kOpenAICompatible);
+  auto r = codec->parse_response(
+      R"({"choices":[{"index":0,"message":{"content":"Hi"},"finish_reason":"stop","logprobs":)"
+      R"({"content":[{"token":"Hi","logprob":-0.5,"bytes":[72,105],"top_logprobs":)"
+      R"([{"token":"Hi","logprob":-0.5,"bytes":[72,105]},{"token":"Yo","logprob":-1.5,"bytes":null}]}],)"
+      R"("refusal":null}}]})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->choices[0].logprobs.size(), 1u);
+  const auto &t = r->choices[0].logprobs[0];
+  EXPECT_EQ(t.token, "Hi");
+  EXPECT_EQ(t.bytes, "Hi");
+  EXPECT_EQ(t.logprob, -0.5);
+  ASSERT_EQ(t.top.size(), 2u);
+  EXPECT_EQ(t.top[1].token, "Yo");
+  EXPECT_EQ(t.top[1].bytes, "Yo") << "no bytes upstream: the token's text";
+
+  auto legacy = codec->parse_response(
+      R"({"choices":[{"index":2,"text":"a b","finish_reason":"length","logprobs":)"
+      R"({"tokens":["a"," b"],"token_logprobs":[-0.1,null],"top_logprobs":[{"a":-0.1},{" b":-2}],)"
+      R"("text_offset":[0,1]}}]})");
+  ASSERT_TRUE(legacy.ok());
+  EXPECT_EQ(legacy->choices[0].index, 2);
+  const auto &lp = legacy->choices[0].logprobs;
+  ASSERT_EQ(lp.size(), 2u);
+  EXPECT_EQ(lp[1].token, " b");
+  EXPECT_EQ(lp[1].logprob, -9999.0) << "null reads as OpenAI's impossible token";
+  EXPECT_EQ(lp[1].top[0].logprob, -2.0);
+
+  auto d = codec->stream_decoder();
+  auto s = d->on_event(
+      {"", R"({"choices":[{"index":0,"delta":{"content":""},"logprobs":{"content":)"
+           R"([{"token":"é","logprob":-0.25,"bytes":[195,169],"top_logprobs":[]}]}}]})"});
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(s->deltas.size(), 1u) << "a chunk with only logprobs still counts";
+  EXPECT_EQ(s->deltas[0].logprobs[0].bytes, "\xc3\xa9");
+}
+
+TEST(AnthropicWire, RefusesLogprobsAndLogitBiasByName) {
+  auto codec = make_codec(BackendKind::kAnthropic);
+  auto r = chat(false);
+  r.logprobs = true;
+  auto body = codec->request_body(r, "claude", false, 10);
+  ASSERT_FALSE(body.ok());
+  EXPECT_EQ(body.error().param, "logprobs");
+  r.logprobs = false;
+  r.logit_bias = {{1, 1.0f}};
+  EXPECT_EQ(codec->request_body(r, "claude", false, 10).error().param, "logit_bias");
+}
+
 } // namespace
 } // namespace gantry::backend::remote

@@ -111,5 +111,27 @@ TEST(SamplerTest, LogprobIsNormalised) {
   EXPECT_LT(s.last_logprob(t), 0.0f);
 }
 
+TEST(SamplerTest, LogitBiasIsAddedAfterThePenalties) {
+  SamplingParams p;
+  p.temperature = 0;
+  Sampler s(p, 1, {{3, 4.5f}, {99, 100.0f}}); // id 99 is outside this vocabulary: ignored
+  auto l = logits();
+  EXPECT_EQ(s.sample(l, {}, 0), 3);
+  EXPECT_FLOAT_EQ(l[3], 3.5f);
+}
+
+TEST(SamplerTest, PickNeverDrawsAMaskedToken) {
+  SamplingParams p;
+  p.temperature = 2.0f;
+  Sampler s(p, 5);
+  for (int i = 0; i < 500; ++i) {
+    auto l = logits();
+    for (int t : {1, 2, 5})
+      l[t] = -INFINITY;
+    const int32_t t = s.pick(l);
+    EXPECT_TRUE(t == 0 || t == 3 || t == 4) << t;
+  }
+}
+
 } // namespace
 } // namespace gantry::engine
