@@ -12,7 +12,10 @@ namespace gantry::server {
 namespace {
 
 std::string write_toml(const std::string &text) {
-  const std::string path = ::testing::TempDir() + "remote-models.toml";
+  // One file per test: ctest runs these tests as parallel processes.
+  const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string path =
+      ::testing::TempDir() + "remote-models-" + std::string(info ? info->name() : "x") + ".toml";
   std::ofstream(path) << text;
   return path;
 }
