@@ -356,12 +356,25 @@ std::string_view stop_reason_from_finish_reason(std::string_view finish_reason) 
   return "end_turn";
 }
 
+namespace {
+// Anthropic's messages lead with the field's path ("max_tokens: Field required"); the shared
+// field readers say it OpenAI's way, so their messages get the path in front.
+Result<InferenceRequest> with_path_first(Result<InferenceRequest> r) {
+  if (!r && !r.error().param.empty() && !r.error().message.starts_with(r.error().param)) {
+    Error e = r.take_error();
+    e.message = e.param + ": " + e.message;
+    return Err(std::move(e));
+  }
+  return r;
+}
+} // namespace
+
 Result<InferenceRequest> parse_messages_request(std::string_view body) {
-  return parse(body, false);
+  return with_path_first(parse(body, false));
 }
 
 Result<InferenceRequest> parse_count_tokens_request(std::string_view body) {
-  return parse(body, true);
+  return with_path_first(parse(body, true));
 }
 
 std::string render_message(const MessagesMeta &meta, const MessagesResult &result) {
