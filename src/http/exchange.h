@@ -74,35 +74,9 @@ public:
     schedule_locked();
   }
 
-  bool send_event(std::string data) override {
-    std::lock_guard lock(mu_);
-    if (state_ != State::kStreaming || closed_locked())
-      return false;
-    std::size_t payload = 1; // the blank line ending the event
-    for_each_line(data, [&](std::string_view line) { payload += 6 + line.size() + 1; });
-    if (!http10_) {
-      append_number(pending_, payload, 16);
-      pending_ += "\r\n";
-    }
-    for_each_line(data, [&](std::string_view line) {
-      pending_ += "data: ";
-      pending_ += line;
-      pending_ += '\n';
-    });
-    pending_ += '\n';
-    if (!http10_)
-      pending_ += "\r\n";
-    if (pending_.size() > ctx_.max_pending_write_bytes) {
-      overflow_ = true;
-      aborted_ = true;
-      pending_.clear();
-      pending_.shrink_to_fit();
-      // A flush may be "scheduled" only in the sense that the connection will look again when
-      // its stuck write completes, which a non-reading client never lets happen: post anew.
-      flush_scheduled_ = false;
-    }
-    schedule_locked();
-    return !overflow_;
+  bool send_event(std::string data) override { return send(std::string_view(), data); }
+  bool send_named_event(std::string_view name, std::string data) override {
+    return send(name, data);
   }
 
   void end() override {
@@ -211,6 +185,48 @@ public:
   }
 
 private:
+  // One event: "event: <name>" (when named) and a "data: " line per line of `data`.
+  bool send(std::string_view name, std::string_view data) {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kStreaming || closed_locked())
+      return false;
+    // The name is the server's own (a fixed event type); a line break would split the event.
+    if (name.find_first_of("\r\n") != std::string_view::npos)
+      name = {};
+    std::size_t payload = 1; // the blank line ending the event
+    if (!name.empty())
+      payload += 7 + name.size() + 1;
+    for_each_line(data, [&](std::string_view line) { payload += 6 + line.size() + 1; });
+    if (!http10_) {
+      append_number(pending_, payload, 16);
+      pending_ += "\r\n";
+    }
+    if (!name.empty()) {
+      pending_ += "event: ";
+      pending_ += name;
+      pending_ += '\n';
+    }
+    for_each_line(data, [&](std::string_view line) {
+      pending_ += "data: ";
+      pending_ += line;
+      pending_ += '\n';
+    });
+    pending_ += '\n';
+    if (!http10_)
+      pending_ += "\r\n";
+    if (pending_.size() > ctx_.max_pending_write_bytes) {
+      overflow_ = true;
+      aborted_ = true;
+      pending_.clear();
+      pending_.shrink_to_fit();
+      // A flush may be "scheduled" only in the sense that the connection will look again when
+      // its stuck write completes, which a non-reading client never lets happen: post anew.
+      flush_scheduled_ = false;
+    }
+    schedule_locked();
+    return !overflow_;
+  }
+
   bool closed_locked() const { return finished_ || aborted_; }
   // Reading `draining` is safe here: mu_ is held and the exchange is not closed, so the
   // connection (and so the server that owns the context) cannot be torn down meanwhile.

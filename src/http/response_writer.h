@@ -31,6 +31,9 @@ public:
   // stream is closed (client gone, slow client over the buffer cap, server shutdown): the
   // producer should stop and cancel its work.
   virtual bool send_event(std::string data) = 0;
+  // The same with an "event: <name>" line first: the typed streams of the Responses and
+  // Anthropic Messages APIs, whose clients dispatch on the event name.
+  virtual bool send_named_event(std::string_view name, std::string data) = 0;
   // Ends the stream (writes the final chunk); the connection then serves its next request.
   virtual void end() = 0;
 

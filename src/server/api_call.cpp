@@ -71,9 +71,21 @@ bool ApiCalls::open(http::ResponseWriter &w, CallOutcome &rec) {
   return false;
 }
 
+std::optional<std::string> request_credentials(const http::Request &req, KeyHeaders which) {
+  if (auto a = req.header("Authorization"))
+    return std::string(*a);
+  if (which == KeyHeaders::kBearerOrXApiKey) {
+    if (auto k = req.header("x-api-key"); k && !k->empty())
+      return "Bearer " + std::string(*k);
+  }
+  return std::nullopt;
+}
+
 AuthOutcome ApiCalls::authenticate(const http::Request &req, http::ResponseWriter &w,
-                                   CallOutcome *rec) {
-  auto p = control_.authenticate(req.header("Authorization"));
+                                   CallOutcome *rec, KeyHeaders which) {
+  const auto credentials = request_credentials(req, which);
+  auto p = control_.authenticate(credentials ? std::optional<std::string_view>(*credentials)
+                                             : std::nullopt);
   if (!p) {
     http::Response r = http::error_response(p.error());
     if (p.error().code == ErrorCode::kUnauthorized) {

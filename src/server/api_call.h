@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "control/control_plane.h"
 #include "core/clock.h"
@@ -29,6 +31,12 @@ void add_outcome_headers(const CallOutcome &outcome, http::Headers &headers);
 http::Response outcome_error_response(const CallOutcome &outcome);
 std::string format_cost(double usd); // "%.8f", as x-gantry-cost-usd has always carried it
 
+// Which headers carry a route's API key. Anthropic's clients send `x-api-key`; the Messages
+// routes accept it when no Authorization header is present (the same keys, the same checks).
+enum class KeyHeaders { kBearer, kBearerOrXApiKey };
+// The credentials in Authorization's form ("Bearer <key>"), or nullopt when none was sent.
+std::optional<std::string> request_credentials(const http::Request &req, KeyHeaders which);
+
 class ApiCalls {
 public:
   ApiCalls(control::ControlPlane &control, const Clock &clock, CallRecorder &recorder,
@@ -45,7 +53,8 @@ public:
   // False when shutting down (answered 503).
   bool open(http::ResponseWriter &w, CallOutcome &rec);
   // Authenticates the call; a refusal is answered (401 + WWW-Authenticate) and recorded.
-  AuthOutcome authenticate(const http::Request &req, http::ResponseWriter &w, CallOutcome *rec);
+  AuthOutcome authenticate(const http::Request &req, http::ResponseWriter &w, CallOutcome *rec,
+                           KeyHeaders which = KeyHeaders::kBearer);
   // Answers `error` and types it into the record.
   void fail(http::ResponseWriter &w, CallOutcome &rec, Error error);
 

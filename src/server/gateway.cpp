@@ -218,6 +218,7 @@ Status Gateway::build_services(Stores &stores) {
   inference_ = std::make_unique<InferenceService>(registry_, *control_, *response_cache_,
                                                   *prepare_pool_, metrics_, clock_, ic);
   inference_routes_ = std::make_unique<InferenceRoutes>(*calls_, *inference_);
+  typed_routes_ = std::make_unique<TypedApiRoutes>(*calls_, *inference_);
   embeddings_route_ = std::make_unique<EmbeddingsRoute>(
       *calls_, registry_, *embeddings_, *prepare_pool_, config_.cache.share_across_projects);
   health_routes_ = std::make_unique<HealthRoutes>(registry_, *control_, *calls_, clock_,
@@ -278,14 +279,21 @@ void Gateway::build_servers() {
 std::optional<http::Response> Gateway::refuse_before_body(const http::Request &req) {
   if (req.method != http::Method::kPost || !req.path.starts_with("/v1/"))
     return std::nullopt;
-  auto p = control_->authenticate(req.header("Authorization"));
+  // The Messages routes read the key from x-api-key too, and answer in Anthropic's shape.
+  const bool anthropic = is_anthropic_path(req.path);
+  const auto credentials =
+      request_credentials(req, anthropic ? KeyHeaders::kBearerOrXApiKey : KeyHeaders::kBearer);
+  auto p = control_->authenticate(credentials ? std::optional<std::string_view>(*credentials)
+                                              : std::nullopt);
   if (p || p.error().code != ErrorCode::kUnauthorized)
     return std::nullopt; // accepted, or a store error the normal path reports
   http::Response r = http::error_response(p.error());
+  if (anthropic)
+    r.body = api::render_anthropic_error(p.error());
   r.headers.push_back({"WWW-Authenticate", "Bearer"});
   control_->record_rejection(nullptr, "", req.path, req.call_id, p.error(), clock_.unix_millis());
   if (req.path == "/v1/chat/completions" || req.path == "/v1/completions" ||
-      req.path == "/v1/embeddings") {
+      req.path == "/v1/embeddings" || req.path == "/v1/responses" || anthropic) {
     // The metrics and request log an ObservedWriter would have written.
     CallOutcome rec = calls_->outcome(req.request_id, req.path);
     rec.status = r.status;
@@ -389,6 +397,16 @@ http::Handler Gateway::build_routes() {
   r.post("/v1/completions", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     inference_routes_->handle(api::Endpoint::kCompletions, std::move(req), std::move(w));
   });
+  r.post("/v1/responses", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    typed_routes_->responses(std::move(req), std::move(w));
+  });
+  r.post("/v1/messages", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    typed_routes_->messages(std::move(req), std::move(w));
+  });
+  r.post("/v1/messages/count_tokens",
+         [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+           typed_routes_->count_tokens(std::move(req), std::move(w));
+         });
   r.post("/v1/embeddings", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     embeddings_route_->handle(std::move(req), std::move(w));
   });

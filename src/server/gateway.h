@@ -46,6 +46,7 @@
 #include "server/prepare_pool.h"
 #include "server/response_cache.h"
 #include "server/stores.h"
+#include "server/typed_api_routes.h"
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
 
@@ -120,6 +121,7 @@ private:
   std::unique_ptr<PreparePool> prepare_pool_; // drained before the services its tasks call
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<InferenceRoutes> inference_routes_;
+  std::unique_ptr<TypedApiRoutes> typed_routes_; // /v1/responses, /v1/messages
   std::unique_ptr<EmbeddingsRoute> embeddings_route_;
   std::unique_ptr<HealthRoutes> health_routes_;
   std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on

@@ -1,5 +1,6 @@
 #include "server/inference_service.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "core/utf8.h"
@@ -14,6 +15,15 @@ constexpr size_t kInlinePrepareBytes = 4096;
 // A choice's logprobs kept for a non-streamed response: a bound on memory whatever max_tokens
 // the context allows (beyond it the list is cut; the text is not).
 constexpr size_t kMaxLogprobTokens = 32768;
+
+size_t prompt_bytes(const api::InferenceRequest &r) {
+  size_t bytes = 0;
+  for (const auto &p : r.prompts)
+    bytes += p.text.size();
+  for (const auto &m : r.messages)
+    bytes += m.content.size();
+  return bytes;
+}
 } // namespace
 
 // One call in flight: the backend's sink, and the owner of the call's state from admission to
@@ -243,6 +253,7 @@ private:
     head_.logprobs = p.logprobs;
     head_.stream = ir.stream;
     head_.include_usage = ir.include_usage;
+    head_.prompt_tokens = p.prompt_tokens;
     if (cached.hit) {
       replay(*cached.hit);
       return;
@@ -401,6 +412,54 @@ InferenceService::InferenceService(ModelRegistry &models, control::ControlPlane 
                                    InferenceServiceConfig config)
     : models_(models), control_(control), cache_(cache), pool_(pool), metrics_(metrics),
       clock_(clock), config_(config) {}
+
+void InferenceService::count_tokens(InferenceInput input,
+                                    std::function<void(Result<int64_t>)> done) {
+  backend::ModelBackend *backend = models_.find(input.request.model);
+  if (!backend) {
+    done(Err(Error{ErrorCode::kNotFound,
+                   "The model '" + echoed(input.request.model) + "' does not exist", "model"}));
+    return;
+  }
+  const auto &allowed = input.principal ? input.principal->models : std::vector<std::string>{};
+  if (!allowed.empty() &&
+      std::find(allowed.begin(), allowed.end(), backend->info().name) == allowed.end()) {
+    done(Err(Error{ErrorCode::kPermissionDenied,
+                   "This API key is not allowed to use model '" + backend->info().name + "'.",
+                   "model"}));
+    return;
+  }
+  const size_t bytes = prompt_bytes(input.request);
+  if (const int ctx = backend->info().context_length;
+      ctx > 0 && bytes > static_cast<size_t>(ctx) * kMaxBytesPerToken) {
+    done(Err(Error{ErrorCode::kContextLengthExceeded,
+                   "This model's maximum context length is " + std::to_string(ctx) +
+                       " tokens; the prompt (" + std::to_string(bytes) + " bytes) is far longer.",
+                   "messages"}));
+    return;
+  }
+  backend::PrepareOptions options = config_.prepare;
+  options.cache_scope = cache_scope(input.principal, config_.share_cache_across_projects);
+  auto task = [backend, options, done, request = std::move(input.request)] {
+    auto prepared = backend->prepare(request, options);
+    if (!prepared) {
+      done(prepared.take_error());
+      return;
+    }
+    done(prepared->prompt_tokens);
+  };
+  // The same rule as a call's prepare: short prompts here, long ones off the I/O thread.
+  if (bytes <= kInlinePrepareBytes) {
+    task();
+    return;
+  }
+  if (!pool_.post(std::move(task))) {
+    Error e{ErrorCode::kQueueFull, "the server is busy preparing other requests; retry shortly",
+            ""};
+    e.retry_after_ms = 1000;
+    done(Err(std::move(e)));
+  }
+}
 
 void InferenceService::run(InferenceInput input, CallOutcome outcome,
                            std::shared_ptr<InferenceSink> sink) {

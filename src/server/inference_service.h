@@ -61,6 +61,7 @@ struct CallHead {
     const size_t prompt = static_cast<size_t>(choice / std::max(choices_per_prompt, 1));
     return prompt < echo.size() ? echo[prompt] : none;
   }
+  int64_t prompt_tokens = 0; // as prepared (an estimate for a remote backend): a stream's start
 };
 
 // The generated choices (non-streamed calls only; a stream already delivered them as events).
@@ -97,6 +98,11 @@ public:
   // `outcome` arrives with who/what already filled (arrival, request id, endpoint, key,
   // project); the service fills the rest and hands it to sink->on_complete.
   void run(InferenceInput input, CallOutcome outcome, std::shared_ptr<InferenceSink> sink);
+  // The prompt tokens `input.request` would cost on its model, from the backend's prepare()
+  // (exact for local models; an estimate for remote ones): nothing is admitted, charged or run.
+  // The key's model allow-list applies (403). `done` runs once, on this thread or the prepare
+  // pool's.
+  void count_tokens(InferenceInput input, std::function<void(Result<int64_t>)> done);
   // Whether `model` is served here, local or remote (jobs and batches check at submission).
   bool serves(std::string_view model) const { return models_.find(model) != nullptr; }
 

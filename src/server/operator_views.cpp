@@ -68,6 +68,7 @@ public:
   }
   void start_sse(http::Headers) override {}
   bool send_event(std::string) override { return false; }
+  bool send_named_event(std::string_view, std::string) override { return false; }
   void end() override {}
   bool is_closed() const override { return !done_; }
   void on_close(std::function<void()>) override {}

@@ -74,6 +74,17 @@ public:
       finish(!inner_->is_closed());
     return inner_->send_event(std::move(data));
   }
+  // Named events are not replayable (StoredResponse keeps each event's data only): the record
+  // stops, as past its cap, and the key is remembered as "not stored". The routes that stream
+  // named events (/v1/responses, /v1/messages) take no Idempotency-Key.
+  bool send_named_event(std::string_view name, std::string data) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      rec_.truncated = true;
+      rec_.events = {};
+    }
+    return inner_->send_named_event(name, std::move(data));
+  }
   void end() override {
     finish(!inner_->is_closed());
     inner_->end();

@@ -11,6 +11,7 @@ public:
   void respond(Response r) override { response = std::move(r); }
   void start_sse(Headers) override {}
   bool send_event(std::string) override { return false; }
+  bool send_named_event(std::string_view, std::string) override { return false; }
   void end() override {}
   bool is_closed() const override { return false; }
   void on_close(std::function<void()>) override {}

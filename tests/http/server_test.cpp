@@ -100,6 +100,13 @@ protected:
       w->send_event("line1\nline2");
       w->end();
     });
+    router.get("/named", [](Request &&, std::shared_ptr<ResponseWriter> w) {
+      w->start_sse();
+      w->send_named_event("message_start", "{\"type\":\"message_start\"}");
+      w->send_named_event("bad\nname", "x"); // a line break would split the event: no name
+      w->send_event("plain");
+      w->end();
+    });
     server_ = std::make_unique<HttpServer>(options, std::move(router).into_handler());
     Status s = server_->start();
     ASSERT_TRUE(s.ok()) << s.error().message;
@@ -280,6 +287,16 @@ TEST_F(ServerTest, MultiLineEventDataIsSplitIntoDataLines) {
   auto ev = stream->next_event();
   ASSERT_TRUE(ev.ok() && ev->has_value());
   EXPECT_EQ(**ev, "line1\nline2");
+}
+
+TEST_F(ServerTest, NamedEventsCarryAnEventLineBeforeTheirData) {
+  start();
+  HttpClient client(client_options());
+  auto r = client.get("/named");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->body, "event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
+                     "data: x\n\n"
+                     "data: plain\n\n");
 }
 
 TEST_F(ServerTest, ClientDisconnectMidStreamRunsCloseCallback) {

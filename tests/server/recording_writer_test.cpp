@@ -17,6 +17,9 @@ public:
     bytes += data.size();
     return true;
   }
+  bool send_named_event(std::string_view, std::string data) override {
+    return send_event(std::move(data));
+  }
   void end() override { ended = true; }
   bool is_closed() const override { return false; }
   void on_close(std::function<void()>) override {}

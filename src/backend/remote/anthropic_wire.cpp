@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "api/anthropic_messages.h"
 #include "backend/remote/wire.h"
 #include "core/utf8.h"
 
@@ -38,15 +39,9 @@ int64_t int_of(const json::object &o, std::string_view key) {
   return 0;
 }
 
-// end_turn / stop_sequence / max_tokens / tool_use / refusal → OpenAI's finish reasons.
+// The stop-reason mapping is the inbound Messages API's too (api/anthropic_messages.h).
 std::string finish_of(std::string_view stop_reason) {
-  if (stop_reason == "max_tokens")
-    return "length";
-  if (stop_reason == "tool_use")
-    return "tool_calls";
-  if (stop_reason == "refusal")
-    return "content_filter";
-  return "stop";
+  return api::finish_reason_from_stop_reason(stop_reason);
 }
 
 // Anthropic counts cache reads and writes apart from input_tokens; OpenAI's prompt_tokens

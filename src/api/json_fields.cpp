@@ -1,0 +1,76 @@
+#include "api/json_fields.h"
+
+#include <boost/json.hpp>
+
+#include <cmath>
+
+namespace gantry::api::fields {
+namespace json = boost::json;
+
+Result<double> number(const json::value &v, const std::string &name) {
+  if (v.is_double())
+    return v.as_double();
+  if (v.is_int64())
+    return static_cast<double>(v.as_int64());
+  if (v.is_uint64())
+    return static_cast<double>(v.as_uint64());
+  return bad("'" + name + "' must be a number", name);
+}
+
+Result<int64_t> integer(const json::value &v, const std::string &name) {
+  if (v.is_int64())
+    return v.as_int64();
+  if (v.is_uint64()) {
+    if (v.as_uint64() > static_cast<uint64_t>(INT64_MAX))
+      return bad("'" + name + "' is too large", name);
+    return static_cast<int64_t>(v.as_uint64());
+  }
+  if (v.is_double()) {
+    const double d = v.as_double();
+    if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d))
+      return static_cast<int64_t>(d);
+  }
+  return bad("'" + name + "' must be an integer", name);
+}
+
+Result<bool> boolean(const json::value &v, const std::string &name) {
+  if (!v.is_bool())
+    return bad("'" + name + "' must be a boolean", name);
+  return v.as_bool();
+}
+
+Result<std::string> string(const json::value &v, const std::string &name) {
+  if (!v.is_string())
+    return bad("'" + name + "' must be a string", name);
+  return std::string(v.as_string());
+}
+
+Result<float> ranged(const json::value &v, const std::string &name, double lo, double hi) {
+  GANTRY_ASSIGN_OR_RETURN(double d, number(v, name));
+  if (!(d >= lo && d <= hi)) {
+    return bad("'" + name + "' must be between " + json::serialize(json::value(lo)) + " and " +
+                   json::serialize(json::value(hi)) + ", got " + json::serialize(v),
+               name);
+  }
+  return static_cast<float>(d);
+}
+
+Result<const json::object *> object(const json::value &v, const std::string &name) {
+  if (!v.is_object())
+    return bad("'" + name + "' must be an object", name);
+  return &v.as_object();
+}
+
+Result<const json::array *> array(const json::value &v, const std::string &name) {
+  if (!v.is_array())
+    return bad("'" + name + "' must be an array", name);
+  return &v.as_array();
+}
+
+Result<std::string> schema_text(const json::value &v, const std::string &name) {
+  if (!v.is_object())
+    return bad("'" + name + "' must be a JSON Schema object", name);
+  return json::serialize(v);
+}
+
+} // namespace gantry::api::fields

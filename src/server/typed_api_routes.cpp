@@ -1,0 +1,339 @@
+#include "server/typed_api_routes.h"
+
+#include <optional>
+
+#include "http/request_id.h"
+
+namespace gantry::server {
+namespace {
+
+api::Usage usage_of(const CallOutcome &o) {
+  return {static_cast<int>(o.input_tokens), static_cast<int>(o.output_tokens),
+          static_cast<int>(o.cached_tokens)};
+}
+
+// Choice 0's text and tool calls as its events arrive (both APIs answer one choice).
+struct OutputSoFar {
+  std::string text;
+  std::vector<api::ToolCall> calls;
+  std::vector<int> call_index; // the delta index of each call
+
+  void add(const backend::ChoiceEvent &ev) {
+    text += ev.text;
+    for (const auto &d : ev.tool_calls) {
+      size_t i = 0;
+      while (i < call_index.size() && call_index[i] != d.index)
+        ++i;
+      if (i == call_index.size()) {
+        call_index.push_back(d.index);
+        calls.push_back({d.id, d.name, {}});
+      }
+      calls[i].arguments += d.arguments;
+    }
+  }
+  // The service's choice where it collected one (a cache replay has no events when not
+  // streamed), else what the events said.
+  void complete_from(const CallOutput &output) {
+    if (output.choices.empty())
+      return;
+    text = output.choices[0].text;
+    if (!output.choices[0].tool_calls.empty())
+      calls = output.choices[0].tool_calls;
+  }
+};
+
+void send_all(http::ResponseWriter &w, const api::TypedEvents &events) {
+  for (const auto &e : events)
+    w.send_named_event(e.name, e.data);
+}
+
+class ResponsesSink final : public InferenceSink {
+public:
+  ResponsesSink(std::shared_ptr<http::ResponseWriter> w, std::shared_ptr<CallOutcome> rec,
+                std::string id, api::ResponsesSettings settings)
+      : w_(std::move(w)), rec_(std::move(rec)), id_(std::move(id)), settings_(std::move(settings)) {
+  }
+
+  void on_head(const CallHead &head, const CallOutcome &so_far,
+               std::function<void()> cancel) override {
+    if (head.stream) {
+      http::Headers hs;
+      add_outcome_headers(so_far, hs);
+      w_->start_sse(std::move(hs));
+      stream_.emplace(api::ResponsesMeta{id_, head.meta.model, head.meta.created}, settings_);
+      send_all(*w_, stream_->start());
+    }
+    created_ = head.meta.created;
+    w_->on_close(std::move(cancel));
+  }
+
+  void on_event(const CallHead &, const backend::ChoiceEvent &ev) override {
+    if (ev.choice != 0)
+      return;
+    out_.add(ev);
+    if (!stream_)
+      return;
+    send_all(*w_, stream_->text(ev.text));
+    for (const auto &d : ev.tool_calls)
+      send_all(*w_, stream_->tool_call(d));
+  }
+
+  void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
+    *rec_ = outcome;
+    if (!head) {
+      w_->respond(outcome_error_response(outcome));
+      return;
+    }
+    if (stream_) {
+      send_all(*w_, outcome.error ? stream_->fail(*outcome.error)
+                                  : stream_->finish(outcome.finish_reason, usage_of(outcome)));
+      w_->end();
+      return;
+    }
+    if (outcome.error) {
+      w_->respond(outcome_error_response(outcome));
+      return;
+    }
+    out_.complete_from(output);
+    api::ResponsesResult result;
+    result.text = std::move(out_.text);
+    result.tool_calls = std::move(out_.calls);
+    result.finish_reason = outcome.finish_reason;
+    result.usage = usage_of(outcome);
+    http::Response r = http::Response::json(
+        200, api::render_responses_object({id_, head->meta.model, created_}, settings_, result));
+    add_outcome_headers(outcome, r.headers);
+    w_->respond(std::move(r));
+  }
+
+private:
+  std::shared_ptr<http::ResponseWriter> w_;
+  std::shared_ptr<CallOutcome> rec_;
+  const std::string id_;
+  const api::ResponsesSettings settings_;
+  int64_t created_ = 0;
+  std::optional<api::ResponsesStream> stream_;
+  OutputSoFar out_;
+};
+
+class MessagesSink final : public InferenceSink {
+public:
+  MessagesSink(std::shared_ptr<http::ResponseWriter> w, std::shared_ptr<CallOutcome> rec,
+               std::string id)
+      : w_(std::move(w)), rec_(std::move(rec)), id_(std::move(id)) {}
+
+  void on_head(const CallHead &head, const CallOutcome &so_far,
+               std::function<void()> cancel) override {
+    if (head.stream) {
+      http::Headers hs;
+      add_outcome_headers(so_far, hs);
+      w_->start_sse(std::move(hs));
+      stream_.emplace(api::MessagesMeta{id_, head.meta.model});
+      api::Usage prompt;
+      prompt.prompt_tokens = static_cast<int>(head.prompt_tokens);
+      send_all(*w_, stream_->start(prompt));
+    }
+    w_->on_close(std::move(cancel));
+  }
+
+  void on_event(const CallHead &, const backend::ChoiceEvent &ev) override {
+    if (ev.choice != 0)
+      return;
+    out_.add(ev);
+    if (!stream_)
+      return;
+    send_all(*w_, stream_->text(ev.text));
+    for (const auto &d : ev.tool_calls)
+      send_all(*w_, stream_->tool_call(d));
+  }
+
+  void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
+    *rec_ = outcome;
+    if (!head) {
+      w_->respond(outcome_error_response(outcome));
+      return;
+    }
+    if (stream_) {
+      send_all(*w_, outcome.error ? stream_->fail(*outcome.error)
+                                  : stream_->finish(outcome.finish_reason, usage_of(outcome)));
+      w_->end();
+      return;
+    }
+    if (outcome.error) {
+      w_->respond(outcome_error_response(outcome));
+      return;
+    }
+    out_.complete_from(output);
+    api::MessagesResult result;
+    result.text = std::move(out_.text);
+    result.tool_calls = std::move(out_.calls);
+    result.finish_reason = outcome.finish_reason;
+    result.usage = usage_of(outcome);
+    http::Response r =
+        http::Response::json(200, api::render_message({id_, head->meta.model}, result));
+    add_outcome_headers(outcome, r.headers);
+    w_->respond(std::move(r));
+  }
+
+private:
+  std::shared_ptr<http::ResponseWriter> w_;
+  std::shared_ptr<CallOutcome> rec_;
+  const std::string id_;
+  std::optional<api::MessagesStream> stream_;
+  OutputSoFar out_;
+};
+
+// The status's error when a response carries no typed one (none of this module's paths).
+Error error_for_status(int status) {
+  ErrorCode code = ErrorCode::kInternal;
+  switch (status) {
+  case 400: code = ErrorCode::kInvalidArgument; break;
+  case 401: code = ErrorCode::kUnauthorized; break;
+  case 403: code = ErrorCode::kPermissionDenied; break;
+  case 404: code = ErrorCode::kNotFound; break;
+  case 413: code = ErrorCode::kPayloadTooLarge; break;
+  case 429: code = ErrorCode::kRateLimited; break;
+  case 503: code = ErrorCode::kUnavailable; break;
+  default: break;
+  }
+  return {code, "HTTP " + std::to_string(status), ""};
+}
+
+class AnthropicErrorWriter final : public http::ResponseWriter {
+public:
+  AnthropicErrorWriter(std::shared_ptr<http::ResponseWriter> inner,
+                       std::shared_ptr<CallOutcome> rec)
+      : inner_(std::move(inner)), rec_(std::move(rec)) {}
+
+  void respond(http::Response r) override {
+    if (r.status >= 400) {
+      const Error e = rec_->error ? *rec_->error : error_for_status(r.status);
+      r.status = api::anthropic_status(e.code);
+      r.content_type = "application/json";
+      r.body = api::render_anthropic_error(e);
+    }
+    inner_->respond(std::move(r));
+  }
+  void start_sse(http::Headers headers) override { inner_->start_sse(std::move(headers)); }
+  bool send_event(std::string data) override { return inner_->send_event(std::move(data)); }
+  bool send_named_event(std::string_view name, std::string data) override {
+    return inner_->send_named_event(name, std::move(data));
+  }
+  void end() override { inner_->end(); }
+  bool is_closed() const override { return inner_->is_closed(); }
+  void on_close(std::function<void()> cb) override { inner_->on_close(std::move(cb)); }
+  const std::string &request_id() const override { return inner_->request_id(); }
+
+private:
+  std::shared_ptr<http::ResponseWriter> inner_;
+  std::shared_ptr<CallOutcome> rec_;
+};
+
+InferenceInput input_for(http::Request &req, api::InferenceRequest request,
+                         std::optional<control::Principal> principal) {
+  InferenceInput in;
+  in.request = std::move(request);
+  in.principal = std::move(principal);
+  in.call_id = req.call_id;
+  in.response_id = http::response_id(req);
+  if (auto cc = req.header("cache-control"))
+    in.cache_control = std::string(*cc);
+  return in;
+}
+
+} // namespace
+
+bool is_anthropic_path(std::string_view path) {
+  return path == "/v1/messages" || path == "/v1/messages/count_tokens";
+}
+
+std::shared_ptr<http::ResponseWriter>
+anthropic_error_writer(std::shared_ptr<http::ResponseWriter> w,
+                       std::shared_ptr<CallOutcome> record) {
+  return std::make_shared<AnthropicErrorWriter>(std::move(w), std::move(record));
+}
+
+std::shared_ptr<InferenceSink> responses_sink(std::shared_ptr<http::ResponseWriter> writer,
+                                              std::shared_ptr<CallOutcome> record,
+                                              std::string response_id,
+                                              api::ResponsesSettings settings) {
+  return std::make_shared<ResponsesSink>(std::move(writer), std::move(record),
+                                         std::move(response_id), std::move(settings));
+}
+
+std::shared_ptr<InferenceSink> messages_sink(std::shared_ptr<http::ResponseWriter> writer,
+                                             std::shared_ptr<CallOutcome> record,
+                                             std::string message_id) {
+  return std::make_shared<MessagesSink>(std::move(writer), std::move(record),
+                                        std::move(message_id));
+}
+
+void TypedApiRoutes::responses(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+  auto rec = calls_.begin(req, w);
+  if (!calls_.open(*w, *rec))
+    return;
+  auto principal = calls_.authenticate(req, *w, rec.get());
+  if (!principal)
+    return;
+  auto parsed = api::parse_responses_request(req.body);
+  if (!parsed) {
+    calls_.fail(*w, *rec, parsed.take_error());
+    return;
+  }
+  InferenceInput in = input_for(req, std::move(parsed->request), std::move(*principal));
+  const std::string id = "resp_" + in.response_id;
+  service_.run(std::move(in), *rec,
+               responses_sink(std::move(w), rec, id, std::move(parsed->settings)));
+}
+
+std::shared_ptr<CallOutcome>
+TypedApiRoutes::messages_prologue(http::Request &req, std::shared_ptr<http::ResponseWriter> &w,
+                                  std::optional<control::Principal> &principal) {
+  auto rec = calls_.begin(req, w);
+  w = anthropic_error_writer(std::move(w), rec);
+  if (!calls_.open(*w, *rec))
+    return nullptr;
+  auto auth = calls_.authenticate(req, *w, rec.get(), KeyHeaders::kBearerOrXApiKey);
+  if (!auth)
+    return nullptr;
+  principal = std::move(*auth);
+  return rec;
+}
+
+void TypedApiRoutes::messages(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+  std::optional<control::Principal> principal;
+  auto rec = messages_prologue(req, w, principal);
+  if (!rec)
+    return;
+  auto parsed = api::parse_messages_request(req.body);
+  if (!parsed) {
+    calls_.fail(*w, *rec, parsed.take_error());
+    return;
+  }
+  InferenceInput in = input_for(req, std::move(parsed).value(), std::move(principal));
+  const std::string id = "msg_" + in.response_id;
+  service_.run(std::move(in), *rec, messages_sink(std::move(w), rec, id));
+}
+
+void TypedApiRoutes::count_tokens(http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+  std::optional<control::Principal> principal;
+  auto rec = messages_prologue(req, w, principal);
+  if (!rec)
+    return;
+  auto parsed = api::parse_count_tokens_request(req.body);
+  if (!parsed) {
+    calls_.fail(*w, *rec, parsed.take_error());
+    return;
+  }
+  rec->model = parsed->model;
+  InferenceInput in = input_for(req, std::move(parsed).value(), std::move(principal));
+  service_.count_tokens(std::move(in), [this, w, rec](Result<int64_t> n) {
+    if (!n) {
+      calls_.fail(*w, *rec, n.take_error());
+      return;
+    }
+    w->respond(http::Response::json(200, api::render_count_tokens(*n)));
+  });
+}
+
+} // namespace gantry::server
