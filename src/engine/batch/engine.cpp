@@ -202,6 +202,27 @@ int32_t Engine::choose(Sequence &s, std::span<float> logits) {
   int32_t t = s.sampler->pick(logits);
   if (s.constraint->allows(t))
     return t;
+  if (s.sampler->params().greedy()) {
+    // Greedy wants the best allowed token: the next candidates in the order argmax ranks them
+    // (higher logit, then lower id) are checked one by one, which is far cheaper than masking
+    // the whole vocabulary and picks the same token. Masking remains the fallback.
+    constexpr size_t kCandidates = 32;
+    const size_t k = std::min(kCandidates, logits.size());
+    cand_.resize(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i)
+      cand_[i] = static_cast<int32_t>(i);
+    const auto better = [&logits](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(),
+                      better);
+    for (size_t i = 0; i < k; ++i) {
+      if (logits[cand_[i]] == -INFINITY)
+        break;
+      if (cand_[i] != t && s.constraint->allows(cand_[i]))
+        return cand_[i];
+    }
+  }
   // Masking only when the cheap check fails; a second draw from the masked logits gives
   // exactly the masked distribution (the rejected first draw carries no bias).
   s.constraint->apply(logits);

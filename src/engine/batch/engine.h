@@ -174,6 +174,7 @@ private:
   std::vector<BatchToken> batch_;
   std::vector<std::pair<SeqId, int>> step_tokens_;
   std::vector<Sequence *> batch_owner_; // sequence of each want_logits row
+  std::vector<int32_t> cand_;           // choose(): greedy candidates in rank order
   SeqId next_id_ = 1;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;

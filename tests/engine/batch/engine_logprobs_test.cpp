@@ -74,6 +74,26 @@ public:
   std::vector<int32_t> accepted;
 };
 
+// Even token ids too, but the cheap check refuses everything until the step's mask is applied:
+// the engine must take the full masking path at every step.
+class EvenTokensMaskOnly final : public TokenConstraint {
+public:
+  bool allows(int32_t t) override { return masked_ && t % 2 == 0; }
+  void apply(std::span<float> logits) override {
+    masked_ = true;
+    for (size_t i = 1; i < logits.size(); i += 2)
+      logits[i] = -INFINITY;
+  }
+  void accept(int32_t) override { masked_ = false; }
+  bool finished() const override { return false; }
+  std::unique_ptr<TokenConstraint> clone() const override {
+    return std::make_unique<EvenTokensMaskOnly>(*this);
+  }
+
+private:
+  bool masked_ = false;
+};
+
 // Forces a fixed sequence of tokens, then is finished.
 class FixedTokens final : public TokenConstraint {
 public:
@@ -348,6 +368,19 @@ TEST_F(EngineLogprobsTest, ConstraintMasksTokensGreedyAndSampled) {
   EXPECT_EQ(r.ids, solo(req).ids) << "a seeded constrained run is reproducible";
   const auto *proto = static_cast<const EvenTokens *>(req.constraint.get());
   EXPECT_TRUE(proto->accepted.empty()) << "each sequence advances its own clone";
+}
+
+TEST_F(EngineLogprobsTest, GreedyCandidateCheckPicksWhatTheFullMaskPicks) {
+  // Greedy checks the next-ranked tokens one by one before masking the vocabulary; that must
+  // choose exactly the masked argmax at every step.
+  for (const auto &c : load_cases()) {
+    auto req = greedy(c.prompt_ids, 48);
+    req.constraint = std::make_shared<EvenTokens>();
+    const Output fast = solo(req);
+    req.constraint = std::make_shared<EvenTokensMaskOnly>();
+    const Output masked = solo(req);
+    EXPECT_EQ(fast.ids, masked.ids);
+  }
 }
 
 TEST_F(EngineLogprobsTest, FinishedConstraintStopsAndMaxTokensStillEndsWithLength) {
