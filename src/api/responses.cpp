@@ -636,4 +636,22 @@ TypedEvents ResponsesStream::fail(const Error &error) {
   return end("response.failed", "failed", nullptr, &error, false);
 }
 
+std::string responses_param(std::string_view p) {
+  const auto starts = [&p](std::string_view prefix) {
+    return p.substr(0, prefix.size()) == prefix;
+  };
+  if (starts("response_format.json_schema."))
+    return "text.format." +
+           std::string(p.substr(std::string_view("response_format.json_schema.").size()));
+  if (starts("response_format"))
+    return "text.format" + std::string(p.substr(std::string_view("response_format").size()));
+  // Chat messages do not map one to one onto input items (instructions come first, calls
+  // merge into one turn): the error names the input, not a message index that may be wrong.
+  if (starts("messages"))
+    return "input";
+  if (p == "max_tokens")
+    return "max_output_tokens";
+  return std::string(p);
+}
+
 } // namespace gantry::api

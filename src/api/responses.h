@@ -46,6 +46,12 @@ struct ResponsesRequest {
 // Errors name the field in `param` ("input[1].content[0].type", "text.format.schema").
 Result<ResponsesRequest> parse_responses_request(std::string_view body);
 
+// A field of the chat request the Responses body was translated into, named as the client
+// wrote it: errors found after parsing (a schema the grammar compiler refuses, a prompt over
+// the context) must name the Responses field ("response_format.json_schema.schema" →
+// "text.format.schema", "messages[i]" → "input", "max_tokens" → "max_output_tokens").
+std::string responses_param(std::string_view chat_param);
+
 struct ResponsesMeta {
   std::string id; // "resp_<id>"; output item ids derive from it
   std::string model;

@@ -79,6 +79,8 @@ public:
   }
 
   void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
+    if (!head && outcome.error)
+      outcome.error->param = api::responses_param(outcome.error->param);
     *rec_ = outcome;
     if (!head) {
       w_->respond(outcome_error_response(outcome));

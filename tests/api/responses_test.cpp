@@ -285,5 +285,15 @@ TEST(ResponsesStreamTest, EmptyOutputIncompleteAndFailed) {
   EXPECT_EQ(r.at("error").at("message"), "engine gone");
 }
 
+TEST(ResponsesParam, ChatFieldsAreNamedAsTheClientWroteThem) {
+  EXPECT_EQ(responses_param("response_format.json_schema.schema"), "text.format.schema");
+  EXPECT_EQ(responses_param("response_format"), "text.format");
+  EXPECT_EQ(responses_param("messages[2].content"), "input");
+  EXPECT_EQ(responses_param("messages"), "input");
+  EXPECT_EQ(responses_param("max_tokens"), "max_output_tokens");
+  EXPECT_EQ(responses_param("tool_choice"), "tool_choice");
+  EXPECT_EQ(responses_param(""), "");
+}
+
 } // namespace
 } // namespace gantry::api

@@ -257,6 +257,12 @@ TEST_F(StructuredOutputTest, ResponsesApiTextFormatIsEnforced) {
   const std::string text(content.at("text").as_string());
   const json::value s = json::parse(kSchemas[1]);
   EXPECT_EQ(validate(json::parse(text), s, s), "") << text;
+
+  // A schema the compiler refuses is named as the Responses field the client sent.
+  body["text"].as_object()["format"].as_object()["schema"] =
+      json::parse(R"({"type":"integer","multipleOf":2})");
+  expect_error(post("/v1/responses", json::serialize(body)), 400, "invalid_request_error",
+               "text.format.schema");
 }
 
 } // namespace
