@@ -150,7 +150,7 @@ Status parse_tools(const json::value &v, InferenceRequest &r) {
       } else if (k == "description") {
         GANTRY_ASSIGN_OR_RETURN(t.description, fields::string(fv, f));
       } else if (k == "input_schema") {
-        GANTRY_ASSIGN_OR_RETURN(t.parameters, fields::schema_text(fv, f));
+        GANTRY_ASSIGN_OR_RETURN(t.parameters, fields::tool_schema_text(fv, f));
       } else if (k == "type") {
         if (!fv.is_null() && !(fv.is_string() && fv.as_string() == "custom"))
           return bad(f + ": only client tools (type 'custom') are supported", f);
@@ -429,6 +429,14 @@ std::string_view anthropic_error_type(ErrorCode code) {
   case ErrorCode::kIo:
   case ErrorCode::kInternal: return "api_error";
   default: return "invalid_request_error";
+  }
+}
+
+void to_anthropic_param(Error &e) {
+  if (auto i = fields::chat_tool_schema_index(e.param)) {
+    e.param = "tools." + std::to_string(*i) + ".input_schema";
+    if (!e.message.starts_with(e.param))
+      e.message = e.param + ": " + e.message;
   }
 }
 

@@ -54,6 +54,9 @@ std::string render_count_tokens(int64_t input_tokens);
 int anthropic_status(ErrorCode code);
 std::string_view anthropic_error_type(ErrorCode code);
 std::string render_anthropic_error(const Error &error);
+// An error of the shared inference path with its param in this API's field names (a tool's
+// schema is tools.i.input_schema here), leading the message as Anthropic's do.
+void to_anthropic_param(Error &error);
 
 // The events of one streamed message, in Anthropic's order: message_start, ping; per content
 // block content_block_start, content_block_delta (text_delta | input_json_delta)...,

@@ -2,7 +2,10 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <cmath>
+
+#include "api/json_schema_grammar.h"
 
 namespace gantry::api::fields {
 namespace json = boost::json;
@@ -71,6 +74,29 @@ Result<std::string> schema_text(const json::value &v, const std::string &name) {
   if (!v.is_object())
     return bad("'" + name + "' must be a JSON Schema object", name);
   return json::serialize(v);
+}
+
+Result<std::string> tool_schema_text(const json::value &v, const std::string &name) {
+  GANTRY_ASSIGN_OR_RETURN(std::string text, schema_text(v, name));
+  if (auto st = check_json_schema(text); !st)
+    return bad(name + ": " + st.error().message, name);
+  return text;
+}
+
+std::optional<size_t> chat_tool_schema_index(std::string_view param) {
+  constexpr std::string_view kHead = "tools[", kTail = "].function.parameters";
+  if (!param.starts_with(kHead) || !param.ends_with(kTail) ||
+      param.size() <= kHead.size() + kTail.size())
+    return std::nullopt;
+  const std::string_view digits =
+      param.substr(kHead.size(), param.size() - kHead.size() - kTail.size());
+  if (digits.size() > 6 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  size_t i = 0;
+  for (char c : digits)
+    i = i * 10 + static_cast<size_t>(c - '0');
+  return i;
 }
 
 } // namespace gantry::api::fields

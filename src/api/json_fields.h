@@ -5,7 +5,9 @@
 
 #include <boost/json/value.hpp>
 
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,5 +31,11 @@ Result<const boost::json::object *> object(const boost::json::value &v, const st
 Result<const boost::json::array *> array(const boost::json::value &v, const std::string &name);
 // A JSON Schema given as an object: its compact JSON text.
 Result<std::string> schema_text(const boost::json::value &v, const std::string &name);
+// A tool's input schema: schema_text, and an error when it is malformed (check_json_schema),
+// even where nothing enforces it, as OpenAI's and Anthropic's APIs reject it too.
+Result<std::string> tool_schema_text(const boost::json::value &v, const std::string &name);
+// i when `param` is "tools[i].function.parameters", the chat API's name for a tool's schema,
+// which errors of the shared inference path (a forced call's grammar) use.
+std::optional<size_t> chat_tool_schema_index(std::string_view param);
 
 } // namespace gantry::api::fields

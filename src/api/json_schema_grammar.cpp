@@ -136,8 +136,9 @@ private:
     return prefix_ + name;
   }
 
+  // kUnsupported (also a 400): check_json_schema tells these from malformed schemas.
   static Error unsupported(const std::string &what, const std::string &ptr) {
-    return Error::invalid("unsupported JSON schema feature: " + what + " at " + ptr);
+    return Error::unsupported("unsupported JSON schema feature: " + what + " at " + ptr);
   }
   static Error invalid(const std::string &what, const std::string &ptr) {
     return Error::invalid("invalid JSON schema at " + ptr + ": " + what);
@@ -753,6 +754,13 @@ std::string json_object_gbnf(std::string_view rule_prefix) {
   json::value any = json::object{{"type", "object"}};
   auto r = Compiler(any, std::string(rule_prefix)).run();
   return r.ok() ? *r : std::string();
+}
+
+Status check_json_schema(std::string_view schema_json) {
+  auto gbnf = json_schema_to_gbnf(schema_json, "");
+  if (!gbnf && gbnf.error().code != ErrorCode::kUnsupported)
+    return Err(gbnf.take_error());
+  return Ok();
 }
 
 Result<std::shared_ptr<const engine::Grammar>> compile_json_schema(std::string_view schema_json) {

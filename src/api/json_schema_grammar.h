@@ -27,8 +27,10 @@
 // Bounds: the schema has at most kMaxSchemaNodes sub-schemas nested at most kMaxSchemaDepth
 // deep, and the GBNF must fit engine::kMaxGrammarBytes.
 //
-// Errors are kInvalidArgument with the message naming the feature; `param` is left for the
-// caller ("response_format.json_schema.schema", "tools[0].function.parameters", ...).
+// Errors name the feature and its place; `param` is left for the caller
+// ("response_format.json_schema.schema", "tools[0].function.parameters", ...). A feature outside
+// the subset above is kUnsupported, a malformed schema (a keyword of the wrong type, an unknown
+// type, a $ref that points nowhere, too large) kInvalidArgument; both are 400s.
 #pragma once
 
 #include <memory>
@@ -51,6 +53,12 @@ Result<std::string> json_schema_to_gbnf(std::string_view schema_json, std::strin
 
 // Any JSON object (response_format json_object), start rule `<rule_prefix>root`.
 std::string json_object_gbnf(std::string_view rule_prefix);
+
+// An error only for a malformed schema (kInvalidArgument above), not for an unsupported feature:
+// for a tool the model is not forced to call, whose schema is shown to the model but not
+// enforced (as OpenAI accepts any valid schema there). Compilation stops at the first
+// unsupported feature, so a malformation after it goes unseen until the schema is enforced.
+Status check_json_schema(std::string_view schema_json);
 
 // Convenience: json_schema_to_gbnf(schema, "") compiled.
 Result<std::shared_ptr<const engine::Grammar>> compile_json_schema(std::string_view schema_json);

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "api/json_body.h"
+#include "api/json_schema_grammar.h"
 #include "core/utf8.h"
 
 namespace gantry::api {
@@ -419,6 +420,9 @@ Status parse_tool(const json::value &v, const std::string &p, InferenceRequest &
                        " bytes",
                    fp + ".parameters");
       }
+      // Malformed even where nothing enforces it (tool_choice auto): OpenAI rejects it too.
+      if (auto st = check_json_schema(tool.parameters); !st)
+        return bad(fp + ".parameters: " + st.error().message, fp + ".parameters");
     } else if (k == "strict") {
       if (!val.is_null()) {
         GANTRY_ASSIGN_OR_RETURN(tool.strict, boolean(val, fp + ".strict"));

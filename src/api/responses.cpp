@@ -161,7 +161,7 @@ Status parse_tools(const json::value &v, ResponsesRequest &out) {
         }
       } else if (k == "parameters") {
         if (!fv.is_null()) {
-          GANTRY_ASSIGN_OR_RETURN(t.parameters, fields::schema_text(fv, f));
+          GANTRY_ASSIGN_OR_RETURN(t.parameters, fields::tool_schema_text(fv, f));
         }
       } else if (k == "strict") {
         if (!fv.is_null()) {
@@ -651,6 +651,9 @@ std::string responses_param(std::string_view p) {
     return "input";
   if (p == "max_tokens")
     return "max_output_tokens";
+  // A forced call's grammar names a tool's schema the chat way.
+  if (auto i = fields::chat_tool_schema_index(p))
+    return "tools[" + std::to_string(*i) + "].parameters";
   return std::string(p);
 }
 

@@ -150,6 +150,8 @@ public:
   }
 
   void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
+    if (outcome.error)
+      api::to_anthropic_param(*outcome.error);
     *rec_ = outcome;
     if (!head) {
       w_->respond(outcome_error_response(outcome));

@@ -111,6 +111,8 @@ TEST(AnthropicParseTest, BadInputNamesTheField) {
        "temperature"},
       {R"({"model":"m","max_tokens":5,"tools":[{"name":"f"}],"messages":[{"role":"user","content":"x"}]})",
        "tools.0.input_schema"},
+      {R"({"model":"m","max_tokens":5,"tools":[{"name":"f","input_schema":{"type":"object","required":"a"}}],"messages":[{"role":"user","content":"x"}]})",
+       "tools.0.input_schema"},
       {R"({"model":"m","max_tokens":5,"tools":[{"type":"web_search_20250305","name":"w"}],"messages":[{"role":"user","content":"x"}]})",
        "tools.0.type"},
       {R"({"model":"m","max_tokens":5,"tool_choice":{"type":"tool","name":"g"},"messages":[{"role":"user","content":"x"}]})",
@@ -185,6 +187,18 @@ TEST(AnthropicRenderTest, ErrorsInAnthropicShape) {
   EXPECT_EQ(anthropic_error_type(ErrorCode::kInvalidArgument), "invalid_request_error");
   EXPECT_EQ(anthropic_error_type(ErrorCode::kInternal), "api_error");
   EXPECT_EQ(anthropic_status(ErrorCode::kInternal), 500);
+}
+
+TEST(AnthropicRenderTest, InferenceErrorsNameThisApisFields) {
+  Error e = Error::unsupported("unsupported JSON schema feature: uniqueItems at #");
+  e.param = "tools[3].function.parameters";
+  to_anthropic_param(e);
+  EXPECT_EQ(e.param, "tools.3.input_schema");
+  EXPECT_EQ(e.message, "tools.3.input_schema: unsupported JSON schema feature: uniqueItems at #");
+  Error o = Error::invalid("m", "max_tokens");
+  to_anthropic_param(o);
+  EXPECT_EQ(o.param, "max_tokens");
+  EXPECT_EQ(o.message, "m");
 }
 
 TEST(AnthropicStreamTest, TextThenToolUseInOrder) {

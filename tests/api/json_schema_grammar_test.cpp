@@ -41,7 +41,11 @@ std::string error_of(const std::string &schema) {
   auto g = compile_json_schema(schema);
   if (g.ok())
     return "(compiled)";
-  EXPECT_EQ(g.error().code, ErrorCode::kInvalidArgument);
+  // Features outside the subset are kUnsupported, malformed schemas kInvalidArgument.
+  EXPECT_EQ(g.error().code, g.error().message.starts_with("unsupported JSON schema feature")
+                                ? ErrorCode::kUnsupported
+                                : ErrorCode::kInvalidArgument)
+      << g.error().message;
   EXPECT_EQ(g.error().param, "");
   return g.error().message;
 }
@@ -222,6 +226,24 @@ TEST(JsonSchemaGrammar, UnsupportedFeaturesAreNamed) {
   EXPECT_EQ(error_of(R"({"type":"strin"})"), "invalid JSON schema at #: unknown type 'strin'");
   EXPECT_EQ(error_of("{"), "the JSON schema is not valid JSON (incomplete JSON)");
   EXPECT_EQ(error_of(R"({"not":{}})"), "unsupported JSON schema feature: keyword 'not' at #");
+}
+
+TEST(JsonSchemaGrammar, CheckRefusesMalformedSchemasOnly) {
+  EXPECT_TRUE(check_json_schema(R"({"type":"object","properties":{"a":{"type":"integer"}}})").ok());
+  // Unsupported, but a schema: fine where it is not enforced.
+  EXPECT_TRUE(check_json_schema(R"({"type":"integer","multipleOf":3})").ok());
+  EXPECT_TRUE(check_json_schema(R"({"type":"string","format":"uri"})").ok());
+  for (const char *bad : {R"({"type":"strin"})", R"({"properties":[1]})", R"({"required":"a"})",
+                          R"({"$ref":"#/$defs/missing"})", R"({"minItems":-1})", "{", "[]"}) {
+    auto st = check_json_schema(bad);
+    ASSERT_FALSE(st.ok()) << bad;
+    EXPECT_EQ(st.error().code, ErrorCode::kInvalidArgument) << bad;
+  }
+  std::string wide = R"({"type":"object","properties":{)";
+  for (int i = 0; i < 5000; ++i)
+    wide += (i ? "," : "") + std::string("\"p") + std::to_string(i) + R"(":{"type":"string"})";
+  wide += "}}";
+  EXPECT_FALSE(check_json_schema(wide).ok()) << "bounded even where not enforced";
 }
 
 TEST(JsonSchemaGrammar, BoundedSize) {

@@ -290,6 +290,14 @@ TEST(OpenAiToolsTest, BadToolInputNamesTheField) {
       {with(R"("tools":[)" + fn + R"({"name":"f","parameters":{"type":7}}}])"),
        "tools[0].function.parameters"},
       {with(huge), "tools[0].function.parameters"},
+      // Malformed schemas are refused even under tool_choice auto, where nothing enforces them.
+      {with(R"("tools":[)" + fn + R"({"name":"f","parameters":{"type":"frobnicate"}}}])"),
+       "tools[0].function.parameters"},
+      {with(R"("tools":[)" + fn + R"({"name":"f","parameters":{"properties":[1]}}}])"),
+       "tools[0].function.parameters"},
+      {with(R"("tools":[)" + fn +
+            R"({"name":"f","parameters":{"properties":{"a":{"$ref":"#/$defs/x"}}}}}])"),
+       "tools[0].function.parameters"},
       {with(R"("tools":[)" + fn + R"({"name":"f","bogus":1}}])"), "tools[0].function.bogus"},
       {with(R"("tools":[)" + fn + R"({"name":"f"}},)" + fn + R"({"name":"f"}}])"),
        "tools[1].function.name"},
@@ -317,6 +325,15 @@ TEST(OpenAiToolsTest, BadToolInputNamesTheField) {
     EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << body.substr(0, 200);
     EXPECT_EQ(r.error().param, param) << body.substr(0, 200) << " -> " << r.error().message;
   }
+}
+
+TEST(OpenAiToolsTest, UnsupportedButWellFormedParametersAreAccepted) {
+  // Grammar enforcement (a forced call) is where an unsupported keyword becomes a 400.
+  auto r = chat(with(R"("tools":[{"type":"function","function":{"name":"f","parameters":)"
+                     R"({"type":"object","properties":{"n":{"type":"integer","multipleOf":2},)"
+                     R"("u":{"type":"string","format":"uri"}}}}}])"));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->tools.size(), 1u);
 }
 
 TEST(OpenAiToolsTest, RendersToolCallsInOpenAIsShapes) {

@@ -127,6 +127,8 @@ TEST(ResponsesParseTest, BadInputNamesTheField) {
        "tools[0].name"},
       {R"({"model":"m","input":"x","tools":[{"type":"function","name":"f","parameters":"s"}]})",
        "tools[0].parameters"},
+      {R"({"model":"m","input":"x","tools":[{"type":"function","name":"f","parameters":{"type":"object","properties":{"a":{"type":"strin"}}}}]})",
+       "tools[0].parameters"},
       {R"({"model":"m","input":"x","tool_choice":{"type":"function","name":"nope"}})",
        "tool_choice.name"},
       {R"({"model":"m","input":"x","text":{"format":{"type":"json_schema","name":"n"}}})",
@@ -141,6 +143,14 @@ TEST(ResponsesParseTest, BadInputNamesTheField) {
     EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << c.body;
     EXPECT_EQ(r.error().param, c.param) << c.body << " → " << r.error().message;
   }
+}
+
+TEST(ResponsesParseTest, ForcedCallSchemaErrorsNameTheResponsesField) {
+  // A forced call's grammar names a tool's schema the chat way.
+  EXPECT_EQ(responses_param("tools[12].function.parameters"), "tools[12].parameters");
+  for (const char *other :
+       {"tools[x].function.parameters", "tools[].function.parameters", "tools[1].function.name"})
+    EXPECT_EQ(responses_param(other), other);
 }
 
 TEST(ResponsesRenderTest, CompletedObjectWithMessageAndFunctionCall) {
