@@ -5,6 +5,8 @@ import { test } from 'node:test';
 
 import OpenAI from 'openai';
 
+import { assertValid } from './lib/json_check.mjs';
+
 const baseURL = process.env.GANTRY_BASE_URL;
 if (!baseURL) {
   throw new Error('GANTRY_BASE_URL is not set (expected e.g. http://127.0.0.1:8080)');
@@ -87,4 +89,154 @@ test('a bad field is a BadRequestError naming it', async () => {
       return true;
     },
   );
+});
+
+// Structured outputs and tools through the Responses API. Strings are bounded: the grammar
+// guarantees a valid document, not a short one, and the story model writes long strings.
+const PLACE = {
+  type: 'object',
+  properties: {
+    city: { type: 'string', maxLength: 12 },
+    country: { type: 'string', enum: ['FR', 'DE', 'JP'] },
+    population: { type: 'integer', minimum: 0, maximum: 40000000 },
+    districts: { type: 'array', items: { type: 'string', pattern: '^[A-Z][a-z]{0,7}$' }, minItems: 1, maxItems: 3 },
+  },
+  required: ['city', 'country', 'population', 'districts'],
+  additionalProperties: false,
+};
+const WEATHER_TOOL = {
+  type: 'function',
+  name: 'get_weather',
+  description: 'The weather in a city',
+  parameters: {
+    type: 'object',
+    properties: {
+      city: { type: 'string', maxLength: 12 },
+      unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
+    },
+    required: ['city', 'unit'],
+    additionalProperties: false,
+  },
+  strict: true,
+};
+
+test('responses.create with text.format json_schema: output_text parses and validates', async () => {
+  // The Responses API has no seed: the sampled runs differ from run to run, and each must validate.
+  for (const s of [{ temperature: 0 }, { temperature: 1 }, { temperature: 1, top_p: 0.9 }]) {
+    const r = await client.responses.create({
+      model: MODEL,
+      input: 'Describe a city.',
+      max_output_tokens: 300,
+      text: { format: { type: 'json_schema', name: 'place', schema: PLACE, strict: true } },
+      ...s,
+    });
+    assert.equal(r.status, 'completed', JSON.stringify(r.output));
+    assertValid(PLACE, r.output_text, `output_text with ${JSON.stringify(s)}`);
+    assert.equal(r.text.format.type, 'json_schema');
+    assert.equal(r.text.format.name, 'place');
+  }
+});
+
+test('responses.parse with a json_schema format returns output_parsed', async () => {
+  const r = await client.responses.parse({
+    model: MODEL,
+    input: 'Describe a city.',
+    max_output_tokens: 300,
+    temperature: 0,
+    text: { format: { type: 'json_schema', name: 'place', schema: PLACE, strict: true } },
+  });
+  assert.deepEqual(r.output_parsed, JSON.parse(r.output_text));
+  assertValid(PLACE, r.output_text);
+});
+
+test('responses.create with function tools and tool_choice "required" returns a valid function_call', async () => {
+  for (const s of [{ temperature: 0 }, { temperature: 1 }]) {
+    const r = await client.responses.create({
+      model: MODEL,
+      input: [{ role: 'user', content: 'What is the weather in Paris?' }],
+      tools: [WEATHER_TOOL],
+      tool_choice: 'required',
+      parallel_tool_calls: false,
+      max_output_tokens: 300,
+      ...s,
+    });
+    assert.equal(r.status, 'completed');
+    const calls = r.output.filter((o) => o.type === 'function_call');
+    assert.equal(calls.length, 1, JSON.stringify(r.output));
+    assert.equal(calls[0].name, 'get_weather');
+    assert.match(calls[0].call_id, /^call_/);
+    assertValid(WEATHER_TOOL.parameters, calls[0].arguments, 'function_call arguments');
+    assert.equal(r.output_text, '', 'a forced call has no text beside it');
+
+    // The call and its output go back as input items.
+    const next = await client.responses.create({
+      model: MODEL,
+      input: [
+        { role: 'user', content: 'What is the weather in Paris?' },
+        calls[0],
+        { type: 'function_call_output', call_id: calls[0].call_id, output: '{"celsius": 18}' },
+      ],
+      tools: [WEATHER_TOOL],
+      max_output_tokens: 8,
+      temperature: 0,
+    });
+    assert.ok(['completed', 'incomplete'].includes(next.status));
+  }
+});
+
+test('responses.stream with a forced function call: argument deltas and a final response with the call', async () => {
+  const params = {
+    model: MODEL,
+    input: 'What is the weather in Tokyo?',
+    tools: [WEATHER_TOOL],
+    tool_choice: { type: 'function', name: 'get_weather' },
+    parallel_tool_calls: false,
+    max_output_tokens: 300,
+    temperature: 0,
+  };
+  const plain = await client.responses.create(params);
+  const stream = client.responses.stream(params);
+  let args = '';
+  const types = [];
+  let done = null;
+  stream.on('response.function_call_arguments.delta', (e) => {
+    args += e.delta;
+  });
+  stream.on('response.function_call_arguments.done', (e) => {
+    done = e;
+  });
+  for await (const event of stream) types.push(event.type);
+  const final = await stream.finalResponse();
+  assert.equal(types[0], 'response.created');
+  assert.equal(types.at(-1), 'response.completed');
+  assert.ok(types.includes('response.function_call_arguments.delta'), types.join(' '));
+  assert.ok(types.includes('response.output_item.done'));
+  const call = final.output.find((o) => o.type === 'function_call');
+  assert.ok(call, JSON.stringify(final.output));
+  assert.equal(call.name, 'get_weather');
+  assert.equal(args, call.arguments);
+  assert.equal(done?.arguments, call.arguments);
+  assertValid(WEATHER_TOOL.parameters, call.arguments, 'streamed arguments');
+  // Greedy: the same call as create's.
+  assert.equal(call.arguments, plain.output.find((o) => o.type === 'function_call').arguments);
+});
+
+test('a bad schema or tool is a BadRequestError naming the Responses field', async () => {
+  const cases = [
+    [{ text: { format: { type: 'json_schema', name: 'x', schema: { type: 'object', properties: { a: { type: 'integer', multipleOf: 3 } } } } } }, 'text.format.schema', /multipleOf/],
+    [{ tools: [{ ...WEATHER_TOOL, parameters: { type: 'object', properties: { a: { type: 'integer', multipleOf: 3 } } } }], tool_choice: 'required' }, 'tools[0].parameters', /multipleOf/],
+    [{ tools: [{ ...WEATHER_TOOL, parameters: { type: 'object', properties: 'x' } }] }, 'tools[0].parameters', /properties/],
+  ];
+  for (const [extra, param, message] of cases) {
+    await assert.rejects(
+      client.responses.create({ model: MODEL, input: 'x', max_output_tokens: 8, ...extra }),
+      (e) => {
+        assert.equal(e.status, 400);
+        assert.equal(e.param, param);
+        assert.match(e.message, message);
+        return true;
+      },
+      JSON.stringify(extra).slice(0, 120),
+    );
+  }
 });
