@@ -83,7 +83,8 @@ echo "e2e: gateway with a remote model at $gw_url (pid $gw_pid)"
 set +e
 GANTRY_BASE_URL="$url" GANTRY_REMOTE_BASE_URL="$gw_url" node --test --test-reporter=spec \
   "$here/openai_sdk.test.mjs" "$here/cache_embeddings.test.mjs" "$here/batch_jobs.test.mjs" \
-  "$here/remote_model.test.mjs" "$here/responses_api.test.mjs" "$here/anthropic_messages.test.mjs"
+  "$here/remote_model.test.mjs" "$here/responses_api.test.mjs" "$here/anthropic_messages.test.mjs" \
+  "$here/structured_outputs.test.mjs" "$here/tool_calling.test.mjs" "$here/logprobs.test.mjs"
 rc=$?
 set -e
 kill -TERM "$gw_pid" 2>/dev/null || true
