@@ -62,23 +62,27 @@ Result<std::string> tool_call_grammar(ChatFormat format, const std::vector<Funct
                                   "', which is not in 'tools'",
                               "tool_choice"));
   }
+  // A forced call with parallel calls allowed may hold several, but not without end: a model
+  // that keeps repeating calls (greedy decoding loves a loop) must close the list, so the calls
+  // it made come back as calls rather than as text cut off at max_tokens.
+  const std::string more = "){0," + std::to_string(kMaxForcedCalls - 1) + "}";
   std::string root;
   switch (style) {
   case ToolStyle::kHermes: {
     const std::string one = literal("<tool_call>\n") + " call " + literal("\n</tool_call>");
-    root = one + (parallel ? " (" + literal("\n") + " " + one + ")*" : "");
+    root = one + (parallel ? " (" + literal("\n") + " " + one + more : "");
     break;
   }
   case ToolStyle::kMistral:
     root = literal("[TOOL_CALLS]") + " " + literal(" ") + "? " + literal("[") + " call" +
-           (parallel ? " (" + literal(", ") + " call)*" : "") + " " + literal("]");
+           (parallel ? " (" + literal(", ") + " call" + more : "") + " " + literal("]");
     break;
   case ToolStyle::kLlama3:
-    root = std::string("call") + (parallel ? " (" + literal("; ") + " call)*" : "");
+    root = std::string("call") + (parallel ? " (" + literal("; ") + " call" + more : "");
     break;
   case ToolStyle::kGeneric:
     root = literal("{\"tool_calls\": [") + " call" +
-           (parallel ? " (" + literal(", ") + " call)*" : "") + " " + literal("]}");
+           (parallel ? " (" + literal(", ") + " call" + more : "") + " " + literal("]}");
     break;
   }
   return "root ::= " + root + "\ncall ::= " + alternatives + "\n" + rules;

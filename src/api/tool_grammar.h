@@ -7,6 +7,7 @@
 //   kMistral  [TOOL_CALLS][{"name": "<fn>", "arguments": <args>}(, {...})*]
 //   kLlama3   {"name": "<fn>", "parameters": <args>}(; {...})*
 //   kGeneric  {"tool_calls": [{"name": "<fn>", "arguments": <args>}(, {...})*]}
+// With parallel calls, at most kMaxForcedCalls calls (the repetitions above are bounded).
 // <fn> alternates over the allowed functions (all of them for "required", one for a named
 // choice); a function without a schema takes any JSON object ({"type": "object"}).
 //
@@ -25,6 +26,8 @@
 #include "core/result.h"
 
 namespace gantry::api {
+
+inline constexpr int kMaxForcedCalls = 8;
 
 using SchemaToGbnf =
     std::function<Result<std::string>(std::string_view schema_json, std::string_view rule_prefix)>;

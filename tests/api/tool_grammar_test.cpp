@@ -55,13 +55,13 @@ TEST(ToolGrammar, NamedFunctionAndEachFamilysRoot) {
     const char *root;
   };
   const Expect cases[] = {
-      {ChatFormat::kLlama3, "root ::= call (\"; \" call)*\n"},
+      {ChatFormat::kLlama3, "root ::= call (\"; \" call){0,7}\n"},
       {ChatFormat::kMistralV3,
-       "root ::= \"[TOOL_CALLS]\" \" \"? \"[\" call (\", \" call)* \"]\"\n"},
-      {ChatFormat::kPlain, "root ::= \"{\\\"tool_calls\\\": [\" call (\", \" call)* \"]}\"\n"},
+       "root ::= \"[TOOL_CALLS]\" \" \"? \"[\" call (\", \" call){0,7} \"]\"\n"},
+      {ChatFormat::kPlain, "root ::= \"{\\\"tool_calls\\\": [\" call (\", \" call){0,7} \"]}\"\n"},
       {ChatFormat::kChatML,
        "root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\" (\"\\n\" \"<tool_call>\\n\" call "
-       "\"\\n</tool_call>\")*\n"},
+       "\"\\n</tool_call>\"){0,7}\n"},
   };
   for (const Expect &e : cases) {
     FakeCompiler c;

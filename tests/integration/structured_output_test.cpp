@@ -218,6 +218,23 @@ TEST_F(StructuredOutputTest, ForcedToolCallsAlwaysParseStreamedAndNot) {
   }
 }
 
+TEST_F(StructuredOutputTest, ForcedParallelCallsEndAsCallsNotAsALoop) {
+  // Parallel calls allowed (OpenAI's default): greedy decoding would repeat calls until
+  // max_tokens; the grammar bounds them, so the answer ends as calls.
+  auto r = post("/v1/chat/completions",
+                chat_body("What is the weather in Paris?", {{"max_tokens", 600},
+                                                            {"temperature", 0},
+                                                            {"tools", weather_tool()},
+                                                            {"tool_choice", "required"}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto o = parse_object(r.body);
+  const auto &c = o.at("choices").at(0).as_object();
+  ASSERT_EQ(c.at("finish_reason").as_string(), "tool_calls") << r.body;
+  const auto &calls = c.at("message").at("tool_calls").as_array();
+  EXPECT_GE(calls.size(), 1u);
+  EXPECT_LE(calls.size(), 8u);
+}
+
 TEST_F(StructuredOutputTest, TheResponseCacheKeysOnTheConstraint) {
   auto ask = [&](const char *schema) {
     auto r = post("/v1/chat/completions",
