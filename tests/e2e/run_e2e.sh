@@ -47,7 +47,11 @@ trap cleanup EXIT
 for v in $(compgen -e | grep '^GANTRY_' || true); do
   [ "$v" = GANTRY_BASE_URL ] || unset "$v"
 done
-"$bin" serve --port 0 --data-dir "$tmp/data" --threads 1 >"$tmp/stdout" 2>"$tmp/stderr" &
+# The bundled model, and a random-weight model with Llama's 32000-token vocabulary (structured
+# outputs are checked on both vocabularies).
+"$bin" serve --port 0 --data-dir "$tmp/data" --threads 1 \
+  --model "stories260K=$here/../../models/stories260K.gguf" \
+  --model "llama-tiny=$here/../data/llama-2-tiny-random.gguf" >"$tmp/stdout" 2>"$tmp/stderr" &
 pid=$!
 
 url=""
@@ -64,7 +68,13 @@ done
 echo "e2e: gantry serve at $url (pid $pid)"
 
 # A second server in front of the first: its only model is remote (issue 12).
-"$bin" serve --port 0 --data-dir "$tmp/gateway" --threads 1 --model "remote=$url/v1" \
+# The upstream serves two models, so the gateway's config names the one behind "remote".
+cat >"$tmp/gateway.toml" <<EOF
+[[models]]
+name = "remote"
+backends = [{ url = "$url/v1", model = "stories260K" }]
+EOF
+"$bin" serve --port 0 --data-dir "$tmp/gateway" --threads 1 --config "$tmp/gateway.toml" \
   >"$tmp/gw-stdout" 2>"$tmp/gw-stderr" &
 gw_pid=$!
 gw_url=""
