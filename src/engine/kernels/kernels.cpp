@@ -423,5 +423,10 @@ void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_r
                float *y) {
   GANTRY_DISPATCH(axpy_rows(w, rows, stride, n_rows, n, y));
 }
+void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
+                     int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
+                     uint16_t *acc) {
+  GANTRY_DISPATCH(attend_rows_f16(s, s_stride, n_q, rows, stride, n_rows, n, m, sum, acc));
+}
 
 } // namespace gantry::engine::kernels

@@ -121,5 +121,15 @@ void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_ro
               float scale, float *out);
 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                float *y);
+// llama.cpp's CPU flash-attention step over fp16 V rows (ggml-cpu ops.cpp,
+// ggml_compute_forward_flash_attn_ext_f16_one_chunk with an F16 V cache), for n_q heads that
+// share the rows, row by row in order. For head h, with score s[h * s_stride + r] above the
+// running max m[h], the fp16 accumulator acc + h * n is rescaled by exp(m[h] - score), rounded to
+// fp16, and the row's weight is 1; otherwise its weight is exp(score - m[h]). Then
+// acc = fp16(fma(row, weight, acc)) and sum[h] = fma(sum[h], rescale, weight). Start with
+// m = -inf, sum = 0 and acc zeroed; the result is acc / sum. n_q <= 64.
+void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
+                     int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
+                     uint16_t *acc);
 
 } // namespace gantry::engine::kernels

@@ -682,4 +682,95 @@ GANTRY_AVX2 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride,
     axpy_any(w[r], rows + r * stride, y, n);
 }
 
+GANTRY_AVX2_INLINE __m256 load8h(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+GANTRY_AVX2_INLINE void store8h(uint16_t *p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i *>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+GANTRY_AVX2_INLINE __m256 round16(__m256 x) {
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// 8 lanes of NH heads (accumulators n apart) over nr rows, kept in registers.
+template <int NH>
+GANTRY_AVX2_INLINE void attend_lanes(const float (*ms)[16], const float (*vs)[16],
+                                     const uint16_t *v0, int64_t stride, int64_t nr, uint16_t *acc,
+                                     int64_t n) {
+  __m256 a[NH];
+#pragma GCC unroll 4
+  for (int k = 0; k < NH; ++k)
+    a[k] = load8h(acc + k * n);
+  for (int64_t r = 0; r < nr; ++r) {
+    const __m256 v = load8h(v0 + r * stride);
+#pragma GCC unroll 4
+    for (int k = 0; k < NH; ++k) {
+      // A rescale by exactly 1 changes nothing (a holds fp16 values): skipped.
+      if (ms[k][r] != 1.0f)
+        a[k] = round16(_mm256_mul_ps(a[k], _mm256_set1_ps(ms[k][r])));
+      a[k] = round16(_mm256_fmadd_ps(v, _mm256_set1_ps(vs[k][r]), a[k]));
+    }
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < NH; ++k)
+    store8h(acc + k * n, a[k]);
+}
+
+// The same arithmetic as the scalar version lane by lane (fma, round to nearest even), so the
+// two agree bit for bit. The weights depend only on the scores, so they are computed first for a
+// chunk of rows; then each group of 8 lanes of up to 4 heads stays in registers across the chunk
+// (4 independent chains hide the latency of rounding to fp16 and back after every step).
+GANTRY_AVX2 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
+                                 int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
+                                 uint16_t *acc) {
+  constexpr int64_t kChunk = 16;
+  float ms[64][kChunk], vs[64][kChunk];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kChunk) {
+    const int64_t nr = std::min(kChunk, n_rows - r0);
+    for (int h = 0; h < n_q; ++h) {
+      const float *sh = s + h * s_stride + r0;
+      float mx = m[h], sm = sum[h];
+      for (int64_t r = 0; r < nr; ++r) {
+        ms[h][r] = 1.0f;
+        vs[h][r] = 1.0f;
+        if (sh[r] > mx) {
+          ms[h][r] = std::exp(mx - sh[r]);
+          mx = sh[r];
+        } else {
+          vs[h][r] = std::exp(sh[r] - mx);
+        }
+        sm = std::fma(sm, ms[h][r], vs[h][r]);
+      }
+      m[h] = mx;
+      sum[h] = sm;
+    }
+    const uint16_t *v0 = rows + r0 * stride;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      int h0 = 0;
+      for (; h0 + 4 <= n_q; h0 += 4)
+        attend_lanes<4>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n);
+      switch (n_q - h0) {
+      case 3: attend_lanes<3>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
+      case 2: attend_lanes<2>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
+      case 1: attend_lanes<1>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
+      default: break;
+      }
+    }
+    for (; i < n; ++i) {
+      for (int h = 0; h < n_q; ++h) {
+        float a = half_to_float(acc[h * n + i]);
+        for (int64_t r = 0; r < nr; ++r) {
+          if (ms[h][r] != 1.0f)
+            a = half_to_float(kernels::fp32_to_fp16(a * ms[h][r]));
+          a = half_to_float(
+              kernels::fp32_to_fp16(std::fma(half_to_float(v0[r * stride + i]), vs[h][r], a)));
+        }
+        acc[h * n + i] = kernels::fp32_to_fp16(a);
+      }
+    }
+  }
+}
+
 } // namespace gantry::engine::kernels::avx2

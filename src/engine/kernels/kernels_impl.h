@@ -102,7 +102,10 @@ ActKind act_kind(TensorType t);
   void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,   \
                 float scale, float *out);                                                          \
   void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,  \
-                 float *y);
+                 float *y);                                                                        \
+  void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,            \
+                       int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,            \
+                       uint16_t *acc);
 
 namespace scalar {
 GANTRY_KERNELS_ISA_FUNCTIONS

@@ -261,4 +261,33 @@ void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_r
   }
 }
 
+void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
+                     int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
+                     uint16_t *acc) {
+  for (int h = 0; h < n_q; ++h) {
+    const float *sh = s + h * s_stride;
+    uint16_t *ah = acc + h * n;
+    float mx = m[h], sm = sum[h];
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint16_t *v = rows + r * stride;
+      float ms = 1.0f, vs = 1.0f;
+      if (sh[r] > mx) {
+        ms = std::exp(mx - sh[r]);
+        mx = sh[r];
+        for (int64_t i = 0; i < n; ++i)
+          ah[i] = kernels::fp32_to_fp16(kernels::fp16_to_fp32(ah[i]) * ms);
+      } else {
+        vs = std::exp(sh[r] - mx);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        ah[i] = kernels::fp32_to_fp16(
+            std::fma(kernels::fp16_to_fp32(v[i]), vs, kernels::fp16_to_fp32(ah[i])));
+      }
+      sm = std::fma(sm, ms, vs);
+    }
+    m[h] = mx;
+    sum[h] = sm;
+  }
+}
+
 } // namespace gantry::engine::kernels::scalar

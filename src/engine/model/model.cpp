@@ -161,7 +161,7 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
       const int g = static_cast<int>(item % c.n_head_kv);
       const BatchToken &bt = batch[t];
       const int n_ctx = bt.pos + 1;
-      grow(scores, static_cast<size_t>(n_ctx) * group);
+      grow(scores, attention_scratch(group, n_ctx, hd));
       for (int i = 0; i < group; ++i) {
         const int h = g * group + i;
         qs[i] = ws.q.data() + static_cast<size_t>(t) * c.q_dim() + h * hd;

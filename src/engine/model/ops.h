@@ -30,13 +30,18 @@ void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p);
 
 // The query heads that share one KV head (grouped-query attention) for one token: each K and V
 // row is read once for the whole group. Rows j..(end of j's run of `run` positions) are
-// `stride` floats apart starting at k_row(j) / v_row(j). `scores` is scratch of n_q * n_ctx.
+// `stride` elements apart starting at k_row(j) / v_row(j), fp16 (the KV cache) or float.
+// `scores` is scratch of attention_scratch(n_q, n_ctx, head_dim) floats.
+inline size_t attention_scratch(int n_q, int n_ctx, int head_dim) {
+  return static_cast<size_t>(n_q) * (n_ctx + 2 * static_cast<size_t>(head_dim));
+}
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
                      float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores);
 
 // One attention head for one query: softmax(q·K^T * scale) · V over n_ctx positions, where
-// row(j) gives the K (or V) row of position j. `scores` is scratch of at least n_ctx floats.
+// row(j) gives the K (or V) row of position j. `scores` is scratch of
+// attention_scratch(1, n_ctx, head_dim) floats.
 template <typename KRow, typename VRow>
 void attention_head(const float *q, int n_ctx, int head_dim, float scale, KRow k_row, VRow v_row,
                     float *scores, float *out);

@@ -192,12 +192,17 @@ protected:
 };
 Model *EngineLogprobsTest::model_ = nullptr;
 
-// How close to llama.cpp the log-probabilities are. llama.cpp's CPU flash attention rounds Q to
-// fp16 and accumulates softmax·V in fp16; Gantry's attention keeps both in fp32, so its logits
-// drift from llama.cpp's by a few 1e-3 late in a 64-token generation (measured on these cases:
-// chosen-token error mean ~3e-4, max 2.7e-3; top-5 max 1.3e-2, larger for less likely tokens).
-// The bounds below hold that measurement with margin; a logprob taken from the penalised or
-// tempered logits, or normalised wrongly, is off by far more.
+// How close to llama.cpp the log-probabilities are. Attention imitates llama.cpp's CPU flash
+// attention (Q rounded to fp16, softmax·V accumulated in fp16), which took the chosen-token
+// error from mean 3.6e-4 / max 2.7e-3 (19 of 192 steps over 1e-3) to mean 1.2e-4 / max 1.9e-3
+// (1 step over 1e-3; 3 with the scalar kernels), and the top-5 error from max 1.3e-2 to 4.6e-3
+// (9.6e-3 with the scalar kernels). What is left starts as float rounding elsewhere in the forward
+// pass (llama.cpp's matmuls sum in an order that depends on the CPU and on whether a batch has one
+// token or more; its RMSNorm rounds differently), which the fp16 roundings of the KV cache and of
+// the accumulator amplify unpredictably: moving our RMSNorm by an ulp changes the steps over 1e-3
+// anywhere between 1 and 7. So these bounds hold the measurement with little margin, and a logprob
+// taken from the penalised or tempered logits, normalised wrongly, or attention without the fp16
+// roundings fails them.
 TEST_F(EngineLogprobsTest, ChosenAndTopLogprobsMatchLlamaCpp) {
   double sum_err = 0;
   int n = 0, within_1e3 = 0;
@@ -213,16 +218,16 @@ TEST_F(EngineLogprobsTest, ChosenAndTopLogprobsMatchLlamaCpp) {
       sum_err += err;
       ++n;
       within_1e3 += err <= 1e-3;
-      EXPECT_LT(err, 4e-3) << c.prompt << " step " << i;
+      EXPECT_LT(err, 2.5e-3) << c.prompt << " step " << i;
       ASSERT_EQ(r.top[i].size(), 5u);
       for (size_t k = 0; k < 5; ++k) {
-        EXPECT_NEAR(r.top[i][k].second, want.top[k].logprob, 2e-2)
+        EXPECT_NEAR(r.top[i][k].second, want.top[k].logprob, 1.2e-2)
             << c.prompt << " step " << i << " rank " << k;
         // Alternatives closer than the drift may legitimately swap places (the last one with a
         // sixth token the reference does not list).
         const bool near_tie =
-            k == 4 || (k > 0 && std::abs(want.top[k].logprob - want.top[k - 1].logprob) < 3e-2) ||
-            (std::abs(want.top[k].logprob - want.top[k + 1].logprob) < 3e-2);
+            k == 4 || (k > 0 && std::abs(want.top[k].logprob - want.top[k - 1].logprob) < 1e-2) ||
+            (std::abs(want.top[k].logprob - want.top[k + 1].logprob) < 1e-2);
         if (!near_tie) {
           EXPECT_EQ(r.top[i][k].first, want.top[k].id)
               << c.prompt << " step " << i << " rank " << k;
@@ -230,8 +235,8 @@ TEST_F(EngineLogprobsTest, ChosenAndTopLogprobsMatchLlamaCpp) {
       }
     }
   }
-  EXPECT_LT(sum_err / n, 5e-4) << "mean chosen-token error against llama.cpp";
-  EXPECT_GE(within_1e3, n * 85 / 100) << "chosen-token logprobs within 1e-3 of llama.cpp";
+  EXPECT_LT(sum_err / n, 2e-4) << "mean chosen-token error against llama.cpp";
+  EXPECT_GE(within_1e3, n * 98 / 100) << "chosen-token logprobs within 1e-3 of llama.cpp";
 }
 
 TEST_F(EngineLogprobsTest, LogprobsAreASortedPartOfOneDistribution) {

@@ -185,14 +185,16 @@ TEST_P(ForwardVsReference, LastTokenLogitsAgree) {
   EXPECT_LT(err, pc.tol * mx) << "max |logit| " << mx;
 }
 
+// F32 weights are held to fp16 precision too: attention rounds Q to fp16 and accumulates
+// softmax·V in fp16 as llama.cpp's CPU flash attention does (ops_inl.h), ~4e-4 here.
 INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
-                         ::testing::Values(Case{"llama", TensorType::kF32, false, 1e-4},
+                         ::testing::Values(Case{"llama", TensorType::kF32, false, 1e-3},
                                            Case{"llama", TensorType::kF16, true, 1e-3},
                                            Case{"llama", TensorType::kQ8_0, false, 2e-2},
                                            Case{"llama", TensorType::kQ4_0, false, 5e-2},
                                            Case{"llama", TensorType::kQ4_K, false, 5e-2},
                                            Case{"llama", TensorType::kQ6_K, false, 5e-2},
-                                           Case{"qwen2", TensorType::kF32, true, 1e-4},
+                                           Case{"qwen2", TensorType::kF32, true, 1e-3},
                                            Case{"qwen2", TensorType::kQ8_0, true, 2e-2}),
                          [](const auto &info) {
                            return std::string(info.param.arch) + "_" +

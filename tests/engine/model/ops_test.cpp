@@ -58,9 +58,10 @@ TEST(AttentionTest, MatchesAHandComputedSoftmax) {
   const float q[2] = {1, 1};
   const float k[2][2] = {{1, 0}, {1, 2}};
   const float v[2][2] = {{10, 0}, {0, 10}};
-  float scores[2], out[2];
+  std::vector<float> scores(attention_scratch(1, 2, 2));
+  float out[2];
   attention_head(
-      q, 2, 2, 1.0f, [&](int j) { return k[j]; }, [&](int j) { return v[j]; }, scores, out);
+      q, 2, 2, 1.0f, [&](int j) { return k[j]; }, [&](int j) { return v[j]; }, scores.data(), out);
   const double w0 = std::exp(1.0) / (std::exp(1.0) + std::exp(3.0));
   EXPECT_NEAR(out[0], 10 * w0, 1e-5);
   EXPECT_NEAR(out[1], 10 * (1 - w0), 1e-5);
@@ -70,9 +71,10 @@ TEST(AttentionTest, OnePositionReturnsItsValue) {
   const float q[3] = {5, -1, 2};
   const float k[3] = {0.1f, 0.2f, 0.3f};
   const float v[3] = {7, 8, 9};
-  float scores[1], out[3];
+  std::vector<float> scores(attention_scratch(1, 1, 3));
+  float out[3];
   attention_head(
-      q, 1, 3, 0.5f, [&](int) { return k; }, [&](int) { return v; }, scores, out);
+      q, 1, 3, 0.5f, [&](int) { return k; }, [&](int) { return v; }, scores.data(), out);
   EXPECT_FLOAT_EQ(out[0], 7);
   EXPECT_FLOAT_EQ(out[2], 9);
 }
@@ -81,11 +83,71 @@ TEST(AttentionTest, IsStableForLargeScores) {
   const float q[1] = {1000};
   const float k[2][1] = {{1}, {1.001f}};
   const float v[2][1] = {{0}, {1}};
-  float scores[2], out[1];
+  std::vector<float> scores(attention_scratch(1, 2, 1));
+  float out[1];
   attention_head(
-      q, 2, 1, 1.0f, [&](int j) { return k[j]; }, [&](int j) { return v[j]; }, scores, out);
+      q, 2, 1, 1.0f, [&](int j) { return k[j]; }, [&](int j) { return v[j]; }, scores.data(), out);
   EXPECT_TRUE(std::isfinite(out[0]));
   EXPECT_GT(out[0], 0.5f);
+}
+
+// Against an fp16 cache the softmax-weighted sum of V is accumulated in fp16, as llama.cpp's CPU
+// flash attention does: with equal scores 1 + 2^-11 rounds back to 1 (ties to even), so the
+// mean of V = 1 and V = 2^-11 comes out as exactly 1/2 rather than (1 + 2^-11) / 2.
+TEST(AttentionTest, Fp16CacheAccumulatesInFp16LikeLlamaCpp) {
+  const float q[1] = {0};
+  const uint16_t k[2][1] = {{kernels::fp32_to_fp16(1)}, {kernels::fp32_to_fp16(2)}};
+  const uint16_t v[2][1] = {{kernels::fp32_to_fp16(1)},
+                            {kernels::fp32_to_fp16(std::ldexp(1.0f, -11))}};
+  std::vector<float> scores(attention_scratch(1, 2, 1));
+  float out[1];
+  attention_head(
+      q, 2, 1, 1.0f, [&](int j) { return k[j]; }, [&](int j) { return v[j]; }, scores.data(), out);
+  EXPECT_EQ(out[0], 0.5f);
+}
+
+// Where the fp16 accumulator overflows (llama.cpp would return inf), the head is recomputed
+// with an fp32 accumulator.
+TEST(AttentionTest, Fp16AccumulatorOverflowFallsBackToFp32) {
+  const float q[2] = {0, 0};
+  const uint16_t k[2] = {0, 0};
+  const uint16_t v[2] = {kernels::fp32_to_fp16(60000), kernels::fp32_to_fp16(-60000)};
+  std::vector<float> scores(attention_scratch(1, 3, 2));
+  float out[2];
+  attention_head(
+      q, 3, 2, 1.0f, [&](int) { return k; }, [&](int) { return v; }, scores.data(), out);
+  EXPECT_EQ(out[0], 60000.0f);
+  EXPECT_EQ(out[1], -60000.0f);
+}
+
+// The AVX2 kernel gives the scalar one's bits (rescaling included: the scores rise and fall).
+TEST(AttentionTest, AttendRowsF16IsTheSameOnEveryInstructionSet) {
+  const int n = 19, rows = 37, heads = 5;
+  std::vector<uint16_t> v(static_cast<size_t>(rows) * n);
+  std::vector<float> s(static_cast<size_t>(rows) * heads);
+  uint32_t x = 12345;
+  auto rnd = [&] {
+    x = x * 1664525u + 1013904223u;
+    return static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f;
+  };
+  for (auto &e : v)
+    e = kernels::fp32_to_fp16(rnd() * 8);
+  for (auto &e : s)
+    e = rnd() * 6;
+  auto run = [&](kernels::Isa isa) {
+    const kernels::Isa before = kernels::active_isa();
+    kernels::set_active_isa(isa);
+    std::vector<uint16_t> acc(static_cast<size_t>(heads) * n, 0);
+    std::vector<float> m(heads, -INFINITY), sum(heads, 0);
+    kernels::attend_rows_f16(s.data(), rows, heads, v.data(), n, rows, n, m.data(), sum.data(),
+                             acc.data());
+    kernels::set_active_isa(before);
+    std::vector<float> r(acc.begin(), acc.end());
+    r.insert(r.end(), m.begin(), m.end());
+    r.insert(r.end(), sum.begin(), sum.end());
+    return r;
+  };
+  EXPECT_EQ(run(kernels::Isa::kScalar), run(kernels::detected_isa()));
 }
 
 } // namespace
