@@ -250,7 +250,9 @@ TEST_F(ServerTest, IdleKeepAliveConnectionIsClosed) {
   HttpClient client(client_options());
   ASSERT_TRUE(client.get("/v1/models").ok());
   EXPECT_TRUE(eventually([&] { return server_->stats().idle_timeouts == 1; }));
-  EXPECT_EQ(server_->stats().active_connections, 0u);
+  // The timeout is counted before the socket is closed and the connection released: under load
+  // the release can trail the count.
+  EXPECT_TRUE(eventually([&] { return server_->stats().active_connections == 0u; }));
   // The client notices the closed connection and reconnects.
   auto r = client.get("/v1/models");
   ASSERT_TRUE(r.ok()) << r.error().message;
