@@ -124,7 +124,14 @@ std::optional<ParsedCall> parse_call(std::string_view text, const json::value &v
   if (!args) {
     c.arguments = "{}";
   } else if (args->is_string()) {
-    c.arguments = std::string(args->as_string()); // already JSON text
+    // Some models write the arguments as JSON text inside a string: accepted only when that
+    // text is an object, so every released call's arguments parse (found by the fuzzer: a
+    // string like "f" was released as the arguments f).
+    json::error_code ec;
+    const json::value inner = json::parse(args->as_string(), ec);
+    if (ec || !inner.is_object())
+      return std::nullopt;
+    c.arguments = std::string(args->as_string());
   } else if (args->is_object()) {
     const auto raw = member_text(text, key);
     c.arguments = raw ? std::string(*raw) : json::serialize(*args);
