@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "api/json_body.h"
+#include "api/json_fields.h"
 #include "api/json_schema_grammar.h"
 #include "core/utf8.h"
 
@@ -14,59 +15,12 @@ namespace gantry::api {
 namespace json = boost::json;
 namespace {
 
-Error bad(std::string msg, std::string param) {
-  return Error{ErrorCode::kInvalidArgument, std::move(msg), std::move(param)};
-}
-
-Result<double> number(const json::value &v, const std::string &name) {
-  if (v.is_double())
-    return v.as_double();
-  if (v.is_int64())
-    return static_cast<double>(v.as_int64());
-  if (v.is_uint64())
-    return static_cast<double>(v.as_uint64());
-  return bad("'" + name + "' must be a number", name);
-}
-
-Result<int64_t> integer(const json::value &v, const std::string &name) {
-  if (v.is_int64())
-    return v.as_int64();
-  if (v.is_uint64()) {
-    if (v.as_uint64() > static_cast<uint64_t>(INT64_MAX))
-      return bad("'" + name + "' is too large", name);
-    return static_cast<int64_t>(v.as_uint64());
-  }
-  // Only a whole double inside int64's range converts without undefined behaviour (1e300 as
-  // max_tokens must be an error, not a float-cast overflow).
-  if (v.is_double()) {
-    const double d = v.as_double();
-    if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d))
-      return static_cast<int64_t>(d);
-  }
-  return bad("'" + name + "' must be an integer", name);
-}
-
-Result<bool> boolean(const json::value &v, const std::string &name) {
-  if (!v.is_bool())
-    return bad("'" + name + "' must be a boolean", name);
-  return v.as_bool();
-}
-
-Result<std::string> string(const json::value &v, const std::string &name) {
-  if (!v.is_string())
-    return bad("'" + name + "' must be a string", name);
-  return std::string(v.as_string());
-}
-
-Result<float> ranged(const json::value &v, const std::string &name, double lo, double hi) {
-  GANTRY_ASSIGN_OR_RETURN(double d, number(v, name));
-  if (!(d >= lo && d <= hi)) {
-    return bad("'" + name + "' must be between " + json::serialize(json::value(lo)) + " and " +
-                   json::serialize(json::value(hi)) + ", got " + json::serialize(v),
-               name);
-  }
-  return static_cast<float>(d);
-}
+// The typed field readers every inbound API shares (they name the field in their errors).
+using fields::bad;
+using fields::boolean;
+using fields::integer;
+using fields::ranged;
+using fields::string;
 
 // Message content: a string, or an array of {"type":"text","text":...} parts (joined).
 Result<std::string> content(const json::value &v, const std::string &name) {
@@ -303,20 +257,16 @@ Status parse_stop(const json::value &v, InferenceRequest &r) {
   return Ok();
 }
 
-// A JSON Schema given as an object (or, for the vendor extensions, as JSON text), kept as
-// compact JSON text: the grammar compiler validates it, so a bad schema is its 400.
-Status schema_text(const json::value &v, const std::string &name, ResponseFormat &f) {
+// A JSON Schema given as an object, or (vLLM's guided_json) as JSON text holding one.
+Status schema_into(const json::value &v, const std::string &name, ResponseFormat &f) {
   if (v.is_string()) {
     std::error_code ec;
-    json::value parsed = json::parse(v.as_string(), ec);
-    if (ec || !parsed.is_object())
+    const json::value parsed = json::parse(v.as_string(), ec);
+    if (ec)
       return bad("'" + name + "' must be a JSON Schema object", name);
-    f.schema = json::serialize(parsed);
-    return Ok();
+    return schema_into(parsed, name, f);
   }
-  if (!v.is_object())
-    return bad("'" + name + "' must be a JSON Schema object", name);
-  f.schema = json::serialize(v);
+  GANTRY_ASSIGN_OR_RETURN(f.schema, fields::schema_text(v, name));
   return Ok();
 }
 
@@ -351,7 +301,7 @@ Status parse_response_format(const json::value &v, InferenceRequest &r) {
           return bad("'" + field + "' must be 1 to 64 letters, digits, '_' or '-'", field);
         }
       } else if (k == "schema") {
-        GANTRY_TRY(schema_text(val, field, f));
+        GANTRY_TRY(schema_into(val, field, f));
       } else if (k == "strict") {
         if (!val.is_null()) {
           GANTRY_ASSIGN_OR_RETURN(f.strict, boolean(val, field));
@@ -644,7 +594,7 @@ Result<InferenceRequest> parse_inference_request(Endpoint endpoint, std::string_
         return bad("'" + key + "' must not be empty", key);
     } else if (key == "guided_json" || key == "json_schema") {
       // vLLM's guided_json and llama.cpp's json_schema: a schema without the envelope.
-      GANTRY_TRY(schema_text(v, key, r.response_format));
+      GANTRY_TRY(schema_into(v, key, r.response_format));
       r.response_format.type = ResponseFormat::Type::kJsonSchema;
     } else if (chat && key == "tools") {
       GANTRY_TRY(parse_tools(v, r));
