@@ -42,4 +42,21 @@ struct ToolCallDelta {
   std::string arguments;
 };
 
+// Fragments into whole calls: a fragment with an id starts call `index`, the others add argument
+// text to it. Backends number a choice's calls 0, 1, ...; indices past kMaxTools are dropped.
+inline void add_tool_call_deltas(std::vector<ToolCall> &calls,
+                                 const std::vector<ToolCallDelta> &deltas) {
+  for (const auto &d : deltas) {
+    if (d.index < 0 || static_cast<std::size_t>(d.index) >= kMaxTools)
+      continue;
+    if (static_cast<std::size_t>(d.index) >= calls.size())
+      calls.resize(static_cast<std::size_t>(d.index) + 1);
+    ToolCall &call = calls[static_cast<std::size_t>(d.index)];
+    if (!d.id.empty())
+      call.id = d.id;
+    call.name += d.name;
+    call.arguments += d.arguments;
+  }
+}
+
 } // namespace gantry::api

@@ -119,7 +119,7 @@ public:
       c.pieces.push_back(ev.text);
     if (!head_.stream) {
       c.text += ev.text;
-      add_tool_calls(c, ev.tool_calls);
+      api::add_tool_call_deltas(c.calls, ev.tool_calls);
     }
     if (!ev.finish_reason.empty())
       c.finish = ev.finish_reason;
@@ -183,22 +183,6 @@ private:
     int64_t offset = 0;                      // characters of the choice's text so far
     bool offset_started = false;
   };
-
-  // Fragments into whole calls: a fragment with an id starts call `index`, the others add
-  // argument text to it. The backend numbers calls 0, 1, ... per choice.
-  static void add_tool_calls(Choice &c, const std::vector<api::ToolCallDelta> &deltas) {
-    for (const auto &d : deltas) {
-      if (d.index < 0 || static_cast<size_t>(d.index) >= api::kMaxTools)
-        continue;
-      if (static_cast<size_t>(d.index) >= c.calls.size())
-        c.calls.resize(static_cast<size_t>(d.index) + 1);
-      api::ToolCall &call = c.calls[static_cast<size_t>(d.index)];
-      if (!d.id.empty())
-        call.id = d.id;
-      call.name += d.name;
-      call.arguments += d.arguments;
-    }
-  }
 
   static int64_t utf8_chars(std::string_view s) {
     int64_t n = 0;

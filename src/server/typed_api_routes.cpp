@@ -16,20 +16,10 @@ api::Usage usage_of(const CallOutcome &o) {
 struct OutputSoFar {
   std::string text;
   std::vector<api::ToolCall> calls;
-  std::vector<int> call_index; // the delta index of each call
 
   void add(const backend::ChoiceEvent &ev) {
     text += ev.text;
-    for (const auto &d : ev.tool_calls) {
-      size_t i = 0;
-      while (i < call_index.size() && call_index[i] != d.index)
-        ++i;
-      if (i == call_index.size()) {
-        call_index.push_back(d.index);
-        calls.push_back({d.id, d.name, {}});
-      }
-      calls[i].arguments += d.arguments;
-    }
+    api::add_tool_call_deltas(calls, ev.tool_calls);
   }
   // The service's choice where it collected one (a cache replay has no events when not
   // streamed), else what the events said.
