@@ -20,7 +20,8 @@ void render_remote_metrics(const std::vector<RemoteModelRef> &models, std::ostre
   auto each = [&](auto &&f) {
     for (std::size_t i = 0; i < models.size(); ++i)
       for (const auto &e : stats[i].endpoints)
-        f(label("model_name", models[i].model) + "," + label("backend", e.name), e);
+        if (!e.removed) // a worker that left (its slot awaits reuse)
+          f(label("model_name", models[i].model) + "," + label("backend", e.name), e);
   };
   family("backend_requests_total", "counter", "Attempts sent to each remote backend.");
   each([&](const std::string &l, const auto &e) {
@@ -63,10 +64,11 @@ void render_remote_metrics(const std::vector<RemoteModelRef> &models, std::ostre
 boost::json::array remote_readiness(const backend::remote::RemoteBackend &b) {
   boost::json::array out;
   for (const auto &e : b.pool_stats().endpoints)
-    out.push_back(boost::json::object{{"backend", e.name},
-                                      {"ready", !e.ejected && e.healthy},
-                                      {"ejected", e.ejected},
-                                      {"in_flight", e.in_flight}});
+    if (!e.removed)
+      out.push_back(boost::json::object{{"backend", e.name},
+                                        {"ready", !e.ejected && e.healthy},
+                                        {"ejected", e.ejected},
+                                        {"in_flight", e.in_flight}});
   return out;
 }
 

@@ -50,6 +50,8 @@ Pool::Pool(std::vector<EndpointSpec> endpoints, PoolOptions options, const Clock
 }
 
 Pool::Usable Pool::usable(const Endpoint &e, std::chrono::steady_clock::time_point now) const {
+  if (e.removed)
+    return Usable::kRemoved;
   if (now < e.out_until)
     return Usable::kOut;
   if (e.ejected)
@@ -67,7 +69,7 @@ std::optional<Pool::Lease> Pool::choose(const std::vector<int> &exclude,
   int trial = -1;
   any_full = false;
   out_ms = -1;
-  for (int i = 0; i < size(); ++i) {
+  for (int i = 0; i < static_cast<int>(eps_.size()); ++i) {
     if (std::find(exclude.begin(), exclude.end(), i) != exclude.end())
       continue;
     switch (usable(eps_[i], now)) {
@@ -77,6 +79,7 @@ std::optional<Pool::Lease> Pool::choose(const std::vector<int> &exclude,
         trial = i;
       break;
     case Usable::kFull: any_full = true; break;
+    case Usable::kRemoved: break;
     case Usable::kOut: {
       const int64_t ms =
           std::chrono::duration_cast<std::chrono::milliseconds>(eps_[i].out_until - now).count();
@@ -286,11 +289,68 @@ void Pool::probe_result(int index, bool ok) {
   slot_freed_.notify_all();
 }
 
+int Pool::add_endpoint(EndpointSpec spec) {
+  int index = -1;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    spec.weight = std::max(1, spec.weight);
+    // A slot of the same name first (a worker coming back keeps its counters), then any free.
+    for (int pass = 0; pass < 2 && index < 0; ++pass)
+      for (int i = 0; i < static_cast<int>(eps_.size()); ++i)
+        if (eps_[i].removed && eps_[i].in_flight == 0 &&
+            (pass == 1 || eps_[i].spec.name == spec.name)) {
+          index = i;
+          break;
+        }
+    Endpoint e;
+    e.stats.name = spec.name;
+    if (index >= 0 && eps_[index].spec.name == spec.name)
+      e.stats = eps_[index].stats; // counters are monotonic per name for /metrics
+    e.stats.removed = false;
+    e.spec = std::move(spec);
+    if (index >= 0) {
+      eps_[index] = std::move(e);
+    } else {
+      index = static_cast<int>(eps_.size());
+      eps_.push_back(std::move(e));
+    }
+  }
+  slot_freed_.notify_all(); // queued calls may use the new member
+  return index;
+}
+
+void Pool::remove_endpoint(int index) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (index < 0 || index >= static_cast<int>(eps_.size()))
+      return;
+    eps_[index].removed = true;
+    eps_[index].stats.removed = true;
+  }
+  slot_freed_.notify_all(); // queued calls re-check: maybe nothing is left to wait for
+}
+
+int Pool::size() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return static_cast<int>(eps_.size());
+}
+
+int Pool::members() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return static_cast<int>(
+      std::count_if(eps_.begin(), eps_.end(), [](const Endpoint &e) { return !e.removed; }));
+}
+
+std::string Pool::name(int index) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return eps_[index].spec.name;
+}
+
 bool Pool::ready() const {
   std::lock_guard<std::mutex> lk(mu_);
   const auto now = clock_.now();
   for (const auto &e : eps_)
-    if (!e.ejected || now >= e.out_until)
+    if (!e.removed && (!e.ejected || now >= e.out_until))
       return true;
   return false;
 }

@@ -5,6 +5,11 @@
 // the retry budget that keeps retries from multiplying an outage. No I/O: the caller reports
 // each attempt's outcome and the pool decides.
 //
+// Membership may change while calls run (worker nodes appearing and disappearing, issue 13):
+// add_endpoint() and remove_endpoint() keep every index stable — a removed backend's slot stays
+// (out of rotation, its in-flight calls finish and release normally) and is reused by a later
+// add_endpoint() once nothing is in flight on it.
+//
 // Thread-safe: every method takes the pool's mutex; acquire() may block (the wait queue).
 #pragma once
 
@@ -64,7 +69,8 @@ struct EndpointStats {
   bool healthy = true;   // the last active probe (true before the first)
   uint64_t requests = 0; // attempts sent
   uint64_t errors[static_cast<int>(ErrorKind::kCount)] = {};
-  uint64_t ejections = 0;         // times ejected
+  bool removed = false;   // no longer a member (its slot waits for reuse); skipped by renderers
+  uint64_t ejections = 0; // times ejected
   double latency_seconds_sum = 0; // of successful attempts, start to end
   uint64_t latency_count = 0;
 };
@@ -109,10 +115,17 @@ public:
   // Active health probes: a failed probe ejects, a passing one brings an ejected backend back.
   void probe_result(int index, bool ok);
 
+  // Adds a member and returns its index: a removed slot with nothing in flight is reused, else
+  // the slot table grows. Callers bound the number of members.
+  int add_endpoint(EndpointSpec spec);
+  // Takes a member out of rotation for good (its slot may be reused by add_endpoint()).
+  void remove_endpoint(int index);
+
   // Ready while any backend is in rotation (or due for a trial).
   bool ready() const;
-  int size() const { return static_cast<int>(eps_.size()); }
-  const std::string &name(int index) const { return eps_[index].spec.name; }
+  int size() const;    // slots, removed ones included: indexes are < size()
+  int members() const; // slots not removed
+  std::string name(int index) const;
   PoolStats stats() const;
 
   // A jittered exponential back-off for retry `attempt` (1, 2, ...) honouring the upstream's
@@ -130,10 +143,11 @@ private:
     bool ejected = false; // needs a successful trial (or probe) to return
     bool trial_in_flight = false;
     bool probe_ok = true;
+    bool removed = false;
     EndpointStats stats;
   };
 
-  enum class Usable { kYes, kTrial, kFull, kOut };
+  enum class Usable { kYes, kTrial, kFull, kOut, kRemoved };
   Usable usable(const Endpoint &e, std::chrono::steady_clock::time_point now) const;
   std::optional<Lease> choose(const std::vector<int> &exclude, std::optional<uint64_t> key,
                               bool &any_full, int64_t &out_ms);

@@ -13,6 +13,7 @@ namespace gantry::backend::remote {
 namespace json = boost::json;
 
 struct RemoteBackend::Endpoint {
+  std::string url;       // as configured (membership updates find a member by it)
   std::string name;      // host:port (never the URL's credentials)
   std::string base_path; // the URL's path, ".../v1"
   std::string model;     // upstream model id
@@ -130,61 +131,13 @@ Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig c
   std::vector<EndpointSpec> specs;
   std::string identity = "remote";
   for (const auto &ec : c.endpoints) {
-    auto parsed = http::parse_url(ec.url);
-    if (!parsed)
-      return Err(Error::invalid("model '" + c.name + "': backend url: " + parsed.error().message));
-    auto ep = std::make_unique<Endpoint>();
-    const auto &po = parsed->options;
-    ep->name = (po.host.find(':') != std::string::npos ? "[" + po.host + "]" : po.host) + ":" +
-               std::to_string(po.port);
-    ep->base_path = parsed->target;
-    if (const auto q = ep->base_path.find('?'); q != std::string::npos)
-      ep->base_path.erase(q);
-    while (!ep->base_path.empty() && ep->base_path.back() == '/')
-      ep->base_path.pop_back();
-    ep->api_key = ec.api_key;
-    if (!ec.api_key.empty())
-      b->secrets_.push_back(ec.api_key);
-    ep->codec = make_codec(ec.kind);
-    http::UpstreamOptions uo;
-    uo.host = po.host;
-    uo.port = po.port;
-    uo.tls = po.tls;
-    uo.tls_ca_file = ec.tls_ca_file;
-    uo.connect_timeout = c.connect_timeout;
-    uo.first_byte_timeout = c.first_byte_timeout;
-    uo.idle_timeout = c.idle_timeout;
-    uo.total_timeout = c.total_timeout;
-    uo.max_idle = std::max(8, ec.max_concurrent > 0 ? ec.max_concurrent : 64);
-    ep->client = std::make_unique<http::UpstreamClient>(uo, clock);
-    ep->model = ec.model;
-    if (ep->model.empty()) {
-      if (ec.kind == BackendKind::kAnthropic)
-        return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
-                                  " (anthropic) needs `model = \"...\"`"));
-      http::Headers h;
-      for (auto &w : ep->codec->auth_headers(ep->api_key))
-        h.push_back({w.name, w.value});
-      auto call = ep->client->start(http::Method::kGet, ep->base_path + "/models", {}, h);
-      if (!call)
-        return Err(Error::invalid("model '" + c.name + "': cannot list the models of backend " +
-                                  ep->name + " (" + call.error().message +
-                                  "); name one with `model = \"...\"`"));
-      auto body = (*call)->read_all(1 << 20);
-      if (!body || (*call)->status() != 200)
-        return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
-                                  " answered /models with HTTP " +
-                                  std::to_string((*call)->status())));
-      GANTRY_ASSIGN_OR_RETURN(auto ids, parse_model_list(*body));
-      auto chosen = choose_upstream_model("", ids, ep->name);
-      if (!chosen)
-        return Err(Error::invalid("model '" + c.name + "': " + chosen.error().message));
-      ep->model = *chosen;
-    }
+    GANTRY_ASSIGN_OR_RETURN(auto ep, b->make_endpoint(ec, /*resolve_model=*/true));
     identity += "|" + std::string(backend_kind_name(ec.kind)) + "|" + ep->name + "|" + ep->model;
     specs.push_back({ep->name, ec.weight, ec.max_concurrent});
     b->endpoints_.push_back(std::move(ep));
   }
+  b->codec_ = make_codec(c.endpoints.front().kind);
+  b->live_.assign(b->endpoints_.size(), true);
   b->pool_ = std::make_unique<Pool>(std::move(specs), c.pool, clock);
   b->info_.name = c.name;
   b->info_.kind = std::string(backend_kind_name(c.endpoints.front().kind));
@@ -193,6 +146,117 @@ Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig c
   if (!c.probe_path.empty() && c.probe_interval.count() > 0)
     b->prober_ = std::thread([p = b.get()] { p->prober(); });
   return b;
+}
+
+Result<std::shared_ptr<RemoteBackend::Endpoint>>
+RemoteBackend::make_endpoint(const RemoteEndpointConfig &ec, bool resolve_model) {
+  const RemoteModelConfig &c = config_;
+  auto parsed = http::parse_url(ec.url);
+  if (!parsed)
+    return Err(Error::invalid("model '" + c.name + "': backend url: " + parsed.error().message));
+  auto ep = std::make_shared<Endpoint>();
+  ep->url = ec.url;
+  const auto &po = parsed->options;
+  ep->name = (po.host.find(':') != std::string::npos ? "[" + po.host + "]" : po.host) + ":" +
+             std::to_string(po.port);
+  ep->base_path = parsed->target;
+  if (const auto q = ep->base_path.find('?'); q != std::string::npos)
+    ep->base_path.erase(q);
+  while (!ep->base_path.empty() && ep->base_path.back() == '/')
+    ep->base_path.pop_back();
+  ep->api_key = ec.api_key;
+  if (!ec.api_key.empty()) {
+    std::lock_guard<std::mutex> lk(ep_mu_);
+    if (std::find(secrets_.begin(), secrets_.end(), ec.api_key) == secrets_.end())
+      secrets_.push_back(ec.api_key);
+  }
+  ep->codec = make_codec(ec.kind);
+  http::UpstreamOptions uo;
+  uo.host = po.host;
+  uo.port = po.port;
+  uo.tls = po.tls;
+  uo.tls_ca_file = ec.tls_ca_file;
+  uo.connect_timeout = c.connect_timeout;
+  uo.first_byte_timeout = c.first_byte_timeout;
+  uo.idle_timeout = c.idle_timeout;
+  uo.total_timeout = c.total_timeout;
+  uo.max_idle = std::max(8, ec.max_concurrent > 0 ? ec.max_concurrent : 64);
+  ep->client = std::make_unique<http::UpstreamClient>(uo, clock_);
+  ep->model = ec.model;
+  if (ep->model.empty()) {
+    if (!resolve_model)
+      return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
+                                " needs its upstream model named"));
+    if (ec.kind == BackendKind::kAnthropic)
+      return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
+                                " (anthropic) needs `model = \"...\"`"));
+    http::Headers h;
+    for (auto &w : ep->codec->auth_headers(ep->api_key))
+      h.push_back({w.name, w.value});
+    auto call = ep->client->start(http::Method::kGet, ep->base_path + "/models", {}, h);
+    if (!call)
+      return Err(Error::invalid("model '" + c.name + "': cannot list the models of backend " +
+                                ep->name + " (" + call.error().message +
+                                "); name one with `model = \"...\"`"));
+    auto body = (*call)->read_all(1 << 20);
+    if (!body || (*call)->status() != 200)
+      return Err(Error::invalid("model '" + c.name + "': backend " + ep->name +
+                                " answered /models with HTTP " +
+                                std::to_string((*call)->status())));
+    GANTRY_ASSIGN_OR_RETURN(auto ids, parse_model_list(*body));
+    auto chosen = choose_upstream_model("", ids, ep->name);
+    if (!chosen)
+      return Err(Error::invalid("model '" + c.name + "': " + chosen.error().message));
+    ep->model = *chosen;
+  }
+  return ep;
+}
+
+Result<int> RemoteBackend::add_endpoint(const RemoteEndpointConfig &ec) {
+  {
+    std::lock_guard<std::mutex> lk(ep_mu_);
+    for (std::size_t i = 0; i < endpoints_.size(); ++i)
+      if (endpoints_[i] && endpoints_[i]->url == ec.url && live_[i])
+        return static_cast<int>(i); // already a member
+    if (pool_->members() >= config_.max_endpoints)
+      return Err(Error{ErrorCode::kQueueFull,
+                       "model '" + config_.name + "' has " + std::to_string(config_.max_endpoints) +
+                           " backends already (max_endpoints)",
+                       {}});
+  }
+  GANTRY_ASSIGN_OR_RETURN(auto ep, make_endpoint(ec, /*resolve_model=*/false));
+  std::lock_guard<std::mutex> lk(ep_mu_);
+  const int index = pool_->add_endpoint({ep->name, ec.weight, ec.max_concurrent});
+  if (static_cast<std::size_t>(index) >= endpoints_.size()) {
+    endpoints_.resize(static_cast<std::size_t>(index) + 1);
+    live_.resize(static_cast<std::size_t>(index) + 1, false);
+  }
+  endpoints_[static_cast<std::size_t>(index)] = std::move(ep); // calls on the old one hold it
+  live_[static_cast<std::size_t>(index)] = true;
+  return index;
+}
+
+bool RemoteBackend::remove_endpoint(std::string_view url) {
+  std::lock_guard<std::mutex> lk(ep_mu_);
+  for (std::size_t i = 0; i < endpoints_.size(); ++i)
+    if (live_[i] && endpoints_[i]->url == url) {
+      live_[i] = false;
+      pool_->remove_endpoint(static_cast<int>(i));
+      return true;
+    }
+  return false;
+}
+
+int RemoteBackend::endpoint_count() const { return pool_->members(); }
+
+std::shared_ptr<RemoteBackend::Endpoint> RemoteBackend::endpoint(int index) const {
+  std::lock_guard<std::mutex> lk(ep_mu_);
+  return endpoints_[static_cast<std::size_t>(index)];
+}
+
+std::vector<std::string> RemoteBackend::secrets() const {
+  std::lock_guard<std::mutex> lk(ep_mu_);
+  return secrets_;
 }
 
 RemoteBackend::~RemoteBackend() {
@@ -252,7 +316,7 @@ void RemoteBackend::call_thread() {
 
 Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request,
                                             const PrepareOptions &options) {
-  const WireCodec &codec = *endpoints_.front()->codec;
+  const WireCodec &codec = *codec_;
   GANTRY_TRY(codec.path(request.endpoint));
   auto state = std::make_shared<Call::State>();
   state->request = request;
@@ -428,7 +492,8 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
         retry = true;
       }
     } else {
-      Endpoint &ep = *endpoints_[lease->index];
+      const std::shared_ptr<Endpoint> held = endpoint(lease->index); // membership may change
+      Endpoint &ep = *held;
       summary.served_by = config_.name + "@" + ep.name;
       Outcome outcome = Outcome::kSuccess;
       std::optional<ErrorKind> ekind;
@@ -464,7 +529,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
         const int status = (*up)->status();
         auto err_body = (*up)->read_all(64 * 1024);
         Error e = ep.codec->error_from(status, err_body ? *err_body : std::string());
-        e.message = scrub_upstream_message(e.message, secrets_);
+        e.message = scrub_upstream_message(e.message, secrets());
         retry_after = retry_after_ms((*up)->header("retry-after"), (*up)->header("retry-after-ms"));
         if (status == 429) {
           outcome = Outcome::kOverloaded;
@@ -524,7 +589,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
               auto step = decoder->on_event(ev);
               if (!step) {
                 failure = step.error();
-                failure->message = scrub_upstream_message(failure->message, secrets_);
+                failure->message = scrub_upstream_message(failure->message, secrets());
                 ekind = ErrorKind::kBadResponse;
                 outcome = Outcome::kFailure;
                 break;
@@ -564,7 +629,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
             retry = all.error().param == http::kUpstreamReset;
           } else if (auto parsed = ep.codec->parse_response(*all); !parsed) {
             failure = parsed.error();
-            failure->message = scrub_upstream_message(failure->message, secrets_);
+            failure->message = scrub_upstream_message(failure->message, secrets());
             outcome = Outcome::kFailure;
             ekind = ErrorKind::kBadResponse;
           } else {
@@ -589,7 +654,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
         break;
       // Another backend is tried after a short back-off; when every one was tried, the same
       // ones again after their Retry-After (when it is short enough to wait out).
-      const bool all_tried = static_cast<int>(exclude.size()) + 1 >= pool_->size();
+      const bool all_tried = static_cast<int>(exclude.size()) + 1 >= pool_->members();
       if (failure && retry && !output_started && attempt < config_.max_attempts &&
           !(all_tried && retry_after > config_.max_retry_wait.count()) && pool_->allow_retry()) {
         exclude.push_back(lease->index);
@@ -654,7 +719,7 @@ struct EmbedState {
 } // namespace
 
 Result<PreparedEmbeddings> RemoteBackend::prepare_embeddings(const api::EmbeddingRequest &request) {
-  if (endpoints_.front()->codec->kind() == BackendKind::kAnthropic)
+  if (codec_->kind() == BackendKind::kAnthropic)
     return Err(
         Error::invalid("model '" + config_.name + "' (Anthropic) has no embeddings", "model"));
   PreparedEmbeddings p;
@@ -711,7 +776,8 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
     auto lease = pool_->acquire(exclude, std::nullopt);
     if (!lease)
       return done(Err(lease.error()));
-    Endpoint &ep = *endpoints_[lease->index];
+    const std::shared_ptr<Endpoint> held = endpoint(lease->index);
+    Endpoint &ep = *held;
     json::array input;
     for (size_t i : indices) {
       if (req.texts.empty()) {
@@ -748,7 +814,7 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
         ekind = kind_of(body.error());
       } else if (status < 200 || status > 299) {
         last = ep.codec->error_from(status, *body);
-        last.message = scrub_upstream_message(last.message, secrets_);
+        last.message = scrub_upstream_message(last.message, secrets());
         retry = retryable_status(status);
         outcome = status == 429 ? Outcome::kOverloaded
                                 : (status >= 500 ? Outcome::kFailure : Outcome::kSuccess);
@@ -816,7 +882,7 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
     if (!retry || !pool_->allow_retry())
       break;
     exclude.push_back(lease->index);
-    if (static_cast<int>(exclude.size()) >= pool_->size())
+    if (static_cast<int>(exclude.size()) >= pool_->members())
       exclude.clear();
   }
   done(Err(std::move(last)));
@@ -831,8 +897,15 @@ void RemoteBackend::prober() {
     if (stopping_)
       return;
     lk.unlock();
-    for (int i = 0; i < static_cast<int>(endpoints_.size()); ++i) {
-      Endpoint &ep = *endpoints_[i];
+    std::vector<std::pair<int, std::shared_ptr<Endpoint>>> members;
+    {
+      std::lock_guard<std::mutex> elk(ep_mu_);
+      for (std::size_t i = 0; i < endpoints_.size(); ++i)
+        if (live_[i])
+          members.emplace_back(static_cast<int>(i), endpoints_[i]);
+    }
+    for (const auto &[i, held] : members) {
+      Endpoint &ep = *held;
       http::Headers h;
       for (auto &w : ep.codec->auth_headers(ep.api_key))
         h.push_back({w.name, w.value});

@@ -12,6 +12,10 @@
 // budget; a failure after output began is never retried (the summary says before_output=false).
 // cancel() closes the upstream request at once.
 //
+// Membership may change at run time (add_endpoint/remove_endpoint: a gateway's pool of worker
+// nodes, issue 13); a call holds its backend's connection pool until it ends, so removing a
+// member never cuts a call short.
+//
 // Threading: thread-safe. Calls run on the backend's call threads (grown on demand up to
 // max_threads), blocking on their own connection; a prober thread runs the active health
 // checks. Sinks are called on call threads, never inside start()/embed()/probe().
@@ -66,6 +70,7 @@ struct RemoteModelConfig {
   SseLimits sse;                            // a streamed line / event
   int max_threads = 512;                    // call threads; beyond, calls queue
   int max_queued_calls = 4096;              // beyond: 429
+  int max_endpoints = 256;                  // members at once (add_endpoint beyond: an error)
 };
 
 class RemoteBackend final : public ModelBackend {
@@ -90,17 +95,27 @@ public:
   bool wait_idle(std::chrono::milliseconds timeout) override;
   void cancel_all() override;
 
-  // Per-backend state for /metrics and /readyz.
+  // Membership at run time. add_endpoint: the member's index (the existing one when `url` is
+  // already a member); the upstream model must be named (no /models lookup on this path).
+  Result<int> add_endpoint(const RemoteEndpointConfig &endpoint);
+  // False when `url` is not a member.
+  bool remove_endpoint(std::string_view url);
+
+  // Per-backend state for /metrics and /readyz (removed members are flagged in the stats).
   PoolStats pool_stats() const { return pool_->stats(); }
   bool ready() const { return pool_->ready(); }
-  const std::string &endpoint_name(int i) const { return pool_->name(i); }
-  int endpoint_count() const { return pool_->size(); }
+  std::string endpoint_name(int i) const { return pool_->name(i); }
+  int endpoint_count() const; // current members
 
   struct Endpoint; // remote_backend.cpp
   struct Call;
 
 private:
   RemoteBackend(RemoteModelConfig config, const Clock &clock);
+  Result<std::shared_ptr<Endpoint>> make_endpoint(const RemoteEndpointConfig &ec,
+                                                  bool resolve_model);
+  std::shared_ptr<Endpoint> endpoint(int index) const;
+  std::vector<std::string> secrets() const;
   // Runs `task` on a call thread; kQueueFull beyond max_queued_calls, kUnavailable when stopped.
   Status post(std::function<void()> task);
   void call_thread();
@@ -112,9 +127,14 @@ private:
   RemoteModelConfig config_;
   const Clock &clock_;
   BackendInfo info_;
-  std::vector<std::unique_ptr<Endpoint>> endpoints_;
-  std::unique_ptr<Pool> pool_;
+  std::unique_ptr<WireCodec> codec_; // the pool's kind (prepare, embeddings)
+  mutable std::mutex ep_mu_;         // guards the three below
+  // Slot i is the pool's index i; a call copies its shared_ptr, so a replaced slot's connection
+  // pool lives until its calls end.
+  std::vector<std::shared_ptr<Endpoint>> endpoints_;
+  std::vector<bool> live_;           // slot i is a member
   std::vector<std::string> secrets_; // API keys: scrubbed from any upstream text
+  std::unique_ptr<Pool> pool_;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_, idle_cv_, prober_cv_;

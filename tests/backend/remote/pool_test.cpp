@@ -218,5 +218,91 @@ TEST(Pool, BackoffHonoursRetryAfterAndCap) {
   EXPECT_LE(pool.backoff(10, 0, ms(100), ms(1000)), ms(1000));
 }
 
+// Membership (issue 13): worker nodes join and leave a running pool.
+TEST(PoolMembership, AnAddedMemberTakesItsShareAtOnce) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  const int c = pool.add_endpoint({"c", 1, 0});
+  EXPECT_EQ(c, 2);
+  EXPECT_EQ(pool.members(), 3);
+  std::map<int, int> got;
+  for (int i = 0; i < 900; ++i) {
+    auto l = pool.acquire({}, std::nullopt);
+    ASSERT_TRUE(l.ok());
+    ++got[l->index];
+    pool.release(*l, Outcome::kSuccess);
+  }
+  for (int i = 0; i < 3; ++i)
+    EXPECT_GT(got[i], 200) << "member " << i << " got " << got[i] << " of 900";
+}
+
+TEST(PoolMembership, ARemovedMemberGetsNothingAndItsCallsReleaseNormally) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  // Hold a call on each member, then remove "a" while its call runs.
+  auto l0 = *pool.acquire({}, std::nullopt);
+  auto l1 = *pool.acquire({}, std::nullopt);
+  pool.remove_endpoint(0);
+  EXPECT_EQ(pool.members(), 1);
+  for (int i = 0; i < 50; ++i) {
+    auto l = pool.acquire({}, std::nullopt);
+    ASSERT_TRUE(l.ok());
+    EXPECT_EQ(l->index, 1) << "a removed member must get no new call";
+    pool.release(*l, Outcome::kSuccess);
+  }
+  pool.release(l0, Outcome::kSuccess);
+  pool.release(l1, Outcome::kSuccess);
+  auto s = pool.stats();
+  EXPECT_TRUE(s.endpoints[0].removed);
+  EXPECT_EQ(s.endpoints[0].in_flight, 0) << "the call that ran on it was released";
+}
+
+TEST(PoolMembership, WithEveryMemberGoneAcquireIsUnavailableAndNotReady) {
+  FakeClock clock;
+  Pool pool(two(), {}, clock);
+  pool.remove_endpoint(0);
+  pool.remove_endpoint(1);
+  EXPECT_FALSE(pool.ready());
+  auto l = pool.acquire({}, std::nullopt);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.error().code, ErrorCode::kUnavailable);
+  // A worker appearing again makes the model servable without anything else changing.
+  EXPECT_EQ(pool.add_endpoint({"b", 1, 0}), 1) << "the slot of the same name is reused";
+  EXPECT_TRUE(pool.ready());
+  auto again = pool.acquire({}, std::nullopt);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->index, 1);
+}
+
+TEST(PoolMembership, ASlotWithACallInFlightIsNotReused) {
+  FakeClock clock;
+  Pool pool({{"a", 1, 0}}, {}, clock);
+  auto held = *pool.acquire({}, std::nullopt);
+  pool.remove_endpoint(0);
+  EXPECT_EQ(pool.add_endpoint({"x", 1, 0}), 1) << "slot 0 still has a call: a new slot";
+  pool.release(held, Outcome::kSuccess);
+  pool.remove_endpoint(1);
+  EXPECT_EQ(pool.add_endpoint({"y", 1, 0}), 0) << "a free slot is reused; the table stays small";
+  EXPECT_EQ(pool.size(), 2);
+  EXPECT_EQ(pool.name(0), "y");
+}
+
+TEST(PoolMembership, AQueuedCallTakesANewMember) {
+  FakeClock clock;
+  PoolOptions o;
+  o.max_queue_wait = std::chrono::seconds(30);
+  Pool pool({{"a", 1, 1}}, o, clock);
+  auto held = *pool.acquire({}, std::nullopt);
+  Result<Pool::Lease> got = Err(Error{ErrorCode::kInternal, "not run", {}});
+  std::thread t([&] { got = pool.acquire({}, std::nullopt); });
+  while (pool.stats().queued == 0)
+    std::this_thread::yield();
+  pool.add_endpoint({"b", 1, 1});
+  t.join();
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->index, 1);
+  pool.release(held, Outcome::kSuccess);
+}
+
 } // namespace
 } // namespace gantry::backend::remote
