@@ -20,7 +20,7 @@ rule() {
   fi
 }
 
-GANTRY='api/|http/|server/|control/|jobs/|cache/|telemetry/|observe/|dashboard/|backends?/|store/|cli/'
+GANTRY='api/|http/|server/|control/|jobs/|cluster/|cache/|telemetry/|observe/|dashboard/|backends?/|store/|cli/'
 THIRD_PARTY_IO='boost/|sqlite3\.h|libpq|postgresql/|hiredis/'
 
 rule core "engine/|$GANTRY|$THIRD_PARTY_IO" "core depends on nothing else"
@@ -29,7 +29,7 @@ rule api "http/|server/|control/|jobs/|cache/|store/|backends/|cli/|boost/beast|
   "api/ is wire formats only: never Beast/Asio or a store"
 rule http "engine/|api/|server/|control/|jobs/|cache/|store/|backends/|cli/|sqlite3\.h|libpq|hiredis/" \
   "http/ knows nothing about models or state"
-for d in control jobs cache; do
+for d in control jobs cache cluster; do
   rule "$d" "server/|store/|backends/|cli/|http/|sqlite3\.h|libpq|postgresql/|hiredis/|boost/beast|boost/asio" \
     "$d/ is logic over the ports it declares; adapters live in store/ and are chosen in server/"
 done

@@ -1,0 +1,72 @@
+#include "cluster/worker_heartbeat.h"
+
+namespace gantry::cluster {
+namespace {
+
+std::string json_text(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20)
+      out += c;
+  }
+  return out;
+}
+
+} // namespace
+
+WorkerHeartbeat::WorkerHeartbeat(WorkerRegistry &registry, Snapshot snapshot,
+                                 HeartbeatOptions options, Log log)
+    : registry_(registry), snapshot_(std::move(snapshot)), options_(options), log_(std::move(log)) {
+}
+
+WorkerHeartbeat::~WorkerHeartbeat() { stop(); }
+
+Status WorkerHeartbeat::start() {
+  const WorkerInfo w = snapshot_();
+  node_id_ = w.node_id;
+  GANTRY_TRY(registry_.announce(w, options_.ttl));
+  ++beats_;
+  thread_ = std::thread([this] { loop(); });
+  return Ok();
+}
+
+void WorkerHeartbeat::loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  bool failing = false;
+  while (!cv_.wait_for(lk, options_.period, [&] { return stopping_; })) {
+    lk.unlock();
+    auto st = registry_.announce(snapshot_(), options_.ttl);
+    if (st) {
+      ++beats_;
+      if (failing && log_)
+        log_(R"({"event":"worker_heartbeat_recovered"})");
+      failing = false;
+    } else {
+      ++failures_;
+      // Logged once per outage, not once per beat.
+      if (!failing && log_)
+        log_(R"({"event":"worker_heartbeat_failed","error":")" + json_text(st.error().message) +
+             "\"}");
+      failing = true;
+    }
+    lk.lock();
+  }
+}
+
+void WorkerHeartbeat::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_)
+      return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+  if (!node_id_.empty())
+    (void)registry_.withdraw(node_id_); // best effort: the TTL covers a failure
+}
+
+} // namespace gantry::cluster
