@@ -34,7 +34,10 @@ struct Job {
   std::string project;  // the fairness and visibility scope
   std::string key_id;   // the key that submitted it: the job runs as that key
   std::string endpoint; // "/v1/chat/completions" | "/v1/completions"
-  std::string body;     // the request body, "stream" already forced off
+  // The request's "model" (set at submission): a node leases only jobs for the models it serves
+  // (JobQueueOptions::lease_models). "" for jobs stored before it was recorded: any node.
+  std::string model;
+  std::string body; // the request body, "stream" already forced off
   std::string webhook_url;
   std::vector<std::string> webhook_events; // "started", "completed"
   std::string metadata = "{}";             // JSON object text
@@ -112,6 +115,10 @@ struct JobQueueOptions {
   std::chrono::milliseconds retry_base{1000}; // backoff after a lapsed lease: base * 2^(n-1)
   std::chrono::milliseconds retry_max{std::chrono::minutes(5)};
   std::map<std::string, int> weights; // project → round-robin weight (default 1)
+  // The models whose jobs this node runs (roles, issue 13: a worker its loaded models, a gateway
+  // the remote models it serves itself); nullopt = every job. lease() skips the others, which
+  // wait for a node that serves them; jobs without a recorded model go to any node.
+  std::optional<std::vector<std::string>> lease_models;
 };
 
 class JobQueue {

@@ -5,6 +5,8 @@
 // between projects, bounds, cancel and expiry.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "contract/store_factories.h"
 #include "jobs/job_ids.h"
 #include "jobs/job_queue.h"
@@ -367,6 +369,52 @@ TYPED_TEST(JobQueueContract, AJobBothNodesKnowIsLeasedByOnlyOne) {
   EXPECT_EQ((*on_b)->job.id, id);
   EXPECT_FALSE(this->lease()) << "A's conditional lease finds the job no longer queued";
   EXPECT_FALSE(*b->cancel("other-project", id)) << "cancel stays per project across nodes";
+}
+
+// Roles (issue 13): a node with a lease filter takes only jobs of its models; the others wait
+// for a node that serves them, and jobs without a recorded model go to any node.
+TYPED_TEST(JobQueueContract, ANodeWithALeaseFilterTakesOnlyJobsOfItsModels) {
+  this->options_.lease_models = std::vector<std::string>{"m1", "m\"3"};
+  this->reopen();
+  auto with_model = [&](const std::string &project, const std::string &model) {
+    Job j = this->job(project);
+    j.model = model;
+    std::string id = j.id;
+    EXPECT_TRUE(this->queue_->enqueue({std::move(j)}));
+    this->clock_.advance(1ms); // creation order is the lease order inside a project
+    return id;
+  };
+  const std::string a1 = with_model("p", "m1");
+  const std::string b1 = with_model("p", "m2");
+  const std::string a2 = with_model("q", "m\"3"); // quoting survives the filter
+  const std::string legacy = with_model("q", "");
+  std::set<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    auto l = this->lease();
+    ASSERT_TRUE(l) << "lease " << i;
+    got.insert(l->job.id);
+    EXPECT_TRUE(*this->queue_->complete(*l, this->ok()));
+  }
+  EXPECT_EQ(got, (std::set<std::string>{a1, a2, legacy}));
+  EXPECT_FALSE(this->lease()) << "the m2 job is not this node's";
+  // A node that serves m2 (opened now, so an embedded adapter's schedule knows the job) runs it.
+  JobQueueOptions o = this->options_;
+  o.node_id = "node-m2";
+  o.lease_models = std::vector<std::string>{"m2"};
+  auto other = this->factory_.job_queue(o, this->clock_);
+  ASSERT_TRUE(other);
+  auto l = other->lease("w", 10s, 0ms);
+  ASSERT_TRUE(l && *l);
+  EXPECT_EQ((*l)->job.id, b1);
+}
+
+TYPED_TEST(JobQueueContract, AnEmptyLeaseFilterTakesNothing) {
+  this->options_.lease_models = std::vector<std::string>{};
+  this->reopen();
+  Job j = this->job("p");
+  j.model = "m1";
+  ASSERT_TRUE(this->queue_->enqueue({std::move(j)}));
+  EXPECT_FALSE(this->lease()) << "a gateway serving no model itself runs no job";
 }
 
 TYPED_TEST(JobQueueContract, StoredJobsAreBoundedPerProjectInCountAndBytes) {

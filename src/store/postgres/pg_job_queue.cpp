@@ -234,8 +234,8 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
       GANTRY_TRY(c.exec(
           "INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, webhook_events, "
           "metadata, batch_id, custom_id, priority, status, max_attempts, created_ms, "
-          "not_before_ms, expires_at_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-          "$11, 'queued', $12, $13, $14, $15, $16)",
+          "not_before_ms, expires_at_ms, bytes, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+          "$10, $11, 'queued', $12, $13, $14, $15, $16, $17)",
           PgParams()
               .text(j.id)
               .text(j.project)
@@ -252,7 +252,8 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
               .i64(j.created_ms)
               .i64(j.not_before_ms)
               .i64(j.expires_at_ms)
-              .i64(static_cast<int64_t>(j.body.size()))));
+              .i64(static_cast<int64_t>(j.body.size()))
+              .text(j.model)));
     }
     return Ok();
   });
@@ -261,18 +262,42 @@ Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
   return st;
 }
 
+// The lease filter as a PostgreSQL text[] literal: {"a","b"}, each element quoted.
+std::string PgJobQueue::lease_models_literal() const {
+  if (!options_.lease_models)
+    return {};
+  std::string out = "{";
+  for (const auto &m : *options_.lease_models) {
+    if (out.size() > 1)
+      out += ',';
+    out += '"';
+    for (char ch : m) {
+      if (ch == '"' || ch == '\\')
+        out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 Result<std::optional<Lease>> PgJobQueue::try_lease(std::chrono::milliseconds visibility) {
   const int64_t now = clock_.unix_millis();
   std::optional<Lease> out;
   GANTRY_TRY(pool_->transaction([&](PgConn &c) -> Status {
     // The project at the front of the ring among those with a job ready; one another node is
     // serving right now is skipped rather than waited for.
-    GANTRY_ASSIGN_OR_RETURN(PgResult p,
-                            c.exec("SELECT p.project, p.served FROM job_projects p WHERE EXISTS ("
-                                   "SELECT 1 FROM jobs j WHERE j.project = p.project AND "
-                                   "j.status = 'queued' AND j.not_before_ms <= $1) "
-                                   "ORDER BY p.turn LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
-                                   PgParams().i64(now)));
+    // The lease filter: `any` true = every model; otherwise only jobs of this node's models
+    // (a text[] literal), and jobs without a recorded model ('') go to any node.
+    const bool any = !options_.lease_models.has_value();
+    const std::string models = any ? "{}" : lease_models_literal();
+    GANTRY_ASSIGN_OR_RETURN(
+        PgResult p, c.exec("SELECT p.project, p.served FROM job_projects p WHERE EXISTS ("
+                           "SELECT 1 FROM jobs j WHERE j.project = p.project AND "
+                           "j.status = 'queued' AND j.not_before_ms <= $1 AND ($2::boolean OR "
+                           "j.model = '' OR j.model = ANY($3::text[]))) "
+                           "ORDER BY p.turn LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
+                           PgParams().i64(now).boolean(any).text(models)));
     if (p.rows() == 0)
       return Ok();
     const std::string project = p.text(0, 0);
@@ -283,6 +308,7 @@ Result<std::optional<Lease>> PgJobQueue::try_lease(std::chrono::milliseconds vis
                            "started_ms = CASE WHEN started_ms = 0 THEN $1 ELSE started_ms END, "
                            "lease_until_ms = $2, lease_owner = $3 WHERE id = (SELECT id FROM jobs "
                            "WHERE project = $4 AND status = 'queued' AND not_before_ms <= $1 "
+                           "AND ($5::boolean OR model = '' OR model = ANY($6::text[])) "
                            "ORDER BY priority DESC, created_ms, seq LIMIT 1 FOR UPDATE SKIP "
                            "LOCKED) RETURNING ") +
                    kColumns,
@@ -290,7 +316,9 @@ Result<std::optional<Lease>> PgJobQueue::try_lease(std::chrono::milliseconds vis
                    .i64(now)
                    .i64(now + visibility.count())
                    .text(options_.node_id)
-                   .text(project)));
+                   .text(project)
+                   .boolean(any)
+                   .text(models)));
     if (r.rows() == 0)
       return Ok();
     Lease l{read_job(r, 0), 0};
@@ -300,8 +328,9 @@ Result<std::optional<Lease>> PgJobQueue::try_lease(std::chrono::milliseconds vis
     // nothing more ready, then goes to the back of the ring.
     GANTRY_ASSIGN_OR_RETURN(PgResult more,
                             c.exec("SELECT EXISTS (SELECT 1 FROM jobs WHERE project = $1 AND "
-                                   "status = 'queued' AND not_before_ms <= $2)",
-                                   PgParams().text(project).i64(now)));
+                                   "status = 'queued' AND not_before_ms <= $2 AND ($3::boolean OR "
+                                   "model = '' OR model = ANY($4::text[])))",
+                                   PgParams().text(project).i64(now).boolean(any).text(models)));
     const bool has_more = more.rows() == 1 && more.text(0, 0) == "t";
     if (served >= weight(project) || !has_more)
       GANTRY_TRY(c.exec("UPDATE job_projects SET served = 0, turn = nextval('job_turns') "

@@ -58,6 +58,7 @@ private:
   PgJobQueue(std::shared_ptr<PgPool> pool, jobs::JobQueueOptions options, const Clock &clock);
   Status recover();
   Result<std::optional<jobs::Lease>> try_lease(std::chrono::milliseconds visibility);
+  std::string lease_models_literal() const; // options_.lease_models as a text[] literal
   int weight(const std::string &project) const;
   void listen_loop();
   void announce();

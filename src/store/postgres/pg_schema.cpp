@@ -9,7 +9,7 @@ namespace {
 // Any constant works as long as no other application on the database uses it.
 constexpr const char *kMigrationLock = "7316483401";
 
-constexpr std::array<const char *, 4> kMigrations = {
+constexpr std::array<const char *, 5> kMigrations = {
     R"sql(
 CREATE TABLE projects (
   id text PRIMARY KEY,
@@ -247,6 +247,11 @@ BEGIN
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER jobs_count AFTER INSERT OR UPDATE OR DELETE ON jobs
   FOR EACH ROW EXECUTE FUNCTION gantry_jobs_count();
+)sql",
+    // 5: the job's model, so a node leases only jobs for models it serves (roles, issue 13).
+    // Jobs stored before have '' and go to any node.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN model text NOT NULL DEFAULT '';
 )sql",
 };
 

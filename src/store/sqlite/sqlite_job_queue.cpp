@@ -99,20 +99,23 @@ Status SqliteJobQueue::recover() {
     std::string id, project, status, owner;
     int priority, attempts, max_attempts;
     int64_t not_before, created, lease_until;
+    std::string model;
   };
   std::vector<Row> rows;
   {
     GANTRY_ASSIGN_OR_RETURN(
-        Query q, db_->query("SELECT id, project, status, priority, attempts, max_attempts, "
-                            "not_before_ms, created_ms, lease_owner, lease_until_ms FROM jobs "
-                            "WHERE status IN ('queued', 'running') ORDER BY created_ms, rowid"));
+        Query q,
+        db_->query("SELECT id, project, status, priority, attempts, max_attempts, "
+                   "not_before_ms, created_ms, lease_owner, lease_until_ms, model FROM "
+                   "jobs WHERE status IN ('queued', 'running') ORDER BY created_ms, rowid"));
     for (;;) {
       GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
       if (!row)
         break;
       rows.push_back({q.col_text(0), q.col_text(1), q.col_text(2), q.col_text(8),
                       static_cast<int>(q.col_i64(3)), static_cast<int>(q.col_i64(4)),
-                      static_cast<int>(q.col_i64(5)), q.col_i64(6), q.col_i64(7), q.col_i64(9)});
+                      static_cast<int>(q.col_i64(5)), q.col_i64(6), q.col_i64(7), q.col_i64(9),
+                      q.col_text(10)});
     }
   }
   GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
@@ -148,7 +151,7 @@ Status SqliteJobQueue::recover() {
       if (u.changes() != 1)
         continue;
     }
-    push_queued(r.project, entry(r.priority, r.created, r.id), r.not_before);
+    push_queued(r.project, entry(r.priority, r.created, r.id, r.model), r.not_before);
   }
   return tx.commit();
 }
@@ -184,7 +187,53 @@ void SqliteJobQueue::promote_due(int64_t now_ms) {
   }
 }
 
+bool SqliteJobQueue::leasable(const Entry &e) const {
+  const auto &models = options_.lease_models;
+  return !models || e.model.empty() ||
+         std::find(models->begin(), models->end(), e.model) != models->end();
+}
+
+std::optional<std::pair<std::string, SqliteJobQueue::Entry>> SqliteJobQueue::pick_filtered() {
+  // The ring in turn order; a project's first leasable job (by priority, then age) is taken and
+  // the others stay for the nodes that serve their models. A linear scan, bounded by the queued
+  // jobs (max_queued_per_project each); the same round-robin accounting as pick().
+  for (std::size_t r = 0; r < ring_.size(); ++r) {
+    const std::string project = ring_[r];
+    auto &pq = projects_[project];
+    for (auto it = pq.ready.begin(); it != pq.ready.end();) {
+      if (!queued_.count(it->id)) { // canceled or expired while queued
+        it = pq.ready.erase(it);
+        continue;
+      }
+      if (!leasable(*it)) {
+        ++it;
+        continue;
+      }
+      Entry e = *it;
+      pq.ready.erase(it);
+      auto w = options_.weights.find(project);
+      const int weight = w == options_.weights.end() ? 1 : std::max(1, w->second);
+      if (++pq.served >= weight || pq.ready.empty()) {
+        pq.served = 0;
+        ring_.erase(ring_.begin() + static_cast<std::ptrdiff_t>(r));
+        if (!pq.ready.empty())
+          ring_.push_back(project);
+      }
+      forget_queued(e.id);
+      return std::pair{project, std::move(e)};
+    }
+    if (pq.ready.empty()) {
+      pq.served = 0;
+      ring_.erase(ring_.begin() + static_cast<std::ptrdiff_t>(r));
+      --r;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<std::pair<std::string, SqliteJobQueue::Entry>> SqliteJobQueue::pick() {
+  if (options_.lease_models)
+    return pick_filtered();
   while (!ring_.empty()) {
     const std::string project = ring_.front();
     auto &pq = projects_[project];
@@ -251,8 +300,9 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
       GANTRY_ASSIGN_OR_RETURN(
           Query q, db_->query("INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
                               "webhook_events, metadata, batch_id, custom_id, priority, status, "
-                              "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)"));
+                              "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes, "
+                              "model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, "
+                              "?, ?, ?)"));
       GANTRY_TRY(q.text(j.id)
                      .text(j.project)
                      .text(j.key_id)
@@ -269,6 +319,7 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
                      .i64(j.not_before_ms)
                      .i64(j.expires_at_ms)
                      .i64(static_cast<int64_t>(j.body.size()))
+                     .text(j.model)
                      .run());
     }
     GANTRY_TRY(tx.commit());
@@ -280,7 +331,7 @@ Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
     }
   }
   for (auto &j : jobs)
-    push_queued(j.project, entry(j.priority, j.created_ms, j.id), j.not_before_ms);
+    push_queued(j.project, entry(j.priority, j.created_ms, j.id, j.model), j.not_before_ms);
   lk.unlock();
   cv_.notify_all();
   return Ok();
@@ -442,7 +493,7 @@ Result<bool> SqliteJobQueue::requeue_or_fail(const std::string &id, int attempt,
           "UPDATE jobs SET status = 'queued', not_before_ms = ?, error = ?, "
           "attempts = attempts - ?, deferrals = deferrals + ?, lease_until_ms = 0, lease_owner = "
           "'' WHERE id = ? AND attempts = ? AND status = 'running' AND (lease_owner = ? OR ? = "
-          "'') AND lease_until_ms < ? RETURNING project, priority, created_ms"));
+          "'') AND lease_until_ms < ? RETURNING project, priority, created_ms, model"));
   GANTRY_ASSIGN_OR_RETURN(bool row, q.i64(now + delay.count())
                                         .text(error)
                                         .i64(count_attempt ? 0 : 1)
@@ -459,8 +510,9 @@ Result<bool> SqliteJobQueue::requeue_or_fail(const std::string &id, int attempt,
   const std::string project = q.col_text(0);
   const int priority = static_cast<int>(q.col_i64(1));
   const int64_t created = q.col_i64(2);
+  std::string model = q.col_text(3);
   GANTRY_TRY(q.run());
-  push_queued(project, entry(priority, created, id), now + delay.count());
+  push_queued(project, entry(priority, created, id, std::move(model)), now + delay.count());
   return true;
 }
 

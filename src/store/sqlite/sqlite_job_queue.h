@@ -75,6 +75,7 @@ private:
     int64_t created_ms;
     uint64_t seq;
     std::string id;
+    std::string model; // for the lease filter (JobQueueOptions::lease_models)
     bool operator<(const Entry &o) const {
       if (priority != o.priority)
         return priority > o.priority;
@@ -101,9 +102,12 @@ private:
   void promote_due(int64_t now_ms);
   std::optional<std::pair<std::string, Entry>> pick();
   void forget_queued(const std::string &id);
-  Entry entry(int priority, int64_t created_ms, std::string id) {
-    return Entry{priority, created_ms, next_seq_++, std::move(id)};
+  Entry entry(int priority, int64_t created_ms, std::string id, std::string model) {
+    return Entry{priority, created_ms, next_seq_++, std::move(id), std::move(model)};
   }
+  bool leasable(const Entry &e) const; // this node runs jobs of e's model
+  // pick() when a lease filter is set: the first leasable entry in turn order.
+  std::optional<std::pair<std::string, Entry>> pick_filtered();
   // `owner`: the lease's node ("" = any, for a lapsed lease found by reclaim(), which then also
   // requires the lease to be lapsed at the time of the write).
   Result<bool> requeue_or_fail(const std::string &id, int attempt, int max_attempts,

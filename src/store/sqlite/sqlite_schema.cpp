@@ -238,6 +238,12 @@ CREATE TABLE readiness_samples (
 CREATE INDEX readiness_samples_t ON readiness_samples(t_ms);
 CREATE INDEX readiness_samples_down ON readiness_samples(t_ms) WHERE state = 0;
 )sql",
+    // 6: the job's model, so a node leases only jobs for models it serves (roles, issue 13).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';
+UPDATE jobs SET model = coalesce(json_extract(body, '$.model'), '')
+  WHERE json_valid(body) AND json_type(body, '$.model') = 'text';
+)sql",
 };
 
 } // namespace
