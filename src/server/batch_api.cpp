@@ -236,6 +236,7 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
     j.project = project;
     j.key_id = b.key_id;
     j.endpoint = b.endpoint;
+    j.model = job_model(l.body);
     j.body = std::move(l.body);
     j.batch_id = b.id;
     j.custom_id = std::move(l.custom_id);

@@ -67,7 +67,41 @@ Status ServerConfig::validate() const {
   // A chunked body reserves max_body_bytes up front; a smaller budget would refuse them all.
   if (max_inflight_body_bytes < max_body_bytes)
     return config_error("max_inflight_body_bytes", "must be at least max_body_bytes");
-  if (models.empty() && remote_models.empty())
+  if (role != "all" && role != "gateway" && role != "worker")
+    return config_error("role", "must be \"all\", \"gateway\" or \"worker\", got '" + role + "'");
+  if (role != "all") {
+    if (redis.url.empty())
+      return config_error("role",
+                          "role \"" + role +
+                              "\" needs Redis (--redis-url, redis.url or GANTRY_REDIS_URL): "
+                              "workers register there and gateways read it");
+    if (database_url.empty())
+      return config_error("role", "role \"" + role +
+                                      "\" needs a shared PostgreSQL database (--database-url, "
+                                      "database_url or GANTRY_DATABASE_URL): jobs accepted by a "
+                                      "gateway are run by workers");
+    if (worker_heartbeat < std::chrono::milliseconds(50))
+      return config_error("worker_heartbeat_ms", "must be at least 50");
+    if (worker_ttl < 2 * worker_heartbeat)
+      return config_error("worker_ttl_ms", "must be at least twice worker_heartbeat_ms (one lost "
+                                           "heartbeat must not drop a worker)");
+    if (max_workers < 1 || max_workers > 4096)
+      return config_error("max_workers", "must be 1..4096");
+  }
+  if (role == "gateway" && !models.empty())
+    return config_error("models", "a gateway loads no engine: serve '" + models.front().name +
+                                      "' from a worker (--role worker) or name a remote URL");
+  if (role == "worker") {
+    if (models.empty())
+      return config_error("models", "a worker needs at least one local model (--model NAME=PATH)");
+    if (!remote_models.empty())
+      return config_error("models", "a worker serves local models only; remote model '" +
+                                        remote_models.front().name + "' belongs on a gateway");
+  }
+  if (!advertise_url.empty() && !advertise_url.starts_with("http://") &&
+      !advertise_url.starts_with("https://"))
+    return config_error("advertise_url", "must be an http:// or https:// URL ending in /v1");
+  if (models.empty() && remote_models.empty() && role != "gateway")
     return config_error("models", "no model configured");
   for (const auto &[key, v] : {std::pair{"redis.fail_rate_limits", &redis.fail_rate_limits},
                                std::pair{"redis.fail_budgets", &redis.fail_budgets}})
@@ -217,6 +251,10 @@ Status apply_env(const std::vector<std::pair<std::string, std::string>> &env, Se
       c.database_url = v;
     } else if (k == "GANTRY_REDIS_URL") {
       c.redis.url = v;
+    } else if (k == "GANTRY_ROLE") {
+      c.role = v;
+    } else if (k == "GANTRY_ADVERTISE_URL") {
+      c.advertise_url = v;
     } else if (k == "GANTRY_SENTRY_DSN") {
       c.sentry_dsn = v;
     } else if (k == "GANTRY_TLS_CA_FILE") {

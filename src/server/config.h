@@ -88,6 +88,22 @@ struct RedisConfig {
 };
 
 struct ServerConfig {
+  // Roles (issue 13): "all" runs the API and the engines in one process (the default); "gateway"
+  // runs the API and the control plane, loads no engine, and routes each worker-hosted model to
+  // the live workers that have it loaded; "worker" runs engines only, registers itself in Redis
+  // and serves the OpenAI API to gateways (behind an internal token), running queued jobs for its
+  // own models. Gateway and worker need Redis (the registry) and a shared database (the queue).
+  std::string role = "all";
+  // A worker's base URL as gateways reach it; "" = http://<host>:<port>/v1.
+  std::string advertise_url;
+  std::chrono::milliseconds worker_heartbeat{1000}; // a worker re-announces itself this often
+  std::chrono::milliseconds worker_ttl{3000}; // and is out of routing this long after its last
+  // The internal token workers require of every API call and gateways send: read from this file,
+  // else from the variable named by worker_token_env. Never in the config itself, never logged.
+  std::string worker_token_file;
+  std::string worker_token_env = "GANTRY_WORKER_TOKEN";
+  int max_workers = 256; // live workers a registry holds (and a gateway routes to)
+
   std::string host = "127.0.0.1";
   int port = 8080;
   int admin_port = -1;    // health, metrics and the admin API on their own port too; -1 = off

@@ -164,6 +164,16 @@ template <auto &Keys> Status sub_table(const toml::node &n, ServerConfig &c, con
 
 // The top level. `models` is read apart (it needs the file's path), after the rest.
 const Key<ServerConfig> kTopKeys[] = {
+    {"role", &ServerConfig::role},
+    {"advertise_url", &ServerConfig::advertise_url},
+    {"worker_heartbeat_ms", Millis<ServerConfig>{&ServerConfig::worker_heartbeat, 1},
+     Range::kPositive},
+    {"worker_ttl_ms", Millis<ServerConfig>{&ServerConfig::worker_ttl, 1}, Range::kPositive},
+    {"worker_token_file", &ServerConfig::worker_token_file},
+    {"worker_token_env", &ServerConfig::worker_token_env},
+    {"max_workers", &ServerConfig::max_workers, Range::kPositive},
+    {"worker_token", Refused{"secrets are not read from the config file; use worker_token_file or "
+                             "worker_token_env"}},
     {"host", &ServerConfig::host},
     {"port", &ServerConfig::port},
     {"data_dir", &ServerConfig::data_dir},

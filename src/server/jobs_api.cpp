@@ -293,6 +293,8 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
     return send_error(w,
                       {ErrorCode::kNotFound,
                        "The model '" + echoed(parsed->model) + "' does not exist", "body.model"});
+  } else {
+    job.model = parsed->model;
   }
   job.body = std::move(*jb);
   if (const json::value *wh = o.if_contains("webhook"); wh && !wh->is_null()) {

@@ -207,6 +207,15 @@ Result<std::string> job_body(const json::value &body) {
   return json::serialize(o);
 }
 
+std::string job_model(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object())
+    return {};
+  const json::value *m = v.as_object().if_contains("model");
+  return m && m->is_string() ? std::string(m->as_string()) : std::string();
+}
+
 std::optional<api::Endpoint> endpoint_of(std::string_view path) {
   if (path == "/v1/chat/completions")
     return api::Endpoint::kChatCompletions;

@@ -44,6 +44,8 @@ std::string iso8601(int64_t unix_s);
 // The body of a job's request as the gateway will run it: an object, never streamed (a job's
 // result is one response).
 Result<std::string> job_body(const boost::json::value &body);
+// The "model" of a stored job body ("" when it has none): the job queue's lease filter key.
+std::string job_model(std::string_view body);
 std::optional<api::Endpoint> endpoint_of(std::string_view path);
 
 // The Batch API's input file (JSONL): every non-blank line must be {"custom_id": unique

@@ -232,4 +232,81 @@ TEST(ConfigTest, NonAsciiOutsideStringsIsRefusedWithTheLine) {
   EXPECT_FALSE(fuzz.ok());
 }
 
+// Roles (issue 13): read from TOML and GANTRY_ROLE, checked with errors naming the key.
+TEST(ConfigTest, RolesAreReadAndChecked) {
+  ServerConfig cfg;
+  ASSERT_TRUE(
+      apply_toml_file(write_file("role.toml", "role = \"worker\"\n"
+                                              "advertise_url = \"http://10.0.0.5:8090/v1\"\n"
+                                              "worker_heartbeat_ms = 500\n"
+                                              "worker_ttl_ms = 1500\n"
+                                              "worker_token_file = \"/run/token\"\n"),
+                      cfg)
+          .ok());
+  EXPECT_EQ(cfg.role, "worker");
+  EXPECT_EQ(cfg.advertise_url, "http://10.0.0.5:8090/v1");
+  EXPECT_EQ(cfg.worker_heartbeat.count(), 500);
+  EXPECT_EQ(cfg.worker_ttl.count(), 1500);
+  EXPECT_EQ(cfg.worker_token_file, "/run/token");
+  // The token itself is never read from the file.
+  ServerConfig refused;
+  auto tok = apply_toml_file(write_file("role_tok.toml", "worker_token = \"x\"\n"), refused);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.error().param, "worker_token");
+  ServerConfig bad_role;
+  ASSERT_TRUE(apply_toml_file(write_file("role_bad.toml", "role = \"boss\"\n"), bad_role).ok());
+
+  auto base = [] {
+    ServerConfig c;
+    c.models.push_back({});
+    c.models.back().name = "m";
+    c.models.back().path = "/m.gguf";
+    c.redis.url = "redis://127.0.0.1:6379";
+    c.database_url = "postgresql://u@127.0.0.1:5432/db";
+    return c;
+  };
+  auto param_of = [](const ServerConfig &c) {
+    auto st = c.validate();
+    return st.ok() ? std::string("ok") : st.error().param;
+  };
+  ServerConfig c = base();
+  EXPECT_EQ(param_of(c), "ok") << "role all is the default";
+  c.role = "worker";
+  EXPECT_EQ(param_of(c), "ok");
+  c.role = bad_role.role;
+  EXPECT_EQ(param_of(c), "role");
+  EXPECT_NE(c.validate().error().message.find("\"gateway\""), std::string::npos);
+
+  c = base();
+  c.role = "gateway";
+  c.redis.url.clear();
+  EXPECT_EQ(param_of(c), "role");
+  EXPECT_NE(c.validate().error().message.find("--redis-url"), std::string::npos)
+      << c.validate().error().message;
+  c = base();
+  c.role = "worker";
+  c.database_url.clear();
+  EXPECT_EQ(param_of(c), "role");
+  c = base();
+  c.role = "gateway";
+  EXPECT_EQ(param_of(c), "models") << "a gateway loads no engine";
+  c.models.clear();
+  EXPECT_EQ(param_of(c), "ok") << "a gateway may start with no model of its own";
+  c = base();
+  c.role = "worker";
+  c.models.clear();
+  EXPECT_EQ(param_of(c), "models") << "a worker needs a local model";
+  c = base();
+  c.role = "worker";
+  c.worker_ttl = c.worker_heartbeat;
+  EXPECT_EQ(param_of(c), "worker_ttl_ms");
+  c = base();
+  c.advertise_url = "10.0.0.5:8090";
+  EXPECT_EQ(param_of(c), "advertise_url");
+
+  ServerConfig env;
+  ASSERT_TRUE(apply_env({{"GANTRY_ROLE", "gateway"}}, env).ok());
+  EXPECT_EQ(env.role, "gateway");
+}
+
 } // namespace gantry::server
