@@ -39,6 +39,9 @@ struct ServeFlags {
   int64_t cache_ttl_s = -1;
   std::string redis_url;
   std::string database_url;
+  std::string role;
+  std::string advertise_url;
+  std::string worker_token_file;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -80,6 +83,12 @@ int run_serve(const ServeFlags &f) {
     cfg.redis.url = f.redis_url;
   if (!f.database_url.empty())
     cfg.database_url = f.database_url;
+  if (!f.role.empty())
+    cfg.role = f.role;
+  if (!f.advertise_url.empty())
+    cfg.advertise_url = f.advertise_url;
+  if (!f.worker_token_file.empty())
+    cfg.worker_token_file = f.worker_token_file;
   if (f.no_cache)
     cfg.cache.enabled = false;
   if (f.cache_max_bytes >= 0)
@@ -105,7 +114,8 @@ int run_serve(const ServeFlags &f) {
       cfg.models.push_back(*spec);
     }
   }
-  if (cfg.models.empty() && cfg.remote_models.empty()) {
+  // A gateway loads no engine: its models are remote or announced by workers.
+  if (cfg.models.empty() && cfg.remote_models.empty() && cfg.role != "gateway") {
     auto spec = server::parse_model_arg(default_model_path());
     cfg.models.push_back(*spec);
   }
@@ -181,9 +191,14 @@ int run_serve(const ServeFlags &f) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 1;
   }
-  const auto &first = (*gw)->models().models().front()->name();
+  const auto served = (*gw)->models().models();
+  const std::string first = served.empty() ? "MODEL" : served.front()->name();
   const std::string url = "http://" + cfg.host + ":" + std::to_string((*gw)->port());
   std::printf("Gantry listening on %s\n", url.c_str());
+  if (cfg.role == "gateway")
+    std::printf("  role: gateway (worker-hosted models are routed to live workers)\n");
+  else if (cfg.role == "worker")
+    std::printf("  role: worker, announced as %s\n", (*gw)->advertised_url().c_str());
   if ((*gw)->admin_port() != 0) {
     std::printf("  admin port: http://%s:%u (health, metrics, /admin/v1)\n",
                 (cfg.admin_host.empty() ? cfg.host : cfg.admin_host).c_str(),
@@ -246,6 +261,13 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--redis-url", f.redis_url,
                   "share limits, quotas, budgets and breakers with other nodes through this Redis "
                   "(redis://[:password@]host[:port][/db]; also GANTRY_REDIS_URL)");
+  cmd->add_option("--role", f.role,
+                  "all (default: API and engines), gateway (API and control plane, routes to "
+                  "workers) or worker (engines, serves gateways); also role in the config");
+  cmd->add_option("--advertise-url", f.advertise_url,
+                  "a worker's base URL as gateways reach it (default http://HOST:PORT/v1)");
+  cmd->add_option("--worker-token-file", f.worker_token_file,
+                  "the internal token gateways and workers share (default: $GANTRY_WORKER_TOKEN)");
   cmd->add_option("--admin-port", f.admin_port,
                   "also serve health, metrics and the admin API on this port (-1 = off)");
   cmd->add_flag("--no-metrics", f.no_metrics, "skip request histograms/counters (benchmarks)");

@@ -334,6 +334,8 @@ void ControlPlane::settle(const AdmissionLease &lease, UsageRecord row, bool cac
     std::lock_guard<std::mutex> lk(counters_mu_);
     counters_.cost_usd[{row.model, row.project}] += cost;
   }
+  if (!config_.ledger_keyless && row.key_id.empty())
+    return;
   ledger_->record(std::move(row));
 }
 

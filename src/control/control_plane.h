@@ -55,6 +55,10 @@ struct ControlConfig {
   std::string alert_webhook_url;
   std::vector<std::string> alert_webhook_secrets; // "whsec_..."; the first signs, all verify
   size_t settlement_queue = 4096; // settlements waiting for the worker before finish() runs inline
+  // False on a worker node (roles, issue 13): a call without a key came from a gateway, which
+  // already wrote its ledger row; writing another would bill it twice. Keyed calls (jobs run as
+  // their key) are written as always.
+  bool ledger_keyless = true;
 };
 
 // The adapters of the control plane's state ports, all required. The store aggregates are shared:

@@ -1,5 +1,7 @@
 #include "server/api_call.h"
 
+#include <openssl/crypto.h>
+
 #include <cstdio>
 
 #include "http/request_id.h"
@@ -81,9 +83,29 @@ std::optional<std::string> request_credentials(const http::Request &req, KeyHead
   return std::nullopt;
 }
 
+bool ApiCalls::internal_token_ok(const std::optional<std::string> &credentials) const {
+  if (!credentials || credentials->size() != internal_token_.size() + 7 ||
+      !credentials->starts_with("Bearer "))
+    return false;
+  return CRYPTO_memcmp(credentials->data() + 7, internal_token_.data(), internal_token_.size()) ==
+         0;
+}
+
 AuthOutcome ApiCalls::authenticate(const http::Request &req, http::ResponseWriter &w,
                                    CallOutcome *rec, KeyHeaders which) {
   const auto credentials = request_credentials(req, which);
+  if (internal_only()) {
+    if (internal_token_ok(credentials))
+      return AuthOutcome::allow(std::nullopt);
+    Error e{ErrorCode::kUnauthorized,
+            "this node is a Gantry worker: it serves gateways only (internal token required)", ""};
+    http::Response r = http::error_response(e);
+    r.headers.push_back({"WWW-Authenticate", "Bearer"});
+    if (rec)
+      rec->error = e;
+    w.respond(std::move(r));
+    return AuthOutcome::refused();
+  }
   auto p = control_.authenticate(credentials ? std::optional<std::string_view>(*credentials)
                                              : std::nullopt);
   if (!p) {

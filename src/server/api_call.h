@@ -58,6 +58,14 @@ public:
   // Answers `error` and types it into the record.
   void fail(http::ResponseWriter &w, CallOutcome &rec, Error error);
 
+  // A worker node (roles, issue 13): every API call must carry this internal token (the gateways
+  // send it); keys are not consulted, and the call runs without a principal (the gateway admitted
+  // and bills it). Set once at start-up, before serving.
+  void require_internal_token(std::string token) { internal_token_ = std::move(token); }
+  bool internal_only() const { return !internal_token_.empty(); }
+  // Whether `credentials` ("Bearer ...") carry the internal token (constant time).
+  bool internal_token_ok(const std::optional<std::string> &credentials) const;
+
   control::ControlPlane &control() { return control_; }
   const Clock &clock() const { return clock_; }
   bool shutting_down() const { return shutting_down_.load(); }
@@ -67,6 +75,7 @@ private:
   const Clock &clock_;
   CallRecorder &recorder_;
   const std::atomic<bool> &shutting_down_;
+  std::string internal_token_; // never logged
 };
 
 } // namespace gantry::server

@@ -35,18 +35,46 @@ std::string env_or_file(const char *var, const char *file_var) {
 
 void log_line(const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); }
 
+// The internal token between gateways and workers: from worker_token_file, else the variable
+// worker_token_env names. Required by both roles; never echoed.
+Result<std::string> worker_token(const ServerConfig &c) {
+  std::string token;
+  if (!c.worker_token_file.empty()) {
+    token = read_secret_file(c.worker_token_file);
+    if (token.empty())
+      return config_error("worker_token_file", "cannot be read or is empty");
+  } else if (const char *v = std::getenv(c.worker_token_env.c_str()); v && *v) {
+    token = v;
+  }
+  if (token.empty())
+    return config_error("worker_token_file", "role \"" + c.role +
+                                                 "\" needs the internal token gateways and workers "
+                                                 "share: set $" +
+                                                 c.worker_token_env + " or worker_token_file");
+  if (token.size() < 16 || token.find_first_of(" \t\r\n") != std::string::npos)
+    return config_error("worker_token_file",
+                        "the internal token must be at least 16 characters, without spaces");
+  return token;
+}
+
 } // namespace
 
 Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Clock &clock,
                                                  const LoadProgress &progress) {
   GANTRY_TRY(config.validate());
+  std::string token;
+  if (config.role != "all") {
+    GANTRY_ASSIGN_OR_RETURN(token, worker_token(config));
+  }
   std::unique_ptr<Gateway> g(new Gateway(std::move(config), clock));
+  g->worker_token_ = std::move(token);
   GANTRY_TRY(g->load_models(progress));
   // Every state port's adapter, chosen in one place (server/stores.h).
   GANTRY_ASSIGN_OR_RETURN(Stores stores, open_stores(g->config_, clock));
   GANTRY_TRY(g->build_control(stores));
   GANTRY_TRY(g->build_observability());
   GANTRY_TRY(g->build_services(stores));
+  GANTRY_TRY(g->build_roles(stores));
   g->build_servers();
   return g;
 }
@@ -116,6 +144,7 @@ Status Gateway::build_control(Stores &stores) {
   cc.ledger_retention = config_.ledger_retention;
   cc.key_poll = config_.key_poll;
   cc.alert_webhook_url = config_.alert_webhook_url;
+  cc.ledger_keyless = config_.role != "worker"; // a gateway already billed what it sends here
   if (const char *sec = std::getenv("GANTRY_ALERT_WEBHOOK_SECRET"); sec && *sec) {
     std::istringstream in(sec);
     for (std::string one; in >> one;)
@@ -240,15 +269,64 @@ Status Gateway::build_services(Stores &stores) {
       errors_.get(),
       admin_auth_.get(),
       &metrics_,
-      [this] {
-        const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
-                                 *embeddings_, *jobs_,    metrics_};
-        return render_metrics(src);
-      },
+      [this] { return metrics_text(); },
       [this](std::shared_ptr<http::ResponseWriter> w) { health_routes_->ready(std::move(w)); },
       std::move(stores.readiness)};
   views_ = std::make_unique<OperatorViews>(std::move(vd), operator_views_options_from_env());
   return Ok();
+}
+
+std::string Gateway::metrics_text() {
+  const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
+                           *embeddings_, *jobs_,    metrics_};
+  std::string out = render_metrics(src);
+  if (worker_pools_) {
+    std::ostringstream o;
+    worker_pools_->render_metrics(o);
+    out += o.str();
+  }
+  return out;
+}
+
+// Roles (issue 13). A gateway reads the registry now (so the models of workers already up are
+// served from the first request) and then on its watcher thread; a worker requires the internal
+// token of every API call and announces itself once its listener has a port (start()).
+Status Gateway::build_roles(Stores &stores) {
+  if (config_.role == "all")
+    return Ok();
+  worker_registry_ = std::move(stores.workers);
+  if (!worker_registry_)
+    return Err(Error::invalid("role \"" + config_.role + "\" needs Redis (redis.url)", "role"));
+  if (config_.role == "worker") {
+    calls_->require_internal_token(worker_token_);
+    return Ok();
+  }
+  WorkerPoolsOptions wo;
+  wo.poll = config_.worker_heartbeat;
+  wo.token = worker_token_;
+  wo.max_workers = config_.max_workers;
+  wo.tls_ca_file = config_.tls_ca_file;
+  worker_pools_ = std::make_unique<WorkerPools>(registry_, *worker_registry_, wo, clock_, log_line);
+  (void)worker_pools_->poll_once(); // an unreadable registry is logged and shown in /readyz
+  health_routes_->add_check("workers", [p = worker_pools_.get()] { return p->check(); });
+  return Ok();
+}
+
+cluster::WorkerInfo Gateway::worker_snapshot() const {
+  cluster::WorkerInfo w;
+  w.node_id = instance_id_;
+  w.url = advertised_url_;
+  w.heartbeat_ms = clock_.unix_millis();
+  for (const auto &m : registry_.models()) {
+    w.models.push_back(m->name());
+    const backend::BackendStats st = m->backend->stats();
+    w.in_flight += st.running;
+    w.waiting += st.queued_requests;
+    if (st.kv_blocks_total > 0)
+      w.kv_usage = std::max(w.kv_usage, static_cast<double>(st.kv_blocks_used) /
+                                            static_cast<double>(st.kv_blocks_total));
+  }
+  return w;
 }
 
 void Gateway::build_servers() {
@@ -283,6 +361,15 @@ std::optional<http::Response> Gateway::refuse_before_body(const http::Request &r
   const bool anthropic = is_anthropic_path(req.path);
   const auto credentials =
       request_credentials(req, anthropic ? KeyHeaders::kBearerOrXApiKey : KeyHeaders::kBearer);
+  if (calls_->internal_only()) { // a worker: gateways only, keys are not consulted
+    if (calls_->internal_token_ok(credentials))
+      return std::nullopt;
+    http::Response r = http::error_response(Error{
+        ErrorCode::kUnauthorized,
+        "this node is a Gantry worker: it serves gateways only (internal token required)", ""});
+    r.headers.push_back({"WWW-Authenticate", "Bearer"});
+    return r;
+  }
   auto p = control_->authenticate(credentials ? std::optional<std::string_view>(*credentials)
                                               : std::nullopt);
   if (p || p.error().code != ErrorCode::kUnauthorized)
@@ -304,6 +391,10 @@ std::optional<http::Response> Gateway::refuse_before_body(const http::Request &r
 }
 
 Gateway::~Gateway() {
+  if (heartbeat_)
+    heartbeat_->stop();
+  if (worker_pools_)
+    worker_pools_->stop();
   if (views_)
     views_->stop();
   if (http_)
@@ -323,6 +414,32 @@ Status Gateway::start() {
   if (admin_http_)
     GANTRY_TRY(admin_http_->start());
   GANTRY_TRY(http_->start());
+  if (config_.role == "worker") {
+    advertised_url_ = config_.advertise_url;
+    if (advertised_url_.empty()) {
+      std::string host = config_.host;
+      if (host.empty() || host == "0.0.0.0" || host == "::") { // reachable by name, not "any"
+        char name[256] = {};
+        ::gethostname(name, sizeof(name) - 1);
+        host = name;
+      }
+      if (host.find(':') != std::string::npos)
+        host = "[" + host + "]";
+      advertised_url_ = "http://" + host + ":" + std::to_string(http_->port()) + "/v1";
+    }
+    cluster::HeartbeatOptions ho;
+    ho.period = config_.worker_heartbeat;
+    ho.ttl = config_.worker_ttl;
+    heartbeat_ = std::make_unique<cluster::WorkerHeartbeat>(
+        *worker_registry_, [this] { return worker_snapshot(); }, ho, log_line);
+    if (auto st = heartbeat_->start(); !st)
+      return Err(
+          Error{st.error().code,
+                "worker registry (redis.url): cannot announce this worker: " + st.error().message,
+                "role"});
+  }
+  if (worker_pools_)
+    worker_pools_->start();
   jobs_->start();
   views_->start();
   return Ok();
@@ -331,6 +448,11 @@ uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() 
 uint16_t Gateway::port() const { return http_->port(); }
 
 bool Gateway::shutdown() {
+  // A worker leaves the registry first, so gateways stop sending it work it would refuse.
+  if (heartbeat_)
+    heartbeat_->stop();
+  if (worker_pools_)
+    worker_pools_->stop();
   shutting_down_.store(true);
   views_->stop();
   jobs_->stop_leasing();
@@ -352,9 +474,7 @@ bool Gateway::shutdown() {
 
 void Gateway::add_operator_routes(http::Router &r) {
   r.get("/metrics", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
-    const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
-                             *embeddings_, *jobs_,    metrics_};
-    http::Response resp = http::Response::text(200, render_metrics(src));
+    http::Response resp = http::Response::text(200, metrics_text());
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     w->respond(std::move(resp));
   });

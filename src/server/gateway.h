@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "api/chat_template.h"
+#include "cluster/worker_heartbeat.h"
+#include "cluster/worker_registry.h"
 #include "control/backup_scheduler.h"
 #include "control/control_plane.h"
 #include "control/key_events.h"
@@ -47,6 +49,7 @@
 #include "server/response_cache.h"
 #include "server/stores.h"
 #include "server/typed_api_routes.h"
+#include "server/worker_pools.h"
 #include "telemetry/metrics.h"
 #include "telemetry/request_log.h"
 
@@ -81,6 +84,8 @@ public:
   // Whether the API demands a key right now (the open-API start-up warning reads it).
   bool auth_required() const { return control_->auth_required(); }
   const ServerConfig &config() const { return config_; }
+  // A worker's base URL as announced to gateways ("" unless role = worker and started).
+  const std::string &advertised_url() const { return advertised_url_; }
 
 private:
   Gateway(ServerConfig config, const Clock &clock) : config_(std::move(config)), clock_(clock) {}
@@ -88,6 +93,9 @@ private:
   Status build_control(Stores &stores);
   Status build_observability();
   Status build_services(Stores &stores);
+  Status build_roles(Stores &stores); // the worker registry's side of each role (issue 13)
+  cluster::WorkerInfo worker_snapshot() const;
+  std::string metrics_text();
   void build_servers();
   http::Handler build_routes();
   http::Handler build_ops_routes();          // the admin port: health, metrics, admin API
@@ -129,6 +137,13 @@ private:
   std::unique_ptr<http::HttpServer> admin_http_;
   // /dashboard and /status: declared after what its sampler reads, so destroyed before it.
   std::unique_ptr<OperatorViews> views_;
+  // Roles (issue 13): the registry, a gateway's pools of workers or a worker's heartbeat. Stopped
+  // first at shutdown (a worker withdraws before it refuses work).
+  std::string worker_token_; // never logged
+  std::string advertised_url_;
+  std::shared_ptr<cluster::WorkerRegistry> worker_registry_;
+  std::unique_ptr<WorkerPools> worker_pools_;
+  std::unique_ptr<cluster::WorkerHeartbeat> heartbeat_;
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -41,6 +41,8 @@ void HealthRoutes::add_model_routes(http::Router &r) {
           std::find(p->models.begin(), p->models.end(), m->name()) == p->models.end()) {
         continue; // a key limited to some models sees only those
       }
+      if (m->live_workers && m->live_workers() == 0)
+        continue; // a worker-hosted model while no live worker has it (roles, issue 13)
       const auto &info = m->backend->info();
       cards.push_back({info.name, info.created, info.context_length});
     }
@@ -86,6 +88,17 @@ http::Response HealthRoutes::render_ready() {
       c["error"] = m->probe_error;
     if (const auto *remote = as_remote(*m->backend)) // each backend of a remote pool
       c["backends"] = remote_readiness(*remote);
+    if (m->live_workers) { // served by worker nodes (roles, issue 13)
+      const int workers = m->live_workers();
+      c["workers"] = workers;
+      if (workers == 0) {
+        // Not this gateway's failure (and failing readiness would drain every gateway at once):
+        // shown, and requests for it answer 503 until a worker brings it back.
+        c["status"] = "no_workers";
+        checks.push_back(std::move(c));
+        continue;
+      }
+    }
     ok = ok && m->probe_ok;
     checks.push_back(std::move(c));
   }

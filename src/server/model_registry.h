@@ -1,13 +1,21 @@
 // The served models: name → ModelBackend. The gateway, /v1/models, /readyz, the metrics and the
 // embeddings route all go through it, so a remote engine is one more entry, not a special case.
 //
-// Threading: filled at start-up (add) on the main thread, read-only afterwards; the readiness
-// state of each entry is guarded by the registry's probe mutex.
+// Entries are only ever added, never removed: the configured models at start-up, and on a gateway
+// (roles, issue 13) each worker-hosted model the first time a live worker announces it. Readers
+// never lock: the entries live in a fixed table (kMaxModels) published by an atomic count, so an
+// entry a reader saw stays valid until clear() at shutdown.
+//
+// Threading: add() from any thread (a mutex orders writers); readers from any thread. The
+// readiness state of each entry is guarded by the registry's probe mutex.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +28,9 @@ namespace gantry::server {
 struct ServedModel {
   std::unique_ptr<backend::ModelBackend> backend;
   const std::string &name() const { return backend->info().name; }
+  // Set for a model served by worker nodes: how many live workers have it now. /v1/models lists
+  // it only while there is one, /readyz shows the count.
+  std::function<int()> live_workers;
   // /readyz: the last probe (guarded by ModelRegistry::probe_mu()).
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;
@@ -29,10 +40,17 @@ struct ServedModel {
 
 class ModelRegistry {
 public:
-  void add(std::unique_ptr<backend::ModelBackend> backend);
+  static constexpr std::size_t kMaxModels = 1024;
+
+  ModelRegistry();
+  // The new entry, or nullptr when the table is full or the name is taken.
+  ServedModel *add(std::unique_ptr<backend::ModelBackend> backend,
+                   std::function<int()> live_workers = nullptr);
   // nullptr when no model has that name.
   backend::ModelBackend *find(std::string_view name) const;
-  const std::vector<std::unique_ptr<ServedModel>> &models() const { return models_; }
+  std::span<const std::unique_ptr<ServedModel>> models() const {
+    return {slots_.get(), count_.load(std::memory_order_acquire)};
+  }
   std::mutex &probe_mu() { return probe_mu_; }
 
   // Graceful shutdown, over every backend: refuse new calls; wait (the deadline is shared by
@@ -40,10 +58,12 @@ public:
   void stop_accepting();
   bool wait_idle(std::chrono::milliseconds grace, const Clock &clock);
   void cancel_all();
-  void clear() { models_.clear(); } // stops the engines (joins their threads)
+  void clear(); // stops the engines (joins their threads); no reader may run any more
 
 private:
-  std::vector<std::unique_ptr<ServedModel>> models_;
+  std::unique_ptr<std::unique_ptr<ServedModel>[]> slots_; // kMaxModels
+  std::atomic<std::size_t> count_{0};
+  std::mutex add_mu_;
   std::mutex probe_mu_;
 };
 

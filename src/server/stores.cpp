@@ -15,6 +15,7 @@
 #include "store/redis/redis_cache.h"
 #include "store/redis/redis_idempotency_store.h"
 #include "store/redis/redis_key_events.h"
+#include "store/redis/redis_worker_registry.h"
 #include "store/sqlite/sqlite_job_queue.h"
 #include "store/sqlite/sqlite_job_records.h"
 #include "store/sqlite/sqlite_readiness_log.h"
@@ -81,6 +82,21 @@ std::unique_ptr<control::IdempotencyStore> embedded_idempotency(const ServerConf
   l.max_bytes = static_cast<size_t>(config.idempotency_max_bytes);
   l.max_entry_bytes = std::min(l.max_entry_bytes, l.max_bytes);
   return std::make_unique<control::MemoryIdempotencyStore>(clock, l);
+}
+
+// Roles (issue 13): a worker runs the jobs of its own models, a gateway those of the remote models
+// it serves itself (worker-hosted ones wait for a worker); one process with every role runs all.
+std::optional<std::vector<std::string>> lease_models(const ServerConfig &c) {
+  if (c.role == "all")
+    return std::nullopt;
+  std::vector<std::string> out;
+  if (c.role == "worker")
+    for (const auto &m : c.models)
+      out.push_back(m.name);
+  else
+    for (const auto &m : c.remote_models)
+      out.push_back(m.name);
+  return out;
 }
 
 jobs::JobQueueOptions queue_options(const JobsConfig &j) {
@@ -160,18 +176,21 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
     s.control.idempotency = std::move(idempotency);
     // Key and project changes made through this node are published; every node subscribes.
     s.key_events = std::make_shared<store::RedisKeyEvents>(redis);
+    cluster::WorkerLimits wl;
+    wl.max_workers = config.max_workers;
+    s.workers = std::make_shared<store::RedisWorkerRegistry>(redis, wl);
     s.control.keys =
         std::make_shared<control::PublishingKeyStore>(std::move(s.control.keys), s.key_events);
   }
 
   const std::string path = control::database_path(config.data_dir);
+  jobs::JobQueueOptions qo = queue_options(config.jobs);
+  qo.lease_models = lease_models(config);
   if (pg_pool) {
-    GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
-                            store::PgJobQueue::open(pg_pool, queue_options(config.jobs), clock));
+    GANTRY_ASSIGN_OR_RETURN(s.jobs.queue, store::PgJobQueue::open(pg_pool, qo, clock));
     GANTRY_ASSIGN_OR_RETURN(s.jobs.records, store::PgJobRecords::open(pg_pool));
   } else {
-    GANTRY_ASSIGN_OR_RETURN(s.jobs.queue,
-                            jobs::SqliteJobQueue::open(path, queue_options(config.jobs), clock));
+    GANTRY_ASSIGN_OR_RETURN(s.jobs.queue, jobs::SqliteJobQueue::open(path, qo, clock));
     GANTRY_ASSIGN_OR_RETURN(s.jobs.records, jobs::SqliteJobRecords::open(path));
   }
   GANTRY_ASSIGN_OR_RETURN(s.readiness, dashboard::SqliteReadinessLog::open(path));

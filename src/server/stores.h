@@ -18,6 +18,7 @@
 #include <string>
 
 #include "cache/cache.h"
+#include "cluster/worker_registry.h"
 #include "control/control_plane.h"
 #include "control/key_events.h"
 #include "core/clock.h"
@@ -53,6 +54,9 @@ struct Stores {
   // Key changes pushed between nodes (Redis pub/sub); null without Redis. The gateway subscribes
   // once its control plane exists.
   std::shared_ptr<control::KeyEvents> key_events;
+  // The worker registry (roles, issue 13): workers announce themselves there, gateways read it.
+  // Null without Redis.
+  std::shared_ptr<cluster::WorkerRegistry> workers;
 };
 
 // What a process needs: the server all of it, a CLI command only the store aggregates (opening

@@ -1,0 +1,161 @@
+#include "server/worker_pools.h"
+
+#include "backend/remote/remote_backend.h"
+#include "server/metrics_text.h"
+
+namespace gantry::server {
+namespace {
+
+backend::remote::RemoteEndpointConfig member(const cluster::Member &m, const std::string &model,
+                                             const WorkerPoolsOptions &o) {
+  backend::remote::RemoteEndpointConfig e;
+  e.url = m.url;
+  e.model = model; // a worker serves the model under the name it announced
+  e.api_key = o.token;
+  e.kind = backend::remote::BackendKind::kOpenAICompatible;
+  e.tls_ca_file = o.tls_ca_file;
+  return e;
+}
+
+std::string json_text(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20)
+      out += c;
+  }
+  return out;
+}
+
+} // namespace
+
+WorkerPools::WorkerPools(ModelRegistry &models, cluster::WorkerRegistry &registry,
+                         WorkerPoolsOptions options, const Clock &clock, Log log)
+    : models_(models), registry_(registry), options_(std::move(options)), clock_(clock),
+      log_(std::move(log)), directory_(options_.max_models) {
+  for (const auto &m : models_.models())
+    own_.insert(m->name());
+}
+
+WorkerPools::~WorkerPools() { stop(); }
+
+Status WorkerPools::poll_once() {
+  auto live = registry_.live();
+  if (!live) {
+    ++poll_failures_;
+    if (registry_ok_.exchange(false) && log_)
+      log_(R"({"event":"worker_registry_unreadable","error":")" + json_text(live.error().message) +
+           R"(","action":"keeping the last membership"})");
+    return Err(live.error());
+  }
+  if (!registry_ok_.exchange(true) && log_)
+    log_(R"({"event":"worker_registry_readable"})");
+  for (const auto &c : directory_.update(*live, own_))
+    apply(c);
+  return Ok();
+}
+
+void WorkerPools::apply(const cluster::MembershipChange &c) {
+  auto it = pools_.find(c.model);
+  if (it == pools_.end()) {
+    if (c.added.empty())
+      return;
+    backend::remote::RemoteModelConfig rc;
+    rc.name = c.model;
+    for (const auto &m : c.added)
+      rc.endpoints.push_back(member(m, c.model, options_));
+    rc.pool.prefix_affinity = options_.routing == "prefix";
+    rc.max_endpoints = options_.max_workers;
+    // The registry's TTL already removes dead workers; probes add a faster, independent check.
+    rc.probe_interval = std::max(options_.poll, std::chrono::milliseconds(1000));
+    auto b = backend::remote::RemoteBackend::create(std::move(rc), clock_);
+    if (!b) {
+      if (log_)
+        log_(R"({"event":"worker_model_refused","model":")" + json_text(c.model) +
+             R"(","error":")" + json_text(b.error().message) + "\"}");
+      return;
+    }
+    backend::remote::RemoteBackend *raw = b->get();
+    ServedModel *entry = models_.add(
+        std::move(*b), [this, name = c.model] { return directory_.live_workers(name); });
+    if (!entry) {
+      if (log_)
+        log_(R"({"event":"worker_model_refused","model":")" + json_text(c.model) +
+             R"(","error":"the model table is full"})");
+      return;
+    }
+    pools_.emplace(c.model, raw);
+    members_added_ += c.added.size();
+    if (log_)
+      log_(R"({"event":"worker_model_added","model":")" + json_text(c.model) + R"(","workers":)" +
+           std::to_string(c.added.size()) + "}");
+    return;
+  }
+  backend::remote::RemoteBackend &pool = *it->second;
+  for (const auto &m : c.added) {
+    if (auto r = pool.add_endpoint(member(m, c.model, options_)); r)
+      ++members_added_;
+    else if (log_)
+      log_(R"({"event":"worker_member_refused","model":")" + json_text(c.model) + R"(","node":")" +
+           json_text(m.node_id) + R"(","error":")" + json_text(r.error().message) + "\"}");
+  }
+  for (const auto &m : c.removed)
+    if (pool.remove_endpoint(m.url))
+      ++members_removed_;
+}
+
+void WorkerPools::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void WorkerPools::loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!cv_.wait_for(lk, options_.poll, [&] { return stopping_; })) {
+    lk.unlock();
+    (void)poll_once(); // failures are counted and logged once per outage
+    lk.lock();
+  }
+}
+
+void WorkerPools::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_)
+      return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+Result<std::map<std::string, int64_t>> WorkerPools::check() const {
+  const auto counts = directory_.counts();
+  int64_t serving = 0;
+  for (const auto &[model, n] : counts)
+    serving += n > 0 ? 1 : 0;
+  return std::map<std::string, int64_t>{
+      {"degraded", registry_ok_.load() ? 0 : 1},
+      {"live_workers", directory_.workers()},
+      {"models", serving},
+      {"poll_failures", static_cast<int64_t>(poll_failures_.load())}};
+}
+
+void WorkerPools::render_metrics(std::ostream &o) const {
+  o << "# HELP gantry:workers Live worker nodes that have the model loaded (roles).\n"
+       "# TYPE gantry:workers gauge\n";
+  for (const auto &[model, n] : directory_.counts())
+    o << "gantry:workers{" << label("model_name", model) << "} " << n << '\n';
+  o << "# HELP gantry:worker_registry_poll_failures_total Registry reads that failed (the last "
+       "membership was kept).\n# TYPE gantry:worker_registry_poll_failures_total counter\n"
+       "gantry:worker_registry_poll_failures_total "
+    << poll_failures_.load() << '\n';
+  o << "# HELP gantry:worker_pool_changes_total Workers added to and removed from model pools.\n"
+       "# TYPE gantry:worker_pool_changes_total counter\n"
+       "gantry:worker_pool_changes_total{change=\"added\"} "
+    << members_added_.load() << "\ngantry:worker_pool_changes_total{change=\"removed\"} "
+    << members_removed_.load() << '\n';
+}
+
+} // namespace gantry::server
