@@ -5,7 +5,10 @@ No cluster here, so this checks what `kubectl apply` and a reviewer would catch:
 has apiVersion/kind/name; a Deployment's selector matches its pod labels, every probe and
 Service targetPort names a declared container port, secrets are referenced by name and key;
 Services, PodDisruptionBudgets and KEDA ScaledObjects point at a Deployment that exists here,
-and a ScaledObject scales on Gantry's own gantry:desired_replicas. Exits 1 naming each problem.
+and a ScaledObject scales on Gantry's own gantry:desired_replicas. Roles (issue 13): a node with
+`--role gateway|worker` gets Redis, PostgreSQL and the internal worker token from Secrets, a
+worker announces a reachable `--advertise-url`, and gateways have workers to route to. Exits 1
+naming each problem.
 
   tests/deploy/check_k8s.py deploy/k8s
 """
@@ -81,6 +84,38 @@ def check(directory):
                     problems.append(f'{w}: env {e.get("name")} secretKeyRef needs name and key')
                 if e.get('value') and any(s in e.get('name', '') for s in ('TOKEN', 'PASSWORD', 'URL')):
                     problems.append(f'{w}: env {e["name"]} holds a secret in plain text; use a secretKeyRef')
+    roles = {}
+    for name, (w, d) in deployments.items():
+        for c in (((d.get('spec') or {}).get('template') or {}).get('spec') or {}).get('containers') or []:
+            args = [str(a) for a in c.get('args') or []]
+            if '--role' not in args:
+                continue
+            i = args.index('--role')
+            role = args[i + 1] if i + 1 < len(args) else ''
+            if role not in ('all', 'gateway', 'worker'):
+                problems.append(f'{w}: --role {role!r} is not all, gateway or worker')
+                continue
+            roles[name] = role
+            if role == 'all':
+                continue
+            secret_env = {e.get('name') for e in c.get('env') or []
+                          if ((e.get('valueFrom') or {}).get('secretKeyRef'))}
+            for need in ('GANTRY_REDIS_URL', 'GANTRY_DATABASE_URL', 'GANTRY_WORKER_TOKEN'):
+                if need not in secret_env:
+                    problems.append(f'{w}: --role {role} needs {need} from a Secret')
+            if role == 'worker':
+                if '--advertise-url' not in args:
+                    problems.append(f'{w}: a worker needs --advertise-url (how gateways reach the pod)')
+                else:
+                    url = args[args.index('--advertise-url') + 1] if args.index('--advertise-url') + 1 < len(args) else ''
+                    if not url.startswith(('http://', 'https://')) or not url.rstrip('/').endswith('/v1'):
+                        problems.append(f'{w}: --advertise-url {url!r} must be http(s)://.../v1')
+                    if '$(' in url:
+                        var = url.split('$(', 1)[1].split(')', 1)[0]
+                        if var not in {e.get('name') for e in c.get('env') or []}:
+                            problems.append(f'{w}: --advertise-url uses $({var}), which no env var defines')
+    if 'gateway' in roles.values() and 'worker' not in roles.values():
+        problems.append('a --role gateway Deployment has no --role worker Deployment to route to')
     for w, d in docs:
         kind = d.get('kind')
         spec = d.get('spec') or {}

@@ -68,4 +68,18 @@ grep -q 'component: gatewy' "$tmp/k8s/gateway.yaml" || fail "could not break the
 if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" >/dev/null; then
   fail "check_k8s.py accepted a Service whose selector matches nothing"
 fi
+# A worker without the internal token (the gateways' calls would all be refused): rejected.
+cp "$src"/deploy/k8s/*.yaml "$tmp/k8s/"
+python3 - "$tmp/k8s/worker.yaml" <<'PY'
+import sys
+p = sys.argv[1]
+lines = open(p).read().split('\n')
+i = next(n for n, l in enumerate(lines) if 'name: GANTRY_WORKER_TOKEN' in l)
+del lines[i:i + 2]
+open(p, 'w').write('\n'.join(lines))
+PY
+grep -q GANTRY_WORKER_TOKEN "$tmp/k8s/worker.yaml" && fail "could not break the worker copy"
+if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" >/dev/null; then
+  fail "check_k8s.py accepted a worker without the internal token"
+fi
 echo "deploy: k8s ok"
