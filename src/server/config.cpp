@@ -87,6 +87,9 @@ Status ServerConfig::validate() const {
                                            "heartbeat must not drop a worker)");
     if (max_workers < 1 || max_workers > 4096)
       return config_error("max_workers", "must be 1..4096");
+    if (worker_routing != "least" && worker_routing != "prefix")
+      return config_error("worker_routing",
+                          "must be \"least\" or \"prefix\", got '" + worker_routing + "'");
   }
   if (role == "gateway" && !models.empty())
     return config_error("models", "a gateway loads no engine: serve '" + models.front().name +

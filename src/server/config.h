@@ -103,6 +103,9 @@ struct ServerConfig {
   std::string worker_token_file;
   std::string worker_token_env = "GANTRY_WORKER_TOKEN";
   int max_workers = 256; // live workers a registry holds (and a gateway routes to)
+  // A gateway's routing inside each worker pool: "least" (outstanding requests, power of two
+  // choices) or "prefix" (requests sharing a prompt prefix go to the same worker, load bounded).
+  std::string worker_routing = "least";
 
   std::string host = "127.0.0.1";
   int port = 8080;

@@ -172,6 +172,7 @@ const Key<ServerConfig> kTopKeys[] = {
     {"worker_token_file", &ServerConfig::worker_token_file},
     {"worker_token_env", &ServerConfig::worker_token_env},
     {"max_workers", &ServerConfig::max_workers, Range::kPositive},
+    {"worker_routing", &ServerConfig::worker_routing},
     {"worker_token", Refused{"secrets are not read from the config file; use worker_token_file or "
                              "worker_token_env"}},
     {"host", &ServerConfig::host},

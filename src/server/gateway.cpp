@@ -305,6 +305,7 @@ Status Gateway::build_roles(Stores &stores) {
   wo.poll = config_.worker_heartbeat;
   wo.token = worker_token_;
   wo.max_workers = config_.max_workers;
+  wo.routing = config_.worker_routing;
   wo.tls_ca_file = config_.tls_ca_file;
   worker_pools_ = std::make_unique<WorkerPools>(registry_, *worker_registry_, wo, clock_, log_line);
   (void)worker_pools_->poll_once(); // an unreadable registry is logged and shown in /readyz

@@ -175,6 +175,16 @@ TEST_F(Roles, AGatewayRoutesToLiveWorkersThatJoinAndDieWithoutAnyChangeOnIt) {
   EXPECT_TRUE(s.done) << s.transport_error;
   EXPECT_FALSE(s.text[0].empty());
 
+  // Embeddings through the gateway (forwarded to a worker's /v1/embeddings).
+  auto emb = gw.post(
+      "/v1/embeddings",
+      json::serialize(json::object{{"model", kModel}, {"input", "Once upon a time"}}), auth());
+  ASSERT_TRUE(emb);
+  ASSERT_EQ(emb->status, 200) << emb->body;
+  auto vec = parse_object(emb->body)["data"].as_array();
+  ASSERT_EQ(vec.size(), 1u);
+  EXPECT_FALSE(vec[0].as_object().at("embedding").as_array().empty());
+
   // A third worker: in the pool within a heartbeat, and it takes traffic.
   ServerProcess *w3 = start("worker");
   ASSERT_TRUE(w3);

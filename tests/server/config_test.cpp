@@ -301,6 +301,11 @@ TEST(ConfigTest, RolesAreReadAndChecked) {
   c.worker_ttl = c.worker_heartbeat;
   EXPECT_EQ(param_of(c), "worker_ttl_ms");
   c = base();
+  c.role = "gateway";
+  c.models.clear();
+  c.worker_routing = "random";
+  EXPECT_EQ(param_of(c), "worker_routing");
+  c = base();
   c.advertise_url = "10.0.0.5:8090";
   EXPECT_EQ(param_of(c), "advertise_url");
 
