@@ -6,6 +6,7 @@
 // what had not started streaming), and jobs accepted by the gateway are run by workers once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -262,6 +263,51 @@ TEST_F(Roles, AGatewayRoutesToLiveWorkersThatJoinAndDieWithoutAnyChangeOnIt) {
     EXPECT_EQ(j["status"], "succeeded") << json::serialize(j);
     EXPECT_EQ(j["attempts"].as_int64(), 1) << id;
   }
+  // A batch through the gateway: its lines are jobs of the worker-hosted model, run by workers.
+  constexpr int kLines = 3;
+  std::string lines;
+  for (int i = 0; i < kLines; ++i)
+    lines += json::serialize(json::object{{"custom_id", "line-" + std::to_string(i)},
+                                          {"method", "POST"},
+                                          {"url", "/v1/completions"},
+                                          {"body", json::object{{"model", kModel},
+                                                                {"prompt", "Once upon a time"},
+                                                                {"max_tokens", 4}}}}) +
+             "\n";
+  const std::string boundary = "----roles-batch";
+  const std::string upload =
+      "--" + boundary + "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--" +
+      boundary +
+      "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n"
+      "Content-Type: application/jsonl\r\n\r\n" +
+      lines + "\r\n--" + boundary + "--\r\n";
+  http::Headers fh = auth();
+  fh.push_back({"Content-Type", "multipart/form-data; boundary=" + boundary});
+  auto file = gw.post("/v1/files", upload, fh);
+  ASSERT_TRUE(file && file->status == 200) << (file ? file->body : file.error().message);
+  auto created =
+      gw.post("/v1/batches",
+              json::serialize(json::object{{"input_file_id", parse_object(file->body)["id"]},
+                                           {"endpoint", "/v1/completions"},
+                                           {"completion_window", "24h"}}),
+              auth());
+  ASSERT_TRUE(created && created->status == 200) << (created ? created->body : "");
+  const std::string batch_id(parse_object(created->body)["id"].as_string());
+  json::object batch;
+  for (auto until = std::chrono::steady_clock::now() + 60s;
+       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(50ms)) {
+    auto r = gw.get("/v1/batches/" + batch_id, auth());
+    ASSERT_TRUE(r && r->status == 200);
+    batch = parse_object(r->body);
+    if (batch["status"] == "completed" || batch["status"] == "failed")
+      break;
+  }
+  ASSERT_EQ(batch["status"], "completed") << json::serialize(batch);
+  auto out =
+      gw.get("/v1/files/" + std::string(batch["output_file_id"].as_string()) + "/content", auth());
+  ASSERT_TRUE(out && out->status == 200);
+  EXPECT_EQ(std::count(out->body.begin(), out->body.end(), '\n'), kLines) << out->body;
+
   // One ledger row per job: written by the worker that ran it (the gateway's own calls to the
   // workers are billed once, by the gateway). Every node stops cleanly to flush its ledger.
   for (auto &n : nodes_)
@@ -282,8 +328,8 @@ TEST_F(Roles, AGatewayRoutesToLiveWorkersThatJoinAndDieWithoutAnyChangeOnIt) {
   auto rows = conn->exec("SELECT count(*), count(DISTINCT request_id) FROM usage_ledger "
                          "WHERE request_id LIKE 'job\\_%'");
   ASSERT_TRUE(rows) << rows.error().message;
-  EXPECT_EQ(rows->i64(0, 0), kJobs) << "one row per job, none lost, none twice";
-  EXPECT_EQ(rows->i64(0, 1), kJobs);
+  EXPECT_EQ(rows->i64(0, 0), kJobs + kLines) << "one row per job, none lost, none twice";
+  EXPECT_EQ(rows->i64(0, 1), kJobs + kLines);
   auto all = conn->exec("SELECT count(*) FROM usage_ledger WHERE key_id = ''");
   ASSERT_TRUE(all);
   EXPECT_EQ(all->i64(0, 0), 0) << "no keyless rows: the workers did not bill the gateway's calls";
