@@ -53,6 +53,9 @@ void HealthRoutes::add_model_routes(http::Router &r) {
     if (!principal)
       return;
     backend::ModelBackend *m = models_.find(req.path_param("id"));
+    for (const auto &served : models_.models()) // a worker-hosted model with no live worker
+      if (m && served->backend.get() == m && served->live_workers && served->live_workers() == 0)
+        m = nullptr;
     const auto &p = *principal; // a key limited to some models knows of no others (audit I)
     if (m && p && !p->models.empty() &&
         std::find(p->models.begin(), p->models.end(), m->info().name) == p->models.end()) {
