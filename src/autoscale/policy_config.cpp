@@ -1,5 +1,7 @@
 #include "autoscale/policy_config.h"
 
+#include <cmath>
+
 namespace gantry::autoscale {
 
 Status validate(const PolicyConfig &c) {
@@ -11,8 +13,8 @@ Status validate(const PolicyConfig &c) {
   if (c.min_replicas > c.max_replicas)
     return bad("min_replicas", "is " + std::to_string(c.min_replicas) + ", above max_replicas (" +
                                    std::to_string(c.max_replicas) + ")");
-  if (!(c.target_ongoing_requests > 0))
-    return bad("target_ongoing_requests", "must be positive");
+  if (!(c.target_ongoing_requests > 0) || !std::isfinite(c.target_ongoing_requests))
+    return bad("target_ongoing_requests", "must be a positive number");
   if (c.target_queue_wait.count() < 0)
     return bad("target_queue_wait_s", "must not be negative");
   if (c.upscale_delay.count() < 0)

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "support/fake_clock.h"
 
 namespace gantry::autoscale {
@@ -319,6 +322,10 @@ TEST(PolicyConfigTest, ValidateNamesTheKey) {
   EXPECT_EQ(key_of(c), "max_replicas");
   c = PolicyConfig{};
   c.target_ongoing_requests = 0;
+  EXPECT_EQ(key_of(c), "target_ongoing_requests");
+  c.target_ongoing_requests = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(key_of(c), "target_ongoing_requests");
+  c.target_ongoing_requests = std::nan("");
   EXPECT_EQ(key_of(c), "target_ongoing_requests");
   c = PolicyConfig{};
   c.upscale_delay = -1ms;

@@ -77,6 +77,8 @@ TEST(AutoscaleConfigTest, BadValuesAreRefusedNamingTheKey) {
       {"max_scale_step = 0", "config 'autoscale.llama.max_scale_step': must be at least 1"},
       {"target_ongoing_requests = 0",
        "config 'autoscale.llama.target_ongoing_requests': must be positive"},
+      {"target_ongoing_requests = inf",
+       "config 'autoscale.llama.target_ongoing_requests': must be a positive number"},
       {"max_replica = 4", "config 'autoscale.llama.max_replica': unknown key"},
       {"max_replicas = \"four\"", "config 'autoscale.llama.max_replicas': expected an integer"},
   };
