@@ -58,6 +58,10 @@ fi
 rule backend/remote "boost/beast|boost/asio|engine/" \
   "backend/remote/ speaks HTTP only through http/upstream.h; Beast stays in http/"
 rule store "server/|cli/|http/|api/|boost/beast|boost/asio" "store/ adapters implement ports only"
+# autoscale/: the scaling policy is logic over a Clock and plain signals; the server reads the
+# signals and carries decisions out (Boost.JSON only for the decision's log line).
+rule autoscale "engine/|$GANTRY|boost/beast|boost/asio|sqlite3\.h|libpq|postgresql/|hiredis/" \
+  "autoscale/ is the policy over plain signals: the server reads them and acts on its decisions"
 
 # Below the composition root nothing includes it (server/gateway.h is the root's header).
 hits=$(grep -rn '#include "server/gateway.h"' src --include='*.h' --include='*.cpp' |

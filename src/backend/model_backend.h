@@ -129,6 +129,9 @@ struct CallSummary {
   BackendTimings timings;
   std::string finish_reason; // of choice 0; empty when it did not finish
   std::string served_by;     // the backend or worker that served it (the request log's worker)
+  // The model that answered when a fallback took over (empty: the model asked for). The call is
+  // priced at this model's price: the fallback's backend is what the tokens cost.
+  std::string served_model;
   std::optional<BackendError> error; // set when the call failed or was cancelled
 };
 

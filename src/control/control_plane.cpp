@@ -283,7 +283,11 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
   if (adm.finished.exchange(true))
     return 0;
   double cost = 0;
-  auto mit = models_.find(adm.model);
+  auto mit = models_.end();
+  if (!out.priced_model.empty())
+    mit = models_.find(out.priced_model);
+  if (mit == models_.end())
+    mit = models_.find(adm.model);
   if (!out.cached && mit != models_.end()) {
     const Price &price = mit->second.cost->price();
     cost = price.cost(out.input_tokens - out.cached_tokens, out.output_tokens, out.engine_seconds);

@@ -107,6 +107,9 @@ struct Outcome {
   double ttft_ms = 0;
   double latency_ms = 0;
   std::string finish_reason;
+  // The model whose price applies when not the one admitted (a fallback answered); the ledger row
+  // and the budgets stay the admitted model's, the cost is what the serving model charges.
+  std::string priced_model;
 };
 
 struct ControlCounters {

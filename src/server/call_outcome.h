@@ -31,10 +31,11 @@ struct CallOutcome {
   std::string finish_reason;  // of choice 0; "error" when a call that ran failed
   int64_t input_tokens = 0, output_tokens = 0, cached_tokens = 0;
   double cost_usd = 0;
-  bool cached = false;   // answered from the response (or embedding) cache
-  std::string served_by; // the backend / worker that served it
-  std::string cache;     // x-gantry-cache: "hit" | "miss" | "bypass"; empty = no header
-  bool priced = false;   // settled after it ran (or hit the cache): x-gantry-cost-usd is sent
+  bool cached = false;      // answered from the response (or embedding) cache
+  std::string served_by;    // the backend / worker that served it
+  std::string served_model; // the fallback model that answered; empty: `model` did
+  std::string cache;        // x-gantry-cache: "hit" | "miss" | "bypass"; empty = no header
+  bool priced = false;      // settled after it ran (or hit the cache): x-gantry-cost-usd is sent
   std::optional<control::RateSnapshot> rate; // x-ratelimit-* (the admission's or the refusal's)
 
   // Where the time went (ms; -1 = not measured).

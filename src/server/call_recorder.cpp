@@ -223,6 +223,8 @@ void CallRecorder::write_log(const CallOutcome &r) {
   // A remote model's calls name the backend that served them ("model@host:port", issue 12);
   // local ones this instance.
   str("worker", r.served_by.find('@') != std::string::npos ? r.served_by : worker_);
+  // The model that answered: a fallback's name when one took over (it set the price).
+  str("served_model", r.served_model.empty() ? r.model : r.served_model);
   {
     char buf[32];
     auto [end, ec] =

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "control/key_authenticator.h"
+#include "server/autoscale_config.h"
 
 extern char **environ;
 
@@ -125,6 +126,7 @@ Status ServerConfig::validate() const {
   if (redis.lease_ttl < std::chrono::seconds(1))
     return config_error("redis.lease_ttl_s", "must be at least 1");
   GANTRY_TRY(validate_remote_models(remote_models));
+  GANTRY_TRY(validate_autoscale(*this));
   for (const auto &r : remote_models)
     for (const auto &m : models)
       if (m.name == r.name)

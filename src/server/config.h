@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "autoscale/policy_config.h"
 #include "core/result.h"
 #include "server/remote_models_config.h"
 
@@ -167,6 +168,8 @@ struct ServerConfig {
   CacheConfig cache;
   JobsConfig jobs;
   RedisConfig redis;
+  // `[autoscale.<model>]`: the scaling policy of each model that has one (issue 14).
+  std::map<std::string, autoscale::PolicyConfig> autoscale;
 
   Status validate() const;
 };

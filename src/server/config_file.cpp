@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "server/autoscale_config.h"
 #include "server/config.h"
 #include "server/remote_models_toml.h"
 #include "server/toml_keys.h"
@@ -219,6 +220,7 @@ const Key<ServerConfig> kTopKeys[] = {
     {"redis", Custom<ServerConfig>{[](const toml::node &n, ServerConfig &c, const std::string &k) {
        return read_table(n, std::span(kRedisKeys), c.redis, k);
      }}},
+    {"autoscale", Custom<ServerConfig>{read_autoscale}},
     {"models", Custom<ServerConfig>{[](const toml::node &, ServerConfig &, const std::string &) {
        return Ok(); // read below, with the file's path
      }}},

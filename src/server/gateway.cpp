@@ -263,6 +263,7 @@ Status Gateway::build_services(Stores &stores) {
   health_routes_->add_check("jobs", [jobs = jobs_.get()] { return jobs->check_queue(); });
   if (stores.redis_check)
     health_routes_->add_check("redis", std::move(stores.redis_check));
+  build_autoscale();
   OperatorViewsDeps vd{
       &clock_,
       control_.get(),
@@ -278,7 +279,7 @@ Status Gateway::build_services(Stores &stores) {
 
 std::string Gateway::metrics_text() {
   const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
-                           *embeddings_, *jobs_,    metrics_};
+                           *embeddings_, *jobs_,    metrics_,       autoscale_.get()};
   std::string out = render_metrics(src);
   if (worker_pools_) {
     std::ostringstream o;
@@ -328,6 +329,41 @@ cluster::WorkerInfo Gateway::worker_snapshot() const {
                                             static_cast<double>(st.kv_blocks_total));
   }
   return w;
+}
+
+// Issue 14: each model with an [autoscale.<model>] table gets its policy evaluated once a second
+// from this process's signals. In `--role all` the process itself is the model's one replica
+// (ready while it serves, draining once shutdown began); nothing starts or stops replicas yet,
+// so the decisions are only logged and exported (docs/AUTOSCALING.md).
+void Gateway::build_autoscale() {
+  if (config_.autoscale.empty())
+    return;
+  AutoscaleDeps deps;
+  deps.clock = &clock_;
+  deps.read_model = [this](const std::string &name) -> std::optional<ModelReading> {
+    const backend::ModelBackend *b = registry_.find(name);
+    if (!b)
+      return std::nullopt;
+    const backend::BackendStats st = b->stats();
+    ModelReading r;
+    r.signals.running_requests = st.running;
+    r.signals.waiting_requests = st.queued_requests;
+    r.signals.kv_usage =
+        st.kv_blocks_total > 0 ? static_cast<double>(st.kv_blocks_used) / st.kv_blocks_total : 0;
+    (shutting_down_.load() ? r.signals.replicas.draining : r.signals.replicas.ready) = 1;
+    r.generated_tokens = st.generated_tokens;
+    return r;
+  };
+  deps.read_jobs = [jobs = jobs_.get()] {
+    JobBacklog b;
+    if (auto q = jobs->check_queue()) {
+      b.queued = (*q)["queued"];
+      b.oldest_wait_s = static_cast<double>((*q)["oldest_queued_s"]);
+    }
+    return b;
+  };
+  deps.log = log_line;
+  autoscale_ = std::make_unique<AutoscaleMonitor>(config_.autoscale, std::move(deps));
 }
 
 void Gateway::build_servers() {
@@ -396,6 +432,8 @@ Gateway::~Gateway() {
     heartbeat_->stop();
   if (worker_pools_)
     worker_pools_->stop();
+  if (autoscale_)
+    autoscale_->stop(); // reads the registry and the job queue
   if (views_)
     views_->stop();
   if (http_)
@@ -443,6 +481,8 @@ Status Gateway::start() {
     worker_pools_->start();
   jobs_->start();
   views_->start();
+  if (autoscale_)
+    autoscale_->start();
   return Ok();
 }
 uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
@@ -463,6 +503,8 @@ bool Gateway::shutdown() {
   const bool clean = registry_.wait_idle(config_.shutdown_grace, clock_);
   registry_.cancel_all();
   jobs_->stop(); // cut-off jobs go back to the queue for the next start
+  if (autoscale_)
+    autoscale_->stop(); // it exported replicas{state="draining"} until here
   (void)registry_.wait_idle(std::chrono::milliseconds(1000), clock_);
   http_->shutdown(std::chrono::milliseconds(2000));
   if (admin_http_)

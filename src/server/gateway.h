@@ -34,6 +34,7 @@
 #include "server/admin_api.h"
 #include "server/api_call.h"
 #include "server/auth_outcome.h"
+#include "server/autoscale_monitor.h"
 #include "server/call_recorder.h"
 #include "server/config.h"
 #include "server/embedding_service.h"
@@ -96,6 +97,7 @@ private:
   Status build_roles(Stores &stores); // the worker registry's side of each role (issue 13)
   cluster::WorkerInfo worker_snapshot() const;
   std::string metrics_text();
+  void build_autoscale(); // the policies of [autoscale.<model>], over the registry and jobs
   void build_servers();
   http::Handler build_routes();
   http::Handler build_ops_routes();          // the admin port: health, metrics, admin API
@@ -133,6 +135,8 @@ private:
   std::unique_ptr<EmbeddingsRoute> embeddings_route_;
   std::unique_ptr<HealthRoutes> health_routes_;
   std::unique_ptr<JobsService> jobs_; // stopped before the models it runs on
+  // Reads the registry and the job queue: stopped first, declared after both.
+  std::unique_ptr<AutoscaleMonitor> autoscale_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<http::HttpServer> admin_http_;
   // /dashboard and /status: declared after what its sampler reads, so destroyed before it.

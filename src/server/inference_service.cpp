@@ -157,6 +157,7 @@ public:
     out_.decode_ms = std::max(0.0, s.timings.decode_ms);
     out_.engine_ms = s.timings.engine_seconds * 1000;
     out_.served_by = s.served_by;
+    out_.served_model = s.served_model;
     out_.finish_reason = failed ? "error" : s.finish_reason;
     // A stream that failed after its start still answered 200; the error travels in the stream.
     const int status = failed ? http_status(s.error->error.code) : 200;
@@ -165,7 +166,7 @@ public:
       out_.error = s.error->error;
     if (!failed && store_key_)
       store_result(s);
-    out_.cost_usd = settle(status, s.timings.engine_seconds);
+    out_.cost_usd = settle(status, s.timings.engine_seconds, s.served_model);
     out_.priced = true;
     handle_.reset();
     complete(&head_);
@@ -323,8 +324,9 @@ private:
     sink_->on_complete(&head_, out_, output);
   }
 
-  double settle(int status, double engine_seconds) {
+  double settle(int status, double engine_seconds, const std::string &served_model) {
     control::Outcome o;
+    o.priced_model = served_model;
     o.status = status;
     o.input_tokens = out_.input_tokens;
     o.output_tokens = out_.output_tokens;

@@ -142,6 +142,8 @@ std::string render_metrics(const MetricsSources &g) {
   o << "gantry:http_refusals_total{kind=\"transfer_encoding\"} " << h.unsupported_encodings << '\n';
   render_cache_metrics(o, g.response_cache, g.embeddings);
   g.jobs.render_metrics(o);
+  if (g.autoscale)
+    g.autoscale->render_metrics(o);
   o << g.metrics.render();
   std::vector<RemoteModelRef> remote; // per-backend series of remote pools (issue 12)
   for (const auto &m : g.models.models())

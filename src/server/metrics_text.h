@@ -7,6 +7,7 @@
 
 #include "control/control_plane.h"
 #include "http/server.h"
+#include "server/autoscale_monitor.h"
 #include "server/embedding_service.h"
 #include "server/jobs_api.h"
 #include "server/model_registry.h"
@@ -15,7 +16,7 @@
 
 namespace gantry::server {
 // What GET /metrics reads: the served models, the control plane, the HTTP server's counters,
-// the caches, the jobs and the registry of request metrics.
+// the caches, the jobs, the registry of request metrics and the autoscale decisions.
 struct MetricsSources {
   const ModelRegistry &models;
   control::ControlPlane &control;
@@ -24,6 +25,7 @@ struct MetricsSources {
   const EmbeddingService &embeddings;
   const JobsService &jobs;
   const telemetry::Registry &metrics;
+  const AutoscaleMonitor *autoscale; // nullptr when no model has an [autoscale.<model>] table
 };
 std::string render_metrics(const MetricsSources &g);
 

@@ -3,8 +3,32 @@
 #include <cstdlib>
 
 #include "backend/remote/remote_backend.h"
+#include "engine/gguf/gguf.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace gantry::server {
+
+namespace {
+
+// The upstream model's vocabulary from a GGUF file (`tokenizer = "..."`): prompts are counted
+// with it instead of estimated. The file stays mapped for the tokenizer's lifetime.
+Result<std::function<int64_t(std::string_view)>> load_counter(const RemoteModelSpec &spec) {
+  const std::string key = "models." + spec.name + ".tokenizer";
+  auto file = gguf::GgufFile::open(spec.tokenizer);
+  if (!file)
+    return config_error(key, "cannot read '" + spec.tokenizer + "': " + file.error().message);
+  auto tok = engine::Tokenizer::from_gguf(**file);
+  if (!tok)
+    return config_error(key, "'" + spec.tokenizer +
+                                 "' has no usable vocabulary: " + tok.error().message);
+  std::shared_ptr<gguf::GgufFile> f = std::move(*file);
+  std::shared_ptr<engine::Tokenizer> t = std::move(*tok);
+  return std::function<int64_t(std::string_view)>([f, t](std::string_view text) {
+    return static_cast<int64_t>(t->encode(text, false, false).size());
+  });
+}
+
+} // namespace
 
 Result<std::vector<std::unique_ptr<backend::ModelBackend>>>
 create_remote_backends(const ServerConfig &config, const Clock &clock,
@@ -12,6 +36,9 @@ create_remote_backends(const ServerConfig &config, const Clock &clock,
   std::vector<std::unique_ptr<backend::ModelBackend>> out;
   for (const auto &spec : config.remote_models) {
     GANTRY_ASSIGN_OR_RETURN(auto rc, resolve_remote_model(spec, ::getenv, config.tls_ca_file));
+    if (!spec.tokenizer.empty()) {
+      GANTRY_ASSIGN_OR_RETURN(rc.tokenizer, load_counter(spec));
+    }
     auto b = backend::remote::RemoteBackend::create(std::move(rc), clock);
     if (!b) {
       Error e = b.take_error();

@@ -89,6 +89,8 @@ const Key<RemoteModelSpec> kRemoteModelKeys[] = {
     {"probe_interval_s", &RemoteModelSpec::probe_interval_s},
     {"eject_after", &RemoteModelSpec::eject_after, kNonNeg},
     {"eject_base_s", &RemoteModelSpec::eject_base_s},
+    {"tokenizer", &RemoteModelSpec::tokenizer},
+    {"estimate_bytes_per_token", &RemoteModelSpec::estimate_bytes_per_token},
     {"api_key", kNoKeys},
 };
 
@@ -146,6 +148,8 @@ Status validate_remote_models(const std::vector<RemoteModelSpec> &models) {
       return config_error(p + "eject_after", "must be at least 1");
     if (m.breaker_window_s < 1)
       return config_error(p + "breaker_window_s", "must be at least 1");
+    if (!(m.estimate_bytes_per_token >= 1 && m.estimate_bytes_per_token <= 16))
+      return config_error(p + "estimate_bytes_per_token", "must be between 1 and 16");
     for (std::size_t j = 0; j < m.backends.size(); ++j) {
       const auto &b = m.backends[j];
       const std::string bp = p + "backends[" + std::to_string(j) + "].";
@@ -176,6 +180,7 @@ resolve_remote_model(const RemoteModelSpec &spec,
   c.idle_timeout = ms(spec.timeout_idle_s);
   c.total_timeout = ms(spec.timeout_total_s);
   c.max_attempts = spec.max_attempts;
+  c.estimate_bytes_per_token = spec.estimate_bytes_per_token;
   c.probe_path = spec.probe_path;
   c.probe_interval = ms(spec.probe_interval_s);
   c.pool.prefix_affinity = spec.routing == "prefix";

@@ -49,6 +49,11 @@ struct RemoteModelSpec {
   double probe_interval_s = 5;
   int eject_after = 3;
   double eject_base_s = 1;
+  // A GGUF file whose vocabulary is the upstream model's: prompts are then counted exactly for
+  // admission. Without it, a prompt is estimated at estimate_bytes_per_token (plus 4 tokens a
+  // chat message) and settled on the backend's reported usage.
+  std::string tokenizer;
+  double estimate_bytes_per_token = 4;
 };
 
 // True when `arg` is NAME=http(s)://... (a remote model), false for NAME=PATH / PATH.

@@ -18,6 +18,8 @@
 
 #include "backend/remote/fallback.h"
 #include "backend/remote/remote_backend.h"
+#include "engine/gguf/gguf.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "integration/nginx_process.h"
 #include "integration/server_process.h"
 
@@ -757,6 +759,41 @@ TEST(RemoteBackend, PrefixAffinityKeepsEachPrefixOnOneBackendsCache) {
               least.ttft_ms / least.n, prefix.n);
   EXPECT_GT(prefix.cached, least.cached);
   EXPECT_GT(prefix.cached, prefix.prompt / 2) << "most of each prompt came from the cache";
+}
+
+// Issue 12, item 3: admission counts a remote model's prompt exactly when its tokenizer is
+// known, and otherwise estimates it at the stated bytes per token (+4 a chat message).
+TEST(RemoteBackend, PromptsAreCountedWithAKnownTokenizerElseEstimatedAtTheStatedRate) {
+  SystemClock clock;
+  auto cfg = config_for({"http://127.0.0.1:9/v1"}); // prepare() sends nothing
+  cfg.endpoints[0].model = "m";
+  cfg.probe_path = "";
+  cfg.estimate_bytes_per_token = 2;
+  const std::string content = "Once upon a time there was a dragon"; // 35 bytes
+  auto req = chat(false, 8, content);
+  auto estimated = RemoteBackend::create(cfg, clock);
+  ASSERT_TRUE(estimated.ok()) << estimated.error().message;
+  auto p = (*estimated)->prepare(req, {});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(p->prompt_tokens, 18 + 4); // ceil(35 / 2) + 4
+  EXPECT_TRUE(p->prompt_tokens_estimated);
+
+  auto file = gguf::GgufFile::open(std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf");
+  ASSERT_TRUE(file.ok()) << file.error().message;
+  auto tok = engine::Tokenizer::from_gguf(**file);
+  ASSERT_TRUE(tok.ok()) << tok.error().message;
+  const int64_t exact = static_cast<int64_t>((*tok)->encode(content, false, false).size());
+  ASSERT_NE(exact + 4, p->prompt_tokens) << "the test needs the two counts to differ";
+  std::shared_ptr<engine::Tokenizer> shared = std::move(*tok);
+  cfg.tokenizer = [shared](std::string_view text) {
+    return static_cast<int64_t>(shared->encode(text, false, false).size());
+  };
+  auto counted = RemoteBackend::create(cfg, clock);
+  ASSERT_TRUE(counted.ok()) << counted.error().message;
+  auto q = (*counted)->prepare(req, {});
+  ASSERT_TRUE(q.ok()) << q.error().message;
+  EXPECT_EQ(q->prompt_tokens, exact + 4);
+  EXPECT_FALSE(q->prompt_tokens_estimated);
 }
 
 } // namespace

@@ -7,9 +7,12 @@
 #include <fstream>
 #include <thread>
 
+#include <unistd.h>
+
 #include "integration/api_helpers.h"
 #include "integration/nginx_process.h"
 #include "integration/server_process.h"
+#include "support/loopback_port.h"
 
 namespace gantry::testing {
 namespace {
@@ -419,6 +422,60 @@ TEST(RemoteGateway, AClientDisconnectCancelsTheUpstreamRequest) {
   auto [ok, text] = wait_for_metrics(
       up->client_options(), [&](const std::string &m) { return sum(m) >= was + 1; }, 5s);
   EXPECT_TRUE(ok) << "the upstream never saw the cancellation:\n" << text;
+}
+
+// Issue 12, item 1/3: a fallback that answers is billed at its own prices (what its backend
+// charges), under the model the client asked for; the request log names the model that served.
+TEST(RemoteGateway, AFallbackThatAnswersIsPricedAtItsOwnPrices) {
+  auto up = upstream();
+  ASSERT_TRUE(up);
+  const std::string log =
+      ::testing::TempDir() + "fallback_priced_" + std::to_string(::getpid()) + ".jsonl";
+  std::filesystem::remove(log);
+  const std::string dead = "http://127.0.0.1:" + std::to_string(free_loopback_port()) + "/v1";
+  ServerProcessOptions o;
+  o.config_toml = "request_log = \"" + log +
+                  "\"\n"
+                  "[[models]]\nname = \"primary\"\n"
+                  "price_input_per_mtok = 1000\nprice_output_per_mtok = 2000\n"
+                  "fallbacks = [\"backup\"]\n"
+                  "backends = [{ url = \"" +
+                  dead +
+                  "\", model = \"gone\" }]\n"
+                  "[[models]]\nname = \"backup\"\n"
+                  "price_input_per_mtok = 10\nprice_output_per_mtok = 20\n"
+                  "backends = [{ url = \"" +
+                  up->base_url() + "/v1\" }]\n";
+  o.args = {"--no-cache"};
+  auto g = ServerProcess::start(o);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  http::HttpClient c((*g)->client_options());
+  json::object body{{"model", "primary"},
+                    {"messages", json::array{json::object{{"role", "user"}, {"content", "Once"}}}},
+                    {"max_tokens", 6},
+                    {"temperature", 0}};
+  auto r = c.post("/v1/chat/completions", json::serialize(body));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto usage = parse_object(r->body)["usage"].as_object();
+  int64_t cached = 0;
+  if (auto *d = usage.if_contains("prompt_tokens_details"); d && d->is_object())
+    if (auto *ct = d->as_object().if_contains("cached_tokens"); ct && ct->is_int64())
+      cached = ct->as_int64();
+  const double backup_cost = (usage["prompt_tokens"].as_int64() - cached) * 10e-6 +
+                             usage["completion_tokens"].as_int64() * 20e-6;
+  auto cost = r->header("x-gantry-cost-usd");
+  ASSERT_TRUE(cost);
+  EXPECT_NEAR(std::stod(std::string(*cost)), backup_cost, 1e-12)
+      << "priced at the fallback's prices, not the primary's (1000/2000 per Mtok)";
+  std::vector<json::object> lines;
+  for (int i = 0; i < 100 && lines.empty(); ++i, std::this_thread::sleep_for(50ms))
+    lines = read_log(log);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].at("model").as_string(), "primary");
+  EXPECT_EQ(lines[0].at("served_model").as_string(), "backup");
+  EXPECT_NE(lines[0].at("worker").as_string().find(std::to_string(up->port())), std::string::npos);
+  std::filesystem::remove(log);
 }
 
 } // namespace

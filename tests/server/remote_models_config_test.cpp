@@ -7,6 +7,7 @@
 
 #include "backend/remote/remote_backend.h"
 #include "server/config.h"
+#include "server/remote_models.h"
 
 namespace gantry::server {
 namespace {
@@ -107,6 +108,42 @@ backends = [{ url = "http://127.0.0.1:1/v1", kind = "bogus" }]
                               d)
                   .ok());
   EXPECT_FALSE(d.validate().ok()) << "unknown kind";
+}
+
+// The prompt estimate's rate is stated and bounded; a tokenizer file that cannot be read stops
+// start-up with the key named (create_remote_backends, the composition root's call).
+TEST(RemoteModelsConfig, EstimateRateIsBoundedAndATokenizerMustLoad) {
+  ServerConfig c;
+  ASSERT_TRUE(apply_toml_file(write_toml(R"(
+[[models]]
+name = "x"
+estimate_bytes_per_token = 0.5
+backends = [{ url = "http://127.0.0.1:1/v1", model = "m" }]
+)"),
+                              c)
+                  .ok());
+  auto bad = c.validate();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("estimate_bytes_per_token"), std::string::npos)
+      << bad.error().message;
+  ServerConfig d;
+  ASSERT_TRUE(apply_toml_file(write_toml(R"(
+[[models]]
+name = "x"
+estimate_bytes_per_token = 3.5
+tokenizer = "/nonexistent/vocab.gguf"
+backends = [{ url = "http://127.0.0.1:1/v1", model = "m" }]
+)"),
+                              d)
+                  .ok());
+  ASSERT_TRUE(d.validate().ok());
+  ASSERT_EQ(d.remote_models.size(), 1u);
+  EXPECT_EQ(d.remote_models[0].estimate_bytes_per_token, 3.5);
+  SystemClock clock;
+  auto made = create_remote_backends(d, clock, [](std::string_view) { return nullptr; });
+  ASSERT_FALSE(made.ok());
+  EXPECT_NE(made.error().message.find("models.x.tokenizer"), std::string::npos)
+      << made.error().message;
 }
 
 } // namespace

@@ -49,7 +49,13 @@ struct FallbackBackend::Attempt : CallSink, std::enable_shared_from_this<Attempt
       if (!cancelled && next(lk))
         return;
     }
-    client->on_done(s);
+    if (at < 0 || !s.served_model.empty()) {
+      client->on_done(s);
+      return;
+    }
+    CallSummary served = s;
+    served.served_model = owner->fallbacks_[at];
+    client->on_done(served);
   }
 
   // Starts the next fallback that accepts the request; false when none is left.

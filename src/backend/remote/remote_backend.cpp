@@ -45,12 +45,6 @@ double ms_between(Steady::time_point a, Steady::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// A rough token count for admission when no tokenizer is known: ~4 bytes a token plus a few
-// per message; settled later on the upstream's usage.
-int64_t estimate_tokens(std::string_view text) {
-  return static_cast<int64_t>((text.size() + 3) / 4);
-}
-
 ErrorKind kind_of(const Error &e) {
   if (e.param == http::kConnectFailed || e.param == http::kTlsFailed ||
       e.param == http::kUpstreamReset)
@@ -314,6 +308,15 @@ void RemoteBackend::call_thread() {
 
 // --- prepare / start
 
+int64_t RemoteBackend::count_tokens(std::string_view text) const {
+  if (config_.tokenizer)
+    return config_.tokenizer(text);
+  if (text.empty())
+    return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(text.size()) /
+                                                             config_.estimate_bytes_per_token)));
+}
+
 Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request,
                                             const PrepareOptions &options) {
   const WireCodec &codec = *codec_;
@@ -333,7 +336,7 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
   if (request.endpoint == api::Endpoint::kChatCompletions) {
     for (std::size_t i = 0; i < request.messages.size(); ++i) {
       const auto &m = request.messages[i];
-      prompt += estimate_tokens(m.content) + 4;
+      prompt += count_tokens(m.content) + 4;
       if (affinity_text.size() < 2048) {
         affinity_text += m.role + ":";
         affinity_text += i + 1 < request.messages.size()
@@ -351,7 +354,7 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
                                     "echo"));
         }
       } else {
-        prompt += estimate_tokens(in.text);
+        prompt += count_tokens(in.text);
       }
     }
     // The first prompt decides the affinity (several prompts share one upstream call).
@@ -380,7 +383,7 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
   p.choices_per_prompt = request.n;
   p.logprobs = request.logprobs;
   p.prompt_tokens = state->prompt_estimate;
-  p.prompt_tokens_estimated = true;
+  p.prompt_tokens_estimated = !config_.tokenizer;
   p.max_output_tokens = request.max_tokens ? *request.max_tokens : options.default_max_tokens;
   if (request.echo && request.endpoint == api::Endpoint::kCompletions) {
     for (const api::Prompt &in : request.prompts)
@@ -641,7 +644,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
                       : 0;
             for (const auto &ch : parsed->choices)
               emit(ch, per_choice > 0 ? static_cast<int>(per_choice)
-                                      : static_cast<int>(estimate_tokens(ch.text)));
+                                      : static_cast<int>(count_tokens(ch.text)));
           }
         }
       }
@@ -689,7 +692,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
     summary.usage.cached_tokens = usage->cached_tokens;
   } else if (output_started) { // the upstream reported none: the estimates stand
     summary.usage.prompt_tokens = st.prompt_estimate;
-    summary.usage.completion_tokens = std::max<int64_t>(delta_count, estimate_tokens(text0));
+    summary.usage.completion_tokens = std::max<int64_t>(delta_count, count_tokens(text0));
   }
   if (sent) {
     summary.timings.queue_ms = ms_between(t_start, *sent);
@@ -723,11 +726,10 @@ Result<PreparedEmbeddings> RemoteBackend::prepare_embeddings(const api::Embeddin
     return Err(
         Error::invalid("model '" + config_.name + "' (Anthropic) has no embeddings", "model"));
   PreparedEmbeddings p;
-  p.tokens_estimated = true;
+  p.tokens_estimated = !config_.tokenizer;
   for (std::size_t i = 0; i < request.size(); ++i) {
-    const int64_t n = request.texts.empty()
-                          ? static_cast<int64_t>(request.token_inputs[i].size())
-                          : std::max<int64_t>(1, estimate_tokens(request.texts[i]));
+    const int64_t n = request.texts.empty() ? static_cast<int64_t>(request.token_inputs[i].size())
+                                            : std::max<int64_t>(1, count_tokens(request.texts[i]));
     p.input_tokens.push_back(n);
     std::string material = info_.identity + "\n";
     if (request.texts.empty()) {

@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -71,6 +72,12 @@ struct RemoteModelConfig {
   int max_threads = 512;                    // call threads; beyond, calls queue
   int max_queued_calls = 4096;              // beyond: 429
   int max_endpoints = 256;                  // members at once (add_endpoint beyond: an error)
+  // Admission needs a prompt's token count before the upstream has counted it. With the upstream
+  // model's tokenizer known here (`tokenizer = "model.gguf"`), it is counted exactly; otherwise
+  // it is estimated at this many bytes a token (plus 4 per chat message). Either way the call is
+  // settled on the upstream's reported usage.
+  std::function<int64_t(std::string_view)> tokenizer;
+  double estimate_bytes_per_token = 4.0;
 };
 
 class RemoteBackend final : public ModelBackend {
@@ -121,6 +128,8 @@ private:
   void call_thread();
   void prober();
   void run_call(const std::shared_ptr<Call> &call);
+  // The tokenizer's count, or the bytes-per-token estimate (never 0 for non-empty text).
+  int64_t count_tokens(std::string_view text) const;
   void run_embed(const PreparedEmbeddings &prepared, const std::vector<size_t> &indices,
                  const EmbedDone &done);
 
