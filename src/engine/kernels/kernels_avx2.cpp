@@ -526,7 +526,7 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ4_K:
   case TensorType::kQ6_K: matmul_k(w, a, t0, t1, r0, r1, y, ldy); return;
-  default: return;
+  default: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
   }
 }
 

@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0 weights x Q8 activations with
-// vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. K-quants, decode (one token, bound by
-// memory rather than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
+// vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. The types of quants.h go to their VNNI
+// dot products (kernels_avx512_quants.cpp). Q4_K/Q6_K, decode (one token, bound by memory rather
+// than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
 //
 // Like kernels_avx2.cpp this file uses per-function target attributes rather than per-file
 // -mavx512* flags: with file flags, inline functions from headers (std::vector, std::min, ...)
@@ -452,6 +453,16 @@ GANTRY_VNNI void matmul_float(const WeightView &w, const Activations &a, int64_t
 
 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                  int64_t r1, float *y, int64_t ldy) {
+  switch (w.type) {
+  case TensorType::kQ4_1:
+  case TensorType::kQ5_0:
+  case TensorType::kQ5_1:
+  case TensorType::kIQ4_NL:
+  case TensorType::kQ2_K:
+  case TensorType::kQ3_K:
+  case TensorType::kQ5_K: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
+  default: break;
+  }
   if (t1 - t0 >= kMinGroupTokens) {
     switch (w.type) {
     case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;

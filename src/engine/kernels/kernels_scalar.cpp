@@ -109,7 +109,7 @@ float dot_row(const WeightView &w, const void *row, const Activations &a, int64_
     }
     return sum;
   }
-  default: return 0;
+  default: return dot_row_quants(w.type, row, a, t);
   }
 }
 

@@ -25,6 +25,7 @@ struct ActScratch {
   std::vector<int8_t> qs;
   std::vector<float> d;
   std::vector<int16_t> bsums;
+  std::vector<int32_t> sums;
   std::vector<int8_t> qs8;
   std::vector<float> d8;
   std::vector<int32_t> sum8;
@@ -91,8 +92,23 @@ void pack_tokens(Activations &a, int64_t n_tokens, ThreadPool &pool) {
   }
 }
 
-void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t cols, Activations &a,
-                     ThreadPool &pool) {
+// Activations::sums for tokens [t0, t1).
+void block_sums(const Activations &a, int64_t t0, int64_t t1, int32_t *sums) {
+  const int64_t nb = a.cols / kQK;
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t *q = a.qs + t * a.cols + b * kQK;
+      int32_t s = 0;
+      for (int i = 0; i < kQK; ++i)
+        s += q[i];
+      sums[t * nb + b] = s;
+    }
+  }
+}
+
+void quantize_tokens(TensorType type, const float *x, int64_t n_tokens, int64_t cols,
+                     Activations &a, ThreadPool &pool) {
+  const ActKind kind = act_kind(type);
   a.x = x;
   a.cols = cols;
   if (kind == ActKind::kFloat)
@@ -102,13 +118,15 @@ void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t col
   const int64_t block = kind == ActKind::kQ8 ? kQK : kQKK;
   float *d = ensure(s.d, n_tokens * cols / block);
   int16_t *bsums = kind == ActKind::kQ8K ? ensure(s.bsums, n_tokens * cols / 16) : nullptr;
+  int32_t *sums = needs_block_sums(type) ? ensure(s.sums, n_tokens * cols / kQK) : nullptr;
   a.qs = qs;
   a.d = d;
   a.bsums = bsums;
+  a.sums = sums;
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   const bool avx2 = use_avx2();
 #endif
-  auto one = [&](int64_t t) {
+  auto quantize = [&](int64_t t) {
     const float *xt = x + t * cols;
     if (kind == ActKind::kQ8) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
@@ -127,6 +145,11 @@ void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t col
 #endif
       scalar::quantize_act_q8k(xt, qs + t * cols, d + t * cols / kQKK, bsums + t * cols / 16, cols);
     }
+  };
+  auto one = [&](int64_t t) {
+    quantize(t);
+    if (sums != nullptr)
+      block_sums(a, t, t + 1, sums);
   };
   if (n_tokens * cols < 65536) {
     for (int64_t t = 0; t < n_tokens; ++t)
@@ -155,14 +178,15 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   if (n_tokens <= 0 || w.rows <= 0)
     return;
   Activations a;
-  quantize_tokens(act_kind(w.type), x, n_tokens, w.cols, a, pool);
+  quantize_tokens(w.type, x, n_tokens, w.cols, a, pool);
 
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   const Isa isa = active_isa();
   const auto rows_fn = isa == Isa::kAvx512Vnni ? &avx512vnni::matmul_rows
                        : isa == Isa::kAvx2     ? &avx2::matmul_rows
                                                : &scalar::matmul_rows;
-  if (use_avx2() && act_kind(w.type) == ActKind::kQ8)
+  // Only the Q8_0/Q4_0 tiles read the interleaved token groups.
+  if (use_avx2() && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0))
     pack_tokens(a, n_tokens, pool);
 #else
   const auto rows_fn = &scalar::matmul_rows;
