@@ -194,6 +194,13 @@ INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
                                            Case{"llama", TensorType::kQ4_0, false, 5e-2},
                                            Case{"llama", TensorType::kQ4_K, false, 5e-2},
                                            Case{"llama", TensorType::kQ6_K, false, 5e-2},
+                                           Case{"llama", TensorType::kQ4_1, false, 5e-2},
+                                           Case{"llama", TensorType::kQ5_0, false, 5e-2},
+                                           Case{"llama", TensorType::kQ5_1, false, 5e-2},
+                                           Case{"llama", TensorType::kIQ4_NL, false, 5e-2},
+                                           Case{"llama", TensorType::kQ2_K, false, 5e-2},
+                                           Case{"llama", TensorType::kQ3_K, false, 5e-2},
+                                           Case{"llama", TensorType::kQ5_K, false, 5e-2},
                                            Case{"qwen2", TensorType::kF32, true, 1e-3},
                                            Case{"qwen2", TensorType::kQ8_0, true, 2e-2}),
                          [](const auto &info) {
@@ -215,10 +222,10 @@ TEST(ModelLoadTest, RefusesUnsupportedArchitecturesAndTypesByName) {
   SynthOptions o;
   o.type = TensorType::kQ8_0;
   o.vocab_path = std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf";
-  o.out_path = ::testing::TempDir() + "/q4_1.gguf";
+  o.out_path = ::testing::TempDir() + "/i8.gguf";
   ASSERT_TRUE(synth_model_shape(shape, o).ok());
-  // Rewrite one tensor's type from Q8_0 to Q4_1 (a valid GGUF type the engine does not
-  // compute with; its blocks are smaller, so the data still fits in the file).
+  // Rewrite one tensor's type from Q8_0 to I8 (a valid GGUF type the engine does not compute
+  // with; it is smaller, so the data still fits in the file).
   std::vector<uint8_t> bytes;
   {
     FILE *fp = std::fopen(o.out_path.c_str(), "rb");
@@ -236,7 +243,7 @@ TEST(ModelLoadTest, RefusesUnsupportedArchitecturesAndTypesByName) {
   uint32_t type;
   std::memcpy(&type, &bytes[type_off], 4);
   ASSERT_EQ(type, static_cast<uint32_t>(TensorType::kQ8_0));
-  type = static_cast<uint32_t>(TensorType::kQ4_1);
+  type = static_cast<uint32_t>(TensorType::kI8);
   std::memcpy(&bytes[type_off], &type, 4);
   FILE *fp = std::fopen(o.out_path.c_str(), "wb");
   ASSERT_NE(fp, nullptr);
@@ -245,7 +252,7 @@ TEST(ModelLoadTest, RefusesUnsupportedArchitecturesAndTypesByName) {
   auto bad = Model::load(o.out_path);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().code, ErrorCode::kUnsupported);
-  EXPECT_NE(bad.error().message.find("Q4_1"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("I8"), std::string::npos) << bad.error().message;
   EXPECT_NE(bad.error().message.find(name), std::string::npos) << bad.error().message;
 }
 
