@@ -336,86 +336,6 @@ GANTRY_AVX2_INLINE void tile_float(const WeightView &w, const Activations &a, in
   }
 }
 
-// ---- K-quants x Q8_K: one row against one token at a time ---------------------------------------
-// (Each weight row stays in L1 while it is multiplied with every token of the chunk.)
-
-GANTRY_AVX2_INLINE float dot_q4_k(const BlockQ4_K *b, const int8_t *q, const float *xd,
-                                  const int16_t *bs, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float acc_min = 0;
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  for (int64_t i = 0; i < nb; ++i, q += kQKK, bs += 16) {
-    uint8_t sc[8], m[8];
-    for (int j = 0; j < 8; ++j)
-      scale_min_k4(j, b[i].scales, &sc[j], &m[j]);
-    int summ = 0;
-    for (int j = 0; j < 8; ++j)
-      summ += m[j] * (bs[2 * j] + bs[2 * j + 1]);
-    __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m256i packed =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b[i].qs + 32 * c));
-      const __m256i lo = _mm256_and_si256(packed, mask);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 * c));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 * c + 32));
-      // Weights are 0..15, so maddubs can take them directly as the unsigned operand.
-      const __m256i p0 =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * c]));
-      const __m256i p1 =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * c + 1]));
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-    }
-    const float d = half_to_float(b[i].d) * xd[i];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    acc_min += half_to_float(b[i].dmin) * xd[i] * static_cast<float>(summ);
-  }
-  return hsum(acc) - acc_min;
-}
-
-GANTRY_AVX2_INLINE float dot_q6_k(const BlockQ6_K *b, const int8_t *q, const float *xd,
-                                  const int16_t *bs, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float acc_off = 0;
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-  for (int64_t i = 0; i < nb; ++i, q += kQKK, bs += 16) {
-    const int8_t *sc = b[i].scales;
-    // Values are stored as q + 32 with q in -32..31; subtract 32 * sum(x) per 16 at the end.
-    int off = 0;
-    for (int g = 0; g < 16; ++g)
-      off += sc[g] * bs[g];
-    __m256i sumi = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t *ql = b[i].ql + 64 * h;
-      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql));
-      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql + 32));
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b[i].qh + 32 * h));
-      __m256i v[4];
-      v[0] =
-          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-      v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-      v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-      v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const __m256i x =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 128 * h + 32 * k));
-        const int g = 8 * h + 2 * k; // scale of the first 16 of these 32 elements
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(v[k], x), scv));
-      }
-    }
-    const float d = half_to_float(b[i].d) * xd[i];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    acc_off += d * 32.0f * static_cast<float>(off);
-  }
-  return hsum(acc) - acc_off;
-}
-
 // ---- tiling drivers -------------------------------------------------------------------------
 
 // Below this many tokens the 8-token groups would mostly multiply padding.
@@ -471,22 +391,6 @@ GANTRY_AVX2 void matmul_float(const WeightView &w, const Activations &a, int64_t
     rows_float<kType, 1>(w, a, t0, t1, r, y, ldy);
 }
 
-GANTRY_AVX2 void matmul_k(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                          int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  const int64_t n = w.cols, nb = n / kQKK;
-  for (int64_t r = r0; r < r1; ++r) {
-    const void *row = w.row(r);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int8_t *q = a.qs + t * n;
-      const float *xd = a.d + t * nb;
-      const int16_t *bs = a.bsums + t * n / 16;
-      y[t * ldy + r] = w.type == TensorType::kQ4_K
-                           ? dot_q4_k(static_cast<const BlockQ4_K *>(row), q, xd, bs, nb)
-                           : dot_q6_k(static_cast<const BlockQ6_K *>(row), q, xd, bs, nb);
-    }
-  }
-}
-
 // 32 floats -> 32 int8 (rounded to nearest even, like the scalar path's nearbyint).
 GANTRY_AVX2_INLINE void quantize32(const float *x, float id, int8_t *out) {
   const __m256 m = _mm256_set1_ps(id);
@@ -524,9 +428,7 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF16: matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kQ4_K:
-  case TensorType::kQ6_K: matmul_k(w, a, t0, t1, r0, r1, y, ldy); return;
-  default: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
+  default: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return; // kernels_avx2_quants.cpp
   }
 }
 

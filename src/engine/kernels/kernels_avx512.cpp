@@ -1,7 +1,8 @@
 // AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0 weights x Q8 activations with
-// vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. The types of quants.h go to their VNNI
-// dot products (kernels_avx512_quants.cpp). Q4_K/Q6_K, decode (one token, bound by memory rather
-// than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
+// vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. Q4_K/Q5_K/Q6_K batches go to the tiles
+// of kernels_avx512_kquants.cpp; the other types of quants.h and K-quant decode to their VNNI
+// dot products (kernels_avx512_quants.cpp). Q8_0/Q4_0/float decode (one token, bound by memory
+// rather than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
 //
 // Like kernels_avx2.cpp this file uses per-function target attributes rather than per-file
 // -mavx512* flags: with file flags, inline functions from headers (std::vector, std::min, ...)
@@ -453,6 +454,8 @@ GANTRY_VNNI void matmul_float(const WeightView &w, const Activations &a, int64_t
 
 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                  int64_t r1, float *y, int64_t ldy) {
+  if (matmul_rows_k_tiles(w, a, t0, t1, r0, r1, y, ldy))
+    return;
   switch (w.type) {
   case TensorType::kQ4_1:
   case TensorType::kQ5_0:
@@ -460,7 +463,9 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
   case TensorType::kIQ4_NL:
   case TensorType::kQ2_K:
   case TensorType::kQ3_K:
-  case TensorType::kQ5_K: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ4_K:
+  case TensorType::kQ5_K:
+  case TensorType::kQ6_K: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
   default: break;
   }
   if (t1 - t0 >= kMinGroupTokens) {

@@ -22,6 +22,10 @@ namespace gantry::engine::kernels {
 //   qs8[((g*nb + b)*8 + k)*32 + j*4 + i] = qs[(8g+j)*cols + 32b + 4k + i]   (k < 8, i < 4)
 //   d8[(g*nb + b)*8 + j] = d[(8g+j)*nb + b],  sum8[(g*nb + b)*8 + j] = sum of that block's qs
 // with tokens past the end of the call padded with zeros (nb = cols/32, g = token / 8).
+// For Q4_K/Q5_K/Q6_K on the AVX-512 VNNI path qs8 is packed the same way, while d8 and sum8
+// hold the Q8_K scales and 16-element sums (nbk = cols/256):
+//   d8[(g*nbk + s)*8 + j] = d[(8g+j)*nbk + s],  sum8[((g*nbk + s)*16 + h)*8 + j] = bsums of
+//   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
 struct Activations {
   const float *x = nullptr;
@@ -69,14 +73,15 @@ bool needs_block_sums(TensorType t);
 
 namespace scalar {
 GANTRY_KERNELS_ISA_FUNCTIONS
-// One output of the types in quants.h (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K).
+// One output of the types in quants.h (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K) and of
+// Q4_K/Q6_K.
 float dot_row_quants(TensorType type, const void *row, const Activations &a, int64_t t);
 } // namespace scalar
 #if defined(__x86_64__)
 #define GANTRY_KERNELS_HAVE_AVX2 1
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
-// matmul_rows for the types in quants.h (kernels_avx2_quants.cpp).
+// matmul_rows for the types in quants.h and Q4_K/Q6_K (kernels_avx2_quants.cpp).
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 } // namespace avx2
@@ -86,6 +91,10 @@ void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, i
 namespace avx512vnni {
 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                  int64_t r1, float *y, int64_t ldy);
+// Prefill tiles for Q4_K/Q5_K/Q6_K (kernels_avx512_kquants.cpp), for calls of at least 4 tokens
+// whose activations were packed by groups; returns false (doing nothing) otherwise.
+bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 // The same kernels as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);

@@ -106,6 +106,55 @@ void block_sums(const Activations &a, int64_t t0, int64_t t1, int32_t *sums) {
   }
 }
 
+// Token groups [g0, g1) of Q8_K activations for the AVX-512 K-quant tiles: qs8 as for Q8, d8 and
+// sum8 as described at Activations.
+void pack_groups_k(const Activations &a, int64_t n_tokens, int64_t g0, int64_t g1, int8_t *qs8,
+                   float *d8, int32_t *sum8) {
+  const int64_t cols = a.cols, nb = cols / kQK, nbk = cols / kQKK;
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t j = 0; j < kTokGroup; ++j) {
+      const int64_t t = g * kTokGroup + j;
+      const bool pad = t >= n_tokens;
+      for (int64_t b = 0; b < nb; ++b) {
+        int8_t *out = qs8 + (g * nb + b) * kTokGroup * kQK + j * 4;
+        for (int k = 0; k < kQK / 4; ++k) {
+          if (pad) {
+            std::memset(out + k * kTokGroup * 4, 0, 4);
+          } else {
+            std::memcpy(out + k * kTokGroup * 4, a.qs + t * cols + b * kQK + 4 * k, 4);
+          }
+        }
+      }
+      for (int64_t s = 0; s < nbk; ++s) {
+        d8[(g * nbk + s) * kTokGroup + j] = pad ? 0.0f : a.d[t * nbk + s];
+        for (int h = 0; h < 16; ++h) {
+          sum8[((g * nbk + s) * 16 + h) * kTokGroup + j] =
+              pad ? 0 : a.bsums[t * (cols / 16) + s * 16 + h];
+        }
+      }
+    }
+  }
+}
+
+void pack_tokens_k(Activations &a, int64_t n_tokens, ThreadPool &pool) {
+  auto &s = t_scratch;
+  const int64_t groups = (n_tokens + kTokGroup - 1) / kTokGroup;
+  const int64_t nbk = a.cols / kQKK;
+  int8_t *qs8 = ensure(s.qs8, groups * kTokGroup * a.cols);
+  float *d8 = ensure(s.d8, groups * kTokGroup * nbk);
+  int32_t *sum8 = ensure(s.sum8, groups * kTokGroup * nbk * 16);
+  a.qs8 = qs8;
+  a.d8 = d8;
+  a.sum8 = sum8;
+  if (n_tokens * a.cols < 65536) {
+    pack_groups_k(a, n_tokens, 0, groups, qs8, d8, sum8);
+  } else {
+    pool.parallel_for(groups, 1, [&](int64_t b, int64_t e, int) {
+      pack_groups_k(a, n_tokens, b, e, qs8, d8, sum8);
+    });
+  }
+}
+
 void quantize_tokens(TensorType type, const float *x, int64_t n_tokens, int64_t cols,
                      Activations &a, ThreadPool &pool) {
   const ActKind kind = act_kind(type);
@@ -188,6 +237,10 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   // Only the Q8_0/Q4_0 tiles read the interleaved token groups.
   if (use_avx2() && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0))
     pack_tokens(a, n_tokens, pool);
+  // The VNNI K-quant tiles take batches of at least 4 tokens (fewer go to the dot products).
+  if (isa == Isa::kAvx512Vnni && n_tokens >= 4 &&
+      (w.type == TensorType::kQ4_K || w.type == TensorType::kQ5_K || w.type == TensorType::kQ6_K))
+    pack_tokens_k(a, n_tokens, pool);
 #else
   const auto rows_fn = &scalar::matmul_rows;
 #endif

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/kernels/kernels_impl.h"
 
@@ -319,68 +320,95 @@ template <typename Block> float dot_32(const void *row, const Activations &a, in
   return sum;
 }
 
-float dot_q2_k(const void *row, const Activations &a, int64_t t) {
-  const int64_t n = a.cols;
-  const auto *b = static_cast<const BlockQ2_K *>(row);
-  const int8_t *q = a.qs + t * n;
-  const int16_t *bs = a.bsums + t * n / 16;
-  float sum = 0;
-  for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK, bs += 16) {
-    int sumi = 0, summ = 0;
-    for (int g = 0; g < 16; ++g) {
-      int isum = 0;
-      for (int l = 0; l < 16; ++l)
-        isum += q2_bits(b[i].qs, 16 * g + l) * q[16 * g + l];
-      sumi += (b[i].scales[g] & 0x0F) * isum;
-      summ += (b[i].scales[g] >> 4) * bs[g];
-    }
-    const float xd = a.d[t * n / kQKK + i];
-    sum +=
-        xd * (h2f(b[i].d) * static_cast<float>(sumi) - h2f(b[i].dmin) * static_cast<float>(summ));
+// The K-quants: per super-block the exact integer sums isum and imin, then
+// sum = fma(isum, d * d_x, sum), summ = fma(imin, dmin * d_x, summ); the output is sum - summ
+// (the order every SIMD kernel follows, see quant_dots_inl.h).
+struct SuperSums {
+  int isum = 0, imin = 0;
+};
+
+SuperSums sums_q2_k(const BlockQ2_K &b, const int8_t *q, const int16_t *bs) {
+  SuperSums s;
+  for (int g = 0; g < 16; ++g) {
+    int isum = 0;
+    for (int l = 0; l < 16; ++l)
+      isum += q2_bits(b.qs, 16 * g + l) * q[16 * g + l];
+    s.isum += (b.scales[g] & 0x0F) * isum;
+    s.imin += (b.scales[g] >> 4) * bs[g];
   }
-  return sum;
+  return s;
 }
 
-float dot_q3_k(const void *row, const Activations &a, int64_t t) {
-  const int64_t n = a.cols;
-  const auto *b = static_cast<const BlockQ3_K *>(row);
-  const int8_t *q = a.qs + t * n;
-  float sum = 0;
-  for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK) {
-    int sumi = 0;
-    for (int g = 0; g < 16; ++g) {
-      int isum = 0;
-      for (int l = 0; l < 16; ++l)
-        isum += q3_k_value(b[i], 16 * g + l) * q[16 * g + l];
-      sumi += q3_k_scale(g, b[i].scales) * isum;
-    }
-    sum += a.d[t * n / kQKK + i] * h2f(b[i].d) * static_cast<float>(sumi);
+SuperSums sums_q3_k(const BlockQ3_K &b, const int8_t *q, const int16_t *) {
+  SuperSums s;
+  for (int g = 0; g < 16; ++g) {
+    int isum = 0;
+    for (int l = 0; l < 16; ++l)
+      isum += q3_k_value(b, 16 * g + l) * q[16 * g + l];
+    s.isum += q3_k_scale(g, b.scales) * isum;
   }
-  return sum;
+  return s;
 }
 
-float dot_q5_k(const void *row, const Activations &a, int64_t t) {
-  const int64_t n = a.cols;
-  const auto *b = static_cast<const BlockQ5_K *>(row);
-  const int8_t *q = a.qs + t * n;
-  const int16_t *bs = a.bsums + t * n / 16;
-  float sum = 0;
-  for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK, bs += 16) {
-    int sumi = 0, summ = 0;
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      scale_min_k4(j, b[i].scales, &sc, &m);
-      int isum = 0;
-      for (int l = 0; l < 32; ++l)
-        isum += q5_k_value(b[i], 32 * j + l) * q[32 * j + l];
-      sumi += sc * isum;
-      summ += m * (bs[2 * j] + bs[2 * j + 1]);
+template <typename Block> SuperSums sums_q45_k(const Block &b, const int8_t *q, const int16_t *bs) {
+  SuperSums s;
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    scale_min_k4(j, b.scales, &sc, &m);
+    int isum = 0;
+    for (int l = 0; l < 32; ++l) {
+      int v;
+      if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+        v = q5_k_value(b, 32 * j + l);
+      } else {
+        const uint8_t byte = b.qs[32 * (j / 2) + l];
+        v = j % 2 ? byte >> 4 : byte & 0x0F;
+      }
+      isum += v * q[32 * j + l];
     }
-    const float xd = a.d[t * n / kQKK + i];
-    sum +=
-        xd * (h2f(b[i].d) * static_cast<float>(sumi) - h2f(b[i].dmin) * static_cast<float>(summ));
+    s.isum += sc * isum;
+    s.imin += m * (bs[2 * j] + bs[2 * j + 1]);
   }
-  return sum;
+  return s;
+}
+
+// The 6-bit value of element e (0..255) of a Q6_K super-block, in -32..31.
+int q6_k_value(const BlockQ6_K &b, int e) {
+  const int half = e / 128, k = e % 128, quarter = k / 32, l = k % 32;
+  const uint8_t *ql = b.ql + 64 * half;
+  const uint8_t qh = b.qh[32 * half + l];
+  const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
+  const int low4 = (quarter < 2) ? (lo & 0x0F) : (lo >> 4);
+  return (low4 | (((qh >> (2 * quarter)) & 3) << 4)) - 32;
+}
+
+SuperSums sums_q6_k(const BlockQ6_K &b, const int8_t *q, const int16_t *) {
+  SuperSums s;
+  for (int g = 0; g < 16; ++g) {
+    int isum = 0;
+    for (int l = 0; l < 16; ++l)
+      isum += q6_k_value(b, 16 * g + l) * q[16 * g + l];
+    s.isum += b.scales[g] * isum;
+  }
+  return s;
+}
+
+template <typename Block, SuperSums (*kSums)(const Block &, const int8_t *, const int16_t *),
+          bool kHasMin>
+float dot_k(const void *row, const Activations &a, int64_t t) {
+  const int64_t n = a.cols, nb = n / kQKK;
+  const auto *b = static_cast<const Block *>(row);
+  const int8_t *q = a.qs + t * n;
+  const float *xd = a.d + t * nb;
+  const int16_t *bs = a.bsums + t * n / 16;
+  float sum = 0, summ = 0;
+  for (int64_t i = 0; i < nb; ++i, q += kQKK, bs += 16) {
+    const SuperSums s = kSums(b[i], q, bs);
+    sum = std::fma(static_cast<float>(s.isum), h2f(b[i].d) * xd[i], sum);
+    if constexpr (kHasMin)
+      summ = std::fma(static_cast<float>(s.imin), h2f(b[i].dmin) * xd[i], summ);
+  }
+  return sum - summ;
 }
 
 } // namespace
@@ -430,9 +458,11 @@ float scalar::dot_row_quants(TensorType type, const void *row, const Activations
   case TensorType::kQ5_0: return dot_32<BlockQ5_0>(row, a, t);
   case TensorType::kQ5_1: return dot_32<BlockQ5_1>(row, a, t);
   case TensorType::kIQ4_NL: return dot_32<BlockIQ4_NL>(row, a, t);
-  case TensorType::kQ2_K: return dot_q2_k(row, a, t);
-  case TensorType::kQ3_K: return dot_q3_k(row, a, t);
-  case TensorType::kQ5_K: return dot_q5_k(row, a, t);
+  case TensorType::kQ2_K: return dot_k<BlockQ2_K, sums_q2_k, true>(row, a, t);
+  case TensorType::kQ3_K: return dot_k<BlockQ3_K, sums_q3_k, false>(row, a, t);
+  case TensorType::kQ4_K: return dot_k<BlockQ4_K, sums_q45_k<BlockQ4_K>, true>(row, a, t);
+  case TensorType::kQ5_K: return dot_k<BlockQ5_K, sums_q45_k<BlockQ5_K>, true>(row, a, t);
+  case TensorType::kQ6_K: return dot_k<BlockQ6_K, sums_q6_k, false>(row, a, t);
   default: return 0;
   }
 }

@@ -268,8 +268,15 @@ TEST(MatmulTest, Avx2MatchesScalar) {
       ScopedIsa scope(Isa::kAvx2);
       matmul(m.view(), x.data(), n, yv.data(), pool);
     }
+    // K-quants reduce each super-block to exact integers before any float operation, in the
+    // same order on every path: the very same bits.
+    const bool k_quant = gguf::type_traits(t).block_elems == 256;
     for (size_t i = 0; i < ys.size(); ++i) {
       ASSERT_NEAR(yv[i], ys[i], 1e-4 * std::fabs(ys[i]) + 1e-4) << name(t) << " at " << i;
+      if (k_quant) {
+        ASSERT_EQ(std::memcmp(&yv[i], &ys[i], sizeof(float)), 0)
+            << name(t) << " at " << i << ": avx2 " << yv[i] << " scalar " << ys[i];
+      }
     }
   }
 }
