@@ -3,10 +3,10 @@
 //
 // Every entry point has an AVX2+FMA+F16C implementation chosen at run time and a portable
 // scalar one that agrees within float rounding (set GANTRY_NO_AVX2=1 to force the scalar one).
-// On CPUs with AVX-512 VNNI the matmul tiles for batches (Q8_0/Q4_0 with vpdpbusd, F32/F16/BF16
-// with 512-bit fma) and the dot products of Q4_1/Q5_0/Q5_1/IQ4_NL/Q2_K/Q3_K/Q5_K (vpdpbusd)
-// replace the AVX2 ones, giving the very bits the AVX2 kernels give (set GANTRY_NO_AVX512=1 to
-// force the AVX2 ones).
+// On CPUs with AVX-512 VNNI the matmul tiles for batches (Q8_0/Q4_0/Q4_K/Q5_K/Q6_K with
+// vpdpbusd, F32/F16/BF16 with 512-bit fma) and the dot products of the other quantized types
+// (vpdpbusd) replace the AVX2 ones, giving the very bits the AVX2 kernels give (set
+// GANTRY_NO_AVX512=1 to force the AVX2 ones). K-quants give the scalar path's bits too.
 // Kernels cannot fail: callers check is_supported() when loading a model, and violating a
 // documented precondition (e.g. n not a multiple of the block size) is a bug.
 #pragma once

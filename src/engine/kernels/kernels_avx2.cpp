@@ -35,48 +35,89 @@ GANTRY_AVX2_INLINE int hsum_i32(__m256i v) {
 
 GANTRY_AVX2_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
-// ---- Q8_0 / Q4_0 weights x Q8 activations ---------------------------------------------------
+// ---- Q8_0 / Q4_0 / Q5_0 / IQ4_NL weights x Q8 activations ------------------------------------
 //
 // Every output is computed with the same arithmetic whatever the tile shape, thread or batch
 // (the server promises that a request gives the same text alone or batched): per 32-block the
 // exact int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the blocks in order,
 // starting from 0. Both kernels below follow it; only which lanes hold which outputs differ.
 //
-// Q4_0 weights are used as unsigned nibbles u = w + 8, so that maddubs takes them directly:
-// sum(u * x) - 8 * sum(x) = sum(w * x), with sum(x) per block precomputed (Activations::sum8).
-// Q8_0 weights use the sign trick: maddubs(|w|, sign(x, w)); |w| <= 128 and |x| <= 127 keep the
+// Q4_0 and Q5_0 weights are used as unsigned u = w + 8 (nibbles) or w + 16 (5 bits), so that
+// maddubs takes them directly: sum(u * x) - offset * sum(x) = sum(w * x), with sum(x) per block
+// precomputed (Activations::sum8). Q8_0 and IQ4_NL weights (signed bytes; IQ4_NL's from its
+// table) use the sign trick: maddubs(|w|, sign(x, w)); |w| <= 128 and |x| <= 127 keep the
 // pairwise int16 sums below 32768.
 
 template <TensorType kType>
-constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
+                               : kType == TensorType::kQ5_0 ? sizeof(BlockQ5_0)
+                                                            : sizeof(BlockQ4_0);
+static_assert(sizeof(BlockIQ4_NL) == sizeof(BlockQ4_0));
 
-// The 32 nibbles of a Q4_0 block as unsigned bytes 0..15, in element order. Both 128-bit lanes
-// get the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's
-// high nibble down (the bits shifted in are masked off).
-GANTRY_AVX2_INLINE __m256i unpack_q4(const BlockQ4_0 *blk) {
+// Signed weights (sign trick) or unsigned ones with this offset.
+template <TensorType kType>
+constexpr bool kSigned = kType == TensorType::kQ8_0 || kType == TensorType::kIQ4_NL;
+template <TensorType kType>
+constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
+                        : kType == TensorType::kQ5_0 ? 16
+                                                     : 0;
+
+// The 32 nibbles of a block as unsigned bytes 0..15, in element order. Both 128-bit lanes get
+// the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's high
+// nibble down (the bits shifted in are masked off).
+GANTRY_AVX2_INLINE __m256i unpack_q4(const uint8_t *qs) {
   const __m256i packed =
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk->qs)));
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qs)));
   return _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)),
                           _mm256_set1_epi8(0x0F));
 }
 
+// 0x10 in byte i where bit i of Q5_0's little-endian qh word is set: byte i gets byte i / 8 of
+// the word, then keeps only bit i % 8.
+GANTRY_AVX2_INLINE __m256i fifth_bits(const uint8_t *qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, sizeof bits);
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+                          _mm256_set1_epi8(0x10));
+}
+
+// A block's 32 weights as bytes in element order: w for the signed types, u for the others.
+template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_bytes(const void *blk) {
+  if constexpr (kType == TensorType::kQ8_0) {
+    return _mm256_loadu_si256(
+        reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(blk)->qs));
+  } else if constexpr (kType == TensorType::kQ4_0) {
+    return unpack_q4(static_cast<const BlockQ4_0 *>(blk)->qs);
+  } else if constexpr (kType == TensorType::kQ5_0) {
+    const auto *b = static_cast<const BlockQ5_0 *>(blk);
+    return _mm256_or_si256(unpack_q4(b->qs), fifth_bits(b->qh));
+  } else {
+    const __m256i table = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
+    return _mm256_shuffle_epi8(table, unpack_q4(static_cast<const BlockIQ4_NL *>(blk)->qs));
+  }
+}
+
 GANTRY_AVX2_INLINE float block_scale(const void *blk) {
-  // d is the first member of both block types.
+  // d is the first member of every one of these block types.
   return half_to_float(*static_cast<const uint16_t *>(blk));
 }
 
-// One row block against one token block: 8 int32 lanes whose sum is sum(u * x) for Q4_0 (before
-// the -8 * sum(x) correction) or sum(w * x) for Q8_0.
+// One row block against one token block: 8 int32 lanes whose sum is sum(w * x) for the signed
+// types, sum(u * x) (before the -offset * sum(x) correction) for the others.
 template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_dot(const void *blk, __m256i x) {
   const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (kType == TensorType::kQ8_0) {
-    const __m256i wv = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(blk)->qs));
+  const __m256i wv = block_bytes<kType>(blk);
+  if constexpr (kSigned<kType>) {
     return _mm256_madd_epi16(
         _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv)), ones);
   } else {
-    return _mm256_madd_epi16(
-        _mm256_maddubs_epi16(unpack_q4(static_cast<const BlockQ4_0 *>(blk)), x), ones);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, x), ones);
   }
 }
 
@@ -118,8 +159,8 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
     }
     const __m128i dh = _mm_load_si128(reinterpret_cast<const __m128i *>(d16));
     __m256i isum = hsum8_i32(m);
-    if constexpr (kType == TensorType::kQ4_0)
-      isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[b * kTokGroup]));
+    if constexpr (kOffset<kType> != 0)
+      isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(kOffset<kType> * xs[b * kTokGroup]));
     const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(xd[b]));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
   }
@@ -130,7 +171,8 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
 }
 
 // R weight rows unpacked once for all the token groups they meet: per row `cols` bytes of |w|
-// (Q8_0) or u = w + 8 (Q4_0), then for Q8_0 `cols` bytes of w; and the float block scales.
+// (signed types) or u (the others), then for the signed types `cols` bytes of w; and the float
+// block scales.
 template <int R> struct RowTile {
   const int8_t *q[R];
   const int8_t *sgn[R];
@@ -141,7 +183,7 @@ template <TensorType kType, int R>
 GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t *qbuf,
                                           float *dbuf) {
   const int64_t nb = w.cols / kQK;
-  const int64_t stride = kType == TensorType::kQ8_0 ? 2 * w.cols : w.cols;
+  const int64_t stride = kSigned<kType> ? 2 * w.cols : w.cols;
   RowTile<R> tile;
   for (int i = 0; i < R; ++i) {
     const char *row = static_cast<const char *>(w.row(r + i));
@@ -153,14 +195,12 @@ GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t
     for (int64_t b = 0; b < nb; ++b) {
       const char *blk = row + b * kBlockBytes<kType>;
       d[b] = block_scale(blk);
-      if constexpr (kType == TensorType::kQ8_0) {
-        const __m256i wv = _mm256_loadu_si256(
-            reinterpret_cast<const __m256i *>(reinterpret_cast<const BlockQ8_0 *>(blk)->qs));
+      const __m256i wv = block_bytes<kType>(blk);
+      if constexpr (kSigned<kType>) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK), _mm256_sign_epi8(wv, wv));
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + w.cols + b * kQK), wv);
       } else {
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK),
-                            unpack_q4(reinterpret_cast<const BlockQ4_0 *>(blk)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK), wv);
       }
     }
   }
@@ -201,27 +241,33 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
         const __m256i wb = broadcast4(rt.q[i] + b * kQK + 4 * k);
-        if constexpr (kType == TensorType::kQ8_0) {
+        if constexpr (kSigned<kType>) {
           const __m256i ws = broadcast4(rt.sgn[i] + b * kQK + 4 * k);
           const __m256i p = _mm256_maddubs_epi16(wb, _mm256_sign_epi8(x, ws));
           sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(p, ones));
-        } else {
+        } else if constexpr (kType == TensorType::kQ4_0) {
           // int16 is enough: 8 steps of 2 * 15 * 127.
           sum[i] = _mm256_add_epi16(sum[i], _mm256_maddubs_epi16(wb, x));
+        } else {
+          // Q5_0's u up to 31 would overflow int16 over 8 steps: widen at each.
+          sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(_mm256_maddubs_epi16(wb, x), ones));
         }
       }
     }
     const __m256 dx = _mm256_loadu_ps(dg + b * kTokGroup);
     __m256i corr = _mm256_setzero_si256();
-    if constexpr (kType == TensorType::kQ4_0) {
-      corr = _mm256_slli_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sg + b * kTokGroup)), 3);
+    if constexpr (kOffset<kType> != 0) {
+      corr = _mm256_mullo_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sg + b * kTokGroup)),
+          _mm256_set1_epi32(kOffset<kType>));
     }
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       __m256i isum = sum[i];
       if constexpr (kType == TensorType::kQ4_0)
-        isum = _mm256_sub_epi32(_mm256_madd_epi16(isum, ones), corr);
+        isum = _mm256_madd_epi16(isum, ones);
+      if constexpr (kOffset<kType> != 0)
+        isum = _mm256_sub_epi32(isum, corr);
       const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(rt.d[i] + b), dx);
       acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
     }
@@ -425,6 +471,8 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   switch (w.type) {
   case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ4_0: matmul_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ5_0: matmul_q8<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kIQ4_NL: matmul_q8<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF16: matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;

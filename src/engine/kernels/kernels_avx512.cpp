@@ -1,5 +1,5 @@
-// AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0 weights x Q8 activations with
-// vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. Q4_K/Q5_K/Q6_K batches go to the tiles
+// AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0/Q5_0/IQ4_NL weights x Q8 activations
+// with vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. Q4_K/Q5_K/Q6_K batches go to the tiles
 // of kernels_avx512_kquants.cpp; the other types of quants.h and K-quant decode to their VNNI
 // dot products (kernels_avx512_quants.cpp). Q8_0/Q4_0/float decode (one token, bound by memory
 // rather than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
@@ -43,18 +43,42 @@ namespace {
 constexpr int64_t kMinGroupTokens = 4;
 
 template <TensorType kType>
-constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
+                               : kType == TensorType::kQ5_0 ? sizeof(BlockQ5_0)
+                                                            : sizeof(BlockQ4_0);
 
 // vpdpbusd wants the weights as the unsigned operand (the activations are the signed one). Q4_0
 // nibbles already are: u = w + 8 in 0..15. Q8_0 weights become u = w + 128 (w ^ 0x80) in
 // 0..255. Either way sum(u * x) - offset * sum(x) = sum(w * x), with sum(x) per token block
 // precomputed (Activations::sum8); kOffsetShift is log2(offset). No int16 stage can saturate:
 // a block's sum is at most 32 * 255 * 127 in magnitude.
-template <TensorType kType> constexpr int kOffsetShift = kType == TensorType::kQ8_0 ? 7 : 3;
+// Q5_0's u = w + 16 is its stored 5-bit value; IQ4_NL's table values become u = w + 128 like
+// Q8_0's.
+template <TensorType kType>
+constexpr int kOffsetShift = kType == TensorType::kQ4_0   ? 3
+                             : kType == TensorType::kQ5_0 ? 4
+                                                          : 7;
 
 // The 32 weights of one block as unsigned bytes u, in element order.
 template <TensorType kType> GANTRY_VNNI_INLINE __m256i unsigned_block(const char *blk) {
-  if constexpr (kType == TensorType::kQ8_0) {
+  if constexpr (kType == TensorType::kQ5_0 || kType == TensorType::kIQ4_NL) {
+    const uint8_t *qs = reinterpret_cast<const uint8_t *>(
+        blk + (kType == TensorType::kQ5_0 ? offsetof(BlockQ5_0, qs) : offsetof(BlockIQ4_NL, qs)));
+    const __m256i packed =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qs)));
+    const __m256i nib = _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)),
+                                         _mm256_set1_epi8(0x0F));
+    if constexpr (kType == TensorType::kQ5_0) {
+      uint32_t qh;
+      std::memcpy(&qh, blk + offsetof(BlockQ5_0, qh), sizeof qh);
+      return _mm256_or_si256(nib, _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)));
+    } else {
+      const __m256i table = _mm256_broadcastsi128_si256(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
+      return _mm256_xor_si256(_mm256_shuffle_epi8(table, nib),
+                              _mm256_set1_epi8(static_cast<char>(0x80)));
+    }
+  } else if constexpr (kType == TensorType::kQ8_0) {
     const __m256i wv =
         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk + offsetof(BlockQ8_0, qs)));
     return _mm256_xor_si256(wv, _mm256_set1_epi8(static_cast<char>(0x80)));
@@ -95,7 +119,12 @@ template <int P> struct PairTile {
 // row1's 4 bytes, for k = 0..7), built in one zmm and placed by one dword permute.
 template <TensorType kType>
 GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
-  if constexpr (kType == TensorType::kQ8_0) {
+  if constexpr (kType == TensorType::kQ5_0 || kType == TensorType::kIQ4_NL) {
+    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(unsigned_block<kType>(blk0)),
+                                            unsigned_block<kType>(blk1), 1);
+    return _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), both);
+  } else if constexpr (kType == TensorType::kQ8_0) {
     const auto *q0 = reinterpret_cast<const __m256i *>(blk0 + offsetof(BlockQ8_0, qs));
     const auto *q1 = reinterpret_cast<const __m256i *>(blk1 + offsetof(BlockQ8_0, qs));
     const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(q0)),
@@ -458,9 +487,7 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
     return;
   switch (w.type) {
   case TensorType::kQ4_1:
-  case TensorType::kQ5_0:
   case TensorType::kQ5_1:
-  case TensorType::kIQ4_NL:
   case TensorType::kQ2_K:
   case TensorType::kQ3_K:
   case TensorType::kQ4_K:
@@ -472,6 +499,8 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
     switch (w.type) {
     case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;
     case TensorType::kQ4_0: matmul_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+    case TensorType::kQ5_0: matmul_q8<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+    case TensorType::kIQ4_NL: matmul_q8<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return;
     default: break;
     }
   }

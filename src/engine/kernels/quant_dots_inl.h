@@ -1,15 +1,16 @@
-// The SIMD dot products of Q4_1, Q5_0, Q5_1, IQ4_NL (x Q8 activations) and the K-quants Q2_K,
-// Q3_K, Q4_K, Q5_K, Q6_K (x Q8_K), written once and compiled twice: kernels_avx2_quants.cpp
+// The SIMD dot products of Q4_1, Q5_1 (x Q8 activations) and the K-quants Q2_K, Q3_K, Q4_K,
+// Q5_K, Q6_K (x Q8_K), written once and compiled twice: kernels_avx2_quants.cpp
 // includes this file with GANTRY_QVNNI 0 (int8 products by maddubs + madd),
 // kernels_avx512_quants.cpp with GANTRY_QVNNI 1 (vpdpbusd), each inside its own namespace and with
 // GANTRY_QTARGET set to its target attribute.
 //
 // Both give the very same bits: maddubs + madd and vpdpbusd both leave in int32 lane i the exact
-// sum of the products of bytes 4i..4i+3, and everything after that is shared. Each output is one
+// sum of the products of bytes 4i..4i+3, and everything after that is shared. (Q5_0 and IQ4_NL
+// share the Q8_0/Q4_0 kernels of kernels_avx2.cpp / kernels_avx512.cpp.) Each output is one
 // weight row against one token, computed the same way whatever the batch, so results never
 // depend on how many tokens share a call (prefix reuse and batching rely on this):
-//   32-element blocks: acc = fma(float(lanes), d_w * d_x, acc) per block in order, and for Q4_1 /
-//     Q5_1 accm = fma(m_w, d_x * float(sum of the block's x), accm); y = hsum(acc) + accm.
+//   Q4_1 / Q5_1: acc = fma(float(lanes), d_w * d_x, acc) per block in order and
+//     accm = fma(m_w, d_x * float(sum of the block's x), accm); y = hsum(acc) + accm.
 //   K-quants: see "K-quants x Q8_K" below.
 //
 // No include guard and no includes: meant to be included once per instruction set, inside the
@@ -40,11 +41,6 @@ GANTRY_QINLINE __m256i dot_u8i8(__m256i u, __m256i x) {
 #else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
 #endif
-}
-
-// The same for signed weights w (|w| <= 127): |w| times x with w's sign.
-GANTRY_QINLINE __m256i dot_i8i8(__m256i w, __m256i x) {
-  return dot_u8i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
 // dot_u8i8 times a per-lane scale: lanes 0..3 (bytes 0..15) by s0, lanes 4..7 by s1.
@@ -88,9 +84,7 @@ GANTRY_QINLINE __m256i fifth_bits32(const uint8_t *qh) {
 
 template <TensorType kType> struct Block32;
 template <> struct Block32<TensorType::kQ4_1> { using T = BlockQ4_1; };
-template <> struct Block32<TensorType::kQ5_0> { using T = BlockQ5_0; };
 template <> struct Block32<TensorType::kQ5_1> { using T = BlockQ5_1; };
-template <> struct Block32<TensorType::kIQ4_NL> { using T = BlockIQ4_NL; };
 
 template <TensorType kType>
 constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
@@ -100,15 +94,8 @@ template <TensorType kType>
 GANTRY_QINLINE __m256i block_lanes(const typename Block32<kType>::T &b, __m256i x) {
   if constexpr (kType == TensorType::kQ4_1) {
     return dot_u8i8(nibbles32(b.qs), x);
-  } else if constexpr (kType == TensorType::kQ5_1) {
-    return dot_u8i8(_mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)), x);
-  } else if constexpr (kType == TensorType::kQ5_0) {
-    const __m256i u = _mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh));
-    return dot_i8i8(_mm256_sub_epi8(u, _mm256_set1_epi8(16)), x);
   } else {
-    const __m256i table = _mm256_broadcastsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
-    return dot_i8i8(_mm256_shuffle_epi8(table, nibbles32(b.qs)), x);
+    return dot_u8i8(_mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)), x);
   }
 }
 
@@ -331,9 +318,7 @@ GANTRY_QTARGET void matmul_rows_quants(const WeightView &w, const Activations &a
                                        int64_t t1, int64_t r0, int64_t r1, float *y, int64_t ldy) {
   switch (w.type) {
   case TensorType::kQ4_1: rows_quants<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kQ5_0: rows_quants<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ5_1: rows_quants<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kIQ4_NL: rows_quants<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ2_K: rows_quants<TensorType::kQ2_K>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ3_K: rows_quants<TensorType::kQ3_K>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ4_K: rows_quants<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy); return;
