@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <boost/json.hpp>
 
 #include "engine/model/model.h"
@@ -87,14 +89,16 @@ std::string source_path(bool narrow) {
   const std::string path =
       ::testing::TempDir() + (narrow ? "/quant-narrow-f16.gguf" : "/quant-wide-f16.gguf");
   if (!fs::exists(path)) {
+    // Written aside and renamed: ctest may run this suite's tests in parallel processes.
     SynthOptions o;
     o.type = TensorType::kF16;
     o.vocab_path = std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf";
-    o.out_path = path;
+    o.out_path = path + "." + std::to_string(::getpid());
     o.seed = 7;
     const Status st = synth_model_shape(narrow ? kNarrow : kWide, o);
     if (!st)
       ADD_FAILURE() << st.error().message;
+    fs::rename(o.out_path, path);
   }
   return path;
 }
