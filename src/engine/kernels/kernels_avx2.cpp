@@ -51,6 +51,8 @@ GANTRY_AVX2_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 template <TensorType kType>
 constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
                                : kType == TensorType::kQ5_0 ? sizeof(BlockQ5_0)
+                               : kType == TensorType::kQ4_1 ? sizeof(BlockQ4_1)
+                               : kType == TensorType::kQ5_1 ? sizeof(BlockQ5_1)
                                                             : sizeof(BlockQ4_0);
 static_assert(sizeof(BlockIQ4_NL) == sizeof(BlockQ4_0));
 
@@ -61,6 +63,10 @@ template <TensorType kType>
 constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
                         : kType == TensorType::kQ5_0 ? 16
                                                      : 0;
+// Q4_1/Q5_1: value = d * u + m. Their outputs are acc + accm, acc as above and
+// accm = fma(m_w, d_x * float(sum(x)), accm) over the blocks in order.
+template <TensorType kType>
+constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
 
 // The 32 nibbles of a block as unsigned bytes 0..15, in element order. Both 128-bit lanes get
 // the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's high
@@ -96,6 +102,11 @@ template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_bytes(const void *b
   } else if constexpr (kType == TensorType::kQ5_0) {
     const auto *b = static_cast<const BlockQ5_0 *>(blk);
     return _mm256_or_si256(unpack_q4(b->qs), fifth_bits(b->qh));
+  } else if constexpr (kType == TensorType::kQ4_1) {
+    return unpack_q4(static_cast<const BlockQ4_1 *>(blk)->qs);
+  } else if constexpr (kType == TensorType::kQ5_1) {
+    const auto *b = static_cast<const BlockQ5_1 *>(blk);
+    return _mm256_or_si256(unpack_q4(b->qs), fifth_bits(b->qh));
   } else {
     const __m256i table = _mm256_broadcastsi128_si256(
         _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
@@ -106,6 +117,13 @@ template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_bytes(const void *b
 GANTRY_AVX2_INLINE float block_scale(const void *blk) {
   // d is the first member of every one of these block types.
   return half_to_float(*static_cast<const uint16_t *>(blk));
+}
+
+// The fp16 min of a Q4_1/Q5_1 block (their second member).
+GANTRY_AVX2_INLINE uint16_t block_min16(const void *blk) {
+  uint16_t m;
+  std::memcpy(&m, static_cast<const char *>(blk) + 2, sizeof m);
+  return m;
 }
 
 // One row block against one token block: 8 int32 lanes whose sum is sum(w * x) for the signed
@@ -144,10 +162,11 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
   const int8_t *xq = a.qs + t * w.cols;
   const float *xd = a.d + t * nb;
   const int32_t *xs = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + b * kQK));
     __m256i m[8];
+    alignas(16) uint16_t m16[8];
     // The 8 rows' fp16 scales, gathered through memory: _mm_insert_epi16 needs a constant lane
     // and would only compile where the loop happens to be unrolled (not at -O0).
     alignas(16) uint16_t d16[8];
@@ -156,6 +175,8 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
       const char *blk = rows[i] + b * kBlockBytes<kType>;
       m[i] = block_dot<kType>(blk, xv);
       std::memcpy(&d16[i], blk, sizeof(uint16_t));
+      if constexpr (kHasMin<kType>)
+        m16[i] = block_min16(blk);
     }
     const __m128i dh = _mm_load_si128(reinterpret_cast<const __m128i *>(d16));
     __m256i isum = hsum8_i32(m);
@@ -163,9 +184,14 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
       isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(kOffset<kType> * xs[b * kTokGroup]));
     const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(xd[b]));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+    if constexpr (kHasMin<kType>) {
+      const __m256 mins = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i *>(m16)));
+      accm = _mm256_fmadd_ps(mins, _mm256_set1_ps(xd[b] * static_cast<float>(xs[b * kTokGroup])),
+                             accm);
+    }
   }
   alignas(32) float out[8];
-  _mm256_store_ps(out, acc);
+  _mm256_store_ps(out, _mm256_add_ps(acc, accm));
   for (int64_t i = 0; i < std::min<int64_t>(8, r1 - r); ++i)
     y[t * ldy + r + i] = out[i];
 }
@@ -177,6 +203,7 @@ template <int R> struct RowTile {
   const int8_t *q[R];
   const int8_t *sgn[R];
   const float *d[R];
+  const float *m[R]; // Q4_1/Q5_1 block mins
 };
 
 template <TensorType kType, int R>
@@ -192,9 +219,12 @@ GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t
     tile.q[i] = q;
     tile.sgn[i] = q + w.cols;
     tile.d[i] = d;
+    tile.m[i] = dbuf + (R + i) * nb;
     for (int64_t b = 0; b < nb; ++b) {
       const char *blk = row + b * kBlockBytes<kType>;
       d[b] = block_scale(blk);
+      if constexpr (kHasMin<kType>)
+        dbuf[(R + i) * nb + b] = half_to_float(block_min16(blk));
       const __m256i wv = block_bytes<kType>(blk);
       if constexpr (kSigned<kType>) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK), _mm256_sign_epi8(wv, wv));
@@ -225,10 +255,12 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
   const float *dg = a.d8 + g * nb * kTokGroup;
   const int32_t *sg = a.sum8 + g * nb * kTokGroup;
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[R];
+  __m256 acc[R], accm[R];
 #pragma GCC unroll 4
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < R; ++i) {
     acc[i] = _mm256_setzero_ps();
+    accm[i] = _mm256_setzero_ps();
+  }
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t *xb = xg + b * kTokGroup * kQK;
     __m256i sum[R];
@@ -245,11 +277,11 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
           const __m256i ws = broadcast4(rt.sgn[i] + b * kQK + 4 * k);
           const __m256i p = _mm256_maddubs_epi16(wb, _mm256_sign_epi8(x, ws));
           sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(p, ones));
-        } else if constexpr (kType == TensorType::kQ4_0) {
+        } else if constexpr (kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1) {
           // int16 is enough: 8 steps of 2 * 15 * 127.
           sum[i] = _mm256_add_epi16(sum[i], _mm256_maddubs_epi16(wb, x));
         } else {
-          // Q5_0's u up to 31 would overflow int16 over 8 steps: widen at each.
+          // Q5_0/Q5_1's u up to 31 would overflow int16 over 8 steps: widen at each.
           sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(_mm256_maddubs_epi16(wb, x), ones));
         }
       }
@@ -264,12 +296,20 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       __m256i isum = sum[i];
-      if constexpr (kType == TensorType::kQ4_0)
+      if constexpr (kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1)
         isum = _mm256_madd_epi16(isum, ones);
       if constexpr (kOffset<kType> != 0)
         isum = _mm256_sub_epi32(isum, corr);
       const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(rt.d[i] + b), dx);
       acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+    }
+    if constexpr (kHasMin<kType>) {
+      const __m256 xsum =
+          _mm256_mul_ps(dx, _mm256_cvtepi32_ps(_mm256_loadu_si256(
+                                reinterpret_cast<const __m256i *>(sg + b * kTokGroup))));
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i)
+        accm[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rt.m[i] + b), xsum, accm[i]);
     }
   }
   const int64_t j0 = std::max<int64_t>(t0 - g * kTokGroup, 0);
@@ -277,7 +317,7 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
 #pragma GCC unroll 4
   for (int i = 0; i < R; ++i) {
     alignas(32) float out[kTokGroup];
-    _mm256_store_ps(out, acc[i]);
+    _mm256_store_ps(out, _mm256_add_ps(acc[i], accm[i]));
     for (int64_t j = j0; j < j1; ++j)
       y[(g * kTokGroup + j) * ldy + r + i] = out[j];
   }
@@ -295,7 +335,7 @@ GANTRY_AVX2 void rows_q8_groups(const WeightView &w, const Activations &a, int64
                                 int64_t t1, float *y, int64_t ldy) {
   auto &s = t_unpack;
   const auto need_q = static_cast<size_t>(R * 2 * w.cols);
-  const auto need_d = static_cast<size_t>(R * w.cols / kQK);
+  const auto need_d = static_cast<size_t>(2 * R * w.cols / kQK); // scales, then mins
   if (s.q.size() < need_q)
     s.q.resize(need_q);
   if (s.d.size() < need_d)
@@ -473,6 +513,8 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   case TensorType::kQ4_0: matmul_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ5_0: matmul_q8<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kIQ4_NL: matmul_q8<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ4_1: matmul_q8<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ5_1: matmul_q8<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF16: matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;

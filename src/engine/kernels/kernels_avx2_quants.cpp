@@ -1,5 +1,5 @@
-// AVX2 dot products of Q4_1, Q5_1 and the K-quants: quant_dots_inl.h with the int8 products
-// formed by maddubs + madd.
+// AVX2 dot products of the K-quants: quant_dots_inl.h with the int8 products formed by
+// maddubs + madd.
 #include <immintrin.h>
 
 #include <cmath>

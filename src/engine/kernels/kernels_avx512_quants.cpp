@@ -1,6 +1,6 @@
-// AVX-512 VNNI dot products of Q4_1, Q5_1 and the K-quants (decode, and the rows the K-quant
-// tiles leave): quant_dots_inl.h with the int8 products formed by vpdpbusd (256-bit, AVX512VL)
-// and Q5_1's fifth bits expanded by a byte mask move (AVX512BW); the same bits as the AVX2 ones.
+// AVX-512 VNNI dot products of the K-quants (decode, Q2_K/Q3_K prefill, and the rows the K-quant
+// tiles leave): quant_dots_inl.h with the int8 products formed by vpdpbusd (256-bit, AVX512VL);
+// the same bits as the AVX2 ones.
 // GCC 12's AVX-512 intrinsics trip -Wmaybe-uninitialized where inlined (see kernels_avx512.cpp).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 

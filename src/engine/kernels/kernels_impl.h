@@ -81,7 +81,7 @@ float dot_row_quants(TensorType type, const void *row, const Activations &a, int
 #define GANTRY_KERNELS_HAVE_AVX2 1
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
-// matmul_rows for Q4_1, Q5_1 and the K-quants (kernels_avx2_quants.cpp).
+// matmul_rows for the K-quants (kernels_avx2_quants.cpp).
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 } // namespace avx2
@@ -95,7 +95,7 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
 // whose activations were packed by groups; returns false (doing nothing) otherwise.
 bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                          int64_t r0, int64_t r1, float *y, int64_t ldy);
-// The same kernels as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
+// The same K-quant dot products as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 } // namespace avx512vnni

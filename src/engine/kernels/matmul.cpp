@@ -234,9 +234,8 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   const auto rows_fn = isa == Isa::kAvx512Vnni ? &avx512vnni::matmul_rows
                        : isa == Isa::kAvx2     ? &avx2::matmul_rows
                                                : &scalar::matmul_rows;
-  // Only the Q8_0/Q4_0/Q5_0/IQ4_NL kernels read the interleaved token groups (and their sums).
-  if (use_avx2() && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0 ||
-                     w.type == TensorType::kQ5_0 || w.type == TensorType::kIQ4_NL))
+  // The kernels of the 32-element block types read the interleaved token groups and their sums.
+  if (use_avx2() && act_kind(w.type) == ActKind::kQ8)
     pack_tokens(a, n_tokens, pool);
   // The VNNI K-quant tiles take batches of at least 4 tokens (fewer go to the dot products).
   if (isa == Isa::kAvx512Vnni && n_tokens >= 4 &&

@@ -1,17 +1,16 @@
-// The SIMD dot products of Q4_1, Q5_1 (x Q8 activations) and the K-quants Q2_K, Q3_K, Q4_K,
-// Q5_K, Q6_K (x Q8_K), written once and compiled twice: kernels_avx2_quants.cpp
-// includes this file with GANTRY_QVNNI 0 (int8 products by maddubs + madd),
-// kernels_avx512_quants.cpp with GANTRY_QVNNI 1 (vpdpbusd), each inside its own namespace and with
-// GANTRY_QTARGET set to its target attribute.
+// The SIMD dot products of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) x Q8_K activations, written
+// once and compiled twice: kernels_avx2_quants.cpp includes this file with GANTRY_QVNNI 0 (int8
+// products by maddubs + madd), kernels_avx512_quants.cpp with GANTRY_QVNNI 1 (vpdpbusd), each
+// inside its own namespace and with GANTRY_QTARGET set to its target attribute. They serve decode
+// and, on AVX2, prefill (the VNNI prefill tiles of Q4_K/Q5_K/Q6_K are kernels_avx512_kquants.cpp).
+// The 32-element block types all go through the Q8_0 kernels of kernels_avx2.cpp and
+// kernels_avx512.cpp.
 //
 // Both give the very same bits: maddubs + madd and vpdpbusd both leave in int32 lane i the exact
-// sum of the products of bytes 4i..4i+3, and everything after that is shared. (Q5_0 and IQ4_NL
-// share the Q8_0/Q4_0 kernels of kernels_avx2.cpp / kernels_avx512.cpp.) Each output is one
+// sum of the products of bytes 4i..4i+3, and everything after that is shared. Each output is one
 // weight row against one token, computed the same way whatever the batch, so results never
-// depend on how many tokens share a call (prefix reuse and batching rely on this):
-//   Q4_1 / Q5_1: acc = fma(float(lanes), d_w * d_x, acc) per block in order and
-//     accm = fma(m_w, d_x * float(sum of the block's x), accm); y = hsum(acc) + accm.
-//   K-quants: see "K-quants x Q8_K" below.
+// depend on how many tokens share a call (prefix reuse and batching rely on this); the
+// arithmetic is spelled out at "K-quants x Q8_K" below.
 //
 // No include guard and no includes: meant to be included once per instruction set, inside the
 // namespace of its kernels, after <immintrin.h>, <cmath>, <cstring> and kernels_impl.h.
@@ -19,13 +18,6 @@
 #define GANTRY_QINLINE GANTRY_QTARGET __attribute__((always_inline)) inline
 
 namespace {
-
-GANTRY_QINLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 GANTRY_QINLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -53,68 +45,6 @@ GANTRY_QINLINE __m256i dot_u8i8_scaled(__m256i u, __m256i x, int s0, int s1) {
                            _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(s1)),
                                             _mm_set1_epi16(static_cast<int16_t>(s0))));
 #endif
-}
-
-// The 32 nibbles of a 32-element block in element order: the low nibbles of the 16 bytes, then
-// their high nibbles.
-GANTRY_QINLINE __m256i nibbles32(const uint8_t *qs) {
-  const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0x0F));
-}
-
-// 0x10 in byte i where bit i of the little-endian word at qh is set, else 0.
-GANTRY_QINLINE __m256i fifth_bits32(const uint8_t *qh) {
-  uint32_t bits;
-  std::memcpy(&bits, qh, sizeof bits);
-#if GANTRY_QVNNI
-  return _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(0x10));
-#else
-  // Byte i gets byte i / 8 of the word, then keeps only bit i % 8.
-  const __m256i spread =
-      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
-                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
-                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-#endif
-}
-
-// ---- 32-element blocks x Q8 -------------------------------------------------------------------
-
-template <TensorType kType> struct Block32;
-template <> struct Block32<TensorType::kQ4_1> { using T = BlockQ4_1; };
-template <> struct Block32<TensorType::kQ5_1> { using T = BlockQ5_1; };
-
-template <TensorType kType>
-constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
-
-// The int32 lanes of one block against the token's 32 activations.
-template <TensorType kType>
-GANTRY_QINLINE __m256i block_lanes(const typename Block32<kType>::T &b, __m256i x) {
-  if constexpr (kType == TensorType::kQ4_1) {
-    return dot_u8i8(nibbles32(b.qs), x);
-  } else {
-    return dot_u8i8(_mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)), x);
-  }
-}
-
-template <TensorType kType>
-GANTRY_QINLINE float dot_32(const void *row, const Activations &a, int64_t t) {
-  using B = typename Block32<kType>::T;
-  const int64_t nb = a.cols / kQK;
-  const auto *b = static_cast<const B *>(row);
-  const int8_t *q = a.qs + t * a.cols;
-  const float *xd = a.d + t * nb;
-  __m256 acc = _mm256_setzero_ps();
-  float accm = 0;
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i lanes = block_lanes<kType>(b[i], load32(q + i * kQK));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(h2f(b[i].d) * xd[i]), acc);
-    if constexpr (kHasMin<kType>)
-      accm = std::fma(h2f(b[i].m), xd[i] * static_cast<float>(a.sums[t * nb + i]), accm);
-  }
-  return hsum(acc) + accm;
 }
 
 // ---- K-quants x Q8_K --------------------------------------------------------------------------
@@ -290,17 +220,6 @@ GANTRY_QINLINE float dot_k(const void *row, const Activations &a, int64_t t) {
   return sum - summ;
 }
 
-template <TensorType kType>
-GANTRY_QINLINE float dot_one(const void *row, const Activations &a, int64_t t) {
-  if constexpr (kType == TensorType::kQ2_K || kType == TensorType::kQ3_K ||
-                kType == TensorType::kQ4_K || kType == TensorType::kQ5_K ||
-                kType == TensorType::kQ6_K) {
-    return dot_k<kType>(row, a, t);
-  } else {
-    return dot_32<kType>(row, a, t);
-  }
-}
-
 // Each weight row stays in L1 while it meets every token of the chunk.
 template <TensorType kType>
 GANTRY_QTARGET void rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
@@ -308,7 +227,7 @@ GANTRY_QTARGET void rows_quants(const WeightView &w, const Activations &a, int64
   for (int64_t r = r0; r < r1; ++r) {
     const void *row = w.row(r);
     for (int64_t t = t0; t < t1; ++t)
-      y[t * ldy + r] = dot_one<kType>(row, a, t);
+      y[t * ldy + r] = dot_k<kType>(row, a, t);
   }
 }
 
@@ -317,8 +236,6 @@ GANTRY_QTARGET void rows_quants(const WeightView &w, const Activations &a, int64
 GANTRY_QTARGET void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0,
                                        int64_t t1, int64_t r0, int64_t r1, float *y, int64_t ldy) {
   switch (w.type) {
-  case TensorType::kQ4_1: rows_quants<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kQ5_1: rows_quants<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ2_K: rows_quants<TensorType::kQ2_K>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ3_K: rows_quants<TensorType::kQ3_K>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ4_K: rows_quants<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy); return;
