@@ -289,9 +289,10 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
     const __m256 dx = _mm256_loadu_ps(dg + b * kTokGroup);
     __m256i corr = _mm256_setzero_si256();
     if constexpr (kOffset<kType> != 0) {
-      corr = _mm256_mullo_epi32(
+      // The offsets are 8 and 16: a shift.
+      corr = _mm256_slli_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sg + b * kTokGroup)),
-          _mm256_set1_epi32(kOffset<kType>));
+          kOffset<kType> == 8 ? 3 : 4);
     }
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
