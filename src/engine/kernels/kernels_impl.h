@@ -14,6 +14,7 @@ namespace gantry::engine::kernels {
 // their own array so that the int8 values stay 32-byte aligned and contiguous.
 //   Q8 (for the 32-element block types): qs[t*cols + i], d[t*cols/32 + b], and for Q4_1/Q5_1
 //     (whose min multiplies the block's sum of activations) sums[t*cols/32 + b] = sum of its qs
+//     (read by the scalar kernels; the SIMD ones take the same sums from sum8 below)
 //   Q8K (for K-quants): qs as above, d[t*cols/256 + b], bsums[t*cols/16 + g] = sum of 16 qs
 //   Float types use x directly.
 // The AVX2 path additionally gets the Q8 activations in groups of kTokGroup tokens, interleaved
