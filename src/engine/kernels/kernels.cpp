@@ -11,6 +11,7 @@
 
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/kernels_impl.h"
+#include "engine/kernels/quants.h"
 
 namespace gantry::engine::kernels {
 namespace {
@@ -90,7 +91,7 @@ bool is_supported(TensorType t) {
   case TensorType::kQ4_0:
   case TensorType::kQ4_K:
   case TensorType::kQ6_K: return true;
-  default: return false;
+  default: return is_quants_type(t);
   }
 }
 
@@ -103,12 +104,21 @@ size_t row_bytes(TensorType t, int64_t cols) {
 ActKind act_kind(TensorType t) {
   switch (t) {
   case TensorType::kQ8_0:
-  case TensorType::kQ4_0: return ActKind::kQ8;
+  case TensorType::kQ4_0:
+  case TensorType::kQ4_1:
+  case TensorType::kQ5_0:
+  case TensorType::kQ5_1:
+  case TensorType::kIQ4_NL: return ActKind::kQ8;
+  case TensorType::kQ2_K:
+  case TensorType::kQ3_K:
   case TensorType::kQ4_K:
+  case TensorType::kQ5_K:
   case TensorType::kQ6_K: return ActKind::kQ8K;
   default: return ActKind::kFloat;
   }
 }
+
+bool needs_block_sums(TensorType t) { return t == TensorType::kQ4_1 || t == TensorType::kQ5_1; }
 
 Isa detected_isa() {
   static const Isa isa = detect();
@@ -256,7 +266,7 @@ void dequantize_row(TensorType t, const void *src, float *dst, int64_t n) {
   case TensorType::kQ6_K:
     dequantize_q6_k(static_cast<const BlockQ6_K *>(src), dst, n / kQKK);
     return;
-  default: assert(false && "dequantize_row: unsupported type"); return;
+  default: dequantize_row_quants(t, src, dst, n); return;
   }
 }
 
@@ -386,7 +396,7 @@ void quantize_row(TensorType t, const float *src, void *dst, int64_t n) {
   case TensorType::kQ4_0: quantize_row_q4_0(src, dst, n); return;
   case TensorType::kQ4_K: quantize_row_q4_k(src, dst, n); return;
   case TensorType::kQ6_K: quantize_row_q6_k(src, dst, n); return;
-  default: assert(false && "quantize_row: unsupported type"); return;
+  default: quantize_row_quants(t, src, dst, n); return;
   }
 }
 

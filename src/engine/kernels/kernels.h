@@ -3,9 +3,10 @@
 //
 // Every entry point has an AVX2+FMA+F16C implementation chosen at run time and a portable
 // scalar one that agrees within float rounding (set GANTRY_NO_AVX2=1 to force the scalar one).
-// On CPUs with AVX-512 VNNI the matmul tiles for batches (Q8_0/Q4_0 with vpdpbusd, F32/F16/BF16
-// with 512-bit fma) replace the AVX2 ones, giving the very bits the AVX2 tiles give (set
-// GANTRY_NO_AVX512=1 to force the AVX2 ones).
+// On CPUs with AVX-512 VNNI the matmul tiles for batches (Q8_0/Q4_0/Q4_K/Q5_K/Q6_K with
+// vpdpbusd, F32/F16/BF16 with 512-bit fma) and the dot products of the other quantized types
+// (vpdpbusd) replace the AVX2 ones, giving the very bits the AVX2 kernels give (set
+// GANTRY_NO_AVX512=1 to force the AVX2 ones). K-quants give the scalar path's bits too.
 // Kernels cannot fail: callers check is_supported() when loading a model, and violating a
 // documented precondition (e.g. n not a multiple of the block size) is a bug.
 #pragma once
@@ -22,7 +23,8 @@ using gguf::TensorType;
 
 // ---- capabilities ---------------------------------------------------------------------------
 
-// Weight types matmul() and dequantize_row() accept: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+// Weight types matmul() and dequantize_row() accept: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+// IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 bool is_supported(TensorType t);
 
 // Bytes of one row of `cols` elements; cols must be a multiple of the type's block size.
@@ -57,6 +59,7 @@ void dequantize_row(TensorType t, const void *src, float *dst, int64_t n);
 void quantize_row_q8_0(const float *src, void *dst, int64_t n);
 void quantize_row_q4_0(const float *src, void *dst, int64_t n);
 // Simple (not ggml's search-based) K-quant encoders: good enough for synthetic models and tests.
+// quantize_row has such encoders for every other supported type too.
 void quantize_row_q4_k(const float *src, void *dst, int64_t n);
 void quantize_row_q6_k(const float *src, void *dst, int64_t n);
 // Any supported type, F32/F16/BF16 included.
@@ -83,8 +86,8 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 // y[t * rows + r] = dot(W row r, x[t * cols ...]) for t < n_tokens, r < W.rows.
 // x is n_tokens x W.cols floats, y is n_tokens x W.rows floats (must not alias x).
 // The activations are quantized once per call to the format the weight type multiplies with
-// (Q8_0 for Q8_0/Q4_0, Q8_K for K-quants; float for F32/F16/BF16), then W is read from memory
-// once for all tokens, so a batch of n tokens costs far less than n calls.
+// (Q8_0 for the 32-element block types, Q8_K for K-quants; float for F32/F16/BF16), then W is
+// read from memory once for all tokens, so a batch of n tokens costs far less than n calls.
 // Scratch lives in thread-local buffers of the calling thread; steady state does not allocate.
 void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool);
 

@@ -35,48 +35,107 @@ GANTRY_AVX2_INLINE int hsum_i32(__m256i v) {
 
 GANTRY_AVX2_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
-// ---- Q8_0 / Q4_0 weights x Q8 activations ---------------------------------------------------
+// ---- Q8_0 / Q4_0 / Q5_0 / IQ4_NL weights x Q8 activations ------------------------------------
 //
 // Every output is computed with the same arithmetic whatever the tile shape, thread or batch
 // (the server promises that a request gives the same text alone or batched): per 32-block the
 // exact int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the blocks in order,
 // starting from 0. Both kernels below follow it; only which lanes hold which outputs differ.
 //
-// Q4_0 weights are used as unsigned nibbles u = w + 8, so that maddubs takes them directly:
-// sum(u * x) - 8 * sum(x) = sum(w * x), with sum(x) per block precomputed (Activations::sum8).
-// Q8_0 weights use the sign trick: maddubs(|w|, sign(x, w)); |w| <= 128 and |x| <= 127 keep the
+// Q4_0 and Q5_0 weights are used as unsigned u = w + 8 (nibbles) or w + 16 (5 bits), so that
+// maddubs takes them directly: sum(u * x) - offset * sum(x) = sum(w * x), with sum(x) per block
+// precomputed (Activations::sum8). Q8_0 and IQ4_NL weights (signed bytes; IQ4_NL's from its
+// table) use the sign trick: maddubs(|w|, sign(x, w)); |w| <= 128 and |x| <= 127 keep the
 // pairwise int16 sums below 32768.
 
 template <TensorType kType>
-constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
+                               : kType == TensorType::kQ5_0 ? sizeof(BlockQ5_0)
+                               : kType == TensorType::kQ4_1 ? sizeof(BlockQ4_1)
+                               : kType == TensorType::kQ5_1 ? sizeof(BlockQ5_1)
+                                                            : sizeof(BlockQ4_0);
+static_assert(sizeof(BlockIQ4_NL) == sizeof(BlockQ4_0));
 
-// The 32 nibbles of a Q4_0 block as unsigned bytes 0..15, in element order. Both 128-bit lanes
-// get the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's
-// high nibble down (the bits shifted in are masked off).
-GANTRY_AVX2_INLINE __m256i unpack_q4(const BlockQ4_0 *blk) {
+// Signed weights (sign trick) or unsigned ones with this offset.
+template <TensorType kType>
+constexpr bool kSigned = kType == TensorType::kQ8_0 || kType == TensorType::kIQ4_NL;
+template <TensorType kType>
+constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
+                        : kType == TensorType::kQ5_0 ? 16
+                                                     : 0;
+// Q4_1/Q5_1: value = d * u + m. Their outputs are acc + accm, acc as above and
+// accm = fma(m_w, d_x * float(sum(x)), accm) over the blocks in order.
+template <TensorType kType>
+constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
+
+// The 32 nibbles of a block as unsigned bytes 0..15, in element order. Both 128-bit lanes get
+// the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's high
+// nibble down (the bits shifted in are masked off).
+GANTRY_AVX2_INLINE __m256i unpack_q4(const uint8_t *qs) {
   const __m256i packed =
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk->qs)));
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qs)));
   return _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)),
                           _mm256_set1_epi8(0x0F));
 }
 
+// 0x10 in byte i where bit i of Q5_0's little-endian qh word is set: byte i gets byte i / 8 of
+// the word, then keeps only bit i % 8.
+GANTRY_AVX2_INLINE __m256i fifth_bits(const uint8_t *qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, sizeof bits);
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+                          _mm256_set1_epi8(0x10));
+}
+
+// A block's 32 weights as bytes in element order: w for the signed types, u for the others.
+template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_bytes(const void *blk) {
+  if constexpr (kType == TensorType::kQ8_0) {
+    return _mm256_loadu_si256(
+        reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(blk)->qs));
+  } else if constexpr (kType == TensorType::kQ4_0) {
+    return unpack_q4(static_cast<const BlockQ4_0 *>(blk)->qs);
+  } else if constexpr (kType == TensorType::kQ5_0) {
+    const auto *b = static_cast<const BlockQ5_0 *>(blk);
+    return _mm256_or_si256(unpack_q4(b->qs), fifth_bits(b->qh));
+  } else if constexpr (kType == TensorType::kQ4_1) {
+    return unpack_q4(static_cast<const BlockQ4_1 *>(blk)->qs);
+  } else if constexpr (kType == TensorType::kQ5_1) {
+    const auto *b = static_cast<const BlockQ5_1 *>(blk);
+    return _mm256_or_si256(unpack_q4(b->qs), fifth_bits(b->qh));
+  } else {
+    const __m256i table = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
+    return _mm256_shuffle_epi8(table, unpack_q4(static_cast<const BlockIQ4_NL *>(blk)->qs));
+  }
+}
+
 GANTRY_AVX2_INLINE float block_scale(const void *blk) {
-  // d is the first member of both block types.
+  // d is the first member of every one of these block types.
   return half_to_float(*static_cast<const uint16_t *>(blk));
 }
 
-// One row block against one token block: 8 int32 lanes whose sum is sum(u * x) for Q4_0 (before
-// the -8 * sum(x) correction) or sum(w * x) for Q8_0.
+// The fp16 min of a Q4_1/Q5_1 block (their second member).
+GANTRY_AVX2_INLINE uint16_t block_min16(const void *blk) {
+  uint16_t m;
+  std::memcpy(&m, static_cast<const char *>(blk) + 2, sizeof m);
+  return m;
+}
+
+// One row block against one token block: 8 int32 lanes whose sum is sum(w * x) for the signed
+// types, sum(u * x) (before the -offset * sum(x) correction) for the others.
 template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_dot(const void *blk, __m256i x) {
   const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (kType == TensorType::kQ8_0) {
-    const __m256i wv = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i *>(static_cast<const BlockQ8_0 *>(blk)->qs));
+  const __m256i wv = block_bytes<kType>(blk);
+  if constexpr (kSigned<kType>) {
     return _mm256_madd_epi16(
         _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv)), ones);
   } else {
-    return _mm256_madd_epi16(
-        _mm256_maddubs_epi16(unpack_q4(static_cast<const BlockQ4_0 *>(blk)), x), ones);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, x), ones);
   }
 }
 
@@ -103,10 +162,11 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
   const int8_t *xq = a.qs + t * w.cols;
   const float *xd = a.d + t * nb;
   const int32_t *xs = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + b * kQK));
     __m256i m[8];
+    alignas(16) uint16_t m16[8];
     // The 8 rows' fp16 scales, gathered through memory: _mm_insert_epi16 needs a constant lane
     // and would only compile where the loop happens to be unrolled (not at -O0).
     alignas(16) uint16_t d16[8];
@@ -115,33 +175,42 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
       const char *blk = rows[i] + b * kBlockBytes<kType>;
       m[i] = block_dot<kType>(blk, xv);
       std::memcpy(&d16[i], blk, sizeof(uint16_t));
+      if constexpr (kHasMin<kType>)
+        m16[i] = block_min16(blk);
     }
     const __m128i dh = _mm_load_si128(reinterpret_cast<const __m128i *>(d16));
     __m256i isum = hsum8_i32(m);
-    if constexpr (kType == TensorType::kQ4_0)
-      isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[b * kTokGroup]));
+    if constexpr (kOffset<kType> != 0)
+      isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(kOffset<kType> * xs[b * kTokGroup]));
     const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(xd[b]));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+    if constexpr (kHasMin<kType>) {
+      const __m256 mins = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i *>(m16)));
+      accm = _mm256_fmadd_ps(mins, _mm256_set1_ps(xd[b] * static_cast<float>(xs[b * kTokGroup])),
+                             accm);
+    }
   }
   alignas(32) float out[8];
-  _mm256_store_ps(out, acc);
+  _mm256_store_ps(out, _mm256_add_ps(acc, accm));
   for (int64_t i = 0; i < std::min<int64_t>(8, r1 - r); ++i)
     y[t * ldy + r + i] = out[i];
 }
 
 // R weight rows unpacked once for all the token groups they meet: per row `cols` bytes of |w|
-// (Q8_0) or u = w + 8 (Q4_0), then for Q8_0 `cols` bytes of w; and the float block scales.
+// (signed types) or u (the others), then for the signed types `cols` bytes of w; and the float
+// block scales.
 template <int R> struct RowTile {
   const int8_t *q[R];
   const int8_t *sgn[R];
   const float *d[R];
+  const float *m[R]; // Q4_1/Q5_1 block mins
 };
 
 template <TensorType kType, int R>
 GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t *qbuf,
                                           float *dbuf) {
   const int64_t nb = w.cols / kQK;
-  const int64_t stride = kType == TensorType::kQ8_0 ? 2 * w.cols : w.cols;
+  const int64_t stride = kSigned<kType> ? 2 * w.cols : w.cols;
   RowTile<R> tile;
   for (int i = 0; i < R; ++i) {
     const char *row = static_cast<const char *>(w.row(r + i));
@@ -150,17 +219,18 @@ GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t
     tile.q[i] = q;
     tile.sgn[i] = q + w.cols;
     tile.d[i] = d;
+    tile.m[i] = dbuf + (R + i) * nb;
     for (int64_t b = 0; b < nb; ++b) {
       const char *blk = row + b * kBlockBytes<kType>;
       d[b] = block_scale(blk);
-      if constexpr (kType == TensorType::kQ8_0) {
-        const __m256i wv = _mm256_loadu_si256(
-            reinterpret_cast<const __m256i *>(reinterpret_cast<const BlockQ8_0 *>(blk)->qs));
+      if constexpr (kHasMin<kType>)
+        dbuf[(R + i) * nb + b] = half_to_float(block_min16(blk));
+      const __m256i wv = block_bytes<kType>(blk);
+      if constexpr (kSigned<kType>) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK), _mm256_sign_epi8(wv, wv));
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + w.cols + b * kQK), wv);
       } else {
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK),
-                            unpack_q4(reinterpret_cast<const BlockQ4_0 *>(blk)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * kQK), wv);
       }
     }
   }
@@ -185,10 +255,12 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
   const float *dg = a.d8 + g * nb * kTokGroup;
   const int32_t *sg = a.sum8 + g * nb * kTokGroup;
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[R];
+  __m256 acc[R], accm[R];
 #pragma GCC unroll 4
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < R; ++i) {
     acc[i] = _mm256_setzero_ps();
+    accm[i] = _mm256_setzero_ps();
+  }
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t *xb = xg + b * kTokGroup * kQK;
     __m256i sum[R];
@@ -201,29 +273,44 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
         const __m256i wb = broadcast4(rt.q[i] + b * kQK + 4 * k);
-        if constexpr (kType == TensorType::kQ8_0) {
+        if constexpr (kSigned<kType>) {
           const __m256i ws = broadcast4(rt.sgn[i] + b * kQK + 4 * k);
           const __m256i p = _mm256_maddubs_epi16(wb, _mm256_sign_epi8(x, ws));
           sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(p, ones));
-        } else {
+        } else if constexpr (kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1) {
           // int16 is enough: 8 steps of 2 * 15 * 127.
           sum[i] = _mm256_add_epi16(sum[i], _mm256_maddubs_epi16(wb, x));
+        } else {
+          // Q5_0/Q5_1's u up to 31 would overflow int16 over 8 steps: widen at each.
+          sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(_mm256_maddubs_epi16(wb, x), ones));
         }
       }
     }
     const __m256 dx = _mm256_loadu_ps(dg + b * kTokGroup);
     __m256i corr = _mm256_setzero_si256();
-    if constexpr (kType == TensorType::kQ4_0) {
+    if constexpr (kOffset<kType> != 0) {
+      // The offsets are 8 and 16: a shift.
       corr = _mm256_slli_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sg + b * kTokGroup)), 3);
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sg + b * kTokGroup)),
+          kOffset<kType> == 8 ? 3 : 4);
     }
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       __m256i isum = sum[i];
-      if constexpr (kType == TensorType::kQ4_0)
-        isum = _mm256_sub_epi32(_mm256_madd_epi16(isum, ones), corr);
+      if constexpr (kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1)
+        isum = _mm256_madd_epi16(isum, ones);
+      if constexpr (kOffset<kType> != 0)
+        isum = _mm256_sub_epi32(isum, corr);
       const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(rt.d[i] + b), dx);
       acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+    }
+    if constexpr (kHasMin<kType>) {
+      const __m256 xsum =
+          _mm256_mul_ps(dx, _mm256_cvtepi32_ps(_mm256_loadu_si256(
+                                reinterpret_cast<const __m256i *>(sg + b * kTokGroup))));
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i)
+        accm[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rt.m[i] + b), xsum, accm[i]);
     }
   }
   const int64_t j0 = std::max<int64_t>(t0 - g * kTokGroup, 0);
@@ -231,7 +318,7 @@ GANTRY_AVX2_INLINE void tile_q8_group(const RowTile<R> &rt, const Activations &a
 #pragma GCC unroll 4
   for (int i = 0; i < R; ++i) {
     alignas(32) float out[kTokGroup];
-    _mm256_store_ps(out, acc[i]);
+    _mm256_store_ps(out, _mm256_add_ps(acc[i], accm[i]));
     for (int64_t j = j0; j < j1; ++j)
       y[(g * kTokGroup + j) * ldy + r + i] = out[j];
   }
@@ -249,7 +336,7 @@ GANTRY_AVX2 void rows_q8_groups(const WeightView &w, const Activations &a, int64
                                 int64_t t1, float *y, int64_t ldy) {
   auto &s = t_unpack;
   const auto need_q = static_cast<size_t>(R * 2 * w.cols);
-  const auto need_d = static_cast<size_t>(R * w.cols / kQK);
+  const auto need_d = static_cast<size_t>(2 * R * w.cols / kQK); // scales, then mins
   if (s.q.size() < need_q)
     s.q.resize(need_q);
   if (s.d.size() < need_d)
@@ -336,86 +423,6 @@ GANTRY_AVX2_INLINE void tile_float(const WeightView &w, const Activations &a, in
   }
 }
 
-// ---- K-quants x Q8_K: one row against one token at a time ---------------------------------------
-// (Each weight row stays in L1 while it is multiplied with every token of the chunk.)
-
-GANTRY_AVX2_INLINE float dot_q4_k(const BlockQ4_K *b, const int8_t *q, const float *xd,
-                                  const int16_t *bs, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float acc_min = 0;
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  for (int64_t i = 0; i < nb; ++i, q += kQKK, bs += 16) {
-    uint8_t sc[8], m[8];
-    for (int j = 0; j < 8; ++j)
-      scale_min_k4(j, b[i].scales, &sc[j], &m[j]);
-    int summ = 0;
-    for (int j = 0; j < 8; ++j)
-      summ += m[j] * (bs[2 * j] + bs[2 * j + 1]);
-    __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m256i packed =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b[i].qs + 32 * c));
-      const __m256i lo = _mm256_and_si256(packed, mask);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 * c));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 * c + 32));
-      // Weights are 0..15, so maddubs can take them directly as the unsigned operand.
-      const __m256i p0 =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * c]));
-      const __m256i p1 =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * c + 1]));
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-    }
-    const float d = half_to_float(b[i].d) * xd[i];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    acc_min += half_to_float(b[i].dmin) * xd[i] * static_cast<float>(summ);
-  }
-  return hsum(acc) - acc_min;
-}
-
-GANTRY_AVX2_INLINE float dot_q6_k(const BlockQ6_K *b, const int8_t *q, const float *xd,
-                                  const int16_t *bs, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float acc_off = 0;
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-  for (int64_t i = 0; i < nb; ++i, q += kQKK, bs += 16) {
-    const int8_t *sc = b[i].scales;
-    // Values are stored as q + 32 with q in -32..31; subtract 32 * sum(x) per 16 at the end.
-    int off = 0;
-    for (int g = 0; g < 16; ++g)
-      off += sc[g] * bs[g];
-    __m256i sumi = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t *ql = b[i].ql + 64 * h;
-      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql));
-      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql + 32));
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b[i].qh + 32 * h));
-      __m256i v[4];
-      v[0] =
-          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-      v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-      v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-      v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const __m256i x =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 128 * h + 32 * k));
-        const int g = 8 * h + 2 * k; // scale of the first 16 of these 32 elements
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(v[k], x), scv));
-      }
-    }
-    const float d = half_to_float(b[i].d) * xd[i];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    acc_off += d * 32.0f * static_cast<float>(off);
-  }
-  return hsum(acc) - acc_off;
-}
-
 // ---- tiling drivers -------------------------------------------------------------------------
 
 // Below this many tokens the 8-token groups would mostly multiply padding.
@@ -471,22 +478,6 @@ GANTRY_AVX2 void matmul_float(const WeightView &w, const Activations &a, int64_t
     rows_float<kType, 1>(w, a, t0, t1, r, y, ldy);
 }
 
-GANTRY_AVX2 void matmul_k(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                          int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  const int64_t n = w.cols, nb = n / kQKK;
-  for (int64_t r = r0; r < r1; ++r) {
-    const void *row = w.row(r);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int8_t *q = a.qs + t * n;
-      const float *xd = a.d + t * nb;
-      const int16_t *bs = a.bsums + t * n / 16;
-      y[t * ldy + r] = w.type == TensorType::kQ4_K
-                           ? dot_q4_k(static_cast<const BlockQ4_K *>(row), q, xd, bs, nb)
-                           : dot_q6_k(static_cast<const BlockQ6_K *>(row), q, xd, bs, nb);
-    }
-  }
-}
-
 // 32 floats -> 32 int8 (rounded to nearest even, like the scalar path's nearbyint).
 GANTRY_AVX2_INLINE void quantize32(const float *x, float id, int8_t *out) {
   const __m256 m = _mm256_set1_ps(id);
@@ -521,12 +512,14 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   switch (w.type) {
   case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ4_0: matmul_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ5_0: matmul_q8<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kIQ4_NL: matmul_q8<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ4_1: matmul_q8<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kQ5_1: matmul_q8<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF16: matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kQ4_K:
-  case TensorType::kQ6_K: matmul_k(w, a, t0, t1, r0, r1, y, ldy); return;
-  default: return;
+  default: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return; // kernels_avx2_quants.cpp
   }
 }
 

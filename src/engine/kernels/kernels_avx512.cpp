@@ -1,6 +1,8 @@
-// AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0 weights x Q8 activations with
-// vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. K-quants, decode (one token, bound by
-// memory rather than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
+// AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0/Q5_0/IQ4_NL weights x Q8 activations
+// with vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. Q4_K/Q5_K/Q6_K batches go to the tiles
+// of kernels_avx512_kquants.cpp; the other types of quants.h and K-quant decode to their VNNI
+// dot products (kernels_avx512_quants.cpp). Q8_0/Q4_0/float decode (one token, bound by memory
+// rather than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
 //
 // Like kernels_avx2.cpp this file uses per-function target attributes rather than per-file
 // -mavx512* flags: with file flags, inline functions from headers (std::vector, std::min, ...)
@@ -41,18 +43,62 @@ namespace {
 constexpr int64_t kMinGroupTokens = 4;
 
 template <TensorType kType>
-constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
+                               : kType == TensorType::kQ5_0 ? sizeof(BlockQ5_0)
+                               : kType == TensorType::kQ4_1 ? sizeof(BlockQ4_1)
+                               : kType == TensorType::kQ5_1 ? sizeof(BlockQ5_1)
+                                                            : sizeof(BlockQ4_0);
+// Q4_1/Q5_1 (value = d * u + m): no offset, and a second accumulator of the mins (see
+// kernels_avx2.cpp); their outputs are acc + accm.
+template <TensorType kType>
+constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
 
 // vpdpbusd wants the weights as the unsigned operand (the activations are the signed one). Q4_0
 // nibbles already are: u = w + 8 in 0..15. Q8_0 weights become u = w + 128 (w ^ 0x80) in
 // 0..255. Either way sum(u * x) - offset * sum(x) = sum(w * x), with sum(x) per token block
 // precomputed (Activations::sum8); kOffsetShift is log2(offset). No int16 stage can saturate:
 // a block's sum is at most 32 * 255 * 127 in magnitude.
-template <TensorType kType> constexpr int kOffsetShift = kType == TensorType::kQ8_0 ? 7 : 3;
+// Q5_0's u = w + 16 is its stored 5-bit value; IQ4_NL's table values become u = w + 128 like
+// Q8_0's.
+template <TensorType kType>
+constexpr int kOffsetShift = kType == TensorType::kQ4_0   ? 3
+                             : kType == TensorType::kQ5_0 ? 4
+                                                          : 7;
 
 // The 32 weights of one block as unsigned bytes u, in element order.
 template <TensorType kType> GANTRY_VNNI_INLINE __m256i unsigned_block(const char *blk) {
-  if constexpr (kType == TensorType::kQ8_0) {
+  if constexpr (kHasMin<kType>) {
+    const size_t at =
+        kType == TensorType::kQ4_1 ? offsetof(BlockQ4_1, qs) : offsetof(BlockQ5_1, qs);
+    const __m256i packed =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk + at)));
+    const __m256i nib = _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)),
+                                         _mm256_set1_epi8(0x0F));
+    if constexpr (kType == TensorType::kQ4_1) {
+      return nib;
+    } else {
+      uint32_t qh;
+      std::memcpy(&qh, blk + offsetof(BlockQ5_1, qh), sizeof qh);
+      return _mm256_or_si256(nib, _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)));
+    }
+  } else if constexpr (kType == TensorType::kQ5_0 || kType == TensorType::kIQ4_NL) {
+    const uint8_t *qs = reinterpret_cast<const uint8_t *>(
+        blk + (kType == TensorType::kQ5_0 ? offsetof(BlockQ5_0, qs) : offsetof(BlockIQ4_NL, qs)));
+    const __m256i packed =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qs)));
+    const __m256i nib = _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_setr_epi64x(0, 0, 4, 4)),
+                                         _mm256_set1_epi8(0x0F));
+    if constexpr (kType == TensorType::kQ5_0) {
+      uint32_t qh;
+      std::memcpy(&qh, blk + offsetof(BlockQ5_0, qh), sizeof qh);
+      return _mm256_or_si256(nib, _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)));
+    } else {
+      const __m256i table = _mm256_broadcastsi128_si256(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
+      return _mm256_xor_si256(_mm256_shuffle_epi8(table, nib),
+                              _mm256_set1_epi8(static_cast<char>(0x80)));
+    }
+  } else if constexpr (kType == TensorType::kQ8_0) {
     const __m256i wv =
         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk + offsetof(BlockQ8_0, qs)));
     return _mm256_xor_si256(wv, _mm256_set1_epi8(static_cast<char>(0x80)));
@@ -87,13 +133,19 @@ GANTRY_VNNI_INLINE __m256i broadcast4(const uint8_t *p) {
 template <int P> struct PairTile {
   const uint8_t *q[P];
   const float *d[P];
+  const float *m[P]; // Q4_1/Q5_1: the mins, laid out like d
 };
 
 // The unsigned bytes of one block of each of two rows in the PairTile order (row0's 4 bytes,
 // row1's 4 bytes, for k = 0..7), built in one zmm and placed by one dword permute.
 template <TensorType kType>
 GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
-  if constexpr (kType == TensorType::kQ8_0) {
+  if constexpr (kType == TensorType::kQ5_0 || kType == TensorType::kIQ4_NL || kHasMin<kType>) {
+    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(unsigned_block<kType>(blk0)),
+                                            unsigned_block<kType>(blk1), 1);
+    return _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), both);
+  } else if constexpr (kType == TensorType::kQ8_0) {
     const auto *q0 = reinterpret_cast<const __m256i *>(blk0 + offsetof(BlockQ8_0, qs));
     const auto *q1 = reinterpret_cast<const __m256i *>(blk1 + offsetof(BlockQ8_0, qs));
     const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(q0)),
@@ -125,8 +177,10 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
   for (int p = 0; p < P; ++p) {
     uint8_t *q = qbuf + p * 2 * w.cols;
     float *d = dbuf + p * 2 * nb;
+    float *mins = dbuf + (P + p) * 2 * nb;
     tile.q[p] = q;
     tile.d[p] = d;
+    tile.m[p] = mins;
     const char *row0 = static_cast<const char *>(w.row(r + 2 * p));
     const char *row1 = static_cast<const char *>(w.row(r + 2 * p + 1));
     for (int64_t b = 0; b < nb; ++b) {
@@ -145,6 +199,15 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     }
     for (; i < 2 * nb; ++i)
       d[i] = _cvtsh_ss(hbuf[i]);
+    if constexpr (kHasMin<kType>) {
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int h = 0; h < 2; ++h) {
+          uint16_t m16;
+          std::memcpy(&m16, (h ? row1 : row0) + b * kBlockBytes<kType> + 2, sizeof m16);
+          mins[2 * b + h] = _cvtsh_ss(m16);
+        }
+      }
+    }
   }
   return tile;
 }
@@ -161,20 +224,24 @@ GANTRY_VNNI_INLINE void tile_pairs_group(const PairTile<P> &pt, const Activation
   const float *dg = a.d8 + g * nb * kTokGroup;
   const int32_t *sg = a.sum8 + g * nb * kTokGroup;
   const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-  __m512 acc[P];
+  __m512 acc[P], accm[P];
 #pragma GCC unroll 8
-  for (int p = 0; p < P; ++p)
+  for (int p = 0; p < P; ++p) {
     acc[p] = _mm512_setzero_ps();
+    accm[p] = _mm512_setzero_ps();
+  }
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t *xb = xg + b * kTokGroup * kQK;
+    const __m512i xsum =
+        _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(_mm256_loadu_si256(
+                                          reinterpret_cast<const __m256i *>(sg + b * kTokGroup))));
     // The sums start from -offset * sum(x) rather than 0: the same exact int32 result, one
     // subtraction per pair and block fewer.
-    const __m512i neg_corr = _mm512_sub_epi32(
-        _mm512_setzero_si512(),
-        _mm512_slli_epi32(_mm512_permutexvar_epi32(
-                              dup, _mm512_castsi256_si512(_mm256_loadu_si256(
-                                       reinterpret_cast<const __m256i *>(sg + b * kTokGroup)))),
-                          kOffsetShift<kType>));
+    __m512i neg_corr = _mm512_setzero_si512();
+    if constexpr (!kHasMin<kType>) {
+      neg_corr =
+          _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(xsum, kOffsetShift<kType>));
+    }
     __m512i sum[P];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p)
@@ -200,13 +267,22 @@ GANTRY_VNNI_INLINE void tile_pairs_group(const PairTile<P> &pt, const Activation
       const __m512 scale = _mm512_mul_ps(_mm512_castpd_ps(_mm512_set1_pd(dd)), dx);
       acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[p]), scale, acc[p]);
     }
+    if constexpr (kHasMin<kType>) {
+      const __m512 xs = _mm512_mul_ps(dx, _mm512_cvtepi32_ps(xsum));
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        double mm;
+        std::memcpy(&mm, pt.m[p] + 2 * b, sizeof mm);
+        accm[p] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(mm)), xs, accm[p]);
+      }
+    }
   }
   const int64_t j0 = std::max<int64_t>(t0 - g * kTokGroup, 0);
   const int64_t j1 = std::min<int64_t>(t1 - g * kTokGroup, kTokGroup);
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
     alignas(64) float out[2 * kTokGroup];
-    _mm512_store_ps(out, acc[p]);
+    _mm512_store_ps(out, _mm512_add_ps(acc[p], accm[p]));
     for (int64_t j = j0; j < j1; ++j) {
       float *yt = y + (g * kTokGroup + j) * ldy + r + 2 * p;
       yt[0] = out[2 * j];
@@ -279,8 +355,8 @@ GANTRY_VNNI void pairs_groups(const WeightView &w, const Activations &a, int64_t
   const auto need_d = static_cast<size_t>(2 * P * w.cols / kQK);
   if (s.q.size() < need_q)
     s.q.resize(need_q);
-  if (s.d.size() < need_d)
-    s.d.resize(need_d);
+  if (s.d.size() < 2 * need_d) // scales, then mins
+    s.d.resize(2 * need_d);
   if (s.h.size() < need_d)
     s.h.resize(need_d);
   const PairTile<P> pt = unpack_pairs<kType, P>(w, r, s.q.data(), s.d.data(), s.h.data());
@@ -329,8 +405,14 @@ GANTRY_VNNI void matmul_q8(const WeightView &w, const Activations &a, int64_t t0
     pairs_groups<kType, 4>(w, a, r, t0, t1, y, ldy);
   for (; r + 2 <= r1; r += 2)
     pairs_groups<kType, 1>(w, a, r, t0, t1, y, ldy);
-  for (; r < r1; ++r)
-    single_rows_groups<kType, 1>(w, a, r, t0, t1, y, ldy);
+  if constexpr (kHasMin<kType>) {
+    // The odd row: the AVX2 tile, which gives the same bits.
+    if (r < r1)
+      avx2::matmul_rows(w, a, t0, t1, r, r1, y, ldy);
+  } else {
+    for (; r < r1; ++r)
+      single_rows_groups<kType, 1>(w, a, r, t0, t1, y, ldy);
+  }
 }
 
 // ---- float weights (F32 / F16 / BF16) x float activations -------------------------------------
@@ -452,10 +534,24 @@ GANTRY_VNNI void matmul_float(const WeightView &w, const Activations &a, int64_t
 
 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                  int64_t r1, float *y, int64_t ldy) {
+  if (matmul_rows_k_tiles(w, a, t0, t1, r0, r1, y, ldy))
+    return;
+  switch (w.type) {
+  case TensorType::kQ2_K:
+  case TensorType::kQ3_K:
+  case TensorType::kQ4_K:
+  case TensorType::kQ5_K:
+  case TensorType::kQ6_K: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
+  default: break;
+  }
   if (t1 - t0 >= kMinGroupTokens) {
     switch (w.type) {
     case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;
     case TensorType::kQ4_0: matmul_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+    case TensorType::kQ5_0: matmul_q8<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return;
+    case TensorType::kIQ4_NL: matmul_q8<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return;
+    case TensorType::kQ4_1: matmul_q8<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return;
+    case TensorType::kQ5_1: matmul_q8<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return;
     default: break;
     }
   }

@@ -5,58 +5,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "engine/kernels/blocks.h"
 #include "engine/kernels/kernels.h"
 
 namespace gantry::engine::kernels {
 
-// Block layouts exactly as ggml stores them in GGUF files (ggml-common.h).
-constexpr int kQK = 32;   // elements per Q8_0/Q4_0 block
-constexpr int kQKK = 256; // elements per K-quant super-block
-
-struct BlockQ8_0 {
-  uint16_t d; // fp16 scale
-  int8_t qs[kQK];
-};
-static_assert(sizeof(BlockQ8_0) == 34);
-
-struct BlockQ4_0 {
-  uint16_t d;          // fp16 scale
-  uint8_t qs[kQK / 2]; // element i in low nibble of qs[i], element i+16 in the high nibble
-};
-static_assert(sizeof(BlockQ4_0) == 18);
-
-struct BlockQ4_K {
-  uint16_t d;           // fp16 scale of the 6-bit sub-block scales
-  uint16_t dmin;        // fp16 scale of the 6-bit sub-block mins
-  uint8_t scales[12];   // 8 scales and 8 mins, 6 bits each (see scale_min_k4)
-  uint8_t qs[kQKK / 2]; // per 64 elements: 32 bytes, low nibbles first 32, high nibbles next 32
-};
-static_assert(sizeof(BlockQ4_K) == 144);
-
-struct BlockQ6_K {
-  uint8_t ql[kQKK / 2];     // low 4 bits
-  uint8_t qh[kQKK / 4];     // high 2 bits
-  int8_t scales[kQKK / 16]; // one per 16 elements
-  uint16_t d;               // fp16 super-block scale
-};
-static_assert(sizeof(BlockQ6_K) == 210);
-
-// Sub-block j's 6-bit scale and min of a Q4_K super-block: the first four are stored plainly in
-// bytes 0..3 / 4..7; the last four keep their low 4 bits in bytes 8..11 and their top 2 bits in
-// the spare high bits of bytes 0..7.
-inline void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = static_cast<uint8_t>((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
-    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
-}
-
 // Quantized activations, one token row after another. Unlike ggml we keep scales as float in
 // their own array so that the int8 values stay 32-byte aligned and contiguous.
-//   Q8 (for Q8_0/Q4_0): qs[t*cols + i], d[t*cols/32 + b]
+//   Q8 (for the 32-element block types): qs[t*cols + i], d[t*cols/32 + b], and for Q4_1/Q5_1
+//     (whose min multiplies the block's sum of activations) sums[t*cols/32 + b] = sum of its qs
+//     (read by the scalar kernels; the SIMD ones take the same sums from sum8 below)
 //   Q8K (for K-quants): qs as above, d[t*cols/256 + b], bsums[t*cols/16 + g] = sum of 16 qs
 //   Float types use x directly.
 // The AVX2 path additionally gets the Q8 activations in groups of kTokGroup tokens, interleaved
@@ -65,12 +23,17 @@ inline void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
 //   qs8[((g*nb + b)*8 + k)*32 + j*4 + i] = qs[(8g+j)*cols + 32b + 4k + i]   (k < 8, i < 4)
 //   d8[(g*nb + b)*8 + j] = d[(8g+j)*nb + b],  sum8[(g*nb + b)*8 + j] = sum of that block's qs
 // with tokens past the end of the call padded with zeros (nb = cols/32, g = token / 8).
+// For Q4_K/Q5_K/Q6_K on the AVX-512 VNNI path qs8 is packed the same way, while d8 and sum8
+// hold the Q8_K scales and 16-element sums (nbk = cols/256):
+//   d8[(g*nbk + s)*8 + j] = d[(8g+j)*nbk + s],  sum8[((g*nbk + s)*16 + h)*8 + j] = bsums of
+//   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
 struct Activations {
   const float *x = nullptr;
   const int8_t *qs = nullptr;
   const float *d = nullptr;
   const int16_t *bsums = nullptr;
+  const int32_t *sums = nullptr;
   const int8_t *qs8 = nullptr;
   const float *d8 = nullptr;
   const int32_t *sum8 = nullptr;
@@ -79,6 +42,8 @@ struct Activations {
 
 enum class ActKind { kFloat, kQ8, kQ8K };
 ActKind act_kind(TensorType t);
+// Whether the type's dot product needs Activations::sums (Q4_1, Q5_1).
+bool needs_block_sums(TensorType t);
 
 // Each instruction set provides the same functions in its own namespace.
 #define GANTRY_KERNELS_ISA_FUNCTIONS                                                               \
@@ -109,18 +74,32 @@ ActKind act_kind(TensorType t);
 
 namespace scalar {
 GANTRY_KERNELS_ISA_FUNCTIONS
-}
+// One output of the types in quants.h (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K) and of
+// Q4_K/Q6_K.
+float dot_row_quants(TensorType type, const void *row, const Activations &a, int64_t t);
+} // namespace scalar
 #if defined(__x86_64__)
 #define GANTRY_KERNELS_HAVE_AVX2 1
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
-}
-// AVX-512 VNNI only replaces the Q8_0/Q4_0 tiles of the matmul; everything else it shares with
-// (and forwards to) the AVX2 kernels, so Isa::kAvx512Vnni runs the avx2 functions above too.
+// matmul_rows for the K-quants (kernels_avx2_quants.cpp).
+void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy);
+} // namespace avx2
+// AVX-512 VNNI replaces the Q8_0/Q4_0/float tiles of the matmul and the dot products of the
+// types in quants.h; everything else it shares with (and forwards to) the AVX2 kernels, so
+// Isa::kAvx512Vnni runs the avx2 functions above too.
 namespace avx512vnni {
 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                  int64_t r1, float *y, int64_t ldy);
-}
+// Prefill tiles for Q4_K/Q5_K/Q6_K (kernels_avx512_kquants.cpp), for calls of at least 4 tokens
+// whose activations were packed by groups; returns false (doing nothing) otherwise.
+bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                         int64_t r0, int64_t r1, float *y, int64_t ldy);
+// The same K-quant dot products as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
+void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy);
+} // namespace avx512vnni
 #endif
 
 } // namespace gantry::engine::kernels

@@ -58,58 +58,7 @@ float dot_row(const WeightView &w, const void *row, const Activations &a, int64_
     }
     return sum;
   }
-  case TensorType::kQ4_K: {
-    const auto *b = static_cast<const BlockQ4_K *>(row);
-    const int8_t *q = a.qs + t * n;
-    const float *d = a.d + t * n / kQKK;
-    const int16_t *bs = a.bsums + t * n / 16;
-    float sum = 0;
-    for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK, bs += 16) {
-      int sumi = 0, summ = 0;
-      for (int j = 0; j < 8; ++j) {
-        uint8_t sc, m;
-        scale_min_k4(j, b[i].scales, &sc, &m);
-        const uint8_t *qs = b[i].qs + 32 * (j / 2);
-        const int shift = (j % 2) * 4;
-        int isum = 0;
-        for (int l = 0; l < 32; ++l)
-          isum += ((qs[l] >> shift) & 0x0F) * q[32 * j + l];
-        sumi += sc * isum;
-        summ += m * (bs[2 * j] + bs[2 * j + 1]);
-      }
-      sum += d[i] * (fp16_to_fp32(b[i].d) * static_cast<float>(sumi) -
-                     fp16_to_fp32(b[i].dmin) * static_cast<float>(summ));
-    }
-    return sum;
-  }
-  case TensorType::kQ6_K: {
-    const auto *b = static_cast<const BlockQ6_K *>(row);
-    const int8_t *q = a.qs + t * n;
-    const float *d = a.d + t * n / kQKK;
-    float sum = 0;
-    for (int64_t i = 0; i < n / kQKK; ++i, q += kQKK) {
-      int sumi = 0;
-      for (int half = 0; half < 2; ++half) {
-        const uint8_t *ql = b[i].ql + 64 * half;
-        const uint8_t *qh = b[i].qh + 32 * half;
-        const int8_t *qa = q + 128 * half;
-        const int8_t *sc = b[i].scales + 8 * half;
-        for (int quarter = 0; quarter < 4; ++quarter) {
-          int isum[2] = {0, 0};
-          for (int l = 0; l < 32; ++l) {
-            const uint8_t lo = ql[l + ((quarter & 1) ? 32 : 0)];
-            const int low4 = quarter < 2 ? (lo & 0x0F) : (lo >> 4);
-            const int v = (low4 | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
-            isum[l / 16] += v * qa[32 * quarter + l];
-          }
-          sumi += sc[2 * quarter] * isum[0] + sc[2 * quarter + 1] * isum[1];
-        }
-      }
-      sum += d[i] * fp16_to_fp32(b[i].d) * static_cast<float>(sumi);
-    }
-    return sum;
-  }
-  default: return 0;
+  default: return dot_row_quants(w.type, row, a, t); // quants.cpp: K-quants and the rest
   }
 }
 

@@ -25,6 +25,7 @@ struct ActScratch {
   std::vector<int8_t> qs;
   std::vector<float> d;
   std::vector<int16_t> bsums;
+  std::vector<int32_t> sums;
   std::vector<int8_t> qs8;
   std::vector<float> d8;
   std::vector<int32_t> sum8;
@@ -91,8 +92,72 @@ void pack_tokens(Activations &a, int64_t n_tokens, ThreadPool &pool) {
   }
 }
 
-void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t cols, Activations &a,
-                     ThreadPool &pool) {
+// Activations::sums for tokens [t0, t1).
+void block_sums(const Activations &a, int64_t t0, int64_t t1, int32_t *sums) {
+  const int64_t nb = a.cols / kQK;
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t *q = a.qs + t * a.cols + b * kQK;
+      int32_t s = 0;
+      for (int i = 0; i < kQK; ++i)
+        s += q[i];
+      sums[t * nb + b] = s;
+    }
+  }
+}
+
+// Token groups [g0, g1) of Q8_K activations for the AVX-512 K-quant tiles: qs8 as for Q8, d8 and
+// sum8 as described at Activations.
+void pack_groups_k(const Activations &a, int64_t n_tokens, int64_t g0, int64_t g1, int8_t *qs8,
+                   float *d8, int32_t *sum8) {
+  const int64_t cols = a.cols, nb = cols / kQK, nbk = cols / kQKK;
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t j = 0; j < kTokGroup; ++j) {
+      const int64_t t = g * kTokGroup + j;
+      const bool pad = t >= n_tokens;
+      for (int64_t b = 0; b < nb; ++b) {
+        int8_t *out = qs8 + (g * nb + b) * kTokGroup * kQK + j * 4;
+        for (int k = 0; k < kQK / 4; ++k) {
+          if (pad) {
+            std::memset(out + k * kTokGroup * 4, 0, 4);
+          } else {
+            std::memcpy(out + k * kTokGroup * 4, a.qs + t * cols + b * kQK + 4 * k, 4);
+          }
+        }
+      }
+      for (int64_t s = 0; s < nbk; ++s) {
+        d8[(g * nbk + s) * kTokGroup + j] = pad ? 0.0f : a.d[t * nbk + s];
+        for (int h = 0; h < 16; ++h) {
+          sum8[((g * nbk + s) * 16 + h) * kTokGroup + j] =
+              pad ? 0 : a.bsums[t * (cols / 16) + s * 16 + h];
+        }
+      }
+    }
+  }
+}
+
+void pack_tokens_k(Activations &a, int64_t n_tokens, ThreadPool &pool) {
+  auto &s = t_scratch;
+  const int64_t groups = (n_tokens + kTokGroup - 1) / kTokGroup;
+  const int64_t nbk = a.cols / kQKK;
+  int8_t *qs8 = ensure(s.qs8, groups * kTokGroup * a.cols);
+  float *d8 = ensure(s.d8, groups * kTokGroup * nbk);
+  int32_t *sum8 = ensure(s.sum8, groups * kTokGroup * nbk * 16);
+  a.qs8 = qs8;
+  a.d8 = d8;
+  a.sum8 = sum8;
+  if (n_tokens * a.cols < 65536) {
+    pack_groups_k(a, n_tokens, 0, groups, qs8, d8, sum8);
+  } else {
+    pool.parallel_for(groups, 1, [&](int64_t b, int64_t e, int) {
+      pack_groups_k(a, n_tokens, b, e, qs8, d8, sum8);
+    });
+  }
+}
+
+void quantize_tokens(TensorType type, const float *x, int64_t n_tokens, int64_t cols,
+                     Activations &a, ThreadPool &pool) {
+  const ActKind kind = act_kind(type);
   a.x = x;
   a.cols = cols;
   if (kind == ActKind::kFloat)
@@ -102,13 +167,15 @@ void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t col
   const int64_t block = kind == ActKind::kQ8 ? kQK : kQKK;
   float *d = ensure(s.d, n_tokens * cols / block);
   int16_t *bsums = kind == ActKind::kQ8K ? ensure(s.bsums, n_tokens * cols / 16) : nullptr;
+  int32_t *sums = needs_block_sums(type) ? ensure(s.sums, n_tokens * cols / kQK) : nullptr;
   a.qs = qs;
   a.d = d;
   a.bsums = bsums;
+  a.sums = sums;
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   const bool avx2 = use_avx2();
 #endif
-  auto one = [&](int64_t t) {
+  auto quantize = [&](int64_t t) {
     const float *xt = x + t * cols;
     if (kind == ActKind::kQ8) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
@@ -127,6 +194,11 @@ void quantize_tokens(ActKind kind, const float *x, int64_t n_tokens, int64_t col
 #endif
       scalar::quantize_act_q8k(xt, qs + t * cols, d + t * cols / kQKK, bsums + t * cols / 16, cols);
     }
+  };
+  auto one = [&](int64_t t) {
+    quantize(t);
+    if (sums != nullptr)
+      block_sums(a, t, t + 1, sums);
   };
   if (n_tokens * cols < 65536) {
     for (int64_t t = 0; t < n_tokens; ++t)
@@ -155,15 +227,20 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   if (n_tokens <= 0 || w.rows <= 0)
     return;
   Activations a;
-  quantize_tokens(act_kind(w.type), x, n_tokens, w.cols, a, pool);
+  quantize_tokens(w.type, x, n_tokens, w.cols, a, pool);
 
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   const Isa isa = active_isa();
   const auto rows_fn = isa == Isa::kAvx512Vnni ? &avx512vnni::matmul_rows
                        : isa == Isa::kAvx2     ? &avx2::matmul_rows
                                                : &scalar::matmul_rows;
+  // The kernels of the 32-element block types read the interleaved token groups and their sums.
   if (use_avx2() && act_kind(w.type) == ActKind::kQ8)
     pack_tokens(a, n_tokens, pool);
+  // The VNNI K-quant tiles take batches of at least 4 tokens (fewer go to the dot products).
+  if (isa == Isa::kAvx512Vnni && n_tokens >= 4 &&
+      (w.type == TensorType::kQ4_K || w.type == TensorType::kQ5_K || w.type == TensorType::kQ6_K))
+    pack_tokens_k(a, n_tokens, pool);
 #else
   const auto rows_fn = &scalar::matmul_rows;
 #endif

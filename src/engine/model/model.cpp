@@ -24,7 +24,8 @@ Result<WeightView> matrix(const gguf::GgufFile &f, const std::string &name, int6
     return Err(Error::unsupported("tensor '" + name + "' has type " +
                                   std::string(gguf::type_traits(t->type).name) +
                                   ", which this engine does not support (supported: F32, F16, "
-                                  "BF16, Q8_0, Q4_0, Q4_K, Q6_K)"));
+                                  "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, "
+                                  "Q5_K, Q6_K)"));
   }
   if (t->dims.size() != 2 || t->dims[0] != static_cast<uint64_t>(cols) ||
       t->dims[1] != static_cast<uint64_t>(rows)) {

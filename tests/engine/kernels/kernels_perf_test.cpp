@@ -57,8 +57,10 @@ TEST(KernelsPerf, DISABLED_PerfTinyLlamaFfn) {
     std::printf("read bandwidth (dot_f32, 256 MB): %.1f GB/s\n",
                 static_cast<double>(n) * 4 / 1e9 / s);
   }
-  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kF16, TensorType::kQ4_K,
-                       TensorType::kQ6_K}) {
+  for (TensorType t :
+       {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kF16, TensorType::kQ4_1,
+        TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kIQ4_NL, TensorType::kQ2_K,
+        TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     const size_t rb = row_bytes(t, cols);
     std::vector<uint8_t> data(rb * static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {

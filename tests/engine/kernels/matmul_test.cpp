@@ -20,9 +20,28 @@ using testing::isa_name;
 using testing::random_floats;
 using testing::ScopedIsa;
 
-const TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
-                                TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
-                                TensorType::kQ6_K};
+const TensorType kAllTypes[] = {
+    TensorType::kF32,  TensorType::kF16,  TensorType::kBF16, TensorType::kQ8_0,   TensorType::kQ4_0,
+    TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kIQ4_NL, TensorType::kQ2_K,
+    TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+
+// Byte offsets of the fp16 scales (and mins) in a block of each quantized type.
+std::vector<size_t> fp16_fields(TensorType t) {
+  switch (t) {
+  case TensorType::kQ8_0:
+  case TensorType::kQ4_0:
+  case TensorType::kQ5_0:
+  case TensorType::kIQ4_NL: return {0};
+  case TensorType::kQ4_1:
+  case TensorType::kQ5_1:
+  case TensorType::kQ4_K:
+  case TensorType::kQ5_K: return {0, 2};
+  case TensorType::kQ2_K: return {80, 82};
+  case TensorType::kQ3_K: return {108};
+  case TensorType::kQ6_K: return {208};
+  default: return {};
+  }
+}
 
 std::string name(TensorType t) { return std::string(gguf::type_traits(t).name); }
 
@@ -53,14 +72,8 @@ Matrix make_matrix(TensorType t, int64_t rows, int64_t cols, uint32_t seed, bool
         const uint16_t h = fp32_to_fp16(dist(rng));
         std::memcpy(&m.data[off + at], &h, 2);
       };
-      if (t == TensorType::kQ8_0 || t == TensorType::kQ4_0)
-        put(0);
-      if (t == TensorType::kQ4_K) {
-        put(0);
-        put(2);
-      }
-      if (t == TensorType::kQ6_K)
-        put(208);
+      for (size_t at : fp16_fields(t))
+        put(at);
     }
   } else {
     auto w = random_floats(rows * cols, seed, 0.05f);
@@ -79,7 +92,7 @@ Matrix make_matrix(TensorType t, int64_t rows, int64_t cols, uint32_t seed, bool
 // |error| allowed for one output: activation quantization error (half a step of the 8-bit
 // block scale, summed over |w|) plus float accumulation error.
 double tolerance(const Matrix &m, int64_t r, const float *x, bool quantized_acts) {
-  const int64_t block = (m.type == TensorType::kQ4_K || m.type == TensorType::kQ6_K) ? 256 : 32;
+  const int64_t block = gguf::type_traits(m.type).block_elems == 256 ? 256 : 32;
   double tol = 0, mag = 0;
   for (int64_t b = 0; b < m.cols; b += block) {
     double amax = 0, wsum = 0;
@@ -138,6 +151,32 @@ TEST(MatmulTest, AllTypesTokenCountsAndIsas) {
   }
 }
 
+// Odd shapes against the float reference on every instruction set: row counts that are not
+// multiples of any row tile, the fewest blocks a row can have and an odd number of them, every
+// batch size from 1 to 9 (9 starts a second 8-token group).
+TEST(MatmulTest, OddShapesEveryBatchSize) {
+  ThreadPool pool(2);
+  for (Isa isa : available_isas()) {
+    ScopedIsa scope(isa);
+    for (TensorType t : kAllTypes) {
+      const int64_t block = gguf::type_traits(t).block_elems;
+      const int64_t k = block == 256 ? 256 : 32;
+      for (auto [rows, blocks] : {std::pair<int64_t, int64_t>{1, 1}, {13, 3}, {75, 1}, {9, 5}}) {
+        const int64_t cols = blocks * k;
+        for (bool raw : {false, true}) {
+          const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 31 + cols), raw);
+          for (int64_t n = 1; n <= 9; ++n) {
+            check_matmul(m, n, pool, static_cast<uint32_t>(n * 7 + rows),
+                         std::string(isa_name(isa)) + " " + name(t) + (raw ? " raw" : "") + " " +
+                             std::to_string(rows) + "x" + std::to_string(cols) +
+                             " n=" + std::to_string(n));
+          }
+        }
+      }
+    }
+  }
+}
+
 // Big enough to be split across threads and across token chunks.
 TEST(MatmulTest, ThreadedAndChunked) {
   for (int threads : {1, 3}) {
@@ -185,7 +224,7 @@ TEST(MatmulTest, SameBitsAloneOrBatched) {
         for (int64_t tok = 0; tok < n_max; ++tok) {
           matmul(m.view(), x.data() + tok * cols, 1, alone.data() + tok * rows, pool1);
         }
-        for (int64_t n : {2, 3, 8, 9, 33, 70}) {
+        for (int64_t n : {2, 3, 4, 5, 6, 7, 8, 9, 33, 70}) {
           for (ThreadPool *pool : {&pool1, &pool3}) {
             // Start at token 1 too, so that tokens move to other positions within a group.
             for (int64_t first : {int64_t{0}, int64_t{1}}) {
@@ -229,8 +268,15 @@ TEST(MatmulTest, Avx2MatchesScalar) {
       ScopedIsa scope(Isa::kAvx2);
       matmul(m.view(), x.data(), n, yv.data(), pool);
     }
+    // K-quants reduce each super-block to exact integers before any float operation, in the
+    // same order on every path: the very same bits.
+    const bool k_quant = gguf::type_traits(t).block_elems == 256;
     for (size_t i = 0; i < ys.size(); ++i) {
       ASSERT_NEAR(yv[i], ys[i], 1e-4 * std::fabs(ys[i]) + 1e-4) << name(t) << " at " << i;
+      if (k_quant) {
+        ASSERT_EQ(std::memcmp(&yv[i], &ys[i], sizeof(float)), 0)
+            << name(t) << " at " << i << ": avx2 " << yv[i] << " scalar " << ys[i];
+      }
     }
   }
 }

@@ -81,8 +81,14 @@ TEST(SupportTest, WeightTypes) {
                  TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ6_K}) {
     EXPECT_TRUE(is_supported(t)) << gguf::type_traits(t).name;
   }
-  EXPECT_FALSE(is_supported(TensorType::kQ5_K));
-  EXPECT_FALSE(is_supported(TensorType::kQ8_K));
+  // What llama-quantize's common presets produce besides the above (Q5_K_M, Q3_K_M, Q2_K, and
+  // the Q5_0 fallback of Q4_K_M files whose widths are not multiples of 256).
+  for (auto t : {TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kIQ4_NL,
+                 TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kQ5_K}) {
+    EXPECT_TRUE(is_supported(t)) << gguf::type_traits(t).name;
+  }
+  EXPECT_FALSE(is_supported(TensorType::kQ8_K)); // activations only
+  EXPECT_FALSE(is_supported(TensorType::kIQ4_XS));
   EXPECT_EQ(row_bytes(TensorType::kQ4_0, 64), 36u);
   EXPECT_EQ(row_bytes(TensorType::kQ6_K, 512), 420u);
 }
