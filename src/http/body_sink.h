@@ -30,7 +30,8 @@ public:
   // follows.
   virtual Status write(std::string_view bytes) = 0;
   // The whole body arrived: answer through `writer` (now or later, from any thread). `head` is
-  // the request without its body.
+  // the request without its body. The sink is destroyed when this returns, before the answer
+  // is written.
   virtual void finish(Request &&head, std::shared_ptr<ResponseWriter> writer) = 0;
   // The body will not complete (the client left or stalled, the framing broke, it grew past the
   // limit, write() failed): drop whatever was stored. Called at most once, never after finish().

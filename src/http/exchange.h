@@ -211,23 +211,22 @@ private:
       std::lock_guard lock(mu_);
       if (state_ != State::kSourcing || !pending_.empty() || closed_locked())
         return;
-      source = source_;
+      source = std::move(source_); // moved, not copied: the source keeps its position
     }
     for (;;) {
       auto piece = source();
       std::lock_guard lock(mu_);
       if (!piece) {
         cut_ = true;
-        source_ = nullptr;
         return;
       }
       if (!*piece) {
         state_ = State::kDone;
-        source_ = nullptr;
         return;
       }
       if (!(*piece)->empty()) {
         pending_ += **piece;
+        source_ = std::move(source);
         return;
       }
     }

@@ -729,6 +729,8 @@ private:
         exchange->respond_internal_error("Unknown error in handler");
       }
     }
+    // Before the answer is written: a client that reads it then finds the sink's cleanup done.
+    sink.reset();
     exchange->set_inline(false);
     flush();
     // Watch the socket for a disconnect while an asynchronous handler or a stream runs. A

@@ -249,6 +249,8 @@ void JobsService::add_batch_routes(http::Router &r) {
                           return Error::internal("file " + id + " changed while it was read");
                         if (piece)
                           sent += static_cast<int64_t>(piece->size());
+                        if (sent > total)
+                          return Error::internal("file " + id + " changed while it was read");
                         return piece;
                       });
   });
