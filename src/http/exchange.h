@@ -40,7 +40,7 @@ void for_each_line(std::string_view data, const std::function<void(std::string_v
 // a producer that keeps a writer past the server's lifetime touches no Asio object.
 class Exchange final : public ResponseWriter {
 public:
-  enum class State { kFresh, kStreaming, kDone };
+  enum class State { kFresh, kStreaming, kSourcing, kDone };
 
   Exchange(std::weak_ptr<FlushTarget> conn, const ExchangeContext &ctx, std::string request_id,
            std::string buffer, bool keep_alive, bool http10, bool head)
@@ -55,6 +55,22 @@ public:
       return;
     append_response_locked(response);
     state_ = State::kDone;
+    schedule_locked();
+  }
+
+  void respond_stream(int status, std::string content_type, Headers headers, std::uint64_t length,
+                      BodySource next) override {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kFresh || closed_locked())
+      return;
+    append_head(pending_, status, content_type, headers, Framing::kLength,
+                static_cast<std::size_t>(length), keep_alive_locked(), http10_, request_id_);
+    if (head_ || length == 0) {
+      state_ = State::kDone;
+    } else {
+      source_ = std::move(next);
+      state_ = State::kSourcing;
+    }
     schedule_locked();
   }
 
@@ -122,6 +138,7 @@ public:
     bool done = false;     // the response is complete once these bytes are written
     bool overflow = false; // the writer exceeded max_pending_write_bytes
     bool abandoned = false;
+    bool cut = false; // a streamed body's source failed: close without finishing
   };
   // True once a writer exceeded max_pending_write_bytes (checked even while a write is stuck).
   bool overflowed() const {
@@ -131,10 +148,11 @@ public:
 
   // Swaps the queued bytes into `out` (which must be empty) and says what they complete.
   Batch take(std::string &out) {
+    pull_source();
     std::lock_guard lock(mu_);
     flush_scheduled_ = false;
     out.swap(pending_);
-    Batch b{state_ == State::kDone, overflow_, abandoned_};
+    Batch b{state_ == State::kDone, overflow_, abandoned_, cut_};
     abandoned_ = false;
     return b;
   }
@@ -162,8 +180,8 @@ public:
   // The handler dropped its last reference (any thread).
   void release() {
     std::lock_guard lock(mu_);
-    if (state_ == State::kDone || closed_locked())
-      return;
+    if (state_ == State::kDone || state_ == State::kSourcing || closed_locked())
+      return; // a source goes on producing without the handler
     if (state_ == State::kFresh) {
       Response r = (*ctx_.render)(Error::internal("The handler produced no response"));
       append_response_locked(r);
@@ -185,6 +203,35 @@ public:
   }
 
 private:
+  // A streamed body: the next piece once the previous one was handed to the socket. Called on
+  // the I/O thread without mu_ (the source reads a store).
+  void pull_source() {
+    BodySource source;
+    {
+      std::lock_guard lock(mu_);
+      if (state_ != State::kSourcing || !pending_.empty() || closed_locked())
+        return;
+      source = std::move(source_); // moved, not copied: the source keeps its position
+    }
+    for (;;) {
+      auto piece = source();
+      std::lock_guard lock(mu_);
+      if (!piece) {
+        cut_ = true;
+        return;
+      }
+      if (!*piece) {
+        state_ = State::kDone;
+        return;
+      }
+      if (!(*piece)->empty()) {
+        pending_ += **piece;
+        source_ = std::move(source);
+        return;
+      }
+    }
+  }
+
   // One event: "event: <name>" (when named) and a "data: " line per line of `data`.
   bool send(std::string_view name, std::string_view data) {
     std::lock_guard lock(mu_);
@@ -256,6 +303,8 @@ private:
   bool aborted_ = false;
   bool overflow_ = false;
   bool abandoned_ = false;
+  bool cut_ = false;
+  BodySource source_; // kSourcing: produces the rest of the body
   std::vector<std::function<void()>> callbacks_;
 };
 

@@ -1,11 +1,14 @@
 // How a handler answers: one complete response, or a Server-Sent Events stream.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "core/result.h"
 #include "http/request.h"
 #include "http/response.h"
 
@@ -24,6 +27,26 @@ public:
 
   // A complete response. Ignored if something was already sent or the client is gone.
   virtual void respond(Response response) = 0;
+
+  // The next piece of a streamed body; std::nullopt once it is all written; an error cuts the
+  // response short (the connection is closed: the client sees fewer bytes than announced).
+  using BodySource = std::function<Result<std::optional<std::string>>()>;
+  // A complete response of `length` bytes (Content-Length) produced piece by piece: the server
+  // calls `next` on the connection's I/O thread each time the previous piece was written, so a
+  // large body (a 200 MB file) never sits whole in memory. The default, for writers that wrap
+  // another, collects the pieces and respond()s.
+  virtual void respond_stream(int status, std::string content_type, Headers headers,
+                              std::uint64_t length, BodySource next) {
+    Response r{status, std::move(content_type), std::move(headers), {}};
+    r.body.reserve(static_cast<std::size_t>(length));
+    for (;;) {
+      auto piece = next();
+      if (!piece || !*piece)
+        break;
+      r.body += **piece;
+    }
+    respond(std::move(r));
+  }
 
   // Starts a 200 text/event-stream response (chunked; no length). `headers` are added.
   virtual void start_sse(Headers headers = {}) = 0;

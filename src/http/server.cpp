@@ -31,9 +31,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 #include <boost/url/parse.hpp>
 
 #include "http/exchange.h"
@@ -55,6 +55,40 @@ using detail::ExchangeContext;
 using detail::Framing;
 
 namespace {
+
+// The body Beast's parser fills: the whole body, or for a body streamed to a BodySink the bytes
+// not yet handed over (then nothing is reserved for the declared length). string_body reserves
+// Content-Length up front, which for a 200 MB upload is the allocation streaming avoids.
+struct SinkableBody {
+  struct value_type {
+    std::string data;
+    bool streaming = false;
+  };
+  class reader {
+  public:
+    template <bool isRequest, class Fields>
+    reader(bhttp::header<isRequest, Fields> &, value_type &b) : b_(b) {}
+    void init(const boost::optional<std::uint64_t> &length, beast::error_code &ec) {
+      if (length && !b_.streaming)
+        b_.data.reserve(static_cast<std::size_t>(*length)); // checked against the limit first
+      ec = {};
+    }
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence &buffers, beast::error_code &ec) {
+      std::size_t n = 0;
+      for (auto b : beast::buffers_range_ref(buffers)) {
+        b_.data.append(static_cast<const char *>(b.data()), b.size());
+        n += b.size();
+      }
+      ec = {};
+      return n;
+    }
+    void finish(beast::error_code &ec) { ec = {}; }
+
+  private:
+    value_type &b_;
+  };
+};
 
 // While a handler runs, the connection keeps reading to notice a disconnect; bytes the client
 // pipelines meanwhile are kept for the next request, up to this much.
@@ -240,6 +274,7 @@ public:
         }
       }
     }
+    abort_sink();
     release_body();
     core_.counters.active_connections.fetch_sub(1);
     core_.socket_closed();
@@ -265,6 +300,10 @@ public:
       core_.counters.slow_client_overflows.fetch_add(1);
       out_.clear();
       close(Why::kOverflow);
+      return;
+    }
+    if (batch.cut && out_.empty()) {
+      close(Why::kDone); // a streamed body's source failed: the client sees it cut short
       return;
     }
     if (out_.empty()) {
@@ -308,6 +347,15 @@ private:
       return;
     }
     auto &c = core_.counters;
+    if (deadline_kind_ == Deadline::kBody && sink_) {
+      c.body_timeouts.fetch_add(1);
+      Response r = core_.render(Error::invalid("The upload stalled: no body bytes arrived for " +
+                                               std::to_string(core_.options.body_timeout.count()) +
+                                               " ms; nothing was stored"));
+      r.status = 408;
+      reject_with(r);
+      return;
+    }
     switch (deadline_kind_) {
     case Deadline::kIdle: c.idle_timeouts.fetch_add(1); break;
     case Deadline::kHeader: c.header_timeouts.fetch_add(1); break;
@@ -364,7 +412,9 @@ private:
       if (!parser_) {
         parser_.emplace();
         parser_->header_limit(static_cast<std::uint32_t>(core_.options.max_header_bytes));
-        parser_->body_limit(core_.options.max_body_bytes);
+        // Set by accept_head() once the route is known (a streamed body has its own limit);
+        // Beast would otherwise refuse a large Content-Length before the head is routed.
+        parser_->body_limit(boost::none);
       }
       if (phase_ == Phase::kIdle) {
         phase_ = Phase::kHeader;
@@ -398,6 +448,8 @@ private:
         if (!accept_head())
           return;
       }
+      if (sink_ && !pump_sink(parser_->is_done()))
+        return;
       if (parser_->is_done()) {
         on_request();
         return;
@@ -444,8 +496,7 @@ private:
     if (ec == bhttp::error::body_limit) {
       core_.counters.payload_too_large.fetch_add(1);
       err = Error{ErrorCode::kPayloadTooLarge,
-                  "Request body exceeds the limit of " +
-                      std::to_string(core_.options.max_body_bytes) + " bytes",
+                  "Request body exceeds the limit of " + std::to_string(body_limit_) + " bytes",
                   {}};
       status = 413;
     } else if (ec == bhttp::error::header_limit) {
@@ -463,6 +514,7 @@ private:
   }
 
   void reject_with(const Response &r) {
+    abort_sink();
     parser_.reset();
     head_.reset();
     release_body();
@@ -474,6 +526,37 @@ private:
     out_ += r.body;
     keep_alive_ = false;
     write(/*final=*/true);
+  }
+
+  void abort_sink() {
+    if (sink_) {
+      auto sink = std::move(sink_);
+      sink->abort();
+    }
+  }
+
+  // Hands the body's bytes to the sink in pieces of kBodyPieceBytes (all of them once the body
+  // is complete). False: the sink refused a piece, answered and closing.
+  bool pump_sink(bool last) {
+    std::string &data = parser_->get().body().data;
+    if (data.size() < kBodyPieceBytes && !last)
+      return true;
+    std::size_t at = 0;
+    while (at < data.size() && (last || data.size() - at >= kBodyPieceBytes)) {
+      const std::size_t n = std::min(kBodyPieceBytes, data.size() - at);
+      Status st = sink_->write(std::string_view(data).substr(at, n));
+      if (!st) {
+        reject_with(core_.render(st.error()));
+        return false;
+      }
+      at += n;
+    }
+    data.erase(0, at);
+    // Progress: the stall deadline starts again (a 200 MB body may take longer than
+    // body_timeout in all; a client that stops sending is still cut off).
+    if (!last)
+      set_deadline(core_.options.body_timeout, Deadline::kBody);
+    return true;
   }
 
   void release_body() {
@@ -561,6 +644,15 @@ private:
     head_ = std::move(req);
     if (parser_->is_done())
       return true; // no body to protect
+    const std::size_t streamed =
+        core_.options.streamed_body_limit ? core_.options.streamed_body_limit(*head_) : 0;
+    body_limit_ = streamed > 0 ? streamed : core_.options.max_body_bytes;
+    const auto declared = parser_->content_length();
+    if (declared && *declared > body_limit_) {
+      reject(bhttp::error::body_limit);
+      return false;
+    }
+    parser_->body_limit(body_limit_);
     if (core_.options.on_headers) {
       std::optional<Response> early;
       try {
@@ -574,9 +666,21 @@ private:
         return false;
       }
     }
-    const auto declared = parser_->content_length();
+    if (streamed > 0) {
+      std::optional<Response> refused;
+      sink_ = core_.options.body_sink ? core_.options.body_sink(*head_, refused) : nullptr;
+      if (!sink_) {
+        core_.counters.head_refusals.fetch_add(1);
+        reject_with(refused ? *refused : refusal(500, Error::internal("No sink for the body")));
+        return false;
+      }
+      parser_->get().body().streaming = true;
+    }
+    // A streamed body holds at most two pieces at a time (one being handed over).
     const std::size_t want =
-        declared ? static_cast<std::size_t>(*declared) : core_.options.max_body_bytes;
+        streamed > 0 ? std::min<std::size_t>(declared.value_or(streamed), 2 * kBodyPieceBytes)
+        : declared   ? static_cast<std::size_t>(*declared)
+                     : core_.options.max_body_bytes;
     if (!core_.reserve_body(want)) {
       core_.counters.body_budget_refusals.fetch_add(1);
       Response r = refusal(
@@ -594,8 +698,9 @@ private:
     auto &msg = parser_->get();
     Request req = std::move(*head_);
     head_.reset();
-    req.body = std::move(msg.body());
+    req.body = std::move(msg.body().data);
     release_body();
+    std::unique_ptr<BodySink> sink = std::move(sink_);
     const bool http10 = msg.version() == 10;
     parser_.reset();
 
@@ -614,13 +719,18 @@ private:
       std::shared_ptr<ResponseWriter> handle(current_.get(),
                                              [ex = current_](ResponseWriter *) { ex->release(); });
       try {
-        core_.handler(std::move(req), std::move(handle));
+        if (sink)
+          sink->finish(std::move(req), std::move(handle));
+        else
+          core_.handler(std::move(req), std::move(handle));
       } catch (const std::exception &e) {
         exchange->respond_internal_error(e.what());
       } catch (...) {
         exchange->respond_internal_error("Unknown error in handler");
       }
     }
+    // Before the answer is written: a client that reads it then finds the sink's cleanup done.
+    sink.reset();
     exchange->set_inline(false);
     flush();
     // Watch the socket for a disconnect while an asynchronous handler or a stream runs. A
@@ -700,9 +810,11 @@ private:
 
   Phase phase_ = Phase::kIdle;
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  std::optional<Request> head_;   // the current request's head, once accept_head() passed
-  std::size_t body_reserved_ = 0; // share of Core::inflight_body_bytes held by this body
+  std::optional<bhttp::request_parser<SinkableBody>> parser_;
+  std::unique_ptr<BodySink> sink_; // the current request's body streams here
+  std::size_t body_limit_ = 0;     // the current request's
+  std::optional<Request> head_;    // the current request's head, once accept_head() passed
+  std::size_t body_reserved_ = 0;  // share of Core::inflight_body_bytes held by this body
   bool reading_ = false;
 
   std::shared_ptr<Exchange> current_;

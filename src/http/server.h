@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/result.h"
+#include "http/body_sink.h"
 #include "http/request.h"
 #include "http/response.h"
 #include "http/response_writer.h"
@@ -52,6 +53,14 @@ struct ServerOptions {
   // body yet). A returned response is sent instead and the connection closes, so a caller
   // can refuse e.g. unauthenticated uploads without buffering them.
   std::function<std::optional<Response>(const Request &)> on_headers;
+
+  // Bodies streamed to a sink instead of buffered (Batch API uploads). `streamed_body_limit`
+  // says, from the head alone, that a request's body streams and how large it may be (0: it is
+  // buffered under max_body_bytes); `body_sink` then opens the sink. A streamed body is
+  // refused with 413 past its limit, and once a piece was handed over, a client that sends
+  // nothing more for body_timeout is answered 408 and the sink aborted.
+  std::function<std::size_t(const Request &)> streamed_body_limit;
+  BodySinkFactory body_sink;
 
   // Renders 400/413/431/500 bodies the server raises itself (default: error_response).
   ErrorRenderer error_renderer;

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -128,6 +129,17 @@ public:
   // Persists the jobs (all or none) before returning. kQueueFull when a project would exceed its
   // bound of queued jobs.
   virtual Status enqueue(std::vector<Job> jobs) = 0;
+  // The same, answered through `done` (called exactly once, with what enqueue() would have
+  // returned) instead of by blocking the caller: an HTTP I/O thread submits and answers its 202
+  // from `done`, so an adapter whose commit waits on a disk flush can commit many callers'
+  // submissions together (PostgreSQL: one WAL flush for a group). `done` may run on another
+  // thread, after this returns. The default commits inline.
+  virtual void enqueue_async(std::vector<Job> jobs, std::function<void(Status)> done) {
+    done(enqueue(std::move(jobs)));
+  }
+  // Returns once every enqueue_async() called so far has had its `done` run (shutdown: the
+  // callers' state must outlive their callbacks).
+  virtual void drain_submissions() {}
   // The next job by the fair schedule, marked running with a fresh attempt and a lease that lapses
   // after `visibility` unless renewed; std::nullopt when nothing is ready within `wait`.
   virtual Result<std::optional<Lease>> lease(std::string_view worker_id,

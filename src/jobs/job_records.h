@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,6 +45,23 @@ struct StoredFile {
 struct FileQuota {
   int64_t max_files = 0;
   int64_t max_bytes = 0;
+};
+
+// A stored file's content is kept as pieces of at most this size (put_file splits; an upload
+// appends what arrived, up to this much at a time): a read or a write holds one piece in memory.
+constexpr int64_t kFilePieceBytes = int64_t{1} << 20;
+
+// A file stored as it arrives (a Batch API upload): each append() writes its piece at once, so
+// memory holds one piece, never the file; commit() checks the project's quota and makes the file
+// visible in one transaction. Destroyed without a successful commit(), it deletes what it wrote
+// (a refused, truncated or abandoned upload leaves nothing). Pieces of a writer whose process died
+// are removed by purge_files(). Threading: one thread at a time.
+class FileWriter {
+public:
+  virtual ~FileWriter() = default;
+  virtual Status append(std::string_view piece) = 0; // at most kFilePieceBytes
+  // `info.bytes` is the sum of the pieces appended; kQuotaExceeded as put_file().
+  virtual Status commit(const StoredFile &info, const FileQuota &quota) = 0;
 };
 
 struct Batch {
@@ -109,11 +127,30 @@ public:
   // Stores the file unless its project would then exceed `quota` (kQuotaExceeded; the check and
   // the insert are one transaction).
   virtual Status put_file(const StoredFile &f, const FileQuota &quota) = 0;
-  virtual Result<std::optional<StoredFile>> get_file(std::string_view id) = 0;      // with content
-  virtual Result<std::optional<StoredFile>> get_file_info(std::string_view id) = 0; // without
-  // True when the project's file existed and is gone now.
+  // A file written piece by piece (FileWriter); `now_ms` dates its pieces until it is committed.
+  virtual Result<std::unique_ptr<FileWriter>> create_file(std::string_view id, int64_t now_ms) = 0;
+  virtual Result<std::optional<StoredFile>> get_file_info(std::string_view id) = 0; // no content
+  // Piece `index` (0, 1, ...) of a stored file's content; std::nullopt past the last one. Reading
+  // a file piece by piece holds one piece in memory (GET /v1/files/{id}/content, batch input).
+  virtual Result<std::optional<std::string>> read_file_piece(std::string_view id,
+                                                             int64_t index) = 0;
+  // The file with its whole content in memory: for small files (tests, checks) only.
+  Result<std::optional<StoredFile>> get_file(std::string_view id) {
+    GANTRY_ASSIGN_OR_RETURN(auto f, get_file_info(id));
+    if (!f)
+      return f;
+    for (int64_t i = 0;; ++i) {
+      GANTRY_ASSIGN_OR_RETURN(auto piece, read_file_piece(id, i));
+      if (!piece)
+        break;
+      f->content += *piece;
+    }
+    return f;
+  }
+  // True when the project's file existed and is gone now (its pieces with it).
   virtual Result<bool> delete_file(std::string_view project, std::string_view id) = 0;
-  // Retention: deletes files created before `created_before_ms`; how many.
+  // Retention: deletes files created before `created_before_ms`, and pieces no file owns written
+  // before it (an upload whose process died); how many files.
   virtual Result<int64_t> purge_files(int64_t created_before_ms) = 0;
 
   virtual Status put_batch(const Batch &b) = 0; // insert or replace: creation only

@@ -6,20 +6,183 @@
 #include "api/json_body.h"
 #include "server/jobs_api.h"
 #include "server/jobs_wire.h"
+#include "server/multipart_stream.h"
 
 namespace gantry::server {
 namespace json = boost::json;
 using jobs::Job;
 using jobs::JobStatus;
 
+namespace {
+
+// Keeps the answer of a check run before the body is read (authentication, admission), to be
+// sent instead of reading it.
+class HeadWriter final : public http::ResponseWriter {
+public:
+  void respond(http::Response r) override { answer = std::move(r); }
+  void start_sse(http::Headers) override {}
+  bool send_event(std::string) override { return false; }
+  bool send_named_event(std::string_view, std::string) override { return false; }
+  void end() override {}
+  bool is_closed() const override { return answer.has_value(); }
+  void on_close(std::function<void()>) override {}
+  const std::string &request_id() const override { return id; }
+
+  std::optional<http::Response> answer;
+  std::string id;
+};
+
+// The framing around an uploaded file: the boundaries, the parts' heads and the purpose field.
+constexpr size_t kMultipartOverhead = 64 * 1024;
+
+} // namespace
+
+// One POST /v1/files: the multipart body parsed as it arrives, the file part written to the
+// store in pieces of jobs::kFilePieceBytes (so memory holds about two pieces), the file made
+// visible by commit() once the body ended whole. Anything else (too large, truncated, the client
+// gone or stalled) drops the FileWriter, which deletes the pieces. Lives on the connection's I/O
+// thread.
+class JobsService::Upload final : public http::BodySink {
+public:
+  Upload(JobsService &svc, std::string id, std::string project,
+         std::unique_ptr<jobs::FileWriter> file)
+      : svc_(svc), id_(std::move(id)), project_(std::move(project)), file_(std::move(file)) {}
+
+  Status open(std::string_view content_type) {
+    MultipartStream::Events ev;
+    ev.begin = [this](const std::string &name, const std::string &filename) -> Status {
+      part_ = name == "file" ? Part::kFile : name == "purpose" ? Part::kPurpose : Part::kOther;
+      if (part_ == Part::kFile) {
+        if (have_file_)
+          return Error::invalid("only one 'file' part is accepted", "file");
+        have_file_ = true;
+        filename_ = filename.empty() ? "upload.jsonl" : filename;
+      }
+      return Ok();
+    };
+    ev.data = [this](std::string_view bytes) -> Status {
+      if (part_ == Part::kPurpose) {
+        purpose_.append(bytes);
+        if (purpose_.size() > 64)
+          return Error::invalid("purpose must be \"batch\"", "purpose");
+      } else if (part_ == Part::kFile) {
+        bytes_ += static_cast<int64_t>(bytes.size());
+        if (bytes_ > svc_.config_.max_upload_bytes)
+          return too_large();
+        piece_.append(bytes);
+        while (piece_.size() >= static_cast<size_t>(jobs::kFilePieceBytes)) {
+          GANTRY_TRY(file_->append(std::string_view(piece_).substr(0, jobs::kFilePieceBytes)));
+          piece_.erase(0, jobs::kFilePieceBytes);
+        }
+      }
+      return Ok();
+    };
+    ev.end = [this]() -> Status {
+      if (part_ == Part::kFile && !piece_.empty()) {
+        GANTRY_TRY(file_->append(piece_));
+        piece_.clear();
+      }
+      part_ = Part::kOther;
+      return Ok();
+    };
+    GANTRY_ASSIGN_OR_RETURN(MultipartStream m, MultipartStream::open(content_type, std::move(ev)));
+    multipart_.emplace(std::move(m));
+    return Ok();
+  }
+
+  Status write(std::string_view bytes) override { return multipart_->feed(bytes); }
+
+  void finish(http::Request &&, std::shared_ptr<http::ResponseWriter> w) override {
+    if (auto st = multipart_->finish(); !st)
+      return send_error(w, st.error());
+    if (!have_file_)
+      return send_error(w, Error::invalid("the 'file' part is missing", "file"));
+    if (purpose_ != "batch")
+      return send_error(
+          w, Error::invalid("purpose must be \"batch\" (the only one served here)", "purpose"));
+    jobs::StoredFile f;
+    f.id = id_;
+    f.project = project_;
+    f.purpose = purpose_;
+    f.filename = filename_;
+    f.bytes = bytes_;
+    f.created_ms = svc_.clock_.unix_millis();
+    const auto &c = svc_.config_;
+    if (c.max_file_bytes > 0 && f.bytes > c.max_file_bytes)
+      return send_error(w, Error::invalid("the file has " + std::to_string(f.bytes) +
+                                              " bytes; a project may store at most " +
+                                              std::to_string(c.max_file_bytes),
+                                          "file"));
+    if (auto st = file_->commit(f, {c.max_files, c.max_file_bytes}); !st)
+      return send_error(w, st.error()); // ~Upload deletes the pieces
+    w->respond(http::Response::json(200, json::serialize(render_file(f))));
+  }
+
+  void abort() override { file_.reset(); } // deletes what was written
+
+private:
+  enum class Part { kOther, kFile, kPurpose };
+  Error too_large() const {
+    return Error{ErrorCode::kPayloadTooLarge,
+                 "the file exceeds " + std::to_string(svc_.config_.max_upload_bytes) +
+                     " bytes (jobs.max_upload_bytes); nothing was stored",
+                 "file"};
+  }
+
+  JobsService &svc_;
+  const std::string id_;
+  const std::string project_;
+  std::unique_ptr<jobs::FileWriter> file_;
+  std::optional<MultipartStream> multipart_;
+  Part part_ = Part::kOther;
+  bool have_file_ = false;
+  std::string filename_;
+  std::string purpose_;
+  std::string piece_; // file bytes not yet written: less than one piece
+  int64_t bytes_ = 0;
+};
+
+size_t JobsService::streamed_body_limit(const http::Request &head) const {
+  if (head.method != http::Method::kPost || head.path != "/v1/files")
+    return 0;
+  return static_cast<size_t>(config_.max_upload_bytes) + kMultipartOverhead;
+}
+
+std::unique_ptr<http::BodySink> JobsService::open_upload(const http::Request &head,
+                                                         std::optional<http::Response> &refusal) {
+  auto hw = std::make_shared<HeadWriter>();
+  hw->id = head.request_id;
+  auto refuse = [&](const Error &e) {
+    send_error(hw, e);
+    refusal = std::move(hw->answer);
+    return nullptr;
+  };
+  auto p = authenticate_(head, hw);
+  if (!p) {
+    refusal = hw->answer ? std::move(hw->answer)
+                         : std::optional<http::Response>(http::error_response(
+                               Error{ErrorCode::kUnauthorized, "Unauthorized", ""}));
+    return nullptr;
+  }
+  const control::Principal *principal = *p ? &**p : nullptr;
+  const std::string id = ids_.next("file-");
+  if (auto st = admit_submission(principal, "/v1/files", id); !st)
+    return refuse(st.error());
+  auto ct = head.header("Content-Type");
+  if (!ct || ct->find("multipart/form-data") == std::string_view::npos)
+    return refuse(Error::invalid("upload the file as multipart/form-data", "file"));
+  auto file = records_->create_file(id, clock_.unix_millis());
+  if (!file)
+    return refuse(file.error());
+  auto up =
+      std::make_unique<Upload>(*this, id, principal ? principal->project : "", std::move(*file));
+  if (auto st = up->open(*ct); !st)
+    return refuse(st.error());
+  return up;
+}
+
 void JobsService::add_batch_routes(http::Router &r) {
-  // The OpenAI Batch API.
-  r.post("/v1/files", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
-    auto p = authenticate_(req, w);
-    if (!p)
-      return;
-    create_file(std::move(req), std::move(w), *p ? &**p : nullptr);
-  });
+  // The OpenAI Batch API. POST /v1/files streams (open_upload), outside the router.
   // The caller's own file or batch `id`, or nullopt once the refusal was sent (401, 404 for
   // another project's record as for a missing one, or the store's error).
   auto owned = [this](http::Request &req, const std::shared_ptr<http::ResponseWriter> &w,
@@ -64,19 +227,33 @@ void JobsService::add_batch_routes(http::Router &r) {
     w->respond(http::Response::json(
         200, json::serialize(json::object{{"id", f->id}, {"object", "file"}, {"deleted", true}})));
   });
-  r.get("/v1/files/{id}/content",
-        [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
-          auto p = authenticate_(req, w);
-          if (!p)
-            return;
-          const std::string id(req.path_param("id"));
-          auto f = records_->get_file(id);
-          if (!f)
-            return send_error(w, f.error());
-          if (!*f || (*f)->project != (*p ? (*p)->project : ""))
-            return send_error(w, not_found("file", id));
-          w->respond(http::Response{200, "application/jsonl", {}, std::move((*f)->content)});
-        });
+  r.get("/v1/files/{id}/content", [this](http::Request &&req,
+                                         std::shared_ptr<http::ResponseWriter> w) {
+    auto p = authenticate_(req, w);
+    if (!p)
+      return;
+    const std::string id(req.path_param("id"));
+    auto f = records_->get_file_info(id);
+    if (!f)
+      return send_error(w, f.error());
+    if (!*f || (*f)->project != (*p ? (*p)->project : ""))
+      return send_error(w, not_found("file", id));
+    // Piece by piece as the client reads (a file may be 200 MB). A file deleted meanwhile
+    // ends short of its Content-Length: an error, so the connection is cut, not reused.
+    const int64_t total = (*f)->bytes;
+    w->respond_stream(200, "application/jsonl", {}, static_cast<uint64_t>(total),
+                      [records = records_.get(), id, total, index = int64_t{0},
+                       sent = int64_t{0}]() mutable -> Result<std::optional<std::string>> {
+                        GANTRY_ASSIGN_OR_RETURN(auto piece, records->read_file_piece(id, index++));
+                        if (!piece && sent < total)
+                          return Error::internal("file " + id + " changed while it was read");
+                        if (piece)
+                          sent += static_cast<int64_t>(piece->size());
+                        if (sent > total)
+                          return Error::internal("file " + id + " changed while it was read");
+                        return piece;
+                      });
+  });
   r.post("/v1/batches", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto p = authenticate_(req, w);
     if (!p)
@@ -142,48 +319,6 @@ void JobsService::add_batch_routes(http::Router &r) {
          });
 }
 
-void JobsService::create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
-                              const control::Principal *principal) {
-  const std::string project = principal ? principal->project : "";
-  const std::string id = ids_.next("file-");
-  if (auto st = admit_submission(principal, "/v1/files", id); !st)
-    return send_error(w, st.error());
-  auto ct = req.header("Content-Type");
-  if (!ct || ct->find("multipart/form-data") == std::string_view::npos)
-    return send_error(w, Error::invalid("upload the file as multipart/form-data", "file"));
-  auto parts = parse_multipart(*ct, req.body);
-  if (!parts)
-    return send_error(w, parts.error());
-  jobs::StoredFile f;
-  bool have_file = false;
-  for (auto &part : *parts) {
-    if (part.name == "purpose") {
-      f.purpose = part.content;
-    } else if (part.name == "file") {
-      f.filename = part.filename.empty() ? "upload.jsonl" : part.filename;
-      f.content = std::move(part.content);
-      have_file = true;
-    }
-  }
-  if (!have_file)
-    return send_error(w, Error::invalid("the 'file' part is missing", "file"));
-  if (f.purpose != "batch")
-    return send_error(
-        w, Error::invalid("purpose must be \"batch\" (the only one served here)", "purpose"));
-  f.id = id;
-  f.project = project;
-  f.bytes = static_cast<int64_t>(f.content.size());
-  f.created_ms = clock_.unix_millis();
-  if (config_.max_file_bytes > 0 && f.bytes > config_.max_file_bytes)
-    return send_error(w, Error::invalid("the file has " + std::to_string(f.bytes) +
-                                            " bytes; a project may store at most " +
-                                            std::to_string(config_.max_file_bytes),
-                                        "file"));
-  if (auto st = records_->put_file(f, {config_.max_files, config_.max_file_bytes}); !st)
-    return send_error(w, st.error());
-  w->respond(http::Response::json(200, json::serialize(render_file(f))));
-}
-
 void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
                                const control::Principal *principal) {
   auto parsed = api::parse_object_body(req.body);
@@ -208,7 +343,7 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
   const std::string batch_id = ids_.next("batch_");
   if (auto st = admit_submission(principal, "/v1/batches", batch_id); !st)
     return send_error(w, st.error());
-  auto file = records_->get_file(fid->as_string());
+  auto file = records_->get_file_info(fid->as_string());
   if (!file)
     return send_error(w, file.error());
   if (!*file || (*file)->project != project)
@@ -226,11 +361,57 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
   b.created_ms = now;
   b.expires_ms = now + *window_ms;
 
-  // Validation: every line must be a request this server can run; any bad line fails the batch.
-  BatchInput input = parse_batch_input((*file)->content, b.endpoint);
-  json::array errors = std::move(input.errors);
-  std::vector<Job> lines;
-  for (auto &l : input.lines) {
+  // The input is read piece by piece, twice: first every line is validated (any bad line fails
+  // the batch, and nothing is queued), then the lines are read again and queued in groups, so
+  // neither the file nor its jobs are ever held whole.
+  auto read_input = [&](BatchLineReader &reader) -> Status {
+    for (int64_t i = 0;; ++i) {
+      GANTRY_ASSIGN_OR_RETURN(auto piece, records_->read_file_piece(b.input_file_id, i));
+      if (!piece)
+        break;
+      reader.feed(*piece);
+    }
+    reader.finish();
+    return Ok();
+  };
+  int64_t total = 0;
+  BatchLineReader check(b.endpoint, [&](BatchInputLine &&) { ++total; });
+  if (auto st = read_input(check); !st)
+    return send_error(w, st.error());
+  json::array errors = std::move(check.errors());
+  if (total == 0 && errors.empty())
+    errors.push_back(json::object{{"code", "empty_file"},
+                                  {"message", "the input file has no requests"},
+                                  {"param", nullptr},
+                                  {"line", nullptr}});
+  if (!errors.empty()) {
+    b.status = "failed";
+    b.failed_ms = now;
+    b.errors = json::serialize(json::object{{"object", "list"}, {"data", std::move(errors)}});
+  } else {
+    b.status = "in_progress";
+    b.in_progress_ms = now;
+    b.total = total;
+  }
+  // The batch row first: the coordinator never sees jobs of a batch it does not know.
+  if (auto st = records_->put_batch(b); !st)
+    return send_error(w, st.error());
+  if (b.status != "in_progress")
+    return w->respond(http::Response::json(200, json::serialize(render_batch(b))));
+  // Groups of at most 1,000 lines or 8 MB of bodies per enqueue (one transaction each).
+  constexpr size_t kGroupLines = 1000, kGroupBytes = size_t{8} << 20;
+  std::vector<Job> group;
+  size_t group_bytes = 0;
+  Status queued = Ok();
+  auto flush = [&]() {
+    if (queued && !group.empty())
+      queued = queue_->enqueue(std::move(group));
+    group.clear();
+    group_bytes = 0;
+  };
+  BatchLineReader lines(b.endpoint, [&](BatchInputLine &&l) {
+    if (!queued)
+      return;
     Job j;
     j.id = ids_.next("job_");
     j.project = project;
@@ -244,38 +425,39 @@ void JobsService::create_batch(http::Request &&req, std::shared_ptr<http::Respon
     j.max_attempts = config_.max_attempts;
     j.created_ms = now;
     j.expires_at_ms = b.expires_ms;
-    lines.push_back(std::move(j));
-  }
-  if (lines.empty() && errors.empty())
-    errors.push_back(json::object{{"code", "empty_file"},
-                                  {"message", "the input file has no requests"},
-                                  {"param", nullptr},
-                                  {"line", nullptr}});
-  if (!errors.empty()) {
+    group_bytes += j.body.size();
+    group.push_back(std::move(j));
+    if (group.size() >= kGroupLines || group_bytes >= kGroupBytes)
+      flush();
+  });
+  if (auto st = read_input(lines); !st)
+    queued = st;
+  flush();
+  if (!queued) {
+    // Some groups may be queued already: the batch fails, and what it queued is canceled.
+    const std::string from = b.status;
     b.status = "failed";
     b.failed_ms = now;
-    b.errors = json::serialize(json::object{{"object", "list"}, {"data", std::move(errors)}});
-  } else {
-    b.status = "in_progress";
-    b.in_progress_ms = now;
-    b.total = static_cast<int64_t>(lines.size());
-  }
-  // The batch row first: the coordinator never sees jobs of a batch it does not know.
-  if (auto st = records_->put_batch(b); !st)
-    return send_error(w, st.error());
-  if (!lines.empty() && errors.empty()) {
-    if (auto st = queue_->enqueue(std::move(lines)); !st) {
-      const std::string from = b.status;
-      b.status = "failed";
-      b.failed_ms = now;
-      b.total = 0;
-      b.errors = json::serialize(
-          json::object{{"object", "list"},
-                       {"data", json::array{json::object{{"code", "queue_full"},
-                                                         {"message", st.error().message},
-                                                         {"param", nullptr},
-                                                         {"line", nullptr}}}}});
-      (void)records_->transition_batch(b, from);
+    b.total = 0;
+    b.errors = json::serialize(
+        json::object{{"object", "list"},
+                     {"data", json::array{json::object{{"code", "queue_full"},
+                                                       {"message", queued.error().message},
+                                                       {"param", nullptr},
+                                                       {"line", nullptr}}}}});
+    (void)records_->transition_batch(b, from);
+    jobs::ListFilter f;
+    f.batch_id = b.id;
+    f.limit = 1000;
+    for (;;) {
+      auto page = queue_->list(f);
+      if (!page)
+        break;
+      for (const auto &j : *page)
+        (void)queue_->cancel(j.project, j.id);
+      if (static_cast<int>(page->size()) < f.limit)
+        break;
+      f.after = page->back().id;
     }
   }
   w->respond(http::Response::json(200, json::serialize(render_batch(b))));

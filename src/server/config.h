@@ -70,6 +70,9 @@ struct JobsConfig {
   int64_t max_stored_job_bytes = int64_t{1} << 30; // their request bodies and results
   int64_t max_files = 1'000;                       // files in /v1/files
   int64_t max_file_bytes = int64_t{1} << 30;       // their contents
+  // One uploaded file (POST /v1/files streams it into the store; OpenAI's limit is 200 MB).
+  // Separate from max_body_bytes, which bounds the bodies that are held in memory.
+  int64_t max_upload_bytes = int64_t{200} << 20;
   std::chrono::milliseconds file_retention{std::chrono::hours(24 * 30)}; // 0 = kept until deleted
   int64_t max_batch_output_bytes = int64_t{256} << 20; // a batch's output + error files
   int64_t max_waiters = 10'000; // POSTs held by `Prefer: wait`; beyond, they answer 202 at once

@@ -83,6 +83,7 @@ const Key<JobsConfig> kJobKeys[] = {
     {"max_stored_job_bytes", &JobsConfig::max_stored_job_bytes, kCap},
     {"max_files", &JobsConfig::max_files, kCap},
     {"max_file_bytes", &JobsConfig::max_file_bytes, kCap},
+    {"max_upload_bytes", &JobsConfig::max_upload_bytes, kCap},
     {"max_batch_output_bytes", &JobsConfig::max_batch_output_bytes, kCap},
     {"max_waiters", &JobsConfig::max_waiters, kCap},
 };

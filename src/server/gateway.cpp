@@ -378,6 +378,16 @@ void Gateway::build_servers() {
   opts.max_connections = config_.max_connections;
   opts.max_inflight_body_bytes = config_.max_inflight_body_bytes;
   opts.on_headers = [this](const http::Request &req) { return refuse_before_body(req); };
+  if (jobs_) {
+    // Batch API uploads stream into the store instead of being held under max_body_bytes.
+    opts.streamed_body_limit = [jobs = jobs_.get()](const http::Request &req) {
+      return jobs->streamed_body_limit(req);
+    };
+    opts.body_sink = [jobs = jobs_.get()](const http::Request &req,
+                                          std::optional<http::Response> &refusal) {
+      return jobs->open_upload(req, refusal);
+    };
+  }
   http_ = std::make_unique<http::HttpServer>(opts, build_routes());
   if (config_.admin_port >= 0) {
     // Health, metrics and the admin API on their own port, so operators can keep them off the
@@ -387,6 +397,8 @@ void Gateway::build_servers() {
     aopts.port = static_cast<uint16_t>(config_.admin_port);
     aopts.io_threads = 1;
     aopts.on_headers = nullptr;
+    aopts.streamed_body_limit = nullptr;
+    aopts.body_sink = nullptr;
     admin_http_ = std::make_unique<http::HttpServer>(aopts, build_ops_routes());
   }
 }

@@ -123,6 +123,8 @@ void JobsService::stop() {
     webhooks_->stop();
   if (coordinator_.joinable())
     coordinator_.join();
+  if (queue_)
+    queue_->drain_submissions(); // their callbacks use events_
   if (events_)
     events_->shutdown(); // held POSTs answer 202 with the job as it is
 }
@@ -360,18 +362,25 @@ void JobsService::submit(http::Request &&req, std::shared_ptr<http::ResponseWrit
       cv_.notify_all();
     }
   }
-  const std::string id = job.id;
-  Job shown = job;
-  if (auto st = queue_->enqueue({std::move(job)}); !st) {
-    if (!held || events_->cancel_wait(*held))
-      send_error(w, st.error());
-    return;
-  }
-  if (held)
-    return;
-  http::Response r = http::Response::json(202, json::serialize(render_job(shown)));
-  r.headers.push_back({"Location", "/v1/jobs/" + id});
-  w->respond(std::move(r));
+  // Answered once the job is committed, from whichever thread commits it (the queue may group
+  // this submission's commit with others'): the I/O thread goes on to the next request.
+  std::string id = job.id;
+  std::string shown = json::serialize(render_job(job));
+  std::vector<Job> one;
+  one.push_back(std::move(job));
+  queue_->enqueue_async(std::move(one), [this, w = std::move(w), held, id = std::move(id),
+                                         shown = std::move(shown)](Status st) mutable {
+    if (!st) {
+      if (!held || events_->cancel_wait(*held))
+        send_error(w, st.error());
+      return;
+    }
+    if (held)
+      return;
+    http::Response r = http::Response::json(202, std::move(shown));
+    r.headers.push_back({"Location", "/v1/jobs/" + id});
+    w->respond(std::move(r));
+  });
 }
 
 void JobsService::add_routes(http::Router &r) {

@@ -19,6 +19,7 @@
 #include "api/openai.h"
 #include "control/control_plane.h"
 #include "core/clock.h"
+#include "http/body_sink.h"
 #include "http/router.h"
 #include "jobs/job_events.h"
 #include "jobs/job_ids.h"
@@ -49,7 +50,13 @@ public:
          WebhookPost post, AdminAuth &admin_auth);
   ~JobsService();
 
-  void add_routes(http::Router &router);       // /v1/jobs, /v1/files, /v1/batches
+  void add_routes(http::Router &router); // /v1/jobs, /v1/files, /v1/batches
+  // POST /v1/files streams its body (http::ServerOptions::streamed_body_limit / body_sink): the
+  // largest body such a request may have (the file cap and the multipart framing), 0 for any
+  // other request; and the sink that parses the upload and writes the file piece by piece.
+  size_t streamed_body_limit(const http::Request &head) const;
+  std::unique_ptr<http::BodySink> open_upload(const http::Request &head,
+                                              std::optional<http::Response> &refusal);
   void add_admin_routes(http::Router &router); // admin token: webhook secret rotation
   void start();
   // Stops leasing new jobs (graceful shutdown begins); running ones go on.
@@ -66,6 +73,7 @@ public:
 
 private:
   class Executor; // job_executor.cpp
+  class Upload;   // batch_api.cpp
   static std::unique_ptr<jobs::JobExecutor> make_executor(JobsService &svc);
   JobsService(const ServerConfig &config, control::ControlPlane &control, const Clock &clock);
 
@@ -82,8 +90,6 @@ private:
   Result<std::string> sign_key_secrets(const std::string &project);
 
   void add_batch_routes(http::Router &router); // batch_api.cpp
-  void create_file(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
-                   const control::Principal *principal);
   void create_batch(http::Request &&req, std::shared_ptr<http::ResponseWriter> w,
                     const control::Principal *principal);
 

@@ -271,68 +271,93 @@ Result<std::vector<MultipartPart>> parse_multipart(std::string_view content_type
   return parts;
 }
 
+BatchLineReader::BatchLineReader(std::string_view endpoint,
+                                 std::function<void(BatchInputLine &&)> on_line)
+    : endpoint_(endpoint), on_line_(std::move(on_line)) {}
+
+void BatchLineReader::fail(int line_no, std::string message) {
+  if (errors_.size() < kMaxBatchInputErrors)
+    errors_.push_back(json::object{{"code", "invalid_request"},
+                                   {"message", std::move(message)},
+                                   {"param", nullptr},
+                                   {"line", line_no}});
+}
+
+void BatchLineReader::feed(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const size_t nl = bytes.find('\n');
+    const std::string_view part = bytes.substr(0, nl);
+    if (!overlong_) {
+      if (partial_.size() + part.size() > kMaxBatchLineBytes) {
+        overlong_ = true;
+        partial_.clear();
+        partial_.shrink_to_fit();
+      } else {
+        partial_.append(part);
+      }
+    }
+    if (nl == std::string_view::npos)
+      return;
+    bytes.remove_prefix(nl + 1);
+    ++line_no_;
+    if (overlong_)
+      fail(line_no_, "line is longer than " + std::to_string(kMaxBatchLineBytes) + " bytes");
+    else
+      line(partial_);
+    overlong_ = false;
+    partial_.clear();
+  }
+}
+
+void BatchLineReader::finish() {
+  if (partial_.empty() && !overlong_)
+    return;
+  ++line_no_;
+  if (overlong_)
+    fail(line_no_, "line is longer than " + std::to_string(kMaxBatchLineBytes) + " bytes");
+  else
+    line(partial_);
+  overlong_ = false;
+  partial_.clear();
+}
+
+void BatchLineReader::line(std::string_view line) {
+  if (!line.empty() && line.back() == '\r')
+    line.remove_suffix(1);
+  if (line.find_first_not_of(" \t") == std::string_view::npos)
+    return;
+  const std::optional<api::Endpoint> ep = endpoint_of(endpoint_);
+  boost::system::error_code lec;
+  json::value lv = json::parse(line, lec);
+  if (lec || !lv.is_object())
+    return fail(line_no_, "line is not a JSON object");
+  const json::object &lo = lv.as_object();
+  const json::value *cid = lo.if_contains("custom_id");
+  const json::value *url = lo.if_contains("url");
+  const json::value *method = lo.if_contains("method");
+  const json::value *body = lo.if_contains("body");
+  if (!cid || !cid->is_string() || cid->as_string().empty())
+    return fail(line_no_, "custom_id is required");
+  if (!seen_.insert(std::string(cid->as_string())).second)
+    return fail(line_no_, "custom_id '" + std::string(cid->as_string()) + "' is repeated");
+  if (method && (!method->is_string() || method->as_string() != "POST"))
+    return fail(line_no_, "method must be POST");
+  if (!ep || !url || !url->is_string() || url->as_string() != endpoint_)
+    return fail(line_no_, "url must be the batch's endpoint " + endpoint_);
+  auto jb = body ? job_body(*body) : Result<std::string>(Err(Error::invalid("body is required")));
+  if (!jb)
+    return fail(line_no_, jb.error().message);
+  if (auto parsed = api::parse_inference_request(*ep, *jb); !parsed)
+    return fail(line_no_, parsed.error().message);
+  on_line_({line_no_, std::string(cid->as_string()), std::move(*jb)});
+}
+
 BatchInput parse_batch_input(std::string_view content, std::string_view endpoint) {
   BatchInput out;
-  const std::optional<api::Endpoint> ep = endpoint_of(endpoint);
-  std::set<std::string, std::less<>> seen;
-  size_t start = 0;
-  int line_no = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string_view::npos)
-      end = content.size();
-    std::string_view line = content.substr(start, end - start);
-    start = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r')
-      line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos)
-      continue;
-    auto fail = [&](std::string msg) {
-      if (out.errors.size() < kMaxBatchInputErrors)
-        out.errors.push_back(json::object{{"code", "invalid_request"},
-                                          {"message", std::move(msg)},
-                                          {"param", nullptr},
-                                          {"line", line_no}});
-    };
-    boost::system::error_code lec;
-    json::value lv = json::parse(line, lec);
-    if (lec || !lv.is_object()) {
-      fail("line is not a JSON object");
-      continue;
-    }
-    const json::object &lo = lv.as_object();
-    const json::value *cid = lo.if_contains("custom_id");
-    const json::value *url = lo.if_contains("url");
-    const json::value *method = lo.if_contains("method");
-    const json::value *body = lo.if_contains("body");
-    if (!cid || !cid->is_string() || cid->as_string().empty()) {
-      fail("custom_id is required");
-      continue;
-    }
-    if (!seen.insert(std::string(cid->as_string())).second) {
-      fail("custom_id '" + std::string(cid->as_string()) + "' is repeated");
-      continue;
-    }
-    if (method && (!method->is_string() || method->as_string() != "POST")) {
-      fail("method must be POST");
-      continue;
-    }
-    if (!ep || !url || !url->is_string() || url->as_string() != endpoint) {
-      fail("url must be the batch's endpoint " + std::string(endpoint));
-      continue;
-    }
-    auto jb = body ? job_body(*body) : Result<std::string>(Err(Error::invalid("body is required")));
-    if (!jb) {
-      fail(jb.error().message);
-      continue;
-    }
-    if (auto parsed = api::parse_inference_request(*ep, *jb); !parsed) {
-      fail(parsed.error().message);
-      continue;
-    }
-    out.lines.push_back({line_no, std::string(cid->as_string()), std::move(*jb)});
-  }
+  BatchLineReader reader(endpoint, [&](BatchInputLine &&l) { out.lines.push_back(std::move(l)); });
+  reader.feed(content);
+  reader.finish();
+  out.errors = std::move(reader.errors());
   return out;
 }
 

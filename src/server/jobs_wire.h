@@ -5,8 +5,10 @@
 
 #include <boost/json.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -64,6 +66,31 @@ struct BatchInput {
   boost::json::array errors;
 };
 BatchInput parse_batch_input(std::string_view content, std::string_view endpoint);
+
+// The same checks one line at a time, for an input file read piece by piece (it may be 200 MB):
+// feed() splits what arrives into lines (a line longer than kMaxBatchLineBytes is an error) and
+// calls `on_line` for each valid request; errors() collects the rest, as parse_batch_input.
+// Holds the current partial line and the custom_ids seen (their uniqueness is a batch rule).
+inline constexpr size_t kMaxBatchLineBytes = size_t{8} << 20;
+class BatchLineReader {
+public:
+  BatchLineReader(std::string_view endpoint, std::function<void(BatchInputLine &&)> on_line);
+  void feed(std::string_view bytes);
+  void finish(); // the last line, when the file does not end with '\n'
+  boost::json::array &errors() { return errors_; }
+
+private:
+  void line(std::string_view text);
+  void fail(int line_no, std::string message);
+
+  std::string endpoint_;
+  std::function<void(BatchInputLine &&)> on_line_;
+  std::set<std::string, std::less<>> seen_;
+  std::string partial_;
+  bool overlong_ = false; // skipping the rest of a line past kMaxBatchLineBytes
+  int line_no_ = 0;
+  boost::json::array errors_;
+};
 
 struct MultipartPart {
   std::string name;

@@ -5,7 +5,10 @@
 // between projects, bounds, cancel and expiry.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "contract/store_factories.h"
 #include "jobs/job_ids.h"
@@ -452,6 +455,71 @@ TYPED_TEST(JobQueueContract, ListingLoadsNoRequestBodies) {
   EXPECT_EQ(page[0].id, j.id);
   EXPECT_TRUE(page[0].body.empty());
   EXPECT_EQ((*this->queue_->get(j.id))->body, j.body) << "get() still has it, for the runner";
+}
+
+// enqueue_async answers every submission exactly once, with enqueue()'s outcome: submissions
+// from many threads at once (the adapter may commit them in groups) are all stored, and the
+// project's bound refuses exactly the ones past it, each on its own.
+TYPED_TEST(JobQueueContract, AsyncSubmissionsAreEachAnsweredOnceAndBoundedPerProject) {
+  this->options_.max_queued_per_project = 50;
+  this->reopen();
+  constexpr int kThreads = 8, kEach = 10;
+  std::mutex mu;
+  std::condition_variable cv;
+  int answered = 0, accepted = 0, full = 0;
+  std::vector<std::string> ids;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    std::vector<Job> mine;
+    for (int i = 0; i < kEach; ++i)
+      mine.push_back(this->job(t % 2 ? "odd" : "even"));
+    threads.emplace_back([&, mine = std::move(mine)]() mutable {
+      for (auto &j : mine) {
+        const std::string id = j.id;
+        std::vector<Job> one;
+        one.push_back(std::move(j));
+        this->queue_->enqueue_async(std::move(one), [&, id](Status st) {
+          std::lock_guard<std::mutex> lk(mu);
+          ++answered;
+          if (st) {
+            ++accepted;
+            ids.push_back(id);
+          } else if (st.error().code == ErrorCode::kQueueFull) {
+            ++full;
+          }
+          cv.notify_all();
+        });
+      }
+    });
+  }
+  for (auto &t : threads)
+    t.join();
+  this->queue_->drain_submissions();
+  std::unique_lock<std::mutex> lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, 30s, [&] { return answered == kThreads * kEach; }))
+      << answered << " of " << kThreads * kEach << " submissions answered";
+  // 40 per project were submitted and the bound is 50: every one fits.
+  EXPECT_EQ(accepted, kThreads * kEach);
+  EXPECT_EQ(full, 0);
+  for (const auto &id : ids)
+    EXPECT_TRUE(*this->queue_->get(id)) << id << " was answered Ok but is not stored";
+  // Past the bound: 10 more "even" fit, the rest are refused one by one.
+  answered = accepted = 0;
+  lk.unlock();
+  for (int i = 0; i < 15; ++i)
+    this->queue_->enqueue_async({this->job("even")}, [&](Status st) {
+      std::lock_guard<std::mutex> g(mu);
+      ++answered;
+      accepted += st ? 1 : 0;
+      full += !st && st.error().code == ErrorCode::kQueueFull ? 1 : 0;
+      cv.notify_all();
+    });
+  this->queue_->drain_submissions();
+  lk.lock();
+  ASSERT_TRUE(cv.wait_for(lk, 30s, [&] { return answered == 15; }));
+  EXPECT_EQ(accepted, 10);
+  EXPECT_EQ(full, 5);
+  EXPECT_EQ(this->queue_->depth()->queued, kThreads * kEach + 10);
 }
 
 } // namespace

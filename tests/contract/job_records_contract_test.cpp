@@ -146,6 +146,63 @@ TYPED_TEST(JobRecordsContract, MetadataWithoutContentDeleteAndRetention) {
   EXPECT_FALSE(*this->a_->get_file_info(old.id));
 }
 
+// A file written piece by piece (an upload): invisible until committed, read back piece by piece
+// in order and byte for byte (binary included), bounded by the same quota as put_file, and
+// leaving nothing behind when it is abandoned or refused.
+TYPED_TEST(JobRecordsContract, AFileWrittenInPiecesIsReadBackInPiecesAndDroppedUnlessCommitted) {
+  std::string first(kFilePieceBytes, '\0'), second = "tail\n";
+  for (size_t i = 0; i < first.size(); ++i)
+    first[i] = static_cast<char>(i * 7 + 3); // every byte value, NULs included
+  StoredFile info = this->file("p", "");
+  info.bytes = static_cast<int64_t>(first.size() + second.size());
+  {
+    auto w = this->a_->create_file(info.id, 1000).value();
+    ASSERT_TRUE(w->append(first));
+    ASSERT_TRUE(w->append(second));
+    EXPECT_FALSE(*this->b_->get_file_info(info.id)) << "not visible before commit";
+    ASSERT_TRUE(w->commit(info, {}));
+  }
+  auto meta = *this->b_->get_file_info(info.id);
+  ASSERT_TRUE(meta) << "committed through one adapter, seen by another";
+  EXPECT_EQ(meta->bytes, info.bytes);
+  EXPECT_EQ(**this->b_->read_file_piece(info.id, 0), first);
+  EXPECT_EQ(**this->b_->read_file_piece(info.id, 1), second);
+  EXPECT_FALSE(*this->b_->read_file_piece(info.id, 2)) << "past the last piece";
+  // put_file splits a large content into pieces of kFilePieceBytes.
+  StoredFile whole = this->file("p", std::string(kFilePieceBytes + 10, 'w'));
+  ASSERT_TRUE(this->a_->put_file(whole, {}));
+  EXPECT_EQ((*this->a_->read_file_piece(whole.id, 0))->size(), size_t(kFilePieceBytes));
+  EXPECT_EQ((*this->a_->read_file_piece(whole.id, 1))->size(), 10u);
+  EXPECT_EQ((*this->a_->get_file(whole.id))->content, whole.content);
+  // Abandoned: its pieces go with the writer.
+  StoredFile dropped = this->file("p", "");
+  {
+    auto w = this->a_->create_file(dropped.id, 1000).value();
+    ASSERT_TRUE(w->append("half an upload"));
+  }
+  EXPECT_FALSE(*this->a_->read_file_piece(dropped.id, 0)) << "an abandoned upload leaves nothing";
+  // Refused by the quota at commit: nothing stored, the pieces removed.
+  StoredFile refused = this->file("q", "");
+  refused.bytes = 5;
+  {
+    auto w = this->a_->create_file(refused.id, 1000).value();
+    ASSERT_TRUE(w->append("12345"));
+    auto st = w->commit(refused, FileQuota{10, 4});
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().code, ErrorCode::kQuotaExceeded);
+  }
+  EXPECT_FALSE(*this->a_->get_file_info(refused.id));
+  EXPECT_FALSE(*this->a_->read_file_piece(refused.id, 0));
+  // Deleting a file deletes its pieces; retention removes orphaned pieces (a writer that died).
+  EXPECT_TRUE(*this->a_->delete_file("p", info.id));
+  EXPECT_FALSE(*this->a_->read_file_piece(info.id, 0));
+  StoredFile orphan = this->file("p", "");
+  auto w = this->a_->create_file(orphan.id, 1000).value();
+  ASSERT_TRUE(w->append("crashed mid-upload"));
+  (void)this->b_->purge_files(1001);
+  EXPECT_FALSE(*this->b_->read_file_piece(orphan.id, 0)) << "pieces no file owns are purged";
+}
+
 TYPED_TEST(JobRecordsContract, BatchesListNewestFirstPagingByCursor) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {

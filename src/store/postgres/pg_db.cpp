@@ -108,6 +108,30 @@ Result<PgResult> PgConn::exec(const std::string &sql, const PgParams &params, bo
           ? PQexec(c_, sql.c_str())
           : PQexecParams(c_, sql.c_str(), static_cast<int>(v.size()), nullptr, ptrs.data(),
                          lengths.data(), formats.data(), binary_result ? 1 : 0);
+  return check(raw);
+}
+
+Result<PgResult> PgConn::exec_prepared(const char *name, const char *sql, const PgParams &params) {
+  if (prepared_ && prepared_->count(name) == 0) {
+    GANTRY_TRY(check(PQprepare(c_, name, sql, 0, nullptr)));
+    prepared_->insert(name);
+  }
+  const auto &v = params.values();
+  std::vector<const char *> ptrs;
+  std::vector<int> lengths, formats(v.size(), 0);
+  ptrs.reserve(v.size());
+  lengths.reserve(v.size());
+  for (const auto &s : v) {
+    ptrs.push_back(s.c_str());
+    lengths.push_back(static_cast<int>(s.size()));
+  }
+  for (size_t i = 0; i < params.formats().size(); ++i)
+    formats[i] = params.formats()[i];
+  return check(PQexecPrepared(c_, name, static_cast<int>(v.size()), ptrs.data(), lengths.data(),
+                              formats.data(), 0));
+}
+
+Result<PgResult> PgConn::check(pg_result *raw) {
   PgResult res(raw);
   const auto status = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
@@ -145,6 +169,7 @@ Result<std::shared_ptr<PgPool>> PgPool::connect(PgOptions options, const Clock &
   std::shared_ptr<PgPool> p(new PgPool(std::move(options), clock));
   GANTRY_ASSIGN_OR_RETURN(pg_conn * first, p->open_connection());
   p->open_ = 1;
+  p->prepared_[first] = std::make_unique<std::unordered_set<std::string>>();
   p->give_back(first, false);
   return p;
 }
@@ -191,7 +216,7 @@ Result<PgConn> PgPool::acquire() {
     if (!idle_.empty()) {
       pg_conn *c = idle_.back();
       idle_.pop_back();
-      return PgConn(this, c);
+      return PgConn(this, c, prepared_[c].get());
     }
     if (open_ < options_.pool_size)
       break;
@@ -211,12 +236,15 @@ Result<PgConn> PgPool::acquire() {
     return Err(c.take_error());
   }
   backoff_ = std::chrono::milliseconds(0);
-  return PgConn(this, *c);
+  auto &names = prepared_[*c];
+  names = std::make_unique<std::unordered_set<std::string>>();
+  return PgConn(this, *c, names.get());
 }
 
 void PgPool::give_back(pg_conn *c, bool broken) {
   std::lock_guard<std::mutex> lk(mu_);
   if (broken) {
+    prepared_.erase(c);
     PQfinish(c);
     --open_;
   } else {

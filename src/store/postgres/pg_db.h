@@ -20,6 +20,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/clock.h"
@@ -100,8 +102,10 @@ class PgPool;
 // first if a transaction is still open).
 class PgConn {
 public:
-  PgConn(PgPool *pool, pg_conn *c) : pool_(pool), c_(c) {}
-  PgConn(PgConn &&o) noexcept : pool_(o.pool_), c_(o.c_), in_tx_(o.in_tx_), broken_(o.broken_) {
+  PgConn(PgPool *pool, pg_conn *c, std::unordered_set<std::string> *prepared)
+      : pool_(pool), c_(c), prepared_(prepared) {}
+  PgConn(PgConn &&o) noexcept
+      : pool_(o.pool_), c_(o.c_), prepared_(o.prepared_), in_tx_(o.in_tx_), broken_(o.broken_) {
     o.c_ = nullptr;
   }
   PgConn(const PgConn &) = delete;
@@ -113,13 +117,20 @@ public:
   // `binary_result`: columns come back as raw bytes (a bytea read without hex decoding).
   Result<PgResult> exec(const std::string &sql, const PgParams &params = {},
                         bool binary_result = false);
+  // The same for a statement run on every request (job submission): parsed and planned once per
+  // connection (PQprepare under `name`, which must always name the same SQL), then only
+  // executed. Saves PostgreSQL the parse and plan of each call.
+  Result<PgResult> exec_prepared(const char *name, const char *sql, const PgParams &params = {});
   Status begin();
   Status commit();
   pg_conn *raw() { return c_; } // LISTEN/NOTIFY waits on the socket
 
 private:
+  Result<PgResult> check(pg_result *raw);
+
   PgPool *pool_;
   pg_conn *c_;
+  std::unordered_set<std::string> *prepared_; // names prepared on c_ (owned by the pool)
   bool in_tx_ = false;
   bool broken_ = false;
 };
@@ -155,6 +166,8 @@ private:
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<pg_conn *> idle_;
+  // The statements prepared on each open connection; dropped with the connection.
+  std::unordered_map<pg_conn *, std::unique_ptr<std::unordered_set<std::string>>> prepared_;
   size_t open_ = 0;
   std::chrono::steady_clock::time_point retry_at_{};
   std::chrono::milliseconds backoff_{0};

@@ -88,10 +88,19 @@ PgJobQueue::open(std::shared_ptr<PgPool> pool, jobs::JobQueueOptions options, co
   GANTRY_TRY(q->recover());
   q->listener_ = std::thread([raw = q.get()] { raw->listen_loop(); });
   q->notifier_ = std::thread([raw = q.get()] { raw->notify_loop(); });
+  q->committers_.emplace_back([raw = q.get()] { raw->commit_loop(); });
   return q;
 }
 
 PgJobQueue::~PgJobQueue() {
+  {
+    // Committers answer every submission still waiting before they return.
+    std::lock_guard<std::mutex> lk(submit_mu_);
+    submit_stop_ = true;
+  }
+  submit_cv_.notify_all();
+  for (auto &t : committers_)
+    t.join();
   {
     std::lock_guard<std::mutex> lk(mu_);
     stopping_.store(true);
@@ -183,83 +192,227 @@ Status PgJobQueue::recover() {
   });
 }
 
-Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
-  std::map<std::string, std::pair<int64_t, int64_t>> adding; // project → (jobs, bytes)
-  for (const auto &j : jobs_in) {
-    adding[j.project].first++;
-    adding[j.project].second += static_cast<int64_t>(j.body.size());
+Status PgJobQueue::admit_and_insert(PgConn &c, const std::vector<Submission *> &subs,
+                                    std::vector<Status> &outcomes) {
+  struct Totals {
+    int64_t queued = 0, stored = 0, bytes = 0;
+    bool was_empty = false, admitted = false;
+  };
+  std::map<std::string, Totals> projects;
+  for (const Submission *s : subs)
+    for (const auto &j : s->jobs)
+      projects.emplace(j.project, Totals{});
+  for (auto &[project, t] : projects) {
+    // The project's ring entry, then its counters (kept by the jobs_count trigger). Not locked:
+    // groups committing side by side may pass a bound together by at most their size (the
+    // bounds stop runaway clients; they are not exact quotas).
+    GANTRY_TRY(c.exec_prepared("gantry_job_project",
+                               "INSERT INTO job_projects(project, turn) VALUES ($1, "
+                               "nextval('job_turns')) ON CONFLICT (project) DO NOTHING",
+                               PgParams().text(project)));
+    GANTRY_ASSIGN_OR_RETURN(
+        PgResult r, c.exec_prepared("gantry_job_counts",
+                                    "SELECT coalesce(sum(queued), 0), coalesce(sum(stored), "
+                                    "0), coalesce(sum(bytes), 0) FROM job_counts WHERE "
+                                    "project = $1",
+                                    PgParams().text(project)));
+    t.queued = r.i64(0, 0);
+    t.stored = r.i64(0, 1);
+    t.bytes = r.i64(0, 2);
+    t.was_empty = t.queued == 0;
   }
-  Status st = pool_->transaction([&](PgConn &c) -> Status {
+  // Each submission in arrival order, all of its jobs or none, against the counts plus what the
+  // group admitted before it.
+  std::vector<const Job *> rows;
+  outcomes.assign(subs.size(), Ok());
+  const auto &o = options_;
+  for (size_t i = 0; i < subs.size(); ++i) {
+    std::map<std::string, std::pair<int64_t, int64_t>> adding; // project → (jobs, bytes)
+    for (const auto &j : subs[i]->jobs) {
+      adding[j.project].first++;
+      adding[j.project].second += static_cast<int64_t>(j.body.size());
+    }
+    Status refused = Ok();
     for (const auto &[project, add] : adding) {
-      // The project's ring entry, then its counters (kept by the jobs_count trigger). Not
-      // locked: submissions of one project commit side by side, so concurrent ones may pass a
-      // bound together by at most their number (the bounds stop runaway clients; they are not
-      // exact quotas). A project with nothing queued joins at the back of the ring (below).
-      GANTRY_TRY(c.exec("INSERT INTO job_projects(project, turn) VALUES ($1, nextval('job_turns')) "
-                        "ON CONFLICT (project) DO NOTHING",
-                        PgParams().text(project)));
-      GANTRY_ASSIGN_OR_RETURN(PgResult r,
-                              c.exec("SELECT coalesce(sum(queued), 0), coalesce(sum(stored), 0), "
-                                     "coalesce(sum(bytes), 0) FROM job_counts WHERE project = $1",
-                                     PgParams().text(project)));
-      const int64_t queued = r.i64(0, 0), stored = r.i64(0, 1), bytes = r.i64(0, 2);
-      const auto &o = options_;
-      if (queued + add.first > o.max_queued_per_project) {
+      const Totals &t = projects[project];
+      if (t.queued + add.first > o.max_queued_per_project) {
         Error e{ErrorCode::kQueueFull,
-                "project '" + project + "' has " + std::to_string(queued) +
+                "project '" + project + "' has " + std::to_string(t.queued) +
                     " queued jobs; the limit is " + std::to_string(o.max_queued_per_project),
                 ""};
         e.retry_after_ms = 1000;
-        return e;
+        refused = e;
+      } else if (o.max_stored_per_project > 0 && t.stored + add.first > o.max_stored_per_project) {
+        refused = Error{ErrorCode::kQuotaExceeded,
+                        "project '" + project + "' stores " + std::to_string(t.stored) +
+                            " jobs; the limit is " + std::to_string(o.max_stored_per_project) +
+                            " (finished jobs count until retention removes them)",
+                        ""};
+      } else if (o.max_stored_bytes_per_project > 0 &&
+                 t.bytes + add.second > o.max_stored_bytes_per_project) {
+        refused = Error{ErrorCode::kQuotaExceeded,
+                        "project '" + project + "' stores " + std::to_string(t.bytes) +
+                            " bytes of jobs; the limit is " +
+                            std::to_string(o.max_stored_bytes_per_project) +
+                            " (finished jobs count until retention removes them)",
+                        ""};
       }
-      if (o.max_stored_per_project > 0 && stored + add.first > o.max_stored_per_project)
-        return Error{ErrorCode::kQuotaExceeded,
-                     "project '" + project + "' stores " + std::to_string(stored) +
-                         " jobs; the limit is " + std::to_string(o.max_stored_per_project) +
-                         " (finished jobs count until retention removes them)",
-                     ""};
-      if (o.max_stored_bytes_per_project > 0 && bytes + add.second > o.max_stored_bytes_per_project)
-        return Error{ErrorCode::kQuotaExceeded,
-                     "project '" + project + "' stores " + std::to_string(bytes) +
-                         " bytes of jobs; the limit is " +
-                         std::to_string(o.max_stored_bytes_per_project) +
-                         " (finished jobs count until retention removes them)",
-                     ""};
-      if (queued == 0)
-        GANTRY_TRY(c.exec("UPDATE job_projects SET turn = nextval('job_turns'), served = 0 "
-                          "WHERE project = $1",
-                          PgParams().text(project)));
+      if (!refused)
+        break;
     }
-    for (const auto &j : jobs_in) {
-      GANTRY_TRY(c.exec(
-          "INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, webhook_events, "
-          "metadata, batch_id, custom_id, priority, status, max_attempts, created_ms, "
-          "not_before_ms, expires_at_ms, bytes, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-          "$10, $11, 'queued', $12, $13, $14, $15, $16, $17)",
-          PgParams()
-              .text(j.id)
-              .text(j.project)
-              .text(j.key_id)
-              .text(j.endpoint)
-              .text(j.body)
-              .text(j.webhook_url)
-              .text(control::join_list(j.webhook_events, ','))
-              .text(j.metadata.empty() ? "{}" : j.metadata)
-              .text(j.batch_id)
-              .text(j.custom_id)
-              .i64(j.priority)
-              .i64(j.max_attempts)
-              .i64(j.created_ms)
-              .i64(j.not_before_ms)
-              .i64(j.expires_at_ms)
-              .i64(static_cast<int64_t>(j.body.size()))
-              .text(j.model)));
+    if (!refused) {
+      outcomes[i] = std::move(refused);
+      continue;
     }
-    return Ok();
-  });
-  if (st)
+    for (const auto &[project, add] : adding) {
+      Totals &t = projects[project];
+      t.queued += add.first;
+      t.stored += add.first;
+      t.bytes += add.second;
+      t.admitted = true;
+    }
+    for (const auto &j : subs[i]->jobs)
+      rows.push_back(&j);
+  }
+  // A project with nothing queued joins at the back of the ring.
+  for (const auto &[project, t] : projects)
+    if (t.was_empty && t.admitted)
+      GANTRY_TRY(c.exec_prepared("gantry_job_rejoin",
+                                 "UPDATE job_projects SET turn = nextval('job_turns'), served = 0 "
+                                 "WHERE project = $1",
+                                 PgParams().text(project)));
+  // Multi-row INSERTs: one statement per 64 jobs instead of one per job.
+  constexpr size_t kRowsPerInsert = 64;
+  constexpr int kColumnsPerRow = 17;
+  for (size_t at = 0; at < rows.size(); at += kRowsPerInsert) {
+    const size_t n = std::min(kRowsPerInsert, rows.size() - at);
+    std::string sql = "INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
+                      "webhook_events, metadata, batch_id, custom_id, priority, status, "
+                      "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes, model) VALUES ";
+    PgParams params;
+    for (size_t k = 0; k < n; ++k) {
+      const Job &j = *rows[at + k];
+      const int b = static_cast<int>(k) * kColumnsPerRow;
+      sql += k ? ", (" : "(";
+      for (int col = 1; col <= kColumnsPerRow; ++col) {
+        if (col == 12)
+          sql += "'queued', ";
+        sql += "$" + std::to_string(b + col) + (col == kColumnsPerRow ? ")" : ", ");
+      }
+      params.text(j.id)
+          .text(j.project)
+          .text(j.key_id)
+          .text(j.endpoint)
+          .text(j.body)
+          .text(j.webhook_url)
+          .text(control::join_list(j.webhook_events, ','))
+          .text(j.metadata.empty() ? "{}" : j.metadata)
+          .text(j.batch_id)
+          .text(j.custom_id)
+          .i64(j.priority)
+          .i64(j.max_attempts)
+          .i64(j.created_ms)
+          .i64(j.not_before_ms)
+          .i64(j.expires_at_ms)
+          .i64(static_cast<int64_t>(j.body.size()))
+          .text(j.model);
+    }
+    if (n == 1) {
+      GANTRY_TRY(c.exec_prepared("gantry_job_insert", sql.c_str(), params));
+    } else {
+      GANTRY_TRY(c.exec(sql, params));
+    }
+  }
+  return Ok();
+}
+
+Status PgJobQueue::enqueue(std::vector<Job> jobs_in) {
+  Submission one{std::move(jobs_in), nullptr};
+  std::vector<Status> outcomes;
+  GANTRY_TRY(pool_->transaction(
+      [&](PgConn &c) -> Status { return admit_and_insert(c, {&one}, outcomes); }));
+  if (outcomes[0])
     announce();
-  return st;
+  return std::move(outcomes[0]);
+}
+
+void PgJobQueue::enqueue_async(std::vector<Job> jobs_in, std::function<void(Status)> done) {
+  // Bounded: past this many jobs waiting for a committer the database is not keeping up, and
+  // the caller hears so at once instead of queueing without bound in memory.
+  constexpr size_t kMaxPendingJobs = 8192;
+  {
+    std::lock_guard<std::mutex> lk(submit_mu_);
+    if (!submit_stop_ && pending_jobs_ + jobs_in.size() <= kMaxPendingJobs) {
+      pending_jobs_ += jobs_in.size();
+      pending_.push_back(Submission{std::move(jobs_in), std::move(done)});
+      submit_cv_.notify_one();
+      return;
+    }
+  }
+  Error e{ErrorCode::kUnavailable, "too many job submissions are waiting for PostgreSQL", ""};
+  e.retry_after_ms = 1000;
+  done(e);
+}
+
+void PgJobQueue::drain_submissions() {
+  std::unique_lock<std::mutex> lk(submit_mu_);
+  drained_cv_.wait(lk, [&] { return pending_.empty() && committing_ == 0; });
+}
+
+// The committer: takes every submission waiting (up to a group's bound) and commits them as one
+// transaction; submissions arriving meanwhile form the next group. One committer: two groups
+// of one project committing side by side update its counter rows (the jobs_count trigger) in
+// different orders and deadlock, which PostgreSQL detects only after deadlock_timeout (1 s).
+void PgJobQueue::commit_loop() {
+  constexpr size_t kMaxGroupJobs = 512;
+  std::unique_lock<std::mutex> lk(submit_mu_);
+  for (;;) {
+    submit_cv_.wait(lk, [&] { return submit_stop_ || !pending_.empty(); });
+    if (pending_.empty())
+      return; // stopping, and everything was answered
+    std::vector<Submission> group;
+    size_t jobs = 0;
+    while (!pending_.empty() &&
+           (group.empty() || jobs + pending_.front().jobs.size() <= kMaxGroupJobs)) {
+      jobs += pending_.front().jobs.size();
+      group.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+    pending_jobs_ -= jobs;
+    ++committing_;
+    lk.unlock();
+    commit_group(std::move(group));
+    lk.lock();
+    --committing_;
+    drained_cv_.notify_all();
+  }
+}
+
+void PgJobQueue::commit_group(std::vector<Submission> group) {
+  std::vector<Submission *> subs;
+  for (auto &s : group)
+    subs.push_back(&s);
+  std::vector<Status> outcomes;
+  Status st =
+      pool_->transaction([&](PgConn &c) -> Status { return admit_and_insert(c, subs, outcomes); });
+  if (!st) {
+    // The group failed as a whole (a lost connection, a duplicate id): each submission on its
+    // own, so one bad submission does not fail the others.
+    for (auto &s : group) {
+      if (group.size() == 1)
+        s.done(st);
+      else
+        s.done(enqueue(std::move(s.jobs)));
+    }
+    return;
+  }
+  bool any = false;
+  for (size_t i = 0; i < group.size(); ++i) {
+    any = any || static_cast<bool>(outcomes[i]);
+    group[i].done(std::move(outcomes[i]));
+  }
+  if (any)
+    announce();
 }
 
 // The lease filter as a PostgreSQL text[] literal: {"a","b"}, each element quoted.

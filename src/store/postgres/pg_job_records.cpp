@@ -190,52 +190,106 @@ Result<bool> PgJobRecords::endpoint_disabled(std::string_view project, std::stri
   return r.rows() > 0;
 }
 
+namespace {
+
+// The file's row when the quota allows, in `c`'s transaction.
+Status insert_file(PgConn &c, const StoredFile &f, const jobs::FileQuota &quota) {
+  if (quota.max_files > 0 || quota.max_bytes > 0) {
+    // Serialises uploads of one project (its bound holds across nodes).
+    GANTRY_TRY(c.exec("SELECT pg_advisory_xact_lock(hashtext('files:' || $1))",
+                      PgParams().text(f.project)));
+    GANTRY_ASSIGN_OR_RETURN(PgResult r, c.exec("SELECT count(*), coalesce(sum(bytes), 0) FROM "
+                                               "files WHERE project = $1",
+                                               PgParams().text(f.project)));
+    const int64_t count = r.i64(0, 0), bytes = r.i64(0, 1);
+    if (quota.max_files > 0 && count + 1 > quota.max_files)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "the project stores " + std::to_string(count) + " files; the limit is " +
+                       std::to_string(quota.max_files) + ". Delete files you no longer need.",
+                   "file"};
+    if (quota.max_bytes > 0 && bytes + f.bytes > quota.max_bytes)
+      return Error{ErrorCode::kQuotaExceeded,
+                   "the project's files would take " + std::to_string(bytes + f.bytes) +
+                       " bytes; the limit is " + std::to_string(quota.max_bytes) +
+                       ". Delete files you no longer need.",
+                   "file"};
+  }
+  GANTRY_TRY(c.exec("INSERT INTO files(id, project, purpose, filename, bytes, content, "
+                    "created_ms) VALUES ($1, $2, $3, $4, $5, ''::bytea, $6)",
+                    PgParams()
+                        .text(f.id)
+                        .text(f.project)
+                        .text(f.purpose)
+                        .text(f.filename)
+                        .i64(f.bytes)
+                        .i64(f.created_ms)));
+  return Ok();
+}
+
+constexpr const char *kInsertPiece =
+    "INSERT INTO file_pieces(file_id, seq, data, created_ms) VALUES ($1, $2, $3, $4)";
+
+} // namespace
+
 Status PgJobRecords::put_file(const StoredFile &f, const jobs::FileQuota &quota) {
   return pool_->transaction([&](PgConn &c) -> Status {
-    if (quota.max_files > 0 || quota.max_bytes > 0) {
-      // Serialises uploads of one project (its bound holds across nodes).
-      GANTRY_TRY(c.exec("SELECT pg_advisory_xact_lock(hashtext('files:' || $1))",
-                        PgParams().text(f.project)));
-      GANTRY_ASSIGN_OR_RETURN(PgResult r, c.exec("SELECT count(*), coalesce(sum(bytes), 0) FROM "
-                                                 "files WHERE project = $1",
-                                                 PgParams().text(f.project)));
-      const int64_t count = r.i64(0, 0), bytes = r.i64(0, 1);
-      if (quota.max_files > 0 && count + 1 > quota.max_files)
-        return Error{ErrorCode::kQuotaExceeded,
-                     "the project stores " + std::to_string(count) + " files; the limit is " +
-                         std::to_string(quota.max_files) + ". Delete files you no longer need.",
-                     "file"};
-      if (quota.max_bytes > 0 && bytes + f.bytes > quota.max_bytes)
-        return Error{ErrorCode::kQuotaExceeded,
-                     "the project's files would take " + std::to_string(bytes + f.bytes) +
-                         " bytes; the limit is " + std::to_string(quota.max_bytes) +
-                         ". Delete files you no longer need.",
-                     "file"};
-    }
-    GANTRY_TRY(c.exec("INSERT INTO files(id, project, purpose, filename, bytes, content, "
-                      "created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                      PgParams()
-                          .text(f.id)
-                          .text(f.project)
-                          .text(f.purpose)
-                          .text(f.filename)
-                          .i64(f.bytes)
-                          .bytes(f.content)
-                          .i64(f.created_ms)));
+    GANTRY_TRY(insert_file(c, f, quota));
+    const std::string_view content = f.content;
+    for (size_t at = 0, seq = 0; at < content.size(); at += jobs::kFilePieceBytes, ++seq)
+      GANTRY_TRY(c.exec(kInsertPiece, PgParams()
+                                          .text(f.id)
+                                          .i64(static_cast<int64_t>(seq))
+                                          .bytes(content.substr(at, jobs::kFilePieceBytes))
+                                          .i64(f.created_ms)));
     return Ok();
   });
 }
 
-Result<std::optional<StoredFile>> PgJobRecords::get_file(std::string_view id) {
-  GANTRY_ASSIGN_OR_RETURN(auto info, get_file_info(id));
-  if (!info)
-    return info;
-  GANTRY_ASSIGN_OR_RETURN(PgResult r, pool_->exec("SELECT content FROM files WHERE id = $1",
-                                                  PgParams().text(id), /*binary_result=*/true));
+// Each piece is its own statement (autocommit): an upload from a slow client holds no
+// transaction open for its length.
+class PgJobRecords::Writer final : public jobs::FileWriter {
+public:
+  Writer(std::shared_ptr<PgPool> pool, std::string id, int64_t now_ms)
+      : pool_(std::move(pool)), id_(std::move(id)), now_ms_(now_ms) {}
+  ~Writer() override {
+    if (!committed_ && seq_ > 0) // left behind on failure: purge_files() removes orphans
+      (void)pool_->exec("DELETE FROM file_pieces WHERE file_id = $1", PgParams().text(id_));
+  }
+  Status append(std::string_view piece) override {
+    GANTRY_TRY(pool_->exec(kInsertPiece, PgParams().text(id_).i64(seq_).bytes(piece).i64(now_ms_)));
+    ++seq_;
+    return Ok();
+  }
+  Status commit(const StoredFile &info, const jobs::FileQuota &quota) override {
+    StoredFile f = info;
+    f.id = id_;
+    GANTRY_TRY(pool_->transaction([&](PgConn &c) { return insert_file(c, f, quota); }));
+    committed_ = true;
+    return Ok();
+  }
+
+private:
+  std::shared_ptr<PgPool> pool_;
+  const std::string id_;
+  const int64_t now_ms_;
+  int64_t seq_ = 0;
+  bool committed_ = false;
+};
+
+Result<std::unique_ptr<jobs::FileWriter>> PgJobRecords::create_file(std::string_view id,
+                                                                    int64_t now_ms) {
+  return std::unique_ptr<jobs::FileWriter>(new Writer(pool_, std::string(id), now_ms));
+}
+
+Result<std::optional<std::string>> PgJobRecords::read_file_piece(std::string_view id,
+                                                                 int64_t index) {
+  GANTRY_ASSIGN_OR_RETURN(PgResult r,
+                          pool_->exec("SELECT data FROM file_pieces WHERE file_id = $1 AND seq = "
+                                      "$2",
+                                      PgParams().text(id).i64(index), /*binary_result=*/true));
   if (r.rows() == 0)
-    return std::optional<StoredFile>(); // deleted in between
-  info->content = r.text(0, 0);
-  return info;
+    return std::optional<std::string>();
+  return std::optional<std::string>(r.text(0, 0));
 }
 
 Result<std::optional<StoredFile>> PgJobRecords::get_file_info(std::string_view id) {
@@ -250,16 +304,32 @@ Result<std::optional<StoredFile>> PgJobRecords::get_file_info(std::string_view i
 }
 
 Result<bool> PgJobRecords::delete_file(std::string_view project, std::string_view id) {
-  GANTRY_ASSIGN_OR_RETURN(PgResult r,
-                          pool_->exec("DELETE FROM files WHERE id = $1 AND project = $2",
-                                      PgParams().text(id).text(project)));
-  return r.affected() == 1;
+  bool gone = false;
+  GANTRY_TRY(pool_->transaction([&](PgConn &c) -> Status {
+    GANTRY_ASSIGN_OR_RETURN(PgResult r, c.exec("DELETE FROM files WHERE id = $1 AND project = $2",
+                                               PgParams().text(id).text(project)));
+    gone = r.affected() == 1;
+    if (gone)
+      GANTRY_TRY(c.exec("DELETE FROM file_pieces WHERE file_id = $1", PgParams().text(id)));
+    return Ok();
+  }));
+  return gone;
 }
 
 Result<int64_t> PgJobRecords::purge_files(int64_t created_before_ms) {
-  GANTRY_ASSIGN_OR_RETURN(PgResult r, pool_->exec("DELETE FROM files WHERE created_ms < $1",
-                                                  PgParams().i64(created_before_ms)));
-  return r.affected();
+  int64_t n = 0;
+  GANTRY_TRY(pool_->transaction([&](PgConn &c) -> Status {
+    // The pieces of the files going, and pieces no file owns (an upload cut short by a crash).
+    GANTRY_TRY(c.exec("DELETE FROM file_pieces p WHERE p.file_id IN (SELECT id FROM files WHERE "
+                      "created_ms < $1) OR (p.created_ms < $1 AND NOT EXISTS (SELECT 1 FROM files "
+                      "f WHERE f.id = p.file_id))",
+                      PgParams().i64(created_before_ms)));
+    GANTRY_ASSIGN_OR_RETURN(PgResult r, c.exec("DELETE FROM files WHERE created_ms < $1",
+                                               PgParams().i64(created_before_ms)));
+    n = r.affected();
+    return Ok();
+  }));
+  return n;
 }
 
 Status PgJobRecords::put_batch(const Batch &b) {

@@ -32,8 +32,10 @@ public:
   Status disable_endpoint(std::string_view project, std::string_view url, int64_t now_ms) override;
   Result<bool> endpoint_disabled(std::string_view project, std::string_view url) override;
   Status put_file(const jobs::StoredFile &f, const jobs::FileQuota &quota) override;
-  Result<std::optional<jobs::StoredFile>> get_file(std::string_view id) override;
+  Result<std::unique_ptr<jobs::FileWriter>> create_file(std::string_view id,
+                                                        int64_t now_ms) override;
   Result<std::optional<jobs::StoredFile>> get_file_info(std::string_view id) override;
+  Result<std::optional<std::string>> read_file_piece(std::string_view id, int64_t index) override;
   Result<bool> delete_file(std::string_view project, std::string_view id) override;
   Result<int64_t> purge_files(int64_t created_before_ms) override;
   Status put_batch(const jobs::Batch &b) override;
@@ -45,6 +47,7 @@ public:
   Result<jobs::BatchCounts> batch_counts(std::string_view batch_id) override;
 
 private:
+  class Writer;
   explicit PgJobRecords(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) {}
   std::shared_ptr<PgPool> pool_;
 };

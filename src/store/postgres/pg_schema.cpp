@@ -9,7 +9,7 @@ namespace {
 // Any constant works as long as no other application on the database uses it.
 constexpr const char *kMigrationLock = "7316483401";
 
-constexpr std::array<const char *, 5> kMigrations = {
+constexpr std::array<const char *, 6> kMigrations = {
     R"sql(
 CREATE TABLE projects (
   id text PRIMARY KEY,
@@ -252,6 +252,22 @@ CREATE TRIGGER jobs_count AFTER INSERT OR UPDATE OR DELETE ON jobs
     // Jobs stored before have '' and go to any node.
     R"sql(
 ALTER TABLE jobs ADD COLUMN model text NOT NULL DEFAULT '';
+)sql",
+    // 6: Batch API files as pieces of at most 1 MiB (jobs::kFilePieceBytes), so an upload of
+    // 200 MB streams in and out without a whole copy in memory (a bytea value is read and
+    // written whole). Existing contents become piece 0.
+    R"sql(
+CREATE TABLE file_pieces (
+  file_id text NOT NULL,
+  seq integer NOT NULL,
+  data bytea NOT NULL,
+  created_ms bigint NOT NULL,
+  PRIMARY KEY (file_id, seq)
+);
+CREATE INDEX file_pieces_created ON file_pieces(created_ms);
+INSERT INTO file_pieces(file_id, seq, data, created_ms)
+  SELECT id, 0, content, created_ms FROM files WHERE length(content) > 0;
+UPDATE files SET content = ''::bytea;
 )sql",
 };
 

@@ -80,7 +80,16 @@ std::chrono::milliseconds retry_delay(const JobQueueOptions &o, int attempt) {
 SqliteJobQueue::SqliteJobQueue(std::unique_ptr<Db> db, JobQueueOptions options, const Clock &clock)
     : db_(std::move(db)), options_(std::move(options)), clock_(clock) {}
 
-SqliteJobQueue::~SqliteJobQueue() = default;
+SqliteJobQueue::~SqliteJobQueue() {
+  {
+    // The committer answers every submission still waiting before it returns.
+    std::lock_guard<std::mutex> lk(submit_mu_);
+    submit_stop_ = true;
+  }
+  submit_cv_.notify_all();
+  if (committer_.joinable())
+    committer_.join();
+}
 
 Result<std::unique_ptr<SqliteJobQueue>>
 SqliteJobQueue::open(const std::string &db_path, JobQueueOptions options, const Clock &clock) {
@@ -273,68 +282,166 @@ void SqliteJobQueue::forget_queued(const std::string &id) {
   queued_.erase(it);
 }
 
-Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
-  std::unique_lock<std::mutex> lk(mu_);
-  std::map<std::string, std::pair<int64_t, int64_t>> adding; // project → (jobs, bytes)
-  for (const auto &j : jobs) {
-    adding[j.project].first++;
-    adding[j.project].second += static_cast<int64_t>(j.body.size());
-  }
-  for (const auto &[project, add] : adding) {
-    const int64_t n = add.first;
-    auto it = projects_.find(project);
-    const int64_t have = it == projects_.end() ? 0 : it->second.queued;
-    if (have + n > options_.max_queued_per_project) {
-      Error e{ErrorCode::kQueueFull,
-              "project '" + project + "' has " + std::to_string(have) +
-                  " queued jobs; the limit is " + std::to_string(options_.max_queued_per_project),
-              ""};
-      e.retry_after_ms = 1000;
-      return e;
+void SqliteJobQueue::enqueue_locked(const std::vector<Submission *> &subs,
+                                    std::vector<Status> &outcomes) {
+  outcomes.assign(subs.size(), Ok());
+  std::map<std::string, std::pair<int64_t, int64_t>> group; // admitted so far: (jobs, bytes)
+  std::vector<size_t> admitted;
+  for (size_t i = 0; i < subs.size(); ++i) {
+    std::map<std::string, std::pair<int64_t, int64_t>> adding; // this one plus the group's
+    for (const auto &j : subs[i]->jobs) {
+      adding[j.project].first++;
+      adding[j.project].second += static_cast<int64_t>(j.body.size());
     }
+    for (auto &[project, add] : adding) {
+      if (auto g = group.find(project); g != group.end()) {
+        add.first += g->second.first;
+        add.second += g->second.second;
+      }
+    }
+    Status ok = Ok();
+    for (const auto &[project, add] : adding) {
+      auto it = projects_.find(project);
+      const int64_t have = it == projects_.end() ? 0 : it->second.queued;
+      if (have + add.first > options_.max_queued_per_project) {
+        const int64_t before = have + (group.count(project) ? group[project].first : 0);
+        Error e{ErrorCode::kQueueFull,
+                "project '" + project + "' has " + std::to_string(before) +
+                    " queued jobs; the limit is " + std::to_string(options_.max_queued_per_project),
+                ""};
+        e.retry_after_ms = 1000;
+        ok = e;
+        break;
+      }
+    }
+    if (ok)
+      ok = check_storage(adding);
+    if (!ok) {
+      outcomes[i] = std::move(ok);
+      continue;
+    }
+    group = std::move(adding);
+    admitted.push_back(i);
   }
-  GANTRY_TRY(check_storage(adding));
-  {
+  if (admitted.empty())
+    return;
+  Status st = [&]() -> Status {
     GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
-    for (const auto &j : jobs) {
-      GANTRY_ASSIGN_OR_RETURN(
-          Query q, db_->query("INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
-                              "webhook_events, metadata, batch_id, custom_id, priority, status, "
-                              "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes, "
-                              "model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, "
-                              "?, ?, ?)"));
-      GANTRY_TRY(q.text(j.id)
-                     .text(j.project)
-                     .text(j.key_id)
-                     .text(j.endpoint)
-                     .text(j.body)
-                     .text(j.webhook_url)
-                     .text(join_list(j.webhook_events, ','))
-                     .text(j.metadata.empty() ? "{}" : j.metadata)
-                     .text(j.batch_id)
-                     .text(j.custom_id)
-                     .i64(j.priority)
-                     .i64(j.max_attempts)
-                     .i64(j.created_ms)
-                     .i64(j.not_before_ms)
-                     .i64(j.expires_at_ms)
-                     .i64(static_cast<int64_t>(j.body.size()))
-                     .text(j.model)
-                     .run());
+    for (size_t i : admitted) {
+      for (const auto &j : subs[i]->jobs) {
+        GANTRY_ASSIGN_OR_RETURN(
+            Query q,
+            db_->query("INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
+                       "webhook_events, metadata, batch_id, custom_id, priority, status, "
+                       "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes, model) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"));
+        GANTRY_TRY(q.text(j.id)
+                       .text(j.project)
+                       .text(j.key_id)
+                       .text(j.endpoint)
+                       .text(j.body)
+                       .text(j.webhook_url)
+                       .text(join_list(j.webhook_events, ','))
+                       .text(j.metadata.empty() ? "{}" : j.metadata)
+                       .text(j.batch_id)
+                       .text(j.custom_id)
+                       .i64(j.priority)
+                       .i64(j.max_attempts)
+                       .i64(j.created_ms)
+                       .i64(j.not_before_ms)
+                       .i64(j.expires_at_ms)
+                       .i64(static_cast<int64_t>(j.body.size()))
+                       .text(j.model)
+                       .run());
+      }
     }
-    GANTRY_TRY(tx.commit());
+    return tx.commit();
+  }();
+  if (!st) {
+    for (size_t i : admitted)
+      outcomes[i] = st; // rolled back: none of them is stored
+    return;
   }
-  for (const auto &[project, add] : adding) {
+  for (const auto &[project, add] : group) {
     if (auto it = stored_.find(project); it != stored_.end()) {
       it->second.first += add.first;
       it->second.second += add.second;
     }
   }
-  for (auto &j : jobs)
-    push_queued(j.project, entry(j.priority, j.created_ms, j.id, j.model), j.not_before_ms);
-  lk.unlock();
+  for (size_t i : admitted)
+    for (auto &j : subs[i]->jobs)
+      push_queued(j.project, entry(j.priority, j.created_ms, j.id, j.model), j.not_before_ms);
+}
+
+Status SqliteJobQueue::enqueue(std::vector<Job> jobs) {
+  Submission one{std::move(jobs), nullptr};
+  std::vector<Status> outcomes;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    enqueue_locked({&one}, outcomes);
+  }
   cv_.notify_all();
-  return Ok();
+  return std::move(outcomes[0]);
+}
+
+void SqliteJobQueue::enqueue_async(std::vector<Job> jobs, std::function<void(Status)> done) {
+  constexpr size_t kMaxPendingJobs = 8192; // beyond, the disk is not keeping up: say so at once
+  {
+    std::lock_guard<std::mutex> lk(submit_mu_);
+    if (!submit_stop_ && pending_jobs_ + jobs.size() <= kMaxPendingJobs) {
+      pending_jobs_ += jobs.size();
+      pending_.push_back(Submission{std::move(jobs), std::move(done)});
+      if (!committer_.joinable())
+        committer_ = std::thread([this] { commit_loop(); });
+      submit_cv_.notify_one();
+      return;
+    }
+  }
+  Error e{ErrorCode::kUnavailable, "too many job submissions are waiting for the database", ""};
+  e.retry_after_ms = 1000;
+  done(e);
+}
+
+void SqliteJobQueue::drain_submissions() {
+  std::unique_lock<std::mutex> lk(submit_mu_);
+  drained_cv_.wait(lk, [&] { return pending_.empty() && committing_ == 0; });
+}
+
+// Takes every submission waiting (up to a group's bound), commits them as one transaction and
+// answers each; submissions arriving meanwhile form the next group.
+void SqliteJobQueue::commit_loop() {
+  constexpr size_t kMaxGroupJobs = 512;
+  std::unique_lock<std::mutex> lk(submit_mu_);
+  for (;;) {
+    submit_cv_.wait(lk, [&] { return submit_stop_ || !pending_.empty(); });
+    if (pending_.empty())
+      return; // stopping, and everything was answered
+    std::vector<Submission> group;
+    size_t n = 0;
+    while (!pending_.empty() &&
+           (group.empty() || n + pending_.front().jobs.size() <= kMaxGroupJobs)) {
+      n += pending_.front().jobs.size();
+      group.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+    pending_jobs_ -= n;
+    ++committing_;
+    lk.unlock();
+    std::vector<Submission *> subs;
+    for (auto &s : group)
+      subs.push_back(&s);
+    std::vector<Status> outcomes;
+    {
+      std::lock_guard<std::mutex> q(mu_);
+      enqueue_locked(subs, outcomes);
+    }
+    cv_.notify_all();
+    for (size_t i = 0; i < group.size(); ++i)
+      group[i].done(std::move(outcomes[i]));
+    lk.lock();
+    --committing_;
+    drained_cv_.notify_all();
+  }
 }
 
 Result<std::optional<Lease>> SqliteJobQueue::lease(std::string_view,

@@ -25,7 +25,9 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "core/clock.h"
 #include "jobs/job_queue.h"
@@ -49,6 +51,11 @@ public:
   ~SqliteJobQueue() override;
 
   Status enqueue(std::vector<Job> jobs) override;
+  // Submissions are committed in groups by a committer thread: one transaction (one WAL append,
+  // one round of SQLite's file locks) for every submission waiting, and the I/O threads that
+  // submitted never wait on the database or on mu_ (which the workers' leases also take).
+  void enqueue_async(std::vector<Job> jobs, std::function<void(Status)> done) override;
+  void drain_submissions() override;
   Result<std::optional<Lease>> lease(std::string_view worker_id,
                                      std::chrono::milliseconds visibility,
                                      std::chrono::milliseconds wait) override;
@@ -68,6 +75,14 @@ public:
   Result<QueueDepth> depth() override;
 
 private:
+  struct Submission {
+    std::vector<Job> jobs;
+    std::function<void(Status)> done;
+  };
+  // Under mu_: each submission all or none against the bounds (and what the group admitted
+  // before it), the admitted ones inserted in one transaction. outcomes[i] answers subs[i].
+  void enqueue_locked(const std::vector<Submission *> &subs, std::vector<Status> &outcomes);
+  void commit_loop();
   // Ids are random, so the order inside a priority is the creation time, then the order in
   // which this process learned of the job.
   struct Entry {
@@ -122,6 +137,15 @@ private:
   const Clock &clock_;
   std::mutex mu_;
   std::condition_variable cv_;
+
+  // Group commit (guarded by submit_mu_): submissions waiting for the committer, bounded.
+  std::mutex submit_mu_;
+  std::condition_variable submit_cv_, drained_cv_;
+  std::deque<Submission> pending_;
+  size_t pending_jobs_ = 0;
+  int committing_ = 0;
+  bool submit_stop_ = false;
+  std::thread committer_;
   uint64_t wake_gen_ = 0;
   uint64_t next_seq_ = 0;
   std::map<std::string, ProjectQueue> projects_;

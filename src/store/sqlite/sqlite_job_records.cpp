@@ -196,9 +196,7 @@ Result<bool> SqliteJobRecords::endpoint_disabled(std::string_view project, std::
   return q.text(disabled_key(project, url)).step();
 }
 
-Status SqliteJobRecords::put_file(const StoredFile &f, const FileQuota &quota) {
-  std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+Status SqliteJobRecords::insert_file_locked(const StoredFile &f, const FileQuota &quota) {
   if (quota.max_files > 0 || quota.max_bytes > 0) {
     // Covered by the (project, bytes) index: no content is read.
     GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM "
@@ -218,32 +216,88 @@ Status SqliteJobRecords::put_file(const StoredFile &f, const FileQuota &quota) {
                        ". Delete files you no longer need.",
                    "file"};
   }
-  {
-    GANTRY_ASSIGN_OR_RETURN(Query q,
-                            db_->query("INSERT INTO files(id, project, purpose, filename, bytes, "
-                                       "content, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
-    GANTRY_TRY(q.text(f.id)
-                   .text(f.project)
-                   .text(f.purpose)
-                   .text(f.filename)
-                   .i64(f.bytes)
-                   .blob(f.content)
-                   .i64(f.created_ms)
-                   .run());
-  }
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO files(id, project, purpose, filename, "
+                                              "bytes, content, created_ms) VALUES (?, ?, ?, ?, ?, "
+                                              "x'', ?)"));
+  return q.text(f.id)
+      .text(f.project)
+      .text(f.purpose)
+      .text(f.filename)
+      .i64(f.bytes)
+      .i64(f.created_ms)
+      .run();
+}
+
+Status SqliteJobRecords::insert_piece_locked(std::string_view id, int64_t seq,
+                                             std::string_view data, int64_t now_ms) {
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("INSERT INTO file_pieces(file_id, seq, data, "
+                                              "created_ms) VALUES (?, ?, ?, ?)"));
+  return q.text(id).i64(seq).blob(data).i64(now_ms).run();
+}
+
+Status SqliteJobRecords::put_file(const StoredFile &f, const FileQuota &quota) {
+  std::lock_guard<std::mutex> lk(mu_);
+  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+  GANTRY_TRY(insert_file_locked(f, quota));
+  const std::string_view content = f.content;
+  for (size_t at = 0, seq = 0; at < content.size(); at += kFilePieceBytes, ++seq)
+    GANTRY_TRY(insert_piece_locked(f.id, static_cast<int64_t>(seq),
+                                   content.substr(at, kFilePieceBytes), f.created_ms));
   return tx.commit();
 }
 
-Result<std::optional<StoredFile>> SqliteJobRecords::get_file(std::string_view id) {
+// Each piece is its own short transaction: an upload from a slow client must not hold the
+// database's one write lock for its whole length.
+class SqliteJobRecords::Writer final : public FileWriter {
+public:
+  Writer(SqliteJobRecords &r, std::string id, int64_t now_ms)
+      : r_(r), id_(std::move(id)), now_ms_(now_ms) {}
+  ~Writer() override {
+    if (committed_ || seq_ == 0)
+      return;
+    std::lock_guard<std::mutex> lk(r_.mu_);
+    if (auto q = r_.db_->query("DELETE FROM file_pieces WHERE file_id = ?"))
+      (void)q->text(id_).run(); // left behind on failure: purge_files() removes orphans
+  }
+  Status append(std::string_view piece) override {
+    std::lock_guard<std::mutex> lk(r_.mu_);
+    GANTRY_TRY(r_.insert_piece_locked(id_, seq_, piece, now_ms_));
+    ++seq_;
+    return Ok();
+  }
+  Status commit(const StoredFile &info, const FileQuota &quota) override {
+    std::lock_guard<std::mutex> lk(r_.mu_);
+    GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*r_.db_));
+    StoredFile f = info;
+    f.id = id_;
+    GANTRY_TRY(r_.insert_file_locked(f, quota));
+    GANTRY_TRY(tx.commit());
+    committed_ = true;
+    return Ok();
+  }
+
+private:
+  SqliteJobRecords &r_;
+  const std::string id_;
+  const int64_t now_ms_;
+  int64_t seq_ = 0;
+  bool committed_ = false;
+};
+
+Result<std::unique_ptr<FileWriter>> SqliteJobRecords::create_file(std::string_view id,
+                                                                  int64_t now_ms) {
+  return std::unique_ptr<FileWriter>(new Writer(*this, std::string(id), now_ms));
+}
+
+Result<std::optional<std::string>> SqliteJobRecords::read_file_piece(std::string_view id,
+                                                                     int64_t index) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT id, project, purpose, filename, bytes, "
-                                              "content, created_ms FROM files WHERE id = ?"));
-  GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
+  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("SELECT data FROM file_pieces WHERE file_id = ? AND "
+                                              "seq = ?"));
+  GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).i64(index).step());
   if (!row)
-    return std::optional<StoredFile>();
-  return std::optional<StoredFile>(StoredFile{q.col_text(0), q.col_text(1), q.col_text(2),
-                                              q.col_text(3), q.col_i64(4), q.col_i64(6),
-                                              q.col_text(5)});
+    return std::optional<std::string>();
+  return std::optional<std::string>(q.col_text(0));
 }
 
 Result<std::optional<StoredFile>> SqliteJobRecords::get_file_info(std::string_view id) {
@@ -259,16 +313,40 @@ Result<std::optional<StoredFile>> SqliteJobRecords::get_file_info(std::string_vi
 
 Result<bool> SqliteJobRecords::delete_file(std::string_view project, std::string_view id) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE id = ? AND project = ?"));
-  GANTRY_TRY(q.text(id).text(project).run());
-  return q.changes() == 1;
+  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+  int gone = 0;
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE id = ? AND project = ?"));
+    GANTRY_TRY(q.text(id).text(project).run());
+    gone = q.changes();
+  }
+  if (gone == 1) {
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM file_pieces WHERE file_id = ?"));
+    GANTRY_TRY(q.text(id).run());
+  }
+  GANTRY_TRY(tx.commit());
+  return gone == 1;
 }
 
 Result<int64_t> SqliteJobRecords::purge_files(int64_t created_before_ms) {
   std::lock_guard<std::mutex> lk(mu_);
-  GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE created_ms < ?"));
-  GANTRY_TRY(q.i64(created_before_ms).run());
-  return q.changes();
+  GANTRY_ASSIGN_OR_RETURN(auto tx, Transaction::begin(*db_));
+  {
+    // The pieces of the files going, and pieces no file owns (an upload cut short by a crash).
+    GANTRY_ASSIGN_OR_RETURN(
+        Query q, db_->query("DELETE FROM file_pieces WHERE file_id IN (SELECT id FROM files WHERE "
+                            "created_ms < ?) OR (created_ms < ? AND file_id NOT IN (SELECT id "
+                            "FROM files))"));
+    GANTRY_TRY(q.i64(created_before_ms).i64(created_before_ms).run());
+  }
+  int n = 0;
+  {
+    GANTRY_ASSIGN_OR_RETURN(Query q, db_->query("DELETE FROM files WHERE created_ms < ?"));
+    GANTRY_TRY(q.i64(created_before_ms).run());
+    n = q.changes();
+  }
+  GANTRY_TRY(tx.commit());
+  return n;
 }
 
 Status SqliteJobRecords::put_batch(const Batch &b) {

@@ -36,8 +36,9 @@ public:
   Status disable_endpoint(std::string_view project, std::string_view url, int64_t now_ms) override;
   Result<bool> endpoint_disabled(std::string_view project, std::string_view url) override;
   Status put_file(const StoredFile &f, const FileQuota &quota) override;
-  Result<std::optional<StoredFile>> get_file(std::string_view id) override;
+  Result<std::unique_ptr<FileWriter>> create_file(std::string_view id, int64_t now_ms) override;
   Result<std::optional<StoredFile>> get_file_info(std::string_view id) override;
+  Result<std::optional<std::string>> read_file_piece(std::string_view id, int64_t index) override;
   Result<bool> delete_file(std::string_view project, std::string_view id) override;
   Result<int64_t> purge_files(int64_t created_before_ms) override;
   Status put_batch(const Batch &b) override;
@@ -49,7 +50,12 @@ public:
   Result<BatchCounts> batch_counts(std::string_view batch_id) override;
 
 private:
+  class Writer;
   explicit SqliteJobRecords(std::unique_ptr<Db> db);
+  // Under mu_: the file's row when the quota allows, in the caller's transaction.
+  Status insert_file_locked(const StoredFile &f, const FileQuota &quota);
+  Status insert_piece_locked(std::string_view id, int64_t seq, std::string_view data,
+                             int64_t now_ms);
   std::mutex mu_;
   std::unique_ptr<Db> db_;
 };

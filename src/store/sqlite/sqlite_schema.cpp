@@ -244,6 +244,22 @@ ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';
 UPDATE jobs SET model = coalesce(json_extract(body, '$.model'), '')
   WHERE json_valid(body) AND json_type(body, '$.model') = 'text';
 )sql",
+    // 7: Batch API files as pieces of at most 1 MiB (jobs::kFilePieceBytes), so an upload of
+    // 200 MB streams in and out without a whole copy in memory. A rowid table: large rows
+    // belong outside a WITHOUT ROWID b-tree. Existing contents become piece 0.
+    R"sql(
+CREATE TABLE file_pieces (
+  file_id    TEXT NOT NULL,
+  seq        INTEGER NOT NULL,
+  data       BLOB NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX file_pieces_order ON file_pieces(file_id, seq);
+CREATE INDEX file_pieces_created ON file_pieces(created_ms);
+INSERT INTO file_pieces(file_id, seq, data, created_ms)
+  SELECT id, 0, content, created_ms FROM files WHERE length(content) > 0;
+UPDATE files SET content = x'';
+)sql",
 };
 
 } // namespace
