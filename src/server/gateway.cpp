@@ -136,7 +136,10 @@ Status Gateway::build_control(Stores &stores) {
   for (const auto &spec : config_.models) {
     control::ModelControl mc;
     mc.name = spec.name;
-    mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, spec.price_per_hour};
+    // The replica's own hourly price (spot or on-demand) is charged like the model's: each call
+    // pays its share of the engine time it was in.
+    mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok,
+                spec.price_per_hour + config_.replica_price_per_hour};
     mcs.push_back(std::move(mc));
   }
   for (auto &mc : remote_model_controls(config_))
@@ -242,8 +245,9 @@ Status Gateway::build_services(Stores &stores) {
       admin_auth_.get(),
       &metrics_,
       [this] {
-        const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
-                                 *embeddings_, *jobs_,    metrics_,       autoscale_.get()};
+        const MetricsSources src{registry_,        *control_,        http_->stats(),
+                                 *response_cache_, *embeddings_,     *jobs_,
+                                 metrics_,         autoscale_.get(), replica_state()};
         return render_metrics(src);
       },
       [this](std::shared_ptr<http::ResponseWriter> w) { health_routes_->ready(std::move(w)); },
@@ -370,16 +374,32 @@ Status Gateway::start() {
 uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
 uint16_t Gateway::port() const { return http_->port(); }
 
-bool Gateway::shutdown() {
-  shutting_down_.store(true);
-  views_->stop();
+void Gateway::begin_drain() {
+  if (shutting_down_.exchange(true))
+    return;
+  log_line(R"({"event":"drain","drain_s":)" +
+           std::to_string(static_cast<double>(config_.shutdown_grace.count()) / 1000) + "}");
   jobs_->stop_leasing();
   registry_.stop_accepting();
-  http_->stop_accepting();
-  // The engine threads finish the work; the grace is shared by all models.
+}
+
+bool Gateway::shutdown() {
+  const auto t0 = clock_.now();
+  begin_drain();
+  views_->stop();
+  // The listener stays open while in-flight work finishes: a new request gets a 503 with
+  // Retry-After (and /readyz says not ready) rather than a refused connection.
+  // The engine threads finish the work, requests and jobs alike; drain_s is shared by all models.
   const bool clean = registry_.wait_idle(config_.shutdown_grace, clock_);
-  registry_.cancel_all();
-  jobs_->stop(); // cut-off jobs go back to the queue for the next start
+  const auto left =
+      std::max(std::chrono::milliseconds(0),
+               config_.shutdown_grace -
+                   std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now() - t0));
+  // Jobs still running are handed back before their executions are cancelled, so another node
+  // runs them now (not after their visibility timeout) and a cancelled one cannot complete.
+  jobs_handed_back_ = jobs_->drain(left);
+  registry_.cancel_all(); // streams still open end with an error event
+  http_->stop_accepting();
   if (autoscale_)
     autoscale_->stop(); // it exported replicas{state="draining"} until here
   (void)registry_.wait_idle(std::chrono::milliseconds(1000), clock_);
@@ -394,13 +414,29 @@ bool Gateway::shutdown() {
 
 void Gateway::add_operator_routes(http::Router &r) {
   r.get("/metrics", [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) {
-    const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
-                             *embeddings_, *jobs_,    metrics_,       autoscale_.get()};
+    const MetricsSources src{registry_, *control_, http_->stats(),   *response_cache_, *embeddings_,
+                             *jobs_,    metrics_,  autoscale_.get(), replica_state()};
     http::Response resp = http::Response::text(200, render_metrics(src));
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     w->respond(std::move(resp));
   });
   add_admin_routes(r, *control_, *admin_auth_, clock_, errors_.get());
+  // A preemption notice (a spot instance's two-minute warning, a scale-in): the node drains and
+  // exits as on SIGTERM. 202 at once; the drain itself takes up to drain_s.
+  r.post("/admin/v1/drain", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    if (auto refused = admin_auth_->check(req)) {
+      w->respond(http::error_response(*refused));
+      return;
+    }
+    const bool already = shutting_down_.load();
+    begin_drain();
+    boost::json::object o{{"status", "draining"},
+                          {"already_draining", already},
+                          {"drain_s", static_cast<double>(config_.shutdown_grace.count()) / 1000}};
+    w->respond(http::Response::json(202, boost::json::serialize(o)));
+    if (!already && drain_requested_)
+      drain_requested_();
+  });
   views_->add_dashboard_routes(r);
   jobs_->add_admin_routes(r);
 }
