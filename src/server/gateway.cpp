@@ -374,13 +374,14 @@ Status Gateway::start() {
 uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
 uint16_t Gateway::port() const { return http_->port(); }
 
-void Gateway::begin_drain() {
+bool Gateway::begin_drain() {
   if (shutting_down_.exchange(true))
-    return;
+    return false;
   log_line(R"({"event":"drain","drain_s":)" +
            std::to_string(static_cast<double>(config_.shutdown_grace.count()) / 1000) + "}");
   jobs_->stop_leasing();
   registry_.stop_accepting();
+  return true;
 }
 
 bool Gateway::shutdown() {
@@ -428,8 +429,7 @@ void Gateway::add_operator_routes(http::Router &r) {
       w->respond(http::error_response(*refused));
       return;
     }
-    const bool already = shutting_down_.load();
-    begin_drain();
+    const bool already = !begin_drain();
     boost::json::object o{{"status", "draining"},
                           {"already_draining", already},
                           {"drain_s", static_cast<double>(config_.shutdown_grace.count()) / 1000}};

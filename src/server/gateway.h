@@ -78,8 +78,8 @@ public:
   // Begins the drain (SIGTERM, a spot preemption notice through POST /admin/v1/drain): from now
   // on new requests get 503 with Retry-After, /readyz is not ready (so load balancers move
   // traffic; /healthz stays up), and no job is leased. In-flight work goes on. Idempotent, any
-  // thread.
-  void begin_drain();
+  // thread. True for the call that began it.
+  bool begin_drain();
   // Called once, on an I/O thread, when POST /admin/v1/drain began the drain: `gantry serve` turns
   // it into its SIGTERM path (shutdown(), then exit 0). Set before start().
   void on_drain_requested(std::function<void()> fn) { drain_requested_ = std::move(fn); }
