@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
@@ -42,6 +43,8 @@ struct ServeFlags {
   std::string role;
   std::string advertise_url;
   std::string worker_token_file;
+  double drain_s = -1;
+  double replica_price_per_hour = -1;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -89,6 +92,10 @@ int run_serve(const ServeFlags &f) {
     cfg.advertise_url = f.advertise_url;
   if (!f.worker_token_file.empty())
     cfg.worker_token_file = f.worker_token_file;
+  if (f.drain_s >= 0)
+    cfg.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(f.drain_s * 1000));
+  if (f.replica_price_per_hour >= 0)
+    cfg.replica_price_per_hour = f.replica_price_per_hour;
   if (f.no_cache)
     cfg.cache.enabled = false;
   if (f.cache_max_bytes >= 0)
@@ -187,6 +194,9 @@ int run_serve(const ServeFlags &f) {
           (*gw)->auth_required(), cfg.host)) {
     std::fprintf(stderr, "%s\n", warn->c_str());
   }
+  // A preemption notice through POST /admin/v1/drain takes the SIGTERM path below: the signal
+  // is blocked in every thread, so sigwait here receives it.
+  (*gw)->on_drain_requested([] { ::kill(::getpid(), SIGTERM); });
   if (auto st = (*gw)->start(); !st) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 1;
@@ -220,10 +230,11 @@ int run_serve(const ServeFlags &f) {
 
   int sig = 0;
   sigwait(&sigs, &sig);
-  std::printf("received %s, shutting down (grace %llds)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-              static_cast<long long>(cfg.shutdown_grace.count() / 1000));
+  std::printf("received %s, draining (drain_s %.1f)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+              static_cast<double>(cfg.shutdown_grace.count()) / 1000);
   std::fflush(stdout);
   const bool clean = (*gw)->shutdown();
+  std::printf("jobs handed back: %d\n", (*gw)->jobs_handed_back());
   std::printf("shutdown %s\n", clean ? "complete" : "complete (in-flight requests cancelled)");
   return 0;
 }
@@ -246,6 +257,11 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--ctx", f.ctx, "context length per sequence (default: the model's)");
   cmd->add_option("--io-threads", f.io_threads, "HTTP I/O threads");
   cmd->add_option("--max-queued-requests", f.max_queued_requests, "waiting requests before 429");
+  cmd->add_option("--drain-s", f.drain_s,
+                  "on SIGTERM or POST /admin/v1/drain: seconds for in-flight work to finish "
+                  "(default 30)");
+  cmd->add_option("--replica-price-per-hour", f.replica_price_per_hour,
+                  "what this replica costs per hour (spot or on-demand), for cost attribution");
   cmd->add_option("--max-queued-tokens", f.max_queued_tokens, "waiting prompt tokens before 429");
   cmd->add_option("--default-max-tokens", f.default_max_tokens,
                   "completion length when a request sets no max_tokens");

@@ -155,6 +155,14 @@ public:
   // fault).
   virtual Result<bool> retry(const Lease &lease, std::string_view error,
                              std::chrono::milliseconds delay, bool count_attempt) = 0;
+  // Hands a running job back at once (its node is draining: SIGTERM, a preemption notice): queued
+  // again with no backoff and no lease, so any node may take it now rather than after the
+  // visibility timeout, and the attempt given back (it does not count against max_attempts, nor
+  // does it change the job's request id: the ledger still holds one row per job). Conditional on
+  // (id, attempt, owner) like complete(): false when the lease was no longer this node's. The
+  // caller stops the execution afterwards; a late complete() of it fails on the lease. Called only
+  // once this process leases no more, since the next lease reuses the attempt number.
+  virtual Result<bool> release(const Lease &lease, std::string_view reason) = 0;
   // Marks a queued or running job canceled; the job as it is afterwards, std::nullopt when the
   // project has no such job.
   virtual Result<std::optional<Job>> cancel(std::string_view project, std::string_view id) = 0;

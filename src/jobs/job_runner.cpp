@@ -49,24 +49,40 @@ void JobRunner::stop_leasing() {
   cv_.notify_all();
 }
 
-void JobRunner::stop() {
+void JobRunner::stop() { (void)drain(std::chrono::milliseconds(0)); }
+
+int JobRunner::drain(std::chrono::milliseconds grace) {
   stop_leasing();
   if (joined_)
-    return;
+    return 0;
   joined_ = true;
-  std::vector<std::function<void()>> cancels;
+  std::vector<Running> cut;
   {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto &[id, c] : running_)
-      cancels.push_back(c);
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, grace, [&] { return active_ == 0; });
+    for (auto &[id, r] : running_)
+      cut.push_back(r);
   }
-  for (auto &c : cancels)
-    c();
+  // The lease goes back before the execution is cancelled: whatever the cancelled execution then
+  // reports, its complete() is refused, so the job runs to completion once, on another node.
+  int handed_back = 0;
+  for (auto &r : cut) {
+    auto released = queue_.release(r.lease, "handed back: the node running it was draining");
+    if (released && *released) {
+      ++handed_back;
+      counters_.released++;
+    } else if (!released) {
+      std::fprintf(stderr, "jobs: release %s: %s\n", r.lease.job.id.c_str(),
+                   released.error().message.c_str());
+    }
+    r.cancel();
+  }
   for (auto &t : threads_)
     t.join();
   threads_.clear();
   if (maintenance_.joinable())
     maintenance_.join();
+  return handed_back;
 }
 
 bool JobRunner::cancel(const std::string &job_id) {
@@ -76,7 +92,7 @@ bool JobRunner::cancel(const std::string &job_id) {
     auto it = running_.find(job_id);
     if (it == running_.end())
       return false;
-    c = it->second;
+    c = it->second.cancel;
   }
   c();
   return true;
@@ -95,11 +111,19 @@ void JobRunner::work(int index) {
     if (!*leased)
       continue;
     const Lease lease = std::move(**leased);
-    if (!run_reporting("jobs.worker", [&] { run_leased(lease); })) {
-      {
-        std::lock_guard<std::mutex> lk(mu_);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++active_;
+    }
+    const bool ran = run_reporting("jobs.worker", [&] { run_leased(lease); });
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      --active_;
+      if (!ran)
         running_.erase(lease.job.id);
-      }
+    }
+    cv_.notify_all(); // a drain waits for active_ to reach 0
+    if (!ran) {
       // Hand the job back now (as a failed attempt) rather than leave it leased until the
       // visibility timeout; a job that keeps failing this way ends after max_attempts.
       (void)queue_.retry(lease, "the job runner failed unexpectedly", options_.retry_base, true);
@@ -120,7 +144,7 @@ void JobRunner::run_leased(const Lease &lease) {
   });
   {
     std::lock_guard<std::mutex> lk(mu_);
-    running_[lease.job.id] = cancel;
+    running_[lease.job.id] = Running{lease, cancel};
   }
   bool cancelled = false;
   while (fut.wait_for(options_.visibility / 3) != std::future_status::ready) {
@@ -168,10 +192,16 @@ void JobRunner::finish(const Lease &lease, const ExecResult &r) {
   const bool overload =
       (r.status == 429 && r.body.find("insufficient_quota") == std::string::npos) ||
       r.status == 503;
-  if (stopping_.load() || overload) {
+  if (stopping_.load()) {
+    // Cut off by the drain (or refused because this node is draining): not the job's fault.
+    auto released = queue_.release(lease, "handed back: the node running it was draining");
+    if (released && *released)
+      counters_.released++;
+    return;
+  }
+  if (overload) {
     counters_.deferred++;
-    const auto delay =
-        std::chrono::milliseconds(stopping_.load() ? 0 : std::max<int64_t>(r.retry_after_ms, 100));
+    const auto delay = std::chrono::milliseconds(std::max<int64_t>(r.retry_after_ms, 100));
     (void)queue_.retry(lease, "deferred: HTTP " + std::to_string(r.status), delay, false);
     return;
   }

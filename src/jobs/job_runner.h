@@ -5,7 +5,8 @@
 //
 // Failure policy: 2xx → succeeded; overload (429 queue_full/rate limits, 503) → back to the queue
 // without spending an attempt; other 4xx → failed for good (the request is wrong); 5xx or no
-// answer → retried with backoff until max_attempts, then failed with the reason.
+// answer → retried with backoff until max_attempts, then failed with the reason. Cut off by a
+// drain (SIGTERM, a preemption notice) → handed back at once (JobQueue::release), not a failure.
 //
 // Threading: start()/stop() on the owner's thread; cancel() from any thread; events are
 // reported on worker or maintenance threads.
@@ -52,7 +53,7 @@ struct RunnerOptions {
 
 struct RunnerCounters {
   std::atomic<uint64_t> started{0}, succeeded{0}, failed{0}, retried{0}, deferred{0},
-      lost_leases{0}, reclaimed{0}, expired{0};
+      lost_leases{0}, reclaimed{0}, expired{0}, released{0};
 };
 
 class JobRunner {
@@ -67,8 +68,13 @@ public:
   void start();
   // No new leases from now on (graceful shutdown begins); running executions go on.
   void stop_leasing();
-  // Stops leasing, cancels running executions and joins. Their attempts go back to the queue
-  // unspent: a shutdown is not the job's fault.
+  // The drain (SIGTERM, a preemption notice): stops leasing, gives running jobs until `grace` to
+  // finish, then hands the leases of the unfinished ones back at once (JobQueue::release: another
+  // node runs them now, not after the visibility timeout, and the attempt is not spent) before
+  // cancelling their executions, which then cannot record a result. Joins. Returns how many
+  // jobs it handed back.
+  int drain(std::chrono::milliseconds grace);
+  // drain(0): stops leasing, hands back and cancels what runs, joins.
   void stop();
   // Stops the job's execution if it runs in this process; true when it did.
   bool cancel(const std::string &job_id);
@@ -90,7 +96,12 @@ private:
   bool joined_ = false;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, std::function<void()>> running_; // job id → cancel
+  struct Running {
+    Lease lease;
+    std::function<void()> cancel;
+  };
+  std::map<std::string, Running> running_; // job id → its lease and the execution's cancel
+  int active_ = 0; // leases held by worker threads (running_ plus those not yet started)
   std::vector<std::thread> threads_;
   std::thread maintenance_;
 };

@@ -69,7 +69,12 @@ CallOutcome ApiCalls::outcome(const std::string &request_id, const std::string &
 bool ApiCalls::open(http::ResponseWriter &w, CallOutcome &rec) {
   if (!shutting_down_.load())
     return true;
-  fail(w, rec, {ErrorCode::kUnavailable, "the server is shutting down", ""});
+  Error e{ErrorCode::kUnavailable,
+          "this replica is draining (shutting down or preempted) and takes no new requests; retry "
+          "and another replica will answer",
+          ""};
+  e.retry_after_ms = 1000;
+  fail(w, rec, std::move(e));
   return false;
 }
 

@@ -133,7 +133,13 @@ struct ServerConfig {
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{30'000};
   std::chrono::milliseconds idle_timeout{60'000};
+  // The drain (SIGTERM, POST /admin/v1/drain): how long in-flight requests and running jobs get
+  // to finish before the jobs are handed back and the streams end with an error event. Config
+  // `drain_s` (or its older name `shutdown_grace_s`), flag --drain-s.
   std::chrono::milliseconds shutdown_grace{30'000};
+  // What this replica costs per hour (spot vs on-demand): added to each local model's hourly
+  // price, so every call served here is charged its share of engine time at this rate.
+  double replica_price_per_hour = 0;
   std::chrono::milliseconds ready_cache{1'000}; // model probe reuse: readiness flips within ~1 s
 
   // Control plane. Secrets (key pepper, admin token, alert webhook secret) come only from the

@@ -192,6 +192,8 @@ const Key<ServerConfig> kTopKeys[] = {
     {"body_timeout_s", Millis<ServerConfig>{&ServerConfig::body_timeout, 1000}},
     {"idle_timeout_s", Millis<ServerConfig>{&ServerConfig::idle_timeout, 1000}},
     {"shutdown_grace_s", Millis<ServerConfig>{&ServerConfig::shutdown_grace, 1000}},
+    {"drain_s", Millis<ServerConfig>{&ServerConfig::shutdown_grace, 1000}},
+    {"replica_price_per_hour", &ServerConfig::replica_price_per_hour},
     {"ready_cache_s", Millis<ServerConfig>{&ServerConfig::ready_cache, 1000}},
     {"auth", &ServerConfig::auth},
     {"ledger_flush_ms", Millis<ServerConfig>{&ServerConfig::ledger_flush, 1}, Range::kPositive},

@@ -165,7 +165,10 @@ Status Gateway::build_control(Stores &stores) {
   for (const auto &spec : config_.models) {
     control::ModelControl mc;
     mc.name = spec.name;
-    mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok, spec.price_per_hour};
+    // The replica's own hourly price (spot or on-demand) is charged like the model's: each call
+    // pays its share of the engine time it was in.
+    mc.price = {spec.price_input_per_mtok, spec.price_output_per_mtok,
+                spec.price_per_hour + config_.replica_price_per_hour};
     mcs.push_back(std::move(mc));
   }
   for (auto &mc : remote_model_controls(config_))
@@ -278,8 +281,9 @@ Status Gateway::build_services(Stores &stores) {
 }
 
 std::string Gateway::metrics_text() {
-  const MetricsSources src{registry_,    *control_, http_->stats(), *response_cache_,
-                           *embeddings_, *jobs_,    metrics_,       autoscale_.get()};
+  const MetricsSources src{registry_,    *control_, http_->stats(),   *response_cache_,
+                           *embeddings_, *jobs_,    metrics_,         autoscale_.get(),
+                           replica_state()};
   std::string out = render_metrics(src);
   if (worker_pools_) {
     std::ostringstream o;
@@ -500,21 +504,38 @@ Status Gateway::start() {
 uint16_t Gateway::admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
 uint16_t Gateway::port() const { return http_->port(); }
 
-bool Gateway::shutdown() {
+bool Gateway::begin_drain() {
+  if (shutting_down_.exchange(true))
+    return false;
   // A worker leaves the registry first, so gateways stop sending it work it would refuse.
   if (heartbeat_)
     heartbeat_->stop();
   if (worker_pools_)
     worker_pools_->stop();
-  shutting_down_.store(true);
-  views_->stop();
+  log_line(R"({"event":"drain","drain_s":)" +
+           std::to_string(static_cast<double>(config_.shutdown_grace.count()) / 1000) + "}");
   jobs_->stop_leasing();
   registry_.stop_accepting();
-  http_->stop_accepting();
-  // The engine threads finish the work; the grace is shared by all models.
+  return true;
+}
+
+bool Gateway::shutdown() {
+  const auto t0 = clock_.now();
+  begin_drain();
+  views_->stop();
+  // The listener stays open while in-flight work finishes: a new request gets a 503 with
+  // Retry-After (and /readyz says not ready) rather than a refused connection.
+  // The engine threads finish the work, requests and jobs alike; drain_s is shared by all models.
   const bool clean = registry_.wait_idle(config_.shutdown_grace, clock_);
-  registry_.cancel_all();
-  jobs_->stop(); // cut-off jobs go back to the queue for the next start
+  const auto left =
+      std::max(std::chrono::milliseconds(0),
+               config_.shutdown_grace -
+                   std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now() - t0));
+  // Jobs still running are handed back before their executions are cancelled, so another node
+  // runs them now (not after their visibility timeout) and a cancelled one cannot complete.
+  jobs_handed_back_ = jobs_->drain(left);
+  registry_.cancel_all(); // streams still open end with an error event
+  http_->stop_accepting();
   if (autoscale_)
     autoscale_->stop(); // it exported replicas{state="draining"} until here
   (void)registry_.wait_idle(std::chrono::milliseconds(1000), clock_);
@@ -534,6 +555,21 @@ void Gateway::add_operator_routes(http::Router &r) {
     w->respond(std::move(resp));
   });
   add_admin_routes(r, *control_, *admin_auth_, clock_, errors_.get());
+  // A preemption notice (a spot instance's two-minute warning, a scale-in): the node drains and
+  // exits as on SIGTERM. 202 at once; the drain itself takes up to drain_s.
+  r.post("/admin/v1/drain", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+    if (auto refused = admin_auth_->check(req)) {
+      w->respond(http::error_response(*refused));
+      return;
+    }
+    const bool already = !begin_drain();
+    boost::json::object o{{"status", "draining"},
+                          {"already_draining", already},
+                          {"drain_s", static_cast<double>(config_.shutdown_grace.count()) / 1000}};
+    w->respond(http::Response::json(202, boost::json::serialize(o)));
+    if (!already && drain_requested_)
+      drain_requested_();
+  });
   views_->add_dashboard_routes(r);
   jobs_->add_admin_routes(r);
 }

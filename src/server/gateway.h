@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@
 #include "server/inference_routes.h"
 #include "server/inference_service.h"
 #include "server/jobs_api.h"
+#include "server/metrics_text.h"
 #include "server/model_registry.h"
 #include "server/operator_views.h"
 #include "server/outbound.h"
@@ -76,9 +78,19 @@ public:
   Status start();
   uint16_t port() const;
   uint16_t admin_port() const; // 0 when there is no separate admin port
-  // Graceful: refuse new requests (503), let in-flight ones finish up to the configured grace,
-  // cancel what is left, close connections. Returns true when nothing had to be cut off.
+  // Begins the drain (SIGTERM, a spot preemption notice through POST /admin/v1/drain): from now
+  // on new requests get 503 with Retry-After, /readyz is not ready (so load balancers move
+  // traffic; /healthz stays up), and no job is leased. In-flight work goes on. Idempotent, any
+  // thread. True for the call that began it.
+  bool begin_drain();
+  // Called once, on an I/O thread, when POST /admin/v1/drain began the drain: `gantry serve` turns
+  // it into its SIGTERM path (shutdown(), then exit 0). Set before start().
+  void on_drain_requested(std::function<void()> fn) { drain_requested_ = std::move(fn); }
+  // The whole drain: begin_drain(), let in-flight requests and jobs finish within drain_s, hand
+  // the leases of unfinished jobs back at once (another node runs them now), cancel what is left
+  // (streams end with an error event), close connections. True when nothing had to be cut off.
   bool shutdown();
+  int jobs_handed_back() const { return jobs_handed_back_; } // by shutdown()
 
   const std::vector<LocalModel> &local_models() const { return local_models_; }
   const ModelRegistry &models() const { return registry_; }
@@ -105,6 +117,9 @@ private:
   http::Handler guarded(http::Router &&r);
   // Audit M6: an upload without a valid key gets its 401 before its body is read.
   std::optional<http::Response> refuse_before_body(const http::Request &req);
+  ReplicaState replica_state() const {
+    return {config_.replica_price_per_hour, shutting_down_.load()};
+  }
 
   ServerConfig config_;
   const Clock &clock_;
@@ -148,7 +163,9 @@ private:
   std::shared_ptr<cluster::WorkerRegistry> worker_registry_;
   std::unique_ptr<WorkerPools> worker_pools_;
   std::unique_ptr<cluster::WorkerHeartbeat> heartbeat_;
-  std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> shutting_down_{false}; // the drain began
+  std::function<void()> drain_requested_;
+  int jobs_handed_back_ = 0;
 };
 
 } // namespace gantry::server

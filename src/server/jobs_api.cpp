@@ -109,16 +109,17 @@ void JobsService::start() {
 
 void JobsService::stop_leasing() { runner_->stop_leasing(); }
 
-void JobsService::stop() {
+void JobsService::stop() { (void)drain(std::chrono::milliseconds(0)); }
+
+int JobsService::drain(std::chrono::milliseconds grace) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_)
-      return;
+      return 0;
     stopping_ = true;
   }
   cv_.notify_all();
-  if (runner_)
-    runner_->stop();
+  const int handed_back = runner_ ? runner_->drain(grace) : 0;
   if (webhooks_)
     webhooks_->stop();
   if (coordinator_.joinable())
@@ -127,6 +128,7 @@ void JobsService::stop() {
     queue_->drain_submissions(); // their callbacks use events_
   if (events_)
     events_->shutdown(); // held POSTs answer 202 with the job as it is
+  return handed_back;
 }
 
 void JobsService::render_metrics(std::ostream &o) const {
@@ -145,13 +147,14 @@ void JobsService::render_metrics(std::ostream &o) const {
       << age << '\n';
   }
   const auto &r = runner_->counters();
-  o << "# HELP gantry:jobs_total Job executions by outcome (retried, deferred and lost_lease are "
-       "degraded paths).\n# TYPE gantry:jobs_total counter\n";
+  o << "# HELP gantry:jobs_total Job executions by outcome (retried, deferred, lost_lease and "
+       "released are degraded paths).\n# TYPE gantry:jobs_total counter\n";
   for (auto [name, v] :
        {std::pair{"started", r.started.load()}, std::pair{"succeeded", r.succeeded.load()},
         std::pair{"failed", r.failed.load()}, std::pair{"retried", r.retried.load()},
         std::pair{"deferred", r.deferred.load()}, std::pair{"lost_lease", r.lost_leases.load()},
-        std::pair{"reclaimed", r.reclaimed.load()}, std::pair{"expired", r.expired.load()}})
+        std::pair{"reclaimed", r.reclaimed.load()}, std::pair{"expired", r.expired.load()},
+        std::pair{"released", r.released.load()}})
     o << "gantry:jobs_total{outcome=\"" << name << "\"} " << v << '\n';
   const auto &w = webhooks_->counters();
   o << "# HELP gantry:webhook_attempts_total Webhook delivery attempts and their ends.\n"

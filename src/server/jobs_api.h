@@ -61,7 +61,10 @@ public:
   void start();
   // Stops leasing new jobs (graceful shutdown begins); running ones go on.
   void stop_leasing();
-  // Cancels what still runs (those attempts go back to the queue unspent) and joins the threads.
+  // The drain: running jobs get until `grace` to finish, then the unfinished ones are handed back
+  // to the queue at once (JobRunner::drain) and the threads joined. How many were handed back.
+  int drain(std::chrono::milliseconds grace);
+  // drain(0).
   void stop();
 
   // /readyz's check of the job queue: a read round trip through its store, with the number of

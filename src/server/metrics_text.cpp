@@ -141,6 +141,14 @@ std::string render_metrics(const MetricsSources &g) {
   o << "gantry:http_refusals_total{kind=\"before_body\"} " << h.head_refusals << '\n';
   o << "gantry:http_refusals_total{kind=\"transfer_encoding\"} " << h.unsupported_encodings << '\n';
   render_cache_metrics(o, g.response_cache, g.embeddings);
+  // Per replica, so the dashboard and Prometheus can sum what the fleet costs and what spot
+  // replicas saved (their price against on-demand's).
+  family(o, "replica_price_per_hour", "gauge",
+         "What this replica costs per hour, USD (replica_price_per_hour; 0 = not set).");
+  o << "gantry:replica_price_per_hour " << g.replica.price_per_hour << '\n';
+  family(o, "replica_draining", "gauge",
+         "1 once this replica drains (SIGTERM or POST /admin/v1/drain): it takes no new work.");
+  o << "gantry:replica_draining " << (g.replica.draining ? 1 : 0) << '\n';
   g.jobs.render_metrics(o);
   if (g.autoscale)
     g.autoscale->render_metrics(o);

@@ -15,6 +15,12 @@
 #include "telemetry/metrics.h"
 
 namespace gantry::server {
+// This process as one replica (issue 14): its configured hourly price, and whether it drains.
+struct ReplicaState {
+  double price_per_hour = 0;
+  bool draining = false;
+};
+
 // What GET /metrics reads: the served models, the control plane, the HTTP server's counters,
 // the caches, the jobs, the registry of request metrics and the autoscale decisions.
 struct MetricsSources {
@@ -26,6 +32,7 @@ struct MetricsSources {
   const JobsService &jobs;
   const telemetry::Registry &metrics;
   const AutoscaleMonitor *autoscale; // nullptr when no model has an [autoscale.<model>] table
+  ReplicaState replica;
 };
 std::string render_metrics(const MetricsSources &g);
 

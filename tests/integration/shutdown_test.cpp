@@ -97,6 +97,8 @@ TEST(ShutdownTest, StreamsOutlivingTheGraceEndCleanly) {
   EXPECT_TRUE(rest.transport_error.empty()) << rest.transport_error;
   ASSERT_TRUE(rest.error) << "no error event; events: " << rest.events.size();
   EXPECT_EQ(rest.error->at("type").as_string(), "server_error");
+  EXPECT_NE(std::string(rest.error->at("message").as_string()).find("draining"), std::string::npos)
+      << json::serialize(*rest.error);
   EXPECT_TRUE(rest.done);
   EXPECT_EQ(server.wait_exit(10s), std::optional<int>(0)) << server.output();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);

@@ -69,6 +69,29 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   EXPECT_NE(st.error().message.find("duplicate"), std::string::npos);
 }
 
+TEST(ConfigTest, TheDrainAndTheReplicasPrice) {
+  ServerConfig c;
+  EXPECT_EQ(c.shutdown_grace.count(), 30'000) << "drain_s defaults to 30 s";
+  EXPECT_EQ(c.replica_price_per_hour, 0);
+  ASSERT_TRUE(apply_toml_file(write_file("drain.toml", "drain_s = 1.5\n"
+                                                       "replica_price_per_hour = 0.9\n"),
+                              c)
+                  .ok());
+  EXPECT_EQ(c.shutdown_grace.count(), 1500);
+  EXPECT_DOUBLE_EQ(c.replica_price_per_hour, 0.9);
+  // The older name sets the same drain.
+  ASSERT_TRUE(apply_toml_file(write_file("grace.toml", "shutdown_grace_s = 4\n"), c).ok());
+  EXPECT_EQ(c.shutdown_grace.count(), 4000);
+  for (const char *bad : {"drain_s = -1\n", "replica_price_per_hour = -0.5\n"}) {
+    ServerConfig d;
+    auto st = apply_toml_file(write_file("bad-drain.toml", bad), d);
+    ASSERT_FALSE(st.ok()) << bad;
+    EXPECT_NE(st.error().message.find(std::string(bad).substr(0, std::string(bad).find(' '))),
+              std::string::npos)
+        << st.error().message;
+  }
+}
+
 TEST(ConfigTest, JobsTable) {
   ServerConfig c;
   ASSERT_TRUE(apply_toml_file(write_file("jobs.toml", "[jobs]\nworkers = 3\nmax_queued_jobs = 5\n"

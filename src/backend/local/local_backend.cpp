@@ -89,8 +89,15 @@ public:
       c.generated = ev.n_generated;
       if (ev.finish == engine::FinishReason::kCancelled) {
         c.done = true;
+        // Cancelled while the replica drains: drain_s ran out (a client that went away reads
+        // nothing). The stream's error event says why, so a client knows to retry elsewhere.
         if (!failure_)
-          failure_ = Error{ErrorCode::kUnavailable, "the request was cancelled", ""};
+          failure_ = worker_.accepting()
+                         ? Error{ErrorCode::kUnavailable, "the request was cancelled", ""}
+                         : Error{ErrorCode::kUnavailable,
+                                 "this replica is draining (shutting down or preempted) and its "
+                                 "drain_s ran out: the request was cut off; retry it",
+                                 ""};
       } else {
         c.cached = ev.n_cached;
         ChoiceEvent e;

@@ -100,6 +100,7 @@ public:
   WorkerStats stats() const;
   // Refuses new submissions; running ones continue.
   void stop_accepting() { accepting_.store(false); }
+  bool accepting() const { return accepting_.load(); } // false once the replica drains
   // Blocks until no request is in flight or the timeout passes; true when idle.
   bool wait_idle(std::chrono::milliseconds timeout);
 

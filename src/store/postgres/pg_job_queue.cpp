@@ -596,6 +596,24 @@ Result<bool> PgJobQueue::retry(const Lease &l, std::string_view error,
   return done;
 }
 
+Result<bool> PgJobQueue::release(const Lease &l, std::string_view reason) {
+  GANTRY_ASSIGN_OR_RETURN(
+      PgResult r,
+      pool_->exec("UPDATE jobs SET status = 'queued', not_before_ms = $1, error = $2, attempts = "
+                  "attempts - 1, lease_until_ms = 0, lease_owner = '' WHERE id = $3 AND "
+                  "attempts = $4 AND status = 'running' AND lease_owner = $5",
+                  PgParams()
+                      .i64(clock_.unix_millis())
+                      .text(reason)
+                      .text(l.job.id)
+                      .i64(l.attempt)
+                      .text(options_.node_id)));
+  const bool done = r.affected() == 1;
+  if (done)
+    announce(); // the other nodes' idle workers take it now
+  return done;
+}
+
 Result<std::optional<Job>> PgJobQueue::get(std::string_view id) {
   GANTRY_ASSIGN_OR_RETURN(
       PgResult r, pool_->exec(std::string("SELECT ") + kColumns + " FROM jobs WHERE id = $1",

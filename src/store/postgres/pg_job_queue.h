@@ -54,6 +54,7 @@ public:
   Result<bool> complete(const jobs::Lease &lease, const jobs::JobOutcome &outcome) override;
   Result<bool> retry(const jobs::Lease &lease, std::string_view error,
                      std::chrono::milliseconds delay, bool count_attempt) override;
+  Result<bool> release(const jobs::Lease &lease, std::string_view reason) override;
   Result<std::optional<jobs::Job>> cancel(std::string_view project, std::string_view id) override;
   Result<std::optional<jobs::Job>> get(std::string_view id) override;
   Result<std::vector<jobs::Job>> list(const jobs::ListFilter &filter) override;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <tuple>
 
 #include "jobs/job_ids.h"
 #include "store/sqlite/sqlite_db.h"
@@ -634,6 +635,33 @@ Result<bool> SqliteJobQueue::retry(const Lease &l, std::string_view error,
   return done;
 }
 
+Result<bool> SqliteJobQueue::release(const Lease &l, std::string_view reason) {
+  std::unique_lock<std::mutex> lk(mu_);
+  const int64_t now = clock_.unix_millis();
+  // lease_until_ms = -1 marks it handed back: the other nodes' reclaim() adopts it into their
+  // schedules (they learn of other nodes' queued jobs only at open() otherwise).
+  GANTRY_ASSIGN_OR_RETURN(
+      Query q, db_->query("UPDATE jobs SET status = 'queued', not_before_ms = ?, error = ?, "
+                          "attempts = attempts - 1, lease_until_ms = -1, lease_owner = '' WHERE "
+                          "id = ? AND attempts = ? AND status = 'running' AND lease_owner = ? "
+                          "RETURNING project, priority, created_ms"));
+  GANTRY_ASSIGN_OR_RETURN(
+      bool row,
+      q.i64(now).text(reason).text(l.job.id).i64(l.attempt).text(options_.node_id).step());
+  if (auto it = running_.find(l.job.id); it != running_.end() && it->second.attempt == l.attempt)
+    running_.erase(it);
+  if (!row)
+    return false;
+  const std::string project = q.col_text(0);
+  const int priority = static_cast<int>(q.col_i64(1));
+  const int64_t created = q.col_i64(2);
+  GANTRY_TRY(q.run());
+  push_queued(project, entry(priority, created, l.job.id), now);
+  lk.unlock();
+  cv_.notify_all();
+  return true;
+}
+
 Result<std::optional<Job>> SqliteJobQueue::get_locked(std::string_view id) {
   GANTRY_ASSIGN_OR_RETURN(Query q, db_->query(JOB_SQL("SELECT ", " FROM jobs WHERE id = ?")));
   GANTRY_ASSIGN_OR_RETURN(bool row, q.text(id).step());
@@ -763,6 +791,28 @@ Result<Reclaimed> SqliteJobQueue::reclaim() {
   for (const auto &j : out.expired) {
     forget_queued(j.id);
     running_.erase(j.id);
+  }
+  {
+    // Jobs another node handed back (release() while it drained): one node adopts each, so they
+    // run now rather than when some node next opens the database.
+    GANTRY_ASSIGN_OR_RETURN(
+        Query q, db_->query("UPDATE jobs SET lease_until_ms = 0 WHERE status = 'queued' AND "
+                            "lease_until_ms = -1 RETURNING id, project, priority, created_ms, "
+                            "not_before_ms"));
+    std::vector<std::tuple<std::string, std::string, int, int64_t, int64_t>> adopted;
+    for (;;) {
+      GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row)
+        break;
+      adopted.emplace_back(q.col_text(0), q.col_text(1), static_cast<int>(q.col_i64(2)),
+                           q.col_i64(3), q.col_i64(4));
+    }
+    for (auto &[id, project, priority, created, not_before] : adopted) {
+      if (!queued_.contains(id))
+        push_queued(project, entry(priority, created, id), not_before);
+    }
+    if (!adopted.empty())
+      cv_.notify_all();
   }
   {
     GANTRY_ASSIGN_OR_RETURN(

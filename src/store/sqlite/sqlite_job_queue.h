@@ -6,7 +6,8 @@
 // (retried, or failed on its last attempt) only when its lease has lapsed, by whichever node's
 // reclaim() sees it first, or at open() when it is this node id's own (its predecessor died);
 // a live lease of another node is never touched. Every outcome write is conditional on
-// (id, attempt, owner), so a stale lease holder cannot record a result.
+// (id, attempt, owner), so a stale lease holder cannot record a result. A job one node hands
+// back (release(), while it drains) is adopted by the next reclaim() of another node.
 //
 // Scheduling: weighted round-robin between projects that have ready jobs (a project with weight
 // w is served w jobs per turn), highest priority first inside a project, then oldest first. So a
@@ -63,6 +64,7 @@ public:
   Result<bool> complete(const Lease &lease, const JobOutcome &outcome) override;
   Result<bool> retry(const Lease &lease, std::string_view error, std::chrono::milliseconds delay,
                      bool count_attempt) override;
+  Result<bool> release(const Lease &lease, std::string_view reason) override;
   Result<std::optional<Job>> cancel(std::string_view project, std::string_view id) override;
   Result<std::optional<Job>> get(std::string_view id) override;
   Result<std::vector<Job>> list(const ListFilter &filter) override;
