@@ -281,9 +281,8 @@ Status Gateway::build_services(Stores &stores) {
 }
 
 std::string Gateway::metrics_text() {
-  const MetricsSources src{registry_,    *control_, http_->stats(),   *response_cache_,
-                           *embeddings_, *jobs_,    metrics_,         autoscale_.get(),
-                           replica_state()};
+  const MetricsSources src{registry_, *control_, http_->stats(),   *response_cache_, *embeddings_,
+                           *jobs_,    metrics_,  autoscale_.get(), replica_state()};
   std::string out = render_metrics(src);
   if (worker_pools_) {
     std::ostringstream o;

@@ -644,7 +644,7 @@ Result<bool> SqliteJobQueue::release(const Lease &l, std::string_view reason) {
       Query q, db_->query("UPDATE jobs SET status = 'queued', not_before_ms = ?, error = ?, "
                           "attempts = attempts - 1, lease_until_ms = -1, lease_owner = '' WHERE "
                           "id = ? AND attempts = ? AND status = 'running' AND lease_owner = ? "
-                          "RETURNING project, priority, created_ms"));
+                          "RETURNING project, priority, created_ms, model"));
   GANTRY_ASSIGN_OR_RETURN(
       bool row,
       q.i64(now).text(reason).text(l.job.id).i64(l.attempt).text(options_.node_id).step());
@@ -655,8 +655,9 @@ Result<bool> SqliteJobQueue::release(const Lease &l, std::string_view reason) {
   const std::string project = q.col_text(0);
   const int priority = static_cast<int>(q.col_i64(1));
   const int64_t created = q.col_i64(2);
+  std::string model = q.col_text(3);
   GANTRY_TRY(q.run());
-  push_queued(project, entry(priority, created, l.job.id), now);
+  push_queued(project, entry(priority, created, l.job.id, std::move(model)), now);
   lk.unlock();
   cv_.notify_all();
   return true;
@@ -798,18 +799,18 @@ Result<Reclaimed> SqliteJobQueue::reclaim() {
     GANTRY_ASSIGN_OR_RETURN(
         Query q, db_->query("UPDATE jobs SET lease_until_ms = 0 WHERE status = 'queued' AND "
                             "lease_until_ms = -1 RETURNING id, project, priority, created_ms, "
-                            "not_before_ms"));
-    std::vector<std::tuple<std::string, std::string, int, int64_t, int64_t>> adopted;
+                            "not_before_ms, model"));
+    std::vector<std::tuple<std::string, std::string, int, int64_t, int64_t, std::string>> adopted;
     for (;;) {
       GANTRY_ASSIGN_OR_RETURN(bool row, q.step());
       if (!row)
         break;
       adopted.emplace_back(q.col_text(0), q.col_text(1), static_cast<int>(q.col_i64(2)),
-                           q.col_i64(3), q.col_i64(4));
+                           q.col_i64(3), q.col_i64(4), q.col_text(5));
     }
-    for (auto &[id, project, priority, created, not_before] : adopted) {
+    for (auto &[id, project, priority, created, not_before, model] : adopted) {
       if (!queued_.contains(id))
-        push_queued(project, entry(priority, created, id), not_before);
+        push_queued(project, entry(priority, created, id, model), not_before);
     }
     if (!adopted.empty())
       cv_.notify_all();
