@@ -286,9 +286,10 @@ Status PgJobQueue::admit_and_insert(PgConn &c, const std::vector<Submission *> &
   constexpr int kColumnsPerRow = 17;
   for (size_t at = 0; at < rows.size(); at += kRowsPerInsert) {
     const size_t n = std::min(kRowsPerInsert, rows.size() - at);
-    std::string sql = "INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
-                      "webhook_events, metadata, batch_id, custom_id, priority, status, "
-                      "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes, model) VALUES ";
+    std::string sql =
+        "INSERT INTO jobs(id, project, key_id, endpoint, body, webhook_url, "
+        "webhook_events, metadata, batch_id, custom_id, priority, status, "
+        "max_attempts, created_ms, not_before_ms, expires_at_ms, bytes, model) VALUES ";
     PgParams params;
     for (size_t k = 0; k < n; ++k) {
       const Job &j = *rows[at + k];
