@@ -145,9 +145,6 @@ void render_placement_metrics(const backend::ModelHost &host, const ServerConfig
     for (const auto &s : states)
       o << name << '{' << label("model_name", s.name) << "} " << value(s) << '\n';
   };
-  family("gantry:model_loaded", "gauge",
-         "1 while the hosted model is loaded; 0 while it would load on demand (placement).",
-         [](const backend::HostedModelState &s) { return s.loaded ? 1 : 0; });
   family("gantry:model_loads_total", "counter",
          "Loads of the hosted model (start-up and on demand).",
          [](const backend::HostedModelState &s) { return s.loads; });

@@ -43,7 +43,7 @@ Result<LocalModelsBuilt> add_local_models(const ServerConfig &config, const Cloc
                                           const ModelLoadProgress &progress,
                                           std::function<void(const std::string &)> log);
 
-// gantry:model_loaded{model_name}, gantry:model_loads_total / model_unloads_total /
+// gantry:model_loads_total / model_unloads_total /
 // model_load_failures_total{model_name}, gantry:models_loaded_bytes.
 void render_placement_metrics(const backend::ModelHost &host, const ServerConfig &config,
                               std::ostream &out);
