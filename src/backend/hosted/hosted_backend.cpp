@@ -83,6 +83,6 @@ void HostedBackend::probe(ProbeDone done) {
   b.probe([done = std::move(done), pin = std::move(pin)](ProbeResult r) { done(std::move(r)); });
 }
 
-bool HostedBackend::loaded() const { return host_.pin_if_loaded(index_) != nullptr; }
+bool HostedBackend::loaded() const { return host_.is_loaded(index_); }
 
 } // namespace gantry::backend

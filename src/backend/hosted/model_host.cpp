@@ -34,7 +34,7 @@ Error unavailable(std::string message) {
 
 } // namespace
 
-ModelPin::~ModelPin() { host_.release(index_); }
+ModelPin::~ModelPin() { host_.release(index_, use_); }
 
 ModelHost::ModelHost(HostOptions options, const Clock &clock, Log log)
     : options_(options), clock_(clock), log_(std::move(log)) {}
@@ -123,7 +123,7 @@ Result<std::shared_ptr<ModelPin>> ModelHost::acquire(int index) {
     if (s.state == State::kLoaded) {
       ++s.pins;
       s.last_used = ++tick_;
-      return std::make_shared<ModelPin>(*this, index, s.backend.get());
+      return std::make_shared<ModelPin>(*this, index, s.backend.get(), true);
     }
     if (s.failure_gen != failures_seen) // the load this call waited for failed
       return Err(unavailable("model '" + s.spec.info.name + "' failed to load: " + s.last_error));
@@ -174,7 +174,7 @@ Result<std::shared_ptr<ModelPin>> ModelHost::acquire(int index) {
         log_(R"({"event":"model_loaded","model":")" + json_text(s.spec.info.name) +
              R"(","load_ms":)" + std::to_string(static_cast<int64_t>(ms)) + R"(,"loaded":)" +
              std::to_string(now_loaded) + "}");
-      return std::make_shared<ModelPin>(*this, index, s.backend.get());
+      return std::make_shared<ModelPin>(*this, index, s.backend.get(), true);
     }
     if (never)
       return Err(Error{ErrorCode::kUnavailable,
@@ -218,26 +218,32 @@ std::shared_ptr<ModelPin> ModelHost::pin_if_loaded(int index) {
   if (s.state != State::kLoaded)
     return nullptr;
   ++s.pins; // not a use: a probe does not keep a model from being the LRU one
-  return std::make_shared<ModelPin>(*this, index, s.backend.get());
+  return std::make_shared<ModelPin>(*this, index, s.backend.get(), false);
 }
 
-void ModelHost::release(int index) {
+bool ModelHost::is_loaded(int index) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return index >= 0 && index < static_cast<int>(slots_.size()) &&
+         slots_[index]->state == State::kLoaded;
+}
+
+void ModelHost::release(int index, bool use) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     Slot &s = *slots_[index];
-    if (--s.pins == 0)
+    if (--s.pins == 0 && use)
       s.last_used = ++tick_;
   }
   changed_.notify_all();
 }
 
 void ModelHost::stop_accepting(int index) {
-  if (auto pin = [&] {
-        std::lock_guard<std::mutex> lk(mu_);
-        slots_[index]->accepting = false;
-        return slots_[index]->state == State::kLoaded ? slots_[index]->backend.get() : nullptr;
-      }())
-    pin->stop_accepting();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    slots_[index]->accepting = false; // a load finishing now stops its engine itself
+  }
+  if (auto pin = pin_if_loaded(index))
+    pin->backend().stop_accepting();
   changed_.notify_all(); // waiters give up
 }
 

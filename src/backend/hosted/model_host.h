@@ -64,8 +64,10 @@ class ModelHost;
 // A pin on a loaded model: the backend stays loaded (and `backend` valid) while it lives.
 class ModelPin {
 public:
-  ModelPin(ModelHost &host, int index, ModelBackend *backend)
-      : host_(host), index_(index), backend_(backend) {}
+  // `use`: a call's pin (its release makes the model the most recently used); false for an
+  // observer's (probe, stats), which must not change the LRU order.
+  ModelPin(ModelHost &host, int index, ModelBackend *backend, bool use)
+      : host_(host), index_(index), backend_(backend), use_(use) {}
   ~ModelPin();
   ModelPin(const ModelPin &) = delete;
   ModelPin &operator=(const ModelPin &) = delete;
@@ -75,6 +77,7 @@ private:
   ModelHost &host_;
   const int index_;
   ModelBackend *const backend_;
+  const bool use_;
 };
 
 class ModelHost {
@@ -95,8 +98,10 @@ public:
   // kUnavailable (draining; no room within load_wait; another caller's load failed, with its
   // message), or the loader's own error.
   Result<std::shared_ptr<ModelPin>> acquire(int index);
-  // A pin only if the model is loaded now (probes and stats must not load anything).
+  // A pin only if the model is loaded now (probes and stats must not load anything); it leaves
+  // the LRU order as it is.
   std::shared_ptr<ModelPin> pin_if_loaded(int index);
+  bool is_loaded(int index) const;
 
   // Graceful shutdown of one model: no new pins or loads; the loaded engine refuses new calls.
   void stop_accepting(int index);
@@ -126,7 +131,7 @@ private:
     BackendStats retired; // counters of the engines unloaded so far
   };
 
-  void release(int index);
+  void release(int index, bool use);
   // Under mu_: the idle loaded models to unload so that `index` fits (LRU first); false when it
   // cannot fit now (busy models in the way). Sets `never` when it can never fit.
   bool plan_room(int index, std::vector<int> &victims, bool &never) const;

@@ -95,6 +95,8 @@ TEST(ModelHost, UnloadsTheLeastRecentlyUsedIdleModelFirst) {
   ASSERT_TRUE(host.acquire(b));
   ASSERT_TRUE(host.acquire(a)); // a is now more recent than b
   EXPECT_EQ(host.loaded_count(), 2);
+  (void)host.stats(b); // reading b's counters (/metrics, heartbeats) is not a use
+  EXPECT_TRUE(host.pin_if_loaded(b));
   ASSERT_TRUE(host.acquire(c));
   auto st = by_name(host);
   EXPECT_TRUE(st["a"].loaded);
