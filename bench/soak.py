@@ -224,6 +224,8 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "build/gantry"))
     ap.add_argument("--docs")
     a = ap.parse_args()
+    # A soak stopped from outside still stops its server (the finally below runs on SystemExit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
 
     data_dir = tempfile.mkdtemp(prefix="gantry-soak-")
     key = create_key(a.binary, data_dir, "--project", "soak")

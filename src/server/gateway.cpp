@@ -10,6 +10,7 @@
 #include "backend/local/local_backend.h"
 #include "control/api_key.h"
 #include "control/webhook_signature.h"
+#include "engine/batch/engine.h"
 #include "observe/http_poster.h"
 #include "server/admin_api.h"
 #include "server/metrics_text.h"
@@ -112,7 +113,10 @@ Status Gateway::load_models(const LoadProgress &progress) {
     wc.engine.n_threads = spec.threads;
     wc.engine.max_seqs = spec.max_seqs;
     wc.engine.max_batch_tokens = spec.max_batch_tokens;
-    wc.engine.kv_bytes = static_cast<size_t>(spec.kv_mb) << 20;
+    wc.engine.kv_bytes = spec.kv_mb > 0
+                             ? static_cast<size_t>(spec.kv_mb) << 20
+                             : engine::kv_bytes_for_context((*model)->config(), spec.ctx,
+                                                            spec.max_seqs, size_t{1024} << 20);
     wc.engine.n_ctx = spec.ctx;
     wc.engine.prefix_cache = spec.prefix_cache;
     wc.max_queued_requests = config_.max_queued_requests;
