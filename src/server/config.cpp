@@ -146,8 +146,8 @@ Status ServerConfig::validate() const {
       return config_error(p + "max_seqs", "must be at least 1");
     if (m.max_batch_tokens < 1)
       return config_error(p + "max_batch_tokens", "must be at least 1");
-    if (m.kv_mb < 1)
-      return config_error(p + "kv_mb", "must be at least 1");
+    if (m.kv_mb < 0)
+      return config_error(p + "kv_mb", "must be 0 (auto) or positive");
     if (m.threads < 0)
       return config_error(p + "threads", "must be 0 (auto) or positive");
   }

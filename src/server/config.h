@@ -21,10 +21,14 @@ struct ModelSpec {
   int threads = 0;            // 0 = one per core
   int max_seqs = 16;          // sequences generating together
   int max_batch_tokens = 512; // tokens per engine step (decode + prefill chunks)
-  int kv_mb = 1024;           // KV cache budget
-  int ctx = 0;                // per-sequence context; 0 = the model's
-  std::string chat_template;  // force a template family by name; empty = detect from GGUF
-  bool prefix_cache = true;   // reuse KV blocks across requests sharing a prompt prefix
+  // KV cache budget in MiB; 0 = auto: what max_seqs sequences at full context can hold, at most
+  // 1024 MiB. Past that the blocks could only ever serve the prefix cache, which would then keep
+  // touching fresh pages until the whole budget is resident (a tiny model's RSS grew for 15
+  // minutes under the soak).
+  int kv_mb = 0;
+  int ctx = 0;               // per-sequence context; 0 = the model's
+  std::string chat_template; // force a template family by name; empty = detect from GGUF
+  bool prefix_cache = true;  // reuse KV blocks across requests sharing a prompt prefix
   // Cost: per million tokens, and/or per hour of this model's engine (split between the
   // requests of each engine step by their tokens).
   double price_input_per_mtok = 0;

@@ -4,6 +4,7 @@
 
 #include "backend/hosted/hosted_backend.h"
 #include "backend/local/local_backend.h"
+#include "engine/batch/engine.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/model.h"
 #include "engine/model/model_config.h"
@@ -16,6 +17,13 @@ namespace {
 Error about(const ModelSpec &spec, Error e) {
   e.message = "model '" + spec.name + "' (" + spec.path + "): " + e.message;
   return e;
+}
+
+// The KV budget: kv_mb, or (0) what max_seqs sequences at full context hold, at most 1 GiB.
+size_t kv_bytes(const ModelSpec &spec, const engine::ModelConfig &mc) {
+  return spec.kv_mb > 0
+             ? static_cast<size_t>(spec.kv_mb) << 20
+             : engine::kv_bytes_for_context(mc, spec.ctx, spec.max_seqs, size_t{1024} << 20);
 }
 
 // The chat format: the configured one, else detected from the file's template.
@@ -61,7 +69,7 @@ load(const ModelSpec &spec, const LocalModel *known, const ServerConfig &config,
   wc.engine.n_threads = spec.threads;
   wc.engine.max_seqs = spec.max_seqs;
   wc.engine.max_batch_tokens = spec.max_batch_tokens;
-  wc.engine.kv_bytes = static_cast<size_t>(spec.kv_mb) << 20;
+  wc.engine.kv_bytes = kv_bytes(spec, (*model)->config());
   wc.engine.n_ctx = spec.ctx;
   wc.engine.prefix_cache = spec.prefix_cache;
   wc.max_queued_requests = config.max_queued_requests;
@@ -91,7 +99,7 @@ inspect(const ModelSpec &spec, const ServerConfig &config, const Clock &clock) {
   hs.info.identity = model_digest(**file);
   std::error_code ec;
   const auto size = std::filesystem::file_size(spec.path, ec);
-  hs.bytes = (ec ? 0 : static_cast<uint64_t>(size)) + (static_cast<uint64_t>(spec.kv_mb) << 20);
+  hs.bytes = (ec ? 0 : static_cast<uint64_t>(size)) + kv_bytes(spec, *mc);
   hs.load = [lm, &config, &clock]() -> Result<std::unique_ptr<backend::ModelBackend>> {
     GANTRY_ASSIGN_OR_RETURN(auto loaded, load(lm.spec, &lm, config, clock, nullptr));
     return std::move(loaded.second);

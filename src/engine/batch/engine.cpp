@@ -38,13 +38,26 @@ Status check_context(int64_t n_prompt, int64_t max_tokens, int n_ctx,
 }
 
 namespace {
-int context_for(const Model &m, const EngineConfig &c) {
-  int n = m.config().n_ctx_train;
+int context_for_config(const ModelConfig &m, const EngineConfig &c) {
+  int n = m.n_ctx_train;
   if (c.n_ctx > 0)
     n = c.n_ctx;
   return std::max(n, 1);
 }
+
+int context_for(const Model &m, const EngineConfig &c) { return context_for_config(m.config(), c); }
 } // namespace
+
+size_t kv_bytes_for_context(const ModelConfig &model, int n_ctx, int max_seqs, size_t cap) {
+  EngineConfig c;
+  c.n_ctx = n_ctx;
+  const size_t blocks_per_seq =
+      (static_cast<size_t>(context_for_config(model, c)) + KvCache::kBlockSize - 1) /
+      KvCache::kBlockSize;
+  const size_t need = KvCache::bytes_per_block(model.n_layer, model.kv_dim()) * blocks_per_seq *
+                      static_cast<size_t>(std::max(max_seqs, 1));
+  return std::min(need, cap);
+}
 
 Engine::Engine(const Model &model, const EngineConfig &config)
     : model_(model), config_(config), n_ctx_(context_for(model, config)), pool_(config.n_threads),

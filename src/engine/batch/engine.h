@@ -92,6 +92,12 @@ struct EngineConfig {
   bool prefix_cache = true; // reuse KV blocks of earlier sequences with the same prefix
 };
 
+// The KV budget that lets `max_seqs` sequences each fill the context (`n_ctx`, 0 = the model's
+// training context), at most `cap` bytes: the default when no budget is configured. Blocks beyond
+// it could only hold prefix-cache entries, and a budget far above what a small model can use
+// becomes resident page by page as the prefix cache wanders through it.
+size_t kv_bytes_for_context(const ModelConfig &model, int n_ctx, int max_seqs, size_t cap);
+
 struct EngineStats {
   int running = 0;
   int waiting = 0;

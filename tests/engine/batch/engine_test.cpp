@@ -273,5 +273,26 @@ TEST_F(EngineTest, SeededSamplingIsReproducible) {
   EXPECT_NE(run(11), run(12));
 }
 
+// The default KV budget is what max_seqs sequences at full context can hold, capped: a small
+// model must not reserve (and, through the prefix cache, slowly make resident) a gigabyte.
+TEST_F(EngineTest, DefaultKvBudgetFitsEverySequenceAtFullContextAndNoMore) {
+  const ModelConfig &c = model_->config();
+  const size_t per_block = KvCache::bytes_per_block(c.n_layer, c.kv_dim());
+  const size_t cap = size_t{1024} << 20;
+  // stories260K: 2048-token context = 128 blocks per sequence.
+  EXPECT_EQ(kv_bytes_for_context(c, 0, 16, cap), per_block * (2048 / 16) * 16);
+  // A context that is not a whole number of blocks rounds up; max_seqs below 1 counts as 1.
+  EXPECT_EQ(kv_bytes_for_context(c, 100, 3, cap), per_block * 7 * 3);
+  EXPECT_EQ(kv_bytes_for_context(c, 100, 0, cap), per_block * 7);
+  EXPECT_EQ(kv_bytes_for_context(c, 1 << 20, 64, cap), cap);
+  // Every sequence of the budget fits at full context.
+  EngineConfig ec;
+  ec.max_seqs = 4;
+  ec.kv_bytes = kv_bytes_for_context(c, 256, ec.max_seqs, cap);
+  ec.n_ctx = 256;
+  Engine eng(*model_, ec);
+  EXPECT_EQ(eng.stats().kv_blocks_total, 4 * 256 / 16);
+}
+
 } // namespace
 } // namespace gantry::engine
