@@ -831,6 +831,8 @@ std::string render_model(const ModelCard &m) {
   json::object o{{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "gantry"}};
   if (m.context_length > 0)
     o["context_length"] = m.context_length;
+  if (!m.status.empty())
+    o["status"] = json::object{{"value", m.status}};
   return json::serialize(o);
 }
 

@@ -146,6 +146,9 @@ struct ModelCard {
   std::string id;
   int64_t created = 0;
   int context_length = 0;
+  // Placement (issue 14): "loaded" or "unloaded" (loads on the first request), rendered as
+  // llama.cpp's router mode does: "status": {"value": ...}. Empty: not shown.
+  std::string status;
 };
 std::string render_model_list(const std::vector<ModelCard> &models);
 std::string render_model(const ModelCard &model);

@@ -45,6 +45,7 @@ struct ServeFlags {
   std::string worker_token_file;
   double drain_s = -1;
   double replica_price_per_hour = -1;
+  int models_max = -1;
 };
 
 int run_serve(const ServeFlags &f) {
@@ -96,6 +97,8 @@ int run_serve(const ServeFlags &f) {
     cfg.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(f.drain_s * 1000));
   if (f.replica_price_per_hour >= 0)
     cfg.replica_price_per_hour = f.replica_price_per_hour;
+  if (f.models_max >= 0)
+    cfg.models_max = f.models_max;
   if (f.no_cache)
     cfg.cache.enabled = false;
   if (f.cache_max_bytes >= 0)
@@ -262,6 +265,9 @@ void register_serve_command(CLI::App &app, int &rc) {
                   "(default 30)");
   cmd->add_option("--replica-price-per-hour", f.replica_price_per_hour,
                   "what this replica costs per hour (spot or on-demand), for cost attribution");
+  cmd->add_option("--models-max", f.models_max,
+                  "at most N models loaded at once; the others load on demand, least recently "
+                  "used idle one unloaded first (0 = all loaded)");
   cmd->add_option("--max-queued-tokens", f.max_queued_tokens, "waiting prompt tokens before 429");
   cmd->add_option("--default-max-tokens", f.default_max_tokens,
                   "completion length when a request sets no max_tokens");

@@ -14,7 +14,10 @@ WorkerDirectory::update(const std::vector<WorkerInfo> &live,
     nodes.insert(w.node_id);
     for (const auto &m : w.models)
       if (!skip.contains(m))
-        next[m].insert(Member{w.node_id, w.url});
+        next[m].insert(Member{w.node_id, w.url, true});
+    for (const auto &m : w.available) // a URL listed both ways counts as loaded (set order)
+      if (!skip.contains(m))
+        next[m].insert(Member{w.node_id, w.url, false});
   }
   std::lock_guard<std::mutex> lk(mu_);
   workers_ = static_cast<int>(nodes.size());
@@ -30,7 +33,10 @@ WorkerDirectory::update(const std::vector<WorkerInfo> &live,
                         std::back_inserter(c.added));
     std::set_difference(have.begin(), have.end(), want.begin(), want.end(),
                         std::back_inserter(c.removed));
-    if (!c.added.empty() || !c.removed.empty()) {
+    for (const Member &m : want)
+      if (auto old = have.find(m); old != have.end() && old->loaded != m.loaded)
+        c.updated.push_back(m);
+    if (!c.added.empty() || !c.removed.empty() || !c.updated.empty()) {
       have = want;
       out.push_back(std::move(c));
     }
@@ -59,6 +65,15 @@ int WorkerDirectory::live_workers(std::string_view model) const {
   return it == members_.end() ? 0 : static_cast<int>(it->second.size());
 }
 
+int WorkerDirectory::loaded_workers(std::string_view model) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = members_.find(model);
+  if (it == members_.end())
+    return 0;
+  return static_cast<int>(std::count_if(it->second.begin(), it->second.end(),
+                                        [](const Member &m) { return m.loaded; }));
+}
+
 bool WorkerDirectory::tracks(std::string_view model) const {
   std::lock_guard<std::mutex> lk(mu_);
   return members_.find(model) != members_.end();
@@ -69,6 +84,15 @@ std::map<std::string, int> WorkerDirectory::counts() const {
   std::map<std::string, int> out;
   for (const auto &[model, m] : members_)
     out[model] = static_cast<int>(m.size());
+  return out;
+}
+
+std::map<std::string, int> WorkerDirectory::loaded_counts() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::map<std::string, int> out;
+  for (const auto &[model, m] : members_)
+    out[model] = static_cast<int>(
+        std::count_if(m.begin(), m.end(), [](const Member &x) { return x.loaded; }));
   return out;
 }
 

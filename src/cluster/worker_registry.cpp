@@ -1,5 +1,7 @@
 #include "cluster/worker_registry.h"
 
+#include <algorithm>
+
 namespace gantry::cluster {
 
 Status check_worker(const WorkerInfo &w, const WorkerLimits &limits) {
@@ -12,14 +14,19 @@ Status check_worker(const WorkerInfo &w, const WorkerLimits &limits) {
       !(w.url.starts_with("http://") || w.url.starts_with("https://")))
     return bad("url", "must be an http(s) URL of at most " +
                           std::to_string(limits.max_field_bytes) + " bytes");
-  if (w.models.empty())
+  if (w.models.empty() && w.available.empty())
     return bad("models", "a worker serves at least one model");
-  if (static_cast<int>(w.models.size()) > limits.max_models_per_worker)
-    return bad("models", "at most " + std::to_string(limits.max_models_per_worker) + " per worker");
-  for (const auto &m : w.models)
-    if (m.empty() || m.size() > limits.max_field_bytes)
-      return bad("models",
-                 "each name must be 1.." + std::to_string(limits.max_field_bytes) + " bytes");
+  if (static_cast<int>(w.models.size() + w.available.size()) > limits.max_models_per_worker)
+    return bad("models", "at most " + std::to_string(limits.max_models_per_worker) +
+                             " per worker (loaded and available together)");
+  for (const auto *names : {&w.models, &w.available})
+    for (const auto &m : *names)
+      if (m.empty() || m.size() > limits.max_field_bytes)
+        return bad(names == &w.models ? "models" : "available",
+                   "each name must be 1.." + std::to_string(limits.max_field_bytes) + " bytes");
+  for (const auto &m : w.available)
+    if (std::find(w.models.begin(), w.models.end(), m) != w.models.end())
+      return bad("available", "'" + m + "' is listed as loaded too");
   return Ok();
 }
 

@@ -24,17 +24,20 @@ struct WorkerInfo {
   std::string node_id;             // unique among live workers
   std::string url;                 // base URL of its OpenAI API, ".../v1"
   std::vector<std::string> models; // the served names of its loaded models
-  int64_t in_flight = 0;           // requests generating
-  int64_t waiting = 0;             // requests admitted, not yet generating
-  double kv_usage = 0;             // fraction of KV blocks in use, the fullest model's (0..1)
-  int64_t heartbeat_ms = 0;        // unix ms of the announcement (set by the worker)
+  // Models it hosts but has not loaded now (placement, issue 14: `models_max` below its
+  // [[models]] count): it loads one on the first request for it. Disjoint from `models`.
+  std::vector<std::string> available;
+  int64_t in_flight = 0;    // requests generating
+  int64_t waiting = 0;      // requests admitted, not yet generating
+  double kv_usage = 0;      // fraction of KV blocks in use, the fullest model's (0..1)
+  int64_t heartbeat_ms = 0; // unix ms of the announcement (set by the worker)
 };
 
 // What one registry holds at most: a runaway or hostile announcer cannot grow the gateways'
 // routing tables without bound.
 struct WorkerLimits {
   int max_workers = 256;
-  int max_models_per_worker = 64;
+  int max_models_per_worker = 64;    // loaded and available together
   std::size_t max_field_bytes = 512; // node id, URL, each model name
 };
 

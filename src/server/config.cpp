@@ -92,6 +92,8 @@ Status ServerConfig::validate() const {
       return config_error("worker_routing",
                           "must be \"least\" or \"prefix\", got '" + worker_routing + "'");
   }
+  if (models_max < 0 || models_max > 1024)
+    return config_error("models_max", "must be 0..1024 (0 = every model loaded)");
   if (role == "gateway" && !models.empty())
     return config_error("models", "a gateway loads no engine: serve '" + models.front().name +
                                       "' from a worker (--role worker) or name a remote URL");

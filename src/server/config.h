@@ -144,6 +144,12 @@ struct ServerConfig {
   // What this replica costs per hour (spot vs on-demand): added to each local model's hourly
   // price, so every call served here is charged its share of engine time at this rate.
   double replica_price_per_hour = 0;
+  // Placement (issue 14): at most this many of the [[models]] loaded at once (0 = no bound: all
+  // loaded at start-up). Every configured model stays servable: one asked for while unloaded is
+  // loaded on demand, the least recently used idle model unloaded to make room. Config
+  // `models_max`, flag --models-max; `models_max_bytes` bounds the same by file size + KV.
+  int models_max = 0;
+  size_t models_max_bytes = 0;                  // 0 = no byte bound
   std::chrono::milliseconds ready_cache{1'000}; // model probe reuse: readiness flips within ~1 s
 
   // Control plane. Secrets (key pepper, admin token, alert webhook secret) come only from the

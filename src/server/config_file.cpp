@@ -194,6 +194,8 @@ const Key<ServerConfig> kTopKeys[] = {
     {"shutdown_grace_s", Millis<ServerConfig>{&ServerConfig::shutdown_grace, 1000}},
     {"drain_s", Millis<ServerConfig>{&ServerConfig::shutdown_grace, 1000}},
     {"replica_price_per_hour", &ServerConfig::replica_price_per_hour},
+    {"models_max", &ServerConfig::models_max, Range::kNonNegative},
+    {"models_max_bytes", &ServerConfig::models_max_bytes},
     {"ready_cache_s", Millis<ServerConfig>{&ServerConfig::ready_cache, 1000}},
     {"auth", &ServerConfig::auth},
     {"ledger_flush_ms", Millis<ServerConfig>{&ServerConfig::ledger_flush, 1}, Range::kPositive},

@@ -10,7 +10,6 @@
 #include "backend/local/local_backend.h"
 #include "control/api_key.h"
 #include "control/webhook_signature.h"
-#include "engine/batch/engine.h"
 #include "observe/http_poster.h"
 #include "server/admin_api.h"
 #include "server/metrics_text.h"
@@ -80,52 +79,13 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
   return g;
 }
 
-// One LocalBackend per configured model (a remote backend would be one more registry entry).
+// One LocalBackend per configured model (a remote backend would be one more registry entry), or
+// a ModelHost's facades under models_max (server/local_models.h).
 Status Gateway::load_models(const LoadProgress &progress) {
-  for (const auto &spec : config_.models) {
-    auto model = engine::Model::load(spec.path, [&](uint64_t d, uint64_t t) {
-      if (progress)
-        progress(spec.name, d, t);
-    });
-    if (!model) {
-      Error e = model.take_error();
-      e.message = "model '" + spec.name + "' (" + spec.path + "): " + e.message;
-      return Err(std::move(e));
-    }
-    LocalModel lm;
-    lm.spec = spec;
-    if (!spec.chat_template.empty()) {
-      GANTRY_ASSIGN_OR_RETURN(lm.chat_format, api::chat_format_from_name(spec.chat_template));
-    } else {
-      auto tmpl = (*model)->file().get_string("tokenizer.chat_template");
-      auto det = api::detect_chat_format(tmpl ? *tmpl : std::string_view());
-      lm.chat_format = det.format;
-      lm.template_recognized = det.recognized;
-    }
-    backend::LocalBackendConfig bc;
-    bc.name = spec.name;
-    bc.chat_format = lm.chat_format;
-    bc.template_recognized = lm.template_recognized;
-    bc.created = clock_.unix_seconds();
-    bc.digest = model_digest((*model)->file());
-    backend::WorkerConfig wc;
-    wc.name = spec.name;
-    wc.engine.n_threads = spec.threads;
-    wc.engine.max_seqs = spec.max_seqs;
-    wc.engine.max_batch_tokens = spec.max_batch_tokens;
-    wc.engine.kv_bytes = spec.kv_mb > 0
-                             ? static_cast<size_t>(spec.kv_mb) << 20
-                             : engine::kv_bytes_for_context((*model)->config(), spec.ctx,
-                                                            spec.max_seqs, size_t{1024} << 20);
-    wc.engine.n_ctx = spec.ctx;
-    wc.engine.prefix_cache = spec.prefix_cache;
-    wc.max_queued_requests = config_.max_queued_requests;
-    wc.max_queued_tokens = config_.max_queued_tokens;
-    auto worker = std::make_unique<backend::ModelWorker>(std::move(model).value(), wc, clock_);
-    registry_.add(
-        std::make_unique<backend::LocalBackend>(std::move(worker), std::move(bc), clock_));
-    local_models_.push_back(std::move(lm));
-  }
+  GANTRY_ASSIGN_OR_RETURN(auto local,
+                          add_local_models(config_, clock_, registry_, progress, log_line));
+  local_models_ = std::move(local.models);
+  model_host_ = std::move(local.host);
   // Remote models (issue 12): one more registry entry each; fallbacks resolve by name at call
   // time, so they may name local or remote models in any order.
   GANTRY_ASSIGN_OR_RETURN(auto remote,
@@ -293,6 +253,11 @@ std::string Gateway::metrics_text() {
     worker_pools_->render_metrics(o);
     out += o.str();
   }
+  if (model_host_) {
+    std::ostringstream o;
+    render_placement_metrics(*model_host_, config_, o);
+    out += o.str();
+  }
   return out;
 }
 
@@ -327,7 +292,8 @@ cluster::WorkerInfo Gateway::worker_snapshot() const {
   w.url = advertised_url_;
   w.heartbeat_ms = clock_.unix_millis();
   for (const auto &m : registry_.models()) {
-    w.models.push_back(m->name());
+    // Placement: a hosted model not loaded now is announced as one this worker can load.
+    (m->loaded && !m->loaded() ? w.available : w.models).push_back(m->name());
     const backend::BackendStats st = m->backend->stats();
     w.in_flight += st.running;
     w.waiting += st.queued_requests;

@@ -44,6 +44,7 @@
 #include "server/inference_routes.h"
 #include "server/inference_service.h"
 #include "server/jobs_api.h"
+#include "server/local_models.h"
 #include "server/metrics_text.h"
 #include "server/model_registry.h"
 #include "server/operator_views.h"
@@ -57,13 +58,6 @@
 #include "telemetry/request_log.h"
 
 namespace gantry::server {
-
-// A model this process loaded, as `gantry serve` reports it at start-up.
-struct LocalModel {
-  ModelSpec spec;
-  api::ChatFormat chat_format = api::ChatFormat::kPlain;
-  bool template_recognized = true;
-};
 
 class Gateway {
 public:
@@ -125,6 +119,9 @@ private:
   const Clock &clock_;
   std::unique_ptr<Outbound> outbound_; // first: the control plane and jobs post through it
   std::vector<LocalModel> local_models_;
+  // Placement (issue 14): set when models_max bounds the loaded models. Before registry_, whose
+  // entries point into it.
+  std::unique_ptr<backend::ModelHost> model_host_;
   ModelRegistry registry_;
   std::unique_ptr<control::ControlPlane> control_;
   // After control_: destroyed (its subscriber thread joined) before the control plane it calls.

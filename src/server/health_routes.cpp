@@ -29,6 +29,21 @@ void HealthRoutes::add_probe_routes(http::Router &r) {
         [this](http::Request &&, std::shared_ptr<http::ResponseWriter> w) { ready(std::move(w)); });
 }
 
+namespace {
+
+api::ModelCard card(const ServedModel &m) {
+  const auto &info = m.backend->info();
+  api::ModelCard c;
+  c.id = info.name;
+  c.created = info.created;
+  c.context_length = info.context_length;
+  if (m.loaded) // placement: hosted here, or by workers (loaded on at least one)
+    c.status = m.loaded() ? "loaded" : "unloaded";
+  return c;
+}
+
+} // namespace
+
 void HealthRoutes::add_model_routes(http::Router &r) {
   r.get("/v1/models", [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
     auto principal = calls_.authenticate(req, *w, nullptr);
@@ -43,8 +58,7 @@ void HealthRoutes::add_model_routes(http::Router &r) {
       }
       if (m->live_workers && m->live_workers() == 0)
         continue; // a worker-hosted model while no live worker has it (roles, issue 13)
-      const auto &info = m->backend->info();
-      cards.push_back({info.name, info.created, info.context_length});
+      cards.push_back(card(*m));
     }
     w->respond(http::Response::json(200, api::render_model_list(cards)));
   });
@@ -67,9 +81,12 @@ void HealthRoutes::add_model_routes(http::Router &r) {
                 "The model '" + echoed(req.path_param("id")) + "' does not exist", "model"}));
       return;
     }
-    const auto &info = m->info();
-    w->respond(http::Response::json(
-        200, api::render_model({info.name, info.created, info.context_length})));
+    for (const auto &served : models_.models())
+      if (served->backend.get() == m) {
+        w->respond(http::Response::json(200, api::render_model(card(*served))));
+        return;
+      }
+    w->respond(http::error_response(Error{ErrorCode::kNotFound, "no such model", "model"}));
   });
 }
 

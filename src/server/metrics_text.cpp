@@ -25,18 +25,22 @@ std::string render_metrics(const MetricsSources &g) {
   struct Row {
     std::string model;
     backend::BackendStats s;
+    bool loaded; // placement (issue 14): a hosted model may be unloaded now
   };
   std::vector<Row> rows;
   for (const auto &m : g.models.models())
-    rows.push_back({m->name(), m->backend->stats()});
+    rows.push_back({m->name(), m->backend->stats(), !m->loaded || m->loaded()});
   auto per_model = [&](const char *name, const char *type, const char *help, auto value) {
     family(o, name, type, help);
     for (const auto &r : rows) {
       o << "gantry:" << name << '{' << label("model_name", r.model) << "} " << value(r.s) << '\n';
     }
   };
-  per_model("model_loaded", "gauge", "1 when the model is loaded and serving.",
-            [](const backend::BackendStats &) { return 1; });
+  family(o, "model_loaded", "gauge",
+         "1 when the model is loaded and serving; 0 while it would load on demand (placement).");
+  for (const auto &r : rows)
+    o << "gantry:model_loaded{" << label("model_name", r.model) << "} " << (r.loaded ? 1 : 0)
+      << '\n';
   per_model("num_requests_running", "gauge", "Sequences generating in the engine.",
             [](const backend::BackendStats &s) { return s.running; });
   per_model("num_requests_waiting", "gauge", "Requests admitted but not yet generating.",

@@ -31,6 +31,9 @@ struct ServedModel {
   // Set for a model served by worker nodes: how many live workers have it now. /v1/models lists
   // it only while there is one, /readyz shows the count.
   std::function<int()> live_workers;
+  // Set for a model a ModelHost hosts (placement, issue 14): whether it is loaded now. Null:
+  // always loaded. Set right after add(), before the entry is served.
+  std::function<bool()> loaded;
   // /readyz: the last probe (guarded by ModelRegistry::probe_mu()).
   std::chrono::steady_clock::time_point probe_at{};
   bool probe_ok = false;

@@ -85,8 +85,13 @@ void WorkerPools::apply(const cluster::MembershipChange &c) {
              R"(","error":"the model table is full"})");
       return;
     }
+    // /v1/models: "loaded" while some worker has it loaded, else "unloaded" (it loads on one).
+    entry->loaded = [this, name = c.model] { return directory_.loaded_workers(name) > 0; };
     pools_.emplace(c.model, raw);
     members_added_ += c.added.size();
+    for (const auto &m : c.added) // placement: workers that would have to load it first
+      if (!m.loaded)
+        raw->set_endpoint_preferred(m.url, false);
     if (log_)
       log_(R"({"event":"worker_model_added","model":")" + json_text(c.model) + R"(","workers":)" +
            std::to_string(c.added.size()) + "}");
@@ -94,15 +99,18 @@ void WorkerPools::apply(const cluster::MembershipChange &c) {
   }
   backend::remote::RemoteBackend &pool = *it->second;
   for (const auto &m : c.added) {
-    if (auto r = pool.add_endpoint(member(m, c.model, options_)); r)
+    if (auto r = pool.add_endpoint(member(m, c.model, options_)); r) {
       ++members_added_;
-    else if (log_)
+      pool.set_endpoint_preferred(m.url, m.loaded);
+    } else if (log_)
       log_(R"({"event":"worker_member_refused","model":")" + json_text(c.model) + R"(","node":")" +
            json_text(m.node_id) + R"(","error":")" + json_text(r.error().message) + "\"}");
   }
   for (const auto &m : c.removed)
     if (pool.remove_endpoint(m.url))
       ++members_removed_;
+  for (const auto &m : c.updated)
+    pool.set_endpoint_preferred(m.url, m.loaded);
 }
 
 void WorkerPools::start() {
@@ -145,8 +153,15 @@ Result<std::map<std::string, int64_t>> WorkerPools::check() const {
 void WorkerPools::render_metrics(std::ostream &o) const {
   o << "# HELP gantry:workers Live worker nodes that have the model loaded (roles).\n"
        "# TYPE gantry:workers gauge\n";
-  for (const auto &[model, n] : directory_.counts())
+  const auto loaded = directory_.loaded_counts();
+  for (const auto &[model, n] : loaded)
     o << "gantry:workers{" << label("model_name", model) << "} " << n << '\n';
+  o << "# HELP gantry:workers_available Live worker nodes that host the model without having it "
+       "loaded now: they load it on demand (placement).\n"
+       "# TYPE gantry:workers_available gauge\n";
+  for (const auto &[model, n] : directory_.counts())
+    o << "gantry:workers_available{" << label("model_name", model) << "} "
+      << n - (loaded.contains(model) ? loaded.at(model) : 0) << '\n';
   o << "# HELP gantry:worker_registry_poll_failures_total Registry reads that failed (the last "
        "membership was kept).\n# TYPE gantry:worker_registry_poll_failures_total counter\n"
        "gantry:worker_registry_poll_failures_total "

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace gantry::cluster {
 namespace {
 
@@ -59,6 +61,39 @@ TEST(WorkerDirectory, AWorkerUnloadingOneModelLeavesOnlyThatPool) {
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0].model, "b");
   EXPECT_EQ(c[0].removed.size(), 1u);
+}
+
+// Placement (issue 14): a worker that can load a model is a member marked not loaded; loading or
+// unloading it later flips the mark (an update), never a removal and an addition.
+TEST(WorkerDirectory, WorkersThatCanLoadAModelAreMembersMarkedNotLoaded) {
+  WorkerDirectory dir;
+  WorkerInfo w1 = worker("w1", {"a"});
+  w1.available = {"b"};
+  WorkerInfo w2 = worker("w2", {"b"});
+  w2.available = {"a"};
+  auto c = dir.update({w1, w2});
+  ASSERT_EQ(c.size(), 2u);
+  ASSERT_EQ(c[0].added.size(), 2u);
+  EXPECT_TRUE(c[0].added[0].loaded) << "w1 has a loaded";
+  EXPECT_FALSE(c[0].added[1].loaded) << "w2 could load a";
+  EXPECT_EQ(dir.live_workers("a"), 2);
+  EXPECT_EQ(dir.loaded_workers("a"), 1);
+  EXPECT_EQ(dir.loaded_counts(), (std::map<std::string, int>{{"a", 1}, {"b", 1}}));
+  // w1 unloads a to load b: both models keep both members, two flags flip.
+  w1.models = {"b"};
+  w1.available = {"a"};
+  c = dir.update({w1, w2});
+  ASSERT_EQ(c.size(), 2u);
+  for (const auto &change : c) {
+    EXPECT_TRUE(change.added.empty());
+    EXPECT_TRUE(change.removed.empty());
+    ASSERT_EQ(change.updated.size(), 1u);
+    EXPECT_EQ(change.updated[0].node_id, "w1");
+    EXPECT_EQ(change.updated[0].loaded, change.model == "b");
+  }
+  EXPECT_EQ(dir.loaded_workers("a"), 0);
+  EXPECT_EQ(dir.loaded_workers("b"), 2);
+  EXPECT_TRUE(dir.update({w1, w2}).empty());
 }
 
 TEST(WorkerDirectory, ANewUrlForTheSameNodeIsARemovalAndAnAddition) {

@@ -71,3 +71,35 @@ TEST(WorkerRegistry, BoundsOnWorkersAndModelsAndFields) {
 
 } // namespace
 } // namespace gantry::cluster
+
+namespace gantry::cluster {
+namespace {
+
+// Placement (issue 14): the models a worker can load travel with the ones it has loaded.
+TEST(WorkerRegistry, AvailableModelsAreAnnouncedAndChecked) {
+  FakeClock clock;
+  MemoryWorkerRegistry reg(clock);
+  WorkerInfo w = worker("w1", {});
+  w.available = {"a", "b"};
+  ASSERT_TRUE(reg.announce(w, 3s)) << "a worker with nothing loaded but models to load is valid";
+  auto live = reg.live();
+  ASSERT_TRUE(live);
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_TRUE((*live)[0].models.empty());
+  EXPECT_EQ((*live)[0].available, (std::vector<std::string>{"a", "b"}));
+  w.models = {"a"};
+  auto both = reg.announce(w, 3s);
+  ASSERT_FALSE(both) << "a model is loaded or available, not both";
+  EXPECT_EQ(both.error().param, "available");
+  WorkerInfo none = worker("w2", {});
+  EXPECT_FALSE(reg.announce(none, 3s)) << "no model at all";
+  WorkerLimits small;
+  small.max_models_per_worker = 2;
+  MemoryWorkerRegistry bounded(clock, small);
+  WorkerInfo many = worker("w3", {"a"});
+  many.available = {"b", "c"};
+  EXPECT_FALSE(bounded.announce(many, 3s)) << "the bound counts loaded and available together";
+}
+
+} // namespace
+} // namespace gantry::cluster

@@ -10,10 +10,11 @@ and a ScaledObject scales on Gantry's own gantry:desired_replicas. Roles (issue 
 worker announces a reachable `--advertise-url`, and gateways have workers to route to. Exits 1
 naming each problem.
 
-  tests/deploy/check_k8s.py deploy/k8s
+  tests/deploy/check_k8s.py deploy/k8s [SOURCE_DIR]   (SOURCE_DIR/src: the exported metric names)
 """
 import glob
 import os
+import re
 import sys
 
 import yaml
@@ -28,7 +29,78 @@ def subset(a, b):
     return all(b.get(k) == v for k, v in (a or {}).items())
 
 
-def check(directory):
+def exported_metrics(source_dir):
+    """The gantry:* metric families the server renders (a `# TYPE name` line in src/)."""
+    names = set()
+    for path in glob.glob(os.path.join(source_dir, 'src', '**', '*.cpp'), recursive=True):
+        with open(path, errors='replace') as f:
+            names.update(re.findall(r'# TYPE (gantry:[a-z_]+) ', f.read()))
+    return names
+
+
+def check_scaled_object(w, spec, deployments, metrics):
+    """Issue 14 item 4: KEDA follows Gantry's policy exactly."""
+    problems = []
+    target = (spec.get('scaleTargetRef') or {}).get('name')
+    if target not in deployments:
+        problems.append(f'{w}: scaleTargetRef {target} is not a Deployment here')
+    if spec.get('minReplicaCount') != 0:
+        problems.append(f'{w}: minReplicaCount must be 0 (the policy scales to zero)')
+    mx = spec.get('maxReplicaCount')
+    if not isinstance(mx, int) or mx < 1:
+        problems.append(f'{w}: maxReplicaCount must be a positive integer (the policy\'s max_replicas)')
+    for key in ('pollingInterval', 'cooldownPeriod'):
+        v = spec.get(key)
+        if not isinstance(v, int) or v < 1 or v > 60:
+            problems.append(f'{w}: {key} must be 1..60 s (the policy already waited its delays)')
+    behavior = (((spec.get('advanced') or {}).get('horizontalPodAutoscalerConfig') or {})
+                .get('behavior') or {})
+    for way in ('scaleUp', 'scaleDown'):
+        if (behavior.get(way) or {}).get('stabilizationWindowSeconds') != 0:
+            problems.append(f'{w}: behavior.{way}.stabilizationWindowSeconds must be 0 '
+                            '(a second delay on top of the policy\'s)')
+    trig = [t for t in spec.get('triggers') or [] if t.get('type') == 'prometheus']
+    if len(trig) != 1 or len(spec.get('triggers') or []) != 1:
+        problems.append(f'{w}: needs exactly one trigger, prometheus on gantry:desired_replicas')
+        return problems
+    md = trig[0].get('metadata') or {}
+    query = str(md.get('query', ''))
+    used = set(re.findall(r'gantry:[a-z_]+', query))
+    if used != {'gantry:desired_replicas'}:
+        problems.append(f'{w}: the query must read gantry:desired_replicas only, reads {sorted(used)}')
+    for name in used - metrics:
+        problems.append(f'{w}: the query names {name}, which Gantry does not export')
+    if not re.match(r'^\s*max\s*\(', query):
+        problems.append(f'{w}: the query must aggregate the gateways with max(...): each exports '
+                        'the same decision, a sum would multiply it')
+    m = re.search(r'model_name\s*(=~|=)\s*"([^"]*)"', query)
+    hosted = ((deployments.get(target, (None, {}))[1].get('metadata') or {}).get('annotations')
+              or {}).get('gantry.dev/models')
+    if not m:
+        problems.append(f'{w}: the query must select model_name')
+    elif not hosted:
+        problems.append(f'{w}: Deployment {target} has no gantry.dev/models annotation to check '
+                        'the query against')
+    else:
+        want = sorted(x.strip() for x in str(hosted).split(',') if x.strip())
+        got = sorted(m.group(2).split('|')) if m.group(1) == '=~' else [m.group(2)]
+        if got != want:
+            problems.append(f'{w}: the query selects models {got}, Deployment {target} hosts {want}')
+    if str(md.get('threshold')) != '1' or trig[0].get('metricType', 'AverageValue') != 'AverageValue':
+        problems.append(f'{w}: threshold "1" with metricType AverageValue: one replica per unit')
+    if str(md.get('activationThreshold', '0')) != '0':
+        problems.append(f'{w}: activationThreshold must be "0" (one replica asked for wakes it)')
+    if str(md.get('ignoreNullValues', 'true')).lower() != 'false':
+        problems.append(f'{w}: ignoreNullValues must be "false": no data is not a zero')
+    if not str(md.get('serverAddress', '')).startswith(('http://', 'https://')):
+        problems.append(f'{w}: serverAddress must be the Prometheus URL')
+    return problems
+
+
+def check(directory, source_dir=None):
+    metrics = exported_metrics(source_dir or os.path.join(directory, '..', '..'))
+    if 'gantry:desired_replicas' not in metrics:
+        return [f'gantry:desired_replicas is not rendered anywhere under {source_dir}/src']
     problems = []
     docs = []
     for path in sorted(glob.glob(os.path.join(directory, '*.yaml'))):
@@ -114,6 +186,12 @@ def check(directory):
                         var = url.split('$(', 1)[1].split(')', 1)[0]
                         if var not in {e.get('name') for e in c.get('env') or []}:
                             problems.append(f'{w}: --advertise-url uses $({var}), which no env var defines')
+    scaled = [((d.get('spec') or {}).get('scaleTargetRef') or {}).get('name')
+              for _, d in docs if d.get('kind') == 'ScaledObject']
+    for name, role in roles.items():
+        if role == 'worker' and scaled.count(name) != 1:
+            problems.append(f'{deployments[name][0]}: a worker Deployment needs exactly one KEDA '
+                            f'ScaledObject (has {scaled.count(name)})')
     if 'gateway' in roles.values() and 'worker' not in roles.values():
         problems.append('a --role gateway Deployment has no --role worker Deployment to route to')
     for w, d in docs:
@@ -138,19 +216,13 @@ def check(directory):
             if 'minAvailable' not in spec and 'maxUnavailable' not in spec:
                 problems.append(f'{w}: needs minAvailable or maxUnavailable')
         elif kind == 'ScaledObject':
-            target = (spec.get('scaleTargetRef') or {}).get('name')
-            if target not in deployments:
-                problems.append(f'{w}: scaleTargetRef {target} is not a Deployment here')
-            if 'minReplicaCount' not in spec:
-                problems.append(f'{w}: minReplicaCount missing (0 scales to zero)')
-            trig = spec.get('triggers') or []
-            if not any(t.get('type') == 'prometheus' and 'gantry:desired_replicas' in str((t.get('metadata') or {}).get('query', '')) for t in trig):
-                problems.append(f'{w}: needs a prometheus trigger on gantry:desired_replicas')
+            problems += check_scaled_object(w, spec, deployments, metrics)
     return problems
 
 
 if __name__ == '__main__':
-    found = check(sys.argv[1] if len(sys.argv) > 1 else 'deploy/k8s')
+    found = check(sys.argv[1] if len(sys.argv) > 1 else 'deploy/k8s',
+                  sys.argv[2] if len(sys.argv) > 2 else None)
     for p in found:
         print('k8s:', p)
     if found:

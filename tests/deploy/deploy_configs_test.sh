@@ -59,13 +59,13 @@ fi
 echo "deploy: systemd-analyze verify ok"
 
 # --- Kubernetes
-python3 "$src/tests/deploy/check_k8s.py" "$src/deploy/k8s" || fail "deploy/k8s is inconsistent"
+python3 "$src/tests/deploy/check_k8s.py" "$src/deploy/k8s" "$src" || fail "deploy/k8s is inconsistent"
 mkdir -p "$tmp/k8s"
 cp "$src"/deploy/k8s/*.yaml "$tmp/k8s/"
 # Only the Service's selector (the one line that starts "  selector: {"): it then matches no pod.
 sed -i 's/^  selector: {\(.*\)component: gateway}$/  selector: {\1component: gatewy}/' "$tmp/k8s/gateway.yaml"
 grep -q 'component: gatewy' "$tmp/k8s/gateway.yaml" || fail "could not break the copy"
-if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" >/dev/null; then
+if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" "$src" >/dev/null; then
   fail "check_k8s.py accepted a Service whose selector matches nothing"
 fi
 # A worker without the internal token (the gateways' calls would all be refused): rejected.
@@ -79,7 +79,22 @@ del lines[i:i + 2]
 open(p, 'w').write('\n'.join(lines))
 PY
 grep -q GANTRY_WORKER_TOKEN "$tmp/k8s/worker.yaml" && fail "could not break the worker copy"
-if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" >/dev/null; then
+if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" "$src" >/dev/null; then
   fail "check_k8s.py accepted a worker without the internal token"
 fi
+# KEDA (issue 14 item 4): each broken copy of keda.yaml must be rejected.
+keda_broken() { # sed expression, what it breaks
+  cp "$src"/deploy/k8s/*.yaml "$tmp/k8s/"
+  sed -i "$1" "$tmp/k8s/keda.yaml"
+  cmp -s "$src/deploy/k8s/keda.yaml" "$tmp/k8s/keda.yaml" && fail "could not break keda.yaml: $2"
+  if python3 "$src/tests/deploy/check_k8s.py" "$tmp/k8s" "$src" >/dev/null; then
+    fail "check_k8s.py accepted a ScaledObject with $2"
+  fi
+}
+keda_broken 's/query: max(/query: sum(/' "the gateways' answers summed"
+keda_broken 's/gantry:desired_replicas{/gantry:desired_replica{/' "a metric Gantry does not export"
+keda_broken 's/minReplicaCount: 0/minReplicaCount: 1/' "no scale to zero"
+keda_broken 's/    name: gantry-worker$/    name: gantry-workers/' "a target that is no Deployment"
+keda_broken 's/=~"llama"/=~"mistral"/' "a model the Deployment does not host"
+keda_broken 's/stabilizationWindowSeconds: 0/stabilizationWindowSeconds: 300/' "a second delay"
 echo "deploy: k8s ok"

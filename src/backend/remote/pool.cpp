@@ -96,6 +96,8 @@ std::optional<Pool::Lease> Pool::choose(const std::vector<int> &exclude,
   }
   if (ready.empty())
     return std::nullopt;
+  if (std::any_of(ready.begin(), ready.end(), [&](int i) { return eps_[i].preferred; }))
+    std::erase_if(ready, [&](int i) { return !eps_[i].preferred; });
   int pick = ready.front();
   if (key && options_.prefix_affinity && ready.size() > 1) {
     // Rendezvous hashing (weighted) with bounded load: the key's preferred backend unless it
@@ -317,6 +319,16 @@ int Pool::add_endpoint(EndpointSpec spec) {
   }
   slot_freed_.notify_all(); // queued calls may use the new member
   return index;
+}
+
+void Pool::set_preferred(int index, bool preferred) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (index < 0 || index >= static_cast<int>(eps_.size()))
+      return;
+    eps_[index].preferred = preferred;
+  }
+  slot_freed_.notify_all(); // a queued call may now go elsewhere
 }
 
 void Pool::remove_endpoint(int index) {

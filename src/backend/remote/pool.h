@@ -120,6 +120,10 @@ public:
   int add_endpoint(EndpointSpec spec);
   // Takes a member out of rotation for good (its slot may be reused by add_endpoint()).
   void remove_endpoint(int index);
+  // Placement (issue 14): while any preferred member is usable, only preferred members take
+  // requests; the others are the fallback (a worker that would first have to load the model).
+  // Members are preferred when added.
+  void set_preferred(int index, bool preferred);
 
   // Ready while any backend is in rotation (or due for a trial).
   bool ready() const;
@@ -144,6 +148,7 @@ private:
     bool trial_in_flight = false;
     bool probe_ok = true;
     bool removed = false;
+    bool preferred = true;
     EndpointStats stats;
   };
 

@@ -241,6 +241,16 @@ bool RemoteBackend::remove_endpoint(std::string_view url) {
   return false;
 }
 
+bool RemoteBackend::set_endpoint_preferred(std::string_view url, bool preferred) {
+  std::lock_guard<std::mutex> lk(ep_mu_);
+  for (std::size_t i = 0; i < endpoints_.size(); ++i)
+    if (live_[i] && endpoints_[i]->url == url) {
+      pool_->set_preferred(static_cast<int>(i), preferred);
+      return true;
+    }
+  return false;
+}
+
 int RemoteBackend::endpoint_count() const { return pool_->members(); }
 
 std::shared_ptr<RemoteBackend::Endpoint> RemoteBackend::endpoint(int index) const {

@@ -107,6 +107,8 @@ public:
   Result<int> add_endpoint(const RemoteEndpointConfig &endpoint);
   // False when `url` is not a member.
   bool remove_endpoint(std::string_view url);
+  // Pool::set_preferred for the live member at `url`; false when there is none.
+  bool set_endpoint_preferred(std::string_view url, bool preferred);
 
   // Per-backend state for /metrics and /readyz (removed members are flagged in the stats).
   PoolStats pool_stats() const { return pool_->stats(); }

@@ -48,9 +48,13 @@ std::string encode(const cluster::WorkerInfo &w) {
   json::array models;
   for (const auto &m : w.models)
     models.push_back(json::value(m));
+  json::array available;
+  for (const auto &m : w.available)
+    available.push_back(json::value(m));
   return json::serialize(json::object{{"node_id", w.node_id},
                                       {"url", w.url},
                                       {"models", std::move(models)},
+                                      {"available", std::move(available)},
                                       {"in_flight", w.in_flight},
                                       {"waiting", w.waiting},
                                       {"kv_usage", w.kv_usage},
@@ -90,6 +94,16 @@ std::optional<cluster::WorkerInfo> decode(std::string_view text) {
     if (!m.is_string())
       return std::nullopt;
     w.models.emplace_back(m.as_string());
+  }
+  // Absent in the entries of workers from before placement (issue 14): nothing to load.
+  if (auto *available = o.if_contains("available")) {
+    if (!available->is_array())
+      return std::nullopt;
+    for (const auto &m : available->as_array()) {
+      if (!m.is_string())
+        return std::nullopt;
+      w.available.emplace_back(m.as_string());
+    }
   }
   w.in_flight = static_cast<int64_t>(num("in_flight"));
   w.waiting = static_cast<int64_t>(num("waiting"));

@@ -41,6 +41,42 @@ TEST(Pool, PowerOfTwoPrefersTheLessLoaded) {
   pool.release(first, Outcome::kSuccess);
 }
 
+// Placement (issue 14): workers that have the model loaded take every request while any is
+// usable; the ones that would first load it are the fallback.
+TEST(Pool, PreferredMembersTakeTheLoadAndTheOthersAreTheFallback) {
+  FakeClock clock;
+  PoolOptions o;
+  o.eject_after = 1;
+  Pool pool(two(), o, clock);
+  pool.set_preferred(1, false);
+  for (int i = 0; i < 50; ++i) {
+    auto l = *pool.acquire({}, std::nullopt);
+    EXPECT_EQ(l.index, 0) << "the loaded member, even while it carries more";
+  }
+  auto excluded = pool.acquire({0}, std::nullopt); // a retry elsewhere falls back
+  ASSERT_TRUE(excluded.ok());
+  EXPECT_EQ(excluded->index, 1);
+  pool.release(*excluded, Outcome::kSuccess);
+  for (int i = 0; i < 50; ++i)
+    pool.release(Pool::Lease{0, false}, Outcome::kSuccess);
+  auto failed = *pool.acquire({}, std::nullopt);
+  pool.release(failed, Outcome::kFailure); // ejects the preferred one
+  auto l = pool.acquire({}, std::nullopt);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->index, 1) << "the fallback serves while the loaded worker is out";
+  pool.release(*l, Outcome::kSuccess);
+  pool.set_preferred(1, true); // it loaded the model too: both share again
+  clock.advance(std::chrono::minutes(5));
+  std::map<int, int> got;
+  for (int i = 0; i < 200; ++i) {
+    auto x = *pool.acquire({}, std::nullopt);
+    ++got[x.index];
+    pool.release(x, Outcome::kSuccess);
+  }
+  EXPECT_GT(got[0], 50);
+  EXPECT_GT(got[1], 50);
+}
+
 TEST(Pool, WeightsShiftTheShare) {
   FakeClock clock;
   Pool pool({{"a", 1, 0}, {"b", 3, 0}, {"c", 1, 0}}, {}, clock);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "core/clock.h"
@@ -59,6 +60,36 @@ TEST_F(RedisWorkerRegistryTest, AnAnnouncementIsSeenByAnotherNodeUntilItsTtlRuns
   EXPECT_EQ((*live)[0].node_id, "w1");
   ASSERT_TRUE(worker_side.withdraw("w1"));
   EXPECT_TRUE(gateway_side.live()->empty()) << "a withdrawal is immediate";
+}
+
+// Placement (issue 14): what a worker can load round-trips through Redis beside what it has
+// loaded; an entry written before the field existed reads as nothing to load.
+TEST_F(RedisWorkerRegistryTest, AvailableModelsRoundTrip) {
+  auto raw = client();
+  RedisWorkerRegistry worker_side(client()), gateway_side(raw);
+  ASSERT_TRUE(raw->command({"SADD", raw->prefix() + "workers", "old"}));
+  ASSERT_TRUE(raw->command({"SET", raw->prefix() + "worker:old",
+                            R"({"node_id":"old","url":"http://x/v1","models":["a"]})"}));
+  auto w = worker("w1", {"a"});
+  w.available = {"b", "c"};
+  ASSERT_TRUE(worker_side.announce(w, 60s));
+  auto idle = worker("w2", {});
+  idle.available = {"a"};
+  ASSERT_TRUE(worker_side.announce(idle, 60s));
+  auto live = gateway_side.live();
+  ASSERT_TRUE(live) << live.error().message;
+  ASSERT_EQ(live->size(), 3u);
+  std::map<std::string, cluster::WorkerInfo> by_id;
+  for (const auto &x : *live)
+    by_id[x.node_id] = x;
+  const auto &w1 = by_id["w1"];
+  const auto &w2 = by_id["w2"];
+  EXPECT_EQ(by_id["old"].models, (std::vector<std::string>{"a"}));
+  EXPECT_TRUE(by_id["old"].available.empty());
+  EXPECT_EQ(w1.models, (std::vector<std::string>{"a"}));
+  EXPECT_EQ(w1.available, (std::vector<std::string>{"b", "c"}));
+  EXPECT_TRUE(w2.models.empty());
+  EXPECT_EQ(w2.available, (std::vector<std::string>{"a"}));
 }
 
 TEST_F(RedisWorkerRegistryTest, TheNumberOfLiveWorkersIsBounded) {
