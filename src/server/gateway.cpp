@@ -82,6 +82,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 // One LocalBackend per configured model (a remote backend would be one more registry entry).
 Status Gateway::load_models(const LoadProgress &progress) {
   for (const auto &spec : config_.models) {
+    if (config_.role == "gateway") // its [[models]] are autoscaled: the executor runs workers
+      continue;
     auto model = engine::Model::load(spec.path, [&](uint64_t d, uint64_t t) {
       if (progress)
         progress(spec.name, d, t);
@@ -287,6 +289,8 @@ std::string Gateway::metrics_text() {
   if (worker_pools_) {
     std::ostringstream o;
     worker_pools_->render_metrics(o);
+    if (executors_)
+      executors_->render_metrics(o);
     out += o.str();
   }
   return out;
@@ -311,7 +315,19 @@ Status Gateway::build_roles(Stores &stores) {
   wo.max_workers = config_.max_workers;
   wo.routing = config_.worker_routing;
   wo.tls_ca_file = config_.tls_ca_file;
+  if (AutoscaleExecutors::any(config_)) {
+    executors_ = std::make_unique<AutoscaleExecutors>(config_, clock_, log_line);
+    wo.on_members = [e = executors_.get()](const std::string &model, int live) {
+      e->set_ready(model, live);
+    };
+  }
   worker_pools_ = std::make_unique<WorkerPools>(registry_, *worker_registry_, wo, clock_, log_line);
+  if (executors_) {
+    GANTRY_TRY(executors_->build(*worker_pools_, [this] {
+      if (autoscale_)
+        autoscale_->poke();
+    }));
+  }
   (void)worker_pools_->poll_once(); // an unreadable registry is logged and shown in /readyz
   health_routes_->add_check("workers", [p = worker_pools_.get()] { return p->check(); });
   return Ok();
@@ -334,16 +350,26 @@ cluster::WorkerInfo Gateway::worker_snapshot() const {
   return w;
 }
 
-// Issue 14: each model with an [autoscale.<model>] table gets its policy evaluated once a second
-// from this process's signals. In `--role all` the process itself is the model's one replica
-// (ready while it serves, draining once shutdown began); nothing starts or stops replicas yet,
-// so the decisions are only logged and exported (docs/AUTOSCALING.md).
+// Issue 14: each model with an [autoscale.<model>] table gets its policy evaluated once a second.
+// In `--role all` the process itself is the model's one replica (ready while it serves, draining
+// once shutdown began) and the decisions are advice (logged and exported). On a gateway, a model
+// with an executor reads its replicas from the executor and the registry, its demand from the
+// gateway (calls outstanding at its pool and held by its cold-start gate), and each decision is
+// handed to the executor (docs/AUTOSCALING.md).
 void Gateway::build_autoscale() {
   if (config_.autoscale.empty())
     return;
   AutoscaleDeps deps;
   deps.clock = &clock_;
   deps.read_model = [this](const std::string &name) -> std::optional<ModelReading> {
+    if (executors_ && executors_->manages(name)) { // replicas are the executor's workers
+      auto s = executors_->read(name, worker_pools_->live_workers(name));
+      if (!s)
+        return std::nullopt;
+      ModelReading r;
+      r.signals = *s;
+      return r;
+    }
     const backend::ModelBackend *b = registry_.find(name);
     if (!b)
       return std::nullopt;
@@ -366,6 +392,14 @@ void Gateway::build_autoscale() {
     return b;
   };
   deps.log = log_line;
+  deps.before_tick = [this] {
+    if (executors_ && worker_registry_)
+      executors_->refresh(*worker_registry_);
+  };
+  deps.act = [this](const std::string &name, const autoscale::Decision &d) {
+    if (executors_)
+      executors_->act(name, d.desired);
+  };
   autoscale_ = std::make_unique<AutoscaleMonitor>(config_.autoscale, std::move(deps));
 }
 
@@ -449,6 +483,8 @@ Gateway::~Gateway() {
     worker_pools_->stop();
   if (autoscale_)
     autoscale_->stop(); // reads the registry and the job queue
+  if (executors_)
+    executors_->stop_all(std::chrono::milliseconds(2000));
   if (views_)
     views_->stop();
   if (http_)
@@ -494,6 +530,8 @@ Status Gateway::start() {
   }
   if (worker_pools_)
     worker_pools_->start();
+  if (executors_)
+    executors_->start();
   jobs_->start();
   views_->start();
   if (autoscale_)
@@ -537,6 +575,9 @@ bool Gateway::shutdown() {
   http_->stop_accepting();
   if (autoscale_)
     autoscale_->stop(); // it exported replicas{state="draining"} until here
+  // The workers this gateway started drain and exit with it (their own drain_s, plus a margin).
+  if (executors_)
+    executors_->stop_all(config_.shutdown_grace + std::chrono::milliseconds(5000));
   (void)registry_.wait_idle(std::chrono::milliseconds(1000), clock_);
   http_->shutdown(std::chrono::milliseconds(2000));
   if (admin_http_)
