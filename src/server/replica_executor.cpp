@@ -19,6 +19,8 @@ std::string json_text(std::string_view s) {
   return out + "\"";
 }
 
+constexpr std::chrono::milliseconds kPoll{20}; // stop_all()'s wait for exits
+
 double seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
@@ -145,13 +147,11 @@ void LocalExecutor::stop_all(std::chrono::milliseconds grace) {
       w.draining = true;
       w.stopped = clock_.now();
     }
-  // Shutdown only: the real clock, a short poll (the workers' drains are what take time).
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  while (!workers_.empty()) {
+  // Shutdown only: a short poll for `grace` (the workers' drains are what take time).
+  for (int64_t polls = grace / kPoll + 1; polls > 0 && !workers_.empty(); --polls) {
     std::erase_if(workers_, [&](const Worker &w) { return processes_.poll_exit(w.pid); });
-    if (workers_.empty() || std::chrono::steady_clock::now() >= deadline)
-      break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!workers_.empty())
+      std::this_thread::sleep_for(kPoll);
   }
   for (auto &w : workers_) {
     processes_.signal(w.pid, SIGKILL);
@@ -218,15 +218,14 @@ void CommandExecutor::reconcile(int desired) {
 void CommandExecutor::stop_all(std::chrono::milliseconds grace) {
   if (pid_ == 0)
     return;
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  while (!processes_.poll_exit(pid_)) {
-    if (std::chrono::steady_clock::now() >= deadline) {
+  for (int64_t polls = grace / kPoll + 1; !processes_.poll_exit(pid_); --polls) {
+    if (polls <= 0) {
       processes_.signal(pid_, SIGKILL);
       while (!processes_.poll_exit(pid_))
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(kPoll);
   }
   pid_ = 0;
 }

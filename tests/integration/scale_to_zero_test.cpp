@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
@@ -51,11 +53,11 @@ std::string run(const std::string &args, int *rc) {
 }
 
 // The live child processes of `parent` (the workers a gateway started).
-int children(pid_t parent) {
-  int n = 0;
+std::vector<pid_t> child_pids(pid_t parent) {
+  std::vector<pid_t> out;
   DIR *d = ::opendir("/proc");
   if (!d)
-    return -1;
+    return out;
   while (dirent *e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9')
       continue;
@@ -69,11 +71,13 @@ int children(pid_t parent) {
     int ppid = 0;
     if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent &&
         state != 'Z')
-      ++n;
+      out.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
   }
   ::closedir(d);
-  return n;
+  return out;
 }
+
+int children(pid_t parent) { return static_cast<int>(child_pids(parent).size()); }
 
 // A streamed completion over a raw HTTP/1.0 connection: the bytes exactly as sent, SSE comments
 // included (the client library skips them). HTTP/1.0 has no chunked framing: the close ends it.
@@ -276,8 +280,14 @@ TEST_F(ScaleToZero, WorkersFollowDemandFromZeroToMaxAndBackWithHeldColdStarts) {
                                        "\"stories260K\",outcome=\"released\"}"),
             2);
 
+  // A gateway that stops takes its workers with it (they drain and exit).
+  auto last = c.post("/v1/completions", completion_body("Once", {{"max_tokens", 4}}), auth());
+  ASSERT_TRUE(last && last->status == 200);
+  const auto workers = child_pids(gw->pid());
+  ASSERT_EQ(workers.size(), 1u);
   gw->signal(SIGTERM);
   EXPECT_EQ(gw->wait_exit(30s), 0);
+  EXPECT_NE(::kill(workers[0], 0), 0) << "the worker exited before the gateway did";
 }
 
 TEST_F(ScaleToZero,
