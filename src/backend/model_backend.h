@@ -133,6 +133,9 @@ struct CallSummary {
   // priced at this model's price: the fallback's backend is what the tokens cost.
   std::string served_model;
   std::optional<BackendError> error; // set when the call failed or was cancelled
+  // How long the call was held waiting for a replica to start (a cold start, issue 14); -1 when
+  // it was not held.
+  double cold_start_ms = -1;
 };
 
 class CallSink {
@@ -140,6 +143,9 @@ public:
   virtual ~CallSink() = default;
   virtual void on_event(const ChoiceEvent &event) = 0;
   virtual void on_done(const CallSummary &summary) = 0;
+  // A sign of life before the first event while the call waits for a replica to start (issue
+  // 14): "loading model 63%". A stream relays it as an SSE comment line; others ignore it.
+  virtual void on_progress(std::string_view comment) { (void)comment; }
 };
 
 class CallHandle {

@@ -91,6 +91,13 @@ public:
   }
 
   bool send_event(std::string data) override { return send(std::string_view(), data); }
+  bool send_comment(std::string_view text) override {
+    std::string line = ": ";
+    for (char c : text)
+      line += c == '\r' || c == '\n' ? ' ' : c;
+    line += "\n\n";
+    return send_raw(line);
+  }
   bool send_named_event(std::string_view name, std::string data) override {
     return send(name, data);
   }
@@ -233,6 +240,35 @@ private:
   }
 
   // One event: "event: <name>" (when named) and a "data: " line per line of `data`.
+  // One SSE piece exactly as given (a comment line), in its own chunk.
+  bool send_raw(std::string_view piece) {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kStreaming || closed_locked())
+      return false;
+    if (!http10_) {
+      append_number(pending_, piece.size(), 16);
+      pending_ += "\r\n";
+    }
+    pending_ += piece;
+    if (!http10_)
+      pending_ += "\r\n";
+    return flush_or_overflow_locked();
+  }
+
+  bool flush_or_overflow_locked() {
+    if (pending_.size() > ctx_.max_pending_write_bytes) {
+      overflow_ = true;
+      aborted_ = true;
+      pending_.clear();
+      pending_.shrink_to_fit();
+      // A flush may be "scheduled" only in the sense that the connection will look again when
+      // its stuck write completes, which a non-reading client never lets happen: post anew.
+      flush_scheduled_ = false;
+    }
+    schedule_locked();
+    return !overflow_;
+  }
+
   bool send(std::string_view name, std::string_view data) {
     std::lock_guard lock(mu_);
     if (state_ != State::kStreaming || closed_locked())
@@ -261,17 +297,7 @@ private:
     pending_ += '\n';
     if (!http10_)
       pending_ += "\r\n";
-    if (pending_.size() > ctx_.max_pending_write_bytes) {
-      overflow_ = true;
-      aborted_ = true;
-      pending_.clear();
-      pending_.shrink_to_fit();
-      // A flush may be "scheduled" only in the sense that the connection will look again when
-      // its stuck write completes, which a non-reading client never lets happen: post anew.
-      flush_scheduled_ = false;
-    }
-    schedule_locked();
-    return !overflow_;
+    return flush_or_overflow_locked();
   }
 
   bool closed_locked() const { return finished_ || aborted_; }

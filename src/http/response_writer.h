@@ -57,6 +57,13 @@ public:
   // The same with an "event: <name>" line first: the typed streams of the Responses and
   // Anthropic Messages APIs, whose clients dispatch on the event name.
   virtual bool send_named_event(std::string_view name, std::string data) = 0;
+  // Queues an SSE comment line ": <text>\n\n" (clients ignore it; proxies and people see the
+  // stream is alive). Line breaks in `text` become spaces. False as send_event; writers that
+  // wrap another forward it, others drop it.
+  virtual bool send_comment(std::string_view text) {
+    (void)text;
+    return !is_closed();
+  }
   // Ends the stream (writes the final chunk); the connection then serves its next request.
   virtual void end() = 0;
 

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "http/request_id.h"
@@ -39,6 +40,9 @@ void add_outcome_headers(const CallOutcome &o, http::Headers &headers) {
     headers.push_back({"x-gantry-cache", o.cache});
   if (o.priced && !o.stream)
     headers.push_back({"x-gantry-cost-usd", format_cost(o.cost_usd)});
+  // A call held while its model's replica started (issue 14); a stream got it as a comment.
+  if (o.cold_start_ms >= 0 && !o.stream)
+    headers.push_back({"x-gantry-cold-start-ms", std::to_string(std::llround(o.cold_start_ms))});
 }
 
 http::Response outcome_error_response(const CallOutcome &o) {

@@ -42,12 +42,23 @@ void AutoscaleMonitor::run() {
   while (true) {
     tick();
     std::unique_lock<std::mutex> lk(mu_);
-    if (cv_.wait_for(lk, interval_, [this] { return stop_; }))
+    if (cv_.wait_for(lk, interval_, [this] { return stop_ || poked_; }) && stop_)
       return;
+    poked_ = false;
   }
 }
 
+void AutoscaleMonitor::poke() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    poked_ = true;
+  }
+  cv_.notify_all();
+}
+
 void AutoscaleMonitor::tick() {
+  if (deps_.before_tick)
+    deps_.before_tick();
   const JobBacklog jobs = deps_.read_jobs ? deps_.read_jobs() : JobBacklog{};
   const auto now = deps_.clock->now();
   for (auto &[name, m] : models_) {
@@ -80,6 +91,8 @@ void AutoscaleMonitor::tick() {
     }
     if (log && deps_.log)
       deps_.log(autoscale::decision_json(name, d, s, deps_.clock->unix_millis()));
+    if (deps_.act)
+      deps_.act(name, d);
   }
 }
 

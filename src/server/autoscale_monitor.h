@@ -1,8 +1,7 @@
 // Runs each autoscaled model's policy (autoscale/policy.h) once a second over the signals this
 // process has, logs a JSON line when a decision moves, and exports gantry:desired_replicas and
-// gantry:replicas{state} for /metrics (issue 14 items 1 and 3's metrics). Nothing carries the
-// decisions out yet: starting and stopping worker processes (`--role gateway`) and KEDA reading
-// gantry:desired_replicas come later (docs/AUTOSCALING.md).
+// gantry:replicas{state} for /metrics (issue 14 item 1). On a gateway, `act` hands each decision
+// to the model's executor (server/replica_executor.h), which starts and stops its workers.
 //
 // Threading: start()/stop() on the main thread; one evaluator thread owns the policies and
 // calls the readers; render_metrics() and last() from any thread (they take mu_ briefly).
@@ -46,6 +45,11 @@ struct AutoscaleDeps {
   // zero, at the price of waking the others too.
   std::function<JobBacklog()> read_jobs;
   std::function<void(const std::string &json_line)> log;
+  // Carries each decision out (issue 14's executors on a gateway); called on the evaluator
+  // after every evaluation of a model, changed or not (a failed start is retried from here).
+  std::function<void(const std::string &model, const autoscale::Decision &)> act;
+  // Called once per evaluation before the models are read (one registry read for them all).
+  std::function<void()> before_tick;
 };
 
 class AutoscaleMonitor {
@@ -60,6 +64,8 @@ public:
 
   // One evaluation of every model (the evaluator's body; tests call it on a FakeClock).
   void tick();
+  // Evaluates now instead of at the next interval (a request held for a model at zero).
+  void poke();
 
   // gantry:desired_replicas, gantry:replicas{state} and gantry:autoscale_changes_total.
   void render_metrics(std::ostream &out) const;
@@ -88,6 +94,7 @@ private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  bool poked_ = false;
   std::thread thread_;
 };
 

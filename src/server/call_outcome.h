@@ -40,7 +40,8 @@ struct CallOutcome {
 
   // Where the time went (ms; -1 = not measured).
   double ttft_ms = -1, queue_ms = -1, prefill_ms = -1, decode_ms = -1, engine_ms = 0;
-  double latency_ms = 0; // arrival → response complete (set by whoever completes it)
+  double latency_ms = 0;     // arrival → response complete (set by whoever completes it)
+  double cold_start_ms = -1; // held while a replica started (issue 14); -1 = not held
   bool client_gone = false;
 
   bool failed() const { return status >= 400 || error.has_value(); }

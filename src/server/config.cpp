@@ -94,9 +94,15 @@ Status ServerConfig::validate() const {
   }
   if (models_max < 0 || models_max > 1024)
     return config_error("models_max", "must be 0..1024 (0 = every model loaded)");
-  if (role == "gateway" && !models.empty())
-    return config_error("models", "a gateway loads no engine: serve '" + models.front().name +
-                                      "' from a worker (--role worker) or name a remote URL");
+  if (role == "gateway") // autoscaled models are the exception: its executor runs their workers
+    for (const auto &m : models) {
+      auto e = autoscale_executors.find(m.name);
+      if (e == autoscale_executors.end() || !e->second.managed())
+        return config_error("models", "a gateway loads no engine: serve '" + m.name +
+                                          "' from a worker (--role worker), name a remote URL, or "
+                                          "give it an [autoscale." +
+                                          m.name + "] table with executor = \"local\"");
+    }
   if (role == "worker") {
     if (models.empty())
       return config_error("models", "a worker needs at least one local model (--model NAME=PATH)");

@@ -95,6 +95,21 @@ struct RedisConfig {
   int pool_size = 16;                          // connections per node
 };
 
+// `[autoscale.<model>]`'s executor keys (issue 14 items 2 and 3, docs/AUTOSCALING.md): who
+// carries the model's policy out on a gateway, and the bounds of its cold-start front door.
+struct AutoscaleExecutorSpec {
+  // "none": the decisions are advice (metrics, logs); "local": the gateway runs `gantry serve
+  // --role worker` processes for the model; "command": scale_command is run with the count.
+  std::string executor = "none";
+  std::vector<std::string> scale_command;            // argv; the desired count is appended
+  std::chrono::milliseconds command_timeout{60'000}; // a hook still running then is killed
+  // A local worker not in the registry by then is killed and counted as a failure.
+  std::chrono::milliseconds start_timeout{300'000};
+  int max_held_requests = 256; // requests held while no replica is ready; beyond, 503
+  std::chrono::milliseconds cold_start_timeout{300'000}; // a held request's longest wait
+  bool managed() const { return executor != "none"; }
+};
+
 struct ServerConfig {
   // Roles (issue 13): "all" runs the API and the engines in one process (the default); "gateway"
   // runs the API and the control plane, loads no engine, and routes each worker-hosted model to
@@ -189,6 +204,8 @@ struct ServerConfig {
   RedisConfig redis;
   // `[autoscale.<model>]`: the scaling policy of each model that has one (issue 14).
   std::map<std::string, autoscale::PolicyConfig> autoscale;
+  // Its executor and cold-start keys, one entry per `[autoscale.<model>]` table.
+  std::map<std::string, AutoscaleExecutorSpec> autoscale_executors;
 
   Status validate() const;
 };

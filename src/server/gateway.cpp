@@ -82,10 +82,13 @@ Result<std::unique_ptr<Gateway>> Gateway::create(ServerConfig config, const Cloc
 // One LocalBackend per configured model (a remote backend would be one more registry entry), or
 // a ModelHost's facades under models_max (server/local_models.h).
 Status Gateway::load_models(const LoadProgress &progress) {
-  GANTRY_ASSIGN_OR_RETURN(auto local,
-                          add_local_models(config_, clock_, registry_, progress, log_line));
-  local_models_ = std::move(local.models);
-  model_host_ = std::move(local.host);
+  // A gateway's [[models]] are autoscaled (config validation): its executor runs their workers.
+  if (config_.role != "gateway") {
+    GANTRY_ASSIGN_OR_RETURN(auto local,
+                            add_local_models(config_, clock_, registry_, progress, log_line));
+    local_models_ = std::move(local.models);
+    model_host_ = std::move(local.host);
+  }
   // Remote models (issue 12): one more registry entry each; fallbacks resolve by name at call
   // time, so they may name local or remote models in any order.
   GANTRY_ASSIGN_OR_RETURN(auto remote,
@@ -251,6 +254,8 @@ std::string Gateway::metrics_text() {
   if (worker_pools_) {
     std::ostringstream o;
     worker_pools_->render_metrics(o);
+    if (executors_)
+      executors_->render_metrics(o);
     out += o.str();
   }
   if (model_host_) {
@@ -280,7 +285,19 @@ Status Gateway::build_roles(Stores &stores) {
   wo.max_workers = config_.max_workers;
   wo.routing = config_.worker_routing;
   wo.tls_ca_file = config_.tls_ca_file;
+  if (AutoscaleExecutors::any(config_)) {
+    executors_ = std::make_unique<AutoscaleExecutors>(config_, clock_, log_line);
+    wo.on_members = [e = executors_.get()](const std::string &model, int live) {
+      e->set_ready(model, live);
+    };
+  }
   worker_pools_ = std::make_unique<WorkerPools>(registry_, *worker_registry_, wo, clock_, log_line);
+  if (executors_) {
+    GANTRY_TRY(executors_->build(*worker_pools_, [this] {
+      if (autoscale_)
+        autoscale_->poke();
+    }));
+  }
   (void)worker_pools_->poll_once(); // an unreadable registry is logged and shown in /readyz
   health_routes_->add_check("workers", [p = worker_pools_.get()] { return p->check(); });
   return Ok();
@@ -304,16 +321,26 @@ cluster::WorkerInfo Gateway::worker_snapshot() const {
   return w;
 }
 
-// Issue 14: each model with an [autoscale.<model>] table gets its policy evaluated once a second
-// from this process's signals. In `--role all` the process itself is the model's one replica
-// (ready while it serves, draining once shutdown began); nothing starts or stops replicas yet,
-// so the decisions are only logged and exported (docs/AUTOSCALING.md).
+// Issue 14: each model with an [autoscale.<model>] table gets its policy evaluated once a second.
+// In `--role all` the process itself is the model's one replica (ready while it serves, draining
+// once shutdown began) and the decisions are advice (logged and exported). On a gateway, a model
+// with an executor reads its replicas from the executor and the registry, its demand from the
+// gateway (calls outstanding at its pool and held by its cold-start gate), and each decision is
+// handed to the executor (docs/AUTOSCALING.md).
 void Gateway::build_autoscale() {
   if (config_.autoscale.empty())
     return;
   AutoscaleDeps deps;
   deps.clock = &clock_;
   deps.read_model = [this](const std::string &name) -> std::optional<ModelReading> {
+    if (executors_ && executors_->manages(name)) { // replicas are the executor's workers
+      auto s = executors_->read(name, worker_pools_->live_workers(name));
+      if (!s)
+        return std::nullopt;
+      ModelReading r;
+      r.signals = *s;
+      return r;
+    }
     const backend::ModelBackend *b = registry_.find(name);
     if (!b)
       return std::nullopt;
@@ -336,6 +363,14 @@ void Gateway::build_autoscale() {
     return b;
   };
   deps.log = log_line;
+  deps.before_tick = [this] {
+    if (executors_ && worker_registry_)
+      executors_->refresh(*worker_registry_);
+  };
+  deps.act = [this](const std::string &name, const autoscale::Decision &d) {
+    if (executors_)
+      executors_->act(name, d.desired);
+  };
   autoscale_ = std::make_unique<AutoscaleMonitor>(config_.autoscale, std::move(deps));
 }
 
@@ -419,6 +454,8 @@ Gateway::~Gateway() {
     worker_pools_->stop();
   if (autoscale_)
     autoscale_->stop(); // reads the registry and the job queue
+  if (executors_)
+    executors_->stop_all(std::chrono::milliseconds(2000));
   if (views_)
     views_->stop();
   if (http_)
@@ -464,6 +501,8 @@ Status Gateway::start() {
   }
   if (worker_pools_)
     worker_pools_->start();
+  if (executors_)
+    executors_->start();
   jobs_->start();
   views_->start();
   if (autoscale_)
@@ -507,6 +546,9 @@ bool Gateway::shutdown() {
   http_->stop_accepting();
   if (autoscale_)
     autoscale_->stop(); // it exported replicas{state="draining"} until here
+  // The workers this gateway started drain and exit with it (their own drain_s, plus a margin).
+  if (executors_)
+    executors_->stop_all(config_.shutdown_grace + std::chrono::milliseconds(5000));
   (void)registry_.wait_idle(std::chrono::milliseconds(1000), clock_);
   http_->shutdown(std::chrono::milliseconds(2000));
   if (admin_http_)

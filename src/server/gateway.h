@@ -35,6 +35,7 @@
 #include "server/admin_api.h"
 #include "server/api_call.h"
 #include "server/auth_outcome.h"
+#include "server/autoscale_executors.h"
 #include "server/autoscale_monitor.h"
 #include "server/call_recorder.h"
 #include "server/config.h"
@@ -159,6 +160,9 @@ private:
   std::string advertised_url_;
   std::shared_ptr<cluster::WorkerRegistry> worker_registry_;
   std::unique_ptr<WorkerPools> worker_pools_;
+  // Issue 14: the executors and cold-start gates of autoscaled worker-hosted models (gateway).
+  // Declared after the pools whose membership callback reaches it; stopped after autoscale_.
+  std::unique_ptr<AutoscaleExecutors> executors_;
   std::unique_ptr<cluster::WorkerHeartbeat> heartbeat_;
   std::atomic<bool> shutting_down_{false}; // the drain began
   std::function<void()> drain_requested_;

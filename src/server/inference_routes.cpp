@@ -44,6 +44,11 @@ public:
     w_->on_close(std::move(cancel));
   }
 
+  void on_progress(const CallHead &head, std::string_view comment) override {
+    if (head.stream)
+      w_->send_comment(comment);
+  }
+
   void on_event(const CallHead &head, const backend::ChoiceEvent &ev) override {
     if (!head.stream)
       return;

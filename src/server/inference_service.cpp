@@ -142,6 +142,12 @@ public:
     sink_->on_event(head_, out);
   }
 
+  void on_progress(std::string_view comment) override {
+    std::lock_guard<std::mutex> lk(mu_); // after the head
+    if (head_.stream)
+      sink_->on_progress(head_, comment);
+  }
+
   void on_done(const backend::CallSummary &s) override {
     std::lock_guard<std::mutex> lk(mu_);
     using ms = std::chrono::duration<double, std::milli>;
@@ -158,6 +164,7 @@ public:
     out_.engine_ms = s.timings.engine_seconds * 1000;
     out_.served_by = s.served_by;
     out_.served_model = s.served_model;
+    out_.cold_start_ms = s.cold_start_ms;
     out_.finish_reason = failed ? "error" : s.finish_reason;
     // A stream that failed after its start still answered 200; the error travels in the stream.
     const int status = failed ? http_status(s.error->error.code) : 200;

@@ -77,6 +77,12 @@ public:
   virtual void on_head(const CallHead &head, const CallOutcome &so_far,
                        std::function<void()> cancel) = 0;
   virtual void on_event(const CallHead &head, const backend::ChoiceEvent &event) = 0;
+  // A comment before the first event while the call waits for a replica (issue 14's cold start):
+  // a stream relays it as an SSE comment; the default ignores it.
+  virtual void on_progress(const CallHead &head, std::string_view comment) {
+    (void)head;
+    (void)comment;
+  }
   // Exactly once. `head` is null when the call never started (a refusal or a bad request).
   virtual void on_complete(const CallHead *head, CallOutcome &outcome,
                            const CallOutput &output) = 0;

@@ -38,6 +38,7 @@ public:
     inner_->start_sse(std::move(headers));
   }
   bool send_event(std::string data) override { return inner_->send_event(std::move(data)); }
+  bool send_comment(std::string_view text) override { return inner_->send_comment(text); }
   bool send_named_event(std::string_view name, std::string data) override {
     return inner_->send_named_event(name, std::move(data));
   }

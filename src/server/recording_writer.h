@@ -85,6 +85,8 @@ public:
     }
     return inner_->send_named_event(name, std::move(data));
   }
+  // Comments are signs of life (a cold start's progress), not content: relayed, not recorded.
+  bool send_comment(std::string_view text) override { return inner_->send_comment(text); }
   void end() override {
     finish(!inner_->is_closed());
     inner_->end();

@@ -56,7 +56,29 @@ Status WorkerPools::poll_once() {
   return Ok();
 }
 
+Status WorkerPools::expect_model(const std::string &model, const Wrap &wrap) {
+  backend::remote::RemoteModelConfig rc;
+  rc.name = model;
+  rc.pool.prefix_affinity = options_.routing == "prefix";
+  rc.max_endpoints = options_.max_workers;
+  rc.probe_interval = std::max(options_.poll, std::chrono::milliseconds(1000));
+  rc.allow_no_endpoints = true;
+  GANTRY_ASSIGN_OR_RETURN(auto b, backend::remote::RemoteBackend::create(std::move(rc), clock_));
+  backend::remote::RemoteBackend *raw = b.get();
+  if (!models_.add(wrap(std::move(b))))
+    return Err(
+        Error::invalid("model '" + model + "': the name is taken or the table is full", "models"));
+  pools_.emplace(model, raw);
+  return Ok();
+}
+
 void WorkerPools::apply(const cluster::MembershipChange &c) {
+  apply_members(c);
+  if (options_.on_members)
+    options_.on_members(c.model, directory_.live_workers(c.model));
+}
+
+void WorkerPools::apply_members(const cluster::MembershipChange &c) {
   auto it = pools_.find(c.model);
   if (it == pools_.end()) {
     if (c.added.empty())

@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <ostream>
 #include <set>
@@ -43,6 +44,9 @@ struct WorkerPoolsOptions {
   int max_models = 256;                 // worker-hosted models tracked
   int max_workers = 256;                // members per model's pool
   std::string tls_ca_file;              // extra trusted CAs for https:// workers
+  // Called on the watcher thread after a model's membership changed, with its live workers now
+  // (the cold-start gate releases held requests on it; issue 14).
+  std::function<void(const std::string &model, int live)> on_members;
 };
 
 class WorkerPools {
@@ -56,6 +60,12 @@ public:
   // Reads the registry once and applies what changed (start-up and tests); the error when the
   // registry could not be read (the membership is then left as it was).
   Status poll_once();
+  // Issue 14: a model routed to workers from start-up, with no live worker yet (an autoscaled
+  // model at zero). Its pool is created empty; `wrap` puts a decorator (the cold-start gate)
+  // around it, which becomes the registry entry. Before start().
+  using Wrap =
+      std::function<std::unique_ptr<backend::ModelBackend>(std::unique_ptr<backend::ModelBackend>)>;
+  Status expect_model(const std::string &model, const Wrap &wrap);
   void start(); // polls on the watcher thread every options.poll
   void stop();
 
@@ -69,6 +79,7 @@ public:
 private:
   void loop();
   void apply(const cluster::MembershipChange &change);
+  void apply_members(const cluster::MembershipChange &change);
 
   ModelRegistry &models_;
   cluster::WorkerRegistry &registry_;

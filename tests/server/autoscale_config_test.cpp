@@ -96,5 +96,72 @@ TEST(AutoscaleConfigTest, TheTableMustNameAConfiguredModel) {
             "knobs)");
 }
 
+// Issue 14 items 2 and 3: the executor and cold-start keys share the model's table.
+constexpr const char *kGateway = "role = \"gateway\"\ndatabase_url = \"postgresql://u@h/db\"\n"
+                                 "[redis]\nurl = \"redis://h\"\n";
+
+TEST(AutoscaleConfigTest, ReadsTheExecutorKeys) {
+  ServerConfig c;
+  ASSERT_EQ(load(std::string(kGateway) + R"(
+[autoscale.llama]
+max_replicas = 2
+executor = "command"
+scale_command = ["/bin/sh", "-c", "exit 0"]
+command_timeout_s = 20
+start_timeout_s = 90
+max_held_requests = 16
+cold_start_timeout_s = 45.5
+)",
+                 &c),
+            "ok");
+  const AutoscaleExecutorSpec &e = c.autoscale_executors.at("llama");
+  EXPECT_EQ(e.executor, "command");
+  EXPECT_EQ(e.scale_command, (std::vector<std::string>{"/bin/sh", "-c", "exit 0"}));
+  EXPECT_EQ(e.command_timeout, 20s);
+  EXPECT_EQ(e.start_timeout, 90s);
+  EXPECT_EQ(e.max_held_requests, 16);
+  EXPECT_EQ(e.cold_start_timeout, 45500ms);
+  EXPECT_EQ(c.autoscale.at("llama").max_replicas, 2) << "the policy's keys are read as before";
+  // The defaults: advice only, and a gateway then refuses to load the model itself.
+  ServerConfig d;
+  ASSERT_EQ(load("[autoscale.llama]\n", &d), "ok");
+  EXPECT_EQ(d.autoscale_executors.at("llama").executor, "none");
+  EXPECT_EQ(d.autoscale_executors.at("llama").max_held_requests, 256);
+  EXPECT_EQ(d.autoscale_executors.at("llama").cold_start_timeout, 300s);
+}
+
+TEST(AutoscaleConfigTest, BadExecutorKeysAreRefusedNamingTheKey) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"executor = \"k8s\"",
+       "config 'autoscale.llama.executor': must be \"none\", \"local\" or \"command\", got "
+       "'k8s'"},
+      {"executor = \"command\"",
+       "config 'autoscale.llama.scale_command': is required with executor = \"command\""},
+      {"executor = \"command\"\nscale_command = []",
+       "config 'autoscale.llama.scale_command': expected a non-empty array of strings: "
+       "[\"program\", \"arg\", ...]"},
+      {"executor = \"command\"\nscale_command = [\"/no/such/scaler\"]",
+       "config 'autoscale.llama.scale_command': '/no/such/scaler' is not an executable file"},
+      {"executor = \"local\"\nscale_command = [\"/bin/true\"]",
+       "config 'autoscale.llama.scale_command': is only used with executor = \"command\""},
+      {"executor = \"local\"\nmax_held_requests = -1",
+       "config 'autoscale.llama.max_held_requests': must not be negative"},
+      {"executor = \"local\"\ncold_start_timeout_s = 0",
+       "config 'autoscale.llama.cold_start_timeout_s': must be positive"},
+      {"executor = \"local\"\ncommand_timeout_s = -3",
+       "config 'autoscale.llama.command_timeout_s': expected a non-negative number"},
+  };
+  for (const auto &[body, want] : cases)
+    EXPECT_EQ(load(std::string(kGateway) + "[autoscale.llama]\n" + body + "\n"), want) << body;
+  // An executor is a gateway's: `--role all` loads the model itself.
+  EXPECT_EQ(load("[autoscale.llama]\nexecutor = \"local\"\n"),
+            "config 'autoscale.llama.executor': executor = \"local\" needs role = \"gateway\" (the "
+            "gateway starts and stops the model's workers; they register in Redis)");
+  // A gateway loads no [[models]] entry without an executor.
+  EXPECT_NE(load(std::string(kGateway) + "[autoscale.llama]\nexecutor = \"none\"\n")
+                .find("config 'models': a gateway loads no engine"),
+            std::string::npos);
+}
+
 } // namespace
 } // namespace gantry::server

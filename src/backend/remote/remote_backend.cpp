@@ -118,7 +118,7 @@ RemoteBackend::RemoteBackend(RemoteModelConfig config, const Clock &clock)
 
 Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig config,
                                                              const Clock &clock) {
-  if (config.endpoints.empty())
+  if (config.endpoints.empty() && !config.allow_no_endpoints)
     return Err(Error::invalid("model '" + config.name + "': no backends"));
   std::unique_ptr<RemoteBackend> b(new RemoteBackend(std::move(config), clock));
   const RemoteModelConfig &c = b->config_;
@@ -130,11 +130,13 @@ Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig c
     specs.push_back({ep->name, ec.weight, ec.max_concurrent});
     b->endpoints_.push_back(std::move(ep));
   }
-  b->codec_ = make_codec(c.endpoints.front().kind);
+  const BackendKind kind =
+      c.endpoints.empty() ? BackendKind::kOpenAICompatible : c.endpoints.front().kind;
+  b->codec_ = make_codec(kind);
   b->live_.assign(b->endpoints_.size(), true);
   b->pool_ = std::make_unique<Pool>(std::move(specs), c.pool, clock);
   b->info_.name = c.name;
-  b->info_.kind = std::string(backend_kind_name(c.endpoints.front().kind));
+  b->info_.kind = std::string(backend_kind_name(kind));
   b->info_.created = clock.unix_seconds();
   b->info_.identity = identity;
   if (!c.probe_path.empty() && c.probe_interval.count() > 0)

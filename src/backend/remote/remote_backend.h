@@ -72,6 +72,9 @@ struct RemoteModelConfig {
   int max_threads = 512;                    // call threads; beyond, calls queue
   int max_queued_calls = 4096;              // beyond: 429
   int max_endpoints = 256;                  // members at once (add_endpoint beyond: an error)
+  // A gateway's pool for an autoscaled worker-hosted model starts with no member (scaled to
+  // zero, issue 14): calls fail as unavailable until add_endpoint gives it one.
+  bool allow_no_endpoints = false;
   // Admission needs a prompt's token count before the upstream has counted it. With the upstream
   // model's tokenizer known here (`tokenizer = "model.gguf"`), it is counted exactly; otherwise
   // it is estimated at this many bytes a token (plus 4 per chat message). Either way the call is
