@@ -58,11 +58,16 @@ Status MultipartStream::step(bool &progressed) {
     // The first delimiter may open the body without the CRLF before it.
     const std::string_view first = std::string_view(delimiter_).substr(2);
     auto at = buf_.starts_with(first) ? 0 : buf_.find(delimiter_);
+    // The bound is on where the delimiter starts, not on what is buffered, so the verdict does
+    // not depend on how the bytes arrived: a delimiter found past it in one big piece is refused
+    // like one that would arrive after the buffer outgrew it.
     if (at == std::string::npos) {
-      if (buf_.size() > kMaxPartHead)
+      if (buf_.size() > kMaxPartHead + delimiter_.size() - 1)
         return malformed("no boundary");
       return Ok();
     }
+    if (at > kMaxPartHead)
+      return malformed("no boundary");
     buf_.erase(0, at + (at == 0 && buf_.starts_with(first) ? first.size() : delimiter_.size()));
     state_ = State::kAfterDelimiter;
     progressed = true;
@@ -83,12 +88,13 @@ Status MultipartStream::step(bool &progressed) {
     progressed = true;
     return Ok();
   case State::kHead: {
+    // As above, the bound is on the head's length (where its blank line starts).
     auto end = buf_.find("\r\n\r\n");
-    if (end == std::string::npos) {
-      if (buf_.size() > kMaxPartHead)
-        return malformed("a part's head exceeds " + std::to_string(kMaxPartHead) + " bytes");
+    if ((end == std::string::npos && buf_.size() > kMaxPartHead + 3) ||
+        (end != std::string::npos && end > kMaxPartHead))
+      return malformed("a part's head exceeds " + std::to_string(kMaxPartHead) + " bytes");
+    if (end == std::string::npos)
       return Ok();
-    }
     const std::string_view head = std::string_view(buf_).substr(0, end);
     GANTRY_TRY(events_.begin(head_param(head, "name"), head_param(head, "filename")));
     buf_.erase(0, end + 4);

@@ -199,7 +199,8 @@ void ModelWorker::run() {
   // engine over the same weights takes the next ones. The failure is in the error tracker.
   auto restart = [&](const std::string &why) {
     const Error err{ErrorCode::kInternal, "the engine failed and was restarted: " + why, ""};
-    for (auto &[seq, a] : active) {
+    for (auto &entry : active) {
+      auto &a = entry.second; // not a structured binding: clang 14 cannot capture those
       account_started(a);
       run_reporting(site, [&] { a.sink->on_rejected(a.ticket, err); });
       finished_one();

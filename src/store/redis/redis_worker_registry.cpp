@@ -1,9 +1,8 @@
 #include "store/redis/redis_worker_registry.h"
 
-#include <boost/json.hpp>
+#include "cluster/worker_record.h"
 
 namespace gantry::store {
-namespace json = boost::json;
 namespace {
 
 // ARGV: ns, node id, value, ttl ms, max workers. 1 = registered, 0 = the registry is full.
@@ -44,74 +43,6 @@ const RedisScript &script(const char *src) {
   return src == kAnnounce ? announce : src == kLive ? live : withdraw;
 }
 
-std::string encode(const cluster::WorkerInfo &w) {
-  json::array models;
-  for (const auto &m : w.models)
-    models.push_back(json::value(m));
-  json::array available;
-  for (const auto &m : w.available)
-    available.push_back(json::value(m));
-  return json::serialize(json::object{{"node_id", w.node_id},
-                                      {"url", w.url},
-                                      {"models", std::move(models)},
-                                      {"available", std::move(available)},
-                                      {"in_flight", w.in_flight},
-                                      {"waiting", w.waiting},
-                                      {"kv_usage", w.kv_usage},
-                                      {"heartbeat_ms", w.heartbeat_ms}});
-}
-
-std::optional<cluster::WorkerInfo> decode(std::string_view text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object())
-    return std::nullopt;
-  const auto &o = v.as_object();
-  cluster::WorkerInfo w;
-  auto str = [&](const char *k, std::string &out) {
-    auto *f = o.if_contains(k);
-    if (!f || !f->is_string())
-      return false;
-    out = std::string(f->as_string());
-    return true;
-  };
-  auto num = [&](const char *k) -> double {
-    auto *f = o.if_contains(k);
-    if (!f)
-      return 0;
-    if (f->is_int64())
-      return static_cast<double>(f->as_int64());
-    if (f->is_uint64())
-      return static_cast<double>(f->as_uint64());
-    return f->is_double() ? f->as_double() : 0;
-  };
-  if (!str("node_id", w.node_id) || !str("url", w.url))
-    return std::nullopt;
-  auto *models = o.if_contains("models");
-  if (!models || !models->is_array())
-    return std::nullopt;
-  for (const auto &m : models->as_array()) {
-    if (!m.is_string())
-      return std::nullopt;
-    w.models.emplace_back(m.as_string());
-  }
-  // Absent in the entries of workers from before placement (issue 14): nothing to load.
-  if (auto *available = o.if_contains("available")) {
-    if (!available->is_array())
-      return std::nullopt;
-    for (const auto &m : available->as_array()) {
-      if (!m.is_string())
-        return std::nullopt;
-      w.available.emplace_back(m.as_string());
-    }
-  }
-  w.in_flight = static_cast<int64_t>(num("in_flight"));
-  w.waiting = static_cast<int64_t>(num("waiting"));
-  w.kv_usage = num("kv_usage");
-  w.heartbeat_ms = static_cast<int64_t>(num("heartbeat_ms"));
-  return w;
-}
-
 Error unexpected(const RedisReply &r) {
   return Error{ErrorCode::kIo,
                "redis: worker registry: " + (r.str.empty() ? "unexpected reply" : r.str),
@@ -126,10 +57,10 @@ RedisWorkerRegistry::RedisWorkerRegistry(std::shared_ptr<RedisClient> redis,
 
 Status RedisWorkerRegistry::announce(const cluster::WorkerInfo &w, std::chrono::milliseconds ttl) {
   GANTRY_TRY(cluster::check_worker(w, limits_));
-  GANTRY_ASSIGN_OR_RETURN(RedisReply r,
-                          redis_->eval(script(kAnnounce), {},
-                                       {ns_, w.node_id, encode(w), std::to_string(ttl.count()),
-                                        std::to_string(limits_.max_workers)}));
+  GANTRY_ASSIGN_OR_RETURN(RedisReply r, redis_->eval(script(kAnnounce), {},
+                                                     {ns_, w.node_id, cluster::encode_worker(w),
+                                                      std::to_string(ttl.count()),
+                                                      std::to_string(limits_.max_workers)}));
   if (r.kind != RedisReply::Kind::kInteger)
     return unexpected(r);
   if (r.integer == 0)
@@ -156,7 +87,7 @@ Result<std::vector<cluster::WorkerInfo>> RedisWorkerRegistry::live() {
   for (const auto &e : r.elements) {
     if (static_cast<int>(out.size()) >= limits_.max_workers)
       break;
-    auto w = decode(e.str);
+    auto w = cluster::decode_worker(e.str);
     if (!w || !cluster::check_worker(*w, limits_)) {
       ++malformed_;
       continue;
