@@ -270,7 +270,9 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
     // Several token chunks per row chunk: keep the row chunk cache-sized.
     grain = std::min<int64_t>(grain, kWeightChunkBytes / static_cast<int64_t>(w.row_stride));
   }
-  grain = std::max<int64_t>(8, (grain + 7) / 8 * 8);
+  // Decode: whole 16-row tiles of the matrix x vector kernels (kernels_avx512_gemv.cpp).
+  const int64_t tile = n_tokens < 4 ? 16 : 8;
+  grain = std::max<int64_t>(tile, (grain + tile - 1) / tile * tile);
   pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
 }
 
