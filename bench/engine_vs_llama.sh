@@ -17,6 +17,8 @@
 #   PEER_TYPES   model types to run (default "q4_0 q8_0", about 4 minutes on 2 cores);
 #   PEER_ALL=1   every type found: q8_0 q4_0 q4_k_m q5_k_m f16 (about 12 minutes)
 #   PEER_ROUNDS (3), THREADS (2), BUILD (build), PP (512), TG (128)
+#   OLD_GANTRY   another gantry binary (e.g. built from main) measured in the same rounds: adds
+#                "before" columns, for before/after tables
 # Exit status 3 when the peer (llama-bench or the models) is absent: run.sh then falls back to
 # the recorded anchors.
 set -euo pipefail
@@ -68,6 +70,11 @@ for m in "${models[@]}"; do
     log "$base round $r/$ROUNDS: gantry"
     timeout 900 "$GANTRY" bench engine --model "$m" --threads "$THREADS" --reps 1 --seqs 0 \
       --prompt-tokens "$PP" --gen-tokens "$TG" --json 2>/dev/null >"$OUT/sbs-$base-gantry-$r.json"
+    if [[ -n ${OLD_GANTRY:-} ]]; then
+      log "$base round $r/$ROUNDS: old gantry ($OLD_GANTRY)"
+      timeout 900 "$OLD_GANTRY" bench engine --model "$m" --threads "$THREADS" --reps 1 --seqs 1 \
+        --prompt-tokens "$PP" --gen-tokens "$TG" --json 2>/dev/null >"$OUT/sbs-$base-old-$r.json"
+    fi
     log "$base round $r/$ROUNDS: llama.cpp"
     timeout 900 "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p "$PP" -n "$TG" -r 1 -o json \
       2>/dev/null >"$OUT/sbs-$base-llama-$r.json"
@@ -97,11 +104,20 @@ for m in models:
     row = {"model": base, "gantry_pp": st.median(g_pp), "llama_pp": st.median(l_pp),
            "gantry_tg": st.median(g_tg), "llama_tg": st.median(l_tg),
            "rounds": {"gantry_pp": g_pp, "llama_pp": l_pp, "gantry_tg": g_tg, "llama_tg": l_tg}}
+    if os.path.exists(f"{out}/sbs-{base}-old-1.json"):
+        o = [json.load(open(f"{out}/sbs-{base}-old-{r}.json")) for r in range(1, rounds + 1)]
+        row["old_pp"] = st.median([j["pp_tokens_per_s"] for j in o])
+        row["old_tg"] = st.median([j["tg_tokens_per_s"] for j in o])
+        row["rounds"]["old_pp"] = [j["pp_tokens_per_s"] for j in o]
+        row["rounds"]["old_tg"] = [j["tg_tokens_per_s"] for j in o]
     row["pp_ratio"] = row["gantry_pp"] / row["llama_pp"]
     row["tg_ratio"] = row["gantry_tg"] / row["llama_tg"]
     rows.append(row)
     print(f"| {base} | {row['gantry_pp']:.1f} | {row['llama_pp']:.1f} | {row['pp_ratio']:.2f}x "
           f"| {row['gantry_tg']:.1f} | {row['llama_tg']:.1f} | {row['tg_ratio']:.2f}x |")
+    if "old_tg" in row:
+        print(f"|   before (OLD_GANTRY) | {row['old_pp']:.1f} | | {row['old_pp'] / row['llama_pp']:.2f}x "
+              f"| {row['old_tg']:.1f} | | {row['old_tg'] / row['llama_tg']:.2f}x |")
 json.dump({"peer_commit": commit, "rounds": rounds, "models": rows},
           open(f"{out}/side_by_side.json", "w"), indent=1)
 PY
