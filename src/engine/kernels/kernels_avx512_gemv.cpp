@@ -91,9 +91,9 @@ GANTRY_VNNI_INLINE void tile16(const WeightView &w, const Activations &a, int64_
   const char *next = static_cast<const char *>(w.row(std::min(r + kTileRows, r1 - 1)));
   const int64_t next_rows = std::max<int64_t>(0, std::min<int64_t>(kTileRows, r1 - r - kTileRows));
   const int64_t next_bytes = next_rows * static_cast<int64_t>(w.row_stride);
-  const int64_t tile_bytes = nb * static_cast<int64_t>(kBlockBytes<kType>);
-  // Cache lines of the next tile per block step, rounded up.
-  const int64_t pf_per_block = next_bytes > 0 ? (next_bytes + tile_bytes - 1) / tile_bytes : 0;
+  // Cache lines of the next tile per block step, rounded up: the next tile arrives as this one
+  // ends.
+  const int64_t pf_per_block = (next_bytes + nb * 64 - 1) / (nb * 64);
 
   const int8_t *xq = a.qs + t * w.cols;
   const float *xd = a.d + t * nb;
