@@ -61,7 +61,33 @@ def read_meta(res):
     return meta
 
 
+def side_by_side_section(res):
+    """bench/engine_vs_llama.sh's table: both engines measured in this run, on these files."""
+    path = res / "side_by_side.json"
+    if not path.exists():
+        return [], []
+    j = json.loads(path.read_text())
+    out = [
+        f"Both engines measured in this run, alternating, same files, medians of {j['rounds']} "
+        f"rounds; llama.cpp commit {j['peer_commit']} (`bench/engine_vs_llama.sh`).",
+        "",
+        "| model | Gantry pp512 | llama.cpp pp512 | ratio | Gantry tg128 | llama.cpp tg128 | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    goals = []
+    for m in j["models"]:
+        out.append(f"| {m['model']} | {fmt(m['gantry_pp'])} | {fmt(m['llama_pp'])} "
+                   f"| {m['pp_ratio']:.2f}x | {fmt(m['gantry_tg'])} | {fmt(m['llama_tg'])} "
+                   f"| {m['tg_ratio']:.2f}x |")
+        goals.append(f"{m['model']} vs llama.cpp here: pp {m['pp_ratio']:.2f}x, tg "
+                     f"{m['tg_ratio']:.2f}x (goal 1.2x: pp {verdict(m['pp_ratio'] >= 1.2)}, "
+                     f"tg {verdict(m['tg_ratio'] >= 1.2)})")
+    return out, goals
+
+
 def engine_section(res):
+    if (res / "side_by_side.json").exists():
+        return engine_own_section(res)
     rows = []
     for key in ENGINE_ANCHORS:
         path = res / f"engine-{key}.json"
@@ -74,6 +100,9 @@ def engine_section(res):
     if not rows:
         return [], []
     out = [
+        "No llama.cpp peer found (`GANTRY_PEER_DIR`, default `../peers/llama.cpp`): ratios are "
+        "against the **recorded anchors**, measured once on a different machine.",
+        "",
         "| model | pp512 tok/s | llama.cpp | ratio | tg tok/s | llama.cpp tg128 | ratio "
         "| 8-seq batched tg tok/s | batched / tg |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -93,6 +122,31 @@ def engine_section(res):
     out.append(f"Medians of {reps} repetition{'s' if reps != 1 else ''} "
                f"(llama-bench uses 5), {rows[0][1]['threads']} threads, 8 sequences for batched tg; "
                "tg ratios compare tgN here with tg128 there.")
+    return out, goals
+
+
+def engine_own_section(res):
+    """Gantry's own engine runs when the side-by-side table carries the llama.cpp ratios."""
+    out = [
+        "| model | pp512 tok/s | tg tok/s | 8-seq batched tg tok/s | batched / tg |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    goals = []
+    for key in ENGINE_ANCHORS:
+        path = res / f"engine-{key}.json"
+        if not path.exists() or not path.read_text().strip():
+            continue
+        j = json.loads(path.read_text().strip().splitlines()[-1])
+        pp, tg, btg = j["pp_tokens_per_s"], j["tg_tokens_per_s"], j["batched_tg_tokens_per_s"]
+        rb = btg / tg if tg else 0
+        out.append(f"| {ENGINE_ANCHORS[key]['label']} | {fmt(pp)} | {fmt(tg)} (tg{j['n_gen']}) "
+                   f"| {fmt(btg)} | {rb:.2f}x |")
+        goals.append(f"{ENGINE_ANCHORS[key]['label']}: batched {rb:.2f}x "
+                     f"(goal {GOAL_BATCHED}x, {verdict(rb >= GOAL_BATCHED)})")
+    if len(out) == 2:
+        return [], []
+    out += ["", "llama.cpp ratios: see the side-by-side table above (the recorded anchors are "
+            "not used when the peer is present)."]
     return out, goals
 
 
@@ -174,6 +228,8 @@ def build_report(res):
     ]
     goals = []
     for title, (body, g) in (
+        ("Engine side by side with llama.cpp (`llama-bench`), this machine",
+         side_by_side_section(res)),
         ("Engine (`gantry bench engine`) vs llama-bench", engine_section(res)),
         ("Server (`bench/stream_load`, TinyLlama Q8_0, 64 tokens per request) vs llama-server",
          server_section(res)),

@@ -11,14 +11,18 @@
 #      (response-cache hit latency and throughput) and bench/overhead.sh (control-plane latency at
 #      5,000 req/s, metrics + request-log throughput cost).
 #
-# Prints ratios against the recorded llama.cpp anchors (bench/report.py) and rewrites the
-# results section of docs/BENCHMARKS.md. Raw outputs stay in bench/out/results/ (git-ignored).
+# With llama.cpp built next to the repository (../peers/llama.cpp, or GANTRY_PEER_DIR) the engine
+# part also runs bench/engine_vs_llama.sh: both engines alternately on the same files, ratios
+# Gantry / llama.cpp; without the peer the ratios are against the recorded anchors (and the
+# report says so). Rewrites the results section of docs/BENCHMARKS.md (bench/report.py). Raw outputs stay in bench/out/results/ (git-ignored).
 #
 # Knobs (environment): BUILD (build dir, default build), THREADS (2), REPS (3), GEN_TOKENS (16,
 # tg length for the 1.1B models; stories260K always uses 128), LEVELS (1,4,8,16), ROUNDS
 # (requests per client, per level: 2,2,2,1),
 # WRK_SECONDS (10), SKIP_ENGINE=1, SKIP_SERVER=1, SKIP_WRK=1, SKIP_OVERHEAD=1, NO_DOCS=1 (do not touch
-# docs/BENCHMARKS.md), TYPES ("q8_0 q4_0 f16").
+# docs/BENCHMARKS.md), TYPES ("q8_0 q4_0 f16"), SKIP_PEER=1 (no llama.cpp side by side), and those of
+# bench/engine_vs_llama.sh: GANTRY_PEER_DIR, GANTRY_PEER_MODELS, PEER_TYPES, PEER_ALL=1, PEER_ROUNDS
+# (alternating rounds per model, default 3).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -88,7 +92,7 @@ if grep -q '^GANTRY_BUILD_BENCH:BOOL=OFF' "$BUILD/CMakeCache.txt" 2>/dev/null; t
 fi
 log "building gantry and stream_load in $BUILD"
 BUILD_STATE=fresh
-if ! cmake --build "$BUILD" --target gantry stream_load fixed_rate control_bench -j "$(nproc)" >"$OUT/build.log" 2>&1; then
+if ! cmake --build "$BUILD" --target gantry stream_load fixed_rate control_bench read_bw -j "$(nproc)" >"$OUT/build.log" 2>&1; then
   [[ -x $GANTRY && -x $LOAD ]] || die "build failed (see $OUT/build.log)"
   BUILD_STATE="stale (build failed, see $OUT/build.log)"
   log "warning: build failed; benchmarking the existing binaries (see $OUT/build.log)"
@@ -136,6 +140,24 @@ if [[ ${SKIP_ENGINE:-0} != 1 ]]; then
       --reps "$REPS" --prompt-tokens 512 --gen-tokens "$GEN_TOKENS" --seqs 8 --json \
       2>/dev/null >"$RES/engine-tinyllama-$t.json" || die "bench engine failed on tinyllama-$t"
   done
+  # Side by side with llama.cpp on this machine when the peer is built (bench/engine_vs_llama.sh:
+  # GANTRY_PEER_DIR / LLAMA_CPP_DIR, GANTRY_PEER_MODELS, PEER_TYPES, PEER_ALL=1); the recorded
+  # anchors are only the fallback.
+  if [[ ${SKIP_PEER:-0} != 1 ]]; then
+    peer_rc=0
+    BUILD=$BUILD THREADS=$THREADS bench/engine_vs_llama.sh "$RES" >"$RES/side_by_side.txt" || peer_rc=$?
+    if ((peer_rc == 3)); then
+      log "no llama.cpp peer found: engine ratios fall back to the recorded anchors"
+    elif ((peer_rc != 0)); then
+      die "bench/engine_vs_llama.sh failed (rc $peer_rc)"
+    else
+      cat "$RES/side_by_side.txt" >&2
+    fi
+  fi
+  if [[ -x $BUILD/bench/read_bw ]]; then
+    log "read bandwidth probe: bench/read_bw --threads $THREADS"
+    "$BUILD/bench/read_bw" --threads "$THREADS" --json >"$RES/read_bw.json" || die "read_bw failed"
+  fi
 fi
 
 # --- 2. server: streaming chat load -----------------------------------------------------------

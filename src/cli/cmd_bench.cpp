@@ -118,9 +118,11 @@ int run_bench(BenchOptions o) {
     (void)f_s;
     tg.push_back(o.n_gen / g_s);
     prog.update(++done, total);
-    auto [bf_s, bg_s] = run(eng, cfg.n_vocab, o.n_seqs, 1, o.n_gen + 1, 300 + r);
-    (void)bf_s;
-    btg.push_back(static_cast<double>(o.n_seqs) * o.n_gen / bg_s);
+    if (o.n_seqs > 0) { // --seqs 0 skips batched decode (side-by-side runs do not need it)
+      auto [bf_s, bg_s] = run(eng, cfg.n_vocab, o.n_seqs, 1, o.n_gen + 1, 300 + r);
+      (void)bf_s;
+      btg.push_back(static_cast<double>(o.n_seqs) * o.n_gen / bg_s);
+    }
     prog.update(++done, total);
   }
   prog.finish();
@@ -230,7 +232,9 @@ void register_bench_command(CLI::App &app, int &rc) {
   eng->add_option("--threads,-t", o.threads, "compute threads (0 = one per core)");
   eng->add_option("--prompt-tokens", o.n_prompt, "prompt length for pp")->default_val(512);
   eng->add_option("--gen-tokens", o.n_gen, "tokens generated for tg")->default_val(128);
-  eng->add_option("--seqs", o.n_seqs, "sequences for batched tg")->default_val(8);
+  eng->add_option("--seqs", o.n_seqs, "sequences for batched tg (0 = skip it)")
+      ->default_val(8)
+      ->check(CLI::NonNegativeNumber);
   eng->add_option("--reps,-r", o.reps, "repetitions (median reported)")->default_val(3);
   eng->add_flag("--json", o.json, "one JSON line");
   eng->callback([&rc] { rc = run_bench(o); });

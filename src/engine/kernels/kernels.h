@@ -96,6 +96,20 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, Thr
 void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int64_t ldy,
             ThreadPool &pool);
 
+// Several matrices against the same activations in one call (Q/K/V, gate/up): the activations
+// are quantized once and the pool synchronizes once for all of them, the rows of the matrices
+// stacked in order and split across threads together. Each output gets the bits a matmul() of
+// its own matrix gives. The matrices must share type, cols and row_stride
+// (can_share_activations); y of each must not alias x.
+struct MatmulOut {
+  const WeightView *w = nullptr;
+  float *y = nullptr;
+  int64_t ldy = 0; // >= w->rows
+};
+bool can_share_activations(const WeightView &a, const WeightView &b);
+void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tokens,
+                  ThreadPool &pool);
+
 // ---- vector helpers for the forward pass -------------------------------------------------------
 
 // out = x / sqrt(mean(x^2) + eps) * weight. out may alias x.

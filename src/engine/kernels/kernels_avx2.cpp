@@ -162,8 +162,19 @@ GANTRY_AVX2_INLINE void rows8_q8(const WeightView &w, const Activations &a, int6
   const int8_t *xq = a.qs + t * w.cols;
   const float *xd = a.d + t * nb;
   const int32_t *xs = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
+  // Prefetch the next 8 rows while these compute (see kernels_avx512_gemv.cpp for why): they are
+  // contiguous, next_bytes of them, spread evenly over this tile's blocks.
+  const char *next = static_cast<const char *>(w.row(std::min(r + 8, r1 - 1)));
+  const int64_t next_bytes =
+      std::max<int64_t>(0, std::min<int64_t>(8, r1 - r - 8)) * static_cast<int64_t>(w.row_stride);
+  const int64_t pf_step = (next_bytes + nb * 64 - 1) / (nb * 64);
+  int64_t pf = 0;
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t k = 0; k < pf_step; ++k, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + b * kQK));
     __m256i m[8];
     alignas(16) uint16_t m16[8];

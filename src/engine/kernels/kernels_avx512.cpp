@@ -1,8 +1,8 @@
 // AVX-512 (F/BW/VL/VNNI) matmul tiles for batches: Q8_0/Q4_0/Q5_0/IQ4_NL weights x Q8 activations
 // with vpdpbusd, and F32/F16/BF16 weights with 512-bit fma. Q4_K/Q5_K/Q6_K batches go to the tiles
 // of kernels_avx512_kquants.cpp; the other types of quants.h and K-quant decode to their VNNI
-// dot products (kernels_avx512_quants.cpp). Q8_0/Q4_0/float decode (one token, bound by memory
-// rather than arithmetic) and odd shapes go to the AVX2 kernels, which give the same bits.
+// dot products (kernels_avx512_quants.cpp). Q8_0/Q4_0/float decode goes to the matrix x vector
+// kernels of kernels_avx512_gemv.cpp; odd shapes to the AVX2 kernels, which give the same bits.
 //
 // Like kernels_avx2.cpp this file uses per-function target attributes rather than per-file
 // -mavx512* flags: with file flags, inline functions from headers (std::vector, std::min, ...)
@@ -555,7 +555,9 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
     default: break;
     }
   }
-  // Decode stays on the AVX2 kernels: one token reads each weight once, bound by memory.
+  // Decode: the matrix x vector kernels of kernels_avx512_gemv.cpp.
+  if (t1 - t0 < kMinGroupTokens && matmul_rows_gemv(w, a, t0, t1, r0, r1, y, ldy))
+    return;
   if (t1 - t0 >= 2 && w.cols % 8 == 0) {
     switch (w.type) {
     case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;

@@ -96,6 +96,11 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
 // whose activations were packed by groups; returns false (doing nothing) otherwise.
 bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                          int64_t r0, int64_t r1, float *y, int64_t ldy);
+// Decode (kernels_avx512_gemv.cpp): Q8_0/Q4_0 and one-token F32/F16/BF16 calls of fewer than 4
+// tokens, 16 rows per tile with the next tile prefetched; the AVX2 kernels' bits. Returns false
+// (doing nothing) for other types and shapes.
+bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
+                      int64_t r1, float *y, int64_t ldy);
 // The same K-quant dot products as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);

@@ -223,8 +223,25 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, Thr
 
 void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int64_t ldy,
             ThreadPool &pool) {
-  assert(is_supported(w.type) && ldy >= w.rows);
-  if (n_tokens <= 0 || w.rows <= 0)
+  const MatmulOut out{&w, y, ldy};
+  matmul_multi(&out, 1, x, n_tokens, pool);
+}
+
+bool can_share_activations(const WeightView &a, const WeightView &b) {
+  return a.type == b.type && a.cols == b.cols && a.row_stride == b.row_stride;
+}
+
+void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tokens,
+                  ThreadPool &pool) {
+  assert(n_outs >= 1);
+  const WeightView &w = *outs[0].w;
+  int64_t total_rows = 0;
+  for (int i = 0; i < n_outs; ++i) {
+    assert(can_share_activations(w, *outs[i].w) && outs[i].ldy >= outs[i].w->rows);
+    total_rows += outs[i].w->rows;
+  }
+  assert(is_supported(w.type));
+  if (n_tokens <= 0 || total_rows <= 0)
     return;
   Activations a;
   quantize_tokens(w.type, x, n_tokens, w.cols, a, pool);
@@ -248,30 +265,47 @@ void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int
   // Whole token groups, so that a group is never split between two chunks.
   const int64_t token_chunk =
       std::max<int64_t>(kTokGroup, kActChunkBytes / act_row_bytes / kTokGroup * kTokGroup);
-  auto work = [&](int64_t r0, int64_t r1) {
+  // Rows [r0, r1) of matrix i.
+  auto work_one = [&](int i, int64_t r0, int64_t r1) {
+    const MatmulOut &o = outs[i];
     for (int64_t t0 = 0; t0 < n_tokens; t0 += token_chunk) {
-      rows_fn(w, a, t0, std::min(n_tokens, t0 + token_chunk), r0, r1, y, ldy);
+      rows_fn(*o.w, a, t0, std::min(n_tokens, t0 + token_chunk), r0, r1, o.y, o.ldy);
     }
   };
-  if (w.rows * w.cols * n_tokens < kMinParallelMacs || pool.size() == 1) {
+  // Rows [r0, r1) of the matrices stacked in order (a chunk may span a boundary).
+  auto work = [&](int64_t r0, int64_t r1) {
+    int64_t base = 0;
+    for (int i = 0; i < n_outs && r0 < r1; ++i) {
+      const int64_t rows = outs[i].w->rows;
+      if (r0 < base + rows) {
+        const int64_t e = std::min(r1, base + rows);
+        work_one(i, r0 - base, e - base);
+        r0 = e;
+      }
+      base += rows;
+    }
+  };
+  if (total_rows * w.cols * n_tokens < kMinParallelMacs || pool.size() == 1) {
     // Alone, still go through cache-sized row chunks when there are several token chunks.
     const int64_t rows_per_chunk =
         n_tokens > token_chunk
             ? std::max<int64_t>(8, kWeightChunkBytes / static_cast<int64_t>(w.row_stride) / 8 * 8)
-            : w.rows;
-    for (int64_t r0 = 0; r0 < w.rows; r0 += rows_per_chunk)
-      work(r0, std::min(w.rows, r0 + rows_per_chunk));
+            : total_rows;
+    for (int64_t r0 = 0; r0 < total_rows; r0 += rows_per_chunk)
+      work(r0, std::min(total_rows, r0 + rows_per_chunk));
     return;
   }
   // Chunks are multiples of 8 rows (the kernels' widest row tile); several per thread so that a
   // thread slowed by other processes on the machine does not leave the others idle at the end.
-  int64_t grain = w.rows / (pool.size() * 4);
+  int64_t grain = total_rows / (pool.size() * 4);
   if (n_tokens > token_chunk) {
     // Several token chunks per row chunk: keep the row chunk cache-sized.
     grain = std::min<int64_t>(grain, kWeightChunkBytes / static_cast<int64_t>(w.row_stride));
   }
-  grain = std::max<int64_t>(8, (grain + 7) / 8 * 8);
-  pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
+  // Decode: whole 16-row tiles of the matrix x vector kernels (kernels_avx512_gemv.cpp).
+  const int64_t tile = n_tokens < 4 ? 16 : 8;
+  grain = std::max<int64_t>(tile, (grain + tile - 1) / tile * tile);
+  pool.parallel_for(total_rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
 }
 
 } // namespace gantry::engine::kernels

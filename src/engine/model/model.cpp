@@ -221,9 +221,17 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
       kernels::rmsnorm(ws.x.data() + t * d, l.attn_norm.data(), ws.xn.data() + t * d, c.n_embd,
                        c.rms_eps);
     }
-    kernels::matmul(l.wq, ws.xn.data(), n, ws.q.data(), pool);
-    kernels::matmul(l.wk, ws.xn.data(), n, ws.k.data(), pool);
-    kernels::matmul(l.wv, ws.xn.data(), n, ws.v.data(), pool);
+    if (kernels::can_share_activations(l.wq, l.wk) && kernels::can_share_activations(l.wq, l.wv)) {
+      // One quantization of xn and one pool synchronization for the three (decode pays per call).
+      const kernels::MatmulOut qkv[3] = {{&l.wq, ws.q.data(), l.wq.rows},
+                                         {&l.wk, ws.k.data(), l.wk.rows},
+                                         {&l.wv, ws.v.data(), l.wv.rows}};
+      kernels::matmul_multi(qkv, 3, ws.xn.data(), n, pool);
+    } else {
+      kernels::matmul(l.wq, ws.xn.data(), n, ws.q.data(), pool);
+      kernels::matmul(l.wk, ws.xn.data(), n, ws.k.data(), pool);
+      kernels::matmul(l.wv, ws.xn.data(), n, ws.v.data(), pool);
+    }
     for (int t = 0; t < n; ++t) {
       float *q = ws.q.data() + static_cast<size_t>(t) * c.q_dim();
       float *k = ws.k.data() + static_cast<size_t>(t) * c.kv_dim();
@@ -253,8 +261,14 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
       kernels::rmsnorm(ws.x.data() + t * d, l.ffn_norm.data(), ws.xn.data() + t * d, c.n_embd,
                        c.rms_eps);
     }
-    kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool);
-    kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool);
+    if (kernels::can_share_activations(l.w_gate, l.w_up)) {
+      const kernels::MatmulOut gate_up[2] = {{&l.w_gate, ws.gate.data(), l.w_gate.rows},
+                                             {&l.w_up, ws.up.data(), l.w_up.rows}};
+      kernels::matmul_multi(gate_up, 2, ws.xn.data(), n, pool);
+    } else {
+      kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool);
+      kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool);
+    }
     kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
                       static_cast<int64_t>(n) * c.n_ff);
     kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool);

@@ -331,6 +331,87 @@ TEST(MatmulTest, Avx512VnniMatchesScalarAndAvx2) {
   }
 }
 
+// The decode kernels (kernels_avx512_gemv.cpp) on matrices large enough to be split across
+// threads, with row counts that leave partial 16-row tiles in every chunk: the AVX2 bits, and
+// near the float reference.
+TEST(MatmulTest, Avx512GemvThreadedMatchesAvx2) {
+  if (detected_isa() < Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
+  ThreadPool pool2(2), pool3(3);
+  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kF16, TensorType::kF32,
+                       TensorType::kBF16}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{309, 1024}, {77, 2048}, {250, 1056}}) {
+      const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows + cols), true);
+      for (int64_t n : {1, 2, 3}) {
+        for (ThreadPool *pool : {&pool2, &pool3}) {
+          check_matmul(m, n, *pool, static_cast<uint32_t>(n + 3),
+                       name(t) + " gemv " + std::to_string(rows) + "x" + std::to_string(cols));
+          auto x = random_floats(n * cols, static_cast<uint32_t>(n + 11));
+          std::vector<float> ya(static_cast<size_t>(n * rows)), yv(ya.size());
+          {
+            ScopedIsa scope(Isa::kAvx2);
+            matmul(m.view(), x.data(), n, ya.data(), *pool);
+          }
+          matmul(m.view(), x.data(), n, yv.data(), *pool);
+          for (size_t i = 0; i < ya.size(); ++i) {
+            ASSERT_EQ(std::memcmp(&yv[i], &ya[i], sizeof(float)), 0)
+                << name(t) << " " << rows << "x" << cols << " n=" << n << " at " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// matmul_multi (Q/K/V and gate/up in one call) gives every output the bits matmul() of its own
+// matrix gives, whatever the row counts (chunks then straddle the matrices' boundaries), token
+// count, thread count and instruction set.
+TEST(MatmulTest, MultiSameBitsAsSeparate) {
+  ThreadPool pool1(1), pool3(3);
+  for (Isa isa : available_isas()) {
+    ScopedIsa scope(isa);
+    for (TensorType t : kAllTypes) {
+      const int64_t cols = gguf::type_traits(t).block_elems == 256 ? 512 : 288;
+      const Matrix m0 = make_matrix(t, 37, cols, 41, true);
+      const Matrix m1 = make_matrix(t, 7, cols, 42, false);
+      const Matrix m2 = make_matrix(t, 101, cols, 43, true);
+      const WeightView v[3] = {m0.view(), m1.view(), m2.view()};
+      ASSERT_TRUE(can_share_activations(v[0], v[2]));
+      for (int64_t n : {1, 2, 3, 4, 9, 33}) {
+        auto x = random_floats(n * cols, static_cast<uint32_t>(n) + 5);
+        for (ThreadPool *pool : {&pool1, &pool3}) {
+          std::vector<float> sep[3], multi[3];
+          MatmulOut outs[3];
+          for (int i = 0; i < 3; ++i) {
+            sep[i].assign(static_cast<size_t>(n * v[i].rows), 0.0f);
+            multi[i].assign(static_cast<size_t>(n * (v[i].rows + 2)), -777.0f);
+            matmul(v[i], x.data(), n, sep[i].data(), *pool);
+            outs[i].w = &v[i];
+            outs[i].y = multi[i].data();
+            outs[i].ldy = v[i].rows + 2;
+          }
+          matmul_multi(outs, 3, x.data(), n, *pool);
+          for (int i = 0; i < 3; ++i) {
+            for (int64_t tok = 0; tok < n; ++tok) {
+              for (int64_t r = 0; r < v[i].rows + 2; ++r) {
+                const float got = multi[i][static_cast<size_t>(tok * (v[i].rows + 2) + r)];
+                if (r >= v[i].rows) {
+                  ASSERT_EQ(got, -777.0f) << "padding written";
+                  continue;
+                }
+                const float want = sep[i][static_cast<size_t>(tok * v[i].rows + r)];
+                ASSERT_EQ(std::memcmp(&got, &want, sizeof got), 0)
+                    << isa_name(isa) << " " << name(t) << " n=" << n << " threads=" << pool->size()
+                    << " matrix " << i << " token " << tok << " row " << r;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // GANTRY_NO_AVX512 and set_active_isa() clamp as documented: asking for more than the CPU
 // offers gives what it does offer.
 TEST(MatmulTest, SetActiveIsaClampsToDetected) {

@@ -1,0 +1,269 @@
+// AVX-512 VNNI matrix x vector kernels for decode (1-3 tokens per call): Q8_0 and Q4_0 weights x Q8
+// activations with vpdpbusd, F32/F16/BF16 weights with 512-bit fma. One sequence decoding reads
+// every weight byte once per token, so these kernels must keep the memory system busy rather than
+// the core: the AVX2 decode kernel (kernels_avx2.cpp, rows8_q8) spends most of its instructions
+// on sign tricks, int16 pair sums and per-row scale loads, and measured about half of the
+// machine's read bandwidth on a 2-core EPYC.
+//
+// Bits: exactly those of the AVX2 kernels (and so of every batch size): per 32-block the exact
+// int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the blocks in order; for the
+// float types 8 lanes over the columns per output, fma in column order, then kernels_avx2.cpp's
+// hsum. Integer sums are exact however they are formed, so only the lane layout differs.
+//
+// Layout of the work: a tile of 16 consecutive rows against one token. Per block, two rows share
+// a zmm (row 2i's 32 weights in the low half, row 2i + 1's in the high half) against the token's
+// block in both halves, and vpdpbusd leaves 8 partial sums per row; a tree of 2-source permutes
+// folds the 8 registers into one whose lane j is row j's block sum, without any horizontal adds.
+// The 16 fp16 scales come with one gather. The next tile's rows are prefetched while this one
+// computes: rows are contiguous, a tile of Q8_0 rows 2048 wide is 34 KiB, and without it every
+// row starts a fresh stream that the hardware prefetcher has to discover (a 2048-wide F16 row is
+// exactly one 4 KiB page, which hardware prefetchers do not cross).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/kernels/kernels_impl.h"
+
+// See kernels_avx512.cpp: GCC 12's AVX-512 intrinsics trip -Wmaybe-uninitialized (bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define GANTRY_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define GANTRY_VNNI_INLINE                                                                         \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"),                     \
+                 always_inline)) inline
+
+namespace gantry::engine::kernels::avx512vnni {
+namespace {
+
+constexpr int kTileRows = 16;
+// The gather of the scales takes int32 offsets from the tile's first row.
+constexpr size_t kMaxGatherStride = (size_t{1} << 31) / kTileRows;
+
+template <TensorType kType>
+constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+// u = w + 128 (Q8_0, by flipping the sign bit) or the stored nibble w + 8 (Q4_0).
+template <TensorType kType> constexpr int kOffsetShift = kType == TensorType::kQ8_0 ? 7 : 3;
+
+// Block b of rows r0 (low half) and r1 (high half) as unsigned bytes, in element order per half.
+template <TensorType kType>
+GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
+  if constexpr (kType == TensorType::kQ8_0) {
+    const __m512i both = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk0 + 2))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk1 + 2)), 1);
+    return _mm512_xor_si512(both, _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    // [qs0, qs0, qs1, qs1]: the upper copy of each pair shifted right by 4 gives the high
+    // nibbles (elements 16..31).
+    const __m512i both = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(blk0 + 2)))),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk1 + 2))),
+        1);
+    return _mm512_and_si512(_mm512_srlv_epi64(both, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)),
+                            _mm512_set1_epi8(0x0F));
+  }
+}
+
+// Folds pairs of registers holding 2k partial sums per row into one holding k per row:
+// out lane block j (of width k) = a's (j < 16 / 2k) or b's row block, the two halves added.
+GANTRY_VNNI_INLINE __m512i fold(__m512i a, __m512i b, __m512i lo, __m512i hi) {
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, lo, b), _mm512_permutex2var_epi32(a, hi, b));
+}
+
+// 16 rows [r, r + 16) (clamped to r1 - 1: the extra lanes are computed and dropped) x token t.
+template <TensorType kType>
+GANTRY_VNNI_INLINE void tile16(const WeightView &w, const Activations &a, int64_t r, int64_t r1,
+                               int64_t t, float *y, int64_t ldy) {
+  const int64_t nb = w.cols / kQK;
+  const char *base = static_cast<const char *>(w.row(r));
+  const char *rows[kTileRows];
+  alignas(64) int32_t off[kTileRows];
+#pragma GCC unroll 16
+  for (int i = 0; i < kTileRows; ++i) {
+    const int64_t ri = std::min(r + i, r1 - 1);
+    rows[i] = static_cast<const char *>(w.row(ri));
+    off[i] = static_cast<int32_t>((ri - r) * static_cast<int64_t>(w.row_stride));
+  }
+  const __m512i offv = _mm512_load_si512(off);
+  // Prefetch the next tile (clamped to the last row, a harmless repeat at the end).
+  const char *next = static_cast<const char *>(w.row(std::min(r + kTileRows, r1 - 1)));
+  const int64_t next_rows = std::max<int64_t>(0, std::min<int64_t>(kTileRows, r1 - r - kTileRows));
+  const int64_t next_bytes = next_rows * static_cast<int64_t>(w.row_stride);
+  // Cache lines of the next tile per block step, rounded up: the next tile arrives as this one
+  // ends.
+  const int64_t pf_per_block = (next_bytes + nb * 64 - 1) / (nb * 64);
+
+  const int8_t *xq = a.qs + t * w.cols;
+  const float *xd = a.d + t * nb;
+  const int32_t *xs = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
+  const __m512i l1lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+  const __m512i l1hi = _mm512_add_epi32(l1lo, _mm512_set1_epi32(4));
+  const __m512i l2lo = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+  const __m512i l2hi = _mm512_add_epi32(l2lo, _mm512_set1_epi32(2));
+  const __m512i l3lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i l3hi = _mm512_add_epi32(l3lo, _mm512_set1_epi32(1));
+  __m512 acc = _mm512_setzero_ps();
+  int64_t pf = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t at = static_cast<size_t>(b) * kBlockBytes<kType>;
+    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
+    const __m512i xx =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + b * kQK)));
+    __m512i p[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      p[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                 unsigned_pair<kType>(rows[2 * i] + at, rows[2 * i + 1] + at), xx);
+    }
+    const __m512i q0 = fold(p[0], p[1], l1lo, l1hi), q1 = fold(p[2], p[3], l1lo, l1hi);
+    const __m512i q2 = fold(p[4], p[5], l1lo, l1hi), q3 = fold(p[6], p[7], l1lo, l1hi);
+    const __m512i o0 = fold(q0, q1, l2lo, l2hi), o1 = fold(q2, q3, l2lo, l2hi);
+    __m512i isum = fold(o0, o1, l3lo, l3hi);
+    isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(xs[b * kTokGroup] << kOffsetShift<kType>));
+    // d is the first member of both block types; the gather reads it with the first two quants.
+    const __m512i dw = _mm512_i32gather_epi32(offv, base + at, 1);
+    const __m512 scale =
+        _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw)), _mm512_set1_ps(xd[b]));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
+  }
+  alignas(64) float out[kTileRows];
+  _mm512_store_ps(out, acc);
+  const int64_t n = std::min<int64_t>(kTileRows, r1 - r);
+  for (int64_t i = 0; i < n; ++i)
+    y[t * ldy + r + i] = out[i];
+}
+
+template <TensorType kType>
+GANTRY_VNNI void gemv_q8(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  for (int64_t r = r0; r < r1; r += kTileRows) {
+    for (int64_t t = t0; t < t1; ++t)
+      tile16<kType>(w, a, r, r1, t, y, ldy);
+  }
+}
+
+// ---- float weights ----------------------------------------------------------------------------
+
+template <TensorType kType>
+GANTRY_VNNI_INLINE __m512 load8x2(const char *row0, const char *row1, int64_t i) {
+  if constexpr (kType == TensorType::kF32) {
+    const __m256 lo = _mm256_loadu_ps(reinterpret_cast<const float *>(row0) + i);
+    const __m256 hi = _mm256_loadu_ps(reinterpret_cast<const float *>(row1) + i);
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+  } else {
+    const __m256i h = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(
+            reinterpret_cast<const __m128i *>(reinterpret_cast<const uint16_t *>(row0) + i))),
+        _mm_loadu_si128(
+            reinterpret_cast<const __m128i *>(reinterpret_cast<const uint16_t *>(row1) + i)),
+        1);
+    if constexpr (kType == TensorType::kF16) {
+      return _mm512_cvtph_ps(h);
+    } else {
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+  }
+}
+
+// Exactly kernels_avx2.cpp's hsum: the same adds in the same order.
+GANTRY_VNNI_INLINE float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+constexpr int kFloatRows = 8; // 4 pairs: 4 accumulators, 4 weight vectors in flight
+
+// Rows [r, r + 8) x token t, cols a multiple of 8; prefetches the next 8 rows.
+template <TensorType kType>
+GANTRY_VNNI_INLINE void tile_float8(const WeightView &w, const Activations &a, int64_t r,
+                                    int64_t r1, int64_t t, float *y, int64_t ldy) {
+  const int64_t n = w.cols;
+  const char *rows[kFloatRows];
+#pragma GCC unroll 8
+  for (int i = 0; i < kFloatRows; ++i)
+    rows[i] = static_cast<const char *>(w.row(r + i));
+  const char *next = static_cast<const char *>(w.row(std::min(r + kFloatRows, r1 - 1)));
+  const int64_t next_bytes =
+      std::max<int64_t>(0, std::min<int64_t>(kFloatRows, r1 - r - kFloatRows)) *
+      static_cast<int64_t>(w.row_stride);
+  constexpr int64_t kElem = kType == TensorType::kF32 ? 4 : 2;
+  // One step reads 8 columns of 8 rows: 64 * kElem bytes, so prefetch kElem lines per step.
+  const float *x = a.x + t * n;
+  __m512 acc[4];
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p)
+    acc[p] = _mm512_setzero_ps();
+  int64_t pf = 0;
+  for (int64_t k = 0; k < n; k += 8) {
+#pragma GCC unroll 4
+    for (int64_t j = 0; j < kElem; ++j, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
+    const __m512 xv =
+        _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(x + k))));
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p)
+      acc[p] = _mm512_fmadd_ps(load8x2<kType>(rows[2 * p], rows[2 * p + 1], k), xv, acc[p]);
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    float *yt = y + t * ldy + r + 2 * p;
+    yt[0] = hsum8(_mm512_castps512_ps256(acc[p]));
+    yt[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1)));
+  }
+}
+
+template <TensorType kType>
+GANTRY_VNNI void gemv_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                            int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  int64_t r = r0;
+  for (; r + kFloatRows <= r1; r += kFloatRows) {
+    for (int64_t t = t0; t < t1; ++t)
+      tile_float8<kType>(w, a, r, r1, t, y, ldy);
+  }
+  if (r < r1)
+    avx2::matmul_rows(w, a, t0, t1, r, r1, y, ldy);
+}
+
+} // namespace
+
+bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
+                      int64_t r1, float *y, int64_t ldy) {
+  switch (w.type) {
+  case TensorType::kQ8_0:
+    if (w.row_stride >= kMaxGatherStride)
+      return false;
+    gemv_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy);
+    return true;
+  case TensorType::kQ4_0:
+    if (w.row_stride >= kMaxGatherStride)
+      return false;
+    gemv_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy);
+    return true;
+  case TensorType::kF32:
+  case TensorType::kF16:
+  case TensorType::kBF16:
+    // Two or three tokens: kernels_avx512.cpp's float tiles read each weight once for all.
+    if (w.cols % 8 != 0 || t1 - t0 != 1)
+      return false;
+    if (w.type == TensorType::kF32)
+      gemv_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy);
+    else if (w.type == TensorType::kF16)
+      gemv_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy);
+    else
+      gemv_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy);
+    return true;
+  default: return false;
+  }
+}
+
+} // namespace gantry::engine::kernels::avx512vnni
