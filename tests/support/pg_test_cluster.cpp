@@ -15,12 +15,17 @@ namespace {
 
 using gantry::testing::PostgresProcess;
 
-// A cluster left by a run that was killed before its cleanup.
+// Stops the cluster recorded in <dir> (also one left by a run killed before its cleanup). Its
+// server log is kept as <dir>/pg.log: errors the adapters caused that no test asserted on.
 void stop_recorded(const std::string &dir) {
   std::ifstream in(dir + "/cluster");
   std::string cluster;
-  if (in >> cluster && cluster.starts_with("/tmp/gantry-pg-"))
+  if (in >> cluster && cluster.starts_with("/tmp/gantry-pg-")) {
+    std::error_code ec;
+    std::filesystem::copy_file(cluster + "/pg.log", dir + "/pg.log",
+                               std::filesystem::copy_options::overwrite_existing, ec);
     PostgresProcess::stop_and_remove(cluster);
+  }
   std::error_code ec;
   std::filesystem::remove(dir + "/cluster", ec);
   std::filesystem::remove(dir + "/port", ec);
