@@ -41,7 +41,8 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
       GANTRY_BINARY, "serve", "--port", std::to_string(options.port), "--data-dir", p->data_dir_};
   // GANTRY_TEST_STORE=postgresql: the same test on PostgreSQL, unless it chose a database itself.
   const bool has_url =
-      std::find(options.args.begin(), options.args.end(), "--database-url") != options.args.end() ||
+      std::any_of(options.args.begin(), options.args.end(),
+                  [](const std::string &a) { return a.starts_with("--database-url"); }) ||
       std::any_of(options.env.begin(), options.env.end(),
                   [](const std::string &e) { return e.starts_with("GANTRY_DATABASE_URL="); });
   if (postgres_selected() && !has_url) {
