@@ -7,7 +7,7 @@
 #
 # PG_VARIANT registers every test of the binary a second time, named <test>_pg and labelled `pg`,
 # with GANTRY_TEST_STORE=postgresql: the servers the test starts keep their state in the shared
-# PostgreSQL cluster of the run (tests/support/test_store.h, the gantry_pg fixture).
+# PostgreSQL cluster of the run (tests/support/store_under_test.h, the gantry_pg fixture).
 #
 # Libraries are named gantry_<NAME>; includes are rooted at src/ ("engine/gguf/gguf.h").
 # DEPS are PRIVATE: a library's users do not see them, so the build (not only the include

@@ -10,7 +10,7 @@
 
 #include "control/temp_dir.h"
 #include "store/sqlite/sqlite_store.h"
-#include "support/test_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::control {
 namespace {

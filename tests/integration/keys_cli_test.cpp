@@ -10,7 +10,7 @@
 
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
-#include "support/test_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {

@@ -23,7 +23,7 @@
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
 #include "store/sqlite/sqlite_db.h"
-#include "support/test_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {

@@ -15,7 +15,7 @@
 #include "store/postgres/pg_store.h"
 #include "support/postgres_process.h"
 #include "support/redis_process.h"
-#include "support/test_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {

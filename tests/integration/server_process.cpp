@@ -14,7 +14,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "support/test_store.h"
+#include "support/store_under_test.h"
 
 extern char **environ;
 

@@ -1,7 +1,7 @@
 // The real `gantry serve` binary in a child process, for integration tests: started on port 0,
 // ready once it printed its "Gantry listening on" line, and always gone (SIGKILL, reaped) when
 // the object is destroyed, so a failing assertion never leaks a server. With
-// GANTRY_TEST_STORE=postgresql each server also gets --database-url (support/test_store.h).
+// GANTRY_TEST_STORE=postgresql each server also gets --database-url (support/store_under_test.h).
 //
 // Threading: owned by the test's main thread. A private thread drains the child's stdout so the
 // child never blocks on a full pipe.
@@ -56,7 +56,7 @@ public:
   std::uint16_t port() const { return port_; }
   std::string data_dir() const { return data_dir_; }
   // The PostgreSQL database this server keeps its state in (GANTRY_TEST_STORE=postgresql, see
-  // support/test_store.h); empty when it is on SQLite or the test passed its own URL.
+  // support/store_under_test.h); empty when it is on SQLite or the test passed its own URL.
   const std::string &database_url() const { return database_url_; }
   pid_t pid() const { return pid_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }

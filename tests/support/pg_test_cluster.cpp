@@ -2,8 +2,8 @@
 // the integration tests share (a ctest fixture: FIXTURES_SETUP runs `start` before the first of
 // them, FIXTURES_CLEANUP runs `stop` after the last, also when some failed). `start` records the
 // cluster's directory and port in <dir>; each test process then creates its own databases in it
-// (support/test_store.h). Starting one cluster per run instead of one per test process saves an
-// initdb (seconds) per test.
+// (support/store_under_test.h). Starting one cluster per run instead of one per test process saves
+// an initdb (seconds) per test.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
