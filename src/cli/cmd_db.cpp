@@ -1,6 +1,9 @@
 // `gantry db backup FILE` and `gantry db restore FILE`: an online copy of the control-plane
 // database and putting one back. The data directory resolves as for `gantry serve`: defaults <
-// --config TOML < GANTRY_DATA_DIR < --data-dir.
+// --config TOML < GANTRY_DATA_DIR < --data-dir (the database URL likewise, from database_url,
+// GANTRY_DATABASE_URL and --database-url). Both are the embedded store's operations: with
+// PostgreSQL they refuse and point to pg_dump/pg_restore rather than act on a SQLite file the
+// servers do not use.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -18,6 +21,7 @@ namespace {
 struct DbFlags {
   std::string file;
   std::string data_dir;
+  std::string database_url;
   std::string config_file;
 };
 
@@ -28,7 +32,20 @@ Result<server::ServerConfig> resolve_config(const DbFlags &f) {
   GANTRY_TRY(server::apply_env(server::process_env(), cfg));
   if (!f.data_dir.empty())
     cfg.data_dir = f.data_dir;
+  if (!f.database_url.empty())
+    cfg.database_url = f.database_url;
   return cfg;
+}
+
+// 0 when the state is in the data directory's SQLite file; otherwise the error is printed.
+int refuse_postgres(const server::ServerConfig &cfg, const char *what, const char *instead) {
+  if (cfg.database_url.empty())
+    return 0;
+  std::fprintf(stderr,
+               "error: `gantry db %s` works on the SQLite file; the state is in PostgreSQL "
+               "(database_url): use %s or your provider's backups\n",
+               what, instead);
+  return 1;
 }
 
 std::string file_size_text(const std::string &path) {
@@ -43,11 +60,8 @@ int run_backup(const DbFlags &f) {
     std::fprintf(stderr, "error: %s\n", cfg.error().message.c_str());
     return 2;
   }
-  if (!cfg->database_url.empty()) {
-    std::fprintf(stderr, "error: `gantry db backup` copies the SQLite file; with PostgreSQL "
-                         "(database_url) use pg_dump or your provider's backups\n");
-    return 1;
-  }
+  if (int rc = refuse_postgres(*cfg, "backup", "pg_dump"); rc != 0)
+    return rc;
   const std::string live = control::database_path(cfg->data_dir);
   std::error_code ec;
   // Opening would create an empty database; a backup of nothing is a mistake to report.
@@ -83,6 +97,9 @@ int run_restore(const DbFlags &f) {
     std::fprintf(stderr, "error: %s\n", cfg.error().message.c_str());
     return 2;
   }
+  // Replacing gantry.db would print "restored" and change nothing the servers read.
+  if (int rc = refuse_postgres(*cfg, "restore", "pg_restore"); rc != 0)
+    return rc;
   if (auto st = control::restore_database(f.file, cfg->data_dir); !st) {
     std::fprintf(stderr, "error: %s\n", st.error().message.c_str());
     return 1;
@@ -95,6 +112,9 @@ int run_restore(const DbFlags &f) {
 
 void add_common(CLI::App *cmd, DbFlags &f) {
   cmd->add_option("--data-dir", f.data_dir, "where state lives (default ./gantry-data)");
+  cmd->add_option("--database-url", f.database_url,
+                  "PostgreSQL the servers share (default $GANTRY_DATABASE_URL): refused, the "
+                  "commands work on the SQLite file");
   cmd->add_option("--config", f.config_file, "TOML config file (for its data_dir)");
 }
 

@@ -1,5 +1,6 @@
 // `gantry db backup|restore` through the real binary: exit codes, messages, data directory
-// resolution (--data-dir and GANTRY_DATA_DIR).
+// resolution (--data-dir and GANTRY_DATA_DIR). Its _pg variant (GANTRY_TEST_STORE=postgresql)
+// checks that both refuse, naming the PostgreSQL tools, when the state is in PostgreSQL.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -9,6 +10,7 @@
 
 #include "control/temp_dir.h"
 #include "store/sqlite/sqlite_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::control {
 namespace {
@@ -38,6 +40,7 @@ CommandRun gantry(const std::string &args, const std::string &env = {}) {
 std::string q(const std::string &s) { return "'" + s + "'"; }
 
 TEST(DbCommandTest, BackupThenRestoreRefusingACorruptFile) {
+  GANTRY_SQLITE_ONLY("copies and checks the data directory's gantry.db file");
   TempDir tmp;
   const std::string data = tmp.sub("data");
   {
@@ -91,6 +94,38 @@ TEST(DbCommandTest, BackupThenRestoreRefusingACorruptFile) {
   ASSERT_TRUE(restored.ok()) << restored.error().message;
   EXPECT_TRUE((*restored)->get_key("k1")->has_value());
   EXPECT_EQ(*(*restored)->count_usage(), 500);
+}
+
+TEST(DbCommandTest, OnPostgresBothRefuseAndNameThePostgresTools) {
+  if (!gantry::testing::postgres_selected())
+    GTEST_SKIP()
+        << "PostgreSQL only: runs as DbCommandTest.OnPostgresBothRefuseAndNameThePostgresTools_pg";
+  TempDir tmp;
+  const std::string data = tmp.sub("data");
+  // A SQLite file in the data directory, as a node that ran embedded before would leave.
+  {
+    auto store = SqliteStore::open(data);
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    ApiKey k;
+    k.id = "sqlite-only";
+    k.project = "p";
+    k.hash = "h";
+    ASSERT_TRUE((*store)->insert_key(k).ok());
+  }
+  const std::string backup = tmp.sub("backup.db");
+  CommandRun r = gantry("db backup " + q(backup) + " " + gantry::testing::store_flags(data));
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_NE(r.output.find("pg_dump"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(backup)) << "a copy of a file the servers do not use";
+
+  // The URL from the environment, as a deployment sets it: restore must not replace gantry.db
+  // and report success while PostgreSQL, which the servers read, is unchanged.
+  const std::string url = *gantry::testing::TestDatabases::instance().url_for(data);
+  std::filesystem::copy_file(control::database_path(data), backup);
+  r = gantry("db restore " + q(backup) + " --data-dir " + q(data), "GANTRY_DATABASE_URL=" + q(url));
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_NE(r.output.find("pg_restore"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("restored"), std::string::npos) << r.output;
 }
 
 } // namespace

@@ -6,6 +6,10 @@
 #   tests/e2e/run_e2e.sh build/gantry
 #
 # Fails (never skips) when Node.js or the npm client is missing: `make test` installs them.
+#
+# With GANTRY_TEST_STORE=postgresql (ctest's e2e_openai_sdk_pg) both servers keep their state in
+# a database of their own in the PostgreSQL cluster recorded in $GANTRY_TEST_PG_CLUSTER (the
+# gantry_pg fixture, tests/support/pg_test_cluster.cpp); the databases are dropped at the end.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,6 +32,27 @@ for pkg in openai @anthropic-ai/sdk ajv zod; do
 done
 [ -x "$bin" ] || fail "no gantry binary at $bin"
 
+store_args=()
+gw_store_args=()
+pg_port=""
+pg_bin=/usr/lib/postgresql/15/bin
+dbs=()
+case "${GANTRY_TEST_STORE:-sqlite}" in
+sqlite) ;;
+postgresql | postgres)
+  pg_port="$(cat "${GANTRY_TEST_PG_CLUSTER:-/nonexistent}/port" 2>/dev/null)" ||
+    fail "GANTRY_TEST_STORE=postgresql needs the cluster of \$GANTRY_TEST_PG_CLUSTER (run it as ctest -R e2e_openai_sdk_pg)"
+  for role in server gateway; do
+    db="e2e_$$_${role}"
+    "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U gantry "$db" || fail "createdb $db failed"
+    dbs+=("$db")
+  done
+  store_args=(--database-url "postgresql://gantry@127.0.0.1:$pg_port/${dbs[0]}")
+  gw_store_args=(--database-url "postgresql://gantry@127.0.0.1:$pg_port/${dbs[1]}")
+  ;;
+*) fail "GANTRY_TEST_STORE=$GANTRY_TEST_STORE: expected sqlite or postgresql" ;;
+esac
+
 tmp="$(mktemp -d /tmp/gantry-e2e-XXXXXX)"
 pid=""
 gw_pid=""
@@ -40,6 +65,9 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   fi
   rm -rf "$tmp"
+  for db in "${dbs[@]}"; do
+    "$pg_bin/dropdb" --force -h 127.0.0.1 -p "$pg_port" -U gantry "$db" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 
@@ -49,7 +77,7 @@ for v in $(compgen -e | grep '^GANTRY_' || true); do
 done
 # The bundled model, and a random-weight model with Llama's 32000-token vocabulary (structured
 # outputs are checked on both vocabularies).
-"$bin" serve --port 0 --data-dir "$tmp/data" --threads 1 \
+"$bin" serve --port 0 --data-dir "$tmp/data" --threads 1 "${store_args[@]}" \
   --model "stories260K=$here/../../models/stories260K.gguf" \
   --model "llama-tiny=$here/../data/llama-2-tiny-random.gguf" >"$tmp/stdout" 2>"$tmp/stderr" &
 pid=$!
@@ -74,7 +102,7 @@ cat >"$tmp/gateway.toml" <<EOF
 name = "remote"
 backends = [{ url = "$url/v1", model = "stories260K" }]
 EOF
-"$bin" serve --port 0 --data-dir "$tmp/gateway" --threads 1 --config "$tmp/gateway.toml" \
+"$bin" serve --port 0 --data-dir "$tmp/gateway" --threads 1 --config "$tmp/gateway.toml" "${gw_store_args[@]}" \
   >"$tmp/gw-stdout" 2>"$tmp/gw-stderr" &
 gw_pid=$!
 gw_url=""

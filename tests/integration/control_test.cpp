@@ -19,6 +19,7 @@
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
 #include "store/sqlite/sqlite_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {
@@ -81,7 +82,8 @@ TEST(Control, KeysGateEveryV1CallOnceOneExists) {
   ASSERT_TRUE(open);
   EXPECT_EQ(open->status, 200);
 
-  const std::string out = run_cli("keys create --project alpha --json --data-dir " + s->data_dir());
+  const std::string out =
+      run_cli("keys create --project alpha --json " + store_flags(s->data_dir()));
   auto created = parse_object(out);
   const std::string key(created["key"].as_string());
   ASSERT_EQ(key.substr(0, 4), "gsk_");
@@ -129,7 +131,7 @@ TEST(Control, RevokedKeyIsRefusedWithinASecond) {
   ASSERT_TRUE(ok);
   ASSERT_EQ(ok->status, 200);
   // Revoked from another process, as an operator would.
-  run_cli("keys revoke " + id + " --data-dir " + s->data_dir());
+  run_cli("keys revoke " + id + " " + store_flags(s->data_dir()));
   const auto t0 = SteadyClock::now();
   int status = 200;
   while (SteadyClock::now() - t0 < 3s) {
@@ -589,15 +591,24 @@ TEST(Control, LedgerSurvivesKill9) {
   }
   s->signal(SIGKILL);
   ASSERT_TRUE(s->wait_exit(5s));
-  auto store = control::SqliteStore::open(s->data_dir());
-  ASSERT_TRUE(store) << store.error().message;
-  auto ic = (*store)->integrity_check();
-  ASSERT_TRUE(ic);
-  EXPECT_EQ(*ic, "ok");
-  auto usage = (*store)->usage_of(control::OwnerKind::kKey, id, 0);
-  ASSERT_TRUE(usage);
-  EXPECT_GE(usage->requests, kRequests);
-  EXPECT_LE(usage->requests, kRequests + 5);
+  int64_t requests = -1;
+  if (postgres_selected()) {
+    auto n = TestDatabases::psql(s->database_url(),
+                                 "SELECT count(*) FROM usage_ledger WHERE key_id = '" + id + "'");
+    ASSERT_TRUE(n) << "psql on " << s->database_url();
+    requests = std::stoll(*n);
+  } else {
+    auto store = control::SqliteStore::open(s->data_dir());
+    ASSERT_TRUE(store) << store.error().message;
+    auto ic = (*store)->integrity_check();
+    ASSERT_TRUE(ic);
+    EXPECT_EQ(*ic, "ok");
+    auto usage = (*store)->usage_of(control::OwnerKind::kKey, id, 0);
+    ASSERT_TRUE(usage);
+    requests = usage->requests;
+  }
+  EXPECT_GE(requests, kRequests);
+  EXPECT_LE(requests, kRequests + 5);
 }
 
 // Usage of `key_id` from /admin/v1/usage?group_by=key: {requests, input + output tokens}.

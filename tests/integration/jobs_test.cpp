@@ -14,6 +14,7 @@
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
 #include "store/sqlite/sqlite_store.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {
@@ -250,11 +251,19 @@ TEST(Jobs, KillNineWhileRunningEveryJobSucceedsExactlyOnce) {
   // Usage is keyed by the job id in the ledger: a job that ran twice is counted once.
   s2->signal(SIGTERM);
   ASSERT_TRUE(s2->wait_exit(30s).has_value());
-  auto store = control::SqliteStore::open(s1->data_dir());
-  ASSERT_TRUE(store);
-  auto rows = (*store)->count_usage();
-  ASSERT_TRUE(rows);
-  EXPECT_EQ(*rows, kJobs) << "one usage row per job, however often it ran";
+  int64_t rows = -1;
+  if (postgres_selected()) {
+    auto n = TestDatabases::psql(s1->database_url(), "SELECT count(*) FROM usage_ledger");
+    ASSERT_TRUE(n) << "psql on " << s1->database_url();
+    rows = std::stoll(*n);
+  } else {
+    auto store = control::SqliteStore::open(s1->data_dir());
+    ASSERT_TRUE(store);
+    auto count = (*store)->count_usage();
+    ASSERT_TRUE(count);
+    rows = *count;
+  }
+  EXPECT_EQ(rows, kJobs) << "one usage row per job, however often it ran";
 }
 
 TEST(Jobs, OneProjectsThousandJobsDoNotStarveAnothersFive) {

@@ -23,6 +23,7 @@
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
 #include "store/sqlite/sqlite_db.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {
@@ -76,6 +77,10 @@ int64_t peak_rss(pid_t pid) {
 }
 
 int64_t pieces_stored(const ServerProcess &s) {
+  if (postgres_selected()) {
+    auto n = TestDatabases::psql(s.database_url(), "SELECT count(*) FROM file_pieces");
+    return n ? std::stoll(*n) : -1;
+  }
   auto db = control::Db::open(s.data_dir() + "/gantry.db");
   if (!db)
     return -1;

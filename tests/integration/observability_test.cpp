@@ -10,6 +10,7 @@
 
 #include "integration/api_helpers.h"
 #include "integration/server_process.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {
@@ -164,8 +165,12 @@ TEST(Observability, ReadinessFailsWithinTwoSecondsWhenTheStoreGoesAway) {
   auto ok = c.get("/readyz");
   ASSERT_TRUE(ok);
   ASSERT_EQ(ok->status, 200) << ok->body;
-  // The database file disappears under the running server (a wiped volume).
-  std::filesystem::remove(s->data_dir() + "/gantry.db");
+  // The database file disappears under the running server (a wiped volume); on PostgreSQL the
+  // database is dropped.
+  if (postgres_selected())
+    ASSERT_TRUE(TestDatabases::drop(s->database_url())) << s->database_url();
+  else
+    std::filesystem::remove(s->data_dir() + "/gantry.db");
   const auto t0 = std::chrono::steady_clock::now();
   int status = 200;
   std::string body;

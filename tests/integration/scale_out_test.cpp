@@ -15,6 +15,7 @@
 #include "store/postgres/pg_store.h"
 #include "support/postgres_process.h"
 #include "support/redis_process.h"
+#include "support/store_under_test.h"
 
 namespace gantry::testing {
 namespace {
@@ -74,7 +75,7 @@ protected:
 
   std::string create_key(const std::string &flags) {
     auto created = parse_object(
-        run_cli("keys create --project alpha --json " + flags + " --data-dir " + dir_));
+        run_cli("keys create --project alpha --json " + flags + " " + store_flags(dir_)));
     return created.contains("key") ? std::string(created["key"].as_string()) : "";
   }
 
@@ -185,7 +186,7 @@ TEST_F(ScaleOut, ConcurrencyAcrossNodesNeverExceedsTheCap) {
 TEST_F(ScaleOut, AKeyChangeIsPushedToTheOtherNodesAtOnce) {
   // The generation poll is slowed to a minute: only the Redis push can make the revocation
   // effective on node b within a second.
-  const std::string out = run_cli("keys create --project alpha --json --data-dir " + dir_);
+  const std::string out = run_cli("keys create --project alpha --json " + store_flags(dir_));
   auto created = parse_object(out);
   const std::string key(created["key"].as_string()), id(created["id"].as_string());
   ServerProcess *a = start_node({"--config", write_toml("key_poll_ms = 60000\n")});
@@ -198,7 +199,7 @@ TEST_F(ScaleOut, AKeyChangeIsPushedToTheOtherNodesAtOnce) {
 }
 
 TEST_F(ScaleOut, ARevokedKeyIsRefusedByEveryNodeWithinOneSecond) {
-  const std::string out = run_cli("keys create --project alpha --json --data-dir " + dir_);
+  const std::string out = run_cli("keys create --project alpha --json " + store_flags(dir_));
   auto created = parse_object(out);
   const std::string key(created["key"].as_string()), id(created["id"].as_string());
   ServerProcess *a = start_node();
@@ -301,7 +302,7 @@ TEST_F(ScaleOut, WhileRedisIsDownRatesFailOpenAndReadinessSaysDegraded) {
 TEST_F(ScaleOut, AnUnreachableRedisIsAStartUpErrorNamingIt) {
   const std::string url = redis_->url();
   redis_->kill();
-  const std::string cmd = std::string(GANTRY_BINARY) + " serve --port 0 --data-dir " + dir_ +
+  const std::string cmd = std::string(GANTRY_BINARY) + " serve --port 0 " + store_flags(dir_) +
                           " --redis-url " + url + " 2>&1";
   FILE *f = popen(cmd.c_str(), "r");
   ASSERT_TRUE(f);
@@ -318,6 +319,8 @@ TEST_F(ScaleOut, AnUnreachableRedisIsAStartUpErrorNamingIt) {
 // Nodes with nothing on disk in common: keys, the ledger and budgets in one PostgreSQL, limits in
 // one Redis, the key pepper shared through the environment.
 TEST(ScaleOutPostgres, NodesWithTheirOwnDiskShareKeysLimitsAndTheLedger) {
+  if (postgres_selected())
+    GTEST_SKIP() << "starts its own PostgreSQL: already run by the SQLite variant";
   std::string why;
   auto pg = PostgresProcess::start_new(&why);
   ASSERT_TRUE(pg) << why;
@@ -374,6 +377,8 @@ TEST(ScaleOutPostgres, NodesWithTheirOwnDiskShareKeysLimitsAndTheLedger) {
 // node runs it, and when the node running jobs is killed the other takes them over once their
 // leases lapse. Every job ends succeeded exactly once, billed once.
 TEST(ScaleOutPostgres, AKilledNodesJobsAreFinishedByTheOtherExactlyOnce) {
+  if (postgres_selected())
+    GTEST_SKIP() << "starts its own PostgreSQL: already run by the SQLite variant";
   std::string why;
   auto pg = PostgresProcess::start_new(&why);
   ASSERT_TRUE(pg) << why;

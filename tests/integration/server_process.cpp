@@ -7,11 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+
+#include "support/store_under_test.h"
 
 extern char **environ;
 
@@ -32,11 +35,24 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(ServerProcessOptions
   if (!mkdtemp(tmpl))
     return start_error(std::string("mkdtemp: ") + std::strerror(errno));
   p->tmp_dir_ = tmpl;
+  p->data_dir_ = options.data_dir.empty() ? p->tmp_dir_ + "/data" : options.data_dir;
 
   std::vector<std::string> args = {
-      GANTRY_BINARY, "serve",
-      "--port",      std::to_string(options.port),
-      "--data-dir",  options.data_dir.empty() ? p->tmp_dir_ + "/data" : options.data_dir};
+      GANTRY_BINARY, "serve", "--port", std::to_string(options.port), "--data-dir", p->data_dir_};
+  // GANTRY_TEST_STORE=postgresql: the same test on PostgreSQL, unless it chose a database itself.
+  const bool has_url =
+      std::any_of(options.args.begin(), options.args.end(),
+                  [](const std::string &a) { return a.starts_with("--database-url"); }) ||
+      std::any_of(options.env.begin(), options.env.end(),
+                  [](const std::string &e) { return e.starts_with("GANTRY_DATABASE_URL="); });
+  if (postgres_selected() && !has_url) {
+    auto url = TestDatabases::instance().url_for(p->data_dir_);
+    if (!url)
+      return start_error(url.error().message);
+    p->database_url_ = *url;
+    args.push_back("--database-url");
+    args.push_back(*url);
+  }
   if (!options.config_toml.empty()) {
     const std::string path = p->tmp_dir_ + "/gantry.toml";
     std::ofstream(path) << options.config_toml;

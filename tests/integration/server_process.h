@@ -1,6 +1,7 @@
 // The real `gantry serve` binary in a child process, for integration tests: started on port 0,
 // ready once it printed its "Gantry listening on" line, and always gone (SIGKILL, reaped) when
-// the object is destroyed, so a failing assertion never leaks a server.
+// the object is destroyed, so a failing assertion never leaks a server. With
+// GANTRY_TEST_STORE=postgresql each server also gets --database-url (support/store_under_test.h).
 //
 // Threading: owned by the test's main thread. A private thread drains the child's stdout so the
 // child never blocks on a full pipe.
@@ -53,7 +54,10 @@ public:
   ServerProcess &operator=(const ServerProcess &) = delete;
 
   std::uint16_t port() const { return port_; }
-  std::string data_dir() const { return tmp_dir_ + "/data"; }
+  std::string data_dir() const { return data_dir_; }
+  // The PostgreSQL database this server keeps its state in (GANTRY_TEST_STORE=postgresql, see
+  // support/store_under_test.h); empty when it is on SQLite or the test passed its own URL.
+  const std::string &database_url() const { return database_url_; }
   pid_t pid() const { return pid_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   http::ClientOptions
@@ -73,6 +77,8 @@ private:
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
   std::string tmp_dir_;
+  std::string data_dir_;
+  std::string database_url_;
   std::optional<int> exit_code_;
   int stdout_fd_ = -1;
   std::thread drainer_;

@@ -83,14 +83,38 @@ public:
 
   // A new empty database; its URL.
   std::string create_database(const std::string &name) {
-    (void)sh(std::string(kBin) + "createdb -h 127.0.0.1 -p " + std::to_string(port_) +
-             " -U gantry " + name + " >/dev/null 2>&1");
+    (void)create_database_at(port_, name);
     return url(name);
   }
-  std::string url(const std::string &db) const {
-    return "postgresql://gantry@127.0.0.1:" + std::to_string(port_) + "/" + db;
-  }
+  std::string url(const std::string &db) const { return url_at(port_, db); }
   std::uint16_t port() const { return port_; }
+  // The cluster's directory (data/, pg.log, the socket).
+  const std::string &dir() const { return dir_; }
+
+  // The same for a cluster this process did not start (one shared by several test processes,
+  // tests/support/pg_test_cluster.cpp): only the port is known.
+  static bool create_database_at(std::uint16_t port, const std::string &name) {
+    return std::system((std::string(kBin) + "createdb -h 127.0.0.1 -p " + std::to_string(port) +
+                        " -U gantry " + name + " >/dev/null 2>&1")
+                           .c_str()) == 0;
+  }
+  // WITH (FORCE): a server killed by a test may leave a backend that has not noticed yet.
+  static bool drop_database_at(std::uint16_t port, const std::string &name) {
+    return std::system((std::string(kBin) + "dropdb --force -h 127.0.0.1 -p " +
+                        std::to_string(port) + " -U gantry " + name + " >/dev/null 2>&1")
+                           .c_str()) == 0;
+  }
+  static std::string url_at(std::uint16_t port, const std::string &db) {
+    return "postgresql://gantry@127.0.0.1:" + std::to_string(port) + "/" + db;
+  }
+  // Stops the cluster in `dir` (one start_new() made) and removes the directory.
+  static void stop_and_remove(const std::string &dir) {
+    const std::string as = ::geteuid() == 0 ? "runuser -u postgres -- " : "";
+    (void)std::system(
+        (as + kBin + "pg_ctl -D " + dir + "/data -m fast -w stop >/dev/null 2>&1").c_str());
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
 
 private:
   PostgresProcess() = default;
