@@ -117,9 +117,11 @@ Status validate_autoscale(const ServerConfig &c) {
     if (found == c.autoscale_executors.end())
       continue;
     const AutoscaleExecutorSpec &e = found->second;
-    if (e.executor != "none" && e.executor != "local" && e.executor != "command")
+    if (e.executor != "none" && e.executor != "local" && e.executor != "command" &&
+        e.executor != "external")
       return config_error(at + ".executor",
-                          "must be \"none\", \"local\" or \"command\", got '" + e.executor + "'");
+                          "must be \"none\", \"local\", \"command\" or \"external\", got '" +
+                              e.executor + "'");
     if (e.executor == "command" && e.scale_command.empty())
       return config_error(at + ".scale_command", "is required with executor = \"command\"");
     if (e.executor != "command" && !e.scale_command.empty())

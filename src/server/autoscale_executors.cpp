@@ -146,8 +146,10 @@ Status AutoscaleExecutors::build(WorkerPools &pools, std::function<void()> on_ho
       eo.worker_argv = worker_argv(m, path);
       eo.node_prefix = hostname() + ":";
       executors_[m.name] = std::make_unique<LocalExecutor>(std::move(eo), processes_, clock_);
-    } else {
+    } else if (spec.executor == "command") {
       executors_[m.name] = std::make_unique<CommandExecutor>(std::move(eo), processes_, clock_);
+    } else {
+      executors_[m.name] = std::make_unique<ExternalExecutor>(std::move(eo), processes_, clock_);
     }
   }
   return Ok();

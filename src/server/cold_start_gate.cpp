@@ -105,31 +105,62 @@ ColdStartGate::start(const backend::PreparedCall &prepared,
     std::lock_guard<std::mutex> lk(mu_);
     if (ready_ > 0 || !accepting_) // a draining gateway: the pool refuses as it does
       return inner_->start(prepared, std::move(sink));
-    if (static_cast<int>(held_.size()) >= options_.max_held) {
+    if (held_locked() >= options_.max_held) {
       ++refused_;
-      Error e{ErrorCode::kUnavailable,
-              "model '" + info_.name + "' is starting (cold start) and " +
-                  std::to_string(held_.size()) +
-                  " requests already wait for it (max_held_requests); retry shortly",
-              ""};
-      e.retry_after_ms = options_.retry_after.count();
-      return Err(std::move(e));
+      return Err(full_error());
     }
     h = std::make_shared<Held>();
     h->prepared = prepared;
     h->sink = std::move(sink);
     h->since = clock_.now();
-    if (held_.empty() && !cold_since_)
+    if (!cold_since_)
       cold_since_ = h->since;
     held_.push_back(h);
     ++held_total_;
-    first = held_.size() == 1;
+    first = held_locked() == 1;
     wake_ = true; // its first progress comment goes out now, not a second from now
     cv_.notify_all();
   }
   if (first && on_hold_) // one wake per cold start, not one per request
     on_hold_();
   return std::unique_ptr<backend::CallHandle>(new Handle(*this, h));
+}
+
+Error ColdStartGate::full_error() const {
+  Error e{ErrorCode::kUnavailable,
+          "model '" + info_.name + "' is starting (cold start) and " +
+              std::to_string(held_locked()) +
+              " requests already wait for it (max_held_requests); retry shortly",
+          ""};
+  e.retry_after_ms = options_.retry_after.count();
+  return e;
+}
+
+Status ColdStartGate::embed(const backend::PreparedEmbeddings &prepared,
+                            std::vector<size_t> indices, backend::EmbedDone done) {
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (ready_ > 0 || !accepting_)
+      return inner_->embed(prepared, std::move(indices), std::move(done));
+    if (held_locked() >= options_.max_held) {
+      ++refused_;
+      return Err(full_error());
+    }
+    HeldEmbed e;
+    e.prepared = prepared; // the caller's copy ends with its call frame
+    e.indices = std::move(indices);
+    e.done = std::move(done);
+    e.since = clock_.now();
+    if (!cold_since_)
+      cold_since_ = e.since;
+    held_embeds_.push_back(std::move(e));
+    ++held_total_;
+    first = held_locked() == 1;
+  }
+  if (first && on_hold_)
+    on_hold_();
+  return Ok();
 }
 
 void ColdStartGate::cancel(const std::shared_ptr<Held> &h) {
@@ -170,31 +201,37 @@ int ColdStartGate::percent(steady_clock::time_point since, steady_clock::time_po
 void ColdStartGate::tick() {
   const auto now = clock_.now();
   std::vector<std::shared_ptr<Held>> release, doomed;
+  std::vector<HeldEmbed> release_embeds, doomed_embeds;
   std::vector<std::pair<std::shared_ptr<Held>, int>> progress;
   {
     std::lock_guard<std::mutex> lk(mu_);
     doomed.swap(doomed_);
-    if (ready_ > 0 && !held_.empty()) {
+    doomed_embeds.swap(doomed_embeds_);
+    if (ready_ > 0 && held_locked() > 0) {
       if (cold_since_) // the progress of the next cold start is measured against this one
         estimate_ =
             std::max(std::chrono::milliseconds(1),
                      std::chrono::duration_cast<std::chrono::milliseconds>(now - *cold_since_));
       release.assign(held_.begin(), held_.end());
       held_.clear();
-      released_ += release.size();
+      for (auto &e : held_embeds_)
+        release_embeds.push_back(std::move(e));
+      held_embeds_.clear();
+      released_ += release.size() + release_embeds.size();
     }
-    if (ready_ > 0 || held_.empty())
+    if (ready_ > 0 || held_locked() == 0)
       cold_since_.reset();
+    while (!held_embeds_.empty() && now - held_embeds_.front().since >= options_.timeout) {
+      ++timed_out_;
+      held_embeds_.front().error = timeout_error();
+      doomed_embeds.push_back(std::move(held_embeds_.front()));
+      held_embeds_.pop_front();
+    }
     while (!held_.empty() && now - held_.front()->since >= options_.timeout) {
       auto h = held_.front();
       held_.pop_front();
       ++timed_out_;
-      h->error = Error{ErrorCode::kUnavailable,
-                       "no replica of model '" + info_.name + "' became ready within " +
-                           std::to_string(options_.timeout.count() / 1000) +
-                           " s (cold_start_timeout_s); retry shortly",
-                       ""};
-      h->error.retry_after_ms = options_.retry_after.count();
+      h->error = timeout_error();
       doomed.push_back(std::move(h));
     }
     for (const auto &h : held_)
@@ -213,6 +250,13 @@ void ColdStartGate::tick() {
     }
     if (sink)
       sink->on_done(s);
+  }
+  for (auto &e : doomed_embeds)
+    e.done(Err(std::move(e.error)));
+  for (auto &e : release_embeds) {
+    auto done = e.done; // embed() consumes it only when it accepts the call
+    if (auto st = inner_->embed(e.prepared, std::move(e.indices), std::move(e.done)); !st)
+      done(Err(st.error()));
   }
   for (auto &[h, pct] : progress) {
     // A tick woken early (a cancel, a release) sends nothing new to the others.
@@ -256,7 +300,17 @@ void ColdStartGate::tick() {
 
 int ColdStartGate::held() const {
   std::lock_guard<std::mutex> lk(mu_);
-  return static_cast<int>(held_.size());
+  return held_locked();
+}
+
+Error ColdStartGate::timeout_error() const {
+  Error e{ErrorCode::kUnavailable,
+          "no replica of model '" + info_.name + "' became ready within " +
+              std::to_string(options_.timeout.count() / 1000) +
+              " s (cold_start_timeout_s); retry shortly",
+          ""};
+  e.retry_after_ms = options_.retry_after.count();
+  return e;
 }
 
 int ColdStartGate::ready() const {
@@ -303,6 +357,12 @@ void ColdStartGate::cancel_all() {
       doomed_.push_back(h);
     }
     held_.clear();
+    for (auto &e : held_embeds_) {
+      e.error = Error{ErrorCode::kUnavailable, "the gateway is shutting down", ""};
+      e.error.retry_after_ms = 1000;
+      doomed_embeds_.push_back(std::move(e));
+    }
+    held_embeds_.clear();
   }
   tick(); // delivers them here: the ticker may be gone already
   inner_->cancel_all();
@@ -311,7 +371,7 @@ void ColdStartGate::cancel_all() {
 ColdStartGate::Counts ColdStartGate::counts() const {
   std::lock_guard<std::mutex> lk(mu_);
   Counts c;
-  c.held = static_cast<int>(held_.size());
+  c.held = held_locked();
   c.held_total = held_total_;
   c.released = released_;
   c.refused = refused_;

@@ -75,12 +75,11 @@ public:
   prepare_embeddings(const api::EmbeddingRequest &request) override {
     return inner_->prepare_embeddings(request);
   }
-  // Embeddings are not held: at zero replicas they get the pool's 503 (a short call a client
-  // retries; holding them would need a second queue of another shape).
+  // Embeddings are held like calls (the same bound and wait, counted together) and started on
+  // the pool at the release; they have no progress comments (one JSON answer) and no handle, so
+  // a client that leaves while held still holds its slot until the release or the timeout.
   Status embed(const backend::PreparedEmbeddings &prepared, std::vector<size_t> indices,
-               backend::EmbedDone done) override {
-    return inner_->embed(prepared, std::move(indices), std::move(done));
-  }
+               backend::EmbedDone done) override;
   // Ready at zero replicas: requests are held, not refused, so the gateway is not taken out of
   // its load balancer while its model sleeps.
   void probe(backend::ProbeDone done) override;
@@ -97,6 +96,9 @@ private:
   class TimedSink;
   void cancel(const std::shared_ptr<Held> &h);
   void run_ticker();
+  int held_locked() const { return static_cast<int>(held_.size() + held_embeds_.size()); }
+  Error full_error() const;
+  Error timeout_error() const;
   int percent(std::chrono::steady_clock::time_point since,
               std::chrono::steady_clock::time_point now) const;
 
@@ -108,7 +110,16 @@ private:
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Held>> held_;    // bounded by max_held
+  std::deque<std::shared_ptr<Held>> held_; // with held_embeds_, bounded by max_held
+  struct HeldEmbed {
+    backend::PreparedEmbeddings prepared;
+    std::vector<size_t> indices;
+    backend::EmbedDone done;
+    std::chrono::steady_clock::time_point since;
+    Error error; // once doomed
+  };
+  std::deque<HeldEmbed> held_embeds_;
+  std::vector<HeldEmbed> doomed_embeds_;      // shutdown: their error at the next tick
   std::vector<std::shared_ptr<Held>> doomed_; // cancelled or refused: error at the next tick
   int ready_ = 0;
   bool accepting_ = true;

@@ -230,4 +230,13 @@ void CommandExecutor::stop_all(std::chrono::milliseconds grace) {
   pid_ = 0;
 }
 
+autoscale::ReplicaCounts ExternalExecutor::observe(const std::set<std::string> &live_nodes,
+                                                   int live_workers) {
+  (void)live_nodes;
+  autoscale::ReplicaCounts c;
+  c.ready = live_workers;
+  c.starting = std::max(0, asked_ - live_workers);
+  return c;
+}
+
 } // namespace gantry::server

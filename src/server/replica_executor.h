@@ -9,6 +9,11 @@
 //                    in its environment) whenever the count it last applied differs; a cloud CLI
 //                    or a script. ready = the model's live workers in the registry; starting =
 //                    what was asked for beyond that.
+//   ExternalExecutor starts nothing: something outside follows gantry:desired_replicas (KEDA's
+//                    Prometheus trigger, deploy/k8s/keda.yaml). The gateway still knows the
+//                    model at zero, holds its requests while replicas start and exports the
+//                    decisions. ready = the model's live workers; starting = what the last
+//                    decision asked for beyond that (pods being scheduled, pulled, loaded).
 //
 // Failures — a worker that exits without being asked to, one never live within start_timeout,
 // a hook that exits non-zero or outlives command_timeout — are logged as a JSON line, counted
@@ -19,6 +24,7 @@
 // failures() and render_metrics() from any thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -116,6 +122,19 @@ private:
   std::chrono::steady_clock::time_point started_{};
   std::optional<int> applied_; // the count the last successful run set
   int asked_ = 0;              // the count last run for
+};
+
+class ExternalExecutor final : public ReplicaExecutor {
+public:
+  ExternalExecutor(ExecutorOptions o, ProcessPort &processes, const Clock &clock)
+      : ReplicaExecutor(std::move(o), processes, clock) {}
+  autoscale::ReplicaCounts observe(const std::set<std::string> &live_nodes,
+                                   int live_workers) override;
+  void reconcile(int desired) override { asked_ = std::clamp(desired, 0, o_.max_replicas); }
+  void stop_all(std::chrono::milliseconds) override {} // the replicas are not the gateway's
+
+private:
+  int asked_ = 0;
 };
 
 } // namespace gantry::server

@@ -57,6 +57,12 @@ public:
     w_->on_close(std::move(cancel));
   }
 
+  // Cold-start progress (issue 14): SSE comments, which the typed event parsers of both SDKs skip.
+  void on_progress(const CallHead &head, std::string_view comment) override {
+    if (head.stream)
+      w_->send_comment(comment);
+  }
+
   void on_event(const CallHead &, const backend::ChoiceEvent &ev) override {
     if (ev.choice != 0)
       return;
@@ -126,6 +132,12 @@ public:
       send_all(*w_, stream_->start(prompt));
     }
     w_->on_close(std::move(cancel));
+  }
+
+  // Cold-start progress (issue 14): SSE comments, which the typed event parsers of both SDKs skip.
+  void on_progress(const CallHead &head, std::string_view comment) override {
+    if (head.stream)
+      w_->send_comment(comment);
   }
 
   void on_event(const CallHead &, const backend::ChoiceEvent &ev) override {

@@ -81,7 +81,8 @@ int children(pid_t parent) { return static_cast<int>(child_pids(parent).size());
 
 // A streamed completion over a raw HTTP/1.0 connection: the bytes exactly as sent, SSE comments
 // included (the client library skips them). HTTP/1.0 has no chunked framing: the close ends it.
-std::string raw_stream(uint16_t port, const std::string &body, const std::string &key) {
+std::string raw_stream(uint16_t port, const std::string &body, const std::string &key,
+                       const std::string &path = "/v1/completions") {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   timeval tv{60, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -93,7 +94,8 @@ std::string raw_stream(uint16_t port, const std::string &body, const std::string
     ::close(fd);
     return "<connect failed>";
   }
-  const std::string req = "POST /v1/completions HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+  const std::string req = "POST " + path +
+                          " HTTP/1.0\r\nHost: 127.0.0.1\r\n"
                           "Content-Type: application/json\r\nAuthorization: Bearer " +
                           key + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
                           body;
@@ -337,6 +339,81 @@ TEST_F(ScaleToZero,
   EXPECT_EQ(metric_or_zero(m->body, "gantry:cold_start_requests_total{model_name=\"stories260K\","
                                     "outcome=\"timed_out\"}"),
             1);
+  gw->signal(SIGTERM);
+  EXPECT_EQ(gw->wait_exit(30s), 0);
+}
+
+// executor = "external" (KEDA): the gateway starts nothing, but knows the model at zero, holds its
+// requests and asks for replicas through gantry:desired_replicas; a worker started from outside
+// (here by the test, as KEDA would) takes the held request.
+TEST_F(ScaleToZero, AnExternalScalerSeesTheDecisionAndItsWorkerServesTheHeldRequest) {
+  auto gw = gateway("min_replicas = 0\nmax_replicas = 2\nupscale_delay_s = 0\n"
+                    "executor = \"external\"\ncold_start_timeout_s = 60\n");
+  ASSERT_TRUE(gw);
+  std::atomic<int> status{0};
+  std::string cold_ms;
+  std::thread held([&] {
+    http::HttpClient c(gw->client_options(90s));
+    auto r = c.post("/v1/completions", completion_body("Once", {{"max_tokens", 4}}), auth());
+    status = r ? r->status : -1;
+    if (r && r->header("x-gantry-cold-start-ms"))
+      cold_ms = std::string(*r->header("x-gantry-cold-start-ms"));
+  });
+  std::atomic<int> embed_status{0};
+  std::thread held_embedding([&] {
+    http::HttpClient c(gw->client_options(90s));
+    auto r =
+        c.post("/v1/embeddings", R"({"model":"stories260K","input":"Once upon a time"})", auth());
+    embed_status = r ? r->status : -1;
+  });
+  // A typed stream (the Responses API) held meanwhile gets the progress comments too.
+  std::string responses_raw;
+  std::thread held_responses([&] {
+    responses_raw = raw_stream(
+        gw->port(), R"({"model":"stories260K","input":"Once","max_output_tokens":4,"stream":true})",
+        key_, "/v1/responses");
+  });
+  // The decision goes out as the metric KEDA's trigger reads; nothing is started here.
+  http::HttpClient c(gw->client_options(60s));
+  bool asked = false;
+  std::string last;
+  for (const auto deadline = Clock::now() + 30s; Clock::now() < deadline && !asked;) {
+    auto m = c.get("/metrics");
+    if (m) {
+      last = m->body;
+      asked = metric_or_zero(m->body, "gantry:desired_replicas{model_name=\"stories260K\"}") >= 1 &&
+              replicas(m->body, "starting") >= 1;
+    }
+    if (!asked)
+      std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(asked) << why_not_zero() << last;
+  EXPECT_EQ(children(gw->pid()), 0) << "an external executor starts no process";
+  ServerProcessOptions o;
+  o.config_toml = "request_log = \"off\"\nworker_heartbeat_ms = 200\nworker_ttl_ms = 1000\n";
+  o.args = {"--role",      "worker",         "--redis-url",
+            redis_->url(), "--database-url", db_,
+            "--no-cache",  "--model",        std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf"};
+  o.env = {std::string("GANTRY_WORKER_TOKEN=") + kToken,
+           std::string("GANTRY_KEY_PEPPER=") + kPepper};
+  auto worker = ServerProcess::start(std::move(o));
+  ASSERT_TRUE(worker) << worker.error().message;
+  held.join();
+  held_embedding.join();
+  held_responses.join();
+  const size_t progress = responses_raw.find(": loading model");
+  const size_t first_delta = responses_raw.find("response.output_text.delta");
+  EXPECT_NE(progress, std::string::npos) << responses_raw;
+  EXPECT_NE(first_delta, std::string::npos) << responses_raw;
+  EXPECT_LT(progress, first_delta) << responses_raw;
+  EXPECT_TRUE(responses_raw.find("response.completed") != std::string::npos ||
+              responses_raw.find("response.incomplete") != std::string::npos) // max_output_tokens
+      << responses_raw;
+  EXPECT_EQ(status.load(), 200);
+  EXPECT_EQ(embed_status.load(), 200) << "embeddings are held too";
+  EXPECT_FALSE(cold_ms.empty()) << "a held request says how long its cold start took";
+  (*worker)->signal(SIGTERM);
+  EXPECT_EQ((*worker)->wait_exit(30s), 0);
   gw->signal(SIGTERM);
   EXPECT_EQ(gw->wait_exit(30s), 0);
 }

@@ -132,9 +132,9 @@ cold_start_timeout_s = 45.5
 
 TEST(AutoscaleConfigTest, BadExecutorKeysAreRefusedNamingTheKey) {
   const std::pair<std::string, std::string> cases[] = {
-      {"executor = \"k8s\"",
-       "config 'autoscale.llama.executor': must be \"none\", \"local\" or \"command\", got "
-       "'k8s'"},
+      {"executor = \"k8s\"", "config 'autoscale.llama.executor': must be \"none\", \"local\", "
+                             "\"command\" or \"external\", got "
+                             "'k8s'"},
       {"executor = \"command\"",
        "config 'autoscale.llama.scale_command': is required with executor = \"command\""},
       {"executor = \"command\"\nscale_command = []",

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <mutex>
+#include <optional>
 
 #include "support/fake_clock.h"
 
@@ -39,9 +40,14 @@ public:
   Result<backend::PreparedEmbeddings> prepare_embeddings(const api::EmbeddingRequest &) override {
     return Err(Error::invalid("no"));
   }
-  Status embed(const backend::PreparedEmbeddings &, std::vector<size_t>,
-               backend::EmbedDone) override {
-    return Err(Error::invalid("no"));
+  Status embed(const backend::PreparedEmbeddings &p, std::vector<size_t> indices,
+               backend::EmbedDone done) override {
+    ++embedded;
+    backend::EmbedResult r;
+    for (size_t i : indices)
+      r.vectors.push_back({static_cast<float>(p.input_tokens.at(i))});
+    done(std::move(r));
+    return Ok();
   }
   void probe(backend::ProbeDone done) override { done({false, "pool probed", 0}); }
   backend::BackendStats stats() const override { return {}; }
@@ -50,6 +56,7 @@ public:
   void cancel_all() override {}
 
   int started = 0;
+  int embedded = 0;
 
 private:
   backend::BackendInfo info_;
@@ -204,6 +211,60 @@ TEST_F(GateTest, AtZeroTheGatewayStaysReady) {
   g->set_ready(1);
   g->probe([&](backend::ProbeResult r) { ok = r.ok; });
   EXPECT_FALSE(ok) << "with replicas, the pool's own probe decides";
+}
+
+// Embeddings wait too: held at zero (the caller's prepared inputs copied), answered by the pool at
+// the release, bounded by the same max_held and timeout as calls.
+TEST_F(GateTest, EmbeddingsAreHeldAtZeroAndAnsweredWhenAReplicaIsLive) {
+  auto g = make(2, 10s);
+  std::optional<Result<backend::EmbedResult>> got;
+  {
+    backend::PreparedEmbeddings p;
+    p.input_tokens = {3, 5};
+    ASSERT_TRUE(g->embed(p, {1}, [&](Result<backend::EmbedResult> r) { got = std::move(r); }));
+  } // the caller's copy is gone, as in the embeddings route
+  EXPECT_EQ(g->held(), 1);
+  EXPECT_EQ(wakes, 1);
+  g->tick();
+  EXPECT_FALSE(got) << "still held";
+  // A call beside it fills max_held = 2; a third request of either kind is refused.
+  ASSERT_TRUE(g->start({}, std::make_shared<Recorder>()));
+  auto refused = g->embed(backend::PreparedEmbeddings{}, {}, [](Result<backend::EmbedResult>) {
+    ADD_FAILURE() << "a refused embedding is answered by the caller, not the gate";
+  });
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().retry_after_ms > 0);
+  g->set_ready(1);
+  g->tick();
+  ASSERT_TRUE(got);
+  ASSERT_TRUE(*got);
+  EXPECT_EQ((*got)->vectors, (std::vector<std::vector<float>>{{5}}));
+  EXPECT_EQ(pool->embedded, 1);
+  EXPECT_EQ(g->counts().released, 2u);
+}
+
+TEST_F(GateTest, AHeldEmbeddingTimesOutWithA503AndShutdownAnswersTheRest) {
+  auto g = make(4, 10s);
+  std::optional<Result<backend::EmbedResult>> first, second;
+  backend::PreparedEmbeddings p;
+  p.input_tokens = {1};
+  ASSERT_TRUE(g->embed(p, {0}, [&](Result<backend::EmbedResult> r) { first = std::move(r); }));
+  clock.advance(6s);
+  ASSERT_TRUE(g->embed(p, {0}, [&](Result<backend::EmbedResult> r) { second = std::move(r); }));
+  clock.advance(4s);
+  g->tick();
+  ASSERT_TRUE(first);
+  ASSERT_FALSE(*first);
+  EXPECT_EQ(first->error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(first->error().message.find("cold_start_timeout_s"), std::string::npos);
+  EXPECT_TRUE(first->error().retry_after_ms > 0);
+  EXPECT_FALSE(second) << "held for 4 s of its 10";
+  g->cancel_all();
+  ASSERT_TRUE(second);
+  ASSERT_FALSE(*second);
+  EXPECT_NE(second->error().message.find("shutting down"), std::string::npos);
+  EXPECT_EQ(g->held(), 0);
+  EXPECT_EQ(pool->embedded, 0);
 }
 
 } // namespace

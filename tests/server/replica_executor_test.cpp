@@ -249,5 +249,27 @@ TEST(CommandExecutor, AFailingOrHangingHookIsCountedAndRetriedWithBackOff) {
   EXPECT_LE(p.spawned, 8);
 }
 
+// executor = "external" (KEDA follows gantry:desired_replicas): nothing is started or stopped
+// here; the counts come from the registry and the last decision.
+TEST(ExternalExecutor, StartsNothingAndCountsWhatTheLastDecisionAskedForAsStarting) {
+  FakeClock clock;
+  ScriptedProcesses p;
+  ExternalExecutor e(options("external"), p, clock);
+  e.reconcile(3);
+  EXPECT_EQ(p.spawned, 0);
+  auto c = e.observe({}, 1);
+  EXPECT_EQ(c.ready, 1);
+  EXPECT_EQ(c.starting, 2);
+  e.reconcile(100); // clamped to max_replicas like the others
+  c = e.observe({}, 0);
+  EXPECT_EQ(c.starting, options("external").max_replicas);
+  e.reconcile(0);
+  c = e.observe({}, 2); // pods still terminating: ready, nothing starting
+  EXPECT_EQ(c.ready, 2);
+  EXPECT_EQ(c.starting, 0);
+  e.stop_all(std::chrono::milliseconds(10));
+  EXPECT_EQ(p.spawned, 0);
+}
+
 } // namespace
 } // namespace gantry::server
