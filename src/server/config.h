@@ -99,9 +99,7 @@ struct RedisConfig {
 // carries the model's policy out on a gateway, and the bounds of its cold-start front door.
 struct AutoscaleExecutorSpec {
   // "none": the decisions are advice (metrics, logs); "local": the gateway runs `gantry serve
-  // --role worker` processes for the model; "command": scale_command is run with the count;
-  // "external": an outside scaler (KEDA) follows gantry:desired_replicas — the gateway only
-  // knows the model at zero, holds its requests during cold starts and exports the decisions.
+  // --role worker` processes for the model; "command": scale_command is run with the count.
   std::string executor = "none";
   std::vector<std::string> scale_command;            // argv; the desired count is appended
   std::chrono::milliseconds command_timeout{60'000}; // a hook still running then is killed
