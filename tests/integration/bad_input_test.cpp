@@ -155,13 +155,14 @@ TEST(BadInputTest, EachBadInputGetsItsErrorWhileAStreamKeepsRunning) {
                       {{"max_tokens", kPrefixTokens}, {"temperature", 0}, {"ignore_eos", true}}));
   ASSERT_TRUE(prefix_r && prefix_r->status == 200);
   const std::string prefix = choice_text(parse_object(prefix_r->body));
-  // The long stream must outlive every bad input below (about a second of work): aim for 6 s at
-  // the measured speed, so that slow builds (ASan, -O0) do not run for minutes, but never fewer
-  // than kMinLongTokens, because one measurement on a loaded machine is noisy. Longer sequences
-  // decode more slowly, so this errs long.
+  // The long stream must outlive every bad input below (about two seconds of work): aim for 15 s
+  // at the measured speed (6 s was not enough when the measurement fell in a busy moment of a
+  // shared machine that then went quiet), so that slow builds (ASan, -O0) do not run for minutes,
+  // but never fewer than kMinLongTokens, because one measurement on a loaded machine is noisy.
+  // Longer sequences decode more slowly, so this errs long.
   const double prefix_s = std::chrono::duration<double>(Clock::now() - t_prefix).count();
   const int long_tokens =
-      std::clamp(static_cast<int>(6.0 / std::max(prefix_s, 1e-3) * kPrefixTokens), kMinLongTokens,
+      std::clamp(static_cast<int>(15.0 / std::max(prefix_s, 1e-3) * kPrefixTokens), kMinLongTokens,
                  kMaxLongTokens);
   std::printf("  %d greedy tokens took %.0f ms; the long stream generates %d\n", kPrefixTokens,
               prefix_s * 1000, long_tokens);
