@@ -1,20 +1,8 @@
 #include "cluster/worker_heartbeat.h"
 
+#include "core/json_text.h"
+
 namespace gantry::cluster {
-namespace {
-
-std::string json_text(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20)
-      out += c;
-  }
-  return out;
-}
-
-} // namespace
 
 WorkerHeartbeat::WorkerHeartbeat(WorkerRegistry &registry, Snapshot snapshot,
                                  HeartbeatOptions options, Log log)
@@ -47,7 +35,7 @@ void WorkerHeartbeat::loop() {
       ++failures_;
       // Logged once per outage, not once per beat.
       if (!failing && log_)
-        log_(R"({"event":"worker_heartbeat_failed","error":")" + json_text(st.error().message) +
+        log_(R"({"event":"worker_heartbeat_failed","error":")" + json_escaped(st.error().message) +
              "\"}");
       failing = true;
     }

@@ -5,21 +5,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/json_text.h"
 #include "server/metrics_text.h"
 
 namespace gantry::server {
 namespace {
 
-std::string toml_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20)
-      out += c;
-  }
-  return out + "\"";
-}
+// A TOML basic string escapes quotes and backslashes as JSON does.
+std::string toml_string(std::string_view s) { return json_quoted(s); }
 
 std::string hostname() {
   char name[256] = {};

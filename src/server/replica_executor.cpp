@@ -5,19 +5,10 @@
 #include <algorithm>
 #include <thread>
 
+#include "core/json_text.h"
+
 namespace gantry::server {
 namespace {
-
-std::string json_text(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20)
-      out += c;
-  }
-  return out + "\"";
-}
 
 constexpr std::chrono::milliseconds kPoll{20}; // stop_all()'s wait for exits
 
@@ -29,7 +20,7 @@ double seconds(std::chrono::steady_clock::duration d) {
 
 void ReplicaExecutor::log(const std::string &event, const std::string &fields) const {
   if (o_.log)
-    o_.log(R"({"event":")" + event + R"(","model":)" + json_text(o_.model) + fields + "}");
+    o_.log(R"({"event":")" + event + R"(","model":)" + json_quoted(o_.model) + fields + "}");
 }
 
 void ReplicaExecutor::fail(const std::string &what, const std::string &detail) {
@@ -39,8 +30,8 @@ void ReplicaExecutor::fail(const std::string &what, const std::string &detail) {
   wait = std::min(wait, o_.backoff_max);
   retry_at_ = clock_.now() + wait;
   log("autoscale_executor_failure",
-      R"(,"executor":)" + json_text(o_.spec.executor) + R"(,"failure":)" + json_text(what) +
-          R"(,"detail":)" + json_text(detail) + R"(,"failures_total":)" +
+      R"(,"executor":)" + json_quoted(o_.spec.executor) + R"(,"failure":)" + json_quoted(what) +
+          R"(,"detail":)" + json_quoted(detail) + R"(,"failures_total":)" +
           std::to_string(failures_.load()) + R"(,"retry_in_s":)" + std::to_string(seconds(wait)));
 }
 
@@ -68,7 +59,7 @@ autoscale::ReplicaCounts LocalExecutor::observe(const std::set<std::string> &liv
       w.was_live = true;
       succeeded();
       log("autoscale_worker_ready", R"(,"pid":)" + std::to_string(w.pid) + R"(,"node":)" +
-                                        json_text(w.node_id) + R"(,"start_s":)" +
+                                        json_quoted(w.node_id) + R"(,"start_s":)" +
                                         std::to_string(seconds(now - w.started)));
     }
     if (w.draining) {
@@ -116,7 +107,7 @@ void LocalExecutor::reconcile(int desired) {
     workers_.push_back(w);
     ++active;
     log("autoscale_worker_started", R"(,"pid":)" + std::to_string(*pid) + R"(,"node":)" +
-                                        json_text(w.node_id) + R"(,"desired":)" +
+                                        json_quoted(w.node_id) + R"(,"desired":)" +
                                         std::to_string(desired));
   }
   // The surplus: those not serving yet first (nothing to drain), the newest first.

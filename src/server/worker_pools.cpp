@@ -1,6 +1,7 @@
 #include "server/worker_pools.h"
 
 #include "backend/remote/remote_backend.h"
+#include "core/json_text.h"
 #include "server/metrics_text.h"
 
 namespace gantry::server {
@@ -15,17 +16,6 @@ backend::remote::RemoteEndpointConfig member(const cluster::Member &m, const std
   e.kind = backend::remote::BackendKind::kOpenAICompatible;
   e.tls_ca_file = o.tls_ca_file;
   return e;
-}
-
-std::string json_text(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20)
-      out += c;
-  }
-  return out;
 }
 
 } // namespace
@@ -45,8 +35,8 @@ Status WorkerPools::poll_once() {
   if (!live) {
     ++poll_failures_;
     if (registry_ok_.exchange(false) && log_)
-      log_(R"({"event":"worker_registry_unreadable","error":")" + json_text(live.error().message) +
-           R"(","action":"keeping the last membership"})");
+      log_(R"({"event":"worker_registry_unreadable","error":")" +
+           json_escaped(live.error().message) + R"(","action":"keeping the last membership"})");
     return Err(live.error());
   }
   if (!registry_ok_.exchange(true) && log_)
@@ -94,8 +84,8 @@ void WorkerPools::apply_members(const cluster::MembershipChange &c) {
     auto b = backend::remote::RemoteBackend::create(std::move(rc), clock_);
     if (!b) {
       if (log_)
-        log_(R"({"event":"worker_model_refused","model":")" + json_text(c.model) +
-             R"(","error":")" + json_text(b.error().message) + "\"}");
+        log_(R"({"event":"worker_model_refused","model":")" + json_escaped(c.model) +
+             R"(","error":")" + json_escaped(b.error().message) + "\"}");
       return;
     }
     backend::remote::RemoteBackend *raw = b->get();
@@ -103,7 +93,7 @@ void WorkerPools::apply_members(const cluster::MembershipChange &c) {
         std::move(*b), [this, name = c.model] { return directory_.live_workers(name); });
     if (!entry) {
       if (log_)
-        log_(R"({"event":"worker_model_refused","model":")" + json_text(c.model) +
+        log_(R"({"event":"worker_model_refused","model":")" + json_escaped(c.model) +
              R"(","error":"the model table is full"})");
       return;
     }
@@ -115,8 +105,8 @@ void WorkerPools::apply_members(const cluster::MembershipChange &c) {
       if (!m.loaded)
         raw->set_endpoint_preferred(m.url, false);
     if (log_)
-      log_(R"({"event":"worker_model_added","model":")" + json_text(c.model) + R"(","workers":)" +
-           std::to_string(c.added.size()) + "}");
+      log_(R"({"event":"worker_model_added","model":")" + json_escaped(c.model) +
+           R"(","workers":)" + std::to_string(c.added.size()) + "}");
     return;
   }
   backend::remote::RemoteBackend &pool = *it->second;
@@ -125,8 +115,9 @@ void WorkerPools::apply_members(const cluster::MembershipChange &c) {
       ++members_added_;
       pool.set_endpoint_preferred(m.url, m.loaded);
     } else if (log_)
-      log_(R"({"event":"worker_member_refused","model":")" + json_text(c.model) + R"(","node":")" +
-           json_text(m.node_id) + R"(","error":")" + json_text(r.error().message) + "\"}");
+      log_(R"({"event":"worker_member_refused","model":")" + json_escaped(c.model) +
+           R"(","node":")" + json_escaped(m.node_id) + R"(","error":")" +
+           json_escaped(r.error().message) + "\"}");
   }
   for (const auto &m : c.removed)
     if (pool.remove_endpoint(m.url))

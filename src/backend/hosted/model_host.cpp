@@ -2,19 +2,10 @@
 
 #include <algorithm>
 
+#include "core/json_text.h"
+
 namespace gantry::backend {
 namespace {
-
-std::string json_text(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20)
-      out += c;
-  }
-  return out;
-}
 
 void add_counters(BackendStats &into, const BackendStats &s) {
   into.steps += s.steps;
@@ -156,8 +147,8 @@ Result<std::shared_ptr<ModelPin>> ModelHost::acquire(int index) {
         changed_.notify_all();
         lk.unlock();
         if (log_)
-          log_(R"({"event":"model_load_failed","model":")" + json_text(s.spec.info.name) +
-               R"(","error":")" + json_text(s.last_error) + "\"}");
+          log_(R"({"event":"model_load_failed","model":")" + json_escaped(s.spec.info.name) +
+               R"(","error":")" + json_escaped(s.last_error) + "\"}");
         return Err(loaded.take_error());
       }
       s.backend = std::move(*loaded);
@@ -171,7 +162,7 @@ Result<std::shared_ptr<ModelPin>> ModelHost::acquire(int index) {
       const int now_loaded = loaded_count_locked();
       lk.unlock();
       if (log_)
-        log_(R"({"event":"model_loaded","model":")" + json_text(s.spec.info.name) +
+        log_(R"({"event":"model_loaded","model":")" + json_escaped(s.spec.info.name) +
              R"(","load_ms":)" + std::to_string(static_cast<int64_t>(ms)) + R"(,"loaded":)" +
              std::to_string(now_loaded) + "}");
       return std::make_shared<ModelPin>(*this, index, s.backend.get(), true);
@@ -205,7 +196,7 @@ void ModelHost::unload(int index, std::unique_ptr<ModelBackend> backend, const c
     add_counters(s.retired, last);
   }
   if (log_)
-    log_(R"({"event":"model_unloaded","model":")" + json_text(s.spec.info.name) +
+    log_(R"({"event":"model_unloaded","model":")" + json_escaped(s.spec.info.name) +
          R"(","reason":")" + reason + R"(","unload_ms":)" +
          std::to_string(static_cast<int64_t>(ms)) + "}");
 }
