@@ -149,35 +149,7 @@ GANTRY_VNNI void gemv_q8(const WeightView &w, const Activations &a, int64_t t0, 
 
 // ---- float weights ----------------------------------------------------------------------------
 
-template <TensorType kType>
-GANTRY_VNNI_INLINE __m512 load8x2(const char *row0, const char *row1, int64_t i) {
-  if constexpr (kType == TensorType::kF32) {
-    const __m256 lo = _mm256_loadu_ps(reinterpret_cast<const float *>(row0) + i);
-    const __m256 hi = _mm256_loadu_ps(reinterpret_cast<const float *>(row1) + i);
-    return _mm512_castpd_ps(
-        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-  } else {
-    const __m256i h = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(
-            reinterpret_cast<const __m128i *>(reinterpret_cast<const uint16_t *>(row0) + i))),
-        _mm_loadu_si128(
-            reinterpret_cast<const __m128i *>(reinterpret_cast<const uint16_t *>(row1) + i)),
-        1);
-    if constexpr (kType == TensorType::kF16) {
-      return _mm512_cvtph_ps(h);
-    } else {
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
-  }
-}
-
-// Exactly kernels_avx2.cpp's hsum: the same adds in the same order.
-GANTRY_VNNI_INLINE float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+#include "engine/kernels/kernels_avx512_float_inl.h"
 
 constexpr int kFloatRows = 8; // 4 pairs: 4 accumulators, 4 weight vectors in flight
 
