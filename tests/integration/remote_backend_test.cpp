@@ -691,7 +691,8 @@ TEST(RemoteBackend, FallbacksTakeOverBeforeOutput) {
     auto it = models.find(n);
     return it == models.end() ? nullptr : it->second;
   };
-  const std::string dead = "http://127.0.0.1:" + std::to_string(free_loopback_port()) + "/v1";
+  const DeadLoopbackPort dead_port;
+  const std::string dead = "http://127.0.0.1:" + std::to_string(dead_port.port()) + "/v1";
   for (const std::string &primary_url : {dead, (*ngx)->url() + "/ctx/v1"}) {
     backend::remote::FallbackBackend fb(make("main", primary_url), {"missing", "backup"}, find);
     auto r = call(fb, chat(false));

@@ -432,7 +432,8 @@ TEST(RemoteGateway, AFallbackThatAnswersIsPricedAtItsOwnPrices) {
   const std::string log =
       ::testing::TempDir() + "fallback_priced_" + std::to_string(::getpid()) + ".jsonl";
   std::filesystem::remove(log);
-  const std::string dead = "http://127.0.0.1:" + std::to_string(free_loopback_port()) + "/v1";
+  const DeadLoopbackPort dead_port;
+  const std::string dead = "http://127.0.0.1:" + std::to_string(dead_port.port()) + "/v1";
   ServerProcessOptions o;
   o.config_toml = "request_log = \"" + log +
                   "\"\n"
