@@ -132,6 +132,9 @@ struct CallSummary {
   // The model that answered when a fallback took over (empty: the model asked for). The call is
   // priced at this model's price: the fallback's backend is what the tokens cost.
   std::string served_model;
+  // What a Gantry worker that served the call charged for it (its x-gantry-cost-usd header or
+  // usage.cost_usd), read only from members a gateway trusts to price (WorkerPools' workers).
+  std::optional<double> reported_cost_usd;
   std::optional<BackendError> error; // set when the call failed or was cancelled
   // How long the call was held waiting for a replica to start (a cold start, issue 14); -1 when
   // it was not held.

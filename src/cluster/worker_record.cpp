@@ -43,14 +43,17 @@ std::string encode_worker(const WorkerInfo &w) {
   json::array available;
   for (const auto &m : w.available)
     available.push_back(json::value(m));
-  return json::serialize(json::object{{"node_id", w.node_id},
-                                      {"url", w.url},
-                                      {"models", std::move(models)},
-                                      {"available", std::move(available)},
-                                      {"in_flight", w.in_flight},
-                                      {"waiting", w.waiting},
-                                      {"kv_usage", w.kv_usage},
-                                      {"heartbeat_ms", w.heartbeat_ms}});
+  json::object o{{"node_id", w.node_id},        {"url", w.url},
+                 {"models", std::move(models)}, {"available", std::move(available)},
+                 {"in_flight", w.in_flight},    {"waiting", w.waiting},
+                 {"kv_usage", w.kv_usage},      {"heartbeat_ms", w.heartbeat_ms}};
+  if (!w.prices.empty()) {
+    json::object prices;
+    for (const auto &[m, p] : w.prices)
+      prices[m] = json::array{p.input_per_mtok, p.output_per_mtok, p.usd_per_hour};
+    o["prices"] = std::move(prices);
+  }
+  return json::serialize(o);
 }
 
 std::optional<WorkerInfo> decode_worker(std::string_view text) {
@@ -85,6 +88,34 @@ std::optional<WorkerInfo> decode_worker(std::string_view text) {
       if (!m.is_string())
         return std::nullopt;
       w.available.emplace_back(m.as_string());
+    }
+  }
+  // Absent in the entries of workers from before prices were announced: unpriced.
+  if (auto *prices = o.if_contains("prices")) {
+    if (!prices->is_object())
+      return std::nullopt;
+    for (const auto &[m, p] : prices->as_object()) {
+      if (!p.is_array() || p.as_array().size() != 3)
+        return std::nullopt;
+      double v[3];
+      for (int i = 0; i < 3; ++i) {
+        const json::value &x = p.as_array()[i];
+        if (x.is_double())
+          v[i] = x.as_double();
+        else if (x.is_int64())
+          v[i] = static_cast<double>(x.as_int64());
+        else if (x.is_uint64())
+          v[i] = static_cast<double>(x.as_uint64());
+        else
+          return std::nullopt;
+        if (!(v[i] >= 0 && v[i] <= kMaxPrice)) // also false for NaN
+          return std::nullopt;
+      }
+      ModelPrice mp;
+      mp.input_per_mtok = v[0];
+      mp.output_per_mtok = v[1];
+      mp.usd_per_hour = v[2];
+      w.prices[std::string(m)] = mp;
     }
   }
   if (!count_field(o, "in_flight", w.in_flight) || !count_field(o, "waiting", w.waiting) ||

@@ -27,6 +27,15 @@ Status check_worker(const WorkerInfo &w, const WorkerLimits &limits) {
   for (const auto &m : w.available)
     if (std::find(w.models.begin(), w.models.end(), m) != w.models.end())
       return bad("available", "'" + m + "' is listed as loaded too");
+  for (const auto &[m, p] : w.prices) {
+    if (std::find(w.models.begin(), w.models.end(), m) == w.models.end() &&
+        std::find(w.available.begin(), w.available.end(), m) == w.available.end())
+      return bad("prices",
+                 "'" + m.substr(0, limits.max_field_bytes) + "' is not one of its models");
+    for (const double v : {p.input_per_mtok, p.output_per_mtok, p.usd_per_hour})
+      if (!(v >= 0 && v <= kMaxPrice)) // also false for NaN
+        return bad("prices", "each price must be 0.." + std::to_string(kMaxPrice));
+  }
   return Ok();
 }
 

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,15 @@
 #include "core/result.h"
 
 namespace gantry::cluster {
+
+// What a worker charges for one of its models (its [[models]] prices, plus its own replica
+// price per hour): a gateway bills worker-hosted models it has no prices for by these.
+struct ModelPrice {
+  double input_per_mtok = 0;
+  double output_per_mtok = 0;
+  double usd_per_hour = 0;
+  bool operator==(const ModelPrice &) const = default;
+};
 
 struct WorkerInfo {
   std::string node_id;             // unique among live workers
@@ -31,6 +41,8 @@ struct WorkerInfo {
   int64_t waiting = 0;      // requests admitted, not yet generating
   double kv_usage = 0;      // fraction of KV blocks in use, the fullest model's (0..1)
   int64_t heartbeat_ms = 0; // unix ms of the announcement (set by the worker)
+  // Prices of its models (loaded or available); absent in the records of older workers.
+  std::map<std::string, ModelPrice> prices;
 };
 
 // What one registry holds at most: a runaway or hostile announcer cannot grow the gateways'
@@ -40,6 +52,9 @@ struct WorkerLimits {
   int max_models_per_worker = 64;    // loaded and available together
   std::size_t max_field_bytes = 512; // node id, URL, each model name
 };
+
+// A price beyond this (USD per Mtok or per hour) is a malformed record, never a bill.
+inline constexpr double kMaxPrice = 1e6;
 
 // kInvalidArgument (naming the field) when `w` breaks the shape or the bounds.
 Status check_worker(const WorkerInfo &w, const WorkerLimits &limits);

@@ -45,12 +45,55 @@ ControlPlane::ControlPlane(ControlPorts ports, std::string pepper, ControlConfig
       settlement_(config_.settlement_queue) {
   for (auto &m : models) {
     ModelState s;
-    s.cost = std::make_unique<CostEstimator>(m.price);
+    s.cost = std::make_shared<CostEstimator>(m.price);
     models_.emplace(m.name, std::move(s));
   }
 }
 
 ControlPlane::~ControlPlane() { stop(); }
+
+std::shared_ptr<CostEstimator> ControlPlane::cost_of(std::string_view model,
+                                                     bool *configured) const {
+  std::shared_lock lock(models_mu_);
+  auto it = models_.find(model);
+  if (it == models_.end())
+    return nullptr;
+  if (configured)
+    *configured = it->second.configured;
+  return it->second.cost;
+}
+
+void ControlPlane::learn_price(const std::string &model, const Price &price) {
+  auto valid = [](double v) { return v >= 0 && v <= 1e9; }; // also false for NaN
+  if (!valid(price.input_per_mtok) || !valid(price.output_per_mtok) || !valid(price.usd_per_hour))
+    return;
+  std::unique_lock lock(models_mu_);
+  auto it = models_.find(model);
+  if (it != models_.end()) {
+    const Price &cur = it->second.cost->price();
+    if (it->second.configured ||
+        (cur.input_per_mtok == price.input_per_mtok &&
+         cur.output_per_mtok == price.output_per_mtok && cur.usd_per_hour == price.usd_per_hour))
+      return;
+    it->second.cost = std::make_shared<CostEstimator>(price); // calls in flight keep the old one
+    return;
+  }
+  std::size_t learned = 0;
+  for (const auto &[name, st] : models_)
+    learned += st.configured ? 0 : 1;
+  if (learned >= kMaxLearnedModels)
+    return;
+  ModelState st;
+  st.cost = std::make_shared<CostEstimator>(price);
+  st.configured = false;
+  models_.emplace(model, std::move(st));
+}
+
+std::optional<Price> ControlPlane::price_of(std::string_view model) const {
+  if (auto cost = cost_of(model))
+    return cost->price();
+  return std::nullopt;
+}
 
 Status ControlPlane::check_stores() {
   // One adapter may implement several aggregates (the embedded database does all three): each
@@ -256,8 +299,8 @@ Result<std::shared_ptr<Admission>> ControlPlane::admit(const AdmitRequest &req,
     ask.project = p->project;
   }
   GANTRY_ASSIGN_OR_RETURN(ask.rules, limit_rules(p));
-  if (auto mit = models_.find(req.model); mit != models_.end())
-    ask.usd = mit->second.cost->estimate(req.prompt_tokens, req.max_output_tokens);
+  if (auto cost = cost_of(req.model))
+    ask.usd = cost->estimate(req.prompt_tokens, req.max_output_tokens);
   // Read-your-writes: a caller that has seen its previous response is admitted against that
   // response's settlement (see settlement_worker.h).
   settlement_.barrier();
@@ -283,15 +326,23 @@ double ControlPlane::finish(Admission &adm, const Outcome &out) {
   if (adm.finished.exchange(true))
     return 0;
   double cost = 0;
-  auto mit = models_.end();
+  bool configured = false;
+  std::shared_ptr<CostEstimator> estimator;
   if (!out.priced_model.empty())
-    mit = models_.find(out.priced_model);
-  if (mit == models_.end())
-    mit = models_.find(adm.model);
-  if (!out.cached && mit != models_.end()) {
-    const Price &price = mit->second.cost->price();
-    cost = price.cost(out.input_tokens - out.cached_tokens, out.output_tokens, out.engine_seconds);
-    mit->second.cost->observe(out.input_tokens + out.output_tokens, out.engine_seconds);
+    estimator = cost_of(out.priced_model, &configured);
+  if (!estimator)
+    estimator = cost_of(adm.model, &configured);
+  if (out.cached) {
+    // served from the response cache: costs nothing
+  } else if (out.reported_cost_usd && !configured) {
+    // The worker that ran it priced it: its own prices, replica price and engine time.
+    cost = *out.reported_cost_usd;
+    if (estimator)
+      estimator->observe_reported(out.input_tokens - out.cached_tokens, out.output_tokens, cost);
+  } else if (estimator) {
+    cost = estimator->price().cost(out.input_tokens - out.cached_tokens, out.output_tokens,
+                                   out.engine_seconds);
+    estimator->observe(out.input_tokens + out.output_tokens, out.engine_seconds);
   }
   if (admission_->settles_in_process()) {
     settle(adm.lease, usage_record(adm, out, cost), out.cached, cost);

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -110,6 +111,9 @@ struct Outcome {
   // The model whose price applies when not the one admitted (a fallback answered); the ledger row
   // and the budgets stay the admitted model's, the cost is what the serving model charges.
   std::string priced_model;
+  // What the node that ran the call charged for it (a worker of this gateway, which knows its own
+  // prices and engine time); used when this node has no price configured for the model.
+  std::optional<double> reported_cost_usd;
 };
 
 struct ControlCounters {
@@ -155,6 +159,14 @@ public:
   // usage, the ledger row, the budget alerts). Returns the cost in USD. Only the first call per
   // admission counts; `admission` may be destroyed as soon as it returns.
   double finish(Admission &admission, const Outcome &outcome);
+  // A gateway's worker-hosted model (roles, issue 13): the prices its workers announce, the
+  // element-wise highest of them, so reservations never under-estimate. Ignored for a model this
+  // node has configured prices for (the gateway's own configuration wins), and beyond
+  // kMaxLearnedModels learned models. Safe from any thread.
+  static constexpr std::size_t kMaxLearnedModels = 1024;
+  void learn_price(const std::string &model, const Price &price);
+  // The price in force for `model` (for /admin and tests); nullopt when it has none.
+  std::optional<Price> price_of(std::string_view model) const;
   // Waits for the settlements posted so far, then writes the ledger's pending rows (a usage
   // report is then current).
   Status flush();
@@ -190,8 +202,10 @@ public:
 
 private:
   struct ModelState {
-    std::unique_ptr<CostEstimator> cost;
+    std::shared_ptr<CostEstimator> cost;
+    bool configured = true; // false: prices the model's workers announced (learn_price)
   };
+  std::shared_ptr<CostEstimator> cost_of(std::string_view model, bool *configured = nullptr) const;
   Result<Limits> project_limits(const std::string &project);
   Result<std::vector<LimitRule>> limit_rules(const Principal *principal);
   void count_rejection(std::string_view reason);
@@ -212,7 +226,10 @@ private:
   KeyAuthenticator keys_;
   std::unique_ptr<AdmissionStore> admission_;
   std::unique_ptr<IdempotencyStore> idempotency_;
-  std::map<std::string, ModelState> models_;
+  // Configured models at start-up; worker-hosted ones join at run time (learn_price), so the
+  // table is read under a shared lock. Bounded by kMaxLearnedModels.
+  mutable std::shared_mutex models_mu_;
+  std::map<std::string, ModelState, std::less<>> models_;
 
   std::mutex projects_mu_;
   std::map<std::string, std::pair<Limits, std::chrono::steady_clock::time_point>> projects_;

@@ -4,6 +4,7 @@
 // duration is split between the sequences in the step by their token counts.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -36,6 +37,17 @@ public:
     return price_.token_cost(input_tokens, output_tokens) +
            per_token_.load(std::memory_order_relaxed) *
                static_cast<double>(input_tokens + output_tokens);
+  }
+  // A call priced elsewhere (a worker node charged it by its own prices and engine time): learns
+  // what the per-token prices above do not cover, so reservations track the hourly share.
+  void observe_reported(int64_t input_tokens, int64_t output_tokens, double usd) {
+    const int64_t tokens = input_tokens + output_tokens;
+    if (tokens <= 0 || !(usd >= 0))
+      return;
+    const double rest = std::max(0.0, usd - price_.token_cost(input_tokens, output_tokens));
+    const double sample = rest / static_cast<double>(tokens);
+    double cur = per_token_.load(std::memory_order_relaxed);
+    per_token_.store(cur == 0 ? sample : 0.9 * cur + 0.1 * sample, std::memory_order_relaxed);
   }
   void observe(int64_t tokens, double engine_seconds) {
     if (price_.usd_per_hour <= 0 || tokens <= 0)

@@ -285,6 +285,11 @@ Status Gateway::build_roles(Stores &stores) {
   wo.max_workers = config_.max_workers;
   wo.routing = config_.worker_routing;
   wo.tls_ca_file = config_.tls_ca_file;
+  // Worker-hosted models the gateway has no prices for are billed by what their workers
+  // announce (reservations) and report per call (the cost itself); configured prices win.
+  wo.on_price = [cp = control_.get()](const std::string &model, const cluster::ModelPrice &p) {
+    cp->learn_price(model, {p.input_per_mtok, p.output_per_mtok, p.usd_per_hour});
+  };
   if (AutoscaleExecutors::any(config_)) {
     executors_ = std::make_unique<AutoscaleExecutors>(config_, clock_, log_line);
     wo.on_members = [e = executors_.get()](const std::string &model, int live) {
@@ -311,6 +316,8 @@ cluster::WorkerInfo Gateway::worker_snapshot() const {
   for (const auto &m : registry_.models()) {
     // Placement: a hosted model not loaded now is announced as one this worker can load.
     (m->loaded && !m->loaded() ? w.available : w.models).push_back(m->name());
+    if (auto p = control_->price_of(m->name()))
+      w.prices[m->name()] = {p->input_per_mtok, p->output_per_mtok, p->usd_per_hour};
     const backend::BackendStats st = m->backend->stats();
     w.in_flight += st.running;
     w.waiting += st.queued_requests;

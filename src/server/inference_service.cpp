@@ -173,7 +173,7 @@ public:
       out_.error = s.error->error;
     if (!failed && store_key_)
       store_result(s);
-    out_.cost_usd = settle(status, s.timings.engine_seconds, s.served_model);
+    out_.cost_usd = settle(status, s.timings.engine_seconds, s.served_model, s.reported_cost_usd);
     out_.priced = true;
     handle_.reset();
     complete(&head_);
@@ -331,9 +331,11 @@ private:
     sink_->on_complete(&head_, out_, output);
   }
 
-  double settle(int status, double engine_seconds, const std::string &served_model) {
+  double settle(int status, double engine_seconds, const std::string &served_model,
+                std::optional<double> reported_cost = std::nullopt) {
     control::Outcome o;
     o.priced_model = served_model;
+    o.reported_cost_usd = reported_cost;
     o.status = status;
     o.input_tokens = out_.input_tokens;
     o.output_tokens = out_.output_tokens;

@@ -15,6 +15,7 @@ backend::remote::RemoteEndpointConfig member(const cluster::Member &m, const std
   e.api_key = o.token;
   e.kind = backend::remote::BackendKind::kOpenAICompatible;
   e.tls_ca_file = o.tls_ca_file;
+  e.reports_cost = true; // a worker prices what it serves by its own prices and engine time
   return e;
 }
 
@@ -43,6 +44,20 @@ Status WorkerPools::poll_once() {
     log_(R"({"event":"worker_registry_readable"})");
   for (const auto &c : directory_.update(*live, own_))
     apply(c);
+  if (options_.on_price) {
+    std::map<std::string, cluster::ModelPrice, std::less<>> prices;
+    for (const auto &w : *live)
+      for (const auto &[m, p] : w.prices) {
+        if (own_.contains(m))
+          continue;
+        auto &top = prices[m];
+        top.input_per_mtok = std::max(top.input_per_mtok, p.input_per_mtok);
+        top.output_per_mtok = std::max(top.output_per_mtok, p.output_per_mtok);
+        top.usd_per_hour = std::max(top.usd_per_hour, p.usd_per_hour);
+      }
+    for (const auto &[m, p] : prices)
+      options_.on_price(m, p);
+  }
   return Ok();
 }
 

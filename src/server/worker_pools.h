@@ -47,6 +47,9 @@ struct WorkerPoolsOptions {
   // Called on the watcher thread after a model's membership changed, with its live workers now
   // (the cold-start gate releases held requests on it; issue 14).
   std::function<void(const std::string &model, int live)> on_members;
+  // Called after each registry read with every worker-hosted model's price: the element-wise
+  // highest its live workers announce (a reservation must not under-estimate any of them).
+  std::function<void(const std::string &model, const cluster::ModelPrice &price)> on_price;
 };
 
 class WorkerPools {

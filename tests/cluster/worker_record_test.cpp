@@ -25,6 +25,33 @@ TEST(WorkerRecord, RoundTripsEveryField) {
   EXPECT_EQ(back->waiting, 7);
   EXPECT_EQ(back->kv_usage, 0.1);
   EXPECT_EQ(back->heartbeat_ms, 1764800000123);
+  EXPECT_TRUE(back->prices.empty());
+}
+
+// Prices ride in the record (a gateway bills worker-hosted models by them); a record without
+// them (an older worker) is unpriced, and a price that is no number or out of bounds makes the
+// record malformed, never a bill.
+TEST(WorkerRecord, PricesRoundTripAndJunkPricesAreMalformed) {
+  WorkerInfo w;
+  w.node_id = "w";
+  w.url = "http://127.0.0.1:9000/v1";
+  w.models = {"a"};
+  w.available = {"b"};
+  w.prices["a"] = {0.5, 1.5, 2.0};
+  w.prices["b"] = {0, 0, 3.25};
+  auto back = decode_worker(encode_worker(w));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->prices, w.prices);
+  EXPECT_TRUE(check_worker(*back, WorkerLimits{}));
+  const std::string head = R"({"node_id":"w","url":"http://h/v1","models":["m"],"prices":)";
+  for (const char *tail : {R"([1,2,3]})", R"({"m":[1,2]}})", R"({"m":[1,2,"3"]}})",
+                           R"({"m":[-1,0,0]}})", R"({"m":[0,0,1e300]}})", R"({"m":{}}})"})
+    EXPECT_FALSE(decode_worker(head + tail)) << tail;
+  auto other = decode_worker(head + R"({"x":[1,2,3]}})");
+  ASSERT_TRUE(other) << "decodes; the bounds check refuses it";
+  auto st = check_worker(*other, WorkerLimits{});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().param, "prices");
 }
 
 TEST(WorkerRecord, NumbersThatDoNotFitTheirFieldMakeTheRecordMalformed) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <thread>
 
 #include "control/memory_admission_store.h"
@@ -170,6 +171,47 @@ TEST_F(ControlPlaneTest, StopRunsEverySettlementStillQueued) {
   const auto c = cp_->counters();
   EXPECT_EQ(c.settlement.run + c.settlement.inline_runs, static_cast<uint64_t>(kThreads * kEach));
   EXPECT_DOUBLE_EQ(c.cost_usd.at({"m", ""}), kThreads * kEach * 1.0);
+}
+
+// A gateway's worker-hosted model (issue 13): priced by what its workers announce, charged what
+// the serving worker reports; a model this node configured keeps its own prices.
+TEST_F(ControlPlaneTest, WorkerHostedModelsArePricedByTheirWorkersAndConfiguredOnesWin) {
+  start(ControlConfig{});
+  AdmitRequest w = ask("w1");
+  w.model = "worker-model";
+  Outcome o;
+  o.input_tokens = 2;
+  o.output_tokens = 3;
+  auto a = cp_->admit(w);
+  ASSERT_TRUE(a);
+  EXPECT_DOUBLE_EQ(cp_->finish(**a, o), 0.0) << "no price known yet, none reported";
+  EXPECT_FALSE(cp_->price_of("worker-model"));
+
+  cp_->learn_price("worker-model", {1'000'000.0, 2'000'000.0, 3600.0});
+  ASSERT_TRUE(cp_->price_of("worker-model"));
+  EXPECT_DOUBLE_EQ(cp_->price_of("worker-model")->output_per_mtok, 2'000'000.0);
+  w.request_id = "w2";
+  a = cp_->admit(w);
+  ASSERT_TRUE(a);
+  EXPECT_DOUBLE_EQ(cp_->finish(**a, o), 2.0 + 6.0) << "tokens at the announced prices";
+  // The worker's report wins over the announced prices: it knows its engine time.
+  o.reported_cost_usd = 9.5;
+  w.request_id = "w3";
+  a = cp_->admit(w);
+  ASSERT_TRUE(a);
+  EXPECT_DOUBLE_EQ(cp_->finish(**a, o), 9.5);
+
+  // Configured here: a report or an announcement changes nothing.
+  cp_->learn_price("m", {5.0, 5.0, 5.0});
+  EXPECT_DOUBLE_EQ(cp_->price_of("m")->output_per_mtok, 1'000'000.0);
+  a = cp_->admit(ask("m1"));
+  ASSERT_TRUE(a);
+  EXPECT_DOUBLE_EQ(cp_->finish(**a, o), 3.0);
+  // Junk never becomes a price.
+  cp_->learn_price("junk", {-1.0, 0, 0});
+  cp_->learn_price("nan", {std::nan(""), 0, 0});
+  EXPECT_FALSE(cp_->price_of("junk"));
+  EXPECT_FALSE(cp_->price_of("nan"));
 }
 
 } // namespace

@@ -34,6 +34,19 @@ int64_t int_of(const json::object &o, std::string_view key) {
   return 0;
 }
 
+std::optional<double> cost_of(const json::value *v) {
+  if (!v)
+    return std::nullopt;
+  double d = -1;
+  if (v->is_double())
+    d = v->as_double();
+  else if (v->is_int64())
+    d = static_cast<double>(v->as_int64());
+  else if (v->is_uint64())
+    d = static_cast<double>(v->as_uint64());
+  return plausible_cost(d);
+}
+
 std::optional<UpstreamUsage> usage_of(const json::object &o) {
   const json::value *u = o.if_contains("usage");
   if (!u || !u->is_object())
@@ -44,6 +57,7 @@ std::optional<UpstreamUsage> usage_of(const json::object &o) {
   out.completion_tokens = int_of(uo, "completion_tokens");
   if (const json::value *d = uo.if_contains("prompt_tokens_details"); d && d->is_object())
     out.cached_tokens = int_of(d->as_object(), "cached_tokens");
+  out.cost_usd = cost_of(uo.if_contains("cost_usd"));
   return out;
 }
 

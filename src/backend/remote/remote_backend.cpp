@@ -18,6 +18,7 @@ struct RemoteBackend::Endpoint {
   std::string base_path; // the URL's path, ".../v1"
   std::string model;     // upstream model id
   std::string api_key;
+  bool reports_cost = false; // RemoteEndpointConfig::reports_cost
   std::unique_ptr<WireCodec> codec;
   std::unique_ptr<http::UpstreamClient> client;
 };
@@ -161,6 +162,7 @@ RemoteBackend::make_endpoint(const RemoteEndpointConfig &ec, bool resolve_model)
   while (!ep->base_path.empty() && ep->base_path.back() == '/')
     ep->base_path.pop_back();
   ep->api_key = ec.api_key;
+  ep->reports_cost = ec.reports_cost;
   if (!ec.api_key.empty()) {
     std::lock_guard<std::mutex> lk(ep_mu_);
     if (std::find(secrets_.begin(), secrets_.end(), ec.api_key) == secrets_.end())
@@ -487,6 +489,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
   std::optional<UpstreamUsage> usage;
   std::optional<Error> failure;
   std::optional<Error> upstream_failure; // the last answer of an upstream, kept over pool errors
+  bool served_reports_cost = false;      // the member that answered last prices its calls
   for (int attempt = 1;; ++attempt) {
     failure.reset();
     int64_t wait_ms = 0;
@@ -510,6 +513,7 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
       const std::shared_ptr<Endpoint> held = endpoint(lease->index); // membership may change
       Endpoint &ep = *held;
       summary.served_by = config_.name + "@" + ep.name;
+      served_reports_cost = ep.reports_cost;
       Outcome outcome = Outcome::kSuccess;
       std::optional<ErrorKind> ekind;
       int64_t retry_after = 0;
@@ -649,6 +653,9 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
             ekind = ErrorKind::kBadResponse;
           } else {
             usage = parsed->usage;
+            if (usage && !usage->cost_usd) // a whole response carries it as a header
+              if (auto h = u.header("x-gantry-cost-usd"))
+                usage->cost_usd = parse_cost(*h);
             // One event per choice carries all its tokens (the response cache replays them).
             const int64_t per_choice =
                 usage ? usage->completion_tokens /
@@ -702,6 +709,8 @@ void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
     summary.usage.prompt_tokens = usage->prompt_tokens;
     summary.usage.completion_tokens = usage->completion_tokens;
     summary.usage.cached_tokens = usage->cached_tokens;
+    if (served_reports_cost)
+      summary.reported_cost_usd = usage->cost_usd;
   } else if (output_started) { // the upstream reported none: the estimates stand
     summary.usage.prompt_tokens = st.prompt_estimate;
     summary.usage.completion_tokens = std::max<int64_t>(delta_count, count_tokens(text0));

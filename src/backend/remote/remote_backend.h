@@ -52,6 +52,10 @@ struct RemoteEndpointConfig {
   std::string api_key; // resolved from api_key_env / api_key_file by the config, never inline
   BackendKind kind = BackendKind::kOpenAICompatible;
   std::string tls_ca_file;
+  // A Gantry worker of this gateway (roles): the cost it reports for each call (its
+  // x-gantry-cost-usd header, or usage.cost_usd in a stream) becomes the call's
+  // CallSummary::reported_cost_usd. Never set for other backends: their word is not a price.
+  bool reports_cost = false;
 };
 
 struct RemoteModelConfig {

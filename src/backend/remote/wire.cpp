@@ -84,6 +84,20 @@ Result<std::string> choose_upstream_model(std::string_view configured,
                             "); name the one to use with `model = \"...\"`"));
 }
 
+std::optional<double> plausible_cost(double usd) {
+  if (!(usd >= 0 && usd <= 1e6)) // also false for NaN
+    return std::nullopt;
+  return usd;
+}
+
+std::optional<double> parse_cost(std::string_view text) {
+  double d = -1;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), d);
+  if (ec != std::errc() || end != text.data() + text.size())
+    return std::nullopt;
+  return plausible_cost(d);
+}
+
 namespace {
 
 bool key_char(char c) {

@@ -30,7 +30,15 @@ struct UpstreamUsage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;
+  // Gantry's extension (usage.cost_usd, or the x-gantry-cost-usd header of a whole response):
+  // what the upstream charged; kept only from members trusted to price (reports_cost).
+  std::optional<double> cost_usd;
 };
+
+// A reported cost in USD (usage.cost_usd, x-gantry-cost-usd): nullopt unless a finite number in
+// [0, 1e6] — one call never costs more, and a junk value must not reach a ledger.
+std::optional<double> plausible_cost(double usd);
+std::optional<double> parse_cost(std::string_view text);
 
 struct UpstreamChoice {
   int index = 0;
