@@ -1,9 +1,9 @@
 // The JobEvents port: a job's completion and cancel events, fanned out to whoever waits for
 // them. A `POST /v1/jobs` held open by `Prefer: wait` waits for its job's completion with a
 // deadline; a cancel reaches the node whose worker runs the job. The in-process adapter
-// (InProcessJobEvents) serves one node; a Redis pub/sub adapter publishes to a channel every
-// node subscribes to, and delivers to its local waiters and listener exactly as here. Deadlines
-// are always local: the held request lives on this node.
+// (InProcessJobEvents) serves one node; the Redis pub/sub adapter (store/redis/RedisJobEvents)
+// publishes to a channel every node subscribes to, and delivers to its local waiters and listener
+// exactly as here. Deadlines are always local: the held request lives on this node.
 //
 // Threading: implementations are safe to call from any thread. Callbacks run on the thread
 // that publishes, expires or shuts down, never under the adapter's lock.

@@ -14,6 +14,7 @@
 #include "store/redis/redis_admission_store.h"
 #include "store/redis/redis_cache.h"
 #include "store/redis/redis_idempotency_store.h"
+#include "store/redis/redis_job_events.h"
 #include "store/redis/redis_key_events.h"
 #include "store/redis/redis_worker_registry.h"
 #include "store/sqlite/sqlite_job_queue.h"
@@ -194,8 +195,13 @@ Result<Stores> open_stores(const ServerConfig &config, const Clock &clock, Store
     GANTRY_ASSIGN_OR_RETURN(s.jobs.records, jobs::SqliteJobRecords::open(path));
   }
   GANTRY_ASSIGN_OR_RETURN(s.readiness, dashboard::SqliteReadinessLog::open(path));
-  s.jobs.events = std::make_unique<jobs::InProcessJobEvents>(
-      clock, static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0)));
+  // With Redis, a job's completion and cancel reach every node: the one holding a `Prefer: wait`
+  // POST for it and the one running it.
+  const auto max_waiters = static_cast<size_t>(std::max<int64_t>(config.jobs.max_waiters, 0));
+  if (redis)
+    s.jobs.events = std::make_unique<store::RedisJobEvents>(redis, clock, max_waiters);
+  else
+    s.jobs.events = std::make_unique<jobs::InProcessJobEvents>(clock, max_waiters);
 
   if (redis) { // one cache for every node: stored through one, a hit through another
     s.responses = std::make_unique<store::RedisCache>(redis, "resp", config.cache.max_bytes, clock);

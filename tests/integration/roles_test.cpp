@@ -29,6 +29,7 @@ using namespace std::chrono_literals;
 constexpr const char *kToken = "roles-test-internal-token-0123456789";
 // Keys are HMAC(pepper, secret): every node and the CLI share one pepper.
 constexpr const char *kPepper = "roles-test-pepper-0123456789abcdef";
+constexpr const char *kAdminToken = "roles-test-admin-token-0123456789abcdef";
 // Short heartbeats keep the test quick: out of routing within ~1 s of a worker's death.
 constexpr const char *kToml = "request_log = \"off\"\nworker_heartbeat_ms = 200\n"
                               "worker_ttl_ms = 1000\n[jobs]\nvisibility_s = 5\n";
@@ -62,16 +63,18 @@ protected:
     key_ = std::string(created["key"].as_string());
   }
 
-  ServerProcess *start(const std::string &role) {
+  // `extra_toml` follows the shared settings; a worker given one finds its model there.
+  ServerProcess *start(const std::string &role, const std::string &extra_toml = {}) {
     ServerProcessOptions o;
-    o.config_toml = kToml;
+    o.config_toml = std::string(kToml) + extra_toml;
     o.args = {"--role", role, "--redis-url", redis_->url(), "--database-url", db_, "--no-cache"};
-    if (role == "worker") {
+    if (role == "worker" && extra_toml.empty()) {
       o.args.push_back("--model");
       o.args.push_back(std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf");
     }
     o.env = {std::string("GANTRY_WORKER_TOKEN=") + kToken,
-             std::string("GANTRY_KEY_PEPPER=") + kPepper};
+             std::string("GANTRY_KEY_PEPPER=") + kPepper,
+             std::string("GANTRY_ADMIN_TOKEN=") + kAdminToken};
     auto s = ServerProcess::start(std::move(o));
     EXPECT_TRUE(s) << (s ? "" : s.error().message);
     if (!s)
@@ -340,6 +343,132 @@ TEST_F(Roles, AGatewayRoutesToLiveWorkersThatJoinAndDieWithoutAnyChangeOnIt) {
   auto all = conn->exec("SELECT count(*) FROM usage_ledger WHERE key_id = ''");
   ASSERT_TRUE(all);
   EXPECT_EQ(all->i64(0, 0), 0) << "no keyless rows: the workers did not bill the gateway's calls";
+}
+
+// The gateway bills calls to worker-hosted models it has no prices for (issue 13): it reserves by
+// the prices the workers announce in the registry, and charges what the serving worker reports
+// (its own prices and engine time). So a project's budget holds across the topology, and the
+// gateway's ledger — the only one that bills API keys — carries the cost.
+TEST_F(Roles, WorkerHostedModelsAreBilledAtTheGatewayByTheWorkersPrices) {
+  // $1 per output token: max_tokens 10 with ignore_eos costs exactly $10.
+  start("worker", std::string("[[models]]\nname = \"stories260K\"\npath = \"") + GANTRY_MODELS_DIR +
+                      "/stories260K.gguf\"\nprice_output_per_mtok = 1000000.0\nmax_seqs = 16\n");
+  gateway_ = start("gateway");
+  ASSERT_TRUE(gateway_ && nodes_.size() == 2);
+  ASSERT_TRUE(wait_workers(1));
+  http::HttpClient c(gateway_->client_options());
+  const http::Headers admin{{"Authorization", std::string("Bearer ") + kAdminToken}};
+  auto b = c.post(
+      "/admin/v1/budgets",
+      R"({"owner_kind":"project","owner_id":"alpha","period":"month","spend_limit_usd":100})",
+      admin);
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  const std::string body = completion_body("Once upon", {{"max_tokens", 10}, {"ignore_eos", true}});
+  auto one = c.post("/v1/completions", body, auth());
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200) << one->body;
+  EXPECT_EQ(one->header("x-gantry-cost-usd").value_or(""), "10.00000000");
+  // A stream carries its cost in the usage chunk, as the worker reported it.
+  auto streamed = stream_request(
+      gateway_->client_options(), "/v1/completions",
+      completion_body("Once upon", {{"max_tokens", 10},
+                                    {"ignore_eos", true},
+                                    {"stream", true},
+                                    {"stream_options", json::object{{"include_usage", true}}}}),
+      auth());
+  ASSERT_EQ(streamed.status, 200);
+  ASSERT_TRUE(streamed.usage) << streamed.transport_error;
+  EXPECT_DOUBLE_EQ((*streamed.usage)["cost_usd"].to_number<double>(), 10.0);
+  // $80 left: eight more fit; the reservation at the learned price lets at most one race past.
+  std::atomic<int> ok{0}, quota{0}, other{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 40; ++i)
+    ts.emplace_back([&] {
+      http::HttpClient cc(gateway_->client_options(60s));
+      auto r = cc.post("/v1/completions", body, auth());
+      if (r && r->status == 200)
+        ++ok;
+      else if (r && r->status == 429 && r->body.find("insufficient_quota") != std::string::npos)
+        ++quota;
+      else
+        ++other;
+    });
+  for (auto &t : ts)
+    t.join();
+  EXPECT_GE(ok.load(), 8);
+  EXPECT_LE(ok.load(), 9);
+  EXPECT_EQ(other.load(), 0);
+  // The gateway's ledger has every paid call at the worker's price (a clean stop flushes it).
+  gateway_->signal(SIGTERM);
+  ASSERT_TRUE(gateway_->wait_exit(30s).has_value());
+  SystemClock clock;
+  store::PgOptions po;
+  po.url = db_;
+  auto pool = store::PgPool::connect(po, clock);
+  ASSERT_TRUE(pool) << pool.error().message;
+  auto conn = (*pool)->acquire();
+  ASSERT_TRUE(conn);
+  auto rows = conn->exec("SELECT count(*), coalesce(sum(cost_usd), 0) FROM usage_ledger "
+                         "WHERE key_id <> '' AND status = 200");
+  ASSERT_TRUE(rows) << rows.error().message;
+  EXPECT_EQ(rows->i64(0, 0), 2 + ok.load());
+  EXPECT_NEAR(rows->f64(0, 1), 10.0 * (2 + ok.load()), 1e-6);
+}
+
+// Job events cross nodes (Redis pub/sub): a `Prefer: wait` POST held on the gateway is answered
+// when the worker finishes the job, not at its deadline; a cancel through the gateway stops the
+// generation on the worker that runs it.
+TEST_F(Roles, PreferWaitAndCancelThroughTheGatewayReachTheWorkerRunningTheJob) {
+  ServerProcess *w = start("worker");
+  gateway_ = start("gateway");
+  ASSERT_TRUE(w && gateway_);
+  ASSERT_TRUE(wait_workers(1));
+  // Held for up to 120 s; the client gives up after 30 s, so only an early answer passes.
+  http::HttpClient held(gateway_->client_options(30s));
+  http::Headers prefer = auth();
+  prefer.push_back({"Prefer", "wait=120"});
+  auto waited =
+      held.post("/v1/jobs",
+                json::serialize(json::object{{"endpoint", "/v1/completions"},
+                                             {"body", json::object{{"model", kModel},
+                                                                   {"prompt", "Once upon a time"},
+                                                                   {"max_tokens", 4}}}}),
+                prefer);
+  ASSERT_TRUE(waited) << waited.error().message;
+  ASSERT_EQ(waited->status, 200) << waited->body;
+  EXPECT_EQ(parse_object(waited->body)["status"], "succeeded") << waited->body;
+
+  http::HttpClient gw(gateway_->client_options());
+  auto long_job =
+      gw.post("/v1/jobs",
+              json::serialize(json::object{{"endpoint", "/v1/completions"},
+                                           {"body", json::object{{"model", kModel},
+                                                                 {"prompt", "A"},
+                                                                 {"max_tokens", 1500},
+                                                                 {"ignore_eos", true}}}}),
+              auth());
+  ASSERT_TRUE(long_job && long_job->status == 202);
+  const std::string id(parse_object(long_job->body)["id"].as_string());
+  auto status = [&] {
+    auto r = gw.get("/v1/jobs/" + id, auth());
+    return r && r->status == 200 ? std::string(parse_object(r->body)["status"].as_string())
+                                 : std::string();
+  };
+  for (auto until = std::chrono::steady_clock::now() + 20s;
+       status() != "running" && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(status(), "running");
+  auto canceled = gw.post("/v1/jobs/" + id + "/cancel", "", auth());
+  ASSERT_TRUE(canceled && canceled->status == 200) << (canceled ? canceled->body : "");
+  auto [stopped, text] = wait_for_metrics(
+      w->client_options(),
+      [](const std::string &t) {
+        return metric_or_zero(t, model_series("gantry:request_cancelled_total")) >= 1;
+      },
+      20s);
+  EXPECT_TRUE(stopped) << "the worker's engine cancelled the running generation";
+  EXPECT_EQ(status(), "canceled");
 }
 
 TEST(RolesConfig, AGatewayWithoutRedisStopsWithAClearMessage) {
