@@ -177,6 +177,7 @@ struct EmbedResult {
   std::vector<std::vector<float>> vectors; // one per requested input, in the order asked
   int64_t prompt_tokens = 0;               // of the computed inputs, as the backend counted them
   std::string served_by;
+  double engine_seconds = 0; // engine time of the computation (per-hour pricing); 0 = unknown
 };
 // Called exactly once, never inside embed(). Errors naming an input ("input[i]") use the
 // request's own input index.

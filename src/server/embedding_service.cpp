@@ -139,7 +139,7 @@ void EmbeddingService::handle(backend::ModelBackend &m, api::EmbeddingRequest re
       }
     }
     if (report)
-      report({prompt_tokens, cached_tokens});
+      report({prompt_tokens, cached_tokens, computed->engine_seconds});
     w->respond(with_header(http::Response::json(200, api::render_embeddings(model_name, vectors,
                                                                             base64, prompt_tokens)),
                            outcome));

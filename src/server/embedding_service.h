@@ -34,6 +34,7 @@ namespace gantry::server {
 struct EmbeddingUsage {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens = 0; // of inputs answered from the embedding cache (not charged)
+  double engine_seconds = 0; // of the inputs computed now (per-hour pricing, audit H5)
 };
 
 struct EmbeddingHooks {

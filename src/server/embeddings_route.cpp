@@ -28,6 +28,7 @@ void EmbeddingsRoute::handle(http::Request &&req, std::shared_ptr<http::Response
           o.input_tokens = rec->input_tokens;
           o.cached_tokens = rec->cached_tokens;
           o.cached = rec->cached;
+          o.engine_seconds = rec->engine_ms / 1000; // per-hour pricing (audit H5)
         }
         rec->cost_usd = calls_.control().finish(**admission, o);
       });
@@ -81,6 +82,7 @@ void EmbeddingsRoute::handle(http::Request &&req, std::shared_ptr<http::Response
     rec->input_tokens = u.prompt_tokens;
     rec->cached_tokens = u.cached_tokens;
     rec->cached = u.prompt_tokens > 0 && u.cached_tokens == u.prompt_tokens;
+    rec->engine_ms = u.engine_seconds * 1000;
   };
   hooks.error = [rec](const Error &e) { rec->error = e; };
   std::optional<std::string> cache_control;

@@ -437,6 +437,24 @@ TEST(Control, HourlyPricedModelChargesEachRequestItsShareOfEngineTime) {
   auto rows = parse_object(u->body)["data"].as_array();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_NEAR(rows[0].as_object()["cost_usd"].to_number<double>(), cost, 1e-6);
+  // Embeddings pay for their engine time too (audit H5): their inputs run alone between steps.
+  const auto t1 = SteadyClock::now();
+  auto e = c.post(
+      "/v1/embeddings",
+      json::serialize(json::object{{"model", kModel},
+                                   {"input", json::array{"Once upon a time there was a little girl",
+                                                         "She liked to play in the park"}}}),
+      {{"Cache-Control", "no-store"}});
+  const double emb_wall = std::chrono::duration<double>(SteadyClock::now() - t1).count();
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->status, 200) << e->body;
+  u = c.get("/admin/v1/usage?group_by=model", admin());
+  ASSERT_TRUE(u);
+  rows = parse_object(u->body)["data"].as_array();
+  ASSERT_EQ(rows.size(), 1u);
+  const double emb_cost = rows[0].as_object()["cost_usd"].to_number<double>() - cost;
+  EXPECT_GT(emb_cost, 0.0) << "the embeddings' engine time was not charged";
+  EXPECT_LT(emb_cost, emb_wall);
 }
 
 TEST(Control, IdempotencyKeyReplaysConflictsAndMismatches) {

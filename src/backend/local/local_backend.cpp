@@ -640,8 +640,9 @@ Status LocalBackend::embed(const PreparedEmbeddings &prepared, std::vector<size_
   }
   // The worker names inputs by their position in `work`: renamed to the request's own index.
   return worker_->embed(
-      std::move(work), [indices, many = state->many, tokens, name = config_.name,
-                        done = std::move(done)](Result<std::vector<std::vector<float>>> r) {
+      std::move(work),
+      [indices, many = state->many, tokens, name = config_.name,
+       done = std::move(done)](Result<std::vector<std::vector<float>>> r, double engine_seconds) {
         if (!r) {
           Error e = r.take_error();
           if (!indices.empty() && (e.param == "input" || e.param.starts_with("input["))) {
@@ -654,7 +655,7 @@ Status LocalBackend::embed(const PreparedEmbeddings &prepared, std::vector<size_
           done(std::move(e));
           return;
         }
-        done(EmbedResult{std::move(r).value(), tokens, name});
+        done(EmbedResult{std::move(r).value(), tokens, name, engine_seconds});
       });
 }
 

@@ -92,7 +92,7 @@ void ModelWorker::finish_job(std::deque<EmbedJob> &jobs,
   jobs.pop_front();
   queued_requests_.fetch_sub(1);
   queued_tokens_.fetch_sub(job.tokens);
-  job.done(std::move(result));
+  job.done(std::move(result), job.engine_seconds);
   finished_one();
 }
 
@@ -100,7 +100,9 @@ bool ModelWorker::embed_next(engine::Engine &eng, std::deque<EmbedJob> &jobs) {
   EmbedJob &job = jobs.front();
   const size_t i = job.out.size();
   const std::string param = job.inputs.size() == 1 ? "input" : "input[" + std::to_string(i) + "]";
+  const auto started = clock_.now();
   auto v = eng.embed(job.inputs[i], param);
+  job.engine_seconds += std::chrono::duration<double>(clock_.now() - started).count();
   if (!v) {
     // Running sequences hold the KV blocks: wait for them unless nothing else would free any.
     if (v.error().code == ErrorCode::kResourceExhausted && !eng.idle())

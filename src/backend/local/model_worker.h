@@ -50,7 +50,10 @@ struct SeqTiming {
 
 // Receives the vectors of one embed() call, in input order, or why it failed. Called once, on
 // the engine thread.
-using WorkerEmbedDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
+// `engine_seconds` is the engine time the call took (its inputs ran alone between steps, so all
+// of it is theirs), for per-hour pricing.
+using WorkerEmbedDone =
+    std::function<void(Result<std::vector<std::vector<float>>>, double engine_seconds)>;
 
 struct WorkerConfig {
   std::string name;
@@ -116,6 +119,7 @@ private:
     WorkerEmbedDone done;
     int64_t tokens = 0;
     std::vector<std::vector<float>> out;
+    double engine_seconds = 0;
   };
   struct Active {
     Ticket ticket = 0;
