@@ -23,7 +23,8 @@ using jobs::JobStatus;
 
 JobsService::JobsService(const ServerConfig &config, control::ControlPlane &control,
                          const Clock &clock)
-    : config_(config.jobs), control_(control), clock_(clock), ids_(&clock) {}
+    : config_(config.jobs), control_(control), secrets_box_(control.keys().pepper()), clock_(clock),
+      ids_(&clock) {}
 
 JobsService::~JobsService() { stop(); }
 
@@ -78,7 +79,12 @@ JobsService::create(const ServerConfig &config, control::ControlPlane &control, 
       [self](const jobs::Delivery &d,
              int64_t ts) -> Result<std::vector<std::pair<std::string, std::string>>> {
         GANTRY_ASSIGN_OR_RETURN(
-            auto secrets, self->records_->webhook_secrets(d.project, self->clock_.unix_millis()));
+            auto stored, self->records_->webhook_secrets(d.project, self->clock_.unix_millis()));
+        std::vector<std::string> secrets;
+        for (const auto &s : stored) {
+          GANTRY_ASSIGN_OR_RETURN(std::string plain, self->secrets_box_.open(s));
+          secrets.push_back(std::move(plain));
+        }
         if (secrets.empty()) {
           GANTRY_ASSIGN_OR_RETURN(std::string fresh, self->sign_key_secrets(d.project));
           secrets.push_back(fresh);
@@ -90,7 +96,8 @@ JobsService::create(const ServerConfig &config, control::ControlPlane &control, 
 
 Result<std::string> JobsService::sign_key_secrets(const std::string &project) {
   const std::string secret = control::generate_webhook_secret();
-  GANTRY_TRY(records_->rotate_webhook_secret(project, secret, clock_.unix_millis(), 0));
+  GANTRY_TRY(
+      records_->rotate_webhook_secret(project, secrets_box_.seal(secret), clock_.unix_millis(), 0));
   return secret;
 }
 
@@ -479,33 +486,34 @@ void JobsService::add_routes(http::Router &r) {
 }
 
 void JobsService::add_admin_routes(http::Router &r) {
-  r.post("/admin/v1/projects/{id}/webhook_secrets", [this](
-                                                        http::Request &&req,
-                                                        std::shared_ptr<http::ResponseWriter> w) {
-    if (auto refused = admin_auth_->check(req))
-      return send_error(w, *refused);
-    int64_t grace_ms = 24 * 3'600'000;
-    if (!req.body.empty()) {
-      auto v = api::parse_object_body(req.body);
-      if (!v)
-        return send_error(w, v.error());
-      if (auto *g = v->if_contains("grace_s")) {
-        // Bounded so that grace_s * 1000 cannot overflow (audit I).
-        if (!g->is_int64() || g->as_int64() < 0 || g->as_int64() > 366 * 86'400)
-          return send_error(w, Error::invalid("grace_s must be 0..31622400 (a year)", "grace_s"));
-        grace_ms = g->as_int64() * 1000;
-      }
-    }
-    const std::string project(req.path_param("id"));
-    const std::string secret = control::generate_webhook_secret();
-    if (auto st = records_->rotate_webhook_secret(project, secret, clock_.unix_millis(), grace_ms);
-        !st)
-      return send_error(w, st.error());
-    w->respond(http::Response::json(
-        201,
-        json::serialize(json::object{
-            {"project", project}, {"secret", secret}, {"previous_valid_for_s", grace_ms / 1000}})));
-  });
+  r.post("/admin/v1/projects/{id}/webhook_secrets",
+         [this](http::Request &&req, std::shared_ptr<http::ResponseWriter> w) {
+           if (auto refused = admin_auth_->check(req))
+             return send_error(w, *refused);
+           int64_t grace_ms = 24 * 3'600'000;
+           if (!req.body.empty()) {
+             auto v = api::parse_object_body(req.body);
+             if (!v)
+               return send_error(w, v.error());
+             if (auto *g = v->if_contains("grace_s")) {
+               // Bounded so that grace_s * 1000 cannot overflow (audit I).
+               if (!g->is_int64() || g->as_int64() < 0 || g->as_int64() > 366 * 86'400)
+                 return send_error(
+                     w, Error::invalid("grace_s must be 0..31622400 (a year)", "grace_s"));
+               grace_ms = g->as_int64() * 1000;
+             }
+           }
+           const std::string project(req.path_param("id"));
+           const std::string secret = control::generate_webhook_secret();
+           if (auto st = records_->rotate_webhook_secret(project, secrets_box_.seal(secret),
+                                                         clock_.unix_millis(), grace_ms);
+               !st)
+             return send_error(w, st.error());
+           w->respond(http::Response::json(
+               201, json::serialize(json::object{{"project", project},
+                                                 {"secret", secret},
+                                                 {"previous_valid_for_s", grace_ms / 1000}})));
+         });
 }
 
 } // namespace gantry::server

@@ -18,6 +18,7 @@
 
 #include "api/openai.h"
 #include "control/control_plane.h"
+#include "control/secret_box.h"
 #include "core/clock.h"
 #include "http/body_sink.h"
 #include "http/router.h"
@@ -98,6 +99,8 @@ private:
 
   const JobsConfig config_;
   control::ControlPlane &control_;
+  // Project webhook secrets are stored sealed under the key pepper (audit M5).
+  const control::SecretBox secrets_box_;
   const Clock &clock_;
   Authenticate authenticate_;
   ApiCalls *calls_ = nullptr;             // outcomes and their records (metrics, request log)

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <thread>
@@ -407,6 +410,16 @@ TEST(Jobs, WebhooksAreSignedRetriedWithAStableIdAndDisabledBy410) {
   ASSERT_TRUE(r1 && r1->status == 201 && r2 && r2->status == 201);
   const std::string old_secret(parse_object(r1->body)["secret"].as_string());
   const std::string new_secret(parse_object(r2->body)["secret"].as_string());
+  // Stored sealed under the pepper (audit M5): no file of the data directory (the database, its
+  // WAL) holds either secret.
+  for (const auto &f : std::filesystem::directory_iterator(s->data_dir())) {
+    if (!f.is_regular_file())
+      continue;
+    std::ifstream in(f.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    for (const auto &secret : {old_secret, new_secret})
+      EXPECT_EQ(bytes.find(secret.substr(6)), std::string::npos) << f.path();
+  }
 
   auto r = c.post("/v1/jobs", job_request("Hello", 4, {{"webhook", rx.url()}}), bearer(key));
   ASSERT_TRUE(r && r->status == 202) << (r ? r->body : "");
