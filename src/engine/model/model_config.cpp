@@ -126,6 +126,12 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
   GANTRY_ASSIGN_OR_RETURN(c.n_layer, need_int(f, a + "block_count", 1024));
   GANTRY_ASSIGN_OR_RETURN(c.n_ff, need_int(f, a + "feed_forward_length", 1 << 18));
   GANTRY_ASSIGN_OR_RETURN(c.n_head, need_int(f, a + "attention.head_count", 1024));
+  // Mixtral-style files are llama with experts (ffn_*_exps tensors): refused by name rather than
+  // as a missing ffn_gate.weight.
+  if (auto e = f.get_uint(a + "expert_count"); e && *e > 0) {
+    return Err(Error::unsupported("mixture-of-experts models (" + a + "expert_count " +
+                                  std::to_string(*e) + ") are not supported"));
+  }
   c.n_head_kv = c.n_head;
   if (f.find(a + "attention.head_count_kv")) {
     GANTRY_ASSIGN_OR_RETURN(c.n_head_kv, need_int(f, a + "attention.head_count_kv", 1024));

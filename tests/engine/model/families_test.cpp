@@ -20,6 +20,8 @@
 
 #include <boost/json.hpp>
 
+#include "engine/gguf/gguf_writer.h"
+
 namespace gantry::engine {
 namespace {
 
@@ -187,6 +189,24 @@ TEST(FamiliesConfigTest, ReadsEachFamilysFeatures) {
   ASSERT_TRUE(l32.ok()) << l32.error().message;
   EXPECT_TRUE((*l32)->config().tied_output);
   EXPECT_EQ((*l32)->config().n_swa, 0);
+}
+
+// Mixtral is llama with experts: refused by name, not as a missing tensor.
+TEST(FamiliesConfigTest, RefusesMixtureOfExpertsByName) {
+  gguf::GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_u32("llama.embedding_length", 64);
+  w.set_u32("llama.block_count", 2);
+  w.set_u32("llama.feed_forward_length", 128);
+  w.set_u32("llama.attention.head_count", 4);
+  w.set_u32("llama.expert_count", 8);
+  w.set_u32("llama.expert_used_count", 2);
+  const std::string path = ::testing::TempDir() + "/moe.gguf";
+  ASSERT_TRUE(w.write(path).ok());
+  auto m = Model::load(path);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(m.error().message.find("expert_count"), std::string::npos) << m.error().message;
 }
 
 // Past rope.scaling.original_context_length Phi-3 switches to the long LongRoPE factors, as
