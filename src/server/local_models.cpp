@@ -46,10 +46,13 @@ Result<LocalModel> describe(const ModelSpec &spec, const gguf::GgufFile &file) {
 Result<std::pair<LocalModel, std::unique_ptr<backend::ModelBackend>>>
 load(const ModelSpec &spec, const LocalModel *known, const ServerConfig &config, const Clock &clock,
      const ModelLoadProgress &progress) {
-  auto model = engine::Model::load(spec.path, [&](uint64_t d, uint64_t t) {
-    if (progress)
-      progress(spec.name, d, t);
-  });
+  auto model = engine::Model::load(
+      spec.path,
+      [&](uint64_t d, uint64_t t) {
+        if (progress)
+          progress(spec.name, d, t);
+      },
+      spec.ctx);
   if (!model)
     return Err(about(spec, model.take_error()));
   LocalModel lm;

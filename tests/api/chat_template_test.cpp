@@ -359,6 +359,42 @@ TEST(ChatTemplateDetect, RecognisesRealTemplates) {
   }
 }
 
+// The tiny models of the decoder families (tests/data/families, as the engine's families_test
+// runs them): the template each file carries is recognised and renders the family's turns.
+TEST(ChatTemplateDetect, FamilyModelsTemplatesRender) {
+  struct FileCase {
+    const char *file;
+    ChatFormat format;
+    bool recognized;
+    const char *rendered;
+  };
+  const FileCase cases[] = {
+      {"gemma2.gguf", ChatFormat::kGemma, true,
+       "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+       "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"},
+      {"gemma3.gguf", ChatFormat::kGemma, true,
+       "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+       "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"},
+      {"phi3.gguf", ChatFormat::kPhi3, true,
+       "<|user|>\nHi<|end|>\n<|assistant|>\nHello<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n"},
+      // Llama 3.2's tied head on the Llama 2 vocab, which has no template.
+      {"llama32-tied.gguf", ChatFormat::kPlain, true, "Hi\n\nHello\n\nBye"},
+  };
+  for (const FileCase &c : cases) {
+    SCOPED_TRACE(c.file);
+    auto file = gguf::GgufFile::open(
+        (std::filesystem::path(GANTRY_TEST_DATA_DIR) / "families" / c.file).string());
+    ASSERT_TRUE(file.ok()) << file.error().message;
+    auto tmpl = (*file)->get_string("tokenizer.chat_template");
+    const DetectedTemplate d = detect_chat_format(tmpl ? *tmpl : std::string_view());
+    EXPECT_EQ(d.recognized, c.recognized);
+    EXPECT_EQ(chat_format_name(d.format), chat_format_name(c.format));
+    auto r = render_chat(d.format, {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}}, true);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(*r, c.rendered);
+  }
+}
+
 TEST(ChatTemplateDetect, UnknownTemplatesFallBackToChatMLUnrecognised) {
   const char *unknown[] = {
       "{{ messages }}",

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/kernels_impl.h"
@@ -411,6 +412,37 @@ void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
 }
 void add(const float *a, const float *b, float *out, int64_t n) {
   GANTRY_DISPATCH(add(a, b, out, n));
+}
+
+void gelu_mul(const float *gate, const float *up, float *out, int64_t n) {
+  // ggml's GGML_GELU_FP16 table: GELU(tanh) of every fp16 value, rounded to fp16 (ggml-cpu.c
+  // ggml_cpu_init), with the same constants and float arithmetic.
+  static const std::vector<uint16_t> table = [] {
+    std::vector<uint16_t> t(65536);
+    constexpr float kCoefA = 0.044715f;
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    for (uint32_t i = 0; i < t.size(); ++i) {
+      const float x = fp16_to_fp32(static_cast<uint16_t>(i));
+      t[i] =
+          fp32_to_fp16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x))));
+    }
+    return t;
+  }();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    if (x <= -10.0f)
+      out[i] = 0.0f;
+    else if (x >= 10.0f)
+      out[i] = x * up[i];
+    else
+      out[i] = fp16_to_fp32(table[fp32_to_fp16(x)]) * up[i];
+  }
+}
+
+void tanh_softcap(float *x, float cap, int64_t n) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = std::tanh(x[i] * inv) * cap;
 }
 void scale(float *x, float s, int64_t n) { GANTRY_DISPATCH(scale(x, s, n)); }
 float dot_f32(const float *a, const float *b, int64_t n) {

@@ -118,6 +118,12 @@ void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float e
 void softmax(float *x, int64_t n);
 // out = silu(gate) * up (SwiGLU). out may alias gate or up.
 void silu_mul(const float *gate, const float *up, float *out, int64_t n);
+// out = gelu(gate) * up (GEGLU, Gemma's FFN) with llama.cpp's CPU arithmetic: GELU(tanh) looked
+// up in a table of every fp16 input (gate rounded to fp16; exact outside [-10, 10]), so the
+// result has fp16 precision as there. out may alias gate or up.
+void gelu_mul(const float *gate, const float *up, float *out, int64_t n);
+// x = cap * tanh(x / cap) as ggml computes it (x * (1/cap), tanh, * cap): logit soft-capping.
+void tanh_softcap(float *x, float cap, int64_t n);
 // out = a + b. out may alias a or b.
 void add(const float *a, const float *b, float *out, int64_t n);
 // x *= s.

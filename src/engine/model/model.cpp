@@ -2,6 +2,7 @@
 
 #include "engine/model/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -52,6 +53,14 @@ Result<std::vector<float>> vector_f32(const gguf::GgufFile &f, const std::string
   return out;
 }
 
+// Rows [first, first + n) of a dense matrix, as a matrix of its own.
+WeightView row_range(const WeightView &w, int64_t first, int64_t n) {
+  WeightView v = w;
+  v.data = static_cast<const char *>(w.data) + first * w.row_stride;
+  v.rows = n;
+  return v;
+}
+
 template <typename T> void grow(std::vector<T> &v, size_t n) {
   if (v.size() < n)
     v.resize(n);
@@ -59,7 +68,8 @@ template <typename T> void grow(std::vector<T> &v, size_t n) {
 
 } // namespace
 
-Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progress &progress) {
+Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progress &progress,
+                                           int n_ctx_seq) {
   std::unique_ptr<Model> m(new Model());
   GANTRY_ASSIGN_OR_RETURN(m->file_, gguf::GgufFile::open(path));
   GANTRY_ASSIGN_OR_RETURN(m->config_, read_model_config(*m->file_));
@@ -76,7 +86,7 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
                               " tokens but token_embd.weight has " +
                               std::to_string(m->config_.n_vocab) + " rows"));
   }
-  GANTRY_TRY(m->bind_weights());
+  GANTRY_TRY(m->bind_weights(n_ctx_seq > 0 ? n_ctx_seq : m->config_.n_ctx_train));
   // Touch every weight page once so that the first request does not pay for page faults and
   // a long load shows progress; the pages stay shared with the page cache (no copy).
   if (progress) {
@@ -95,7 +105,7 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
   return m;
 }
 
-Status Model::bind_weights() {
+Status Model::bind_weights(int n_ctx_seq) {
   const auto &c = config_;
   const auto &f = *file_;
   token_embd_ = f.tensor("token_embd.weight");
@@ -111,6 +121,13 @@ Status Model::bind_weights() {
   }
   if (f.tensor("rope_freqs.weight")) {
     GANTRY_ASSIGN_OR_RETURN(rope_freq_factors_, vector_f32(f, "rope_freqs.weight", c.rope_dim / 2));
+  } else {
+    // llama_model::get_rope_factors: long factors only when the context exceeds the original.
+    const char *name =
+        n_ctx_seq > c.n_ctx_orig ? "rope_factors_long.weight" : "rope_factors_short.weight";
+    if (f.tensor(name)) {
+      GANTRY_ASSIGN_OR_RETURN(rope_freq_factors_, vector_f32(f, name, c.rope_dim / 2));
+    }
   }
   layers_.resize(c.n_layer);
   for (int i = 0; i < c.n_layer; ++i) {
@@ -118,13 +135,38 @@ Status Model::bind_weights() {
     const std::string p = "blk." + std::to_string(i) + ".";
     GANTRY_ASSIGN_OR_RETURN(l.attn_norm, vector_f32(f, p + "attn_norm.weight", c.n_embd));
     GANTRY_ASSIGN_OR_RETURN(l.ffn_norm, vector_f32(f, p + "ffn_norm.weight", c.n_embd));
-    GANTRY_ASSIGN_OR_RETURN(l.wq, matrix(f, p + "attn_q.weight", c.q_dim(), c.n_embd));
-    GANTRY_ASSIGN_OR_RETURN(l.wk, matrix(f, p + "attn_k.weight", c.kv_dim(), c.n_embd));
-    GANTRY_ASSIGN_OR_RETURN(l.wv, matrix(f, p + "attn_v.weight", c.kv_dim(), c.n_embd));
+    if (f.tensor(p + "attn_qkv.weight")) {
+      // Fused Q|K|V rows (Phi-3): three views into the one tensor, so the matmuls stay shared.
+      GANTRY_ASSIGN_OR_RETURN(
+          auto qkv, matrix(f, p + "attn_qkv.weight", c.q_dim() + 2 * c.kv_dim(), c.n_embd));
+      l.wq = row_range(qkv, 0, c.q_dim());
+      l.wk = row_range(qkv, c.q_dim(), c.kv_dim());
+      l.wv = row_range(qkv, c.q_dim() + c.kv_dim(), c.kv_dim());
+    } else {
+      GANTRY_ASSIGN_OR_RETURN(l.wq, matrix(f, p + "attn_q.weight", c.q_dim(), c.n_embd));
+      GANTRY_ASSIGN_OR_RETURN(l.wk, matrix(f, p + "attn_k.weight", c.kv_dim(), c.n_embd));
+      GANTRY_ASSIGN_OR_RETURN(l.wv, matrix(f, p + "attn_v.weight", c.kv_dim(), c.n_embd));
+    }
     GANTRY_ASSIGN_OR_RETURN(l.wo, matrix(f, p + "attn_output.weight", c.n_embd, c.q_dim()));
-    GANTRY_ASSIGN_OR_RETURN(l.w_gate, matrix(f, p + "ffn_gate.weight", c.n_ff, c.n_embd));
-    GANTRY_ASSIGN_OR_RETURN(l.w_up, matrix(f, p + "ffn_up.weight", c.n_ff, c.n_embd));
+    if (c.fused_gate_up) {
+      // ffn_up holds the gate rows, then the up rows (llama.cpp's swiglu of the halves).
+      GANTRY_ASSIGN_OR_RETURN(auto gate_up, matrix(f, p + "ffn_up.weight", 2 * c.n_ff, c.n_embd));
+      l.w_gate = row_range(gate_up, 0, c.n_ff);
+      l.w_up = row_range(gate_up, c.n_ff, c.n_ff);
+    } else {
+      GANTRY_ASSIGN_OR_RETURN(l.w_gate, matrix(f, p + "ffn_gate.weight", c.n_ff, c.n_embd));
+      GANTRY_ASSIGN_OR_RETURN(l.w_up, matrix(f, p + "ffn_up.weight", c.n_ff, c.n_embd));
+    }
     GANTRY_ASSIGN_OR_RETURN(l.w_down, matrix(f, p + "ffn_down.weight", c.n_embd, c.n_ff));
+    if (c.post_norms) {
+      GANTRY_ASSIGN_OR_RETURN(l.post_attn_norm,
+                              vector_f32(f, p + "post_attention_norm.weight", c.n_embd));
+      GANTRY_ASSIGN_OR_RETURN(l.post_ffn_norm, vector_f32(f, p + "post_ffw_norm.weight", c.n_embd));
+    }
+    if (c.qk_norm) {
+      GANTRY_ASSIGN_OR_RETURN(l.q_norm, vector_f32(f, p + "attn_q_norm.weight", c.head_dim));
+      GANTRY_ASSIGN_OR_RETURN(l.k_norm, vector_f32(f, p + "attn_k_norm.weight", c.head_dim));
+    }
     if (c.qkv_bias) {
       GANTRY_ASSIGN_OR_RETURN(l.bq, vector_f32(f, p + "attn_q.bias", c.q_dim()));
       GANTRY_ASSIGN_OR_RETURN(l.bk, vector_f32(f, p + "attn_k.bias", c.kv_dim()));
@@ -140,7 +182,12 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
   const int n = static_cast<int>(batch.size());
   const int hd = c.head_dim;
   const int group = c.n_head / c.n_head_kv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Q already carries attn_scale when the family scales it first; a soft-cap divides the scores
+  // by the cap before tanh (llama.cpp folds that into the flash-attention scale too).
+  float scale = c.q_prescale ? 1.0f : c.attn_scale;
+  if (c.attn_softcap > 0.0f)
+    scale /= c.attn_softcap;
+  const int window = c.is_swa(layer) ? c.n_swa : 0;
   if (static_cast<int>(ws.scores.size()) < pool.size())
     ws.scores.resize(pool.size());
 
@@ -162,6 +209,8 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
       const int g = static_cast<int>(item % c.n_head_kv);
       const BatchToken &bt = batch[t];
       const int n_ctx = bt.pos + 1;
+      // llama.cpp masks key position p0 for query p1 when p1 - p0 >= n_swa.
+      const int first = window > 0 ? std::max(0, n_ctx - window) : 0;
       grow(scores, attention_scratch(group, n_ctx, hd));
       for (int i = 0; i < group; ++i) {
         const int h = g * group + i;
@@ -177,7 +226,7 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
           [&](int j) {
             return kv.v(layer, blocks[j / KvCache::kBlockSize], j % KvCache::kBlockSize) + g * hd;
           },
-          c.kv_dim(), KvCache::kBlockSize, scores.data());
+          c.kv_dim(), KvCache::kBlockSize, scores.data(), first, c.attn_softcap);
     }
   });
 }
@@ -203,16 +252,33 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
   rp.freq_scale = c.rope_freq_scale;
   rp.neox = c.rope_neox;
   rp.freq_factors = &rope_freq_factors_;
+  rp.mscale = c.rope_attn_factor;
+  // Sliding-window layers may rotate with their own base and scale (gemma3's local layers).
+  RopeParams rp_swa = rp;
+  rp_swa.freq_base = c.rope_freq_base_swa;
+  rp_swa.freq_scale = c.rope_freq_scale_swa;
+  const bool own_swa_rope =
+      c.n_swa > 0 && (rp_swa.freq_base != rp.freq_base || rp_swa.freq_scale != rp.freq_scale);
   const int half = c.rope_dim / 2;
   grow(ws.rope_cos, static_cast<size_t>(n) * half);
   grow(ws.rope_sin, static_cast<size_t>(n) * half);
+  if (own_swa_rope) {
+    grow(ws.rope_cos_swa, static_cast<size_t>(n) * half);
+    grow(ws.rope_sin_swa, static_cast<size_t>(n) * half);
+  }
   for (int t = 0; t < n; ++t) {
     rope_angles(batch[t].pos, rp, ws.rope_cos.data() + t * half, ws.rope_sin.data() + t * half);
+    if (own_swa_rope) {
+      rope_angles(batch[t].pos, rp_swa, ws.rope_cos_swa.data() + t * half,
+                  ws.rope_sin_swa.data() + t * half);
+    }
   }
   const size_t embd_row = token_embd_->row_bytes();
   for (int t = 0; t < n; ++t) {
     kernels::dequantize_row(token_embd_->type, token_embd_->data + embd_row * batch[t].token,
                             ws.x.data() + t * d, c.n_embd);
+    if (c.embd_scale != 1.0f)
+      kernels::scale(ws.x.data() + t * d, c.embd_scale, c.n_embd);
   }
 
   for (int li = 0; li < c.n_layer; ++li) {
@@ -241,9 +307,23 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
         kernels::add(k, l.bk.data(), k, c.kv_dim());
         kernels::add(v, l.bv.data(), v, c.kv_dim());
       }
-      const float *cs = ws.rope_cos.data() + t * half, *sn = ws.rope_sin.data() + t * half;
+      if (c.qk_norm) {
+        for (int h = 0; h < c.n_head; ++h) {
+          kernels::rmsnorm(q + h * c.head_dim, l.q_norm.data(), q + h * c.head_dim, c.head_dim,
+                           c.rms_eps);
+        }
+        for (int h = 0; h < c.n_head_kv; ++h) {
+          kernels::rmsnorm(k + h * c.head_dim, l.k_norm.data(), k + h * c.head_dim, c.head_dim,
+                           c.rms_eps);
+        }
+      }
+      const bool swa_rope = own_swa_rope && c.is_swa(li);
+      const float *cs = (swa_rope ? ws.rope_cos_swa : ws.rope_cos).data() + t * half;
+      const float *sn = (swa_rope ? ws.rope_sin_swa : ws.rope_sin).data() + t * half;
       rope_apply(q, c.n_head, c.head_dim, rp, cs, sn);
       rope_apply(k, c.n_head_kv, c.head_dim, rp, cs, sn);
+      if (c.q_prescale)
+        kernels::scale(q, c.attn_scale, c.q_dim());
       const int32_t block = (*batch[t].blocks)[batch[t].pos / KvCache::kBlockSize];
       const int slot = batch[t].pos % KvCache::kBlockSize;
       // fp16 like llama.cpp's cache: besides halving the memory, the same rounding brings our
@@ -255,6 +335,12 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
     }
     attention(batch, li, kv, ws, pool);
     kernels::matmul(l.wo, ws.attn.data(), n, ws.out.data(), pool);
+    if (c.post_norms) {
+      for (int t = 0; t < n; ++t) {
+        kernels::rmsnorm(ws.out.data() + t * d, l.post_attn_norm.data(), ws.out.data() + t * d,
+                         c.n_embd, c.rms_eps);
+      }
+    }
     kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
 
     for (int t = 0; t < n; ++t) {
@@ -269,9 +355,20 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
       kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool);
       kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool);
     }
-    kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
-                      static_cast<int64_t>(n) * c.n_ff);
+    if (c.gelu_ffn) {
+      kernels::gelu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
+                        static_cast<int64_t>(n) * c.n_ff);
+    } else {
+      kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
+                        static_cast<int64_t>(n) * c.n_ff);
+    }
     kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool);
+    if (c.post_norms) {
+      for (int t = 0; t < n; ++t) {
+        kernels::rmsnorm(ws.out.data() + t * d, l.post_ffn_norm.data(), ws.out.data() + t * d,
+                         c.n_embd, c.rms_eps);
+      }
+    }
     kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
   }
 }
@@ -296,6 +393,8 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
   logits.resize(static_cast<size_t>(n_out) * c.n_vocab);
   if (n_out > 0)
     kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool);
+  if (c.final_softcap > 0.0f)
+    kernels::tanh_softcap(logits.data(), c.final_softcap, static_cast<int64_t>(n_out) * c.n_vocab);
 }
 
 void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,

@@ -1,5 +1,6 @@
-// A loaded Llama-family model: config, tokenizer and weight views into the mapped GGUF file.
-// Weights are never copied; resident memory grows only as pages are touched.
+// A loaded decoder model (model_config.h lists the architectures): config, tokenizer and weight
+// views into the mapped GGUF file. Weights are never copied; resident memory grows only as pages
+// are touched.
 //
 // Thread safety: immutable after load(); forward() is called by one engine thread at a time per
 // (KvCache, Workspace) pair and uses the given ThreadPool for its kernels.
@@ -34,16 +35,19 @@ struct BatchToken {
 // allocates nothing.
 struct Workspace {
   std::vector<float> x, xn, q, k, v, attn, gate, up, out;
-  std::vector<float> rope_cos, rope_sin;  // per token, n_rot/2 each
-  std::vector<std::vector<float>> scores; // one per pool thread
+  std::vector<float> rope_cos, rope_sin;         // per token, n_rot/2 each
+  std::vector<float> rope_cos_swa, rope_sin_swa; // the same for sliding-window layers
+  std::vector<std::vector<float>> scores;        // one per pool thread
 };
 
 class Model {
 public:
   using Progress = std::function<void(uint64_t done, uint64_t total)>;
 
+  // n_ctx_seq: the longest sequence the caller will run (0: the model's training context), as
+  // llama.cpp's n_ctx_seq; it picks LongRoPE's long or short factors (Phi-3.5/4-mini).
   static Result<std::unique_ptr<Model>> load(const std::string &path,
-                                             const Progress &progress = nullptr);
+                                             const Progress &progress = nullptr, int n_ctx_seq = 0);
 
   const ModelConfig &config() const { return config_; }
   const Tokenizer &tokenizer() const { return *tokenizer_; }
@@ -63,11 +67,12 @@ private:
     // Norm weights and biases are small and may be stored in any type; they are dequantized
     // once at load.
     std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
+    std::vector<float> post_attn_norm, post_ffn_norm, q_norm, k_norm; // gemma
     kernels::WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
   };
 
   Model() = default;
-  Status bind_weights();
+  Status bind_weights(int n_ctx_seq);
   void attention(std::span<const BatchToken> batch, int layer, KvCache &kv, Workspace &ws,
                  kernels::ThreadPool &pool) const;
   // Every layer; leaves the residual stream of each token in ws.x.
@@ -81,7 +86,8 @@ private:
   const gguf::TensorInfo *token_embd_ = nullptr;
   std::vector<float> output_norm_;
   kernels::WeightView output_;
-  std::vector<float> rope_freq_factors_; // Llama 3.1 "rope_freqs.weight"; empty when absent
+  // Llama 3.1's "rope_freqs.weight", or Phi-3's long or short LongRoPE factors; empty when absent.
+  std::vector<float> rope_freq_factors_;
 };
 
 } // namespace gantry::engine

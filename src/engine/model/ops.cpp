@@ -11,8 +11,8 @@ void rope_angles(int pos, const RopeParams &p, float *cs, float *sn) {
   for (int i = 0; i < p.n_rot / 2; ++i) {
     const float ff = p.freq_factors && !p.freq_factors->empty() ? (*p.freq_factors)[i] : 1.0f;
     const float t = p.freq_scale * (theta / ff);
-    cs[i] = std::cos(t);
-    sn[i] = std::sin(t);
+    cs[i] = std::cos(t) * p.mscale;
+    sn[i] = std::sin(t) * p.mscale;
     theta *= theta_scale;
   }
 }

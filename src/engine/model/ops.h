@@ -16,6 +16,7 @@ struct RopeParams {
   float freq_scale = 1.0f;
   bool neox = false; // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
   const std::vector<float> *freq_factors = nullptr;
+  float mscale = 1.0f; // multiplies cos and sin (ggml's attn_factor; LongRoPE sets it)
 };
 
 // cos and sin of the n_rot/2 rotation angles at position pos, built as ggml does
@@ -32,12 +33,16 @@ void rope(float *x, int n_heads, int head_dim, int pos, const RopeParams &p);
 // row is read once for the whole group. Rows j..(end of j's run of `run` positions) are
 // `stride` elements apart starting at k_row(j) / v_row(j), fp16 (the KV cache) or float.
 // `scores` is scratch of attention_scratch(n_q, n_ctx, head_dim) floats.
+// Only positions [first, n_ctx) are attended (a sliding window; k_row/v_row still take absolute
+// positions). softcap > 0 replaces each scaled score s by softcap * tanh(s), as llama.cpp's flash
+// attention does with a logit soft-cap (the caller then folds 1/softcap into `scale`).
 inline size_t attention_scratch(int n_q, int n_ctx, int head_dim) {
   return static_cast<size_t>(n_q) * (n_ctx + 2 * static_cast<size_t>(head_dim));
 }
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
-                     float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores);
+                     float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores,
+                     int first = 0, float softcap = 0.0f);
 
 // One attention head for one query: softmax(q·K^T * scale) · V over n_ctx positions, where
 // row(j) gives the K (or V) row of position j. `scores` is scratch of

@@ -48,8 +48,15 @@ void attend_fp32(const float *s, int n_ctx, int head_dim, VRow v_row, float *out
 
 template <typename KRow, typename VRow>
 void attention_group(const float *const *q, float *const *out, int n_q, int n_ctx, int head_dim,
-                     float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores) {
+                     float scale, KRow k_row, VRow v_row, int64_t stride, int run, float *scores,
+                     int first, float softcap) {
   assert(n_q <= 64); // model_config refuses larger GQA groups
+  assert(first >= 0 && first < n_ctx);
+  // From here on positions are relative to `first`; KV blocks stay aligned to absolute ones.
+  const int n = n_ctx - first;
+  auto k_at = [&](int j) { return k_row(j + first); };
+  auto v_at = [&](int j) { return v_row(j + first); };
+  auto run_end = [&](int j0) { return std::min(n, ((j0 + first) / run + 1) * run - first); };
   using KElem = std::remove_cv_t<std::remove_pointer_t<decltype(k_row(0))>>;
   using VElem = std::remove_cv_t<std::remove_pointer_t<decltype(v_row(0))>>;
   constexpr bool kF16 = std::is_same_v<KElem, uint16_t>;
@@ -63,7 +70,7 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
   // and our float sum differs from either by an ulp at most, which the comparison test shows to
   // be lost in the differences of the rest of the forward pass.
   // Scratch after the scores: the rounded queries, then the fp16 accumulators.
-  float *qr = scores + static_cast<size_t>(n_q) * n_ctx;
+  float *qr = scores + static_cast<size_t>(n_q) * n;
   auto *acc = reinterpret_cast<uint16_t *>(qr + static_cast<size_t>(n_q) * head_dim);
   const float *qk[64];
   for (int h = 0; h < n_q; ++h) {
@@ -80,12 +87,16 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
   }
   // Positions come in runs of `run` rows `stride` elements apart (one KV block); each run is one
   // kernel call, and each K and V row is loaded once for all query heads of the group.
-  for (int j0 = 0; j0 < n_ctx;) {
-    const int j1 = std::min(n_ctx, (j0 / run + 1) * run);
-    const auto *kr = k_row(j0);
+  for (int j0 = 0; j0 < n;) {
+    const int j1 = run_end(j0);
+    const auto *kr = k_at(j0);
     for (int h = 0; h < n_q; ++h)
-      kernels::dot_rows(qk[h], kr, stride, j1 - j0, head_dim, scale, scores + h * n_ctx + j0);
+      kernels::dot_rows(qk[h], kr, stride, j1 - j0, head_dim, scale, scores + h * n + j0);
     j0 = j1;
+  }
+  if (softcap > 0.0f) {
+    for (size_t i = 0; i < static_cast<size_t>(n_q) * n; ++i)
+      scores[i] = softcap * std::tanh(scores[i]);
   }
   if constexpr (kF16V) {
     float mx[64], sum[64];
@@ -94,11 +105,10 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
       sum[h] = 0;
     }
     std::memset(acc, 0, sizeof(uint16_t) * n_q * head_dim);
-    for (int j0 = 0; j0 < n_ctx;) {
-      const int j1 = std::min(n_ctx, (j0 / run + 1) * run);
-      const auto *vr = v_row(j0);
-      kernels::attend_rows_f16(scores + j0, n_ctx, n_q, vr, stride, j1 - j0, head_dim, mx, sum,
-                               acc);
+    for (int j0 = 0; j0 < n;) {
+      const int j1 = run_end(j0);
+      const auto *vr = v_at(j0);
+      kernels::attend_rows_f16(scores + j0, n, n_q, vr, stride, j1 - j0, head_dim, mx, sum, acc);
       j0 = j1;
     }
     for (int h = 0; h < n_q; ++h) {
@@ -109,14 +119,14 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
       if (!finite) {
         // Past fp16's range (|acc| > 65504: large values over a long context) llama.cpp's
         // output is inf or NaN; ours falls back to an fp32 accumulator instead.
-        attention_detail::attend_fp32(scores + h * n_ctx, n_ctx, head_dim, v_row, out[h]);
+        attention_detail::attend_fp32(scores + h * n, n, head_dim, v_at, out[h]);
         continue;
       }
       kernels::scale(out[h], sum[h] == 0.0f ? 0.0f : 1.0f / sum[h], head_dim);
     }
   } else {
     for (int h = 0; h < n_q; ++h)
-      attention_detail::attend_fp32(scores + h * n_ctx, n_ctx, head_dim, v_row, out[h]);
+      attention_detail::attend_fp32(scores + h * n, n, head_dim, v_at, out[h]);
   }
 }
 

@@ -91,6 +91,50 @@ TEST(AttentionTest, IsStableForLargeScores) {
   EXPECT_GT(out[0], 0.5f);
 }
 
+// A sliding window attends only positions [first, n_ctx): the same as attention over those rows
+// alone, bit for bit, also when the window starts inside a run of `run` rows (a KV block).
+TEST(AttentionTest, WindowEqualsAttentionOverTheWindowRows) {
+  const int n_ctx = 23, hd = 4, run = 8, first = 13;
+  std::vector<uint16_t> kv(static_cast<size_t>(n_ctx) * hd * 2);
+  for (size_t i = 0; i < kv.size(); ++i)
+    kv[i] = kernels::fp32_to_fp16(std::sin(0.7f * static_cast<float>(i)));
+  const uint16_t *k = kv.data();
+  const uint16_t *v = kv.data() + static_cast<size_t>(n_ctx) * hd;
+  const float q[hd] = {0.5f, -1, 2, 0.25f};
+  const float *qs[1] = {q};
+  float windowed[hd], sliced[hd];
+  float *out_w[1] = {windowed}, *out_s[1] = {sliced};
+  std::vector<float> scores(attention_scratch(1, n_ctx, hd));
+  attention_group(
+      qs, out_w, 1, n_ctx, hd, 0.5f, [&](int j) { return k + j * hd; },
+      [&](int j) { return v + j * hd; }, hd, run, scores.data(), first);
+  // The window's rows as their own context (runs aligned to its start instead: the sums are
+  // the same because each row is added in order either way).
+  attention_group(
+      qs, out_s, 1, n_ctx - first, hd, 0.5f, [&](int j) { return k + (j + first) * hd; },
+      [&](int j) { return v + (j + first) * hd; }, hd, n_ctx, scores.data());
+  for (int i = 0; i < hd; ++i)
+    EXPECT_EQ(windowed[i], sliced[i]) << i;
+}
+
+// Soft-capping replaces each scaled score s by cap * tanh(s): two scores far apart end up at
+// most 2 * cap apart, so the weights of a softmax over them are known.
+TEST(AttentionTest, SoftcapBoundsTheScores) {
+  const float q[1] = {1};
+  const float k[2][1] = {{100}, {-100}};
+  const float v[2][1] = {{1}, {0}};
+  const float *qs[1] = {q};
+  float out[1];
+  float *outs[1] = {out};
+  std::vector<float> scores(attention_scratch(1, 2, 1));
+  const float cap = 2;
+  attention_group(
+      qs, outs, 1, 2, 1, 1.0f / cap, [&](int j) { return k[j]; }, [&](int j) { return v[j]; }, 0, 1,
+      scores.data(), 0, cap);
+  // Scores cap * tanh(+-50) = +-2: weight of V = 1 is e^2 / (e^2 + e^-2).
+  EXPECT_NEAR(out[0], std::exp(2.0) / (std::exp(2.0) + std::exp(-2.0)), 1e-6);
+}
+
 // Against an fp16 cache the softmax-weighted sum of V is accumulated in fp16, as llama.cpp's CPU
 // flash attention does: with equal scores 1 + 2^-11 rounds back to 1 (ties to even), so the
 // mean of V = 1 and V = 2^-11 comes out as exactly 1/2 rather than (1 + 2^-11) / 2.
