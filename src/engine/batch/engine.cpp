@@ -54,6 +54,8 @@ int context_for(const Model &m, const EngineConfig &c) { return context_for_conf
 } // namespace
 
 size_t kv_bytes_for_context(const ModelConfig &model, int n_ctx, int max_seqs, size_t cap) {
+  if (model.encoder)
+    return 0; // nothing is cached between an encoder's passes (the cache keeps its one block)
   EngineConfig c;
   c.n_ctx = n_ctx;
   const size_t blocks_per_seq =
