@@ -1,7 +1,7 @@
 // An encoder-only (BERT-family) model through the real server: /v1/embeddings returns the vector
 // llama.cpp's llama-embedding computes for the same file (tests/data/bert), usage counts the
 // [CLS]/[SEP]-wrapped tokens, /v1/models lists the model, and generation endpoints answer an
-// OpenAI-shaped 400 that names it as embeddings-only.
+// OpenAI-shaped 400 that names it as embeddings-only; /readyz probes it by embedding.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,6 +90,12 @@ TEST_F(EncoderEmbeddingsTest, ListedButGenerationIsAClean400) {
   for (const auto &m : list.at("data").as_array())
     listed |= m.at("id") == "bert";
   EXPECT_TRUE(listed) << models->body;
+  // The readiness probe of an encoder embeds a token instead of generating one.
+  auto ready = client_->get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200) << ready->body;
+  EXPECT_NE(ready->body.find(R"({"name":"model:bert","status":"ok")"), std::string::npos)
+      << ready->body;
 
   const auto chat =
       post("/v1/chat/completions",
