@@ -94,6 +94,27 @@ void add_bias(float *y, const std::vector<float> &b, int n_tokens) {
     kernels::add(y + t * n, b.data(), y + t * n, static_cast<int64_t>(n));
 }
 
+// ggml multiplies an F16 (BF16) weight with the activations converted to F16 (BF16), its
+// vec_dot_type, so that rounding is part of llama.cpp's result (a few 1e-4 of a normalised
+// embedding); Gantry's kernels keep float activations for these types. Returns x, or `scratch`
+// holding x rounded as ggml rounds it.
+const float *as_ggml_activations(const WeightView &w, const float *x, int64_t n,
+                                 std::vector<float> &scratch, std::vector<uint16_t> &half) {
+  if (w.type != gguf::TensorType::kF16 && w.type != gguf::TensorType::kBF16)
+    return x;
+  grow(scratch, static_cast<size_t>(n));
+  grow(half, static_cast<size_t>(n));
+  if (w.type == gguf::TensorType::kF16) {
+    kernels::fp32_to_fp16_row(x, half.data(), n);
+    kernels::fp16_to_fp32_row(half.data(), scratch.data(), n);
+  } else {
+    kernels::fp32_to_bf16_row(x, half.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      scratch[i] = kernels::bf16_to_fp32(half[i]);
+  }
+  return scratch.data();
+}
+
 } // namespace
 
 bool is_encoder_arch(std::string_view arch) { return arch == "bert" || arch == "nomic-bert"; }
@@ -250,14 +271,18 @@ void BertEncoder::encode(std::span<const int32_t> tokens, Workspace &ws, kernels
       rope_angles(t, rp, ws.rope_cos.data() + t * half, ws.rope_sin.data() + t * half);
   }
 
+  std::vector<float> act;      // activations rounded for F16/BF16 weights, when there are any
+  std::vector<uint16_t> act16; // their 16-bit form
   for (const Layer &l : layers_) {
     const kernels::MatmulOut qkv[3] = {
         {&l.wq, ws.q.data(), d}, {&l.wk, ws.k.data(), d}, {&l.wv, ws.v.data(), d}};
+    const float *x_in = as_ggml_activations(l.wq, ws.x.data(), nd, act, act16);
     if (kernels::can_share_activations(l.wq, l.wk) && kernels::can_share_activations(l.wq, l.wv)) {
-      kernels::matmul_multi(qkv, 3, ws.x.data(), n, pool);
+      kernels::matmul_multi(qkv, 3, x_in, n, pool);
     } else {
-      for (const auto &o : qkv)
-        kernels::matmul(*o.w, ws.x.data(), n, o.y, pool);
+      for (const auto &o : qkv) {
+        kernels::matmul(*o.w, as_ggml_activations(*o.w, ws.x.data(), nd, act, act16), n, o.y, pool);
+      }
     }
     add_bias(ws.q.data(), l.bq, n);
     add_bias(ws.k.data(), l.bk, n);
@@ -276,7 +301,8 @@ void BertEncoder::encode(std::span<const int32_t> tokens, Workspace &ws, kernels
     kernels::fp32_to_fp16_row(ws.k.data(), ws.k16.data(), static_cast<int64_t>(nd));
     kernels::fp32_to_fp16_row(ws.v.data(), ws.v16.data(), static_cast<int64_t>(nd));
     attention(n, ws, pool);
-    kernels::matmul(l.wo, ws.attn.data(), n, ws.out.data(), pool);
+    kernels::matmul(l.wo, as_ggml_activations(l.wo, ws.attn.data(), nd, act, act16), n,
+                    ws.out.data(), pool);
     add_bias(ws.out.data(), l.bo, n);
     // Post-norm: x = LN(attn + x); the FFN input is kept for its residual.
     kernels::add(ws.out.data(), ws.x.data(), ws.out.data(), static_cast<int64_t>(nd));
@@ -290,18 +316,23 @@ void BertEncoder::encode(std::span<const int32_t> tokens, Workspace &ws, kernels
       const kernels::MatmulOut gate_up[2] = {{&l.w_gate, ws.gate.data(), c_.n_ff},
                                              {&l.w_up, ws.up.data(), c_.n_ff}};
       if (kernels::can_share_activations(l.w_gate, l.w_up)) {
-        kernels::matmul_multi(gate_up, 2, ws.xn.data(), n, pool);
+        kernels::matmul_multi(gate_up, 2, as_ggml_activations(l.w_up, ws.xn.data(), nd, act, act16),
+                              n, pool);
       } else {
-        kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool);
-        kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool);
+        kernels::matmul(l.w_gate, as_ggml_activations(l.w_gate, ws.xn.data(), nd, act, act16), n,
+                        ws.gate.data(), pool);
+        kernels::matmul(l.w_up, as_ggml_activations(l.w_up, ws.xn.data(), nd, act, act16), n,
+                        ws.up.data(), pool);
       }
       kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(), nf);
     } else { // bert: GELU
-      kernels::matmul(l.w_up, ws.xn.data(), n, ws.gate.data(), pool);
+      kernels::matmul(l.w_up, as_ggml_activations(l.w_up, ws.xn.data(), nd, act, act16), n,
+                      ws.gate.data(), pool);
       add_bias(ws.gate.data(), l.b_up, n);
       kernels::gelu(ws.gate.data(), ws.gate.data(), nf);
     }
-    kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool);
+    kernels::matmul(l.w_down, as_ggml_activations(l.w_down, ws.gate.data(), nf, act, act16), n,
+                    ws.out.data(), pool);
     add_bias(ws.out.data(), l.b_down, n);
     kernels::add(ws.out.data(), ws.xn.data(), ws.out.data(), static_cast<int64_t>(nd));
     for (int t = 0; t < n; ++t) {

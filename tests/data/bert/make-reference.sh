@@ -22,7 +22,7 @@ INPUTS=("Hello world, this is a test."
   "Café déjà vu: naïve résumé, 42 times!"
   "In a hole in the ground there lived a hobbit. Not a nasty, dirty, wet hole, filled with the ends of worms and an oozy smell, nor yet a dry, bare, sandy hole with nothing in it to sit down on or to eat: it was a hobbit-hole, and that means comfort.")
 n=0
-for m in bert:cls bert:mean nomic-bert:mean nomic-bert:cls; do
+for m in bert:cls bert:mean nomic-bert:mean nomic-bert:cls nomic-bert-f16:mean; do
   model=${m%%:*}
   pooling=${m##*:}
   for i in "${!INPUTS[@]}"; do

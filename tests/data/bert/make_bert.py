@@ -12,6 +12,8 @@ ggml-vocab-bert-bge.gguf (tokenizer.ggml.model = "bert", token_type_count 2):
   nomic-bert.gguf  nomic-bert (nomic-embed-text): fused attn_qkv without bias, NeoX RoPE
                    (base 1000) instead of position embeddings, SwiGLU FFN without biases, the
                    same post-norms and token types; mean pooling.
+  nomic-bert-f16.gguf  the same weights with every matrix in F16 (as an F16 download): llama.cpp
+                   then rounds the activations of each matmul to fp16 too.
 
 token_embd is F16 (keeps each file near 2.3 MB), everything else F32. LayerNorm weights are
 drawn near 1 and biases near 0 (not exactly) so that a norm or bias applied to the wrong tensor
@@ -58,13 +60,15 @@ def copy_tokenizer_kv(writer, vocab_path):
 
 
 class Model:
-    def __init__(self, path, arch, seed):
+    def __init__(self, path, arch, seed, matrix_dtype=np.float32):
         self.w = gguf.GGUFWriter(path, arch)
         self.rng = np.random.default_rng(seed)
         self.tensors = []
+        self.matrix_dtype = matrix_dtype
 
-    def mat(self, name, rows, cols, dtype=np.float32, std=None):
+    def mat(self, name, rows, cols, dtype=None, std=None):
         std = 1.0 / math.sqrt(cols) if std is None else std
+        dtype = self.matrix_dtype if dtype is None else dtype
         t = (self.rng.standard_normal((rows, cols), dtype=np.float32) * std).astype(dtype)
         self.tensors.append((name, t))
 
@@ -100,7 +104,7 @@ def common(m, name, vocab_dir, pooling):
     w.add_file_type(1)
     n_vocab = copy_tokenizer_kv(w, vocab_dir + "/ggml-vocab-bert-bge.gguf")
     m.mat("token_embd.weight", n_vocab, N_EMBD, np.float16, std=1.0)
-    m.mat("token_types.weight", 2, N_EMBD, std=0.5)
+    m.mat("token_types.weight", 2, N_EMBD, np.float32, std=0.5)
 
 
 def bert(vocab_dir, out):
@@ -124,8 +128,8 @@ def bert(vocab_dir, out):
     m.write()
 
 
-def nomic_bert(vocab_dir, out):
-    m = Model(out, "nomic-bert", 22)
+def nomic_bert(vocab_dir, out, matrix_dtype=np.float32):
+    m = Model(out, "nomic-bert", 22, matrix_dtype)
     common(m, "tiny-nomic-bert", vocab_dir, gguf.PoolingType.MEAN)
     m.w.add_rope_freq_base(1000.0)
     m.norm("token_embd_norm", N_EMBD)
@@ -147,6 +151,7 @@ def main():
     vocab_dir, out_dir = sys.argv[1], sys.argv[2]
     bert(vocab_dir, out_dir + "/bert.gguf")
     nomic_bert(vocab_dir, out_dir + "/nomic-bert.gguf")
+    nomic_bert(vocab_dir, out_dir + "/nomic-bert-f16.gguf", np.float16)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 // The BERT-family encoders (bert, nomic-bert) against llama.cpp's llama-embedding: tiny
 // random-weight models written by tests/data/bert/make_bert.py with the peer's gguf-py, and the
-// L2-normalised vectors llama-embedding computes on them for five inputs and two poolings each
+// L2-normalised vectors llama-embedding computes on them for five inputs and two poolings each,
+// plus nomic-bert with F16 matrices, whose activations llama.cpp rounds to fp16 as well
 // (bert-reference.json, recorded by make-reference.sh there; see tests/data/REFERENCE.md).
 // Every piece of the encoder (position and token-type embeddings, post-LayerNorms with biases,
 // bidirectional attention, GELU or SwiGLU, RoPE for nomic-bert, the fp16 roundings of flash
@@ -75,7 +76,7 @@ TEST(BertConfigTest, ReadsTheEncoderArchitectures) {
 
 TEST(BertTest, MatchesLlamaEmbeddingForEveryModelPoolingAndInput) {
   const auto all = cases();
-  ASSERT_EQ(all.size(), 20u);
+  ASSERT_EQ(all.size(), 25u);
   std::map<std::string, std::unique_ptr<Model>> models;
   Workspace ws;
   kernels::ThreadPool pool(2);
@@ -101,6 +102,9 @@ TEST(BertTest, MatchesLlamaEmbeddingForEveryModelPoolingAndInput) {
 
     m->encode(ids, ws, pool, hidden);
     ASSERT_EQ(hidden.size(), ids.size() * 32);
+    if (file == "nomic-bert-f16.gguf") {
+      EXPECT_EQ(m->file().tensor("blk.0.attn_qkv.weight")->type, gguf::TensorType::kF16);
+    }
     const auto got =
         pool_embedding(hidden, static_cast<int>(ids.size()), 32, pooling_named(pooling));
     const auto &want = c.at("embedding").as_array();
