@@ -12,8 +12,9 @@
 //
 // Arithmetic follows llama.cpp's CPU graph with its default flash attention: K and V are rounded
 // to fp16 and attention runs through attention_group's fp16 path (Q rounded, fp16 softmax·V
-// accumulator); GELU is ggml's fp16 table. Those roundings move a normalised embedding by about
-// 1e-4, so computing them otherwise would break the 1e-4 match with llama-embedding.
+// accumulator); GELU is ggml's fp16 table; the activations of an F16 (BF16) matmul are rounded
+// to fp16 (bf16), ggml's vec_dot_type. Each of those moves a normalised embedding by 1e-4 to
+// 3e-4, so computing them otherwise would break the 1e-4 match with llama-embedding.
 //
 // Thread safety: immutable after bind(); encode() runs on one thread at a time per Workspace and
 // uses the given pool for its kernels.
