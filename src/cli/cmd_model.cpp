@@ -59,9 +59,21 @@ int model_info(const std::string &path, bool all_keys) {
                 c.n_ff);
     std::printf("heads:         %d (kv %d, head dim %d)\n", c.n_head, c.n_head_kv, c.head_dim);
     std::printf("context:       %d\nvocab:         %d\n", c.n_ctx_train, c.n_vocab);
-    std::printf("rope:          %s, dims %d, base %g\nrms eps:       %g\n",
-                c.rope_neox ? "neox" : "normal", c.rope_dim, c.rope_freq_base, c.rms_eps);
-    std::printf("output head:   %s\n", c.tied_output ? "tied to token embedding" : "separate");
+    if (c.encoder) {
+      // bert has learned positions; nomic-bert rotates (bert.h).
+      if (c.arch == "bert")
+        std::printf("positions:     learned (position_embd)\n");
+      else
+        std::printf("rope:          neox, dims %d, base %g\n", c.rope_dim, c.rope_freq_base);
+      static constexpr const char *kPooling[] = {"mean", "cls", "last"};
+      std::printf("norm eps:      %g (LayerNorm)\nencoder:       bidirectional, embeddings "
+                  "only, %s pooling\n",
+                  c.rms_eps, kPooling[static_cast<int>(c.pooling)]);
+    } else {
+      std::printf("rope:          %s, dims %d, base %g\nrms eps:       %g\n",
+                  c.rope_neox ? "neox" : "normal", c.rope_dim, c.rope_freq_base, c.rms_eps);
+      std::printf("output head:   %s\n", c.tied_output ? "tied to token embedding" : "separate");
+    }
   } else {
     auto arch = g.get_string("general.architecture");
     std::printf("architecture:  %s (%s)\n", arch ? std::string(*arch).c_str() : "?",

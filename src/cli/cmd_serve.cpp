@@ -217,7 +217,13 @@ int run_serve(const ServeFlags &f) {
                 (cfg.admin_host.empty() ? cfg.host : cfg.admin_host).c_str(),
                 static_cast<unsigned>((*gw)->admin_port()));
   }
+  bool first_embeds = false; // the first model is embeddings-only: show that endpoint
   for (const auto &m : (*gw)->local_models()) {
+    if (m.embeddings_only) {
+      std::printf("  model %-20s %s (embeddings only)\n", m.spec.name.c_str(), m.spec.path.c_str());
+      first_embeds |= m.spec.name == first;
+      continue;
+    }
     std::printf("  model %-20s %s (chat template: %s)\n", m.spec.name.c_str(), m.spec.path.c_str(),
                 std::string(api::chat_format_name(m.chat_format)).c_str());
   }
@@ -225,10 +231,16 @@ int run_serve(const ServeFlags &f) {
     std::printf("  model %-20s remote, %zu backend(s)%s\n", m.name.c_str(), m.backends.size(),
                 m.routing == "prefix" ? ", prefix affinity" : "");
   }
-  std::printf("Try:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-              "    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon "
-              "a time\"}],\"max_tokens\":64}'\n",
-              url.c_str(), first.c_str());
+  if (first_embeds) {
+    std::printf("Try:\n  curl %s/v1/embeddings -H 'Content-Type: application/json' \\\n"
+                "    -d '{\"model\":\"%s\",\"input\":\"Once upon a time\"}'\n",
+                url.c_str(), first.c_str());
+  } else {
+    std::printf("Try:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+                "    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once "
+                "upon a time\"}],\"max_tokens\":64}'\n",
+                url.c_str(), first.c_str());
+  }
   std::fflush(stdout);
 
   int sig = 0;

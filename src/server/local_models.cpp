@@ -6,6 +6,7 @@
 #include "backend/local/local_backend.h"
 #include "engine/batch/engine.h"
 #include "engine/gguf/gguf.h"
+#include "engine/model/bert.h"
 #include "engine/model/model.h"
 #include "engine/model/model_config.h"
 #include "server/metrics_text.h"
@@ -38,6 +39,8 @@ Result<LocalModel> describe(const ModelSpec &spec, const gguf::GgufFile &file) {
     lm.chat_format = det.format;
     lm.template_recognized = det.recognized;
   }
+  if (auto arch = file.get_string("general.architecture"))
+    lm.embeddings_only = engine::is_encoder_arch(*arch);
   return lm;
 }
 

@@ -27,6 +27,7 @@ struct LocalModel {
   ModelSpec spec;
   api::ChatFormat chat_format = api::ChatFormat::kPlain;
   bool template_recognized = true;
+  bool embeddings_only = false; // an encoder (bert, nomic-bert): /v1/embeddings only
 };
 
 using ModelLoadProgress = std::function<void(const std::string &model, uint64_t, uint64_t)>;

@@ -368,6 +368,13 @@ LocalBackend::~LocalBackend() = default;
 
 Result<PreparedCall> LocalBackend::prepare(const api::InferenceRequest &ir,
                                            const PrepareOptions &options) {
+  // An encoder (BERT family) has no LM head: a clean 400 naming the model, before any work.
+  if (worker_->model().config().encoder) {
+    return Err(Error::invalid("The model '" + config_.name +
+                                  "' is an embeddings model: it serves /v1/embeddings only, not "
+                                  "text generation",
+                              "model"));
+  }
   const auto &tok = worker_->model().tokenizer();
   const bool chat = ir.endpoint == api::Endpoint::kChatCompletions;
   PreparedCall p;
@@ -660,6 +667,24 @@ Status LocalBackend::embed(const PreparedEmbeddings &prepared, std::vector<size_
 }
 
 void LocalBackend::probe(ProbeDone done) {
+  if (worker_->model().config().encoder) {
+    // An encoder cannot generate: the probe embeds one token instead (its [CLS]).
+    const auto &tok = worker_->model().tokenizer();
+    const auto started = clock_.now();
+    auto st = worker_->embed(
+        {{tok.bos_id() >= 0 ? tok.bos_id() : 0}},
+        [done, started, &clock = clock_](Result<std::vector<std::vector<float>>> r, double) {
+          ProbeResult p;
+          p.ok = r.ok();
+          if (!r.ok())
+            p.error = r.error().message;
+          p.latency_ms = std::chrono::duration<double, std::milli>(clock.now() - started).count();
+          done(std::move(p));
+        });
+    if (!st.ok())
+      done(ProbeResult{false, st.error().message, 0});
+    return;
+  }
   engine::GenerationRequest probe;
   const auto &tok = worker_->model().tokenizer();
   probe.prompt = {tok.bos_id() >= 0 ? tok.bos_id() : 0};

@@ -1,5 +1,7 @@
 #include "engine/batch/engine.h"
 
+#include "engine/model/pooling.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -42,6 +44,9 @@ int context_for_config(const ModelConfig &m, const EngineConfig &c) {
   int n = m.n_ctx_train;
   if (c.n_ctx > 0)
     n = c.n_ctx;
+  // An encoder has no positions past its training context (BERT's learned position table).
+  if (m.encoder)
+    n = std::min(n, m.n_ctx_train);
   return std::max(n, 1);
 }
 
@@ -49,6 +54,8 @@ int context_for(const Model &m, const EngineConfig &c) { return context_for_conf
 } // namespace
 
 size_t kv_bytes_for_context(const ModelConfig &model, int n_ctx, int max_seqs, size_t cap) {
+  if (model.encoder)
+    return 0; // nothing is cached between an encoder's passes (the cache keeps its one block)
   EngineConfig c;
   c.n_ctx = n_ctx;
   const size_t blocks_per_seq =
@@ -70,6 +77,11 @@ Engine::Engine(const Model &model, const EngineConfig &config)
 }
 
 Result<SeqId> Engine::submit(GenerationRequest req) {
+  if (model_.config().encoder) {
+    return Err(Error::invalid("model '" + model_.config().name +
+                                  "' is an embeddings model and cannot generate text",
+                              "model"));
+  }
   if (req.prompt.empty())
     return Err(Error::invalid("the prompt is empty", "prompt"));
   const int n_vocab = model_.config().n_vocab;
@@ -398,13 +410,20 @@ Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens, std::s
                                 std::string(param)));
     }
   }
-  if (n > n_ctx_ || KvCache::blocks_for_tokens(n) > kv_.n_blocks()) {
+  // An encoder runs the whole input in one pass without the KV cache (bert.h).
+  const bool encoder = model_.config().encoder;
+  const int limit = encoder ? n_ctx_ : std::min(n_ctx_, kv_.n_blocks() * KvCache::kBlockSize);
+  if (n > limit) {
     return Err(ErrorCode::kContextLengthExceeded,
-               "This model's maximum context length is " +
-                   std::to_string(std::min(n_ctx_, kv_.n_blocks() * KvCache::kBlockSize)) +
+               "This model's maximum context length is " + std::to_string(limit) +
                    " tokens, however you requested " + std::to_string(n) +
                    " tokens in the input. Please reduce the length of the input.",
                std::string(param));
+  }
+  if (encoder) {
+    model_.encode(tokens, ws_, pool_, hidden_);
+    totals_.prompt_tokens += static_cast<uint64_t>(n);
+    return pool_embedding(hidden_, n, model_.config().n_embd, model_.config().pooling);
   }
   const int need = KvCache::blocks_for_tokens(n);
   while (kv_.n_free() < need && prefix_.evict_one()) {
@@ -445,14 +464,7 @@ Result<std::vector<float>> Engine::embed(std::span<const int32_t> tokens, std::s
     for (size_t i = 0; i < d; ++i)
       out[i] = static_cast<float>(sum[i] / n);
   }
-  double norm = 0;
-  for (float v : out)
-    norm += static_cast<double>(v) * v;
-  norm = std::sqrt(norm);
-  if (norm > 0) {
-    for (float &v : out)
-      v = static_cast<float>(v / norm);
-  }
+  l2_normalize(out);
   totals_.prompt_tokens += static_cast<uint64_t>(n);
   return out;
 }

@@ -96,6 +96,7 @@ struct EngineConfig {
 // training context), at most `cap` bytes: the default when no budget is configured. Blocks beyond
 // it could only hold prefix-cache entries, and a budget far above what a small model can use
 // becomes resident page by page as the prefix cache wanders through it.
+// Encoders (ModelConfig::encoder) need none: 0.
 size_t kv_bytes_for_context(const ModelConfig &model, int n_ctx, int max_seqs, size_t cap);
 
 struct EngineStats {

@@ -414,9 +414,11 @@ void add(const float *a, const float *b, float *out, int64_t n) {
   GANTRY_DISPATCH(add(a, b, out, n));
 }
 
-void gelu_mul(const float *gate, const float *up, float *out, int64_t n) {
-  // ggml's GGML_GELU_FP16 table: GELU(tanh) of every fp16 value, rounded to fp16 (ggml-cpu.c
-  // ggml_cpu_init), with the same constants and float arithmetic.
+namespace {
+
+// ggml's GGML_GELU_FP16 table: GELU(tanh) of every fp16 value, rounded to fp16 (ggml-cpu.c
+// ggml_cpu_init), with the same constants and float arithmetic.
+const std::vector<uint16_t> &gelu_table() {
   static const std::vector<uint16_t> table = [] {
     std::vector<uint16_t> t(65536);
     constexpr float kCoefA = 0.044715f;
@@ -428,15 +430,30 @@ void gelu_mul(const float *gate, const float *up, float *out, int64_t n) {
     }
     return t;
   }();
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = gate[i];
-    if (x <= -10.0f)
-      out[i] = 0.0f;
-    else if (x >= 10.0f)
-      out[i] = x * up[i];
-    else
-      out[i] = fp16_to_fp32(table[fp32_to_fp16(x)]) * up[i];
-  }
+  return table;
+}
+
+// ggml_vec_gelu_f32: exact outside [-10, 10], the table inside.
+inline float gelu_one(const std::vector<uint16_t> &table, float x) {
+  if (x <= -10.0f)
+    return 0.0f;
+  if (x >= 10.0f)
+    return x;
+  return fp16_to_fp32(table[fp32_to_fp16(x)]);
+}
+
+} // namespace
+
+void gelu_mul(const float *gate, const float *up, float *out, int64_t n) {
+  const auto &table = gelu_table();
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = gelu_one(table, gate[i]) * up[i];
+}
+
+void gelu(const float *x, float *out, int64_t n) {
+  const auto &table = gelu_table();
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = gelu_one(table, x[i]);
 }
 
 void tanh_softcap(float *x, float cap, int64_t n) {

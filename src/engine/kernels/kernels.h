@@ -122,6 +122,8 @@ void silu_mul(const float *gate, const float *up, float *out, int64_t n);
 // up in a table of every fp16 input (gate rounded to fp16; exact outside [-10, 10]), so the
 // result has fp16 precision as there. out may alias gate or up.
 void gelu_mul(const float *gate, const float *up, float *out, int64_t n);
+// out = gelu(x) with the same table (BERT's FFN). out may alias x.
+void gelu(const float *x, float *out, int64_t n);
 // x = cap * tanh(x / cap) as ggml computes it (x * (1/cap), tanh, * cap): logit soft-capping.
 void tanh_softcap(float *x, float cap, int64_t n);
 // out = a + b. out may alias a or b.

@@ -3,6 +3,7 @@
 #include "engine/model/ops.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstring>
 
@@ -86,7 +87,11 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
                               " tokens but token_embd.weight has " +
                               std::to_string(m->config_.n_vocab) + " rows"));
   }
-  GANTRY_TRY(m->bind_weights(n_ctx_seq > 0 ? n_ctx_seq : m->config_.n_ctx_train));
+  if (m->config_.encoder) {
+    GANTRY_ASSIGN_OR_RETURN(m->encoder_, BertEncoder::bind(*m->file_, m->config_));
+  } else {
+    GANTRY_TRY(m->bind_weights(n_ctx_seq > 0 ? n_ctx_seq : m->config_.n_ctx_train));
+  }
   // Touch every weight page once so that the first request does not pay for page faults and
   // a long load shows progress; the pages stay shared with the page cache (no copy).
   if (progress) {
@@ -375,6 +380,7 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
 
 void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
                     kernels::ThreadPool &pool, std::vector<float> &logits) const {
+  assert(!encoder_ && "an encoder has no LM head");
   const auto &c = config_;
   const int n = static_cast<int>(batch.size());
   const size_t d = c.n_embd;
@@ -399,6 +405,7 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
 
 void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
                            kernels::ThreadPool &pool, std::vector<float> &hidden) const {
+  assert(!encoder_ && "encoders run encode()");
   const auto &c = config_;
   const size_t d = c.n_embd;
   run_layers(batch, kv, ws, pool);
@@ -407,6 +414,12 @@ void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Works
     kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), hidden.data() + t * d, c.n_embd,
                      c.rms_eps);
   }
+}
+
+void Model::encode(std::span<const int32_t> tokens, Workspace &ws, kernels::ThreadPool &pool,
+                   std::vector<float> &hidden) const {
+  assert(encoder_ && "encode() on a decoder model");
+  encoder_->encode(tokens, ws, pool, hidden);
 }
 
 } // namespace gantry::engine

@@ -17,6 +17,7 @@
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/thread_pool.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/model/bert.h"
 #include "engine/model/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -38,6 +39,7 @@ struct Workspace {
   std::vector<float> rope_cos, rope_sin;         // per token, n_rot/2 each
   std::vector<float> rope_cos_swa, rope_sin_swa; // the same for sliding-window layers
   std::vector<std::vector<float>> scores;        // one per pool thread
+  std::vector<uint16_t> k16, v16;                // an encoder's K/V of the whole input (fp16)
 };
 
 class Model {
@@ -61,6 +63,12 @@ public:
   // the final norm; n_embd floats each, in batch order) into `hidden`. For embeddings.
   void forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
                       kernels::ThreadPool &pool, std::vector<float> &hidden) const;
+
+  // Encoder models (config().encoder: bert, nomic-bert) have no LM head and no causal mask:
+  // forward() and forward_hidden() are for decoders only, and encode() runs one whole input
+  // (1..n_ctx_train tokens) at once, writing every token's final hidden state (BertEncoder).
+  void encode(std::span<const int32_t> tokens, Workspace &ws, kernels::ThreadPool &pool,
+              std::vector<float> &hidden) const;
 
 private:
   struct Layer {
@@ -88,6 +96,7 @@ private:
   kernels::WeightView output_;
   // Llama 3.1's "rope_freqs.weight", or Phi-3's long or short LongRoPE factors; empty when absent.
   std::vector<float> rope_freq_factors_;
+  std::unique_ptr<BertEncoder> encoder_; // set for encoder architectures, which bind no Layer
 };
 
 } // namespace gantry::engine

@@ -1,5 +1,7 @@
 #include "engine/model/model_config.h"
 
+#include "engine/model/bert.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -18,7 +20,8 @@ Result<int> need_int(const gguf::GgufFile &f, const std::string &key, int64_t ma
 }
 
 bool supported_arch(const std::string &a) {
-  return a == "llama" || a == "qwen2" || a == "gemma2" || a == "gemma3" || a == "phi3";
+  return a == "llama" || a == "qwen2" || a == "gemma2" || a == "gemma3" || a == "phi3" ||
+         is_encoder_arch(a);
 }
 
 // llama_hparams::set_swa_pattern: with period p, layer il slides unless il % p == p - 1 (every
@@ -116,8 +119,9 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
     return Err(Error::corrupt("missing metadata key 'general.architecture'"));
   c.arch = std::string(*arch);
   if (!supported_arch(c.arch)) {
-    return Err(Error::unsupported("unsupported architecture '" + c.arch +
-                                  "' (supported: llama, qwen2, gemma2, gemma3, phi3)"));
+    return Err(
+        Error::unsupported("unsupported architecture '" + c.arch +
+                           "' (supported: llama, qwen2, gemma2, gemma3, phi3, bert, nomic-bert)"));
   }
   if (auto n = f.get_string("general.name"))
     c.name = std::string(*n);
@@ -179,6 +183,8 @@ Result<ModelConfig> read_model_config(const gguf::GgufFile &f) {
       c.pooling = Pooling::kLast;
   }
   GANTRY_TRY(read_family(f, c));
+  if (is_encoder_arch(c.arch))
+    GANTRY_TRY(read_encoder_config(f, c));
 
   const gguf::TensorInfo *emb = f.tensor("token_embd.weight");
   if (!emb || emb->dims.size() != 2) {

@@ -22,6 +22,8 @@
 //           rope.scaling.original_context_length, else short) with rope.scaling.attn_factor;
 //           `phi3.attention.sliding_window` is ignored as llama.cpp does ("Phi SWA is currently
 //           disabled").
+//   bert, nomic-bert  encoder-only embedding models (bge, e5, nomic-embed): bidirectional
+//           attention, LayerNorm, no LM head; computed by BertEncoder (bert.h), which lists how.
 #pragma once
 
 #include <string>
@@ -38,7 +40,7 @@ namespace gantry::engine {
 enum class Pooling { kMean, kCls, kLast };
 
 struct ModelConfig {
-  std::string arch; // llama, qwen2, gemma2, gemma3, phi3
+  std::string arch; // llama, qwen2, gemma2, gemma3, phi3, bert, nomic-bert
   std::string name; // general.name, or the file stem
   int n_vocab = 0;
   int n_embd = 0;
@@ -56,6 +58,8 @@ struct ModelConfig {
   bool qkv_bias = false;
   bool tied_output = false;
   Pooling pooling = Pooling::kMean;
+  // An encoder (bert.h): embeddings only, no generation; rms_eps holds its LayerNorm epsilon.
+  bool encoder = false;
 
   // Family features (see the table above); the defaults are Llama's.
   float embd_scale = 1.0f;      // token embeddings are multiplied by this (gemma: sqrt(n_embd))

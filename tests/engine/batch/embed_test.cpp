@@ -2,6 +2,8 @@
 // blocks, without disturbing the sequences that are generating.
 #include "engine/batch/engine.h"
 
+#include "engine/model/pooling.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -175,6 +177,52 @@ TEST_F(EmbedTest, WaitsForKvBlocksHeldByRunningSequences) {
   EXPECT_EQ(busy.error().code, ErrorCode::kResourceExhausted);
   (void)run_to_end(eng, s);
   EXPECT_TRUE(eng.embed(input, "input").ok());
+}
+
+// An encoder (bert.h) runs through the same entry point: the whole input in one pass with the
+// pooling its file declares (CLS for the tiny bert), no KV blocks held, and its context is the
+// position table's length even when the engine is configured longer. Generation is refused.
+TEST(EncoderEmbedTest, PoolsAsTheFileSaysAndRefusesGeneration) {
+  auto m = Model::load(std::string(GANTRY_TEST_DATA_DIR) + "/bert/bert.gguf");
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const Model &model = **m;
+  EngineConfig c;
+  c.n_threads = 2;
+  c.max_batch_tokens = 4; // an encoder ignores chunking: attention needs the whole input
+  c.n_ctx = 4096;
+  c.kv_bytes = size_t{1} << 20;
+  Engine eng(model, c);
+  EXPECT_EQ(eng.n_ctx(), 512);
+
+  const auto ids = model.tokenizer().encode("Hello world, this is a test.", true, true);
+  auto got = eng.embed(ids, "input");
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  Workspace ws;
+  kernels::ThreadPool pool(1);
+  std::vector<float> hidden;
+  model.encode(ids, ws, pool, hidden);
+  const auto want = pool_embedding(hidden, static_cast<int>(ids.size()), 32, Pooling::kCls);
+  ASSERT_EQ(got->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_FLOAT_EQ((*got)[i], want[i]) << i;
+  EXPECT_EQ(eng.stats().kv_blocks_used, 0);
+  EXPECT_EQ(eng.stats().prompt_tokens, ids.size());
+
+  std::vector<int32_t> too_long(513, 1000);
+  auto e = eng.embed(too_long, "input[1]");
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().code, ErrorCode::kContextLengthExceeded);
+  EXPECT_EQ(e.error().param, "input[1]");
+  EXPECT_TRUE(eng.embed(std::vector<int32_t>(512, 1000), "input").ok());
+
+  GenerationRequest r;
+  r.prompt = ids;
+  r.max_tokens = 1;
+  auto s = eng.submit(std::move(r));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.error().param, "model");
+  EXPECT_TRUE(eng.idle());
 }
 
 } // namespace

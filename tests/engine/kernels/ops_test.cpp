@@ -40,6 +40,35 @@ TEST(OpsTest, RmsNorm) {
   }
 }
 
+TEST(OpsTest, GeluIsGgmlsFp16Table) {
+  // ggml_vec_gelu_f32: GELU(tanh) of the fp16-rounded input, rounded to fp16; exact (x, or 0)
+  // outside [-10, 10]. gelu_mul multiplies the same values.
+  const std::vector<float> x = {-12.0f, -10.0f, -3.3f,    -1.0f, -0.001f, 0.0f, 0.1234567f,
+                                0.5f,   1.0f,   2.71828f, 9.99f, 10.0f,   15.5f};
+  std::vector<float> g(x.size()), gm(x.size());
+  const std::vector<float> ones(x.size(), 1.0f);
+  gelu(x.data(), g.data(), static_cast<int64_t>(x.size()));
+  gelu_mul(x.data(), ones.data(), gm.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    SCOPED_TRACE(x[i]);
+    EXPECT_EQ(g[i], gm[i]);
+    if (x[i] <= -10.0f) {
+      EXPECT_EQ(g[i], 0.0f);
+    } else if (x[i] >= 10.0f) {
+      EXPECT_EQ(g[i], x[i]);
+    } else {
+      const float h = fp16_to_fp32(fp32_to_fp16(x[i]));
+      const float exact =
+          0.5f * h * (1.0f + std::tanh(0.7978845608f * h * (1.0f + 0.044715f * h * h)));
+      EXPECT_EQ(g[i], fp16_to_fp32(fp32_to_fp16(exact)));
+      // In place too.
+      float y = x[i];
+      gelu(&y, &y, 1);
+      EXPECT_EQ(y, g[i]);
+    }
+  }
+}
+
 TEST(OpsTest, Softmax) {
   for (Isa isa : available_isas()) {
     ScopedIsa scope(isa);
