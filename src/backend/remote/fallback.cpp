@@ -69,10 +69,14 @@ struct FallbackBackend::Attempt : CallSink, std::enable_shared_from_this<Attempt
       auto p = b->prepare(r, options);
       if (!p)
         continue;
-      auto h = b->start(*p, shared_from_this());
-      if (!h)
-        continue;
+      // Counted before start(): the fallback may finish on its own thread, and its client read
+      // fallbacks_taken(), before start() returns here.
       ++owner->taken_;
+      auto h = b->start(*p, shared_from_this());
+      if (!h) {
+        --owner->taken_;
+        continue;
+      }
       handle = std::move(*h);
       lk.unlock();
       return true;
