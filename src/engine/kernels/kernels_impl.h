@@ -101,6 +101,11 @@ bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, 
 // (doing nothing) for other types and shapes.
 bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                       int64_t r1, float *y, int64_t ldy);
+// Decode of Q4_K and Q6_K (kernels_avx512_kgemv.cpp): calls of fewer than 4 tokens, 16 rows per
+// tile with the next tile prefetched; the dot products' bits. Returns false (doing nothing) for
+// other types and shapes.
+bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy);
 // The same K-quant dot products as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);

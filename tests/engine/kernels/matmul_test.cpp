@@ -363,6 +363,59 @@ TEST(MatmulTest, Avx512GemvThreadedMatchesAvx2) {
   }
 }
 
+// The K-quant decode kernels (kernels_avx512_kgemv.cpp, Q4_K and Q6_K x 1-3 tokens) give every
+// output the bits of the AVX2 and scalar dot products and of the VNNI batch tiles (the same token
+// inside a batch of 4 or more), on row counts that leave partial 16-row tiles in every thread's
+// chunk, one to eight super-blocks per row, raw and quantized matrices, and 1-3 threads.
+TEST(MatmulTest, Avx512KGemvSameBitsAsTilesAndAvx2) {
+  if (detected_isa() < Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
+  ThreadPool pool1(1), pool2(2), pool3(3);
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 256},  {15, 512},   {17, 256},
+                                                {33, 768}, {309, 1024}, {250, 2048}};
+  for (TensorType t : {TensorType::kQ4_K, TensorType::kQ6_K}) {
+    for (bool raw : {false, true}) {
+      for (auto [rows, cols] : shapes) {
+        const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 3 + cols), raw);
+        // Tokens 0..3 alone, then inside an 8-token batch (the VNNI tiles) as tokens 2..5.
+        const int64_t n_max = 8;
+        auto x = random_floats(n_max * cols, static_cast<uint32_t>(rows + cols + raw));
+        std::vector<float> batch(static_cast<size_t>(n_max * rows));
+        matmul(m.view(), x.data(), n_max, batch.data(), pool2);
+        for (int64_t n : {1, 2, 3, 4}) {
+          for (ThreadPool *pool : {&pool1, &pool2, &pool3}) {
+            const int64_t first = 2;
+            std::vector<float> ys(static_cast<size_t>(n * rows)), ya(ys.size()), yv(ys.size());
+            {
+              ScopedIsa scope(Isa::kScalar);
+              matmul(m.view(), x.data() + first * cols, n, ys.data(), *pool);
+            }
+            {
+              ScopedIsa scope(Isa::kAvx2);
+              matmul(m.view(), x.data() + first * cols, n, ya.data(), *pool);
+            }
+            matmul(m.view(), x.data() + first * cols, n, yv.data(), *pool);
+            const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" +
+                                     std::to_string(cols) + " n=" + std::to_string(n) +
+                                     " threads=" + std::to_string(pool->size());
+            for (size_t i = 0; i < yv.size(); ++i) {
+              const float tiles = batch[static_cast<size_t>(first * rows) + i];
+              ASSERT_EQ(std::memcmp(&yv[i], &ya[i], sizeof(float)), 0)
+                  << what << " at " << i << ": vnni " << yv[i] << " avx2 " << ya[i];
+              ASSERT_EQ(std::memcmp(&yv[i], &ys[i], sizeof(float)), 0)
+                  << what << " at " << i << ": vnni " << yv[i] << " scalar " << ys[i];
+              ASSERT_EQ(std::memcmp(&yv[i], &tiles, sizeof(float)), 0)
+                  << what << " at " << i << ": alone " << yv[i] << " in a batch of 8 " << tiles;
+            }
+          }
+          check_matmul(m, n, pool2, static_cast<uint32_t>(n + rows),
+                       name(t) + " kgemv " + std::to_string(rows) + "x" + std::to_string(cols));
+        }
+      }
+    }
+  }
+}
+
 // matmul_multi (Q/K/V and gate/up in one call) gives every output the bits matmul() of its own
 // matrix gives, whatever the row counts (chunks then straddle the matrices' boundaries), token
 // count, thread count and instruction set.
