@@ -166,7 +166,7 @@ TEST(Jobs, SubmitGetListCancelPreferWaitAndValidation) {
       "/v1/jobs", json::serialize(json::object{{"endpoint", "/v1/completions"},
                                                {"body", json::object{{"model", kModel},
                                                                      {"prompt", "A"},
-                                                                     {"max_tokens", 400},
+                                                                     {"max_tokens", 1500},
                                                                      {"ignore_eos", true}}}}));
   ASSERT_TRUE(long_job && long_job->status == 202);
   const std::string long_id(parse_object(long_job->body)["id"].as_string());
