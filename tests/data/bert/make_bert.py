@@ -19,7 +19,7 @@ token_embd is F16 (keeps each file near 2.3 MB), everything else F32. LayerNorm 
 drawn near 1 and biases near 0 (not exactly) so that a norm or bias applied to the wrong tensor
 shows. Matrices are N(0, 1/fan_in). Deterministic (fixed seeds).
 
-usage: PYTHONPATH=/work/peers/llama.cpp/gguf-py /usr/bin/python3 make_bert.py VOCAB_DIR OUT_DIR
+usage: PYTHONPATH=../peers/llama.cpp/gguf-py /usr/bin/python3 make_bert.py VOCAB_DIR OUT_DIR
 """
 from __future__ import annotations
 

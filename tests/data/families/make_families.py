@@ -23,7 +23,7 @@ Matrices are N(0, 1/fan_in). Tied embeddings are N(0, 0.01): large ones would do
 residual stream, and a tied head then predicts the input token again and again, which would
 test little; logits still lie tenths apart, far above rounding differences. Deterministic (fixed seeds).
 
-usage: PYTHONPATH=/work/peers/llama.cpp/gguf-py /usr/bin/python3 make_families.py VOCAB_DIR OUT_DIR
+usage: PYTHONPATH=../peers/llama.cpp/gguf-py /usr/bin/python3 make_families.py VOCAB_DIR OUT_DIR
 """
 from __future__ import annotations
 
