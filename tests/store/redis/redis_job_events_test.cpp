@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/eventually.h"
 #include "support/fake_clock.h"
 #include "support/redis_process.h"
 
@@ -20,15 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-bool eventually(const std::function<bool()> &f, std::chrono::milliseconds within) {
-  const auto until = std::chrono::steady_clock::now() + within;
-  while (std::chrono::steady_clock::now() < until) {
-    if (f())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return f();
-}
+using testing::eventually;
 
 TEST(RedisJobEvents, ACompletionOrCancelOnOneNodeReachesTheOthersWaitersAndListener) {
   auto redis = testing::RedisProcess::start_new();

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "store/redis/redis_key_events.h"
+#include "support/eventually.h"
 #include "support/fake_clock.h"
 #include "support/redis_process.h"
 
@@ -13,15 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-bool eventually(const std::function<bool()> &f, std::chrono::milliseconds within) {
-  const auto until = std::chrono::steady_clock::now() + within;
-  while (std::chrono::steady_clock::now() < until) {
-    if (f())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return f();
-}
+using testing::eventually;
 
 TEST(RedisKeyEvents, APublishReachesEveryOtherNodeAndAReconnectCountsAsAChange) {
   auto redis = testing::RedisProcess::start_new();
