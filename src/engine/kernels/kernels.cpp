@@ -12,6 +12,7 @@
 
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/kernels_impl.h"
+#include "engine/kernels/llama_order.h"
 #include "engine/kernels/quants.h"
 
 namespace gantry::engine::kernels {
@@ -408,7 +409,7 @@ void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float e
 }
 void softmax(float *x, int64_t n) { GANTRY_DISPATCH(softmax(x, n)); }
 void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
-  GANTRY_DISPATCH(silu_mul(gate, up, out, n));
+  llama_order::silu_mul_row(gate, up, out, n);
 }
 void add(const float *a, const float *b, float *out, int64_t n) {
   GANTRY_DISPATCH(add(a, b, out, n));
@@ -476,7 +477,8 @@ void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows
 }
 void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
               float scale, float *out) {
-  GANTRY_DISPATCH(dot_rows(q, rows, stride, n_rows, n, scale, out));
+  // Flash attention's K·Q in llama.cpp's order (its logits bit for bit; same on every ISA).
+  llama_order::dot_rows_f16(q, rows, stride, n_rows, n, scale, out);
 }
 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                float *y) {

@@ -89,12 +89,18 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 // (Q8_0 for the 32-element block types, Q8_K for K-quants; float for F32/F16/BF16), then W is
 // read from memory once for all tokens, so a batch of n tokens costs far less than n calls.
 // Scratch lives in thread-local buffers of the calling thread; steady state does not allocate.
-void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool);
+//
+// F32 weights sum each output in llama.cpp's order (llama_order.h), which depends on whether
+// llama.cpp computes the token alone (decode) or in a batch (a prompt). `single`, when given,
+// says so per token row (non-zero: alone), so that a sequence's results do not depend on what
+// else shares the batch; without it the call's token count decides, as in llama.cpp.
+void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool,
+            const uint8_t *single = nullptr);
 
 // Same, with y's rows `ldy` floats apart (ldy >= W.rows) so that several matmuls can write
 // side by side into one output (e.g. fused Q/K/V).
 void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int64_t ldy,
-            ThreadPool &pool);
+            ThreadPool &pool, const uint8_t *single = nullptr);
 
 // Several matrices against the same activations in one call (Q/K/V, gate/up): the activations
 // are quantized once and the pool synchronizes once for all of them, the rows of the matrices
@@ -108,7 +114,7 @@ struct MatmulOut {
 };
 bool can_share_activations(const WeightView &a, const WeightView &b);
 void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tokens,
-                  ThreadPool &pool);
+                  ThreadPool &pool, const uint8_t *single = nullptr);
 
 // ---- vector helpers for the forward pass -------------------------------------------------------
 
@@ -116,7 +122,9 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
 void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps);
 // In-place softmax over x[0..n), numerically stable (subtracts the max).
 void softmax(float *x, int64_t n);
-// out = silu(gate) * up (SwiGLU). out may alias gate or up.
+// out = silu(gate) * up (SwiGLU) for ONE row: llama.cpp's arithmetic (16-lane chunks of its
+// polynomial exp from the row's start, libm's expf for the rest), so pass rows one at a time.
+// out may alias gate or up.
 void silu_mul(const float *gate, const float *up, float *out, int64_t n);
 // out = gelu(gate) * up (GEGLU, Gemma's FFN) with llama.cpp's CPU arithmetic: GELU(tanh) looked
 // up in a table of every fp16 input (gate rounded to fp16; exact outside [-10, 10]), so the

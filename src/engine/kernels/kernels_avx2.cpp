@@ -614,33 +614,14 @@ template <typename T> GANTRY_AVX2_INLINE void axpy_any(float a, const T *x, floa
 
 GANTRY_AVX2 float dot_f32(const float *a, const float *b, int64_t n) { return dot_any(a, b, n); }
 
-GANTRY_AVX2 void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
-  __m256 s = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    s = _mm256_fmadd_ps(v, v, s);
-  }
-  double ss = hsum(s);
-  for (; i < n; ++i)
-    ss += static_cast<double>(x[i]) * x[i];
-  const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-  const __m256 vinv = _mm256_set1_ps(inv);
-  i = 0;
-  for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv),
-                                            _mm256_loadu_ps(weight + i)));
-  }
-  for (; i < n; ++i)
-    out[i] = x[i] * inv * weight[i];
+// One row at a time, in ggml's order (see the scalar kernel): a handful of microseconds per row.
+void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
+  scalar::rmsnorm(x, weight, out, n, eps);
 }
 
-// exp and the silu/softmax built on it are left to the scalar code (libm's expf): they are a
-// small share of a token's time next to the matmuls.
+// softmax is left to the scalar code (libm's expf): a small share of a token's time next to the
+// matmuls.
 void softmax(float *x, int64_t n) { scalar::softmax(x, n); }
-void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
-  scalar::silu_mul(gate, up, out, n);
-}
 
 GANTRY_AVX2 void add(const float *a, const float *b, float *out, int64_t n) {
   int64_t i = 0;

@@ -55,7 +55,6 @@ bool needs_block_sums(TensorType t);
   void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n);                               \
   void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps);             \
   void softmax(float *x, int64_t n);                                                               \
-  void silu_mul(const float *gate, const float *up, float *out, int64_t n);                        \
   void add(const float *a, const float *b, float *out, int64_t n);                                 \
   void scale(float *x, float s, int64_t n);                                                        \
   float dot_f32(const float *a, const float *b, int64_t n);                                        \

@@ -113,12 +113,20 @@ void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n) {
 }
 
 void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
-  double ss = 0; // double: n can be 8k+ and the sum spans orders of magnitude
-  for (int64_t i = 0; i < n; ++i)
-    ss += static_cast<double>(x[i]) * x[i];
-  const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = x[i] * inv * weight[i];
+  // ggml_compute_forward_rms_norm_f32's arithmetic, so that normalised activations match
+  // llama.cpp's bit for bit: float squares summed in order in double, the mean rounded to float,
+  // then x * scale * weight in float.
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float sq = x[i] * x[i];
+    ss += static_cast<double>(sq);
+  }
+  const auto mean = static_cast<float>(ss / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i] * scale;
+    out[i] = v * weight[i];
+  }
 }
 
 void softmax(float *x, int64_t n) {
@@ -133,11 +141,6 @@ void softmax(float *x, int64_t n) {
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i)
     x[i] *= inv;
-}
-
-void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
 void add(const float *a, const float *b, float *out, int64_t n) {

@@ -6,6 +6,7 @@
 
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/kernels_impl.h"
+#include "engine/kernels/llama_order.h"
 
 namespace gantry::engine::kernels {
 namespace {
@@ -217,14 +218,15 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
   return WeightView{type, data, rows, cols, row_bytes(type, cols)};
 }
 
-void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool) {
-  matmul(w, x, n_tokens, y, w.rows, pool);
+void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, ThreadPool &pool,
+            const uint8_t *single) {
+  matmul(w, x, n_tokens, y, w.rows, pool, single);
 }
 
 void matmul(const WeightView &w, const float *x, int64_t n_tokens, float *y, int64_t ldy,
-            ThreadPool &pool) {
+            ThreadPool &pool, const uint8_t *single) {
   const MatmulOut out{&w, y, ldy};
-  matmul_multi(&out, 1, x, n_tokens, pool);
+  matmul_multi(&out, 1, x, n_tokens, pool, single);
 }
 
 bool can_share_activations(const WeightView &a, const WeightView &b) {
@@ -232,7 +234,7 @@ bool can_share_activations(const WeightView &a, const WeightView &b) {
 }
 
 void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tokens,
-                  ThreadPool &pool) {
+                  ThreadPool &pool, const uint8_t *single) {
   assert(n_outs >= 1);
   const WeightView &w = *outs[0].w;
   int64_t total_rows = 0;
@@ -243,6 +245,11 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
   assert(is_supported(w.type));
   if (n_tokens <= 0 || total_rows <= 0)
     return;
+  if (w.type == TensorType::kF32) {
+    // llama.cpp's summation order (llama_order.h): F32 models give its logits bit for bit.
+    llama_order::matmul_f32(outs, n_outs, x, n_tokens, pool, single);
+    return;
+  }
   Activations a;
   quantize_tokens(w.type, x, n_tokens, w.cols, a, pool);
 

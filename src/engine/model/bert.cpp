@@ -324,7 +324,10 @@ void BertEncoder::encode(std::span<const int32_t> tokens, Workspace &ws, kernels
         kernels::matmul(l.w_up, as_ggml_activations(l.w_up, ws.xn.data(), nd, act, act16), n,
                         ws.up.data(), pool);
       }
-      kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(), nf);
+      for (int t = 0; t < n; ++t) {
+        const size_t o = static_cast<size_t>(t) * c_.n_ff;
+        kernels::silu_mul(ws.gate.data() + o, ws.up.data() + o, ws.gate.data() + o, c_.n_ff);
+      }
     } else { // bert: GELU
       kernels::matmul(l.w_up, as_ggml_activations(l.w_up, ws.xn.data(), nd, act, act16), n,
                       ws.gate.data(), pool);

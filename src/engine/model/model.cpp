@@ -236,10 +236,10 @@ void Model::attention(std::span<const BatchToken> batch, int layer, KvCache &kv,
   });
 }
 
-void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
-                       kernels::ThreadPool &pool) const {
+int Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                      kernels::ThreadPool &pool, bool logit_rows_only) const {
   const auto &c = config_;
-  const int n = static_cast<int>(batch.size());
+  int n = static_cast<int>(batch.size());
   const size_t d = c.n_embd;
   grow(ws.x, n * d);
   grow(ws.xn, n * d);
@@ -250,6 +250,14 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
   grow(ws.gate, static_cast<size_t>(n) * c.n_ff);
   grow(ws.up, static_cast<size_t>(n) * c.n_ff);
   grow(ws.out, n * d);
+  // A token that is its sequence's only one in this batch is computed as llama.cpp computes a
+  // decode step; the others as its prompt batches (a sequence's tokens are contiguous here).
+  grow(ws.single, static_cast<size_t>(n));
+  for (int t = 0; t < n; ++t) {
+    const auto *b = batch[t].blocks;
+    ws.single[t] = (t == 0 || batch[t - 1].blocks != b) && (t + 1 == n || batch[t + 1].blocks != b);
+  }
+  const uint8_t *single = ws.single.data();
 
   RopeParams rp;
   rp.n_rot = c.rope_dim;
@@ -297,11 +305,11 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
       const kernels::MatmulOut qkv[3] = {{&l.wq, ws.q.data(), l.wq.rows},
                                          {&l.wk, ws.k.data(), l.wk.rows},
                                          {&l.wv, ws.v.data(), l.wv.rows}};
-      kernels::matmul_multi(qkv, 3, ws.xn.data(), n, pool);
+      kernels::matmul_multi(qkv, 3, ws.xn.data(), n, pool, single);
     } else {
-      kernels::matmul(l.wq, ws.xn.data(), n, ws.q.data(), pool);
-      kernels::matmul(l.wk, ws.xn.data(), n, ws.k.data(), pool);
-      kernels::matmul(l.wv, ws.xn.data(), n, ws.v.data(), pool);
+      kernels::matmul(l.wq, ws.xn.data(), n, ws.q.data(), pool, single);
+      kernels::matmul(l.wk, ws.xn.data(), n, ws.k.data(), pool, single);
+      kernels::matmul(l.wv, ws.xn.data(), n, ws.v.data(), pool, single);
     }
     for (int t = 0; t < n; ++t) {
       float *q = ws.q.data() + static_cast<size_t>(t) * c.q_dim();
@@ -339,7 +347,24 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
       kernels::fp32_to_fp16_row(v, kv.v(li, block, slot), c.kv_dim());
     }
     attention(batch, li, kv, ws, pool);
-    kernels::matmul(l.wo, ws.attn.data(), n, ws.out.data(), pool);
+    kernels::matmul(l.wo, ws.attn.data(), n, ws.out.data(), pool, single);
+    if (logit_rows_only && li == c.n_layer - 1) {
+      int kept = 0;
+      for (int t = 0; t < n; ++t) {
+        if (!batch[t].want_logits)
+          continue;
+        if (kept != t) {
+          std::memcpy(ws.x.data() + kept * d, ws.x.data() + t * d, d * sizeof(float));
+          std::memcpy(ws.out.data() + kept * d, ws.out.data() + t * d, d * sizeof(float));
+        }
+        ++kept;
+      }
+      n = kept;
+      if (n == 0)
+        return 0;
+      // llama.cpp's last feed-forward sees only these rows: one alone for a single request.
+      std::fill(ws.single.begin(), ws.single.begin() + n, uint8_t{1});
+    }
     if (c.post_norms) {
       for (int t = 0; t < n; ++t) {
         kernels::rmsnorm(ws.out.data() + t * d, l.post_attn_norm.data(), ws.out.data() + t * d,
@@ -355,19 +380,21 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
     if (kernels::can_share_activations(l.w_gate, l.w_up)) {
       const kernels::MatmulOut gate_up[2] = {{&l.w_gate, ws.gate.data(), l.w_gate.rows},
                                              {&l.w_up, ws.up.data(), l.w_up.rows}};
-      kernels::matmul_multi(gate_up, 2, ws.xn.data(), n, pool);
+      kernels::matmul_multi(gate_up, 2, ws.xn.data(), n, pool, single);
     } else {
-      kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool);
-      kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool);
+      kernels::matmul(l.w_gate, ws.xn.data(), n, ws.gate.data(), pool, single);
+      kernels::matmul(l.w_up, ws.xn.data(), n, ws.up.data(), pool, single);
     }
     if (c.gelu_ffn) {
       kernels::gelu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
                         static_cast<int64_t>(n) * c.n_ff);
     } else {
-      kernels::silu_mul(ws.gate.data(), ws.up.data(), ws.gate.data(),
-                        static_cast<int64_t>(n) * c.n_ff);
+      for (int t = 0; t < n; ++t) {
+        const size_t o = static_cast<size_t>(t) * c.n_ff;
+        kernels::silu_mul(ws.gate.data() + o, ws.up.data() + o, ws.gate.data() + o, c.n_ff);
+      }
     }
-    kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool);
+    kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool, single);
     if (c.post_norms) {
       for (int t = 0; t < n; ++t) {
         kernels::rmsnorm(ws.out.data() + t * d, l.post_ffn_norm.data(), ws.out.data() + t * d,
@@ -376,29 +403,25 @@ void Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace
     }
     kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
   }
+  return n;
 }
 
 void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
                     kernels::ThreadPool &pool, std::vector<float> &logits) const {
   assert(!encoder_ && "an encoder has no LM head");
   const auto &c = config_;
-  const int n = static_cast<int>(batch.size());
   const size_t d = c.n_embd;
-  run_layers(batch, kv, ws, pool);
-
-  // Only the rows that will be sampled go through the output head: for a prompt chunk that is
-  // one row out of hundreds, and the head is the largest matrix of small models.
-  int n_out = 0;
-  for (int t = 0; t < n; ++t) {
-    if (!batch[t].want_logits)
-      continue;
-    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), ws.xn.data() + n_out * d, c.n_embd,
+  // Only the rows that will be sampled go through the last feed-forward and the output head: for
+  // a prompt chunk that is one row out of hundreds, and the head is the largest matrix of small
+  // models.
+  const int n_out = run_layers(batch, kv, ws, pool, /*logit_rows_only=*/true);
+  for (int t = 0; t < n_out; ++t) {
+    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), ws.xn.data() + t * d, c.n_embd,
                      c.rms_eps);
-    ++n_out;
   }
   logits.resize(static_cast<size_t>(n_out) * c.n_vocab);
   if (n_out > 0)
-    kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool);
+    kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool, ws.single.data());
   if (c.final_softcap > 0.0f)
     kernels::tanh_softcap(logits.data(), c.final_softcap, static_cast<int64_t>(n_out) * c.n_vocab);
 }
@@ -408,7 +431,7 @@ void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Works
   assert(!encoder_ && "encoders run encode()");
   const auto &c = config_;
   const size_t d = c.n_embd;
-  run_layers(batch, kv, ws, pool);
+  run_layers(batch, kv, ws, pool, /*logit_rows_only=*/false);
   hidden.resize(batch.size() * d);
   for (size_t t = 0; t < batch.size(); ++t) {
     kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), hidden.data() + t * d, c.n_embd,

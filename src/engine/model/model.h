@@ -40,6 +40,7 @@ struct Workspace {
   std::vector<float> rope_cos_swa, rope_sin_swa; // the same for sliding-window layers
   std::vector<std::vector<float>> scores;        // one per pool thread
   std::vector<uint16_t> k16, v16;                // an encoder's K/V of the whole input (fp16)
+  std::vector<uint8_t> single; // per token: alone in the batch for its sequence (kernels::matmul)
 };
 
 class Model {
@@ -83,9 +84,12 @@ private:
   Status bind_weights(int n_ctx_seq);
   void attention(std::span<const BatchToken> batch, int layer, KvCache &kv, Workspace &ws,
                  kernels::ThreadPool &pool) const;
-  // Every layer; leaves the residual stream of each token in ws.x.
-  void run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
-                  kernels::ThreadPool &pool) const;
+  // Every layer; leaves the residual stream of each token in ws.x and returns how many rows it
+  // holds. With logit_rows_only, the last layer's feed-forward runs only for the tokens that
+  // want logits (their rows first, in batch order), as llama.cpp does: nothing else reads the
+  // other rows, and a matmul's summation order depends on its row count (llama_order.h).
+  int run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace &ws,
+                 kernels::ThreadPool &pool, bool logit_rows_only) const;
 
   std::unique_ptr<gguf::GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;

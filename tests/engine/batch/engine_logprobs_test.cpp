@@ -4,11 +4,13 @@
 
 #include <boost/json.hpp>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <sstream>
 
 #include "engine/batch/engine.h"
+#include "engine/kernels/kernels.h"
 
 namespace gantry::engine {
 namespace {
@@ -29,8 +31,9 @@ struct Case {
   std::vector<Step> steps;
 };
 
-std::vector<Case> load_cases() {
-  std::ifstream in(std::string(GANTRY_TEST_DATA_DIR) + "/stories-greedy.json");
+// tests/data/stories-greedy.json (the shared reference) or another file of the same shape.
+std::vector<Case> load_cases(const std::string &file = "stories-greedy.json") {
+  std::ifstream in(std::string(GANTRY_TEST_DATA_DIR) + "/" + file);
   std::stringstream ss;
   ss << in.rdbuf();
   auto j = boost::json::parse(ss.str());
@@ -192,17 +195,19 @@ protected:
 };
 Model *EngineLogprobsTest::model_ = nullptr;
 
-// How close to llama.cpp the log-probabilities are. Attention imitates llama.cpp's CPU flash
-// attention (Q rounded to fp16, softmax·V accumulated in fp16), which took the chosen-token
-// error from mean 3.6e-4 / max 2.7e-3 (19 of 192 steps over 1e-3) to mean 1.2e-4 / max 1.9e-3
-// (1 step over 1e-3; 3 with the scalar kernels), and the top-5 error from max 1.3e-2 to 4.6e-3
-// (9.6e-3 with the scalar kernels). What is left starts as float rounding elsewhere in the forward
-// pass (llama.cpp's matmuls sum in an order that depends on the CPU and on whether a batch has one
-// token or more; its RMSNorm rounds differently), which the fp16 roundings of the KV cache and of
-// the accumulator amplify unpredictably: moving our RMSNorm by an ulp changes the steps over 1e-3
-// anywhere between 1 and 7. So these bounds hold the measurement with little margin, and a logprob
-// taken from the penalised or tempered logits, normalised wrongly, or attention without the fp16
-// roundings fails them.
+// The forward pass computes what llama.cpp's CPU backend computes, in its order, for F32 weights:
+// attention as its flash attention (Q and the softmax·V accumulator in fp16, K·Q as
+// ggml_vec_dot_f16), matmuls in ggml_vec_dot_f32's order for tokens computed alone and tinyBLAS's
+// for prompt batches, RMSNorm, RoPE and SwiGLU with its roundings (kernels/llama_order.h), and
+// the last layer's feed-forward only for the rows that want logits. On the bundled model the
+// logits are those of llama.cpp (commit 3f545bec) built here for AVX-512 bit for bit, and the
+// log-probabilities those of its server to its float softmax (2e-6): the next test.
+//
+// The shared reference (stories-greedy.json, same commit) was recorded on a machine whose
+// llama.cpp rounds differently: this machine's llama-server itself is up to 1.1e-3 from it
+// (0.53e-3, 1.13e-3, 0.45e-3 on its three prompts), and so is Gantry, to the same values. These
+// bounds hold that measurement: a logprob taken from penalised or tempered logits, normalised
+// wrongly, or a forward pass that drifts from llama.cpp fails them.
 TEST_F(EngineLogprobsTest, ChosenAndTopLogprobsMatchLlamaCpp) {
   double sum_err = 0;
   int n = 0, within_1e3 = 0;
@@ -218,7 +223,7 @@ TEST_F(EngineLogprobsTest, ChosenAndTopLogprobsMatchLlamaCpp) {
       sum_err += err;
       ++n;
       within_1e3 += err <= 1e-3;
-      EXPECT_LT(err, 2.5e-3) << c.prompt << " step " << i;
+      EXPECT_LT(err, 1.5e-3) << c.prompt << " step " << i;
       ASSERT_EQ(r.top[i].size(), 5u);
       for (size_t k = 0; k < 5; ++k) {
         EXPECT_NEAR(r.top[i][k].second, want.top[k].logprob, 1.2e-2)
@@ -237,6 +242,47 @@ TEST_F(EngineLogprobsTest, ChosenAndTopLogprobsMatchLlamaCpp) {
   }
   EXPECT_LT(sum_err / n, 2e-4) << "mean chosen-token error against llama.cpp";
   EXPECT_GE(within_1e3, n * 98 / 100) << "chosen-token logprobs within 1e-3 of llama.cpp";
+}
+
+// llama-server on this machine's CPU (tests/data/stories-local/make-reference.sh: eight prompts,
+// 64 greedy steps, one slot with a fresh KV cache) against Gantry on every instruction set: the
+// same tokens, and the chosen and top-5 log-probabilities within 1e-5 (what is left is the
+// server's softmax in float; 2.3e-6 measured). Before the forward pass followed llama.cpp's
+// arithmetic (llama_order.h), the chosen-token error was up to 1.9e-3 against the recorded
+// reference.
+TEST_F(EngineLogprobsTest, LogprobsAreLlamaServersOnTheSameArithmetic) {
+  const auto cases = load_cases("stories-local/stories-logprobs.json");
+  ASSERT_EQ(cases.size(), 8u);
+  const kernels::Isa before = kernels::active_isa();
+  for (kernels::Isa isa : {kernels::Isa::kScalar, kernels::Isa::kAvx2, kernels::Isa::kAvx512Vnni}) {
+    if (isa > kernels::detected_isa())
+      continue;
+    kernels::set_active_isa(isa);
+    SCOPED_TRACE("isa " + std::to_string(static_cast<int>(isa)));
+    double max_err = 0;
+    for (const auto &c : cases) {
+      auto req = greedy(c.prompt_ids, static_cast<int>(c.expected.size()));
+      req.logprobs = 5;
+      const Output r = solo(req);
+      ASSERT_EQ(r.ids, c.expected) << c.prompt;
+      ASSERT_EQ(r.top.size(), c.steps.size());
+      for (size_t i = 0; i < c.steps.size(); ++i) {
+        const Step &want = c.steps[i];
+        max_err = std::max(max_err, std::abs(r.logprob[i] - want.logprob));
+        EXPECT_NEAR(r.logprob[i], want.logprob, 1e-5) << c.prompt << " step " << i;
+        ASSERT_EQ(r.top[i].size(), 5u);
+        for (size_t k = 0; k < 5; ++k) {
+          EXPECT_EQ(r.top[i][k].first, want.top[k].id)
+              << c.prompt << " step " << i << " rank " << k;
+          EXPECT_NEAR(r.top[i][k].second, want.top[k].logprob, 1e-5)
+              << c.prompt << " step " << i << " rank " << k;
+        }
+      }
+    }
+    std::printf("isa %d: largest chosen-token difference from llama-server %.3g\n",
+                static_cast<int>(isa), max_err);
+  }
+  kernels::set_active_isa(before);
 }
 
 TEST_F(EngineLogprobsTest, LogprobsAreASortedPartOfOneDistribution) {

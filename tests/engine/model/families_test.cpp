@@ -28,12 +28,11 @@ namespace {
 const std::string kDir = std::string(GANTRY_TEST_DATA_DIR) + "/families";
 // llama.cpp ran with -c 256; the context size picks Phi-3's short LongRoPE factors.
 constexpr int kCtx = 256;
-// Relative to max(1, |logit|). Both engines compute in float with the same fp16 roundings where
-// llama.cpp has them (K/V, Q and softmax·V in attention, the GELU table) but sum in different
-// orders, and a last-bit difference that flips one of those fp16 roundings moves a value by
-// 1e-3 of itself: the logits here differ by up to 2e-4. Leaving out a Q/K norm or the final
-// soft-cap moves them by 1e-2 and more.
-constexpr double kLogitTolerance = 5e-4;
+// Relative to max(1, |logit|). These F32 models go through llama.cpp's own arithmetic
+// (kernels/llama_order.h, the fp16 roundings of its attention, its GELU table), so the logits are
+// its own to the precision the reference file prints them with: 3e-9, one step 2.4e-7 (before
+// llama_order, up to 2e-4). Leaving out a Q/K norm or the final soft-cap moves them by 1e-2.
+constexpr double kLogitTolerance = 1e-5;
 
 boost::json::object recorded() {
   std::ifstream in(kDir + "/families-greedy.json");
@@ -122,8 +121,10 @@ TEST_P(FamiliesTest, GreedyIdsEqualLlamaCpp) {
   }
 }
 
-// Batch invariance on the new families: the prompt in one batch or one token at a time (and
-// thereby across KV blocks, with sliding windows starting mid-block) gives the same bits.
+// Batch invariance on the new families: the prompt in one batch or in chunks of 7 (and thereby
+// across KV blocks, with sliding windows starting mid-block) gives the same bits. One token at a
+// time is what llama.cpp computes for a decode step, in another summation order for these F32
+// weights (kernels/llama_order.h): the same tokens, logits within float rounding.
 TEST_P(FamiliesTest, LogitsDoNotDependOnBatching) {
   const std::string file = GetParam();
   auto m = Model::load(kDir + "/" + file, nullptr, kCtx);
@@ -138,8 +139,15 @@ TEST_P(FamiliesTest, LogitsDoNotDependOnBatching) {
   EXPECT_EQ(a, c);
   ASSERT_EQ(whole.size(), single.size());
   ASSERT_EQ(whole.size(), chunks.size());
-  EXPECT_EQ(std::memcmp(whole.data(), single.data(), whole.size() * sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(whole.data(), chunks.data(), whole.size() * sizeof(float)), 0);
+  double worst = 0;
+  for (size_t i = 0; i < whole.size(); ++i) {
+    worst = std::max(worst, std::abs(static_cast<double>(whole[i]) - single[i]) /
+                                std::max(1.0, std::abs(static_cast<double>(whole[i]))));
+  }
+  // Measured: 0 (llama32-tied), 3.8e-4 (gemma2), 1.2e-3 (gemma3), 1.0e-3 (phi3): random weights
+  // with soft-caps amplify a float rounding more than trained ones.
+  EXPECT_LT(worst, 5e-3) << "prompt one token at a time against one batch";
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FamiliesTest,
