@@ -405,7 +405,46 @@ void quantize_row(TensorType t, const float *src, void *dst, int64_t n) {
 // ---- vector helpers -------------------------------------------------------------------------
 
 void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
-  GANTRY_DISPATCH(rmsnorm(x, weight, out, n, eps));
+  rmsnorm_rows(x, weight, out, 1, n, eps);
+}
+
+void rmsnorm_rows(const float *x, const float *weight, float *out, int64_t n_rows, int64_t n,
+                  float eps) {
+  // A row's sum is one chain of dependent double additions (ggml's order, no reassociation);
+  // eight rows at a time let the CPU overlap eight chains, each still in its own order.
+  constexpr int kRows = 8;
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kRows, n_rows - r0));
+    const float *xr = x + r0 * n;
+    double ss[kRows] = {};
+    if (nr == kRows) {
+      for (int64_t i = 0; i < n; ++i) {
+        for (int r = 0; r < kRows; ++r) {
+          const float v = xr[r * n + i];
+          const float sq = v * v;
+          ss[r] += static_cast<double>(sq);
+        }
+      }
+    } else {
+      for (int r = 0; r < nr; ++r) {
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = xr[r * n + i];
+          const float sq = v * v;
+          ss[r] += static_cast<double>(sq);
+        }
+      }
+    }
+    for (int r = 0; r < nr; ++r) {
+      const auto mean = static_cast<float>(ss[r] / static_cast<double>(n));
+      const float scale = 1.0f / std::sqrt(mean + eps);
+      const float *xi = xr + r * n;
+      float *o = out + (r0 + r) * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = xi[i] * scale;
+        o[i] = v * weight[i];
+      }
+    }
+  }
 }
 void softmax(float *x, int64_t n) { GANTRY_DISPATCH(softmax(x, n)); }
 void silu_mul(const float *gate, const float *up, float *out, int64_t n) {

@@ -118,8 +118,13 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
 
 // ---- vector helpers for the forward pass -------------------------------------------------------
 
-// out = x / sqrt(mean(x^2) + eps) * weight. out may alias x.
+// out = x / sqrt(mean(x^2) + eps) * weight in ggml's arithmetic (float squares summed in order in
+// double, the mean rounded to float, then x * scale * weight), so normalised activations match
+// llama.cpp's bit for bit. out may alias x.
 void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps);
+// The same for n_rows rows of n floats each (contiguous): several rows' sums run side by side.
+void rmsnorm_rows(const float *x, const float *weight, float *out, int64_t n_rows, int64_t n,
+                  float eps);
 // In-place softmax over x[0..n), numerically stable (subtracts the max).
 void softmax(float *x, int64_t n);
 // out = silu(gate) * up (SwiGLU) for ONE row: llama.cpp's arithmetic (16-lane chunks of its

@@ -614,11 +614,6 @@ template <typename T> GANTRY_AVX2_INLINE void axpy_any(float a, const T *x, floa
 
 GANTRY_AVX2 float dot_f32(const float *a, const float *b, int64_t n) { return dot_any(a, b, n); }
 
-// One row at a time, in ggml's order (see the scalar kernel): a handful of microseconds per row.
-void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
-  scalar::rmsnorm(x, weight, out, n, eps);
-}
-
 // softmax is left to the scalar code (libm's expf): a small share of a token's time next to the
 // matmuls.
 void softmax(float *x, int64_t n) { scalar::softmax(x, n); }

@@ -53,7 +53,6 @@ bool needs_block_sums(TensorType t);
   void quantize_act_q8k(const float *x, int8_t *qs, float *d, int16_t *bsums, int64_t n);          \
   void fp16_to_fp32_row(const uint16_t *src, float *dst, int64_t n);                               \
   void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n);                               \
-  void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps);             \
   void softmax(float *x, int64_t n);                                                               \
   void add(const float *a, const float *b, float *out, int64_t n);                                 \
   void scale(float *x, float s, int64_t n);                                                        \

@@ -112,23 +112,6 @@ void fp32_to_fp16_row(const float *src, uint16_t *dst, int64_t n) {
     dst[i] = kernels::fp32_to_fp16(src[i]);
 }
 
-void rmsnorm(const float *x, const float *weight, float *out, int64_t n, float eps) {
-  // ggml_compute_forward_rms_norm_f32's arithmetic, so that normalised activations match
-  // llama.cpp's bit for bit: float squares summed in order in double, the mean rounded to float,
-  // then x * scale * weight in float.
-  double ss = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float sq = x[i] * x[i];
-    ss += static_cast<double>(sq);
-  }
-  const auto mean = static_cast<float>(ss / static_cast<double>(n));
-  const float scale = 1.0f / std::sqrt(mean + eps);
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] * scale;
-    out[i] = v * weight[i];
-  }
-}
-
 void softmax(float *x, int64_t n) {
   if (n <= 0)
     return;

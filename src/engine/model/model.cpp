@@ -296,10 +296,7 @@ int Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace 
 
   for (int li = 0; li < c.n_layer; ++li) {
     const Layer &l = layers_[li];
-    for (int t = 0; t < n; ++t) {
-      kernels::rmsnorm(ws.x.data() + t * d, l.attn_norm.data(), ws.xn.data() + t * d, c.n_embd,
-                       c.rms_eps);
-    }
+    kernels::rmsnorm_rows(ws.x.data(), l.attn_norm.data(), ws.xn.data(), n, c.n_embd, c.rms_eps);
     if (kernels::can_share_activations(l.wq, l.wk) && kernels::can_share_activations(l.wq, l.wv)) {
       // One quantization of xn and one pool synchronization for the three (decode pays per call).
       const kernels::MatmulOut qkv[3] = {{&l.wq, ws.q.data(), l.wq.rows},
@@ -321,14 +318,8 @@ int Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace 
         kernels::add(v, l.bv.data(), v, c.kv_dim());
       }
       if (c.qk_norm) {
-        for (int h = 0; h < c.n_head; ++h) {
-          kernels::rmsnorm(q + h * c.head_dim, l.q_norm.data(), q + h * c.head_dim, c.head_dim,
-                           c.rms_eps);
-        }
-        for (int h = 0; h < c.n_head_kv; ++h) {
-          kernels::rmsnorm(k + h * c.head_dim, l.k_norm.data(), k + h * c.head_dim, c.head_dim,
-                           c.rms_eps);
-        }
+        kernels::rmsnorm_rows(q, l.q_norm.data(), q, c.n_head, c.head_dim, c.rms_eps);
+        kernels::rmsnorm_rows(k, l.k_norm.data(), k, c.n_head_kv, c.head_dim, c.rms_eps);
       }
       const bool swa_rope = own_swa_rope && c.is_swa(li);
       const float *cs = (swa_rope ? ws.rope_cos_swa : ws.rope_cos).data() + t * half;
@@ -366,17 +357,12 @@ int Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace 
       std::fill(ws.single.begin(), ws.single.begin() + n, uint8_t{1});
     }
     if (c.post_norms) {
-      for (int t = 0; t < n; ++t) {
-        kernels::rmsnorm(ws.out.data() + t * d, l.post_attn_norm.data(), ws.out.data() + t * d,
-                         c.n_embd, c.rms_eps);
-      }
+      kernels::rmsnorm_rows(ws.out.data(), l.post_attn_norm.data(), ws.out.data(), n, c.n_embd,
+                            c.rms_eps);
     }
     kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
 
-    for (int t = 0; t < n; ++t) {
-      kernels::rmsnorm(ws.x.data() + t * d, l.ffn_norm.data(), ws.xn.data() + t * d, c.n_embd,
-                       c.rms_eps);
-    }
+    kernels::rmsnorm_rows(ws.x.data(), l.ffn_norm.data(), ws.xn.data(), n, c.n_embd, c.rms_eps);
     if (kernels::can_share_activations(l.w_gate, l.w_up)) {
       const kernels::MatmulOut gate_up[2] = {{&l.w_gate, ws.gate.data(), l.w_gate.rows},
                                              {&l.w_up, ws.up.data(), l.w_up.rows}};
@@ -396,10 +382,8 @@ int Model::run_layers(std::span<const BatchToken> batch, KvCache &kv, Workspace 
     }
     kernels::matmul(l.w_down, ws.gate.data(), n, ws.out.data(), pool, single);
     if (c.post_norms) {
-      for (int t = 0; t < n; ++t) {
-        kernels::rmsnorm(ws.out.data() + t * d, l.post_ffn_norm.data(), ws.out.data() + t * d,
-                         c.n_embd, c.rms_eps);
-      }
+      kernels::rmsnorm_rows(ws.out.data(), l.post_ffn_norm.data(), ws.out.data(), n, c.n_embd,
+                            c.rms_eps);
     }
     kernels::add(ws.x.data(), ws.out.data(), ws.x.data(), n * d);
   }
@@ -410,15 +394,11 @@ void Model::forward(std::span<const BatchToken> batch, KvCache &kv, Workspace &w
                     kernels::ThreadPool &pool, std::vector<float> &logits) const {
   assert(!encoder_ && "an encoder has no LM head");
   const auto &c = config_;
-  const size_t d = c.n_embd;
   // Only the rows that will be sampled go through the last feed-forward and the output head: for
   // a prompt chunk that is one row out of hundreds, and the head is the largest matrix of small
   // models.
   const int n_out = run_layers(batch, kv, ws, pool, /*logit_rows_only=*/true);
-  for (int t = 0; t < n_out; ++t) {
-    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), ws.xn.data() + t * d, c.n_embd,
-                     c.rms_eps);
-  }
+  kernels::rmsnorm_rows(ws.x.data(), output_norm_.data(), ws.xn.data(), n_out, c.n_embd, c.rms_eps);
   logits.resize(static_cast<size_t>(n_out) * c.n_vocab);
   if (n_out > 0)
     kernels::matmul(output_, ws.xn.data(), n_out, logits.data(), pool, ws.single.data());
@@ -433,10 +413,8 @@ void Model::forward_hidden(std::span<const BatchToken> batch, KvCache &kv, Works
   const size_t d = c.n_embd;
   run_layers(batch, kv, ws, pool, /*logit_rows_only=*/false);
   hidden.resize(batch.size() * d);
-  for (size_t t = 0; t < batch.size(); ++t) {
-    kernels::rmsnorm(ws.x.data() + t * d, output_norm_.data(), hidden.data() + t * d, c.n_embd,
-                     c.rms_eps);
-  }
+  kernels::rmsnorm_rows(ws.x.data(), output_norm_.data(), hidden.data(),
+                        static_cast<int64_t>(batch.size()), c.n_embd, c.rms_eps);
 }
 
 void Model::encode(std::span<const int32_t> tokens, Workspace &ws, kernels::ThreadPool &pool,
