@@ -3,12 +3,15 @@
 #include "engine/kernels/llama_order.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <immintrin.h>
 
 #include "engine/kernels/kernels_impl.h"
+#include "engine/kernels/llama_order_impl.h"
 #include "engine/kernels/thread_pool.h"
 
 // GCC 12's AVX-512 intrinsics (extract of a 256-bit half, scalef) start from an undefined vector
@@ -394,7 +397,9 @@ GANTRY_LO_AVX512 void silu_mul_avx512(const float *gate, const float *up, float 
 
 using VecDot = float (*)(const float *, const float *, int64_t);
 
-VecDot vec_dot_for(Isa isa) {
+VecDot vec_dot_for(Isa isa, Build b) {
+  if (b == Build::kAvx2)
+    return &build8::vec_dot;
   switch (isa) {
   case Isa::kAvx512Vnni: return &vec_dot_avx512;
   case Isa::kAvx2: return &vec_dot_avx2;
@@ -403,8 +408,14 @@ VecDot vec_dot_for(Isa isa) {
   return &vec_dot_scalar;
 }
 
-// Rows [r0, r1) of one matrix against all tokens in tinyBLAS's order: 4 rows x up to 3 tokens
-// per tile (each output still has its own accumulator, so the tiling does not change the bits).
+std::atomic<Build> &build_ref() {
+  static std::atomic<Build> b{[] {
+    const char *v = std::getenv("GANTRY_LLAMA_BUILD");
+    return v && std::strcmp(v, "avx512") == 0 ? Build::kAvx512 : Build::kAvx2;
+  }()};
+  return b;
+}
+
 template <int T>
 GANTRY_LO_AVX512 void tiles_avx512(const float *const *a, const float *const *b, int64_t k,
                                    float *out) {
@@ -416,7 +427,12 @@ GANTRY_LO_AVX2 void tiles_avx2(const float *const *a, const float *const *b, int
   tile_avx2<4, T>(a, b, k, out);
 }
 template <int T>
-void tiles_for(Isa isa, const float *const *a, const float *const *b, int64_t k, float *out) {
+void tiles_for(Isa isa, Build bd, const float *const *a, const float *const *b, int64_t k,
+               float *out) {
+  if (bd == Build::kAvx2) {
+    build8::tiles(T, a, b, k, out);
+    return;
+  }
   switch (isa) {
   case Isa::kAvx512Vnni: tiles_avx512<T>(a, b, k, out); return;
   case Isa::kAvx2: tiles_avx2<T>(a, b, k, out); return;
@@ -431,8 +447,9 @@ void tiles_for(Isa isa, const float *const *a, const float *const *b, int64_t k,
 // Rows [r0, r1) of one matrix against the tokens not marked single, in tinyBLAS's order (4 rows x
 // up to 3 tokens per tile; each output keeps its own accumulator, so the tiling does not change
 // the bits), and against the marked ones in ggml_vec_dot_f32's.
-void batch_rows(Isa isa, VecDot dot, const WeightView &w, const float *x, int64_t n_tokens,
-                const uint8_t *single, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+void batch_rows(Isa isa, Build bd, VecDot dot, const WeightView &w, const float *x,
+                int64_t n_tokens, const uint8_t *single, int64_t r0, int64_t r1, float *y,
+                int64_t ldy) {
   const int64_t k = w.cols;
   auto row_ptr = [&](int64_t r) {
     return reinterpret_cast<const float *>(static_cast<const char *>(w.data) + r * w.row_stride);
@@ -457,11 +474,11 @@ void batch_rows(Isa isa, VecDot dot, const WeightView &w, const float *x, int64_
       }
       float out[12];
       if (tn == 3)
-        tiles_for<3>(isa, a, b, k, out);
+        tiles_for<3>(isa, bd, a, b, k, out);
       else if (tn == 2)
-        tiles_for<2>(isa, a, b, k, out);
+        tiles_for<2>(isa, bd, a, b, k, out);
       else if (tn == 1)
-        tiles_for<1>(isa, a, b, k, out);
+        tiles_for<1>(isa, bd, a, b, k, out);
       for (int j = 0; j < tn; ++j) {
         for (int i = 0; i < 4; ++i)
           y[ts[j] * ldy + r + i] = out[j * 4 + i];
@@ -472,10 +489,16 @@ void batch_rows(Isa isa, VecDot dot, const WeightView &w, const float *x, int64_
 
 } // namespace
 
+Build build() { return build_ref().load(std::memory_order_relaxed); }
+void set_build(Build b) { build_ref().store(b, std::memory_order_relaxed); }
+
 void matmul_f32(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tokens,
                 ThreadPool &pool, const uint8_t *single) {
   const Isa isa = active_isa();
-  const VecDot dot = vec_dot_for(isa);
+  const Build bd = build();
+  const VecDot dot = vec_dot_for(isa, bd);
+  // tinyBLAS's vector width: it takes only columns in whole vectors.
+  const int64_t tile_cols = bd == Build::kAvx2 ? 8 : kLanes;
   const int64_t k = outs[0].w->cols;
   int64_t total_rows = 0;
   for (int i = 0; i < n_outs; ++i)
@@ -486,8 +509,8 @@ void matmul_f32(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tok
     const MatmulOut &o = outs[i];
     const WeightView &w = *o.w;
     // llama.cpp hands a call with several tokens to tinyBLAS, which takes only these shapes.
-    if ((single || n_tokens >= 2) && k % kLanes == 0 && w.rows % 4 == 0) {
-      batch_rows(isa, dot, w, x, n_tokens, single, r0, r1, o.y, o.ldy);
+    if ((single || n_tokens >= 2) && k % tile_cols == 0 && w.rows % 4 == 0) {
+      batch_rows(isa, bd, dot, w, x, n_tokens, single, r0, r1, o.y, o.ldy);
       return;
     }
     for (int64_t r = r0; r < r1; ++r) {
@@ -520,16 +543,22 @@ void matmul_f32(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tok
 void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                   float scale, float *out) {
   const Isa isa = active_isa();
+  const Build bd = build();
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint16_t *k = rows + r * stride;
-    const float d = isa == Isa::kAvx512Vnni ? dot_f16_avx512(q, k, n)
-                    : isa == Isa::kAvx2     ? dot_f16_avx2(q, k, n)
-                                            : dot_f16_scalar(q, k, n);
+    const float d = bd == Build::kAvx2        ? build8::dot_f16(q, k, n)
+                    : isa == Isa::kAvx512Vnni ? dot_f16_avx512(q, k, n)
+                    : isa == Isa::kAvx2       ? dot_f16_avx2(q, k, n)
+                                              : dot_f16_scalar(q, k, n);
     out[r] = d * scale;
   }
 }
 
 void silu_mul_row(const float *gate, const float *up, float *out, int64_t n) {
+  if (build() == Build::kAvx2) {
+    build8::silu_mul(gate, up, out, n);
+    return;
+  }
   switch (active_isa()) {
   case Isa::kAvx512Vnni: silu_mul_avx512(gate, up, out, n); return;
   case Isa::kAvx2: silu_mul_avx2(gate, up, out, n); return;

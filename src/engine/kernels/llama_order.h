@@ -1,9 +1,11 @@
-// F32 weights and the SwiGLU activation computed in the same floating-point order as llama.cpp's
-// CPU backend built for AVX-512 (ggml's ggml_vec_dot_f32 for single tokens, llamafile's tinyBLAS
-// for batches, ggml_vec_swiglu_f32 with its vectorised exp), so that a model with F32 weights
-// (the bundled story model) gives llama.cpp's logits bit for bit and its log-probabilities match
-// (issue 17). Every instruction set computes the same bits: AVX-512 natively, AVX2 with two
-// 8-lane halves per 16-lane vector, scalar by emulating the lanes.
+// F32 weights, flash attention's K·Q and the SwiGLU activation computed in the same
+// floating-point order as llama.cpp's CPU backend (ggml's ggml_vec_dot_f32 for single tokens,
+// llamafile's tinyBLAS for batches, ggml_vec_dot_f16, ggml_vec_swiglu_f32 with its vectorised
+// exp), so that a model with F32 weights (the bundled story model) gives llama.cpp's logits bit
+// for bit and its log-probabilities (issue 17). Those orders depend on the vector width llama.cpp
+// was built for, so both are here: its AVX2 build (8 lanes; the default) and its AVX-512 build
+// (16 lanes). Every instruction set Gantry runs computes the same bits for either: natively,
+// with two 8-lane halves for a 16-lane vector, or lane by lane in scalar code.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +13,14 @@
 #include "engine/kernels/kernels.h"
 
 namespace gantry::engine::kernels::llama_order {
+
+// Which llama.cpp build's arithmetic: GANTRY_LLAMA_BUILD=avx512 or avx2 at start-up. The default
+// is avx2, what llama.cpp runs on every x86-64 CPU with AVX2 and what the shared reference was
+// recorded with; avx512 matches a llama.cpp built natively on an AVX-512 CPU.
+enum class Build { kAvx2, kAvx512 };
+Build build();
+// For tests: not while kernels run.
+void set_build(Build b);
 
 // y = W x for F32 weights. As in llama.cpp, a token computed alone takes ggml_vec_dot_f32's order
 // (four 16-lane accumulators over 64-column steps, a fixed reduction tree, then the leftover

@@ -1,6 +1,6 @@
-// llama.cpp's summation orders (kernels/llama_order.h) against plain reference loops written
-// from ggml's source (ggml_vec_dot_f32 as GCC vectorises it for AVX-512, tinyBLAS, the reduction
-// tree of _mm512_reduce_add_ps, ggml_vec_dot_f16), and the same bits on every instruction set.
+// llama.cpp's summation orders (kernels/llama_order.h) of its AVX2 and AVX-512 builds against
+// plain reference loops written from ggml's source (ggml_vec_dot_f32 as GCC vectorises it,
+// tinyBLAS, the reduction trees, ggml_vec_dot_f16), and the same bits on every instruction set.
 // The end-to-end check against llama.cpp itself is engine_logprobs_test (its server's logprobs)
 // and families_test (its logits).
 #include <cmath>
@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/llama_order.h"
 #include "kernels_test_util.h"
 
 namespace gantry::engine::kernels {
@@ -21,7 +22,12 @@ using testing::isa_name;
 using testing::random_floats;
 using testing::ScopedIsa;
 
-// The tree: lanes i and i+8, then i and i+4, then (0+2) + (1+3).
+using llama_order::Build;
+
+// The reduction trees. AVX-512 (_mm512_reduce_add_ps, used by both ggml_vec_dot_f32 and
+// tinyBLAS): lanes i and i+8, then i and i+4, then (0+2) + (1+3). AVX2: halves first, then
+// ggml_vec_dot_f32's two horizontal adds give (0+1) + (2+3) and tinyBLAS's movehl/movehdup give
+// (0+2) + (1+3).
 float tree16(const float *v) {
   float a[8], b[4];
   for (int i = 0; i < 8; ++i)
@@ -30,51 +36,80 @@ float tree16(const float *v) {
     b[i] = a[i + 4] + a[i];
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
+float tree8_hadd(const float *v) {
+  float t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = v[i] + v[i + 4];
+  return (t[0] + t[1]) + (t[2] + t[3]);
+}
+float tree8_movehl(const float *v) {
+  float t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = v[i + 4] + v[i];
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
 
-float ref_vec_dot(const float *x, const float *y, int64_t n) {
-  const int64_t np = n / 64 * 64;
+int lanes(Build b) { return b == Build::kAvx512 ? 16 : 8; }
+
+float ref_vec_dot(Build bd, const float *x, const float *y, int64_t n) {
+  const int w = lanes(bd), step = 4 * w;
+  const int64_t np = n / step * step;
   float sum = 0.0f;
   if (np > 0) {
     float acc[4][16] = {};
-    for (int64_t i = 0; i < np; i += 64) {
+    for (int64_t i = 0; i < np; i += step) {
       for (int j = 0; j < 4; ++j) {
-        for (int l = 0; l < 16; ++l)
-          acc[j][l] = std::fma(x[i + 16 * j + l], y[i + 16 * j + l], acc[j][l]);
+        for (int l = 0; l < w; ++l)
+          acc[j][l] = std::fma(x[i + w * j + l], y[i + w * j + l], acc[j][l]);
       }
     }
     float s[16];
-    for (int l = 0; l < 16; ++l)
+    for (int l = 0; l < w; ++l)
       s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-    sum = tree16(s);
+    sum = w == 16 ? tree16(s) : tree8_hadd(s);
   }
   int64_t i = np;
-  // Leftovers: 16 then 8 rounded products at a time, in order; the last ones fused.
-  for (; n - i >= 16; i += 16) {
-    for (int l = 0; l < 16; ++l) {
+  // Leftovers: w then w/2 rounded products at a time, in order; the last ones fused.
+  for (; n - i >= w; i += w) {
+    for (int l = 0; l < w; ++l) {
       const volatile float p = x[i + l] * y[i + l];
       sum = sum + p;
     }
   }
-  if (n - i >= 8) {
-    for (int l = 0; l < 8; ++l) {
+  if (n - i >= w / 2) {
+    for (int l = 0; l < w / 2; ++l) {
       const volatile float p = x[i + l] * y[i + l];
       sum = sum + p;
     }
-    i += 8;
+    i += w / 2;
   }
   for (; i < n; ++i)
     sum = std::fma(x[i], y[i], sum);
   return sum;
 }
 
-float ref_tiny_blas(const float *a, const float *b, int64_t k) {
+float ref_tiny_blas(Build bd, const float *a, const float *b, int64_t k) {
+  const int w = lanes(bd);
   float acc[16] = {};
-  for (int64_t c = 0; c < k; c += 16) {
-    for (int l = 0; l < 16; ++l)
+  for (int64_t c = 0; c < k; c += w) {
+    for (int l = 0; l < w; ++l)
       acc[l] = std::fma(a[c + l], b[c + l], acc[l]);
   }
-  return tree16(acc);
+  return w == 16 ? tree16(acc) : tree8_movehl(acc);
 }
+
+class ScopedBuild {
+public:
+  explicit ScopedBuild(Build b) : saved_(llama_order::build()) { llama_order::set_build(b); }
+  ~ScopedBuild() { llama_order::set_build(saved_); }
+  ScopedBuild(const ScopedBuild &) = delete;
+  ScopedBuild &operator=(const ScopedBuild &) = delete;
+
+private:
+  Build saved_;
+};
+
+const char *build_name(Build b) { return b == Build::kAvx512 ? "avx512-build" : "avx2-build"; }
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
@@ -84,34 +119,40 @@ TEST(LlamaOrderTest, F32MatmulSumsInLlamaCppsOrderOnEveryIsa) {
   // that exercise every leftover path (172 = 128 + 16 + 16 + 8 + 4; 90 = 64 + 16 + 8 + 2).
   const std::pair<int64_t, int64_t> shapes[] = {
       {64, 64}, {172, 64}, {64, 172}, {512, 64}, {32, 200}, {48, 90}, {37, 96}, {8, 8}, {400, 256}};
-  for (Isa isa : available_isas()) {
-    ScopedIsa scope(isa);
-    for (auto [rows, cols] : shapes) {
-      const auto w = random_floats(rows * cols, 3);
-      const WeightView view = make_weight_view(TensorType::kF32, w.data(), rows, cols);
-      const int64_t n = 5;
-      const auto x = random_floats(n * cols, 4);
-      const bool tiny_blas = rows % 4 == 0 && cols % 16 == 0;
-      const uint8_t single[n] = {0, 1, 0, 0, 1};
-      for (ThreadPool *pool : {&pool1, &pool2}) {
-        std::vector<float> batch(static_cast<size_t>(n * rows)), marked(batch.size()),
-            alone(batch.size());
-        matmul(view, x.data(), n, batch.data(), *pool);
-        matmul(view, x.data(), n, marked.data(), *pool, single);
-        for (int64_t t = 0; t < n; ++t)
-          matmul(view, x.data() + t * cols, 1, alone.data() + t * rows, *pool);
-        for (int64_t t = 0; t < n; ++t) {
-          for (int64_t r = 0; r < rows; ++r) {
-            const float *row = w.data() + r * cols, *xt = x.data() + t * cols;
-            const float vec = ref_vec_dot(row, xt, cols);
-            const float tb = tiny_blas ? ref_tiny_blas(row, xt, cols) : vec;
-            const size_t i = static_cast<size_t>(t * rows + r);
-            ASSERT_TRUE(same_bits(alone[i], vec))
-                << isa_name(isa) << " " << rows << "x" << cols << " alone t=" << t << " r=" << r;
-            ASSERT_TRUE(same_bits(batch[i], tb))
-                << isa_name(isa) << " " << rows << "x" << cols << " batch t=" << t << " r=" << r;
-            ASSERT_TRUE(same_bits(marked[i], single[t] ? vec : tb))
-                << isa_name(isa) << " " << rows << "x" << cols << " marked t=" << t << " r=" << r;
+  for (Build bd : {Build::kAvx2, Build::kAvx512}) {
+    ScopedBuild build_scope(bd);
+    for (Isa isa : available_isas()) {
+      ScopedIsa scope(isa);
+      for (auto [rows, cols] : shapes) {
+        const auto w = random_floats(rows * cols, 3);
+        const WeightView view = make_weight_view(TensorType::kF32, w.data(), rows, cols);
+        const int64_t n = 5;
+        const auto x = random_floats(n * cols, 4);
+        const bool tiny_blas = rows % 4 == 0 && cols % lanes(bd) == 0;
+        const uint8_t single[n] = {0, 1, 0, 0, 1};
+        for (ThreadPool *pool : {&pool1, &pool2}) {
+          std::vector<float> batch(static_cast<size_t>(n * rows)), marked(batch.size()),
+              alone(batch.size());
+          matmul(view, x.data(), n, batch.data(), *pool);
+          matmul(view, x.data(), n, marked.data(), *pool, single);
+          for (int64_t t = 0; t < n; ++t)
+            matmul(view, x.data() + t * cols, 1, alone.data() + t * rows, *pool);
+          for (int64_t t = 0; t < n; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              const float *row = w.data() + r * cols, *xt = x.data() + t * cols;
+              const float vec = ref_vec_dot(bd, row, xt, cols);
+              const float tb = tiny_blas ? ref_tiny_blas(bd, row, xt, cols) : vec;
+              const size_t i = static_cast<size_t>(t * rows + r);
+              ASSERT_TRUE(same_bits(alone[i], vec))
+                  << build_name(bd) << " " << isa_name(isa) << " " << rows << "x" << cols
+                  << " alone t=" << t << " r=" << r;
+              ASSERT_TRUE(same_bits(batch[i], tb))
+                  << build_name(bd) << " " << isa_name(isa) << " " << rows << "x" << cols
+                  << " batch t=" << t << " r=" << r;
+              ASSERT_TRUE(same_bits(marked[i], single[t] ? vec : tb))
+                  << build_name(bd) << " " << isa_name(isa) << " " << rows << "x" << cols
+                  << " marked t=" << t << " r=" << r;
+            }
           }
         }
       }
@@ -119,8 +160,9 @@ TEST(LlamaOrderTest, F32MatmulSumsInLlamaCppsOrderOnEveryIsa) {
   }
 }
 
-// SwiGLU in 16-lane chunks of the polynomial exp and libm's expf for the rest: the same bits on
-// every instruction set (the AVX2 path rebuilds vscalefps, the scalar one ldexp), close to the
+// SwiGLU in vector chunks of each build's polynomial exp (16 lanes with vscalefps for AVX-512,
+// 8 lanes with its own exponent handling for AVX2) and libm's expf for the rest: the same bits on
+// every instruction set (emulated where the instruction set lacks the build's), close to the
 // exact function, and saturating where ggml's does.
 TEST(LlamaOrderTest, SiluMulSameBitsOnEveryIsaAndCloseToExact) {
   std::vector<float> gate = random_floats(1000, 9, 6.0f);
@@ -128,68 +170,76 @@ TEST(LlamaOrderTest, SiluMulSameBitsOnEveryIsaAndCloseToExact) {
                             100.0f, -100.0f, 150.0f, -150.0f, 200.0f, -200.0f, 1e30f, -1e30f};
   std::copy(std::begin(extremes), std::end(extremes), gate.begin());
   const std::vector<float> up = random_floats(1000, 10);
-  for (int64_t n : {1, 15, 16, 17, 172, 1000}) {
-    std::vector<std::vector<float>> outs;
-    for (Isa isa : available_isas()) {
-      ScopedIsa scope(isa);
-      std::vector<float> out(static_cast<size_t>(n));
-      silu_mul(gate.data(), up.data(), out.data(), n);
-      for (int64_t i = 0; i < n; ++i) {
-        const double g = gate[i];
-        const double want = g / (1 + std::exp(-g)) * up[i];
-        ASSERT_NEAR(out[i], want, 2e-6 * (1 + std::fabs(want)))
-            << isa_name(isa) << " n=" << n << " i=" << i << " gate=" << g;
+  for (Build bd : {Build::kAvx2, Build::kAvx512}) {
+    ScopedBuild build_scope(bd);
+    for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 172, 1000}) {
+      std::vector<std::vector<float>> outs;
+      for (Isa isa : available_isas()) {
+        ScopedIsa scope(isa);
+        std::vector<float> out(static_cast<size_t>(n));
+        silu_mul(gate.data(), up.data(), out.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          const double g = gate[i];
+          const double want = g / (1 + std::exp(-g)) * up[i];
+          ASSERT_NEAR(out[i], want, 2e-6 * (1 + std::fabs(want)))
+              << isa_name(isa) << " n=" << n << " i=" << i << " gate=" << g;
+        }
+        outs.push_back(std::move(out));
       }
-      outs.push_back(std::move(out));
-    }
-    for (size_t k = 1; k < outs.size(); ++k) {
-      for (int64_t i = 0; i < n; ++i) {
-        ASSERT_TRUE(same_bits(outs[k][i], outs[0][i]))
-            << isa_name(available_isas()[k]) << " n=" << n << " i=" << i << ": " << outs[k][i]
-            << " vs scalar " << outs[0][i] << " (gate " << gate[i] << ")";
+      for (size_t k = 1; k < outs.size(); ++k) {
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_TRUE(same_bits(outs[k][i], outs[0][i]))
+              << isa_name(available_isas()[k]) << " n=" << n << " i=" << i << ": " << outs[k][i]
+              << " vs scalar " << outs[0][i] << " (gate " << gate[i] << ")";
+        }
       }
     }
   }
 }
 
-// Flash attention's K·Q against fp16 rows: short rows summed in double, long ones in four
-// 16-lane accumulators and the rest in double, then scaled.
+// Flash attention's K·Q against fp16 rows: rows shorter than a step (4 vectors) summed in double,
+// longer ones in four accumulators of the build's width and the rest in double, then scaled.
 TEST(LlamaOrderTest, F16DotRowsSumLikeGgmlVecDotF16) {
-  for (int64_t n : {8, 32, 64, 72, 128, 200}) {
-    auto q = random_floats(n, 11);
-    for (auto &v : q)
-      v = fp16_to_fp32(fp32_to_fp16(v)); // llama.cpp rounds Q to fp16 first
-    const int64_t n_rows = 3;
-    const auto kf = random_floats(n * n_rows, 12);
-    std::vector<uint16_t> k(kf.size());
-    fp32_to_fp16_row(kf.data(), k.data(), static_cast<int64_t>(kf.size()));
-    for (Isa isa : available_isas()) {
-      ScopedIsa scope(isa);
-      float out[n_rows];
-      dot_rows(q.data(), k.data(), n, n_rows, n, 0.125f, out);
-      for (int64_t r = 0; r < n_rows; ++r) {
-        const uint16_t *kr = k.data() + r * n;
-        const int64_t np = n / 64 * 64;
-        double sum = 0;
-        if (np > 0) {
-          float acc[4][16] = {};
-          for (int64_t i = 0; i < np; i += 64) {
-            for (int j = 0; j < 4; ++j) {
-              for (int l = 0; l < 16; ++l) {
-                const int64_t c = i + 16 * j + l;
-                acc[j][l] = std::fma(fp16_to_fp32(kr[c]), q[c], acc[j][l]);
+  for (Build bd : {Build::kAvx2, Build::kAvx512}) {
+    ScopedBuild build_scope(bd);
+    const int w = lanes(bd), step = 4 * w;
+    for (int64_t n : {8, 32, 40, 64, 72, 128, 200}) {
+      auto q = random_floats(n, 11);
+      for (auto &v : q)
+        v = fp16_to_fp32(fp32_to_fp16(v)); // llama.cpp rounds Q to fp16 first
+      const int64_t n_rows = 3;
+      const auto kf = random_floats(n * n_rows, 12);
+      std::vector<uint16_t> k(kf.size());
+      fp32_to_fp16_row(kf.data(), k.data(), static_cast<int64_t>(kf.size()));
+      for (Isa isa : available_isas()) {
+        ScopedIsa scope(isa);
+        float out[n_rows];
+        dot_rows(q.data(), k.data(), n, n_rows, n, 0.125f, out);
+        for (int64_t r = 0; r < n_rows; ++r) {
+          const uint16_t *kr = k.data() + r * n;
+          const int64_t np = n / step * step;
+          double sum = 0;
+          if (np > 0) {
+            float acc[4][16] = {};
+            for (int64_t i = 0; i < np; i += step) {
+              for (int j = 0; j < 4; ++j) {
+                for (int l = 0; l < w; ++l) {
+                  const int64_t c = i + w * j + l;
+                  acc[j][l] = std::fma(fp16_to_fp32(kr[c]), q[c], acc[j][l]);
+                }
               }
             }
+            float s[16];
+            for (int l = 0; l < w; ++l)
+              s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+            sum = w == 16 ? tree16(s) : tree8_hadd(s);
           }
-          float s[16];
-          for (int l = 0; l < 16; ++l)
-            s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-          sum = tree16(s);
+          for (int64_t i = np; i < n; ++i)
+            sum += static_cast<double>(fp16_to_fp32(kr[i]) * q[i]);
+          const float want = static_cast<float>(sum) * 0.125f;
+          ASSERT_TRUE(same_bits(out[r], want))
+              << build_name(bd) << " " << isa_name(isa) << " n=" << n << " row " << r;
         }
-        for (int64_t i = np; i < n; ++i)
-          sum += static_cast<double>(fp16_to_fp32(kr[i]) * q[i]);
-        const float want = static_cast<float>(sum) * 0.125f;
-        ASSERT_TRUE(same_bits(out[r], want)) << isa_name(isa) << " n=" << n << " row " << r;
       }
     }
   }

@@ -1,0 +1,301 @@
+// llama.cpp's AVX2 build's arithmetic (see llama_order_impl.h). Compiled with -ffp-contract=off
+// (CMakeLists.txt): every fused multiply-add below is written out.
+#include <cmath>
+#include <cstring>
+#include <immintrin.h>
+
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/llama_order_impl.h"
+
+#define GANTRY_L8_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define GANTRY_L8_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+namespace gantry::engine::kernels::llama_order::build8 {
+namespace {
+
+constexpr int kLanes = 8;
+constexpr int kStep = 4 * kLanes; // GGML_F32_STEP and GGML_F16_STEP of the AVX2 build
+
+// ggml_v_expf of the AVX2 build (from Arm's optimized-routines expf), as coefficients.
+constexpr float kShift = 0x1.8p23f;
+constexpr float kInvLn2 = 0x1.715476p+0f;
+constexpr float kLn2Hi = 0x1.62e4p-1f;
+constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
+constexpr float kC0 = 0x1.ffffecp-1f;
+constexpr float kC1 = 0x1.fffdb6p-2f;
+constexpr float kC2 = 0x1.555e66p-3f;
+constexpr float kC3 = 0x1.573e2ep-5f;
+constexpr float kC4 = 0x1.0e4020p-7f;
+
+bool use_avx2() { return active_isa() != Isa::kScalar; }
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// GGML_F32x8_REDUCE's last steps: the halves, then _mm_hadd_ps twice: (0+1) + (2+3).
+float reduce_hadd(const float *v) {
+  float t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = v[i] + v[i + 4];
+  return (t[0] + t[1]) + (t[2] + t[3]);
+}
+// tinyBLAS's hsum(__m256): the halves, then movehl and movehdup: (0+2) + (1+3).
+float reduce_movehl(const float *v) {
+  float t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = v[i + 4] + v[i];
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+// The columns after the last whole step, as GCC vectorised `sumf += x[i]*y[i]` for AVX2.
+float leftovers(const float *x, const float *y, int64_t i, int64_t n, float sum) {
+  for (; n - i >= 8; i += 8) {
+    for (int l = 0; l < 8; ++l)
+      sum += x[i + l] * y[i + l];
+  }
+  if (n - i >= 4) {
+    for (int l = 0; l < 4; ++l)
+      sum += x[i + l] * y[i + l];
+    i += 4;
+  }
+  for (; i < n; ++i)
+    sum = std::fma(x[i], y[i], sum);
+  return sum;
+}
+
+float exp_lane(float x) {
+  const float z = std::fma(x, kInvLn2, kShift);
+  const float n = z - kShift;
+  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
+  const uint32_t e = bits(z) << 23;
+  const float k = from_bits(e + bits(1.0f));
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(kC4, b, kC3), u, std::fma(kC2, b, kC1)), u, kC0 * b);
+  if (!(std::fabs(n) > 126.0f))
+    return std::fma(j, k, k);
+  const uint32_t g = n <= 0.0f ? 0x82000000u : 0u;
+  const float s1 = from_bits(g + 0x7f000000u);
+  const float s2 = from_bits(e - g);
+  if (std::fabs(n) > 192.0f)
+    return s1 * s1;
+  return std::fma(s2, j, s2) * s1;
+}
+
+// ---- AVX2 -----------------------------------------------------------------------------------
+
+GANTRY_L8_AVX2_INLINE float reduce_hadd_avx2(__m256 v) {
+  const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t1 = _mm_hadd_ps(t0, t0);
+  return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
+GANTRY_L8_AVX2_INLINE float reduce_movehl_avx2(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+GANTRY_L8_AVX2 float vec_dot_avx2(const float *x, const float *y, int64_t n) {
+  const int64_t np = n & ~int64_t{kStep - 1};
+  float sum = 0.0f;
+  if (np > 0) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < np; i += kStep) {
+      for (int j = 0; j < 4; ++j) {
+        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + j * kLanes),
+                                 _mm256_loadu_ps(y + i + j * kLanes), acc[j]);
+      }
+    }
+    sum = reduce_hadd_avx2(
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])));
+  }
+  return leftovers(x, y, np, n, sum);
+}
+
+template <int T>
+GANTRY_L8_AVX2 void tiles_avx2(const float *const *a, const float *const *b, int64_t k,
+                               float *out) {
+  __m256 acc[T][4];
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < 4; ++r)
+      acc[t][r] = _mm256_setzero_ps();
+  }
+  for (int64_t c = 0; c < k; c += kLanes) {
+    __m256 av[4];
+    for (int r = 0; r < 4; ++r)
+      av[r] = _mm256_loadu_ps(a[r] + c);
+    for (int t = 0; t < T; ++t) {
+      const __m256 bv = _mm256_loadu_ps(b[t] + c);
+      for (int r = 0; r < 4; ++r)
+        acc[t][r] = _mm256_fmadd_ps(av[r], bv, acc[t][r]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < 4; ++r)
+      out[t * 4 + r] = reduce_movehl_avx2(acc[t][r]);
+  }
+}
+
+GANTRY_L8_AVX2 float dot_f16_avx2(const float *q, const uint16_t *k, int64_t n) {
+  const int64_t np = n & ~int64_t{kStep - 1};
+  double sum = 0.0;
+  if (np > 0) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < np; i += kStep) {
+      for (int j = 0; j < 4; ++j) {
+        const int64_t c = i + j * kLanes;
+        const __m256 kv =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(k + c)));
+        acc[j] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + c), acc[j]);
+      }
+    }
+    sum = reduce_hadd_avx2(
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])));
+  }
+  for (int64_t i = np; i < n; ++i)
+    sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
+  return static_cast<float>(sum);
+}
+
+GANTRY_L8_AVX2_INLINE __m256 exp_avx2(__m256 x) {
+  const __m256 r = _mm256_set1_ps(kShift);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(kInvLn2), r);
+  const __m256 n = _mm256_sub_ps(z, r);
+  const __m256 b =
+      _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x));
+  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+  const __m256 k =
+      _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0f))));
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+  const __m256 c = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0f), _CMP_GT_OQ);
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(kC4), b, _mm256_set1_ps(kC3)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(kC2), b, _mm256_set1_ps(kC1))),
+      u, _mm256_mul_ps(_mm256_set1_ps(kC0), b));
+  if (!_mm256_movemask_ps(c))
+    return _mm256_fmadd_ps(j, k, k);
+  const __m256i g =
+      _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                       _mm256_set1_epi32(static_cast<int>(0x82000000u)));
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+  const __m256 d = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+  return _mm256_or_ps(
+      _mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+      _mm256_andnot_ps(d,
+                       _mm256_or_ps(_mm256_and_ps(c, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                    _mm256_andnot_ps(c, _mm256_fmadd_ps(k, j, k)))));
+}
+
+GANTRY_L8_AVX2 void silu_mul_avx2(const float *gate, const float *up, float *out, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    const __m256 s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i)
+    out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+} // namespace
+
+float vec_dot(const float *x, const float *y, int64_t n) {
+  if (use_avx2())
+    return vec_dot_avx2(x, y, n);
+  const int64_t np = n & ~int64_t{kStep - 1};
+  float sum = 0.0f;
+  if (np > 0) {
+    float acc[4][kLanes] = {};
+    for (int64_t i = 0; i < np; i += kStep) {
+      for (int j = 0; j < 4; ++j) {
+        for (int l = 0; l < kLanes; ++l)
+          acc[j][l] = std::fma(x[i + j * kLanes + l], y[i + j * kLanes + l], acc[j][l]);
+      }
+    }
+    float s[kLanes];
+    for (int l = 0; l < kLanes; ++l)
+      s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    sum = reduce_hadd(s);
+  }
+  return leftovers(x, y, np, n, sum);
+}
+
+void tiles(int t_count, const float *const *a, const float *const *b, int64_t k, float *out) {
+  if (use_avx2()) {
+    if (t_count == 3)
+      tiles_avx2<3>(a, b, k, out);
+    else if (t_count == 2)
+      tiles_avx2<2>(a, b, k, out);
+    else
+      tiles_avx2<1>(a, b, k, out);
+    return;
+  }
+  for (int t = 0; t < t_count; ++t) {
+    for (int r = 0; r < 4; ++r) {
+      float acc[kLanes] = {};
+      for (int64_t c = 0; c < k; c += kLanes) {
+        for (int l = 0; l < kLanes; ++l)
+          acc[l] = std::fma(a[r][c + l], b[t][c + l], acc[l]);
+      }
+      out[t * 4 + r] = reduce_movehl(acc);
+    }
+  }
+}
+
+float dot_f16(const float *q, const uint16_t *k, int64_t n) {
+  if (use_avx2())
+    return dot_f16_avx2(q, k, n);
+  const int64_t np = n & ~int64_t{kStep - 1};
+  double sum = 0.0;
+  if (np > 0) {
+    float acc[4][kLanes] = {};
+    for (int64_t i = 0; i < np; i += kStep) {
+      for (int j = 0; j < 4; ++j) {
+        for (int l = 0; l < kLanes; ++l) {
+          const int64_t c = i + j * kLanes + l;
+          acc[j][l] = std::fma(fp16_to_fp32(k[c]), q[c], acc[j][l]);
+        }
+      }
+    }
+    float s[kLanes];
+    for (int l = 0; l < kLanes; ++l)
+      s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    sum = reduce_hadd(s);
+  }
+  for (int64_t i = np; i < n; ++i)
+    sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
+  return static_cast<float>(sum);
+}
+
+void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
+  if (use_avx2()) {
+    silu_mul_avx2(gate, up, out, n);
+    return;
+  }
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float x = gate[i + l];
+      const float s = x / (1.0f + exp_lane(0.0f - x));
+      out[i + l] = s * up[i + l];
+    }
+  }
+  for (; i < n; ++i)
+    out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+} // namespace gantry::engine::kernels::llama_order::build8

@@ -1,0 +1,22 @@
+// Internal to llama_order.cpp: the arithmetic of llama.cpp's AVX2 build (8-lane vectors),
+// computed on any instruction set (llama_order_8.cpp). The AVX-512 build's lives in
+// llama_order.cpp itself.
+#pragma once
+
+#include <cstdint>
+
+namespace gantry::engine::kernels::llama_order::build8 {
+
+// ggml_vec_dot_f32: four 8-lane accumulators over 32-column steps, halves then two horizontal
+// adds, then the leftover columns (8 and 4 rounded products at a time in order, the rest fused).
+float vec_dot(const float *x, const float *y, int64_t n);
+// tinyBLAS<8>: 4 rows x t_count (1..3) tokens, one 8-lane accumulator per output over k (a
+// multiple of 8), then its hsum; out is [t][4].
+void tiles(int t_count, const float *const *a, const float *const *b, int64_t k, float *out);
+// ggml_vec_dot_f16: four 8-lane accumulators over 32-column steps, the rest in double.
+float dot_f16(const float *q, const uint16_t *k, int64_t n);
+// ggml_vec_swiglu_f32: 8-lane chunks of that build's exp (a different one from AVX-512's), the
+// rest with libm's expf.
+void silu_mul(const float *gate, const float *up, float *out, int64_t n);
+
+} // namespace gantry::engine::kernels::llama_order::build8
