@@ -214,33 +214,40 @@ GANTRY_LO_AVX2_INLINE void tile_avx2(const float *const *a, const float *const *
   }
 }
 
-GANTRY_LO_AVX2 float dot_f16_avx2(const float *q, const uint16_t *k, int64_t n) {
+GANTRY_LO_AVX2_INLINE __m256 load8h(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+GANTRY_LO_AVX2_INLINE float dot_f16_avx2(const float *q, const uint16_t *k, int64_t n) {
   const int64_t np = n & ~int64_t{kStep - 1};
   double sum = 0.0;
   if (np > 0) {
-    V2 acc[4];
-    for (auto &a : acc)
-      a = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    // A 16-lane accumulator j is lo[j] (lanes 0-7) and hi[j] (8-15); named, not an array, which
+    // may live in memory at -O2.
+    __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0;
     for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        const int64_t c = i + j * kLanes;
-        const __m256 klo =
-            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(k + c)));
-        const __m256 khi =
-            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(k + c + 8)));
-        acc[j].lo = _mm256_fmadd_ps(klo, _mm256_loadu_ps(q + c), acc[j].lo);
-        acc[j].hi = _mm256_fmadd_ps(khi, _mm256_loadu_ps(q + c + 8), acc[j].hi);
-      }
+      l0 = _mm256_fmadd_ps(load8h(k + i), _mm256_loadu_ps(q + i), l0);
+      h0 = _mm256_fmadd_ps(load8h(k + i + 8), _mm256_loadu_ps(q + i + 8), h0);
+      l1 = _mm256_fmadd_ps(load8h(k + i + 16), _mm256_loadu_ps(q + i + 16), l1);
+      h1 = _mm256_fmadd_ps(load8h(k + i + 24), _mm256_loadu_ps(q + i + 24), h1);
+      l2 = _mm256_fmadd_ps(load8h(k + i + 32), _mm256_loadu_ps(q + i + 32), l2);
+      h2 = _mm256_fmadd_ps(load8h(k + i + 40), _mm256_loadu_ps(q + i + 40), h2);
+      l3 = _mm256_fmadd_ps(load8h(k + i + 48), _mm256_loadu_ps(q + i + 48), l3);
+      h3 = _mm256_fmadd_ps(load8h(k + i + 56), _mm256_loadu_ps(q + i + 56), h3);
     }
-    const __m256 lo =
-        _mm256_add_ps(_mm256_add_ps(acc[0].lo, acc[2].lo), _mm256_add_ps(acc[1].lo, acc[3].lo));
-    const __m256 hi =
-        _mm256_add_ps(_mm256_add_ps(acc[0].hi, acc[2].hi), _mm256_add_ps(acc[1].hi, acc[3].hi));
-    sum = reduce_halves(lo, hi);
+    sum = reduce_halves(_mm256_add_ps(_mm256_add_ps(l0, l2), _mm256_add_ps(l1, l3)),
+                        _mm256_add_ps(_mm256_add_ps(h0, h2), _mm256_add_ps(h1, h3)));
   }
   for (int64_t i = np; i < n; ++i)
     sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
   return static_cast<float>(sum);
+}
+
+// The row loop here so that consecutive rows' dependency chains overlap in the CPU.
+GANTRY_LO_AVX2 void dot_rows_f16_avx2(const float *q, const uint16_t *rows, int64_t stride,
+                                      int64_t n_rows, int64_t n, float scale, float *out) {
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_f16_avx2(q, rows + r * stride, n) * scale;
 }
 
 GANTRY_LO_AVX2_INLINE __m256 exp_avx2(__m256 x) {
@@ -316,26 +323,32 @@ GANTRY_LO_AVX512 float vec_dot_avx512(const float *x, const float *y, int64_t n)
   return leftovers(x, y, np, n, sum);
 }
 
-GANTRY_LO_AVX512 float dot_f16_avx512(const float *q, const uint16_t *k, int64_t n) {
+GANTRY_LO_AVX512_INLINE __m512 load16h(const uint16_t *p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+
+GANTRY_LO_AVX512_INLINE float dot_f16_avx512(const float *q, const uint16_t *k, int64_t n) {
   const int64_t np = n & ~int64_t{kStep - 1};
   double sum = 0.0;
   if (np > 0) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        const int64_t c = i + j * kLanes;
-        const __m512 kv =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(k + c)));
-        acc[j] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q + c), acc[j]);
-      }
+      a0 = _mm512_fmadd_ps(load16h(k + i), _mm512_loadu_ps(q + i), a0);
+      a1 = _mm512_fmadd_ps(load16h(k + i + 16), _mm512_loadu_ps(q + i + 16), a1);
+      a2 = _mm512_fmadd_ps(load16h(k + i + 32), _mm512_loadu_ps(q + i + 32), a2);
+      a3 = _mm512_fmadd_ps(load16h(k + i + 48), _mm512_loadu_ps(q + i + 48), a3);
     }
-    sum =
-        reduce_avx512(_mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3])));
+    sum = reduce_avx512(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
   }
   for (int64_t i = np; i < n; ++i)
     sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
   return static_cast<float>(sum);
+}
+
+GANTRY_LO_AVX512 void dot_rows_f16_avx512(const float *q, const uint16_t *rows, int64_t stride,
+                                          int64_t n_rows, int64_t n, float scale, float *out) {
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_f16_avx512(q, rows + r * stride, n) * scale;
 }
 
 template <int R, int T>
@@ -542,16 +555,17 @@ void matmul_f32(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tok
 
 void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                   float scale, float *out) {
-  const Isa isa = active_isa();
-  const Build bd = build();
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const uint16_t *k = rows + r * stride;
-    const float d = bd == Build::kAvx2        ? build8::dot_f16(q, k, n)
-                    : isa == Isa::kAvx512Vnni ? dot_f16_avx512(q, k, n)
-                    : isa == Isa::kAvx2       ? dot_f16_avx2(q, k, n)
-                                              : dot_f16_scalar(q, k, n);
-    out[r] = d * scale;
+  if (build() == Build::kAvx2) {
+    build8::dot_rows_f16(q, rows, stride, n_rows, n, scale, out);
+    return;
   }
+  switch (active_isa()) {
+  case Isa::kAvx512Vnni: dot_rows_f16_avx512(q, rows, stride, n_rows, n, scale, out); return;
+  case Isa::kAvx2: dot_rows_f16_avx2(q, rows, stride, n_rows, n, scale, out); return;
+  case Isa::kScalar: break;
+  }
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_f16_scalar(q, rows + r * stride, n) * scale;
 }
 
 void silu_mul_row(const float *gate, const float *up, float *out, int64_t n) {

@@ -146,26 +146,34 @@ GANTRY_L8_AVX2 void tiles_avx2(const float *const *a, const float *const *b, int
   }
 }
 
-GANTRY_L8_AVX2 float dot_f16_avx2(const float *q, const uint16_t *k, int64_t n) {
+GANTRY_L8_AVX2_INLINE __m256 load8h(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+GANTRY_L8_AVX2_INLINE float dot_f16_avx2(const float *q, const uint16_t *k, int64_t n) {
   const int64_t np = n & ~int64_t{kStep - 1};
   double sum = 0.0;
   if (np > 0) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    // Named accumulators: an array indexed in a loop may live in memory at -O2.
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        const int64_t c = i + j * kLanes;
-        const __m256 kv =
-            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(k + c)));
-        acc[j] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + c), acc[j]);
-      }
+      a0 = _mm256_fmadd_ps(load8h(k + i), _mm256_loadu_ps(q + i), a0);
+      a1 = _mm256_fmadd_ps(load8h(k + i + 8), _mm256_loadu_ps(q + i + 8), a1);
+      a2 = _mm256_fmadd_ps(load8h(k + i + 16), _mm256_loadu_ps(q + i + 16), a2);
+      a3 = _mm256_fmadd_ps(load8h(k + i + 24), _mm256_loadu_ps(q + i + 24), a3);
     }
-    sum = reduce_hadd_avx2(
-        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])));
+    sum = reduce_hadd_avx2(_mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));
   }
   for (int64_t i = np; i < n; ++i)
     sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
   return static_cast<float>(sum);
+}
+
+// The row loop here so that consecutive rows' dependency chains overlap in the CPU.
+GANTRY_L8_AVX2 void dot_rows_f16_avx2(const float *q, const uint16_t *rows, int64_t stride,
+                                      int64_t n_rows, int64_t n, float scale, float *out) {
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_f16_avx2(q, rows + r * stride, n) * scale;
 }
 
 GANTRY_L8_AVX2_INLINE __m256 exp_avx2(__m256 x) {
@@ -256,9 +264,17 @@ void tiles(int t_count, const float *const *a, const float *const *b, int64_t k,
   }
 }
 
+void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+                  float scale, float *out) {
+  if (use_avx2()) {
+    dot_rows_f16_avx2(q, rows, stride, n_rows, n, scale, out);
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; ++r)
+    out[r] = dot_f16(q, rows + r * stride, n) * scale;
+}
+
 float dot_f16(const float *q, const uint16_t *k, int64_t n) {
-  if (use_avx2())
-    return dot_f16_avx2(q, k, n);
   const int64_t np = n & ~int64_t{kStep - 1};
   double sum = 0.0;
   if (np > 0) {

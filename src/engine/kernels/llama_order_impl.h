@@ -13,8 +13,11 @@ float vec_dot(const float *x, const float *y, int64_t n);
 // tinyBLAS<8>: 4 rows x t_count (1..3) tokens, one 8-lane accumulator per output over k (a
 // multiple of 8), then its hsum; out is [t][4].
 void tiles(int t_count, const float *const *a, const float *const *b, int64_t k, float *out);
-// ggml_vec_dot_f16: four 8-lane accumulators over 32-column steps, the rest in double.
+// ggml_vec_dot_f16: four 8-lane accumulators over 32-column steps, the rest in double (dot_f16:
+// lane by lane; dot_rows_f16: out[r] = dot(q, row r) * scale on the best instruction set).
 float dot_f16(const float *q, const uint16_t *k, int64_t n);
+void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
+                  float scale, float *out);
 // ggml_vec_swiglu_f32: 8-lane chunks of that build's exp (a different one from AVX-512's), the
 // rest with libm's expf.
 void silu_mul(const float *gate, const float *up, float *out, int64_t n);
