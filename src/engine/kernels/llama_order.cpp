@@ -31,17 +31,7 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kStep = 4 * kLanes; // ggml_vec_dot_f32's GGML_F32_STEP on AVX-512
 
-// The exp polynomial of ggml_v_expf (from Arm's optimized-routines expf: maximum error 1.45
-// ulp plus 0.5), as coefficients; results outside |n| <= 192 saturate to 0 or infinity.
-constexpr float kShift = 0x1.8p23f;
-constexpr float kInvLn2 = 0x1.715476p+0f;
-constexpr float kLn2Hi = 0x1.62e4p-1f;
-constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
-constexpr float kC0 = 0x1.ffffecp-1f;
-constexpr float kC1 = 0x1.fffdb6p-2f;
-constexpr float kC2 = 0x1.555e66p-3f;
-constexpr float kC3 = 0x1.573e2ep-5f;
-constexpr float kC4 = 0x1.0e4020p-7f;
+using namespace exp_poly; // ggml_v_expf's coefficients (llama_order_impl.h)
 
 // ---- the portable emulation (scalar instruction set) ------------------------------------------
 

@@ -5,6 +5,24 @@
 
 #include <cstdint>
 
+namespace gantry::engine::kernels::llama_order {
+
+// The coefficients of ggml_v_expf (from Arm's optimized-routines expf: maximum error 1.45 ulp plus
+// 0.5), shared by both builds' versions, which differ in how they scale by 2^n and saturate.
+namespace exp_poly {
+constexpr float kShift = 0x1.8p23f;
+constexpr float kInvLn2 = 0x1.715476p+0f;
+constexpr float kLn2Hi = 0x1.62e4p-1f;
+constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
+constexpr float kC0 = 0x1.ffffecp-1f;
+constexpr float kC1 = 0x1.fffdb6p-2f;
+constexpr float kC2 = 0x1.555e66p-3f;
+constexpr float kC3 = 0x1.573e2ep-5f;
+constexpr float kC4 = 0x1.0e4020p-7f;
+} // namespace exp_poly
+
+} // namespace gantry::engine::kernels::llama_order
+
 namespace gantry::engine::kernels::llama_order::build8 {
 
 // ggml_vec_dot_f32: four 8-lane accumulators over 32-column steps, halves then two horizontal
