@@ -142,7 +142,8 @@ Result<std::string> load_pepper(const std::string &data_dir) {
   }
   // Two processes creating it at once: link() fails for the second, which then reads the first's.
   std::filesystem::create_hard_link(tmp, path, ec);
-  std::filesystem::remove(tmp);
+  std::error_code rm_ec; // a leftover temporary file is harmless; an exception here is not
+  std::filesystem::remove(tmp, rm_ec);
   if (ec)
     return load_pepper(data_dir);
   return pepper;

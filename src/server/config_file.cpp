@@ -130,9 +130,12 @@ Status read_models(const toml::node &n, ServerConfig &c, const std::string &key,
     GANTRY_TRY(read_table(*m, std::span(kModelKeys), s, at + "."));
     if (s.path.empty())
       return config_error(at + ".path", "is required");
-    if (std::filesystem::path(s.path).is_relative() && !std::filesystem::exists(s.path)) {
+    // The error_code overloads: a path the OS refuses (longer than NAME_MAX, found by
+    // config_toml_fuzz) must not throw out of start-up; loading it then fails with its name.
+    std::error_code ec;
+    if (std::filesystem::path(s.path).is_relative() && !std::filesystem::exists(s.path, ec)) {
       auto alt = std::filesystem::path(file).parent_path() / s.path;
-      if (std::filesystem::exists(alt))
+      if (std::filesystem::exists(alt, ec))
         s.path = alt.string();
     }
     if (!m->contains("name"))

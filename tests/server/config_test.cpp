@@ -68,6 +68,19 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   EXPECT_NE(st.error().message.find("duplicate"), std::string::npos);
 }
 
+// Found by config_toml_fuzz: a model path the OS refuses to look up (a component longer than
+// NAME_MAX) made std::filesystem::exists throw out of start-up (std::terminate). It is read as
+// given now, and loading it fails later with its name.
+TEST(ConfigTest, AModelPathTooLongToLookUpIsKeptNotThrown) {
+  const std::string long_path = "models/" + std::string(300, 's') + ".gguf";
+  ServerConfig c;
+  auto st = apply_toml_file(
+      write_file("long-path.toml", "[[models]]\nname = \"m\"\npath = \"" + long_path + "\"\n"), c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models[0].path, long_path);
+}
+
 TEST(ConfigTest, TheDrainAndTheReplicasPrice) {
   ServerConfig c;
   EXPECT_EQ(c.shutdown_grace.count(), 30'000) << "drain_s defaults to 30 s";
