@@ -438,7 +438,12 @@ void tiles_for(Isa isa, Build bd, const float *const *a, const float *const *b, 
   }
   switch (isa) {
   case Isa::kAvx512Vnni: tiles_avx512<T>(a, b, k, out); return;
-  case Isa::kAvx2: tiles_avx2<T>(a, b, k, out); return;
+  case Isa::kAvx2:
+    if constexpr (T <= 3) { // 16 vector registers
+      tiles_avx2<T>(a, b, k, out);
+      return;
+    }
+    break;
   case Isa::kScalar: break;
   }
   for (int t = 0; t < T; ++t) {
@@ -448,8 +453,9 @@ void tiles_for(Isa isa, Build bd, const float *const *a, const float *const *b, 
 }
 
 // Rows [r0, r1) of one matrix against the tokens not marked single, in tinyBLAS's order (4 rows x
-// up to 3 tokens per tile; each output keeps its own accumulator, so the tiling does not change
-// the bits), and against the marked ones in ggml_vec_dot_f32's.
+// up to 6 tokens per tile with 32 vector registers, 3 with 16; each output keeps its own
+// accumulator, so the tiling does not change the bits), and against the marked ones in
+// ggml_vec_dot_f32's.
 void batch_rows(Isa isa, Build bd, VecDot dot, const WeightView &w, const float *x,
                 int64_t n_tokens, const uint8_t *single, int64_t r0, int64_t r1, float *y,
                 int64_t ldy) {
@@ -462,11 +468,12 @@ void batch_rows(Isa isa, Build bd, VecDot dot, const WeightView &w, const float 
     for (int i = 0; i < 4; ++i)
       a[i] = row_ptr(r + i);
     int64_t t = 0;
+    const int group = isa == Isa::kAvx512Vnni ? 6 : 3;
     while (t < n_tokens) {
-      const float *b[3];
-      int64_t ts[3];
+      const float *b[6];
+      int64_t ts[6];
       int tn = 0;
-      for (; t < n_tokens && tn < 3; ++t) {
+      for (; t < n_tokens && tn < group; ++t) {
         if (single && single[t]) {
           for (int i = 0; i < 4; ++i)
             y[t * ldy + r + i] = dot(a[i], x + t * k, k);
@@ -475,13 +482,16 @@ void batch_rows(Isa isa, Build bd, VecDot dot, const WeightView &w, const float 
         ts[tn] = t;
         b[tn++] = x + t * k;
       }
-      float out[12];
-      if (tn == 3)
-        tiles_for<3>(isa, bd, a, b, k, out);
-      else if (tn == 2)
-        tiles_for<2>(isa, bd, a, b, k, out);
-      else if (tn == 1)
-        tiles_for<1>(isa, bd, a, b, k, out);
+      float out[24];
+      switch (tn) {
+      case 6: tiles_for<6>(isa, bd, a, b, k, out); break;
+      case 5: tiles_for<5>(isa, bd, a, b, k, out); break;
+      case 4: tiles_for<4>(isa, bd, a, b, k, out); break;
+      case 3: tiles_for<3>(isa, bd, a, b, k, out); break;
+      case 2: tiles_for<2>(isa, bd, a, b, k, out); break;
+      case 1: tiles_for<1>(isa, bd, a, b, k, out); break;
+      default: break;
+      }
       for (int j = 0; j < tn; ++j) {
         for (int i = 0; i < 4; ++i)
           y[ts[j] * ldy + r + i] = out[j * 4 + i];

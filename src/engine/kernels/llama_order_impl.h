@@ -28,8 +28,8 @@ namespace gantry::engine::kernels::llama_order::build8 {
 // ggml_vec_dot_f32: four 8-lane accumulators over 32-column steps, halves then two horizontal
 // adds, then the leftover columns (8 and 4 rounded products at a time in order, the rest fused).
 float vec_dot(const float *x, const float *y, int64_t n);
-// tinyBLAS<8>: 4 rows x t_count (1..3) tokens, one 8-lane accumulator per output over k (a
-// multiple of 8), then its hsum; out is [t][4].
+// tinyBLAS<8>: 4 rows x t_count tokens (1..6 on AVX-512 CPUs, 1..3 otherwise), one 8-lane
+// accumulator per output over k (a multiple of 8), then its hsum; out is [t][4].
 void tiles(int t_count, const float *const *a, const float *const *b, int64_t k, float *out);
 // ggml_vec_dot_f16: four 8-lane accumulators over 32-column steps, the rest in double (dot_f16:
 // lane by lane; dot_rows_f16: out[r] = dot(q, row r) * scale on the best instruction set).
