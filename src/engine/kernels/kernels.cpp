@@ -526,6 +526,11 @@ void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_r
 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
                      int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
                      uint16_t *acc) {
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+  if (active_isa() == Isa::kAvx512Vnni &&
+      avx512vnni::attend_rows_f16(s, s_stride, n_q, rows, stride, n_rows, n, m, sum, acc))
+    return;
+#endif
   GANTRY_DISPATCH(attend_rows_f16(s, s_stride, n_q, rows, stride, n_rows, n, m, sum, acc));
 }
 

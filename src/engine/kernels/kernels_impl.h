@@ -107,6 +107,12 @@ bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, i
 // The same K-quant dot products as avx2::matmul_rows_quants with vpdpbusd; the very same bits.
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
+// Flash attention's softmax·V into fp16 accumulators (kernels.h attend_rows_f16) with 16 lanes and
+// up to 8 heads in registers; the AVX2 kernel's bits. Returns false (doing nothing) when the
+// head width is not a multiple of 16.
+bool attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
+                     int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
+                     uint16_t *acc);
 } // namespace avx512vnni
 #endif
 

@@ -164,34 +164,45 @@ TEST(AttentionTest, Fp16AccumulatorOverflowFallsBackToFp32) {
   EXPECT_EQ(out[1], -60000.0f);
 }
 
-// The AVX2 kernel gives the scalar one's bits (rescaling included: the scores rise and fall).
+// The AVX2 and AVX-512 kernels give the scalar one's bits (rescaling included: the scores rise and
+// fall), at widths the 16-lane kernel takes (64, 128: 8 and 12 heads kept in registers) and one
+// it leaves to AVX2 (19).
 TEST(AttentionTest, AttendRowsF16IsTheSameOnEveryInstructionSet) {
-  const int n = 19, rows = 37, heads = 5;
-  std::vector<uint16_t> v(static_cast<size_t>(rows) * n);
-  std::vector<float> s(static_cast<size_t>(rows) * heads);
-  uint32_t x = 12345;
-  auto rnd = [&] {
-    x = x * 1664525u + 1013904223u;
-    return static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f;
-  };
-  for (auto &e : v)
-    e = kernels::fp32_to_fp16(rnd() * 8);
-  for (auto &e : s)
-    e = rnd() * 6;
-  auto run = [&](kernels::Isa isa) {
-    const kernels::Isa before = kernels::active_isa();
-    kernels::set_active_isa(isa);
-    std::vector<uint16_t> acc(static_cast<size_t>(heads) * n, 0);
-    std::vector<float> m(heads, -INFINITY), sum(heads, 0);
-    kernels::attend_rows_f16(s.data(), rows, heads, v.data(), n, rows, n, m.data(), sum.data(),
-                             acc.data());
-    kernels::set_active_isa(before);
-    std::vector<float> r(acc.begin(), acc.end());
-    r.insert(r.end(), m.begin(), m.end());
-    r.insert(r.end(), sum.begin(), sum.end());
-    return r;
-  };
-  EXPECT_EQ(run(kernels::Isa::kScalar), run(kernels::detected_isa()));
+  for (auto [n, heads] :
+       {std::pair{19, 5}, std::pair{64, 8}, std::pair{128, 12}, std::pair{32, 3}}) {
+    const int rows = 37;
+    std::vector<uint16_t> v(static_cast<size_t>(rows) * n);
+    std::vector<float> s(static_cast<size_t>(rows) * heads);
+    uint32_t x = 12345;
+    auto rnd = [&] {
+      x = x * 1664525u + 1013904223u;
+      return static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f;
+    };
+    for (auto &e : v)
+      e = kernels::fp32_to_fp16(rnd() * 8);
+    for (auto &e : s)
+      e = rnd() * 6;
+    auto run = [&](kernels::Isa isa) {
+      const kernels::Isa before = kernels::active_isa();
+      kernels::set_active_isa(isa);
+      std::vector<uint16_t> acc(static_cast<size_t>(heads) * n, 0);
+      std::vector<float> m(heads, -INFINITY), sum(heads, 0);
+      kernels::attend_rows_f16(s.data(), rows, heads, v.data(), n, rows, n, m.data(), sum.data(),
+                               acc.data());
+      kernels::set_active_isa(before);
+      std::vector<float> r(acc.begin(), acc.end());
+      r.insert(r.end(), m.begin(), m.end());
+      r.insert(r.end(), sum.begin(), sum.end());
+      return r;
+    };
+    const auto want = run(kernels::Isa::kScalar);
+    for (kernels::Isa isa : {kernels::Isa::kAvx2, kernels::Isa::kAvx512Vnni}) {
+      if (isa > kernels::detected_isa())
+        continue;
+      EXPECT_EQ(run(isa), want) << "n=" << n << " heads=" << heads << " isa "
+                                << static_cast<int>(isa);
+    }
+  }
 }
 
 } // namespace
