@@ -125,8 +125,11 @@ private:
     static const std::set<std::string, std::less<>> kReserved = {
         "root",   "space",   "char", "string", "integral", "integer",
         "number", "boolean", "null", "value",  "object",   "array"};
-    for (int i = 1; taken_.count(name) || kReserved.count(name); ++i)
-      name = base + "-" + std::to_string(i);
+    // Numbered from where this base left off: probing from 1 each time made a schema with many
+    // rules of one kind (a trie of excluded property names) quadratic (found by grammar_fuzz).
+    int &next = next_suffix_[base];
+    while (taken_.count(name) || kReserved.count(name))
+      name = base + "-" + std::to_string(++next);
     taken_.insert(name);
     return name;
   }
@@ -450,21 +453,26 @@ private:
     const std::string rest = prim("char") + "* " + quote;
     const std::string escape = R"("\\" (["\\/bfnrt] | "u" ([0-9a-cA-CefEF] [0-9a-fA-F]{3} | )"
                                R"([dD] [0-7] [0-9a-fA-F]{2})))";
-    std::function<std::string(int)> build = [&](int at) {
+    // One rule per trie node, children first (they were created after their parents): the
+    // grammar grows linearly with the names. Nesting each child's text into its parent's (as this
+    // did before) copied the whole subtree once per level, quadratic in a name's length — a 3 KB
+    // property name took tens of seconds (found by grammar_fuzz) — and recursed once per byte.
+    std::vector<std::string> rule(trie.size());
+    for (size_t at = trie.size(); at-- > 0;) {
       std::string excluded, body;
       for (const auto &[c, child] : trie[at].next) {
         if (c == ']' || c == '-' || c == '^' || c == '[')
           excluded += '\\';
         excluded += c;
-        body += (body.empty() ? "" : " | ") + gbnf_literal(std::string(1, c)) + " " + build(child);
+        body += (body.empty() ? "" : " | ") + gbnf_literal(std::string(1, c)) + " " + rule[child];
       }
       body += (body.empty() ? "" : " | ") + std::string(R"([^"\\\x7F\x00-\x1F)") + excluded + "] " +
               rest + " | " + escape + " " + rest;
       if (!trie[at].end)
         body += " | " + quote;
-      return "(" + body + ")";
-    };
-    return named("key-not-listed", quote + " " + build(0) + " " + prim("space"));
+      rule[at] = at == 0 ? "(" + body + ")" : named("key-not-listed-node", body);
+    }
+    return named("key-not-listed", quote + " " + rule[0] + " " + prim("space"));
   }
 
   Result<std::string> visit_object(const json::object &o, const std::string &ptr, int depth) {
@@ -722,6 +730,7 @@ private:
   const std::string prefix_;
   std::vector<std::pair<std::string, std::string>> rules_;
   std::set<std::string> have_, taken_;
+  std::map<std::string, int> next_suffix_; // fresh(): the last number given to each base
   std::map<std::string, std::string> ref_rules_;
   std::vector<std::unique_ptr<json::value>> merged_;
   size_t nodes_ = 0;
