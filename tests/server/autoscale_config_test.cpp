@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <string>
+#include <unistd.h>
 
 #include "server/config.h"
 
@@ -18,7 +20,11 @@ path = "/models/llama.gguf"
 
 // The config read from `toml` (after the models) and validated; the error message, or "ok".
 std::string load(const std::string &toml, ServerConfig *out = nullptr) {
-  const std::string path = ::testing::TempDir() + "/autoscale.toml";
+  // One file per test process: ctest runs this binary's tests side by side, and a shared name let
+  // one test read another's config (a flaky failure of the whole suite).
+  const std::string path = ::testing::TempDir() + "/autoscale-" +
+                           ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" +
+                           std::to_string(::getpid()) + ".toml";
   std::ofstream(path) << toml << kModels; // toml first: its top-level keys stay top-level
   ServerConfig c;
   Status st = apply_toml_file(path, c);
