@@ -704,27 +704,11 @@ GANTRY_AVX2_INLINE void attend_lanes(const float (*ms)[16], const float (*vs)[16
 GANTRY_AVX2 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
                                  int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
                                  uint16_t *acc) {
-  constexpr int64_t kChunk = 16;
+  constexpr int64_t kChunk = kAttendChunk;
   float ms[64][kChunk], vs[64][kChunk];
   for (int64_t r0 = 0; r0 < n_rows; r0 += kChunk) {
     const int64_t nr = std::min(kChunk, n_rows - r0);
-    for (int h = 0; h < n_q; ++h) {
-      const float *sh = s + h * s_stride + r0;
-      float mx = m[h], sm = sum[h];
-      for (int64_t r = 0; r < nr; ++r) {
-        ms[h][r] = 1.0f;
-        vs[h][r] = 1.0f;
-        if (sh[r] > mx) {
-          ms[h][r] = std::exp(mx - sh[r]);
-          mx = sh[r];
-        } else {
-          vs[h][r] = std::exp(sh[r] - mx);
-        }
-        sm = std::fma(sm, ms[h][r], vs[h][r]);
-      }
-      m[h] = mx;
-      sum[h] = sm;
-    }
+    attend_weights(s + r0, s_stride, n_q, nr, m, sum, ms, vs);
     const uint16_t *v0 = rows + r0 * stride;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {

@@ -21,7 +21,7 @@
 namespace gantry::engine::kernels::avx512vnni {
 namespace {
 
-constexpr int64_t kChunk = 16; // rows whose weights are computed before the accumulation
+constexpr int64_t kChunk = kAttendChunk;
 
 GANTRY_ATT_INLINE __m512 load16h(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
@@ -74,24 +74,7 @@ bool attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *
   float ms[64][kChunk], vs[64][kChunk];
   for (int64_t r0 = 0; r0 < n_rows; r0 += kChunk) {
     const int64_t nr = std::min(kChunk, n_rows - r0);
-    // The online softmax's weights, exactly as the AVX2 kernel computes them.
-    for (int h = 0; h < n_q; ++h) {
-      const float *sh = s + h * s_stride + r0;
-      float mx = m[h], sm = sum[h];
-      for (int64_t r = 0; r < nr; ++r) {
-        ms[h][r] = 1.0f;
-        vs[h][r] = 1.0f;
-        if (sh[r] > mx) {
-          ms[h][r] = std::exp(mx - sh[r]);
-          mx = sh[r];
-        } else {
-          vs[h][r] = std::exp(sh[r] - mx);
-        }
-        sm = std::fma(sm, ms[h][r], vs[h][r]);
-      }
-      m[h] = mx;
-      sum[h] = sm;
-    }
+    attend_weights(s + r0, s_stride, n_q, nr, m, sum, ms, vs);
     const uint16_t *v0 = rows + r0 * stride;
     for (int64_t i = 0; i < n; i += 16) {
       int h0 = 0;

@@ -2,6 +2,8 @@
 // the per-instruction-set entry points that kernels.cpp/matmul.cpp dispatch between.
 #pragma once
 
+#include <cmath>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -44,6 +46,33 @@ enum class ActKind { kFloat, kQ8, kQ8K };
 ActKind act_kind(TensorType t);
 // Whether the type's dot product needs Activations::sums (Q4_1, Q5_1).
 bool needs_block_sums(TensorType t);
+
+// Rows of flash attention's softmax·V whose weights are computed before the accumulation.
+constexpr int64_t kAttendChunk = 16;
+// The online softmax's weights for rows [0, nr) of each head's scores s + h * s_stride: ms (the
+// rescale of what was accumulated) and vs (the row's weight), updating the running max m and sum,
+// as llama.cpp's flash attention computes them. Shared by every attend_rows_f16 so that they
+// agree bit for bit.
+inline void attend_weights(const float *s, int64_t s_stride, int n_q, int64_t nr, float *m,
+                           float *sum, float (*ms)[kAttendChunk], float (*vs)[kAttendChunk]) {
+  for (int h = 0; h < n_q; ++h) {
+    const float *sh = s + h * s_stride;
+    float mx = m[h], sm = sum[h];
+    for (int64_t r = 0; r < nr; ++r) {
+      ms[h][r] = 1.0f;
+      vs[h][r] = 1.0f;
+      if (sh[r] > mx) {
+        ms[h][r] = std::exp(mx - sh[r]);
+        mx = sh[r];
+      } else {
+        vs[h][r] = std::exp(sh[r] - mx);
+      }
+      sm = std::fma(sm, ms[h][r], vs[h][r]);
+    }
+    m[h] = mx;
+    sum[h] = sm;
+  }
+}
 
 // Each instruction set provides the same functions in its own namespace.
 #define GANTRY_KERNELS_ISA_FUNCTIONS                                                               \

@@ -45,43 +45,6 @@ float reduce16(const float *v) {
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
-// The columns after the last whole 64-column step, as GCC vectorised ggml's leftover loop
-// `sumf += x[i]*y[i]`: 16 and then 8 rounded products at a time added in order, the last ones
-// fused.
-float leftovers(const float *x, const float *y, int64_t i, int64_t n, float sum) {
-  for (; n - i >= 16; i += 16) {
-    for (int l = 0; l < 16; ++l)
-      sum += x[i + l] * y[i + l];
-  }
-  if (n - i >= 8) {
-    for (int l = 0; l < 8; ++l)
-      sum += x[i + l] * y[i + l];
-    i += 8;
-  }
-  for (; i < n; ++i)
-    sum = std::fma(x[i], y[i], sum);
-  return sum;
-}
-
-float vec_dot_scalar(const float *x, const float *y, int64_t n) {
-  const int64_t np = n & ~int64_t{kStep - 1};
-  float sum = 0.0f;
-  if (np > 0) {
-    float acc[4][kLanes] = {};
-    for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        for (int l = 0; l < kLanes; ++l)
-          acc[j][l] = std::fma(x[i + j * kLanes + l], y[i + j * kLanes + l], acc[j][l]);
-      }
-    }
-    float s[kLanes];
-    for (int l = 0; l < kLanes; ++l)
-      s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-    sum = reduce16(s);
-  }
-  return leftovers(x, y, np, n, sum);
-}
-
 float tile_dot_scalar(const float *a, const float *b, int64_t k) {
   float acc[kLanes] = {};
   for (int64_t c = 0; c < k; c += kLanes) {
@@ -89,29 +52,6 @@ float tile_dot_scalar(const float *a, const float *b, int64_t k) {
       acc[l] = std::fma(a[c + l], b[c + l], acc[l]);
   }
   return reduce16(acc);
-}
-
-float dot_f16_scalar(const float *q, const uint16_t *k, int64_t n) {
-  const int64_t np = n & ~int64_t{kStep - 1};
-  double sum = 0.0;
-  if (np > 0) {
-    float acc[4][kLanes] = {};
-    for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        for (int l = 0; l < kLanes; ++l) {
-          const int64_t c = i + j * kLanes + l;
-          acc[j][l] = std::fma(fp16_to_fp32(k[c]), q[c], acc[j][l]);
-        }
-      }
-    }
-    float s[kLanes];
-    for (int l = 0; l < kLanes; ++l)
-      s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-    sum = reduce16(s);
-  }
-  for (int64_t i = np; i < n; ++i)
-    sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
-  return static_cast<float>(sum);
 }
 
 float exp_lane(float x) {
@@ -172,7 +112,7 @@ GANTRY_LO_AVX2 float vec_dot_avx2(const float *x, const float *y, int64_t n) {
         _mm256_add_ps(_mm256_add_ps(acc[0].hi, acc[2].hi), _mm256_add_ps(acc[1].hi, acc[3].hi));
     sum = reduce_halves(lo, hi);
   }
-  return leftovers(x, y, np, n, sum);
+  return lanes::leftovers<kLanes>(x, y, np, n, sum);
 }
 
 // Several outputs of tinyBLAS's order at once: rows a[0..R) against tokens b[0..T).
@@ -310,7 +250,7 @@ GANTRY_LO_AVX512 float vec_dot_avx512(const float *x, const float *y, int64_t n)
     sum =
         reduce_avx512(_mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3])));
   }
-  return leftovers(x, y, np, n, sum);
+  return lanes::leftovers<kLanes>(x, y, np, n, sum);
 }
 
 GANTRY_LO_AVX512_INLINE __m512 load16h(const uint16_t *p) {
@@ -408,7 +348,7 @@ VecDot vec_dot_for(Isa isa, Build b) {
   case Isa::kAvx2: return &vec_dot_avx2;
   case Isa::kScalar: break;
   }
-  return &vec_dot_scalar;
+  return &lanes::vec_dot<kLanes, reduce16>;
 }
 
 std::atomic<Build> &build_ref() {
@@ -500,6 +440,13 @@ void batch_rows(Isa isa, Build bd, VecDot dot, const WeightView &w, const float 
   }
 }
 
+int64_t total_chunks(const MatmulOut *outs, int n_outs, int64_t grain) {
+  int64_t n = 0;
+  for (int i = 0; i < n_outs; ++i)
+    n += (outs[i].w->rows + grain - 1) / grain;
+  return n;
+}
+
 } // namespace
 
 Build build() { return build_ref().load(std::memory_order_relaxed); }
@@ -538,18 +485,18 @@ void matmul_f32(const MatmulOut *outs, int n_outs, const float *x, int64_t n_tok
   const int64_t grain = macs < (int64_t{1} << 17) || pool.size() == 1
                             ? total_rows
                             : std::max<int64_t>(4, (total_rows / (pool.size() * 4) + 3) / 4 * 4);
-  struct Item {
-    int matrix;
-    int64_t r0, r1;
-  };
-  std::vector<Item> items;
-  for (int i = 0; i < n_outs; ++i) {
-    for (int64_t r = 0; r < outs[i].w->rows; r += grain)
-      items.push_back({i, r, std::min(outs[i].w->rows, r + grain)});
-  }
-  pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e, int) {
-    for (int64_t it = b; it < e; ++it)
-      rows(items[it].matrix, items[it].r0, items[it].r1);
+  // Work item c: the c-th chunk of up to `grain` rows, numbered across the matrices in order (no
+  // list to build: this runs once per matmul of every decode step).
+  pool.parallel_for(total_chunks(outs, n_outs, grain), 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t c = b; c < e; ++c) {
+      int i = 0;
+      int64_t first = c; // chunk index within matrix i
+      auto chunks_of = [&](int m) { return (outs[m].w->rows + grain - 1) / grain; };
+      while (first >= chunks_of(i))
+        first -= chunks_of(i++);
+      const int64_t r0 = first * grain;
+      rows(i, r0, std::min(outs[i].w->rows, r0 + grain));
+    }
   });
 }
 
@@ -565,7 +512,7 @@ void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t 
   case Isa::kScalar: break;
   }
   for (int64_t r = 0; r < n_rows; ++r)
-    out[r] = dot_f16_scalar(q, rows + r * stride, n) * scale;
+    out[r] = lanes::dot_f16<kLanes, reduce16>(q, rows + r * stride, n) * scale;
 }
 
 void silu_mul_row(const float *gate, const float *up, float *out, int64_t n) {

@@ -1,7 +1,7 @@
 // llama.cpp's AVX2 build's arithmetic (see llama_order_impl.h). Compiled with -ffp-contract=off
 // (CMakeLists.txt): every fused multiply-add below is written out.
+#include <bit>
 #include <cmath>
-#include <cstring>
 #include <immintrin.h>
 
 #include "engine/kernels/kernels.h"
@@ -20,16 +20,8 @@ using namespace exp_poly; // ggml_v_expf's coefficients (llama_order_impl.h)
 
 bool use_avx2() { return active_isa() != Isa::kScalar; }
 
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
+float from_bits(uint32_t u) { return std::bit_cast<float>(u); }
 
 // GGML_F32x8_REDUCE's last steps: the halves, then _mm_hadd_ps twice: (0+1) + (2+3).
 float reduce_hadd(const float *v) {
@@ -44,22 +36,6 @@ float reduce_movehl(const float *v) {
   for (int i = 0; i < 4; ++i)
     t[i] = v[i + 4] + v[i];
   return (t[0] + t[2]) + (t[1] + t[3]);
-}
-
-// The columns after the last whole step, as GCC vectorised `sumf += x[i]*y[i]` for AVX2.
-float leftovers(const float *x, const float *y, int64_t i, int64_t n, float sum) {
-  for (; n - i >= 8; i += 8) {
-    for (int l = 0; l < 8; ++l)
-      sum += x[i + l] * y[i + l];
-  }
-  if (n - i >= 4) {
-    for (int l = 0; l < 4; ++l)
-      sum += x[i + l] * y[i + l];
-    i += 4;
-  }
-  for (; i < n; ++i)
-    sum = std::fma(x[i], y[i], sum);
-  return sum;
 }
 
 float exp_lane(float x) {
@@ -110,7 +86,7 @@ GANTRY_L8_AVX2 float vec_dot_avx2(const float *x, const float *y, int64_t n) {
     sum = reduce_hadd_avx2(
         _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])));
   }
-  return leftovers(x, y, np, n, sum);
+  return lanes::leftovers<kLanes>(x, y, np, n, sum);
 }
 
 template <int T>
@@ -226,24 +202,7 @@ GANTRY_L8_AVX2 void silu_mul_avx2(const float *gate, const float *up, float *out
 } // namespace
 
 float vec_dot(const float *x, const float *y, int64_t n) {
-  if (use_avx2())
-    return vec_dot_avx2(x, y, n);
-  const int64_t np = n & ~int64_t{kStep - 1};
-  float sum = 0.0f;
-  if (np > 0) {
-    float acc[4][kLanes] = {};
-    for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        for (int l = 0; l < kLanes; ++l)
-          acc[j][l] = std::fma(x[i + j * kLanes + l], y[i + j * kLanes + l], acc[j][l]);
-      }
-    }
-    float s[kLanes];
-    for (int l = 0; l < kLanes; ++l)
-      s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-    sum = reduce_hadd(s);
-  }
-  return leftovers(x, y, np, n, sum);
+  return use_avx2() ? vec_dot_avx2(x, y, n) : lanes::vec_dot<kLanes, reduce_hadd>(x, y, n);
 }
 
 void tiles(int t_count, const float *const *a, const float *const *b, int64_t k, float *out) {
@@ -290,26 +249,7 @@ void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t 
 }
 
 float dot_f16(const float *q, const uint16_t *k, int64_t n) {
-  const int64_t np = n & ~int64_t{kStep - 1};
-  double sum = 0.0;
-  if (np > 0) {
-    float acc[4][kLanes] = {};
-    for (int64_t i = 0; i < np; i += kStep) {
-      for (int j = 0; j < 4; ++j) {
-        for (int l = 0; l < kLanes; ++l) {
-          const int64_t c = i + j * kLanes + l;
-          acc[j][l] = std::fma(fp16_to_fp32(k[c]), q[c], acc[j][l]);
-        }
-      }
-    }
-    float s[kLanes];
-    for (int l = 0; l < kLanes; ++l)
-      s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-    sum = reduce_hadd(s);
-  }
-  for (int64_t i = np; i < n; ++i)
-    sum += static_cast<double>(fp16_to_fp32(k[i]) * q[i]);
-  return static_cast<float>(sum);
+  return lanes::dot_f16<kLanes, reduce_hadd>(q, k, n);
 }
 
 void silu_mul(const float *gate, const float *up, float *out, int64_t n) {
