@@ -3,18 +3,21 @@
 // hosted OpenAI API, or Anthropic's Messages API. It joins the wire codecs (wire.h), the pool
 // policy (pool.h) and the upstream transport (http/upstream.h):
 //
-//   start() → a call thread acquires a backend from the pool → request on a kept-alive
-//   connection → the response (JSON body, or SSE read piece by piece) becomes ChoiceEvents →
-//   one CallSummary with the upstream's real usage and the backend's name (served_by).
+//   start() → the pool chooses a backend (or the call waits in its bounded queue) → request on
+//   a kept-alive connection → the response (JSON body, or SSE read piece by piece) becomes
+//   ChoiceEvents → one CallSummary with the upstream's real usage and the backend's name
+//   (served_by). Chat and completions calls are asynchronous (remote_call.h): they hold no
+//   thread while they wait, and run on the backend's few I/O threads (io_threads).
 //
 // Failures before any output reached the sink (connect errors, resets, 429, 5xx) are retried on
 // another backend of the pool, with back-off honouring Retry-After, inside the pool's retry
 // budget; a failure after output began is never retried (the summary says before_output=false).
 // cancel() closes the upstream request at once.
 //
-// Threading: thread-safe. Calls run on the backend's call threads (grown on demand up to
-// max_threads), blocking on their own connection; a prober thread runs the active health
-// checks. Sinks are called on call threads, never inside start()/embed()/probe().
+// Threading: thread-safe. Chat and completions calls run as callbacks on the backend's I/O
+// threads; embeddings run on call threads (grown on demand up to max_threads), blocking on
+// their own connection; a prober thread runs the active health checks. Sinks are called on
+// those threads, never inside start()/embed()/probe().
 #pragma once
 
 #include <atomic>
@@ -35,8 +38,9 @@
 #include "core/clock.h"
 
 namespace gantry::http {
+class IoLoop;
 class UpstreamClient;
-}
+} // namespace gantry::http
 
 namespace gantry::backend::remote {
 
@@ -65,8 +69,10 @@ struct RemoteModelConfig {
   std::chrono::milliseconds probe_interval{5'000};
   std::size_t max_response_bytes = 8 << 20; // a non-streamed body; beyond: an error
   SseLimits sse;                            // a streamed line / event
-  int max_threads = 512;                    // call threads; beyond, calls queue
-  int max_queued_calls = 4096;              // beyond: 429
+  int io_threads = 2;                       // run every chat and completions call
+  int max_threads = 512;                    // embedding call threads; beyond, calls queue
+  // Beyond max_threads + max_queued_calls calls in flight (or embedding calls queued): 429.
+  int max_queued_calls = 4096;
   // Admission needs a prompt's token count before the upstream has counted it. With the upstream
   // model's tokenizer known here (`tokenizer = "model.gguf"`), it is counted exactly; otherwise
   // it is estimated at this many bytes a token (plus 4 per chat message). Either way the call is
@@ -112,7 +118,9 @@ private:
   Status post(std::function<void()> task);
   void call_thread();
   void prober();
-  void run_call(const std::shared_ptr<Call> &call);
+  // Calls waiting in the pool's queue ask again after a slot was freed.
+  void wake_waiters();
+  void call_ended();
   // The tokenizer's count, or the bytes-per-token estimate (never 0 for non-empty text).
   int64_t count_tokens(std::string_view text) const;
   void run_embed(const PreparedEmbeddings &prepared, const std::vector<size_t> &indices,
@@ -121,9 +129,14 @@ private:
   RemoteModelConfig config_;
   const Clock &clock_;
   BackendInfo info_;
+  std::unique_ptr<http::IoLoop> loop_; // declared before the endpoints: their clients use it
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
   std::unique_ptr<Pool> pool_;
   std::vector<std::string> secrets_; // API keys: scrubbed from any upstream text
+
+  std::mutex waiters_mu_;
+  std::vector<std::shared_ptr<Call>> waiters_; // in the pool's queue: bounded by max_queue
+  std::atomic<uint64_t> slot_generation_{0};   // wake_waiters() calls
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_, idle_cv_, prober_cv_;
