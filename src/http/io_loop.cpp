@@ -21,7 +21,13 @@ IoLoop::IoLoop(int threads) : impl_(std::make_unique<Impl>()) {
 }
 
 IoLoop::~IoLoop() {
+  // Handlers already queued (a timer's cancel, a call's last step) run to their end: an I/O
+  // object destroyed with a dropped handler would outlive its io_context. What is still
+  // pending after a grace period (an operation nobody cancelled) is dropped.
   impl_->guard.reset();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!impl_->ioc.stopped() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   impl_->ioc.stop();
   for (auto &t : impl_->threads)
     t.join();

@@ -16,7 +16,7 @@ namespace gantry::http {
 class IoLoop {
 public:
   explicit IoLoop(int threads);
-  ~IoLoop(); // stops the loop and joins its threads: handlers still queued are dropped
+  ~IoLoop(); // lets queued handlers run (up to 2 s), then stops the loop and joins its threads
   IoLoop(const IoLoop &) = delete;
   IoLoop &operator=(const IoLoop &) = delete;
 

@@ -133,6 +133,8 @@ RemoteBackend::~RemoteBackend() {
     // Cancelled calls end at their next step; the loop runs them until the last summary.
     idle_cv_.wait(lk, [&] { return in_flight_ == 0; });
   }
+  for (auto &ep : endpoints_) // their kept-alive connections live on the loop
+    ep->async_client.reset();
   loop_.reset();
   work_cv_.notify_all();
   prober_cv_.notify_all();
