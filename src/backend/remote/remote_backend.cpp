@@ -77,6 +77,7 @@ Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig c
     ep->client = std::make_unique<http::UpstreamClient>(uo, clock);
     ep->async_client = std::make_unique<http::AsyncUpstreamClient>(*b->loop_, uo, clock);
     // Built once: every call of this endpoint sends the same paths and headers.
+    ep->served_by = c.name + "@" + ep->name;
     const api::Endpoint kinds[2] = {api::Endpoint::kChatCompletions, api::Endpoint::kCompletions};
     for (int i = 0; i < 2; ++i) {
       if (auto path = ep->codec->path(kinds[i]))

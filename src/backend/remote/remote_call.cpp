@@ -185,7 +185,7 @@ void RemoteBackend::Call::lease_failed(Error error) {
 void RemoteBackend::Call::send() {
   Endpoint &ep = *b_.endpoints_[lease_->index];
   const auto &r = state_->request;
-  summary_.served_by = b_.config_.name + "@" + ep.name;
+  summary_.served_by = ep.served_by;
   outcome_ = Outcome::kSuccess;
   ekind_.reset();
   retry_after_ = 0;

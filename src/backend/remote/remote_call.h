@@ -33,6 +33,7 @@ struct RemoteBackend::Endpoint {
   std::unique_ptr<WireCodec> codec;
   std::unique_ptr<http::UpstreamClient> client;            // start-up, probes, embeddings
   std::unique_ptr<http::AsyncUpstreamClient> async_client; // chat and completions calls
+  std::string served_by;                                   // "model@name": the summary's served_by
   std::string path[2];                  // base_path + the codec's path: chat, completions
   std::vector<http::Header> headers[2]; // JSON + auth; streamed: + Accept
 };
