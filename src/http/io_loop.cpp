@@ -25,8 +25,7 @@ IoLoop::~IoLoop() {
   // object destroyed with a dropped handler would outlive its io_context. What is still
   // pending after a grace period (an operation nobody cancelled) is dropped.
   impl_->guard.reset();
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (!impl_->ioc.stopped() && std::chrono::steady_clock::now() < until)
+  for (int i = 0; i < 2000 && !impl_->ioc.stopped(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   impl_->ioc.stop();
   for (auto &t : impl_->threads)
