@@ -198,6 +198,49 @@ Result<Pool::Lease> Pool::acquire(const std::vector<int> &exclude,
 
 void Pool::wake_waiters() { slot_freed_.notify_all(); }
 
+Result<std::optional<Pool::Lease>> Pool::try_acquire(const std::vector<int> &exclude,
+                                                     std::optional<uint64_t> affinity_key) {
+  std::lock_guard<std::mutex> lk(mu_);
+  bool any_full = false;
+  int64_t out_ms = -1;
+  if (auto lease = choose(exclude, affinity_key, any_full, out_ms)) {
+    Endpoint &e = eps_[lease->index];
+    ++e.in_flight;
+    ++e.stats.requests;
+    return std::optional<Lease>(*lease);
+  }
+  if (any_full)
+    return std::optional<Lease>();
+  Error err{ErrorCode::kUnavailable, "no backend of this model is available", {}};
+  err.retry_after_ms = out_ms > 0 ? out_ms : 1000;
+  return Err(std::move(err));
+}
+
+Status Pool::enter_queue() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (queued_ >= options_.max_queue) {
+    ++queue_rejected_;
+    Error err{ErrorCode::kQueueFull, "every backend of this model is at its max_concurrent", {}};
+    err.retry_after_ms = 1000;
+    return Err(std::move(err));
+  }
+  ++queued_;
+  return Ok();
+}
+
+void Pool::leave_queue() {
+  std::lock_guard<std::mutex> lk(mu_);
+  --queued_;
+}
+
+Error Pool::queue_timeout() {
+  std::lock_guard<std::mutex> lk(mu_);
+  ++queue_rejected_;
+  Error err{ErrorCode::kQueueFull, "timed out waiting for a free backend slot", {}};
+  err.retry_after_ms = 1000;
+  return err;
+}
+
 void Pool::eject(Endpoint &e, std::chrono::steady_clock::time_point now) {
   e.ejected = true;
   ++e.ejection_count;

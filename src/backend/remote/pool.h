@@ -103,6 +103,19 @@ public:
                         const std::function<bool()> &cancelled = {});
   // Wakes queued acquire() calls so they re-check `cancelled` (a client went away).
   void wake_waiters();
+
+  // acquire() for callers that must not block (asynchronous calls): a lease, std::nullopt when
+  // every usable backend is at its max_concurrent (the caller waits in the queue below and asks
+  // again when a slot frees: after a release() or probe_result()), or acquire()'s kUnavailable.
+  Result<std::optional<Lease>> try_acquire(const std::vector<int> &exclude,
+                                           std::optional<uint64_t> affinity_key);
+  // The wait queue of try_acquire()'s callers, bounded by max_queue like acquire()'s:
+  // enter_queue() is kQueueFull (counted) when it is full; leave_queue() ends a wait.
+  // queue_timeout() is the kQueueFull (counted) of a wait that outlasted max_queue_wait.
+  Status enter_queue();
+  void leave_queue();
+  Error queue_timeout();
+  std::chrono::milliseconds max_queue_wait() const { return options_.max_queue_wait; }
   // Ends an attempt. `retry_after_ms` > 0 (with kOverloaded or kFailure) keeps the backend out
   // of rotation that long. `latency` is recorded for successes.
   void release(const Lease &lease, Outcome outcome, std::optional<ErrorKind> error = std::nullopt,

@@ -5,38 +5,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/remote/remote_call.h"
 #include "core/utf8.h"
 #include "http/client.h"
-#include "http/upstream.h"
 
 namespace gantry::backend::remote {
 namespace json = boost::json;
-
-struct RemoteBackend::Endpoint {
-  std::string url;       // as configured (membership updates find a member by it)
-  std::string name;      // host:port (never the URL's credentials)
-  std::string base_path; // the URL's path, ".../v1"
-  std::string model;     // upstream model id
-  std::string api_key;
-  bool reports_cost = false; // RemoteEndpointConfig::reports_cost
-  std::unique_ptr<WireCodec> codec;
-  std::unique_ptr<http::UpstreamClient> client;
-};
-
-// One call in flight. Shared by the call thread, the handle and cancel_all().
-struct RemoteBackend::Call {
-  struct State {
-    api::InferenceRequest request;
-    int64_t prompt_estimate = 0;
-    int default_max_tokens = 0;
-    std::optional<uint64_t> affinity;
-  };
-  std::shared_ptr<const State> state;
-  std::shared_ptr<CallSink> sink;
-  std::shared_ptr<http::CancelSignal> cancel = std::make_shared<http::CancelSignal>();
-  std::mutex mu; // wakes a back-off wait on cancel
-  std::condition_variable cv;
-};
 
 namespace {
 
@@ -46,71 +20,18 @@ double ms_between(Steady::time_point a, Steady::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-ErrorKind kind_of(const Error &e) {
-  if (e.param == http::kConnectFailed || e.param == http::kTlsFailed ||
-      e.param == http::kUpstreamReset)
-    return ErrorKind::kConnect;
-  if (e.param == http::kConnectTimeout || e.param == http::kFirstByteTimeout ||
-      e.param == http::kIdleTimeout || e.param == http::kTotalTimeout)
-    return ErrorKind::kTimeout;
-  if (e.param == http::kBadResponse || e.param == http::kResponseTooLarge)
-    return ErrorKind::kBadResponse;
-  return ErrorKind::kOther;
-}
-
-// What a client sees of a transport failure: a 503 (or 504-like timeout) naming the phase,
-// never the upstream's address.
-Error client_error(const Error &transport, std::string_view model) {
-  std::string what = "the upstream of model '" + echoed(model) + "' ";
-  if (transport.param == http::kConnectTimeout)
-    what += "did not accept a connection in time (connect timeout)";
-  else if (transport.param == http::kFirstByteTimeout)
-    what += "did not start answering in time (first-byte timeout)";
-  else if (transport.param == http::kIdleTimeout)
-    what += "stopped sending mid-response (idle timeout)";
-  else if (transport.param == http::kTotalTimeout)
-    what += "did not finish in time (total timeout)";
-  else if (transport.param == http::kConnectFailed)
-    what += "cannot be reached";
-  else if (transport.param == http::kTlsFailed)
-    what += "failed the TLS handshake or certificate check";
-  else if (transport.param == http::kResponseTooLarge)
-    what += "sent a response larger than the limit";
-  else if (transport.param == http::kCancelledCall)
-    return Error{ErrorCode::kCancelled, "cancelled", {}};
-  else
-    what += "broke the connection";
-  return Error{ErrorCode::kUnavailable, std::move(what), {}};
-}
-
-bool retryable_status(int status) {
-  return status == 429 || status == 500 || status == 502 || status == 503 || status == 504 ||
-         status == 529;
-}
-
-void cancel_call(RemoteBackend::Call &c) {
-  c.cancel->cancel();
-  std::lock_guard<std::mutex> lk(c.mu);
-  c.cv.notify_all();
-}
-
 class Handle final : public CallHandle {
 public:
-  Handle(std::shared_ptr<RemoteBackend::Call> call, Pool &pool)
-      : call_(std::move(call)), pool_(pool) {}
+  explicit Handle(std::shared_ptr<RemoteBackend::Call> call) : call_(std::move(call)) {}
   void cancel() override;
 
 private:
   std::shared_ptr<RemoteBackend::Call> call_;
-  Pool &pool_;
 };
 
 } // namespace
 
-void Handle::cancel() {
-  cancel_call(*call_);
-  pool_.wake_waiters();
-}
+void Handle::cancel() { call_->cancel(); }
 
 // --- construction
 
@@ -123,6 +44,7 @@ Result<std::unique_ptr<RemoteBackend>> RemoteBackend::create(RemoteModelConfig c
     return Err(Error::invalid("model '" + config.name + "': no backends"));
   std::unique_ptr<RemoteBackend> b(new RemoteBackend(std::move(config), clock));
   const RemoteModelConfig &c = b->config_;
+  b->loop_ = std::make_unique<http::IoLoop>(std::max(1, c.io_threads));
   std::vector<EndpointSpec> specs;
   std::string identity = "remote";
   for (const auto &ec : c.endpoints) {
@@ -180,6 +102,19 @@ RemoteBackend::make_endpoint(const RemoteEndpointConfig &ec, bool resolve_model)
   uo.total_timeout = c.total_timeout;
   uo.max_idle = std::max(8, ec.max_concurrent > 0 ? ec.max_concurrent : 64);
   ep->client = std::make_unique<http::UpstreamClient>(uo, clock_);
+  ep->async_client = std::make_unique<http::AsyncUpstreamClient>(*loop_, uo, clock_);
+  // Built once: every call of this endpoint sends the same paths and headers.
+  ep->served_by = c.name + "@" + ep->name;
+  const api::Endpoint kinds[2] = {api::Endpoint::kChatCompletions, api::Endpoint::kCompletions};
+  for (int i = 0; i < 2; ++i) {
+    if (auto path = ep->codec->path(kinds[i]))
+      ep->path[i] = ep->base_path + *path;
+    ep->headers[i] = {{"Content-Type", "application/json"}};
+    if (i == 1)
+      ep->headers[i].push_back({"Accept", "text/event-stream"});
+    for (auto &w : ep->codec->auth_headers(ep->api_key))
+      ep->headers[i].push_back({w.name, w.value});
+  }
   ep->model = ec.model;
   if (ep->model.empty()) {
     if (!resolve_model)
@@ -223,14 +158,18 @@ Result<int> RemoteBackend::add_endpoint(const RemoteEndpointConfig &ec) {
                        {}});
   }
   GANTRY_ASSIGN_OR_RETURN(auto ep, make_endpoint(ec, /*resolve_model=*/false));
-  std::lock_guard<std::mutex> lk(ep_mu_);
-  const int index = pool_->add_endpoint({ep->name, ec.weight, ec.max_concurrent});
-  if (static_cast<std::size_t>(index) >= endpoints_.size()) {
-    endpoints_.resize(static_cast<std::size_t>(index) + 1);
-    live_.resize(static_cast<std::size_t>(index) + 1, false);
+  int index = 0;
+  {
+    std::lock_guard<std::mutex> lk(ep_mu_);
+    index = pool_->add_endpoint({ep->name, ec.weight, ec.max_concurrent});
+    if (static_cast<std::size_t>(index) >= endpoints_.size()) {
+      endpoints_.resize(static_cast<std::size_t>(index) + 1);
+      live_.resize(static_cast<std::size_t>(index) + 1, false);
+    }
+    endpoints_[static_cast<std::size_t>(index)] = std::move(ep); // calls on the old one hold it
+    live_[static_cast<std::size_t>(index)] = true;
   }
-  endpoints_[static_cast<std::size_t>(index)] = std::move(ep); // calls on the old one hold it
-  live_[static_cast<std::size_t>(index)] = true;
+  wake_waiters(); // calls queued while the pool had no member (or no free slot) ask again
   return index;
 }
 
@@ -270,9 +209,15 @@ std::vector<std::string> RemoteBackend::secrets() const {
 RemoteBackend::~RemoteBackend() {
   cancel_all();
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
     stopping_ = true;
+    // Cancelled calls end at their next step; the loop runs them until the last summary.
+    idle_cv_.wait(lk, [&] { return in_flight_ == 0; });
   }
+  for (auto &ep : endpoints_) // their kept-alive connections live on the loop
+    if (ep)
+      ep->async_client.reset();
+  loop_.reset();
   work_cv_.notify_all();
   prober_cv_.notify_all();
   if (pool_)
@@ -419,319 +364,48 @@ Result<std::unique_ptr<CallHandle>> RemoteBackend::start(const PreparedCall &pre
                                                          std::shared_ptr<CallSink> sink) {
   if (!accepting_.load())
     return Err(Error{ErrorCode::kUnavailable, "model '" + config_.name + "' is shutting down", {}});
-  auto call = std::make_shared<Call>();
-  call->state = std::static_pointer_cast<const Call::State>(prepared.state);
-  if (!call->state)
+  auto state = std::static_pointer_cast<const Call::State>(prepared.state);
+  if (!state)
     return Err(Error::internal("remote call without its prepared state"));
-  call->sink = std::move(sink);
+  auto call = std::make_shared<Call>(*this, std::move(state), std::move(sink));
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_)
+      return Err(Error{ErrorCode::kUnavailable, "shutting down", {}});
+    // The bound of what calls hold while they wait (no thread each, but memory and sockets).
+    if (in_flight_ >= config_.max_threads + config_.max_queued_calls) {
+      ++rejected_;
+      Error e{
+          ErrorCode::kQueueFull, "too many calls in flight for model '" + config_.name + "'", {}};
+      e.retry_after_ms = 1000;
+      return Err(std::move(e));
+    }
     ++in_flight_;
-    std::erase_if(calls_, [](const std::weak_ptr<Call> &w) { return w.expired(); });
+    if (calls_.size() >= 2 * static_cast<std::size_t>(in_flight_) + 16)
+      std::erase_if(calls_, [](const std::weak_ptr<Call> &w) { return w.expired(); });
     calls_.push_back(call);
   }
-  auto posted = post([this, call] { run_call(call); });
-  if (!posted) {
-    std::lock_guard<std::mutex> lk(mu_);
-    --in_flight_;
-    idle_cv_.notify_all();
-    return Err(posted.take_error());
-  }
-  return std::unique_ptr<CallHandle>(std::make_unique<Handle>(call, *pool_));
+  loop_->post([call] { call->begin(); }); // sinks are never called inside start()
+  return std::unique_ptr<CallHandle>(std::make_unique<Handle>(call));
 }
 
-// One call, from the pool's choice to the summary. Runs on a call thread.
-void RemoteBackend::run_call(const std::shared_ptr<Call> &call) {
-  const Call::State &st = *call->state;
-  CallSummary summary;
-  bool output_started = false;
-  const auto t_start = clock_.now();
-  std::optional<Steady::time_point> first_token, last_token, sent;
-  const std::size_t n_prompts = st.request.endpoint == api::Endpoint::kCompletions
-                                    ? std::max<std::size_t>(1, st.request.prompts.size())
-                                    : 1;
-  std::vector<bool> finished(n_prompts * static_cast<std::size_t>(std::max(1, st.request.n)),
-                             false);
-  std::string text0; // for a usage estimate when the upstream reports none
-  int64_t delta_count = 0;
-
-  auto emit = [&](const UpstreamChoice &d, int tokens = -1) {
-    ChoiceEvent ev;
-    ev.choice = d.index;
-    ev.text = d.text;
-    ev.tokens = tokens >= 0           ? tokens
-                : !d.logprobs.empty() ? static_cast<int>(d.logprobs.size())
-                : d.text.empty()      ? 0
-                                      : 1;
-    ev.finish_reason = d.finish_reason;
-    ev.tool_calls = d.tool_calls;
-    ev.logprobs = d.logprobs;
-    if (!d.text.empty() || !d.tool_calls.empty() || !d.logprobs.empty()) {
-      const auto now = clock_.now();
-      if (!first_token)
-        first_token = now;
-      last_token = now;
-      ++delta_count;
-      text0 += d.index == 0 && text0.size() < (1 << 20) ? d.text : "";
-    }
-    if (!d.finish_reason.empty() && d.index >= 0 &&
-        static_cast<std::size_t>(d.index) < finished.size()) {
-      finished[d.index] = true;
-      if (d.index == 0)
-        summary.finish_reason = d.finish_reason;
-    }
-    output_started = true;
-    call->sink->on_event(ev);
-  };
-
-  pool_->record_request();
-  std::vector<int> exclude;
-  std::optional<UpstreamUsage> usage;
-  std::optional<Error> failure;
-  std::optional<Error> upstream_failure; // the last answer of an upstream, kept over pool errors
-  bool served_reports_cost = false;      // the member that answered last prices its calls
-  for (int attempt = 1;; ++attempt) {
-    failure.reset();
-    int64_t wait_ms = 0;
-    bool retry = false;
-    auto lease = pool_->acquire(exclude, st.affinity, [&] { return call->cancel->cancelled(); });
-    if (!lease) {
-      failure = upstream_failure ? *upstream_failure : lease.error();
-      // Every usable backend is cooling down (Retry-After) or ejected: wait it out when short.
-      if (lease.error().code == ErrorCode::kUnavailable && !exclude.empty() &&
-          lease.error().retry_after_ms <= config_.max_retry_wait.count()) {
-        exclude.clear();
-        wait_ms = lease.error().retry_after_ms;
-        retry = attempt < config_.max_attempts && pool_->allow_retry();
-      } else if (lease.error().code == ErrorCode::kUnavailable && exclude.empty() &&
-                 lease.error().retry_after_ms <= config_.max_retry_wait.count() &&
-                 attempt < config_.max_attempts && pool_->allow_retry()) {
-        wait_ms = lease.error().retry_after_ms;
-        retry = true;
-      }
-    } else {
-      const std::shared_ptr<Endpoint> held = endpoint(lease->index); // membership may change
-      Endpoint &ep = *held;
-      summary.served_by = config_.name + "@" + ep.name;
-      served_reports_cost = ep.reports_cost;
-      Outcome outcome = Outcome::kSuccess;
-      std::optional<ErrorKind> ekind;
-      int64_t retry_after = 0;
-      const auto attempt_start = clock_.now();
-      const bool stream = st.request.stream;
-      auto body = ep.codec->request_body(st.request, ep.model, stream, st.default_max_tokens);
-      http::Headers headers{{"Content-Type", "application/json"}};
-      if (stream)
-        headers.push_back({"Accept", "text/event-stream"});
-      for (auto &w : ep.codec->auth_headers(ep.api_key))
-        headers.push_back({w.name, w.value});
-      auto up = body ? ep.client->start(http::Method::kPost,
-                                        ep.base_path + *ep.codec->path(st.request.endpoint),
-                                        std::move(*body), std::move(headers), call->cancel)
-                     : Result<std::unique_ptr<http::UpstreamCall>>(Err(body.error()));
-      sent = clock_.now();
-      if (!up) {
-        const Error &e = up.error();
-        if (e.param == http::kCancelledCall) {
-          outcome = Outcome::kNeutral;
-          failure = Error{ErrorCode::kCancelled, "cancelled", {}};
-        } else {
-          outcome = Outcome::kFailure;
-          ekind = kind_of(e);
-          failure = client_error(e, config_.name);
-          // Connect errors and resets before the head are safe to retry; a first-byte timeout
-          // may mean the upstream is still working on it: not retried.
-          retry = e.param != http::kFirstByteTimeout && e.param != http::kTotalTimeout &&
-                  e.param.size() > 0;
-        }
-      } else if ((*up)->status() < 200 || (*up)->status() > 299) {
-        const int status = (*up)->status();
-        auto err_body = (*up)->read_all(64 * 1024);
-        Error e = ep.codec->error_from(status, err_body ? *err_body : std::string());
-        e.message = scrub_upstream_message(e.message, secrets());
-        retry_after = retry_after_ms((*up)->header("retry-after"), (*up)->header("retry-after-ms"));
-        if (status == 429) {
-          outcome = Outcome::kOverloaded;
-          ekind = ErrorKind::kStatus429;
-        } else if (status >= 500) {
-          outcome = Outcome::kFailure;
-          ekind = ErrorKind::kStatus5xx;
-        }
-        if (retry_after > 0)
-          e.retry_after_ms = retry_after;
-        retry = retryable_status(status);
-        failure = std::move(e);
-      } else {
-        http::UpstreamCall &u = **up;
-        const std::string_view ctype = u.header("content-type").value_or("");
-        if (ctype.find("text/event-stream") != std::string_view::npos) {
-          SseParser parser(config_.sse);
-          auto decoder = ep.codec->stream_decoder();
-          std::vector<SseEvent> events;
-          bool done = false;
-          while (!done && !failure) {
-            auto piece = u.read_some();
-            if (!piece) {
-              failure = client_error(piece.error(), config_.name);
-              if (failure->code != ErrorCode::kCancelled) {
-                outcome = Outcome::kFailure;
-                ekind = kind_of(piece.error());
-              } else {
-                outcome = Outcome::kNeutral;
-              }
-              break;
-            }
-            if (!*piece) {
-              bool all_finished =
-                  std::all_of(finished.begin(), finished.end(), [](bool f) { return f; });
-              if (!parser.at_boundary() || !all_finished) {
-                failure = Error{ErrorCode::kUnavailable,
-                                "the upstream of model '" + config_.name +
-                                    "' ended its stream early (cut mid-response)",
-                                {}};
-                outcome = Outcome::kFailure;
-                ekind = ErrorKind::kBadResponse;
-              }
-              break;
-            }
-            events.clear();
-            if (auto fed = parser.feed(**piece, events); !fed) {
-              failure = Error{ErrorCode::kUnavailable,
-                              "the upstream of model '" + config_.name +
-                                  "' sent a malformed event stream: " + fed.error().message,
-                              {}};
-              outcome = Outcome::kFailure;
-              ekind = ErrorKind::kBadResponse;
-              break;
-            }
-            for (const SseEvent &ev : events) {
-              auto step = decoder->on_event(ev);
-              if (!step) {
-                failure = step.error();
-                failure->message = scrub_upstream_message(failure->message, secrets());
-                ekind = ErrorKind::kBadResponse;
-                outcome = Outcome::kFailure;
-                break;
-              }
-              for (const auto &d : step->deltas)
-                emit(d);
-              if (step->usage)
-                usage = step->usage;
-              if (step->done) {
-                done = true;
-                break;
-              }
-            }
-          }
-          if (!failure && !done &&
-              !std::all_of(finished.begin(), finished.end(), [](bool f) { return f; })) {
-            failure = Error{ErrorCode::kUnavailable, "upstream stream ended early", {}};
-            outcome = Outcome::kFailure;
-            ekind = ErrorKind::kBadResponse;
-          }
-          if (done && !failure) { // drain to the end so the connection can be kept
-            for (int i = 0; i < 4; ++i) {
-              auto rest = u.read_some();
-              if (!rest || !*rest)
-                break;
-            }
-          }
-          retry = failure && !output_started && outcome == Outcome::kFailure &&
-                  ekind != ErrorKind::kTimeout;
-        } else {
-          auto all = u.read_all(config_.max_response_bytes);
-          if (!all) {
-            failure = client_error(all.error(), config_.name);
-            outcome =
-                failure->code == ErrorCode::kCancelled ? Outcome::kNeutral : Outcome::kFailure;
-            ekind = kind_of(all.error());
-            retry = all.error().param == http::kUpstreamReset;
-          } else if (auto parsed = ep.codec->parse_response(*all); !parsed) {
-            failure = parsed.error();
-            failure->message = scrub_upstream_message(failure->message, secrets());
-            outcome = Outcome::kFailure;
-            ekind = ErrorKind::kBadResponse;
-          } else {
-            usage = parsed->usage;
-            if (usage && !usage->cost_usd) // a whole response carries it as a header
-              if (auto h = u.header("x-gantry-cost-usd"))
-                usage->cost_usd = parse_cost(*h);
-            // One event per choice carries all its tokens (the response cache replays them).
-            const int64_t per_choice =
-                usage ? usage->completion_tokens /
-                            std::max<int64_t>(1, static_cast<int64_t>(parsed->choices.size()))
-                      : 0;
-            for (const auto &ch : parsed->choices)
-              emit(ch, per_choice > 0 ? static_cast<int>(per_choice)
-                                      : static_cast<int>(count_tokens(ch.text)));
-          }
-        }
-      }
-      if (failure && failure->code != ErrorCode::kCancelled)
-        upstream_failure = failure;
-      const auto attempt_end = clock_.now();
-      pool_->release(*lease, outcome, ekind, retry_after,
-                     std::chrono::duration<double>(attempt_end - attempt_start));
-      if (failure && failure->code == ErrorCode::kCancelled)
-        break;
-      // Another backend is tried after a short back-off; when every one was tried, the same
-      // ones again after their Retry-After (when it is short enough to wait out).
-      const bool all_tried = static_cast<int>(exclude.size()) + 1 >= pool_->members();
-      if (failure && retry && !output_started && attempt < config_.max_attempts &&
-          !(all_tried && retry_after > config_.max_retry_wait.count()) && pool_->allow_retry()) {
-        exclude.push_back(lease->index);
-        if (all_tried)
-          exclude.clear();
-        wait_ms = pool_
-                      ->backoff(attempt, all_tried ? retry_after : 0, config_.retry_backoff,
-                                config_.max_retry_wait)
-                      .count();
-      } else {
-        retry = false;
-      }
-      if (!retry)
-        break;
-    }
-    if (!retry || output_started)
-      break;
-    if (wait_ms > 0) { // back-off, cut short by a cancel
-      std::unique_lock<std::mutex> lk(call->mu);
-      call->cv.wait_for(lk, std::chrono::milliseconds(wait_ms),
-                        [&] { return call->cancel->cancelled(); });
-    }
-    if (call->cancel->cancelled()) {
-      failure = Error{ErrorCode::kCancelled, "cancelled", {}};
-      break;
-    }
-  }
-
-  if (usage) {
-    summary.usage.prompt_tokens = usage->prompt_tokens;
-    summary.usage.completion_tokens = usage->completion_tokens;
-    summary.usage.cached_tokens = usage->cached_tokens;
-    if (served_reports_cost)
-      summary.reported_cost_usd = usage->cost_usd;
-  } else if (output_started) { // the upstream reported none: the estimates stand
-    summary.usage.prompt_tokens = st.prompt_estimate;
-    summary.usage.completion_tokens = std::max<int64_t>(delta_count, count_tokens(text0));
-  }
-  if (sent) {
-    summary.timings.queue_ms = ms_between(t_start, *sent);
-    if (first_token) {
-      summary.timings.prefill_ms = ms_between(*sent, *first_token);
-      summary.timings.decode_ms = ms_between(*first_token, *last_token);
-    }
-  }
-  if (failure) {
-    if (failure->code == ErrorCode::kCancelled)
-      ++cancelled_;
-    summary.error = BackendError{std::move(*failure), !output_started};
-  }
-  call->sink->on_done(summary);
-  call->sink.reset();
+void RemoteBackend::call_ended() {
   std::lock_guard<std::mutex> lk(mu_);
   --in_flight_;
   idle_cv_.notify_all();
+}
+
+void RemoteBackend::wake_waiters() {
+  std::vector<std::shared_ptr<Call>> woken;
+  {
+    std::lock_guard<std::mutex> lk(waiters_mu_);
+    ++slot_generation_;
+    if (waiters_.empty())
+      return;
+    woken.swap(waiters_);
+  }
+  for (auto &c : woken)
+    c->wake();
 }
 
 // --- embeddings
@@ -824,17 +498,17 @@ void RemoteBackend::run_embed(const PreparedEmbeddings &prepared,
     std::optional<ErrorKind> ekind;
     std::optional<EmbedResult> result;
     if (!up) {
-      last = client_error(up.error(), config_.name);
+      last = client_transport_error(up.error(), config_.name);
       outcome = Outcome::kFailure;
-      ekind = kind_of(up.error());
+      ekind = transport_error_kind(up.error());
       retry = up.error().param == http::kConnectFailed || up.error().param == http::kConnectTimeout;
     } else {
       auto body = (*up)->read_all(config_.max_response_bytes);
       const int status = (*up)->status();
       if (!body) {
-        last = client_error(body.error(), config_.name);
+        last = client_transport_error(body.error(), config_.name);
         outcome = Outcome::kFailure;
-        ekind = kind_of(body.error());
+        ekind = transport_error_kind(body.error());
       } else if (status < 200 || status > 299) {
         last = ep.codec->error_from(status, *body);
         last.message = scrub_upstream_message(last.message, secrets());
@@ -988,7 +662,7 @@ void RemoteBackend::cancel_all() {
         live.push_back(std::move(c));
   }
   for (auto &c : live)
-    cancel_call(*c);
+    c->cancel();
   if (pool_)
     pool_->wake_waiters();
 }

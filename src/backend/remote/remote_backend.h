@@ -3,9 +3,11 @@
 // hosted OpenAI API, or Anthropic's Messages API. It joins the wire codecs (wire.h), the pool
 // policy (pool.h) and the upstream transport (http/upstream.h):
 //
-//   start() → a call thread acquires a backend from the pool → request on a kept-alive
-//   connection → the response (JSON body, or SSE read piece by piece) becomes ChoiceEvents →
-//   one CallSummary with the upstream's real usage and the backend's name (served_by).
+//   start() → the pool chooses a backend (or the call waits in its bounded queue) → request on
+//   a kept-alive connection → the response (JSON body, or SSE read piece by piece) becomes
+//   ChoiceEvents → one CallSummary with the upstream's real usage and the backend's name
+//   (served_by). Chat and completions calls are asynchronous (remote_call.h): they hold no
+//   thread while they wait, and run on the backend's few I/O threads (io_threads).
 //
 // Failures before any output reached the sink (connect errors, resets, 429, 5xx) are retried on
 // another backend of the pool, with back-off honouring Retry-After, inside the pool's retry
@@ -16,9 +18,10 @@
 // nodes, issue 13); a call holds its backend's connection pool until it ends, so removing a
 // member never cuts a call short.
 //
-// Threading: thread-safe. Calls run on the backend's call threads (grown on demand up to
-// max_threads), blocking on their own connection; a prober thread runs the active health
-// checks. Sinks are called on call threads, never inside start()/embed()/probe().
+// Threading: thread-safe. Chat and completions calls run as callbacks on the backend's I/O
+// threads; embeddings run on call threads (grown on demand up to max_threads), blocking on
+// their own connection; a prober thread runs the active health checks. Sinks are called on
+// those threads, never inside start()/embed()/probe().
 #pragma once
 
 #include <atomic>
@@ -39,8 +42,9 @@
 #include "core/clock.h"
 
 namespace gantry::http {
+class IoLoop;
 class UpstreamClient;
-}
+} // namespace gantry::http
 
 namespace gantry::backend::remote {
 
@@ -73,9 +77,11 @@ struct RemoteModelConfig {
   std::chrono::milliseconds probe_interval{5'000};
   std::size_t max_response_bytes = 8 << 20; // a non-streamed body; beyond: an error
   SseLimits sse;                            // a streamed line / event
-  int max_threads = 512;                    // call threads; beyond, calls queue
-  int max_queued_calls = 4096;              // beyond: 429
-  int max_endpoints = 256;                  // members at once (add_endpoint beyond: an error)
+  int io_threads = 2;                       // run every chat and completions call
+  int max_threads = 512;                    // embedding call threads; beyond, calls queue
+  // Beyond max_threads + max_queued_calls calls in flight (or embedding calls queued): 429.
+  int max_queued_calls = 4096;
+  int max_endpoints = 256; // members at once (add_endpoint beyond: an error)
   // A gateway's pool for an autoscaled worker-hosted model starts with no member (scaled to
   // zero, issue 14): calls fail as unavailable until add_endpoint gives it one.
   bool allow_no_endpoints = false;
@@ -136,7 +142,9 @@ private:
   Status post(std::function<void()> task);
   void call_thread();
   void prober();
-  void run_call(const std::shared_ptr<Call> &call);
+  // Calls waiting in the pool's queue ask again after a slot was freed.
+  void wake_waiters();
+  void call_ended();
   // The tokenizer's count, or the bytes-per-token estimate (never 0 for non-empty text).
   int64_t count_tokens(std::string_view text) const;
   void run_embed(const PreparedEmbeddings &prepared, const std::vector<size_t> &indices,
@@ -145,14 +153,19 @@ private:
   RemoteModelConfig config_;
   const Clock &clock_;
   BackendInfo info_;
-  std::unique_ptr<WireCodec> codec_; // the pool's kind (prepare, embeddings)
-  mutable std::mutex ep_mu_;         // guards the three below
+  std::unique_ptr<http::IoLoop> loop_; // declared before the endpoints: their clients use it
+  std::unique_ptr<WireCodec> codec_;   // the pool's kind (prepare, embeddings)
+  mutable std::mutex ep_mu_;           // guards the three below
   // Slot i is the pool's index i; a call copies its shared_ptr, so a replaced slot's connection
   // pool lives until its calls end.
   std::vector<std::shared_ptr<Endpoint>> endpoints_;
   std::vector<bool> live_;           // slot i is a member
   std::vector<std::string> secrets_; // API keys: scrubbed from any upstream text
   std::unique_ptr<Pool> pool_;
+
+  std::mutex waiters_mu_;
+  std::vector<std::shared_ptr<Call>> waiters_; // in the pool's queue: bounded by max_queue
+  std::atomic<uint64_t> slot_generation_{0};   // wake_waiters() calls
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_, idle_cv_, prober_cv_;

@@ -1,0 +1,488 @@
+// Beast implementation of the asynchronous upstream client. Each connection lives on its own
+// strand of the loop's io_context for its whole life (so a loop may run several threads); a
+// call runs its steps as handlers on the strand of the connection it holds, and a cancel from
+// another thread is a handler posted to that strand.
+#include "http/async_upstream.h"
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include "http/client.h"
+#include "http/io_loop_impl.h"
+#include "http/transport.h"
+
+namespace gantry::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using Deadline = std::chrono::steady_clock::time_point;
+using StrandEx = asio::strand<asio::io_context::executor_type>;
+
+namespace {
+
+constexpr std::size_t kPiece = 16 * 1024;
+
+// One connection, bound to its strand for life.
+struct Conn {
+  explicit Conn(asio::io_context &ioc) : strand(asio::make_strand(ioc)) {}
+  ~Conn() { close(); }
+  StrandEx strand;
+  std::shared_ptr<ssl::context> ctx; // declared before the streams: outlives them
+  std::optional<beast::tcp_stream> tcp;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+
+  beast::tcp_stream &lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+  bool open() const { return tcp.has_value() || tls.has_value(); }
+  template <typename F> void with(F &&f) {
+    if (tls)
+      f(*tls);
+    else
+      f(*tcp);
+  }
+  void close() {
+    if (open()) {
+      beast::error_code ec;
+      lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+      lowest().socket().close(ec);
+    }
+    tls.reset();
+    tcp.reset();
+  }
+};
+
+struct Phase {
+  std::chrono::steady_clock::duration limit;
+  std::string_view cls;
+};
+Phase phase(std::chrono::milliseconds timeout, std::string_view cls, Deadline total,
+            const Clock &clock) {
+  if (total == Deadline::max())
+    return {timeout, cls};
+  const auto left = std::max<std::chrono::steady_clock::duration>(total - clock.now(),
+                                                                  std::chrono::milliseconds(1));
+  if (left < timeout)
+    return {left, kTotalTimeout};
+  return {timeout, cls};
+}
+
+Error failed(const Phase &ph, bool cancelled, std::string_view cls, const std::string &what,
+             beast::error_code ec) {
+  if (cancelled)
+    return transport::classed(kCancelledCall, what + ": cancelled");
+  if (ec == beast::error::timeout)
+    return transport::classed(ph.cls, what + ": " + std::string(ph.cls));
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
+    return transport::classed(kBadResponse, what + ": " + ec.message());
+  return transport::classed(cls, what + ": " + ec.message());
+}
+
+} // namespace
+
+struct AsyncUpstreamClient::Pool {
+  Pool(asio::io_context &ioc, UpstreamOptions o, const Clock &c)
+      : ioc(ioc), options(std::move(o)), clock(c) {}
+  asio::io_context &ioc;
+  const UpstreamOptions options;
+  const Clock &clock;
+  std::mutex mu;
+  std::vector<std::pair<std::unique_ptr<Conn>, Deadline>> idle; // bounded by max_idle
+  std::optional<std::vector<tcp::endpoint>> resolved;           // the first lookup's answer
+  int opened = 0;
+
+  std::unique_ptr<Conn> take() {
+    std::vector<std::unique_ptr<Conn>> expired; // closed outside the lock
+    std::lock_guard<std::mutex> lk(mu);
+    const auto now = clock.now();
+    while (!idle.empty()) {
+      auto [conn, since] = std::move(idle.back());
+      idle.pop_back();
+      if (now - since > options.keep_idle)
+        expired.push_back(std::move(conn));
+      else
+        return std::move(conn);
+    }
+    return nullptr;
+  }
+  void put_back(std::unique_ptr<Conn> conn) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (static_cast<int>(idle.size()) < options.max_idle)
+      idle.emplace_back(std::move(conn), clock.now());
+  }
+};
+
+struct AsyncUpstreamCall::Impl {
+  std::shared_ptr<AsyncUpstreamClient::Pool> pool;
+  bhttp::request<bhttp::string_body> req;
+  Deadline deadline;
+  std::mutex mu;              // guards `conn` against cancel() from other threads
+  std::unique_ptr<Conn> conn; // touched on its strand only
+  bool fresh = false;         // `conn` was opened for this call
+  int tries = 0;              // a stale kept-alive connection costs one more
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
+  beast::error_code write_ec;
+  Phase ph{};
+  std::string piece; // the read buffer of read_some()
+  std::string body;  // read_all()'s accumulation
+  bool done = false; // the body was read to its end
+  bool failed = false;
+  HeadDone head_done;
+};
+
+// The steps of a call, each a handler on the strand of the call's connection.
+struct Steps {
+  using Call = AsyncUpstreamCall;
+
+  static void begin(const std::shared_ptr<Call> &c) {
+    auto &m = *c->impl_;
+    if (c->cancelled())
+      return fail_head(c, transport::classed(kCancelledCall, "cancelled"));
+    if (!m.fresh)
+      return write(c);
+    const auto &o = m.pool->options;
+    std::vector<tcp::endpoint> to;
+    {
+      std::lock_guard<std::mutex> lk(m.pool->mu);
+      if (m.pool->resolved)
+        to = *m.pool->resolved;
+    }
+    if (to.empty()) {
+      // Backends are configured by the operator: their names are trusted. Looked up once
+      // (a name's addresses rarely move; a restart picks up a change).
+      tcp::resolver resolver(m.pool->ioc);
+      beast::error_code ec;
+      auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
+      if (ec)
+        return fail_head(c, transport::classed(kConnectFailed,
+                                               "Cannot resolve " + o.host + ": " + ec.message()));
+      for (const auto &r : results)
+        to.push_back(r.endpoint());
+      std::lock_guard<std::mutex> lk(m.pool->mu);
+      m.pool->resolved = to;
+    }
+    m.ph = phase(o.connect_timeout, kConnectTimeout, m.deadline, m.pool->clock);
+    Conn &conn = *m.conn;
+    conn.tcp.emplace(conn.strand);
+    conn.tcp->expires_after(m.ph.limit);
+    conn.tcp->async_connect(to, [c](beast::error_code ec, const tcp::endpoint &) {
+      auto &m = *c->impl_;
+      if (ec)
+        return fail_head(
+            c, failed(m.ph, c->cancelled(), kConnectFailed, "Cannot connect to " + where(m), ec));
+      m.conn->tcp->socket().set_option(tcp::no_delay(true), ec);
+      if (!m.pool->options.tls) {
+        count_open(m);
+        return write(c);
+      }
+      handshake(c);
+    });
+  }
+
+  static std::string where(const Call::Impl &m) {
+    return m.pool->options.host + ":" + std::to_string(m.pool->options.port);
+  }
+  static void count_open(Call::Impl &m) {
+    std::lock_guard<std::mutex> lk(m.pool->mu);
+    ++m.pool->opened;
+  }
+
+  static void handshake(const std::shared_ptr<Call> &c) {
+    auto &m = *c->impl_;
+    if (c->cancelled())
+      return fail_head(c, transport::classed(kCancelledCall, "cancelled"));
+    Conn &conn = *m.conn;
+    const auto &o = m.pool->options;
+    auto ctx = transport::tls_context(o.tls_ca_file);
+    if (!ctx)
+      return fail_head(c, ctx.take_error());
+    conn.ctx = *ctx;
+    conn.tls.emplace(std::move(*conn.tcp), *conn.ctx);
+    conn.tcp.reset();
+    beast::error_code not_ip;
+    (void)asio::ip::make_address(o.host, not_ip);
+    if (not_ip) // SNI carries names only (RFC 6066)
+      SSL_set_tlsext_host_name(conn.tls->native_handle(), o.host.c_str());
+    conn.tls->set_verify_mode(ssl::verify_peer);
+    conn.tls->set_verify_callback(ssl::host_name_verification(o.host));
+    conn.lowest().expires_after(m.ph.limit);
+    conn.tls->async_handshake(ssl::stream_base::client, [c](beast::error_code ec) {
+      auto &m = *c->impl_;
+      if (ec)
+        return fail_head(
+            c, failed(m.ph, c->cancelled(), kTlsFailed, "TLS handshake with " + where(m), ec));
+      count_open(m);
+      write(c);
+    });
+  }
+
+  static void write(const std::shared_ptr<Call> &c) {
+    auto &m = *c->impl_;
+    if (c->cancelled()) // a cancel between two steps found nothing pending to abort
+      return fail_head(c, transport::classed(kCancelledCall, "cancelled"));
+    m.ph = phase(m.pool->options.first_byte_timeout, kFirstByteTimeout, m.deadline, m.pool->clock);
+    m.conn->lowest().expires_after(m.ph.limit);
+    m.conn->with([&](auto &s) {
+      bhttp::async_write(s, m.req, [c](beast::error_code ec, std::size_t) {
+        auto &m = *c->impl_;
+        if (ec && !m.fresh && !c->cancelled())
+          return retry_fresh(c); // a kept-alive connection the server had closed
+        m.write_ec = ec;
+        read_head(c);
+      });
+    });
+  }
+
+  static void read_head(const std::shared_ptr<Call> &c) {
+    auto &m = *c->impl_;
+    if (c->cancelled())
+      return fail_head(c, transport::classed(kCancelledCall, "cancelled"));
+    m.parser.emplace();
+    m.parser->body_limit(std::numeric_limits<std::uint64_t>::max()); // read piece by piece
+    m.parser->header_limit(64 * 1024);
+    m.ph = phase(m.pool->options.first_byte_timeout, kFirstByteTimeout, m.deadline, m.pool->clock);
+    m.conn->lowest().expires_after(m.ph.limit);
+    m.conn->with([&](auto &s) {
+      bhttp::async_read_header(
+          s, m.conn->buffer, *m.parser, [c](beast::error_code ec, std::size_t) {
+            auto &m = *c->impl_;
+            if (ec) {
+              const bool stale = !m.fresh && !m.parser->got_some() && ec != beast::error::timeout &&
+                                 !c->cancelled();
+              if (stale)
+                return retry_fresh(c);
+              return fail_head(c, m.write_ec ? failed(m.ph, c->cancelled(), kConnectFailed,
+                                                      "Writing request", m.write_ec)
+                                             : failed(m.ph, c->cancelled(), kUpstreamReset,
+                                                      "Reading response head", ec));
+            }
+            if (m.parser->get().result_int() / 100 == 1)
+              return read_head(c); // 1xx interim responses precede the real one
+            c->status_ = static_cast<int>(m.parser->get().result_int());
+            c->headers_.clear();
+            for (const auto &f : m.parser->get().base())
+              c->headers_.push_back({std::string(f.name_string()), std::string(f.value())});
+            m.done = m.parser->is_done();
+            release_if_done(c);
+            auto done = std::move(m.head_done);
+            done(Ok());
+          });
+    });
+  }
+
+  // The response was read to its end: the connection serves the next call at once (not when
+  // the last reference to this one drops).
+  static void release_if_done(const std::shared_ptr<Call> &c) {
+    auto &m = *c->impl_;
+    if (!m.done || m.failed || !m.parser->get().keep_alive() || c->cancelled())
+      return;
+    std::unique_ptr<Conn> conn;
+    {
+      std::lock_guard<std::mutex> lk(m.mu);
+      conn = std::move(m.conn);
+    }
+    m.pool->put_back(std::move(conn));
+  }
+
+  static void retry_fresh(const std::shared_ptr<Call> &c) {
+    auto &m = *c->impl_;
+    if (++m.tries >= 2)
+      return fail_head(c, transport::classed(kConnectFailed, "Connection closed by upstream"));
+    auto fresh = std::make_unique<Conn>(m.pool->ioc);
+    std::unique_ptr<Conn> old;
+    {
+      std::lock_guard<std::mutex> lk(m.mu);
+      old = std::move(m.conn);
+      m.conn = std::move(fresh);
+    }
+    m.fresh = true;
+    old.reset();
+    asio::post(m.conn->strand, [c] { begin(c); });
+  }
+
+  static void fail_head(const std::shared_ptr<Call> &c, Error e) {
+    auto &m = *c->impl_;
+    m.failed = true;
+    auto done = std::move(m.head_done);
+    if (done)
+      done(Err(std::move(e)));
+  }
+
+  static void read_some(const std::shared_ptr<Call> &c, Call::PieceDone done) {
+    auto &m = *c->impl_;
+    // A cancel that arrived while no step was pending found nothing to abort: checked here, so
+    // a cancel ends the call at the next piece at the latest.
+    if (!m.done && !m.failed && c->cancelled())
+      m.failed = true;
+    if (m.done || m.failed || !m.conn) {
+      Result<std::optional<std::string_view>> r =
+          m.done ? Result<std::optional<std::string_view>>(std::optional<std::string_view>())
+                 : Err(transport::classed(c->cancelled() ? kCancelledCall : kUpstreamReset,
+                                          c->cancelled() ? "Reading upstream response: cancelled"
+                                                         : "upstream response already failed"));
+      asio::post(m.conn ? asio::any_io_executor(m.conn->strand)
+                        : asio::any_io_executor(m.pool->ioc.get_executor()),
+                 [c, done = std::move(done), r = std::move(r)]() mutable { done(std::move(r)); });
+      return;
+    }
+    if (m.piece.size() != kPiece)
+      m.piece.resize(kPiece);
+    m.parser->get().body().data = m.piece.data();
+    m.parser->get().body().size = m.piece.size();
+    m.ph = phase(m.pool->options.idle_timeout, kIdleTimeout, m.deadline, m.pool->clock);
+    m.conn->lowest().expires_after(m.ph.limit);
+    m.conn->with([&](auto &s) {
+      bhttp::async_read_some(
+          s, m.conn->buffer, *m.parser,
+          [c, done = std::move(done)](beast::error_code ec, std::size_t) mutable {
+            auto &m = *c->impl_;
+            if (ec == bhttp::error::need_buffer)
+              ec = {};
+            if (ec == bhttp::error::end_of_stream && m.parser->is_done())
+              ec = {};
+            if (ec) {
+              m.failed = true;
+              return done(Err(
+                  failed(m.ph, c->cancelled(), kUpstreamReset, "Reading upstream response", ec)));
+            }
+            const std::size_t n = m.piece.size() - m.parser->get().body().size;
+            if (m.parser->is_done()) {
+              m.done = true;
+              release_if_done(c);
+            }
+            if (n > 0)
+              return done(std::optional<std::string_view>(std::string_view(m.piece.data(), n)));
+            if (m.done)
+              return done(std::optional<std::string_view>());
+            read_some(c, std::move(done)); // a chunk header only: read on
+          });
+    });
+  }
+
+  static void read_all(const std::shared_ptr<Call> &c, std::size_t max_bytes, Call::BodyDone done) {
+    read_some(c, [c, max_bytes,
+                  done = std::move(done)](Result<std::optional<std::string_view>> piece) mutable {
+      auto &m = *c->impl_;
+      if (!piece)
+        return done(Err(piece.take_error()));
+      if (!*piece)
+        return done(std::move(m.body));
+      if (m.body.size() + (*piece)->size() > max_bytes) {
+        m.failed = true;
+        return done(
+            Err(transport::classed(kResponseTooLarge, "upstream response larger than " +
+                                                          std::to_string(max_bytes) + " bytes")));
+      }
+      m.body.append(**piece);
+      read_all(c, max_bytes, std::move(done));
+    });
+  }
+};
+
+// --- AsyncUpstreamCall
+
+AsyncUpstreamCall::AsyncUpstreamCall(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+AsyncUpstreamCall::~AsyncUpstreamCall() {
+  Impl &m = *impl_;
+  const bool reusable =
+      m.conn && m.done && !m.failed && m.parser && m.parser->get().keep_alive() && !cancelled();
+  if (reusable)
+    m.pool->put_back(std::move(m.conn));
+}
+
+void AsyncUpstreamCall::read_some(PieceDone done) {
+  Steps::read_some(shared_from_this(), std::move(done));
+}
+
+void AsyncUpstreamCall::read_all(std::size_t max_bytes, BodyDone done) {
+  impl_->body.clear();
+  Steps::read_all(shared_from_this(), max_bytes, std::move(done));
+}
+
+void AsyncUpstreamCall::cancel() {
+  if (cancelled_.exchange(true))
+    return;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  Conn *conn = impl_->conn.get();
+  if (!conn)
+    return;
+  asio::post(conn->strand, [self = shared_from_this(), conn] {
+    std::lock_guard<std::mutex> lk(self->impl_->mu);
+    if (self->impl_->conn.get() == conn && conn->open())
+      conn->lowest().cancel();
+  });
+}
+
+// --- AsyncUpstreamClient
+
+AsyncUpstreamClient::AsyncUpstreamClient(IoLoop &loop, UpstreamOptions options, const Clock &clock)
+    : pool_(std::make_shared<Pool>(loop.impl().ioc, std::move(options), clock)) {}
+
+AsyncUpstreamClient::~AsyncUpstreamClient() = default;
+
+const UpstreamOptions &AsyncUpstreamClient::options() const { return pool_->options; }
+
+int AsyncUpstreamClient::connections_opened() const {
+  std::lock_guard<std::mutex> lk(pool_->mu);
+  return pool_->opened;
+}
+
+int AsyncUpstreamClient::idle_connections() const {
+  std::lock_guard<std::mutex> lk(pool_->mu);
+  return static_cast<int>(pool_->idle.size());
+}
+
+std::shared_ptr<AsyncUpstreamCall> AsyncUpstreamClient::call(Method method, std::string_view target,
+                                                             std::string body,
+                                                             const Headers &headers) {
+  auto m = std::make_unique<AsyncUpstreamCall::Impl>();
+  const auto &o = pool_->options;
+  m->pool = pool_;
+  m->req = bhttp::request<bhttp::string_body>{transport::to_verb(method), target, 11};
+  m->req.set(bhttp::field::host, transport::authority(o.host, o.port, o.tls));
+  m->req.set(bhttp::field::user_agent, "gantry");
+  for (const Header &h : headers)
+    m->req.set(h.name, h.value);
+  m->req.body() = std::move(body);
+  m->req.prepare_payload();
+  return std::make_shared<AsyncUpstreamCall>(std::move(m));
+}
+
+void AsyncUpstreamCall::start(HeadDone done) {
+  Impl &m = *impl_;
+  const auto &o = m.pool->options;
+  m.deadline =
+      o.total_timeout.count() > 0 ? m.pool->clock.now() + o.total_timeout : Deadline::max();
+  m.head_done = std::move(done);
+  auto conn = m.pool->take();
+  m.fresh = !conn;
+  if (m.fresh)
+    conn = std::make_unique<Conn>(m.pool->ioc);
+  auto strand = conn->strand;
+  {
+    std::lock_guard<std::mutex> lk(m.mu);
+    m.conn = std::move(conn);
+  }
+  asio::post(strand, [self = shared_from_this()] { Steps::begin(self); });
+}
+
+} // namespace gantry::http

@@ -1,0 +1,67 @@
+#include "http/io_loop.h"
+
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "http/io_loop_impl.h"
+
+namespace gantry::http {
+
+namespace asio = boost::asio;
+
+IoLoop::IoLoop(int threads) : impl_(std::make_unique<Impl>()) {
+  for (int i = 0; i < std::max(1, threads); ++i)
+    impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+}
+
+IoLoop::~IoLoop() {
+  // Handlers already queued (a timer's cancel, a call's last step) run to their end: an I/O
+  // object destroyed with a dropped handler would outlive its io_context. What is still
+  // pending after a grace period (an operation nobody cancelled) is dropped.
+  impl_->guard.reset();
+  for (int i = 0; i < 2000 && !impl_->ioc.stopped(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->ioc.stop();
+  for (auto &t : impl_->threads)
+    t.join();
+}
+
+void IoLoop::post(std::function<void()> fn) { asio::post(impl_->ioc, std::move(fn)); }
+
+// The timer lives on its own strand: wait() and cancel() from any thread are posted there, so
+// they never race each other or the expiry handler.
+struct Timer::Impl : std::enable_shared_from_this<Timer::Impl> {
+  explicit Impl(asio::io_context &ioc) : strand(asio::make_strand(ioc)), timer(strand) {}
+  asio::strand<asio::io_context::executor_type> strand;
+  asio::steady_timer timer;
+  uint64_t generation = 0; // of the latest wait(): an older wait's handler reports a cancel
+};
+
+Timer::Timer(IoLoop &loop) : impl_(std::make_shared<Impl>(loop.impl().ioc)) {}
+
+Timer::~Timer() { cancel(); }
+
+void Timer::wait(std::chrono::steady_clock::duration d, std::function<void(bool)> fn) {
+  asio::post(impl_->strand, [self = impl_, d, fn = std::move(fn)]() mutable {
+    const uint64_t gen = ++self->generation;
+    self->timer.expires_after(d); // cancels a previous wait
+    self->timer.async_wait([self, gen, fn = std::move(fn)](boost::system::error_code ec) {
+      fn(!ec && gen == self->generation);
+    });
+  });
+}
+
+void Timer::cancel() {
+  asio::post(impl_->strand, [self = impl_] {
+    ++self->generation;
+    self->timer.cancel();
+  });
+}
+
+} // namespace gantry::http
