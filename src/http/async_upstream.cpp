@@ -40,10 +40,11 @@ namespace {
 
 constexpr std::size_t kPiece = 16 * 1024;
 
-// One connection, bound to its strand for life.
+// One connection, bound to its strand (of one io_context) for life.
 struct Conn {
-  explicit Conn(asio::io_context &ioc) : strand(asio::make_strand(ioc)) {}
+  explicit Conn(asio::io_context &ioc) : ioc(&ioc), strand(asio::make_strand(ioc)) {}
   ~Conn() { close(); }
+  asio::io_context *ioc; // where it lives: it goes back to that io_context's idle set
   StrandEx strand;
   std::shared_ptr<ssl::context> ctx; // declared before the streams: outlives them
   std::optional<beast::tcp_stream> tcp;
@@ -98,24 +99,41 @@ Error failed(const Phase &ph, bool cancelled, std::string_view cls, const std::s
 
 } // namespace
 
-struct AsyncUpstreamClient::Pool {
+// Kept-alive connections are kept per io_context: a call started on an HTTP server I/O thread
+// (IoLoop::current()) runs on that thread's io_context and takes a connection living there, so
+// no step of it hops threads. Each io_context's idle set is bounded by max_idle.
+struct AsyncUpstreamClient::Pool : std::enable_shared_from_this<AsyncUpstreamClient::Pool> {
   Pool(asio::io_context &ioc, UpstreamOptions o, const Clock &c)
       : ioc(ioc), options(std::move(o)), clock(c) {}
-  asio::io_context &ioc;
+  asio::io_context &ioc; // the client's own loop's
   const UpstreamOptions options;
   const Clock &clock;
   std::mutex mu;
-  std::vector<std::pair<std::unique_ptr<Conn>, Deadline>> idle; // bounded by max_idle
-  std::optional<std::vector<tcp::endpoint>> resolved;           // the first lookup's answer
+  struct Idle {
+    asio::io_context *ioc;
+    std::vector<std::pair<std::unique_ptr<Conn>, Deadline>> conns; // bounded by max_idle
+  };
+  // One per io_context calls ran on: the client's own and the server's I/O threads (a few).
+  std::vector<Idle> idle;
+  std::optional<std::vector<tcp::endpoint>> resolved; // the first lookup's answer
   int opened = 0;
 
-  std::unique_ptr<Conn> take() {
+  Idle *idle_of(asio::io_context *on) {
+    for (auto &i : idle)
+      if (i.ioc == on)
+        return &i;
+    return nullptr;
+  }
+  std::unique_ptr<Conn> take(asio::io_context *on) {
     std::vector<std::unique_ptr<Conn>> expired; // closed outside the lock
     std::lock_guard<std::mutex> lk(mu);
+    Idle *set = idle_of(on);
+    if (!set)
+      return nullptr;
     const auto now = clock.now();
-    while (!idle.empty()) {
-      auto [conn, since] = std::move(idle.back());
-      idle.pop_back();
+    while (!set->conns.empty()) {
+      auto [conn, since] = std::move(set->conns.back());
+      set->conns.pop_back();
       if (now - since > options.keep_idle)
         expired.push_back(std::move(conn));
       else
@@ -123,15 +141,45 @@ struct AsyncUpstreamClient::Pool {
     }
     return nullptr;
   }
-  void put_back(std::unique_ptr<Conn> conn) {
+  void put_back(std::unique_ptr<Conn> conn, IoLoop *loop) {
     std::lock_guard<std::mutex> lk(mu);
-    if (static_cast<int>(idle.size()) < options.max_idle)
-      idle.emplace_back(std::move(conn), clock.now());
+    Idle *set = idle_of(conn->ioc);
+    if (!set) {
+      if (loop && loop->impl().ioc == conn->ioc && conn->ioc != &ioc) {
+        // Another's io_context (a server I/O thread's): its connections are dropped before
+        // it goes.
+        std::weak_ptr<Pool> weak = weak_from_this();
+        asio::io_context *gone = conn->ioc;
+        loop->at_close(weak, [weak, gone] {
+          if (auto p = weak.lock())
+            p->drop(gone);
+        });
+      } else if (conn->ioc != &ioc) {
+        return; // nobody would close it in time: not kept
+      }
+      idle.push_back({conn->ioc, {}});
+      set = &idle.back();
+    }
+    if (static_cast<int>(set->conns.size()) < options.max_idle)
+      set->conns.emplace_back(std::move(conn), clock.now());
+  }
+  void drop(asio::io_context *gone) {
+    std::vector<Idle> dropped; // closed outside the lock
+    std::lock_guard<std::mutex> lk(mu);
+    for (auto it = idle.begin(); it != idle.end();)
+      if (it->ioc == gone) {
+        dropped.push_back(std::move(*it));
+        it = idle.erase(it);
+      } else {
+        ++it;
+      }
   }
 };
 
 struct AsyncUpstreamCall::Impl {
   std::shared_ptr<AsyncUpstreamClient::Pool> pool;
+  asio::io_context *ioc = nullptr; // where the call runs (its connections live there)
+  IoLoop *loop = nullptr;          // the loop standing for it, when not the client's own
   bhttp::request<bhttp::string_body> req;
   Deadline deadline;
   std::mutex mu;              // guards `conn` against cancel() from other threads
@@ -168,7 +216,7 @@ struct Steps {
     if (to.empty()) {
       // Backends are configured by the operator: their names are trusted. Looked up once
       // (a name's addresses rarely move; a restart picks up a change).
-      tcp::resolver resolver(m.pool->ioc);
+      tcp::resolver resolver(*m.ioc);
       beast::error_code ec;
       auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
       if (ec)
@@ -299,14 +347,14 @@ struct Steps {
       std::lock_guard<std::mutex> lk(m.mu);
       conn = std::move(m.conn);
     }
-    m.pool->put_back(std::move(conn));
+    m.pool->put_back(std::move(conn), m.loop);
   }
 
   static void retry_fresh(const std::shared_ptr<Call> &c) {
     auto &m = *c->impl_;
     if (++m.tries >= 2)
       return fail_head(c, transport::classed(kConnectFailed, "Connection closed by upstream"));
-    auto fresh = std::make_unique<Conn>(m.pool->ioc);
+    auto fresh = std::make_unique<Conn>(*m.ioc);
     std::unique_ptr<Conn> old;
     {
       std::lock_guard<std::mutex> lk(m.mu);
@@ -339,7 +387,7 @@ struct Steps {
                                           c->cancelled() ? "Reading upstream response: cancelled"
                                                          : "upstream response already failed"));
       asio::post(m.conn ? asio::any_io_executor(m.conn->strand)
-                        : asio::any_io_executor(m.pool->ioc.get_executor()),
+                        : asio::any_io_executor(m.ioc->get_executor()),
                  [c, done = std::move(done), r = std::move(r)]() mutable { done(std::move(r)); });
       return;
     }
@@ -406,7 +454,7 @@ AsyncUpstreamCall::~AsyncUpstreamCall() {
   const bool reusable =
       m.conn && m.done && !m.failed && m.parser && m.parser->get().keep_alive() && !cancelled();
   if (reusable)
-    m.pool->put_back(std::move(m.conn));
+    m.pool->put_back(std::move(m.conn), m.loop);
 }
 
 void AsyncUpstreamCall::read_some(PieceDone done) {
@@ -435,7 +483,7 @@ void AsyncUpstreamCall::cancel() {
 // --- AsyncUpstreamClient
 
 AsyncUpstreamClient::AsyncUpstreamClient(IoLoop &loop, UpstreamOptions options, const Clock &clock)
-    : pool_(std::make_shared<Pool>(loop.impl().ioc, std::move(options), clock)) {}
+    : pool_(std::make_shared<Pool>(*loop.impl().ioc, std::move(options), clock)) {}
 
 AsyncUpstreamClient::~AsyncUpstreamClient() = default;
 
@@ -448,15 +496,21 @@ int AsyncUpstreamClient::connections_opened() const {
 
 int AsyncUpstreamClient::idle_connections() const {
   std::lock_guard<std::mutex> lk(pool_->mu);
-  return static_cast<int>(pool_->idle.size());
+  int n = 0;
+  for (const auto &i : pool_->idle)
+    n += static_cast<int>(i.conns.size());
+  return n;
 }
 
 std::shared_ptr<AsyncUpstreamCall> AsyncUpstreamClient::call(Method method, std::string_view target,
                                                              std::string body,
-                                                             const Headers &headers) {
+                                                             const Headers &headers,
+                                                             IoLoop *on) {
   auto m = std::make_unique<AsyncUpstreamCall::Impl>();
   const auto &o = pool_->options;
   m->pool = pool_;
+  m->ioc = on ? on->impl().ioc : &pool_->ioc;
+  m->loop = on;
   m->req = bhttp::request<bhttp::string_body>{transport::to_verb(method), target, 11};
   m->req.set(bhttp::field::host, transport::authority(o.host, o.port, o.tls));
   m->req.set(bhttp::field::user_agent, "gantry");
@@ -473,10 +527,10 @@ void AsyncUpstreamCall::start(HeadDone done) {
   m.deadline =
       o.total_timeout.count() > 0 ? m.pool->clock.now() + o.total_timeout : Deadline::max();
   m.head_done = std::move(done);
-  auto conn = m.pool->take();
+  auto conn = m.pool->take(m.ioc);
   m.fresh = !conn;
   if (m.fresh)
-    conn = std::make_unique<Conn>(m.pool->ioc);
+    conn = std::make_unique<Conn>(*m.ioc);
   auto strand = conn->strand;
   {
     std::lock_guard<std::mutex> lk(m.mu);

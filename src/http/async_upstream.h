@@ -82,9 +82,11 @@ public:
   AsyncUpstreamClient(const AsyncUpstreamClient &) = delete;
   AsyncUpstreamClient &operator=(const AsyncUpstreamClient &) = delete;
 
-  // A request, not sent yet: the caller keeps it (for cancel()) before it calls start().
+  // A request, not sent yet: the caller keeps it (for cancel()) before it calls start(). It
+  // runs on `on` (a loop that outlives it; the caller's thread's IoLoop::current(), say), or
+  // on the client's own loop when null.
   std::shared_ptr<AsyncUpstreamCall> call(Method method, std::string_view target, std::string body,
-                                          const Headers &headers);
+                                          const Headers &headers, IoLoop *on = nullptr);
 
   const UpstreamOptions &options() const;
   int connections_opened() const;

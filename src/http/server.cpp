@@ -37,6 +37,7 @@
 #include <boost/url/parse.hpp>
 
 #include "http/exchange.h"
+#include "http/io_loop_impl.h"
 #include "http/request_id.h"
 #include "http/wire.h"
 
@@ -209,6 +210,9 @@ class Connection;
 // Everything one I/O thread owns.
 struct Worker {
   asio::io_context ioc{1};
+  // Stands for `ioc` (IoLoop::current() on this thread): outbound calls a handler starts run
+  // here too. Declared after `ioc`: destroyed first, it drops the connections kept on it.
+  std::unique_ptr<IoLoop> loop = wrap_io_context(ioc);
   std::list<std::shared_ptr<Connection>> connections; // owners until close
   RequestIdGenerator ids;
   std::thread thread;
@@ -960,7 +964,11 @@ Status HttpServer::start() {
   m.do_accept();
   for (auto &w : m.workers) {
     m.guards.push_back(asio::make_work_guard(w->ioc));
-    w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
+    w->thread = std::thread([&w = *w] {
+      set_current_loop(w.loop.get());
+      w.ioc.run();
+      set_current_loop(nullptr);
+    });
   }
   m.running = true;
   return Ok();

@@ -385,7 +385,7 @@ Result<std::unique_ptr<CallHandle>> RemoteBackend::start(const PreparedCall &pre
       std::erase_if(calls_, [](const std::weak_ptr<Call> &w) { return w.expired(); });
     calls_.push_back(call);
   }
-  loop_->post([call] { call->begin(); }); // sinks are never called inside start()
+  call->post_begin(); // on the call's loop: sinks are never called inside start()
   return std::unique_ptr<CallHandle>(std::make_unique<Handle>(call));
 }
 

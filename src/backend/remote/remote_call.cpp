@@ -61,8 +61,8 @@ bool retryable_status(int status) {
 
 RemoteBackend::Call::Call(RemoteBackend &backend, std::shared_ptr<const State> state,
                           std::shared_ptr<CallSink> sink)
-    : b_(backend), state_(std::move(state)), sink_(std::move(sink)),
-      timer_(std::make_unique<http::Timer>(*backend.loop_)) {
+    : b_(backend), loop_(http::IoLoop::current() ? http::IoLoop::current() : backend.loop_.get()),
+      state_(std::move(state)), sink_(std::move(sink)) {
   const auto &r = state_->request;
   const std::size_t n_prompts =
       r.endpoint == api::Endpoint::kCompletions ? std::max<std::size_t>(1, r.prompts.size()) : 1;
@@ -90,7 +90,16 @@ void RemoteBackend::Call::wake() {
 
 // Arms the timer; a cancel() that raced the arming is seen here (it set the flag before
 // cancelling the timer, so either its cancel or this one comes after the wait).
+void RemoteBackend::Call::post_begin() {
+  loop_->post([self = shared_from_this()] { self->begin(); });
+}
+
 void RemoteBackend::Call::wait(Steady::duration d, std::function<void(bool)> then) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!timer_) // made on first use: most calls never wait
+      timer_ = std::make_unique<http::Timer>(*loop_);
+  }
   timer_->wait(d, std::move(then));
   if (cancelled_.load())
     timer_->cancel();
@@ -148,7 +157,7 @@ void RemoteBackend::Call::acquire() {
   auto self = shared_from_this();
   std::lock_guard<std::mutex> lk(b_.waiters_mu_);
   if (b_.slot_generation_.load() != gen) { // a slot was freed since the try: try again
-    b_.loop_->post([self] { self->acquire(); });
+    loop_->post([self] { self->acquire(); });
     return;
   }
   b_.waiters_.push_back(self);
@@ -204,7 +213,7 @@ void RemoteBackend::Call::send() {
   const int which = r.endpoint == api::Endpoint::kChatCompletions ? 0 : 1;
   auto self = shared_from_this();
   auto up = ep.async_client->call(http::Method::kPost, ep.path[which], std::move(*body),
-                                  ep.headers[stream ? 1 : 0]);
+                                  ep.headers[stream ? 1 : 0], loop_);
   {
     std::lock_guard<std::mutex> lk(mu_);
     upstream_ = up;

@@ -50,7 +50,8 @@ struct RemoteBackend::Call : std::enable_shared_from_this<RemoteBackend::Call> {
 
   Call(RemoteBackend &backend, std::shared_ptr<const State> state, std::shared_ptr<CallSink> sink);
 
-  void begin();  // the first step; runs on a loop thread
+  void post_begin(); // schedules begin() on the call's loop
+  void begin();      // the first step; runs on a loop thread
   void cancel(); // any thread: aborts the pending step; the summary follows
   void wake();   // any thread: a queued call asks the pool again
 
@@ -72,12 +73,16 @@ private:
   void wait(std::chrono::steady_clock::duration d, std::function<void(bool)> then);
 
   RemoteBackend &b_;
+  // Where every step runs: the starting thread's loop when it is an HTTP server I/O thread (the
+  // client's connection lives there: no thread hand-off), else the backend's own.
+  http::IoLoop *const loop_;
   const std::shared_ptr<const State> state_;
   std::shared_ptr<CallSink> sink_;
   std::atomic<bool> cancelled_{false};
   std::mutex mu_; // guards upstream_ and timer_ against cancel() and wake()
   std::shared_ptr<http::AsyncUpstreamCall> upstream_;
-  // Back-off and queue waits. Dropped by finish(): a handle may outlive the backend's loop.
+  // Back-off and queue waits, made by the first wait(). Dropped by finish(): a handle may
+  // outlive the backend's loop.
   std::unique_ptr<http::Timer> timer_;
 
   // The whole call.
