@@ -7,7 +7,9 @@
 //   a kept-alive connection → the response (JSON body, or SSE read piece by piece) becomes
 //   ChoiceEvents → one CallSummary with the upstream's real usage and the backend's name
 //   (served_by). Chat and completions calls are asynchronous (remote_call.h): they hold no
-//   thread while they wait, and run on the backend's few I/O threads (io_threads).
+//   thread while they wait. A call started on an HTTP server I/O thread (a request handler:
+//   http::IoLoop::current()) runs on that thread, next to its client's connection; others
+//   (jobs, batches, the prepare pool) on the backend's own few I/O threads (io_threads).
 //
 // Failures before any output reached the sink (connect errors, resets, 429, 5xx) are retried on
 // another backend of the pool, with back-off honouring Retry-After, inside the pool's retry
@@ -18,10 +20,11 @@
 // nodes, issue 13); a call holds its backend's connection pool until it ends, so removing a
 // member never cuts a call short.
 //
-// Threading: thread-safe. Chat and completions calls run as callbacks on the backend's I/O
-// threads; embeddings run on call threads (grown on demand up to max_threads), blocking on
-// their own connection; a prober thread runs the active health checks. Sinks are called on
-// those threads, never inside start()/embed()/probe().
+// Threading: thread-safe. Chat and completions calls run as callbacks on the starting HTTP
+// I/O thread or the backend's I/O threads; embeddings run on call threads (grown on demand up
+// to max_threads), blocking on their own connection; a prober thread runs the active health
+// checks. Sinks are called on those threads, never inside start()/embed()/probe(): a sink must
+// not block for long (it may share its thread with other clients' connections).
 #pragma once
 
 #include <atomic>
