@@ -504,8 +504,7 @@ int AsyncUpstreamClient::idle_connections() const {
 
 std::shared_ptr<AsyncUpstreamCall> AsyncUpstreamClient::call(Method method, std::string_view target,
                                                              std::string body,
-                                                             const Headers &headers,
-                                                             IoLoop *on) {
+                                                             const Headers &headers, IoLoop *on) {
   auto m = std::make_unique<AsyncUpstreamCall::Impl>();
   const auto &o = pool_->options;
   m->pool = pool_;

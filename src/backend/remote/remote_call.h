@@ -52,8 +52,8 @@ struct RemoteBackend::Call : std::enable_shared_from_this<RemoteBackend::Call> {
 
   void post_begin(); // schedules begin() on the call's loop
   void begin();      // the first step; runs on a loop thread
-  void cancel(); // any thread: aborts the pending step; the summary follows
-  void wake();   // any thread: a queued call asks the pool again
+  void cancel();     // any thread: aborts the pending step; the summary follows
+  void wake();       // any thread: a queued call asks the pool again
 
 private:
   void next_attempt();
