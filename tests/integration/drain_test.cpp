@@ -37,6 +37,13 @@ constexpr auto kAllDoneWithin = std::chrono::seconds(150);
 constexpr int kJobTokens = 1000;
 constexpr auto kAllDoneWithin = std::chrono::seconds(60);
 #endif
+// The stream in flight at a preemption notice must outlast the notice's checks and still end
+// within drain_s (60 s): 4000 tokens take a few seconds, but more than 60 s under TSan.
+#if defined(__SANITIZE_THREAD__)
+constexpr int kStreamTokens = 800;
+#else
+constexpr int kStreamTokens = 4000;
+#endif
 
 // Every job of the queue, by id, read through `c` (paging through /v1/jobs).
 std::map<std::string, json::object> list_jobs(http::HttpClient &c) {
@@ -199,11 +206,11 @@ TEST(Drain, APreemptionNoticeStopsNewWorkLetsTheStreamFinishAndExitsZero) {
 
   // A stream in flight when the notice comes.
   http::HttpClient sc(server.client_options(60s));
-  auto s = sc.open_sse(
-      http::Method::kPost, "/v1/completions",
-      completion_body(
-          "Once upon a time",
-          {{"max_tokens", 4000}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true}}));
+  auto s = sc.open_sse(http::Method::kPost, "/v1/completions",
+                       completion_body("Once upon a time", {{"max_tokens", kStreamTokens},
+                                                            {"temperature", 0},
+                                                            {"ignore_eos", true},
+                                                            {"stream", true}}));
   ASSERT_TRUE(s) << s.error().message;
   ASSERT_EQ(s->status(), 200);
   ASSERT_EQ(read_stream(*s, 1).events.size(), 1u);
