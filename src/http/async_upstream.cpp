@@ -11,7 +11,6 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -33,7 +32,7 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
-using Deadline = std::chrono::steady_clock::time_point;
+using Deadline = transport::Deadline;
 using StrandEx = asio::strand<asio::io_context::executor_type>;
 
 namespace {
@@ -70,31 +69,12 @@ struct Conn {
   }
 };
 
-struct Phase {
-  std::chrono::steady_clock::duration limit;
-  std::string_view cls;
-};
-Phase phase(std::chrono::milliseconds timeout, std::string_view cls, Deadline total,
-            const Clock &clock) {
-  if (total == Deadline::max())
-    return {timeout, cls};
-  const auto left = std::max<std::chrono::steady_clock::duration>(total - clock.now(),
-                                                                  std::chrono::milliseconds(1));
-  if (left < timeout)
-    return {left, kTotalTimeout};
-  return {timeout, cls};
-}
+using transport::Phase;
+using transport::phase;
 
 Error failed(const Phase &ph, bool cancelled, std::string_view cls, const std::string &what,
              beast::error_code ec) {
-  if (cancelled)
-    return transport::classed(kCancelledCall, what + ": cancelled");
-  if (ec == beast::error::timeout)
-    return transport::classed(ph.cls, what + ": " + std::string(ph.cls));
-  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
-      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
-    return transport::classed(kBadResponse, what + ": " + ec.message());
-  return transport::classed(cls, what + ": " + ec.message());
+  return transport::step_failed(ph, cancelled, cls, what, ec);
 }
 
 } // namespace
@@ -265,12 +245,7 @@ struct Steps {
     conn.ctx = *ctx;
     conn.tls.emplace(std::move(*conn.tcp), *conn.ctx);
     conn.tcp.reset();
-    beast::error_code not_ip;
-    (void)asio::ip::make_address(o.host, not_ip);
-    if (not_ip) // SNI carries names only (RFC 6066)
-      SSL_set_tlsext_host_name(conn.tls->native_handle(), o.host.c_str());
-    conn.tls->set_verify_mode(ssl::verify_peer);
-    conn.tls->set_verify_callback(ssl::host_name_verification(o.host));
+    transport::prepare_tls(*conn.tls, o.host);
     conn.lowest().expires_after(m.ph.limit);
     conn.tls->async_handshake(ssl::stream_base::client, [c](beast::error_code ec) {
       auto &m = *c->impl_;

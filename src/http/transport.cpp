@@ -5,8 +5,10 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/beast/http/error.hpp>
 
 #include "http/client.h"
+#include "http/upstream.h"
 
 namespace gantry::http::transport {
 
@@ -107,12 +109,7 @@ Status connect(Transport &t, const std::vector<tcp::endpoint> &to, const Connect
   GANTRY_ASSIGN_OR_RETURN(t.ctx, tls_context(spec.tls_ca_file));
   t.tls.emplace(std::move(*t.tcp), *t.ctx);
   t.tcp.reset();
-  beast::error_code not_ip;
-  (void)asio::ip::make_address(spec.host, not_ip);
-  if (not_ip) // SNI carries names only (RFC 6066)
-    SSL_set_tlsext_host_name(t.tls->native_handle(), spec.host.c_str());
-  t.tls->set_verify_mode(ssl::verify_peer);
-  t.tls->set_verify_callback(ssl::host_name_verification(spec.host));
+  prepare_tls(*t.tls, spec.host);
   t.lowest().expires_after(spec.limit);
   ec = run(t, [&](auto handler) {
     t.tls->async_handshake(ssl::stream_base::client, std::move(handler));
@@ -120,6 +117,39 @@ Status connect(Transport &t, const std::vector<tcp::endpoint> &to, const Connect
   if (ec)
     return Err(fail(kTlsFailed, "TLS handshake with " + where, ec));
   return Ok();
+}
+
+Phase phase(std::chrono::milliseconds timeout, std::string_view cls, Deadline total,
+            const Clock &clock) {
+  if (total == Deadline::max())
+    return {timeout, cls};
+  const auto left = std::max<std::chrono::steady_clock::duration>(total - clock.now(),
+                                                                  std::chrono::milliseconds(1));
+  if (left < timeout)
+    return {left, kTotalTimeout};
+  return {timeout, cls};
+}
+
+Error step_failed(const Phase &ph, bool cancelled, std::string_view cls, const std::string &what,
+                  beast::error_code ec) {
+  namespace bhttp = boost::beast::http;
+  if (cancelled)
+    return classed(kCancelledCall, what + ": cancelled");
+  if (ec == beast::error::timeout)
+    return classed(ph.cls, what + ": " + std::string(ph.cls));
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
+    return classed(kBadResponse, what + ": " + ec.message());
+  return classed(cls, what + ": " + ec.message());
+}
+
+void prepare_tls(beast::ssl_stream<beast::tcp_stream> &tls, const std::string &host) {
+  beast::error_code not_ip;
+  (void)asio::ip::make_address(host, not_ip);
+  if (not_ip) // SNI carries names only (RFC 6066)
+    SSL_set_tlsext_host_name(tls.native_handle(), host.c_str());
+  tls.set_verify_mode(ssl::verify_peer);
+  tls.set_verify_callback(ssl::host_name_verification(host));
 }
 
 } // namespace gantry::http::transport

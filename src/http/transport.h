@@ -29,6 +29,7 @@
 #include <boost/beast/http/verb.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "http/request.h"
 
@@ -79,6 +80,26 @@ boost::beast::http::verb to_verb(Method m);
 
 // An Error of kind io whose param carries its class (client.h's kConnectFailed, kTlsFailed, ...).
 Error classed(std::string_view cls, std::string message);
+
+// The tighter of a phase's timeout and what is left of the total (Deadline::max(): none), and
+// the class of the error if it fires (kTotalTimeout when the total is the tighter). Shared by the
+// blocking and the asynchronous upstream clients.
+using Deadline = std::chrono::steady_clock::time_point;
+struct Phase {
+  std::chrono::steady_clock::duration limit;
+  std::string_view cls;
+};
+Phase phase(std::chrono::milliseconds timeout, std::string_view cls, Deadline total,
+            const Clock &clock);
+
+// The classed error of a failed step of `ph`: cancelled, the phase's timeout, a malformed
+// response (Beast's HTTP errors other than a cut-off), or `cls`.
+Error step_failed(const Phase &ph, bool cancelled, std::string_view cls, const std::string &what,
+                  beast::error_code ec);
+
+// SNI (for names, not literal addresses) and peer verification against `host`, on a TLS stream
+// not yet handshaken.
+void prepare_tls(beast::ssl_stream<beast::tcp_stream> &tls, const std::string &host);
 
 // The Host header's value: IPv6 literals bracketed, the port only when not the scheme's default.
 std::string authority(const std::string &host, std::uint16_t port, bool tls);

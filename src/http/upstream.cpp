@@ -13,7 +13,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -76,35 +75,13 @@ using transport::classed;
 using transport::run;
 using transport::to_verb;
 
-using Deadline = std::chrono::steady_clock::time_point;
-
-// The tighter of a phase's timeout and what is left of the total, and the class of the error
-// if it fires.
-struct Phase {
-  std::chrono::steady_clock::duration limit;
-  std::string_view cls;
-};
-Phase phase(std::chrono::milliseconds timeout, std::string_view cls, Deadline total,
-            const Clock &clock) {
-  if (total == Deadline::max())
-    return {timeout, cls};
-  const auto left = std::max<std::chrono::steady_clock::duration>(total - clock.now(),
-                                                                  std::chrono::milliseconds(1));
-  if (left < timeout)
-    return {left, kTotalTimeout};
-  return {timeout, cls};
-}
+using Deadline = transport::Deadline;
+using transport::Phase;
+using transport::phase;
 
 Error failed(const Phase &ph, const CancelSignal *cancel, std::string_view cls, std::string what,
              beast::error_code ec) {
-  if (cancel && cancel->cancelled())
-    return classed(kCancelledCall, what + ": cancelled");
-  if (ec == beast::error::timeout)
-    return classed(ph.cls, what + ": " + std::string(ph.cls));
-  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
-      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
-    return classed(kBadResponse, what + ": " + ec.message());
-  return classed(cls, what + ": " + ec.message());
+  return transport::step_failed(ph, cancel && cancel->cancelled(), cls, what, ec);
 }
 
 Status connect(UpstreamConnection &c, const UpstreamOptions &o, const Phase &ph,

@@ -154,53 +154,10 @@ std::optional<Pool::Lease> Pool::choose(const std::vector<int> &exclude,
   return Lease{pick, false};
 }
 
-Result<Pool::Lease> Pool::acquire(const std::vector<int> &exclude,
-                                  std::optional<uint64_t> affinity_key,
-                                  const std::function<bool()> &cancelled) {
-  std::unique_lock<std::mutex> lk(mu_);
-  const auto deadline = clock_.now() + options_.max_queue_wait;
-  bool queued = false;
-  auto queue_full = [&](const char *why) {
-    ++queue_rejected_;
-    Error err{ErrorCode::kQueueFull, why, {}};
-    err.retry_after_ms = 1000;
-    return Err(std::move(err));
-  };
-  while (true) {
-    bool any_full = false;
-    int64_t out_ms = -1;
-    if (auto lease = choose(exclude, affinity_key, any_full, out_ms)) {
-      Endpoint &e = eps_[lease->index];
-      ++e.in_flight;
-      ++e.stats.requests;
-      return *lease;
-    }
-    if (!any_full) {
-      Error err{ErrorCode::kUnavailable, "no backend of this model is available", {}};
-      err.retry_after_ms = out_ms > 0 ? out_ms : 1000;
-      return Err(std::move(err));
-    }
-    if (cancelled && cancelled())
-      return Err(Error{ErrorCode::kCancelled, "cancelled while queued", {}});
-    if (!queued && queued_ >= options_.max_queue)
-      return queue_full("every backend of this model is at its max_concurrent");
-    queued = true;
-    const auto left = deadline - clock_.now();
-    if (left <= std::chrono::steady_clock::duration::zero())
-      return queue_full("timed out waiting for a free backend slot");
-    ++queued_;
-    const auto status = slot_freed_.wait_for(lk, left);
-    --queued_;
-    if (status == std::cv_status::timeout)
-      return queue_full("timed out waiting for a free backend slot");
-  }
-}
-
-void Pool::wake_waiters() { slot_freed_.notify_all(); }
-
-Result<std::optional<Pool::Lease>> Pool::try_acquire(const std::vector<int> &exclude,
+// Under mu_: a lease (counted), std::nullopt when every usable backend is at its
+// max_concurrent, or kUnavailable (with how long until one is back).
+Result<std::optional<Pool::Lease>> Pool::take_locked(const std::vector<int> &exclude,
                                                      std::optional<uint64_t> affinity_key) {
-  std::lock_guard<std::mutex> lk(mu_);
   bool any_full = false;
   int64_t out_ms = -1;
   if (auto lease = choose(exclude, affinity_key, any_full, out_ms)) {
@@ -216,14 +173,55 @@ Result<std::optional<Pool::Lease>> Pool::try_acquire(const std::vector<int> &exc
   return Err(std::move(err));
 }
 
+// Under mu_: the counted kQueueFull of a full or timed-out wait queue.
+Error Pool::queue_full_locked(const char *why) {
+  ++queue_rejected_;
+  Error err{ErrorCode::kQueueFull, why, {}};
+  err.retry_after_ms = 1000;
+  return err;
+}
+
+constexpr const char *kQueueIsFull = "every backend of this model is at its max_concurrent";
+constexpr const char *kQueueWaitTimedOut = "timed out waiting for a free backend slot";
+
+Result<Pool::Lease> Pool::acquire(const std::vector<int> &exclude,
+                                  std::optional<uint64_t> affinity_key,
+                                  const std::function<bool()> &cancelled) {
+  std::unique_lock<std::mutex> lk(mu_);
+  const auto deadline = clock_.now() + options_.max_queue_wait;
+  bool queued = false;
+  while (true) {
+    GANTRY_ASSIGN_OR_RETURN(auto lease, take_locked(exclude, affinity_key));
+    if (lease)
+      return *lease;
+    if (cancelled && cancelled())
+      return Err(Error{ErrorCode::kCancelled, "cancelled while queued", {}});
+    if (!queued && queued_ >= options_.max_queue)
+      return Err(queue_full_locked(kQueueIsFull));
+    queued = true;
+    const auto left = deadline - clock_.now();
+    if (left <= std::chrono::steady_clock::duration::zero())
+      return Err(queue_full_locked(kQueueWaitTimedOut));
+    ++queued_;
+    const auto status = slot_freed_.wait_for(lk, left);
+    --queued_;
+    if (status == std::cv_status::timeout)
+      return Err(queue_full_locked(kQueueWaitTimedOut));
+  }
+}
+
+void Pool::wake_waiters() { slot_freed_.notify_all(); }
+
+Result<std::optional<Pool::Lease>> Pool::try_acquire(const std::vector<int> &exclude,
+                                                     std::optional<uint64_t> affinity_key) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return take_locked(exclude, affinity_key);
+}
+
 Status Pool::enter_queue() {
   std::lock_guard<std::mutex> lk(mu_);
-  if (queued_ >= options_.max_queue) {
-    ++queue_rejected_;
-    Error err{ErrorCode::kQueueFull, "every backend of this model is at its max_concurrent", {}};
-    err.retry_after_ms = 1000;
-    return Err(std::move(err));
-  }
+  if (queued_ >= options_.max_queue)
+    return Err(queue_full_locked(kQueueIsFull));
   ++queued_;
   return Ok();
 }
@@ -235,10 +233,7 @@ void Pool::leave_queue() {
 
 Error Pool::queue_timeout() {
   std::lock_guard<std::mutex> lk(mu_);
-  ++queue_rejected_;
-  Error err{ErrorCode::kQueueFull, "timed out waiting for a free backend slot", {}};
-  err.retry_after_ms = 1000;
-  return err;
+  return queue_full_locked(kQueueWaitTimedOut);
 }
 
 void Pool::eject(Endpoint &e, std::chrono::steady_clock::time_point now) {

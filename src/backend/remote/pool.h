@@ -167,6 +167,9 @@ private:
 
   enum class Usable { kYes, kTrial, kFull, kOut, kRemoved };
   Usable usable(const Endpoint &e, std::chrono::steady_clock::time_point now) const;
+  Result<std::optional<Lease>> take_locked(const std::vector<int> &exclude,
+                                           std::optional<uint64_t> affinity_key);
+  Error queue_full_locked(const char *why);
   std::optional<Lease> choose(const std::vector<int> &exclude, std::optional<uint64_t> key,
                               bool &any_full, int64_t &out_ms);
   void eject(Endpoint &e, std::chrono::steady_clock::time_point now);
