@@ -6,7 +6,8 @@
 // TLS (system CA store plus an optional CA file, SNI, host-name verification, TLS >= 1.2) and
 // runs Beast's asynchronous operations to completion on the connection's own io_context.
 //
-// Internal to the http module: it includes Beast, which only client.cpp and upstream.cpp see.
+// Internal to the http module: it includes Beast, which only client.cpp, upstream.cpp and
+// async_upstream.cpp (which shares the deadline phases, failure classes and TLS setup) see.
 //
 // Threading: a Transport is used by one thread at a time (it may move between threads while
 // idle, e.g. through a pool); tls_context() is safe from any thread.
