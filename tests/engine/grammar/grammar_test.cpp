@@ -118,6 +118,15 @@ TEST(Gbnf, Bounds) {
                 .find("elements after expanding repetitions"),
             std::string::npos);
   EXPECT_NE(error_of("root ::= (\"a\"{0,9000}){0,9000}\n").find("more than"), std::string::npos);
+  // A count beyond the rule cap is refused at the count, before any helper rule is built (the
+  // fuzzer's slow input: 16,384 rules built one by one, then refused).
+  EXPECT_NE(
+      error_of("root ::= m(\"3\"){2,99934}\n").find("repetition count needs more than 16384 rules"),
+      std::string::npos);
+  EXPECT_NE(error_of("root ::= \"ab\"{200000}\n").find("elements after expanding repetitions"),
+            std::string::npos);
+  // Right at the caps' edge a repetition still compiles.
+  EXPECT_EQ(error_of("root ::= \"a\"{0,4000}\n"), "(compiled)");
   std::string deep = "root ::= " + std::string(kMaxNesting + 2, '(') + "\"x\"" +
                      std::string(kMaxNesting + 2, ')') + "\n";
   EXPECT_NE(error_of(deep).find("groups nest more than 64 deep"), std::string::npos);
