@@ -19,6 +19,12 @@
 #   PEER_ROUNDS (3), THREADS (2), BUILD (build), PP (512), TG (128)
 #   OLD_GANTRY   another gantry binary (e.g. built from main) measured in the same rounds: adds
 #                "before" columns, for before/after tables
+#   AVX2_ONLY=1  both engines without AVX-512 (issue 16 item 5): Gantry with GANTRY_NO_AVX512=1
+#                and llama.cpp from PEER_DIR/build-avx2, a build without AVX-512 made once with
+#                  cmake -S PEER_DIR -B PEER_DIR/build-avx2 -DCMAKE_BUILD_TYPE=Release \
+#                    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+#                    -DGGML_BMI2=ON -DGGML_AVX512=OFF && cmake --build PEER_DIR/build-avx2 \
+#                    --target llama-bench
 # Exit status 3 when the peer (llama-bench or the models) is absent: run.sh then falls back to
 # the recorded anchors.
 set -euo pipefail
@@ -31,7 +37,12 @@ PP=${PP:-512}
 TG=${TG:-128}
 PEER_DIR=${GANTRY_PEER_DIR:-${LLAMA_CPP_DIR:-../peers/llama.cpp}}
 PEER_MODELS=${GANTRY_PEER_MODELS:-$PEER_DIR/../models}
-LLAMA_BENCH=$PEER_DIR/build/bin/llama-bench
+PEER_BUILD=build
+if [[ ${AVX2_ONLY:-0} == 1 ]]; then
+  PEER_BUILD=build-avx2
+  export GANTRY_NO_AVX512=1 # read by the gantry processes below
+fi
+LLAMA_BENCH=$PEER_DIR/$PEER_BUILD/bin/llama-bench
 GANTRY=$BUILD/gantry
 
 log() { printf '[engine-vs-llama %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -64,6 +75,18 @@ fi
 mkdir -p "$OUT"
 peer_commit=$(git -C "$PEER_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 log "peer: $LLAMA_BENCH (commit $peer_commit); ${#models[@]} model(s) x $ROUNDS rounds, $THREADS threads"
+if [[ ${AVX2_ONLY:-0} == 1 ]]; then
+  # Refuse to label a run AVX2-only unless the peer's CPU backend holds no AVX-512 instruction
+  # (no zmm register in its code) and Gantry reports the AVX2 kernels.
+  cpu_lib=$(ls "$PEER_DIR/$PEER_BUILD"/bin/libggml-cpu.so 2>/dev/null || true)
+  if [[ -z $cpu_lib ]] || objdump -d "$cpu_lib" | grep -q '%zmm'; then
+    log "error: $PEER_DIR/$PEER_BUILD has no libggml-cpu.so free of AVX-512 code"; exit 1
+  fi
+  isa=$("$GANTRY" bench engine --model "${models[0]}" --threads 1 --reps 1 --seqs 0 \
+    --prompt-tokens 4 --gen-tokens 1 --json 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin).get("isa","?"))')
+  [[ $isa == avx2 ]] || { log "error: gantry reports kernels '$isa' under GANTRY_NO_AVX512=1"; exit 1; }
+  log "AVX2 only: gantry kernels $isa, llama.cpp from $PEER_BUILD (no zmm in $(basename "$cpu_lib"))"
+fi
 for m in "${models[@]}"; do
   base=$(basename "$m" .gguf)
   for r in $(seq "$ROUNDS"); do
@@ -86,7 +109,8 @@ import json, os, statistics as st, sys
 out, rounds, pp, tg, commit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 models = sys.argv[6:]
 rows = []
-print(f"Gantry vs llama.cpp ({commit}), same files, medians of {rounds} alternating rounds (tok/s)")
+isa = " (AVX2 only: GANTRY_NO_AVX512=1, llama.cpp without AVX-512)" if os.environ.get("AVX2_ONLY") == "1" else ""
+print(f"Gantry vs llama.cpp ({commit}){isa}, same files, medians of {rounds} alternating rounds (tok/s)")
 print()
 print(f"| model | Gantry pp{pp} | llama.cpp pp{pp} | ratio | Gantry tg{tg} | llama.cpp tg{tg} | ratio |")
 print("|---|---:|---:|---:|---:|---:|---:|")

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "engine/batch/engine.h"
+#include "engine/kernels/kernels.h"
 
 namespace gantry::cli {
 namespace {
@@ -130,6 +131,12 @@ int run_bench(BenchOptions o) {
   j["model"] = o.model;
   j["name"] = cfg.name;
   j["threads"] = eng.pool().size();
+  // Which kernels ran: side-by-side runs label an AVX2-only comparison by it.
+  switch (engine::kernels::active_isa()) {
+  case engine::kernels::Isa::kScalar: j["isa"] = "scalar"; break;
+  case engine::kernels::Isa::kAvx2: j["isa"] = "avx2"; break;
+  case engine::kernels::Isa::kAvx512Vnni: j["isa"] = "avx512_vnni"; break;
+  }
   j["n_prompt"] = o.n_prompt;
   j["n_gen"] = o.n_gen;
   j["batched_seqs"] = o.n_seqs;
