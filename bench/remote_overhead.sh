@@ -5,7 +5,7 @@
 # connection, the response out — and for Gantry also auth with a key, rate limits, the budget
 # check and the ledger row.
 #
-#   bench/remote_overhead.sh      # BUILD=build SECONDS_EACH=5 ROUNDS=2 CONNS=64
+#   bench/remote_overhead.sh      # BUILD=build SECONDS_EACH=5 ROUNDS=2 CONNS=64 IO_THREADS=2
 #
 # Three targets on 127.0.0.1, measured alternately (ROUNDS times):
 #   direct — the upstream itself
@@ -67,7 +67,7 @@ nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
 sleep 0.5
 GPORT=$(free_port)
 GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
-  --io-threads 2 --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" \
+  --io-threads "${IO_THREADS:-2}" --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" \
   >"$tmp/gantry.out" 2>&1 & pids+=($!)
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \

@@ -24,6 +24,7 @@ SEG=${FUZZ_SEGMENT:-300}
 # libFuzzer's per-input timeout. At nice 19 beside compilers an input that runs in milliseconds
 # alone can wait over 10 s for the CPU; FUZZ_TIMEOUT=60 keeps hangs caught without those.
 TIMEOUT=${FUZZ_TIMEOUT:-10}
+NICE=${FUZZ_NICE:-19} # a target that needs executions more than hours can run at a higher priority
 DEADLINE=${FUZZ_DEADLINE:-0}
 LOCK=${FUZZ_LOCK:-}
 locked() { if [ -n "$LOCK" ]; then flock -s -o "$LOCK" "$@"; else "$@"; fi; }
@@ -58,7 +59,7 @@ for t in "$@"; do
     [ "$DEADLINE" -gt 0 ] && [ $((DEADLINE - now)) -lt "$left" ] && left=$((DEADLINE - now))
     [ "$left" -lt 30 ] && { result="partial (deadline)"; break; }
     log="$d/logs/seg-$(date +%Y%m%d%H%M%S).log"
-    locked nice -n 19 "$bin" -max_total_time="$left" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
+    locked nice -n "$NICE" "$bin" -max_total_time="$left" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
       -max_len=65536 -print_final_stats=1 -artifact_prefix="$d/" \
       "$d/corpus" "tests/fuzz/corpus/$t" >"$log" 2>&1
     rc=$?
