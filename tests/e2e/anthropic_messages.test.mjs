@@ -19,7 +19,7 @@ const client = new Anthropic({
   baseURL,
   apiKey: 'unused', // sent as x-api-key; the e2e server has no keys
   maxRetries: 0,
-  timeout: 30_000,
+  timeout: Number(process.env.GANTRY_E2E_TIMEOUT_MS ?? 30_000),
   defaultHeaders: { 'Cache-Control': 'no-store' },
 });
 

@@ -18,7 +18,7 @@ const client = new OpenAI({
   baseURL: `${baseURL}/v1`,
   apiKey: 'unused',
   maxRetries: 0, // an error case must surface, not be retried
-  timeout: 30_000,
+  timeout: Number(process.env.GANTRY_E2E_TIMEOUT_MS ?? 30_000),
   // These tests compare live generations (streamed vs not, seeds); the response cache would
   // replay the first answer. cache_embeddings.test.mjs covers the cache.
   defaultHeaders: { 'Cache-Control': 'no-store' },

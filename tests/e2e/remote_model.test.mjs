@@ -14,7 +14,7 @@ const gatewayURL = process.env.GANTRY_REMOTE_BASE_URL;
 if (!upstreamURL || !gatewayURL) {
   throw new Error('GANTRY_BASE_URL and GANTRY_REMOTE_BASE_URL must be set (run_e2e.sh sets them)');
 }
-const options = { apiKey: 'unused', maxRetries: 0, timeout: 30_000, defaultHeaders: { 'Cache-Control': 'no-store' } };
+const options = { apiKey: 'unused', maxRetries: 0, timeout: Number(process.env.GANTRY_E2E_TIMEOUT_MS ?? 30_000), defaultHeaders: { 'Cache-Control': 'no-store' } };
 const upstream = new OpenAI({ baseURL: `${upstreamURL}/v1`, ...options });
 const gateway = new OpenAI({ baseURL: `${gatewayURL}/v1`, ...options });
 const messages = [{ role: 'user', content: 'Once upon a time' }];

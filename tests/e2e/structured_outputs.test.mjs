@@ -22,7 +22,7 @@ const client = new OpenAI({
   baseURL: `${baseURL}/v1`,
   apiKey: 'unused',
   maxRetries: 0,
-  timeout: 30_000,
+  timeout: Number(process.env.GANTRY_E2E_TIMEOUT_MS ?? 30_000),
   // Seeds and temperatures must each generate, not replay the response cache.
   defaultHeaders: { 'Cache-Control': 'no-store' },
 });
