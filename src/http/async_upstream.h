@@ -84,7 +84,9 @@ public:
 
   // A request, not sent yet: the caller keeps it (for cancel()) before it calls start(). It
   // runs on `on` (a loop that outlives it; the caller's thread's IoLoop::current(), say), or
-  // on the client's own loop when null.
+  // on the client's own loop when null. A loop other than the client's own must be run by one
+  // thread (an HTTP server I/O thread's is): a call started on that thread takes its first step
+  // at once instead of posting it.
   std::shared_ptr<AsyncUpstreamCall> call(Method method, std::string_view target, std::string body,
                                           const Headers &headers, IoLoop *on = nullptr);
 

@@ -212,6 +212,70 @@ TEST(AsyncUpstreamClient, BodyCapIsAnError) {
   EXPECT_EQ(r.error().param, kResponseTooLarge);
 }
 
+// read_all() parses what arrived with the head without another read: chunked bodies of many
+// chunks, bodies longer than one read piece (16 KiB), empty ones, and a body whose rest comes
+// later all read whole, and the connection goes back to the pool each time.
+Result<std::string> read_all_of(AsyncUpstreamClient &client, std::size_t cap = 1 << 20) {
+  std::promise<Result<std::string>> done;
+  std::shared_ptr<AsyncUpstreamCall> call = client.call(Method::kGet, "/", "", {});
+  call->start([&](Status head) {
+    if (!head)
+      return done.set_value(Err(head.take_error()));
+    call->read_all(cap, [&](Result<std::string> body) { done.set_value(std::move(body)); });
+  });
+  auto f = done.get_future();
+  EXPECT_EQ(f.wait_for(20s), std::future_status::ready);
+  auto r = f.get();
+  call.reset();
+  return r;
+}
+
+TEST(AsyncUpstreamClient, ReadAllTakesWhatCameWithTheHeadAndTheRestLater) {
+  std::string chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string want_chunked;
+  for (int i = 0; i < 300; ++i) {
+    const std::string part = "part" + std::to_string(i) + ";";
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx", part.size());
+    chunked += std::string(size) + "\r\n" + part + "\r\n";
+    want_chunked += part;
+  }
+  chunked += "0\r\n\r\n";
+  const std::string big(40000, 'b');
+  ScriptServer s([&](int request) {
+    switch (request) {
+    case 0: return std::vector<Step>{{chunked}};
+    case 1: return std::vector<Step>{{fixed(big)}};
+    case 2: return std::vector<Step>{{fixed("")}};
+    case 3:
+      return std::vector<Step>{{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234"},
+                               {"56789", 50ms}};
+    default: return std::vector<Step>{{fixed(std::string(5000, 'x'))}};
+    }
+  });
+  SystemClock clock;
+  IoLoop loop(1);
+  AsyncUpstreamClient client(loop, opts(s.port()), clock);
+  // The script answers the requests of the one kept-alive connection in order.
+  auto a = read_all_of(client);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(*a, want_chunked);
+  auto b = read_all_of(client);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_EQ(*b, big);
+  auto c = read_all_of(client);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(*c, "");
+  auto d = read_all_of(client);
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(*d, "0123456789");
+  EXPECT_EQ(client.connections_opened(), 1) << "every body was read to its end: kept alive";
+  // A body over the cap that came whole with the head is refused like one read later.
+  auto e = read_all_of(client, 1000);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().param, kResponseTooLarge);
+}
+
 TEST(AsyncUpstreamClient, ServerClosingAKeptConnectionIsRetriedOnAFreshOne) {
   ScriptServer s([](int) { return std::vector<Step>{{fixed("{}")}}; }, /*keep_alive=*/false);
   SystemClock clock;
