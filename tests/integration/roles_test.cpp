@@ -64,10 +64,12 @@ protected:
   }
 
   // `extra_toml` follows the shared settings; a worker given one finds its model there.
-  ServerProcess *start(const std::string &role, const std::string &extra_toml = {}) {
+  ServerProcess *start(const std::string &role, const std::string &extra_toml = {},
+                       const std::vector<std::string> &extra_args = {}) {
     ServerProcessOptions o;
     o.config_toml = std::string(kToml) + extra_toml;
     o.args = {"--role", role, "--redis-url", redis_->url(), "--database-url", db_, "--no-cache"};
+    o.args.insert(o.args.end(), extra_args.begin(), extra_args.end());
     if (role == "worker" && extra_toml.empty()) {
       o.args.push_back("--model");
       o.args.push_back(std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf");
@@ -420,7 +422,10 @@ TEST_F(Roles, WorkerHostedModelsAreBilledAtTheGatewayByTheWorkersPrices) {
 // when the worker finishes the job, not at its deadline; a cancel through the gateway stops the
 // generation on the worker that runs it.
 TEST_F(Roles, PreferWaitAndCancelThroughTheGatewayReachTheWorkerRunningTheJob) {
-  ServerProcess *w = start("worker");
+  // A context long enough that the job below cannot finish before its cancel arrives: 1,500
+  // tokens took under a second, and on a loaded CI machine the job ended first once (its
+  // complete() was refused, so it read "canceled", but no generation was ever cut).
+  ServerProcess *w = start("worker", {}, {"--ctx", "16384"});
   gateway_ = start("gateway");
   ASSERT_TRUE(w && gateway_);
   ASSERT_TRUE(wait_workers(1));
@@ -445,7 +450,7 @@ TEST_F(Roles, PreferWaitAndCancelThroughTheGatewayReachTheWorkerRunningTheJob) {
               json::serialize(json::object{{"endpoint", "/v1/completions"},
                                            {"body", json::object{{"model", kModel},
                                                                  {"prompt", "A"},
-                                                                 {"max_tokens", 1500},
+                                                                 {"max_tokens", 16000},
                                                                  {"ignore_eos", true}}}}),
               auth());
   ASSERT_TRUE(long_job && long_job->status == 202);
