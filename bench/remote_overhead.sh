@@ -12,7 +12,11 @@
 #   nginx  — nginx proxy_pass to it (upstream keepalive 64)
 #   gantry — gantry serve --model bench=http://127.0.0.1:UP/v1, keyed request with limits + budget
 # 1. throughput at CONNS connections (fixed_rate far above capacity: achieved req/s);
-# 2. latency at one connection and a low rate: p50 over the direct call.
+# 2. latency at one connection and a low rate: p50 over the direct call;
+# 3. streamed: time to the first content chunk (bench/stream_load, one client, TTFT_REQUESTS
+#    requests, a new connection each, as stream_load does) against a second upstream answering
+#    every request with a fixed event stream (three content chunks, a usage chunk, [DONE]):
+#    direct, nginx (proxy_buffering off) and Gantry (model bench-stream), p50 over direct.
 # Everything (nginx workers, gantry, the load generator) shares the machine's 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,15 +63,30 @@ nginx_conf "$tmp/up" "$UP" "
   location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }
   location / { default_type application/json; return 200 '$BODY_OUT'; }" ""
 nginx -p "$tmp/up" -c "$tmp/up/nginx.conf" & pids+=($!)
+# The streamed upstream: one fixed event stream for every request (nginx sends it at once; what
+# is measured is how long each proxy takes to pass its first content chunk on).
+chunk() { printf 'data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"up","choices":[{"index":0,"delta":{%s},"finish_reason":%s}]}\\n\\n' "$1" "$2"; }
+SSE_OUT="$(chunk '"role":"assistant","content":"Hello"' null)$(chunk '"content":" there"' null)$(chunk '"content":"."' null)$(chunk '' '"stop"')"
+SSE_OUT+='data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"up","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}\n\ndata: [DONE]\n\n'
+UPS=$(free_port)
+nginx_conf "$tmp/ups" "$UPS" "
+  location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }
+  location / { default_type text/event-stream; return 200 '$SSE_OUT'; }" ""
+nginx -p "$tmp/ups" -c "$tmp/ups/nginx.conf" & pids+=($!)
 PROXY=$(free_port)
+PROXYS=$(free_port)
 nginx_conf "$tmp/proxy" "$PROXY" "
-  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
-  "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
+  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }
+  server { listen 127.0.0.1:$PROXYS;
+  location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }" \
+  "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  upstream ups { server 127.0.0.1:$UPS; keepalive 64; }"
 nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
 sleep 0.5
 GPORT=$(free_port)
 GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
-  --io-threads "${IO_THREADS:-2}" --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" \
+  --io-threads "${IO_THREADS:-2}" --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" --model "bench-stream=http://127.0.0.1:$UPS/v1" \
   >"$tmp/gantry.out" 2>&1 & pids+=($!)
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
@@ -85,7 +104,15 @@ run() { # port conns rate [header]
     --path /v1/chat/completions --body "$REQ" --header 'Content-Type: application/json' "${extra[@]}"
 }
 field() { python3 -c "import sys,json; print(json.load(sys.stdin)['$1'])"; }
-rps_n=(); rps_g=(); p50_d=(); p50_n=(); p50_g=()
+STREAM=$BUILD/bench/stream_load
+TTFT_REQUESTS=${TTFT_REQUESTS:-300}
+ttft() { # port model [header]: p50 time to the first content chunk, in microseconds
+  local extra=()
+  [ -n "${3:-}" ] && extra=(--header "$3")
+  "$STREAM" --port "$1" --model "$2" --clients 1 --rounds "$TTFT_REQUESTS" --max-tokens 16 "${extra[@]}" |
+    python3 -c "import sys,json; d=json.load(sys.stdin); assert d['errors'] == 0, d; print(round(d['ttft_p50_s'] * 1e6))"
+}
+rps_n=(); rps_g=(); p50_d=(); p50_n=(); p50_g=(); t_d=(); t_n=(); t_g=()
 for r in $(seq "$ROUNDS"); do
   n=$(run "$PROXY" "$CONNS" 1000000); g=$(run "$GPORT" "$CONNS" 1000000 "Authorization: Bearer $KEY")
   echo "round $r c=$CONNS nginx : $n"; echo "round $r c=$CONNS gantry: $g"
@@ -93,11 +120,14 @@ for r in $(seq "$ROUNDS"); do
   d=$(run "$UP" 1 300); n=$(run "$PROXY" 1 300); g=$(run "$GPORT" 1 300 "Authorization: Bearer $KEY")
   echo "round $r c=1 direct: $d"; echo "round $r c=1 nginx : $n"; echo "round $r c=1 gantry: $g"
   p50_d+=($(echo "$d" | field p50_us)); p50_n+=($(echo "$n" | field p50_us)); p50_g+=($(echo "$g" | field p50_us))
+  t_d+=($(ttft "$UPS" up)); t_n+=($(ttft "$PROXYS" up)); t_g+=($(ttft "$GPORT" bench-stream "Authorization: Bearer $KEY"))
+  echo "round $r streamed TTFT p50: direct ${t_d[-1]} us, nginx ${t_n[-1]} us, gantry ${t_g[-1]} us"
 done
-python3 - "${rps_n[*]}" "${rps_g[*]}" "${p50_d[*]}" "${p50_n[*]}" "${p50_g[*]}" <<'PY'
+python3 - "${rps_n[*]}" "${rps_g[*]}" "${p50_d[*]}" "${p50_n[*]}" "${p50_g[*]}" "${t_d[*]}" "${t_n[*]}" "${t_g[*]}" <<'PY'
 import sys, statistics as st
-rn, rg, d, n, g = ([float(x) for x in a.split()] for a in sys.argv[1:6])
+rn, rg, d, n, g, td, tn, tg = ([float(x) for x in a.split()] for a in sys.argv[1:9])
 print(f"throughput at the connection count: nginx {st.median(rn):.0f} req/s, gantry {st.median(rg):.0f} req/s, ratio {st.median(rg)/st.median(rn):.2f}x")
 print(f"p50 at 1 connection: direct {st.median(d):.0f} us, nginx {st.median(n):.0f} us (+{st.median(n)-st.median(d):.0f}), gantry {st.median(g):.0f} us (+{st.median(g)-st.median(d):.0f})")
+print(f"streamed TTFT p50 (new connection each): direct {st.median(td):.0f} us, nginx {st.median(tn):.0f} us (+{st.median(tn)-st.median(td):.0f}), gantry {st.median(tg):.0f} us (+{st.median(tg)-st.median(td):.0f})")
 PY
 echo "request log lines: $(grep -c . "$tmp/requests.log" || true)"

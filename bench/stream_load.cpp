@@ -34,6 +34,7 @@ struct Options {
   std::vector<int> rounds{2}; // per level; one value applies to every level
   int max_tokens = 64;
   int timeout_s = 300;
+  gantry::http::Headers headers{{"Content-Type", "application/json"}}; // plus each --header
 };
 
 struct RequestResult {
@@ -83,7 +84,7 @@ RequestResult one_request(const Options &o, int client, int round) {
   const auto t0 = Clock::now();
   auto stream =
       http.open_sse(gantry::http::Method::kPost, "/v1/chat/completions",
-                    request_body(o, client, round), {{"Content-Type", "application/json"}});
+                    request_body(o, client, round), o.headers);
   if (!stream) {
     r.error = stream.error().message;
     return r;
@@ -213,7 +214,8 @@ std::vector<int> parse_list(const std::string &s) {
 int usage() {
   std::fprintf(stderr,
                "usage: stream_load --port P [--host H] [--model NAME] [--clients 1,4,8,16]\n"
-               "                   [--rounds 2|2,2,2,1] [--max-tokens 64] [--timeout-s 300]\n");
+               "                   [--rounds 2|2,2,2,1] [--max-tokens 64] [--timeout-s 300]\n"
+               "                   [--header 'Name: value']...\n");
   return 2;
 }
 
@@ -240,6 +242,13 @@ int main(int argc, char **argv) {
       o.max_tokens = std::atoi(v.c_str());
     } else if (a == "--timeout-s") {
       o.timeout_s = std::atoi(v.c_str());
+    } else if (a == "--header") { // an API key for a keyed server, say
+      const auto colon = v.find(':');
+      if (colon == std::string::npos)
+        return usage();
+      const auto value = v.find_first_not_of(' ', colon + 1);
+      o.headers.push_back(
+          {v.substr(0, colon), value == std::string::npos ? std::string() : v.substr(value)});
     } else {
       return usage();
     }
