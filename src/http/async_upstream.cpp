@@ -41,7 +41,11 @@ constexpr std::size_t kPiece = 16 * 1024;
 
 // One connection, bound to its strand (of one io_context) for life.
 struct Conn {
-  explicit Conn(asio::io_context &ioc) : ioc(&ioc), strand(asio::make_strand(ioc)) {}
+  // The buffer starts with room for a whole small response: an empty flat_buffer makes Beast
+  // read 512 bytes at a time, one more recvmsg for nearly every response head and event batch.
+  explicit Conn(asio::io_context &ioc) : ioc(&ioc), strand(asio::make_strand(ioc)) {
+    buffer.reserve(8192);
+  }
   ~Conn() { close(); }
   asio::io_context *ioc; // where it lives: it goes back to that io_context's idle set
   StrandEx strand;
