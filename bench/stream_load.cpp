@@ -82,9 +82,8 @@ RequestResult one_request(const Options &o, int client, int round) {
   co.timeout = std::chrono::seconds(o.timeout_s);
   gantry::http::HttpClient http(co);
   const auto t0 = Clock::now();
-  auto stream =
-      http.open_sse(gantry::http::Method::kPost, "/v1/chat/completions",
-                    request_body(o, client, round), o.headers);
+  auto stream = http.open_sse(gantry::http::Method::kPost, "/v1/chat/completions",
+                              request_body(o, client, round), o.headers);
   if (!stream) {
     r.error = stream.error().message;
     return r;
