@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "header_arg.h"
 #include "http/client.h"
 
 namespace {
@@ -66,13 +67,10 @@ int main(int argc, char **argv) {
     else if (k == "--body")
       o.body = v;
     else if (k == "--header") {
-      auto c = v.find(':');
-      if (c == std::string::npos)
+      auto h = gantry::bench::header_arg(v);
+      if (!h)
         return 2;
-      std::string val = v.substr(c + 1);
-      while (!val.empty() && val.front() == ' ')
-        val.erase(0, 1);
-      o.headers.push_back({v.substr(0, c), val});
+      o.headers.push_back(std::move(*h));
     } else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;

@@ -58,9 +58,9 @@ http {
 }
 CONF
 }
+MODELS_LOC="location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }"
 UP=$(free_port)
-nginx_conf "$tmp/up" "$UP" "
-  location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }
+nginx_conf "$tmp/up" "$UP" "$MODELS_LOC
   location / { default_type application/json; return 200 '$BODY_OUT'; }" ""
 nginx -p "$tmp/up" -c "$tmp/up/nginx.conf" & pids+=($!)
 # The streamed upstream: one fixed event stream for every request (nginx sends it at once; what
@@ -69,20 +69,19 @@ chunk() { printf 'data: {"id":"chatcmpl-s","object":"chat.completion.chunk","cre
 SSE_OUT="$(chunk '"role":"assistant","content":"Hello"' null)$(chunk '"content":" there"' null)$(chunk '"content":"."' null)$(chunk '' '"stop"')"
 SSE_OUT+='data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"up","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}\n\ndata: [DONE]\n\n'
 UPS=$(free_port)
-nginx_conf "$tmp/ups" "$UPS" "
-  location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }
+nginx_conf "$tmp/ups" "$UPS" "$MODELS_LOC
   location / { default_type text/event-stream; return 200 '$SSE_OUT'; }" ""
 nginx -p "$tmp/ups" -c "$tmp/ups/nginx.conf" & pids+=($!)
 PROXY=$(free_port)
-PROXYS=$(free_port)
 nginx_conf "$tmp/proxy" "$PROXY" "
-  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
-  }
-  server { listen 127.0.0.1:$PROXYS;
-  location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }" \
-  "upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  upstream ups { server 127.0.0.1:$UPS; keepalive 64; }"
+  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
+  "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
 nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
+PROXYS=$(free_port) # the streams' proxy: passes each event on as it comes
+nginx_conf "$tmp/proxys" "$PROXYS" "
+  location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }" \
+  "upstream ups { server 127.0.0.1:$UPS; keepalive 64; }"
+nginx -p "$tmp/proxys" -c "$tmp/proxys/nginx.conf" & pids+=($!)
 sleep 0.5
 GPORT=$(free_port)
 GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \

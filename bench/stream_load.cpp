@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "header_arg.h"
 #include "http/client.h"
 
 namespace {
@@ -242,12 +243,10 @@ int main(int argc, char **argv) {
     } else if (a == "--timeout-s") {
       o.timeout_s = std::atoi(v.c_str());
     } else if (a == "--header") { // an API key for a keyed server, say
-      const auto colon = v.find(':');
-      if (colon == std::string::npos)
+      auto h = gantry::bench::header_arg(v);
+      if (!h)
         return usage();
-      const auto value = v.find_first_not_of(' ', colon + 1);
-      o.headers.push_back(
-          {v.substr(0, colon), value == std::string::npos ? std::string() : v.substr(value)});
+      o.headers.push_back(std::move(*h));
     } else {
       return usage();
     }
