@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 
 #include "api/json_body.h"
 #include "api/json_fields.h"
 #include "api/json_schema_grammar.h"
+#include "core/json_text.h"
 #include "core/utf8.h"
 
 namespace gantry::api {
@@ -654,28 +656,6 @@ std::string id_prefix(Endpoint endpoint) {
 
 namespace {
 
-json::object usage_json(const Usage &u) {
-  return {{"prompt_tokens", u.prompt_tokens},
-          {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens},
-          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
-}
-
-json::object envelope(Endpoint endpoint, const ResponseMeta &m, bool chunk) {
-  const bool chat = endpoint == Endpoint::kChatCompletions;
-  json::object o;
-  o["id"] = m.id;
-  o["object"] = chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
-  o["created"] = m.created;
-  o["model"] = m.model;
-  o["system_fingerprint"] = "gantry";
-  return o;
-}
-
-json::value finish_value(std::string_view f) {
-  return f.empty() ? json::value(nullptr) : json::value(json::string(f));
-}
-
 json::array tool_calls_json(const std::vector<ToolCall> &calls) {
   json::array out;
   for (const auto &c : calls) {
@@ -764,67 +744,160 @@ json::value logprobs_value(Endpoint endpoint, const std::vector<TokenLogprob> *l
 
 } // namespace
 
-std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
-                            const std::vector<Choice> &choices, const Usage &usage) {
-  json::object o = envelope(endpoint, meta, false);
-  json::array arr;
-  for (const auto &c : choices) {
-    json::object ch;
-    ch["index"] = c.index;
-    if (endpoint == Endpoint::kChatCompletions) {
-      json::object msg{{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
-      if (!c.tool_calls.empty()) {
-        if (c.text.empty())
-          msg["content"] = nullptr; // OpenAI's shape for a reply that is only calls
-        msg["tool_calls"] = tool_calls_json(c.tool_calls);
-      }
-      ch["message"] = std::move(msg);
-    } else {
-      ch["text"] = c.text;
-    }
-    ch["logprobs"] = logprobs_value(endpoint, c.logprobs ? &*c.logprobs : nullptr);
-    ch["finish_reason"] = finish_value(c.finish_reason);
-    arr.push_back(std::move(ch));
-  }
-  o["choices"] = std::move(arr);
-  o["usage"] = usage_json(usage);
-  return json::serialize(o);
+namespace {
+
+void append_int(std::string &out, int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec; // 24 bytes hold any int64
+  out.append(buf, end);
 }
 
+// The fields before "choices": id, object, created, model, system_fingerprint.
+void append_envelope(std::string &o, Endpoint endpoint, const ResponseMeta &meta, bool chunk) {
+  o += "{\"id\":";
+  append_json_string(o, meta.id);
+  o += endpoint != Endpoint::kChatCompletions ? ",\"object\":\"text_completion\",\"created\":"
+       : chunk                                ? ",\"object\":\"chat.completion.chunk\",\"created\":"
+                                              : ",\"object\":\"chat.completion\",\"created\":";
+  append_int(o, meta.created);
+  o += ",\"model\":";
+  append_json_string(o, meta.model);
+  o += ",\"system_fingerprint\":\"gantry\"";
+}
+
+// The usage object as OpenAI orders it, cached tokens under prompt_tokens_details.
+void append_usage(std::string &o, const Usage &usage) {
+  o += "{\"prompt_tokens\":";
+  append_int(o, usage.prompt_tokens);
+  o += ",\"completion_tokens\":";
+  append_int(o, usage.completion_tokens);
+  o += ",\"total_tokens\":";
+  append_int(o, int64_t{usage.prompt_tokens} + usage.completion_tokens);
+  o += ",\"prompt_tokens_details\":{\"cached_tokens\":";
+  append_int(o, usage.cached_tokens);
+  o += "}}";
+}
+
+void append_finish(std::string &o, std::string_view finish_reason) {
+  if (finish_reason.empty())
+    o += "null";
+  else
+    append_json_string(o, finish_reason);
+}
+
+} // namespace
+
+// By hand like the chunks below (byte-identical to Boost.JSON's rendering of the same object,
+// which its test checks); tool calls and logprobs through Boost.JSON.
+std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
+                            const std::vector<Choice> &choices, const Usage &usage) {
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  std::size_t text = 0;
+  for (const auto &c : choices)
+    text += c.text.size();
+  std::string o;
+  o.reserve(320 + meta.id.size() + meta.model.size() + text + 96 * choices.size());
+  append_envelope(o, endpoint, meta, false);
+  o += ",\"choices\":[";
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    const Choice &c = choices[i];
+    o += i ? ",{\"index\":" : "{\"index\":";
+    append_int(o, c.index);
+    if (chat) {
+      o += ",\"message\":{\"role\":\"assistant\",\"content\":";
+      if (!c.tool_calls.empty() && c.text.empty())
+        o += "null"; // OpenAI's shape for a reply that is only calls
+      else
+        append_json_string(o, c.text);
+      o += ",\"refusal\":null";
+      if (!c.tool_calls.empty()) {
+        o += ",\"tool_calls\":";
+        o += json::serialize(tool_calls_json(c.tool_calls));
+      }
+      o += '}';
+    } else {
+      o += ",\"text\":";
+      append_json_string(o, c.text);
+    }
+    o += ",\"logprobs\":";
+    if (c.logprobs)
+      o += json::serialize(logprobs_value(endpoint, &*c.logprobs));
+    else
+      o += "null";
+    o += ",\"finish_reason\":";
+    append_finish(o, c.finish_reason);
+    o += '}';
+  }
+  o += "],\"usage\":";
+  append_usage(o, usage);
+  o += '}';
+  return o;
+}
+
+// Written by hand rather than through a json::object: every streamed token goes through here,
+// and building and serializing the object cost about five times as much (render_chunk's test
+// checks the bytes against the Boost.JSON rendering).
 std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, const ChoiceDelta &d,
                          bool include_usage) {
-  json::object o = envelope(endpoint, meta, true);
-  json::object ch;
-  ch["index"] = d.index;
-  if (endpoint == Endpoint::kChatCompletions) {
-    json::object delta;
-    if (d.role)
-      delta["role"] = "assistant";
-    if (!d.text.empty() || d.role)
-      delta["content"] = d.text;
-    if (d.tool_calls && !d.tool_calls->empty())
-      delta["tool_calls"] = tool_call_deltas_json(*d.tool_calls);
-    ch["delta"] = std::move(delta);
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  std::string o;
+  o.reserve(160 + meta.id.size() + meta.model.size() + d.text.size());
+  append_envelope(o, endpoint, meta, true);
+  o += ",\"choices\":[{\"index\":";
+  append_int(o, d.index);
+  if (chat) {
+    o += ",\"delta\":{";
+    bool first = true;
+    if (d.role) {
+      o += "\"role\":\"assistant\"";
+      first = false;
+    }
+    if (!d.text.empty() || d.role) {
+      o += first ? "\"content\":" : ",\"content\":";
+      append_json_string(o, d.text);
+      first = false;
+    }
+    if (d.tool_calls && !d.tool_calls->empty()) {
+      o += first ? "\"tool_calls\":" : ",\"tool_calls\":";
+      o += json::serialize(tool_call_deltas_json(*d.tool_calls));
+    }
+    o += '}';
   } else {
-    ch["text"] = d.text;
+    o += ",\"text\":";
+    append_json_string(o, d.text);
   }
-  ch["logprobs"] = logprobs_value(endpoint, d.logprobs);
-  ch["finish_reason"] = finish_value(d.finish_reason);
-  o["choices"] = json::array{std::move(ch)};
+  o += ",\"logprobs\":";
+  if (d.logprobs)
+    o += json::serialize(logprobs_value(endpoint, d.logprobs));
+  else
+    o += "null";
+  o += ",\"finish_reason\":";
+  append_finish(o, d.finish_reason);
+  o += "}]";
   if (include_usage)
-    o["usage"] = nullptr;
-  return json::serialize(o);
+    o += ",\"usage\":null";
+  o += '}';
+  return o;
 }
 
 std::string render_usage_chunk(Endpoint endpoint, const ResponseMeta &meta, const Usage &usage,
                                std::optional<double> cost_usd) {
-  json::object o = envelope(endpoint, meta, true);
-  o["choices"] = json::array();
-  json::object u = usage_json(usage);
-  if (cost_usd)
-    u["cost_usd"] = *cost_usd;
-  o["usage"] = std::move(u);
-  return json::serialize(o);
+  // By hand like render_chunk; the cost through Boost.JSON, whose rendering of a double is
+  // the one clients already parse.
+  std::string o;
+  o.reserve(256 + meta.id.size() + meta.model.size());
+  append_envelope(o, endpoint, meta, true);
+  o += ",\"choices\":[],\"usage\":";
+  append_usage(o, usage);
+  if (cost_usd) {
+    o.pop_back(); // the cost goes inside the usage object
+    o += ",\"cost_usd\":";
+    o += json::serialize(json::value(*cost_usd));
+    o += '}';
+  }
+  o += '}';
+  return o;
 }
 
 std::string render_model(const ModelCard &m) {

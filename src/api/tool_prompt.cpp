@@ -4,35 +4,15 @@
 
 #include <charconv>
 #include <cmath>
-#include <cstdio>
+
+#include "core/json_text.h"
 
 namespace gantry::api {
 namespace json = boost::json;
 namespace {
 
-void python_string(std::string &out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
-    default:
-      if (static_cast<unsigned char>(c) < 0x20) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-        out += buf;
-      } else {
-        out += c; // ensure_ascii=False: UTF-8 as is
-      }
-    }
-  }
-  out += '"';
-}
+// json.dumps of a string (ensure_ascii=False) is the JSON literal Boost.JSON writes too.
+void python_string(std::string &out, std::string_view s) { append_json_string(out, s); }
 
 // Python's float repr: the shortest round-trip digits, ".0" on whole numbers.
 void python_double(std::string &out, double d) {

@@ -73,6 +73,12 @@ private:
   std::atomic<bool> cancelled_{false};
 };
 
+// The bytes of an outbound request: request line, Host, User-Agent, `headers` (a later one
+// replaces an earlier one of the same name; Content-Length, Transfer-Encoding and any name or
+// value with CR/LF dropped), Content-Length, body.
+std::string serialize_request(Method method, std::string_view target, std::string_view host,
+                              const Headers &headers, std::string_view body);
+
 // Thread-safe. Outlives its calls' callbacks only as long as its owner keeps it: calls hold the
 // keep-alive pool (shared), not the client.
 class AsyncUpstreamClient {

@@ -141,6 +141,12 @@ public:
     inline_ = on;
   }
 
+  // An event stream is open (its head queued or written, its end not yet).
+  bool streaming() const {
+    std::lock_guard lock(mu_);
+    return state_ == State::kStreaming && !closed_locked();
+  }
+
   struct Batch {
     bool done = false;     // the response is complete once these bytes are written
     bool overflow = false; // the writer exceeded max_pending_write_bytes

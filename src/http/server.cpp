@@ -3,9 +3,9 @@
 //
 // Threading: one io_context per I/O thread (concurrency hint 1, so no strands are needed); a
 // connection is bound to one thread for its whole life. The acceptor lives on thread 0 and
-// hands sockets round-robin to the threads. Producers on other threads reach a connection only
-// through its Exchange (the ResponseWriter), which queues bytes under a mutex and posts one
-// flush per batch onto the connection's thread.
+// hands each socket to the thread with the fewest open connections (its own on a tie). Producers on
+// other threads reach a connection only through its Exchange (the ResponseWriter), which queues
+// bytes under a mutex and posts one flush per batch onto the connection's thread.
 //
 // Parsing feeds Beast's parser by hand (put() over a per-connection flat_buffer) instead of
 // using http::async_read: that keeps a single outstanding read per connection, lets the same
@@ -15,6 +15,7 @@
 #include "http/server.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -214,6 +215,9 @@ struct Worker {
   // here too. Declared after `ioc`: destroyed first, it drops the connections kept on it.
   std::unique_ptr<IoLoop> loop = wrap_io_context(ioc);
   std::list<std::shared_ptr<Connection>> connections; // owners until close
+  // Connections accepted for this thread and not yet closed: read by the acceptor to place the
+  // next one (the list above is this thread's alone).
+  std::atomic<std::size_t> load{0};
   RequestIdGenerator ids;
   std::thread thread;
 };
@@ -282,6 +286,7 @@ public:
     release_body();
     core_.counters.active_connections.fetch_sub(1);
     core_.socket_closed();
+    worker_.load.fetch_sub(1);
     worker_.connections.erase(self_);
   }
 
@@ -736,6 +741,19 @@ private:
     // Before the answer is written: a client that reads it then finds the sink's cleanup done.
     sink.reset();
     exchange->set_inline(false);
+    if (exchange->streaming()) {
+      // An event stream's head is not what its client waits for; its first token is. What the
+      // handler queued on this thread (a remote model's upstream request) runs first, the
+      // head's write after it.
+      asio::post(socket_.get_executor(), [self = shared_from_this()] { self->after_handler(); });
+      return;
+    }
+    after_handler();
+  }
+
+  void after_handler() {
+    if (phase_ == Phase::kClosed)
+      return;
     flush();
     // Watch the socket for a disconnect while an asynchronous handler or a stream runs. A
     // response already being written will notice a dead peer through the write.
@@ -844,14 +862,31 @@ struct HttpServer::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::optional<tcp::acceptor> acceptor;
   std::optional<asio::steady_timer> accept_timer; // back-off after an accept error
-  std::size_t next_worker = 0;                    // acceptor thread only
   std::uint16_t port = 0;
   bool running = false;
 
+  // An accepted connection goes to the thread with the fewest, the acceptor's own (worker 0) on
+  // a tie, chosen when it arrives: a lightly loaded server keeps each connection on the thread
+  // that accepted it (no hand-off, whose wake-up of another thread was in every new
+  // connection's first response), and a busy one spreads them as round-robin did.
+  Worker &least_loaded() {
+    Worker *best = workers[0].get();
+    for (auto &w : workers)
+      if (w->load.load() < best->load.load())
+        best = w.get();
+    return *best;
+  }
+
+  // On w's thread.
+  void start_connection(Worker &w, tcp::socket socket) {
+    auto conn = std::make_shared<Connection>(std::move(socket), core, w);
+    w.connections.push_front(conn);
+    conn->start(w.connections.begin());
+  }
+
   void do_accept() {
-    Worker &w = *workers[next_worker];
-    next_worker = (next_worker + 1) % workers.size();
-    acceptor->async_accept(w.ioc, [this, &w](beast::error_code ec, tcp::socket socket) {
+    Worker &home = *workers[0];
+    acceptor->async_accept(home.ioc, [this, &home](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted || !acceptor->is_open())
         return;
       if (ec) {
@@ -863,15 +898,33 @@ struct HttpServer::Impl {
         });
         return;
       }
-      {
-        core.open_sockets.fetch_add(1);
-        beast::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        asio::post(w.ioc, [this, &w, s = std::move(socket)]() mutable {
-          auto conn = std::make_shared<Connection>(std::move(s), core, w);
-          w.connections.push_front(conn);
-          conn->start(w.connections.begin());
-        });
+      core.open_sockets.fetch_add(1);
+      beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      Worker &w = least_loaded();
+      w.load.fetch_add(1);
+      if (&w == &home) {
+        start_connection(w, std::move(socket)); // this thread: here and now
+      } else {
+        // Re-homed onto the other thread's reactor (the descriptor moves; Linux allows it).
+        const auto protocol = acceptor->local_endpoint(ignored).protocol();
+        tcp::socket moved(w.ioc);
+        beast::error_code ec2;
+        const auto fd = socket.release(ec2); // on failure `socket` still owns (and closes) it
+        if (!ec2) {
+          moved.assign(protocol, fd, ec2);
+          if (ec2)
+            ::close(fd); // owned by neither
+        }
+        if (ec2) {
+          core.counters.accept_errors.fetch_add(1);
+          w.load.fetch_sub(1);
+          core.socket_closed();
+        } else {
+          asio::post(w.ioc, [this, &w, s = std::move(moved)]() mutable {
+            start_connection(w, std::move(s));
+          });
+        }
       }
       if (core.open_sockets.load() < core.max_connections) {
         do_accept();

@@ -1,5 +1,6 @@
-// Hand-written HTTP/1.1 response heads, internal to src/http. Serializing by hand into one
-// flat buffer per write is cheaper than Beast's serializer for our small, fixed set of headers.
+// Hand-written HTTP/1.1 response heads (and the header check outbound requests share), internal
+// to src/http. Serializing by hand into one flat buffer per write is cheaper than Beast's
+// serializer for our small, fixed set of headers.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,9 @@ std::string_view reason_phrase(int status);
 const std::string &http_date(std::int64_t unix_seconds);
 
 void append_number(std::string &out, std::uint64_t v, int base = 10);
+
+// False when `s` holds a CR or LF: such a header name or value is dropped, never sent.
+bool safe_header_text(std::string_view s);
 
 // Appends a status line and headers up to the blank line. `length` is used with
 // Framing::kLength. Extra headers containing CR or LF are dropped.

@@ -221,6 +221,198 @@ TEST(OpenAiRenderTest, ChunksAndUsageChunk) {
   EXPECT_EQ(c.at("choices").at(0).at("text"), "x");
 }
 
+std::string all_byte_values() {
+  std::string s;
+  for (int c = 0; c < 256; ++c)
+    s += static_cast<char>(c);
+  return s;
+}
+
+// render_chunk writes its JSON by hand; its bytes must be what Boost.JSON renders for the same
+// object, for any text (every byte value, quotes, control characters, UTF-8).
+TEST(OpenAiRenderTest, ChunkBytesAreBoostJsonsRendering) {
+  auto reference = [](Endpoint e, const ResponseMeta &meta, const ChoiceDelta &d, bool usage) {
+    const bool chat = e == Endpoint::kChatCompletions;
+    json::object o;
+    o["id"] = meta.id;
+    o["object"] = chat ? "chat.completion.chunk" : "text_completion";
+    o["created"] = meta.created;
+    o["model"] = meta.model;
+    o["system_fingerprint"] = "gantry";
+    json::object ch;
+    ch["index"] = d.index;
+    if (chat) {
+      json::object delta;
+      if (d.role)
+        delta["role"] = "assistant";
+      if (!d.text.empty() || d.role)
+        delta["content"] = d.text;
+      ch["delta"] = std::move(delta);
+    } else {
+      ch["text"] = d.text;
+    }
+    ch["logprobs"] = nullptr;
+    ch["finish_reason"] =
+        d.finish_reason.empty() ? json::value(nullptr) : json::value(json::string(d.finish_reason));
+    o["choices"] = json::array{std::move(ch)};
+    if (usage)
+      o["usage"] = nullptr;
+    return json::serialize(o);
+  };
+  const std::string every_byte = all_byte_values();
+  const std::vector<std::string> texts = {"",
+                                          "Hello",
+                                          "a \"quoted\" \\ word",
+                                          "\n\r\t\b\f\x01\x1f\x7f",
+                                          "h\xc3\xa9llo \xe2\x9c\x93",
+                                          every_byte,
+                                          std::string(3000, 'x') + "\""};
+  const ResponseMeta metas[] = {{"chatcmpl-1", "stories", 1},
+                                {"cmpl-\"x\"\n", "m\\odel", -5},
+                                {"", "", 9223372036854775807LL}};
+  int checked = 0;
+  for (const auto &meta : metas)
+    for (const auto &text : texts)
+      for (Endpoint e : {Endpoint::kChatCompletions, Endpoint::kCompletions})
+        for (bool role : {false, true})
+          for (std::string_view fin : {std::string_view(), std::string_view("stop")})
+            for (bool usage : {false, true}) {
+              ChoiceDelta d;
+              d.index = static_cast<int>(text.size() % 3);
+              d.text = text;
+              d.role = role;
+              d.finish_reason = fin;
+              ASSERT_EQ(render_chunk(e, meta, d, usage), reference(e, meta, d, usage))
+                  << "text of " << text.size() << " bytes";
+              ++checked;
+            }
+  EXPECT_EQ(checked, 3 * 7 * 2 * 2 * 2 * 2);
+  // The usage chunk, with and without a cost.
+  for (const auto &meta : metas)
+    for (std::optional<double> cost :
+         {std::optional<double>(), std::optional<double>(0.0), std::optional<double>(0.00001234),
+          std::optional<double>(1.5), std::optional<double>(123456.789)}) {
+      const Usage u{12, 2147483000, 7};
+      json::object o;
+      o["id"] = meta.id;
+      o["object"] = "chat.completion.chunk";
+      o["created"] = meta.created;
+      o["model"] = meta.model;
+      o["system_fingerprint"] = "gantry";
+      o["choices"] = json::array();
+      json::object uo{{"prompt_tokens", u.prompt_tokens},
+                      {"completion_tokens", u.completion_tokens},
+                      {"total_tokens", int64_t{u.prompt_tokens} + u.completion_tokens},
+                      {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+      if (cost)
+        uo["cost_usd"] = *cost;
+      o["usage"] = std::move(uo);
+      EXPECT_EQ(render_usage_chunk(Endpoint::kChatCompletions, meta, u, cost), json::serialize(o));
+    }
+  // Tool-call fragments and logprobs go through Boost.JSON for their own values: the whole
+  // chunk still reads back and re-renders to the same bytes.
+  std::vector<ToolCallDelta> calls(1);
+  calls[0].index = 0;
+  calls[0].id = "call_1";
+  calls[0].name = "get_weather";
+  calls[0].arguments = "{\"city\":\"Paris\"}";
+  std::vector<TokenLogprob> lps(1);
+  lps[0].token = "Hi";
+  lps[0].bytes = "Hi";
+  lps[0].logprob = -0.25;
+  ChoiceDelta d;
+  d.tool_calls = &calls;
+  const std::string with_calls = render_chunk(Endpoint::kChatCompletions, metas[0], d, false);
+  EXPECT_EQ(json::serialize(json::parse(with_calls)), with_calls);
+  EXPECT_EQ(json::parse(with_calls)
+                .at("choices")
+                .at(0)
+                .at("delta")
+                .at("tool_calls")
+                .at(0)
+                .at("function")
+                .at("name"),
+            "get_weather");
+  d.tool_calls = nullptr;
+  d.text = "Hi";
+  d.logprobs = &lps;
+  for (Endpoint e : {Endpoint::kChatCompletions, Endpoint::kCompletions}) {
+    const std::string with_lps = render_chunk(e, metas[0], d, true);
+    EXPECT_EQ(json::serialize(json::parse(with_lps)), with_lps);
+    EXPECT_FALSE(json::parse(with_lps).at("choices").at(0).at("logprobs").is_null());
+  }
+}
+
+// render_response is written by hand too: the same bytes as Boost.JSON's rendering.
+TEST(OpenAiRenderTest, ResponseBytesAreBoostJsonsRendering) {
+  auto reference = [](Endpoint e, const ResponseMeta &meta, const std::vector<Choice> &choices,
+                      const Usage &u) {
+    const bool chat = e == Endpoint::kChatCompletions;
+    json::object o;
+    o["id"] = meta.id;
+    o["object"] = chat ? "chat.completion" : "text_completion";
+    o["created"] = meta.created;
+    o["model"] = meta.model;
+    o["system_fingerprint"] = "gantry";
+    json::array arr;
+    for (const auto &c : choices) {
+      json::object ch;
+      ch["index"] = c.index;
+      if (chat)
+        ch["message"] =
+            json::object{{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+      else
+        ch["text"] = c.text;
+      ch["logprobs"] = nullptr;
+      ch["finish_reason"] = c.finish_reason.empty() ? json::value(nullptr)
+                                                    : json::value(json::string(c.finish_reason));
+      arr.push_back(std::move(ch));
+    }
+    o["choices"] = std::move(arr);
+    o["usage"] = {{"prompt_tokens", u.prompt_tokens},
+                  {"completion_tokens", u.completion_tokens},
+                  {"total_tokens", int64_t{u.prompt_tokens} + u.completion_tokens},
+                  {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+    return json::serialize(o);
+  };
+  const std::string every_byte = all_byte_values();
+  std::vector<std::vector<Choice>> sets(4);
+  sets[1].push_back({});
+  sets[1][0].text = "Hello, \"world\"\n";
+  sets[1][0].finish_reason = "stop";
+  for (int i = 0; i < 3; ++i) {
+    Choice c;
+    c.index = i;
+    c.text = i == 1 ? every_byte : std::string(i * 50, 'a');
+    c.finish_reason = i == 2 ? "length" : "";
+    sets[2].push_back(c);
+  }
+  sets[3].push_back({});
+  sets[3][0].text = "h\xc3\xa9llo";
+  const ResponseMeta meta{"chatcmpl-\"q\"", "m\\1", 1733400000};
+  for (Endpoint e : {Endpoint::kChatCompletions, Endpoint::kCompletions})
+    for (const auto &set : sets)
+      EXPECT_EQ(render_response(e, meta, set, {5, 7, 2}), reference(e, meta, set, {5, 7, 2}));
+  // Tool calls (content null when there is no text) and logprobs: Boost.JSON's own values
+  // inside; the whole reads back and re-renders to the same bytes.
+  Choice call;
+  call.tool_calls.push_back({"call_1", "get_weather", "{\"city\":\"Paris\"}"});
+  call.finish_reason = "tool_calls";
+  Choice lp;
+  lp.text = "Hi";
+  lp.logprobs = std::vector<TokenLogprob>(1);
+  (*lp.logprobs)[0].token = "Hi";
+  (*lp.logprobs)[0].bytes = "Hi";
+  for (Endpoint e : {Endpoint::kChatCompletions, Endpoint::kCompletions}) {
+    const std::string r = render_response(e, meta, {call, lp}, {1, 2, 0});
+    EXPECT_EQ(json::serialize(json::parse(r)), r);
+  }
+  const auto j = json::parse(render_response(Endpoint::kChatCompletions, meta, {call}, {1, 2, 0}));
+  EXPECT_TRUE(j.at("choices").at(0).at("message").at("content").is_null());
+  EXPECT_EQ(j.at("choices").at(0).at("message").at("tool_calls").at(0).at("function").at("name"),
+            "get_weather");
+}
+
 constexpr const char *kTool =
     R"({"type":"function","function":{"name":"get_weather","description":"d",)"
     R"("parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true}})";

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <set>
+#include <thread>
 
 namespace gantry::control {
 namespace {
@@ -54,6 +55,29 @@ TEST(ApiKey, HashDependsOnPepperAndSecret) {
   EXPECT_TRUE(hashes_equal(hash_secret("p", "s"), hash_secret("p", "s")));
   EXPECT_FALSE(hashes_equal(hash_secret("p", "s"), hash_secret("p", "t")));
   EXPECT_FALSE(hashes_equal("", ""));
+}
+
+// hash_secret keeps a keyed HMAC context per thread: its answers must be HMAC-SHA256 exactly,
+// whatever order peppers and secrets come in (every stored key hash depends on it).
+TEST(ApiKey, HashIsHmacSha256AcrossPepperChanges) {
+  // RFC 4231, test case 2 (key "Jefe") and test case 1 (key 0x0b x 20).
+  const std::string tc2 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  const std::string tc1 = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+  const std::string key1(20, '\x0b');
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(hash_secret("Jefe", "what do ya want for nothing?"), tc2);
+    EXPECT_EQ(hash_secret(key1, "Hi There"), tc1);
+    EXPECT_EQ(hash_secret(key1, "Hi There"), tc1); // the same key twice: the reused context
+  }
+  // An empty pepper is a valid (empty) HMAC key, not "keep the previous key".
+  EXPECT_EQ(hash_secret("", ""),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+  EXPECT_NE(hash_secret("", "Hi There"), hash_secret(key1, "Hi There"));
+  // Another thread computes the same hashes with its own context.
+  std::string other;
+  std::thread t([&] { other = hash_secret("Jefe", "what do ya want for nothing?"); });
+  t.join();
+  EXPECT_EQ(other, tc2);
 }
 
 TEST(WebhookSignature, MatchesTheStandardWebhooksReferenceVector) {

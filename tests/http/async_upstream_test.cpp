@@ -80,6 +80,26 @@ Outcome get(std::future<Outcome> f) {
   return f.get();
 }
 
+TEST(AsyncUpstreamRequest, SerializedByHandLikeBeastsFieldsSet) {
+  const Headers hs = {{"Content-Type", "application/json"},
+                      {"authorization", "Bearer a"},
+                      {"Authorization", "Bearer b"}, // replaces the first, as fields.set did
+                      {"user-agent", "custom"},
+                      {"Content-Length", "999"}, // framing is the client's own
+                      {"Transfer-Encoding", "chunked"},
+                      {"X-Evil", "a\r\nX-Injected: 1"}, // never sent
+                      {"X-Bad\nName", "v"}};
+  EXPECT_EQ(serialize_request(Method::kPost, "/v1/chat/completions", "127.0.0.1:8000", hs, "{}"),
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: custom\r\n"
+            "Content-Type: application/json\r\nauthorization: Bearer b\r\n"
+            "Content-Length: 2\r\n\r\n{}");
+  // A GET without a body carries no Content-Length; a POST without one says 0.
+  EXPECT_EQ(serialize_request(Method::kGet, "/v1/models", "h:1", {}, ""),
+            "GET /v1/models HTTP/1.1\r\nHost: h:1\r\nUser-Agent: gantry\r\n\r\n");
+  EXPECT_EQ(serialize_request(Method::kPost, "/x", "h:1", {}, ""),
+            "POST /x HTTP/1.1\r\nHost: h:1\r\nUser-Agent: gantry\r\nContent-Length: 0\r\n\r\n");
+}
+
 TEST(AsyncUpstreamClient, KeepAliveReusesOneConnection) {
   ScriptServer s([](int) { return std::vector<Step>{{fixed("{\"ok\":1}")}}; });
   SystemClock clock;

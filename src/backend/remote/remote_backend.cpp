@@ -330,8 +330,8 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
   state->prompt_estimate = std::max<int64_t>(prompt, 1);
   if (config_.pool.prefix_affinity)
     state->affinity = prefix_key(affinity_text, affinity_text.size());
-  // Built once here to surface request errors (Anthropic's n > 1) before admission.
-  GANTRY_TRY(codec.request_body(state->request, "m", false, options.default_max_tokens));
+  // Request errors (Anthropic's n > 1) surface here, before admission.
+  GANTRY_TRY(codec.check_request(state->request));
 
   PreparedCall p;
   p.endpoint = request.endpoint;

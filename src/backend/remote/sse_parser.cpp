@@ -1,6 +1,23 @@
 #include "backend/remote/sse_parser.h"
 
+#include <cstring>
+
 namespace gantry::backend::remote {
+namespace {
+
+// The first CR or LF at or after `i`. Two memchr scans rather than string_view::find_first_of,
+// which tests every byte against the set one by one (a fifth of a streamed call's parsing).
+std::size_t find_eol(std::string_view b, std::size_t i) {
+  const char *p = b.data() + i;
+  const std::size_t n = b.size() - i;
+  const auto *lf = static_cast<const char *>(std::memchr(p, '\n', n));
+  const std::size_t before_lf = lf ? static_cast<std::size_t>(lf - p) : n;
+  if (const auto *cr = static_cast<const char *>(std::memchr(p, '\r', before_lf)))
+    return static_cast<std::size_t>(cr - b.data());
+  return lf ? static_cast<std::size_t>(lf - b.data()) : std::string_view::npos;
+}
+
+} // namespace
 
 Status SseParser::feed(std::string_view bytes, std::vector<SseEvent> &out) {
   if (failed_)
@@ -14,7 +31,7 @@ Status SseParser::feed(std::string_view bytes, std::vector<SseEvent> &out) {
         continue;
       }
     }
-    const std::size_t end = bytes.find_first_of("\r\n", i);
+    const std::size_t end = find_eol(bytes, i);
     const std::size_t stop = end == std::string_view::npos ? bytes.size() : end;
     if (line_.size() + (stop - i) > limits_.max_line) {
       failed_ = true;

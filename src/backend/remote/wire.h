@@ -87,6 +87,12 @@ public:
   virtual Result<std::string> request_body(const api::InferenceRequest &request,
                                            std::string_view upstream_model, bool stream,
                                            int default_max_tokens) const = 0;
+  // The errors request_body would return for `request`, found before admission. The default
+  // builds a body and drops it; a codec that knows its few refusals checks just those.
+  virtual Status check_request(const api::InferenceRequest &request) const {
+    GANTRY_TRY(request_body(request, "m", false, 16));
+    return Ok();
+  }
   virtual std::vector<WireHeader> auth_headers(const std::string &api_key) const = 0;
   virtual Result<UpstreamResult> parse_response(std::string_view body) const = 0;
   virtual std::unique_ptr<StreamDecoder> stream_decoder() const = 0;
