@@ -26,52 +26,7 @@ ROUNDS=${ROUNDS:-2}
 CONNS=${CONNS:-64}
 GANTRY=$BUILD/gantry
 FIXED=$BUILD/bench/fixed_rate
-tmp=$(mktemp -d /tmp/gantry-remote-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-BODY_OUT='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a fixed answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}'
-REQ='{"model":"bench","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
-
-nginx_conf() { # dir port server-body
-  mkdir -p "$1"
-  cat >"$1/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-user root;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/f;
-  uwsgi_temp_path $1/u; scgi_temp_path $1/s;
-  keepalive_requests 1000000;
-  $4
-  server { listen 127.0.0.1:$2; $3 }
-}
-CONF
-}
-MODELS_LOC="location = /v1/models { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"up\"}]}'; }"
-UP=$(free_port)
-nginx_conf "$tmp/up" "$UP" "$MODELS_LOC
-  location / { default_type application/json; return 200 '$BODY_OUT'; }" ""
-nginx -p "$tmp/up" -c "$tmp/up/nginx.conf" & pids+=($!)
-# The streamed upstream: one fixed event stream for every request (nginx sends it at once; what
-# is measured is how long each proxy takes to pass its first content chunk on).
-chunk() { printf 'data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"up","choices":[{"index":0,"delta":{%s},"finish_reason":%s}]}\\n\\n' "$1" "$2"; }
-SSE_OUT="$(chunk '"role":"assistant","content":"Hello"' null)$(chunk '"content":" there"' null)$(chunk '"content":"."' null)$(chunk '' '"stop"')"
-SSE_OUT+='data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"up","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}\n\ndata: [DONE]\n\n'
-UPS=$(free_port)
-nginx_conf "$tmp/ups" "$UPS" "$MODELS_LOC
-  location / { default_type text/event-stream; return 200 '$SSE_OUT'; }" ""
-nginx -p "$tmp/ups" -c "$tmp/ups/nginx.conf" & pids+=($!)
+. bench/remote_upstreams.sh
 PROXY=$(free_port)
 nginx_conf "$tmp/proxy" "$PROXY" "
   location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
@@ -84,8 +39,10 @@ nginx_conf "$tmp/proxys" "$PROXYS" "
 nginx -p "$tmp/proxys" -c "$tmp/proxys/nginx.conf" & pids+=($!)
 sleep 0.5
 GPORT=$(free_port)
+# --no-cache: the streamed requests are greedy (cacheable) and repeat from round to round; what
+# is measured is the proxy path, never a cache hit.
 GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
-  --io-threads "${IO_THREADS:-2}" --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" --model "bench-stream=http://127.0.0.1:$UPS/v1" \
+  --io-threads "${IO_THREADS:-2}" --no-cache --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" --model "bench-stream=http://127.0.0.1:$UPS/v1" \
   >"$tmp/gantry.out" 2>&1 & pids+=($!)
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
