@@ -126,7 +126,10 @@ std::vector<std::string> submit_many(const ServerProcess &s, int n, int threads,
 }
 
 TEST(Jobs, SubmitGetListCancelPreferWaitAndValidation) {
-  auto s = start(jobs_toml("workers = 2"));
+  // A context long enough for a job that is still running when its cancel arrives: 1,500 tokens
+  // of the story model took about 1 s, and on a loaded CI machine the job could finish between
+  // "running" and the cancel (then the cancel only refuses its result; no generation is cut).
+  auto s = start(jobs_toml("workers = 2", "ctx = 16384"));
   ASSERT_TRUE(s);
   http::HttpClient c(s->client_options());
 
@@ -166,7 +169,7 @@ TEST(Jobs, SubmitGetListCancelPreferWaitAndValidation) {
       "/v1/jobs", json::serialize(json::object{{"endpoint", "/v1/completions"},
                                                {"body", json::object{{"model", kModel},
                                                                      {"prompt", "A"},
-                                                                     {"max_tokens", 1500},
+                                                                     {"max_tokens", 16000},
                                                                      {"ignore_eos", true}}}}));
   ASSERT_TRUE(long_job && long_job->status == 202);
   const std::string long_id(parse_object(long_job->body)["id"].as_string());
