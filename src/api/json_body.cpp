@@ -4,9 +4,9 @@
 
 namespace gantry::api {
 
-Result<boost::json::object> parse_object_body(std::string_view body) {
+Result<boost::json::object> parse_object_body(std::string_view body, boost::json::storage_ptr sp) {
   boost::json::error_code ec;
-  boost::json::value doc = boost::json::parse(body, ec);
+  boost::json::value doc = boost::json::parse(body, ec, std::move(sp));
   if (ec) {
     return Error{ErrorCode::kInvalidArgument,
                  "We could not parse the JSON body of your request (" + ec.message() +

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <boost/json/storage_ptr.hpp>
 
 #include <string_view>
 
@@ -10,6 +11,8 @@
 
 namespace gantry::api {
 
-Result<boost::json::object> parse_object_body(std::string_view body);
+// The document's nodes come from `sp` (a caller that reads the document out and drops it can pass
+// a monotonic resource: one allocation per node is most of a small request's parse).
+Result<boost::json::object> parse_object_body(std::string_view body, boost::json::storage_ptr sp = {});
 
 } // namespace gantry::api

@@ -81,19 +81,39 @@ namespace {
 // OpenSSL 3's one-shot HMAC() fetches the algorithms by name on every call (about 40,000
 // instructions, most of an authenticated request's key check). Each thread keeps one context
 // keyed with the pepper and re-initialises it with the same key per call instead.
+//
+// It also remembers the last secret it hashed and that hash: a request's key is checked twice
+// (before its body is read, then by its handler) and a client sends the same key with every
+// request, so most checks on a thread repeat the last one. The secret is compared in constant
+// time, so a hit or miss tells a caller only whether its whole secret equals the remembered one.
 struct HmacContext {
   std::string pepper;
   EVP_MAC_CTX *ctx = nullptr;
+  std::string last_secret, last_hash; // last_hash empty = nothing remembered
   HmacContext() = default;
   HmacContext(const HmacContext &) = delete;
   HmacContext &operator=(const HmacContext &) = delete;
-  ~HmacContext() { EVP_MAC_CTX_free(ctx); }
+  ~HmacContext() {
+    forget();
+    EVP_MAC_CTX_free(ctx);
+  }
+
+  void forget() {
+    OPENSSL_cleanse(last_secret.data(), last_secret.size());
+    last_secret.clear();
+    last_hash.clear();
+  }
+  bool remembers(std::string_view secret) const {
+    return !last_hash.empty() && last_secret.size() == secret.size() &&
+           CRYPTO_memcmp(last_secret.data(), secret.data(), secret.size()) == 0;
+  }
 
   bool rekey(std::string_view p) {
     static EVP_MAC *const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
     EVP_MAC_CTX_free(ctx);
     ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
     pepper.clear();
+    forget();
     if (!ctx)
       return false;
     char digest[] = "SHA256";
@@ -118,6 +138,8 @@ std::string hash_secret(std::string_view pepper, std::string_view secret) {
   std::size_t len = 0;
   thread_local HmacContext hmac;
   bool ok = (hmac.ctx && hmac.pepper == pepper) || hmac.rekey(pepper);
+  if (ok && hmac.remembers(secret))
+    return hmac.last_hash;
   // A null key re-initialises the context with the key it already holds.
   ok = ok && EVP_MAC_init(hmac.ctx, nullptr, 0, nullptr) == 1 &&
        EVP_MAC_update(hmac.ctx, reinterpret_cast<const unsigned char *>(secret.data()),
@@ -136,6 +158,11 @@ std::string hash_secret(std::string_view pepper, std::string_view secret) {
   for (std::size_t i = 0; i < len; ++i) {
     out[2 * i] = kHex[md[i] >> 4];
     out[2 * i + 1] = kHex[md[i] & 15];
+  }
+  if (ok) {
+    hmac.forget();
+    hmac.last_secret.assign(secret);
+    hmac.last_hash = out;
   }
   return out;
 }

@@ -80,6 +80,27 @@ TEST(ApiKey, HashIsHmacSha256AcrossPepperChanges) {
   EXPECT_EQ(other, tc2);
 }
 
+// The per-thread memory of the last secret hashed: a repeat gets the same (RFC) hash, and any
+// other secret of the same or another length, or the same secret under another pepper, its own.
+TEST(ApiKey, TheRememberedLastHashIsReturnedOnlyForTheSameSecretAndPepper) {
+  const std::string tc2 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  const std::string secret = "what do ya want for nothing?";
+  EXPECT_EQ(hash_secret("Jefe", secret), tc2);
+  EXPECT_EQ(hash_secret("Jefe", secret), tc2);
+  std::string same_length = secret;
+  same_length.back() = '!';
+  const std::string h_same_length = hash_secret("Jefe", same_length);
+  EXPECT_NE(h_same_length, tc2);
+  EXPECT_EQ(hash_secret("Jefe", secret), tc2);
+  EXPECT_EQ(hash_secret("Jefe", same_length), h_same_length);
+  EXPECT_NE(hash_secret("Jefe", secret.substr(1)), tc2);
+  EXPECT_NE(hash_secret("Jeff", secret), tc2);
+  EXPECT_EQ(hash_secret("Jefe", secret), tc2);
+  // An empty secret after a non-empty one is hashed, not taken for the remembered one.
+  EXPECT_EQ(hash_secret("", ""),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+}
+
 TEST(WebhookSignature, MatchesTheStandardWebhooksReferenceVector) {
   // From the Standard Webhooks specification's test vectors.
   const std::string secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -253,12 +253,20 @@ public:
 
   Result<std::string> request_body(const api::InferenceRequest &r, std::string_view model,
                                    bool stream, int default_max_tokens) const override {
-    json::object b;
+    // Every node of the body comes from a stack buffer (the heap only past it) and the body is
+    // serialized before it goes: built on the default resource it took about 50 allocations and
+    // as many frees per request, most of the body's cost.
+    alignas(16) unsigned char scratch[8192];
+    json::monotonic_resource mr(scratch, sizeof scratch);
+    const json::storage_ptr sp(&mr);
+    json::object b(sp);
+    b.reserve(24);
     b["model"] = model;
     if (r.endpoint == api::Endpoint::kChatCompletions) {
-      json::array msgs;
+      json::array msgs(sp);
+      msgs.reserve(r.messages.size());
       for (const auto &m : r.messages)
-        msgs.push_back(message_json(m));
+        msgs.push_back(message_json(m, sp));
       b["messages"] = std::move(msgs);
       add_tools(r, b);
     } else {
@@ -372,8 +380,12 @@ public:
   }
 
   Result<UpstreamResult> parse_response(std::string_view body) const override {
+    // The document is read out into UpstreamResult and dropped: its nodes come from a stack
+    // buffer (the heap only past it), not one allocation each.
+    alignas(16) unsigned char scratch[8192];
+    json::monotonic_resource mr(scratch, sizeof scratch);
     json::error_code ec;
-    json::value v = json::parse(body, ec, {}, lenient());
+    json::value v = json::parse(body, ec, &mr, lenient());
     if (ec || !v.is_object())
       return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid JSON response", {}});
     const json::object &o = v.as_object();
@@ -460,10 +472,10 @@ public:
 
 private:
   // A message as the client sent it, tool fields included.
-  static json::object message_json(const api::ChatMessage &m) {
-    json::object o{{"role", m.role}, {"content", m.content}};
+  static json::object message_json(const api::ChatMessage &m, const json::storage_ptr &sp) {
+    json::object o({{"role", m.role}, {"content", m.content}}, sp);
     if (!m.tool_calls.empty()) {
-      json::array calls;
+      json::array calls(sp);
       for (const auto &c : m.tool_calls) {
         calls.push_back({{"id", c.id},
                          {"type", "function"},
