@@ -13,6 +13,7 @@ namespace gantry::api {
 
 // The document's nodes come from `sp` (a caller that reads the document out and drops it can pass
 // a monotonic resource: one allocation per node is most of a small request's parse).
-Result<boost::json::object> parse_object_body(std::string_view body, boost::json::storage_ptr sp = {});
+Result<boost::json::object> parse_object_body(std::string_view body,
+                                              boost::json::storage_ptr sp = {});
 
 } // namespace gantry::api
