@@ -89,6 +89,28 @@ bool key_char(char c) {
          c == '_' || c == '.';
 }
 
+// The stream chunk decoder's document-free path, where it accepts a chunk, gives the DOM
+// decoder's result exactly.
+void check_fast_path(std::string_view chunk) {
+  const auto fast = detail::decode_common_chunk(chunk);
+  if (!fast)
+    return;
+  const auto dom = detail::decode_chunk_dom(chunk);
+  require(dom.ok() && dom->done == fast->done && dom->deltas.size() == fast->deltas.size());
+  for (size_t i = 0; i < dom->deltas.size(); ++i) {
+    const auto &a = dom->deltas[i], &b = fast->deltas[i];
+    require(a.index == b.index && a.text == b.text && a.finish_reason == b.finish_reason &&
+            a.tool_calls.empty() && b.tool_calls.empty() && a.logprobs.empty() &&
+            b.logprobs.empty());
+  }
+  require(dom->usage.has_value() == fast->usage.has_value());
+  if (dom->usage) {
+    const auto &a = *dom->usage, &b = *fast->usage;
+    require(a.prompt_tokens == b.prompt_tokens && a.completion_tokens == b.completion_tokens &&
+            a.cached_tokens == b.cached_tokens && a.cost_usd == b.cost_usd);
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -116,7 +138,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // marker; the decoder must survive any sequence, so every event is fed.
   const auto codec = make_codec(kind);
   auto decoder = codec->stream_decoder();
+  check_fast_path(in);
   for (const SseEvent &e : whole.events) {
+    check_fast_path(e.data);
     auto step = decoder->on_event(e);
     if (!step) {
       check_error(step.error());

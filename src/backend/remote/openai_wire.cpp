@@ -196,20 +196,19 @@ std::vector<api::ToolCallDelta> tool_calls_of(const json::object &message) {
   return out;
 }
 
-class OpenAIStreamDecoder final : public StreamDecoder {
-public:
-  Result<StreamStep> on_event(const SseEvent &event) override {
-    StreamStep step;
-    if (event.data == "[DONE]") {
-      step.done = true;
-      return step;
-    }
-    // A chunk's values live in a stack buffer (the heap only past it): every streamed token
-    // passes here, and the DOM is dropped before the next one.
+} // namespace
+
+namespace detail {
+
+Result<StreamStep> decode_chunk_dom(std::string_view data) {
+  StreamStep step;
+  {
+    // A chunk's values live in a stack buffer (the heap only past it), and the DOM is dropped
+    // before the next one.
     alignas(16) unsigned char scratch[4096];
     json::monotonic_resource mr(scratch, sizeof scratch);
     json::error_code ec;
-    json::value v = json::parse(event.data, ec, &mr, lenient());
+    json::value v = json::parse(data, ec, &mr, lenient());
     if (ec || !v.is_object())
       return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid stream chunk", {}});
     const json::object &o = v.as_object();
@@ -237,7 +236,27 @@ public:
       }
     }
     step.usage = usage_of(o);
-    return step;
+  }
+  return step;
+}
+
+} // namespace detail
+
+namespace {
+
+class OpenAIStreamDecoder final : public StreamDecoder {
+public:
+  Result<StreamStep> on_event(const SseEvent &event) override {
+    if (event.data == "[DONE]") {
+      StreamStep step;
+      step.done = true;
+      return step;
+    }
+    // Every streamed token passes here: the common chunk without a document, anything else
+    // (tool calls, logprobs, errors, odd shapes) through the DOM.
+    if (auto step = detail::decode_common_chunk(event.data))
+      return std::move(*step);
+    return detail::decode_chunk_dom(event.data);
   }
 };
 

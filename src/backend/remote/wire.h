@@ -122,4 +122,12 @@ std::string scrub_upstream_message(std::string_view text, const std::vector<std:
 int64_t retry_after_ms(std::optional<std::string_view> retry_after,
                        std::optional<std::string_view> retry_after_ms_header);
 
+namespace detail {
+// The OpenAI stream chunk decoder's two paths (exposed for the test that compares them): the
+// common text chunk without a JSON document (nullopt for any other shape), and the DOM decoder,
+// which takes every chunk.
+std::optional<StreamStep> decode_common_chunk(std::string_view data);
+Result<StreamStep> decode_chunk_dom(std::string_view data);
+} // namespace detail
+
 } // namespace gantry::backend::remote

@@ -461,3 +461,99 @@ TEST(AnthropicWire, RefusesLogprobsAndLogitBiasByName) {
 
 } // namespace
 } // namespace gantry::backend::remote
+
+namespace gantry::backend::remote {
+namespace {
+
+// The stream chunk decoder's document-free path must give exactly the DOM decoder's result for
+// every chunk it accepts, and accept the shapes engines send for text (else it saves nothing).
+std::string describe(const Result<StreamStep> &r) {
+  if (!r)
+    return "error: " + r.error().message;
+  std::string s = r->done ? "done;" : "";
+  for (const auto &d : r->deltas) {
+    s += "[" + std::to_string(d.index) + "|" + d.text + "|" + d.finish_reason + "|" +
+         std::to_string(d.tool_calls.size()) + "|" + std::to_string(d.logprobs.size()) + "]";
+  }
+  if (r->usage) {
+    s += "usage " + std::to_string(r->usage->prompt_tokens) + "/" +
+         std::to_string(r->usage->completion_tokens) + "/" +
+         std::to_string(r->usage->cached_tokens) + "/" +
+         (r->usage->cost_usd ? std::to_string(*r->usage->cost_usd) : std::string("none"));
+  }
+  return s;
+}
+
+TEST(OpenAIChunk, TheFastPathTakesCommonChunksAndAgreesWithTheDom) {
+  const std::vector<std::string> common = {
+      // vLLM / OpenAI
+      R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]})",
+      R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"Hello \"wor\u006cd\" \ud83d\ude00 \n"},"logprobs":null,"finish_reason":null}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop","stop_reason":null}],"usage":null})",
+      R"({"id":"c","choices":[],"usage":{"prompt_tokens":12,"total_tokens":20,"completion_tokens":8,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":0}}})",
+      R"({"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"cost_usd":0.25}})",
+      R"({"choices":[],"usage":{"prompt_tokens":-5,"completion_tokens":18446744073709551615,"cost_usd":7}})",
+      // llama.cpp server, TGI, completions
+      R"({"choices":[{"finish_reason":null,"index":0,"delta":{"content":" Once"}}],"created":1,"id":"x","model":"m","system_fingerprint":"b1","object":"chat.completion.chunk","timings":{"prompt_n":3,"predicted_ms":1.5}})",
+      R"({"id":"cmpl","object":"text_completion","choices":[{"index":0,"text":" upon","logprobs":null,"finish_reason":null}]})",
+      R"({"choices":[{"index":0,"text":"a","finish_reason":"length"},{"index":1,"text":"b","finish_reason":null},{"text":"c"}]})",
+      R"({"choices":[{"index":0,"delta":null,"text":"t"}]})",
+      R"({"choices":[{"index":0,"delta":{"content":null,"tool_calls":null}}]})",
+      // invalid UTF-8 is repaired the same way
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\xff\xc3\"},\"finish_reason\":"
+      "\"st\xe2\x82\"}]}",
+      R"({"choices":null,"error":null,"extra":[1,{"a":[{}]},"x",true,null,2.5]})",
+  };
+  for (const auto &c : common) {
+    SCOPED_TRACE(c);
+    const auto fast = detail::decode_common_chunk(c);
+    ASSERT_TRUE(fast.has_value()) << "a common chunk went to the DOM";
+    EXPECT_EQ(describe(*fast), describe(detail::decode_chunk_dom(c)));
+  }
+  // Shapes it leaves to the DOM (which reads them: tool calls, logprobs, errors), and anything
+  // odd: repeated fields, unexpected types, not an object, not JSON.
+  const std::vector<std::string> others = {
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{"}}]}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-0.5}]}}]})",
+      R"({"error":{"message":"overloaded"}})",
+      R"({"error":"boom"})",
+      R"({"choices":[{"index":0,"delta":{"content":"a"}}],"choices":[]})",
+      R"({"choices":[{"index":0,"index":1,"delta":{"content":"a"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]})",
+      R"({"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens":2}})",
+      R"({"choices":[{"index":99999,"delta":{"content":"a"}}]})",
+      R"({"choices":[{"index":-1,"delta":{"content":"a"}}]})",
+      R"({"choices":[{"index":"0","delta":{"content":"a"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":7}}]})",
+      R"({"choices":[{"index":0,"delta":"x","text":"t"}]})",
+      R"({"choices":[{"index":0,"finish_reason":1}]})",
+      R"({"choices":[1,{"index":0,"text":"a"}]})",
+      R"({"choices":{}})",
+      R"({"choices":[],"usage":{"prompt_tokens":1.5}})",
+      R"({"choices":[],"usage":{"cost_usd":"1"}})",
+      R"({"choices":[],"usage":{"prompt_tokens_details":null}})",
+      R"({"choices":[],"usage":3})",
+      R"([1,2])",
+      R"("text")",
+      R"(42)",
+      R"({"choices":[{"delta":)",
+      R"({"choices":[]} trailing)",
+      "",
+  };
+  for (const auto &c : others) {
+    SCOPED_TRACE(c);
+    EXPECT_FALSE(detail::decode_common_chunk(c).has_value());
+    (void)detail::decode_chunk_dom(c); // and the DOM decoder takes it (an error or a step)
+  }
+  // The decoder a stream uses gives the same answers either way.
+  auto d = make_codec(BackendKind::kOpenAICompatible)->stream_decoder();
+  for (const auto *set : {&common, &others}) {
+    for (const auto &c : *set) {
+      SCOPED_TRACE(c);
+      EXPECT_EQ(describe(d->on_event({"", c})), describe(detail::decode_chunk_dom(c)));
+    }
+  }
+}
+
+} // namespace
+} // namespace gantry::backend::remote
