@@ -63,6 +63,9 @@ struct PrepareOptions {
   // local engine roots its prefix-cache chain in it, so one project's prompts never warm (or
   // reveal through timing) another's.
   std::string cache_scope;
+  // False when the response cache will not look the call up (off, or the request's policy
+  // neither reads nor writes): a backend may then skip building the call's cache material.
+  bool wants_cache_material = true;
 };
 
 // The result of prepare(): what admission and the response cache need, and the adapter's state.

@@ -22,8 +22,8 @@
 
 namespace gantry::server {
 
-// x-ratelimit-* for a rate snapshot (only the limits that apply).
-http::Headers rate_headers(const control::RateSnapshot &s);
+// Appends x-ratelimit-* for a rate snapshot (only the limits that apply).
+void append_rate_headers(const control::RateSnapshot &s, http::Headers &headers);
 // The headers a CallOutcome puts on its response: x-ratelimit-*, x-gantry-cache and, for a
 // non-streamed call that ran, x-gantry-cost-usd.
 void add_outcome_headers(const CallOutcome &outcome, http::Headers &headers);

@@ -203,8 +203,10 @@ private:
     const api::InferenceRequest &ir = in_.request;
     // Cache entries and prefix-cache blocks are shared only within this scope (audit M2).
     const std::string scope = cache_scope(in_.principal, svc_.config_.share_cache_across_projects);
+    const CachePolicy policy = cache_policy(in_.cache_control, ir.cache);
     backend::PrepareOptions options = svc_.config_.prepare;
     options.cache_scope = scope;
+    options.wants_cache_material = svc_.cache_.enabled() && (policy.read || policy.write);
     auto prepared = backend_->prepare(ir, options);
     if (!prepared) {
       fail(prepared.take_error());
@@ -213,8 +215,7 @@ private:
     backend::PreparedCall &p = *prepared;
     // Looked up before admission: a hit costs no tokens, so it reserves none (it still counts
     // as a request for RPM and concurrency, and needs the key's model access and budget).
-    auto cached = svc_.cache_.lookup_material(p.cache_material, p.n,
-                                              cache_policy(in_.cache_control, ir.cache), scope);
+    auto cached = svc_.cache_.lookup_material(p.cache_material, p.n, policy, scope);
     out_.cache = std::string(cache_outcome_name(cached.outcome));
     control::AdmitRequest ar;
     ar.principal = in_.principal ? &*in_.principal : nullptr;

@@ -99,6 +99,8 @@ public:
   ResponseCache(std::unique_ptr<cache::Cache> store, ResponseCacheConfig config);
   ~ResponseCache();
 
+  bool enabled() const { return config_.enabled; }
+
   struct Decision {
     CacheOutcome outcome = CacheOutcome::kBypass;
     std::optional<CachedCompletion> hit; // set when outcome is kHit

@@ -348,8 +348,9 @@ Result<PreparedCall> RemoteBackend::prepare(const api::InferenceRequest &request
     for (const api::Prompt &in : request.prompts)
       p.echo.push_back(in.text);
   }
-  // The response cache keeps no logprobs: such a request always goes upstream (a bypass).
-  if (request.sampling.deterministic() && !request.logprobs) {
+  // The response cache keeps no logprobs: such a request always goes upstream (a bypass). The
+  // material is a whole request body: not built when the cache will not look it up.
+  if (options.wants_cache_material && request.sampling.deterministic() && !request.logprobs) {
     auto plain = state->request;
     plain.stream = false;
     plain.include_usage = false;
