@@ -255,11 +255,6 @@ private:
       store_key_ = std::move(cached.store_key);
       store_ttl_ = cached.ttl;
     }
-    if (svc_.config_.metrics) {
-      inter_token_ = &svc_.metrics_.histogram(
-          "inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
-          {{"model_name", out_.model}}, telemetry::Registry::token_latency_buckets());
-    }
     std::unique_lock<std::mutex> lk(mu_); // events wait until the head is out
     choices_.resize(static_cast<size_t>(p.n));
     auto started = backend_->start(p, shared_from_this());
@@ -274,6 +269,13 @@ private:
       return;
     }
     handle_ = std::shared_ptr<backend::CallHandle>(std::move(started).value());
+    // After start (a remote call's request has left by now), still under the lock: the first
+    // event waits for it.
+    if (svc_.config_.metrics) {
+      inter_token_ = &svc_.metrics_.histogram(
+          "inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
+          {{"model_name", out_.model}}, telemetry::Registry::token_latency_buckets());
+    }
     sink_->on_head(head_, out_, [h = handle_] { h->cancel(); });
   }
 

@@ -2,7 +2,10 @@
 // OpenAI body for the upstream model, and the upstream's body or chunks into typed results.
 #include <boost/json.hpp>
 
+#include <charconv>
+
 #include "backend/remote/wire.h"
+#include "core/json_text.h"
 #include "core/utf8.h"
 
 namespace gantry::backend::remote {
@@ -260,6 +263,316 @@ public:
   }
 };
 
+// A message as the client sent it, tool fields included.
+json::object message_json(const api::ChatMessage &m, const json::storage_ptr &sp) {
+  json::object o({{"role", m.role}, {"content", m.content}}, sp);
+  if (!m.tool_calls.empty()) {
+    json::array calls(sp);
+    for (const auto &c : m.tool_calls) {
+      calls.push_back({{"id", c.id},
+                       {"type", "function"},
+                       {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    }
+    o["tool_calls"] = std::move(calls);
+    if (m.content.empty())
+      o["content"] = nullptr;
+  }
+  if (m.role == "tool") {
+    o["tool_call_id"] = m.tool_call_id;
+    if (!m.name.empty())
+      o["name"] = m.name;
+  }
+  return o;
+}
+
+// tools, tool_choice and parallel_tool_calls, unchanged (only with tools: OpenAI refuses
+// parallel_tool_calls without them).
+void add_tools(const api::InferenceRequest &r, json::object &b) {
+  if (r.tools.empty())
+    return;
+  json::array tools;
+  for (const auto &t : r.tools) {
+    json::object fn{{"name", t.name}};
+    if (!t.description.empty())
+      fn["description"] = t.description;
+    if (!t.parameters.empty()) {
+      json::error_code ec;
+      json::value params = json::parse(t.parameters, ec);
+      if (!ec)
+        fn["parameters"] = std::move(params);
+    }
+    if (t.strict)
+      fn["strict"] = true;
+    tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
+  }
+  b["tools"] = std::move(tools);
+  switch (r.tool_choice.mode) {
+  case api::ToolChoice::Mode::kAuto: b["tool_choice"] = "auto"; break;
+  case api::ToolChoice::Mode::kNone: b["tool_choice"] = "none"; break;
+  case api::ToolChoice::Mode::kRequired: b["tool_choice"] = "required"; break;
+  case api::ToolChoice::Mode::kFunction:
+    b["tool_choice"] = {{"type", "function"}, {"function", {{"name", r.tool_choice.function}}}};
+    break;
+  }
+  if (!r.parallel_tool_calls)
+    b["parallel_tool_calls"] = false;
+}
+
+// request_body's only refusal.
+Status check_grammar(const api::InferenceRequest &r, BackendKind kind) {
+  if (!r.grammar.empty() && kind != BackendKind::kOpenAICompatible) {
+    return Err(Error::invalid("'grammar' is a llama.cpp/vLLM extension that this model's "
+                              "backend (OpenAI) does not accept",
+                              "grammar"));
+  }
+  return Ok();
+}
+
+} // namespace
+
+namespace detail {
+
+Result<std::string> openai_body_dom(const api::InferenceRequest &r, std::string_view model,
+                                    bool stream, int default_max_tokens, BackendKind kind) {
+  // Every node of the body comes from a stack buffer (the heap only past it) and the body is
+  // serialized before it goes: built on the default resource it took about 50 allocations and
+  // as many frees per request, most of the body's cost.
+  alignas(16) unsigned char scratch[8192];
+  json::monotonic_resource mr(scratch, sizeof scratch);
+  const json::storage_ptr sp(&mr);
+  json::object b(sp);
+  b.reserve(24);
+  b["model"] = model;
+  if (r.endpoint == api::Endpoint::kChatCompletions) {
+    json::array msgs(sp);
+    msgs.reserve(r.messages.size());
+    for (const auto &m : r.messages)
+      msgs.push_back(message_json(m, sp));
+    b["messages"] = std::move(msgs);
+    add_tools(r, b);
+  } else {
+    auto one = [](const api::Prompt &p) -> json::value {
+      if (!p.ids)
+        return json::string(p.text);
+      json::array ids;
+      for (int32_t id : *p.ids)
+        ids.push_back(id);
+      return ids;
+    };
+    if (r.prompts.size() == 1) {
+      b["prompt"] = one(r.prompts[0]);
+    } else {
+      json::array all;
+      for (const auto &p : r.prompts)
+        all.push_back(one(p));
+      b["prompt"] = std::move(all);
+    }
+  }
+  // The server's default bounds an open-ended request here as it does for local models, so
+  // the admission's reservation and the upstream's work agree.
+  b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens;
+  const auto &s = r.sampling;
+  b["temperature"] = s.temperature;
+  b["top_p"] = s.top_p;
+  if (s.frequency_penalty != 0)
+    b["frequency_penalty"] = s.frequency_penalty;
+  if (s.presence_penalty != 0)
+    b["presence_penalty"] = s.presence_penalty;
+  if (s.seed)
+    b["seed"] = *s.seed;
+  if (kind == BackendKind::kOpenAICompatible) { // extensions vLLM, SGLang, llama.cpp accept
+    if (s.top_k > 0)
+      b["top_k"] = s.top_k;
+    if (s.min_p > 0)
+      b["min_p"] = s.min_p;
+    if (s.repetition_penalty != 1.0f)
+      b["repetition_penalty"] = s.repetition_penalty;
+    if (r.ignore_eos)
+      b["ignore_eos"] = true;
+  }
+  if (!r.stop.empty()) {
+    json::array stop;
+    for (const auto &x : r.stop)
+      stop.push_back(json::string(x));
+    b["stop"] = std::move(stop);
+  }
+  if (r.n != 1)
+    b["n"] = r.n;
+  if (r.logprobs) {
+    if (r.endpoint == api::Endpoint::kChatCompletions) {
+      b["logprobs"] = true;
+      b["top_logprobs"] = r.top_logprobs;
+    } else {
+      b["logprobs"] = r.top_logprobs;
+    }
+  }
+  if (!r.logit_bias.empty()) {
+    json::object bias;
+    for (const auto &[t, v] : r.logit_bias)
+      bias[std::to_string(t)] = v;
+    b["logit_bias"] = std::move(bias);
+  }
+  if (r.echo)
+    b["echo"] = true;
+  if (!r.user.empty())
+    b["user"] = r.user;
+  // Structured outputs are the upstream's to enforce: sent as the client wrote them.
+  switch (r.response_format.type) {
+  case api::ResponseFormat::Type::kText: break;
+  case api::ResponseFormat::Type::kJsonObject:
+    b["response_format"] = json::object{{"type", "json_object"}};
+    break;
+  case api::ResponseFormat::Type::kJsonSchema: {
+    json::object js{{"name", r.response_format.name.empty() ? "output" : r.response_format.name},
+                    {"schema", json::parse(r.response_format.schema)},
+                    {"strict", r.response_format.strict}};
+    b["response_format"] = json::object{{"type", "json_schema"}, {"json_schema", std::move(js)}};
+    break;
+  }
+  }
+  if (!r.grammar.empty()) {
+    GANTRY_TRY(check_grammar(r, kind));
+    b["grammar"] = r.grammar;        // llama.cpp server
+    b["guided_grammar"] = r.grammar; // vLLM
+  }
+  if (stream) {
+    b["stream"] = true;
+    // Always asked for, so every call is billed on the upstream's real usage; the client sees
+    // a usage chunk only when it asked for one (Gantry renders its own).
+    b["stream_options"] = json::object{{"include_usage", true}};
+  }
+  return json::serialize(b);
+}
+
+namespace {
+void append_int(std::string &o, int64_t v) {
+  char buf[24];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  o.append(buf, res.ptr);
+}
+// A float field as Boost.JSON writes it (the DOM body's rendering, byte for byte).
+void append_float(std::string &o, float v) { o += json::serialize(json::value(v)); }
+} // namespace
+
+std::optional<std::string> openai_body_plain(const api::InferenceRequest &r, std::string_view model,
+                                             bool stream, int default_max_tokens,
+                                             BackendKind kind) {
+  // What only the DOM body writes: tools and tool history, logprobs, logit_bias, structured
+  // outputs, grammars, token-id prompts.
+  if (!r.tools.empty() || r.logprobs || !r.logit_bias.empty() || !r.grammar.empty() ||
+      r.response_format.type != api::ResponseFormat::Type::kText)
+    return std::nullopt;
+  const bool chat = r.endpoint == api::Endpoint::kChatCompletions;
+  std::size_t size = 256 + model.size() + r.user.size();
+  if (chat) {
+    for (const auto &m : r.messages) {
+      if (!m.tool_calls.empty() || m.role == "tool")
+        return std::nullopt;
+      size += 32 + m.role.size() + m.content.size() * 2;
+    }
+  } else {
+    if (r.prompts.empty())
+      return std::nullopt;
+    for (const auto &p : r.prompts) {
+      if (p.ids)
+        return std::nullopt;
+      size += 8 + p.text.size() * 2;
+    }
+  }
+  for (const auto &x : r.stop)
+    size += 8 + x.size() * 2;
+  std::string o;
+  o.reserve(size);
+  o += "{\"model\":";
+  append_json_string(o, model);
+  if (chat) {
+    o += ",\"messages\":[";
+    for (std::size_t i = 0; i < r.messages.size(); ++i) {
+      o += i ? ",{\"role\":" : "{\"role\":";
+      append_json_string(o, r.messages[i].role);
+      o += ",\"content\":";
+      append_json_string(o, r.messages[i].content);
+      o += '}';
+    }
+    o += ']';
+  } else {
+    o += ",\"prompt\":";
+    if (r.prompts.size() > 1)
+      o += '[';
+    for (std::size_t i = 0; i < r.prompts.size(); ++i) {
+      if (i)
+        o += ',';
+      append_json_string(o, r.prompts[i].text);
+    }
+    if (r.prompts.size() > 1)
+      o += ']';
+  }
+  o += ",\"max_tokens\":";
+  append_int(o, r.max_tokens ? *r.max_tokens : default_max_tokens);
+  const auto &s = r.sampling;
+  o += ",\"temperature\":";
+  append_float(o, s.temperature);
+  o += ",\"top_p\":";
+  append_float(o, s.top_p);
+  if (s.frequency_penalty != 0) {
+    o += ",\"frequency_penalty\":";
+    append_float(o, s.frequency_penalty);
+  }
+  if (s.presence_penalty != 0) {
+    o += ",\"presence_penalty\":";
+    append_float(o, s.presence_penalty);
+  }
+  if (s.seed) {
+    o += ",\"seed\":";
+    char buf[24];
+    const auto res = std::to_chars(buf, buf + sizeof buf, *s.seed);
+    o.append(buf, res.ptr);
+  }
+  if (kind == BackendKind::kOpenAICompatible) {
+    if (s.top_k > 0) {
+      o += ",\"top_k\":";
+      append_int(o, s.top_k);
+    }
+    if (s.min_p > 0) {
+      o += ",\"min_p\":";
+      append_float(o, s.min_p);
+    }
+    if (s.repetition_penalty != 1.0f) {
+      o += ",\"repetition_penalty\":";
+      append_float(o, s.repetition_penalty);
+    }
+    if (r.ignore_eos)
+      o += ",\"ignore_eos\":true";
+  }
+  if (!r.stop.empty()) {
+    o += ",\"stop\":[";
+    for (std::size_t i = 0; i < r.stop.size(); ++i) {
+      if (i)
+        o += ',';
+      append_json_string(o, r.stop[i]);
+    }
+    o += ']';
+  }
+  if (r.n != 1) {
+    o += ",\"n\":";
+    append_int(o, r.n);
+  }
+  if (r.echo)
+    o += ",\"echo\":true";
+  if (!r.user.empty()) {
+    o += ",\"user\":";
+    append_json_string(o, r.user);
+  }
+  if (stream)
+    o += ",\"stream\":true,\"stream_options\":{\"include_usage\":true}";
+  o += '}';
+  return o;
+}
+
+} // namespace detail
+
+namespace {
+
 class OpenAICodec final : public WireCodec {
 public:
   explicit OpenAICodec(BackendKind kind) : kind_(kind) {}
@@ -272,124 +585,14 @@ public:
 
   Result<std::string> request_body(const api::InferenceRequest &r, std::string_view model,
                                    bool stream, int default_max_tokens) const override {
-    // Every node of the body comes from a stack buffer (the heap only past it) and the body is
-    // serialized before it goes: built on the default resource it took about 50 allocations and
-    // as many frees per request, most of the body's cost.
-    alignas(16) unsigned char scratch[8192];
-    json::monotonic_resource mr(scratch, sizeof scratch);
-    const json::storage_ptr sp(&mr);
-    json::object b(sp);
-    b.reserve(24);
-    b["model"] = model;
-    if (r.endpoint == api::Endpoint::kChatCompletions) {
-      json::array msgs(sp);
-      msgs.reserve(r.messages.size());
-      for (const auto &m : r.messages)
-        msgs.push_back(message_json(m, sp));
-      b["messages"] = std::move(msgs);
-      add_tools(r, b);
-    } else {
-      auto one = [](const api::Prompt &p) -> json::value {
-        if (!p.ids)
-          return json::string(p.text);
-        json::array ids;
-        for (int32_t id : *p.ids)
-          ids.push_back(id);
-        return ids;
-      };
-      if (r.prompts.size() == 1) {
-        b["prompt"] = one(r.prompts[0]);
-      } else {
-        json::array all;
-        for (const auto &p : r.prompts)
-          all.push_back(one(p));
-        b["prompt"] = std::move(all);
-      }
-    }
-    // The server's default bounds an open-ended request here as it does for local models, so
-    // the admission's reservation and the upstream's work agree.
-    b["max_tokens"] = r.max_tokens ? *r.max_tokens : default_max_tokens;
-    const auto &s = r.sampling;
-    b["temperature"] = s.temperature;
-    b["top_p"] = s.top_p;
-    if (s.frequency_penalty != 0)
-      b["frequency_penalty"] = s.frequency_penalty;
-    if (s.presence_penalty != 0)
-      b["presence_penalty"] = s.presence_penalty;
-    if (s.seed)
-      b["seed"] = *s.seed;
-    if (kind_ == BackendKind::kOpenAICompatible) { // extensions vLLM, SGLang, llama.cpp accept
-      if (s.top_k > 0)
-        b["top_k"] = s.top_k;
-      if (s.min_p > 0)
-        b["min_p"] = s.min_p;
-      if (s.repetition_penalty != 1.0f)
-        b["repetition_penalty"] = s.repetition_penalty;
-      if (r.ignore_eos)
-        b["ignore_eos"] = true;
-    }
-    if (!r.stop.empty()) {
-      json::array stop;
-      for (const auto &x : r.stop)
-        stop.push_back(json::string(x));
-      b["stop"] = std::move(stop);
-    }
-    if (r.n != 1)
-      b["n"] = r.n;
-    if (r.logprobs) {
-      if (r.endpoint == api::Endpoint::kChatCompletions) {
-        b["logprobs"] = true;
-        b["top_logprobs"] = r.top_logprobs;
-      } else {
-        b["logprobs"] = r.top_logprobs;
-      }
-    }
-    if (!r.logit_bias.empty()) {
-      json::object bias;
-      for (const auto &[t, v] : r.logit_bias)
-        bias[std::to_string(t)] = v;
-      b["logit_bias"] = std::move(bias);
-    }
-    if (r.echo)
-      b["echo"] = true;
-    if (!r.user.empty())
-      b["user"] = r.user;
-    // Structured outputs are the upstream's to enforce: sent as the client wrote them.
-    switch (r.response_format.type) {
-    case api::ResponseFormat::Type::kText: break;
-    case api::ResponseFormat::Type::kJsonObject:
-      b["response_format"] = json::object{{"type", "json_object"}};
-      break;
-    case api::ResponseFormat::Type::kJsonSchema: {
-      json::object js{{"name", r.response_format.name.empty() ? "output" : r.response_format.name},
-                      {"schema", json::parse(r.response_format.schema)},
-                      {"strict", r.response_format.strict}};
-      b["response_format"] = json::object{{"type", "json_schema"}, {"json_schema", std::move(js)}};
-      break;
-    }
-    }
-    if (!r.grammar.empty()) {
-      GANTRY_TRY(check_request(r));
-      b["grammar"] = r.grammar;        // llama.cpp server
-      b["guided_grammar"] = r.grammar; // vLLM
-    }
-    if (stream) {
-      b["stream"] = true;
-      // Always asked for, so every call is billed on the upstream's real usage; the client sees
-      // a usage chunk only when it asked for one (Gantry renders its own).
-      b["stream_options"] = json::object{{"include_usage", true}};
-    }
-    return json::serialize(b);
+    if (auto plain = detail::openai_body_plain(r, model, stream, default_max_tokens, kind_))
+      return std::move(*plain);
+    return detail::openai_body_dom(r, model, stream, default_max_tokens, kind_);
   }
 
-  // request_body's only refusal (a body costs about 18,000 instructions to build and drop).
+  // request_body's only refusal, checked before admission without building a body.
   Status check_request(const api::InferenceRequest &r) const override {
-    if (!r.grammar.empty() && kind_ != BackendKind::kOpenAICompatible) {
-      return Err(Error::invalid("'grammar' is a llama.cpp/vLLM extension that this model's "
-                                "backend (OpenAI) does not accept",
-                                "grammar"));
-    }
-    return Ok();
+    return check_grammar(r, kind_);
   }
 
   std::vector<WireHeader> auth_headers(const std::string &api_key) const override {
@@ -487,62 +690,6 @@ public:
     // 401/403/404 mean Gantry's configuration of the backend is wrong (key, model): the client
     // did nothing wrong, so it sees a server error, never the upstream's auth failure.
     return Error{ErrorCode::kUnavailable, shown, {}};
-  }
-
-private:
-  // A message as the client sent it, tool fields included.
-  static json::object message_json(const api::ChatMessage &m, const json::storage_ptr &sp) {
-    json::object o({{"role", m.role}, {"content", m.content}}, sp);
-    if (!m.tool_calls.empty()) {
-      json::array calls(sp);
-      for (const auto &c : m.tool_calls) {
-        calls.push_back({{"id", c.id},
-                         {"type", "function"},
-                         {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-      }
-      o["tool_calls"] = std::move(calls);
-      if (m.content.empty())
-        o["content"] = nullptr;
-    }
-    if (m.role == "tool") {
-      o["tool_call_id"] = m.tool_call_id;
-      if (!m.name.empty())
-        o["name"] = m.name;
-    }
-    return o;
-  }
-
-  // tools, tool_choice and parallel_tool_calls, unchanged (only with tools: OpenAI refuses
-  // parallel_tool_calls without them).
-  static void add_tools(const api::InferenceRequest &r, json::object &b) {
-    if (r.tools.empty())
-      return;
-    json::array tools;
-    for (const auto &t : r.tools) {
-      json::object fn{{"name", t.name}};
-      if (!t.description.empty())
-        fn["description"] = t.description;
-      if (!t.parameters.empty()) {
-        json::error_code ec;
-        json::value params = json::parse(t.parameters, ec);
-        if (!ec)
-          fn["parameters"] = std::move(params);
-      }
-      if (t.strict)
-        fn["strict"] = true;
-      tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
-    }
-    b["tools"] = std::move(tools);
-    switch (r.tool_choice.mode) {
-    case api::ToolChoice::Mode::kAuto: b["tool_choice"] = "auto"; break;
-    case api::ToolChoice::Mode::kNone: b["tool_choice"] = "none"; break;
-    case api::ToolChoice::Mode::kRequired: b["tool_choice"] = "required"; break;
-    case api::ToolChoice::Mode::kFunction:
-      b["tool_choice"] = {{"type", "function"}, {"function", {{"name", r.tool_choice.function}}}};
-      break;
-    }
-    if (!r.parallel_tool_calls)
-      b["parallel_tool_calls"] = false;
   }
 
   BackendKind kind_;

@@ -128,6 +128,15 @@ namespace detail {
 // which takes every chunk.
 std::optional<StreamStep> decode_common_chunk(std::string_view data);
 Result<StreamStep> decode_chunk_dom(std::string_view data);
+// The OpenAI request body's two builders (exposed for the test that compares them): written by
+// hand for plain text requests (nullopt when the request has tools, tool history, logprobs,
+// logit_bias, a response format, a grammar or token-id prompts), and through a Boost.JSON
+// document for every request. Where the first answers, its bytes are the second's.
+std::optional<std::string> openai_body_plain(const api::InferenceRequest &request,
+                                             std::string_view model, bool stream,
+                                             int default_max_tokens, BackendKind kind);
+Result<std::string> openai_body_dom(const api::InferenceRequest &request, std::string_view model,
+                                    bool stream, int default_max_tokens, BackendKind kind);
 } // namespace detail
 
 } // namespace gantry::backend::remote

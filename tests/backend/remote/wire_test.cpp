@@ -557,3 +557,88 @@ TEST(OpenAIChunk, TheFastPathTakesCommonChunksAndAgreesWithTheDom) {
 
 } // namespace
 } // namespace gantry::backend::remote
+
+namespace gantry::backend::remote {
+namespace {
+
+// The hand-written request body must be the DOM body's bytes for every plain request, and
+// leave every other request to the DOM.
+TEST(OpenAIBody, ThePlainBodyIsTheDomBodyByteForByte) {
+  std::vector<api::InferenceRequest> plain;
+  api::InferenceRequest base;
+  base.endpoint = api::Endpoint::kChatCompletions;
+  base.messages = {{"system", "be brief"}, {"user", "hi \"there\"\n\t\u00e9\xf0\x9f\x98\x80\x01"}};
+  plain.push_back(base);
+  auto r = base;
+  r.max_tokens = 77;
+  r.sampling.temperature = 0.7f;
+  r.sampling.top_p = 0.9f;
+  r.sampling.frequency_penalty = -1.25f;
+  r.sampling.presence_penalty = 0.1f;
+  r.sampling.seed = 18446744073709551615ull;
+  r.sampling.top_k = 40;
+  r.sampling.min_p = 0.05f;
+  r.sampling.repetition_penalty = 1.1f;
+  r.ignore_eos = true;
+  r.stop = {"\n\n", "END", "</s>"};
+  r.n = 3;
+  r.user = "user-\u00fc";
+  plain.push_back(r);
+  r.messages.clear(); // no messages at all
+  plain.push_back(r);
+  api::InferenceRequest c;
+  c.endpoint = api::Endpoint::kCompletions;
+  c.prompts = {{"Once upon a time", std::nullopt}};
+  c.echo = true;
+  c.sampling.temperature = 1.0f;
+  plain.push_back(c);
+  c.prompts.push_back({"two", std::nullopt});
+  c.prompts.push_back({"", std::nullopt});
+  c.echo = false;
+  plain.push_back(c);
+  for (const auto &req : plain) {
+    for (BackendKind kind : {BackendKind::kOpenAICompatible, BackendKind::kOpenAI}) {
+      for (bool stream : {false, true}) {
+        const auto hand = detail::openai_body_plain(req, "up/model\"1", stream, 4096, kind);
+        const auto dom = detail::openai_body_dom(req, "up/model\"1", stream, 4096, kind);
+        ASSERT_TRUE(hand.has_value());
+        ASSERT_TRUE(dom.ok());
+        EXPECT_EQ(*hand, *dom);
+      }
+    }
+  }
+  // Left to the DOM.
+  std::vector<api::InferenceRequest> others;
+  auto t = base;
+  t.tools.push_back({});
+  t.tools.back().name = "f";
+  others.push_back(t);
+  t = base;
+  t.messages.push_back({"tool", "42"});
+  t.messages.back().tool_call_id = "call_1";
+  others.push_back(t);
+  t = base;
+  t.messages.push_back({"assistant", ""});
+  t.messages.back().tool_calls.push_back({});
+  others.push_back(t);
+  t = base;
+  t.logprobs = true;
+  others.push_back(t);
+  t = base;
+  t.logit_bias.push_back({5, 1.0f});
+  others.push_back(t);
+  t = base;
+  t.grammar = "root ::= \"a\"";
+  others.push_back(t);
+  t = base;
+  t.response_format.type = api::ResponseFormat::Type::kJsonObject;
+  others.push_back(t);
+  t = c;
+  t.prompts = {{"", std::vector<int32_t>{1, 2, 3}}};
+  others.push_back(t);
+  for (const auto &req : others)
+    EXPECT_FALSE(detail::openai_body_plain(req, "m", true, 16, BackendKind::kOpenAICompatible));
+}
+
+} // namespace
+} // namespace gantry::backend::remote
