@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cmath>
 
 #include "api/json_body.h"
@@ -751,13 +750,6 @@ json::value logprobs_value(Endpoint endpoint, const std::vector<TokenLogprob> *l
 
 namespace {
 
-void append_int(std::string &out, int64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec; // 24 bytes hold any int64
-  out.append(buf, end);
-}
-
 // The fields before "choices": id, object, created, model, system_fingerprint.
 void append_envelope(std::string &o, Endpoint endpoint, const ResponseMeta &meta, bool chunk) {
   o += "{\"id\":";
@@ -765,7 +757,7 @@ void append_envelope(std::string &o, Endpoint endpoint, const ResponseMeta &meta
   o += endpoint != Endpoint::kChatCompletions ? ",\"object\":\"text_completion\",\"created\":"
        : chunk                                ? ",\"object\":\"chat.completion.chunk\",\"created\":"
                                               : ",\"object\":\"chat.completion\",\"created\":";
-  append_int(o, meta.created);
+  append_json_int(o, meta.created);
   o += ",\"model\":";
   append_json_string(o, meta.model);
   o += ",\"system_fingerprint\":\"gantry\"";
@@ -774,13 +766,13 @@ void append_envelope(std::string &o, Endpoint endpoint, const ResponseMeta &meta
 // The usage object as OpenAI orders it, cached tokens under prompt_tokens_details.
 void append_usage(std::string &o, const Usage &usage) {
   o += "{\"prompt_tokens\":";
-  append_int(o, usage.prompt_tokens);
+  append_json_int(o, usage.prompt_tokens);
   o += ",\"completion_tokens\":";
-  append_int(o, usage.completion_tokens);
+  append_json_int(o, usage.completion_tokens);
   o += ",\"total_tokens\":";
-  append_int(o, int64_t{usage.prompt_tokens} + usage.completion_tokens);
+  append_json_int(o, int64_t{usage.prompt_tokens} + usage.completion_tokens);
   o += ",\"prompt_tokens_details\":{\"cached_tokens\":";
-  append_int(o, usage.cached_tokens);
+  append_json_int(o, usage.cached_tokens);
   o += "}}";
 }
 
@@ -808,7 +800,7 @@ std::string render_response(Endpoint endpoint, const ResponseMeta &meta,
   for (std::size_t i = 0; i < choices.size(); ++i) {
     const Choice &c = choices[i];
     o += i ? ",{\"index\":" : "{\"index\":";
-    append_int(o, c.index);
+    append_json_int(o, c.index);
     if (chat) {
       o += ",\"message\":{\"role\":\"assistant\",\"content\":";
       if (!c.tool_calls.empty() && c.text.empty())
@@ -850,7 +842,7 @@ std::string render_chunk(Endpoint endpoint, const ResponseMeta &meta, const Choi
   o.reserve(160 + meta.id.size() + meta.model.size() + d.text.size());
   append_envelope(o, endpoint, meta, true);
   o += ",\"choices\":[{\"index\":";
-  append_int(o, d.index);
+  append_json_int(o, d.index);
   if (chat) {
     o += ",\"delta\":{";
     bool first = true;

@@ -11,9 +11,6 @@ namespace gantry::api {
 namespace json = boost::json;
 namespace {
 
-// json.dumps of a string (ensure_ascii=False) is the JSON literal Boost.JSON writes too.
-void python_string(std::string &out, std::string_view s) { append_json_string(out, s); }
-
 // Python's float repr: the shortest round-trip digits, ".0" on whole numbers.
 void python_double(std::string &out, double d) {
   if (!std::isfinite(d)) {
@@ -33,6 +30,7 @@ void newline(std::string &out, int indent, int depth) {
   out.append(static_cast<size_t>(indent * depth), ' ');
 }
 
+// Strings: json.dumps (ensure_ascii=False) writes the literal append_json_string writes.
 void write(std::string &out, const json::value &v, int indent, int depth) {
   switch (v.kind()) {
   case json::kind::null: out += "null"; break;
@@ -40,7 +38,7 @@ void write(std::string &out, const json::value &v, int indent, int depth) {
   case json::kind::int64: out += std::to_string(v.get_int64()); break;
   case json::kind::uint64: out += std::to_string(v.get_uint64()); break;
   case json::kind::double_: python_double(out, v.get_double()); break;
-  case json::kind::string: python_string(out, v.get_string()); break;
+  case json::kind::string: append_json_string(out, v.get_string()); break;
   case json::kind::array: {
     const auto &a = v.get_array();
     if (a.empty()) {
@@ -74,7 +72,7 @@ void write(std::string &out, const json::value &v, int indent, int depth) {
       first = false;
       if (indent >= 0)
         newline(out, indent, depth + 1);
-      python_string(out, k);
+      append_json_string(out, k);
       out += ": ";
       write(out, val, indent, depth + 1);
     }
@@ -101,9 +99,9 @@ json::value parameters_value(const std::string &text) {
 // One call as {"name": ..., "<key>": <arguments>} on one line.
 std::string call_json(const ToolCall &call, std::string_view key) {
   std::string out = "{\"name\": ";
-  python_string(out, call.name);
+  append_json_string(out, call.name);
   out += ", ";
-  python_string(out, key);
+  append_json_string(out, key);
   out += ": ";
   out += arguments_json(call.arguments);
   out += '}';
@@ -157,7 +155,7 @@ std::string arguments_json(std::string_view arguments) {
   if (!ec)
     return python_json(v);
   std::string out;
-  python_string(out, arguments);
+  append_json_string(out, arguments);
   return out;
 }
 
@@ -183,11 +181,11 @@ std::string generic_tool_calls_text(const std::vector<ToolCall> &calls) {
 std::string generic_tool_result_text(std::string_view tool_call_id, std::string_view name,
                                      std::string_view content) {
   std::string out = "{\"tool_result\": {\"tool_call_id\": ";
-  python_string(out, tool_call_id);
+  append_json_string(out, tool_call_id);
   out += ", \"name\": ";
-  python_string(out, name);
+  append_json_string(out, name);
   out += ", \"content\": ";
-  python_string(out, content);
+  append_json_string(out, content);
   out += "}}";
   return out;
 }
@@ -234,7 +232,7 @@ std::string mistral_calls_json(const std::vector<ToolCall> &calls) {
     std::string c = call_json(calls[i], "arguments");
     c.pop_back();
     c += ", \"id\": ";
-    python_string(c, calls[i].id);
+    append_json_string(c, calls[i].id);
     c += '}';
     out += c;
   }
@@ -246,7 +244,7 @@ std::string mistral_result_head() { return "{\"content\": "; }
 
 std::string mistral_result_tail(std::string_view tool_call_id) {
   std::string out = ", \"call_id\": ";
-  python_string(out, tool_call_id);
+  append_json_string(out, tool_call_id);
   out += '}';
   return out;
 }

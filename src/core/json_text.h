@@ -1,8 +1,10 @@
 // JSON text written by hand. json_escaped/json_quoted: text inside the hand-written log lines
 // (quotes and backslashes escaped, control characters dropped: a log line stays one line).
-// append_json_string: an exact JSON string literal for API output written without a DOM.
+// append_json_string / append_json_int: exact JSON literals for output written without a DOM.
 #pragma once
 
+#include <charconv>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -52,6 +54,13 @@ inline void append_json_string(std::string &out, std::string_view s) {
   }
   out.append(s.data() + run, s.size() - run);
   out += '"';
+}
+
+// An integer as JSON (and Boost.JSON's serializer) writes it.
+inline void append_json_int(std::string &out, int64_t v) {
+  char buf[24]; // any int64, sign included
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, res.ptr);
 }
 
 } // namespace gantry

@@ -43,8 +43,10 @@ using StrandEx = asio::strand<asio::io_context::executor_type>;
 // headers are Gantry's alone, and a name or value with CR/LF is dropped, never sent.
 std::string serialize_request(Method method, std::string_view target, std::string_view host,
                               const Headers &headers, std::string_view body) {
-  std::vector<std::pair<std::string_view, std::string_view>> fields{{"Host", host},
-                                                                    {"User-Agent", "gantry"}};
+  std::vector<std::pair<std::string_view, std::string_view>> fields;
+  fields.reserve(2 + headers.size());
+  fields.emplace_back("Host", host);
+  fields.emplace_back("User-Agent", "gantry");
   for (const Header &h : headers) {
     if (h.name.empty() || beast::iequals(h.name, "Content-Length") ||
         beast::iequals(h.name, "Transfer-Encoding") || !detail::safe_header_text(h.name) ||

@@ -1,10 +1,10 @@
 #include "server/call_recorder.h"
 
 #include <charconv>
-#include <cstdio>
 #include <ctime>
 #include <unordered_map>
 
+#include "core/json_text.h"
 #include "core/time_format.h"
 #include "core/utf8.h"
 
@@ -14,25 +14,6 @@ namespace {
 // Bytes of an error message kept in a request-log line (audit L6).
 constexpr std::size_t kMaxLoggedError = 256;
 
-// JSON string escaping for the log line (RFC 8259: quote, backslash, control characters).
-void append_json_string(std::string &out, std::string_view v) {
-  out.push_back('"');
-  for (char ch : v) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(ch);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out.push_back(ch);
-    }
-  }
-  out.push_back('"');
-}
-
 void append_number(std::string &out, double v) {
   char buf[32];
   auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed, 3);
@@ -40,13 +21,6 @@ void append_number(std::string &out, double v) {
     out += "null";
     return;
   }
-  out.append(buf, static_cast<size_t>(end - buf));
-}
-
-void append_int(std::string &out, int64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-  (void)ec; // 24 bytes always hold an int64
   out.append(buf, static_cast<size_t>(end - buf));
 }
 
@@ -192,7 +166,7 @@ void CallRecorder::write_log(const CallOutcome &r) {
     line += ",\"";
     line += k;
     line += "\":";
-    append_int(line, v);
+    append_json_int(line, v);
   };
   auto raw = [&](const char *k, const char *v) {
     line += ",\"";

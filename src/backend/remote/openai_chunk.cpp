@@ -10,6 +10,7 @@
 
 #include <array>
 #include <limits>
+#include <span>
 
 #include "backend/remote/wire.h"
 #include "core/utf8.h"
@@ -40,7 +41,7 @@ public:
     case Ctx::kChoices:
       choice_ = UpstreamChoice{};
       choice_.index = next_pos_++;
-      seen_choice_ = 0;
+      seen_ &= ~choice_fields();
       delta_object_ = false;
       delta_text_.clear();
       text_field_.clear();
@@ -48,10 +49,7 @@ public:
     default: break;
     }
     switch (take_field()) {
-    case Field::kUsage:
-      step.usage = UpstreamUsage{};
-      seen_usage_ = 0;
-      return push(Ctx::kUsage, ec);
+    case Field::kUsage: step.usage = UpstreamUsage{}; return push(Ctx::kUsage, ec);
     case Field::kDelta: delta_object_ = true; return push(Ctx::kDelta, ec);
     case Field::kDetails: return push(Ctx::kDetails, ec);
     case Field::kOther: return push(Ctx::kSkip, ec);
@@ -87,68 +85,21 @@ public:
   }
   bool on_key(json::string_view s, std::size_t, json::error_code &ec) {
     key_.append(s.data(), s.size());
-    const std::string_view k = key_;
-    unsigned bit = 0;
     field_ = Field::kOther;
-    switch (ctx()) {
-    case Ctx::kTop:
-      if (k == "choices")
-        field_ = Field::kChoices, bit = 1;
-      else if (k == "usage")
-        field_ = Field::kUsage, bit = 2;
-      else if (k == "error")
-        field_ = Field::kError, bit = 4;
-      if (bit && (seen_top_ & bit))
-        return give_up(ec);
-      seen_top_ |= bit;
-      break;
-    case Ctx::kChoice:
-      if (k == "index")
-        field_ = Field::kIndex, bit = 1;
-      else if (k == "delta")
-        field_ = Field::kDelta, bit = 2;
-      else if (k == "text")
-        field_ = Field::kText, bit = 4;
-      else if (k == "finish_reason")
-        field_ = Field::kFinish, bit = 8;
-      else if (k == "logprobs")
-        field_ = Field::kLogprobs, bit = 16;
-      if (bit && (seen_choice_ & bit))
-        return give_up(ec);
-      seen_choice_ |= bit;
-      break;
-    case Ctx::kDelta:
-      if (k == "content")
-        field_ = Field::kContent, bit = 32;
-      else if (k == "tool_calls")
-        field_ = Field::kToolCalls, bit = 64;
-      if (bit && (seen_choice_ & bit))
-        return give_up(ec);
-      seen_choice_ |= bit;
-      break;
-    case Ctx::kUsage:
-      if (k == "prompt_tokens")
-        field_ = Field::kPrompt, bit = 1;
-      else if (k == "completion_tokens")
-        field_ = Field::kCompletion, bit = 2;
-      else if (k == "prompt_tokens_details")
-        field_ = Field::kDetails, bit = 4;
-      else if (k == "cost_usd")
-        field_ = Field::kCost, bit = 8;
-      if (bit && (seen_usage_ & bit))
-        return give_up(ec);
-      seen_usage_ |= bit;
-      break;
-    case Ctx::kDetails:
-      if (k == "cached_tokens")
-        field_ = Field::kCached, bit = 16;
-      if (bit && (seen_usage_ & bit))
-        return give_up(ec);
-      seen_usage_ |= bit;
-      break;
-    default: break;
+    for (const Known &k : known_in(ctx())) {
+      // Length and first byte before the compare: most keys a chunk holds are not read.
+      if (k.name.size() == key_.size() && k.name[0] == key_[0] && k.name == key_) {
+        field_ = k.field;
+        break;
+      }
     }
     key_.clear();
+    if (field_ == Field::kOther)
+      return true;
+    // A field read twice: which one the DOM keeps is its business.
+    if (seen_ & bit(field_))
+      return give_up(ec);
+    seen_ |= bit(field_);
     return true;
   }
 
@@ -237,6 +188,40 @@ private:
     kCost,
     kCached,
   };
+  static constexpr uint32_t bit(Field f) { return uint32_t{1} << static_cast<unsigned>(f); }
+  static constexpr uint32_t choice_fields() {
+    return bit(Field::kIndex) | bit(Field::kDelta) | bit(Field::kText) | bit(Field::kFinish) |
+           bit(Field::kLogprobs) | bit(Field::kContent) | bit(Field::kToolCalls);
+  }
+  // The fields read, by the object they are in; any other key's value is skipped.
+  struct Known {
+    std::string_view name;
+    Field field;
+  };
+  static constexpr Known kTopFields[] = {
+      {"choices", Field::kChoices}, {"usage", Field::kUsage}, {"error", Field::kError}};
+  static constexpr Known kChoiceFields[] = {{"index", Field::kIndex},
+                                            {"delta", Field::kDelta},
+                                            {"text", Field::kText},
+                                            {"finish_reason", Field::kFinish},
+                                            {"logprobs", Field::kLogprobs}};
+  static constexpr Known kDeltaFields[] = {{"content", Field::kContent},
+                                           {"tool_calls", Field::kToolCalls}};
+  static constexpr Known kUsageFields[] = {{"prompt_tokens", Field::kPrompt},
+                                           {"completion_tokens", Field::kCompletion},
+                                           {"prompt_tokens_details", Field::kDetails},
+                                           {"cost_usd", Field::kCost}};
+  static constexpr Known kDetailsFields[] = {{"cached_tokens", Field::kCached}};
+  static std::span<const Known> known_in(Ctx c) {
+    switch (c) {
+    case Ctx::kTop: return kTopFields;
+    case Ctx::kChoice: return kChoiceFields;
+    case Ctx::kDelta: return kDeltaFields;
+    case Ctx::kUsage: return kUsageFields;
+    case Ctx::kDetails: return kDetailsFields;
+    default: return {};
+    }
+  }
   static bool wants_string(Field f) {
     return f == Field::kContent || f == Field::kText || f == Field::kFinish;
   }
@@ -296,7 +281,7 @@ private:
   std::array<Ctx, 80> ctxs_{};
   std::size_t depth_ = 0;
   Field field_ = Field::kNone;
-  unsigned seen_top_ = 0, seen_choice_ = 0, seen_usage_ = 0;
+  uint32_t seen_ = 0; // bit(field) of each field read in its object (a choice's: per choice)
   int next_pos_ = 0;
   UpstreamChoice choice_;
   bool delta_object_ = false;

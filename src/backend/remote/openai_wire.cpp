@@ -20,6 +20,9 @@ json::parse_options lenient() {
   return po;
 }
 
+// A float field as Boost.JSON writes it (the DOM body's rendering, byte for byte).
+void append_float(std::string &o, float v) { o += json::serialize(json::value(v)); }
+
 std::string text_of(const json::value *v) {
   if (!v || !v->is_string())
     return {};
@@ -204,42 +207,40 @@ std::vector<api::ToolCallDelta> tool_calls_of(const json::object &message) {
 namespace detail {
 
 Result<StreamStep> decode_chunk_dom(std::string_view data) {
+  // A chunk's values live in a stack buffer (the heap only past it), and the DOM is dropped
+  // before the next one.
+  alignas(16) unsigned char scratch[4096];
+  json::monotonic_resource mr(scratch, sizeof scratch);
+  json::error_code ec;
+  json::value v = json::parse(data, ec, &mr, lenient());
+  if (ec || !v.is_object())
+    return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid stream chunk", {}});
+  const json::object &o = v.as_object();
+  if (auto e = embedded_error(o))
+    return Err(std::move(*e));
   StreamStep step;
-  {
-    // A chunk's values live in a stack buffer (the heap only past it), and the DOM is dropped
-    // before the next one.
-    alignas(16) unsigned char scratch[4096];
-    json::monotonic_resource mr(scratch, sizeof scratch);
-    json::error_code ec;
-    json::value v = json::parse(data, ec, &mr, lenient());
-    if (ec || !v.is_object())
-      return Err(Error{ErrorCode::kUnavailable, "upstream sent an invalid stream chunk", {}});
-    const json::object &o = v.as_object();
-    if (auto e = embedded_error(o))
-      return Err(std::move(*e));
-    if (const json::value *cs = o.if_contains("choices"); cs && cs->is_array()) {
-      int pos = 0;
-      for (const json::value &c : cs->as_array()) {
-        if (!c.is_object())
-          continue;
-        const json::object &co = c.as_object();
-        UpstreamChoice d;
-        d.index = index_of(co, pos++);
-        if (const json::value *delta = co.if_contains("delta"); delta && delta->is_object()) {
-          d.text = text_of(delta->as_object().if_contains("content"));
-          d.tool_calls = tool_calls_of(delta->as_object());
-        } else {
-          d.text = text_of(co.if_contains("text")); // completions
-        }
-        d.finish_reason = text_of(co.if_contains("finish_reason"));
-        d.logprobs = logprobs_of(co.if_contains("logprobs"));
-        if (!d.text.empty() || !d.finish_reason.empty() || !d.tool_calls.empty() ||
-            !d.logprobs.empty())
-          step.deltas.push_back(std::move(d));
+  if (const json::value *cs = o.if_contains("choices"); cs && cs->is_array()) {
+    int pos = 0;
+    for (const json::value &c : cs->as_array()) {
+      if (!c.is_object())
+        continue;
+      const json::object &co = c.as_object();
+      UpstreamChoice d;
+      d.index = index_of(co, pos++);
+      if (const json::value *delta = co.if_contains("delta"); delta && delta->is_object()) {
+        d.text = text_of(delta->as_object().if_contains("content"));
+        d.tool_calls = tool_calls_of(delta->as_object());
+      } else {
+        d.text = text_of(co.if_contains("text")); // completions
       }
+      d.finish_reason = text_of(co.if_contains("finish_reason"));
+      d.logprobs = logprobs_of(co.if_contains("logprobs"));
+      if (!d.text.empty() || !d.finish_reason.empty() || !d.tool_calls.empty() ||
+          !d.logprobs.empty())
+        step.deltas.push_back(std::move(d));
     }
-    step.usage = usage_of(o);
   }
+  step.usage = usage_of(o);
   return step;
 }
 
@@ -444,16 +445,6 @@ Result<std::string> openai_body_dom(const api::InferenceRequest &r, std::string_
   return json::serialize(b);
 }
 
-namespace {
-void append_int(std::string &o, int64_t v) {
-  char buf[24];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  o.append(buf, res.ptr);
-}
-// A float field as Boost.JSON writes it (the DOM body's rendering, byte for byte).
-void append_float(std::string &o, float v) { o += json::serialize(json::value(v)); }
-} // namespace
-
 std::optional<std::string> openai_body_plain(const api::InferenceRequest &r, std::string_view model,
                                              bool stream, int default_max_tokens,
                                              BackendKind kind) {
@@ -483,10 +474,25 @@ std::optional<std::string> openai_body_plain(const api::InferenceRequest &r, std
     size += 8 + x.size() * 2;
   std::string o;
   o.reserve(size);
+  // Fields in the DOM body's order: its object keeps insertion order.
+  auto key = [&o](std::string_view name) {
+    o += ",\"";
+    o += name;
+    o += "\":";
+  };
+  auto number = [&](std::string_view name, float v) {
+    key(name);
+    append_float(o, v);
+  };
+  auto integer = [&](std::string_view name, int64_t v) {
+    key(name);
+    append_json_int(o, v);
+  };
   o += "{\"model\":";
   append_json_string(o, model);
   if (chat) {
-    o += ",\"messages\":[";
+    key("messages");
+    o += '[';
     for (std::size_t i = 0; i < r.messages.size(); ++i) {
       o += i ? ",{\"role\":" : "{\"role\":";
       append_json_string(o, r.messages[i].role);
@@ -496,56 +502,45 @@ std::optional<std::string> openai_body_plain(const api::InferenceRequest &r, std
     }
     o += ']';
   } else {
-    o += ",\"prompt\":";
-    if (r.prompts.size() > 1)
+    key("prompt");
+    if (r.prompts.size() == 1) {
+      append_json_string(o, r.prompts[0].text);
+    } else {
       o += '[';
-    for (std::size_t i = 0; i < r.prompts.size(); ++i) {
-      if (i)
-        o += ',';
-      append_json_string(o, r.prompts[i].text);
-    }
-    if (r.prompts.size() > 1)
+      for (std::size_t i = 0; i < r.prompts.size(); ++i) {
+        if (i)
+          o += ',';
+        append_json_string(o, r.prompts[i].text);
+      }
       o += ']';
+    }
   }
-  o += ",\"max_tokens\":";
-  append_int(o, r.max_tokens ? *r.max_tokens : default_max_tokens);
+  integer("max_tokens", r.max_tokens ? *r.max_tokens : default_max_tokens);
   const auto &s = r.sampling;
-  o += ",\"temperature\":";
-  append_float(o, s.temperature);
-  o += ",\"top_p\":";
-  append_float(o, s.top_p);
-  if (s.frequency_penalty != 0) {
-    o += ",\"frequency_penalty\":";
-    append_float(o, s.frequency_penalty);
-  }
-  if (s.presence_penalty != 0) {
-    o += ",\"presence_penalty\":";
-    append_float(o, s.presence_penalty);
-  }
-  if (s.seed) {
-    o += ",\"seed\":";
+  number("temperature", s.temperature);
+  number("top_p", s.top_p);
+  if (s.frequency_penalty != 0)
+    number("frequency_penalty", s.frequency_penalty);
+  if (s.presence_penalty != 0)
+    number("presence_penalty", s.presence_penalty);
+  if (s.seed) { // unsigned: up to 2^64 - 1
+    key("seed");
     char buf[24];
-    const auto res = std::to_chars(buf, buf + sizeof buf, *s.seed);
-    o.append(buf, res.ptr);
+    o.append(buf, std::to_chars(buf, buf + sizeof buf, *s.seed).ptr);
   }
   if (kind == BackendKind::kOpenAICompatible) {
-    if (s.top_k > 0) {
-      o += ",\"top_k\":";
-      append_int(o, s.top_k);
-    }
-    if (s.min_p > 0) {
-      o += ",\"min_p\":";
-      append_float(o, s.min_p);
-    }
-    if (s.repetition_penalty != 1.0f) {
-      o += ",\"repetition_penalty\":";
-      append_float(o, s.repetition_penalty);
-    }
+    if (s.top_k > 0)
+      integer("top_k", s.top_k);
+    if (s.min_p > 0)
+      number("min_p", s.min_p);
+    if (s.repetition_penalty != 1.0f)
+      number("repetition_penalty", s.repetition_penalty);
     if (r.ignore_eos)
       o += ",\"ignore_eos\":true";
   }
   if (!r.stop.empty()) {
-    o += ",\"stop\":[";
+    key("stop");
+    o += '[';
     for (std::size_t i = 0; i < r.stop.size(); ++i) {
       if (i)
         o += ',';
@@ -553,14 +548,12 @@ std::optional<std::string> openai_body_plain(const api::InferenceRequest &r, std
     }
     o += ']';
   }
-  if (r.n != 1) {
-    o += ",\"n\":";
-    append_int(o, r.n);
-  }
+  if (r.n != 1)
+    integer("n", r.n);
   if (r.echo)
     o += ",\"echo\":true";
   if (!r.user.empty()) {
-    o += ",\"user\":";
+    key("user");
     append_json_string(o, r.user);
   }
   if (stream)
