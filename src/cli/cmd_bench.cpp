@@ -100,7 +100,9 @@ int run_bench(BenchOptions o) {
   ec.n_ctx = std::max(o.n_prompt + 8, o.n_gen + 8);
   const size_t per_token =
       engine::KvCache::bytes_per_block(cfg.n_layer, cfg.kv_dim()) / engine::KvCache::kBlockSize;
-  ec.kv_bytes = per_token * (static_cast<size_t>(o.n_seqs) * (o.n_gen + 32) + o.n_prompt + 64);
+  // The single-sequence tg run needs its n_gen + 1 tokens even when --seqs 0 skips batched decode.
+  ec.kv_bytes =
+      per_token * (static_cast<size_t>(std::max(o.n_seqs, 1)) * (o.n_gen + 32) + o.n_prompt + 64);
   engine::Engine eng(*model, ec);
   const double rss_after_load = rss_mib();
 

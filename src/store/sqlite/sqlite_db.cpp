@@ -54,6 +54,10 @@ Query &Query::text(std::string_view v) {
   sqlite3_bind_text(stmt_, ++next_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   return *this;
 }
+Query &Query::text_ref(std::string_view v) {
+  sqlite3_bind_text(stmt_, ++next_, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  return *this;
+}
 Query &Query::blob(std::string_view v) {
   sqlite3_bind_blob(stmt_, ++next_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   return *this;

@@ -39,6 +39,9 @@ public:
   Query &i64(int64_t v);
   Query &f64(double v);
   Query &text(std::string_view v);
+  // Binds without copying: the bytes must stay alive until this Query ends (its destructor
+  // resets the statement and clears the bindings), as a record's fields do while it is written.
+  Query &text_ref(std::string_view v);
   Query &blob(std::string_view v);
 
   Result<bool> step(); // true: a row is available

@@ -23,7 +23,8 @@
 
 namespace gantry::control {
 
-inline void bind_value(Query &q, const std::string &v) { q.text(v); }
+// Every Columns::bind is followed by run() in the same expression, on a record the caller holds.
+inline void bind_value(Query &q, const std::string &v) { q.text_ref(v); }
 inline void bind_value(Query &q, int64_t v) { q.i64(v); }
 inline void bind_value(Query &q, int v) { q.i64(v); }
 inline void bind_value(Query &q, double v) { q.f64(v); }

@@ -5,8 +5,10 @@
 #include <sqlite3.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "store/sqlite/sqlite_db.h"
@@ -21,7 +23,12 @@ using SqliteConnection = std::unique_ptr<sqlite3, SqliteConnectionCloser>;
 
 struct SqliteStore::Impl {
   SqliteConnection db; // declared first: destroyed after the statements below are finalized
-  std::unordered_map<std::string, sqlite3_stmt *> stmts;
+  // Looked up by the SQL's text without building a std::string (a malloc per statement run).
+  struct SqlHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, sqlite3_stmt *, SqlHash, std::equal_to<>> stmts;
   dev_t dev = 0; // the file opened, to notice it being removed or replaced
   ino_t ino = 0;
   int64_t health_seq = 0;
@@ -33,7 +40,7 @@ struct SqliteStore::Impl {
 
   // A cached prepared statement; the SQL text is the cache key.
   Result<Query> query(const char *sql) {
-    auto it = stmts.find(sql);
+    auto it = stmts.find(std::string_view(sql));
     if (it == stmts.end()) {
       sqlite3_stmt *stmt = nullptr;
       int rc = sqlite3_prepare_v3(db.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);

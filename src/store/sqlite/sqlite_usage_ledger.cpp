@@ -6,7 +6,10 @@
 #include "store/sqlite/sqlite_schema.h"
 #include "store/sqlite/sqlite_store_impl.h"
 
+#include <algorithm>
 #include <mutex>
+#include <string_view>
+#include <vector>
 
 namespace gantry::control {
 namespace {
@@ -37,6 +40,22 @@ const Columns<UsageRecord> &usage_columns() {
   return c;
 }
 
+// Rows written in one batch mostly share their day, key, project and model (a busy key's calls
+// in the last few milliseconds), so their roll-up is summed here and written once per group:
+// one upsert per row was a third of the ledger thread's work (callgrind, 64 connections).
+struct DailyGroup {
+  int64_t day = 0;           // days since the epoch, as SQLite's date(ms / 1000, 'unixepoch')
+  int64_t created_at_ms = 0; // one of the group's rows: the SQL derives the day from it
+  std::string_view key_id, project, model;
+  int64_t requests = 0, input_tokens = 0, output_tokens = 0;
+  double cost_usd = 0;
+};
+
+int64_t day_of(int64_t created_at_ms) {
+  const int64_t secs = created_at_ms / 1000; // SQLite's integer division truncates like C++'s
+  return secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+}
+
 } // namespace
 
 Status SqliteStore::append_usage(const std::vector<UsageRecord> &rows) {
@@ -45,31 +64,46 @@ Status SqliteStore::append_usage(const std::vector<UsageRecord> &rows) {
   std::lock_guard lock(mu_);
   Impl::Transaction tx(*impl_);
   GANTRY_TRY(tx.begin());
+  static const std::string insert = "INSERT INTO usage_ledger(" + usage_columns().names() +
+                                    ") VALUES (" + usage_columns().placeholders() +
+                                    ") ON CONFLICT(request_id) DO NOTHING";
+  std::vector<DailyGroup> groups; // few: a linear search beats hashing them
   for (const auto &r : rows) {
-    static const std::string insert = "INSERT INTO usage_ledger(" + usage_columns().names() +
-                                      ") VALUES (" + usage_columns().placeholders() +
-                                      ") ON CONFLICT(request_id) DO NOTHING";
     GANTRY_ASSIGN_OR_RETURN(Query ins, impl_->query(insert.c_str()));
     GANTRY_TRY(usage_columns().bind(ins, r).run());
     // A row already in the ledger was counted in its roll-up when it was first written.
     if (ins.changes() == 0)
       continue;
+    const int64_t day = day_of(r.created_at_ms);
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const DailyGroup &x) {
+      return x.day == day && x.key_id == r.key_id && x.project == r.project && x.model == r.model;
+    });
+    if (g == groups.end())
+      g = groups.insert(groups.end(),
+                        DailyGroup{day, r.created_at_ms, r.key_id, r.project, r.model});
+    ++g->requests;
+    g->input_tokens += r.input_tokens;
+    g->output_tokens += r.output_tokens;
+    g->cost_usd += r.cost_usd;
+  }
+  for (const DailyGroup &g : groups) {
     GANTRY_ASSIGN_OR_RETURN(
         Query day, impl_->query("INSERT INTO usage_daily(day, key_id, project, model, requests, "
                                 "input_tokens, output_tokens, cost_usd) "
-                                "VALUES (date(?1 / 1000, 'unixepoch'), ?2, ?3, ?4, 1, ?5, ?6, ?7) "
+                                "VALUES (date(?1 / 1000, 'unixepoch'), ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
                                 "ON CONFLICT(day, key_id, project, model) DO UPDATE SET "
-                                "requests = requests + 1, "
+                                "requests = requests + excluded.requests, "
                                 "input_tokens = input_tokens + excluded.input_tokens, "
                                 "output_tokens = output_tokens + excluded.output_tokens, "
                                 "cost_usd = cost_usd + excluded.cost_usd"));
-    GANTRY_TRY(day.i64(r.created_at_ms)
-                   .text(r.key_id)
-                   .text(r.project)
-                   .text(r.model)
-                   .i64(r.input_tokens)
-                   .i64(r.output_tokens)
-                   .f64(r.cost_usd)
+    GANTRY_TRY(day.i64(g.created_at_ms)
+                   .text_ref(g.key_id)
+                   .text_ref(g.project)
+                   .text_ref(g.model)
+                   .i64(g.requests)
+                   .i64(g.input_tokens)
+                   .i64(g.output_tokens)
+                   .f64(g.cost_usd)
                    .run());
   }
   return tx.commit();
