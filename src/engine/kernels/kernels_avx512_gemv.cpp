@@ -14,10 +14,10 @@
 // a zmm (row 2i's 32 weights in the low half, row 2i + 1's in the high half) against the token's
 // block in both halves, and vpdpbusd leaves 8 partial sums per row; a tree of 2-source permutes
 // folds the 8 registers into one whose lane j is row j's block sum, without any horizontal adds.
-// The 16 fp16 scales come with one gather. The next tile's rows are prefetched while this one
-// computes: rows are contiguous, a tile of Q8_0 rows 2048 wide is 34 KiB, and without it every
-// row starts a fresh stream that the hardware prefetcher has to discover (a 2048-wide F16 row is
-// exactly one 4 KiB page, which hardware prefetchers do not cross).
+// The 16 fp16 scales come with 16 dword loads (load_dwords16). The next tile's rows are
+// prefetched while this one computes: rows are contiguous, a tile of Q8_0 rows 2048 wide is 34 KiB,
+// and without it every row starts a fresh stream that the hardware prefetcher has to discover (a
+// 2048-wide F16 row is exactly one 4 KiB page, which hardware prefetchers do not cross).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -37,13 +37,13 @@ namespace gantry::engine::kernels::avx512vnni {
 namespace {
 
 constexpr int kTileRows = 16;
-// The gather of the scales takes int32 offsets from the tile's first row.
-constexpr size_t kMaxGatherStride = (size_t{1} << 31) / kTileRows;
 
 template <TensorType kType>
 constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
 // u = w + 128 (Q8_0, by flipping the sign bit) or the stored nibble w + 8 (Q4_0).
 template <TensorType kType> constexpr int kOffsetShift = kType == TensorType::kQ8_0 ? 7 : 3;
+
+#include "engine/kernels/kernels_avx512_rows_inl.h"
 
 // Block b of rows r0 (low half) and r1 (high half) as unsigned bytes, in element order per half.
 template <TensorType kType>
@@ -77,16 +77,12 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE void tile16(const WeightView &w, const Activations &a, int64_t r, int64_t r1,
                                int64_t t, float *y, int64_t ldy) {
   const int64_t nb = w.cols / kQK;
-  const char *base = static_cast<const char *>(w.row(r));
   const char *rows[kTileRows];
-  alignas(64) int32_t off[kTileRows];
 #pragma GCC unroll 16
   for (int i = 0; i < kTileRows; ++i) {
     const int64_t ri = std::min(r + i, r1 - 1);
     rows[i] = static_cast<const char *>(w.row(ri));
-    off[i] = static_cast<int32_t>((ri - r) * static_cast<int64_t>(w.row_stride));
   }
-  const __m512i offv = _mm512_load_si512(off);
   // Prefetch the next tile (clamped to the last row, a harmless repeat at the end).
   const char *next = static_cast<const char *>(w.row(std::min(r + kTileRows, r1 - 1)));
   const int64_t next_rows = std::max<int64_t>(0, std::min<int64_t>(kTileRows, r1 - r - kTileRows));
@@ -125,8 +121,8 @@ GANTRY_VNNI_INLINE void tile16(const WeightView &w, const Activations &a, int64_
     const __m512i o0 = fold(q0, q1, l2lo, l2hi), o1 = fold(q2, q3, l2lo, l2hi);
     __m512i isum = fold(o0, o1, l3lo, l3hi);
     isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(xs[b * kTokGroup] << kOffsetShift<kType>));
-    // d is the first member of both block types; the gather reads it with the first two quants.
-    const __m512i dw = _mm512_i32gather_epi32(offv, base + at, 1);
+    // d is the first member of both block types; each load reads it with the first two quants.
+    const __m512i dw = load_dwords16(rows, at);
     const __m512 scale =
         _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw)), _mm512_set1_ps(xd[b]));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
@@ -211,16 +207,8 @@ GANTRY_VNNI void gemv_float(const WeightView &w, const Activations &a, int64_t t
 bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                       int64_t r1, float *y, int64_t ldy) {
   switch (w.type) {
-  case TensorType::kQ8_0:
-    if (w.row_stride >= kMaxGatherStride)
-      return false;
-    gemv_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy);
-    return true;
-  case TensorType::kQ4_0:
-    if (w.row_stride >= kMaxGatherStride)
-      return false;
-    gemv_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy);
-    return true;
+  case TensorType::kQ8_0: gemv_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ4_0: gemv_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kF32:
   case TensorType::kF16:
   case TensorType::kBF16:

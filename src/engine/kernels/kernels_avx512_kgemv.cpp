@@ -14,9 +14,9 @@
 // products, |sum| < 2^15) is multiplied by its sub-block scale and accumulated by vpdpwssd, the
 // scale sitting in the low int16 of the lane with a zero high half. The 16 rows' registers are
 // folded by a permute tree into one whose lane j is row j's isum, without horizontal adds. The
-// 16 fp16 d (and dmin) come with one gather, and so do Q4_K's packed mins, decoded for all 16
-// rows at once (imin needs them in row lanes, the scales are needed per row). The next tile's
-// rows are prefetched while this one computes.
+// 16 fp16 d (and dmin) come with 16 dword loads (load_dwords16), and so do Q4_K's packed mins,
+// decoded for all 16 rows at once (imin needs them in row lanes, the scales are needed per row).
+// The next tile's rows are prefetched while this one computes.
 //
 // Q4_K's quants come 64 bytes at a time: the low nibbles are elements 0..31 and 64..95 of those
 // 128, the high nibbles 32..63 and 96..127, so the activations are reordered once per call to
@@ -42,8 +42,7 @@ namespace gantry::engine::kernels::avx512vnni {
 namespace {
 
 constexpr int kTileRows = 16;
-// The gathers take int32 offsets from the tile's first row.
-constexpr size_t kMaxGatherStride = (size_t{1} << 31) / kTileRows;
+#include "engine/kernels/kernels_avx512_rows_inl.h"
 
 template <TensorType kType>
 constexpr size_t kBlockBytes = kType == TensorType::kQ4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ6_K);
@@ -165,16 +164,12 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int32_t *sums,
                                const float *xd, int64_t r, int64_t r1, float *yt) {
   const int64_t nbk = w.cols / kQKK;
-  const char *base = static_cast<const char *>(w.row(r));
   const char *rows[kTileRows];
-  alignas(64) int32_t off[kTileRows];
 #pragma GCC unroll 16
   for (int i = 0; i < kTileRows; ++i) {
     const int64_t ri = std::min(r + i, r1 - 1);
     rows[i] = static_cast<const char *>(w.row(ri));
-    off[i] = static_cast<int32_t>((ri - r) * static_cast<int64_t>(w.row_stride));
   }
-  const __m512i offv = _mm512_load_si512(off);
   const char *next = static_cast<const char *>(w.row(std::min(r + kTileRows, r1 - 1)));
   const int64_t next_rows = std::max<int64_t>(0, std::min<int64_t>(kTileRows, r1 - r - kTileRows));
   const int64_t next_bytes = next_rows * static_cast<int64_t>(w.row_stride);
@@ -225,9 +220,9 @@ GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int3
     const __m512 dx = _mm512_set1_ps(xd[s]);
     if constexpr (kType == TensorType::kQ4_K) {
       // d and dmin lead the block; the packed mins are scales[4..11], bytes 8..15.
-      const __m512i dd = _mm512_i32gather_epi32(offv, base + at, 1);
-      const __m512i w2 = _mm512_i32gather_epi32(offv, base + at + 8, 1);
-      const __m512i w3 = _mm512_i32gather_epi32(offv, base + at + 12, 1);
+      const __m512i dd = load_dwords16(rows, at);
+      const __m512i w2 = load_dwords16(rows, at + 8);
+      const __m512i w3 = load_dwords16(rows, at + 12);
       const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
       const __m512 dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc);
@@ -235,7 +230,7 @@ GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int3
           _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin_q4k(w2, w3, sb)), _mm512_mul_ps(dmin, dx), accm);
     } else {
       // d is the block's last 2 bytes: read it with the two scales before it, staying inside.
-      const __m512i dd = _mm512_i32gather_epi32(offv, base + at + offsetof(BlockQ6_K, d) - 2, 1);
+      const __m512i dd = load_dwords16(rows, at + offsetof(BlockQ6_K, d) - 2);
       const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc);
     }
@@ -300,7 +295,7 @@ GANTRY_VNNI void gemv_k(const WeightView &w, const Activations &a, int64_t t0, i
 
 bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  if (t1 - t0 >= 4 || w.row_stride >= kMaxGatherStride)
+  if (t1 - t0 >= 4)
     return false;
   switch (w.type) {
   case TensorType::kQ4_K: gemv_k<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
