@@ -1,7 +1,8 @@
-// Beast implementation of the asynchronous upstream client. Each connection lives on its own
-// strand of the loop's io_context for its whole life (so a loop may run several threads); a
-// call runs its steps as handlers on the strand of the connection it holds, and a cancel from
-// another thread is a handler posted to that strand.
+// Beast implementation of the asynchronous upstream client. Each connection lives on one executor
+// of the loop's io_context for its whole life: its own strand when the loop runs several threads,
+// the io_context's plain executor when one thread runs it (a server I/O thread: a strand there
+// only added a lock and a queue to every step). A call runs its steps as handlers on the executor
+// of the connection it holds, and a cancel from another thread is a handler posted to it.
 #include "http/async_upstream.h"
 
 #include <algorithm>
@@ -35,7 +36,6 @@ namespace bhttp = boost::beast::http;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 using Deadline = transport::Deadline;
-using StrandEx = asio::strand<asio::io_context::executor_type>;
 
 // An outbound request written once, by hand (Beast's serializer cost about 19,000 instructions
 // per call): request line, Host, User-Agent, the caller's headers (a later one replaces an
@@ -86,16 +86,18 @@ namespace {
 
 constexpr std::size_t kPiece = 16 * 1024;
 
-// One connection, bound to its strand (of one io_context) for life.
+// One connection, bound to its executor (of one io_context) for life.
 struct Conn {
   // The buffer starts with room for a whole small response: an empty flat_buffer makes Beast
   // read 512 bytes at a time, one more recvmsg for nearly every response head and event batch.
-  explicit Conn(asio::io_context &ioc) : ioc(&ioc), strand(asio::make_strand(ioc)) {
+  Conn(asio::io_context &ioc, bool one_thread)
+      : ioc(&ioc), ex(one_thread ? asio::any_io_executor(ioc.get_executor())
+                                 : asio::any_io_executor(asio::make_strand(ioc))) {
     buffer.reserve(8192);
   }
   ~Conn() { close(); }
-  asio::io_context *ioc; // where it lives: it goes back to that io_context's idle set
-  StrandEx strand;
+  asio::io_context *ioc;             // where it lives: it goes back to that io_context's idle set
+  asio::any_io_executor ex;          // a strand unless one thread runs ioc
   std::shared_ptr<ssl::context> ctx; // declared before the streams: outlives them
   std::optional<beast::tcp_stream> tcp;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
@@ -134,9 +136,10 @@ Error failed(const Phase &ph, bool cancelled, std::string_view cls, const std::s
 // (IoLoop::current()) runs on that thread's io_context and takes a connection living there, so
 // no step of it hops threads. Each io_context's idle set is bounded by max_idle.
 struct AsyncUpstreamClient::Pool : std::enable_shared_from_this<AsyncUpstreamClient::Pool> {
-  Pool(asio::io_context &ioc, UpstreamOptions o, const Clock &c)
-      : ioc(ioc), options(std::move(o)), clock(c) {}
+  Pool(asio::io_context &ioc, bool one_thread, UpstreamOptions o, const Clock &c)
+      : ioc(ioc), one_thread(one_thread), options(std::move(o)), clock(c) {}
   asio::io_context &ioc; // the client's own loop's
+  const bool one_thread; // only one thread runs it
   const UpstreamOptions options;
   const Clock &clock;
   std::mutex mu;
@@ -240,7 +243,7 @@ struct AsyncUpstreamCall::Impl {
   std::string wire;                // the whole request as sent
   Deadline deadline;
   std::mutex mu;              // guards `conn` against cancel() from other threads
-  std::unique_ptr<Conn> conn; // touched on its strand only
+  std::unique_ptr<Conn> conn; // touched on its executor only
   bool fresh = false;         // `conn` was opened for this call
   int tries = 0;              // a stale kept-alive connection costs one more
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
@@ -251,9 +254,12 @@ struct AsyncUpstreamCall::Impl {
   bool done = false;             // the body was read to its end
   bool failed = false;
   HeadDone head_done;
+
+  // Whether only one thread runs `ioc` (then connections made there need no strand).
+  bool one_thread() const { return loop ? loop->impl().one_thread : pool->one_thread; }
 };
 
-// The steps of a call, each a handler on the strand of the call's connection.
+// The steps of a call, each a handler on the executor of the call's connection.
 struct Steps {
   using Call = AsyncUpstreamCall;
 
@@ -286,7 +292,7 @@ struct Steps {
     }
     m.ph = phase(o.connect_timeout, kConnectTimeout, m.deadline, m.pool->clock);
     Conn &conn = *m.conn;
-    conn.tcp.emplace(conn.strand);
+    conn.tcp.emplace(conn.ex);
     conn.tcp->expires_after(m.ph.limit);
     conn.tcp->async_connect(to, [c](beast::error_code ec, const tcp::endpoint &) {
       auto &m = *c->impl_;
@@ -406,7 +412,7 @@ struct Steps {
     auto &m = *c->impl_;
     if (++m.tries >= 2)
       return fail_head(c, transport::classed(kConnectFailed, "Connection closed by upstream"));
-    auto fresh = std::make_unique<Conn>(*m.ioc);
+    auto fresh = std::make_unique<Conn>(*m.ioc, m.one_thread());
     std::unique_ptr<Conn> old;
     {
       std::lock_guard<std::mutex> lk(m.mu);
@@ -415,7 +421,7 @@ struct Steps {
     }
     m.fresh = true;
     old.reset();
-    asio::post(m.conn->strand, [c] { begin(c); });
+    asio::post(m.conn->ex, [c] { begin(c); });
   }
 
   static void fail_head(const std::shared_ptr<Call> &c, Error e) {
@@ -438,8 +444,7 @@ struct Steps {
                  : Err(transport::classed(c->cancelled() ? kCancelledCall : kUpstreamReset,
                                           c->cancelled() ? "Reading upstream response: cancelled"
                                                          : "upstream response already failed"));
-      asio::post(m.conn ? asio::any_io_executor(m.conn->strand)
-                        : asio::any_io_executor(m.ioc->get_executor()),
+      asio::post(m.conn ? m.conn->ex : asio::any_io_executor(m.ioc->get_executor()),
                  [c, done = std::move(done), r = std::move(r)]() mutable { done(std::move(r)); });
       return;
     }
@@ -570,7 +575,7 @@ void AsyncUpstreamCall::cancel() {
   Conn *conn = impl_->conn.get();
   if (!conn)
     return;
-  asio::post(conn->strand, [self = shared_from_this(), conn] {
+  asio::post(conn->ex, [self = shared_from_this(), conn] {
     std::lock_guard<std::mutex> lk(self->impl_->mu);
     if (self->impl_->conn.get() == conn && conn->open())
       conn->lowest().cancel();
@@ -580,7 +585,8 @@ void AsyncUpstreamCall::cancel() {
 // --- AsyncUpstreamClient
 
 AsyncUpstreamClient::AsyncUpstreamClient(IoLoop &loop, UpstreamOptions options, const Clock &clock)
-    : pool_(std::make_shared<Pool>(*loop.impl().ioc, std::move(options), clock)) {}
+    : pool_(std::make_shared<Pool>(*loop.impl().ioc, loop.impl().one_thread, std::move(options),
+                                   clock)) {}
 
 AsyncUpstreamClient::~AsyncUpstreamClient() = default;
 
@@ -621,8 +627,8 @@ void AsyncUpstreamCall::start(HeadDone done) {
   auto conn = m.pool->take(m.ioc);
   m.fresh = !conn;
   if (m.fresh)
-    conn = std::make_unique<Conn>(*m.ioc);
-  auto strand = conn->strand;
+    conn = std::make_unique<Conn>(*m.ioc, m.one_thread());
+  auto ex = conn->ex;
   {
     std::lock_guard<std::mutex> lk(m.mu);
     m.conn = std::move(conn);
@@ -631,7 +637,7 @@ void AsyncUpstreamCall::start(HeadDone done) {
   // step starts here rather than after one more trip through the queue.
   if (m.ioc != &m.pool->ioc && m.ioc->get_executor().running_in_this_thread())
     return Steps::begin(shared_from_this());
-  asio::post(strand, [self = shared_from_this()] { Steps::begin(self); });
+  asio::post(ex, [self = shared_from_this()] { Steps::begin(self); });
 }
 
 } // namespace gantry::http

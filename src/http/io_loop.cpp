@@ -23,6 +23,7 @@ IoLoop::IoLoop(int threads) : impl_(std::make_unique<Impl>()) {
   impl_->owned = std::make_unique<asio::io_context>();
   impl_->ioc = impl_->owned.get();
   impl_->guard.emplace(impl_->ioc->get_executor());
+  impl_->one_thread = threads <= 1;
   for (int i = 0; i < std::max(1, threads); ++i)
     impl_->threads.emplace_back([this] {
       set_current_loop(nullptr); // handlers here are not a server's: no request runs inline
@@ -35,6 +36,7 @@ IoLoop::IoLoop(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 std::unique_ptr<IoLoop> wrap_io_context(asio::io_context &ioc) {
   auto impl = std::make_unique<IoLoop::Impl>();
   impl->ioc = &ioc;
+  impl->one_thread = true;
   return std::make_unique<IoLoop>(std::move(impl));
 }
 

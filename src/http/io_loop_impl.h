@@ -21,12 +21,16 @@ struct IoLoop::Impl {
   boost::asio::io_context *ioc = nullptr;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard;
   std::vector<std::thread> threads;
+  // Only one thread runs `ioc` (a server I/O thread's, or an owned loop of one thread): handlers
+  // on it never run concurrently, so the I/O objects living there need no strand.
+  bool one_thread = false;
   std::mutex mu; // guards at_close
   // Pruned of expired owners as it grows: bounded by the live owners (a connection pool each).
   std::vector<std::pair<std::weak_ptr<void>, std::function<void()>>> at_close;
 };
 
-// An IoLoop standing for `ioc`, which the caller runs (and keeps until the loop is destroyed).
+// An IoLoop standing for `ioc`, which the caller runs on one thread (and keeps until the loop is
+// destroyed).
 std::unique_ptr<IoLoop> wrap_io_context(boost::asio::io_context &ioc);
 
 // Makes `loop` this thread's IoLoop::current() (the caller's thread runs its io_context).
