@@ -2,7 +2,8 @@
 // (HMAC of the key, the key cache, rate limits over key/project/global, a budget reservation and
 // commit, cost, the breaker, one ledger row handed to the batching writer whose thread really
 // writes SQLite meanwhile). Compared with the same path for an anonymous caller (auth off, no
-// limits), which is what a server without keys pays.
+// limits), which is what a server without keys pays. BM_AppendUsage: the ledger's batched write
+// alone, per row.
 //
 //   build/bench/control_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -10,6 +11,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "control/control_plane.h"
 #include "control/key_service.h"
@@ -113,6 +116,40 @@ void BM_RequestPath(benchmark::State &state) {
   }
 }
 BENCHMARK(BM_RequestPath)->ArgName("key")->Arg(0)->Arg(1)->UseRealTime()->MinTime(2.0);
+
+// The ledger writer's flush: one transaction of `rows` usage rows (a busy server's batch is
+// hundreds), each a new call of one key and model. Reported per row.
+void BM_AppendUsage(benchmark::State &state) {
+  std::string tmpl = std::filesystem::temp_directory_path().string() + "/gantry_cb_XXXXXX";
+  const std::string dir = mkdtemp(tmpl.data());
+  auto opened = SqliteStore::open(dir);
+  if (!opened)
+    std::abort();
+  auto store = std::move(opened).value();
+  const auto n = static_cast<size_t>(state.range(0));
+  std::vector<UsageRecord> rows(n);
+  uint64_t seq = 0;
+  for (auto _ : state) {
+    for (auto &r : rows) {
+      r.request_id = "call-" + std::to_string(seq++);
+      r.key_id = "key_0123456789ab";
+      r.project = "bench";
+      r.model = "bench";
+      r.endpoint = "/v1/chat/completions";
+      r.input_tokens = 12;
+      r.output_tokens = 9;
+      r.cost_usd = 1e-6;
+      r.finish_reason = "stop";
+      r.created_at_ms = 1'764'000'000'000 + static_cast<int64_t>(seq);
+    }
+    if (!store->append_usage(rows).ok())
+      std::abort();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+  store.reset();
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_AppendUsage)->ArgName("rows")->Arg(1)->Arg(32)->Arg(256)->MinTime(1.0);
 
 } // namespace
 

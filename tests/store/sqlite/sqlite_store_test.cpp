@@ -155,6 +155,55 @@ TEST(SqliteStoreTest, AppendUsageCountsEachRequestIdOnce) {
   EXPECT_EQ((*days)[0].totals.input_tokens, 37);
 }
 
+// A large batch (as a busy server's writer flushes) with rows already in the ledger and ids
+// repeated inside it: each call is counted once, in the ledger and in the roll-up, which is
+// summed per batch and must still group by day, key, project and model.
+TEST(SqliteStoreTest, LargeBatchesCountEachRequestIdOnceInTheLedgerAndTheRollUp) {
+  TempDir tmp;
+  auto store = open_ok(tmp.path());
+  auto row = [](int i) {
+    return make_row("r" + std::to_string(i), i % 2 ? "k1" : "k2", "p", "m",
+                    kMar1 + (i % 3 == 0 ? kDayMs : 0) + i, i, 1, 0.125);
+  };
+  std::vector<UsageRecord> first;
+  for (int i = 0; i < 40; ++i)
+    first.push_back(row(i));
+  ASSERT_TRUE(store->append_usage(first).ok());
+  EXPECT_EQ(*store->count_usage(), 40);
+  // Again with 30 new rows, all 40 old ones, r50 and r61 twice and r45 once more at the end.
+  std::vector<UsageRecord> second = first;
+  for (int i = 40; i < 70; ++i)
+    second.push_back(row(i));
+  second.insert(second.begin() + 5, row(50));
+  second.insert(second.begin() + 10, row(61));
+  second.insert(second.begin() + 12, row(61));
+  second.push_back(row(45));
+  ASSERT_TRUE(store->append_usage(second).ok());
+  EXPECT_EQ(*store->count_usage(), 70);
+
+  auto days = store->usage_daily("0000", "9999");
+  ASSERT_TRUE(days.ok());
+  ASSERT_EQ(days->size(), 4u) << "two days x two keys";
+  int64_t requests = 0, input = 0;
+  double cost = 0;
+  for (const auto &d : *days) {
+    requests += d.totals.requests;
+    input += d.totals.input_tokens;
+    cost += d.totals.cost_usd;
+    int64_t want = 0;
+    for (int i = 0; i < 70; ++i) {
+      const UsageRecord r = row(i);
+      const bool next_day = r.created_at_ms >= kMar1 + kDayMs;
+      if (r.key_id == d.key_id && (d.day == "2024-03-02") == next_day)
+        ++want;
+    }
+    EXPECT_EQ(d.totals.requests, want) << d.day << " " << d.key_id;
+  }
+  EXPECT_EQ(requests, 70);
+  EXPECT_EQ(input, 69 * 70 / 2);
+  EXPECT_DOUBLE_EQ(cost, 70 * 0.125);
+}
+
 TEST(SqliteStoreTest, CheckFailsWhenTheFileIsRemovedOrReplaced) {
   TempDir tmp;
   auto store = open_ok(tmp.path());
