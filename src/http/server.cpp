@@ -226,13 +226,11 @@ struct Worker {
 class Connection final : public std::enable_shared_from_this<Connection>,
                          public detail::FlushTarget {
 public:
-  Connection(tcp::socket socket, Core &core, Worker &worker)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), core_(core), worker_(worker) {
-    beast::error_code ec;
-    auto ep = socket_.remote_endpoint(ec);
-    if (!ec)
-      remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
-  }
+  // `peer` is the address accept() returned (asking the socket again was one more syscall on
+  // every new connection).
+  Connection(tcp::socket socket, Core &core, Worker &worker, const tcp::endpoint &peer)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), core_(core), worker_(worker),
+        remote_(peer.address().to_string() + ":" + std::to_string(peer.port())) {}
 
   // Any thread: the executor is fixed at construction.
   void post_flush() override {
@@ -861,6 +859,7 @@ struct HttpServer::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::optional<tcp::acceptor> acceptor;
+  tcp::endpoint accept_peer;                      // the pending accept's peer address
   std::optional<asio::steady_timer> accept_timer; // back-off after an accept error
   std::uint16_t port = 0;
   bool running = false;
@@ -878,67 +877,69 @@ struct HttpServer::Impl {
   }
 
   // On w's thread.
-  void start_connection(Worker &w, tcp::socket socket) {
-    auto conn = std::make_shared<Connection>(std::move(socket), core, w);
+  void start_connection(Worker &w, tcp::socket socket, const tcp::endpoint &peer) {
+    auto conn = std::make_shared<Connection>(std::move(socket), core, w, peer);
     w.connections.push_front(conn);
     conn->start(w.connections.begin());
   }
 
   void do_accept() {
     Worker &home = *workers[0];
-    acceptor->async_accept(home.ioc, [this, &home](beast::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !acceptor->is_open())
-        return;
-      if (ec) {
-        core.counters.accept_errors.fetch_add(1);
-        accept_timer->expires_after(kAcceptBackoff);
-        accept_timer->async_wait([this](beast::error_code tec) {
-          if (!tec && acceptor->is_open())
+    // One accept is pending at a time: accept_peer is written by it and read in its handler.
+    acceptor->async_accept(
+        home.ioc, accept_peer, [this, &home](beast::error_code ec, tcp::socket socket) {
+          if (ec == asio::error::operation_aborted || !acceptor->is_open())
+            return;
+          if (ec) {
+            core.counters.accept_errors.fetch_add(1);
+            accept_timer->expires_after(kAcceptBackoff);
+            accept_timer->async_wait([this](beast::error_code tec) {
+              if (!tec && acceptor->is_open())
+                do_accept();
+            });
+            return;
+          }
+          core.open_sockets.fetch_add(1);
+          beast::error_code ignored;
+          socket.set_option(tcp::no_delay(true), ignored);
+          Worker &w = least_loaded();
+          w.load.fetch_add(1);
+          if (&w == &home) {
+            start_connection(w, std::move(socket), accept_peer); // this thread: here and now
+          } else {
+            // Re-homed onto the other thread's reactor (the descriptor moves; Linux allows it).
+            const auto protocol = acceptor->local_endpoint(ignored).protocol();
+            tcp::socket moved(w.ioc);
+            beast::error_code ec2;
+            const auto fd = socket.release(ec2); // on failure `socket` still owns (and closes) it
+            if (!ec2) {
+              moved.assign(protocol, fd, ec2);
+              if (ec2)
+                ::close(fd); // owned by neither
+            }
+            if (ec2) {
+              core.counters.accept_errors.fetch_add(1);
+              w.load.fetch_sub(1);
+              core.socket_closed();
+            } else {
+              asio::post(w.ioc, [this, &w, s = std::move(moved), peer = accept_peer]() mutable {
+                start_connection(w, std::move(s), peer);
+              });
+            }
+          }
+          if (core.open_sockets.load() < core.max_connections) {
+            do_accept();
+            return;
+          }
+          // At the cap: stop accepting until a connection closes (Core::socket_closed). New
+          // clients wait in the kernel backlog and are served in order once there is room;
+          // accepting and closing would spend a descriptor and a reset on each of them.
+          core.counters.accept_pauses.fetch_add(1);
+          core.accept_paused.store(true);
+          // A close between the check and the store above would have missed the flag.
+          if (core.open_sockets.load() < core.max_connections && core.accept_paused.exchange(false))
             do_accept();
         });
-        return;
-      }
-      core.open_sockets.fetch_add(1);
-      beast::error_code ignored;
-      socket.set_option(tcp::no_delay(true), ignored);
-      Worker &w = least_loaded();
-      w.load.fetch_add(1);
-      if (&w == &home) {
-        start_connection(w, std::move(socket)); // this thread: here and now
-      } else {
-        // Re-homed onto the other thread's reactor (the descriptor moves; Linux allows it).
-        const auto protocol = acceptor->local_endpoint(ignored).protocol();
-        tcp::socket moved(w.ioc);
-        beast::error_code ec2;
-        const auto fd = socket.release(ec2); // on failure `socket` still owns (and closes) it
-        if (!ec2) {
-          moved.assign(protocol, fd, ec2);
-          if (ec2)
-            ::close(fd); // owned by neither
-        }
-        if (ec2) {
-          core.counters.accept_errors.fetch_add(1);
-          w.load.fetch_sub(1);
-          core.socket_closed();
-        } else {
-          asio::post(w.ioc, [this, &w, s = std::move(moved)]() mutable {
-            start_connection(w, std::move(s));
-          });
-        }
-      }
-      if (core.open_sockets.load() < core.max_connections) {
-        do_accept();
-        return;
-      }
-      // At the cap: stop accepting until a connection closes (Core::socket_closed). New
-      // clients wait in the kernel backlog and are served in order once there is room;
-      // accepting and closing would spend a descriptor and a reset on each of them.
-      core.counters.accept_pauses.fetch_add(1);
-      core.accept_paused.store(true);
-      // A close between the check and the store above would have missed the flag.
-      if (core.open_sockets.load() < core.max_connections && core.accept_paused.exchange(false))
-        do_accept();
-    });
   }
 
   // Any thread: the listener and its handlers live on worker 0.
