@@ -68,14 +68,17 @@ void KeyAuthenticator::invalidate() {
   cache_.clear();
 }
 
-Result<std::optional<ApiKey>> KeyAuthenticator::lookup(const std::string &id) {
+Result<std::shared_ptr<const ApiKey>> KeyAuthenticator::lookup(const std::string &id) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = cache_.find(id);
     if (it != cache_.end())
       return it->second.key;
   }
-  GANTRY_ASSIGN_OR_RETURN(auto key, store_.get_key(id));
+  GANTRY_ASSIGN_OR_RETURN(auto found, store_.get_key(id));
+  std::shared_ptr<const ApiKey> key;
+  if (found)
+    key = std::make_shared<const ApiKey>(std::move(*found));
   std::lock_guard<std::mutex> lk(mu_);
   // Random ids from a scanner would otherwise grow the negative cache without bound.
   if (cache_.size() >= kMaxCached)
@@ -98,11 +101,11 @@ KeyAuthenticator::authenticate(std::optional<std::string_view> authorization) {
   }
   std::string_view v = *authorization;
   constexpr std::string_view kBearer = "Bearer ";
+  // ASCII case folding inline (std::tolower is a locale-aware library call per character).
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
   if (v.size() < kBearer.size() ||
-      !std::equal(kBearer.begin(), kBearer.end(), v.begin(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) ==
-               std::tolower(static_cast<unsigned char>(b));
-      })) {
+      !std::equal(kBearer.begin(), kBearer.end(), v.begin(),
+                  [&](char a, char b) { return lower(a) == lower(b); })) {
     return Err(unauthorized("The Authorization header must be 'Bearer YOUR_KEY'."));
   }
   v.remove_prefix(kBearer.size());

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -59,9 +60,11 @@ public:
 
 private:
   struct Cached {
-    std::optional<ApiKey> key; // nullopt = no such id (negative cache, bounded)
+    // Shared, immutable: a request reads the record without copying its strings (a key is
+    // checked on every call). Null = no such id (negative cache, bounded).
+    std::shared_ptr<const ApiKey> key;
   };
-  Result<std::optional<ApiKey>> lookup(const std::string &id);
+  Result<std::shared_ptr<const ApiKey>> lookup(const std::string &id);
 
   KeyStore &store_;
   const std::string pepper_;
