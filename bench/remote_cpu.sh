@@ -16,23 +16,14 @@ ROUNDS=${ROUNDS:-2}
 CONNS=${CONNS:-64}
 . bench/remote_upstreams.sh
 PROXY=$(free_port)
-nginx_conf "$tmp/proxy" "$PROXY" "
-  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
-  "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
-nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
+start_proxy proxy "$PROXY" "$UP"
 GPORT=$(free_port)
-TOKEN=bench-admin-token-0123456789abcdef
 GANTRY_ADMIN_TOKEN=$TOKEN "$BUILD/gantry" serve --port "$GPORT" --data-dir "$tmp/gantry" \
   --io-threads "${IO_THREADS:-2}" --no-cache --request-log "$tmp/requests.log" \
   --model "bench=http://127.0.0.1:$UP/v1" >"$tmp/gantry.out" 2>&1 &
 GPID=$!
 pids+=($GPID)
-for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H "Authorization: Bearer $TOKEN" \
-  -d '{"project":"bench","rpm":100000000,"tpm":100000000000}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])')
-curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/budgets" -H "Authorization: Bearer $TOKEN" \
-  -d '{"owner_kind":"project","owner_id":"bench","period":"month","token_quota":1000000000000}' >/dev/null
-sleep 0.6 # the key watcher's poll
+KEY=$(bench_key "$GPORT")
 
 # "user system" clock ticks of every thread of the given processes
 ticks() {

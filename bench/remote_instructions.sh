@@ -18,7 +18,6 @@ command -v valgrind >/dev/null || { echo "remote_instructions: valgrind is not i
 . bench/remote_upstreams.sh
 sleep 0.3
 
-TOKEN=bench-admin-token-0123456789abcdef
 # count CASE: starts Gantry under callgrind (instrumentation off until the warm-up is done),
 # runs the case, prints "CASE io=<per request on I/O threads> all=<per request, all threads>".
 count() {
@@ -32,13 +31,8 @@ count() {
     >"$tmp/gantry-$case.out" 2>&1 &
   local pid=$!
   pids+=($pid)
-  for _ in $(seq 1200); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   local key
-  key=$(curl -fs -X POST "http://127.0.0.1:$port/admin/v1/keys" -H "Authorization: Bearer $TOKEN" \
-    -d '{"project":"bench","rpm":100000000,"tpm":100000000000}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])')
-  curl -fs -X POST "http://127.0.0.1:$port/admin/v1/budgets" -H "Authorization: Bearer $TOKEN" \
-    -d '{"owner_kind":"project","owner_id":"bench","period":"month","token_quota":1000000000000}' >/dev/null
-  sleep 0.6 # the key watcher's poll
+  key=$(bench_key "$port")
   run_case() { # requests -> how many were made
     if [ "$case" = streamed ]; then
       "$BUILD/bench/stream_load" --port "$port" --model bench-stream --clients 1 --rounds "$1" \

@@ -28,28 +28,17 @@ GANTRY=$BUILD/gantry
 FIXED=$BUILD/bench/fixed_rate
 . bench/remote_upstreams.sh
 PROXY=$(free_port)
-nginx_conf "$tmp/proxy" "$PROXY" "
-  location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
-  "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
-nginx -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" & pids+=($!)
+start_proxy proxy "$PROXY" "$UP"
 PROXYS=$(free_port) # the streams' proxy: passes each event on as it comes
-nginx_conf "$tmp/proxys" "$PROXYS" "
-  location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }" \
-  "upstream ups { server 127.0.0.1:$UPS; keepalive 64; }"
-nginx -p "$tmp/proxys" -c "$tmp/proxys/nginx.conf" & pids+=($!)
+start_proxy proxys "$PROXYS" "$UPS" "proxy_buffering off;"
 sleep 0.5
 GPORT=$(free_port)
 # --no-cache: the streamed requests are greedy (cacheable) and repeat from round to round; what
 # is measured is the proxy path, never a cache hit.
-GANTRY_ADMIN_TOKEN=bench-admin-token-0123456789abcdef "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
+GANTRY_ADMIN_TOKEN=$TOKEN "$GANTRY" serve --port "$GPORT" --data-dir "$tmp/gantry" \
   --io-threads "${IO_THREADS:-2}" --no-cache --request-log "$tmp/requests.log" --model "bench=http://127.0.0.1:$UP/v1" --model "bench-stream=http://127.0.0.1:$UPS/v1" \
   >"$tmp/gantry.out" 2>&1 & pids+=($!)
-for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GPORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-KEY=$(curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/keys" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
-  -d '{"project":"bench","rpm":100000000,"tpm":100000000000}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])')
-curl -fs -X POST "http://127.0.0.1:$GPORT/admin/v1/budgets" -H 'Authorization: Bearer bench-admin-token-0123456789abcdef' \
-  -d '{"owner_kind":"project","owner_id":"bench","period":"month","token_quota":1000000000000}' >/dev/null
-sleep 0.5 # the key watcher's poll
+KEY=$(bench_key "$GPORT")
 curl -fs "http://127.0.0.1:$GPORT/v1/chat/completions" -H "Authorization: Bearer $KEY" \
   -H 'Content-Type: application/json' -d "$REQ" >/dev/null
 
