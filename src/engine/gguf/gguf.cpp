@@ -268,6 +268,16 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string &path) {
   return f;
 }
 
+void GgufFile::release_pages(const void *p, size_t n) const {
+  if (mapping_ == nullptr || n == 0)
+    return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + n) / page * page;
+  if (first < last) // advice only: a failure leaves the pages resident, nothing else
+    (void)madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
+}
+
 Result<std::unique_ptr<GgufFile>> GgufFile::parse(std::span<const uint8_t> bytes) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->base_ = bytes.data();

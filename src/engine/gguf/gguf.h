@@ -103,6 +103,11 @@ public:
   Result<std::optional<std::vector<int64_t>>> get_int_array(std::string_view key) const;
   const std::vector<std::string_view> *get_string_array(std::string_view key) const;
 
+  // Tells the kernel this process no longer needs the mapped pages wholly inside [p, p + n)
+  // (a tensor copied elsewhere at load): they leave the process's resident memory and stay in
+  // the page cache. Reading them again is valid (they fault back in). No-op for parse()d bytes.
+  void release_pages(const void *p, size_t n) const;
+
   const std::vector<TensorInfo> &tensors() const { return tensors_; }
   const TensorInfo *tensor(std::string_view name) const;
 

@@ -21,6 +21,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <vector>
 
@@ -169,6 +170,44 @@ GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
   }
 }
 
+// Rows r and r + 1 (r even) of a packed Q8_0/Q4_0 matrix (kernels.h) in the PairTile order and
+// their fp16 scales in hbuf's: in the packed layout the two rows' 4-byte pieces of each chunk
+// are already adjacent, and Q8_0's are already unsigned.
+template <TensorType kType>
+constexpr bool kPackable = kType == TensorType::kQ8_0 || kType == TensorType::kQ4_0;
+
+template <TensorType kType>
+GANTRY_VNNI_INLINE void unpack_packed_pair(const WeightView &w, int64_t r, uint8_t *q,
+                                           uint16_t *hbuf) {
+  const int64_t nb = w.cols / kQK;
+  const char *group =
+      static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride;
+  const int64_t i = r % 16;
+  const char *quants = group + nb * 32 + 4 * i;
+  for (int64_t b = 0; b < nb; ++b) {
+    std::memcpy(&hbuf[2 * b], group + (b * 16 + i) * 2, 2 * sizeof(uint16_t));
+    uint8_t *qb = q + b * 64;
+    if constexpr (!kPackable<kType>) {
+      return;
+    } else if constexpr (kType == TensorType::kQ8_0) {
+      const char *blk = quants + b * 512;
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k)
+        std::memcpy(qb + 8 * k, blk + 64 * k, 8);
+    } else {
+      const char *blk = quants + b * 256;
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        uint64_t v;
+        std::memcpy(&v, blk + 64 * k, 8);
+        const uint64_t lo = v & 0x0F0F0F0F0F0F0F0FULL, hi = (v >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+        std::memcpy(qb + 8 * k, &lo, 8);
+        std::memcpy(qb + 8 * (k + 4), &hi, 8);
+      }
+    }
+  }
+}
+
 template <TensorType kType, int P>
 GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint8_t *qbuf,
                                             float *dbuf, uint16_t *hbuf) {
@@ -183,14 +222,18 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     tile.m[p] = mins;
     const char *row0 = static_cast<const char *>(w.row(r + 2 * p));
     const char *row1 = static_cast<const char *>(w.row(r + 2 * p + 1));
-    for (int64_t b = 0; b < nb; ++b) {
-      const char *blk0 = row0 + b * kBlockBytes<kType>;
-      const char *blk1 = row1 + b * kBlockBytes<kType>;
-      // d is the first member of both block types. The fp16 scales are converted 16 at a time
-      // below: one by one, the conversions would cost nearly as much as the byte shuffling.
-      std::memcpy(&hbuf[2 * b], blk0, sizeof(uint16_t));
-      std::memcpy(&hbuf[2 * b + 1], blk1, sizeof(uint16_t));
-      _mm512_storeu_si512(q + b * 64, unsigned_pair<kType>(blk0, blk1));
+    if (kPackable<kType> && w.packed16) {
+      unpack_packed_pair<kType>(w, r + 2 * p, q, hbuf);
+    } else {
+      for (int64_t b = 0; b < nb; ++b) {
+        const char *blk0 = row0 + b * kBlockBytes<kType>;
+        const char *blk1 = row1 + b * kBlockBytes<kType>;
+        // d is the first member of both block types. The fp16 scales are converted 16 at a time
+        // below: one by one, the conversions would cost nearly as much as the byte shuffling.
+        std::memcpy(&hbuf[2 * b], blk0, sizeof(uint16_t));
+        std::memcpy(&hbuf[2 * b + 1], blk1, sizeof(uint16_t));
+        _mm512_storeu_si512(q + b * 64, unsigned_pair<kType>(blk0, blk1));
+      }
     }
     int64_t i = 0;
     for (; i + 16 <= 2 * nb; i += 16) {
@@ -367,6 +410,7 @@ GANTRY_VNNI void pairs_groups(const WeightView &w, const Activations &a, int64_t
 template <TensorType kType, int R>
 GANTRY_VNNI void single_rows_groups(const WeightView &w, const Activations &a, int64_t r,
                                     int64_t t0, int64_t t1, float *y, int64_t ldy) {
+  assert(!w.packed16); // packed matrices have whole 16-row groups: only pairs
   auto &s = t_unpack;
   const int64_t nb = w.cols / kQK;
   if (s.q.size() < static_cast<size_t>(R * w.cols))

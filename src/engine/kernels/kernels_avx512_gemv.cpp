@@ -143,6 +143,106 @@ GANTRY_VNNI void gemv_q8(const WeightView &w, const Activations &a, int64_t t0, 
   }
 }
 
+// ---- packed Q8_0 / Q4_0 (kernels.h, "repacked weights") ----------------------------------------
+//
+// A 16-row group is one stream: per block, 16 fp16 scales, then 8 (Q8_0) or 4 (Q4_0) 64-byte
+// chunks, each holding 4 bytes of every row, so one vpdpbusd against the token's 4 activation
+// bytes broadcast leaves every row's partial sum in its own lane: no folding of partial sums, and
+// T tokens share each weight load. Lane i of a token's result is row 16g + i's exact block sum,
+// then acc = fma(float(isum), d_w * d_x, acc) as in tile16, so the bits are tile16's.
+template <TensorType kType, int T>
+GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, int64_t g,
+                                     int64_t t0, float *y, int64_t ldy) {
+  const int64_t nb = w.cols / kQK;
+  constexpr int64_t kQuantBytes = kType == TensorType::kQ8_0 ? 512 : 256;
+  const char *group =
+      static_cast<const char *>(w.data) + static_cast<size_t>(g) * kTileRows * w.row_stride;
+  const char *quants = group + nb * 32;
+  // The next group follows this one: prefetch it a block step at a time so that it has arrived
+  // when this one ends (the hardware prefetcher alone leaves the core waiting at each group's
+  // start). A group of Q8_0 rows 2048 wide is 34 KiB.
+  const char *next = group + kTileRows * w.row_stride;
+  const int64_t next_bytes =
+      (g + 1) * kTileRows < w.rows ? static_cast<int64_t>(kTileRows * w.row_stride) : 0;
+  const int64_t pf_per_block = (next_bytes + nb * 64 - 1) / (nb * 64);
+  const int8_t *xq[T];
+  const float *xd[T];
+  const int32_t *xs[T];
+  __m512 acc[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    const int64_t t = t0 + j;
+    xq[j] = a.qs + t * w.cols;
+    xd[j] = a.d + t * nb;
+    xs[j] = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
+    acc[j] = _mm512_setzero_ps();
+  }
+  int64_t pf = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
+    const char *qb = quants + b * kQuantBytes;
+    __m512i isum[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j)
+      isum[j] = _mm512_set1_epi32(-(xs[j][b * kTokGroup] << kOffsetShift<kType>));
+    if constexpr (kType == TensorType::kQ8_0) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m512i u = _mm512_loadu_si512(qb + 64 * k);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          int32_t x4;
+          std::memcpy(&x4, xq[j] + b * kQK + 4 * k, 4);
+          isum[j] = _mm512_dpbusd_epi32(isum[j], u, _mm512_set1_epi32(x4));
+        }
+      }
+    } else {
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const __m512i v = _mm512_loadu_si512(qb + 64 * k);
+        const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          int32_t xl, xh;
+          std::memcpy(&xl, xq[j] + b * kQK + 4 * k, 4);
+          std::memcpy(&xh, xq[j] + b * kQK + 16 + 4 * k, 4);
+          isum[j] = _mm512_dpbusd_epi32(isum[j], lo, _mm512_set1_epi32(xl));
+          isum[j] = _mm512_dpbusd_epi32(isum[j], hi, _mm512_set1_epi32(xh));
+        }
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(group + b * kTileRows * 2)));
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xd[j][b]));
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), scale, acc[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j)
+    _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, acc[j]);
+}
+
+// Rows [r0, r1) (whole 16-row groups) x tokens [t0, t1), fewer than 4 tokens.
+template <TensorType kType>
+GANTRY_VNNI void gemv_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                             int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
+    int64_t t = t0;
+    for (; t + 3 <= t1; t += 3)
+      group_packed<kType, 3>(w, a, g, t, y, ldy);
+    if (t1 - t == 2)
+      group_packed<kType, 2>(w, a, g, t, y, ldy);
+    else if (t1 - t == 1)
+      group_packed<kType, 1>(w, a, g, t, y, ldy);
+  }
+}
+
 // ---- float weights ----------------------------------------------------------------------------
 
 #include "engine/kernels/kernels_avx512_float_inl.h"
@@ -206,6 +306,13 @@ GANTRY_VNNI void gemv_float(const WeightView &w, const Activations &a, int64_t t
 
 bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                       int64_t r1, float *y, int64_t ldy) {
+  if (w.packed16) {
+    if (w.type == TensorType::kQ8_0)
+      gemv_packed<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy);
+    else
+      gemv_packed<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy);
+    return true;
+  }
   switch (w.type) {
   case TensorType::kQ8_0: gemv_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ4_0: gemv_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return true;

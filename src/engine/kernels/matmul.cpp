@@ -74,6 +74,28 @@ void pack_groups(const Activations &a, int64_t n_tokens, int64_t g0, int64_t g1,
   }
 }
 
+// Whether the kernels of the active ISA read rows [r0, r1) of packed matrix w in place: the
+// AVX-512 VNNI ones, on whole 16-row groups.
+bool packed_kernels_take([[maybe_unused]] const WeightView &w, [[maybe_unused]] int64_t r0,
+                         [[maybe_unused]] int64_t r1) {
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+  return active_isa() == Isa::kAvx512Vnni && r0 % 16 == 0 && (r1 % 16 == 0 || r1 == w.rows);
+#else
+  return false;
+#endif
+}
+
+// Rows [r0, r1) of packed matrix w unpacked to row-major scratch of the calling thread, for the
+// kernels that cannot read the packed layout.
+WeightView unpack_rows(const WeightView &w, int64_t r0, int64_t r1) {
+  thread_local std::vector<char> t_rows;
+  const size_t stride = row_bytes(w.type, w.cols);
+  char *out = ensure(t_rows, static_cast<int64_t>(stride) * (r1 - r0));
+  for (int64_t r = r0; r < r1; ++r)
+    unpack_row16(w, r, out + (r - r0) * stride);
+  return make_weight_view(w.type, out, r1 - r0, w.cols);
+}
+
 void pack_tokens(Activations &a, int64_t n_tokens, ThreadPool &pool) {
   auto &s = t_scratch;
   const int64_t groups = (n_tokens + kTokGroup - 1) / kTokGroup;
@@ -275,6 +297,12 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
   // Rows [r0, r1) of matrix i.
   auto work_one = [&](int i, int64_t r0, int64_t r1) {
     const MatmulOut &o = outs[i];
+    if (o.w->packed16 && !packed_kernels_take(*o.w, r0, r1)) {
+      const WeightView rows = unpack_rows(*o.w, r0, r1);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += token_chunk)
+        rows_fn(rows, a, t0, std::min(n_tokens, t0 + token_chunk), 0, r1 - r0, o.y + r0, o.ldy);
+      return;
+    }
     for (int64_t t0 = 0; t0 < n_tokens; t0 += token_chunk) {
       rows_fn(*o.w, a, t0, std::min(n_tokens, t0 + token_chunk), r0, r1, o.y, o.ldy);
     }
@@ -294,9 +322,11 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
   };
   if (total_rows * w.cols * n_tokens < kMinParallelMacs || pool.size() == 1) {
     // Alone, still go through cache-sized row chunks when there are several token chunks.
+    const int64_t step = w.packed16 ? 16 : 8;
     const int64_t rows_per_chunk =
         n_tokens > token_chunk
-            ? std::max<int64_t>(8, kWeightChunkBytes / static_cast<int64_t>(w.row_stride) / 8 * 8)
+            ? std::max<int64_t>(step, kWeightChunkBytes / static_cast<int64_t>(w.row_stride) /
+                                          step * step)
             : total_rows;
     for (int64_t r0 = 0; r0 < total_rows; r0 += rows_per_chunk)
       work(r0, std::min(total_rows, r0 + rows_per_chunk));
@@ -309,8 +339,9 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
     // Several token chunks per row chunk: keep the row chunk cache-sized.
     grain = std::min<int64_t>(grain, kWeightChunkBytes / static_cast<int64_t>(w.row_stride));
   }
-  // Decode: whole 16-row tiles of the matrix x vector kernels (kernels_avx512_gemv.cpp).
-  const int64_t tile = n_tokens < 4 ? 16 : 8;
+  // Decode: whole 16-row tiles of the matrix x vector kernels (kernels_avx512_gemv.cpp); packed
+  // matrices: whole 16-row groups.
+  const int64_t tile = n_tokens < 4 || w.packed16 ? 16 : 8;
   grain = std::max<int64_t>(tile, (grain + tile - 1) / tile * tile);
   pool.parallel_for(total_rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
 }

@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <string_view>
 
 namespace gantry::engine {
 namespace {
@@ -92,15 +95,23 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
   } else {
     GANTRY_TRY(m->bind_weights(n_ctx_seq > 0 ? n_ctx_seq : m->config_.n_ctx_train));
   }
+  std::vector<std::pair<const void *, size_t>> released;
+  if (!m->config_.encoder)
+    released = m->pack_weights();
   // Touch every weight page once so that the first request does not pay for page faults and
-  // a long load shows progress; the pages stay shared with the page cache (no copy).
+  // a long load shows progress; the pages stay shared with the page cache (no copy). Tensors
+  // that were repacked are skipped: their pages were released and are not read again.
   if (progress) {
     uint64_t total = 0, done = 0;
     for (const auto &t : m->file_->tensors())
       total += t.n_bytes;
     volatile uint8_t sink = 0;
     for (const auto &t : m->file_->tensors()) {
-      for (uint64_t off = 0; off < t.n_bytes; off += 4096)
+      const bool repacked = std::any_of(released.begin(), released.end(), [&](const auto &r) {
+        const auto *begin = static_cast<const uint8_t *>(r.first);
+        return t.data >= begin && t.data < begin + r.second;
+      });
+      for (uint64_t off = 0; off < t.n_bytes && !repacked; off += 4096)
         sink = sink + t.data[off];
       done += t.n_bytes;
       progress(done, total);
@@ -108,6 +119,45 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
     (void)sink;
   }
   return m;
+}
+
+void Model::FreeDeleter::operator()(void *p) const { std::free(p); }
+
+std::vector<std::pair<const void *, size_t>> Model::pack_weights() {
+  std::vector<std::pair<const void *, size_t>> released;
+  const char *off = std::getenv("GANTRY_NO_REPACK");
+  if (off != nullptr && *off != '\0' && std::string_view(off) != "0")
+    return released;
+  // Matrices that share one matmul call (Q/K/V, gate/up) are packed all or none, so that the
+  // call's row chunks stay on 16-row group boundaries for all of them.
+  auto pack = [&](std::initializer_list<WeightView *> views) {
+    for (const WeightView *v : views) {
+      if (!kernels::can_pack_rows16(*v))
+        return;
+    }
+    for (WeightView *v : views) {
+      const size_t bytes = kernels::packed_bytes(*v);
+      void *dst = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+      if (dst == nullptr)
+        throw std::bad_alloc(); // start-up: out of memory for the model
+      packed_.emplace_back(dst);
+      const void *src = v->data;
+      *v = kernels::pack_rows16(*v, dst);
+      file_->release_pages(src, bytes);
+      released.emplace_back(src, bytes);
+      repacked_bytes_ += bytes;
+    }
+  };
+  for (Layer &l : layers_) {
+    pack({&l.wq, &l.wk, &l.wv});
+    pack({&l.wo});
+    pack({&l.w_gate, &l.w_up});
+    pack({&l.w_down});
+  }
+  // A tied head is token_embd itself, which the embedding lookup reads row by row.
+  if (!config_.tied_output)
+    pack({&output_});
+  return released;
 }
 
 Status Model::bind_weights(int n_ctx_seq) {

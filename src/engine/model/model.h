@@ -71,6 +71,9 @@ public:
   void encode(std::span<const int32_t> tokens, Workspace &ws, kernels::ThreadPool &pool,
               std::vector<float> &hidden) const;
 
+  // Bytes of weights repacked at load for the decode kernels (0 when none were).
+  size_t repacked_bytes() const { return repacked_bytes_; }
+
 private:
   struct Layer {
     // Norm weights and biases are small and may be stored in any type; they are dequantized
@@ -82,6 +85,11 @@ private:
 
   Model() = default;
   Status bind_weights(int n_ctx_seq);
+  // Repacks the layers' and the LM head's Q8_0/Q4_0 matrices into the decode kernels' layout
+  // (kernels::pack_rows16) when the active kernels have one and GANTRY_NO_REPACK is not set;
+  // the mapped pages of what was repacked are released, so memory stays at the file's size.
+  // Returns the mapped ranges released.
+  std::vector<std::pair<const void *, size_t>> pack_weights();
   void attention(std::span<const BatchToken> batch, int layer, KvCache &kv, Workspace &ws,
                  kernels::ThreadPool &pool) const;
   // Every layer; leaves the residual stream of each token in ws.x and returns how many rows it
@@ -98,6 +106,12 @@ private:
   const gguf::TensorInfo *token_embd_ = nullptr;
   std::vector<float> output_norm_;
   kernels::WeightView output_;
+  // Storage of the repacked matrices the views above point into (64-byte aligned, std::free).
+  struct FreeDeleter {
+    void operator()(void *p) const;
+  };
+  std::vector<std::unique_ptr<void, FreeDeleter>> packed_;
+  size_t repacked_bytes_ = 0;
   // Llama 3.1's "rope_freqs.weight", or Phi-3's long or short LongRoPE factors; empty when absent.
   std::vector<float> rope_freq_factors_;
   std::unique_ptr<BertEncoder> encoder_; // set for encoder architectures, which bind no Layer

@@ -1,5 +1,6 @@
 // matmul against a double-precision reference on dequantized weights, for every weight type,
 // both instruction sets, several token counts and thread counts.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -472,6 +473,110 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
   EXPECT_EQ(active_isa(), detected_isa());
   set_active_isa(Isa::kScalar);
   EXPECT_EQ(active_isa(), Isa::kScalar);
+}
+
+// Q8_0/Q4_0 matrices repacked into the 16-row layout (kernels.h, "repacked weights"): the layout
+// round-trips row by row, and matmul over the packed view gives the row-major view's bits for
+// decode (1-3 tokens) and batches, on one to three threads, odd block counts and row ranges of
+// a packed matrix (fused Q/K/V); under AVX2 the packed view runs on unpacked rows, same bits.
+TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
+  if (detected_isa() < Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
+  ScopedIsa vnni(Isa::kAvx512Vnni);
+  ThreadPool pool1(1), pool2(2), pool3(3);
+  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0}) {
+    for (bool raw : {false, true}) {
+      for (auto [rows, cols] :
+           {std::pair<int64_t, int64_t>{16, 32}, {48, 96}, {272, 1024}, {64, 2080}, {160, 544}}) {
+        const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 3 + cols), raw);
+        const std::string what =
+            name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" + std::to_string(cols);
+        ASSERT_TRUE(can_pack_rows16(m.view())) << what;
+        ASSERT_EQ(packed_bytes(m.view()), m.data.size());
+        std::vector<uint8_t> buf(m.data.size());
+        const WeightView p = pack_rows16(m.view(), buf.data());
+        ASSERT_TRUE(p.packed16);
+        EXPECT_FALSE(can_pack_rows16(p)) << "packed twice";
+        const size_t rb = row_bytes(t, cols);
+        std::vector<uint8_t> row(rb);
+        for (int64_t r = 0; r < rows; ++r) {
+          unpack_row16(p, r, row.data());
+          ASSERT_EQ(std::memcmp(row.data(), m.data.data() + r * rb, rb), 0) << what << " row " << r;
+        }
+        for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 17, 70}) {
+          auto x = random_floats(n * cols, static_cast<uint32_t>(n + rows));
+          std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
+          for (ThreadPool *pool : {&pool1, &pool2, &pool3}) {
+            matmul(m.view(), x.data(), n, want.data(), *pool);
+            std::fill(got.begin(), got.end(), -1.0f);
+            matmul(p, x.data(), n, got.data(), *pool);
+            const std::string at =
+                what + " n=" + std::to_string(n) + " threads=" + std::to_string(pool->size());
+            ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0) << at;
+            // Q/K/V as three row ranges of the one packed matrix (rows split at multiples of 16),
+            // in one matmul_multi call: each part gives its rows' bits.
+            if (rows >= 48) {
+              const int64_t a_rows = rows / 16 / 2 * 16, b_rows = 16;
+              WeightView parts[3] = {p, p, p};
+              parts[0].rows = a_rows;
+              parts[1].data = static_cast<const char *>(p.data) + a_rows * p.row_stride;
+              parts[1].rows = b_rows;
+              parts[2].data = static_cast<const char *>(p.data) + (a_rows + b_rows) * p.row_stride;
+              parts[2].rows = rows - a_rows - b_rows;
+              std::vector<float> multi(want.size(), -1.0f);
+              MatmulOut outs[3];
+              int64_t first = 0;
+              for (int i = 0; i < 3; ++i) {
+                outs[i] = {&parts[i], multi.data() + first, rows};
+                first += parts[i].rows;
+              }
+              matmul_multi(outs, 3, x.data(), n, *pool);
+              ASSERT_EQ(std::memcmp(multi.data(), want.data(), want.size() * sizeof(float)), 0)
+                  << at << " (row ranges)";
+            }
+          }
+          ScopedIsa avx2(Isa::kAvx2);
+          matmul(m.view(), x.data(), n, want.data(), pool2);
+          std::fill(got.begin(), got.end(), -1.0f);
+          matmul(p, x.data(), n, got.data(), pool2);
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+              << what << " n=" << n << " under AVX2";
+        }
+      }
+    }
+  }
+}
+
+// A packed matrix sharing a matmul_multi call with an unpackable one whose row count is not a
+// multiple of 16 gets row chunks that do not start on its 16-row groups: those run on unpacked
+// rows, and every output keeps the bits of its own matmul.
+TEST(MatmulTest, PackedRowsOffTheGroupBoundaryRunUnpacked) {
+  if (detected_isa() < Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
+  ScopedIsa vnni(Isa::kAvx512Vnni);
+  ThreadPool pool2(2), pool3(3);
+  const int64_t cols = 512;
+  const Matrix odd = make_matrix(TensorType::kQ8_0, 40, cols, 5, true);
+  const Matrix big = make_matrix(TensorType::kQ8_0, 528, cols, 6, true);
+  ASSERT_FALSE(can_pack_rows16(odd.view()));
+  std::vector<uint8_t> buf(big.data.size());
+  const WeightView p = pack_rows16(big.view(), buf.data());
+  const WeightView o = odd.view();
+  for (int64_t n : {1, 3, 8, 20}) {
+    auto x = random_floats(n * cols, static_cast<uint32_t>(n));
+    for (ThreadPool *pool : {&pool2, &pool3}) {
+      std::vector<float> want_o(static_cast<size_t>(n * 40)), want_p(static_cast<size_t>(n * 528));
+      matmul(o, x.data(), n, want_o.data(), *pool);
+      matmul(big.view(), x.data(), n, want_p.data(), *pool);
+      std::vector<float> got_o(want_o.size(), -1.0f), got_p(want_p.size(), -1.0f);
+      const MatmulOut outs[2] = {{&o, got_o.data(), 40}, {&p, got_p.data(), 528}};
+      matmul_multi(outs, 2, x.data(), n, *pool);
+      ASSERT_EQ(std::memcmp(got_o.data(), want_o.data(), want_o.size() * sizeof(float)), 0)
+          << "n=" << n;
+      ASSERT_EQ(std::memcmp(got_p.data(), want_p.data(), want_p.size() * sizeof(float)), 0)
+          << "n=" << n;
+    }
+  }
 }
 
 } // namespace

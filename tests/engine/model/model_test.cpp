@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "engine/gguf/gguf_writer.h"
@@ -94,6 +95,61 @@ INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
                                   std::string(gguf::type_traits(info.param.type).name) +
                                   (info.param.tied ? "_tied" : "");
                          });
+
+// Q8_0/Q4_0 matrices are repacked at load for the decode kernels (kernels.h, "repacked weights")
+// when the AVX-512 VNNI kernels run: a prompt and then token-by-token decode give the very logits
+// of the same model loaded with GANTRY_NO_REPACK=1.
+TEST(ModelLoadTest, RepackedWeightsGiveTheLogitsOfTheMappedOnes) {
+  if (kernels::active_isa() < kernels::Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI kernels active: nothing is repacked";
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
+    SynthShape shape{"tiny", "llama", 64, 2, 4, 2, 96, 256, 10000.0f, 1e-5f, false};
+    SynthOptions o;
+    o.type = type;
+    o.vocab_path = std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf";
+    o.out_path =
+        ::testing::TempDir() + "/repack_" + std::string(gguf::type_traits(type).name) + ".gguf";
+    ASSERT_TRUE(synth_model_shape(shape, o).ok());
+    auto run = [&](bool repack, size_t *repacked) {
+      if (repack)
+        ::unsetenv("GANTRY_NO_REPACK");
+      else
+        ::setenv("GANTRY_NO_REPACK", "1", 1);
+      auto m = Model::load(o.out_path);
+      ::unsetenv("GANTRY_NO_REPACK");
+      EXPECT_TRUE(m.ok());
+      *repacked = (*m)->repacked_bytes();
+      const ModelConfig &c = (*m)->config();
+      KvCache kv(c.n_layer, c.kv_dim(), 4);
+      std::vector<int32_t> blocks = {0};
+      (void)kv.allocate();
+      Workspace ws;
+      kernels::ThreadPool pool(2);
+      std::vector<float> all, logits;
+      const std::vector<int32_t> prompt = {1, 400, 37, 260, 511, 3, 99, 12, 7};
+      std::vector<BatchToken> batch;
+      for (size_t i = 0; i < prompt.size(); ++i)
+        batch.push_back({prompt[i], static_cast<int32_t>(i), &blocks, i + 1 == prompt.size()});
+      (*m)->forward(batch, kv, ws, pool, logits);
+      all = logits;
+      int32_t pos = static_cast<int32_t>(prompt.size());
+      for (int step = 0; step < 6; ++step) {
+        const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+        const BatchToken next{static_cast<int32_t>(best), pos++, &blocks, true};
+        (*m)->forward(std::span<const BatchToken>(&next, 1), kv, ws, pool, logits);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      return all;
+    };
+    size_t packed = 0, mapped = 0;
+    const std::vector<float> with = run(true, &packed), without = run(false, &mapped);
+    EXPECT_GT(packed, 0u) << "nothing was repacked";
+    EXPECT_EQ(mapped, 0u);
+    ASSERT_EQ(with.size(), without.size());
+    EXPECT_EQ(std::memcmp(with.data(), without.data(), with.size() * sizeof(float)), 0)
+        << gguf::type_traits(type).name;
+  }
+}
 
 TEST(ModelLoadTest, RefusesUnsupportedArchitecturesAndTypesByName) {
   gguf::GgufWriter w;

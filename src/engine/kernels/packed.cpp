@@ -1,0 +1,94 @@
+// The 16-row interleaved layout of repacked Q8_0/Q4_0 weights (kernels.h, "repacked weights"):
+// packing at load and unpacking a row back for the kernels that read row-major weights.
+#include <cassert>
+#include <cstring>
+
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/kernels_impl.h"
+
+namespace gantry::engine::kernels {
+namespace {
+
+constexpr int kGroupRows = 16;
+
+size_t block_bytes(TensorType t) {
+  return t == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+}
+// Bytes of one block's quants for 16 rows in the packed layout.
+size_t group_quant_bytes(TensorType t) { return kGroupRows * (block_bytes(t) - 2); }
+
+// Where row r's block b lives in a packed matrix, in bytes from its start: the scale, and row
+// r's first 4-byte piece of the block's quants (piece k is k * 64 bytes further).
+struct PackedAt {
+  size_t scale;
+  size_t quants;
+};
+PackedAt packed_at(const WeightView &w, int64_t r, int64_t b) {
+  const int64_t nb = w.cols / kQK;
+  const size_t group = static_cast<size_t>(r / kGroupRows) * kGroupRows * w.row_stride;
+  const auto i = static_cast<size_t>(r % kGroupRows);
+  return {group + (static_cast<size_t>(b) * kGroupRows + i) * 2,
+          group + static_cast<size_t>(nb) * kGroupRows * 2 +
+              static_cast<size_t>(b) * group_quant_bytes(w.type) + 4 * i};
+}
+
+} // namespace
+
+bool can_pack_rows16(const WeightView &w) {
+  return active_isa() == Isa::kAvx512Vnni && !w.packed16 &&
+         (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0) && w.rows > 0 &&
+         w.rows % kGroupRows == 0 && w.cols > 0 && w.cols % kQK == 0 &&
+         w.row_stride == row_bytes(w.type, w.cols);
+}
+
+size_t packed_bytes(const WeightView &w) { return static_cast<size_t>(w.rows) * w.row_stride; }
+
+WeightView pack_rows16(const WeightView &w, void *dst) {
+  assert(can_pack_rows16(w));
+  const int64_t nb = w.cols / kQK;
+  const size_t qbytes = block_bytes(w.type) - 2; // 32 (Q8_0) or 16 (Q4_0)
+  char *out = static_cast<char *>(dst);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const char *row = static_cast<const char *>(w.row(r));
+    for (int64_t b = 0; b < nb; ++b) {
+      const char *blk = row + b * block_bytes(w.type);
+      const PackedAt at = packed_at(w, r, b);
+      std::memcpy(out + at.scale, blk, 2);
+      for (size_t k = 0; k < qbytes / 4; ++k) {
+        char piece[4];
+        std::memcpy(piece, blk + 2 + 4 * k, 4);
+        if (w.type == TensorType::kQ8_0) {
+          for (char &c : piece)
+            c = static_cast<char>(c ^ 0x80);
+        }
+        std::memcpy(out + at.quants + k * 64, piece, 4);
+      }
+    }
+  }
+  WeightView v = w;
+  v.data = dst;
+  v.packed16 = true;
+  return v;
+}
+
+void unpack_row16(const WeightView &w, int64_t r, void *dst) {
+  assert(w.packed16 && r >= 0 && r < w.rows);
+  const int64_t nb = w.cols / kQK;
+  const size_t qbytes = block_bytes(w.type) - 2;
+  const char *data = static_cast<const char *>(w.data);
+  char *row = static_cast<char *>(dst);
+  for (int64_t b = 0; b < nb; ++b) {
+    const PackedAt at = packed_at(w, r, b);
+    char *blk = row + b * block_bytes(w.type);
+    std::memcpy(blk, data + at.scale, 2);
+    for (size_t k = 0; k < qbytes / 4; ++k) {
+      std::memcpy(blk + 2 + 4 * k, data + at.quants + k * 64, 4);
+      if (w.type == TensorType::kQ8_0) {
+        for (int j = 0; j < 4; ++j)
+          blk[2 + 4 * k + j] = static_cast<char>(blk[2 + 4 * k + j] ^ 0x80);
+      }
+    }
+  }
+}
+
+} // namespace gantry::engine::kernels
