@@ -2,13 +2,16 @@
 
 #include "engine/model/ops.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string_view>
+#include <thread>
 
 namespace gantry::engine {
 namespace {
@@ -121,7 +124,10 @@ Result<std::unique_ptr<Model>> Model::load(const std::string &path, const Progre
   return m;
 }
 
-void Model::FreeDeleter::operator()(void *p) const { std::free(p); }
+Model::Arena::~Arena() {
+  if (base != nullptr)
+    munmap(base, size);
+}
 
 std::vector<std::pair<const void *, size_t>> Model::pack_weights() {
   std::vector<std::pair<const void *, size_t>> released;
@@ -130,33 +136,62 @@ std::vector<std::pair<const void *, size_t>> Model::pack_weights() {
     return released;
   // Matrices that share one matmul call (Q/K/V, gate/up) are packed all or none, so that the
   // call's row chunks stay on 16-row group boundaries for all of them.
-  auto pack = [&](std::initializer_list<WeightView *> views) {
+  std::vector<WeightView *> todo;
+  auto want = [&](std::initializer_list<WeightView *> views) {
     for (const WeightView *v : views) {
       if (!kernels::can_pack_rows16(*v))
         return;
     }
-    for (WeightView *v : views) {
-      const size_t bytes = kernels::packed_bytes(*v);
-      void *dst = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-      if (dst == nullptr)
-        throw std::bad_alloc(); // start-up: out of memory for the model
-      packed_.emplace_back(dst);
-      const void *src = v->data;
-      *v = kernels::pack_rows16(*v, dst);
-      file_->release_pages(src, bytes);
-      released.emplace_back(src, bytes);
-      repacked_bytes_ += bytes;
-    }
+    todo.insert(todo.end(), views.begin(), views.end());
   };
   for (Layer &l : layers_) {
-    pack({&l.wq, &l.wk, &l.wv});
-    pack({&l.wo});
-    pack({&l.w_gate, &l.w_up});
-    pack({&l.w_down});
+    want({&l.wq, &l.wk, &l.wv});
+    want({&l.wo});
+    want({&l.w_gate, &l.w_up});
+    want({&l.w_down});
   }
   // A tied head is token_embd itself, which the embedding lookup reads row by row.
   if (!config_.tied_output)
-    pack({&output_});
+    want({&output_});
+  if (todo.empty())
+    return released;
+  constexpr size_t kAlign = 64, kHuge = size_t{2} << 20;
+  size_t total = 0;
+  for (const WeightView *v : todo)
+    total += (kernels::packed_bytes(*v) + kAlign - 1) / kAlign * kAlign;
+  total = (total + kHuge - 1) / kHuge * kHuge;
+  void *base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED)
+    return released;                         // no memory for a copy: decode runs on the mapped rows
+  (void)madvise(base, total, MADV_HUGEPAGE); // advice: 4 KiB pages work too, a little slower
+  packed_.base = base;
+  packed_.size = total;
+  std::vector<char *> dst;
+  char *at = static_cast<char *>(base);
+  for (WeightView *v : todo) {
+    released.emplace_back(v->data, kernels::packed_bytes(*v));
+    dst.push_back(at);
+    at += (kernels::packed_bytes(*v) + kAlign - 1) / kAlign * kAlign;
+  }
+  // Packing a 1 GiB model is a second of copying and page clearing on one core: the matrices are
+  // shared out among threads (each views a disjoint destination).
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < todo.size();) {
+      *todo[i] = kernels::pack_rows16(*todo[i], dst[i]);
+      // At once, so that the load never holds a second copy of the model.
+      file_->release_pages(released[i].first, released[i].second);
+    }
+  };
+  const unsigned n_threads = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  std::vector<std::thread> threads;
+  for (unsigned t = 1; t < n_threads; ++t)
+    threads.emplace_back(worker);
+  worker();
+  for (auto &t : threads)
+    t.join();
+  for (const auto &r : released)
+    repacked_bytes_ += r.second;
   return released;
 }
 

@@ -106,11 +106,17 @@ private:
   const gguf::TensorInfo *token_embd_ = nullptr;
   std::vector<float> output_norm_;
   kernels::WeightView output_;
-  // Storage of the repacked matrices the views above point into (64-byte aligned, std::free).
-  struct FreeDeleter {
-    void operator()(void *p) const;
+  // Storage of the repacked matrices the views above point into: one anonymous mapping, asked
+  // for transparent huge pages (decode streams all of it every token).
+  struct Arena {
+    void *base = nullptr;
+    size_t size = 0;
+    Arena() = default;
+    Arena(const Arena &) = delete;
+    Arena &operator=(const Arena &) = delete;
+    ~Arena();
   };
-  std::vector<std::unique_ptr<void, FreeDeleter>> packed_;
+  Arena packed_;
   size_t repacked_bytes_ = 0;
   // Llama 3.1's "rope_freqs.weight", or Phi-3's long or short LongRoPE factors; empty when absent.
   std::vector<float> rope_freq_factors_;
