@@ -91,22 +91,26 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 // memory. The decode tile reads 16 rows side by side, which for row-major weights is 16
 // concurrent streams: measured on the 2-core Zen 5, ≈ 70 % of a plain read's bandwidth whatever
 // the prefetch hints. The same bytes interleaved so that the tile reads one stream reach ≈ 85 %.
-// So Q8_0 and Q4_0 matrices are repacked once at load when the AVX-512 VNNI kernels run:
+// So Q8_0, Q4_0, Q4_K and Q6_K matrices (Q4_K_M files are Q4_K + Q6_K) are repacked once at
+// load when the AVX-512 VNNI kernels run:
 //
 //   group g = rows [16g, 16g + 16) at data + 16g * row_stride (the same bytes a row-major group
 //   takes, so a row range starting at a multiple of 16 is still data + first * row_stride):
+//   Q8_0, Q4_0:
 //     scales: nb blocks x 16 rows of fp16, scale of row 16g + i, block b at (16b + i) * 2;
 //     quants from nb * 32: block b at b * Q (Q = 512 for Q8_0, 256 for Q4_0), in 64-byte chunks
 //     k (8 for Q8_0, 4 for Q4_0), row i's 4 bytes at k * 64 + 4i: Q8_0 bytes 4k..4k+3 of the
 //     block as unsigned u = w + 128; Q4_0 the stored bytes 4k..4k+3 (low nibbles are elements
 //     4k.., high nibbles 16 + 4k..).
+//   Q4_K, Q6_K: the ggml blocks unchanged, block b of row 16g + i at (16b + i) * block bytes
+//     (the K-quant kernels decode a block's scales per row, so only the order of blocks moves).
 //
 // The kernels give the bits of the row-major layout (the same exact int32 block sums, in the same
 // order); calls that the packed kernels do not take (another ISA, a row range not on a 16-row
 // boundary) run on rows unpacked to scratch, correct and slow.
 //
-// True when the active ISA has packed kernels for w: AVX-512 VNNI, Q8_0 or Q4_0, dense rows, a
-// multiple of 16 rows.
+// True when the active ISA has packed kernels for w: AVX-512 VNNI, Q8_0, Q4_0, Q4_K or Q6_K,
+// dense rows, a multiple of 16 rows.
 bool can_pack_rows16(const WeightView &w);
 // Bytes pack_rows16 writes: w.rows * w.row_stride.
 size_t packed_bytes(const WeightView &w);

@@ -164,11 +164,21 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int32_t *sums,
                                const float *xd, int64_t r, int64_t r1, float *yt) {
   const int64_t nbk = w.cols / kQKK;
+  // Row i's block s is at rows[i] + s * step: row-major, or packed (kernels.h: the 16 rows'
+  // blocks side by side, so the tile reads one stream).
   const char *rows[kTileRows];
+  size_t step = kBlockBytes<kType>;
+  if (w.packed16) {
+    step = kTileRows * kBlockBytes<kType>;
 #pragma GCC unroll 16
-  for (int i = 0; i < kTileRows; ++i) {
-    const int64_t ri = std::min(r + i, r1 - 1);
-    rows[i] = static_cast<const char *>(w.row(ri));
+    for (int i = 0; i < kTileRows; ++i)
+      rows[i] = packed_block(w, r + i, 0);
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < kTileRows; ++i) {
+      const int64_t ri = std::min(r + i, r1 - 1);
+      rows[i] = static_cast<const char *>(w.row(ri));
+    }
   }
   const char *next = static_cast<const char *>(w.row(std::min(r + kTileRows, r1 - 1)));
   const int64_t next_rows = std::max<int64_t>(0, std::min<int64_t>(kTileRows, r1 - r - kTileRows));
@@ -196,7 +206,7 @@ GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int3
   __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
   int64_t pf = 0;
   for (int64_t s = 0; s < nbk; ++s) {
-    const size_t at = static_cast<size_t>(s) * kBlockBytes<kType>;
+    const size_t at = static_cast<size_t>(s) * step;
     for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
       if (pf < next_bytes)
         _mm_prefetch(next + pf, _MM_HINT_T0);

@@ -101,14 +101,21 @@ struct UnpackScratch {
 };
 thread_local UnpackScratch t_unpack;
 
+// Block s of row r, row-major or packed (kernels.h).
+template <TensorType kType>
+GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t s) {
+  if (w.packed16)
+    return packed_block(w, r, s);
+  return static_cast<const char *>(w.row(r)) + s * kBlockBytes<kType>;
+}
+
 template <TensorType kType>
 GANTRY_VNNI_INLINE PairK unpack_pair(const WeightView &w, int64_t r, uint8_t *q, int32_t *sc,
                                      int32_t *mn, float *d, float *dmin) {
   const int64_t nbk = w.cols / kQKK;
   for (int h = 0; h < 2; ++h) {
-    const char *row = static_cast<const char *>(w.row(r + h));
     for (int64_t s = 0; s < nbk; ++s) {
-      const char *blk = row + s * kBlockBytes<kType>;
+      const char *blk = block_of<kType>(w, r + h, s);
       if constexpr (kType == TensorType::kQ6_K) {
         const auto &b = *reinterpret_cast<const BlockQ6_K *>(blk);
         for (int g = 0; g < 16; ++g)
@@ -129,12 +136,10 @@ GANTRY_VNNI_INLINE PairK unpack_pair(const WeightView &w, int64_t r, uint8_t *q,
       }
     }
   }
-  const char *row0 = static_cast<const char *>(w.row(r));
-  const char *row1 = static_cast<const char *>(w.row(r + 1));
   for (int64_t s = 0; s < nbk; ++s) {
+    const char *blk0 = block_of<kType>(w, r, s), *blk1 = block_of<kType>(w, r + 1, s);
     for (int jb = 0; jb < 8; ++jb) {
-      const __m512i u = interleave_pair(block_u<kType>(row0 + s * kBlockBytes<kType>, jb),
-                                        block_u<kType>(row1 + s * kBlockBytes<kType>, jb));
+      const __m512i u = interleave_pair(block_u<kType>(blk0, jb), block_u<kType>(blk1, jb));
       _mm512_storeu_si512(q + (s * 8 + jb) * 64, u);
     }
   }

@@ -30,6 +30,14 @@ namespace gantry::engine::kernels {
 //   d8[(g*nbk + s)*8 + j] = d[(8g+j)*nbk + s],  sum8[((g*nbk + s)*16 + h)*8 + j] = bsums of
 //   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
+
+// Block b of row r of a K-quant matrix (Q4_K/Q6_K) packed by pack_rows16 (kernels.h): the
+// group's 16 rows' block b lie side by side.
+inline const char *packed_block(const WeightView &w, int64_t r, int64_t b) {
+  const size_t bb = w.row_stride / static_cast<size_t>(w.cols / kQKK);
+  return static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride +
+         (static_cast<size_t>(b) * 16 + static_cast<size_t>(r % 16)) * bb;
+}
 struct Activations {
   const float *x = nullptr;
   const int8_t *qs = nullptr;

@@ -12,8 +12,14 @@ namespace {
 constexpr int kGroupRows = 16;
 
 size_t block_bytes(TensorType t) {
-  return t == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  switch (t) {
+  case TensorType::kQ8_0: return sizeof(BlockQ8_0);
+  case TensorType::kQ4_0: return sizeof(BlockQ4_0);
+  case TensorType::kQ4_K: return sizeof(BlockQ4_K);
+  default: return sizeof(BlockQ6_K);
+  }
 }
+bool is_k_quant(TensorType t) { return t == TensorType::kQ4_K || t == TensorType::kQ6_K; }
 // Bytes of one block's quants for 16 rows in the packed layout.
 size_t group_quant_bytes(TensorType t) { return kGroupRows * (block_bytes(t) - 2); }
 
@@ -36,8 +42,9 @@ PackedAt packed_at(const WeightView &w, int64_t r, int64_t b) {
 
 bool can_pack_rows16(const WeightView &w) {
   return active_isa() == Isa::kAvx512Vnni && !w.packed16 &&
-         (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0) && w.rows > 0 &&
-         w.rows % kGroupRows == 0 && w.cols > 0 && w.cols % kQK == 0 &&
+         (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0 || is_k_quant(w.type)) &&
+         w.rows > 0 && w.rows % kGroupRows == 0 && w.cols > 0 &&
+         w.cols % (is_k_quant(w.type) ? kQKK : kQK) == 0 &&
          w.row_stride == row_bytes(w.type, w.cols);
 }
 
@@ -45,6 +52,25 @@ size_t packed_bytes(const WeightView &w) { return static_cast<size_t>(w.rows) * 
 
 WeightView pack_rows16(const WeightView &w, void *dst) {
   assert(can_pack_rows16(w));
+  if (is_k_quant(w.type)) {
+    // Whole blocks interleaved: block b of the group's 16 rows side by side.
+    const size_t bb = block_bytes(w.type);
+    const int64_t nbk = w.cols / kQKK;
+    char *out = static_cast<char *>(dst);
+    for (int64_t g = 0; g < w.rows / kGroupRows; ++g) {
+      char *group = out + static_cast<size_t>(g) * kGroupRows * w.row_stride;
+      for (int64_t b = 0; b < nbk; ++b) {
+        for (int i = 0; i < kGroupRows; ++i) {
+          std::memcpy(group + (b * kGroupRows + i) * bb,
+                      static_cast<const char *>(w.row(g * kGroupRows + i)) + b * bb, bb);
+        }
+      }
+    }
+    WeightView v = w;
+    v.data = dst;
+    v.packed16 = true;
+    return v;
+  }
   const int64_t nb = w.cols / kQK;
   const size_t bb = block_bytes(w.type), pieces = (bb - 2) / 4; // 8 (Q8_0) or 4 (Q4_0)
   // Q8_0's quants become unsigned: the sign bit of each byte flipped.
@@ -85,6 +111,12 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
 
 void unpack_row16(const WeightView &w, int64_t r, void *dst) {
   assert(w.packed16 && r >= 0 && r < w.rows);
+  if (is_k_quant(w.type)) {
+    const size_t bb = block_bytes(w.type);
+    for (int64_t b = 0; b < w.cols / kQKK; ++b)
+      std::memcpy(static_cast<char *>(dst) + b * bb, packed_block(w, r, b), bb);
+    return;
+  }
   const int64_t nb = w.cols / kQK;
   const size_t qbytes = block_bytes(w.type) - 2;
   const char *data = static_cast<const char *>(w.data);

@@ -96,14 +96,19 @@ INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
                                   (info.param.tied ? "_tied" : "");
                          });
 
-// Q8_0/Q4_0 matrices are repacked at load for the decode kernels (kernels.h, "repacked weights")
-// when the AVX-512 VNNI kernels run: a prompt and then token-by-token decode give the very logits
-// of the same model loaded with GANTRY_NO_REPACK=1.
+// Q8_0/Q4_0/Q4_K/Q6_K matrices are repacked at load for the decode kernels (kernels.h, "repacked
+// weights") when the AVX-512 VNNI kernels run: a prompt and then token-by-token decode give the
+// very logits of the same model loaded with GANTRY_NO_REPACK=1.
 TEST(ModelLoadTest, RepackedWeightsGiveTheLogitsOfTheMappedOnes) {
   if (kernels::active_isa() < kernels::Isa::kAvx512Vnni)
     GTEST_SKIP() << "no AVX-512 VNNI kernels active: nothing is repacked";
-  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
-    SynthShape shape{"tiny", "llama", 64, 2, 4, 2, 96, 256, 10000.0f, 1e-5f, false};
+  for (TensorType type :
+       {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ6_K}) {
+    // K-quants need rows that are multiples of 256 elements.
+    const bool k_quant = gguf::type_traits(type).block_elems == 256;
+    SynthShape shape{
+        "tiny", "llama", k_quant ? 256 : 64, 2, 4, 2, k_quant ? 512 : 96, 256, 10000.0f,
+        1e-5f,  false};
     SynthOptions o;
     o.type = type;
     o.vocab_path = std::string(GANTRY_MODELS_DIR) + "/stories260K.gguf";
