@@ -208,11 +208,68 @@ GANTRY_VNNI_INLINE void unpack_packed_pair(const WeightView &w, int64_t r, uint8
   }
 }
 
+// 32 bytes at c0 in the low half, 32 at c1 in the high half.
+GANTRY_VNNI_INLINE __m512i load_two(const char *c0, const char *c1) {
+  return _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(c0))),
+      _mm256_loadu_si256(reinterpret_cast<const __m256i *>(c1)), 1);
+}
+
+// Rows r..r + 7 (r a multiple of 8, so one group's half) of a packed Q8_0/Q4_0 matrix as 4
+// pairs in the PairTile order, pair p's quants at qbuf + p * 2 * cols and fp16 scales at
+// hbuf + p * 2 * nb. Per block, the 8 rows' pieces of chunk k are 32 contiguous bytes (4 pairs
+// x 8): two chunks per zmm, then a 4 x 8 transpose of 8-byte pieces (two 2-source permutes and
+// two 128-bit shuffles per pair of pairs) leaves each pair's 64 bytes in one zmm.
+template <TensorType kType>
+GANTRY_VNNI_INLINE void unpack_packed_quad(const WeightView &w, int64_t r, uint8_t *qbuf,
+                                           uint16_t *hbuf) {
+  const int64_t nb = w.cols / kQK;
+  const char *group =
+      static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride;
+  const int64_t i0 = r % 16;
+  const char *quants = group + nb * 32 + 4 * i0;
+  // Pair p's pieces from (a, b): [a[p], a[4 + p], b[p], b[4 + p]] in the low half, pair p + 1's
+  // in the high half.
+  const __m512i sel01 = _mm512_setr_epi64(0, 4, 8, 12, 1, 5, 9, 13);
+  const __m512i sel23 = _mm512_setr_epi64(2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int p = 0; p < 4; ++p)
+      std::memcpy(&hbuf[p * 2 * nb + 2 * b], group + (b * 16 + i0 + 2 * p) * 2, 4);
+    __m512i z[4]; // z[m]: slots 2m and 2m + 1, 4 pairs each
+    if constexpr (kType == TensorType::kQ8_0) {
+      const char *blk = quants + b * 512;
+#pragma GCC unroll 4
+      for (int m = 0; m < 4; ++m)
+        z[m] = load_two(blk + 128 * m, blk + 128 * m + 64);
+    } else {
+      const char *blk = quants + b * 256;
+      const __m512i c01 = load_two(blk, blk + 64), c23 = load_two(blk + 128, blk + 192);
+      z[0] = _mm512_and_si512(c01, m4);
+      z[1] = _mm512_and_si512(c23, m4);
+      z[2] = _mm512_and_si512(_mm512_srli_epi16(c01, 4), m4);
+      z[3] = _mm512_and_si512(_mm512_srli_epi16(c23, 4), m4);
+    }
+    const __m512i a01 = _mm512_permutex2var_epi64(z[0], sel01, z[1]);
+    const __m512i b01 = _mm512_permutex2var_epi64(z[2], sel01, z[3]);
+    const __m512i a23 = _mm512_permutex2var_epi64(z[0], sel23, z[1]);
+    const __m512i b23 = _mm512_permutex2var_epi64(z[2], sel23, z[3]);
+    const int64_t pair = 2 * w.cols; // bytes of one pair's quants
+    _mm512_storeu_si512(qbuf + b * 64, _mm512_shuffle_i64x2(a01, b01, 0x44));
+    _mm512_storeu_si512(qbuf + pair + b * 64, _mm512_shuffle_i64x2(a01, b01, 0xEE));
+    _mm512_storeu_si512(qbuf + 2 * pair + b * 64, _mm512_shuffle_i64x2(a23, b23, 0x44));
+    _mm512_storeu_si512(qbuf + 3 * pair + b * 64, _mm512_shuffle_i64x2(a23, b23, 0xEE));
+  }
+}
+
 template <TensorType kType, int P>
 GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint8_t *qbuf,
                                             float *dbuf, uint16_t *hbuf) {
   const int64_t nb = w.cols / kQK;
   PairTile<P> tile;
+  const bool quad = kPackable<kType> && w.packed16 && P == 4 && r % 8 == 0;
+  if (quad)
+    unpack_packed_quad<kType>(w, r, qbuf, hbuf);
   for (int p = 0; p < P; ++p) {
     uint8_t *q = qbuf + p * 2 * w.cols;
     float *d = dbuf + p * 2 * nb;
@@ -222,8 +279,11 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     tile.m[p] = mins;
     const char *row0 = static_cast<const char *>(w.row(r + 2 * p));
     const char *row1 = static_cast<const char *>(w.row(r + 2 * p + 1));
+    // unpack_packed_quad left every pair's scales in its own part of hbuf.
+    uint16_t *h = quad ? hbuf + p * 2 * nb : hbuf;
     if (kPackable<kType> && w.packed16) {
-      unpack_packed_pair<kType>(w, r + 2 * p, q, hbuf);
+      if (!quad)
+        unpack_packed_pair<kType>(w, r + 2 * p, q, h);
     } else {
       for (int64_t b = 0; b < nb; ++b) {
         const char *blk0 = row0 + b * kBlockBytes<kType>;
@@ -238,10 +298,10 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     int64_t i = 0;
     for (; i + 16 <= 2 * nb; i += 16) {
       _mm512_storeu_ps(
-          d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(hbuf + i))));
+          d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(h + i))));
     }
     for (; i < 2 * nb; ++i)
-      d[i] = _cvtsh_ss(hbuf[i]);
+      d[i] = _cvtsh_ss(h[i]);
     if constexpr (kHasMin<kType>) {
       for (int64_t b = 0; b < nb; ++b) {
         for (int h = 0; h < 2; ++h) {
