@@ -91,8 +91,8 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 // memory. The decode tile reads 16 rows side by side, which for row-major weights is 16
 // concurrent streams: measured on the 2-core Zen 5, ≈ 70 % of a plain read's bandwidth whatever
 // the prefetch hints. The same bytes interleaved so that the tile reads one stream reach ≈ 85 %.
-// So Q8_0, Q4_0, Q4_K and Q6_K matrices (Q4_K_M files are Q4_K + Q6_K) are repacked once at
-// load when the AVX-512 VNNI kernels run:
+// So Q8_0, Q4_0, Q4_K, Q6_K (Q4_K_M files are Q4_K + Q6_K), F16 and BF16 matrices are repacked
+// once at load when the AVX-512 VNNI kernels run:
 //
 //   group g = rows [16g, 16g + 16) at data + 16g * row_stride (the same bytes a row-major group
 //   takes, so a row range starting at a multiple of 16 is still data + first * row_stride):
@@ -104,13 +104,15 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 //     4k.., high nibbles 16 + 4k..).
 //   Q4_K, Q6_K: the ggml blocks unchanged, block b of row 16g + i at (16b + i) * block bytes
 //     (the K-quant kernels decode a block's scales per row, so only the order of blocks moves).
+//   F16, BF16 (cols a multiple of 8): the 8 elements of row 16g + i from column 8c at
+//     (16c + i) * 16, so a row pair's 16 elements of a column step are 32 contiguous bytes.
 //
 // The kernels give the bits of the row-major layout (the same exact int32 block sums, in the same
 // order); calls that the packed kernels do not take (another ISA, a row range not on a 16-row
 // boundary) run on rows unpacked to scratch, correct and slow.
 //
-// True when the active ISA has packed kernels for w: AVX-512 VNNI, Q8_0, Q4_0, Q4_K or Q6_K,
-// dense rows, a multiple of 16 rows.
+// True when the active ISA has packed kernels for w: AVX-512 VNNI, Q8_0, Q4_0, Q4_K, Q6_K, F16
+// or BF16, dense rows, a multiple of 16 rows.
 bool can_pack_rows16(const WeightView &w);
 // Bytes pack_rows16 writes: w.rows * w.row_stride.
 size_t packed_bytes(const WeightView &w);

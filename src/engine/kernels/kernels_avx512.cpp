@@ -533,14 +533,22 @@ GANTRY_VNNI void matmul_q8(const WeightView &w, const Activations &a, int64_t t0
 
 // P row pairs x T tokens: 2 * 8 = 16 accumulators at P = 2, T = 8, plus 2 weight vectors and one
 // broadcast activation vector, well within the 32 zmm registers.
-template <TensorType kType, int P, int T>
+// kPacked: w is F16/BF16 in the packed layout (kernels.h), read a row pair at a time.
+template <TensorType kType, int P, int T, bool kPacked>
 GANTRY_VNNI_INLINE void tile_float_pairs(const WeightView &w, const Activations &a, int64_t r,
                                          int64_t t, float *y, int64_t ldy) {
   const int64_t n = w.cols;
   const void *rows[2 * P];
+  const char *pairs[P];
+  if constexpr (kPacked) {
 #pragma GCC unroll 8
-  for (int i = 0; i < 2 * P; ++i)
-    rows[i] = w.row(r + i);
+    for (int p = 0; p < P; ++p)
+      pairs[p] = packed_pair(w, r + 2 * p);
+  } else {
+#pragma GCC unroll 8
+    for (int i = 0; i < 2 * P; ++i)
+      rows[i] = w.row(r + i);
+  }
   const float *x[T];
 #pragma GCC unroll 8
   for (int j = 0; j < T; ++j)
@@ -555,8 +563,12 @@ GANTRY_VNNI_INLINE void tile_float_pairs(const WeightView &w, const Activations 
   for (int64_t k = 0; k < n; k += 8) {
     __m512 wv[P];
 #pragma GCC unroll 8
-    for (int p = 0; p < P; ++p)
-      wv[p] = load8x2<kType>(rows[2 * p], rows[2 * p + 1], k);
+    for (int p = 0; p < P; ++p) {
+      if constexpr (kPacked)
+        wv[p] = load8x2_packed<kType>(pairs[p] + k * 32);
+      else
+        wv[p] = load8x2<kType>(rows[2 * p], rows[2 * p + 1], k);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
       const __m512 xv =
@@ -578,22 +590,34 @@ GANTRY_VNNI_INLINE void tile_float_pairs(const WeightView &w, const Activations 
   }
 }
 
-template <TensorType kType, int P>
-GANTRY_VNNI void rows_float_pairs(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                                  int64_t r, float *y, int64_t ldy) {
+template <TensorType kType, int P, bool kPacked>
+GANTRY_VNNI void rows_float_pairs_of(const WeightView &w, const Activations &a, int64_t t0,
+                                     int64_t t1, int64_t r, float *y, int64_t ldy) {
   int64_t t = t0;
   for (; t + 8 <= t1; t += 8)
-    tile_float_pairs<kType, P, 8>(w, a, r, t, y, ldy);
+    tile_float_pairs<kType, P, 8, kPacked>(w, a, r, t, y, ldy);
   if (t1 - t >= 4) {
-    tile_float_pairs<kType, P, 4>(w, a, r, t, y, ldy);
+    tile_float_pairs<kType, P, 4, kPacked>(w, a, r, t, y, ldy);
     t += 4;
   }
   if (t1 - t >= 2) {
-    tile_float_pairs<kType, P, 2>(w, a, r, t, y, ldy);
+    tile_float_pairs<kType, P, 2, kPacked>(w, a, r, t, y, ldy);
     t += 2;
   }
   if (t1 - t >= 1)
-    tile_float_pairs<kType, P, 1>(w, a, r, t, y, ldy);
+    tile_float_pairs<kType, P, 1, kPacked>(w, a, r, t, y, ldy);
+}
+
+template <TensorType kType, int P>
+GANTRY_VNNI void rows_float_pairs(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                                  int64_t r, float *y, int64_t ldy) {
+  if constexpr (kType != TensorType::kF32) {
+    if (w.packed16) {
+      rows_float_pairs_of<kType, P, true>(w, a, t0, t1, r, y, ldy);
+      return;
+    }
+  }
+  rows_float_pairs_of<kType, P, false>(w, a, t0, t1, r, y, ldy);
 }
 
 template <TensorType kType>
@@ -608,8 +632,10 @@ GANTRY_VNNI void matmul_float(const WeightView &w, const Activations &a, int64_t
     rows_float_pairs<kType, 2>(w, a, t0, t1, r, y, ldy);
   for (; r + 2 <= r1; r += 2)
     rows_float_pairs<kType, 1>(w, a, t0, t1, r, y, ldy);
-  if (r < r1)
+  if (r < r1) {
+    assert(!w.packed16); // packed matrices have whole 16-row groups
     avx2::matmul_rows(w, a, t0, t1, r, r1, y, ldy);
+  }
 }
 
 } // namespace

@@ -26,6 +26,23 @@ GANTRY_VNNI_INLINE __m512 load8x2(const void *row0, const void *row1, int64_t i)
   }
 }
 
+// Row pair (r, r + 1)'s 8 elements each of one column step in a packed F16/BF16 matrix
+// (kernels.h): 32 contiguous bytes, row r in the low half as load8x2 puts it.
+template <TensorType kType> GANTRY_VNNI_INLINE __m512 load8x2_packed(const char *p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+  if constexpr (kType == TensorType::kF16)
+    return _mm512_cvtph_ps(h);
+  else
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Where row pair (r, r + 1) (r even) of a packed F16/BF16 matrix starts; column step k / 8 is
+// k * 32 bytes further (16 rows x 8 elements x 2 bytes per step).
+inline const char *packed_pair(const WeightView &w, int64_t r) {
+  return static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride +
+         static_cast<size_t>(r % 16) * 16;
+}
+
 // Exactly kernels_avx2.cpp's hsum: the same adds in the same order.
 GANTRY_VNNI_INLINE float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

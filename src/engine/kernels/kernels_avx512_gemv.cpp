@@ -300,9 +300,56 @@ GANTRY_VNNI_INLINE void tile_float8(const WeightView &w, const Activations &a, i
   }
 }
 
+// Group g (16 rows) of a packed F16/BF16 matrix x token t: a column step of the 16 rows is 256
+// contiguous bytes, one row pair per 32, so the group is one stream; each pair accumulates and
+// reduces exactly as tile_float8 does.
+template <TensorType kType>
+GANTRY_VNNI_INLINE void group_float_packed(const WeightView &w, const Activations &a, int64_t g,
+                                           int64_t t, float *y, int64_t ldy) {
+  const int64_t n = w.cols;
+  const char *group = packed_pair(w, g * 16);
+  const char *next = group + 16 * w.row_stride;
+  const int64_t next_bytes = (g + 1) * 16 < w.rows ? static_cast<int64_t>(16 * w.row_stride) : 0;
+  const float *x = a.x + t * n;
+  __m512 acc[8];
+#pragma GCC unroll 8
+  for (int p = 0; p < 8; ++p)
+    acc[p] = _mm512_setzero_ps();
+  int64_t pf = 0;
+  for (int64_t k = 0; k < n; k += 8) {
+    // A step reads 256 bytes: prefetch as much of the next group.
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
+    const __m512 xv =
+        _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(x + k))));
+    const char *step = group + k * 32;
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p)
+      acc[p] = _mm512_fmadd_ps(load8x2_packed<kType>(step + 32 * p), xv, acc[p]);
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < 8; ++p) {
+    float *yt = y + t * ldy + g * 16 + 2 * p;
+    yt[0] = hsum8(_mm512_castps512_ps256(acc[p]));
+    yt[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1)));
+  }
+}
+
 template <TensorType kType>
 GANTRY_VNNI void gemv_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                             int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  if constexpr (kType != TensorType::kF32) {
+    if (w.packed16) {
+      for (int64_t g = r0 / 16; g < r1 / 16; ++g) {
+        for (int64_t t = t0; t < t1; ++t)
+          group_float_packed<kType>(w, a, g, t, y, ldy);
+      }
+      return;
+    }
+  }
   int64_t r = r0;
   for (; r + kFloatRows <= r1; r += kFloatRows) {
     for (int64_t t = t0; t < t1; ++t)
@@ -316,7 +363,7 @@ GANTRY_VNNI void gemv_float(const WeightView &w, const Activations &a, int64_t t
 
 bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                       int64_t r1, float *y, int64_t ldy) {
-  if (w.packed16) {
+  if (w.packed16 && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0)) {
     if (w.type == TensorType::kQ8_0)
       gemv_packed<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy);
     else

@@ -20,6 +20,13 @@ size_t block_bytes(TensorType t) {
   }
 }
 bool is_k_quant(TensorType t) { return t == TensorType::kQ4_K || t == TensorType::kQ6_K; }
+bool is_half(TensorType t) { return t == TensorType::kF16 || t == TensorType::kBF16; }
+
+// Byte offset of row r's 8 elements from column c8 * 8 in a packed F16/BF16 matrix.
+size_t half_at(const WeightView &w, int64_t r, int64_t c8) {
+  return static_cast<size_t>(r / kGroupRows) * kGroupRows * w.row_stride +
+         static_cast<size_t>(c8) * kGroupRows * 16 + static_cast<size_t>(r % kGroupRows) * 16;
+}
 // Bytes of one block's quants for 16 rows in the packed layout.
 size_t group_quant_bytes(TensorType t) { return kGroupRows * (block_bytes(t) - 2); }
 
@@ -42,9 +49,13 @@ PackedAt packed_at(const WeightView &w, int64_t r, int64_t b) {
 
 bool can_pack_rows16(const WeightView &w) {
   return active_isa() == Isa::kAvx512Vnni && !w.packed16 &&
-         (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0 || is_k_quant(w.type)) &&
+         (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0 || is_k_quant(w.type) ||
+          is_half(w.type)) &&
          w.rows > 0 && w.rows % kGroupRows == 0 && w.cols > 0 &&
-         w.cols % (is_k_quant(w.type) ? kQKK : kQK) == 0 &&
+         w.cols % (is_k_quant(w.type) ? kQKK
+                   : is_half(w.type)  ? 8
+                                      : kQK) ==
+             0 &&
          w.row_stride == row_bytes(w.type, w.cols);
 }
 
@@ -52,6 +63,18 @@ size_t packed_bytes(const WeightView &w) { return static_cast<size_t>(w.rows) * 
 
 WeightView pack_rows16(const WeightView &w, void *dst) {
   assert(can_pack_rows16(w));
+  if (is_half(w.type)) {
+    char *out = static_cast<char *>(dst);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const char *row = static_cast<const char *>(w.row(r));
+      for (int64_t c8 = 0; c8 < w.cols / 8; ++c8)
+        std::memcpy(out + half_at(w, r, c8), row + c8 * 16, 16);
+    }
+    WeightView v = w;
+    v.data = dst;
+    v.packed16 = true;
+    return v;
+  }
   if (is_k_quant(w.type)) {
     // Whole blocks interleaved: block b of the group's 16 rows side by side.
     const size_t bb = block_bytes(w.type);
@@ -111,6 +134,13 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
 
 void unpack_row16(const WeightView &w, int64_t r, void *dst) {
   assert(w.packed16 && r >= 0 && r < w.rows);
+  if (is_half(w.type)) {
+    for (int64_t c8 = 0; c8 < w.cols / 8; ++c8) {
+      std::memcpy(static_cast<char *>(dst) + c8 * 16,
+                  static_cast<const char *>(w.data) + half_at(w, r, c8), 16);
+    }
+    return;
+  }
   if (is_k_quant(w.type)) {
     const size_t bb = block_bytes(w.type);
     for (int64_t b = 0; b < w.cols / kQKK; ++b)
