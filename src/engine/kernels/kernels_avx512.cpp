@@ -653,6 +653,11 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
   case TensorType::kQ6_K: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
   default: break;
   }
+  // Packed Q8_0/Q4_0 up to 8 tokens (decode, batched decode steps): kernels_avx512_gemv.cpp
+  // reads the packed groups directly.
+  if (w.packed16 && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0) &&
+      t1 - t0 <= kTokGroup && matmul_rows_gemv(w, a, t0, t1, r0, r1, y, ldy))
+    return;
   if (t1 - t0 >= kMinGroupTokens) {
     switch (w.type) {
     case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;

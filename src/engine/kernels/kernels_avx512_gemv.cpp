@@ -169,7 +169,7 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
   const float *xd[T];
   const int32_t *xs[T];
   __m512 acc[T];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int j = 0; j < T; ++j) {
     const int64_t t = t0 + j;
     xq[j] = a.qs + t * w.cols;
@@ -184,72 +184,89 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
         _mm_prefetch(next + pf, _MM_HINT_T0);
     }
     const char *qb = quants + b * kQuantBytes;
-    // Two chains of vpdpbusd per token (even and odd chunks; Q4_0's low and high nibbles), so
-    // that a block's 8 products are not one dependent chain of 8 latencies.
-    __m512i isum[T], isum2[T];
-#pragma GCC unroll 4
+    // With few tokens, two chains of vpdpbusd per token (even and odd chunks; Q4_0's low and
+    // high nibbles), so that a block's 8 products are not one dependent chain of 8 latencies;
+    // 4 or more tokens are independent chains enough (and need the registers).
+    constexpr bool kTwo = T < 4;
+    __m512i isum[T], isum2[kTwo ? T : 1];
+#pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
       isum[j] = _mm512_set1_epi32(-(xs[j][b * kTokGroup] << kOffsetShift<kType>));
-      isum2[j] = _mm512_setzero_si512();
+      if constexpr (kTwo)
+        isum2[j] = _mm512_setzero_si512();
     }
     if constexpr (kType == TensorType::kQ8_0) {
 #pragma GCC unroll 8
       for (int k = 0; k < 8; ++k) {
         const __m512i u = _mm512_loadu_si512(qb + 64 * k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
           int32_t x4;
           std::memcpy(&x4, xq[j] + b * kQK + 4 * k, 4);
-          if (k % 2 == 0)
+          if (!kTwo || k % 2 == 0)
             isum[j] = _mm512_dpbusd_epi32(isum[j], u, _mm512_set1_epi32(x4));
           else
-            isum2[j] = _mm512_dpbusd_epi32(isum2[j], u, _mm512_set1_epi32(x4));
+            isum2[kTwo ? j : 0] =
+                _mm512_dpbusd_epi32(isum2[kTwo ? j : 0], u, _mm512_set1_epi32(x4));
         }
       }
     } else {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int k = 0; k < 4; ++k) {
         const __m512i v = _mm512_loadu_si512(qb + 64 * k);
         const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
           int32_t xl, xh;
           std::memcpy(&xl, xq[j] + b * kQK + 4 * k, 4);
           std::memcpy(&xh, xq[j] + b * kQK + 16 + 4 * k, 4);
           isum[j] = _mm512_dpbusd_epi32(isum[j], lo, _mm512_set1_epi32(xl));
-          isum2[j] = _mm512_dpbusd_epi32(isum2[j], hi, _mm512_set1_epi32(xh));
+          if constexpr (kTwo)
+            isum2[j] = _mm512_dpbusd_epi32(isum2[j], hi, _mm512_set1_epi32(xh));
+          else
+            isum[j] = _mm512_dpbusd_epi32(isum[j], hi, _mm512_set1_epi32(xh));
         }
       }
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < T; ++j)
-      isum[j] = _mm512_add_epi32(isum[j], isum2[j]);
+    if constexpr (kTwo) {
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j)
+        isum[j] = _mm512_add_epi32(isum[j], isum2[j]);
+    }
     const __m512 dw = _mm512_cvtph_ps(
         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(group + b * kTileRows * 2)));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
       const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xd[j][b]));
       acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), scale, acc[j]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int j = 0; j < T; ++j)
     _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, acc[j]);
 }
 
-// Rows [r0, r1) (whole 16-row groups) x tokens [t0, t1), fewer than 4 tokens.
+// Rows [r0, r1) (whole 16-row groups) x tokens [t0, t1), up to 8 tokens per pass over a group:
+// decode of one sequence and batched decode steps (8 sequences: one token each). Unlike the
+// prefill tiles, nothing is unpacked first, which at 8 tokens would cost as much as the products.
 template <TensorType kType>
 GANTRY_VNNI void gemv_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
   for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
     int64_t t = t0;
-    for (; t + 3 <= t1; t += 3)
-      group_packed<kType, 3>(w, a, g, t, y, ldy);
-    if (t1 - t == 2)
-      group_packed<kType, 2>(w, a, g, t, y, ldy);
-    else if (t1 - t == 1)
-      group_packed<kType, 1>(w, a, g, t, y, ldy);
+    for (; t + 8 <= t1; t += 8)
+      group_packed<kType, 8>(w, a, g, t, y, ldy);
+    switch (t1 - t) {
+    case 7: group_packed<kType, 7>(w, a, g, t, y, ldy); break;
+    case 6: group_packed<kType, 6>(w, a, g, t, y, ldy); break;
+    case 5: group_packed<kType, 5>(w, a, g, t, y, ldy); break;
+    case 4: group_packed<kType, 4>(w, a, g, t, y, ldy); break;
+    case 3: group_packed<kType, 3>(w, a, g, t, y, ldy); break;
+    case 2: group_packed<kType, 2>(w, a, g, t, y, ldy); break;
+    case 1: group_packed<kType, 1>(w, a, g, t, y, ldy); break;
+    default: break;
+    }
   }
 }
 
