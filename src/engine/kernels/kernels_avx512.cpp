@@ -642,8 +642,9 @@ GANTRY_VNNI void matmul_float(const WeightView &w, const Activations &a, int64_t
 
 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                  int64_t r1, float *y, int64_t ldy) {
-  if (matmul_rows_k_tiles(w, a, t0, t1, r0, r1, y, ldy) ||
-      matmul_rows_k_gemv(w, a, t0, t1, r0, r1, y, ldy))
+  // The decode kernels first: they take fewer than 4 tokens, and packed Q4_K up to 8.
+  if (matmul_rows_k_gemv(w, a, t0, t1, r0, r1, y, ldy) ||
+      matmul_rows_k_tiles(w, a, t0, t1, r0, r1, y, ldy))
     return;
   switch (w.type) {
   case TensorType::kQ2_K:

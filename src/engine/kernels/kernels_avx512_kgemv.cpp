@@ -301,10 +301,165 @@ GANTRY_VNNI void gemv_k(const WeightView &w, const Activations &a, int64_t t0, i
   }
 }
 
+// ---- packed Q4_K (kernels_impl.h, packed_q4k_super) ---------------------------------------------
+//
+// A 16-row group's super-block is one stream of 2304 bytes, and every chunk holds 4 bytes of each
+// row: one vpdpbusd per chunk and token leaves every row's partial sum in its own lane, so the
+// loads, nibble splits and scale decoding are shared by up to 4 tokens and nothing is folded.
+// Per sub-block the exact int32 sum is multiplied by the 16 rows' 6-bit scales (vpmulld), the
+// mins by the token's sums of 32 (vpdpwssd of (min 2q, min 2q + 1) pairs): the exact isum and
+// imin of the dot products, then their float steps, so the bits are theirs.
+
+// The 16 rows' 6-bit scale (kMin: min) of sub-block j, from the scale dwords u0 (bytes 0-3),
+// u1 (4-7), u2 (8-11): scale_min_k4 in lanes.
+template <bool kMin>
+GANTRY_VNNI_INLINE __m512i scale_q4k(__m512i u0, __m512i u1, __m512i u2, int j) {
+  const __m512i lowbits = kMin ? u1 : u0;
+  if (j < 4)
+    return _mm512_and_si512(_mm512_srli_epi32(lowbits, 8 * j), _mm512_set1_epi32(63));
+  const int jj = j - 4;
+  const __m512i lo4 =
+      _mm512_and_si512(_mm512_srli_epi32(u2, 8 * jj + (kMin ? 4 : 0)), _mm512_set1_epi32(15));
+  const __m512i hi2 =
+      _mm512_and_si512(_mm512_srli_epi32(lowbits, 8 * jj + 6), _mm512_set1_epi32(3));
+  return _mm512_or_si512(lo4, _mm512_slli_epi32(hi2, 4));
+}
+
+// Group g x tokens [t0, t0 + T): x the activations, pairs the tokens' sums of 32 in int16 pairs
+// (4 per super-block, nbk * 4 per token), xd the scales.
+template <int T>
+GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations &a,
+                                         const int32_t *pairs, int64_t g, int64_t t0, float *y,
+                                         int64_t ldy) {
+  const int64_t cols = w.cols, nbk = cols / kQKK;
+  const char *next = reinterpret_cast<const char *>(packed_q4k_super(w, g + 1, 0));
+  const int64_t next_bytes =
+      (g + 1) * kTileRows < w.rows ? static_cast<int64_t>(kTileRows * w.row_stride) : 0;
+  const int64_t pf_per_block = (next_bytes + nbk * 64 - 1) / (nbk * 64);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[T], accm[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    acc[j] = _mm512_setzero_ps();
+    accm[j] = _mm512_setzero_ps();
+  }
+  int64_t pf = 0;
+  for (int64_t s = 0; s < nbk; ++s) {
+    const uint8_t *sb = packed_q4k_super(w, g, s);
+    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
+    const __m512i u0 = _mm512_loadu_si512(sb + 64), u1 = _mm512_loadu_si512(sb + 128);
+    const __m512i u2 = _mm512_loadu_si512(sb + 192);
+    __m512i isum[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j)
+      isum[j] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+    for (int c = 0; c < 4; ++c) {
+      __m512i plo[T], phi[T];
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        plo[j] = _mm512_setzero_si512();
+        phi[j] = _mm512_setzero_si512();
+      }
+      const uint8_t *chunks = sb + 256 + 512 * c;
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m512i v = _mm512_loadu_si512(chunks + 64 * k);
+        const __m512i lo = _mm512_and_si512(v, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          const int8_t *x = a.qs + (t0 + j) * cols + s * kQKK + 64 * c + 4 * k;
+          int32_t xl, xh;
+          std::memcpy(&xl, x, 4);
+          std::memcpy(&xh, x + 32, 4);
+          plo[j] = _mm512_dpbusd_epi32(plo[j], lo, _mm512_set1_epi32(xl));
+          phi[j] = _mm512_dpbusd_epi32(phi[j], hi, _mm512_set1_epi32(xh));
+        }
+      }
+      const __m512i sc0 = scale_q4k<false>(u0, u1, u2, 2 * c);
+      const __m512i sc1 = scale_q4k<false>(u0, u1, u2, 2 * c + 1);
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(plo[j], sc0));
+        isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(phi[j], sc1));
+      }
+    }
+    const __m512i dd = _mm512_loadu_si512(sb);
+    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+    const __m512 dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+    __m512i imin[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      const __m512 dx = _mm512_set1_ps(a.d[(t0 + j) * nbk + s]);
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), acc[j]);
+      imin[j] = _mm512_setzero_si512();
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const __m512i mp =
+          _mm512_or_si512(scale_q4k<true>(u0, u1, u2, 2 * q),
+                          _mm512_slli_epi32(scale_q4k<true>(u0, u1, u2, 2 * q + 1), 16));
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        imin[j] = _mm512_dpwssd_epi32(imin[j], mp, _mm512_set1_epi32(pairs[(j * nbk + s) * 4 + q]));
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      const __m512 dx = _mm512_set1_ps(a.d[(t0 + j) * nbk + s]);
+      accm[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin[j]), _mm512_mul_ps(dmin, dx), accm[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j)
+    _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, _mm512_sub_ps(acc[j], accm[j]));
+}
+
+// Rows [r0, r1) (whole groups) x tokens [t0, t1) of a packed Q4_K matrix, up to 4 tokens per
+// pass over a group (a group of 2048 columns is 18 KiB: further passes read it from L1).
+GANTRY_VNNI void gemv_q4k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                                 int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  const int64_t n = t1 - t0, nbk = w.cols / kQKK;
+  auto &s = t_kgemv;
+  if (static_cast<int64_t>(s.sums.size()) < n * nbk * 4)
+    s.sums.resize(static_cast<size_t>(n * nbk * 4));
+  // The tokens' sums of 32 (two Q8_K sums of 16 each) as int16 pairs (2q, 2q + 1).
+  for (int64_t t = t0; t < t1; ++t) {
+    const int16_t *bs = a.bsums + t * w.cols / 16;
+    for (int64_t b = 0; b < nbk; ++b) {
+      for (int q = 0; q < 4; ++q) {
+        const int32_t lo = bs[b * 16 + 4 * q] + bs[b * 16 + 4 * q + 1];
+        const int32_t hi = bs[b * 16 + 4 * q + 2] + bs[b * 16 + 4 * q + 3];
+        s.sums[((t - t0) * nbk + b) * 4 + q] = static_cast<int32_t>(
+            (static_cast<uint32_t>(lo) & 0xFFFFu) | (static_cast<uint32_t>(hi) << 16));
+      }
+    }
+  }
+  for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
+    int64_t t = t0;
+    for (; t + 4 <= t1; t += 4)
+      group_q4k_packed<4>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy);
+    switch (t1 - t) {
+    case 3: group_q4k_packed<3>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy); break;
+    case 2: group_q4k_packed<2>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy); break;
+    case 1: group_q4k_packed<1>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy); break;
+    default: break;
+    }
+  }
+}
+
 } // namespace
 
 bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  if (w.packed16 && w.type == TensorType::kQ4_K && t1 - t0 <= kTokGroup) {
+    gemv_q4k_packed(w, a, t0, t1, r0, r1, y, ldy);
+    return true;
+  }
   if (t1 - t0 >= 4)
     return false;
   switch (w.type) {

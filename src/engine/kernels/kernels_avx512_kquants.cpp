@@ -101,11 +101,18 @@ struct UnpackScratch {
 };
 thread_local UnpackScratch t_unpack;
 
-// Block s of row r, row-major or packed (kernels.h).
+// Block s of row r, row-major or packed (kernels.h). Packed Q4_K blocks are rebuilt in `buf`
+// (their bytes are spread over the super-block's chunks).
 template <TensorType kType>
-GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t s) {
-  if (w.packed16)
-    return packed_block(w, r, s);
+GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t s, BlockQ4_K *buf) {
+  if (w.packed16) {
+    if constexpr (kType == TensorType::kQ4_K) {
+      packed_q4k_block(w, r, s, buf);
+      return reinterpret_cast<const char *>(buf);
+    } else {
+      return packed_block(w, r, s);
+    }
+  }
   return static_cast<const char *>(w.row(r)) + s * kBlockBytes<kType>;
 }
 
@@ -113,9 +120,12 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE PairK unpack_pair(const WeightView &w, int64_t r, uint8_t *q, int32_t *sc,
                                      int32_t *mn, float *d, float *dmin) {
   const int64_t nbk = w.cols / kQKK;
-  for (int h = 0; h < 2; ++h) {
-    for (int64_t s = 0; s < nbk; ++s) {
-      const char *blk = block_of<kType>(w, r + h, s);
+  BlockQ4_K buf[2];
+  for (int64_t s = 0; s < nbk; ++s) {
+    const char *blks[2] = {block_of<kType>(w, r, s, &buf[0]),
+                           block_of<kType>(w, r + 1, s, &buf[1])};
+    for (int h = 0; h < 2; ++h) {
+      const char *blk = blks[h];
       if constexpr (kType == TensorType::kQ6_K) {
         const auto &b = *reinterpret_cast<const BlockQ6_K *>(blk);
         for (int g = 0; g < 16; ++g)
@@ -135,11 +145,8 @@ GANTRY_VNNI_INLINE PairK unpack_pair(const WeightView &w, int64_t r, uint8_t *q,
         dmin[s * 2 + h] = _cvtsh_ss(b.dmin);
       }
     }
-  }
-  for (int64_t s = 0; s < nbk; ++s) {
-    const char *blk0 = block_of<kType>(w, r, s), *blk1 = block_of<kType>(w, r + 1, s);
     for (int jb = 0; jb < 8; ++jb) {
-      const __m512i u = interleave_pair(block_u<kType>(blk0, jb), block_u<kType>(blk1, jb));
+      const __m512i u = interleave_pair(block_u<kType>(blks[0], jb), block_u<kType>(blks[1], jb));
       _mm512_storeu_si512(q + (s * 8 + jb) * 64, u);
     }
   }

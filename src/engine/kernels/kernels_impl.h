@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "engine/kernels/blocks.h"
 #include "engine/kernels/kernels.h"
@@ -31,8 +32,29 @@ namespace gantry::engine::kernels {
 //   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
 
-// Block b of row r of a K-quant matrix (Q4_K/Q6_K) packed by pack_rows16 (kernels.h): the
-// group's 16 rows' block b lie side by side.
+// Packed Q4_K (kernels.h): super-block s of a 16-row group takes the 16 rows' 144 bytes (at
+// group + s * 16 * 144): d and dmin of row i at 4i, then the scale bytes 0-3, 4-7 and 8-11 of
+// every row as three arrays of 16 dwords (64, 128, 192), then the quants in 32 chunks of 64
+// bytes from 256: chunk 8c + k holds bytes 32c + 4k..+3 of qs of row i at 4i (its low nibbles are
+// elements 64c + 4k.., sub-block 2c; its high nibbles 64c + 32 + 4k.., sub-block 2c + 1).
+inline const uint8_t *packed_q4k_super(const WeightView &w, int64_t g, int64_t s) {
+  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * 16 * w.row_stride +
+         static_cast<size_t>(s) * 16 * sizeof(BlockQ4_K);
+}
+// Row r's super-block s of a packed Q4_K matrix back in ggml's layout.
+inline void packed_q4k_block(const WeightView &w, int64_t r, int64_t s, BlockQ4_K *out) {
+  const uint8_t *sb = packed_q4k_super(w, r / 16, s);
+  const auto i = static_cast<size_t>(r % 16);
+  std::memcpy(&out->d, sb + 4 * i, 2);
+  std::memcpy(&out->dmin, sb + 4 * i + 2, 2);
+  for (size_t part = 0; part < 3; ++part)
+    std::memcpy(out->scales + 4 * part, sb + 64 * (part + 1) + 4 * i, 4);
+  for (size_t chunk = 0; chunk < 32; ++chunk)
+    std::memcpy(out->qs + 4 * chunk, sb + 256 + 64 * chunk + 4 * i, 4);
+}
+
+// Block b of row r of a Q6_K matrix packed by pack_rows16 (kernels.h): the group's 16 rows'
+// block b lie side by side.
 inline const char *packed_block(const WeightView &w, int64_t r, int64_t b) {
   const size_t bb = w.row_stride / static_cast<size_t>(w.cols / kQKK);
   return static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride +

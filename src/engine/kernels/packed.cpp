@@ -75,6 +75,30 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
     v.packed16 = true;
     return v;
   }
+  if (w.type == TensorType::kQ4_K) {
+    char *out = static_cast<char *>(dst);
+    const int64_t nbk = w.cols / kQKK;
+    for (int64_t g = 0; g < w.rows / kGroupRows; ++g) {
+      for (int64_t b = 0; b < nbk; ++b) {
+        char *sb = out + static_cast<size_t>(g) * kGroupRows * w.row_stride +
+                   static_cast<size_t>(b) * kGroupRows * sizeof(BlockQ4_K);
+        for (int i = 0; i < kGroupRows; ++i) {
+          const auto *blk = reinterpret_cast<const BlockQ4_K *>(
+              static_cast<const char *>(w.row(g * kGroupRows + i)) + b * sizeof(BlockQ4_K));
+          std::memcpy(sb + 4 * i, &blk->d, 2);
+          std::memcpy(sb + 4 * i + 2, &blk->dmin, 2);
+          for (int part = 0; part < 3; ++part)
+            std::memcpy(sb + 64 * (part + 1) + 4 * i, blk->scales + 4 * part, 4);
+          for (int chunk = 0; chunk < 32; ++chunk)
+            std::memcpy(sb + 256 + 64 * chunk + 4 * i, blk->qs + 4 * chunk, 4);
+        }
+      }
+    }
+    WeightView v = w;
+    v.data = dst;
+    v.packed16 = true;
+    return v;
+  }
   if (is_k_quant(w.type)) {
     // Whole blocks interleaved: block b of the group's 16 rows side by side.
     const size_t bb = block_bytes(w.type);
@@ -139,6 +163,11 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
       std::memcpy(static_cast<char *>(dst) + c8 * 16,
                   static_cast<const char *>(w.data) + half_at(w, r, c8), 16);
     }
+    return;
+  }
+  if (w.type == TensorType::kQ4_K) {
+    for (int64_t b = 0; b < w.cols / kQKK; ++b)
+      packed_q4k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
     return;
   }
   if (is_k_quant(w.type)) {
