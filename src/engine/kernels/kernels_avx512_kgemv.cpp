@@ -164,21 +164,13 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int32_t *sums,
                                const float *xd, int64_t r, int64_t r1, float *yt) {
   const int64_t nbk = w.cols / kQKK;
-  // Row i's block s is at rows[i] + s * step: row-major, or packed (kernels.h: the 16 rows'
-  // blocks side by side, so the tile reads one stream).
+  // Row-major only: packed matrices go to gemv_q4k_packed / gemv_q6k_packed.
   const char *rows[kTileRows];
-  size_t step = kBlockBytes<kType>;
-  if (w.packed16) {
-    step = kTileRows * kBlockBytes<kType>;
+  const size_t step = kBlockBytes<kType>;
 #pragma GCC unroll 16
-    for (int i = 0; i < kTileRows; ++i)
-      rows[i] = packed_block(w, r + i, 0);
-  } else {
-#pragma GCC unroll 16
-    for (int i = 0; i < kTileRows; ++i) {
-      const int64_t ri = std::min(r + i, r1 - 1);
-      rows[i] = static_cast<const char *>(w.row(ri));
-    }
+  for (int i = 0; i < kTileRows; ++i) {
+    const int64_t ri = std::min(r + i, r1 - 1);
+    rows[i] = static_cast<const char *>(w.row(ri));
   }
   const char *next = static_cast<const char *>(w.row(std::min(r + kTileRows, r1 - 1)));
   const int64_t next_rows = std::max<int64_t>(0, std::min<int64_t>(kTileRows, r1 - r - kTileRows));
@@ -452,12 +444,126 @@ GANTRY_VNNI void gemv_q4k_packed(const WeightView &w, const Activations &a, int6
   }
 }
 
+// ---- packed Q6_K (kernels_impl.h, packed_q6k_super) ---------------------------------------------
+//
+// As for Q4_K: one vpdpbusd per chunk and token gives every row's partial sum in its lane. Piece k
+// of half h holds, per row, elements 128h + 4k + 32m (m = 0..3: ql's low nibbles of the first and
+// second 32 bytes, then their high nibbles; qh's bit pairs 2m) of sub-block 8h + 2m + k / 4. Each
+// sub-block's sum starts at -32 x the token's sum of its 16 activations (the offset) and is
+// multiplied by the rows' signed scales: the exact isum of the dot products, then their float
+// step, so the bits are theirs.
+template <int T>
+GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations &a,
+                                         const int32_t *nbs, int64_t g, int64_t t0, float *y,
+                                         int64_t ldy) {
+  const int64_t cols = w.cols, nbk = cols / kQKK;
+  const char *next = reinterpret_cast<const char *>(packed_q6k_super(w, g + 1, 0));
+  const int64_t next_bytes =
+      (g + 1) * kTileRows < w.rows ? static_cast<int64_t>(kTileRows * w.row_stride) : 0;
+  const int64_t pf_per_block = (next_bytes + nbk * 64 - 1) / (nbk * 64);
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+  __m512 acc[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j)
+    acc[j] = _mm512_setzero_ps();
+  int64_t pf = 0;
+  for (int64_t s = 0; s < nbk; ++s) {
+    const uint8_t *sb = packed_q6k_super(w, g, s);
+    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
+      if (pf < next_bytes)
+        _mm_prefetch(next + pf, _MM_HINT_T0);
+    }
+    __m512i isum[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j)
+      isum[j] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+    for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 1
+      for (int half = 0; half < 2; ++half) {
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; ++m) {
+          const int sub = 8 * h + 2 * m + half;
+          __m512i p[T];
+#pragma GCC unroll 4
+          for (int j = 0; j < T; ++j)
+            p[j] = _mm512_set1_epi32(nbs[(j * nbk + s) * 16 + sub]);
+#pragma GCC unroll 4
+          for (int kk = 0; kk < 4; ++kk) {
+            const int k = 4 * half + kk;
+            const uint8_t *piece = sb + 288 + (8 * h + k) * 192;
+            const __m512i ql = _mm512_loadu_si512(piece + 64 * (m & 1));
+            const __m512i qh = _mm512_loadu_si512(piece + 128);
+            const __m512i lo4 =
+                m < 2 ? _mm512_and_si512(ql, m4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+            const __m512i hi2 = _mm512_and_si512(_mm512_srli_epi16(qh, 2 * m), m2);
+            const __m512i u = _mm512_or_si512(lo4, _mm512_slli_epi16(hi2, 4));
+#pragma GCC unroll 4
+            for (int j = 0; j < T; ++j) {
+              int32_t x4;
+              std::memcpy(&x4, a.qs + (t0 + j) * cols + s * kQKK + 128 * h + 4 * k + 32 * m, 4);
+              p[j] = _mm512_dpbusd_epi32(p[j], u, _mm512_set1_epi32(x4));
+            }
+          }
+          // The rows' signed scale of this sub-block: byte sub % 4 of dword array sub / 4.
+          const __m512i sc = _mm512_srai_epi32(
+              _mm512_slli_epi32(_mm512_loadu_si512(sb + 32 + 64 * (sub / 4)), 24 - 8 * (sub % 4)),
+              24);
+#pragma GCC unroll 4
+          for (int j = 0; j < T; ++j)
+            isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(p[j], sc));
+        }
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb)));
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      const __m512 dx = _mm512_set1_ps(a.d[(t0 + j) * nbk + s]);
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), acc[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    // As tile16's output (acc - accm, accm zero for Q6_K).
+    _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows,
+                     _mm512_sub_ps(acc[j], _mm512_setzero_ps()));
+  }
+}
+
+GANTRY_VNNI void gemv_q6k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                                 int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  const int64_t n = t1 - t0, nbk = w.cols / kQKK;
+  auto &s = t_kgemv;
+  if (static_cast<int64_t>(s.sums.size()) < n * nbk * 16)
+    s.sums.resize(static_cast<size_t>(n * nbk * 16));
+  for (int64_t t = t0; t < t1; ++t) {
+    const int16_t *bs = a.bsums + t * w.cols / 16;
+    for (int64_t i = 0; i < nbk * 16; ++i)
+      s.sums[(t - t0) * nbk * 16 + i] = -32 * bs[i];
+  }
+  for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
+    int64_t t = t0;
+    for (; t + 4 <= t1; t += 4)
+      group_q6k_packed<4>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy);
+    switch (t1 - t) {
+    case 3: group_q6k_packed<3>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy); break;
+    case 2: group_q6k_packed<2>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy); break;
+    case 1: group_q6k_packed<1>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy); break;
+    default: break;
+    }
+  }
+}
+
 } // namespace
 
 bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  if (w.packed16 && w.type == TensorType::kQ4_K && t1 - t0 <= kTokGroup) {
-    gemv_q4k_packed(w, a, t0, t1, r0, r1, y, ldy);
+  if (w.packed16 && (w.type == TensorType::kQ4_K || w.type == TensorType::kQ6_K) &&
+      t1 - t0 <= kTokGroup) {
+    if (w.type == TensorType::kQ4_K)
+      gemv_q4k_packed(w, a, t0, t1, r0, r1, y, ldy);
+    else
+      gemv_q6k_packed(w, a, t0, t1, r0, r1, y, ldy);
     return true;
   }
   if (t1 - t0 >= 4)

@@ -101,16 +101,21 @@ struct UnpackScratch {
 };
 thread_local UnpackScratch t_unpack;
 
-// Block s of row r, row-major or packed (kernels.h). Packed Q4_K blocks are rebuilt in `buf`
-// (their bytes are spread over the super-block's chunks).
+// Block s of row r, row-major or packed (kernels.h). Packed blocks are rebuilt in `buf` (their
+// bytes are spread over the super-block's chunks).
+union KBlock {
+  BlockQ4_K q4;
+  BlockQ6_K q6;
+};
 template <TensorType kType>
-GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t s, BlockQ4_K *buf) {
+GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t s, KBlock *buf) {
   if (w.packed16) {
     if constexpr (kType == TensorType::kQ4_K) {
-      packed_q4k_block(w, r, s, buf);
-      return reinterpret_cast<const char *>(buf);
-    } else {
-      return packed_block(w, r, s);
+      packed_q4k_block(w, r, s, &buf->q4);
+      return reinterpret_cast<const char *>(&buf->q4);
+    } else if constexpr (kType == TensorType::kQ6_K) {
+      packed_q6k_block(w, r, s, &buf->q6);
+      return reinterpret_cast<const char *>(&buf->q6);
     }
   }
   return static_cast<const char *>(w.row(r)) + s * kBlockBytes<kType>;
@@ -120,7 +125,7 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE PairK unpack_pair(const WeightView &w, int64_t r, uint8_t *q, int32_t *sc,
                                      int32_t *mn, float *d, float *dmin) {
   const int64_t nbk = w.cols / kQKK;
-  BlockQ4_K buf[2];
+  KBlock buf[2];
   for (int64_t s = 0; s < nbk; ++s) {
     const char *blks[2] = {block_of<kType>(w, r, s, &buf[0]),
                            block_of<kType>(w, r + 1, s, &buf[1])};

@@ -53,12 +53,30 @@ inline void packed_q4k_block(const WeightView &w, int64_t r, int64_t s, BlockQ4_
     std::memcpy(out->qs + 4 * chunk, sb + 256 + 64 * chunk + 4 * i, 4);
 }
 
-// Block b of row r of a Q6_K matrix packed by pack_rows16 (kernels.h): the group's 16 rows'
-// block b lie side by side.
-inline const char *packed_block(const WeightView &w, int64_t r, int64_t b) {
-  const size_t bb = w.row_stride / static_cast<size_t>(w.cols / kQKK);
-  return static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride +
-         (static_cast<size_t>(b) * 16 + static_cast<size_t>(r % 16)) * bb;
+// Packed Q6_K (kernels.h): super-block s of a 16-row group takes the 16 rows' 210 bytes (at
+// group + s * 16 * 210): d of row i at 2i, the scale bytes 4p..4p + 3 of every row as four arrays
+// of 16 dwords (32 + 64p), then from 288, for half h and piece k, 192 bytes at
+// 288 + (8h + k) * 192: ql bytes 64h + 4k.., ql bytes 64h + 32 + 4k.. and qh bytes 32h + 4k..,
+// 64 each, row i's 4 bytes at 4i.
+inline const uint8_t *packed_q6k_super(const WeightView &w, int64_t g, int64_t s) {
+  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * 16 * w.row_stride +
+         static_cast<size_t>(s) * 16 * sizeof(BlockQ6_K);
+}
+// Row r's super-block s of a packed Q6_K matrix back in ggml's layout.
+inline void packed_q6k_block(const WeightView &w, int64_t r, int64_t s, BlockQ6_K *out) {
+  const uint8_t *sb = packed_q6k_super(w, r / 16, s);
+  const auto i = static_cast<size_t>(r % 16);
+  std::memcpy(&out->d, sb + 2 * i, 2);
+  for (size_t part = 0; part < 4; ++part)
+    std::memcpy(out->scales + 4 * part, sb + 32 + 64 * part + 4 * i, 4);
+  for (size_t h = 0; h < 2; ++h) {
+    for (size_t k = 0; k < 8; ++k) {
+      const uint8_t *piece = sb + 288 + (8 * h + k) * 192 + 4 * i;
+      std::memcpy(out->ql + 64 * h + 4 * k, piece, 4);
+      std::memcpy(out->ql + 64 * h + 32 + 4 * k, piece + 64, 4);
+      std::memcpy(out->qh + 32 * h + 4 * k, piece + 128, 4);
+    }
+  }
 }
 struct Activations {
   const float *x = nullptr;

@@ -99,17 +99,27 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
     v.packed16 = true;
     return v;
   }
-  if (is_k_quant(w.type)) {
-    // Whole blocks interleaved: block b of the group's 16 rows side by side.
-    const size_t bb = block_bytes(w.type);
-    const int64_t nbk = w.cols / kQKK;
+  if (w.type == TensorType::kQ6_K) {
     char *out = static_cast<char *>(dst);
+    const int64_t nbk = w.cols / kQKK;
     for (int64_t g = 0; g < w.rows / kGroupRows; ++g) {
-      char *group = out + static_cast<size_t>(g) * kGroupRows * w.row_stride;
       for (int64_t b = 0; b < nbk; ++b) {
+        char *sb = out + static_cast<size_t>(g) * kGroupRows * w.row_stride +
+                   static_cast<size_t>(b) * kGroupRows * sizeof(BlockQ6_K);
         for (int i = 0; i < kGroupRows; ++i) {
-          std::memcpy(group + (b * kGroupRows + i) * bb,
-                      static_cast<const char *>(w.row(g * kGroupRows + i)) + b * bb, bb);
+          const auto *blk = reinterpret_cast<const BlockQ6_K *>(
+              static_cast<const char *>(w.row(g * kGroupRows + i)) + b * sizeof(BlockQ6_K));
+          std::memcpy(sb + 2 * i, &blk->d, 2);
+          for (int part = 0; part < 4; ++part)
+            std::memcpy(sb + 32 + 64 * part + 4 * i, blk->scales + 4 * part, 4);
+          for (int h = 0; h < 2; ++h) {
+            for (int k = 0; k < 8; ++k) {
+              char *piece = sb + 288 + (8 * h + k) * 192 + 4 * i;
+              std::memcpy(piece, blk->ql + 64 * h + 4 * k, 4);
+              std::memcpy(piece + 64, blk->ql + 64 * h + 32 + 4 * k, 4);
+              std::memcpy(piece + 128, blk->qh + 32 * h + 4 * k, 4);
+            }
+          }
         }
       }
     }
@@ -170,10 +180,9 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
       packed_q4k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
     return;
   }
-  if (is_k_quant(w.type)) {
-    const size_t bb = block_bytes(w.type);
+  if (w.type == TensorType::kQ6_K) {
     for (int64_t b = 0; b < w.cols / kQKK; ++b)
-      std::memcpy(static_cast<char *>(dst) + b * bb, packed_block(w, r, b), bb);
+      packed_q6k_block(w, r, b, static_cast<BlockQ6_K *>(dst) + b);
     return;
   }
   const int64_t nb = w.cols / kQK;
