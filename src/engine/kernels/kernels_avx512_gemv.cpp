@@ -158,13 +158,7 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
   const char *group =
       static_cast<const char *>(w.data) + static_cast<size_t>(g) * kTileRows * w.row_stride;
   const char *quants = group + nb * 32;
-  // The next group follows this one: prefetch it a block step at a time so that it has arrived
-  // when this one ends (the hardware prefetcher alone leaves the core waiting at each group's
-  // start). A group of Q8_0 rows 2048 wide is 34 KiB.
-  const char *next = group + kTileRows * w.row_stride;
-  const int64_t next_bytes =
-      (g + 1) * kTileRows < w.rows ? static_cast<int64_t>(kTileRows * w.row_stride) : 0;
-  const int64_t pf_per_block = (next_bytes + nb * 64 - 1) / (nb * 64);
+  NextGroupPrefetch prefetch(w, g, nb);
   const int8_t *xq[T];
   const float *xd[T];
   const int32_t *xs[T];
@@ -177,12 +171,8 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
     xs[j] = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
     acc[j] = _mm512_setzero_ps();
   }
-  int64_t pf = 0;
   for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
-      if (pf < next_bytes)
-        _mm_prefetch(next + pf, _MM_HINT_T0);
-    }
+    prefetch.step();
     const char *qb = quants + b * kQuantBytes;
     // With few tokens, two chains of vpdpbusd per token (even and odd chunks; Q4_0's low and
     // high nibbles), so that a block's 8 products are not one dependent chain of 8 latencies;
@@ -247,6 +237,18 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
     _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, acc[j]);
 }
 
+// One group_packed pass of T tokens from t (token_passes).
+template <TensorType kType> struct PackedPass {
+  const WeightView &w;
+  const Activations &a;
+  int64_t g;
+  float *y;
+  int64_t ldy;
+  template <int T> GANTRY_VNNI_INLINE void run(int64_t t) {
+    group_packed<kType, T>(w, a, g, t, y, ldy);
+  }
+};
+
 // Rows [r0, r1) (whole 16-row groups) x tokens [t0, t1), up to 8 tokens per pass over a group:
 // decode of one sequence and batched decode steps (8 sequences: one token each). Unlike the
 // prefill tiles, nothing is unpacked first, which at 8 tokens would cost as much as the products.
@@ -254,19 +256,8 @@ template <TensorType kType>
 GANTRY_VNNI void gemv_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
   for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
-    int64_t t = t0;
-    for (; t + 8 <= t1; t += 8)
-      group_packed<kType, 8>(w, a, g, t, y, ldy);
-    switch (t1 - t) {
-    case 7: group_packed<kType, 7>(w, a, g, t, y, ldy); break;
-    case 6: group_packed<kType, 6>(w, a, g, t, y, ldy); break;
-    case 5: group_packed<kType, 5>(w, a, g, t, y, ldy); break;
-    case 4: group_packed<kType, 4>(w, a, g, t, y, ldy); break;
-    case 3: group_packed<kType, 3>(w, a, g, t, y, ldy); break;
-    case 2: group_packed<kType, 2>(w, a, g, t, y, ldy); break;
-    case 1: group_packed<kType, 1>(w, a, g, t, y, ldy); break;
-    default: break;
-    }
+    PackedPass<kType> pass{w, a, g, y, ldy};
+    token_passes<8>(t0, t1, pass);
   }
 }
 
@@ -325,21 +316,14 @@ GANTRY_VNNI_INLINE void group_float_packed(const WeightView &w, const Activation
                                            int64_t t, float *y, int64_t ldy) {
   const int64_t n = w.cols;
   const char *group = packed_pair(w, g * 16);
-  const char *next = group + 16 * w.row_stride;
-  const int64_t next_bytes = (g + 1) * 16 < w.rows ? static_cast<int64_t>(16 * w.row_stride) : 0;
+  NextGroupPrefetch prefetch(w, g, n / 8);
   const float *x = a.x + t * n;
   __m512 acc[8];
 #pragma GCC unroll 8
   for (int p = 0; p < 8; ++p)
     acc[p] = _mm512_setzero_ps();
-  int64_t pf = 0;
   for (int64_t k = 0; k < n; k += 8) {
-    // A step reads 256 bytes: prefetch as much of the next group.
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j, pf += 64) {
-      if (pf < next_bytes)
-        _mm_prefetch(next + pf, _MM_HINT_T0);
-    }
+    prefetch.step(); // a step reads 256 bytes, 4 lines of the next group
     const __m512 xv =
         _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(x + k))));
     const char *step = group + k * 32;

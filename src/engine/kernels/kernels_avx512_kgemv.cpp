@@ -164,7 +164,7 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE void tile16(const WeightView &w, const int8_t *xs, const int32_t *sums,
                                const float *xd, int64_t r, int64_t r1, float *yt) {
   const int64_t nbk = w.cols / kQKK;
-  // Row-major only: packed matrices go to gemv_q4k_packed / gemv_q6k_packed.
+  // Row-major only: packed matrices go to gemv_k_packed.
   const char *rows[kTileRows];
   const size_t step = kBlockBytes<kType>;
 #pragma GCC unroll 16
@@ -324,10 +324,7 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
                                          const int32_t *pairs, int64_t g, int64_t t0, float *y,
                                          int64_t ldy) {
   const int64_t cols = w.cols, nbk = cols / kQKK;
-  const char *next = reinterpret_cast<const char *>(packed_q4k_super(w, g + 1, 0));
-  const int64_t next_bytes =
-      (g + 1) * kTileRows < w.rows ? static_cast<int64_t>(kTileRows * w.row_stride) : 0;
-  const int64_t pf_per_block = (next_bytes + nbk * 64 - 1) / (nbk * 64);
+  NextGroupPrefetch prefetch(w, g, nbk);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[T], accm[T];
 #pragma GCC unroll 4
@@ -335,13 +332,9 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
     acc[j] = _mm512_setzero_ps();
     accm[j] = _mm512_setzero_ps();
   }
-  int64_t pf = 0;
   for (int64_t s = 0; s < nbk; ++s) {
     const uint8_t *sb = packed_q4k_super(w, g, s);
-    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
-      if (pf < next_bytes)
-        _mm_prefetch(next + pf, _MM_HINT_T0);
-    }
+    prefetch.step();
     const __m512i u0 = _mm512_loadu_si512(sb + 64), u1 = _mm512_loadu_si512(sb + 128);
     const __m512i u2 = _mm512_loadu_si512(sb + 192);
     __m512i isum[T];
@@ -411,39 +404,6 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
     _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, _mm512_sub_ps(acc[j], accm[j]));
 }
 
-// Rows [r0, r1) (whole groups) x tokens [t0, t1) of a packed Q4_K matrix, up to 4 tokens per
-// pass over a group (a group of 2048 columns is 18 KiB: further passes read it from L1).
-GANTRY_VNNI void gemv_q4k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                                 int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  const int64_t n = t1 - t0, nbk = w.cols / kQKK;
-  auto &s = t_kgemv;
-  if (static_cast<int64_t>(s.sums.size()) < n * nbk * 4)
-    s.sums.resize(static_cast<size_t>(n * nbk * 4));
-  // The tokens' sums of 32 (two Q8_K sums of 16 each) as int16 pairs (2q, 2q + 1).
-  for (int64_t t = t0; t < t1; ++t) {
-    const int16_t *bs = a.bsums + t * w.cols / 16;
-    for (int64_t b = 0; b < nbk; ++b) {
-      for (int q = 0; q < 4; ++q) {
-        const int32_t lo = bs[b * 16 + 4 * q] + bs[b * 16 + 4 * q + 1];
-        const int32_t hi = bs[b * 16 + 4 * q + 2] + bs[b * 16 + 4 * q + 3];
-        s.sums[((t - t0) * nbk + b) * 4 + q] = static_cast<int32_t>(
-            (static_cast<uint32_t>(lo) & 0xFFFFu) | (static_cast<uint32_t>(hi) << 16));
-      }
-    }
-  }
-  for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
-    int64_t t = t0;
-    for (; t + 4 <= t1; t += 4)
-      group_q4k_packed<4>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy);
-    switch (t1 - t) {
-    case 3: group_q4k_packed<3>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy); break;
-    case 2: group_q4k_packed<2>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy); break;
-    case 1: group_q4k_packed<1>(w, a, s.sums.data() + (t - t0) * nbk * 4, g, t, y, ldy); break;
-    default: break;
-    }
-  }
-}
-
 // ---- packed Q6_K (kernels_impl.h, packed_q6k_super) ---------------------------------------------
 //
 // As for Q4_K: one vpdpbusd per chunk and token gives every row's partial sum in its lane. Piece k
@@ -457,22 +417,15 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
                                          const int32_t *nbs, int64_t g, int64_t t0, float *y,
                                          int64_t ldy) {
   const int64_t cols = w.cols, nbk = cols / kQKK;
-  const char *next = reinterpret_cast<const char *>(packed_q6k_super(w, g + 1, 0));
-  const int64_t next_bytes =
-      (g + 1) * kTileRows < w.rows ? static_cast<int64_t>(kTileRows * w.row_stride) : 0;
-  const int64_t pf_per_block = (next_bytes + nbk * 64 - 1) / (nbk * 64);
+  NextGroupPrefetch prefetch(w, g, nbk);
   const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
   __m512 acc[T];
 #pragma GCC unroll 4
   for (int j = 0; j < T; ++j)
     acc[j] = _mm512_setzero_ps();
-  int64_t pf = 0;
   for (int64_t s = 0; s < nbk; ++s) {
     const uint8_t *sb = packed_q6k_super(w, g, s);
-    for (int64_t k = 0; k < pf_per_block; ++k, pf += 64) {
-      if (pf < next_bytes)
-        _mm_prefetch(next + pf, _MM_HINT_T0);
-    }
+    prefetch.step();
     __m512i isum[T];
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j)
@@ -530,27 +483,57 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
   }
 }
 
-GANTRY_VNNI void gemv_q6k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                                 int64_t r0, int64_t r1, float *y, int64_t ldy) {
+// One packed pass of T tokens from t (token_passes); sums holds the tokens' integers from t0
+// (kPackedSums per super-block and token).
+template <TensorType kType> constexpr int kPackedSums = kType == TensorType::kQ4_K ? 4 : 16;
+template <TensorType kType> struct KPackedPass {
+  const WeightView &w;
+  const Activations &a;
+  const int32_t *sums;
+  int64_t t0, g;
+  float *y;
+  int64_t ldy;
+  template <int T> GANTRY_VNNI_INLINE void run(int64_t t) {
+    const int32_t *at = sums + (t - t0) * (w.cols / kQKK) * kPackedSums<kType>;
+    if constexpr (kType == TensorType::kQ4_K)
+      group_q4k_packed<T>(w, a, at, g, t, y, ldy);
+    else
+      group_q6k_packed<T>(w, a, at, g, t, y, ldy);
+  }
+};
+
+// Rows [r0, r1) (whole groups) x tokens [t0, t1) of a packed Q4_K or Q6_K matrix, up to 4 tokens
+// per pass over a group (a Q4_K group of 2048 columns is 18 KiB: further passes read it from L1).
+template <TensorType kType>
+GANTRY_VNNI void gemv_k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                               int64_t r0, int64_t r1, float *y, int64_t ldy) {
   const int64_t n = t1 - t0, nbk = w.cols / kQKK;
+  constexpr int kSums = kPackedSums<kType>;
   auto &s = t_kgemv;
-  if (static_cast<int64_t>(s.sums.size()) < n * nbk * 16)
-    s.sums.resize(static_cast<size_t>(n * nbk * 16));
+  if (static_cast<int64_t>(s.sums.size()) < n * nbk * kSums)
+    s.sums.resize(static_cast<size_t>(n * nbk * kSums));
   for (int64_t t = t0; t < t1; ++t) {
     const int16_t *bs = a.bsums + t * w.cols / 16;
-    for (int64_t i = 0; i < nbk * 16; ++i)
-      s.sums[(t - t0) * nbk * 16 + i] = -32 * bs[i];
+    int32_t *out = s.sums.data() + (t - t0) * nbk * kSums;
+    for (int64_t b = 0; b < nbk; ++b) {
+      if constexpr (kType == TensorType::kQ4_K) {
+        // Q4_K: the sums of 32 (two Q8_K sums of 16 each) as int16 pairs (2q, 2q + 1).
+        for (int q = 0; q < 4; ++q) {
+          const int32_t lo = bs[b * 16 + 4 * q] + bs[b * 16 + 4 * q + 1];
+          const int32_t hi = bs[b * 16 + 4 * q + 2] + bs[b * 16 + 4 * q + 3];
+          out[b * 4 + q] = static_cast<int32_t>((static_cast<uint32_t>(lo) & 0xFFFFu) |
+                                                (static_cast<uint32_t>(hi) << 16));
+        }
+      } else {
+        // Q6_K: -32 x the sums of 16 (its offset).
+        for (int i = 0; i < 16; ++i)
+          out[b * 16 + i] = -32 * bs[b * 16 + i];
+      }
+    }
   }
   for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
-    int64_t t = t0;
-    for (; t + 4 <= t1; t += 4)
-      group_q6k_packed<4>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy);
-    switch (t1 - t) {
-    case 3: group_q6k_packed<3>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy); break;
-    case 2: group_q6k_packed<2>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy); break;
-    case 1: group_q6k_packed<1>(w, a, s.sums.data() + (t - t0) * nbk * 16, g, t, y, ldy); break;
-    default: break;
-    }
+    KPackedPass<kType> pass{w, a, s.sums.data(), t0, g, y, ldy};
+    token_passes<4>(t0, t1, pass);
   }
 }
 
@@ -561,9 +544,9 @@ bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, i
   if (w.packed16 && (w.type == TensorType::kQ4_K || w.type == TensorType::kQ6_K) &&
       t1 - t0 <= kTokGroup) {
     if (w.type == TensorType::kQ4_K)
-      gemv_q4k_packed(w, a, t0, t1, r0, r1, y, ldy);
+      gemv_k_packed<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy);
     else
-      gemv_q6k_packed(w, a, t0, t1, r0, r1, y, ldy);
+      gemv_k_packed<TensorType::kQ6_K>(w, a, t0, t1, r0, r1, y, ldy);
     return true;
   }
   if (t1 - t0 >= 4)

@@ -27,3 +27,42 @@ GANTRY_VNNI_INLINE __m512i load_dwords16(const char *const *rows, size_t at) {
                                              load_dwords4(rows + 12, at), 1);
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
+
+// Prefetch of the next 16-row group of a packed matrix (kernels.h) while this one is read: the
+// groups follow each other, and the hardware prefetcher alone leaves the core waiting at each
+// group's start. Spread over the `steps` steps of this group's loop, so that the next group has
+// arrived when this one ends (a group of Q8_0 rows 2048 wide is 34 KiB).
+struct NextGroupPrefetch {
+  const char *next;
+  int64_t bytes, per_step, done = 0;
+  NextGroupPrefetch(const WeightView &w, int64_t g, int64_t steps)
+      : next(static_cast<const char *>(w.data) + static_cast<size_t>(g + 1) * 16 * w.row_stride),
+        bytes((g + 1) * 16 < w.rows ? static_cast<int64_t>(16 * w.row_stride) : 0),
+        per_step((bytes + steps * 64 - 1) / (steps * 64)) {}
+  // Once per step.
+  void step() {
+    for (int64_t k = 0; k < per_step; ++k, done += 64) {
+      if (done < bytes)
+        _mm_prefetch(next + done, _MM_HINT_T0);
+    }
+  }
+};
+
+// Runs pass.template run<T>(t) over tokens [t0, t1) in passes of kMax tokens, then one pass of
+// the T < kMax left: the packed kernels keep T tokens' accumulators in registers.
+template <int T, typename Pass>
+GANTRY_VNNI_INLINE void last_pass(int64_t left, int64_t t, Pass &pass) {
+  if constexpr (T > 0) {
+    if (left == T)
+      pass.template run<T>(t);
+    else
+      last_pass<T - 1>(left, t, pass);
+  }
+}
+template <int kMax, typename Pass>
+GANTRY_VNNI_INLINE void token_passes(int64_t t0, int64_t t1, Pass &pass) {
+  int64_t t = t0;
+  for (; t + kMax <= t1; t += kMax)
+    pass.template run<kMax>(t);
+  last_pass<kMax - 1>(t1 - t, t, pass);
+}
