@@ -8,6 +8,10 @@
 # --json` then `llama-bench -m M -t T -p 512 -n 128 -r 1 -o json`, so drift on a shared machine hits
 # both alike; prints the medians over the rounds and the ratios Gantry / llama.cpp for pp512 and
 # tg128. Raw outputs go to OUT_DIR (default bench/out/results), summary.json there too.
+# With BUILD/bench/read_bw built, each round also runs the read-bandwidth probe (1 GiB) right
+# before Gantry's decode, and the table adds the GB/s Gantry's tg streams (tg x the file's
+# size: decode reads every weight once per token) as a share of the probe's median (issue 16:
+# "decode reaching >= 90% of the measured read bandwidth").
 #
 # Environment:
 #   GANTRY_PEER_DIR (or LLAMA_CPP_DIR)  llama.cpp checkout with build/bin/llama-bench
@@ -90,6 +94,10 @@ fi
 for m in "${models[@]}"; do
   base=$(basename "$m" .gguf)
   for r in $(seq "$ROUNDS"); do
+    if [[ -x $BUILD/bench/read_bw ]]; then
+      "$BUILD/bench/read_bw" --threads "$THREADS" --mib 1024 --reps 3 --json \
+        >"$OUT/sbs-$base-readbw-$r.json" 2>/dev/null || rm -f "$OUT/sbs-$base-readbw-$r.json"
+    fi
     log "$base round $r/$ROUNDS: gantry"
     timeout 900 "$GANTRY" bench engine --model "$m" --threads "$THREADS" --reps 1 --seqs 0 \
       --prompt-tokens "$PP" --gen-tokens "$TG" --json 2>/dev/null >"$OUT/sbs-$base-gantry-$r.json"
@@ -136,12 +144,26 @@ for m in models:
         row["rounds"]["old_tg"] = [j["tg_tokens_per_s"] for j in o]
     row["pp_ratio"] = row["gantry_pp"] / row["llama_pp"]
     row["tg_ratio"] = row["gantry_tg"] / row["llama_tg"]
+    bw = [json.load(open(f"{out}/sbs-{base}-readbw-{r}.json"))["median_gbps"]
+          for r in range(1, rounds + 1) if os.path.exists(f"{out}/sbs-{base}-readbw-{r}.json")]
+    if bw:
+        row["read_gbps"] = st.median(bw)
+        row["tg_gbps"] = row["gantry_tg"] * os.path.getsize(m) / 1e9
+        row["rounds"]["read_gbps"] = bw
     rows.append(row)
     print(f"| {base} | {row['gantry_pp']:.1f} | {row['llama_pp']:.1f} | {row['pp_ratio']:.2f}x "
           f"| {row['gantry_tg']:.1f} | {row['llama_tg']:.1f} | {row['tg_ratio']:.2f}x |")
     if "old_tg" in row:
         print(f"|   before (OLD_GANTRY) | {row['old_pp']:.1f} | | {row['old_pp'] / row['llama_pp']:.2f}x "
               f"| {row['old_tg']:.1f} | | {row['old_tg'] / row['llama_tg']:.2f}x |")
+if any("read_gbps" in r for r in rows):
+    print()
+    print("Gantry's decode against the read probe (tg x file size; read_bw median of the rounds' "
+          "medians, measured just before each round's Gantry run):")
+    for r in rows:
+        if "read_gbps" in r:
+            print(f"- {r['model']}: {r['tg_gbps']:.1f} GB/s = {100 * r['tg_gbps'] / r['read_gbps']:.0f} % "
+                  f"of {r['read_gbps']:.1f} GB/s")
 json.dump({"peer_commit": commit, "rounds": rounds, "models": rows},
           open(f"{out}/side_by_side.json", "w"), indent=1)
 PY
