@@ -104,9 +104,9 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 //     4k.., high nibbles 16 + 4k..).
 //   Q4_K: per super-block, the 16 rows' 2304 bytes: d/dmin, the scale bytes as three arrays of
 //     16 dwords, and the quants in 32 chunks of 4 bytes of every row (kernels_impl.h,
-//     packed_q4k_super), so that one vpdpbusd gives every row's partial sum in its own lane.
+//     packed_k_pieces), so that one vpdpbusd gives every row's partial sum in its own lane.
 //   Q6_K: per super-block, the 16 rows' 3360 bytes: d, the scale bytes as four arrays of 16
-//     dwords, and ql/ql/qh in chunks of 4 bytes of every row (kernels_impl.h, packed_q6k_super).
+//     dwords, and ql/ql/qh in chunks of 4 bytes of every row (kernels_impl.h, packed_k_pieces).
 //   F16, BF16 (cols a multiple of 8): the 8 elements of row 16g + i from column 8c at
 //     (16c + i) * 16, so a row pair's 16 elements of a column step are 32 contiguous bytes.
 //

@@ -170,43 +170,8 @@ GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
   }
 }
 
-// Rows r and r + 1 (r even) of a packed Q8_0/Q4_0 matrix (kernels.h) in the PairTile order and
-// their fp16 scales in hbuf's: in the packed layout the two rows' 4-byte pieces of each chunk
-// are already adjacent, and Q8_0's are already unsigned.
 template <TensorType kType>
 constexpr bool kPackable = kType == TensorType::kQ8_0 || kType == TensorType::kQ4_0;
-
-template <TensorType kType>
-GANTRY_VNNI_INLINE void unpack_packed_pair(const WeightView &w, int64_t r, uint8_t *q,
-                                           uint16_t *hbuf) {
-  const int64_t nb = w.cols / kQK;
-  const char *group =
-      static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride;
-  const int64_t i = r % 16;
-  const char *quants = group + nb * 32 + 4 * i;
-  for (int64_t b = 0; b < nb; ++b) {
-    std::memcpy(&hbuf[2 * b], group + (b * 16 + i) * 2, 2 * sizeof(uint16_t));
-    uint8_t *qb = q + b * 64;
-    if constexpr (!kPackable<kType>) {
-      return;
-    } else if constexpr (kType == TensorType::kQ8_0) {
-      const char *blk = quants + b * 512;
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k)
-        std::memcpy(qb + 8 * k, blk + 64 * k, 8);
-    } else {
-      const char *blk = quants + b * 256;
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        uint64_t v;
-        std::memcpy(&v, blk + 64 * k, 8);
-        const uint64_t lo = v & 0x0F0F0F0F0F0F0F0FULL, hi = (v >> 4) & 0x0F0F0F0F0F0F0F0FULL;
-        std::memcpy(qb + 8 * k, &lo, 8);
-        std::memcpy(qb + 8 * (k + 4), &hi, 8);
-      }
-    }
-  }
-}
 
 // 32 bytes at c0 in the low half, 32 at c1 in the high half.
 GANTRY_VNNI_INLINE __m512i load_two(const char *c0, const char *c1) {
@@ -267,8 +232,10 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
                                             float *dbuf, uint16_t *hbuf) {
   const int64_t nb = w.cols / kQK;
   PairTile<P> tile;
-  const bool quad = kPackable<kType> && w.packed16 && P == 4 && r % 8 == 0;
-  if (quad)
+  // Packed matrices reach here in whole 16-row groups (matmul.cpp), so always as 8-row tiles.
+  const bool packed = kPackable<kType> && w.packed16;
+  assert(!packed || (P == 4 && r % 8 == 0));
+  if (packed)
     unpack_packed_quad<kType>(w, r, qbuf, hbuf);
   for (int p = 0; p < P; ++p) {
     uint8_t *q = qbuf + p * 2 * w.cols;
@@ -280,11 +247,8 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     const char *row0 = static_cast<const char *>(w.row(r + 2 * p));
     const char *row1 = static_cast<const char *>(w.row(r + 2 * p + 1));
     // unpack_packed_quad left every pair's scales in its own part of hbuf.
-    uint16_t *h = quad ? hbuf + p * 2 * nb : hbuf;
-    if (kPackable<kType> && w.packed16) {
-      if (!quad)
-        unpack_packed_pair<kType>(w, r + 2 * p, q, h);
-    } else {
+    const uint16_t *h = packed ? hbuf + p * 2 * nb : hbuf;
+    if (!packed) {
       for (int64_t b = 0; b < nb; ++b) {
         const char *blk0 = row0 + b * kBlockBytes<kType>;
         const char *blk1 = row1 + b * kBlockBytes<kType>;

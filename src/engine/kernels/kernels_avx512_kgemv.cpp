@@ -293,7 +293,7 @@ GANTRY_VNNI void gemv_k(const WeightView &w, const Activations &a, int64_t t0, i
   }
 }
 
-// ---- packed Q4_K (kernels_impl.h, packed_q4k_super) ---------------------------------------------
+// ---- packed Q4_K (kernels_impl.h, packed_k_pieces) ---------------------------------------------
 //
 // A 16-row group's super-block is one stream of 2304 bytes, and every chunk holds 4 bytes of each
 // row: one vpdpbusd per chunk and token leaves every row's partial sum in its own lane, so the
@@ -333,7 +333,7 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
     accm[j] = _mm512_setzero_ps();
   }
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = packed_q4k_super(w, g, s);
+    const uint8_t *sb = packed_k_super<BlockQ4_K>(w, g, s);
     prefetch.step();
     const __m512i u0 = _mm512_loadu_si512(sb + 64), u1 = _mm512_loadu_si512(sb + 128);
     const __m512i u2 = _mm512_loadu_si512(sb + 192);
@@ -404,7 +404,7 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
     _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, _mm512_sub_ps(acc[j], accm[j]));
 }
 
-// ---- packed Q6_K (kernels_impl.h, packed_q6k_super) ---------------------------------------------
+// ---- packed Q6_K (kernels_impl.h, packed_k_pieces) ---------------------------------------------
 //
 // As for Q4_K: one vpdpbusd per chunk and token gives every row's partial sum in its lane. Piece k
 // of half h holds, per row, elements 128h + 4k + 32m (m = 0..3: ql's low nibbles of the first and
@@ -424,7 +424,7 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
   for (int j = 0; j < T; ++j)
     acc[j] = _mm512_setzero_ps();
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = packed_q6k_super(w, g, s);
+    const uint8_t *sb = packed_k_super<BlockQ6_K>(w, g, s);
     prefetch.step();
     __m512i isum[T];
 #pragma GCC unroll 4

@@ -111,10 +111,10 @@ template <TensorType kType>
 GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t s, KBlock *buf) {
   if (w.packed16) {
     if constexpr (kType == TensorType::kQ4_K) {
-      packed_q4k_block(w, r, s, &buf->q4);
+      packed_k_block(w, r, s, &buf->q4);
       return reinterpret_cast<const char *>(&buf->q4);
     } else if constexpr (kType == TensorType::kQ6_K) {
-      packed_q6k_block(w, r, s, &buf->q6);
+      packed_k_block(w, r, s, &buf->q6);
       return reinterpret_cast<const char *>(&buf->q6);
     }
   }

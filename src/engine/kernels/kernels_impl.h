@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/kernels/blocks.h"
 #include "engine/kernels/kernels.h"
@@ -32,51 +33,52 @@ namespace gantry::engine::kernels {
 //   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
 
-// Packed Q4_K (kernels.h): super-block s of a 16-row group takes the 16 rows' 144 bytes (at
-// group + s * 16 * 144): d and dmin of row i at 4i, then the scale bytes 0-3, 4-7 and 8-11 of
-// every row as three arrays of 16 dwords (64, 128, 192), then the quants in 32 chunks of 64
-// bytes from 256: chunk 8c + k holds bytes 32c + 4k..+3 of qs of row i at 4i (its low nibbles are
-// elements 64c + 4k.., sub-block 2c; its high nibbles 64c + 32 + 4k.., sub-block 2c + 1).
-inline const uint8_t *packed_q4k_super(const WeightView &w, int64_t g, int64_t s) {
-  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * 16 * w.row_stride +
-         static_cast<size_t>(s) * 16 * sizeof(BlockQ4_K);
-}
-// Row r's super-block s of a packed Q4_K matrix back in ggml's layout.
-inline void packed_q4k_block(const WeightView &w, int64_t r, int64_t s, BlockQ4_K *out) {
-  const uint8_t *sb = packed_q4k_super(w, r / 16, s);
-  const auto i = static_cast<size_t>(r % 16);
-  std::memcpy(&out->d, sb + 4 * i, 2);
-  std::memcpy(&out->dmin, sb + 4 * i + 2, 2);
-  for (size_t part = 0; part < 3; ++part)
-    std::memcpy(out->scales + 4 * part, sb + 64 * (part + 1) + 4 * i, 4);
-  for (size_t chunk = 0; chunk < 32; ++chunk)
-    std::memcpy(out->qs + 4 * chunk, sb + 256 + 64 * chunk + 4 * i, 4);
-}
-
-// Packed Q6_K (kernels.h): super-block s of a 16-row group takes the 16 rows' 210 bytes (at
-// group + s * 16 * 210): d of row i at 2i, the scale bytes 4p..4p + 3 of every row as four arrays
-// of 16 dwords (32 + 64p), then from 288, for half h and piece k, 192 bytes at
-// 288 + (8h + k) * 192: ql bytes 64h + 4k.., ql bytes 64h + 32 + 4k.. and qh bytes 32h + 4k..,
-// 64 each, row i's 4 bytes at 4i.
-inline const uint8_t *packed_q6k_super(const WeightView &w, int64_t g, int64_t s) {
-  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * 16 * w.row_stride +
-         static_cast<size_t>(s) * 16 * sizeof(BlockQ6_K);
-}
-// Row r's super-block s of a packed Q6_K matrix back in ggml's layout.
-inline void packed_q6k_block(const WeightView &w, int64_t r, int64_t s, BlockQ6_K *out) {
-  const uint8_t *sb = packed_q6k_super(w, r / 16, s);
-  const auto i = static_cast<size_t>(r % 16);
-  std::memcpy(&out->d, sb + 2 * i, 2);
-  for (size_t part = 0; part < 4; ++part)
-    std::memcpy(out->scales + 4 * part, sb + 32 + 64 * part + 4 * i, 4);
-  for (size_t h = 0; h < 2; ++h) {
-    for (size_t k = 0; k < 8; ++k) {
-      const uint8_t *piece = sb + 288 + (8 * h + k) * 192 + 4 * i;
-      std::memcpy(out->ql + 64 * h + 4 * k, piece, 4);
-      std::memcpy(out->ql + 64 * h + 32 + 4 * k, piece + 64, 4);
-      std::memcpy(out->qh + 32 * h + 4 * k, piece + 128, 4);
+// Packed K-quants (kernels.h): super-block s of a 16-row group takes the 16 rows' blocks' bytes
+// (at group + s * 16 * sizeof(Block)), rearranged so that every 64 bytes hold 4 bytes of each row
+// (row i's at 4i). The pieces of row i, as copy(offset in its block, offset in the super-block,
+// bytes) — one list serves packing and unpacking:
+// Q4_K: d and dmin at 4i, the scale bytes 0-3, 4-7 and 8-11 as three arrays of 16 dwords (64,
+//   128, 192), then 32 chunks from 256: chunk 8c + k holds qs bytes 32c + 4k..+3 (its low nibbles
+//   are elements 64c + 4k.., sub-block 2c; its high nibbles 64c + 32 + 4k.., sub-block 2c + 1).
+// Q6_K: d at 2i, the scale bytes 4p..4p + 3 as four arrays of 16 dwords (32 + 64p), then for half
+//   h and piece k, 192 bytes at 288 + (8h + k) * 192: ql bytes 64h + 4k.., ql bytes
+//   64h + 32 + 4k.. and qh bytes 32h + 4k.., 64 each.
+template <typename Block, typename Copy> inline void packed_k_pieces(size_t i, Copy &&copy) {
+  if constexpr (std::is_same_v<Block, BlockQ4_K>) {
+    copy(offsetof(BlockQ4_K, d), 4 * i, 2);
+    copy(offsetof(BlockQ4_K, dmin), 4 * i + 2, 2);
+    for (size_t part = 0; part < 3; ++part)
+      copy(offsetof(BlockQ4_K, scales) + 4 * part, 64 * (part + 1) + 4 * i, 4);
+    for (size_t chunk = 0; chunk < 32; ++chunk)
+      copy(offsetof(BlockQ4_K, qs) + 4 * chunk, 256 + 64 * chunk + 4 * i, 4);
+  } else {
+    static_assert(std::is_same_v<Block, BlockQ6_K>);
+    copy(offsetof(BlockQ6_K, d), 2 * i, 2);
+    for (size_t part = 0; part < 4; ++part)
+      copy(offsetof(BlockQ6_K, scales) + 4 * part, 32 + 64 * part + 4 * i, 4);
+    for (size_t h = 0; h < 2; ++h) {
+      for (size_t k = 0; k < 8; ++k) {
+        const size_t piece = 288 + (8 * h + k) * 192 + 4 * i;
+        copy(offsetof(BlockQ6_K, ql) + 64 * h + 4 * k, piece, 4);
+        copy(offsetof(BlockQ6_K, ql) + 64 * h + 32 + 4 * k, piece + 64, 4);
+        copy(offsetof(BlockQ6_K, qh) + 32 * h + 4 * k, piece + 128, 4);
+      }
     }
   }
+}
+template <typename Block>
+inline const uint8_t *packed_k_super(const WeightView &w, int64_t g, int64_t s) {
+  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * 16 * w.row_stride +
+         static_cast<size_t>(s) * 16 * sizeof(Block);
+}
+// Row r's super-block s of a packed K-quant matrix back in ggml's layout.
+template <typename Block>
+inline void packed_k_block(const WeightView &w, int64_t r, int64_t s, Block *out) {
+  const uint8_t *sb = packed_k_super<Block>(w, r / 16, s);
+  packed_k_pieces<Block>(static_cast<size_t>(r % 16),
+                         [&](size_t in_block, size_t in_super, size_t n) {
+                           std::memcpy(reinterpret_cast<char *>(out) + in_block, sb + in_super, n);
+                         });
 }
 struct Activations {
   const float *x = nullptr;

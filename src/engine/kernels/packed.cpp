@@ -1,5 +1,6 @@
-// The 16-row interleaved layout of repacked Q8_0/Q4_0 weights (kernels.h, "repacked weights"):
-// packing at load and unpacking a row back for the kernels that read row-major weights.
+// The 16-row layouts of repacked weights (kernels.h, "repacked weights"; the K-quants' in
+// kernels_impl.h): packing at load, and unpacking a row back for the kernels that read row-major
+// weights.
 #include <cassert>
 #include <cstring>
 
@@ -11,14 +12,12 @@ namespace {
 
 constexpr int kGroupRows = 16;
 
+// Q8_0 or Q4_0.
 size_t block_bytes(TensorType t) {
-  switch (t) {
-  case TensorType::kQ8_0: return sizeof(BlockQ8_0);
-  case TensorType::kQ4_0: return sizeof(BlockQ4_0);
-  case TensorType::kQ4_K: return sizeof(BlockQ4_K);
-  default: return sizeof(BlockQ6_K);
-  }
+  return t == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
 }
+// Q8_0's quants are stored unsigned: the sign bit of each byte flipped (both ways).
+uint32_t sign_flip(TensorType t) { return t == TensorType::kQ8_0 ? 0x80808080u : 0u; }
 bool is_k_quant(TensorType t) { return t == TensorType::kQ4_K || t == TensorType::kQ6_K; }
 bool is_half(TensorType t) { return t == TensorType::kF16 || t == TensorType::kBF16; }
 
@@ -43,6 +42,33 @@ PackedAt packed_at(const WeightView &w, int64_t r, int64_t b) {
   return {group + (static_cast<size_t>(b) * kGroupRows + i) * 2,
           group + static_cast<size_t>(nb) * kGroupRows * 2 +
               static_cast<size_t>(b) * group_quant_bytes(w.type) + 4 * i};
+}
+
+// w's view over its packed copy at dst.
+WeightView packed_view(const WeightView &w, void *dst) {
+  WeightView v = w;
+  v.data = dst;
+  v.packed16 = true;
+  return v;
+}
+
+// A K-quant matrix in the packed layout (kernels_impl.h, packed_k_pieces).
+template <typename Block> WeightView pack_k(const WeightView &w, void *dst) {
+  char *out = static_cast<char *>(dst);
+  for (int64_t g = 0; g < w.rows / kGroupRows; ++g) {
+    for (int64_t b = 0; b < w.cols / kQKK; ++b) {
+      char *sb = out + static_cast<size_t>(g) * kGroupRows * w.row_stride +
+                 static_cast<size_t>(b) * kGroupRows * sizeof(Block);
+      for (int i = 0; i < kGroupRows; ++i) {
+        const char *blk = static_cast<const char *>(w.row(g * kGroupRows + i)) + b * sizeof(Block);
+        packed_k_pieces<Block>(static_cast<size_t>(i),
+                               [&](size_t in_block, size_t in_super, size_t n) {
+                                 std::memcpy(sb + in_super, blk + in_block, n);
+                               });
+      }
+    }
+  }
+  return packed_view(w, dst);
 }
 
 } // namespace
@@ -70,68 +96,15 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
       for (int64_t c8 = 0; c8 < w.cols / 8; ++c8)
         std::memcpy(out + half_at(w, r, c8), row + c8 * 16, 16);
     }
-    WeightView v = w;
-    v.data = dst;
-    v.packed16 = true;
-    return v;
+    return packed_view(w, dst);
   }
-  if (w.type == TensorType::kQ4_K) {
-    char *out = static_cast<char *>(dst);
-    const int64_t nbk = w.cols / kQKK;
-    for (int64_t g = 0; g < w.rows / kGroupRows; ++g) {
-      for (int64_t b = 0; b < nbk; ++b) {
-        char *sb = out + static_cast<size_t>(g) * kGroupRows * w.row_stride +
-                   static_cast<size_t>(b) * kGroupRows * sizeof(BlockQ4_K);
-        for (int i = 0; i < kGroupRows; ++i) {
-          const auto *blk = reinterpret_cast<const BlockQ4_K *>(
-              static_cast<const char *>(w.row(g * kGroupRows + i)) + b * sizeof(BlockQ4_K));
-          std::memcpy(sb + 4 * i, &blk->d, 2);
-          std::memcpy(sb + 4 * i + 2, &blk->dmin, 2);
-          for (int part = 0; part < 3; ++part)
-            std::memcpy(sb + 64 * (part + 1) + 4 * i, blk->scales + 4 * part, 4);
-          for (int chunk = 0; chunk < 32; ++chunk)
-            std::memcpy(sb + 256 + 64 * chunk + 4 * i, blk->qs + 4 * chunk, 4);
-        }
-      }
-    }
-    WeightView v = w;
-    v.data = dst;
-    v.packed16 = true;
-    return v;
-  }
-  if (w.type == TensorType::kQ6_K) {
-    char *out = static_cast<char *>(dst);
-    const int64_t nbk = w.cols / kQKK;
-    for (int64_t g = 0; g < w.rows / kGroupRows; ++g) {
-      for (int64_t b = 0; b < nbk; ++b) {
-        char *sb = out + static_cast<size_t>(g) * kGroupRows * w.row_stride +
-                   static_cast<size_t>(b) * kGroupRows * sizeof(BlockQ6_K);
-        for (int i = 0; i < kGroupRows; ++i) {
-          const auto *blk = reinterpret_cast<const BlockQ6_K *>(
-              static_cast<const char *>(w.row(g * kGroupRows + i)) + b * sizeof(BlockQ6_K));
-          std::memcpy(sb + 2 * i, &blk->d, 2);
-          for (int part = 0; part < 4; ++part)
-            std::memcpy(sb + 32 + 64 * part + 4 * i, blk->scales + 4 * part, 4);
-          for (int h = 0; h < 2; ++h) {
-            for (int k = 0; k < 8; ++k) {
-              char *piece = sb + 288 + (8 * h + k) * 192 + 4 * i;
-              std::memcpy(piece, blk->ql + 64 * h + 4 * k, 4);
-              std::memcpy(piece + 64, blk->ql + 64 * h + 32 + 4 * k, 4);
-              std::memcpy(piece + 128, blk->qh + 32 * h + 4 * k, 4);
-            }
-          }
-        }
-      }
-    }
-    WeightView v = w;
-    v.data = dst;
-    v.packed16 = true;
-    return v;
-  }
+  if (w.type == TensorType::kQ4_K)
+    return pack_k<BlockQ4_K>(w, dst);
+  if (w.type == TensorType::kQ6_K)
+    return pack_k<BlockQ6_K>(w, dst);
   const int64_t nb = w.cols / kQK;
   const size_t bb = block_bytes(w.type), pieces = (bb - 2) / 4; // 8 (Q8_0) or 4 (Q4_0)
-  // Q8_0's quants become unsigned: the sign bit of each byte flipped.
-  const uint32_t flip = w.type == TensorType::kQ8_0 ? 0x80808080u : 0u;
+  const uint32_t flip = sign_flip(w.type);
   char *out = static_cast<char *>(dst);
   // Group by group, block by block: the 16 rows' blocks are read side by side and each 64-byte
   // chunk is written whole, so both sides stay within a few cache lines at a time.
@@ -160,10 +133,7 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
                   group_quant_bytes(w.type));
     }
   }
-  WeightView v = w;
-  v.data = dst;
-  v.packed16 = true;
-  return v;
+  return packed_view(w, dst);
 }
 
 void unpack_row16(const WeightView &w, int64_t r, void *dst) {
@@ -175,14 +145,13 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
     }
     return;
   }
-  if (w.type == TensorType::kQ4_K) {
-    for (int64_t b = 0; b < w.cols / kQKK; ++b)
-      packed_q4k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
-    return;
-  }
-  if (w.type == TensorType::kQ6_K) {
-    for (int64_t b = 0; b < w.cols / kQKK; ++b)
-      packed_q6k_block(w, r, b, static_cast<BlockQ6_K *>(dst) + b);
+  if (is_k_quant(w.type)) {
+    for (int64_t b = 0; b < w.cols / kQKK; ++b) {
+      if (w.type == TensorType::kQ4_K)
+        packed_k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
+      else
+        packed_k_block(w, r, b, static_cast<BlockQ6_K *>(dst) + b);
+    }
     return;
   }
   const int64_t nb = w.cols / kQK;
@@ -194,11 +163,10 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
     char *blk = row + b * block_bytes(w.type);
     std::memcpy(blk, data + at.scale, 2);
     for (size_t k = 0; k < qbytes / 4; ++k) {
-      std::memcpy(blk + 2 + 4 * k, data + at.quants + k * 64, 4);
-      if (w.type == TensorType::kQ8_0) {
-        for (int j = 0; j < 4; ++j)
-          blk[2 + 4 * k + j] = static_cast<char>(blk[2 + 4 * k + j] ^ 0x80);
-      }
+      uint32_t piece;
+      std::memcpy(&piece, data + at.quants + k * 64, 4);
+      piece ^= sign_flip(w.type);
+      std::memcpy(blk + 2 + 4 * k, &piece, 4);
     }
   }
 }
