@@ -272,9 +272,7 @@ private:
     // After start (a remote call's request has left by now), still under the lock: the first
     // event waits for it.
     if (svc_.config_.metrics) {
-      inter_token_ = &svc_.metrics_.histogram(
-          "inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
-          {{"model_name", out_.model}}, telemetry::Registry::token_latency_buckets());
+      inter_token_ = &svc_.inter_token_histogram(out_.model);
     }
     sink_->on_head(head_, out_, [h = handle_] { h->cancel(); });
   }
@@ -457,6 +455,18 @@ void InferenceService::count_tokens(InferenceInput input,
     e.retry_after_ms = 1000;
     done(Err(std::move(e)));
   }
+}
+
+telemetry::Histogram &InferenceService::inter_token_histogram(const std::string &model) {
+  std::lock_guard<std::mutex> lk(inter_token_mu_);
+  if (auto it = inter_token_by_model_.find(model); it != inter_token_by_model_.end())
+    return *it->second;
+  telemetry::Histogram &h = metrics_.histogram(
+      "inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
+      {{"model_name", model}}, telemetry::Registry::token_latency_buckets());
+  if (inter_token_by_model_.size() < kMaxCachedHistograms)
+    inter_token_by_model_.emplace(model, &h);
+  return h;
 }
 
 void InferenceService::run(InferenceInput input, CallOutcome outcome,
