@@ -519,6 +519,10 @@ void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_ro
   // Flash attention's K·Q in llama.cpp's order (its logits bit for bit; same on every ISA).
   llama_order::dot_rows_f16(q, rows, stride, n_rows, n, scale, out);
 }
+void dot_rows_heads(const float *const *q, int n_q, const uint16_t *rows, int64_t stride,
+                    int64_t n_rows, int64_t n, float scale, float *out, int64_t out_stride) {
+  llama_order::dot_heads_f16(q, n_q, rows, stride, n_rows, n, scale, out, out_stride);
+}
 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                float *y) {
   GANTRY_DISPATCH(axpy_rows(w, rows, stride, n_rows, n, y));

@@ -91,8 +91,9 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 // memory. The decode tile reads 16 rows side by side, which for row-major weights is 16
 // concurrent streams: measured on the 2-core Zen 5, ≈ 70 % of a plain read's bandwidth whatever
 // the prefetch hints. The same bytes interleaved so that the tile reads one stream reach ≈ 85 %.
-// So Q8_0, Q4_0, Q4_K, Q6_K (Q4_K_M files are Q4_K + Q6_K), F16 and BF16 matrices are repacked
-// once at load when the AVX-512 VNNI kernels run:
+// So Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K (Q4_K_M files are Q4_K + Q6_K, Q5_K_M
+// Q5_K + Q6_K, with Q5_0/Q8_0 where a width is not a multiple of 256), F16 and BF16 matrices are
+// repacked once at load when the AVX-512 VNNI kernels run:
 //
 //   group g = rows [16g, 16g + 16) at data + 16g * row_stride (the same bytes a row-major group
 //   takes, so a row range starting at a multiple of 16 is still data + first * row_stride):
@@ -102,9 +103,14 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 //     k (8 for Q8_0, 4 for Q4_0), row i's 4 bytes at k * 64 + 4i: Q8_0 bytes 4k..4k+3 of the
 //     block as unsigned u = w + 128; Q4_0 the stored bytes 4k..4k+3 (low nibbles are elements
 //     4k.., high nibbles 16 + 4k..).
+//   Q4_1, Q5_0, Q5_1, IQ4_NL: as Q4_0 (the 16-byte nibble chunks, the scales first), with Q4_1's
+//     and Q5_1's fp16 mins after all the group's scales (nb x 16 rows, like them), and Q5_0's
+//     and Q5_1's qh (4 bytes a row) as one more 64-byte chunk before each block's nibbles.
 //   Q4_K: per super-block, the 16 rows' 2304 bytes: d/dmin, the scale bytes as three arrays of
 //     16 dwords, and the quants in 32 chunks of 4 bytes of every row (kernels_impl.h,
 //     packed_k_pieces), so that one vpdpbusd gives every row's partial sum in its own lane.
+//   Q5_K: Q4_K's layout, then the 16 rows' qh bytes (the fifth bits) in 8 more chunks: 2816
+//     bytes per super-block.
 //   Q6_K: per super-block, the 16 rows' 3360 bytes: d, the scale bytes as four arrays of 16
 //     dwords, and ql/ql/qh in chunks of 4 bytes of every row (kernels_impl.h, packed_k_pieces).
 //   F16, BF16 (cols a multiple of 8): the 8 elements of row 16g + i from column 8c at
@@ -114,8 +120,9 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 // order); calls that the packed kernels do not take (another ISA, a row range not on a 16-row
 // boundary) run on rows unpacked to scratch, correct and slow.
 //
-// True when the active ISA has packed kernels for w: AVX-512 VNNI, Q8_0, Q4_0, Q4_K, Q6_K, F16
-// or BF16, dense rows, a multiple of 16 rows.
+// True when the active ISA has packed kernels for w: AVX-512 VNNI, the 32-element block types
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL), Q4_K, Q5_K, Q6_K, F16 or BF16, dense rows, a multiple of
+// 16 rows.
 bool can_pack_rows16(const WeightView &w);
 // Bytes pack_rows16 writes: w.rows * w.row_stride.
 size_t packed_bytes(const WeightView &w);
@@ -199,6 +206,10 @@ void axpy_rows(const float *w, const float *rows, int64_t stride, int64_t n_rows
 // the float versions give on the converted rows.
 void dot_rows(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
               float scale, float *out);
+// dot_rows over fp16 rows for the n_q query heads that share them (a GQA group), each head's
+// results bit for bit dot_rows(q[h], ...)'s: out[h * out_stride + r].
+void dot_rows_heads(const float *const *q, int n_q, const uint16_t *rows, int64_t stride,
+                    int64_t n_rows, int64_t n, float scale, float *out, int64_t out_stride);
 void axpy_rows(const float *w, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                float *y);
 // llama.cpp's CPU flash-attention step over fp16 V rows (ggml-cpu ops.cpp,

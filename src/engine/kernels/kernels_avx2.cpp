@@ -65,8 +65,7 @@ constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
                                                      : 0;
 // Q4_1/Q5_1: value = d * u + m. Their outputs are acc + accm, acc as above and
 // accm = fma(m_w, d_x * float(sum(x)), accm) over the blocks in order.
-template <TensorType kType>
-constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
+template <TensorType kType> constexpr bool kHasMin = block_has_min(kType);
 
 // The 32 nibbles of a block as unsigned bytes 0..15, in element order. Both 128-bit lanes get
 // the 16 packed bytes; shifting the upper lane's 64-bit words right by 4 brings each byte's high

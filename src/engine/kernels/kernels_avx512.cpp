@@ -51,20 +51,13 @@ constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
                                                             : sizeof(BlockQ4_0);
 // Q4_1/Q5_1 (value = d * u + m): no offset, and a second accumulator of the mins (see
 // kernels_avx2.cpp); their outputs are acc + accm.
-template <TensorType kType>
-constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
+template <TensorType kType> constexpr bool kHasMin = block_has_min(kType);
 
-// vpdpbusd wants the weights as the unsigned operand (the activations are the signed one). Q4_0
-// nibbles already are: u = w + 8 in 0..15. Q8_0 weights become u = w + 128 (w ^ 0x80) in
-// 0..255. Either way sum(u * x) - offset * sum(x) = sum(w * x), with sum(x) per token block
-// precomputed (Activations::sum8); kOffsetShift is log2(offset). No int16 stage can saturate:
-// a block's sum is at most 32 * 255 * 127 in magnitude.
-// Q5_0's u = w + 16 is its stored 5-bit value; IQ4_NL's table values become u = w + 128 like
-// Q8_0's.
-template <TensorType kType>
-constexpr int kOffsetShift = kType == TensorType::kQ4_0   ? 3
-                             : kType == TensorType::kQ5_0 ? 4
-                                                          : 7;
+// vpdpbusd wants the weights as the unsigned operand (the activations are the signed one):
+// u = w + offset (kernels_impl.h, block_offset_shift), with sum(x) per token block precomputed
+// (Activations::sum8). No int16 stage can saturate: a block's sum is at most 32 * 255 * 127 in
+// magnitude.
+template <TensorType kType> constexpr int kOffsetShift = block_offset_shift(kType);
 
 // The 32 weights of one block as unsigned bytes u, in element order.
 template <TensorType kType> GANTRY_VNNI_INLINE __m256i unsigned_block(const char *blk) {
@@ -170,8 +163,7 @@ GANTRY_VNNI_INLINE __m512i unsigned_pair(const char *blk0, const char *blk1) {
   }
 }
 
-template <TensorType kType>
-constexpr bool kPackable = kType == TensorType::kQ8_0 || kType == TensorType::kQ4_0;
+#include "engine/kernels/kernels_avx512_rows_inl.h"
 
 // 32 bytes at c0 in the low half, 32 at c1 in the high half.
 GANTRY_VNNI_INLINE __m512i load_two(const char *c0, const char *c1) {
@@ -180,7 +172,7 @@ GANTRY_VNNI_INLINE __m512i load_two(const char *c0, const char *c1) {
       _mm256_loadu_si256(reinterpret_cast<const __m256i *>(c1)), 1);
 }
 
-// Rows r..r + 7 (r a multiple of 8, so one group's half) of a packed Q8_0/Q4_0 matrix as 4
+// Rows r..r + 7 (r a multiple of 8, so one group's half) of a packed 32-element block matrix as 4
 // pairs in the PairTile order, pair p's quants at qbuf + p * 2 * cols and fp16 scales at
 // hbuf + p * 2 * nb. Per block, the 8 rows' pieces of chunk k are 32 contiguous bytes (4 pairs
 // x 8): two chunks per zmm, then a 4 x 8 transpose of 8-byte pieces (two 2-source permutes and
@@ -192,7 +184,8 @@ GANTRY_VNNI_INLINE void unpack_packed_quad(const WeightView &w, int64_t r, uint8
   const char *group =
       static_cast<const char *>(w.data) + static_cast<size_t>(r / 16) * 16 * w.row_stride;
   const int64_t i0 = r % 16;
-  const char *quants = group + nb * 32 + 4 * i0;
+  constexpr int64_t kGroupBlock = packed_block_chunks(kType) * 64; // the 16 rows' quants
+  const char *quants = group + packed_quants_at(kType, nb) + 4 * i0;
   // Pair p's pieces from (a, b): [a[p], a[4 + p], b[p], b[4 + p]] in the low half, pair p + 1's
   // in the high half.
   const __m512i sel01 = _mm512_setr_epi64(0, 4, 8, 12, 1, 5, 9, 13);
@@ -208,12 +201,27 @@ GANTRY_VNNI_INLINE void unpack_packed_quad(const WeightView &w, int64_t r, uint8
       for (int m = 0; m < 4; ++m)
         z[m] = load_two(blk + 128 * m, blk + 128 * m + 64);
     } else {
-      const char *blk = quants + b * 256;
+      const char *blk = quants + b * kGroupBlock + (block_fifth_bit(kType) ? 64 : 0);
       const __m512i c01 = load_two(blk, blk + 64), c23 = load_two(blk + 128, blk + 192);
       z[0] = _mm512_and_si512(c01, m4);
       z[1] = _mm512_and_si512(c23, m4);
       z[2] = _mm512_and_si512(_mm512_srli_epi16(c01, 4), m4);
       z[3] = _mm512_and_si512(_mm512_srli_epi16(c23, 4), m4);
+      if constexpr (block_fifth_bit(kType)) {
+        // z[m] holds elements 8m + 4h + i (h: the half, i: byte of the dword) of each row,
+        // whose fifth bits are bits 4h + i of byte m of the row's qh dword.
+        const char *qh = quants + b * kGroupBlock;
+        const __m512i qh2 = load_two(qh, qh);
+        const __m512i bits = _mm512_inserti64x4(
+            _mm512_set1_epi32(0x08040201), _mm256_set1_epi32(static_cast<int>(0x80402010u)), 1);
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; ++m)
+          z[m] = add_fifth_bits(z[m], qh2, m, bits);
+      } else if constexpr (kType == TensorType::kIQ4_NL) {
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; ++m)
+          z[m] = iq4nl_unsigned(z[m]);
+      }
     }
     const __m512i a01 = _mm512_permutex2var_epi64(z[0], sel01, z[1]);
     const __m512i b01 = _mm512_permutex2var_epi64(z[2], sel01, z[3]);
@@ -232,8 +240,9 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
                                             float *dbuf, uint16_t *hbuf) {
   const int64_t nb = w.cols / kQK;
   PairTile<P> tile;
-  // Packed matrices reach here in whole 16-row groups (matmul.cpp), so always as 8-row tiles.
-  const bool packed = kPackable<kType> && w.packed16;
+  // Every 32-element block type has a packed layout. Packed matrices reach here in whole 16-row
+  // groups (matmul.cpp), so always as 8-row tiles.
+  const bool packed = w.packed16;
   assert(!packed || (P == 4 && r % 8 == 0));
   if (packed)
     unpack_packed_quad<kType>(w, r, qbuf, hbuf);
@@ -267,10 +276,17 @@ GANTRY_VNNI_INLINE PairTile<P> unpack_pairs(const WeightView &w, int64_t r, uint
     for (; i < 2 * nb; ++i)
       d[i] = _cvtsh_ss(h[i]);
     if constexpr (kHasMin<kType>) {
+      // Packed: the group's mins follow its scales, 16 rows per block.
+      const char *packed_mins = static_cast<const char *>(w.data) +
+                                static_cast<size_t>(r / 16) * 16 * w.row_stride + nb * 32 +
+                                (r % 16 + 2 * p) * 2; // after the scales (packed_quants_at)
       for (int64_t b = 0; b < nb; ++b) {
         for (int h = 0; h < 2; ++h) {
           uint16_t m16;
-          std::memcpy(&m16, (h ? row1 : row0) + b * kBlockBytes<kType> + 2, sizeof m16);
+          std::memcpy(&m16,
+                      packed ? packed_mins + b * 32 + 2 * h
+                             : (h ? row1 : row0) + b * kBlockBytes<kType> + 2,
+                      sizeof m16);
           mins[2 * b + h] = _cvtsh_ss(m16);
         }
       }
@@ -498,9 +514,13 @@ GANTRY_VNNI void matmul_q8(const WeightView &w, const Activations &a, int64_t t0
 // P row pairs x T tokens: 2 * 8 = 16 accumulators at P = 2, T = 8, plus 2 weight vectors and one
 // broadcast activation vector, well within the 32 zmm registers.
 // kPacked: w is F16/BF16 in the packed layout (kernels.h), read a row pair at a time.
-template <TensorType kType, int P, int T, bool kPacked>
+// kPrefetch: the first pass over packed rows prefetches them (P = 4: 128 contiguous bytes of each
+// 256-byte column step) 4 KiB ahead; the hardware prefetchers leave half-read steps to the
+// loads, which waited on memory in two thirds of an 8-sequence F16 profile's samples.
+template <TensorType kType, int P, int T, bool kPacked, bool kPrefetch = false>
 GANTRY_VNNI_INLINE void tile_float_pairs(const WeightView &w, const Activations &a, int64_t r,
                                          int64_t t, float *y, int64_t ldy) {
+  static_assert(!kPrefetch || (kPacked && P == 4));
   const int64_t n = w.cols;
   const void *rows[2 * P];
   const char *pairs[P];
@@ -525,6 +545,12 @@ GANTRY_VNNI_INLINE void tile_float_pairs(const WeightView &w, const Activations 
       acc[p][j] = _mm512_setzero_ps();
   }
   for (int64_t k = 0; k < n; k += 8) {
+    if constexpr (kPrefetch) {
+      // Past the end of the rows this runs into the next group (or past the matrix: a
+      // prefetch never faults).
+      _mm_prefetch(pairs[0] + (k + 256) * 32, _MM_HINT_T0);
+      _mm_prefetch(pairs[0] + (k + 256) * 32 + 64, _MM_HINT_T0);
+    }
     __m512 wv[P];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
@@ -584,25 +610,36 @@ GANTRY_VNNI void rows_float_pairs(const WeightView &w, const Activations &a, int
   rows_float_pairs_of<kType, P, false>(w, a, t0, t1, r, y, ldy);
 }
 
+// One half-group tile of T tokens from t (then t += T); the first pass over the rows (t == t0)
+// prefetches them, the others find them in cache.
+template <TensorType kType, int T>
+GANTRY_VNNI_INLINE void packed_float_pass(const WeightView &w, const Activations &a, int64_t r,
+                                          int64_t &t, int64_t t0, float *y, int64_t ldy) {
+  if (t == t0)
+    tile_float_pairs<kType, 4, T, true, true>(w, a, r, t, y, ldy);
+  else
+    tile_float_pairs<kType, 4, T, true>(w, a, r, t, y, ldy);
+  t += T;
+}
+
 template <TensorType kType>
 GANTRY_VNNI void matmul_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                               int64_t r0, int64_t r1, float *y, int64_t ldy) {
   if constexpr (kType != TensorType::kF32) {
     // Packed, a few tokens (batched decode steps): half a group (4 pairs, 128 contiguous bytes
     // a column step) per tile, so that tiles do not share cache lines. 8-sequence F16 steps:
-    // 6-row tiles (96 bytes of each 256-byte step) 42 tok/s, these 52, 2-pair tiles of 8 tokens
-    // 38; the file's row-major layout with 6-row tiles 58-62.
+    // 6-row tiles (96 bytes of each 256-byte step) 42 tok/s, these 52 (67-79 with the first
+    // pass's prefetch), 2-pair tiles of 8 tokens 38; the file's row-major layout with 6-row
+    // tiles 58-62.
     if (w.packed16 && t1 - t0 <= kTokGroup) {
       for (int64_t r = r0; r < r1; r += 8) {
         int64_t t = t0;
-        for (; t + 4 <= t1; t += 4)
-          tile_float_pairs<kType, 4, 4, true>(w, a, r, t, y, ldy);
-        if (t1 - t >= 2) {
-          tile_float_pairs<kType, 4, 2, true>(w, a, r, t, y, ldy);
-          t += 2;
-        }
+        while (t + 4 <= t1)
+          packed_float_pass<kType, 4>(w, a, r, t, t0, y, ldy);
+        if (t1 - t >= 2)
+          packed_float_pass<kType, 2>(w, a, r, t, t0, y, ldy);
         if (t1 - t >= 1)
-          tile_float_pairs<kType, 4, 1, true>(w, a, r, t, y, ldy);
+          packed_float_pass<kType, 1>(w, a, r, t, t0, y, ldy);
       }
       return;
     }
@@ -638,10 +675,9 @@ void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t 
   case TensorType::kQ6_K: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return;
   default: break;
   }
-  // Packed Q8_0/Q4_0 up to 8 tokens (decode, batched decode steps): kernels_avx512_gemv.cpp
-  // reads the packed groups directly.
-  if (w.packed16 && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0) &&
-      t1 - t0 <= kTokGroup && matmul_rows_gemv(w, a, t0, t1, r0, r1, y, ldy))
+  // Packed 32-element block types up to 8 tokens (decode, batched decode steps):
+  // kernels_avx512_gemv.cpp reads the packed groups directly.
+  if (w.packed16 && t1 - t0 <= kTokGroup && matmul_rows_gemv(w, a, t0, t1, r0, r1, y, ldy))
     return;
   if (t1 - t0 >= kMinGroupTokens) {
     switch (w.type) {

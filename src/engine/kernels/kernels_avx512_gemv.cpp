@@ -41,7 +41,7 @@ constexpr int kTileRows = 16;
 template <TensorType kType>
 constexpr size_t kBlockBytes = kType == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
 // u = w + 128 (Q8_0, by flipping the sign bit) or the stored nibble w + 8 (Q4_0).
-template <TensorType kType> constexpr int kOffsetShift = kType == TensorType::kQ8_0 ? 7 : 3;
+template <TensorType kType> constexpr int kOffsetShift = block_offset_shift(kType);
 
 #include "engine/kernels/kernels_avx512_rows_inl.h"
 
@@ -143,26 +143,49 @@ GANTRY_VNNI void gemv_q8(const WeightView &w, const Activations &a, int64_t t0, 
   }
 }
 
-// ---- packed Q8_0 / Q4_0 (kernels.h, "repacked weights") ----------------------------------------
+// ---- packed 32-element block types (kernels.h, "repacked weights") ------------------------------
 //
-// A 16-row group is one stream: per block, 16 fp16 scales, then 8 (Q8_0) or 4 (Q4_0) 64-byte
-// chunks, each holding 4 bytes of every row, so one vpdpbusd against the token's 4 activation
-// bytes broadcast leaves every row's partial sum in its own lane: no folding of partial sums, and
-// T tokens share each weight load. Lane i of a token's result is row 16g + i's exact block sum,
-// then acc = fma(float(isum), d_w * d_x, acc) as in tile16, so the bits are tile16's.
+// A 16-row group is one stream: per block, 16 fp16 scales (Q4_1/Q5_1: and 16 mins, after all the
+// group's scales), then 8 (Q8_0) or 4 (the 4-bit types; Q5_0/Q5_1 first a chunk of their fifth
+// bits) 64-byte chunks, each holding 4 bytes of every row, so one vpdpbusd against the token's 4
+// activation bytes broadcast leaves every row's partial sum in its own lane: no folding of
+// partial sums, and T tokens share each weight load. The weights are made unsigned as the
+// row-major kernels make them (u = w + offset; Q8_0 is stored so), lane i of a token's result is
+// row 16g + i's exact block sum less offset x the token's block sum, then
+// acc = fma(float(isum), d_w * d_x, acc), and for Q4_1/Q5_1 accm = fma(m_w, d_x * sum_x, accm),
+// as in the row-major tiles: their bits.
+
+// A chunk's nibbles (elements bit0..bit0 + 3 of every row) made unsigned (rows_inl.h): Q5_0's
+// and Q5_1's fifth bits are bits bit0 + i of the row's qh dword for byte i.
+template <TensorType kType>
+GANTRY_VNNI_INLINE __m512i packed_nibbles(__m512i nib, __m512i qh, int bit0) {
+  if constexpr (kType == TensorType::kIQ4_NL) {
+    (void)qh;
+    (void)bit0;
+    return iq4nl_unsigned(nib);
+  } else if constexpr (block_fifth_bit(kType)) {
+    return add_fifth_bits(nib, qh, bit0 / 8, _mm512_set1_epi32(0x08040201 << (bit0 % 8)));
+  } else {
+    (void)qh;
+    (void)bit0;
+    return nib;
+  }
+}
+
 template <TensorType kType, int T>
 GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, int64_t g,
                                      int64_t t0, float *y, int64_t ldy) {
   const int64_t nb = w.cols / kQK;
-  constexpr int64_t kQuantBytes = kType == TensorType::kQ8_0 ? 512 : 256;
+  constexpr int64_t kQuantBytes = packed_block_chunks(kType) * 64;
   const char *group =
       static_cast<const char *>(w.data) + static_cast<size_t>(g) * kTileRows * w.row_stride;
-  const char *quants = group + nb * 32;
+  const char *mins = group + nb * 32;
+  const char *quants = group + packed_quants_at(kType, nb);
   NextGroupPrefetch prefetch(w, g, nb);
   const int8_t *xq[T];
   const float *xd[T];
   const int32_t *xs[T];
-  __m512 acc[T];
+  __m512 acc[T], accm[block_has_min(kType) ? T : 1];
 #pragma GCC unroll 8
   for (int j = 0; j < T; ++j) {
     const int64_t t = t0 + j;
@@ -170,18 +193,23 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
     xd[j] = a.d + t * nb;
     xs[j] = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
     acc[j] = _mm512_setzero_ps();
+    if constexpr (block_has_min(kType))
+      accm[j] = _mm512_setzero_ps();
   }
   for (int64_t b = 0; b < nb; ++b) {
     prefetch.step();
     const char *qb = quants + b * kQuantBytes;
-    // With few tokens, two chains of vpdpbusd per token (even and odd chunks; Q4_0's low and
-    // high nibbles), so that a block's 8 products are not one dependent chain of 8 latencies;
-    // 4 or more tokens are independent chains enough (and need the registers).
+    // With few tokens, two chains of vpdpbusd per token (even and odd chunks; the 4-bit types'
+    // low and high nibbles), so that a block's 8 products are not one dependent chain of 8
+    // latencies; 4 or more tokens are independent chains enough (and need the registers).
     constexpr bool kTwo = T < 4;
     __m512i isum[T], isum2[kTwo ? T : 1];
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
-      isum[j] = _mm512_set1_epi32(-(xs[j][b * kTokGroup] << kOffsetShift<kType>));
+      if constexpr (block_has_min(kType))
+        isum[j] = _mm512_setzero_si512();
+      else
+        isum[j] = _mm512_set1_epi32(-(xs[j][b * kTokGroup] << kOffsetShift<kType>));
       if constexpr (kTwo)
         isum2[j] = _mm512_setzero_si512();
     }
@@ -191,31 +219,31 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
         const __m512i u = _mm512_loadu_si512(qb + 64 * k);
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
-          int32_t x4;
-          std::memcpy(&x4, xq[j] + b * kQK + 4 * k, 4);
+          const int8_t *x4 = xq[j] + b * kQK + 4 * k;
           if (!kTwo || k % 2 == 0)
-            isum[j] = _mm512_dpbusd_epi32(isum[j], u, _mm512_set1_epi32(x4));
+            isum[j] = dpbusd_x4(isum[j], u, x4);
           else
-            isum2[kTwo ? j : 0] =
-                _mm512_dpbusd_epi32(isum2[kTwo ? j : 0], u, _mm512_set1_epi32(x4));
+            isum2[kTwo ? j : 0] = dpbusd_x4(isum2[kTwo ? j : 0], u, x4);
         }
       }
     } else {
+      const char *nibbles = qb + (block_fifth_bit(kType) ? 64 : 0);
+      const __m512i qh = block_fifth_bit(kType) ? _mm512_loadu_si512(qb) : _mm512_setzero_si512();
 #pragma GCC unroll 8
       for (int k = 0; k < 4; ++k) {
-        const __m512i v = _mm512_loadu_si512(qb + 64 * k);
-        const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+        const __m512i v = _mm512_loadu_si512(nibbles + 64 * k);
+        const __m512i lo =
+            packed_nibbles<kType>(_mm512_and_si512(v, _mm512_set1_epi8(0x0F)), qh, 4 * k);
+        const __m512i hi = packed_nibbles<kType>(
+            _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F)), qh, 16 + 4 * k);
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
-          int32_t xl, xh;
-          std::memcpy(&xl, xq[j] + b * kQK + 4 * k, 4);
-          std::memcpy(&xh, xq[j] + b * kQK + 16 + 4 * k, 4);
-          isum[j] = _mm512_dpbusd_epi32(isum[j], lo, _mm512_set1_epi32(xl));
+          const int8_t *xl = xq[j] + b * kQK + 4 * k, *xh = xl + 16;
+          isum[j] = dpbusd_x4(isum[j], lo, xl);
           if constexpr (kTwo)
-            isum2[j] = _mm512_dpbusd_epi32(isum2[j], hi, _mm512_set1_epi32(xh));
+            isum2[j] = dpbusd_x4(isum2[j], hi, xh);
           else
-            isum[j] = _mm512_dpbusd_epi32(isum[j], hi, _mm512_set1_epi32(xh));
+            isum[j] = dpbusd_x4(isum[j], hi, xh);
         }
       }
     }
@@ -231,10 +259,23 @@ GANTRY_VNNI_INLINE void group_packed(const WeightView &w, const Activations &a, 
       const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xd[j][b]));
       acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), scale, acc[j]);
     }
+    if constexpr (block_has_min(kType)) {
+      const __m512 mw = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(mins + b * kTileRows * 2)));
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        const float sx = xd[j][b] * static_cast<float>(xs[j][b * kTokGroup]);
+        accm[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx), accm[j]);
+      }
+    }
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < T; ++j)
-    _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, acc[j]);
+  for (int j = 0; j < T; ++j) {
+    __m512 out = acc[j];
+    if constexpr (block_has_min(kType))
+      out = _mm512_add_ps(acc[j], accm[j]);
+    _mm512_storeu_ps(y + (t0 + j) * ldy + g * kTileRows, out);
+  }
 }
 
 // One group_packed pass of T tokens from t (token_passes).
@@ -360,17 +401,21 @@ GANTRY_VNNI void gemv_float(const WeightView &w, const Activations &a, int64_t t
     avx2::matmul_rows(w, a, t0, t1, r, r1, y, ldy);
 }
 
+// gemv_packed for whichever of kTypes w is; false for the others.
+template <TensorType... kTypes>
+GANTRY_VNNI bool gemv_packed_of(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                                int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  return ((w.type == kTypes && (gemv_packed<kTypes>(w, a, t0, t1, r0, r1, y, ldy), true)) || ...);
+}
+
 } // namespace
 
 bool matmul_rows_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
                       int64_t r1, float *y, int64_t ldy) {
-  if (w.packed16 && (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0)) {
-    if (w.type == TensorType::kQ8_0)
-      gemv_packed<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy);
-    else
-      gemv_packed<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy);
+  if (w.packed16 &&
+      gemv_packed_of<TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                     TensorType::kQ5_1, TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy))
     return true;
-  }
   switch (w.type) {
   case TensorType::kQ8_0: gemv_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ4_0: gemv_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return true;

@@ -319,12 +319,16 @@ GANTRY_VNNI_INLINE __m512i scale_q4k(__m512i u0, __m512i u1, __m512i u2, int j) 
 
 // Group g x tokens [t0, t0 + T): x the activations, pairs the tokens' sums of 32 in int16 pairs
 // (4 per super-block, nbk * 4 per token), xd the scales.
-template <int T>
+// kQ5: Q5_K, whose fifth bits (bit j of qh byte l: element 32j + l) are or-ed into the nibbles
+// from its 8 qh chunks; the rest of its arithmetic is Q4_K's (the row-major kernels share it).
+template <int T, bool kQ5 = false>
 GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations &a,
                                          const int32_t *pairs, int64_t g, int64_t t0, float *y,
-                                         int64_t ldy) {
+                                         int64_t ldy, int part, int parts) {
   const int64_t cols = w.cols, nbk = cols / kQKK;
-  NextGroupPrefetch prefetch(w, g, nbk);
+  // Four prefetch steps a super-block: a burst of a whole step's lines (2.3 KiB at 2048
+  // columns) fills the core's miss buffers and stalls it (a quarter of an 8-sequence profile).
+  NextGroupPrefetch prefetch(w, g, nbk * 4, part, parts);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[T], accm[T];
 #pragma GCC unroll 4
@@ -333,8 +337,8 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
     accm[j] = _mm512_setzero_ps();
   }
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = packed_k_super<BlockQ4_K>(w, g, s);
-    prefetch.step();
+    const uint8_t *sb =
+        kQ5 ? packed_k_super<BlockQ5_K>(w, g, s) : packed_k_super<BlockQ4_K>(w, g, s);
     const __m512i u0 = _mm512_loadu_si512(sb + 64), u1 = _mm512_loadu_si512(sb + 128);
     const __m512i u2 = _mm512_loadu_si512(sb + 192);
     __m512i isum[T];
@@ -343,6 +347,7 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
       isum[j] = _mm512_setzero_si512();
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
+      prefetch.step();
       __m512i plo[T], phi[T];
 #pragma GCC unroll 4
       for (int j = 0; j < T; ++j) {
@@ -353,16 +358,21 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
 #pragma GCC unroll 8
       for (int k = 0; k < 8; ++k) {
         const __m512i v = _mm512_loadu_si512(chunks + 64 * k);
-        const __m512i lo = _mm512_and_si512(v, m4);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        __m512i lo = _mm512_and_si512(v, m4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if constexpr (kQ5) {
+          const __m512i qh = _mm512_loadu_si512(sb + 2304 + 64 * k);
+          const __m512i one = _mm512_set1_epi8(1);
+          lo = _mm512_or_si512(
+              lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2 * c), one), 4));
+          hi = _mm512_or_si512(
+              hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
 #pragma GCC unroll 4
         for (int j = 0; j < T; ++j) {
           const int8_t *x = a.qs + (t0 + j) * cols + s * kQKK + 64 * c + 4 * k;
-          int32_t xl, xh;
-          std::memcpy(&xl, x, 4);
-          std::memcpy(&xh, x + 32, 4);
-          plo[j] = _mm512_dpbusd_epi32(plo[j], lo, _mm512_set1_epi32(xl));
-          phi[j] = _mm512_dpbusd_epi32(phi[j], hi, _mm512_set1_epi32(xh));
+          plo[j] = dpbusd_x4(plo[j], lo, x);
+          phi[j] = dpbusd_x4(phi[j], hi, x + 32);
         }
       }
       const __m512i sc0 = scale_q4k<false>(u0, u1, u2, 2 * c);
@@ -415,9 +425,9 @@ GANTRY_VNNI_INLINE void group_q4k_packed(const WeightView &w, const Activations 
 template <int T>
 GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations &a,
                                          const int32_t *nbs, int64_t g, int64_t t0, float *y,
-                                         int64_t ldy) {
+                                         int64_t ldy, int part, int parts) {
   const int64_t cols = w.cols, nbk = cols / kQKK;
-  NextGroupPrefetch prefetch(w, g, nbk);
+  NextGroupPrefetch prefetch(w, g, nbk * 4, part, parts); // four steps a super-block, as for Q4_K
   const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
   __m512 acc[T];
 #pragma GCC unroll 4
@@ -425,7 +435,6 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
     acc[j] = _mm512_setzero_ps();
   for (int64_t s = 0; s < nbk; ++s) {
     const uint8_t *sb = packed_k_super<BlockQ6_K>(w, g, s);
-    prefetch.step();
     __m512i isum[T];
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j)
@@ -434,6 +443,7 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
     for (int h = 0; h < 2; ++h) {
 #pragma GCC unroll 1
       for (int half = 0; half < 2; ++half) {
+        prefetch.step();
 #pragma GCC unroll 4
         for (int m = 0; m < 4; ++m) {
           const int sub = 8 * h + 2 * m + half;
@@ -453,9 +463,8 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
             const __m512i u = _mm512_or_si512(lo4, _mm512_slli_epi16(hi2, 4));
 #pragma GCC unroll 4
             for (int j = 0; j < T; ++j) {
-              int32_t x4;
-              std::memcpy(&x4, a.qs + (t0 + j) * cols + s * kQKK + 128 * h + 4 * k + 32 * m, 4);
-              p[j] = _mm512_dpbusd_epi32(p[j], u, _mm512_set1_epi32(x4));
+              p[j] =
+                  dpbusd_x4(p[j], u, a.qs + (t0 + j) * cols + s * kQKK + 128 * h + 4 * k + 32 * m);
             }
           }
           // The rows' signed scale of this sub-block: byte sub % 4 of dword array sub / 4.
@@ -485,7 +494,8 @@ GANTRY_VNNI_INLINE void group_q6k_packed(const WeightView &w, const Activations 
 
 // One packed pass of T tokens from t (token_passes); sums holds the tokens' integers from t0
 // (kPackedSums per super-block and token).
-template <TensorType kType> constexpr int kPackedSums = kType == TensorType::kQ4_K ? 4 : 16;
+template <TensorType kType> constexpr int kPackedSums = kType == TensorType::kQ6_K ? 16 : 4;
+constexpr int kKPassTokens = 4; // tokens per pass over a group (their accumulators in registers)
 template <TensorType kType> struct KPackedPass {
   const WeightView &w;
   const Activations &a;
@@ -493,12 +503,16 @@ template <TensorType kType> struct KPackedPass {
   int64_t t0, g;
   float *y;
   int64_t ldy;
+  int parts; // passes over the group: each prefetches its share of the next one
   template <int T> GANTRY_VNNI_INLINE void run(int64_t t) {
     const int32_t *at = sums + (t - t0) * (w.cols / kQKK) * kPackedSums<kType>;
+    const int part = static_cast<int>((t - t0) / kKPassTokens);
     if constexpr (kType == TensorType::kQ4_K)
-      group_q4k_packed<T>(w, a, at, g, t, y, ldy);
+      group_q4k_packed<T>(w, a, at, g, t, y, ldy, part, parts);
+    else if constexpr (kType == TensorType::kQ5_K)
+      group_q4k_packed<T, true>(w, a, at, g, t, y, ldy, part, parts);
     else
-      group_q6k_packed<T>(w, a, at, g, t, y, ldy);
+      group_q6k_packed<T>(w, a, at, g, t, y, ldy, part, parts);
   }
 };
 
@@ -516,8 +530,8 @@ GANTRY_VNNI void gemv_k_packed(const WeightView &w, const Activations &a, int64_
     const int16_t *bs = a.bsums + t * w.cols / 16;
     int32_t *out = s.sums.data() + (t - t0) * nbk * kSums;
     for (int64_t b = 0; b < nbk; ++b) {
-      if constexpr (kType == TensorType::kQ4_K) {
-        // Q4_K: the sums of 32 (two Q8_K sums of 16 each) as int16 pairs (2q, 2q + 1).
+      if constexpr (kType != TensorType::kQ6_K) {
+        // Q4_K, Q5_K: the sums of 32 (two Q8_K sums of 16 each) as int16 pairs (2q, 2q + 1).
         for (int q = 0; q < 4; ++q) {
           const int32_t lo = bs[b * 16 + 4 * q] + bs[b * 16 + 4 * q + 1];
           const int32_t hi = bs[b * 16 + 4 * q + 2] + bs[b * 16 + 4 * q + 3];
@@ -532,8 +546,10 @@ GANTRY_VNNI void gemv_k_packed(const WeightView &w, const Activations &a, int64_
     }
   }
   for (int64_t g = r0 / kTileRows; g < r1 / kTileRows; ++g) {
-    KPackedPass<kType> pass{w, a, s.sums.data(), t0, g, y, ldy};
-    token_passes<4>(t0, t1, pass);
+    KPackedPass<kType> pass{
+        w, a, s.sums.data(), t0,
+        g, y, ldy,           static_cast<int>((n + kKPassTokens - 1) / kKPassTokens)};
+    token_passes<kKPassTokens>(t0, t1, pass);
   }
 }
 
@@ -541,10 +557,13 @@ GANTRY_VNNI void gemv_k_packed(const WeightView &w, const Activations &a, int64_
 
 bool matmul_rows_k_gemv(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  if (w.packed16 && (w.type == TensorType::kQ4_K || w.type == TensorType::kQ6_K) &&
+  if (w.packed16 &&
+      (w.type == TensorType::kQ4_K || w.type == TensorType::kQ5_K || w.type == TensorType::kQ6_K) &&
       t1 - t0 <= kTokGroup) {
     if (w.type == TensorType::kQ4_K)
       gemv_k_packed<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy);
+    else if (w.type == TensorType::kQ5_K)
+      gemv_k_packed<TensorType::kQ5_K>(w, a, t0, t1, r0, r1, y, ldy);
     else
       gemv_k_packed<TensorType::kQ6_K>(w, a, t0, t1, r0, r1, y, ldy);
     return true;

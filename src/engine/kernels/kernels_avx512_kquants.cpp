@@ -105,6 +105,7 @@ thread_local UnpackScratch t_unpack;
 // bytes are spread over the super-block's chunks).
 union KBlock {
   BlockQ4_K q4;
+  BlockQ5_K q5;
   BlockQ6_K q6;
 };
 template <TensorType kType>
@@ -113,6 +114,9 @@ GANTRY_VNNI_INLINE const char *block_of(const WeightView &w, int64_t r, int64_t 
     if constexpr (kType == TensorType::kQ4_K) {
       packed_k_block(w, r, s, &buf->q4);
       return reinterpret_cast<const char *>(&buf->q4);
+    } else if constexpr (kType == TensorType::kQ5_K) {
+      packed_k_block(w, r, s, &buf->q5);
+      return reinterpret_cast<const char *>(&buf->q5);
     } else if constexpr (kType == TensorType::kQ6_K) {
       packed_k_block(w, r, s, &buf->q6);
       return reinterpret_cast<const char *>(&buf->q6);

@@ -1,6 +1,7 @@
-// AVX-512 helpers shared by the decode kernels that read 16 rows at a time
-// (kernels_avx512_gemv.cpp, kernels_avx512_kgemv.cpp). Include inside
-// namespace gantry::engine::kernels::avx512vnni, after GANTRY_VNNI_INLINE is defined.
+// AVX-512 helpers shared by the kernels that read 16-row groups of repacked weights
+// (kernels_avx512_gemv.cpp, kernels_avx512_kgemv.cpp, kernels_avx512.cpp's prefill unpacking).
+// Include inside namespace gantry::engine::kernels::avx512vnni, after GANTRY_VNNI_INLINE is
+// defined.
 #pragma once
 
 inline int32_t load_i32(const char *p) {
@@ -28,6 +29,35 @@ GANTRY_VNNI_INLINE __m512i load_dwords16(const char *const *rows, size_t at) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+// isum + the products of u's 16 lanes' 4 bytes each with the token's 4 bytes at x, broadcast by the
+// instruction itself ({1to16}): GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32, one
+// more uop per product, and with 8 tokens those were a third of the loop's uops.
+using AliasedI32 = int32_t __attribute__((may_alias));
+GANTRY_VNNI_INLINE __m512i dpbusd_x4(__m512i isum, __m512i u, const int8_t *x) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0"
+      : "+v"(isum)
+      : "v"(u), "m"(*reinterpret_cast<const AliasedI32 *>(x)));
+  return isum;
+}
+
+// Packed 4-bit chunks made unsigned as the row-major kernels make them (kernels_impl.h,
+// block_offset_shift). IQ4_NL: its nibbles through its table, as value + 128.
+GANTRY_VNNI_INLINE __m512i iq4nl_unsigned(__m512i nib) {
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
+  return _mm512_xor_si512(_mm512_shuffle_epi8(table, nib),
+                          _mm512_set1_epi8(static_cast<char>(0x80)));
+}
+// Q5_0/Q5_1: + 16 where the fifth bit is set. Byte i of every dword takes a bit of byte `byte`
+// of the qh dword in the same lane: the one `bits` selects (byte i of each dword of `bits` holds
+// one set bit).
+GANTRY_VNNI_INLINE __m512i add_fifth_bits(__m512i nib, __m512i qh, int byte, __m512i bits) {
+  const __m512i pick = _mm512_add_epi8(_mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0),
+                                       _mm512_set1_epi8(static_cast<char>(byte)));
+  const __mmask64 fifth = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, pick), bits);
+  return _mm512_mask_add_epi8(nib, fifth, nib, _mm512_set1_epi8(16));
+}
+
 // Prefetch of the next 16-row group of a packed matrix (kernels.h) while this one is read: the
 // groups follow each other, and the hardware prefetcher alone leaves the core waiting at each
 // group's start. Spread over the `steps` steps of this group's loop, so that the next group has
@@ -35,10 +65,20 @@ GANTRY_VNNI_INLINE __m512i load_dwords16(const char *const *rows, size_t at) {
 struct NextGroupPrefetch {
   const char *next;
   int64_t bytes, per_step, done = 0;
-  NextGroupPrefetch(const WeightView &w, int64_t g, int64_t steps)
-      : next(static_cast<const char *>(w.data) + static_cast<size_t>(g + 1) * 16 * w.row_stride),
-        bytes((g + 1) * 16 < w.rows ? static_cast<int64_t>(16 * w.row_stride) : 0),
+  // Part `part` of `parts` of the next group's lines, for kernels that pass over a group several
+  // times (a pass per few tokens): each pass fetches its share, so that memory stays busy while
+  // the later passes compute from cache.
+  NextGroupPrefetch(const WeightView &w, int64_t g, int64_t steps, int64_t part = 0,
+                    int64_t parts = 1)
+      : next(static_cast<const char *>(w.data) + static_cast<size_t>(g + 1) * 16 * w.row_stride +
+             share(w, g, part, parts) * 64),
+        bytes((share(w, g, part + 1, parts) - share(w, g, part, parts)) * 64),
         per_step((bytes + steps * 64 - 1) / (steps * 64)) {}
+  // The first line of part `part`: lines * part / parts.
+  static int64_t share(const WeightView &w, int64_t g, int64_t part, int64_t parts) {
+    const int64_t lines = (g + 1) * 16 < w.rows ? w.row_stride / 4 : 0;
+    return parts == 1 ? lines * part : lines * part / parts; // no division per group at decode
+  }
   // Once per step.
   void step() {
     for (int64_t k = 0; k < per_step; ++k, done += 64) {

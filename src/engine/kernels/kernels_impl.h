@@ -33,6 +33,30 @@ namespace gantry::engine::kernels {
 //   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
 
+// The 32-element block types' weights as the vpdpbusd kernels multiply them (the unsigned
+// operand): u = w + 2^block_offset_shift — Q4_0's stored nibble w + 8, Q5_0's 5-bit w + 16 (its
+// fifth bits in qh), Q8_0's and IQ4_NL's values + 128 — and sum(u * x) - offset * sum(x) =
+// sum(w * x). Q4_1/Q5_1 (value d * u + m) have no offset but a min.
+constexpr bool block_has_min(TensorType t) {
+  return t == TensorType::kQ4_1 || t == TensorType::kQ5_1;
+}
+constexpr bool block_fifth_bit(TensorType t) {
+  return t == TensorType::kQ5_0 || t == TensorType::kQ5_1;
+}
+constexpr int block_offset_shift(TensorType t) {
+  return t == TensorType::kQ4_0 ? 3 : t == TensorType::kQ5_0 ? 4 : 7;
+}
+// Their packed layout (kernels.h, "repacked weights"), from a 16-row group's start: the nb
+// blocks' 16 fp16 scales, for Q4_1/Q5_1 as many mins, then per block packed_block_chunks 64-byte
+// chunks of 4 bytes of every row (Q5_0/Q5_1's qh chunk first). Packing (packed.cpp) and the
+// kernels that read it share these.
+constexpr int64_t packed_block_chunks(TensorType t) {
+  return t == TensorType::kQ8_0 ? 8 : block_fifth_bit(t) ? 5 : 4;
+}
+constexpr int64_t packed_quants_at(TensorType t, int64_t nb) {
+  return nb * 32 * (block_has_min(t) ? 2 : 1);
+}
+
 // Packed K-quants (kernels.h): super-block s of a 16-row group takes the 16 rows' blocks' bytes
 // (at group + s * 16 * sizeof(Block)), rearranged so that every 64 bytes hold 4 bytes of each row
 // (row i's at 4i). The pieces of row i, as copy(offset in its block, offset in the super-block,
@@ -40,17 +64,23 @@ constexpr int kTokGroup = 8;
 // Q4_K: d and dmin at 4i, the scale bytes 0-3, 4-7 and 8-11 as three arrays of 16 dwords (64,
 //   128, 192), then 32 chunks from 256: chunk 8c + k holds qs bytes 32c + 4k..+3 (its low nibbles
 //   are elements 64c + 4k.., sub-block 2c; its high nibbles 64c + 32 + 4k.., sub-block 2c + 1).
+// Q5_K: Q4_K's layout (its d, dmin, scales and qs), then 8 chunks from 2304: chunk m holds qh
+//   bytes 4m..4m + 3 (bit j of qh[l] is the fifth bit of element 32j + l).
 // Q6_K: d at 2i, the scale bytes 4p..4p + 3 as four arrays of 16 dwords (32 + 64p), then for half
 //   h and piece k, 192 bytes at 288 + (8h + k) * 192: ql bytes 64h + 4k.., ql bytes
 //   64h + 32 + 4k.. and qh bytes 32h + 4k.., 64 each.
 template <typename Block, typename Copy> inline void packed_k_pieces(size_t i, Copy &&copy) {
-  if constexpr (std::is_same_v<Block, BlockQ4_K>) {
-    copy(offsetof(BlockQ4_K, d), 4 * i, 2);
-    copy(offsetof(BlockQ4_K, dmin), 4 * i + 2, 2);
+  if constexpr (std::is_same_v<Block, BlockQ4_K> || std::is_same_v<Block, BlockQ5_K>) {
+    copy(offsetof(Block, d), 4 * i, 2);
+    copy(offsetof(Block, dmin), 4 * i + 2, 2);
     for (size_t part = 0; part < 3; ++part)
-      copy(offsetof(BlockQ4_K, scales) + 4 * part, 64 * (part + 1) + 4 * i, 4);
+      copy(offsetof(Block, scales) + 4 * part, 64 * (part + 1) + 4 * i, 4);
     for (size_t chunk = 0; chunk < 32; ++chunk)
-      copy(offsetof(BlockQ4_K, qs) + 4 * chunk, 256 + 64 * chunk + 4 * i, 4);
+      copy(offsetof(Block, qs) + 4 * chunk, 256 + 64 * chunk + 4 * i, 4);
+    if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+      for (size_t m = 0; m < 8; ++m)
+        copy(offsetof(BlockQ5_K, qh) + 4 * m, 2304 + 64 * m + 4 * i, 4);
+    }
   } else {
     static_assert(std::is_same_v<Block, BlockQ6_K>);
     copy(offsetof(BlockQ6_K, d), 2 * i, 2);
@@ -97,12 +127,13 @@ ActKind act_kind(TensorType t);
 // Whether the type's dot product needs Activations::sums (Q4_1, Q5_1).
 bool needs_block_sums(TensorType t);
 
-// Rows of flash attention's softmax·V whose weights are computed before the accumulation.
+// Rows of flash attention's softmax·V whose weights are computed before the accumulation (one
+// 16-lane vector of them on AVX-512).
 constexpr int64_t kAttendChunk = 16;
 // The online softmax's weights for rows [0, nr) of each head's scores s + h * s_stride: ms (the
 // rescale of what was accumulated) and vs (the row's weight), updating the running max m and sum,
-// as llama.cpp's flash attention computes them. Shared by every attend_rows_f16 so that they
-// agree bit for bit.
+// as llama.cpp's flash attention computes them: the AVX2 attend_rows_f16's. The scalar one computes
+// the same in its loop, the AVX-512 one 16 rows at a time (kernels_avx512_attend.cpp).
 inline void attend_weights(const float *s, int64_t s_stride, int n_q, int64_t nr, float *m,
                            float *sum, float (*ms)[kAttendChunk], float (*vs)[kAttendChunk]) {
   for (int h = 0; h < n_q; ++h) {
@@ -192,6 +223,9 @@ void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, i
 bool attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
                      int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
                      uint16_t *acc);
+// y[i] = std::exp(x[i]) bit for bit (glibc's expf as it runs on CPUs with FMA), 16 at a time;
+// what attend_rows_f16 computes its weights with.
+void exp_lanes(const float *x, float *y, int64_t n);
 } // namespace avx512vnni
 #endif
 

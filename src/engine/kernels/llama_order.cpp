@@ -515,6 +515,16 @@ void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t 
     out[r] = lanes::dot_f16<kLanes, reduce16>(q, rows + r * stride, n) * scale;
 }
 
+void dot_heads_f16(const float *const *q, int n_q, const uint16_t *rows, int64_t stride,
+                   int64_t n_rows, int64_t n, float scale, float *out, int64_t out_stride) {
+  if (build() == Build::kAvx2) {
+    build8::dot_heads_f16(q, n_q, rows, stride, n_rows, n, scale, out, out_stride);
+    return;
+  }
+  for (int h = 0; h < n_q; ++h)
+    dot_rows_f16(q[h], rows, stride, n_rows, n, scale, out + h * out_stride);
+}
+
 void silu_mul_row(const float *gate, const float *up, float *out, int64_t n) {
   if (build() == Build::kAvx2) {
     build8::silu_mul(gate, up, out, n);

@@ -39,5 +39,10 @@ void silu_mul_row(const float *gate, const float *up, float *out, int64_t n);
 // than 64 are summed in double, longer ones in four 16-lane accumulators, the rest in double.
 void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                   float scale, float *out);
+// dot_rows_f16 for the n_q query heads of a GQA group against the same rows, bit for bit:
+// out[h * out_stride + r]. The AVX2 build's order on AVX-512 CPUs loads each row once for all
+// heads and computes two heads per vector (the prefill attention's K·Q, most of its cost).
+void dot_heads_f16(const float *const *q, int n_q, const uint16_t *rows, int64_t stride,
+                   int64_t n_rows, int64_t n, float scale, float *out, int64_t out_stride);
 
 } // namespace gantry::engine::kernels::llama_order

@@ -1,11 +1,17 @@
 // llama.cpp's AVX2 build's arithmetic (see llama_order_impl.h). Compiled with -ffp-contract=off
 // (CMakeLists.txt): every fused multiply-add below is written out.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <immintrin.h>
 
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/llama_order_impl.h"
+
+// GCC 12's AVX-512 conversion intrinsics start from an undefined vector that
+// -Wuninitialized / -Wmaybe-uninitialized report (as in kernels_avx512.cpp).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #define GANTRY_L8_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define GANTRY_L8_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
@@ -156,6 +162,98 @@ GANTRY_L8_AVX2 void dot_rows_f16_avx2(const float *q, const uint16_t *rows, int6
     out[r] = dot_f16_avx2(q, rows + r * stride, n) * scale;
 }
 
+// ---- K·Q for the query heads of a GQA group, on AVX-512 -----------------------------------
+//
+// Each K row is loaded and converted once for all heads, and two heads share a zmm: head 2p's
+// 8 lanes in the low half, head 2p + 1's in the high half, against K's 8 columns in both halves.
+// Every lane does exactly dot_f16_avx2's fma sequence, and the reduction of four such vectors is
+// reduce_hadd_avx2's tree for eight dots at once (additions commute bit for bit, only their
+// grouping matters). Columns must be a multiple of kStep (no double-summed tail).
+
+#define GANTRY_L8_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,f16c")))
+#define GANTRY_L8_AVX512_INLINE                                                                    \
+  __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,f16c"), always_inline)) inline
+
+constexpr int64_t kHeadsScratch = 4096; // floats of interleaved queries (16 KiB of stack)
+
+GANTRY_L8_AVX512_INLINE __m512 load8h_twice(const uint16_t *p) {
+  return _mm512_cvtph_ps(
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))));
+}
+
+// NP head pairs (1..4) against one row; qp holds the pairs interleaved in 8-column pieces
+// ([pair][n / 8][16]). res[0..3]: heads 0, 2, 4, 6 of the block; res[8..11]: heads 1, 3, 5, 7.
+template <int NP>
+GANTRY_L8_AVX512_INLINE __m512 pair_dots(const float *qp, int64_t n, const uint16_t *k) {
+  __m512 a[NP][4];
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j)
+      a[p][j] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < n; i += kStep) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512 kv = load8h_twice(k + i + j * kLanes);
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p)
+        a[p][j] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(qp + 2 * (p * n + i + j * kLanes)), a[p][j]);
+    }
+  }
+  __m512 v[4];
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    if (p < NP) {
+      v[p] = _mm512_add_ps(_mm512_add_ps(a[p][0], a[p][2]), _mm512_add_ps(a[p][1], a[p][3]));
+      // t[i] = v[i] + v[i + 4] within each 8-lane half (reduce_hadd_avx2's first step).
+      v[p] = _mm512_add_ps(v[p], _mm512_shuffle_f32x4(v[p], v[p], _MM_SHUFFLE(2, 3, 0, 1)));
+    } else {
+      v[p] = v[0];
+    }
+  }
+  // The two horizontal adds: (t0 + t1) + (t2 + t3), four vectors at a time.
+  const __m512 p01 = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 p23 = _mm512_add_ps(_mm512_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_ps(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+GANTRY_L8_AVX512 void dot_heads_avx512(const float *const *q, int n_q, const uint16_t *rows,
+                                       int64_t stride, int64_t n_rows, int64_t n, float scale,
+                                       float *out, int64_t out_stride) {
+  const int pairs = (n_q + 1) / 2;
+  alignas(64) float qp[kHeadsScratch];
+  for (int p = 0; p < pairs; ++p) {
+    const float *lo = q[2 * p], *hi = q[std::min(2 * p + 1, n_q - 1)];
+    for (int64_t i = 0; i < n; i += kLanes) {
+      _mm256_store_ps(qp + 2 * (p * n + i), _mm256_loadu_ps(lo + i));
+      _mm256_store_ps(qp + 2 * (p * n + i) + kLanes, _mm256_loadu_ps(hi + i));
+    }
+  }
+  const __m512 sv = _mm512_set1_ps(scale);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint16_t *k = rows + r * stride;
+    for (int p0 = 0; p0 < pairs; p0 += 4) {
+      const float *qb = qp + 2 * p0 * n;
+      __m512 d;
+      switch (std::min(4, pairs - p0)) {
+      case 4: d = pair_dots<4>(qb, n, k); break;
+      case 3: d = pair_dots<3>(qb, n, k); break;
+      case 2: d = pair_dots<2>(qb, n, k); break;
+      default: d = pair_dots<1>(qb, n, k); break;
+      }
+      alignas(64) float res[16];
+      _mm512_store_ps(res, _mm512_mul_ps(d, sv));
+      const int h0 = 2 * p0, nh = std::min(8, n_q - h0);
+      for (int i = 0; i < nh; ++i)
+        out[(h0 + i) * out_stride + r] = res[(i & 1) * 8 + i / 2];
+    }
+  }
+}
+
 GANTRY_L8_AVX2_INLINE __m256 exp_avx2(__m256 x) {
   const __m256 r = _mm256_set1_ps(kShift);
   const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(kInvLn2), r);
@@ -246,6 +344,17 @@ void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t 
   }
   for (int64_t r = 0; r < n_rows; ++r)
     out[r] = dot_f16(q, rows + r * stride, n) * scale;
+}
+
+void dot_heads_f16(const float *const *q, int n_q, const uint16_t *rows, int64_t stride,
+                   int64_t n_rows, int64_t n, float scale, float *out, int64_t out_stride) {
+  if (active_isa() == Isa::kAvx512Vnni && n >= kStep && n % kStep == 0 &&
+      static_cast<int64_t>(n_q + 1) / 2 * 2 * n <= kHeadsScratch) {
+    dot_heads_avx512(q, n_q, rows, stride, n_rows, n, scale, out, out_stride);
+    return;
+  }
+  for (int h = 0; h < n_q; ++h)
+    dot_rows_f16(q[h], rows, stride, n_rows, n, scale, out + h * out_stride);
 }
 
 float dot_f16(const float *q, const uint16_t *k, int64_t n) {

@@ -100,6 +100,9 @@ void tiles(int t_count, const float *const *a, const float *const *b, int64_t k,
 float dot_f16(const float *q, const uint16_t *k, int64_t n);
 void dot_rows_f16(const float *q, const uint16_t *rows, int64_t stride, int64_t n_rows, int64_t n,
                   float scale, float *out);
+// dot_rows_f16 for n_q heads against the same rows: out[h * out_stride + r].
+void dot_heads_f16(const float *const *q, int n_q, const uint16_t *rows, int64_t stride,
+                   int64_t n_rows, int64_t n, float scale, float *out, int64_t out_stride);
 // ggml_vec_swiglu_f32: 8-lane chunks of that build's exp (a different one from AVX-512's), the
 // rest with libm's expf.
 void silu_mul(const float *gate, const float *up, float *out, int64_t n);

@@ -12,13 +12,17 @@ namespace {
 
 constexpr int kGroupRows = 16;
 
-// Q8_0 or Q4_0.
-size_t block_bytes(TensorType t) {
-  return t == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-}
+// The 32-element block types (those with Q8_0 activations) are packed as Q4_0 is: d first, for
+// Q4_1/Q5_1 the min second, then 4-byte pieces (Q5_0/Q5_1: qh, then qs).
+bool is_block32(TensorType t) { return act_kind(t) == ActKind::kQ8; }
+size_t block_bytes(TensorType t) { return gguf::type_traits(t).block_bytes; }
+// Bytes of a block before its 4-byte pieces: d, and the min.
+size_t head_bytes(TensorType t) { return block_has_min(t) ? 4 : 2; }
 // Q8_0's quants are stored unsigned: the sign bit of each byte flipped (both ways).
 uint32_t sign_flip(TensorType t) { return t == TensorType::kQ8_0 ? 0x80808080u : 0u; }
-bool is_k_quant(TensorType t) { return t == TensorType::kQ4_K || t == TensorType::kQ6_K; }
+bool is_k_quant(TensorType t) {
+  return t == TensorType::kQ4_K || t == TensorType::kQ5_K || t == TensorType::kQ6_K;
+}
 bool is_half(TensorType t) { return t == TensorType::kF16 || t == TensorType::kBF16; }
 
 // Byte offset of row r's 8 elements from column c8 * 8 in a packed F16/BF16 matrix.
@@ -27,20 +31,24 @@ size_t half_at(const WeightView &w, int64_t r, int64_t c8) {
          static_cast<size_t>(c8) * kGroupRows * 16 + static_cast<size_t>(r % kGroupRows) * 16;
 }
 // Bytes of one block's quants for 16 rows in the packed layout.
-size_t group_quant_bytes(TensorType t) { return kGroupRows * (block_bytes(t) - 2); }
+size_t group_quant_bytes(TensorType t) { return static_cast<size_t>(packed_block_chunks(t)) * 64; }
 
-// Where row r's block b lives in a packed matrix, in bytes from its start: the scale, and row
-// r's first 4-byte piece of the block's quants (piece k is k * 64 bytes further).
+// Where row r's block b lives in a packed matrix, in bytes from its start: the scale, the min
+// (Q4_1/Q5_1: the group's mins follow its scales), and row r's first 4-byte piece of the
+// block's quants (piece k is k * 64 bytes further).
 struct PackedAt {
   size_t scale;
+  size_t min;
   size_t quants;
 };
 PackedAt packed_at(const WeightView &w, int64_t r, int64_t b) {
   const int64_t nb = w.cols / kQK;
   const size_t group = static_cast<size_t>(r / kGroupRows) * kGroupRows * w.row_stride;
   const auto i = static_cast<size_t>(r % kGroupRows);
-  return {group + (static_cast<size_t>(b) * kGroupRows + i) * 2,
-          group + static_cast<size_t>(nb) * kGroupRows * 2 +
+  const size_t scales = static_cast<size_t>(nb) * kGroupRows * 2;
+  const size_t at = (static_cast<size_t>(b) * kGroupRows + i) * 2;
+  return {group + at, group + scales + at,
+          group + static_cast<size_t>(packed_quants_at(w.type, nb)) +
               static_cast<size_t>(b) * group_quant_bytes(w.type) + 4 * i};
 }
 
@@ -75,9 +83,8 @@ template <typename Block> WeightView pack_k(const WeightView &w, void *dst) {
 
 bool can_pack_rows16(const WeightView &w) {
   return active_isa() == Isa::kAvx512Vnni && !w.packed16 &&
-         (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0 || is_k_quant(w.type) ||
-          is_half(w.type)) &&
-         w.rows > 0 && w.rows % kGroupRows == 0 && w.cols > 0 &&
+         (is_block32(w.type) || is_k_quant(w.type) || is_half(w.type)) && w.rows > 0 &&
+         w.rows % kGroupRows == 0 && w.cols > 0 &&
          w.cols % (is_k_quant(w.type) ? kQKK
                    : is_half(w.type)  ? 8
                                       : kQK) ==
@@ -100,10 +107,14 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
   }
   if (w.type == TensorType::kQ4_K)
     return pack_k<BlockQ4_K>(w, dst);
+  if (w.type == TensorType::kQ5_K)
+    return pack_k<BlockQ5_K>(w, dst);
   if (w.type == TensorType::kQ6_K)
     return pack_k<BlockQ6_K>(w, dst);
   const int64_t nb = w.cols / kQK;
-  const size_t bb = block_bytes(w.type), pieces = (bb - 2) / 4; // 8 (Q8_0) or 4 (Q4_0)
+  const size_t bb = block_bytes(w.type), head = head_bytes(w.type);
+  const size_t pieces = (bb - head) / 4; // 8 (Q8_0), 5 (Q5_0, Q5_1) or 4
+  assert(pieces == static_cast<size_t>(packed_block_chunks(w.type)));
   const uint32_t flip = sign_flip(w.type);
   char *out = static_cast<char *>(dst);
   // Group by group, block by block: the 16 rows' blocks are read side by side and each 64-byte
@@ -113,22 +124,27 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
     for (int i = 0; i < kGroupRows; ++i)
       rows[i] = static_cast<const char *>(w.row(g * kGroupRows + i));
     char *group = out + static_cast<size_t>(g) * kGroupRows * w.row_stride;
-    char *quants = group + nb * kGroupRows * 2;
+    char *mins = group + nb * kGroupRows * 2;
+    char *quants = group + packed_quants_at(w.type, nb);
     for (int64_t b = 0; b < nb; ++b) {
       // The block's chunks are assembled in a local buffer and then copied out whole: scattered
       // 4-byte stores straight to the destination cost 5x more (each one a partial line).
       alignas(64) uint32_t staged[8 * kGroupRows];
-      uint16_t scales[kGroupRows];
+      uint16_t scales[kGroupRows], ms[kGroupRows];
       for (int i = 0; i < kGroupRows; ++i) {
         const char *blk = rows[i] + b * bb;
         std::memcpy(&scales[i], blk, 2);
+        if (block_has_min(w.type))
+          std::memcpy(&ms[i], blk + 2, 2);
         for (size_t k = 0; k < pieces; ++k) {
           uint32_t piece;
-          std::memcpy(&piece, blk + 2 + 4 * k, 4);
+          std::memcpy(&piece, blk + head + 4 * k, 4);
           staged[k * kGroupRows + i] = piece ^ flip;
         }
       }
       std::memcpy(group + b * kGroupRows * 2, scales, sizeof scales);
+      if (block_has_min(w.type))
+        std::memcpy(mins + b * kGroupRows * 2, ms, sizeof ms);
       std::memcpy(quants + static_cast<size_t>(b) * group_quant_bytes(w.type), staged,
                   group_quant_bytes(w.type));
     }
@@ -149,24 +165,28 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
     for (int64_t b = 0; b < w.cols / kQKK; ++b) {
       if (w.type == TensorType::kQ4_K)
         packed_k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
+      else if (w.type == TensorType::kQ5_K)
+        packed_k_block(w, r, b, static_cast<BlockQ5_K *>(dst) + b);
       else
         packed_k_block(w, r, b, static_cast<BlockQ6_K *>(dst) + b);
     }
     return;
   }
   const int64_t nb = w.cols / kQK;
-  const size_t qbytes = block_bytes(w.type) - 2;
+  const size_t head = head_bytes(w.type), qbytes = block_bytes(w.type) - head;
   const char *data = static_cast<const char *>(w.data);
   char *row = static_cast<char *>(dst);
   for (int64_t b = 0; b < nb; ++b) {
     const PackedAt at = packed_at(w, r, b);
     char *blk = row + b * block_bytes(w.type);
     std::memcpy(blk, data + at.scale, 2);
+    if (block_has_min(w.type))
+      std::memcpy(blk + 2, data + at.min, 2);
     for (size_t k = 0; k < qbytes / 4; ++k) {
       uint32_t piece;
       std::memcpy(&piece, data + at.quants + k * 64, 4);
       piece ^= sign_flip(w.type);
-      std::memcpy(blk + 2 + 4 * k, &piece, 4);
+      std::memcpy(blk + head + 4 * k, &piece, 4);
     }
   }
 }

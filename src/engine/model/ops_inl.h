@@ -90,8 +90,12 @@ void attention_group(const float *const *q, float *const *out, int n_q, int n_ct
   for (int j0 = 0; j0 < n;) {
     const int j1 = run_end(j0);
     const auto *kr = k_at(j0);
-    for (int h = 0; h < n_q; ++h)
-      kernels::dot_rows(qk[h], kr, stride, j1 - j0, head_dim, scale, scores + h * n + j0);
+    if constexpr (kF16) {
+      kernels::dot_rows_heads(qk, n_q, kr, stride, j1 - j0, head_dim, scale, scores + j0, n);
+    } else {
+      for (int h = 0; h < n_q; ++h)
+        kernels::dot_rows(qk[h], kr, stride, j1 - j0, head_dim, scale, scores + h * n + j0);
+    }
     j0 = j1;
   }
   if (softcap > 0.0f) {

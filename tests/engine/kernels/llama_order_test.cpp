@@ -245,5 +245,48 @@ TEST(LlamaOrderTest, F16DotRowsSumLikeGgmlVecDotF16) {
   }
 }
 
+// A GQA group's heads against the same fp16 rows in one call: each head's scores are exactly
+// dot_rows' (which the test above ties to ggml_vec_dot_f16), for odd head counts, more heads
+// than one vector block holds, rows with a stride, and widths with and without the fast path.
+TEST(LlamaOrderTest, F16DotHeadsGiveEachHeadsDotRows) {
+  for (Build bd : {Build::kAvx2, Build::kAvx512}) {
+    ScopedBuild build_scope(bd);
+    for (int64_t n : {32, 40, 64, 128, 256}) {
+      for (int n_q : {1, 2, 3, 7, 8, 9, 16}) {
+        const int64_t n_rows = 13, stride = n + 24;
+        std::vector<std::vector<float>> qs(n_q);
+        std::vector<const float *> qp(n_q);
+        for (int h = 0; h < n_q; ++h) {
+          qs[h] = random_floats(n, 100 + h);
+          for (auto &v : qs[h])
+            v = fp16_to_fp32(fp32_to_fp16(v));
+          qp[h] = qs[h].data();
+        }
+        const auto kf = random_floats(stride * n_rows, 7);
+        std::vector<uint16_t> k(kf.size());
+        fp32_to_fp16_row(kf.data(), k.data(), static_cast<int64_t>(kf.size()));
+        for (Isa isa : available_isas()) {
+          ScopedIsa scope(isa);
+          const int64_t out_stride = n_rows + 5;
+          std::vector<float> got(n_q * out_stride, -1.0f);
+          dot_rows_heads(qp.data(), n_q, k.data(), stride, n_rows, n, 0.125f, got.data(),
+                         out_stride);
+          for (int h = 0; h < n_q; ++h) {
+            float want[n_rows];
+            dot_rows(qp[h], k.data(), stride, n_rows, n, 0.125f, want);
+            for (int64_t r = 0; r < n_rows; ++r)
+              ASSERT_TRUE(same_bits(got[h * out_stride + r], want[r]))
+                  << build_name(bd) << " " << isa_name(isa) << " n=" << n << " n_q=" << n_q
+                  << " head " << h << " row " << r << ": " << got[h * out_stride + r] << " vs "
+                  << want[r];
+            for (int64_t r = n_rows; r < out_stride && h + 1 < n_q; ++r)
+              ASSERT_EQ(got[h * out_stride + r], -1.0f) << "wrote past the rows";
+          }
+        }
+      }
+    }
+  }
+}
+
 } // namespace
 } // namespace gantry::engine::kernels

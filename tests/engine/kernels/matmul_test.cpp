@@ -475,11 +475,11 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
   EXPECT_EQ(active_isa(), Isa::kScalar);
 }
 
-// Q8_0/Q4_0/Q4_K/Q6_K/F16/BF16 matrices repacked into the 16-row layouts (kernels.h, "repacked
-// weights"): the layout round-trips row by row, and matmul over the packed view gives the row-major
-// view's bits for decode (1-3 tokens) and batches, on one to three threads, odd block counts and
-// row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed view runs on unpacked rows,
-// same bits.
+// Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL/Q4_K/Q5_K/Q6_K/F16/BF16 matrices repacked into the 16-row layouts
+// (kernels.h, "repacked weights"): the layout round-trips row by row, and matmul over the packed
+// view gives the row-major view's bits for decode (1-3 tokens) and batches, on one to three
+// threads, odd block counts and row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed
+// view runs on unpacked rows, same bits.
 TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
   if (detected_isa() < Isa::kAvx512Vnni)
     GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
@@ -487,8 +487,9 @@ TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
   ThreadPool pool1(1), pool2(2), pool3(3);
   const std::pair<int64_t, int64_t> shapes[] = {{16, 32},   {48, 96},  {272, 1024}, {64, 2080},
                                                 {160, 544}, {32, 256}, {48, 768},   {64, 2304}};
-  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ6_K,
-                       TensorType::kF16, TensorType::kBF16}) {
+  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                       TensorType::kQ5_1, TensorType::kIQ4_NL, TensorType::kQ4_K, TensorType::kQ5_K,
+                       TensorType::kQ6_K, TensorType::kF16, TensorType::kBF16}) {
     for (bool raw : {false, true}) {
       for (auto [rows, cols] : shapes) {
         if (cols % gguf::type_traits(t).block_elems != 0)

@@ -1,10 +1,13 @@
 // The forward-pass vector helpers against straightforward double-precision references.
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/kernels_impl.h"
 #include "kernels_test_util.h"
 
 namespace gantry::engine::kernels {
@@ -132,6 +135,47 @@ TEST(OpsTest, SiluMulAddScaleDotAxpy) {
     }
   }
 }
+
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+// Attention's weights on AVX-512 use a copy of glibc's expf: every bit must be std::exp's. A
+// sweep over every 997th float (all 32 table entries and both signs many times over; every
+// float was checked once by hand with a step of 1), the boundaries of glibc's special cases,
+// and the values themselves.
+void expect_std_exp_bits(const std::vector<float> &x) {
+  std::vector<float> y(x.size() + 1, 7.0f);
+  avx512vnni::exp_lanes(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float want = std::exp(x[i]);
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(y[i])) << x[i];
+      continue;
+    }
+    ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(want))
+        << "exp(" << x[i] << " = 0x" << std::hex << std::bit_cast<uint32_t>(x[i]) << ")";
+  }
+  ASSERT_EQ(y[x.size()], 7.0f) << "wrote past the end";
+}
+
+TEST(OpsTest, ExpLanesGiveStdExpsBits) {
+  if (detected_isa() != Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 on this CPU";
+  constexpr uint64_t kStep = 997;
+  std::vector<float> x;
+  for (uint64_t u = 0; u <= 0xffffffffu; u += kStep) {
+    x.push_back(std::bit_cast<float>(static_cast<uint32_t>(u)));
+    if (x.size() == (1u << 20) + 3) {
+      expect_std_exp_bits(x);
+      x.clear();
+    }
+  }
+  for (float v : {0.0f, -0.0f, 88.0f, -88.0f, 0x1.62e42ep6f, 0x1.62e430p6f, -0x1.9fe368p6f,
+                  -0x1.9d1d9ep6f, -103.5f, -104.0f, INFINITY, -INFINITY, NAN, 1e-30f, -1e-45f})
+    x.push_back(v);
+  x.push_back(std::nextafter(88.0f, 0.0f));
+  x.push_back(std::nextafter(-88.0f, 0.0f));
+  expect_std_exp_bits(x);
+}
+#endif
 
 } // namespace
 } // namespace gantry::engine::kernels

@@ -96,14 +96,15 @@ INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
                                   (info.param.tied ? "_tied" : "");
                          });
 
-// Q8_0/Q4_0/Q4_K/Q6_K/F16 matrices are repacked at load for the decode kernels (kernels.h,
-// "repacked weights") when the AVX-512 VNNI kernels run: a prompt and then token-by-token decode
-// give the very logits of the same model loaded with GANTRY_NO_REPACK=1.
+// Q8_0/Q4_0/Q5_0/Q4_1/IQ4_NL/Q4_K/Q5_K/Q6_K/F16 matrices are repacked at load for the decode
+// kernels (kernels.h, "repacked weights") when the AVX-512 VNNI kernels run: a prompt and then
+// token-by-token decode give the very logits of the same model loaded with GANTRY_NO_REPACK=1.
 TEST(ModelLoadTest, RepackedWeightsGiveTheLogitsOfTheMappedOnes) {
   if (kernels::active_isa() < kernels::Isa::kAvx512Vnni)
     GTEST_SKIP() << "no AVX-512 VNNI kernels active: nothing is repacked";
-  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
-                          TensorType::kQ6_K, TensorType::kF16}) {
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ5_0,
+                          TensorType::kQ4_1, TensorType::kIQ4_NL, TensorType::kQ4_K,
+                          TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kF16}) {
     // K-quants need rows that are multiples of 256 elements.
     const bool k_quant = gguf::type_traits(type).block_elems == 256;
     SynthShape shape{

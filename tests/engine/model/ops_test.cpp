@@ -165,11 +165,12 @@ TEST(AttentionTest, Fp16AccumulatorOverflowFallsBackToFp32) {
 }
 
 // The AVX2 and AVX-512 kernels give the scalar one's bits (rescaling included: the scores rise and
-// fall), at widths the 16-lane kernel takes (64, 128: 8 and 12 heads kept in registers) and one
-// it leaves to AVX2 (19).
+// fall), at widths the 16-lane kernel takes in pieces of 64 lanes (up to 4 heads), 32 and 16
+// (the heads in blocks of 8), and one it leaves to AVX2 (19).
 TEST(AttentionTest, AttendRowsF16IsTheSameOnEveryInstructionSet) {
-  for (auto [n, heads] :
-       {std::pair{19, 5}, std::pair{64, 8}, std::pair{128, 12}, std::pair{32, 3}}) {
+  for (auto [n, heads] : {std::pair{19, 5}, std::pair{64, 8}, std::pair{128, 12}, std::pair{32, 3},
+                          std::pair{64, 4}, std::pair{128, 2}, std::pair{112, 3}, std::pair{48, 9},
+                          std::pair{16, 17}, std::pair{256, 1}}) {
     const int rows = 37;
     std::vector<uint16_t> v(static_cast<size_t>(rows) * n);
     std::vector<float> s(static_cast<size_t>(rows) * heads);
