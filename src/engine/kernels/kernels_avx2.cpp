@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -519,6 +520,12 @@ GANTRY_AVX2_INLINE float abs_max(const float *x, int64_t n) {
 
 GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  if (w.packed16) {
+    // matmul.cpp hands packed rows only to calls matmul_rows_packed takes.
+    [[maybe_unused]] const bool done = matmul_rows_packed(w, a, t0, t1, r0, r1, y, ldy);
+    assert(done);
+    return;
+  }
   switch (w.type) {
   case TensorType::kQ8_0: matmul_q8<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ4_0: matmul_q8<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return;

@@ -58,36 +58,6 @@ GANTRY_VNNI_INLINE __m512i add_fifth_bits(__m512i nib, __m512i qh, int byte, __m
   return _mm512_mask_add_epi8(nib, fifth, nib, _mm512_set1_epi8(16));
 }
 
-// Prefetch of the next 16-row group of a packed matrix (kernels.h) while this one is read: the
-// groups follow each other, and the hardware prefetcher alone leaves the core waiting at each
-// group's start. Spread over the `steps` steps of this group's loop, so that the next group has
-// arrived when this one ends (a group of Q8_0 rows 2048 wide is 34 KiB).
-struct NextGroupPrefetch {
-  const char *next;
-  int64_t bytes, per_step, done = 0;
-  // Part `part` of `parts` of the next group's lines, for kernels that pass over a group several
-  // times (a pass per few tokens): each pass fetches its share, so that memory stays busy while
-  // the later passes compute from cache.
-  NextGroupPrefetch(const WeightView &w, int64_t g, int64_t steps, int64_t part = 0,
-                    int64_t parts = 1)
-      : next(static_cast<const char *>(w.data) + static_cast<size_t>(g + 1) * 16 * w.row_stride +
-             share(w, g, part, parts) * 64),
-        bytes((share(w, g, part + 1, parts) - share(w, g, part, parts)) * 64),
-        per_step((bytes + steps * 64 - 1) / (steps * 64)) {}
-  // The first line of part `part`: lines * part / parts.
-  static int64_t share(const WeightView &w, int64_t g, int64_t part, int64_t parts) {
-    const int64_t lines = (g + 1) * 16 < w.rows ? w.row_stride / 4 : 0;
-    return parts == 1 ? lines * part : lines * part / parts; // no division per group at decode
-  }
-  // Once per step.
-  void step() {
-    for (int64_t k = 0; k < per_step; ++k, done += 64) {
-      if (done < bytes)
-        _mm_prefetch(next + done, _MM_HINT_T0);
-    }
-  }
-};
-
 // Runs pass.template run<T>(t) over tokens [t0, t1) in passes of kMax tokens, then one pass of
 // the T < kMax left: the packed kernels keep T tokens' accumulators in registers.
 template <int T, typename Pass>

@@ -32,6 +32,9 @@ namespace gantry::engine::kernels {
 //   d8[(g*nbk + s)*8 + j] = d[(8g+j)*nbk + s],  sum8[((g*nbk + s)*16 + h)*8 + j] = bsums of
 //   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
+// Calls of at most this many tokens (decode, batched decode steps) are what the AVX2 kernels read
+// repacked weights in place for; larger ones run on rows unpacked to scratch.
+constexpr int64_t kPackedMaxTokens = kTokGroup;
 
 // The 32-element block types' weights as the vpdpbusd kernels multiply them (the unsigned
 // operand): u = w + 2^block_offset_shift — Q4_0's stored nibble w + 8, Q5_0's 5-bit w + 16 (its
@@ -110,6 +113,38 @@ inline void packed_k_block(const WeightView &w, int64_t r, int64_t s, Block *out
                            std::memcpy(reinterpret_cast<char *>(out) + in_block, sb + in_super, n);
                          });
 }
+
+// Prefetch of the next 16-row group of a packed matrix (kernels.h; the AVX-512 and AVX2 packed
+// kernels) while this one is read: the groups follow each other, and the hardware prefetcher
+// alone leaves the core waiting at each group's start. Spread over the `steps` steps of this
+// group's loop, so that the next group has arrived when this one ends (a group of Q8_0 rows 2048
+// wide is 34 KiB).
+struct NextGroupPrefetch {
+  const char *next;
+  int64_t bytes, per_step, done = 0;
+  // Part `part` of `parts` of the next group's lines, for kernels that pass over a group several
+  // times (a pass per few tokens): each pass fetches its share, so that memory stays busy while
+  // the later passes compute from cache.
+  NextGroupPrefetch(const WeightView &w, int64_t g, int64_t steps, int64_t part = 0,
+                    int64_t parts = 1)
+      : next(static_cast<const char *>(w.data) + static_cast<size_t>(g + 1) * 16 * w.row_stride +
+             share(w, g, part, parts) * 64),
+        bytes((share(w, g, part + 1, parts) - share(w, g, part, parts)) * 64),
+        per_step((bytes + steps * 64 - 1) / (steps * 64)) {}
+  // The first line of part `part`: lines * part / parts.
+  static int64_t share(const WeightView &w, int64_t g, int64_t part, int64_t parts) {
+    const int64_t lines = (g + 1) * 16 < w.rows ? w.row_stride / 4 : 0;
+    return parts == 1 ? lines * part : lines * part / parts; // no division per group at decode
+  }
+  // Once per step.
+  void step() {
+    for (int64_t k = 0; k < per_step; ++k, done += 64) {
+      if (done < bytes)
+        __builtin_prefetch(next + done, 0, 3); // prefetcht0
+    }
+  }
+};
+
 struct Activations {
   const float *x = nullptr;
   const int8_t *qs = nullptr;
@@ -190,6 +225,13 @@ float dot_row_quants(TensorType type, const void *row, const Activations &a, int
 #define GANTRY_KERNELS_HAVE_AVX2 1
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
+// Decode over repacked weights (kernels_avx2_packed.cpp): whole 16-row groups of a packed
+// 32-element block type or F16/BF16 matrix x up to kPackedMaxTokens tokens; the row-major
+// kernels' bits. Returns false (doing nothing) for other types and shapes.
+bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy);
+// The types matmul_rows_packed reads (the K-quants stay row-major under AVX2).
+bool packs_rows16(TensorType type);
 // matmul_rows for the K-quants (kernels_avx2_quants.cpp).
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);

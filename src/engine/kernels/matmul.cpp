@@ -74,11 +74,16 @@ void pack_groups(const Activations &a, int64_t n_tokens, int64_t g0, int64_t g1,
   }
 }
 
-// Whether the kernels of the active ISA read rows [r0, r1) of a packed matrix in place: the
-// AVX-512 VNNI ones, on whole 16-row groups.
-bool packed_kernels_take([[maybe_unused]] int64_t r0, [[maybe_unused]] int64_t r1) {
+// Whether the kernels of the active ISA read rows [r0, r1) of packed matrix w in place for a call
+// of n_tokens: the AVX-512 VNNI ones always, the AVX2 ones for decode (avx2::matmul_rows_packed),
+// both on whole 16-row groups.
+bool packed_kernels_take([[maybe_unused]] const WeightView &w, [[maybe_unused]] int64_t r0,
+                         [[maybe_unused]] int64_t r1, [[maybe_unused]] int64_t n_tokens) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
-  return active_isa() == Isa::kAvx512Vnni && r0 % 16 == 0 && r1 % 16 == 0;
+  if (r0 % 16 != 0 || r1 % 16 != 0)
+    return false;
+  return active_isa() == Isa::kAvx512Vnni ||
+         (active_isa() == Isa::kAvx2 && n_tokens <= kPackedMaxTokens && avx2::packs_rows16(w.type));
 #else
   return false;
 #endif
@@ -296,7 +301,7 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
   // Rows [r0, r1) of matrix i.
   auto work_one = [&](int i, int64_t r0, int64_t r1) {
     const MatmulOut &o = outs[i];
-    if (o.w->packed16 && !packed_kernels_take(r0, r1)) {
+    if (o.w->packed16 && !packed_kernels_take(*o.w, r0, r1, n_tokens)) {
       const WeightView rows = unpack_rows(*o.w, r0, r1);
       for (int64_t t0 = 0; t0 < n_tokens; t0 += token_chunk)
         rows_fn(rows, a, t0, std::min(n_tokens, t0 + token_chunk), 0, r1 - r0, o.y + r0, o.ldy);

@@ -79,12 +79,25 @@ template <typename Block> WeightView pack_k(const WeightView &w, void *dst) {
   return packed_view(w, dst);
 }
 
+// The AVX-512 VNNI kernels read every packed type; the AVX2 ones all but the K-quants
+// (avx2::packs_rows16).
+bool isa_packs(TensorType t) {
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+  switch (active_isa()) {
+  case Isa::kAvx512Vnni: return is_block32(t) || is_k_quant(t) || is_half(t);
+  case Isa::kAvx2: return avx2::packs_rows16(t);
+  default: return false;
+  }
+#else
+  (void)t;
+  return false;
+#endif
+}
+
 } // namespace
 
 bool can_pack_rows16(const WeightView &w) {
-  return active_isa() == Isa::kAvx512Vnni && !w.packed16 &&
-         (is_block32(w.type) || is_k_quant(w.type) || is_half(w.type)) && w.rows > 0 &&
-         w.rows % kGroupRows == 0 && w.cols > 0 &&
+  return isa_packs(w.type) && !w.packed16 && w.rows > 0 && w.rows % kGroupRows == 0 && w.cols > 0 &&
          w.cols % (is_k_quant(w.type) ? kQKK
                    : is_half(w.type)  ? 8
                                       : kQK) ==

@@ -479,11 +479,11 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
 // (kernels.h, "repacked weights"): the layout round-trips row by row, and matmul over the packed
 // view gives the row-major view's bits for decode (1-3 tokens) and batches, on one to three
 // threads, odd block counts and row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed
-// view runs on unpacked rows, same bits.
-TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
-  if (detected_isa() < Isa::kAvx512Vnni)
-    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
-  ScopedIsa vnni(Isa::kAvx512Vnni);
+// view runs on unpacked rows, same bits. Then the same under AVX2, whose kernels read the packed
+// 32-element block types and F16/BF16 in place for up to 8 tokens (kernels_avx2_packed.cpp) and
+// do not pack the K-quants.
+void packed_rows_give_the_row_major_bits(Isa isa) {
+  ScopedIsa scoped(isa);
   ThreadPool pool1(1), pool2(2), pool3(3);
   const std::pair<int64_t, int64_t> shapes[] = {{16, 32},   {48, 96},  {272, 1024}, {64, 2080},
                                                 {160, 544}, {32, 256}, {48, 768},   {64, 2304}};
@@ -495,8 +495,13 @@ TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
         if (cols % gguf::type_traits(t).block_elems != 0)
           continue;
         const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 3 + cols), raw);
-        const std::string what =
-            name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" + std::to_string(cols);
+        const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" +
+                                 std::to_string(cols) + (isa == Isa::kAvx2 ? " (AVX2)" : "");
+        const bool k_quant = gguf::type_traits(t).block_elems == 256;
+        if (isa == Isa::kAvx2 && k_quant) {
+          ASSERT_FALSE(can_pack_rows16(m.view())) << what;
+          continue;
+        }
         ASSERT_TRUE(can_pack_rows16(m.view())) << what;
         ASSERT_EQ(packed_bytes(m.view()), m.data.size());
         std::vector<uint8_t> buf(m.data.size());
@@ -553,13 +558,21 @@ TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
   }
 }
 
-// A packed matrix sharing a matmul_multi call with an unpackable one whose row count is not a
-// multiple of 16 gets row chunks that do not start on its 16-row groups: those run on unpacked
-// rows, and every output keeps the bits of its own matmul.
-TEST(MatmulTest, PackedRowsOffTheGroupBoundaryRunUnpacked) {
+TEST(MatmulTest, PackedRowsGiveTheRowMajorBits) {
   if (detected_isa() < Isa::kAvx512Vnni)
     GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or GANTRY_NO_AVX512 is set)";
-  ScopedIsa vnni(Isa::kAvx512Vnni);
+  packed_rows_give_the_row_major_bits(Isa::kAvx512Vnni);
+}
+
+TEST(MatmulTest, PackedRowsGiveTheRowMajorBitsUnderAvx2) {
+  if (detected_isa() < Isa::kAvx2)
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  packed_rows_give_the_row_major_bits(Isa::kAvx2);
+}
+
+// A packed matrix sharing a matmul_multi call with an unpackable one (see below), under isa.
+void packed_rows_off_the_group_boundary_run_unpacked(Isa isa) {
+  ScopedIsa scoped(isa);
   ThreadPool pool2(2), pool3(3);
   const int64_t cols = 512;
   const Matrix odd = make_matrix(TensorType::kQ8_0, 40, cols, 5, true);
@@ -585,5 +598,19 @@ TEST(MatmulTest, PackedRowsOffTheGroupBoundaryRunUnpacked) {
   }
 }
 
+// A packed matrix sharing a matmul_multi call with an unpackable one whose row count is not a
+// multiple of 16 gets row chunks that do not start on its 16-row groups: those run on unpacked
+// rows, and every output keeps the bits of its own matmul.
+// (Both ISAs that pack.)
+TEST(MatmulTest, PackedRowsOffTheGroupBoundaryRunUnpacked) {
+  if (detected_isa() < Isa::kAvx2)
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512Vnni}) {
+    if (detected_isa() < isa)
+      continue;
+    SCOPED_TRACE(isa == Isa::kAvx2 ? "AVX2" : "AVX-512 VNNI");
+    packed_rows_off_the_group_boundary_run_unpacked(isa);
+  }
+}
 } // namespace
 } // namespace gantry::engine::kernels

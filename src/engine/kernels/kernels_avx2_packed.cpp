@@ -1,0 +1,325 @@
+// AVX2 decode over repacked weights (kernels.h, "repacked weights"): the 32-element block types
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) and F16/BF16, for calls of up to 8 tokens (one sequence
+// decoding, or a batched decode step). Machines without AVX-512 (Zen 2/3, most client CPUs)
+// decoded from row-major weights, 8 rows side by side, which is 8 concurrent streams per core
+// plus a horizontal-add tree and a scale gather per block; a packed 16-row group is one stream
+// whose 64-byte chunks hold 4 bytes of every row, so a product leaves each row's partial sum in
+// its own lane.
+//
+// Bits: those of kernels_avx2.cpp's row-major kernels (and so of every batch size and ISA): per
+// 32-block the exact int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the
+// blocks in order (Q4_1/Q5_1: accm = fma(m_w, d_x * sum_x, accm), output acc + accm); for
+// F16/BF16 8 lanes over the columns per output, fma in column order, then hsum.
+//
+// Without VNNI, products go through maddubs (unsigned x signed bytes into saturating int16
+// pairs): the 4- and 5-bit types' unsigned values u fit it directly; Q8_0's bytes (stored as
+// w + 128) and IQ4_NL's table values are signed and take the sign trick maddubs(|w|, sign(x, w)),
+// whose pairs stay within 2 x 128 x 127.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/kernels/kernels_impl.h"
+
+#define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define GANTRY_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+namespace gantry::engine::kernels::avx2 {
+namespace {
+
+constexpr int64_t kGroupRows = 16;
+
+template <TensorType kType>
+constexpr bool kSignTrick = kType == TensorType::kQ8_0 || kType == TensorType::kIQ4_NL;
+// Q4_0/Q4_1 (u <= 15): a block's 8 maddubs results per row pair sum in int16 without overflow
+// (8 x 2 x 15 x 127 = 30,480); the others widen at each product.
+template <TensorType kType>
+constexpr bool kInt16Sums = kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1;
+// sum(u * x) - offset * sum(x) for the unsigned types with an offset (Q4_0: 8, Q5_0: 16).
+template <TensorType kType>
+constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
+                        : kType == TensorType::kQ5_0 ? 16
+                                                     : 0;
+
+// The token's 4 activation bytes at x in every dword.
+GANTRY_AVX2_INLINE __m256i broadcast_x4(const int8_t *x) {
+  int32_t v;
+  std::memcpy(&v, x, sizeof v);
+  return _mm256_set1_epi32(v);
+}
+
+// Q5_0/Q5_1: 0x10 in byte i of each row's dword where bit bit0 + i of that row's qh dword is set
+// (byte i holds element bit0 + i). Each dword's byte bit0 / 8 is spread over its 4 bytes, and
+// byte i keeps bit (bit0 % 8) + i of it.
+GANTRY_AVX2_INLINE __m256i fifth_bits(__m256i qh, int bit0) {
+  const __m256i pick = _mm256_add_epi8(_mm256_set_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0,
+                                                        0x0C0C0C0C, 0x08080808, 0x04040404, 0),
+                                       _mm256_set1_epi8(static_cast<char>(bit0 / 8)));
+  const __m256i bits = _mm256_set1_epi32(0x08040201 << (bit0 % 8));
+  const __m256i spread = _mm256_and_si256(_mm256_shuffle_epi8(qh, pick), bits);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(spread, bits), _mm256_set1_epi8(0x10));
+}
+
+// A chunk half's nibbles (elements bit0..bit0 + 3 of 8 rows) as the values the products take:
+// IQ4_NL's through its table (signed), Q5_0/Q5_1's with their fifth bits, the others as stored.
+template <TensorType kType>
+GANTRY_AVX2_INLINE __m256i nibble_values(__m256i nib, __m256i qh, int bit0) {
+  if constexpr (kType == TensorType::kIQ4_NL) {
+    (void)qh;
+    (void)bit0;
+    const __m256i table = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(kIq4nlValues)));
+    return _mm256_shuffle_epi8(table, nib);
+  } else if constexpr (block_fifth_bit(kType)) {
+    return _mm256_or_si256(nib, fifth_bits(qh, bit0));
+  } else {
+    (void)qh;
+    (void)bit0;
+    return nib;
+  }
+}
+
+// The products of 8 rows' 4 values each (v; |v| in av for the signed types) with the token's 4
+// bytes x: int16 pairs for kInt16Sums, otherwise one int32 per row.
+template <TensorType kType> GANTRY_AVX2_INLINE __m256i products(__m256i v, __m256i av, __m256i x) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (kSignTrick<kType>) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(x, v)), ones);
+  } else if constexpr (kInt16Sums<kType>) {
+    (void)av;
+    (void)ones;
+    return _mm256_maddubs_epi16(v, x);
+  } else {
+    (void)av;
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones);
+  }
+}
+
+template <TensorType kType> GANTRY_AVX2_INLINE __m256i accumulate(__m256i sum, __m256i p) {
+  return kInt16Sums<kType> ? _mm256_add_epi16(sum, p) : _mm256_add_epi32(sum, p);
+}
+
+// Group g (rows 16g..16g + 15) x tokens [t0, t0 + T): lanes of half h are rows 16g + 8h + i.
+// T <= 2 keeps every accumulator in the 16 ymm registers.
+template <TensorType kType, int T>
+GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64_t g, int64_t t0,
+                                float *y, int64_t ldy) {
+  const int64_t nb = w.cols / kQK;
+  constexpr int64_t kQuantBytes = packed_block_chunks(kType) * 64;
+  const char *group =
+      static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
+  const char *mins = group + nb * 32;
+  const char *quants = group + packed_quants_at(kType, nb);
+  NextGroupPrefetch prefetch(w, g, nb);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t *xq[T];
+  const float *xd[T];
+  const int32_t *xs[T];
+  __m256 acc[T][2], accm[T][2];
+#pragma GCC unroll 2
+  for (int j = 0; j < T; ++j) {
+    const int64_t t = t0 + j;
+    xq[j] = a.qs + t * w.cols;
+    xd[j] = a.d + t * nb;
+    xs[j] = a.sum8 + (t / kTokGroup) * nb * kTokGroup + t % kTokGroup;
+    for (int h = 0; h < 2; ++h) {
+      acc[j][h] = _mm256_setzero_ps();
+      accm[j][h] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch.step();
+    const char *qb = quants + b * kQuantBytes;
+    __m256i isum[T][2];
+#pragma GCC unroll 2
+    for (int j = 0; j < T; ++j) {
+      isum[j][0] = _mm256_setzero_si256();
+      isum[j][1] = _mm256_setzero_si256();
+    }
+    if constexpr (kType == TensorType::kQ8_0) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v = _mm256_xor_si256(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qb + 64 * k + 32 * h)),
+              _mm256_set1_epi8(static_cast<char>(0x80)));
+          const __m256i av = _mm256_abs_epi8(v);
+#pragma GCC unroll 2
+          for (int j = 0; j < T; ++j) {
+            isum[j][h] = accumulate<kType>(
+                isum[j][h], products<kType>(v, av, broadcast_x4(xq[j] + b * kQK + 4 * k)));
+          }
+        }
+      }
+    } else {
+      const char *nibbles = qb + (block_fifth_bit(kType) ? 64 : 0);
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256i qh =
+              block_fifth_bit(kType)
+                  ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qb + 32 * h))
+                  : _mm256_setzero_si256();
+          const __m256i v =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i *>(nibbles + 64 * k + 32 * h));
+          const __m256i lo =
+              nibble_values<kType>(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), qh, 4 * k);
+          const __m256i hi = nibble_values<kType>(
+              _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)), qh, 16 + 4 * k);
+          const __m256i alo = kSignTrick<kType> ? _mm256_abs_epi8(lo) : lo;
+          const __m256i ahi = kSignTrick<kType> ? _mm256_abs_epi8(hi) : hi;
+#pragma GCC unroll 2
+          for (int j = 0; j < T; ++j) {
+            const int8_t *xl = xq[j] + b * kQK + 4 * k;
+            const __m256i p = accumulate<kType>(products<kType>(lo, alo, broadcast_x4(xl)),
+                                                products<kType>(hi, ahi, broadcast_x4(xl + 16)));
+            isum[j][h] = accumulate<kType>(isum[j][h], p);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256 dw = _mm256_cvtph_ps(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(group + b * 32 + 16 * h)));
+      __m256 mw = _mm256_setzero_ps();
+      if constexpr (block_has_min(kType))
+        mw = _mm256_cvtph_ps(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(mins + b * 32 + 16 * h)));
+#pragma GCC unroll 2
+      for (int j = 0; j < T; ++j) {
+        __m256i s = isum[j][h];
+        if constexpr (kInt16Sums<kType>)
+          s = _mm256_madd_epi16(s, ones);
+        if constexpr (kOffset<kType> != 0)
+          s = _mm256_sub_epi32(s, _mm256_set1_epi32(kOffset<kType> * xs[j][b * kTokGroup]));
+        const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xd[j][b]));
+        acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[j][h]);
+        if constexpr (block_has_min(kType)) {
+          const float sx = xd[j][b] * static_cast<float>(xs[j][b * kTokGroup]);
+          accm[j][h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sx), accm[j][h]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int j = 0; j < T; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      __m256 out = acc[j][h];
+      if constexpr (block_has_min(kType))
+        out = _mm256_add_ps(acc[j][h], accm[j][h]);
+      _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h, out);
+    }
+  }
+}
+
+template <TensorType kType>
+GANTRY_AVX2 void gemv_q(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+    int64_t t = t0;
+    for (; t + 2 <= t1; t += 2)
+      group_q<kType, 2>(w, a, g, t, y, ldy);
+    if (t < t1)
+      group_q<kType, 1>(w, a, g, t, y, ldy);
+  }
+}
+
+// Exactly kernels_avx2.cpp's hsum.
+GANTRY_AVX2_INLINE float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8_packed(const char *p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+  if constexpr (kType == TensorType::kF16)
+    return _mm256_cvtph_ps(h);
+  else
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// Group g of a packed F16/BF16 matrix x token t. A column step of the 16 rows is 256 contiguous
+// bytes (row i's 8 elements at 16i), and 16 rows' accumulators do not fit the 16 ymm registers
+// beside the activations: the first pass takes rows 0-7 (the step's first two lines) and fetches
+// the other two into L2 for the second pass, so that memory sees one stream.
+template <TensorType kType>
+GANTRY_AVX2_INLINE void group_float(const WeightView &w, const Activations &a, int64_t g, int64_t t,
+                                    float *y, int64_t ldy) {
+  const int64_t n = w.cols;
+  const char *group =
+      static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
+  const float *x = a.x + t * n;
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    NextGroupPrefetch prefetch(w, g, n / 8, h, 2);
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p)
+      acc[p] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n; k += 8) {
+      const char *step = group + k * 32;
+      if (h == 0) {
+        _mm_prefetch(step + 128, _MM_HINT_T1);
+        _mm_prefetch(step + 192, _MM_HINT_T1);
+      }
+      prefetch.step();
+      const __m256 xv = _mm256_loadu_ps(x + k);
+#pragma GCC unroll 8
+      for (int p = 0; p < 8; ++p)
+        acc[p] = _mm256_fmadd_ps(load8_packed<kType>(step + 128 * h + 16 * p), xv, acc[p]);
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p)
+      y[t * ldy + g * kGroupRows + 8 * h + p] = hsum(acc[p]);
+  }
+}
+
+template <TensorType kType>
+GANTRY_AVX2 void gemv_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                            int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+    for (int64_t t = t0; t < t1; ++t)
+      group_float<kType>(w, a, g, t, y, ldy);
+  }
+}
+
+} // namespace
+
+bool packs_rows16(TensorType type) {
+  switch (type) {
+  case TensorType::kQ8_0:
+  case TensorType::kQ4_0:
+  case TensorType::kQ4_1:
+  case TensorType::kQ5_0:
+  case TensorType::kQ5_1:
+  case TensorType::kIQ4_NL:
+  case TensorType::kF16:
+  case TensorType::kBF16: return true;
+  default: return false;
+  }
+}
+
+bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  if (!w.packed16 || r0 % kGroupRows != 0 || r1 % kGroupRows != 0 || t1 - t0 > kPackedMaxTokens)
+    return false;
+  switch (w.type) {
+  case TensorType::kQ8_0: gemv_q<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ4_0: gemv_q<TensorType::kQ4_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ4_1: gemv_q<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ5_0: gemv_q<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ5_1: gemv_q<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kIQ4_NL: gemv_q<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kF16: gemv_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kBF16: gemv_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  default: return false;
+  }
+}
+
+} // namespace gantry::engine::kernels::avx2
