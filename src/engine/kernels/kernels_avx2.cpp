@@ -536,7 +536,12 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF16: matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;
-  default: matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy); return; // kernels_avx2_quants.cpp
+  default:
+    // The K-quants: prefill tiles (kernels_avx2_ktiles.cpp), else the dot products
+    // (kernels_avx2_quants.cpp).
+    if (!matmul_rows_k_tiles(w, a, t0, t1, r0, r1, y, ldy))
+      matmul_rows_quants(w, a, t0, t1, r0, r1, y, ldy);
+    return;
   }
 }
 
