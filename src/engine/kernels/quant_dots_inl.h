@@ -125,18 +125,32 @@ GANTRY_QINLINE int sums_q3_k(const BlockQ3_K &b, const int8_t *q, const int16_t 
   return hsum_i32(sumi) - 4 * off;
 }
 
-// Q4_K (kFifth = false) and Q5_K (the fifth bit of element 32j + l is bit j of qh[l]).
+// Q4_K (kFifth = false) and Q5_K (the fifth bit of element 32j + l is bit j of qh[l]). The scales
+// and mins come as one vector (scales_mins_k4); imin is one madd of the mins with the pair sums
+// of the 16-element activation sums.
 template <bool kFifth, typename Block>
 GANTRY_QINLINE int sums_q45_k(const Block &b, const uint8_t *qh, const int8_t *q, const int16_t *bs,
                               int *imin) {
   const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  uint8_t sc[8], m[8];
-  int summ = 0;
-  for (int j = 0; j < 8; ++j) {
-    scale_min_k4(j, b.scales, &sc[j], &m[j]);
-    summ += m[j] * (bs[2 * j] + bs[2 * j + 1]);
-  }
-  *imin = summ;
+  alignas(16) uint8_t sm[16];
+  scales_mins_k4(b.scales, sm);
+  const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i *>(sm)));
+  const __m256i bsv = load32(bs);
+  // Pair sums bs[2j] + bs[2j + 1] (at most 2 x 16 x 127: no int16 overflow) against the mins.
+  const __m128i pairs =
+      _mm_hadd_epi16(_mm256_castsi256_si128(bsv), _mm256_extracti128_si256(bsv, 1));
+  __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(sm16, 1), pairs);
+  prod = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0x4E));
+  prod = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0xB1));
+  *imin = _mm_cvtsi128_si32(prod);
+#if !GANTRY_QVNNI
+  // Sub-block j's scale in every int16 lane: bytes 2j, 2j + 1 of the scales repeated.
+  const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm16));
+  auto scale_of = [&](int j) GANTRY_QTARGET {
+    return _mm256_shuffle_epi8(
+        scales, _mm256_set1_epi16(static_cast<int16_t>(0x0100 * (2 * j + 1) + 2 * j)));
+  };
+#endif
   __m256i hb = _mm256_setzero_si256();
   if constexpr (kFifth)
     hb = load32(qh);
@@ -153,20 +167,28 @@ GANTRY_QINLINE int sums_q45_k(const Block &b, const uint8_t *qh, const int8_t *q
       u0 = _mm256_or_si256(u0, _mm256_slli_epi16(h0, 4));
       u1 = _mm256_or_si256(u1, _mm256_slli_epi16(h1, 4));
     }
-    const __m256i p0 = dot_u8i8_scaled(u0, load32(q + 64 * c), sc[2 * c], sc[2 * c]);
-    const __m256i p1 = dot_u8i8_scaled(u1, load32(q + 64 * c + 32), sc[2 * c + 1], sc[2 * c + 1]);
+#if GANTRY_QVNNI
+    const __m256i p0 = dot_u8i8_scaled(u0, load32(q + 64 * c), sm[2 * c], sm[2 * c]);
+    const __m256i p1 = dot_u8i8_scaled(u1, load32(q + 64 * c + 32), sm[2 * c + 1], sm[2 * c + 1]);
+#else
+    const __m256i p0 =
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u0, load32(q + 64 * c)), scale_of(2 * c));
+    const __m256i p1 =
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u1, load32(q + 64 * c + 32)), scale_of(2 * c + 1));
+#endif
     sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
   }
   return hsum_i32(sumi);
 }
 
-// Q6_K values are stored as u = v + 32 (0..63): sum(v * x) per 16 is sum(u * x) - 32 * bsum.
+// Q6_K values are stored as u = v + 32 (0..63): sum(v * x) per 16 is sum(u * x) - 32 * bsum. The
+// offset's sum(scale * bsum) is one madd; without VNNI each chunk's two scales come from a
+// shuffle of the half's 8 scales widened to int16.
 GANTRY_QINLINE int sums_q6_k(const BlockQ6_K &b, const int8_t *q, const int16_t *bs) {
   const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
   const int8_t *sc = b.scales;
-  int off = 0;
-  for (int g = 0; g < 16; ++g)
-    off += sc[g] * bs[g];
+  const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sc)));
+  const int off = hsum_i32(_mm256_madd_epi16(sc16, load32(bs)));
   __m256i sumi = _mm256_setzero_si256();
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {
@@ -181,11 +203,26 @@ GANTRY_QINLINE int sums_q6_k(const BlockQ6_K &b, const int8_t *q, const int16_t 
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
     u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+#if !GANTRY_QVNNI
+    // Scales 8h..8h + 7 as int16 in both 128-bit lanes.
+    const __m256i half = _mm256_broadcastsi128_si256(h == 0 ? _mm256_castsi256_si128(sc16)
+                                                            : _mm256_extracti128_si256(sc16, 1));
+#endif
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
+#if GANTRY_QVNNI
       const int g = 8 * h + 2 * k; // scale of the first 16 of these 32 elements
-      sumi = _mm256_add_epi32(
-          sumi, dot_u8i8_scaled(u[k], load32(q + 128 * h + 32 * k), sc[g], sc[g + 1]));
+      const __m256i p = dot_u8i8_scaled(u[k], load32(q + 128 * h + 32 * k), sc[g], sc[g + 1]);
+#else
+      // Low lane: scale 2k of the half in every int16; high lane: scale 2k + 1.
+      const int16_t lo = static_cast<int16_t>(0x0100 * (4 * k + 1) + 4 * k);
+      const int16_t hi = static_cast<int16_t>(0x0100 * (4 * k + 3) + 4 * k + 2);
+      const __m256i s =
+          _mm256_shuffle_epi8(half, _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)));
+      const __m256i p =
+          _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], load32(q + 128 * h + 32 * k)), s);
+#endif
+      sumi = _mm256_add_epi32(sumi, p);
     }
   }
   return hsum_i32(sumi) - 32 * off;

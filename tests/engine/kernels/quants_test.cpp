@@ -2,10 +2,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "engine/kernels/blocks.h"
 #include "engine/kernels/kernels.h"
 #include "kernels_test_util.h"
 
@@ -94,6 +96,25 @@ TEST(SupportTest, WeightTypes) {
 }
 
 // ---- layouts, from hand-built blocks --------------------------------------------------------
+
+// The word-at-a-time decode of a Q4_K/Q5_K super-block's 6-bit scales and mins gives
+// scale_min_k4's values, on random bytes and on the all-ones pattern (every spare bit set).
+TEST(LayoutTest, ScalesMinsK4MatchesOneAtATime) {
+  std::mt19937 rng(7);
+  for (int iter = 0; iter < 20000; ++iter) {
+    uint8_t q[12];
+    for (uint8_t &b : q)
+      b = iter == 0 ? 0xFF : static_cast<uint8_t>(rng());
+    uint8_t all[16];
+    scales_mins_k4(q, all);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc = 0, m = 0;
+      scale_min_k4(j, q, &sc, &m);
+      ASSERT_EQ(all[j], sc) << "scale " << j << " iteration " << iter;
+      ASSERT_EQ(all[8 + j], m) << "min " << j << " iteration " << iter;
+    }
+  }
+}
 
 TEST(LayoutTest, Q8_0) {
   uint8_t block[34] = {};
