@@ -238,6 +238,11 @@ GANTRY_QINLINE float dot_k(const void *row, const Activations &a, int64_t t) {
   const int16_t *bs = a.bsums + t * n / 16;
   float sum = 0, summ = 0;
   for (int64_t i = 0; i < nb; ++i, q += kQKK, bs += 16) {
+    // The row's bytes 1.5 KiB ahead (the hardware prefetcher alone left decode waiting on
+    // memory: Q4_K_M decode on a 2-core Zen 3, 22-27 -> 30-32 tok/s; 1 KiB and 3 KiB ahead were
+    // slower).
+    for (size_t off = 0; off < sizeof(B); off += 64)
+      _mm_prefetch(reinterpret_cast<const char *>(b + i) + 1536 + off, _MM_HINT_T0);
     int isum = 0, imin = 0;
     if constexpr (kType == TensorType::kQ2_K) {
       isum = sums_q2_k(b[i], q, bs, &imin);
