@@ -247,7 +247,7 @@ template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8_packed(const char *p
 // Group g of a packed F16/BF16 matrix x token t. A column step of the 16 rows is 256 contiguous
 // bytes (row i's 8 elements at 16i), and 16 rows' accumulators do not fit the 16 ymm registers
 // beside the activations: the first pass takes rows 0-7 (the step's first two lines) and fetches
-// the other two into L2 for the second pass, so that memory sees one stream.
+// the other two for the second pass, so that memory sees one stream.
 template <TensorType kType>
 GANTRY_AVX2_INLINE void group_float(const WeightView &w, const Activations &a, int64_t g, int64_t t,
                                     float *y, int64_t ldy) {
@@ -265,8 +265,10 @@ GANTRY_AVX2_INLINE void group_float(const WeightView &w, const Activations &a, i
     for (int64_t k = 0; k < n; k += 8) {
       const char *step = group + k * 32;
       if (h == 0) {
-        _mm_prefetch(step + 128, _MM_HINT_T1);
-        _mm_prefetch(step + 192, _MM_HINT_T1);
+        // Into L1 rather than L2: 12.07/11.98 against 11.15/10.45 tok/s for the synthetic
+        // TinyLlama F16 on a 2-core Zen 3.
+        _mm_prefetch(step + 128, _MM_HINT_T0);
+        _mm_prefetch(step + 192, _MM_HINT_T0);
       }
       prefetch.step();
       const __m256 xv = _mm256_loadu_ps(x + k);
