@@ -131,6 +131,9 @@ size_t packed_bytes(const WeightView &w);
 WeightView pack_rows16(const WeightView &w, void *dst);
 // Row r of a packed view in ggml's row-major layout (row_bytes(type, cols) bytes to dst).
 void unpack_row16(const WeightView &w, int64_t r, void *dst);
+// Rows [r0, r1) of a packed view in ggml's row-major layout, one after another at dst: whole
+// 16-row groups of the 32-element block types a chunk at a time, the rest row by row.
+void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst);
 
 // y[t * rows + r] = dot(W row r, x[t * cols ...]) for t < n_tokens, r < W.rows.
 // x is n_tokens x W.cols floats, y is n_tokens x W.rows floats (must not alias x).

@@ -95,8 +95,7 @@ WeightView unpack_rows(const WeightView &w, int64_t r0, int64_t r1) {
   thread_local std::vector<char> t_rows;
   const size_t stride = row_bytes(w.type, w.cols);
   char *out = ensure(t_rows, static_cast<int64_t>(stride) * (r1 - r0));
-  for (int64_t r = r0; r < r1; ++r)
-    unpack_row16(w, r, out + (r - r0) * stride);
+  unpack_rows16(w, r0, r1, out);
   return make_weight_view(w.type, out, r1 - r0, w.cols);
 }
 

@@ -165,6 +165,43 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
   return packed_view(w, dst);
 }
 
+void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst) {
+  const size_t rb = row_bytes(w.type, w.cols);
+  if (!is_block32(w.type) || r0 % kGroupRows != 0 || r1 % kGroupRows != 0) {
+    for (int64_t r = r0; r < r1; ++r)
+      unpack_row16(w, r, static_cast<char *>(dst) + static_cast<size_t>(r - r0) * rb);
+    return;
+  }
+  // Group by group, block by block: each 64-byte chunk is read once and its 16 pieces written to
+  // their rows (per-row unpacking read every chunk 16 times, at offsets computed per piece).
+  const int64_t nb = w.cols / kQK;
+  const size_t bb = block_bytes(w.type), head = head_bytes(w.type);
+  const size_t pieces = (bb - head) / 4;
+  const uint32_t flip = sign_flip(w.type);
+  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+    const char *group =
+        static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
+    const char *mins = group + nb * kGroupRows * 2;
+    const char *quants = group + packed_quants_at(w.type, nb);
+    char *rows = static_cast<char *>(dst) + static_cast<size_t>(g * kGroupRows - r0) * rb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const char *chunks = quants + static_cast<size_t>(b) * group_quant_bytes(w.type);
+      for (int i = 0; i < kGroupRows; ++i) {
+        char *blk = rows + static_cast<size_t>(i) * rb + static_cast<size_t>(b) * bb;
+        std::memcpy(blk, group + (b * kGroupRows + i) * 2, 2);
+        if (block_has_min(w.type))
+          std::memcpy(blk + 2, mins + (b * kGroupRows + i) * 2, 2);
+        for (size_t k = 0; k < pieces; ++k) {
+          uint32_t piece;
+          std::memcpy(&piece, chunks + k * 64 + 4 * static_cast<size_t>(i), 4);
+          piece ^= flip;
+          std::memcpy(blk + head + 4 * k, &piece, 4);
+        }
+      }
+    }
+  }
+}
+
 void unpack_row16(const WeightView &w, int64_t r, void *dst) {
   assert(w.packed16 && r >= 0 && r < w.rows);
   if (is_half(w.type)) {

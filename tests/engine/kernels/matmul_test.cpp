@@ -514,6 +514,15 @@ void packed_rows_give_the_row_major_bits(Isa isa) {
           unpack_row16(p, r, row.data());
           ASSERT_EQ(std::memcmp(row.data(), m.data.data() + r * rb, rb), 0) << what << " row " << r;
         }
+        // Several rows at once: whole groups, and a range off the group boundary.
+        for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, {16, rows}, {3, rows - 1}}) {
+          if (r1 <= r0)
+            continue;
+          std::vector<uint8_t> some(static_cast<size_t>(r1 - r0) * rb);
+          unpack_rows16(p, r0, r1, some.data());
+          ASSERT_EQ(std::memcmp(some.data(), m.data.data() + r0 * rb, some.size()), 0)
+              << what << " rows " << r0 << ".." << r1;
+        }
         for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 17, 70}) {
           auto x = random_floats(n * cols, static_cast<uint32_t>(n + rows));
           std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
