@@ -1,4 +1,4 @@
-// AVX2 prefill tiles of the K-quants in Q4_K_M and Q5_K_M files (Q4_K, Q5_K, Q6_K) x Q8_K
+// AVX2 prefill tiles of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: every K-quant preset) x Q8_K
 // activations, for calls of at least 4 tokens. The dot products of quant_dots_inl.h decode a
 // row's super-block again for every token (nibbles, the 6-bit scales and mins, the fifth or high
 // bits), which made a Q4_K_M prompt 4x slower than a Q4_0 one on AVX2; here 2 rows are decoded
@@ -7,9 +7,9 @@
 // weight load per row, and maddubs + madd by the scales per output.
 //
 // Bits: the dot products' (quant_dots_inl.h, "K-quants x Q8_K"): per super-block the exact int32
-// isum (sub-block scales applied; Q6_K's -32 x sum(scale x bsum)) and imin (sum(min x bsum)),
-// then sum = fma(float(isum), d * d_x, sum) and summ = fma(float(imin), dmin * d_x, summ) in
-// super-block order, output sum - summ. Integer sums are exact whatever their order, and the
+// isum (sub-block scales applied; Q3_K's and Q6_K's -offset x sum(scale x bsum)) and imin (sum(min
+// x bsum)), then sum = fma(float(isum), d * d_x, sum) and summ = fma(float(imin), dmin * d_x, summ)
+// in super-block order, output sum - summ. Integer sums are exact whatever their order, and the
 // float steps are the same operations lane by lane.
 #include <immintrin.h>
 
@@ -30,8 +30,8 @@ constexpr int64_t kChunks = kQKK / 32;
 
 // One row's super-block decoded for the tile: u in element order, the int16 scale vector of each
 // 32-element chunk (its first 16 elements' scale in the low 128 bits, the next 16's in the high),
-// the 16 int16 coefficients of the activations' 16-element sums (Q4_K/Q5_K: the mins, going to
-// imin; Q6_K: the scales, -32 x their sum going to isum), and d, dmin.
+// the 16 int16 coefficients of the activations' 16-element sums (Q2_K/Q4_K/Q5_K: the mins, going
+// to imin; Q3_K/Q6_K: the scales, -4/-32 x their sum going to isum), and d, dmin.
 struct DecodedSuper {
   alignas(32) uint8_t u[kQKK];
   alignas(32) int16_t scales[kChunks][16];
@@ -83,6 +83,43 @@ template <TensorType kType> GANTRY_AVX2_INLINE void decode(const void *blk, Deco
       store32(o.u + 64 * c, u0);
       store32(o.u + 64 * c + 32, u1);
     }
+  } else if constexpr (kType == TensorType::kQ2_K || kType == TensorType::kQ3_K) {
+    // u = 2 low bits (Q3_K: + 4 x its high bit) of element 128h + 32j + l, bits 2j.. of byte l of
+    // qs[32h..]; per 16 elements a scale (Q2_K: low nibble, its min the high nibble; Q3_K: the
+    // signed 6-bit q3_k_scale, the value being u - 4).
+    using B = std::conditional_t<kType == TensorType::kQ2_K, BlockQ2_K, BlockQ3_K>;
+    const auto &b = *static_cast<const B *>(blk);
+    o.d = _cvtsh_ss(b.d);
+    int sc[16];
+    for (int g = 0; g < 16; ++g) {
+      if constexpr (kType == TensorType::kQ2_K) {
+        sc[g] = b.scales[g] & 0x0F;
+        o.coef[g] = static_cast<int16_t>(b.scales[g] >> 4);
+      } else {
+        sc[g] = q3_k_scale(g, b.scales);
+        o.coef[g] = static_cast<int16_t>(sc[g]);
+      }
+    }
+    if constexpr (kType == TensorType::kQ2_K)
+      o.dmin = _cvtsh_ss(b.dmin);
+    else
+      o.dmin = 0;
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m256i hm = _mm256_setzero_si256();
+    if constexpr (kType == TensorType::kQ3_K)
+      hm = load32(b.hmask);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i packed = load32(b.qs + 32 * h);
+      for (int j = 0; j < 4; ++j) {
+        __m256i u = _mm256_and_si256(_mm256_srli_epi16(packed, 2 * j), m3);
+        if constexpr (kType == TensorType::kQ3_K)
+          u = _mm256_or_si256(
+              u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one), 2));
+        store32(o.u + 128 * h + 32 * j, u);
+        const int g = 8 * h + 2 * j;
+        set_scales(o.scales[4 * h + j], sc[g], sc[g + 1]);
+      }
+    }
   } else {
     static_assert(kType == TensorType::kQ6_K);
     const auto &b = *static_cast<const BlockQ6_K *>(blk);
@@ -120,7 +157,11 @@ GANTRY_AVX2_INLINE __m256i hsum8_i32(const __m256i m[8]) {
                           _mm256_permute2x128_si256(q0123, q4567, 0x31));
 }
 
-template <TensorType kType> constexpr bool kHasMin = kType != TensorType::kQ6_K;
+template <TensorType kType>
+constexpr bool kHasMin = kType != TensorType::kQ6_K &&kType != TensorType::kQ3_K;
+// The types without a min store u = value + offset: isum -= offset x sum(scale x bsum), the offset
+// a power of two (Q6_K 32, Q3_K 4).
+template <TensorType kType> constexpr int kOffsetShift = kType == TensorType::kQ6_K ? 5 : 2;
 
 // Rows (rows[0], rows[1]) decoded (nbk super-blocks each) x tokens [t, t + 4): lane 4i + j of the
 // result is row i, token t + j.
@@ -179,7 +220,7 @@ GANTRY_AVX2_INLINE __m256 tile(const DecodedSuper *const rows[kRows], const Acti
       const __m256 dmin = _mm256_set_m128(_mm_set1_ps(w1.dmin), _mm_set1_ps(w0.dmin));
       summ = _mm256_fmadd_ps(_mm256_cvtepi32_ps(csum), _mm256_mul_ps(dmin, xd), summ);
     } else {
-      isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(csum, 5)); // - 32 x sum(scale x bsum)
+      isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(csum, kOffsetShift<kType>));
       sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, xd), sum);
     }
   }
@@ -194,9 +235,12 @@ thread_local DecodeScratch t_decoded;
 template <TensorType kType>
 GANTRY_AVX2 void k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                          int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  using B =
-      std::conditional_t<kType == TensorType::kQ4_K, BlockQ4_K,
-                         std::conditional_t<kType == TensorType::kQ5_K, BlockQ5_K, BlockQ6_K>>;
+  using B = std::conditional_t<
+      kType == TensorType::kQ2_K, BlockQ2_K,
+      std::conditional_t<kType == TensorType::kQ3_K, BlockQ3_K,
+                         std::conditional_t<kType == TensorType::kQ4_K, BlockQ4_K,
+                                            std::conditional_t<kType == TensorType::kQ5_K,
+                                                               BlockQ5_K, BlockQ6_K>>>>;
   const int64_t nbk = w.cols / kQKK;
   auto &scratch = t_decoded.rows;
   if (scratch.size() < static_cast<size_t>(kRows * nbk))
@@ -234,6 +278,8 @@ bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, 
   if (t1 - t0 < kTokens || w.packed16)
     return false;
   switch (w.type) {
+  case TensorType::kQ2_K: k_tiles<TensorType::kQ2_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ3_K: k_tiles<TensorType::kQ3_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ4_K: k_tiles<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ5_K: k_tiles<TensorType::kQ5_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ6_K: k_tiles<TensorType::kQ6_K>(w, a, t0, t1, r0, r1, y, ldy); return true;

@@ -235,7 +235,7 @@ bool packs_rows16(TensorType type);
 // matmul_rows for the K-quants (kernels_avx2_quants.cpp).
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
-// Prefill tiles of Q4_K, Q5_K and Q6_K (kernels_avx2_ktiles.cpp) for calls of at least 4 tokens:
+// Prefill tiles of the K-quants (kernels_avx2_ktiles.cpp) for calls of at least 4 tokens:
 // the dot products' bits. Returns false (doing nothing) for other types and shapes.
 bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                          int64_t r0, int64_t r1, float *y, int64_t ldy);
