@@ -138,6 +138,20 @@ inline int q3_k_scale(int j, const uint8_t *s) {
   return (low | (high << 4)) - 32;
 }
 
+// All 16 of Q3_K's scales at once as q3_k_scale(j) + 32 (0..63) in out[j], four per 32-bit
+// operation: scale 4p + i takes its low 4 bits from byte i (p = 0) or 4 + i (p = 1), low nibble,
+// or the high nibble of the same bytes (p = 2, 3), and its top 2 bits from byte 8 + i at bit 2p.
+inline void q3_k_scales6(const uint8_t *s, uint8_t out[16]) {
+  static_assert(std::endian::native == std::endian::little, "byte k of a word is s[k]");
+  uint32_t w[3];
+  std::memcpy(w, s, sizeof w);
+  constexpr uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
+  const uint32_t v[4] = {(w[0] & k4) | ((w[2] & k2) << 4), (w[1] & k4) | (((w[2] >> 2) & k2) << 4),
+                         ((w[0] >> 4) & k4) | (((w[2] >> 4) & k2) << 4),
+                         ((w[1] >> 4) & k4) | (((w[2] >> 6) & k2) << 4)};
+  std::memcpy(out, v, sizeof v);
+}
+
 // Q2_K and Q3_K pack 2-bit values the same way: element e of half h = e / 128 (k = e % 128,
 // j = k / 32, l = k % 32) is bits 2j..2j+1 of qs[32h + l].
 inline int q2_bits(const uint8_t *qs, int e) {

@@ -101,25 +101,45 @@ GANTRY_QINLINE int sums_q2_k(const BlockQ2_K &b, const int8_t *q, const int16_t 
 // elements is sum(u * x) - 4 * bsum.
 GANTRY_QINLINE int sums_q3_k(const BlockQ3_K &b, const int8_t *q, const int16_t *bs) {
   const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-  int sc[16];
-  int off = 0;
-  for (int g = 0; g < 16; ++g) {
-    sc[g] = q3_k_scale(g, b.scales);
-    off += sc[g] * bs[g];
-  }
+  // The 16 scales at once (q3_k_scales6, less the bias of 32) and their sum against the
+  // activations' 16-element sums in one madd.
+  alignas(16) uint8_t s6[16];
+  q3_k_scales6(b.scales, s6);
+  const __m256i sc16 = _mm256_cvtepi8_epi16(
+      _mm_sub_epi8(_mm_load_si128(reinterpret_cast<const __m128i *>(s6)), _mm_set1_epi8(32)));
+  const int off = hsum_i32(_mm256_madd_epi16(sc16, load32(bs)));
+#if GANTRY_QVNNI
+  alignas(32) int16_t sc[16];
+  _mm256_store_si256(reinterpret_cast<__m256i *>(sc), sc16);
+#endif
   const __m256i hm = load32(b.hmask);
   __m256i sumi = _mm256_setzero_si256();
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {
     const __m256i packed = load32(b.qs + 32 * h);
+#if !GANTRY_QVNNI
+    // Scales 8h..8h + 7 as int16 in both 128-bit lanes.
+    const __m256i half = _mm256_broadcastsi128_si256(h == 0 ? _mm256_castsi256_si128(sc16)
+                                                            : _mm256_extracti128_si256(sc16, 1));
+#endif
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
       const __m256i low = _mm256_and_si256(_mm256_srli_epi16(packed, 2 * j), m3);
       const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one);
       const __m256i u = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
+#if GANTRY_QVNNI
       const int g = 8 * h + 2 * j;
       sumi = _mm256_add_epi32(sumi,
                               dot_u8i8_scaled(u, load32(q + 128 * h + 32 * j), sc[g], sc[g + 1]));
+#else
+      // Low lane: scale 2j of the half in every int16; high lane: scale 2j + 1.
+      const int16_t lo = static_cast<int16_t>(0x0100 * (4 * j + 1) + 4 * j);
+      const int16_t hi = static_cast<int16_t>(0x0100 * (4 * j + 3) + 4 * j + 2);
+      const __m256i s =
+          _mm256_shuffle_epi8(half, _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)));
+      sumi = _mm256_add_epi32(
+          sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(q + 128 * h + 32 * j)), s));
+#endif
     }
   }
   return hsum_i32(sumi) - 4 * off;

@@ -116,6 +116,20 @@ TEST(LayoutTest, ScalesMinsK4MatchesOneAtATime) {
   }
 }
 
+// Q3_K's 16 scales decoded four at a time match q3_k_scale one at a time.
+TEST(LayoutTest, Q3KScales6MatchesOneAtATime) {
+  std::mt19937 rng(11);
+  for (int iter = 0; iter < 20000; ++iter) {
+    uint8_t s[12];
+    for (uint8_t &b : s)
+      b = iter == 0 ? 0xFF : static_cast<uint8_t>(rng());
+    uint8_t all[16];
+    q3_k_scales6(s, all);
+    for (int j = 0; j < 16; ++j)
+      ASSERT_EQ(all[j] - 32, q3_k_scale(j, s)) << "scale " << j << " iteration " << iter;
+  }
+}
+
 TEST(LayoutTest, Q8_0) {
   uint8_t block[34] = {};
   const uint16_t d = fp32_to_fp16(0.5f);
