@@ -14,18 +14,10 @@
 
 #include "engine/kernels/kernels_impl.h"
 
-#define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define GANTRY_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
-
 namespace gantry::engine::kernels::avx2 {
 namespace {
 
-GANTRY_AVX2_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+#include "engine/kernels/kernels_avx2_inl.h"
 
 GANTRY_AVX2_INLINE int hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -57,13 +49,8 @@ constexpr size_t kBlockBytes = kType == TensorType::kQ8_0   ? sizeof(BlockQ8_0)
                                                             : sizeof(BlockQ4_0);
 static_assert(sizeof(BlockIQ4_NL) == sizeof(BlockQ4_0));
 
-// Signed weights (sign trick) or unsigned ones with this offset.
-template <TensorType kType>
-constexpr bool kSigned = kType == TensorType::kQ8_0 || kType == TensorType::kIQ4_NL;
-template <TensorType kType>
-constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
-                        : kType == TensorType::kQ5_0 ? 16
-                                                     : 0;
+// Signed weights (sign trick) or unsigned ones with an offset: kSigned, kOffset
+// (kernels_avx2_inl.h).
 // Q4_1/Q5_1: value = d * u + m. Their outputs are acc + accm, acc as above and
 // accm = fma(m_w, d_x * float(sum(x)), accm) over the blocks in order.
 template <TensorType kType> constexpr bool kHasMin = block_has_min(kType);
@@ -137,16 +124,6 @@ template <TensorType kType> GANTRY_AVX2_INLINE __m256i block_dot(const void *blk
   } else {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, x), ones);
   }
-}
-
-// Lane i = sum of the 8 lanes of m[i].
-GANTRY_AVX2_INLINE __m256i hsum8_i32(const __m256i m[8]) {
-  const __m256i h01 = _mm256_hadd_epi32(m[0], m[1]), h23 = _mm256_hadd_epi32(m[2], m[3]);
-  const __m256i h45 = _mm256_hadd_epi32(m[4], m[5]), h67 = _mm256_hadd_epi32(m[6], m[7]);
-  // q0123 = [m0..m3 sums of lanes 0..3 | m0..m3 sums of lanes 4..7], likewise q4567.
-  const __m256i q0123 = _mm256_hadd_epi32(h01, h23), q4567 = _mm256_hadd_epi32(h45, h67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0123, q4567, 0x20),
-                          _mm256_permute2x128_si256(q0123, q4567, 0x31));
 }
 
 // Rows [r, min(r + 8, r1)) against one token t: lane i of the accumulator is row r + i. Used for

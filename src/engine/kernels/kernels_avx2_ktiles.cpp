@@ -19,11 +19,10 @@
 
 #include "engine/kernels/kernels_impl.h"
 
-#define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define GANTRY_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
-
 namespace gantry::engine::kernels::avx2 {
 namespace {
+
+#include "engine/kernels/kernels_avx2_inl.h"
 
 constexpr int kRows = 2, kTokens = 4; // the tile: 8 int32 accumulators, lane k = row k / 4
 constexpr int64_t kChunks = kQKK / 32;
@@ -146,15 +145,6 @@ template <TensorType kType> GANTRY_AVX2_INLINE void decode(const void *blk, Deco
       }
     }
   }
-}
-
-// Lane i = sum of the 8 lanes of m[i] (exact: integers).
-GANTRY_AVX2_INLINE __m256i hsum8_i32(const __m256i m[8]) {
-  const __m256i h01 = _mm256_hadd_epi32(m[0], m[1]), h23 = _mm256_hadd_epi32(m[2], m[3]);
-  const __m256i h45 = _mm256_hadd_epi32(m[4], m[5]), h67 = _mm256_hadd_epi32(m[6], m[7]);
-  const __m256i q0123 = _mm256_hadd_epi32(h01, h23), q4567 = _mm256_hadd_epi32(h45, h67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0123, q4567, 0x20),
-                          _mm256_permute2x128_si256(q0123, q4567, 0x31));
 }
 
 template <TensorType kType>

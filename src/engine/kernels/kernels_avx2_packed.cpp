@@ -22,25 +22,17 @@
 
 #include "engine/kernels/kernels_impl.h"
 
-#define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define GANTRY_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
-
 namespace gantry::engine::kernels::avx2 {
 namespace {
 
+#include "engine/kernels/kernels_avx2_inl.h"
+
 constexpr int64_t kGroupRows = 16;
 
-template <TensorType kType>
-constexpr bool kSignTrick = kType == TensorType::kQ8_0 || kType == TensorType::kIQ4_NL;
 // Q4_0/Q4_1 (u <= 15): a block's 8 maddubs results per row pair sum in int16 without overflow
 // (8 x 2 x 15 x 127 = 30,480); the others widen at each product.
 template <TensorType kType>
 constexpr bool kInt16Sums = kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1;
-// sum(u * x) - offset * sum(x) for the unsigned types with an offset (Q4_0: 8, Q5_0: 16).
-template <TensorType kType>
-constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
-                        : kType == TensorType::kQ5_0 ? 16
-                                                     : 0;
 
 // The token's 4 activation bytes at x in every dword.
 GANTRY_AVX2_INLINE __m256i broadcast_x4(const int8_t *x) {
@@ -84,7 +76,7 @@ GANTRY_AVX2_INLINE __m256i nibble_values(__m256i nib, __m256i qh, int bit0) {
 // bytes x: int16 pairs for kInt16Sums, otherwise one int32 per row.
 template <TensorType kType> GANTRY_AVX2_INLINE __m256i products(__m256i v, __m256i av, __m256i x) {
   const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (kSignTrick<kType>) {
+  if constexpr (kSigned<kType>) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(x, v)), ones);
   } else if constexpr (kInt16Sums<kType>) {
     (void)av;
@@ -169,8 +161,8 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
               nibble_values<kType>(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), qh, 4 * k);
           const __m256i hi = nibble_values<kType>(
               _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)), qh, 16 + 4 * k);
-          const __m256i alo = kSignTrick<kType> ? _mm256_abs_epi8(lo) : lo;
-          const __m256i ahi = kSignTrick<kType> ? _mm256_abs_epi8(hi) : hi;
+          const __m256i alo = kSigned<kType> ? _mm256_abs_epi8(lo) : lo;
+          const __m256i ahi = kSigned<kType> ? _mm256_abs_epi8(hi) : hi;
 #pragma GCC unroll 2
           for (int j = 0; j < T; ++j) {
             const int8_t *xl = xq[j] + b * kQK + 4 * k;
@@ -226,14 +218,6 @@ GANTRY_AVX2 void gemv_q(const WeightView &w, const Activations &a, int64_t t0, i
     if (t < t1)
       group_q<kType, 1>(w, a, g, t, y, ldy);
   }
-}
-
-// Exactly kernels_avx2.cpp's hsum.
-GANTRY_AVX2_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8_packed(const char *p) {
