@@ -1,6 +1,6 @@
 // AVX2 decode over repacked weights (kernels.h, "repacked weights"): the 32-element block types
 // (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) and F16/BF16, for calls of up to 8 tokens (one sequence
-// decoding, or a batched decode step). Machines without AVX-512 (Zen 2/3, most client CPUs)
+// decoding, or a batched decode step); the K-quants' are in kernels_avx2_kpacked.cpp. Machines without AVX-512 (Zen 2/3, most client CPUs)
 // decoded from row-major weights, 8 rows side by side, which is 8 concurrent streams per core
 // plus a horizontal-add tree and a scale gather per block; a packed 16-row group is one stream
 // whose 64-byte chunks hold 4 bytes of every row, so a product leaves each row's partial sum in
@@ -285,6 +285,9 @@ bool packs_rows16(TensorType type) {
   case TensorType::kQ5_0:
   case TensorType::kQ5_1:
   case TensorType::kIQ4_NL:
+  case TensorType::kQ4_K:
+  case TensorType::kQ5_K:
+  case TensorType::kQ6_K:
   case TensorType::kF16:
   case TensorType::kBF16: return true;
   default: return false;
@@ -304,7 +307,7 @@ bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, i
   case TensorType::kIQ4_NL: gemv_q<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kF16: gemv_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kBF16: gemv_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
-  default: return false;
+  default: return matmul_rows_k_packed(w, a, t0, t1, r0, r1, y, ldy);
   }
 }
 

@@ -226,12 +226,16 @@ float dot_row_quants(TensorType type, const void *row, const Activations &a, int
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
 // Decode over repacked weights (kernels_avx2_packed.cpp): whole 16-row groups of a packed
-// 32-element block type or F16/BF16 matrix x up to kPackedMaxTokens tokens; the row-major
+// 32-element block type, K-quant or F16/BF16 matrix x up to kPackedMaxTokens tokens; the row-major
 // kernels' bits. Returns false (doing nothing) for other types and shapes.
 bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
-// The types matmul_rows_packed reads (the K-quants stay row-major under AVX2).
+// The types matmul_rows_packed reads.
 bool packs_rows16(TensorType type);
+// matmul_rows_packed's Q4_K/Q5_K/Q6_K (kernels_avx2_kpacked.cpp): the dot products' bits.
+// Returns false (doing nothing) for other types.
+bool matmul_rows_k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                          int64_t r0, int64_t r1, float *y, int64_t ldy);
 // matmul_rows for the K-quants (kernels_avx2_quants.cpp).
 void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);

@@ -79,8 +79,8 @@ template <typename Block> WeightView pack_k(const WeightView &w, void *dst) {
   return packed_view(w, dst);
 }
 
-// The AVX-512 VNNI kernels read every packed type; the AVX2 ones all but the K-quants
-// (avx2::packs_rows16).
+// The AVX-512 VNNI kernels read every packed type, the AVX2 ones those of avx2::packs_rows16
+// (the same ones).
 bool isa_packs(TensorType t) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   switch (active_isa()) {

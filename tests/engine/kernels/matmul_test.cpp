@@ -479,9 +479,8 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
 // (kernels.h, "repacked weights"): the layout round-trips row by row, and matmul over the packed
 // view gives the row-major view's bits for decode (1-3 tokens) and batches, on one to three
 // threads, odd block counts and row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed
-// view runs on unpacked rows, same bits. Then the same under AVX2, whose kernels read the packed
-// 32-element block types and F16/BF16 in place for up to 8 tokens (kernels_avx2_packed.cpp) and
-// do not pack the K-quants.
+// view runs on unpacked rows, same bits. Then the same under AVX2, whose kernels read every packed
+// type in place for up to 8 tokens (kernels_avx2_packed.cpp, kernels_avx2_kpacked.cpp).
 void packed_rows_give_the_row_major_bits(Isa isa) {
   ScopedIsa scoped(isa);
   ThreadPool pool1(1), pool2(2), pool3(3);
@@ -497,11 +496,6 @@ void packed_rows_give_the_row_major_bits(Isa isa) {
         const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 3 + cols), raw);
         const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" +
                                  std::to_string(cols) + (isa == Isa::kAvx2 ? " (AVX2)" : "");
-        const bool k_quant = gguf::type_traits(t).block_elems == 256;
-        if (isa == Isa::kAvx2 && k_quant) {
-          ASSERT_FALSE(can_pack_rows16(m.view())) << what;
-          continue;
-        }
         ASSERT_TRUE(can_pack_rows16(m.view())) << what;
         ASSERT_EQ(packed_bytes(m.view()), m.data.size());
         std::vector<uint8_t> buf(m.data.size());
