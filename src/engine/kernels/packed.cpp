@@ -3,6 +3,9 @@
 // weights.
 #include <cassert>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/kernels_impl.h"
@@ -94,6 +97,78 @@ bool isa_packs(TensorType t) {
 #endif
 }
 
+// `count` consecutive 4-byte pieces of the 16 rows (piece k of row i at src + k * stride + 4i)
+// written as 4 * count contiguous bytes at rows[i] + off. count is a multiple of 4: four pieces of
+// four rows are one 4x4 transpose of dwords.
+void unpack_pieces(const char *src, size_t stride, int count, char *const rows[kGroupRows],
+                   size_t off) {
+  for (int q = 0; q < count / 4; ++q) {
+    const char *p = src + static_cast<size_t>(4 * q) * stride;
+    for (int rq = 0; rq < kGroupRows / 4; ++rq) {
+#if defined(__SSE2__)
+      auto load = [&](int c) {
+        return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + c * stride + 16 * rq));
+      };
+      const __m128i a0 = load(0), a1 = load(1), a2 = load(2), a3 = load(3);
+      const __m128i t0 = _mm_unpacklo_epi32(a0, a1), t1 = _mm_unpacklo_epi32(a2, a3);
+      const __m128i t2 = _mm_unpackhi_epi32(a0, a1), t3 = _mm_unpackhi_epi32(a2, a3);
+      const __m128i out[4] = {_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1),
+                              _mm_unpacklo_epi64(t2, t3), _mm_unpackhi_epi64(t2, t3)};
+      for (int r = 0; r < 4; ++r) {
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(rows[4 * rq + r] + off + 16 * q), out[r]);
+      }
+#else
+      for (int r = 0; r < 4; ++r) {
+        for (int c = 0; c < 4; ++c) {
+          std::memcpy(rows[4 * rq + r] + off + 16 * q + 4 * c, p + c * stride + 16 * rq + 4 * r, 4);
+        }
+      }
+#endif
+    }
+  }
+}
+
+// Whole groups [g0, g1) of a packed K-quant matrix to row-major rows at dst (row_bytes apart):
+// super-block by super-block, so that each one's 2-3 KiB stays in L1 while its 16 rows are
+// rebuilt, and the quants by 4x4 transposes (per row and piece, unpack_row16 is 5x slower and was
+// a tenth of a 128-token Q4_K_M prefill).
+template <typename Block>
+void unpack_k_groups(const WeightView &w, int64_t g0, int64_t g1, char *dst) {
+  const size_t rb = row_bytes(w.type, w.cols);
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t s = 0; s < w.cols / kQKK; ++s) {
+      const char *sb = reinterpret_cast<const char *>(packed_k_super<Block>(w, g, s));
+      char *rows[kGroupRows];
+      for (int i = 0; i < kGroupRows; ++i) {
+        rows[i] = dst + static_cast<size_t>((g - g0) * kGroupRows + i) * rb +
+                  static_cast<size_t>(s) * sizeof(Block);
+      }
+      if constexpr (std::is_same_v<Block, BlockQ6_K>) {
+        for (int i = 0; i < kGroupRows; ++i)
+          std::memcpy(rows[i] + offsetof(BlockQ6_K, d), sb + 2 * i, 2);
+        unpack_pieces(sb + 32, 64, 4, rows, offsetof(BlockQ6_K, scales));
+        for (size_t h = 0; h < 2; ++h) {
+          const char *pieces = sb + 288 + 8 * h * 192;
+          unpack_pieces(pieces, 192, 8, rows, offsetof(BlockQ6_K, ql) + 64 * h);
+          unpack_pieces(pieces + 64, 192, 8, rows, offsetof(BlockQ6_K, ql) + 64 * h + 32);
+          unpack_pieces(pieces + 128, 192, 8, rows, offsetof(BlockQ6_K, qh) + 32 * h);
+        }
+      } else {
+        for (int i = 0; i < kGroupRows; ++i) {
+          std::memcpy(rows[i] + offsetof(Block, d), sb + 4 * i, 2);
+          std::memcpy(rows[i] + offsetof(Block, dmin), sb + 4 * i + 2, 2);
+          for (size_t part = 0; part < 3; ++part)
+            std::memcpy(rows[i] + offsetof(Block, scales) + 4 * part, sb + 64 * (part + 1) + 4 * i,
+                        4);
+        }
+        unpack_pieces(sb + 256, 64, 32, rows, offsetof(Block, qs));
+        if constexpr (std::is_same_v<Block, BlockQ5_K>)
+          unpack_pieces(sb + 2304, 64, 8, rows, offsetof(BlockQ5_K, qh));
+      }
+    }
+  }
+}
+
 } // namespace
 
 bool can_pack_rows16(const WeightView &w) {
@@ -167,6 +242,17 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
 
 void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst) {
   const size_t rb = row_bytes(w.type, w.cols);
+  if (is_k_quant(w.type) && r0 % kGroupRows == 0 && r1 % kGroupRows == 0) {
+    char *out = static_cast<char *>(dst);
+    const int64_t g0 = r0 / kGroupRows, g1 = r1 / kGroupRows;
+    if (w.type == TensorType::kQ4_K)
+      unpack_k_groups<BlockQ4_K>(w, g0, g1, out);
+    else if (w.type == TensorType::kQ5_K)
+      unpack_k_groups<BlockQ5_K>(w, g0, g1, out);
+    else
+      unpack_k_groups<BlockQ6_K>(w, g0, g1, out);
+    return;
+  }
   if (!is_block32(w.type) || r0 % kGroupRows != 0 || r1 % kGroupRows != 0) {
     for (int64_t r = r0; r < r1; ++r)
       unpack_row16(w, r, static_cast<char *>(dst) + static_cast<size_t>(r - r0) * rb);
