@@ -1,11 +1,11 @@
-// AVX2 decode over repacked K-quant weights (Q4_K, Q5_K, Q6_K in the layout of kernels_impl.h's
-// packed_k_pieces) for calls of up to kPackedMaxTokens tokens: the types of Q4_K_M and Q5_K_M
-// files on machines without AVX-512. The per-row dot products (quant_dots_inl.h) read 8 rows as 8
-// streams and end each super-block of each row with a horizontal sum and scalar scale decoding;
-// that left Q4_K_M decode compute-bound at about half of the host's read bandwidth on a Zen 3.
-// Here a 16-row group's super-block is one stream whose 64-byte chunks hold 4 bytes of every row,
-// so a product leaves each row's partial sum in its own lane (rows 8h..8h + 7 in the ymm of half
-// h), and the scales are decoded for 8 rows per instruction.
+// AVX2 decode over repacked K-quant weights (Q2_K..Q6_K in the layout of kernels_impl.h's
+// packed_k_pieces) for calls of up to kPackedMaxTokens tokens: the types of Q2_K, Q3_K_M, Q4_K_M
+// and Q5_K_M files on machines without AVX-512. The per-row dot products (quant_dots_inl.h) read 8
+// rows as 8 streams and end each super-block of each row with a horizontal sum and scalar scale
+// decoding; that left Q4_K_M decode compute-bound at about half of the host's read bandwidth on a
+// Zen 3. Here a 16-row group's super-block is one stream whose 64-byte chunks hold 4 bytes of every
+// row, so a product leaves each row's partial sum in its own lane (rows 8h..8h + 7 in the ymm of
+// half h), and the scales are decoded for 8 rows per instruction.
 //
 // Bits: exactly those of the dot products (and so of every batch size and ISA): per super-block
 // the exact int32 isum (Q4_K/Q5_K also imin), then sum = fma(float(isum), d * d_x, sum) and
@@ -16,7 +16,8 @@
 // pairs) and are summed in int16 while they cannot overflow, then multiplied by the sub-block
 // scale with madd (the scale in both int16 halves of the row's dword): Q4_K sums a 32-element
 // sub-block's 8 chunks (8 x 2 x 15 x 128 = 30,720), Q5_K 4 chunks (4 x 2 x 31 x 128 = 31,744),
-// Q6_K 2 chunks (2 x 2 x 63 x 128 = 32,256).
+// Q6_K 2 chunks (2 x 2 x 63 x 128 = 32,256), Q2_K and Q3_K a 16-element sub-block's 4 chunks
+// (4 x 2 x 7 x 128 = 7,168).
 #include <immintrin.h>
 
 #include <cstring>
@@ -34,9 +35,11 @@ constexpr int64_t kGroupRows = 16;
 // Per-thread scratch: the tokens' integers besides the quants (kSums per super-block and token).
 thread_local std::vector<int32_t> t_ksums;
 
-// Q4_K/Q5_K: the 4 pairs of sums of 32 (int16 pairs 2q, 2q + 1) the mins multiply; Q6_K: the 8
-// pairs of sums of 16 (4p, 4p + 2) and (4p + 1, 4p + 3) its signed scales multiply (the offset).
-template <TensorType kType> constexpr int kSums = kType == TensorType::kQ6_K ? 8 : 4;
+// Q4_K/Q5_K: the 4 pairs of sums of 32 (int16 pairs 2q, 2q + 1) the mins multiply; Q2_K, Q3_K and
+// Q6_K: the 8 pairs of sums of 16 (4p, 4p + 2) and (4p + 1, 4p + 3) that Q2_K's mins and Q3_K's
+// and Q6_K's signed scales (for their offsets) multiply.
+template <TensorType kType>
+constexpr int kSums = kType == TensorType::kQ4_K || kType == TensorType::kQ5_K ? 4 : 8;
 
 int32_t pair16(int32_t lo, int32_t hi) {
   return static_cast<int32_t>((static_cast<uint32_t>(lo) & 0xFFFFu) |
@@ -79,6 +82,43 @@ GANTRY_AVX2_INLINE __m256i scale_q4k(__m256i u0, __m256i u1, __m256i u2, int j) 
 // A non-negative int16 value v in a dword's low half copied to its high half (for madd).
 GANTRY_AVX2_INLINE __m256i twice16(__m256i v) {
   return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+}
+
+// Byte b of each dword of v in both int16 halves of that dword, sign-extended (kSigned) or not:
+// a sub-block scale of 8 rows, ready for madd. (vpshufb indexes bytes of the 128-bit lane: dword
+// i's byte b is 4i + b.)
+template <bool kSigned> GANTRY_AVX2_INLINE __m256i byte_twice16(__m256i v, int b) {
+  const auto ub = static_cast<unsigned>(b);
+  const __m256i dword = _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404,
+                                          0x08080808, 0x0C0C0C0C);
+  if constexpr (kSigned) {
+    // Into each int16's high byte, then shifted down.
+    const __m256i pick = _mm256_or_si256(
+        _mm256_and_si256(dword, _mm256_set1_epi32(0x0F000F00)),
+        _mm256_set1_epi32(static_cast<int32_t>(0x00800080u | (ub << 8) | (ub << 24))));
+    return _mm256_srai_epi16(_mm256_shuffle_epi8(v, pick), 8);
+  } else {
+    const __m256i pick =
+        _mm256_or_si256(_mm256_and_si256(dword, _mm256_set1_epi32(0x000F000F)),
+                        _mm256_set1_epi32(static_cast<int32_t>(0x80008000u | ub | (ub << 16))));
+    return _mm256_shuffle_epi8(v, pick);
+  }
+}
+
+// The sum over a super-block's 16 sub-blocks of (8 rows' per-sub-block factor) x (the token's
+// 16-element sum), the factors as signed bytes in 4 dwords per row (f[p] byte b: sub-block
+// 4p + b), the sums as the 8 pairs of kSums (Q2_K's mins, Q3_K's and Q6_K's offsets).
+GANTRY_AVX2_INLINE __m256i sums16_dot(const __m256i f[4], const int32_t *pairs) {
+  __m256i out = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    // int16 pairs of sign-extended bytes 0 and 2, then 1 and 3, of each dword.
+    const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(f[p], 8), 8);
+    const __m256i odd = _mm256_srai_epi16(f[p], 8);
+    out = _mm256_add_epi32(out, _mm256_madd_epi16(even, _mm256_set1_epi32(pairs[2 * p])));
+    out = _mm256_add_epi32(out, _mm256_madd_epi16(odd, _mm256_set1_epi32(pairs[2 * p + 1])));
+  }
+  return out;
 }
 
 // Q5_K's fifth bits of one chunk half: bit `bit` of each qh byte at bit 4.
@@ -212,20 +252,15 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
         isum[j] = _mm256_setzero_si256();
         off[j] = _mm256_setzero_si256();
       }
-      // The offset: sum over sub-blocks of scale x the token's sum of 16, from int16 pairs of
-      // sign-extended scales (bytes 0 and 2, then 1 and 3, of each scale dword).
+      // The rows' signed scales: scale dword p holds sub-blocks 4p..4p + 3. The offset is the
+      // sum over sub-blocks of scale x the token's sum of 16.
+      __m256i sc[4];
 #pragma GCC unroll 4
-      for (int p = 0; p < 4; ++p) {
-        const __m256i sw = load32(sb + 32 + 64 * p + 32 * h);
-        const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(sw, 8), 8);
-        const __m256i odd = _mm256_srai_epi16(sw, 8);
+      for (int p = 0; p < 4; ++p)
+        sc[p] = load32(sb + 32 + 64 * p + 32 * h);
 #pragma GCC unroll 2
-        for (int j = 0; j < T; ++j) {
-          const int32_t *pairs = sums + (j * nbk + s) * kSums<TensorType::kQ6_K> + 2 * p;
-          off[j] = _mm256_add_epi32(off[j], _mm256_madd_epi16(even, _mm256_set1_epi32(pairs[0])));
-          off[j] = _mm256_add_epi32(off[j], _mm256_madd_epi16(odd, _mm256_set1_epi32(pairs[1])));
-        }
-      }
+      for (int j = 0; j < T; ++j)
+        off[j] = sums16_dot(sc, sums + (j * nbk + s) * kSums<TensorType::kQ6_K>);
 #pragma GCC unroll 1
       for (int eh = 0; eh < 2; ++eh) {
 #pragma GCC unroll 1
@@ -234,18 +269,7 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
 #pragma GCC unroll 4
           for (int m = 0; m < 4; ++m) {
             const int sub = 8 * eh + 2 * m + half;
-            // The rows' signed scale of this sub-block in both int16 halves of their dwords:
-            // byte sub % 4 of scale dword sub / 4 into each half's high byte, shifted down.
-            // (vpshufb indexes bytes of the 128-bit lane: dword i's byte b is 4i + b.)
-            const int b = sub % 4;
-            const __m256i pick =
-                _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(
-                                     0x00800080u | (static_cast<unsigned>(b) << 8) |
-                                     (static_cast<unsigned>(b) << 24))),
-                                 _mm256_setr_epi32(0, 0x04000400, 0x08000800, 0x0C000C00, 0,
-                                                   0x04000400, 0x08000800, 0x0C000C00));
-            const __m256i sc = _mm256_srai_epi16(
-                _mm256_shuffle_epi8(load32(sb + 32 + 64 * (sub / 4) + 32 * h), pick), 8);
+            const __m256i scale = byte_twice16<true>(sc[sub / 4], sub % 4);
 #pragma GCC unroll 2
             for (int pair = 0; pair < 2; ++pair) {
               __m256i p16[T];
@@ -270,7 +294,7 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
               }
 #pragma GCC unroll 2
               for (int j = 0; j < T; ++j)
-                isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], sc));
+                isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], scale));
             }
           }
         }
@@ -295,11 +319,139 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
   }
 }
 
+// Group g x tokens [t0, t0 + T) of packed Q2_K (kQ3: Q3_K). Chunk k holds qs bytes 4k..4k + 3:
+// for n = k / 8 and l = 4 (k % 8), bits 2j..2j + 1 of each byte are element 128n + 32j + l (+0..3)
+// of sub-block 8n + 2j + (k % 8) / 4; Q3_K's high bit of that element is bit 4n + j of hmask
+// byte l, and its value is u - 4 with u = low bits + 4 x high bit (the offset, -4 x the
+// scale-weighted 16-element sums, is taken once per super-block).
+template <int T, bool kQ3>
+GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, const int32_t *sums,
+                                   int64_t g, int64_t t0, float *y, int64_t ldy) {
+  const int64_t cols = w.cols, nbk = cols / kQKK;
+  constexpr size_t kSuper = kQ3 ? sizeof(BlockQ3_K) : sizeof(BlockQ2_K);
+  constexpr size_t kQs = kQ3 ? 736 : 320;
+  NextGroupPrefetch prefetch(w, g, nbk * 8);
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  __m256 acc[T][2], accm[T][2];
+#pragma GCC unroll 2
+  for (int j = 0; j < T; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      acc[j][h] = _mm256_setzero_ps();
+      accm[j][h] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t s = 0; s < nbk; ++s) {
+    const uint8_t *sb = static_cast<const uint8_t *>(w.data) +
+                        static_cast<size_t>(g) * kGroupRows * w.row_stride +
+                        static_cast<size_t>(s) * kGroupRows * kSuper;
+#pragma GCC unroll 1
+    for (int h = 0; h < 2; ++h) {
+      // sc[p] byte b: sub-block 4p + b's scale (Q3_K: signed, less its bias of 32; Q2_K: the
+      // low nibble); Q2_K's mins (the high nibbles) in mins.
+      __m256i sc[4], mins[4];
+      if constexpr (kQ3) {
+        const __m256i u0 = load32(sb + 32 + 32 * h), u1 = load32(sb + 96 + 32 * h);
+        const __m256i u2 = load32(sb + 160 + 32 * h);
+        const __m256i k4 = _mm256_set1_epi8(0x0F), k2 = _mm256_set1_epi8(0x03);
+        // q3_k_scales6 in lanes.
+        sc[0] = _mm256_or_si256(_mm256_and_si256(u0, k4),
+                                _mm256_slli_epi32(_mm256_and_si256(u2, k2), 4));
+        sc[1] =
+            _mm256_or_si256(_mm256_and_si256(u1, k4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 2), k2), 4));
+        sc[2] =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u0, 4), k4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), 4));
+        sc[3] =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u1, 4), k4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 6), k2), 4));
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          sc[p] = _mm256_sub_epi8(sc[p], _mm256_set1_epi8(32));
+          mins[p] = _mm256_setzero_si256();
+        }
+      } else {
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const __m256i v = load32(sb + 64 + 64 * p + 32 * h);
+          sc[p] = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+          mins[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+        }
+      }
+      __m256i isum[T];
+#pragma GCC unroll 2
+      for (int j = 0; j < T; ++j)
+        isum[j] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+      for (int n = 0; n < 2; ++n) {
+#pragma GCC unroll 1
+        for (int half = 0; half < 2; ++half) {
+          prefetch.step();
+#pragma GCC unroll 4
+          for (int jb = 0; jb < 4; ++jb) {
+            const int sub = 8 * n + 2 * jb + half;
+            const __m256i scale = byte_twice16<kQ3>(sc[sub / 4], sub % 4);
+            __m256i p16[T];
+#pragma GCC unroll 2
+            for (int j = 0; j < T; ++j)
+              p16[j] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; ++kk) {
+              const int m = 4 * half + kk; // the chunk's l / 4
+              __m256i u = _mm256_and_si256(
+                  _mm256_srli_epi16(load32(sb + kQs + 64 * (8 * n + m) + 32 * h), 2 * jb), m3);
+              if constexpr (kQ3) {
+                const __m256i hm = load32(sb + 224 + 64 * m + 32 * h);
+                u = _mm256_or_si256(
+                    u,
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + jb), one), 2));
+              }
+#pragma GCC unroll 2
+              for (int j = 0; j < T; ++j) {
+                const int8_t *x = a.qs + (t0 + j) * cols + s * kQKK + 128 * n + 32 * jb + 4 * m;
+                p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, bcast4(x)));
+              }
+            }
+#pragma GCC unroll 2
+            for (int j = 0; j < T; ++j)
+              isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], scale));
+          }
+        }
+      }
+#pragma GCC unroll 2
+      for (int j = 0; j < T; ++j) {
+        const int32_t *pairs = sums + (j * nbk + s) * kSums<TensorType::kQ2_K>;
+        const __m256 dx = _mm256_set1_ps(a.d[(t0 + j) * nbk + s]);
+        if constexpr (kQ3) {
+          const __m256 d =
+              _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 16 * h)));
+          const __m256i total =
+              _mm256_sub_epi32(isum[j], _mm256_slli_epi32(sums16_dot(sc, pairs), 2));
+          acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[j][h]);
+        } else {
+          const __m256i dd = load32(sb + 32 * h);
+          const __m256 d = half_lanes<false>(dd), dmin = half_lanes<true>(dd);
+          acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), acc[j][h]);
+          accm[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16_dot(mins, pairs)),
+                                       _mm256_mul_ps(dmin, dx), accm[j][h]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int j = 0; j < T; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
+                       _mm256_sub_ps(acc[j][h], accm[j][h]));
+    }
+  }
+}
+
 template <TensorType kType> void prepare_sums(const Activations &a, int64_t t, int32_t *out) {
   const int64_t nbk = a.cols / kQKK;
   const int16_t *bs = a.bsums + t * a.cols / 16;
   for (int64_t b = 0; b < nbk; ++b, bs += 16, out += kSums<kType>) {
-    if constexpr (kType == TensorType::kQ6_K) {
+    if constexpr (kSums<kType> == 8) {
       for (int p = 0; p < 4; ++p) {
         out[2 * p] = pair16(bs[4 * p], bs[4 * p + 2]);
         out[2 * p + 1] = pair16(bs[4 * p + 1], bs[4 * p + 3]);
@@ -316,6 +468,8 @@ GANTRY_AVX2 void run_group(const WeightView &w, const Activations &a, const int3
                            int64_t g, int64_t t0, float *y, int64_t ldy) {
   if constexpr (kType == TensorType::kQ6_K)
     group_q6k<T>(w, a, sums, g, t0, y, ldy);
+  else if constexpr (kType == TensorType::kQ2_K || kType == TensorType::kQ3_K)
+    group_q23k<T, kType == TensorType::kQ3_K>(w, a, sums, g, t0, y, ldy);
   else
     group_q4k<T, kType == TensorType::kQ5_K>(w, a, sums, g, t0, y, ldy);
 }
@@ -344,6 +498,8 @@ void gemv_k(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, i
 bool matmul_rows_k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                           int64_t r0, int64_t r1, float *y, int64_t ldy) {
   switch (w.type) {
+  case TensorType::kQ2_K: gemv_k<TensorType::kQ2_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kQ3_K: gemv_k<TensorType::kQ3_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ4_K: gemv_k<TensorType::kQ4_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ5_K: gemv_k<TensorType::kQ5_K>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ6_K: gemv_k<TensorType::kQ6_K>(w, a, t0, t1, r0, r1, y, ldy); return true;

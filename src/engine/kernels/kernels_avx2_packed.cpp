@@ -1,10 +1,10 @@
 // AVX2 decode over repacked weights (kernels.h, "repacked weights"): the 32-element block types
 // (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) and F16/BF16, for calls of up to 8 tokens (one sequence
-// decoding, or a batched decode step); the K-quants' are in kernels_avx2_kpacked.cpp. Machines without AVX-512 (Zen 2/3, most client CPUs)
-// decoded from row-major weights, 8 rows side by side, which is 8 concurrent streams per core
-// plus a horizontal-add tree and a scale gather per block; a packed 16-row group is one stream
-// whose 64-byte chunks hold 4 bytes of every row, so a product leaves each row's partial sum in
-// its own lane.
+// decoding, or a batched decode step); the K-quants' are in kernels_avx2_kpacked.cpp. Machines
+// without AVX-512 (Zen 2/3, most client CPUs) decoded from row-major weights, 8 rows side by side,
+// which is 8 concurrent streams per core plus a horizontal-add tree and a scale gather per block; a
+// packed 16-row group is one stream whose 64-byte chunks hold 4 bytes of every row, so a product
+// leaves each row's partial sum in its own lane.
 //
 // Bits: those of kernels_avx2.cpp's row-major kernels (and so of every batch size and ISA): per
 // 32-block the exact int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the
@@ -285,6 +285,8 @@ bool packs_rows16(TensorType type) {
   case TensorType::kQ5_0:
   case TensorType::kQ5_1:
   case TensorType::kIQ4_NL:
+  case TensorType::kQ2_K:
+  case TensorType::kQ3_K:
   case TensorType::kQ4_K:
   case TensorType::kQ5_K:
   case TensorType::kQ6_K:

@@ -72,8 +72,27 @@ constexpr int64_t packed_quants_at(TensorType t, int64_t nb) {
 // Q6_K: d at 2i, the scale bytes 4p..4p + 3 as four arrays of 16 dwords (32 + 64p), then for half
 //   h and piece k, 192 bytes at 288 + (8h + k) * 192: ql bytes 64h + 4k.., ql bytes
 //   64h + 32 + 4k.. and qh bytes 32h + 4k.., 64 each.
+// Q2_K (packed by the AVX2 kernels only): d and dmin at 4i, the scale bytes 4p..4p + 3 at
+//   64 + 64p, then 16 chunks from 320: chunk k holds qs bytes 4k..4k + 3.
+// Q3_K (AVX2 only): d at 2i, the scale bytes 0-3, 4-7, 8-11 at 32, 96, 160, hmask bytes 4m..4m + 3
+//   at 224 + 64m, then 16 chunks from 736: chunk k holds qs bytes 4k..4k + 3.
 template <typename Block, typename Copy> inline void packed_k_pieces(size_t i, Copy &&copy) {
-  if constexpr (std::is_same_v<Block, BlockQ4_K> || std::is_same_v<Block, BlockQ5_K>) {
+  if constexpr (std::is_same_v<Block, BlockQ2_K>) {
+    copy(offsetof(BlockQ2_K, d), 4 * i, 2);
+    copy(offsetof(BlockQ2_K, dmin), 4 * i + 2, 2);
+    for (size_t p = 0; p < 4; ++p)
+      copy(offsetof(BlockQ2_K, scales) + 4 * p, 64 + 64 * p + 4 * i, 4);
+    for (size_t k = 0; k < 16; ++k)
+      copy(offsetof(BlockQ2_K, qs) + 4 * k, 320 + 64 * k + 4 * i, 4);
+  } else if constexpr (std::is_same_v<Block, BlockQ3_K>) {
+    copy(offsetof(BlockQ3_K, d), 2 * i, 2);
+    for (size_t p = 0; p < 3; ++p)
+      copy(offsetof(BlockQ3_K, scales) + 4 * p, 32 + 64 * p + 4 * i, 4);
+    for (size_t m = 0; m < 8; ++m)
+      copy(offsetof(BlockQ3_K, hmask) + 4 * m, 224 + 64 * m + 4 * i, 4);
+    for (size_t k = 0; k < 16; ++k)
+      copy(offsetof(BlockQ3_K, qs) + 4 * k, 736 + 64 * k + 4 * i, 4);
+  } else if constexpr (std::is_same_v<Block, BlockQ4_K> || std::is_same_v<Block, BlockQ5_K>) {
     copy(offsetof(Block, d), 4 * i, 2);
     copy(offsetof(Block, dmin), 4 * i + 2, 2);
     for (size_t part = 0; part < 3; ++part)

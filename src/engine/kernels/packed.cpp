@@ -24,7 +24,8 @@ size_t head_bytes(TensorType t) { return block_has_min(t) ? 4 : 2; }
 // Q8_0's quants are stored unsigned: the sign bit of each byte flipped (both ways).
 uint32_t sign_flip(TensorType t) { return t == TensorType::kQ8_0 ? 0x80808080u : 0u; }
 bool is_k_quant(TensorType t) {
-  return t == TensorType::kQ4_K || t == TensorType::kQ5_K || t == TensorType::kQ6_K;
+  return t == TensorType::kQ2_K || t == TensorType::kQ3_K || t == TensorType::kQ4_K ||
+         t == TensorType::kQ5_K || t == TensorType::kQ6_K;
 }
 bool is_half(TensorType t) { return t == TensorType::kF16 || t == TensorType::kBF16; }
 
@@ -87,7 +88,10 @@ template <typename Block> WeightView pack_k(const WeightView &w, void *dst) {
 bool isa_packs(TensorType t) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   switch (active_isa()) {
-  case Isa::kAvx512Vnni: return is_block32(t) || is_k_quant(t) || is_half(t);
+  case Isa::kAvx512Vnni:
+    // Q2_K and Q3_K have no AVX-512 kernels over the packed layout: they stay row-major there.
+    return is_block32(t) || (is_k_quant(t) && t != TensorType::kQ2_K && t != TensorType::kQ3_K) ||
+           is_half(t);
   case Isa::kAvx2: return avx2::packs_rows16(t);
   default: return false;
   }
@@ -143,7 +147,23 @@ void unpack_k_groups(const WeightView &w, int64_t g0, int64_t g1, char *dst) {
         rows[i] = dst + static_cast<size_t>((g - g0) * kGroupRows + i) * rb +
                   static_cast<size_t>(s) * sizeof(Block);
       }
-      if constexpr (std::is_same_v<Block, BlockQ6_K>) {
+      if constexpr (std::is_same_v<Block, BlockQ2_K>) {
+        for (int i = 0; i < kGroupRows; ++i) {
+          std::memcpy(rows[i] + offsetof(BlockQ2_K, d), sb + 4 * i, 2);
+          std::memcpy(rows[i] + offsetof(BlockQ2_K, dmin), sb + 4 * i + 2, 2);
+        }
+        unpack_pieces(sb + 64, 64, 4, rows, offsetof(BlockQ2_K, scales));
+        unpack_pieces(sb + 320, 64, 16, rows, offsetof(BlockQ2_K, qs));
+      } else if constexpr (std::is_same_v<Block, BlockQ3_K>) {
+        for (int i = 0; i < kGroupRows; ++i) {
+          std::memcpy(rows[i] + offsetof(BlockQ3_K, d), sb + 2 * i, 2);
+          for (size_t part = 0; part < 3; ++part)
+            std::memcpy(rows[i] + offsetof(BlockQ3_K, scales) + 4 * part,
+                        sb + 32 + 64 * part + 4 * i, 4);
+        }
+        unpack_pieces(sb + 224, 64, 8, rows, offsetof(BlockQ3_K, hmask));
+        unpack_pieces(sb + 736, 64, 16, rows, offsetof(BlockQ3_K, qs));
+      } else if constexpr (std::is_same_v<Block, BlockQ6_K>) {
         for (int i = 0; i < kGroupRows; ++i)
           std::memcpy(rows[i] + offsetof(BlockQ6_K, d), sb + 2 * i, 2);
         unpack_pieces(sb + 32, 64, 4, rows, offsetof(BlockQ6_K, scales));
@@ -193,6 +213,10 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
     }
     return packed_view(w, dst);
   }
+  if (w.type == TensorType::kQ2_K)
+    return pack_k<BlockQ2_K>(w, dst);
+  if (w.type == TensorType::kQ3_K)
+    return pack_k<BlockQ3_K>(w, dst);
   if (w.type == TensorType::kQ4_K)
     return pack_k<BlockQ4_K>(w, dst);
   if (w.type == TensorType::kQ5_K)
@@ -245,7 +269,11 @@ void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst) {
   if (is_k_quant(w.type) && r0 % kGroupRows == 0 && r1 % kGroupRows == 0) {
     char *out = static_cast<char *>(dst);
     const int64_t g0 = r0 / kGroupRows, g1 = r1 / kGroupRows;
-    if (w.type == TensorType::kQ4_K)
+    if (w.type == TensorType::kQ2_K)
+      unpack_k_groups<BlockQ2_K>(w, g0, g1, out);
+    else if (w.type == TensorType::kQ3_K)
+      unpack_k_groups<BlockQ3_K>(w, g0, g1, out);
+    else if (w.type == TensorType::kQ4_K)
       unpack_k_groups<BlockQ4_K>(w, g0, g1, out);
     else if (w.type == TensorType::kQ5_K)
       unpack_k_groups<BlockQ5_K>(w, g0, g1, out);
@@ -299,7 +327,11 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
   }
   if (is_k_quant(w.type)) {
     for (int64_t b = 0; b < w.cols / kQKK; ++b) {
-      if (w.type == TensorType::kQ4_K)
+      if (w.type == TensorType::kQ2_K)
+        packed_k_block(w, r, b, static_cast<BlockQ2_K *>(dst) + b);
+      else if (w.type == TensorType::kQ3_K)
+        packed_k_block(w, r, b, static_cast<BlockQ3_K *>(dst) + b);
+      else if (w.type == TensorType::kQ4_K)
         packed_k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
       else if (w.type == TensorType::kQ5_K)
         packed_k_block(w, r, b, static_cast<BlockQ5_K *>(dst) + b);

@@ -480,15 +480,17 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
 // view gives the row-major view's bits for decode (1-3 tokens) and batches, on one to three
 // threads, odd block counts and row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed
 // view runs on unpacked rows, same bits. Then the same under AVX2, whose kernels read every packed
-// type in place for up to 8 tokens (kernels_avx2_packed.cpp, kernels_avx2_kpacked.cpp).
+// type in place for up to 8 tokens (kernels_avx2_packed.cpp, kernels_avx2_kpacked.cpp), Q2_K and
+// Q3_K too (which only AVX2 packs).
 void packed_rows_give_the_row_major_bits(Isa isa) {
   ScopedIsa scoped(isa);
   ThreadPool pool1(1), pool2(2), pool3(3);
   const std::pair<int64_t, int64_t> shapes[] = {{16, 32},   {48, 96},  {272, 1024}, {64, 2080},
                                                 {160, 544}, {32, 256}, {48, 768},   {64, 2304}};
   for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
-                       TensorType::kQ5_1, TensorType::kIQ4_NL, TensorType::kQ4_K, TensorType::kQ5_K,
-                       TensorType::kQ6_K, TensorType::kF16, TensorType::kBF16}) {
+                       TensorType::kQ5_1, TensorType::kIQ4_NL, TensorType::kQ2_K, TensorType::kQ3_K,
+                       TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kF16,
+                       TensorType::kBF16}) {
     for (bool raw : {false, true}) {
       for (auto [rows, cols] : shapes) {
         if (cols % gguf::type_traits(t).block_elems != 0)
@@ -496,6 +498,11 @@ void packed_rows_give_the_row_major_bits(Isa isa) {
         const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows * 3 + cols), raw);
         const std::string what = name(t) + (raw ? " raw " : " ") + std::to_string(rows) + "x" +
                                  std::to_string(cols) + (isa == Isa::kAvx2 ? " (AVX2)" : "");
+        if (isa == Isa::kAvx512Vnni && (t == TensorType::kQ2_K || t == TensorType::kQ3_K)) {
+          // No AVX-512 kernels read them packed.
+          ASSERT_FALSE(can_pack_rows16(m.view())) << what;
+          continue;
+        }
         ASSERT_TRUE(can_pack_rows16(m.view())) << what;
         ASSERT_EQ(packed_bytes(m.view()), m.data.size());
         std::vector<uint8_t> buf(m.data.size());
