@@ -281,6 +281,22 @@ void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst) {
       unpack_k_groups<BlockQ6_K>(w, g0, g1, out);
     return;
   }
+  if (is_half(w.type) && r0 % kGroupRows == 0 && r1 % kGroupRows == 0) {
+    // A column step of a group is 256 contiguous bytes, 16 of each row: read once, in order (per
+    // row, unpack_row16 read every step 16 times; 4 % of an F16 prefill).
+    for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+      const char *group =
+          static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
+      char *rows = static_cast<char *>(dst) + static_cast<size_t>(g * kGroupRows - r0) * rb;
+      for (int64_t c8 = 0; c8 < w.cols / 8; ++c8) {
+        for (int i = 0; i < kGroupRows; ++i) {
+          std::memcpy(rows + static_cast<size_t>(i) * rb + c8 * 16,
+                      group + c8 * kGroupRows * 16 + 16 * i, 16);
+        }
+      }
+    }
+    return;
+  }
   if (!is_block32(w.type) || r0 % kGroupRows != 0 || r1 % kGroupRows != 0) {
     for (int64_t r = r0; r < r1; ++r)
       unpack_row16(w, r, static_cast<char *>(dst) + static_cast<size_t>(r - r0) * rb);
