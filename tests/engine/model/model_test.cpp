@@ -103,10 +103,10 @@ INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
 TEST(ModelLoadTest, RepackedWeightsGiveTheLogitsOfTheMappedOnes) {
   if (kernels::active_isa() < kernels::Isa::kAvx2)
     GTEST_SKIP() << "no AVX2 kernels active: nothing is repacked";
-  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ5_0,
-                          TensorType::kQ4_1, TensorType::kIQ4_NL, TensorType::kQ2_K,
-                          TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
-                          TensorType::kQ6_K, TensorType::kF16}) {
+  for (TensorType type :
+       {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ4_1,
+        TensorType::kIQ4_NL, TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kQ4_K,
+        TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kF16}) {
     // K-quants need rows that are multiples of 256 elements.
     const bool k_quant = gguf::type_traits(type).block_elems == 256;
     SynthShape shape{
