@@ -70,8 +70,10 @@ void shapes(benchmark::internal::Benchmark *b) {
   for (auto t : {TensorType::kF16, TensorType::kQ8_0}) {
     for (auto [rows, cols] :
          {std::pair<int64_t, int64_t>{2048, 2048}, {5632, 2048}, {2048, 5632}}) {
-      b->Args({static_cast<int64_t>(t), rows, cols, 64, 1});
-      b->Args({static_cast<int64_t>(t), rows, cols, 1, 1});
+      for (int64_t packed : {0, 1}) {
+        b->Args({static_cast<int64_t>(t), rows, cols, 64, packed});
+        b->Args({static_cast<int64_t>(t), rows, cols, 1, packed});
+      }
     }
   }
 }
