@@ -121,6 +121,37 @@ GANTRY_AVX2_INLINE __m256i sums16_dot(const __m256i f[4], const int32_t *pairs) 
   return out;
 }
 
+// Super-block s of group g of a packed matrix of kSuper-byte blocks.
+template <size_t kSuper>
+GANTRY_AVX2_INLINE const uint8_t *super_at(const WeightView &w, int64_t g, int64_t s) {
+  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride +
+         static_cast<size_t>(s) * kGroupRows * kSuper;
+}
+
+// A group's float accumulators for T tokens, lanes of half h = rows 8h..8h + 7: sum and summ of
+// the dot products (summ zero for the types without mins), written out as sum - summ.
+template <int T> struct GroupAcc {
+  __m256 acc[T][2], accm[T][2];
+  GANTRY_AVX2_INLINE GroupAcc() {
+#pragma GCC unroll 2
+    for (int j = 0; j < T; ++j) {
+      for (int h = 0; h < 2; ++h) {
+        acc[j][h] = _mm256_setzero_ps();
+        accm[j][h] = _mm256_setzero_ps();
+      }
+    }
+  }
+  GANTRY_AVX2_INLINE void store(float *y, int64_t ldy, int64_t t0, int64_t g) const {
+#pragma GCC unroll 2
+    for (int j = 0; j < T; ++j) {
+      for (int h = 0; h < 2; ++h) {
+        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
+                         _mm256_sub_ps(acc[j][h], accm[j][h]));
+      }
+    }
+  }
+};
+
 // Q5_K's fifth bits of one chunk half: bit `bit` of each qh byte at bit 4.
 GANTRY_AVX2_INLINE __m256i fifth(__m256i qh, int bit) {
   return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, bit), _mm256_set1_epi8(1)), 4);
@@ -137,18 +168,9 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
   constexpr int kRun = kQ5 ? 4 : 8; // chunks summed in int16 before the scale
   NextGroupPrefetch prefetch(w, g, nbk * 8);
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  __m256 acc[T][2], accm[T][2];
-#pragma GCC unroll 2
-  for (int j = 0; j < T; ++j) {
-    for (int h = 0; h < 2; ++h) {
-      acc[j][h] = _mm256_setzero_ps();
-      accm[j][h] = _mm256_setzero_ps();
-    }
-  }
+  GroupAcc<T> out;
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = static_cast<const uint8_t *>(w.data) +
-                        static_cast<size_t>(g) * kGroupRows * w.row_stride +
-                        static_cast<size_t>(s) * kGroupRows * kSuper;
+    const uint8_t *sb = super_at<kSuper>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
       const __m256i u0 = load32(sb + 64 + 32 * h), u1 = load32(sb + 128 + 32 * h);
@@ -211,18 +233,14 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
         for (int q = 1; q < 4; ++q)
           imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mp[q], _mm256_set1_epi32(pairs[q])));
         const __m256 dx = _mm256_set1_ps(a.d[(t0 + j) * nbk + s]);
-        acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), acc[j][h]);
-        accm[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, dx), accm[j][h]);
+        out.acc[j][h] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), out.acc[j][h]);
+        out.accm[j][h] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, dx), out.accm[j][h]);
       }
     }
   }
-#pragma GCC unroll 2
-  for (int j = 0; j < T; ++j) {
-    for (int h = 0; h < 2; ++h) {
-      _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
-                       _mm256_sub_ps(acc[j][h], accm[j][h]));
-    }
-  }
+  out.store(y, ldy, t0, g);
 }
 
 // Group g x tokens [t0, t0 + T) of packed Q6_K. Piece k of element half eh holds, per row,
@@ -234,16 +252,9 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
   const int64_t cols = w.cols, nbk = cols / kQKK;
   NextGroupPrefetch prefetch(w, g, nbk * 8);
   const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-  __m256 acc[T][2];
-#pragma GCC unroll 2
-  for (int j = 0; j < T; ++j) {
-    acc[j][0] = _mm256_setzero_ps();
-    acc[j][1] = _mm256_setzero_ps();
-  }
+  GroupAcc<T> out;
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = static_cast<const uint8_t *>(w.data) +
-                        static_cast<size_t>(g) * kGroupRows * w.row_stride +
-                        static_cast<size_t>(s) * kGroupRows * sizeof(BlockQ6_K);
+    const uint8_t *sb = super_at<sizeof(BlockQ6_K)>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
       __m256i isum[T], off[T];
@@ -305,18 +316,12 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
       for (int j = 0; j < T; ++j) {
         const __m256i total = _mm256_sub_epi32(isum[j], _mm256_slli_epi32(off[j], 5));
         const __m256 dx = _mm256_set1_ps(a.d[(t0 + j) * nbk + s]);
-        acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[j][h]);
+        out.acc[j][h] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), out.acc[j][h]);
       }
     }
   }
-#pragma GCC unroll 2
-  for (int j = 0; j < T; ++j) {
-    // As the dot products' sum - summ with summ zero.
-    for (int h = 0; h < 2; ++h) {
-      _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
-                       _mm256_sub_ps(acc[j][h], _mm256_setzero_ps()));
-    }
-  }
+  out.store(y, ldy, t0, g); // accm stays zero: sum - 0, as the dot products
 }
 
 // Group g x tokens [t0, t0 + T) of packed Q2_K (kQ3: Q3_K). Chunk k holds qs bytes 4k..4k + 3:
@@ -332,18 +337,9 @@ GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, co
   constexpr size_t kQs = kQ3 ? 736 : 320;
   NextGroupPrefetch prefetch(w, g, nbk * 8);
   const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-  __m256 acc[T][2], accm[T][2];
-#pragma GCC unroll 2
-  for (int j = 0; j < T; ++j) {
-    for (int h = 0; h < 2; ++h) {
-      acc[j][h] = _mm256_setzero_ps();
-      accm[j][h] = _mm256_setzero_ps();
-    }
-  }
+  GroupAcc<T> out;
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = static_cast<const uint8_t *>(w.data) +
-                        static_cast<size_t>(g) * kGroupRows * w.row_stride +
-                        static_cast<size_t>(s) * kGroupRows * kSuper;
+    const uint8_t *sb = super_at<kSuper>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
       // sc[p] byte b: sub-block 4p + b's scale (Q3_K: signed, less its bias of 32; Q2_K: the
@@ -427,24 +423,20 @@ GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, co
               _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 16 * h)));
           const __m256i total =
               _mm256_sub_epi32(isum[j], _mm256_slli_epi32(sums16_dot(sc, pairs), 2));
-          acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[j][h]);
+          out.acc[j][h] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), out.acc[j][h]);
         } else {
           const __m256i dd = load32(sb + 32 * h);
           const __m256 d = half_lanes<false>(dd), dmin = half_lanes<true>(dd);
-          acc[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), acc[j][h]);
-          accm[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16_dot(mins, pairs)),
-                                       _mm256_mul_ps(dmin, dx), accm[j][h]);
+          out.acc[j][h] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), out.acc[j][h]);
+          out.accm[j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16_dot(mins, pairs)),
+                                           _mm256_mul_ps(dmin, dx), out.accm[j][h]);
         }
       }
     }
   }
-#pragma GCC unroll 2
-  for (int j = 0; j < T; ++j) {
-    for (int h = 0; h < 2; ++h) {
-      _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
-                       _mm256_sub_ps(acc[j][h], accm[j][h]));
-    }
-  }
+  out.store(y, ldy, t0, g);
 }
 
 template <TensorType kType> void prepare_sums(const Activations &a, int64_t t, int32_t *out) {
