@@ -1,10 +1,13 @@
 // Matmul kernels alone, one thread, no model around them (issue 16): the prefill and decode
-// shapes of a 1.1B Llama's projections (2048 x 2048, 5632 x 2048, 2048 x 5632) for F16 and Q8_0
-// weights as stored in the file (row-major) and repacked as the model loads them, so a change
+// shapes of a 1.1B Llama's projections (2048 x 2048, 5632 x 2048, 2048 x 5632) for F16, Q8_0,
+// Q4_K and Q6_K weights (the K-quants encoded by Gantry's simple quantizer: the kernels' speed
+// does not depend on how well the values were chosen) as stored in the file (row-major) and
+// repacked as the model loads them, so a change
 // to one kernel can be judged on the kernel's own time rather than on a whole model's tok/s,
 // which this 2-core VM moves by a third from minute to minute.
 //
 //   build/bench/kernels_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+//   build/bench/kernels_bench --benchmark_filter='type:12/'   # one type (the TensorType number)
 //
 // Reports the time per matmul call and the columns x rows x tokens multiply-adds per second.
 #include <benchmark/benchmark.h>
@@ -67,12 +70,13 @@ void BM_Matmul(benchmark::State &state) {
 }
 
 void shapes(benchmark::internal::Benchmark *b) {
-  for (auto t : {TensorType::kF16, TensorType::kQ8_0}) {
+  for (auto t : {TensorType::kF16, TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ6_K}) {
     for (auto [rows, cols] :
          {std::pair<int64_t, int64_t>{2048, 2048}, {5632, 2048}, {2048, 5632}}) {
       for (int64_t packed : {0, 1}) {
-        b->Args({static_cast<int64_t>(t), rows, cols, 64, packed});
-        b->Args({static_cast<int64_t>(t), rows, cols, 1, packed});
+        // Prefill, an 8-sequence decode step, one sequence decoding.
+        for (int64_t tokens : {64, 8, 1})
+          b->Args({static_cast<int64_t>(t), rows, cols, tokens, packed});
       }
     }
   }
