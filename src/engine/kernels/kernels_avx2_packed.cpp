@@ -270,9 +270,9 @@ GANTRY_AVX2_INLINE void group_float(const WeightView &w, const Activations &a, i
 // step): a 4 x T tile as kernels_avx2.cpp's row-major ones (the same fma per lane in column
 // order, then hsum, so the same bits), reading 64 bytes of each 256-byte column step. A pass per
 // token over the whole group (group_float) read it 8 times for 8 tokens: 2.54 ms against 1.48 ms
-// here for 2048 x 2048 (build/bench/kernels_bench, one thread); the row-major 3 x 4 tiles take
-// 0.82 ms (this quarter group, 16 KiB at 2048 columns, sits at a 256-byte stride, which L1's sets
-// hold only a quarter of, so later token tiles refetch much of it from L2).
+// here for 2048 x 2048 (build/bench/kernels_bench, one thread). The row-major 3 x 4 tiles take
+// 0.82 ms; blocking the quarter over 512 columns, so that its lines (at a 256-byte stride) fit
+// L1's sets across token tiles, made no difference.
 template <TensorType kType, int T>
 GANTRY_AVX2_INLINE void quarter_float(const WeightView &w, const Activations &a, int64_t g, int q,
                                       int64_t t, float *y, int64_t ldy) {
