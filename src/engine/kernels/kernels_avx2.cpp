@@ -225,12 +225,6 @@ GANTRY_AVX2_INLINE RowTile<R> unpack_rows(const WeightView &w, int64_t r, int8_t
   return tile;
 }
 
-GANTRY_AVX2_INLINE __m256i broadcast4(const int8_t *p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
-
 // R unpacked rows against the 8 tokens of group g, storing only tokens in [t0, t1): lane j of
 // acc[i] is row r + i, token 8g + j. Each step broadcasts 4 weights of a row and multiplies them
 // with the same 4 elements of all 8 tokens (one 32-byte load of the interleaved activations).

@@ -1,11 +1,22 @@
 // AVX2 helpers shared by the kernels of kernels_avx2.cpp, kernels_avx2_packed.cpp and
 // kernels_avx2_ktiles.cpp: their outputs must be the same bits, so they reduce and classify
 // weights with the same code. Include inside namespace gantry::engine::kernels::avx2 (an
-// anonymous namespace within it), after <immintrin.h> and kernels_impl.h.
+// anonymous namespace within it), after <immintrin.h>, <cstring> and kernels_impl.h.
 #pragma once
 
 #define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define GANTRY_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+GANTRY_AVX2_INLINE __m256i load32(const void *p) {
+  return _mm256_loadu_si256(static_cast<const __m256i *>(p));
+}
+
+// The 4 bytes at p in every dword (a token's 4 activations against 8 rows' 4-byte pieces).
+GANTRY_AVX2_INLINE __m256i broadcast4(const int8_t *p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return _mm256_set1_epi32(v);
+}
 
 // The sum of v's 8 lanes, in the one order every float kernel ends with.
 GANTRY_AVX2_INLINE float hsum(__m256 v) {

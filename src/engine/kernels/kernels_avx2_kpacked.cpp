@@ -21,6 +21,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "engine/kernels/kernels_impl.h"
@@ -44,17 +45,6 @@ constexpr int kSums = kType == TensorType::kQ4_K || kType == TensorType::kQ5_K ?
 int32_t pair16(int32_t lo, int32_t hi) {
   return static_cast<int32_t>((static_cast<uint32_t>(lo) & 0xFFFFu) |
                               (static_cast<uint32_t>(hi) << 16));
-}
-
-GANTRY_AVX2_INLINE __m256i load32(const uint8_t *p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
-}
-
-// The token's 4 activation bytes at x in every dword.
-GANTRY_AVX2_INLINE __m256i bcast4(const int8_t *x) {
-  int32_t v;
-  std::memcpy(&v, x, sizeof v);
-  return _mm256_set1_epi32(v);
 }
 
 // 8 rows' fp16 values in the low (kHigh: high) 16 bits of the dwords of dd, as floats.
@@ -121,13 +111,6 @@ GANTRY_AVX2_INLINE __m256i sums16_dot(const __m256i f[4], const int32_t *pairs) 
   return out;
 }
 
-// Super-block s of group g of a packed matrix of kSuper-byte blocks.
-template <size_t kSuper>
-GANTRY_AVX2_INLINE const uint8_t *super_at(const WeightView &w, int64_t g, int64_t s) {
-  return static_cast<const uint8_t *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride +
-         static_cast<size_t>(s) * kGroupRows * kSuper;
-}
-
 // A group's float accumulators for T tokens, lanes of half h = rows 8h..8h + 7: sum and summ of
 // the dot products (summ zero for the types without mins), written out as sum - summ.
 template <int T> struct GroupAcc {
@@ -164,13 +147,13 @@ template <int T, bool kQ5>
 GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, const int32_t *sums,
                                   int64_t g, int64_t t0, float *y, int64_t ldy) {
   const int64_t cols = w.cols, nbk = cols / kQKK;
-  constexpr size_t kSuper = kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
   constexpr int kRun = kQ5 ? 4 : 8; // chunks summed in int16 before the scale
   NextGroupPrefetch prefetch(w, g, nbk * 8);
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   GroupAcc<T> out;
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = super_at<kSuper>(w, g, s);
+    const uint8_t *sb = packed_k_super<Block>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
       const __m256i u0 = load32(sb + 64 + 32 * h), u1 = load32(sb + 128 + 32 * h);
@@ -206,8 +189,8 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
 #pragma GCC unroll 2
             for (int j = 0; j < T; ++j) {
               const int8_t *x = a.qs + (t0 + j) * cols + s * kQKK + 64 * c + 4 * k;
-              plo[j] = _mm256_add_epi16(plo[j], _mm256_maddubs_epi16(lo, bcast4(x)));
-              phi[j] = _mm256_add_epi16(phi[j], _mm256_maddubs_epi16(hi, bcast4(x + 32)));
+              plo[j] = _mm256_add_epi16(plo[j], _mm256_maddubs_epi16(lo, broadcast4(x)));
+              phi[j] = _mm256_add_epi16(phi[j], _mm256_maddubs_epi16(hi, broadcast4(x + 32)));
             }
           }
 #pragma GCC unroll 2
@@ -254,7 +237,7 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
   const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
   GroupAcc<T> out;
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = super_at<sizeof(BlockQ6_K)>(w, g, s);
+    const uint8_t *sb = packed_k_super<BlockQ6_K>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
       __m256i isum[T], off[T];
@@ -300,7 +283,7 @@ GANTRY_AVX2_INLINE void group_q6k(const WeightView &w, const Activations &a, con
 #pragma GCC unroll 2
                 for (int j = 0; j < T; ++j) {
                   const int8_t *x = a.qs + (t0 + j) * cols + s * kQKK + 128 * eh + 4 * k + 32 * m;
-                  p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, bcast4(x)));
+                  p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, broadcast4(x)));
                 }
               }
 #pragma GCC unroll 2
@@ -333,13 +316,13 @@ template <int T, bool kQ3>
 GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, const int32_t *sums,
                                    int64_t g, int64_t t0, float *y, int64_t ldy) {
   const int64_t cols = w.cols, nbk = cols / kQKK;
-  constexpr size_t kSuper = kQ3 ? sizeof(BlockQ3_K) : sizeof(BlockQ2_K);
+  using Block = std::conditional_t<kQ3, BlockQ3_K, BlockQ2_K>;
   constexpr size_t kQs = kQ3 ? 736 : 320;
   NextGroupPrefetch prefetch(w, g, nbk * 8);
   const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
   GroupAcc<T> out;
   for (int64_t s = 0; s < nbk; ++s) {
-    const uint8_t *sb = super_at<kSuper>(w, g, s);
+    const uint8_t *sb = packed_k_super<Block>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
       // sc[p] byte b: sub-block 4p + b's scale (Q3_K: signed, less its bias of 32; Q2_K: the
@@ -405,7 +388,7 @@ GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, co
 #pragma GCC unroll 2
               for (int j = 0; j < T; ++j) {
                 const int8_t *x = a.qs + (t0 + j) * cols + s * kQKK + 128 * n + 32 * jb + 4 * m;
-                p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, bcast4(x)));
+                p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, broadcast4(x)));
               }
             }
 #pragma GCC unroll 2

@@ -38,9 +38,6 @@ struct DecodedSuper {
   float d, dmin;
 };
 
-GANTRY_AVX2_INLINE __m256i load32(const void *p) {
-  return _mm256_loadu_si256(static_cast<const __m256i *>(p));
-}
 GANTRY_AVX2_INLINE void store32(void *p, __m256i v) {
   _mm256_storeu_si256(static_cast<__m256i *>(p), v);
 }

@@ -34,13 +34,6 @@ constexpr int64_t kGroupRows = 16;
 template <TensorType kType>
 constexpr bool kInt16Sums = kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1;
 
-// The token's 4 activation bytes at x in every dword.
-GANTRY_AVX2_INLINE __m256i broadcast_x4(const int8_t *x) {
-  int32_t v;
-  std::memcpy(&v, x, sizeof v);
-  return _mm256_set1_epi32(v);
-}
-
 // Q5_0/Q5_1: 0x10 in byte i of each row's dword where bit bit0 + i of that row's qh dword is set
 // (byte i holds element bit0 + i). Each dword's byte bit0 / 8 is spread over its 4 bytes, and
 // byte i keeps bit (bit0 % 8) + i of it.
@@ -141,7 +134,7 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
 #pragma GCC unroll 2
           for (int j = 0; j < T; ++j) {
             isum[j][h] = accumulate<kType>(
-                isum[j][h], products<kType>(v, av, broadcast_x4(xq[j] + b * kQK + 4 * k)));
+                isum[j][h], products<kType>(v, av, broadcast4(xq[j] + b * kQK + 4 * k)));
           }
         }
       }
@@ -166,8 +159,8 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
 #pragma GCC unroll 2
           for (int j = 0; j < T; ++j) {
             const int8_t *xl = xq[j] + b * kQK + 4 * k;
-            const __m256i p = accumulate<kType>(products<kType>(lo, alo, broadcast_x4(xl)),
-                                                products<kType>(hi, ahi, broadcast_x4(xl + 16)));
+            const __m256i p = accumulate<kType>(products<kType>(lo, alo, broadcast4(xl)),
+                                                products<kType>(hi, ahi, broadcast4(xl + 16)));
             isum[j][h] = accumulate<kType>(isum[j][h], p);
           }
         }

@@ -251,7 +251,7 @@ bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, i
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 // The types matmul_rows_packed reads.
 bool packs_rows16(TensorType type);
-// matmul_rows_packed's Q4_K/Q5_K/Q6_K (kernels_avx2_kpacked.cpp): the dot products' bits.
+// matmul_rows_packed's K-quants, Q2_K..Q6_K (kernels_avx2_kpacked.cpp): the dot products' bits.
 // Returns false (doing nothing) for other types.
 bool matmul_rows_k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                           int64_t r0, int64_t r1, float *y, int64_t ldy);
