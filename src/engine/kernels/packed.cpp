@@ -3,6 +3,8 @@
 // weights.
 #include <cassert>
 #include <cstring>
+#include <map>
+#include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -28,6 +30,17 @@ bool is_k_quant(TensorType t) {
          t == TensorType::kQ5_K || t == TensorType::kQ6_K;
 }
 bool is_half(TensorType t) { return t == TensorType::kF16 || t == TensorType::kBF16; }
+
+// f(Block{}) for K-quant type t's block struct: the one type switch of packing and unpacking.
+template <typename F> decltype(auto) with_k_block(TensorType t, F &&f) {
+  switch (t) {
+  case TensorType::kQ2_K: return f(BlockQ2_K{});
+  case TensorType::kQ3_K: return f(BlockQ3_K{});
+  case TensorType::kQ4_K: return f(BlockQ4_K{});
+  case TensorType::kQ5_K: return f(BlockQ5_K{});
+  default: assert(t == TensorType::kQ6_K); return f(BlockQ6_K{});
+  }
+}
 
 // Byte offset of row r's 8 elements from column c8 * 8 in a packed F16/BF16 matrix.
 size_t half_at(const WeightView &w, int64_t r, int64_t c8) {
@@ -90,8 +103,8 @@ bool isa_packs(TensorType t) {
   switch (active_isa()) {
   case Isa::kAvx512Vnni:
     // Q2_K and Q3_K have no AVX-512 kernels over the packed layout: they stay row-major there.
-    return is_block32(t) || (is_k_quant(t) && t != TensorType::kQ2_K && t != TensorType::kQ3_K) ||
-           is_half(t);
+    return is_block32(t) || is_half(t) || t == TensorType::kQ4_K || t == TensorType::kQ5_K ||
+           t == TensorType::kQ6_K;
   case Isa::kAvx2: return avx2::packs_rows16(t);
   default: return false;
   }
@@ -137,6 +150,62 @@ void unpack_pieces(const char *src, size_t stride, int count, char *const rows[k
   }
 }
 
+// How a packed K-quant super-block goes back to its 16 rows, derived once per block type from
+// packed_k_pieces (the layout's one definition), in block order: four 4-byte pieces that follow
+// each other in the block, evenly spaced in the super-block with rows 4 bytes apart, are one 4x4
+// transpose (unpack_pieces); any other piece (d, dmin, a leftover) is copied row by row.
+struct KUnpackStep {
+  size_t in_block, in_super;
+  size_t bytes; // a copy's size; transposes: 4 x the pieces (a multiple of 16) per row
+  size_t step;  // a transpose: between its pieces in the super-block; a copy: between rows
+  bool transpose;
+};
+template <typename Block> const std::vector<KUnpackStep> &k_unpack_plan() {
+  static const std::vector<KUnpackStep> plan = [] {
+    struct Piece {
+      size_t in_super, bytes, row_step;
+    };
+    std::map<size_t, Piece> pieces; // by offset in the block
+    packed_k_pieces<Block>(0, [&](size_t b, size_t at, size_t n) { pieces[b] = {at, n, 0}; });
+    packed_k_pieces<Block>(
+        1, [&](size_t b, size_t at, size_t) { pieces[b].row_step = at - pieces[b].in_super; });
+    auto quad_piece = [&](size_t b) {
+      const auto it = pieces.find(b);
+      return it != pieces.end() && it->second.bytes == 4 && it->second.row_step == 4 ? &it->second
+                                                                                     : nullptr;
+    };
+    std::vector<KUnpackStep> out;
+    for (auto it = pieces.begin(); it != pieces.end();) {
+      const size_t b = it->first;
+      const Piece *p[4] = {quad_piece(b), quad_piece(b + 4), quad_piece(b + 8), quad_piece(b + 12)};
+      const bool quad = p[0] && p[1] && p[2] && p[3] && p[1]->in_super > p[0]->in_super &&
+                        p[2]->in_super - p[1]->in_super == p[1]->in_super - p[0]->in_super &&
+                        p[3]->in_super - p[2]->in_super == p[1]->in_super - p[0]->in_super;
+      if (quad) {
+        const size_t stride = p[1]->in_super - p[0]->in_super;
+        KUnpackStep *last = out.empty() ? nullptr : &out.back();
+        if (last && last->transpose && last->step == stride && last->in_block + last->bytes == b &&
+            last->in_super + last->bytes / 4 * stride == p[0]->in_super)
+          last->bytes += 16; // one run of transposes
+        else
+          out.push_back({b, p[0]->in_super, 16, stride, true});
+        it = pieces.find(b + 12);
+      } else {
+        const Piece &pc = it->second;
+        KUnpackStep *last = out.empty() ? nullptr : &out.back();
+        if (last && !last->transpose && last->step == pc.row_step && last->bytes + pc.bytes <= 4 &&
+            last->in_block + last->bytes == b && last->in_super + last->bytes == pc.in_super)
+          last->bytes += pc.bytes; // d and dmin side by side: one 4-byte copy
+        else
+          out.push_back({b, pc.in_super, pc.bytes, pc.row_step, false});
+      }
+      ++it;
+    }
+    return out;
+  }();
+  return plan;
+}
+
 // Whole groups [g0, g1) of a packed K-quant matrix to row-major rows at dst (row_bytes apart):
 // super-block by super-block, so that each one's 2-3 KiB stays in L1 while its 16 rows are
 // rebuilt, and the quants by 4x4 transposes (per row and piece, unpack_row16 is 5x slower and was
@@ -144,6 +213,7 @@ void unpack_pieces(const char *src, size_t stride, int count, char *const rows[k
 template <typename Block>
 void unpack_k_groups(const WeightView &w, int64_t g0, int64_t g1, char *dst) {
   const size_t rb = row_bytes(w.type, w.cols);
+  const std::vector<KUnpackStep> &plan = k_unpack_plan<Block>();
   for (int64_t g = g0; g < g1; ++g) {
     for (int64_t s = 0; s < w.cols / kQKK; ++s) {
       const char *sb = reinterpret_cast<const char *>(packed_k_super<Block>(w, g, s));
@@ -152,43 +222,18 @@ void unpack_k_groups(const WeightView &w, int64_t g0, int64_t g1, char *dst) {
         rows[i] = dst + static_cast<size_t>((g - g0) * kGroupRows + i) * rb +
                   static_cast<size_t>(s) * sizeof(Block);
       }
-      if constexpr (std::is_same_v<Block, BlockQ2_K>) {
-        for (int i = 0; i < kGroupRows; ++i) {
-          std::memcpy(rows[i] + offsetof(BlockQ2_K, d), sb + 4 * i, 2);
-          std::memcpy(rows[i] + offsetof(BlockQ2_K, dmin), sb + 4 * i + 2, 2);
+      for (const KUnpackStep &st : plan) {
+        if (st.transpose) {
+          unpack_pieces(sb + st.in_super, st.step, static_cast<int>(st.bytes / 4), rows,
+                        st.in_block);
+        } else if (st.bytes == 2) { // fixed sizes: a call to memcpy per piece cost twice as much
+          for (int i = 0; i < kGroupRows; ++i)
+            std::memcpy(rows[i] + st.in_block, sb + st.in_super + st.step * i, 2);
+        } else {
+          assert(st.bytes == 4);
+          for (int i = 0; i < kGroupRows; ++i)
+            std::memcpy(rows[i] + st.in_block, sb + st.in_super + st.step * i, 4);
         }
-        unpack_pieces(sb + 64, 64, 4, rows, offsetof(BlockQ2_K, scales));
-        unpack_pieces(sb + 320, 64, 16, rows, offsetof(BlockQ2_K, qs));
-      } else if constexpr (std::is_same_v<Block, BlockQ3_K>) {
-        for (int i = 0; i < kGroupRows; ++i) {
-          std::memcpy(rows[i] + offsetof(BlockQ3_K, d), sb + 2 * i, 2);
-          for (size_t part = 0; part < 3; ++part)
-            std::memcpy(rows[i] + offsetof(BlockQ3_K, scales) + 4 * part,
-                        sb + 32 + 64 * part + 4 * i, 4);
-        }
-        unpack_pieces(sb + 224, 64, 8, rows, offsetof(BlockQ3_K, hmask));
-        unpack_pieces(sb + 736, 64, 16, rows, offsetof(BlockQ3_K, qs));
-      } else if constexpr (std::is_same_v<Block, BlockQ6_K>) {
-        for (int i = 0; i < kGroupRows; ++i)
-          std::memcpy(rows[i] + offsetof(BlockQ6_K, d), sb + 2 * i, 2);
-        unpack_pieces(sb + 32, 64, 4, rows, offsetof(BlockQ6_K, scales));
-        for (size_t h = 0; h < 2; ++h) {
-          const char *pieces = sb + 288 + 8 * h * 192;
-          unpack_pieces(pieces, 192, 8, rows, offsetof(BlockQ6_K, ql) + 64 * h);
-          unpack_pieces(pieces + 64, 192, 8, rows, offsetof(BlockQ6_K, ql) + 64 * h + 32);
-          unpack_pieces(pieces + 128, 192, 8, rows, offsetof(BlockQ6_K, qh) + 32 * h);
-        }
-      } else {
-        for (int i = 0; i < kGroupRows; ++i) {
-          std::memcpy(rows[i] + offsetof(Block, d), sb + 4 * i, 2);
-          std::memcpy(rows[i] + offsetof(Block, dmin), sb + 4 * i + 2, 2);
-          for (size_t part = 0; part < 3; ++part)
-            std::memcpy(rows[i] + offsetof(Block, scales) + 4 * part, sb + 64 * (part + 1) + 4 * i,
-                        4);
-        }
-        unpack_pieces(sb + 256, 64, 32, rows, offsetof(Block, qs));
-        if constexpr (std::is_same_v<Block, BlockQ5_K>)
-          unpack_pieces(sb + 2304, 64, 8, rows, offsetof(BlockQ5_K, qh));
       }
     }
   }
@@ -218,16 +263,8 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
     }
     return packed_view(w, dst);
   }
-  if (w.type == TensorType::kQ2_K)
-    return pack_k<BlockQ2_K>(w, dst);
-  if (w.type == TensorType::kQ3_K)
-    return pack_k<BlockQ3_K>(w, dst);
-  if (w.type == TensorType::kQ4_K)
-    return pack_k<BlockQ4_K>(w, dst);
-  if (w.type == TensorType::kQ5_K)
-    return pack_k<BlockQ5_K>(w, dst);
-  if (w.type == TensorType::kQ6_K)
-    return pack_k<BlockQ6_K>(w, dst);
+  if (is_k_quant(w.type))
+    return with_k_block(w.type, [&](auto blk) { return pack_k<decltype(blk)>(w, dst); });
   const int64_t nb = w.cols / kQK;
   const size_t bb = block_bytes(w.type), head = head_bytes(w.type);
   const size_t pieces = (bb - head) / 4; // 8 (Q8_0), 5 (Q5_0, Q5_1) or 4
@@ -271,22 +308,18 @@ WeightView pack_rows16(const WeightView &w, void *dst) {
 
 void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst) {
   const size_t rb = row_bytes(w.type, w.cols);
-  if (is_k_quant(w.type) && r0 % kGroupRows == 0 && r1 % kGroupRows == 0) {
-    char *out = static_cast<char *>(dst);
-    const int64_t g0 = r0 / kGroupRows, g1 = r1 / kGroupRows;
-    if (w.type == TensorType::kQ2_K)
-      unpack_k_groups<BlockQ2_K>(w, g0, g1, out);
-    else if (w.type == TensorType::kQ3_K)
-      unpack_k_groups<BlockQ3_K>(w, g0, g1, out);
-    else if (w.type == TensorType::kQ4_K)
-      unpack_k_groups<BlockQ4_K>(w, g0, g1, out);
-    else if (w.type == TensorType::kQ5_K)
-      unpack_k_groups<BlockQ5_K>(w, g0, g1, out);
-    else
-      unpack_k_groups<BlockQ6_K>(w, g0, g1, out);
+  if (r0 % kGroupRows != 0 || r1 % kGroupRows != 0) {
+    for (int64_t r = r0; r < r1; ++r)
+      unpack_row16(w, r, static_cast<char *>(dst) + static_cast<size_t>(r - r0) * rb);
     return;
   }
-  if (is_half(w.type) && r0 % kGroupRows == 0 && r1 % kGroupRows == 0) {
+  if (is_k_quant(w.type)) {
+    with_k_block(w.type, [&](auto blk) {
+      unpack_k_groups<decltype(blk)>(w, r0 / kGroupRows, r1 / kGroupRows, static_cast<char *>(dst));
+    });
+    return;
+  }
+  if (is_half(w.type)) {
     // A column step of a group is 256 contiguous bytes, 16 of each row: read once, in order (per
     // row, unpack_row16 read every step 16 times; 4 % of an F16 prefill).
     for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
@@ -302,11 +335,7 @@ void unpack_rows16(const WeightView &w, int64_t r0, int64_t r1, void *dst) {
     }
     return;
   }
-  if (!is_block32(w.type) || r0 % kGroupRows != 0 || r1 % kGroupRows != 0) {
-    for (int64_t r = r0; r < r1; ++r)
-      unpack_row16(w, r, static_cast<char *>(dst) + static_cast<size_t>(r - r0) * rb);
-    return;
-  }
+  assert(is_block32(w.type));
   // Group by group, block by block: each 64-byte chunk is read once, its 16 pieces going to their
   // rows by 4x4 transposes (per-row unpacking read every chunk 16 times; piece by piece this took
   // 9.8M instructions for a 2048 x 2048 Q8_0 matrix, by transposes 7.0M — callgrind over
@@ -349,18 +378,11 @@ void unpack_row16(const WeightView &w, int64_t r, void *dst) {
     return;
   }
   if (is_k_quant(w.type)) {
-    for (int64_t b = 0; b < w.cols / kQKK; ++b) {
-      if (w.type == TensorType::kQ2_K)
-        packed_k_block(w, r, b, static_cast<BlockQ2_K *>(dst) + b);
-      else if (w.type == TensorType::kQ3_K)
-        packed_k_block(w, r, b, static_cast<BlockQ3_K *>(dst) + b);
-      else if (w.type == TensorType::kQ4_K)
-        packed_k_block(w, r, b, static_cast<BlockQ4_K *>(dst) + b);
-      else if (w.type == TensorType::kQ5_K)
-        packed_k_block(w, r, b, static_cast<BlockQ5_K *>(dst) + b);
-      else
-        packed_k_block(w, r, b, static_cast<BlockQ6_K *>(dst) + b);
-    }
+    with_k_block(w.type, [&](auto blk) {
+      using Block = decltype(blk);
+      for (int64_t b = 0; b < w.cols / kQKK; ++b)
+        packed_k_block(w, r, b, static_cast<Block *>(dst) + b);
+    });
     return;
   }
   const int64_t nb = w.cols / kQK;
