@@ -1,11 +1,12 @@
 // AVX2 decode over repacked K-quant weights (Q2_K..Q6_K in the layout of kernels_impl.h's
-// packed_k_pieces) for calls of up to kPackedMaxTokens tokens: the types of Q2_K, Q3_K_M, Q4_K_M
-// and Q5_K_M files on machines without AVX-512. The per-row dot products (quant_dots_inl.h) read 8
-// rows as 8 streams and end each super-block of each row with a horizontal sum and scalar scale
-// decoding; that left Q4_K_M decode compute-bound at about half of the host's read bandwidth on a
-// Zen 3. Here a 16-row group's super-block is one stream whose 64-byte chunks hold 4 bytes of every
-// row, so a product leaves each row's partial sum in its own lane (rows 8h..8h + 7 in the ymm of
-// half h), and the scales are decoded for 8 rows per instruction.
+// packed_k_pieces) for calls of up to kPackedMaxTokens tokens, and Q4_K/Q5_K prefill: the types of
+// Q2_K, Q3_K_M, Q4_K_M and Q5_K_M files on machines without AVX-512. The per-row dot products
+// (quant_dots_inl.h) read 8 rows as 8 streams and end each super-block of each row with a
+// horizontal sum and scalar scale decoding; that left Q4_K_M decode compute-bound at about half of
+// the host's read bandwidth on a Zen 3. Here a 16-row group's super-block is one stream whose
+// 64-byte chunks hold 4 bytes of every row, so a product leaves each row's partial sum in its own
+// lane (rows 8h..8h + 7 in the ymm of half h), and the scales are decoded for 8 rows per
+// instruction.
 //
 // Bits: exactly those of the dot products (and so of every batch size and ISA): per super-block
 // the exact int32 isum (Q4_K/Q5_K also imin), then sum = fma(float(isum), d * d_x, sum) and
@@ -20,6 +21,7 @@
 // (4 x 2 x 7 x 128 = 7,168).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -140,6 +142,39 @@ GANTRY_AVX2_INLINE __m256i fifth(__m256i qh, int bit) {
   return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, bit), _mm256_set1_epi8(1)), 4);
 }
 
+// Half h of a packed Q4_K/Q5_K super-block's scales, decoded once for its 8 rows: sub-block j's
+// scale in both int16 halves of each row's dword (for madd), the mins of sub-blocks 2q and 2q + 1
+// in the low and high int16, and d, dmin.
+struct HalfScales {
+  __m256i sc[8], mp[4];
+  __m256 d, dmin;
+};
+
+GANTRY_AVX2_INLINE void half_scales(const uint8_t *sb, int h, HalfScales &o) {
+  const __m256i u0 = load32(sb + 64 + 32 * h), u1 = load32(sb + 128 + 32 * h);
+  const __m256i u2 = load32(sb + 192 + 32 * h);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j)
+    o.sc[j] = twice16(scale_q4k<false>(u0, u1, u2, j));
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    o.mp[q] = _mm256_or_si256(scale_q4k<true>(u0, u1, u2, 2 * q),
+                              _mm256_slli_epi32(scale_q4k<true>(u0, u1, u2, 2 * q + 1), 16));
+  }
+  const __m256i dd = load32(sb + 32 * h);
+  o.d = half_lanes<false>(dd);
+  o.dmin = half_lanes<true>(dd);
+}
+
+// The 8 rows' imin of a token: its kSums pairs against the mins.
+GANTRY_AVX2_INLINE __m256i mins_q4k(const HalfScales &hs, const int32_t *pairs) {
+  __m256i imin = _mm256_madd_epi16(hs.mp[0], _mm256_set1_epi32(pairs[0]));
+#pragma GCC unroll 3
+  for (int q = 1; q < 4; ++q)
+    imin = _mm256_add_epi32(imin, _mm256_madd_epi16(hs.mp[q], _mm256_set1_epi32(pairs[q])));
+  return imin;
+}
+
 // Group g (rows 16g..16g + 15) x tokens [t0, t0 + T) of packed Q4_K (kQ5: Q5_K); sums holds the
 // tokens' pairs from token t0 (kSums per super-block). Per super-block, rows 0-7 are taken, then
 // rows 8-15 (the second halves of the same lines, by then in L1).
@@ -156,8 +191,8 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
     const uint8_t *sb = packed_k_super<Block>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
-      const __m256i u0 = load32(sb + 64 + 32 * h), u1 = load32(sb + 128 + 32 * h);
-      const __m256i u2 = load32(sb + 192 + 32 * h);
+      HalfScales hs;
+      half_scales(sb, h, hs);
       __m256i isum[T];
 #pragma GCC unroll 2
       for (int j = 0; j < T; ++j)
@@ -165,8 +200,7 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
 #pragma GCC unroll 1
       for (int c = 0; c < 4; ++c) {
         prefetch.step();
-        const __m256i sc0 = twice16(scale_q4k<false>(u0, u1, u2, 2 * c));
-        const __m256i sc1 = twice16(scale_q4k<false>(u0, u1, u2, 2 * c + 1));
+        const __m256i sc0 = hs.sc[2 * c], sc1 = hs.sc[2 * c + 1];
 #pragma GCC unroll 2
         for (int run = 0; run < 8 / kRun; ++run) {
           __m256i plo[T], phi[T];
@@ -200,30 +234,156 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
           }
         }
       }
-      const __m256i dd = load32(sb + 32 * h);
-      const __m256 d = half_lanes<false>(dd), dmin = half_lanes<true>(dd);
-      __m256i mp[4];
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        mp[q] = _mm256_or_si256(scale_q4k<true>(u0, u1, u2, 2 * q),
-                                _mm256_slli_epi32(scale_q4k<true>(u0, u1, u2, 2 * q + 1), 16));
-      }
 #pragma GCC unroll 2
       for (int j = 0; j < T; ++j) {
-        const int32_t *pairs = sums + (j * nbk + s) * kSums<TensorType::kQ4_K>;
-        __m256i imin = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(pairs[0]));
-#pragma GCC unroll 3
-        for (int q = 1; q < 4; ++q)
-          imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mp[q], _mm256_set1_epi32(pairs[q])));
+        const __m256i imin = mins_q4k(hs, sums + (j * nbk + s) * kSums<TensorType::kQ4_K>);
         const __m256 dx = _mm256_set1_ps(a.d[(t0 + j) * nbk + s]);
         out.acc[j][h] =
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), out.acc[j][h]);
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(hs.d, dx), out.acc[j][h]);
         out.accm[j][h] =
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, dx), out.accm[j][h]);
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(hs.dmin, dx), out.accm[j][h]);
       }
     }
   }
   out.store(y, ldy, t0, g);
+}
+
+// Calls of 4 tokens or more over packed Q4_K/Q5_K (prefill, and batched decode steps: kernels_bench
+// measured 53 -> 85 GMAC/s at 8 tokens, 50 -> 80 at 64 against the row-major tiles). The decode
+// kernel above passes over a whole group per token pair and decodes the scales on every pass; here
+// the loops turn around: per super-block of a group (2.3 KiB of Q4_K) the scales of each half are
+// decoded once and then every token of the call meets it in blocks of kPrefillTokens, with
+// weights and the tokens' 256 activations in L1 and the float sums of the group's outputs in
+// scratch. Against the row-major tiles of kernels_avx2_ktiles.cpp (a maddubs and a madd by the
+// scale per 32 products), the packed layout sums a sub-block's 8 chunks in int16 before one madd,
+// and needs no horizontal sums: fewer multiplies, which bound those tiles. Same integer sums and
+// float steps per super-block as the decode kernel, so the same bits.
+constexpr int kPrefillTokens = 4;
+
+// Half h of super-block sb x T tokens: x[j] the token's activations of this super-block, pairs[j]
+// its kSums, dx[j] its scale; acc[j]/accm[j] its 8 float sums of the half's rows.
+template <int T, bool kQ5>
+GANTRY_AVX2_INLINE void tokens_q4k(const uint8_t *sb, int h, const HalfScales &hs,
+                                   const int8_t *const *x, const int32_t *const *pairs,
+                                   const float *dx, float *const *acc, float *const *accm) {
+  constexpr int kRun = kQ5 ? 4 : 8;
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  __m256i isum[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j)
+    isum[j] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+  for (int c = 0; c < 4; ++c) {
+#pragma GCC unroll 2
+    for (int run = 0; run < 8 / kRun; ++run) {
+      __m256i plo[T], phi[T];
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        plo[j] = _mm256_setzero_si256();
+        phi[j] = _mm256_setzero_si256();
+      }
+#pragma GCC unroll 8
+      for (int kk = 0; kk < kRun; ++kk) {
+        const int k = run * kRun + kk;
+        const __m256i v = load32(sb + 256 + 64 * (8 * c + k) + 32 * h);
+        __m256i lo = _mm256_and_si256(v, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if constexpr (kQ5) {
+          const __m256i qh = load32(sb + 2304 + 64 * k + 32 * h);
+          lo = _mm256_or_si256(lo, fifth(qh, 2 * c));
+          hi = _mm256_or_si256(hi, fifth(qh, 2 * c + 1));
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          const int8_t *xj = x[j] + 64 * c + 4 * k;
+          plo[j] = _mm256_add_epi16(plo[j], _mm256_maddubs_epi16(lo, broadcast4(xj)));
+          phi[j] = _mm256_add_epi16(phi[j], _mm256_maddubs_epi16(hi, broadcast4(xj + 32)));
+          // GCC's scheduler otherwise hoists all of a run's products ahead of their sums and
+          // spills them: keep each sum in its register as it goes.
+          __asm__("" : "+x"(plo[j]), "+x"(phi[j]));
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(plo[j], hs.sc[2 * c]));
+        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(phi[j], hs.sc[2 * c + 1]));
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    const __m256i imin = mins_q4k(hs, pairs[j]);
+    const __m256 vdx = _mm256_set1_ps(dx[j]);
+    _mm256_storeu_ps(acc[j], _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(hs.d, vdx),
+                                             _mm256_loadu_ps(acc[j])));
+    _mm256_storeu_ps(accm[j], _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(hs.dmin, vdx),
+                                              _mm256_loadu_ps(accm[j])));
+  }
+}
+
+// Tokens [tb, tb + T) of the call (from t0) against half h of super-block s of group g.
+template <int T, bool kQ5>
+GANTRY_AVX2_INLINE void block_q4k(const uint8_t *sb, int h, const HalfScales &hs,
+                                  const Activations &a, const int32_t *sums, int64_t s, int64_t t0,
+                                  int64_t tb, float *acc, float *accm) {
+  const int64_t cols = a.cols, nbk = cols / kQKK;
+  const int8_t *x[T];
+  const int32_t *pairs[T];
+  float dx[T];
+  float *oa[T], *om[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    const int64_t t = tb + j;
+    x[j] = a.qs + t * cols + s * kQKK;
+    pairs[j] = sums + ((t - t0) * nbk + s) * kSums<TensorType::kQ4_K>;
+    dx[j] = a.d[t * nbk + s];
+    oa[j] = acc + (t - t0) * kGroupRows + 8 * h;
+    om[j] = accm + (t - t0) * kGroupRows + 8 * h;
+  }
+  tokens_q4k<T, kQ5>(sb, h, hs, x, pairs, dx, oa, om);
+}
+
+thread_local std::vector<float> t_prefill_acc;
+
+template <bool kQ5>
+GANTRY_AVX2 void gemm_q4k(const WeightView &w, const Activations &a, const int32_t *sums,
+                          int64_t t0, int64_t t1, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
+  const int64_t n = t1 - t0, nbk = w.cols / kQKK;
+  if (static_cast<int64_t>(t_prefill_acc.size()) < 2 * n * kGroupRows)
+    t_prefill_acc.resize(static_cast<size_t>(2 * n * kGroupRows));
+  float *acc = t_prefill_acc.data(), *accm = acc + n * kGroupRows;
+  const int64_t t_end = t0 + n / kPrefillTokens * kPrefillTokens;
+  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+    std::fill(acc, acc + 2 * n * kGroupRows, 0.0f);
+    NextGroupPrefetch prefetch(w, g, nbk * 2);
+    for (int64_t s = 0; s < nbk; ++s) {
+      const uint8_t *sb = packed_k_super<Block>(w, g, s);
+#pragma GCC unroll 1
+      for (int h = 0; h < 2; ++h) {
+        prefetch.step();
+        HalfScales hs;
+        half_scales(sb, h, hs);
+        int64_t t = t0;
+        for (; t < t_end; t += kPrefillTokens)
+          block_q4k<kPrefillTokens, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm);
+        switch (t1 - t) {
+        case 3: block_q4k<3, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm); break;
+        case 2: block_q4k<2, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm); break;
+        case 1: block_q4k<1, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm); break;
+        default: break;
+        }
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const int64_t o = j * kGroupRows + 8 * h;
+        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
+                         _mm256_sub_ps(_mm256_loadu_ps(acc + o), _mm256_loadu_ps(accm + o)));
+      }
+    }
+  }
 }
 
 // Group g x tokens [t0, t0 + T) of packed Q6_K. Piece k of element half eh holds, per row,
@@ -457,6 +617,12 @@ void gemv_k(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, i
     t_ksums.resize(static_cast<size_t>(n * per_token));
   for (int64_t t = t0; t < t1; ++t)
     prepare_sums<kType>(a, t, t_ksums.data() + (t - t0) * per_token);
+  if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K) {
+    if (n >= kPrefillTokens) {
+      gemm_q4k<kType == TensorType::kQ5_K>(w, a, t_ksums.data(), t0, t1, r0, r1, y, ldy);
+      return;
+    }
+  }
   // Two tokens per pass over a group keep every accumulator in the 16 ymm registers; a group
   // (18 KiB of Q4_K at 2048 columns) is read from memory once and from cache by the later passes.
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {

@@ -325,6 +325,10 @@ GANTRY_AVX2 void gemv_float(const WeightView &w, const Activations &a, int64_t t
 
 } // namespace
 
+bool packed_prefill(TensorType type) {
+  return type == TensorType::kQ4_K || type == TensorType::kQ5_K;
+}
+
 bool packs_rows16(TensorType type) {
   switch (type) {
   case TensorType::kQ8_0:
@@ -346,7 +350,8 @@ bool packs_rows16(TensorType type) {
 
 bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  if (!w.packed16 || r0 % kGroupRows != 0 || r1 % kGroupRows != 0 || t1 - t0 > kPackedMaxTokens)
+  if (!w.packed16 || r0 % kGroupRows != 0 || r1 % kGroupRows != 0 ||
+      (t1 - t0 > kPackedMaxTokens && !packed_prefill(w.type)))
     return false;
   switch (w.type) {
   case TensorType::kQ8_0: gemv_q<TensorType::kQ8_0>(w, a, t0, t1, r0, r1, y, ldy); return true;

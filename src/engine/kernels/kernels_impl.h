@@ -33,7 +33,8 @@ namespace gantry::engine::kernels {
 //   token 8g+j, super-block s, group h.
 constexpr int kTokGroup = 8;
 // Calls of at most this many tokens (decode, batched decode steps) are what the AVX2 kernels read
-// repacked weights in place for; larger ones run on rows unpacked to scratch.
+// repacked weights in place for; larger ones run on rows unpacked to scratch, but for the types
+// avx2::packed_prefill names.
 constexpr int64_t kPackedMaxTokens = kTokGroup;
 
 // The 32-element block types' weights as the vpdpbusd kernels multiply them (the unsigned
@@ -251,6 +252,9 @@ bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, i
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 // The types matmul_rows_packed reads.
 bool packs_rows16(TensorType type);
+// The types it also reads for calls of more than kPackedMaxTokens tokens (prefill): Q4_K and
+// Q5_K (kernels_avx2_kpacked.cpp); the others are unpacked to row-major scratch for those.
+bool packed_prefill(TensorType type);
 // matmul_rows_packed's K-quants, Q2_K..Q6_K (kernels_avx2_kpacked.cpp): the dot products' bits.
 // Returns false (doing nothing) for other types.
 bool matmul_rows_k_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,

@@ -19,6 +19,7 @@ constexpr int64_t kMinParallelMacs = int64_t{1} << 17;
 // that for a long prompt each weight byte comes from DRAM once and is reused from cache.
 constexpr int64_t kActChunkBytes = 128 * 1024;
 constexpr int64_t kWeightChunkBytes = 192 * 1024;
+constexpr int64_t kPackedActChunkBytes = 384 * 1024;
 
 // Scratch for quantized activations, owned by the thread that calls matmul (the engine thread)
 // and only read by pool workers during that call. Grows to the largest call, then stays.
@@ -75,15 +76,29 @@ void pack_groups(const Activations &a, int64_t n_tokens, int64_t g0, int64_t g1,
 }
 
 // Whether the kernels of the active ISA read rows [r0, r1) of packed matrix w in place for a call
-// of n_tokens: the AVX-512 VNNI ones always, the AVX2 ones for decode (avx2::matmul_rows_packed),
-// both on whole 16-row groups.
+// of n_tokens: the AVX-512 VNNI ones always, the AVX2 ones for decode (avx2::matmul_rows_packed)
+// and for the prefill of the types avx2::packed_prefill names, both on whole 16-row groups.
 bool packed_kernels_take([[maybe_unused]] const WeightView &w, [[maybe_unused]] int64_t r0,
                          [[maybe_unused]] int64_t r1, [[maybe_unused]] int64_t n_tokens) {
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
   if (r0 % 16 != 0 || r1 % 16 != 0)
     return false;
   return active_isa() == Isa::kAvx512Vnni ||
-         (active_isa() == Isa::kAvx2 && n_tokens <= kPackedMaxTokens && avx2::packs_rows16(w.type));
+         (active_isa() == Isa::kAvx2 &&
+          (n_tokens <= kPackedMaxTokens ? avx2::packs_rows16(w.type)
+                                        : avx2::packed_prefill(w.type)));
+#else
+  return false;
+#endif
+}
+
+// Whether a prefill call over packed w runs on the AVX2 packed prefill kernels, which hold one
+// super-block of weights and of every token's activations in L1 at a time and so take larger
+// token chunks (the activations only need to stay in L2 from one row group to the next).
+bool packed_prefill_reads([[maybe_unused]] const WeightView &w, [[maybe_unused]] int64_t n_tokens) {
+#if defined(GANTRY_KERNELS_HAVE_AVX2)
+  return w.packed16 && active_isa() == Isa::kAvx2 && n_tokens > kPackedMaxTokens &&
+         avx2::packed_prefill(w.type);
 #else
   return false;
 #endif
@@ -295,8 +310,10 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
 #endif
   const int64_t act_row_bytes = w.cols * (act_kind(w.type) == ActKind::kFloat ? 4 : 1);
   // Whole token groups, so that a group is never split between two chunks.
+  const int64_t act_chunk_bytes =
+      packed_prefill_reads(w, n_tokens) ? kPackedActChunkBytes : kActChunkBytes;
   const int64_t token_chunk =
-      std::max<int64_t>(kTokGroup, kActChunkBytes / act_row_bytes / kTokGroup * kTokGroup);
+      std::max<int64_t>(kTokGroup, act_chunk_bytes / act_row_bytes / kTokGroup * kTokGroup);
   // Rows [r0, r1) of matrix i.
   auto work_one = [&](int i, int64_t r0, int64_t r1) {
     const MatmulOut &o = outs[i];

@@ -481,7 +481,8 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
 // threads, odd block counts and row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed
 // view runs on unpacked rows, same bits. Then the same under AVX2, whose kernels read every packed
 // type in place for up to 8 tokens (kernels_avx2_packed.cpp, kernels_avx2_kpacked.cpp), Q2_K and
-// Q3_K too (which only AVX2 packs).
+// Q3_K too (which only AVX2 packs), and Q4_K/Q5_K for 4 tokens or more (the prefill kernel's
+// 4-token blocks, and remainders of 1, 2 and 3 tokens).
 void packed_rows_give_the_row_major_bits(Isa isa) {
   ScopedIsa scoped(isa);
   ThreadPool pool1(1), pool2(2), pool3(3);
@@ -524,7 +525,7 @@ void packed_rows_give_the_row_major_bits(Isa isa) {
           ASSERT_EQ(std::memcmp(some.data(), m.data.data() + r0 * rb, some.size()), 0)
               << what << " rows " << r0 << ".." << r1;
         }
-        for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 17, 70}) {
+        for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 9, 17, 70}) {
           auto x = random_floats(n * cols, static_cast<uint32_t>(n + rows));
           std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
           for (ThreadPool *pool : {&pool1, &pool2, &pool3}) {
