@@ -167,11 +167,11 @@ GANTRY_AVX2_INLINE void half_scales(const uint8_t *sb, int h, HalfScales &o) {
 }
 
 // The 8 rows' imin of a token: its kSums pairs against the mins.
-GANTRY_AVX2_INLINE __m256i mins_q4k(const HalfScales &hs, const int32_t *pairs) {
-  __m256i imin = _mm256_madd_epi16(hs.mp[0], _mm256_set1_epi32(pairs[0]));
+GANTRY_AVX2_INLINE __m256i mins_q4k(const __m256i mp[4], const int32_t *pairs) {
+  __m256i imin = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(pairs[0]));
 #pragma GCC unroll 3
   for (int q = 1; q < 4; ++q)
-    imin = _mm256_add_epi32(imin, _mm256_madd_epi16(hs.mp[q], _mm256_set1_epi32(pairs[q])));
+    imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mp[q], _mm256_set1_epi32(pairs[q])));
   return imin;
 }
 
@@ -236,7 +236,7 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
       }
 #pragma GCC unroll 2
       for (int j = 0; j < T; ++j) {
-        const __m256i imin = mins_q4k(hs, sums + (j * nbk + s) * kSums<TensorType::kQ4_K>);
+        const __m256i imin = mins_q4k(hs.mp, sums + (j * nbk + s) * kSums<TensorType::kQ4_K>);
         const __m256 dx = _mm256_set1_ps(a.d[(t0 + j) * nbk + s]);
         out.acc[j][h] =
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(hs.d, dx), out.acc[j][h]);
@@ -246,144 +246,6 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
     }
   }
   out.store(y, ldy, t0, g);
-}
-
-// Calls of 4 tokens or more over packed Q4_K/Q5_K (prefill, and batched decode steps: kernels_bench
-// measured 53 -> 85 GMAC/s at 8 tokens, 50 -> 80 at 64 against the row-major tiles). The decode
-// kernel above passes over a whole group per token pair and decodes the scales on every pass; here
-// the loops turn around: per super-block of a group (2.3 KiB of Q4_K) the scales of each half are
-// decoded once and then every token of the call meets it in blocks of kPrefillTokens, with
-// weights and the tokens' 256 activations in L1 and the float sums of the group's outputs in
-// scratch. Against the row-major tiles of kernels_avx2_ktiles.cpp (a maddubs and a madd by the
-// scale per 32 products), the packed layout sums a sub-block's 8 chunks in int16 before one madd,
-// and needs no horizontal sums: fewer multiplies, which bound those tiles. Same integer sums and
-// float steps per super-block as the decode kernel, so the same bits.
-constexpr int kPrefillTokens = 4;
-
-// Half h of super-block sb x T tokens: x[j] the token's activations of this super-block, pairs[j]
-// its kSums, dx[j] its scale; acc[j]/accm[j] its 8 float sums of the half's rows.
-template <int T, bool kQ5>
-GANTRY_AVX2_INLINE void tokens_q4k(const uint8_t *sb, int h, const HalfScales &hs,
-                                   const int8_t *const *x, const int32_t *const *pairs,
-                                   const float *dx, float *const *acc, float *const *accm) {
-  constexpr int kRun = kQ5 ? 4 : 8;
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  __m256i isum[T];
-#pragma GCC unroll 4
-  for (int j = 0; j < T; ++j)
-    isum[j] = _mm256_setzero_si256();
-#pragma GCC unroll 1
-  for (int c = 0; c < 4; ++c) {
-#pragma GCC unroll 2
-    for (int run = 0; run < 8 / kRun; ++run) {
-      __m256i plo[T], phi[T];
-#pragma GCC unroll 4
-      for (int j = 0; j < T; ++j) {
-        plo[j] = _mm256_setzero_si256();
-        phi[j] = _mm256_setzero_si256();
-      }
-#pragma GCC unroll 8
-      for (int kk = 0; kk < kRun; ++kk) {
-        const int k = run * kRun + kk;
-        const __m256i v = load32(sb + 256 + 64 * (8 * c + k) + 32 * h);
-        __m256i lo = _mm256_and_si256(v, m4);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if constexpr (kQ5) {
-          const __m256i qh = load32(sb + 2304 + 64 * k + 32 * h);
-          lo = _mm256_or_si256(lo, fifth(qh, 2 * c));
-          hi = _mm256_or_si256(hi, fifth(qh, 2 * c + 1));
-        }
-#pragma GCC unroll 4
-        for (int j = 0; j < T; ++j) {
-          const int8_t *xj = x[j] + 64 * c + 4 * k;
-          plo[j] = _mm256_add_epi16(plo[j], _mm256_maddubs_epi16(lo, broadcast4(xj)));
-          phi[j] = _mm256_add_epi16(phi[j], _mm256_maddubs_epi16(hi, broadcast4(xj + 32)));
-          // GCC's scheduler otherwise hoists all of a run's products ahead of their sums and
-          // spills them: keep each sum in its register as it goes.
-          __asm__("" : "+x"(plo[j]), "+x"(phi[j]));
-        }
-      }
-#pragma GCC unroll 4
-      for (int j = 0; j < T; ++j) {
-        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(plo[j], hs.sc[2 * c]));
-        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(phi[j], hs.sc[2 * c + 1]));
-      }
-    }
-  }
-#pragma GCC unroll 4
-  for (int j = 0; j < T; ++j) {
-    const __m256i imin = mins_q4k(hs, pairs[j]);
-    const __m256 vdx = _mm256_set1_ps(dx[j]);
-    _mm256_storeu_ps(acc[j], _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(hs.d, vdx),
-                                             _mm256_loadu_ps(acc[j])));
-    _mm256_storeu_ps(accm[j], _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(hs.dmin, vdx),
-                                              _mm256_loadu_ps(accm[j])));
-  }
-}
-
-// Tokens [tb, tb + T) of the call (from t0) against half h of super-block s of group g.
-template <int T, bool kQ5>
-GANTRY_AVX2_INLINE void block_q4k(const uint8_t *sb, int h, const HalfScales &hs,
-                                  const Activations &a, const int32_t *sums, int64_t s, int64_t t0,
-                                  int64_t tb, float *acc, float *accm) {
-  const int64_t cols = a.cols, nbk = cols / kQKK;
-  const int8_t *x[T];
-  const int32_t *pairs[T];
-  float dx[T];
-  float *oa[T], *om[T];
-#pragma GCC unroll 4
-  for (int j = 0; j < T; ++j) {
-    const int64_t t = tb + j;
-    x[j] = a.qs + t * cols + s * kQKK;
-    pairs[j] = sums + ((t - t0) * nbk + s) * kSums<TensorType::kQ4_K>;
-    dx[j] = a.d[t * nbk + s];
-    oa[j] = acc + (t - t0) * kGroupRows + 8 * h;
-    om[j] = accm + (t - t0) * kGroupRows + 8 * h;
-  }
-  tokens_q4k<T, kQ5>(sb, h, hs, x, pairs, dx, oa, om);
-}
-
-thread_local std::vector<float> t_prefill_acc;
-
-template <bool kQ5>
-GANTRY_AVX2 void gemm_q4k(const WeightView &w, const Activations &a, const int32_t *sums,
-                          int64_t t0, int64_t t1, int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
-  const int64_t n = t1 - t0, nbk = w.cols / kQKK;
-  if (static_cast<int64_t>(t_prefill_acc.size()) < 2 * n * kGroupRows)
-    t_prefill_acc.resize(static_cast<size_t>(2 * n * kGroupRows));
-  float *acc = t_prefill_acc.data(), *accm = acc + n * kGroupRows;
-  const int64_t t_end = t0 + n / kPrefillTokens * kPrefillTokens;
-  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
-    std::fill(acc, acc + 2 * n * kGroupRows, 0.0f);
-    NextGroupPrefetch prefetch(w, g, nbk * 2);
-    for (int64_t s = 0; s < nbk; ++s) {
-      const uint8_t *sb = packed_k_super<Block>(w, g, s);
-#pragma GCC unroll 1
-      for (int h = 0; h < 2; ++h) {
-        prefetch.step();
-        HalfScales hs;
-        half_scales(sb, h, hs);
-        int64_t t = t0;
-        for (; t < t_end; t += kPrefillTokens)
-          block_q4k<kPrefillTokens, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm);
-        switch (t1 - t) {
-        case 3: block_q4k<3, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm); break;
-        case 2: block_q4k<2, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm); break;
-        case 1: block_q4k<1, kQ5>(sb, h, hs, a, sums, s, t0, t, acc, accm); break;
-        default: break;
-        }
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) {
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const int64_t o = j * kGroupRows + 8 * h;
-        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
-                         _mm256_sub_ps(_mm256_loadu_ps(acc + o), _mm256_loadu_ps(accm + o)));
-      }
-    }
-  }
 }
 
 // Group g x tokens [t0, t0 + T) of packed Q6_K. Piece k of element half eh holds, per row,
@@ -582,6 +444,291 @@ GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, co
   out.store(y, ldy, t0, g);
 }
 
+// Calls of kPrefillTokens tokens or more over a packed K-quant (prefill, and batched decode steps):
+// kernels_bench at 64 tokens, Q4_K 50 -> 85-90 GMAC/s, Q6_K 45-50 -> 60-65 against the row-major
+// tiles of kernels_avx2_ktiles.cpp (which pay a maddubs and a madd by the scale per 32 products
+// and a horizontal sum per super-block); Q4_K at 8 tokens 53 -> 75-85 against the decode kernels'
+// passes above (which decode the scales again on every pass). The loops are turned around: per
+// half super-block of a group (8 rows; 1.2 KiB of Q4_K) the weights are decoded to bytes and the
+// scales to vectors once, and every token of the call meets them in blocks of kPrefillTokens,
+// weights and the tokens' 256 activations in L1, each row's float sums in scratch. The packed
+// layout lets a sub-block's pieces sum in int16 before one madd by the scale, with each row in
+// its own lane. Same integer sums and float steps per super-block as the decode kernels, so the
+// same bits.
+constexpr int kPrefillTokens = 4;
+
+// A half super-block decoded to bytes once per call: u[p]
+// holds the 8 rows' unsigned values of elements 4p..4p + 3 (what maddubs multiplies), sc[b]
+// sub-block b's scale in both int16 halves of each row's dword (for madd), f what the type's
+// per-token tail multiplies the activations' sums by (Q4_K/Q5_K: the mins in int16 pairs;
+// Q2_K: its mins, Q3_K and Q6_K: their signed scales, as bytes), and d, dmin.
+struct HalfK {
+  alignas(32) uint8_t u[64][32];
+  __m256i sc[16], f[4];
+  __m256 d, dmin;
+};
+
+// Elements per sub-block / 4, and pieces summed in int16 before the madd (bounds at the top).
+template <TensorType kType>
+constexpr int kSubPieces = kType == TensorType::kQ4_K || kType == TensorType::kQ5_K ? 8 : 4;
+template <TensorType kType>
+constexpr int kRunPieces = kType == TensorType::kQ4_K   ? 8
+                           : kType == TensorType::kQ6_K ? 2
+                                                        : 4;
+
+GANTRY_AVX2_INLINE void store_u(HalfK &o, int p, __m256i v) {
+  _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[p]), v);
+}
+
+template <TensorType kType>
+GANTRY_AVX2_INLINE void decode_half(const uint8_t *sb, int h, HalfK &o) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K) {
+    HalfScales hs;
+    half_scales(sb, h, hs);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j)
+      o.sc[j] = hs.sc[j];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q)
+      o.f[q] = hs.mp[q];
+    o.d = hs.d;
+    o.dmin = hs.dmin;
+    // Chunk 8c + k: elements 64c + 4k.. (low nibbles) and 64c + 32 + 4k.. (high).
+#pragma GCC unroll 1
+    for (int c = 0; c < 4; ++c) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m256i v = load32(sb + 256 + 64 * (8 * c + k) + 32 * h);
+        __m256i lo = _mm256_and_si256(v, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if constexpr (kType == TensorType::kQ5_K) {
+          const __m256i qh = load32(sb + 2304 + 64 * k + 32 * h);
+          lo = _mm256_or_si256(lo, fifth(qh, 2 * c));
+          hi = _mm256_or_si256(hi, fifth(qh, 2 * c + 1));
+        }
+        store_u(o, 16 * c + k, lo);
+        store_u(o, 16 * c + 8 + k, hi);
+      }
+    }
+  } else if constexpr (kType == TensorType::kQ6_K) {
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p)
+      o.f[p] = load32(sb + 32 + 64 * p + 32 * h);
+#pragma GCC unroll 16
+    for (int b = 0; b < 16; ++b)
+      o.sc[b] = byte_twice16<true>(o.f[b / 4], b % 4);
+    o.d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 16 * h)));
+    o.dmin = _mm256_setzero_ps();
+    // Piece k of element half eh: elements 128eh + 32m + 4k.. for m = 0..3 (group_q6k).
+#pragma GCC unroll 1
+    for (int eh = 0; eh < 2; ++eh) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const uint8_t *piece = sb + 288 + (8 * eh + k) * 192 + 32 * h;
+        const __m256i ql0 = load32(piece), ql1 = load32(piece + 64), qh = load32(piece + 128);
+        const __m256i lo0 = _mm256_and_si256(ql0, m4), lo1 = _mm256_and_si256(ql1, m4);
+        const __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4);
+        const __m256i hi1 = _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4);
+        const __m256i t0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+        const __m256i t1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
+        const __m256i t2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
+        const __m256i t3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
+        store_u(o, 32 * eh + k, _mm256_or_si256(lo0, t0));
+        store_u(o, 32 * eh + 8 + k, _mm256_or_si256(lo1, t1));
+        store_u(o, 32 * eh + 16 + k, _mm256_or_si256(hi0, t2));
+        store_u(o, 32 * eh + 24 + k, _mm256_or_si256(hi1, t3));
+      }
+    }
+  } else {
+    static_assert(kType == TensorType::kQ2_K || kType == TensorType::kQ3_K);
+    constexpr bool kQ3 = kType == TensorType::kQ3_K;
+    constexpr size_t kQs = kQ3 ? 736 : 320;
+    if constexpr (kQ3) {
+      const __m256i u0 = load32(sb + 32 + 32 * h), u1 = load32(sb + 96 + 32 * h);
+      const __m256i u2 = load32(sb + 160 + 32 * h);
+      const __m256i k2 = _mm256_set1_epi8(0x03);
+      // q3_k_scales6 in lanes, less the bias of 32 (group_q23k).
+      o.f[0] =
+          _mm256_or_si256(_mm256_and_si256(u0, m4), _mm256_slli_epi32(_mm256_and_si256(u2, k2), 4));
+      o.f[1] =
+          _mm256_or_si256(_mm256_and_si256(u1, m4),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 2), k2), 4));
+      o.f[2] =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u0, 4), m4),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), 4));
+      o.f[3] =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u1, 4), m4),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 6), k2), 4));
+      __m256i sc[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        o.f[p] = _mm256_sub_epi8(o.f[p], _mm256_set1_epi8(32));
+        sc[p] = o.f[p];
+      }
+#pragma GCC unroll 16
+      for (int b = 0; b < 16; ++b)
+        o.sc[b] = byte_twice16<true>(sc[b / 4], b % 4);
+      o.d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 16 * h)));
+      o.dmin = _mm256_setzero_ps();
+    } else {
+      __m256i sc[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        const __m256i v = load32(sb + 64 + 64 * p + 32 * h);
+        sc[p] = _mm256_and_si256(v, m4);
+        o.f[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      }
+#pragma GCC unroll 16
+      for (int b = 0; b < 16; ++b)
+        o.sc[b] = byte_twice16<false>(sc[b / 4], b % 4);
+      const __m256i dd = load32(sb + 32 * h);
+      o.d = half_lanes<false>(dd);
+      o.dmin = half_lanes<true>(dd);
+    }
+    // Chunk k (qs bytes 4k..): bits 2j of its bytes are elements 128n + 32j + 4(k % 8).., n = k /
+    // 8; Q3_K's high bit of them is bit 4n + j of hmask chunk k % 8.
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+#pragma GCC unroll 1
+    for (int k = 0; k < 16; ++k) {
+      const int n = k / 8, l4 = k % 8;
+      const __m256i q = load32(sb + kQs + 64 * k + 32 * h);
+      __m256i hm = _mm256_setzero_si256();
+      if constexpr (kQ3)
+        hm = load32(sb + 224 + 64 * l4 + 32 * h);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+        if constexpr (kQ3) {
+          u = _mm256_or_si256(
+              u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2));
+        }
+        store_u(o, 32 * n + 8 * j + l4, u);
+      }
+    }
+  }
+}
+
+// Tokens x[0..T) (their activations of this super-block) against a decoded half: the int32 sums
+// of each row's products, sub-block scales applied.
+template <TensorType kType, int T>
+GANTRY_AVX2_INLINE void products_k(const HalfK &hk, const int8_t *const *x, __m256i *isum) {
+  constexpr int kSub = kSubPieces<kType>, kRun = kRunPieces<kType>;
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j)
+    isum[j] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+  for (int b = 0; b < 64 / kSub; ++b) {
+#pragma GCC unroll 4
+    for (int run = 0; run < kSub / kRun; ++run) {
+      __m256i p16[T];
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j)
+        p16[j] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int i = 0; i < kRun; ++i) {
+        const int p = b * kSub + run * kRun + i;
+        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(hk.u[p]));
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, broadcast4(x[j] + 4 * p)));
+          // GCC's scheduler otherwise hoists all of a run's products ahead of their sums and
+          // spills them: keep each sum in its register as it goes.
+          __asm__("" : "+x"(p16[j]));
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j)
+        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], hk.sc[b]));
+    }
+  }
+}
+
+// Tokens [tb, tb + T) of the call (from t0) against decoded half h of super-block s: the float
+// steps of the decode kernels per token.
+template <TensorType kType, int T>
+GANTRY_AVX2_INLINE void block_k(const HalfK &hk, int h, const Activations &a, const int32_t *sums,
+                                int64_t s, int64_t t0, int64_t tb, float *acc, float *accm) {
+  const int64_t cols = a.cols, nbk = cols / kQKK;
+  const int8_t *x[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j)
+    x[j] = a.qs + (tb + j) * cols + s * kQKK;
+  __m256i isum[T];
+  products_k<kType, T>(hk, x, isum);
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    const int64_t t = tb + j;
+    const int32_t *pairs = sums + ((t - t0) * nbk + s) * kSums<kType>;
+    const __m256 dx = _mm256_set1_ps(a.d[t * nbk + s]);
+    float *oa = acc + (t - t0) * kGroupRows + 8 * h, *om = accm + (t - t0) * kGroupRows + 8 * h;
+    __m256i total = isum[j];
+    if constexpr (kType == TensorType::kQ6_K || kType == TensorType::kQ3_K)
+      total = _mm256_sub_epi32(
+          total, _mm256_slli_epi32(sums16_dot(hk.f, pairs), kType == TensorType::kQ6_K ? 5 : 2));
+    _mm256_storeu_ps(oa, _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(hk.d, dx),
+                                         _mm256_loadu_ps(oa)));
+    if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K ||
+                  kType == TensorType::kQ2_K) {
+      const __m256i imin =
+          kType == TensorType::kQ2_K ? sums16_dot(hk.f, pairs) : mins_q4k(hk.f, pairs);
+      _mm256_storeu_ps(om, _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(hk.dmin, dx),
+                                           _mm256_loadu_ps(om)));
+    }
+  }
+}
+
+thread_local std::vector<float> t_prefill_acc;
+thread_local HalfK t_half;
+
+// Calls of kPrefillTokens tokens or more (prefill, batched decode steps) over a packed K-quant.
+template <TensorType kType>
+GANTRY_AVX2 void gemm_k(const WeightView &w, const Activations &a, const int32_t *sums, int64_t t0,
+                        int64_t t1, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  using Block = std::conditional_t<
+      kType == TensorType::kQ2_K, BlockQ2_K,
+      std::conditional_t<kType == TensorType::kQ3_K, BlockQ3_K,
+                         std::conditional_t<kType == TensorType::kQ4_K, BlockQ4_K,
+                                            std::conditional_t<kType == TensorType::kQ5_K,
+                                                               BlockQ5_K, BlockQ6_K>>>>;
+  const int64_t n = t1 - t0, nbk = w.cols / kQKK;
+  if (static_cast<int64_t>(t_prefill_acc.size()) < 2 * n * kGroupRows)
+    t_prefill_acc.resize(static_cast<size_t>(2 * n * kGroupRows));
+  float *acc = t_prefill_acc.data(), *accm = acc + n * kGroupRows;
+  HalfK &hk = t_half;
+  const int64_t t_end = t0 + n / kPrefillTokens * kPrefillTokens;
+  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+    std::fill(acc, acc + 2 * n * kGroupRows, 0.0f);
+    NextGroupPrefetch prefetch(w, g, nbk * 2);
+    for (int64_t s = 0; s < nbk; ++s) {
+      const uint8_t *sb = packed_k_super<Block>(w, g, s);
+#pragma GCC unroll 1
+      for (int h = 0; h < 2; ++h) {
+        prefetch.step();
+        decode_half<kType>(sb, h, hk);
+        int64_t t = t0;
+        for (; t < t_end; t += kPrefillTokens)
+          block_k<kType, kPrefillTokens>(hk, h, a, sums, s, t0, t, acc, accm);
+        switch (t1 - t) {
+        case 3: block_k<kType, 3>(hk, h, a, sums, s, t0, t, acc, accm); break;
+        case 2: block_k<kType, 2>(hk, h, a, sums, s, t0, t, acc, accm); break;
+        case 1: block_k<kType, 1>(hk, h, a, sums, s, t0, t, acc, accm); break;
+        default: break;
+        }
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const int64_t o = j * kGroupRows + 8 * h;
+        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
+                         _mm256_sub_ps(_mm256_loadu_ps(acc + o), _mm256_loadu_ps(accm + o)));
+      }
+    }
+  }
+}
+
 template <TensorType kType> void prepare_sums(const Activations &a, int64_t t, int32_t *out) {
   const int64_t nbk = a.cols / kQKK;
   const int16_t *bs = a.bsums + t * a.cols / 16;
@@ -617,11 +764,9 @@ void gemv_k(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, i
     t_ksums.resize(static_cast<size_t>(n * per_token));
   for (int64_t t = t0; t < t1; ++t)
     prepare_sums<kType>(a, t, t_ksums.data() + (t - t0) * per_token);
-  if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K) {
-    if (n >= kPrefillTokens) {
-      gemm_q4k<kType == TensorType::kQ5_K>(w, a, t_ksums.data(), t0, t1, r0, r1, y, ldy);
-      return;
-    }
+  if (n >= kPrefillTokens) {
+    gemm_k<kType>(w, a, t_ksums.data(), t0, t1, r0, r1, y, ldy);
+    return;
   }
   // Two tokens per pass over a group keep every accumulator in the 16 ymm registers; a group
   // (18 KiB of Q4_K at 2048 columns) is read from memory once and from cache by the later passes.

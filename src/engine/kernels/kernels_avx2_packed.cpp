@@ -326,7 +326,14 @@ GANTRY_AVX2 void gemv_float(const WeightView &w, const Activations &a, int64_t t
 } // namespace
 
 bool packed_prefill(TensorType type) {
-  return type == TensorType::kQ4_K || type == TensorType::kQ5_K;
+  switch (type) {
+  case TensorType::kQ2_K:
+  case TensorType::kQ3_K:
+  case TensorType::kQ4_K:
+  case TensorType::kQ5_K:
+  case TensorType::kQ6_K: return true;
+  default: return false;
+  }
 }
 
 bool packs_rows16(TensorType type) {

@@ -581,6 +581,46 @@ TEST(MatmulTest, PackedRowsGiveTheRowMajorBitsUnderAvx2) {
   packed_rows_give_the_row_major_bits(Isa::kAvx2);
 }
 
+// The packed K-quant kernels sum products in int16 before the scale (kernels_avx2_kpacked.cpp
+// states the bounds): every quant at its largest value against activations of +-127 reaches
+// them, which random blocks almost never do. Packed and row-major must still agree bit for bit.
+TEST(MatmulTest, PackedKQuantsAtTheirLargestValuesKeepTheBits) {
+  if (detected_isa() < Isa::kAvx2)
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  ThreadPool pool(2);
+  const int64_t rows = 32, cols = 512;
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512Vnni}) {
+    if (detected_isa() < isa)
+      continue;
+    ScopedIsa scoped(isa);
+    for (TensorType t : {TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
+                         TensorType::kQ6_K}) {
+      Matrix m{t, rows, cols, std::vector<uint8_t>(row_bytes(t, cols) * rows, 0xFF), {}};
+      const size_t block = gguf::type_traits(t).block_bytes;
+      const uint16_t d = fp32_to_fp16(0.01f);
+      for (size_t off = 0; off < m.data.size(); off += block) {
+        for (size_t at : fp16_fields(t))
+          std::memcpy(&m.data[off + at], &d, 2);
+      }
+      if (!can_pack_rows16(m.view()))
+        continue; // AVX-512 keeps Q2_K/Q3_K row-major
+      std::vector<uint8_t> buf(m.data.size());
+      const WeightView p = pack_rows16(m.view(), buf.data());
+      for (float sign : {1.0f, -1.0f}) {
+        for (int64_t n : {1, 8, 64}) {
+          const std::vector<float> x(static_cast<size_t>(n * cols), sign);
+          std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size(), -1.0f);
+          matmul(m.view(), x.data(), n, want.data(), pool);
+          matmul(p, x.data(), n, got.data(), pool);
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+              << name(t) << " n=" << n << " x=" << sign
+              << (isa == Isa::kAvx2 ? " (AVX2)" : " (AVX-512)");
+        }
+      }
+    }
+  }
+}
+
 // A packed matrix sharing a matmul_multi call with an unpackable one (see below), under isa.
 void packed_rows_off_the_group_boundary_run_unpacked(Isa isa) {
   ScopedIsa scoped(isa);
