@@ -661,12 +661,12 @@ GANTRY_AVX2_INLINE void attend_lanes(const float (*ms)[16], const float (*vs)[16
                                      const uint16_t *v0, int64_t stride, int64_t nr, uint16_t *acc,
                                      int64_t n) {
   __m256 a[NH];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int k = 0; k < NH; ++k)
     a[k] = load8h(acc + k * n);
   for (int64_t r = 0; r < nr; ++r) {
     const __m256 v = load8h(v0 + r * stride);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int k = 0; k < NH; ++k) {
       // A rescale by exactly 1 changes nothing (a holds fp16 values): skipped.
       if (ms[k][r] != 1.0f)
@@ -674,15 +674,16 @@ GANTRY_AVX2_INLINE void attend_lanes(const float (*ms)[16], const float (*vs)[16
       a[k] = round16(_mm256_fmadd_ps(v, _mm256_set1_ps(vs[k][r]), a[k]));
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int k = 0; k < NH; ++k)
     store8h(acc + k * n, a[k]);
 }
 
 // The same arithmetic as the scalar version lane by lane (fma, round to nearest even), so the
 // two agree bit for bit. The weights depend only on the scores, so they are computed first for a
-// chunk of rows; then each group of 8 lanes of up to 4 heads stays in registers across the chunk
-// (4 independent chains hide the latency of rounding to fp16 and back after every step).
+// chunk of rows; then each group of 8 lanes of up to 8 heads (a GQA group of Llama-style models)
+// stays in registers across the chunk: independent chains hide the latency of rounding to fp16
+// and back after every step, and each V row is converted once for all of them.
 GANTRY_AVX2 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *rows,
                                  int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
                                  uint16_t *acc) {
@@ -695,8 +696,12 @@ GANTRY_AVX2 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, cons
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
       int h0 = 0;
-      for (; h0 + 4 <= n_q; h0 += 4)
+      for (; h0 + 8 <= n_q; h0 += 8)
+        attend_lanes<8>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n);
+      if (n_q - h0 >= 4) {
         attend_lanes<4>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n);
+        h0 += 4;
+      }
       switch (n_q - h0) {
       case 3: attend_lanes<3>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
       case 2: attend_lanes<2>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
