@@ -70,7 +70,8 @@ void BM_Matmul(benchmark::State &state) {
 }
 
 void shapes(benchmark::internal::Benchmark *b) {
-  for (auto t : {TensorType::kF16, TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ6_K}) {
+  for (auto t : {TensorType::kF16, TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                 TensorType::kQ6_K}) {
     for (auto [rows, cols] :
          {std::pair<int64_t, int64_t>{2048, 2048}, {5632, 2048}, {2048, 5632}}) {
       for (int64_t packed : {0, 1}) {

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "engine/kernels/kernels_impl.h"
 
@@ -201,9 +202,185 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
   }
 }
 
+// Calls of kBlockPrefillTokens tokens or more (prefill, batched decode steps) over packed Q4_0,
+// Q4_1, Q5_0 and Q5_1: as kernels_avx2_kpacked.cpp's gemm_k, per 8 blocks of a group's half
+// (8 rows) the values are decoded to bytes once and every token of the call meets them in blocks
+// of 4, weights and the tokens' activations in L1, each row's float sums in scratch between the
+// 8-block pieces. The row-major tiles of kernels_avx2.cpp (4 rows x 8 tokens) load a broadcast
+// per row and product; here one load of 8 rows' bytes serves 4 tokens. Same integer sums and
+// float steps per block as group_q, so the same bits. (Q8_0 and IQ4_NL are signed and take the
+// sign trick, a vpsignb and a madd per product either way: no gain from the layout.)
+constexpr int64_t kBlockPrefillTokens = 4;
+
+struct HalfBlocks {
+  alignas(32) uint8_t u[64][32]; // block i's pieces at 8i: elements 4p..4p + 3 of the 8 rows
+  __m256 d[8], m[8];
+};
+
+thread_local std::vector<float> t_block_acc;
+thread_local HalfBlocks t_blocks;
+
+// Blocks [b0, b0 + nbb) of half h of group g decoded.
+template <TensorType kType>
+GANTRY_AVX2_INLINE void decode_blocks(const char *group, int64_t nb, int64_t b0, int nbb, int h,
+                                      HalfBlocks &o) {
+  constexpr int64_t kQuantBytes = packed_block_chunks(kType) * 64;
+  const char *quants = group + packed_quants_at(kType, nb);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int i = 0; i < nbb; ++i) {
+    const int64_t b = b0 + i;
+    o.d[i] = _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(group + b * 32 + 16 * h)));
+    if constexpr (block_has_min(kType)) {
+      o.m[i] = _mm256_cvtph_ps(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(group + nb * 32 + b * 32 + 16 * h)));
+    }
+    const char *qb = quants + b * kQuantBytes;
+    const char *nibbles = qb + (block_fifth_bit(kType) ? 64 : 0);
+    const __m256i qh = block_fifth_bit(kType)
+                           ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qb + 32 * h))
+                           : _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(nibbles + 64 * k + 32 * h));
+      _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + k]),
+                         nibble_values<kType>(_mm256_and_si256(v, m4), qh, 4 * k));
+      _mm256_store_si256(
+          reinterpret_cast<__m256i *>(o.u[8 * i + 4 + k]),
+          nibble_values<kType>(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), qh, 16 + 4 * k));
+    }
+  }
+}
+
+// Tokens [t, t + T) against decoded blocks [b0, b0 + nbb): lane i of acc[j] (accm[j]) is row
+// 8h + i's sum (min sum) for token t + j, read from and written back to scratch.
+template <TensorType kType, int T>
+GANTRY_AVX2_INLINE void tokens_blocks(const HalfBlocks &hb, const Activations &a, int64_t cols,
+                                      int64_t b0, int nbb, int64_t t, float *acc, float *accm) {
+  const int64_t nb = cols / kQK;
+  const __m256i ones = _mm256_set1_epi16(1);
+  // Q4_0/Q4_1 sum a block's 8 products in int16 (8 x 2 x 15 x 127); Q5_0/Q5_1 4 (u <= 31).
+  constexpr int kRun = kInt16Sums<kType> ? 8 : 4;
+  const int8_t *xq[T];
+  const float *xd[T];
+  const int32_t *xs[T];
+  __m256 sum[T], summ[T];
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    xq[j] = a.qs + (t + j) * cols;
+    xd[j] = a.d + (t + j) * nb;
+    xs[j] = a.sum8 + ((t + j) / kTokGroup) * nb * kTokGroup + (t + j) % kTokGroup;
+    sum[j] = _mm256_loadu_ps(acc + j * kGroupRows);
+    summ[j] = block_has_min(kType) ? _mm256_loadu_ps(accm + j * kGroupRows) : _mm256_setzero_ps();
+  }
+#pragma GCC unroll 1
+  for (int i = 0; i < nbb; ++i) {
+    const int64_t b = b0 + i;
+    __m256i isum[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j)
+      isum[j] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int run = 0; run < 8 / kRun; ++run) {
+      __m256i p16[T];
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j)
+        p16[j] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int k = 0; k < kRun; ++k) {
+        const int p = run * kRun + k;
+        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(hb.u[8 * i + p]));
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          p16[j] = _mm256_add_epi16(p16[j],
+                                    _mm256_maddubs_epi16(u, broadcast4(xq[j] + b * kQK + 4 * p)));
+          // Kept in its register as it goes (GCC's scheduler would hoist and spill the products).
+          __asm__("" : "+x"(p16[j]));
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j)
+        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], ones));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      __m256i s = isum[j];
+      if constexpr (kOffset<kType> != 0)
+        s = _mm256_sub_epi32(s, _mm256_set1_epi32(kOffset<kType> * xs[j][b * kTokGroup]));
+      sum[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
+                               _mm256_mul_ps(hb.d[i], _mm256_set1_ps(xd[j][b])), sum[j]);
+      if constexpr (block_has_min(kType)) {
+        const float sx = xd[j][b] * static_cast<float>(xs[j][b * kTokGroup]);
+        summ[j] = _mm256_fmadd_ps(hb.m[i], _mm256_set1_ps(sx), summ[j]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    _mm256_storeu_ps(acc + j * kGroupRows, sum[j]);
+    if constexpr (block_has_min(kType))
+      _mm256_storeu_ps(accm + j * kGroupRows, summ[j]);
+  }
+}
+
+template <TensorType kType>
+GANTRY_AVX2 void gemm_q(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                        int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  const int64_t n = t1 - t0, nb = w.cols / kQK;
+  if (static_cast<int64_t>(t_block_acc.size()) < 2 * n * kGroupRows)
+    t_block_acc.resize(static_cast<size_t>(2 * n * kGroupRows));
+  float *acc = t_block_acc.data(), *accm = acc + n * kGroupRows;
+  HalfBlocks &hb = t_blocks;
+  const int64_t t_end = t0 + n / kBlockPrefillTokens * kBlockPrefillTokens;
+  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
+    const char *group =
+        static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
+    std::fill(acc, acc + 2 * n * kGroupRows, 0.0f);
+    NextGroupPrefetch prefetch(w, g, (nb + 7) / 8 * 2);
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+      const int nbb = static_cast<int>(std::min<int64_t>(8, nb - b0));
+#pragma GCC unroll 1
+      for (int h = 0; h < 2; ++h) {
+        prefetch.step();
+        decode_blocks<kType>(group, nb, b0, nbb, h, hb);
+        float *ah = acc + 8 * h, *mh = accm + 8 * h;
+        int64_t t = t0;
+        for (; t < t_end; t += kBlockPrefillTokens) {
+          const int64_t o = (t - t0) * kGroupRows;
+          tokens_blocks<kType, kBlockPrefillTokens>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o);
+        }
+        const int64_t o = (t - t0) * kGroupRows;
+        switch (t1 - t) {
+        case 3: tokens_blocks<kType, 3>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o); break;
+        case 2: tokens_blocks<kType, 2>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o); break;
+        case 1: tokens_blocks<kType, 1>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o); break;
+        default: break;
+        }
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const int64_t o = j * kGroupRows + 8 * h;
+        __m256 out = _mm256_loadu_ps(acc + o);
+        if constexpr (block_has_min(kType))
+          out = _mm256_add_ps(out, _mm256_loadu_ps(accm + o));
+        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h, out);
+      }
+    }
+  }
+}
+
 template <TensorType kType>
 GANTRY_AVX2 void gemv_q(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  if constexpr (!kSigned<kType>) {
+    if (t1 - t0 >= kBlockPrefillTokens) {
+      gemm_q<kType>(w, a, t0, t1, r0, r1, y, ldy);
+      return;
+    }
+  }
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
     int64_t t = t0;
     for (; t + 2 <= t1; t += 2)
@@ -327,6 +504,10 @@ GANTRY_AVX2 void gemv_float(const WeightView &w, const Activations &a, int64_t t
 
 bool packed_prefill(TensorType type) {
   switch (type) {
+  case TensorType::kQ4_0:
+  case TensorType::kQ4_1:
+  case TensorType::kQ5_0:
+  case TensorType::kQ5_1:
   case TensorType::kQ2_K:
   case TensorType::kQ3_K:
   case TensorType::kQ4_K:

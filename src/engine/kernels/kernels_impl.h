@@ -252,8 +252,9 @@ bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, i
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 // The types matmul_rows_packed reads.
 bool packs_rows16(TensorType type);
-// The types it also reads for calls of more than kPackedMaxTokens tokens (prefill): Q4_K and
-// Q5_K (kernels_avx2_kpacked.cpp); the others are unpacked to row-major scratch for those.
+// The types it also reads for calls of more than kPackedMaxTokens tokens (prefill): the K-quants
+// (kernels_avx2_kpacked.cpp) and Q4_0/Q4_1/Q5_0/Q5_1 (kernels_avx2_packed.cpp); Q8_0, IQ4_NL and
+// F16/BF16 are unpacked to row-major scratch for those.
 bool packed_prefill(TensorType type);
 // matmul_rows_packed's K-quants, Q2_K..Q6_K (kernels_avx2_kpacked.cpp): the dot products' bits.
 // Returns false (doing nothing) for other types.

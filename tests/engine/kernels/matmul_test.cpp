@@ -581,10 +581,11 @@ TEST(MatmulTest, PackedRowsGiveTheRowMajorBitsUnderAvx2) {
   packed_rows_give_the_row_major_bits(Isa::kAvx2);
 }
 
-// The packed K-quant kernels sum products in int16 before the scale (kernels_avx2_kpacked.cpp
-// states the bounds): every quant at its largest value against activations of +-127 reaches
-// them, which random blocks almost never do. Packed and row-major must still agree bit for bit.
-TEST(MatmulTest, PackedKQuantsAtTheirLargestValuesKeepTheBits) {
+// The packed kernels sum products in int16 before the scale (kernels_avx2_kpacked.cpp and
+// kernels_avx2_packed.cpp state the bounds): every quant at its largest value against activations
+// of +-127 reaches them, which random blocks almost never do. Packed and row-major must still
+// agree bit for bit.
+TEST(MatmulTest, PackedQuantsAtTheirLargestValuesKeepTheBits) {
   if (detected_isa() < Isa::kAvx2)
     GTEST_SKIP() << "no AVX2 on this CPU";
   ThreadPool pool(2);
@@ -593,7 +594,8 @@ TEST(MatmulTest, PackedKQuantsAtTheirLargestValuesKeepTheBits) {
     if (detected_isa() < isa)
       continue;
     ScopedIsa scoped(isa);
-    for (TensorType t : {TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
+    for (TensorType t : {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
+                         TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
                          TensorType::kQ6_K}) {
       Matrix m{t, rows, cols, std::vector<uint8_t>(row_bytes(t, cols) * rows, 0xFF), {}};
       const size_t block = gguf::type_traits(t).block_bytes;
