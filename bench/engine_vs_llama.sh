@@ -101,6 +101,8 @@ for m in "${models[@]}"; do
     log "$base round $r/$ROUNDS: gantry"
     timeout 900 "$GANTRY" bench engine --model "$m" --threads "$THREADS" --reps 1 --seqs 0 \
       --prompt-tokens "$PP" --gen-tokens "$TG" --json 2>/dev/null >"$OUT/sbs-$base-gantry-$r.json"
+    # A results file of an earlier run's old binary would otherwise be reported as this run's.
+    rm -f "$OUT/sbs-$base-old-$r.json"
     if [[ -n ${OLD_GANTRY:-} ]]; then
       log "$base round $r/$ROUNDS: old gantry ($OLD_GANTRY)"
       timeout 900 "$OLD_GANTRY" bench engine --model "$m" --threads "$THREADS" --reps 1 --seqs 1 \
