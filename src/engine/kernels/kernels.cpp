@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cassert>
 #include <cmath>
 #include <cstdlib>
@@ -536,6 +537,18 @@ void attend_rows_f16(const float *s, int64_t s_stride, int n_q, const uint16_t *
     return;
 #endif
   GANTRY_DISPATCH(attend_rows_f16(s, s_stride, n_q, rows, stride, n_rows, n, m, sum, acc));
+}
+
+const ExpTable &exp_table() {
+  static const ExpTable table = [] {
+    ExpTable e{};
+    for (int i = 0; i < 32; ++i) {
+      const auto d = static_cast<double>(std::exp2l(static_cast<long double>(i) / 32.0L));
+      e.t[i] = std::bit_cast<uint64_t>(d) - (static_cast<uint64_t>(i) << 47);
+    }
+    return e;
+  }();
+  return table;
 }
 
 } // namespace gantry::engine::kernels

@@ -655,11 +655,102 @@ GANTRY_AVX2_INLINE __m256 round16(__m256 x) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
+// ---- expf, glibc's bits (kernels_avx512_attend.cpp exp16 explains the steps) ---------------
+
+// 4 lanes through glibc's double steps.
+GANTRY_AVX2_INLINE __m128 exp4(__m128 x, const long long *tab) {
+  const __m256d xd = _mm256_cvtps_pd(x);
+  const __m256d shift = _mm256_set1_pd(0x1.8p+52);
+  const __m256d inv_ln2 = _mm256_set1_pd(0x1.71547652b82fep+5); // 32 / ln 2
+  const __m256d z = _mm256_fmadd_pd(inv_ln2, xd, shift);
+  const __m256i ki = _mm256_castpd_si256(z);
+  const __m256d kd = _mm256_sub_pd(z, shift);
+  const __m256d r = _mm256_fmsub_pd(inv_ln2, xd, kd);
+  const __m256i idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+  const __m256i t = _mm256_i64gather_epi64(tab, idx, 8);
+  const __m256d s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64(ki, 47)));
+  const __m256d c = _mm256_fmadd_pd(r, _mm256_set1_pd(0x1.c6af84b912394p-20),
+                                    _mm256_set1_pd(0x1.ebfce50fac4f3p-13));
+  const __m256d r2 = _mm256_mul_pd(r, r);
+  const __m256d y = _mm256_fmadd_pd(r, _mm256_set1_pd(0x1.62e42ff0c52d6p-6), _mm256_set1_pd(1.0));
+  return _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_fmadd_pd(c, r2, y), s));
+}
+
+GANTRY_AVX2_INLINE __m256 exp8(__m256 x, const long long *tab) {
+  __m256 y =
+      _mm256_set_m128(exp4(_mm256_extractf128_ps(x, 1), tab), exp4(_mm256_castps256_ps128(x), tab));
+  // glibc's own path for |x| >= 88.0f and non-finite x (its top 12 bits' test; they are at most
+  // 0x7ff, so the signed compare is the unsigned one).
+  const __m256i top =
+      _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(x), 20), _mm256_set1_epi32(0x7ff));
+  const int special =
+      _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(top, _mm256_set1_epi32(0x42a))));
+  if (special != 0) [[unlikely]] {
+    alignas(32) float xs[8], ys[8];
+    _mm256_store_ps(xs, x);
+    _mm256_store_ps(ys, y);
+    for (int l = 0; l < 8; ++l) {
+      if (special >> l & 1)
+        ys[l] = std::exp(xs[l]);
+    }
+    y = _mm256_load_ps(ys);
+  }
+  return y;
+}
+
+// attend_weights (kernels_impl.h) with the exponentials 8 rows at a time, as the AVX-512
+// attend_weights16: the running max before each row first, then the rows' weights, then the
+// running sums in order (the serial loops over the heads innermost: n_q independent chains).
+// rescaled[r]: whether any head's accumulator is rescaled at row r (rare after the first rows).
+GANTRY_AVX2_INLINE void attend_weights8(const float *s, int64_t s_stride, int n_q, int64_t nr,
+                                        float *m, float *sum, float (*ms)[kAttendChunk],
+                                        float (*vs)[kAttendChunk], bool *rescaled) {
+  alignas(32) float before[64][kAttendChunk];
+  float mx[64], sm[64]; // local: m and sum might alias s for all the compiler knows
+  std::copy(m, m + n_q, mx);
+  std::copy(sum, sum + n_q, sm);
+  for (int64_t r = 0; r < nr; ++r) {
+    bool any = false;
+    for (int h = 0; h < n_q; ++h) {
+      before[h][r] = mx[h];
+      const float x = s[h * s_stride + r];
+      if (x > mx[h]) {
+        mx[h] = x;
+        any = true;
+      }
+    }
+    rescaled[r] = any;
+  }
+  std::copy(mx, mx + n_q, m);
+  const auto *tab = reinterpret_cast<const long long *>(exp_table().t);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t r0 = 0; r0 < nr; r0 += 8) {
+    const int live = static_cast<int>(std::min<int64_t>(8, nr - r0));
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(live), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int h = 0; h < n_q; ++h) {
+      const __m256 sv = _mm256_maskload_ps(s + h * s_stride + r0, mask);
+      const __m256 pv = _mm256_load_ps(before[h] + r0);
+      const __m256 up = _mm256_cmp_ps(sv, pv, _CMP_GT_OQ);
+      // up: exp(max - score) rescales, the row weighs 1; else the row weighs exp(score - max).
+      const __m256 e =
+          exp8(_mm256_blendv_ps(_mm256_sub_ps(sv, pv), _mm256_sub_ps(pv, sv), up), tab);
+      _mm256_store_ps(ms[h] + r0, _mm256_blendv_ps(one, e, up));
+      _mm256_store_ps(vs[h] + r0, _mm256_blendv_ps(e, one, up));
+    }
+  }
+  for (int64_t r = 0; r < nr; ++r) {
+    for (int h = 0; h < n_q; ++h)
+      sm[h] = std::fma(sm[h], ms[h][r], vs[h][r]);
+  }
+  std::copy(sm, sm + n_q, sum);
+}
+
 // 8 lanes of NH heads (accumulators n apart) over nr rows, kept in registers.
 template <int NH>
 GANTRY_AVX2_INLINE void attend_lanes(const float (*ms)[16], const float (*vs)[16],
-                                     const uint16_t *v0, int64_t stride, int64_t nr, uint16_t *acc,
-                                     int64_t n) {
+                                     const bool *rescaled, const uint16_t *v0, int64_t stride,
+                                     int64_t nr, uint16_t *acc, int64_t n) {
   __m256 a[NH];
 #pragma GCC unroll 8
   for (int k = 0; k < NH; ++k)
@@ -669,7 +760,7 @@ GANTRY_AVX2_INLINE void attend_lanes(const float (*ms)[16], const float (*vs)[16
 #pragma GCC unroll 8
     for (int k = 0; k < NH; ++k) {
       // A rescale by exactly 1 changes nothing (a holds fp16 values): skipped.
-      if (ms[k][r] != 1.0f)
+      if (rescaled[r] && ms[k][r] != 1.0f)
         a[k] = round16(_mm256_mul_ps(a[k], _mm256_set1_ps(ms[k][r])));
       a[k] = round16(_mm256_fmadd_ps(v, _mm256_set1_ps(vs[k][r]), a[k]));
     }
@@ -688,24 +779,31 @@ GANTRY_AVX2 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, cons
                                  int64_t stride, int64_t n_rows, int64_t n, float *m, float *sum,
                                  uint16_t *acc) {
   constexpr int64_t kChunk = kAttendChunk;
-  float ms[64][kChunk], vs[64][kChunk];
+  alignas(32) float ms[64][kChunk], vs[64][kChunk];
+  bool rescaled[kChunk];
   for (int64_t r0 = 0; r0 < n_rows; r0 += kChunk) {
     const int64_t nr = std::min(kChunk, n_rows - r0);
-    attend_weights(s + r0, s_stride, n_q, nr, m, sum, ms, vs);
+    attend_weights8(s + r0, s_stride, n_q, nr, m, sum, ms, vs, rescaled);
     const uint16_t *v0 = rows + r0 * stride;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
       int h0 = 0;
       for (; h0 + 8 <= n_q; h0 += 8)
-        attend_lanes<8>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n);
+        attend_lanes<8>(ms + h0, vs + h0, rescaled, v0 + i, stride, nr, acc + h0 * n + i, n);
       if (n_q - h0 >= 4) {
-        attend_lanes<4>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n);
+        attend_lanes<4>(ms + h0, vs + h0, rescaled, v0 + i, stride, nr, acc + h0 * n + i, n);
         h0 += 4;
       }
       switch (n_q - h0) {
-      case 3: attend_lanes<3>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
-      case 2: attend_lanes<2>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
-      case 1: attend_lanes<1>(ms + h0, vs + h0, v0 + i, stride, nr, acc + h0 * n + i, n); break;
+      case 3:
+        attend_lanes<3>(ms + h0, vs + h0, rescaled, v0 + i, stride, nr, acc + h0 * n + i, n);
+        break;
+      case 2:
+        attend_lanes<2>(ms + h0, vs + h0, rescaled, v0 + i, stride, nr, acc + h0 * n + i, n);
+        break;
+      case 1:
+        attend_lanes<1>(ms + h0, vs + h0, rescaled, v0 + i, stride, nr, acc + h0 * n + i, n);
+        break;
       default: break;
       }
     }
@@ -721,6 +819,19 @@ GANTRY_AVX2 void attend_rows_f16(const float *s, int64_t s_stride, int n_q, cons
         acc[h * n + i] = kernels::fp32_to_fp16(a);
       }
     }
+  }
+}
+
+GANTRY_AVX2 void exp_lanes(const float *x, float *y, int64_t n) {
+  const auto *tab = reinterpret_cast<const long long *>(exp_table().t);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, exp8(_mm256_loadu_ps(x + i), tab));
+  if (i < n) {
+    alignas(32) float xs[8] = {}, ys[8];
+    std::copy(x + i, x + n, xs);
+    _mm256_store_ps(ys, exp8(_mm256_load_ps(xs), tab));
+    std::copy(ys, ys + (n - i), y + i);
   }
 }
 

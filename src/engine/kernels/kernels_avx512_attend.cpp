@@ -43,24 +43,8 @@ GANTRY_ATT_INLINE __m512 round16(__m512 x) {
 // from a 32-entry table and p a cubic, and on a CPU with FMA (every AVX-512 one) it runs the
 // build of that code with these fused steps (its __expf_fma, as disassembled from Debian 12's
 // libm). The same steps over 8 doubles give its result in every lane; lanes with |x| >= 88
-// (overflow, underflow, infinities, NaN: its special cases) take std::exp itself.
-
-struct ExpTable {
-  // 2^(i/32) as a double, less i << 47, so that adding k << 47 gives 2^(k/32) for any k.
-  alignas(64) uint64_t t[32];
-};
-
-const ExpTable &exp_table() {
-  static const ExpTable table = [] {
-    ExpTable e{};
-    for (int i = 0; i < 32; ++i) {
-      const auto d = static_cast<double>(std::exp2l(static_cast<long double>(i) / 32.0L));
-      e.t[i] = std::bit_cast<uint64_t>(d) - (static_cast<uint64_t>(i) << 47);
-    }
-    return e;
-  }();
-  return table;
-}
+// (overflow, underflow, infinities, NaN: its special cases) take std::exp itself. The table is
+// kernels_impl.h's exp_table (the AVX2 kernel's exp8 runs the same steps 4 doubles at a time).
 
 GANTRY_ATT_INLINE __m256 exp8(__m256 x, const __m512i (&tab)[4]) {
   const __m512d xd = _mm512_cvtps_pd(x);

@@ -210,6 +210,14 @@ inline void attend_weights(const float *s, int64_t s_stride, int n_q, int64_t nr
   }
 }
 
+// glibc's expf table as the vector copies of it use it (kernels_avx512_attend.cpp exp16,
+// kernels_avx2.cpp exp8): 2^(i/32) as a double, less i << 47, so that adding k << 47 gives
+// 2^(k/32) for any k.
+struct ExpTable {
+  alignas(64) uint64_t t[32];
+};
+const ExpTable &exp_table();
+
 // Each instruction set provides the same functions in its own namespace.
 #define GANTRY_KERNELS_ISA_FUNCTIONS                                                               \
   void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,  \
@@ -267,6 +275,9 @@ void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, i
 // the dot products' bits. Returns false (doing nothing) for other types and shapes.
 bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                          int64_t r0, int64_t r1, float *y, int64_t ldy);
+// y[i] = std::exp(x[i]) bit for bit, 8 at a time (glibc's expf steps, as
+// avx512vnni::exp_lanes); what attend_rows_f16 computes its weights with.
+void exp_lanes(const float *x, float *y, int64_t n);
 } // namespace avx2
 // AVX-512 VNNI replaces the Q8_0/Q4_0/float tiles of the matmul and the dot products of the
 // types in quants.h; everything else it shares with (and forwards to) the AVX2 kernels, so

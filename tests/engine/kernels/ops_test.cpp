@@ -137,13 +137,14 @@ TEST(OpsTest, SiluMulAddScaleDotAxpy) {
 }
 
 #if defined(GANTRY_KERNELS_HAVE_AVX2)
-// Attention's weights on AVX-512 use a copy of glibc's expf: every bit must be std::exp's. A
-// sweep over every 997th float (all 32 table entries and both signs many times over; every
-// float was checked once by hand with a step of 1), the boundaries of glibc's special cases,
-// and the values themselves.
-void expect_std_exp_bits(const std::vector<float> &x) {
+// Attention's weights on AVX-512 and AVX2 use a copy of glibc's expf: every bit must be
+// std::exp's. A sweep over every 997th float (all 32 table entries and both signs many times
+// over; every float was checked once by hand with a step of 1), the boundaries of glibc's
+// special cases, and the values themselves.
+using ExpLanes = void (*)(const float *, float *, int64_t);
+void expect_std_exp_bits(ExpLanes exp_lanes, const std::vector<float> &x) {
   std::vector<float> y(x.size() + 1, 7.0f);
-  avx512vnni::exp_lanes(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  exp_lanes(x.data(), y.data(), static_cast<int64_t>(x.size()));
   for (size_t i = 0; i < x.size(); ++i) {
     const float want = std::exp(x[i]);
     if (std::isnan(want)) {
@@ -156,15 +157,13 @@ void expect_std_exp_bits(const std::vector<float> &x) {
   ASSERT_EQ(y[x.size()], 7.0f) << "wrote past the end";
 }
 
-TEST(OpsTest, ExpLanesGiveStdExpsBits) {
-  if (detected_isa() != Isa::kAvx512Vnni)
-    GTEST_SKIP() << "no AVX-512 on this CPU";
+void exp_lanes_give_std_exps_bits(ExpLanes exp_lanes) {
   constexpr uint64_t kStep = 997;
   std::vector<float> x;
   for (uint64_t u = 0; u <= 0xffffffffu; u += kStep) {
     x.push_back(std::bit_cast<float>(static_cast<uint32_t>(u)));
     if (x.size() == (1u << 20) + 3) {
-      expect_std_exp_bits(x);
+      expect_std_exp_bits(exp_lanes, x);
       x.clear();
     }
   }
@@ -173,7 +172,22 @@ TEST(OpsTest, ExpLanesGiveStdExpsBits) {
     x.push_back(v);
   x.push_back(std::nextafter(88.0f, 0.0f));
   x.push_back(std::nextafter(-88.0f, 0.0f));
-  expect_std_exp_bits(x);
+  // Lengths that end in a partial vector.
+  for (int n = 1; n < 16; ++n)
+    x.push_back(-0.5f * static_cast<float>(n));
+  expect_std_exp_bits(exp_lanes, x);
+}
+
+TEST(OpsTest, ExpLanesGiveStdExpsBits) {
+  if (detected_isa() != Isa::kAvx512Vnni)
+    GTEST_SKIP() << "no AVX-512 on this CPU";
+  exp_lanes_give_std_exps_bits(&avx512vnni::exp_lanes);
+}
+
+TEST(OpsTest, Avx2ExpLanesGiveStdExpsBits) {
+  if (detected_isa() < Isa::kAvx2)
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  exp_lanes_give_std_exps_bits(&avx2::exp_lanes);
 }
 #endif
 
