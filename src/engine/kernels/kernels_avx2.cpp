@@ -689,10 +689,7 @@ GANTRY_AVX2_INLINE __m256 exp8(__m256 x, const long long *tab) {
     alignas(32) float xs[8], ys[8];
     _mm256_store_ps(xs, x);
     _mm256_store_ps(ys, y);
-    for (int l = 0; l < 8; ++l) {
-      if (special >> l & 1)
-        ys[l] = std::exp(xs[l]);
-    }
+    exp_special_lanes(static_cast<unsigned>(special), xs, ys, 8);
     y = _mm256_load_ps(ys);
   }
   return y;

@@ -1,7 +1,8 @@
 // AVX2 helpers shared by the kernels of kernels_avx2.cpp, kernels_avx2_packed.cpp and
 // kernels_avx2_ktiles.cpp: their outputs must be the same bits, so they reduce and classify
 // weights with the same code. Include inside namespace gantry::engine::kernels::avx2 (an
-// anonymous namespace within it), after <immintrin.h>, <cstring> and kernels_impl.h.
+// anonymous namespace within it), after <immintrin.h>, <cstring>, <vector> and
+// kernels_impl.h.
 #pragma once
 
 #define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -45,3 +46,32 @@ template <TensorType kType>
 constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
                         : kType == TensorType::kQ5_0 ? 16
                                                      : 0;
+
+// Per-thread float scratch of the packed prefill kernels (gemm_k, gemm_q): a 16-row group's sums
+// for n tokens, then as many for the mins. Grows to the largest call, then stays.
+inline float *group_sums_scratch(int64_t n) {
+  thread_local std::vector<float> t_sums;
+  if (t_sums.size() < static_cast<size_t>(2 * n * 16))
+    t_sums.resize(static_cast<size_t>(2 * n * 16));
+  return t_sums.data();
+}
+
+// p16[j] += the products of pieces [p0, p0 + kRun) of u (each 4 bytes of 8 rows, unsigned) with
+// token j's activations at x[j] + 4p, summed in int16: the packed prefill kernels' inner loop
+// (their callers bound kRun so that the sums cannot overflow).
+template <int T, int kRun>
+GANTRY_AVX2_INLINE void piece_products(const uint8_t (*u)[32], int p0, const int8_t *const *x,
+                                       __m256i *p16) {
+#pragma GCC unroll 8
+  for (int i = 0; i < kRun; ++i) {
+    const int p = p0 + i;
+    const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i *>(u[p]));
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(v, broadcast4(x[j] + 4 * p)));
+      // GCC's scheduler otherwise hoists all of a run's products ahead of their sums and
+      // spills them: keep each sum in its register as it goes.
+      __asm__("" : "+x"(p16[j]));
+    }
+  }
+}

@@ -626,18 +626,7 @@ GANTRY_AVX2_INLINE void products_k(const HalfK &hk, const int8_t *const *x, __m2
 #pragma GCC unroll 4
       for (int j = 0; j < T; ++j)
         p16[j] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int i = 0; i < kRun; ++i) {
-        const int p = b * kSub + run * kRun + i;
-        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(hk.u[p]));
-#pragma GCC unroll 4
-        for (int j = 0; j < T; ++j) {
-          p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(u, broadcast4(x[j] + 4 * p)));
-          // GCC's scheduler otherwise hoists all of a run's products ahead of their sums and
-          // spills them: keep each sum in its register as it goes.
-          __asm__("" : "+x"(p16[j]));
-        }
-      }
+      piece_products<T, kRun>(hk.u, b * kSub + run * kRun, x, p16);
 #pragma GCC unroll 4
       for (int j = 0; j < T; ++j)
         isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], hk.sc[b]));
@@ -679,7 +668,6 @@ GANTRY_AVX2_INLINE void block_k(const HalfK &hk, int h, const Activations &a, co
   }
 }
 
-thread_local std::vector<float> t_prefill_acc;
 thread_local HalfK t_half;
 
 // Calls of kPrefillTokens tokens or more (prefill, batched decode steps) over a packed K-quant.
@@ -693,9 +681,7 @@ GANTRY_AVX2 void gemm_k(const WeightView &w, const Activations &a, const int32_t
                                             std::conditional_t<kType == TensorType::kQ5_K,
                                                                BlockQ5_K, BlockQ6_K>>>>;
   const int64_t n = t1 - t0, nbk = w.cols / kQKK;
-  if (static_cast<int64_t>(t_prefill_acc.size()) < 2 * n * kGroupRows)
-    t_prefill_acc.resize(static_cast<size_t>(2 * n * kGroupRows));
-  float *acc = t_prefill_acc.data(), *accm = acc + n * kGroupRows;
+  float *acc = group_sums_scratch(n), *accm = acc + n * kGroupRows;
   HalfK &hk = t_half;
   const int64_t t_end = t0 + n / kPrefillTokens * kPrefillTokens;
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {

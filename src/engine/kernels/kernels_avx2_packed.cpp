@@ -217,7 +217,6 @@ struct HalfBlocks {
   __m256 d[8], m[8];
 };
 
-thread_local std::vector<float> t_block_acc;
 thread_local HalfBlocks t_blocks;
 
 // Blocks [b0, b0 + nbb) of half h of group g decoded.
@@ -277,6 +276,10 @@ GANTRY_AVX2_INLINE void tokens_blocks(const HalfBlocks &hb, const Activations &a
 #pragma GCC unroll 1
   for (int i = 0; i < nbb; ++i) {
     const int64_t b = b0 + i;
+    const int8_t *xb[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j)
+      xb[j] = xq[j] + b * kQK;
     __m256i isum[T];
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j)
@@ -287,18 +290,7 @@ GANTRY_AVX2_INLINE void tokens_blocks(const HalfBlocks &hb, const Activations &a
 #pragma GCC unroll 4
       for (int j = 0; j < T; ++j)
         p16[j] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int k = 0; k < kRun; ++k) {
-        const int p = run * kRun + k;
-        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(hb.u[8 * i + p]));
-#pragma GCC unroll 4
-        for (int j = 0; j < T; ++j) {
-          p16[j] = _mm256_add_epi16(p16[j],
-                                    _mm256_maddubs_epi16(u, broadcast4(xq[j] + b * kQK + 4 * p)));
-          // Kept in its register as it goes (GCC's scheduler would hoist and spill the products).
-          __asm__("" : "+x"(p16[j]));
-        }
-      }
+      piece_products<T, kRun>(hb.u + 8 * i, run * kRun, xb, p16);
 #pragma GCC unroll 4
       for (int j = 0; j < T; ++j)
         isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], ones));
@@ -328,9 +320,7 @@ template <TensorType kType>
 GANTRY_AVX2 void gemm_q(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
   const int64_t n = t1 - t0, nb = w.cols / kQK;
-  if (static_cast<int64_t>(t_block_acc.size()) < 2 * n * kGroupRows)
-    t_block_acc.resize(static_cast<size_t>(2 * n * kGroupRows));
-  float *acc = t_block_acc.data(), *accm = acc + n * kGroupRows;
+  float *acc = group_sums_scratch(n), *accm = acc + n * kGroupRows;
   HalfBlocks &hb = t_blocks;
   const int64_t t_end = t0 + n / kBlockPrefillTokens * kBlockPrefillTokens;
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {

@@ -87,10 +87,7 @@ GANTRY_ATT_INLINE __m512 exp16(__m512 x, const __m512i (&tab)[4]) {
     alignas(64) float xs[16], ys[16];
     _mm512_store_ps(xs, x);
     _mm512_store_ps(ys, y);
-    for (int l = 0; l < 16; ++l) {
-      if (special >> l & 1)
-        ys[l] = std::exp(xs[l]);
-    }
+    exp_special_lanes(special, xs, ys, 16);
     y = _mm512_load_ps(ys);
   }
   return y;

@@ -217,6 +217,14 @@ struct ExpTable {
   alignas(64) uint64_t t[32];
 };
 const ExpTable &exp_table();
+// The lanes of y whose bit is set in `special` (glibc's special cases: |x| >= 88, inf, NaN) from
+// std::exp itself, for the vector copies above; xs and ys hold n lanes.
+inline void exp_special_lanes(unsigned special, const float *xs, float *ys, int n) {
+  for (int l = 0; l < n; ++l) {
+    if (special >> l & 1)
+      ys[l] = std::exp(xs[l]);
+  }
+}
 
 // Each instruction set provides the same functions in its own namespace.
 #define GANTRY_KERNELS_ISA_FUNCTIONS                                                               \
