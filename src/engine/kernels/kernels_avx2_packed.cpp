@@ -202,18 +202,22 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
   }
 }
 
-// Calls of kBlockPrefillTokens tokens or more (prefill, batched decode steps) over packed Q4_0,
-// Q4_1, Q5_0 and Q5_1: as kernels_avx2_kpacked.cpp's gemm_k, per 8 blocks of a group's half
-// (8 rows) the values are decoded to bytes once and every token of the call meets them in blocks
-// of 4, weights and the tokens' activations in L1, each row's float sums in scratch between the
-// 8-block pieces. The row-major tiles of kernels_avx2.cpp (4 rows x 8 tokens) load a broadcast
-// per row and product; here one load of 8 rows' bytes serves 4 tokens. Same integer sums and
-// float steps per block as group_q, so the same bits. (Q8_0 and IQ4_NL are signed and take the
-// sign trick, a vpsignb and a madd per product either way: no gain from the layout.)
+// Calls of kBlockPrefillTokens tokens or more over the packed 32-element block types: prefill of
+// Q4_0, Q4_1, Q5_0 and Q5_1, and batched decode steps of 4-8 tokens of every one of them. As
+// kernels_avx2_kpacked.cpp's gemm_k, per 8 blocks of a group's half (8 rows) the values are
+// decoded to bytes once and every token of the call meets them in blocks of 4, weights and the
+// tokens' activations in L1, each row's float sums in scratch between the 8-block pieces. The
+// row-major tiles of kernels_avx2.cpp (4 rows x 8 tokens) load a broadcast per row and product;
+// here one load of 8 rows' bytes serves 4 tokens. Same integer sums and float steps per block as
+// group_q, so the same bits. Q8_0 and IQ4_NL are signed and take the sign trick (a vpsignb and a
+// madd per product) either way: their prefill measured the same from either layout
+// (kernels_bench, 64 tokens: 35-52 against 37-54 GMAC/s) and stays on unpacked rows, while 8
+// tokens gain from the decode passes' 29-39 to 38-43.
 constexpr int64_t kBlockPrefillTokens = 4;
 
 struct HalfBlocks {
   alignas(32) uint8_t u[64][32]; // block i's pieces at 8i: elements 4p..4p + 3 of the 8 rows
+  alignas(32) int8_t w[64][32];  // the signed types: the values, u holding their magnitudes
   __m256 d[8], m[8];
 };
 
@@ -235,6 +239,18 @@ GANTRY_AVX2_INLINE void decode_blocks(const char *group, int64_t nb, int64_t b0,
           _mm_loadu_si128(reinterpret_cast<const __m128i *>(group + nb * 32 + b * 32 + 16 * h)));
     }
     const char *qb = quants + b * kQuantBytes;
+    if constexpr (kType == TensorType::kQ8_0) {
+      // Chunk k: elements 4k..4k + 3, stored as w + 128.
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m256i v = _mm256_xor_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qb + 64 * k + 32 * h)),
+            _mm256_set1_epi8(static_cast<char>(0x80)));
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.w[8 * i + k]), v);
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + k]), _mm256_abs_epi8(v));
+      }
+      continue;
+    }
     const char *nibbles = qb + (block_fifth_bit(kType) ? 64 : 0);
     const __m256i qh = block_fifth_bit(kType)
                            ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qb + 32 * h))
@@ -243,11 +259,18 @@ GANTRY_AVX2_INLINE void decode_blocks(const char *group, int64_t nb, int64_t b0,
     for (int k = 0; k < 4; ++k) {
       const __m256i v =
           _mm256_loadu_si256(reinterpret_cast<const __m256i *>(nibbles + 64 * k + 32 * h));
-      _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + k]),
-                         nibble_values<kType>(_mm256_and_si256(v, m4), qh, 4 * k));
-      _mm256_store_si256(
-          reinterpret_cast<__m256i *>(o.u[8 * i + 4 + k]),
-          nibble_values<kType>(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), qh, 16 + 4 * k));
+      const __m256i lo = nibble_values<kType>(_mm256_and_si256(v, m4), qh, 4 * k);
+      const __m256i hi =
+          nibble_values<kType>(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), qh, 16 + 4 * k);
+      if constexpr (kSigned<kType>) {
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.w[8 * i + k]), lo);
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.w[8 * i + 4 + k]), hi);
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + k]), _mm256_abs_epi8(lo));
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + 4 + k]), _mm256_abs_epi8(hi));
+      } else {
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + k]), lo);
+        _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[8 * i + 4 + k]), hi);
+      }
     }
   }
 }
@@ -284,16 +307,30 @@ GANTRY_AVX2_INLINE void tokens_blocks(const HalfBlocks &hb, const Activations &a
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j)
       isum[j] = _mm256_setzero_si256();
+    if constexpr (kSigned<kType>) {
+      // The sign trick per product (pairs up to 2 x 128 x 127: no int16 sums).
+#pragma GCC unroll 8
+      for (int p = 0; p < 8; ++p) {
+        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(hb.u[8 * i + p]));
+        const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i *>(hb.w[8 * i + p]));
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+          isum[j] = _mm256_add_epi32(isum[j], products<kType>(w, u, broadcast4(xb[j] + 4 * p)));
+          __asm__("" : "+x"(isum[j])); // as piece_products: no hoisted, spilled products
+        }
+      }
+    } else {
 #pragma GCC unroll 2
-    for (int run = 0; run < 8 / kRun; ++run) {
-      __m256i p16[T];
+      for (int run = 0; run < 8 / kRun; ++run) {
+        __m256i p16[T];
 #pragma GCC unroll 4
-      for (int j = 0; j < T; ++j)
-        p16[j] = _mm256_setzero_si256();
-      piece_products<T, kRun>(hb.u + 8 * i, run * kRun, xb, p16);
+        for (int j = 0; j < T; ++j)
+          p16[j] = _mm256_setzero_si256();
+        piece_products<T, kRun>(hb.u + 8 * i, run * kRun, xb, p16);
 #pragma GCC unroll 4
-      for (int j = 0; j < T; ++j)
-        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], ones));
+        for (int j = 0; j < T; ++j)
+          isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], ones));
+      }
     }
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j) {
@@ -365,11 +402,9 @@ GANTRY_AVX2 void gemm_q(const WeightView &w, const Activations &a, int64_t t0, i
 template <TensorType kType>
 GANTRY_AVX2 void gemv_q(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  if constexpr (!kSigned<kType>) {
-    if (t1 - t0 >= kBlockPrefillTokens) {
-      gemm_q<kType>(w, a, t0, t1, r0, r1, y, ldy);
-      return;
-    }
+  if (t1 - t0 >= kBlockPrefillTokens) {
+    gemm_q<kType>(w, a, t0, t1, r0, r1, y, ldy);
+    return;
   }
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
     int64_t t = t0;

@@ -594,9 +594,10 @@ TEST(MatmulTest, PackedQuantsAtTheirLargestValuesKeepTheBits) {
     if (detected_isa() < isa)
       continue;
     ScopedIsa scoped(isa);
-    for (TensorType t : {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
-                         TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
-                         TensorType::kQ6_K}) {
+    for (TensorType t :
+         {TensorType::kQ8_0, TensorType::kIQ4_NL, TensorType::kQ4_0, TensorType::kQ4_1,
+          TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ2_K, TensorType::kQ3_K,
+          TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
       Matrix m{t, rows, cols, std::vector<uint8_t>(row_bytes(t, cols) * rows, 0xFF), {}};
       const size_t block = gguf::type_traits(t).block_bytes;
       const uint16_t d = fp32_to_fp16(0.01f);
