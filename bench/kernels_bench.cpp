@@ -1,7 +1,7 @@
 // Matmul kernels alone, one thread, no model around them (issue 16): the prefill and decode
 // shapes of a 1.1B Llama's projections (2048 x 2048, 5632 x 2048, 2048 x 5632) for F16, Q8_0,
-// Q4_K and Q6_K weights (the K-quants encoded by Gantry's simple quantizer: the kernels' speed
-// does not depend on how well the values were chosen) as stored in the file (row-major) and
+// Q4_0, Q4_K and Q6_K weights (the K-quants encoded by Gantry's simple quantizer: the kernels'
+// speed does not depend on how well the values were chosen) as stored in the file (row-major) and
 // repacked as the model loads them, so a change
 // to one kernel can be judged on the kernel's own time rather than on a whole model's tok/s,
 // which this 2-core VM moves by a third from minute to minute.

@@ -1,12 +1,14 @@
 // AVX2 helpers shared by the kernels of kernels_avx2.cpp, kernels_avx2_packed.cpp and
 // kernels_avx2_ktiles.cpp: their outputs must be the same bits, so they reduce and classify
 // weights with the same code. Include inside namespace gantry::engine::kernels::avx2 (an
-// anonymous namespace within it), after <immintrin.h>, <cstring>, <vector> and
+// anonymous namespace within it), after <immintrin.h>, <cstring>, <type_traits>, <vector> and
 // kernels_impl.h.
 #pragma once
 
 #define GANTRY_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define GANTRY_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+// For lambdas that call GANTRY_AVX2_INLINE functions (written after the parameter list).
+#define GANTRY_AVX2_LAMBDA __attribute__((target("avx2,fma,f16c"), always_inline))
 
 GANTRY_AVX2_INLINE __m256i load32(const void *p) {
   return _mm256_loadu_si256(static_cast<const __m256i *>(p));
@@ -17,6 +19,20 @@ GANTRY_AVX2_INLINE __m256i broadcast4(const int8_t *p) {
   int32_t v;
   std::memcpy(&v, p, sizeof v);
   return _mm256_set1_epi32(v);
+}
+
+// Q6_K's 6-bit values of 32 byte lanes from two 32-byte runs of ql (l0, l1) and the qh bytes
+// over them: u[m] = the low (m < 2) or high nibbles of l(m & 1), with qh's bit pair 2m as bits 4-5.
+GANTRY_AVX2_INLINE void q6k_values(__m256i l0, __m256i l1, __m256i qh, __m256i u[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) {
+    const __m256i l = m & 1 ? l1 : l0;
+    const __m256i lo4 =
+        m < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+    const __m256i hi2 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * m), m2);
+    u[m] = _mm256_or_si256(lo4, _mm256_slli_epi16(hi2, 4));
+  }
 }
 
 // The sum of v's 8 lanes, in the one order every float kernel ends with.
@@ -47,8 +63,45 @@ constexpr int kOffset = kType == TensorType::kQ4_0   ? 8
                         : kType == TensorType::kQ5_0 ? 16
                                                      : 0;
 
-// Per-thread float scratch of the packed prefill kernels (gemm_k, gemm_q): a 16-row group's sums
-// for n tokens, then as many for the mins. Grows to the largest call, then stays.
+// The packed prefill kernels (gemm_k in kernels_avx2_kpacked.cpp, gemm_q in
+// kernels_avx2_packed.cpp) take calls of this many tokens or more, in blocks of this many.
+constexpr int kPackedBlockTokens = 4;
+
+// run(std::integral_constant<int, T>{}, t) for tokens [t0, t1): blocks of kPackedBlockTokens, then
+// one block of the 1-3 left.
+template <typename Run> GANTRY_AVX2_INLINE void token_blocks(int64_t t0, int64_t t1, Run &&run) {
+  int64_t t = t0;
+  for (; t + kPackedBlockTokens <= t1; t += kPackedBlockTokens)
+    run(std::integral_constant<int, kPackedBlockTokens>{}, t);
+  switch (t1 - t) {
+  case 3: run(std::integral_constant<int, 3>{}, t); break;
+  case 2: run(std::integral_constant<int, 2>{}, t); break;
+  case 1: run(std::integral_constant<int, 1>{}, t); break;
+  default: break;
+  }
+}
+
+// A 16-row group's outputs for tokens [t0, t0 + n) from the scratch below: acc + kMin x accm
+// (kMin -1: the K-quants' sum - summ; 1: Q4_1/Q5_1's sum + summ; 0: the sum alone).
+template <int kMin>
+GANTRY_AVX2_INLINE void store_group_sums(const float *acc, const float *accm, int64_t n, int64_t g,
+                                         int64_t t0, float *y, int64_t ldy) {
+  for (int64_t j = 0; j < n; ++j) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int64_t o = j * 16 + 8 * h;
+      __m256 out = _mm256_loadu_ps(acc + o);
+      if constexpr (kMin < 0)
+        out = _mm256_sub_ps(out, _mm256_loadu_ps(accm + o));
+      else if constexpr (kMin > 0)
+        out = _mm256_add_ps(out, _mm256_loadu_ps(accm + o));
+      _mm256_storeu_ps(y + (t0 + j) * ldy + g * 16 + 8 * h, out);
+    }
+  }
+}
+
+// Per-thread float scratch of the packed prefill kernels: a 16-row group's sums for n tokens,
+// then as many for the mins. Grows to the largest call, then stays.
 inline float *group_sums_scratch(int64_t n) {
   thread_local std::vector<float> t_sums;
   if (t_sums.size() < static_cast<size_t>(2 * n * 16))

@@ -1,5 +1,5 @@
 // AVX2 decode over repacked K-quant weights (Q2_K..Q6_K in the layout of kernels_impl.h's
-// packed_k_pieces) for calls of up to kPackedMaxTokens tokens, and Q4_K/Q5_K prefill: the types of
+// packed_k_pieces) for calls of up to kPackedMaxTokens tokens, and their prefill: the types of
 // Q2_K, Q3_K_M, Q4_K_M and Q5_K_M files on machines without AVX-512. The per-row dot products
 // (quant_dots_inl.h) read 8 rows as 8 streams and end each super-block of each row with a
 // horizontal sum and scalar scale decoding; that left Q4_K_M decode compute-bound at about half of
@@ -143,27 +143,57 @@ GANTRY_AVX2_INLINE __m256i fifth(__m256i qh, int bit) {
 }
 
 // Half h of a packed Q4_K/Q5_K super-block's scales, decoded once for its 8 rows: sub-block j's
-// scale in both int16 halves of each row's dword (for madd), the mins of sub-blocks 2q and 2q + 1
-// in the low and high int16, and d, dmin.
-struct HalfScales {
-  __m256i sc[8], mp[4];
-  __m256 d, dmin;
-};
-
-GANTRY_AVX2_INLINE void half_scales(const uint8_t *sb, int h, HalfScales &o) {
+// scale in both int16 halves of each row's dword (sc[j], for madd), the mins of sub-blocks 2q and
+// 2q + 1 in the low and high int16 (mp[q]), and d, dmin.
+GANTRY_AVX2_INLINE void half_scales(const uint8_t *sb, int h, __m256i sc[8], __m256i mp[4],
+                                    __m256 &d, __m256 &dmin) {
   const __m256i u0 = load32(sb + 64 + 32 * h), u1 = load32(sb + 128 + 32 * h);
   const __m256i u2 = load32(sb + 192 + 32 * h);
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j)
-    o.sc[j] = twice16(scale_q4k<false>(u0, u1, u2, j));
+    sc[j] = twice16(scale_q4k<false>(u0, u1, u2, j));
 #pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {
-    o.mp[q] = _mm256_or_si256(scale_q4k<true>(u0, u1, u2, 2 * q),
-                              _mm256_slli_epi32(scale_q4k<true>(u0, u1, u2, 2 * q + 1), 16));
+    mp[q] = _mm256_or_si256(scale_q4k<true>(u0, u1, u2, 2 * q),
+                            _mm256_slli_epi32(scale_q4k<true>(u0, u1, u2, 2 * q + 1), 16));
   }
   const __m256i dd = load32(sb + 32 * h);
-  o.d = half_lanes<false>(dd);
-  o.dmin = half_lanes<true>(dd);
+  d = half_lanes<false>(dd);
+  dmin = half_lanes<true>(dd);
+}
+
+// Half h of a packed Q2_K (kQ3: Q3_K) super-block's scales as bytes: sc[p] byte b is sub-block
+// 4p + b's scale (Q3_K: signed, less its bias of 32; Q2_K: the low nibble), mins[p] Q2_K's mins
+// (the high nibbles; zero for Q3_K).
+template <bool kQ3>
+GANTRY_AVX2_INLINE void scales_q23k(const uint8_t *sb, int h, __m256i sc[4], __m256i mins[4]) {
+  const __m256i k4 = _mm256_set1_epi8(0x0F);
+  if constexpr (kQ3) {
+    const __m256i u0 = load32(sb + 32 + 32 * h), u1 = load32(sb + 96 + 32 * h);
+    const __m256i u2 = load32(sb + 160 + 32 * h);
+    const __m256i k2 = _mm256_set1_epi8(0x03);
+    // q3_k_scales6 in lanes.
+    sc[0] =
+        _mm256_or_si256(_mm256_and_si256(u0, k4), _mm256_slli_epi32(_mm256_and_si256(u2, k2), 4));
+    sc[1] = _mm256_or_si256(_mm256_and_si256(u1, k4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 2), k2), 4));
+    sc[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u0, 4), k4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), 4));
+    sc[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u1, 4), k4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 6), k2), 4));
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      sc[p] = _mm256_sub_epi8(sc[p], _mm256_set1_epi8(32));
+      mins[p] = _mm256_setzero_si256();
+    }
+  } else {
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      const __m256i v = load32(sb + 64 + 64 * p + 32 * h);
+      sc[p] = _mm256_and_si256(v, k4);
+      mins[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), k4);
+    }
+  }
 }
 
 // The 8 rows' imin of a token: its kSums pairs against the mins.
@@ -191,8 +221,9 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
     const uint8_t *sb = packed_k_super<Block>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
-      HalfScales hs;
-      half_scales(sb, h, hs);
+      __m256i sc[8], mp[4];
+      __m256 d, dmin;
+      half_scales(sb, h, sc, mp, d, dmin);
       __m256i isum[T];
 #pragma GCC unroll 2
       for (int j = 0; j < T; ++j)
@@ -200,7 +231,7 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
 #pragma GCC unroll 1
       for (int c = 0; c < 4; ++c) {
         prefetch.step();
-        const __m256i sc0 = hs.sc[2 * c], sc1 = hs.sc[2 * c + 1];
+        const __m256i sc0 = sc[2 * c], sc1 = sc[2 * c + 1];
 #pragma GCC unroll 2
         for (int run = 0; run < 8 / kRun; ++run) {
           __m256i plo[T], phi[T];
@@ -236,12 +267,12 @@ GANTRY_AVX2_INLINE void group_q4k(const WeightView &w, const Activations &a, con
       }
 #pragma GCC unroll 2
       for (int j = 0; j < T; ++j) {
-        const __m256i imin = mins_q4k(hs.mp, sums + (j * nbk + s) * kSums<TensorType::kQ4_K>);
+        const __m256i imin = mins_q4k(mp, sums + (j * nbk + s) * kSums<TensorType::kQ4_K>);
         const __m256 dx = _mm256_set1_ps(a.d[(t0 + j) * nbk + s]);
         out.acc[j][h] =
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(hs.d, dx), out.acc[j][h]);
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(d, dx), out.acc[j][h]);
         out.accm[j][h] =
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(hs.dmin, dx), out.accm[j][h]);
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, dx), out.accm[j][h]);
       }
     }
   }
@@ -347,38 +378,8 @@ GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, co
     const uint8_t *sb = packed_k_super<Block>(w, g, s);
 #pragma GCC unroll 1
     for (int h = 0; h < 2; ++h) {
-      // sc[p] byte b: sub-block 4p + b's scale (Q3_K: signed, less its bias of 32; Q2_K: the
-      // low nibble); Q2_K's mins (the high nibbles) in mins.
       __m256i sc[4], mins[4];
-      if constexpr (kQ3) {
-        const __m256i u0 = load32(sb + 32 + 32 * h), u1 = load32(sb + 96 + 32 * h);
-        const __m256i u2 = load32(sb + 160 + 32 * h);
-        const __m256i k4 = _mm256_set1_epi8(0x0F), k2 = _mm256_set1_epi8(0x03);
-        // q3_k_scales6 in lanes.
-        sc[0] = _mm256_or_si256(_mm256_and_si256(u0, k4),
-                                _mm256_slli_epi32(_mm256_and_si256(u2, k2), 4));
-        sc[1] =
-            _mm256_or_si256(_mm256_and_si256(u1, k4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 2), k2), 4));
-        sc[2] =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u0, 4), k4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), 4));
-        sc[3] =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u1, 4), k4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 6), k2), 4));
-#pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {
-          sc[p] = _mm256_sub_epi8(sc[p], _mm256_set1_epi8(32));
-          mins[p] = _mm256_setzero_si256();
-        }
-      } else {
-#pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {
-          const __m256i v = load32(sb + 64 + 64 * p + 32 * h);
-          sc[p] = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-          mins[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
-        }
-      }
+      scales_q23k<kQ3>(sb, h, sc, mins);
       __m256i isum[T];
 #pragma GCC unroll 2
       for (int j = 0; j < T; ++j)
@@ -444,24 +445,21 @@ GANTRY_AVX2_INLINE void group_q23k(const WeightView &w, const Activations &a, co
   out.store(y, ldy, t0, g);
 }
 
-// Calls of kPrefillTokens tokens or more over a packed K-quant (prefill, and batched decode steps):
-// kernels_bench at 64 tokens, Q4_K 50 -> 85-90 GMAC/s, Q6_K 45-50 -> 60-65 against the row-major
-// tiles of kernels_avx2_ktiles.cpp (which pay a maddubs and a madd by the scale per 32 products
-// and a horizontal sum per super-block); Q4_K at 8 tokens 53 -> 75-85 against the decode kernels'
-// passes above (which decode the scales again on every pass). The loops are turned around: per
-// half super-block of a group (8 rows; 1.2 KiB of Q4_K) the weights are decoded to bytes and the
-// scales to vectors once, and every token of the call meets them in blocks of kPrefillTokens,
-// weights and the tokens' 256 activations in L1, each row's float sums in scratch. The packed
-// layout lets a sub-block's pieces sum in int16 before one madd by the scale, with each row in
-// its own lane. Same integer sums and float steps per super-block as the decode kernels, so the
-// same bits.
-constexpr int kPrefillTokens = 4;
-
-// A half super-block decoded to bytes once per call: u[p]
-// holds the 8 rows' unsigned values of elements 4p..4p + 3 (what maddubs multiplies), sc[b]
-// sub-block b's scale in both int16 halves of each row's dword (for madd), f what the type's
-// per-token tail multiplies the activations' sums by (Q4_K/Q5_K: the mins in int16 pairs;
-// Q2_K: its mins, Q3_K and Q6_K: their signed scales, as bytes), and d, dmin.
+// Calls of kPackedBlockTokens tokens or more over a packed K-quant (prefill, and batched decode
+// steps): kernels_bench at 64 tokens, Q4_K 50 -> 85-90 GMAC/s, Q6_K 45-50 -> 60-65 against the
+// row-major tiles of kernels_avx2_ktiles.cpp (which pay a maddubs and a madd by the scale per 32
+// products and a horizontal sum per super-block); Q4_K at 8 tokens 53 -> 75-85 against the decode
+// kernels' passes above (which decode the scales again on every pass). The loops are turned around:
+// per half super-block of a group (8 rows; 1.2 KiB of Q4_K) the weights are decoded to bytes and
+// the scales to vectors once, and every token of the call meets them in blocks of
+// kPackedBlockTokens, weights and the tokens' 256 activations in L1, each row's float sums in
+// scratch. The packed layout lets a sub-block's pieces sum in int16 before one madd by the scale,
+// with each row in its own lane. Same integer sums and float steps per super-block as the decode
+// kernels, so the same bits. A half super-block decoded to bytes once per call: u[p] holds the 8
+// rows' unsigned values of elements 4p..4p + 3 (what maddubs multiplies), sc[b] sub-block b's scale
+// in both int16 halves of each row's dword (for madd), f what the type's per-token tail multiplies
+// the activations' sums by (Q4_K/Q5_K: the mins in int16 pairs; Q2_K: its mins, Q3_K and Q6_K:
+// their signed scales, as bytes), and d, dmin.
 struct HalfK {
   alignas(32) uint8_t u[64][32];
   __m256i sc[16], f[4];
@@ -484,16 +482,7 @@ template <TensorType kType>
 GANTRY_AVX2_INLINE void decode_half(const uint8_t *sb, int h, HalfK &o) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K) {
-    HalfScales hs;
-    half_scales(sb, h, hs);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j)
-      o.sc[j] = hs.sc[j];
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q)
-      o.f[q] = hs.mp[q];
-    o.d = hs.d;
-    o.dmin = hs.dmin;
+    half_scales(sb, h, o.sc, o.f, o.d, o.dmin);
     // Chunk 8c + k: elements 64c + 4k.. (low nibbles) and 64c + 32 + 4k.. (high).
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
@@ -512,7 +501,6 @@ GANTRY_AVX2_INLINE void decode_half(const uint8_t *sb, int h, HalfK &o) {
       }
     }
   } else if constexpr (kType == TensorType::kQ6_K) {
-    const __m256i m2 = _mm256_set1_epi8(0x03);
 #pragma GCC unroll 4
     for (int p = 0; p < 4; ++p)
       o.f[p] = load32(sb + 32 + 64 * p + 32 * h);
@@ -528,65 +516,34 @@ GANTRY_AVX2_INLINE void decode_half(const uint8_t *sb, int h, HalfK &o) {
       for (int k = 0; k < 8; ++k) {
         const uint8_t *piece = sb + 288 + (8 * eh + k) * 192 + 32 * h;
         const __m256i ql0 = load32(piece), ql1 = load32(piece + 64), qh = load32(piece + 128);
-        const __m256i lo0 = _mm256_and_si256(ql0, m4), lo1 = _mm256_and_si256(ql1, m4);
-        const __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4);
-        const __m256i hi1 = _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4);
-        const __m256i t0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
-        const __m256i t1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
-        const __m256i t2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
-        const __m256i t3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
-        store_u(o, 32 * eh + k, _mm256_or_si256(lo0, t0));
-        store_u(o, 32 * eh + 8 + k, _mm256_or_si256(lo1, t1));
-        store_u(o, 32 * eh + 16 + k, _mm256_or_si256(hi0, t2));
-        store_u(o, 32 * eh + 24 + k, _mm256_or_si256(hi1, t3));
+        __m256i u[4];
+        q6k_values(ql0, ql1, qh, u);
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; ++m)
+          store_u(o, 32 * eh + 8 * m + k, u[m]);
       }
     }
   } else {
     static_assert(kType == TensorType::kQ2_K || kType == TensorType::kQ3_K);
     constexpr bool kQ3 = kType == TensorType::kQ3_K;
     constexpr size_t kQs = kQ3 ? 736 : 320;
+    __m256i sc[4];
+    scales_q23k<kQ3>(sb, h, sc, o.f);
     if constexpr (kQ3) {
-      const __m256i u0 = load32(sb + 32 + 32 * h), u1 = load32(sb + 96 + 32 * h);
-      const __m256i u2 = load32(sb + 160 + 32 * h);
-      const __m256i k2 = _mm256_set1_epi8(0x03);
-      // q3_k_scales6 in lanes, less the bias of 32 (group_q23k).
-      o.f[0] =
-          _mm256_or_si256(_mm256_and_si256(u0, m4), _mm256_slli_epi32(_mm256_and_si256(u2, k2), 4));
-      o.f[1] =
-          _mm256_or_si256(_mm256_and_si256(u1, m4),
-                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 2), k2), 4));
-      o.f[2] =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u0, 4), m4),
-                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), 4));
-      o.f[3] =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u1, 4), m4),
-                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 6), k2), 4));
-      __m256i sc[4];
+      // The offset's factors are the signed scales themselves.
 #pragma GCC unroll 4
-      for (int p = 0; p < 4; ++p) {
-        o.f[p] = _mm256_sub_epi8(o.f[p], _mm256_set1_epi8(32));
-        sc[p] = o.f[p];
-      }
-#pragma GCC unroll 16
-      for (int b = 0; b < 16; ++b)
-        o.sc[b] = byte_twice16<true>(sc[b / 4], b % 4);
+      for (int p = 0; p < 4; ++p)
+        o.f[p] = sc[p];
       o.d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 16 * h)));
       o.dmin = _mm256_setzero_ps();
     } else {
-      __m256i sc[4];
-#pragma GCC unroll 4
-      for (int p = 0; p < 4; ++p) {
-        const __m256i v = load32(sb + 64 + 64 * p + 32 * h);
-        sc[p] = _mm256_and_si256(v, m4);
-        o.f[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      }
-#pragma GCC unroll 16
-      for (int b = 0; b < 16; ++b)
-        o.sc[b] = byte_twice16<false>(sc[b / 4], b % 4);
       const __m256i dd = load32(sb + 32 * h);
       o.d = half_lanes<false>(dd);
       o.dmin = half_lanes<true>(dd);
     }
+#pragma GCC unroll 16
+    for (int b = 0; b < 16; ++b)
+      o.sc[b] = byte_twice16<kQ3>(sc[b / 4], b % 4);
     // Chunk k (qs bytes 4k..): bits 2j of its bytes are elements 128n + 32j + 4(k % 8).., n = k /
     // 8; Q3_K's high bit of them is bit 4n + j of hmask chunk k % 8.
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
@@ -670,7 +627,7 @@ GANTRY_AVX2_INLINE void block_k(const HalfK &hk, int h, const Activations &a, co
 
 thread_local HalfK t_half;
 
-// Calls of kPrefillTokens tokens or more (prefill, batched decode steps) over a packed K-quant.
+// Calls of kPackedBlockTokens tokens or more (prefill, batched decode steps) over a packed K-quant.
 template <TensorType kType>
 GANTRY_AVX2 void gemm_k(const WeightView &w, const Activations &a, const int32_t *sums, int64_t t0,
                         int64_t t1, int64_t r0, int64_t r1, float *y, int64_t ldy) {
@@ -683,7 +640,6 @@ GANTRY_AVX2 void gemm_k(const WeightView &w, const Activations &a, const int32_t
   const int64_t n = t1 - t0, nbk = w.cols / kQKK;
   float *acc = group_sums_scratch(n), *accm = acc + n * kGroupRows;
   HalfK &hk = t_half;
-  const int64_t t_end = t0 + n / kPrefillTokens * kPrefillTokens;
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
     std::fill(acc, acc + 2 * n * kGroupRows, 0.0f);
     NextGroupPrefetch prefetch(w, g, nbk * 2);
@@ -693,25 +649,12 @@ GANTRY_AVX2 void gemm_k(const WeightView &w, const Activations &a, const int32_t
       for (int h = 0; h < 2; ++h) {
         prefetch.step();
         decode_half<kType>(sb, h, hk);
-        int64_t t = t0;
-        for (; t < t_end; t += kPrefillTokens)
-          block_k<kType, kPrefillTokens>(hk, h, a, sums, s, t0, t, acc, accm);
-        switch (t1 - t) {
-        case 3: block_k<kType, 3>(hk, h, a, sums, s, t0, t, acc, accm); break;
-        case 2: block_k<kType, 2>(hk, h, a, sums, s, t0, t, acc, accm); break;
-        case 1: block_k<kType, 1>(hk, h, a, sums, s, t0, t, acc, accm); break;
-        default: break;
-        }
+        token_blocks(t0, t1, [&](auto tokens, int64_t t) GANTRY_AVX2_LAMBDA {
+          block_k<kType, decltype(tokens)::value>(hk, h, a, sums, s, t0, t, acc, accm);
+        });
       }
     }
-    for (int64_t j = 0; j < n; ++j) {
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const int64_t o = j * kGroupRows + 8 * h;
-        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h,
-                         _mm256_sub_ps(_mm256_loadu_ps(acc + o), _mm256_loadu_ps(accm + o)));
-      }
-    }
+    store_group_sums<-1>(acc, accm, n, g, t0, y, ldy);
   }
 }
 
@@ -750,7 +693,7 @@ void gemv_k(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, i
     t_ksums.resize(static_cast<size_t>(n * per_token));
   for (int64_t t = t0; t < t1; ++t)
     prepare_sums<kType>(a, t, t_ksums.data() + (t - t0) * per_token);
-  if (n >= kPrefillTokens) {
+  if (n >= kPackedBlockTokens) {
     gemm_k<kType>(w, a, t_ksums.data(), t0, t1, r0, r1, y, ldy);
     return;
   }

@@ -1,10 +1,12 @@
 // AVX2 prefill tiles of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: every K-quant preset) x Q8_K
-// activations, for calls of at least 4 tokens. The dot products of quant_dots_inl.h decode a
-// row's super-block again for every token (nibbles, the 6-bit scales and mins, the fifth or high
-// bits), which made a Q4_K_M prompt 4x slower than a Q4_0 one on AVX2; here 2 rows are decoded
-// once per call into bytes u (0..63) and per-chunk int16 scale vectors, and then every group of 4
-// tokens meets them in a 2 x 4 register tile: per 32 elements one activation load per token, one
-// weight load per row, and maddubs + madd by the scales per output.
+// activations, for calls of at least 4 tokens over row-major weights (GANTRY_NO_REPACK, and rows
+// off a packed matrix's 16-row groups; packed groups take kernels_avx2_kpacked.cpp's gemm_k,
+// faster because its layout sums in int16 before the scale). The dot products of quant_dots_inl.h
+// decode a row's super-block again for every token (nibbles, the 6-bit scales and mins, the fifth
+// or high bits), which made a Q4_K_M prompt 4x slower than a Q4_0 one on AVX2; here 2 rows are
+// decoded once per call into bytes u (0..63) and per-chunk int16 scale vectors, and then every
+// group of 4 tokens meets them in a 2 x 4 register tile: per 32 elements one activation load per
+// token, one weight load per row, and maddubs + madd by the scales per output.
 //
 // Bits: the dot products' (quant_dots_inl.h, "K-quants x Q8_K"): per super-block the exact int32
 // isum (sub-block scales applied; Q3_K's and Q6_K's -offset x sum(scale x bsum)) and imin (sum(min
@@ -123,18 +125,11 @@ template <TensorType kType> GANTRY_AVX2_INLINE void decode(const void *blk, Deco
     o.dmin = 0;
     for (int g = 0; g < 16; ++g)
       o.coef[g] = b.scales[g];
-    const __m256i m2 = _mm256_set1_epi8(0x03);
     for (int h = 0; h < 2; ++h) {
       const uint8_t *ql = b.ql + 64 * h;
       const __m256i l0 = load32(ql), l1 = load32(ql + 32), hb = load32(b.qh + 32 * h);
-      const __m256i u[4] = {
-          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(l1, m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4))};
+      __m256i u[4];
+      q6k_values(l0, l1, hb, u);
       for (int k = 0; k < 4; ++k) {
         store32(o.u + 128 * h + 32 * k, u[k]);
         const int g = 8 * h + 2 * k;

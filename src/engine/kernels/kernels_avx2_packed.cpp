@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "engine/kernels/kernels_impl.h"
@@ -202,7 +203,7 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
   }
 }
 
-// Calls of kBlockPrefillTokens tokens or more over the packed 32-element block types: prefill of
+// Calls of kPackedBlockTokens tokens or more over the packed 32-element block types: prefill of
 // Q4_0, Q4_1, Q5_0 and Q5_1, and batched decode steps of 4-8 tokens of every one of them. As
 // kernels_avx2_kpacked.cpp's gemm_k, per 8 blocks of a group's half (8 rows) the values are
 // decoded to bytes once and every token of the call meets them in blocks of 4, weights and the
@@ -213,8 +214,6 @@ GANTRY_AVX2_INLINE void group_q(const WeightView &w, const Activations &a, int64
 // madd per product) either way: their prefill measured the same from either layout
 // (kernels_bench, 64 tokens: 35-52 against 37-54 GMAC/s) and stays on unpacked rows, while 8
 // tokens gain from the decode passes' 29-39 to 38-43.
-constexpr int64_t kBlockPrefillTokens = 4;
-
 struct HalfBlocks {
   alignas(32) uint8_t u[64][32]; // block i's pieces at 8i: elements 4p..4p + 3 of the 8 rows
   alignas(32) int8_t w[64][32];  // the signed types: the values, u holding their magnitudes
@@ -359,7 +358,6 @@ GANTRY_AVX2 void gemm_q(const WeightView &w, const Activations &a, int64_t t0, i
   const int64_t n = t1 - t0, nb = w.cols / kQK;
   float *acc = group_sums_scratch(n), *accm = acc + n * kGroupRows;
   HalfBlocks &hb = t_blocks;
-  const int64_t t_end = t0 + n / kBlockPrefillTokens * kBlockPrefillTokens;
   for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
     const char *group =
         static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
@@ -371,38 +369,21 @@ GANTRY_AVX2 void gemm_q(const WeightView &w, const Activations &a, int64_t t0, i
       for (int h = 0; h < 2; ++h) {
         prefetch.step();
         decode_blocks<kType>(group, nb, b0, nbb, h, hb);
-        float *ah = acc + 8 * h, *mh = accm + 8 * h;
-        int64_t t = t0;
-        for (; t < t_end; t += kBlockPrefillTokens) {
-          const int64_t o = (t - t0) * kGroupRows;
-          tokens_blocks<kType, kBlockPrefillTokens>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o);
-        }
-        const int64_t o = (t - t0) * kGroupRows;
-        switch (t1 - t) {
-        case 3: tokens_blocks<kType, 3>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o); break;
-        case 2: tokens_blocks<kType, 2>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o); break;
-        case 1: tokens_blocks<kType, 1>(hb, a, w.cols, b0, nbb, t, ah + o, mh + o); break;
-        default: break;
-        }
+        token_blocks(t0, t1, [&](auto tokens, int64_t t) GANTRY_AVX2_LAMBDA {
+          const int64_t o = (t - t0) * kGroupRows + 8 * h;
+          tokens_blocks<kType, decltype(tokens)::value>(hb, a, w.cols, b0, nbb, t, acc + o,
+                                                        accm + o);
+        });
       }
     }
-    for (int64_t j = 0; j < n; ++j) {
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const int64_t o = j * kGroupRows + 8 * h;
-        __m256 out = _mm256_loadu_ps(acc + o);
-        if constexpr (block_has_min(kType))
-          out = _mm256_add_ps(out, _mm256_loadu_ps(accm + o));
-        _mm256_storeu_ps(y + (t0 + j) * ldy + g * kGroupRows + 8 * h, out);
-      }
-    }
+    store_group_sums<block_has_min(kType) ? 1 : 0>(acc, accm, n, g, t0, y, ldy);
   }
 }
 
 template <TensorType kType>
 GANTRY_AVX2 void gemv_q(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  if (t1 - t0 >= kBlockPrefillTokens) {
+  if (t1 - t0 >= kPackedBlockTokens) {
     gemm_q<kType>(w, a, t0, t1, r0, r1, y, ldy);
     return;
   }

@@ -481,8 +481,8 @@ TEST(MatmulTest, SetActiveIsaClampsToDetected) {
 // threads, odd block counts and row ranges of a packed matrix (fused Q/K/V); under AVX2 the packed
 // view runs on unpacked rows, same bits. Then the same under AVX2, whose kernels read every packed
 // type in place for up to 8 tokens (kernels_avx2_packed.cpp, kernels_avx2_kpacked.cpp), Q2_K and
-// Q3_K too (which only AVX2 packs), and Q4_K/Q5_K for 4 tokens or more (the prefill kernel's
-// 4-token blocks, and remainders of 1, 2 and 3 tokens).
+// Q3_K too (which only AVX2 packs), and every integer type for 4 tokens or more (the packed
+// prefill kernels' 4-token blocks, and remainders of 1, 2 and 3 tokens).
 void packed_rows_give_the_row_major_bits(Isa isa) {
   ScopedIsa scoped(isa);
   ThreadPool pool1(1), pool2(2), pool3(3);
