@@ -267,7 +267,8 @@ void register_serve_command(CLI::App &app, int &rc) {
   cmd->add_option("--data-dir", f.data_dir, "where state lives (default ./gantry-data)");
   cmd->add_option("--threads,-t", f.threads, "compute threads per model (0 = one per core)");
   cmd->add_option("--max-seqs", f.max_seqs, "sequences generating together per model");
-  cmd->add_option("--max-batch-tokens", f.max_batch_tokens, "tokens per engine step");
+  cmd->add_option("--max-batch-tokens", f.max_batch_tokens,
+                  "tokens per engine step (raised to --max-seqs when below it)");
   cmd->add_option("--kv-mb", f.kv_mb, "KV cache budget per model in MiB");
   cmd->add_option("--ctx", f.ctx, "context length per sequence (default: the model's)");
   cmd->add_option("--io-threads", f.io_threads, "HTTP I/O threads");

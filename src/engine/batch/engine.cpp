@@ -72,8 +72,12 @@ Engine::Engine(const Model &model, const EngineConfig &config)
           KvCache::blocks_for_budget(model.config().n_layer, model.config().kv_dim(),
                                      config.kv_bytes)),
       prefix_(kv_), seed_rng_(std::random_device{}()) {
-  config_.max_batch_tokens = std::max(config_.max_batch_tokens, 1);
   config_.max_seqs = std::max(config_.max_seqs, 1);
+  // Every generating sequence's token fits each step (as vLLM requires max_num_batched_tokens >=
+  // max_num_seqs): with a smaller budget, decode tokens are served first in running order, so the
+  // sequences at the front would take every step while the others, and any prompt still being
+  // read, stalled until they finished.
+  config_.max_batch_tokens = std::max(config_.max_batch_tokens, config_.max_seqs);
 }
 
 Result<SeqId> Engine::submit(GenerationRequest req) {

@@ -84,7 +84,7 @@ Status check_context(int64_t n_prompt, int64_t max_tokens, int n_ctx,
                      std::string_view prompt_param);
 
 struct EngineConfig {
-  int max_batch_tokens = 512; // tokens per forward pass (decode + prefill chunks)
+  int max_batch_tokens = 512; // tokens per forward pass (decode + prefill chunks), >= max_seqs
   int max_seqs = 16;          // sequences generating at once
   size_t kv_bytes = size_t{256} << 20;
   int n_threads = 0;        // 0 = one per core

@@ -27,6 +27,7 @@ protected:
     EngineConfig c;
     c.n_threads = 1;
     c.max_batch_tokens = max_batch_tokens;
+    c.max_seqs = 1; // or the engine raises the budget to max_seqs
     c.kv_bytes = size_t{16} << 20;
     return c;
   }
@@ -189,6 +190,7 @@ TEST(EncoderEmbedTest, PoolsAsTheFileSaysAndRefusesGeneration) {
   EngineConfig c;
   c.n_threads = 2;
   c.max_batch_tokens = 4; // an encoder ignores chunking: attention needs the whole input
+  c.max_seqs = 1;
   c.n_ctx = 4096;
   c.kv_bytes = size_t{1} << 20;
   Engine eng(model, c);

@@ -415,6 +415,7 @@ TEST_F(EngineLogprobsTest, LogprobsDoNotChangeOutputsAcrossBatchComposition) {
   }
   EngineConfig ec;
   ec.max_batch_tokens = 7; // chunked prefill interleaved with decoding
+  ec.max_seqs = 4;         // (the engine raises the budget to max_seqs)
   Engine eng(*model_, ec);
   std::vector<SeqId> seqs;
   for (const auto &c : cases) {

@@ -103,6 +103,7 @@ TEST_F(EngineTest, BatchedSequencesMatchTheirSoloRuns) {
   EngineConfig ec;
   ec.n_threads = 2;
   ec.max_batch_tokens = 7; // forces chunked prefill interleaved with decoding
+  ec.max_seqs = 4;         // (the engine raises the budget to max_seqs)
   Engine eng(*model_, ec);
   std::vector<SeqId> seqs;
   // Each case twice, with different lengths, so that sequences join and leave mid-batch.
@@ -124,6 +125,40 @@ TEST_F(EngineTest, BatchedSequencesMatchTheirSoloRuns) {
     EXPECT_EQ(ids[seqs[i]], want) << "sequence " << i << " (" << c.prompt << ")";
   }
   EXPECT_EQ(eng.stats().kv_blocks_used, 0) << "finished sequences return their KV blocks";
+}
+
+// A budget below max_seqs used to give every step's decode tokens to the sequences at the front
+// of the running list: the others (and the prompts still being read) waited for them to finish.
+TEST_F(EngineTest, EverySequenceStartsBeforeAnyFinishesWhenTheBudgetIsBelowMaxSeqs) {
+  const auto cases = load_cases();
+  EngineConfig ec;
+  ec.n_threads = 1;
+  ec.max_batch_tokens = 2;
+  ec.max_seqs = 4;
+  Engine eng(*model_, ec);
+  std::vector<SeqId> seqs;
+  for (int i = 0; i < 4; ++i) {
+    auto r = greedy(cases[i % cases.size()].prompt_ids, 30);
+    r.ignore_eos = true;
+    auto id = eng.submit(std::move(r));
+    ASSERT_TRUE(id.ok());
+    seqs.push_back(*id);
+  }
+  std::map<SeqId, int> generated;
+  bool any_finished = false;
+  int guard = 0;
+  while (!eng.idle() && ++guard < 100000) {
+    for (const auto &ev : eng.step()) {
+      if (ev.token >= 0) {
+        EXPECT_FALSE(any_finished && generated[ev.seq] == 0)
+            << "sequence " << ev.seq << " started only after another one finished";
+        ++generated[ev.seq];
+      }
+      any_finished = any_finished || ev.finish != FinishReason::kNone;
+    }
+  }
+  for (SeqId s : seqs)
+    EXPECT_EQ(generated[s], 30) << "sequence " << s;
 }
 
 TEST_F(EngineTest, CancelFreesTheSequenceAtTheNextStep) {
