@@ -164,10 +164,26 @@ TEST_F(Roles, AGatewayRoutesToLiveWorkersThatJoinAndDieWithoutAnyChangeOnIt) {
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 401) << refused->body;
 
-  // 100 requests spread over both workers.
-  auto st = traffic(100);
-  EXPECT_EQ(st[200], 100) << "statuses other than 200: " << st.size();
-  auto share = per_worker({w1, w2});
+  // 100 requests spread over both workers: each gets 30-70 of them. Least outstanding requests
+  // sends fewer to a worker that runs slower, which under ctest -j2 on 2 cores can be one that
+  // other tests' processes kept off the CPU for part of the second (29 / 71 seen once): a share
+  // outside the bounds is measured once more over the next 100, which a balancer that favours
+  // one backend fails as well.
+  std::map<int, int> st;
+  std::map<uint16_t, double> share;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const auto start = per_worker({w1, w2});
+    st = traffic(100);
+    EXPECT_EQ(st[200], 100) << "statuses other than 200: " << st.size();
+    share = per_worker({w1, w2});
+    for (auto &[port, n] : share)
+      n -= start.at(port);
+    if (std::all_of(share.begin(), share.end(),
+                    [](const auto &p) { return p.second >= 30 && p.second <= 70; }))
+      break;
+    std::printf("share of 100 outside 30-70 (%.0f / %.0f), measured again\n", share.begin()->second,
+                share.rbegin()->second);
+  }
   for (auto &[port, n] : share) {
     EXPECT_GE(n, 30) << "worker on port " << port << " got " << n << " of 100";
     EXPECT_LE(n, 70) << "worker on port " << port << " got " << n << " of 100";
