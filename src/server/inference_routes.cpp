@@ -26,32 +26,28 @@ public:
   void on_head(const CallHead &head, const CallOutcome &so_far,
                std::function<void()> cancel) override {
     if (head.stream) {
-      http::Headers hs;
-      add_outcome_headers(so_far, hs);
-      w_->start_sse(std::move(hs));
-      const bool chat = head.endpoint == api::Endpoint::kChatCompletions;
-      if (chat || !head.echo.empty()) {
-        for (int i = 0; i < head.n; ++i) {
-          api::ChoiceDelta d;
-          d.index = i;
-          d.text = head.echo_of(i);
-          d.role = chat;
-          w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
-        }
-      }
+      add_outcome_headers(so_far, stream_headers_);
+      if (!head.open_on_first_event)
+        open(head);
     }
-    // A client that goes away cancels the call at the backend's next step.
+    // A client that goes away cancels the call at the backend's next step (a held stream head
+    // included: the watch is the connection's, not the stream's).
     w_->on_close(std::move(cancel));
   }
 
+  bool opens_on_first_event() const override { return true; }
+
   void on_progress(const CallHead &head, std::string_view comment) override {
-    if (head.stream)
-      w_->send_comment(comment);
+    if (!head.stream)
+      return;
+    open(head);
+    w_->send_comment(comment);
   }
 
   void on_event(const CallHead &head, const backend::ChoiceEvent &ev) override {
     if (!head.stream)
       return;
+    open(head);
     api::ChoiceDelta d;
     d.index = ev.choice;
     // A token whose text is held back (stop string, split character) still sends its logprobs.
@@ -83,6 +79,12 @@ public:
       return;
     }
     if (head->stream) {
+      if (!opened_ && outcome.error) {
+        // Nothing came from upstream: the failure is still an HTTP status.
+        w_->respond(outcome_error_response(outcome));
+        return;
+      }
+      open(*head);
       if (outcome.error) {
         w_->send_event(http::error_response(*outcome.error).body);
       } else if (head->include_usage) {
@@ -105,8 +107,29 @@ public:
   }
 
 private:
+  // The event stream's head and, for chat (or completions' echo), each choice's first chunk.
+  void open(const CallHead &head) {
+    if (opened_)
+      return;
+    opened_ = true;
+    w_->start_sse(std::move(stream_headers_));
+    const bool chat = head.endpoint == api::Endpoint::kChatCompletions;
+    if (chat || !head.echo.empty()) {
+      for (int i = 0; i < head.n; ++i) {
+        api::ChoiceDelta d;
+        d.index = i;
+        d.text = head.echo_of(i);
+        d.role = chat;
+        w_->send_event(api::render_chunk(head.endpoint, head.meta, d, head.include_usage));
+      }
+    }
+  }
+
   std::shared_ptr<http::ResponseWriter> w_;
   std::shared_ptr<CallOutcome> rec_;
+  // Calls reach the sink one at a time (the call's mutex), so these need no lock of their own.
+  http::Headers stream_headers_; // from on_head until the stream opens
+  bool opened_ = false;
 };
 
 } // namespace

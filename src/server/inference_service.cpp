@@ -123,6 +123,7 @@ public:
     }
     if (!ev.finish_reason.empty())
       c.finish = ev.finish_reason;
+    delivered_ = true;
     if (ev.logprobs.empty()) {
       sink_->on_event(head_, ev);
       return;
@@ -144,8 +145,10 @@ public:
 
   void on_progress(std::string_view comment) override {
     std::lock_guard<std::mutex> lk(mu_); // after the head
-    if (head_.stream)
+    if (head_.stream) {
+      delivered_ = true;
       sink_->on_progress(head_, comment);
+    }
   }
 
   void on_done(const backend::CallSummary &s) override {
@@ -166,9 +169,10 @@ public:
     out_.served_model = s.served_model;
     out_.cold_start_ms = s.cold_start_ms;
     out_.finish_reason = failed ? "error" : s.finish_reason;
-    // A stream that failed after its start still answered 200; the error travels in the stream.
+    // A stream that failed after it opened still answered 200; the error travels in the stream.
     const int status = failed ? http_status(s.error->error.code) : 200;
-    out_.status = failed && !head_.stream ? status : 200;
+    const bool opened = head_.stream && (!head_.open_on_first_event || delivered_);
+    out_.status = failed && !opened ? status : 200;
     if (failed)
       out_.error = s.error->error;
     if (!failed && store_key_)
@@ -247,6 +251,10 @@ private:
     head_.stream = ir.stream;
     head_.include_usage = ir.include_usage;
     head_.prompt_tokens = p.prompt_tokens;
+    // A remote backend's failure before its first byte (every retry and fallback spent) is then
+    // still an HTTP status; the local engine's stream opens at once, as a cache hit's does.
+    head_.open_on_first_event = head_.stream && !cached.hit && backend_->info().kind != "local" &&
+                                sink_->opens_on_first_event();
     if (cached.hit) {
       replay(*cached.hit);
       return;
@@ -398,6 +406,7 @@ private:
 
   std::mutex mu_;
   std::vector<Choice> choices_;
+  bool delivered_ = false; // an event or progress comment reached the sink
   std::optional<std::chrono::steady_clock::time_point> first_token_;
   std::shared_ptr<backend::CallHandle> handle_;
 };

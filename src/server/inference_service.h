@@ -64,6 +64,9 @@ struct CallHead {
     return prompt < echo.size() ? echo[prompt] : none;
   }
   int64_t prompt_tokens = 0; // as prepared (an estimate for a remote backend): a stream's start
+  // A remote model's stream whose sink opens it at the first event or progress comment (see
+  // InferenceSink::opens_on_first_event) instead of at on_head.
+  bool open_on_first_event = false;
 };
 
 // The generated choices (non-streamed calls only; a stream already delivered them as events).
@@ -88,6 +91,12 @@ public:
   // Exactly once. `head` is null when the call never started (a refusal or a bad request).
   virtual void on_complete(const CallHead *head, CallOutcome &outcome,
                            const CallOutput &output) = 0;
+  // True when the sink can hold a remote stream's head until something came from upstream (the
+  // first event or progress comment), and answer a call that failed before that with its HTTP
+  // status instead of an opened stream's error event: clients and their SDKs' retries see the
+  // 429/5xx, as they do for the same call unstreamed. The call then sets
+  // CallHead::open_on_first_event.
+  virtual bool opens_on_first_event() const { return false; }
 };
 
 struct InferenceServiceConfig {

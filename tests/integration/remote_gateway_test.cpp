@@ -130,6 +130,49 @@ TEST(RemoteGateway, ServesARemoteModelWithUsageLogAndMetrics) {
   }
 }
 
+// A streamed call whose backends all fail before sending anything is answered with the
+// failure's HTTP status and an OpenAI-shaped body, as the same call unstreamed is: clients (and
+// the official SDKs' retries on 429/5xx) see a 503, not a 200 stream carrying an error event.
+TEST(RemoteGateway, AStreamThatFailsBeforeItsFirstByteAnswersItsHttpStatus) {
+  auto a = upstream();
+  ASSERT_TRUE(a);
+  const std::string log = ::testing::TempDir() + "remote-failed-stream.log";
+  std::filesystem::remove(log);
+  ServerProcessOptions o;
+  o.args = {"--threads",     "1", "--model", "remote=" + a->base_url() + "/v1", "--no-cache",
+            "--request-log", log}; // the second call must reach the backend
+  auto g = ServerProcess::start(o);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+
+  // While the upstream answers, the stream is what it was: the role chunk, then the text.
+  auto s = stream_request((*g)->client_options(), "/v1/chat/completions",
+                          remote_chat("Once upon", {{"stream", true}}));
+  EXPECT_EQ(s.status, 200);
+  EXPECT_TRUE(s.done) << s.transport_error;
+  EXPECT_FALSE(s.text[0].empty());
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_NE(s.events[0].find("\"role\":\"assistant\""), std::string::npos) << s.events[0];
+
+  a.reset(); // SIGKILL: nothing listens on its port any more
+  http::HttpClient c((*g)->client_options());
+  auto r = c.post("/v1/chat/completions", remote_chat("Once upon", {{"stream", true}}));
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_NE(r->body.find("\"error\""), std::string::npos) << r->body;
+  bool json_body = false;
+  for (const auto &h : r->headers)
+    json_body = json_body || (h.name == "Content-Type" && h.value == "application/json");
+  EXPECT_TRUE(json_body) << "an error body, not an event stream";
+
+  // The request log records the status the client saw.
+  std::vector<json::object> lines;
+  for (int i = 0; i < 100 && lines.size() < 2; ++i, std::this_thread::sleep_for(50ms))
+    lines = read_log(log);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].at("status").as_int64(), 200);
+  EXPECT_EQ(lines[1].at("status").as_int64(), 503) << json::serialize(lines[1]);
+}
+
 // logprobs, logit_bias and several prompts pass through unchanged, and the upstream's logprobs
 // come back in both shapes, streamed and not.
 TEST(RemoteGateway, LogprobsAndSeveralPromptsPassThrough) {
