@@ -47,23 +47,27 @@ public:
   void on_head(const CallHead &head, const CallOutcome &so_far,
                std::function<void()> cancel) override {
     if (head.stream) {
-      http::Headers hs;
-      add_outcome_headers(so_far, hs);
-      w_->start_sse(std::move(hs));
-      stream_.emplace(api::ResponsesMeta{id_, head.meta.model, head.meta.created}, settings_);
-      send_all(*w_, stream_->start());
+      add_outcome_headers(so_far, stream_headers_);
+      if (!head.open_on_first_event)
+        open(head);
     }
     created_ = head.meta.created;
     w_->on_close(std::move(cancel));
   }
 
+  bool opens_on_first_event() const override { return true; }
+
   // Cold-start progress (issue 14): SSE comments, which the typed event parsers of both SDKs skip.
   void on_progress(const CallHead &head, std::string_view comment) override {
-    if (head.stream)
-      w_->send_comment(comment);
+    if (!head.stream)
+      return;
+    open(head);
+    w_->send_comment(comment);
   }
 
-  void on_event(const CallHead &, const backend::ChoiceEvent &ev) override {
+  void on_event(const CallHead &head, const backend::ChoiceEvent &ev) override {
+    if (head.stream)
+      open(head);
     if (ev.choice != 0)
       return;
     out_.add(ev);
@@ -75,13 +79,18 @@ public:
   }
 
   void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
-    if (!head && outcome.error)
+    // Answered as an HTTP error: a call that never started, or a remote stream that failed
+    // before anything came from upstream (CallHead::open_on_first_event).
+    const bool status_error = outcome.error && (!head || (head->stream && !stream_));
+    if (status_error)
       outcome.error->param = api::responses_param(outcome.error->param);
     *rec_ = outcome;
-    if (!head) {
+    if (!head || status_error) {
       w_->respond(outcome_error_response(outcome));
       return;
     }
+    if (head->stream)
+      open(*head);
     if (stream_) {
       send_all(*w_, outcome.error ? stream_->fail(*outcome.error)
                                   : stream_->finish(outcome.finish_reason, usage_of(outcome)));
@@ -105,12 +114,21 @@ public:
   }
 
 private:
+  void open(const CallHead &head) {
+    if (stream_)
+      return;
+    w_->start_sse(std::move(stream_headers_));
+    stream_.emplace(api::ResponsesMeta{id_, head.meta.model, head.meta.created}, settings_);
+    send_all(*w_, stream_->start());
+  }
+
   std::shared_ptr<http::ResponseWriter> w_;
   std::shared_ptr<CallOutcome> rec_;
   const std::string id_;
   const api::ResponsesSettings settings_;
   int64_t created_ = 0;
-  std::optional<api::ResponsesStream> stream_;
+  http::Headers stream_headers_;               // from on_head until the stream opens
+  std::optional<api::ResponsesStream> stream_; // the stream, once open
   OutputSoFar out_;
 };
 
@@ -123,24 +141,26 @@ public:
   void on_head(const CallHead &head, const CallOutcome &so_far,
                std::function<void()> cancel) override {
     if (head.stream) {
-      http::Headers hs;
-      add_outcome_headers(so_far, hs);
-      w_->start_sse(std::move(hs));
-      stream_.emplace(api::MessagesMeta{id_, head.meta.model});
-      api::Usage prompt;
-      prompt.prompt_tokens = static_cast<int>(head.prompt_tokens);
-      send_all(*w_, stream_->start(prompt));
+      add_outcome_headers(so_far, stream_headers_);
+      if (!head.open_on_first_event)
+        open(head);
     }
     w_->on_close(std::move(cancel));
   }
 
+  bool opens_on_first_event() const override { return true; }
+
   // Cold-start progress (issue 14): SSE comments, which the typed event parsers of both SDKs skip.
   void on_progress(const CallHead &head, std::string_view comment) override {
-    if (head.stream)
-      w_->send_comment(comment);
+    if (!head.stream)
+      return;
+    open(head);
+    w_->send_comment(comment);
   }
 
-  void on_event(const CallHead &, const backend::ChoiceEvent &ev) override {
+  void on_event(const CallHead &head, const backend::ChoiceEvent &ev) override {
+    if (head.stream)
+      open(head);
     if (ev.choice != 0)
       return;
     out_.add(ev);
@@ -155,10 +175,14 @@ public:
     if (outcome.error)
       api::to_anthropic_param(*outcome.error);
     *rec_ = outcome;
-    if (!head) {
+    // An HTTP error: a call that never started, or a remote stream that failed before anything
+    // came from upstream (CallHead::open_on_first_event).
+    if (!head || (outcome.error && head->stream && !stream_)) {
       w_->respond(outcome_error_response(outcome));
       return;
     }
+    if (head->stream)
+      open(*head);
     if (stream_) {
       send_all(*w_, outcome.error ? stream_->fail(*outcome.error)
                                   : stream_->finish(outcome.finish_reason, usage_of(outcome)));
@@ -182,10 +206,21 @@ public:
   }
 
 private:
+  void open(const CallHead &head) {
+    if (stream_)
+      return;
+    w_->start_sse(std::move(stream_headers_));
+    stream_.emplace(api::MessagesMeta{id_, head.meta.model});
+    api::Usage prompt;
+    prompt.prompt_tokens = static_cast<int>(head.prompt_tokens);
+    send_all(*w_, stream_->start(prompt));
+  }
+
   std::shared_ptr<http::ResponseWriter> w_;
   std::shared_ptr<CallOutcome> rec_;
   const std::string id_;
-  std::optional<api::MessagesStream> stream_;
+  http::Headers stream_headers_;              // from on_head until the stream opens
+  std::optional<api::MessagesStream> stream_; // the stream, once open
   OutputSoFar out_;
 };
 

@@ -164,13 +164,33 @@ TEST(RemoteGateway, AStreamThatFailsBeforeItsFirstByteAnswersItsHttpStatus) {
     json_body = json_body || (h.name == "Content-Type" && h.value == "application/json");
   EXPECT_TRUE(json_body) << "an error body, not an event stream";
 
-  // The request log records the status the client saw.
+  // The Responses and Messages streams alike, each in its API's error shape (Anthropic's
+  // overloaded_error is its 529).
+  auto responses = c.post(
+      "/v1/responses",
+      json::serialize(json::object{{"model", "remote"}, {"input", "Once upon"}, {"stream", true}}));
+  ASSERT_TRUE(responses) << responses.error().message;
+  EXPECT_EQ(responses->status, 503) << responses->body;
+  EXPECT_NE(responses->body.find("\"unavailable\""), std::string::npos) << responses->body;
+  auto messages = c.post(
+      "/v1/messages",
+      json::serialize(json::object{
+          {"model", "remote"},
+          {"max_tokens", 4},
+          {"stream", true},
+          {"messages", json::array{json::object{{"role", "user"}, {"content", "Once upon"}}}}}));
+  ASSERT_TRUE(messages) << messages.error().message;
+  EXPECT_EQ(messages->status, 529) << messages->body;
+  EXPECT_NE(messages->body.find("\"overloaded_error\""), std::string::npos) << messages->body;
+
+  // The request log records the status each client saw.
   std::vector<json::object> lines;
-  for (int i = 0; i < 100 && lines.size() < 2; ++i, std::this_thread::sleep_for(50ms))
+  for (int i = 0; i < 100 && lines.size() < 4; ++i, std::this_thread::sleep_for(50ms))
     lines = read_log(log);
-  ASSERT_EQ(lines.size(), 2u);
-  EXPECT_EQ(lines[0].at("status").as_int64(), 200);
-  EXPECT_EQ(lines[1].at("status").as_int64(), 503) << json::serialize(lines[1]);
+  ASSERT_EQ(lines.size(), 4u);
+  const int64_t seen[] = {200, 503, 503, 529};
+  for (size_t i = 0; i < lines.size(); ++i)
+    EXPECT_EQ(lines[i].at("status").as_int64(), seen[i]) << json::serialize(lines[i]);
 }
 
 // logprobs, logit_bias and several prompts pass through unchanged, and the upstream's logprobs
