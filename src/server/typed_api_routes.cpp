@@ -37,12 +37,14 @@ void send_all(http::ResponseWriter &w, const api::TypedEvents &events) {
     w.send_named_event(e.name, e.data);
 }
 
-class ResponsesSink final : public InferenceSink {
+// What the Responses and Messages sinks share: the typed event stream, held for a remote model
+// until something came from upstream (CallHead::open_on_first_event), cold-start progress, the
+// events, and the end of a call as an HTTP error or as the stream's last events.
+template <typename Derived, typename Stream> class TypedSink : public InferenceSink {
 public:
-  ResponsesSink(std::shared_ptr<http::ResponseWriter> w, std::shared_ptr<CallOutcome> rec,
-                std::string id, api::ResponsesSettings settings)
-      : w_(std::move(w)), rec_(std::move(rec)), id_(std::move(id)), settings_(std::move(settings)) {
-  }
+  TypedSink(std::shared_ptr<http::ResponseWriter> w, std::shared_ptr<CallOutcome> rec,
+            std::string id)
+      : w_(std::move(w)), rec_(std::move(rec)), id_(std::move(id)) {}
 
   void on_head(const CallHead &head, const CallOutcome &so_far,
                std::function<void()> cancel) override {
@@ -78,16 +80,19 @@ public:
       send_all(*w_, stream_->tool_call(d));
   }
 
-  void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
-    // Answered as an HTTP error: a call that never started, or a remote stream that failed
-    // before anything came from upstream (CallHead::open_on_first_event).
-    const bool status_error = outcome.error && (!head || (head->stream && !stream_));
-    if (status_error)
-      outcome.error->param = api::responses_param(outcome.error->param);
-    *rec_ = outcome;
-    if (!head || status_error) {
+protected:
+  // An HTTP error rather than a stream's error event: a call that never started, or a remote
+  // stream that failed before anything came from upstream.
+  bool answers_with_status(const CallHead *head, const CallOutcome &outcome) const {
+    return !head || (outcome.error && head->stream && !stream_);
+  }
+
+  // Ends the call unless it is a whole (unstreamed) answer for the derived sink to render.
+  bool finished(const CallHead *head, CallOutcome &outcome) {
+    *rec_ = outcome; // the record the ObservedWriter writes when the response ends
+    if (answers_with_status(head, outcome)) {
       w_->respond(outcome_error_response(outcome));
-      return;
+      return true;
     }
     if (head->stream)
       open(*head);
@@ -95,12 +100,49 @@ public:
       send_all(*w_, outcome.error ? stream_->fail(*outcome.error)
                                   : stream_->finish(outcome.finish_reason, usage_of(outcome)));
       w_->end();
-      return;
+      return true;
     }
     if (outcome.error) {
       w_->respond(outcome_error_response(outcome));
-      return;
+      return true;
     }
+    return false;
+  }
+
+  std::shared_ptr<http::ResponseWriter> w_;
+  std::shared_ptr<CallOutcome> rec_;
+  const std::string id_;
+  int64_t created_ = 0;
+  std::optional<Stream> stream_; // the stream, once open
+  OutputSoFar out_;
+
+private:
+  void open(const CallHead &head) {
+    if (stream_)
+      return;
+    w_->start_sse(std::move(stream_headers_));
+    static_cast<Derived *>(this)->start_stream(head);
+  }
+
+  http::Headers stream_headers_; // from on_head until the stream opens
+};
+
+class ResponsesSink final : public TypedSink<ResponsesSink, api::ResponsesStream> {
+public:
+  ResponsesSink(std::shared_ptr<http::ResponseWriter> w, std::shared_ptr<CallOutcome> rec,
+                std::string id, api::ResponsesSettings settings)
+      : TypedSink(std::move(w), std::move(rec), std::move(id)), settings_(std::move(settings)) {}
+
+  void start_stream(const CallHead &head) {
+    stream_.emplace(api::ResponsesMeta{id_, head.meta.model, head.meta.created}, settings_);
+    send_all(*w_, stream_->start());
+  }
+
+  void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
+    if (outcome.error && answers_with_status(head, outcome))
+      outcome.error->param = api::responses_param(outcome.error->param);
+    if (finished(head, outcome))
+      return;
     out_.complete_from(output);
     api::ResponsesResult result;
     result.text = std::move(out_.text);
@@ -114,85 +156,25 @@ public:
   }
 
 private:
-  void open(const CallHead &head) {
-    if (stream_)
-      return;
-    w_->start_sse(std::move(stream_headers_));
-    stream_.emplace(api::ResponsesMeta{id_, head.meta.model, head.meta.created}, settings_);
-    send_all(*w_, stream_->start());
-  }
-
-  std::shared_ptr<http::ResponseWriter> w_;
-  std::shared_ptr<CallOutcome> rec_;
-  const std::string id_;
   const api::ResponsesSettings settings_;
-  int64_t created_ = 0;
-  http::Headers stream_headers_;               // from on_head until the stream opens
-  std::optional<api::ResponsesStream> stream_; // the stream, once open
-  OutputSoFar out_;
 };
 
-class MessagesSink final : public InferenceSink {
+class MessagesSink final : public TypedSink<MessagesSink, api::MessagesStream> {
 public:
-  MessagesSink(std::shared_ptr<http::ResponseWriter> w, std::shared_ptr<CallOutcome> rec,
-               std::string id)
-      : w_(std::move(w)), rec_(std::move(rec)), id_(std::move(id)) {}
+  using TypedSink::TypedSink;
 
-  void on_head(const CallHead &head, const CallOutcome &so_far,
-               std::function<void()> cancel) override {
-    if (head.stream) {
-      add_outcome_headers(so_far, stream_headers_);
-      if (!head.open_on_first_event)
-        open(head);
-    }
-    w_->on_close(std::move(cancel));
-  }
-
-  bool opens_on_first_event() const override { return true; }
-
-  // Cold-start progress (issue 14): SSE comments, which the typed event parsers of both SDKs skip.
-  void on_progress(const CallHead &head, std::string_view comment) override {
-    if (!head.stream)
-      return;
-    open(head);
-    w_->send_comment(comment);
-  }
-
-  void on_event(const CallHead &head, const backend::ChoiceEvent &ev) override {
-    if (head.stream)
-      open(head);
-    if (ev.choice != 0)
-      return;
-    out_.add(ev);
-    if (!stream_)
-      return;
-    send_all(*w_, stream_->text(ev.text));
-    for (const auto &d : ev.tool_calls)
-      send_all(*w_, stream_->tool_call(d));
+  void start_stream(const CallHead &head) {
+    stream_.emplace(api::MessagesMeta{id_, head.meta.model});
+    api::Usage prompt;
+    prompt.prompt_tokens = static_cast<int>(head.prompt_tokens);
+    send_all(*w_, stream_->start(prompt));
   }
 
   void on_complete(const CallHead *head, CallOutcome &outcome, const CallOutput &output) override {
     if (outcome.error)
       api::to_anthropic_param(*outcome.error);
-    *rec_ = outcome;
-    // An HTTP error: a call that never started, or a remote stream that failed before anything
-    // came from upstream (CallHead::open_on_first_event).
-    if (!head || (outcome.error && head->stream && !stream_)) {
-      w_->respond(outcome_error_response(outcome));
+    if (finished(head, outcome))
       return;
-    }
-    if (head->stream)
-      open(*head);
-    if (stream_) {
-      send_all(*w_, outcome.error ? stream_->fail(*outcome.error)
-                                  : stream_->finish(outcome.finish_reason, usage_of(outcome)));
-      w_->end();
-      return;
-    }
-    if (outcome.error) {
-      w_->respond(outcome_error_response(outcome));
-      return;
-    }
     out_.complete_from(output);
     api::MessagesResult result;
     result.text = std::move(out_.text);
@@ -204,24 +186,6 @@ public:
     add_outcome_headers(outcome, r.headers);
     w_->respond(std::move(r));
   }
-
-private:
-  void open(const CallHead &head) {
-    if (stream_)
-      return;
-    w_->start_sse(std::move(stream_headers_));
-    stream_.emplace(api::MessagesMeta{id_, head.meta.model});
-    api::Usage prompt;
-    prompt.prompt_tokens = static_cast<int>(head.prompt_tokens);
-    send_all(*w_, stream_->start(prompt));
-  }
-
-  std::shared_ptr<http::ResponseWriter> w_;
-  std::shared_ptr<CallOutcome> rec_;
-  const std::string id_;
-  http::Headers stream_headers_;              // from on_head until the stream opens
-  std::optional<api::MessagesStream> stream_; // the stream, once open
-  OutputSoFar out_;
 };
 
 // The status's error when a response carries no typed one (none of this module's paths).
