@@ -79,8 +79,8 @@ public:
       return;
     }
     if (head->stream) {
-      if (!opened_ && outcome.error) {
-        // Nothing came from upstream: the failure is still an HTTP status.
+      if (outcome.status != 200) {
+        // A held stream that failed before anything came from upstream (the call's status).
         w_->respond(outcome_error_response(outcome));
         return;
       }

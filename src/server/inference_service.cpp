@@ -252,7 +252,9 @@ private:
     head_.include_usage = ir.include_usage;
     head_.prompt_tokens = p.prompt_tokens;
     // A remote backend's failure before its first byte (every retry and fallback spent) is then
-    // still an HTTP status; the local engine's stream opens at once, as a cache hit's does.
+    // still an HTTP status (out_.status says which, and the sink answers with it). The local
+    // engine's streams keep opening at once, as a cache hit's do: its clients see the head while
+    // a long prompt is read, and it fails after admission only when cancelled or drained.
     head_.open_on_first_event = head_.stream && !cached.hit && backend_->info().kind != "local" &&
                                 sink_->opens_on_first_event();
     if (cached.hit) {

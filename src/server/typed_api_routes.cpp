@@ -84,7 +84,7 @@ protected:
   // An HTTP error rather than a stream's error event: a call that never started, or a remote
   // stream that failed before anything came from upstream.
   bool answers_with_status(const CallHead *head, const CallOutcome &outcome) const {
-    return !head || (outcome.error && head->stream && !stream_);
+    return !head || (head->stream && outcome.status != 200);
   }
 
   // Ends the call unless it is a whole (unstreamed) answer for the derived sink to render.

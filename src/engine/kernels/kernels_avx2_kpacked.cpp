@@ -167,26 +167,19 @@ GANTRY_AVX2_INLINE void half_scales(const uint8_t *sb, int h, __m256i sc[8], __m
 // (the high nibbles; zero for Q3_K).
 template <bool kQ3>
 GANTRY_AVX2_INLINE void scales_q23k(const uint8_t *sb, int h, __m256i sc[4], __m256i mins[4]) {
-  const __m256i k4 = _mm256_set1_epi8(0x0F);
   if constexpr (kQ3) {
     const __m256i u0 = load32(sb + 32 + 32 * h), u1 = load32(sb + 96 + 32 * h);
     const __m256i u2 = load32(sb + 160 + 32 * h);
-    const __m256i k2 = _mm256_set1_epi8(0x03);
-    // q3_k_scales6 in lanes.
-    sc[0] =
-        _mm256_or_si256(_mm256_and_si256(u0, k4), _mm256_slli_epi32(_mm256_and_si256(u2, k2), 4));
-    sc[1] = _mm256_or_si256(_mm256_and_si256(u1, k4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 2), k2), 4));
-    sc[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u0, 4), k4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), 4));
-    sc[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u1, 4), k4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u2, 6), k2), 4));
+    // q3_k_scales6 in lanes: the 6-bit values of Q6_K's layout (low nibbles of u0/u1, bit pairs
+    // of u2).
+    q6k_values(u0, u1, u2, sc);
 #pragma GCC unroll 4
     for (int p = 0; p < 4; ++p) {
       sc[p] = _mm256_sub_epi8(sc[p], _mm256_set1_epi8(32));
       mins[p] = _mm256_setzero_si256();
     }
   } else {
+    const __m256i k4 = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 4
     for (int p = 0; p < 4; ++p) {
       const __m256i v = load32(sb + 64 + 64 * p + 32 * h);
