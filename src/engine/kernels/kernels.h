@@ -77,6 +77,8 @@ struct WeightView {
   size_t row_stride = 0;
   // The rows are in the 16-row interleaved layout of pack_rows16 (row() does not apply).
   bool packed16 = false;
+  // With packed16, F16/BF16 only: the groups are column-major (pack_rows16 under AVX2).
+  bool k_major = false;
 
   const void *row(int64_t r) const {
     return static_cast<const char *>(data) + static_cast<size_t>(r) * row_stride;
@@ -115,6 +117,8 @@ WeightView make_weight_view(TensorType type, const void *data, int64_t rows, int
 //     dwords, and ql/ql/qh in chunks of 4 bytes of every row (kernels_impl.h, packed_k_pieces).
 //   F16, BF16 (cols a multiple of 8): the 8 elements of row 16g + i from column 8c at
 //     (16c + i) * 16, so a row pair's 16 elements of a column step are 32 contiguous bytes.
+//     Packed under AVX2 instead (WeightView::k_major): column-major groups, the element of row
+//     16g + i at column k at (16k + i) * 2, for kernels_avx2_half.cpp's outer products.
 //
 // The kernels give the bits of the row-major layout (the same exact int32 block sums, in the same
 // order); calls that the packed kernels do not take (another ISA, a row range not on a 16-row

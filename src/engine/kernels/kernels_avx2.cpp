@@ -443,6 +443,8 @@ GANTRY_AVX2 void rows_float(const WeightView &w, const Activations &a, int64_t t
 
 // Tiles of 3 rows x 4 tokens: 12 accumulators, 3 weight vectors and one activation vector fill
 // the 16 ymm registers without spilling. Decode (one token) takes 4 rows at a time instead.
+// F16/BF16 come here only for the row tails the AVX-512 float kernels forward (their order);
+// under AVX2 they are kernels_avx2_half.cpp's.
 // Every tile shape accumulates an output the same way (8 lanes over the columns, then hsum), so
 // the result does not depend on the tiling.
 template <TensorType kType>
@@ -492,9 +494,18 @@ GANTRY_AVX2_INLINE float abs_max(const float *x, int64_t n) {
 GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
   if (w.packed16) {
-    // matmul.cpp hands packed rows only to calls matmul_rows_packed takes.
-    [[maybe_unused]] const bool done = matmul_rows_packed(w, a, t0, t1, r0, r1, y, ldy);
-    assert(done);
+    // matmul.cpp hands packed rows only to calls matmul_rows_packed takes, but for F16/BF16
+    // groups the AVX-512 kernels packed (not k_major) should they forward one here: those run
+    // on rows unpacked to scratch.
+    if (matmul_rows_packed(w, a, t0, t1, r0, r1, y, ldy))
+      return;
+    assert(w.type == TensorType::kF16 || w.type == TensorType::kBF16);
+    thread_local std::vector<char> t_rows;
+    const size_t stride = row_bytes(w.type, w.cols);
+    t_rows.resize(stride * static_cast<size_t>(r1 - r0));
+    unpack_rows16(w, r0, r1, t_rows.data());
+    matmul_rows(make_weight_view(w.type, t_rows.data(), r1 - r0, w.cols), a, t0, t1, 0, r1 - r0,
+                y + r0, ldy);
     return;
   }
   switch (w.type) {
@@ -505,8 +516,19 @@ GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t 
   case TensorType::kQ4_1: matmul_q8<TensorType::kQ4_1>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kQ5_1: matmul_q8<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return;
   case TensorType::kF32: matmul_float<TensorType::kF32>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kF16: matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return;
-  case TensorType::kBF16: matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return;
+  case TensorType::kF16:
+  case TensorType::kBF16:
+    // Under AVX2 the column-order outer products (kernels_avx2_half.cpp); the 8-lane dot
+    // products below are the AVX-512 float kernels' order, for the row tails they forward here.
+    if (active_isa() == Isa::kAvx2) {
+      [[maybe_unused]] const bool done = matmul_rows_half(w, a, t0, t1, r0, r1, y, ldy);
+      assert(done);
+    } else if (w.type == TensorType::kF16) {
+      matmul_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy);
+    } else {
+      matmul_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy);
+    }
+    return;
   default:
     // The K-quants: prefill tiles (kernels_avx2_ktiles.cpp), else the dot products
     // (kernels_avx2_quants.cpp).

@@ -1,5 +1,5 @@
 // AVX2 decode over repacked weights (kernels.h, "repacked weights"): the 32-element block types
-// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) and F16/BF16, for calls of up to 8 tokens (one sequence
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL), for calls of up to 8 tokens (one sequence
 // decoding, or a batched decode step); the K-quants' are in kernels_avx2_kpacked.cpp. Machines
 // without AVX-512 (Zen 2/3, most client CPUs) decoded from row-major weights, 8 rows side by side,
 // which is 8 concurrent streams per core plus a horizontal-add tree and a scale gather per block; a
@@ -8,8 +8,8 @@
 //
 // Bits: those of kernels_avx2.cpp's row-major kernels (and so of every batch size and ISA): per
 // 32-block the exact int32 dot product, then acc = fma(float(isum), d_w * d_x, acc) over the
-// blocks in order (Q4_1/Q5_1: accm = fma(m_w, d_x * sum_x, accm), output acc + accm); for
-// F16/BF16 8 lanes over the columns per output, fma in column order, then hsum.
+// blocks in order (Q4_1/Q5_1: accm = fma(m_w, d_x * sum_x, accm), output acc + accm). F16/BF16
+// are kernels_avx2_half.cpp's.
 //
 // Without VNNI, products go through maddubs (unsigned x signed bytes into saturating int16
 // pairs): the 4- and 5-bit types' unsigned values u fit it directly; Q8_0's bytes (stored as
@@ -396,116 +396,6 @@ GANTRY_AVX2 void gemv_q(const WeightView &w, const Activations &a, int64_t t0, i
   }
 }
 
-template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8_packed(const char *p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-  if constexpr (kType == TensorType::kF16)
-    return _mm256_cvtph_ps(h);
-  else
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-// Group g of a packed F16/BF16 matrix x token t. A column step of the 16 rows is 256 contiguous
-// bytes (row i's 8 elements at 16i), and 16 rows' accumulators do not fit the 16 ymm registers
-// beside the activations: the first pass takes rows 0-7 (the step's first two lines) and fetches
-// the other two for the second pass, so that memory sees one stream.
-template <TensorType kType>
-GANTRY_AVX2_INLINE void group_float(const WeightView &w, const Activations &a, int64_t g, int64_t t,
-                                    float *y, int64_t ldy) {
-  const int64_t n = w.cols;
-  const char *group =
-      static_cast<const char *>(w.data) + static_cast<size_t>(g) * kGroupRows * w.row_stride;
-  const float *x = a.x + t * n;
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-    NextGroupPrefetch prefetch(w, g, n / 8, h, 2);
-    __m256 acc[8];
-#pragma GCC unroll 8
-    for (int p = 0; p < 8; ++p)
-      acc[p] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < n; k += 8) {
-      const char *step = group + k * 32;
-      if (h == 0) {
-        // Into L1 rather than L2: 12.07/11.98 against 11.15/10.45 tok/s for the synthetic
-        // TinyLlama F16 on a 2-core Zen 3.
-        _mm_prefetch(step + 128, _MM_HINT_T0);
-        _mm_prefetch(step + 192, _MM_HINT_T0);
-      }
-      prefetch.step();
-      const __m256 xv = _mm256_loadu_ps(x + k);
-#pragma GCC unroll 8
-      for (int p = 0; p < 8; ++p)
-        acc[p] = _mm256_fmadd_ps(load8_packed<kType>(step + 128 * h + 16 * p), xv, acc[p]);
-    }
-#pragma GCC unroll 8
-    for (int p = 0; p < 8; ++p)
-      y[t * ldy + g * kGroupRows + 8 * h + p] = hsum(acc[p]);
-  }
-}
-
-// Rows 4q..4q + 3 of group g x tokens [t, t + T), for calls of several tokens (a batched decode
-// step): a 4 x T tile as kernels_avx2.cpp's row-major ones (the same fma per lane in column
-// order, then hsum, so the same bits), reading 64 bytes of each 256-byte column step. A pass per
-// token over the whole group (group_float) read it 8 times for 8 tokens: 2.54 ms against 1.48 ms
-// here for 2048 x 2048 (build/bench/kernels_bench, one thread). The row-major 3 x 4 tiles take
-// 0.82 ms; blocking the quarter over 512 columns, so that its lines (at a 256-byte stride) fit
-// L1's sets across token tiles, made no difference.
-template <TensorType kType, int T>
-GANTRY_AVX2_INLINE void quarter_float(const WeightView &w, const Activations &a, int64_t g, int q,
-                                      int64_t t, float *y, int64_t ldy) {
-  const int64_t n = w.cols;
-  const char *base = static_cast<const char *>(w.data) +
-                     static_cast<size_t>(g) * kGroupRows * w.row_stride + 64 * q;
-  const float *x[T];
-  __m256 acc[4][T];
-#pragma GCC unroll 4
-  for (int j = 0; j < T; ++j) {
-    x[j] = a.x + (t + j) * n;
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i)
-      acc[i][j] = _mm256_setzero_ps();
-  }
-  for (int64_t k = 0; k < n; k += 8) {
-    const char *step = base + k * 32;
-    __m256 xv[T];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; ++j)
-      xv[j] = _mm256_loadu_ps(x[j] + k);
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      const __m256 wv = load8_packed<kType>(step + 16 * i);
-#pragma GCC unroll 4
-      for (int j = 0; j < T; ++j)
-        acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-#pragma GCC unroll 4
-    for (int j = 0; j < T; ++j)
-      y[(t + j) * ldy + g * kGroupRows + 4 * q + i] = hsum(acc[i][j]);
-  }
-}
-
-template <TensorType kType>
-GANTRY_AVX2 void gemv_float(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
-                            int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  for (int64_t g = r0 / kGroupRows; g < r1 / kGroupRows; ++g) {
-    if (t1 - t0 == 1) {
-      group_float<kType>(w, a, g, t0, y, ldy);
-      continue;
-    }
-    for (int q = 0; q < 4; ++q) {
-      int64_t t = t0;
-      for (; t + 3 <= t1; t += 3)
-        quarter_float<kType, 3>(w, a, g, q, t, y, ldy);
-      if (t1 - t == 2)
-        quarter_float<kType, 2>(w, a, g, q, t, y, ldy);
-      else if (t1 - t == 1)
-        quarter_float<kType, 1>(w, a, g, q, t, y, ldy);
-    }
-  }
-}
-
 } // namespace
 
 bool packed_prefill(TensorType type) {
@@ -518,7 +408,9 @@ bool packed_prefill(TensorType type) {
   case TensorType::kQ3_K:
   case TensorType::kQ4_K:
   case TensorType::kQ5_K:
-  case TensorType::kQ6_K: return true;
+  case TensorType::kQ6_K:
+  case TensorType::kF16:
+  case TensorType::kBF16: return true;
   default: return false;
   }
 }
@@ -554,8 +446,8 @@ bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, i
   case TensorType::kQ5_0: gemv_q<TensorType::kQ5_0>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kQ5_1: gemv_q<TensorType::kQ5_1>(w, a, t0, t1, r0, r1, y, ldy); return true;
   case TensorType::kIQ4_NL: gemv_q<TensorType::kIQ4_NL>(w, a, t0, t1, r0, r1, y, ldy); return true;
-  case TensorType::kF16: gemv_float<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
-  case TensorType::kBF16: gemv_float<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kF16:
+  case TensorType::kBF16: return matmul_rows_half(w, a, t0, t1, r0, r1, y, ldy);
   default: return matmul_rows_k_packed(w, a, t0, t1, r0, r1, y, ldy);
   }
 }

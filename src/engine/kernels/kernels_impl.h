@@ -262,15 +262,17 @@ float dot_row_quants(TensorType type, const void *row, const Activations &a, int
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
 // Decode over repacked weights (kernels_avx2_packed.cpp): whole 16-row groups of a packed
-// 32-element block type, K-quant or F16/BF16 matrix x up to kPackedMaxTokens tokens; the row-major
-// kernels' bits. Returns false (doing nothing) for other types and shapes.
+// 32-element block type or K-quant matrix x up to kPackedMaxTokens tokens, and F16/BF16 k_major
+// groups x any number of tokens (matmul_rows_half); the row-major kernels' bits. Returns false
+// (doing nothing) for other types and shapes.
 bool matmul_rows_packed(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 // The types matmul_rows_packed reads.
 bool packs_rows16(TensorType type);
 // The types it also reads for calls of more than kPackedMaxTokens tokens (prefill): the K-quants
-// (kernels_avx2_kpacked.cpp) and Q4_0/Q4_1/Q5_0/Q5_1 (kernels_avx2_packed.cpp); Q8_0, IQ4_NL and
-// F16/BF16 are unpacked to row-major scratch for those.
+// (kernels_avx2_kpacked.cpp), Q4_0/Q4_1/Q5_0/Q5_1 (kernels_avx2_packed.cpp) and F16/BF16
+// (kernels_avx2_half.cpp, k_major views); Q8_0 and IQ4_NL are unpacked to row-major scratch for
+// those.
 bool packed_prefill(TensorType type);
 // matmul_rows_packed's K-quants, Q2_K..Q6_K (kernels_avx2_kpacked.cpp): the dot products' bits.
 // Returns false (doing nothing) for other types.
@@ -283,6 +285,11 @@ void matmul_rows_quants(const WeightView &w, const Activations &a, int64_t t0, i
 // the dot products' bits. Returns false (doing nothing) for other types and shapes.
 bool matmul_rows_k_tiles(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                          int64_t r0, int64_t r1, float *y, int64_t ldy);
+// F16/BF16 x float activations when AVX2 is the active ISA (kernels_avx2_half.cpp): row-major
+// rows, and whole 16-row groups of a k_major packed matrix; each output one fma chain over the
+// columns in order. Returns false (doing nothing) for other types and for other packed views.
+bool matmul_rows_half(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
+                      int64_t r1, float *y, int64_t ldy);
 // y[i] = std::exp(x[i]) bit for bit, 8 at a time (glibc's expf steps, as
 // avx512vnni::exp_lanes); what attend_rows_f16 computes its weights with.
 void exp_lanes(const float *x, float *y, int64_t n);

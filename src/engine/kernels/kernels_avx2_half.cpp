@@ -1,0 +1,198 @@
+// F16/BF16 weights x float activations when AVX2 is the active ISA: every call, decode and
+// prefill, packed or row-major.
+//
+// Bits: each output is one chain acc = fma(w[r][k], x[k], acc) over the columns k in order from
+// acc = 0 (what std::fma in a loop computes), so no tile shape, batch size, row range or thread
+// split can change an output. The kernels hold 16 rows' chains in two registers (one lane a row)
+// and multiply them by a broadcast activation, an outer product: per column step a tile of 16
+// rows x 6 tokens loads two weight vectors and six scalars for 12 fmas. The 8-lane dot products
+// this replaced (3 rows x 4 tokens, each fma needing a weight and an activation vector) read
+// 128 bytes of activations from L2 per 12 fmas, which is all L2 gives a Zen 3 core, and reached
+// 41-44 GMAC/s on one core against 50 for these (a standalone probe, 48 rows x 2048 columns x 48
+// tokens; the core's FMA peak is 50).
+//
+// That needs 16 rows' weights of one column side by side: pack_rows16 stores F16/BF16 groups
+// column-major under AVX2 (kernels.h, "repacked weights", k_major), and rows that are not packed
+// (a matrix whose rows are not a multiple of 16, a chunk off the group boundary) are transposed
+// into that layout in scratch first, 16 rows at a time.
+//
+// AVX-512 keeps its 8-lane dot products (kernels_avx512.cpp, whose float kernels forward their
+// tails to kernels_avx2.cpp's row-major dot products, which stay for it): F16/BF16 outputs are
+// not the same bits under the two ISAs, each is the same bits for every batch size under its own.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "engine/kernels/kernels_impl.h"
+
+namespace gantry::engine::kernels::avx2 {
+namespace {
+
+#include "engine/kernels/kernels_avx2_inl.h"
+
+constexpr int64_t kGroupRows = 16;
+// Token tiles of prefill: 16 rows x 6 tokens = 12 accumulators, with two weight vectors and one
+// broadcast activation 15 of the 16 ymm registers.
+constexpr int kTileTokens = 6;
+
+template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8h(const uint16_t *p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+  if constexpr (kType == TensorType::kF16)
+    return _mm256_cvtph_ps(h);
+  else
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// G column-major groups (group i at w + i * gstride elements; row r's column k at k * 16 + r) x T
+// tokens (token j's activations at x + j * n). Output row r of group i, token j: out + j * ldy +
+// 16 * i + r, for the first `valid` rows of the last group (all 16 of the others).
+template <TensorType kType, int G, int T>
+GANTRY_AVX2_INLINE void tile(const uint16_t *w, int64_t gstride, const float *x, int64_t n,
+                             float *out, int64_t ldy, int valid = kGroupRows) {
+  __m256 acc[G][2][T];
+#pragma GCC unroll 8
+  for (int i = 0; i < G; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      acc[i][0][j] = _mm256_setzero_ps();
+      acc[i][1][j] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t k = 0; k < n; ++k) {
+#pragma GCC unroll 8
+    for (int i = 0; i < G; ++i) {
+      const uint16_t *col = w + i * gstride + k * kGroupRows;
+      const __m256 w0 = load8h<kType>(col), w1 = load8h<kType>(col + 8);
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        // A broadcast from memory is a load alone (no shuffle): re-read per group rather than
+        // held, so that G x T tiles keep their accumulators in registers.
+        const __m256 b = _mm256_broadcast_ss(x + j * n + k);
+        acc[i][0][j] = _mm256_fmadd_ps(w0, b, acc[i][0][j]);
+        acc[i][1][j] = _mm256_fmadd_ps(w1, b, acc[i][1][j]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < G; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      float *o = out + j * ldy + kGroupRows * i;
+      if (i + 1 < G || valid == kGroupRows) {
+        _mm256_storeu_ps(o, acc[i][0][j]);
+        _mm256_storeu_ps(o + 8, acc[i][1][j]);
+      } else {
+        alignas(32) float tmp[kGroupRows];
+        _mm256_store_ps(tmp, acc[i][0][j]);
+        _mm256_store_ps(tmp + 8, acc[i][1][j]);
+        std::memcpy(o, tmp, sizeof(float) * static_cast<size_t>(valid));
+      }
+    }
+  }
+}
+
+// Tokens [t0, t1) x groups [g0, g1) (group g at w + g * gstride), outputs for group g's rows at
+// y + 16 * g (token t at row t * ldy); the last group has `valid` rows. Few tokens (decode, a
+// batched decode step) take several groups at once so that 8-12 chains hide the fma latency;
+// more tokens take one group per tile, 6 tokens at a time, the group's column panel staying in
+// cache across the token tiles.
+template <TensorType kType>
+GANTRY_AVX2_INLINE void groups_x_tokens(const uint16_t *w, int64_t gstride, int64_t g0, int64_t g1,
+                                        int valid, const Activations &a, int64_t n, int64_t t0,
+                                        int64_t t1, float *y, int64_t ldy) {
+  const int64_t nt = t1 - t0;
+  const float *x = a.x + t0 * n;
+  float *yt = y + t0 * ldy;
+  auto rows_of = [&](int64_t g_end) { return g_end == g1 ? valid : static_cast<int>(kGroupRows); };
+  if (nt <= 3) {
+    // Decode: 4 groups for one token, 2 for two or three.
+    const int64_t step = nt == 1 ? 4 : 2;
+    int64_t g = g0;
+    for (; g + step <= g1; g += step) {
+      const uint16_t *wg = w + g * gstride;
+      float *o = yt + kGroupRows * g;
+      const int v = rows_of(g + step);
+      if (nt == 1)
+        tile<kType, 4, 1>(wg, gstride, x, n, o, ldy, v);
+      else if (nt == 2)
+        tile<kType, 2, 2>(wg, gstride, x, n, o, ldy, v);
+      else
+        tile<kType, 2, 3>(wg, gstride, x, n, o, ldy, v);
+    }
+    for (; g < g1; ++g) {
+      const uint16_t *wg = w + g * gstride;
+      float *o = yt + kGroupRows * g;
+      const int v = rows_of(g + 1);
+      if (nt == 1)
+        tile<kType, 1, 1>(wg, gstride, x, n, o, ldy, v);
+      else if (nt == 2)
+        tile<kType, 1, 2>(wg, gstride, x, n, o, ldy, v);
+      else
+        tile<kType, 1, 3>(wg, gstride, x, n, o, ldy, v);
+    }
+    return;
+  }
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint16_t *wg = w + g * gstride;
+    float *o = yt + kGroupRows * g;
+    const int v = rows_of(g + 1);
+    int64_t j = 0;
+    for (; j + kTileTokens <= nt; j += kTileTokens)
+      tile<kType, 1, kTileTokens>(wg, gstride, x + j * n, n, o + j * ldy, ldy, v);
+    switch (nt - j) {
+    case 5: tile<kType, 1, 5>(wg, gstride, x + j * n, n, o + j * ldy, ldy, v); break;
+    case 4: tile<kType, 1, 4>(wg, gstride, x + j * n, n, o + j * ldy, ldy, v); break;
+    case 3: tile<kType, 1, 3>(wg, gstride, x + j * n, n, o + j * ldy, ldy, v); break;
+    case 2: tile<kType, 1, 2>(wg, gstride, x + j * n, n, o + j * ldy, ldy, v); break;
+    case 1: tile<kType, 1, 1>(wg, gstride, x + j * n, n, o + j * ldy, ldy, v); break;
+    default: break;
+    }
+  }
+}
+
+template <TensorType kType>
+GANTRY_AVX2 void matmul_half(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
+                             int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  const int64_t n = w.cols;
+  if (w.packed16) {
+    // Whole groups in place (matmul.cpp hands a packed matrix only whole groups under AVX2).
+    const auto *base = static_cast<const uint16_t *>(w.data);
+    const int64_t gstride = kGroupRows * n;
+    groups_x_tokens<kType>(base, gstride, r0 / kGroupRows, r1 / kGroupRows, kGroupRows, a, n, t0,
+                           t1, y, ldy);
+    return;
+  }
+  // Row-major rows: 16 at a time into a column-major group in scratch (the last zero-padded).
+  thread_local std::vector<uint16_t> t_group;
+  if (t_group.size() < static_cast<size_t>(kGroupRows * n))
+    t_group.resize(static_cast<size_t>(kGroupRows * n));
+  uint16_t *group = t_group.data();
+  for (int64_t r = r0; r < r1; r += kGroupRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kGroupRows, r1 - r));
+    for (int i = 0; i < kGroupRows; ++i) {
+      const auto *row = i < rows ? static_cast<const uint16_t *>(w.row(r + i)) : nullptr;
+      for (int64_t k = 0; k < n; ++k)
+        group[k * kGroupRows + i] = row != nullptr ? row[k] : 0;
+    }
+    // The group's outputs start at column r of y: shift y so that group 0 lands there.
+    groups_x_tokens<kType>(group, 0, 0, 1, rows, a, n, t0, t1, y + r, ldy);
+  }
+}
+
+} // namespace
+
+bool matmul_rows_half(const WeightView &w, const Activations &a, int64_t t0, int64_t t1, int64_t r0,
+                      int64_t r1, float *y, int64_t ldy) {
+  if (w.packed16 && (!w.k_major || r0 % kGroupRows != 0 || r1 % kGroupRows != 0))
+    return false;
+  switch (w.type) {
+  case TensorType::kF16: matmul_half<TensorType::kF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  case TensorType::kBF16: matmul_half<TensorType::kBF16>(w, a, t0, t1, r0, r1, y, ldy); return true;
+  default: return false;
+  }
+}
+
+} // namespace gantry::engine::kernels::avx2
