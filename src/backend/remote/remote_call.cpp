@@ -347,8 +347,13 @@ void RemoteBackend::Call::on_piece(Result<std::optional<std::string_view>> piece
     ekind_ = ErrorKind::kBadResponse;
     return stream_end();
   }
-  for (const SseEvent &ev : events_) {
-    auto step = decoder_->on_event(ev);
+  deliver(0);
+}
+
+void RemoteBackend::Call::deliver(std::size_t from) {
+  for (std::size_t i = from; i < events_.size(); ++i) {
+    const bool started = output_started_;
+    auto step = decoder_->on_event(events_[i]);
     if (!step) {
       failure_ = step.error();
       failure_->message = scrub_upstream_message(failure_->message, b_.secrets());
@@ -363,6 +368,14 @@ void RemoteBackend::Call::on_piece(Result<std::optional<std::string_view>> piece
     if (step->done) {
       done_ = true;
       return stream_end();
+    }
+    if (!started && output_started_ && i + 1 < events_.size()) {
+      // The first output of the call, with more events behind it in the same read (an upstream
+      // that sends a burst): the client's first bytes are queued and their write posted, so the
+      // rest waits one turn of the loop behind that write instead of the write waiting for the
+      // whole burst to be decoded and rendered.
+      loop_->post([self = shared_from_this(), i] { self->deliver(i + 1); });
+      return;
     }
   }
   read_stream();

@@ -63,6 +63,8 @@ private:
   void on_head(Status head);
   void read_stream();
   void on_piece(Result<std::optional<std::string_view>> piece);
+  // Decodes and emits events_[from...], then reads on.
+  void deliver(std::size_t from);
   void stream_end();
   void drain(int left);
   void on_body(Result<std::string> body);
