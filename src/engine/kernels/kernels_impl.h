@@ -259,6 +259,10 @@ float dot_row_quants(TensorType type, const void *row, const Activations &a, int
 } // namespace scalar
 #if defined(__x86_64__)
 #define GANTRY_KERNELS_HAVE_AVX2 1
+// 16 rows of n 16-bit elements (F16/BF16) to one column-major group: row i's column k at
+// out[16k + i] (kernels.h, "repacked weights", k_major). packed.cpp.
+void transpose_half_group(const uint16_t *const rows[16], int64_t n, uint16_t *out);
+
 namespace avx2 {
 GANTRY_KERNELS_ISA_FUNCTIONS
 // Decode over repacked weights (kernels_avx2_packed.cpp): whole 16-row groups of a packed

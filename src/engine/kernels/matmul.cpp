@@ -84,8 +84,11 @@ bool packed_kernels_take([[maybe_unused]] const WeightView &w, [[maybe_unused]] 
   if (r0 % 16 != 0 || r1 % 16 != 0)
     return false;
   // F16/BF16 groups are laid out for one ISA's kernels (kernels.h, "repacked weights").
-  if (w.type == TensorType::kF16 || w.type == TensorType::kBF16)
-    return w.k_major == (active_isa() == Isa::kAvx2);
+  if (w.type == TensorType::kF16 || w.type == TensorType::kBF16) {
+    return active_isa() == Isa::kAvx2         ? w.k_major
+           : active_isa() == Isa::kAvx512Vnni ? !w.k_major
+                                              : false;
+  }
   return active_isa() == Isa::kAvx512Vnni ||
          (active_isa() == Isa::kAvx2 &&
           (n_tokens <= kPackedMaxTokens ? avx2::packs_rows16(w.type)

@@ -239,11 +239,13 @@ void unpack_k_groups(const WeightView &w, int64_t g0, int64_t g1, char *dst) {
   }
 }
 
-// 16 rows of n 16-bit elements (n a multiple of 8) to column-major: row i's column k at
-// out[16k + i]. An element at a time this made loading the 2.2 GB F16 TinyLlama 1.6 s slower;
-// by 8 x 8 transposes of 16-byte row pieces, each column's 32 bytes are written whole.
-void transpose_half_group(const uint16_t *const rows[kGroupRows], int64_t n, uint16_t *out) {
-  for (int64_t k0 = 0; k0 < n; k0 += 8) {
+} // namespace
+
+// An element at a time this made loading the 2.2 GB F16 TinyLlama 1.6 s slower; by 8 x 8
+// transposes of 16-byte row pieces, each column's 32 bytes are written whole.
+void transpose_half_group(const uint16_t *const rows[16], int64_t n, uint16_t *out) {
+  int64_t k0 = 0;
+  for (; k0 + 8 <= n; k0 += 8) {
 #if defined(__SSE2__)
     for (int h = 0; h < 2; ++h) {
       __m128i r[8];
@@ -273,9 +275,11 @@ void transpose_half_group(const uint16_t *const rows[kGroupRows], int64_t n, uin
     }
 #endif
   }
+  for (; k0 < n; ++k0) {
+    for (int i = 0; i < kGroupRows; ++i)
+      out[k0 * kGroupRows + i] = rows[i][k0];
+  }
 }
-
-} // namespace
 
 bool can_pack_rows16(const WeightView &w) {
   return isa_packs(w.type) && !w.packed16 && w.rows > 0 && w.rows % kGroupRows == 0 && w.cols > 0 &&

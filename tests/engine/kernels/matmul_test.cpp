@@ -600,7 +600,8 @@ TEST(MatmulTest, HalfOutputsAreOneFmaChainUnderAvx2) {
   ScopedIsa scoped(Isa::kAvx2);
   ThreadPool pool1(1), pool3(3);
   for (TensorType t : {TensorType::kF16, TensorType::kBF16}) {
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{80, 96}, {37, 40}, {256, 520}, {7, 8}}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{80, 96}, {37, 40}, {256, 520}, {7, 8}, {21, 13}}) {
       const Matrix m = make_matrix(t, rows, cols, static_cast<uint32_t>(rows + cols), true);
       std::vector<uint8_t> buf(m.data.size());
       WeightView views[2] = {m.view(), m.view()};
@@ -631,6 +632,16 @@ TEST(MatmulTest, HalfOutputsAreOneFmaChainUnderAvx2) {
                   << " against " << want[i];
             }
           }
+        }
+        if (views[1].packed16) {
+          // The portable kernels read the column-major groups unpacked: their own bits.
+          ScopedIsa scalar(Isa::kScalar);
+          std::vector<float> rows_bits(want.size()), packed_bits(want.size(), -1.0f);
+          matmul(views[0], x.data(), n, rows_bits.data(), pool3);
+          matmul(views[1], x.data(), n, packed_bits.data(), pool3);
+          ASSERT_EQ(std::memcmp(rows_bits.data(), packed_bits.data(), want.size() * sizeof(float)),
+                    0)
+              << name(t) << " " << rows << "x" << cols << " n=" << n << " (scalar)";
         }
       }
     }
