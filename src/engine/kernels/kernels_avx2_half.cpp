@@ -108,31 +108,23 @@ GANTRY_AVX2_INLINE void groups_x_tokens(const uint16_t *w, int64_t gstride, int6
   float *yt = y + t0 * ldy;
   auto rows_of = [&](int64_t g_end) { return g_end == g1 ? valid : static_cast<int>(kGroupRows); };
   if (nt <= 3) {
-    // Decode: 4 groups for one token, 2 for two or three.
-    const int64_t step = nt == 1 ? 4 : 2;
-    int64_t g = g0;
-    for (; g + step <= g1; g += step) {
-      const uint16_t *wg = w + g * gstride;
-      float *o = yt + kGroupRows * g;
-      const int v = rows_of(g + step);
-      if (nt == 1)
-        tile<kType, 4, 1>(wg, gstride, x, n, o, ldy, v);
-      else if (nt == 2)
-        tile<kType, 2, 2>(wg, gstride, x, n, o, ldy, v);
-      else
-        tile<kType, 2, 3>(wg, gstride, x, n, o, ldy, v);
-    }
-    for (; g < g1; ++g) {
-      const uint16_t *wg = w + g * gstride;
-      float *o = yt + kGroupRows * g;
-      const int v = rows_of(g + 1);
-      if (nt == 1)
-        tile<kType, 1, 1>(wg, gstride, x, n, o, ldy, v);
-      else if (nt == 2)
-        tile<kType, 1, 2>(wg, gstride, x, n, o, ldy, v);
-      else
-        tile<kType, 1, 3>(wg, gstride, x, n, o, ldy, v);
-    }
+    // Decode: 4 groups at a time for one token, 2 for two or three; the groups left one by one.
+    auto run = [&]<int G, int T>() GANTRY_AVX2_LAMBDA {
+      auto one = [&]<int H>(int64_t g) GANTRY_AVX2_LAMBDA {
+        tile<kType, H, T>(w + g * gstride, gstride, x, n, yt + kGroupRows * g, ldy, rows_of(g + H));
+      };
+      int64_t g = g0;
+      for (; g + G <= g1; g += G)
+        one.template operator()<G>(g);
+      for (; g < g1; ++g)
+        one.template operator()<1>(g);
+    };
+    if (nt == 1)
+      run.template operator()<4, 1>();
+    else if (nt == 2)
+      run.template operator()<2, 2>();
+    else
+      run.template operator()<2, 3>();
     return;
   }
   // The fewest tiles of at most 6 tokens, of sizes as even as they go: 8 tokens (an 8-sequence
