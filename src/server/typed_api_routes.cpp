@@ -109,6 +109,24 @@ protected:
     return false;
   }
 
+  // A whole answer's result (Responses or Messages) from the call's output.
+  template <typename Result>
+  Result whole_result(const CallOutcome &outcome, const CallOutput &out) {
+    out_.complete_from(out);
+    Result result;
+    result.text = std::move(out_.text);
+    result.tool_calls = std::move(out_.calls);
+    result.finish_reason = outcome.finish_reason;
+    result.usage = usage_of(outcome);
+    return result;
+  }
+
+  void respond_whole(const CallOutcome &outcome, std::string body) {
+    http::Response r = http::Response::json(200, std::move(body));
+    add_outcome_headers(outcome, r.headers);
+    w_->respond(std::move(r));
+  }
+
   std::shared_ptr<http::ResponseWriter> w_;
   std::shared_ptr<CallOutcome> rec_;
   const std::string id_;
@@ -143,16 +161,9 @@ public:
       outcome.error->param = api::responses_param(outcome.error->param);
     if (finished(head, outcome))
       return;
-    out_.complete_from(output);
-    api::ResponsesResult result;
-    result.text = std::move(out_.text);
-    result.tool_calls = std::move(out_.calls);
-    result.finish_reason = outcome.finish_reason;
-    result.usage = usage_of(outcome);
-    http::Response r = http::Response::json(
-        200, api::render_responses_object({id_, head->meta.model, created_}, settings_, result));
-    add_outcome_headers(outcome, r.headers);
-    w_->respond(std::move(r));
+    respond_whole(
+        outcome, api::render_responses_object({id_, head->meta.model, created_}, settings_,
+                                              whole_result<api::ResponsesResult>(outcome, output)));
   }
 
 private:
@@ -175,16 +186,8 @@ public:
       api::to_anthropic_param(*outcome.error);
     if (finished(head, outcome))
       return;
-    out_.complete_from(output);
-    api::MessagesResult result;
-    result.text = std::move(out_.text);
-    result.tool_calls = std::move(out_.calls);
-    result.finish_reason = outcome.finish_reason;
-    result.usage = usage_of(outcome);
-    http::Response r =
-        http::Response::json(200, api::render_message({id_, head->meta.model}, result));
-    add_outcome_headers(outcome, r.headers);
-    w_->respond(std::move(r));
+    respond_whole(outcome, api::render_message({id_, head->meta.model},
+                                               whole_result<api::MessagesResult>(outcome, output)));
   }
 };
 

@@ -26,8 +26,6 @@ GANTRY_AVX2_INLINE int hsum_i32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-GANTRY_AVX2_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
-
 // ---- Q8_0 / Q4_0 / Q5_0 / IQ4_NL weights x Q8 activations ------------------------------------
 //
 // Every output is computed with the same arithmetic whatever the tile shape, thread or batch
@@ -330,29 +328,6 @@ GANTRY_AVX2 void rows_q8_groups(const WeightView &w, const Activations &a, int64
 
 // ---- float weights (F32 / F16 / BF16) x float activations -------------------------------------
 
-template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8(const void *row, int64_t i) {
-  if constexpr (kType == TensorType::kF32) {
-    return _mm256_loadu_ps(static_cast<const float *>(row) + i);
-  } else if constexpr (kType == TensorType::kF16) {
-    return _mm256_cvtph_ps(
-        _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i)));
-  } else {
-    const __m128i h =
-        _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-}
-
-template <TensorType kType> GANTRY_AVX2_INLINE float load1(const void *row, int64_t i) {
-  if constexpr (kType == TensorType::kF32) {
-    return static_cast<const float *>(row)[i];
-  } else if constexpr (kType == TensorType::kF16) {
-    return half_to_float(static_cast<const uint16_t *>(row)[i]);
-  } else {
-    return bf16_to_fp32(static_cast<const uint16_t *>(row)[i]);
-  }
-}
-
 // An output from its 8 lane sums over columns [0, k) and the columns [k, n) left over. Every
 // float kernel ends this way, so that an output has the same bits whichever computed it.
 template <TensorType kType>
@@ -494,18 +469,10 @@ GANTRY_AVX2_INLINE float abs_max(const float *x, int64_t n) {
 GANTRY_AVX2 void matmul_rows(const WeightView &w, const Activations &a, int64_t t0, int64_t t1,
                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
   if (w.packed16) {
-    // matmul.cpp hands packed rows only to calls matmul_rows_packed takes, but for F16/BF16
-    // groups the AVX-512 kernels packed (not k_major) should they forward one here: those run
-    // on rows unpacked to scratch.
-    if (matmul_rows_packed(w, a, t0, t1, r0, r1, y, ldy))
-      return;
-    assert(w.type == TensorType::kF16 || w.type == TensorType::kBF16);
-    thread_local std::vector<char> t_rows;
-    const size_t stride = row_bytes(w.type, w.cols);
-    t_rows.resize(stride * static_cast<size_t>(r1 - r0));
-    unpack_rows16(w, r0, r1, t_rows.data());
-    matmul_rows(make_weight_view(w.type, t_rows.data(), r1 - r0, w.cols), a, t0, t1, 0, r1 - r0,
-                y + r0, ldy);
+    // matmul.cpp hands packed rows only to calls matmul_rows_packed takes (packed_kernels_take;
+    // the AVX-512 kernels read their own packed F16/BF16 groups and forward only row-major tails).
+    [[maybe_unused]] const bool done = matmul_rows_packed(w, a, t0, t1, r0, r1, y, ldy);
+    assert(done);
     return;
   }
   switch (w.type) {

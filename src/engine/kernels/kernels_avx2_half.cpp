@@ -38,14 +38,6 @@ constexpr int64_t kGroupRows = 16;
 // broadcast activation 15 of the 16 ymm registers.
 constexpr int kTileTokens = 6;
 
-template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8h(const uint16_t *p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-  if constexpr (kType == TensorType::kF16)
-    return _mm256_cvtph_ps(h);
-  else
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
 // G column-major groups (group i at w + i * gstride elements; row r's column k at k * 16 + r) x T
 // tokens (token j's activations at x + j * n). Output row r of group i, token j: out + j * ldy +
 // 16 * i + r, for the first `valid` rows of the last group (all 16 of the others).
@@ -65,7 +57,7 @@ GANTRY_AVX2_INLINE void tile(const uint16_t *w, int64_t gstride, const float *x,
 #pragma GCC unroll 8
     for (int i = 0; i < G; ++i) {
       const uint16_t *col = w + i * gstride + k * kGroupRows;
-      const __m256 w0 = load8h<kType>(col), w1 = load8h<kType>(col + 8);
+      const __m256 w0 = load8<kType>(col, 0), w1 = load8<kType>(col, 8);
 #pragma GCC unroll 8
       for (int j = 0; j < T; ++j) {
         // A broadcast from memory is a load alone (no shuffle): re-read per group rather than
@@ -161,7 +153,7 @@ GANTRY_AVX2_INLINE void columns8(const uint16_t *const *rows, int64_t k0, __m256
   __m256 r[8];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
-    r[i] = load8h<kType>(rows[i] + k0);
+    r[i] = load8<kType>(rows[i], k0);
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
   const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -211,10 +203,8 @@ GANTRY_AVX2_INLINE void rows16_decode(const uint16_t *const rows[kGroupRows], co
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       alignas(32) float col[8];
-      for (int i = 0; i < 8; ++i) {
-        const uint16_t v = rows[8 * h + i][k0];
-        col[i] = kType == TensorType::kF16 ? _cvtsh_ss(v) : bf16_to_fp32(v);
-      }
+      for (int i = 0; i < 8; ++i)
+        col[i] = load1<kType>(rows[8 * h + i], k0);
       const __m256 c = _mm256_load_ps(col);
 #pragma GCC unroll 4
       for (int j = 0; j < T; ++j)

@@ -35,6 +35,32 @@ GANTRY_AVX2_INLINE void q6k_values(__m256i l0, __m256i l1, __m256i qh, __m256i u
   }
 }
 
+GANTRY_AVX2_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+// Float weights (F32/F16/BF16): elements i..i + 7 of a row, and element i alone.
+template <TensorType kType> GANTRY_AVX2_INLINE __m256 load8(const void *row, int64_t i) {
+  if constexpr (kType == TensorType::kF32) {
+    return _mm256_loadu_ps(static_cast<const float *>(row) + i);
+  } else if constexpr (kType == TensorType::kF16) {
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i)));
+  } else {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <TensorType kType> GANTRY_AVX2_INLINE float load1(const void *row, int64_t i) {
+  if constexpr (kType == TensorType::kF32) {
+    return static_cast<const float *>(row)[i];
+  } else if constexpr (kType == TensorType::kF16) {
+    return half_to_float(static_cast<const uint16_t *>(row)[i]);
+  } else {
+    return bf16_to_fp32(static_cast<const uint16_t *>(row)[i]);
+  }
+}
+
 // The sum of v's 8 lanes, in the one order every float kernel ends with.
 GANTRY_AVX2_INLINE float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
