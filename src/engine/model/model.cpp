@@ -129,6 +129,27 @@ Model::Arena::~Arena() {
     munmap(base, size);
 }
 
+std::vector<std::pair<const void *, size_t>> Model::decode_weight_ranges() const {
+  std::vector<std::pair<const void *, size_t>> out;
+  auto add = [&](const WeightView &v) {
+    if (v.data != nullptr && v.rows > 0)
+      out.emplace_back(v.data, static_cast<size_t>(v.rows) * v.row_stride);
+  };
+  for (const Layer &l : layers_) {
+    for (const WeightView *v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      add(*v);
+  }
+  add(output_);
+  return out;
+}
+
+size_t Model::decode_weight_bytes() const {
+  size_t n = 0;
+  for (const auto &r : decode_weight_ranges())
+    n += r.second;
+  return n;
+}
+
 std::vector<std::pair<const void *, size_t>> Model::pack_weights() {
   std::vector<std::pair<const void *, size_t>> released;
   const char *off = std::getenv("GANTRY_NO_REPACK");

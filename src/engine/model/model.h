@@ -73,6 +73,13 @@ public:
 
   // Bytes of weights repacked at load for the decode kernels (0 when none were).
   size_t repacked_bytes() const { return repacked_bytes_; }
+  // Bytes of the matrices one decode step reads whole: every layer's projections and the LM
+  // head (the token embedding gives one row per token). What decode bandwidth is counted by:
+  // the file's size overstates it by the embedding table (6 % of a 1.1B F16 file).
+  size_t decode_weight_bytes() const;
+  // Those matrices' bytes, in the order a decode step reads them (`gantry bench engine` reads
+  // them between decode steps to measure the bandwidth decode is judged against).
+  std::vector<std::pair<const void *, size_t>> decode_weight_ranges() const;
 
 private:
   struct Layer {

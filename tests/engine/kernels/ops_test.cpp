@@ -191,5 +191,44 @@ TEST(OpsTest, Avx2ExpLanesGiveStdExpsBits) {
 }
 #endif
 
+// The read probe's kernel must read every byte of its range and none beyond it, whatever the
+// pattern, size and alignment: its result changes when any byte inside changes and not when one
+// just outside does.
+TEST(OpsTest, ReadBytesReadsEveryByteOfItsRangeOnly) {
+  const size_t span = 8 * (size_t{64} << 10); // the widest pattern's span
+  const size_t sizes[] = {0, 1, 31, 33, 64, 4095, span - 1, span, 2 * span + 100};
+  std::vector<uint8_t> buf(3 * span + 256);
+  for (size_t i = 0; i < buf.size(); ++i)
+    buf[i] = static_cast<uint8_t>(i * 131 + 7);
+  for (Isa isa : available_isas()) {
+    ScopedIsa scope(isa);
+    for (const ReadPattern pat : kReadPatterns) {
+      for (size_t n : sizes) {
+        for (size_t off : {size_t{64}, size_t{65}, size_t{99}}) {
+          const uint8_t *p = buf.data() + off;
+          const uint64_t base = read_bytes(p, n, pat);
+          std::vector<size_t> at = {0, n / 2, n - 1, n / 3 + 1};
+          for (size_t b = 64 << 10; b < n; b += 64 << 10)
+            at.push_back(b); // the 64 KiB block boundaries
+          for (size_t i : at) {
+            if (i >= n)
+              continue;
+            buf[off + i] ^= 0x5A;
+            const uint64_t changed = read_bytes(p, n, pat);
+            buf[off + i] ^= 0x5A;
+            ASSERT_NE(changed, base) << isa_name(isa) << " streams=" << pat.streams << " n=" << n
+                                     << " off=" << off << " byte " << i;
+          }
+          buf[off + n] ^= 0x5A; // just past the end
+          buf[off - 1] ^= 0x5A; // just before the start
+          EXPECT_EQ(read_bytes(p, n, pat), base) << isa_name(isa) << " n=" << n;
+          buf[off + n] ^= 0x5A;
+          buf[off - 1] ^= 0x5A;
+        }
+      }
+    }
+  }
+}
+
 } // namespace
 } // namespace gantry::engine::kernels
