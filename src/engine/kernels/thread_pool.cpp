@@ -84,6 +84,19 @@ void ThreadPool::run(FunctionRef<void(int)> fn) {
 }
 
 void ThreadPool::work_chunks(int thread) {
+  if (chunk_grain_ < 0) { // parallel_for_guided: -grain is the alignment
+    const int64_t align = -chunk_grain_, parts = 2 * static_cast<int64_t>(n_threads_);
+    int64_t b = next_.load(std::memory_order_relaxed);
+    while (b < chunk_n_) {
+      const int64_t want = ((chunk_n_ - b) / parts + align - 1) / align * align;
+      const int64_t e = std::min(chunk_n_, b + std::max(want, align));
+      if (!next_.compare_exchange_weak(b, e, std::memory_order_relaxed))
+        continue; // b now holds the current value
+      (*chunk_fn_)(b, e, thread);
+      b = next_.load(std::memory_order_relaxed);
+    }
+    return;
+  }
   for (;;) {
     const int64_t b = next_.fetch_add(chunk_grain_, std::memory_order_relaxed);
     if (b >= chunk_n_)

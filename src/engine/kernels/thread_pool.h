@@ -66,6 +66,20 @@ public:
     run_chunks(n, grain, fn);
   }
 
+  // Like parallel_for, but chunks shrink as the work runs out: each takes 1/(2 x threads) of what
+  // is left, rounded up to a multiple of `align` (at least `align`), so that the threads finish
+  // within one small chunk of each other.
+  template <typename F> void parallel_for_guided(int64_t n, int64_t align, F &&fn) {
+    if (n <= 0)
+      return;
+    align = std::max<int64_t>(align, 1);
+    if (n <= align || n_threads_ == 1) {
+      fn(int64_t{0}, n, 0);
+      return;
+    }
+    run_chunks(n, -align, fn);
+  }
+
   // Like parallel_for with a grain chosen to give each thread a few chunks.
   template <typename F> void parallel_for(int64_t n, F &&fn) {
     const int64_t chunks = static_cast<int64_t>(n_threads_) * 4;

@@ -1,8 +1,11 @@
 #include "engine/kernels/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -42,6 +45,52 @@ TEST(ThreadPoolTest, ParallelForCoversRangeExactlyOnce) {
       });
       for (int64_t i = 0; i < n; ++i) {
         ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << "n=" << n << " grain=" << grain;
+      }
+    }
+  }
+}
+
+// Guided chunks: [0, n) exactly once, every chunk starting on a multiple of `align` and at least
+// `align` long (but the one that ends at n), none longer than a quarter of what was left for 2
+// threads (1/(2 x threads), rounded up to the alignment), so the last ones are small.
+TEST(ThreadPoolTest, GuidedChunksCoverRangeOnceAlignedAndShrinking) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 31, 32, 33, 2560, 11264, 32001}) {
+      for (int64_t align : {1, 16, 32}) {
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+        std::mutex mu;
+        std::vector<std::pair<int64_t, int64_t>> chunks;
+        pool.parallel_for_guided(n, align, [&](int64_t b, int64_t e, int thread) {
+          EXPECT_LT(b, e);
+          EXPECT_GE(thread, 0);
+          EXPECT_LT(thread, threads);
+          for (int64_t i = b; i < e; ++i)
+            seen[static_cast<size_t>(i)]++;
+          std::lock_guard<std::mutex> lk(mu);
+          chunks.emplace_back(b, e);
+        });
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << "n=" << n << " align=" << align;
+        const int64_t parts = 2 * threads;
+        for (const auto &[b, e] : chunks) {
+          EXPECT_EQ(b % align, 0) << "n=" << n << " align=" << align;
+          if (e != n) {
+            EXPECT_GE(e - b, align);
+          }
+          if (threads > 1 && n > align) {
+            const int64_t cap = std::max(align, ((n - b) / parts + align - 1) / align * align);
+            EXPECT_LE(e - b, cap) << "n=" << n << " b=" << b;
+          }
+        }
+        if (threads > 1 && n >= 2560 && align == 32) {
+          // The chunk that ends the range is small: at most two alignments.
+          for (const auto &[b, e] : chunks) {
+            if (e == n) {
+              EXPECT_LE(e - b, 2 * align) << "n=" << n;
+            }
+          }
+        }
       }
     }
   }
