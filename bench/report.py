@@ -82,6 +82,19 @@ def side_by_side_section(res):
         goals.append(f"{m['model']} vs llama.cpp here: pp {m['pp_ratio']:.2f}x, tg "
                      f"{m['tg_ratio']:.2f}x (goal 1.2x: pp {verdict(m['pp_ratio'] >= 1.2)}, "
                      f"tg {verdict(m['tg_ratio'] >= 1.2)})")
+    # Issue 16's bandwidth goal, by Gantry's own step-by-step probe (decode steps each followed by
+    # a plain read of the same weights), which the goal names for Q8_0 and F16.
+    probed = [m for m in j["models"] if "decode_read_ratio" in m]
+    if probed:
+        out += ["", "Decode against a plain read of its own weights, step by step (`gantry bench "
+                "engine --read-probe`, medians of the rounds):", ""]
+        for m in probed:
+            r = m["decode_read_ratio"]
+            out.append(f"- {m['model']}: {m['probe_decode_gbps']:.1f} of {m['probe_read_gbps']:.1f} "
+                       f"GB/s, {100 * r:.0f} %")
+            if m["model"].endswith(("q8_0", "f16")):
+                goals.append(f"{m['model']} decode at {100 * r:.0f} % of a read of its weights "
+                             f"(goal 90 %: {verdict(r >= 0.9)})")
     return out, goals
 
 
