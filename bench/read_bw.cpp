@@ -61,7 +61,8 @@ int main(int argc, char **argv) {
   const int reps = std::max(1, arg_int(argc, argv, "--reps", 5));
   const bool json = arg_flag(argc, argv, "--json");
   // The scalar ISA reads one way only (GANTRY_NO_AVX2=1, or a CPU without AVX2).
-  const size_t npat = k::active_isa() == k::Isa::kScalar ? 1 : std::size(k::kReadPatterns);
+  const auto patterns = k::read_patterns();
+  const size_t npat = patterns.size();
 
   const size_t bytes = static_cast<size_t>(mib) << 20;
   // An anonymous mapping with huge pages advised, as the engine's packed weight arena has.
@@ -119,10 +120,10 @@ int main(int argc, char **argv) {
 
   std::vector<std::vector<double>> gbps(npat);
   for (size_t i = 0; i < npat; ++i)
-    (void)pass(k::kReadPatterns[i]); // warm-up
+    (void)pass(patterns[i]); // warm-up
   for (int r = 0; r < reps; ++r) {
     for (size_t i = 0; i < npat; ++i)
-      gbps[i].push_back(pass(k::kReadPatterns[i]));
+      gbps[i].push_back(pass(patterns[i]));
   }
   munmap(map, bytes);
 
@@ -134,11 +135,7 @@ int main(int argc, char **argv) {
       top = i;
   }
   const double best = *std::max_element(gbps[top].begin(), gbps[top].end());
-  auto name = [&](size_t i) {
-    return std::to_string(k::kReadPatterns[i].streams) + "x" +
-           (k::kReadPatterns[i].prefetch != 0 ? "+pf" + std::to_string(k::kReadPatterns[i].prefetch)
-                                              : "");
-  };
+  auto name = [&](size_t i) { return k::read_pattern_name(patterns[i]); };
   if (json) {
     std::string per_pattern;
     for (size_t i = 0; i < npat; ++i) {

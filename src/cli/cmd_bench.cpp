@@ -138,7 +138,8 @@ ProbeResult read_probe(engine::Engine &eng, const engine::Model &model, int step
       at += take;
     }
   }
-  const size_t npat = k::active_isa() == k::Isa::kScalar ? 1 : std::size(k::kReadPatterns);
+  const auto patterns = k::read_patterns();
+  const size_t npat = patterns.size();
   engine::GenerationRequest r;
   r.prompt = random_prompt(4, model.config().n_vocab, 400);
   r.max_tokens = steps + 1;
@@ -159,13 +160,15 @@ ProbeResult read_probe(engine::Engine &eng, const engine::Model &model, int step
     pool.run([&](int t) {
       uint64_t s = 0;
       for (const auto &[p, n] : shares[static_cast<size_t>(t)])
-        s += k::read_bytes(p, n, k::kReadPatterns[pi]);
+        s += k::read_bytes(p, n, patterns[pi]);
       sink.fetch_add(s, std::memory_order_relaxed);
     });
     rd[pi].push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   while (!eng.idle())
     (void)eng.step();
+  if (dec.empty())
+    return res;
   res.steps = static_cast<int>(dec.size());
   res.decode_gbps = static_cast<double>(total) / 1e9 / median(dec);
   for (size_t pi = 0; pi < npat; ++pi) {
@@ -174,10 +177,7 @@ ProbeResult read_probe(engine::Engine &eng, const engine::Model &model, int step
     const double g = static_cast<double>(total) / 1e9 / median(rd[pi]);
     if (g > res.read_gbps) {
       res.read_gbps = g;
-      res.pattern = std::to_string(k::kReadPatterns[pi].streams) + "x" +
-                    (k::kReadPatterns[pi].prefetch != 0
-                         ? "+pf" + std::to_string(k::kReadPatterns[pi].prefetch)
-                         : "");
+      res.pattern = k::read_pattern_name(patterns[pi]);
     }
   }
   return res;

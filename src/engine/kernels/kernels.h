@@ -13,6 +13,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
+#include <string>
 
 #include "engine/gguf/tensor_type.h"
 #include "engine/kernels/thread_pool.h"
@@ -184,6 +186,10 @@ struct ReadPattern {
   int prefetch = 0;
 };
 inline constexpr ReadPattern kReadPatterns[] = {{1, 0}, {4, 0}, {8, 0}, {4, 1024}, {8, 1024}};
+// The patterns read_bytes reads differently under the active ISA: all of kReadPatterns, the
+// first alone under the scalar one. And a pattern's name in probe output ("4x+pf1024").
+std::span<const ReadPattern> read_patterns();
+std::string read_pattern_name(ReadPattern pattern);
 // Reads every byte of [p, p + bytes) once and returns a sum of them (so the reads are not
 // optimised away); the read probe's kernel. The scalar ISA reads one stream, 16 bytes at a time.
 uint64_t read_bytes(const void *p, size_t bytes, ReadPattern pattern);

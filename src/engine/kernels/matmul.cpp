@@ -358,6 +358,16 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
       work(r0, std::min(total_rows, r0 + rows_per_chunk));
     return;
   }
+  if (n_tokens < 4) {
+    // Decode streams the weights once and every chunk costs what its bytes do: chunks that
+    // shrink as the rows run out leave the threads finishing within a small chunk of each
+    // other. With a quarter of each thread's rows per chunk, the waiting in the pool was 5.7 %
+    // of the Q8_0 decode kernel's time (perf samples, 256 tokens of the 1.1B); shrinking
+    // chunks of at least two 16-row tiles or groups (whole pairs for the Q8_0 kernel; the
+    // matrix x vector kernels of kernels_avx512_gemv.cpp take whole 16-row tiles), 3.4 %.
+    pool.parallel_for_guided(total_rows, 32, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
+    return;
+  }
   // Chunks are multiples of 8 rows (the kernels' widest row tile); several per thread so that a
   // thread slowed by other processes on the machine does not leave the others idle at the end.
   int64_t grain = total_rows / (pool.size() * 4);
@@ -365,20 +375,9 @@ void matmul_multi(const MatmulOut *outs, int n_outs, const float *x, int64_t n_t
     // Several token chunks per row chunk: keep the row chunk cache-sized.
     grain = std::min<int64_t>(grain, kWeightChunkBytes / static_cast<int64_t>(w.row_stride));
   }
-  // Decode: whole 16-row tiles of the matrix x vector kernels (kernels_avx512_gemv.cpp); packed
-  // matrices: whole 16-row groups.
-  const int64_t tile = n_tokens < 4 || w.packed16 ? 16 : 8;
+  // Packed matrices: whole 16-row groups.
+  const int64_t tile = w.packed16 ? 16 : 8;
   grain = std::max<int64_t>(tile, (grain + tile - 1) / tile * tile);
-  if (n_tokens < 4) {
-    // Decode streams the weights once and every chunk costs what its bytes do: chunks that
-    // shrink as the rows run out leave the threads finishing within a small chunk of each
-    // other. With a quarter of each thread's rows per chunk, the waiting in the pool was 5.7 %
-    // of the Q8_0 decode kernel's time (perf samples, 256 tokens of the 1.1B); shrinking
-    // chunks of at least two 16-row groups (whole pairs for the Q8_0 kernel), 3.4 %.
-    pool.parallel_for_guided(total_rows, 2 * tile,
-                             [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
-    return;
-  }
   pool.parallel_for(total_rows, grain, [&](int64_t r0, int64_t r1, int) { work(r0, r1); });
 }
 

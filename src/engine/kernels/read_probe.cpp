@@ -70,6 +70,16 @@ uint64_t read_scalar(const uint8_t *p, size_t bytes) {
 
 } // namespace
 
+std::span<const ReadPattern> read_patterns() {
+  return std::span<const ReadPattern>(kReadPatterns)
+      .first(active_isa() == Isa::kScalar ? 1 : std::size(kReadPatterns));
+}
+
+std::string read_pattern_name(ReadPattern pattern) {
+  return std::to_string(pattern.streams) + "x" +
+         (pattern.prefetch != 0 ? "+pf" + std::to_string(pattern.prefetch) : "");
+}
+
 uint64_t read_bytes(const void *p, size_t bytes, ReadPattern pattern) {
   const auto *b = static_cast<const uint8_t *>(p);
   return active_isa() == Isa::kScalar ? read_scalar(b, bytes) : read_avx2(b, bytes, pattern);

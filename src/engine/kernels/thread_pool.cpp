@@ -84,8 +84,8 @@ void ThreadPool::run(FunctionRef<void(int)> fn) {
 }
 
 void ThreadPool::work_chunks(int thread) {
-  if (chunk_grain_ < 0) { // parallel_for_guided: -grain is the alignment
-    const int64_t align = -chunk_grain_, parts = 2 * static_cast<int64_t>(n_threads_);
+  if (chunk_guided_) { // parallel_for_guided: chunk_grain_ is the alignment
+    const int64_t align = chunk_grain_, parts = 2 * static_cast<int64_t>(n_threads_);
     int64_t b = next_.load(std::memory_order_relaxed);
     while (b < chunk_n_) {
       const int64_t want = ((chunk_n_ - b) / parts + align - 1) / align * align;
@@ -105,10 +105,11 @@ void ThreadPool::work_chunks(int thread) {
   }
 }
 
-void ThreadPool::run_chunks(int64_t n, int64_t grain, ChunkFn fn) {
+void ThreadPool::run_chunks(int64_t n, int64_t grain, ChunkFn fn, bool guided) {
   chunk_fn_ = &fn;
   chunk_n_ = n;
   chunk_grain_ = grain;
+  chunk_guided_ = guided;
   next_.store(0, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   ++last_generation_;

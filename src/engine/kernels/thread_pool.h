@@ -77,7 +77,7 @@ public:
       fn(int64_t{0}, n, 0);
       return;
     }
-    run_chunks(n, -align, fn);
+    run_chunks(n, align, fn, /*guided=*/true);
   }
 
   // Like parallel_for with a grain chosen to give each thread a few chunks.
@@ -91,7 +91,8 @@ private:
   // parallel_for's engine: workers join only while chunks remain, and the caller waits only for
   // workers that joined. On a machine with more runnable threads than cores a descheduled worker
   // then costs nothing: the caller does its share instead of waiting for it to wake up.
-  void run_chunks(int64_t n, int64_t grain, ChunkFn fn);
+  // guided: grain is the alignment of chunks that shrink (parallel_for_guided).
+  void run_chunks(int64_t n, int64_t grain, ChunkFn fn, bool guided = false);
   void publish(uint64_t gate);
   void work_chunks(int thread);
   void worker_loop(int index);
@@ -111,6 +112,7 @@ private:
   const ChunkFn *chunk_fn_ = nullptr;
   int64_t chunk_n_ = 0;
   int64_t chunk_grain_ = 0;
+  bool chunk_guided_ = false;
   std::atomic<bool> stop_{false};
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;
