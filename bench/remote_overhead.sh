@@ -11,6 +11,9 @@
 #   direct — the upstream itself
 #   nginx  — nginx proxy_pass to it (upstream keepalive 64)
 #   gantry — gantry serve --model bench=http://127.0.0.1:UP/v1, keyed request with limits + budget
+#   relay  — bench/tcp_relay: bytes relayed to the upstream, nothing parsed (two threads per
+#            connection blocking in recv/send). The floor: what one more loopback hop and its two
+#            wake-ups cost on this host, which no proxy can add less than.
 # 1. throughput at CONNS connections (fixed_rate far above capacity: achieved req/s);
 # 2. latency at one connection and a low rate: p50 over the direct call;
 # 3. streamed: time to the first content chunk (bench/stream_load, one client, TTFT_REQUESTS
@@ -31,6 +34,10 @@ PROXY=$(free_port)
 start_proxy proxy "$PROXY" "$UP"
 PROXYS=$(free_port) # the streams' proxy: passes each event on as it comes
 start_proxy proxys "$PROXYS" "$UPS" "proxy_buffering off;"
+exec {relay_fd}< <(exec "$BUILD/bench/tcp_relay" --upstream "$UP") && pids+=($!)
+read -r -u "$relay_fd" RELAY
+exec {relays_fd}< <(exec "$BUILD/bench/tcp_relay" --upstream "$UPS") && pids+=($!)
+read -r -u "$relays_fd" RELAYS
 sleep 0.5
 GPORT=$(free_port)
 # --no-cache: the streamed requests are greedy (cacheable) and repeat from round to round; what
@@ -57,22 +64,28 @@ ttft() { # port model [header]: p50 time to the first content chunk, in microsec
   "$STREAM" --port "$1" --model "$2" --clients 1 --rounds "$TTFT_REQUESTS" --max-tokens 16 "${extra[@]}" |
     python3 -c "import sys,json; d=json.load(sys.stdin); assert d['errors'] == 0, d; print(round(d['ttft_p50_s'] * 1e6))"
 }
-rps_n=(); rps_g=(); p50_d=(); p50_n=(); p50_g=(); t_d=(); t_n=(); t_g=()
+rps_n=(); rps_g=(); rps_r=(); p50_d=(); p50_n=(); p50_g=(); p50_r=(); t_d=(); t_n=(); t_g=(); t_r=()
 for r in $(seq "$ROUNDS"); do
   n=$(run "$PROXY" "$CONNS" 1000000); g=$(run "$GPORT" "$CONNS" 1000000 "Authorization: Bearer $KEY")
-  echo "round $r c=$CONNS nginx : $n"; echo "round $r c=$CONNS gantry: $g"
-  rps_n+=($(echo "$n" | field achieved)); rps_g+=($(echo "$g" | field achieved))
+  rl=$(run "$RELAY" "$CONNS" 1000000)
+  echo "round $r c=$CONNS nginx : $n"; echo "round $r c=$CONNS gantry: $g"; echo "round $r c=$CONNS relay : $rl"
+  rps_n+=($(echo "$n" | field achieved)); rps_g+=($(echo "$g" | field achieved)); rps_r+=($(echo "$rl" | field achieved))
   d=$(run "$UP" 1 300); n=$(run "$PROXY" 1 300); g=$(run "$GPORT" 1 300 "Authorization: Bearer $KEY")
-  echo "round $r c=1 direct: $d"; echo "round $r c=1 nginx : $n"; echo "round $r c=1 gantry: $g"
+  rl=$(run "$RELAY" 1 300)
+  echo "round $r c=1 direct: $d"; echo "round $r c=1 nginx : $n"; echo "round $r c=1 gantry: $g"; echo "round $r c=1 relay : $rl"
   p50_d+=($(echo "$d" | field p50_us)); p50_n+=($(echo "$n" | field p50_us)); p50_g+=($(echo "$g" | field p50_us))
+  p50_r+=($(echo "$rl" | field p50_us))
   t_d+=($(ttft "$UPS" up)); t_n+=($(ttft "$PROXYS" up)); t_g+=($(ttft "$GPORT" bench-stream "Authorization: Bearer $KEY"))
-  echo "round $r streamed TTFT p50: direct ${t_d[-1]} us, nginx ${t_n[-1]} us, gantry ${t_g[-1]} us"
+  t_r+=($(ttft "$RELAYS" up))
+  echo "round $r streamed TTFT p50: direct ${t_d[-1]} us, nginx ${t_n[-1]} us, gantry ${t_g[-1]} us, relay ${t_r[-1]} us"
 done
-python3 - "${rps_n[*]}" "${rps_g[*]}" "${p50_d[*]}" "${p50_n[*]}" "${p50_g[*]}" "${t_d[*]}" "${t_n[*]}" "${t_g[*]}" <<'PY'
+python3 - "${rps_n[*]}" "${rps_g[*]}" "${p50_d[*]}" "${p50_n[*]}" "${p50_g[*]}" "${t_d[*]}" "${t_n[*]}" "${t_g[*]}" \
+  "${rps_r[*]}" "${p50_r[*]}" "${t_r[*]}" <<'PY'
 import sys, statistics as st
-rn, rg, d, n, g, td, tn, tg = ([float(x) for x in a.split()] for a in sys.argv[1:9])
-print(f"throughput at the connection count: nginx {st.median(rn):.0f} req/s, gantry {st.median(rg):.0f} req/s, ratio {st.median(rg)/st.median(rn):.2f}x")
-print(f"p50 at 1 connection: direct {st.median(d):.0f} us, nginx {st.median(n):.0f} us (+{st.median(n)-st.median(d):.0f}), gantry {st.median(g):.0f} us (+{st.median(g)-st.median(d):.0f})")
-print(f"streamed TTFT p50 (new connection each): direct {st.median(td):.0f} us, nginx {st.median(tn):.0f} us (+{st.median(tn)-st.median(td):.0f}), gantry {st.median(tg):.0f} us (+{st.median(tg)-st.median(td):.0f})")
+rn, rg, d, n, g, td, tn, tg, rr, r, tr = ([float(x) for x in a.split()] for a in sys.argv[1:12])
+m = st.median
+print(f"throughput at the connection count: nginx {m(rn):.0f} req/s, gantry {m(rg):.0f} req/s, ratio {m(rg)/m(rn):.2f}x (relay {m(rr):.0f} req/s)")
+print(f"p50 at 1 connection: direct {m(d):.0f} us, nginx {m(n):.0f} us (+{m(n)-m(d):.0f}), gantry {m(g):.0f} us (+{m(g)-m(d):.0f}); floor: relay {m(r):.0f} us (+{m(r)-m(d):.0f})")
+print(f"streamed TTFT p50 (new connection each): direct {m(td):.0f} us, nginx {m(tn):.0f} us (+{m(tn)-m(td):.0f}), gantry {m(tg):.0f} us (+{m(tg)-m(td):.0f}); floor: relay {m(tr):.0f} us (+{m(tr)-m(td):.0f})")
 PY
 echo "request log lines: $(grep -c . "$tmp/requests.log" || true)"
