@@ -118,10 +118,12 @@ int main(int argc, char **argv) {
   };
   std::deque<int> spare;
   auto add_spare = [&] {
-    if (const int fd = open_upstream(upstream); fd >= 0) {
-      spare.push_back(fd);
-      watch(fd, kSpare);
-    }
+    const int fd = open_upstream(upstream);
+    if (fd < 0)
+      return false;
+    spare.push_back(fd);
+    watch(fd, kSpare);
+    return true;
   };
   for (int i = 0; i < spares; ++i)
     add_spare();
@@ -150,10 +152,17 @@ int main(int argc, char **argv) {
   std::vector<epoll_event> events(256);
   char buf[16 * 1024];
   for (;;) {
-    const int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), -1);
+    // Spares are opened only when nothing waits (a poll found no event), so that opening one
+    // is never on a request's path: a proxy's kept-alive pool has its connection already.
+    const bool refill = static_cast<int>(spare.size()) < spares;
+    const int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), refill ? 0 : -1);
     if (n < 0 && errno == EINTR)
       continue;
-    int accepted = 0;
+    if (n == 0 && refill) {
+      if (!add_spare())
+        spares = static_cast<int>(spare.size()); // upstream refusing: stop polling for it
+      continue;
+    }
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == lfd) {
@@ -170,7 +179,6 @@ int main(int argc, char **argv) {
         spare.pop_front();
         no_delay(c);
         pair_up(c, up);
-        ++accepted;
         continue;
       }
       if (static_cast<size_t>(fd) >= partner.size() || partner[fd] == kIdle)
@@ -191,8 +199,5 @@ int main(int argc, char **argv) {
         continue;
       }
     }
-    // Spares for the next connections, after this batch's bytes went on.
-    for (; accepted > 0 && static_cast<int>(spare.size()) < spares; --accepted)
-      add_spare();
   }
 }
