@@ -107,14 +107,14 @@ int main(int argc, char **argv) {
   // connection (watched too: one the upstream closes while it waits is replaced).
   constexpr int kIdle = -1, kSpare = -2;
   std::vector<int> partner;
-  auto watch = [&](int fd, int to) {
+  auto watch = [&](int fd, int to, int op) { // op: EPOLL_CTL_ADD, or _MOD for a spare
     if (partner.size() <= static_cast<size_t>(fd))
       partner.resize(static_cast<size_t>(fd) + 1, kIdle);
     partner[fd] = to;
     epoll_event e{};
     e.events = EPOLLIN | EPOLLRDHUP;
     e.data.fd = fd;
-    epoll_ctl(ep, to == kSpare ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
+    epoll_ctl(ep, op, fd, &e);
   };
   std::deque<int> spare;
   auto add_spare = [&] {
@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     if (fd < 0)
       return false;
     spare.push_back(fd);
-    watch(fd, kSpare);
+    watch(fd, kSpare, EPOLL_CTL_ADD);
     return true;
   };
   for (int i = 0; i < spares; ++i)
@@ -130,14 +130,8 @@ int main(int argc, char **argv) {
   std::printf("%d\n", ntohs(addr.sin_port));
   std::fflush(stdout);
   auto pair_up = [&](int client, int up) {
-    if (partner.size() <= static_cast<size_t>(client))
-      partner.resize(static_cast<size_t>(client) + 1, kIdle);
-    partner[client] = up;
-    epoll_event e{};
-    e.events = EPOLLIN | EPOLLRDHUP;
-    e.data.fd = client;
-    epoll_ctl(ep, EPOLL_CTL_ADD, client, &e);
-    watch(up, client);
+    watch(client, up, EPOLL_CTL_ADD);
+    watch(up, client, EPOLL_CTL_MOD); // watched since it became a spare
   };
   auto drop = [&](int fd) {
     const int other = partner[fd];
