@@ -44,7 +44,9 @@ constexpr int kTileTokens = 6;
 template <TensorType kType, int G, int T>
 GANTRY_AVX2_INLINE void tile(const uint16_t *w, int64_t gstride, const float *x, int64_t n,
                              float *out, int64_t ldy, int valid = kGroupRows,
-                             const uint16_t *next = nullptr) { // next: a group to prefetch
+                             const char *pf = nullptr, int pf_step = 0) {
+  // pf: bytes to prefetch into L2, pf_step of them per column (the next group's, see
+  // groups_x_tokens).
   __m256 acc[G][2][T];
 #pragma GCC unroll 8
   for (int i = 0; i < G; ++i) {
@@ -55,8 +57,8 @@ GANTRY_AVX2_INLINE void tile(const uint16_t *w, int64_t gstride, const float *x,
     }
   }
   for (int64_t k = 0; k < n; ++k) {
-    if (next != nullptr)
-      _mm_prefetch(reinterpret_cast<const char *>(next + k * kGroupRows), _MM_HINT_T1);
+    if (pf != nullptr)
+      _mm_prefetch(pf + k * pf_step, _MM_HINT_T1);
 #pragma GCC unroll 8
     for (int i = 0; i < G; ++i) {
       const uint16_t *col = w + i * gstride + k * kGroupRows;
@@ -137,20 +139,35 @@ GANTRY_AVX2_INLINE void groups_x_tokens(const uint16_t *w, int64_t gstride, int6
       const int64_t size = (nt - j + tiles - i - 1) / (tiles - i);
       const float *xj = x + j * n;
       float *oj = o + j * ldy;
-      // The last tile prefetches the next group into L2. Otherwise the first tile of a group
-      // pulls it from memory at the rate its fmas consume it (an 8-token step's first 4-token
-      // tile wants ~25 GB/s on one core, more than a core gets) while the others read it from
-      // L2 and leave memory idle. An 8-token F16 step in a kernels-only harness (20 matrices of
-      // 5632 x 2048, 8 alternating rounds): 16.8 -> 20.0 GB/s of weights on two threads, 9.0 ->
-      // 11.3 on one.
-      const uint16_t *next = i + 1 == tiles && g + 1 < g1 && gstride != 0 ? wg + gstride : nullptr;
+      // The next group is prefetched into L2 while this one's tiles run: split between the two
+      // tiles of a 7-12 token call (an 8-sequence decode step), by the last tile of more.
+      // Otherwise the first tile of a group pulls it from memory at the rate its fmas consume
+      // it (an 8-token step's first 4-token tile wants ~25 GB/s on one core, more than a core
+      // gets) while the others read it from L2 and leave memory idle. An 8-token F16 step in a
+      // kernels-only harness (20 matrices of 5632 x 2048, alternating rounds): 16.8 -> 20.0
+      // GB/s of weights on two threads with the last tile prefetching, 9.0 -> 11.3 on one; the
+      // prefetch split between both tiles, 14.8 -> 20.0 and 10.9 -> 11.8 against the last tile
+      // alone (8-sequence F16 decode in the engine: 57.9, 59.5, 73.9 tok/s, medians of 6
+      // rounds: none, the last tile, split).
+      const char *pf = nullptr;
+      int pf_step = 0;
+      if (g + 1 < g1 && gstride != 0) {
+        const char *next = reinterpret_cast<const char *>(wg + gstride);
+        if (tiles == 2) {
+          pf = next + i * kGroupRows * n; // half of the group's 2 * 16 * n bytes each
+          pf_step = kGroupRows;
+        } else if (i + 1 == tiles) {
+          pf = next;
+          pf_step = 2 * kGroupRows;
+        }
+      }
       switch (size) {
-      case 6: tile<kType, 1, 6>(wg, gstride, xj, n, oj, ldy, v, next); break;
-      case 5: tile<kType, 1, 5>(wg, gstride, xj, n, oj, ldy, v, next); break;
-      case 4: tile<kType, 1, 4>(wg, gstride, xj, n, oj, ldy, v, next); break;
-      case 3: tile<kType, 1, 3>(wg, gstride, xj, n, oj, ldy, v, next); break;
-      case 2: tile<kType, 1, 2>(wg, gstride, xj, n, oj, ldy, v, next); break;
-      default: tile<kType, 1, 1>(wg, gstride, xj, n, oj, ldy, v, next); break;
+      case 6: tile<kType, 1, 6>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
+      case 5: tile<kType, 1, 5>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
+      case 4: tile<kType, 1, 4>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
+      case 3: tile<kType, 1, 3>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
+      case 2: tile<kType, 1, 2>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
+      default: tile<kType, 1, 1>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
       }
       j += size;
     }
