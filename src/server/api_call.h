@@ -29,7 +29,6 @@ void append_rate_headers(const control::RateSnapshot &s, http::Headers &headers)
 void add_outcome_headers(const CallOutcome &outcome, http::Headers &headers);
 // The error response of a call (its Retry-After and the outcome's headers included).
 http::Response outcome_error_response(const CallOutcome &outcome);
-std::string format_cost(double usd); // "%.8f", as x-gantry-cost-usd has always carried it
 
 // Which headers carry a route's API key. Anthropic's clients send `x-api-key`; the Messages
 // routes accept it when no Authorization header is present (the same keys, the same checks).

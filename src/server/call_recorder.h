@@ -17,6 +17,10 @@
 
 namespace gantry::server {
 
+// A call's cost in dollars as printf's "%.8f" writes it: the x-gantry-cost-usd header and the
+// request log's cost_usd.
+std::string format_cost(double usd);
+
 class CallRecorder {
 public:
   // `request_log` may be null (logging off); `worker` names this process in the log lines.

@@ -130,8 +130,16 @@ GANTRY_AVX2_INLINE void groups_x_tokens(const uint16_t *w, int64_t gstride, int6
   // blocks, so that the second reads the group from L1 rather than L2, made no difference
   // beyond the noise and was dropped.
   const int64_t tiles = (nt + kTileTokens - 1) / kTileTokens;
+  // The next group goes into L2 while this one's tiles run, spread over the last `shares` tiles
+  // (both of a 7-12 token call, an 8-sequence decode step; the last one of more). Without it
+  // the first tile of a group pulled it from memory at the rate its fmas use it (~25 GB/s on
+  // one core, more than a core gets) while the others read L2 and left memory idle
+  // (docs/BENCHMARKS.md, "8-sequence F16 steps": 57.9 -> 73.9 tok/s).
+  const int64_t shares = tiles == 2 ? 2 : 1;
+  const int pf_step = static_cast<int>(2 * kGroupRows / shares); // bytes per column
   for (int64_t g = g0; g < g1; ++g) {
     const uint16_t *wg = w + g * gstride;
+    const char *next = g + 1 < g1 ? reinterpret_cast<const char *>(wg + gstride) : nullptr;
     float *o = yt + kGroupRows * g;
     const int v = rows_of(g + 1);
     int64_t j = 0;
@@ -139,28 +147,8 @@ GANTRY_AVX2_INLINE void groups_x_tokens(const uint16_t *w, int64_t gstride, int6
       const int64_t size = (nt - j + tiles - i - 1) / (tiles - i);
       const float *xj = x + j * n;
       float *oj = o + j * ldy;
-      // The next group is prefetched into L2 while this one's tiles run: split between the two
-      // tiles of a 7-12 token call (an 8-sequence decode step), by the last tile of more.
-      // Otherwise the first tile of a group pulls it from memory at the rate its fmas consume
-      // it (an 8-token step's first 4-token tile wants ~25 GB/s on one core, more than a core
-      // gets) while the others read it from L2 and leave memory idle. An 8-token F16 step in a
-      // kernels-only harness (20 matrices of 5632 x 2048, alternating rounds): 16.8 -> 20.0
-      // GB/s of weights on two threads with the last tile prefetching, 9.0 -> 11.3 on one; the
-      // prefetch split between both tiles, 14.8 -> 20.0 and 10.9 -> 11.8 against the last tile
-      // alone (8-sequence F16 decode in the engine: 57.9, 59.5, 73.9 tok/s, medians of 6
-      // rounds: none, the last tile, split).
-      const char *pf = nullptr;
-      int pf_step = 0;
-      if (g + 1 < g1 && gstride != 0) {
-        const char *next = reinterpret_cast<const char *>(wg + gstride);
-        if (tiles == 2) {
-          pf = next + i * kGroupRows * n; // half of the group's 2 * 16 * n bytes each
-          pf_step = kGroupRows;
-        } else if (i + 1 == tiles) {
-          pf = next;
-          pf_step = 2 * kGroupRows;
-        }
-      }
+      const int64_t share = i - (tiles - shares);
+      const char *pf = next != nullptr && share >= 0 ? next + share * pf_step * n : nullptr;
       switch (size) {
       case 6: tile<kType, 1, 6>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;
       case 5: tile<kType, 1, 5>(wg, gstride, xj, n, oj, ldy, v, pf, pf_step); break;

@@ -1,4 +1,4 @@
-#include "server/api_call.h"
+#include "server/call_recorder.h"
 
 #include <gtest/gtest.h>
 
